@@ -1,0 +1,262 @@
+"""Lossless conversion between the seed envelope and CloudEvents 1.0.
+
+CloudEvents requires lower-case attribute names, so the seed's camelCase body is not itself a
+CloudEvent. The mapping used everywhere in the fabric:
+
+=====================  ==========================
+envelope               CloudEvents attribute
+=====================  ==========================
+id, type, source       id, type, source
+time                   time
+specVersion            specversion
+dataContentType        datacontenttype
+dataSchema             dataschema
+metadata.correlationId correlationid (extension)
+metadata.causationId   causationid (extension)
+metadata.userId        userid (extension)
+metadata.tenantId      tenantid (extension)
+data.entity/entityId   subject ("entity/entityId")
+=====================  ==========================
+
+Three wire forms:
+
+* **Kafka default** (``to_kafka``): the message value is the seed envelope exactly and ``ce_*``
+  headers make the same message a valid binary-mode CloudEvent whose data is that envelope.
+* **Structured** (``to_structured``): one ``application/cloudevents+json`` document whose
+  ``data`` is the envelope's ``data`` object.
+* **Binary** (``to_binary``): attributes as protocol headers, the envelope's ``data`` object as
+  the body; ``prefix`` picks the binding (``ce_`` Kafka, ``ce-`` HTTP, ``cloudEvents_`` AMQP).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cauldron_fabric.core.envelope import (
+	JSON_CONTENT_TYPE,
+	SPEC_VERSION,
+	Envelope,
+	EventData,
+	dumps,
+	format_time,
+)
+from cauldron_fabric.core.errors import InvalidEnvelope
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+KAFKA_PREFIX = "ce_"
+HTTP_PREFIX = "ce-"
+AMQP_PREFIX = "cloudEvents_"
+EXTENSIONS = {
+	"correlationid": "correlation_id",
+	"causationid": "causation_id",
+	"userid": "user_id",
+	"tenantid": "tenant_id",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WireMessage:
+	"""A message ready for a protocol: headers (name, value) and a body."""
+
+	headers: tuple[tuple[str, str], ...]
+	body: bytes
+
+	def header_dict(self) -> dict[str, str]:
+		"""Returns the headers as a dict (last value wins)."""
+		return dict(self.headers)
+
+
+def to_attributes(envelope: Envelope) -> dict[str, str]:
+	"""Returns the CloudEvents context attributes (with extensions) of an envelope."""
+	attributes = {
+		"specversion": envelope.spec_version,
+		"id": envelope.id,
+		"type": envelope.type,
+		"source": envelope.source,
+		"time": envelope.time,
+		"subject": f"{envelope.data.entity}/{envelope.data.entity_id}",
+	}
+	if envelope.data_schema:
+		attributes["dataschema"] = envelope.data_schema
+	for name, attr in EXTENSIONS.items():
+		value = getattr(envelope.metadata, attr)
+		if value is not None:
+			attributes[name] = value
+	return attributes
+
+
+def from_attributes(attributes: Mapping[str, Any], data: Any, content_type: str | None = None) -> Envelope:
+	"""Builds an envelope from CloudEvents attributes and the event's data."""
+	problems = [
+		f"CloudEvent attribute '{key}' is missing"
+		for key in ("id", "type", "source")
+		if not attributes.get(key)
+	]
+	spec = str(attributes.get("specversion") or SPEC_VERSION)
+	if spec != SPEC_VERSION:
+		problems.append(f"CloudEvent specversion must be {SPEC_VERSION!r}, got {spec!r}")
+	if problems:
+		raise InvalidEnvelope(problems)
+	event_data = _event_data(attributes, data)
+	body = {
+		"id": str(attributes["id"]),
+		"type": str(attributes["type"]),
+		"source": str(attributes["source"]),
+		"time": _text_time(attributes.get("time")),
+		"specVersion": spec,
+		"dataContentType": content_type or attributes.get("datacontenttype") or JSON_CONTENT_TYPE,
+		"data": event_data,
+		"metadata": {
+			"correlationId": _optional_text(attributes.get("correlationid")),
+			"causationId": _optional_text(attributes.get("causationid")),
+			"userId": _optional_text(attributes.get("userid")),
+			"tenantId": _optional_text(attributes.get("tenantid")),
+		},
+	}
+	if attributes.get("dataschema"):
+		body["dataSchema"] = str(attributes["dataschema"])
+	return Envelope.from_dict(body)
+
+
+def _event_data(attributes: Mapping[str, Any], data: Any) -> dict[str, Any]:
+	if isinstance(data, Mapping) and {"entity", "entityId", "action"} <= data.keys():
+		return {
+			"entity": data["entity"],
+			"entityId": data["entityId"],
+			"action": data["action"],
+			"payload": data.get("payload") or {},
+		}
+	# A CloudEvent from another producer: derive the seed fields from subject and type.
+	entity, _, entity_id = str(attributes.get("subject") or "").partition("/")
+	action = str(attributes.get("type") or "").rsplit(".", 1)[-1]
+	payload = data if isinstance(data, Mapping) else {"value": data}
+	return {
+		"entity": entity or "unknown",
+		"entityId": entity_id or str(attributes.get("id")),
+		"action": action,
+		"payload": payload,
+	}
+
+
+def _optional_text(value: Any) -> str | None:
+	return None if value is None else str(value)
+
+
+def _text_time(value: Any) -> str:
+	if value is None:
+		raise InvalidEnvelope(["CloudEvent attribute 'time' is required by the fabric"])
+	if hasattr(value, "isoformat"):
+		return format_time(value)
+	return str(value)
+
+
+def kafka_headers(envelope: Envelope) -> tuple[tuple[str, str], ...]:
+	"""Returns the ``ce_*`` headers that make a message carrying the envelope a binary CloudEvent."""
+	headers = [(KAFKA_PREFIX + name, value) for name, value in to_attributes(envelope).items()]
+	headers.append(("content-type", JSON_CONTENT_TYPE))
+	return tuple(headers)
+
+
+def to_kafka(envelope: Envelope) -> WireMessage:
+	"""Returns the default Kafka form: the seed envelope as value, ``ce_*`` headers around it."""
+	return WireMessage(kafka_headers(envelope), envelope.to_json().encode())
+
+
+def to_binary(envelope: Envelope, prefix: str = KAFKA_PREFIX) -> WireMessage:
+	"""Returns binary content mode: attributes as headers, the envelope's ``data`` as body."""
+	headers = [(prefix + name, value) for name, value in to_attributes(envelope).items()]
+	headers.append(("content-type", envelope.data_content_type))
+	return WireMessage(tuple(headers), dumps(_data_dict(envelope.data)).encode())
+
+
+def to_structured(envelope: Envelope) -> dict[str, Any]:
+	"""Returns the structured-mode CloudEvent document (``application/cloudevents+json``)."""
+	document: dict[str, Any] = dict(to_attributes(envelope))
+	document["datacontenttype"] = envelope.data_content_type
+	document["data"] = _data_dict(envelope.data)
+	return document
+
+
+def to_structured_message(envelope: Envelope) -> WireMessage:
+	"""Returns structured mode as a message: one JSON document, its content type as header."""
+	return WireMessage((("content-type", STRUCTURED_CONTENT_TYPE),), dumps(to_structured(envelope)).encode())
+
+
+def from_structured(document: Any) -> Envelope:
+	"""Builds an envelope from a structured-mode CloudEvent document (dict, str or bytes)."""
+	if isinstance(document, bytes | str):
+		document = _loads(document)
+	if not isinstance(document, Mapping):
+		raise InvalidEnvelope(["a structured CloudEvent must be a JSON object"])
+	return from_attributes(document, document.get("data"))
+
+
+def from_headers(
+	headers: Iterable[tuple[str, Any]] | Mapping[str, Any] | None, body: bytes | str | None
+) -> Envelope:
+	"""Reads any of the three wire forms, whichever binding prefix the headers use.
+
+	A body that is the seed envelope wins over headers, but headers that contradict it
+	(another id or type) are refused rather than silently ignored.
+	"""
+	pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+	attributes: dict[str, Any] = {}
+	content_type = ""
+	for name, value in pairs:
+		text = value.decode() if isinstance(value, bytes) else value
+		lowered = name.lower()
+		if lowered in ("content-type", "content_type"):
+			content_type = str(text or "")
+			continue
+		for prefix in (KAFKA_PREFIX, HTTP_PREFIX, AMQP_PREFIX.lower(), "cloudevents:"):
+			if lowered.startswith(prefix):
+				attributes[lowered[len(prefix) :]] = text
+				break
+	if content_type.startswith(STRUCTURED_CONTENT_TYPE):
+		return from_structured(body or b"")
+	value = _loads(body) if body else None
+	if isinstance(value, Mapping) and "specVersion" in value and isinstance(value.get("data"), Mapping):
+		envelope = Envelope.from_dict(value)
+		for attr in ("id", "type"):
+			if attributes.get(attr) not in (None, getattr(envelope, attr)):
+				raise InvalidEnvelope(
+					[
+						f"header ce_{attr}={attributes[attr]!r} contradicts the body's {attr}={getattr(envelope, attr)!r}"
+					]
+				)
+		return envelope
+	if not attributes:
+		raise InvalidEnvelope(["message is neither a fabric envelope nor a CloudEvent (no ce_ headers)"])
+	return from_attributes(attributes, value, content_type or None)
+
+
+def _data_dict(data: EventData) -> dict[str, Any]:
+	return {"entity": data.entity, "entityId": data.entity_id, "action": data.action, "payload": data.payload}
+
+
+def _loads(raw: bytes | str) -> Any:
+	try:
+		return json.loads(raw)
+	except (ValueError, UnicodeDecodeError) as exc:
+		raise InvalidEnvelope([f"body is not valid JSON ({exc})"]) from exc
+
+
+__all__ = [
+	"AMQP_PREFIX",
+	"HTTP_PREFIX",
+	"KAFKA_PREFIX",
+	"STRUCTURED_CONTENT_TYPE",
+	"WireMessage",
+	"from_attributes",
+	"from_headers",
+	"from_structured",
+	"kafka_headers",
+	"to_attributes",
+	"to_binary",
+	"to_kafka",
+	"to_structured",
+	"to_structured_message",
+]

@@ -1,0 +1,236 @@
+"""The event envelope of the source document's section 3.2, as a frozen value.
+
+The JSON form is the seed's structure exactly::
+
+    {"id", "type", "source", "time", "dataContentType", "specVersion",
+     "data": {"entity", "entityId", "action", "payload"},
+     "metadata": {"correlationId", "causationId", "userId", "tenantId"}}
+
+``dataSchema`` is added only when the event was checked against a registered schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cauldron_fabric.core.errors import InvalidEnvelope
+
+SPEC_VERSION = "1.0"
+JSON_CONTENT_TYPE = "application/json"
+TYPE_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+
+
+def new_event_id() -> str:
+	"""Returns a time-ordered UUID (version 7) so ids sort roughly by creation time."""
+	millis = time.time_ns() // 1_000_000
+	rand = int.from_bytes(os.urandom(10), "big")
+	value = (millis & ((1 << 48) - 1)) << 80
+	value |= 0x7 << 76
+	value |= ((rand >> 68) & 0xFFF) << 64
+	value |= 0b10 << 62
+	value |= rand & ((1 << 62) - 1)
+	return str(uuid.UUID(int=value))
+
+
+def utc_now_iso() -> str:
+	"""Returns the current UTC time as ISO-8601 with microseconds and a ``Z`` suffix."""
+	return format_time(dt.datetime.now(dt.timezone.utc))
+
+
+def format_time(moment: dt.datetime) -> str:
+	"""Formats an aware or naive-UTC datetime as ISO-8601 ``Z`` time."""
+	if moment.tzinfo is not None:
+		moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+	return moment.isoformat(timespec="microseconds") + "Z"
+
+
+def parse_time(value: str) -> dt.datetime:
+	"""Parses an RFC 3339 timestamp into an aware datetime; raises ValueError when it is not one."""
+	text = value.strip()
+	if text.endswith(("Z", "z")):
+		text = text[:-1] + "+00:00"
+	moment = dt.datetime.fromisoformat(text)
+	if moment.tzinfo is None:
+		raise ValueError(f"timestamp {value!r} has no time zone")
+	return moment
+
+
+@dataclass(frozen=True, slots=True)
+class EventData:
+	"""What happened and to which entity."""
+
+	entity: str
+	entity_id: str
+	action: str
+	payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EventMetadata:
+	"""Who caused the event and which conversation it belongs to."""
+
+	correlation_id: str | None = None
+	causation_id: str | None = None
+	user_id: str | None = None
+	tenant_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+	"""One event, immutable, in the source document's standard structure."""
+
+	id: str
+	type: str
+	source: str
+	time: str
+	data: EventData
+	metadata: EventMetadata = field(default_factory=EventMetadata)
+	data_content_type: str = JSON_CONTENT_TYPE
+	spec_version: str = SPEC_VERSION
+	data_schema: str | None = None
+
+	@property
+	def partition_key(self) -> str:
+		"""Returns the key that keeps one entity's events in order (Kafka message key)."""
+		return f"{self.data.entity}/{self.data.entity_id}"
+
+	def with_schema(self, data_schema: str) -> Envelope:
+		"""Returns a copy that records the schema version the event was checked against."""
+		return replace(self, data_schema=data_schema)
+
+	def to_dict(self) -> dict[str, Any]:
+		"""Returns the JSON-ready dict in the seed's exact key order and spelling."""
+		body: dict[str, Any] = {
+			"id": self.id,
+			"type": self.type,
+			"source": self.source,
+			"time": self.time,
+			"dataContentType": self.data_content_type,
+			"specVersion": self.spec_version,
+			"data": {
+				"entity": self.data.entity,
+				"entityId": self.data.entity_id,
+				"action": self.data.action,
+				"payload": self.data.payload,
+			},
+			"metadata": {
+				"correlationId": self.metadata.correlation_id,
+				"causationId": self.metadata.causation_id,
+				"userId": self.metadata.user_id,
+				"tenantId": self.metadata.tenant_id,
+			},
+		}
+		if self.data_schema:
+			body["dataSchema"] = self.data_schema
+		return body
+
+	def to_json(self) -> str:
+		"""Serialises the envelope; dates, decimals and sets in the payload become JSON values."""
+		return dumps(self.to_dict())
+
+	@classmethod
+	def from_dict(cls, body: Any) -> Envelope:
+		"""Builds an envelope from its JSON form; raises InvalidEnvelope listing every defect."""
+		problems: list[str] = []
+		if not isinstance(body, Mapping):
+			raise InvalidEnvelope([f"expected a JSON object, got {type(body).__name__}"])
+		for key in ("id", "type", "source", "time"):
+			_require_text(body, key, key, problems)
+		if isinstance(body.get("type"), str) and not TYPE_PATTERN.match(body["type"]):
+			problems.append(
+				f"'type' {body['type']!r} must be dot-separated lower-case words such as 'sales_invoice.submitted'"
+			)
+		if isinstance(body.get("time"), str):
+			try:
+				parse_time(body["time"])
+			except ValueError:
+				problems.append(f"'time' {body['time']!r} is not an ISO-8601 timestamp with a time zone")
+		spec = body.get("specVersion", SPEC_VERSION)
+		if spec != SPEC_VERSION:
+			problems.append(f"'specVersion' must be {SPEC_VERSION!r}, got {spec!r}")
+		data = body.get("data")
+		if not isinstance(data, Mapping):
+			problems.append("'data' must be an object with entity, entityId, action and payload")
+			data = {}
+		for key in ("entity", "entityId", "action"):
+			_require_text(data, key, f"data.{key}", problems)
+		payload = data.get("payload", {})
+		if payload is None:
+			payload = {}
+		if not isinstance(payload, Mapping):
+			problems.append("'data.payload' must be an object")
+		metadata = body.get("metadata") or {}
+		if not isinstance(metadata, Mapping):
+			problems.append("'metadata' must be an object")
+			metadata = {}
+		for key in ("correlationId", "causationId", "userId", "tenantId"):
+			value = metadata.get(key)
+			if value is not None and not isinstance(value, str):
+				problems.append(f"'metadata.{key}' must be a string or null")
+		if problems:
+			raise InvalidEnvelope(problems)
+		return cls(
+			id=body["id"],
+			type=body["type"],
+			source=body["source"],
+			time=body["time"],
+			data=EventData(
+				entity=data["entity"], entity_id=data["entityId"], action=data["action"], payload=payload
+			),
+			metadata=EventMetadata(
+				correlation_id=metadata.get("correlationId"),
+				causation_id=metadata.get("causationId"),
+				user_id=metadata.get("userId"),
+				tenant_id=metadata.get("tenantId"),
+			),
+			data_content_type=body.get("dataContentType") or JSON_CONTENT_TYPE,
+			spec_version=spec,
+			data_schema=body.get("dataSchema"),
+		)
+
+	@classmethod
+	def from_json(cls, text: str | bytes) -> Envelope:
+		"""Parses JSON text; raises InvalidEnvelope when it is not JSON or not an envelope."""
+		try:
+			body = json.loads(text)
+		except (ValueError, UnicodeDecodeError) as exc:
+			raise InvalidEnvelope([f"body is not valid JSON ({exc})"]) from exc
+		return cls.from_dict(body)
+
+
+def _require_text(body: Mapping, key: str, label: str, problems: list[str]) -> None:
+	value = body.get(key)
+	if not isinstance(value, str) or not value.strip():
+		problems.append(f"'{label}' is required and must be a non-empty string")
+
+
+def _json_default(value: Any) -> Any:
+	if isinstance(value, dt.datetime):
+		return value.isoformat()
+	if isinstance(value, dt.date | dt.time):
+		return value.isoformat()
+	if isinstance(value, dt.timedelta):
+		return str(value)
+	if isinstance(value, decimal.Decimal):
+		return float(value)
+	if isinstance(value, set | frozenset | tuple):
+		return list(value)
+	if isinstance(value, bytes):
+		return value.decode("utf-8", "replace")
+	if isinstance(value, Mapping):
+		return dict(value)
+	return str(value)
+
+
+def dumps(value: Any) -> str:
+	"""Serialises to compact JSON, turning dates, decimals and sets into JSON values."""
+	return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,98 @@
+"""The naming rule for event types and the topic naming rule.
+
+Event types have the source document's ``event.domain.action`` shape: lower-case words joined
+by dots, the first word the domain, the last the action.
+
+* Document lifecycle: ``<doctype>.<action>``, the DocType in snake case
+  (``Sales Invoice`` becomes ``sales_invoice``, ``ToDo`` becomes ``todo``) and the action one of
+  ``DOCUMENT_ACTIONS`` (``sales_invoice.submitted``, ``todo.updated_after_submit``).
+* Business transactions: ``business.transaction`` for submitted and cancelled transactions.
+* Users: ``user.login`` and ``user.logout``.
+* System: ``system.change`` for DocTypes, settings and permissions; ``system.status`` for the
+  scheduler's heartbeat.
+* Events from other modules keep their names from the source document (``agent.task.created``).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+
+from cauldron_fabric.core.errors import ConfigurationError
+
+DOCUMENT_ACTIONS = (
+	"created",
+	"updated",
+	"submitted",
+	"cancelled",
+	"updated_after_submit",
+	"deleted",
+	"renamed",
+)
+BUSINESS_TRANSACTION = "business.transaction"
+USER_LOGIN = "user.login"
+USER_LOGOUT = "user.logout"
+SYSTEM_CHANGE = "system.change"
+SYSTEM_STATUS = "system.status"
+
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+_TOPIC_ILLEGAL = re.compile(r"[^a-zA-Z0-9._-]+")
+TOPIC_PLACEHOLDERS = frozenset({"domain", "type", "entity", "tenant"})
+DEFAULT_TOPIC_TEMPLATE = "cauldron.{domain}"
+MAX_TOPIC_LENGTH = 249
+
+
+def snake_case(name: str) -> str:
+	"""Returns ``name`` as lower snake case: ``Sales Invoice`` becomes ``sales_invoice``."""
+	return _NON_WORD.sub("_", name.lower()).strip("_") or "unnamed"
+
+
+def document_event_type(doctype: str, action: str) -> str:
+	"""Returns the event type of a document lifecycle action, e.g. ``sales_invoice.submitted``."""
+	if action not in DOCUMENT_ACTIONS:
+		raise ValueError(f"unknown document action {action!r}; expected one of {', '.join(DOCUMENT_ACTIONS)}")
+	return f"{snake_case(doctype)}.{action}"
+
+
+def domain_of(event_type: str) -> str:
+	"""Returns the first word of an event type, its domain."""
+	return event_type.split(".", 1)[0]
+
+
+def validate_topic_template(template: str) -> None:
+	"""Raises ConfigurationError when a topic template uses an unknown placeholder or is empty."""
+	if not template or not template.strip():
+		raise ConfigurationError(
+			"The topic naming rule is empty.", hint="Use for example 'cauldron.{domain}'."
+		)
+	try:
+		fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+	except ValueError as exc:
+		raise ConfigurationError(f"The topic naming rule {template!r} is malformed ({exc}).") from exc
+	unknown = fields - TOPIC_PLACEHOLDERS
+	if unknown:
+		raise ConfigurationError(
+			f"The topic naming rule uses unknown placeholder(s) {', '.join(sorted(unknown))}.",
+			hint=f"Allowed: {', '.join('{' + p + '}' for p in sorted(TOPIC_PLACEHOLDERS))}.",
+		)
+
+
+def topic_for(template: str, event_type: str, entity: str, tenant: str | None) -> str:
+	"""Returns the Kafka topic for an event under a naming template, made legal for Kafka."""
+	name = template.format(
+		domain=domain_of(event_type),
+		type=event_type,
+		entity=snake_case(entity),
+		tenant=snake_case(tenant or "default"),
+	)
+	name = _TOPIC_ILLEGAL.sub("_", name).strip("._") or "cauldron.events"
+	return name[:MAX_TOPIC_LENGTH]
+
+
+def template_keeps_entity_order(template: str) -> bool:
+	"""Tells whether every event of one entity lands in the same topic under this template.
+
+	Templates using ``{type}`` split one document's events over several topics, so their
+	relative order is no longer guaranteed to consumers.
+	"""
+	return "{type}" not in template

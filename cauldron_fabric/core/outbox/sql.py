@@ -1,0 +1,334 @@
+"""The outbox on a MariaDB/MySQL table shaped like a Frappe DocType table (the Event Log).
+
+The table is the event log and the outbox at once: every event is one row, and rows with
+status ``Pending`` are the outbox. Ids come from a sequence so they follow commit order for any
+one document (a second change to a document waits for the first one's row lock, so it draws a
+later id).
+
+Relays claim rows with ``SELECT … FOR UPDATE SKIP LOCKED`` under READ COMMITTED, which takes no
+gap locks: a relay publishing a batch never blocks a user's save that appends new events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cauldron_fabric.core.errors import RetryableError
+from cauldron_fabric.core.ports import OutboxAppend, OutboxRecord, OutboxStore, Settlement
+
+PENDING = "Pending"
+PUBLISHED = "Published"
+RECORDED = "Recorded"
+FAILED = "Failed"
+
+DEFAULT_TABLE = "tabEvent Log"
+DEFAULT_SEQUENCE = "event_log_id_seq"
+ERROR_LENGTH = 2000
+
+# Every column the store writes; the Event Log DocType must define each of them.
+EVENT_COLUMNS = (
+	"event_id",
+	"event_type",
+	"source",
+	"entity",
+	"entity_id",
+	"action",
+	"correlation_id",
+	"causation_id",
+	"user_id",
+	"tenant_id",
+	"partition_key",
+	"envelope",
+	"status",
+	"attempts",
+	"last_error",
+	"next_attempt_at",
+	"published_at",
+	"topic",
+	"kafka_partition",
+	"kafka_offset",
+)
+STANDARD_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "docstatus", "idx")
+
+# Composite indexes the relay's queries need; Frappe's DocType JSON only declares single ones.
+INDEXES = {
+	"fabric_status_seq": ("status", "name"),
+	"fabric_key_status_seq": ("partition_key", "status", "name"),
+	"fabric_entity": ("entity", "entity_id"),
+}
+
+
+class StoreUnavailable(RetryableError):
+	"""The outbox database could not be reached; the relay retries with backoff."""
+
+
+def local_now() -> dt.datetime:
+	"""Returns the machine's naive local time, the default clock of the store."""
+	return dt.datetime.now()
+
+
+def build_append(
+	entries: Sequence[OutboxAppend],
+	*,
+	actor: str,
+	now: dt.datetime,
+	table: str = DEFAULT_TABLE,
+	sequence: str = DEFAULT_SEQUENCE,
+) -> tuple[str, list[Any]]:
+	"""Returns one multi-row INSERT for ``entries`` and its parameters (``%s`` paramstyle)."""
+	columns = (*STANDARD_COLUMNS, *EVENT_COLUMNS)
+	row = "(nextval(`{}`), {})".format(sequence, ", ".join(["%s"] * (len(columns) - 1)))
+	params: list[Any] = []
+	for entry in entries:
+		env = entry.envelope
+		meta = env.metadata
+		params += [now, now, actor, actor, 0, 0]
+		params += [
+			env.id,
+			env.type,
+			env.source,
+			env.data.entity,
+			env.data.entity_id,
+			env.data.action,
+			meta.correlation_id,
+			meta.causation_id,
+			meta.user_id,
+			meta.tenant_id,
+			env.partition_key[:280],
+			env.to_json(),
+			PENDING if entry.pending else RECORDED,
+			0,
+			None,
+			None,
+			None,
+			None,
+			None,
+			None,
+		]
+	column_list = ", ".join(f"`{c}`" for c in columns)
+	sql = f"INSERT INTO `{table}` ({column_list}) VALUES " + ", ".join([row] * len(entries))
+	return sql, params
+
+
+def create_table_sql(table: str = DEFAULT_TABLE, sequence: str = DEFAULT_SEQUENCE) -> list[str]:
+	"""Returns DDL for a standalone outbox table with the Event Log DocType's shape.
+
+	Frappe creates the real table from the DocType; this exists for the core's own tests and
+	for running the relay next to a database without Frappe.
+	"""
+	return [
+		f"CREATE SEQUENCE IF NOT EXISTS `{sequence}` NOCACHE",
+		f"""CREATE TABLE IF NOT EXISTS `{table}` (
+			name bigint primary key,
+			creation datetime(6), modified datetime(6), owner varchar(140), modified_by varchar(140),
+			docstatus int not null default 0, idx int not null default 0,
+			event_id varchar(140) unique, event_type varchar(140), source varchar(140),
+			entity varchar(140), entity_id varchar(140), action varchar(140),
+			correlation_id varchar(140), causation_id varchar(140), user_id varchar(140), tenant_id varchar(140),
+			partition_key varchar(280), envelope longtext, status varchar(140),
+			attempts int not null default 0, last_error text, next_attempt_at datetime(6), published_at datetime(6),
+			topic varchar(255), kafka_partition int, kafka_offset bigint
+		) ENGINE=InnoDB CHARACTER SET=utf8mb4 COLLATE=utf8mb4_unicode_ci""",
+	]
+
+
+def index_statements(table: str, existing: set[str]) -> list[str]:
+	"""Returns the CREATE INDEX statements for the relay's indexes that ``existing`` lacks."""
+	return [
+		f"CREATE INDEX `{name}` ON `{table}` ({', '.join(f'`{c}`' for c in columns)})"
+		for name, columns in INDEXES.items()
+		if name not in existing
+	]
+
+
+class SqlOutboxStore(OutboxStore):
+	"""The outbox on its own DB-API connection (PyMySQL), one open claim at a time."""
+
+	def __init__(
+		self,
+		connect: Callable[[], Any],
+		*,
+		table: str = DEFAULT_TABLE,
+		sequence: str = DEFAULT_SEQUENCE,
+		clock: Callable[[], dt.datetime] = local_now,
+	):
+		self._connect = connect
+		self._conn = None
+		self.table = table
+		self.sequence = sequence
+		self.clock = clock
+		self._claimed: list[int] = []
+
+	@property
+	def connection(self):
+		"""Returns the open connection, connecting (READ COMMITTED, no autocommit) on first use."""
+		if self._conn is None:
+			try:
+				conn = self._connect()
+				with conn.cursor() as cur:
+					cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+					cur.execute("SET SESSION innodb_lock_wait_timeout = 10")
+				conn.autocommit(False)
+			except Exception as exc:
+				raise StoreUnavailable(f"Cannot connect to the outbox database: {exc}.") from exc
+			self._conn = conn
+		return self._conn
+
+	def _execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+		try:
+			with self.connection.cursor() as cur:
+				cur.execute(sql, params)
+				return list(cur.fetchall() or ())
+		except StoreUnavailable:
+			raise
+		except Exception as exc:
+			if _is_connection_error(exc):
+				self._drop_connection()
+				raise StoreUnavailable(f"Lost the outbox database connection: {exc}.") from exc
+			raise
+
+	def _drop_connection(self) -> None:
+		conn, self._conn = self._conn, None
+		self._claimed = []
+		if conn is not None:
+			try:
+				conn.close()
+			except Exception:
+				pass
+
+	def ensure_indexes(self) -> None:
+		"""Creates the composite indexes the relay's queries need, if missing."""
+		rows = self._execute(f"SHOW INDEX FROM `{self.table}`")
+		for statement in index_statements(self.table, {row[2] for row in rows}):
+			self._execute(statement)
+
+	def append(self, entries: Sequence[OutboxAppend], actor: str = "Administrator") -> None:
+		"""Inserts the events on this store's connection; the caller commits."""
+		if entries:
+			sql, params = build_append(
+				entries, actor=actor, now=self.clock(), table=self.table, sequence=self.sequence
+			)
+			self._execute(sql, params)
+
+	def commit(self) -> None:
+		"""Commits whatever this store's connection has pending."""
+		self.connection.commit()
+
+	def claim(self, limit: int) -> list[OutboxRecord]:
+		"""Locks due Pending rows (skipping rows other relays hold) and keeps per-key order."""
+		if self._claimed:
+			raise RuntimeError("claim() called twice without settle() or release()")
+		rows = self._execute(
+			f"""SELECT name, event_id, event_type, entity, partition_key, envelope, attempts
+			FROM `{self.table}`
+			WHERE status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
+			ORDER BY name LIMIT %s
+			FOR UPDATE SKIP LOCKED""",
+			(PENDING, self.clock(), int(limit)),
+		)
+		if not rows:
+			self.connection.rollback()
+			return []
+		records = [OutboxRecord(int(r[0]), r[1], r[2], r[3], r[4], r[5], int(r[6] or 0)) for r in rows]
+		records = self._in_key_order(records)
+		if not records:
+			self.release()
+			return []
+		self._claimed = [r.seq for r in records]
+		return records
+
+	def _in_key_order(self, records: list[OutboxRecord]) -> list[OutboxRecord]:
+		"""Drops records that would overtake an earlier unpublished record of the same key.
+
+		The earlier record is either held by another relay or waiting for its retry time;
+		the later one must wait for it, or per-document order breaks.
+		"""
+		keys = sorted({r.partition_key for r in records})
+		placeholders = ", ".join(["%s"] * len(keys))
+		earlier = self._execute(
+			f"""SELECT name, partition_key FROM `{self.table}`
+			WHERE status = %s AND partition_key IN ({placeholders}) AND name <= %s
+			ORDER BY name""",
+			(PENDING, *keys, max(r.seq for r in records)),
+		)
+		claimed = {r.seq for r in records}
+		blocked: set[str] = set()
+		for seq, key in earlier:
+			if int(seq) not in claimed:
+				blocked.add(key)
+			elif key in blocked:
+				claimed.discard(int(seq))
+		return [r for r in records if r.seq in claimed]
+
+	def settle(self, settlements: Sequence[Settlement]) -> None:
+		"""Writes every outcome in two statements and commits, releasing the row locks."""
+		now = self.clock()
+		published = [s for s in settlements if s.published]
+		failed = [s for s in settlements if not s.published]
+		if published:
+			self._update_from_rows(
+				published,
+				"t.status = %s, t.published_at = %s, t.modified = %s, t.attempts = t.attempts + 1, "
+				"t.last_error = NULL, t.next_attempt_at = NULL, "
+				"t.topic = v.topic, t.kafka_partition = v.part, t.kafka_offset = v.off",
+				[PUBLISHED, now, now],
+			)
+		if failed:
+			self._update_from_rows(
+				failed,
+				"t.status = IF(v.permanent, %s, t.status), t.modified = %s, t.attempts = t.attempts + 1, "
+				"t.last_error = v.error, t.next_attempt_at = v.retry_at, t.topic = v.topic",
+				[FAILED, now],
+			)
+		self.connection.commit()
+		self._claimed = []
+
+	def _update_from_rows(
+		self, settlements: Sequence[Settlement], assignments: str, params: list[Any]
+	) -> None:
+		select = "SELECT %s AS seq, %s AS topic, %s AS part, %s AS off, %s AS error, %s AS permanent, %s AS retry_at"
+		values: list[Any] = []
+		for s in settlements:
+			values += [
+				s.seq,
+				s.destination or None,
+				s.partition,
+				s.offset,
+				(s.error or "")[:ERROR_LENGTH] or None,
+				1 if s.permanent else 0,
+				s.retry_at,
+			]
+		derived = " UNION ALL ".join([select] * len(settlements))
+		self._execute(
+			f"UPDATE `{self.table}` t JOIN ({derived}) v ON t.name = v.seq SET {assignments}",
+			[*values, *params],
+		)
+
+	def release(self) -> None:
+		"""Rolls back, giving the claimed rows to the next relay untouched."""
+		self._claimed = []
+		if self._conn is not None:
+			try:
+				self._conn.rollback()
+			except Exception:
+				self._drop_connection()
+
+	def pending_count(self) -> int:
+		"""Counts Pending rows (outside any claim)."""
+		rows = self._execute(f"SELECT COUNT(*) FROM `{self.table}` WHERE status = %s", (PENDING,))
+		if not self._claimed:
+			self.connection.rollback()
+		return int(rows[0][0])
+
+	def close(self) -> None:
+		"""Rolls back anything open and closes the connection."""
+		self.release()
+		self._drop_connection()
+
+
+def _is_connection_error(exc: Exception) -> bool:
+	code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+	# 2003 can't connect, 2006 server gone, 2013 lost during query, 1927 connection killed, 4031 idle timeout.
+	return code in {2003, 2006, 2013, 1927, 4031} or type(exc).__name__ == "InterfaceError"

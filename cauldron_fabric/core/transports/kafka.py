@@ -1,0 +1,295 @@
+"""Kafka through confluent-kafka (librdkafka): idempotent producer, acks from all replicas.
+
+``kafka://host1:9092,host2:9092`` with options:
+
+=====================  ==============================================================
+option                 meaning
+=====================  ==============================================================
+security_protocol      PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+sasl_mechanism         PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+sasl_username/password SASL credentials
+ssl_ca_pem             CA certificate(s) in PEM, to verify the brokers
+ssl_ca_location        or a path to such a file
+client_id              how the brokers name this client
+auto_create_topics     create missing topics with the partitions and replication below
+topic_partitions       partitions of auto-created topics
+topic_replication      replication factor of auto-created topics
+message_timeout_ms     how long one message may wait for its acknowledgement
+extra                  further librdkafka settings, as a dict
+=====================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cauldron_fabric.core.errors import ConfigurationError, MessageRejected, TransportUnavailable
+from cauldron_fabric.core.ports import ConnectionReport, Delivery, OutboundMessage, Transport
+
+log = logging.getLogger("cauldron_fabric.kafka")
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+DEFAULT_MESSAGE_TIMEOUT_MS = 10_000
+
+# Errors a retry will not cure: the message or the topic itself is refused.
+PERMANENT_CODES = {
+	KafkaError.MSG_SIZE_TOO_LARGE,
+	KafkaError.INVALID_MSG_SIZE,
+	KafkaError.TOPIC_AUTHORIZATION_FAILED,
+	KafkaError.TOPIC_EXCEPTION,
+	KafkaError._INVALID_ARG,
+	KafkaError.INVALID_RECORD,
+	KafkaError.POLICY_VIOLATION,
+}
+
+
+def kafka_config(bootstrap: str, options: dict[str, Any]) -> dict[str, Any]:
+	"""Returns the librdkafka settings shared by producer and admin client for these options."""
+	if not bootstrap:
+		raise ConfigurationError(
+			"No Kafka bootstrap servers given.", hint="Set them as host:port, comma-separated."
+		)
+	protocol = (options.get("security_protocol") or "PLAINTEXT").upper()
+	if protocol not in SECURITY_PROTOCOLS:
+		raise ConfigurationError(
+			f"Unknown Kafka security protocol {protocol!r}.",
+			hint=f"Use one of {', '.join(SECURITY_PROTOCOLS)}.",
+		)
+	config: dict[str, Any] = {
+		"bootstrap.servers": bootstrap,
+		"security.protocol": protocol,
+		"client.id": options.get("client_id") or "cauldron-fabric",
+		"logger": log,
+	}
+	if protocol.startswith("SASL"):
+		mechanism = (options.get("sasl_mechanism") or "PLAIN").upper()
+		if mechanism not in SASL_MECHANISMS:
+			raise ConfigurationError(
+				f"Unknown SASL mechanism {mechanism!r}.", hint=f"Use one of {', '.join(SASL_MECHANISMS)}."
+			)
+		if not options.get("sasl_username") or not options.get("sasl_password"):
+			raise ConfigurationError(
+				f"Security protocol {protocol} needs a SASL username and password.",
+				hint="Fill both in Fabric Settings, or choose PLAINTEXT or SSL.",
+			)
+		config.update(
+			{
+				"sasl.mechanism": mechanism,
+				"sasl.username": options["sasl_username"],
+				"sasl.password": options["sasl_password"],
+			}
+		)
+	if options.get("ssl_ca_pem"):
+		config["ssl.ca.pem"] = options["ssl_ca_pem"]
+	elif options.get("ssl_ca_location"):
+		config["ssl.ca.location"] = options["ssl_ca_location"]
+	config.update(options.get("extra") or {})
+	return config
+
+
+class KafkaTransport(Transport):
+	"""Publishes through one idempotent producer; creates missing topics when allowed."""
+
+	scheme = "kafka"
+
+	def __init__(self, bootstrap: str, options: dict[str, Any] | None = None):
+		self.options = dict(options or {})
+		self.base_config = kafka_config(bootstrap, self.options)
+		self.bootstrap = bootstrap
+		self.message_timeout_ms = int(self.options.get("message_timeout_ms") or DEFAULT_MESSAGE_TIMEOUT_MS)
+		self.auto_create = bool(self.options.get("auto_create_topics", True))
+		self.partitions = max(1, int(self.options.get("topic_partitions") or 3))
+		self.replication = max(1, int(self.options.get("topic_replication") or 1))
+		self._producer: Producer | None = None
+		self._admin: AdminClient | None = None
+		self._known_topics: set[str] = set()
+		self._last_client_error: str | None = None
+		self._producer_fatal = False
+		self._lock = threading.Lock()
+
+	@classmethod
+	def from_url(cls, url: str, options: dict[str, Any]) -> KafkaTransport:
+		"""Builds the transport from ``kafka://host:port,host:port``."""
+		parts = urlsplit(url)
+		bootstrap = unquote(parts.netloc or parts.path.lstrip("/"))
+		return cls(bootstrap, options)
+
+	def _on_client_error(self, error: KafkaError) -> None:
+		self._last_client_error = f"{error.name()}: {error.str()}"
+		if error.fatal():
+			# An idempotent producer that lost its producer id (broker state lost or expired)
+			# can never send again; a fresh one is built before the next batch.
+			self._producer_fatal = True
+
+	@property
+	def producer(self) -> Producer:
+		"""Returns the idempotent producer, creating it on first use or after a fatal error."""
+		if self._producer_fatal:
+			log.warning("replacing the Kafka producer after a fatal error: %s", self._last_client_error)
+			self._producer, self._producer_fatal = None, False
+		if self._producer is None:
+			config = {
+				**self.base_config,
+				"enable.idempotence": True,
+				"acks": "all",
+				"linger.ms": int(self.options.get("linger_ms", 5)),
+				"message.timeout.ms": self.message_timeout_ms,
+				"error_cb": self._on_client_error,
+			}
+			try:
+				self._producer = Producer(config)
+			except KafkaException as exc:
+				raise ConfigurationError(f"Kafka rejected the producer settings: {exc}.") from exc
+		return self._producer
+
+	@property
+	def admin(self) -> AdminClient:
+		"""Returns the admin client used for topic creation and connection checks."""
+		if self._admin is None:
+			self._admin = AdminClient({**self.base_config, "error_cb": self._on_client_error})
+		return self._admin
+
+	def ensure_topics(self, topics: set[str], timeout: float = 10.0) -> None:
+		"""Creates topics that do not exist yet with the configured partitions and replication."""
+		missing = topics - self._known_topics
+		if not missing or not self.auto_create:
+			return
+		try:
+			existing = set(self.admin.list_topics(timeout=timeout).topics)
+		except KafkaException as exc:
+			raise TransportUnavailable(f"Cannot read topic metadata from {self.bootstrap}: {exc}.") from exc
+		self._known_topics |= existing & missing
+		to_create = missing - existing
+		if not to_create:
+			return
+		futures = self.admin.create_topics(
+			[NewTopic(t, self.partitions, self.replication) for t in sorted(to_create)],
+			request_timeout=timeout,
+		)
+		for topic, future in futures.items():
+			try:
+				future.result(timeout)
+			except KafkaException as exc:
+				if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+					log.warning("could not create topic %s: %s", topic, exc)
+					continue
+			self._known_topics.add(topic)
+
+	def publish(self, messages: Sequence[OutboundMessage], timeout: float) -> list[Delivery]:
+		"""Produces every message and waits until each has a definitive delivery report."""
+		if not messages:
+			return []
+		with self._lock:
+			try:
+				self.ensure_topics({m.destination for m in messages})
+			except TransportUnavailable as exc:
+				return [Delivery(False, m.destination, error=exc) for m in messages]
+			return self._produce_all(messages, timeout)
+
+	def _produce_all(self, messages: Sequence[OutboundMessage], timeout: float) -> list[Delivery]:
+		results: list[Delivery | None] = [None] * len(messages)
+		producer = self.producer
+
+		def reporter(index: int, destination: str):
+			def on_delivery(err: KafkaError | None, msg) -> None:
+				if err is None:
+					results[index] = Delivery(
+						True, destination, partition=msg.partition(), offset=msg.offset()
+					)
+				else:
+					results[index] = Delivery(False, destination, error=self._classify(err, destination))
+
+			return on_delivery
+
+		for index, message in enumerate(messages):
+			self._produce_one(producer, message, reporter(index, message.destination), results, index)
+		# A message stays in librdkafka's queue until acknowledged or message.timeout.ms passes,
+		# so wait for that long: giving up earlier would republish it while it may still land.
+		deadline = time.monotonic() + max(timeout, self.message_timeout_ms / 1000 + 5)
+		missing = f"No acknowledgement from {self.bootstrap}."
+		try:
+			while producer.flush(0.5) > 0 and time.monotonic() < deadline:
+				pass
+		except (KafkaException, SystemError) as exc:
+			# librdkafka raises fatal idempotence errors (producer id lost after a broker
+			# restart) out of flush(); this producer is done, a fresh one takes the retries.
+			log.warning("Kafka producer failed fatally, replacing it: %s", exc)
+			self._producer_fatal = True
+			missing = "The Kafka producer hit a fatal error (broker lost its producer state) and is replaced; the events are retried."
+		return [
+			r or Delivery(False, m.destination, error=TransportUnavailable(missing))
+			for r, m in zip(results, messages, strict=True)
+		]
+
+	def _produce_one(self, producer: Producer, message: OutboundMessage, callback, results, index) -> None:
+		while True:
+			try:
+				producer.produce(
+					message.destination,
+					value=message.body,
+					key=message.key.encode(),
+					headers=list(message.headers),
+					on_delivery=callback,
+				)
+				producer.poll(0)
+				return
+			except BufferError:
+				producer.poll(0.05)
+			except KafkaException as exc:
+				results[index] = Delivery(
+					False, message.destination, error=self._classify(exc.args[0], message.destination)
+				)
+				return
+
+	def _classify(self, err: KafkaError, destination: str):
+		text = f"Kafka refused the message for topic {destination!r}: {err.name()} ({err.str()})."
+		if err.code() in PERMANENT_CODES:
+			return MessageRejected(
+				text, hint="Fix the topic or the message; the event stays in the Event Log as Failed."
+			)
+		detail = f" Last client error: {self._last_client_error}." if self._last_client_error else ""
+		if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+			return TransportUnavailable(
+				f"Topic {destination!r} does not exist on {self.bootstrap}.",
+				hint="Create it, or allow topic auto-creation in Fabric Settings; events wait meanwhile.",
+			)
+		return TransportUnavailable(
+			f"Kafka at {self.bootstrap} did not take the message: {err.str()}.{detail}"
+		)
+
+	def check(self, timeout: float) -> ConnectionReport:
+		"""Reads cluster metadata and reports brokers, cluster id and topic count."""
+		self._last_client_error = None
+		try:
+			metadata = self.admin.list_topics(timeout=timeout)
+		except KafkaException as exc:
+			detail = self._last_client_error or str(exc)
+			return ConnectionReport(
+				False,
+				f"No Kafka broker answered at {self.bootstrap} within {timeout:g} s ({detail}). "
+				"Check the bootstrap servers, the security protocol and the credentials.",
+			)
+		brokers = ", ".join(f"{b.host}:{b.port}" for b in metadata.brokers.values())
+		topics = [t for t in metadata.topics if not t.startswith("__")]
+		return ConnectionReport(
+			True,
+			f"Connected to Kafka cluster {metadata.cluster_id or '(no id)'}: {len(metadata.brokers)} broker(s), "
+			f"{len(topics)} topic(s).",
+			(("brokers", brokers), ("cluster_id", str(metadata.cluster_id)), ("topics", str(len(topics)))),
+		)
+
+	def close(self) -> None:
+		"""Flushes what is queued (briefly) and drops the clients."""
+		if self._producer is not None:
+			self._producer.flush(2)
+		self._producer = None
+		self._admin = None

@@ -1,0 +1,1 @@
+"""Helpers shared by the core suite and the Frappe suite: real brokers, started and stopped."""

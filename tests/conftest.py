@@ -1,0 +1,80 @@
+"""Fixtures of the core suite: a real Kafka-protocol broker and a real MariaDB database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pymysql
+import pytest
+
+from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.core.outbox.sql import SqlOutboxStore, create_table_sql
+from cauldron_fabric.testing.kafka_broker import KafkaBroker
+
+DB = {
+	"host": os.environ.get("FABRIC_TEST_DB_HOST", "127.0.0.1"),
+	"port": int(os.environ.get("FABRIC_TEST_DB_PORT", "3306")),
+	"user": os.environ.get("FABRIC_TEST_DB_USER", "root"),
+	"password": os.environ.get("FABRIC_TEST_DB_PASSWORD", ""),
+}
+DB_NAME = os.environ.get("FABRIC_TEST_DB_NAME", "fabric_core_test")
+
+
+def connect_db(database: str | None = DB_NAME):
+	"""Opens a new PyMySQL connection to the test database."""
+	return pymysql.connect(**DB, database=database, charset="utf8mb4", autocommit=False)
+
+
+@pytest.fixture(scope="session")
+def kafka():
+	"""One broker for the session; tests use their own topics."""
+	with KafkaBroker() as broker:
+		yield broker
+
+
+@pytest.fixture(scope="session")
+def database():
+	"""Creates the test database once."""
+	conn = connect_db(None)
+	with conn.cursor() as cur:
+		cur.execute(
+			f"CREATE DATABASE IF NOT EXISTS `{DB_NAME}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+		)
+	conn.close()
+	return DB_NAME
+
+
+@pytest.fixture
+def outbox_table(database):
+	"""Creates a fresh outbox table and sequence shaped like the Event Log; drops them after."""
+	suffix = uuid.uuid4().hex[:8]
+	table, sequence = f"tabEvent Log {suffix}", f"event_log_{suffix}_seq"
+	conn = connect_db()
+	with conn.cursor() as cur:
+		for statement in create_table_sql(table, sequence):
+			cur.execute(statement)
+	conn.commit()
+	store = SqlOutboxStore(connect_db, table=table, sequence=sequence)
+	store.ensure_indexes()
+	store.close()
+	yield table, sequence
+	with conn.cursor() as cur:
+		cur.execute(f"DROP TABLE IF EXISTS `{table}`")
+		cur.execute(f"DROP SEQUENCE IF EXISTS `{sequence}`")
+	conn.commit()
+	conn.close()
+
+
+def make_envelope(
+	entity: str = "ToDo", entity_id: str = "T-1", action: str = "updated", **payload
+) -> Envelope:
+	"""Builds a document event the way the Frappe layer does."""
+	return Envelope(
+		id=new_event_id(),
+		type=f"{entity.lower().replace(' ', '_')}.{action}",
+		source="frappe://test.localhost",
+		time=utc_now_iso(),
+		data=EventData(entity, entity_id, action, payload),
+		metadata=EventMetadata(new_event_id(), None, "Administrator", "test.localhost"),
+	)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs this checkout into a bench and runs the app's Frappe tests on a real site.
+# Usage: frappe_suite.sh REPO BENCH_DIR SITE
+set -euo pipefail
+repo=$1 bench_dir=$2 site=$3
+owner=$(stat -c %U "$bench_dir")
+bench_cmd=$(command -v bench || true)
+[ -n "$bench_cmd" ] || bench_cmd=$(eval echo ~"$owner")/benchenv/bin/bench
+[ -x "$bench_cmd" ] || { echo "bench command not found (looked on PATH and in ~$owner/benchenv)"; exit 1; }
+
+as_owner() {
+	if [ "$(id -un)" = "$owner" ]; then "$@"; else runuser -u "$owner" -- env HOME="$(eval echo ~"$owner")" "$@"; fi
+}
+
+# The bench's user must read the app: link this checkout when it can, else copy it.
+app_dir=$repo
+if ! as_owner test -r "$repo/pyproject.toml"; then
+	app_dir=$bench_dir/../fabric-ci-app
+	rm -rf "$app_dir" && mkdir -p "$app_dir"
+	tar -C "$repo" --exclude=.venv --exclude=.git -cf - . | tar -C "$app_dir" -xf -
+	chown -R "$owner": "$app_dir"
+	echo "copied the app to $app_dir (the bench user cannot read $repo)"
+fi
+ln -sfn "$app_dir" "$bench_dir/apps/cauldron_fabric"
+grep -qx cauldron_fabric "$bench_dir/sites/apps.txt" || echo cauldron_fabric >> "$bench_dir/sites/apps.txt"
+as_owner "$bench_dir/env/bin/pip" install --quiet --disable-pip-version-check -e "$app_dir[test]"
+
+cd "$bench_dir"
+as_owner "$bench_cmd" --site "$site" set-config allow_tests true >/dev/null
+if "$bench_cmd" --site "$site" list-apps 2>/dev/null | grep -q '^cauldron_fabric'; then
+	"$bench_cmd" --site "$site" migrate --skip-search-index
+else
+	"$bench_cmd" --site "$site" install-app cauldron_fabric
+fi
+"$bench_cmd" --site "$site" run-tests --app cauldron_fabric

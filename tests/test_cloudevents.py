@@ -1,0 +1,127 @@
+"""CloudEvents 1.0: every wire form round-trips losslessly and the official SDK accepts it."""
+
+import json
+
+import pytest
+from cloudevents.core.bindings import http as ce_http
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.formats.json import JSONFormat
+
+from cauldron_fabric.core import cloudevents as ce
+from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.errors import InvalidEnvelope
+from conftest import make_envelope
+
+
+@pytest.fixture
+def envelope():
+	return make_envelope("Sales Invoice", "SINV-7", "submitted", grand_total=99.5, items=[{"item": "A"}])
+
+
+def test_kafka_default_value_is_the_seed_envelope_and_headers_make_a_binary_cloudevent(envelope):
+	wire = ce.to_kafka(envelope)
+	assert json.loads(wire.body) == envelope.to_dict()
+	message = ce_kafka.KafkaMessage(
+		headers={k: v.encode() for k, v in wire.headers}, key=None, value=wire.body
+	)
+	event = ce_kafka.from_binary(message, JSONFormat())
+	assert event.get_id() == envelope.id
+	assert event.get_type() == "sales_invoice.submitted"
+	assert event.get_source() == envelope.source
+	assert event.get_extension("correlationid") == envelope.metadata.correlation_id
+	assert event.get_extension("tenantid") == "test.localhost"
+	assert event.get_data() == envelope.to_dict()
+
+
+def test_kafka_default_round_trip(envelope):
+	wire = ce.to_kafka(envelope)
+	assert ce.from_headers(wire.headers, wire.body) == envelope
+
+
+def test_structured_round_trip_and_sdk_acceptance(envelope):
+	document = ce.to_structured(envelope)
+	assert document["specversion"] == "1.0" and document["data"]["entityId"] == "SINV-7"
+	assert "correlationId" not in document and document["correlationid"] == envelope.metadata.correlation_id
+	assert ce.from_structured(json.dumps(document)) == envelope
+	message = ce.to_structured_message(envelope)
+	sdk_event = ce_kafka.from_structured(
+		ce_kafka.KafkaMessage(headers=dict(message.headers), key=None, value=message.body), JSONFormat()
+	)
+	assert sdk_event.get_id() == envelope.id
+	assert ce.from_headers(message.headers, message.body) == envelope
+
+
+@pytest.mark.parametrize("prefix", [ce.KAFKA_PREFIX, ce.HTTP_PREFIX, ce.AMQP_PREFIX])
+def test_binary_round_trip_for_every_binding(envelope, prefix):
+	wire = ce.to_binary(envelope, prefix)
+	assert json.loads(wire.body) == {
+		"entity": "Sales Invoice",
+		"entityId": "SINV-7",
+		"action": "submitted",
+		"payload": envelope.data.payload,
+	}
+	assert ce.from_headers(wire.headers, wire.body) == envelope
+
+
+def test_http_binary_is_accepted_by_the_sdk(envelope):
+	wire = ce.to_binary(envelope, ce.HTTP_PREFIX)
+	event = ce_http.from_binary(ce_http.HTTPMessage(headers=wire.header_dict(), body=wire.body), JSONFormat())
+	assert event.get_type() == envelope.type
+	assert event.get_extension("userid") == "Administrator"
+
+
+def test_round_trip_keeps_schema_reference_and_null_metadata(envelope):
+	with_schema = envelope.with_schema("urn:cauldron:schema:sales_invoice.submitted:1")
+	assert with_schema.metadata.causation_id is None
+	for wire in (ce.to_kafka(with_schema), ce.to_binary(with_schema), ce.to_structured_message(with_schema)):
+		assert ce.from_headers(wire.headers, wire.body) == with_schema
+
+
+def test_sdk_made_cloudevent_becomes_an_envelope():
+	import datetime as dt
+
+	from cloudevents.core.v1.event import CloudEvent
+
+	event = CloudEvent(
+		{
+			"id": "e-1",
+			"type": "agent.task.created",
+			"source": "agents",
+			"subject": "Agent Task/T-9",
+			"time": dt.datetime(2026, 11, 26, 10, tzinfo=dt.timezone.utc),
+			"correlationid": "c-1",
+			"datacontenttype": "application/json",
+		},
+		{"title": "summarise"},
+	)
+	message = ce_kafka.to_binary(event, JSONFormat())
+	envelope = ce.from_headers(list(message.headers.items()), message.value)
+	assert envelope.data.entity == "Agent Task" and envelope.data.entity_id == "T-9"
+	assert envelope.data.action == "created" and envelope.data.payload == {"title": "summarise"}
+	assert envelope.metadata.correlation_id == "c-1"
+	assert envelope.time.startswith("2026-11-26T10:00:00")
+
+
+def test_contradicting_headers_are_refused(envelope):
+	wire = ce.to_kafka(envelope)
+	forged = [(k, "other-id" if k == "ce_id" else v) for k, v in wire.headers]
+	with pytest.raises(InvalidEnvelope, match="contradicts"):
+		ce.from_headers(forged, wire.body)
+
+
+def test_a_message_that_is_neither_is_refused():
+	with pytest.raises(InvalidEnvelope, match="neither a fabric envelope nor a CloudEvent"):
+		ce.from_headers([], b'{"hello": 1}')
+	with pytest.raises(InvalidEnvelope, match="not valid JSON"):
+		ce.from_headers([("ce_id", "x")], b"\xff\xfe")
+
+
+def test_envelope_survives_every_form_in_sequence(envelope):
+	once = ce.from_structured(ce.to_structured(envelope))
+	twice = ce.from_headers(*_pair(ce.to_binary(once, ce.AMQP_PREFIX)))
+	thrice = ce.from_headers(*_pair(ce.to_kafka(twice)))
+	assert thrice == envelope and Envelope.from_json(thrice.to_json()) == envelope
+
+
+def _pair(wire):
+	return wire.headers, wire.body

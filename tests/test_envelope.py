@@ -1,0 +1,97 @@
+"""The seed envelope (section 3.2): exact JSON shape, round trips, clear errors."""
+
+import datetime as dt
+import decimal
+import json
+import uuid
+
+import pytest
+
+from cauldron_fabric.core.envelope import Envelope, new_event_id, parse_time
+from cauldron_fabric.core.errors import InvalidEnvelope, PermanentError
+from conftest import make_envelope
+
+
+def test_json_has_the_seed_structure_exactly():
+	body = make_envelope("Sales Invoice", "SINV-1", "submitted", grand_total=10).to_dict()
+	assert list(body) == [
+		"id",
+		"type",
+		"source",
+		"time",
+		"dataContentType",
+		"specVersion",
+		"data",
+		"metadata",
+	]
+	assert list(body["data"]) == ["entity", "entityId", "action", "payload"]
+	assert list(body["metadata"]) == ["correlationId", "causationId", "userId", "tenantId"]
+	assert body["specVersion"] == "1.0" and body["dataContentType"] == "application/json"
+	assert body["type"] == "sales_invoice.submitted"
+
+
+def test_round_trip_through_json_is_lossless():
+	envelope = make_envelope(items=[{"qty": 2, "rate": 1.5}], note="ünïcode ✓", flag=None)
+	assert Envelope.from_json(envelope.to_json()) == envelope
+	with_schema = envelope.with_schema("urn:cauldron:schema:todo.updated:2")
+	assert Envelope.from_json(with_schema.to_json()) == with_schema
+
+
+def test_payload_values_that_json_lacks_are_converted():
+	envelope = make_envelope(
+		when=dt.datetime(2026, 1, 2, 3, 4, 5),
+		day=dt.date(2026, 1, 2),
+		amount=decimal.Decimal("1.25"),
+		tags={"a"},
+	)
+	payload = json.loads(envelope.to_json())["data"]["payload"]
+	assert payload == {"when": "2026-01-02T03:04:05", "day": "2026-01-02", "amount": 1.25, "tags": ["a"]}
+
+
+def test_every_defect_is_listed_in_one_error():
+	with pytest.raises(InvalidEnvelope) as caught:
+		Envelope.from_dict({"id": "", "type": "Bad Type", "time": "yesterday", "data": {"entity": "ToDo"}})
+	problems = " | ".join(caught.value.problems)
+	for expected in (
+		"'id' is required",
+		"'type' 'Bad Type'",
+		"'source' is required",
+		"'time' 'yesterday'",
+		"data.entityId",
+		"data.action",
+	):
+		assert expected in problems
+	assert isinstance(caught.value, PermanentError) and not caught.value.retryable
+	assert "section 3.2" in str(caught.value)
+
+
+def test_non_json_and_non_object_bodies_are_refused_clearly():
+	with pytest.raises(InvalidEnvelope, match="not valid JSON"):
+		Envelope.from_json(b"{nope")
+	with pytest.raises(InvalidEnvelope, match="expected a JSON object, got list"):
+		Envelope.from_dict([1, 2])
+
+
+def test_missing_metadata_is_accepted_as_nulls():
+	body = make_envelope().to_dict()
+	del body["metadata"]
+	envelope = Envelope.from_dict(body)
+	assert envelope.metadata.correlation_id is None and envelope.metadata.tenant_id is None
+
+
+def test_event_ids_are_uuid7_and_time_ordered():
+	ids = [new_event_id() for _ in range(200)]
+	assert all(uuid.UUID(i).version == 7 for i in ids)
+	assert len(set(ids)) == 200
+	millis = [uuid.UUID(i).int >> 80 for i in ids]
+	assert millis == sorted(millis)
+
+
+def test_time_is_utc_with_zone():
+	envelope = make_envelope()
+	assert envelope.time.endswith("Z")
+	assert parse_time(envelope.time).utcoffset() == dt.timedelta(0)
+
+
+def test_partition_key_is_entity_and_id():
+	assert make_envelope("Sales Invoice", "SINV-9").partition_key == "Sales Invoice/SINV-9"

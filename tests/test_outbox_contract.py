@@ -1,0 +1,181 @@
+"""One contract for every OutboxStore adapter: the memory store and the MariaDB table."""
+
+import datetime as dt
+
+import pytest
+
+from cauldron_fabric.core.outbox.memory import MemoryOutbox
+from cauldron_fabric.core.outbox.sql import FAILED, PENDING, PUBLISHED, RECORDED, SqlOutboxStore
+from cauldron_fabric.core.ports import OutboxAppend, Settlement
+from conftest import connect_db, make_envelope
+
+
+class SqlSessions:
+	"""Opens stores on one table; each store is one relay's connection."""
+
+	def __init__(self, table, sequence):
+		self.table, self.sequence = table, sequence
+		self.opened = []
+
+	def open(self):
+		store = SqlOutboxStore(connect_db, table=self.table, sequence=self.sequence)
+		self.opened.append(store)
+		return store
+
+	def append(self, entries):
+		store = self.open()
+		store.append(entries)
+		store.commit()
+
+	def statuses(self):
+		conn = connect_db()
+		with conn.cursor() as cur:
+			cur.execute(f"SELECT name, status FROM `{self.table}`")
+			rows = dict(cur.fetchall())
+		conn.close()
+		return {int(k): v for k, v in rows.items()}
+
+	def close(self):
+		for store in self.opened:
+			store.close()
+
+
+class MemorySessions:
+	def __init__(self):
+		self.outbox = MemoryOutbox()
+
+	def open(self):
+		return self.outbox.session()
+
+	def append(self, entries):
+		self.open().append(entries)
+
+	def statuses(self):
+		return self.open().statuses()
+
+	def close(self):
+		pass
+
+
+@pytest.fixture(params=["memory", "mariadb"])
+def sessions(request):
+	if request.param == "memory":
+		backend = MemorySessions()
+	else:
+		backend = SqlSessions(*request.getfixturevalue("outbox_table"))
+	yield backend
+	backend.close()
+
+
+def events(keys_and_counts):
+	return [
+		OutboxAppend(make_envelope("ToDo", key, "updated", n=n))
+		for key, count in keys_and_counts
+		for n in range(count)
+	]
+
+
+def published(records):
+	return [Settlement(r.seq, True, "topic", 0, i) for i, r in enumerate(records)]
+
+
+def test_claim_returns_pending_records_oldest_first(sessions):
+	sessions.append(events([("A", 3), ("B", 2)]))
+	store = sessions.open()
+	records = store.claim(10)
+	assert [r.seq for r in records] == sorted(r.seq for r in records) and len(records) == 5
+	assert [r.partition_key for r in records] == ["ToDo/A"] * 3 + ["ToDo/B"] * 2
+	assert records[0].envelope_json.startswith('{"id":')
+	store.release()
+
+
+def test_recorded_events_are_never_claimed(sessions):
+	sessions.append([OutboxAppend(make_envelope(), pending=False)])
+	store = sessions.open()
+	assert store.claim(10) == []
+	assert list(sessions.statuses().values()) == [RECORDED]
+	assert store.pending_count() == 0
+
+
+def test_two_relays_never_hold_the_same_record(sessions):
+	sessions.append(events([("A", 2), ("B", 2), ("C", 2)]))
+	first, second = sessions.open(), sessions.open()
+	held = first.claim(3)
+	others = second.claim(10)
+	assert {r.seq for r in held}.isdisjoint(r.seq for r in others)
+	# Only C is free: A's second event waits behind A's first, which the first relay holds.
+	assert {r.partition_key for r in others} == {"ToDo/C"}
+	first.release()
+	second.release()
+
+
+def test_settled_records_are_not_claimed_again(sessions):
+	sessions.append(events([("A", 2)]))
+	store = sessions.open()
+	store.settle(published(store.claim(10)))
+	assert store.claim(10) == []
+	assert set(sessions.statuses().values()) == {PUBLISHED}
+	assert store.pending_count() == 0
+
+
+def test_released_records_are_claimed_again(sessions):
+	sessions.append(events([("A", 2)]))
+	store = sessions.open()
+	first = store.claim(10)
+	store.release()
+	assert [r.seq for r in sessions.open().claim(10)] == [r.seq for r in first]
+
+
+def test_a_record_waiting_for_retry_holds_back_its_key_only(sessions):
+	sessions.append(events([("A", 2), ("B", 1)]))
+	store = sessions.open()
+	a1, a2, b1 = store.claim(10)
+	later = dt.datetime.now() + dt.timedelta(hours=1)
+	store.settle(
+		[Settlement(a1.seq, False, "t", error="broker down", retry_at=later), *published([a2, b1])[1:]]
+	)
+	# a2 was not settled as published above; it must stay blocked behind a1.
+	assert store.claim(10) == []
+	store.release()
+	assert sessions.statuses()[a1.seq] == PENDING
+	assert store.pending_count() == 2
+
+
+def test_due_retry_is_claimed_and_counts_attempts(sessions):
+	sessions.append(events([("A", 1)]))
+	store = sessions.open()
+	(record,) = store.claim(10)
+	earlier = dt.datetime.now() - dt.timedelta(seconds=1)
+	store.settle([Settlement(record.seq, False, "t", error="timeout", retry_at=earlier)])
+	(again,) = store.claim(10)
+	assert again.seq == record.seq and again.attempts == 1
+	store.release()
+
+
+def test_permanent_failure_marks_failed_and_frees_the_key(sessions):
+	sessions.append(events([("A", 2)]))
+	store = sessions.open()
+	a1, a2 = store.claim(10)
+	store.settle([Settlement(a1.seq, False, "t", error="too large", permanent=True)])
+	assert [r.seq for r in store.claim(10)] == [a2.seq]
+	store.release()
+	assert sessions.statuses()[a1.seq] == FAILED
+
+
+def test_claim_limit_is_respected_and_order_kept_across_batches(sessions):
+	sessions.append(events([("A", 7)]))
+	store = sessions.open()
+	seen = []
+	while batch := store.claim(3):
+		seen += [r.seq for r in batch]
+		store.settle(published(batch))
+	assert seen == sorted(seen) and len(seen) == 7
+
+
+def test_claim_twice_without_settling_is_a_programming_error(sessions):
+	sessions.append(events([("A", 1)]))
+	store = sessions.open()
+	store.claim(1)
+	with pytest.raises(RuntimeError, match="without settle"):
+		store.claim(1)
+	store.release()

@@ -1,0 +1,93 @@
+"""One contract for every Transport adapter: memory and a real Kafka-protocol broker."""
+
+import uuid
+
+import pytest
+
+from cauldron_fabric.core.errors import ConfigurationError, UnknownTransport
+from cauldron_fabric.core.ports import OutboundMessage
+from cauldron_fabric.core.transports import open_transport
+from cauldron_fabric.testing.kafka_broker import free_port, read_topic
+
+
+@pytest.fixture(params=["memory", "kafka"])
+def transport_and_reader(request):
+	if request.param == "memory":
+		transport = open_transport(f"memory://{uuid.uuid4().hex}")
+
+		def read(topic, expected):
+			return [(m.key, m.body) for m in transport.topics[topic]]
+
+	else:
+		broker = request.getfixturevalue("kafka")
+		transport = open_transport(broker.url, {"topic_partitions": 3})
+
+		def read(topic, expected):
+			return [(m.key().decode(), m.value()) for m in read_topic(broker.bootstrap, topic, expected)]
+
+	yield transport, read
+	transport.close()
+
+
+def messages(topic, keys, per_key):
+	return [
+		OutboundMessage(topic, key, f"{key}:{n}".encode(), (("ce_id", f"{key}-{n}"),))
+		for n in range(per_key)
+		for key in keys
+	]
+
+
+def test_every_message_is_acknowledged_with_its_position(transport_and_reader):
+	transport, _ = transport_and_reader
+	topic = f"contract.{uuid.uuid4().hex[:8]}"
+	deliveries = transport.publish(messages(topic, ["a", "b"], 5), timeout=20)
+	assert len(deliveries) == 10 and all(d.ok for d in deliveries)
+	assert all(
+		d.destination == topic and d.offset is not None and d.partition is not None for d in deliveries
+	)
+
+
+def test_messages_of_one_key_keep_their_order(transport_and_reader):
+	transport, read = transport_and_reader
+	topic = f"contract.{uuid.uuid4().hex[:8]}"
+	sent = messages(topic, ["k1", "k2", "k3"], 20)
+	assert all(d.ok for d in transport.publish(sent, timeout=20))
+	received = read(topic, len(sent))
+	assert len(received) == len(sent)
+	for key in ("k1", "k2", "k3"):
+		bodies = [body.decode() for k, body in received if k == key]
+		assert bodies == [f"{key}:{n}" for n in range(20)]
+
+
+def test_check_reports_a_live_broker(transport_and_reader):
+	transport, _ = transport_and_reader
+	report = transport.check(timeout=5)
+	assert report.ok, report.summary
+
+
+def test_kafka_check_explains_an_unreachable_broker():
+	transport = open_transport(f"kafka://127.0.0.1:{free_port()}")
+	report = transport.check(timeout=2)
+	assert not report.ok
+	assert "No Kafka broker answered" in report.summary and "bootstrap servers" in report.summary
+
+
+def test_kafka_outage_gives_retryable_failures_not_exceptions():
+	transport = open_transport(
+		f"kafka://127.0.0.1:{free_port()}", {"message_timeout_ms": 1500, "auto_create_topics": False}
+	)
+	deliveries = transport.publish(messages("nowhere", ["a"], 3), timeout=5)
+	assert [d.ok for d in deliveries] == [False] * 3
+	assert all(d.retryable for d in deliveries)
+	assert "did not take the message" in str(deliveries[0].error)
+
+
+def test_unknown_scheme_and_bad_settings_are_explained():
+	with pytest.raises(UnknownTransport, match="kafka://"):
+		open_transport("nats://localhost")
+	with pytest.raises(ConfigurationError, match="SASL username and password"):
+		open_transport("kafka://h:9092", {"security_protocol": "SASL_SSL"})
+	with pytest.raises(ConfigurationError, match="security protocol"):
+		open_transport("kafka://h:9092", {"security_protocol": "TLS"})
+	with pytest.raises(ConfigurationError, match="bootstrap servers"):
+		open_transport("kafka://")
