@@ -22,7 +22,10 @@ if ! as_owner test -r "$repo/pyproject.toml"; then
 	echo "copied the app to $app_dir (the bench user cannot read $repo)"
 fi
 ln -sfn "$app_dir" "$bench_dir/apps/cauldron_fabric"
-grep -qx cauldron_fabric "$bench_dir/sites/apps.txt" || echo cauldron_fabric >> "$bench_dir/sites/apps.txt"
+if ! grep -qx cauldron_fabric "$bench_dir/sites/apps.txt"; then
+	sed -i -e '$a\' "$bench_dir/sites/apps.txt"  # the file may lack its final newline
+	echo cauldron_fabric >> "$bench_dir/sites/apps.txt"
+fi
 as_owner "$bench_dir/env/bin/pip" install --quiet --disable-pip-version-check -e "$app_dir[test]"
 
 cd "$bench_dir"

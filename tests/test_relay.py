@@ -122,6 +122,19 @@ def test_broker_outage_delays_events_and_loses_none(outbox_table):
 		transport.close()
 
 
+def all_ids_seen(ids):
+	"""Returns a read_topic stop condition: every id seen at least once (duplicates allowed)."""
+	missing, checked = set(ids), [0]
+
+	def done(messages):
+		for message in messages[checked[0] :]:
+			missing.discard(json.loads(message.value())["id"])
+		checked[0] = len(messages)
+		return not missing
+
+	return done
+
+
 def start_worker(table, sequence, bootstrap, topic, batch=500):
 	process = subprocess.Popen(
 		[sys.executable, str(WORKER), table, sequence, bootstrap, topic, str(batch)],
@@ -159,7 +172,7 @@ def test_relay_killed_mid_batch_loses_nothing(kafka, outbox_table):
 	assert wait_for(lambda: status_counts(table) == {PUBLISHED: len(ids)}, 120)
 	survivor.terminate()
 	survivor.wait(20)
-	messages = read_topic(kafka.bootstrap, topic, len(ids), timeout=60)
+	messages = read_topic(kafka.bootstrap, topic, len(ids), timeout=60, until=all_ids_seen(ids))
 	assert {json.loads(m.value())["id"] for m in messages} == set(ids)
 	for key, sequence_seen in per_key_sequences(messages).items():
 		# A batch in flight when the relay died may appear twice; order by first appearance holds.

@@ -49,11 +49,11 @@ STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 KAFKA_PREFIX = "ce_"
 HTTP_PREFIX = "ce-"
 AMQP_PREFIX = "cloudEvents_"
-EXTENSIONS = {
-	"correlationid": "correlation_id",
-	"causationid": "causation_id",
-	"userid": "user_id",
-	"tenantid": "tenant_id",
+METADATA_KEYS = {
+	"correlation_id": "correlationId",
+	"causation_id": "causationId",
+	"user_id": "userId",
+	"tenant_id": "tenantId",
 }
 
 
@@ -71,21 +71,69 @@ class WireMessage:
 
 def to_attributes(envelope: Envelope) -> dict[str, str]:
 	"""Returns the CloudEvents context attributes (with extensions) of an envelope."""
+	return attributes_of(envelope.to_dict())
+
+
+def attributes_of(body: Mapping[str, Any]) -> dict[str, str]:
+	"""Returns the CloudEvents attributes of an envelope in its JSON form."""
+	data = body["data"]
+	metadata = body.get("metadata") or {}
+	return event_attributes(
+		id=body["id"],
+		type=body["type"],
+		source=body["source"],
+		time=body["time"],
+		entity=data["entity"],
+		entity_id=data["entityId"],
+		spec_version=body.get("specVersion") or SPEC_VERSION,
+		data_schema=body.get("dataSchema"),
+		**{attr: metadata.get(key) for attr, key in METADATA_KEYS.items()},
+	)
+
+
+def event_attributes(
+	*,
+	id: str,
+	type: str,
+	source: str,
+	time: str,
+	entity: str,
+	entity_id: str,
+	spec_version: str = SPEC_VERSION,
+	data_schema: str | None = None,
+	correlation_id: str | None = None,
+	causation_id: str | None = None,
+	user_id: str | None = None,
+	tenant_id: str | None = None,
+) -> dict[str, str]:
+	"""Returns the CloudEvents attributes for envelope fields given one by one (the relay's path)."""
 	attributes = {
-		"specversion": envelope.spec_version,
-		"id": envelope.id,
-		"type": envelope.type,
-		"source": envelope.source,
-		"time": envelope.time,
-		"subject": f"{envelope.data.entity}/{envelope.data.entity_id}",
+		"specversion": spec_version,
+		"id": id,
+		"type": type,
+		"source": source,
+		"time": time,
+		"subject": f"{entity}/{entity_id}",
 	}
-	if envelope.data_schema:
-		attributes["dataschema"] = envelope.data_schema
-	for name, attr in EXTENSIONS.items():
-		value = getattr(envelope.metadata, attr)
+	if data_schema:
+		attributes["dataschema"] = data_schema
+	for name, value in (
+		("correlationid", correlation_id),
+		("causationid", causation_id),
+		("userid", user_id),
+		("tenantid", tenant_id),
+	):
 		if value is not None:
 			attributes[name] = value
 	return attributes
+
+
+def binary_headers(attributes: Mapping[str, str], prefix: str = KAFKA_PREFIX) -> tuple[tuple[str, str], ...]:
+	"""Returns attributes as binary-mode headers of one binding, with the JSON content type."""
+	return (
+		*((prefix + name, value) for name, value in attributes.items()),
+		("content-type", JSON_CONTENT_TYPE),
+	)
 
 
 def from_attributes(attributes: Mapping[str, Any], data: Any, content_type: str | None = None) -> Envelope:
@@ -153,11 +201,10 @@ def _text_time(value: Any) -> str:
 	return str(value)
 
 
-def kafka_headers(envelope: Envelope) -> tuple[tuple[str, str], ...]:
+def kafka_headers(envelope: Envelope | Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 	"""Returns the ``ce_*`` headers that make a message carrying the envelope a binary CloudEvent."""
-	headers = [(KAFKA_PREFIX + name, value) for name, value in to_attributes(envelope).items()]
-	headers.append(("content-type", JSON_CONTENT_TYPE))
-	return tuple(headers)
+	body = envelope.to_dict() if isinstance(envelope, Envelope) else envelope
+	return binary_headers(attributes_of(body))
 
 
 def to_kafka(envelope: Envelope) -> WireMessage:
@@ -167,9 +214,9 @@ def to_kafka(envelope: Envelope) -> WireMessage:
 
 def to_binary(envelope: Envelope, prefix: str = KAFKA_PREFIX) -> WireMessage:
 	"""Returns binary content mode: attributes as headers, the envelope's ``data`` as body."""
-	headers = [(prefix + name, value) for name, value in to_attributes(envelope).items()]
-	headers.append(("content-type", envelope.data_content_type))
-	return WireMessage(tuple(headers), dumps(_data_dict(envelope.data)).encode())
+	return WireMessage(
+		binary_headers(to_attributes(envelope), prefix), dumps(_data_dict(envelope.data)).encode()
+	)
 
 
 def to_structured(envelope: Envelope) -> dict[str, Any]:
@@ -250,6 +297,9 @@ __all__ = [
 	"KAFKA_PREFIX",
 	"STRUCTURED_CONTENT_TYPE",
 	"WireMessage",
+	"attributes_of",
+	"binary_headers",
+	"event_attributes",
 	"from_attributes",
 	"from_headers",
 	"from_structured",

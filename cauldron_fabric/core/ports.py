@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from cauldron_fabric.core.envelope import Envelope
@@ -52,7 +52,11 @@ class ConnectionReport:
 
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
-	"""One event waiting in the outbox, in commit order (``seq``)."""
+	"""One event waiting in the outbox, in commit order (``seq``).
+
+	Besides the envelope's JSON it carries the envelope fields the transports put in
+	headers, so the relay never has to parse the JSON it forwards.
+	"""
 
 	seq: int
 	event_id: str
@@ -61,6 +65,14 @@ class OutboxRecord:
 	partition_key: str
 	envelope_json: str
 	attempts: int = 0
+	source: str = ""
+	event_time: str = ""
+	entity_id: str = ""
+	correlation_id: str | None = None
+	causation_id: str | None = None
+	user_id: str | None = None
+	tenant_id: str | None = None
+	data_schema: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,14 @@ class Transport(abc.ABC):
 		deliveries carry a retryable error instead.
 		"""
 
+	def publish_async(self, messages: Sequence[OutboundMessage]) -> Callable[[float], list[Delivery]]:
+		"""Starts publishing and returns a function that waits for the deliveries.
+
+		Transports that can keep messages in flight override this so the relay overlaps
+		database work with the broker's; this default publishes when waited on.
+		"""
+		return lambda timeout: self.publish(messages, timeout)
+
 	@abc.abstractmethod
 	def check(self, timeout: float) -> ConnectionReport:
 		"""Connects and reports what it found (brokers, topics) without publishing anything."""
@@ -112,8 +132,12 @@ class OutboxStore(abc.ABC):
 		"""Appends events; in a transactional store, in the caller's current transaction."""
 
 	@abc.abstractmethod
-	def claim(self, limit: int) -> list[OutboxRecord]:
-		"""Locks and returns up to ``limit`` due records, oldest first, safe to publish in order."""
+	def claim(self, limit: int, ahead: Collection[int] = ()) -> list[OutboxRecord]:
+		"""Locks and returns up to ``limit`` due records, oldest first, safe to publish in order.
+
+		``ahead`` lists records this relay holds in another session and has already handed to
+		the transport; records queued behind them keep their order, so they do not block.
+		"""
 
 	@abc.abstractmethod
 	def settle(self, settlements: Sequence[Settlement]) -> None:

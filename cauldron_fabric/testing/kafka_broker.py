@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -120,9 +121,18 @@ class KafkaBroker:
 
 
 def read_topic(
-	bootstrap: str, topic: str, expected: int, timeout: float = 30.0, group: str | None = None
+	bootstrap: str,
+	topic: str,
+	expected: int,
+	timeout: float = 30.0,
+	group: str | None = None,
+	until: Callable[[list], bool] | None = None,
 ) -> list:
-	"""Reads a topic from the beginning until ``expected`` messages arrived or ``timeout`` passed."""
+	"""Reads a topic from the beginning until ``expected`` messages arrived or ``timeout`` passed.
+
+	``until`` replaces the count: reading stops once it returns True for the messages so far.
+	"""
+	done = until or (lambda received: len(received) >= expected)
 	from confluent_kafka import Consumer
 
 	consumer = Consumer(
@@ -138,7 +148,7 @@ def read_topic(
 	messages = []
 	deadline = time.monotonic() + timeout
 	try:
-		while len(messages) < expected and time.monotonic() < deadline:
+		while not done(messages) and time.monotonic() < deadline:
 			message = consumer.poll(0.5)
 			if message is not None and not message.error():
 				messages.append(message)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
 
 from cauldron_fabric.core.outbox.sql import FAILED, PENDING, PUBLISHED, RECORDED, local_now
 from cauldron_fabric.core.ports import OutboxAppend, OutboxRecord, OutboxStore, Settlement
@@ -57,7 +57,7 @@ class MemoryOutboxStore(OutboxStore):
 				)
 				self.outbox.rows[seq] = MemoryRow(record, PENDING if entry.pending else RECORDED)
 
-	def claim(self, limit: int) -> list[OutboxRecord]:
+	def claim(self, limit: int, ahead: Collection[int] = ()) -> list[OutboxRecord]:
 		"""Claims due rows in order, never past an earlier pending row of the same key."""
 		if self._claimed:
 			raise RuntimeError("claim() called twice without settle() or release()")
@@ -67,7 +67,7 @@ class MemoryOutboxStore(OutboxStore):
 		with self.outbox.lock:
 			for seq in sorted(self.outbox.rows):
 				row = self.outbox.rows[seq]
-				if row.status != PENDING:
+				if row.status != PENDING or seq in ahead:
 					continue
 				key = row.record.partition_key
 				due = row.next_attempt_at is None or row.next_attempt_at <= now
@@ -77,7 +77,7 @@ class MemoryOutboxStore(OutboxStore):
 				if len(claimed) >= limit:
 					break
 				row.holder = id(self)
-				claimed.append(OutboxRecord(**{**_fields(row.record), "attempts": row.attempts}))
+				claimed.append(replace(row.record, attempts=row.attempts))
 		self._claimed = [r.seq for r in claimed]
 		return claimed
 
@@ -115,7 +115,3 @@ class MemoryOutboxStore(OutboxStore):
 		"""Returns every row's status by sequence number (for tests and inspection)."""
 		with self.outbox.lock:
 			return {seq: row.status for seq, row in self.outbox.rows.items()}
-
-
-def _fields(record: OutboxRecord) -> dict:
-	return {name: getattr(record, name) for name in record.__slots__}

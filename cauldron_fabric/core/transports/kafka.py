@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -166,7 +166,9 @@ class KafkaTransport(Transport):
 		try:
 			existing = set(self.admin.list_topics(timeout=timeout).topics)
 		except KafkaException as exc:
-			raise TransportUnavailable(f"Cannot read topic metadata from {self.bootstrap}: {exc}.") from exc
+			raise TransportUnavailable(
+				f"Kafka at {self.bootstrap} did not answer a metadata request: {exc}."
+			) from exc
 		self._known_topics |= existing & missing
 		to_create = missing - existing
 		if not to_create:
@@ -186,42 +188,48 @@ class KafkaTransport(Transport):
 
 	def publish(self, messages: Sequence[OutboundMessage], timeout: float) -> list[Delivery]:
 		"""Produces every message and waits until each has a definitive delivery report."""
+		return self.publish_async(messages)(timeout)
+
+	def publish_async(self, messages: Sequence[OutboundMessage]) -> Callable[[float], list[Delivery]]:
+		"""Queues every message in the producer now; the returned function waits for their reports."""
 		if not messages:
-			return []
+			return lambda timeout: []
 		with self._lock:
 			try:
 				self.ensure_topics({m.destination for m in messages})
 			except TransportUnavailable as exc:
-				return [Delivery(False, m.destination, error=exc) for m in messages]
-			return self._produce_all(messages, timeout)
+				failed = [Delivery(False, m.destination, error=exc) for m in messages]
+				return lambda timeout: failed
+			producer = self.producer
+			results: list[Delivery | None] = [None] * len(messages)
+			for index, message in enumerate(messages):
+				self._produce_one(
+					producer, message, self._reporter(results, index, message.destination), results, index
+				)
+		return lambda timeout: self._wait_for(producer, messages, results, timeout)
 
-	def _produce_all(self, messages: Sequence[OutboundMessage], timeout: float) -> list[Delivery]:
-		results: list[Delivery | None] = [None] * len(messages)
-		producer = self.producer
+	def _reporter(self, results: list, index: int, destination: str):
+		def on_delivery(err: KafkaError | None, msg) -> None:
+			if err is None:
+				results[index] = Delivery(True, destination, partition=msg.partition(), offset=msg.offset())
+			else:
+				results[index] = Delivery(False, destination, error=self._classify(err, destination))
 
-		def reporter(index: int, destination: str):
-			def on_delivery(err: KafkaError | None, msg) -> None:
-				if err is None:
-					results[index] = Delivery(
-						True, destination, partition=msg.partition(), offset=msg.offset()
-					)
-				else:
-					results[index] = Delivery(False, destination, error=self._classify(err, destination))
+		return on_delivery
 
-			return on_delivery
-
-		for index, message in enumerate(messages):
-			self._produce_one(producer, message, reporter(index, message.destination), results, index)
+	def _wait_for(
+		self, producer: Producer, messages: Sequence[OutboundMessage], results: list, timeout: float
+	) -> list[Delivery]:
 		# A message stays in librdkafka's queue until acknowledged or message.timeout.ms passes,
 		# so wait for that long: giving up earlier would republish it while it may still land.
 		deadline = time.monotonic() + max(timeout, self.message_timeout_ms / 1000 + 5)
 		missing = f"No acknowledgement from {self.bootstrap}."
 		try:
-			while producer.flush(0.5) > 0 and time.monotonic() < deadline:
-				pass
+			while None in results and time.monotonic() < deadline:
+				producer.poll(0.05)
 		except (KafkaException, SystemError) as exc:
 			# librdkafka raises fatal idempotence errors (producer id lost after a broker
-			# restart) out of flush(); this producer is done, a fresh one takes the retries.
+			# restart) out of poll(); this producer is done, a fresh one takes the retries.
 			log.warning("Kafka producer failed fatally, replacing it: %s", exc)
 			self._producer_fatal = True
 			missing = "The Kafka producer hit a fatal error (broker lost its producer state) and is replaced; the events are retried."

@@ -1,0 +1,1 @@
+"""Whitelisted API methods, one module per resource; each checks permission first."""

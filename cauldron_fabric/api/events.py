@@ -1,0 +1,116 @@
+"""Events over the API: list and read the Event Log as envelopes, requeue failed events.
+
+``GET /api/method/cauldron_fabric.api.events.list_events?event_type=todo.*&limit=50``
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import frappe
+from frappe import _
+
+from cauldron_fabric.api.permissions import require_role
+from cauldron_fabric.core.outbox.sql import FAILED, PENDING
+
+MAX_LIMIT = 500
+FIELDS = (
+	"name",
+	"event_id",
+	"status",
+	"attempts",
+	"last_error",
+	"topic",
+	"kafka_partition",
+	"kafka_offset",
+	"envelope",
+)
+
+
+@frappe.whitelist(methods=["GET"])
+def list_events(
+	event_type: str | None = None,
+	entity: str | None = None,
+	entity_id: str | None = None,
+	status: str | None = None,
+	correlation_id: str | None = None,
+	after: int | None = None,
+	limit: int = 100,
+) -> dict[str, Any]:
+	"""Returns events oldest first with their delivery status; ``next`` is the cursor to pass as ``after``.
+
+	``event_type`` accepts a trailing ``*`` (``sales_invoice.*``).
+	"""
+	frappe.has_permission("Event Log", "read", throw=True)
+	limit = int(limit)
+	if not 0 < limit <= MAX_LIMIT:
+		frappe.throw(_("limit must be between 1 and {0}.").format(MAX_LIMIT), frappe.ValidationError)
+	filters: dict[str, Any] = {}
+	if event_type:
+		filters["event_type"] = (
+			("like", event_type[:-1].replace("%", r"\%") + "%") if event_type.endswith("*") else event_type
+		)
+	for field, value in (
+		("entity", entity),
+		("entity_id", entity_id),
+		("status", status),
+		("correlation_id", correlation_id),
+	):
+		if value:
+			filters[field] = value
+	if after:
+		filters["name"] = (">", int(after))
+	rows = frappe.get_list(
+		"Event Log", filters=filters, fields=list(FIELDS), order_by="name asc", limit_page_length=limit
+	)
+	events = [_event(row) for row in rows]
+	return {"events": events, "next": rows[-1].name if len(rows) == limit else None}
+
+
+@frappe.whitelist(methods=["GET"])
+def get_event(event_id: str) -> dict[str, Any]:
+	"""Returns one event by its envelope id, with its delivery status."""
+	frappe.has_permission("Event Log", "read", throw=True)
+	rows = frappe.get_list(
+		"Event Log", filters={"event_id": event_id}, fields=list(FIELDS), limit_page_length=1
+	)
+	if not rows:
+		frappe.throw(_("No event with id {0}.").format(event_id), frappe.DoesNotExistError)
+	return _event(rows[0])
+
+
+@frappe.whitelist(methods=["POST"])
+def requeue(event_ids: list[str] | str) -> dict[str, int]:
+	"""Puts Failed events back in the outbox so the relay publishes them again."""
+	require_role()
+	ids = json.loads(event_ids) if isinstance(event_ids, str) and event_ids.startswith("[") else event_ids
+	ids = [ids] if isinstance(ids, str) else list(ids)
+	names = frappe.get_all("Event Log", filters={"event_id": ("in", ids), "status": FAILED}, pluck="name")
+	if not names:
+		return {"requeued": 0}
+	# Update by primary key only: a range or secondary-index update would take gap locks
+	# that make every save on the site wait to append its event until this commits.
+	frappe.db.sql(
+		f"""UPDATE `tabEvent Log` SET status = %s, next_attempt_at = NULL, last_error = NULL
+		WHERE name IN ({", ".join(["%s"] * len(names))}) AND status = %s""",
+		(PENDING, *names, FAILED),
+	)
+	count = int(frappe.db.sql("SELECT ROW_COUNT()")[0][0])
+	from cauldron_fabric.emit.recorder import wake_relays_after_commit
+
+	wake_relays_after_commit()
+	return {"requeued": count}
+
+
+def _event(row) -> dict[str, Any]:
+	return {
+		"seq": row.name,
+		"status": row.status,
+		"attempts": row.attempts,
+		"lastError": row.last_error,
+		"topic": row.topic,
+		"partition": row.kafka_partition,
+		"offset": row.kafka_offset,
+		"envelope": json.loads(row.envelope),
+	}

@@ -1,0 +1,33 @@
+"""Fabric Settings actions: test the Kafka connection, read the relay status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import frappe
+
+from cauldron_fabric.api.permissions import require_role
+from cauldron_fabric.core.errors import FabricError
+from cauldron_fabric.emit.policy import DEFAULT_DENIED
+
+
+@frappe.whitelist(methods=["POST"])
+def test_connection() -> dict[str, Any]:
+	"""Connects to Kafka with the saved settings and says what it found or what is wrong."""
+	require_role()
+	from cauldron_fabric.services.relay import check_connection
+
+	try:
+		report = check_connection()
+	except FabricError as exc:
+		return {"ok": False, "summary": str(exc), "details": {}}
+	return {"ok": report.ok, "summary": report.summary, "details": dict(report.details)}
+
+
+@frappe.whitelist(methods=["GET"])
+def get_status() -> dict[str, Any]:
+	"""Returns the outbox depth, failed events, the relays' heartbeats and the deny list."""
+	require_role()
+	from cauldron_fabric.services.status import outbox_status, relay_statuses
+
+	return {"outbox": outbox_status(), "relays": relay_statuses(), "defaultDenied": sorted(DEFAULT_DENIED)}

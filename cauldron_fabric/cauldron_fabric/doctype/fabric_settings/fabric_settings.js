@@ -1,0 +1,47 @@
+// Fabric Settings: connection test, relay status, the built-in deny list.
+
+frappe.ui.form.on("Fabric Settings", {
+	refresh(frm) {
+		frm.events.render_status(frm);
+	},
+
+	async test_connection(frm) {
+		if (frm.is_dirty()) {
+			await frm.save();
+		}
+		const { message } = await frappe.call({
+			method: "cauldron_fabric.api.settings.test_connection",
+			freeze: true,
+			freeze_message: __("Connecting to Kafka…"),
+		});
+		frappe.msgprint({
+			title: message.ok ? __("Connected") : __("Connection failed"),
+			indicator: message.ok ? "green" : "red",
+			message: frappe.utils.escape_html(message.summary),
+		});
+	},
+
+	async render_status(frm) {
+		const { message } = await frappe.call("cauldron_fabric.api.settings.get_status");
+		const esc = frappe.utils.escape_html;
+		const relays = message.relays.length
+			? message.relays
+					.map(
+						(r) => `<tr><td>${esc(r.name)}</td><td>${esc(r.heartbeat)}${r.stale ? " " + __("(silent)") : ""}</td>
+						<td>${r.published}</td><td>${r.failed}</td><td>${esc(r.last_error || "")}</td></tr>`
+					)
+					.join("")
+			: `<tr><td colspan="5">${__("No relay has reported. Start one with: bench --site SITE fabric relay")}</td></tr>`;
+		const outbox = message.outbox;
+		frm.get_field("relay_status").$wrapper.html(`
+			<p>${__("Pending: {0}, failed: {1}, oldest pending: {2} s", [outbox.pending, outbox.failed, outbox.oldestPendingSeconds])}</p>
+			<table class="table table-bordered table-sm">
+				<thead><tr><th>${__("Relay")}</th><th>${__("Heartbeat")}</th><th>${__("Published")}</th>
+				<th>${__("Failed")}</th><th>${__("Last error")}</th></tr></thead>
+				<tbody>${relays}</tbody>
+			</table>`);
+		frm.get_field("default_deny_list").$wrapper.html(
+			`<p class="text-muted">${__("Never emitted")}: ${message.defaultDenied.map(esc).join(", ")}</p>`
+		);
+	},
+});

@@ -1,0 +1,86 @@
+"""Fabric Settings: what is emitted, and the Kafka connection that turns publishing on."""
+
+from __future__ import annotations
+
+import re
+
+import frappe
+from frappe import _
+from frappe.model.document import Document
+from frappe.utils import cint
+
+from cauldron_fabric.core.errors import ConfigurationError
+from cauldron_fabric.core.naming import template_keeps_entity_order, validate_topic_template
+from cauldron_fabric.emit.policy import clear_policy
+
+SERVER = re.compile(r"^\[?[A-Za-z0-9._:-]+\]?:(\d{1,5})$")
+
+
+class FabricSettings(Document):
+	def validate(self) -> None:
+		self.validate_bootstrap_servers()
+		self.validate_security()
+		self.validate_topic_template()
+		self.validate_numbers()
+
+	def validate_bootstrap_servers(self) -> None:
+		servers = [s.strip() for s in (self.bootstrap_servers or "").split(",") if s.strip()]
+		for server in servers:
+			match = SERVER.match(server)
+			if not match or not 0 < int(match.group(1)) < 65536:
+				frappe.throw(
+					_(
+						"Bootstrap server {0} is not host:port. Write them as host:port, comma-separated."
+					).format(frappe.bold(server)),
+					title=_("Kafka settings"),
+				)
+		self.bootstrap_servers = ",".join(servers)
+
+	def validate_security(self) -> None:
+		if (self.security_protocol or "").startswith("SASL") and not (
+			self.sasl_username and self.sasl_password
+		):
+			frappe.throw(
+				_("{0} needs a SASL username and password. Fill both, or choose PLAINTEXT or SSL.").format(
+					self.security_protocol
+				),
+				title=_("Kafka settings"),
+			)
+		pem = (self.ssl_ca or "").strip()
+		if pem and "-----BEGIN CERTIFICATE-----" not in pem:
+			frappe.throw(_("The TLS CA certificate must be in PEM form (-----BEGIN CERTIFICATE----- …)."))
+
+	def validate_topic_template(self) -> None:
+		try:
+			validate_topic_template(self.topic_template or "")
+		except ConfigurationError as exc:
+			frappe.throw(str(exc), title=_("Topic naming rule"))
+		if not template_keeps_entity_order(self.topic_template):
+			frappe.msgprint(
+				_(
+					"The topic naming rule uses {type}: one document's events go to several topics and consumers may see them out of order."
+				),
+				indicator="orange",
+				alert=True,
+			)
+
+	def validate_numbers(self) -> None:
+		limits = {
+			"topic_partitions": (1, 10000),
+			"topic_replication": (1, 100),
+			"message_timeout_ms": (1000, 3_600_000),
+			"relay_batch_size": (1, 10000),
+			"retention_days": (0, 36500),
+		}
+		for fieldname, (low, high) in limits.items():
+			value = cint(self.get(fieldname))
+			if not low <= value <= high:
+				frappe.throw(
+					_("{0} must be between {1} and {2}.").format(_(self.meta.get_label(fieldname)), low, high)
+				)
+
+	def on_update(self) -> None:
+		clear_policy()
+		from cauldron_fabric.services.relay import wake_relays
+
+		wake_relays()

@@ -1,0 +1,56 @@
+"""``bench --site SITE fabric …``: the long-running relay and a status report."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import click
+from frappe.commands import get_site, pass_context
+
+
+@click.group("fabric")
+def fabric() -> None:
+	"""Cauldron Fabric: relay and inspect events."""
+
+
+@fabric.command("relay")
+@click.option("--batch-size", type=int, help="Events per batch (default: Fabric Settings).")
+@click.option("--seconds", type=float, help="Stop after this many seconds (default: run until SIGTERM).")
+@pass_context
+def relay(context, batch_size: int | None = None, seconds: float | None = None) -> None:
+	"""Publishes committed events within milliseconds; SIGTERM finishes the batch in hand, then stops."""
+	import frappe
+
+	from cauldron_fabric.services.relay import run_relay_for
+
+	stopping: list[int] = []
+	for sig in (signal.SIGTERM, signal.SIGINT):
+		signal.signal(sig, lambda number, _frame: stopping.append(number))
+	frappe.init(site=get_site(context))
+	frappe.connect()
+	try:
+		click.echo(f"fabric relay for {frappe.local.site} started", err=True)
+		run_relay_for(lambda: bool(stopping), max_seconds=seconds, batch_size=batch_size)
+		click.echo("fabric relay stopped", err=True)
+	finally:
+		frappe.destroy()
+
+
+@fabric.command("status")
+@pass_context
+def status(context) -> None:
+	"""Prints the outbox depth, failures and the relays' heartbeats as JSON."""
+	import frappe
+
+	from cauldron_fabric.services.status import site_status
+
+	frappe.init(site=get_site(context))
+	frappe.connect()
+	try:
+		click.echo(json.dumps(site_status(), indent=2, default=str))
+	finally:
+		frappe.destroy()
+
+
+commands = [fabric]

@@ -1,0 +1,50 @@
+"""The document as saved, and what changed since the version before the save."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Bookkeeping that changes on every save and says nothing about the business change.
+IGNORED_FIELDS = frozenset({"modified", "modified_by", "creation", "owner", "lft", "rgt"})
+
+
+def document_payload(doc) -> dict[str, Any]:
+	"""Returns the document with its child tables, dates as strings, internals stripped."""
+	data = doc.as_dict(convert_dates_to_str=True, no_nulls=False)
+	return {key: _strip_internal(value) for key, value in data.items() if not key.startswith("__")}
+
+
+def _strip_internal(value: Any) -> Any:
+	if isinstance(value, list):
+		return [_strip_internal(item) for item in value]
+	if isinstance(value, dict):
+		return {k: _strip_internal(v) for k, v in value.items() if not k.startswith("__")}
+	return value
+
+
+def document_changes(before, after: dict[str, Any]) -> dict[str, Any] | None:
+	"""Returns ``{field: {"old": …, "new": …}}`` for every field that changed; None when unknown.
+
+	``before`` is a document or the payload of an earlier event.
+
+	Child tables count as changed when any row's content, order or number changed; both
+	versions of the table are given then.
+	"""
+	if before is None:
+		return None
+	previous = before if isinstance(before, dict) else document_payload(before)
+	changes: dict[str, Any] = {}
+	for key in after.keys() | previous.keys():
+		if key in IGNORED_FIELDS or key.startswith("_"):
+			continue
+		old, new = previous.get(key), after.get(key)
+		if isinstance(old, list) or isinstance(new, list):
+			if _rows(old) != _rows(new):
+				changes[key] = {"old": old or [], "new": new or []}
+		elif old != new:
+			changes[key] = {"old": old, "new": new}
+	return changes
+
+
+def _rows(rows) -> list[dict[str, Any]]:
+	return [{k: v for k, v in row.items() if k not in IGNORED_FIELDS} for row in rows or []]

@@ -1,0 +1,117 @@
+"""Document lifecycle events from ``doc_events``: one handler per hook, no per-DocType code.
+
+Frappe ends every save path (insert, save, submit, cancel, update after submit) with
+``on_change``, and ``db_set`` fires ``before_change`` then ``on_change``. So ``before_change``
+marks a db_set, and ``on_change`` emits either that update or the save's actions. Deletion
+and renaming have hooks of their own. Data import and patches save through the same paths, so
+their changes are emitted too (Frappe's own webhooks skip them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
+from cauldron_fabric.emit.changes import document_changes, document_payload
+from cauldron_fabric.emit.policy import current_policy
+from cauldron_fabric.emit.recorder import new_envelope, record
+
+SAVE_ACTIONS = {
+	"save": "updated",
+	"submit": "submitted",
+	"cancel": "cancelled",
+	"update_after_submit": "updated_after_submit",
+}
+BUSINESS_FIELDS = (
+	"company",
+	"customer",
+	"supplier",
+	"party_type",
+	"party",
+	"posting_date",
+	"transaction_date",
+	"grand_total",
+	"base_grand_total",
+	"currency",
+	"status",
+)
+
+
+def mark_db_set(doc, method=None) -> None:
+	"""Marks the next on_change as coming from db_set (before_change fires only there)."""
+	doc.flags.fabric_db_set = True
+
+
+def on_change(doc, method=None) -> None:
+	"""Emits the event(s) of the save or db_set that just wrote ``doc``."""
+	via_db_set = doc.flags.pop("fabric_db_set", False)
+	if doc.flags.in_delete or not current_policy().kind_of(doc.doctype):
+		return
+	if via_db_set:
+		emit_document_event(doc, "updated", via="db_set")
+		return
+	if doc.flags.in_insert:
+		actions = ["created", "submitted"] if doc.docstatus == 1 else ["created"]
+	else:
+		actions = [SAVE_ACTIONS.get(getattr(doc, "_action", None) or "save", "updated")]
+	for action in actions:
+		emit_document_event(doc, action)
+
+
+def after_delete(doc, method=None) -> None:
+	"""Emits ``<doctype>.deleted`` with the document as it was."""
+	if current_policy().kind_of(doc.doctype):
+		emit_document_event(doc, "deleted")
+
+
+def after_rename(
+	doc, method=None, old: str | None = None, new: str | None = None, merge: bool = False
+) -> None:
+	"""Emits ``<doctype>.renamed`` under the new name, with the old one in the payload."""
+	if current_policy().kind_of(doc.doctype):
+		emit_document_event(doc, "renamed", extra={"oldName": old, "newName": new, "merge": bool(merge)})
+
+
+def emit_document_event(
+	doc, action: str, via: str | None = None, extra: dict[str, Any] | None = None
+) -> None:
+	"""Records the event for one action on ``doc`` (plus ``business.transaction`` when due)."""
+	policy = current_policy()
+	payload: dict[str, Any] = {"doc": document_payload(doc)}
+	if action in ("updated", "updated_after_submit"):
+		# A db_set compares with what the last event of this object said; a save with the
+		# version Frappe loaded before saving.
+		before = doc.flags.get("fabric_snapshot") if via else None
+		changes = document_changes(before or doc.get_doc_before_save(), payload["doc"])
+		if changes == {} and not policy.unchanged_saves and via is None:
+			return
+		payload["changes"] = changes
+	if via:
+		payload["via"] = via
+	payload.update(extra or {})
+	doc.flags.fabric_snapshot = payload["doc"]
+	envelopes = [_lifecycle_envelope(doc, action, payload, policy.kind_of(doc.doctype))]
+	if action in ("submitted", "cancelled") and policy.business_events and doc.meta.is_submittable:
+		envelopes.append(_business_envelope(doc, action, payload["doc"]))
+	record(envelopes)
+
+
+def _lifecycle_envelope(doc, action: str, payload: dict[str, Any], kind: str | None):
+	if kind == "system":
+		system_payload = {"doctype": doc.doctype, "name": doc.name, "action": action, **payload}
+		return new_envelope(SYSTEM_CHANGE, doc.doctype, doc.name, action, system_payload)
+	return new_envelope(document_event_type(doc.doctype, action), doc.doctype, doc.name, action, payload)
+
+
+def _business_envelope(doc, action: str, doc_payload: dict[str, Any]):
+	summary = {
+		field: doc_payload.get(field) for field in BUSINESS_FIELDS if doc_payload.get(field) is not None
+	}
+	payload = {
+		"doctype": doc.doctype,
+		"name": doc.name,
+		"docstatus": doc.docstatus,
+		**summary,
+		"doc": doc_payload,
+	}
+	return new_envelope(BUSINESS_TRANSACTION, doc.doctype, doc.name, action, payload)

@@ -1,0 +1,143 @@
+"""What gets emitted: Fabric Settings turned into a frozen policy, cached per request.
+
+The policy is read on every document save, so it is built once per request (or job) from the
+cached settings document and dropped when Fabric Settings change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import frappe
+from frappe.utils import cint
+
+MODULE = "Cauldron Fabric"
+
+# Noise no integration wants: logs, versions, queues, caches, scheduler bookkeeping.
+DEFAULT_DENIED = frozenset(
+	{
+		"Access Log",
+		"Activity Log",
+		"Console Log",
+		"Data Import Log",
+		"Deleted Document",
+		"Email Queue",
+		"Email Queue Recipient",
+		"Energy Point Log",
+		"Error Log",
+		"Error Snapshot",
+		"Integration Request",
+		"Notification Log",
+		"Prepared Report",
+		"Route History",
+		"RQ Job",
+		"RQ Worker",
+		"Scheduled Job Log",
+		"Scheduled Job Type",
+		"Sessions",
+		"Submission Queue",
+		"Transaction Log",
+		"Unhandled Email",
+		"Version",
+		"View Log",
+		"Webhook Request Log",
+	}
+)
+
+# Configuration rather than business data: these emit ``system.change``.
+SYSTEM_DOCTYPES = frozenset(
+	{
+		"Client Script",
+		"Custom DocPerm",
+		"Custom Field",
+		"DocPerm",
+		"DocShare",
+		"DocType",
+		"Document Naming Rule",
+		"Module Def",
+		"Module Profile",
+		"Notification",
+		"Print Format",
+		"Property Setter",
+		"Report",
+		"Role",
+		"Role Profile",
+		"Server Script",
+		"User Permission",
+		"User Type",
+		"Webhook",
+		"Workflow",
+	}
+)
+
+Kind = Literal["document", "system"]
+
+
+@dataclass(frozen=True)
+class EmitPolicy:
+	"""Which events to record, and whether recorded events are to be published."""
+
+	enabled: bool = True
+	publishing: bool = False
+	source: str = ""
+	document_events: bool = True
+	business_events: bool = True
+	user_events: bool = True
+	system_events: bool = True
+	heartbeat: bool = True
+	unchanged_saves: bool = False
+	allowed: frozenset[str] = frozenset()
+	denied: frozenset[str] = frozenset()
+	_kinds: dict = field(default_factory=dict, compare=False, repr=False)
+
+	def kind_of(self, doctype: str) -> Kind | None:
+		"""Returns how a DocType's changes are emitted: as document events, system changes, or not."""
+		if doctype not in self._kinds:
+			self._kinds[doctype] = self._classify(doctype)
+		return self._kinds[doctype]
+
+	def _classify(self, doctype: str) -> Kind | None:
+		if not self.enabled or doctype in DEFAULT_DENIED or doctype in self.denied:
+			return None
+		meta = frappe.get_meta(doctype)
+		if meta.istable or meta.get("is_virtual") or meta.module == MODULE:
+			return None
+		if meta.issingle or doctype in SYSTEM_DOCTYPES:
+			return "system" if self.system_events else None
+		if self.allowed and doctype not in self.allowed:
+			return None
+		return "document" if self.document_events else None
+
+
+def load_policy() -> EmitPolicy:
+	"""Builds the policy from Fabric Settings; a site without the app's tables emits nothing."""
+	if not frappe.db.table_exists("Event Log"):
+		return EmitPolicy(enabled=False)
+	settings = frappe.get_cached_doc("Fabric Settings")
+	return EmitPolicy(
+		enabled=bool(cint(settings.enabled)),
+		publishing=bool((settings.bootstrap_servers or "").strip()),
+		source=(settings.event_source or "").strip() or f"frappe://{frappe.local.site}",
+		document_events=bool(cint(settings.emit_document_events)),
+		business_events=bool(cint(settings.emit_business_events)),
+		user_events=bool(cint(settings.emit_user_events)),
+		system_events=bool(cint(settings.emit_system_events)),
+		heartbeat=bool(cint(settings.emit_heartbeat)),
+		unchanged_saves=bool(cint(settings.emit_unchanged_saves)),
+		allowed=frozenset(row.document_type for row in settings.allowed_doctypes or []),
+		denied=frozenset(row.document_type for row in settings.denied_doctypes or []),
+	)
+
+
+def current_policy() -> EmitPolicy:
+	"""Returns the policy of this request or job, building it on first use."""
+	policy = getattr(frappe.local, "fabric_policy", None)
+	if policy is None:
+		policy = frappe.local.fabric_policy = load_policy()
+	return policy
+
+
+def clear_policy() -> None:
+	"""Drops the cached policy so the next event reads Fabric Settings afresh."""
+	frappe.local.fabric_policy = None

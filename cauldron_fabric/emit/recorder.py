@@ -1,0 +1,77 @@
+"""Writing events into the outbox (the Event Log) inside the caller's transaction.
+
+The row commits or rolls back with the change that caused it, so nothing is published for a
+rolled-back change and nothing committed is lost. After the commit, one Redis message wakes
+the relays; if it is lost they still find the row on their next poll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import frappe
+from frappe.utils import now_datetime
+
+from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.core.outbox.sql import build_append
+from cauldron_fabric.core.ports import OutboxAppend
+from cauldron_fabric.emit.context import causation_id, correlation_id
+from cauldron_fabric.emit.policy import current_policy
+
+
+def acting_user() -> str:
+	"""Returns the user on whose behalf the current code runs."""
+	session = getattr(frappe.local, "session", None)
+	return (session and session.get("user")) or "Administrator"
+
+
+def new_envelope(
+	event_type: str,
+	entity: str,
+	entity_id: str,
+	action: str,
+	payload: Mapping[str, Any],
+	user: str | None = None,
+) -> Envelope:
+	"""Builds an envelope for the current site and conversation, by ``user`` or the session's user."""
+	return Envelope(
+		id=new_event_id(),
+		type=event_type,
+		source=current_policy().source,
+		time=utc_now_iso(),
+		data=EventData(entity, str(entity_id), action, payload),
+		metadata=EventMetadata(correlation_id(), causation_id(), user or acting_user(), frappe.local.site),
+	)
+
+
+def record(envelopes: Sequence[Envelope]) -> None:
+	"""Appends events to the outbox in the current transaction; publishing happens after commit."""
+	if not envelopes:
+		return
+	policy = current_policy()
+	entries = [OutboxAppend(envelope, pending=policy.publishing) for envelope in envelopes]
+	sql, params = build_append(entries, actor=acting_user(), now=now_datetime())
+	frappe.db.sql(sql, params)
+	if policy.publishing:
+		wake_relays_after_commit()
+
+
+def wake_relays_after_commit() -> None:
+	"""Schedules one relay wake-up for when the current transaction commits."""
+	if getattr(frappe.local, "fabric_wakeup_scheduled", False):
+		return
+	frappe.local.fabric_wakeup_scheduled = True
+	frappe.db.after_commit.add(_wake_relays)
+	frappe.db.after_rollback.add(_forget_wakeup)
+
+
+def _forget_wakeup() -> None:
+	frappe.local.fabric_wakeup_scheduled = False
+
+
+def _wake_relays() -> None:
+	from cauldron_fabric.services.relay import wake_relays
+
+	_forget_wakeup()
+	wake_relays()

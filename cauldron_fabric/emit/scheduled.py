@@ -1,0 +1,56 @@
+"""Scheduler jobs: the relay's safety net, the ``system.status`` heartbeat, retention."""
+
+from __future__ import annotations
+
+import frappe
+from frappe.utils import add_days, cint, now_datetime
+
+from cauldron_fabric.core.naming import SYSTEM_STATUS
+from cauldron_fabric.core.outbox.sql import PUBLISHED, RECORDED
+from cauldron_fabric.emit.policy import current_policy
+from cauldron_fabric.emit.recorder import new_envelope, record
+
+SAFETY_NET_SECONDS = 45
+PURGE_CHUNK = 5000
+
+
+def relay_pending_events() -> None:
+	"""Publishes what the long-running relay left behind (or everything, when none runs)."""
+	from cauldron_fabric.services.relay import run_relay_for
+
+	if current_policy().publishing:
+		run_relay_for(max_seconds=SAFETY_NET_SECONDS, stop_when_idle=True)
+
+
+def emit_heartbeat() -> None:
+	"""Records a ``system.status`` event describing the site and the outbox."""
+	if not (current_policy().enabled and current_policy().heartbeat):
+		return
+	from cauldron_fabric.services.status import site_status
+
+	status = site_status()
+	record([new_envelope(SYSTEM_STATUS, "Site", frappe.local.site, "status", status)])
+
+
+def purge_expired_events() -> int:
+	"""Deletes Published and Recorded events older than the retention; never Pending or Failed."""
+	days = cint(frappe.db.get_single_value("Fabric Settings", "retention_days"))
+	if days <= 0:
+		return 0
+	cutoff = add_days(now_datetime(), -days)
+	deleted = 0
+	while True:
+		# Select, then delete by primary key: a range delete would gap-lock the index and
+		# make every save on the site wait to append its event.
+		names = frappe.db.sql_list(
+			"SELECT name FROM `tabEvent Log` WHERE status IN (%s, %s) AND creation < %s ORDER BY name LIMIT %s",
+			(PUBLISHED, RECORDED, cutoff, PURGE_CHUNK),
+		)
+		if names:
+			frappe.db.sql(
+				f"DELETE FROM `tabEvent Log` WHERE name IN ({', '.join(['%s'] * len(names))})", names
+			)
+			frappe.db.commit()
+		deleted += len(names)
+		if len(names) < PURGE_CHUNK:
+			return deleted

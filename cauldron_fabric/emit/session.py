@@ -1,0 +1,33 @@
+"""``user.login`` and ``user.logout`` from Frappe's session hooks."""
+
+from __future__ import annotations
+
+import frappe
+
+from cauldron_fabric.core.naming import USER_LOGIN, USER_LOGOUT
+from cauldron_fabric.emit.policy import current_policy
+from cauldron_fabric.emit.recorder import new_envelope, record
+
+
+def on_login(login_manager=None) -> None:
+	"""Records a successful login (guests excluded)."""
+	_record_session_event(USER_LOGIN, "login", getattr(login_manager, "user", None))
+
+
+def on_logout(login_manager=None) -> None:
+	"""Records a logout."""
+	_record_session_event(USER_LOGOUT, "logout", getattr(login_manager, "user", None))
+
+
+def _record_session_event(event_type: str, action: str, user: str | None) -> None:
+	user = user or frappe.session.user
+	if not user or user == "Guest" or not current_policy().enabled or not current_policy().user_events:
+		return
+	request = getattr(frappe.local, "request", None)
+	payload = {
+		"user": user,
+		"fullName": frappe.utils.get_fullname(user),
+		"ip": getattr(frappe.local, "request_ip", None),
+		"userAgent": request.headers.get("User-Agent") if request is not None else None,
+	}
+	record([new_envelope(event_type, "User", user, action, payload, user=user)])

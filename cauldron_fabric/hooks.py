@@ -1,0 +1,45 @@
+app_name = "cauldron_fabric"
+app_title = "Cauldron Fabric"
+app_publisher = "Cauldron Fabric developers"
+app_description = "Event fabric: transactional outbox to Kafka and RabbitMQ, event log, delivery"
+app_email = "fabric@cauldron.invalid"
+app_license = "MIT"
+export_python_type_annotations = True
+
+# Installation
+# ------------
+after_install = "cauldron_fabric.install.after_install"
+after_migrate = "cauldron_fabric.install.after_migrate"
+
+# Requests: correlation ids in and out
+# ------------------------------------
+before_request = ["cauldron_fabric.emit.context.read_correlation_header"]
+after_request = ["cauldron_fabric.emit.context.write_correlation_header"]
+
+# Sessions
+# --------
+on_login = "cauldron_fabric.emit.session.on_login"
+on_logout = "cauldron_fabric.emit.session.on_logout"
+
+# Document events
+# ---------------
+# on_change is the one hook every save path ends with; before_change fires only for db_set,
+# which lets on_change tell a db_set from a save.
+doc_events = {
+	"*": {
+		"before_change": "cauldron_fabric.emit.documents.mark_db_set",
+		"on_change": "cauldron_fabric.emit.documents.on_change",
+		"after_delete": "cauldron_fabric.emit.documents.after_delete",
+		"after_rename": "cauldron_fabric.emit.documents.after_rename",
+	}
+}
+
+# Scheduled tasks
+# ---------------
+scheduler_events = {
+	"cron": {
+		"* * * * *": ["cauldron_fabric.emit.scheduled.relay_pending_events"],
+		"*/5 * * * *": ["cauldron_fabric.emit.scheduled.emit_heartbeat"],
+	},
+	"daily": ["cauldron_fabric.emit.scheduled.purge_expired_events"],
+}

@@ -1,0 +1,38 @@
+"""Install and migrate hooks: the Fabric Manager role, default settings, outbox indexes."""
+
+from __future__ import annotations
+
+import frappe
+
+from cauldron_fabric.core.outbox.sql import DEFAULT_TABLE, index_statements
+
+ROLE = "Fabric Manager"
+
+
+def after_install() -> None:
+	"""Creates the role, saves Fabric Settings with their defaults and adds the indexes."""
+	ensure_role()
+	if not frappe.db.get_single_value("Fabric Settings", "topic_template"):
+		frappe.new_doc("Fabric Settings").save(ignore_permissions=True)
+	ensure_indexes()
+
+
+def after_migrate() -> None:
+	"""Keeps the role and the relay's composite indexes in place after every migrate."""
+	ensure_role()
+	ensure_indexes()
+
+
+def ensure_role() -> None:
+	"""Creates the Fabric Manager role (desk access) if missing."""
+	if not frappe.db.exists("Role", ROLE):
+		frappe.get_doc({"doctype": "Role", "role_name": ROLE, "desk_access": 1}).insert(
+			ignore_permissions=True
+		)
+
+
+def ensure_indexes() -> None:
+	"""Adds the composite indexes of the Event Log the relay's queries rely on."""
+	existing = {row[2] for row in frappe.db.sql(f"SHOW INDEX FROM `{DEFAULT_TABLE}`")}
+	for statement in index_statements(DEFAULT_TABLE, existing):
+		frappe.db.sql_ddl(statement)

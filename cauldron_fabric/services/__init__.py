@@ -1,0 +1,1 @@
+"""Operations of the Frappe layer that hooks, API methods and commands share."""

@@ -1,0 +1,197 @@
+"""Running the core relay for a site: settings, database connection, transport, status.
+
+The relay reads and settles the outbox on its own database connection (READ COMMITTED, row
+locks), never on ``frappe.db``, so a long publish never holds a user transaction open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import frappe
+import pymysql
+from frappe.utils import cint, now_datetime
+
+from cauldron_fabric.core.outbox.sql import SqlOutboxStore
+from cauldron_fabric.core.ports import ConnectionReport
+from cauldron_fabric.core.relay import Relay, RelayOptions, RelayReport
+from cauldron_fabric.core.retry import Backoff
+from cauldron_fabric.core.transports import open_transport
+from cauldron_fabric.core.wakeup import RedisWaker
+
+STATUS_KEY = "cauldron_fabric:relays"
+SETTINGS_RECHECK_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+	"""Everything a relay needs from Fabric Settings; equal settings mean no rebuild."""
+
+	transport_url: str
+	topic_template: str
+	batch_size: int
+	transport_options: dict[str, Any] = field(default_factory=dict)
+
+
+def load_relay_settings() -> RelaySettings | None:
+	"""Reads Fabric Settings afresh; None when no broker is configured (embedded mode)."""
+	frappe.clear_document_cache("Fabric Settings", "Fabric Settings")
+	settings = frappe.get_single("Fabric Settings")
+	servers = ",".join(s.strip() for s in (settings.bootstrap_servers or "").split(",") if s.strip())
+	if not servers:
+		return None
+	options = {
+		"security_protocol": settings.security_protocol or "PLAINTEXT",
+		"sasl_mechanism": settings.sasl_mechanism,
+		"sasl_username": settings.sasl_username,
+		"sasl_password": settings.get_password("sasl_password", raise_exception=False)
+		if settings.sasl_password
+		else None,
+		"ssl_ca_pem": (settings.ssl_ca or "").strip() or None,
+		"client_id": settings.client_id or "cauldron-fabric",
+		"auto_create_topics": bool(cint(settings.auto_create_topics)),
+		"topic_partitions": cint(settings.topic_partitions) or 3,
+		"topic_replication": cint(settings.topic_replication) or 1,
+		"message_timeout_ms": cint(settings.message_timeout_ms) or 10000,
+	}
+	return RelaySettings(
+		transport_url=f"kafka://{servers}",
+		topic_template=settings.topic_template or "cauldron.{domain}",
+		batch_size=min(max(cint(settings.relay_batch_size) or 500, 1), 10000),
+		transport_options=options,
+	)
+
+
+def site_db_connector() -> Callable[[], Any]:
+	"""Returns a function that opens a new connection to this site's database."""
+	connection_settings = frappe.db.get_connection_settings()
+	return lambda: pymysql.connect(**connection_settings)
+
+
+def build_relay(settings: RelaySettings, on_cycle: Callable[[RelayReport], None] | None = None) -> Relay:
+	"""Builds a relay on its own database connection and a transport from the settings."""
+	connect = site_db_connector()
+	sessions = [SqlOutboxStore(connect, clock=now_datetime) for _ in range(2)]
+	transport = open_transport(settings.transport_url, settings.transport_options)
+	options = RelayOptions(
+		batch_size=settings.batch_size, topic_template=settings.topic_template, backoff=Backoff()
+	)
+	return Relay(
+		sessions[0], transport, options, clock=now_datetime, on_cycle=on_cycle, second_store=sessions[1]
+	)
+
+
+def check_connection(timeout: float = 5.0) -> ConnectionReport:
+	"""Connects with the saved settings and reports what was found."""
+	settings = load_relay_settings()
+	if settings is None:
+		return ConnectionReport(
+			False, "No bootstrap servers are set: the fabric records events but publishes none."
+		)
+	transport = open_transport(settings.transport_url, settings.transport_options)
+	try:
+		return transport.check(timeout)
+	finally:
+		transport.close()
+
+
+def relay_channel() -> str:
+	"""Returns the Redis channel that wakes this site's relays."""
+	return f"cauldron_fabric:outbox:{frappe.local.site}"
+
+
+def wake_relays() -> None:
+	"""Wakes this site's idle relays; a lost wake-up only delays until their next poll."""
+	try:
+		frappe.cache.publish(relay_channel(), "1")
+	except Exception:
+		frappe.logger("cauldron_fabric").warning("could not wake relays", exc_info=True)
+
+
+class StatusReporter:
+	"""Publishes a relay's heartbeat and last outcome to Redis, at most once a second."""
+
+	def __init__(self, name: str):
+		self.name = name
+		self.totals = {"published": 0, "retrying": 0, "failed": 0}
+		self.last_error: str | None = None
+		self.last_report: RelayReport | None = None
+		self._last_write = 0.0
+
+	@property
+	def idle(self) -> bool:
+		"""Tells whether the last cycle found nothing due to publish."""
+		return self.last_report is not None and self.last_report.claimed == 0 and not self.last_report.error
+
+	def __call__(self, report: RelayReport) -> None:
+		self.last_report = report
+		for key in self.totals:
+			self.totals[key] += getattr(report, key)
+		if report.error:
+			self.last_error = report.error
+		elif report.published:
+			self.last_error = None
+		if time.monotonic() - self._last_write >= 1:
+			self.write()
+
+	def write(self) -> None:
+		"""Stores the current status under the relay's name."""
+		self._last_write = time.monotonic()
+		status = {"heartbeat": now_datetime().isoformat(), "last_error": self.last_error, **self.totals}
+		try:
+			frappe.cache.hset(STATUS_KEY, self.name, json.dumps(status))
+		except Exception:
+			pass
+
+
+def relay_name() -> str:
+	"""Returns ``host:pid``, how a relay is named in the status."""
+	return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_relay_for(
+	should_stop: Callable[[], bool] = lambda: False,
+	max_seconds: float | None = None,
+	stop_when_idle: bool = False,
+	batch_size: int | None = None,
+) -> None:
+	"""Relays for this site until stopped, following changes to Fabric Settings."""
+	reporter = StatusReporter(relay_name())
+	stop = (lambda: should_stop() or reporter.idle) if stop_when_idle else should_stop
+	waker = RedisWaker(frappe.conf.redis_cache or "redis://127.0.0.1:6379", relay_channel())
+	started = time.monotonic()
+	relay, current = None, None
+	try:
+		while not stop() and (max_seconds is None or time.monotonic() - started < max_seconds):
+			settings = load_relay_settings()
+			frappe.db.rollback()  # end the read so the next check sees new settings
+			if settings and batch_size:
+				settings = RelaySettings(**{**asdict(settings), "batch_size": batch_size})
+			if settings != current:
+				_close(relay)
+				relay, current = (build_relay(settings, reporter) if settings else None), settings
+			if relay is None:
+				reporter.write()
+				waker.wait(SETTINGS_RECHECK_SECONDS)
+				continue
+			budget = SETTINGS_RECHECK_SECONDS
+			if max_seconds is not None:
+				budget = min(budget, max(0.0, max_seconds - (time.monotonic() - started)))
+			relay.run(stop, waker, max_seconds=budget)
+	finally:
+		reporter.write()
+		_close(relay)
+		waker.close()
+
+
+def _close(relay: Relay | None) -> None:
+	if relay is not None:
+		for session in relay.sessions:
+			session.close()
+		relay.transport.close()

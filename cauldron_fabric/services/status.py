@@ -1,0 +1,54 @@
+"""The state of the fabric on this site: outbox depth, failures, relays, versions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import frappe
+from frappe.utils import get_datetime, now_datetime
+
+from cauldron_fabric import __version__
+from cauldron_fabric.core.outbox.sql import FAILED, PENDING
+from cauldron_fabric.services.relay import STATUS_KEY
+
+RELAY_STALE_SECONDS = 60
+
+
+def outbox_status() -> dict[str, Any]:
+	"""Returns pending and failed counts and the age of the oldest pending event."""
+	pending, oldest = frappe.db.sql(
+		"SELECT COUNT(*), MIN(creation) FROM `tabEvent Log` WHERE status = %s", (PENDING,)
+	)[0]
+	failed = frappe.db.sql("SELECT COUNT(*) FROM `tabEvent Log` WHERE status = %s", (FAILED,))[0][0]
+	age = (now_datetime() - get_datetime(oldest)).total_seconds() if oldest else 0
+	return {"pending": int(pending), "failed": int(failed), "oldestPendingSeconds": round(max(age, 0), 3)}
+
+
+def relay_statuses() -> list[dict[str, Any]]:
+	"""Returns each relay's last heartbeat, totals and error, marking silent ones as stale."""
+	raw = frappe.cache.hgetall(STATUS_KEY) or {}
+	relays = []
+	for name, value in raw.items():
+		status = json.loads(value) if isinstance(value, str | bytes) else dict(value)
+		age = (now_datetime() - get_datetime(status["heartbeat"])).total_seconds()
+		relays.append(
+			{
+				"name": name.decode() if isinstance(name, bytes) else name,
+				**status,
+				"stale": age > RELAY_STALE_SECONDS,
+			}
+		)
+	return sorted(relays, key=lambda r: r["heartbeat"], reverse=True)
+
+
+def site_status() -> dict[str, Any]:
+	"""Returns the payload of the ``system.status`` heartbeat."""
+	return {
+		"site": frappe.local.site,
+		"frappeVersion": frappe.__version__,
+		"fabricVersion": __version__,
+		"outbox": outbox_status(),
+		"relays": [r for r in relay_statuses() if not r["stale"]],
+		"publishing": bool(frappe.db.get_single_value("Fabric Settings", "bootstrap_servers")),
+	}

@@ -1,0 +1,271 @@
+"""Document work on a real site becomes events in the Event Log, in the same transaction."""
+
+from __future__ import annotations
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+
+from cauldron_fabric.emit.context import caused_by
+from cauldron_fabric.emit.scheduled import emit_heartbeat, purge_expired_events
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	ORDER_ITEM,
+	ensure_test_doctypes,
+	events_after,
+	fabric_settings,
+	last_seq,
+	new_order,
+	types_of,
+)
+
+
+class TestDocumentEvents(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		ensure_test_doctypes()
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+		self.start = last_seq()
+
+	def test_rolled_back_transaction_records_nothing(self):
+		frappe.db.commit()
+		new_order("doomed")
+		self.assertEqual(len(events_after(self.start, ORDER)), 1)
+		frappe.db.rollback()
+		self.assertEqual(events_after(self.start), [])
+
+	def test_savepoint_rollback_drops_only_the_events_after_it(self):
+		kept = new_order("kept")
+		frappe.db.savepoint("fabric_test")
+		new_order("dropped")
+		frappe.db.rollback(save_point="fabric_test")
+		self.assertEqual([e["data"]["entityId"] for e in events_after(self.start, ORDER)], [kept.name])
+
+	def test_lifecycle_yields_the_right_events_in_order(self):
+		order = new_order("lifecycle")
+		order.title = "lifecycle v2"
+		order.save()
+		order.submit()
+		order.note = "after submit"
+		order.save()
+		order.cancel()
+		new_name = frappe.rename_doc(ORDER, order.name, order.name + "-renamed")
+		frappe.delete_doc(ORDER, new_name)
+		events = events_after(self.start, ORDER)
+		self.assertEqual(
+			types_of(events),
+			[
+				"fabric_test_order.created",
+				"fabric_test_order.updated",
+				"fabric_test_order.submitted",
+				"business.transaction",
+				"fabric_test_order.updated_after_submit",
+				"fabric_test_order.cancelled",
+				"business.transaction",
+				"fabric_test_order.renamed",
+				"fabric_test_order.deleted",
+			],
+		)
+		created, updated, submitted, business, after_submit, *_rest, renamed, deleted = events
+		self.assertEqual(created["data"]["action"], "created")
+		self.assertEqual(
+			[row["item"] for row in created["data"]["payload"]["doc"]["items"]], ["cauldron", "ladle"]
+		)
+		self.assertEqual(
+			updated["data"]["payload"]["changes"], {"title": {"old": "lifecycle", "new": "lifecycle v2"}}
+		)
+		self.assertEqual(submitted["data"]["payload"]["doc"]["docstatus"], 1)
+		self.assertEqual(business["data"]["action"], "submitted")
+		self.assertEqual(business["data"]["payload"]["grand_total"], 120.5)
+		self.assertEqual(business["data"]["payload"]["company"], "Cauldron Ltd")
+		self.assertEqual(
+			after_submit["data"]["payload"]["changes"]["note"], {"old": None, "new": "after submit"}
+		)
+		self.assertEqual(renamed["data"]["entityId"], new_name)
+		self.assertEqual(renamed["data"]["payload"]["oldName"], order.name)
+		self.assertEqual(deleted["data"]["entityId"], new_name)
+		self.assertEqual({e["data"]["entity"] for e in events}, {ORDER})
+
+	def test_child_table_changes_show_old_and_new_rows(self):
+		order = new_order("rows")
+		order.items[1].qty = 7
+		order.save()
+		changes = events_after(self.start, ORDER)[-1]["data"]["payload"]["changes"]
+		self.assertEqual([r["qty"] for r in changes["items"]["old"]], [1, 3])
+		self.assertEqual([r["qty"] for r in changes["items"]["new"]], [1, 7])
+
+	def test_db_set_is_emitted_with_its_change(self):
+		order = new_order("db_set")
+		order.db_set("note", "set directly")
+		event = events_after(self.start, ORDER)[-1]
+		self.assertEqual(event["type"], "fabric_test_order.updated")
+		self.assertEqual(event["data"]["payload"]["via"], "db_set")
+		self.assertEqual(event["data"]["payload"]["changes"], {"note": {"old": None, "new": "set directly"}})
+
+	def test_a_save_that_changes_nothing_is_not_an_event(self):
+		order = new_order("same")
+		order.save()
+		self.assertEqual(types_of(events_after(self.start, ORDER)), ["fabric_test_order.created"])
+
+	def test_changes_made_by_patches_are_emitted(self):
+		frappe.flags.in_patch = True
+		try:
+			order = new_order("from a patch")
+		finally:
+			frappe.flags.in_patch = False
+		self.assertEqual(events_after(self.start, ORDER)[0]["data"]["entityId"], order.name)
+
+	def test_data_import_emits_one_event_per_imported_row(self):
+		from frappe.core.doctype.data_import.data_import import start_import
+
+		csv = frappe.get_doc(
+			{
+				"doctype": "File",
+				"file_name": "fabric_import.csv",
+				"is_private": 1,
+				"content": "Title,Grand Total\nimported one,10\nimported two,20\n",
+			}
+		).insert()
+		data_import = frappe.get_doc(
+			{
+				"doctype": "Data Import",
+				"reference_doctype": ORDER,
+				"import_type": "Insert New Records",
+				"import_file": csv.file_url,
+			}
+		).insert()
+		start_import(data_import.name)
+		events = events_after(self.start, ORDER)
+		self.assertEqual(types_of(events), ["fabric_test_order.created"] * 2)
+		self.assertEqual(
+			sorted(e["data"]["payload"]["doc"]["title"] for e in events), ["imported one", "imported two"]
+		)
+
+	def test_metadata_names_user_site_and_conversation(self):
+		with caused_by("cause-event-id", "conversation-1"):
+			order = new_order("caused")
+		event = events_after(self.start, ORDER, order.name)[0]
+		self.assertEqual(
+			event["metadata"],
+			{
+				"correlationId": "conversation-1",
+				"causationId": "cause-event-id",
+				"userId": "Administrator",
+				"tenantId": frappe.local.site,
+			},
+		)
+		self.assertEqual(event["source"], f"frappe://{frappe.local.site}")
+		self.assertEqual(event["specVersion"], "1.0")
+
+	def test_every_event_of_a_request_shares_one_correlation_id(self):
+		frappe.local.fabric_correlation_id = None
+		new_order("first")
+		new_order("second")
+		ids = {e["metadata"]["correlationId"] for e in events_after(self.start, ORDER)}
+		self.assertEqual(len(ids), 1)
+		self.assertNotIn(None, ids)
+
+
+class TestWhatIsEmitted(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		ensure_test_doctypes()
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+		self.start = last_seq()
+
+	def test_noise_and_child_tables_are_not_emitted(self):
+		frappe.get_doc({"doctype": "Error Log", "error": "noise"}).insert(ignore_permissions=True)
+		new_order("with children")
+		self.assertNotIn("Error Log", {e["data"]["entity"] for e in events_after(self.start)})
+		self.assertNotIn(ORDER_ITEM, {e["data"]["entity"] for e in events_after(self.start)})
+
+	def test_the_fabrics_own_doctypes_are_not_emitted(self):
+		with fabric_settings(retention_days=31):
+			pass
+		self.assertEqual(events_after(self.start, "Fabric Settings"), [])
+
+	def test_deny_list_in_settings_silences_a_doctype(self):
+		with fabric_settings(denied_doctypes=[{"document_type": ORDER}]):
+			new_order("denied")
+			self.assertEqual(events_after(self.start, ORDER), [])
+		frappe.db.delete(ORDER, {"title": "denied"})
+		frappe.db.commit()
+
+	def test_allow_list_in_settings_keeps_only_its_doctypes(self):
+		with fabric_settings(allowed_doctypes=[{"document_type": "ToDo"}]):
+			new_order("not allowed")
+			todo = frappe.get_doc({"doctype": "ToDo", "description": "allowed"}).insert()
+			self.assertEqual({e["data"]["entity"] for e in events_after(self.start)}, {"ToDo"})
+			frappe.delete_doc("ToDo", todo.name)
+		frappe.db.delete(ORDER, {"title": "not allowed"})
+		frappe.db.commit()
+
+	def test_disabled_fabric_records_nothing(self):
+		with fabric_settings(enabled=0):
+			new_order("while disabled")
+			self.assertEqual(events_after(self.start), [])
+		frappe.db.delete(ORDER, {"title": "while disabled"})
+		frappe.db.commit()
+
+	def test_configuration_changes_are_system_change_events(self):
+		fieldname = "fabric_probe_" + frappe.generate_hash(length=6)
+		field = frappe.get_doc(
+			{
+				"doctype": "Custom Field",
+				"dt": "ToDo",
+				"fieldname": fieldname,
+				"label": fieldname,
+				"fieldtype": "Data",
+			}
+		).insert()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.delete_doc, "Custom Field", field.name)
+		settings = frappe.get_single("Print Settings")
+		settings.font_size = (settings.font_size or 0) + 1
+		settings.save()
+		events = events_after(self.start)
+		changes = [e for e in events if e["type"] == "system.change"]
+		entities = {(e["data"]["entity"], e["data"]["action"]) for e in changes}
+		self.assertIn(("Custom Field", "created"), entities)
+		self.assertIn(("Print Settings", "updated"), entities)
+		custom = next(e for e in changes if e["data"]["entity"] == "Custom Field")
+		self.assertEqual(custom["data"]["payload"]["name"], field.name)
+		self.assertEqual(custom["data"]["payload"]["doctype"], "Custom Field")
+		self.assertNotIn("custom_field.created", types_of(events))
+
+	def test_heartbeat_describes_the_site_and_outbox(self):
+		emit_heartbeat()
+		(event,) = [e for e in events_after(self.start) if e["type"] == "system.status"]
+		payload = event["data"]["payload"]
+		self.assertEqual(payload["site"], frappe.local.site)
+		self.assertIn("pending", payload["outbox"])
+		self.assertEqual(payload["fabricVersion"], __import__("cauldron_fabric").__version__)
+
+	def test_without_a_broker_events_are_recorded_not_pending(self):
+		order = new_order("embedded")
+		status = frappe.db.get_value("Event Log", {"entity_id": order.name}, "status")
+		self.assertEqual(status, "Recorded")
+
+
+class TestRetention(FrappeTestCase):
+	def test_old_published_and_recorded_events_go_pending_and_failed_stay(self):
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "retention"}).insert()
+		start = last_seq()
+		for status in ("Published", "Recorded", "Pending", "Failed"):
+			todo.db_set("description", status)
+		frappe.db.sql(
+			"UPDATE `tabEvent Log` SET creation = NOW() - INTERVAL 40 DAY, status = JSON_VALUE(envelope, '$.data.payload.doc.description') WHERE name > %s",
+			(start,),
+		)
+		frappe.db.commit()
+		purge_expired_events()
+		remaining = frappe.db.sql("SELECT status FROM `tabEvent Log` WHERE name > %s ORDER BY name", (start,))
+		self.assertEqual([r[0] for r in remaining], ["Pending", "Failed"])
+		frappe.db.delete("Event Log", {"name": (">", start)})
+		frappe.delete_doc("ToDo", todo.name)
+		frappe.db.commit()

@@ -1,0 +1,122 @@
+"""Over real HTTP requests to the site's WSGI app: sessions, correlation ids, permissions."""
+
+from __future__ import annotations
+
+import threading
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+from frappe.utils import get_test_client
+
+from cauldron_fabric.api import events as events_api
+from cauldron_fabric.api import settings as settings_api
+from cauldron_fabric.tests.utils import events_after, last_seq
+
+PASSWORD = "Fabric-Test-Pass-9!"
+
+
+def request(method: str, path: str, client=None, **kwargs):
+	"""Sends one request through the WSGI app in its own thread, as a real request runs."""
+	site = frappe.local.site
+	client = client or get_test_client()
+	result = {}
+
+	kwargs["headers"] = {"X-Frappe-Site-Name": site, **kwargs.get("headers", {})}
+
+	def run():
+		result["response"] = getattr(client, method)(path, **kwargs)
+
+	thread = threading.Thread(target=run)
+	thread.start()
+	thread.join()
+	frappe.db.rollback()  # see what the request committed
+	return result["response"]
+
+
+def make_user(email: str, roles: list[str]) -> str:
+	if not frappe.db.exists("User", email):
+		user = frappe.get_doc(
+			{"doctype": "User", "email": email, "first_name": "Fabric", "send_welcome_email": 0}
+		)
+		user.insert(ignore_permissions=True)
+	user = frappe.get_doc("User", email)
+	user.new_password = PASSWORD
+	user.set("roles", [])
+	user.add_roles(*roles)
+	user.save(ignore_permissions=True)
+	frappe.db.commit()
+	return email
+
+
+class TestOverHttp(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		cls.manager = make_user("fabric-manager@example.com", ["System Manager"])
+		cls.clerk = make_user("fabric-clerk@example.com", ["Blogger"])
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+		self.start = last_seq()
+
+	def test_login_and_logout_are_user_events(self):
+		browser = get_test_client()  # keeps the session cookie between the two requests
+		login = request("post", "/api/method/login", browser, data={"usr": self.clerk, "pwd": PASSWORD})
+		self.assertEqual(login.status_code, 200, login.text)
+		logout = request("post", "/api/method/logout", browser)
+		self.assertEqual(logout.status_code, 200, logout.text)
+		events = [e for e in events_after(self.start, "User", self.clerk) if e["type"].startswith("user.log")]
+		self.assertEqual([e["type"] for e in events], ["user.login", "user.logout"])
+		self.assertEqual(events[0]["data"]["payload"]["user"], self.clerk)
+		self.assertEqual(events[0]["metadata"]["userId"], self.clerk)
+
+	def test_correlation_id_header_is_taken_and_returned(self):
+		token = self._api_token(self.manager)
+		response = request(
+			"post",
+			"/api/resource/ToDo",
+			json={"description": "correlated"},
+			headers={"Authorization": f"token {token}", "X-Correlation-ID": "order-flow-42"},
+		)
+		self.assertEqual(response.status_code, 200, response.text)
+		self.assertEqual(response.headers.get("X-Correlation-ID"), "order-flow-42")
+		name = response.json["data"]["name"]
+		(event,) = events_after(self.start, "ToDo", name)
+		self.assertEqual(event["metadata"]["correlationId"], "order-flow-42")
+		self.assertEqual(event["metadata"]["userId"], self.manager)
+
+	def test_malformed_correlation_id_is_replaced(self):
+		token = self._api_token(self.manager)
+		response = request(
+			"post",
+			"/api/resource/ToDo",
+			json={"description": "bad header"},
+			headers={"Authorization": f"token {token}", "X-Correlation-ID": "<script>" * 20},
+		)
+		(event,) = events_after(self.start, "ToDo", response.json["data"]["name"])
+		self.assertNotIn("<", event["metadata"]["correlationId"])
+		self.assertEqual(response.headers.get("X-Correlation-ID"), event["metadata"]["correlationId"])
+
+	def test_event_api_needs_a_role_that_may_read_events(self):
+		anonymous = request("get", "/api/method/cauldron_fabric.api.events.list_events")
+		self.assertEqual(anonymous.status_code, 403)
+		frappe.set_user(self.clerk)
+		self.assertRaises(frappe.PermissionError, events_api.list_events)
+		self.assertRaises(frappe.PermissionError, events_api.requeue, ["x"])
+		self.assertRaises(frappe.PermissionError, settings_api.test_connection)
+		self.assertRaises(frappe.PermissionError, settings_api.get_status)
+		frappe.set_user(self.manager)
+		self.assertIsInstance(events_api.list_events(limit=1)["events"], list)
+
+	def test_bad_limit_is_a_clear_validation_error(self):
+		with self.assertRaisesRegex(frappe.ValidationError, "limit must be between 1 and 500"):
+			events_api.list_events(limit=0)
+
+	def _api_token(self, email: str) -> str:
+		user = frappe.get_doc("User", email)
+		secret = frappe.generate_hash(length=15)
+		user.api_key = user.api_key or frappe.generate_hash(length=15)
+		user.api_secret = secret
+		user.save(ignore_permissions=True)
+		frappe.db.commit()
+		return f"{user.api_key}:{secret}"

@@ -1,0 +1,213 @@
+"""From a real site to a real Kafka-protocol broker: order, outage, the relay command, the API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import frappe
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.formats.json import JSONFormat
+from frappe.tests.utils import FrappeTestCase
+
+from cauldron_fabric.api import events as events_api
+from cauldron_fabric.api import settings as settings_api
+from cauldron_fabric.core.outbox.sql import EVENT_COLUMNS
+from cauldron_fabric.services.relay import run_relay_for
+from cauldron_fabric.services.status import relay_statuses
+from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
+from cauldron_fabric.tests.utils import ORDER, ensure_test_doctypes, fabric_settings, last_seq, new_order
+
+
+def event_status(entity_id: str) -> list[tuple]:
+	frappe.db.rollback()  # read what other connections committed
+	return frappe.db.sql(
+		"SELECT event_type, status, topic, last_error FROM `tabEvent Log` WHERE entity_id = %s ORDER BY name",
+		(entity_id,),
+	)
+
+
+def relay_until_idle(seconds: float = 30) -> None:
+	run_relay_for(max_seconds=seconds, stop_when_idle=True)
+	frappe.db.rollback()
+
+
+class TestPublishingToKafka(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		ensure_test_doctypes()
+		cls.broker = KafkaBroker().start()
+		cls.addClassCleanup(cls.broker.stop)
+		cls.prefix = "fabrictest" + frappe.generate_hash(length=6)
+		settings = fabric_settings(
+			bootstrap_servers=cls.broker.bootstrap,
+			topic_template=cls.prefix + ".{domain}",
+			message_timeout_ms=3000,
+		)
+		settings.__enter__()
+		cls.addClassCleanup(settings.__exit__, None, None, None)
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+		relay_until_idle()  # leftovers of other tests must not mix with this one's events
+
+	def test_committed_lifecycle_reaches_kafka_in_order_and_a_rollback_never_does(self):
+		order = new_order("to kafka")
+		frappe.db.commit()
+		order.title = "to kafka v2"
+		order.save()
+		order.submit()
+		frappe.db.commit()
+		new_order("rolled back")
+		frappe.db.rollback()
+		order.reload()
+		order.cancel()
+		frappe.db.commit()
+		renamed = frappe.rename_doc(ORDER, order.name, order.name + "-k")
+		frappe.db.commit()
+		frappe.delete_doc(ORDER, renamed)
+		frappe.db.commit()
+		relay_until_idle()
+
+		messages = read_topic(self.broker.bootstrap, f"{self.prefix}.fabric_test_order", 6)
+		by_key: dict[str, list[str]] = {}
+		for message in messages:
+			by_key.setdefault(message.key().decode(), []).append(json.loads(message.value())["type"])
+		self.assertEqual(
+			by_key[f"{ORDER}/{order.name}"],
+			[
+				"fabric_test_order.created",
+				"fabric_test_order.updated",
+				"fabric_test_order.submitted",
+				"fabric_test_order.cancelled",
+			],
+		)
+		self.assertEqual(
+			by_key[f"{ORDER}/{renamed}"], ["fabric_test_order.renamed", "fabric_test_order.deleted"]
+		)
+		titles = {json.loads(m.value())["data"]["payload"]["doc"]["title"] for m in messages}
+		self.assertNotIn("rolled back", titles)
+
+		first = messages[0]
+		sdk_event = ce_kafka.from_binary(
+			ce_kafka.KafkaMessage(headers=dict(first.headers()), key=first.key(), value=first.value()),
+			JSONFormat(),
+		)
+		self.assertEqual(sdk_event.get_id(), json.loads(first.value())["id"])
+		self.assertEqual(sdk_event.get_extension("tenantid"), frappe.local.site)
+
+		business = read_topic(self.broker.bootstrap, f"{self.prefix}.business", 2)
+		self.assertEqual(
+			[json.loads(m.value())["data"]["action"] for m in business], ["submitted", "cancelled"]
+		)
+		rows = event_status(order.name) + event_status(renamed)
+		self.assertEqual({row[1] for row in rows}, {"Published"})
+
+	def test_relay_command_publishes_moments_after_commit_and_stops_on_sigterm(self):
+		relay = subprocess.Popen(
+			[
+				sys.executable,
+				"-m",
+				"frappe.utils.bench_helper",
+				"frappe",
+				"--site",
+				frappe.local.site,
+				"fabric",
+				"relay",
+				"--seconds",
+				"60",
+			],
+			cwd=os.path.abspath(frappe.get_site_path("..")),
+			stderr=subprocess.PIPE,
+			text=True,
+		)
+		try:
+			deadline = time.monotonic() + 30
+			while time.monotonic() < deadline and not any(
+				r["name"].endswith(f":{relay.pid}") for r in relay_statuses()
+			):
+				time.sleep(0.1)  # until the relay reports its first cycle: connected and subscribed
+			todo = frappe.get_doc({"doctype": "ToDo", "description": "relay command"}).insert()
+			frappe.db.commit()
+			committed = time.monotonic()
+			while time.monotonic() - committed < 10 and event_status(todo.name)[0][1] != "Published":
+				time.sleep(0.02)
+			elapsed = time.monotonic() - committed
+			self.assertEqual(
+				event_status(todo.name)[0][1], "Published", "the relay command published nothing"
+			)
+			self.assertLess(elapsed, 5, "the relay did not publish promptly after the commit")
+		finally:
+			relay.send_signal(signal.SIGTERM)
+			_, stderr = relay.communicate(timeout=20)
+		self.assertEqual(relay.returncode, 0, stderr)
+		self.assertIn("fabric relay stopped", stderr)
+		frappe.delete_doc("ToDo", todo.name)
+		frappe.db.commit()
+
+	def test_broker_outage_never_fails_a_save_and_events_wait_until_it_is_back(self):
+		dead = f"127.0.0.1:{free_port()}"
+		with fabric_settings(bootstrap_servers=dead, message_timeout_ms=1000):
+			todo = frappe.get_doc({"doctype": "ToDo", "description": "during outage"}).insert()
+			frappe.db.commit()
+			run_relay_for(max_seconds=4)
+			((_type, status, topic, error),) = event_status(todo.name)
+			self.assertEqual(status, "Pending")
+			self.assertIn(f"Kafka at {dead}", error)
+			self.assertEqual(topic, f"{self.prefix}.todo")
+		frappe.db.sql("UPDATE `tabEvent Log` SET next_attempt_at = NULL WHERE entity_id = %s", (todo.name,))
+		frappe.db.commit()
+		relay_until_idle()
+		self.assertEqual(event_status(todo.name)[0][1], "Published")
+		frappe.delete_doc("ToDo", todo.name)
+		frappe.db.commit()
+
+	def test_api_lists_events_with_delivery_status_and_requeues_failed_ones(self):
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "api"}).insert()
+		frappe.db.commit()
+		relay_until_idle()
+		listed = events_api.list_events(entity="ToDo", entity_id=todo.name)["events"]
+		self.assertEqual([e["status"] for e in listed], ["Published"])
+		self.assertEqual(listed[0]["topic"], f"{self.prefix}.todo")
+		event_id = listed[0]["envelope"]["id"]
+		self.assertEqual(events_api.get_event(event_id)["envelope"]["data"]["entityId"], todo.name)
+		self.assertTrue(events_api.list_events(event_type="todo.*", limit=1)["events"])
+
+		frappe.db.sql("UPDATE `tabEvent Log` SET status = 'Failed' WHERE event_id = %s", (event_id,))
+		self.assertEqual(events_api.requeue([event_id]), {"requeued": 1})
+		frappe.db.commit()
+		relay_until_idle()
+		self.assertEqual(events_api.get_event(event_id)["status"], "Published")
+		frappe.delete_doc("ToDo", todo.name)
+		frappe.db.commit()
+
+	def test_connection_test_reports_what_it_found(self):
+		report = settings_api.test_connection()
+		self.assertTrue(report["ok"], report)
+		self.assertIn("broker(s)", report["summary"])
+		with fabric_settings(bootstrap_servers=f"127.0.0.1:{free_port()}"):
+			report = settings_api.test_connection()
+		self.assertFalse(report["ok"])
+		self.assertIn("No Kafka broker answered", report["summary"])
+
+
+class TestEventLogTable(FrappeTestCase):
+	def test_the_doctype_has_every_column_the_outbox_writes(self):
+		columns = set(frappe.db.get_table_columns("Event Log"))
+		self.assertLessEqual(set(EVENT_COLUMNS), columns)
+		indexes = {row[2] for row in frappe.db.sql("SHOW INDEX FROM `tabEvent Log`")}
+		self.assertLessEqual({"fabric_status_seq", "fabric_key_seq"}, indexes)
+
+	def test_events_are_immutable_through_the_orm(self):
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "immutable"}).insert()
+		name = frappe.db.get_value("Event Log", {"entity_id": todo.name})
+		event = frappe.get_doc("Event Log", name)
+		event.event_type = "forged.event"
+		self.assertRaises(frappe.ValidationError, event.save)
+		self.assertGreater(name, 0)
+		self.assertGreater(last_seq(), 0)

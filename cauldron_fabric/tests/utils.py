@@ -1,0 +1,126 @@
+"""Helpers of the Frappe suite: a submittable test DocType, reading the Event Log, settings."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from typing import Any
+
+import frappe
+
+ORDER = "Fabric Test Order"
+ORDER_ITEM = "Fabric Test Order Item"
+
+
+def ensure_test_doctypes() -> None:
+	"""Creates a submittable, renamable custom DocType with a child table (once per site)."""
+	if not frappe.db.exists("DocType", ORDER_ITEM):
+		frappe.get_doc(
+			{
+				"doctype": "DocType",
+				"name": ORDER_ITEM,
+				"module": "Custom",
+				"custom": 1,
+				"istable": 1,
+				"fields": [
+					{"fieldname": "item", "fieldtype": "Data", "label": "Item"},
+					{"fieldname": "qty", "fieldtype": "Int", "label": "Qty"},
+				],
+			}
+		).insert(ignore_permissions=True)
+	if not frappe.db.exists("DocType", ORDER):
+		frappe.get_doc(
+			{
+				"doctype": "DocType",
+				"name": ORDER,
+				"module": "Custom",
+				"custom": 1,
+				"is_submittable": 1,
+				"allow_rename": 1,
+				"autoname": "hash",
+				"fields": [
+					{"fieldname": "title", "fieldtype": "Data", "label": "Title"},
+					{"fieldname": "company", "fieldtype": "Data", "label": "Company"},
+					{"fieldname": "grand_total", "fieldtype": "Currency", "label": "Grand Total"},
+					{"fieldname": "note", "fieldtype": "Small Text", "label": "Note", "allow_on_submit": 1},
+					{"fieldname": "items", "fieldtype": "Table", "label": "Items", "options": ORDER_ITEM},
+				],
+				"permissions": [
+					{
+						"role": "System Manager",
+						"read": 1,
+						"write": 1,
+						"create": 1,
+						"delete": 1,
+						"submit": 1,
+						"cancel": 1,
+						"amend": 1,
+					}
+				],
+			}
+		).insert(ignore_permissions=True)
+	frappe.db.commit()
+
+
+def new_order(title: str = "order", **values) -> Any:
+	"""Inserts a draft Fabric Test Order with two item rows."""
+	return frappe.get_doc(
+		{
+			"doctype": ORDER,
+			"title": title,
+			"company": "Cauldron Ltd",
+			"grand_total": 120.5,
+			"items": [{"item": "cauldron", "qty": 1}, {"item": "ladle", "qty": 3}],
+			**values,
+		}
+	).insert()
+
+
+def last_seq() -> int:
+	"""Returns the newest Event Log sequence number (0 when empty)."""
+	return int(frappe.db.sql("SELECT COALESCE(MAX(name), 0) FROM `tabEvent Log`")[0][0])
+
+
+def events_after(seq: int, entity: str | None = None, entity_id: str | None = None) -> list[dict[str, Any]]:
+	"""Returns the envelopes recorded after ``seq``, oldest first, optionally for one entity."""
+	conditions, values = ["name > %s"], [seq]
+	if entity:
+		conditions.append("entity = %s")
+		values.append(entity)
+	if entity_id:
+		conditions.append("entity_id = %s")
+		values.append(entity_id)
+	rows = frappe.db.sql(
+		f"SELECT envelope FROM `tabEvent Log` WHERE {' AND '.join(conditions)} ORDER BY name", values
+	)
+	return [json.loads(row[0]) for row in rows]
+
+
+def _plain(value):
+	if isinstance(value, list):
+		return [{"document_type": row.document_type} for row in value]
+	return value
+
+
+def types_of(envelopes: list[dict[str, Any]]) -> list[str]:
+	"""Returns the event types in order."""
+	return [envelope["type"] for envelope in envelopes]
+
+
+@contextmanager
+def fabric_settings(**values):
+	"""Saves Fabric Settings with ``values`` (committed) and restores the previous ones after."""
+	settings = frappe.get_single("Fabric Settings")
+	previous = {field: _plain(settings.get(field)) for field in values}
+	if "sasl_password" in values:
+		previous["sasl_password"] = None
+	settings.update(values)
+	settings.save(ignore_permissions=True)
+	frappe.db.commit()
+	try:
+		yield settings
+	finally:
+		settings = frappe.get_single("Fabric Settings")
+		settings.update(previous)
+		settings.save(ignore_permissions=True)
+		frappe.db.commit()

@@ -1,0 +1,125 @@
+"""Relay throughput: events/s from a MariaDB outbox to Kafka, against the raw producer.
+
+Both sides publish the same number of same-sized messages to the same broker, with the same
+producer settings (idempotent, acks=all); the raw side skips the outbox entirely.
+Target: the relay reaches at least 50% of the raw producer's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
+
+from confluent_kafka import Producer  # noqa: E402
+
+from cauldron_fabric.core.cloudevents import kafka_headers  # noqa: E402
+from cauldron_fabric.core.outbox.sql import SqlOutboxStore, create_table_sql  # noqa: E402
+from cauldron_fabric.core.ports import OutboxAppend  # noqa: E402
+from cauldron_fabric.core.relay import Relay, RelayOptions  # noqa: E402
+from cauldron_fabric.core.transports import open_transport  # noqa: E402
+from cauldron_fabric.testing.kafka_broker import KafkaBroker  # noqa: E402
+from conftest import DB_NAME, connect_db, make_envelope  # noqa: E402
+
+
+def raw_producer_rate(bootstrap: str, envelopes, topic: str) -> float:
+	producer = Producer(
+		{"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+	)
+	started = time.perf_counter()
+	for envelope in envelopes:
+		while True:
+			try:
+				producer.produce(
+					topic,
+					envelope.to_json().encode(),
+					envelope.partition_key.encode(),
+					headers=list(kafka_headers(envelope)),
+				)
+				break
+			except BufferError:
+				producer.poll(0.05)
+		producer.poll(0)
+	producer.flush(60)
+	return len(envelopes) / (time.perf_counter() - started)
+
+
+def relay_rate(bootstrap: str, envelopes, topic: str, table: str, sequence: str, batch: int) -> float:
+	setup = connect_db()
+	with setup.cursor() as cur:
+		for statement in create_table_sql(table, sequence):
+			cur.execute(statement)
+	setup.commit()
+	store = SqlOutboxStore(connect_db, table=table, sequence=sequence)
+	store.ensure_indexes()
+	for start in range(0, len(envelopes), 1000):
+		store.append([OutboxAppend(e) for e in envelopes[start : start + 1000]])
+		store.commit()
+	second = SqlOutboxStore(connect_db, table=table, sequence=sequence)
+	options = RelayOptions(batch_size=batch, topic_template=topic, idle_wait=0.01)
+	published = 0
+
+	def count(report):
+		nonlocal published
+		published += report.published
+
+	relay = Relay(store, open_transport(f"kafka://{bootstrap}"), options, on_cycle=count, second_store=second)
+	relay.transport.ensure_topics({topic})
+	started = time.perf_counter()
+	relay.run(lambda: published >= len(envelopes), max_seconds=300)
+	elapsed = time.perf_counter() - started
+	second.close()
+	with setup.cursor() as cur:
+		cur.execute(f"DROP TABLE `{table}`")
+		cur.execute(f"DROP SEQUENCE `{sequence}`")
+	setup.commit()
+	store.close()
+	relay.transport.close()
+	if published != len(envelopes):
+		raise SystemExit(f"relay published {published} of {len(envelopes)}")
+	return published / elapsed
+
+
+def main() -> None:
+	parser = argparse.ArgumentParser(description=__doc__)
+	parser.add_argument("--events", type=int, default=20000)
+	parser.add_argument("--batch", type=int, default=1000)
+	parser.add_argument("--rounds", type=int, default=3)
+	args = parser.parse_args()
+	conn = connect_db(None)
+	with conn.cursor() as cur:
+		cur.execute(f"CREATE DATABASE IF NOT EXISTS `{DB_NAME}`")
+	conn.close()
+	envelopes = [
+		make_envelope("Sales Invoice", f"SINV-{i % 500}", "updated", n=i, note="x" * 600)
+		for i in range(args.events)
+	]
+	print(
+		f"{args.events} events of ~{len(envelopes[0].to_json())} bytes, batch {args.batch}, {args.rounds} rounds"
+	)
+	raw, relayed = [], []
+	with KafkaBroker() as broker:
+		for round_ in range(args.rounds):
+			raw.append(raw_producer_rate(broker.bootstrap, envelopes, f"bench.raw.{round_}"))
+			relayed.append(
+				relay_rate(
+					broker.bootstrap,
+					envelopes,
+					f"bench.relay.{round_}",
+					f"bench_outbox_{round_}",
+					f"bench_seq_{round_}",
+					args.batch,
+				)
+			)
+			print(f"round {round_ + 1}: raw producer {raw[-1]:,.0f}/s, relay {relayed[-1]:,.0f}/s")
+	best_raw, best_relay = max(raw), max(relayed)
+	print(f"best raw producer: {best_raw:,.0f} events/s")
+	print(f"best relay:        {best_relay:,.0f} events/s")
+	print(f"ratio relay/raw:   {best_relay / best_raw:.2f} (target >= 0.50)")
+
+
+if __name__ == "__main__":
+	main()
