@@ -1,0 +1,232 @@
+"""Compatibility rules for objects and nesting: content models, properties, rows, $ref (a table of cases).
+
+Rows read (id, old versions oldest first, new schema, mode, compatible, rule, witness); see
+``test_schema_compatibility`` for how a row is checked.
+"""
+
+import pytest
+from test_schema_compatibility import D7, INT, MISSING, N, S, check_case, field, obj, v
+
+CASES = [
+	# open, closed and partially open content models
+	(
+		"open-add-typed",
+		[obj({"a": S})],
+		obj({"a": S, "b": INT}),
+		"BACKWARD",
+		False,
+		"OPTIONAL_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL",
+		{"a": "x", "b": "not a number"},
+	),
+	(
+		"open-add-empty",
+		[obj({"a": S})],
+		obj({"a": S, "b": {}}),
+		"BACKWARD",
+		True,
+		"PROPERTY_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL",
+		MISSING,
+	),
+	(
+		"open-add-required",
+		[obj({"a": S})],
+		obj({"a": S, "b": INT}, ["b"]),
+		"BACKWARD",
+		False,
+		"REQUIRED_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL",
+		{"a": "x"},
+	),
+	(
+		"closed-add-optional",
+		[obj({"a": S}, closed=True)],
+		obj({"a": S, "b": INT}, closed=True),
+		"BACKWARD",
+		True,
+		"OPTIONAL_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL",
+		MISSING,
+	),
+	(
+		"closed-add-required",
+		[obj({"a": S}, closed=True)],
+		obj({"a": S, "b": INT}, ["b"], closed=True),
+		"BACKWARD",
+		False,
+		"REQUIRED_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL",
+		{"a": "x"},
+	),
+	(
+		"closed-add-forward",
+		[obj({"a": S}, closed=True)],
+		obj({"a": S, "b": INT}, closed=True),
+		"FORWARD",
+		False,
+		"PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL",
+		{"a": "x", "b": 1},
+	),
+	(
+		"open-remove",
+		[obj({"a": S, "b": INT})],
+		obj({"a": S}),
+		"BACKWARD",
+		True,
+		"PROPERTY_REMOVED_FROM_OPEN_CONTENT_MODEL",
+		MISSING,
+	),
+	(
+		"closed-remove",
+		[obj({"a": S, "b": INT}, closed=True)],
+		obj({"a": S}, closed=True),
+		"BACKWARD",
+		False,
+		"PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL",
+		{"a": "x", "b": 1},
+	),
+	(
+		"close-model",
+		[obj({"a": S})],
+		obj({"a": S}, closed=True),
+		"BACKWARD",
+		False,
+		"ADDITIONAL_PROPERTIES_REMOVED",
+		{"a": "x", "z": 1},
+	),
+	(
+		"open-model",
+		[obj({"a": S}, closed=True)],
+		obj({"a": S}, closed=False),
+		"BACKWARD",
+		True,
+		"ADDITIONAL_PROPERTIES_ADDED",
+		MISSING,
+	),
+	(
+		"narrow-extras",
+		[obj({"a": S})],
+		obj({"a": S}, additionalProperties=S),
+		"BACKWARD",
+		False,
+		"ADDITIONAL_PROPERTIES_NARROWED",
+		{"a": "x", "z": 1},
+	),
+	(
+		"partial-add-covered",
+		[obj({"a": S}, additionalProperties=S)],
+		obj({"a": S, "b": S}, additionalProperties=S),
+		"BACKWARD",
+		True,
+		"PROPERTY_ADDED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+		MISSING,
+	),
+	(
+		"partial-add-uncovered",
+		[obj({"a": S}, additionalProperties=S)],
+		obj({"a": S, "b": INT}, additionalProperties=S),
+		"BACKWARD",
+		False,
+		"PROPERTY_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+		{"b": "x"},
+	),
+	(
+		"partial-remove-covered",
+		[obj({"a": S, "b": S}, additionalProperties=S)],
+		obj({"a": S}, additionalProperties=S),
+		"BACKWARD",
+		True,
+		"PROPERTY_REMOVED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+		MISSING,
+	),
+	(
+		"pattern-uncovered",
+		[obj({"a": S}, patternProperties={"^x_": S}, additionalProperties=False)],
+		obj({"a": S, "x_note": INT}, patternProperties={"^x_": S}, additionalProperties=False),
+		"BACKWARD",
+		False,
+		"PROPERTY_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+		{"x_note": "text"},
+	),
+	# nesting: objects in objects, arrays of objects
+	(
+		"nested-type-changed",
+		[obj({"customer": obj({"id": INT})})],
+		obj({"customer": obj({"id": S})}),
+		"BACKWARD",
+		False,
+		"TYPE_CHANGED",
+		{"customer": {"id": 7}},
+	),
+	(
+		"items-narrowed",
+		[field({"type": "array", "items": N})],
+		field({"type": "array", "items": INT}),
+		"BACKWARD",
+		False,
+		"TYPE_NARROWED",
+		v([1.5]),
+	),
+	(
+		"row-gets-required",
+		[field({"type": "array", "items": obj({"qty": N}, closed=True)})],
+		field({"type": "array", "items": obj({"qty": N, "uom": S}, ["uom"], closed=True)}),
+		"BACKWARD",
+		False,
+		"REQUIRED_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL",
+		v([{"qty": 1}]),
+	),
+	(
+		"tuple-item-added-closed",
+		[field({"type": "array", "prefixItems": [S], "items": False})],
+		field({"type": "array", "prefixItems": [S, INT], "items": False}),
+		"BACKWARD",
+		True,
+		"ITEM_ADDED_TO_CLOSED_CONTENT_MODEL",
+		MISSING,
+	),
+	(
+		"tuple-item-added-open",
+		[field({"type": "array", "prefixItems": [S]})],
+		field({"type": "array", "prefixItems": [S, INT]}),
+		"BACKWARD",
+		False,
+		"ITEM_ADDED_TO_OPEN_CONTENT_MODEL",
+		v(["a", "b"]),
+	),
+	# $ref inside the document
+	(
+		"ref-target-changed",
+		[{"$defs": {"qty": INT}, "type": "object", "properties": {"v": {"$ref": "#/$defs/qty"}}}],
+		{"$defs": {"qty": S}, "type": "object", "properties": {"v": {"$ref": "#/$defs/qty"}}},
+		"BACKWARD",
+		False,
+		"TYPE_CHANGED",
+		v(3),
+	),
+	(
+		"inline-to-ref",
+		[field(S, maxLength=5)],
+		{
+			"$defs": {"code": {**S, "maxLength": 5}},
+			"type": "object",
+			"properties": {"v": {"$ref": "#/$defs/code"}},
+		},
+		"FULL",
+		True,
+		None,
+		MISSING,
+	),
+	(
+		"draft07-tuple-to-2020",
+		[{"$schema": D7, **field({"type": "array", "items": [S], "additionalItems": False})}],
+		field({"type": "array", "prefixItems": [S], "items": False}),
+		"FULL",
+		True,
+		None,
+		MISSING,
+	),
+]
+
+
+@pytest.mark.parametrize(
+	"previous, new, mode, compatible, rule, witness", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_object_rules(previous, new, mode, compatible, rule, witness):
+	check_case(previous, new, mode, compatible, rule, witness)
