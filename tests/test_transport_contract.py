@@ -1,7 +1,8 @@
-"""One contract for every Transport adapter: memory and a real Kafka-protocol broker."""
+"""One contract for every Transport adapter: memory, a real Kafka-protocol broker, real RabbitMQ."""
 
 import uuid
 
+import pika
 import pytest
 
 from cauldron_fabric.core.errors import ConfigurationError, UnknownTransport
@@ -9,14 +10,34 @@ from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.testing.kafka_broker import free_port, read_topic
 
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
-@pytest.fixture(params=["memory", "kafka"])
+
+@pytest.fixture(params=["memory", "kafka", "amqp"])
 def transport_and_reader(request):
 	if request.param == "memory":
 		transport = open_transport(f"memory://{uuid.uuid4().hex}")
 
 		def read(topic, expected):
 			return [(m.key, m.body) for m in transport.topics[topic]]
+
+	elif request.param == "amqp":
+		# Topics become routing keys on a fresh exchange; one queue bound with '#' reads them back.
+		exchange = f"contract.{uuid.uuid4().hex[:8]}"
+		transport = open_transport(RABBITMQ_URL, {"exchange": exchange})
+		queue = transport.declare_queue(f"{exchange}.all", ("#",), dead_letter=False).queue
+		connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+		request.addfinalizer(lambda: _delete_amqp(connection, exchange, queue))
+
+		def read(topic, expected):
+			channel, received = connection.channel(), []
+			while len(received) < expected:
+				method, properties, body = channel.basic_get(queue, auto_ack=True)
+				if method is None:
+					break
+				if method.routing_key == topic:
+					received.append((properties.headers["cloudEvents_partitionkey"], body))
+			return received
 
 	else:
 		broker = request.getfixturevalue("kafka")
@@ -27,6 +48,13 @@ def transport_and_reader(request):
 
 	yield transport, read
 	transport.close()
+
+
+def _delete_amqp(connection, exchange, queue):
+	channel = connection.channel()
+	channel.queue_delete(queue)
+	channel.exchange_delete(exchange)
+	connection.close()
 
 
 def messages(topic, keys, per_key):

@@ -16,6 +16,7 @@ from cauldron_fabric.core.ports import Transport
 ADAPTERS: dict[str, str] = {
 	"kafka": "cauldron_fabric.core.transports.kafka:KafkaTransport",
 	"memory": "cauldron_fabric.core.transports.memory:MemoryTransport",
+	"amqp": "cauldron_fabric.core.transports.rabbitmq:RabbitMQTransport",
 }
 
 

@@ -1,0 +1,194 @@
+"""Where webhooks may go: the SSRF guard, and a requests adapter that connects where it checked.
+
+A webhook URL is resolved once per attempt and every address it resolves to is checked; one
+refused address refuses the host (a name resolving to both a public and a private address is
+the classic trick). Refused: loopback, private, link-local, multicast, reserved, unspecified,
+shared (carrier-grade NAT) and other non-global addresses, and cloud metadata endpoints, for
+IPv4 and IPv6, including IPv4 addresses embedded in IPv6 (mapped, 6to4, Teredo, NAT64).
+An admin allow-list of networks (CIDRs) and host names (``n8n.internal``, or ``.internal`` for
+a whole domain) lifts the refusal for the receivers they run themselves.
+
+The request then goes to the checked address, not to a second DNS answer (DNS rebinding):
+the URL carries the IP, the ``Host`` header the name, and for HTTPS the adapter presents the
+name for SNI and certificate verification.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from requests.adapters import HTTPAdapter
+
+from cauldron_fabric.core.errors import ConfigurationError, PermanentError, RetryableError
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+METADATA_HOSTS = frozenset(
+	{"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
+)
+METADATA_ADDRESSES = frozenset(
+	ipaddress.ip_address(a)
+	for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "192.0.0.192", "fd00:ec2::254")
+)
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+Resolver = Callable[[str, int], list[str]]
+
+
+class AddressRefused(PermanentError):
+	"""A webhook host that resolves to an address webhooks may not reach."""
+
+
+class HostUnresolvable(RetryableError):
+	"""A webhook host name that DNS could not resolve (maybe only for now)."""
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+	"""Returns the addresses ``host`` resolves to, in the system resolver's order."""
+	infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+	return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+@functools.lru_cache(maxsize=4096)
+def refusal_reason(address: Address) -> str | None:
+	"""Returns why webhooks may not reach ``address`` ("a loopback address", ...), or None."""
+	if isinstance(address, ipaddress.IPv6Address):
+		if address.ipv4_mapped is not None:
+			# A mapped address is the IPv4 address itself, whatever ::ffff:0:0/96 counts as.
+			reason = refusal_reason(address.ipv4_mapped)
+			return f"{reason} (embedded in {address})" if reason else None
+		embedded = address.sixtofour or (address.teredo or (None, None))[1]
+		if embedded is None and address in NAT64:
+			embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+		reason = refusal_reason(embedded) if embedded is not None else None
+		if reason:
+			return f"{reason} (embedded in {address})"
+	if address in METADATA_ADDRESSES:
+		return "a cloud metadata address"
+	for reason, test in (
+		("a loopback address", address.is_loopback),
+		("a link-local address", address.is_link_local),
+		("a multicast address", address.is_multicast),
+		("an unspecified address", address.is_unspecified),
+		("a reserved address", address.is_reserved),
+		("a private address", address.is_private),
+		("an address that is not publicly routable", not address.is_global),
+	):
+		if test:
+			return reason
+	return None
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPolicy:
+	"""Decides which addresses webhooks may reach; built from the admin's allow-list."""
+
+	networks: tuple[Network, ...] = ()
+	hosts: frozenset[str] = frozenset()
+	resolver: Resolver = field(default=system_resolver, compare=False)
+
+	@classmethod
+	def from_allow_list(cls, entries: Iterable[str], resolver: Resolver = system_resolver) -> AddressPolicy:
+		"""Parses CIDRs (``10.0.0.0/8``, ``::1``) and host names (``n8n.local``, ``.internal``)."""
+		networks, hosts = [], set()
+		for raw in entries:
+			entry = raw.strip().lower()
+			if not entry:
+				continue
+			try:
+				networks.append(ipaddress.ip_network(entry, strict=False))
+				continue
+			except ValueError:
+				pass
+			name = entry.removeprefix("*")
+			if not all(
+				part.replace("-", "").replace("_", "").isalnum() for part in name.strip(".").split(".")
+			):
+				raise ConfigurationError(
+					f"Webhook allow-list entry {raw!r} is neither a network nor a host name.",
+					hint="Use CIDRs such as 10.0.0.0/8 or ::1/128, host names, or .domain for a whole domain.",
+				)
+			hosts.add(name)
+		return cls(tuple(networks), frozenset(hosts), resolver)
+
+	def allows_host(self, host: str) -> bool:
+		"""Tells whether the host name itself is allow-listed (exactly, or by a ``.domain`` entry)."""
+		host = host.lower().rstrip(".")
+		return host in self.hosts or any(e.startswith(".") and host.endswith(e) for e in self.hosts)
+
+	def refusal(self, address: Address) -> str | None:
+		"""Returns why ``address`` is refused, or None when it is public or allow-listed."""
+		reason = refusal_reason(address)
+		if reason is None:
+			return None
+		candidates = [address]
+		if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+			candidates.append(address.ipv4_mapped)
+		allowed = any(c in net for c in candidates for net in self.networks if c.version == net.version)
+		return None if allowed else reason
+
+	def resolve(self, host: str, port: int) -> str:
+		"""Returns the address to connect to; raises AddressRefused or HostUnresolvable."""
+		host = host.strip("[]")
+		try:
+			addresses = [ipaddress.ip_address(host)]
+		except ValueError:
+			if host.lower().rstrip(".") in METADATA_HOSTS and not self.allows_host(host):
+				raise AddressRefused(f"Webhook host {host!r} is a cloud metadata endpoint.") from None
+			try:
+				addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolver(host, port)]
+			except (OSError, UnicodeError) as exc:
+				raise HostUnresolvable(
+					f"Cannot resolve webhook host {host!r} ({exc}).",
+					hint="Check the URL; the delivery is retried.",
+				) from exc
+		if not addresses:
+			raise HostUnresolvable(f"Webhook host {host!r} resolves to no address.")
+		if self.allows_host(host):
+			return _connectable(addresses[0])
+		for address in addresses:
+			reason = self.refusal(address)
+			if reason:
+				raise AddressRefused(
+					f"Webhook host {host!r} resolves to {address}, {reason}; webhooks to such addresses are refused.",
+					hint="If the receiver is yours, add its host or network to the webhook allow-list in Fabric Settings.",
+				)
+		return _connectable(addresses[0])
+
+
+def _connectable(address: Address) -> str:
+	"""Returns the address to dial: an IPv4-mapped IPv6 address as plain IPv4."""
+	mapped = getattr(address, "ipv4_mapped", None)
+	return str(mapped or address)
+
+
+def pinned_url(url: str, address: str) -> tuple[str, str]:
+	"""Returns the URL with its host replaced by ``address``, and the ``Host`` header to send."""
+	parts = urlsplit(url)
+	literal = f"[{address}]" if ":" in address else address
+	port = f":{parts.port}" if parts.port else ""
+	userinfo = parts.netloc.rpartition("@")[0]
+	netloc = f"{userinfo}@{literal}{port}" if userinfo else f"{literal}{port}"
+	host_header = parts.netloc.rpartition("@")[2]
+	return parts._replace(netloc=netloc).geturl(), host_header
+
+
+class PinnedAddressAdapter(HTTPAdapter):
+	"""Keeps TLS on the host name while the URL carries the checked IP address.
+
+	The connection pool is keyed by address and name, so connections are reused per receiver.
+	Needs requests 2.32.2 or later (``build_connection_pool_key_attributes``).
+	"""
+
+	def build_connection_pool_key_attributes(self, request, verify, cert=None):
+		host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+		host_header = request.headers.get("Host")
+		if host_params.get("scheme") == "https" and host_header:
+			name = urlsplit(f"//{host_header}").hostname
+			pool_kwargs["server_hostname"] = name
+			pool_kwargs["assert_hostname"] = name
+		return host_params, pool_kwargs

@@ -1,0 +1,394 @@
+"""A small, safe expression language for content filters on events.
+
+Parsed once when a subscription is saved and compiled into plain Python closures: no ``eval``,
+no attribute access, no calls but the few functions below, so an admin's filter can never run
+code. Example: ``data.payload.grand_total > 1000 and data.entity == "Sales Invoice"``.
+
+* Values: dotted paths (``data.payload.customer``, ``payload.items.0.qty``; see ``paths``),
+  strings in single or double quotes, numbers, ``true``/``false``/``null``, lists ``[1, 2]``.
+* Operators: ``==`` ``!=`` ``<`` ``<=`` ``>`` ``>=``, ``in`` and ``not in`` (list membership,
+  substring, key of an object), ``and``, ``or``, ``not``, parentheses, unary ``-``.
+* Functions: ``exists(path)`` (present and not null), ``len(x)``, ``lower(x)``, ``upper(x)``,
+  ``startswith(x, prefix)``, ``endswith(x, suffix)``.
+* Semantics: a missing path is ``null``; ``<`` and friends compare numbers with numbers and
+  strings with strings and are false otherwise; ``true`` never equals ``1``; ``and``/``or``/``not``
+  use the truth of their operands (``0``, ``""``, ``null``, ``[]`` are false).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from cauldron_fabric.core.delivery.paths import MISSING, getter, parse_path
+from cauldron_fabric.core.errors import ConfigurationError
+
+MAX_LENGTH = 4000
+MAX_DEPTH = 40
+KEYWORDS = {"and", "or", "not", "in"}
+CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
+TOKEN = re.compile(
+	r"""(?P<space>\s+)
+	|(?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
+	|(?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+	|(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+))*)
+	|(?P<op>==|!=|<=|>=|<|>|=)
+	|(?P<punct>[()\[\],\-])""",
+	re.VERBOSE,
+)
+ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
+
+Evaluator = Callable[[Mapping[str, Any]], Any]
+
+
+class ConditionError(ConfigurationError):
+	"""A filter that cannot be parsed; ``position`` is the 0-based column of the problem."""
+
+	def __init__(self, source: str, position: int, problem: str):
+		self.source, self.position, self.problem = source, position, problem
+		pointer = " " * position + "^"
+		super().__init__(
+			f"Invalid condition at column {position + 1}: {problem}.\n    {source}\n    {pointer}\n"
+			'Write comparisons such as data.payload.grand_total > 1000 and data.entity == "Sales Invoice".'
+		)
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+	"""One lexical token and where it starts."""
+
+	kind: str
+	text: str
+	position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+	"""A compiled filter; ``matches`` evaluates it against an event's JSON form."""
+
+	source: str
+	evaluate: Evaluator
+
+	def matches(self, document: Mapping[str, Any]) -> bool:
+		"""Tells whether the event (as ``Envelope.to_dict()``) satisfies the condition."""
+		return bool(self.evaluate(document))
+
+
+def compile_condition(source: str) -> Condition:
+	"""Parses and compiles a filter; raises ConditionError pointing at the first problem."""
+	if len(source) > MAX_LENGTH:
+		raise ConditionError(source[:60] + "…", 0, f"the condition is longer than {MAX_LENGTH} characters")
+	parser = _Parser(source, _tokenize(source))
+	evaluate = parser.expression()
+	return Condition(source, evaluate)
+
+
+def _tokenize(source: str) -> list[Token]:
+	tokens, position = [], 0
+	while position < len(source):
+		match = TOKEN.match(source, position)
+		if match is None:
+			problem = f"unexpected character {source[position]!r}"
+			if source[position] in "\"'":
+				problem = "this string is never closed; end it with the same quote"
+			raise ConditionError(source, position, problem)
+		kind = match.lastgroup or ""
+		if kind != "space":
+			tokens.append(Token(kind, match.group(), position))
+		position = match.end()
+	tokens.append(Token("end", "", len(source)))
+	return tokens
+
+
+class _Parser:
+	"""Recursive descent over the tokens; each rule returns a compiled closure."""
+
+	def __init__(self, source: str, tokens: list[Token]):
+		self.source, self.tokens, self.index, self.depth = source, tokens, 0, 0
+
+	def fail(self, token: Token, problem: str):
+		raise ConditionError(self.source, token.position, problem)
+
+	@property
+	def token(self) -> Token:
+		return self.tokens[self.index]
+
+	def take(self) -> Token:
+		token = self.tokens[self.index]
+		self.index += 1
+		return token
+
+	def at(self, text: str) -> bool:
+		token = self.token
+		return token.text == text and token.kind in ("name", "op", "punct")
+
+	def expect(self, text: str, problem: str) -> Token:
+		if not self.at(text):
+			self.fail(self.token, problem)
+		return self.take()
+
+	def expression(self) -> Evaluator:
+		if self.token.kind == "end":
+			self.fail(self.token, "the condition is empty")
+		evaluate = self.disjunction()
+		if self.token.kind != "end":
+			self.fail(self.token, f"expected 'and', 'or' or the end, found {self.token.text!r}")
+		return evaluate
+
+	def nested(self, rule: Callable[[], Evaluator]) -> Evaluator:
+		self.depth += 1
+		if self.depth > MAX_DEPTH:
+			self.fail(self.token, f"the condition nests deeper than {MAX_DEPTH} levels")
+		try:
+			return rule()
+		finally:
+			self.depth -= 1
+
+	def disjunction(self) -> Evaluator:
+		parts = [self.conjunction()]
+		while self.at("or"):
+			self.take()
+			parts.append(self.conjunction())
+		if len(parts) == 1:
+			return parts[0]
+
+		def any_part(doc: Mapping[str, Any]) -> bool:
+			for part in parts:
+				if part(doc):
+					return True
+			return False
+
+		return any_part
+
+	def conjunction(self) -> Evaluator:
+		parts = [self.negation()]
+		while self.at("and"):
+			self.take()
+			parts.append(self.negation())
+		if len(parts) == 1:
+			return parts[0]
+
+		def all_parts(doc: Mapping[str, Any]) -> bool:
+			for part in parts:
+				if not part(doc):
+					return False
+			return True
+
+		return all_parts
+
+	def negation(self) -> Evaluator:
+		if self.at("not"):
+			self.take()
+			inner = self.nested(self.negation)
+			return lambda doc: not inner(doc)
+		return self.comparison()
+
+	def comparison(self) -> Evaluator:
+		left = self.unary()
+		token = self.token
+		if token.kind == "op":
+			if token.text == "=":
+				self.fail(token, "use '==' to compare (a single '=' assigns nothing here)")
+			self.take()
+			return _compare(COMPARISONS[token.text], left, self.operand(token))
+		if self.at("in") or self.at("not"):
+			negate = self.take().text == "not"
+			if negate:
+				self.expect("in", "expected 'in' after 'not' (write: x not in [...])")
+			contains = _membership(left, self.operand(token))
+			return (lambda doc: not contains(doc)) if negate else contains
+		return left
+
+	def operand(self, operator_token: Token) -> Evaluator:
+		if self.token.kind == "end":
+			self.fail(self.token, f"expected a value after {operator_token.text!r}")
+		return self.unary()
+
+	def unary(self) -> Evaluator:
+		if not self.at("-"):
+			return self.primary()
+		self.take()
+		inner = self.nested(self.unary)
+
+		def negative(doc: Mapping[str, Any]) -> Any:
+			value = inner(doc)
+			return -value if _is_number(value) else None
+
+		return negative
+
+	def primary(self) -> Evaluator:
+		token = self.take()
+		if token.kind == "number":
+			return _constant(float(token.text) if any(c in token.text for c in ".eE") else int(token.text))
+		if token.kind == "string":
+			return _constant(_unquote(token.text))
+		if token.kind == "name":
+			return self.name(token)
+		if token.text == "(":
+			inner = self.nested(self.disjunction)
+			self.expect(")", "expected ')' to close the '(' opened earlier")
+			return inner
+		if token.text == "[":
+			return self.list_literal()
+		if token.kind == "end":
+			self.fail(token, "the condition ends where a value was expected")
+		self.fail(token, f"expected a value, found {token.text!r}")
+
+	def name(self, token: Token) -> Evaluator:
+		if token.text in CONSTANTS:
+			return _constant(CONSTANTS[token.text])
+		if token.text in KEYWORDS:
+			self.fail(token, f"expected a value, found the keyword {token.text!r}")
+		if self.at("("):
+			return self.call(token)
+		try:
+			path = parse_path(token.text)
+		except ValueError as exc:
+			self.fail(token, str(exc))
+		return getter(path)
+
+	def list_literal(self) -> Evaluator:
+		items = []
+		while not self.at("]"):
+			if items:
+				self.expect(",", "expected ',' or ']' in the list")
+			items.append(self.nested(self.disjunction))
+		self.take()
+		literals = [getattr(item, "value", MISSING) for item in items]
+		if MISSING not in literals:
+			return _constant(literals)
+		return lambda doc: [item(doc) for item in items]
+
+	def call(self, name: Token) -> Evaluator:
+		if name.text not in FUNCTIONS:
+			self.fail(name, f"unknown function {name.text!r}; use one of {', '.join(sorted(FUNCTIONS))}")
+		function, arity = FUNCTIONS[name.text]
+		self.take()
+		if name.text == "exists":
+			argument = self.take()
+			if argument.kind != "name" or argument.text in CONSTANTS or argument.text in KEYWORDS:
+				self.fail(argument, "exists() takes a dotted path, such as exists(data.payload.customer)")
+			try:
+				path = parse_path(argument.text)
+			except ValueError as exc:
+				self.fail(argument, str(exc))
+			self.expect(")", "exists() takes exactly one path; expected ')'")
+			get = getter(path)
+			return lambda doc: get(doc) is not None
+		arguments = []
+		while not self.at(")"):
+			if arguments:
+				self.expect(",", f"expected ',' or ')' in the arguments of {name.text}()")
+			arguments.append(self.nested(self.disjunction))
+		if len(arguments) != arity:
+			self.fail(self.token, f"{name.text}() takes {arity} argument(s), got {len(arguments)}")
+		self.take()
+		if arity == 1:
+			(only,) = arguments
+			return lambda doc: function(only(doc))
+		first, second = arguments
+		return lambda doc: function(first(doc), second(doc))
+
+
+NUMBER_TYPES = frozenset({int, float, Decimal})
+
+
+def _is_number(value: Any) -> bool:
+	return type(value) in NUMBER_TYPES or (
+		isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+	)
+
+
+def _constant(value: Any) -> Evaluator:
+	def constant(doc: Mapping[str, Any]) -> Any:
+		return value
+
+	constant.value = value  # lets comparisons against literals skip a call per evaluation
+	return constant
+
+
+def equal(left: Any, right: Any) -> bool:
+	"""Compares like JSON: numbers by value, ``true`` never equal to ``1``, other types strictly."""
+	if type(left) is type(right):
+		return left == right
+	return _is_number(left) and _is_number(right) and left == right
+
+
+def _ordered(compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+	def ordered(left: Any, right: Any) -> bool:
+		kinds = (type(left), type(right))
+		if (kinds[0] in NUMBER_TYPES and kinds[1] in NUMBER_TYPES) or kinds == (str, str):
+			return compare(left, right)
+		if (_is_number(left) and _is_number(right)) or (isinstance(left, str) and isinstance(right, str)):
+			return compare(left, right)
+		return False
+
+	return ordered
+
+
+def contains(container: Any, item: Any) -> bool:
+	"""Implements ``in``: list membership, substring of a string, key of an object."""
+	if isinstance(container, str):
+		return isinstance(item, str) and item in container
+	if isinstance(container, Mapping):
+		return isinstance(item, str) and item in container
+	if isinstance(container, list | tuple):
+		return any(equal(item, element) for element in container)
+	return False
+
+
+COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+	"==": equal,
+	"!=": lambda left, right: not equal(left, right),
+	"<": _ordered(operator.lt),
+	"<=": _ordered(operator.le),
+	">": _ordered(operator.gt),
+	">=": _ordered(operator.ge),
+}
+
+
+def _compare(compare: Callable[[Any, Any], bool], left: Evaluator, right: Evaluator) -> Evaluator:
+	literal = getattr(right, "value", MISSING)
+	if literal is MISSING:
+		return lambda doc: compare(left(doc), right(doc))
+	return lambda doc: compare(left(doc), literal)
+
+
+def _membership(item: Evaluator, container: Evaluator) -> Evaluator:
+	literal = getattr(container, "value", None)
+	if type(literal) is list and literal and all(type(v) is str for v in literal):
+		names = frozenset(literal)
+
+		def among(doc: Mapping[str, Any]) -> bool:
+			value = item(doc)
+			return type(value) is str and value in names
+
+		return among
+	return lambda doc: contains(container(doc), item(doc))
+
+
+def _text_function(convert: Callable[[str], Any]) -> Callable[[Any], Any]:
+	return lambda value: convert(value) if isinstance(value, str) else None
+
+
+def _affix(check: Callable[[str, str], bool]) -> Callable[[Any, Any], bool]:
+	return lambda value, affix: isinstance(value, str) and isinstance(affix, str) and check(value, affix)
+
+
+FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
+	"exists": (lambda value: value is not None, 1),
+	"len": (lambda value: len(value) if isinstance(value, str | list | tuple | Mapping) else None, 1),
+	"lower": (_text_function(str.lower), 1),
+	"upper": (_text_function(str.upper), 1),
+	"startswith": (_affix(str.startswith), 2),
+	"endswith": (_affix(str.endswith), 2),
+}
+
+
+def _unquote(literal: str) -> str:
+	body = literal[1:-1]
+	return re.sub(r"\\(.)", lambda m: ESCAPES.get(m.group(1), m.group(1)), body)

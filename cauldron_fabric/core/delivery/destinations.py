@@ -1,0 +1,224 @@
+"""Destinations: where a subscription sends its events, chosen by the scheme of its address.
+
+==================================  ===========================================================
+address                             destination
+==================================  ===========================================================
+``https://host/path`` (``http:``)   a webhook (method, headers, timeout, secret from the
+                                    subscription); receivers on private addresses need the
+                                    allow-list
+``kafka:topic.name``                a Kafka topic, through the Kafka transport of Fabric Settings
+``amqp:exchange/routing.key``       a RabbitMQ exchange and routing key (``amqp:routing.key``
+                                    uses the transport's default exchange)
+``handler:app.module.function``     an in-app handler another app registered in its hooks; it is
+                                    called as ``function(envelope, payload)``
+==================================  ===========================================================
+
+Broker credentials never appear in an address: the transports come from Fabric Settings.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from cauldron_fabric.core.cloudevents import HTTP_PREFIX, KAFKA_PREFIX
+from cauldron_fabric.core.delivery.records import Outcome
+from cauldron_fabric.core.delivery.transform import RenderedPayload
+from cauldron_fabric.core.delivery.webhook import WebhookSender, WebhookTarget
+from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.errors import ConfigurationError, FabricError, RetryableError
+from cauldron_fabric.core.ports import OutboundMessage, Transport
+
+KINDS = {"http": "webhook", "https": "webhook", "kafka": "kafka", "amqp": "amqp", "handler": "handler"}
+TARGET_RULES = {
+	"kafka": (re.compile(r"^[A-Za-z0-9._-]{1,249}$"), "a topic name (letters, digits, '.', '_', '-')"),
+	"amqp": (re.compile(r"^[^\s/]*(/\S*)?$"), "exchange/routing.key"),
+	"handler": (
+		re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"),
+		"a dotted path app.module.function",
+	),
+}
+Handler = Callable[[Envelope, RenderedPayload], Any]
+
+
+class DestinationUnavailable(RetryableError):
+	"""A destination that cannot be used yet (no broker configured, handler app not installed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationAddress:
+	"""A parsed destination address: its kind and its target (URL, topic, exchange/key, path)."""
+
+	kind: str
+	target: str
+
+
+def parse_address(address: str) -> DestinationAddress:
+	"""Parses and checks an address; raises ConfigurationError explaining the accepted forms."""
+	text = (address or "").strip()
+	scheme = urlsplit(text).scheme.lower() if ":" in text else ""
+	kind = KINDS.get(scheme)
+	if kind is None:
+		raise ConfigurationError(
+			f"Destination {address!r} has no known kind.",
+			hint="Use https://… for a webhook, kafka:topic, amqp:exchange/routing.key or handler:app.module.function.",
+		)
+	if kind == "webhook":
+		return DestinationAddress(kind, text)
+	target = text.split(":", 1)[1]
+	pattern, form = TARGET_RULES[kind]
+	if target.startswith("//") or not target or not pattern.match(target):
+		raise ConfigurationError(
+			f"Destination {address!r}: after '{scheme}:' write {form}.",
+			hint="Broker connections and credentials come from Fabric Settings, not from the address.",
+		)
+	return DestinationAddress(kind, target)
+
+
+class Destination(abc.ABC):
+	"""Sends rendered events to one place and reports an Outcome per event."""
+
+	batches: bool = False
+
+	@abc.abstractmethod
+	def deliver(self, envelope: Envelope, payload: RenderedPayload) -> Outcome:
+		"""Makes one attempt for one event; never raises for the destination's own failure."""
+
+	def deliver_many(self, items: Sequence[tuple[Envelope, RenderedPayload]]) -> list[Outcome]:
+		"""Makes one attempt for each event, in order; brokers override this to publish in one batch."""
+		return [self.deliver(envelope, payload) for envelope, payload in items]
+
+
+class WebhookDestination(Destination):
+	"""A signed HTTP call per event; the event id is the webhook id."""
+
+	def __init__(self, sender: WebhookSender, target: WebhookTarget):
+		self.sender, self.target = sender, target
+
+	def deliver(self, envelope: Envelope, payload: RenderedPayload) -> Outcome:
+		"""Calls the receiver once with the payload, its ``ce-`` headers and the signature."""
+		headers = [h for h in payload.headers(HTTP_PREFIX, compact=True) if h[0] != "content-type"]
+		return self.sender.send(self.target, envelope.id, payload.body, payload.content_type, headers)
+
+
+class TransportDestination(Destination):
+	"""A topic or exchange of a Transport; a batch is one publish call with one wait for acks."""
+
+	batches = True
+
+	def __init__(self, transport: Transport, destination: str, timeout: float = 15.0):
+		self.transport, self.destination, self.timeout = transport, destination, timeout
+
+	def deliver(self, envelope: Envelope, payload: RenderedPayload) -> Outcome:
+		"""Publishes one event."""
+		return self.deliver_many([(envelope, payload)])[0]
+
+	def deliver_many(self, items: Sequence[tuple[Envelope, RenderedPayload]]) -> list[Outcome]:
+		"""Publishes every event keyed by its entity (so one entity stays in order) and waits for acks."""
+		messages = [
+			OutboundMessage(
+				self.destination, envelope.partition_key, payload.body, payload.headers(KAFKA_PREFIX)
+			)
+			for envelope, payload in items
+		]
+		started = time.perf_counter()
+		deliveries = self.transport.publish(messages, self.timeout)
+		latency = (time.perf_counter() - started) * 1000
+		return [
+			Outcome(True, latency_ms=latency)
+			if d.ok
+			else Outcome(False, d.retryable, str(d.error), latency_ms=latency)
+			for d in deliveries
+		]
+
+
+class HandlerDestination(Destination):
+	"""An in-process function; its FabricErrors say whether to retry, any other error is retried."""
+
+	def __init__(self, path: str, handler: Handler):
+		self.path, self.handler = path, handler
+
+	def deliver(self, envelope: Envelope, payload: RenderedPayload) -> Outcome:
+		"""Calls the handler once."""
+		try:
+			self.handler(envelope, payload)
+		except FabricError as exc:
+			return Outcome(False, exc.retryable, f"Handler {self.path} failed: {exc}")
+		except Exception as exc:
+			return Outcome(False, True, f"Handler {self.path} raised {type(exc).__name__}: {exc}")
+		return Outcome(True)
+
+
+class Destinations:
+	"""Opens (and caches) the destination of each subscription address.
+
+	``transports`` maps ``kafka``/``amqp`` to the transports built from Fabric Settings;
+	``handlers`` maps registered dotted paths to functions (the Frappe layer fills it from the
+	apps' hooks, so only registered functions can be called).
+	"""
+
+	def __init__(
+		self,
+		*,
+		transports: Mapping[str, Transport] | None = None,
+		handlers: Mapping[str, Handler] | None = None,
+		sender: WebhookSender | None = None,
+		publish_timeout: float = 15.0,
+	):
+		self.transports = dict(transports or {})
+		self.handlers = dict(handlers or {})
+		self.sender = sender or WebhookSender()
+		self.publish_timeout = publish_timeout
+		self._cache: dict[tuple, Destination] = {}
+		self._lock = threading.Lock()
+		self._builders = {
+			"webhook": self._webhook,
+			"kafka": self._transport,
+			"amqp": self._transport,
+			"handler": self._handler,
+		}
+
+	def open(self, address: str, webhook: WebhookTarget | None = None) -> Destination:
+		"""Returns the destination for an address; raises FabricError when it cannot be used."""
+		key = (address, webhook)
+		with self._lock:
+			cached = self._cache.get(key)
+		if cached is not None:
+			return cached
+		parsed = parse_address(address)
+		destination = self._builders[parsed.kind](parsed, webhook)
+		with self._lock:
+			self._cache[key] = destination
+		return destination
+
+	def _webhook(self, address: DestinationAddress, webhook: WebhookTarget | None) -> Destination:
+		return WebhookDestination(self.sender, webhook or WebhookTarget(address.target))
+
+	def _transport(self, address: DestinationAddress, webhook: WebhookTarget | None) -> Destination:
+		transport = self.transports.get(address.kind)
+		if transport is None:
+			broker = {"kafka": "Kafka", "amqp": "RabbitMQ"}[address.kind]
+			raise DestinationUnavailable(
+				f"No {broker} connection is configured for destination {address.kind}:{address.target}.",
+				hint=f"Set the {broker} connection in Fabric Settings; the deliveries wait and are retried.",
+			)
+		return TransportDestination(transport, address.target, self.publish_timeout)
+
+	def _handler(self, address: DestinationAddress, webhook: WebhookTarget | None) -> Destination:
+		handler = self.handlers.get(address.target)
+		if handler is None:
+			raise DestinationUnavailable(
+				f"No handler {address.target!r} is registered.",
+				hint="The app that provides it must list it in its hooks and be installed; deliveries are retried.",
+			)
+		return HandlerDestination(address.target, handler)
+
+	def close(self) -> None:
+		"""Closes the webhook sender (transports belong to whoever built them)."""
+		self.sender.close()

@@ -1,0 +1,331 @@
+"""Delivery tracking on a MariaDB table shaped like a Frappe DocType table (``Event Delivery``).
+
+One row per (subscription, event), unique on the pair, named from a sequence like the Event Log
+(an ``autoincrement`` DocType). Workers claim due rows with ``SELECT … FOR UPDATE SKIP LOCKED``
+under READ COMMITTED and hold them for the whole attempt, so two workers never attempt the same
+delivery at once and no gap locks block the user's saves that enqueue new deliveries.
+Dead rows (status ``Dead``) are the dead letters; ``attempt_log`` keeps each attempt as JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cauldron_fabric.core.delivery.records import (
+	DEAD,
+	DELIVERED,
+	DISCARDED,
+	HISTORY_LIMIT,
+	PENDING,
+	DeliveryAttempt,
+	DeliveryJob,
+	DeliveryRequest,
+	DeliveryRow,
+)
+from cauldron_fabric.core.delivery.store import DeliveryStore
+from cauldron_fabric.core.envelope import dumps
+from cauldron_fabric.core.outbox.sql import STANDARD_COLUMNS, StoreUnavailable, local_now
+
+DEFAULT_TABLE = "tabEvent Delivery"
+DEFAULT_SEQUENCE = "event_delivery_id_seq"
+ERROR_LENGTH = 2000
+ENQUEUE_COLUMNS = (
+	"subscription",
+	"event_id",
+	"event_type",
+	"ordering_key",
+	"envelope",
+	"status",
+	"attempts",
+	"next_attempt_at",
+)
+INDEXES = {
+	"fabric_delivery_due": ("status", "next_attempt_at", "name"),
+	"fabric_delivery_order": ("subscription", "ordering_key", "status", "name"),
+}
+ROW_COLUMNS = (
+	"name, subscription, event_id, status, attempts, ordering_key, next_attempt_at, last_error, "
+	"last_status_code, last_latency_ms, delivered_at, attempt_log"
+)
+
+
+def create_table_sql(table: str = DEFAULT_TABLE, sequence: str = DEFAULT_SEQUENCE) -> list[str]:
+	"""Returns DDL for a standalone delivery table with the Event Delivery DocType's shape.
+
+	Frappe creates the real table from the DocType (then ``ensure_indexes`` adds the composite
+	indexes); this exists for the core's tests and for running workers without Frappe.
+	"""
+	return [
+		f"CREATE SEQUENCE IF NOT EXISTS `{sequence}` NOCACHE",
+		f"""CREATE TABLE IF NOT EXISTS `{table}` (
+			name bigint primary key,
+			creation datetime(6), modified datetime(6), owner varchar(140), modified_by varchar(140),
+			docstatus int not null default 0, idx int not null default 0,
+			subscription varchar(140), event_id varchar(140), event_type varchar(140), ordering_key varchar(280),
+			envelope longtext, status varchar(140), attempts int not null default 0,
+			next_attempt_at datetime(6), delivered_at datetime(6), last_error text,
+			last_status_code int, last_latency_ms decimal(21,9), attempt_log longtext,
+			unique key fabric_subscription_event (subscription, event_id)
+		) ENGINE=InnoDB CHARACTER SET=utf8mb4 COLLATE=utf8mb4_unicode_ci""",
+	]
+
+
+def build_enqueue(
+	requests: Sequence[DeliveryRequest],
+	*,
+	actor: str,
+	now: dt.datetime,
+	table: str = DEFAULT_TABLE,
+	sequence: str = DEFAULT_SEQUENCE,
+) -> tuple[str, list[Any]]:
+	"""Returns one INSERT adding ``requests`` (duplicates skipped) and its ``%s`` parameters.
+
+	The Frappe layer runs it with ``frappe.db.sql`` in the transaction that records the event.
+	"""
+	columns = (*STANDARD_COLUMNS, *ENQUEUE_COLUMNS)
+	row = "(nextval(`{}`), {})".format(sequence, ", ".join(["%s"] * (len(columns) - 1)))
+	params: list[Any] = []
+	for request in requests:
+		env = request.envelope
+		params += [now, now, actor, actor, 0, 0]
+		params += [
+			request.subscription,
+			env.id,
+			env.type,
+			request.ordering_key,
+			env.to_json(),
+			PENDING,
+			0,
+			now,
+		]
+	column_list = ", ".join(f"`{c}`" for c in columns)
+	values = ", ".join([row] * len(requests))
+	return (
+		f"INSERT INTO `{table}` ({column_list}) VALUES {values} ON DUPLICATE KEY UPDATE name = name",
+		params,
+	)
+
+
+class SqlDeliveryStore(DeliveryStore):
+	"""The delivery queue on its own DB-API connection (PyMySQL), one open claim at a time."""
+
+	def __init__(
+		self,
+		connect: Callable[[], Any],
+		*,
+		table: str = DEFAULT_TABLE,
+		sequence: str = DEFAULT_SEQUENCE,
+		clock: Callable[[], dt.datetime] = local_now,
+	):
+		self._connect = connect
+		self._conn = None
+		self.table, self.sequence, self.clock = table, sequence, clock
+		self._claimed: dict[int, tuple] = {}
+
+	@property
+	def connection(self):
+		"""Returns the open connection, connecting (READ COMMITTED, no autocommit) on first use."""
+		if self._conn is None:
+			try:
+				conn = self._connect()
+				with conn.cursor() as cur:
+					cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+					cur.execute("SET SESSION innodb_lock_wait_timeout = 10")
+				conn.autocommit(False)
+			except Exception as exc:
+				raise StoreUnavailable(f"Cannot connect to the delivery database: {exc}.") from exc
+			self._conn = conn
+		return self._conn
+
+	def _execute(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[tuple], int]:
+		try:
+			with self.connection.cursor() as cur:
+				count = cur.execute(sql, params)
+				return list(cur.fetchall() or ()), int(count or 0)
+		except StoreUnavailable:
+			raise
+		except Exception as exc:
+			code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+			# 2003 can't connect, 2006 gone away, 2013 lost during query, 1927 killed, 4031 idle timeout.
+			if code in {2003, 2006, 2013, 1927, 4031} or type(exc).__name__ == "InterfaceError":
+				self._drop_connection()
+				raise StoreUnavailable(f"Lost the delivery database connection: {exc}.") from exc
+			raise
+
+	def _drop_connection(self) -> None:
+		conn, self._conn, self._claimed = self._conn, None, {}
+		if conn is not None:
+			try:
+				conn.close()
+			except Exception:
+				pass
+
+	def ensure_indexes(self) -> None:
+		"""Creates the composite indexes the workers' queries need, if missing."""
+		rows, _ = self._execute(f"SHOW INDEX FROM `{self.table}`")
+		existing = {row[2] for row in rows}
+		for name, columns in INDEXES.items():
+			if name not in existing:
+				self._execute(
+					f"CREATE INDEX `{name}` ON `{self.table}` ({', '.join(f'`{c}`' for c in columns)})"
+				)
+
+	def enqueue(self, requests: Sequence[DeliveryRequest], actor: str = "Administrator") -> int:
+		"""Inserts the deliveries on this store's connection; the caller commits."""
+		if not requests:
+			return 0
+		sql, params = build_enqueue(
+			requests, actor=actor, now=self.clock(), table=self.table, sequence=self.sequence
+		)
+		return self._execute(sql, params)[1]
+
+	def commit(self) -> None:
+		"""Commits whatever this store's connection has pending."""
+		self.connection.commit()
+
+	def claim(self, limit: int) -> list[DeliveryJob]:
+		"""Locks due rows (skipping rows other workers hold), one per ordering key, in key order."""
+		if self._claimed:
+			raise RuntimeError("claim() called twice without settle() or release()")
+		rows, _ = self._execute(
+			f"""SELECT name, subscription, event_id, envelope, attempts, ordering_key, attempt_log
+			FROM `{self.table}` WHERE status = %s AND next_attempt_at <= %s
+			ORDER BY next_attempt_at, name LIMIT %s FOR UPDATE SKIP LOCKED""",
+			(PENDING, self.clock(), int(limit)),
+		)
+		rows = self._first_of_each_key(rows)
+		if not rows:
+			self.release()
+			return []
+		jobs = [
+			DeliveryJob(int(r[0]), r[1], r[2], r[3], int(r[4] or 0), r[5], tuple(json.loads(r[6] or "[]")))
+			for r in rows
+		]
+		self._claimed = {job.seq: job.history for job in jobs}
+		return jobs
+
+	def _first_of_each_key(self, rows: list[tuple]) -> list[tuple]:
+		"""Keeps unordered rows, and an ordered row only when it is its key's oldest pending one."""
+		keyed = [r for r in rows if r[5]]
+		if not keyed:
+			return rows
+		subscriptions = sorted({r[1] for r in keyed})
+		keys = sorted({r[5] for r in keyed})
+		oldest, _ = self._execute(
+			f"""SELECT subscription, ordering_key, MIN(name) FROM `{self.table}`
+			WHERE status = %s AND subscription IN ({", ".join(["%s"] * len(subscriptions))})
+			AND ordering_key IN ({", ".join(["%s"] * len(keys))})
+			GROUP BY subscription, ordering_key""",
+			(PENDING, *subscriptions, *keys),
+		)
+		first = {(sub, key): int(seq) for sub, key, seq in oldest}
+		return [r for r in rows if not r[5] or first.get((r[1], r[5])) == int(r[0])]
+
+	def settle(self, attempts: Sequence[DeliveryAttempt]) -> None:
+		"""Writes every outcome in at most two statements and commits, releasing the row locks."""
+		now = self.clock()
+		counted = [a for a in attempts if a.counts]
+		deferred = [a for a in attempts if not a.counts]
+		if counted:
+			self._update_from_rows(
+				counted,
+				("seq", "status", "next_at", "error", "code", "latency", "log", "delivered"),
+				lambda a: [
+					a.seq,
+					a.row_status,
+					a.next_attempt_at,
+					(a.error or "")[:ERROR_LENGTH] or None,
+					a.status_code,
+					a.latency_ms,
+					dumps([*self._claimed.get(a.seq, ()), a.summary()][-HISTORY_LIMIT:]),
+					now if a.status == DELIVERED else None,
+				],
+				"t.status = v.status, t.attempts = t.attempts + 1, "
+				"t.next_attempt_at = COALESCE(v.next_at, t.next_attempt_at), t.last_error = v.error, "
+				"t.last_status_code = v.code, t.last_latency_ms = v.latency, t.attempt_log = v.log, "
+				"t.delivered_at = COALESCE(v.delivered, t.delivered_at), t.modified = %s",
+				now,
+			)
+		if deferred:
+			self._update_from_rows(
+				deferred,
+				("seq", "next_at"),
+				lambda a: [a.seq, a.next_attempt_at],
+				"t.next_attempt_at = v.next_at, t.modified = %s",
+				now,
+			)
+		self.connection.commit()
+		self._claimed = {}
+
+	def _update_from_rows(self, attempts, names, values, assignments: str, now: dt.datetime) -> None:
+		select = "SELECT " + ", ".join(f"%s AS {name}" for name in names)
+		params: list[Any] = []
+		for attempt in attempts:
+			params += values(attempt)
+		derived = " UNION ALL ".join([select] * len(attempts))
+		self._execute(
+			f"UPDATE `{self.table}` t JOIN ({derived}) v ON t.name = v.seq SET {assignments}", [*params, now]
+		)
+
+	def release(self) -> None:
+		"""Rolls back, giving the claimed rows to the next worker untouched."""
+		self._claimed = {}
+		if self._conn is not None:
+			try:
+				self._conn.rollback()
+			except Exception:
+				self._drop_connection()
+
+	def requeue(self, seqs: Sequence[int], actor: str = "Administrator") -> int:
+		"""Makes dead or discarded rows pending and due now with a fresh attempt count; commits."""
+		return self._change(
+			seqs,
+			(DEAD, DISCARDED),
+			"status = %s, attempts = 0, next_attempt_at = %s",
+			[PENDING, self.clock()],
+			actor,
+		)
+
+	def discard(self, seqs: Sequence[int], actor: str = "Administrator") -> int:
+		"""Marks pending or dead rows discarded; commits."""
+		return self._change(seqs, (PENDING, DEAD), "status = %s", [DISCARDED], actor)
+
+	def _change(self, seqs, allowed: tuple[str, ...], assignments: str, params: list, actor: str) -> int:
+		if not seqs:
+			return 0
+		_, count = self._execute(
+			f"""UPDATE `{self.table}` SET {assignments}, modified = %s, modified_by = %s
+			WHERE name IN ({", ".join(["%s"] * len(seqs))}) AND status IN ({", ".join(["%s"] * len(allowed))})""",
+			[*params, self.clock(), actor, *[int(s) for s in seqs], *allowed],
+		)
+		self.connection.commit()
+		return count
+
+	def get(self, seq: int) -> DeliveryRow | None:
+		"""Returns one row's state and history (outside any claim)."""
+		rows, _ = self._execute(f"SELECT {ROW_COLUMNS} FROM `{self.table}` WHERE name = %s", (int(seq),))
+		if not self._claimed:
+			self.connection.rollback()
+		if not rows:
+			return None
+		r = rows[0]
+		latency = None if r[9] is None else float(r[9])
+		history = tuple(json.loads(r[11] or "[]"))
+		return DeliveryRow(
+			int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], r[6], r[7], r[8], latency, r[10], history
+		)
+
+	def status_counts(self) -> dict[str, int]:
+		"""Counts rows per status."""
+		rows, _ = self._execute(f"SELECT status, COUNT(*) FROM `{self.table}` GROUP BY status")
+		if not self._claimed:
+			self.connection.rollback()
+		return {status: int(count) for status, count in rows}
+
+	def close(self) -> None:
+		"""Rolls back anything open and closes the connection."""
+		self.release()
+		self._drop_connection()

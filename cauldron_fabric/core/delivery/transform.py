@@ -1,0 +1,240 @@
+"""Payload forms: what a subscription sends for an event.
+
+=========================  =====================================================================
+form                       body (content type); CloudEvents attributes as protocol headers
+=========================  =====================================================================
+``envelope``               the seed envelope (``application/json``); attributes, so the message
+                           is also a binary-mode CloudEvent whose data is the envelope
+``cloudevents-structured`` one ``application/cloudevents+json`` document; no attribute headers
+``cloudevents-binary``     the envelope's ``data`` object; attributes as headers
+``template``               a Jinja template rendered in a sandbox (content type configurable)
+``fields``                 an object made of selected dotted paths (``application/json``)
+=========================  =====================================================================
+
+Templates and field lists are checked when the subscription is saved (``compile_transform``),
+so a typo shows up in Desk, not as dead letters later. A template sees the event's JSON form
+(``id``, ``type``, ``data``, ``metadata``, ...), ``payload`` (``data.payload``) and ``event``
+(the whole document); the ``json`` filter writes any value as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from cauldron_fabric.core import cloudevents as ce
+from cauldron_fabric.core.delivery.paths import parse_path, resolve
+from cauldron_fabric.core.envelope import JSON_CONTENT_TYPE, Envelope, dumps
+from cauldron_fabric.core.errors import ConfigurationError, PermanentError
+
+ENVELOPE, STRUCTURED, BINARY, TEMPLATE, FIELDS = (
+	"envelope",
+	"cloudevents-structured",
+	"cloudevents-binary",
+	"template",
+	"fields",
+)
+FORMS = (ENVELOPE, STRUCTURED, BINARY, TEMPLATE, FIELDS)
+REQUIRED_ATTRIBUTES = frozenset({"specversion", "id", "source", "type"})
+MAX_OUTPUT = 1_000_000
+MAX_REPEAT = 100_000
+
+
+class TransformError(ConfigurationError):
+	"""A payload form that cannot work as configured (found when the subscription is saved)."""
+
+
+class RenderError(PermanentError):
+	"""A template or selection that failed for one event; retrying the same event cannot help."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPayload:
+	"""A body ready to send, its content type, and the event's CloudEvents attributes.
+
+	``attributes_in_body`` tells that the body (the seed envelope) already carries every
+	attribute, so a protocol may send only the four required ones as headers.
+	"""
+
+	body: bytes
+	content_type: str
+	attributes: tuple[tuple[str, str], ...] = ()
+	attributes_in_body: bool = False
+
+	def headers(self, prefix: str, compact: bool = False) -> tuple[tuple[str, str], ...]:
+		"""Returns the attributes as headers of one binding (``ce-`` HTTP, ``ce_`` Kafka) plus content type.
+
+		``compact`` keeps only ``specversion``, ``id``, ``source`` and ``type`` when the body
+		carries the rest: still a valid binary CloudEvent, with five fewer headers per request.
+		"""
+		attributes = self.attributes
+		if compact and self.attributes_in_body:
+			attributes = tuple(a for a in attributes if a[0] in REQUIRED_ATTRIBUTES)
+		return (*((prefix + name, value) for name, value in attributes), ("content-type", self.content_type))
+
+
+class _Sandbox(SandboxedEnvironment):
+	"""The Jinja sandbox, also refusing to build huge strings or lists with ``*`` and ``**``."""
+
+	intercepted_binops = frozenset({"*", "**"})
+
+	def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+		sizes = [len(v) for v in (left, right) if isinstance(v, str | list | tuple)]
+		counts = [v for v in (left, right) if isinstance(v, int) and not isinstance(v, bool)]
+		if operator == "*" and sizes and counts and sizes[0] * max(counts) > MAX_REPEAT:
+			raise jinja2.exceptions.SecurityError("the template repeats a string or list too often")
+		if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
+			raise jinja2.exceptions.SecurityError("the template raises to too high a power")
+		return super().call_binop(context, operator, left, right)
+
+
+def _environment() -> SandboxedEnvironment:
+	env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+	env.filters["json"] = dumps
+	return env
+
+
+ENVIRONMENT = _environment()
+
+
+@dataclass(frozen=True, slots=True)
+class Transform:
+	"""A compiled payload form; ``render`` turns one event into a RenderedPayload."""
+
+	form: str = ENVELOPE
+	content_type: str = JSON_CONTENT_TYPE
+	template_source: str = ""
+	fields: tuple[tuple[str, tuple[str | int, ...]], ...] = ()
+	template: Any = field(default=None, compare=False, hash=False, repr=False)
+
+	def render(self, envelope: Envelope) -> RenderedPayload:
+		"""Returns the payload for ``envelope``; raises RenderError when a template fails on it."""
+		return RENDERERS[self.form](self, envelope)
+
+
+def compile_transform(
+	form: str = ENVELOPE,
+	*,
+	template: str = "",
+	fields: Sequence[str] = (),
+	content_type: str | None = None,
+) -> Transform:
+	"""Validates a payload form and compiles its template or field list; raises TransformError."""
+	if form not in FORMS:
+		raise TransformError(f"Unknown payload form {form!r}.", hint=f"Use one of {', '.join(FORMS)}.")
+	if form == TEMPLATE:
+		return Transform(
+			form, content_type or JSON_CONTENT_TYPE, template, template=_compile_template(template)
+		)
+	if form == FIELDS:
+		return Transform(form, JSON_CONTENT_TYPE, fields=_compile_fields(fields))
+	return Transform(form)
+
+
+def _compile_template(source: str) -> Any:
+	if not source or not source.strip():
+		raise TransformError(
+			"The payload template is empty.", hint="Write a Jinja template, e.g. {{ payload | json }}."
+		)
+	try:
+		return ENVIRONMENT.from_string(source)
+	except jinja2.TemplateSyntaxError as exc:
+		raise TransformError(
+			f"The payload template has a syntax error on line {exc.lineno}: {exc.message}.",
+			hint="Fix the template; see the Jinja documentation for the syntax.",
+		) from exc
+
+
+def _compile_fields(selection: Sequence[str]) -> tuple[tuple[str, tuple[str | int, ...]], ...]:
+	"""Parses ``path`` or ``name=path`` entries; without a name the value keeps its place in the tree."""
+	compiled = []
+	for entry in selection:
+		if not entry or not entry.strip():
+			continue
+		name, equals, path_text = entry.partition("=")
+		if not equals:
+			name, path_text = "", name
+		try:
+			compiled.append((name.strip(), parse_path(path_text)))
+		except ValueError as exc:
+			raise TransformError(
+				f"Field selection: {exc}.", hint="List dotted paths such as data.payload.grand_total."
+			) from exc
+	if not compiled:
+		raise TransformError("The field selection is empty.", hint="List at least one dotted path.")
+	return tuple(compiled)
+
+
+def _render_envelope(transform: Transform, envelope: Envelope) -> RenderedPayload:
+	return RenderedPayload(envelope.to_json().encode(), JSON_CONTENT_TYPE, _attributes(envelope), True)
+
+
+def _render_structured(transform: Transform, envelope: Envelope) -> RenderedPayload:
+	message = ce.to_structured_message(envelope)
+	return RenderedPayload(message.body, ce.STRUCTURED_CONTENT_TYPE)
+
+
+def _render_binary(transform: Transform, envelope: Envelope) -> RenderedPayload:
+	message = ce.to_binary(envelope, "")
+	headers = message.header_dict()
+	content_type = headers.pop("content-type", envelope.data_content_type)
+	return RenderedPayload(message.body, content_type, tuple(headers.items()))
+
+
+def _render_template(transform: Transform, envelope: Envelope) -> RenderedPayload:
+	document = envelope.to_dict()
+	try:
+		text = transform.template.render(**document, payload=document["data"]["payload"], event=document)
+	except jinja2.UndefinedError as exc:
+		raise RenderError(
+			f"The payload template refers to a value this event lacks: {exc.message}.",
+			hint="Guard it with 'is defined' or the default() filter, then retry the dead letter.",
+		) from exc
+	except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError) as exc:
+		raise RenderError(f"The payload template failed for this event: {exc}.") from exc
+	if len(text) > MAX_OUTPUT:
+		raise RenderError(f"The payload template produced more than {MAX_OUTPUT} characters.")
+	if transform.content_type.split(";")[0].strip().endswith("json"):
+		try:
+			json.loads(text)
+		except ValueError as exc:
+			raise RenderError(
+				f"The payload template produced invalid JSON ({exc}).",
+				hint="Use the json filter for values, e.g. {{ payload.customer | json }}.",
+			) from exc
+	return RenderedPayload(text.encode(), transform.content_type, _attributes(envelope))
+
+
+def _render_fields(transform: Transform, envelope: Envelope) -> RenderedPayload:
+	document = envelope.to_dict()
+	selected: dict[str, Any] = {}
+	for name, path in transform.fields:
+		value = resolve(document, path)
+		if name:
+			selected[name] = value
+			continue
+		node = selected
+		for key in path[:-1]:
+			if not isinstance(node.get(str(key)), dict):
+				node[str(key)] = {}
+			node = node[str(key)]
+		node[str(path[-1])] = value
+	return RenderedPayload(dumps(selected).encode(), JSON_CONTENT_TYPE, _attributes(envelope))
+
+
+def _attributes(envelope: Envelope) -> tuple[tuple[str, str], ...]:
+	return tuple(ce.to_attributes(envelope).items())
+
+
+RENDERERS = {
+	ENVELOPE: _render_envelope,
+	STRUCTURED: _render_structured,
+	BINARY: _render_binary,
+	TEMPLATE: _render_template,
+	FIELDS: _render_fields,
+}

@@ -1,0 +1,265 @@
+"""Webhook delivery over HTTP(S), signed by the Standard Webhooks scheme.
+
+Every request carries ``webhook-id`` (the event id, the same on every retry, so receivers
+drop duplicates), ``webhook-timestamp`` (Unix seconds of this attempt) and ``webhook-signature``:
+``v1,`` followed by the base64 HMAC-SHA256 of ``id.timestamp.body`` under the secret, which is
+written ``whsec_`` + base64 (``generate_secret``). Several secrets separated by spaces sign with
+each of them, so a receiver can rotate its secret without a gap. The official ``standardwebhooks``
+library verifies these signatures.
+
+Responses: 2xx is delivered; 408, 429, 5xx, timeouts and connection errors are retried (after
+``Retry-After`` when the receiver sends one, in seconds or as an HTTP date, capped); any other
+status is permanent and the delivery goes straight to the dead letters. Redirects are not
+followed, since the next hop would escape the address check. One pooled Session serves every
+receiver; environment proxies are ignored because a proxy would resolve the host itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import email.utils
+import functools
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+
+from cauldron_fabric.core.delivery.addresses import AddressPolicy, PinnedAddressAdapter, pinned_url
+from cauldron_fabric.core.delivery.records import Outcome, excerpt
+from cauldron_fabric.core.errors import ConfigurationError, FabricError
+
+SECRET_PREFIX = "whsec_"
+MIN_SECRET_BYTES = 16
+METHODS = ("POST", "PUT", "PATCH")
+RESERVED_HEADERS = frozenset(
+	{"webhook-id", "webhook-timestamp", "webhook-signature", "host", "content-length"}
+)
+MAX_RESPONSE_READ = 64 * 1024
+USER_AGENT = "cauldron-fabric-webhooks/1"
+
+
+def generate_secret(size: int = 32) -> str:
+	"""Returns a new random signing secret in the ``whsec_`` form."""
+	return SECRET_PREFIX + base64.b64encode(os.urandom(size)).decode()
+
+
+@functools.lru_cache(maxsize=1024)
+def secret_key(secret: str) -> bytes:
+	"""Returns the key bytes of a ``whsec_`` secret; raises ConfigurationError when it is not one."""
+	text = secret.strip().removeprefix(SECRET_PREFIX)
+	try:
+		key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+	except (binascii.Error, ValueError) as exc:
+		raise ConfigurationError(
+			"The webhook secret is not base64 (the Standard Webhooks 'whsec_…' form).",
+			hint="Generate one in the subscription, or paste the receiver's whsec_ secret.",
+		) from exc
+	if len(key) < MIN_SECRET_BYTES:
+		raise ConfigurationError(
+			f"The webhook secret is too short ({len(key)} bytes; at least {MIN_SECRET_BYTES}).",
+			hint="Generate a new one in the subscription.",
+		)
+	return key
+
+
+def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+	"""Returns one ``v1,<base64>`` signature of ``message_id.timestamp.body``."""
+	digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+	return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_headers(
+	secret: str, message_id: str, body: bytes, timestamp: int | None = None
+) -> dict[str, str]:
+	"""Returns the three Standard Webhooks headers, signed with every secret in ``secret``."""
+	stamp = int(time.time()) if timestamp is None else timestamp
+	signatures = " ".join(sign(secret_key(s), message_id, stamp, body) for s in secret.split())
+	return {"webhook-id": message_id, "webhook-timestamp": str(stamp), "webhook-signature": signatures}
+
+
+def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+	"""Returns the seconds a ``Retry-After`` header asks to wait (delay or HTTP date), or None."""
+	if not value or not value.strip():
+		return None
+	text = value.strip()
+	if text.isdigit():
+		return float(text)
+	try:
+		moment = email.utils.parsedate_to_datetime(text)
+	except (TypeError, ValueError):
+		return None
+	if moment.tzinfo is None:
+		moment = moment.replace(tzinfo=dt.timezone.utc)
+	return max(0.0, (moment - (now or dt.datetime.now(dt.timezone.utc))).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+	"""Where and how to call a receiver."""
+
+	url: str
+	method: str = "POST"
+	headers: tuple[tuple[str, str], ...] = ()
+	timeout: float = 10.0
+	secret: str | None = None
+
+	def validate(self) -> None:
+		"""Raises ConfigurationError when the URL, method, headers, timeout or secret cannot work."""
+		parts = urlsplit(self.url)
+		if parts.scheme not in ("http", "https") or not parts.hostname:
+			raise ConfigurationError(
+				f"Webhook URL {self.url!r} must be an absolute http:// or https:// URL.",
+				hint="Copy the receiver's URL, e.g. the n8n Webhook node's Production URL.",
+			)
+		try:
+			parts.port  # noqa: B018 (raises ValueError for a malformed port)
+		except ValueError as exc:
+			raise ConfigurationError(f"Webhook URL {self.url!r} has an invalid port.") from exc
+		if self.method.upper() not in METHODS:
+			raise ConfigurationError(
+				f"Webhook method {self.method!r} is not allowed.", hint=f"Use one of {', '.join(METHODS)}."
+			)
+		for name, _ in self.headers:
+			if name.lower() in RESERVED_HEADERS:
+				raise ConfigurationError(
+					f"Webhook header {name!r} is set by the fabric and cannot be overridden."
+				)
+		if not 0 < self.timeout <= 300:
+			raise ConfigurationError(f"Webhook timeout {self.timeout!r} s must be between 0 and 300 seconds.")
+		if self.secret:
+			for secret in self.secret.split():
+				secret_key(secret)
+
+
+class WebhookSender:
+	"""Sends signed webhooks through one pooled, address-pinning Session (thread-safe)."""
+
+	def __init__(
+		self,
+		policy: AddressPolicy | None = None,
+		*,
+		pool_size: int = 32,
+		max_retry_after: float = 3600.0,
+		verify: bool | str = True,
+	):
+		self.policy = policy or AddressPolicy()
+		self.max_retry_after = max_retry_after
+		self.verify = verify
+		self.session = requests.Session()
+		self.session.trust_env = False
+		# Only what receivers need: no Accept or Accept-Encoding (excerpts are read raw), and
+		# HTTP/1.1 keeps connections alive without a Connection header. Headers cost CPU per request.
+		self.session.headers.clear()
+		adapter = PinnedAddressAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+		self.session.mount("http://", adapter)
+		self.session.mount("https://", adapter)
+
+	def send(
+		self,
+		target: WebhookTarget,
+		message_id: str,
+		body: bytes,
+		content_type: str = "application/json",
+		extra_headers: Sequence[tuple[str, str]] = (),
+	) -> Outcome:
+		"""Makes one attempt; never raises for a receiver's failure, the Outcome says what happened."""
+		parts = urlsplit(target.url)
+		started = time.perf_counter()
+		try:
+			address = self.policy.resolve(
+				parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+			)
+		except FabricError as exc:
+			return Outcome(False, exc.retryable, str(exc), latency_ms=_elapsed(started))
+		url, host = pinned_url(target.url, address)
+		headers = {"User-Agent": USER_AGENT, **dict(target.headers), **dict(extra_headers)}
+		headers.update({"Host": host, "Content-Type": content_type})
+		if target.secret:
+			headers.update(signature_headers(target.secret, message_id, body))
+		else:
+			headers["webhook-id"] = message_id
+		try:
+			response = self.session.request(
+				target.method.upper(),
+				url,
+				data=body,
+				headers=headers,
+				timeout=(min(target.timeout, 5.0), target.timeout),
+				allow_redirects=False,
+				stream=True,
+				verify=self.verify,
+			)
+			content = _read_capped(response)
+		except (requests.Timeout, urllib3.exceptions.TimeoutError):
+			return Outcome(
+				False,
+				True,
+				f"{target.url} did not answer within {target.timeout:g} s.",
+				latency_ms=_elapsed(started),
+			)
+		except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+			return Outcome(False, True, f"Could not reach {target.url}: {exc}.", latency_ms=_elapsed(started))
+		return self._classify(target, response, content, _elapsed(started))
+
+	def _classify(self, target: WebhookTarget, response, content: bytes, latency: float) -> Outcome:
+		code = response.status_code
+		text = excerpt(content)
+		if 200 <= code < 300:
+			return Outcome(True, status_code=code, latency_ms=latency, response_excerpt=text)
+		if code in (408, 429) or code >= 500:
+			wait = parse_retry_after(response.headers.get("Retry-After"))
+			wait = None if wait is None else min(wait, self.max_retry_after)
+			error = f"{target.url} answered {code} {response.reason or ''}".rstrip() + "; retrying."
+			return Outcome(False, True, error, code, latency, text, wait)
+		if 300 <= code < 400:
+			error = (
+				f"{target.url} redirected ({code}) to {response.headers.get('Location')!r}; redirects are not "
+				"followed. Put the final URL in the subscription."
+			)
+		else:
+			error = (
+				f"{target.url} refused the event with {code} {response.reason or ''}".rstrip()
+				+ "; this is not retried. Fix the receiver or the subscription, then retry the dead letter."
+			)
+		return Outcome(False, False, error, code, latency, text)
+
+	def close(self) -> None:
+		"""Closes the pooled connections."""
+		self.session.close()
+
+
+def _read_capped(response: requests.Response) -> bytes:
+	"""Reads at most MAX_RESPONSE_READ bytes; a longer body's connection is dropped, not drained."""
+	raw = response.raw
+	try:
+		content = raw.read(MAX_RESPONSE_READ + 1, decode_content=True)
+	except Exception:
+		raw.close()
+		raise
+	if len(content) > MAX_RESPONSE_READ:
+		raw.close()
+		return content[:MAX_RESPONSE_READ]
+	raw.release_conn()  # read to the end: the connection goes back to the pool
+	return content
+
+
+def _elapsed(started: float) -> float:
+	return (time.perf_counter() - started) * 1000
+
+
+def header_pairs(
+	headers: Mapping[str, str] | Sequence[tuple[str, str]] | None,
+) -> tuple[tuple[str, str], ...]:
+	"""Normalises custom headers given as a mapping or pairs."""
+	if not headers:
+		return ()
+	items = headers.items() if isinstance(headers, Mapping) else headers
+	return tuple((str(k).strip(), str(v)) for k, v in items)

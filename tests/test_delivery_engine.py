@@ -1,0 +1,298 @@
+"""The delivery worker end to end: real HTTP receiver, real Kafka-protocol broker, real RabbitMQ."""
+
+import datetime as dt
+import itertools
+import json
+import threading
+import time
+import uuid
+
+import pika
+import pytest
+from cloudevents.core.bindings import amqp as ce_amqp
+from cloudevents.core.bindings import http as ce_http
+from cloudevents.core.formats.json import JSONFormat
+from standardwebhooks.webhooks import Webhook
+from test_delivery_webhook import Receiver, Reply
+
+from cauldron_fabric.core.delivery.addresses import AddressPolicy
+from cauldron_fabric.core.delivery.destinations import Destinations
+from cauldron_fabric.core.delivery.engine import DeliveryEngine, DeliveryWorker
+from cauldron_fabric.core.delivery.records import DEAD, DEFERRED, DELIVERED, PENDING, RETRYING
+from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
+from cauldron_fabric.core.delivery.subscription import build_index, build_subscription, plan_deliveries
+from cauldron_fabric.core.delivery.webhook import WebhookSender, generate_secret
+from cauldron_fabric.core.errors import PermanentError
+from cauldron_fabric.core.transports import open_transport
+from cauldron_fabric.testing.kafka_broker import read_topic
+from conftest import make_envelope
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+FAST = {"initial_delay": 0.2, "max_delay": 1.0, "jitter": 0.0}
+
+
+class Fabric:
+	"""Subscriptions, a memory delivery queue and workers wired the way the Frappe layer wires them."""
+
+	def __init__(self, subscriptions, transports=None, handlers=None):
+		self.subscriptions = {s.name: s for s in subscriptions}
+		self.index = build_index(subscriptions)
+		self.deliveries = MemoryDeliveries()
+		sender = WebhookSender(AddressPolicy.from_allow_list(["127.0.0.0/8"]))
+		self.destinations = Destinations(transports=transports, handlers=handlers, sender=sender)
+		self.engine = DeliveryEngine(self.destinations)
+
+	def emit(self, *envelopes):
+		store = self.deliveries.session()
+		return sum(store.enqueue(plan_deliveries(envelope, self.index)) for envelope in envelopes)
+
+	def worker(self, **options):
+		return DeliveryWorker(self.deliveries.session(), self.subscriptions.get, self.engine, **options)
+
+	def rows(self):
+		store = self.deliveries.session()
+		return [store.get(seq) for seq in sorted(self.deliveries.rows)]
+
+	def close(self):
+		self.engine.close()
+		self.destinations.close()
+
+
+@pytest.fixture
+def receiver():
+	server = Receiver().start()
+	yield server
+	server.stop()
+
+
+def webhook(name, receiver, path="/hook", **options):
+	settings = {"event_types": ["*"], **FAST, **options}
+	return build_subscription(name, receiver.url(path), **settings)
+
+
+def until_settled(worker, seconds=10):
+	deadline = time.monotonic() + seconds
+	while time.monotonic() < deadline:
+		worker.deliver_due()
+		counts = worker.store.status_counts()
+		if counts.get(PENDING, 0) == 0:
+			return counts
+		time.sleep(0.05)
+	return worker.store.status_counts()
+
+
+def test_500_then_200_is_retried_after_the_backoff_and_delivered(receiver):
+	receiver.reply("/hook", Reply(500, b"database down"))
+	secret = generate_secret()
+	fabric = Fabric([webhook("n8n", receiver, secret=secret)])
+	envelope = make_envelope("Sales Invoice", "SINV-1", "submitted", grand_total=99)
+	assert fabric.emit(envelope) == 1
+	worker = fabric.worker()
+	first = worker.deliver_due()
+	assert (first.claimed, first.retrying) == (1, 1)
+	assert worker.deliver_due().claimed == 0, "the retry must wait for its backoff"
+	time.sleep(0.25)
+	assert worker.deliver_due().delivered == 1
+	(row,) = fabric.rows()
+	assert (row.status, row.attempts, row.last_status_code) == (DELIVERED, 2, 200)
+	assert [(h["status"], h.get("status_code")) for h in row.history] == [(RETRYING, 500), (DELIVERED, 200)]
+	assert row.history[0]["response"] == "database down" and row.history[0]["latency_ms"] > 0
+	requests = receiver.on("/hook")
+	assert [r.headers["webhook-id"] for r in requests] == [envelope.id, envelope.id]
+	assert Webhook(secret).verify(requests[1].body, requests[1].headers) == envelope.to_dict()
+	event = ce_http.from_binary(ce_http.HTTPMessage(requests[1].headers, requests[1].body), JSONFormat())
+	assert event.get_id() == envelope.id and event.get_data() == envelope.to_dict()
+	fabric.close()
+
+
+def test_410_goes_straight_to_the_dead_letters_and_a_requeue_delivers_it(receiver):
+	receiver.reply("/hook", Reply(410, b"no such workflow"))
+	fabric = Fabric([webhook("gone", receiver)])
+	fabric.emit(make_envelope())
+	worker = fabric.worker()
+	assert worker.deliver_due().dead == 1
+	(row,) = fabric.rows()
+	assert (row.status, row.attempts, row.last_status_code) == (
+		DEAD,
+		1,
+		410,
+	) and "not retried" in row.last_error
+	assert worker.store.requeue([row.seq]) == 1
+	assert worker.deliver_due().delivered == 1
+	assert [h["status"] for h in fabric.rows()[0].history] == [DEAD, DELIVERED]
+	fabric.close()
+
+
+def test_429_waits_as_long_as_retry_after_says(receiver):
+	receiver.reply("/hook", Reply(429, headers=(("Retry-After", "30"),)))
+	fabric = Fabric([webhook("throttled", receiver)])
+	fabric.emit(make_envelope())
+	before = dt.datetime.now()
+	fabric.worker().deliver_due()
+	(row,) = fabric.rows()
+	assert row.status == PENDING and 29 <= (row.next_attempt_at - before).total_seconds() <= 31
+	fabric.close()
+
+
+def test_408_and_timeouts_retry_until_attempts_run_out(receiver):
+	receiver.reply("/hook", Reply(408))
+	receiver.default = Reply(200, delay=0.5)
+	fabric = Fabric([webhook("slow", receiver, timeout=0.2, max_attempts=3)])
+	fabric.emit(make_envelope())
+	counts = until_settled(fabric.worker())
+	assert counts == {DEAD: 1}
+	(row,) = fabric.rows()
+	assert [h.get("status_code") for h in row.history] == [408, None, None]
+	assert (
+		row.last_error.startswith("Gave up after 3 attempt(s)")
+		and "did not answer within 0.2 s" in row.last_error
+	)
+	fabric.close()
+
+
+def test_a_slow_receiver_never_gets_overlapping_or_early_duplicates(receiver):
+	receiver.default = Reply(200, delay=0.6)
+	fabric = Fabric([webhook("slow", receiver, timeout=0.25, max_attempts=4, initial_delay=0.3)])
+	fabric.emit(make_envelope())
+	stop = threading.Event()
+	workers = [fabric.worker() for _ in range(3)]
+	threads = [
+		threading.Thread(target=w.run, args=(stop.is_set,), kwargs={"idle_wait": 0.01}) for w in workers
+	]
+	for thread in threads:
+		thread.start()
+	time.sleep(3.5)
+	stop.set()
+	for thread in threads:
+		thread.join()
+	starts = [r.started for r in receiver.on("/hook")]
+	assert len(starts) == 4, "exactly one request per allowed attempt, however many workers poll"
+	gaps = [b - a for a, b in itertools.pairwise(starts)]
+	assert all(gap >= 0.25 + 0.3 * 0.9 for gap in gaps), gaps
+	assert fabric.rows()[0].status == DEAD
+	fabric.close()
+
+
+def test_per_entity_order_holds_while_an_earlier_event_is_retried(receiver):
+	receiver.reply("/ordered", Reply(503))
+	fabric = Fabric([webhook("ordered", receiver, "/ordered", ordered=True)])
+	events = [make_envelope("ToDo", "T-1", "updated", n=n) for n in range(3)]
+	fabric.emit(*events)
+	assert until_settled(fabric.worker()) == {DELIVERED: 3}
+	bodies = [json.loads(r.body)["data"]["payload"]["n"] for r in receiver.on("/ordered")]
+	assert bodies == [0, 0, 1, 2]
+	fabric.close()
+
+
+def test_the_rate_limit_defers_without_spending_attempts(receiver):
+	fabric = Fabric([webhook("limited", receiver, rate_limit=20, burst=2)])
+	fabric.emit(*[make_envelope("ToDo", f"T-{n}") for n in range(6)])
+	report = fabric.worker().deliver_due()
+	assert (report.delivered, report.deferred) == (2, 4)
+	assert sorted(row.attempts for row in fabric.rows()) == [0, 0, 0, 0, 1, 1]
+	assert until_settled(fabric.worker()) == {DELIVERED: 6}
+	assert len(receiver.requests) == 6
+	fabric.close()
+
+
+def test_handlers_filters_and_broken_templates(receiver):
+	calls = []
+
+	def handler(envelope, payload):
+		calls.append(envelope.data.payload["grand_total"])
+		if envelope.data.payload["grand_total"] == 13:
+			raise PermanentError("unlucky invoice")
+
+	subscriptions = [
+		build_subscription("big", "handler:accounts.handlers.on_invoice", event_types=["sales_invoice.submitted"],
+			condition="payload.grand_total > 10", **FAST),
+		build_subscription("unregistered", "handler:other_app.missing", event_types=["sales_invoice.*"], **FAST),
+		build_subscription("template", receiver.url(), event_types=["**.submitted"], payload_form="template",
+			template="{{ payload.customer | json }}", **FAST),
+	]  # fmt: skip
+	fabric = Fabric(subscriptions, handlers={"accounts.handlers.on_invoice": handler})
+	fabric.emit(*[make_envelope("Sales Invoice", f"S-{t}", "submitted", grand_total=t) for t in (5, 13, 50)])
+	fabric.worker().deliver_due()
+	by_name = {(row.subscription, row.event_id): row for row in fabric.rows()}
+	assert sorted(calls) == [13, 50] and len(by_name) == 8
+	statuses = sorted((name, row.status) for (name, _), row in by_name.items())
+	assert (
+		statuses
+		== [("big", DEAD), ("big", DELIVERED)] + [("template", DEAD)] * 3 + [("unregistered", PENDING)] * 3
+	)
+	unregistered = next(row for (name, _), row in by_name.items() if name == "unregistered")
+	assert "No handler 'other_app.missing' is registered" in unregistered.last_error
+	template = next(row for (name, _), row in by_name.items() if name == "template")
+	assert "lacks" in template.last_error and receiver.requests == []
+	fabric.close()
+
+
+def test_a_removed_or_disabled_subscription_parks_its_deliveries(receiver):
+	enabled = webhook("s", receiver)
+	fabric = Fabric([enabled])
+	fabric.emit(make_envelope())
+	fabric.subscriptions["s"] = build_subscription("s", receiver.url(), event_types=["*"], enabled=False)
+	fabric.worker().deliver_due()
+	assert "is disabled" in fabric.rows()[0].last_error and fabric.rows()[0].status == DEAD
+	fabric.close()
+
+
+@pytest.fixture
+def rabbit_exchange():
+	"""Yields a fresh exchange name and a reading channel; deletes the exchange and its queues after."""
+	exchange = f"delivery.{uuid.uuid4().hex[:6]}"
+	connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+	yield exchange, connection.channel()
+	channel = connection.channel()
+	for name in (f"{exchange}.invoices", f"{exchange}.invoices.dead"):
+		channel.queue_delete(name)
+	for name in (exchange, f"{exchange}.dlx"):
+		channel.exchange_delete(name)
+	connection.close()
+
+
+def test_kafka_and_rabbitmq_destinations_through_real_brokers(kafka, rabbit_exchange):
+	exchange, channel = rabbit_exchange
+	topic = f"delivery.{uuid.uuid4().hex[:6]}"
+	rabbit = open_transport(RABBITMQ_URL, {"exchange": exchange})
+	queue = rabbit.declare_queue(f"{exchange}.invoices", ("sales_invoice.#",)).queue
+	transports = {"kafka": open_transport(kafka.url, {"topic_partitions": 3}), "amqp": rabbit}
+	fabric = Fabric(
+		[
+			build_subscription("to-kafka", f"kafka:{topic}", event_types=["sales_invoice.*"], **FAST),
+			build_subscription("to-rabbit", f"amqp:{exchange}/sales_invoice.submitted", event_types=["*.submitted"],
+				payload_form="cloudevents-binary", **FAST),
+			build_subscription("unroutable", f"amqp:{exchange}/nobody.listens", event_types=["*.submitted"], **FAST),
+		],
+		transports,
+	)  # fmt: skip
+	events = [make_envelope("Sales Invoice", f"SINV-{n}", "submitted", n=n) for n in range(5)]
+	fabric.emit(*events)
+	report = fabric.worker().deliver_due()
+	fabric.close()
+	for transport in transports.values():
+		transport.close()
+	assert (report.delivered, report.dead) == (10, 5)
+	messages = read_topic(kafka.bootstrap, topic, 5)
+	assert sorted(json.loads(m.value())["id"] for m in messages) == sorted(e.id for e in events)
+	assert dict(messages[0].headers())["ce_specversion"] == b"1.0"
+	received = []
+	while (message := channel.basic_get(queue, auto_ack=True))[0] is not None:
+		_, properties, body = message
+		amqp_message = ce_amqp.AMQPMessage(
+			{"content-type": properties.content_type}, properties.headers, body
+		)
+		received.append(ce_amqp.from_binary(amqp_message, JSONFormat()))
+	assert [e.get_id() for e in received] == [e.id for e in events]
+	assert received[0].get_data()["entityId"] == "SINV-0" and properties.delivery_mode == 2
+	unroutable = [row for row in fabric.rows() if row.subscription == "unroutable"]
+	assert all("No queue is bound" in row.last_error for row in unroutable)
+
+
+def test_a_missing_broker_connection_waits_instead_of_failing():
+	fabric = Fabric([build_subscription("r", "amqp:ex/key", event_types=["*"], **FAST)])
+	fabric.emit(make_envelope())
+	report = fabric.worker().deliver_due()
+	assert report.retrying == 1 and "No RabbitMQ connection is configured" in fabric.rows()[0].last_error
+	assert DEFERRED not in fabric.worker().store.status_counts()
+	fabric.close()

@@ -1,0 +1,227 @@
+"""One contract for every DeliveryStore adapter: the memory store and the MariaDB table."""
+
+import datetime as dt
+import uuid
+
+import pytest
+
+from cauldron_fabric.core.delivery.records import (
+	DEAD,
+	DEFERRED,
+	DELIVERED,
+	DISCARDED,
+	PENDING,
+	RETRYING,
+	DeliveryAttempt,
+	DeliveryRequest,
+)
+from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
+from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore, create_table_sql
+from conftest import connect_db, make_envelope
+
+
+class SqlSessions:
+	"""Opens stores on one fresh table; each store is one worker's connection."""
+
+	def __init__(self, table, sequence):
+		self.table, self.sequence, self.opened = table, sequence, []
+
+	def open(self):
+		store = SqlDeliveryStore(connect_db, table=self.table, sequence=self.sequence)
+		self.opened.append(store)
+		return store
+
+	def enqueue(self, requests):
+		store = self.open()
+		added = store.enqueue(requests)
+		store.commit()
+		return added
+
+	def close(self):
+		for store in self.opened:
+			store.close()
+
+
+class MemorySessions:
+	def __init__(self):
+		self.deliveries = MemoryDeliveries()
+
+	def open(self):
+		return self.deliveries.session()
+
+	def enqueue(self, requests):
+		return self.open().enqueue(requests)
+
+	def close(self):
+		pass
+
+
+@pytest.fixture
+def delivery_table(database):
+	suffix = uuid.uuid4().hex[:8]
+	table, sequence = f"tabEvent Delivery {suffix}", f"event_delivery_{suffix}_seq"
+	conn = connect_db()
+	with conn.cursor() as cur:
+		for statement in create_table_sql(table, sequence):
+			cur.execute(statement)
+	conn.commit()
+	store = SqlDeliveryStore(connect_db, table=table, sequence=sequence)
+	store.ensure_indexes()
+	store.close()
+	yield table, sequence
+	with conn.cursor() as cur:
+		cur.execute(f"DROP TABLE IF EXISTS `{table}`")
+		cur.execute(f"DROP SEQUENCE IF EXISTS `{sequence}`")
+	conn.commit()
+	conn.close()
+
+
+@pytest.fixture(params=["memory", "mariadb"])
+def sessions(request):
+	backend = (
+		MemorySessions()
+		if request.param == "memory"
+		else SqlSessions(*request.getfixturevalue("delivery_table"))
+	)
+	yield backend
+	backend.close()
+
+
+def requests_for(subscription, entities, ordered=False):
+	return [
+		DeliveryRequest(subscription, env, env.partition_key if ordered else None)
+		for env in (make_envelope("ToDo", entity, "updated", n=n) for n, entity in enumerate(entities))
+	]
+
+
+def attempt(job, status, next_in=None, error=None, code=None):
+	now = dt.datetime.now()
+	return DeliveryAttempt(
+		job.seq, job.subscription, job.event_id, job.attempts + (status != DEFERRED), status, now,
+		"https://example.com/hook", 12.5, code, error, None,
+		None if next_in is None else now + dt.timedelta(seconds=next_in),
+	)  # fmt: skip
+
+
+def test_enqueue_skips_a_delivery_already_queued(sessions):
+	requests = requests_for("S1", ["A", "B"])
+	assert sessions.enqueue(requests) == 2
+	assert sessions.enqueue([*requests, *requests_for("S2", ["A"])]) == 1
+	assert sessions.open().status_counts() == {PENDING: 3}
+
+
+def test_claim_returns_due_deliveries_oldest_first_with_their_event(sessions):
+	requests = requests_for("S1", ["A", "B", "C"])
+	sessions.enqueue(requests)
+	store = sessions.open()
+	jobs = store.claim(10)
+	assert [job.event_id for job in jobs] == [r.envelope.id for r in requests]
+	assert jobs[0].envelope() == requests[0].envelope and jobs[0].attempts == 0 and jobs[0].history == ()
+	store.release()
+
+
+def test_two_workers_never_hold_the_same_delivery(sessions):
+	sessions.enqueue(requests_for("S1", ["A", "B", "C", "D"]))
+	first, second = sessions.open(), sessions.open()
+	held, others = first.claim(2), second.claim(10)
+	assert len(held) == 2 and len(others) == 2
+	assert {j.seq for j in held}.isdisjoint(j.seq for j in others)
+	first.release()
+	second.release()
+
+
+def test_a_delivered_delivery_is_not_claimed_again(sessions):
+	sessions.enqueue(requests_for("S1", ["A"]))
+	store = sessions.open()
+	(job,) = store.claim(10)
+	store.settle([attempt(job, DELIVERED, code=200)])
+	assert store.claim(10) == []
+	row = store.get(job.seq)
+	assert (row.status, row.attempts, row.last_status_code, row.last_latency_ms) == (DELIVERED, 1, 200, 12.5)
+	assert row.delivered_at is not None and row.history[0]["status"] == DELIVERED
+
+
+def test_a_retry_waits_for_its_time_then_keeps_its_history(sessions):
+	sessions.enqueue(requests_for("S1", ["A", "B"]))
+	store = sessions.open()
+	a, b = store.claim(10)
+	store.settle(
+		[attempt(a, RETRYING, next_in=3600, error="500 boom", code=500), attempt(b, RETRYING, next_in=-1)]
+	)
+	(again,) = store.claim(10)
+	assert again.seq == b.seq and again.attempts == 1 and again.history[0]["status"] == RETRYING
+	store.settle([attempt(again, DELIVERED)])
+	row = store.get(a.seq)
+	assert (row.status, row.attempts, row.last_error) == (PENDING, 1, "500 boom")
+	assert [h["attempt"] for h in store.get(b.seq).history] == [1, 2]
+
+
+def test_a_deferral_is_not_an_attempt(sessions):
+	sessions.enqueue(requests_for("S1", ["A"]))
+	store = sessions.open()
+	(job,) = store.claim(10)
+	store.settle([attempt(job, DEFERRED, next_in=3600)])
+	assert store.claim(10) == []
+	row = store.get(job.seq)
+	assert (row.status, row.attempts, row.history) == (PENDING, 0, ())
+
+
+def test_ordered_deliveries_go_one_at_a_time_per_subscription_and_entity(sessions):
+	sessions.enqueue(
+		requests_for("S1", ["A", "A", "B"], ordered=True) + requests_for("S2", ["A"], ordered=True)
+	)
+	store = sessions.open()
+	jobs = store.claim(10)
+	assert sorted((j.subscription, j.ordering_key) for j in jobs) == [
+		("S1", "ToDo/A"),
+		("S1", "ToDo/B"),
+		("S2", "ToDo/A"),
+	]
+	first_a = next(j for j in jobs if j.subscription == "S1" and j.ordering_key == "ToDo/A")
+	others = [attempt(j, DELIVERED) for j in jobs if j is not first_a]
+	store.settle([attempt(first_a, RETRYING, next_in=3600), *others])
+	# The second A waits behind the first one's retry, even though it is due itself.
+	assert store.claim(10) == []
+	store.release()
+
+
+def test_a_dead_letter_frees_its_entity_and_can_be_requeued(sessions):
+	sessions.enqueue(requests_for("S1", ["A", "A"], ordered=True))
+	store = sessions.open()
+	(first,) = store.claim(10)
+	store.settle([attempt(first, DEAD, error="410 gone", code=410)])
+	(second,) = store.claim(10)
+	assert second.seq != first.seq
+	store.settle([attempt(second, DELIVERED)])
+	assert store.status_counts() == {DEAD: 1, DELIVERED: 1}
+	assert store.requeue([first.seq, second.seq]) == 1
+	(again,) = store.claim(10)
+	assert again.seq == first.seq and again.attempts == 0 and again.history[0]["error"] == "410 gone"
+	store.release()
+
+
+def test_discard_takes_pending_and_dead_deliveries_out_of_the_queue(sessions):
+	sessions.enqueue(requests_for("S1", ["A", "B"]))
+	store = sessions.open()
+	a, b = store.claim(10)
+	store.settle([attempt(a, DEAD, error="gone"), attempt(b, DELIVERED)])
+	assert store.discard([a.seq, b.seq]) == 1
+	assert store.status_counts() == {DISCARDED: 1, DELIVERED: 1}
+	assert store.get(10_000_000) is None
+
+
+def test_released_deliveries_are_claimed_again(sessions):
+	sessions.enqueue(requests_for("S1", ["A"]))
+	store = sessions.open()
+	(job,) = store.claim(10)
+	store.release()
+	assert [j.seq for j in sessions.open().claim(10)] == [job.seq]
+
+
+def test_claim_twice_without_settling_is_a_programming_error(sessions):
+	sessions.enqueue(requests_for("S1", ["A", "B"]))
+	store = sessions.open()
+	store.claim(1)
+	with pytest.raises(RuntimeError, match="without settle"):
+		store.claim(1)
+	store.release()

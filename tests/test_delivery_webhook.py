@@ -1,0 +1,375 @@
+"""Webhook delivery against a real HTTP receiver that fails on purpose; signatures checked with
+the official ``standardwebhooks`` library; the SSRF guard and DNS pinning."""
+
+import datetime as dt
+import email.utils
+import http.server
+import ipaddress
+import json
+import ssl
+import subprocess
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from cauldron_fabric.core.delivery.addresses import AddressPolicy, AddressRefused, refusal_reason
+from cauldron_fabric.core.delivery.webhook import (
+	WebhookSender,
+	WebhookTarget,
+	generate_secret,
+	parse_retry_after,
+	secret_key,
+	signature_headers,
+)
+from cauldron_fabric.core.errors import ConfigurationError
+from cauldron_fabric.testing.kafka_broker import free_port
+
+LOOPBACK = AddressPolicy.from_allow_list(["127.0.0.0/8", "::1/128"])
+
+
+@dataclass(frozen=True)
+class Reply:
+	status: int = 200
+	body: bytes = b'{"ok":true}'
+	headers: tuple = ()
+	delay: float = 0.0
+
+
+@dataclass
+class Received:
+	method: str
+	path: str
+	headers: dict
+	body: bytes
+	started: float
+	finished: float = 0.0
+
+
+@dataclass
+class Receiver:
+	"""A real HTTP/1.1 server on 127.0.0.1 that answers from a script and records every request."""
+
+	default: Reply = field(default_factory=Reply)
+	requests: list = field(default_factory=list)
+	script: dict = field(default_factory=lambda: defaultdict(deque))
+	lock: threading.Lock = field(default_factory=threading.Lock)
+
+	def start(self, tls_context=None):
+		receiver = self
+
+		class Handler(http.server.BaseHTTPRequestHandler):
+			protocol_version = "HTTP/1.1"
+			disable_nagle_algorithm = True  # else keep-alive replies stall 40 ms on delayed ACKs
+
+			def do_POST(self):
+				length = int(self.headers.get("Content-Length") or 0)
+				record = Received(
+					self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+					self.rfile.read(length), time.monotonic(),
+				)  # fmt: skip
+				with receiver.lock:
+					receiver.requests.append(record)
+					queue = receiver.script[self.path]
+					reply = queue.popleft() if queue else receiver.default
+				time.sleep(reply.delay)
+				try:
+					self.send_response(reply.status)
+					for name, value in reply.headers:
+						self.send_header(name, value)
+					self.send_header("Content-Length", str(len(reply.body)))
+					self.end_headers()
+					self.wfile.write(reply.body)
+				except OSError:
+					pass  # the sender gave up (timeout) and closed the connection
+				record.finished = time.monotonic()
+
+			do_PUT = do_PATCH = do_POST
+
+			def log_message(self, *args):
+				pass
+
+		self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+		self.server.daemon_threads = True
+		if tls_context is not None:
+			self.server.socket = tls_context.wrap_socket(self.server.socket, server_side=True)
+		threading.Thread(target=self.server.serve_forever, daemon=True).start()
+		return self
+
+	@property
+	def port(self):
+		return self.server.server_address[1]
+
+	def url(self, path="/hook", host="127.0.0.1", scheme="http"):
+		return f"{scheme}://{host}:{self.port}{path}"
+
+	def reply(self, path, *replies):
+		with self.lock:
+			self.script[path].extend(replies)
+
+	def on(self, path):
+		with self.lock:
+			return [r for r in self.requests if r.path == path]
+
+	def stop(self):
+		self.server.shutdown()
+		self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+	server = Receiver().start()
+	yield server
+	server.stop()
+
+
+@pytest.fixture
+def sender():
+	client = WebhookSender(LOOPBACK)
+	yield client
+	client.close()
+
+
+BODY = b'{"id":"evt-1","type":"sales_invoice.submitted","data":{"grand_total":1200}}'
+
+
+def test_signature_verifies_with_the_standardwebhooks_library(receiver, sender):
+	secret = generate_secret()
+	outcome = sender.send(WebhookTarget(receiver.url(), secret=secret), "evt-1", BODY)
+	assert outcome.ok and outcome.status_code == 200 and outcome.latency_ms > 0
+	(request,) = receiver.on("/hook")
+	assert request.headers["webhook-id"] == "evt-1" and request.body == BODY
+	assert Webhook(secret).verify(request.body, request.headers) == json.loads(BODY)
+	with pytest.raises(WebhookVerificationError):
+		Webhook(generate_secret()).verify(request.body, request.headers)
+	tampered = request.body.replace(b"1200", b"9999")
+	with pytest.raises(WebhookVerificationError):
+		Webhook(secret).verify(tampered, request.headers)
+
+
+def test_two_secrets_sign_twice_so_receivers_can_rotate():
+	old, new = generate_secret(), generate_secret()
+	headers = signature_headers(f"{old} {new}", "evt-2", BODY)
+	assert len(headers["webhook-signature"].split()) == 2
+	for secret in (old, new):
+		assert Webhook(secret).verify(BODY, headers)["id"] == "evt-1"
+
+
+def test_secrets_must_be_whsec_base64_and_long_enough():
+	assert len(secret_key(generate_secret())) == 32
+	with pytest.raises(ConfigurationError, match="not base64"):
+		secret_key("whsec_not*base64!")
+	with pytest.raises(ConfigurationError, match="too short"):
+		secret_key("whsec_c2hvcnQ=")
+
+
+def test_500_retries_and_the_retry_carries_the_same_webhook_id(receiver, sender):
+	receiver.reply("/hook", Reply(500, b"boom"))
+	target = WebhookTarget(receiver.url(), secret=generate_secret())
+	first = sender.send(target, "evt-3", BODY)
+	second = sender.send(target, "evt-3", BODY)
+	assert (first.ok, first.retryable, first.status_code, first.response_excerpt) == (
+		False,
+		True,
+		500,
+		"boom",
+	)
+	assert second.ok and second.status_code == 200
+	assert [r.headers["webhook-id"] for r in receiver.on("/hook")] == ["evt-3", "evt-3"]
+
+
+def test_410_and_other_4xx_are_permanent(receiver, sender):
+	receiver.reply("/hook", Reply(410, b"gone"), Reply(400, b"bad"))
+	for code in (410, 400):
+		outcome = sender.send(WebhookTarget(receiver.url()), "evt-4", BODY)
+		assert (outcome.ok, outcome.retryable, outcome.status_code) == (False, False, code)
+		assert "not retried" in outcome.error
+
+
+@pytest.mark.parametrize("code", [408, 429, 502, 503])
+def test_408_429_and_5xx_retry(receiver, sender, code):
+	receiver.reply("/hook", Reply(code))
+	outcome = sender.send(WebhookTarget(receiver.url()), "evt-5", BODY)
+	assert (outcome.ok, outcome.retryable, outcome.status_code) == (False, True, code)
+
+
+def test_retry_after_in_seconds_and_as_http_date_is_respected_and_capped(receiver):
+	sender = WebhookSender(LOOPBACK, max_retry_after=600)
+	soon = email.utils.format_datetime(
+		dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=90), usegmt=True
+	)
+	receiver.reply(
+		"/hook",
+		Reply(429, headers=(("Retry-After", "7"),)),
+		Reply(503, headers=(("Retry-After", soon),)),
+		Reply(429, headers=(("Retry-After", "86400"),)),
+	)
+	waits = [sender.send(WebhookTarget(receiver.url()), "evt-6", BODY).retry_after for _ in range(3)]
+	assert waits[0] == 7 and 80 <= waits[1] <= 91 and waits[2] == 600
+	sender.close()
+
+
+def test_parse_retry_after_forms():
+	now = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+	assert parse_retry_after("120", now) == 120
+	assert parse_retry_after("Tue, 01 Jan 2030 00:01:00 GMT", now) == 60
+	assert parse_retry_after("Mon, 31 Dec 2029 00:00:00 GMT", now) == 0
+	assert parse_retry_after("soon", now) is None and parse_retry_after(None) is None
+
+
+def test_a_receiver_slower_than_the_timeout_is_a_retryable_timeout(receiver, sender):
+	receiver.reply("/hook", Reply(200, delay=1.0))
+	started = time.monotonic()
+	outcome = sender.send(WebhookTarget(receiver.url(), timeout=0.3), "evt-7", BODY)
+	assert (outcome.ok, outcome.retryable) == (False, True) and "did not answer within 0.3 s" in outcome.error
+	assert time.monotonic() - started < 0.9
+
+
+def test_connection_refused_is_retryable(sender):
+	outcome = sender.send(WebhookTarget(f"http://127.0.0.1:{free_port()}/hook"), "evt-8", BODY)
+	assert (outcome.ok, outcome.retryable) == (False, True) and "Could not reach" in outcome.error
+
+
+def test_redirects_are_not_followed(receiver, sender):
+	receiver.reply("/hook", Reply(302, headers=(("Location", "http://169.254.169.254/latest"),)))
+	outcome = sender.send(WebhookTarget(receiver.url()), "evt-9", BODY)
+	assert (outcome.ok, outcome.retryable, outcome.status_code) == (False, False, 302)
+	assert "not followed" in outcome.error and len(receiver.requests) == 1
+
+
+def test_the_response_body_is_recorded_truncated(receiver, sender):
+	receiver.reply("/hook", Reply(500, b"x" * 200_000))
+	outcome = sender.send(WebhookTarget(receiver.url()), "evt-10", BODY)
+	assert outcome.response_excerpt == "x" * 1000 + "…"
+
+
+def test_method_and_custom_headers_are_sent_but_cannot_forge_the_signature(receiver, sender):
+	target = WebhookTarget(receiver.url(), method="PUT", headers=(("X-Api-Key", "k1"),))
+	assert sender.send(target, "evt-11", BODY, extra_headers=(("ce-id", "evt-11"),)).ok
+	(request,) = receiver.on("/hook")
+	assert (
+		request.method == "PUT"
+		and request.headers["x-api-key"] == "k1"
+		and request.headers["ce-id"] == "evt-11"
+	)
+	with pytest.raises(ConfigurationError, match="cannot be overridden"):
+		WebhookTarget(receiver.url(), headers=(("webhook-signature", "v1,forged"),)).validate()
+
+
+@pytest.mark.parametrize(
+	"target, problem",
+	[
+		(WebhookTarget("ftp://example.com/x"), "http:// or https://"),
+		(WebhookTarget("https://example.com/x", method="GET"), "not allowed"),
+		(WebhookTarget("https://example.com/x", timeout=0), "between 0 and 300"),
+		(WebhookTarget("https://example.com:99999/x"), "invalid port"),
+		(WebhookTarget("https://example.com/x", secret="whsec_???"), "not base64"),
+	],
+)
+def test_webhook_settings_are_checked(target, problem):
+	with pytest.raises(ConfigurationError, match=problem):
+		target.validate()
+
+
+@pytest.mark.parametrize(
+	"address, reason",
+	[
+		("127.0.0.1", "loopback"),
+		("10.1.2.3", "private"),
+		("172.16.0.9", "private"),
+		("192.168.1.1", "private"),
+		("169.254.169.254", "metadata"),
+		("169.254.10.10", "link-local"),
+		("100.64.0.1", "not publicly routable"),
+		("100.100.100.200", "metadata"),
+		("224.0.0.1", "multicast"),
+		("0.0.0.0", "unspecified"),
+		("240.0.0.1", "reserved"),
+		("::1", "loopback"),
+		("fe80::1", "link-local"),
+		("fc00::1", "private"),
+		("fd00:ec2::254", "metadata"),
+		("ff02::1", "multicast"),
+		("::ffff:127.0.0.1", "loopback address (embedded"),
+		("::ffff:10.0.0.1", "private address (embedded"),
+		("2002:7f00:1::1", "loopback address (embedded"),
+		("64:ff9b::a00:1", "private address (embedded"),
+	],
+)
+def test_non_public_addresses_are_refused(address, reason):
+	assert reason in refusal_reason(ipaddress.ip_address(address))
+	with pytest.raises(AddressRefused, match="allow-list"):
+		AddressPolicy().resolve(address, 443)
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+def test_public_addresses_pass_the_guard(address):
+	assert refusal_reason(ipaddress.ip_address(address)) is None
+	assert AddressPolicy().resolve(address, 443) == address.removeprefix("::ffff:")
+
+
+def test_a_name_resolving_to_any_private_address_is_refused():
+	resolver = {"mixed.example": ["93.184.216.34", "10.0.0.5"], "public.example": ["93.184.216.34"]}
+	policy = AddressPolicy(resolver=lambda host, port: resolver[host])
+	with pytest.raises(AddressRefused, match=r"10\.0\.0\.5, a private address"):
+		policy.resolve("mixed.example", 443)
+	assert policy.resolve("public.example", 443) == "93.184.216.34"
+	with pytest.raises(AddressRefused, match="metadata endpoint"):
+		policy.resolve("metadata.google.internal", 80)
+
+
+def test_the_allow_list_takes_networks_and_host_names():
+	policy = AddressPolicy.from_allow_list(["127.0.0.0/8", "n8n.internal", ".corp.example", " "])
+	assert policy.resolve("127.0.0.5", 80) == "127.0.0.5"
+	assert policy.resolve("::ffff:127.0.0.1", 80) == "127.0.0.1"
+	with pytest.raises(AddressRefused):
+		policy.resolve("10.0.0.1", 80)
+	assert policy.allows_host("n8n.internal") and policy.allows_host("hooks.corp.example")
+	assert not policy.allows_host("n8n.internal.evil.example")
+	with pytest.raises(ConfigurationError, match="neither a network nor a host name"):
+		AddressPolicy.from_allow_list(["10.0.0.0/33x"])
+
+
+def test_loopback_receivers_are_refused_without_the_allow_list(receiver):
+	sender = WebhookSender()
+	for url in (receiver.url(), receiver.url(host="localhost")):
+		outcome = sender.send(WebhookTarget(url), "evt-12", BODY)
+		assert (outcome.ok, outcome.retryable) == (False, False) and "loopback" in outcome.error
+	assert receiver.requests == []
+	sender.close()
+
+
+def test_the_request_goes_to_the_checked_address_with_the_original_host_header(receiver):
+	# receiver.test exists in no DNS: the request can only arrive through the pinned address.
+	policy = AddressPolicy.from_allow_list(["127.0.0.0/8"], resolver=lambda host, port: ["127.0.0.1"])
+	sender = WebhookSender(policy)
+	assert sender.send(WebhookTarget(receiver.url(host="receiver.test")), "evt-13", BODY).ok
+	assert receiver.requests[0].headers["host"] == f"receiver.test:{receiver.port}"
+	sender.close()
+
+
+def test_https_to_a_pinned_address_verifies_the_certificate_of_the_host_name(tmp_path):
+	key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+	command = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=receiver.test"
+	command += " -addext subjectAltName=DNS:receiver.test"
+	subprocess.run([*command.split(), "-keyout", key, "-out", cert], check=True, capture_output=True)
+	context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+	context.load_cert_chain(cert, key)
+	server = Receiver().start(context)
+	try:
+		resolver = lambda host, port: ["127.0.0.1"]  # noqa: E731
+		policy = AddressPolicy.from_allow_list(["127.0.0.0/8"], resolver=resolver)
+		sender = WebhookSender(policy, verify=str(cert))
+		url = server.url(host="receiver.test", scheme="https")
+		assert sender.send(WebhookTarget(url), "evt-14", BODY).ok
+		other = AddressPolicy.from_allow_list(["127.0.0.0/8", "other.test"], resolver=resolver)
+		mismatch = WebhookSender(other, verify=str(cert)).send(
+			WebhookTarget(server.url(host="other.test", scheme="https")), "evt-14", BODY
+		)
+		assert not mismatch.ok and mismatch.retryable and "other.test" in mismatch.error
+		assert len(server.requests) == 1
+	finally:
+		server.stop()
