@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from cauldron_fabric.core.outbox.memory import MemoryOutbox
-from cauldron_fabric.core.outbox.sql import FAILED, PENDING, PUBLISHED, RECORDED, SqlOutboxStore
+from cauldron_fabric.core.outbox.sql import FAILED, INVALID, PENDING, PUBLISHED, RECORDED, SqlOutboxStore
 from cauldron_fabric.core.ports import OutboxAppend, Settlement
 from conftest import connect_db, make_envelope
 
@@ -89,11 +89,11 @@ def test_claim_returns_pending_records_oldest_first(sessions):
 	store.release()
 
 
-def test_recorded_events_are_never_claimed(sessions):
-	sessions.append([OutboxAppend(make_envelope(), pending=False)])
+def test_recorded_and_invalid_events_are_never_claimed(sessions):
+	sessions.append([OutboxAppend(make_envelope(), pending=False), OutboxAppend(make_envelope(), invalid=True)])
 	store = sessions.open()
 	assert store.claim(10) == []
-	assert list(sessions.statuses().values()) == [RECORDED]
+	assert sorted(sessions.statuses().items()) == list(zip(sorted(sessions.statuses()), [RECORDED, INVALID], strict=True))
 	assert store.pending_count() == 0
 
 

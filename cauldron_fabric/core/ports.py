@@ -157,10 +157,12 @@ class OutboxStore(abc.ABC):
 
 @dataclass(frozen=True, slots=True)
 class OutboxAppend:
-	"""An event to append to the outbox; ``pending`` False records it without publishing it."""
+	"""An event to append: ``pending`` False records it without publishing it; ``invalid``
+	keeps an event that failed its schema, never to be published."""
 
 	envelope: Envelope
 	pending: bool = True
+	invalid: bool = False
 
 
 class Waker(abc.ABC):

@@ -16,8 +16,10 @@ from frappe.utils import now_datetime
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
 from cauldron_fabric.core.outbox.sql import build_append
 from cauldron_fabric.core.ports import OutboxAppend
+from cauldron_fabric.delivery.recording import enqueue_deliveries
 from cauldron_fabric.emit.context import causation_id, correlation_id
 from cauldron_fabric.emit.policy import current_policy
+from cauldron_fabric.registry.recording import check_events
 
 
 def acting_user() -> str:
@@ -50,9 +52,11 @@ def record(envelopes: Sequence[Envelope]) -> None:
 	if not envelopes:
 		return
 	policy = current_policy()
-	entries = [OutboxAppend(envelope, pending=policy.publishing) for envelope in envelopes]
+	checked = check_events(envelopes)
+	entries = [OutboxAppend(envelope, pending=policy.publishing, invalid=not valid) for envelope, valid in checked]
 	sql, params = build_append(entries, actor=acting_user(), now=now_datetime())
 	frappe.db.sql(sql, params)
+	enqueue_deliveries([envelope for envelope, valid in checked if valid])
 	if policy.publishing:
 		wake_relays_after_commit()
 

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
-from cauldron_fabric.core.outbox.sql import FAILED, PENDING, PUBLISHED, RECORDED, local_now
+from cauldron_fabric.core.outbox.sql import FAILED, PENDING, PUBLISHED, entry_status, local_now
 from cauldron_fabric.core.ports import OutboxAppend, OutboxRecord, OutboxStore, Settlement
 
 
@@ -55,7 +55,7 @@ class MemoryOutboxStore(OutboxStore):
 				record = OutboxRecord(
 					seq, env.id, env.type, env.data.entity, env.partition_key, env.to_json()
 				)
-				self.outbox.rows[seq] = MemoryRow(record, PENDING if entry.pending else RECORDED)
+				self.outbox.rows[seq] = MemoryRow(record, entry_status(entry))
 
 	def claim(self, limit: int, ahead: Collection[int] = ()) -> list[OutboxRecord]:
 		"""Claims due rows in order, never past an earlier pending row of the same key."""

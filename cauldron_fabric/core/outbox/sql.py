@@ -23,6 +23,7 @@ PENDING = "Pending"
 PUBLISHED = "Published"
 RECORDED = "Recorded"
 FAILED = "Failed"
+INVALID = "Invalid"
 
 DEFAULT_TABLE = "tabEvent Log"
 DEFAULT_SEQUENCE = "event_log_id_seq"
@@ -124,7 +125,7 @@ def build_append(
 			meta.tenant_id,
 			env.partition_key[:280],
 			env.to_json(),
-			PENDING if entry.pending else RECORDED,
+			entry_status(entry),
 			0,
 			None,
 			None,
@@ -136,6 +137,13 @@ def build_append(
 	column_list = ", ".join(f"`{c}`" for c in columns)
 	sql = f"INSERT INTO `{table}` ({column_list}) VALUES " + ", ".join([row] * len(entries))
 	return sql, params
+
+
+def entry_status(entry: OutboxAppend) -> str:
+	"""Returns the status an appended event starts with."""
+	if entry.invalid:
+		return INVALID
+	return PENDING if entry.pending else RECORDED
 
 
 def create_table_sql(table: str = DEFAULT_TABLE, sequence: str = DEFAULT_SEQUENCE) -> list[str]:

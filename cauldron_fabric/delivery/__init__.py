@@ -1,0 +1,1 @@
+"""Subscriptions on a Frappe site: routing recorded events to their destinations."""
