@@ -43,3 +43,9 @@ scheduler_events = {
 	},
 	"daily": ["cauldron_fabric.emit.scheduled.purge_expired_events"],
 }
+
+# Handlers of events: other apps register theirs the same way, by event type pattern
+# ("*" one word, "**" any number). Consumers dispatch consumed events to them and
+# subscriptions with a handler destination call them.
+# ---------------------------------------------------------------------------
+fabric_handlers = {}

@@ -1,0 +1,46 @@
+"""Dead Letter: an event a subscription could not deliver or a consumer could not process.
+
+Retry and Discard are whitelisted and permission-checked; each source type names the
+function that knows how to put its event back in play.
+"""
+
+from __future__ import annotations
+
+import frappe
+from frappe import _
+from frappe.model.document import Document
+from frappe.utils import now_datetime
+
+from cauldron_fabric.api.permissions import require_role
+
+# Source type -> dotted path of ``retry(dead_letter) -> None``, filled by the delivery and
+# consumer packages; the function re-queues the event and raises with a clear message if it can't.
+RETRY_HANDLERS = {
+	"Delivery": "cauldron_fabric.delivery.dead_letters.retry",
+	"Consumer": "cauldron_fabric.consume.dead_letters.retry",
+}
+
+
+class DeadLetter(Document):
+	@frappe.whitelist()
+	def retry(self) -> None:
+		"""Puts the event back in play through its source, then marks this letter Retried."""
+		require_role()
+		if self.status not in ("Dead", "Retrying"):
+			frappe.throw(_("Only a dead letter can be retried; this one is {0}.").format(self.status))
+		frappe.get_attr(RETRY_HANDLERS[self.source_type])(self)
+		self.resolve("Retried", _("Retried"))
+
+	@frappe.whitelist()
+	def discard(self, note: str | None = None) -> None:
+		"""Gives up on the event for good, keeping the letter as a record."""
+		require_role()
+		if self.status == "Discarded":
+			return
+		self.resolve("Discarded", note or _("Discarded"))
+
+	def resolve(self, status: str, note: str) -> None:
+		"""Records who resolved the letter, when and how."""
+		self.db_set(
+			{"status": status, "resolved_by": frappe.session.user, "resolved_at": now_datetime(), "resolution_note": note}
+		)
