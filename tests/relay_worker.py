@@ -21,15 +21,15 @@ def main() -> None:
 	table, sequence, bootstrap, template, batch = sys.argv[1:6]
 	stopping = []
 	signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-	store, second = (SqlOutboxStore(connect_db, table=table, sequence=sequence) for _ in range(2))
+	store, *more = (SqlOutboxStore(connect_db, table=table, sequence=sequence) for _ in range(3))
 	transport = open_transport(f"kafka://{bootstrap}", {"message_timeout_ms": 3000})
 	options = RelayOptions(
 		batch_size=int(batch), idle_wait=0.05, topic_template=template, backoff=Backoff(0.1, 2, 1)
 	)
 	print("ready", flush=True)
-	Relay(store, transport, options, second_store=second).run(lambda: bool(stopping))
-	store.close()
-	second.close()
+	Relay(store, transport, options, more_stores=more).run(lambda: bool(stopping))
+	for session in (store, *more):
+		session.close()
 	transport.close()
 
 

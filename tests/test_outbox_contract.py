@@ -179,3 +179,17 @@ def test_claim_twice_without_settling_is_a_programming_error(sessions):
 	with pytest.raises(RuntimeError, match="without settle"):
 		store.claim(1)
 	store.release()
+
+
+def test_settled_rows_passed_as_ahead_never_let_a_record_overtake(sessions):
+	sessions.append([OutboxAppend(make_envelope("ToDo", "X", "updated")), *events([("K", 2)])])
+	relay_one, relay_two, relay_one_again = sessions.open(), sessions.open(), sessions.open()
+	(x1,) = relay_one.claim(1)
+	relay_one.settle(published([x1]))
+	(k1,) = relay_two.claim(1)
+	assert k1.partition_key == "ToDo/K"
+	# x1 is stale as "ahead" (already published); k2 must still wait for k1 held elsewhere.
+	assert relay_one_again.claim(10, ahead=[x1.seq]) == []
+	relay_two.release()
+	assert [r.partition_key for r in relay_one_again.claim(10, ahead=[x1.seq])] == ["ToDo/K", "ToDo/K"]
+	relay_one_again.release()

@@ -4,10 +4,10 @@ One cycle claims a batch (row locks keep other relays off it), hands it to the t
 settles each record: published, retry later with backoff, or failed for good. A relay killed
 mid-batch loses nothing: its locks vanish with its connection and the rows are still Pending.
 
-With two store sessions the relay pipelines: while the broker acknowledges batch N, batch
-N+1 is claimed on the other session and queued behind it in the same producer, so database
-and broker work overlap. Order holds because N+1 is produced after N on the same producer,
-and a key that fails in N holds back its records in N+1.
+With several store sessions the relay pipelines (see Pipeline): while the broker acknowledges
+batch N, batch N+1 is claimed on another session and queued behind it in the same producer,
+and settling runs on a background thread. Order holds because batches are produced in claim
+order on one producer, and a key that fails in N holds back its records in N+1.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cauldron_fabric.core.cloudevents import binary_headers, event_attributes
@@ -90,10 +92,10 @@ class Relay:
 		*,
 		clock: Callable[[], dt.datetime] = dt.datetime.now,
 		on_cycle: Callable[[RelayReport], None] | None = None,
-		second_store: OutboxStore | None = None,
+		more_stores: Sequence[OutboxStore] = (),
 	):
 		self.store = store
-		self.sessions = [store, second_store] if second_store is not None else [store]
+		self.sessions = [store, *more_stores]
 		self.transport = transport
 		self.options = options or RelayOptions()
 		self.clock = clock
@@ -103,11 +105,14 @@ class Relay:
 
 	def relay_pending_events(self) -> RelayReport:
 		"""Runs one cycle without pipelining: claim a batch, publish it, settle every record."""
-		batch = self._start(self.store, None)
-		return self._finish(batch) if batch else RelayReport()
+		batch = self._start(self.store, None, ())
+		if batch is None:
+			return RelayReport()
+		return self._settle(batch, self._conclude(batch))
 
-	def _start(self, store: OutboxStore, behind: Batch | None) -> Batch | None:
-		records = store.claim(self.options.batch_size, behind.seqs if behind else ())
+	def _start(self, store: OutboxStore, behind: Batch | None, ahead: Collection[int]) -> Batch | None:
+		"""Claims a batch on ``store`` and hands it to the transport without waiting."""
+		records = store.claim(self.options.batch_size, ahead)
 		if not records:
 			return None
 		try:
@@ -118,14 +123,19 @@ class Relay:
 			raise
 		return Batch(store, records, messages, wait, behind)
 
-	def _finish(self, batch: Batch) -> RelayReport:
+	def _conclude(self, batch: Batch) -> list[Settlement]:
+		"""Waits for the batch's deliveries and decides each record's outcome."""
 		try:
 			deliveries = batch.wait(self.options.publish_timeout)
 			settlements = self._settlements(batch, deliveries)
 		except BaseException:
 			batch.store.release()
 			raise
-		batch.behind = None  # the chain ends here; keep memory flat
+		batch.behind = None  # its failed keys are copied; let the chain go
+		return settlements
+
+	def _settle(self, batch: Batch, settlements: list[Settlement]) -> RelayReport:
+		"""Writes the outcomes and releases the rows (on the batch's own session)."""
 		batch.store.settle(settlements)
 		return self._report(len(batch.records), settlements)
 
@@ -208,42 +218,31 @@ class Relay:
 	) -> None:
 		"""Relays until ``should_stop()`` says so (checked between cycles) or ``max_seconds`` pass.
 
-		The batch in flight is always settled before returning.
+		Every batch claimed is settled before returning.
 		"""
 		started = time.monotonic()
-		in_flight: Batch | None = None
-		turn = 0
-		while True:
-			done = should_stop() or (max_seconds is not None and time.monotonic() - started >= max_seconds)
-			following, start_error = None, None
-			if not done and (in_flight is None or len(self.sessions) > 1):
-				turn += 1
-				session = self.sessions[turn % len(self.sessions)]
-				following, start_error = self._guarded(self._start, session, in_flight)
-			if in_flight is not None:
-				report, _ = self._guarded(self._finish, in_flight)
-				report = report or RelayReport(error="settling failed; the batch will be published again")
-			elif following is None:
-				report = RelayReport(error=start_error)  # an idle cycle, or a failed claim
-			else:
-				report = None  # the first batch is on its way; nothing finished yet
-			in_flight = following
-			if report is not None and self.on_cycle:
-				self.on_cycle(report)
-			if done and in_flight is None:
-				return
-			self._pause(report, in_flight, waker, should_stop)
+		pipeline = Pipeline(self)
+		try:
+			while True:
+				done = should_stop() or (max_seconds is not None and time.monotonic() - started >= max_seconds)
+				report = pipeline.step(accept_new=not done)
+				if report is not None and self.on_cycle:
+					self.on_cycle(report)
+				if done and pipeline.empty:
+					return
+				self._pause(report, pipeline.busy, waker, should_stop)
+		finally:
+			pipeline.close()
 
 	def _guarded(self, step: Callable, *args):
+		"""Runs a step; a retryable failure becomes an error text instead of an exception."""
 		try:
 			return step(*args), None
 		except RetryableError as exc:
 			log.warning("relay step failed, will retry: %s", exc)
 			return None, str(exc)
 
-	def _pause(
-		self, report: RelayReport | None, in_flight: Batch | None, waker: Waker | None, should_stop
-	) -> None:
+	def _pause(self, report: RelayReport | None, busy: bool, waker: Waker | None, should_stop) -> None:
 		"""Backs off after failures; waits for a wake-up when there is nothing to do."""
 		if report is not None and (report.stalled or (report.error and report.claimed == 0)):
 			self.consecutive_stalls += 1
@@ -251,7 +250,7 @@ class Relay:
 			return
 		if report is not None and report.published:
 			self.consecutive_stalls = 0
-		if in_flight is None and (report is None or report.claimed < self.options.batch_size):
+		if not busy and (report is None or report.claimed < self.options.batch_size):
 			if waker is not None:
 				waker.wait(self.options.idle_wait)
 			else:
@@ -262,3 +261,94 @@ class Relay:
 		deadline = time.monotonic() + seconds
 		while not should_stop() and time.monotonic() < deadline:
 			time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+
+class Pipeline:
+	"""Keeps a relay's sessions busy: claim, produce, then settle, overlapping the three.
+
+	With one session it works step by step. With two, batch N+1 is claimed and produced while
+	the broker acknowledges batch N. With three or more, settling also moves to a background
+	thread, so the database writes of batch N overlap the claim of N+2 and the broker's work on
+	N+1. Batches are produced and concluded in claim order; only their database writes overlap.
+	"""
+
+	def __init__(self, relay: Relay):
+		self.relay = relay
+		self.free = list(relay.sessions)
+		self.in_flight: deque[Batch] = deque()
+		self.settling: deque[tuple[Batch, Future]] = deque()
+		self.last: Batch | None = None
+		self.settler = ThreadPoolExecutor(1, thread_name_prefix="relay-settle") if len(relay.sessions) > 2 else None
+
+	@property
+	def empty(self) -> bool:
+		"""Tells whether no batch is claimed."""
+		return not self.in_flight and not self.settling
+
+	@property
+	def busy(self) -> bool:
+		"""Tells whether work is under way (so the relay should not idle)."""
+		return not self.empty
+
+	def step(self, accept_new: bool) -> RelayReport | None:
+		"""Advances the pipeline by one move; returns a report when a batch was settled."""
+		reaped = self._reap(block=False)
+		if reaped is not None:
+			return reaped
+		started, error = None, None
+		if accept_new and self.free and (len(self.relay.sessions) > 1 or not self.in_flight):
+			started, error = self._start()
+		if self.in_flight and (started is None or len(self.in_flight) > 1):
+			return self._conclude_oldest()
+		if started is None and not self.in_flight:
+			return self._reap(block=True) if self.settling else RelayReport(error=error)
+		return None
+
+	def _start(self) -> tuple[Batch | None, str | None]:
+		store = self.free.pop(0)
+		ahead = [seq for batch in self._claimed() for seq in batch.seqs]
+		batch, error = self.relay._guarded(self.relay._start, store, self.last, ahead)
+		if batch is None:
+			self.free.insert(0, store)
+		else:
+			self.in_flight.append(batch)
+			self.last = batch
+		return batch, error
+
+	def _claimed(self) -> list[Batch]:
+		return [*self.in_flight, *(batch for batch, _ in self.settling)]
+
+	def _conclude_oldest(self) -> RelayReport | None:
+		batch = self.in_flight.popleft()
+		settlements, error = self.relay._guarded(self.relay._conclude, batch)
+		if settlements is None:
+			self.free.append(batch.store)
+			return RelayReport(claimed=len(batch.records), error=error)
+		if self.settler is not None:
+			self.settling.append((batch, self.settler.submit(self.relay._settle, batch, settlements)))
+			return None
+		report, error = self.relay._guarded(self.relay._settle, batch, settlements)
+		self.free.append(batch.store)
+		return report or RelayReport(claimed=len(batch.records), error=f"settling failed, the batch will be published again: {error}")
+
+	def _reap(self, block: bool) -> RelayReport | None:
+		if not self.settling or not (block or self.settling[0][1].done()):
+			return None
+		batch, future = self.settling.popleft()
+		self.free.append(batch.store)
+		try:
+			return future.result()
+		except RetryableError as exc:
+			log.warning("settling failed, the batch will be published again: %s", exc)
+			return RelayReport(claimed=len(batch.records), error=str(exc))
+
+	def close(self) -> None:
+		"""Concludes and settles whatever is still claimed, then stops the settling thread."""
+		try:
+			while self.in_flight:
+				self._conclude_oldest()
+			while self.settling:
+				self._reap(block=True)
+		finally:
+			if self.settler is not None:
+				self.settler.shutdown(wait=True)

@@ -11,15 +11,18 @@ IGNORED_FIELDS = frozenset({"modified", "modified_by", "creation", "owner", "lft
 def document_payload(doc) -> dict[str, Any]:
 	"""Returns the document with its child tables, dates as strings, internals stripped."""
 	data = doc.as_dict(convert_dates_to_str=True, no_nulls=False)
-	return {key: _strip_internal(value) for key, value in data.items() if not key.startswith("__")}
+	_drop_internal(data)
+	for value in data.values():
+		if isinstance(value, list):  # child tables: one level of row dicts
+			for row in value:
+				_drop_internal(row)
+	return data
 
 
-def _strip_internal(value: Any) -> Any:
-	if isinstance(value, list):
-		return [_strip_internal(item) for item in value]
-	if isinstance(value, dict):
-		return {k: _strip_internal(v) for k, v in value.items() if not k.startswith("__")}
-	return value
+def _drop_internal(row: dict[str, Any]) -> None:
+	"""Removes Frappe's in-memory flags (__islocal, __unsaved, __onload …) from a row."""
+	for key in [key for key in row if key.startswith("__")]:
+		del row[key]
 
 
 def document_changes(before, after: dict[str, Any]) -> dict[str, Any] | None:

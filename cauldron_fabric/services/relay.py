@@ -77,13 +77,13 @@ def site_db_connector() -> Callable[[], Any]:
 def build_relay(settings: RelaySettings, on_cycle: Callable[[RelayReport], None] | None = None) -> Relay:
 	"""Builds a relay on its own database connection and a transport from the settings."""
 	connect = site_db_connector()
-	sessions = [SqlOutboxStore(connect, clock=now_datetime) for _ in range(2)]
+	sessions = [SqlOutboxStore(connect, clock=now_datetime) for _ in range(3)]
 	transport = open_transport(settings.transport_url, settings.transport_options)
 	options = RelayOptions(
 		batch_size=settings.batch_size, topic_template=settings.topic_template, backoff=Backoff()
 	)
 	return Relay(
-		sessions[0], transport, options, clock=now_datetime, on_cycle=on_cycle, second_store=sessions[1]
+		sessions[0], transport, options, clock=now_datetime, on_cycle=on_cycle, more_stores=sessions[1:]
 	)
 
 

@@ -58,7 +58,7 @@ def relay_rate(bootstrap: str, envelopes, topic: str, table: str, sequence: str,
 	for start in range(0, len(envelopes), 1000):
 		store.append([OutboxAppend(e) for e in envelopes[start : start + 1000]])
 		store.commit()
-	second = SqlOutboxStore(connect_db, table=table, sequence=sequence)
+	more = [SqlOutboxStore(connect_db, table=table, sequence=sequence) for _ in range(2)]
 	options = RelayOptions(batch_size=batch, topic_template=topic, idle_wait=0.01)
 	published = 0
 
@@ -66,12 +66,13 @@ def relay_rate(bootstrap: str, envelopes, topic: str, table: str, sequence: str,
 		nonlocal published
 		published += report.published
 
-	relay = Relay(store, open_transport(f"kafka://{bootstrap}"), options, on_cycle=count, second_store=second)
+	relay = Relay(store, open_transport(f"kafka://{bootstrap}"), options, on_cycle=count, more_stores=more)
 	relay.transport.ensure_topics({topic})
 	started = time.perf_counter()
 	relay.run(lambda: published >= len(envelopes), max_seconds=300)
 	elapsed = time.perf_counter() - started
-	second.close()
+	for session in more:
+		session.close()
 	with setup.cursor() as cur:
 		cur.execute(f"DROP TABLE `{table}`")
 		cur.execute(f"DROP SEQUENCE `{sequence}`")

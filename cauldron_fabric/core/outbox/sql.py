@@ -293,10 +293,15 @@ class SqlOutboxStore(OutboxStore):
 		last = max(r.seq for r in records)
 		# Fast path: when every Pending row up to the last claimed one is in the batch (or
 		# ahead of it), nothing can be overtaken: the usual case with one relay, no retries.
+		# Rows ahead may already be settled, so they are excluded by id rather than subtracted
+		# by count: a stale count could hide another relay's earlier row and break the order.
+		earlier_ahead = [seq for seq in ahead if seq <= last]
+		exclude = f" AND name NOT IN ({', '.join(['%s'] * len(earlier_ahead))})" if earlier_ahead else ""
 		(earlier_count,) = self._execute(
-			f"SELECT COUNT(*) FROM `{self.table}` WHERE status = %s AND name <= %s", (PENDING, last)
+			f"SELECT COUNT(*) FROM `{self.table}` WHERE status = %s AND name <= %s{exclude}",
+			(PENDING, last, *earlier_ahead),
 		)[0]
-		if int(earlier_count) == len(records) + sum(1 for seq in ahead if seq <= last):
+		if int(earlier_count) == len(records):
 			return records
 		keys = sorted({r.partition_key for r in records})
 		placeholders = ", ".join(["%s"] * len(keys))

@@ -1,0 +1,103 @@
+"""Commit-to-broker latency with `bench fabric relay` running: p50 and p99.
+
+Starts a Kafka-protocol broker and the relay command, then saves documents one by one. For
+each, the time from just before COMMIT returns to the moment a consumer already positioned
+on the topic receives the message is an upper bound of commit-to-broker latency (it includes
+the consumer's fetch). Target: p99 under 100 ms.
+
+Run (as the bench user, from the bench's sites folder):
+    ../env/bin/python /path/to/tests/benchmarks/bench_commit_latency.py --site test.localhost
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import frappe
+from confluent_kafka import Consumer
+
+from cauldron_fabric.testing.kafka_broker import KafkaBroker
+
+
+def positioned_consumer(bootstrap: str, topic: str) -> Consumer:
+	consumer = Consumer(
+		{
+			"bootstrap.servers": bootstrap,
+			"group.id": f"latency-{os.getpid()}",
+			"auto.offset.reset": "latest",
+			"session.timeout.ms": 6000,
+			"fetch.wait.max.ms": 5,
+		}
+	)
+	consumer.subscribe([topic])
+	deadline = time.monotonic() + 30
+	while not consumer.assignment() and time.monotonic() < deadline:
+		consumer.poll(0.1)
+	return consumer
+
+
+def main() -> None:
+	parser = argparse.ArgumentParser(description=__doc__)
+	parser.add_argument("--site", default="test.localhost")
+	parser.add_argument("--events", type=int, default=500)
+	parser.add_argument("--gap", type=float, default=0.02, help="seconds between saves")
+	args = parser.parse_args()
+	frappe.init(site=args.site, sites_path=".")
+	frappe.connect()
+	frappe.set_user("Administrator")
+	settings = frappe.get_single("Fabric Settings")
+	saved = {"bootstrap_servers": settings.bootstrap_servers, "topic_template": settings.topic_template}
+	prefix = "latency" + frappe.generate_hash(length=6)
+	with KafkaBroker() as broker:
+		settings.update({"bootstrap_servers": broker.bootstrap, "topic_template": prefix + ".{domain}"})
+		settings.save(ignore_permissions=True)
+		frappe.db.commit()
+		relay = subprocess.Popen(
+			[sys.executable, "-m", "frappe.utils.bench_helper", "frappe", "--site", args.site, "fabric", "relay"],
+			stderr=subprocess.DEVNULL,
+		)
+		try:
+			todo = frappe.get_doc({"doctype": "ToDo", "description": "latency warm-up"}).insert()
+			frappe.db.commit()
+			consumer = positioned_consumer(broker.bootstrap, f"{prefix}.todo")
+			time.sleep(1)
+			latencies = []
+			for n in range(args.events):
+				todo.description = f"latency {n}"
+				todo.save()
+				committed = time.perf_counter()
+				frappe.db.commit()
+				while True:
+					message = consumer.poll(5)
+					if message is None:
+						raise SystemExit(f"event {n} did not arrive within 5 s")
+					if not message.error() and json.loads(message.value())["data"]["payload"]["doc"]["description"] == f"latency {n}":
+						latencies.append(time.perf_counter() - committed)
+						break
+				time.sleep(args.gap)
+			consumer.close()
+		finally:
+			relay.send_signal(signal.SIGTERM)
+			relay.wait(30)
+			settings = frappe.get_single("Fabric Settings")
+			settings.update(saved)
+			settings.save(ignore_permissions=True)
+			frappe.delete_doc("ToDo", todo.name)
+			frappe.db.commit()
+	latencies.sort()
+	p50 = statistics.median(latencies) * 1000
+	p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+	print(f"{len(latencies)} saves, one at a time, relay running: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+	print(f"target p99 < 100 ms: {'met' if p99 < 100 else 'NOT met'}")
+	frappe.destroy()
+
+
+if __name__ == "__main__":
+	main()
