@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 
@@ -53,4 +54,5 @@ def status(context) -> None:
 		frappe.destroy()
 
 
+fabric.add_command(importlib.import_module("cauldron_fabric.registry.cli").codegen)
 commands = [fabric]

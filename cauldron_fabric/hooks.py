@@ -31,7 +31,17 @@ doc_events = {
 		"on_change": "cauldron_fabric.emit.documents.on_change",
 		"after_delete": "cauldron_fabric.emit.documents.after_delete",
 		"after_rename": "cauldron_fabric.emit.documents.after_rename",
-	}
+	},
+	# Derived event schemas follow their DocType: refreshed before the change commits.
+	"DocType": {"on_update": "cauldron_fabric.registry.doctypes.schema_source_changed"},
+	"Custom Field": {
+		"on_update": "cauldron_fabric.registry.doctypes.schema_source_changed",
+		"after_delete": "cauldron_fabric.registry.doctypes.schema_source_changed",
+	},
+	"Property Setter": {
+		"on_update": "cauldron_fabric.registry.doctypes.schema_source_changed",
+		"after_delete": "cauldron_fabric.registry.doctypes.schema_source_changed",
+	},
 }
 
 # Scheduled tasks

@@ -15,12 +15,14 @@ def after_install() -> None:
 	if not frappe.db.get_single_value("Fabric Settings", "topic_template"):
 		frappe.new_doc("Fabric Settings").save(ignore_permissions=True)
 	ensure_indexes()
+	frappe.get_attr("cauldron_fabric.registry.catalog.sync_registry")()
 
 
 def after_migrate() -> None:
 	"""Keeps the role and the relay's composite indexes in place after every migrate."""
 	ensure_role()
 	ensure_indexes()
+	frappe.get_attr("cauldron_fabric.registry.catalog.sync_registry")()
 
 
 def ensure_role() -> None:

@@ -146,3 +146,21 @@ def test_derived_document_events_join_the_document(spec_validator):
 	assert message["x-dataschema"] == "urn:cauldron:schema:sales_order.submitted:2"
 	doc = message["payload"]["properties"]["data"]["properties"]["payload"]["properties"]["doc"]
 	assert doc["required"] == ["doctype", "name", "docstatus", "customer"]
+
+
+def test_an_owner_outside_the_cauldron_modules_is_named_as_given(spec_validator):
+	entry = CatalogEntry(
+		type="warehouse.audit.completed",
+		version=1,
+		owner="Stock Team",
+		direction="published",
+		description="A warehouse audit was completed.",
+		schema={"type": "object"},
+		examples=({},),
+		entity="Warehouse",
+	)
+	document = asyncapi_document([entry])
+	assert spec_validator.is_valid(document)
+	operation = document["operations"]["Stock_Team.send.warehouse.audit.completed"]
+	assert operation["summary"] == "Stock Team publishes warehouse.audit.completed."
+	assert entry.owner_title == "Stock Team"

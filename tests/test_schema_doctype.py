@@ -93,10 +93,18 @@ def test_the_derived_schema_is_valid_and_accepts_a_real_document(compiled):
 	assert compiled.compiled
 
 
+def test_values_frappe_itself_produces_are_accepted(compiled):
+	document = invoice()
+	document.update(is_return=True, status="", name=42)
+	document["items"][0]["parent"] = 42
+	assert compiled.violations(document) == []
+	assert compiled.is_valid(document)
+
+
 def test_field_types_map_to_json_schema():
 	table = {
 		"Int": {"type": "integer"},
-		"Check": {"type": "integer", "enum": [0, 1]},
+		"Check": {"enum": [0, 1, False, True]},
 		"Float": {"type": "number"},
 		"Currency": {"type": "number"},
 		"Date": {"type": "string", "format": "date"},
@@ -107,7 +115,12 @@ def test_field_types_map_to_json_schema():
 		schema = field_schema({"fieldname": "f", "fieldtype": fieldtype}, {})
 		assert {k: v for k, v in schema.items() if not k.startswith("x-")} == expected, fieldtype
 	select = field_schema({"fieldtype": "Select", "options": "\nA\nB"}, {})
-	assert select["enum"] == ["A", "B"]
+	assert select["enum"] == ["", "A", "B"]
+	assert field_schema({"fieldtype": "Select", "options": "\nA\nB", "reqd": 1}, {})["enum"] == ["A", "B"]
+	series = field_schema({"fieldname": "naming_series", "fieldtype": "Select", "options": "SINV-.#"}, {})
+	assert "enum" not in series
+	virtual = field_schema({"fieldname": "v", "fieldtype": "Int", "is_virtual": 1}, {})
+	assert {k: v for k, v in virtual.items() if not k.startswith("x-")} == {}
 	link = field_schema({"fieldtype": "Link", "options": "Customer", "length": 60}, {})
 	assert link["maxLength"] == 60 and link["x-frappe-options"] == "Customer"
 	assert field_schema({"fieldtype": "JSON"}, {}) == {"x-frappe-fieldtype": "JSON"}
@@ -119,7 +132,7 @@ def test_field_types_map_to_json_schema():
 		(lambda d: d.pop("customer"), "$.customer", "required"),
 		(lambda d: d.update(customer=None), "$.customer", "type"),
 		(lambda d: d.update(status="Lost"), "$.status", "enum"),
-		(lambda d: d.update(is_return=True), "$.is_return", "enum"),
+		(lambda d: d.update(is_return=2), "$.is_return", "enum"),
 		(lambda d: d.update(grand_total=-1), "$.grand_total", "minimum"),
 		(lambda d: d.update(posting_date="02/03/2026"), "$.posting_date", "format"),
 		(lambda d: d.update(last_synced="yesterday"), "$.last_synced", "pattern"),

@@ -53,7 +53,9 @@ def record(envelopes: Sequence[Envelope]) -> None:
 		return
 	policy = current_policy()
 	checked = check_events(envelopes)
-	entries = [OutboxAppend(envelope, pending=policy.publishing, invalid=not valid) for envelope, valid in checked]
+	entries = [
+		OutboxAppend(envelope, pending=policy.publishing, invalid=not valid) for envelope, valid in checked
+	]
 	sql, params = build_append(entries, actor=acting_user(), now=now_datetime())
 	frappe.db.sql(sql, params)
 	enqueue_deliveries([envelope for envelope, valid in checked if valid])

@@ -1,15 +1,154 @@
-"""Schema checks on the way into the outbox."""
+"""Schema checks on every path into the fabric: recorded events and consumed ones.
+
+Which schema an event is checked against:
+
+* the version its ``dataSchema`` names (``urn:cauldron:schema:<subject>:<version>``), when it
+  names one: a producer states the version it wrote; a version that is not registered here is
+  itself a violation (``$.dataSchema``);
+* otherwise the latest version of the subject named by its type. A document event whose
+  DocType has no schemas yet gets them derived from the DocType first (``registry.doctypes``).
+
+An event type with no registered schema is accepted as it is, without ``dataSchema``: the
+registry documents and enforces the contracts it knows, and an unregistered type (a new
+integration, an ad-hoc event over the publish API) must not be lost for lack of one. A
+checked event carries the ``dataSchema`` of the version it was checked against, valid or not.
+
+Each lookup is a dict access in the process cache (``registry.cache``); only the first event
+of a type in a process (or after a registration) reads the database.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import frappe
+from frappe import _
 
 from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.schema import Violation, parse_data_schema_uri
+from cauldron_fabric.core.schema.validation import DATA_SCHEMA_PREFIX, PAYLOAD_PATH
+from cauldron_fabric.registry.cache import Registered, latest_schema, schema_version, site_schemas
+from cauldron_fabric.registry.doctypes import ensure_doctype_schemas, is_document_event
+from cauldron_fabric.registry.errors import EventSchemaViolation
+
+REJECT = "Reject"
+RECORD_AS_INVALID = "Record as invalid"
 
 
 def check_events(envelopes: Sequence[Envelope]) -> list[tuple[Envelope, bool]]:
 	"""Returns each envelope (with the schema it was checked against) and whether it is valid.
 
-	Raises when an event is invalid and Fabric Settings say to reject such events.
+	Raises EventSchemaViolation (a ValidationError naming every violation's JSON path and rule)
+	when an event is invalid and Fabric Settings say to reject such events; during an install,
+	migrate or patch the event is kept as Invalid instead, so an upgrade never fails on it.
 	"""
-	return [(envelope, True) for envelope in envelopes]
+	checked: list[tuple[Envelope, bool]] = []
+	failures: list[tuple[Envelope, list[Violation]]] = []
+	for envelope in envelopes:
+		stamped, violations = _check(envelope, derive=True)
+		checked.append((stamped, not violations))
+		if violations:
+			failures.append((stamped, violations))
+	if failures and invalid_event_policy() == REJECT and not _upgrading():
+		reject(failures)
+	return checked
+
+
+def check_consumed(envelope: Envelope | Mapping[str, Any]) -> tuple[Envelope, list[Violation]]:
+	"""Checks an event consumed from the bus; returns it (with its ``dataSchema``) and its violations.
+
+	A dict is parsed first, so a malformed envelope raises InvalidEnvelope. Nothing is raised for
+	violations: the consumer decides (dead-letter the event rather than handle it). An event type
+	with no registered schema comes back unchanged with no violations.
+	"""
+	if not isinstance(envelope, Envelope):
+		envelope = Envelope.from_dict(envelope)
+	return _check(envelope, derive=False)
+
+
+def invalid_event_policy() -> str:
+	"""Returns what Fabric Settings say to do with an invalid event: "Reject" or "Record as invalid"."""
+	settings = frappe.get_cached_doc("Fabric Settings")
+	return settings.get("invalid_event_policy") or REJECT
+
+
+def _upgrading() -> bool:
+	# An install, migrate or patch is never failed by an event: its invalid events are kept as Invalid.
+	flags = frappe.flags
+	return bool(flags.in_install or flags.in_migrate or flags.in_patch)
+
+
+def _check(envelope: Envelope, derive: bool) -> tuple[Envelope, list[Violation]]:
+	declared = envelope.data_schema
+	if declared and declared.startswith(DATA_SCHEMA_PREFIX):
+		entry = _declared_version(declared)
+		if entry is None:
+			return envelope, [_unregistered(declared)]
+	else:
+		entry = _latest(envelope, derive)
+		if entry is None:
+			return envelope, []
+	if declared != entry.data_schema:
+		envelope = envelope.with_schema(entry.data_schema)
+	payload = envelope.data.payload
+	if not isinstance(payload, dict):
+		payload = dict(payload)
+	if entry.compiled.is_valid(payload):
+		return envelope, []
+	return envelope, entry.compiled.violations(payload, PAYLOAD_PATH)
+
+
+def _declared_version(uri: str) -> Registered | None:
+	try:
+		subject, version = parse_data_schema_uri(uri)
+	except ValueError:
+		return None
+	return schema_version(subject, version)
+
+
+def _unregistered(uri: str) -> Violation:
+	return Violation(
+		"$.dataSchema",
+		"dataSchema",
+		f"{uri} is not a registered schema version; send a registered one or leave dataSchema out",
+	)
+
+
+def _latest(envelope: Envelope, derive: bool) -> Registered | None:
+	entry = latest_schema(envelope.type)
+	if entry is not None or not derive:
+		return entry
+	data = envelope.data
+	schemas = site_schemas()
+	if data.entity in schemas.derived or not is_document_event(envelope.type, data.entity, data.action):
+		return None
+	schemas.derived.add(data.entity)
+	if not ensure_doctype_schemas(data.entity):
+		return None
+	return latest_schema(envelope.type)
+
+
+def reject(failures: Sequence[tuple[Envelope, Sequence[Violation]]]) -> None:
+	"""Raises EventSchemaViolation naming each invalid event and each violation's path and rule."""
+	blocks = []
+	lines = []
+	for envelope, violations in failures:
+		label = _("The event {0} does not match its schema {1}:").format(envelope.type, envelope.data_schema)
+		blocks.append(
+			"<p>{}</p><ul>{}</ul>".format(
+				html.escape(label), "".join(f"<li>{html.escape(str(v))}</li>" for v in violations)
+			)
+		)
+		lines.append(f"{label} " + "; ".join(str(v) for v in violations))
+	hint = _(
+		"Correct the data, or ask an administrator to register a schema version that accepts it "
+		"(or to record such events as invalid in Fabric Settings)."
+	)
+	frappe.msgprint(
+		"".join(blocks) + f"<p>{html.escape(hint)}</p>",
+		title=_("Event does not match its schema"),
+		indicator="red",
+	)
+	raise EventSchemaViolation(" ".join(lines) + " " + hint)

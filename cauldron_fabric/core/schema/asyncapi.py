@@ -197,7 +197,7 @@ def asyncapi_document(
 				"action": action,
 				"channel": {"$ref": f"#/channels/{channel_id}"},
 				"messages": [{"$ref": f"#/channels/{channel_id}/messages/{message_id}"}],
-				"summary": f"{MODULES[module]} {'publishes' if action == 'send' else 'consumes'} {entry.type}.",
+				"summary": f"{MODULES.get(module, module)} {'publishes' if action == 'send' else 'consumes'} {entry.type}.",
 				"tags": [{"name": module}],
 			}
 	document: dict[str, Any] = {

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -103,11 +104,30 @@ def validator_class(schema: Any) -> type[Validator]:
 
 
 def check_schema(schema: Any) -> None:
-	"""Raises InvalidSchema listing every defect when ``schema`` is not a usable, self-contained schema."""
+	"""Raises InvalidSchema listing every defect when ``schema`` is not a usable, self-contained schema.
+
+	A schema found usable once is remembered by its fingerprint: checking it against the
+	meta-schema takes tens of milliseconds for a large DocType's schema, hashing it well under one.
+	"""
 	if isinstance(schema, bool):
 		return
 	if not isinstance(schema, Mapping):
 		raise InvalidSchema([f"a schema must be a JSON object (or true/false), got {type(schema).__name__}"])
+	fingerprint = schema_fingerprint(schema)
+	if fingerprint in _USABLE:
+		return
+	_check_against_meta_schema(schema)
+	_USABLE[fingerprint] = True
+	while len(_USABLE) > USABLE_REMEMBERED:
+		_USABLE.popitem(last=False)
+
+
+# Fingerprints of schemas that passed check_schema, oldest first.
+_USABLE: OrderedDict[str, bool] = OrderedDict()
+USABLE_REMEMBERED = 4096
+
+
+def _check_against_meta_schema(schema: Mapping[str, Any]) -> None:
 	cls = validator_class(schema)
 	problems = [
 		f"{_pointer(error.absolute_path)}: {error.message}"

@@ -8,7 +8,8 @@ plain dicts with DocField's keys: ``fieldname``, ``fieldtype``, ``label``, ``req
 * dates as ``YYYY-MM-DD``, datetimes as ``YYYY-MM-DD HH:MM:SS[.ffffff]`` (site time, no zone),
   times as ``H:MM:SS[.ffffff]``;
 * mandatory fields (``reqd``) are required and never null; other fields may be null;
-* Select becomes an enum of its options, Check 0 or 1, Link a string, Table an array of rows;
+* Select becomes an enum of its options ("" included unless mandatory), Check 0, 1, false or
+  true, Link a string, Table an array of rows; virtual fields accept any value;
 * the standard fields (name, owner, creation, modified, modified_by, docstatus, idx, doctype,
   and parent, parentfield, parenttype on rows) are included.
 
@@ -87,7 +88,12 @@ def field_schema(
 		}
 	elif fieldtype == "Select":
 		choices = [line.strip() for line in options.splitlines() if line.strip()]
-		schema = {"type": "string", "enum": choices} if choices else {"type": "string"}
+		# Frappe checks neither a Select without options (filled in by scripts) nor naming_series.
+		if choices and field.get("fieldname") != "naming_series":
+			# An unset optional Select is kept as "" rather than null.
+			schema = {"type": "string", "enum": choices if field.get("reqd") else ["", *choices]}
+		else:
+			schema = {"type": "string"}
 	elif fieldtype in VARCHAR_TYPES or fieldtype in TEXT_TYPES:
 		schema = {"type": "string"}
 		if fieldtype in VARCHAR_TYPES:
@@ -99,7 +105,8 @@ def field_schema(
 	elif fieldtype == "Int":
 		schema = {"type": "integer"}
 	elif fieldtype == "Check":
-		schema = {"type": "integer", "enum": [0, 1]}
+		# db_set stores what it is given, so a flag set to True travels as true.
+		schema = {"enum": [0, 1, False, True]}
 	elif fieldtype in NUMBER_TYPES:
 		schema = {"type": "number"}
 	elif fieldtype == "Date":
@@ -113,6 +120,9 @@ def field_schema(
 	else:
 		# JSON fields hold any JSON value; unknown field types are described, not guessed.
 		schema = {}
+	if field.get("is_virtual"):
+		# A virtual field's value comes from code, not from the column its type describes.
+		schema = {}
 	if field.get("non_negative") and schema.get("type") in ("integer", "number"):
 		schema["minimum"] = 0
 	if field.get("label"):
@@ -124,6 +134,8 @@ def field_schema(
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 	declared = schema.get("type")
 	if declared is None:
+		if "enum" in schema and None not in schema["enum"]:
+			return {**schema, "enum": [*schema["enum"], None]}
 		return schema
 	types = [declared] if isinstance(declared, str) else list(declared)
 	result = {**schema, "type": [*types, "null"]}
@@ -134,10 +146,12 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _standard_properties(doctype: str, child: bool) -> dict[str, Any]:
 	text = {"type": "string", "maxLength": VARCHAR_LENGTH}
+	# Names of DocTypes named by "autoincrement" are integers (and so are their rows' parent).
+	key = {"type": ["string", "integer"], "maxLength": VARCHAR_LENGTH}
 	moment = {"type": "string", "pattern": DATETIME_PATTERN}
 	properties: dict[str, Any] = {
 		"doctype": {"const": doctype},
-		"name": text,
+		"name": key,
 		"owner": text,
 		"creation": moment,
 		"modified": moment,
@@ -146,7 +160,7 @@ def _standard_properties(doctype: str, child: bool) -> dict[str, Any]:
 		"idx": {"type": "integer", "minimum": 0},
 	}
 	if child:
-		properties.update({"parent": text, "parentfield": text, "parenttype": text})
+		properties.update({"parent": key, "parentfield": text, "parenttype": text})
 	return properties
 
 

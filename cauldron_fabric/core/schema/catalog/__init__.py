@@ -65,8 +65,8 @@ class CatalogEntry:
 
 	@property
 	def owner_title(self) -> str:
-		"""Returns the owning module's display name (``Aegis Protocol``)."""
-		return MODULES[self.owner]
+		"""Returns the owning module's display name (``Aegis Protocol``), or the owner as given."""
+		return MODULES.get(self.owner, self.owner)
 
 	@classmethod
 	def from_dict(cls, body: Mapping[str, Any], origin: str = "catalog") -> CatalogEntry:

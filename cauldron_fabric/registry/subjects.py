@@ -1,0 +1,97 @@
+"""Subjects of the registry (one per event type) and their compatibility modes."""
+
+from __future__ import annotations
+
+import frappe
+from frappe import _
+
+from cauldron_fabric.core.envelope import TYPE_PATTERN
+from cauldron_fabric.core.errors import ConfigurationError
+from cauldron_fabric.core.schema import CompatibilityMode, parse_mode
+from cauldron_fabric.registry.errors import InvalidCompatibilityLevel, InvalidSubject, SubjectNotFound
+
+SUBJECT = "Event Subject"
+CATALOG = "Catalog"
+DOCTYPE = "DocType"
+REGISTERED = "Registered"
+
+
+def check_subject_name(subject: str | None) -> str:
+	"""Returns the subject trimmed; raises InvalidSubject unless it is an event type."""
+	subject = (subject or "").strip()
+	if not subject:
+		raise InvalidSubject(_("subject is required: the event type, such as sales_invoice.submitted."))
+	if not TYPE_PATTERN.match(subject) or len(subject) > 140:
+		raise InvalidSubject(
+			_(
+				"The subject {0} is not an event type. Use lower-case words joined by dots, such as "
+				"sales_invoice.submitted (at most 140 characters)."
+			).format(repr(subject))
+		)
+	return subject
+
+
+def check_mode(value: str | None) -> CompatibilityMode:
+	"""Returns the compatibility mode named by ``value``; raises InvalidCompatibilityLevel otherwise."""
+	try:
+		return parse_mode(value)
+	except ConfigurationError:
+		raise InvalidCompatibilityLevel(
+			_("Invalid compatibility level {0}. Valid values are {1}.").format(
+				repr(value), ", ".join(mode.value for mode in CompatibilityMode)
+			)
+		) from None
+
+
+def default_mode() -> CompatibilityMode:
+	"""Returns the site-wide mode of Fabric Settings (BACKWARD unless changed)."""
+	return parse_mode(frappe.db.get_single_value("Fabric Settings", "default_compatibility"))
+
+
+def subject_mode(subject: str) -> CompatibilityMode:
+	"""Returns the mode a subject's new versions are checked under: its own, else the default."""
+	own = frappe.db.get_value(SUBJECT, subject, "compatibility")
+	return parse_mode(own) if own else default_mode()
+
+
+def own_mode(subject: str) -> str | None:
+	"""Returns the mode set on the subject itself (None when it follows the default)."""
+	require_subject(subject)
+	return frappe.db.get_value(SUBJECT, subject, "compatibility") or None
+
+
+def require_subject(subject: str) -> None:
+	"""Raises SubjectNotFound (40401) unless the subject exists."""
+	if not frappe.db.exists(SUBJECT, subject):
+		raise SubjectNotFound(_("Subject {0} not found.").format(repr(subject)))
+
+
+def ensure_subject(subject: str, origin: str = REGISTERED, reference_doctype: str | None = None) -> None:
+	"""Creates the subject if it is missing; an existing one keeps its origin and mode."""
+	if frappe.db.exists(SUBJECT, subject):
+		return
+	frappe.get_doc(
+		{
+			"doctype": SUBJECT,
+			"subject": subject,
+			"origin": origin,
+			"reference_doctype": reference_doctype,
+		}
+	).insert(ignore_permissions=True)
+
+
+def set_subject_mode(subject: str, mode: str | None) -> str | None:
+	"""Sets a subject's own mode (creating the subject if needed); empty returns it to the default."""
+	subject = check_subject_name(subject)
+	value = check_mode(mode).value if mode else None
+	ensure_subject(subject)
+	doc = frappe.get_doc(SUBJECT, subject)
+	doc.compatibility = value
+	doc.save(ignore_permissions=True)
+	return value
+
+
+def list_subjects(prefix: str | None = None) -> list[str]:
+	"""Returns the subjects that have at least one version, sorted, optionally by prefix."""
+	names = frappe.get_all(SUBJECT, filters={"latest_version": (">", 0)}, pluck="name", order_by="name asc")
+	return [name for name in names if name.startswith(prefix)] if prefix else names
