@@ -54,5 +54,6 @@ def status(context) -> None:
 		frappe.destroy()
 
 
+fabric.add_command(importlib.import_module("cauldron_fabric.delivery.cli").deliver)
 fabric.add_command(importlib.import_module("cauldron_fabric.registry.cli").codegen)
 commands = [fabric]

@@ -32,6 +32,7 @@ doc_events = {
 		"after_delete": "cauldron_fabric.emit.documents.after_delete",
 		"after_rename": "cauldron_fabric.emit.documents.after_rename",
 	},
+	"Dead Letter": {"on_change": "cauldron_fabric.delivery.dead_letters.discard_delivery"},
 	# Derived event schemas follow their DocType: refreshed before the change commits.
 	"DocType": {"on_update": "cauldron_fabric.registry.doctypes.schema_source_changed"},
 	"Custom Field": {
@@ -48,10 +49,17 @@ doc_events = {
 # ---------------
 scheduler_events = {
 	"cron": {
-		"* * * * *": ["cauldron_fabric.emit.scheduled.relay_pending_events"],
+		"* * * * *": [
+			"cauldron_fabric.emit.scheduled.relay_pending_events",
+			"cauldron_fabric.delivery.jobs.deliver_due_deliveries",
+			"cauldron_fabric.delivery.jobs.fire_subscription_triggers",
+		],
 		"*/5 * * * *": ["cauldron_fabric.emit.scheduled.emit_heartbeat"],
 	},
-	"daily": ["cauldron_fabric.emit.scheduled.purge_expired_events"],
+	"daily": [
+		"cauldron_fabric.emit.scheduled.purge_expired_events",
+		"cauldron_fabric.delivery.jobs.purge_settled_deliveries",
+	],
 }
 
 # Handlers of events: other apps register theirs the same way, by event type pattern

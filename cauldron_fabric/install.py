@@ -7,28 +7,37 @@ import frappe
 from cauldron_fabric.core.outbox.sql import DEFAULT_TABLE, index_statements
 
 ROLE = "Fabric Manager"
+PUBLISHER_ROLE = "Fabric Publisher"  # may publish events through the API, nothing else
 
 
 def after_install() -> None:
 	"""Creates the role, saves Fabric Settings with their defaults and adds the indexes."""
 	ensure_role()
+	ensure_role(PUBLISHER_ROLE, desk_access=0)
 	if not frappe.db.get_single_value("Fabric Settings", "topic_template"):
 		frappe.new_doc("Fabric Settings").save(ignore_permissions=True)
 	ensure_indexes()
+	from cauldron_fabric.delivery.indexes import ensure_delivery_indexes
+
+	ensure_delivery_indexes()
 	frappe.get_attr("cauldron_fabric.registry.catalog.sync_registry")()
 
 
 def after_migrate() -> None:
 	"""Keeps the role and the relay's composite indexes in place after every migrate."""
 	ensure_role()
+	ensure_role(PUBLISHER_ROLE, desk_access=0)
 	ensure_indexes()
+	from cauldron_fabric.delivery.indexes import ensure_delivery_indexes
+
+	ensure_delivery_indexes()
 	frappe.get_attr("cauldron_fabric.registry.catalog.sync_registry")()
 
 
-def ensure_role() -> None:
-	"""Creates the Fabric Manager role (desk access) if missing."""
-	if not frappe.db.exists("Role", ROLE):
-		frappe.get_doc({"doctype": "Role", "role_name": ROLE, "desk_access": 1}).insert(
+def ensure_role(role: str = ROLE, desk_access: int = 1) -> None:
+	"""Creates a role (the Fabric Manager role, with desk access, by default) if missing."""
+	if not frappe.db.exists("Role", role):
+		frappe.get_doc({"doctype": "Role", "role_name": role, "desk_access": desk_access}).insert(
 			ignore_permissions=True
 		)
 

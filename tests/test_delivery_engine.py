@@ -13,7 +13,6 @@ from cloudevents.core.bindings import amqp as ce_amqp
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
 from standardwebhooks.webhooks import Webhook
-from test_delivery_webhook import Receiver, Reply
 
 from cauldron_fabric.core.delivery.addresses import AddressPolicy
 from cauldron_fabric.core.delivery.destinations import Destinations
@@ -24,6 +23,7 @@ from cauldron_fabric.core.delivery.subscription import build_index, build_subscr
 from cauldron_fabric.core.delivery.webhook import WebhookSender, generate_secret
 from cauldron_fabric.core.errors import PermanentError
 from cauldron_fabric.core.transports import open_transport
+from cauldron_fabric.testing.http_receiver import Receiver, Reply
 from cauldron_fabric.testing.kafka_broker import read_topic
 from conftest import make_envelope
 

@@ -3,15 +3,11 @@ the official ``standardwebhooks`` library; the SSRF guard and DNS pinning."""
 
 import datetime as dt
 import email.utils
-import http.server
 import ipaddress
 import json
 import ssl
 import subprocess
-import threading
 import time
-from collections import defaultdict, deque
-from dataclasses import dataclass, field
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -26,97 +22,10 @@ from cauldron_fabric.core.delivery.webhook import (
 	signature_headers,
 )
 from cauldron_fabric.core.errors import ConfigurationError
+from cauldron_fabric.testing.http_receiver import Receiver, Reply
 from cauldron_fabric.testing.kafka_broker import free_port
 
 LOOPBACK = AddressPolicy.from_allow_list(["127.0.0.0/8", "::1/128"])
-
-
-@dataclass(frozen=True)
-class Reply:
-	status: int = 200
-	body: bytes = b'{"ok":true}'
-	headers: tuple = ()
-	delay: float = 0.0
-
-
-@dataclass
-class Received:
-	method: str
-	path: str
-	headers: dict
-	body: bytes
-	started: float
-	finished: float = 0.0
-
-
-@dataclass
-class Receiver:
-	"""A real HTTP/1.1 server on 127.0.0.1 that answers from a script and records every request."""
-
-	default: Reply = field(default_factory=Reply)
-	requests: list = field(default_factory=list)
-	script: dict = field(default_factory=lambda: defaultdict(deque))
-	lock: threading.Lock = field(default_factory=threading.Lock)
-
-	def start(self, tls_context=None):
-		receiver = self
-
-		class Handler(http.server.BaseHTTPRequestHandler):
-			protocol_version = "HTTP/1.1"
-			disable_nagle_algorithm = True  # else keep-alive replies stall 40 ms on delayed ACKs
-
-			def do_POST(self):
-				length = int(self.headers.get("Content-Length") or 0)
-				record = Received(
-					self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
-					self.rfile.read(length), time.monotonic(),
-				)  # fmt: skip
-				with receiver.lock:
-					receiver.requests.append(record)
-					queue = receiver.script[self.path]
-					reply = queue.popleft() if queue else receiver.default
-				time.sleep(reply.delay)
-				try:
-					self.send_response(reply.status)
-					for name, value in reply.headers:
-						self.send_header(name, value)
-					self.send_header("Content-Length", str(len(reply.body)))
-					self.end_headers()
-					self.wfile.write(reply.body)
-				except OSError:
-					pass  # the sender gave up (timeout) and closed the connection
-				record.finished = time.monotonic()
-
-			do_PUT = do_PATCH = do_POST
-
-			def log_message(self, *args):
-				pass
-
-		self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-		self.server.daemon_threads = True
-		if tls_context is not None:
-			self.server.socket = tls_context.wrap_socket(self.server.socket, server_side=True)
-		threading.Thread(target=self.server.serve_forever, daemon=True).start()
-		return self
-
-	@property
-	def port(self):
-		return self.server.server_address[1]
-
-	def url(self, path="/hook", host="127.0.0.1", scheme="http"):
-		return f"{scheme}://{host}:{self.port}{path}"
-
-	def reply(self, path, *replies):
-		with self.lock:
-			self.script[path].extend(replies)
-
-	def on(self, path):
-		with self.lock:
-			return [r for r in self.requests if r.path == path]
-
-	def stop(self):
-		self.server.shutdown()
-		self.server.server_close()
 
 
 @pytest.fixture

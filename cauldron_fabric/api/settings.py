@@ -1,4 +1,4 @@
-"""Fabric Settings actions: test the Kafka connection, read the relay status."""
+"""Fabric Settings actions: test the Kafka and RabbitMQ connections, read the relay status."""
 
 from __future__ import annotations
 
@@ -19,6 +19,25 @@ def test_connection() -> dict[str, Any]:
 
 	try:
 		report = check_connection()
+	except FabricError as exc:
+		return {"ok": False, "summary": str(exc), "details": {}}
+	return {"ok": report.ok, "summary": report.summary, "details": dict(report.details)}
+
+
+@frappe.whitelist(methods=["POST"])
+def test_rabbitmq_connection() -> dict[str, Any]:
+	"""Connects to RabbitMQ with the saved settings and says what it found or what is wrong."""
+	require_role()
+	from cauldron_fabric.delivery.connections import check_rabbitmq_connection
+
+	settings = frappe.get_single("Fabric Settings")
+	password = (
+		settings.get_password("rabbitmq_password", raise_exception=False)
+		if settings.rabbitmq_password
+		else None
+	)
+	try:
+		report = check_rabbitmq_connection(settings.rabbitmq_url, password, settings.rabbitmq_exchange)
 	except FabricError as exc:
 		return {"ok": False, "summary": str(exc), "details": {}}
 	return {"ok": report.ok, "summary": report.summary, "details": dict(report.details)}

@@ -1,11 +1,68 @@
-"""Planning deliveries in the transaction that records the events."""
+"""Planning deliveries in the transaction that records the events.
+
+``record()`` calls ``enqueue_deliveries`` right after appending the events to the outbox, so
+the deliveries commit or roll back with them. Matching runs against the process's cached
+index (no query per event); with no subscription on the site this returns at once. After the
+commit one Redis message wakes the delivery workers; if it is lost they find the rows anyway.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import frappe
+from frappe.utils import now_datetime
+
+from cauldron_fabric.core.delivery import DeliveryRequest, build_enqueue, plan_deliveries
 from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.delivery.subscriptions import routing_index
 
 
 def enqueue_deliveries(envelopes: Sequence[Envelope]) -> None:
 	"""Queues one delivery per matching subscription, in the current transaction."""
+	if not envelopes:
+		return
+	index = routing_index()
+	if not len(index):
+		return
+	requests: list[DeliveryRequest] = []
+	for envelope in envelopes:
+		requests += plan_deliveries(envelope, index)
+	insert_deliveries(requests)
+
+
+def insert_deliveries(requests: Sequence[DeliveryRequest]) -> None:
+	"""Inserts deliveries (an existing subscription-event pair is skipped) and wakes the workers."""
+	if not requests:
+		return
+	session = getattr(frappe.local, "session", None)
+	actor = (session and session.get("user")) or "Administrator"
+	sql, params = build_enqueue(requests, actor=actor, now=now_datetime())
+	frappe.db.sql(sql, params)
+	wake_delivery_workers_after_commit()
+
+
+def delivery_channel() -> str:
+	"""Returns the Redis channel that wakes this site's delivery workers."""
+	return f"cauldron_fabric:deliveries:{frappe.local.site}"
+
+
+def wake_delivery_workers_after_commit() -> None:
+	"""Schedules one wake-up of the delivery workers for when the transaction commits."""
+	if getattr(frappe.local, "fabric_delivery_wakeup", False):
+		return
+	frappe.local.fabric_delivery_wakeup = True
+	frappe.db.after_commit.add(_wake)
+	frappe.db.after_rollback.add(_forget)
+
+
+def _forget() -> None:
+	frappe.local.fabric_delivery_wakeup = False
+
+
+def _wake() -> None:
+	_forget()
+	try:
+		frappe.cache.publish(delivery_channel(), "1")
+	except Exception:
+		frappe.logger("cauldron_fabric").warning("could not wake delivery workers", exc_info=True)

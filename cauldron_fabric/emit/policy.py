@@ -117,7 +117,7 @@ def load_policy() -> EmitPolicy:
 	settings = frappe.get_cached_doc("Fabric Settings")
 	return EmitPolicy(
 		enabled=bool(cint(settings.enabled)),
-		publishing=bool((settings.bootstrap_servers or "").strip()),
+		publishing=bool((settings.bootstrap_servers or "").strip() or (settings.rabbitmq_url or "").strip()),
 		source=(settings.event_source or "").strip() or f"frappe://{frappe.local.site}",
 		document_events=bool(cint(settings.emit_document_events)),
 		business_events=bool(cint(settings.emit_business_events)),

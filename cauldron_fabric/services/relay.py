@@ -6,6 +6,7 @@ locks), never on ``frappe.db``, so a long publish never holds a user transaction
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -13,10 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import frappe
 import pymysql
-from frappe.utils import cint, now_datetime
+from frappe.utils import cint, get_system_timezone, now_datetime
 
 from cauldron_fabric.core.outbox.sql import SqlOutboxStore
 from cauldron_fabric.core.ports import ConnectionReport
@@ -40,9 +42,29 @@ class RelaySettings:
 
 
 def load_relay_settings() -> RelaySettings | None:
-	"""Reads Fabric Settings afresh; None when no broker is configured (embedded mode)."""
+	"""Reads Fabric Settings afresh; None when no broker is configured (embedded mode).
+
+	Kafka bootstrap servers and a RabbitMQ URL each turn publishing on; with both, every event
+	goes to both (RabbitMQ's routing key is the event type, on the configured exchange).
+	"""
 	frappe.clear_document_cache("Fabric Settings", "Fabric Settings")
 	settings = frappe.get_single("Fabric Settings")
+	kafka, rabbitmq = kafka_connection(settings), rabbitmq_connection(settings)
+	if kafka is None and rabbitmq is None:
+		return None
+	transport_url, options = kafka or rabbitmq
+	if kafka and rabbitmq:
+		transport_url, options = "fanout://", {"legs": (kafka, rabbitmq)}
+	return RelaySettings(
+		transport_url=transport_url,
+		topic_template=settings.topic_template or "cauldron.{domain}",
+		batch_size=min(max(cint(settings.relay_batch_size) or 500, 1), 10000),
+		transport_options=options,
+	)
+
+
+def kafka_connection(settings) -> tuple[str, dict[str, Any]] | None:
+	"""Returns the Kafka transport URL and options of Fabric Settings, or None without servers."""
 	servers = ",".join(s.strip() for s in (settings.bootstrap_servers or "").split(",") if s.strip())
 	if not servers:
 		return None
@@ -60,12 +82,47 @@ def load_relay_settings() -> RelaySettings | None:
 		"topic_replication": cint(settings.topic_replication) or 1,
 		"message_timeout_ms": cint(settings.message_timeout_ms) or 10000,
 	}
-	return RelaySettings(
-		transport_url=f"kafka://{servers}",
-		topic_template=settings.topic_template or "cauldron.{domain}",
-		batch_size=min(max(cint(settings.relay_batch_size) or 500, 1), 10000),
-		transport_options=options,
+	return f"kafka://{servers}", options
+
+
+def rabbitmq_connection(settings) -> tuple[str, dict[str, Any]] | None:
+	"""Returns the RabbitMQ URL (with the password field put in) and options, or None without a URL."""
+	from cauldron_fabric.delivery.connections import rabbitmq_url_with_password
+
+	url = (settings.rabbitmq_url or "").strip()
+	if not url:
+		return None
+	password = (
+		settings.get_password("rabbitmq_password", raise_exception=False)
+		if settings.rabbitmq_password
+		else None
 	)
+	options = {"exchange": (settings.rabbitmq_exchange or "").strip() or "cauldron.events"}
+	return rabbitmq_url_with_password(url, password), options
+
+
+def open_relay_transport(url: str, options: dict[str, Any]):
+	"""Opens the relay's transport: RabbitMQ routed by event type, both brokers for ``fanout://``."""
+	from cauldron_fabric.core.transports.fanout import FanoutTransport, RoutedTransport, route_by_event_type
+
+	if url == "fanout://":
+		return FanoutTransport([open_relay_transport(*leg) for leg in options["legs"]])
+	if url.startswith("amqp"):
+		# Not mandatory: like a Kafka topic nobody reads, a type nobody binds is no error.
+		transport = open_transport(url, {**options, "mandatory": False})
+		return RoutedTransport(transport, route_by_event_type(options["exchange"]))
+	transport = open_transport(url, options)
+	return transport
+
+
+def site_clock() -> Callable[[], dt.datetime]:
+	"""Returns a clock in the site's time zone that works outside Frappe's request context.
+
+	The relay settles on a background thread, where frappe.local (and so now_datetime) is
+	not bound; the zone is read once here instead.
+	"""
+	zone = ZoneInfo(get_system_timezone())
+	return lambda: dt.datetime.now(zone).replace(tzinfo=None)
 
 
 def site_db_connector() -> Callable[[], Any]:
@@ -77,24 +134,24 @@ def site_db_connector() -> Callable[[], Any]:
 def build_relay(settings: RelaySettings, on_cycle: Callable[[RelayReport], None] | None = None) -> Relay:
 	"""Builds a relay on its own database connection and a transport from the settings."""
 	connect = site_db_connector()
-	sessions = [SqlOutboxStore(connect, clock=now_datetime) for _ in range(3)]
-	transport = open_transport(settings.transport_url, settings.transport_options)
+	clock = site_clock()
+	sessions = [SqlOutboxStore(connect, clock=clock) for _ in range(3)]
+	transport = open_relay_transport(settings.transport_url, settings.transport_options)
 	options = RelayOptions(
 		batch_size=settings.batch_size, topic_template=settings.topic_template, backoff=Backoff()
 	)
-	return Relay(
-		sessions[0], transport, options, clock=now_datetime, on_cycle=on_cycle, more_stores=sessions[1:]
-	)
+	return Relay(sessions[0], transport, options, clock=clock, on_cycle=on_cycle, more_stores=sessions[1:])
 
 
 def check_connection(timeout: float = 5.0) -> ConnectionReport:
 	"""Connects with the saved settings and reports what was found."""
-	settings = load_relay_settings()
-	if settings is None:
+	frappe.clear_document_cache("Fabric Settings", "Fabric Settings")
+	kafka = kafka_connection(frappe.get_single("Fabric Settings"))
+	if kafka is None:
 		return ConnectionReport(
-			False, "No bootstrap servers are set: the fabric records events but publishes none."
+			False, "No bootstrap servers are set: the fabric records events but publishes none to Kafka."
 		)
-	transport = open_transport(settings.transport_url, settings.transport_options)
+	transport = open_transport(*kafka)
 	try:
 		return transport.check(timeout)
 	finally:

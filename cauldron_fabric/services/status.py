@@ -10,6 +10,7 @@ from frappe.utils import get_datetime, now_datetime
 
 from cauldron_fabric import __version__
 from cauldron_fabric.core.outbox.sql import FAILED, PENDING
+from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.services.relay import STATUS_KEY
 
 RELAY_STALE_SECONDS = 60
@@ -50,5 +51,5 @@ def site_status() -> dict[str, Any]:
 		"fabricVersion": __version__,
 		"outbox": outbox_status(),
 		"relays": [r for r in relay_statuses() if not r["stale"]],
-		"publishing": bool(frappe.db.get_single_value("Fabric Settings", "bootstrap_servers")),
+		"publishing": current_policy().publishing,
 	}

@@ -8,7 +8,8 @@ address                             destination
                                     allow-list
 ``kafka:topic.name``                a Kafka topic, through the Kafka transport of Fabric Settings
 ``amqp:exchange/routing.key``       a RabbitMQ exchange and routing key (``amqp:routing.key``
-                                    uses the transport's default exchange)
+                                    uses the transport's default exchange; ``{type}`` in the
+                                    key stands for the event type: ``amqp:events/{type}``)
 ``handler:app.module.function``     an in-app handler another app registered in its hooks; it is
                                     called as ``function(envelope, payload)``
 ==================================  ===========================================================
@@ -45,6 +46,7 @@ TARGET_RULES = {
 	),
 }
 Handler = Callable[[Envelope, RenderedPayload], Any]
+TYPE_PLACEHOLDER = "{type}"
 
 
 class DestinationUnavailable(RetryableError):
@@ -121,9 +123,13 @@ class TransportDestination(Destination):
 
 	def deliver_many(self, items: Sequence[tuple[Envelope, RenderedPayload]]) -> list[Outcome]:
 		"""Publishes every event keyed by its entity (so one entity stays in order) and waits for acks."""
+		templated = TYPE_PLACEHOLDER in self.destination
 		messages = [
 			OutboundMessage(
-				self.destination, envelope.partition_key, payload.body, payload.headers(KAFKA_PREFIX)
+				self.destination.replace(TYPE_PLACEHOLDER, envelope.type) if templated else self.destination,
+				envelope.partition_key,
+				payload.body,
+				payload.headers(KAFKA_PREFIX),
 			)
 			for envelope, payload in items
 		]

@@ -1,7 +1,8 @@
 """Delivery tracking on a MariaDB table shaped like a Frappe DocType table (``Event Delivery``).
 
 One row per (subscription, event), unique on the pair, named from a sequence like the Event Log
-(an ``autoincrement`` DocType). Workers claim due rows with ``SELECT … FOR UPDATE SKIP LOCKED``
+(an ``autoincrement`` DocType). Status code and latency are NOT NULL like Frappe's Int and
+Float columns, 0 standing for "none". Workers claim due rows with ``SELECT … FOR UPDATE SKIP LOCKED``
 under READ COMMITTED and hold them for the whole attempt, so two workers never attempt the same
 delivery at once and no gap locks block the user's saves that enqueue new deliveries.
 Dead rows (status ``Dead``) are the dead letters; ``attempt_log`` keeps each attempt as JSON.
@@ -67,7 +68,8 @@ def create_table_sql(table: str = DEFAULT_TABLE, sequence: str = DEFAULT_SEQUENC
 			subscription varchar(140), event_id varchar(140), event_type varchar(140), ordering_key varchar(280),
 			envelope longtext, status varchar(140), attempts int not null default 0,
 			next_attempt_at datetime(6), delivered_at datetime(6), last_error text,
-			last_status_code int, last_latency_ms decimal(21,9), attempt_log longtext,
+			last_status_code int not null default 0, last_latency_ms decimal(21,9) not null default 0,
+			attempt_log longtext,
 			unique key fabric_subscription_event (subscription, event_id)
 		) ENGINE=InnoDB CHARACTER SET=utf8mb4 COLLATE=utf8mb4_unicode_ci""",
 	]
@@ -88,15 +90,19 @@ def build_enqueue(
 	columns = (*STANDARD_COLUMNS, *ENQUEUE_COLUMNS)
 	row = "(nextval(`{}`), {})".format(sequence, ", ".join(["%s"] * (len(columns) - 1)))
 	params: list[Any] = []
+	bodies: dict[int, str] = {}  # an event matching several subscriptions is serialised once
 	for request in requests:
 		env = request.envelope
+		body = bodies.get(id(env))
+		if body is None:
+			body = bodies[id(env)] = env.to_json()
 		params += [now, now, actor, actor, 0, 0]
 		params += [
 			request.subscription,
 			env.id,
 			env.type,
 			request.ordering_key,
-			env.to_json(),
+			body,
 			PENDING,
 			0,
 			now,
@@ -245,7 +251,8 @@ class SqlDeliveryStore(DeliveryStore):
 				],
 				"t.status = v.status, t.attempts = t.attempts + 1, "
 				"t.next_attempt_at = COALESCE(v.next_at, t.next_attempt_at), t.last_error = v.error, "
-				"t.last_status_code = v.code, t.last_latency_ms = v.latency, t.attempt_log = v.log, "
+				"t.last_status_code = COALESCE(v.code, 0), t.last_latency_ms = COALESCE(v.latency, 0), "
+				"t.attempt_log = v.log, "
 				"t.delivered_at = COALESCE(v.delivered, t.delivered_at), t.modified = %s",
 				now,
 			)
@@ -312,10 +319,12 @@ class SqlDeliveryStore(DeliveryStore):
 		if not rows:
 			return None
 		r = rows[0]
-		latency = None if r[9] is None else float(r[9])
+		# Like Frappe's Int and Float columns these are NOT NULL: 0 stands for "none".
+		code = int(r[8]) or None if r[8] is not None else None
+		latency = float(r[9]) or None if r[9] is not None else None
 		history = tuple(json.loads(r[11] or "[]"))
 		return DeliveryRow(
-			int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], r[6], r[7], r[8], latency, r[10], history
+			int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], r[6], r[7], code, latency, r[10], history
 		)
 
 	def status_counts(self) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Transport adapters, chosen by URL scheme: ``kafka://``, ``memory://``.
+"""Transport adapters, chosen by URL scheme: ``kafka://``, ``amqp://`` (``amqps://``), ``memory://``.
 
 Adapters are imported on first use, so a site without Kafka never loads librdkafka.
 """
@@ -17,6 +17,7 @@ ADAPTERS: dict[str, str] = {
 	"kafka": "cauldron_fabric.core.transports.kafka:KafkaTransport",
 	"memory": "cauldron_fabric.core.transports.memory:MemoryTransport",
 	"amqp": "cauldron_fabric.core.transports.rabbitmq:RabbitMQTransport",
+	"amqps": "cauldron_fabric.core.transports.rabbitmq:RabbitMQTransport",
 }
 
 

@@ -42,5 +42,10 @@ class DeadLetter(Document):
 	def resolve(self, status: str, note: str) -> None:
 		"""Records who resolved the letter, when and how."""
 		self.db_set(
-			{"status": status, "resolved_by": frappe.session.user, "resolved_at": now_datetime(), "resolution_note": note}
+			{
+				"status": status,
+				"resolved_by": frappe.session.user,
+				"resolved_at": now_datetime(),
+				"resolution_note": note,
+			}
 		)

@@ -1,4 +1,4 @@
-// Fabric Settings: connection test, relay status, the built-in deny list.
+// Fabric Settings: connection tests (Kafka, RabbitMQ), relay status, the built-in deny list.
 
 frappe.ui.form.on("Fabric Settings", {
 	refresh(frm) {
@@ -13,6 +13,22 @@ frappe.ui.form.on("Fabric Settings", {
 			method: "cauldron_fabric.api.settings.test_connection",
 			freeze: true,
 			freeze_message: __("Connecting to Kafka…"),
+		});
+		frappe.msgprint({
+			title: message.ok ? __("Connected") : __("Connection failed"),
+			indicator: message.ok ? "green" : "red",
+			message: frappe.utils.escape_html(message.summary),
+		});
+	},
+
+	async test_rabbitmq_connection(frm) {
+		if (frm.is_dirty()) {
+			await frm.save();
+		}
+		const { message } = await frappe.call({
+			method: "cauldron_fabric.api.settings.test_rabbitmq_connection",
+			freeze: true,
+			freeze_message: __("Connecting to RabbitMQ…"),
 		});
 		frappe.msgprint({
 			title: message.ok ? __("Connected") : __("Connection failed"),

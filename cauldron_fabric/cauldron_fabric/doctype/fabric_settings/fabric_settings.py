@@ -1,4 +1,4 @@
-"""Fabric Settings: what is emitted, and the Kafka connection that turns publishing on."""
+"""Fabric Settings: what is emitted, and the Kafka or RabbitMQ connection that turns publishing on."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ class FabricSettings(Document):
 		self.validate_security()
 		self.validate_topic_template()
 		self.validate_numbers()
+		self.validate_rabbitmq()
+		self.validate_webhook_allow_list()
 
 	def validate_bootstrap_servers(self) -> None:
 		servers = [s.strip() for s in (self.bootstrap_servers or "").split(",") if s.strip()]
@@ -71,6 +73,7 @@ class FabricSettings(Document):
 			"message_timeout_ms": (1000, 3_600_000),
 			"relay_batch_size": (1, 10000),
 			"retention_days": (0, 36500),
+			"delivery_batch_size": (0, 5000),  # 0: the default (100)
 		}
 		for fieldname, (low, high) in limits.items():
 			value = cint(self.get(fieldname))
@@ -78,6 +81,32 @@ class FabricSettings(Document):
 				frappe.throw(
 					_("{0} must be between {1} and {2}.").format(_(self.meta.get_label(fieldname)), low, high)
 				)
+
+	def validate_rabbitmq(self) -> None:
+		from cauldron_fabric.delivery.connections import validate_rabbitmq_url
+
+		if (self.rabbitmq_url or "").strip():
+			try:
+				self.rabbitmq_url = validate_rabbitmq_url(self.rabbitmq_url)
+			except ConfigurationError as exc:
+				frappe.throw(str(exc), title=_("RabbitMQ settings"))
+		exchange = (self.rabbitmq_exchange or "").strip()
+		if exchange and not re.match(r"^[A-Za-z0-9._:-]{1,255}$", exchange):
+			frappe.throw(
+				_("Exchange {0} may only use letters, digits, '.', '_', ':' and '-'.").format(
+					frappe.bold(exchange)
+				),
+				title=_("RabbitMQ settings"),
+			)
+		self.rabbitmq_exchange = exchange or "cauldron.events"
+
+	def validate_webhook_allow_list(self) -> None:
+		from cauldron_fabric.delivery.connections import webhook_address_policy
+
+		try:
+			webhook_address_policy(self.webhook_allowed_networks)
+		except ConfigurationError as exc:
+			frappe.throw(str(exc), title=_("Webhook allow-list"))
 
 	def on_update(self) -> None:
 		clear_policy()

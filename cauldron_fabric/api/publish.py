@@ -1,0 +1,150 @@
+"""Publishing an event into the fabric from outside: n8n, scripts, the other Cauldron modules.
+
+``POST /api/method/cauldron_fabric.api.publish.publish`` with ``Authorization: token
+<api key>:<api secret>`` of a user with the Fabric Publisher (or Fabric Manager) role and a
+JSON body that is either the seed envelope::
+
+    {"id": "…", "type": "agent.task.created", "source": "synapse", "time": "2030-01-01T00:00:00Z",
+     "data": {"entity": "Agent Task", "entityId": "T-1", "action": "created", "payload": {…}},
+     "metadata": {"correlationId": "…", "causationId": "…"}}
+
+or its minimal form ``{"type": …, "data": {"entity": …, "entityId": …, "payload": {…}}}``: a
+missing ``id`` is generated, ``time`` is now, ``source`` is the site's event source with
+``/api``, ``data.action`` is the type's last word, ``correlationId`` comes from the
+``X-Correlation-ID`` header or is new. ``metadata.userId`` is always the calling user and
+``tenantId`` defaults to the site. The event is recorded like any other (schema check, Event
+Log, outbox, subscriptions) and ``{"eventId", "type", "correlationId"}`` returned; sending the
+same ``id`` again records nothing and answers ``"duplicate": true``, so retries are safe.
+Bad input answers 422 with every problem listed, never 500.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import frappe
+from frappe import _
+
+from cauldron_fabric.api.permissions import MANAGERS, require_role
+from cauldron_fabric.core.envelope import Envelope, new_event_id, utc_now_iso
+from cauldron_fabric.core.errors import FabricError, InvalidEnvelope
+
+PUBLISHER = "Fabric Publisher"
+MAX_BODY_CHARS = 512 * 1024
+KNOWN = ("id", "type", "source", "time", "data", "metadata", "specVersion", "dataContentType", "dataSchema")
+IGNORED = ("cmd",)
+
+
+class InvalidEvent(frappe.ValidationError):
+	"""An event the fabric cannot accept; answered with 422 Unprocessable Content."""
+
+	http_status_code = 422
+
+
+@frappe.whitelist(methods=["POST"])
+def publish(
+	type: Any = None,
+	data: Any = None,
+	id: Any = None,
+	source: Any = None,
+	time: Any = None,
+	metadata: Any = None,
+	specVersion: Any = None,
+	dataContentType: Any = None,
+	dataSchema: Any = None,
+	**unknown: Any,
+) -> dict[str, Any]:
+	"""Validates an event, records it (outbox, Event Log, subscriptions) and returns its id."""
+	require_role(PUBLISHER, *MANAGERS)
+	given = {
+		"id": id,
+		"type": type,
+		"source": source,
+		"time": time,
+		"data": data,
+		"metadata": metadata,
+		"specVersion": specVersion,
+		"dataContentType": dataContentType,
+		"dataSchema": dataSchema,
+	}
+	body = {key: value for key, value in given.items() if value is not None}
+	envelope = _envelope(body, [key for key in unknown if key not in IGNORED])
+	if frappe.db.exists("Event Log", {"event_id": envelope.id}):
+		return _answer(envelope, duplicate=True)
+	from cauldron_fabric.emit.recorder import record
+
+	try:
+		record([envelope])
+	except FabricError as exc:
+		_refuse([str(exc)])
+	except Exception as exc:
+		if not frappe.db.is_duplicate_entry(exc):
+			raise
+		# The same id arrived twice at once; the other request recorded it.
+		frappe.db.rollback()
+		return _answer(envelope, duplicate=True)
+	return _answer(envelope)
+
+
+def _envelope(body: dict[str, Any], unknown: list[str]) -> Envelope:
+	"""Completes the minimal form and validates; raises InvalidEvent listing every problem."""
+	from cauldron_fabric.emit.context import correlation_id
+	from cauldron_fabric.emit.policy import current_policy
+
+	problems = [
+		_("unknown field '{0}' (fields: {1})").format(key, ", ".join(KNOWN)) for key in sorted(unknown)
+	]
+	for key in ("data", "metadata"):
+		if isinstance(body.get(key), str):  # a form-encoded request sends objects as JSON text
+			try:
+				body[key] = json.loads(body[key])
+			except ValueError:
+				problems.append(_("'{0}' is not a JSON object").format(key))
+	data = body.get("data")
+	metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+	if isinstance(data, dict) and "action" not in data and isinstance(body.get("type"), str):
+		data = {**data, "action": body["type"].rsplit(".", 1)[-1]}
+	complete = {
+		"id": new_event_id(),
+		"source": f"{current_policy().source}/api",
+		"time": utc_now_iso(),
+		**body,
+		"data": data,
+		"metadata": {
+			"correlationId": metadata.get("correlationId") or correlation_id(),
+			"causationId": metadata.get("causationId"),
+			"userId": frappe.session.user,
+			"tenantId": metadata.get("tenantId") or frappe.local.site,
+		},
+	}
+	if len(json.dumps(complete, default=str)) > MAX_BODY_CHARS:
+		problems.append(
+			_("the event is larger than {0} KiB; send a reference instead").format(MAX_BODY_CHARS // 1024)
+		)
+	try:
+		envelope = Envelope.from_dict(complete)
+	except InvalidEnvelope as exc:
+		problems += exc.problems
+	if problems:
+		_refuse(problems)
+	return envelope
+
+
+def _refuse(problems: list[str]) -> None:
+	frappe.throw(
+		_("The event was not accepted: {0}.").format("; ".join(problems)),
+		InvalidEvent,
+		title=_("Invalid event"),
+	)
+
+
+def _answer(envelope: Envelope, duplicate: bool = False) -> dict[str, Any]:
+	answer = {
+		"eventId": envelope.id,
+		"type": envelope.type,
+		"correlationId": envelope.metadata.correlation_id,
+	}
+	if duplicate:
+		answer["duplicate"] = True
+	return answer

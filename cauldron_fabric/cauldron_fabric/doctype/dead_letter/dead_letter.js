@@ -1,0 +1,33 @@
+// Dead Letter: Retry puts the event back in play through its source; Discard gives up on it.
+
+frappe.ui.form.on("Dead Letter", {
+	refresh(frm) {
+		frm.disable_save();
+		if (!frappe.user.has_role(["System Manager", "Fabric Manager"])) {
+			return;
+		}
+		if (["Dead", "Retrying"].includes(frm.doc.status)) {
+			frm.add_custom_button(__("Retry"), async () => {
+				await frm.call({ method: "retry", doc: frm.doc, freeze: true });
+				frappe.show_alert({ message: __("Queued again"), indicator: "green" });
+				frm.reload_doc();
+			}).addClass("btn-primary");
+		}
+		if (frm.doc.status !== "Discarded") {
+			frm.add_custom_button(__("Discard"), () => {
+				frappe.prompt(
+					{ fieldname: "note", fieldtype: "Small Text", label: __("Why (kept with the letter)") },
+					async ({ note }) => {
+						await frm.call({ method: "discard", doc: frm.doc, args: { note } });
+						frm.reload_doc();
+					},
+					__("Discard dead letter"),
+					__("Discard")
+				);
+			});
+		}
+		if (frm.doc.source_type === "Delivery" && frm.doc.reference) {
+			frm.add_custom_button(__("Delivery"), () => frappe.set_route("Form", "Event Delivery", frm.doc.reference));
+		}
+	},
+});

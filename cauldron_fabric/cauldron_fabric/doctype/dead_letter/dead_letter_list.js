@@ -1,0 +1,53 @@
+// Dead Letters: retry or discard the selected ones, or retry every dead one matching the filters.
+
+frappe.listview_settings["Dead Letter"] = {
+	add_fields: ["status", "source_type", "last_error"],
+	get_indicator(doc) {
+		const colors = { Dead: "red", Retrying: "orange", Retried: "green", Discarded: "gray" };
+		return [__(doc.status), colors[doc.status] || "gray", "status,=," + doc.status];
+	},
+
+	onload(listview) {
+		if (!frappe.user.has_role(["System Manager", "Fabric Manager"])) {
+			return;
+		}
+		const report = (title, message) => {
+			const failed = message.failed.map((f) => `<li>${frappe.utils.escape_html(f.name)}: ${frappe.utils.escape_html(f.error)}</li>`);
+			frappe.msgprint({
+				title,
+				indicator: failed.length ? "orange" : "green",
+				message: __("{0} done.", [message.done]) + (failed.length ? `<ul>${failed.join("")}</ul>` : ""),
+			});
+			listview.refresh();
+		};
+		const selected = () => listview.get_checked_items().map((d) => d.name);
+
+		listview.page.add_action_item(__("Retry"), async () => {
+			const { message } = await frappe.call({
+				method: "cauldron_fabric.api.dead_letters.retry",
+				args: { names: selected() },
+				freeze: true,
+			});
+			report(__("Retry"), message);
+		});
+		listview.page.add_action_item(__("Discard"), async () => {
+			const { message } = await frappe.call({
+				method: "cauldron_fabric.api.dead_letters.discard",
+				args: { names: selected() },
+				freeze: true,
+			});
+			report(__("Discard"), message);
+		});
+		listview.page.add_menu_item(__("Retry all matching"), () => {
+			const filters = listview.get_filters_for_args();
+			frappe.confirm(__("Retry every dead letter that matches the current filters?"), async () => {
+				const { message } = await frappe.call({
+					method: "cauldron_fabric.api.dead_letters.retry_matching",
+					args: { filters },
+					freeze: true,
+				});
+				report(__("Retry all matching"), message);
+			});
+		});
+	},
+};

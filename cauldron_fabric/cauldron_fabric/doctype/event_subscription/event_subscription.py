@@ -1,0 +1,77 @@
+"""Event Subscription: which events go where, in which form, how persistently and how fast.
+
+Validation compiles the subscription with the core (patterns, content filter, payload form,
+destination, webhook settings, retries), so every problem shows on save, not as dead letters
+later. Any change makes every process reload its routing index after the commit.
+"""
+
+from __future__ import annotations
+
+import frappe
+from frappe import _
+from frappe.model.document import Document
+
+from cauldron_fabric.core.delivery import SubscriptionInvalid, generate_secret
+from cauldron_fabric.delivery.schedules import invalid_cron
+from cauldron_fabric.delivery.subscriptions import (
+	compile_subscription,
+	registered_handlers,
+	subscriptions_changed,
+)
+
+
+class EventSubscription(Document):
+	def validate(self) -> None:
+		if self.destination_type == "Webhook" and not self.webhook_secret:
+			# Every webhook is signed: receivers must be able to tell our requests from forgeries.
+			self.webhook_secret = generate_secret()
+		self.validate_handler()
+		self.validate_schedules()
+		self.compile()
+
+	def validate_handler(self) -> None:
+		if self.destination_type != "In-app handler":
+			return
+		handlers = registered_handlers()
+		if (self.handler or "").strip() not in handlers:
+			known = ", ".join(sorted(handlers)) or _("none: no installed app registers one")
+			frappe.throw(
+				_(
+					"Handler {0} is not registered. An app must list it under fabric_handlers in its hooks.py. Registered: {1}."
+				).format(frappe.bold(self.handler or ""), known),
+				title=_("Destination"),
+			)
+
+	def validate_schedules(self) -> None:
+		for row in self.schedules or []:
+			if invalid_cron(row.cron):
+				frappe.throw(
+					_(
+						"Row {0}: {1} is not a cron expression. Write five fields: minute hour day month weekday, e.g. 0 7 * * 1-5."
+					).format(row.idx, frappe.bold(row.cron or "")),
+					title=_("Scheduled triggers"),
+				)
+
+	def compile(self) -> None:
+		secret = self.webhook_secret
+		if secret and self.is_dummy_password(secret):
+			secret = self.get_password("webhook_secret", raise_exception=False)
+		try:
+			compile_subscription(self, secret, [(h.header, "") for h in self.webhook_headers or []])
+		except SubscriptionInvalid as exc:
+			items = "".join(f"<li><pre>{frappe.utils.escape_html(p)}</pre></li>" for p in exc.problems)
+			frappe.throw(
+				_("This subscription cannot work as set up:") + f"<ul>{items}</ul>",
+				title=_("Invalid subscription"),
+			)
+
+	def on_update(self) -> None:
+		subscriptions_changed()
+
+	def on_trash(self) -> None:
+		subscriptions_changed()
+
+	def before_rename(self, old: str, new: str, merge: bool = False) -> None:
+		frappe.throw(
+			_("Subscriptions cannot be renamed: their deliveries and dead letters refer to the name.")
+		)

@@ -1,0 +1,31 @@
+"""``bench --site SITE fabric deliver``: the long-running delivery worker."""
+
+from __future__ import annotations
+
+import signal
+
+import click
+from frappe.commands import get_site, pass_context
+
+
+@click.command("deliver")
+@click.option("--batch-size", type=int, help="Deliveries per batch (default: Fabric Settings).")
+@click.option("--seconds", type=float, help="Stop after this many seconds (default: run until SIGTERM).")
+@pass_context
+def deliver(context, batch_size: int | None = None, seconds: float | None = None) -> None:
+	"""Delivers events to subscriptions moments after commit; SIGTERM finishes the batch in hand, then stops."""
+	import frappe
+
+	from cauldron_fabric.delivery.worker import run_delivery_worker
+
+	stopping: list[int] = []
+	for sig in (signal.SIGTERM, signal.SIGINT):
+		signal.signal(sig, lambda number, _frame: stopping.append(number))
+	frappe.init(site=get_site(context))
+	frappe.connect()
+	try:
+		click.echo(f"fabric delivery worker for {frappe.local.site} started", err=True)
+		run_delivery_worker(lambda: bool(stopping), max_seconds=seconds, batch_size=batch_size)
+		click.echo("fabric delivery worker stopped", err=True)
+	finally:
+		frappe.destroy()

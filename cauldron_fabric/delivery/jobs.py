@@ -1,0 +1,54 @@
+"""Scheduler jobs of deliveries: the workers' safety net, cron triggers, retention."""
+
+from __future__ import annotations
+
+import frappe
+from frappe.utils import add_days, cint, now_datetime
+
+from cauldron_fabric.core.delivery import DELIVERED, DISCARDED
+
+SAFETY_NET_SECONDS = 45
+PURGE_CHUNK = 5000
+
+
+def deliver_due_deliveries() -> None:
+	"""Delivers what no long-running worker took (or everything, when none runs); files dead letters."""
+	from cauldron_fabric.delivery.dead_letters import record_dead_letters
+	from cauldron_fabric.delivery.worker import has_due_deliveries, run_delivery_worker
+
+	if not frappe.db.table_exists("Event Delivery"):
+		return
+	record_dead_letters()
+	if has_due_deliveries():
+		run_delivery_worker(max_seconds=SAFETY_NET_SECONDS, stop_when_idle=True)
+
+
+def fire_subscription_triggers() -> None:
+	"""Fires the due cron-style triggers of subscriptions."""
+	from cauldron_fabric.delivery.schedules import fire_due_triggers
+
+	fire_due_triggers()
+
+
+def purge_settled_deliveries() -> int:
+	"""Deletes Delivered and Discarded deliveries older than the event retention; never Pending or Dead."""
+	days = cint(frappe.db.get_single_value("Fabric Settings", "retention_days"))
+	if days <= 0:
+		return 0
+	cutoff = add_days(now_datetime(), -days)
+	deleted = 0
+	while True:
+		# Select, then delete by primary key: a range delete would gap-lock the table and
+		# make saves that enqueue deliveries wait.
+		names = frappe.db.sql_list(
+			"SELECT name FROM `tabEvent Delivery` WHERE status IN (%s, %s) AND modified < %s ORDER BY name LIMIT %s",
+			(DELIVERED, DISCARDED, cutoff, PURGE_CHUNK),
+		)
+		if names:
+			frappe.db.sql(
+				f"DELETE FROM `tabEvent Delivery` WHERE name IN ({', '.join(['%s'] * len(names))})", names
+			)
+			frappe.db.commit()
+		deleted += len(names)
+		if len(names) < PURGE_CHUNK:
+			return deleted

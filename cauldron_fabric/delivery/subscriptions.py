@@ -1,0 +1,210 @@
+"""Event Subscription documents turned into the core's compiled subscriptions, and kept fresh.
+
+Every process keeps the compiled subscriptions of each site in memory. A change to any
+subscription bumps a version token in Redis after its transaction commits (and drops this
+process's copy at once); readers compare their token with Redis at most once per request
+(and every few seconds in long-running processes), so routing never queries the database
+per event and sees a committed change in the next request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import frappe
+
+from cauldron_fabric.core.delivery import Subscription, SubscriptionIndex, build_index, build_subscription
+from cauldron_fabric.core.delivery.transform import BINARY, ENVELOPE, FIELDS, STRUCTURED, TEMPLATE
+
+DOCTYPE = "Event Subscription"
+HEADERS_DOCTYPE = "Event Subscription Header"
+VERSION_KEY = "cauldron_fabric:subscriptions:version"
+RECHECK_SECONDS = 5.0
+PAYLOAD_FORMS = {
+	"Envelope": ENVELOPE,
+	"CloudEvents structured": STRUCTURED,
+	"CloudEvents binary": BINARY,
+	"Jinja template": TEMPLATE,
+	"Field selection": FIELDS,
+}
+LOADED_FIELDS = (
+	"name",
+	"enabled",
+	"event_types",
+	"condition",
+	"destination_type",
+	"webhook_url",
+	"webhook_method",
+	"webhook_timeout",
+	"kafka_topic",
+	"rabbitmq_exchange",
+	"rabbitmq_routing_key",
+	"handler",
+	"payload_form",
+	"template",
+	"template_content_type",
+	"selected_fields",
+	"max_attempts",
+	"initial_delay",
+	"max_delay",
+	"jitter",
+	"keep_order",
+	"rate_limit",
+	"burst",
+)
+
+# site -> (version token, compiled subscriptions by name, routing index)
+_compiled: dict[str, tuple[Any, dict[str, Subscription | None], SubscriptionIndex]] = {}
+
+
+def lines(text: str | None) -> list[str]:
+	"""Returns the non-empty lines (or comma-separated items) of a multi-line field."""
+	return [part.strip() for line in (text or "").splitlines() for part in line.split(",") if part.strip()]
+
+
+def destination_address(doc: Any) -> str:
+	"""Returns the core's destination address for the subscription's destination fields."""
+	kind = doc.get("destination_type") or "Webhook"
+	if kind == "Kafka topic":
+		return f"kafka:{(doc.get('kafka_topic') or '').strip()}"
+	if kind == "RabbitMQ exchange":
+		key = (doc.get("rabbitmq_routing_key") or "").strip() or "{type}"
+		exchange = (doc.get("rabbitmq_exchange") or "").strip()
+		return f"amqp:{exchange}/{key}" if exchange else f"amqp:{key}"
+	if kind == "In-app handler":
+		return f"handler:{(doc.get('handler') or '').strip()}"
+	return (doc.get("webhook_url") or "").strip()
+
+
+def compile_subscription(
+	doc: Any, secret: str | None = None, headers: Iterable[tuple[str, str]] = ()
+) -> Subscription:
+	"""Compiles a subscription document (or loaded row); raises the core's SubscriptionInvalid."""
+	webhook = (doc.get("destination_type") or "Webhook") == "Webhook"
+	burst = int(doc.get("burst") or 0)
+	return build_subscription(
+		doc.get("name") or doc.get("subscription_name") or "",
+		destination_address(doc),
+		event_types=lines(doc.get("event_types")),
+		doctypes=[row.get("document_type") for row in doc.get("document_types") or []],
+		condition=doc.get("condition"),
+		payload_form=PAYLOAD_FORMS.get(doc.get("payload_form") or "Envelope", doc.get("payload_form")),
+		template=doc.get("template") or "",
+		fields=[line.strip() for line in (doc.get("selected_fields") or "").splitlines() if line.strip()],
+		content_type=(doc.get("template_content_type") or "").strip() or None,
+		method=doc.get("webhook_method") or "POST",
+		headers=list(headers) if webhook else None,
+		timeout=float(doc.get("webhook_timeout") or 10),
+		secret=secret if webhook else None,
+		max_attempts=int(doc.get("max_attempts") or 8),
+		initial_delay=float(doc.get("initial_delay") or 5),
+		max_delay=float(doc.get("max_delay") or 3600),
+		jitter=float(doc.get("jitter") if doc.get("jitter") is not None else 0.2),
+		ordered=bool(doc.get("keep_order")),
+		rate_limit=float(doc.get("rate_limit") or 0),
+		burst=burst or None,
+		enabled=bool(doc.get("enabled")),
+	)
+
+
+def load_subscriptions(with_secrets: bool = False) -> dict[str, Subscription | None]:
+	"""Compiles every subscription of the site; None stands for one that no longer compiles.
+
+	Without secrets (routing needs none) this is two queries; with them, one more per webhook
+	secret and header, which only delivery workers pay, once per change.
+	"""
+	rows = frappe.get_all(DOCTYPE, fields=list(LOADED_FIELDS), order_by="creation asc")
+	children = frappe.get_all(
+		"Fabric DocType",
+		filters={"parenttype": DOCTYPE, "parentfield": "document_types"},
+		fields=["parent", "document_type"],
+	)
+	headers = frappe.get_all(
+		HEADERS_DOCTYPE, filters={"parenttype": DOCTYPE}, fields=["name", "parent", "header"], order_by="idx"
+	)
+	compiled: dict[str, Subscription | None] = {}
+	for row in rows:
+		row["document_types"] = [c for c in children if c.parent == row.name]
+		secret, pairs = None, []
+		if with_secrets and row.destination_type == "Webhook":
+			secret = _password(DOCTYPE, row.name, "webhook_secret")
+			pairs = [
+				(h.header, _password(HEADERS_DOCTYPE, h.name, "value") or "")
+				for h in headers
+				if h.parent == row.name
+			]
+		try:
+			compiled[row.name] = compile_subscription(row, secret, pairs)
+		except Exception:
+			frappe.log_error(title=f"Event Subscription {row.name} no longer compiles")
+			compiled[row.name] = None
+	return compiled
+
+
+def _password(doctype: str, name: str, fieldname: str) -> str | None:
+	from frappe.utils.password import get_decrypted_password
+
+	return get_decrypted_password(doctype, name, fieldname, raise_exception=False)
+
+
+def routing_index() -> SubscriptionIndex:
+	"""Returns this site's index of enabled subscriptions, rebuilt only when one changed."""
+	site = frappe.local.site
+	cached = _compiled.get(site)
+	checked = getattr(frappe.local, "fabric_subscriptions_checked", 0.0)
+	now = time.monotonic()
+	if cached is not None and now - checked < RECHECK_SECONDS:
+		return cached[2]
+	version = current_version()
+	frappe.local.fabric_subscriptions_checked = now
+	if cached is not None and cached[0] == version:
+		return cached[2]
+	# Before the first migrate that creates the tables (or while it runs) nothing routes.
+	ready = frappe.db.table_exists(DOCTYPE) and frappe.db.table_exists("Event Delivery")
+	subscriptions = load_subscriptions() if ready else {}
+	index = build_index(s for s in subscriptions.values() if s is not None)
+	_compiled[site] = (version, subscriptions, index)
+	return index
+
+
+def current_version() -> Any:
+	"""Returns the site's subscription version token from Redis (None before any change)."""
+	try:
+		return frappe.cache.get(frappe.cache.make_key(VERSION_KEY))
+	except Exception:
+		# Without Redis, rebuild at every check (at most every RECHECK_SECONDS): stale routing
+		# would silently miss deliveries, a few extra queries only cost time.
+		return object()
+
+
+def subscriptions_changed() -> None:
+	"""Drops this process's copy now and bumps the version for every process after commit."""
+	_compiled.pop(frappe.local.site, None)
+	frappe.local.fabric_subscriptions_checked = 0.0
+	frappe.db.after_commit.add(_bump_version)
+	frappe.db.after_rollback.add(_forget_local)
+
+
+def _bump_version() -> None:
+	_forget_local()
+	try:
+		frappe.cache.set(frappe.cache.make_key(VERSION_KEY), frappe.generate_hash(length=12))
+	except Exception:
+		frappe.logger("cauldron_fabric").warning("could not publish a subscription change", exc_info=True)
+
+
+def _forget_local() -> None:
+	_compiled.pop(frappe.local.site, None)
+	frappe.local.fabric_subscriptions_checked = 0.0
+
+
+def registered_handlers() -> dict[str, list[str]]:
+	"""Returns the handler paths apps register under ``fabric_handlers``, with their patterns."""
+	paths: dict[str, list[str]] = {}
+	hooks = frappe.get_hooks("fabric_handlers") or {}
+	for pattern, dotted in hooks.items() if isinstance(hooks, dict) else []:
+		for path in [dotted] if isinstance(dotted, str) else dotted or []:
+			paths.setdefault(path, []).append(pattern)
+	return paths

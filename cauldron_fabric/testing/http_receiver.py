@@ -1,0 +1,118 @@
+"""A real HTTP/1.1 receiver for webhook tests: answers from a script and records every request.
+
+Shared by the core suite and the Frappe suite. It listens on 127.0.0.1 (so webhooks to it need
+loopback on the allow-list) and can fail on purpose: any status, body, headers and delay.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Reply:
+	"""One scripted answer."""
+
+	status: int = 200
+	body: bytes = b'{"ok":true}'
+	headers: tuple = ()
+	delay: float = 0.0
+
+
+@dataclass
+class Received:
+	"""One request as the receiver saw it (header names in lower case)."""
+
+	method: str
+	path: str
+	headers: dict
+	body: bytes
+	started: float
+	finished: float = 0.0
+
+
+@dataclass
+class Receiver:
+	"""A threaded HTTP server on 127.0.0.1; per path, scripted replies first, then ``default``."""
+
+	default: Reply = field(default_factory=Reply)
+	requests: list = field(default_factory=list)
+	script: dict = field(default_factory=lambda: defaultdict(deque))
+	lock: threading.Lock = field(default_factory=threading.Lock)
+
+	def start(self, tls_context=None) -> Receiver:
+		"""Starts serving in a daemon thread; ``tls_context`` makes it HTTPS."""
+		receiver = self
+
+		class Handler(http.server.BaseHTTPRequestHandler):
+			protocol_version = "HTTP/1.1"
+			disable_nagle_algorithm = True  # else keep-alive replies stall 40 ms on delayed ACKs
+
+			def do_POST(self):
+				length = int(self.headers.get("Content-Length") or 0)
+				record = Received(
+					self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+					self.rfile.read(length), time.monotonic(),
+				)  # fmt: skip
+				with receiver.lock:
+					receiver.requests.append(record)
+					queue = receiver.script[self.path]
+					reply = queue.popleft() if queue else receiver.default
+				time.sleep(reply.delay)
+				try:
+					self.send_response(reply.status)
+					for name, value in reply.headers:
+						self.send_header(name, value)
+					self.send_header("Content-Length", str(len(reply.body)))
+					self.end_headers()
+					self.wfile.write(reply.body)
+				except OSError:
+					pass  # the sender gave up (timeout) and closed the connection
+				record.finished = time.monotonic()
+
+			do_PUT = do_PATCH = do_POST
+
+			def log_message(self, *args):
+				pass
+
+		self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+		self.server.daemon_threads = True
+		if tls_context is not None:
+			self.server.socket = tls_context.wrap_socket(self.server.socket, server_side=True)
+		threading.Thread(target=self.server.serve_forever, daemon=True).start()
+		return self
+
+	@property
+	def port(self) -> int:
+		"""Returns the port the receiver listens on."""
+		return self.server.server_address[1]
+
+	def url(self, path: str = "/hook", host: str = "127.0.0.1", scheme: str = "http") -> str:
+		"""Returns the receiver's URL for ``path``."""
+		return f"{scheme}://{host}:{self.port}{path}"
+
+	def reply(self, path: str, *replies: Reply) -> None:
+		"""Queues scripted replies for the next requests to ``path``."""
+		with self.lock:
+			self.script[path].extend(replies)
+
+	def on(self, path: str) -> list[Received]:
+		"""Returns the requests received on ``path`` so far."""
+		with self.lock:
+			return [r for r in self.requests if r.path == path]
+
+	def wait_for(self, path: str, count: int = 1, timeout: float = 10.0) -> list[Received]:
+		"""Waits until ``count`` requests reached ``path`` (or ``timeout`` passes); returns them."""
+		deadline = time.monotonic() + timeout
+		while len(self.on(path)) < count and time.monotonic() < deadline:
+			time.sleep(0.02)
+		return self.on(path)
+
+	def stop(self) -> None:
+		"""Stops serving and closes the socket."""
+		self.server.shutdown()
+		self.server.server_close()

@@ -1,0 +1,247 @@
+"""Event Subscriptions on a real site: validation, permissions, history, routing, triggers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import frappe
+from frappe.tests.utils import FrappeTestCase, patch_hooks
+from frappe.utils import now_datetime
+
+from cauldron_fabric.api import subscriptions as subscriptions_api
+from cauldron_fabric.core.delivery import create_table_sql
+from cauldron_fabric.delivery import subscriptions as routing
+from cauldron_fabric.delivery.schedules import fire_due_triggers
+from cauldron_fabric.tests.test_delivery_support import (
+	deliveries,
+	make_subscription,
+	marker,
+	remove_subscription,
+	save_todo,
+)
+from cauldron_fabric.tests.test_http import make_user
+from cauldron_fabric.tests.utils import events_after, fabric_settings, last_seq
+
+
+class DeliveryTestCase(FrappeTestCase):
+	def setUp(self):
+		frappe.set_user("Administrator")
+		self.tag = marker()
+		self.created: list[str] = []
+
+	def tearDown(self):
+		frappe.set_user("Administrator")
+		for name in self.created:
+			remove_subscription(name)
+
+	def subscription(self, **values):
+		doc = make_subscription(self.tag, **values)
+		self.created.append(doc.name)
+		return doc
+
+
+class TestSubscriptionValidation(DeliveryTestCase):
+	def test_an_invalid_condition_is_refused_on_save_pointing_at_the_problem(self):
+		with self.assertRaises(frappe.ValidationError) as caught:
+			self.subscription(condition="data.payload.doc.grand_total >")
+		message = str(caught.exception)
+		self.assertIn("Invalid condition at column 31: expected a value", message)
+		self.assertIn("^", message)
+
+	def test_bad_patterns_templates_and_urls_are_each_listed(self):
+		with self.assertRaises(frappe.ValidationError) as caught:
+			self.subscription(
+				event_types="sales_*",
+				payload_form="Jinja template",
+				template="{{ payload.doc",
+				webhook_url="ftp://example.com/x",
+			)
+		message = str(caught.exception)
+		self.assertIn("wildcards stand for whole words", message)
+		self.assertIn("syntax error", message)
+		self.assertIn("has no known kind", message)
+
+	def test_a_handler_must_be_registered_by_an_app(self):
+		with self.assertRaisesRegex(frappe.ValidationError, "is not registered"):
+			self.subscription(destination_type="In-app handler", handler="frappe.utils.now")
+		with patch_hooks({"fabric_handlers": {"todo.*": ["frappe.utils.now"]}}):
+			doc = self.subscription(destination_type="In-app handler", handler="frappe.utils.now")
+		self.assertEqual(routing.destination_address(doc), "handler:frappe.utils.now")
+
+	def test_a_cron_trigger_must_be_a_cron_expression(self):
+		with self.assertRaisesRegex(frappe.ValidationError, "is not a cron expression"):
+			self.subscription(schedules=[{"cron": "every monday"}])
+
+	def test_webhooks_always_get_a_secret_kept_as_a_password(self):
+		doc = self.subscription(webhook_url="https://receiver.example.com/hook")
+		secret = subscriptions_api.reveal_secret(doc.name)["secret"]
+		self.assertTrue(secret.startswith("whsec_"))
+		self.assertNotIn(secret, str(frappe.db.get_value("Event Subscription", doc.name, "webhook_secret")))
+		self.assertEqual(
+			frappe.get_meta("Event Subscription").get_field("webhook_secret").fieldtype, "Password"
+		)
+		self.assertEqual(
+			frappe.get_meta("Event Subscription Header").get_field("value").fieldtype, "Password"
+		)
+
+	def test_every_change_is_in_the_version_history(self):
+		doc = self.subscription(webhook_url="https://receiver.example.com/hook")
+		doc.event_types = "todo.created\ntodo.updated"
+		doc.save(ignore_version=False)  # tests skip versions unless asked
+		versions = frappe.get_all(
+			"Version", filters={"ref_doctype": "Event Subscription", "docname": doc.name}, pluck="data"
+		)
+		self.assertTrue(any("todo.updated" in data for data in versions), versions)
+
+	def test_subscriptions_cannot_be_renamed(self):
+		doc = self.subscription(webhook_url="https://receiver.example.com/hook")
+		self.assertRaises(
+			frappe.ValidationError, frappe.rename_doc, "Event Subscription", doc.name, doc.name + "-x"
+		)
+
+
+class TestSubscriptionPermissions(DeliveryTestCase):
+	def test_only_fabric_managers_create_change_or_inspect_subscriptions(self):
+		doc = self.subscription(webhook_url="https://receiver.example.com/hook")
+		clerk = make_user("fabric-clerk@example.com", ["Blogger"])
+		manager = make_user("fabric-only-manager@example.com", ["Fabric Manager"])
+		frappe.set_user(clerk)
+		self.assertRaises(
+			frappe.PermissionError,
+			frappe.get_doc(
+				{
+					"doctype": "Event Subscription",
+					"subscription_name": self.tag + "-clerk",
+					"event_types": "*",
+				}
+			).insert,
+		)
+		self.assertRaises(frappe.PermissionError, frappe.get_doc("Event Subscription", doc.name).save)
+		for method, args in (
+			(subscriptions_api.reveal_secret, (doc.name,)),
+			(subscriptions_api.get_delivery_stats, (doc.name,)),
+			(subscriptions_api.send_test_event, (doc.name,)),
+		):
+			self.assertRaises(frappe.PermissionError, method, *args)
+		frappe.set_user(manager)
+		changed = frappe.get_doc("Event Subscription", doc.name)
+		changed.description = "changed by a Fabric Manager"
+		changed.save()
+		self.assertIn("whsec_", subscriptions_api.reveal_secret(doc.name)["secret"])
+
+
+class TestRouting(DeliveryTestCase):
+	def test_a_save_queues_one_delivery_per_matching_subscription_in_its_transaction(self):
+		first = self.subscription(webhook_url="https://a.example.com/hook")
+		second = self.subscription(webhook_url="https://b.example.com/hook", event_types="todo.updated")
+		other = self.subscription(webhook_url="https://c.example.com/hook", condition='data.entity == "Note"')
+		frappe.get_doc({"doctype": "ToDo", "description": self.tag}).insert()
+		frappe.db.rollback()
+		self.assertEqual(deliveries(first.name), [], "a rolled-back save queued a delivery")
+
+		name = save_todo(self.tag)
+		todo = frappe.get_doc("ToDo", name)
+		todo.status = "Closed"
+		todo.save()
+		frappe.db.commit()
+		self.assertEqual([r.event_type for r in deliveries(first.name)], ["todo.created", "todo.updated"])
+		self.assertEqual([r.event_type for r in deliveries(second.name)], ["todo.updated"])
+		self.assertEqual(deliveries(other.name), [])
+		self.assertEqual({r.status for r in deliveries(first.name)}, {"Pending"})
+
+	def test_the_index_is_reused_until_a_subscription_change_commits(self):
+		self.subscription(webhook_url="https://a.example.com/hook")
+		index = routing.routing_index()
+		frappe.local.fabric_subscriptions_checked = 0.0  # as in a new request
+		self.assertIs(routing.routing_index(), index, "rebuilt without any change")
+		before = routing.current_version()
+		added = self.subscription(webhook_url="https://b.example.com/hook", event_types="todo.*\nnote.*")
+		self.assertNotEqual(routing.current_version(), before, "the version did not change on commit")
+		rebuilt = routing.routing_index()
+		self.assertIsNot(rebuilt, index)
+		self.assertIn(added.name, [s.name for s, _ in rebuilt.entries])
+
+	def test_ordered_subscriptions_key_deliveries_by_document(self):
+		doc = self.subscription(webhook_url="https://a.example.com/hook", keep_order=1)
+		name = save_todo(self.tag)
+		(row,) = frappe.db.sql(
+			"SELECT ordering_key FROM `tabEvent Delivery` WHERE subscription = %s", (doc.name,)
+		)
+		self.assertEqual(row[0], f"ToDo/{name}")
+
+
+class TestScheduledTriggers(DeliveryTestCase):
+	def test_a_due_trigger_records_an_event_that_reaches_its_subscription_once(self):
+		owner = self.subscription(
+			webhook_url="https://a.example.com/hook", schedules=[{"cron": "*/5 * * * *", "label": "digest"}]
+		)
+		listener = self.subscription(
+			webhook_url="https://b.example.com/hook", event_types="schedule.*", condition=""
+		)
+		start = last_seq()
+		later = now_datetime() + dt.timedelta(minutes=6)
+		self.assertGreaterEqual(fire_due_triggers(later), 1)
+		self.assertEqual(fire_due_triggers(later), 0, "fired twice for the same time")
+		(event,) = [e for e in events_after(start, "Event Subscription", owner.name)]
+		self.assertEqual(event["type"], "schedule.triggered")
+		self.assertEqual(event["data"]["payload"]["schedule"], "digest")
+		self.assertEqual([r.event_type for r in deliveries(owner.name)], ["schedule.triggered"])
+		(to_listener,) = deliveries(listener.name)
+		self.assertEqual(json.loads(to_listener.envelope)["id"], event["id"])
+
+
+class TestDeliveryTable(FrappeTestCase):
+	def test_the_doctype_has_the_columns_of_the_core_store(self):
+		suffix = frappe.generate_hash(length=6)
+		table, sequence = f"tabEvent Delivery check {suffix}", f"event_delivery_check_{suffix}_seq"
+		for statement in create_table_sql(table, sequence):
+			frappe.db.sql_ddl(statement)
+		try:
+			core = self._columns(table)
+			doctype = self._columns("tabEvent Delivery")
+		finally:
+			frappe.db.sql_ddl(f"DROP TABLE IF EXISTS `{table}`")
+			frappe.db.sql_ddl(f"DROP SEQUENCE IF EXISTS `{sequence}`")
+		for column, shape in core.items():
+			self.assertEqual(doctype.get(column), shape, f"column {column}")
+		indexes = {row[2] for row in frappe.db.sql("SHOW INDEX FROM `tabEvent Delivery`")}
+		self.assertLessEqual(
+			{"fabric_subscription_event", "fabric_delivery_due", "fabric_delivery_order"}, indexes
+		)
+
+	def _columns(self, table: str) -> dict[str, tuple]:
+		rows = frappe.db.sql(f"SHOW COLUMNS FROM `{table}`")
+		# Type without display width (int(11) and int are the same column), nullability.
+		return {row[0]: (re.sub(r"^(int|bigint)\(\d+\)", r"\1", row[1]), row[2]) for row in rows}
+
+	def test_deliveries_cannot_be_edited_through_the_orm(self):
+		doc = frappe.new_doc("Event Delivery")
+		doc.subscription = "x"
+		self.assertRaises(frappe.ValidationError, doc.insert, ignore_permissions=True)
+
+
+class TestFabricSettingsForDelivery(FrappeTestCase):
+	def test_rabbitmq_url_must_be_amqp_without_a_password(self):
+		for bad, message in (
+			("http://rabbit:5672", "not an amqp:// or amqps:// URL"),
+			("amqp://guest:secret@rabbit:5672/%2F", "contains a password"),
+			("amqp://guest@rabbit:99999/%2F", "invalid port"),
+		):
+			settings = frappe.get_single("Fabric Settings")
+			settings.rabbitmq_url = bad
+			self.assertRaisesRegex(frappe.ValidationError, message, settings.save)
+
+	def test_the_webhook_allow_list_is_checked(self):
+		settings = frappe.get_single("Fabric Settings")
+		settings.webhook_allowed_networks = "10.0.0.0/8\nnot a host!"
+		self.assertRaisesRegex(frappe.ValidationError, "neither a network nor a host name", settings.save)
+
+	def test_a_rabbitmq_url_alone_turns_publishing_on(self):
+		from cauldron_fabric.emit.policy import current_policy
+
+		with fabric_settings(bootstrap_servers="", rabbitmq_url=""):
+			self.assertFalse(current_policy().publishing)
+			with fabric_settings(rabbitmq_url="amqp://guest@127.0.0.1:5672/%2F"):
+				self.assertTrue(current_policy().publishing)

@@ -1,0 +1,173 @@
+"""Failing destinations: retries, Dead Letters, Retry, Retry all matching, Discard, permissions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import frappe
+
+from cauldron_fabric.api import dead_letters as dead_letters_api
+from cauldron_fabric.delivery.dead_letters import record_dead_letters
+from cauldron_fabric.testing.http_receiver import Reply
+from cauldron_fabric.tests.test_delivery_destinations import DestinationCase
+from cauldron_fabric.tests.test_delivery_support import dead_letters, deliver, deliveries, save_todo
+from cauldron_fabric.tests.test_http import make_user
+from cauldron_fabric.tests.utils import fabric_settings
+
+
+class TestDeadLetters(DestinationCase):
+	def test_a_5xx_is_retried_with_the_same_webhook_id_and_then_delivered(self):
+		path = f"/{self.tag}"
+		self.receiver.reply(path, Reply(503, b"busy"))
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		save_todo(self.tag)
+		(row,) = deliver(doc.name)
+		self.assertEqual((row.status, row.attempts), ("Delivered", 2))
+		first, second = self.receiver.on(path)
+		self.assertEqual(first.headers["webhook-id"], second.headers["webhook-id"])
+		self.assertEqual([a["status"] for a in json.loads(row.attempt_log)], ["Retrying", "Delivered"])
+		self.assertEqual(dead_letters(doc.name), [])
+
+	def test_a_refusing_receiver_ends_in_a_dead_letter_that_retry_delivers(self):
+		path = f"/{self.tag}"
+		self.receiver.reply(path, Reply(410, b"gone"))
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		name = save_todo(self.tag)
+		(row,) = deliver(doc.name)
+		self.assertEqual((row.status, row.attempts, row.last_status_code), ("Dead", 1, 410))
+		(letter,) = dead_letters(doc.name)
+		self.assertEqual(
+			(letter.status, letter.source_type, letter.reference), ("Dead", "Delivery", str(row.name))
+		)
+		self.assertEqual(
+			(letter.event_type, letter.entity_id, letter.error_class), ("todo.created", name, "HTTP 410")
+		)
+		self.assertIn("refused the event with 410", letter.last_error)
+		self.assertEqual(json.loads(letter.attempt_log)[0]["status_code"], 410)
+
+		letter.retry()
+		frappe.db.commit()
+		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Retried")
+		(row,) = deliver(doc.name)
+		self.assertEqual((row.status, row.attempts), ("Delivered", 1))
+		self.assertEqual(len(json.loads(row.attempt_log)), 2, "the history of the dead attempt was lost")
+		self.assertEqual(len(self.receiver.on(path)), 2)
+
+	def test_retries_run_out_into_a_dead_letter_listing_every_attempt(self):
+		path = f"/{self.tag}"
+		self.receiver.reply(path, *[Reply(500, b"down")] * 3)
+		doc = self.subscription(webhook_url=self.receiver.url(path), max_attempts=3)
+		save_todo(self.tag)
+		(row,) = deliver(doc.name)
+		self.assertEqual((row.status, row.attempts), ("Dead", 3))
+		(letter,) = dead_letters(doc.name)
+		self.assertTrue(letter.last_error.startswith("Gave up after 3 attempt(s)"))
+		self.assertEqual([a["status_code"] for a in json.loads(letter.attempt_log)], [500, 500, 500])
+
+	def test_loopback_is_refused_unless_allow_listed(self):
+		path = f"/{self.tag}"
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		save_todo(self.tag)
+		with fabric_settings(webhook_allowed_networks=""):
+			(row,) = deliver(doc.name)
+		self.assertEqual((row.status, row.attempts), ("Dead", 1))
+		self.assertIn("a loopback address; webhooks to such addresses are refused", row.last_error)
+		self.assertEqual(self.receiver.on(path), [], "a refused webhook reached the receiver")
+		self.assertEqual(len(dead_letters(doc.name)), 1)
+
+	def test_retry_all_matching_and_discard(self):
+		path = f"/{self.tag}"
+		self.receiver.reply(path, *[Reply(400, b"bad")] * 3)
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		other = self.subscription(webhook_url=self.receiver.url(path + "/other"), event_types="todo.updated")
+		for _ in range(3):
+			save_todo(self.tag)
+		deliver(doc.name)
+		letters = dead_letters(doc.name)
+		self.assertEqual(len(letters), 3)
+
+		self.assertEqual(dead_letters_api.discard([letters[0].name], "not needed")["done"], 1)
+		frappe.db.commit()
+		result = dead_letters_api.retry_matching({"subscription": doc.name, "status": "Retried"})
+		frappe.db.commit()
+		self.assertEqual((result["done"], result["failed"]), (2, []))
+		rows = deliver(doc.name)
+		self.assertEqual(sorted(r.status for r in rows), ["Delivered", "Delivered", "Discarded"])
+		statuses = sorted(d.status for d in dead_letters(doc.name))
+		self.assertEqual(statuses, ["Discarded", "Retried", "Retried"])
+		self.assertEqual(deliveries(other.name), [])
+		again = dead_letters_api.retry_matching({"subscription": doc.name})
+		self.assertEqual(again["done"], 0, "retried letters were retried again")
+
+	def test_retry_explains_a_disabled_subscription(self):
+		path = f"/{self.tag}"
+		self.receiver.reply(path, Reply(404))
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		save_todo(self.tag)
+		deliver(doc.name)
+		(letter,) = dead_letters(doc.name)
+		frappe.db.set_value("Event Subscription", doc.name, "enabled", 0)
+		with self.assertRaisesRegex(frappe.ValidationError, "is disabled. Enable it, then retry"):
+			letter.retry()
+		result = dead_letters_api.retry([letter.name])
+		self.assertEqual(result["done"], 0)
+		self.assertIn("is disabled", result["failed"][0]["error"])
+
+	def test_only_fabric_managers_retry_or_discard(self):
+		path = f"/{self.tag}"
+		self.receiver.reply(path, Reply(422))
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		save_todo(self.tag)
+		deliver(doc.name)
+		(letter,) = dead_letters(doc.name)
+		frappe.set_user(make_user("fabric-clerk@example.com", ["Blogger"]))
+		self.assertRaises(frappe.PermissionError, letter.retry)
+		self.assertRaises(frappe.PermissionError, letter.discard)
+		self.assertRaises(frappe.PermissionError, dead_letters_api.retry, [letter.name])
+		self.assertRaises(frappe.PermissionError, dead_letters_api.discard, [letter.name])
+		self.assertRaises(frappe.PermissionError, dead_letters_api.retry_matching, {})
+		frappe.set_user("Administrator")
+		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Dead")
+
+	def test_a_dead_delivery_without_a_letter_gets_one_from_the_safety_net(self):
+		path = f"/{self.tag}"
+		self.receiver.reply(path, Reply(400))
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		save_todo(self.tag)
+		deliver(doc.name)
+		frappe.db.delete("Dead Letter", {"subscription": doc.name})  # as if the worker died after settling
+		frappe.db.commit()
+		self.assertGreaterEqual(record_dead_letters(), 1)
+		self.assertEqual(len(dead_letters(doc.name)), 1)
+		record_dead_letters()
+		self.assertEqual(len(dead_letters(doc.name)), 1, "a second letter for the same death")
+
+
+class TestDeliverCommand(DestinationCase):
+	def test_the_deliver_command_delivers_moments_after_commit_and_stops_on_sigterm(self):
+		path = f"/{self.tag}"
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		worker = subprocess.Popen(
+			[sys.executable, "-m", "frappe.utils.bench_helper", "frappe", "--site", frappe.local.site,
+				"fabric", "deliver", "--seconds", "60"],
+			cwd=os.path.abspath(frappe.get_site_path("..")),
+			stderr=subprocess.PIPE,
+			text=True,
+		)  # fmt: skip
+		try:
+			time.sleep(3)  # started and subscribed to wake-ups
+			save_todo(self.tag)
+			committed = time.monotonic()
+			(request,) = self.receiver.wait_for(path, 1, timeout=10)
+			self.assertLess(request.started - committed, 5, "not delivered promptly after the commit")
+		finally:
+			worker.send_signal(signal.SIGTERM)
+			_, stderr = worker.communicate(timeout=30)
+		self.assertEqual(worker.returncode, 0, stderr)
+		self.assertIn("fabric delivery worker stopped", stderr)
+		self.assertEqual([r.status for r in deliveries(doc.name)], ["Delivered"])

@@ -1,0 +1,204 @@
+"""A saved document delivered to each kind of destination, from a real site to real receivers.
+
+Webhooks go to a local HTTP receiver (loopback allow-listed) and are verified with the official
+``standardwebhooks`` library; Kafka topics to the Tansu test broker; RabbitMQ exchanges to the
+machine's broker on 127.0.0.1:5672; in-app handlers are registered through ``fabric_handlers``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import frappe
+import pika
+from cloudevents.core.bindings import amqp as ce_amqp
+from cloudevents.core.bindings import http as ce_http
+from cloudevents.core.formats.json import JSONFormat
+from frappe.tests.utils import FrappeTestCase, patch_hooks
+from standardwebhooks.webhooks import Webhook
+
+from cauldron_fabric.api import settings as settings_api
+from cauldron_fabric.services.relay import run_relay_for
+from cauldron_fabric.testing.http_receiver import Receiver
+from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
+from cauldron_fabric.tests.test_delivery_support import (
+	deliver,
+	loopback_allowed,
+	make_subscription,
+	marker,
+	remove_subscription,
+	save_todo,
+)
+from cauldron_fabric.tests.utils import fabric_settings
+
+RABBITMQ = "amqp://guest@127.0.0.1:5672/%2F"
+HANDLED: list[tuple[str, str]] = []
+
+
+def record_handled(envelope, payload) -> None:
+	"""An in-app handler: remembers the event and writes a ToDo, proving it runs in the site."""
+	HANDLED.append((envelope.id, payload.content_type))
+	frappe.get_doc({"doctype": "ToDo", "description": f"handled {envelope.id}"}).insert()
+
+
+class DestinationCase(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		allow = loopback_allowed()
+		allow.__enter__()
+		cls.addClassCleanup(allow.__exit__, None, None, None)
+		cls.receiver = Receiver().start()
+		cls.addClassCleanup(cls.receiver.stop)
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+		self.tag = marker()
+		self.created: list[str] = []
+
+	def tearDown(self):
+		frappe.set_user("Administrator")
+		for name in self.created:
+			remove_subscription(name)
+
+	def subscription(self, **values):
+		doc = make_subscription(self.tag, **values)
+		self.created.append(doc.name)
+		return doc
+
+
+class TestWebhookAndHandlerDestinations(DestinationCase):
+	def test_a_saved_document_reaches_the_webhook_signed_for_standardwebhooks(self):
+		path = f"/{self.tag}"
+		doc = self.subscription(
+			webhook_url=self.receiver.url(path),
+			webhook_headers=[{"header": "X-Api-Key", "value": "n8n-key-1"}],
+		)
+		name = save_todo(self.tag)
+		(row,) = deliver(doc.name)
+		self.assertEqual((row.status, row.attempts, row.last_status_code), ("Delivered", 1, 200))
+		(request,) = self.receiver.on(path)
+		secret = frappe.get_doc("Event Subscription", doc.name).get_password("webhook_secret")
+		event = Webhook(secret).verify(request.body, request.headers)
+		self.assertEqual((event["type"], event["data"]["entityId"]), ("todo.created", name))
+		self.assertEqual(request.headers["webhook-id"], event["id"])
+		self.assertEqual(request.headers["x-api-key"], "n8n-key-1")
+
+	def test_cloudevents_binary_form_is_a_valid_http_cloudevent(self):
+		path = f"/{self.tag}"
+		doc = self.subscription(webhook_url=self.receiver.url(path), payload_form="CloudEvents binary")
+		name = save_todo(self.tag)
+		deliver(doc.name)
+		(request,) = self.receiver.on(path)
+		event = ce_http.from_binary(ce_http.HTTPMessage(request.headers, request.body), JSONFormat())
+		self.assertEqual((event.get_type(), event.get_data()["entityId"]), ("todo.created", name))
+
+	def test_a_field_selection_sends_only_the_chosen_values(self):
+		path = f"/{self.tag}"
+		doc = self.subscription(
+			webhook_url=self.receiver.url(path),
+			payload_form="Field selection",
+			selected_fields="type\ntodo=data.payload.doc.description",
+		)
+		save_todo(self.tag)
+		deliver(doc.name)
+		(request,) = self.receiver.on(path)
+		self.assertEqual(json.loads(request.body), {"type": "todo.created", "todo": self.tag})
+
+	def test_a_registered_handler_runs_in_the_site_and_commits(self):
+		hooks = {"fabric_handlers": {"todo.*": [f"{__name__}.record_handled"]}}
+		with patch_hooks(hooks):
+			doc = self.subscription(destination_type="In-app handler", handler=f"{__name__}.record_handled")
+			save_todo(self.tag)
+			(row,) = deliver(doc.name)
+		self.assertEqual(row.status, "Delivered", row.last_error)
+		event_id = json.loads(row.envelope)["id"]
+		self.assertIn((event_id, "application/json"), HANDLED)
+		self.assertTrue(frappe.db.exists("ToDo", {"description": f"handled {event_id}"}))
+
+
+class TestBrokerDestinations(DestinationCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		cls.broker = KafkaBroker().start()
+		cls.addClassCleanup(cls.broker.stop)
+		settings = fabric_settings(
+			bootstrap_servers=cls.broker.bootstrap,
+			rabbitmq_url=RABBITMQ,
+			rabbitmq_password="guest",
+			rabbitmq_exchange="fabric.test." + uuid.uuid4().hex[:6],
+			topic_template="fabricdelivery" + frappe.generate_hash(length=6) + ".{domain}",
+			message_timeout_ms=5000,
+		)
+		cls.settings = settings.__enter__()
+		cls.addClassCleanup(settings.__exit__, None, None, None)
+		cls.connection = pika.BlockingConnection(
+			pika.URLParameters(RABBITMQ.replace("guest@", "guest:guest@"))
+		)
+		cls.addClassCleanup(cls.connection.close)
+
+	def bound_queue(self, exchange: str, key: str) -> str:
+		"""Declares the durable topic exchange and an exclusive queue bound to it with ``key``."""
+		channel = self.connection.channel()
+		channel.exchange_declare(exchange, "topic", durable=True)
+		queue = channel.queue_declare("", exclusive=True).method.queue
+		channel.queue_bind(queue, exchange, routing_key=key)
+		self.addCleanup(lambda: self.connection.channel().exchange_delete(exchange))
+		self.channel = channel
+		return queue
+
+	def drain(self, queue: str) -> list:
+		received = []
+		while (message := self.channel.basic_get(queue, auto_ack=True))[0] is not None:
+			_, properties, body = message
+			amqp = ce_amqp.AMQPMessage({"content-type": properties.content_type}, properties.headers, body)
+			received.append((ce_amqp.from_binary(amqp, JSONFormat()), properties))
+		return received
+
+	def test_a_saved_document_reaches_a_kafka_topic_keyed_by_document(self):
+		topic = f"fabric.delivery.{self.tag}"
+		doc = self.subscription(destination_type="Kafka topic", kafka_topic=topic)
+		name = save_todo(self.tag)
+		(row,) = deliver(doc.name)
+		self.assertEqual(row.status, "Delivered", row.last_error)
+		(message,) = read_topic(self.broker.bootstrap, topic, 1)
+		self.assertEqual(message.key().decode(), f"ToDo/{name}")
+		self.assertEqual(json.loads(message.value())["data"]["entityId"], name)
+
+	def test_a_saved_document_reaches_a_rabbitmq_exchange_as_an_amqp_cloudevent(self):
+		exchange = f"fabric.delivery.{self.tag}"
+		queue = self.bound_queue(exchange, "todo.#")
+		doc = self.subscription(
+			destination_type="RabbitMQ exchange",
+			rabbitmq_exchange=exchange,
+			payload_form="CloudEvents binary",
+		)
+		name = save_todo(self.tag)
+		(row,) = deliver(doc.name)
+		self.assertEqual(row.status, "Delivered", row.last_error)
+		((event, properties),) = self.drain(queue)
+		self.assertEqual((event.get_type(), event.get_data()["entityId"]), ("todo.created", name))
+		self.assertEqual(properties.delivery_mode, 2)
+
+	def test_a_rabbitmq_url_publishes_the_outbox_to_its_exchange_by_event_type(self):
+		queue = self.bound_queue(self.settings.rabbitmq_exchange, "todo.*")
+		run_relay_for(max_seconds=30, stop_when_idle=True)  # older events first
+		self.drain(queue)
+		name = save_todo(self.tag)
+		run_relay_for(max_seconds=30, stop_when_idle=True)
+		frappe.db.rollback()
+		received = [event for event, _ in self.drain(queue)]
+		self.assertIn(name, [e.get_data()["data"]["entityId"] for e in received])
+		status = frappe.db.get_value("Event Log", {"entity_id": name}, "status")
+		self.assertEqual(status, "Published", "Kafka and RabbitMQ must both have acknowledged it")
+
+	def test_the_rabbitmq_connection_test_reports_what_it_found(self):
+		report = settings_api.test_rabbitmq_connection()
+		self.assertTrue(report["ok"], report)
+		self.assertIn("Connected to RabbitMQ", report["summary"])
+		with fabric_settings(rabbitmq_url=f"amqp://guest@127.0.0.1:{free_port()}/%2F"):
+			report = settings_api.test_rabbitmq_connection()
+		self.assertFalse(report["ok"])
+		self.assertIn("No RabbitMQ broker answered", report["summary"])

@@ -1,0 +1,100 @@
+"""Helpers of the delivery tests: subscriptions scoped to one test, running the worker, cleanup."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import frappe
+
+from cauldron_fabric.delivery.worker import run_delivery_worker
+from cauldron_fabric.tests.utils import fabric_settings
+
+LOOPBACK = "127.0.0.0/8\n::1/128"
+
+
+def marker() -> str:
+	"""Returns a unique text that a test puts in its documents and filters its subscriptions on."""
+	return "fabric-" + frappe.generate_hash(length=10)
+
+
+def make_subscription(tag: str, **values: Any):
+	"""Inserts a subscription for ToDo events whose description is ``tag`` (committed)."""
+	doc = frappe.get_doc(
+		{
+			"doctype": "Event Subscription",
+			"subscription_name": f"{tag}-{frappe.generate_hash(length=4)}",
+			"event_types": "todo.*",
+			"condition": f'data.payload.doc.description == "{tag}"',
+			"max_attempts": 3,
+			"initial_delay": 0.1,
+			"max_delay": 0.5,
+			"jitter": 0,
+			**values,
+		}
+	).insert()
+	frappe.db.commit()
+	return doc
+
+
+def save_todo(tag: str) -> str:
+	"""Inserts and commits a ToDo with ``tag`` as description; returns its name."""
+	name = frappe.get_doc({"doctype": "ToDo", "description": tag}).insert().name
+	frappe.db.commit()
+	return name
+
+
+def deliveries(subscription: str) -> list[dict[str, Any]]:
+	"""Returns the subscription's deliveries, oldest first, as committed by the workers."""
+	frappe.db.rollback()
+	return frappe.db.sql(
+		"""SELECT name, event_type, status, attempts, last_status_code, last_error, attempt_log, envelope
+		FROM `tabEvent Delivery` WHERE subscription = %s ORDER BY name""",
+		(subscription,),
+		as_dict=True,
+	)
+
+
+def deliver(*subscriptions: str, timeout: float = 30) -> list[dict[str, Any]]:
+	"""Runs the delivery worker until none of the subscriptions' deliveries is pending."""
+	deadline = time.monotonic() + timeout
+	while time.monotonic() < deadline:
+		run_delivery_worker(stop_when_idle=True, max_seconds=5)
+		rows = [row for name in subscriptions for row in deliveries(name)]
+		if rows and all(row.status != "Pending" for row in rows):
+			return rows
+		time.sleep(0.1)
+	raise AssertionError(f"deliveries still pending after {timeout} s: {rows}")
+
+
+def dead_letters(subscription: str) -> list[Any]:
+	"""Returns the subscription's Delivery dead letters, oldest first."""
+	frappe.db.rollback()
+	names = frappe.get_all(
+		"Dead Letter",
+		filters={"source_type": "Delivery", "subscription": subscription},
+		pluck="name",
+		order_by="creation asc",
+	)
+	return [frappe.get_doc("Dead Letter", name) for name in names]
+
+
+def remove_subscription(name: str) -> None:
+	"""Deletes a subscription with its deliveries and dead letters (committed)."""
+	frappe.db.rollback()
+	frappe.db.delete("Event Delivery", {"subscription": name})
+	frappe.db.delete("Dead Letter", {"subscription": name})
+	if frappe.db.exists("Event Subscription", name):
+		frappe.delete_doc("Event Subscription", name, ignore_permissions=True, force=True)
+	frappe.db.commit()
+
+
+def loopback_allowed():
+	"""Allow-lists loopback for webhooks while the block runs (the receivers are local)."""
+	return fabric_settings(webhook_allowed_networks=LOOPBACK)
+
+
+def envelope_of(row: dict[str, Any]) -> dict[str, Any]:
+	"""Returns the event a delivery row carries."""
+	return json.loads(row["envelope"])
