@@ -56,4 +56,5 @@ def status(context) -> None:
 
 fabric.add_command(importlib.import_module("cauldron_fabric.delivery.cli").deliver)
 fabric.add_command(importlib.import_module("cauldron_fabric.registry.cli").codegen)
+fabric.add_command(importlib.import_module("cauldron_fabric.consume.cli").consume)
 commands = [fabric]

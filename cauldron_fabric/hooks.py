@@ -55,6 +55,7 @@ scheduler_events = {
 			"cauldron_fabric.delivery.jobs.fire_subscription_triggers",
 		],
 		"*/5 * * * *": ["cauldron_fabric.emit.scheduled.emit_heartbeat"],
+		"*/2 * * * *": ["cauldron_fabric.approvals.expiry.expire_overdue_requests"],
 	},
 	"daily": [
 		"cauldron_fabric.emit.scheduled.purge_expired_events",
@@ -66,4 +67,6 @@ scheduler_events = {
 # ("*" one word, "**" any number). Consumers dispatch consumed events to them and
 # subscriptions with a handler destination call them.
 # ---------------------------------------------------------------------------
-fabric_handlers = {}
+fabric_handlers = {
+	"agent.approval.requested": ["cauldron_fabric.approvals.requests.create_approval_request"],
+}

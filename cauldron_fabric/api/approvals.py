@@ -1,0 +1,59 @@
+"""Approval requests over the API: list, read, approve, reject.
+
+``POST /api/method/cauldron_fabric.api.approvals.approve`` with ``name`` (the agent's request
+id) and an optional ``comment``. Only the request's approvers (its users, holders of its roles)
+and Fabric or System Managers may decide; the decision goes back to the agent as
+``approval.response`` with the request's correlation id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import frappe
+from frappe import _
+
+from cauldron_fabric.approvals.decisions import APPROVED, OPEN, REJECTED, decide, load_for_decision, summary
+
+MAX_LIMIT = 200
+STATUSES = ("Pending", "Approved", "Rejected", "Expired", "Escalated")
+
+
+@frappe.whitelist(methods=["POST"])
+def approve(name: str, comment: str | None = None) -> dict[str, Any]:
+	"""Approves an open request and sends ``approval.response`` (decision approved) to the agent."""
+	load_for_decision(name)
+	return summary(decide(name, APPROVED, comment))
+
+
+@frappe.whitelist(methods=["POST"])
+def reject(name: str, comment: str | None = None) -> dict[str, Any]:
+	"""Rejects an open request and sends ``approval.response`` (decision rejected) to the agent."""
+	load_for_decision(name)
+	return summary(decide(name, REJECTED, comment))
+
+
+@frappe.whitelist(methods=["GET"])
+def get_request(name: str) -> dict[str, Any]:
+	"""Returns one request, with whether the caller may decide it."""
+	frappe.has_permission("Approval Request", "read", name, throw=True)
+	return summary(frappe.get_doc("Approval Request", name))
+
+
+@frappe.whitelist(methods=["GET"])
+def list_requests(status: str | None = None, mine: bool = False, limit: int = 50) -> dict[str, Any]:
+	"""Returns the requests the caller can see, newest first; ``mine`` keeps only open ones they may decide."""
+	frappe.has_permission("Approval Request", "read", throw=True)
+	if status and status not in STATUSES:
+		frappe.throw(_("status must be one of {0}.").format(", ".join(STATUSES)), frappe.ValidationError)
+	limit = int(limit)
+	if not 0 < limit <= MAX_LIMIT:
+		frappe.throw(_("limit must be between 1 and {0}.").format(MAX_LIMIT), frappe.ValidationError)
+	filters = {"status": status} if status else ({"status": ("in", OPEN)} if mine else {})
+	names = frappe.get_list(
+		"Approval Request", filters=filters, pluck="name", order_by="creation desc", limit=limit
+	)
+	requests = [summary(frappe.get_doc("Approval Request", n)) for n in names]
+	if frappe.utils.sbool(mine):
+		requests = [r for r in requests if r["canDecide"]]
+	return {"requests": requests}

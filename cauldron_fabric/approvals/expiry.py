@@ -1,0 +1,75 @@
+"""Expiry of approval requests nobody decided in time: rejected, or escalated, as the admin chose.
+
+Fabric Settings ``approval_expiry_action``: ``Reject`` answers the agent with a rejection and
+marks the request Expired; ``Escalate`` adds ``approval_escalation_role`` to the approvers and
+assigns its holders (an escalated request waits for them; it does not expire again). Escalating
+without a role set rejects, and the request's timeline says why.
+"""
+
+from __future__ import annotations
+
+import frappe
+from frappe import _
+from frappe.utils import format_datetime, now_datetime
+
+from cauldron_fabric.approvals.decisions import REJECTED, is_overdue, publish_response
+from cauldron_fabric.approvals.notify import DOCTYPE, close_assignments, notify_approvers, users_with_roles
+
+BATCH = 200
+SYSTEM_USER = "Administrator"  # who the agent is told decided an expired request
+
+
+def expire_overdue_requests() -> int:
+	"""Expires every pending request past its due time, one commit each (scheduler job); returns how many."""
+	names = frappe.get_all(
+		DOCTYPE,
+		filters={"status": "Pending", "due_by": ("<=", now_datetime())},
+		pluck="name",
+		order_by="due_by asc",
+		limit=BATCH,
+	)
+	expired = 0
+	for name in names:
+		try:
+			doc = frappe.get_doc(DOCTYPE, name, for_update=True)
+			if is_overdue(doc):
+				expire_request(doc)
+				expired += 1
+			frappe.db.commit()
+		except Exception:
+			frappe.db.rollback()
+			frappe.log_error(title=f"Approval request {name} could not expire")
+	return expired
+
+
+def expire_request(doc) -> None:
+	"""Rejects or escalates one overdue request, per Fabric Settings (caller commits)."""
+	action = frappe.db.get_single_value("Fabric Settings", "approval_expiry_action") or "Reject"
+	role = frappe.db.get_single_value("Fabric Settings", "approval_escalation_role")
+	if action == "Escalate" and role:
+		escalate(doc, role)
+		return
+	note = _("No decision by {0}: rejected automatically.").format(format_datetime(doc.due_by))
+	if action == "Escalate":
+		note += " " + _("Fabric Settings say to escalate, but name no escalation role.")
+	reject_on_expiry(doc, note)
+
+
+def reject_on_expiry(doc, note: str) -> None:
+	"""Marks the request Expired and answers the agent with a rejection."""
+	doc.update({"status": "Expired", "decided_at": now_datetime(), "decision_comment": note})
+	doc.response_event_id = publish_response(doc, REJECTED, note, SYSTEM_USER).id
+	doc.save(ignore_permissions=True, ignore_version=False)
+	doc.add_comment("Info", note)
+	close_assignments(doc)
+
+
+def escalate(doc, role: str) -> None:
+	"""Adds ``role`` to the approvers, assigns its holders and marks the request Escalated."""
+	if not any(row.approver_type == "Role" and row.approver == role for row in doc.approvers):
+		doc.append("approvers", {"approver_type": "Role", "approver": role})
+	doc.update({"status": "Escalated", "escalated_to": role})
+	doc.save(ignore_permissions=True, ignore_version=False)
+	note = _("No decision by {0}: escalated to {1}.").format(format_datetime(doc.due_by), role)
+	doc.add_comment("Info", note)
+	notify_approvers(doc, [u for u in users_with_roles({role}) if u != "Administrator"])

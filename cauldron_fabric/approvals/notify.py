@@ -1,0 +1,83 @@
+"""Who may decide an approval request, and telling them through Frappe's assignments.
+
+An assignment puts a ToDo in each approver's list, shares the request with approvers who have
+no read permission on it, and sends the assignment notification (bell, and email where the
+user's notification settings say so).
+"""
+
+from __future__ import annotations
+
+import frappe
+from frappe import _
+from frappe.desk.form import assign_to
+from frappe.utils import getdate
+
+DOCTYPE = "Approval Request"
+MANAGERS = ("System Manager", "Fabric Manager")
+# A role held by hundreds of users should not flood them all; the first ones are assigned.
+MAX_NOTIFIED = 50
+URGENT = ("high", "critical")
+
+
+def listed(doc, approver_type: str) -> set[str]:
+	"""Returns the users or roles listed as approvers."""
+	return {row.approver for row in doc.approvers or [] if row.approver_type == approver_type}
+
+
+def can_decide(doc, user: str) -> bool:
+	"""Tells whether ``user`` is a designated approver of ``doc`` or a manager."""
+	roles = set(frappe.get_roles(user))
+	if user == "Administrator" or roles & set(MANAGERS):
+		return True
+	return user in listed(doc, "User") or bool(roles & listed(doc, "Role"))
+
+
+def users_with_roles(roles: set[str]) -> list[str]:
+	"""Returns the enabled desk users holding any of ``roles`` (Administrator aside)."""
+	if not roles:
+		return []
+	holders = frappe.get_all(
+		"Has Role",
+		filters={"role": ("in", sorted(roles)), "parenttype": "User"},
+		pluck="parent",
+		distinct=True,
+	)
+	return frappe.get_all(
+		"User",
+		filters={"name": ("in", holders or [""]), "enabled": 1, "user_type": "System User"},
+		pluck="name",
+		order_by="name asc",
+	)
+
+
+def approver_users(doc) -> list[str]:
+	"""Returns the users to notify: the listed ones, then the holders of listed roles."""
+	users = [u for u in sorted(listed(doc, "User")) if u != "Guest"]
+	for user in users_with_roles(listed(doc, "Role")):
+		if user not in users and user != "Administrator":
+			users.append(user)
+	return users[:MAX_NOTIFIED]
+
+
+def notify_approvers(doc, users: list[str] | None = None) -> list[str]:
+	"""Assigns the request to its approvers (or to ``users``); returns who was assigned."""
+	users = approver_users(doc) if users is None else users
+	if not users:
+		return []
+	assign_to.add(
+		{
+			"assign_to": users,
+			"doctype": DOCTYPE,
+			"name": doc.name,
+			"description": _("Approve or reject: {0}").format(doc.action_summary),
+			"date": getdate(doc.due_by) if doc.due_by else None,
+			"priority": "High" if doc.risk in URGENT else "Medium",
+		},
+		ignore_permissions=True,
+	)
+	return users
+
+
+def close_assignments(doc) -> None:
+	"""Closes the approvers' ToDos once the request is decided or expired."""
+	assign_to.close_all_assignments(DOCTYPE, doc.name, ignore_permissions=True)

@@ -1,0 +1,66 @@
+"""Creating Approval Requests from ``agent.approval.requested`` (a handler in ``fabric_handlers``).
+
+The event was checked against its schema before this runs, so its payload has every required
+key. Approvers that do not exist on this site are left out and named in the timeline; with none
+left, Fabric and System Managers decide.
+"""
+
+from __future__ import annotations
+
+import json
+
+import frappe
+from frappe import _
+from frappe.utils import convert_utc_to_system_timezone
+
+from cauldron_fabric.approvals.notify import DOCTYPE, notify_approvers
+from cauldron_fabric.core.envelope import Envelope, parse_time
+
+REQUEST_TYPE = "agent.approval.requested"
+
+
+def create_approval_request(envelope: Envelope, context=None) -> None:
+	"""Creates the Approval Request an agent asks for and assigns it to its approvers."""
+	payload = envelope.data.payload
+	if frappe.db.exists(DOCTYPE, payload["requestId"]):
+		frappe.logger("cauldron_fabric").info("approval request %s exists already", payload["requestId"])
+		return  # the agent sent the same request again (another event); the first one stands
+	rows, missing = approver_rows(payload.get("approvers") or {})
+	doc = frappe.get_doc(
+		{
+			"doctype": DOCTYPE,
+			"request_id": payload["requestId"],
+			"agent": payload["agent"],
+			"task": payload["task"],
+			"action_summary": payload["actionSummary"],
+			"reason": payload.get("reason"),
+			"payload": json.dumps(payload.get("payload") or {}, indent=1, sort_keys=True),
+			"risk": payload["risk"],
+			"due_by": system_time(payload["dueBy"]),
+			"correlation_id": envelope.metadata.correlation_id or envelope.id,
+			"request_event_id": envelope.id,
+			"approvers": rows,
+		}
+	).insert()
+	if missing:
+		doc.add_comment("Info", _("Approvers unknown on this site, left out: {0}").format(", ".join(missing)))
+	if not rows:
+		doc.add_comment("Info", _("No named approver exists here: Fabric Managers decide this request."))
+	notify_approvers(doc)
+
+
+def approver_rows(approvers: dict) -> tuple[list[dict], list[str]]:
+	"""Returns the approver rows for the roles and users that exist, and the names that do not."""
+	rows, missing = [], []
+	for kind, doctype in (("roles", "Role"), ("users", "User")):
+		for name in approvers.get(kind) or []:
+			if frappe.db.exists(doctype, name):
+				rows.append({"approver_type": doctype, "approver": name})
+			else:
+				missing.append(f"{doctype} {name}")
+	return rows, missing
+
+
+def system_time(value: str):
+	"""Converts an RFC 3339 time to the site's time zone, as Frappe stores datetimes."""
+	return convert_utc_to_system_timezone(parse_time(value)).replace(tzinfo=None)

@@ -1,0 +1,90 @@
+"""Fabric Circuit: a read-only view of the request-reply circuit breakers kept in Redis.
+
+A virtual DocType: nothing is stored in the database. Each row is one target's circuit as every
+worker sees it; circuits open and close by themselves, and a manager can reset one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import frappe
+from frappe import _
+from frappe.model.document import Document
+from frappe.utils import convert_utc_to_system_timezone
+
+from cauldron_fabric.consume.requesting import site_breaker
+from cauldron_fabric.core.consumer.ports import CircuitState
+
+
+def _system_time(value: float | None):
+	if not value:
+		return None
+	moment = dt.datetime.fromtimestamp(value, dt.timezone.utc)
+	return convert_utc_to_system_timezone(moment).replace(tzinfo=None)
+
+
+def as_row(state: CircuitState) -> dict:
+	"""Returns a circuit state as the fields of a Fabric Circuit."""
+	return {
+		"doctype": "Fabric Circuit",
+		"name": state.target,
+		"target": state.target,
+		"state": state.state,
+		"failures": state.failures,
+		"opened_at": _system_time(state.opened_at),
+		"retry_at": _system_time(state.retry_at),
+		"last_failure_at": _system_time(state.last_failure_at),
+	}
+
+
+class FabricCircuit(Document):
+	def db_insert(self, *args, **kwargs) -> None:
+		frappe.throw(_("Circuits appear when a request target fails; they cannot be created."))
+
+	def load_from_db(self) -> None:
+		super(Document, self).__init__(as_row(site_breaker().state(self.name)))
+
+	def db_update(self, *args, **kwargs) -> None:
+		frappe.throw(_("Circuits change by themselves; use Reset to close one."))
+
+	def delete(self, *args, **kwargs) -> None:
+		frappe.throw(_("Circuits cannot be deleted; use Reset to close one."))
+
+	@frappe.whitelist()
+	def reset(self) -> None:
+		"""Closes this circuit and forgets its failures."""
+		from cauldron_fabric.api.permissions import require_role
+
+		require_role()
+		site_breaker().store.reset(self.name)
+
+	@staticmethod
+	def get_list(args) -> list[dict]:
+		# Frappe's list view does not check permissions for virtual DocTypes: this does.
+		frappe.has_permission("Fabric Circuit", "read", throw=True)
+		rows = [as_row(state) for state in site_breaker().states()]
+		wanted = _state_filter(args.get("filters"))
+		rows = [row for row in rows if not wanted or row["state"] in wanted]
+		start, length = int(args.get("start") or 0), int(args.get("page_length") or 20)
+		return [frappe._dict(row) for row in rows[start : start + length]]
+
+	@staticmethod
+	def get_count(args) -> int:
+		return len(FabricCircuit.get_list({**(args or {}), "start": 0, "page_length": 1_000_000}))
+
+	@staticmethod
+	def get_stats(args) -> dict:
+		return {}
+
+
+def _state_filter(filters) -> set[str]:
+	"""Returns the states a list filter asks for (the list view filters only by state)."""
+	wanted: set[str] = set()
+	for item in filters or []:
+		if isinstance(item, list | tuple) and len(item) >= 3 and "state" in item:
+			value = item[-1]
+			wanted |= set(value) if isinstance(value, list | tuple) else {value}
+	if isinstance(filters, dict) and filters.get("state"):
+		wanted.add(filters["state"])
+	return wanted

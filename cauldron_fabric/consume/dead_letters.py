@@ -1,0 +1,127 @@
+"""Consumers' dead letters as Dead Letter documents, and sending them back to their group.
+
+The consumer copies a message it gives up on to the group's dead-letter topic (or queue) with
+its origin headers, then files a Dead Letter here; the message is marked done only after both.
+Retry sends the event back to the same consumer group only (Kafka: its first retry topic,
+RabbitMQ: its queue), due at once and with a fresh round of attempts; other groups that
+consumed the event are not bothered again.
+"""
+
+from __future__ import annotations
+
+import json
+
+import frappe
+from frappe import _
+
+from cauldron_fabric.core.cloudevents import kafka_headers
+from cauldron_fabric.core.consumer.kafka import retry_topic
+from cauldron_fabric.core.consumer.messages import (
+	ATTEMPTS,
+	CONSUMER_GROUP,
+	INVALID_ENVELOPE,
+	ORIGIN_OFFSET,
+	ORIGIN_PARTITION,
+	ORIGIN_TOPIC,
+	DeadLetter,
+)
+from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.errors import InvalidEnvelope
+from cauldron_fabric.core.ports import OutboundMessage
+from cauldron_fabric.core.transports import open_transport
+
+SOURCE = "Consumer"
+OPEN_STATUSES = ("Dead", "Retrying")
+BODY_LIMIT = 1_000_000
+
+
+def record_dead_letter(letter: DeadLetter) -> None:
+	"""Files a Dead Letter for a consumer's dead message (once per origin), in its own transaction."""
+	frappe.db.rollback()
+	reference = str(letter.origin)
+	if frappe.db.exists(
+		"Dead Letter",
+		{
+			"source_type": SOURCE,
+			"consumer_group": letter.group,
+			"reference": reference,
+			"status": ("in", OPEN_STATUSES),
+		},
+	):
+		return  # the consumer died after filing it; the redelivered message is the same letter
+	envelope = letter.envelope
+	frappe.get_doc(
+		{
+			"doctype": "Dead Letter",
+			"source_type": SOURCE,
+			"status": "Dead",
+			"consumer_group": letter.group,
+			"reference": reference,
+			"event_id": envelope.id if envelope else None,
+			"event_type": envelope.type if envelope else None,
+			"entity": envelope.data.entity if envelope else None,
+			"entity_id": envelope.data.entity_id if envelope else None,
+			"attempts": letter.attempts,
+			"last_error": letter.failure.message,
+			"error_class": letter.failure.error_class,
+			"attempt_log": json.dumps(
+				{
+					"reason": letter.failure.reason,
+					"broker": letter.broker,
+					"deadLetterDestination": letter.destination,
+					"key": letter.key.decode("utf-8", "replace") if letter.key else None,
+				},
+				indent=1,
+			),
+			"origin_topic": letter.origin.topic,
+			"origin_partition": letter.origin.partition,
+			"origin_offset": letter.origin.offset,
+			"envelope": envelope.to_json()
+			if envelope
+			else letter.body[:BODY_LIMIT].decode("utf-8", "replace"),
+		}
+	).insert(ignore_permissions=True)
+	frappe.db.commit()
+
+
+def retry(dead_letter) -> None:
+	"""Sends the dead letter's event back to its consumer group; raises a clear error if it cannot."""
+	from cauldron_fabric.consume.settings import load_consumer_settings
+
+	details = json.loads(dead_letter.attempt_log or "{}")
+	if details.get("reason") == INVALID_ENVELOPE:
+		frappe.throw(
+			_(
+				"This message is not an event ({0}); retrying cannot fix it. Discard it and have its producer send it again."
+			).format(dead_letter.last_error),
+			title=_("Cannot retry"),
+		)
+	try:
+		envelope = Envelope.from_json(dead_letter.envelope or "")
+	except InvalidEnvelope as exc:
+		frappe.throw(_("The stored event cannot be read back: {0}").format(exc), title=_("Cannot retry"))
+	broker = "rabbitmq" if details.get("broker") == "amqp" else "kafka"
+	settings = load_consumer_settings(broker)
+	group = dead_letter.consumer_group
+	headers = (
+		*kafka_headers(envelope),
+		(ORIGIN_TOPIC, dead_letter.origin_topic or ""),
+		(ORIGIN_PARTITION, str(dead_letter.origin_partition or 0)),
+		(ORIGIN_OFFSET, str(dead_letter.origin_offset or 0)),
+		(CONSUMER_GROUP, group),
+		(ATTEMPTS, "1"),
+	)
+	destination = retry_topic(group, 1) if broker == "kafka" else f"/{group}"
+	message = OutboundMessage(
+		destination, details.get("key") or envelope.partition_key, envelope.to_json().encode(), headers
+	)
+	transport = open_transport(settings.broker_url, settings.broker_options)
+	try:
+		delivery = transport.publish([message], 15.0)[0]
+	finally:
+		transport.close()
+	if not delivery.ok:
+		frappe.throw(
+			_("Could not send the event back to consumer group {0}: {1}").format(group, delivery.error),
+			title=_("Retry failed"),
+		)

@@ -1,0 +1,48 @@
+"""A consumer group's lag as the broker sees it, whether or not any of its consumers runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from cauldron_fabric.consume.handlers import load_handler_table
+from cauldron_fabric.consume.runner import default_topics
+from cauldron_fabric.consume.settings import load_consumer_settings
+from cauldron_fabric.core.consumer.factory import kafka_bootstrap
+from cauldron_fabric.core.consumer.kafka import group_lag, retry_topic
+from cauldron_fabric.core.errors import TransportUnavailable
+from cauldron_fabric.core.transports.rabbitmq import connection_parameters
+
+
+def broker_lag(
+	group: str | None = None, topics: Sequence[str] = (), broker: str | None = None
+) -> list[dict[str, Any]]:
+	"""Returns the lag per partition (Kafka, retry topics included) or the group queue's depth (RabbitMQ)."""
+	settings = load_consumer_settings(broker)
+	group = group or settings.group
+	if settings.broker == "rabbitmq":
+		return [queue_depth(settings.broker_url, settings.broker_options, group)]
+	chosen = list(topics) or default_topics(settings, load_handler_table(settings.handler_user))
+	chosen += [retry_topic(group, n) for n in range(1, max(2, settings.max_attempts))]
+	lags = group_lag(kafka_bootstrap(settings.broker_url), group, chosen, settings.broker_options)
+	return [asdict(lag) for lag in lags]
+
+
+def queue_depth(url: str, options: dict, queue: str) -> dict[str, Any]:
+	"""Returns the ready messages of a group's queue as one partition."""
+	try:
+		connection = pika.BlockingConnection(connection_parameters(url, options))
+	except (pika.exceptions.AMQPError, OSError) as exc:
+		raise TransportUnavailable(f"RabbitMQ did not answer: {exc!r}.") from exc
+	try:
+		count = connection.channel().queue_declare(queue, passive=True).method.message_count
+	except pika.exceptions.ChannelClosedByBroker as exc:
+		raise TransportUnavailable(f"Consumer group {queue!r} has no queue yet: {exc.reply_text}.") from exc
+	finally:
+		if connection.is_open:
+			connection.close()
+	return {"topic": queue, "partition": 0, "position": None, "high_watermark": None, "lag": count}

@@ -1,0 +1,179 @@
+"""Running the core consumer for a site: settings, hooked handlers, tracking, dead letters, status.
+
+The consumer works on ``frappe.db``: each event's handlers, its Processed Event mark and the
+events their changes emit are one transaction, committed before the offset (or ack).
+"""
+
+from __future__ import annotations
+
+import string
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import frappe
+
+from cauldron_fabric.consume.dead_letters import record_dead_letter
+from cauldron_fabric.consume.handlers import load_handler_table
+from cauldron_fabric.consume.settings import ConsumerSettings, load_consumer_settings
+from cauldron_fabric.consume.status import ConsumerReporter
+from cauldron_fabric.consume.tracking import FrappeTrackingStore
+from cauldron_fabric.consume.validation import validate_consumed
+from cauldron_fabric.core.consumer import Consumer, ConsumerCounts, ConsumerOptions, HandlerTable, open_source
+from cauldron_fabric.core.consumer.handlers import Handler
+from cauldron_fabric.core.errors import ConfigurationError, RetryableError
+from cauldron_fabric.core.naming import topic_for
+from cauldron_fabric.core.retry import Backoff
+from cauldron_fabric.emit.policy import current_policy
+
+SETTINGS_RECHECK_SECONDS = 10
+OUTAGE_BACKOFF = Backoff(base=1.0, factor=2.0, maximum=30.0)
+
+
+def default_topics(settings: ConsumerSettings, table: HandlerTable) -> list[str]:
+	"""Returns what to consume when no topics are given: the handlers' patterns, as topics or keys.
+
+	On Kafka each pattern's domain (its first word) names the topic under the topic naming rule,
+	which therefore may use only ``{domain}``; on RabbitMQ the patterns are the binding keys.
+	"""
+	patterns = table.patterns
+	if settings.broker == "rabbitmq":
+		return patterns
+	fields = {name for _, name, _, _ in string.Formatter().parse(settings.topic_template) if name}
+	wild = [p for p in patterns if p.split(".", 1)[0] in ("*", "**")]
+	if fields - {"domain"} or wild:
+		raise ConfigurationError(
+			"Cannot tell which Kafka topics to consume from the handlers' patterns"
+			+ (
+				f" ({', '.join(wild)} cover every domain)."
+				if wild
+				else f" under the naming rule {settings.topic_template!r}."
+			),
+			hint="Pass --topics T1,T2 or --pattern '^cauldron\\..*'.",
+		)
+	return sorted(
+		{topic_for(settings.topic_template, p.split(".", 1)[0] + ".events", "", None) for p in patterns}
+	)
+
+
+def build_consumer(
+	group: str | None = None,
+	topics: Sequence[str] = (),
+	pattern: str | None = None,
+	broker: str | None = None,
+	extra_handlers: Mapping[str, Handler | Sequence[Handler]] | None = None,
+	broker_options: Mapping | None = None,
+) -> tuple[Consumer, ConsumerSettings, list[str]]:
+	"""Builds a consumer of this site from Fabric Settings and the hooked handlers."""
+	settings = load_consumer_settings(broker)
+	table = load_handler_table(settings.handler_user, extra_handlers)
+	if not len(table):
+		raise ConfigurationError(
+			"No handlers are registered, so a consumer would only skip events.",
+			hint="Register handlers under fabric_handlers in an app's hooks.py.",
+		)
+	chosen = list(topics) or ([] if pattern else default_topics(settings, table))
+	options = ConsumerOptions(
+		group=group or settings.group,
+		max_attempts=settings.max_attempts,
+		source=current_policy().source or f"frappe://{frappe.local.site}",
+	)
+	source = open_source(
+		settings.broker_url,
+		options,
+		chosen,
+		pattern=pattern,
+		broker_options={**settings.broker_options, **(broker_options or {})},
+	)
+	consumer = Consumer(
+		source,
+		table,
+		FrappeTrackingStore(),
+		options,
+		validate=validate_consumed,
+		on_dead_letter=record_dead_letter,
+	)
+	return consumer, settings, chosen or [pattern or ""]
+
+
+class SettingsWatch:
+	"""Tells, at most every ``SETTINGS_RECHECK_SECONDS``, whether Fabric Settings changed for consumers."""
+
+	def __init__(self, settings: ConsumerSettings, broker: str | None):
+		self.settings, self.broker = settings, broker
+		self.changed = False
+		self._checked = time.monotonic()
+
+	def __call__(self) -> bool:
+		if not self.changed and time.monotonic() - self._checked >= SETTINGS_RECHECK_SECONDS:
+			self._checked = time.monotonic()
+			try:
+				self.changed = load_consumer_settings(self.broker) != self.settings
+			except ConfigurationError:
+				self.changed = True  # the rebuild says what is wrong
+			finally:
+				frappe.db.rollback()  # end the read so the next check sees new settings
+		return self.changed
+
+
+def run_consumer_for(
+	group: str | None = None,
+	topics: Sequence[str] = (),
+	pattern: str | None = None,
+	broker: str | None = None,
+	should_stop: Callable[[], bool] = lambda: False,
+	max_seconds: float | None = None,
+	stop_when_idle: bool = False,
+	extra_handlers: Mapping[str, Handler | Sequence[Handler]] | None = None,
+	broker_options: Mapping | None = None,
+) -> ConsumerCounts:
+	"""Consumes for this site until stopped; returns what it did. Commits as it goes.
+
+	Handlers run as the Fabric Settings handler user; the session's user is restored after. When
+	Fabric Settings change (broker, handler user, attempts…) the consumer is rebuilt with them.
+	"""
+	started, totals = time.monotonic(), ConsumerCounts()
+	previous_user = frappe.session.user if getattr(frappe.local, "session", None) else "Administrator"
+	outages = 0
+	while True:
+		try:
+			consumer, settings, chosen = build_consumer(
+				group, topics, pattern, broker, extra_handlers, broker_options
+			)
+		except RetryableError as exc:
+			# The broker is down at start: wait for it instead of exiting (an outage delays, never drops).
+			outages += 1
+			frappe.logger("cauldron_fabric").warning("consumer cannot start yet: %s", exc)
+			frappe.db.rollback()
+			if _wait(OUTAGE_BACKOFF.delay(outages), should_stop, started, max_seconds):
+				return totals
+			continue
+		outages = 0
+		watch = SettingsWatch(settings, broker)
+		reporter = ConsumerReporter(consumer.options.group, settings.broker, chosen)
+		remaining = None if max_seconds is None else max(0.0, max_seconds - (time.monotonic() - started))
+		frappe.set_user(settings.handler_user)
+		try:
+			consumer.run(
+				lambda watch=watch: should_stop() or watch(), remaining, stop_when_idle, on_round=reporter
+			)
+		finally:
+			try:
+				consumer.close()
+			finally:
+				reporter.remove()  # a stopped consumer leaves no status behind to look alive
+				frappe.db.rollback()
+				frappe.set_user(previous_user)
+		totals = totals + consumer.stats.totals()
+		if not watch.changed or should_stop():
+			return totals
+		frappe.logger("cauldron_fabric").info("Fabric Settings changed: rebuilding the consumer")
+
+
+def _wait(seconds: float, should_stop: Callable[[], bool], started: float, max_seconds: float | None) -> bool:
+	"""Sleeps up to ``seconds``; returns True when told to stop or out of time meanwhile."""
+	deadline = time.monotonic() + seconds
+	while time.monotonic() < deadline:
+		if should_stop() or (max_seconds is not None and time.monotonic() - started >= max_seconds):
+			return True
+		time.sleep(0.2)
+	return should_stop()

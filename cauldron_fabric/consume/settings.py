@@ -1,0 +1,80 @@
+"""What consumers and requesters read from Fabric Settings, as one frozen value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import frappe
+from frappe.utils import cint, flt
+
+from cauldron_fabric.core.consumer.ports import CircuitPolicy
+from cauldron_fabric.core.errors import ConfigurationError
+
+BROKERS = ("kafka", "rabbitmq")
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+	"""The broker to consume from and how handlers run; equal settings need no rebuild."""
+
+	broker_url: str
+	group: str
+	handler_user: str
+	max_attempts: int
+	topic_template: str
+	request_timeout: float
+	circuit: CircuitPolicy
+	broker_options: dict[str, Any] = field(default_factory=dict)
+
+	@property
+	def broker(self) -> str:
+		"""Returns ``kafka`` or ``rabbitmq``."""
+		return "kafka" if self.broker_url.startswith("kafka") else "rabbitmq"
+
+
+def load_consumer_settings(broker: str | None = None) -> ConsumerSettings:
+	"""Reads Fabric Settings afresh; ``broker`` picks one when both are set (Kafka by default).
+
+	Raises ConfigurationError when no broker is configured, saying which fields to fill.
+	"""
+	from cauldron_fabric.services.relay import kafka_connection, rabbitmq_connection
+
+	if broker and broker not in BROKERS:
+		raise ConfigurationError(f"Unknown broker {broker!r}.", hint="Use kafka or rabbitmq.")
+	frappe.clear_document_cache("Fabric Settings", "Fabric Settings")
+	settings = frappe.get_single("Fabric Settings")
+	connections = {"kafka": kafka_connection(settings), "rabbitmq": rabbitmq_connection(settings)}
+	chosen = broker or ("kafka" if connections["kafka"] else "rabbitmq")
+	if connections[chosen] is None:
+		raise ConfigurationError(
+			f"No {chosen} connection is configured, so there is nothing to consume from.",
+			hint="Set the Kafka bootstrap servers or the RabbitMQ URL in Fabric Settings.",
+		)
+	url, options = connections[chosen]
+	timeout = flt(settings.request_timeout_seconds) or 10.0
+	return ConsumerSettings(
+		broker_url=url,
+		group=(settings.consumer_group or "").strip() or "cauldron-fabric",
+		handler_user=settings.handler_user or "Administrator",
+		max_attempts=min(max(cint(settings.consumer_max_attempts) or 5, 1), 20),
+		topic_template=settings.topic_template or "cauldron.{domain}",
+		request_timeout=timeout,
+		circuit=CircuitPolicy(
+			failure_threshold=max(cint(settings.circuit_failure_threshold) or 5, 1),
+			window_seconds=max(cint(settings.circuit_window_seconds) or 60, 1),
+			open_seconds=max(cint(settings.circuit_open_seconds) or 30, 1),
+			probe_seconds=max(timeout, 1.0),
+		),
+		broker_options=dict(options),
+	)
+
+
+def redis_url() -> str:
+	"""Returns the Redis the site's workers share (its cache), where circuit states live."""
+	return frappe.conf.redis_cache or "redis://127.0.0.1:6379"
+
+
+def redis_prefix() -> str:
+	"""Returns the key prefix of this site's fabric state in Redis."""
+	return f"cauldron_fabric:{frappe.local.site}:"

@@ -1,0 +1,84 @@
+"""What consumers report: heartbeats with processed/failed counts and lag per partition, in Redis.
+
+Every consumer process writes its status under its name (``host:pid``) every few seconds; the
+API reads them all, and asks the broker for a group's committed lag on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict
+from typing import Any
+
+import frappe
+from frappe.utils import get_datetime, now_datetime
+
+from cauldron_fabric.core.consumer.runtime import Consumer
+
+STATUS_KEY = "cauldron_fabric:consumers"
+REPORT_SECONDS = 3.0
+STALE_SECONDS = 60
+
+
+def consumer_name() -> str:
+	"""Returns ``host:pid``, how a consumer process is named in the status."""
+	return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ConsumerReporter:
+	"""Writes one consumer's status to Redis at most every ``REPORT_SECONDS`` (and when asked)."""
+
+	def __init__(self, group: str, broker: str, topics: list[str]):
+		self.name, self.group, self.broker, self.topics = consumer_name(), group, broker, topics
+		self.started = now_datetime().isoformat()
+		self._last = 0.0
+
+	def __call__(self, consumer: Consumer, force: bool = False) -> None:
+		if not force and time.monotonic() - self._last < REPORT_SECONDS:
+			return
+		self._last = time.monotonic()
+		try:
+			frappe.cache.hset(STATUS_KEY, self.name, json.dumps(self.status(consumer)))
+		except Exception:
+			frappe.logger("cauldron_fabric").warning("could not report consumer status", exc_info=True)
+
+	def status(self, consumer: Consumer) -> dict[str, Any]:
+		"""Returns the status: totals, per-partition counts and lag, heartbeat."""
+		counts = consumer.stats.per_partition()
+		partitions = []
+		for lag in consumer.source.lag():
+			key = (lag.topic, lag.partition)
+			partitions.append({**asdict(lag), **asdict(counts.pop(key))} if key in counts else asdict(lag))
+		partitions += [{"topic": t, "partition": p, **asdict(c)} for (t, p), c in counts.items()]
+		return {
+			"name": self.name,
+			"group": self.group,
+			"broker": self.broker,
+			"topics": self.topics,
+			"started": self.started,
+			"heartbeat": now_datetime().isoformat(),
+			"totals": asdict(consumer.stats.totals()),
+			"partitions": partitions,
+		}
+
+	def remove(self) -> None:
+		"""Drops this consumer's status when it stops."""
+		try:
+			frappe.cache.hdel(STATUS_KEY, self.name)
+		except Exception:
+			pass
+
+
+def consumer_statuses(group: str | None = None) -> list[dict[str, Any]]:
+	"""Returns every running consumer's last status (optionally of one group), marking silent ones."""
+	statuses = []
+	for value in (frappe.cache.hgetall(STATUS_KEY) or {}).values():
+		status = json.loads(value) if isinstance(value, str | bytes) else dict(value)
+		if group and status.get("group") != group:
+			continue
+		age = (now_datetime() - get_datetime(status["heartbeat"])).total_seconds()
+		statuses.append({**status, "stale": age > STALE_SECONDS})
+	return sorted(statuses, key=lambda s: (s["group"], s["name"]))

@@ -1,0 +1,96 @@
+"""Tracking on the site's database: the Processed Event DocType, in the transaction of the handler.
+
+Handlers write through ``frappe.db`` as usual; the processed mark is inserted on the same
+connection before they run and committed with their changes by ``frappe.db.commit()``.
+"""
+
+from __future__ import annotations
+
+import frappe
+from frappe.utils import now_datetime
+
+from cauldron_fabric.core.consumer.messages import InboundMessage
+from cauldron_fabric.core.consumer.ports import TrackingStore
+from cauldron_fabric.core.consumer.tracking_sql import (
+	CONNECTION_LOST,
+	CONTENTION,
+	DUPLICATE_KEY,
+	TrackingUnavailable,
+	error_code,
+	insert_mark_sql,
+	mark_values,
+)
+from cauldron_fabric.core.envelope import Envelope
+
+DOCTYPE = "Processed Event"
+INSERT_MARK = insert_mark_sql()
+
+
+class FrappeTrackingStore(TrackingStore):
+	"""Processed marks in ``tabProcessed Event`` through the site's ``frappe.db`` connection."""
+
+	def __init__(self):
+		self._broken = False
+
+	@property
+	def transaction(self):
+		"""Returns ``frappe.db``: handlers use the ORM, which writes in this transaction."""
+		return frappe.db
+
+	def begin(self) -> None:
+		"""Starts from a clean transaction, reconnecting after a lost connection."""
+		if self._broken:
+			self._reconnect()
+		frappe.db.rollback()
+
+	def _reconnect(self) -> None:
+		try:
+			frappe.db.close()
+		except Exception:
+			pass
+		try:
+			frappe.connect(set_admin_as_user=False)
+		except Exception as exc:
+			raise TrackingUnavailable(f"The site's database is still unreachable: {exc}.") from exc
+		self._broken = False
+
+	def claim(self, group: str, envelope: Envelope, message: InboundMessage | None = None) -> bool:
+		"""Inserts the mark; False when the group already processed the event."""
+		try:
+			frappe.db.sql(
+				INSERT_MARK, mark_values(group, envelope, message, frappe.session.user, now_datetime())
+			)
+			return True
+		except Exception as exc:
+			code = error_code(exc)
+			if code == DUPLICATE_KEY:
+				return False
+			if code in CONTENTION:
+				raise TrackingUnavailable(
+					f"Event {envelope.id} is being processed by another member of group {group!r}."
+				) from exc
+			if code in CONNECTION_LOST or frappe.db.is_interface_error(exc):
+				self._broken = True
+				raise TrackingUnavailable(f"Lost the site's database: {exc}.") from exc
+			raise
+
+	def commit(self) -> None:
+		"""Commits the handler's changes and the mark (after-commit hooks wake the relays)."""
+		try:
+			frappe.db.commit()
+		except Exception as exc:
+			if error_code(exc) in CONNECTION_LOST or frappe.db.is_interface_error(exc):
+				self._broken = True
+				raise TrackingUnavailable(f"Lost the site's database at commit: {exc}.") from exc
+			raise
+
+	def rollback(self) -> None:
+		"""Rolls back; never raises."""
+		try:
+			frappe.db.rollback()
+		except Exception:
+			self._broken = True
+
+	def is_processed(self, group: str, event_id: str) -> bool:
+		"""Tells whether the group has a committed mark for the event."""
+		return bool(frappe.db.exists(DOCTYPE, {"consumer_group": group, "event_id": event_id}))

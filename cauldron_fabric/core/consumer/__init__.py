@@ -1,0 +1,66 @@
+"""Consumers: events from the bus drive handlers, exactly once in effect, with retries and dead letters.
+
+The public API:
+
+* ``Consumer`` and ``ConsumerOptions`` (``runtime``): the loop over any ``MessageSource``;
+* ``HandlerTable``, ``HandlerContext``, ``responder`` (``handlers``): handlers by type pattern;
+* ``open_source`` / ``open_requester`` (``factory``): adapters by URL scheme, ``KafkaSource``
+  (consumer groups) and ``RabbitMQSource`` (a group's queue on the topic exchange);
+* ``TrackingStore`` with ``MemoryTrackingStore`` and ``SqlTrackingStore``: processed marks in
+  the transaction of the handler's writes;
+* ``Requester.request(type, data, timeout)`` with ``KafkaRequester`` and ``RabbitMQRequester``;
+* ``CircuitBreaker`` with ``MemoryCircuitStore`` and ``RedisCircuitStore``;
+* ``group_lag`` (``kafka``): a group's lag per partition as the broker sees it.
+"""
+
+from cauldron_fabric.core.consumer.circuit import CircuitBreaker, CircuitOpen, MemoryCircuitStore
+from cauldron_fabric.core.consumer.factory import open_requester, open_source
+from cauldron_fabric.core.consumer.handlers import HandlerContext, HandlerTable, responder
+from cauldron_fabric.core.consumer.messages import (
+	ConsumerCounts,
+	DeadLetter,
+	Failure,
+	InboundMessage,
+	Origin,
+	PartitionLag,
+)
+from cauldron_fabric.core.consumer.ports import (
+	CircuitPolicy,
+	CircuitState,
+	CircuitStore,
+	MessageSource,
+	TrackingStore,
+)
+from cauldron_fabric.core.consumer.requests import Reply, Requester, RequestTimeout, ResponderFailed
+from cauldron_fabric.core.consumer.runtime import Consumer, ConsumerOptions
+from cauldron_fabric.core.consumer.tracking_memory import MemoryTracking, MemoryTrackingStore
+
+__all__ = [
+	"CircuitBreaker",
+	"CircuitOpen",
+	"CircuitPolicy",
+	"CircuitState",
+	"CircuitStore",
+	"Consumer",
+	"ConsumerCounts",
+	"ConsumerOptions",
+	"DeadLetter",
+	"Failure",
+	"HandlerContext",
+	"HandlerTable",
+	"InboundMessage",
+	"MemoryCircuitStore",
+	"MemoryTracking",
+	"MemoryTrackingStore",
+	"MessageSource",
+	"Origin",
+	"PartitionLag",
+	"Reply",
+	"RequestTimeout",
+	"Requester",
+	"ResponderFailed",
+	"TrackingStore",
+	"open_requester",
+	"open_source",
+	"responder",
+]

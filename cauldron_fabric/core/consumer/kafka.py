@@ -1,0 +1,385 @@
+"""Kafka as a message source: a confluent-kafka consumer group, offsets committed after the effect.
+
+Several processes with the same group split the partitions (cooperative-sticky rebalancing by
+default). Offsets are stored only once a message is done and committed every second, on every
+revocation and on close, so a crash replays at most the uncommitted tail, which tracking makes
+harmless.
+
+Retries never block a partition: a failed message is copied to ``<group>.retry.<n>`` (attempt
+n + 1) with a ``fabric-not-before`` header, and the partition moves on. Each retry topic has one
+delay, so its messages fall due in order: when the head is not due yet, that retry partition is
+paused and rewound until it is. Dead letters go to ``<group>.dlt`` with the origin headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from cauldron_fabric.core.cloudevents import kafka_headers
+from cauldron_fabric.core.consumer.messages import (
+	CORRELATION_ID,
+	REPLY_PARTITION,
+	REPLY_TO,
+	Failure,
+	InboundMessage,
+	PartitionLag,
+	forwarded_headers,
+)
+from cauldron_fabric.core.consumer.ports import MessageSource
+from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
+from cauldron_fabric.core.ports import OutboundMessage
+from cauldron_fabric.core.transports.kafka import KafkaTransport, kafka_config
+
+log = logging.getLogger("cauldron_fabric.consumer.kafka")
+
+PUBLISH_TIMEOUT = 15.0
+_ILLEGAL = re.compile(r"[^a-zA-Z0-9._-]+")
+
+
+def retry_topic(group: str, number: int) -> str:
+	"""Returns the topic of retry number ``number`` (1 for the first retry) of a consumer group."""
+	return f"{_ILLEGAL.sub('_', group)}.retry.{number}"
+
+
+def dead_letter_topic(group: str) -> str:
+	"""Returns the dead-letter topic of a consumer group."""
+	return f"{_ILLEGAL.sub('_', group)}.dlt"
+
+
+def consumer_config(bootstrap: str, group: str, options: dict[str, Any]) -> dict[str, Any]:
+	"""Returns the librdkafka settings of a fabric consumer: manual offsets, fast failover."""
+	if not group or not group.strip():
+		raise ConfigurationError(
+			"A consumer needs a consumer group.", hint="Pass --group or set it in Fabric Settings."
+		)
+	config = {
+		**kafka_config(bootstrap, {**options, "extra": {}}),
+		"group.id": group,
+		"enable.auto.commit": False,
+		"enable.auto.offset.store": False,
+		"auto.offset.reset": options.get("auto_offset_reset") or "earliest",
+		"partition.assignment.strategy": options.get("assignment_strategy") or "cooperative-sticky",
+		"session.timeout.ms": int(options.get("session_timeout_ms") or 10_000),
+		"max.poll.interval.ms": int(options.get("max_poll_interval_ms") or 300_000),
+	}
+	if options.get("fetch_wait_ms"):
+		config["fetch.wait.max.ms"] = int(options["fetch_wait_ms"])
+	config.update(options.get("consumer_extra") or {})
+	return config
+
+
+class KafkaSource(MessageSource):
+	"""One member of a consumer group on ``topics`` (or a ``pattern``) plus the group's retry topics."""
+
+	broker = "kafka"
+
+	def __init__(
+		self,
+		bootstrap: str,
+		group: str,
+		topics: Sequence[str] = (),
+		*,
+		pattern: str | None = None,
+		retry_tiers: int = 4,
+		options: dict[str, Any] | None = None,
+	):
+		if not topics and not pattern:
+			raise ConfigurationError(
+				"A consumer needs topics or a pattern to read.",
+				hint="Pass --topics T1,T2 or --pattern '^cauldron\\..*'.",
+			)
+		self.options = dict(options or {})
+		self.bootstrap, self.group = bootstrap, group
+		self.topics = list(topics)
+		self.pattern = ("^" + pattern.lstrip("^")) if pattern else None
+		self.retry_topics = [retry_topic(group, n) for n in range(1, max(0, retry_tiers) + 1)]
+		self.dead_letter_topic = dead_letter_topic(group)
+		# Its producer sends replies (someone waits) and the rare retry or dead-letter copy: no linger.
+		self.transport = KafkaTransport(bootstrap, {"linger_ms": 0, **self.options})
+		self.transport.ensure_topics({*self.topics, *self.retry_topics, self.dead_letter_topic})
+		self.consumer = Consumer(
+			{**consumer_config(bootstrap, group, self.options), "error_cb": self._on_error, "logger": log}
+		)
+		subscription = [*self.topics, *([self.pattern] if self.pattern else []), *self.retry_topics]
+		self.consumer.subscribe(
+			subscription, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+		)
+		self.assigned: set[tuple[str, int]] = set()
+		self._paused: dict[tuple[str, int], float] = {}
+		self._done: dict[tuple[str, int], int] = {}
+		self._dirty = False
+
+	# -- rebalancing ------------------------------------------------------------------------
+
+	def _on_error(self, error: KafkaError) -> None:
+		log.warning("Kafka consumer error: %s", error)
+
+	def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+		self.assigned |= {(p.topic, p.partition) for p in partitions}
+		log.info("assigned %s", sorted(self.assigned))
+
+	def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+		self._commit(asynchronous=False)  # hand the partitions over with their progress
+		self._forget(partitions)
+
+	def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+		self._forget(partitions)
+
+	def _forget(self, partitions: list[TopicPartition]) -> None:
+		for p in partitions:
+			key = (p.topic, p.partition)
+			self.assigned.discard(key)
+			self._paused.pop(key, None)
+			self._done.pop(key, None)
+
+	# -- consuming --------------------------------------------------------------------------
+
+	def poll(self, max_messages: int, timeout: float) -> list[InboundMessage]:
+		"""Waits up to ``timeout`` for one message, then takes what is already fetched."""
+		self._resume_due()
+		first = self.consumer.poll(timeout)
+		if first is None:
+			return []
+		raw = [first, *self.consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+		messages = []
+		for m in raw:
+			error = m.error()
+			if error is not None:
+				if error.code() != KafkaError._PARTITION_EOF:
+					log.warning("Kafka delivered an error instead of a message: %s", error)
+				continue
+			if (m.topic(), m.partition()) in self._paused:
+				continue
+			messages.append(
+				InboundMessage(
+					m.topic(),
+					m.partition(),
+					m.offset(),
+					m.key(),
+					m.value() or b"",
+					tuple(m.headers() or ()),
+					m.timestamp()[1],
+				)
+			)
+		return messages
+
+	def is_current(self, message: InboundMessage) -> bool:
+		"""Tells whether the message's partition is still ours and not paused."""
+		return (message.topic, message.partition) not in self._paused
+
+	def done(self, message: InboundMessage) -> None:
+		"""Stores the next offset; it is committed within a second or at the next revocation."""
+		try:
+			self.consumer.store_offsets(
+				offsets=[TopicPartition(message.topic, message.partition, message.offset + 1)]
+			)
+		except KafkaException as exc:
+			log.info(
+				"offset of %s/%s not stored (partition moved on): %s", message.topic, message.partition, exc
+			)
+			return
+		self._done[(message.topic, message.partition)] = message.offset + 1
+		self._dirty = True
+
+	def defer(self, message: InboundMessage, until: float) -> None:
+		"""Pauses the message's partition and rewinds it to the message, to resume at ``until``."""
+		partition = TopicPartition(message.topic, message.partition, message.offset)
+		try:
+			self.consumer.pause([partition])
+			self.consumer.seek(partition)
+		except KafkaException as exc:
+			log.info("could not rewind %s/%s (revoked?): %s", message.topic, message.partition, exc)
+			return
+		self._paused[(message.topic, message.partition)] = until
+
+	def _resume_due(self) -> None:
+		now = time.time()
+		for key, until in list(self._paused.items()):
+			if until <= now:
+				self._paused.pop(key)
+				try:
+					self.consumer.resume([TopicPartition(*key)])
+				except KafkaException as exc:
+					log.info("could not resume %s: %s", key, exc)
+
+	# -- retries, dead letters, replies ---------------------------------------------------------
+
+	def retry_later(self, message: InboundMessage, attempt: int, delay: float, failure: Failure) -> str:
+		"""Copies the message to retry topic ``attempt - 1`` with its not-before time."""
+		number = min(max(1, attempt - 1), len(self.retry_topics)) if self.retry_topics else 0
+		if not number:
+			raise ConfigurationError(f"Consumer group {self.group!r} has no retry topics (max attempts 1).")
+		headers = forwarded_headers(message, self.group, attempt, failure, not_before=time.time() + delay)
+		return self._publish(retry_topic(self.group, number), message, headers)
+
+	def dead_letter(self, message: InboundMessage, failure: Failure, attempts: int) -> str:
+		"""Copies the message to ``<group>.dlt`` with the origin headers."""
+		headers = forwarded_headers(message, self.group, attempts, failure, dead=True)
+		return self._publish(self.dead_letter_topic, message, headers)
+
+	def _publish(self, topic: str, message: InboundMessage, headers: tuple[tuple[str, str], ...]) -> str:
+		key = message.key.decode("utf-8", "replace") if message.key else ""
+		delivery = self.transport.publish(
+			[OutboundMessage(topic, key, message.body, headers)], PUBLISH_TIMEOUT
+		)[0]
+		if not delivery.ok:
+			raise delivery.error or TransportUnavailable(f"Kafka did not take the copy for {topic!r}.")
+		return topic
+
+	def reply(self, request: InboundMessage, envelope: Envelope) -> None:
+		"""Produces the reply to the requester's reply topic and partition, and waits for the ack."""
+		topic = request.header(REPLY_TO)
+		if not topic:
+			return
+		partition = request.header(REPLY_PARTITION)
+		headers = [
+			*kafka_headers(envelope),
+			(CORRELATION_ID, request.header(CORRELATION_ID) or envelope.metadata.causation_id or ""),
+		]
+		outcome: list[KafkaError | None] = []
+		producer = self.transport.producer
+		producer.produce(
+			topic,
+			value=envelope.to_json().encode(),
+			key=(request.header(CORRELATION_ID) or "").encode(),
+			headers=headers,
+			partition=int(partition) if partition not in (None, "") else -1,
+			on_delivery=lambda err, _msg: outcome.append(err),
+		)
+		deadline = time.monotonic() + PUBLISH_TIMEOUT
+		while not outcome and time.monotonic() < deadline:
+			producer.poll(0.01)
+		if not outcome or outcome[0] is not None:
+			raise TransportUnavailable(
+				f"Kafka did not take the reply for {topic!r}: {outcome[0] if outcome else 'timeout'}."
+			)
+
+	# -- progress ---------------------------------------------------------------------------
+
+	def commit(self) -> None:
+		"""Commits the stored offsets in the background."""
+		self._commit(asynchronous=True)
+
+	def _commit(self, asynchronous: bool) -> None:
+		if not self._dirty:
+			return
+		try:
+			self.consumer.commit(asynchronous=asynchronous)
+			self._dirty = False
+		except KafkaException as exc:
+			if exc.args[0].code() != KafkaError._NO_OFFSET:
+				log.warning("offset commit failed, retried at the next one: %s", exc)
+
+	def lag(self) -> list[PartitionLag]:
+		"""Returns per assigned partition the high watermark, the next offset to process and the gap.
+
+		Costs at most three broker round trips, whatever the number of partitions.
+		"""
+		keys = sorted(self.assigned)
+		positions = dict(self._done)
+		unknown = [TopicPartition(*key) for key in keys if key not in positions]
+		if unknown:
+			try:
+				for p in self.consumer.committed(unknown, timeout=5):
+					if p.offset >= 0:
+						positions[(p.topic, p.partition)] = p.offset
+			except KafkaException as exc:
+				log.info("could not read committed offsets: %s", exc)
+		# The watermark of the last fetch response comes first: it costs nothing, and some
+		# Kafka-protocol brokers answer offset queries with the start of the last batch.
+		highs = {
+			key: self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)[1] for key in keys
+		}
+		highs.update(
+			list_offsets(
+				self.transport.admin, [k for k in keys if highs[k] == OFFSET_INVALID], OffsetSpec.latest()
+			)
+		)
+		positions.update(
+			list_offsets(self.transport.admin, [k for k in keys if k not in positions], OffsetSpec.earliest())
+		)
+		result = []
+		for key in keys:
+			position, high = positions.get(key), highs.get(key)
+			if high == OFFSET_INVALID:
+				high = None
+			lag = max(0, high - position) if position is not None and high is not None else None
+			result.append(PartitionLag(key[0], key[1], position, high, lag))
+		return result
+
+	def idle(self) -> bool:
+		"""Tells whether partitions are assigned, none is paused and none has messages left."""
+		if not self.assigned or self._paused:
+			return False
+		return all(entry.lag == 0 for entry in self.lag())
+
+	def close(self) -> None:
+		"""Commits what is done, leaves the group (its partitions move at once) and disconnects."""
+		try:
+			self._commit(asynchronous=False)
+			self.consumer.close()
+		finally:
+			self.transport.close()
+
+
+def list_offsets(
+	admin: AdminClient, keys: list[tuple[str, int]], spec: OffsetSpec
+) -> dict[tuple[str, int], int]:
+	"""Returns the earliest or latest offset of partitions in one request (empty when Kafka did not answer)."""
+	if not keys:
+		return {}
+	try:
+		futures = admin.list_offsets({TopicPartition(*key): spec for key in keys}, request_timeout=5)
+		return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
+	except KafkaException as exc:
+		log.info("could not list offsets: %s", exc)
+		return {}
+
+
+def group_lag(
+	bootstrap: str,
+	group: str,
+	topics: Sequence[str],
+	options: dict[str, Any] | None = None,
+	timeout: float = 5.0,
+) -> list[PartitionLag]:
+	"""Returns the lag of a consumer group on ``topics`` as the broker sees it (committed offsets)."""
+	options = dict(options or {})
+	admin = AdminClient({**kafka_config(bootstrap, {**options, "extra": {}}), "error_cb": lambda _e: None})
+	consumer = Consumer(
+		{**consumer_config(bootstrap, group, options), "logger": log, "error_cb": lambda _e: None}
+	)
+	try:
+		metadata = admin.list_topics(timeout=timeout)
+		keys = [
+			(topic, number)
+			for topic in topics
+			if topic in metadata.topics
+			for number in sorted(metadata.topics[topic].partitions)
+		]
+		committed = (
+			consumer.committed([TopicPartition(*key) for key in keys], timeout=timeout) if keys else []
+		)
+	except KafkaException as exc:
+		raise TransportUnavailable(
+			f"Kafka at {bootstrap} did not report the offsets of group {group!r}: {exc}."
+		) from exc
+	finally:
+		consumer.close()
+	positions = {(p.topic, p.partition): p.offset for p in committed if p.offset >= 0}
+	highs = list_offsets(admin, keys, OffsetSpec.latest())
+	positions.update(list_offsets(admin, [k for k in keys if k not in positions], OffsetSpec.earliest()))
+	result = []
+	for key in keys:
+		position, high = positions.get(key), highs.get(key)
+		lag = max(0, high - position) if position is not None and high is not None else None
+		result.append(PartitionLag(key[0], key[1], position, high, lag))
+	return result

@@ -1,0 +1,309 @@
+"""RabbitMQ as a message source: a group's durable queue bound to the topic exchange, manual acks.
+
+The queue is named after the consumer group; every process consuming it is a competing
+consumer, so a group scales out by process as on Kafka. Binding keys are AMQP patterns of event
+types (``agent.approval.*``, ``agent.#``). Messages are acknowledged only once their effect is
+committed; a crash leaves them unacknowledged and the broker hands them out again.
+
+Delayed redelivery without blocking the queue: a failed message is republished to a delay queue
+``<queue>.retry.<ms>ms`` whose message TTL dead-letters it back into the group's queue when due.
+Dead letters go through ``<exchange>.dlx`` to ``<queue>.dead`` (the convention of
+``RabbitMQTransport.declare_queue``) with the origin headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from cauldron_fabric.core.cloudevents import kafka_headers
+from cauldron_fabric.core.consumer.messages import (
+	CORRELATION_ID,
+	REPLY_TO,
+	Failure,
+	InboundMessage,
+	PartitionLag,
+	forwarded_headers,
+	text,
+)
+from cauldron_fabric.core.consumer.ports import MessageSource
+from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
+from cauldron_fabric.core.transports.rabbitmq import DEFAULT_EXCHANGE, connection_parameters
+
+log = logging.getLogger("cauldron_fabric.consumer.rabbitmq")
+
+PERSISTENT = 2
+PARTITION_KEY_HEADERS = ("cloudEvents_partitionkey", "ce-partitionkey", "ce_partitionkey")
+AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
+
+
+def retry_queue(queue: str, delay: float) -> str:
+	"""Returns the delay queue that holds a group's retries of one delay."""
+	return f"{queue}.retry.{int(delay * 1000)}ms"
+
+
+def dead_letter_queue(queue: str) -> str:
+	"""Returns the queue a group's dead letters end up in."""
+	return f"{queue}.dead"
+
+
+def declare_group_queues(
+	channel, queue: str, exchange: str, binding_keys: Sequence[str], delays: Sequence[float]
+) -> None:
+	"""Declares the group's queue with its bindings, its delay queues and its dead-letter queue."""
+	dlx = f"{exchange}.dlx"
+	channel.exchange_declare(exchange, "topic", durable=True)
+	channel.exchange_declare(dlx, "direct", durable=True)
+	channel.queue_declare(dead_letter_queue(queue), durable=True)
+	channel.queue_bind(dead_letter_queue(queue), dlx, routing_key=queue)
+	channel.queue_declare(
+		queue, durable=True, arguments={"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": queue}
+	)
+	for key in binding_keys:
+		channel.queue_bind(queue, exchange, routing_key=key)
+	for delay in sorted(set(delays)):
+		channel.queue_declare(
+			retry_queue(queue, delay),
+			durable=True,
+			arguments={
+				"x-message-ttl": int(delay * 1000),
+				"x-dead-letter-exchange": "",
+				"x-dead-letter-routing-key": queue,
+			},
+		)
+
+
+def amqp_binding_key(pattern: str) -> str:
+	"""Returns the AMQP binding key of an event type pattern: ``**`` becomes ``#``."""
+	return ".".join("#" if word == "**" else word for word in pattern.split("."))
+
+
+class RabbitMQSource(MessageSource):
+	"""One competing consumer on a group's queue; reconnects after any connection loss."""
+
+	broker = "amqp"
+
+	def __init__(
+		self,
+		url: str,
+		group: str,
+		binding_keys: Sequence[str],
+		*,
+		retry_delays: Sequence[float] = (1.0, 4.0, 16.0, 64.0),
+		options: dict[str, Any] | None = None,
+	):
+		if not group or not binding_keys:
+			raise ConfigurationError(
+				"A RabbitMQ consumer needs a group (its queue) and binding keys.",
+				hint="Pass --group and --topics with event type patterns such as agent.approval.*.",
+			)
+		self.options = dict(options or {})
+		self.url, self.group, self.queue = url, group, group
+		self.exchange = self.options.get("exchange") or DEFAULT_EXCHANGE
+		self.binding_keys = [amqp_binding_key(k) for k in binding_keys]
+		self.retry_delays = list(retry_delays) or [1.0]
+		self.prefetch = int(self.options.get("prefetch") or 50)
+		self.parameters = connection_parameters(url, self.options)
+		self._connection = None
+		self._channel = None
+		self._generation = 0
+		self._buffer: deque[InboundMessage] = deque()
+		self._deferred: list[tuple[float, InboundMessage]] = []
+		self._connect()
+
+	# -- connection -------------------------------------------------------------------------
+
+	def _connect(self) -> None:
+		try:
+			connection = pika.BlockingConnection(self.parameters)
+			channel = connection.channel()
+			channel.confirm_delivery()
+			declare_group_queues(channel, self.queue, self.exchange, self.binding_keys, self.retry_delays)
+			channel.basic_qos(prefetch_count=self.prefetch)
+			channel.basic_consume(self.queue, self._on_message, auto_ack=False)
+		except AMQP_ERRORS as exc:
+			raise TransportUnavailable(
+				f"Cannot consume queue {self.queue!r} at {self.parameters.host}:{self.parameters.port}: {exc!r}.",
+				hint="Check that RabbitMQ runs and the user may declare queues; the consumer keeps trying.",
+			) from exc
+		self._connection, self._channel = connection, channel
+		self._generation += 1
+
+	def _drop(self, error: BaseException) -> None:
+		log.warning("lost the RabbitMQ connection, reconnecting: %r", error)
+		connection, self._connection, self._channel = self._connection, None, None
+		self._buffer.clear()
+		self._deferred.clear()  # unacknowledged: the broker hands them out again
+		if connection is not None and connection.is_open:
+			try:
+				connection.close()
+			except AMQP_ERRORS:
+				pass
+
+	def _on_message(self, channel, method, properties, body: bytes) -> None:
+		headers: list[tuple[str, Any]] = []
+		for name, value in (properties.headers or {}).items():
+			if isinstance(value, str | bytes | int | float):
+				headers.append((name, text(value)))
+		if properties.content_type:
+			headers.append(("content-type", properties.content_type))
+		if properties.reply_to and not (properties.headers or {}).get(REPLY_TO):
+			headers.append((REPLY_TO, properties.reply_to))
+		if properties.correlation_id and not (properties.headers or {}).get(CORRELATION_ID):
+			headers.append((CORRELATION_ID, properties.correlation_id))
+		key = next((text(v) for k, v in headers if k in PARTITION_KEY_HEADERS), None)
+		self._buffer.append(
+			InboundMessage(
+				method.routing_key if method.exchange else self.queue,
+				0,
+				method.delivery_tag,
+				key.encode() if key else None,
+				body or b"",
+				tuple(headers),
+				(properties.timestamp or 0) * 1000 or None,
+				handle=(self._generation, method.delivery_tag),
+			)
+		)
+
+	# -- consuming --------------------------------------------------------------------------
+
+	def poll(self, max_messages: int, timeout: float) -> list[InboundMessage]:
+		"""Returns deferred messages that fell due, else what the broker pushed within ``timeout``."""
+		now = time.time()
+		due = [m for until, m in self._deferred if until <= now]
+		if due:
+			self._deferred = [(u, m) for u, m in self._deferred if u > now]
+			return due[:max_messages] + self._take(max_messages - len(due))
+		try:
+			if self._connection is None:
+				self._connect()
+			if not self._buffer:
+				self._connection.process_data_events(time_limit=timeout)
+		except (*AMQP_ERRORS, TransportUnavailable) as exc:
+			self._drop(exc)
+			time.sleep(min(timeout, 1.0))
+			return []
+		return self._take(max_messages)
+
+	def _take(self, count: int) -> list[InboundMessage]:
+		taken = []
+		while self._buffer and len(taken) < count:
+			taken.append(self._buffer.popleft())
+		return taken
+
+	def is_current(self, message: InboundMessage) -> bool:
+		"""Tells whether the message came on the current connection (an older one's were requeued)."""
+		return message.handle[0] == self._generation and self._channel is not None
+
+	def done(self, message: InboundMessage) -> None:
+		"""Acknowledges the message; on a lost connection the broker redelivers it (tracking skips it)."""
+		if not self.is_current(message):
+			return
+		try:
+			self._channel.basic_ack(message.handle[1])
+		except AMQP_ERRORS as exc:
+			self._drop(exc)
+
+	def defer(self, message: InboundMessage, until: float) -> None:
+		"""Keeps the message unacknowledged and hands it out again at ``until``."""
+		if self.is_current(message):
+			self._deferred.append((until, message))
+
+	def retry_later(self, message: InboundMessage, attempt: int, delay: float, failure: Failure) -> str:
+		"""Publishes a copy to the delay queue of this retry; its TTL brings it back when due."""
+		tier = self.retry_delays[min(max(0, attempt - 2), len(self.retry_delays) - 1)]
+		headers = forwarded_headers(message, self.group, attempt, failure)
+		target = retry_queue(self.queue, tier)
+		self._publish("", target, message, headers)
+		return target
+
+	def dead_letter(self, message: InboundMessage, failure: Failure, attempts: int) -> str:
+		"""Publishes the message with its origin headers to ``<queue>.dead`` through the DLX."""
+		headers = forwarded_headers(message, self.group, attempts, failure, dead=True)
+		self._publish(f"{self.exchange}.dlx", self.queue, message, headers)
+		return dead_letter_queue(self.queue)
+
+	def _publish(self, exchange: str, routing_key: str, message: InboundMessage, headers) -> None:
+		content_type = next((v for k, v in headers if k == "content-type"), None)
+		properties = pika.BasicProperties(
+			headers={k: v for k, v in headers if k != "content-type"},
+			content_type=content_type,
+			delivery_mode=PERSISTENT,
+			timestamp=int(time.time()),
+		)
+		self._confirmed_publish(exchange, routing_key, message.body, properties, mandatory=True)
+
+	def _confirmed_publish(
+		self, exchange: str, routing_key: str, body: bytes, properties, mandatory: bool
+	) -> None:
+		if self._channel is None:
+			raise TransportUnavailable("Not connected to RabbitMQ; the message is kept and tried again.")
+		try:
+			self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
+		except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+			raise TransportUnavailable(
+				f"RabbitMQ did not take the message for {routing_key!r}: {exc!r}."
+			) from exc
+		except AMQP_ERRORS as exc:
+			self._drop(exc)
+			raise TransportUnavailable(
+				f"Lost RabbitMQ while publishing to {routing_key!r}: {exc!r}."
+			) from exc
+
+	def reply(self, request: InboundMessage, envelope: Envelope) -> None:
+		"""Publishes the reply to the requester's reply-to address with its correlation id."""
+		reply_to = request.header(REPLY_TO)
+		if not reply_to:
+			return
+		headers = {
+			f"cloudEvents_{name[3:]}": value
+			for name, value in kafka_headers(envelope)
+			if name.startswith("ce_")
+		}
+		properties = pika.BasicProperties(
+			headers=headers,
+			content_type="application/json",
+			correlation_id=request.header(CORRELATION_ID) or envelope.metadata.causation_id,
+			message_id=envelope.id,
+			type=envelope.type,
+		)
+		self._confirmed_publish("", reply_to, envelope.to_json().encode(), properties, mandatory=False)
+
+	# -- progress ---------------------------------------------------------------------------
+
+	def _depths(self) -> dict[str, int]:
+		if self._channel is None:
+			return {}
+		queues = [self.queue, *(retry_queue(self.queue, d) for d in sorted(set(self.retry_delays)))]
+		try:
+			return {q: self._channel.queue_declare(q, passive=True).method.message_count for q in queues}
+		except AMQP_ERRORS as exc:
+			self._drop(exc)
+			return {}
+
+	def lag(self) -> list[PartitionLag]:
+		"""Returns the ready messages of the group's queue and of each delay queue."""
+		return [PartitionLag(queue, 0, None, None, depth) for queue, depth in self._depths().items()]
+
+	def idle(self) -> bool:
+		"""Tells whether nothing is buffered, deferred, queued or waiting in a delay queue."""
+		if self._buffer or self._deferred or self._channel is None:
+			return False
+		depths = self._depths()
+		return bool(depths) and not any(depths.values())
+
+	def close(self) -> None:
+		"""Stops consuming and disconnects; unacknowledged messages go back to the queue."""
+		connection, self._connection, self._channel = self._connection, None, None
+		if connection is not None and connection.is_open:
+			try:
+				connection.close()
+			except AMQP_ERRORS:
+				pass

@@ -1,0 +1,122 @@
+"""Request-reply on RabbitMQ: requests on the topic exchange, replies by direct reply-to.
+
+A request is published with the event type as routing key, ``reply_to=amq.rabbitmq.reply-to``,
+the request id as ``correlation_id`` and the timeout as message TTL (a request nobody took in
+time expires instead of being served late). Responders are the competing consumers of a
+group's queue bound to that routing key. One call at a time per requester (one channel).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from cauldron_fabric.core.cloudevents import from_headers, kafka_headers
+from cauldron_fabric.core.consumer.messages import REPLY_DEADLINE
+from cauldron_fabric.core.consumer.requests import Requester, timeout_error
+from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.errors import InvalidEnvelope, TransportUnavailable
+from cauldron_fabric.core.transports.rabbitmq import DEFAULT_EXCHANGE, connection_parameters
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
+
+
+class RabbitMQRequester(Requester):
+	"""Requests over RabbitMQ with direct reply-to; reconnects after a lost connection."""
+
+	broker = "amqp"
+
+	def __init__(self, url: str, *, options: dict[str, Any] | None = None, **requester_options: Any):
+		super().__init__(**requester_options)
+		self.options = dict(options or {})
+		self.exchange_name = self.options.get("exchange") or DEFAULT_EXCHANGE
+		self.parameters = connection_parameters(url, self.options)
+		self.where = f"RabbitMQ at {self.parameters.host}:{self.parameters.port}"
+		self._connection = None
+		self._channel = None
+		self._awaiting: str | None = None
+		self._reply: Envelope | None = None
+		self._lock = threading.Lock()
+
+	def target_for(self, event_type: str) -> str:
+		"""Returns the routing key of a request type: the type itself."""
+		return event_type
+
+	def _open(self) -> None:
+		if self._channel is not None and self._channel.is_open:
+			return
+		try:
+			self._connection = pika.BlockingConnection(self.parameters)
+			channel = self._connection.channel()
+			channel.exchange_declare(self.exchange_name, "topic", durable=True)
+			channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, auto_ack=True)
+			channel.confirm_delivery()
+		except AMQP_ERRORS as exc:
+			self._drop()
+			raise TransportUnavailable(f"Cannot open a request channel on {self.where}: {exc!r}.") from exc
+		self._channel = channel
+
+	def _on_reply(self, channel, method, properties, body: bytes) -> None:
+		if properties.correlation_id != self._awaiting:
+			return  # a reply that came after its request timed out
+		headers = dict(properties.headers or {})
+		headers["content-type"] = properties.content_type or "application/json"
+		try:
+			self._reply = from_headers(headers, body)
+		except InvalidEnvelope:
+			self._reply = None
+
+	def exchange(self, request: Envelope, target: str, timeout: float) -> Envelope:
+		"""Publishes the request with routing key ``target`` and waits for the correlated reply."""
+		with self._lock:
+			self._open()
+			deadline = time.time() + timeout
+			headers = {f"cloudEvents_{k[3:]}": v for k, v in kafka_headers(request) if k.startswith("ce_")}
+			headers[REPLY_DEADLINE] = str(int(deadline * 1000))
+			properties = pika.BasicProperties(
+				headers=headers,
+				content_type="application/json",
+				correlation_id=request.id,
+				reply_to=DIRECT_REPLY_TO,
+				message_id=request.id,
+				type=request.type,
+				expiration=str(max(1, int(timeout * 1000))),
+			)
+			self._awaiting, self._reply = request.id, None
+			try:
+				self._channel.basic_publish(
+					self.exchange_name, target, request.to_json().encode(), properties, mandatory=True
+				)
+				while self._reply is None and time.time() < deadline:
+					self._connection.process_data_events(time_limit=max(0.0, deadline - time.time()))
+			except pika.exceptions.UnroutableError as exc:
+				raise TransportUnavailable(
+					f"No responder queue is bound to {target!r} on exchange {self.exchange_name!r}.",
+					hint="Start a consumer group whose handlers answer this request type.",
+				) from exc
+			except AMQP_ERRORS as exc:
+				self._drop()
+				raise TransportUnavailable(f"Lost {self.where} during a request: {exc!r}.") from exc
+			finally:
+				self._awaiting = None
+			if self._reply is None:
+				raise timeout_error(request, target, timeout, self.where)
+			return self._reply
+
+	def _drop(self) -> None:
+		connection, self._connection, self._channel = self._connection, None, None
+		if connection is not None and connection.is_open:
+			try:
+				connection.close()
+			except AMQP_ERRORS:
+				pass
+
+	def close(self) -> None:
+		"""Closes the connection."""
+		with self._lock:
+			self._drop()

@@ -1,0 +1,263 @@
+"""The consumer loop: one handler interface over any source, an exactly-once effect, no lost message.
+
+For each message: read the envelope from any wire form, find its handlers (an event nobody here
+handles is skipped), validate it, claim the event in the tracking store, run the handlers in the
+same transaction, commit, then mark the message done (offset stored for the next commit, or
+acked). A crash anywhere before the commit redoes the
+work; a crash after it replays a message whose mark makes it change nothing.
+
+Failures never block the partition: a failing event is copied to a retry topic (or delay queue)
+and the partition moves on; after ``max_attempts`` it goes to the dead letters with its origin.
+An event that is not even an envelope, or that breaks its schema, goes there at once. An outage
+of the tracking store or of the broker only defers the message; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cauldron_fabric.core.cloudevents import from_headers
+from cauldron_fabric.core.consumer.handlers import HandlerContext, HandlerTable
+from cauldron_fabric.core.consumer.messages import (
+	ATTEMPTS_EXHAUSTED,
+	HANDLER_REFUSED,
+	INVALID_ENVELOPE,
+	SCHEMA_VIOLATION,
+	ConsumerStats,
+	DeadLetter,
+	Failure,
+	InboundMessage,
+)
+from cauldron_fabric.core.consumer.ports import MessageSource, TrackingStore
+from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.errors import FabricError, InvalidEnvelope, PermanentError, RetryableError
+from cauldron_fabric.core.retry import Backoff
+
+log = logging.getLogger("cauldron_fabric.consumer")
+
+PROCESSED, DUPLICATE, IGNORED = "processed", "duplicates", "ignored"
+RETRIED, DEAD_LETTERED, DEFERRED = "retried", "dead_lettered", "deferred"
+Validator = Callable[[Envelope], Envelope]
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+	"""How a consumer group processes: attempts, backoff between them, batching and commits."""
+
+	group: str
+	max_attempts: int = 5
+	backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, factor=4.0, maximum=300.0, jitter=0.0))
+	outage_backoff: Backoff = field(default_factory=lambda: Backoff(base=0.5, factor=2.0, maximum=30.0))
+	batch_size: int = 100
+	poll_timeout: float = 0.5
+	commit_interval: float = 1.0
+	source: str = ""
+
+	@property
+	def reply_source(self) -> str:
+		"""Returns the ``source`` of the replies this consumer sends."""
+		return self.source or f"urn:cauldron:consumer:{self.group}"
+
+
+class Consumer:
+	"""Runs handlers for the messages of one source; one instance per process (not thread-safe)."""
+
+	def __init__(
+		self,
+		source: MessageSource,
+		handlers: HandlerTable,
+		tracking: TrackingStore,
+		options: ConsumerOptions,
+		*,
+		validate: Validator | None = None,
+		on_dead_letter: Callable[[DeadLetter], None] | None = None,
+		after_commit: Callable[[InboundMessage, Envelope], None] | None = None,
+		clock: Callable[[], float] = time.time,
+	):
+		self.source = source
+		self.handlers = handlers
+		self.tracking = tracking
+		self.options = options
+		self.validate = validate
+		self.on_dead_letter = on_dead_letter
+		self.after_commit = after_commit
+		self.clock = clock
+		self.stats = ConsumerStats()
+		self.outages = 0
+		self._last_commit = time.monotonic()
+
+	# -- the loop ---------------------------------------------------------------------------
+
+	def run(
+		self,
+		should_stop: Callable[[], bool] = lambda: False,
+		max_seconds: float | None = None,
+		stop_when_idle: bool = False,
+		on_round: Callable[[Consumer], None] | None = None,
+	) -> None:
+		"""Consumes until ``should_stop()`` (checked between messages), ``max_seconds`` or, with
+		``stop_when_idle``, until the source has nothing left. The message in hand is always finished
+		and what is done is committed before returning; the source itself stays open."""
+		started = time.monotonic()
+		while not should_stop():
+			if max_seconds is not None and time.monotonic() - started >= max_seconds:
+				break
+			handled = self.consume_round(should_stop)
+			if on_round is not None:
+				on_round(self)
+			if stop_when_idle and not handled and self.source.idle():
+				break
+		self.source.commit()
+
+	def consume_round(self, should_stop: Callable[[], bool] = lambda: False) -> int:
+		"""Polls once and processes what came; returns how many messages were polled."""
+		messages = self.source.poll(self.options.batch_size, self.options.poll_timeout)
+		for message in messages:
+			if should_stop():
+				break  # not done: delivered again to whoever takes the partition over
+			if self.source.is_current(message):
+				self.process(message)
+		if time.monotonic() - self._last_commit >= self.options.commit_interval:
+			self.source.commit()
+			self._last_commit = time.monotonic()
+		return len(messages)
+
+	# -- one message ------------------------------------------------------------------------
+
+	def process(self, message: InboundMessage) -> str:
+		"""Processes one message to a safe outcome and returns which (``processed``, ``retried``…)."""
+		due = message.not_before
+		if due is not None and due > self.clock():
+			self.source.defer(message, due)
+			return DEFERRED
+		try:
+			envelope = from_headers(message.headers, message.body)
+		except InvalidEnvelope as exc:
+			return self._dead_letter(message, Failure.of(INVALID_ENVELOPE, exc), message.attempt, None)
+		handlers = self.handlers.handlers_for(envelope.type)
+		if not handlers:
+			return self._finish(message, IGNORED)  # another group's business, valid or not
+		try:
+			if self.validate is not None:
+				envelope = self.validate(envelope)
+		except PermanentError as exc:
+			return self._dead_letter(message, Failure.of(SCHEMA_VIOLATION, exc), message.attempt, envelope)
+		except RetryableError as exc:
+			return self._outage(message, exc)  # the schema registry could not be read
+		return self._run_handlers(message, envelope, handlers)
+
+	def _run_handlers(self, message: InboundMessage, envelope: Envelope, handlers) -> str:
+		try:
+			self.tracking.begin()
+			claimed = self.tracking.claim(self.options.group, envelope, message)
+		except RetryableError as exc:
+			self.tracking.rollback()
+			return self._outage(message, exc)
+		if not claimed:
+			self.tracking.rollback()
+			return self._finish(message, DUPLICATE)
+		context = HandlerContext(
+			envelope, message, self.options.group, self.options.reply_source, self.tracking.transaction
+		)
+		try:
+			for handler in handlers:
+				handler(envelope, context)
+		except Exception as exc:
+			self.tracking.rollback()
+			return self._failed(message, envelope, exc)
+		try:
+			self.tracking.commit()
+		except RetryableError as exc:
+			self.tracking.rollback()
+			return self._outage(message, exc)
+		if self.after_commit is not None:
+			self.after_commit(message, envelope)
+		self._send_replies(message, context)
+		return self._finish(message, PROCESSED)
+
+	def _send_replies(self, message: InboundMessage, context: HandlerContext) -> None:
+		if not context.replies:
+			return
+		deadline = context.reply_deadline
+		if deadline is not None and deadline < self.clock():
+			log.info("not replying to %s: its requester stopped waiting", context.envelope.id)
+			return
+		for reply in context.replies:
+			try:
+				self.source.reply(message, reply)
+			except RetryableError as exc:
+				# The effect is committed; the requester times out and may ask again.
+				log.warning("could not reply to request %s: %s", context.envelope.id, exc)
+
+	def _failed(self, message: InboundMessage, envelope: Envelope, error: Exception) -> str:
+		attempt = message.attempt
+		self.stats.count(message.topic, message.partition, "failed")
+		log.warning("handler failed on %s (attempt %d): %s", envelope.id, attempt, error)
+		if isinstance(error, PermanentError):
+			return self._dead_letter(message, Failure.of(HANDLER_REFUSED, error), attempt, envelope)
+		if attempt >= self.options.max_attempts:
+			return self._dead_letter(message, Failure.of(ATTEMPTS_EXHAUSTED, error), attempt, envelope)
+		delay = self.options.backoff.delay(attempt)
+		failure = Failure.of(ATTEMPTS_EXHAUSTED, error)
+		try:
+			self.source.retry_later(message, attempt + 1, delay, failure)
+		except RetryableError as exc:
+			return self._outage(message, exc)
+		except PermanentError as exc:
+			log.error("the retry topic refused %s (%s); dead-lettering it now", message.origin, exc)
+			return self._dead_letter(message, failure, attempt, envelope)
+		return self._finish(message, RETRIED)
+
+	def _dead_letter(
+		self, message: InboundMessage, failure: Failure, attempts: int, envelope: Envelope | None
+	) -> str:
+		try:
+			destination = self.source.dead_letter(message, failure, attempts)
+		except FabricError as exc:
+			# Even a refusal keeps the message: dropping it is the one thing never done.
+			return self._outage(message, exc)
+		letter = DeadLetter(
+			self.options.group,
+			message.origin,
+			attempts,
+			failure,
+			destination,
+			message.body,
+			message.key,
+			envelope,
+			self.source.broker,
+		)
+		if self.on_dead_letter is not None:
+			try:
+				self.on_dead_letter(letter)
+			except Exception as exc:
+				# Without its record the dead letter would be invisible: keep the message and retry.
+				log.warning("could not record the dead letter of %s: %s", letter.origin, exc)
+				return self._outage(message, exc)
+		log.warning("dead-lettered %s to %s: %s", letter.origin, destination, failure.message)
+		return self._finish(message, DEAD_LETTERED)
+
+	def _outage(self, message: InboundMessage, error: Exception) -> str:
+		self.outages += 1
+		self.stats.count(message.topic, message.partition, DEFERRED)
+		delay = self.options.outage_backoff.delay(self.outages)
+		log.warning("deferring %s by %.1f s: %s", message.origin, delay, error)
+		self.source.defer(message, self.clock() + delay)
+		return DEFERRED
+
+	def _finish(self, message: InboundMessage, outcome: str) -> str:
+		self.source.done(message)
+		self.stats.count(message.topic, message.partition, outcome)
+		if outcome in (PROCESSED, DUPLICATE):
+			self.outages = 0
+		return outcome
+
+	def close(self) -> None:
+		"""Commits and closes the source and the tracking session."""
+		try:
+			self.source.close()
+		finally:
+			self.tracking.close()

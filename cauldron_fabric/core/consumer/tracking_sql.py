@@ -1,0 +1,193 @@
+"""Tracking on a MariaDB/MySQL table shaped like the Processed Event DocType.
+
+The mark is an INSERT under a unique key (consumer group, event id), written before the
+handler runs and committed with the handler's writes on the same connection (READ COMMITTED).
+A second session inserting the same key waits on the first one's row lock, then gets a
+duplicate-key error once the first commits: the event is skipped, its effect stays single.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from cauldron_fabric.core.consumer.messages import InboundMessage
+from cauldron_fabric.core.consumer.ports import TrackingStore
+from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.errors import RetryableError
+
+DEFAULT_TABLE = "tabProcessed Event"
+DEFAULT_SEQUENCE = "processed_event_id_seq"
+UNIQUE_KEY = "unique_consumer_group_event_id"
+TRACKING_COLUMNS = (
+	"consumer_group",
+	"event_id",
+	"event_type",
+	"origin_topic",
+	"origin_partition",
+	"origin_offset",
+)
+DUPLICATE_KEY = 1062
+# 1205 lock wait timeout, 1213 deadlock: another session held the same event; try again later.
+CONTENTION = {1205, 1213}
+# 2003 can't connect, 2006 server gone, 2013 lost during query, 1927 killed, 4031 idle timeout.
+CONNECTION_LOST = {2003, 2006, 2013, 1927, 4031}
+
+
+class TrackingUnavailable(RetryableError):
+	"""The tracking database could not be reached or was busy; the event is tried again later."""
+
+
+def insert_mark_sql(table: str = DEFAULT_TABLE, sequence: str = DEFAULT_SEQUENCE) -> str:
+	"""Returns the INSERT of one mark (standard DocType columns included), ``%s`` paramstyle."""
+	columns = ("name", "creation", "modified", "owner", "modified_by", "docstatus", "idx", *TRACKING_COLUMNS)
+	values = ", ".join(["%s"] * (len(columns) - 1))
+	return f"INSERT INTO `{table}` ({', '.join(f'`{c}`' for c in columns)}) VALUES (nextval(`{sequence}`), {values})"
+
+
+def mark_values(
+	group: str, envelope: Envelope, message: InboundMessage | None, actor: str, now: dt.datetime
+) -> list[Any]:
+	"""Returns the parameters of ``insert_mark_sql`` for one event."""
+	origin = message.origin if message is not None else None
+	return [
+		now,
+		now,
+		actor,
+		actor,
+		0,
+		0,
+		group,
+		envelope.id,
+		envelope.type,
+		origin.topic[:140] if origin else None,
+		origin.partition if origin else 0,
+		origin.offset if origin else 0,
+	]
+
+
+def error_code(exc: BaseException) -> int | None:
+	"""Returns the MySQL error number of a driver exception, if it has one."""
+	return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+
+
+def create_table_sql(table: str = DEFAULT_TABLE, sequence: str = DEFAULT_SEQUENCE) -> list[str]:
+	"""Returns DDL for a standalone tracking table with the Processed Event DocType's shape.
+
+	Frappe creates the real table from the DocType; this is for the core's tests and for
+	consumers running next to a database without Frappe.
+	"""
+	return [
+		f"CREATE SEQUENCE IF NOT EXISTS `{sequence}` NOCACHE",
+		f"""CREATE TABLE IF NOT EXISTS `{table}` (
+			name bigint primary key,
+			creation datetime(6), modified datetime(6), owner varchar(140), modified_by varchar(140),
+			docstatus int not null default 0, idx int not null default 0,
+			consumer_group varchar(140), event_id varchar(140), event_type varchar(140),
+			origin_topic varchar(140), origin_partition int not null default 0, origin_offset bigint not null default 0,
+			UNIQUE KEY `{UNIQUE_KEY}` (consumer_group, event_id)
+		) ENGINE=InnoDB CHARACTER SET=utf8mb4 COLLATE=utf8mb4_unicode_ci""",
+	]
+
+
+class SqlTrackingStore(TrackingStore):
+	"""Tracking on its own DB-API connection (PyMySQL); handlers write through ``transaction``."""
+
+	def __init__(
+		self,
+		connect: Callable[[], Any],
+		*,
+		table: str = DEFAULT_TABLE,
+		sequence: str = DEFAULT_SEQUENCE,
+		actor: str = "Administrator",
+		lock_wait_seconds: int = 10,
+		clock: Callable[[], dt.datetime] = dt.datetime.now,
+	):
+		self._connect = connect
+		self._conn = None
+		self.table, self.sequence, self.actor = table, sequence, actor
+		self.lock_wait_seconds = lock_wait_seconds
+		self.clock = clock
+		self._insert = insert_mark_sql(table, sequence)
+
+	@property
+	def transaction(self) -> Any:
+		"""Returns the connection handlers write through (same transaction as the mark)."""
+		if self._conn is None:
+			try:
+				conn = self._connect()
+				with conn.cursor() as cur:
+					cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+					cur.execute(f"SET SESSION innodb_lock_wait_timeout = {int(self.lock_wait_seconds)}")
+				conn.autocommit(False)
+			except Exception as exc:
+				raise TrackingUnavailable(f"Cannot connect to the tracking database: {exc}.") from exc
+			self._conn = conn
+		return self._conn
+
+	def begin(self) -> None:
+		"""Starts from a clean transaction."""
+		self.rollback()
+
+	def claim(self, group: str, envelope: Envelope, message: InboundMessage | None = None) -> bool:
+		"""Inserts the mark; False when the group already has one (nothing is written then)."""
+		try:
+			with self.transaction.cursor() as cur:
+				cur.execute(self._insert, mark_values(group, envelope, message, self.actor, self.clock()))
+			return True
+		except TrackingUnavailable:
+			raise
+		except Exception as exc:
+			code = error_code(exc)
+			if code == DUPLICATE_KEY:
+				return False
+			if code in CONTENTION:
+				raise TrackingUnavailable(
+					f"Event {envelope.id} is being processed by another member of group {group!r} ({exc})."
+				) from exc
+			if code in CONNECTION_LOST or type(exc).__name__ == "InterfaceError":
+				self._drop()
+				raise TrackingUnavailable(f"Lost the tracking database connection: {exc}.") from exc
+			raise
+
+	def commit(self) -> None:
+		"""Commits the handler's writes and the mark."""
+		try:
+			self.transaction.commit()
+		except TrackingUnavailable:
+			raise
+		except Exception as exc:
+			self._drop()
+			raise TrackingUnavailable(f"Could not commit the event's effect: {exc}.") from exc
+
+	def rollback(self) -> None:
+		"""Rolls back; a broken connection is dropped and reopened on next use."""
+		if self._conn is not None:
+			try:
+				self._conn.rollback()
+			except Exception:
+				self._drop()
+
+	def is_processed(self, group: str, event_id: str) -> bool:
+		"""Looks the mark up in a fresh read."""
+		with self.transaction.cursor() as cur:
+			cur.execute(
+				f"SELECT 1 FROM `{self.table}` WHERE consumer_group = %s AND event_id = %s", (group, event_id)
+			)
+			found = cur.fetchone() is not None
+		self.rollback()
+		return found
+
+	def _drop(self) -> None:
+		conn, self._conn = self._conn, None
+		if conn is not None:
+			try:
+				conn.close()
+			except Exception:
+				pass
+
+	def close(self) -> None:
+		"""Rolls back anything open and closes the connection."""
+		self.rollback()
+		self._drop()

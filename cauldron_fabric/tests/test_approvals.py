@@ -1,0 +1,191 @@
+"""Approval requests on a real site: approvers, decisions, approval.response, expiry, permissions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+
+from cauldron_fabric.api import approvals as approvals_api
+from cauldron_fabric.approvals.expiry import expire_overdue_requests
+from cauldron_fabric.approvals.requests import create_approval_request
+from cauldron_fabric.core.consumer.validation import validate_with_catalog
+from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.emit.context import caused_by
+from cauldron_fabric.tests.test_approval_support import (
+	APPROVER,
+	APPROVER_ROLE,
+	ESCALATION_HOLDER,
+	ESCALATION_ROLE,
+	MANAGER,
+	OUTSIDER,
+	ROLE_HOLDER,
+	approval_requested,
+	assignments,
+	ensure_people,
+	responses,
+)
+from cauldron_fabric.tests.utils import fabric_settings
+
+PAST = -dt.timedelta(minutes=5)
+
+
+def receive(envelope: Envelope) -> str:
+	"""Runs the hooked handler as a consumer would (inside the event's causation); commits."""
+	frappe.set_user("Administrator")
+	with caused_by(envelope.id, envelope.metadata.correlation_id):
+		create_approval_request(envelope)
+	frappe.db.commit()
+	return envelope.data.payload["requestId"]
+
+
+class TestApprovalRequests(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		ensure_people()
+
+	def tearDown(self):
+		frappe.set_user("Administrator")
+		frappe.db.rollback()
+
+	def test_a_request_lists_its_approvers_and_assigns_them(self):
+		event = approval_requested(users=(APPROVER, "ghost@nowhere.test"), roles=(APPROVER_ROLE,))
+		name = receive(event)
+		doc = frappe.get_doc("Approval Request", name)
+		self.assertEqual(
+			(doc.status, doc.risk, doc.agent, doc.task), ("Pending", "high", "procurement-agent", "TASK-8812")
+		)
+		self.assertEqual(doc.correlation_id, event.metadata.correlation_id)
+		self.assertEqual(doc.request_event_id, event.id)
+		self.assertEqual(
+			sorted((row.approver_type, row.approver) for row in doc.approvers),
+			[("Role", APPROVER_ROLE), ("User", APPROVER)],
+		)
+		self.assertEqual(assignments(name), {APPROVER: "Open", ROLE_HOLDER: "Open"})
+		comments = frappe.get_all("Comment", filters={"reference_name": name}, pluck="content")
+		self.assertTrue(any("User ghost@nowhere.test" in c for c in comments), comments)
+		self.assertTrue(frappe.db.exists("Notification Log", {"document_name": name, "for_user": APPROVER}))
+		self.assertEqual(receive(event), name, "the same request again changes nothing")
+		self.assertEqual(frappe.db.count("Approval Request", {"request_id": name}), 1)
+
+	def test_approving_sends_approval_response_in_the_request_conversation(self):
+		event = approval_requested()
+		name = receive(event)
+		frappe.set_user(APPROVER)
+		result = approvals_api.approve(name, "Fine for this quarter.")
+		frappe.db.commit()
+		self.assertEqual(
+			(result["status"], result["decidedBy"], result["canDecide"]), ("Approved", APPROVER, False)
+		)
+		(response,) = responses(name)
+		self.assertEqual(response["type"], "approval.response")
+		self.assertEqual(response["metadata"]["correlationId"], event.metadata.correlation_id)
+		self.assertEqual(response["metadata"]["causationId"], event.id)
+		self.assertEqual(response["id"], result["responseEventId"])
+		payload = response["data"]["payload"]
+		self.assertEqual(
+			{k: payload[k] for k in ("requestId", "decision", "comment", "decidedBy", "agent", "task")},
+			{
+				"requestId": name,
+				"decision": "approved",
+				"comment": "Fine for this quarter.",
+				"decidedBy": APPROVER,
+				"agent": "procurement-agent",
+				"task": "TASK-8812",
+			},
+		)
+		validate_with_catalog(Envelope.from_dict(response))  # the agent's contract holds
+		self.assertEqual(set(assignments(name).values()), {"Closed"})
+		frappe.set_user("Administrator")
+		versions = frappe.get_all(
+			"Version", filters={"ref_doctype": "Approval Request", "docname": name}, pluck="data"
+		)
+		self.assertTrue(any('"Approved"' in v for v in versions), "the decision is in the document's history")
+
+	def test_only_designated_approvers_or_managers_may_decide(self):
+		name = receive(approval_requested())
+		frappe.set_user(OUTSIDER)
+		for decide in (approvals_api.approve, approvals_api.reject):
+			with self.assertRaises(frappe.PermissionError):
+				decide(name, "let me")
+		with self.assertRaises(frappe.PermissionError):
+			approvals_api.get_request(name)
+		frappe.set_user(ROLE_HOLDER)
+		self.assertTrue(approvals_api.get_request(name)["canDecide"], "a holder of a listed role decides")
+		self.assertEqual(approvals_api.reject(name, "Too expensive.")["status"], "Rejected")
+		frappe.db.commit()
+		frappe.set_user(APPROVER)
+		with self.assertRaisesRegex(frappe.ValidationError, "already Rejected"):
+			approvals_api.approve(name)
+		other = receive(approval_requested(users=(APPROVER,), roles=()))
+		frappe.set_user(MANAGER)
+		self.assertEqual(
+			approvals_api.approve(other)["decidedBy"], MANAGER, "a Fabric Manager decides any request"
+		)
+		frappe.db.commit()
+		self.assertEqual([r["data"]["payload"]["decision"] for r in responses(name)], ["rejected"])
+
+	def test_the_form_offers_decisions_only_to_approvers(self):
+		name = receive(approval_requested())
+		for user, expected in ((APPROVER, True), (OUTSIDER, False)):
+			frappe.set_user(user)
+			doc = frappe.get_doc("Approval Request", name)
+			doc.run_method("onload")
+			self.assertEqual(bool(doc.get_onload().get("can_decide")), expected, user)
+
+	def test_api_lists_the_requests_an_approver_may_decide(self):
+		mine, others = receive(approval_requested()), receive(approval_requested(users=(MANAGER,), roles=()))
+		frappe.set_user(APPROVER)
+		names = [r["name"] for r in approvals_api.list_requests(mine=True, limit=200)["requests"]]
+		self.assertIn(mine, names)
+		self.assertNotIn(others, names)
+		with self.assertRaises(frappe.ValidationError):
+			approvals_api.list_requests(status="Maybe")
+
+	def test_expiry_rejects_overdue_requests_and_tells_the_agent(self):
+		event = approval_requested(due_in=PAST)
+		name = receive(event)
+		with fabric_settings(approval_expiry_action="Reject"):
+			self.assertGreaterEqual(expire_overdue_requests(), 1)
+		doc = frappe.get_doc("Approval Request", name)
+		self.assertEqual(doc.status, "Expired")
+		(response,) = responses(name)
+		self.assertEqual(response["data"]["payload"]["decision"], "rejected")
+		self.assertIn("rejected automatically", response["data"]["payload"]["comment"])
+		self.assertEqual(response["metadata"]["correlationId"], event.metadata.correlation_id)
+		self.assertEqual(set(assignments(name).values()), {"Closed"})
+		frappe.set_user(APPROVER)
+		with self.assertRaisesRegex(frappe.ValidationError, "already Expired"):
+			approvals_api.approve(name)
+
+	def test_expiry_escalates_to_the_escalation_role_when_the_admin_chose_so(self):
+		name = receive(approval_requested(due_in=PAST))
+		with fabric_settings(approval_expiry_action="Escalate", approval_escalation_role=ESCALATION_ROLE):
+			expire_overdue_requests()
+		doc = frappe.get_doc("Approval Request", name)
+		self.assertEqual((doc.status, doc.escalated_to), ("Escalated", ESCALATION_ROLE))
+		self.assertIn(("Role", ESCALATION_ROLE), [(r.approver_type, r.approver) for r in doc.approvers])
+		self.assertEqual(assignments(name).get(ESCALATION_HOLDER), "Open")
+		self.assertEqual(responses(name), [], "an escalation is no answer yet")
+		frappe.set_user(ESCALATION_HOLDER)
+		self.assertEqual(approvals_api.approve(name, "Escalated and approved.")["status"], "Approved")
+		frappe.db.commit()
+		self.assertEqual([r["data"]["payload"]["decidedBy"] for r in responses(name)], [ESCALATION_HOLDER])
+
+	def test_escalation_without_a_role_rejects_and_says_why(self):
+		name = receive(approval_requested(due_in=PAST))
+		with fabric_settings(approval_expiry_action="Escalate", approval_escalation_role=None):
+			expire_overdue_requests()
+		self.assertEqual(frappe.db.get_value("Approval Request", name, "status"), "Expired")
+		self.assertIn("name no escalation role", responses(name)[0]["data"]["payload"]["comment"])
+
+	def test_the_expiry_job_is_scheduled(self):
+		jobs = frappe.get_hooks("scheduler_events")["cron"]["*/2 * * * *"]
+		self.assertIn("cauldron_fabric.approvals.expiry.expire_overdue_requests", jobs)
+		self.assertTrue(
+			frappe.db.exists(
+				"Scheduled Job Type", {"method": "cauldron_fabric.approvals.expiry.expire_overdue_requests"}
+			)
+		)

@@ -1,0 +1,234 @@
+"""The site's consumer against a real Kafka-protocol broker: approval requests in, decisions out.
+
+Events go through the real consumer (consumer group, tracking in Processed Event, handlers from
+the hooks as the handler user, dead letters as documents) and, for responses, the real relay.
+"""
+
+from __future__ import annotations
+
+import json
+
+import frappe
+import pika
+from frappe.tests.utils import FrappeTestCase
+
+from cauldron_fabric.api import approvals as approvals_api
+from cauldron_fabric.core.consumer.kafka import dead_letter_topic
+from cauldron_fabric.core.consumer.messages import ATTEMPTS, DEAD_LETTER_REASON, ORIGIN_TOPIC
+from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.testing.kafka_broker import read_topic
+from cauldron_fabric.tests.test_approval_support import (
+	APPROVER,
+	OUTSIDER,
+	approval_requested,
+	assignments,
+	ensure_people,
+	events_caused_by,
+)
+from cauldron_fabric.tests.test_consume_support import (
+	consume,
+	dead_letters,
+	publish,
+	relay_outbox,
+	start_broker,
+)
+from cauldron_fabric.tests.utils import fabric_settings
+
+CHARGE = "fabric_consume_test.charge.created"
+LEDGER = {"fixed": False}
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def charge(amount: int) -> Envelope:
+	return Envelope(
+		id=new_event_id(),
+		type=CHARGE,
+		source="urn:cauldron:billing",
+		time=utc_now_iso(),
+		data=EventData("Charge", f"CH-{amount}", "created", {"amount": amount}),
+		metadata=EventMetadata(new_event_id()),
+	)
+
+
+def book_charge(envelope, context):
+	"""A handler that fails until the ledger is fixed, then writes one ToDo per charge."""
+	if not LEDGER["fixed"]:
+		raise RuntimeError(f"ledger closed for {envelope.data.entity_id}")
+	frappe.get_doc({"doctype": "ToDo", "description": f"charge {envelope.id}"}).insert()
+
+
+def group_name(label: str) -> str:
+	return f"site-{label}-{frappe.generate_hash(length=6)}"
+
+
+class TestConsumingIntoTheSite(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		ensure_people()
+		start_broker(cls, consumer_max_attempts=2, handler_user="Administrator")
+		cls.agent_topic = f"{cls.prefix}.agent"
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+
+	def fresh_topic(self) -> str:
+		"""Returns a topic of this test alone (a new group reads a topic from its start)."""
+		return f"{self.prefix}.{frappe.generate_hash(length=6)}"
+
+	def test_a_consumed_request_becomes_one_approval_request_and_its_changes_carry_the_cause(self):
+		event = approval_requested()
+		publish(self.broker.bootstrap, self.agent_topic, [event, event])  # the second is a redelivery
+		group = group_name("approvals")
+		counts = consume(group)  # no topics: derived from the hooked handler's pattern
+		self.assertEqual((counts.processed, counts.duplicates, counts.dead_lettered), (1, 1, 0))
+		name = event.data.payload["requestId"]
+		doc = frappe.get_doc("Approval Request", name)
+		self.assertEqual(
+			(doc.status, doc.correlation_id, doc.request_event_id),
+			("Pending", event.metadata.correlation_id, event.id),
+		)
+		self.assertEqual(frappe.db.count("Approval Request", {"request_id": name}), 1)
+		mark = frappe.get_all(
+			"Processed Event",
+			filters={"consumer_group": group, "event_id": event.id},
+			fields=["origin_topic", "event_type"],
+		)
+		self.assertEqual(
+			[(m.origin_topic, m.event_type) for m in mark], [(self.agent_topic, "agent.approval.requested")]
+		)
+		self.assertIn(APPROVER, assignments(name))
+		caused = [e for e in events_caused_by(event.id) if e["type"] == "todo.created"]
+		self.assertTrue(caused, "the handler's document changes carry the consumed event as their cause")
+		self.assertEqual({e["metadata"]["correlationId"] for e in caused}, {event.metadata.correlation_id})
+
+	def test_approving_a_consumed_request_publishes_approval_response_with_its_correlation_id(self):
+		event, topic = approval_requested(), self.fresh_topic()
+		publish(self.broker.bootstrap, topic, [event])
+		consume(group_name("decisions"), [topic])
+		frappe.set_user(APPROVER)
+		approvals_api.approve(event.data.payload["requestId"], "Go ahead.")
+		frappe.db.commit()
+		frappe.set_user("Administrator")
+		relay_outbox(self.broker.bootstrap, self.prefix + ".{domain}")
+
+		def ours(messages):
+			return [
+				m
+				for m in messages
+				if json.loads(m.value())["data"]["payload"]["requestId"] == event.data.payload["requestId"]
+			]
+
+		messages = read_topic(
+			self.broker.bootstrap, f"{self.prefix}.approval", 1, until=lambda got: bool(ours(got))
+		)
+		(message,) = ours(messages)
+		body, headers = json.loads(message.value()), dict(message.headers())
+		self.assertEqual(body["type"], "approval.response")
+		self.assertEqual(body["metadata"]["correlationId"], event.metadata.correlation_id)
+		self.assertEqual(headers["ce_correlationid"].decode(), event.metadata.correlation_id)
+		self.assertEqual(body["metadata"]["causationId"], event.id)
+		self.assertEqual(
+			(body["data"]["payload"]["decision"], body["data"]["payload"]["comment"]),
+			("approved", "Go ahead."),
+		)
+
+	def test_poison_and_failing_events_become_dead_letters_and_a_retried_letter_is_processed(self):
+		topic, group = self.fresh_topic(), group_name("letters")
+		invalid_request = approval_requested()
+		del invalid_request.data.payload["approvers"]
+		failing = charge(70)
+		LEDGER["fixed"] = False
+		publish(self.broker.bootstrap, topic, [b"{not json", invalid_request, failing])
+		counts = consume(group, [topic], extra_handlers={CHARGE: book_charge})
+		self.assertEqual((counts.dead_lettered, counts.retried, counts.processed), (3, 1, 0))
+		letters = {row["log"]["reason"]: row for row in dead_letters(group)}
+		self.assertEqual(set(letters), {"invalid-envelope", "schema-violation", "attempts-exhausted"})
+		exhausted = letters["attempts-exhausted"]
+		self.assertEqual(
+			(exhausted.event_id, exhausted.attempts, exhausted.error_class),
+			(failing.id, 2, "builtins.RuntimeError"),
+		)
+		self.assertEqual((exhausted.origin_topic, exhausted.log["broker"]), (topic, "kafka"))
+		self.assertIn("approvers", letters["schema-violation"].last_error)
+		self.assertFalse(frappe.db.exists("Approval Request", invalid_request.data.payload["requestId"]))
+		on_bus = read_topic(self.broker.bootstrap, dead_letter_topic(group), 3)
+		reasons = {dict(m.headers())[DEAD_LETTER_REASON].decode(): dict(m.headers()) for m in on_bus}
+		self.assertEqual(set(reasons), set(letters))
+		self.assertEqual(reasons["attempts-exhausted"][ATTEMPTS], b"2")
+		self.assertEqual(reasons["invalid-envelope"][ORIGIN_TOPIC].decode(), topic)
+
+		with self.assertRaisesRegex(frappe.ValidationError, "not an event"):
+			frappe.get_doc("Dead Letter", letters["invalid-envelope"].name).retry()
+		LEDGER["fixed"] = True
+		frappe.get_doc("Dead Letter", exhausted.name).retry()
+		frappe.db.commit()
+		self.assertEqual(frappe.db.get_value("Dead Letter", exhausted.name, "status"), "Retried")
+		counts = consume(group, [topic], extra_handlers={CHARGE: book_charge})
+		self.assertEqual(counts.processed, 1)
+		self.assertTrue(frappe.db.exists("ToDo", {"description": f"charge {failing.id}"}))
+		self.assertTrue(
+			frappe.db.exists("Processed Event", {"consumer_group": group, "event_id": failing.id})
+		)
+
+	def test_handlers_run_as_the_handler_user_with_its_permissions(self):
+		event, topic = approval_requested(), self.fresh_topic()
+		publish(self.broker.bootstrap, topic, [event])
+		group = group_name("outsider")
+		with fabric_settings(handler_user=OUTSIDER):
+			counts = consume(group, [topic])
+		self.assertEqual((counts.processed, counts.dead_lettered), (0, 1))
+		self.assertFalse(frappe.db.exists("Approval Request", event.data.payload["requestId"]))
+		(letter,) = dead_letters(group)
+		self.assertEqual(letter.error_class, "cauldron_fabric.consume.handlers.HandlerRefused")
+		self.assertIn(OUTSIDER, letter.last_error)
+		self.assertEqual((letter.attempts, letter.log["reason"]), (1, "handler-refused"))
+
+
+class TestConsumingFromRabbitMQ(FrappeTestCase):
+	"""The same handlers behind RabbitMQ: the group's queue bound to the exchange by event type."""
+
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		ensure_people()
+		cls.exchange = f"fabricconsume.{frappe.generate_hash(length=6)}"
+		context = fabric_settings(
+			rabbitmq_url="amqp://guest@127.0.0.1:5672/%2F",
+			rabbitmq_password="guest",
+			rabbitmq_exchange=cls.exchange,
+			handler_user="Administrator",
+			consumer_max_attempts=2,
+		)
+		context.__enter__()
+		cls.addClassCleanup(context.__exit__, None, None, None)
+
+	def test_a_request_published_to_the_exchange_becomes_an_approval_request(self):
+		group = group_name("rabbit")
+		self.addCleanup(delete_rabbitmq_topology, self.exchange, group)
+		self.assertEqual(consume(group, broker="rabbitmq").processed, 0)  # declares and binds the queue
+		event = approval_requested()
+		channel = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)).channel()
+		for _ in range(2):  # the second is a redelivery
+			channel.basic_publish(
+				self.exchange,
+				event.type,
+				event.to_json().encode(),
+				pika.BasicProperties(content_type="application/json", delivery_mode=2),
+			)
+		channel.connection.close()
+		counts = consume(group, broker="rabbitmq")
+		self.assertEqual((counts.processed, counts.duplicates), (1, 1))
+		self.assertEqual(
+			frappe.db.get_value("Approval Request", event.data.payload["requestId"], "status"), "Pending"
+		)
+		self.assertTrue(frappe.db.exists("Processed Event", {"consumer_group": group, "event_id": event.id}))
+
+
+def delete_rabbitmq_topology(exchange: str, group: str) -> None:
+	channel = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)).channel()
+	for queue in (group, f"{group}.dead", f"{group}.retry.1000ms"):
+		channel.queue_delete(queue)
+	for name in (exchange, f"{exchange}.dlx"):
+		channel.exchange_delete(name)
+	channel.connection.close()

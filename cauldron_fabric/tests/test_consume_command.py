@@ -1,0 +1,128 @@
+"""``bench fabric consume`` as operators run it: several processes, status over the API, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import frappe
+from confluent_kafka.admin import AdminClient, NewTopic
+from frappe.tests.utils import FrappeTestCase
+
+from cauldron_fabric.api import consumers as consumers_api
+from cauldron_fabric.tests.test_approval_support import OUTSIDER, approval_requested, ensure_people
+from cauldron_fabric.tests.test_consume_support import publish, start_broker
+
+
+def wait_for(condition, timeout: float, interval: float = 0.2):
+	"""Polls ``condition`` (seeing other connections' commits) until it holds or time runs out."""
+	deadline = time.monotonic() + timeout
+	while True:
+		frappe.db.rollback()
+		value = condition()
+		if value or time.monotonic() >= deadline:
+			return value
+		time.sleep(interval)
+
+
+class TestConsumeCommand(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		ensure_people()
+		start_broker(cls, consumer_max_attempts=2, handler_user="Administrator")
+
+	def start_command(self, group: str, topic: str, concurrency: int) -> subprocess.Popen:
+		return subprocess.Popen(
+			[
+				sys.executable,
+				"-m",
+				"frappe.utils.bench_helper",
+				"frappe",
+				"--site",
+				frappe.local.site,
+				"fabric",
+				"consume",
+				"--group",
+				group,
+				"--topics",
+				topic,
+				"--concurrency",
+				str(concurrency),
+				"--seconds",
+				"120",
+			],
+			cwd=os.path.abspath(frappe.get_site_path("..")),
+			stderr=subprocess.PIPE,
+			text=True,
+		)
+
+	def test_the_command_splits_a_group_over_processes_reports_and_stops_on_sigterm(self):
+		topic, group = f"{self.prefix}.agents", f"command-{frappe.generate_hash(length=6)}"
+		admin = AdminClient({"bootstrap.servers": self.broker.bootstrap})
+		admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(10)
+		command = self.start_command(group, topic, concurrency=2)
+		try:
+
+			def members():
+				statuses = consumers_api.get_consumers(group)["consumers"]
+				return statuses if len(statuses) == 2 and all(s["partitions"] for s in statuses) else None
+
+			statuses = wait_for(members, 60)
+			self.assertTrue(statuses, "two consumer processes joined the group and got partitions")
+			owned = [{p["partition"] for p in s["partitions"] if p["topic"] == topic} for s in statuses]
+			self.assertFalse(owned[0] & owned[1], "each partition belongs to one process")
+			self.assertEqual(owned[0] | owned[1], {0, 1, 2, 3})
+
+			events = [approval_requested() for _ in range(6)]
+			publish(self.broker.bootstrap, topic, events)
+			names = [e.data.payload["requestId"] for e in events]
+			created = wait_for(lambda: frappe.db.count("Approval Request", {"name": ("in", names)}) == 6, 60)
+			self.assertTrue(created, "the command's consumers created every approval request")
+			reported = wait_for(
+				lambda: consumers_api.get_consumers(group)["totals"].get("processed") == 6, 20
+			)
+			self.assertTrue(reported, consumers_api.get_consumers(group))
+			lag = wait_for(lambda: consumers_api.get_lag(group, topic)["lag"] == 0, 20)
+			self.assertTrue(lag, "the processed offsets are committed")
+		finally:
+			command.send_signal(signal.SIGTERM)
+			_, stderr = command.communicate(timeout=60)
+		self.assertEqual(command.returncode, 0, stderr)
+		self.assertEqual(stderr.count("stopped"), 2, stderr)
+		self.assertEqual(
+			consumers_api.get_consumers(group)["consumers"], [], "stopped consumers leave no status"
+		)
+
+	def test_the_consumer_apis_are_for_managers(self):
+		frappe.set_user(OUTSIDER)
+		try:
+			with self.assertRaises(frappe.PermissionError):
+				consumers_api.get_consumers()
+			with self.assertRaises(frappe.PermissionError):
+				consumers_api.get_lag("any")
+		finally:
+			frappe.set_user("Administrator")
+
+	def test_a_broker_down_at_start_makes_the_consumer_wait_not_fail(self):
+		from cauldron_fabric.consume.runner import run_consumer_for
+		from cauldron_fabric.testing.kafka_broker import free_port
+		from cauldron_fabric.tests.utils import fabric_settings
+
+		with fabric_settings(bootstrap_servers=f"127.0.0.1:{free_port()}"):
+			started = time.monotonic()
+			counts = run_consumer_for(group="waiting", topics=["nowhere"], max_seconds=2)
+		self.assertEqual(counts.processed, 0)
+		self.assertGreaterEqual(time.monotonic() - started, 2)
+
+	def test_the_command_refuses_to_run_without_anything_to_read(self):
+		with self.assertRaises(Exception) as refused:
+			from cauldron_fabric.consume.runner import default_topics
+			from cauldron_fabric.consume.settings import load_consumer_settings
+			from cauldron_fabric.core.consumer import HandlerTable
+
+			default_topics(load_consumer_settings(), HandlerTable.from_mapping({"**": lambda e, c: None}))
+		self.assertIn("--topics", str(refused.exception))

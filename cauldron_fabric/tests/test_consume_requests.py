@@ -1,0 +1,120 @@
+"""Request-reply through the site's API against a real broker, with circuits in Redis shown in Desk."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+
+from cauldron_fabric.api import requests as requests_api
+from cauldron_fabric.cauldron_fabric.doctype.fabric_circuit.fabric_circuit import FabricCircuit
+from cauldron_fabric.consume.requesting import close_requesters, site_breaker
+from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking, open_source
+from cauldron_fabric.tests.test_approval_support import OUTSIDER, ensure_people
+from cauldron_fabric.tests.test_consume_support import FAST_JOIN, start_broker
+
+PRICE = "quote.price.requested"
+
+
+def quote(envelope, context):
+	"""A pricing service: answers unless told to stay silent."""
+	if not envelope.data.payload.get("silent"):
+		context.reply({"price": envelope.data.payload["qty"] * 2.5})
+
+
+class TestRequestReplyApi(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		ensure_people()
+		start_broker(
+			cls,
+			request_timeout_seconds=5,
+			circuit_failure_threshold=2,
+			circuit_window_seconds=60,
+			circuit_open_seconds=1,
+		)
+		cls.target = f"{cls.prefix}.quote"  # where the topic naming rule sends quote.* requests
+		options = ConsumerOptions(group=f"{cls.prefix}-pricing", poll_timeout=0.05)
+		source = open_source(
+			f"kafka://{cls.broker.bootstrap}", options, [cls.target], broker_options=FAST_JOIN
+		)
+		responder = Consumer(
+			source, HandlerTable.from_mapping({PRICE: quote}), MemoryTracking().session(), options
+		)
+		stop = threading.Event()
+		thread = threading.Thread(target=lambda: (responder.run(stop.is_set), responder.close()), daemon=True)
+		thread.start()
+		cls.addClassCleanup(thread.join, 15)
+		cls.addClassCleanup(stop.set)
+		cls.addClassCleanup(close_requesters)
+		cls.addClassCleanup(lambda: site_breaker().store.reset(cls.target))
+		deadline = time.monotonic() + 30
+		while not source.assigned and time.monotonic() < deadline:
+			time.sleep(0.1)
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+		site_breaker().store.reset(self.target)
+
+	def test_a_request_gets_its_reply_through_the_api(self):
+		result = requests_api.send_request(PRICE, json.dumps({"sku": "S-1", "qty": 3}))
+		reply = result["reply"]
+		self.assertEqual(reply["type"], "quote.price.requested.reply")
+		self.assertEqual(reply["data"]["payload"], {"price": 7.5})
+		self.assertEqual(reply["metadata"]["causationId"], result["correlationId"])
+		self.assertEqual(result["request"]["metadata"]["userId"], "Administrator")
+		self.assertLess(result["elapsedSeconds"], 5)
+
+	def test_timeouts_open_the_circuit_which_desk_shows_and_a_probe_closes_it(self):
+		silent = json.dumps({"sku": "S-2", "qty": 1, "silent": True})
+		for _ in range(2):
+			with self.assertRaises(requests_api.RequestTimedOut) as timed_out:
+				requests_api.send_request(PRICE, silent, timeout=0.5)
+		self.assertIn("No reply to 'quote.price.requested'", str(timed_out.exception))
+		self.assertEqual(requests_api.RequestTimedOut.http_status_code, 504)
+		started = time.monotonic()
+		with self.assertRaisesRegex(requests_api.TargetUnavailable, "is open after 2 failure"):
+			requests_api.send_request(PRICE, json.dumps({"sku": "S-1", "qty": 1}))
+		self.assertLess(time.monotonic() - started, 0.5, "an open circuit answers at once")
+
+		circuit = frappe.get_doc("Fabric Circuit", self.target)
+		self.assertEqual((circuit.state, circuit.failures), ("open", 2))
+		self.assertIsNotNone(circuit.retry_at)
+		listed = FabricCircuit.get_list(frappe._dict(filters=[["Fabric Circuit", "state", "=", "open"]]))
+		self.assertIn(self.target, [row.name for row in listed])
+		self.assertIn(self.target, [c["target"] for c in requests_api.get_circuits()["circuits"]])
+
+		time.sleep(1.1)
+		probe = requests_api.send_request(PRICE, json.dumps({"sku": "S-1", "qty": 2}))
+		self.assertEqual(probe["reply"]["data"]["payload"], {"price": 5.0})
+		self.assertEqual(frappe.get_doc("Fabric Circuit", self.target).state, "closed")
+
+	def test_a_manager_resets_a_circuit_from_desk(self):
+		breaker = site_breaker()
+		for _ in range(2):
+			breaker.failed(self.target)
+		circuit = frappe.get_doc("Fabric Circuit", self.target)
+		self.assertEqual(circuit.state, "open")
+		circuit.reset()
+		self.assertEqual(frappe.get_doc("Fabric Circuit", self.target).state, "closed")
+
+	def test_requests_need_a_manager_and_well_formed_input(self):
+		with self.assertRaisesRegex(frappe.ValidationError, "dot-separated lower-case words"):
+			requests_api.send_request("Quote Price", "{}")
+		with self.assertRaisesRegex(frappe.ValidationError, "data must be a JSON object"):
+			requests_api.send_request(PRICE, "[1, 2]")
+		with self.assertRaisesRegex(frappe.ValidationError, "timeout must be between"):
+			requests_api.send_request(PRICE, "{}", timeout=0)
+		frappe.set_user(OUTSIDER)
+		calls = (
+			lambda: requests_api.send_request(PRICE, "{}"),
+			requests_api.get_circuits,
+			lambda: FabricCircuit.get_list(frappe._dict()),
+		)
+		for call in calls:
+			with self.assertRaises(frappe.PermissionError):
+				call()

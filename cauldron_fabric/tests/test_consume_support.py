@@ -1,0 +1,112 @@
+"""Helpers of the consumer tests: a real broker for a test class, publishing, consuming until idle."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import frappe
+from confluent_kafka import Producer
+
+from cauldron_fabric.consume.runner import run_consumer_for
+from cauldron_fabric.core.cloudevents import kafka_headers
+from cauldron_fabric.core.consumer import ConsumerCounts
+from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.outbox.sql import SqlOutboxStore
+from cauldron_fabric.core.relay import Relay, RelayOptions
+from cauldron_fabric.core.transports import open_transport
+from cauldron_fabric.services.relay import site_db_connector
+from cauldron_fabric.testing.kafka_broker import KafkaBroker
+from cauldron_fabric.tests.utils import fabric_settings
+
+# Tansu joins a group in about half the session timeout; tests keep it short.
+FAST_JOIN = {"session_timeout_ms": 6000}
+
+
+def start_broker(test_class, **settings: Any) -> None:
+	"""Starts a broker for a test class and points Fabric Settings at it until the class ends."""
+	test_class.broker = KafkaBroker().start()
+	test_class.addClassCleanup(test_class.broker.stop)
+	test_class.prefix = "fabricconsume" + frappe.generate_hash(length=6)
+	context = fabric_settings(
+		bootstrap_servers=test_class.broker.bootstrap,
+		topic_template=test_class.prefix + ".{domain}",
+		message_timeout_ms=3000,
+		**settings,
+	)
+	context.__enter__()
+	test_class.addClassCleanup(context.__exit__, None, None, None)
+
+
+def publish(bootstrap: str, topic: str, messages: list[Envelope | bytes]) -> None:
+	"""Produces events in the fabric's Kafka form (raw bytes as they are), one batch each."""
+	producer = Producer({"bootstrap.servers": bootstrap})
+	for message in messages:
+		if isinstance(message, Envelope):
+			producer.produce(
+				topic,
+				value=message.to_json().encode(),
+				key=message.partition_key.encode(),
+				headers=list(kafka_headers(message)),
+			)
+		else:
+			producer.produce(topic, value=message, key=b"raw")
+		producer.flush(10)
+
+
+def consume(
+	group: str, topics: list[str] | None = None, seconds: float = 40, **options: Any
+) -> ConsumerCounts:
+	"""Runs the site's consumer until it has nothing left (committing as it goes); returns its counts."""
+	frappe.db.commit()  # the consumer works in its own transactions on this connection
+	counts = run_consumer_for(
+		group=group,
+		topics=topics or (),
+		stop_when_idle=True,
+		max_seconds=seconds,
+		broker_options=FAST_JOIN,
+		**options,
+	)
+	frappe.db.rollback()
+	return counts
+
+
+def relay_outbox(bootstrap: str, topic_template: str, seconds: float = 30) -> None:
+	"""Publishes the site's pending outbox rows to Kafka with the core relay, on its own connection."""
+	store = SqlOutboxStore(site_db_connector())
+	transport = open_transport(f"kafka://{bootstrap}", {"message_timeout_ms": 3000})
+	relay = Relay(store, transport, RelayOptions(topic_template=topic_template))
+	deadline = time.monotonic() + seconds
+	try:
+		while store.pending_count() and time.monotonic() < deadline:
+			relay.relay_pending_events()
+	finally:
+		store.close()
+		transport.close()
+
+
+def dead_letters(group: str) -> list[dict[str, Any]]:
+	"""Returns a group's Dead Letter documents, oldest first, with their attempt log parsed."""
+	rows = frappe.get_all(
+		"Dead Letter",
+		filters={"source_type": "Consumer", "consumer_group": group},
+		fields=[
+			"name",
+			"status",
+			"event_id",
+			"event_type",
+			"attempts",
+			"error_class",
+			"last_error",
+			"attempt_log",
+			"origin_topic",
+			"origin_partition",
+			"origin_offset",
+			"reference",
+		],
+		order_by="creation asc",
+	)
+	for row in rows:
+		row["log"] = json.loads(row.pop("attempt_log") or "{}")
+	return rows

@@ -1,0 +1,120 @@
+"""Failures against each real bus: retries that do not block, dead letters with their origin.
+
+Every message goes to the same key (one Kafka partition), so a message processed after a
+failing one proves the failing one did not block its partition.
+"""
+
+import json
+import time
+import uuid
+
+from consumer_buses import bus_fixture, raw, wire  # noqa: F401
+
+from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking
+from cauldron_fabric.core.consumer.messages import (
+	ATTEMPTS,
+	CONSUMER_GROUP,
+	DEAD_LETTER_REASON,
+	EXCEPTION_CLASS,
+	EXCEPTION_MESSAGE,
+	ORIGIN_OFFSET,
+	ORIGIN_PARTITION,
+	ORIGIN_TOPIC,
+)
+from cauldron_fabric.core.consumer.validation import validate_with_catalog
+from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.core.errors import PermanentError
+from cauldron_fabric.core.retry import Backoff
+from conftest import make_envelope
+
+
+def item(mode, n):
+	return make_envelope("Item", "I-1", "created", mode=mode, n=n)
+
+
+def approval_request_without_approvers():
+	return Envelope(
+		id=new_event_id(),
+		type="agent.approval.requested",
+		source="urn:agents:procurement",
+		time=utc_now_iso(),
+		data=EventData(
+			"Approval Request", "APR-1", "requested", {"requestId": "APR-1", "agent": "procurement"}
+		),
+		metadata=EventMetadata(new_event_id()),
+	)
+
+
+def handle_item(envelope, context):
+	mode = envelope.data.payload["mode"]
+	if mode == "flaky" and context.attempt == 1:
+		raise ConnectionError("the ledger service blinked")
+	if mode == "doomed":
+		raise RuntimeError(f"ledger refuses item {envelope.data.payload['n']} on attempt {context.attempt}")
+	if mode == "refused":
+		raise PermanentError("item 6 is for another company")
+	context.transaction.append((envelope.data.payload["n"], time.monotonic()))
+
+
+def test_poison_messages_reach_the_dead_letters_with_origin_while_later_messages_flow(bus):
+	channel, group = bus.channel(), f"failing-{uuid.uuid4().hex[:6]}"
+	options = ConsumerOptions(group=group, max_attempts=3, backoff=Backoff(0.3, 2, 1, 0), commit_interval=0.2)
+	source = bus.source(options, channel)
+	schema_bad = approval_request_without_approvers()
+	messages = [
+		wire(item("good", 1)),
+		raw(b"{this is not json"),
+		wire(schema_bad),
+		wire(item("flaky", 4)),
+		wire(item("doomed", 5)),
+		wire(item("refused", 6)),
+		wire(item("good", 7)),
+	]
+	placed = bus.publish(channel, [("I-1", *m[1:]) for m in messages])
+	tracking, letters = MemoryTracking(), []
+	consumer = Consumer(
+		source,
+		HandlerTable.from_mapping({"item.*": handle_item, "agent.approval.requested": lambda e, c: None}),
+		tracking.session(),
+		options,
+		validate=validate_with_catalog,
+		on_dead_letter=lambda letter: letters.append((letter, time.monotonic())),
+	)
+	consumer.run(lambda: len(tracking.effects) == 3 and len(letters) == 4, max_seconds=40)
+	try:
+		assert sorted(n for n, _ in tracking.effects) == [1, 4, 7]
+		by_reason = {letter.failure.reason: (letter, at) for letter, at in letters}
+		assert set(by_reason) == {
+			"invalid-envelope",
+			"schema-violation",
+			"attempts-exhausted",
+			"handler-refused",
+		}
+		effect_times = dict(tracking.effects)
+		assert effect_times[7] < by_reason["attempts-exhausted"][1], "item 7 waited for item 5's retries"
+		totals = consumer.stats.totals()
+		assert (totals.processed, totals.dead_lettered, totals.retried) == (3, 4, 3)
+		assert consumer.source.idle() and all(entry.lag == 0 for entry in consumer.source.lag())
+	finally:
+		consumer.close()
+
+	dead = {headers[DEAD_LETTER_REASON]: (headers, body) for headers, body in bus.dead_letters(group, 4)}
+	assert set(dead) == set(by_reason)
+	for reason, position in (("invalid-envelope", 1), ("schema-violation", 2), ("attempts-exhausted", 4)):
+		headers, body = dead[reason]
+		assert body == messages[position][1], f"the {reason} dead letter carries the original body"
+		assert headers[CONSUMER_GROUP] == group
+		if bus.name == "kafka":
+			assert (headers[ORIGIN_TOPIC], headers[ORIGIN_PARTITION]) == (channel, str(placed[position][0]))
+			assert headers[ORIGIN_OFFSET] == str(placed[position][1])
+		else:
+			assert headers[ORIGIN_TOPIC] == messages[position][3] and headers[ORIGIN_PARTITION] == "0"
+	assert dead["invalid-envelope"][0][EXCEPTION_CLASS] == "cauldron_fabric.core.errors.InvalidEnvelope"
+	assert "not valid JSON" in dead["invalid-envelope"][0][EXCEPTION_MESSAGE]
+	assert "approvers" in dead["schema-violation"][0][EXCEPTION_MESSAGE]
+	doomed = dead["attempts-exhausted"][0]
+	assert (doomed[ATTEMPTS], doomed[EXCEPTION_CLASS]) == ("3", "builtins.RuntimeError")
+	assert doomed[EXCEPTION_MESSAGE] == "ledger refuses item 5 on attempt 3"
+	assert json.loads(dead["handler-refused"][1])["data"]["payload"]["n"] == 6
+	assert dead["handler-refused"][0][ATTEMPTS] == "1"
+	assert by_reason["schema-violation"][0].envelope.id == schema_bad.id

@@ -1,0 +1,137 @@
+"""Consumer groups on each real bus, with processes, MariaDB tracking, SIGTERM and SIGKILL.
+
+Each worker process writes one effect row per event in the same transaction as its processed
+mark; the effects table has no unique key, so a second effect of an event would show.
+"""
+
+import json
+import signal
+import uuid
+
+import pymysql
+from consumer_buses import Worker, bus_fixture, tables_fixture, wait_for, wire  # noqa: F401
+
+from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable
+from cauldron_fabric.core.consumer.tracking_sql import SqlTrackingStore
+from cauldron_fabric.core.retry import Backoff
+from conftest import connect_db, make_envelope
+
+
+def effect_rows(effects):
+	conn = connect_db()
+	with conn.cursor() as cur:
+		cur.execute(f"SELECT event_id, worker, part FROM `{effects}`")
+		rows = cur.fetchall()
+	conn.close()
+	return rows
+
+
+def events(count):
+	return [make_envelope("Item", f"I-{n % 13}", "created", n=n) for n in range(count)]
+
+
+def stats_of(worker):
+	return json.loads(worker.wait_for("stats ", 20).split(" ", 1)[1])
+
+
+def test_two_processes_split_the_group_and_leave_it_cleanly_on_sigterm(bus, tables):
+	(tracking, effects), channel = tables, bus.channel()
+	group = f"split-{uuid.uuid4().hex[:6]}"
+	workers = [Worker(bus, group, channel, tracking, effects, name) for name in ("a", "b")]
+	try:
+		for worker in workers:
+			worker.wait_for("ready")
+		sent = events(40)
+		bus.publish(channel, [wire(e) for e in sent])
+		assert wait_for(lambda: len(effect_rows(effects)) >= 40, 30), "not every event was handled"
+		for worker in workers:
+			worker.process.send_signal(signal.SIGTERM)
+		assert [worker.process.wait(20) for worker in workers] == [0, 0], (
+			"SIGTERM must end the workers cleanly"
+		)
+	finally:
+		for worker in workers:
+			worker.kill()
+	rows = effect_rows(effects)
+	assert sorted(r[0] for r in rows) == sorted(e.id for e in sent), "each event has exactly one effect"
+	by_worker = {name: [r for r in rows if r[1] == name] for name in ("a", "b")}
+	assert by_worker["a"] and by_worker["b"], (
+		f"both members must share the work: {[len(v) for v in by_worker.values()]}"
+	)
+	stats = [stats_of(worker) for worker in workers]
+	assert sum(s["processed"] for s in stats) == 40 and sum(s["duplicates"] for s in stats) == 0
+	if bus.name == "kafka":
+		parts = [set(s["partitions"]) for s in stats]
+		assert not parts[0] & parts[1], "a partition belongs to one member at a time"
+	assert bus.lag(group, channel) == 0, "everything handled was committed (or acked) before leaving"
+
+
+def test_sigkill_between_the_database_commit_and_the_offset_commit_changes_nothing_twice(bus, tables):
+	(tracking, effects), channel = tables, bus.channel()
+	group = f"killed-{uuid.uuid4().hex[:6]}"
+	sent = events(6)
+	doomed = Worker(bus, group, channel, tracking, effects, "doomed", hold_after=3)
+	try:
+		doomed.wait_for("ready")
+		bus.publish(channel, [wire(e) for e in sent])
+		held = doomed.wait_for("committed ").split(" ", 1)[1]
+		assert held in {row[0] for row in effect_rows(effects)}, "the held event's effect is committed"
+		doomed.kill()  # SIGKILL: no offset commit, no ack, no goodbye to the group
+	finally:
+		doomed.kill()
+	survivor = Worker(bus, group, channel, tracking, effects, "survivor")
+	try:
+		assert wait_for(lambda: len({r[0] for r in effect_rows(effects)}) == 6, 40), "the survivor took over"
+		survivor.process.send_signal(signal.SIGTERM)
+		assert survivor.process.wait(20) == 0
+	finally:
+		survivor.kill()
+	rows = effect_rows(effects)
+	assert sorted(r[0] for r in rows) == sorted(e.id for e in sent), "no event changed anything twice"
+	stats = stats_of(survivor)
+	assert stats["duplicates"] >= 1, "the held event came again and was recognised as processed"
+	assert stats["processed"] + 3 == 6
+	assert bus.lag(group, channel) == 0
+
+
+def test_a_database_outage_defers_the_events_and_loses_none(bus, tables):
+	"""The consumer's session is killed, then the database refuses connections twice."""
+	(tracking, effects), channel = tables, bus.channel()
+	options = ConsumerOptions(group=f"outage-{uuid.uuid4().hex[:6]}", outage_backoff=Backoff(0.3, 2, 1, 0))
+	source = bus.source(options, channel)
+	refusals = [0]
+
+	def connect():
+		if refusals[0]:
+			refusals[0] -= 1
+			raise pymysql.err.OperationalError(2003, "Can't connect to MariaDB (refused while it is down)")
+		return connect_db()
+
+	store = SqlTrackingStore(connect, table=tracking[0], sequence=tracking[1])
+	with store.transaction.cursor() as cur:
+		cur.execute("SELECT CONNECTION_ID()")
+		(connection_id,) = cur.fetchone()
+	refusals[0] = 2  # from now on the database is down for the next two connection attempts
+	admin = connect_db()
+	with admin.cursor() as cur:
+		cur.execute(f"KILL CONNECTION {int(connection_id)}")
+	admin.close()
+
+	def record_effect(envelope, context):
+		with context.transaction.cursor() as cur:
+			cur.execute(
+				f"INSERT INTO `{effects}` (event_id, worker, part) VALUES (%s, 'in-process', 0)",
+				(envelope.id,),
+			)
+
+	consumer = Consumer(source, HandlerTable.from_mapping({"**": record_effect}), store, options)
+	sent = events(5)
+	bus.publish(channel, [wire(e) for e in sent])
+	try:
+		consumer.run(lambda: len(effect_rows(effects)) >= 5, max_seconds=30)
+		totals = consumer.stats.totals()
+		assert totals.deferred == 2 and totals.processed == 5, totals
+		assert totals.dead_lettered == 0 and totals.retried == 0
+	finally:
+		consumer.close()
+	assert sorted(r[0] for r in effect_rows(effects)) == sorted(e.id for e in sent)
