@@ -90,10 +90,14 @@ def test_claim_returns_pending_records_oldest_first(sessions):
 
 
 def test_recorded_and_invalid_events_are_never_claimed(sessions):
-	sessions.append([OutboxAppend(make_envelope(), pending=False), OutboxAppend(make_envelope(), invalid=True)])
+	sessions.append(
+		[OutboxAppend(make_envelope(), pending=False), OutboxAppend(make_envelope(), invalid=True)]
+	)
 	store = sessions.open()
 	assert store.claim(10) == []
-	assert sorted(sessions.statuses().items()) == list(zip(sorted(sessions.statuses()), [RECORDED, INVALID], strict=True))
+	assert sorted(sessions.statuses().items()) == list(
+		zip(sorted(sessions.statuses()), [RECORDED, INVALID], strict=True)
+	)
 	assert store.pending_count() == 0
 
 

@@ -224,7 +224,9 @@ class Relay:
 		pipeline = Pipeline(self)
 		try:
 			while True:
-				done = should_stop() or (max_seconds is not None and time.monotonic() - started >= max_seconds)
+				done = should_stop() or (
+					max_seconds is not None and time.monotonic() - started >= max_seconds
+				)
 				report = pipeline.step(accept_new=not done)
 				if report is not None and self.on_cycle:
 					self.on_cycle(report)
@@ -278,7 +280,9 @@ class Pipeline:
 		self.in_flight: deque[Batch] = deque()
 		self.settling: deque[tuple[Batch, Future]] = deque()
 		self.last: Batch | None = None
-		self.settler = ThreadPoolExecutor(1, thread_name_prefix="relay-settle") if len(relay.sessions) > 2 else None
+		self.settler = (
+			ThreadPoolExecutor(1, thread_name_prefix="relay-settle") if len(relay.sessions) > 2 else None
+		)
 
 	@property
 	def empty(self) -> bool:
@@ -329,7 +333,9 @@ class Pipeline:
 			return None
 		report, error = self.relay._guarded(self.relay._settle, batch, settlements)
 		self.free.append(batch.store)
-		return report or RelayReport(claimed=len(batch.records), error=f"settling failed, the batch will be published again: {error}")
+		return report or RelayReport(
+			claimed=len(batch.records), error=f"settling failed, the batch will be published again: {error}"
+		)
 
 	def _reap(self, block: bool) -> RelayReport | None:
 		if not self.settling or not (block or self.settling[0][1].done()):

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from frappe.model.base_document import BaseDocument
+
 # Bookkeeping that changes on every save and says nothing about the business change.
 IGNORED_FIELDS = frozenset({"modified", "modified_by", "creation", "owner", "lft", "rgt"})
 
 
 def document_payload(doc) -> dict[str, Any]:
 	"""Returns the document with its child tables, dates as strings, internals stripped."""
-	data = doc.as_dict(convert_dates_to_str=True, no_nulls=False)
+	# BaseDocument's as_dict, not the document's: some controllers (Page) override it with
+	# another signature.
+	data = BaseDocument.as_dict(doc, convert_dates_to_str=True, no_nulls=False)
 	_drop_internal(data)
 	for value in data.values():
 		if isinstance(value, list):  # child tables: one level of row dicts

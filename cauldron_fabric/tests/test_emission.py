@@ -247,9 +247,12 @@ class TestWhatIsEmitted(FrappeTestCase):
 		self.assertEqual(payload["fabricVersion"], __import__("cauldron_fabric").__version__)
 
 	def test_without_a_broker_events_are_recorded_not_pending(self):
-		order = new_order("embedded")
-		status = frappe.db.get_value("Event Log", {"entity_id": order.name}, "status")
+		with fabric_settings(bootstrap_servers="", rabbitmq_url=""):
+			order = new_order("embedded")
+			status = frappe.db.get_value("Event Log", {"entity_id": order.name}, "status")
 		self.assertEqual(status, "Recorded")
+		frappe.db.delete(ORDER, {"name": order.name})
+		frappe.db.commit()
 
 
 class TestRetention(FrappeTestCase):

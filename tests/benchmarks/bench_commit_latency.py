@@ -60,7 +60,16 @@ def main() -> None:
 		settings.save(ignore_permissions=True)
 		frappe.db.commit()
 		relay = subprocess.Popen(
-			[sys.executable, "-m", "frappe.utils.bench_helper", "frappe", "--site", args.site, "fabric", "relay"],
+			[
+				sys.executable,
+				"-m",
+				"frappe.utils.bench_helper",
+				"frappe",
+				"--site",
+				args.site,
+				"fabric",
+				"relay",
+			],
 			stderr=subprocess.DEVNULL,
 		)
 		try:
@@ -78,7 +87,11 @@ def main() -> None:
 					message = consumer.poll(5)
 					if message is None:
 						raise SystemExit(f"event {n} did not arrive within 5 s")
-					if not message.error() and json.loads(message.value())["data"]["payload"]["doc"]["description"] == f"latency {n}":
+					if (
+						not message.error()
+						and json.loads(message.value())["data"]["payload"]["doc"]["description"]
+						== f"latency {n}"
+					):
 						latencies.append(time.perf_counter() - committed)
 						break
 				time.sleep(args.gap)
@@ -94,7 +107,9 @@ def main() -> None:
 	latencies.sort()
 	p50 = statistics.median(latencies) * 1000
 	p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
-	print(f"{len(latencies)} saves, one at a time, relay running: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+	print(
+		f"{len(latencies)} saves, one at a time, relay running: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+	)
 	print(f"target p99 < 100 ms: {'met' if p99 < 100 else 'NOT met'}")
 	frappe.destroy()
 

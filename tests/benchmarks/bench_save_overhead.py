@@ -67,7 +67,9 @@ def run(rounds: int, per_round: int) -> dict[tuple[str, str, str], list[float]]:
 					doc = saved_docs[label]
 					doc.set(field, f"bench {counter}")
 					results.setdefault((label, "save", mode), []).append(timed(doc.save))
-					results.setdefault((label, "insert", mode), []).append(timed(lambda make=make: frappe.get_doc(make()).insert()))
+					results.setdefault((label, "insert", mode), []).append(
+						timed(lambda make=make: frappe.get_doc(make()).insert())
+					)
 	return results
 
 
@@ -101,7 +103,9 @@ def main() -> None:
 			for mode in MODES:
 				median = statistics.median(results[(label, operation, mode)])
 				ratios[(label, operation, mode)] = median / base
-				print(f"{label:14} {operation:6} {mode:10} median {median * 1000:7.2f} ms  ratio to off {median / base:5.3f}")
+				print(
+					f"{label:14} {operation:6} {mode:10} median {median * 1000:7.2f} ms  ratio to off {median / base:5.3f}"
+				)
 	for label, _, _ in KINDS:
 		worst = max(ratio for key, ratio in ratios.items() if key[0] == label)
 		print(f"{label}: worst median ratio {worst:.3f} (target <= 1.10)")
