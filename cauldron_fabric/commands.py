@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import signal
 
 import click
 from frappe.commands import get_site, pass_context
@@ -24,15 +23,14 @@ def relay(context, batch_size: int | None = None, seconds: float | None = None) 
 	import frappe
 
 	from cauldron_fabric.services.relay import run_relay_for
+	from cauldron_fabric.services.signals import stop_requested
 
-	stopping: list[int] = []
-	for sig in (signal.SIGTERM, signal.SIGINT):
-		signal.signal(sig, lambda number, _frame: stopping.append(number))
+	stopping = stop_requested()
 	frappe.init(site=get_site(context))
 	frappe.connect()
 	try:
 		click.echo(f"fabric relay for {frappe.local.site} started", err=True)
-		run_relay_for(lambda: bool(stopping), max_seconds=seconds, batch_size=batch_size)
+		run_relay_for(stopping, max_seconds=seconds, batch_size=batch_size)
 		click.echo("fabric relay stopped", err=True)
 	finally:
 		frappe.destroy()

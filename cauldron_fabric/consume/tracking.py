@@ -12,15 +12,14 @@ from frappe.utils import now_datetime
 from cauldron_fabric.core.consumer.messages import InboundMessage
 from cauldron_fabric.core.consumer.ports import TrackingStore
 from cauldron_fabric.core.consumer.tracking_sql import (
-	CONNECTION_LOST,
 	CONTENTION,
 	DUPLICATE_KEY,
 	TrackingUnavailable,
-	error_code,
 	insert_mark_sql,
 	mark_values,
 )
 from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.sqlsession import CONNECTION_LOST, error_code
 
 DOCTYPE = "Processed Event"
 INSERT_MARK = insert_mark_sql()

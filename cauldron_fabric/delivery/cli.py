@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-
 import click
 from frappe.commands import get_site, pass_context
 
@@ -17,15 +15,14 @@ def deliver(context, batch_size: int | None = None, seconds: float | None = None
 	import frappe
 
 	from cauldron_fabric.delivery.worker import run_delivery_worker
+	from cauldron_fabric.services.signals import stop_requested
 
-	stopping: list[int] = []
-	for sig in (signal.SIGTERM, signal.SIGINT):
-		signal.signal(sig, lambda number, _frame: stopping.append(number))
+	stopping = stop_requested()
 	frappe.init(site=get_site(context))
 	frappe.connect()
 	try:
 		click.echo(f"fabric delivery worker for {frappe.local.site} started", err=True)
-		run_delivery_worker(lambda: bool(stopping), max_seconds=seconds, batch_size=batch_size)
+		run_delivery_worker(stopping, max_seconds=seconds, batch_size=batch_size)
 		click.echo("fabric delivery worker stopped", err=True)
 	finally:
 		frappe.destroy()

@@ -6,9 +6,9 @@ import frappe
 from frappe.utils import add_days, cint, now_datetime
 
 from cauldron_fabric.core.delivery import DELIVERED, DISCARDED
+from cauldron_fabric.services.retention import purge
 
 SAFETY_NET_SECONDS = 45
-PURGE_CHUNK = 5000
 
 
 def deliver_due_deliveries() -> None:
@@ -36,19 +36,4 @@ def purge_settled_deliveries() -> int:
 	if days <= 0:
 		return 0
 	cutoff = add_days(now_datetime(), -days)
-	deleted = 0
-	while True:
-		# Select, then delete by primary key: a range delete would gap-lock the table and
-		# make saves that enqueue deliveries wait.
-		names = frappe.db.sql_list(
-			"SELECT name FROM `tabEvent Delivery` WHERE status IN (%s, %s) AND modified < %s ORDER BY name LIMIT %s",
-			(DELIVERED, DISCARDED, cutoff, PURGE_CHUNK),
-		)
-		if names:
-			frappe.db.sql(
-				f"DELETE FROM `tabEvent Delivery` WHERE name IN ({', '.join(['%s'] * len(names))})", names
-			)
-			frappe.db.commit()
-		deleted += len(names)
-		if len(names) < PURGE_CHUNK:
-			return deleted
+	return purge("tabEvent Delivery", "status IN (%s, %s) AND modified < %s", (DELIVERED, DISCARDED, cutoff))

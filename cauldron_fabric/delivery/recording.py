@@ -16,6 +16,7 @@ from frappe.utils import now_datetime
 from cauldron_fabric.core.delivery import DeliveryRequest, build_enqueue, plan_deliveries
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.delivery.subscriptions import routing_index
+from cauldron_fabric.services.wakeups import wake_after_commit
 
 
 def enqueue_deliveries(envelopes: Sequence[Envelope]) -> None:
@@ -49,20 +50,4 @@ def delivery_channel() -> str:
 
 def wake_delivery_workers_after_commit() -> None:
 	"""Schedules one wake-up of the delivery workers for when the transaction commits."""
-	if getattr(frappe.local, "fabric_delivery_wakeup", False):
-		return
-	frappe.local.fabric_delivery_wakeup = True
-	frappe.db.after_commit.add(_wake)
-	frappe.db.after_rollback.add(_forget)
-
-
-def _forget() -> None:
-	frappe.local.fabric_delivery_wakeup = False
-
-
-def _wake() -> None:
-	_forget()
-	try:
-		frappe.cache.publish(delivery_channel(), "1")
-	except Exception:
-		frappe.logger("cauldron_fabric").warning("could not wake delivery workers", exc_info=True)
+	wake_after_commit(delivery_channel())

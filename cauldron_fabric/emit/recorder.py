@@ -20,6 +20,7 @@ from cauldron_fabric.delivery.recording import enqueue_deliveries
 from cauldron_fabric.emit.context import causation_id, correlation_id
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.registry.recording import check_events
+from cauldron_fabric.services.wakeups import wake_after_commit
 
 
 def acting_user() -> str:
@@ -65,19 +66,6 @@ def record(envelopes: Sequence[Envelope]) -> None:
 
 def wake_relays_after_commit() -> None:
 	"""Schedules one relay wake-up for when the current transaction commits."""
-	if getattr(frappe.local, "fabric_wakeup_scheduled", False):
-		return
-	frappe.local.fabric_wakeup_scheduled = True
-	frappe.db.after_commit.add(_wake_relays)
-	frappe.db.after_rollback.add(_forget_wakeup)
+	from cauldron_fabric.services.relay import relay_channel
 
-
-def _forget_wakeup() -> None:
-	frappe.local.fabric_wakeup_scheduled = False
-
-
-def _wake_relays() -> None:
-	from cauldron_fabric.services.relay import wake_relays
-
-	_forget_wakeup()
-	wake_relays()
+	wake_after_commit(relay_channel())

@@ -9,9 +9,9 @@ from cauldron_fabric.core.naming import SYSTEM_STATUS
 from cauldron_fabric.core.outbox.sql import PUBLISHED, RECORDED
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
+from cauldron_fabric.services.retention import purge
 
 SAFETY_NET_SECONDS = 45
-PURGE_CHUNK = 5000
 
 
 def relay_pending_events() -> None:
@@ -38,19 +38,4 @@ def purge_expired_events() -> int:
 	if days <= 0:
 		return 0
 	cutoff = add_days(now_datetime(), -days)
-	deleted = 0
-	while True:
-		# Select, then delete by primary key: a range delete would gap-lock the index and
-		# make every save on the site wait to append its event.
-		names = frappe.db.sql_list(
-			"SELECT name FROM `tabEvent Log` WHERE status IN (%s, %s) AND creation < %s ORDER BY name LIMIT %s",
-			(PUBLISHED, RECORDED, cutoff, PURGE_CHUNK),
-		)
-		if names:
-			frappe.db.sql(
-				f"DELETE FROM `tabEvent Log` WHERE name IN ({', '.join(['%s'] * len(names))})", names
-			)
-			frappe.db.commit()
-		deleted += len(names)
-		if len(names) < PURGE_CHUNK:
-			return deleted
+	return purge("tabEvent Log", "status IN (%s, %s) AND creation < %s", (PUBLISHED, RECORDED, cutoff))

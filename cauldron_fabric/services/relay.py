@@ -26,6 +26,7 @@ from cauldron_fabric.core.relay import Relay, RelayOptions, RelayReport
 from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.core.wakeup import RedisWaker
+from cauldron_fabric.services.wakeups import wake
 
 STATUS_KEY = "cauldron_fabric:relays"
 SETTINGS_RECHECK_SECONDS = 10
@@ -165,10 +166,7 @@ def relay_channel() -> str:
 
 def wake_relays() -> None:
 	"""Wakes this site's idle relays; a lost wake-up only delays until their next poll."""
-	try:
-		frappe.cache.publish(relay_channel(), "1")
-	except Exception:
-		frappe.logger("cauldron_fabric").warning("could not wake relays", exc_info=True)
+	wake(relay_channel())
 
 
 class StatusReporter:

@@ -16,6 +16,7 @@ from cauldron_fabric.core.consumer.messages import InboundMessage
 from cauldron_fabric.core.consumer.ports import TrackingStore
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import RetryableError
+from cauldron_fabric.core.sqlsession import SqlSession, error_code
 
 DEFAULT_TABLE = "tabProcessed Event"
 DEFAULT_SEQUENCE = "processed_event_id_seq"
@@ -31,8 +32,6 @@ TRACKING_COLUMNS = (
 DUPLICATE_KEY = 1062
 # 1205 lock wait timeout, 1213 deadlock: another session held the same event; try again later.
 CONTENTION = {1205, 1213}
-# 2003 can't connect, 2006 server gone, 2013 lost during query, 1927 killed, 4031 idle timeout.
-CONNECTION_LOST = {2003, 2006, 2013, 1927, 4031}
 
 
 class TrackingUnavailable(RetryableError):
@@ -67,11 +66,6 @@ def mark_values(
 	]
 
 
-def error_code(exc: BaseException) -> int | None:
-	"""Returns the MySQL error number of a driver exception, if it has one."""
-	return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-
-
 def create_table_sql(table: str = DEFAULT_TABLE, sequence: str = DEFAULT_SEQUENCE) -> list[str]:
 	"""Returns DDL for a standalone tracking table with the Processed Event DocType's shape.
 
@@ -104,27 +98,17 @@ class SqlTrackingStore(TrackingStore):
 		lock_wait_seconds: int = 10,
 		clock: Callable[[], dt.datetime] = dt.datetime.now,
 	):
-		self._connect = connect
-		self._conn = None
 		self.table, self.sequence, self.actor = table, sequence, actor
-		self.lock_wait_seconds = lock_wait_seconds
 		self.clock = clock
 		self._insert = insert_mark_sql(table, sequence)
+		self.session = SqlSession(
+			connect, "tracking", unavailable=TrackingUnavailable, lock_wait_seconds=lock_wait_seconds
+		)
 
 	@property
 	def transaction(self) -> Any:
 		"""Returns the connection handlers write through (same transaction as the mark)."""
-		if self._conn is None:
-			try:
-				conn = self._connect()
-				with conn.cursor() as cur:
-					cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-					cur.execute(f"SET SESSION innodb_lock_wait_timeout = {int(self.lock_wait_seconds)}")
-				conn.autocommit(False)
-			except Exception as exc:
-				raise TrackingUnavailable(f"Cannot connect to the tracking database: {exc}.") from exc
-			self._conn = conn
-		return self._conn
+		return self.session.connection
 
 	def begin(self) -> None:
 		"""Starts from a clean transaction."""
@@ -146,9 +130,7 @@ class SqlTrackingStore(TrackingStore):
 				raise TrackingUnavailable(
 					f"Event {envelope.id} is being processed by another member of group {group!r} ({exc})."
 				) from exc
-			if code in CONNECTION_LOST or type(exc).__name__ == "InterfaceError":
-				self._drop()
-				raise TrackingUnavailable(f"Lost the tracking database connection: {exc}.") from exc
+			self.session.raise_if_lost(exc)
 			raise
 
 	def commit(self) -> None:
@@ -158,16 +140,12 @@ class SqlTrackingStore(TrackingStore):
 		except TrackingUnavailable:
 			raise
 		except Exception as exc:
-			self._drop()
+			self.session.drop()
 			raise TrackingUnavailable(f"Could not commit the event's effect: {exc}.") from exc
 
 	def rollback(self) -> None:
 		"""Rolls back; a broken connection is dropped and reopened on next use."""
-		if self._conn is not None:
-			try:
-				self._conn.rollback()
-			except Exception:
-				self._drop()
+		self.session.rollback()
 
 	def is_processed(self, group: str, event_id: str) -> bool:
 		"""Looks the mark up in a fresh read."""
@@ -179,15 +157,7 @@ class SqlTrackingStore(TrackingStore):
 		self.rollback()
 		return found
 
-	def _drop(self) -> None:
-		conn, self._conn = self._conn, None
-		if conn is not None:
-			try:
-				conn.close()
-			except Exception:
-				pass
-
 	def close(self) -> None:
 		"""Rolls back anything open and closes the connection."""
 		self.rollback()
-		self._drop()
+		self.session.drop()

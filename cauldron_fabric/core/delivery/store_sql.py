@@ -28,7 +28,8 @@ from cauldron_fabric.core.delivery.records import (
 )
 from cauldron_fabric.core.delivery.store import DeliveryStore
 from cauldron_fabric.core.envelope import dumps
-from cauldron_fabric.core.outbox.sql import STANDARD_COLUMNS, StoreUnavailable, local_now
+from cauldron_fabric.core.outbox.sql import STANDARD_COLUMNS, local_now
+from cauldron_fabric.core.sqlsession import SqlSession
 
 DEFAULT_TABLE = "tabEvent Delivery"
 DEFAULT_SEQUENCE = "event_delivery_id_seq"
@@ -126,48 +127,20 @@ class SqlDeliveryStore(DeliveryStore):
 		sequence: str = DEFAULT_SEQUENCE,
 		clock: Callable[[], dt.datetime] = local_now,
 	):
-		self._connect = connect
-		self._conn = None
 		self.table, self.sequence, self.clock = table, sequence, clock
 		self._claimed: dict[int, tuple] = {}
+		self.session = SqlSession(connect, "delivery", on_drop=self._forget_claim)
 
 	@property
 	def connection(self):
-		"""Returns the open connection, connecting (READ COMMITTED, no autocommit) on first use."""
-		if self._conn is None:
-			try:
-				conn = self._connect()
-				with conn.cursor() as cur:
-					cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-					cur.execute("SET SESSION innodb_lock_wait_timeout = 10")
-				conn.autocommit(False)
-			except Exception as exc:
-				raise StoreUnavailable(f"Cannot connect to the delivery database: {exc}.") from exc
-			self._conn = conn
-		return self._conn
+		"""Returns the open connection (READ COMMITTED, no autocommit)."""
+		return self.session.connection
 
 	def _execute(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[tuple], int]:
-		try:
-			with self.connection.cursor() as cur:
-				count = cur.execute(sql, params)
-				return list(cur.fetchall() or ()), int(count or 0)
-		except StoreUnavailable:
-			raise
-		except Exception as exc:
-			code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-			# 2003 can't connect, 2006 gone away, 2013 lost during query, 1927 killed, 4031 idle timeout.
-			if code in {2003, 2006, 2013, 1927, 4031} or type(exc).__name__ == "InterfaceError":
-				self._drop_connection()
-				raise StoreUnavailable(f"Lost the delivery database connection: {exc}.") from exc
-			raise
+		return self.session.execute(sql, params)
 
-	def _drop_connection(self) -> None:
-		conn, self._conn, self._claimed = self._conn, None, {}
-		if conn is not None:
-			try:
-				conn.close()
-			except Exception:
-				pass
+	def _forget_claim(self) -> None:
+		self._claimed = {}
 
 	def ensure_indexes(self) -> None:
 		"""Creates the composite indexes the workers' queries need, if missing."""
@@ -280,11 +253,7 @@ class SqlDeliveryStore(DeliveryStore):
 	def release(self) -> None:
 		"""Rolls back, giving the claimed rows to the next worker untouched."""
 		self._claimed = {}
-		if self._conn is not None:
-			try:
-				self._conn.rollback()
-			except Exception:
-				self._drop_connection()
+		self.session.rollback()
 
 	def requeue(self, seqs: Sequence[int], actor: str = "Administrator") -> int:
 		"""Makes dead or discarded rows pending and due now with a fresh attempt count; commits."""
@@ -337,4 +306,4 @@ class SqlDeliveryStore(DeliveryStore):
 	def close(self) -> None:
 		"""Rolls back anything open and closes the connection."""
 		self.release()
-		self._drop_connection()
+		self.session.drop()

@@ -16,8 +16,8 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from cauldron_fabric.core.errors import RetryableError
 from cauldron_fabric.core.ports import OutboxAppend, OutboxRecord, OutboxStore, Settlement
+from cauldron_fabric.core.sqlsession import SqlSession
 
 PENDING = "Pending"
 PUBLISHED = "Published"
@@ -83,10 +83,6 @@ INDEXES = {
 	"fabric_key_seq": ("partition_key", "name"),
 	"fabric_entity": ("entity", "entity_id"),
 }
-
-
-class StoreUnavailable(RetryableError):
-	"""The outbox database could not be reached; the relay retries with backoff."""
 
 
 def local_now() -> dt.datetime:
@@ -189,49 +185,22 @@ class SqlOutboxStore(OutboxStore):
 		sequence: str = DEFAULT_SEQUENCE,
 		clock: Callable[[], dt.datetime] = local_now,
 	):
-		self._connect = connect
-		self._conn = None
 		self.table = table
 		self.sequence = sequence
 		self.clock = clock
 		self._claimed: list[int] = []
+		self.session = SqlSession(connect, "outbox", on_drop=self._forget_claim)
 
 	@property
 	def connection(self):
-		"""Returns the open connection, connecting (READ COMMITTED, no autocommit) on first use."""
-		if self._conn is None:
-			try:
-				conn = self._connect()
-				with conn.cursor() as cur:
-					cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-					cur.execute("SET SESSION innodb_lock_wait_timeout = 10")
-				conn.autocommit(False)
-			except Exception as exc:
-				raise StoreUnavailable(f"Cannot connect to the outbox database: {exc}.") from exc
-			self._conn = conn
-		return self._conn
+		"""Returns the open connection (READ COMMITTED, no autocommit)."""
+		return self.session.connection
 
 	def _execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
-		try:
-			with self.connection.cursor() as cur:
-				cur.execute(sql, params)
-				return list(cur.fetchall() or ())
-		except StoreUnavailable:
-			raise
-		except Exception as exc:
-			if _is_connection_error(exc):
-				self._drop_connection()
-				raise StoreUnavailable(f"Lost the outbox database connection: {exc}.") from exc
-			raise
+		return self.session.execute(sql, params)[0]
 
-	def _drop_connection(self) -> None:
-		conn, self._conn = self._conn, None
+	def _forget_claim(self) -> None:
 		self._claimed = []
-		if conn is not None:
-			try:
-				conn.close()
-			except Exception:
-				pass
 
 	def ensure_indexes(self) -> None:
 		"""Creates the composite indexes the relay's queries need, if missing."""
@@ -380,11 +349,7 @@ class SqlOutboxStore(OutboxStore):
 	def release(self) -> None:
 		"""Rolls back, giving the claimed rows to the next relay untouched."""
 		self._claimed = []
-		if self._conn is not None:
-			try:
-				self._conn.rollback()
-			except Exception:
-				self._drop_connection()
+		self.session.rollback()
 
 	def pending_count(self) -> int:
 		"""Counts Pending rows (outside any claim)."""
@@ -396,10 +361,4 @@ class SqlOutboxStore(OutboxStore):
 	def close(self) -> None:
 		"""Rolls back anything open and closes the connection."""
 		self.release()
-		self._drop_connection()
-
-
-def _is_connection_error(exc: Exception) -> bool:
-	code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-	# 2003 can't connect, 2006 server gone, 2013 lost during query, 1927 connection killed, 4031 idle timeout.
-	return code in {2003, 2006, 2013, 1927, 4031} or type(exc).__name__ == "InterfaceError"
+		self.session.drop()

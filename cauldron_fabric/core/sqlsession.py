@@ -1,0 +1,112 @@
+"""One database session for the SQL stores (outbox, deliveries, consumer tracking).
+
+Each store runs on its own DB-API connection (PyMySQL) under READ COMMITTED, which takes no
+gap locks, so a relay or worker never blocks a user's save that appends rows. Transactions
+are explicit. A lost connection becomes a retryable error and the next use reconnects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cauldron_fabric.core.errors import RetryableError
+
+# 2003 can't connect, 2006 server gone, 2013 lost during query, 1927 killed, 4031 idle timeout.
+CONNECTION_LOST = frozenset({2003, 2006, 2013, 1927, 4031})
+
+
+class StoreUnavailable(RetryableError):
+	"""The database could not be reached; the work is retried with backoff."""
+
+
+def error_code(exc: BaseException) -> int | None:
+	"""Returns the MySQL error number of a driver exception, if it carries one."""
+	code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+	return code
+
+
+def is_connection_error(exc: BaseException) -> bool:
+	"""Tells whether an exception means the connection itself is gone."""
+	return error_code(exc) in CONNECTION_LOST or type(exc).__name__ == "InterfaceError"
+
+
+class SqlSession:
+	"""A lazily opened connection in READ COMMITTED, without autocommit."""
+
+	def __init__(
+		self,
+		connect: Callable[[], Any],
+		purpose: str,
+		*,
+		unavailable: type[RetryableError] = StoreUnavailable,
+		lock_wait_seconds: int = 10,
+		on_drop: Callable[[], None] | None = None,
+	):
+		self._connect = connect
+		self._conn = None
+		self.purpose = purpose
+		self.unavailable = unavailable
+		self.lock_wait_seconds = int(lock_wait_seconds)
+		self.on_drop = on_drop
+
+	@property
+	def is_open(self) -> bool:
+		"""Tells whether a connection is open right now."""
+		return self._conn is not None
+
+	@property
+	def connection(self) -> Any:
+		"""Returns the open connection, connecting on first use."""
+		if self._conn is None:
+			try:
+				conn = self._connect()
+				with conn.cursor() as cur:
+					cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+					cur.execute(f"SET SESSION innodb_lock_wait_timeout = {self.lock_wait_seconds}")
+				conn.autocommit(False)
+			except Exception as exc:
+				raise self.unavailable(f"Cannot connect to the {self.purpose} database: {exc}.") from exc
+			self._conn = conn
+		return self._conn
+
+	def execute(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[tuple], int]:
+		"""Runs one statement; returns its rows and the affected row count."""
+		try:
+			with self.connection.cursor() as cur:
+				count = cur.execute(sql, params)
+				return list(cur.fetchall() or ()), int(count or 0)
+		except self.unavailable:
+			raise
+		except Exception as exc:
+			self.raise_if_lost(exc)
+			raise
+
+	def raise_if_lost(self, exc: BaseException) -> None:
+		"""Drops the connection and raises the retryable error when ``exc`` means it is gone."""
+		if is_connection_error(exc):
+			self.drop()
+			raise self.unavailable(f"Lost the {self.purpose} database connection: {exc}.") from exc
+
+	def commit(self) -> None:
+		"""Commits the open transaction."""
+		self.connection.commit()
+
+	def rollback(self) -> None:
+		"""Rolls back the open transaction; a broken connection is dropped instead."""
+		if self._conn is not None:
+			try:
+				self._conn.rollback()
+			except Exception:
+				self.drop()
+
+	def drop(self) -> None:
+		"""Closes the connection (quietly) so the next use opens a fresh one."""
+		conn, self._conn = self._conn, None
+		if self.on_drop is not None:
+			self.on_drop()
+		if conn is not None:
+			try:
+				conn.close()
+			except Exception:
+				pass

@@ -1,0 +1,41 @@
+"""Waking this site's long-running workers (relays, delivery workers) after a commit.
+
+One Redis message per channel per transaction; a lost one only delays the work to the
+workers' next poll, so failures are logged, never raised.
+"""
+
+from __future__ import annotations
+
+import frappe
+
+
+def wake(channel: str) -> None:
+	"""Publishes a wake-up on ``channel`` now."""
+	try:
+		frappe.cache.publish(channel, "1")
+	except Exception:
+		frappe.logger("cauldron_fabric").warning(
+			"could not publish the wake-up on %s", channel, exc_info=True
+		)
+
+
+def wake_after_commit(channel: str) -> None:
+	"""Publishes one wake-up on ``channel`` when the current transaction commits (none on rollback)."""
+	scheduled = _scheduled()
+	if channel in scheduled:
+		return
+	scheduled.add(channel)
+
+	def send() -> None:
+		scheduled.discard(channel)
+		wake(channel)
+
+	frappe.db.after_commit.add(send)
+	frappe.db.after_rollback.add(scheduled.clear)
+
+
+def _scheduled() -> set[str]:
+	scheduled = getattr(frappe.local, "fabric_wakeups", None)
+	if scheduled is None:
+		scheduled = frappe.local.fabric_wakeups = set()
+	return scheduled
