@@ -155,3 +155,32 @@ def read_topic(
 	finally:
 		consumer.close()
 	return messages
+
+
+def produce(bootstrap: str, topic: str, messages: list) -> None:
+	"""Produces test messages: envelopes in the fabric's Kafka form, raw bytes as they are."""
+	from confluent_kafka import Producer
+
+	from cauldron_fabric.core.cloudevents import kafka_headers
+	from cauldron_fabric.core.envelope import Envelope
+
+	producer = Producer({"bootstrap.servers": bootstrap})
+	for message in messages:
+		if isinstance(message, Envelope):
+			value, key, headers = (
+				message.to_json().encode(),
+				message.partition_key.encode(),
+				list(kafka_headers(message)),
+			)
+			producer.produce(topic, value=value, key=key, headers=headers)
+		else:
+			producer.produce(topic, value=message, key=b"raw")
+		producer.flush(10)
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+	"""Creates a topic with ``partitions`` partitions (replication 1)."""
+	from confluent_kafka.admin import AdminClient, NewTopic
+
+	admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the request
+	admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(10)

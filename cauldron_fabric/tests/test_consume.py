@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import frappe
-import pika
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import approvals as approvals_api
@@ -17,6 +16,7 @@ from cauldron_fabric.core.consumer.kafka import dead_letter_topic
 from cauldron_fabric.core.consumer.messages import ATTEMPTS, DEAD_LETTER_REASON, ORIGIN_TOPIC
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
 from cauldron_fabric.testing.kafka_broker import read_topic
+from cauldron_fabric.testing.rabbitmq import RabbitMQ
 from cauldron_fabric.tests.test_approval_support import (
 	APPROVER,
 	OUTSIDER,
@@ -208,15 +208,10 @@ class TestConsumingFromRabbitMQ(FrappeTestCase):
 		self.addCleanup(delete_rabbitmq_topology, self.exchange, group)
 		self.assertEqual(consume(group, broker="rabbitmq").processed, 0)  # declares and binds the queue
 		event = approval_requested()
-		channel = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)).channel()
+		rabbit = RabbitMQ(RABBITMQ_URL)
 		for _ in range(2):  # the second is a redelivery
-			channel.basic_publish(
-				self.exchange,
-				event.type,
-				event.to_json().encode(),
-				pika.BasicProperties(content_type="application/json", delivery_mode=2),
-			)
-		channel.connection.close()
+			rabbit.publish(self.exchange, event.type, event.to_json().encode())
+		rabbit.close()
 		counts = consume(group, broker="rabbitmq")
 		self.assertEqual((counts.processed, counts.duplicates), (1, 1))
 		self.assertEqual(
@@ -226,9 +221,6 @@ class TestConsumingFromRabbitMQ(FrappeTestCase):
 
 
 def delete_rabbitmq_topology(exchange: str, group: str) -> None:
-	channel = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)).channel()
-	for queue in (group, f"{group}.dead", f"{group}.retry.1000ms"):
-		channel.queue_delete(queue)
-	for name in (exchange, f"{exchange}.dlx"):
-		channel.exchange_delete(name)
-	channel.connection.close()
+	rabbit = RabbitMQ(RABBITMQ_URL)
+	rabbit.delete((group, f"{group}.dead", f"{group}.retry.1000ms"), (exchange, f"{exchange}.dlx"))
+	rabbit.close()

@@ -9,10 +9,10 @@ import sys
 import time
 
 import frappe
-from confluent_kafka.admin import AdminClient, NewTopic
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import consumers as consumers_api
+from cauldron_fabric.testing.kafka_broker import create_topic
 from cauldron_fabric.tests.test_approval_support import OUTSIDER, approval_requested, ensure_people
 from cauldron_fabric.tests.test_consume_support import publish, start_broker
 
@@ -62,8 +62,7 @@ class TestConsumeCommand(FrappeTestCase):
 
 	def test_the_command_splits_a_group_over_processes_reports_and_stops_on_sigterm(self):
 		topic, group = f"{self.prefix}.agents", f"command-{frappe.generate_hash(length=6)}"
-		admin = AdminClient({"bootstrap.servers": self.broker.bootstrap})
-		admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(10)
+		create_topic(self.broker.bootstrap, topic, 4)
 		command = self.start_command(group, topic, concurrency=2)
 		try:
 

@@ -7,17 +7,15 @@ import time
 from typing import Any
 
 import frappe
-from confluent_kafka import Producer
 
 from cauldron_fabric.consume.runner import run_consumer_for
-from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer import ConsumerCounts
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.outbox.sql import SqlOutboxStore
 from cauldron_fabric.core.relay import Relay, RelayOptions
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.services.relay import site_db_connector
-from cauldron_fabric.testing.kafka_broker import KafkaBroker
+from cauldron_fabric.testing.kafka_broker import KafkaBroker, produce
 from cauldron_fabric.tests.utils import fabric_settings
 
 # Tansu joins a group in about half the session timeout; tests keep it short.
@@ -41,18 +39,7 @@ def start_broker(test_class, **settings: Any) -> None:
 
 def publish(bootstrap: str, topic: str, messages: list[Envelope | bytes]) -> None:
 	"""Produces events in the fabric's Kafka form (raw bytes as they are), one batch each."""
-	producer = Producer({"bootstrap.servers": bootstrap})
-	for message in messages:
-		if isinstance(message, Envelope):
-			producer.produce(
-				topic,
-				value=message.to_json().encode(),
-				key=message.partition_key.encode(),
-				headers=list(kafka_headers(message)),
-			)
-		else:
-			producer.produce(topic, value=message, key=b"raw")
-		producer.flush(10)
+	produce(bootstrap, topic, messages)
 
 
 def consume(

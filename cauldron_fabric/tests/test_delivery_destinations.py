@@ -11,7 +11,6 @@ import json
 import uuid
 
 import frappe
-import pika
 from cloudevents.core.bindings import amqp as ce_amqp
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
@@ -22,6 +21,7 @@ from cauldron_fabric.api import settings as settings_api
 from cauldron_fabric.services.relay import run_relay_for
 from cauldron_fabric.testing.http_receiver import Receiver
 from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
+from cauldron_fabric.testing.rabbitmq import RabbitMQ
 from cauldron_fabric.tests.test_delivery_support import (
 	deliver,
 	loopback_allowed,
@@ -134,25 +134,17 @@ class TestBrokerDestinations(DestinationCase):
 		)
 		cls.settings = settings.__enter__()
 		cls.addClassCleanup(settings.__exit__, None, None, None)
-		cls.connection = pika.BlockingConnection(
-			pika.URLParameters(RABBITMQ.replace("guest@", "guest:guest@"))
-		)
-		cls.addClassCleanup(cls.connection.close)
+		cls.rabbit = RabbitMQ(RABBITMQ.replace("guest@", "guest:guest@"))
+		cls.addClassCleanup(cls.rabbit.close)
 
 	def bound_queue(self, exchange: str, key: str) -> str:
 		"""Declares the durable topic exchange and an exclusive queue bound to it with ``key``."""
-		channel = self.connection.channel()
-		channel.exchange_declare(exchange, "topic", durable=True)
-		queue = channel.queue_declare("", exclusive=True).method.queue
-		channel.queue_bind(queue, exchange, routing_key=key)
-		self.addCleanup(lambda: self.connection.channel().exchange_delete(exchange))
-		self.channel = channel
-		return queue
+		self.addCleanup(self.rabbit.delete, (), (exchange,))
+		return self.rabbit.bound_queue(exchange, key)
 
 	def drain(self, queue: str) -> list:
 		received = []
-		while (message := self.channel.basic_get(queue, auto_ack=True))[0] is not None:
-			_, properties, body = message
+		for properties, body in self.rabbit.drain(queue):
 			amqp = ce_amqp.AMQPMessage({"content-type": properties.content_type}, properties.headers, body)
 			received.append((ce_amqp.from_binary(amqp, JSONFormat()), properties))
 		return received
