@@ -8,6 +8,7 @@ from typing import Any
 import frappe
 
 from cauldron_fabric.registry.cache import forget_local
+from cauldron_fabric.tests.utils import ITEM_FIELDS, ensure_custom_doctype
 
 PROBE = "Fabric Registry Probe"
 PROBE_LINE = "Fabric Registry Probe Line"
@@ -77,45 +78,15 @@ def drop_subjects(*subjects: str, like: str | None = None) -> None:
 
 def ensure_probe_doctype() -> None:
 	"""Creates the probe DocType (with a child table) that only the registry tests save."""
-	if not frappe.db.exists("DocType", PROBE_LINE):
-		frappe.get_doc(
-			{
-				"doctype": "DocType",
-				"name": PROBE_LINE,
-				"module": "Custom",
-				"custom": 1,
-				"istable": 1,
-				"fields": [
-					{"fieldname": "item", "fieldtype": "Data", "label": "Item"},
-					{"fieldname": "qty", "fieldtype": "Int", "label": "Qty"},
-				],
-			}
-		).insert(ignore_permissions=True)
-	if not frappe.db.exists("DocType", PROBE):
-		frappe.get_doc(
-			{
-				"doctype": "DocType",
-				"name": PROBE,
-				"module": "Custom",
-				"custom": 1,
-				"autoname": "hash",
-				"fields": [
-					{"fieldname": "title", "fieldtype": "Data", "label": "Title", "reqd": 1},
-					{"fieldname": "amount", "fieldtype": "Currency", "label": "Amount"},
-					{
-						"fieldname": "stage",
-						"fieldtype": "Select",
-						"label": "Stage",
-						"options": "\nOpen\nDone",
-					},
-					{"fieldname": "lines", "fieldtype": "Table", "label": "Lines", "options": PROBE_LINE},
-					*REFERENCE_FIELDS,
-				],
-				"permissions": [
-					{"role": "System Manager", "read": 1, "write": 1, "create": 1, "delete": 1},
-				],
-			}
-		).insert(ignore_permissions=True)
+	ensure_custom_doctype(PROBE_LINE, ITEM_FIELDS, istable=1)
+	probe_fields = [
+		{"fieldname": "title", "fieldtype": "Data", "label": "Title", "reqd": 1},
+		{"fieldname": "amount", "fieldtype": "Currency", "label": "Amount"},
+		{"fieldname": "stage", "fieldtype": "Select", "label": "Stage", "options": "\nOpen\nDone"},
+		{"fieldname": "lines", "fieldtype": "Table", "label": "Lines", "options": PROBE_LINE},
+		*REFERENCE_FIELDS,
+	]
+	ensure_custom_doctype(PROBE, probe_fields, autoname="hash")
 	probe = frappe.get_doc("DocType", PROBE)
 	if not probe.get("fields", {"fieldname": "reference_name"}):
 		for field in REFERENCE_FIELDS:

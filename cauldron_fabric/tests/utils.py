@@ -12,53 +12,35 @@ ORDER = "Fabric Test Order"
 ORDER_ITEM = "Fabric Test Order Item"
 
 
+ITEM_FIELDS = [
+	{"fieldname": "item", "fieldtype": "Data", "label": "Item"},
+	{"fieldname": "qty", "fieldtype": "Int", "label": "Qty"},
+]
+
+
+def ensure_custom_doctype(name: str, fields: list[dict], **properties) -> None:
+	"""Creates a custom DocType in module Custom once per site (System Manager may do anything)."""
+	if frappe.db.exists("DocType", name):
+		return
+	rights = {"read": 1, "write": 1, "create": 1, "delete": 1}
+	if properties.get("is_submittable"):
+		rights.update(submit=1, cancel=1, amend=1)
+	permissions = [] if properties.get("istable") else [{"role": "System Manager", **rights}]
+	doc = {"doctype": "DocType", "name": name, "module": "Custom", "custom": 1, "fields": fields}
+	frappe.get_doc({**doc, "permissions": permissions, **properties}).insert(ignore_permissions=True)
+
+
 def ensure_test_doctypes() -> None:
 	"""Creates a submittable, renamable custom DocType with a child table (once per site)."""
-	if not frappe.db.exists("DocType", ORDER_ITEM):
-		frappe.get_doc(
-			{
-				"doctype": "DocType",
-				"name": ORDER_ITEM,
-				"module": "Custom",
-				"custom": 1,
-				"istable": 1,
-				"fields": [
-					{"fieldname": "item", "fieldtype": "Data", "label": "Item"},
-					{"fieldname": "qty", "fieldtype": "Int", "label": "Qty"},
-				],
-			}
-		).insert(ignore_permissions=True)
-	if not frappe.db.exists("DocType", ORDER):
-		frappe.get_doc(
-			{
-				"doctype": "DocType",
-				"name": ORDER,
-				"module": "Custom",
-				"custom": 1,
-				"is_submittable": 1,
-				"allow_rename": 1,
-				"autoname": "hash",
-				"fields": [
-					{"fieldname": "title", "fieldtype": "Data", "label": "Title"},
-					{"fieldname": "company", "fieldtype": "Data", "label": "Company"},
-					{"fieldname": "grand_total", "fieldtype": "Currency", "label": "Grand Total"},
-					{"fieldname": "note", "fieldtype": "Small Text", "label": "Note", "allow_on_submit": 1},
-					{"fieldname": "items", "fieldtype": "Table", "label": "Items", "options": ORDER_ITEM},
-				],
-				"permissions": [
-					{
-						"role": "System Manager",
-						"read": 1,
-						"write": 1,
-						"create": 1,
-						"delete": 1,
-						"submit": 1,
-						"cancel": 1,
-						"amend": 1,
-					}
-				],
-			}
-		).insert(ignore_permissions=True)
+	ensure_custom_doctype(ORDER_ITEM, ITEM_FIELDS, istable=1)
+	order_fields = [
+		{"fieldname": "title", "fieldtype": "Data", "label": "Title"},
+		{"fieldname": "company", "fieldtype": "Data", "label": "Company"},
+		{"fieldname": "grand_total", "fieldtype": "Currency", "label": "Grand Total"},
+		{"fieldname": "note", "fieldtype": "Small Text", "label": "Note", "allow_on_submit": 1},
+		{"fieldname": "items", "fieldtype": "Table", "label": "Items", "options": ORDER_ITEM},
+	]
+	ensure_custom_doctype(ORDER, order_fields, is_submittable=1, allow_rename=1, autoname="hash")
 	frappe.db.commit()
 
 
