@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from frappe.model.base_document import BaseDocument
@@ -39,19 +40,46 @@ def document_changes(before, after: dict[str, Any]) -> dict[str, Any] | None:
 	"""
 	if before is None:
 		return None
-	previous = before if isinstance(before, dict) else document_payload(before)
+	# A document is compared value by value, in the form document_payload gives (dates as
+	# str()): rendering the whole previous version would cost as much as the payload itself.
+	old_of = before.get if isinstance(before, dict) else lambda key: _plain(before.get(key))
 	changes: dict[str, Any] = {}
-	for key in after.keys() | previous.keys():
+	for key, new in after.items():
 		if key in IGNORED_FIELDS or key.startswith("_"):
 			continue
-		old, new = previous.get(key), after.get(key)
-		if isinstance(old, list) or isinstance(new, list):
-			if _rows(old) != _rows(new):
-				changes[key] = {"old": old or [], "new": new or []}
-		elif old != new:
+		if isinstance(new, list):
+			old_rows = before.get(key) or []
+			if _rows_differ(old_rows, new):
+				changes[key] = {"old": [_row_payload(row) for row in old_rows], "new": new}
+			continue
+		old = old_of(key)
+		if old != new:
 			changes[key] = {"old": old, "new": new}
 	return changes
 
 
-def _rows(rows) -> list[dict[str, Any]]:
-	return [{k: v for k, v in row.items() if k not in IGNORED_FIELDS} for row in rows or []]
+def _plain(value: Any) -> Any:
+	"""Renders a stored value the way as_dict(convert_dates_to_str=True) does."""
+	return str(value) if isinstance(value, dt.date | dt.time | dt.timedelta) else value
+
+
+def _row_payload(row) -> dict[str, Any]:
+	if isinstance(row, dict):
+		return row
+	data = BaseDocument.as_dict(row, convert_dates_to_str=True, no_nulls=False)
+	_drop_internal(data)
+	return data
+
+
+def _rows_differ(old_rows: list, new_rows: list[dict[str, Any]]) -> bool:
+	if len(old_rows) != len(new_rows):
+		return True
+	for old, new in zip(old_rows, new_rows, strict=True):
+		get = old.get
+		for key, value in new.items():
+			if key in IGNORED_FIELDS or key.startswith("_"):
+				continue
+			previous = get(key)
+			if (previous if isinstance(old, dict) else _plain(previous)) != value:
+				return True
+	return False

@@ -89,7 +89,7 @@ class EmitPolicy:
 	unchanged_saves: bool = False
 	allowed: frozenset[str] = frozenset()
 	denied: frozenset[str] = frozenset()
-	_kinds: dict = field(default_factory=dict, compare=False, repr=False)
+	_kinds: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
 	def kind_of(self, doctype: str) -> Kind | None:
 		"""Returns how a DocType's changes are emitted: as document events, system changes, or not."""
