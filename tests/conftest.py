@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 
 import pymysql
 import pytest
@@ -45,25 +46,34 @@ def database():
 	return DB_NAME
 
 
-@pytest.fixture
-def outbox_table(database):
-	"""Creates a fresh outbox table and sequence shaped like the Event Log; drops them after."""
+@contextmanager
+def scratch_table(kind: str, create_table_sql, store_class):
+	"""Creates a fresh DocType-shaped table and sequence with the store's indexes; drops them after."""
 	suffix = uuid.uuid4().hex[:8]
-	table, sequence = f"tabEvent Log {suffix}", f"event_log_{suffix}_seq"
+	table, sequence = f"tab{kind} {suffix}", f"{kind.lower().replace(' ', '_')}_{suffix}_seq"
 	conn = connect_db()
 	with conn.cursor() as cur:
 		for statement in create_table_sql(table, sequence):
 			cur.execute(statement)
 	conn.commit()
-	store = SqlOutboxStore(connect_db, table=table, sequence=sequence)
+	store = store_class(connect_db, table=table, sequence=sequence)
 	store.ensure_indexes()
 	store.close()
-	yield table, sequence
-	with conn.cursor() as cur:
-		cur.execute(f"DROP TABLE IF EXISTS `{table}`")
-		cur.execute(f"DROP SEQUENCE IF EXISTS `{sequence}`")
-	conn.commit()
-	conn.close()
+	try:
+		yield table, sequence
+	finally:
+		with conn.cursor() as cur:
+			cur.execute(f"DROP TABLE IF EXISTS `{table}`")
+			cur.execute(f"DROP SEQUENCE IF EXISTS `{sequence}`")
+		conn.commit()
+		conn.close()
+
+
+@pytest.fixture
+def outbox_table(database):
+	"""Creates a fresh outbox table and sequence shaped like the Event Log; drops them after."""
+	with scratch_table("Event Log", create_table_sql, SqlOutboxStore) as names:
+		yield names
 
 
 def make_envelope(

@@ -1,7 +1,6 @@
 """One contract for every DeliveryStore adapter: the memory store and the MariaDB table."""
 
 import datetime as dt
-import uuid
 
 import pytest
 
@@ -17,7 +16,7 @@ from cauldron_fabric.core.delivery.records import (
 )
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
 from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore, create_table_sql
-from conftest import connect_db, make_envelope
+from conftest import connect_db, make_envelope, scratch_table
 
 
 class SqlSessions:
@@ -58,22 +57,8 @@ class MemorySessions:
 
 @pytest.fixture
 def delivery_table(database):
-	suffix = uuid.uuid4().hex[:8]
-	table, sequence = f"tabEvent Delivery {suffix}", f"event_delivery_{suffix}_seq"
-	conn = connect_db()
-	with conn.cursor() as cur:
-		for statement in create_table_sql(table, sequence):
-			cur.execute(statement)
-	conn.commit()
-	store = SqlDeliveryStore(connect_db, table=table, sequence=sequence)
-	store.ensure_indexes()
-	store.close()
-	yield table, sequence
-	with conn.cursor() as cur:
-		cur.execute(f"DROP TABLE IF EXISTS `{table}`")
-		cur.execute(f"DROP SEQUENCE IF EXISTS `{sequence}`")
-	conn.commit()
-	conn.close()
+	with scratch_table("Event Delivery", create_table_sql, SqlDeliveryStore) as names:
+		yield names
 
 
 @pytest.fixture(params=["memory", "mariadb"])

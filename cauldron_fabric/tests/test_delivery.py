@@ -15,31 +15,12 @@ from cauldron_fabric.core.delivery import create_table_sql
 from cauldron_fabric.delivery import subscriptions as routing
 from cauldron_fabric.delivery.schedules import fire_due_triggers
 from cauldron_fabric.tests.test_delivery_support import (
+	DeliveryTestCase,
 	deliveries,
-	make_subscription,
-	marker,
-	remove_subscription,
 	save_todo,
 )
 from cauldron_fabric.tests.test_http import make_user
 from cauldron_fabric.tests.utils import events_after, fabric_settings, last_seq
-
-
-class DeliveryTestCase(FrappeTestCase):
-	def setUp(self):
-		frappe.set_user("Administrator")
-		self.tag = marker()
-		self.created: list[str] = []
-
-	def tearDown(self):
-		frappe.set_user("Administrator")
-		for name in self.created:
-			remove_subscription(name)
-
-	def subscription(self, **values):
-		doc = make_subscription(self.tag, **values)
-		self.created.append(doc.name)
-		return doc
 
 
 class TestSubscriptionValidation(DeliveryTestCase):

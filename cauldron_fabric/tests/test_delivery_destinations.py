@@ -14,7 +14,7 @@ import frappe
 from cloudevents.core.bindings import amqp as ce_amqp
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
-from frappe.tests.utils import FrappeTestCase, patch_hooks
+from frappe.tests.utils import patch_hooks
 from standardwebhooks.webhooks import Webhook
 
 from cauldron_fabric.api import settings as settings_api
@@ -23,11 +23,9 @@ from cauldron_fabric.testing.http_receiver import Receiver
 from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
 from cauldron_fabric.testing.rabbitmq import RabbitMQ
 from cauldron_fabric.tests.test_delivery_support import (
+	DeliveryTestCase,
 	deliver,
 	loopback_allowed,
-	make_subscription,
-	marker,
-	remove_subscription,
 	save_todo,
 )
 from cauldron_fabric.tests.utils import fabric_settings
@@ -42,7 +40,7 @@ def record_handled(envelope, payload) -> None:
 	frappe.get_doc({"doctype": "ToDo", "description": f"handled {envelope.id}"}).insert()
 
 
-class DestinationCase(FrappeTestCase):
+class DestinationCase(DeliveryTestCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
@@ -51,21 +49,6 @@ class DestinationCase(FrappeTestCase):
 		cls.addClassCleanup(allow.__exit__, None, None, None)
 		cls.receiver = Receiver().start()
 		cls.addClassCleanup(cls.receiver.stop)
-
-	def setUp(self):
-		frappe.set_user("Administrator")
-		self.tag = marker()
-		self.created: list[str] = []
-
-	def tearDown(self):
-		frappe.set_user("Administrator")
-		for name in self.created:
-			remove_subscription(name)
-
-	def subscription(self, **values):
-		doc = make_subscription(self.tag, **values)
-		self.created.append(doc.name)
-		return doc
 
 
 class TestWebhookAndHandlerDestinations(DestinationCase):

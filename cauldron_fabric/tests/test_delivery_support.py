@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import frappe
+from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.delivery.worker import run_delivery_worker
 from cauldron_fabric.tests.utils import fabric_settings
@@ -98,3 +99,22 @@ def loopback_allowed():
 def envelope_of(row: dict[str, Any]) -> dict[str, Any]:
 	"""Returns the event a delivery row carries."""
 	return json.loads(row["envelope"])
+
+
+class DeliveryTestCase(FrappeTestCase):
+	"""Runs as Administrator with a fresh tag; subscriptions made through it are removed after."""
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+		self.tag = marker()
+		self.created: list[str] = []
+
+	def tearDown(self):
+		frappe.set_user("Administrator")
+		for name in self.created:
+			remove_subscription(name)
+
+	def subscription(self, **values):
+		doc = make_subscription(self.tag, **values)
+		self.created.append(doc.name)
+		return doc
