@@ -33,6 +33,9 @@ as_owner "$bench_cmd" --site "$site" set-config allow_tests true >/dev/null
 if "$bench_cmd" --site "$site" list-apps 2>/dev/null | grep -q '^cauldron_fabric'; then
 	"$bench_cmd" --site "$site" migrate --skip-search-index
 else
+	# Frappe caches each app's module list in Redis; a list cached before the app was linked
+	# would make install-app sync none of its DocTypes.
+	"$bench_cmd" --site "$site" clear-cache
 	"$bench_cmd" --site "$site" install-app cauldron_fabric
 fi
 "$bench_cmd" --site "$site" run-tests --app cauldron_fabric
