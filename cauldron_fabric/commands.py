@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 
@@ -28,6 +29,9 @@ def relay(context, batch_size: int | None = None, seconds: float | None = None) 
 	stopping = stop_requested()
 	frappe.init(site=get_site(context))
 	frappe.connect()
+	# Frappe's start-up objects live as long as the process; frozen, the garbage collector
+	# stops walking them on every collection the relay's batches trigger.
+	gc.freeze()
 	try:
 		click.echo(f"fabric relay for {frappe.local.site} started", err=True)
 		run_relay_for(stopping, max_seconds=seconds, batch_size=batch_size)

@@ -21,7 +21,7 @@ def main() -> None:
 	table, sequence, bootstrap, template, batch = sys.argv[1:6]
 	stopping = []
 	signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-	store, *more = (SqlOutboxStore(connect_db, table=table, sequence=sequence) for _ in range(3))
+	store, *more = (SqlOutboxStore(connect_db, table=table, sequence=sequence) for _ in range(4))
 	transport = open_transport(f"kafka://{bootstrap}", {"message_timeout_ms": 3000})
 	options = RelayOptions(
 		batch_size=int(batch), idle_wait=0.05, topic_template=template, backoff=Backoff(0.1, 2, 1)

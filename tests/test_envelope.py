@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from cauldron_fabric.core.envelope import Envelope, new_event_id, parse_time
+from cauldron_fabric.core.envelope import Envelope, _json_default, dumps, new_event_id, parse_time
 from cauldron_fabric.core.errors import InvalidEnvelope, PermanentError
 from conftest import make_envelope
 
@@ -95,3 +95,32 @@ def test_time_is_utc_with_zone():
 
 def test_partition_key_is_entity_and_id():
 	assert make_envelope("Sales Invoice", "SINV-9").partition_key == "Sales Invoice/SINV-9"
+
+
+def stdlib_dumps(value):
+	"""The reference encoding: json with the envelope's own conversions."""
+	return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_fast_encoder_writes_what_the_standard_library_writes():
+	payload = {
+		"when": dt.datetime(2026, 11, 26, 12, 30, 5, 123456),
+		"aware": dt.datetime(2026, 11, 26, 12, 30, tzinfo=dt.timezone.utc),
+		"day": dt.date(2026, 11, 26),
+		"at": dt.time(9, 15),
+		"took": dt.timedelta(hours=1, seconds=3),
+		"amount": decimal.Decimal("1234.50"),
+		"tags": ("a", "b"),
+		"blob": b"bytes \xff",
+		"text": 'ü 漢字 🚀 "quoted" \\ \n',
+		"numbers": [0, -1, 2**63 - 1, 1.5, 0.1, True, None],
+		"nested": {"list": [{"x": dt.date(2020, 1, 1)}]},
+		3: "int key",
+	}
+	assert dumps(payload) == stdlib_dumps(payload)
+	assert json.loads(dumps({"set": {1}})) == {"set": [1]}
+
+
+def test_values_the_fast_encoder_refuses_fall_back_to_the_standard_library():
+	huge = {"n": 2**70, "s": "x"}
+	assert dumps(huge) == stdlib_dumps(huge) == '{"n":1180591620717411303424,"s":"x"}'

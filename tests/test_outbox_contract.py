@@ -4,6 +4,7 @@ import datetime as dt
 
 import pytest
 
+from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.outbox.memory import MemoryOutbox
 from cauldron_fabric.core.outbox.sql import FAILED, INVALID, PENDING, PUBLISHED, RECORDED, SqlOutboxStore
 from cauldron_fabric.core.ports import OutboxAppend, Settlement
@@ -86,6 +87,20 @@ def test_claim_returns_pending_records_oldest_first(sessions):
 	assert [r.seq for r in records] == sorted(r.seq for r in records) and len(records) == 5
 	assert [r.partition_key for r in records] == ["ToDo/A"] * 3 + ["ToDo/B"] * 2
 	assert records[0].envelope_json.startswith('{"id":')
+	store.release()
+
+
+def test_stored_envelope_comes_back_byte_for_byte(sessions):
+	# The envelope goes into the INSERT as a literal: quotes, backslashes, percent signs,
+	# format markers, control characters and non-ASCII text must all survive unchanged.
+	tricky = "it's \\ \"quoted\" 100% %s %(x)s \n\t\x00\x1a ü 漢字 🚀 \\' '' \\\\"
+	envelope = make_envelope("ToDo", "T-'%s\\", "updated", note=tricky, nested={"k'%": [tricky]})
+	sessions.append([OutboxAppend(envelope)])
+	store = sessions.open()
+	(record,) = store.claim(10)
+	assert record.envelope_json == envelope.to_json()
+	assert record.partition_key == "ToDo/T-'%s\\"
+	assert Envelope.from_json(record.envelope_json) == envelope
 	store.release()
 
 

@@ -88,6 +88,62 @@ def test_relay_publishes_each_document_in_order(kafka, outbox_table):
 	transport.close()
 
 
+@pytest.mark.parametrize("sessions", [2, 3, 4])
+def test_pipelined_relay_keeps_each_document_in_order(kafka, outbox_table, sessions):
+	# Two sessions overlap claims with the broker, three settle in the background, four also
+	# claim in the background: every shape must publish everything once per key in order.
+	table, sequence = outbox_table
+	topic = f"relay.pipe{sessions}.{uuid.uuid4().hex[:6]}"
+	ids = fill(table, sequence, ["A", "B", "C", "D"], 60)
+	store, *more = (SqlOutboxStore(connect_db, table=table, sequence=sequence) for _ in range(sessions))
+	transport = open_transport(kafka.url, {"topic_partitions": 3})
+	published = []
+	relay = Relay(
+		store,
+		transport,
+		RelayOptions(batch_size=25, topic_template=topic, idle_wait=0.05),
+		on_cycle=lambda report: published.append(report.published),
+		more_stores=more,
+	)
+	relay.run(lambda: sum(published) >= len(ids), max_seconds=60)
+	messages = read_topic(kafka.bootstrap, topic, len(ids))
+	assert sorted(json.loads(m.value())["id"] for m in messages) == sorted(ids)
+	assert per_key_sequences(messages) == {f"ToDo/{k}": list(range(60)) for k in "ABCD"}
+	assert status_counts(table) == {PUBLISHED: len(ids)}
+	for session in (store, *more):
+		session.close()
+	transport.close()
+
+
+class CountingStore(SqlOutboxStore):
+	"""The MariaDB store, counting its claims."""
+
+	claims = 0
+
+	def claim(self, limit, ahead=()):
+		type(self).claims += 1
+		return super().claim(limit, ahead)
+
+
+def test_idle_pipelined_relay_waits_instead_of_polling(kafka, outbox_table):
+	table, sequence = outbox_table
+	stores = [CountingStore(connect_db, table=table, sequence=sequence) for _ in range(4)]
+	transport = open_transport(kafka.url)
+	relay = Relay(
+		stores[0],
+		transport,
+		RelayOptions(idle_wait=0.25, topic_template="relay.idle"),
+		more_stores=stores[1:],
+	)
+	CountingStore.claims = 0
+	relay.run(lambda: False, max_seconds=1.0)
+	# One claim per idle wait (about four in a second), not a busy loop of claims.
+	assert 1 <= CountingStore.claims <= 8, CountingStore.claims
+	for session in stores:
+		session.close()
+	transport.close()
+
+
 def test_broker_outage_delays_events_and_loses_none(outbox_table):
 	table, sequence = outbox_table
 	topic = f"relay.outage.{uuid.uuid4().hex[:6]}"

@@ -130,10 +130,9 @@ def event_attributes(
 
 def binary_headers(attributes: Mapping[str, str], prefix: str = KAFKA_PREFIX) -> tuple[tuple[str, str], ...]:
 	"""Returns attributes as binary-mode headers of one binding, with the JSON content type."""
-	return (
-		*((prefix + name, value) for name, value in attributes.items()),
-		("content-type", JSON_CONTENT_TYPE),
-	)
+	headers = [(prefix + name, value) for name, value in attributes.items()]
+	headers.append(("content-type", JSON_CONTENT_TYPE))
+	return tuple(headers)
 
 
 def from_attributes(attributes: Mapping[str, Any], data: Any, content_type: str | None = None) -> Envelope:

@@ -52,27 +52,16 @@ class ConnectionReport:
 
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
-	"""One event waiting in the outbox, in commit order (``seq``).
+	"""One event waiting in the outbox, in commit order (``seq``), as its envelope's JSON.
 
-	Besides the envelope's JSON it carries the envelope fields the transports put in
-	headers, so the relay never has to parse the JSON it forwards.
+	The relay takes header fields and the topic from that JSON (one fast parse), which costs
+	less than reading a dozen more columns through a pure-Python database driver.
 	"""
 
 	seq: int
-	event_id: str
-	event_type: str
-	entity: str
 	partition_key: str
 	envelope_json: str
 	attempts: int = 0
-	source: str = ""
-	event_time: str = ""
-	entity_id: str = ""
-	correlation_id: str | None = None
-	causation_id: str | None = None
-	user_id: str | None = None
-	tenant_id: str | None = None
-	data_schema: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

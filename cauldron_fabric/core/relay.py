@@ -18,9 +18,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 
-from cauldron_fabric.core.cloudevents import binary_headers, event_attributes
+from cauldron_fabric.core.cloudevents import attributes_of, binary_headers
+from cauldron_fabric.core.envelope import fast_loads
 from cauldron_fabric.core.errors import RetryableError
 from cauldron_fabric.core.naming import DEFAULT_TOPIC_TEMPLATE, topic_for
 from cauldron_fabric.core.ports import (
@@ -112,7 +114,10 @@ class Relay:
 
 	def _start(self, store: OutboxStore, behind: Batch | None, ahead: Collection[int]) -> Batch | None:
 		"""Claims a batch on ``store`` and hands it to the transport without waiting."""
-		records = store.claim(self.options.batch_size, ahead)
+		return self._produce(store, store.claim(self.options.batch_size, ahead), behind)
+
+	def _produce(self, store: OutboxStore, records: list[OutboxRecord], behind: Batch | None) -> Batch | None:
+		"""Hands claimed records to the transport without waiting; None when there are none."""
 		if not records:
 			return None
 		try:
@@ -140,21 +145,10 @@ class Relay:
 		return self._report(len(batch.records), settlements)
 
 	def _message(self, record: OutboxRecord) -> OutboundMessage:
-		# Headers come from the row's columns: the JSON is forwarded untouched, never parsed.
-		attributes = event_attributes(
-			id=record.event_id,
-			type=record.event_type,
-			source=record.source,
-			time=record.event_time,
-			entity=record.entity,
-			entity_id=record.entity_id,
-			data_schema=record.data_schema,
-			correlation_id=record.correlation_id,
-			causation_id=record.causation_id,
-			user_id=record.user_id,
-			tenant_id=record.tenant_id,
-		)
-		topic = self._topic(record.event_type, record.entity, record.tenant_id)
+		# The JSON is parsed for headers and topic only; the body goes out byte for byte.
+		body = fast_loads(record.envelope_json)
+		attributes = attributes_of(body)
+		topic = self._topic(body["type"], body["data"]["entity"], attributes.get("tenantid"))
 		return OutboundMessage(
 			topic, record.partition_key, record.envelope_json.encode(), binary_headers(attributes)
 		)
@@ -269,9 +263,12 @@ class Pipeline:
 	"""Keeps a relay's sessions busy: claim, produce, then settle, overlapping the three.
 
 	With one session it works step by step. With two, batch N+1 is claimed and produced while
-	the broker acknowledges batch N. With three or more, settling also moves to a background
-	thread, so the database writes of batch N overlap the claim of N+2 and the broker's work on
-	N+1. Batches are produced and concluded in claim order; only their database writes overlap.
+	the broker acknowledges batch N. With three, settling also moves to a background thread,
+	so the database writes of batch N overlap the claim of N+2 and the broker's work on N+1.
+	With four or more, claims move to a background thread too: the next batch is read from
+	the database while this thread produces the last one and waits for acknowledgements.
+	Batches are claimed, produced and concluded in claim order; only their database work
+	overlaps.
 	"""
 
 	def __init__(self, relay: Relay):
@@ -279,15 +276,16 @@ class Pipeline:
 		self.free = list(relay.sessions)
 		self.in_flight: deque[Batch] = deque()
 		self.settling: deque[tuple[Batch, Future]] = deque()
+		self.claiming: tuple[OutboxStore, Future] | None = None
 		self.last: Batch | None = None
-		self.settler = (
-			ThreadPoolExecutor(1, thread_name_prefix="relay-settle") if len(relay.sessions) > 2 else None
-		)
+		sessions = len(relay.sessions)
+		self.settler = ThreadPoolExecutor(1, thread_name_prefix="relay-settle") if sessions > 2 else None
+		self.claimer = ThreadPoolExecutor(1, thread_name_prefix="relay-claim") if sessions > 3 else None
 
 	@property
 	def empty(self) -> bool:
 		"""Tells whether no batch is claimed."""
-		return not self.in_flight and not self.settling
+		return not self.in_flight and not self.settling and self.claiming is None
 
 	@property
 	def busy(self) -> bool:
@@ -299,28 +297,61 @@ class Pipeline:
 		reaped = self._reap(block=False)
 		if reaped is not None:
 			return reaped
-		started, error = None, None
-		if accept_new and self.free and (len(self.relay.sessions) > 1 or not self.in_flight):
+		if self.claimer is not None:
+			started, error, drained = self._start_claimed(accept_new)
+			if drained and not self.in_flight and not self.settling:
+				return RelayReport(error=error)  # nothing to do: let the relay idle or back off
+		elif accept_new and self.free and (len(self.relay.sessions) > 1 or not self.in_flight):
 			started, error = self._start()
+		else:
+			started, error = None, None
 		if self.in_flight and (started is None or len(self.in_flight) > 1):
 			return self._conclude_oldest()
 		if started is None and not self.in_flight:
+			if self.claiming is not None:
+				wait_for([self.claiming[1]], timeout=self.relay.options.publish_timeout)
+				return None
 			return self._reap(block=True) if self.settling else RelayReport(error=error)
 		return None
 
 	def _start(self) -> tuple[Batch | None, str | None]:
 		store = self.free.pop(0)
-		ahead = [seq for batch in self._claimed() for seq in batch.seqs]
-		batch, error = self.relay._guarded(self.relay._start, store, self.last, ahead)
+		batch, error = self.relay._guarded(self.relay._start, store, self.last, self._ahead())
+		self._started(store, batch)
+		return batch, error
+
+	def _start_claimed(self, accept_new: bool) -> tuple[Batch | None, str | None, bool]:
+		"""Produces the batch the claim thread has read, then sets the next claim going.
+
+		Returns the batch started, the error of a failed claim, and whether the last claim
+		found nothing (or failed); then no new claim starts in this step, so the relay idles
+		or backs off instead of polling the database in a loop.
+		"""
+		batch, error, drained = None, None, False
+		if self.claiming is not None and self.claiming[1].done():
+			(store, future), self.claiming = self.claiming, None
+			batch, error = self.relay._guarded(self._produce_claimed, store, future)
+			self._started(store, batch)
+			drained = batch is None
+		if accept_new and not drained and self.claiming is None and self.free and len(self.in_flight) < 2:
+			store = self.free.pop(0)
+			future = self.claimer.submit(store.claim, self.relay.options.batch_size, self._ahead())
+			self.claiming = (store, future)
+		return batch, error, drained
+
+	def _produce_claimed(self, store: OutboxStore, future: Future) -> Batch | None:
+		return self.relay._produce(store, future.result(), self.last)
+
+	def _started(self, store: OutboxStore, batch: Batch | None) -> None:
 		if batch is None:
 			self.free.insert(0, store)
 		else:
 			self.in_flight.append(batch)
 			self.last = batch
-		return batch, error
 
-	def _claimed(self) -> list[Batch]:
-		return [*self.in_flight, *(batch for batch, _ in self.settling)]
+	def _ahead(self) -> list[int]:
+		"""Returns the rows claimed and not yet settled, which a new claim must not wait for."""
+		return [seq for batch in (*self.in_flight, *(b for b, _ in self.settling)) for seq in batch.seqs]
 
 	def _conclude_oldest(self) -> RelayReport | None:
 		batch = self.in_flight.popleft()
@@ -349,12 +380,19 @@ class Pipeline:
 			return RelayReport(claimed=len(batch.records), error=str(exc))
 
 	def close(self) -> None:
-		"""Concludes and settles whatever is still claimed, then stops the settling thread."""
+		"""Concludes and settles whatever is still claimed, then stops the background threads."""
 		try:
+			if self.claiming is not None:
+				# Read but never produced: rolling back hands the rows to the next relay untouched.
+				(store, future), self.claiming = self.claiming, None
+				wait_for([future])
+				store.release()
+				self.free.append(store)
 			while self.in_flight:
 				self._conclude_oldest()
 			while self.settling:
 				self._reap(block=True)
 		finally:
-			if self.settler is not None:
-				self.settler.shutdown(wait=True)
+			for pool in (self.settler, self.claimer):
+				if pool is not None:
+					pool.shutdown(wait=True)

@@ -136,7 +136,9 @@ def build_relay(settings: RelaySettings, on_cycle: Callable[[RelayReport], None]
 	"""Builds a relay on its own database connection and a transport from the settings."""
 	connect = site_db_connector()
 	clock = site_clock()
-	sessions = [SqlOutboxStore(connect, clock=clock) for _ in range(3)]
+	# Four sessions: one claims the next batch while two batches wait for the broker and
+	# one settles (see Pipeline).
+	sessions = [SqlOutboxStore(connect, clock=clock) for _ in range(4)]
 	transport = open_relay_transport(settings.transport_url, settings.transport_options)
 	options = RelayOptions(
 		batch_size=settings.batch_size, topic_template=settings.topic_template, backoff=Backoff()

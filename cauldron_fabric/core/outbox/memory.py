@@ -52,9 +52,7 @@ class MemoryOutboxStore(OutboxStore):
 				seq = self.outbox.next_seq
 				self.outbox.next_seq += 1
 				env = entry.envelope
-				record = OutboxRecord(
-					seq, env.id, env.type, env.data.entity, env.partition_key, env.to_json()
-				)
+				record = OutboxRecord(seq, env.partition_key, env.to_json())
 				self.outbox.rows[seq] = MemoryRow(record, entry_status(entry))
 
 	def claim(self, limit: int, ahead: Collection[int] = ()) -> list[OutboxRecord]:

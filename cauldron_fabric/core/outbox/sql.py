@@ -12,10 +12,10 @@ gap locks: a relay publishing a batch never blocks a user's save that appends ne
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from cauldron_fabric.core.envelope import dumps
 from cauldron_fabric.core.ports import OutboxAppend, OutboxRecord, OutboxStore, Settlement
 from cauldron_fabric.core.sqlsession import SqlSession
 
@@ -57,23 +57,7 @@ EVENT_COLUMNS = (
 STANDARD_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "docstatus", "idx")
 
 # What a claim reads, in OutboxRecord's field order.
-RECORD_COLUMNS = (
-	"name",
-	"event_id",
-	"event_type",
-	"entity",
-	"partition_key",
-	"envelope",
-	"attempts",
-	"source",
-	"event_time",
-	"entity_id",
-	"correlation_id",
-	"causation_id",
-	"user_id",
-	"tenant_id",
-	"data_schema",
-)
+CLAIM_COLUMNS = ("name", "partition_key", "envelope", "attempts")
 
 # Composite indexes the relay's queries need; Frappe's DocType JSON only declares single ones.
 # Settling changes ``status`` only, so only fabric_status_seq moves; the key index holds
@@ -98,9 +82,15 @@ def build_append(
 	table: str = DEFAULT_TABLE,
 	sequence: str = DEFAULT_SEQUENCE,
 ) -> tuple[str, list[Any]]:
-	"""Returns one multi-row INSERT for ``entries`` and its parameters (``%s`` paramstyle)."""
+	"""Returns one multi-row INSERT for ``entries`` and its parameters (``%s`` paramstyle).
+
+	The envelope is written into the statement as a literal (see text_literal); every other
+	value is a parameter.
+	"""
 	columns = (*STANDARD_COLUMNS, *EVENT_COLUMNS)
-	row = "(nextval(`{}`), {})".format(sequence, ", ".join(["%s"] * (len(columns) - 1)))
+	placeholders = ["%s"] * (len(columns) - 1)
+	envelope_at = columns.index("envelope") - 1  # name is nextval(), not a placeholder
+	rows: list[str] = []
 	params: list[Any] = []
 	for entry in entries:
 		env = entry.envelope
@@ -120,7 +110,6 @@ def build_append(
 			meta.user_id,
 			meta.tenant_id,
 			env.partition_key[:280],
-			env.to_json(),
 			entry_status(entry),
 			0,
 			None,
@@ -130,9 +119,20 @@ def build_append(
 			0,
 			0,
 		]
+		placeholders[envelope_at] = text_literal(env.to_json())
+		rows.append(f"(nextval(`{sequence}`), {', '.join(placeholders)})")
 	column_list = ", ".join(f"`{c}`" for c in columns)
-	sql = f"INSERT INTO `{table}` ({column_list}) VALUES " + ", ".join([row] * len(entries))
-	return sql, params
+	return f"INSERT INTO `{table}` ({column_list}) VALUES " + ", ".join(rows), params
+
+
+def text_literal(text: str) -> str:
+	"""Returns ``text`` as a MariaDB string literal inside a ``%s``-paramstyle statement.
+
+	MariaDB needs only the backslash and the quote escaped in a literal; ``%`` is doubled for
+	the driver's parameter formatting. Three ``str.replace`` calls on a 4 KB envelope cost a
+	few microseconds where PyMySQL's per-character escaping costs about 140, on every save.
+	"""
+	return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("%", "%%") + "'"
 
 
 def entry_status(entry: OutboxAppend) -> str:
@@ -189,6 +189,7 @@ class SqlOutboxStore(OutboxStore):
 		self.sequence = sequence
 		self.clock = clock
 		self._claimed: list[int] = []
+		self._retried: set[int] = set()  # claimed rows that had been attempted before
 		self.session = SqlSession(connect, "outbox", on_drop=self._forget_claim)
 
 	@property
@@ -201,6 +202,7 @@ class SqlOutboxStore(OutboxStore):
 
 	def _forget_claim(self) -> None:
 		self._claimed = []
+		self._retried = set()
 
 	def ensure_indexes(self) -> None:
 		"""Creates the composite indexes the relay's queries need, if missing."""
@@ -234,7 +236,7 @@ class SqlOutboxStore(OutboxStore):
 		# status index would also lock index entries of rows that SKIP LOCKED then skips,
 		# and the relay holding those rows would wait for them when it settles.
 		rows = self._execute(
-			f"""SELECT {", ".join(RECORD_COLUMNS)}
+			f"""SELECT {", ".join(CLAIM_COLUMNS)}
 			FROM `{self.table}` FORCE INDEX (PRIMARY)
 			WHERE name >= %s AND status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
 			ORDER BY name LIMIT %s
@@ -250,6 +252,7 @@ class SqlOutboxStore(OutboxStore):
 			self.release()
 			return []
 		self._claimed = [r.seq for r in records]
+		self._retried = {r.seq for r in records if r.attempts}
 		return records
 
 	def _in_key_order(self, records: list[OutboxRecord], ahead: set[int]) -> list[OutboxRecord]:
@@ -293,17 +296,36 @@ class SqlOutboxStore(OutboxStore):
 		return [r for r in records if r.seq in claimed]
 
 	def settle(self, settlements: Sequence[Settlement]) -> None:
-		"""Writes every outcome in at most two statements and commits, releasing the row locks.
+		"""Writes every outcome in at most three statements and commits, releasing the row locks.
 
 		``modified`` is left alone: it would move the row in Frappe's modified index for
 		nothing, since ``published_at`` and ``attempts`` already tell when and how often.
 		"""
 		now = self.clock()
-		published = [s for s in settlements if s.published]
+		first_try = [s for s in settlements if s.published and s.seq not in self._retried]
+		retried = [s for s in settlements if s.published and s.seq in self._retried]
 		failed = [s for s in settlements if not s.published]
-		if published:
+		if first_try:
+			# The common case: a row published on its first attempt has no error or retry time
+			# to clear, and a statement with only numbers and the topic to join costs MariaDB
+			# less than half of the general one below.
+			self._execute(
+				f"""UPDATE JSON_TABLE(%s, '$[*]' COLUMNS(
+					seq BIGINT PATH '$[0]', topic VARCHAR(255) PATH '$[1]', part INT PATH '$[2]', off BIGINT PATH '$[3]'
+				)) v STRAIGHT_JOIN `{self.table}` t ON t.name = v.seq
+				SET t.status = %s, t.published_at = %s, t.attempts = t.attempts + 1,
+				t.topic = v.topic, t.kafka_partition = v.part, t.kafka_offset = v.off""",
+				(
+					dumps(
+						[[s.seq, s.destination or None, s.partition or 0, s.offset or 0] for s in first_try]
+					),
+					PUBLISHED,
+					now,
+				),
+			)
+		if retried:
 			self._update_from_rows(
-				published,
+				retried,
 				"t.status = %s, t.published_at = %s, t.attempts = t.attempts + 1, "
 				"t.last_error = NULL, t.next_attempt_at = NULL, "
 				"t.topic = v.topic, t.kafka_partition = COALESCE(v.part, 0), t.kafka_offset = COALESCE(v.off, 0)",
@@ -317,14 +339,14 @@ class SqlOutboxStore(OutboxStore):
 				[FAILED],
 			)
 		self.connection.commit()
-		self._claimed = []
+		self._forget_claim()
 
 	def _update_from_rows(
 		self, settlements: Sequence[Settlement], assignments: str, params: list[Any]
 	) -> None:
 		# One JSON parameter joined as a table: a thousand rows cost one short statement
 		# instead of thousands of bound parameters (MariaDB 10.6+, MySQL 8).
-		rows = json.dumps(
+		rows = dumps(
 			[
 				[
 					s.seq,
@@ -348,7 +370,7 @@ class SqlOutboxStore(OutboxStore):
 
 	def release(self) -> None:
 		"""Rolls back, giving the claimed rows to the next relay untouched."""
-		self._claimed = []
+		self._forget_claim()
 		self.session.rollback()
 
 	def pending_count(self) -> int:
