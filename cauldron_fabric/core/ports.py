@@ -147,11 +147,12 @@ class OutboxStore(abc.ABC):
 @dataclass(frozen=True, slots=True)
 class OutboxAppend:
 	"""An event to append: ``pending`` False records it without publishing it; ``invalid``
-	keeps an event that failed its schema, never to be published."""
+	keeps an event that failed its schema, never to be published, and ``problem`` says why."""
 
 	envelope: Envelope
 	pending: bool = True
 	invalid: bool = False
+	problem: str | None = None
 
 
 class Waker(abc.ABC):

@@ -19,7 +19,7 @@ from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.delivery.recording import enqueue_deliveries
 from cauldron_fabric.emit.context import causation_id, correlation_id
 from cauldron_fabric.emit.policy import current_policy
-from cauldron_fabric.registry.recording import check_events
+from cauldron_fabric.registry.recording import check_events, describe_violations
 from cauldron_fabric.services.wakeups import wake_after_commit
 
 
@@ -55,11 +55,17 @@ def record(envelopes: Sequence[Envelope]) -> None:
 	policy = current_policy()
 	checked = check_events(envelopes)
 	entries = [
-		OutboxAppend(envelope, pending=policy.publishing, invalid=not valid) for envelope, valid in checked
+		OutboxAppend(
+			envelope,
+			pending=policy.publishing,
+			invalid=bool(violations),
+			problem=describe_violations(envelope, violations) if violations else None,
+		)
+		for envelope, violations in checked
 	]
 	sql, params = build_append(entries, actor=acting_user(), now=now_datetime())
 	frappe.db.sql(sql, params)
-	enqueue_deliveries([envelope for envelope, valid in checked if valid])
+	enqueue_deliveries([envelope for envelope, violations in checked if not violations])
 	if policy.publishing:
 		wake_relays_after_commit()
 

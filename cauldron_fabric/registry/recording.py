@@ -37,20 +37,15 @@ REJECT = "Reject"
 RECORD_AS_INVALID = "Record as invalid"
 
 
-def check_events(envelopes: Sequence[Envelope]) -> list[tuple[Envelope, bool]]:
-	"""Returns each envelope (with the schema it was checked against) and whether it is valid.
+def check_events(envelopes: Sequence[Envelope]) -> list[tuple[Envelope, list[Violation]]]:
+	"""Returns each envelope (with the schema it was checked against) and its violations.
 
 	Raises EventSchemaViolation (a ValidationError naming every violation's JSON path and rule)
 	when an event is invalid and Fabric Settings say to reject such events; during an install,
 	migrate or patch the event is kept as Invalid instead, so an upgrade never fails on it.
 	"""
-	checked: list[tuple[Envelope, bool]] = []
-	failures: list[tuple[Envelope, list[Violation]]] = []
-	for envelope in envelopes:
-		stamped, violations = _check(envelope, derive=True)
-		checked.append((stamped, not violations))
-		if violations:
-			failures.append((stamped, violations))
+	checked = [_check(envelope, derive=True) for envelope in envelopes]
+	failures = [(envelope, violations) for envelope, violations in checked if violations]
 	if failures and invalid_event_policy() == REJECT and not _upgrading():
 		reject(failures)
 	return checked
@@ -130,6 +125,12 @@ def _latest(envelope: Envelope, derive: bool) -> Registered | None:
 	return latest_schema(envelope.type)
 
 
+def describe_violations(envelope: Envelope, violations: Sequence[Violation]) -> str:
+	"""Returns one line naming the schema an event broke and every violation (path, rule, fix)."""
+	label = _("The event {0} does not match its schema {1}:").format(envelope.type, envelope.data_schema)
+	return f"{label} " + "; ".join(str(v) for v in violations)
+
+
 def reject(failures: Sequence[tuple[Envelope, Sequence[Violation]]]) -> None:
 	"""Raises EventSchemaViolation naming each invalid event and each violation's path and rule."""
 	blocks = []
@@ -141,7 +142,7 @@ def reject(failures: Sequence[tuple[Envelope, Sequence[Violation]]]) -> None:
 				html.escape(label), "".join(f"<li>{html.escape(str(v))}</li>" for v in violations)
 			)
 		)
-		lines.append(f"{label} " + "; ".join(str(v) for v in violations))
+		lines.append(describe_violations(envelope, violations))
 	hint = _(
 		"Correct the data, or ask an administrator to register a schema version that accepts it "
 		"(or to record such events as invalid in Fabric Settings)."

@@ -99,9 +99,17 @@ class TestDocumentEvents(FrappeTestCase):
 			probe = new_probe("too big, kept", amount=500)
 			fine = new_probe("small", amount=5)
 			rows = self.log_rows()
+			errors = frappe.db.sql(
+				"SELECT last_error FROM `tabEvent Log` WHERE name > %s ORDER BY name", (start,), pluck=True
+			)
 			frappe.db.rollback()
 		self.assertEqual(rows[0].status, "Invalid")
 		self.assertIn(rows[1].status, VALID_STATUSES)
+		# The Event Log says why the event was kept as Invalid: the schema, the path and the rule.
+		self.assertIn(strict.data_schema, errors[0])
+		self.assertIn("$.data.payload.doc.amount", errors[0])
+		self.assertIn("[maximum]", errors[0])
+		self.assertIsNone(errors[1])
 		self.assertEqual([row.data_schema for row in rows], [strict.data_schema] * 2)
 		self.assertEqual(json.loads(rows[0].envelope)["data"]["entityId"], probe.name)
 		self.assertEqual(json.loads(rows[1].envelope)["data"]["entityId"], fine.name)
@@ -147,8 +155,8 @@ class TestCheckedPaths(FrappeTestCase):
 
 	def test_an_event_type_without_a_schema_is_accepted_without_data_schema(self):
 		envelope = self.envelope(unique_subject("fabric_unregistered"), {"anything": [1, 2]})
-		((checked, valid),) = check_events([envelope])
-		self.assertTrue(valid)
+		((checked, violations),) = check_events([envelope])
+		self.assertEqual(violations, [])
 		self.assertIsNone(checked.data_schema)
 
 	def test_a_declared_version_that_is_not_registered_is_a_violation(self):
@@ -156,8 +164,8 @@ class TestCheckedPaths(FrappeTestCase):
 			"user.login", dict(self.login.examples[0]), "urn:cauldron:schema:user.login:999"
 		)
 		with fabric_settings(invalid_event_policy="Record as invalid"):
-			((checked, valid),) = check_events([envelope])
-		self.assertFalse(valid)
+			((checked, violations),) = check_events([envelope])
+		self.assertEqual([v.path for v in violations], ["$.dataSchema"])
 		self.assertEqual(checked.data_schema, "urn:cauldron:schema:user.login:999")
 
 	def test_consumed_events_are_checked_without_raising(self):
@@ -233,8 +241,8 @@ class TestLookupTiming(FrappeTestCase):
 		check_events([envelope])
 		started = time.perf_counter()
 		for _ in range(2000):
-			((checked, valid),) = check_events([envelope])
+			((checked, violations),) = check_events([envelope])
 		per_event = (time.perf_counter() - started) / 2000
-		self.assertTrue(valid)
+		self.assertEqual(violations, [])
 		self.assertIsNotNone(checked.data_schema)
 		self.assertLess(per_event, 0.001, f"{per_event * 1e6:.0f} µs per event")

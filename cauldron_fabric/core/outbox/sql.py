@@ -112,7 +112,7 @@ def build_append(
 			env.partition_key[:280],
 			entry_status(entry),
 			0,
-			None,
+			(entry.problem or "")[:ERROR_LENGTH] or None,  # last_error: why an Invalid event is kept
 			None,
 			None,
 			None,
