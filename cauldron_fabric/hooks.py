@@ -8,6 +8,7 @@ export_python_type_annotations = True
 
 # Installation
 # ------------
+before_install = "cauldron_fabric.install.before_install"
 after_install = "cauldron_fabric.install.after_install"
 after_migrate = "cauldron_fabric.install.after_migrate"
 

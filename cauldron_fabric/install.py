@@ -10,6 +10,25 @@ ROLE = "Fabric Manager"
 PUBLISHER_ROLE = "Fabric Publisher"  # may publish events through the API, nothing else
 
 
+SUPPORTED_DATABASES = ("mariadb",)
+
+
+def before_install() -> None:
+	"""Refuses to install on a database the outbox is not written for, before anything changes."""
+	check_database(frappe.db.db_type)
+
+
+def check_database(db_type: str) -> None:
+	"""Raises a clear error unless ``db_type`` is a database the outbox SQL is written for."""
+	if db_type not in SUPPORTED_DATABASES:
+		frappe.throw(
+			f"Cauldron Fabric needs a MariaDB site; this site runs on {db_type}. The outbox relies "
+			"on MariaDB sequences, SKIP LOCKED claims and JSON_TABLE. Install it on a MariaDB site "
+			"(ERPNext's supported database).",
+			title="Database not supported",
+		)
+
+
 def after_install() -> None:
 	"""Creates the role, saves Fabric Settings with their defaults and adds the indexes."""
 	ensure_role()

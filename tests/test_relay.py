@@ -115,6 +115,38 @@ def test_pipelined_relay_keeps_each_document_in_order(kafka, outbox_table, sessi
 	transport.close()
 
 
+def test_pipelined_relay_rides_out_a_broker_outage_in_order(outbox_table):
+	# The four-session pipeline (claims and settling in the background) through an outage:
+	# batches fail and are held back per key, then everything goes out once the broker is back.
+	table, sequence = outbox_table
+	topic = f"relay.pipe-outage.{uuid.uuid4().hex[:6]}"
+	with KafkaBroker() as broker:
+		# No topic creation: its metadata request would wait 10 s for the stopped broker.
+		transport = open_transport(broker.url, {"message_timeout_ms": 1500, "auto_create_topics": False})
+		store, *more = (SqlOutboxStore(connect_db, table=table, sequence=sequence) for _ in range(4))
+		reports = []
+		relay = Relay(
+			store,
+			transport,
+			RelayOptions(batch_size=20, topic_template=topic, idle_wait=0.05, backoff=Backoff(0.2, 2, 1, 0)),
+			on_cycle=reports.append,
+			more_stores=more,
+		)
+		broker.stop()
+		ids = fill(table, sequence, ["A", "B", "C"], 30)
+		relay.run(lambda: any(r.retrying for r in reports), max_seconds=30)
+		assert status_counts(table) == {PENDING: len(ids)}  # nothing lost, nothing published
+		broker.start()
+		published = lambda: sum(r.published for r in reports)  # noqa: E731
+		relay.run(lambda: published() >= len(ids), max_seconds=60)
+		assert status_counts(table) == {PUBLISHED: len(ids)}
+		messages = read_topic(broker.bootstrap, topic, len(ids))
+		assert per_key_sequences(messages) == {f"ToDo/{k}": list(range(30)) for k in "ABC"}
+		for session in (store, *more):
+			session.close()
+		transport.close()
+
+
 class CountingStore(SqlOutboxStore):
 	"""The MariaDB store, counting its claims."""
 
