@@ -105,6 +105,19 @@ def test_claim_returns_due_deliveries_oldest_first_with_their_event(sessions):
 	store.release()
 
 
+def test_queued_envelope_comes_back_byte_for_byte(sessions):
+	# The envelope goes into the INSERT as a literal, once per event however many
+	# subscriptions match: quotes, backslashes, percent signs and non-ASCII text must survive.
+	tricky = "it's \\ \"q\" 100% %s %(x)s \n\x00 ü 漢字 🚀 \\' ''"
+	envelope = make_envelope("ToDo", "T-'%s", "updated", note=tricky)
+	sessions.enqueue([DeliveryRequest("S1", envelope, None), DeliveryRequest("S2", envelope, None)])
+	store = sessions.open()
+	jobs = store.claim(10)
+	assert [job.envelope_json for job in jobs] == [envelope.to_json()] * 2
+	assert jobs[0].envelope() == envelope
+	store.release()
+
+
 def test_two_workers_never_hold_the_same_delivery(sessions):
 	sessions.enqueue(requests_for("S1", ["A", "B", "C", "D"]))
 	first, second = sessions.open(), sessions.open()

@@ -28,7 +28,7 @@ from cauldron_fabric.core.delivery.records import (
 )
 from cauldron_fabric.core.delivery.store import DeliveryStore
 from cauldron_fabric.core.envelope import dumps
-from cauldron_fabric.core.outbox.sql import STANDARD_COLUMNS, local_now
+from cauldron_fabric.core.outbox.sql import STANDARD_COLUMNS, local_now, text_literal
 from cauldron_fabric.core.sqlsession import SqlSession
 
 DEFAULT_TABLE = "tabEvent Delivery"
@@ -89,27 +89,32 @@ def build_enqueue(
 	The Frappe layer runs it with ``frappe.db.sql`` in the transaction that records the event.
 	"""
 	columns = (*STANDARD_COLUMNS, *ENQUEUE_COLUMNS)
-	row = "(nextval(`{}`), {})".format(sequence, ", ".join(["%s"] * (len(columns) - 1)))
+	placeholders = ["%s"] * (len(columns) - 1)
+	envelope_at = columns.index("envelope") - 1  # name is nextval(), not a placeholder
+	rows: list[str] = []
 	params: list[Any] = []
-	bodies: dict[int, str] = {}  # an event matching several subscriptions is serialised once
+	# An event matching several subscriptions is serialised once; like the outbox row, its
+	# envelope goes into the statement as a literal (text_literal) rather than a parameter.
+	bodies: dict[int, str] = {}
 	for request in requests:
 		env = request.envelope
 		body = bodies.get(id(env))
 		if body is None:
-			body = bodies[id(env)] = env.to_json()
+			body = bodies[id(env)] = text_literal(env.to_json())
 		params += [now, now, actor, actor, 0, 0]
 		params += [
 			request.subscription,
 			env.id,
 			env.type,
 			request.ordering_key,
-			body,
 			PENDING,
 			0,
 			now,
 		]
+		placeholders[envelope_at] = body
+		rows.append(f"(nextval(`{sequence}`), {', '.join(placeholders)})")
 	column_list = ", ".join(f"`{c}`" for c in columns)
-	values = ", ".join([row] * len(requests))
+	values = ", ".join(rows)
 	return (
 		f"INSERT INTO `{table}` ({column_list}) VALUES {values} ON DUPLICATE KEY UPDATE name = name",
 		params,
