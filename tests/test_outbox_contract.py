@@ -6,7 +6,15 @@ import pytest
 
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.outbox.memory import MemoryOutbox
-from cauldron_fabric.core.outbox.sql import FAILED, INVALID, PENDING, PUBLISHED, RECORDED, SqlOutboxStore
+from cauldron_fabric.core.outbox.sql import (
+	FAILED,
+	INVALID,
+	PENDING,
+	PUBLISHED,
+	RECORDED,
+	SqlOutboxStore,
+	excluding,
+)
 from cauldron_fabric.core.ports import OutboxAppend, Settlement
 from conftest import connect_db, make_envelope
 
@@ -212,3 +220,13 @@ def test_settled_rows_passed_as_ahead_never_let_a_record_overtake(sessions):
 	relay_two.release()
 	assert [r.partition_key for r in relay_one_again.claim(10, ahead=[x1.seq])] == ["ToDo/K", "ToDo/K"]
 	relay_one_again.release()
+
+
+def test_excluded_ids_become_exact_ranges_or_one_list():
+	# The order check leaves out the batch and the rows ahead of it; a range must never
+	# cover an id that is not in the list, or it would hide another relay's row.
+	assert excluding([]) == ""
+	assert excluding([3, 4, 5, 9, 11, 12]) == (
+		" AND name NOT BETWEEN 3 AND 5 AND name NOT BETWEEN 9 AND 9 AND name NOT BETWEEN 11 AND 12"
+	)
+	assert excluding([1, 3, 5, 7], max_runs=3) == " AND name NOT IN (1,3,5,7)"
