@@ -27,10 +27,9 @@ def main() -> None:
 		batch_size=int(batch), idle_wait=0.05, topic_template=template, backoff=Backoff(0.1, 2, 1)
 	)
 	print("ready", flush=True)
-	Relay(store, transport, options, more_stores=more).run(lambda: bool(stopping))
-	for session in (store, *more):
-		session.close()
-	transport.close()
+	relay = Relay(store, transport, options, more_stores=more)
+	relay.run(lambda: bool(stopping))
+	relay.close()
 
 
 if __name__ == "__main__":

@@ -56,6 +56,13 @@ def drain(relay, limit_seconds=60):
 	return relay.store.pending_count()
 
 
+def pipelined_relay(outbox_table, transport, sessions, options, on_cycle=None, store_class=SqlOutboxStore):
+	"""Returns a relay working on ``sessions`` connections to the outbox table (see Pipeline)."""
+	table, sequence = outbox_table
+	store, *more = (store_class(connect_db, table=table, sequence=sequence) for _ in range(sessions))
+	return Relay(store, transport, options, on_cycle=on_cycle, more_stores=more)
+
+
 def per_key_sequences(messages):
 	"""Returns, for each document, the payload counters in the order Kafka holds them."""
 	sequences = defaultdict(list)
@@ -84,8 +91,7 @@ def test_relay_publishes_each_document_in_order(kafka, outbox_table):
 		and headers["ce_id"].decode() == json.loads(messages[0].value())["id"]
 	)
 	assert status_counts(table) == {PUBLISHED: 120}
-	store.close()
-	transport.close()
+	relay.close()
 
 
 @pytest.mark.parametrize("sessions", [2, 3, 4])
@@ -95,24 +101,20 @@ def test_pipelined_relay_keeps_each_document_in_order(kafka, outbox_table, sessi
 	table, sequence = outbox_table
 	topic = f"relay.pipe{sessions}.{uuid.uuid4().hex[:6]}"
 	ids = fill(table, sequence, ["A", "B", "C", "D"], 60)
-	store, *more = (SqlOutboxStore(connect_db, table=table, sequence=sequence) for _ in range(sessions))
-	transport = open_transport(kafka.url, {"topic_partitions": 3})
 	published = []
-	relay = Relay(
-		store,
-		transport,
+	relay = pipelined_relay(
+		outbox_table,
+		open_transport(kafka.url, {"topic_partitions": 3}),
+		sessions,
 		RelayOptions(batch_size=25, topic_template=topic, idle_wait=0.05),
 		on_cycle=lambda report: published.append(report.published),
-		more_stores=more,
 	)
 	relay.run(lambda: sum(published) >= len(ids), max_seconds=60)
 	messages = read_topic(kafka.bootstrap, topic, len(ids))
 	assert sorted(json.loads(m.value())["id"] for m in messages) == sorted(ids)
 	assert per_key_sequences(messages) == {f"ToDo/{k}": list(range(60)) for k in "ABCD"}
 	assert status_counts(table) == {PUBLISHED: len(ids)}
-	for session in (store, *more):
-		session.close()
-	transport.close()
+	relay.close()
 
 
 def test_pipelined_relay_rides_out_a_broker_outage_in_order(outbox_table):
@@ -123,14 +125,13 @@ def test_pipelined_relay_rides_out_a_broker_outage_in_order(outbox_table):
 	with KafkaBroker() as broker:
 		# No topic creation: its metadata request would wait 10 s for the stopped broker.
 		transport = open_transport(broker.url, {"message_timeout_ms": 1500, "auto_create_topics": False})
-		store, *more = (SqlOutboxStore(connect_db, table=table, sequence=sequence) for _ in range(4))
 		reports = []
-		relay = Relay(
-			store,
+		relay = pipelined_relay(
+			outbox_table,
 			transport,
+			4,
 			RelayOptions(batch_size=20, topic_template=topic, idle_wait=0.05, backoff=Backoff(0.2, 2, 1, 0)),
 			on_cycle=reports.append,
-			more_stores=more,
 		)
 		broker.stop()
 		ids = fill(table, sequence, ["A", "B", "C"], 30)
@@ -142,9 +143,7 @@ def test_pipelined_relay_rides_out_a_broker_outage_in_order(outbox_table):
 		assert status_counts(table) == {PUBLISHED: len(ids)}
 		messages = read_topic(broker.bootstrap, topic, len(ids))
 		assert per_key_sequences(messages) == {f"ToDo/{k}": list(range(30)) for k in "ABC"}
-		for session in (store, *more):
-			session.close()
-		transport.close()
+		relay.close()
 
 
 class CountingStore(SqlOutboxStore):
@@ -158,22 +157,18 @@ class CountingStore(SqlOutboxStore):
 
 
 def test_idle_pipelined_relay_waits_instead_of_polling(kafka, outbox_table):
-	table, sequence = outbox_table
-	stores = [CountingStore(connect_db, table=table, sequence=sequence) for _ in range(4)]
-	transport = open_transport(kafka.url)
-	relay = Relay(
-		stores[0],
-		transport,
+	relay = pipelined_relay(
+		outbox_table,
+		open_transport(kafka.url),
+		4,
 		RelayOptions(idle_wait=0.25, topic_template="relay.idle"),
-		more_stores=stores[1:],
+		store_class=CountingStore,
 	)
 	CountingStore.claims = 0
 	relay.run(lambda: False, max_seconds=1.0)
 	# One claim per idle wait (about four in a second), not a busy loop of claims.
 	assert 1 <= CountingStore.claims <= 8, CountingStore.claims
-	for session in stores:
-		session.close()
-	transport.close()
+	relay.close()
 
 
 def test_broker_outage_delays_events_and_loses_none(outbox_table):
@@ -206,8 +201,7 @@ def test_broker_outage_delays_events_and_loses_none(outbox_table):
 		assert {json.loads(m.value())["id"] for m in messages} >= set(during)
 		assert per_key_sequences(messages)["ToDo/A"][-10:] == list(range(10))
 		assert status_counts(table) == {PUBLISHED: len(before) + len(during)}
-		store.close()
-		transport.close()
+		relay.close()
 
 
 def all_ids_seen(ids):

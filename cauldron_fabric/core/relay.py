@@ -207,6 +207,12 @@ class Relay:
 			claimed, published, len(settlements) - published - failed, failed, errors[0] if errors else None
 		)
 
+	def close(self) -> None:
+		"""Closes the relay's database sessions and its transport (call after ``run`` returns)."""
+		for session in self.sessions:
+			session.close()
+		self.transport.close()
+
 	def run(
 		self, should_stop: Callable[[], bool], waker: Waker | None = None, max_seconds: float | None = None
 	) -> None:

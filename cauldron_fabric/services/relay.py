@@ -231,7 +231,8 @@ def run_relay_for(
 			if settings and batch_size:
 				settings = RelaySettings(**{**asdict(settings), "batch_size": batch_size})
 			if settings != current:
-				_close(relay)
+				if relay is not None:
+					relay.close()
 				relay, current = (build_relay(settings, reporter) if settings else None), settings
 			if relay is None:
 				reporter.write()
@@ -243,12 +244,6 @@ def run_relay_for(
 			relay.run(stop, waker, max_seconds=budget)
 	finally:
 		reporter.write()
-		_close(relay)
+		if relay is not None:
+			relay.close()
 		waker.close()
-
-
-def _close(relay: Relay | None) -> None:
-	if relay is not None:
-		for session in relay.sessions:
-			session.close()
-		relay.transport.close()
