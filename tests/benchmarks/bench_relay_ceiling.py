@@ -14,7 +14,6 @@ Run: .venv/bin/python tests/benchmarks/bench_relay_ceiling.py
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,15 +21,18 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
 
-from bench_relay_throughput import raw_producer_rate, relay_rate  # noqa: E402
-from confluent_kafka import Producer  # noqa: E402
+from bench_relay_throughput import (  # noqa: E402
+	bench_envelopes,
+	filled_outbox,
+	raw_producer_rate,
+	relay_rate,
+	warm_producer,
+)
 
 from cauldron_fabric.core.cloudevents import attributes_of, binary_headers  # noqa: E402
 from cauldron_fabric.core.envelope import fast_loads  # noqa: E402
-from cauldron_fabric.core.outbox.sql import SqlOutboxStore, create_table_sql  # noqa: E402
-from cauldron_fabric.core.ports import OutboxAppend  # noqa: E402
 from cauldron_fabric.testing.kafka_broker import KafkaBroker  # noqa: E402
-from conftest import DB_NAME, connect_db, make_envelope  # noqa: E402
+from conftest import connect_db  # noqa: E402
 
 
 def read_committed(conn):
@@ -40,21 +42,13 @@ def read_committed(conn):
 
 
 def ceiling_rate(bootstrap: str, envelopes, topic: str, table: str, sequence: str, batch: int) -> float:
-	setup = connect_db()
-	with setup.cursor() as cur:
-		for statement in create_table_sql(table, sequence):
-			cur.execute(statement)
-	setup.commit()
-	store = SqlOutboxStore(connect_db, table=table, sequence=sequence)
-	for start in range(0, len(envelopes), 1000):
-		store.append([OutboxAppend(e) for e in envelopes[start : start + 1000]])
-		store.commit()
-	store.close()
-	producer = Producer(
-		{"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
-	)
-	producer.produce(topic, b"{}", b"warm-up")
-	producer.flush(30)
+	with filled_outbox(envelopes, table, sequence):
+		return drain_without_safety(bootstrap, len(envelopes), topic, table, batch)
+
+
+def drain_without_safety(bootstrap: str, count: int, topic: str, table: str, batch: int) -> float:
+	"""Publishes ``count`` outbox rows the ceiling's way (see the module docstring); returns events/s."""
+	producer = warm_producer(bootstrap, topic)
 	reader, writer = read_committed(connect_db()), read_committed(connect_db())
 	settler = ThreadPoolExecutor(1)
 
@@ -73,7 +67,7 @@ def ceiling_rate(bootstrap: str, envelopes, topic: str, table: str, sequence: st
 
 	started = time.perf_counter()
 	after, sent, previous, settling = 0, 0, None, None
-	while sent < len(envelopes):
+	while sent < count:
 		with reader.cursor() as cur:
 			cur.execute(
 				f"SELECT name, partition_key, envelope FROM `{table}` WHERE name > %s ORDER BY name LIMIT %s",
@@ -105,12 +99,7 @@ def ceiling_rate(bootstrap: str, envelopes, topic: str, table: str, sequence: st
 	settler.shutdown()
 	for conn in (reader, writer):
 		conn.close()
-	with setup.cursor() as cur:
-		cur.execute(f"DROP TABLE `{table}`")
-		cur.execute(f"DROP SEQUENCE `{sequence}`")
-	setup.commit()
-	setup.close()
-	return len(envelopes) / elapsed
+	return count / elapsed
 
 
 def main() -> None:
@@ -119,15 +108,7 @@ def main() -> None:
 	parser.add_argument("--batch", type=int, default=2000)
 	parser.add_argument("--rounds", type=int, default=3)
 	args = parser.parse_args()
-	conn = connect_db(None)
-	with conn.cursor() as cur:
-		cur.execute(f"CREATE DATABASE IF NOT EXISTS `{DB_NAME}`")
-	conn.close()
-	envelopes = [
-		make_envelope("Sales Invoice", f"SINV-{i % 500}", "updated", n=i, note="x" * 600)
-		for i in range(args.events)
-	]
-	gc.freeze()  # as in bench_relay_throughput: the setup envelopes stay out of every collection
+	envelopes = bench_envelopes(args.events)
 	raw, ceiling, ours = [], [], []
 	with KafkaBroker() as broker:
 		for round_ in range(args.rounds):

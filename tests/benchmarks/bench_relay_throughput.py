@@ -13,6 +13,7 @@ import argparse
 import gc
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
@@ -28,12 +29,18 @@ from cauldron_fabric.testing.kafka_broker import KafkaBroker  # noqa: E402
 from conftest import DB_NAME, connect_db, make_envelope  # noqa: E402
 
 
-def raw_producer_rate(bootstrap: str, envelopes, topic: str) -> float:
+def warm_producer(bootstrap: str, topic: str) -> Producer:
+	"""Returns a producer with the relay's settings that has had one message acknowledged."""
 	producer = Producer(
 		{"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
 	)
 	producer.produce(topic, b"{}", b"warm-up")
 	producer.flush(30)
+	return producer
+
+
+def raw_producer_rate(bootstrap: str, envelopes, topic: str) -> float:
+	producer = warm_producer(bootstrap, topic)
 	started = time.perf_counter()
 	for envelope in envelopes:
 		while True:
@@ -52,7 +59,9 @@ def raw_producer_rate(bootstrap: str, envelopes, topic: str) -> float:
 	return len(envelopes) / (time.perf_counter() - started)
 
 
-def relay_rate(bootstrap: str, envelopes, topic: str, table: str, sequence: str, batch: int) -> float:
+@contextmanager
+def filled_outbox(envelopes, table: str, sequence: str):
+	"""Creates an outbox table with the relay's indexes, appends every envelope, drops it after."""
 	setup = connect_db()
 	with setup.cursor() as cur:
 		for statement in create_table_sql(table, sequence):
@@ -63,31 +72,58 @@ def relay_rate(bootstrap: str, envelopes, topic: str, table: str, sequence: str,
 	for start in range(0, len(envelopes), 1000):
 		store.append([OutboxAppend(e) for e in envelopes[start : start + 1000]])
 		store.commit()
-	more = [SqlOutboxStore(connect_db, table=table, sequence=sequence) for _ in range(3)]
-	options = RelayOptions(batch_size=batch, topic_template=topic, idle_wait=0.01)
-	published = 0
-
-	def count(report):
-		nonlocal published
-		published += report.published
-
-	relay = Relay(store, open_transport(f"kafka://{bootstrap}"), options, on_cycle=count, more_stores=more)
-	relay.transport.ensure_topics({topic})
-	relay.transport.publish([OutboundMessage(topic, "warm-up", b"{}", ())], 30)
-	started = time.perf_counter()
-	relay.run(lambda: published >= len(envelopes), max_seconds=300)
-	elapsed = time.perf_counter() - started
-	for session in more:
-		session.close()
-	with setup.cursor() as cur:
-		cur.execute(f"DROP TABLE `{table}`")
-		cur.execute(f"DROP SEQUENCE `{sequence}`")
-	setup.commit()
 	store.close()
-	relay.transport.close()
+	try:
+		yield
+	finally:
+		with setup.cursor() as cur:
+			cur.execute(f"DROP TABLE `{table}`")
+			cur.execute(f"DROP SEQUENCE `{sequence}`")
+		setup.commit()
+		setup.close()
+
+
+def relay_rate(bootstrap: str, envelopes, topic: str, table: str, sequence: str, batch: int) -> float:
+	with filled_outbox(envelopes, table, sequence):
+		store, *more = (SqlOutboxStore(connect_db, table=table, sequence=sequence) for _ in range(4))
+		options = RelayOptions(batch_size=batch, topic_template=topic, idle_wait=0.01)
+		published = 0
+
+		def count(report):
+			nonlocal published
+			published += report.published
+
+		relay = Relay(
+			store, open_transport(f"kafka://{bootstrap}"), options, on_cycle=count, more_stores=more
+		)
+		relay.transport.ensure_topics({topic})
+		relay.transport.publish([OutboundMessage(topic, "warm-up", b"{}", ())], 30)
+		started = time.perf_counter()
+		relay.run(lambda: published >= len(envelopes), max_seconds=300)
+		elapsed = time.perf_counter() - started
+		relay.close()
 	if published != len(envelopes):
 		raise SystemExit(f"relay published {published} of {len(envelopes)}")
 	return published / elapsed
+
+
+def bench_envelopes(count: int) -> list:
+	"""Returns ``count`` ~1 KB envelopes over 500 documents (creating the test database first).
+
+	The envelopes stay alive all run; they are frozen so that the garbage collector stops
+	walking them over and over on every side measured (the relay command freezes its
+	start-up objects too).
+	"""
+	conn = connect_db(None)
+	with conn.cursor() as cur:
+		cur.execute(f"CREATE DATABASE IF NOT EXISTS `{DB_NAME}`")
+	conn.close()
+	envelopes = [
+		make_envelope("Sales Invoice", f"SINV-{i % 500}", "updated", n=i, note="x" * 600)
+		for i in range(count)
+	]
+	gc.freeze()
+	return envelopes
 
 
 def main() -> None:
@@ -96,17 +132,7 @@ def main() -> None:
 	parser.add_argument("--batch", type=int, default=1000)
 	parser.add_argument("--rounds", type=int, default=3)
 	args = parser.parse_args()
-	conn = connect_db(None)
-	with conn.cursor() as cur:
-		cur.execute(f"CREATE DATABASE IF NOT EXISTS `{DB_NAME}`")
-	conn.close()
-	envelopes = [
-		make_envelope("Sales Invoice", f"SINV-{i % 500}", "updated", n=i, note="x" * 600)
-		for i in range(args.events)
-	]
-	# The envelopes stay alive all run; freezing them keeps the garbage collector from walking
-	# them over and over on both sides (the relay command freezes its start-up objects too).
-	gc.freeze()
+	envelopes = bench_envelopes(args.events)
 	print(
 		f"{args.events} events of ~{len(envelopes[0].to_json())} bytes, batch {args.batch}, {args.rounds} rounds"
 	)
