@@ -28,7 +28,7 @@ from cauldron_fabric.core.delivery.records import (
 )
 from cauldron_fabric.core.delivery.store import DeliveryStore
 from cauldron_fabric.core.envelope import dumps
-from cauldron_fabric.core.outbox.sql import STANDARD_COLUMNS, local_now, text_literal
+from cauldron_fabric.core.outbox.sql import STANDARD_COLUMNS, local_now, sequenced_insert
 from cauldron_fabric.core.sqlsession import SqlSession
 
 DEFAULT_TABLE = "tabEvent Delivery"
@@ -88,19 +88,15 @@ def build_enqueue(
 
 	The Frappe layer runs it with ``frappe.db.sql`` in the transaction that records the event.
 	"""
-	columns = (*STANDARD_COLUMNS, *ENQUEUE_COLUMNS)
-	placeholders = ["%s"] * (len(columns) - 1)
-	envelope_at = columns.index("envelope") - 1  # name is nextval(), not a placeholder
-	rows: list[str] = []
+	bodies: list[str] = []
 	params: list[Any] = []
-	# An event matching several subscriptions is serialised once; like the outbox row, its
-	# envelope goes into the statement as a literal (text_literal) rather than a parameter.
-	bodies: dict[int, str] = {}
+	serialised: dict[int, str] = {}  # an event matching several subscriptions is serialised once
 	for request in requests:
 		env = request.envelope
-		body = bodies.get(id(env))
+		body = serialised.get(id(env))
 		if body is None:
-			body = bodies[id(env)] = text_literal(env.to_json())
+			body = serialised[id(env)] = env.to_json()
+		bodies.append(body)
 		params += [now, now, actor, actor, 0, 0]
 		params += [
 			request.subscription,
@@ -111,14 +107,8 @@ def build_enqueue(
 			0,
 			now,
 		]
-		placeholders[envelope_at] = body
-		rows.append(f"(nextval(`{sequence}`), {', '.join(placeholders)})")
-	column_list = ", ".join(f"`{c}`" for c in columns)
-	values = ", ".join(rows)
-	return (
-		f"INSERT INTO `{table}` ({column_list}) VALUES {values} ON DUPLICATE KEY UPDATE name = name",
-		params,
-	)
+	insert = sequenced_insert(table, sequence, (*STANDARD_COLUMNS, *ENQUEUE_COLUMNS), bodies)
+	return f"{insert} ON DUPLICATE KEY UPDATE name = name", params
 
 
 class SqlDeliveryStore(DeliveryStore):

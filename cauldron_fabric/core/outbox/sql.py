@@ -82,15 +82,8 @@ def build_append(
 	table: str = DEFAULT_TABLE,
 	sequence: str = DEFAULT_SEQUENCE,
 ) -> tuple[str, list[Any]]:
-	"""Returns one multi-row INSERT for ``entries`` and its parameters (``%s`` paramstyle).
-
-	The envelope is written into the statement as a literal (see text_literal); every other
-	value is a parameter.
-	"""
-	columns = (*STANDARD_COLUMNS, *EVENT_COLUMNS)
-	placeholders = ["%s"] * (len(columns) - 1)
-	envelope_at = columns.index("envelope") - 1  # name is nextval(), not a placeholder
-	rows: list[str] = []
+	"""Returns one multi-row INSERT for ``entries`` and its parameters (see sequenced_insert)."""
+	envelopes: list[str] = []
 	params: list[Any] = []
 	for entry in entries:
 		env = entry.envelope
@@ -119,10 +112,30 @@ def build_append(
 			0,
 			0,
 		]
-		placeholders[envelope_at] = text_literal(env.to_json())
+		envelopes.append(env.to_json())
+	return sequenced_insert(table, sequence, (*STANDARD_COLUMNS, *EVENT_COLUMNS), envelopes), params
+
+
+def sequenced_insert(table: str, sequence: str, columns: Sequence[str], envelopes: Sequence[str]) -> str:
+	"""Returns a multi-row INSERT of one row per envelope JSON, in ``%s`` paramstyle.
+
+	``name`` (the first column) is drawn from ``sequence``; the ``envelope`` column is written
+	into the statement as a literal (see text_literal); every other column is a parameter,
+	row after row in column order. The same string given for several rows (one event queued
+	for several subscriptions) is escaped once.
+	"""
+	placeholders = ["%s"] * (len(columns) - 1)
+	envelope_at = columns.index("envelope") - 1  # name is nextval(), not a placeholder
+	literals: dict[int, str] = {}  # by id(): the strings stay alive in ``envelopes`` meanwhile
+	rows: list[str] = []
+	for envelope in envelopes:
+		literal = literals.get(id(envelope))
+		if literal is None:
+			literal = literals[id(envelope)] = text_literal(envelope)
+		placeholders[envelope_at] = literal
 		rows.append(f"(nextval(`{sequence}`), {', '.join(placeholders)})")
 	column_list = ", ".join(f"`{c}`" for c in columns)
-	return f"INSERT INTO `{table}` ({column_list}) VALUES " + ", ".join(rows), params
+	return f"INSERT INTO `{table}` ({column_list}) VALUES " + ", ".join(rows)
 
 
 def text_literal(text: str) -> str:
