@@ -339,31 +339,21 @@ class SqlOutboxStore(OutboxStore):
 		first_try = [s for s in settlements if s.published and s.seq not in self._retried]
 		retried = [s for s in settlements if s.published and s.seq in self._retried]
 		failed = [s for s in settlements if not s.published]
+		published = (
+			"t.status = %s, t.published_at = %s, t.attempts = t.attempts + 1, t.topic = v.topic, "
+			"t.kafka_partition = COALESCE(v.part, 0), t.kafka_offset = COALESCE(v.off, 0)"
+		)
 		if first_try:
 			# The common case: a row published on its first attempt has no error or retry time
-			# to clear, and a statement with only numbers and the topic to join costs MariaDB
-			# less than half of the general one below.
-			self._execute(
-				f"""UPDATE JSON_TABLE(%s, '$[*]' COLUMNS(
-					seq BIGINT PATH '$[0]', topic VARCHAR(255) PATH '$[1]', part INT PATH '$[2]', off BIGINT PATH '$[3]'
-				)) v STRAIGHT_JOIN `{self.table}` t ON t.name = v.seq
-				SET t.status = %s, t.published_at = %s, t.attempts = t.attempts + 1,
-				t.topic = v.topic, t.kafka_partition = v.part, t.kafka_offset = v.off""",
-				(
-					dumps(
-						[[s.seq, s.destination or None, s.partition or 0, s.offset or 0] for s in first_try]
-					),
-					PUBLISHED,
-					now,
-				),
-			)
+			# to clear, and a statement joining only numbers and the topic costs MariaDB less
+			# than half of one that also carries the failure columns.
+			self._update_from_rows(first_try, published, [PUBLISHED, now], with_failure=False)
 		if retried:
 			self._update_from_rows(
 				retried,
-				"t.status = %s, t.published_at = %s, t.attempts = t.attempts + 1, "
-				"t.last_error = NULL, t.next_attempt_at = NULL, "
-				"t.topic = v.topic, t.kafka_partition = COALESCE(v.part, 0), t.kafka_offset = COALESCE(v.off, 0)",
+				f"{published}, t.last_error = NULL, t.next_attempt_at = NULL",
 				[PUBLISHED, now],
+				with_failure=False,
 			)
 		if failed:
 			self._update_from_rows(
@@ -371,35 +361,30 @@ class SqlOutboxStore(OutboxStore):
 				"t.status = IF(v.permanent, %s, t.status), t.attempts = t.attempts + 1, "
 				"t.last_error = v.error, t.next_attempt_at = v.retry_at, t.topic = v.topic",
 				[FAILED],
+				with_failure=True,
 			)
 		self.connection.commit()
 		self._forget_claim()
 
 	def _update_from_rows(
-		self, settlements: Sequence[Settlement], assignments: str, params: list[Any]
+		self, settlements: Sequence[Settlement], assignments: str, params: list[Any], with_failure: bool
 	) -> None:
 		# One JSON parameter joined as a table: a thousand rows cost one short statement
 		# instead of thousands of bound parameters (MariaDB 10.6+, MySQL 8).
-		rows = dumps(
-			[
-				[
-					s.seq,
-					s.destination or None,
-					s.partition,
-					s.offset,
+		rows = [[s.seq, s.destination or None, s.partition, s.offset] for s in settlements]
+		columns = "seq BIGINT PATH '$[0]', topic VARCHAR(255) PATH '$[1]', part INT PATH '$[2]', off BIGINT PATH '$[3]'"
+		if with_failure:
+			for row, s in zip(rows, settlements, strict=True):
+				row += [
 					(s.error or "")[:ERROR_LENGTH] or None,
 					1 if s.permanent else 0,
 					s.retry_at.isoformat(sep=" ") if s.retry_at else None,
 				]
-				for s in settlements
-			]
-		)
+			columns += ", error TEXT PATH '$[4]', permanent INT PATH '$[5]', retry_at DATETIME(6) PATH '$[6]'"
 		self._execute(
-			f"""UPDATE JSON_TABLE(%s, '$[*]' COLUMNS(
-				seq BIGINT PATH '$[0]', topic VARCHAR(255) PATH '$[1]', part INT PATH '$[2]', off BIGINT PATH '$[3]',
-				error TEXT PATH '$[4]', permanent INT PATH '$[5]', retry_at DATETIME(6) PATH '$[6]'
-			)) v STRAIGHT_JOIN `{self.table}` t ON t.name = v.seq SET {assignments}""",
-			[rows, *params],
+			f"""UPDATE JSON_TABLE(%s, '$[*]' COLUMNS({columns})) v
+			STRAIGHT_JOIN `{self.table}` t ON t.name = v.seq SET {assignments}""",
+			[dumps(rows), *params],
 		)
 
 	def release(self) -> None:
