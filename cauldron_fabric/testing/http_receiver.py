@@ -7,6 +7,8 @@ loopback on the allow-list) and can fail on purpose: any status, body, headers a
 from __future__ import annotations
 
 import http.server
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict, deque
@@ -116,3 +118,32 @@ class Receiver:
 		"""Stops serving and closes the socket."""
 		self.server.shutdown()
 		self.server.server_close()
+
+
+# A threaded HTTP/1.1 server answering 200 to every POST, for benchmarks: run as its own
+# process so that it never competes with the sender for the GIL.
+OK_RECEIVER_SCRIPT = """
+import http.server
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else keep-alive replies stall 40 ms on delayed ACKs
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server.daemon_threads = True
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def start_ok_receiver(path: str = "/hook") -> tuple[subprocess.Popen, str]:
+	"""Starts the answering-200 receiver process; returns it and the URL of ``path`` on it."""
+	process = subprocess.Popen([sys.executable, "-c", OK_RECEIVER_SCRIPT], stdout=subprocess.PIPE, text=True)
+	port = int(process.stdout.readline())
+	return process, f"http://127.0.0.1:{port}{path}"

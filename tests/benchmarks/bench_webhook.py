@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import subprocess
 import sys
 import time
 import uuid
@@ -39,26 +38,8 @@ from cauldron_fabric.core.delivery import (  # noqa: E402
 	generate_secret,
 	plan_deliveries,
 )
+from cauldron_fabric.testing.http_receiver import start_ok_receiver  # noqa: E402
 from conftest import connect_db, make_envelope  # noqa: E402
-
-RECEIVER = """
-import http.server, sys
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # else keep-alive replies stall 40 ms on delayed ACKs
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-server.daemon_threads = True
-print(server.server_address[1], flush=True)
-server.serve_forever()
-"""
 
 
 def baseline_rate(url: str, bodies: list[bytes], threads: int) -> float:
@@ -160,9 +141,8 @@ def main() -> None:
 	args = parser.parse_args()
 	if args.processes > 1:
 		args.store = "mariadb"
-	receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+	receiver, url = start_ok_receiver("/webhook")
 	try:
-		url = f"http://127.0.0.1:{receiver.stdout.readline().strip()}/webhook"
 		envelopes = [
 			make_envelope("Sales Invoice", f"SINV-{n}", "submitted", grand_total=n)
 			for n in range(args.deliveries)

@@ -23,37 +23,13 @@ Run (from the bench's sites folder, as the bench user):
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 
 import frappe
 
-RECEIVER = """
-import http.server
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-server.daemon_threads = True
-print(server.server_address[1], flush=True)
-server.serve_forever()
-"""
+from cauldron_fabric.testing.http_receiver import start_ok_receiver
+
 TAG = "bench-webhook-vs-frappe"
-
-
-def start_receiver() -> tuple[subprocess.Popen, str]:
-	process = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
-	port = int(process.stdout.readline())
-	return process, f"http://127.0.0.1:{port}/hook"
 
 
 def make_todos(count: int) -> list[str]:
@@ -111,7 +87,7 @@ def main() -> None:
 	frappe.init(site=args.site, sites_path=".")
 	frappe.connect()
 	frappe.set_user("Administrator")
-	receiver, url = start_receiver()
+	receiver, url = start_ok_receiver()
 	settings = frappe.get_single("Fabric Settings")
 	previous_allow_list = settings.webhook_allowed_networks
 	settings.webhook_allowed_networks = "127.0.0.0/8"
