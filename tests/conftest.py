@@ -76,6 +76,11 @@ def outbox_table(database):
 		yield names
 
 
+# Text that SQL literals and the driver's %-formatting could mangle: quotes, backslashes,
+# percent signs and format markers, control characters, non-ASCII text.
+TRICKY_TEXT = "it's \\ \"quoted\" 100% %s %(x)s \n\t\x00\x1a ü 漢字 🚀 \\' '' \\\\"
+
+
 def make_envelope(
 	entity: str = "ToDo", entity_id: str = "T-1", action: str = "updated", **payload
 ) -> Envelope:

@@ -16,7 +16,7 @@ from cauldron_fabric.core.delivery.records import (
 )
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
 from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore, create_table_sql
-from conftest import connect_db, make_envelope, scratch_table
+from conftest import TRICKY_TEXT, connect_db, make_envelope, scratch_table
 
 
 class SqlSessions:
@@ -108,8 +108,7 @@ def test_claim_returns_due_deliveries_oldest_first_with_their_event(sessions):
 def test_queued_envelope_comes_back_byte_for_byte(sessions):
 	# The envelope goes into the INSERT as a literal, once per event however many
 	# subscriptions match: quotes, backslashes, percent signs and non-ASCII text must survive.
-	tricky = "it's \\ \"q\" 100% %s %(x)s \n\x00 ü 漢字 🚀 \\' ''"
-	envelope = make_envelope("ToDo", "T-'%s", "updated", note=tricky)
+	envelope = make_envelope("ToDo", "T-'%s", "updated", note=TRICKY_TEXT)
 	sessions.enqueue([DeliveryRequest("S1", envelope, None), DeliveryRequest("S2", envelope, None)])
 	store = sessions.open()
 	jobs = store.claim(10)

@@ -16,7 +16,7 @@ from cauldron_fabric.core.outbox.sql import (
 	excluding,
 )
 from cauldron_fabric.core.ports import OutboxAppend, Settlement
-from conftest import connect_db, make_envelope
+from conftest import TRICKY_TEXT, connect_db, make_envelope
 
 
 class SqlSessions:
@@ -101,8 +101,7 @@ def test_claim_returns_pending_records_oldest_first(sessions):
 def test_stored_envelope_comes_back_byte_for_byte(sessions):
 	# The envelope goes into the INSERT as a literal: quotes, backslashes, percent signs,
 	# format markers, control characters and non-ASCII text must all survive unchanged.
-	tricky = "it's \\ \"quoted\" 100% %s %(x)s \n\t\x00\x1a ü 漢字 🚀 \\' '' \\\\"
-	envelope = make_envelope("ToDo", "T-'%s\\", "updated", note=tricky, nested={"k'%": [tricky]})
+	envelope = make_envelope("ToDo", "T-'%s\\", "updated", note=TRICKY_TEXT, nested={"k'%": [TRICKY_TEXT]})
 	sessions.append([OutboxAppend(envelope)])
 	store = sessions.open()
 	(record,) = store.claim(10)
