@@ -12,9 +12,8 @@ from frappe.utils import now_datetime
 from cauldron_fabric.core.consumer.messages import InboundMessage
 from cauldron_fabric.core.consumer.ports import TrackingStore
 from cauldron_fabric.core.consumer.tracking_sql import (
-	CONTENTION,
-	DUPLICATE_KEY,
 	TrackingUnavailable,
+	already_marked,
 	insert_mark_sql,
 	mark_values,
 )
@@ -61,14 +60,9 @@ class FrappeTrackingStore(TrackingStore):
 			)
 			return True
 		except Exception as exc:
-			code = error_code(exc)
-			if code == DUPLICATE_KEY:
+			if already_marked(exc, group, envelope):
 				return False
-			if code in CONTENTION:
-				raise TrackingUnavailable(
-					f"Event {envelope.id} is being processed by another member of group {group!r}."
-				) from exc
-			if code in CONNECTION_LOST or frappe.db.is_interface_error(exc):
+			if error_code(exc) in CONNECTION_LOST or frappe.db.is_interface_error(exc):
 				self._broken = True
 				raise TrackingUnavailable(f"Lost the site's database: {exc}.") from exc
 			raise

@@ -45,6 +45,20 @@ def insert_mark_sql(table: str = DEFAULT_TABLE, sequence: str = DEFAULT_SEQUENCE
 	return f"INSERT INTO `{table}` ({', '.join(f'`{c}`' for c in columns)}) VALUES (nextval(`{sequence}`), {values})"
 
 
+def already_marked(exc: BaseException, group: str, envelope: Envelope) -> bool:
+	"""Tells whether a failed mark INSERT means the group already processed the event.
+
+	Raises TrackingUnavailable when another member of the group holds the event right now
+	(lock wait or deadlock); any other error is the caller's to handle.
+	"""
+	code = error_code(exc)
+	if code in CONTENTION:
+		raise TrackingUnavailable(
+			f"Event {envelope.id} is being processed by another member of group {group!r} ({exc})."
+		) from exc
+	return code == DUPLICATE_KEY
+
+
 def mark_values(
 	group: str, envelope: Envelope, message: InboundMessage | None, actor: str, now: dt.datetime
 ) -> list[Any]:
@@ -123,13 +137,8 @@ class SqlTrackingStore(TrackingStore):
 		except TrackingUnavailable:
 			raise
 		except Exception as exc:
-			code = error_code(exc)
-			if code == DUPLICATE_KEY:
+			if already_marked(exc, group, envelope):
 				return False
-			if code in CONTENTION:
-				raise TrackingUnavailable(
-					f"Event {envelope.id} is being processed by another member of group {group!r} ({exc})."
-				) from exc
 			self.session.raise_if_lost(exc)
 			raise
 
