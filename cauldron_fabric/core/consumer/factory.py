@@ -5,7 +5,6 @@ Adapters are imported on first use, so a site on RabbitMQ never loads librdkafka
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -14,7 +13,7 @@ from cauldron_fabric.core.consumer.circuit import CircuitBreaker
 from cauldron_fabric.core.consumer.ports import MessageSource
 from cauldron_fabric.core.consumer.requests import Requester
 from cauldron_fabric.core.consumer.runtime import ConsumerOptions
-from cauldron_fabric.core.errors import UnknownTransport
+from cauldron_fabric.core.transports import adapter_for
 
 SOURCES = {
 	"kafka": "cauldron_fabric.core.consumer.kafka:KafkaSource",
@@ -26,18 +25,6 @@ REQUESTERS = {
 	"amqp": "cauldron_fabric.core.consumer.requests_rabbitmq:RabbitMQRequester",
 	"amqps": "cauldron_fabric.core.consumer.requests_rabbitmq:RabbitMQRequester",
 }
-
-
-def _adapter(table: dict[str, str], url: str):
-	scheme = urlsplit(url).scheme
-	dotted = table.get(scheme)
-	if not dotted:
-		raise UnknownTransport(
-			f"No consumer adapter for {scheme or 'a URL without scheme'!r} ({url!r}).",
-			hint=f"Use one of: {', '.join(s + '://' for s in sorted(table))}.",
-		)
-	module_name, _, class_name = dotted.partition(":")
-	return scheme, getattr(importlib.import_module(module_name), class_name)
 
 
 def kafka_bootstrap(url: str) -> str:
@@ -60,7 +47,7 @@ def open_source(
 	broker_options: dict[str, Any] | None = None,
 ) -> MessageSource:
 	"""Returns the source for ``url``: Kafka topics (or a regex pattern), or RabbitMQ binding keys."""
-	scheme, adapter = _adapter(SOURCES, url)
+	scheme, adapter = adapter_for(SOURCES, url, "consumer adapter")
 	if scheme == "kafka":
 		return adapter(
 			kafka_bootstrap(url),
@@ -84,7 +71,7 @@ def open_requester(
 	broker_options: dict[str, Any] | None = None,
 ) -> Requester:
 	"""Returns the requester for ``url`` with an optional circuit breaker."""
-	scheme, adapter = _adapter(REQUESTERS, url)
+	scheme, adapter = adapter_for(REQUESTERS, url, "consumer adapter")
 	common: dict[str, Any] = {"source": source, "breaker": breaker, "default_timeout": default_timeout}
 	if topic_template:
 		common["topic_template"] = topic_template

@@ -28,13 +28,22 @@ def register_transport(scheme: str, dotted: str) -> None:
 
 def open_transport(url: str, options: Mapping[str, Any] | None = None) -> Transport:
 	"""Returns a transport for ``url`` built by the adapter registered for its scheme."""
+	_, adapter = adapter_for(ADAPTERS, url, "transport")
+	return adapter.from_url(url, dict(options or {}))
+
+
+def adapter_for(adapters: Mapping[str, str], url: str, kind: str) -> tuple[str, type]:
+	"""Returns the scheme of ``url`` and the class ``adapters`` registers for it (``module:Class``).
+
+	Raises UnknownTransport naming the schemes there are when none is registered; ``kind``
+	says what was looked for ("transport", "consumer adapter" …).
+	"""
 	scheme = urlsplit(url).scheme
-	dotted = ADAPTERS.get(scheme)
+	dotted = adapters.get(scheme)
 	if not dotted:
 		raise UnknownTransport(
-			f"No transport for {scheme or 'a URL without scheme'!r} ({url!r}).",
-			hint=f"Use one of: {', '.join(s + '://' for s in sorted(ADAPTERS))}.",
+			f"No {kind} for {scheme or 'a URL without scheme'!r} ({url!r}).",
+			hint=f"Use one of: {', '.join(s + '://' for s in sorted(adapters))}.",
 		)
 	module_name, _, class_name = dotted.partition(":")
-	adapter = getattr(importlib.import_module(module_name), class_name)
-	return adapter.from_url(url, dict(options or {}))
+	return scheme, getattr(importlib.import_module(module_name), class_name)
