@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import frappe
@@ -15,6 +13,7 @@ from cauldron_fabric.api import consumers as consumers_api
 from cauldron_fabric.testing.kafka_broker import create_topic
 from cauldron_fabric.tests.test_approval_support import OUTSIDER, approval_requested, ensure_people
 from cauldron_fabric.tests.test_consume_support import publish, start_broker
+from cauldron_fabric.tests.utils import start_fabric_command
 
 
 def wait_for(condition, timeout: float, interval: float = 0.2):
@@ -36,28 +35,16 @@ class TestConsumeCommand(FrappeTestCase):
 		start_broker(cls, consumer_max_attempts=2, handler_user="Administrator")
 
 	def start_command(self, group: str, topic: str, concurrency: int) -> subprocess.Popen:
-		return subprocess.Popen(
-			[
-				sys.executable,
-				"-m",
-				"frappe.utils.bench_helper",
-				"frappe",
-				"--site",
-				frappe.local.site,
-				"fabric",
-				"consume",
-				"--group",
-				group,
-				"--topics",
-				topic,
-				"--concurrency",
-				str(concurrency),
-				"--seconds",
-				"120",
-			],
-			cwd=os.path.abspath(frappe.get_site_path("..")),
-			stderr=subprocess.PIPE,
-			text=True,
+		return start_fabric_command(
+			"consume",
+			"--group",
+			group,
+			"--topics",
+			topic,
+			"--concurrency",
+			str(concurrency),
+			"--seconds",
+			"120",
 		)
 
 	def test_the_command_splits_a_group_over_processes_reports_and_stops_on_sigterm(self):

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import frappe
@@ -17,7 +14,7 @@ from cauldron_fabric.testing.http_receiver import Reply
 from cauldron_fabric.tests.test_delivery_destinations import DestinationCase
 from cauldron_fabric.tests.test_delivery_support import dead_letters, deliver, deliveries, save_todo
 from cauldron_fabric.tests.test_http import make_user
-from cauldron_fabric.tests.utils import fabric_settings
+from cauldron_fabric.tests.utils import fabric_settings, start_fabric_command
 
 
 class TestDeadLetters(DestinationCase):
@@ -152,13 +149,7 @@ class TestDeliverCommand(DestinationCase):
 	def test_the_deliver_command_delivers_moments_after_commit_and_stops_on_sigterm(self):
 		path = f"/{self.tag}"
 		doc = self.subscription(webhook_url=self.receiver.url(path))
-		worker = subprocess.Popen(
-			[sys.executable, "-m", "frappe.utils.bench_helper", "frappe", "--site", frappe.local.site,
-				"fabric", "deliver", "--seconds", "60"],
-			cwd=os.path.abspath(frappe.get_site_path("..")),
-			stderr=subprocess.PIPE,
-			text=True,
-		)  # fmt: skip
+		worker = start_fabric_command("deliver", "--seconds", "60")
 		try:
 			time.sleep(3)  # started and subscribed to wake-ups
 			save_todo(self.tag)

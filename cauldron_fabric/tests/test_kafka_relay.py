@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import frappe
@@ -20,7 +17,14 @@ from cauldron_fabric.core.outbox.sql import EVENT_COLUMNS
 from cauldron_fabric.services.relay import run_relay_for
 from cauldron_fabric.services.status import relay_statuses
 from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
-from cauldron_fabric.tests.utils import ORDER, ensure_test_doctypes, fabric_settings, last_seq, new_order
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	ensure_test_doctypes,
+	fabric_settings,
+	last_seq,
+	new_order,
+	start_fabric_command,
+)
 
 
 def event_status(entity_id: str) -> list[tuple]:
@@ -118,23 +122,7 @@ class TestPublishingToKafka(FrappeTestCase):
 		self.assertEqual({row[1] for row in rows}, {"Published"})
 
 	def test_relay_command_publishes_moments_after_commit_and_stops_on_sigterm(self):
-		relay = subprocess.Popen(
-			[
-				sys.executable,
-				"-m",
-				"frappe.utils.bench_helper",
-				"frappe",
-				"--site",
-				frappe.local.site,
-				"fabric",
-				"relay",
-				"--seconds",
-				"60",
-			],
-			cwd=os.path.abspath(frappe.get_site_path("..")),
-			stderr=subprocess.PIPE,
-			text=True,
-		)
+		relay = start_fabric_command("relay", "--seconds", "60")
 		try:
 			deadline = time.monotonic() + 30
 			while time.monotonic() < deadline and not any(

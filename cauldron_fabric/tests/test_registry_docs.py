@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from cauldron_fabric.tests.test_registry_support import (
 	new_probe,
 	unique_subject,
 )
-from cauldron_fabric.tests.utils import fabric_settings
+from cauldron_fabric.tests.utils import bench_command, fabric_settings
 
 
 def asyncapi_validator() -> Draft7Validator:
@@ -40,7 +39,7 @@ def asyncapi_validator() -> Draft7Validator:
 def bench(*args: str) -> subprocess.CompletedProcess:
 	"""Runs ``bench --site SITE *args`` as bench itself does, from the bench's sites folder."""
 	return subprocess.run(
-		[sys.executable, "-m", "frappe.utils.bench_helper", "frappe", "--site", frappe.local.site, *args],
+		bench_command(*args),
 		cwd=os.path.join(get_bench_path(), "sites"),
 		capture_output=True,
 		text=True,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from contextlib import contextmanager
 from typing import Any
 
@@ -106,3 +109,16 @@ def fabric_settings(**values):
 		settings.update(previous)
 		settings.save(ignore_permissions=True)
 		frappe.db.commit()
+
+
+def bench_command(*args: str) -> list[str]:
+	"""Returns the command line of ``bench --site SITE *args`` for this site, as bench runs it."""
+	return [sys.executable, "-m", "frappe.utils.bench_helper", "frappe", "--site", frappe.local.site, *args]
+
+
+def start_fabric_command(*args: str, **popen: Any) -> subprocess.Popen:
+	"""Starts ``bench --site SITE fabric *args`` from the sites folder; stderr piped as text by default."""
+	options = {"stderr": subprocess.PIPE, "text": True, **popen}
+	return subprocess.Popen(
+		bench_command("fabric", *args), cwd=os.path.abspath(frappe.get_site_path("..")), **options
+	)

@@ -17,13 +17,13 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 
 import frappe
 from confluent_kafka import Consumer
 
 from cauldron_fabric.testing.kafka_broker import KafkaBroker
+from cauldron_fabric.tests.utils import start_fabric_command
 
 
 def positioned_consumer(bootstrap: str, topic: str) -> Consumer:
@@ -59,19 +59,7 @@ def main() -> None:
 		settings.update({"bootstrap_servers": broker.bootstrap, "topic_template": prefix + ".{domain}"})
 		settings.save(ignore_permissions=True)
 		frappe.db.commit()
-		relay = subprocess.Popen(
-			[
-				sys.executable,
-				"-m",
-				"frappe.utils.bench_helper",
-				"frappe",
-				"--site",
-				args.site,
-				"fabric",
-				"relay",
-			],
-			stderr=subprocess.DEVNULL,
-		)
+		relay = start_fabric_command("relay", stderr=subprocess.DEVNULL)
 		try:
 			todo = frappe.get_doc({"doctype": "ToDo", "description": "latency warm-up"}).insert()
 			frappe.db.commit()
