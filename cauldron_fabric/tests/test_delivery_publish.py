@@ -14,20 +14,10 @@ from cauldron_fabric.tests.test_delivery_support import (
 	marker,
 	remove_subscription,
 )
-from cauldron_fabric.tests.test_http import make_user, request
+from cauldron_fabric.tests.test_http import api_token, make_user, request
 from cauldron_fabric.tests.utils import events_after, last_seq
 
 URL = "/api/method/cauldron_fabric.api.publish.publish"
-
-
-def api_token(email: str) -> str:
-	user = frappe.get_doc("User", email)
-	secret = frappe.generate_hash(length=15)
-	user.api_key = user.api_key or frappe.generate_hash(length=15)
-	user.api_secret = secret
-	user.save(ignore_permissions=True)
-	frappe.db.commit()
-	return f"token {user.api_key}:{secret}"
 
 
 class TestPublishApi(FrappeTestCase):

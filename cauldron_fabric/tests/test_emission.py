@@ -19,7 +19,9 @@ from cauldron_fabric.tests.utils import (
 )
 
 
-class TestDocumentEvents(FrappeTestCase):
+class EmissionCase(FrappeTestCase):
+	"""The test DocTypes exist; each test runs as Administrator and reads events after its start."""
+
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
@@ -29,6 +31,8 @@ class TestDocumentEvents(FrappeTestCase):
 		frappe.set_user("Administrator")
 		self.start = last_seq()
 
+
+class TestDocumentEvents(EmissionCase):
 	def test_rolled_back_transaction_records_nothing(self):
 		frappe.db.commit()
 		new_order("doomed")
@@ -168,16 +172,7 @@ class TestDocumentEvents(FrappeTestCase):
 		self.assertNotIn(None, ids)
 
 
-class TestWhatIsEmitted(FrappeTestCase):
-	@classmethod
-	def setUpClass(cls):
-		super().setUpClass()
-		ensure_test_doctypes()
-
-	def setUp(self):
-		frappe.set_user("Administrator")
-		self.start = last_seq()
-
+class TestWhatIsEmitted(EmissionCase):
 	def test_noise_and_child_tables_are_not_emitted(self):
 		frappe.get_doc({"doctype": "Error Log", "error": "noise"}).insert(ignore_permissions=True)
 		new_order("with children")

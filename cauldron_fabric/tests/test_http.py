@@ -48,6 +48,17 @@ def make_user(email: str, roles: list[str]) -> str:
 	return email
 
 
+def api_token(email: str) -> str:
+	"""Gives the user a fresh API secret; returns the Authorization header value ("token key:secret")."""
+	user = frappe.get_doc("User", email)
+	secret = frappe.generate_hash(length=15)
+	user.api_key = user.api_key or frappe.generate_hash(length=15)
+	user.api_secret = secret
+	user.save(ignore_permissions=True)
+	frappe.db.commit()
+	return f"token {user.api_key}:{secret}"
+
+
 class TestOverHttp(FrappeTestCase):
 	@classmethod
 	def setUpClass(cls):
@@ -71,12 +82,12 @@ class TestOverHttp(FrappeTestCase):
 		self.assertEqual(events[0]["metadata"]["userId"], self.clerk)
 
 	def test_correlation_id_header_is_taken_and_returned(self):
-		token = self._api_token(self.manager)
+		authorization = api_token(self.manager)
 		response = request(
 			"post",
 			"/api/resource/ToDo",
 			json={"description": "correlated"},
-			headers={"Authorization": f"token {token}", "X-Correlation-ID": "order-flow-42"},
+			headers={"Authorization": authorization, "X-Correlation-ID": "order-flow-42"},
 		)
 		self.assertEqual(response.status_code, 200, response.text)
 		self.assertEqual(response.headers.get("X-Correlation-ID"), "order-flow-42")
@@ -86,12 +97,12 @@ class TestOverHttp(FrappeTestCase):
 		self.assertEqual(event["metadata"]["userId"], self.manager)
 
 	def test_malformed_correlation_id_is_replaced(self):
-		token = self._api_token(self.manager)
+		authorization = api_token(self.manager)
 		response = request(
 			"post",
 			"/api/resource/ToDo",
 			json={"description": "bad header"},
-			headers={"Authorization": f"token {token}", "X-Correlation-ID": "<script>" * 20},
+			headers={"Authorization": authorization, "X-Correlation-ID": "<script>" * 20},
 		)
 		(event,) = events_after(self.start, "ToDo", response.json["data"]["name"])
 		self.assertNotIn("<", event["metadata"]["correlationId"])
@@ -111,12 +122,3 @@ class TestOverHttp(FrappeTestCase):
 	def test_bad_limit_is_a_clear_validation_error(self):
 		with self.assertRaisesRegex(frappe.ValidationError, "limit must be between 1 and 500"):
 			events_api.list_events(limit=0)
-
-	def _api_token(self, email: str) -> str:
-		user = frappe.get_doc("User", email)
-		secret = frappe.generate_hash(length=15)
-		user.api_key = user.api_key or frappe.generate_hash(length=15)
-		user.api_secret = secret
-		user.save(ignore_permissions=True)
-		frappe.db.commit()
-		return f"{user.api_key}:{secret}"
