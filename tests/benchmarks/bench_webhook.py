@@ -16,8 +16,8 @@ import argparse
 import multiprocessing
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
@@ -39,7 +39,7 @@ from cauldron_fabric.core.delivery import (  # noqa: E402
 	plan_deliveries,
 )
 from cauldron_fabric.testing.http_receiver import start_ok_receiver  # noqa: E402
-from conftest import connect_db, make_envelope  # noqa: E402
+from conftest import connect_db, make_envelope, scratch_table  # noqa: E402
 
 
 def baseline_rate(url: str, bodies: list[bytes], threads: int) -> float:
@@ -59,27 +59,6 @@ def baseline_rate(url: str, bodies: list[bytes], threads: int) -> float:
 	return len(bodies) / (time.perf_counter() - started)
 
 
-def sql_store():
-	suffix = uuid.uuid4().hex[:8]
-	table, sequence = f"tabEvent Delivery bench {suffix}", f"event_delivery_bench_{suffix}_seq"
-	conn = connect_db()
-	with conn.cursor() as cur:
-		for statement in create_table_sql(table, sequence):
-			cur.execute(statement)
-	conn.commit()
-	store = SqlDeliveryStore(connect_db, table=table, sequence=sequence)
-	store.ensure_indexes()
-
-	def drop() -> None:
-		with conn.cursor() as cur:
-			cur.execute(f"DROP TABLE IF EXISTS `{table}`")
-			cur.execute(f"DROP SEQUENCE IF EXISTS `{sequence}`")
-		conn.commit()
-		conn.close()
-
-	return store, drop
-
-
 def run_worker(url: str, secret: str, threads: int, batch: int, store) -> None:
 	"""Delivers until nothing is left to claim (one worker process's whole life in the benchmark)."""
 	subscription = build_subscription("bench", url, event_types=["*"], secret=secret, timeout=10)
@@ -95,37 +74,42 @@ def run_worker(url: str, secret: str, threads: int, batch: int, store) -> None:
 def fabric_rate(url: str, envelopes, args) -> tuple[float, dict]:
 	secret = generate_secret()
 	index = build_index([build_subscription("bench", url, event_types=["*"], secret=secret)])
-	if args.store == "mariadb":
-		store, drop = sql_store()
-	else:
-		store, drop = MemoryDeliveries().session(), lambda: None
-	for start in range(0, len(envelopes), 1000):
-		store.enqueue([r for e in envelopes[start : start + 1000] for r in plan_deliveries(e, index)])
+	with ExitStack() as stack:
 		if args.store == "mariadb":
-			store.commit()
-	started = time.perf_counter()
-	if args.processes == 1:
-		run_worker(url, secret, args.threads, args.batch, store)
-	else:
-		# Workers scale out by process, each on its own connection to the shared queue.
-		def child() -> None:
-			run_worker(
-				url,
-				secret,
-				args.threads,
-				args.batch,
-				SqlDeliveryStore(connect_db, table=store.table, sequence=store.sequence),
+			table, sequence = stack.enter_context(
+				scratch_table("Event Delivery bench", create_table_sql, SqlDeliveryStore)
 			)
+			store = SqlDeliveryStore(connect_db, table=table, sequence=sequence)
+		else:
+			store = MemoryDeliveries().session()
+		for start in range(0, len(envelopes), 1000):
+			store.enqueue([r for e in envelopes[start : start + 1000] for r in plan_deliveries(e, index)])
+			if args.store == "mariadb":
+				store.commit()
+		started = time.perf_counter()
+		if args.processes == 1:
+			run_worker(url, secret, args.threads, args.batch, store)
+		else:
+			# Workers scale out by process, each on its own connection to the shared queue.
+			def child() -> None:
+				run_worker(
+					url,
+					secret,
+					args.threads,
+					args.batch,
+					SqlDeliveryStore(connect_db, table=store.table, sequence=store.sequence),
+				)
 
-		processes = [multiprocessing.get_context("fork").Process(target=child) for _ in range(args.processes)]
-		for process in processes:
-			process.start()
-		for process in processes:
-			process.join()
-	elapsed = time.perf_counter() - started
-	counts = store.status_counts()
-	store.close()
-	drop()
+			processes = [
+				multiprocessing.get_context("fork").Process(target=child) for _ in range(args.processes)
+			]
+			for process in processes:
+				process.start()
+			for process in processes:
+				process.join()
+		elapsed = time.perf_counter() - started
+		counts = store.status_counts()
+		store.close()
 	return len(envelopes) / elapsed, counts
 
 
