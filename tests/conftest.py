@@ -8,7 +8,9 @@ from contextlib import contextmanager
 
 import pymysql
 import pytest
+import redis
 
+from cauldron_fabric.core.consumer.circuit_redis import RedisCircuitStore
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
 from cauldron_fabric.core.outbox.sql import SqlOutboxStore, create_table_sql
 from cauldron_fabric.testing.kafka_broker import KafkaBroker
@@ -44,6 +46,22 @@ def database():
 		)
 	conn.close()
 	return DB_NAME
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@contextmanager
+def redis_circuits():
+	"""Yields a function opening RedisCircuitStores on one fresh key prefix; deletes its keys after."""
+	prefix = f"fabric-test:{uuid.uuid4().hex[:8]}:"
+	try:
+		yield lambda: RedisCircuitStore(REDIS_URL, prefix)
+	finally:
+		client = redis.Redis.from_url(REDIS_URL)
+		for key in client.scan_iter(prefix + "*"):
+			client.delete(key)
+		client.close()
 
 
 @contextmanager

@@ -4,16 +4,13 @@ Time is passed in explicitly, so the windows and open times are exact without sl
 "worker" is another view of the same state: the same object in memory, another Redis client.
 """
 
-import uuid
-
 import pytest
-import redis
 
 from cauldron_fabric.core.consumer.circuit import CircuitBreaker, CircuitOpen, MemoryCircuitStore
 from cauldron_fabric.core.consumer.circuit_redis import RedisCircuitStore
 from cauldron_fabric.core.consumer.ports import CircuitPolicy
+from conftest import redis_circuits
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 POLICY = CircuitPolicy(failure_threshold=3, window_seconds=10, open_seconds=5, probe_seconds=2)
 T0 = 1_800_000_000.0
 
@@ -25,12 +22,8 @@ def worker(request):
 		store = MemoryCircuitStore()
 		yield lambda: store
 		return
-	prefix = f"fabric-test:{uuid.uuid4().hex[:8]}:"
-	yield lambda: RedisCircuitStore(REDIS_URL, prefix)
-	client = redis.Redis.from_url(REDIS_URL)
-	for key in client.scan_iter(prefix + "*"):
-		client.delete(key)
-	client.close()
+	with redis_circuits() as open_store:
+		yield open_store
 
 
 def fail(store, target, *times):

@@ -5,7 +5,6 @@ import time
 import uuid
 
 import pytest
-import redis
 from consumer_buses import bus_fixture  # noqa: F401
 
 from cauldron_fabric.core.consumer import (
@@ -20,9 +19,8 @@ from cauldron_fabric.core.consumer import (
 	ResponderFailed,
 	open_requester,
 )
-from cauldron_fabric.core.consumer.circuit_redis import RedisCircuitStore
+from conftest import redis_circuits
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 PRICE = "quote.price.requested"
 
 
@@ -80,12 +78,8 @@ class Responders:
 
 @pytest.fixture
 def circuits():
-	prefix = f"fabric-test:{uuid.uuid4().hex[:8]}:"
-	yield lambda: RedisCircuitStore(REDIS_URL, prefix)
-	client = redis.Redis.from_url(REDIS_URL)
-	for key in client.scan_iter(prefix + "*"):
-		client.delete(key)
-	client.close()
+	with redis_circuits() as open_store:
+		yield open_store
 
 
 def test_request_reply_balances_times_out_and_breaks_the_circuit(bus, circuits):
