@@ -30,9 +30,8 @@ from cauldron_fabric.tests.test_consume_support import (
 	dead_letters,
 	publish,
 	relay_outbox,
-	start_broker,
 )
-from cauldron_fabric.tests.utils import fabric_settings
+from cauldron_fabric.tests.utils import fabric_settings, start_broker
 
 CHARGE = "fabric_consume_test.charge.created"
 LEDGER = {"fixed": False}

@@ -12,8 +12,8 @@ from frappe.tests.utils import FrappeTestCase
 from cauldron_fabric.api import consumers as consumers_api
 from cauldron_fabric.testing.kafka_broker import create_topic
 from cauldron_fabric.tests.test_approval_support import OUTSIDER, approval_requested, ensure_people
-from cauldron_fabric.tests.test_consume_support import publish, start_broker
-from cauldron_fabric.tests.utils import start_fabric_command
+from cauldron_fabric.tests.test_consume_support import publish
+from cauldron_fabric.tests.utils import start_broker, start_fabric_command
 
 
 def wait_for(condition, timeout: float, interval: float = 0.2):

@@ -14,7 +14,8 @@ from cauldron_fabric.cauldron_fabric.doctype.fabric_circuit.fabric_circuit impor
 from cauldron_fabric.consume.requesting import close_requesters, site_breaker
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking, open_source
 from cauldron_fabric.tests.test_approval_support import OUTSIDER, ensure_people
-from cauldron_fabric.tests.test_consume_support import FAST_JOIN, start_broker
+from cauldron_fabric.tests.test_consume_support import FAST_JOIN
+from cauldron_fabric.tests.utils import start_broker
 
 PRICE = "quote.price.requested"
 

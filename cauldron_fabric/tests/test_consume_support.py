@@ -15,26 +15,10 @@ from cauldron_fabric.core.outbox.sql import SqlOutboxStore
 from cauldron_fabric.core.relay import Relay, RelayOptions
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.services.relay import site_db_connector
-from cauldron_fabric.testing.kafka_broker import KafkaBroker, produce
-from cauldron_fabric.tests.utils import fabric_settings
+from cauldron_fabric.testing.kafka_broker import produce
 
 # Tansu joins a group in about half the session timeout; tests keep it short.
 FAST_JOIN = {"session_timeout_ms": 6000}
-
-
-def start_broker(test_class, **settings: Any) -> None:
-	"""Starts a broker for a test class and points Fabric Settings at it until the class ends."""
-	test_class.broker = KafkaBroker().start()
-	test_class.addClassCleanup(test_class.broker.stop)
-	test_class.prefix = "fabricconsume" + frappe.generate_hash(length=6)
-	context = fabric_settings(
-		bootstrap_servers=test_class.broker.bootstrap,
-		topic_template=test_class.prefix + ".{domain}",
-		message_timeout_ms=3000,
-		**settings,
-	)
-	context.__enter__()
-	test_class.addClassCleanup(context.__exit__, None, None, None)
 
 
 def publish(bootstrap: str, topic: str, messages: list[Envelope | bytes]) -> None:

@@ -16,13 +16,14 @@ from cauldron_fabric.api import settings as settings_api
 from cauldron_fabric.core.outbox.sql import EVENT_COLUMNS
 from cauldron_fabric.services.relay import run_relay_for
 from cauldron_fabric.services.status import relay_statuses
-from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
+from cauldron_fabric.testing.kafka_broker import free_port, read_topic
 from cauldron_fabric.tests.utils import (
 	ORDER,
 	ensure_test_doctypes,
 	fabric_settings,
 	last_seq,
 	new_order,
+	start_broker,
 	start_fabric_command,
 )
 
@@ -45,16 +46,7 @@ class TestPublishingToKafka(FrappeTestCase):
 	def setUpClass(cls):
 		super().setUpClass()
 		ensure_test_doctypes()
-		cls.broker = KafkaBroker().start()
-		cls.addClassCleanup(cls.broker.stop)
-		cls.prefix = "fabrictest" + frappe.generate_hash(length=6)
-		settings = fabric_settings(
-			bootstrap_servers=cls.broker.bootstrap,
-			topic_template=cls.prefix + ".{domain}",
-			message_timeout_ms=3000,
-		)
-		settings.__enter__()
-		cls.addClassCleanup(settings.__exit__, None, None, None)
+		start_broker(cls, prefix="fabrictest")
 
 	def setUp(self):
 		frappe.set_user("Administrator")

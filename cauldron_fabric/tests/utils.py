@@ -11,6 +11,8 @@ from typing import Any
 
 import frappe
 
+from cauldron_fabric.testing.kafka_broker import KafkaBroker
+
 ORDER = "Fabric Test Order"
 ORDER_ITEM = "Fabric Test Order Item"
 
@@ -122,3 +124,21 @@ def start_fabric_command(*args: str, **popen: Any) -> subprocess.Popen:
 	return subprocess.Popen(
 		bench_command("fabric", *args), cwd=os.path.abspath(frappe.get_site_path("..")), **options
 	)
+
+
+def start_broker(test_class, prefix: str = "fabricconsume", **settings: Any) -> None:
+	"""Starts a broker for a test class and points Fabric Settings at it until the class ends.
+
+	Topics get ``test_class.prefix`` (``prefix`` plus a random part) as their domain prefix.
+	"""
+	test_class.broker = KafkaBroker().start()
+	test_class.addClassCleanup(test_class.broker.stop)
+	test_class.prefix = prefix + frappe.generate_hash(length=6)
+	context = fabric_settings(
+		bootstrap_servers=test_class.broker.bootstrap,
+		topic_template=test_class.prefix + ".{domain}",
+		message_timeout_ms=3000,
+		**settings,
+	)
+	context.__enter__()
+	test_class.addClassCleanup(context.__exit__, None, None, None)
