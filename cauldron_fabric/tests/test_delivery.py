@@ -20,7 +20,7 @@ from cauldron_fabric.tests.test_delivery_support import (
 	save_todo,
 )
 from cauldron_fabric.tests.test_http import make_user
-from cauldron_fabric.tests.utils import events_after, fabric_settings, last_seq
+from cauldron_fabric.tests.utils import SQL_LOOKALIKE_TEXT, events_after, fabric_settings, last_seq
 
 
 class TestSubscriptionValidation(DeliveryTestCase):
@@ -131,6 +131,14 @@ class TestRouting(DeliveryTestCase):
 		self.assertEqual([r.event_type for r in deliveries(second.name)], ["todo.updated"])
 		self.assertEqual(deliveries(other.name), [])
 		self.assertEqual({r.status for r in deliveries(first.name)}, {"Pending"})
+
+	def test_a_queued_delivery_carries_the_document_text_unaltered(self):
+		doc = self.subscription(webhook_url="https://a.example.com/hook", condition="")
+		name = save_todo(f"{self.tag} {SQL_LOOKALIKE_TEXT}")
+		stored = frappe.db.get_value("ToDo", name, "description")
+		self.assertIn("IFNULL(", stored)
+		(delivery,) = deliveries(doc.name)
+		self.assertEqual(json.loads(delivery.envelope)["data"]["payload"]["doc"]["description"], stored)
 
 	def test_the_index_is_reused_until_a_subscription_change_commits(self):
 		self.subscription(webhook_url="https://a.example.com/hook")

@@ -10,6 +10,7 @@ from cauldron_fabric.emit.scheduled import emit_heartbeat, purge_expired_events
 from cauldron_fabric.tests.utils import (
 	ORDER,
 	ORDER_ITEM,
+	SQL_LOOKALIKE_TEXT,
 	ensure_test_doctypes,
 	events_after,
 	fabric_settings,
@@ -91,6 +92,18 @@ class TestDocumentEvents(EmissionCase):
 		self.assertEqual(renamed["data"]["payload"]["oldName"], order.name)
 		self.assertEqual(deleted["data"]["entityId"], new_name)
 		self.assertEqual({e["data"]["entity"] for e in events}, {ORDER})
+
+	def test_document_text_reaches_the_outbox_unaltered(self):
+		# Frappe's frappe.db.sql turns "ifnull(" into "coalesce(" anywhere in a query, and the
+		# outbox INSERT carries the envelope as a literal: the text must survive both.
+		order = new_order(SQL_LOOKALIKE_TEXT)
+		order.note = SQL_LOOKALIKE_TEXT
+		order.save()
+		stored = frappe.db.get_value(ORDER, order.name, "title")
+		self.assertIn("IFNULL(", stored)
+		created, updated = events_after(self.start, ORDER)
+		self.assertEqual(created["data"]["payload"]["doc"]["title"], stored)
+		self.assertEqual(updated["data"]["payload"]["changes"]["note"]["new"], SQL_LOOKALIKE_TEXT)
 
 	def test_child_table_changes_show_old_and_new_rows(self):
 		order = new_order("rows")

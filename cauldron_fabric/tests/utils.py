@@ -17,6 +17,9 @@ ORDER = "Fabric Test Order"
 ORDER_ITEM = "Fabric Test Order Item"
 
 
+# Text that SQL helpers like to rewrite or misread: IFNULL( calls, %-placeholders, quotes.
+SQL_LOOKALIKE_TEXT = "IFNULL(a, 0) or ifnull(b,1); 100% %s %(x)s it's \\' \"q\" 漢字"
+
 ITEM_FIELDS = [
 	{"fieldname": "item", "fieldtype": "Data", "label": "Item"},
 	{"fieldname": "qty", "fieldtype": "Int", "label": "Qty"},

@@ -86,7 +86,7 @@ def build_enqueue(
 ) -> tuple[str, list[Any]]:
 	"""Returns one INSERT adding ``requests`` (duplicates skipped) and its ``%s`` parameters.
 
-	The Frappe layer runs it with ``frappe.db.sql`` in the transaction that records the event.
+	The Frappe layer runs it in the transaction that records the event (emit.writes).
 	"""
 	bodies: list[str] = []
 	params: list[Any] = []
