@@ -3,24 +3,82 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Callable
 from typing import Any
 
 from frappe.model.base_document import BaseDocument
+from frappe.utils import get_datetime, get_timedelta, getdate
 
 # Bookkeeping that changes on every save and says nothing about the business change.
 IGNORED_FIELDS = frozenset({"modified", "modified_by", "creation", "owner", "lft", "rgt"})
 
 
+def _as_date(value: Any) -> str:
+	return getdate(value).isoformat()
+
+
+def _as_datetime(value: Any) -> str:
+	return str(get_datetime(value))
+
+
+def _as_time(value: Any) -> str:
+	return str(get_timedelta(value))
+
+
+# A date, datetime or time field holds what the caller assigned until the document is loaded
+# again: a data import's datetime in a Date field, "2024-01-05" in a Datetime, "10:30" in a
+# Time. The database stores each as its type, so events carry that form (the one a value read
+# back from the database renders as): YYYY-MM-DD, YYYY-MM-DD HH:MM:SS[.ffffff], H:MM:SS[.ffffff].
+TEMPORAL_FORMS: dict[str, tuple[re.Pattern, Callable[[Any], str]]] = {
+	"Date": (re.compile(r"\d{4}-\d{2}-\d{2}"), _as_date),
+	"Datetime": (re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.(?!0{6})\d{6})?"), _as_datetime),
+	"Time": (re.compile(r"[1-9]?\d:[0-5]\d:[0-5]\d(\.(?!0{6})\d{6})?"), _as_time),
+}
+
+
+def temporal_fields(meta) -> dict[str, tuple[re.Pattern, Callable[[Any], str]]]:
+	"""Returns the DocType's date, datetime and time fields with their stored form (cached on meta)."""
+	fields = meta.__dict__.get("_fabric_temporal")
+	if fields is None:
+		fields = meta.__dict__["_fabric_temporal"] = {
+			df.fieldname: TEMPORAL_FORMS[df.fieldtype]
+			for df in meta.fields
+			if df.fieldtype in TEMPORAL_FORMS and not df.get("is_virtual")
+		}
+	return fields
+
+
+def as_stored(form: tuple[re.Pattern, Callable[[Any], str]] | None, value: Any) -> Any:
+	"""Returns a date, datetime or time value in the form the database gives it back."""
+	if form is None or value is None or (isinstance(value, str) and form[0].fullmatch(value)):
+		return value
+	try:
+		return form[1](value)
+	except Exception:
+		return value  # not a date at all: the schema check names it
+
+
+def _normalise(data: dict[str, Any], meta) -> None:
+	"""Drops Frappe's in-memory keys and renders temporal fields as stored, in place."""
+	_drop_internal(data)
+	for fieldname, form in temporal_fields(meta).items():
+		if fieldname in data:
+			data[fieldname] = as_stored(form, data[fieldname])
+
+
 def document_payload(doc) -> dict[str, Any]:
-	"""Returns the document with its child tables, dates as strings, internals stripped."""
+	"""Returns the document with its child tables, values as stored, internals stripped."""
 	# BaseDocument's as_dict, not the document's: some controllers (Page) override it with
 	# another signature.
 	data = BaseDocument.as_dict(doc, convert_dates_to_str=True, no_nulls=False)
-	_drop_internal(data)
-	for value in data.values():
-		if isinstance(value, list):  # child tables: one level of row dicts
-			for row in value:
-				_drop_internal(row)
+	_normalise(data, doc.meta)
+	for fieldname in doc._table_fieldnames:
+		rows = data.get(fieldname)
+		if rows:
+			child_meta = doc.get(fieldname)[0].meta
+			for row in rows:
+				_normalise(row, child_meta)
 	return data
 
 
@@ -42,7 +100,14 @@ def document_changes(before, after: dict[str, Any]) -> dict[str, Any] | None:
 		return None
 	# A document is compared value by value, in the form document_payload gives (dates as
 	# str()): rendering the whole previous version would cost as much as the payload itself.
-	old_of = before.get if isinstance(before, dict) else lambda key: _plain(before.get(key))
+	if isinstance(before, dict):
+		old_of = before.get
+	else:
+		temporal = temporal_fields(before.meta)
+
+		def old_of(key: str) -> Any:
+			return as_stored(temporal.get(key), _plain(before.get(key)))
+
 	changes: dict[str, Any] = {}
 	for key, new in after.items():
 		if key in IGNORED_FIELDS or key.startswith("_"):
@@ -67,7 +132,7 @@ def _row_payload(row) -> dict[str, Any]:
 	if isinstance(row, dict):
 		return row
 	data = BaseDocument.as_dict(row, convert_dates_to_str=True, no_nulls=False)
-	_drop_internal(data)
+	_normalise(data, row.meta)
 	return data
 
 
@@ -76,10 +141,13 @@ def _rows_differ(old_rows: list, new_rows: list[dict[str, Any]]) -> bool:
 		return True
 	for old, new in zip(old_rows, new_rows, strict=True):
 		get = old.get
+		temporal = None if isinstance(old, dict) else temporal_fields(old.meta)
 		for key, value in new.items():
 			if key in IGNORED_FIELDS or key.startswith("_"):
 				continue
 			previous = get(key)
-			if (previous if isinstance(old, dict) else _plain(previous)) != value:
+			if temporal is not None:
+				previous = as_stored(temporal.get(key), _plain(previous))
+			if previous != value:
 				return True
 	return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
@@ -11,6 +13,7 @@ from cauldron_fabric.tests.utils import (
 	ORDER,
 	ORDER_ITEM,
 	SQL_LOOKALIKE_TEXT,
+	ensure_custom_doctype,
 	ensure_test_doctypes,
 	events_after,
 	fabric_settings,
@@ -18,6 +21,13 @@ from cauldron_fabric.tests.utils import (
 	new_order,
 	types_of,
 )
+
+TEMPORAL_PROBE = "Fabric Temporal Probe"
+TEMPORAL_FIELDS = [
+	{"fieldname": "on_day", "fieldtype": "Date", "label": "On day"},
+	{"fieldname": "at", "fieldtype": "Datetime", "label": "At"},
+	{"fieldname": "when", "fieldtype": "Time", "label": "When"},
+]
 
 
 class EmissionCase(FrappeTestCase):
@@ -104,6 +114,38 @@ class TestDocumentEvents(EmissionCase):
 		created, updated = events_after(self.start, ORDER)
 		self.assertEqual(created["data"]["payload"]["doc"]["title"], stored)
 		self.assertEqual(updated["data"]["payload"]["changes"]["note"]["new"], SQL_LOOKALIKE_TEXT)
+
+	def test_dates_and_times_travel_as_stored_whatever_form_they_were_given_in(self):
+		# A data import puts datetimes in Date fields; REST callers send "10:30" for a Time.
+		# Under the default "Reject" policy such a save failed its schema check.
+		ensure_custom_doctype(TEMPORAL_PROBE, TEMPORAL_FIELDS, autoname="hash")
+		values = {"on_day": dt.datetime(2024, 1, 5), "at": "2024-01-05", "when": "10:30"}
+		probe = frappe.get_doc({"doctype": TEMPORAL_PROBE, **values}).insert()
+		stored = {"on_day": "2024-01-05", "at": "2024-01-05 00:00:00", "when": "10:30:00"}
+		self.assertEqual(
+			{
+				k: str(v)
+				for k, v in frappe.db.get_value(
+					TEMPORAL_PROBE, probe.name, list(stored), as_dict=True
+				).items()
+			},
+			stored,
+		)
+		probe = frappe.get_doc(TEMPORAL_PROBE, probe.name)
+		probe.when = "10:30:00.000000"  # the same time written another way: no change
+		probe.save()
+		probe.on_day = "2024-02-01 00:00:00"
+		probe.save()
+		created, updated = events_after(self.start, TEMPORAL_PROBE)
+		self.assertEqual({k: created["data"]["payload"]["doc"][k] for k in stored}, stored)
+		self.assertEqual(
+			updated["data"]["payload"]["changes"], {"on_day": {"old": "2024-01-05", "new": "2024-02-01"}}
+		)
+		statuses = frappe.db.sql(
+			"SELECT DISTINCT status FROM `tabEvent Log` WHERE entity = %s AND name > %s",
+			(TEMPORAL_PROBE, self.start),
+		)
+		self.assertNotIn(("Invalid",), statuses)
 
 	def test_child_table_changes_show_old_and_new_rows(self):
 		order = new_order("rows")
