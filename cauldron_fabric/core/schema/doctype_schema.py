@@ -7,9 +7,14 @@ plain dicts with DocField's keys: ``fieldname``, ``fieldtype``, ``label``, ``req
 
 * dates as ``YYYY-MM-DD``, datetimes as ``YYYY-MM-DD HH:MM:SS[.ffffff]`` (site time, no zone),
   times as ``H:MM:SS[.ffffff]``;
-* mandatory fields (``reqd``) are required and never null; other fields may be null;
-* Select becomes an enum of its options ("" included unless mandatory), Check 0, 1, false or
-  true, Link a string, Table an array of rows; virtual fields accept any value;
+* every field is present; any may be null. Mandatory fields (``reqd``) are listed as required
+  but may be null too: Frappe itself stores documents without them (``ignore_mandatory``,
+  rows saved before a field became mandatory), and a schema stricter than Frappe would refuse
+  saves, cancels and deletes that Frappe allows;
+* Select is a string, its options given as ``x-frappe-options`` but not enforced: data
+  imports skip Frappe's option check, cancels skip validation, and rows keep options an admin
+  later removed. Check is 0, 1, false or true, Link a string, Table an array of rows;
+  virtual fields accept any value;
 * the standard fields (name, owner, creation, modified, modified_by, docstatus, idx, doctype,
   and parent, parentfield, parenttype on rows) are included.
 
@@ -44,7 +49,7 @@ NO_VALUE_TYPES = frozenset(
 )
 TABLE_TYPES = frozenset({"Table", "Table MultiSelect"})
 # Frappe stores these in varchar(140) unless the field sets another length.
-VARCHAR_TYPES = frozenset({"Data", "Link", "Dynamic Link", "Select", "Read Only", "Password", "Autocomplete"})
+VARCHAR_TYPES = frozenset({"Data", "Link", "Dynamic Link", "Select", "Read Only", "Autocomplete"})
 TEXT_TYPES = frozenset(
 	{
 		"Small Text",
@@ -61,6 +66,7 @@ TEXT_TYPES = frozenset(
 		"Signature",
 		"Attach",
 		"Attach Image",
+		"Password",  # a text column; the document holds a mask as long as the secret
 	}
 )
 NUMBER_TYPES = frozenset({"Float", "Currency", "Percent", "Duration", "Rating"})
@@ -87,13 +93,10 @@ def field_schema(
 			"items": _document(options, child_tables[options], child_tables, child=True),
 		}
 	elif fieldtype == "Select":
+		schema = {"type": "string"}
 		choices = [line.strip() for line in options.splitlines() if line.strip()]
-		# Frappe checks neither a Select without options (filled in by scripts) nor naming_series.
 		if choices and field.get("fieldname") != "naming_series":
-			# An unset optional Select is kept as "" rather than null.
-			schema = {"type": "string", "enum": choices if field.get("reqd") else ["", *choices]}
-		else:
-			schema = {"type": "string"}
+			schema["x-frappe-options"] = choices
 	elif fieldtype in VARCHAR_TYPES or fieldtype in TEXT_TYPES:
 		schema = {"type": "string"}
 		if fieldtype in VARCHAR_TYPES:
@@ -178,14 +181,13 @@ def _document(
 		if not name or (field.get("fieldtype") or "Data") in NO_VALUE_TYPES:
 			continue
 		schema = field_schema(field, child_tables)
-		mandatory = bool(field.get("reqd")) and not field.get("is_virtual")
 		if field.get("fieldtype") in TABLE_TYPES:
 			properties[name] = schema
-		elif mandatory:
-			properties[name] = schema
-			required.append(name)
 		else:
 			properties[name] = _nullable(schema)
+		if field.get("reqd") and not field.get("is_virtual"):
+			properties[name]["x-frappe-reqd"] = True
+			required.append(name)
 	document: dict[str, Any] = {
 		"type": "object",
 		"title": doctype,
