@@ -22,8 +22,15 @@ def correlation_id() -> str:
 	"""Returns the correlation id of the current request or job, creating one when absent."""
 	current = getattr(frappe.local, "fabric_correlation_id", None)
 	if not current:
-		current = frappe.local.fabric_correlation_id = new_event_id()
+		current = frappe.local.fabric_correlation_id = incoming_correlation_id() or new_event_id()
 	return current
+
+
+def incoming_correlation_id() -> str | None:
+	"""Returns the request's ``X-Correlation-ID`` when there is a request and the id is well formed."""
+	request = getattr(frappe.local, "request", None)
+	value = request.headers.get(HEADER) if request is not None else None
+	return value if value and VALID_ID.match(value) else None
 
 
 def causation_id() -> str | None:
@@ -32,10 +39,13 @@ def causation_id() -> str | None:
 
 
 def read_correlation_header() -> None:
-	"""Takes a well-formed ``X-Correlation-ID`` from the request (before_request hook)."""
-	value = frappe.get_request_header(HEADER)
-	frappe.local.fabric_correlation_id = value if value and VALID_ID.match(value) else None
-	frappe.local.fabric_causation_id = None
+	"""Takes a well-formed ``X-Correlation-ID`` from the request (before_request hook).
+
+	Frappe logs a user in before the before_request hooks run, so the login event may already
+	have set this request's id (from the header, or new): it is kept for the whole request.
+	"""
+	if not getattr(frappe.local, "fabric_correlation_id", None):
+		frappe.local.fabric_correlation_id = incoming_correlation_id()
 
 
 def write_correlation_header(response=None, request=None) -> None:

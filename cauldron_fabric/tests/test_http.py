@@ -81,6 +81,19 @@ class TestOverHttp(FrappeTestCase):
 		self.assertEqual(events[0]["data"]["payload"]["user"], self.clerk)
 		self.assertEqual(events[0]["metadata"]["userId"], self.clerk)
 
+	def test_a_login_carries_the_callers_correlation_id(self):
+		# Frappe logs the user in before the before_request hooks run.
+		login = request(
+			"post",
+			"/api/method/login",
+			data={"usr": self.clerk, "pwd": PASSWORD},
+			headers={"X-Correlation-ID": "sso-flow-7"},
+		)
+		self.assertEqual(login.status_code, 200, login.text)
+		self.assertEqual(login.headers.get("X-Correlation-ID"), "sso-flow-7")
+		events = [e for e in events_after(self.start, "User", self.clerk) if e["type"] == "user.login"]
+		self.assertEqual([e["metadata"]["correlationId"] for e in events], ["sso-flow-7"])
+
 	def test_correlation_id_header_is_taken_and_returned(self):
 		authorization = api_token(self.manager)
 		response = request(
