@@ -23,7 +23,7 @@ from cauldron_fabric.core.consumer.handlers import Handler
 from cauldron_fabric.core.errors import ConfigurationError, RetryableError
 from cauldron_fabric.core.naming import topic_for
 from cauldron_fabric.core.retry import Backoff
-from cauldron_fabric.emit.policy import current_policy
+from cauldron_fabric.emit.policy import clear_policy, current_policy
 
 SETTINGS_RECHECK_SECONDS = 10
 OUTAGE_BACKOFF = Backoff(base=1.0, factor=2.0, maximum=30.0)
@@ -112,6 +112,9 @@ class SettingsWatch:
 				self.changed = True  # the rebuild says what is wrong
 			finally:
 				frappe.db.rollback()  # end the read so the next check sees new settings
+				# The handlers' own events follow the settings too (a broker configured since
+				# start turns recording into publishing); this process outlives any request.
+				clear_policy()
 		return self.changed
 
 

@@ -7,7 +7,9 @@ import datetime as dt
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
+from cauldron_fabric.consume.runner import SETTINGS_RECHECK_SECONDS, SettingsWatch
 from cauldron_fabric.emit.context import caused_by
+from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.scheduled import emit_heartbeat, purge_expired_events
 from cauldron_fabric.tests.utils import (
 	ORDER,
@@ -21,6 +23,16 @@ from cauldron_fabric.tests.utils import (
 	new_order,
 	types_of,
 )
+
+
+def set_single_raw(field: str, value) -> None:
+	"""Writes a Fabric Settings value as another process would: in SQL, caches left alone."""
+	frappe.db.sql("DELETE FROM `tabSingles` WHERE doctype = 'Fabric Settings' AND field = %s", (field,))
+	frappe.db.sql(
+		"INSERT INTO `tabSingles` (doctype, field, value) VALUES ('Fabric Settings', %s, %s)", (field, value)
+	)
+	frappe.db.commit()
+
 
 TEMPORAL_PROBE = "Fabric Temporal Probe"
 TEMPORAL_FIELDS = [
@@ -254,6 +266,28 @@ class TestWhatIsEmitted(EmissionCase):
 			frappe.delete_doc("ToDo", todo.name)
 		frappe.db.delete(ORDER, {"title": "not allowed"})
 		frappe.db.commit()
+
+	def test_a_rolled_back_settings_change_leaves_no_trace(self):
+		frappe.db.commit()
+		settings = frappe.get_single("Fabric Settings")
+		settings.enabled = 0
+		settings.save()
+		frappe.db.rollback()
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "after a rolled-back change"}).insert()
+		self.assertEqual(types_of(events_after(self.start, "ToDo", todo.name)), ["todo.created"])
+
+	def test_a_long_running_consumer_follows_settings_changed_elsewhere(self):
+		current_policy()
+		frappe.db.commit()
+		before = frappe.db.get_single_value("Fabric Settings", "event_source")
+		# Another process saves the settings: this process's caches are not told.
+		set_single_raw("event_source", "frappe://elsewhere")
+		self.addCleanup(set_single_raw, "event_source", before)
+		self.assertNotEqual(current_policy().source, "frappe://elsewhere")
+		watch = SettingsWatch(None, None)
+		watch._checked -= SETTINGS_RECHECK_SECONDS
+		watch()
+		self.assertEqual(current_policy().source, "frappe://elsewhere")
 
 	def test_disabled_fabric_records_nothing(self):
 		with fabric_settings(enabled=0):

@@ -110,6 +110,8 @@ class FabricSettings(Document):
 
 	def on_update(self) -> None:
 		clear_policy()
+		# A policy built from this unsaved version must not outlive a rollback of it.
+		frappe.db.after_rollback.add(clear_policy)
 		from cauldron_fabric.services.relay import wake_relays
 
 		wake_relays()
