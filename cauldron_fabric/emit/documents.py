@@ -2,14 +2,19 @@
 
 Frappe ends every save path (insert, save, submit, cancel, update after submit) with
 ``on_change``, and ``db_set`` fires ``before_change`` then ``on_change``. So ``before_change``
-marks a db_set, and ``on_change`` emits either that update or the save's actions. Deletion
-and renaming have hooks of their own. Data import and patches save through the same paths, so
-their changes are emitted too (Frappe's own webhooks skip them).
+marks a db_set, and ``on_change`` emits either that update or the save's actions. A db_set
+made while its document is being saved (from the document's own hooks) is held back: the
+save's one event carries the value, and only a db_set whose save never completed (it raised
+and was caught) is recorded at commit. Deletion and renaming have hooks of their own. Data
+import and patches save through the same paths, so their changes are emitted too (Frappe's
+own webhooks skip them).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import frappe
 
 from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
 from cauldron_fabric.emit.changes import document_changes, document_payload
@@ -39,7 +44,10 @@ BUSINESS_FIELDS = (
 
 def mark_db_set(doc, method=None) -> None:
 	"""Marks the next on_change as coming from db_set (before_change fires only there)."""
-	doc.flags.fabric_db_set = True
+	# db_set returns before on_change on a document without a name: a mark would turn the
+	# later insert into a db_set update.
+	if doc.name is not None:
+		doc.flags.fabric_db_set = True
 
 
 def on_change(doc, method=None) -> None:
@@ -48,14 +56,59 @@ def on_change(doc, method=None) -> None:
 	if doc.flags.in_delete or not current_policy().kind_of(doc.doctype):
 		return
 	if via_db_set:
-		emit_document_event(doc, "updated", via="db_set")
+		if _being_saved(doc):
+			_defer_db_set(doc)
+		else:
+			emit_document_event(doc, "updated", via="db_set")
 		return
+	deferred = getattr(frappe.local, "fabric_deferred_db_sets", None)
+	if deferred and deferred.get((doc.doctype, doc.name)) is doc:
+		# This save's event carries the values its own hooks db_set.
+		del deferred[doc.doctype, doc.name]
 	if doc.flags.in_insert:
 		actions = ["created", "submitted"] if doc.docstatus == 1 else ["created"]
 	else:
 		actions = [SAVE_ACTIONS.get(getattr(doc, "_action", None) or "save", "updated")]
 	for action in actions:
 		emit_document_event(doc, action)
+
+
+def _being_saved(doc) -> bool:
+	"""Tells whether ``doc`` is inside its own insert or save."""
+	# insert() sets __islocal, db_insert() makes it False (so is_new() is false in after_insert
+	# and on_update) and insert() deletes it at the end. currently_saving misses inserts: Frappe
+	# adds the document there before it has a name.
+	is_local = doc.get("__islocal")
+	if is_local or is_local is False:
+		return True
+	return (doc.doctype, doc.name) in (frappe.flags.currently_saving or ())
+
+
+def _defer_db_set(doc) -> None:
+	"""Holds back a db_set until its save emits, or until commit if that save never completes.
+
+	Frappe leaves a save that raised in ``currently_saving``, so "being saved" may never end:
+	the commit records what no save covered, and a rollback forgets it all.
+	"""
+	deferred = getattr(frappe.local, "fabric_deferred_db_sets", None)
+	if deferred is None:
+		deferred = frappe.local.fabric_deferred_db_sets = {}
+	if not deferred:
+		frappe.db.before_commit.add(record_deferred_db_sets)
+		frappe.db.after_rollback.add(deferred.clear)
+	deferred[doc.doctype, doc.name] = doc
+
+
+def record_deferred_db_sets() -> None:
+	"""Records the held-back db_sets no save covered (before_commit), on rows that exist."""
+	deferred = getattr(frappe.local, "fabric_deferred_db_sets", None) or {}
+	docs = list(deferred.values())
+	# Emptied first: commit has already dropped the rollback callback if recording raises.
+	deferred.clear()
+	for doc in docs:
+		# A db_set from the validate of an insert that then failed wrote no row.
+		if current_policy().kind_of(doc.doctype) and frappe.db.exists(doc.doctype, doc.name):
+			emit_document_event(doc, "updated", via="db_set")
 
 
 def after_delete(doc, method=None) -> None:
