@@ -40,6 +40,7 @@ BUSINESS_FIELDS = (
 	"currency",
 	"status",
 )
+BUSINESS_DAYS = ("posting_date", "transaction_date")
 
 
 def mark_db_set(doc, method=None) -> None:
@@ -160,9 +161,13 @@ def _business_envelope(doc, action: str, doc_payload: dict[str, Any]):
 	summary = {
 		field: doc_payload.get(field) for field in BUSINESS_FIELDS if doc_payload.get(field) is not None
 	}
+	for field in BUSINESS_DAYS:
+		# Some DocTypes (ERPNext's Asset Movement) keep these as Datetime: the summary gives the day.
+		if isinstance(summary.get(field), str):
+			summary[field] = summary[field][:10]
 	payload = {
 		"doctype": doc.doctype,
-		"name": doc.name,
+		"name": str(doc.name),  # autoincrement names are integers
 		"docstatus": doc.docstatus,
 		**summary,
 		"doc": doc_payload,

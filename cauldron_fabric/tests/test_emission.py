@@ -34,6 +34,7 @@ def set_single_raw(field: str, value) -> None:
 	frappe.db.commit()
 
 
+NUMBERED_ORDER = "Fabric Numbered Order"
 TEMPORAL_PROBE = "Fabric Temporal Probe"
 TEMPORAL_FIELDS = [
 	{"fieldname": "on_day", "fieldtype": "Date", "label": "On day"},
@@ -158,6 +159,23 @@ class TestDocumentEvents(EmissionCase):
 			(TEMPORAL_PROBE, self.start),
 		)
 		self.assertNotIn(("Invalid",), statuses)
+
+	def test_a_numbered_transaction_dated_to_the_second_is_a_business_transaction(self):
+		# Autoincrement names are integers; ERPNext's Asset Movement has a Datetime transaction_date.
+		ensure_custom_doctype(
+			NUMBERED_ORDER,
+			[{"fieldname": "transaction_date", "fieldtype": "Datetime", "label": "Transaction date"}],
+			is_submittable=1,
+			autoname="autoincrement",
+		)
+		order = frappe.get_doc({"doctype": NUMBERED_ORDER, "transaction_date": "2026-03-02 10:15:00"})
+		order.insert().submit()
+		business = [
+			e for e in events_after(self.start, NUMBERED_ORDER) if e["type"] == "business.transaction"
+		]
+		self.assertEqual(len(business), 1)
+		self.assertEqual(business[0]["data"]["payload"]["name"], str(order.name))
+		self.assertEqual(business[0]["data"]["payload"]["transaction_date"], "2026-03-02")
 
 	def test_child_table_changes_show_old_and_new_rows(self):
 		order = new_order("rows")
