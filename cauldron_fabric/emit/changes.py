@@ -115,7 +115,7 @@ def document_changes(before, after: dict[str, Any]) -> dict[str, Any] | None:
 		if isinstance(new, list):
 			old_rows = before.get(key) or []
 			if _rows_differ(old_rows, new):
-				changes[key] = {"old": [_row_payload(row) for row in old_rows], "new": new}
+				changes[key] = {"old": [row_payload(row) for row in old_rows], "new": new}
 			continue
 		old = old_of(key)
 		if old != new:
@@ -128,7 +128,8 @@ def _plain(value: Any) -> Any:
 	return str(value) if isinstance(value, dt.date | dt.time | dt.timedelta) else value
 
 
-def _row_payload(row) -> dict[str, Any]:
+def row_payload(row) -> dict[str, Any]:
+	"""Returns a child row as the payload gives it (a row already in that form as it is)."""
 	if isinstance(row, dict):
 		return row
 	data = BaseDocument.as_dict(row, convert_dates_to_str=True, no_nulls=False)

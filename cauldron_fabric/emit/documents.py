@@ -17,7 +17,7 @@ from typing import Any
 import frappe
 
 from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
-from cauldron_fabric.emit.changes import document_changes, document_payload
+from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
 
@@ -54,7 +54,12 @@ def mark_db_set(doc, method=None) -> None:
 def on_change(doc, method=None) -> None:
 	"""Emits the event(s) of the save or db_set that just wrote ``doc``."""
 	via_db_set = doc.flags.pop("fabric_db_set", False)
-	if doc.flags.in_delete or not current_policy().kind_of(doc.doctype):
+	if doc.flags.in_delete:
+		return
+	if doc.get("parentfield") and doc.meta.istable:
+		row_changed(doc, via="db_set" if via_db_set else None)
+		return
+	if not current_policy().kind_of(doc.doctype):
 		return
 	if via_db_set:
 		if _being_saved(doc):
@@ -114,8 +119,58 @@ def record_deferred_db_sets() -> None:
 
 def after_delete(doc, method=None) -> None:
 	"""Emits ``<doctype>.deleted`` with the document as it was."""
-	if current_policy().kind_of(doc.doctype):
+	if doc.get("parentfield") and doc.meta.istable:
+		row_changed(doc, removed=True)
+	elif current_policy().kind_of(doc.doctype):
 		emit_document_event(doc, "deleted")
+
+
+def row_changed(row, via: str | None = None, removed: bool = False) -> None:
+	"""Emits ``<parent>.updated`` when one of its rows was inserted, saved, db_set or deleted alone.
+
+	Frappe writes a parent's rows without running their hooks, so a row's own hooks fire only
+	when code changed that row directly (ERPNext's status updaters db_set rows): the parent's
+	table changed all the same. A parent's own save is left to emit its event (its rows in
+	memory include what its hooks changed).
+	"""
+	parent_key = (row.parenttype, row.parent)
+	parent_in_memory = getattr(row, "parent_doc", None)  # set on rows loaded with their parent
+	if (
+		not all(parent_key)
+		or row.parenttype.startswith("__")  # Frappe's defaults hang under "__default", no DocType
+		or parent_key in (frappe.flags.currently_saving or ())
+		or (parent_in_memory is not None and _being_saved(parent_in_memory))
+	):
+		return
+	try:
+		kind = current_policy().kind_of(row.parenttype)
+	except frappe.DoesNotExistError:
+		return
+	if kind is None or not frappe.db.exists(*parent_key):
+		return
+	parent = frappe.get_doc(*parent_key)
+	doc = document_payload(parent)
+	rows = doc.get(row.parentfield) or []
+	if removed:
+		before_rows = sorted([*rows, row_payload(row)], key=lambda r: r.get("idx") or 0)
+	elif row.flags.in_insert:
+		before_rows = [r for r in rows if r.get("name") != row.name]
+	else:
+		before = row.get_doc_before_save()
+		before_rows = (
+			None
+			if before is None
+			else [row_payload(before) if r.get("name") == row.name else r for r in rows]
+		)
+	changes = None
+	if before_rows is not None:
+		changes = document_changes({row.parentfield: before_rows}, {row.parentfield: rows})
+		if changes == {} and not current_policy().unchanged_saves:
+			return
+	payload: dict[str, Any] = {"doc": doc, "changes": changes}
+	if via:
+		payload["via"] = via
+	record([_lifecycle_envelope(parent, "updated", payload, kind)])
 
 
 def after_rename(

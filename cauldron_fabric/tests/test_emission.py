@@ -185,6 +185,44 @@ class TestDocumentEvents(EmissionCase):
 		self.assertEqual([r["qty"] for r in changes["items"]["old"]], [1, 3])
 		self.assertEqual([r["qty"] for r in changes["items"]["new"]], [1, 7])
 
+	def test_a_row_changed_on_its_own_is_an_update_of_its_parent(self):
+		# Frappe runs a row's hooks only when code changes the row itself, never in the
+		# parent's save: ERPNext's status updaters db_set rows this way.
+		order = new_order("rows alone")
+		first, second = order.items
+		second.db_set("qty", 7)
+		row = frappe.get_doc(ORDER_ITEM, first.name)
+		row.item = "cauldron, large"
+		row.save()
+		frappe.delete_doc(ORDER_ITEM, second.name)
+		added = {"doctype": ORDER_ITEM, "parent": order.name, "parenttype": ORDER, "parentfield": "items"}
+		frappe.get_doc({**added, "item": "spoon", "qty": 2, "idx": 2}).insert()
+		_created, db_set, saved, deleted, inserted = events_after(self.start, ORDER)
+		self.assertEqual(types_of([db_set, saved, deleted, inserted]), ["fabric_test_order.updated"] * 4)
+		self.assertEqual(
+			[
+				[r["item"] for r in inserted["data"]["payload"]["changes"]["items"][side]]
+				for side in ("old", "new")
+			],
+			[["cauldron, large"], ["cauldron, large", "spoon"]],
+		)
+		self.assertEqual(db_set["data"]["payload"]["via"], "db_set")
+		self.assertEqual(
+			[
+				[r["qty"] for r in db_set["data"]["payload"]["changes"]["items"][side]]
+				for side in ("old", "new")
+			],
+			[[1, 3], [1, 7]],
+		)
+		self.assertNotIn("via", saved["data"]["payload"])
+		self.assertEqual(
+			[r["item"] for r in saved["data"]["payload"]["changes"]["items"]["new"]],
+			["cauldron, large", "ladle"],
+		)
+		self.assertEqual([r["item"] for r in deleted["data"]["payload"]["doc"]["items"]], ["cauldron, large"])
+		self.assertEqual(len(deleted["data"]["payload"]["changes"]["items"]["old"]), 2)
+		self.assertEqual({e["data"]["entityId"] for e in (db_set, saved, deleted)}, {order.name})
+
 	def test_db_set_is_emitted_with_its_change(self):
 		order = new_order("db_set")
 		order.db_set("note", "set directly")
