@@ -7,7 +7,10 @@ mid-batch loses nothing: its locks vanish with its connection and the rows are s
 With several store sessions the relay pipelines (see Pipeline): while the broker acknowledges
 batch N, batch N+1 is claimed on another session and queued behind it in the same producer,
 and settling runs on a background thread. Order holds because batches are produced in claim
-order on one producer, and a key that fails in N holds back its records in N+1.
+order on one producer, a key still in the producer for an earlier batch is produced for a later
+one only once the earlier batch has its acknowledgements, and a key that failed is held back in
+every batch claimed while its failure was unsettled (later claims see the failed row Pending
+and skip the key).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import datetime as dt
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
@@ -74,13 +77,39 @@ class Batch:
 	records: list[OutboxRecord]
 	messages: list[tuple[OutboxRecord, OutboundMessage]]
 	wait: Callable[[float], list[Delivery]]
-	behind: Batch | None = None
-	failed_keys: dict[str, Settlement] = field(default_factory=dict)
+	# The batches still unsettled when this one was claimed: it may hold later events of their keys.
+	ahead: list[Batch] = field(default_factory=list)
+	# Messages of keys that a batch ahead still had in the producer: produced once it concluded.
+	deferred: list[tuple[OutboxRecord, OutboundMessage]] = field(default_factory=list)
+	# This batch's rows that did not go out (failed, or held back): seq -> (key, the failure).
+	unpublished: dict[int, tuple[str, Settlement]] = field(default_factory=dict)
+	concluded: bool = False
 
 	@property
 	def seqs(self) -> list[int]:
 		"""Returns the sequence numbers this batch holds."""
 		return [r.seq for r in self.records]
+
+
+def blocked_keys(ahead: list[Batch], records: list[OutboxRecord]) -> dict[str, tuple[int, Settlement]]:
+	"""Returns, per key, the earliest row the concluded batches ahead did not get out, and why.
+
+	A later row of such a key must wait. Rows retried in ``records`` themselves do not block
+	them (they go out first, in order); batches settled before the claim do not count (their
+	rows are Pending again, and a claim skips the keys they belong to).
+	"""
+	mine = {record.seq for record in records}
+	blocked: dict[str, tuple[int, Settlement]] = {}
+	for earlier in ahead:
+		for seq, (key, first) in earlier.unpublished.items():
+			if seq not in mine and (key not in blocked or seq < blocked[key][0]):
+				blocked[key] = (seq, first)
+	return blocked
+
+
+def seqs_of(batches: list[Batch]) -> list[int]:
+	"""Returns the sequence numbers the batches hold."""
+	return [seq for batch in batches for seq in batch.seqs]
 
 
 class Relay:
@@ -107,37 +136,64 @@ class Relay:
 
 	def relay_pending_events(self) -> RelayReport:
 		"""Runs one cycle without pipelining: claim a batch, publish it, settle every record."""
-		batch = self._start(self.store, None, ())
+		batch = self._start(self.store, [])
 		if batch is None:
 			return RelayReport()
 		return self._settle(batch, self._conclude(batch))
 
-	def _start(self, store: OutboxStore, behind: Batch | None, ahead: Collection[int]) -> Batch | None:
-		"""Claims a batch on ``store`` and hands it to the transport without waiting."""
-		return self._produce(store, store.claim(self.options.batch_size, ahead), behind)
+	def _start(self, store: OutboxStore, ahead: list[Batch]) -> Batch | None:
+		"""Claims a batch on ``store`` (past the ``ahead`` batches' rows) and hands it to the transport."""
+		return self._produce(store, store.claim(self.options.batch_size, seqs_of(ahead)), ahead)
 
-	def _produce(self, store: OutboxStore, records: list[OutboxRecord], behind: Batch | None) -> Batch | None:
+	def _produce(self, store: OutboxStore, records: list[OutboxRecord], ahead: list[Batch]) -> Batch | None:
 		"""Hands claimed records to the transport without waiting; None when there are none."""
 		if not records:
 			return None
 		try:
-			messages = [(record, self._message(record)) for record in records]
-			wait = self.transport.publish_async([message for _, message in messages])
+			# A key still in the producer for a batch ahead waits for that batch's outcome: were
+			# its messages produced now and the earlier ones failed (a broker back between the
+			# two), they would land first. A key that already failed ahead is not produced.
+			unconcluded = {r.partition_key for b in ahead if not b.concluded for r in b.records}
+			blocked = blocked_keys(ahead, records)
+			now, deferred = [], []
+			for record in records:
+				key = record.partition_key
+				if key in blocked and record.seq > blocked[key][0]:
+					continue  # held back when settled
+				pair = (record, self._message(record))
+				(deferred if key in unconcluded else now).append(pair)
+			wait = self.transport.publish_async([message for _, message in now])
 		except BaseException:
 			store.release()
 			raise
-		return Batch(store, records, messages, wait, behind)
+		return Batch(store, records, now, wait, ahead, deferred)
 
 	def _conclude(self, batch: Batch) -> list[Settlement]:
 		"""Waits for the batch's deliveries and decides each record's outcome."""
 		try:
 			deliveries = batch.wait(self.options.publish_timeout)
+			if batch.deferred:
+				deliveries = deliveries + self._publish_deferred(batch)
 			settlements = self._settlements(batch, deliveries)
 		except BaseException:
 			batch.store.release()
 			raise
-		batch.behind = None  # its failed keys are copied; let the chain go
+		batch.ahead, batch.deferred, batch.concluded = [], [], True  # let the batches ahead go
 		return settlements
+
+	def _publish_deferred(self, batch: Batch) -> list[Delivery]:
+		"""Produces the deferred messages whose key went out ahead; waits for their deliveries."""
+		blocked = blocked_keys(batch.ahead, batch.records)  # every batch ahead has concluded
+		go = [
+			(r, m)
+			for r, m in batch.deferred
+			if not (r.partition_key in blocked and r.seq > blocked[r.partition_key][0])
+		]
+		deliveries = self.transport.publish_async([message for _, message in go])(
+			self.options.publish_timeout
+		)
+		batch.messages = batch.messages + go
+		return deliveries
 
 	def _settle(self, batch: Batch, settlements: list[Settlement]) -> RelayReport:
 		"""Writes the outcomes and releases the rows (on the batch's own session)."""
@@ -163,16 +219,34 @@ class Relay:
 	def _settlements(self, batch: Batch, deliveries: list[Delivery]) -> list[Settlement]:
 		"""Turns deliveries into settlements, holding back anything behind a failure of its key."""
 		settlements = []
-		failed_keys = dict(batch.behind.failed_keys) if batch.behind else {}
-		for (record, message), delivery in zip(batch.messages, deliveries, strict=True):
+		# Earlier rows of a key that a batch ahead did not get out: later ones wait (and were
+		# not produced).
+		blocked = blocked_keys(batch.ahead, batch.records)
+		failed: dict[str, Settlement] = {}
+		unpublished: dict[int, tuple[str, Settlement]] = {}
+		produced = {
+			record.seq: (message, delivery)
+			for (record, message), delivery in zip(batch.messages, deliveries, strict=True)
+		}
+		for record in batch.records:
 			key = record.partition_key
-			if key in failed_keys:
-				first = failed_keys[key]
+			message, delivery = produced.get(record.seq, (None, None))
+			first = failed.get(key)
+			if first is None and key in blocked and record.seq > blocked[key][0]:
+				first = blocked[key][1]
+			if first is not None:
+				unpublished[record.seq] = (key, first)
 				error = (
 					f"Held back behind event #{first.seq} of the same document, which failed: {first.error}"
 				)
 				settlements.append(
-					Settlement(record.seq, False, message.destination, error=error, retry_at=first.retry_at)
+					Settlement(
+						record.seq,
+						False,
+						message.destination if message else first.destination,
+						error=error,
+						retry_at=first.retry_at,
+					)
 				)
 			elif delivery.ok:
 				settlements.append(
@@ -190,9 +264,10 @@ class Relay:
 					retry_at=retry_at,
 				)
 				if not permanent:
-					failed_keys[key] = settlement
+					failed[key] = settlement
+					unpublished[record.seq] = (key, settlement)
 				settlements.append(settlement)
-		batch.failed_keys = failed_keys
+		batch.unpublished = unpublished
 		return settlements
 
 	def _retry_at(self, attempt: int) -> dt.datetime:
@@ -282,8 +357,7 @@ class Pipeline:
 		self.free = list(relay.sessions)
 		self.in_flight: deque[Batch] = deque()
 		self.settling: deque[tuple[Batch, Future]] = deque()
-		self.claiming: tuple[OutboxStore, Future] | None = None
-		self.last: Batch | None = None
+		self.claiming: tuple[OutboxStore, Future, list[Batch]] | None = None
 		sessions = len(relay.sessions)
 		self.settler = ThreadPoolExecutor(1, thread_name_prefix="relay-settle") if sessions > 2 else None
 		self.claimer = ThreadPoolExecutor(1, thread_name_prefix="relay-claim") if sessions > 3 else None
@@ -322,7 +396,7 @@ class Pipeline:
 
 	def _start(self) -> tuple[Batch | None, str | None]:
 		store = self.free.pop(0)
-		batch, error = self.relay._guarded(self.relay._start, store, self.last, self._ahead())
+		batch, error = self.relay._guarded(self.relay._start, store, self._unsettled())
 		self._started(store, batch)
 		return batch, error
 
@@ -335,29 +409,29 @@ class Pipeline:
 		"""
 		batch, error, drained = None, None, False
 		if self.claiming is not None and self.claiming[1].done():
-			(store, future), self.claiming = self.claiming, None
-			batch, error = self.relay._guarded(self._produce_claimed, store, future)
+			(store, future, ahead), self.claiming = self.claiming, None
+			batch, error = self.relay._guarded(self._produce_claimed, store, future, ahead)
 			self._started(store, batch)
 			drained = batch is None
 		if accept_new and not drained and self.claiming is None and self.free and len(self.in_flight) < 2:
 			store = self.free.pop(0)
-			future = self.claimer.submit(store.claim, self.relay.options.batch_size, self._ahead())
-			self.claiming = (store, future)
+			ahead = self._unsettled()
+			future = self.claimer.submit(store.claim, self.relay.options.batch_size, seqs_of(ahead))
+			self.claiming = (store, future, ahead)
 		return batch, error, drained
 
-	def _produce_claimed(self, store: OutboxStore, future: Future) -> Batch | None:
-		return self.relay._produce(store, future.result(), self.last)
+	def _produce_claimed(self, store: OutboxStore, future: Future, ahead: list[Batch]) -> Batch | None:
+		return self.relay._produce(store, future.result(), ahead)
 
 	def _started(self, store: OutboxStore, batch: Batch | None) -> None:
 		if batch is None:
 			self.free.insert(0, store)
 		else:
 			self.in_flight.append(batch)
-			self.last = batch
 
-	def _ahead(self) -> list[int]:
-		"""Returns the rows claimed and not yet settled, which a new claim must not wait for."""
-		return [seq for batch in (*self.in_flight, *(b for b, _ in self.settling)) for seq in batch.seqs]
+	def _unsettled(self) -> list[Batch]:
+		"""Returns the batches claimed and not yet settled: a new claim must not wait for their rows."""
+		return [*self.in_flight, *(batch for batch, _ in self.settling)]
 
 	def _conclude_oldest(self) -> RelayReport | None:
 		batch = self.in_flight.popleft()
@@ -390,7 +464,7 @@ class Pipeline:
 		try:
 			if self.claiming is not None:
 				# Read but never produced: rolling back hands the rows to the next relay untouched.
-				(store, future), self.claiming = self.claiming, None
+				(store, future, _ahead), self.claiming = self.claiming, None
 				wait_for([future])
 				store.release()
 				self.free.append(store)
