@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -21,6 +22,15 @@ class Backoff:
 
 	def delay(self, attempt: int, rng: random.Random | None = None) -> float:
 		"""Returns the seconds to wait before retry number ``attempt`` (1 for the first retry)."""
-		raw = min(self.maximum, self.base * self.factor ** max(0, attempt - 1))
+		raw = self._undisturbed(max(0, attempt - 1))
 		spread = raw * self.jitter
 		return max(0.0, raw - spread + (rng or random).random() * 2 * spread) if spread else raw
+
+	def _undisturbed(self, exponent: int) -> float:
+		# Attempts grow without bound through a long outage: past the ceiling the power is
+		# never computed (2.0 ** 1025 overflows; an integer power of a huge count never ends).
+		if self.base <= 0:
+			return 0.0
+		if self.factor > 1 and exponent >= math.log(max(self.maximum / self.base, 1.0), self.factor):
+			return self.maximum
+		return min(self.maximum, self.base * float(self.factor) ** exponent)
