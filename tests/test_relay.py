@@ -184,6 +184,33 @@ def test_one_long_run_publishes_a_failed_key_once_the_broker_is_back(outbox_tabl
 		relay.close()
 
 
+class KilledBeforeCommit(SqlOutboxStore):
+	"""The MariaDB store whose connection is killed (as a failover would) before its first settle commits."""
+
+	armed = True
+
+	def _update_from_rows(self, *args, **kwargs):
+		super()._update_from_rows(*args, **kwargs)
+		if self.armed:
+			self.armed = False
+			killer = connect_db()
+			with killer.cursor() as cur:
+				cur.execute(f"KILL {self.connection.thread_id()}")
+			killer.close()
+
+
+def test_a_connection_lost_at_commit_delays_the_batch_and_loses_nothing(outbox_table):
+	table, sequence = outbox_table
+	fill(table, sequence, ["A", "B"], 3)
+	store = KilledBeforeCommit(connect_db, table=table, sequence=sequence)
+	options = RelayOptions(idle_wait=0.05, topic_template="relay.kill", backoff=Backoff(0.05, 2, 0.2, 0))
+	relay = Relay(store, open_transport("memory://relay-kill", {}), options)
+	relay.run(lambda: status_counts(table) == {PUBLISHED: 6}, max_seconds=15)
+	assert not store.armed, "the connection was never killed"
+	assert status_counts(table) == {PUBLISHED: 6}
+	relay.close()
+
+
 class CountingStore(SqlOutboxStore):
 	"""The MariaDB store, counting its claims."""
 

@@ -89,8 +89,14 @@ class SqlSession:
 			raise self.unavailable(f"Lost the {self.purpose} database connection: {exc}.") from exc
 
 	def commit(self) -> None:
-		"""Commits the open transaction."""
-		self.connection.commit()
+		"""Commits the open transaction; a lost connection becomes the retryable error."""
+		try:
+			self.connection.commit()
+		except self.unavailable:
+			raise
+		except Exception as exc:
+			self.raise_if_lost(exc)
+			raise
 
 	def rollback(self) -> None:
 		"""Rolls back the open transaction; a broken connection is dropped instead."""

@@ -158,7 +158,7 @@ class SqlDeliveryStore(DeliveryStore):
 
 	def commit(self) -> None:
 		"""Commits whatever this store's connection has pending."""
-		self.connection.commit()
+		self.session.commit()
 
 	def claim(self, limit: int) -> list[DeliveryJob]:
 		"""Locks due rows (skipping rows other workers hold), one per ordering key, in key order."""
@@ -232,7 +232,7 @@ class SqlDeliveryStore(DeliveryStore):
 				"t.next_attempt_at = v.next_at, t.modified = %s",
 				now,
 			)
-		self.connection.commit()
+		self.session.commit()
 		self._claimed = {}
 
 	def _update_from_rows(self, attempts, names, values, assignments: str, now: dt.datetime) -> None:
@@ -272,14 +272,14 @@ class SqlDeliveryStore(DeliveryStore):
 			WHERE name IN ({", ".join(["%s"] * len(seqs))}) AND status IN ({", ".join(["%s"] * len(allowed))})""",
 			[*params, self.clock(), actor, *[int(s) for s in seqs], *allowed],
 		)
-		self.connection.commit()
+		self.session.commit()
 		return count
 
 	def get(self, seq: int) -> DeliveryRow | None:
 		"""Returns one row's state and history (outside any claim)."""
 		rows, _ = self._execute(f"SELECT {ROW_COLUMNS} FROM `{self.table}` WHERE name = %s", (int(seq),))
 		if not self._claimed:
-			self.connection.rollback()
+			self.session.rollback()
 		if not rows:
 			return None
 		r = rows[0]
@@ -295,7 +295,7 @@ class SqlDeliveryStore(DeliveryStore):
 		"""Counts rows per status."""
 		rows, _ = self._execute(f"SELECT status, COUNT(*) FROM `{self.table}` GROUP BY status")
 		if not self._claimed:
-			self.connection.rollback()
+			self.session.rollback()
 		return {status: int(count) for status, count in rows}
 
 	def close(self) -> None:

@@ -254,7 +254,7 @@ class SqlOutboxStore(OutboxStore):
 
 	def commit(self) -> None:
 		"""Commits whatever this store's connection has pending."""
-		self.connection.commit()
+		self.session.commit()
 
 	def claim(self, limit: int, ahead: Collection[int] = ()) -> list[OutboxRecord]:
 		"""Locks due Pending rows (skipping rows other relays hold) and keeps per-key order."""
@@ -264,7 +264,7 @@ class SqlOutboxStore(OutboxStore):
 			f"SELECT name FROM `{self.table}` WHERE status = %s ORDER BY name LIMIT 1", (PENDING,)
 		)
 		if not oldest:
-			self.connection.rollback()
+			self.session.rollback()
 			return []
 		# Lock through the primary key, from the oldest Pending row on. Locking through the
 		# status index would also lock index entries of rows that SKIP LOCKED then skips,
@@ -278,7 +278,7 @@ class SqlOutboxStore(OutboxStore):
 			(oldest[0][0], PENDING, self.clock(), int(limit)),
 		)
 		if not rows:
-			self.connection.rollback()
+			self.session.rollback()
 			return []
 		records = [OutboxRecord(*row) for row in rows]
 		records = self._in_key_order(records, set(ahead))
@@ -363,7 +363,7 @@ class SqlOutboxStore(OutboxStore):
 				[FAILED],
 				with_failure=True,
 			)
-		self.connection.commit()
+		self.session.commit()
 		self._forget_claim()
 
 	def _update_from_rows(
@@ -396,7 +396,7 @@ class SqlOutboxStore(OutboxStore):
 		"""Counts Pending rows (outside any claim)."""
 		rows = self._execute(f"SELECT COUNT(*) FROM `{self.table}` WHERE status = %s", (PENDING,))
 		if not self._claimed:
-			self.connection.rollback()
+			self.session.rollback()
 		return int(rows[0][0])
 
 	def close(self) -> None:
