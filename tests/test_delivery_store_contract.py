@@ -182,6 +182,23 @@ def test_ordered_deliveries_go_one_at_a_time_per_subscription_and_entity(session
 	store.release()
 
 
+def test_a_retried_first_delivery_is_not_hidden_behind_its_own_backlog(sessions):
+	# A retry (or a rate-limit deferral) moves a key's first delivery behind the key's backlog
+	# in time; a claim window filled by that backlog must still reach it, and other
+	# subscriptions' deliveries queued after it.
+	sessions.enqueue(requests_for("S1", ["A"] * 6, ordered=True))
+	sessions.enqueue(requests_for("S2", ["B"]))
+	store = sessions.open()
+	first = store.claim(5)
+	head = next(j for j in first if j.subscription == "S1")
+	store.settle([attempt(j, RETRYING, next_in=0) if j is head else attempt(j, DELIVERED) for j in first])
+	again = store.claim(5)
+	assert [(j.subscription, j.seq) for j in again if j.subscription == "S1"] == [("S1", head.seq)]
+	claimed = {j.subscription for j in first + again}
+	assert claimed == {"S1", "S2"}
+	store.release()
+
+
 def test_a_dead_letter_frees_its_entity_and_can_be_requeued(sessions):
 	sessions.enqueue(requests_for("S1", ["A", "A"], ordered=True))
 	store = sessions.open()

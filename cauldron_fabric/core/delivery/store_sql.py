@@ -164,13 +164,19 @@ class SqlDeliveryStore(DeliveryStore):
 		"""Locks due rows (skipping rows other workers hold), one per ordering key, in key order."""
 		if self._claimed:
 			raise RuntimeError("claim() called twice without settle() or release()")
+		# An ordered row is claimable only as its key's oldest Pending row, decided before the
+		# LIMIT: a retried or deferred first row sorts behind its own backlog by time, and a
+		# window of that backlog filtered afterwards would come back empty for ever.
 		rows, _ = self._execute(
-			f"""SELECT name, subscription, event_id, envelope, attempts, ordering_key, attempt_log
-			FROM `{self.table}` WHERE status = %s AND next_attempt_at <= %s
-			ORDER BY next_attempt_at, name LIMIT %s FOR UPDATE SKIP LOCKED""",
-			(PENDING, self.clock(), int(limit)),
+			f"""SELECT d.name, d.subscription, d.event_id, d.envelope, d.attempts, d.ordering_key, d.attempt_log
+			FROM `{self.table}` d WHERE d.status = %s AND d.next_attempt_at <= %s
+			AND (COALESCE(d.ordering_key, '') = '' OR NOT EXISTS (
+				SELECT 1 FROM `{self.table}` e
+				WHERE e.subscription = d.subscription AND e.ordering_key = d.ordering_key
+				AND e.status = %s AND e.name < d.name))
+			ORDER BY d.next_attempt_at, d.name LIMIT %s FOR UPDATE SKIP LOCKED""",
+			(PENDING, self.clock(), PENDING, int(limit)),
 		)
-		rows = self._first_of_each_key(rows)
 		if not rows:
 			self.release()
 			return []
@@ -180,23 +186,6 @@ class SqlDeliveryStore(DeliveryStore):
 		]
 		self._claimed = {job.seq: job.history for job in jobs}
 		return jobs
-
-	def _first_of_each_key(self, rows: list[tuple]) -> list[tuple]:
-		"""Keeps unordered rows, and an ordered row only when it is its key's oldest pending one."""
-		keyed = [r for r in rows if r[5]]
-		if not keyed:
-			return rows
-		subscriptions = sorted({r[1] for r in keyed})
-		keys = sorted({r[5] for r in keyed})
-		oldest, _ = self._execute(
-			f"""SELECT subscription, ordering_key, MIN(name) FROM `{self.table}`
-			WHERE status = %s AND subscription IN ({", ".join(["%s"] * len(subscriptions))})
-			AND ordering_key IN ({", ".join(["%s"] * len(keys))})
-			GROUP BY subscription, ordering_key""",
-			(PENDING, *subscriptions, *keys),
-		)
-		first = {(sub, key): int(seq) for sub, key, seq in oldest}
-		return [r for r in rows if not r[5] or first.get((r[1], r[5])) == int(r[0])]
 
 	def settle(self, attempts: Sequence[DeliveryAttempt]) -> None:
 		"""Writes every outcome in at most two statements and commits, releasing the row locks."""
