@@ -167,6 +167,26 @@ def test_a_record_waiting_for_retry_holds_back_its_key_only(sessions):
 	assert store.pending_count() == 2
 
 
+@pytest.mark.parametrize("limit", [1, 3])
+def test_a_waiting_key_with_a_backlog_does_not_starve_other_keys(sessions, limit):
+	# One document's first event waits for its retry; its later events fill the first rows a
+	# claim looks at. The claim must look past them to other documents.
+	sessions.append(events([("A", 1)]))
+	store = sessions.open()
+	(a1,) = store.claim(10)
+	store.settle(
+		[
+			Settlement(
+				a1.seq, False, "t", error="broker down", retry_at=dt.datetime.now() + dt.timedelta(hours=1)
+			)
+		]
+	)
+	sessions.append(events([("A", 4), ("B", 2)]))
+	claimed = store.claim(limit)
+	assert [r.partition_key for r in claimed] == ["ToDo/B"] * min(limit, 2)
+	store.release()
+
+
 def test_due_retry_is_claimed_and_counts_attempts(sessions):
 	sessions.append(events([("A", 1)]))
 	store = sessions.open()

@@ -56,6 +56,9 @@ EVENT_COLUMNS = (
 )
 STANDARD_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "docstatus", "idx")
 
+# How many more windows a claim reads past rows it had to leave out (see claim).
+MORE_WINDOWS = 4
+
 # What a claim reads, in OutboxRecord's field order.
 CLAIM_COLUMNS = ("name", "partition_key", "envelope", "attempts")
 
@@ -266,28 +269,52 @@ class SqlOutboxStore(OutboxStore):
 		if not oldest:
 			self.session.rollback()
 			return []
-		# Lock through the primary key, from the oldest Pending row on. Locking through the
-		# status index would also lock index entries of rows that SKIP LOCKED then skips,
-		# and the relay holding those rows would wait for them when it settles.
-		rows = self._execute(
-			f"""SELECT {", ".join(CLAIM_COLUMNS)}
-			FROM `{self.table}` FORCE INDEX (PRIMARY)
-			WHERE name >= %s AND status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
-			ORDER BY name LIMIT %s
-			FOR UPDATE SKIP LOCKED""",
-			(oldest[0][0], PENDING, self.clock(), int(limit)),
-		)
-		if not rows:
+		ahead = set(ahead)
+		wanted = int(limit)
+		window = self._lock_due(oldest[0][0], wanted, ())
+		if not window:
 			self.session.rollback()
 			return []
-		records = [OutboxRecord(*row) for row in rows]
-		records = self._in_key_order(records, set(ahead))
+		records = self._in_key_order(window, ahead)
+		waiting: set[str] = set()
+		for _ in range(MORE_WINDOWS):
+			# Rows left out for an earlier unpublished row of their key leave room: look past
+			# them, without their keys, or one waiting document's backlog would fill every
+			# window and starve all the others.
+			kept = {r.seq for r in records}
+			left_out = [r for r in window if r.seq not in kept]
+			if not left_out or len(window) < wanted:
+				break  # nothing left out, or no more due rows
+			waiting.update(r.partition_key for r in left_out)
+			wanted = int(limit) - len(records)
+			window = self._lock_due(window[-1].seq + 1, wanted, sorted(waiting))
+			if not window:
+				break
+			records += self._in_key_order(window, ahead | kept)
 		if not records:
 			self.release()
 			return []
 		self._claimed = [r.seq for r in records]
 		self._retried = {r.seq for r in records if r.attempts}
 		return records
+
+	def _lock_due(self, start: int, limit: int, leave_out: Sequence[str]) -> list[OutboxRecord]:
+		"""Locks up to ``limit`` due Pending rows from id ``start`` on, skipping locked rows.
+
+		Rows of the ``leave_out`` keys are not read. Locking goes through the primary key:
+		through the status index it would also lock index entries of rows that SKIP LOCKED
+		then skips, and the relay holding those rows would wait for them when it settles.
+		"""
+		keys = f" AND partition_key NOT IN ({', '.join(['%s'] * len(leave_out))})" if leave_out else ""
+		rows = self._execute(
+			f"""SELECT {", ".join(CLAIM_COLUMNS)}
+			FROM `{self.table}` FORCE INDEX (PRIMARY)
+			WHERE name >= %s AND status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= %s){keys}
+			ORDER BY name LIMIT %s
+			FOR UPDATE SKIP LOCKED""",
+			(start, PENDING, self.clock(), *leave_out, limit),
+		)
+		return [OutboxRecord(*row) for row in rows]
 
 	def _in_key_order(self, records: list[OutboxRecord], ahead: set[int]) -> list[OutboxRecord]:
 		"""Drops records that would overtake an earlier unpublished record of the same key.
