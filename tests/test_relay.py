@@ -13,7 +13,9 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -118,33 +120,46 @@ def test_pipelined_relay_keeps_each_document_in_order(kafka, outbox_table, sessi
 	relay.close()
 
 
-def test_pipelined_relay_rides_out_a_broker_outage_in_order(outbox_table):
-	# The four-session pipeline (claims and settling in the background) through an outage:
-	# batches fail and are held back per key, then everything goes out once the broker is back.
+@contextmanager
+def relay_through_outage(outbox_table, sessions, name):
+	"""Yields a relay on ``sessions`` connections with 3 documents x 30 events queued, broker down.
+
+	The namespace holds the broker, the relay, its cycle reports, the event ids and the topic.
+	"""
 	table, sequence = outbox_table
-	topic = f"relay.pipe-outage.{uuid.uuid4().hex[:6]}"
+	topic = f"relay.{name}.{uuid.uuid4().hex[:6]}"
 	with KafkaBroker() as broker:
 		# No topic creation: its metadata request would wait 10 s for the stopped broker.
 		transport = open_transport(broker.url, {"message_timeout_ms": 1500, "auto_create_topics": False})
 		reports = []
-		relay = pipelined_relay(
-			outbox_table,
-			transport,
-			4,
-			RelayOptions(batch_size=20, topic_template=topic, idle_wait=0.05, backoff=Backoff(0.2, 2, 1, 0)),
-			on_cycle=reports.append,
+		options = RelayOptions(
+			batch_size=20, topic_template=topic, idle_wait=0.05, backoff=Backoff(0.2, 2, 1, 0)
 		)
+		relay = pipelined_relay(outbox_table, transport, sessions, options, on_cycle=reports.append)
 		broker.stop()
 		ids = fill(table, sequence, ["A", "B", "C"], 30)
-		relay.run(lambda: any(r.retrying for r in reports), max_seconds=30)
-		assert status_counts(table) == {PENDING: len(ids)}  # nothing lost, nothing published
-		broker.start()
-		published = lambda: sum(r.published for r in reports)  # noqa: E731
-		relay.run(lambda: published() >= len(ids), max_seconds=60)
-		assert status_counts(table) == {PUBLISHED: len(ids)}
-		messages = read_topic(broker.bootstrap, topic, len(ids))
+		try:
+			yield SimpleNamespace(broker=broker, relay=relay, reports=reports, ids=ids, topic=topic)
+		finally:
+			relay.close()
+
+
+def published_count(reports):
+	return sum(r.published for r in reports)
+
+
+def test_pipelined_relay_rides_out_a_broker_outage_in_order(outbox_table):
+	# The four-session pipeline (claims and settling in the background) through an outage:
+	# batches fail and are held back per key, then everything goes out once the broker is back.
+	table, _ = outbox_table
+	with relay_through_outage(outbox_table, 4, "pipe-outage") as run:
+		run.relay.run(lambda: any(r.retrying for r in run.reports), max_seconds=30)
+		assert status_counts(table) == {PENDING: len(run.ids)}  # nothing lost, nothing published
+		run.broker.start()
+		run.relay.run(lambda: published_count(run.reports) >= len(run.ids), max_seconds=60)
+		assert status_counts(table) == {PUBLISHED: len(run.ids)}
+		messages = read_topic(run.broker.bootstrap, run.topic, len(run.ids))
 		assert per_key_sequences(messages) == {f"ToDo/{k}": list(range(30)) for k in "ABC"}
-		relay.close()
 
 
 def first_occurrences(sequence):
@@ -156,32 +171,19 @@ def first_occurrences(sequence):
 def test_one_long_run_publishes_a_failed_key_once_the_broker_is_back(outbox_table, sessions):
 	# A running relay (bench fabric relay) rides out an outage within one run(): a key that
 	# failed is held back behind its failure only while that failure is in the pipeline.
-	table, sequence = outbox_table
-	topic = f"relay.long-run.{uuid.uuid4().hex[:6]}"
-	with KafkaBroker() as broker:
-		transport = open_transport(broker.url, {"message_timeout_ms": 1500, "auto_create_topics": False})
-		reports = []
-		options = RelayOptions(
-			batch_size=20, topic_template=topic, idle_wait=0.05, backoff=Backoff(0.2, 2, 1, 0)
-		)
-		relay = pipelined_relay(outbox_table, transport, sessions, options, on_cycle=reports.append)
-		broker.stop()
-		ids = fill(table, sequence, ["A", "B", "C"], 30)
-		published = lambda: sum(r.published for r in reports)  # noqa: E731
-		runner = threading.Thread(
-			target=relay.run, args=(lambda: published() >= len(ids),), kwargs={"max_seconds": 60}
-		)
+	table, _ = outbox_table
+	with relay_through_outage(outbox_table, sessions, "long-run") as run:
+		done = lambda: published_count(run.reports) >= len(run.ids)  # noqa: E731
+		runner = threading.Thread(target=run.relay.run, args=(done,), kwargs={"max_seconds": 60})
 		runner.start()
-		assert wait_for(lambda: any(r.retrying for r in reports), 30), "the outage was never noticed"
-		broker.start()
+		assert wait_for(lambda: any(r.retrying for r in run.reports), 30), "the outage was never noticed"
+		run.broker.start()
 		runner.join(70)
-		assert status_counts(table) == {PUBLISHED: len(ids)}
-		messages = read_topic(broker.bootstrap, topic, len(ids))
-		sent = per_key_sequences(messages)
+		assert status_counts(table) == {PUBLISHED: len(run.ids)}
+		sent = per_key_sequences(read_topic(run.broker.bootstrap, run.topic, len(run.ids)))
 		assert {key: first_occurrences(numbers) for key, numbers in sent.items()} == {
 			f"ToDo/{k}": list(range(30)) for k in "ABC"
 		}
-		relay.close()
 
 
 class KilledBeforeCommit(SqlOutboxStore):

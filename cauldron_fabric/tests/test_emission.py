@@ -15,8 +15,8 @@ from cauldron_fabric.tests.utils import (
 	ORDER,
 	ORDER_ITEM,
 	SQL_LOOKALIKE_TEXT,
+	EmissionCase,
 	ensure_custom_doctype,
-	ensure_test_doctypes,
 	events_after,
 	fabric_settings,
 	last_seq,
@@ -41,19 +41,6 @@ TEMPORAL_FIELDS = [
 	{"fieldname": "at", "fieldtype": "Datetime", "label": "At"},
 	{"fieldname": "when", "fieldtype": "Time", "label": "When"},
 ]
-
-
-class EmissionCase(FrappeTestCase):
-	"""The test DocTypes exist; each test runs as Administrator and reads events after its start."""
-
-	@classmethod
-	def setUpClass(cls):
-		super().setUpClass()
-		ensure_test_doctypes()
-
-	def setUp(self):
-		frappe.set_user("Administrator")
-		self.start = last_seq()
 
 
 class TestDocumentEvents(EmissionCase):

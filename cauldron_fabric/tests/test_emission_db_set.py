@@ -9,11 +9,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import frappe
-from frappe.tests.utils import FrappeTestCase, patch_hooks
+from frappe.tests.utils import patch_hooks
 
 from cauldron_fabric.tests.utils import (
 	ORDER,
-	ensure_test_doctypes,
+	EmissionCase,
 	events_after,
 	last_seq,
 	new_order,
@@ -63,18 +63,12 @@ def note_of(envelope: dict) -> str | None:
 	return envelope["data"]["payload"]["doc"]["note"]
 
 
-class TestDbSetInsideSaves(FrappeTestCase):
+class TestDbSetInsideSaves(EmissionCase):
 	"""Each test commits, so a db_set held back by mistake would show up as an extra event."""
 
-	@classmethod
-	def setUpClass(cls):
-		super().setUpClass()
-		ensure_test_doctypes()
-
 	def setUp(self):
-		frappe.set_user("Administrator")
 		frappe.db.commit()
-		self.start = last_seq()
+		super().setUp()
 
 	def test_db_set_in_validate_or_after_insert_is_part_of_created(self):
 		for hook in ("validate", "after_insert"):

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import frappe
+from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.testing.kafka_broker import KafkaBroker
 
@@ -50,6 +51,19 @@ def ensure_test_doctypes() -> None:
 	]
 	ensure_custom_doctype(ORDER, order_fields, is_submittable=1, allow_rename=1, autoname="hash")
 	frappe.db.commit()
+
+
+class EmissionCase(FrappeTestCase):
+	"""The test DocTypes exist; each test runs as Administrator and reads events after its start."""
+
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		ensure_test_doctypes()
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+		self.start = last_seq()
 
 
 def new_order(title: str = "order", **values) -> Any:
