@@ -126,12 +126,14 @@ def after_delete(doc, method=None) -> None:
 
 
 def row_changed(row, via: str | None = None, removed: bool = False) -> None:
-	"""Emits ``<parent>.updated`` when one of its rows was inserted, saved, db_set or deleted alone.
+	"""Notes a row inserted, saved, db_set or deleted alone: its parent's update, at commit.
 
 	Frappe writes a parent's rows without running their hooks, so a row's own hooks fire only
-	when code changed that row directly (ERPNext's status updaters db_set rows): the parent's
-	table changed all the same. A parent's own save is left to emit its event (its rows in
-	memory include what its hooks changed).
+	when code changed that row directly (ERPNext db_sets billed amounts row by row): the
+	parent's table changed all the same. All such changes of one parent in a transaction are
+	one ``<parent>.updated`` event at commit, its changes running from the table as it was
+	before the first of them to the table as committed. A parent's own save is left to emit
+	its event (its rows in memory include what its hooks changed).
 	"""
 	parent_key = (row.parenttype, row.parent)
 	parent_in_memory = getattr(row, "parent_doc", None)  # set on rows loaded with their parent
@@ -142,15 +144,21 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 		or (parent_in_memory is not None and _being_saved(parent_in_memory))
 	):
 		return
+	pending = getattr(frappe.local, "fabric_row_changes", None)
+	if pending is None:
+		pending = frappe.local.fabric_row_changes = {}
+	change = pending.get(parent_key)
+	if change is not None and row.parentfield in change["before"]:
+		if change["via"] != via:
+			change["via"] = None
+		return  # the table as it was is known already
 	try:
 		kind = current_policy().kind_of(row.parenttype)
 	except frappe.DoesNotExistError:
 		return
 	if kind is None or not frappe.db.exists(*parent_key):
 		return
-	parent = frappe.get_doc(*parent_key)
-	doc = document_payload(parent)
-	rows = doc.get(row.parentfield) or []
+	rows = document_payload(frappe.get_doc(*parent_key)).get(row.parentfield) or []
 	if removed:
 		before_rows = sorted([*rows, row_payload(row)], key=lambda r: r.get("idx") or 0)
 	elif row.flags.in_insert:
@@ -162,15 +170,36 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 			if before is None
 			else [row_payload(before) if r.get("name") == row.name else r for r in rows]
 		)
-	changes = None
-	if before_rows is not None:
-		changes = document_changes({row.parentfield: before_rows}, {row.parentfield: rows})
-		if changes == {} and not current_policy().unchanged_saves:
-			return
-	payload: dict[str, Any] = {"doc": doc, "changes": changes}
-	if via:
-		payload["via"] = via
-	record([_lifecycle_envelope(parent, "updated", payload, kind)])
+	if not pending:
+		frappe.db.before_commit.add(record_row_changes)
+		frappe.db.after_rollback.add(pending.clear)
+	if change is None:
+		change = pending[parent_key] = {"kind": kind, "via": via, "before": {}}
+	elif change["via"] != via:
+		change["via"] = None
+	change["before"][row.parentfield] = before_rows
+
+
+def record_row_changes() -> None:
+	"""Records one update per parent whose rows changed alone in this transaction (before_commit)."""
+	pending = getattr(frappe.local, "fabric_row_changes", None) or {}
+	changes = list(pending.items())
+	pending.clear()  # commit has already dropped the rollback callback if recording raises
+	for parent_key, change in changes:
+		if not frappe.db.exists(*parent_key):
+			continue  # deleted since
+		parent = frappe.get_doc(*parent_key)
+		doc = document_payload(parent)
+		before = change["before"]
+		diff = None
+		if all(rows is not None for rows in before.values()):
+			diff = document_changes(before, {field: doc.get(field) or [] for field in before})
+			if diff == {} and not current_policy().unchanged_saves:
+				continue
+		payload: dict[str, Any] = {"doc": doc, "changes": diff}
+		if change["via"]:
+			payload["via"] = change["via"]
+		record([_lifecycle_envelope(parent, "updated", payload, change["kind"])])
 
 
 def after_rename(

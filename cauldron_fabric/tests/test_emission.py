@@ -174,41 +174,53 @@ class TestDocumentEvents(EmissionCase):
 
 	def test_a_row_changed_on_its_own_is_an_update_of_its_parent(self):
 		# Frappe runs a row's hooks only when code changes the row itself, never in the
-		# parent's save: ERPNext's status updaters db_set rows this way.
+		# parent's save: ERPNext db_sets billed amounts row by row this way.
 		order = new_order("rows alone")
+		frappe.db.commit()
 		first, second = order.items
 		second.db_set("qty", 7)
+		frappe.db.commit()
 		row = frappe.get_doc(ORDER_ITEM, first.name)
 		row.item = "cauldron, large"
 		row.save()
+		frappe.db.commit()
 		frappe.delete_doc(ORDER_ITEM, second.name)
+		frappe.db.commit()
 		added = {"doctype": ORDER_ITEM, "parent": order.name, "parenttype": ORDER, "parentfield": "items"}
 		frappe.get_doc({**added, "item": "spoon", "qty": 2, "idx": 2}).insert()
+		frappe.db.commit()
 		_created, db_set, saved, deleted, inserted = events_after(self.start, ORDER)
 		self.assertEqual(types_of([db_set, saved, deleted, inserted]), ["fabric_test_order.updated"] * 4)
-		self.assertEqual(
-			[
-				[r["item"] for r in inserted["data"]["payload"]["changes"]["items"][side]]
-				for side in ("old", "new")
-			],
-			[["cauldron, large"], ["cauldron, large", "spoon"]],
-		)
+		self.assertEqual({e["data"]["entityId"] for e in (db_set, saved, deleted, inserted)}, {order.name})
+
+		def items(event, side, field):
+			return [r[field] for r in event["data"]["payload"]["changes"]["items"][side]]
+
 		self.assertEqual(db_set["data"]["payload"]["via"], "db_set")
-		self.assertEqual(
-			[
-				[r["qty"] for r in db_set["data"]["payload"]["changes"]["items"][side]]
-				for side in ("old", "new")
-			],
-			[[1, 3], [1, 7]],
-		)
+		self.assertEqual([items(db_set, "old", "qty"), items(db_set, "new", "qty")], [[1, 3], [1, 7]])
 		self.assertNotIn("via", saved["data"]["payload"])
-		self.assertEqual(
-			[r["item"] for r in saved["data"]["payload"]["changes"]["items"]["new"]],
-			["cauldron, large", "ladle"],
-		)
-		self.assertEqual([r["item"] for r in deleted["data"]["payload"]["doc"]["items"]], ["cauldron, large"])
-		self.assertEqual(len(deleted["data"]["payload"]["changes"]["items"]["old"]), 2)
-		self.assertEqual({e["data"]["entityId"] for e in (db_set, saved, deleted)}, {order.name})
+		self.assertEqual(items(saved, "new", "item"), ["cauldron, large", "ladle"])
+		self.assertEqual(items(deleted, "old", "item"), ["cauldron, large", "ladle"])
+		self.assertEqual(items(deleted, "new", "item"), ["cauldron, large"])
+		self.assertEqual(items(inserted, "new", "item"), ["cauldron, large", "spoon"])
+
+	def test_rows_changed_one_by_one_in_a_transaction_are_one_update_at_commit(self):
+		order = new_order("rows in one go")
+		frappe.db.commit()
+		for row, qty in zip(order.items, (5, 6), strict=True):
+			row.db_set("qty", qty)
+		self.assertEqual(len(events_after(self.start, ORDER)), 1, "recorded before the commit")
+		frappe.db.commit()
+		_created, update = events_after(self.start, ORDER)
+		changed = update["data"]["payload"]["changes"]["items"]
+		self.assertEqual([[r["qty"] for r in changed[side]] for side in ("old", "new")], [[1, 3], [5, 6]])
+		self.assertEqual(update["data"]["payload"]["via"], "db_set")
+		second = new_order("rolled back rows")
+		frappe.db.commit()
+		second.items[0].db_set("qty", 9)
+		frappe.db.rollback()
+		frappe.db.commit()
+		self.assertEqual(types_of(events_after(self.start, ORDER))[2:], ["fabric_test_order.created"])
 
 	def test_db_set_is_emitted_with_its_change(self):
 		order = new_order("db_set")
