@@ -37,20 +37,47 @@ TEMPORAL_FORMS: dict[str, tuple[re.Pattern, Callable[[Any], str]]] = {
 }
 
 
-def temporal_fields(meta) -> dict[str, tuple[re.Pattern, Callable[[Any], str]]]:
-	"""Returns the DocType's date, datetime and time fields with their stored form (cached on meta)."""
-	fields = meta.__dict__.get("_fabric_temporal")
+# Frappe keeps some credentials in plain fields (OAuth clients' client_secret, tokens): an
+# event never carries them. Password fields are masked by Frappe already.
+SECRET_FIELDNAMES = frozenset(
+	{
+		"access_token",
+		"api_secret",
+		"auth_token",
+		"client_secret",
+		"id_token",
+		"password",
+		"private_key",
+		"refresh_token",
+		"secret",
+		"secret_key",
+		"token",
+	}
+)
+MASK = "*****"
+MASKED = (re.compile(r"\**"), lambda value: MASK)  # empty or already masked stays as it is
+
+
+def value_forms(meta) -> dict[str, tuple[re.Pattern, Callable[[Any], Any]]]:
+	"""Returns the fields whose values events render specially, with their form (cached on meta).
+
+	Dates, datetimes and times in their stored form; secrets masked.
+	"""
+	fields = meta.__dict__.get("_fabric_forms")
 	if fields is None:
-		fields = meta.__dict__["_fabric_temporal"] = {
-			df.fieldname: TEMPORAL_FORMS[df.fieldtype]
-			for df in meta.fields
-			if df.fieldtype in TEMPORAL_FORMS and not df.get("is_virtual")
-		}
+		fields = meta.__dict__["_fabric_forms"] = {}
+		for df in meta.fields:
+			if df.get("is_virtual"):
+				continue
+			if df.fieldname in SECRET_FIELDNAMES:
+				fields[df.fieldname] = MASKED
+			elif df.fieldtype in TEMPORAL_FORMS:
+				fields[df.fieldname] = TEMPORAL_FORMS[df.fieldtype]
 	return fields
 
 
-def as_stored(form: tuple[re.Pattern, Callable[[Any], str]] | None, value: Any) -> Any:
-	"""Returns a date, datetime or time value in the form the database gives it back."""
+def as_stored(form: tuple[re.Pattern, Callable[[Any], Any]] | None, value: Any) -> Any:
+	"""Returns a value as events give it: a date, datetime or time as stored, a secret masked."""
 	if form is None or value is None or (isinstance(value, str) and form[0].fullmatch(value)):
 		return value
 	try:
@@ -60,9 +87,9 @@ def as_stored(form: tuple[re.Pattern, Callable[[Any], str]] | None, value: Any) 
 
 
 def _normalise(data: dict[str, Any], meta) -> None:
-	"""Drops Frappe's in-memory keys and renders temporal fields as stored, in place."""
+	"""Drops Frappe's in-memory keys, renders temporal fields as stored and masks secrets, in place."""
 	_drop_internal(data)
-	for fieldname, form in temporal_fields(meta).items():
+	for fieldname, form in value_forms(meta).items():
 		if fieldname in data:
 			data[fieldname] = as_stored(form, data[fieldname])
 
@@ -103,10 +130,10 @@ def document_changes(before, after: dict[str, Any]) -> dict[str, Any] | None:
 	if isinstance(before, dict):
 		old_of = before.get
 	else:
-		temporal = temporal_fields(before.meta)
+		forms = value_forms(before.meta)
 
 		def old_of(key: str) -> Any:
-			return as_stored(temporal.get(key), _plain(before.get(key)))
+			return as_stored(forms.get(key), _plain(before.get(key)))
 
 	changes: dict[str, Any] = {}
 	for key, new in after.items():
@@ -142,13 +169,13 @@ def _rows_differ(old_rows: list, new_rows: list[dict[str, Any]]) -> bool:
 		return True
 	for old, new in zip(old_rows, new_rows, strict=True):
 		get = old.get
-		temporal = None if isinstance(old, dict) else temporal_fields(old.meta)
+		forms = None if isinstance(old, dict) else value_forms(old.meta)
 		for key, value in new.items():
 			if key in IGNORED_FIELDS or key.startswith("_"):
 				continue
 			previous = get(key)
-			if temporal is not None:
-				previous = as_stored(temporal.get(key), _plain(previous))
+			if forms is not None:
+				previous = as_stored(forms.get(key), _plain(previous))
 			if previous != value:
 				return True
 	return False

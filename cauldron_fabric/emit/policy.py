@@ -29,6 +29,9 @@ DEFAULT_DENIED = frozenset(
 		"Error Snapshot",
 		"Integration Request",
 		"Notification Log",
+		# Credentials by design: an OAuth token's name is the token itself.
+		"OAuth Authorization Code",
+		"OAuth Bearer Token",
 		"Prepared Report",
 		"Route History",
 		"RQ Job",
@@ -37,6 +40,7 @@ DEFAULT_DENIED = frozenset(
 		"Scheduled Job Type",
 		"Sessions",
 		"Submission Queue",
+		"Token Cache",
 		"Transaction Log",
 		"Unhandled Email",
 		"Version",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
@@ -300,6 +301,44 @@ class TestWhatIsEmitted(EmissionCase):
 		new_order("with children")
 		self.assertNotIn("Error Log", {e["data"]["entity"] for e in events_after(self.start)})
 		self.assertNotIn(ORDER_ITEM, {e["data"]["entity"] for e in events_after(self.start)})
+
+	def test_credentials_frappe_keeps_in_plain_fields_never_travel(self):
+		# OAuth client secrets are plain Data; a bearer token's name is the token itself.
+		client = frappe.get_doc(
+			{
+				"doctype": "OAuth Client",
+				"app_name": "fabric-probe",
+				"client_secret": "s3cr3t-client",
+				"default_redirect_uri": "https://example.com/cb",
+				"redirect_uris": "https://example.com/cb",
+			}
+		).insert()
+		client.client_secret = "s3cr3t-rotated"
+		client.app_name = "fabric-probe 2"
+		client.save()
+		token = frappe.get_doc(
+			{
+				"doctype": "OAuth Bearer Token",
+				"client": client.name,
+				"user": "Administrator",
+				"access_token": f"s3cr3t-access-{frappe.generate_hash(length=8)}",
+				"refresh_token": "s3cr3t-refresh",
+				"scopes": "all",
+				"expires_in": 3600,
+			}
+		).insert()
+		events = events_after(self.start)
+		self.assertEqual(
+			types_of(events), ["oauth_client.created", "oauth_client.updated"], "the token was emitted"
+		)
+		self.assertNotIn("s3cr3t", json.dumps(events))
+		self.assertEqual(events[0]["data"]["payload"]["doc"]["client_secret"], "*****")
+		self.assertEqual(
+			events[1]["data"]["payload"]["changes"],
+			{"app_name": {"old": "fabric-probe", "new": "fabric-probe 2"}},
+		)
+		self.assertTrue(frappe.db.exists("OAuth Bearer Token", token.name))
+		frappe.db.rollback()
 
 	def test_the_fabrics_own_doctypes_are_not_emitted(self):
 		with fabric_settings(retention_days=31):
