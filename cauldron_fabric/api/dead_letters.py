@@ -7,11 +7,11 @@ retried is reported and does not stop the others.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import frappe
 
+from cauldron_fabric.api.params import json_param, number_param
 from cauldron_fabric.api.permissions import require_role
 
 MAX_MATCHING = 5000
@@ -35,13 +35,13 @@ def discard(names: list[str] | str, note: str | None = None) -> dict[str, Any]:
 def retry_matching(filters: dict | list | str | None = None, limit: int = MAX_MATCHING) -> dict[str, Any]:
 	"""Retries every Dead letter matching ``filters`` (a Dead Letter list filter), oldest first."""
 	require_role()
-	conditions = frappe.parse_json(filters) if isinstance(filters, str) else filters
+	conditions = json_param(filters, "filters") if isinstance(filters, str) and filters.strip() else filters
 	# Only dead letters can be retried, whatever status the list showed.
 	if isinstance(conditions, dict):
 		conditions = {**{k: v for k, v in conditions.items() if k != "status"}, "status": "Dead"}
 	else:
 		conditions = [*(c for c in conditions or [] if _field(c) != "status"), ["status", "=", "Dead"]]
-	limit = min(max(int(limit), 1), MAX_MATCHING)
+	limit = min(max(number_param(limit, "limit"), 1), MAX_MATCHING)
 	names = frappe.get_list(
 		"Dead Letter",
 		filters=conditions,
@@ -61,7 +61,7 @@ def _field(condition) -> str | None:
 
 def _names(names: list[str] | str) -> list[str]:
 	if isinstance(names, str):
-		names = json.loads(names) if names.startswith("[") else [names]
+		names = json_param(names, "names") if names.startswith("[") else [names]
 	return list(names)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import frappe
 from frappe import _
 
+from cauldron_fabric.api.params import json_param, number_param
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.core.outbox.sql import FAILED, PENDING
 
@@ -43,7 +44,7 @@ def list_events(
 	``event_type`` accepts a trailing ``*`` (``sales_invoice.*``).
 	"""
 	frappe.has_permission("Event Log", "read", throw=True)
-	limit = int(limit)
+	limit = number_param(limit, "limit")
 	if not 0 < limit <= MAX_LIMIT:
 		frappe.throw(_("limit must be between 1 and {0}.").format(MAX_LIMIT), frappe.ValidationError)
 	filters: dict[str, Any] = {}
@@ -60,7 +61,7 @@ def list_events(
 		if value:
 			filters[field] = value
 	if after:
-		filters["name"] = (">", int(after))
+		filters["name"] = (">", number_param(after, "after"))
 	rows = frappe.get_list(
 		"Event Log", filters=filters, fields=list(FIELDS), order_by="name asc", limit_page_length=limit
 	)
@@ -84,7 +85,7 @@ def get_event(event_id: str) -> dict[str, Any]:
 def requeue(event_ids: list[str] | str) -> dict[str, int]:
 	"""Puts Failed events back in the outbox so the relay publishes them again."""
 	require_role()
-	ids = json.loads(event_ids) if isinstance(event_ids, str) and event_ids.startswith("[") else event_ids
+	ids = json_param(event_ids, "event_ids") if str(event_ids).startswith("[") else event_ids
 	ids = [ids] if isinstance(ids, str) else list(ids)
 	names = frappe.get_all("Event Log", filters={"event_id": ("in", ids), "status": FAILED}, pluck="name")
 	if not names:

@@ -7,12 +7,12 @@ object), optional ``timeout`` (seconds) and ``target``. Answers 504 when no repl
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import frappe
 from frappe import _
 
+from cauldron_fabric.api.params import json_param, number_param
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.core.consumer import CircuitOpen, RequestTimeout, ResponderFailed
 from cauldron_fabric.core.consumer.circuit import describe
@@ -41,10 +41,12 @@ def send_request(
 	require_role()
 	from cauldron_fabric.consume.requesting import site_requester
 
-	payload = json.loads(data) if isinstance(data, str) and data.strip() else (data or {})
+	payload = json_param(data, "data") if isinstance(data, str) and data.strip() else (data or {})
 	if not isinstance(payload, dict):
 		frappe.throw(_("data must be a JSON object."), frappe.ValidationError)
-	if timeout is not None and not 0 < float(timeout) <= MAX_TIMEOUT:
+	if timeout is not None:
+		timeout = number_param(timeout, "timeout", whole=False)
+	if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
 		frappe.throw(
 			_("timeout must be between 0 and {0} seconds.").format(MAX_TIMEOUT), frappe.ValidationError
 		)

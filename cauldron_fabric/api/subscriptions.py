@@ -7,6 +7,7 @@ from typing import Any
 import frappe
 from frappe import _
 
+from cauldron_fabric.api.params import number_param
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.core.delivery import DeliveryRequest, generate_secret
 
@@ -18,7 +19,7 @@ def get_delivery_stats(subscription: str, hours: int = 24) -> dict[str, Any]:
 	from cauldron_fabric.delivery.stats import subscription_stats
 
 	_existing(subscription)
-	return subscription_stats(subscription, min(max(int(hours), 1), 24 * 30))
+	return subscription_stats(subscription, min(max(number_param(hours, "hours"), 1), 24 * 30))
 
 
 @frappe.whitelist(methods=["POST"])

@@ -135,3 +135,28 @@ class TestOverHttp(FrappeTestCase):
 	def test_bad_limit_is_a_clear_validation_error(self):
 		with self.assertRaisesRegex(frappe.ValidationError, "limit must be between 1 and 500"):
 			events_api.list_events(limit=0)
+
+
+class TestMalformedParameters(FrappeTestCase):
+	def test_each_is_a_validation_error_naming_it(self):
+		# Before, each of these was an unhandled ValueError or JSONDecodeError: HTTP 500.
+		from cauldron_fabric.api import approvals, dead_letters
+		from cauldron_fabric.api import requests as requests_api
+
+		frappe.set_user("Administrator")
+		cases = [
+			(events_api.list_events, {"limit": "abc"}, "limit"),
+			(events_api.list_events, {"after": "1 or 1=1"}, "after"),
+			(events_api.requeue, {"event_ids": "[bad"}, "event_ids"),
+			(approvals.list_requests, {"limit": "x"}, "limit"),
+			(dead_letters.retry_matching, {"limit": "x"}, "limit"),
+			(dead_letters.retry_matching, {"filters": "{bad"}, "filters"),
+			(dead_letters.retry, {"names": '["a"'}, "names"),
+			(requests_api.send_request, {"type": "probe.request", "data": "{bad"}, "data"),
+			(requests_api.send_request, {"type": "probe.request", "timeout": "abc"}, "timeout"),
+		]
+		for method, params, name in cases:
+			with self.subTest(method=method.__name__, params=params):
+				with self.assertRaises(frappe.ValidationError) as refused:
+					method(**params)
+				self.assertIn(name, str(refused.exception))

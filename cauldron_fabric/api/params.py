@@ -1,0 +1,33 @@
+"""Reading request parameters: a malformed one is a clear validation error, never a 500."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import frappe
+from frappe import _
+
+
+def number_param(value: Any, name: str, *, whole: bool = True) -> int | float:
+	"""Returns ``value`` as an integer (or a float when ``whole`` is false)."""
+	try:
+		if isinstance(value, bool):
+			raise ValueError(value)
+		return int(value) if whole else float(value)
+	except (TypeError, ValueError):
+		kind = _("a whole number") if whole else _("a number")
+		frappe.throw(_("{0} must be {1}, not {2}.").format(name, kind, repr(value)), frappe.ValidationError)
+
+
+def json_param(value: Any, name: str) -> Any:
+	"""Returns a JSON text parsed (other values as they are)."""
+	if not isinstance(value, str):
+		return value
+	try:
+		return json.loads(value)
+	except ValueError as exc:
+		frappe.throw(
+			_("{0} is not valid JSON ({1}); send a JSON list or object.").format(name, exc),
+			frappe.ValidationError,
+		)
