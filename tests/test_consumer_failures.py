@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 
-from consumer_buses import bus_fixture, raw, wire  # noqa: F401
+from consumer_buses import RabbitBus, bus_fixture, raw, wire  # noqa: F401
 
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking
 from cauldron_fabric.core.consumer.messages import (
@@ -21,6 +21,7 @@ from cauldron_fabric.core.consumer.messages import (
 	ORIGIN_PARTITION,
 	ORIGIN_TOPIC,
 )
+from cauldron_fabric.core.consumer.tracking_sql import TrackingUnavailable
 from cauldron_fabric.core.consumer.validation import validate_with_catalog
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
 from cauldron_fabric.core.errors import PermanentError
@@ -118,3 +119,92 @@ def test_poison_messages_reach_the_dead_letters_with_origin_while_later_messages
 	assert json.loads(dead["handler-refused"][1])["data"]["payload"]["n"] == 6
 	assert dead["handler-refused"][0][ATTEMPTS] == "1"
 	assert by_reason["schema-violation"][0].envelope.id == schema_bad.id
+
+
+def test_messages_that_break_the_parser_are_dead_letters_not_crashes(bus):
+	# Each of these used to escape the consumer: it died, restarted on the same message, died
+	# again, and everything after it on the partition waited for ever.
+	channel, group = bus.channel(), f"unreadable-{uuid.uuid4().hex[:6]}"
+	options = ConsumerOptions(
+		group=group, max_attempts=2, backoff=Backoff(0.2, 1, 0.2, 0), commit_interval=0.2
+	)
+	source = bus.source(options, channel)
+	key, body, headers, routing = wire(item("good", 3))
+	traced = (key, body, (*headers, ("x-trace", b"\xff\xfe binary")), routing)  # not ours: ignored
+	key, body, headers, routing = wire(item("good", 4))
+	# A CloudEvents attribute that is no text: Kafka hands the bytes over as they are (a dead
+	# letter); the RabbitMQ source reads header values leniently, so there the event is fine.
+	attribute = "ce_subject"
+	bad_attribute = (key, body, (*headers, (attribute, b"\xff\xfe")), routing)
+	handled, unreadable = ([1, 3], 3) if bus.name == "kafka" else ([1, 3, 4], 2)
+	long_id = item("good", 5).to_dict()
+	long_id["id"] = "x" * 200
+	messages = [
+		traced,
+		bad_attribute,
+		raw(b"[" * 100_000 + b"]" * 100_000),  # nested deeper than the parser's recursion
+		raw(json.dumps(long_id).encode()),
+		wire(item("good", 1)),
+	]
+	bus.publish(channel, [("I-1", *m[1:]) for m in messages])
+	tracking, letters = MemoryTracking(), []
+	consumer = Consumer(
+		source,
+		HandlerTable.from_mapping({"item.*": handle_item, "garbage.*": handle_item}),
+		tracking.session(),
+		options,
+		on_dead_letter=letters.append,
+	)
+	try:
+		consumer.run(
+			lambda: len(tracking.effects) == len(handled) and len(letters) == unreadable, max_seconds=40
+		)
+		assert sorted(n for n, _ in tracking.effects) == handled
+		assert [letter.failure.reason for letter in letters] == ["invalid-envelope"] * unreadable
+		reasons = " ".join(letter.failure.message for letter in letters)
+		assert "recursion" in reasons and "at most 140" in reasons
+		assert (f"{attribute} is not UTF-8" in reasons) == (bus.name == "kafka")
+	finally:
+		consumer.close()
+
+
+class DownAtFirst:
+	"""A tracking session whose database cannot be reached for its first ``seconds``."""
+
+	def __init__(self, session, seconds):
+		self.session, self.until = session, time.monotonic() + seconds
+
+	def __getattr__(self, name):
+		return getattr(self.session, name)
+
+	def claim(self, *args):
+		if time.monotonic() < self.until:
+			raise TrackingUnavailable("the tracking database is down")
+		return self.session.claim(*args)
+
+
+def test_rabbitmq_hands_out_every_deferred_message_however_many_fall_due():
+	# Prefetch 20, batches of 5: an outage defers all 20 at once. The 15 beyond the first
+	# batch used to be dropped from the deferred list, never handled and never acknowledged.
+	bus = RabbitBus()
+	try:
+		channel, group = bus.channel(), f"deferred-{uuid.uuid4().hex[:6]}"
+		options = ConsumerOptions(
+			group=group, batch_size=5, poll_timeout=0.2, outage_backoff=Backoff(1.0, 1.0, 1.0, 0)
+		)
+		source = bus.source(options, channel, prefetch=20)
+		bus.publish(channel, [wire(item("good", n)) for n in range(20)])
+		tracking = MemoryTracking()
+		consumer = Consumer(
+			source,
+			HandlerTable.from_mapping({"item.*": handle_item}),
+			DownAtFirst(tracking.session(), 0.8),
+			options,
+		)
+		try:
+			consumer.run(lambda: len(tracking.effects) == 20, max_seconds=20)
+			assert sorted(n for n, _ in tracking.effects) == list(range(20))
+		finally:
+			consumer.close()
+	finally:
+		bus.close()

@@ -240,6 +240,9 @@ def from_structured(document: Any) -> Envelope:
 	return from_attributes(document, document.get("data"))
 
 
+HEADER_PREFIXES = (KAFKA_PREFIX, HTTP_PREFIX, AMQP_PREFIX.lower(), "cloudevents:")
+
+
 def from_headers(
 	headers: Iterable[tuple[str, Any]] | Mapping[str, Any] | None, body: bytes | str | None
 ) -> Envelope:
@@ -252,15 +255,19 @@ def from_headers(
 	attributes: dict[str, Any] = {}
 	content_type = ""
 	for name, value in pairs:
-		text = value.decode() if isinstance(value, bytes) else value
 		lowered = name.lower()
-		if lowered in ("content-type", "content_type"):
+		prefix = next((p for p in HEADER_PREFIXES if lowered.startswith(p)), None)
+		is_content_type = lowered in ("content-type", "content_type")
+		if prefix is None and not is_content_type:
+			continue  # another system's header (tracing, …): not ours to read
+		try:
+			text = value.decode() if isinstance(value, bytes) else value
+		except UnicodeDecodeError as exc:
+			raise InvalidEnvelope([f"header {name} is not UTF-8 text ({exc})"]) from exc
+		if is_content_type:
 			content_type = str(text or "")
-			continue
-		for prefix in (KAFKA_PREFIX, HTTP_PREFIX, AMQP_PREFIX.lower(), "cloudevents:"):
-			if lowered.startswith(prefix):
-				attributes[lowered[len(prefix) :]] = text
-				break
+		else:
+			attributes[lowered[len(prefix) :]] = text
 	if content_type.startswith(STRUCTURED_CONTENT_TYPE):
 		return from_structured(body or b"")
 	value = _loads(body) if body else None
@@ -286,7 +293,7 @@ def _data_dict(data: EventData) -> dict[str, Any]:
 def _loads(raw: bytes | str) -> Any:
 	try:
 		return json.loads(raw)
-	except (ValueError, UnicodeDecodeError) as exc:
+	except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
 		raise InvalidEnvelope([f"body is not valid JSON ({exc})"]) from exc
 
 

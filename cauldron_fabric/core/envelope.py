@@ -77,6 +77,11 @@ def parse_time(value: str) -> dt.datetime:
 	return moment
 
 
+# Longest event id or type: the Event Log, delivery and processed-event tables keep them in
+# varchar(140) columns.
+KEY_LENGTH = 140
+
+
 @dataclass(frozen=True, slots=True)
 class EventData:
 	"""What happened and to which entity."""
@@ -158,6 +163,11 @@ class Envelope:
 			raise InvalidEnvelope([f"expected a JSON object, got {type(body).__name__}"])
 		for key in ("id", "type", "source", "time"):
 			_require_text(body, key, key, problems)
+		for key in ("id", "type"):  # stored, tracked and deduplicated in 140-character columns
+			if isinstance(body.get(key), str) and len(body[key]) > KEY_LENGTH:
+				problems.append(
+					f"'{key}' is {len(body[key])} characters long; at most {KEY_LENGTH} are allowed"
+				)
 		if isinstance(body.get("type"), str) and not TYPE_PATTERN.match(body["type"]):
 			problems.append(
 				f"'type' {body['type']!r} must be dot-separated lower-case words such as 'sales_invoice.submitted'"
@@ -215,7 +225,7 @@ class Envelope:
 		"""Parses JSON text; raises InvalidEnvelope when it is not JSON or not an envelope."""
 		try:
 			body = json.loads(text)
-		except (ValueError, UnicodeDecodeError) as exc:
+		except (ValueError, RecursionError) as exc:  # a body nested thousands deep
 			raise InvalidEnvelope([f"body is not valid JSON ({exc})"]) from exc
 		return cls.from_dict(body)
 

@@ -177,10 +177,12 @@ class RabbitMQSource(MessageSource):
 	def poll(self, max_messages: int, timeout: float) -> list[InboundMessage]:
 		"""Returns deferred messages that fell due, else what the broker pushed within ``timeout``."""
 		now = time.time()
-		due = [m for until, m in self._deferred if until <= now]
+		due = [pair for pair in self._deferred if pair[0] <= now][:max_messages]
 		if due:
-			self._deferred = [(u, m) for u, m in self._deferred if u > now]
-			return due[:max_messages] + self._take(max_messages - len(due))
+			# More due than asked for stay deferred: handed out later, never left unacknowledged.
+			taken = {id(pair) for pair in due}
+			self._deferred = [pair for pair in self._deferred if id(pair) not in taken]
+			return [m for _, m in due] + self._take(max_messages - len(due))
 		try:
 			if self._connection is None:
 				self._connect()

@@ -137,6 +137,11 @@ class Consumer:
 			envelope = from_headers(message.headers, message.body)
 		except InvalidEnvelope as exc:
 			return self._dead_letter(message, Failure.of(INVALID_ENVELOPE, exc), message.attempt, None)
+		except Exception as exc:
+			# Whatever this message does to the parser, a crash would meet it again on every
+			# restart and block its partition: it is a dead letter.
+			log.exception("could not read %s", message.origin)
+			return self._dead_letter(message, Failure.of(INVALID_ENVELOPE, exc), message.attempt, None)
 		handlers = self.handlers.handlers_for(envelope.type)
 		if not handlers:
 			return self._finish(message, IGNORED)  # another group's business, valid or not
@@ -156,6 +161,12 @@ class Consumer:
 		except RetryableError as exc:
 			self.tracking.rollback()
 			return self._outage(message, exc)
+		except Exception as exc:
+			# The database refused this event's processed mark (not an outage): retried, it
+			# would fail the same way for ever.
+			self.tracking.rollback()
+			log.exception("could not record %s as being processed", envelope.id)
+			return self._dead_letter(message, Failure.of(INVALID_ENVELOPE, exc), message.attempt, envelope)
 		if not claimed:
 			self.tracking.rollback()
 			return self._finish(message, DUPLICATE)
@@ -216,8 +227,17 @@ class Consumer:
 	) -> str:
 		try:
 			destination = self.source.dead_letter(message, failure, attempts)
+		except PermanentError as exc:
+			# The broker refuses the copy for good (too large for the dead-letter topic): the
+			# Dead Letter record below keeps the whole message, and can retry it.
+			log.error(
+				"the dead-letter destination refused %s (%s); keeping it as a record only",
+				message.origin,
+				exc,
+			)
+			destination = None
 		except FabricError as exc:
-			# Even a refusal keeps the message: dropping it is the one thing never done.
+			# An outage keeps the message: dropping it is the one thing never done.
 			return self._outage(message, exc)
 		letter = DeadLetter(
 			self.options.group,
