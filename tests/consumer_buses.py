@@ -62,9 +62,12 @@ class KafkaBus:
 		broker_options = {"session_timeout_ms": 6000, "topic_partitions": PARTITIONS, **extra}
 		return open_source(self.url, options, [channel], broker_options=broker_options)
 
-	def publish(self, channel, messages) -> list[tuple[int, int]]:
+	def publish(self, channel, messages, max_bytes: int | None = None) -> list[tuple[int, int]]:
 		"""Produces each message on its own (exact watermarks on Tansu); returns (partition, offset)s."""
-		producer = Producer({"bootstrap.servers": self.broker.bootstrap})
+		config = {"bootstrap.servers": self.broker.bootstrap}
+		if max_bytes:
+			config["message.max.bytes"] = max_bytes
+		producer = Producer(config)
 		placed = []
 		for key, body, headers, _routing_key in messages:
 			producer.produce(

@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 
-from consumer_buses import RabbitBus, bus_fixture, raw, wire  # noqa: F401
+from consumer_buses import KafkaBus, RabbitBus, bus_fixture, raw, wire  # noqa: F401
 
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking
 from cauldron_fabric.core.consumer.messages import (
@@ -208,3 +208,30 @@ def test_rabbitmq_hands_out_every_deferred_message_however_many_fall_due():
 			consumer.close()
 	finally:
 		bus.close()
+
+
+def test_a_message_too_large_to_copy_is_kept_as_a_dead_letter_record(kafka):
+	# Just under a broker's 1 MB limit on its own, over the producer's once copied with the
+	# dead-letter headers: the copy is refused for good. It used to be deferred for ever,
+	# pausing its partition.
+	bus = KafkaBus(kafka)
+	channel, group = bus.channel(), f"oversized-{uuid.uuid4().hex[:6]}"
+	options = ConsumerOptions(group=group, max_attempts=2, commit_interval=0.2)
+	source = bus.source(options, channel)
+	huge = raw(b"x" * 1_000_500)
+	bus.publish(channel, [("I-1", *huge[1:]), ("I-1", *wire(item("good", 1))[1:])], max_bytes=2_000_000)
+	tracking, letters = MemoryTracking(), []
+	consumer = Consumer(
+		source,
+		HandlerTable.from_mapping({"item.*": handle_item, "garbage.*": handle_item}),
+		tracking.session(),
+		options,
+		on_dead_letter=letters.append,
+	)
+	try:
+		consumer.run(lambda: len(tracking.effects) == 1 and len(letters) == 1, max_seconds=30)
+		assert [n for n, _ in tracking.effects] == [1]
+		(letter,) = letters
+		assert letter.destination is None and len(letter.body) == 1_000_500
+	finally:
+		consumer.close()

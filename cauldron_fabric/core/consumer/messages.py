@@ -154,7 +154,7 @@ class DeadLetter:
 	origin: Origin
 	attempts: int
 	failure: Failure
-	destination: str
+	destination: str | None  # None when the broker refused the copy for good (the record keeps it)
 	body: bytes
 	key: bytes | None = None
 	envelope: Envelope | None = None
