@@ -29,15 +29,21 @@ STATUS_OF = {APPROVED: "Approved", REJECTED: "Rejected"}
 def load_for_decision(name: str):
 	"""Returns the request locked for update; raises PermissionError unless the user may decide it."""
 	if not frappe.db.exists(DOCTYPE, name):
+		if not frappe.has_permission(DOCTYPE, "read"):
+			_not_an_approver()  # the same answer as for a request that exists: no guessing names
 		frappe.throw(_("There is no approval request {0}.").format(name), frappe.DoesNotExistError)
 	doc = frappe.get_doc(DOCTYPE, name, for_update=True)
 	if not can_decide(doc, frappe.session.user):
-		frappe.throw(
-			_("Only the approvers this request names, or a Fabric Manager, may decide it."),
-			frappe.PermissionError,
-			title=_("Not an approver"),
-		)
+		_not_an_approver()
 	return doc
+
+
+def _not_an_approver() -> None:
+	frappe.throw(
+		_("Only the approvers this request names, or a Fabric Manager, may decide it."),
+		frappe.PermissionError,
+		title=_("Not an approver"),
+	)
 
 
 def is_overdue(doc) -> bool:

@@ -112,6 +112,8 @@ class TestApprovalRequests(FrappeTestCase):
 				decide(name, "let me")
 		with self.assertRaises(frappe.PermissionError):
 			approvals_api.get_request(name)
+		with self.assertRaises(frappe.PermissionError, msg="a missing request answered differently"):
+			approvals_api.approve("no-such-request")
 		frappe.set_user(ROLE_HOLDER)
 		self.assertTrue(approvals_api.get_request(name)["canDecide"], "a holder of a listed role decides")
 		self.assertEqual(approvals_api.reject(name, "Too expensive.")["status"], "Rejected")
