@@ -121,6 +121,14 @@ def test_poison_messages_reach_the_dead_letters_with_origin_while_later_messages
 	assert by_reason["schema-violation"][0].envelope.id == schema_bad.id
 
 
+def item_consumer(source, options):
+	"""Returns a consumer handling items (and garbage) into memory, its tracking and dead letters."""
+	tracking, letters = MemoryTracking(), []
+	handlers = HandlerTable.from_mapping({"item.*": handle_item, "garbage.*": handle_item})
+	consumer = Consumer(source, handlers, tracking.session(), options, on_dead_letter=letters.append)
+	return consumer, tracking, letters
+
+
 def test_messages_that_break_the_parser_are_dead_letters_not_crashes(bus):
 	# Each of these used to escape the consumer: it died, restarted on the same message, died
 	# again, and everything after it on the partition waited for ever.
@@ -147,14 +155,7 @@ def test_messages_that_break_the_parser_are_dead_letters_not_crashes(bus):
 		wire(item("good", 1)),
 	]
 	bus.publish(channel, [("I-1", *m[1:]) for m in messages])
-	tracking, letters = MemoryTracking(), []
-	consumer = Consumer(
-		source,
-		HandlerTable.from_mapping({"item.*": handle_item, "garbage.*": handle_item}),
-		tracking.session(),
-		options,
-		on_dead_letter=letters.append,
-	)
+	consumer, tracking, letters = item_consumer(source, options)
 	try:
 		consumer.run(
 			lambda: len(tracking.effects) == len(handled) and len(letters) == unreadable, max_seconds=40
@@ -220,14 +221,7 @@ def test_a_message_too_large_to_copy_is_kept_as_a_dead_letter_record(kafka):
 	source = bus.source(options, channel)
 	huge = raw(b"x" * 1_000_500)
 	bus.publish(channel, [("I-1", *huge[1:]), ("I-1", *wire(item("good", 1))[1:])], max_bytes=2_000_000)
-	tracking, letters = MemoryTracking(), []
-	consumer = Consumer(
-		source,
-		HandlerTable.from_mapping({"item.*": handle_item, "garbage.*": handle_item}),
-		tracking.session(),
-		options,
-		on_dead_letter=letters.append,
-	)
+	consumer, tracking, letters = item_consumer(source, options)
 	try:
 		consumer.run(lambda: len(tracking.effects) == 1 and len(letters) == 1, max_seconds=30)
 		assert [n for n, _ in tracking.effects] == [1]
