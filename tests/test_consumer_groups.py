@@ -135,3 +135,41 @@ def test_a_database_outage_defers_the_events_and_loses_none(bus, tables):
 	finally:
 		consumer.close()
 	assert sorted(r[0] for r in effect_rows(effects)) == sorted(e.id for e in sent)
+
+
+def test_a_connection_lost_inside_a_handler_is_an_outage_not_a_failed_attempt(bus, tables):
+	# The database goes away while the handler writes: the event waits like any outage
+	# instead of using up one of its attempts (which, through a long outage, dead-letters
+	# healthy events).
+	(tracking, effects), channel = tables, bus.channel()
+	options = ConsumerOptions(group=f"lost-{uuid.uuid4().hex[:6]}", outage_backoff=Backoff(0.3, 2, 1, 0))
+	source = bus.source(options, channel)
+	store = SqlTrackingStore(connect_db, table=tracking[0], sequence=tracking[1])
+	killed = []
+
+	def record_effect(envelope, context):
+		with context.transaction.cursor() as cur:
+			if not killed:
+				cur.execute("SELECT CONNECTION_ID()")
+				(connection_id,) = cur.fetchone()
+				admin = connect_db()
+				with admin.cursor() as kill:
+					kill.execute(f"KILL CONNECTION {int(connection_id)}")
+				admin.close()
+				killed.append(envelope.id)
+			cur.execute(
+				f"INSERT INTO `{effects}` (event_id, worker, part) VALUES (%s, 'in-process', 0)",
+				(envelope.id,),
+			)
+
+	consumer = Consumer(source, HandlerTable.from_mapping({"**": record_effect}), store, options)
+	sent = events(3)
+	bus.publish(channel, [wire(e) for e in sent])
+	try:
+		consumer.run(lambda: len(effect_rows(effects)) >= 3, max_seconds=30)
+		totals = consumer.stats.totals()
+		assert killed, "the connection was never killed"
+		assert totals.deferred >= 1 and totals.retried == 0 and totals.failed == 0, totals
+	finally:
+		consumer.close()
+	assert sorted(r[0] for r in effect_rows(effects)) == sorted(e.id for e in sent)

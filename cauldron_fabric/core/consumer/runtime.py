@@ -35,6 +35,7 @@ from cauldron_fabric.core.consumer.ports import MessageSource, TrackingStore
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import FabricError, InvalidEnvelope, PermanentError, RetryableError
 from cauldron_fabric.core.retry import Backoff
+from cauldron_fabric.core.sqlsession import is_connection_error
 
 log = logging.getLogger("cauldron_fabric.consumer")
 
@@ -178,6 +179,10 @@ class Consumer:
 				handler(envelope, context)
 		except Exception as exc:
 			self.tracking.rollback()
+			if is_connection_error(exc):
+				# The database went away under the handler: an outage, which delays the event
+				# without using up its attempts (a long one would dead-letter healthy events).
+				return self._outage(message, exc)
 			return self._failed(message, envelope, exc)
 		try:
 			self.tracking.commit()
