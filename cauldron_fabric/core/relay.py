@@ -107,6 +107,12 @@ def blocked_keys(ahead: list[Batch], records: list[OutboxRecord]) -> dict[str, t
 	return blocked
 
 
+def waits_behind(blocked: dict[str, tuple[int, Settlement]], record: OutboxRecord) -> Settlement | None:
+	"""Returns the failure a record must wait behind (see blocked_keys), or None."""
+	entry = blocked.get(record.partition_key)
+	return entry[1] if entry is not None and record.seq > entry[0] else None
+
+
 def seqs_of(batches: list[Batch]) -> list[int]:
 	"""Returns the sequence numbers the batches hold."""
 	return [seq for batch in batches for seq in batch.seqs]
@@ -157,11 +163,10 @@ class Relay:
 			blocked = blocked_keys(ahead, records)
 			now, deferred = [], []
 			for record in records:
-				key = record.partition_key
-				if key in blocked and record.seq > blocked[key][0]:
+				if waits_behind(blocked, record):
 					continue  # held back when settled
 				pair = (record, self._message(record))
-				(deferred if key in unconcluded else now).append(pair)
+				(deferred if record.partition_key in unconcluded else now).append(pair)
 			wait = self.transport.publish_async([message for _, message in now])
 		except BaseException:
 			store.release()
@@ -172,23 +177,20 @@ class Relay:
 		"""Waits for the batch's deliveries and decides each record's outcome."""
 		try:
 			deliveries = batch.wait(self.options.publish_timeout)
+			# Every batch ahead has concluded now: what their keys hold back is final.
+			blocked = blocked_keys(batch.ahead, batch.records)
 			if batch.deferred:
-				deliveries = deliveries + self._publish_deferred(batch)
-			settlements = self._settlements(batch, deliveries)
+				deliveries = deliveries + self._publish_deferred(batch, blocked)
+			settlements = self._settlements(batch, deliveries, blocked)
 		except BaseException:
 			batch.store.release()
 			raise
 		batch.ahead, batch.deferred, batch.concluded = [], [], True  # let the batches ahead go
 		return settlements
 
-	def _publish_deferred(self, batch: Batch) -> list[Delivery]:
+	def _publish_deferred(self, batch: Batch, blocked: dict[str, tuple[int, Settlement]]) -> list[Delivery]:
 		"""Produces the deferred messages whose key went out ahead; waits for their deliveries."""
-		blocked = blocked_keys(batch.ahead, batch.records)  # every batch ahead has concluded
-		go = [
-			(r, m)
-			for r, m in batch.deferred
-			if not (r.partition_key in blocked and r.seq > blocked[r.partition_key][0])
-		]
+		go = [(r, m) for r, m in batch.deferred if not waits_behind(blocked, r)]
 		deliveries = self.transport.publish_async([message for _, message in go])(
 			self.options.publish_timeout
 		)
@@ -216,12 +218,15 @@ class Relay:
 			topic = self._topics[key] = topic_for(self.options.topic_template, event_type, entity, tenant)
 		return topic
 
-	def _settlements(self, batch: Batch, deliveries: list[Delivery]) -> list[Settlement]:
-		"""Turns deliveries into settlements, holding back anything behind a failure of its key."""
+	def _settlements(
+		self, batch: Batch, deliveries: list[Delivery], blocked: dict[str, tuple[int, Settlement]]
+	) -> list[Settlement]:
+		"""Turns deliveries into settlements, holding back anything behind a failure of its key.
+
+		``blocked`` (blocked_keys) names the earlier rows of a key that the batches ahead did
+		not get out: later ones wait (and were not produced).
+		"""
 		settlements = []
-		# Earlier rows of a key that a batch ahead did not get out: later ones wait (and were
-		# not produced).
-		blocked = blocked_keys(batch.ahead, batch.records)
 		failed: dict[str, Settlement] = {}
 		unpublished: dict[int, tuple[str, Settlement]] = {}
 		produced = {
@@ -231,9 +236,7 @@ class Relay:
 		for record in batch.records:
 			key = record.partition_key
 			message, delivery = produced.get(record.seq, (None, None))
-			first = failed.get(key)
-			if first is None and key in blocked and record.seq > blocked[key][0]:
-				first = blocked[key][1]
+			first = failed.get(key) or waits_behind(blocked, record)
 			if first is not None:
 				unpublished[record.seq] = (key, first)
 				error = (
