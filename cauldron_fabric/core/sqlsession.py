@@ -7,7 +7,8 @@ are explicit. A lost connection becomes a retryable error and the next use recon
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from cauldron_fabric.core.errors import RetryableError
@@ -72,10 +73,15 @@ class SqlSession:
 
 	def execute(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[tuple], int]:
 		"""Runs one statement; returns its rows and the affected row count."""
+		with self._lost_is_unavailable(), self.connection.cursor() as cur:
+			count = cur.execute(sql, params)
+			return list(cur.fetchall() or ()), int(count or 0)
+
+	@contextmanager
+	def _lost_is_unavailable(self) -> Iterator[None]:
+		"""Turns a lost connection inside the block into the retryable error (and drops it)."""
 		try:
-			with self.connection.cursor() as cur:
-				count = cur.execute(sql, params)
-				return list(cur.fetchall() or ()), int(count or 0)
+			yield
 		except self.unavailable:
 			raise
 		except Exception as exc:
@@ -90,13 +96,8 @@ class SqlSession:
 
 	def commit(self) -> None:
 		"""Commits the open transaction; a lost connection becomes the retryable error."""
-		try:
+		with self._lost_is_unavailable():
 			self.connection.commit()
-		except self.unavailable:
-			raise
-		except Exception as exc:
-			self.raise_if_lost(exc)
-			raise
 
 	def rollback(self) -> None:
 		"""Rolls back the open transaction; a broken connection is dropped instead."""
