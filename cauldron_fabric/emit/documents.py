@@ -56,7 +56,7 @@ def on_change(doc, method=None) -> None:
 	via_db_set = doc.flags.pop("fabric_db_set", False)
 	if doc.flags.in_delete:
 		return
-	if doc.get("parentfield") and doc.meta.istable:
+	if _is_row(doc):
 		row_changed(doc, via="db_set" if via_db_set else None)
 		return
 	if not current_policy().kind_of(doc.doctype):
@@ -79,6 +79,36 @@ def on_change(doc, method=None) -> None:
 		emit_document_event(doc, action)
 
 
+def _is_row(doc) -> bool:
+	"""Tells whether ``doc`` is a child table row (changed on its own when its hooks fire)."""
+	return bool(doc.get("parentfield")) and doc.meta.istable
+
+
+def _held(attribute: str, flush) -> dict:
+	"""Returns a dict held in frappe.local for the open transaction, to add to.
+
+	On first use in a transaction ``flush`` is set to run before the commit; a rollback
+	empties the dict.
+	"""
+	held = getattr(frappe.local, attribute, None)
+	if held is None:
+		held = {}
+		setattr(frappe.local, attribute, held)
+	if not held:
+		frappe.db.before_commit.add(flush)
+		frappe.db.after_rollback.add(held.clear)
+	return held
+
+
+def _released(attribute: str) -> dict:
+	"""Returns what ``_held`` kept, emptying it first (commit has already dropped the rollback
+	callback, so nothing must stay behind if recording raises)."""
+	held = getattr(frappe.local, attribute, None) or {}
+	released = dict(held)
+	held.clear()
+	return released
+
+
 def _being_saved(doc) -> bool:
 	"""Tells whether ``doc`` is inside its own insert or save."""
 	# insert() sets __islocal, db_insert() makes it False (so is_new() is false in after_insert
@@ -96,22 +126,12 @@ def _defer_db_set(doc) -> None:
 	Frappe leaves a save that raised in ``currently_saving``, so "being saved" may never end:
 	the commit records what no save covered, and a rollback forgets it all.
 	"""
-	deferred = getattr(frappe.local, "fabric_deferred_db_sets", None)
-	if deferred is None:
-		deferred = frappe.local.fabric_deferred_db_sets = {}
-	if not deferred:
-		frappe.db.before_commit.add(record_deferred_db_sets)
-		frappe.db.after_rollback.add(deferred.clear)
-	deferred[doc.doctype, doc.name] = doc
+	_held("fabric_deferred_db_sets", record_deferred_db_sets)[doc.doctype, doc.name] = doc
 
 
 def record_deferred_db_sets() -> None:
 	"""Records the held-back db_sets no save covered (before_commit), on rows that exist."""
-	deferred = getattr(frappe.local, "fabric_deferred_db_sets", None) or {}
-	docs = list(deferred.values())
-	# Emptied first: commit has already dropped the rollback callback if recording raises.
-	deferred.clear()
-	for doc in docs:
+	for doc in _released("fabric_deferred_db_sets").values():
 		# A db_set from the validate of an insert that then failed wrote no row.
 		if current_policy().kind_of(doc.doctype) and frappe.db.exists(doc.doctype, doc.name):
 			emit_document_event(doc, "updated", via="db_set")
@@ -119,7 +139,7 @@ def record_deferred_db_sets() -> None:
 
 def after_delete(doc, method=None) -> None:
 	"""Emits ``<doctype>.deleted`` with the document as it was."""
-	if doc.get("parentfield") and doc.meta.istable:
+	if _is_row(doc):
 		row_changed(doc, removed=True)
 	elif current_policy().kind_of(doc.doctype):
 		emit_document_event(doc, "deleted")
@@ -144,14 +164,12 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 		or (parent_in_memory is not None and _being_saved(parent_in_memory))
 	):
 		return
-	pending = getattr(frappe.local, "fabric_row_changes", None)
-	if pending is None:
-		pending = frappe.local.fabric_row_changes = {}
-	change = pending.get(parent_key)
-	if change is not None and row.parentfield in change["before"]:
+	change = (getattr(frappe.local, "fabric_row_changes", None) or {}).get(parent_key)
+	if change is not None:
 		if change["via"] != via:
-			change["via"] = None
-		return  # the table as it was is known already
+			change["via"] = None  # db_sets and other changes together: a plain update
+		if row.parentfield in change["before"]:
+			return  # the table as it was is known already
 	try:
 		kind = current_policy().kind_of(row.parenttype)
 	except frappe.DoesNotExistError:
@@ -170,22 +188,15 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 			if before is None
 			else [row_payload(before) if r.get("name") == row.name else r for r in rows]
 		)
-	if not pending:
-		frappe.db.before_commit.add(record_row_changes)
-		frappe.db.after_rollback.add(pending.clear)
 	if change is None:
-		change = pending[parent_key] = {"kind": kind, "via": via, "before": {}}
-	elif change["via"] != via:
-		change["via"] = None
+		held = _held("fabric_row_changes", record_row_changes)
+		change = held[parent_key] = {"kind": kind, "via": via, "before": {}}
 	change["before"][row.parentfield] = before_rows
 
 
 def record_row_changes() -> None:
 	"""Records one update per parent whose rows changed alone in this transaction (before_commit)."""
-	pending = getattr(frappe.local, "fabric_row_changes", None) or {}
-	changes = list(pending.items())
-	pending.clear()  # commit has already dropped the rollback callback if recording raises
-	for parent_key, change in changes:
+	for parent_key, change in _released("fabric_row_changes").items():
 		if not frappe.db.exists(*parent_key):
 			continue  # deleted since
 		parent = frappe.get_doc(*parent_key)
