@@ -30,7 +30,6 @@ Three wire forms:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +41,7 @@ from cauldron_fabric.core.envelope import (
 	EventData,
 	dumps,
 	format_time,
+	load_json,
 )
 from cauldron_fabric.core.errors import InvalidEnvelope
 
@@ -234,7 +234,7 @@ def to_structured_message(envelope: Envelope) -> WireMessage:
 def from_structured(document: Any) -> Envelope:
 	"""Builds an envelope from a structured-mode CloudEvent document (dict, str or bytes)."""
 	if isinstance(document, bytes | str):
-		document = _loads(document)
+		document = load_json(document)
 	if not isinstance(document, Mapping):
 		raise InvalidEnvelope(["a structured CloudEvent must be a JSON object"])
 	return from_attributes(document, document.get("data"))
@@ -270,7 +270,7 @@ def from_headers(
 			attributes[lowered[len(prefix) :]] = text
 	if content_type.startswith(STRUCTURED_CONTENT_TYPE):
 		return from_structured(body or b"")
-	value = _loads(body) if body else None
+	value = load_json(body) if body else None
 	if isinstance(value, Mapping) and "specVersion" in value and isinstance(value.get("data"), Mapping):
 		envelope = Envelope.from_dict(value)
 		for attr in ("id", "type"):
@@ -288,13 +288,6 @@ def from_headers(
 
 def _data_dict(data: EventData) -> dict[str, Any]:
 	return {"entity": data.entity, "entityId": data.entity_id, "action": data.action, "payload": data.payload}
-
-
-def _loads(raw: bytes | str) -> Any:
-	try:
-		return json.loads(raw)
-	except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-		raise InvalidEnvelope([f"body is not valid JSON ({exc})"]) from exc
 
 
 __all__ = [

@@ -223,11 +223,15 @@ class Envelope:
 	@classmethod
 	def from_json(cls, text: str | bytes) -> Envelope:
 		"""Parses JSON text; raises InvalidEnvelope when it is not JSON or not an envelope."""
-		try:
-			body = json.loads(text)
-		except (ValueError, RecursionError) as exc:  # a body nested thousands deep
-			raise InvalidEnvelope([f"body is not valid JSON ({exc})"]) from exc
-		return cls.from_dict(body)
+		return cls.from_dict(load_json(text))
+
+
+def load_json(text: str | bytes) -> Any:
+	"""Parses a message body; raises InvalidEnvelope when it is not JSON."""
+	try:
+		return json.loads(text)
+	except (ValueError, RecursionError) as exc:  # not UTF-8 is a ValueError; nested thousands deep
+		raise InvalidEnvelope([f"body is not valid JSON ({exc})"]) from exc
 
 
 def _require_text(body: Mapping, key: str, label: str, problems: list[str]) -> None:
