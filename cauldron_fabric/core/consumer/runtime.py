@@ -136,12 +136,11 @@ class Consumer:
 			return DEFERRED
 		try:
 			envelope = from_headers(message.headers, message.body)
-		except InvalidEnvelope as exc:
-			return self._dead_letter(message, Failure.of(INVALID_ENVELOPE, exc), message.attempt, None)
 		except Exception as exc:
 			# Whatever this message does to the parser, a crash would meet it again on every
 			# restart and block its partition: it is a dead letter.
-			log.exception("could not read %s", message.origin)
+			if not isinstance(exc, InvalidEnvelope):
+				log.exception("could not read %s", message.origin)
 			return self._dead_letter(message, Failure.of(INVALID_ENVELOPE, exc), message.attempt, None)
 		handlers = self.handlers.handlers_for(envelope.type)
 		if not handlers:
