@@ -13,7 +13,7 @@ from typing import Any
 import frappe
 from frappe import _
 
-from cauldron_fabric.api.params import number_param
+from cauldron_fabric.api.params import limit_param
 from cauldron_fabric.approvals.decisions import APPROVED, OPEN, REJECTED, decide, load_for_decision, summary
 
 MAX_LIMIT = 200
@@ -47,9 +47,7 @@ def list_requests(status: str | None = None, mine: bool = False, limit: int = 50
 	frappe.has_permission("Approval Request", "read", throw=True)
 	if status and status not in STATUSES:
 		frappe.throw(_("status must be one of {0}.").format(", ".join(STATUSES)), frappe.ValidationError)
-	limit = number_param(limit, "limit")
-	if not 0 < limit <= MAX_LIMIT:
-		frappe.throw(_("limit must be between 1 and {0}.").format(MAX_LIMIT), frappe.ValidationError)
+	limit = limit_param(limit, MAX_LIMIT)
 	filters = {"status": status} if status else ({"status": ("in", OPEN)} if mine else {})
 	names = frappe.get_list(
 		"Approval Request", filters=filters, pluck="name", order_by="creation desc", limit=limit

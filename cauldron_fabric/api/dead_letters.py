@@ -11,7 +11,7 @@ from typing import Any
 
 import frappe
 
-from cauldron_fabric.api.params import json_param, number_param
+from cauldron_fabric.api.params import json_param, names_param, number_param
 from cauldron_fabric.api.permissions import require_role
 
 MAX_MATCHING = 5000
@@ -21,14 +21,14 @@ MAX_MATCHING = 5000
 def retry(names: list[str] | str) -> dict[str, Any]:
 	"""Retries the named dead letters; returns how many were retried and why others were not."""
 	require_role()
-	return _each(_names(names), lambda doc: doc.retry())
+	return _each(names_param(names, "names"), lambda doc: doc.retry())
 
 
 @frappe.whitelist(methods=["POST"])
 def discard(names: list[str] | str, note: str | None = None) -> dict[str, Any]:
 	"""Discards the named dead letters, keeping them as a record."""
 	require_role()
-	return _each(_names(names), lambda doc: doc.discard(note))
+	return _each(names_param(names, "names"), lambda doc: doc.discard(note))
 
 
 @frappe.whitelist(methods=["POST"])
@@ -57,12 +57,6 @@ def _field(condition) -> str | None:
 	if not isinstance(condition, list | tuple):
 		return None
 	return condition[1] if len(condition) == 4 else condition[0]
-
-
-def _names(names: list[str] | str) -> list[str]:
-	if isinstance(names, str):
-		names = json_param(names, "names") if names.startswith("[") else [names]
-	return list(names)
 
 
 def _each(names: list[str], action) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 import frappe
 from frappe import _
 
-from cauldron_fabric.api.params import json_param, number_param
+from cauldron_fabric.api.params import limit_param, names_param, number_param
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.core.outbox.sql import FAILED, PENDING
 
@@ -44,9 +44,7 @@ def list_events(
 	``event_type`` accepts a trailing ``*`` (``sales_invoice.*``).
 	"""
 	frappe.has_permission("Event Log", "read", throw=True)
-	limit = number_param(limit, "limit")
-	if not 0 < limit <= MAX_LIMIT:
-		frappe.throw(_("limit must be between 1 and {0}.").format(MAX_LIMIT), frappe.ValidationError)
+	limit = limit_param(limit, MAX_LIMIT)
 	filters: dict[str, Any] = {}
 	if event_type:
 		filters["event_type"] = (
@@ -85,8 +83,7 @@ def get_event(event_id: str) -> dict[str, Any]:
 def requeue(event_ids: list[str] | str) -> dict[str, int]:
 	"""Puts Failed events back in the outbox so the relay publishes them again."""
 	require_role()
-	ids = json_param(event_ids, "event_ids") if str(event_ids).startswith("[") else event_ids
-	ids = [ids] if isinstance(ids, str) else list(ids)
+	ids = names_param(event_ids, "event_ids")
 	names = frappe.get_all("Event Log", filters={"event_id": ("in", ids), "status": FAILED}, pluck="name")
 	if not names:
 		return {"requeued": 0}

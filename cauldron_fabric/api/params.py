@@ -20,6 +20,21 @@ def number_param(value: Any, name: str, *, whole: bool = True) -> int | float:
 		frappe.throw(_("{0} must be {1}, not {2}.").format(name, kind, repr(value)), frappe.ValidationError)
 
 
+def limit_param(value: Any, maximum: int) -> int:
+	"""Returns a page size from 1 to ``maximum``."""
+	limit = number_param(value, "limit")
+	if not 0 < limit <= maximum:
+		frappe.throw(_("limit must be between 1 and {0}.").format(maximum), frappe.ValidationError)
+	return limit
+
+
+def names_param(value: Any, name: str) -> list[str]:
+	"""Returns a list of names given as a list, a JSON list, or one name."""
+	if isinstance(value, str):
+		return json_param(value, name) if value.startswith("[") else [value]
+	return list(value)
+
+
 def json_param(value: Any, name: str) -> Any:
 	"""Returns a JSON text parsed (other values as they are)."""
 	if not isinstance(value, str):
