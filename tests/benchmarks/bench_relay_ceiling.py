@@ -13,7 +13,6 @@ Run: .venv/bin/python tests/benchmarks/bench_relay_ceiling.py
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
 
 from bench_relay_throughput import (  # noqa: E402
+	bench_arguments,
 	bench_envelopes,
 	filled_outbox,
 	raw_producer_rate,
@@ -103,11 +103,7 @@ def drain_without_safety(bootstrap: str, count: int, topic: str, table: str, bat
 
 
 def main() -> None:
-	parser = argparse.ArgumentParser(description=__doc__)
-	parser.add_argument("--events", type=int, default=20000)
-	parser.add_argument("--batch", type=int, default=2000)
-	parser.add_argument("--rounds", type=int, default=3)
-	args = parser.parse_args()
+	args = bench_arguments(__doc__, batch=2000)
 	envelopes = bench_envelopes(args.events)
 	raw, ceiling, ours = [], [], []
 	with KafkaBroker() as broker:

@@ -126,12 +126,17 @@ def bench_envelopes(count: int) -> list:
 	return envelopes
 
 
-def main() -> None:
-	parser = argparse.ArgumentParser(description=__doc__)
+def bench_arguments(description: str, batch: int) -> argparse.Namespace:
+	"""Parses the relay benchmarks' options: events, batch size (default ``batch``) and rounds."""
+	parser = argparse.ArgumentParser(description=description)
 	parser.add_argument("--events", type=int, default=20000)
-	parser.add_argument("--batch", type=int, default=1000)
+	parser.add_argument("--batch", type=int, default=batch)
 	parser.add_argument("--rounds", type=int, default=3)
-	args = parser.parse_args()
+	return parser.parse_args()
+
+
+def main() -> None:
+	args = bench_arguments(__doc__, batch=1000)
 	envelopes = bench_envelopes(args.events)
 	print(
 		f"{args.events} events of ~{len(envelopes[0].to_json())} bytes, batch {args.batch}, {args.rounds} rounds"
