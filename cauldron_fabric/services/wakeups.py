@@ -1,18 +1,28 @@
 """Waking this site's long-running workers (relays, delivery workers) after a commit.
 
-One Redis message per channel per transaction; a lost one only delays the work to the
-workers' next poll, so failures are logged, never raised.
+One Redis message per channel per transaction, sent from a background thread (see
+core.wakeup.BackgroundWakeups) so that a save never waits on Redis for it. A lost one only
+delays the work to the workers' next poll, so failures are logged, never raised.
 """
 
 from __future__ import annotations
 
 import frappe
 
+from cauldron_fabric.core.wakeup import BackgroundWakeups
+
+
+def _publish(channel: str) -> None:
+	frappe.cache.publish(channel, "1")
+
+
+background_wakeups = BackgroundWakeups(_publish)
+
 
 def wake(channel: str) -> None:
 	"""Publishes a wake-up on ``channel`` now."""
 	try:
-		frappe.cache.publish(channel, "1")
+		_publish(channel)
 	except Exception:
 		frappe.logger("cauldron_fabric").warning(
 			"could not publish the wake-up on %s", channel, exc_info=True
@@ -20,7 +30,7 @@ def wake(channel: str) -> None:
 
 
 def wake_after_commit(channel: str) -> None:
-	"""Publishes one wake-up on ``channel`` when the current transaction commits (none on rollback)."""
+	"""Wakes ``channel`` in the background once the current transaction commits (none on rollback)."""
 	scheduled = _scheduled()
 	if channel in scheduled:
 		return
@@ -28,7 +38,7 @@ def wake_after_commit(channel: str) -> None:
 
 	def send() -> None:
 		scheduled.discard(channel)
-		wake(channel)
+		background_wakeups.send(channel)
 
 	frappe.db.after_commit.add(send)
 	frappe.db.after_rollback.add(scheduled.clear)

@@ -14,7 +14,7 @@ from frappe.tests.utils import FrappeTestCase
 from cauldron_fabric.api import events as events_api
 from cauldron_fabric.api import settings as settings_api
 from cauldron_fabric.core.outbox.sql import EVENT_COLUMNS
-from cauldron_fabric.services.relay import run_relay_for
+from cauldron_fabric.services.relay import relay_channel, run_relay_for
 from cauldron_fabric.services.status import relay_statuses
 from cauldron_fabric.testing.kafka_broker import free_port, read_topic
 from cauldron_fabric.tests.utils import (
@@ -112,6 +112,27 @@ class TestPublishingToKafka(FrappeTestCase):
 		)
 		rows = event_status(order.name) + event_status(renamed)
 		self.assertEqual({row[1] for row in rows}, {"Published"})
+
+	def test_a_commit_wakes_the_relays_once_and_a_rollback_never_does(self):
+		pubsub = frappe.cache.pubsub(ignore_subscribe_messages=True)
+		pubsub.subscribe(relay_channel())
+		try:
+			self.assertIsNone(pubsub.get_message(timeout=0.2))  # subscribed, nothing waiting
+			for n in range(3):
+				frappe.get_doc({"doctype": "ToDo", "description": f"wake {n}"}).insert()
+			frappe.db.rollback()
+			self.assertIsNone(pubsub.get_message(timeout=1), "a rollback woke the relays")
+			todos = [
+				frappe.get_doc({"doctype": "ToDo", "description": f"wake {n}"}).insert() for n in range(3)
+			]
+			frappe.db.commit()
+			woken = [pubsub.get_message(timeout=5), pubsub.get_message(timeout=1)]
+			self.assertEqual([message and message["data"] for message in woken], [b"1", None])
+		finally:
+			pubsub.close()
+		for todo in todos:
+			frappe.delete_doc("ToDo", todo.name)
+		frappe.db.commit()
 
 	def test_relay_command_publishes_moments_after_commit_and_stops_on_sigterm(self):
 		relay = start_fabric_command("relay", "--seconds", "60")
