@@ -35,7 +35,13 @@ doc_events = {
 	},
 	"Dead Letter": {"on_change": "cauldron_fabric.delivery.dead_letters.discard_delivery"},
 	# Derived event schemas follow their DocType: refreshed before the change commits.
-	"DocType": {"on_update": "cauldron_fabric.registry.doctypes.schema_source_changed"},
+	"DocType": {
+		"on_update": [
+			"cauldron_fabric.registry.doctypes.schema_source_changed",
+			# Publishing a new DocType's lifecycle events from outside is refused from now on.
+			"cauldron_fabric.api.publish.forget_doctype_domains",
+		]
+	},
 	"Custom Field": {
 		"on_update": "cauldron_fabric.registry.doctypes.schema_source_changed",
 		"after_delete": "cauldron_fabric.registry.doctypes.schema_source_changed",

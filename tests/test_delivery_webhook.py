@@ -1,6 +1,7 @@
 """Webhook delivery against a real HTTP receiver that fails on purpose; signatures checked with
 the official ``standardwebhooks`` library; the SSRF guard and DNS pinning."""
 
+import base64
 import datetime as dt
 import email.utils
 import ipaddress
@@ -140,6 +141,23 @@ def test_a_receiver_slower_than_the_timeout_is_a_retryable_timeout(receiver, sen
 def test_connection_refused_is_retryable(sender):
 	outcome = sender.send(WebhookTarget(f"http://127.0.0.1:{free_port()}/hook"), "evt-8", BODY)
 	assert (outcome.ok, outcome.retryable) == (False, True) and "Could not reach" in outcome.error
+
+
+def test_a_password_in_the_url_reaches_the_receiver_but_no_error_text(receiver, sender):
+	receiver.reply("/hook", Reply(500), Reply(410))
+	with_password = receiver.url().replace("http://", "http://hook:S3cret%21pw@")
+	for outcome in (
+		sender.send(WebhookTarget(with_password), "evt-8a", BODY),  # retried
+		sender.send(WebhookTarget(with_password), "evt-8b", BODY),  # refused
+		sender.send(WebhookTarget(f"http://hook:S3cret%21pw@127.0.0.1:{free_port()}/hook"), "evt-8c", BODY),
+	):
+		assert not outcome.ok and "hook:***@127.0.0.1:" in outcome.error
+		assert "S3cret" not in outcome.error, outcome.error
+	expected = "Basic " + base64.b64encode(b"hook:S3cret!pw").decode()
+	assert [r.headers.get("authorization") for r in receiver.on("/hook")] == [expected, expected]
+	with pytest.raises(ConfigurationError) as refused:
+		WebhookTarget("ftp://hook:S3cret@example.com/x").validate()
+	assert "S3cret" not in str(refused.value) and "hook:***@example.com" in str(refused.value)
 
 
 def test_redirects_are_not_followed(receiver, sender):

@@ -12,9 +12,13 @@ or its minimal form ``{"type": …, "data": {"entity": …, "entityId": …, "pa
 missing ``id`` is generated, ``time`` is now, ``source`` is the site's event source with
 ``/api``, ``data.action`` is the type's last word, ``correlationId`` comes from the
 ``X-Correlation-ID`` header or is new. ``metadata.userId`` is always the calling user and
-``tenantId`` defaults to the site. The event is recorded like any other (schema check, Event
-Log, outbox, subscriptions) and ``{"eventId", "type", "correlationId"}`` returned; sending the
-same ``id`` again records nothing and answers ``"duplicate": true``, so retries are safe.
+``tenantId`` defaults to the site. Events only this site emits (document lifecycle types of its
+DocTypes, the fabric's own types such as ``approval.response``, ``system.change``,
+``user.login``) and a ``source`` naming this site (other than its ``/api`` source) are refused:
+consumers must be able to trust that such events come from the site itself. The event is
+recorded like any other (schema check, Event Log, outbox, subscriptions) and ``{"eventId",
+"type", "correlationId"}`` returned; sending the same ``id`` again records nothing and answers
+``"duplicate": true``, so retries are safe.
 Bad input answers 422 with every problem listed, never 500.
 """
 
@@ -29,11 +33,17 @@ from frappe import _
 from cauldron_fabric.api.permissions import MANAGERS, require_role
 from cauldron_fabric.core.envelope import Envelope, new_event_id, utc_now_iso
 from cauldron_fabric.core.errors import FabricError, InvalidEnvelope
+from cauldron_fabric.core.naming import DOCUMENT_ACTIONS, snake_case
+from cauldron_fabric.core.schema import catalog_entry
+from cauldron_fabric.emit.policy import current_policy
 
 PUBLISHER = "Fabric Publisher"
 MAX_BODY_CHARS = 512 * 1024
 KNOWN = ("id", "type", "source", "time", "data", "metadata", "specVersion", "dataContentType", "dataSchema")
 IGNORED = ("cmd",)
+# The types the site emits itself besides the catalog's ``core`` types and document lifecycle events.
+SITE_ONLY_TYPES = ("subscription.test", "schedule.triggered")
+DOMAINS_KEY = "cauldron_fabric:doctype_domains"
 
 
 class InvalidEvent(frappe.ValidationError):
@@ -90,7 +100,6 @@ def publish(
 def _envelope(body: dict[str, Any], unknown: list[str]) -> Envelope:
 	"""Completes the minimal form and validates; raises InvalidEvent listing every problem."""
 	from cauldron_fabric.emit.context import correlation_id
-	from cauldron_fabric.emit.policy import current_policy
 
 	problems = [
 		_("unknown field '{0}' (fields: {1})").format(key, ", ".join(KNOWN)) for key in sorted(unknown)
@@ -126,9 +135,48 @@ def _envelope(body: dict[str, Any], unknown: list[str]) -> Envelope:
 		envelope = Envelope.from_dict(complete)
 	except InvalidEnvelope as exc:
 		problems += exc.problems
+	problems += _impersonation_problems(complete)
 	if problems:
 		_refuse(problems)
 	return envelope
+
+
+def _impersonation_problems(body: dict[str, Any]) -> list[str]:
+	"""Returns why the event would pass for one the site emitted itself (no problem: empty)."""
+	problems = []
+	event_type, source = body.get("type"), body.get("source")
+	site_source = current_policy().source
+	if isinstance(source, str) and site_source and source != f"{site_source}/api":
+		if source.rstrip("/") == site_source or source.startswith(site_source + "/"):
+			problems.append(_("'source' {0} is this site's own; leave it out").format(source))
+	if isinstance(event_type, str):
+		entry = catalog_entry(event_type)
+		domain, _dot, action = event_type.rpartition(".")
+		if (entry and entry.owner == "core") or event_type in SITE_ONLY_TYPES:
+			problems.append(_("events of type {0} are emitted by this site only").format(event_type))
+		elif action in DOCUMENT_ACTIONS and domain in doctype_domains():
+			problems.append(
+				_("{0} is a document event of this site; only the site emits it").format(event_type)
+			)
+	return problems
+
+
+def doctype_domains() -> frozenset[str]:
+	"""Returns the event type domains of this site's DocTypes (``sales_order`` for Sales Order).
+
+	Cached in Redis; a saved DocType drops the cache (forget_doctype_domains), and it expires
+	after ten minutes for DocTypes deleted meanwhile (Frappe runs no hooks when it deletes one).
+	"""
+	domains = frappe.cache.get_value(DOMAINS_KEY)
+	if domains is None:
+		domains = sorted({snake_case(name) for name in frappe.get_all("DocType", pluck="name")})
+		frappe.cache.set_value(DOMAINS_KEY, domains, expires_in_sec=600)
+	return frozenset(domains)
+
+
+def forget_doctype_domains(doc=None, method: str | None = None) -> None:
+	"""Drops the cached DocType domains (DocType on_update: a new DocType's events are the site's)."""
+	frappe.cache.delete_value(DOMAINS_KEY)
 
 
 def _refuse(problems: list[str]) -> None:

@@ -25,7 +25,9 @@ def listed(doc, approver_type: str) -> set[str]:
 
 
 def can_decide(doc, user: str) -> bool:
-	"""Tells whether ``user`` is a designated approver of ``doc`` or a manager."""
+	"""Tells whether ``user`` is a designated approver of ``doc`` or a manager, and not its requester."""
+	if doc.get("requested_by") and doc.requested_by == user:
+		return False  # four eyes: whoever asked for the approval cannot give it
 	roles = set(frappe.get_roles(user))
 	if user == "Administrator" or roles & set(MANAGERS):
 		return True

@@ -39,6 +39,9 @@ def create_approval_request(envelope: Envelope, context=None) -> None:
 			"due_by": system_time(payload["dueBy"]),
 			"correlation_id": envelope.metadata.correlation_id or envelope.id,
 			"request_event_id": envelope.id,
+			# The user the event names (the caller, for events published through the API):
+			# never one of the deciders of its own request.
+			"requested_by": envelope.metadata.user_id,
 			"approvers": rows,
 		}
 	).insert()

@@ -67,6 +67,11 @@ class TestSubscriptionValidation(DeliveryTestCase):
 			frappe.get_meta("Event Subscription Header").get_field("value").fieldtype, "Password"
 		)
 
+	def test_a_password_in_the_webhook_url_is_refused_with_the_header_to_use_instead(self):
+		with self.assertRaisesRegex(frappe.ValidationError, "contains a password.*Authorization = Basic"):
+			self.subscription(webhook_url="https://hook:S3cret@receiver.example.com/hook")
+		self.subscription(webhook_url="https://hook@receiver.example.com/hook")  # a user alone is no secret
+
 	def test_every_change_is_in_the_version_history(self):
 		doc = self.subscription(webhook_url="https://receiver.example.com/hook")
 		doc.event_types = "todo.created\ntodo.updated"

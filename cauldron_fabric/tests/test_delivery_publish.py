@@ -7,7 +7,12 @@ import json
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
+from cauldron_fabric.api import publish as publish_api
+from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.schema import catalog_entry
+from cauldron_fabric.emit.policy import current_policy
+from cauldron_fabric.tests.test_approval_support import APPROVER, approval_requested, ensure_people
+from cauldron_fabric.tests.test_approvals import receive
 from cauldron_fabric.tests.test_delivery_support import (
 	deliveries,
 	make_subscription,
@@ -15,9 +20,10 @@ from cauldron_fabric.tests.test_delivery_support import (
 	remove_subscription,
 )
 from cauldron_fabric.tests.test_http import api_token, make_user, request
-from cauldron_fabric.tests.utils import events_after, last_seq
+from cauldron_fabric.tests.utils import ensure_custom_doctype, events_after, last_seq
 
 URL = "/api/method/cauldron_fabric.api.publish.publish"
+APPROVE = "/api/method/cauldron_fabric.api.approvals.approve"
 
 
 class TestPublishApi(FrappeTestCase):
@@ -27,6 +33,7 @@ class TestPublishApi(FrappeTestCase):
 		cls.publisher = make_user("fabric-publisher@example.com", ["Fabric Publisher"])
 		cls.token = api_token(cls.publisher)
 		cls.clerk_token = api_token(make_user("fabric-clerk@example.com", ["Blogger"]))
+		ensure_people()
 
 	def setUp(self):
 		frappe.set_user("Administrator")
@@ -107,3 +114,70 @@ class TestPublishApi(FrappeTestCase):
 		self.assertEqual(self.publish(body, token=self.clerk_token).status_code, 403)
 		self.assertEqual(request("get", URL, headers={"Authorization": self.token}).status_code, 403)
 		self.assertEqual(events_after(self.start), [])
+
+	def test_the_sites_own_event_types_and_source_are_refused(self):
+		pending = receive(approval_requested())
+		self.start = last_seq()
+		decision = {
+			"requestId": pending,
+			"decision": "approved",
+			"decidedBy": APPROVER,
+			"decidedAt": "2030-01-01T00:00:00Z",
+		}
+		forged = {
+			# a decision nobody made, in the request's conversation
+			"approval.response": {"entity": "Approval Request", "entityId": pending, "payload": decision},
+			"todo.created": {"entity": "ToDo", "entityId": "T-1", "payload": {}},  # a DocType's lifecycle
+			"user.login": {"entity": "User", "entityId": APPROVER, "payload": {}},
+		}
+		for event_type, data in forged.items():
+			response = self.publish({"type": event_type, "data": data})
+			self.assertEqual(response.status_code, 422, response.text)
+			self.assertIn("only", response.json["exception"])
+		site = {
+			"type": "warehouse_robot.moved",
+			"source": current_policy().source,
+			"data": {"entity": "Robot", "entityId": "R-1", "payload": {}},
+		}
+		response = self.publish(site)
+		self.assertEqual(response.status_code, 422, response.text)
+		self.assertIn("is this site's own; leave it out", response.json["exception"])
+		self.assertEqual(events_after(self.start), [])
+		self.assertEqual(frappe.db.get_value("Approval Request", pending, "status"), "Pending")
+		# A lifecycle type of no DocType here, and the site's /api source, stay open to publishers.
+		for body in (
+			{
+				"type": "purchase_ledger.created",
+				"data": {"entity": "Ledger", "entityId": "L-1", "payload": {}},
+			},
+			{**site, "source": current_policy().source + "/api"},
+		):
+			response = self.publish(body)
+			self.assertEqual(response.status_code, 200, response.text)
+
+	def test_a_new_doctypes_lifecycle_is_refused_at_once(self):
+		name = "Fabric Test Robot Log"
+		if frappe.db.exists("DocType", name):
+			frappe.delete_doc("DocType", name, force=True)
+		frappe.cache.delete_value(publish_api.DOMAINS_KEY)
+		body = {"type": "fabric_test_robot_log.created", "data": {"entity": name, "entityId": "1"}}
+		self.assertEqual(self.publish({**body, "data": {**body["data"], "payload": {}}}).status_code, 200)
+		self.assertNotIn("fabric_test_robot_log", publish_api.doctype_domains())  # cached now
+		ensure_custom_doctype(name, [{"fieldname": "note", "fieldtype": "Data", "label": "Note"}])
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.delete_doc, "DocType", name, force=True)
+		response = self.publish({**body, "data": {**body["data"], "entityId": "2", "payload": {}}})
+		self.assertEqual(response.status_code, 422, response.text)
+
+	def test_a_publisher_cannot_decide_the_request_it_published(self):
+		body = approval_requested(users=(self.publisher,), roles=("Fabric Publisher",)).to_dict()
+		body.pop("metadata")
+		self.assertEqual(self.publish(body).status_code, 200)
+		(recorded,) = [e for e in events_after(self.start) if e["type"] == "agent.approval.requested"]
+		self.assertEqual(recorded["metadata"]["userId"], self.publisher)
+		name = receive(Envelope.from_dict(recorded))  # as the consumer hands it to the handler
+		response = request("post", APPROVE, data={"name": name}, headers={"Authorization": self.token})
+		self.assertEqual(response.status_code, 403, response.text)
+		self.assertEqual(frappe.db.get_value("Approval Request", name, "status"), "Pending")
+		self.assertEqual(frappe.db.get_value("Approval Request", name, "requested_by"), self.publisher)

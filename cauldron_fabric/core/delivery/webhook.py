@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 import urllib3
@@ -85,6 +85,26 @@ def signature_headers(
 	return {"webhook-id": message_id, "webhook-timestamp": str(stamp), "webhook-signature": signatures}
 
 
+def redact_url(url: str) -> str:
+	"""Returns ``url`` fit for error texts: a password in its user part becomes ``***``."""
+	parts = urlsplit(url)
+	if parts.password is None:
+		return url
+	userinfo, _, host = parts.netloc.rpartition("@")
+	user = userinfo.partition(":")[0]
+	return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def redact_text(text: str, url: str) -> str:
+	"""Returns ``text`` with the URL's password (as written and decoded) replaced by ``***``."""
+	password = urlsplit(url).password
+	if not password:
+		return text
+	for secret in {password, unquote(password)}:
+		text = text.replace(secret, "***")
+	return text
+
+
 def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
 	"""Returns the seconds a ``Retry-After`` header asks to wait (delay or HTTP date), or None."""
 	if not value or not value.strip():
@@ -114,15 +134,16 @@ class WebhookTarget:
 	def validate(self) -> None:
 		"""Raises ConfigurationError when the URL, method, headers, timeout or secret cannot work."""
 		parts = urlsplit(self.url)
+		shown = redact_url(self.url)
 		if parts.scheme not in ("http", "https") or not parts.hostname:
 			raise ConfigurationError(
-				f"Webhook URL {self.url!r} must be an absolute http:// or https:// URL.",
+				f"Webhook URL {shown!r} must be an absolute http:// or https:// URL.",
 				hint="Copy the receiver's URL, e.g. the n8n Webhook node's Production URL.",
 			)
 		try:
 			parts.port  # noqa: B018 (raises ValueError for a malformed port)
 		except ValueError as exc:
-			raise ConfigurationError(f"Webhook URL {self.url!r} has an invalid port.") from exc
+			raise ConfigurationError(f"Webhook URL {shown!r} has an invalid port.") from exc
 		if self.method.upper() not in METHODS:
 			raise ConfigurationError(
 				f"Webhook method {self.method!r} is not allowed.", hint=f"Use one of {', '.join(METHODS)}."
@@ -202,31 +223,38 @@ class WebhookSender:
 			return Outcome(
 				False,
 				True,
-				f"{target.url} did not answer within {target.timeout:g} s.",
+				f"{redact_url(target.url)} did not answer within {target.timeout:g} s.",
 				latency_ms=_elapsed(started),
 			)
 		except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-			return Outcome(False, True, f"Could not reach {target.url}: {exc}.", latency_ms=_elapsed(started))
+			reason = redact_text(str(exc), target.url)
+			return Outcome(
+				False,
+				True,
+				f"Could not reach {redact_url(target.url)}: {reason}.",
+				latency_ms=_elapsed(started),
+			)
 		return self._classify(target, response, content, _elapsed(started))
 
 	def _classify(self, target: WebhookTarget, response, content: bytes, latency: float) -> Outcome:
 		code = response.status_code
+		shown = redact_url(target.url)
 		text = excerpt(content)
 		if 200 <= code < 300:
 			return Outcome(True, status_code=code, latency_ms=latency, response_excerpt=text)
 		if code in (408, 429) or code >= 500:
 			wait = parse_retry_after(response.headers.get("Retry-After"))
 			wait = None if wait is None else min(wait, self.max_retry_after)
-			error = f"{target.url} answered {code} {response.reason or ''}".rstrip() + "; retrying."
+			error = f"{shown} answered {code} {response.reason or ''}".rstrip() + "; retrying."
 			return Outcome(False, True, error, code, latency, text, wait)
 		if 300 <= code < 400:
 			error = (
-				f"{target.url} redirected ({code}) to {response.headers.get('Location')!r}; redirects are not "
+				f"{shown} redirected ({code}) to {response.headers.get('Location')!r}; redirects are not "
 				"followed. Put the final URL in the subscription."
 			)
 		else:
 			error = (
-				f"{target.url} refused the event with {code} {response.reason or ''}".rstrip()
+				f"{shown} refused the event with {code} {response.reason or ''}".rstrip()
 				+ "; this is not retried. Fix the receiver or the subscription, then retry the dead letter."
 			)
 		return Outcome(False, False, error, code, latency, text)

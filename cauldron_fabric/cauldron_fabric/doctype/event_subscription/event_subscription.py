@@ -7,6 +7,8 @@ later. Any change makes every process reload its routing index after the commit.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import frappe
 from frappe import _
 from frappe.model.document import Document
@@ -25,9 +27,21 @@ class EventSubscription(Document):
 		if self.destination_type == "Webhook" and not self.webhook_secret:
 			# Every webhook is signed: receivers must be able to tell our requests from forgeries.
 			self.webhook_secret = generate_secret()
+		self.validate_webhook_url()
 		self.validate_handler()
 		self.validate_schedules()
 		self.compile()
+
+	def validate_webhook_url(self) -> None:
+		# The URL is a plain Data field, shown in lists and copied into delivery errors: a
+		# password in it would be readable by everyone who reads subscriptions.
+		if self.destination_type == "Webhook" and urlsplit(self.webhook_url or "").password is not None:
+			frappe.throw(
+				_(
+					"The webhook URL contains a password. Remove it from the URL and add a header row instead: Authorization = Basic followed by the base64 of user:password. Header values are stored encrypted."
+				),
+				title=_("Destination"),
+			)
 
 	def validate_handler(self) -> None:
 		if self.destination_type != "In-app handler":
