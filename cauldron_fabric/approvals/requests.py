@@ -23,8 +23,8 @@ def create_approval_request(envelope: Envelope, context=None) -> None:
 	"""Creates the Approval Request an agent asks for and assigns it to its approvers."""
 	payload = envelope.data.payload
 	if frappe.db.exists(DOCTYPE, payload["requestId"]):
-		frappe.logger("cauldron_fabric").info("approval request %s exists already", payload["requestId"])
-		return  # the agent sent the same request again (another event); the first one stands
+		note_repeated_request(envelope)
+		return  # the first one stands
 	rows, missing = approver_rows(payload.get("approvers") or {})
 	doc = frappe.get_doc(
 		{
@@ -50,6 +50,29 @@ def create_approval_request(envelope: Envelope, context=None) -> None:
 	if not rows:
 		doc.add_comment("Info", _("No named approver exists here: Fabric Managers decide this request."))
 	notify_approvers(doc)
+
+
+def note_repeated_request(envelope: Envelope) -> None:
+	"""Notes on the existing request that another sender used its id (the same sender: a retry).
+
+	Request ids are the agents' own, so a second sender can take one first; the request that
+	stands is then not the one the later sender meant, and its approvers must be told.
+	"""
+	rid = envelope.data.payload["requestId"]
+	first = frappe.db.get_value(DOCTYPE, rid, ["requested_by", "request_event_id"], as_dict=True)
+	sender = envelope.metadata.user_id
+	if first.request_event_id == envelope.id or (first.requested_by or None) == (sender or None):
+		frappe.logger("cauldron_fabric").info("approval request %s exists already", rid)
+		return
+	frappe.logger("cauldron_fabric").warning(
+		"approval request %s: a second request from %s (event %s) was ignored", rid, sender, envelope.id
+	)
+	frappe.get_doc(DOCTYPE, rid).add_comment(
+		"Info",
+		_(
+			"A second request with this id came from {0} (event {1}) and was ignored: this one, from {2}, stands. Make sure it is the request you expect before deciding."
+		).format(sender or _("an unnamed sender"), envelope.id, first.requested_by or _("an unnamed sender")),
+	)
 
 
 def approver_rows(approvers: dict) -> tuple[list[dict], list[str]]:

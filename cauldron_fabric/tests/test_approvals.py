@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
@@ -11,7 +12,7 @@ from cauldron_fabric.api import approvals as approvals_api
 from cauldron_fabric.approvals.expiry import expire_overdue_requests
 from cauldron_fabric.approvals.requests import create_approval_request
 from cauldron_fabric.core.consumer.validation import validate_with_catalog
-from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.envelope import Envelope, new_event_id
 from cauldron_fabric.emit.context import caused_by
 from cauldron_fabric.tests.test_approval_support import (
 	APPROVER,
@@ -40,6 +41,10 @@ def receive(envelope: Envelope) -> str:
 	return envelope.data.payload["requestId"]
 
 
+def comments_on(name: str) -> list[str]:
+	return frappe.get_all("Comment", filters={"reference_name": name}, pluck="content")
+
+
 class TestApprovalRequests(FrappeTestCase):
 	@classmethod
 	def setUpClass(cls):
@@ -64,11 +69,20 @@ class TestApprovalRequests(FrappeTestCase):
 			[("Role", APPROVER_ROLE), ("User", APPROVER)],
 		)
 		self.assertEqual(assignments(name), {APPROVER: "Open", ROLE_HOLDER: "Open"})
-		comments = frappe.get_all("Comment", filters={"reference_name": name}, pluck="content")
+		comments = comments_on(name)
 		self.assertTrue(any("User ghost@nowhere.test" in c for c in comments), comments)
 		self.assertTrue(frappe.db.exists("Notification Log", {"document_name": name, "for_user": APPROVER}))
 		self.assertEqual(receive(event), name, "the same request again changes nothing")
 		self.assertEqual(frappe.db.count("Approval Request", {"request_id": name}), 1)
+		retried = replace(event, id=new_event_id())  # the agent sent it again as a new event
+		self.assertEqual(receive(retried), name)
+		self.assertEqual(len(comments_on(name)), len(comments))
+		taken = approval_requested(rid=name, actionSummary="Pay 99,000 EUR to ACME")
+		taken = replace(taken, metadata=replace(taken.metadata, user_id="other-agent"))
+		self.assertEqual(receive(taken), name)
+		self.assertEqual(frappe.db.get_value("Approval Request", name, "requested_by"), "procurement-agent")
+		(warning,) = [c for c in comments_on(name) if c not in comments]
+		self.assertIn(f"came from other-agent (event {taken.id}) and was ignored", warning)
 
 	def test_approving_sends_approval_response_in_the_request_conversation(self):
 		event = approval_requested()
