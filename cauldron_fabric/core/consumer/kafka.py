@@ -123,6 +123,17 @@ class KafkaSource(MessageSource):
 		log.warning("Kafka consumer error: %s", error)
 
 	def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+		# librdkafka keeps a partition paused through a revocation and a new assignment: one
+		# paused for a deferred message, then revoked and assigned again, would never flow
+		# again (our own record of the pause went with the revocation). A partition comes to
+		# us fresh, from its committed offset.
+		if partitions:
+			try:
+				consumer.resume(partitions)
+			except KafkaException as exc:
+				log.warning("could not resume newly assigned partitions: %s", exc)
+		for p in partitions:
+			self._paused.pop((p.topic, p.partition), None)
 		self.assigned |= {(p.topic, p.partition) for p in partitions}
 		log.info("assigned %s", sorted(self.assigned))
 
@@ -173,7 +184,8 @@ class KafkaSource(MessageSource):
 
 	def is_current(self, message: InboundMessage) -> bool:
 		"""Tells whether the message's partition is still ours and not paused."""
-		return (message.topic, message.partition) not in self._paused
+		key = (message.topic, message.partition)
+		return key in self.assigned and key not in self._paused
 
 	def done(self, message: InboundMessage) -> None:
 		"""Stores the next offset; it is committed within a second or at the next revocation."""
@@ -269,7 +281,9 @@ class KafkaSource(MessageSource):
 		self._commit(asynchronous=True)
 
 	def _commit(self, asynchronous: bool) -> None:
-		if not self._dirty:
+		# A background commit clears the mark when it starts, and may still fail (during a
+		# rebalance): the synchronous ones, at revocation and close, commit regardless.
+		if not (self._dirty if asynchronous else self._done):
 			return
 		try:
 			self.consumer.commit(asynchronous=asynchronous)
