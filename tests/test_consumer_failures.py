@@ -229,3 +229,27 @@ def test_a_message_too_large_to_copy_is_kept_as_a_dead_letter_record(kafka):
 		assert letter.destination is None and len(letter.body) == 1_000_500
 	finally:
 		consumer.close()
+
+
+def test_a_rabbitmq_consumer_whose_queue_was_deleted_declares_it_again_and_flows():
+	# Deleting the group's queue makes the broker cancel its consumers; the source used to poll
+	# on for ever without a consumer (and publishers' events were unroutable meanwhile).
+	bus = RabbitBus()
+	try:
+		channel, group = bus.channel(), f"cancelled-{uuid.uuid4().hex[:6]}"
+		options = ConsumerOptions(group=group, poll_timeout=0.2)
+		source = bus.source(options, channel)
+		tracking = MemoryTracking()
+		consumer = Consumer(
+			source, HandlerTable.from_mapping({"item.*": handle_item}), tracking.session(), options
+		)
+		try:
+			bus.connection.channel().queue_delete(group)
+			consumer.run(max_seconds=2.5)
+			bus.publish(channel, [wire(item("good", n)) for n in range(3)])
+			consumer.run(lambda: len(tracking.effects) == 3, max_seconds=10)
+			assert sorted(n for n, _ in tracking.effects) == [0, 1, 2]
+		finally:
+			consumer.close()
+	finally:
+		bus.close()

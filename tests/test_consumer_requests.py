@@ -5,7 +5,7 @@ import time
 import uuid
 
 import pytest
-from consumer_buses import bus_fixture  # noqa: F401
+from consumer_buses import RabbitBus, bus_fixture  # noqa: F401
 
 from cauldron_fabric.core.consumer import (
 	CircuitBreaker,
@@ -122,3 +122,61 @@ def test_request_reply_balances_times_out_and_breaks_the_circuit(bus, circuits):
 	finally:
 		requester.close()
 		responders.close()
+
+
+def test_a_rabbitmq_requester_idle_past_the_heartbeat_timeout_reconnects_instead_of_failing():
+	# Between requests nothing answers heartbeats: the broker drops the idle connection, and the
+	# next request used to fail on it (a 503 and a circuit failure) instead of reconnecting.
+	bus = RabbitBus()
+	channel, group = bus.channel(), f"pricing-{uuid.uuid4().hex[:6]}"
+	responders = Responders(bus, channel, group, ["east"])
+	requester = open_requester(
+		f"{bus.url}?heartbeat=1", source="urn:test:requester", broker_options={"exchange": channel}
+	)
+	try:
+		assert requester.request(PRICE, {"sku": "S-1", "qty": 1}, 10).payload["price"] == 2.5
+		time.sleep(4)  # the broker closes a connection silent for two heartbeats
+		assert requester.request(PRICE, {"sku": "S-1", "qty": 2}, 10).payload["price"] == 5.0
+	finally:
+		requester.close()
+		responders.close()
+		bus.close()
+
+
+def test_concurrent_rabbitmq_requests_each_get_their_own_reply_within_their_own_timeout():
+	# The requester is shared by a process's threads. It used to serve one call at a time, the
+	# wait for the channel not counted in the timeout: a call stuck behind a silent target
+	# answered long after its own timeout (or timed out, opening a healthy target's circuit).
+	bus = RabbitBus()
+	channel, group = bus.channel(), f"pricing-{uuid.uuid4().hex[:6]}"
+	responders = Responders(bus, channel, group, ["east", "west"])
+	requester = open_requester(bus.url, source="urn:test:requester", broker_options={"exchange": channel})
+	outcomes = {}
+
+	def ask(name, payload, timeout):
+		started = time.monotonic()
+		try:
+			outcomes[name] = (requester.request(PRICE, payload, timeout).payload, time.monotonic() - started)
+		except Exception as exc:
+			outcomes[name] = (exc, time.monotonic() - started)
+
+	try:
+		requester.request(PRICE, {"sku": "S-1", "qty": 1}, 10)  # connected, responders up
+		silent = threading.Thread(target=ask, args=("silent", {"sku": "S-0", "qty": 1, "silent": True}, 3))
+		silent.start()
+		time.sleep(0.3)
+		askers = [threading.Thread(target=ask, args=(n, {"sku": f"S-{n}", "qty": n}, 2)) for n in range(1, 9)]
+		for thread in askers:
+			thread.start()
+		for thread in [silent, *askers]:
+			thread.join(15)
+		assert isinstance(outcomes["silent"][0], RequestTimeout) and 2.9 < outcomes["silent"][1] < 4
+		for n in range(1, 9):
+			payload, took = outcomes[n]
+			assert isinstance(payload, dict), payload
+			assert payload["price"] == n * 2.5, "each call gets the reply to its own request"
+			assert took < 1.5, f"call {n} took {took:.1f} s behind the silent one"
+	finally:
+		requester.close()
+		responders.close()
+		bus.close()

@@ -249,3 +249,55 @@ def test_check_reports_server_version_and_vhost(broker):
 	assert "declared on first publish" in report.summary
 	with pytest.raises(ConfigurationError, match="CloudEvents binding"):
 		open_transport(RABBITMQ_URL, {"cloudevents_binding": "mqtt"})
+
+
+def test_a_message_over_the_brokers_size_limit_fails_for_good_and_alone(broker):
+	# RabbitMQ's default max_message_size is 128 MiB: a larger body used to close the channel and
+	# come back as a retryable outage, failing every later message of each batch it was in.
+	exchange, channel, declared = broker
+	transport = open_transport(RABBITMQ_URL, {"exchange": exchange})
+	topology = transport.declare_queue(f"{exchange}.all", dead_letter=False)
+	declared["queues"].append(topology.queue)
+	huge = OutboundMessage("a.b", "ToDo/T-2", b"x" * (128 * 1024 * 1024 + 1), ())
+	batch = [message("a.b", 0), message("a.b", 1), huge, message("a.b", 3), message("a.b", 4)]
+	deliveries = transport.publish(batch, 20)
+	assert [d.ok for d in deliveries] == [True, True, False, True, True]
+	assert isinstance(deliveries[2].error, MessageRejected) and not deliveries[2].retryable
+	assert "max message size" in str(deliveries[2].error)
+	assert channel.queue_declare(topology.queue, passive=True).method.message_count == 4
+	transport.close()
+
+
+def test_a_broker_closing_the_channel_for_a_too_large_message_fails_only_that_one_for_good(broker):
+	# With a limit above the broker's, the broker itself refuses the message and closes the
+	# channel: the too large message is refused for good, the others are published or retried.
+	exchange, _, declared = broker
+	transport = open_transport(RABBITMQ_URL, {"exchange": exchange, "max_message_size": 2**30})
+	topology = transport.declare_queue(f"{exchange}.all", dead_letter=False)
+	declared["queues"].append(topology.queue)
+	huge = OutboundMessage("a.b", "ToDo/T-2", b"x" * (128 * 1024 * 1024 + 1), ())
+	deliveries = transport.publish([message("a.b", 0), huge, message("a.b", 3)], 20)
+	assert isinstance(deliveries[1].error, MessageRejected) and not deliveries[1].retryable
+	assert "max message size" in str(deliveries[1].error)
+	assert all(d.ok or d.retryable for d in (deliveries[0], deliveries[2]))
+	assert transport.publish([message("a.b", 5)], 5)[0].ok
+	transport.close()
+
+
+def test_a_message_amqp_cannot_carry_fails_for_good_and_the_channel_stays_in_step(broker):
+	# A routing key over 255 bytes used to escape publish() as pika's ShortStringTooLong, after
+	# its sequence number was taken: the next batches' confirms then settled the wrong messages.
+	exchange, channel, declared = broker
+	transport = open_transport(RABBITMQ_URL, {"exchange": exchange})
+	topology = transport.declare_queue(f"{exchange}.ab", ("a.b",), dead_letter=False)
+	declared["queues"].append(topology.queue)
+	deliveries = transport.publish([message("a.b", 0), message("x" * 300, 1), message("a.b", 2)], 5)
+	assert [d.ok for d in deliveries] == [True, False, True]
+	assert isinstance(deliveries[1].error, MessageRejected) and not deliveries[1].retryable
+	started = time.monotonic()
+	deliveries = transport.publish([message("nobody.listens", 3), message("a.b", 4)], 5)
+	assert [d.ok for d in deliveries] == [False, True]
+	assert isinstance(deliveries[0].error, MessageUnroutable)
+	assert time.monotonic() - started < 2, "every confirm came back"
+	assert channel.queue_declare(topology.queue, passive=True).method.message_count == 3
+	transport.close()

@@ -114,6 +114,7 @@ class RabbitMQSource(MessageSource):
 		self._connection = None
 		self._channel = None
 		self._generation = 0
+		self._cancelled = False
 		self._buffer: deque[InboundMessage] = deque()
 		self._deferred: list[tuple[float, InboundMessage]] = []
 		self._connect()
@@ -127,14 +128,20 @@ class RabbitMQSource(MessageSource):
 			channel.confirm_delivery()
 			declare_group_queues(channel, self.queue, self.exchange, self.binding_keys, self.retry_delays)
 			channel.basic_qos(prefetch_count=self.prefetch)
+			channel.add_on_cancel_callback(self._on_cancelled)
 			channel.basic_consume(self.queue, self._on_message, auto_ack=False)
 		except AMQP_ERRORS as exc:
 			raise TransportUnavailable(
 				f"Cannot consume queue {self.queue!r} at {self.parameters.host}:{self.parameters.port}: {exc!r}.",
 				hint="Check that RabbitMQ runs and the user may declare queues; the consumer keeps trying.",
 			) from exc
-		self._connection, self._channel = connection, channel
+		self._connection, self._channel, self._cancelled = connection, channel, False
 		self._generation += 1
+
+	def _on_cancelled(self, _frame) -> None:
+		# The broker ends the consumer when its queue is deleted (or its node fails): without
+		# reconnecting, which declares the queue again, nothing would ever arrive again.
+		self._cancelled = True
 
 	def _drop(self, error: BaseException) -> None:
 		log.warning("lost the RabbitMQ connection, reconnecting: %r", error)
@@ -188,6 +195,8 @@ class RabbitMQSource(MessageSource):
 				self._connect()
 			if not self._buffer:
 				self._connection.process_data_events(time_limit=timeout)
+			if self._cancelled:
+				raise TransportUnavailable(f"RabbitMQ cancelled the consumer of queue {self.queue!r}.")
 		except (*AMQP_ERRORS, TransportUnavailable) as exc:
 			self._drop(exc)
 			time.sleep(min(timeout, 1.0))

@@ -3,7 +3,9 @@
 A request is published with the event type as routing key, ``reply_to=amq.rabbitmq.reply-to``,
 the request id as ``correlation_id`` and the timeout as message TTL (a request nobody took in
 time expires instead of being served late). Responders are the competing consumers of a
-group's queue bound to that routing key. One call at a time per requester (one channel).
+group's queue bound to that routing key. Calls from several threads share the one channel:
+each waits for the reply with its own correlation id while whichever holds the connection reads
+for everyone, so a slow target never delays another call past its timeout.
 """
 
 from __future__ import annotations
@@ -39,15 +41,22 @@ class RabbitMQRequester(Requester):
 		self.where = f"RabbitMQ at {self.parameters.host}:{self.parameters.port}"
 		self._connection = None
 		self._channel = None
-		self._awaiting: str | None = None
-		self._reply: Envelope | None = None
-		self._lock = threading.Lock()
+		# Correlation id -> (arrived, [reply]) of every call waiting for its reply.
+		self._waiting: dict[str, tuple[threading.Event, list[Envelope]]] = {}
+		self._lock = threading.Lock()  # whoever holds it uses the connection
 
 	def target_for(self, event_type: str) -> str:
 		"""Returns the routing key of a request type: the type itself."""
 		return event_type
 
 	def _open(self) -> None:
+		if self._channel is not None and self._channel.is_open:
+			try:
+				# Between requests nothing answers the broker's heartbeats, so it may have dropped
+				# an idle connection meanwhile: find out (and answer them) before sending on it.
+				self._connection.process_data_events(time_limit=0)
+			except AMQP_ERRORS:
+				self._drop()
 		if self._channel is not None and self._channel.is_open:
 			return
 		try:
@@ -62,20 +71,28 @@ class RabbitMQRequester(Requester):
 		self._channel = channel
 
 	def _on_reply(self, channel, method, properties, body: bytes) -> None:
-		if properties.correlation_id != self._awaiting:
+		waiter = self._waiting.get(properties.correlation_id or "")
+		if waiter is None:
 			return  # a reply that came after its request timed out
 		headers = dict(properties.headers or {})
 		headers["content-type"] = properties.content_type or "application/json"
 		try:
-			self._reply = from_headers(headers, body)
+			reply = from_headers(headers, body)
 		except InvalidEnvelope:
-			self._reply = None
+			return
+		arrived, box = waiter
+		box.append(reply)
+		arrived.set()
 
 	def exchange(self, request: Envelope, target: str, timeout: float) -> Envelope:
 		"""Publishes the request with routing key ``target`` and waits for the correlated reply."""
-		with self._lock:
+		deadline = time.time() + timeout
+		arrived, box = threading.Event(), []
+		if not self._lock.acquire(timeout=timeout):
+			raise timeout_error(request, target, timeout, self.where)
+		try:
 			self._open()
-			deadline = time.time() + timeout
+			connection = self._connection
 			headers = {f"cloudEvents_{k[3:]}": v for k, v in kafka_headers(request) if k.startswith("ce_")}
 			headers[REPLY_DEADLINE] = str(int(deadline * 1000))
 			properties = pika.BasicProperties(
@@ -85,28 +102,51 @@ class RabbitMQRequester(Requester):
 				reply_to=DIRECT_REPLY_TO,
 				message_id=request.id,
 				type=request.type,
-				expiration=str(max(1, int(timeout * 1000))),
+				expiration=str(max(1, int((deadline - time.time()) * 1000))),
 			)
-			self._awaiting, self._reply = request.id, None
-			try:
-				self._channel.basic_publish(
-					self.exchange_name, target, request.to_json().encode(), properties, mandatory=True
-				)
-				while self._reply is None and time.time() < deadline:
-					self._connection.process_data_events(time_limit=max(0.0, deadline - time.time()))
-			except pika.exceptions.UnroutableError as exc:
-				raise TransportUnavailable(
-					f"No responder queue is bound to {target!r} on exchange {self.exchange_name!r}.",
-					hint="Start a consumer group whose handlers answer this request type.",
-				) from exc
-			except AMQP_ERRORS as exc:
-				self._drop()
-				raise TransportUnavailable(f"Lost {self.where} during a request: {exc!r}.") from exc
-			finally:
-				self._awaiting = None
-			if self._reply is None:
-				raise timeout_error(request, target, timeout, self.where)
-			return self._reply
+			self._waiting[request.id] = (arrived, box)
+			self._publish(request, target, properties)
+		except BaseException:
+			self._waiting.pop(request.id, None)
+			raise
+		finally:
+			self._lock.release()
+		try:
+			while not arrived.is_set() and (remaining := deadline - time.time()) > 0:
+				if not self._lock.acquire(timeout=min(remaining, 0.05)):
+					continue  # another call reads the connection, for this one's reply too
+				try:
+					if self._connection is not connection:
+						raise TransportUnavailable(
+							f"Lost {self.where} during a request; its reply cannot come."
+						)
+					if not arrived.is_set():
+						self._connection.process_data_events(time_limit=min(remaining, 0.05))
+				except AMQP_ERRORS as exc:
+					self._drop()
+					raise TransportUnavailable(f"Lost {self.where} during a request: {exc!r}.") from exc
+				finally:
+					self._lock.release()
+				arrived.wait(0.002)  # lets a call waiting for the connection take it
+		finally:
+			self._waiting.pop(request.id, None)
+		if not box:
+			raise timeout_error(request, target, timeout, self.where)
+		return box[0]
+
+	def _publish(self, request: Envelope, target: str, properties: pika.BasicProperties) -> None:
+		try:
+			self._channel.basic_publish(
+				self.exchange_name, target, request.to_json().encode(), properties, mandatory=True
+			)
+		except pika.exceptions.UnroutableError as exc:
+			raise TransportUnavailable(
+				f"No responder queue is bound to {target!r} on exchange {self.exchange_name!r}.",
+				hint="Start a consumer group whose handlers answer this request type.",
+			) from exc
+		except AMQP_ERRORS as exc:
+			self._drop()
+			raise TransportUnavailable(f"Lost {self.where} during a request: {exc!r}.") from exc
 
 	def _drop(self) -> None:
 		connection, self._connection, self._channel = self._connection, None, None

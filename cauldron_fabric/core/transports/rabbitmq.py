@@ -6,7 +6,8 @@ one, default ``cauldron.events``), ``exchange_type`` (of exchanges declared on f
 default ``topic``), ``declare_exchanges`` (default on; off: exchanges must exist), ``mandatory``
 (refuse messages no queue is bound for, default on), ``cloudevents_binding`` (``amqp``:
 ``cloudEvents_`` headers, the default; ``rabbitmq``: ``ce-``), ``connection_timeout`` (seconds,
-default 5) and ``app_id``.
+default 5), ``max_message_size`` (bytes, the broker's ``max_message_size``, default 128 MiB:
+larger bodies are refused for good without being sent) and ``app_id``.
 
 Destinations are ``exchange/routing.key``; without ``/`` the destination is a routing key on
 the ``exchange`` option's exchange, and ``/queue`` goes through the default exchange straight
@@ -25,6 +26,7 @@ durable queue, one disk sync) per message as with BlockingConnection's ``confirm
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -51,6 +53,17 @@ PERSISTENT = 2
 # Seconds of idleness after which the connection is rebuilt before use: between publishes no
 # loop answers the broker's heartbeats, so it may have dropped us meanwhile.
 IDLE_RECONNECT = 20.0
+# RabbitMQ's default max_message_size; a larger body makes the broker close the channel.
+MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+# What pika raises for a message AMQP cannot carry (a routing key, message id or type over 255
+# bytes, a header value of no AMQP type), before anything is written.
+UNENCODABLE = (
+	pika.exceptions.ShortStringTooLong,
+	pika.exceptions.UnsupportedAMQPFieldException,
+	TypeError,
+	ValueError,
+)
+TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
 
 class BrokerNack(RetryableError):
@@ -148,6 +161,7 @@ class RabbitMQTransport(Transport):
 			)
 		self.prefix = BINDING_PREFIXES[binding]
 		self.app_id = self.options.get("app_id") or "cauldron-fabric"
+		self.max_message_size = int(self.options.get("max_message_size") or MAX_MESSAGE_SIZE)
 		self._lock = threading.Lock()
 		self._connection: SelectConnection | None = None
 		self._channel = None
@@ -160,6 +174,7 @@ class RabbitMQTransport(Transport):
 		self._returned: dict[int, str] = {}
 		self._results: list[Delivery | None] = []
 		self._destinations: list[str] = []
+		self._sizes: list[int] = []
 		self._next_tag = 0
 		self._last_used = 0.0
 
@@ -185,19 +200,42 @@ class RabbitMQTransport(Transport):
 				return [Delivery(False, m.destination, error=exc) for m in messages]
 			self._results = [None] * len(messages)
 			self._destinations = [m.destination for m in messages]
-			for index, (message, address) in enumerate(zip(messages, addresses, strict=True)):
-				if address.exchange in refused:
-					self._results[index] = Delivery(
-						False, message.destination, error=refused[address.exchange]
-					)
-					continue
-				self._next_tag += 1
-				self._pending[self._next_tag] = (index, address)
-				properties = amqp_properties(message, self.prefix, self.app_id)
-				self._channel.basic_publish(
-					address.exchange, address.routing_key, message.body, properties, self.mandatory
-				)
-			self._wait(lambda: not self._pending or self._failure is not None, deadline)
+			self._sizes = [len(m.body) for m in messages]
+			try:
+				for index, (message, address) in enumerate(zip(messages, addresses, strict=True)):
+					if address.exchange in refused:
+						self._results[index] = Delivery(
+							False, message.destination, error=refused[address.exchange]
+						)
+						continue
+					if len(message.body) > self.max_message_size:
+						# The broker would close the channel and lose the rest of the batch with it.
+						self._results[index] = Delivery(
+							False,
+							message.destination,
+							error=_too_large(len(message.body), self.max_message_size),
+						)
+						continue
+					try:
+						properties = amqp_properties(message, self.prefix, self.app_id)
+						# pika encodes the whole message before writing any of it: a refusal here
+						# sent nothing and used no sequence number on the channel.
+						self._channel.basic_publish(
+							address.exchange, address.routing_key, message.body, properties, self.mandatory
+						)
+					except UNENCODABLE as exc:
+						self._results[index] = Delivery(
+							False, message.destination, error=_unencodable(address, exc)
+						)
+						continue
+					self._next_tag += 1
+					self._pending[self._next_tag] = (index, address)
+				self._wait(lambda: not self._pending or self._failure is not None, deadline)
+			except BaseException:
+				# Confirms of what went out are unaccounted for: start the next batch on a fresh channel.
+				self._disconnect()
+				self._pending, self._returned, self._results, self._destinations = {}, {}, [], []
+				raise
 			return self._collect()
 
 	def _collect(self) -> list[Delivery]:
@@ -213,6 +251,7 @@ class RabbitMQTransport(Transport):
 			for r, d in zip(self._results, self._destinations, strict=True)
 		]
 		self._pending, self._returned, self._results, self._destinations = {}, {}, [], []
+		self._sizes = []
 		self._last_used = time.monotonic()
 		return results
 
@@ -312,8 +351,26 @@ class RabbitMQTransport(Transport):
 			self._channel = None
 			self._channel_error = reason
 			if self._pending:
-				self._failure = TransportUnavailable(f"RabbitMQ closed the publishing channel: {reason}.")
+				self._refuse_too_large(str(reason))
+				self._failure = TransportUnavailable(
+					f"RabbitMQ closed the publishing channel: {reason}.", hint="The events are retried."
+				)
 		self._poke()
+
+	def _refuse_too_large(self, reason: str) -> None:
+		"""Fails for good the unconfirmed message whose size made the broker close the channel."""
+		found = TOO_LARGE.search(reason)
+		if found is None:
+			return
+		size, limit = int(found.group(1)), int(found.group(2))
+		# The broker refuses the first message over its limit, so the oldest unconfirmed one of that size.
+		for tag, (index, _address) in self._pending.items():
+			if self._sizes[index] == size:
+				del self._pending[tag]
+				self._results[index] = Delivery(
+					False, self._destinations[index], error=_too_large(size, limit)
+				)
+				return
 
 	def _ensure_exchanges(self, exchanges: Iterable[str], deadline: float) -> dict[str, FabricError]:
 		"""Declares (or, with declaring off, checks) each exchange once; returns those refused."""
@@ -474,6 +531,23 @@ def _connection_error(error: BaseException, where: str, parameters: pika.URLPara
 		problem = f"RabbitMQ at {where} refused access to the vhost"
 		fix = "Check that the vhost exists and the user has permissions on it"
 	return TransportUnavailable(f"{problem} ({text}).", hint=f"{fix}; events wait and are retried.")
+
+
+def _unencodable(address: AmqpAddress, error: Exception) -> MessageRejected:
+	return MessageRejected(
+		f"The message for exchange {address.exchange!r} and routing key {address.routing_key[:80]!r} "
+		f"cannot be sent over AMQP ({type(error).__name__}: {str(error)[:200]}).",
+		hint="Routing keys, message ids and types are at most 255 bytes; shorten the destination "
+		"or the event id, then retry.",
+	)
+
+
+def _too_large(size: int, limit: int) -> MessageRejected:
+	return MessageRejected(
+		f"The message of {size} bytes is larger than RabbitMQ's max message size of {limit} bytes.",
+		hint="Make the event smaller (or raise max_message_size on the broker and in the transport "
+		"options), then retry.",
+	)
 
 
 def _text(value: Any) -> str:
