@@ -75,6 +75,21 @@ def owned(member, topic):
 	return len([key for key in member.source.assigned if key[0] == topic])
 
 
+def assert_each_handled_once(member, tracking, sent):
+	"""Waits until every sent event is handled; fails naming the member's pauses if not."""
+	handled = wait_for(lambda: len(tracking.effects) >= len(sent), 30)
+	stuck = sorted(member.source._paused.items())
+	missing = len(sent) - len(tracking.effects)
+	assert handled, f"{missing} of {len(sent)} events never handled; the member's pauses: {stuck}"
+	assert sorted(tracking.effects) == sorted(sent), "each event handled exactly once"
+
+
+def stop(*members):
+	for member in members:
+		if member is not None:
+			member.stop()
+
+
 def publish_to_every_partition(bus, channel, count):
 	"""Produces ``count`` events on each partition; returns their ids."""
 	producer, sent = Producer({"bootstrap.servers": bus.broker.bootstrap}), []
@@ -116,16 +131,9 @@ def test_a_partition_paused_for_an_outage_flows_again_after_it_left_and_came_bac
 		b = None
 		assert wait_for(lambda: owned(a, channel) == PARTITIONS, 30), "a owns every partition again"
 		outage.clear()
-		handled = wait_for(lambda: len(tracking.effects) >= len(sent), 30)
-		stuck = sorted(a.source._paused.items())
-		assert handled, (
-			f"{len(sent) - len(tracking.effects)} of {len(sent)} events never handled; a's pauses: {stuck}"
-		)
-		assert sorted(tracking.effects) == sorted(sent), "each event handled exactly once"
+		assert_each_handled_once(a, tracking, sent)
 	finally:
-		for member in (b, a):
-			if member is not None:
-				member.stop()
+		stop(b, a)
 	assert bus.lag(group, channel) == 0, "everything handled was committed"
 
 
@@ -158,15 +166,8 @@ def test_a_retry_partition_paused_until_its_copy_is_due_flows_again_after_it_cam
 		b.stop()
 		b = None
 		assert wait_for(lambda: owned(a, channel) == PARTITIONS, 30), "a owns every partition again"
-		handled = wait_for(lambda: len(tracking.effects) >= len(sent), 30)
-		stuck = sorted(a.source._paused.items())
-		assert handled, (
-			f"{len(sent) - len(tracking.effects)} of {len(sent)} retried events never handled; a's pauses: {stuck}"
-		)
-		assert sorted(tracking.effects) == sorted(sent), "each event handled exactly once"
+		assert_each_handled_once(a, tracking, sent)
 	finally:
-		for member in (b, a):
-			if member is not None:
-				member.stop()
+		stop(b, a)
 	lags = group_lag(bus.broker.bootstrap, group, [channel, retries])
 	assert sum(entry.lag for entry in lags) == 0, f"everything handled was committed: {lags}"
