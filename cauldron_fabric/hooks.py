@@ -67,6 +67,7 @@ scheduler_events = {
 	"daily": [
 		"cauldron_fabric.emit.scheduled.purge_expired_events",
 		"cauldron_fabric.delivery.jobs.purge_settled_deliveries",
+		"cauldron_fabric.delivery.jobs.purge_resolved_dead_letters",
 	],
 }
 

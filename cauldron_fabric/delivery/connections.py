@@ -42,13 +42,17 @@ def validate_rabbitmq_url(url: str) -> str:
 
 
 def rabbitmq_url_with_password(url: str, password: str | None) -> str:
-	"""Returns the URL with ``password`` put into its user part (nothing to add without a user)."""
+	"""Returns the URL with ``password`` put into its user part (nothing to add without a user).
+
+	A user with no password gets an empty one (``user:@host``): pika cannot parse ``user@host``
+	at all, which would crash the relay instead of reporting the broker's refusal.
+	"""
 	parts = urlsplit(url)
-	if not password or parts.username is None:
+	if parts.username is None:
 		return url
 	host = parts.netloc.rpartition("@")[2]
 	user = quote(unquote(parts.username), safe="")
-	return parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}").geturl()
+	return parts._replace(netloc=f"{user}:{quote(password or '', safe='')}@{host}").geturl()
 
 
 def allow_list_entries(text: str | None) -> list[str]:

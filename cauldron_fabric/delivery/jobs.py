@@ -37,3 +37,12 @@ def purge_settled_deliveries() -> int:
 		return 0
 	cutoff = add_days(now_datetime(), -days)
 	return purge("tabEvent Delivery", "status IN (%s, %s) AND modified < %s", (DELIVERED, DISCARDED, cutoff))
+
+
+def purge_resolved_dead_letters() -> int:
+	"""Deletes Retried and Discarded dead letters resolved before the event retention; open ones stay."""
+	days = cint(frappe.db.get_single_value("Fabric Settings", "retention_days"))
+	if days <= 0:
+		return 0
+	cutoff = add_days(now_datetime(), -days)
+	return purge("tabDead Letter", "status IN (%s, %s) AND modified < %s", ("Retried", "Discarded", cutoff))

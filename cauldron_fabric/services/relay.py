@@ -206,10 +206,22 @@ class StatusReporter:
 		except Exception:
 			pass
 
+	def remove(self) -> None:
+		"""Drops the relay's entry: a relay that stopped is not running any more."""
+		try:
+			frappe.cache.hdel(STATUS_KEY, self.name)
+		except Exception:
+			pass
+
 
 def relay_name() -> str:
 	"""Returns ``host:pid``, how a relay is named in the status."""
 	return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def safety_net_name() -> str:
+	"""Returns ``host:scheduler``, the one status entry the scheduler's runs share on a host."""
+	return f"{socket.gethostname()}:scheduler"
 
 
 def run_relay_for(
@@ -217,9 +229,15 @@ def run_relay_for(
 	max_seconds: float | None = None,
 	stop_when_idle: bool = False,
 	batch_size: int | None = None,
+	name: str | None = None,
 ) -> None:
-	"""Relays for this site until stopped, following changes to Fabric Settings."""
-	reporter = StatusReporter(relay_name())
+	"""Relays for this site until stopped, following changes to Fabric Settings.
+
+	The relay reports its status under ``name`` (default ``host:pid``). A relay named after its
+	process drops its entry when it stops; a named one (the scheduler's runs, each a new
+	process) leaves its last outcome there for the next run to overwrite.
+	"""
+	reporter = StatusReporter(name or relay_name())
 	stop = (lambda: should_stop() or reporter.idle) if stop_when_idle else should_stop
 	waker = RedisWaker(frappe.conf.redis_cache or "redis://127.0.0.1:6379", relay_channel())
 	started = time.monotonic()
@@ -243,7 +261,7 @@ def run_relay_for(
 				budget = min(budget, max(0.0, max_seconds - (time.monotonic() - started)))
 			relay.run(stop, waker, max_seconds=budget)
 	finally:
-		reporter.write()
+		reporter.write() if name else reporter.remove()
 		if relay is not None:
 			relay.close()
 		waker.close()

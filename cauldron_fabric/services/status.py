@@ -14,6 +14,8 @@ from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.services.relay import STATUS_KEY
 
 RELAY_STALE_SECONDS = 60
+# A relay silent this long was killed without cleaning up after itself: forget it.
+RELAY_FORGET_SECONDS = 3600
 
 
 def outbox_status() -> dict[str, Any]:
@@ -30,12 +32,16 @@ def relay_statuses() -> list[dict[str, Any]]:
 	"""Returns each relay's last heartbeat, totals and error, marking silent ones as stale."""
 	raw = frappe.cache.hgetall(STATUS_KEY) or {}
 	relays = []
-	for name, value in raw.items():
+	for key, value in raw.items():
+		name = key.decode() if isinstance(key, bytes) else key
 		status = json.loads(value) if isinstance(value, str | bytes) else dict(value)
 		age = (now_datetime() - get_datetime(status["heartbeat"])).total_seconds()
+		if age > RELAY_FORGET_SECONDS:
+			frappe.cache.hdel(STATUS_KEY, name)
+			continue
 		relays.append(
 			{
-				"name": name.decode() if isinstance(name, bytes) else name,
+				"name": name,
 				**status,
 				"stale": age > RELAY_STALE_SECONDS,
 			}

@@ -227,6 +227,25 @@ class TestFabricSettingsForDelivery(FrappeTestCase):
 			settings.rabbitmq_url = bad
 			self.assertRaisesRegex(frappe.ValidationError, message, settings.save)
 
+	def test_a_rabbitmq_user_without_a_password_is_refused_by_the_broker_not_a_crash(self):
+		# pika cannot parse amqp://user@host: the safety net raised "malformed URL" every minute
+		# and the relay command exited, where the broker's refusal should show on the event.
+		from cauldron_fabric.emit.scheduled import relay_pending_events
+
+		with fabric_settings(bootstrap_servers="", rabbitmq_url="amqp://guest@127.0.0.1:5672/%2F"):
+			todo = frappe.get_doc({"doctype": "ToDo", "description": "user without password"}).insert()
+			frappe.db.commit()
+			relay_pending_events()
+			frappe.db.rollback()
+			status, error = frappe.db.get_value(
+				"Event Log", {"entity": "ToDo", "entity_id": todo.name}, ["status", "last_error"]
+			)
+		self.assertEqual(status, "Pending")
+		self.assertIn("refused user 'guest'", error)
+		frappe.db.delete("Event Log", {"entity": "ToDo", "entity_id": todo.name})
+		frappe.delete_doc("ToDo", todo.name)
+		frappe.db.commit()
+
 	def test_the_webhook_allow_list_is_checked(self):
 		settings = frappe.get_single("Fabric Settings")
 		settings.webhook_allowed_networks = "10.0.0.0/8\nnot a host!"

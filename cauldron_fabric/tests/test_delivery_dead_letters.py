@@ -7,9 +7,11 @@ import signal
 import time
 
 import frappe
+from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import dead_letters as dead_letters_api
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
+from cauldron_fabric.delivery.jobs import purge_resolved_dead_letters
 from cauldron_fabric.testing.http_receiver import Reply
 from cauldron_fabric.tests.test_delivery_destinations import DestinationCase
 from cauldron_fabric.tests.test_delivery_support import dead_letters, deliver, deliveries, save_todo
@@ -162,3 +164,35 @@ class TestDeliverCommand(DestinationCase):
 		self.assertEqual(worker.returncode, 0, stderr)
 		self.assertIn("fabric delivery worker stopped", stderr)
 		self.assertEqual([r.status for r in deliveries(doc.name)], ["Delivered"])
+
+
+class TestDeadLetterRetention(FrappeTestCase):
+	def test_resolved_dead_letters_go_after_the_retention_and_open_ones_stay(self):
+		names = {}
+		for status in ("Dead", "Retrying", "Retried", "Discarded"):
+			letter = frappe.get_doc(
+				{
+					"doctype": "Dead Letter",
+					"source_type": "Delivery",
+					"status": status,
+					"subscription": "retention-test",
+					"event_id": frappe.generate_hash(),
+					"event_type": "todo.created",
+				}
+			)
+			letter.db_insert()
+			names[letter.name] = status
+		frappe.db.sql(
+			"UPDATE `tabDead Letter` SET modified = NOW() - INTERVAL 400 DAY WHERE name IN %s",
+			(tuple(names),),
+		)
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "Dead Letter", {"subscription": "retention-test"})
+		with fabric_settings(retention_days=0):
+			purge_resolved_dead_letters()  # no retention set: nothing is deleted
+		self.assertEqual(frappe.db.count("Dead Letter", {"name": ("in", list(names))}), 4)
+		with fabric_settings(retention_days=30):
+			purge_resolved_dead_letters()
+		left = frappe.get_all("Dead Letter", filters={"name": ("in", list(names))}, pluck="status")
+		self.assertEqual(sorted(left), ["Dead", "Retrying"])

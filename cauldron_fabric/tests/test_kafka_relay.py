@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 
 import frappe
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from frappe.tests.utils import FrappeTestCase
+from frappe.utils import add_days, now_datetime
 
 from cauldron_fabric.api import events as events_api
 from cauldron_fabric.api import settings as settings_api
 from cauldron_fabric.core.outbox.sql import EVENT_COLUMNS
-from cauldron_fabric.services.relay import relay_channel, run_relay_for
+from cauldron_fabric.emit.scheduled import relay_pending_events
+from cauldron_fabric.services.relay import (
+	STATUS_KEY,
+	relay_channel,
+	relay_name,
+	run_relay_for,
+	safety_net_name,
+)
 from cauldron_fabric.services.status import relay_statuses
 from cauldron_fabric.testing.kafka_broker import free_port, read_topic
 from cauldron_fabric.tests.utils import (
@@ -159,6 +168,24 @@ class TestPublishingToKafka(FrappeTestCase):
 		self.assertIn("fabric relay stopped", stderr)
 		frappe.delete_doc("ToDo", todo.name)
 		frappe.db.commit()
+
+	def test_stopped_relays_leave_no_status_and_the_scheduler_keeps_one_entry_per_host(self):
+		# Every scheduler run is a new process: an entry per process grew the status hash by one
+		# a minute, for ever, and every status read parsed them all.
+		relay_until_idle()
+		self.assertIsNone(frappe.cache.hget(STATUS_KEY, relay_name()), "a stopped relay is not running")
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "safety net"}).insert()
+		frappe.db.commit()
+		for _ in range(2):
+			relay_pending_events()
+		self.assertEqual(event_status(todo.name)[0][1], "Published")
+		mine = [r for r in relay_statuses() if r["name"].startswith(socket.gethostname() + ":")]
+		self.assertEqual([r["name"] for r in mine], [safety_net_name()], "one entry for every run")
+		killed = "gone-host:424242"  # a relay killed with SIGKILL cannot clean up after itself
+		old = add_days(now_datetime(), -1).isoformat()
+		frappe.cache.hset(STATUS_KEY, killed, json.dumps({"heartbeat": old, "last_error": None}))
+		self.assertNotIn(killed, [r["name"] for r in relay_statuses()])
+		self.assertIsNone(frappe.cache.hget(STATUS_KEY, killed), "forgotten after an hour of silence")
 
 	def test_broker_outage_never_fails_a_save_and_events_wait_until_it_is_back(self):
 		dead = f"127.0.0.1:{free_port()}"
