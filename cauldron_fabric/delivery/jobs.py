@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import frappe
-from frappe.utils import add_days, cint, now_datetime
 
 from cauldron_fabric.core.delivery import DELIVERED, DISCARDED
-from cauldron_fabric.services.retention import purge
+from cauldron_fabric.services.retention import purge_expired
 
 SAFETY_NET_SECONDS = 45
 
@@ -32,17 +31,9 @@ def fire_subscription_triggers() -> None:
 
 def purge_settled_deliveries() -> int:
 	"""Deletes Delivered and Discarded deliveries older than the event retention; never Pending or Dead."""
-	days = cint(frappe.db.get_single_value("Fabric Settings", "retention_days"))
-	if days <= 0:
-		return 0
-	cutoff = add_days(now_datetime(), -days)
-	return purge("tabEvent Delivery", "status IN (%s, %s) AND modified < %s", (DELIVERED, DISCARDED, cutoff))
+	return purge_expired("tabEvent Delivery", (DELIVERED, DISCARDED))
 
 
 def purge_resolved_dead_letters() -> int:
 	"""Deletes Retried and Discarded dead letters resolved before the event retention; open ones stay."""
-	days = cint(frappe.db.get_single_value("Fabric Settings", "retention_days"))
-	if days <= 0:
-		return 0
-	cutoff = add_days(now_datetime(), -days)
-	return purge("tabDead Letter", "status IN (%s, %s) AND modified < %s", ("Retried", "Discarded", cutoff))
+	return purge_expired("tabDead Letter", ("Retried", "Discarded"))

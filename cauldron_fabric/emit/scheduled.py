@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import frappe
-from frappe.utils import add_days, cint, now_datetime
 
 from cauldron_fabric.core.naming import SYSTEM_STATUS
 from cauldron_fabric.core.outbox.sql import PUBLISHED, RECORDED
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
-from cauldron_fabric.services.retention import purge
+from cauldron_fabric.services.retention import purge_expired
 
 SAFETY_NET_SECONDS = 45
 
@@ -34,8 +33,4 @@ def emit_heartbeat() -> None:
 
 def purge_expired_events() -> int:
 	"""Deletes Published and Recorded events older than the retention; never Pending or Failed."""
-	days = cint(frappe.db.get_single_value("Fabric Settings", "retention_days"))
-	if days <= 0:
-		return 0
-	cutoff = add_days(now_datetime(), -days)
-	return purge("tabEvent Log", "status IN (%s, %s) AND creation < %s", (PUBLISHED, RECORDED, cutoff))
+	return purge_expired("tabEvent Log", (PUBLISHED, RECORDED), age_column="creation")

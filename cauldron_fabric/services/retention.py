@@ -6,8 +6,22 @@ from collections.abc import Sequence
 from typing import Any
 
 import frappe
+from frappe.utils import add_days, cint, now_datetime
 
 CHUNK = 5000
+
+
+def purge_expired(table: str, statuses: Sequence[str], age_column: str = "modified") -> int:
+	"""Deletes the rows of ``table`` in ``statuses`` older than Fabric Settings' retention days.
+
+	Nothing is deleted while the retention is not set (0 days).
+	"""
+	days = cint(frappe.db.get_single_value("Fabric Settings", "retention_days"))
+	if days <= 0:
+		return 0
+	cutoff = add_days(now_datetime(), -days)
+	placeholders = ", ".join(["%s"] * len(statuses))
+	return purge(table, f"status IN ({placeholders}) AND `{age_column}` < %s", (*statuses, cutoff))
 
 
 def purge(table: str, where: str, params: Sequence[Any], chunk: int = CHUNK) -> int:

@@ -11,7 +11,7 @@ from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import dead_letters as dead_letters_api
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
-from cauldron_fabric.delivery.jobs import purge_resolved_dead_letters
+from cauldron_fabric.delivery.jobs import purge_resolved_dead_letters, purge_settled_deliveries
 from cauldron_fabric.testing.http_receiver import Reply
 from cauldron_fabric.tests.test_delivery_destinations import DestinationCase
 from cauldron_fabric.tests.test_delivery_support import dead_letters, deliver, deliveries, save_todo
@@ -166,33 +166,42 @@ class TestDeliverCommand(DestinationCase):
 		self.assertEqual([r.status for r in deliveries(doc.name)], ["Delivered"])
 
 
-class TestDeadLetterRetention(FrappeTestCase):
-	def test_resolved_dead_letters_go_after_the_retention_and_open_ones_stay(self):
-		names = {}
-		for status in ("Dead", "Retrying", "Retried", "Discarded"):
-			letter = frappe.get_doc(
+class TestRetentionOfDeliveryRecords(FrappeTestCase):
+	def aged_rows(self, doctype: str, statuses: tuple[str, ...]) -> list[str]:
+		"""Inserts one row per status, 400 days old; deleted again after the test."""
+		names = []
+		for status in statuses:
+			row = frappe.get_doc(
 				{
-					"doctype": "Dead Letter",
-					"source_type": "Delivery",
+					"doctype": doctype,
 					"status": status,
 					"subscription": "retention-test",
 					"event_id": frappe.generate_hash(),
 					"event_type": "todo.created",
 				}
 			)
-			letter.db_insert()
-			names[letter.name] = status
+			row.db_insert()
+			names.append(row.name)
 		frappe.db.sql(
-			"UPDATE `tabDead Letter` SET modified = NOW() - INTERVAL 400 DAY WHERE name IN %s",
-			(tuple(names),),
+			f"UPDATE `tab{doctype}` SET modified = NOW() - INTERVAL 400 DAY WHERE name IN %s", (tuple(names),)
 		)
 		frappe.db.commit()
 		self.addCleanup(frappe.db.commit)
-		self.addCleanup(frappe.db.delete, "Dead Letter", {"subscription": "retention-test"})
-		with fabric_settings(retention_days=0):
-			purge_resolved_dead_letters()  # no retention set: nothing is deleted
-		self.assertEqual(frappe.db.count("Dead Letter", {"name": ("in", list(names))}), 4)
+		self.addCleanup(frappe.db.delete, doctype, {"subscription": "retention-test"})
+		return names
+
+	def test_settled_records_go_after_the_retention_and_open_ones_stay(self):
+		letters = self.aged_rows("Dead Letter", ("Dead", "Retrying", "Retried", "Discarded"))
+		rows = self.aged_rows("Event Delivery", ("Pending", "Dead", "Delivered", "Discarded"))
+		with fabric_settings(retention_days=0):  # no retention set: nothing is deleted
+			purge_resolved_dead_letters()
+			purge_settled_deliveries()
+		self.assertEqual(frappe.db.count("Dead Letter", {"name": ("in", letters)}), 4)
+		self.assertEqual(frappe.db.count("Event Delivery", {"name": ("in", rows)}), 4)
 		with fabric_settings(retention_days=30):
 			purge_resolved_dead_letters()
-		left = frappe.get_all("Dead Letter", filters={"name": ("in", list(names))}, pluck="status")
+			purge_settled_deliveries()
+		left = frappe.get_all("Dead Letter", filters={"name": ("in", letters)}, pluck="status")
 		self.assertEqual(sorted(left), ["Dead", "Retrying"])
+		left = frappe.get_all("Event Delivery", filters={"name": ("in", rows)}, pluck="status")
+		self.assertEqual(sorted(left), ["Dead", "Pending"])
