@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from frappe.model.base_document import BaseDocument
-from frappe.utils import get_datetime, get_timedelta, getdate
+from frappe.utils import flt, get_datetime, get_timedelta, getdate
 
 # Bookkeeping that changes on every save and says nothing about the business change.
 IGNORED_FIELDS = frozenset({"modified", "modified_by", "creation", "owner", "lft", "rgt"})
@@ -37,6 +38,29 @@ TEMPORAL_FORMS: dict[str, tuple[re.Pattern, Callable[[Any], str]]] = {
 }
 
 
+# Float, Currency, Percent and Duration columns are decimal(21,9), Rating decimal(3,2): the
+# database rounds what a save writes (0.1 + 0.2 is stored as 0.3, 1/3 as 0.333333333), so
+# events carry the value rounded the same way (half away from zero, as MariaDB rounds).
+DECIMAL_SCALES = {"Float": 9, "Currency": 9, "Percent": 9, "Duration": 9, "Rating": 2}
+NEVER = re.compile(r"(?!)")
+
+
+def _as_decimal(scale: int) -> Callable[[Any], float]:
+	quantum = Decimal(1).scaleb(-scale)
+
+	def as_decimal(value: Any) -> float:
+		number = flt(value)
+		text = repr(number)
+		if "e" not in text and len(text) - text.index(".") - 1 <= scale:
+			return number  # the usual case (12.5, 100.0): nothing to round
+		return float(Decimal(text).quantize(quantum, rounding=ROUND_HALF_UP))
+
+	return as_decimal
+
+
+DECIMAL_FORMS = {fieldtype: (NEVER, _as_decimal(scale)) for fieldtype, scale in DECIMAL_SCALES.items()}
+
+
 # Frappe keeps some credentials in plain fields (OAuth clients' client_secret, tokens): an
 # event never carries them. Password fields are masked by Frappe already.
 SECRET_FIELDNAMES = frozenset(
@@ -61,7 +85,7 @@ MASKED = (re.compile(r"\**"), lambda value: MASK)  # empty or already masked sta
 def value_forms(meta) -> dict[str, tuple[re.Pattern, Callable[[Any], Any]]]:
 	"""Returns the fields whose values events render specially, with their form (cached on meta).
 
-	Dates, datetimes and times in their stored form; secrets masked.
+	Dates, datetimes, times and decimals in their stored form; secrets masked.
 	"""
 	fields = meta.__dict__.get("_fabric_forms")
 	if fields is None:
@@ -73,11 +97,13 @@ def value_forms(meta) -> dict[str, tuple[re.Pattern, Callable[[Any], Any]]]:
 				fields[df.fieldname] = MASKED
 			elif df.fieldtype in TEMPORAL_FORMS:
 				fields[df.fieldname] = TEMPORAL_FORMS[df.fieldtype]
+			elif df.fieldtype in DECIMAL_FORMS:
+				fields[df.fieldname] = DECIMAL_FORMS[df.fieldtype]
 	return fields
 
 
 def as_stored(form: tuple[re.Pattern, Callable[[Any], Any]] | None, value: Any) -> Any:
-	"""Returns a value as events give it: a date, datetime or time as stored, a secret masked."""
+	"""Returns a value as events give it: a date, time or number as stored, a secret masked."""
 	if form is None or value is None or (isinstance(value, str) and form[0].fullmatch(value)):
 		return value
 	try:

@@ -49,11 +49,21 @@ def mark_db_set(doc, method=None) -> None:
 	# later insert into a db_set update.
 	if doc.name is not None:
 		doc.flags.fabric_db_set = True
+		if (
+			not _being_saved(doc)
+			and not doc.flags.in_delete
+			and not _is_row(doc)
+			and current_policy().kind_of(doc.doctype)
+		):
+			# The object may be older than the row (loaded before another save, or reloaded
+			# since its last event): the row as stored before this write is the "old" side.
+			doc.flags.fabric_db_set_before = _stored(doc)
 
 
 def on_change(doc, method=None) -> None:
 	"""Emits the event(s) of the save or db_set that just wrote ``doc``."""
 	via_db_set = doc.flags.pop("fabric_db_set", False)
+	stored_before = doc.flags.pop("fabric_db_set_before", None)
 	if doc.flags.in_delete:
 		return
 	if _is_row(doc):
@@ -65,18 +75,25 @@ def on_change(doc, method=None) -> None:
 		if _being_saved(doc):
 			_defer_db_set(doc)
 		else:
-			emit_document_event(doc, "updated", via="db_set")
+			# db_set wrote some columns; the rest of the object may be stale: the event carries
+			# the row as stored.
+			emit_document_event(_stored(doc) or doc, "updated", via="db_set", before=stored_before)
 		return
 	deferred = getattr(frappe.local, "fabric_deferred_db_sets", None)
 	if deferred and deferred.get((doc.doctype, doc.name)) is doc:
 		# This save's event carries the values its own hooks db_set.
 		del deferred[doc.doctype, doc.name]
+	# A commit in this save's own hooks recorded the save so far (record_deferred_db_sets):
+	# this event carries only what changed since.
+	recorded = doc.flags.pop("fabric_recorded_mid_save", None)
 	if doc.flags.in_insert:
-		actions = ["created", "submitted"] if doc.docstatus == 1 else ["created"]
+		actions = ["updated" if recorded else "created"]
+		if doc.docstatus == 1:
+			actions.append("submitted")
 	else:
 		actions = [SAVE_ACTIONS.get(getattr(doc, "_action", None) or "save", "updated")]
 	for action in actions:
-		emit_document_event(doc, action)
+		emit_document_event(doc, action, before=recorded)
 
 
 def _is_row(doc) -> bool:
@@ -109,6 +126,14 @@ def _released(attribute: str) -> dict:
 	return released
 
 
+def _stored(doc):
+	"""Returns the document as stored now (None when its row is gone)."""
+	try:
+		return frappe.get_doc(doc.doctype, doc.name)
+	except frappe.DoesNotExistError:
+		return None
+
+
 def _being_saved(doc) -> bool:
 	"""Tells whether ``doc`` is inside its own insert or save."""
 	# insert() sets __islocal, db_insert() makes it False (so is_new() is false in after_insert
@@ -133,8 +158,24 @@ def record_deferred_db_sets() -> None:
 	"""Records the held-back db_sets no save covered (before_commit), on rows that exist."""
 	for doc in _released("fabric_deferred_db_sets").values():
 		# A db_set from the validate of an insert that then failed wrote no row.
-		if current_policy().kind_of(doc.doctype) and frappe.db.exists(doc.doctype, doc.name):
-			emit_document_event(doc, "updated", via="db_set")
+		if not current_policy().kind_of(doc.doctype):
+			continue
+		stored = _stored(doc)
+		if stored is None:
+			continue
+		# The object holds what its failed (or still running) save assigned but never wrote:
+		# the event carries the row as committed.
+		if doc.get("__islocal") is False:
+			# An insert whose row is written but that has not finished (it raised, or its own
+			# hooks committed): no created event was recorded yet.
+			payload = emit_document_event(stored, "created")
+		else:
+			before = doc.flags.get("fabric_snapshot") or doc.get_doc_before_save()
+			payload = emit_document_event(stored, "updated", via="db_set", before=before)
+		if payload is not None and _being_saved(doc):
+			# Maybe a commit inside the save's own hooks: if the save goes on to emit, its event
+			# compares with what this one said instead of repeating it.
+			doc.flags.fabric_snapshot = doc.flags.fabric_recorded_mid_save = payload["doc"]
 
 
 def after_delete(doc, method=None) -> None:
@@ -222,18 +263,25 @@ def after_rename(
 
 
 def emit_document_event(
-	doc, action: str, via: str | None = None, extra: dict[str, Any] | None = None
-) -> None:
-	"""Records the event for one action on ``doc`` (plus ``business.transaction`` when due)."""
+	doc,
+	action: str,
+	via: str | None = None,
+	extra: dict[str, Any] | None = None,
+	before: Any = None,
+) -> dict[str, Any] | None:
+	"""Records the event for one action on ``doc`` (plus ``business.transaction`` when due).
+
+	``before`` is what an update compares with when the version Frappe loaded before saving
+	is not the right one. Returns the payload recorded, None when nothing was.
+	"""
 	policy = current_policy()
 	payload: dict[str, Any] = {"doc": document_payload(doc)}
 	if action in ("updated", "updated_after_submit"):
-		# A db_set compares with what the last event of this object said; a save with the
-		# version Frappe loaded before saving.
-		before = doc.flags.get("fabric_snapshot") if via else None
+		if before is None and via:
+			before = doc.flags.get("fabric_snapshot")
 		changes = document_changes(before or doc.get_doc_before_save(), payload["doc"])
 		if changes == {} and not policy.unchanged_saves and via is None:
-			return
+			return None
 		payload["changes"] = changes
 	if via:
 		payload["via"] = via
@@ -243,6 +291,7 @@ def emit_document_event(
 	if action in ("submitted", "cancelled") and policy.business_events and doc.meta.is_submittable:
 		envelopes.append(_business_envelope(doc, action, payload["doc"]))
 	record(envelopes)
+	return payload
 
 
 def _lifecycle_envelope(doc, action: str, payload: dict[str, Any], kind: str | None):

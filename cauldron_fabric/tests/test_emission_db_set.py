@@ -1,27 +1,29 @@
 """A db_set from a document's own save hooks is part of that save's one event, in order.
 
 Outside a save a db_set stays an ``updated`` event of its own; one whose save raised is
-recorded at commit, and forgotten on rollback.
+recorded at commit, and forgotten on rollback. Events carry what is stored: a db_set on an
+object older than its row, decimals as the database rounds them, and a commit inside a save's
+own hooks recording that save once.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import frappe
-from frappe.tests.utils import patch_hooks
 
 from cauldron_fabric.tests.utils import (
 	ORDER,
 	EmissionCase,
+	ensure_custom_doctype,
 	events_after,
 	last_seq,
 	new_order,
+	order_hooks,
 	types_of,
 )
 
 CREATED = "fabric_test_order.created"
 UPDATED = "fabric_test_order.updated"
+DECIMAL_PROBE = "Fabric Decimal Probe"
 
 
 def note_from_hook(doc, method=None) -> None:
@@ -37,25 +39,6 @@ def note_from_another_copy(doc, method=None) -> None:
 def refuse(doc, method=None) -> None:
 	"""A validate hook that makes the save fail."""
 	frappe.throw("refused by the test")
-
-
-@contextmanager
-def order_hooks(**handlers: str):
-	"""Adds ``doc_events`` of the test DocType (event → function of this module) to the app's."""
-	doc_events = dict(frappe.get_hooks("doc_events"))
-	doc_events[ORDER] = {event: [f"{__name__}.{handler}"] for event, handler in handlers.items()}
-	with patch_hooks({"doc_events": doc_events}):
-		_forget_doc_events()
-		try:
-			yield
-		finally:
-			_forget_doc_events()
-
-
-def _forget_doc_events() -> None:
-	# Frappe expands doc_events once per request and keeps them in frappe.local.
-	if hasattr(frappe.local, "doc_events_hooks"):
-		del frappe.local.doc_events_hooks
 
 
 def note_of(envelope: dict) -> str | None:
@@ -74,7 +57,7 @@ class TestDbSetInsideSaves(EmissionCase):
 		for hook in ("validate", "after_insert"):
 			with self.subTest(hook=hook):
 				start = last_seq()
-				with order_hooks(**{hook: "note_from_hook"}):
+				with order_hooks(__name__, **{hook: "note_from_hook"}):
 					order = new_order(hook)
 				frappe.db.commit()
 				events = events_after(start, ORDER)
@@ -84,7 +67,7 @@ class TestDbSetInsideSaves(EmissionCase):
 
 	def test_db_set_in_on_update_is_part_of_the_one_update(self):
 		order = new_order("on update")
-		with order_hooks(on_update="note_from_hook"):
+		with order_hooks(__name__, on_update="note_from_hook"):
 			order.title = "on update v2"
 			order.save()
 		frappe.db.commit()
@@ -102,7 +85,7 @@ class TestDbSetInsideSaves(EmissionCase):
 	def test_db_set_on_another_copy_during_a_save_follows_the_save(self):
 		# The save's event does not carry what another object wrote, so the db_set comes after it.
 		order = new_order("copy")
-		with order_hooks(on_update="note_from_another_copy"):
+		with order_hooks(__name__, on_update="note_from_another_copy"):
 			order.title = "copy v2"
 			order.save()
 		frappe.db.commit()
@@ -116,7 +99,7 @@ class TestDbSetInsideSaves(EmissionCase):
 
 	def test_db_set_in_on_submit_is_part_of_submitted(self):
 		order = new_order("on submit")
-		with order_hooks(on_submit="note_from_hook"):
+		with order_hooks(__name__, on_submit="note_from_hook"):
 			order.submit()
 		frappe.db.commit()
 		events = events_after(self.start, ORDER)
@@ -190,7 +173,7 @@ class TestDbSetInsideSaves(EmissionCase):
 	def failed_save(self, order) -> None:
 		"""Saves ``order`` with a validate hook that raises; Frappe then keeps it in currently_saving."""
 		self.addCleanup(self.forget_saving, order)
-		with order_hooks(validate="refuse"):
+		with order_hooks(__name__, validate="refuse"):
 			order.title = "never saved"
 			order.save()
 
@@ -199,3 +182,120 @@ class TestDbSetInsideSaves(EmissionCase):
 		key = (order.doctype, order.name)
 		if key in frappe.flags.currently_saving:
 			frappe.flags.currently_saving.remove(key)
+
+
+def note_then_commit(doc, method=None) -> None:
+	"""A hook that db_sets the note and commits, as some Frappe and ERPNext code does mid-save."""
+	doc.db_set("note", f"set in {method}")
+	frappe.db.commit()
+
+
+def doc_of(envelope: dict) -> dict:
+	"""Returns the document an event carries."""
+	return envelope["data"]["payload"]["doc"]
+
+
+class TestDbSetCarriesTheRowAsStored(EmissionCase):
+	def setUp(self):
+		frappe.db.commit()
+		super().setUp()
+
+	def test_db_set_on_an_object_older_than_the_row(self):
+		order = new_order("stale")
+		stale = frappe.get_doc(ORDER, order.name)
+		fresh = frappe.get_doc(ORDER, order.name)
+		fresh.title = "renamed elsewhere"
+		fresh.save()
+		stale.db_set("note", "on a stale object")
+		_created, _saved, db_set = events_after(self.start, ORDER)
+		self.assertEqual(doc_of(db_set)["title"], "renamed elsewhere")
+		self.assertEqual(doc_of(db_set)["note"], "on a stale object")
+		self.assertEqual(
+			db_set["data"]["payload"]["changes"], {"note": {"old": None, "new": "on a stale object"}}
+		)
+
+	def test_db_set_after_reload_changes_only_what_it_wrote(self):
+		order = new_order("reloaded")
+		order.title = "reloaded v2"
+		order.save()
+		other = frappe.get_doc(ORDER, order.name)
+		other.title = "reloaded v3"
+		other.save()
+		order.reload()
+		order.db_set("note", "after reload")
+		db_set = events_after(self.start, ORDER)[-1]
+		self.assertEqual(db_set["data"]["payload"]["via"], "db_set")
+		self.assertEqual(db_set["data"]["payload"]["changes"], {"note": {"old": None, "new": "after reload"}})
+
+	def test_db_set_after_a_failed_save_carries_only_what_was_written(self):
+		order = new_order("failed save")
+		frappe.db.commit()
+		start = last_seq()
+		self.addCleanup(self._forget_saving, order)
+		with order_hooks(__name__, validate="refuse"), self.assertRaises(frappe.ValidationError):
+			order.title = "never saved"
+			order.save()
+		order.db_set("note", "after the failure")
+		frappe.db.commit()
+		(event,) = events_after(start, ORDER)
+		self.assertEqual(doc_of(event)["title"], "failed save")
+		self.assertEqual(
+			event["data"]["payload"]["changes"], {"note": {"old": None, "new": "after the failure"}}
+		)
+
+	@staticmethod
+	def _forget_saving(order) -> None:
+		key = (order.doctype, order.name)
+		if key in frappe.flags.currently_saving:
+			frappe.flags.currently_saving.remove(key)
+
+
+class TestDecimalsAsStored(EmissionCase):
+	def test_decimals_travel_as_stored_and_an_unchanged_save_is_no_event(self):
+		ensure_custom_doctype(
+			DECIMAL_PROBE,
+			[
+				{"fieldname": "f", "fieldtype": "Float", "label": "F"},
+				{"fieldname": "c", "fieldtype": "Currency", "label": "C"},
+				{"fieldname": "p", "fieldtype": "Percent", "label": "P"},
+			],
+			autoname="hash",
+		)
+		probe = frappe.get_doc({"doctype": DECIMAL_PROBE, "f": 0.1 + 0.2, "c": 10 / 3, "p": 100 / 3}).insert()
+		probe.save()  # nothing changed
+		stored = frappe.db.get_value(DECIMAL_PROBE, probe.name, ["f", "c", "p"], as_dict=True)
+		events = events_after(self.start, DECIMAL_PROBE)
+		self.assertEqual(types_of(events), ["fabric_decimal_probe.created"])
+		self.assertEqual({k: doc_of(events[0])[k] for k in stored}, {k: float(v) for k, v in stored.items()})
+
+
+class TestCommitInsideASave(EmissionCase):
+	def setUp(self):
+		frappe.db.commit()
+		super().setUp()
+
+	def test_a_commit_in_on_update_records_the_save_once(self):
+		order = new_order("commit in on_update")
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, on_update="note_then_commit"):
+			order.title = "commit in on_update v2"
+			order.save()
+		frappe.db.commit()
+		(event,) = events_after(start, ORDER)
+		self.assertEqual(
+			event["data"]["payload"]["changes"],
+			{
+				"title": {"old": "commit in on_update", "new": "commit in on_update v2"},
+				"note": {"old": None, "new": "set in on_update"},
+			},
+		)
+
+	def test_a_commit_in_after_insert_records_created_first_and_once(self):
+		with order_hooks(__name__, after_insert="note_then_commit"):
+			order = new_order("commit in after_insert")
+		frappe.db.commit()
+		events = events_after(self.start, ORDER)
+		self.assertEqual(types_of(events), [CREATED])
+		self.assertEqual(doc_of(events[0])["note"], "set in after_insert")
+		self.assertEqual(events[0]["data"]["entityId"], order.name)

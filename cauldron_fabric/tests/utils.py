@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
+from frappe.tests.utils import FrappeTestCase, patch_hooks
 
 from cauldron_fabric.testing.kafka_broker import KafkaBroker
 
@@ -20,6 +20,26 @@ ORDER_ITEM = "Fabric Test Order Item"
 
 # Text that SQL helpers like to rewrite or misread: IFNULL( calls, %-placeholders, quotes.
 SQL_LOOKALIKE_TEXT = "IFNULL(a, 0) or ifnull(b,1); 100% %s %(x)s it's \\' \"q\" 漢字"
+
+
+@contextmanager
+def order_hooks(module: str, **handlers: str):
+	"""Adds ``doc_events`` of the test DocType (event → function of ``module``) to the app's."""
+	doc_events = dict(frappe.get_hooks("doc_events"))
+	doc_events[ORDER] = {event: [f"{module}.{handler}"] for event, handler in handlers.items()}
+	with patch_hooks({"doc_events": doc_events}):
+		_forget_doc_events()
+		try:
+			yield
+		finally:
+			_forget_doc_events()
+
+
+def _forget_doc_events() -> None:
+	# Frappe expands doc_events once per request and keeps them in frappe.local.
+	if hasattr(frappe.local, "doc_events_hooks"):
+		del frappe.local.doc_events_hooks
+
 
 ITEM_FIELDS = [
 	{"fieldname": "item", "fieldtype": "Data", "label": "Item"},
