@@ -7,7 +7,8 @@ import pytest
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import InvalidEnvelope, PermanentError
 from cauldron_fabric.core.schema.catalog import catalog_entry
-from cauldron_fabric.core.schema.errors import SchemaViolation
+from cauldron_fabric.core.schema.dialect import check_schema
+from cauldron_fabric.core.schema.errors import InvalidSchema, SchemaViolation
 from cauldron_fabric.core.schema.validation import (
 	CompiledSchema,
 	ValidatorCache,
@@ -174,3 +175,25 @@ def test_data_schema_references_are_uris_and_round_trip():
 			data_schema_uri(bad_subject, bad_version)
 	with pytest.raises(ValueError, match="not a schema reference"):
 		parse_data_schema_uri("https://example.com/schema.json")
+
+
+def test_a_nested_id_is_refused_because_validation_cannot_resolve_its_refs():
+	schema = {
+		"type": "object",
+		"properties": {
+			"a": {"$id": "http://example.com/sub.json", "properties": {"b": {"$ref": "#/$defs/x"}}}
+		},
+		"$defs": {"x": {"type": "string"}},
+	}
+	with pytest.raises(InvalidSchema, match=r"nested \$id"):
+		check_schema(schema)
+
+
+def test_a_deeply_nested_payload_is_a_violation_not_a_crash():
+	tree = {"$defs": {"node": {"type": "object", "properties": {"n": {"$ref": "#/$defs/node"}}}}}
+	compiled = CompiledSchema({**tree, "$ref": "#/$defs/node"})
+	payload: dict = {}
+	for _ in range(2000):
+		payload = {"n": payload}
+	assert compiled.is_valid(payload) is False
+	assert [v.rule for v in compiled.violations(payload)] == ["depth"]

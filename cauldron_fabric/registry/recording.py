@@ -81,6 +81,9 @@ def _check(envelope: Envelope, derive: bool) -> tuple[Envelope, list[Violation]]
 		entry = _declared_version(declared)
 		if entry is None:
 			return envelope, [_unregistered(declared)]
+		if entry.subject != envelope.type:
+			# Another type's (laxer) schema must not stand in for the schema of this type.
+			return envelope, [_other_subject(declared, envelope.type)]
 	else:
 		entry = _latest(envelope, derive)
 		if entry is None:
@@ -108,6 +111,15 @@ def _unregistered(uri: str) -> Violation:
 		"$.dataSchema",
 		"dataSchema",
 		f"{uri} is not a registered schema version; send a registered one or leave dataSchema out",
+	)
+
+
+def _other_subject(uri: str, event_type: str) -> Violation:
+	return Violation(
+		"$.dataSchema",
+		"dataSchema",
+		f"{uri} is a schema of another event type, not of {event_type}; send a version of "
+		f"urn:cauldron:schema:{event_type} or leave dataSchema out",
 	)
 
 

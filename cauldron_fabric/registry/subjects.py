@@ -66,6 +66,23 @@ def require_subject(subject: str) -> None:
 		raise SubjectNotFound(_("Subject {0} not found.").format(repr(subject)))
 
 
+def lock_subject(subject: str, timeout: int = 30) -> None:
+	"""Serialises registrations of one subject until this transaction ends (subject creation included).
+
+	The subject's row lock cannot do it while the row does not exist yet: concurrent inserts of
+	a new subject fail on its key or deadlock.
+	"""
+	key = f"fabric_subject:{frappe.local.site}:{subject}"[:64]
+	if not frappe.db.sql("SELECT GET_LOCK(%s, %s)", (key, timeout))[0][0]:
+		frappe.throw(_("Another registration of {0} is under way; try again.").format(subject))
+
+	def release() -> None:
+		frappe.db.sql("SELECT RELEASE_LOCK(%s)", (key,))
+
+	frappe.db.after_commit.add(release)
+	frappe.db.after_rollback.add(release)
+
+
 def ensure_subject(subject: str, origin: str = REGISTERED, reference_doctype: str | None = None) -> None:
 	"""Creates the subject if it is missing; an existing one keeps its origin and mode."""
 	if frappe.db.exists(SUBJECT, subject):
@@ -77,7 +94,7 @@ def ensure_subject(subject: str, origin: str = REGISTERED, reference_doctype: st
 			"origin": origin,
 			"reference_doctype": reference_doctype,
 		}
-	).insert(ignore_permissions=True)
+	).insert(ignore_permissions=True, ignore_if_duplicate=True)  # a concurrent request created it
 
 
 def set_subject_mode(subject: str, mode: str | None) -> str | None:

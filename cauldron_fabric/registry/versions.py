@@ -160,6 +160,7 @@ def register_schema(
 	"""
 	subject = subjects.check_subject_name(subject)
 	schema = parse_schema(schema)
+	subjects.lock_subject(subject)
 	subjects.ensure_subject(subject, origin)
 	fingerprint = schema_fingerprint(schema)
 	existing = frappe.db.get_value(SCHEMA, {"subject": subject, "fingerprint": fingerprint}, "name")
@@ -186,7 +187,16 @@ def register_schema(
 			"examples": pretty(list(examples)) if examples else None,
 		}
 	)
-	doc.insert(ignore_permissions=True)
+	try:
+		# prepare_version checks the subject with a locking read; the link check's plain read may
+		# not see a subject a concurrent request has just created (REPEATABLE READ snapshot).
+		doc.insert(ignore_permissions=True, ignore_links=True)
+	except OperationNotPermitted:
+		if not doc.flags.already_registered:
+			raise
+		# A concurrent request registered the same schema first: answer with its version, as
+		# a sequential retry would (a locking read: this transaction's snapshot predates it).
+		return frappe.get_doc(SCHEMA, doc.flags.already_registered, for_update=True), False
 	return doc, True
 
 
@@ -231,6 +241,7 @@ def prepare_version(doc) -> None:
 	fingerprint = schema_fingerprint(schema)
 	same = next((v["version"] for v in earlier if v["fingerprint"] == fingerprint), None)
 	if same is not None and not doc.flags.follows_doctype:
+		doc.flags.already_registered = next(v["name"] for v in earlier if v["version"] == same)
 		raise OperationNotPermitted(
 			_(
 				"This schema is already registered as version {0} of {1}; there is nothing to register."

@@ -133,6 +133,12 @@ def _check_against_meta_schema(schema: Mapping[str, Any]) -> None:
 		f"{_pointer(error.absolute_path)}: {error.message}"
 		for error in cls(cls.META_SCHEMA, format_checker=FORMAT_CHECKER).iter_errors(schema)
 	]
+	for location, node in iter_subschemas(schema):
+		nested_id = node.get("$id") if isinstance(node, Mapping) and location != "#" else None
+		if isinstance(nested_id, str) and not nested_id.startswith("#"):
+			# A nested $id is a new base URI: jsonschema resolves the "#/..." references under it
+			# inside that subschema, not in the document as resolve_ref does.
+			problems.append(f"{location}: a nested $id ({nested_id!r}) is not supported; remove it")
 	for location, ref in iter_refs(schema):
 		try:
 			resolve_ref(schema, ref)

@@ -42,6 +42,8 @@ from cauldron_fabric.core.schema.shapes import (
 # Keywords the comparison does not reason about: a reader that adds or changes one is reported.
 UNANALYSED = ("if", "then", "else", "contains", "minContains", "maxContains", "propertyNames")
 UNANALYSED += ("unevaluatedItems", "dependentSchemas", "$dynamicRef")
+# What is left of an ``allOf`` after merging: keywords two parts set differently (shapes.merge).
+UNANALYSED += ("allOf",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +209,9 @@ class Comparison:
 		r_kind, r_branches = branches(r)
 		if w_kind is None and r_kind is None:
 			return False
+		if w_kind is None and len(types_of(w)) > 1 and "type" in w:
+			# {"type": ["string", "null"]} is the union of one alternative per type.
+			w_branches = [{**w, "type": t} for t in sorted(types_of(w))]
 		if w_kind == "anyOf" and r_kind == "oneOf" and len(r_branches) > 1 and len(w_branches) > 1:
 			self.add(
 				f"{path}/oneOf",
@@ -220,6 +225,21 @@ class Comparison:
 			branch_path = f"{path}/{w_kind}/{index}" if w_kind else path
 			trials = [self.probe(w_branch, r_branch, branch_path) for r_branch in r_branches]
 			fits = [t for t in trials if all(d.compatible for d in t)]
+			if fits and r_kind == "oneOf":
+				overlapping = [
+					i
+					for i, (trial, r_branch) in enumerate(zip(trials, r_branches, strict=True))
+					if all(d.compatible for d in trial) or _may_overlap(w_branch, r_branch)
+				]
+				if len(overlapping) > 1:
+					self.add(
+						branch_path,
+						"SUM_TYPE_NARROWED",
+						f"values of this alternative of {self.writer.name} match several alternatives "
+						f"({', '.join(f'#{i}' for i in overlapping)}) of {self.reader.name}, whose oneOf "
+						"refuses a value matching more than one",
+					)
+					continue
 			if fits:
 				self.differences.extend(fits[0])
 				continue
@@ -387,6 +407,20 @@ class Comparison:
 			)
 		elif keyword in w and w[keyword] != limit:
 			self.add(f"{path}/{keyword}", f"{name}_{looser}", f"{keyword} {w[keyword]} became {limit}")
+
+
+def _may_overlap(w: Any, r: Any) -> bool:
+	"""Tells whether a reader alternative that is a bare type may accept values of the writer's.
+
+	Only bare types are looked at (``{"type": "number"}``); alternatives told apart by other
+	keywords (a ``const`` discriminator, required properties) are taken as disjoint.
+	"""
+	if not isinstance(r, Mapping) or not isinstance(w, Mapping) or "type" not in r:
+		return False
+	if any(k not in ANNOTATIONS and k != "type" and not k.startswith("x-") for k in r):
+		return False
+	w_types, r_types = types_of(w), types_of(r)
+	return any(covers(r_types, t) for t in w_types) or any(covers(w_types, t) for t in r_types)
 
 
 def _is_draft07(root: Any) -> bool:

@@ -102,6 +102,7 @@ def compare_objects(cmp: Comparison, w: Mapping, r: Mapping, path: str) -> None:
 		where = f"{path}/properties/{_escape(name)}"
 		if name in w_props and name in r_props:
 			cmp.compare(w_props[name], r_props[name], where)
+			_compare_new_patterns(cmp, w, r, name, w_props[name], where)
 		elif name in w_props:
 			_property_removed(cmp, w_props[name], r, name, where)
 		else:
@@ -110,6 +111,16 @@ def compare_objects(cmp: Comparison, w: Mapping, r: Mapping, path: str) -> None:
 	_compare_patterns(cmp, w, r, path)
 	compare_limits(cmp, w, r, path, ("minProperties", "maxProperties"), "PROPERTIES", "number of properties")
 	_compare_dependencies(cmp, w, r, path, set(w_required))
+
+
+def _compare_new_patterns(
+	cmp: Comparison, w: Mapping, r: Mapping, name: str, w_prop: Any, where: str
+) -> None:
+	"""A listed property must also match every reader pattern it matches that the writer lacks."""
+	w_patterns = w.get("patternProperties") or {}
+	for pattern, r_schema in (r.get("patternProperties") or {}).items():
+		if pattern not in w_patterns and re.search(pattern, name):
+			cmp.compare(w_prop, r_schema, f"{where}/patternProperties/{_escape(pattern)}")
 
 
 def _property_removed(cmp: Comparison, w_prop: Any, r: Mapping, name: str, where: str) -> None:

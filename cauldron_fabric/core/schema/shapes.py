@@ -5,6 +5,7 @@ Shared by the compatibility comparison (``diff``, ``diff_containers``) and the c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -106,7 +107,12 @@ def contains(values: list[Any], value: Any) -> bool:
 
 
 def merge(left: Any, right: Any) -> Any:
-	"""Returns one schema that demands what both demand (the ``allOf`` of two schemas, flattened)."""
+	"""Returns one schema that demands what both demand (the ``allOf`` of two schemas, flattened).
+
+	A keyword both sides set differently and that cannot be combined into one value (two
+	patterns, two formats, two ``oneOf`` lists...) is kept from both: the right one goes into a
+	residual ``allOf``, so the result never accepts more than the two schemas together.
+	"""
 	if left is False or right is False:
 		return False
 	if left is True or left == {}:
@@ -114,12 +120,16 @@ def merge(left: Any, right: Any) -> Any:
 	if right is True or right == {}:
 		return left
 	result = dict(left)
+	residual: list[Any] = []
 	for key, value in right.items():
 		if key not in result:
 			result[key] = value
+		elif key in ANNOTATIONS or key.startswith("x-"):
+			result[key] = value
 		elif key == "properties":
-			mine = result[key]
-			result[key] = {**mine, **{n: merge(mine[n], s) if n in mine else s for n, s in value.items()}}
+			continue  # below, once both sides' content models are known
+		elif json_equal(result[key], value):
+			continue
 		elif key == "required":
 			result[key] = list(dict.fromkeys([*result[key], *value]))
 		elif key == "type":
@@ -130,11 +140,42 @@ def merge(left: Any, right: Any) -> Any:
 			result[key] = min(result[key], value)
 		elif key == "enum":
 			result[key] = [v for v in result[key] if contains(value, v)]
-		elif key in ("additionalProperties", "items", "not"):
+		elif key == "const":
+			return False
+		elif key == "allOf":
+			result[key] = [*result[key], *value]
+		elif key in ("additionalProperties", "items") and _is_schema(result[key]) and _is_schema(value):
 			result[key] = merge(result[key], value)
 		else:
-			result[key] = value
+			residual.append({key: value})
+	if "properties" in left or "properties" in right:
+		# A property one side lists is checked by the other side's patterns or additionalProperties.
+		mine, theirs = left.get("properties") or {}, right.get("properties") or {}
+		result["properties"] = {
+			name: merge(
+				mine[name] if name in mine else _unlisted(left, name),
+				theirs[name] if name in theirs else _unlisted(right, name),
+			)
+			for name in [*mine, *(n for n in theirs if n not in mine)]
+		}
+	if residual:
+		result["allOf"] = [*result.get("allOf", []), *residual]
 	return result
+
+
+def _is_schema(value: Any) -> bool:
+	return isinstance(value, bool | Mapping)
+
+
+def _unlisted(schema: Mapping, name: str) -> Any:
+	"""Returns what ``schema`` demands of a property it does not list (patterns, else additionalProperties)."""
+	patterns = [s for p, s in (schema.get("patternProperties") or {}).items() if re.search(p, name)]
+	if patterns:
+		result: Any = True
+		for pattern_schema in patterns:
+			result = merge(result, pattern_schema)
+		return result
+	return schema.get("additionalProperties", schema.get("unevaluatedProperties", True))
 
 
 def _type_intersection(left: frozenset[str], right: frozenset[str]) -> set[str]:

@@ -97,18 +97,27 @@ class CompiledSchema:
 
 	def is_valid(self, payload: Any) -> bool:
 		"""Tells whether ``payload`` matches the schema."""
-		return self._check(payload) or not self.violations(payload)
+		return self._quick_check(payload) or not self.violations(payload)
+
+	def _quick_check(self, payload: Any) -> bool:
+		try:
+			return self._check(payload)
+		except RecursionError:
+			return False
 
 	def violations(self, payload: Any, base: str = "$") -> list[Violation]:
 		"""Returns every violation, each with its JSON path under ``base``, the rule and what to fix."""
 		found: list[Violation] = []
-		for error in self._validator.iter_errors(payload):
-			found.extend(_violations(error, base))
+		try:
+			for error in self._validator.iter_errors(payload):
+				found.extend(_violations(error, base))
+		except RecursionError:
+			return [Violation(base, "depth", "the payload is nested too deeply to be checked; flatten it")]
 		return found
 
 	def validate(self, payload: Any, base: str = "$") -> None:
 		"""Raises SchemaViolation listing every violation when ``payload`` does not match."""
-		if self._check(payload):
+		if self._quick_check(payload):
 			return
 		violations = self.violations(payload, base)
 		if violations:
