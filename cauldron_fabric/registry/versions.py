@@ -38,6 +38,8 @@ from cauldron_fabric.registry.errors import (
 SCHEMA = "Event Schema"
 IMMUTABLE_FIELDS = ("subject", "version", "fingerprint", "data_schema")
 MAX_VERSION = 2**31 - 1
+# Site default holding {subject: last version} of deleted subjects (see deleted_subject_versions).
+RETIRED_KEY = "fabric_deleted_subject_versions"
 
 
 def parse_schema(value: Any, trusted: bool = False) -> Any:
@@ -256,7 +258,8 @@ def prepare_version(doc) -> None:
 		result = CompatibilityResult(compatible=True, mode=mode)
 	if not result.compatible and not doc.flags.follows_doctype:
 		refuse_incompatible(doc.subject, result)
-	doc.version = max(int(state.last_assigned_version or 0), *(v["version"] for v in earlier), 0) + 1
+	retired = deleted_subject_versions().get(doc.subject, 0)
+	doc.version = max(int(state.last_assigned_version or 0), retired, *(v["version"] for v in earlier)) + 1
 	doc.title = f"{doc.subject} v{doc.version}"
 	doc.data_schema = data_schema_uri(doc.subject, doc.version)
 	doc.fingerprint = fingerprint
@@ -396,5 +399,18 @@ def delete_subject_versions(subject: str) -> None:
 				", ".join(row.title for row in referrers), subject
 			)
 		)
+	last = frappe.db.sql(f"SELECT MAX(version) FROM `tab{SCHEMA}` WHERE subject = %s", (subject,))[0][0]
+	retired = deleted_subject_versions()
+	retired[subject] = max(int(last or 0), retired.get(subject, 0))
+	frappe.db.set_default(RETIRED_KEY, json.dumps(retired, sort_keys=True))
 	frappe.db.delete(SCHEMA, {"subject": subject})
 	schemas_changed()
+
+
+def deleted_subject_versions() -> dict[str, int]:
+	"""Returns the last version number of each deleted subject (a subject created again goes on from it).
+
+	Events in the Event Log name versions by number: were a re-created subject to start at 1
+	again, an old event's dataSchema would point at a different schema.
+	"""
+	return json.loads(frappe.db.get_default(RETIRED_KEY) or "{}")
