@@ -53,8 +53,15 @@ def confluent_errors():
 
 
 def require_read() -> None:
-	"""Raises PermissionError unless the user may read Event Schema."""
-	frappe.has_permission(SCHEMA, "read", throw=True)
+	"""Raises PermissionError unless the user may read Event Schema, saying who may."""
+	if not frappe.has_permission(SCHEMA, "read"):
+		frappe.throw(
+			_(
+				"Reading event schemas needs read permission on {0} (Fabric Manager or System Manager)."
+			).format(_(SCHEMA)),
+			frappe.PermissionError,
+			title=_("Not permitted"),
+		)
 
 
 @frappe.whitelist(methods=["GET"])
