@@ -17,7 +17,8 @@ be an ordering matter and is retried, like any other error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import frappe
@@ -29,6 +30,8 @@ from cauldron_fabric.core.errors import PermanentError
 from cauldron_fabric.emit.context import caused_by
 
 HOOK = "fabric_handlers"
+# Set by the tracking store right after the Processed Event mark: a handler's rollback goes back here.
+UNIT_SAVEPOINT = "fabric_unit_of_work"
 RETRIED_VALIDATION_ERRORS = (
 	frappe.DoesNotExistError,
 	frappe.LinkValidationError,
@@ -64,12 +67,14 @@ class SiteHandler:
 		self.__name__ = path
 
 	def __call__(self, envelope: Envelope, context: HandlerContext) -> None:
-		if frappe.session.user != self.user:
-			frappe.set_user(self.user)
+		# Every event starts from a fresh session of the handler user: set_user also drops the
+		# per-process permission caches (role permissions, user permissions), so a role taken
+		# from or given to the handler user counts from the next event on.
+		frappe.set_user(self.user)
 		frappe.flags.ignore_permissions = False
 		frappe.clear_messages()
 		try:
-			with caused_by(envelope.id, envelope.metadata.correlation_id):
+			with caused_by(envelope.id, envelope.metadata.correlation_id), unit_of_work():
 				self.function(envelope, context)
 		except RETRIED_VALIDATION_ERRORS:
 			raise
@@ -78,6 +83,33 @@ class SiteHandler:
 				f"Handler {self.path} refused {envelope.type} {envelope.id} as {self.user}: {reason_of(exc)}.",
 				hint="Fix the cause (the handler user's permissions or the data), then retry the dead letter.",
 			) from exc
+
+
+@contextmanager
+def unit_of_work() -> Iterator[None]:
+	"""Keeps a handler's ``frappe.db.commit()`` and ``rollback()`` inside the event's transaction.
+
+	Some Frappe code commits by itself; committed there, the Processed Event mark and half of the
+	handler's writes would outlive a later failure, and the retry would skip the event as done.
+	A commit waits for the consumer's; a rollback undoes the handler's writes but keeps the mark.
+	"""
+	db = frappe.db
+
+	def deferred_commit(*args, **kwargs):
+		frappe.logger("cauldron_fabric").info("a handler committed; the commit waits for the event's")
+
+	def partial_rollback(*args, save_point=None, **kwargs):
+		db.before_commit.reset()
+		db.after_commit.reset()
+		db.sql(f"rollback to savepoint {save_point or UNIT_SAVEPOINT}")
+		db.after_rollback.run()
+
+	db.commit, db.rollback = deferred_commit, partial_rollback
+	try:
+		yield
+	finally:
+		db.__dict__.pop("commit", None)
+		db.__dict__.pop("rollback", None)
 
 
 def load_handler_table(

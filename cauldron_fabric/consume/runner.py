@@ -23,6 +23,7 @@ from cauldron_fabric.core.consumer.handlers import Handler
 from cauldron_fabric.core.errors import ConfigurationError, RetryableError
 from cauldron_fabric.core.naming import topic_for
 from cauldron_fabric.core.retry import Backoff
+from cauldron_fabric.core.sqlsession import is_connection_error
 from cauldron_fabric.emit.policy import clear_policy, current_policy
 
 SETTINGS_RECHECK_SECONDS = 10
@@ -110,8 +111,12 @@ class SettingsWatch:
 				self.changed = load_consumer_settings(self.broker) != self.settings
 			except ConfigurationError:
 				self.changed = True  # the rebuild says what is wrong
+			except Exception as exc:
+				if not is_connection_error(exc):
+					raise
+				frappe.logger("cauldron_fabric").warning("lost the site's database: %s", exc)
 			finally:
-				frappe.db.rollback()  # end the read so the next check sees new settings
+				safe_rollback()  # end the read so the next check sees new settings
 				# The handlers' own events follow the settings too (a broker configured since
 				# start turns recording into publishing); this process outlives any request.
 				clear_policy()
@@ -164,12 +169,29 @@ def run_consumer_for(
 				consumer.close()
 			finally:
 				reporter.remove()  # a stopped consumer leaves no status behind to look alive
-				frappe.db.rollback()
+				safe_rollback()
 				frappe.set_user(previous_user)
 		totals = totals + consumer.stats.totals()
 		if not watch.changed or should_stop():
 			return totals
 		frappe.logger("cauldron_fabric").info("Fabric Settings changed: rebuilding the consumer")
+
+
+def safe_rollback() -> None:
+	"""Rolls back; a connection that is gone is replaced (tried again at the next use when down)."""
+	try:
+		frappe.db.rollback()
+	except Exception as exc:
+		if not is_connection_error(exc):
+			raise
+		try:
+			frappe.db.close()
+		except Exception:
+			pass
+		try:
+			frappe.connect(set_admin_as_user=False)
+		except Exception as again:
+			frappe.logger("cauldron_fabric").warning("the site's database is unreachable: %s", again)
 
 
 def _wait(seconds: float, should_stop: Callable[[], bool], started: float, max_seconds: float | None) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import frappe
 from frappe.utils import now_datetime
 
+from cauldron_fabric.consume.handlers import UNIT_SAVEPOINT
 from cauldron_fabric.core.consumer.messages import InboundMessage
 from cauldron_fabric.core.consumer.ports import TrackingStore
 from cauldron_fabric.core.consumer.tracking_sql import (
@@ -19,6 +20,7 @@ from cauldron_fabric.core.consumer.tracking_sql import (
 )
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.sqlsession import CONNECTION_LOST, error_code
+from cauldron_fabric.emit.context import caused_by
 
 DOCTYPE = "Processed Event"
 INSERT_MARK = insert_mark_sql()
@@ -29,6 +31,7 @@ class FrappeTrackingStore(TrackingStore):
 
 	def __init__(self):
 		self._broken = False
+		self._event: Envelope | None = None
 
 	@property
 	def transaction(self):
@@ -39,7 +42,16 @@ class FrappeTrackingStore(TrackingStore):
 		"""Starts from a clean transaction, reconnecting after a lost connection."""
 		if self._broken:
 			self._reconnect()
-		frappe.db.rollback()
+		self._event = None
+		try:
+			frappe.db.rollback()
+		except Exception as exc:
+			# The connection died while idle (KILL, wait_timeout): reconnect instead of failing
+			# the event, which would dead-letter a healthy message.
+			if not (error_code(exc) in CONNECTION_LOST or frappe.db.is_interface_error(exc)):
+				raise
+			self._reconnect()
+			frappe.db.rollback()
 
 	def _reconnect(self) -> None:
 		try:
@@ -58,6 +70,8 @@ class FrappeTrackingStore(TrackingStore):
 			frappe.db.sql(
 				INSERT_MARK, mark_values(group, envelope, message, frappe.session.user, now_datetime())
 			)
+			frappe.db.savepoint(UNIT_SAVEPOINT)
+			self._event = envelope
 			return True
 		except Exception as exc:
 			if already_marked(exc, group, envelope):
@@ -69,8 +83,15 @@ class FrappeTrackingStore(TrackingStore):
 
 	def commit(self) -> None:
 		"""Commits the handler's changes and the mark (after-commit hooks wake the relays)."""
+		event, self._event = self._event, None
 		try:
-			frappe.db.commit()
+			# Events recorded at commit (child rows changed on their own, caught db_sets) are the
+			# handler's too: they carry the consumed event as cause and stay in its conversation.
+			if event is not None:
+				with caused_by(event.id, event.metadata.correlation_id):
+					frappe.db.commit()
+			else:
+				frappe.db.commit()
 		except Exception as exc:
 			if error_code(exc) in CONNECTION_LOST or frappe.db.is_interface_error(exc):
 				self._broken = True

@@ -1,0 +1,191 @@
+"""The site's consumer keeps exactly-once effects, causes, permissions and its process alive.
+
+Real broker (start_broker), real consumer (run_consumer_for through consume()), tracking in
+Processed Event; a second connection stands in for another process (Desk, an admin, MariaDB).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from unittest.mock import patch
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+from redis import Redis
+
+from cauldron_fabric.consume import runner
+from cauldron_fabric.consume.runner import run_consumer_for
+from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.services.relay import site_db_connector
+from cauldron_fabric.tests.test_consume_support import FAST_JOIN, consume, dead_letters, publish
+from cauldron_fabric.tests.utils import start_broker
+
+STEP = "fabric_review_test.step.created"
+HANDLER_USER = "fabric-review-handler@example.com"
+
+
+def step(**payload) -> Envelope:
+	return Envelope(
+		id=new_event_id(),
+		type=STEP,
+		source="urn:cauldron:review",
+		time=utc_now_iso(),
+		data=EventData("Step", "S-1", "created", payload),
+		metadata=EventMetadata(new_event_id()),
+	)
+
+
+def todos(text: str) -> int:
+	return frappe.db.count("ToDo", {"description": text})
+
+
+def run_for(group: str, topic: str, seconds: float, handler) -> object:
+	frappe.db.commit()
+	counts = run_consumer_for(
+		group=group,
+		topics=[topic],
+		max_seconds=seconds,
+		broker_options=FAST_JOIN,
+		extra_handlers={STEP: handler},
+	)
+	frappe.db.rollback()
+	return counts
+
+
+def on_own_connection(connect, *statements: str) -> None:
+	"""Runs statements on a connection of their own (another process, as far as the consumer sees)."""
+	connection = connect()
+	try:
+		with connection.cursor() as cursor:
+			for statement in statements:
+				cursor.execute(statement)
+		connection.commit()
+	finally:
+		connection.close()
+
+
+class TestConsumerIntegrity(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		start_broker(cls, consumer_max_attempts=3, handler_user="Administrator")
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+		self.topic = f"{self.prefix}.{frappe.generate_hash(length=6)}"
+		self.group = f"integrity-{frappe.generate_hash(length=6)}"
+
+	def test_a_handler_that_commits_then_fails_is_retried_whole(self):
+		event = step()
+
+		def handler(envelope, context):
+			frappe.get_doc({"doctype": "ToDo", "description": f"A {envelope.id}"}).insert()
+			frappe.db.commit()  # as some Frappe code does
+			frappe.get_doc({"doctype": "ToDo", "description": f"B {envelope.id}"}).insert()
+			if context.attempt == 1:
+				raise RuntimeError("fails after committing")
+
+		publish(self.broker.bootstrap, self.topic, [event])
+		counts = consume(self.group, [self.topic], extra_handlers={STEP: handler})
+		self.assertEqual((counts.retried, counts.processed, counts.duplicates), (1, 1, 0))
+		self.assertEqual((todos(f"A {event.id}"), todos(f"B {event.id}")), (1, 1))
+
+	def test_a_handler_that_rolls_back_keeps_the_mark_so_a_redelivery_changes_nothing(self):
+		event = step()
+
+		def handler(envelope, context):
+			frappe.get_doc({"doctype": "ToDo", "description": f"A {envelope.id}"}).insert()
+			frappe.db.rollback()  # as Frappe code that recovers from an error does
+			frappe.get_doc({"doctype": "ToDo", "description": f"B {envelope.id}"}).insert()
+
+		publish(self.broker.bootstrap, self.topic, [event, event])  # the second is a redelivery
+		counts = consume(self.group, [self.topic], extra_handlers={STEP: handler})
+		self.assertEqual((counts.processed, counts.duplicates), (1, 1))
+		self.assertEqual((todos(f"A {event.id}"), todos(f"B {event.id}")), (0, 1))
+
+	def test_events_recorded_at_commit_carry_the_consumed_event_as_cause(self):
+		contact = frappe.get_doc(
+			{
+				"doctype": "Contact",
+				"first_name": "Review " + frappe.generate_hash(length=4),
+				"email_ids": [{"email_id": f"{frappe.generate_hash(length=6)}@example.com", "is_primary": 1}],
+			}
+		).insert()
+		frappe.db.commit()
+		events = [step(), step()]
+
+		def handler(envelope, context):
+			# A child row changed on its own: its parent's update is recorded at commit.
+			row = frappe.get_doc("Contact", contact.name).email_ids[0]
+			row.db_set("email_id", f"{envelope.id[-8:]}@example.com")
+
+		publish(self.broker.bootstrap, self.topic, events)
+		consume(self.group, [self.topic], extra_handlers={STEP: handler})
+		logged = frappe.get_all(
+			"Event Log",
+			filters={"event_type": "contact.updated", "entity_id": contact.name},
+			fields=["causation_id", "correlation_id"],
+		)
+		self.assertEqual(
+			{(e.causation_id, e.correlation_id) for e in logged},
+			{(e.id, e.metadata.correlation_id) for e in events},
+		)
+
+	def test_a_role_taken_from_the_handler_user_counts_from_the_next_event(self):
+		if not frappe.db.exists("User", HANDLER_USER):
+			frappe.get_doc(
+				{"doctype": "User", "email": HANDLER_USER, "first_name": "Review", "send_welcome_email": 0}
+			).insert(ignore_permissions=True)
+		frappe.get_doc("User", HANDLER_USER).add_roles("Website Manager")
+		frappe.db.set_single_value("Fabric Settings", "handler_user", HANDLER_USER)
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.set_single_value, "Fabric Settings", "handler_user", "Administrator")
+		first, second = step(), step()
+
+		def handler(envelope, context):
+			frappe.get_doc({"doctype": "Blog Category", "title": f"review {envelope.id[-8:]}"}).insert()
+
+		def revoke_then_publish():
+			time.sleep(10)  # the first event is processed by then
+			on_own_connection(
+				connect,
+				f"DELETE FROM `tabHas Role` WHERE parent = '{HANDLER_USER}' AND role = 'Website Manager'",
+			)
+			redis.hdel(roles_key, HANDLER_USER)  # as User.remove_roles does
+			publish(self.broker.bootstrap, self.topic, [second])
+
+		connect = site_db_connector()  # frappe.db and frappe.cache are bound to this thread
+		redis, roles_key = Redis.from_url(frappe.conf.redis_cache), frappe.cache.make_key("roles")
+		publish(self.broker.bootstrap, self.topic, [first])
+		threading.Thread(target=revoke_then_publish, daemon=True).start()
+		counts = run_for(self.group, self.topic, 22, handler)
+		self.assertEqual((counts.processed, counts.dead_lettered), (1, 1))
+		self.assertTrue(frappe.db.exists("Blog Category", {"title": f"review {first.id[-8:]}"}))
+		self.assertFalse(frappe.db.exists("Blog Category", {"title": f"review {second.id[-8:]}"}))
+		(letter,) = dead_letters(self.group)
+		self.assertEqual(letter.log["reason"], "handler-refused")
+
+	def test_z_a_connection_lost_while_idle_does_not_stop_the_consumer(self):
+		# Named to run last: it kills this test process's own database connection.
+		event = step()
+		mine = frappe.db.sql("SELECT CONNECTION_ID()")[0][0]
+		connect = site_db_connector()  # frappe.db is this thread's
+
+		def handler(envelope, context):
+			frappe.get_doc({"doctype": "ToDo", "description": f"after kill {envelope.id}"}).insert()
+
+		def kill_then_publish():
+			time.sleep(6)
+			on_own_connection(
+				connect, f"KILL {mine}"
+			)  # a user may kill its own connections; so may wait_timeout
+			time.sleep(3)
+			publish(self.broker.bootstrap, self.topic, [event])
+
+		threading.Thread(target=kill_then_publish, daemon=True).start()
+		with patch.object(runner, "SETTINGS_RECHECK_SECONDS", 1):
+			counts = run_for(self.group, self.topic, 25, handler)
+		self.assertEqual(counts.processed, 1)
+		self.assertEqual(todos(f"after kill {event.id}"), 1)
