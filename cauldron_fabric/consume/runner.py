@@ -16,7 +16,7 @@ from cauldron_fabric.consume.dead_letters import record_dead_letter
 from cauldron_fabric.consume.handlers import load_handler_table
 from cauldron_fabric.consume.settings import ConsumerSettings, load_consumer_settings
 from cauldron_fabric.consume.status import ConsumerReporter
-from cauldron_fabric.consume.tracking import FrappeTrackingStore
+from cauldron_fabric.consume.tracking import FrappeTrackingStore, reconnect
 from cauldron_fabric.consume.validation import validate_consumed
 from cauldron_fabric.core.consumer import Consumer, ConsumerCounts, ConsumerOptions, HandlerTable, open_source
 from cauldron_fabric.core.consumer.handlers import Handler
@@ -185,11 +185,7 @@ def safe_rollback() -> None:
 		if not is_connection_error(exc):
 			raise
 		try:
-			frappe.db.close()
-		except Exception:
-			pass
-		try:
-			frappe.connect(set_admin_as_user=False)
+			reconnect()
 		except Exception as again:
 			frappe.logger("cauldron_fabric").warning("the site's database is unreachable: %s", again)
 

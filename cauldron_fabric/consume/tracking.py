@@ -19,11 +19,20 @@ from cauldron_fabric.core.consumer.tracking_sql import (
 	mark_values,
 )
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.core.sqlsession import CONNECTION_LOST, error_code
+from cauldron_fabric.core.sqlsession import is_connection_error
 from cauldron_fabric.emit.context import caused_by
 
 DOCTYPE = "Processed Event"
 INSERT_MARK = insert_mark_sql()
+
+
+def reconnect() -> None:
+	"""Replaces the site's database connection; raises when the database cannot be reached."""
+	try:
+		frappe.db.close()
+	except Exception:
+		pass  # gone already
+	frappe.connect(set_admin_as_user=False)
 
 
 class FrappeTrackingStore(TrackingStore):
@@ -48,18 +57,14 @@ class FrappeTrackingStore(TrackingStore):
 		except Exception as exc:
 			# The connection died while idle (KILL, wait_timeout): reconnect instead of failing
 			# the event, which would dead-letter a healthy message.
-			if not (error_code(exc) in CONNECTION_LOST or frappe.db.is_interface_error(exc)):
+			if not (is_connection_error(exc)):
 				raise
 			self._reconnect()
 			frappe.db.rollback()
 
 	def _reconnect(self) -> None:
 		try:
-			frappe.db.close()
-		except Exception:
-			pass
-		try:
-			frappe.connect(set_admin_as_user=False)
+			reconnect()
 		except Exception as exc:
 			raise TrackingUnavailable(f"The site's database is still unreachable: {exc}.") from exc
 		self._broken = False
@@ -76,7 +81,7 @@ class FrappeTrackingStore(TrackingStore):
 		except Exception as exc:
 			if already_marked(exc, group, envelope):
 				return False
-			if error_code(exc) in CONNECTION_LOST or frappe.db.is_interface_error(exc):
+			if is_connection_error(exc):
 				self._broken = True
 				raise TrackingUnavailable(f"Lost the site's database: {exc}.") from exc
 			raise
@@ -93,7 +98,7 @@ class FrappeTrackingStore(TrackingStore):
 			else:
 				frappe.db.commit()
 		except Exception as exc:
-			if error_code(exc) in CONNECTION_LOST or frappe.db.is_interface_error(exc):
+			if is_connection_error(exc):
 				self._broken = True
 				raise TrackingUnavailable(f"Lost the site's database at commit: {exc}.") from exc
 			raise
