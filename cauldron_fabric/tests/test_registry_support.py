@@ -7,6 +7,7 @@ from typing import Any
 
 import frappe
 
+from cauldron_fabric.registry import versions
 from cauldron_fabric.registry.cache import forget_local
 from cauldron_fabric.tests.utils import ITEM_FIELDS, ensure_custom_doctype
 
@@ -72,6 +73,11 @@ def drop_subjects(*subjects: str, like: str | None = None) -> None:
 	for name in names:
 		if frappe.db.exists(SUBJECT, name):
 			frappe.delete_doc(SUBJECT, name, ignore_permissions=True, force=True)
+	# As if they never existed: the next test registering them starts at version 1 again.
+	retired = versions.deleted_subject_versions()
+	for name in names:
+		retired.pop(name, None)
+	frappe.db.set_default(versions.RETIRED_KEY, json.dumps(retired, sort_keys=True))
 	frappe.db.commit()
 	forget_local()
 
