@@ -76,6 +76,7 @@ def decide(name: str, decision: str, comment: str | None = None):
 	doc.decision_comment = comment
 	doc.response_event_id = publish_response(doc, decision, comment, frappe.session.user).id
 	# Approvers need no write permission (can_decide was checked); a decision is always versioned.
+	doc.flags.fabric_approval_path = True
 	doc.save(ignore_permissions=True, ignore_version=False)
 	doc.add_comment(
 		"Info",

@@ -59,6 +59,7 @@ def reject_on_expiry(doc, note: str) -> None:
 	"""Marks the request Expired and answers the agent with a rejection."""
 	doc.update({"status": "Expired", "decided_at": now_datetime(), "decision_comment": note})
 	doc.response_event_id = publish_response(doc, REJECTED, note, SYSTEM_USER).id
+	doc.flags.fabric_approval_path = True
 	doc.save(ignore_permissions=True, ignore_version=False)
 	doc.add_comment("Info", note)
 	close_assignments(doc)
@@ -69,6 +70,7 @@ def escalate(doc, role: str) -> None:
 	if not any(row.approver_type == "Role" and row.approver == role for row in doc.approvers):
 		doc.append("approvers", {"approver_type": "Role", "approver": role})
 	doc.update({"status": "Escalated", "escalated_to": role})
+	doc.flags.fabric_approval_path = True
 	doc.save(ignore_permissions=True, ignore_version=False)
 	note = _("No decision by {0}: escalated to {1}.").format(format_datetime(doc.due_by), role)
 	doc.add_comment("Info", note)

@@ -44,7 +44,9 @@ def create_approval_request(envelope: Envelope, context=None) -> None:
 			"requested_by": envelope.metadata.user_id,
 			"approvers": rows,
 		}
-	).insert()
+	)
+	doc.flags.fabric_approval_path = True
+	doc.insert()
 	if missing:
 		doc.add_comment("Info", _("Approvers unknown on this site, left out: {0}").format(", ".join(missing)))
 	if not rows:

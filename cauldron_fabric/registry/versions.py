@@ -37,6 +37,8 @@ from cauldron_fabric.registry.errors import (
 
 SCHEMA = "Event Schema"
 IMMUTABLE_FIELDS = ("subject", "version", "fingerprint", "data_schema")
+# What registration recorded about the version: read-only, never edited after it.
+REGISTRATION_FIELDS = ("title", "compatibility_mode", "compatibility_report")
 MAX_VERSION = 2**31 - 1
 # Site default holding {subject: last version} of deleted subjects (see deleted_subject_versions).
 RETIRED_KEY = "fabric_deleted_subject_versions"
@@ -323,6 +325,7 @@ def refuse_published_changes(doc) -> None:
 	if before is None:
 		return
 	changed = [field for field in IMMUTABLE_FIELDS if str(doc.get(field)) != str(before.get(field))]
+	changed += [f for f in REGISTRATION_FIELDS if (doc.get(f) or "") != (before.get(f) or "")]
 	if json.loads(doc.json_schema or "null") != json.loads(before.json_schema or "null"):
 		changed.append("schema")
 	if changed:

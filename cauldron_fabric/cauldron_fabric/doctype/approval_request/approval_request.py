@@ -17,15 +17,58 @@ from frappe.model.document import Document
 from cauldron_fabric.approvals.decisions import OPEN
 from cauldron_fabric.approvals.notify import can_decide
 
+# Set on the document by the app's own paths (the handler that creates requests, decisions and
+# expiry); a save without it comes from a generic endpoint (REST PUT/POST, set_value, savedocs).
+APP_PATH_FLAG = "fabric_approval_path"
+
 
 class ApprovalRequest(Document):
 	def validate(self) -> None:
+		self.refuse_generic_changes()
 		try:
 			json.loads(self.payload or "{}")
 		except ValueError:
 			frappe.throw(_("The action parameters must be JSON."))
 		if not self.due_by:
 			frappe.throw(_("An approval request needs a due time."))
+
+	def refuse_generic_changes(self) -> None:
+		"""Every field is read-only: requests are created from events and decided by approve/reject.
+
+		Frappe's read_only is a form hint only; without this, anyone with write permission could
+		set status=Approved over /api/resource or frappe.client.set_value, skipping can_decide
+		(four eyes) and the approval.response the agent waits for.
+		"""
+		if self.flags.get(APP_PATH_FLAG):
+			return
+		if self.is_new():
+			frappe.throw(
+				_("Approval requests are created from agent.approval.requested events, not by hand."),
+				frappe.PermissionError,
+			)
+		before = self.get_doc_before_save()
+		if before is None:
+			return
+		ignored = {"modified", "modified_by", "_user_tags", "_comments", "_assign", "_liked_by", "_seen"}
+		changed = [
+			df.fieldname
+			for df in self.meta.get("fields")
+			if df.fieldname not in ignored
+			and df.fieldtype not in ("Section Break", "Column Break", "Tab Break", "HTML")
+			and (
+				[r.as_dict(no_default_fields=True) for r in self.get(df.fieldname)]
+				!= [r.as_dict(no_default_fields=True) for r in before.get(df.fieldname)]
+				if df.fieldtype == "Table"
+				else str(self.get(df.fieldname) or "") != str(before.get(df.fieldname) or "")
+			)
+		]
+		if changed:
+			frappe.throw(
+				_("Approval requests change only through Approve and Reject ({0} cannot be edited).").format(
+					", ".join(changed)
+				),
+				frappe.PermissionError,
+			)
 
 	def onload(self) -> None:
 		self.set_onload("can_decide", self.status in OPEN and can_decide(self, frappe.session.user))

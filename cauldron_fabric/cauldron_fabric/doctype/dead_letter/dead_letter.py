@@ -22,6 +22,17 @@ RETRY_HANDLERS = {
 
 
 class DeadLetter(Document):
+	def validate(self) -> None:
+		# Letters are filed by insert and resolved by retry/discard (db_set). A save of an existing
+		# letter comes from a generic endpoint (REST PUT, set_value, savedocs): it could mark it
+		# Discarded without resolved_by, point ``reference`` at another delivery (which the
+		# on_change hook then discards) or swap the envelope or subscription a Retry sends.
+		if not self.is_new():
+			frappe.throw(
+				_("Dead letters cannot be edited. Retry or Discard this one instead."),
+				frappe.PermissionError,
+			)
+
 	@frappe.whitelist()
 	def retry(self) -> None:
 		"""Puts the event back in play through its source, then marks this letter Retried."""

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import frappe
+from frappe import _
 from frappe.model.document import Document
 
 from cauldron_fabric.registry.subjects import check_mode, check_subject_name
 from cauldron_fabric.registry.versions import delete_subject_versions
 
+# Kept by the registry (frappe.db.set_value, no validate): the counter is what keeps a version
+# number from being given twice, and the origin says whether the subject follows a DocType.
+REGISTRY_FIELDS = ("origin", "reference_doctype", "latest_version", "last_assigned_version")
+
 
 class EventSubject(Document):
 	def validate(self) -> None:
+		before = None if self.is_new() else self.get_doc_before_save()
+		if before is not None:
+			changed = [f for f in REGISTRY_FIELDS if str(self.get(f) or "") != str(before.get(f) or "")]
+			if changed:
+				frappe.throw(
+					_("{0} of a subject are kept by the registry and cannot be edited.").format(
+						", ".join(changed)
+					),
+					frappe.PermissionError,
+				)
 		self.subject = check_subject_name(self.subject)
 		if self.compatibility:
 			self.compatibility = check_mode(self.compatibility).value
