@@ -26,6 +26,23 @@ def effect_rows(effects):
 	return rows
 
 
+def kill_session(cursor):
+	"""Kills the database session ``cursor`` belongs to, from another connection."""
+	cursor.execute("SELECT CONNECTION_ID()")
+	(connection_id,) = cursor.fetchone()
+	admin = connect_db()
+	with admin.cursor() as cur:
+		cur.execute(f"KILL CONNECTION {int(connection_id)}")
+	admin.close()
+
+
+def insert_effect(cursor, effects, envelope):
+	"""Writes a handler's effect row for ``envelope`` in the handler's transaction."""
+	cursor.execute(
+		f"INSERT INTO `{effects}` (event_id, worker, part) VALUES (%s, 'in-process', 0)", (envelope.id,)
+	)
+
+
 def events(count):
 	return [make_envelope("Item", f"I-{n % 13}", "created", n=n) for n in range(count)]
 
@@ -109,20 +126,12 @@ def test_a_database_outage_defers_the_events_and_loses_none(bus, tables):
 
 	store = SqlTrackingStore(connect, table=tracking[0], sequence=tracking[1])
 	with store.transaction.cursor() as cur:
-		cur.execute("SELECT CONNECTION_ID()")
-		(connection_id,) = cur.fetchone()
-	refusals[0] = 2  # from now on the database is down for the next two connection attempts
-	admin = connect_db()
-	with admin.cursor() as cur:
-		cur.execute(f"KILL CONNECTION {int(connection_id)}")
-	admin.close()
+		refusals[0] = 2  # from now on the database is down for the next two connection attempts
+		kill_session(cur)
 
 	def record_effect(envelope, context):
 		with context.transaction.cursor() as cur:
-			cur.execute(
-				f"INSERT INTO `{effects}` (event_id, worker, part) VALUES (%s, 'in-process', 0)",
-				(envelope.id,),
-			)
+			insert_effect(cur, effects, envelope)
 
 	consumer = Consumer(source, HandlerTable.from_mapping({"**": record_effect}), store, options)
 	sent = events(5)
@@ -150,17 +159,9 @@ def test_a_connection_lost_inside_a_handler_is_an_outage_not_a_failed_attempt(bu
 	def record_effect(envelope, context):
 		with context.transaction.cursor() as cur:
 			if not killed:
-				cur.execute("SELECT CONNECTION_ID()")
-				(connection_id,) = cur.fetchone()
-				admin = connect_db()
-				with admin.cursor() as kill:
-					kill.execute(f"KILL CONNECTION {int(connection_id)}")
-				admin.close()
+				kill_session(cur)
 				killed.append(envelope.id)
-			cur.execute(
-				f"INSERT INTO `{effects}` (event_id, worker, part) VALUES (%s, 'in-process', 0)",
-				(envelope.id,),
-			)
+			insert_effect(cur, effects, envelope)
 
 	consumer = Consumer(source, HandlerTable.from_mapping({"**": record_effect}), store, options)
 	sent = events(3)
