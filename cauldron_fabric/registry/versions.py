@@ -34,6 +34,7 @@ from cauldron_fabric.registry.errors import (
 	OperationNotPermitted,
 	VersionNotFound,
 )
+from cauldron_fabric.services.guards import changed_fields
 
 SCHEMA = "Event Schema"
 IMMUTABLE_FIELDS = ("subject", "version", "fingerprint", "data_schema")
@@ -324,8 +325,7 @@ def refuse_published_changes(doc) -> None:
 	before = doc.get_doc_before_save()
 	if before is None:
 		return
-	changed = [field for field in IMMUTABLE_FIELDS if str(doc.get(field)) != str(before.get(field))]
-	changed += [f for f in REGISTRATION_FIELDS if (doc.get(f) or "") != (before.get(f) or "")]
+	changed = changed_fields(doc, (*IMMUTABLE_FIELDS, *REGISTRATION_FIELDS))
 	if json.loads(doc.json_schema or "null") != json.loads(before.json_schema or "null"):
 		changed.append("schema")
 	if changed:

@@ -16,6 +16,7 @@ from frappe.model.document import Document
 
 from cauldron_fabric.approvals.decisions import OPEN
 from cauldron_fabric.approvals.notify import can_decide
+from cauldron_fabric.services.guards import changed_fields
 
 # Set on the document by the app's own paths (the handler that creates requests, decisions and
 # expiry); a save without it comes from a generic endpoint (REST PUT/POST, set_value, savedocs).
@@ -46,22 +47,16 @@ class ApprovalRequest(Document):
 				_("Approval requests are created from agent.approval.requested events, not by hand."),
 				frappe.PermissionError,
 			)
-		before = self.get_doc_before_save()
-		if before is None:
-			return
 		ignored = {"modified", "modified_by", "_user_tags", "_comments", "_assign", "_liked_by", "_seen"}
-		changed = [
-			df.fieldname
-			for df in self.meta.get("fields")
-			if df.fieldname not in ignored
-			and df.fieldtype not in ("Section Break", "Column Break", "Tab Break", "HTML")
-			and (
-				[r.as_dict(no_default_fields=True) for r in self.get(df.fieldname)]
-				!= [r.as_dict(no_default_fields=True) for r in before.get(df.fieldname)]
-				if df.fieldtype == "Table"
-				else str(self.get(df.fieldname) or "") != str(before.get(df.fieldname) or "")
-			)
-		]
+		layout = ("Section Break", "Column Break", "Tab Break", "HTML")
+		changed = changed_fields(
+			self,
+			(
+				df.fieldname
+				for df in self.meta.get("fields")
+				if df.fieldname not in ignored and df.fieldtype not in layout
+			),
+		)
 		if changed:
 			frappe.throw(
 				_("Approval requests change only through Approve and Reject ({0} cannot be edited).").format(

@@ -8,6 +8,7 @@ from frappe.model.document import Document
 
 from cauldron_fabric.registry.subjects import check_mode, check_subject_name
 from cauldron_fabric.registry.versions import delete_subject_versions
+from cauldron_fabric.services.guards import changed_fields
 
 # Kept by the registry (frappe.db.set_value, no validate): the counter is what keeps a version
 # number from being given twice, and the origin says whether the subject follows a DocType.
@@ -16,16 +17,14 @@ REGISTRY_FIELDS = ("origin", "reference_doctype", "latest_version", "last_assign
 
 class EventSubject(Document):
 	def validate(self) -> None:
-		before = None if self.is_new() else self.get_doc_before_save()
-		if before is not None:
-			changed = [f for f in REGISTRY_FIELDS if str(self.get(f) or "") != str(before.get(f) or "")]
-			if changed:
-				frappe.throw(
-					_("{0} of a subject are kept by the registry and cannot be edited.").format(
-						", ".join(changed)
-					),
-					frappe.PermissionError,
-				)
+		changed = changed_fields(self, REGISTRY_FIELDS)
+		if changed:
+			frappe.throw(
+				_("{0} of a subject are kept by the registry and cannot be edited.").format(
+					", ".join(changed)
+				),
+				frappe.PermissionError,
+			)
 		self.subject = check_subject_name(self.subject)
 		if self.compatibility:
 			self.compatibility = check_mode(self.compatibility).value
