@@ -57,7 +57,7 @@ def mark_db_set(doc, method=None) -> None:
 		):
 			# The object may be older than the row (loaded before another save, or reloaded
 			# since its last event): the row as stored before this write is the "old" side.
-			doc.flags.fabric_db_set_before = _stored(doc)
+			doc.flags.fabric_db_set_before = _stored(doc.doctype, doc.name)
 
 
 def on_change(doc, method=None) -> None:
@@ -77,7 +77,9 @@ def on_change(doc, method=None) -> None:
 		else:
 			# db_set wrote some columns; the rest of the object may be stale: the event carries
 			# the row as stored.
-			emit_document_event(_stored(doc) or doc, "updated", via="db_set", before=stored_before)
+			emit_document_event(
+				_stored(doc.doctype, doc.name) or doc, "updated", via="db_set", before=stored_before
+			)
 		return
 	deferred = getattr(frappe.local, "fabric_deferred_db_sets", None)
 	if deferred and deferred.get((doc.doctype, doc.name)) is doc:
@@ -126,10 +128,10 @@ def _released(attribute: str) -> dict:
 	return released
 
 
-def _stored(doc):
-	"""Returns the document as stored now (None when its row is gone)."""
+def _stored(doctype: str, name: str):
+	"""Returns the document as stored now (None when its row is gone), in one read."""
 	try:
-		return frappe.get_doc(doc.doctype, doc.name)
+		return frappe.get_doc(doctype, name)
 	except frappe.DoesNotExistError:
 		return None
 
@@ -160,7 +162,7 @@ def record_deferred_db_sets() -> None:
 		# A db_set from the validate of an insert that then failed wrote no row.
 		if not current_policy().kind_of(doc.doctype):
 			continue
-		stored = _stored(doc)
+		stored = _stored(doc.doctype, doc.name)
 		if stored is None:
 			continue
 		# The object holds what its failed (or still running) save assigned but never wrote:
@@ -215,9 +217,10 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 		kind = current_policy().kind_of(row.parenttype)
 	except frappe.DoesNotExistError:
 		return
-	if kind is None or not frappe.db.exists(*parent_key):
+	parent = _stored(*parent_key) if kind is not None else None
+	if parent is None:
 		return
-	rows = document_payload(frappe.get_doc(*parent_key)).get(row.parentfield) or []
+	rows = document_payload(parent).get(row.parentfield) or []
 	if removed:
 		before_rows = sorted([*rows, row_payload(row)], key=lambda r: r.get("idx") or 0)
 	elif row.flags.in_insert:
@@ -238,9 +241,9 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 def record_row_changes() -> None:
 	"""Records one update per parent whose rows changed alone in this transaction (before_commit)."""
 	for parent_key, change in _released("fabric_row_changes").items():
-		if not frappe.db.exists(*parent_key):
+		parent = _stored(*parent_key)
+		if parent is None:
 			continue  # deleted since
-		parent = frappe.get_doc(*parent_key)
 		doc = document_payload(parent)
 		before = change["before"]
 		diff = None
