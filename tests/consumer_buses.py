@@ -186,7 +186,7 @@ def tables_fixture(database):
 class Worker:
 	"""A consumer_worker.py process and the lines it printed."""
 
-	def __init__(self, bus, group, channel, tracking, effects, name, hold_after=0):
+	def __init__(self, bus, group, channel, tracking, effects, name, hold_after=0, env=None):
 		if isinstance(bus, RabbitBus):
 			bus.remember(group)
 		args = [bus.url, group, channel, *tracking, effects, name, str(hold_after)]
@@ -195,7 +195,7 @@ class Worker:
 			stdout=subprocess.PIPE,
 			stderr=subprocess.DEVNULL,
 			text=True,
-			env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+			env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), **(env or {})},
 		)
 		self.lines: list[str] = []
 		threading.Thread(target=self._read, daemon=True).start()

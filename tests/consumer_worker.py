@@ -9,9 +9,13 @@ marking the message done (no offset commit, no ack), waiting to be killed.
 
 Prints ``ready`` once it has partitions (or a queue), ``committed <id>`` at the hold, and at a
 SIGTERM-ed exit ``stats <json>``.
+
+With CRASH_PREFIX set in the environment, handler runs that never came back are counted in
+Redis under that prefix; the event whose id is CRASH_ON kills the process in its handler.
 """
 
 import json
+import os
 import signal
 import sys
 import time
@@ -20,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, open_source
+from cauldron_fabric.core.consumer.crashes_redis import RedisCrashCounter
 from cauldron_fabric.core.consumer.tracking_sql import SqlTrackingStore
 from cauldron_fabric.core.retry import Backoff
 from conftest import connect_db
@@ -38,6 +43,8 @@ def main() -> None:
 	handled = []
 
 	def record_effect(envelope, context):
+		if envelope.id == os.environ.get("CRASH_ON"):
+			os._exit(70)  # what an out-of-memory kill or a crash in a C extension does
 		with context.transaction.cursor() as cur:
 			cur.execute(
 				f"INSERT INTO `{effects}` (event_id, worker, part) VALUES (%s, %s, %s)",
@@ -57,6 +64,9 @@ def main() -> None:
 		tracking,
 		options,
 		after_commit=after_commit,
+		crashes=RedisCrashCounter(prefix=os.environ["CRASH_PREFIX"])
+		if "CRASH_PREFIX" in os.environ
+		else None,
 	)
 	announced = []
 

@@ -14,11 +14,12 @@ import frappe
 
 from cauldron_fabric.consume.dead_letters import record_dead_letter
 from cauldron_fabric.consume.handlers import load_handler_table
-from cauldron_fabric.consume.settings import ConsumerSettings, load_consumer_settings
+from cauldron_fabric.consume.settings import ConsumerSettings, load_consumer_settings, redis_prefix, redis_url
 from cauldron_fabric.consume.status import ConsumerReporter
 from cauldron_fabric.consume.tracking import FrappeTrackingStore, reconnect
 from cauldron_fabric.consume.validation import validate_consumed
 from cauldron_fabric.core.consumer import Consumer, ConsumerCounts, ConsumerOptions, HandlerTable, open_source
+from cauldron_fabric.core.consumer.crashes_redis import RedisCrashCounter
 from cauldron_fabric.core.consumer.handlers import Handler
 from cauldron_fabric.core.errors import ConfigurationError, RetryableError
 from cauldron_fabric.core.naming import topic_for
@@ -76,6 +77,7 @@ def build_consumer(
 	options = ConsumerOptions(
 		group=group or settings.group,
 		max_attempts=settings.max_attempts,
+		crash_limit=settings.crash_limit,
 		source=current_policy().source or f"frappe://{frappe.local.site}",
 	)
 	source = open_source(
@@ -92,6 +94,7 @@ def build_consumer(
 		options,
 		validate=validate_consumed,
 		on_dead_letter=record_dead_letter,
+		crashes=RedisCrashCounter(redis_url(), redis_prefix()),
 	)
 	return consumer, settings, chosen or [pattern or ""]
 

@@ -22,6 +22,7 @@ class ConsumerSettings:
 	group: str
 	handler_user: str
 	max_attempts: int
+	crash_limit: int
 	topic_template: str
 	request_timeout: float
 	circuit: CircuitPolicy
@@ -58,6 +59,7 @@ def load_consumer_settings(broker: str | None = None) -> ConsumerSettings:
 		group=(settings.consumer_group or "").strip() or "cauldron-fabric",
 		handler_user=settings.handler_user or "Administrator",
 		max_attempts=min(max(cint(settings.consumer_max_attempts) or 5, 1), 20),
+		crash_limit=min(max(cint(settings.consumer_crash_limit) or 3, 1), 20),
 		topic_template=settings.topic_template or "cauldron.{domain}",
 		request_timeout=timeout,
 		circuit=CircuitPolicy(

@@ -38,6 +38,10 @@ class InvalidEnvelope(PermanentError):
 		)
 
 
+class HandlerCrashed(PermanentError):
+	"""An event during whose handlers the consumer process stopped, again and again."""
+
+
 class ConfigurationError(PermanentError):
 	"""A setting that cannot work as given."""
 

@@ -10,6 +10,7 @@ The public API:
   the transaction of the handler's writes;
 * ``Requester.request(type, data, timeout)`` with ``KafkaRequester`` and ``RabbitMQRequester``;
 * ``CircuitBreaker`` with ``MemoryCircuitStore`` and ``RedisCircuitStore``;
+* ``CrashCounter`` with ``RedisCrashCounter``: handler runs the process did not survive;
 * ``group_lag`` (``kafka``): a group's lag per partition as the broker sees it.
 """
 
@@ -28,6 +29,7 @@ from cauldron_fabric.core.consumer.ports import (
 	CircuitPolicy,
 	CircuitState,
 	CircuitStore,
+	CrashCounter,
 	MessageSource,
 	TrackingStore,
 )
@@ -44,6 +46,7 @@ __all__ = [
 	"Consumer",
 	"ConsumerCounts",
 	"ConsumerOptions",
+	"CrashCounter",
 	"DeadLetter",
 	"Failure",
 	"HandlerContext",

@@ -15,7 +15,7 @@ fabric-not-before           epoch milliseconds before which a retry copy must no
 fabric-exception-class      class of the last error (``module.Class``)
 fabric-exception-message    its message
 fabric-dead-letter-reason   why it is dead: invalid-envelope, schema-violation, handler-refused,
-                            attempts-exhausted
+                            attempts-exhausted, handler-crashed
 ==========================  =====================================================================
 
 Request-reply uses ``fabric-reply-to``, ``fabric-reply-partition``, ``fabric-correlation-id`` and
@@ -51,6 +51,7 @@ INVALID_ENVELOPE = "invalid-envelope"
 SCHEMA_VIOLATION = "schema-violation"
 HANDLER_REFUSED = "handler-refused"
 ATTEMPTS_EXHAUSTED = "attempts-exhausted"
+HANDLER_CRASHED = "handler-crashed"
 
 # Headers a forwarded copy gets afresh; everything else (ce_*, content-type) travels unchanged.
 FORWARDING_HEADERS = frozenset(

@@ -174,3 +174,30 @@ class CircuitStore(abc.ABC):
 	@abc.abstractmethod
 	def reset(self, target: str) -> None:
 		"""Forgets a target's failures and closes its circuit."""
+
+
+class CrashCounter(abc.ABC):
+	"""Counts, per consumer group and event, the handler runs that never came back.
+
+	A handler that kills its process (out of memory, a crash in a C extension, ``os._exit``)
+	gets its message again after the restart, and again, and its partition or queue moves no
+	further. The count has to outlive the process, so it lives outside it (Redis): a run is
+	counted before the handlers start and forgotten when they return, whatever the outcome.
+	"""
+
+	@abc.abstractmethod
+	def started(self, group: str, event_id: str) -> int:
+		"""Counts a run of ``event_id``'s handlers; returns how many earlier runs never returned.
+
+		Answers 0 when the count cannot be read: losing the count must not stop the consumer.
+		"""
+
+	@abc.abstractmethod
+	def finished(self, group: str, event_id: str) -> None:
+		"""Forgets the runs of ``event_id`` (it returned); may wait for the next call to do so."""
+
+	def flush(self) -> None:
+		"""Does what ``finished`` left for later."""
+
+	def close(self) -> None:
+		"""Releases the connection."""

@@ -8,8 +8,11 @@ work; a crash after it replays a message whose mark makes it change nothing.
 
 Failures never block the partition: a failing event is copied to a retry topic (or delay queue)
 and the partition moves on; after ``max_attempts`` it goes to the dead letters with its origin.
-An event that is not even an envelope, or that breaks its schema, goes there at once. An outage
-of the tracking store or of the broker only defers the message; nothing is dropped.
+An event that is not even an envelope, or that breaks its schema, goes there at once. So does
+an event during whose handlers the process died ``crash_limit`` times (counted outside the
+process by a ``CrashCounter``): otherwise it would kill every restart and block its partition
+for ever. An outage of the tracking store or of the broker only defers the message; nothing is
+dropped.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from cauldron_fabric.core.cloudevents import from_headers
 from cauldron_fabric.core.consumer.handlers import HandlerContext, HandlerTable
 from cauldron_fabric.core.consumer.messages import (
 	ATTEMPTS_EXHAUSTED,
+	HANDLER_CRASHED,
 	HANDLER_REFUSED,
 	INVALID_ENVELOPE,
 	SCHEMA_VIOLATION,
@@ -31,9 +35,15 @@ from cauldron_fabric.core.consumer.messages import (
 	Failure,
 	InboundMessage,
 )
-from cauldron_fabric.core.consumer.ports import MessageSource, TrackingStore
+from cauldron_fabric.core.consumer.ports import CrashCounter, MessageSource, TrackingStore
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.core.errors import FabricError, InvalidEnvelope, PermanentError, RetryableError
+from cauldron_fabric.core.errors import (
+	FabricError,
+	HandlerCrashed,
+	InvalidEnvelope,
+	PermanentError,
+	RetryableError,
+)
 from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.core.sqlsession import is_connection_error
 
@@ -56,6 +66,7 @@ class ConsumerOptions:
 	poll_timeout: float = 0.5
 	commit_interval: float = 1.0
 	source: str = ""
+	crash_limit: int = 3  # handler runs the process did not survive before the event is dead
 
 	@property
 	def reply_source(self) -> str:
@@ -76,6 +87,7 @@ class Consumer:
 		validate: Validator | None = None,
 		on_dead_letter: Callable[[DeadLetter], None] | None = None,
 		after_commit: Callable[[InboundMessage, Envelope], None] | None = None,
+		crashes: CrashCounter | None = None,
 		clock: Callable[[], float] = time.time,
 	):
 		self.source = source
@@ -85,6 +97,7 @@ class Consumer:
 		self.validate = validate
 		self.on_dead_letter = on_dead_letter
 		self.after_commit = after_commit
+		self.crashes = crashes
 		self.clock = clock
 		self.stats = ConsumerStats()
 		self.outages = 0
@@ -121,6 +134,8 @@ class Consumer:
 				break  # not done: delivered again to whoever takes the partition over
 			if self.source.is_current(message):
 				self.process(message)
+		if not messages and self.crashes is not None:
+			self.crashes.flush()
 		if time.monotonic() - self._last_commit >= self.options.commit_interval:
 			self.source.commit()
 			self._last_commit = time.monotonic()
@@ -170,6 +185,31 @@ class Consumer:
 		if not claimed:
 			self.tracking.rollback()
 			return self._finish(message, DUPLICATE)
+		if self.crashes is None:
+			return self._run_claimed(message, envelope, handlers)
+		# Counted only once claimed: a redelivered event this group already processed is a
+		# duplicate above, whatever its count says.
+		group = self.options.group
+		crashed = self.crashes.started(group, envelope.id)
+		if crashed >= self.options.crash_limit:
+			self.tracking.rollback()
+			error = HandlerCrashed(
+				f"The consumer process stopped {crashed} times while the handlers of this event ran"
+				" (a crash, out of memory or a kill), so the event was set aside to let the others"
+				" through.",
+				hint="Fix the handler, then retry the dead letter.",
+			)
+			outcome = self._dead_letter(
+				message, Failure.of(HANDLER_CRASHED, error), message.attempt, envelope
+			)
+			if outcome == DEFERRED:
+				return outcome  # still counted: set aside once the dead letter can be written
+		else:
+			outcome = self._run_claimed(message, envelope, handlers)
+		self.crashes.finished(group, envelope.id)
+		return outcome
+
+	def _run_claimed(self, message: InboundMessage, envelope: Envelope, handlers) -> str:
 		context = HandlerContext(
 			envelope, message, self.options.group, self.options.reply_source, self.tracking.transaction
 		)
@@ -280,8 +320,12 @@ class Consumer:
 		return outcome
 
 	def close(self) -> None:
-		"""Commits and closes the source and the tracking session."""
+		"""Commits and closes the source, the tracking session and the crash counter."""
 		try:
 			self.source.close()
 		finally:
-			self.tracking.close()
+			try:
+				self.tracking.close()
+			finally:
+				if self.crashes is not None:
+					self.crashes.close()

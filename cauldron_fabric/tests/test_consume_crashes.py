@@ -1,0 +1,64 @@
+"""A consumed event whose handler kills the site's consumer process is set aside, not retried for ever.
+
+Each run is a real process (crash_consumer.py) on the site's consumer; the handler of one event
+ends it with os._exit. The runs it did not survive are counted in the site's Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+
+from cauldron_fabric.core.consumer.messages import HANDLER_CRASHED
+from cauldron_fabric.core.envelope import EventData
+from cauldron_fabric.tests.test_consume import CHARGE, charge, group_name
+from cauldron_fabric.tests.test_consume_support import dead_letters, publish
+from cauldron_fabric.tests.utils import start_broker
+
+
+class TestConsumerCrashes(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		start_broker(cls, consumer_crash_limit=2, handler_user="Administrator")
+
+	def run_consumer(self, group: str, topic: str, poison: str) -> int:
+		frappe.db.commit()
+		arguments = [frappe.local.site, group, topic, CHARGE, poison]
+		return subprocess.run(
+			[sys.executable, "-m", "cauldron_fabric.tests.crash_consumer", *arguments],
+			cwd=os.path.abspath(frappe.get_site_path("..")),
+			capture_output=True,
+			timeout=120,
+		).returncode
+
+	def test_an_event_that_kills_the_consumer_is_dead_lettered_at_the_limit_and_the_rest_flow(self):
+		topic, group = f"{self.prefix}.{frappe.generate_hash(length=6)}", group_name("crashes")
+		# One key, so one partition: "after" waits behind the poison.
+		before, poison, after = (
+			replace(charge(n), data=EventData("Charge", "CH-one", "created", {"amount": n}))
+			for n in (1, 2, 3)
+		)
+		publish(self.broker.bootstrap, topic, [before, poison, after])
+		exits = []
+		while not exits or (exits[-1] == 70 and len(exits) < 4):
+			exits.append(self.run_consumer(group, topic, poison.id))
+		self.assertEqual(exits, [70, 70, 0], "two runs died, the third set the poison aside")
+		frappe.db.rollback()
+		handled = frappe.get_all(
+			"ToDo", filters={"description": ("like", "crash-test %")}, pluck="description"
+		)
+		self.assertEqual(
+			sorted(d for d in handled if d.split(" ")[1] in (before.id, poison.id, after.id)),
+			sorted([f"crash-test {before.id}", f"crash-test {after.id}"]),
+		)
+		(letter,) = dead_letters(group)
+		self.assertEqual((letter["event_id"], letter["log"]["reason"]), (poison.id, HANDLER_CRASHED))
+		self.assertIn("stopped 2 times", letter["last_error"])
+		counts = frappe.cache.keys(f"cauldron_fabric:{frappe.local.site}:starts:{group}:*")
+		self.assertEqual(counts, [], "set aside, the event is no longer counted")

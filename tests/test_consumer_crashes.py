@@ -1,0 +1,87 @@
+"""An event whose handler kills the consumer process is set aside instead of blocking for ever.
+
+Each worker process counts its handler runs in Redis; the handler of one event calls os._exit,
+as an out-of-memory kill or a crash in a C extension would end it. Without the count every
+restart would meet that event first and die again, and nothing behind it would move.
+"""
+
+import signal
+import uuid
+
+import redis
+from consumer_buses import Worker, bus_fixture, tables_fixture, wait_for, wire  # noqa: F401
+from test_consumer_groups import effect_rows
+
+from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable
+from cauldron_fabric.core.consumer.crashes_redis import RedisCrashCounter
+from cauldron_fabric.core.consumer.messages import DEAD_LETTER_REASON, EXCEPTION_MESSAGE, HANDLER_CRASHED
+from cauldron_fabric.core.consumer.tracking_memory import MemoryTrackingStore
+from conftest import make_envelope
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def test_an_event_that_kills_its_consumer_three_times_is_dead_lettered_and_the_rest_flow(bus, tables):
+	(tracking, effects), channel = tables, bus.channel()
+	group = f"crash-{uuid.uuid4().hex[:6]}"
+	prefix = f"fabric-test:{uuid.uuid4().hex[:8]}:"
+	# One document, so one partition: the events after the poison wait behind it.
+	before, poison, *after = [make_envelope("Item", "I-1", "updated", n=n) for n in range(4)]
+	good = {before.id, *(e.id for e in after)}
+	env = {"CRASH_PREFIX": prefix, "CRASH_ON": poison.id}
+
+	def all_good_handled():
+		return {row[0] for row in effect_rows(effects)} >= good
+
+	exits, workers = [], []
+	try:
+		while True:
+			worker = Worker(bus, group, channel, tracking, effects, f"w{len(workers)}", env=env)
+			workers.append(worker)
+			if len(workers) == 1:
+				worker.wait_for("ready")
+				bus.publish(channel, [wire(e) for e in (before, poison, *after)])
+			assert wait_for(lambda w=worker: w.process.poll() is not None or all_good_handled(), 60)
+			if worker.process.poll() is None:
+				break
+			exits.append(worker.process.returncode)
+			assert len(exits) <= 3, f"the poison kept killing the consumer: exits {exits}"
+		survivor = workers[-1]
+		survivor.process.send_signal(signal.SIGTERM)
+		assert survivor.process.wait(20) == 0
+	finally:
+		for worker in workers:
+			worker.kill()
+	assert exits == [70, 70, 70], "three runs died in the handler before the event was set aside"
+	handled = [row[0] for row in effect_rows(effects)]
+	assert sorted(handled) == sorted(good), "every other event was handled once, the poison never"
+	(headers, body), *_ = bus.dead_letters(group, 1)
+	assert headers[DEAD_LETTER_REASON] == HANDLER_CRASHED
+	assert "stopped 3 times" in headers[EXCEPTION_MESSAGE]
+	assert body == poison.to_json().encode()
+	assert redis.Redis.from_url(REDIS_URL).keys(f"{prefix}*") == [], "finished runs leave no count"
+	assert bus.lag(group, channel) == 0
+
+
+def test_without_redis_the_consumer_goes_on_uncounted(kafka):
+	from consumer_buses import KafkaBus
+
+	bus = KafkaBus(kafka)
+	channel = bus.channel()
+	sent = [make_envelope("Item", f"I-{n}", "created", n=n) for n in range(3)]
+	bus.publish(channel, [wire(e) for e in sent])
+	options = ConsumerOptions(group=f"no-redis-{uuid.uuid4().hex[:6]}", poll_timeout=0.2)
+	seen = []
+	counter = RedisCrashCounter("redis://127.0.0.1:1/0")  # nothing listens there
+	consumer = Consumer(
+		bus.source(options, channel),
+		HandlerTable.from_mapping({"**": lambda envelope, context: seen.append(envelope.id)}),
+		MemoryTrackingStore(),
+		options,
+		crashes=counter,
+	)
+	try:
+		consumer.run(max_seconds=30, stop_when_idle=True)
+	finally:
+		consumer.close()
+	assert sorted(seen) == sorted(e.id for e in sent)
