@@ -1,14 +1,20 @@
 """Event Subscription documents turned into the core's compiled subscriptions, and kept fresh.
 
 Every process keeps the compiled subscriptions of each site in memory. A change to any
-subscription bumps a version token in Redis after its transaction commits (and drops this
+subscription publishes a version token in Redis after its transaction commits (and drops this
 process's copy at once); readers compare their token with Redis at most once per request
 (and every few seconds in long-running processes), so routing never queries the database
 per event and sees a committed change in the next request.
+
+The token names the committed state itself (each subscription's name and last change), and a
+reader keeps the token of the state it loaded, read in the same snapshot: a request whose
+transaction began before the change loads the old state under the old token, so the next
+request loads again instead of keeping the old state under the new token for good.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -163,16 +169,26 @@ def routing_index() -> SubscriptionIndex:
 		return cached[2]
 	# Before the first migrate that creates the tables (or while it runs) nothing routes.
 	ready = frappe.db.table_exists(DOCTYPE) and frappe.db.table_exists("Event Delivery")
+	# Read in the snapshot of the load: it may predate the change Redis announces.
+	loaded = stored_version() if ready and version is not None else version
 	subscriptions = load_subscriptions() if ready else {}
 	index = build_index(s for s in subscriptions.values() if s is not None)
-	_compiled[site] = (version, subscriptions, index)
+	_compiled[site] = (loaded, subscriptions, index)
 	return index
+
+
+def stored_version() -> str:
+	"""Returns the token of the subscriptions as this transaction sees them (names, last changes)."""
+	rows = frappe.db.sql(f"SELECT name, modified FROM `tab{DOCTYPE}` ORDER BY name")
+	digest = hashlib.sha256("\n".join(f"{name}\t{modified}" for name, modified in rows).encode())
+	return digest.hexdigest()[:24]
 
 
 def current_version() -> Any:
 	"""Returns the site's subscription version token from Redis (None before any change)."""
 	try:
-		return frappe.cache.get(frappe.cache.make_key(VERSION_KEY))
+		token = frappe.cache.get(frappe.cache.make_key(VERSION_KEY))
+		return token.decode() if isinstance(token, bytes) else token
 	except Exception:
 		# Without Redis, rebuild at every check (at most every RECHECK_SECONDS): stale routing
 		# would silently miss deliveries, a few extra queries only cost time.
@@ -190,7 +206,8 @@ def subscriptions_changed() -> None:
 def _bump_version() -> None:
 	_forget_local()
 	try:
-		frappe.cache.set(frappe.cache.make_key(VERSION_KEY), frappe.generate_hash(length=12))
+		# Read after the commit, so the token names a state that includes this change.
+		frappe.cache.set(frappe.cache.make_key(VERSION_KEY), stored_version())
 	except Exception:
 		frappe.logger("cauldron_fabric").warning("could not publish a subscription change", exc_info=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import threading
 
 import frappe
 from frappe.tests.utils import FrappeTestCase, patch_hooks
@@ -17,6 +18,7 @@ from cauldron_fabric.delivery.schedules import fire_due_triggers
 from cauldron_fabric.tests.test_delivery_support import (
 	DeliveryTestCase,
 	deliveries,
+	make_subscription,
 	save_todo,
 )
 from cauldron_fabric.tests.test_http import make_user
@@ -156,6 +158,34 @@ class TestRouting(DeliveryTestCase):
 		rebuilt = routing.routing_index()
 		self.assertIsNot(rebuilt, index)
 		self.assertIn(added.name, [s.name for s, _ in rebuilt.entries])
+
+	def test_a_subscription_saved_during_a_request_is_routed_by_the_next_requests(self):
+		# Another process commits a subscription while this one is inside a request whose
+		# transaction already read something (REPEATABLE READ: its snapshot predates the
+		# subscription). The next request must route to the subscription all the same.
+		routing.routing_index()
+		frappe.local.fabric_subscriptions_checked = 0.0  # a new request...
+		frappe.db.sql("SELECT name FROM `tabToDo` LIMIT 1")  # ...whose snapshot is now taken
+		site, sites_path, made = frappe.local.site, frappe.local.sites_path, []
+
+		def admin_saves_a_subscription() -> None:
+			frappe.init(site=site, sites_path=sites_path)
+			frappe.connect()
+			try:
+				frappe.set_user("Administrator")
+				made.append(make_subscription(self.tag, webhook_url="https://a.example.com/hook").name)
+			finally:
+				frappe.destroy()
+
+		thread = threading.Thread(target=admin_saves_a_subscription)
+		thread.start()
+		thread.join()
+		self.created += made
+		save_todo(self.tag)  # still in the old snapshot: this one may miss the subscription
+		frappe.local.fabric_subscriptions_checked = 0.0  # the next request
+		name = save_todo(self.tag)
+		routed = [json.loads(r.envelope)["data"]["entityId"] for r in deliveries(made[0])]
+		self.assertIn(name, routed, "a committed subscription is ignored by this process for good")
 
 	def test_ordered_subscriptions_key_deliveries_by_document(self):
 		doc = self.subscription(webhook_url="https://a.example.com/hook", keep_order=1)
