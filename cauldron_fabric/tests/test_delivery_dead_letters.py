@@ -57,6 +57,25 @@ class TestDeadLetters(DestinationCase):
 		self.assertEqual(len(json.loads(row.attempt_log)), 2, "the history of the dead attempt was lost")
 		self.assertEqual(len(self.receiver.on(path)), 2)
 
+	def test_discarding_a_letter_already_retried_leaves_its_redelivery_alone(self):
+		path = f"/{self.tag}"
+		self.receiver.reply(path, Reply(410))
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		save_todo(self.tag)
+		deliver(doc.name)
+		(letter,) = dead_letters(doc.name)
+		letter.retry()
+		frappe.db.commit()
+		letter.reload()
+		with self.assertRaisesRegex(frappe.ValidationError, "Only a dead letter can be discarded"):
+			letter.discard("tidying up the list")
+		result = dead_letters_api.discard([letter.name])
+		frappe.db.commit()
+		self.assertEqual(result["done"], 0)
+		(row,) = deliver(doc.name)
+		self.assertEqual(row.status, "Delivered", "discarding a resolved letter cancelled its retry")
+		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Retried")
+
 	def test_retries_run_out_into_a_dead_letter_listing_every_attempt(self):
 		path = f"/{self.tag}"
 		self.receiver.reply(path, *[Reply(500, b"down")] * 3)

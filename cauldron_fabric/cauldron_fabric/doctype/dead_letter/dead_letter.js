@@ -13,7 +13,7 @@ frappe.ui.form.on("Dead Letter", {
 				frm.reload_doc();
 			}).addClass("btn-primary");
 		}
-		if (frm.doc.status !== "Discarded") {
+		if (["Dead", "Retrying"].includes(frm.doc.status)) {
 			frm.add_custom_button(__("Discard"), () => {
 				frappe.prompt(
 					{ fieldname: "note", fieldtype: "Small Text", label: __("Why (kept with the letter)") },

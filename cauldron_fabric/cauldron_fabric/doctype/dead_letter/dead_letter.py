@@ -48,6 +48,14 @@ class DeadLetter(Document):
 		require_role()
 		if self.status == "Discarded":
 			return
+		if self.status not in ("Dead", "Retrying"):
+			# A retried letter's event is back in play: discarding the letter would reach into
+			# the delivery (discard_delivery) and cancel the retry, or a later letter's delivery.
+			frappe.throw(
+				_(
+					"Only a dead letter can be discarded; this one was already {0} and its event is back in play. Discard the newer dead letter if it fails again."
+				).format(self.status)
+			)
 		self.resolve("Discarded", note or _("Discarded"))
 
 	def resolve(self, status: str, note: str) -> None:
