@@ -227,6 +227,25 @@ def test_handlers_filters_and_broken_templates(receiver):
 	fabric.close()
 
 
+def test_a_template_failing_in_any_way_dead_letters_its_event_and_spares_the_batch(receiver):
+	# '%' formatting with a key the event lacks raises KeyError, which is no Jinja error: it
+	# escaped the engine, the worker released the batch, and every cycle crashed on it again.
+	subscriptions = [
+		webhook("formatted", receiver, "/formatted", payload_form="template",
+			content_type="text/plain", template="{{ 'Invoice %(customer)s' % payload }}"),
+		webhook("plain", receiver, "/plain"),
+	]  # fmt: skip
+	fabric = Fabric(subscriptions)
+	fabric.emit(make_envelope("Sales Invoice", "S-1", "submitted", grand_total=5))
+	report = fabric.worker().deliver_due()
+	assert (report.claimed, report.delivered, report.dead) == (2, 1, 1)
+	dead = next(row for row in fabric.rows() if row.subscription == "formatted")
+	assert dead.status == DEAD and "The payload template failed for this event" in dead.last_error
+	assert "customer" in dead.last_error and receiver.on("/formatted") == []
+	assert len(receiver.on("/plain")) == 1
+	fabric.close()
+
+
 def test_a_removed_or_disabled_subscription_parks_its_deliveries(receiver):
 	enabled = webhook("s", receiver)
 	fabric = Fabric([enabled])

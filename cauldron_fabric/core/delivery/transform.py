@@ -197,6 +197,13 @@ def _render_template(transform: Transform, envelope: Envelope) -> RenderedPayloa
 		) from exc
 	except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError) as exc:
 		raise RenderError(f"The payload template failed for this event: {exc}.") from exc
+	except Exception as exc:
+		# Anything else a template can raise ('%' formatting: KeyError, a recursive macro:
+		# RecursionError) is still this template failing on this event; escaping, it would
+		# crash the worker's whole batch on every cycle.
+		raise RenderError(
+			f"The payload template failed for this event: {type(exc).__name__}: {exc}."
+		) from exc
 	if len(text) > MAX_OUTPUT:
 		raise RenderError(f"The payload template produced more than {MAX_OUTPUT} characters.")
 	if transform.content_type.split(";")[0].strip().endswith("json"):
