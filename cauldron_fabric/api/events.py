@@ -48,7 +48,7 @@ def list_events(
 	filters: dict[str, Any] = {}
 	if event_type:
 		filters["event_type"] = (
-			("like", event_type[:-1].replace("%", r"\%") + "%") if event_type.endswith("*") else event_type
+			("like", _like_prefix(event_type[:-1])) if event_type.endswith("*") else event_type
 		)
 	for field, value in (
 		("entity", entity),
@@ -99,6 +99,15 @@ def requeue(event_ids: list[str] | str) -> dict[str, int]:
 
 	wake_relays_after_commit()
 	return {"requeued": count}
+
+
+def _like_prefix(prefix: str) -> str:
+	"""Returns a LIKE pattern for ``prefix``: its ``_``, ``%`` and ``\\`` are literal, not wildcards.
+
+	Event types are snake case, so an unescaped ``_`` would match the dot of another type
+	(``fabric_probe.*`` would list ``fabric.probe.saved``).
+	"""
+	return prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
 
 
 def _event(row) -> dict[str, Any]:
