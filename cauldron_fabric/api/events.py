@@ -14,6 +14,7 @@ from frappe import _
 from cauldron_fabric.api.params import limit_param, names_param, number_param
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.core.outbox.sql import FAILED, PENDING
+from cauldron_fabric.services.relay import site_db_connector
 
 MAX_LIMIT = 500
 FIELDS = (
@@ -58,13 +59,43 @@ def list_events(
 	):
 		if value:
 			filters[field] = value
-	if after:
-		filters["name"] = (">", number_param(after, "after"))
+	cursor = number_param(after, "after") if after else 0
+	if cursor:
+		filters["name"] = (">", cursor)
 	rows = frappe.get_list(
 		"Event Log", filters=filters, fields=list(FIELDS), order_by="name asc", limit_page_length=limit
 	)
+	rows = _before_uncommitted(rows, cursor)
 	events = [_event(row) for row in rows]
 	return {"events": events, "next": rows[-1].name if len(rows) == limit else None}
+
+
+def _before_uncommitted(rows: list, after: int) -> list:
+	"""Returns the rows in front of the first event number drawn by a save that has not committed.
+
+	Numbers are drawn when an event is inserted, not when its save commits: a slow save holding
+	number 10 commits after a quick one holding 11. A page that gave 11 as the cursor would make
+	its reader skip 10 for ever. A read that sees uncommitted rows (READ UNCOMMITTED, on a
+	connection of its own) finds the numbers taken but not yet visible here.
+	"""
+	if not rows:
+		return rows
+	span = (after, rows[-1].name)
+	query = "SELECT name FROM `tabEvent Log` WHERE name > %s AND name <= %s"
+	visible = {row[0] for row in frappe.db.sql(query, span)}
+	connection = site_db_connector()()
+	try:
+		with connection.cursor() as cursor:
+			cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED")
+			cursor.execute(query, span)
+			taken = {row[0] for row in cursor.fetchall()}
+	finally:
+		connection.close()
+	hidden = taken - visible
+	if not hidden:
+		return rows
+	first = min(hidden)
+	return [row for row in rows if row.name < first]
 
 
 @frappe.whitelist(methods=["GET"])

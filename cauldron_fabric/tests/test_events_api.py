@@ -4,14 +4,55 @@ from __future__ import annotations
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
+from frappe.utils import now_datetime
 
 from cauldron_fabric.api import events as events_api
+from cauldron_fabric.core.outbox.sql import build_append
+from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.emit.recorder import new_envelope, record
+from cauldron_fabric.services.relay import site_db_connector
+from cauldron_fabric.tests.utils import last_seq
+
+
+def follow(cursor: int, **filters) -> tuple[list[dict], int]:
+	"""Reads every page after ``cursor`` as a client does; returns the events and the new cursor."""
+	seen = []
+	while True:
+		page = events_api.list_events(after=cursor, limit=1, **filters)
+		seen += page["events"]
+		if not page["next"]:
+			return seen, cursor
+		cursor = page["next"]
 
 
 class TestListEvents(FrappeTestCase):
 	def setUp(self):
 		frappe.set_user("Administrator")
+		frappe.db.rollback()  # each call reads from a fresh snapshot, as a new request does
+
+	def test_a_reader_following_the_cursor_misses_no_event_committed_out_of_order(self):
+		entity_id = frappe.generate_hash(length=10)
+		start = last_seq()
+		frappe.db.commit()
+		# A slow save draws its event's number first and commits last.
+		slow = site_db_connector()()
+		try:
+			early = new_envelope("fabric_probe.saved", "Fabric Probe", entity_id, "saved", {"n": 1})
+			sql, params = build_append([OutboxAppend(early)], actor="Administrator", now=now_datetime())
+			with slow.cursor() as cursor:
+				cursor.execute(sql, params)
+			late = new_envelope("fabric_probe.saved", "Fabric Probe", entity_id, "saved", {"n": 2})
+			record([late])
+			frappe.db.commit()
+
+			seen, cursor = follow(start, entity_id=entity_id)
+			slow.commit()
+		finally:
+			slow.close()
+		frappe.db.rollback()  # the reader's next request
+		more, _ = follow(cursor, entity_id=entity_id)
+		ids = [event["envelope"]["id"] for event in seen + more]
+		self.assertEqual(sorted(ids), sorted([early.id, late.id]), "every committed event is read once")
 
 	def test_a_type_prefix_matches_underscores_literally(self):
 		entity_id = frappe.generate_hash(length=10)
