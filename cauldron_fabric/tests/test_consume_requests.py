@@ -119,3 +119,27 @@ class TestRequestReplyApi(FrappeTestCase):
 		for call in calls:
 			with self.assertRaises(frappe.PermissionError):
 				call()
+
+
+class TestCircuitList(FrappeTestCase):
+	def setUp(self):
+		frappe.set_user("Administrator")
+		suffix = frappe.generate_hash(length=6)
+		self.healthy, self.failing = f"circuit-ok-{suffix}", f"circuit-down-{suffix}"
+		breaker = site_breaker()
+		breaker.succeeded(self.healthy)
+		for _ in range(breaker.policy.failure_threshold):
+			breaker.failed(self.failing)
+		for target in (self.healthy, self.failing):
+			self.addCleanup(breaker.store.reset, target)
+
+	def listed(self, *filters) -> set[str]:
+		rows = frappe.get_list("Fabric Circuit", filters=list(filters), fields=["name"], limit_page_length=0)
+		return {row.name for row in rows} & {self.healthy, self.failing}
+
+	def test_the_list_applies_each_filter_with_its_operator(self):
+		self.assertEqual(self.listed(["state", "=", "open"]), {self.failing})
+		self.assertEqual(self.listed(["state", "!=", "open"]), {self.healthy}, "!= is not =")
+		self.assertEqual(self.listed(["state", "not in", ["open", "half_open"]]), {self.healthy})
+		self.assertEqual(self.listed(["target", "=", self.healthy]), {self.healthy})
+		self.assertEqual(self.listed(["target", "like", "circuit-down-%"]), {self.failing})

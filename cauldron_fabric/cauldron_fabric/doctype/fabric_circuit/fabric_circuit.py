@@ -12,6 +12,7 @@ import frappe
 from frappe import _
 from frappe.model.document import Document
 from frappe.utils import convert_utc_to_system_timezone
+from frappe.utils.data import evaluate_filters
 
 from cauldron_fabric.consume.requesting import site_breaker
 from cauldron_fabric.core.consumer.ports import CircuitState
@@ -64,8 +65,9 @@ class FabricCircuit(Document):
 		# Frappe's list view does not check permissions for virtual DocTypes: this does.
 		frappe.has_permission("Fabric Circuit", "read", throw=True)
 		rows = [as_row(state) for state in site_breaker().states()]
-		wanted = _state_filter(args.get("filters"))
-		rows = [row for row in rows if not wanted or row["state"] in wanted]
+		# Each filter with its own operator: reading only the value turned "state != open"
+		# into "state = open" and ignored every filter on another field.
+		rows = [row for row in rows if evaluate_filters(row, args.get("filters") or [])]
 		start, length = int(args.get("start") or 0), int(args.get("page_length") or 20)
 		return [frappe._dict(row) for row in rows[start : start + length]]
 
@@ -76,15 +78,3 @@ class FabricCircuit(Document):
 	@staticmethod
 	def get_stats(args) -> dict:
 		return {}
-
-
-def _state_filter(filters) -> set[str]:
-	"""Returns the states a list filter asks for (the list view filters only by state)."""
-	wanted: set[str] = set()
-	for item in filters or []:
-		if isinstance(item, list | tuple) and len(item) >= 3 and "state" in item:
-			value = item[-1]
-			wanted |= set(value) if isinstance(value, list | tuple) else {value}
-	if isinstance(filters, dict) and filters.get("state"):
-		wanted.add(filters["state"])
-	return wanted
