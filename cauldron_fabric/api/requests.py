@@ -41,6 +41,10 @@ def send_request(
 	require_role()
 	from cauldron_fabric.consume.requesting import site_requester
 
+	for name, value in (("type", type), ("target", target)):
+		# A JSON body may carry a number or a list here; it would fail deep in the transport.
+		if value is not None and not isinstance(value, str):
+			frappe.throw(_("{0} must be a text, not {1}.").format(name, repr(value)), frappe.ValidationError)
 	payload = json_param(data, "data") if isinstance(data, str) and data.strip() else (data or {})
 	if not isinstance(payload, dict):
 		frappe.throw(_("data must be a JSON object."), frappe.ValidationError)

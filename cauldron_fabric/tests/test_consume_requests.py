@@ -94,6 +94,15 @@ class TestRequestReplyApi(FrappeTestCase):
 		self.assertEqual(probe["reply"]["data"]["payload"], {"price": 5.0})
 		self.assertEqual(frappe.get_doc("Fabric Circuit", self.target).state, "closed")
 
+	def test_values_of_the_wrong_kind_are_validation_errors_naming_them(self):
+		# A JSON body can carry any kind of value where a text is expected.
+		cases = [({"type": 123}, "type"), ({"type": PRICE, "target": ["a", "b"]}, "target")]
+		for params, name in cases:
+			with self.subTest(params=params):
+				with self.assertRaises(frappe.ValidationError) as refused:
+					requests_api.send_request(**{"data": "{}", "timeout": 0.5, **params})
+				self.assertIn(name, str(refused.exception))
+
 	def test_a_manager_resets_a_circuit_from_desk(self):
 		breaker = site_breaker()
 		for _ in range(2):
