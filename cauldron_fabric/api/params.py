@@ -31,7 +31,14 @@ def limit_param(value: Any, maximum: int) -> int:
 def names_param(value: Any, name: str) -> list[str]:
 	"""Returns a list of names given as a list, a JSON list, or one name."""
 	if isinstance(value, str):
-		return json_param(value, name) if value.startswith("[") else [value]
+		value = json_param(value, name) if value.startswith("[") else [value]
+	# A JSON body can carry a number, null or a list of objects here: refuse them by name
+	# rather than fail in list() (HTTP 500) or look them up as names.
+	if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+		frappe.throw(
+			_('{0} must be a list of names such as ["a", "b"], not {1}.').format(name, repr(value)),
+			frappe.ValidationError,
+		)
 	return list(value)
 
 

@@ -61,3 +61,16 @@ class TestListEvents(FrappeTestCase):
 		self.assertEqual(listed, [], "fabric_probe.* is not fabric.probe.*")
 		listed = events_api.list_events(event_type="fabric.probe.*", entity_id=entity_id)["events"]
 		self.assertEqual([e["envelope"]["type"] for e in listed], ["fabric.probe.saved"])
+
+
+class TestRequeue(FrappeTestCase):
+	def setUp(self):
+		frappe.set_user("Administrator")
+
+	def test_event_ids_of_the_wrong_kind_are_a_validation_error_naming_them(self):
+		# A JSON body can carry any value; each of these was a TypeError or an SQL error: HTTP 500.
+		for value in (5, None, '[{"id": 1}]', "[[1]]"):
+			with self.subTest(event_ids=value):
+				with self.assertRaises(frappe.ValidationError) as refused:
+					events_api.requeue(event_ids=value)
+				self.assertIn("event_ids", str(refused.exception))
