@@ -14,7 +14,7 @@ from cauldron_fabric.consume.runner import default_topics
 from cauldron_fabric.consume.settings import load_consumer_settings
 from cauldron_fabric.core.consumer.factory import kafka_bootstrap
 from cauldron_fabric.core.consumer.kafka import group_lag, retry_topic
-from cauldron_fabric.core.errors import TransportUnavailable
+from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
 from cauldron_fabric.core.transports.rabbitmq import connection_parameters
 
 
@@ -29,6 +29,14 @@ def broker_lag(
 	chosen = list(topics) or default_topics(settings, load_handler_table(settings.handler_user))
 	chosen += [retry_topic(group, n) for n in range(1, max(2, settings.max_attempts))]
 	lags = group_lag(kafka_bootstrap(settings.broker_url), group, chosen, settings.broker_options)
+	# The broker lists only topics that exist: a misspelt one would add nothing and the
+	# group would look caught up. Retry topics appear with the first retry, so they may be absent.
+	missing = sorted(set(topics) - {lag.topic for lag in lags})
+	if missing:
+		raise ConfigurationError(
+			f"Kafka has no topic {', '.join(repr(t) for t in missing)}, so it has no lag to report.",
+			hint="Check the topic names (the consumer's --topics) or leave topics out for the defaults.",
+		)
 	return [asdict(lag) for lag in lags]
 
 

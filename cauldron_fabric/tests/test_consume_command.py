@@ -93,6 +93,16 @@ class TestConsumeCommand(FrappeTestCase):
 		finally:
 			frappe.set_user("Administrator")
 
+	def test_the_lag_of_a_topic_that_does_not_exist_is_refused_not_zero(self):
+		known = f"{self.prefix}.known"
+		create_topic(self.broker.bootstrap, known, 2)
+		lag = consumers_api.get_lag("lag-probe", known)
+		self.assertEqual([p["partition"] for p in lag["partitions"]], [0, 1])
+		missing = f"{self.prefix}.typo"
+		with self.assertRaises(frappe.ValidationError) as refused:
+			consumers_api.get_lag("lag-probe", f"{known},{missing}")
+		self.assertIn(missing, str(refused.exception))
+
 	def test_a_broker_down_at_start_makes_the_consumer_wait_not_fail(self):
 		from cauldron_fabric.consume.runner import run_consumer_for
 		from cauldron_fabric.testing.kafka_broker import free_port
