@@ -21,6 +21,8 @@ from cauldron_fabric.core.consumer.runtime import Consumer
 STATUS_KEY = "cauldron_fabric:consumers"
 REPORT_SECONDS = 3.0
 STALE_SECONDS = 60
+# A consumer silent this long was killed without cleaning up after itself: forget it.
+FORGET_SECONDS = 3600
 
 
 def consumer_name() -> str:
@@ -73,12 +75,19 @@ class ConsumerReporter:
 
 
 def consumer_statuses(group: str | None = None) -> list[dict[str, Any]]:
-	"""Returns every running consumer's last status (optionally of one group), marking silent ones."""
+	"""Returns every running consumer's last status (optionally of one group), marking silent ones.
+
+	The entry of a consumer silent for ``FORGET_SECONDS`` is dropped: a killed process never
+	removes its own, and the list would otherwise grow with every crash for ever.
+	"""
 	statuses = []
-	for value in (frappe.cache.hgetall(STATUS_KEY) or {}).values():
+	for key, value in (frappe.cache.hgetall(STATUS_KEY) or {}).items():
 		status = json.loads(value) if isinstance(value, str | bytes) else dict(value)
+		age = (now_datetime() - get_datetime(status["heartbeat"])).total_seconds()
+		if age > FORGET_SECONDS:
+			frappe.cache.hdel(STATUS_KEY, key.decode() if isinstance(key, bytes) else key)
+			continue
 		if group and status.get("group") != group:
 			continue
-		age = (now_datetime() - get_datetime(status["heartbeat"])).total_seconds()
 		statuses.append({**status, "stale": age > STALE_SECONDS})
 	return sorted(statuses, key=lambda s: (s["group"], s["name"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -81,6 +82,39 @@ class TestConsumeCommand(FrappeTestCase):
 		self.assertEqual(stderr.count("stopped"), 2, stderr)
 		self.assertEqual(
 			consumers_api.get_consumers(group)["consumers"], [], "stopped consumers leave no status"
+		)
+
+	def test_a_killed_consumer_shows_as_stale_and_is_forgotten_after_an_hour_of_silence(self):
+		from cauldron_fabric.consume.status import STATUS_KEY
+
+		topic, group = f"{self.prefix}.killed", f"killed-{frappe.generate_hash(length=6)}"
+		create_topic(self.broker.bootstrap, topic, 1)
+		command = self.start_command(group, topic, concurrency=1)
+		try:
+			statuses = wait_for(lambda: consumers_api.get_consumers(group)["consumers"], 60)
+			self.assertTrue(statuses, "the consumer reported itself")
+		finally:
+			command.kill()  # SIGKILL: no chance to remove its status
+			command.communicate(timeout=30)
+		(left,) = consumers_api.get_consumers(group)["consumers"]
+		self.assertFalse(left["stale"], "just killed, it is not known to be gone yet")
+
+		def silent_for(seconds: int) -> None:
+			heartbeat = frappe.utils.add_to_date(frappe.utils.now_datetime(), seconds=-seconds)
+			frappe.cache.hset(
+				STATUS_KEY, left["name"], json.dumps({**left, "heartbeat": heartbeat.isoformat()})
+			)
+
+		silent_for(61)
+		(left,) = consumers_api.get_consumers(group)["consumers"]
+		self.assertTrue(left["stale"])
+		self.assertEqual(
+			consumers_api.get_consumers(group)["totals"], {}, "a stale consumer counts for nothing"
+		)
+		silent_for(3601)
+		self.assertEqual(consumers_api.get_consumers(group)["consumers"], [])
+		self.assertNotIn(
+			left["name"].encode(), frappe.cache.hkeys(STATUS_KEY), "its entry is gone from Redis"
 		)
 
 	def test_the_consumer_apis_are_for_managers(self):
