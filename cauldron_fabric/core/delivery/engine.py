@@ -111,8 +111,14 @@ class DeliveryEngine:
 		"""Checks everything that can be decided without sending; returns the attempt when it ends here."""
 		started = self.clock()
 		if subscription is None:
+			# The caller gives None for a subscription that is gone and for one that no longer
+			# compiles (its filter, template or destination): the message names both.
 			return self._dead(
-				job, started, f"Subscription {job.subscription!r} no longer exists; discard this dead letter."
+				job,
+				started,
+				f"Subscription {job.subscription!r} no longer exists or no longer compiles (the Error Log"
+				" says why). Fix and save it, then retry this dead letter; discard it if the"
+				" subscription is gone.",
 			)
 		if not subscription.enabled:
 			return self._dead(
