@@ -19,6 +19,7 @@ from cauldron_fabric.core.consumer import (
 	ResponderFailed,
 	open_requester,
 )
+from cauldron_fabric.core.errors import ConfigurationError
 from conftest import redis_circuits
 
 PRICE = "quote.price.requested"
@@ -180,3 +181,19 @@ def test_concurrent_rabbitmq_requests_each_get_their_own_reply_within_their_own_
 		requester.close()
 		responders.close()
 		bus.close()
+
+
+def test_a_request_to_the_reply_topic_is_refused_before_it_can_answer_itself(kafka, circuits):
+	# The request carries its correlation id like a reply does: sent to the reply topic, the
+	# requester would read it back as its own answer.
+	replies = f"replies.{uuid.uuid4().hex[:6]}"
+	breaker = CircuitBreaker(circuits(), CircuitPolicy(failure_threshold=1))
+	requester = open_requester(
+		kafka.url, source="urn:test:requester", breaker=breaker, broker_options={"reply_topic": replies}
+	)
+	try:
+		with pytest.raises(ConfigurationError, match="reply topic, where no responder listens"):
+			requester.request(PRICE, {"sku": "S-1"}, 5, target=replies)
+		assert breaker.state(replies).state == "closed", "a refused target is not a failure of the circuit"
+	finally:
+		requester.close()

@@ -116,6 +116,7 @@ class Requester(abc.ABC):
 		if timeout <= 0:
 			raise ConfigurationError(f"A request timeout must be positive, got {timeout!r}.")
 		target = target or self.target_for(event_type)
+		self.check_target(target)
 		request = self.build_request(event_type, data or {}, **envelope_fields)
 		if self.breaker is not None:
 			self.breaker.before(target)
@@ -135,6 +136,9 @@ class Requester(abc.ABC):
 		if self.breaker is not None:
 			self.breaker.succeeded(target)
 		return reply
+
+	def check_target(self, target: str) -> None:
+		"""Raises ConfigurationError for a target no responder can answer on (before the circuit)."""
 
 	@abc.abstractmethod
 	def exchange(self, request: Envelope, target: str, timeout: float) -> Envelope:

@@ -28,7 +28,7 @@ from cauldron_fabric.core.consumer.messages import (
 )
 from cauldron_fabric.core.consumer.requests import Requester, timeout_error
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.core.errors import InvalidEnvelope, TransportUnavailable
+from cauldron_fabric.core.errors import ConfigurationError, InvalidEnvelope, TransportUnavailable
 from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports.kafka import KafkaTransport, kafka_config
 
@@ -103,6 +103,8 @@ class KafkaRequester(Requester):
 			if message is None or message.error():
 				continue
 			headers = dict((name, text(value)) for name, value in (message.headers() or ()))
+			if REPLY_TO in headers:
+				continue  # a request (it carries the same correlation id), never a reply
 			correlation = headers.get(CORRELATION_ID)
 			with self._lock:
 				waiter = self._waiting.get(correlation or "")
@@ -114,6 +116,14 @@ class KafkaRequester(Requester):
 				log.warning("reply %s is not an envelope: %s", correlation, exc)
 				continue
 			waiter[0].set()
+
+	def check_target(self, target: str) -> None:
+		if target == self.reply_topic:
+			raise ConfigurationError(
+				f"Requests cannot go to {target!r}: it is the requesters' reply topic, where no"
+				" responder listens.",
+				hint="Send the request to the responders' topic, or give the requesters another reply topic.",
+			)
 
 	def exchange(self, request: Envelope, target: str, timeout: float) -> Envelope:
 		"""Publishes the request to ``target`` and waits for the reply with its id."""
