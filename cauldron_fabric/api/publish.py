@@ -150,15 +150,23 @@ def _impersonation_problems(body: dict[str, Any]) -> list[str]:
 		if source.rstrip("/") == site_source or source.startswith(site_source + "/"):
 			problems.append(_("'source' {0} is this site's own; leave it out").format(source))
 	if isinstance(event_type, str):
-		entry = catalog_entry(event_type)
-		domain, _dot, action = event_type.rpartition(".")
-		if (entry and entry.owner == "core") or event_type in SITE_ONLY_TYPES:
-			problems.append(_("events of type {0} are emitted by this site only").format(event_type))
-		elif action in DOCUMENT_ACTIONS and domain in doctype_domains():
-			problems.append(
-				_("{0} is a document event of this site; only the site emits it").format(event_type)
-			)
+		problems += site_type_problems(event_type)
 	return problems
+
+
+def site_type_problems(event_type: str) -> list[str]:
+	"""Returns why ``event_type`` is the site's own to emit (no problem: empty).
+
+	Consumers trust these types as the site's word: an approval.response decides a request,
+	a todo.updated says a document changed. Only the site's own code emits them.
+	"""
+	entry = catalog_entry(event_type)
+	domain, _dot, action = event_type.rpartition(".")
+	if (entry and entry.owner == "core") or event_type in SITE_ONLY_TYPES:
+		return [_("events of type {0} are emitted by this site only").format(event_type)]
+	if action in DOCUMENT_ACTIONS and domain in doctype_domains():
+		return [_("{0} is a document event of this site; only the site emits it").format(event_type)]
+	return []
 
 
 def doctype_domains() -> frozenset[str]:

@@ -14,6 +14,7 @@ from frappe import _
 
 from cauldron_fabric.api.params import json_param, number_param
 from cauldron_fabric.api.permissions import require_role
+from cauldron_fabric.api.publish import site_type_problems
 from cauldron_fabric.core.consumer import CircuitOpen, RequestTimeout, ResponderFailed
 from cauldron_fabric.core.consumer.circuit import describe
 from cauldron_fabric.core.errors import FabricError, PermanentError
@@ -45,6 +46,10 @@ def send_request(
 		# A JSON body may carry a number or a list here; it would fail deep in the transport.
 		if value is not None and not isinstance(value, str):
 			frappe.throw(_("{0} must be a text, not {1}.").format(name, repr(value)), frappe.ValidationError)
+	if isinstance(type, str) and (problems := site_type_problems(type)):
+		# A request goes out under the site's own source: a manager could otherwise publish an
+		# approval.response and decide a request they asked for themselves (four eyes).
+		frappe.throw(_("The request was not sent: {0}.").format("; ".join(problems)), frappe.ValidationError)
 	payload = json_param(data, "data") if isinstance(data, str) and data.strip() else (data or {})
 	if not isinstance(payload, dict):
 		frappe.throw(_("data must be a JSON object."), frappe.ValidationError)

@@ -103,6 +103,14 @@ class TestRequestReplyApi(FrappeTestCase):
 					requests_api.send_request(**{"data": "{}", "timeout": 0.5, **params})
 				self.assertIn(name, str(refused.exception))
 
+	def test_types_only_the_site_emits_cannot_be_sent_as_requests(self):
+		# Requests go out under the site's source: an approval.response sent this way would
+		# decide a request its own requester may not decide.
+		for event_type in ("approval.response", "todo.updated", "subscription.test"):
+			with self.subTest(event_type=event_type):
+				with self.assertRaisesRegex(frappe.ValidationError, "only"):
+					requests_api.send_request(event_type, "{}", timeout=0.5)
+
 	def test_a_manager_resets_a_circuit_from_desk(self):
 		breaker = site_breaker()
 		for _ in range(2):
