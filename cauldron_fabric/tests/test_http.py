@@ -81,6 +81,23 @@ class TestOverHttp(FrappeTestCase):
 		self.assertEqual(events[0]["data"]["payload"]["user"], self.clerk)
 		self.assertEqual(events[0]["metadata"]["userId"], self.clerk)
 
+	def test_a_login_with_oversized_client_headers_succeeds_and_is_a_valid_event(self):
+		# The client chooses these headers (and Frappe takes X-Forwarded-For as the IP unchecked):
+		# they must neither fail the login nor turn its event Invalid, unpublished.
+		login = request(
+			"post",
+			"/api/method/login",
+			data={"usr": self.clerk, "pwd": PASSWORD},
+			headers={"User-Agent": "Mozilla/5.0 " + "x" * 5000, "X-Forwarded-For": "203.0.113.7" * 10},
+		)
+		self.assertEqual(login.status_code, 200, login.text)
+		(row,) = frappe.get_all(
+			"Event Log",
+			filters={"name": (">", self.start), "entity": "User", "entity_id": self.clerk, "event_type": "user.login"},
+			fields=["status", "last_error"],
+		)
+		self.assertNotEqual(row.status, "Invalid", row.last_error)
+
 	def test_a_login_carries_the_callers_correlation_id(self):
 		# Frappe logs the user in before the before_request hooks run.
 		login = request(
