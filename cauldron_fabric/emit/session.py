@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import frappe
 
 from cauldron_fabric.core.naming import USER_LOGIN, USER_LOGOUT
@@ -16,16 +18,31 @@ PAYLOAD_LIMITS = {"fullName": 140, "ip": 45, "userAgent": 4000}
 
 
 def on_login(login_manager=None) -> None:
-	"""Records a successful login (guests excluded)."""
-	_record_session_event(USER_LOGIN, "login", getattr(login_manager, "user", None))
+	"""Records a successful login (guests excluded); the session is still Guest's, so the user acts."""
+	user = getattr(login_manager, "user", None)
+	_record_session_event(USER_LOGIN, "login", user, actor=user)
 
 
 def on_logout(login_manager=None) -> None:
-	"""Records a logout."""
-	_record_session_event(USER_LOGOUT, "logout", getattr(login_manager, "user", None))
+	"""Records a logout: of the session's user, or of the user whose sessions an admin ends."""
+	_record_session_event(USER_LOGOUT, "logout", _user_logged_out(login_manager))
 
 
-def _record_session_event(event_type: str, action: str, user: str | None) -> None:
+def _user_logged_out(login_manager) -> str | None:
+	"""Returns whom ``LoginManager.logout`` logs out: its ``user`` argument, else None.
+
+	Frappe passes the hook only the login manager, whose user is the caller's; when an admin
+	disables or deletes a user, ``logout(user=…)`` ends that user's sessions, not the admin's.
+	"""
+	frame = sys._getframe(1)
+	while frame is not None:
+		if frame.f_code.co_name == "logout" and frame.f_locals.get("self") is login_manager:
+			return frame.f_locals.get("user") or None
+		frame = frame.f_back
+	return None
+
+
+def _record_session_event(event_type: str, action: str, user: str | None, actor: str | None = None) -> None:
 	user = user or frappe.session.user
 	if not user or user == "Guest" or not current_policy().enabled or not current_policy().user_events:
 		return
@@ -39,4 +56,4 @@ def _record_session_event(event_type: str, action: str, user: str | None) -> Non
 	for key, limit in PAYLOAD_LIMITS.items():
 		if isinstance(payload[key], str):
 			payload[key] = payload[key][:limit]
-	record([new_envelope(event_type, "User", user, action, payload, user=user)])
+	record([new_envelope(event_type, "User", user, action, payload, user=actor)])

@@ -98,6 +98,24 @@ class TestOverHttp(FrappeTestCase):
 		)
 		self.assertNotEqual(row.status, "Invalid", row.last_error)
 
+	def test_disabling_a_user_logs_that_user_out_not_the_admin(self):
+		browser = get_test_client()
+		login = request("post", "/api/method/login", browser, data={"usr": self.clerk, "pwd": PASSWORD})
+		self.assertEqual(login.status_code, 200, login.text)
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.set_value, "User", self.clerk, "enabled", 1)
+		admin = get_test_client()  # the admin's own Desk session
+		login = request("post", "/api/method/login", admin, data={"usr": self.manager, "pwd": PASSWORD})
+		self.assertEqual(login.status_code, 200, login.text)
+		self.start = last_seq()
+		response = request("put", f"/api/resource/User/{self.clerk}", admin, json={"enabled": 0})
+		self.assertEqual(response.status_code, 200, response.text)
+		logouts = [e for e in events_after(self.start) if e["type"] == "user.logout"]
+		self.assertEqual([e["data"]["entityId"] for e in logouts], [self.clerk])
+		self.assertEqual(logouts[0]["data"]["payload"]["user"], self.clerk)
+		# The admin did it: they are the acting user, still logged in.
+		self.assertEqual(logouts[0]["metadata"]["userId"], self.manager)
+
 	def test_a_login_carries_the_callers_correlation_id(self):
 		# Frappe logs the user in before the before_request hooks run.
 		login = request(
