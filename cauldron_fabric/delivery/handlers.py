@@ -23,6 +23,7 @@ from cauldron_fabric.core.delivery.transform import RenderedPayload
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.delivery.subscriptions import registered_handlers
 from cauldron_fabric.emit.context import caused_by
+from cauldron_fabric.emit.policy import clear_policy
 
 
 def handler_functions(site: str) -> dict[str, Callable[[Envelope, RenderedPayload], None]]:
@@ -40,6 +41,7 @@ class SiteHandler:
 
 	def __call__(self, envelope: Envelope, payload: RenderedPayload) -> None:
 		_connect(self.site, self.sites_path)
+		_start_afresh()
 		frappe.set_user(self.user)
 		function = frappe.get_attr(self.path)
 		try:
@@ -63,6 +65,17 @@ def _connect(site: str, sites_path: str) -> None:
 	frappe.connect()
 	with _opened_lock:
 		_opened.append(frappe.local.db)
+
+
+def _start_afresh() -> None:
+	"""Forgets what this thread cached for earlier events, as each new request or job does.
+
+	The sending threads outlive any request: without this, Fabric Settings saved since a
+	thread's first event (a deny list, emission turned off) never reach the events its
+	handlers' changes emit, until the worker restarts.
+	"""
+	frappe.local.cache = {}
+	clear_policy()
 
 
 def close_handler_connections() -> None:

@@ -26,6 +26,11 @@ from cauldron_fabric.tests.utils import (
 )
 
 
+def write_todo(envelope, payload) -> None:
+	"""An in-app handler that writes a ToDo named after the event."""
+	frappe.get_doc({"doctype": "ToDo", "description": f"handled {envelope.id}"}).insert()
+
+
 def set_single_raw(field: str, value) -> None:
 	"""Writes a Fabric Settings value as another process would: in SQL, caches left alone."""
 	frappe.db.sql("DELETE FROM `tabSingles` WHERE doctype = 'Fabric Settings' AND field = %s", (field,))
@@ -382,6 +387,32 @@ class TestWhatIsEmitted(EmissionCase):
 		watch._checked -= SETTINGS_RECHECK_SECONDS
 		watch()
 		self.assertEqual(current_policy().source, "frappe://elsewhere")
+
+	def test_a_running_delivery_workers_handlers_follow_a_deny_list_saved_since(self):
+		from concurrent.futures import ThreadPoolExecutor
+
+		from cauldron_fabric.delivery.handlers import SiteHandler, close_handler_connections
+		from cauldron_fabric.emit.recorder import new_envelope
+
+		# One sending thread of a running `fabric deliver`: the engine keeps its threads.
+		pool = ThreadPoolExecutor(1)
+		self.addCleanup(close_handler_connections)
+		self.addCleanup(pool.shutdown)
+		handler = SiteHandler(frappe.local.site, frappe.local.sites_path, f"{__name__}.write_todo", "Administrator")
+
+		def handle() -> str:
+			envelope = new_envelope("probe.handled", "Probe", "1", "created", {})
+			pool.submit(handler, envelope, None).result()
+			frappe.db.rollback()  # see what the handler committed
+			return frappe.db.get_value("ToDo", {"description": f"handled {envelope.id}"})
+
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "ToDo", {"description": ("like", "handled %")})
+		before = handle()
+		self.assertEqual(types_of(events_after(self.start, "ToDo", before)), ["todo.created"])
+		with fabric_settings(denied_doctypes=[{"document_type": "ToDo"}]):
+			after = handle()
+			self.assertEqual(events_after(self.start, "ToDo", after), [])
 
 	def test_disabled_fabric_records_nothing(self):
 		with fabric_settings(enabled=0):
