@@ -117,6 +117,22 @@ class TestConsumeCommand(FrappeTestCase):
 			left["name"].encode(), frappe.cache.hkeys(STATUS_KEY), "its entry is gone from Redis"
 		)
 
+	def test_a_pattern_that_is_no_regex_is_refused_with_a_clear_message(self):
+		for concurrency in ("1", "2"):
+			with self.subTest(concurrency=concurrency):
+				command = start_fabric_command(
+					"consume", "--pattern", "[", "--concurrency", concurrency, "--seconds", "30"
+				)
+				try:
+					_, stderr = command.communicate(timeout=60)
+				except subprocess.TimeoutExpired:
+					command.kill()
+					_, stderr = command.communicate()
+					self.fail(f"still running after 60 s: {stderr[-2000:]}")
+				self.assertNotEqual(command.returncode, 0, stderr)
+				self.assertIn("is not a regular expression", stderr)
+				self.assertNotIn("Traceback", stderr)
+
 	def test_the_consumer_apis_are_for_managers(self):
 		frappe.set_user(OUTSIDER)
 		try:

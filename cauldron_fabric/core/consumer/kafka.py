@@ -100,6 +100,15 @@ class KafkaSource(MessageSource):
 		self.bootstrap, self.group = bootstrap, group
 		self.topics = list(topics)
 		self.pattern = ("^" + pattern.lstrip("^")) if pattern else None
+		if self.pattern:
+			# librdkafka refuses a broken regex with a bare "invalid argument" at subscribe time.
+			try:
+				re.compile(self.pattern)
+			except re.error as exc:
+				raise ConfigurationError(
+					f"The topic pattern {pattern!r} is not a regular expression ({exc}).",
+					hint="Pass a regex such as --pattern '^cauldron\\..*', or --topics T1,T2.",
+				) from None
 		self.retry_topics = [retry_topic(group, n) for n in range(1, max(0, retry_tiers) + 1)]
 		self.dead_letter_topic = dead_letter_topic(group)
 		# Its producer sends replies (someone waits) and the rare retry or dead-letter copy: no linger.
