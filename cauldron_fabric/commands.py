@@ -16,7 +16,9 @@ def fabric() -> None:
 
 
 @fabric.command("relay")
-@click.option("--batch-size", type=int, help="Events per batch (default: Fabric Settings).")
+@click.option(
+	"--batch-size", type=click.IntRange(1, 10000), help="Events per batch, 1-10000 (default: Fabric Settings)."
+)
 @click.option("--seconds", type=float, help="Stop after this many seconds (default: run until SIGTERM).")
 @pass_context
 def relay(context, batch_size: int | None = None, seconds: float | None = None) -> None:

@@ -178,6 +178,19 @@ class TestPublishingToKafka(FrappeTestCase):
 		frappe.delete_doc("ToDo", todo.name)
 		frappe.db.commit()
 
+	def test_relay_command_refuses_a_batch_size_out_of_range_with_a_clear_message(self):
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "batch size"}).insert()
+		frappe.db.commit()  # something to claim: a negative LIMIT used to crash the relay on it
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.delete_doc, "ToDo", todo.name)
+		for size in ("-3", "0", "20000"):
+			with self.subTest(size=size):
+				relay = start_fabric_command("relay", "--batch-size", size, "--seconds", "5")
+				_, stderr = relay.communicate(timeout=60)
+				self.assertEqual(relay.returncode, 2, stderr)  # click's usage error
+				self.assertIn("--batch-size", stderr)
+				self.assertNotIn("Traceback", stderr)
+
 	def test_stopped_relays_leave_no_status_and_the_scheduler_keeps_one_entry_per_host(self):
 		# Every scheduler run is a new process: an entry per process grew the status hash by one
 		# a minute, for ever, and every status read parsed them all.
