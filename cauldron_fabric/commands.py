@@ -17,7 +17,9 @@ def fabric() -> None:
 
 @fabric.command("relay")
 @click.option(
-	"--batch-size", type=click.IntRange(1, 10000), help="Events per batch, 1-10000 (default: Fabric Settings)."
+	"--batch-size",
+	type=click.IntRange(1, 10000),
+	help="Events per batch, 1-10000 (default: Fabric Settings).",
 )
 @click.option("--seconds", type=float, help="Stop after this many seconds (default: run until SIGTERM).")
 @pass_context

@@ -7,7 +7,11 @@ from frappe.commands import get_site, pass_context
 
 
 @click.command("deliver")
-@click.option("--batch-size", type=int, help="Deliveries per batch (default: Fabric Settings).")
+@click.option(
+	"--batch-size",
+	type=click.IntRange(1, 5000),
+	help="Deliveries per batch, 1-5000 (default: Fabric Settings).",
+)
 @click.option("--seconds", type=float, help="Stop after this many seconds (default: run until SIGTERM).")
 @pass_context
 def deliver(context, batch_size: int | None = None, seconds: float | None = None) -> None:

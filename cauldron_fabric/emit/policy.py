@@ -54,6 +54,7 @@ SYSTEM_DOCTYPES = frozenset(
 	{
 		"Client Script",
 		"Custom DocPerm",
+		"Custom Role",
 		"Custom Field",
 		"DocPerm",
 		"DocShare",

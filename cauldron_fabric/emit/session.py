@@ -10,7 +10,6 @@ from cauldron_fabric.core.naming import USER_LOGIN, USER_LOGOUT
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
 
-
 # The schemas' limits. The client chooses its headers (Frappe takes X-Forwarded-For as the IP
 # unchecked) and a full name joins three 140-character fields: none of them may fail a login
 # or leave its event Invalid.

@@ -184,6 +184,14 @@ class TestDeliverCommand(DestinationCase):
 		self.assertIn("fabric delivery worker stopped", stderr)
 		self.assertEqual([r.status for r in deliveries(doc.name)], ["Delivered"])
 
+	def test_the_deliver_command_refuses_a_batch_size_out_of_range(self):
+		for size in ("-3", "0", "5001"):
+			with self.subTest(size=size):
+				worker = start_fabric_command("deliver", "--batch-size", size, "--seconds", "5")
+				_, stderr = worker.communicate(timeout=60)
+				self.assertEqual(worker.returncode, 2, stderr)  # click's usage error
+				self.assertIn("--batch-size", stderr)
+
 
 class TestRetentionOfDeliveryRecords(FrappeTestCase):
 	def aged_rows(self, doctype: str, statuses: tuple[str, ...]) -> list[str]:

@@ -398,7 +398,9 @@ class TestWhatIsEmitted(EmissionCase):
 		pool = ThreadPoolExecutor(1)
 		self.addCleanup(close_handler_connections)
 		self.addCleanup(pool.shutdown)
-		handler = SiteHandler(frappe.local.site, frappe.local.sites_path, f"{__name__}.write_todo", "Administrator")
+		handler = SiteHandler(
+			frappe.local.site, frappe.local.sites_path, f"{__name__}.write_todo", "Administrator"
+		)
 
 		def handle() -> str:
 			envelope = new_envelope("probe.handled", "Probe", "1", "created", {})
@@ -437,11 +439,19 @@ class TestWhatIsEmitted(EmissionCase):
 		settings = frappe.get_single("Print Settings")
 		settings.font_size = (settings.font_size or 0) + 1
 		settings.save()
+		# Who may open a report or page is a permission too.
+		report = "Permitted Documents For User"
+		frappe.db.delete("Custom Role", {"report": report})
+		role = frappe.get_doc({"doctype": "Custom Role", "report": report, "roles": [{"role": "Blogger"}]})
+		role.insert()
+		self.addCleanup(frappe.delete_doc, "Custom Role", role.name)
 		events = events_after(self.start)
 		changes = [e for e in events if e["type"] == "system.change"]
 		entities = {(e["data"]["entity"], e["data"]["action"]) for e in changes}
 		self.assertIn(("Custom Field", "created"), entities)
 		self.assertIn(("Print Settings", "updated"), entities)
+		self.assertIn(("Custom Role", "created"), entities)
+		self.assertNotIn("custom_role.created", types_of(events))
 		custom = next(e for e in changes if e["data"]["entity"] == "Custom Field")
 		self.assertEqual(custom["data"]["payload"]["name"], field.name)
 		self.assertEqual(custom["data"]["payload"]["doctype"], "Custom Field")
