@@ -22,6 +22,15 @@ after_request = ["cauldron_fabric.emit.context.write_correlation_header"]
 on_login = "cauldron_fabric.emit.session.on_login"
 on_logout = "cauldron_fabric.emit.session.on_logout"
 
+# The Role Permissions Manager changes Custom DocPerm rows without document hooks: these wrap
+# its methods to record those changes as system.change (see emit/permissions.py).
+override_whitelisted_methods = {
+	f"frappe.core.page.permission_manager.permission_manager.{name}": (
+		f"cauldron_fabric.emit.permissions.{name}"
+	)
+	for name in ("update", "remove", "reset")
+}
+
 # Document events
 # ---------------
 # on_change is the one hook every save path ends with; before_change fires only for db_set,

@@ -10,9 +10,10 @@ from frappe.utils import get_test_client
 
 from cauldron_fabric.api import events as events_api
 from cauldron_fabric.api import settings as settings_api
-from cauldron_fabric.tests.utils import events_after, last_seq
+from cauldron_fabric.tests.utils import ensure_custom_doctype, events_after, last_seq
 
 PASSWORD = "Fabric-Test-Pass-9!"
+PERMS_PROBE = "Fabric Perms Probe"
 
 
 def request(method: str, path: str, client=None, **kwargs):
@@ -93,7 +94,12 @@ class TestOverHttp(FrappeTestCase):
 		self.assertEqual(login.status_code, 200, login.text)
 		(row,) = frappe.get_all(
 			"Event Log",
-			filters={"name": (">", self.start), "entity": "User", "entity_id": self.clerk, "event_type": "user.login"},
+			filters={
+				"name": (">", self.start),
+				"entity": "User",
+				"entity_id": self.clerk,
+				"event_type": "user.login",
+			},
 			fields=["status", "last_error"],
 		)
 		self.assertNotEqual(row.status, "Invalid", row.last_error)
@@ -115,6 +121,46 @@ class TestOverHttp(FrappeTestCase):
 		self.assertEqual(logouts[0]["data"]["payload"]["user"], self.clerk)
 		# The admin did it: they are the acting user, still logged in.
 		self.assertEqual(logouts[0]["metadata"]["userId"], self.manager)
+
+	def test_the_role_permissions_manager_changes_are_system_change_events(self):
+		# Its Update, Remove and Reset write Custom DocPerm rows with plain queries, no hooks.
+		ensure_custom_doctype(PERMS_PROBE, [{"fieldname": "title", "fieldtype": "Data", "label": "Title"}])
+		admin = get_test_client()
+		login = request("post", "/api/method/login", admin, data={"usr": self.manager, "pwd": PASSWORD})
+		self.assertEqual(login.status_code, 200, login.text)
+		page = "/api/method/frappe.core.page.permission_manager.permission_manager"
+		common = {"doctype": PERMS_PROBE, "role": "System Manager", "permlevel": 0}
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "Custom DocPerm", {"parent": PERMS_PROBE})
+
+		def changed(method: str, **data) -> list[dict]:
+			start = last_seq()
+			response = request("post", f"{page}.{method}", admin, data=data)
+			self.assertEqual(response.status_code, 200, response.text)
+			if method == "update":
+				self.assertEqual(response.json.get("message"), "refresh", "the first change copies the rules")
+			return [
+				e
+				for e in events_after(start, "Custom DocPerm")
+				if e["type"] == "system.change" and e["data"]["action"] != "created"  # created: the copy
+			]
+
+		(updated,) = changed("update", **common, ptype="export", value=0)
+		self.assertEqual(updated["data"]["action"], "updated")
+		self.assertEqual(updated["data"]["payload"]["changes"]["export"], {"old": 1, "new": 0})
+		self.assertEqual(updated["data"]["payload"]["doc"]["parent"], PERMS_PROBE)
+		self.assertEqual(updated["metadata"]["userId"], self.manager)
+		request("post", f"{page}.add", admin, data={"parent": PERMS_PROBE, "role": "Blogger", "permlevel": 0})
+		(removed,) = changed("remove", **common)
+		self.assertEqual(
+			(removed["data"]["action"], removed["data"]["payload"]["doc"]["role"]),
+			("deleted", "System Manager"),
+		)
+		(reset,) = changed("reset", doctype=PERMS_PROBE)  # only the Blogger row was left
+		self.assertEqual(
+			(reset["data"]["action"], reset["data"]["payload"]["doc"]["role"]), ("deleted", "Blogger")
+		)
+		self.assertFalse(frappe.db.exists("Custom DocPerm", {"parent": PERMS_PROBE}))
 
 	def test_a_login_carries_the_callers_correlation_id(self):
 		# Frappe logs the user in before the before_request hooks run.

@@ -1,0 +1,75 @@
+"""``system.change`` for what the Role Permissions Manager changes without document hooks.
+
+The page's Update, Remove and Reset write Custom DocPerm rows with plain queries
+(``frappe.qb.update``, ``frappe.db.delete``), so no hook sees the most common way permissions
+change in Desk. Its whitelisted methods are overridden (``override_whitelisted_methods``) with
+these wrappers: each runs Frappe's own method and then records, in the same transaction, one
+event per Custom DocPerm row it changed or removed, the same events a document save or delete
+of that row would give. Update and Remove first copy the DocType's standard permissions into
+Custom DocPerm when it has none; the wrappers make that copy themselves before looking, so
+the copied rows are emitted as created by the usual hooks and the change that follows as an
+update of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import frappe
+from frappe.core.page.permission_manager import permission_manager
+from frappe.permissions import setup_custom_perms
+
+from cauldron_fabric.emit.documents import emit_document_event
+from cauldron_fabric.emit.policy import current_policy
+
+ROWS = "Custom DocPerm"
+
+
+@frappe.whitelist()
+def update(doctype, role, permlevel, ptype, value=None, if_owner=0):
+	"""Frappe's permission_manager.update, plus the events of the rows it changed."""
+	frappe.only_for("System Manager")
+	copied = setup_custom_perms(doctype)
+	out = _recorded(doctype, permission_manager.update, doctype, role, permlevel, ptype, value, if_owner)
+	return "refresh" if copied else out  # what the page expects after a first copy
+
+
+@frappe.whitelist()
+def remove(doctype, role, permlevel, if_owner=0):
+	"""Frappe's permission_manager.remove, plus the events of the rows it changed or removed."""
+	frappe.only_for("System Manager")
+	setup_custom_perms(doctype)
+	return _recorded(doctype, permission_manager.remove, doctype, role, permlevel, if_owner)
+
+
+@frappe.whitelist()
+def reset(doctype):
+	"""Frappe's permission_manager.reset, plus the events of the rows it removed."""
+	return _recorded(doctype, permission_manager.reset, doctype)
+
+
+def _recorded(doctype: str, method: Callable, *args: Any) -> Any:
+	frappe.only_for("System Manager")  # as the wrapped methods do, before anything is read
+	if not isinstance(doctype, str) or current_policy().kind_of(ROWS) is None:
+		return method(*args)
+	before = _rows(doctype)
+	result = method(*args)
+	after = {doc.name: doc for doc in _rows(doctype).values()}
+	for name, old in before.items():
+		new = after.get(name)
+		if new is None:
+			emit_document_event(old, "deleted")
+		elif _values(new) != _values(old):
+			emit_document_event(new, "updated", before=old)
+	return result
+
+
+def _rows(doctype: str) -> dict[str, Any]:
+	"""Returns the DocType's Custom DocPerm rows as documents, by name."""
+	names = frappe.get_all(ROWS, filters={"parent": doctype}, pluck="name", order_by="idx asc, name asc")
+	return {name: frappe.get_doc(ROWS, name) for name in names}
+
+
+def _values(doc) -> dict[str, Any]:
+	return {df.fieldname: doc.get(df.fieldname) for df in doc.meta.fields}
