@@ -2,20 +2,28 @@
 
 With ``--concurrency N`` the command forks N consumer processes in the same group (Kafka splits
 the partitions between them, RabbitMQ hands each a share of the queue) and restarts any that
-dies. SIGTERM (or SIGINT) reaches every consumer: each finishes the event in hand, commits and
-leaves the group, then the command exits 0.
+dies, after printing why, with a delay that doubles while restarts keep failing (up to a minute)
+and never past ``--seconds``. SIGTERM (or SIGINT) reaches every consumer: each finishes the
+event in hand, commits and leaves the group, then the command exits 0.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+import traceback
+from collections.abc import Callable
 
 import click
 from frappe.commands import get_site, pass_context
 
 RESTART_DELAY = 2.0
+MAX_RESTART_DELAY = 60.0
+STABLE_SECONDS = 60.0  # a consumer that ran this long before dying starts the delays afresh
+
+Child = Callable[[list[int]], int]
 
 
 def _split(value: str | None) -> list[str]:
@@ -42,7 +50,8 @@ def _consume_in_this_process(site: str, options: dict, stopping: list[int]) -> i
 		frappe.destroy()
 
 
-def _fork(site: str, options: dict) -> int:
+def _fork(child: Child) -> int:
+	"""Runs ``child(stopping)`` in a new process; returns its pid. The child exits with its code."""
 	pid = os.fork()
 	if pid:
 		return pid
@@ -51,27 +60,56 @@ def _fork(site: str, options: dict) -> int:
 		signal.signal(sig, lambda number, _frame: stopping.append(number))
 	code = 1
 	try:
-		code = _consume_in_this_process(site, options, stopping)
+		code = child(stopping)
+	except BaseException:
+		traceback.print_exc()  # why this consumer died, on the command's stderr
 	finally:
+		sys.stderr.flush()
 		os._exit(code)
 
 
-def _supervise(site: str, options: dict, concurrency: int, stopping: list[int]) -> int:
-	"""Keeps ``concurrency`` consumer processes running until told to stop; returns the exit code."""
-	children = {_fork(site, options) for _ in range(concurrency)}
+def _supervise(
+	child_for: Callable[[float | None], Child], concurrency: int, stopping: list[int], seconds: float | None
+) -> int:
+	"""Keeps ``concurrency`` children running until told to stop or out of time; returns the exit code.
+
+	``child_for(remaining)`` gives a child that runs for at most ``remaining`` seconds (None:
+	until stopped). A child that dies is started again after a delay that doubles with each
+	failure in a row, so a consumer that cannot start does not spin.
+	"""
+	deadline = None if seconds is None else time.monotonic() + seconds
+	children: dict[int, float] = {}  # pid -> when it started
+	restarts: list[float] = []  # when to start a replacement
+	failures_in_a_row = 0
 	failed = False
-	while children:
+
+	def remaining() -> float | None:
+		return None if deadline is None else deadline - time.monotonic()
+
+	def start() -> None:
+		children[_fork(child_for(remaining()))] = time.monotonic()
+
+	for _ in range(concurrency):
+		start()
+	while children or restarts:
+		left = remaining()
+		if stopping or (left is not None and left <= 0):
+			restarts.clear()
 		if stopping:
 			for pid in children:
 				try:
 					os.kill(pid, signal.SIGTERM)
 				except ProcessLookupError:
 					pass
-		pid, status = os.waitpid(-1, os.WNOHANG)
+		now = time.monotonic()
+		for due in [due for due in restarts if due <= now]:
+			restarts.remove(due)
+			start()
+		pid, status = os.waitpid(-1, os.WNOHANG) if children else (0, 0)
 		if not pid:
 			time.sleep(0.2)
 			continue
-		children.discard(pid)
+		ran = time.monotonic() - children.pop(pid)
 		code = os.waitstatus_to_exitcode(status)
 		if stopping or code == 0:
 			failed = failed or code != 0  # stopped, or its --seconds are over
@@ -80,9 +118,17 @@ def _supervise(site: str, options: dict, concurrency: int, stopping: list[int]) 
 			stopping.append(signal.SIGTERM)
 			failed = True
 		else:
-			click.echo(f"fabric consume: consumer {pid} exited ({code}); starting another", err=True)
-			time.sleep(RESTART_DELAY)
-			children.add(_fork(site, options))
+			failures_in_a_row = 1 if ran >= STABLE_SECONDS else failures_in_a_row + 1
+			delay = min(RESTART_DELAY * 2 ** (failures_in_a_row - 1), MAX_RESTART_DELAY)
+			left = remaining()
+			if left is not None and left <= delay:
+				click.echo(f"fabric consume: consumer {pid} exited ({code}); out of time", err=True)
+				failed = True
+				continue
+			click.echo(
+				f"fabric consume: consumer {pid} exited ({code}); starting another in {delay:g} s", err=True
+			)
+			restarts.append(time.monotonic() + delay)
 	return 1 if failed else 0
 
 
@@ -126,6 +172,11 @@ def consume(
 	if concurrency == 1:
 		code = _consume_in_this_process(site, options, stopping)
 	else:
-		code = _supervise(site, options, concurrency, stopping)
+
+		def child_for(remaining: float | None) -> Child:
+			child_options = {**options, "max_seconds": remaining}
+			return lambda child_stopping: _consume_in_this_process(site, child_options, child_stopping)
+
+		code = _supervise(child_for, concurrency, stopping, seconds)
 	if code:
 		raise SystemExit(code)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
@@ -172,3 +176,42 @@ class TestConsumeCommand(FrappeTestCase):
 
 			default_topics(load_consumer_settings(), HandlerTable.from_mapping({"**": lambda e, c: None}))
 		self.assertIn("--topics", str(refused.exception))
+
+
+def crashing_child(started: str) -> Callable:
+	"""Returns a child for the supervisor that notes its start in a file, then crashes."""
+
+	def child(stopping: list[int]) -> int:
+		with open(started, "a") as notes:
+			notes.write("started\n")
+		raise RuntimeError("the consumer could not start")
+
+	return child
+
+
+class TestConsumeSupervisor(FrappeTestCase):
+	def test_a_child_that_keeps_dying_is_explained_backed_off_and_not_restarted_past_seconds(self):
+		from cauldron_fabric.consume import cli
+
+		work = tempfile.mkdtemp()
+		self.addCleanup(shutil.rmtree, work)
+		started, errors = os.path.join(work, "started"), os.path.join(work, "stderr")
+		saved_stderr, delay = os.dup(2), cli.RESTART_DELAY
+		cli.RESTART_DELAY = 0.1
+		begun = time.monotonic()
+		try:
+			with open(errors, "w") as stderr:
+				os.dup2(stderr.fileno(), 2)  # the children's tracebacks land on file descriptor 2
+				code = cli._supervise(lambda remaining: crashing_child(started), 1, [], seconds=4)
+		finally:
+			os.dup2(saved_stderr, 2)
+			os.close(saved_stderr)
+			cli.RESTART_DELAY = delay
+		elapsed = time.monotonic() - begun
+		with open(started) as notes, open(errors) as stderr:
+			starts, text = len(notes.readlines()), stderr.read()
+		self.assertEqual(code, 1)
+		self.assertLess(elapsed, 8, "restarted past --seconds")
+		self.assertIn("RuntimeError: the consumer could not start", text, "why it died is printed")
+		# Delays of 0.1, 0.2, 0.4, 0.8, 1.6 s: about 6 starts in 4 s; at a fixed 0.1 s, dozens.
+		self.assertTrue(3 <= starts <= 8, f"{starts} starts in 4 s")
