@@ -17,6 +17,7 @@ from typing import Any
 import frappe
 from frappe.utils import cint, now_datetime
 
+from cauldron_fabric.consume.runner import safe_rollback
 from cauldron_fabric.core.delivery import (
 	DEAD,
 	DeliveryEngine,
@@ -28,6 +29,7 @@ from cauldron_fabric.core.delivery import (
 	WebhookSender,
 )
 from cauldron_fabric.core.errors import FabricError, RetryableError
+from cauldron_fabric.core.sqlsession import is_connection_error
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.core.wakeup import RedisWaker
 from cauldron_fabric.delivery.connections import webhook_address_policy
@@ -173,15 +175,24 @@ def run_delivery_worker(
 			elapsed = time.monotonic() - started
 			if max_seconds is not None and elapsed >= max_seconds:
 				break
-			if time.monotonic() >= next_check:
-				settings = load_delivery_settings(batch_size)
-				frappe.db.rollback()
-				if runtime is None or settings != runtime.settings:
-					if runtime is not None:
-						runtime.close()
-					runtime = DeliveryRuntime(settings)
-				next_check = time.monotonic() + SETTINGS_RECHECK_SECONDS
-			report = runtime.cycle()
+			try:
+				if time.monotonic() >= next_check:
+					settings = load_delivery_settings(batch_size)
+					frappe.db.rollback()
+					if runtime is None or settings != runtime.settings:
+						if runtime is not None:
+							runtime.close()
+						runtime = DeliveryRuntime(settings)
+					next_check = time.monotonic() + SETTINGS_RECHECK_SECONDS
+				report = runtime.cycle()
+			except Exception as exc:
+				# The site's own connection (settings, subscriptions, filing dead letters) went
+				# away: an outage delays the deliveries, it must not stop the worker.
+				if not is_connection_error(exc):
+					raise
+				log.warning("lost the site's database, retrying: %s", exc)
+				safe_rollback()  # reconnects, or leaves it for the next round while it is down
+				report = DeliveryReport(error=str(exc))
 			if report.claimed == 0 or report.error:
 				if stop_when_idle and not report.error:
 					break

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
+from unittest.mock import patch
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import dead_letters as dead_letters_api
+from cauldron_fabric.delivery import worker as worker_module
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
 from cauldron_fabric.delivery.jobs import purge_resolved_dead_letters, purge_settled_deliveries
+from cauldron_fabric.delivery.worker import run_delivery_worker
+from cauldron_fabric.services.relay import site_db_connector
 from cauldron_fabric.testing.http_receiver import Reply
 from cauldron_fabric.tests.test_delivery_destinations import DestinationCase
 from cauldron_fabric.tests.test_delivery_support import dead_letters, deliver, deliveries, save_todo
@@ -191,6 +196,35 @@ class TestDeliverCommand(DestinationCase):
 				_, stderr = worker.communicate(timeout=60)
 				self.assertEqual(worker.returncode, 2, stderr)  # click's usage error
 				self.assertIn("--batch-size", stderr)
+
+	def test_z_a_database_connection_lost_under_the_worker_delays_deliveries_without_stopping_it(self):
+		# Named to run last in its class: it kills this test process's own database connection.
+		path = f"/{self.tag}"
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		mine = frappe.db.sql("SELECT CONNECTION_ID()")[0][0]
+		connect, site, sites_path = site_db_connector(), frappe.local.site, frappe.local.sites_path
+
+		def kill_then_save():
+			time.sleep(2)
+			killer = connect()
+			with killer.cursor() as cursor:
+				cursor.execute(f"KILL {int(mine)}")  # as a failover or wait_timeout would
+			killer.close()
+			time.sleep(2)
+			frappe.init(site=site, sites_path=sites_path)  # another request, on this thread
+			frappe.connect()
+			try:
+				save_todo(self.tag)
+			finally:
+				frappe.destroy()
+
+		saver = threading.Thread(target=kill_then_save)
+		saver.start()
+		with patch.object(worker_module, "SETTINGS_RECHECK_SECONDS", 0.5):
+			run_delivery_worker(max_seconds=12)
+		saver.join()
+		self.assertEqual(len(self.receiver.wait_for(path, 1, timeout=5)), 1)
+		self.assertEqual([r.status for r in deliveries(doc.name)], ["Delivered"])
 
 
 class TestRetentionOfDeliveryRecords(FrappeTestCase):
