@@ -16,7 +16,7 @@ from cauldron_fabric.consume.dead_letters import record_dead_letter
 from cauldron_fabric.consume.handlers import load_handler_table
 from cauldron_fabric.consume.settings import ConsumerSettings, load_consumer_settings, redis_prefix, redis_url
 from cauldron_fabric.consume.status import ConsumerReporter
-from cauldron_fabric.consume.tracking import FrappeTrackingStore, reconnect
+from cauldron_fabric.consume.tracking import FrappeTrackingStore
 from cauldron_fabric.consume.validation import validate_consumed
 from cauldron_fabric.core.consumer import Consumer, ConsumerCounts, ConsumerOptions, HandlerTable, open_source
 from cauldron_fabric.core.consumer.crashes_redis import RedisCrashCounter
@@ -26,6 +26,7 @@ from cauldron_fabric.core.naming import topic_for
 from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.core.sqlsession import is_connection_error
 from cauldron_fabric.emit.policy import clear_policy, current_policy
+from cauldron_fabric.services.sitedb import safe_rollback
 
 SETTINGS_RECHECK_SECONDS = 10
 OUTAGE_BACKOFF = Backoff(base=1.0, factor=2.0, maximum=30.0)
@@ -178,19 +179,6 @@ def run_consumer_for(
 		if not watch.changed or should_stop():
 			return totals
 		frappe.logger("cauldron_fabric").info("Fabric Settings changed: rebuilding the consumer")
-
-
-def safe_rollback() -> None:
-	"""Rolls back; a connection that is gone is replaced (tried again at the next use when down)."""
-	try:
-		frappe.db.rollback()
-	except Exception as exc:
-		if not is_connection_error(exc):
-			raise
-		try:
-			reconnect()
-		except Exception as again:
-			frappe.logger("cauldron_fabric").warning("the site's database is unreachable: %s", again)
 
 
 def _wait(seconds: float, should_stop: Callable[[], bool], started: float, max_seconds: float | None) -> bool:

@@ -21,18 +21,10 @@ from cauldron_fabric.core.consumer.tracking_sql import (
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.sqlsession import is_connection_error
 from cauldron_fabric.emit.context import caused_by
+from cauldron_fabric.services.sitedb import reconnect
 
 DOCTYPE = "Processed Event"
 INSERT_MARK = insert_mark_sql()
-
-
-def reconnect() -> None:
-	"""Replaces the site's database connection; raises when the database cannot be reached."""
-	try:
-		frappe.db.close()
-	except Exception:
-		pass  # gone already
-	frappe.connect(set_admin_as_user=False)
 
 
 class FrappeTrackingStore(TrackingStore):

@@ -17,7 +17,6 @@ from typing import Any
 import frappe
 from frappe.utils import cint, now_datetime
 
-from cauldron_fabric.consume.runner import safe_rollback
 from cauldron_fabric.core.delivery import (
 	DEAD,
 	DeliveryEngine,
@@ -38,6 +37,7 @@ from cauldron_fabric.delivery.handlers import close_handler_connections, handler
 from cauldron_fabric.delivery.recording import delivery_channel
 from cauldron_fabric.delivery.subscriptions import current_version, load_subscriptions
 from cauldron_fabric.services.relay import kafka_connection, rabbitmq_connection, site_db_connector
+from cauldron_fabric.services.sitedb import safe_rollback
 
 SETTINGS_RECHECK_SECONDS = 10
 IDLE_WAIT_SECONDS = 1.0

@@ -24,12 +24,15 @@ from cauldron_fabric.core.outbox.sql import SqlOutboxStore
 from cauldron_fabric.core.ports import ConnectionReport
 from cauldron_fabric.core.relay import Relay, RelayOptions, RelayReport
 from cauldron_fabric.core.retry import Backoff
+from cauldron_fabric.core.sqlsession import is_connection_error
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.core.wakeup import RedisWaker
+from cauldron_fabric.services.sitedb import safe_rollback
 from cauldron_fabric.services.wakeups import wake
 
 STATUS_KEY = "cauldron_fabric:relays"
 SETTINGS_RECHECK_SECONDS = 10
+OUTAGE_WAIT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -244,8 +247,18 @@ def run_relay_for(
 	relay, current = None, None
 	try:
 		while not stop() and (max_seconds is None or time.monotonic() - started < max_seconds):
-			settings = load_relay_settings()
-			frappe.db.rollback()  # end the read so the next check sees new settings
+			try:
+				settings = load_relay_settings()
+				frappe.db.rollback()  # end the read so the next check sees new settings
+			except Exception as exc:
+				# The site's connection went away (failover, restart, wait_timeout): the relay's
+				# own sessions may be fine, and an outage delays events, it never stops the relay.
+				if not is_connection_error(exc):
+					raise
+				frappe.logger("cauldron_fabric").warning("lost the site's database, retrying: %s", exc)
+				safe_rollback()
+				waker.wait(OUTAGE_WAIT_SECONDS)
+				continue
 			if settings and batch_size:
 				settings = RelaySettings(**{**asdict(settings), "batch_size": batch_size})
 			if settings != current:

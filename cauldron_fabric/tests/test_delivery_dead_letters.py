@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from unittest.mock import patch
 
@@ -16,12 +15,11 @@ from cauldron_fabric.delivery import worker as worker_module
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
 from cauldron_fabric.delivery.jobs import purge_resolved_dead_letters, purge_settled_deliveries
 from cauldron_fabric.delivery.worker import run_delivery_worker
-from cauldron_fabric.services.relay import site_db_connector
 from cauldron_fabric.testing.http_receiver import Reply
 from cauldron_fabric.tests.test_delivery_destinations import DestinationCase
 from cauldron_fabric.tests.test_delivery_support import dead_letters, deliver, deliveries, save_todo
 from cauldron_fabric.tests.test_http import make_user
-from cauldron_fabric.tests.utils import fabric_settings, start_fabric_command
+from cauldron_fabric.tests.utils import fabric_settings, lose_connection_then_save_todo, start_fabric_command
 
 
 class TestDeadLetters(DestinationCase):
@@ -201,25 +199,7 @@ class TestDeliverCommand(DestinationCase):
 		# Named to run last in its class: it kills this test process's own database connection.
 		path = f"/{self.tag}"
 		doc = self.subscription(webhook_url=self.receiver.url(path))
-		mine = frappe.db.sql("SELECT CONNECTION_ID()")[0][0]
-		connect, site, sites_path = site_db_connector(), frappe.local.site, frappe.local.sites_path
-
-		def kill_then_save():
-			time.sleep(2)
-			killer = connect()
-			with killer.cursor() as cursor:
-				cursor.execute(f"KILL {int(mine)}")  # as a failover or wait_timeout would
-			killer.close()
-			time.sleep(2)
-			frappe.init(site=site, sites_path=sites_path)  # another request, on this thread
-			frappe.connect()
-			try:
-				save_todo(self.tag)
-			finally:
-				frappe.destroy()
-
-		saver = threading.Thread(target=kill_then_save)
-		saver.start()
+		saver = lose_connection_then_save_todo(self.tag)
 		with patch.object(worker_module, "SETTINGS_RECHECK_SECONDS", 0.5):
 			run_delivery_worker(max_seconds=12)
 		saver.join()

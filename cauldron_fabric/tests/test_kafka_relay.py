@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import time
+from unittest.mock import patch
 
 import frappe
 from cloudevents.core.bindings import kafka as ce_kafka
@@ -17,6 +18,7 @@ from cauldron_fabric.api import events as events_api
 from cauldron_fabric.api import settings as settings_api
 from cauldron_fabric.core.outbox.sql import EVENT_COLUMNS
 from cauldron_fabric.emit.scheduled import relay_pending_events
+from cauldron_fabric.services import relay as relay_module
 from cauldron_fabric.services.relay import (
 	STATUS_KEY,
 	relay_channel,
@@ -31,6 +33,7 @@ from cauldron_fabric.tests.utils import (
 	ensure_test_doctypes,
 	fabric_settings,
 	last_seq,
+	lose_connection_then_save_todo,
 	new_order,
 	start_broker,
 	start_fabric_command,
@@ -225,6 +228,16 @@ class TestPublishingToKafka(FrappeTestCase):
 		self.assertEqual(event_status(todo.name)[0][1], "Published")
 		frappe.delete_doc("ToDo", todo.name)
 		frappe.db.commit()
+
+	def test_z_a_lost_site_database_connection_delays_the_relay_without_stopping_it(self):
+		# Named to run last: it kills this test process's own database connection.
+		description = f"after a lost connection {frappe.generate_hash(length=6)}"
+		saver = lose_connection_then_save_todo(description)
+		with patch.object(relay_module, "SETTINGS_RECHECK_SECONDS", 0.5):
+			run_relay_for(max_seconds=10)
+		saver.join()
+		(todo,) = frappe.get_all("ToDo", filters={"description": description}, pluck="name")
+		self.assertEqual([row[1] for row in event_status(todo)], ["Published"])
 
 	def test_api_lists_events_with_delivery_status_and_requeues_failed_ones(self):
 		todo = frappe.get_doc({"doctype": "ToDo", "description": "api"}).insert()

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from typing import Any
 
@@ -179,3 +181,31 @@ def start_broker(test_class, prefix: str = "fabricconsume", **settings: Any) -> 
 	)
 	context.__enter__()
 	test_class.addClassCleanup(context.__exit__, None, None, None)
+
+
+def lose_connection_then_save_todo(description: str) -> threading.Thread:
+	"""Starts a thread that kills this thread's database connection after 2 s (as a failover or
+	wait_timeout would), then after 2 s more commits a ToDo from a connection of its own."""
+	from cauldron_fabric.services.relay import site_db_connector
+
+	mine = frappe.db.sql("SELECT CONNECTION_ID()")[0][0]
+	connect, site, sites_path = site_db_connector(), frappe.local.site, frappe.local.sites_path
+
+	def run() -> None:
+		time.sleep(2)
+		killer = connect()
+		with killer.cursor() as cursor:
+			cursor.execute(f"KILL {int(mine)}")
+		killer.close()
+		time.sleep(2)
+		frappe.init(site=site, sites_path=sites_path)  # another request, on this thread
+		frappe.connect()
+		try:
+			frappe.get_doc({"doctype": "ToDo", "description": description}).insert()
+			frappe.db.commit()
+		finally:
+			frappe.destroy()
+
+	thread = threading.Thread(target=run)
+	thread.start()
+	return thread

@@ -1,0 +1,34 @@
+"""The site's own database connection (``frappe.db``) in long-running processes.
+
+A relay, consumer or delivery worker outlives any request, so its ``frappe.db`` can be cut
+under it (a failover, a MariaDB restart, wait_timeout). These replace it instead of letting
+the process die: an outage delays work, it never stops it.
+"""
+
+from __future__ import annotations
+
+import frappe
+
+from cauldron_fabric.core.sqlsession import is_connection_error
+
+
+def reconnect() -> None:
+	"""Replaces the site's database connection; raises when the database cannot be reached."""
+	try:
+		frappe.db.close()
+	except Exception:
+		pass  # gone already
+	frappe.connect(set_admin_as_user=False)
+
+
+def safe_rollback() -> None:
+	"""Rolls back; a connection that is gone is replaced (tried again at the next use when down)."""
+	try:
+		frappe.db.rollback()
+	except Exception as exc:
+		if not is_connection_error(exc):
+			raise
+		try:
+			reconnect()
+		except Exception as again:
+			frappe.logger("cauldron_fabric").warning("the site's database is unreachable: %s", again)
