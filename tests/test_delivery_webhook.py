@@ -138,6 +138,16 @@ def test_a_receiver_slower_than_the_timeout_is_a_retryable_timeout(receiver, sen
 	assert time.monotonic() - started < 0.9
 
 
+def test_a_2xx_whose_body_is_slow_is_delivered_not_retried_into_a_duplicate(receiver, sender):
+	# The status says the receiver took the event; retrying because the body dawdled would
+	# deliver it twice.
+	receiver.reply("/hook", Reply(202, body_delay=1.0), Reply(503, body_delay=1.0))
+	outcome = sender.send(WebhookTarget(receiver.url(), timeout=0.3), "evt-slow-body", BODY)
+	assert (outcome.ok, outcome.status_code) == (True, 202)
+	outcome = sender.send(WebhookTarget(receiver.url(), timeout=0.3), "evt-slow-503", BODY)
+	assert (outcome.ok, outcome.retryable, outcome.status_code) == (False, True, 503)
+
+
 def test_connection_refused_is_retryable(sender):
 	outcome = sender.send(WebhookTarget(f"http://127.0.0.1:{free_port()}/hook"), "evt-8", BODY)
 	assert (outcome.ok, outcome.retryable) == (False, True) and "Could not reach" in outcome.error

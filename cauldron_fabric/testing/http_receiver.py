@@ -23,6 +23,7 @@ class Reply:
 	body: bytes = b'{"ok":true}'
 	headers: tuple = ()
 	delay: float = 0.0
+	body_delay: float = 0.0  # between the status line and headers, and the body
 
 
 @dataclass
@@ -71,6 +72,9 @@ class Receiver:
 						self.send_header(name, value)
 					self.send_header("Content-Length", str(len(reply.body)))
 					self.end_headers()
+					if reply.body_delay:
+						self.wfile.flush()
+						time.sleep(reply.body_delay)
 					self.wfile.write(reply.body)
 				except OSError:
 					pass  # the sender gave up (timeout) and closed the connection

@@ -218,7 +218,6 @@ class WebhookSender:
 				stream=True,
 				verify=self.verify,
 			)
-			content = _read_capped(response)
 		except (requests.Timeout, urllib3.exceptions.TimeoutError):
 			return Outcome(
 				False,
@@ -234,6 +233,12 @@ class WebhookSender:
 				f"Could not reach {redact_url(target.url)}: {reason}.",
 				latency_ms=_elapsed(started),
 			)
+		try:
+			content = _read_capped(response)
+		except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+			# The status line is the answer: a 2xx took the event, and retrying it because the
+			# body was slow or cut short would deliver it twice. The body is only for the record.
+			content = b""
 		return self._classify(target, response, content, _elapsed(started))
 
 	def _classify(self, target: WebhookTarget, response, content: bytes, latency: float) -> Outcome:
