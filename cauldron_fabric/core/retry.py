@@ -12,7 +12,8 @@ class Backoff:
 	"""Delay before attempt ``n``: ``base * factor ** (n - 1)``, capped, with jitter.
 
 	``jitter`` is the fraction of the delay that is randomised, so that many relays or
-	workers retrying the same outage do not hit the recovering broker in step.
+	workers retrying the same outage do not hit the recovering broker in step; at the
+	ceiling the randomised part falls below it, never above.
 	"""
 
 	base: float = 0.5
@@ -24,7 +25,14 @@ class Backoff:
 		"""Returns the seconds to wait before retry number ``attempt`` (1 for the first retry)."""
 		raw = self._undisturbed(max(0, attempt - 1))
 		spread = raw * self.jitter
-		return max(0.0, raw - spread + (rng or random).random() * 2 * spread) if spread else raw
+		if not spread:
+			return raw
+		delay = raw - spread + (rng or random).random() * 2 * spread
+		if delay > self.maximum:
+			# Never past the ceiling, which admins set as the longest wait ("Max delay"): what
+			# would overshoot is mirrored below it, so delays stay spread rather than pile up on it.
+			delay = 2 * self.maximum - delay
+		return max(0.0, delay)
 
 	def _undisturbed(self, exponent: int) -> float:
 		# Attempts grow without bound through a long outage: past the ceiling the power is
