@@ -48,12 +48,19 @@ def list_handlers() -> dict[str, list[str]]:
 
 @frappe.whitelist(methods=["POST"])
 def send_test_event(subscription: str) -> dict[str, str]:
-	"""Records a ``subscription.test`` event and queues it for this subscription only."""
+	"""Queues a ``subscription.test`` event for this subscription only (not in the Event Log:
+	it is no event of the site, and no other subscription or broker gets it)."""
 	require_role()
 	from cauldron_fabric.delivery.recording import insert_deliveries
 	from cauldron_fabric.emit.recorder import new_envelope
 
 	doc = _existing(subscription)
+	if not doc.enabled:
+		# Queued anyway, it would only turn into a dead letter at once.
+		frappe.throw(
+			_("Subscription {0} is disabled: enable it, then send the test event.").format(doc.name),
+			frappe.ValidationError,
+		)
 	envelope = new_envelope(
 		"subscription.test", "Event Subscription", doc.name, "test", {"subscription": doc.name, "test": True}
 	)

@@ -121,6 +121,21 @@ class TestSubscriptionPermissions(DeliveryTestCase):
 
 
 class TestRouting(DeliveryTestCase):
+	def test_a_test_event_is_queued_for_its_subscription_alone_and_refused_while_disabled(self):
+		doc = self.subscription(webhook_url="https://a.example.com/hook")
+		other = self.subscription(webhook_url="https://b.example.com/hook")
+		event_id = subscriptions_api.send_test_event(doc.name)["eventId"]
+		frappe.db.commit()
+		self.assertEqual(
+			[(d.event_type, json.loads(d.envelope)["id"]) for d in deliveries(doc.name)],
+			[("subscription.test", event_id)],
+		)
+		self.assertEqual(deliveries(other.name), [])
+		doc.enabled = 0
+		doc.save()
+		with self.assertRaisesRegex(frappe.ValidationError, "is disabled: enable it"):
+			subscriptions_api.send_test_event(doc.name)
+
 	def test_a_save_queues_one_delivery_per_matching_subscription_in_its_transaction(self):
 		first = self.subscription(webhook_url="https://a.example.com/hook")
 		second = self.subscription(webhook_url="https://b.example.com/hook", event_types="todo.updated")
