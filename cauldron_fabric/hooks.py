@@ -73,7 +73,9 @@ scheduler_events = {
 		"*/5 * * * *": ["cauldron_fabric.emit.scheduled.emit_heartbeat"],
 		"*/2 * * * *": ["cauldron_fabric.approvals.expiry.expire_overdue_requests"],
 	},
-	"daily": [
+	# On the long queue: a first purge after retention is switched on can take a while (it
+	# deletes in committed chunks, so one cut short by its timeout goes on the next day).
+	"daily_long": [
 		"cauldron_fabric.emit.scheduled.purge_expired_events",
 		"cauldron_fabric.delivery.jobs.purge_settled_deliveries",
 		"cauldron_fabric.delivery.jobs.purge_resolved_dead_letters",
