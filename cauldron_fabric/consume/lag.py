@@ -12,8 +12,10 @@ import pika.exceptions
 from cauldron_fabric.consume.handlers import load_handler_table
 from cauldron_fabric.consume.runner import default_topics
 from cauldron_fabric.consume.settings import load_consumer_settings
-from cauldron_fabric.core.consumer.factory import kafka_bootstrap
+from cauldron_fabric.core.consumer.factory import kafka_bootstrap, retry_delays
 from cauldron_fabric.core.consumer.kafka import group_lag, retry_topic
+from cauldron_fabric.core.consumer.rabbitmq import retry_queue
+from cauldron_fabric.core.consumer.runtime import ConsumerOptions
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
 from cauldron_fabric.core.transports.rabbitmq import connection_parameters
 
@@ -25,7 +27,11 @@ def broker_lag(
 	settings = load_consumer_settings(broker)
 	group = group or settings.group
 	if settings.broker == "rabbitmq":
-		return [queue_depth(settings.broker_url, settings.broker_options, group)]
+		# Retries wait in delay queues before coming back: they are lag too, as Kafka's retry
+		# topics are.
+		delays = retry_delays(ConsumerOptions(group=group, max_attempts=settings.max_attempts))
+		waiting = [retry_queue(group, delay) for delay in sorted(set(delays))]
+		return queue_depths(settings.broker_url, settings.broker_options, group, waiting)
 	chosen = list(topics) or default_topics(settings, load_handler_table(settings.handler_user))
 	chosen += [retry_topic(group, n) for n in range(1, max(2, settings.max_attempts))]
 	lags = group_lag(kafka_bootstrap(settings.broker_url), group, chosen, settings.broker_options)
@@ -40,17 +46,32 @@ def broker_lag(
 	return [asdict(lag) for lag in lags]
 
 
-def queue_depth(url: str, options: dict, queue: str) -> dict[str, Any]:
-	"""Returns the ready messages of a group's queue as one partition."""
+def queue_depths(
+	url: str, options: dict, queue: str, delay_queues: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+	"""Returns the ready messages of a group's queue and of its delay queues, each as one partition.
+
+	A delay queue not declared yet (no retry so far) holds nothing and is left out.
+	"""
 	try:
 		connection = pika.BlockingConnection(connection_parameters(url, options))
 	except (pika.exceptions.AMQPError, OSError) as exc:
 		raise TransportUnavailable(f"RabbitMQ did not answer: {exc!r}.") from exc
+	depths = []
 	try:
-		count = connection.channel().queue_declare(queue, passive=True).method.message_count
-	except pika.exceptions.ChannelClosedByBroker as exc:
-		raise TransportUnavailable(f"Consumer group {queue!r} has no queue yet: {exc.reply_text}.") from exc
+		for name in (queue, *delay_queues):
+			try:
+				count = connection.channel().queue_declare(name, passive=True).method.message_count
+			except pika.exceptions.ChannelClosedByBroker as exc:
+				if name != queue:
+					continue
+				raise TransportUnavailable(
+					f"Consumer group {queue!r} has no queue yet: {exc.reply_text}."
+				) from exc
+			depths.append(
+				{"topic": name, "partition": 0, "position": None, "high_watermark": None, "lag": count}
+			)
 	finally:
 		if connection.is_open:
 			connection.close()
-	return {"topic": queue, "partition": 0, "position": None, "high_watermark": None, "lag": count}
+	return depths

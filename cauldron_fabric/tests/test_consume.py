@@ -218,6 +218,22 @@ class TestConsumingFromRabbitMQ(FrappeTestCase):
 		)
 		self.assertTrue(frappe.db.exists("Processed Event", {"consumer_group": group, "event_id": event.id}))
 
+	def test_the_lag_counts_the_queue_and_the_retries_waiting_in_delay_queues(self):
+		from cauldron_fabric.api import consumers as consumers_api
+
+		group = group_name("rabbit-lag")
+		self.addCleanup(delete_rabbitmq_topology, self.exchange, group)
+		consume(group, broker="rabbitmq")  # declares the group's queue and its delay queue
+		rabbit = RabbitMQ(RABBITMQ_URL)
+		for _ in range(2):
+			rabbit.publish(self.exchange, "agent.approval.requested", approval_requested().to_json().encode())
+		rabbit.publish("", f"{group}.retry.1000ms", approval_requested().to_json().encode())  # a retry
+		rabbit.close()
+		lag = consumers_api.get_lag(group, broker="rabbitmq")
+		# The retry comes back to the group's queue after its 1 s delay: 3 either way.
+		self.assertEqual(lag["lag"], 3, lag)
+		self.assertIn(f"{group}.retry.1000ms", {p["topic"] for p in lag["partitions"]})
+
 
 def delete_rabbitmq_topology(exchange: str, group: str) -> None:
 	rabbit = RabbitMQ(RABBITMQ_URL)
