@@ -19,10 +19,25 @@ from cauldron_fabric.testing.http_receiver import Reply
 from cauldron_fabric.tests.test_delivery_destinations import DestinationCase
 from cauldron_fabric.tests.test_delivery_support import dead_letters, deliver, deliveries, save_todo
 from cauldron_fabric.tests.test_http import make_user
-from cauldron_fabric.tests.utils import fabric_settings, lose_connection_then_save_todo, start_fabric_command
+from cauldron_fabric.tests.utils import (
+	assert_usage_error,
+	fabric_settings,
+	lose_connection_then_save_todo,
+	start_fabric_command,
+)
 
 
 class TestDeadLetters(DestinationCase):
+	def refused(self, status: int):
+		"""Delivers one event to a receiver answering ``status`` for good; returns (subscription, letter)."""
+		path = f"/{self.tag}"
+		self.receiver.reply(path, Reply(status))
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		save_todo(self.tag)
+		deliver(doc.name)
+		(letter,) = dead_letters(doc.name)
+		return doc, letter
+
 	def test_a_5xx_is_retried_with_the_same_webhook_id_and_then_delivered(self):
 		path = f"/{self.tag}"
 		self.receiver.reply(path, Reply(503, b"busy"))
@@ -61,12 +76,7 @@ class TestDeadLetters(DestinationCase):
 		self.assertEqual(len(self.receiver.on(path)), 2)
 
 	def test_discarding_a_letter_already_retried_leaves_its_redelivery_alone(self):
-		path = f"/{self.tag}"
-		self.receiver.reply(path, Reply(410))
-		doc = self.subscription(webhook_url=self.receiver.url(path))
-		save_todo(self.tag)
-		deliver(doc.name)
-		(letter,) = dead_letters(doc.name)
+		doc, letter = self.refused(410)
 		letter.retry()
 		frappe.db.commit()
 		letter.reload()
@@ -126,12 +136,7 @@ class TestDeadLetters(DestinationCase):
 		self.assertEqual(again["done"], 0, "retried letters were retried again")
 
 	def test_retry_explains_a_disabled_subscription(self):
-		path = f"/{self.tag}"
-		self.receiver.reply(path, Reply(404))
-		doc = self.subscription(webhook_url=self.receiver.url(path))
-		save_todo(self.tag)
-		deliver(doc.name)
-		(letter,) = dead_letters(doc.name)
+		doc, letter = self.refused(404)
 		frappe.db.set_value("Event Subscription", doc.name, "enabled", 0)
 		with self.assertRaisesRegex(frappe.ValidationError, "is disabled. Enable it, then retry"):
 			letter.retry()
@@ -140,12 +145,7 @@ class TestDeadLetters(DestinationCase):
 		self.assertIn("is disabled", result["failed"][0]["error"])
 
 	def test_only_fabric_managers_retry_or_discard(self):
-		path = f"/{self.tag}"
-		self.receiver.reply(path, Reply(422))
-		doc = self.subscription(webhook_url=self.receiver.url(path))
-		save_todo(self.tag)
-		deliver(doc.name)
-		(letter,) = dead_letters(doc.name)
+		_, letter = self.refused(422)
 		frappe.set_user(make_user("fabric-clerk@example.com", ["Blogger"]))
 		self.assertRaises(frappe.PermissionError, letter.retry)
 		self.assertRaises(frappe.PermissionError, letter.discard)
@@ -190,9 +190,7 @@ class TestDeliverCommand(DestinationCase):
 	def test_the_deliver_command_refuses_a_batch_size_out_of_range(self):
 		for size in ("-3", "0", "5001"):
 			with self.subTest(size=size):
-				worker = start_fabric_command("deliver", "--batch-size", size, "--seconds", "5")
-				_, stderr = worker.communicate(timeout=60)
-				self.assertEqual(worker.returncode, 2, stderr)  # click's usage error
+				stderr = assert_usage_error(self, "deliver", "--batch-size", size, "--seconds", "5")
 				self.assertIn("--batch-size", stderr)
 
 	def test_z_a_database_connection_lost_under_the_worker_delays_deliveries_without_stopping_it(self):

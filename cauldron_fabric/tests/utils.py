@@ -165,6 +165,15 @@ def start_fabric_command(*args: str, **popen: Any) -> subprocess.Popen:
 	)
 
 
+def assert_usage_error(test: FrappeTestCase, *args: str) -> str:
+	"""Runs ``bench --site SITE fabric *args``; checks click refused it (exit 2), without a traceback."""
+	process = start_fabric_command(*args)
+	_, stderr = process.communicate(timeout=60)
+	test.assertEqual(process.returncode, 2, stderr)
+	test.assertNotIn("Traceback", stderr)
+	return stderr
+
+
 def start_broker(test_class, prefix: str = "fabricconsume", **settings: Any) -> None:
 	"""Starts a broker for a test class and points Fabric Settings at it until the class ends.
 
