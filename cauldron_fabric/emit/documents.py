@@ -173,7 +173,9 @@ def record_deferred_db_sets() -> None:
 			payload = emit_document_event(stored, "created")
 		else:
 			before = doc.flags.get("fabric_snapshot") or doc.get_doc_before_save()
-			payload = emit_document_event(stored, "updated", via="db_set", before=before)
+			# Unchanged at commit: a rollback to a savepoint undid the db_set (Frappe tells no
+			# hook about those), so there is nothing to report.
+			payload = emit_document_event(stored, "updated", via="db_set", before=before, unchanged=False)
 		if payload is not None and _being_saved(doc):
 			# Maybe a commit inside the save's own hooks: if the save goes on to emit, its event
 			# compares with what this one said instead of repeating it.
@@ -271,11 +273,14 @@ def emit_document_event(
 	via: str | None = None,
 	extra: dict[str, Any] | None = None,
 	before: Any = None,
+	unchanged: bool | None = None,
 ) -> dict[str, Any] | None:
 	"""Records the event for one action on ``doc`` (plus ``business.transaction`` when due).
 
 	``before`` is what an update compares with when the version Frappe loaded before saving
-	is not the right one. Returns the payload recorded, None when nothing was.
+	is not the right one. An update that changed nothing is recorded when ``unchanged`` says
+	so (by default: a db_set always, a save as Fabric Settings say). Returns the payload
+	recorded, None when nothing was.
 	"""
 	policy = current_policy()
 	payload: dict[str, Any] = {"doc": document_payload(doc)}
@@ -283,7 +288,9 @@ def emit_document_event(
 		if before is None and via:
 			before = doc.flags.get("fabric_snapshot")
 		changes = document_changes(before or doc.get_doc_before_save(), payload["doc"])
-		if changes == {} and not policy.unchanged_saves and via is None:
+		if unchanged is None:
+			unchanged = policy.unchanged_saves or via is not None
+		if changes == {} and not unchanged:
 			return None
 		payload["changes"] = changes
 	if via:

@@ -160,6 +160,18 @@ class TestDbSetInsideSaves(EmissionCase):
 		self.assertEqual(types_of(events), [UPDATED])
 		self.assertEqual(note_of(events[0]), "Failed again")
 
+	def test_a_db_set_rolled_back_to_a_savepoint_is_no_event(self):
+		order = new_order("savepoint")
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.savepoint("fabric_test")
+		self.assertRaises(frappe.ValidationError, self.failed_save, order)
+		order.db_set("note", "Failed")
+		frappe.db.rollback(save_point="fabric_test")
+		frappe.db.commit()
+		self.assertIsNone(frappe.db.get_value(ORDER, order.name, "note"))
+		self.assertEqual(events_after(start, ORDER), [], "an update that was undone")
+
 	def test_db_set_outside_a_save_is_its_own_update(self):
 		order = new_order("plain")
 		order.db_set("note", "set directly")
