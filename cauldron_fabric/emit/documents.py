@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import frappe
+from frappe.utils import get_datetime
 
 from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
@@ -89,6 +90,8 @@ def on_change(doc, method=None) -> None:
 	# this event carries only what changed since.
 	recorded = doc.flags.pop("fabric_recorded_mid_save", None)
 	if doc.flags.in_insert:
+		if not _row_written_by_insert(doc):
+			return
 		actions = ["updated" if recorded else "created"]
 		if doc.docstatus == 1:
 			actions.append("submitted")
@@ -96,6 +99,21 @@ def on_change(doc, method=None) -> None:
 		actions = [SAVE_ACTIONS.get(getattr(doc, "_action", None) or "save", "updated")]
 	for action in actions:
 		emit_document_event(doc, action, before=recorded)
+
+
+def _row_written_by_insert(doc) -> bool:
+	"""Tells whether the row under ``doc``'s name is the one its insert wrote.
+
+	``insert(ignore_if_duplicate=True)`` (Desk's New Folder, the setup wizard's fixtures, basic
+	docs at install) swallows the primary key violation on MariaDB and runs every hook all the
+	same: the row is the one that was there before, and nothing was created. Frappe stamps a new
+	document's ``creation`` itself, so the stored row tells the two apart. Hash-named DocTypes
+	retry a collision under a new name instead, so their insert always wrote its row.
+	"""
+	if doc.meta.issingle or doc.meta.autoname == "hash":
+		return True
+	stored = frappe.db.get_value(doc.doctype, doc.name, "creation")
+	return stored is None or get_datetime(stored) == get_datetime(doc.creation)
 
 
 def _is_row(doc) -> bool:
