@@ -59,6 +59,7 @@ def mark_db_set(doc, method=None) -> None:
 			# The object may be older than the row (loaded before another save, or reloaded
 			# since its last event): the row as stored before this write is the "old" side.
 			doc.flags.fabric_db_set_before = _stored(doc.doctype, doc.name)
+			record_rows_changed_before(doc.doctype, doc.name, doc.flags.fabric_db_set_before)
 
 
 def on_change(doc, method=None) -> None:
@@ -97,6 +98,9 @@ def on_change(doc, method=None) -> None:
 			actions.append("submitted")
 	else:
 		actions = [SAVE_ACTIONS.get(getattr(doc, "_action", None) or "save", "updated")]
+		# Rows changed alone before this save: their update comes first, up to the version the
+		# save started from (which this save's event compares with).
+		record_rows_changed_before(doc.doctype, doc.name, doc.get_doc_before_save())
 	for action in actions:
 		emit_document_event(doc, action, before=recorded)
 
@@ -262,19 +266,39 @@ def record_row_changes() -> None:
 	"""Records one update per parent whose rows changed alone in this transaction (before_commit)."""
 	for parent_key, change in _released("fabric_row_changes").items():
 		parent = _stored(*parent_key)
-		if parent is None:
-			continue  # deleted since
-		doc = document_payload(parent)
-		before = change["before"]
-		diff = None
-		if all(rows is not None for rows in before.values()):
-			diff = document_changes(before, {field: doc.get(field) or [] for field in before})
-			if diff == {} and not current_policy().unchanged_saves:
-				continue
-		payload: dict[str, Any] = {"doc": doc, "changes": diff}
-		if change["via"]:
-			payload["via"] = change["via"]
-		record([_lifecycle_envelope(parent, "updated", payload, change["kind"])])
+		if parent is not None:  # else deleted since
+			_record_row_change(parent, change)
+
+
+def record_rows_changed_before(doctype: str, name: str, parent) -> None:
+	"""Records now the update of a parent whose rows changed alone, up to the version ``parent``.
+
+	The parent itself is being saved or db_set in the same transaction, and its own event
+	compares with ``parent`` (the version stored before that write): the rows' update goes
+	first and ends there. Left for the commit, it would come after the parent's own event
+	(after its ``submitted``, say) and repeat what that event changed in the table.
+	"""
+	held = getattr(frappe.local, "fabric_row_changes", None)
+	if not held or parent is None:
+		return
+	change = held.pop((doctype, name), None)
+	if change is not None:
+		_record_row_change(parent, change)
+
+
+def _record_row_change(parent, change: dict[str, Any]) -> None:
+	"""Records the update of ``parent`` whose rows changed alone, ending at ``parent``'s table."""
+	doc = document_payload(parent)
+	before = change["before"]
+	diff = None
+	if all(rows is not None for rows in before.values()):
+		diff = document_changes(before, {field: doc.get(field) or [] for field in before})
+		if diff == {} and not current_policy().unchanged_saves:
+			return
+	payload: dict[str, Any] = {"doc": doc, "changes": diff}
+	if change["via"]:
+		payload["via"] = change["via"]
+	record([_lifecycle_envelope(parent, "updated", payload, change["kind"])])
 
 
 def after_rename(

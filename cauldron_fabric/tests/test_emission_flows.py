@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import frappe
 
-from cauldron_fabric.tests.utils import EmissionCase, events_after, types_of
+from cauldron_fabric.tests.utils import ORDER, EmissionCase, events_after, last_seq, new_order, types_of
+
+
+def table(event: dict, side: str, field: str = "qty") -> list:
+	"""Returns one column of the items table an update's changes give on one side."""
+	return [row[field] for row in event["data"]["payload"]["changes"]["items"][side]]
 
 
 class TestInsertsThatWriteNothing(EmissionCase):
@@ -19,3 +24,43 @@ class TestInsertsThatWriteNothing(EmissionCase):
 		events = events_after(self.start, "File")
 		self.assertEqual(types_of(events), ["file.created"])
 		self.assertEqual(events[0]["data"]["entityId"], f"Home/{folder}")
+
+
+class TestRowsChangedBeforeTheirParentsSave(EmissionCase):
+	"""A row changed alone, then its parent saved in the same transaction (ERPNext db_sets an
+	item's billed amount, then saves or submits the parent): each change once, in order."""
+
+	def setUp(self):
+		frappe.db.commit()
+		super().setUp()
+
+	def test_the_row_change_comes_before_the_parents_update_and_is_not_repeated(self):
+		order = new_order("row then parent")
+		frappe.db.commit()
+		start = last_seq()
+		order.items[0].db_set("qty", 5)
+		order = frappe.get_doc(ORDER, order.name)
+		order.items[1].qty = 9
+		order.save()
+		frappe.db.commit()
+		row_change, save = events_after(start, ORDER)
+		self.assertEqual(types_of([row_change, save]), ["fabric_test_order.updated"] * 2)
+		self.assertEqual(row_change["data"]["payload"]["via"], "db_set")
+		self.assertEqual([table(row_change, "old"), table(row_change, "new")], [[1, 3], [5, 3]])
+		self.assertEqual([table(save, "old"), table(save, "new")], [[5, 3], [5, 9]])
+
+	def test_a_row_changed_before_a_submit_is_not_reported_after_it(self):
+		order = new_order("row then submit")
+		frappe.db.commit()
+		start = last_seq()
+		order.items[0].db_set("qty", 6)
+		frappe.get_doc(ORDER, order.name).submit()
+		frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual(
+			types_of(events),
+			["fabric_test_order.updated", "fabric_test_order.submitted", "business.transaction"],
+		)
+		row_change = events[0]
+		self.assertEqual([table(row_change, "old"), table(row_change, "new")], [[1, 3], [6, 3]])
+		self.assertEqual(row_change["data"]["payload"]["doc"]["docstatus"], 0)
