@@ -222,12 +222,12 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 	before the first of them to the table as committed. A parent's own save is left to emit
 	its event (its rows in memory include what its hooks changed).
 	"""
-	parent_key = (row.parenttype, row.parent)
+	parent_key = _parent_key(row.parenttype, row.parent)
 	parent_in_memory = getattr(row, "parent_doc", None)  # set on rows loaded with their parent
 	if (
 		not all(parent_key)
 		or row.parenttype.startswith("__")  # Frappe's defaults hang under "__default", no DocType
-		or parent_key in (frappe.flags.currently_saving or ())
+		or parent_key in {_parent_key(*saving) for saving in frappe.flags.currently_saving or ()}
 		or (parent_in_memory is not None and _being_saved(parent_in_memory))
 	):
 		return
@@ -262,6 +262,12 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 	change["before"][row.parentfield] = before_rows
 
 
+def _parent_key(doctype: str | None, name) -> tuple:
+	"""Returns the key of a parent's held row changes: autoincrement names are integers on the
+	parent and in ``currently_saving``, strings in the rows' ``parent`` column."""
+	return (doctype, None if name is None else str(name))
+
+
 def record_row_changes() -> None:
 	"""Records one update per parent whose rows changed alone in this transaction (before_commit)."""
 	for parent_key, change in _released("fabric_row_changes").items():
@@ -281,7 +287,7 @@ def record_rows_changed_before(doctype: str, name: str, parent) -> None:
 	held = getattr(frappe.local, "fabric_row_changes", None)
 	if not held or parent is None:
 		return
-	change = held.pop((doctype, name), None)
+	change = held.pop(_parent_key(doctype, name), None)
 	if change is not None:
 		_record_row_change(parent, change)
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import frappe
 
-from cauldron_fabric.tests.utils import ORDER, EmissionCase, events_after, last_seq, new_order, types_of
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	ORDER_ITEM,
+	EmissionCase,
+	ensure_custom_doctype,
+	events_after,
+	last_seq,
+	new_order,
+	types_of,
+)
+
+NUMBERED_BASKET = "Fabric Numbered Basket"
 
 
 def table(event: dict, side: str, field: str = "qty") -> list:
@@ -64,3 +75,24 @@ class TestRowsChangedBeforeTheirParentsSave(EmissionCase):
 		row_change = events[0]
 		self.assertEqual([table(row_change, "old"), table(row_change, "new")], [[1, 3], [6, 3]])
 		self.assertEqual(row_change["data"]["payload"]["doc"]["docstatus"], 0)
+
+	def test_the_same_holds_for_a_parent_named_by_autoincrement(self):
+		# Autoincrement names are integers on the parent, strings in its rows' parent column.
+		ensure_custom_doctype(
+			NUMBERED_BASKET,
+			[{"fieldname": "items", "fieldtype": "Table", "label": "Items", "options": ORDER_ITEM}],
+			autoname="autoincrement",
+		)
+		basket = frappe.get_doc(
+			{"doctype": NUMBERED_BASKET, "items": [{"item": "cauldron", "qty": 1}, {"item": "ladle", "qty": 3}]}
+		).insert()
+		frappe.db.commit()
+		start = last_seq()
+		frappe.get_doc(ORDER_ITEM, basket.items[0].name).db_set("qty", 5)
+		basket = frappe.get_doc(NUMBERED_BASKET, basket.name)
+		basket.items[1].qty = 9
+		basket.save()
+		frappe.db.commit()
+		row_change, save = events_after(start, NUMBERED_BASKET)
+		self.assertEqual([table(row_change, "old"), table(row_change, "new")], [[1, 3], [5, 3]])
+		self.assertEqual([table(save, "old"), table(save, "new")], [[5, 3], [5, 9]])
