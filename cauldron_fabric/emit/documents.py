@@ -12,6 +12,7 @@ own webhooks skip them).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import frappe
@@ -114,10 +115,24 @@ def _row_written_by_insert(doc) -> bool:
 	document's ``creation`` itself, so the stored row tells the two apart. Hash-named DocTypes
 	retry a collision under a new name instead, so their insert always wrote its row.
 	"""
-	if doc.meta.issingle or doc.meta.autoname == "hash":
-		return True
+	if doc.meta.issingle or doc.meta.autoname == "hash" or not _inserted_ignoring_duplicates(doc):
+		return True  # an insert that hit its row raised: no lookup on the path of every save
 	stored = frappe.db.get_value(doc.doctype, doc.name, "creation")
 	return stored is None or get_datetime(stored) == get_datetime(doc.creation)
+
+
+def _inserted_ignoring_duplicates(doc) -> bool:
+	"""Tells whether ``doc`` is inside ``insert(ignore_if_duplicate=True)``.
+
+	Frappe keeps that argument nowhere but in the call, so it is read off the
+	``Document.insert`` frame this hook runs inside (a few frames up, a few microseconds).
+	"""
+	frame = sys._getframe(1)
+	while frame is not None:
+		if frame.f_code.co_name == "insert" and frame.f_locals.get("self") is doc:
+			return bool(frame.f_locals.get("ignore_if_duplicate"))
+		frame = frame.f_back
+	return False
 
 
 def _is_row(doc) -> bool:

@@ -84,7 +84,10 @@ class TestRowsChangedBeforeTheirParentsSave(EmissionCase):
 			autoname="autoincrement",
 		)
 		basket = frappe.get_doc(
-			{"doctype": NUMBERED_BASKET, "items": [{"item": "cauldron", "qty": 1}, {"item": "ladle", "qty": 3}]}
+			{
+				"doctype": NUMBERED_BASKET,
+				"items": [{"item": "cauldron", "qty": 1}, {"item": "ladle", "qty": 3}],
+			}
 		).insert()
 		frappe.db.commit()
 		start = last_seq()
