@@ -38,7 +38,7 @@ frappe.ui.form.on("Fabric Settings", {
 	},
 
 	async render_status(frm) {
-		const { message } = await frappe.call("cauldron_fabric.api.settings.get_status");
+		const { message } = await frappe.call({ method: "cauldron_fabric.api.settings.get_status", type: "GET" });
 		const esc = frappe.utils.escape_html;
 		const relays = message.relays.length
 			? message.relays
