@@ -64,6 +64,7 @@ frappe.ui.form.on("Event Subscription", {
 		const { message } = await frappe.call({
 			method: "cauldron_fabric.api.subscriptions.get_delivery_stats",
 			args: { subscription: frm.doc.name },
+			type: "GET",
 		});
 		const esc = frappe.utils.escape_html;
 		const counts = message.counts;
