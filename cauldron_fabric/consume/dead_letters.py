@@ -26,7 +26,7 @@ from cauldron_fabric.core.consumer.messages import (
 	DeadLetter,
 )
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.core.errors import InvalidEnvelope
+from cauldron_fabric.core.errors import ConfigurationError, FabricError, InvalidEnvelope
 from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports import open_transport
 
@@ -101,7 +101,11 @@ def retry(dead_letter) -> None:
 	except InvalidEnvelope as exc:
 		frappe.throw(_("The stored event cannot be read back: {0}").format(exc), title=_("Cannot retry"))
 	broker = "rabbitmq" if details.get("broker") == "amqp" else "kafka"
-	settings = load_consumer_settings(broker)
+	try:
+		settings = load_consumer_settings(broker)
+	except ConfigurationError as exc:
+		# Raised as is, Desk shows it as a Server Error (HTTP 500) with the class name.
+		frappe.throw(str(exc), title=_("Cannot retry"))
 	group = dead_letter.consumer_group
 	headers = (
 		*kafka_headers(envelope),
@@ -115,11 +119,17 @@ def retry(dead_letter) -> None:
 	message = OutboundMessage(
 		destination, details.get("key") or envelope.partition_key, envelope.to_json().encode(), headers
 	)
-	transport = open_transport(settings.broker_url, settings.broker_options)
 	try:
-		delivery = transport.publish([message], 15.0)[0]
-	finally:
-		transport.close()
+		transport = open_transport(settings.broker_url, settings.broker_options)
+		try:
+			delivery = transport.publish([message], 15.0)[0]
+		finally:
+			transport.close()
+	except FabricError as exc:
+		frappe.throw(
+			_("Could not send the event back to consumer group {0}: {1}").format(group, exc),
+			title=_("Retry failed"),
+		)
 	if not delivery.ok:
 		frappe.throw(
 			_("Could not send the event back to consumer group {0}: {1}").format(group, delivery.error),
