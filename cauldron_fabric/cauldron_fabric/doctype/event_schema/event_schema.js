@@ -16,7 +16,10 @@ frappe.ui.form.on("Event Schema", {
 			"blue"
 		);
 		frm.add_custom_button(__("New version"), () => {
-			frappe.new_doc("Event Schema", {
+			// Not frappe.new_doc: it copies only Link, Data and Select values, so the schema,
+			// the description and the examples would be lost.
+			const doc = frappe.model.get_new_doc("Event Schema");
+			Object.assign(doc, {
 				subject: frm.doc.subject,
 				json_schema: frm.doc.json_schema,
 				owner_team: frm.doc.owner_team,
@@ -24,6 +27,7 @@ frappe.ui.form.on("Event Schema", {
 				description: frm.doc.description,
 				examples: frm.doc.examples,
 			});
+			frappe.set_route("Form", "Event Schema", doc.name);
 		});
 	},
 

@@ -31,7 +31,11 @@ frappe.ui.form.on("Event Subject", {
 					description: message.description,
 				});
 			}
-			frappe.new_doc("Event Schema", values);
+			// Not frappe.new_doc: it copies only Link, Data and Select values, so the schema and
+			// the description would be lost.
+			const doc = frappe.model.get_new_doc("Event Schema");
+			Object.assign(doc, values);
+			frappe.set_route("Form", "Event Schema", doc.name);
 		});
 		frm.add_custom_button(__("Event catalog"), () => window.open("/event-catalog#" + encodeURIComponent(frm.doc.name)));
 	},
