@@ -36,7 +36,12 @@ from werkzeug.wrappers import Response
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.registry import subjects, versions
 from cauldron_fabric.registry.documentation import site_asyncapi_document
-from cauldron_fabric.registry.errors import InvalidSchemaError, RegistryError, SchemaNotFound
+from cauldron_fabric.registry.errors import (
+	InvalidSchemaError,
+	RegistryError,
+	SchemaNotFound,
+	shown_in_desk,
+)
 
 SCHEMA = "Event Schema"
 JSON_SCHEMA_TYPE = "JSON"
@@ -46,7 +51,8 @@ JSON_SCHEMA_TYPE = "JSON"
 def confluent_errors():
 	"""Puts a registry error's code and message into the response body, then lets it propagate."""
 	try:
-		yield
+		with shown_in_desk():  # the Desk buttons (Check compatibility) show it
+			yield
 	except RegistryError as exc:
 		frappe.local.response.update(exc.body())
 		raise

@@ -7,9 +7,13 @@ response body (``{"error_code": 40401, "message": "..."}``).
 
 from __future__ import annotations
 
+import html
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import frappe
+from frappe import _
 
 from cauldron_fabric.core.errors import PermanentError
 
@@ -24,10 +28,28 @@ class RegistryError(frappe.ValidationError):
 		super().__init__(message)
 		self.message = message
 		self.details = details or {}
+		self.shown = False  # True once its message is in the message log
 
 	def body(self) -> dict[str, Any]:
 		"""Returns the Confluent-style error body: ``error_code``, ``message`` and any details."""
 		return {"error_code": self.error_code, "message": self.message, **self.details}
+
+
+@contextmanager
+def shown_in_desk() -> Iterator[None]:
+	"""Puts a registry error's message in the message log (as frappe.throw does), then re-raises it.
+
+	Registry errors are raised, not thrown, to keep their HTTP status and Confluent body; Desk
+	only shows what is in the message log, so without this a refused save or dry run answers
+	422 and the form says nothing.
+	"""
+	try:
+		yield
+	except RegistryError as exc:
+		if not exc.shown:
+			frappe.msgprint(html.escape(exc.message), title=_("Schema registry"), indicator="red")
+			exc.shown = True
+		raise
 
 
 class SubjectNotFound(RegistryError):

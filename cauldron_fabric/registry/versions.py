@@ -307,12 +307,14 @@ def refuse_incompatible(subject: str, result: CompatibilityResult) -> None:
 		title=_("Schema change refused"),
 		indicator="red",
 	)
-	raise IncompatibleSchemaError(
+	error = IncompatibleSchemaError(
 		_(
 			'Schema being registered is incompatible with an earlier schema for subject "{0}" under {1}: {2}'
 		).format(subject, result.mode.value, "; ".join(lines)),
 		details={"reasons": result.to_dict()["reasons"], "compatibility": result.mode.value},
 	)
+	error.shown = True  # the message above lists the reasons
+	raise error
 
 
 def _reason_text(reason) -> str:

@@ -7,7 +7,9 @@ import json
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
+from cauldron_fabric.api import schemas as schemas_api
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.registry.errors import InvalidSchemaError, InvalidSubject, OperationNotPermitted
 from cauldron_fabric.tests.utils import fabric_settings
 
 
@@ -55,3 +57,58 @@ class TestDeadLetterButtons(FrappeTestCase):
 				letter.retry()
 		self.assertIn("Fabric Settings", str(raised.exception))
 		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Dead")
+
+
+def shown_messages() -> str:
+	"""Returns what Desk would show of the request's message log."""
+	return " ".join(str(m.get("message") if isinstance(m, dict) else m) for m in frappe.message_log)
+
+
+class TestRegistryFormsSayWhy(FrappeTestCase):
+	"""Registry errors are raised with their HTTP status; Desk shows only the message log."""
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+		frappe.clear_messages()
+		self.subject = f"fabric_desk_test.s{frappe.generate_hash(length=6)}.created"
+		frappe.get_doc({"doctype": "Event Subject", "subject": self.subject}).insert()
+		self.first = frappe.get_doc(
+			{"doctype": "Event Schema", "subject": self.subject, "json_schema": '{"type": "object"}'}
+		).insert()
+		frappe.clear_messages()
+
+	def tearDown(self):
+		frappe.db.rollback()
+
+	def test_saving_a_schema_that_is_not_json_says_so(self):
+		doc = frappe.get_doc({"doctype": "Event Schema", "subject": self.subject, "json_schema": "{not json"})
+		with self.assertRaises(InvalidSchemaError):
+			doc.insert()
+		self.assertIn("not valid JSON", shown_messages())
+
+	def test_saving_a_version_that_is_already_registered_says_so(self):
+		doc = frappe.get_doc(
+			{"doctype": "Event Schema", "subject": self.subject, "json_schema": self.first.json_schema}
+		)
+		with self.assertRaises(OperationNotPermitted):
+			doc.insert()
+		self.assertIn("already registered as version 1", shown_messages())
+
+	def test_saving_a_subject_that_is_not_an_event_type_says_so(self):
+		with self.assertRaises(InvalidSubject):
+			frappe.get_doc({"doctype": "Event Subject", "subject": "Bad Name!"}).insert()
+		self.assertIn("is not an event type", shown_messages())
+
+	def test_check_compatibility_of_a_schema_that_is_not_json_says_so(self):
+		with self.assertRaises(InvalidSchemaError):
+			schemas_api.check_compatibility(self.subject, "{not json")
+		self.assertIn("not valid JSON", shown_messages())
+		self.assertEqual(frappe.local.response.get("error_code"), 42201)
+
+	def test_an_incompatible_schema_is_shown_once_with_its_reasons(self):
+		schema = '{"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}'
+		doc = frappe.get_doc({"doctype": "Event Schema", "subject": self.subject, "json_schema": schema})
+		with self.assertRaises(frappe.ValidationError):
+			doc.insert()
+		self.assertEqual(len(frappe.message_log), 1)
+		self.assertIn("amount", shown_messages())

@@ -11,14 +11,16 @@ from frappe import _
 from frappe.model.document import Document
 
 from cauldron_fabric.registry import versions
+from cauldron_fabric.registry.errors import shown_in_desk
 
 
 class EventSchema(Document):
 	def validate(self) -> None:
-		if self.is_new():
-			versions.prepare_version(self)
-		else:
-			versions.refuse_published_changes(self)
+		with shown_in_desk():
+			if self.is_new():
+				versions.prepare_version(self)
+			else:
+				versions.refuse_published_changes(self)
 		self.validate_replacement()
 
 	def validate_replacement(self) -> None:

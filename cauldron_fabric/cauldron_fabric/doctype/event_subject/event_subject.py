@@ -6,6 +6,7 @@ import frappe
 from frappe import _
 from frappe.model.document import Document
 
+from cauldron_fabric.registry.errors import shown_in_desk
 from cauldron_fabric.registry.subjects import check_mode, check_subject_name
 from cauldron_fabric.registry.versions import delete_subject_versions
 from cauldron_fabric.services.guards import changed_fields
@@ -25,9 +26,11 @@ class EventSubject(Document):
 				),
 				frappe.PermissionError,
 			)
-		self.subject = check_subject_name(self.subject)
-		if self.compatibility:
-			self.compatibility = check_mode(self.compatibility).value
+		with shown_in_desk():
+			self.subject = check_subject_name(self.subject)
+			if self.compatibility:
+				self.compatibility = check_mode(self.compatibility).value
 
 	def on_trash(self) -> None:
-		delete_subject_versions(self.name)
+		with shown_in_desk():
+			delete_subject_versions(self.name)
