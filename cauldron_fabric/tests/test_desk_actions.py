@@ -10,6 +10,8 @@ from frappe.tests.utils import FrappeTestCase
 from cauldron_fabric.api import schemas as schemas_api
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
 from cauldron_fabric.registry.errors import InvalidSchemaError, InvalidSubject, OperationNotPermitted
+from cauldron_fabric.tests.test_http import make_user, request
+from cauldron_fabric.tests.test_registry_api import session
 from cauldron_fabric.tests.utils import fabric_settings
 
 
@@ -112,3 +114,12 @@ class TestRegistryFormsSayWhy(FrappeTestCase):
 			doc.insert()
 		self.assertEqual(len(frappe.message_log), 1)
 		self.assertIn("amount", shown_messages())
+
+
+class TestEventCatalogPage(FrappeTestCase):
+	def test_the_codegen_command_names_this_site(self):
+		manager = make_user("fabric-desk-catalog@example.com", ["Fabric Manager"])
+		page = request("get", "/event-catalog", session(manager))
+		self.assertEqual(page.status_code, 200)
+		hint = page.get_data(as_text=True).split("fabric codegen")[0].rsplit("<code>", 1)[-1]
+		self.assertEqual(hint, f"bench --site {frappe.local.site} ")

@@ -16,5 +16,7 @@ def get_context(context) -> None:
 		frappe.throw(_("Log in to see the event catalog."), frappe.PermissionError)
 	frappe.has_permission("Event Schema", "read", throw=True)
 	context.events = catalog_page()
+	# Page templates get a safe ``frappe`` without ``frappe.local``: the site is passed on.
+	context.site = frappe.local.site
 	context.title = _("Event catalog")
 	context.no_breadcrumbs = True
