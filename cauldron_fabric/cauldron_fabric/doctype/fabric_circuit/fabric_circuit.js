@@ -5,7 +5,12 @@ frappe.ui.form.on("Fabric Circuit", {
 		frm.disable_save();
 		if (frm.doc.state !== "closed" && frappe.user.has_role(["System Manager", "Fabric Manager"])) {
 			frm.add_custom_button(__("Reset"), async () => {
-				await frm.call({ method: "reset", doc: frm.doc });
+				// Not frm.call: run_doc_method compares the form's "modified" with the stored one,
+				// and a circuit (virtual, kept in Redis) has none, so it failed with a Server Error.
+				await frappe.call({
+					method: "cauldron_fabric.api.requests.reset_circuit",
+					args: { target: frm.doc.name },
+				});
 				frm.reload_doc();
 			});
 		}
