@@ -8,6 +8,9 @@ frappe.ui.form.on("Fabric Settings", {
 	async test_connection(frm) {
 		if (frm.is_dirty()) {
 			await frm.save();
+			// frm.save() resolves even when the save is refused; Frappe has said why, and
+			// testing the settings saved before would answer for values the form no longer shows.
+			if (frm.is_dirty()) return;
 		}
 		const { message } = await frappe.call({
 			method: "cauldron_fabric.api.settings.test_connection",
@@ -24,6 +27,9 @@ frappe.ui.form.on("Fabric Settings", {
 	async test_rabbitmq_connection(frm) {
 		if (frm.is_dirty()) {
 			await frm.save();
+			// frm.save() resolves even when the save is refused; Frappe has said why, and
+			// testing the settings saved before would answer for values the form no longer shows.
+			if (frm.is_dirty()) return;
 		}
 		const { message } = await frappe.call({
 			method: "cauldron_fabric.api.settings.test_rabbitmq_connection",
