@@ -123,3 +123,27 @@ class TestEventCatalogPage(FrappeTestCase):
 		self.assertEqual(page.status_code, 200)
 		hint = page.get_data(as_text=True).split("fabric codegen")[0].rsplit("<code>", 1)[-1]
 		self.assertEqual(hint, f"bench --site {frappe.local.site} ")
+
+
+class TestFabricSettingsNumbers(FrappeTestCase):
+	def tearDown(self):
+		frappe.db.rollback()
+
+	def test_consumer_and_request_numbers_out_of_range_are_refused_not_replaced(self):
+		for fieldname, value, limit in (
+			("consumer_max_attempts", 50, "between 0 and 20"),
+			("consumer_crash_limit", -1, "between 0 and 20"),
+			("circuit_failure_threshold", -3, "between 0 and 10000"),
+			("circuit_open_seconds", -30, "between 0 and 86400"),
+			("request_timeout_seconds", -5, "between 0 and 120"),
+		):
+			with self.subTest(fieldname):
+				settings = frappe.get_single("Fabric Settings")
+				settings.set(fieldname, value)
+				with self.assertRaisesRegex(frappe.ValidationError, limit):
+					settings.save()
+
+	def test_zero_still_means_the_default(self):
+		settings = frappe.get_single("Fabric Settings")
+		settings.update({"consumer_max_attempts": 0, "consumer_crash_limit": 0, "request_timeout_seconds": 0})
+		settings.save()

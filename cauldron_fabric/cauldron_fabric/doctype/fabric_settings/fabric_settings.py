@@ -7,7 +7,7 @@ import re
 import frappe
 from frappe import _
 from frappe.model.document import Document
-from frappe.utils import cint
+from frappe.utils import cint, flt
 
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.naming import template_keeps_entity_order, validate_topic_template
@@ -74,9 +74,22 @@ class FabricSettings(Document):
 			"relay_batch_size": (1, 10000),
 			"retention_days": (0, 36500),
 			"delivery_batch_size": (0, 5000),  # 0: the default (100)
+			# The consumer and request settings below read 0 as their default; anything else out of
+			# range was replaced without a word (50 attempts became 20, a negative threshold 1).
+			"consumer_max_attempts": (0, 20),
+			"consumer_crash_limit": (0, 20),
+			"circuit_failure_threshold": (0, 10000),
+			"circuit_window_seconds": (0, 86400),
+			"circuit_open_seconds": (0, 86400),
+			# A negative default timeout made every request without a timeout of its own fail.
+			"request_timeout_seconds": (0, 120),  # send_request's own limit (api.requests.MAX_TIMEOUT)
 		}
 		for fieldname, (low, high) in limits.items():
-			value = cint(self.get(fieldname))
+			value = (
+				flt(self.get(fieldname))
+				if fieldname == "request_timeout_seconds"
+				else cint(self.get(fieldname))
+			)
 			if not low <= value <= high:
 				frappe.throw(
 					_("{0} must be between {1} and {2}.").format(_(self.meta.get_label(fieldname)), low, high)
