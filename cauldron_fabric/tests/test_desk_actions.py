@@ -147,3 +147,27 @@ class TestFabricSettingsNumbers(FrappeTestCase):
 		settings = frappe.get_single("Fabric Settings")
 		settings.update({"consumer_max_attempts": 0, "consumer_crash_limit": 0, "request_timeout_seconds": 0})
 		settings.save()
+
+
+class TestFabricSettingsDocTypeLists(FrappeTestCase):
+	def tearDown(self):
+		frappe.db.rollback()
+
+	def test_doctypes_the_emitter_always_skips_are_refused_with_the_reason(self):
+		for fieldname, doctype, reason in (
+			("allowed_doctypes", "Has Role", "child table"),
+			("denied_doctypes", "Has Role", "child table"),
+			("allowed_doctypes", "Event Log", "the fabric's own DocTypes"),
+			("allowed_doctypes", "Error Log", "built-in deny list"),
+		):
+			with self.subTest(f"{fieldname} {doctype}"):
+				settings = frappe.get_single("Fabric Settings")
+				settings.set(fieldname, [{"document_type": doctype}])
+				with self.assertRaisesRegex(frappe.ValidationError, reason):
+					settings.save()
+
+	def test_ordinary_doctypes_are_still_accepted(self):
+		settings = frappe.get_single("Fabric Settings")
+		settings.set("allowed_doctypes", [{"document_type": "ToDo"}])
+		settings.set("denied_doctypes", [{"document_type": "Note"}])
+		settings.save()

@@ -11,7 +11,7 @@ from frappe.utils import cint, flt
 
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.naming import template_keeps_entity_order, validate_topic_template
-from cauldron_fabric.emit.policy import clear_policy
+from cauldron_fabric.emit.policy import DEFAULT_DENIED, MODULE, clear_policy
 
 SERVER = re.compile(r"^\[?[A-Za-z0-9._:-]+\]?:(\d{1,5})$")
 
@@ -24,6 +24,7 @@ class FabricSettings(Document):
 		self.validate_numbers()
 		self.validate_rabbitmq()
 		self.validate_webhook_allow_list()
+		self.validate_doctype_lists()
 
 	def validate_bootstrap_servers(self) -> None:
 		servers = [s.strip() for s in (self.bootstrap_servers or "").split(",") if s.strip()]
@@ -120,6 +121,38 @@ class FabricSettings(Document):
 			webhook_address_policy(self.webhook_allowed_networks)
 		except ConfigurationError as exc:
 			frappe.throw(str(exc), title=_("Webhook allow-list"))
+
+	def validate_doctype_lists(self) -> None:
+		# The emitter skips these whatever the lists say (EmitPolicy._classify): listed, they look
+		# like a choice that changes nothing, and an allow list of only child tables emits nothing.
+		for fieldname in ("allowed_doctypes", "denied_doctypes"):
+			for row in self.get(fieldname) or []:
+				reason = self.never_emitted_reason(row.document_type, fieldname == "allowed_doctypes")
+				if reason:
+					frappe.throw(
+						_("{0}: {1} Remove it from the list.").format(
+							_(self.meta.get_label(fieldname)), reason
+						),
+						title=_("Which DocTypes"),
+					)
+
+	@staticmethod
+	def never_emitted_reason(doctype: str, allowing: bool) -> str | None:
+		"""Says why a DocType never emits document events of its own, or returns None."""
+		meta = frappe.get_meta(doctype)
+		if meta.istable:
+			return _(
+				"{0} is a child table: its rows travel inside their parent's events. List the parent DocType instead."
+			).format(frappe.bold(doctype))
+		if meta.get("is_virtual"):
+			return _("{0} is virtual: nothing is stored, so it has no events.").format(frappe.bold(doctype))
+		if meta.module == MODULE:
+			return _("{0} is one of the fabric's own DocTypes, which never emit events.").format(
+				frappe.bold(doctype)
+			)
+		if allowing and doctype in DEFAULT_DENIED:
+			return _("{0} is on the built-in deny list and never emits events.").format(frappe.bold(doctype))
+		return None
 
 	def on_update(self) -> None:
 		clear_policy()
