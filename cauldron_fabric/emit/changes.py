@@ -135,9 +135,16 @@ def document_payload(doc) -> dict[str, Any]:
 	return data
 
 
+# Desk's bookkeeping columns: tags, likes, the comment and assignment caches, who has seen the
+# document. Frappe sets them with plain queries (no save, no event), so a payload would show
+# them only on the next save, as stale noise; a change of them alone is no event either.
+DESK_COLUMNS = frozenset({"_user_tags", "_liked_by", "_comments", "_assign", "_seen"})
+
+
 def _drop_internal(row: dict[str, Any]) -> None:
-	"""Removes Frappe's in-memory flags (__islocal, __unsaved, __onload …) from a row."""
-	for key in [key for key in row if key.startswith("__")]:
+	"""Removes Frappe's in-memory flags (__islocal, __unsaved, __onload …) and Desk's bookkeeping
+	columns (_user_tags, _liked_by …) from a row."""
+	for key in [key for key in row if key.startswith("__") or key in DESK_COLUMNS]:
 		del row[key]
 
 

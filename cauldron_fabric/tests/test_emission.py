@@ -307,6 +307,23 @@ class TestWhatIsEmitted(EmissionCase):
 		self.assertNotIn("Error Log", {e["data"]["entity"] for e in events_after(self.start)})
 		self.assertNotIn(ORDER_ITEM, {e["data"]["entity"] for e in events_after(self.start)})
 
+	def test_desks_tags_likes_and_assignments_stay_out_of_payloads(self):
+		from frappe.desk.doctype.tag.tag import add_tag
+		from frappe.desk.form.assign_to import add as assign
+		from frappe.desk.like import toggle_like
+
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "tagged"}).insert()
+		add_tag("vip", "ToDo", todo.name)
+		toggle_like("ToDo", todo.name, "Yes")
+		assign({"doctype": "ToDo", "name": todo.name, "assign_to": ["Administrator"]})
+		todo.reload()
+		todo.description = "tagged and saved"
+		todo.save()
+		(update,) = [e for e in events_after(self.start, "ToDo", todo.name) if e["type"] == "todo.updated"]
+		doc = update["data"]["payload"]["doc"]
+		self.assertFalse({"_user_tags", "_liked_by", "_assign", "_comments", "_seen"} & set(doc), doc)
+		self.assertEqual(list(update["data"]["payload"]["changes"]), ["description"])
+
 	def test_credentials_frappe_keeps_in_plain_fields_never_travel(self):
 		# OAuth client secrets are plain Data; a bearer token's name is the token itself.
 		client = frappe.get_doc(
