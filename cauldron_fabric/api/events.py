@@ -79,16 +79,21 @@ def _before_uncommitted(rows: list, after: int) -> list:
 	number 10 commits after a quick one holding 11. A page that gave 11 as the cursor would make
 	its reader skip 10 for ever. A read that sees uncommitted rows (READ UNCOMMITTED, on a
 	connection of its own) finds the numbers taken but not yet visible here. Counting first keeps
-	the usual case (nothing in flight) to two index-only counts, however wide a filtered page's
+	the usual case (nothing in flight) to two index-only reads, however wide a filtered page's
 	range of numbers is.
+
+	A count alone can be fooled: a delete in flight (the daily purge) already hides its rows
+	from the uncommitted read, so one row being deleted and one save in flight leave both counts
+	equal. The sum of the numbers tells them apart: what the purge deletes is old, what a save
+	draws is new, so equal counts mean equal sums only when nothing is in flight.
 	"""
 	if not rows:
 		return rows
 	span = (after, rows[-1].name)
-	count = "SELECT COUNT(*) FROM `tabEvent Log` WHERE name > %s AND name <= %s"
-	(visible_count,) = frappe.db.sql(count, span)[0]
-	(taken_count,) = _read_uncommitted(count, span)[0]
-	if taken_count <= visible_count:
+	totals = "SELECT COUNT(*), COALESCE(SUM(name), 0) FROM `tabEvent Log` WHERE name > %s AND name <= %s"
+	visible_totals = [int(value) for value in frappe.db.sql(totals, span)[0]]
+	taken_totals = [int(value) for value in _read_uncommitted(totals, span)[0]]
+	if taken_totals == visible_totals:
 		return rows
 	query = "SELECT name FROM `tabEvent Log` WHERE name > %s AND name <= %s"
 	visible = {row[0] for row in frappe.db.sql(query, span)}

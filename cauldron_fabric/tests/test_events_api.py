@@ -54,6 +54,39 @@ class TestListEvents(FrappeTestCase):
 		ids = [event["envelope"]["id"] for event in seen + more]
 		self.assertEqual(sorted(ids), sorted([early.id, late.id]), "every committed event is read once")
 
+	def test_an_event_deleted_meanwhile_does_not_hide_a_save_in_flight_from_the_cursor(self):
+		# The daily purge deletes old events in transactions of its own. Read uncommitted, a row
+		# it is deleting is already gone: one deleted row and one save in flight in the same
+		# range leave the two counts equal, as if nothing were in flight.
+		entity_id = frappe.generate_hash(length=10)
+		start = last_seq()
+		old = new_envelope("fabric_probe.saved", "Fabric Probe", frappe.generate_hash(length=10), "saved", {})
+		record([old])
+		frappe.db.commit()
+		old_seq = frappe.db.get_value("Event Log", {"event_id": old.id}, "name")
+		purge, slow = site_db_connector()(), site_db_connector()()
+		try:
+			with purge.cursor() as cursor:
+				cursor.execute("DELETE FROM `tabEvent Log` WHERE name = %s", (old_seq,))
+			early = new_envelope("fabric_probe.saved", "Fabric Probe", entity_id, "saved", {"n": 1})
+			sql, params = build_append([OutboxAppend(early)], actor="Administrator", now=now_datetime())
+			with slow.cursor() as cursor:
+				cursor.execute(sql, params)
+			late = new_envelope("fabric_probe.saved", "Fabric Probe", entity_id, "saved", {"n": 2})
+			record([late])
+			frappe.db.commit()
+
+			seen, cursor = follow(start, entity_id=entity_id)
+			slow.commit()
+			purge.rollback()
+		finally:
+			slow.close()
+			purge.close()
+		frappe.db.rollback()  # the reader's next request
+		more, _ = follow(cursor, entity_id=entity_id)
+		ids = [event["envelope"]["id"] for event in seen + more]
+		self.assertEqual(sorted(ids), sorted([early.id, late.id]), "every committed event is read once")
+
 	def test_a_type_prefix_matches_underscores_literally(self):
 		entity_id = frappe.generate_hash(length=10)
 		record([new_envelope("fabric.probe.saved", "Fabric Probe", entity_id, "saved", {})])
