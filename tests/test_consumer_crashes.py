@@ -6,6 +6,7 @@ restart would meet that event first and die again, and nothing behind it would m
 """
 
 import signal
+import time
 import uuid
 
 import redis
@@ -15,7 +16,8 @@ from test_consumer_groups import effect_rows
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable
 from cauldron_fabric.core.consumer.crashes_redis import RedisCrashCounter
 from cauldron_fabric.core.consumer.messages import DEAD_LETTER_REASON, EXCEPTION_MESSAGE, HANDLER_CRASHED
-from cauldron_fabric.core.consumer.tracking_memory import MemoryTrackingStore
+from cauldron_fabric.core.consumer.tracking_memory import MemoryTracking, MemoryTrackingStore
+from cauldron_fabric.core.retry import Backoff
 from conftest import make_envelope
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -85,3 +87,58 @@ def test_without_redis_the_consumer_goes_on_uncounted(kafka):
 	finally:
 		consumer.close()
 	assert sorted(seen) == sorted(e.id for e in sent)
+
+
+def test_a_run_that_returned_is_no_crash_for_the_member_that_takes_the_retry(bus):
+	"""A handler that failed and returned is forgotten before its member's next round.
+
+	Its member may be killed (a deployment's SIGKILL, an out-of-memory kill caused elsewhere) or
+	keep polling events nobody here handles; the retry copy then goes to another member, which
+	must not count the earlier, finished run as one the process did not survive.
+	"""
+	channel = bus.channel()
+	group = f"crash-{uuid.uuid4().hex[:6]}"
+	prefix = f"fabric-test:{uuid.uuid4().hex[:8]}:"
+	options = ConsumerOptions(
+		group=group, crash_limit=1, backoff=Backoff(2.0, 2.0, 2.0, 0.0), poll_timeout=0.2
+	)
+	failing = make_envelope("Item", "I-1", "updated")
+	others = [make_envelope("Item", "I-1", "created", n=n) for n in range(3)]  # nobody handles these
+	tracking, ran = MemoryTracking(), []
+
+	def handler(envelope, context):
+		ran.append(context.attempt)
+		if context.attempt == 1:
+			raise RuntimeError("the receiving system said try later")
+
+	table = HandlerTable.from_mapping({"item.updated": handler})
+	first = Consumer(
+		bus.source(options, channel),
+		table,
+		MemoryTrackingStore(tracking),
+		options,
+		crashes=RedisCrashCounter(REDIS_URL, prefix),
+	)
+	bus.publish(channel, [wire(e) for e in (failing, *others)])
+	deadline = time.monotonic() + 30
+	while time.monotonic() < deadline:
+		first.consume_round()
+		counts = first.stats.totals()
+		if counts.retried and counts.ignored == len(others):
+			break
+	assert first.stats.totals().retried == 1, first.stats.totals()
+	first.source.close()  # the member is gone: killed after that round, its counter untouched
+
+	second = Consumer(
+		bus.source(options, channel),
+		table,
+		MemoryTrackingStore(tracking),
+		options,
+		crashes=RedisCrashCounter(REDIS_URL, prefix),
+	)
+	try:
+		second.run(lambda: bool(second.stats.totals().processed or second.stats.totals().dead_lettered), 30)
+	finally:
+		second.close()
+	assert ran == [1, 2], f"no run of this event ever killed a process: {second.stats.totals()}"
+	assert second.stats.totals().dead_lettered == 0

@@ -2,10 +2,10 @@
 
 One key per group and event (``<prefix>starts:<group>:<event id>``), incremented before the
 handlers run and deleted when they return. The delete of one event goes out with the increment
-of the next (one round trip per event); an event left counted meanwhile is one this group
-already processed, which a redelivery skips as a duplicate before counting. A key expires after
-a day, so starts cut short by unrelated restarts (deployments, a killed worker) do not add up
-for ever. When Redis cannot be reached nothing is counted and the consumer goes on.
+of the next (one round trip per event) or at the end of the consumer's round, whichever comes
+first: an event that failed and was retried is not processed, and the member that takes its
+retry must not find it counted. A key expires after a day, so starts cut short by unrelated
+restarts (deployments, a killed worker) do not add up for ever. When Redis cannot be reached nothing is counted and the consumer goes on.
 """
 
 from __future__ import annotations

@@ -134,7 +134,11 @@ class Consumer:
 				break  # not done: delivered again to whoever takes the partition over
 			if self.source.is_current(message):
 				self.process(message)
-		if not messages and self.crashes is not None:
+		if self.crashes is not None:
+			# Every round, not only idle ones: a run that returned must not outlive the round as a
+			# crash. A member busy with events nobody here handles (or killed after this round)
+			# would leave it counted, and the member that takes the event's retry, or a Desk retry
+			# of its dead letter, would read one crash too many.
 			self.crashes.flush()
 		if time.monotonic() - self._last_commit >= self.options.commit_interval:
 			self.source.commit()
