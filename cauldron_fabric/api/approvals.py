@@ -13,7 +13,7 @@ from typing import Any
 import frappe
 from frappe import _
 
-from cauldron_fabric.api.params import limit_param
+from cauldron_fabric.api.params import limit_param, required
 from cauldron_fabric.approvals.decisions import APPROVED, OPEN, REJECTED, decide, load_for_decision, summary
 
 MAX_LIMIT = 200
@@ -21,23 +21,23 @@ STATUSES = ("Pending", "Approved", "Rejected", "Expired", "Escalated")
 
 
 @frappe.whitelist(methods=["POST"])
-def approve(name: str, comment: str | None = None) -> dict[str, Any]:
+def approve(name: str | None = None, comment: str | None = None) -> dict[str, Any]:
 	"""Approves an open request and sends ``approval.response`` (decision approved) to the agent."""
-	load_for_decision(name)
+	load_for_decision(required(name, "name"))
 	return summary(decide(name, APPROVED, comment))
 
 
 @frappe.whitelist(methods=["POST"])
-def reject(name: str, comment: str | None = None) -> dict[str, Any]:
+def reject(name: str | None = None, comment: str | None = None) -> dict[str, Any]:
 	"""Rejects an open request and sends ``approval.response`` (decision rejected) to the agent."""
-	load_for_decision(name)
+	load_for_decision(required(name, "name"))
 	return summary(decide(name, REJECTED, comment))
 
 
 @frappe.whitelist(methods=["GET"])
-def get_request(name: str) -> dict[str, Any]:
+def get_request(name: str | None = None) -> dict[str, Any]:
 	"""Returns one request, with whether the caller may decide it."""
-	frappe.has_permission("Approval Request", "read", name, throw=True)
+	frappe.has_permission("Approval Request", "read", required(name, "name"), throw=True)
 	return summary(frappe.get_doc("Approval Request", name))
 
 

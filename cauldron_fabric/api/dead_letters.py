@@ -11,24 +11,24 @@ from typing import Any
 
 import frappe
 
-from cauldron_fabric.api.params import json_param, names_param, number_param
+from cauldron_fabric.api.params import json_param, names_param, number_param, required
 from cauldron_fabric.api.permissions import require_role
 
 MAX_MATCHING = 5000
 
 
 @frappe.whitelist(methods=["POST"])
-def retry(names: list[str] | str) -> dict[str, Any]:
+def retry(names: list[str] | str | None = None) -> dict[str, Any]:
 	"""Retries the named dead letters; returns how many were retried and why others were not."""
 	require_role()
-	return _each(names_param(names, "names"), lambda doc: doc.retry())
+	return _each(names_param(required(names, "names"), "names"), lambda doc: doc.retry())
 
 
 @frappe.whitelist(methods=["POST"])
-def discard(names: list[str] | str, note: str | None = None) -> dict[str, Any]:
+def discard(names: list[str] | str | None = None, note: str | None = None) -> dict[str, Any]:
 	"""Discards the named dead letters, keeping them as a record."""
 	require_role()
-	return _each(names_param(names, "names"), lambda doc: doc.discard(note))
+	return _each(names_param(required(names, "names"), "names"), lambda doc: doc.discard(note))
 
 
 @frappe.whitelist(methods=["POST"])

@@ -13,7 +13,7 @@ import frappe
 import pymysql
 from frappe import _
 
-from cauldron_fabric.api.params import limit_param, names_param, number_param
+from cauldron_fabric.api.params import limit_param, names_param, number_param, required
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.core.outbox.sql import FAILED, PENDING
 from cauldron_fabric.services.relay import site_db_connector
@@ -138,9 +138,10 @@ def _run(connection, query: str, params: tuple) -> tuple:
 
 
 @frappe.whitelist(methods=["GET"])
-def get_event(event_id: str) -> dict[str, Any]:
+def get_event(event_id: str | None = None) -> dict[str, Any]:
 	"""Returns one event by its envelope id, with its delivery status."""
 	frappe.has_permission("Event Log", "read", throw=True)
+	required(event_id, "event_id")
 	rows = frappe.get_list(
 		"Event Log", filters={"event_id": event_id}, fields=list(FIELDS), limit_page_length=1
 	)
@@ -150,10 +151,10 @@ def get_event(event_id: str) -> dict[str, Any]:
 
 
 @frappe.whitelist(methods=["POST"])
-def requeue(event_ids: list[str] | str) -> dict[str, int]:
+def requeue(event_ids: list[str] | str | None = None) -> dict[str, int]:
 	"""Puts Failed events back in the outbox so the relay publishes them again."""
 	require_role()
-	ids = names_param(event_ids, "event_ids")
+	ids = names_param(required(event_ids, "event_ids"), "event_ids")
 	names = frappe.get_all("Event Log", filters={"event_id": ("in", ids), "status": FAILED}, pluck="name")
 	if not names:
 		return {"requeued": 0}

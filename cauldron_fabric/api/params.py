@@ -9,6 +9,14 @@ import frappe
 from frappe import _
 
 
+def required(value: Any, name: str) -> Any:
+	"""Returns ``value``; a missing or blank one is a validation error naming it (not a 500 for
+	a missing argument)."""
+	if value is None or (isinstance(value, str) and not value.strip()):
+		frappe.throw(_("{0} is required.").format(name), frappe.ValidationError)
+	return value
+
+
 def number_param(value: Any, name: str, *, whole: bool = True) -> int | float:
 	"""Returns ``value`` as an integer (or a float when ``whole`` is false)."""
 	try:

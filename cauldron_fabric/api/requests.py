@@ -12,7 +12,7 @@ from typing import Any
 import frappe
 from frappe import _
 
-from cauldron_fabric.api.params import json_param, number_param
+from cauldron_fabric.api.params import json_param, number_param, required
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.api.publish import site_type_problems
 from cauldron_fabric.core.consumer import CircuitOpen, RequestTimeout, ResponderFailed
@@ -36,10 +36,14 @@ class ResponderError(frappe.ValidationError):
 
 @frappe.whitelist(methods=["POST"])
 def send_request(
-	type: str, data: dict | str | None = None, timeout: float | None = None, target: str | None = None
+	type: str | None = None,
+	data: dict | str | None = None,
+	timeout: float | None = None,
+	target: str | None = None,
 ) -> dict[str, Any]:
 	"""Sends a request event and returns the reply envelope, its correlation id and the round trip time."""
 	require_role()
+	required(type, "type")
 	from cauldron_fabric.consume.requesting import site_requester
 
 	for name, value in (("type", type), ("target", target)):
@@ -89,9 +93,10 @@ def get_circuits() -> dict[str, Any]:
 
 
 @frappe.whitelist(methods=["POST"])
-def reset_circuit(target: str) -> dict[str, Any]:
+def reset_circuit(target: str | None = None) -> dict[str, Any]:
 	"""Closes a target's circuit and forgets its failures."""
 	require_role()
+	required(target, "target")
 	from cauldron_fabric.consume.requesting import site_breaker
 
 	breaker = site_breaker()

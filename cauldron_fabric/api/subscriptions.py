@@ -7,13 +7,13 @@ from typing import Any
 import frappe
 from frappe import _
 
-from cauldron_fabric.api.params import number_param
+from cauldron_fabric.api.params import number_param, required
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.core.delivery import DeliveryRequest, generate_secret
 
 
 @frappe.whitelist(methods=["GET"])
-def get_delivery_stats(subscription: str, hours: int = 24) -> dict[str, Any]:
+def get_delivery_stats(subscription: str | None = None, hours: int = 24) -> dict[str, Any]:
 	"""Returns the subscription's deliveries per status, latency percentiles, latest deliveries and failures."""
 	require_role()
 	from cauldron_fabric.delivery.stats import subscription_stats
@@ -23,7 +23,7 @@ def get_delivery_stats(subscription: str, hours: int = 24) -> dict[str, Any]:
 
 
 @frappe.whitelist(methods=["POST"])
-def reveal_secret(subscription: str) -> dict[str, str | None]:
+def reveal_secret(subscription: str | None = None) -> dict[str, str | None]:
 	"""Returns the webhook signing secret, to configure the receiver's verification."""
 	require_role()
 	doc = _existing(subscription)
@@ -47,7 +47,7 @@ def list_handlers() -> dict[str, list[str]]:
 
 
 @frappe.whitelist(methods=["POST"])
-def send_test_event(subscription: str) -> dict[str, str]:
+def send_test_event(subscription: str | None = None) -> dict[str, str]:
 	"""Queues a ``subscription.test`` event for this subscription only (not in the Event Log:
 	it is no event of the site, and no other subscription or broker gets it)."""
 	require_role()
@@ -68,7 +68,8 @@ def send_test_event(subscription: str) -> dict[str, str]:
 	return {"eventId": envelope.id}
 
 
-def _existing(subscription: str):
+def _existing(subscription: str | None):
+	required(subscription, "subscription")
 	if not frappe.db.exists("Event Subscription", subscription):
 		frappe.throw(_("No Event Subscription {0}.").format(subscription), frappe.DoesNotExistError)
 	return frappe.get_doc("Event Subscription", subscription)

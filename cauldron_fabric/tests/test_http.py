@@ -241,3 +241,29 @@ class TestMalformedParameters(FrappeTestCase):
 				with self.assertRaises(frappe.ValidationError) as refused:
 					method(**params)
 				self.assertIn(name, str(refused.exception))
+
+	def test_a_missing_parameter_is_a_validation_error_naming_it(self):
+		# Frappe calls whitelisted methods with the request's parameters: a required one left
+		# out was a TypeError about positional arguments, HTTP 500.
+		from cauldron_fabric.api import approvals, dead_letters, subscriptions
+		from cauldron_fabric.api import requests as requests_api
+
+		frappe.set_user("Administrator")
+		cases = [
+			(events_api.requeue, "event_ids"),
+			(events_api.get_event, "event_id"),
+			(approvals.approve, "name"),
+			(approvals.reject, "name"),
+			(approvals.get_request, "name"),
+			(dead_letters.retry, "names"),
+			(dead_letters.discard, "names"),
+			(requests_api.send_request, "type"),
+			(requests_api.reset_circuit, "target"),
+			(subscriptions.get_delivery_stats, "subscription"),
+			(subscriptions.reveal_secret, "subscription"),
+			(subscriptions.send_test_event, "subscription"),
+		]
+		for method, name in cases:
+			with self.subTest(method=f"{method.__module__}.{method.__name__}"):
+				with self.assertRaisesRegex(frappe.ValidationError, f"{name} is required"):
+					method()
