@@ -48,8 +48,9 @@ def load_consumer_settings(broker: str | None = None) -> ConsumerSettings:
 	connections = {"kafka": kafka_connection(settings), "rabbitmq": rabbitmq_connection(settings)}
 	chosen = broker or ("kafka" if connections["kafka"] else "rabbitmq")
 	if connections[chosen] is None:
+		missing = chosen if broker else "Kafka or RabbitMQ"  # Kafka is the default when neither is set
 		raise ConfigurationError(
-			f"No {chosen} connection is configured, so there is nothing to consume from.",
+			f"No {missing} connection is configured, so there is nothing to consume from.",
 			hint="Set the Kafka bootstrap servers or the RabbitMQ URL in Fabric Settings.",
 		)
 	url, options = connections[chosen]

@@ -157,6 +157,15 @@ class TestConsumeCommand(FrappeTestCase):
 			consumers_api.get_lag("lag-probe", f"{known},{missing}")
 		self.assertIn(missing, str(refused.exception))
 
+	def test_with_no_broker_configured_the_message_names_both(self):
+		from cauldron_fabric.tests.utils import fabric_settings
+
+		with fabric_settings(bootstrap_servers="", rabbitmq_url=""):
+			with self.assertRaisesRegex(frappe.ValidationError, "No Kafka or RabbitMQ connection"):
+				consumers_api.get_lag("nowhere")
+			with self.assertRaisesRegex(frappe.ValidationError, "No rabbitmq connection"):
+				consumers_api.get_lag("nowhere", broker="rabbitmq")  # the one asked for
+
 	def test_a_broker_down_at_start_makes_the_consumer_wait_not_fail(self):
 		from cauldron_fabric.consume.runner import run_consumer_for
 		from cauldron_fabric.testing.kafka_broker import free_port

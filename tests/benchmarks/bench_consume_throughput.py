@@ -112,7 +112,7 @@ def insert_todo(envelope, context) -> None:
 
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__)
-	parser.add_argument("--site", default="c.localhost")
+	parser.add_argument("--site", default="test.localhost")
 	parser.add_argument("--events", type=int, default=3000)
 	args = parser.parse_args()
 	frappe.init(site=args.site, sites_path=".")
