@@ -115,8 +115,15 @@ def _read_uncommitted(query: str, params: tuple) -> tuple:
 	"""
 	try:
 		return _run(_reader(), query, params)
-	except pymysql.OperationalError:
-		_readers.__dict__.get("by_site", {}).pop(frappe.local.site, None)
+	except pymysql.MySQLError:
+		# Lost (OperationalError) or left unusable (InterfaceError after a half-read reply):
+		# either way a new connection, once.
+		stale = _readers.__dict__.get("by_site", {}).pop(frappe.local.site, None)
+		if stale is not None:
+			try:
+				stale.close()
+			except Exception:
+				pass  # already closed
 		return _run(_reader(), query, params)
 
 

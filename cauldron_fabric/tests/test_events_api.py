@@ -87,6 +87,16 @@ class TestListEvents(FrappeTestCase):
 		ids = [event["envelope"]["id"] for event in seen + more]
 		self.assertEqual(sorted(ids), sorted([early.id, late.id]), "every committed event is read once")
 
+	def test_an_unusable_reader_connection_is_replaced(self):
+		from cauldron_fabric.api.events import _readers
+
+		frappe.get_doc({"doctype": "ToDo", "description": "reader"}).insert()  # a row to page over
+		events_api.list_events(limit=1)  # opens this thread's reader
+		reader = _readers.by_site[frappe.local.site]
+		reader.close()  # left unusable: InterfaceError on its next query, not OperationalError
+		self.assertIsInstance(events_api.list_events(limit=1)["events"], list)
+		self.assertIsNot(_readers.by_site[frappe.local.site], reader)
+
 	def test_a_type_prefix_matches_underscores_literally(self):
 		entity_id = frappe.generate_hash(length=10)
 		record([new_envelope("fabric.probe.saved", "Fabric Probe", entity_id, "saved", {})])
