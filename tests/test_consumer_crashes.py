@@ -142,3 +142,19 @@ def test_a_run_that_returned_is_no_crash_for_the_member_that_takes_the_retry(bus
 		second.close()
 	assert ran == [1, 2], f"no run of this event ever killed a process: {second.stats.totals()}"
 	assert second.stats.totals().dead_lettered == 0
+
+
+def test_runs_finished_while_redis_is_down_leave_nothing_to_delete_later():
+	# Nothing was counted during the outage, so nothing piles up to delete when Redis is back.
+	counter = RedisCrashCounter("redis://127.0.0.1:1/0")  # nothing listens there
+	for n in range(200):
+		assert counter.started("g", f"e-{n}") == 0
+		counter.finished("g", f"e-{n}")
+	assert counter._forget == []
+	counter.close()
+	live = RedisCrashCounter(REDIS_URL, prefix=f"fabric-test:{uuid.uuid4().hex[:8]}:")
+	assert live.started("g", "e-1") == 0
+	live.finished("g", "e-1")
+	live.flush()
+	assert live.client.keys(f"{live.prefix}*") == [], "a counted run that finished is deleted"
+	live.close()

@@ -28,6 +28,7 @@ class RedisCrashCounter(CrashCounter):
 		self.prefix = prefix
 		self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 		self._forget: list[str] = []
+		self._counted: set[str] = set()  # counted in Redis and not finished yet
 
 	def _key(self, group: str, event_id: str) -> str:
 		return f"{self.prefix}starts:{group}:{event_id}"
@@ -45,10 +46,16 @@ class RedisCrashCounter(CrashCounter):
 			log.warning("cannot count handler runs of %s (crash protection off meanwhile): %s", event_id, exc)
 			return 0
 		self._forget.clear()
+		self._counted.add(key)
 		return int(results[-2]) - 1
 
 	def finished(self, group: str, event_id: str) -> None:
-		self._forget.append(self._key(group, event_id))
+		# Only what was counted needs deleting: while Redis is down nothing is, and the list of
+		# deletes would otherwise grow with every event of the outage.
+		key = self._key(group, event_id)
+		if key in self._counted:
+			self._counted.discard(key)
+			self._forget.append(key)
 
 	def flush(self) -> None:
 		if not self._forget:
