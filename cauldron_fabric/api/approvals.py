@@ -37,7 +37,13 @@ def reject(name: str | None = None, comment: str | None = None) -> dict[str, Any
 @frappe.whitelist(methods=["GET"])
 def get_request(name: str | None = None) -> dict[str, Any]:
 	"""Returns one request, with whether the caller may decide it."""
-	frappe.has_permission("Approval Request", "read", required(name, "name"), throw=True)
+	if not frappe.db.exists("Approval Request", required(name, "name")):
+		# has_permission on a missing name raises DoesNotExistError (404) while an existing one
+		# the caller cannot read is a 403: anyone could probe which request ids exist. Only
+		# readers of Approval Request are told it is missing, as load_for_decision does.
+		frappe.has_permission("Approval Request", "read", throw=True)
+		frappe.throw(_("There is no approval request {0}.").format(name), frappe.DoesNotExistError)
+	frappe.has_permission("Approval Request", "read", name, throw=True)
 	return summary(frappe.get_doc("Approval Request", name))
 
 

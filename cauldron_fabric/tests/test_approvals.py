@@ -143,6 +143,19 @@ class TestApprovalRequests(FrappeTestCase):
 		frappe.db.commit()
 		self.assertEqual([r["data"]["payload"]["decision"] for r in responses(name)], ["rejected"])
 
+	def test_reading_a_request_does_not_tell_outsiders_which_names_exist(self):
+		# Request ids are the agents' own ("drop-prod-db-42"): an outsider must get the same answer
+		# for a request that exists and one that does not, as approve and reject give.
+		name = receive(approval_requested())
+		frappe.set_user(OUTSIDER)
+		with self.assertRaises(frappe.PermissionError):
+			approvals_api.get_request(name)
+		with self.assertRaises(frappe.PermissionError, msg="a missing request answered differently"):
+			approvals_api.get_request("no-such-request")
+		frappe.set_user(MANAGER)
+		with self.assertRaises(frappe.DoesNotExistError, msg="a reader is told the request is missing"):
+			approvals_api.get_request("no-such-request")
+
 	def test_the_form_offers_decisions_only_to_approvers(self):
 		name = receive(approval_requested())
 		for user, expected in ((APPROVER, True), (OUTSIDER, False)):
