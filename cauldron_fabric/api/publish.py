@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import frappe
 from frappe import _
@@ -147,11 +148,32 @@ def _impersonation_problems(body: dict[str, Any]) -> list[str]:
 	event_type, source = body.get("type"), body.get("source")
 	site_source = current_policy().source
 	if isinstance(source, str) and site_source and source != f"{site_source}/api":
-		if source.rstrip("/") == site_source or source.startswith(site_source + "/"):
+		if names_site(source, site_source):
 			problems.append(_("'source' {0} is this site's own; leave it out").format(source))
 	if isinstance(event_type, str):
 		problems += site_type_problems(event_type)
 	return problems
+
+
+def names_site(source: str, site_source: str) -> bool:
+	"""Tells whether ``source`` names the site's own event source, in any spelling of its URI.
+
+	A consumer reads the source as a URI: scheme and host are case-insensitive, and a query,
+	fragment, port, user or trailing dot of the host leave the host the same, so comparing the
+	text alone let ``FRAPPE://SITE`` or ``frappe://site?x`` pass for the site.
+	"""
+	source = source.strip()
+	try:
+		mine, theirs = urlsplit(site_source), urlsplit(source)
+	except ValueError:  # "frappe://[x": no URI a consumer could read a host from
+		mine = theirs = urlsplit("")
+	if mine.scheme and mine.hostname:
+		return theirs.scheme.lower() == mine.scheme.lower() and (theirs.hostname or "").rstrip(
+			"."
+		) == mine.hostname.rstrip(".")
+	# A source without a host (urn:cauldron:erp): its own text, in any case, or below it.
+	source, site_source = source.lower(), site_source.lower()
+	return source.rstrip("/") == site_source or source.startswith(site_source + "/")
 
 
 def site_type_problems(event_type: str) -> list[str]:

@@ -155,6 +155,41 @@ class TestPublishApi(FrappeTestCase):
 			response = self.publish(body)
 			self.assertEqual(response.status_code, 200, response.text)
 
+	def test_the_sites_source_is_refused_in_every_spelling_of_its_uri(self):
+		# Scheme and host of a URI are case-insensitive, and a query, fragment, port, user or
+		# trailing dot leave its host the same: a consumer that reads the source as a URI takes
+		# each of these for the site itself.
+		self.start = last_seq()
+		site = current_policy().source
+		scheme, host = site.split("://", 1)
+		for source in (
+			site.upper(),
+			f"{site}?from=api",
+			f"{site}#api",
+			f"{scheme}://{host.upper()}/orders",
+			f"{scheme}://robot@{host}/orders",
+			f"{scheme}://{host}:80/orders",
+			f"{scheme}://{host}./orders",
+			f" {site}",
+		):
+			body = {
+				"type": "warehouse_robot.moved",
+				"source": source,
+				"data": {"entity": "Robot", "entityId": "R-1", "payload": {}},
+			}
+			response = self.publish(body)
+			self.assertEqual(response.status_code, 422, f"{source!r}: {response.text}")
+			self.assertIn("is this site's own; leave it out", response.json["exception"])
+		self.assertEqual(events_after(self.start), [])
+		other = {
+			"type": "warehouse_robot.moved",
+			"source": f"{scheme}://{host}-robots/orders",
+			"data": {"entity": "Robot", "entityId": "R-1", "payload": {}},
+		}
+		self.assertEqual(
+			self.publish(other).status_code, 200, "another host that shares the prefix is not the site"
+		)
+
 	def test_a_new_doctypes_lifecycle_is_refused_at_once(self):
 		name = "Fabric Test Robot Log"
 		if frappe.db.exists("DocType", name):
