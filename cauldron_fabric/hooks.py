@@ -40,6 +40,7 @@ doc_events = {
 		"before_change": "cauldron_fabric.emit.documents.mark_db_set",
 		"on_change": "cauldron_fabric.emit.documents.on_change",
 		"after_delete": "cauldron_fabric.emit.documents.after_delete",
+		"before_rename": "cauldron_fabric.emit.documents.before_rename",
 		"after_rename": "cauldron_fabric.emit.documents.after_rename",
 	},
 	"Dead Letter": {"on_change": "cauldron_fabric.delivery.dead_letters.discard_delivery"},

@@ -224,6 +224,9 @@ def after_delete(doc, method=None) -> None:
 	if _is_row(doc):
 		row_changed(doc, removed=True)
 	elif current_policy().kind_of(doc.doctype):
+		# Rows changed alone before the delete: at commit no parent of that name is left to
+		# record their update against, so it goes now, ending at the document as deleted.
+		record_rows_changed_before(doc.doctype, doc.name, doc)
 		emit_document_event(doc, "deleted")
 
 
@@ -320,6 +323,18 @@ def _record_row_change(parent, change: dict[str, Any]) -> None:
 	if change["via"]:
 		payload["via"] = change["via"]
 	record([_lifecycle_envelope(parent, "updated", payload, change["kind"])])
+
+
+def before_rename(
+	doc, method=None, old: str | None = None, new: str | None = None, merge: bool = False
+) -> None:
+	"""Records the update of rows changed alone before the rename, under the name they changed under.
+
+	The held change is keyed by the old name: at commit no parent has it any more, and the
+	rows' update would vanish. The stored document is the version that update ends at.
+	"""
+	if old is not None and current_policy().kind_of(doc.doctype):
+		record_rows_changed_before(doc.doctype, old, _stored(doc.doctype, old))
 
 
 def after_rename(

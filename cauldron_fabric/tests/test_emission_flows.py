@@ -99,3 +99,30 @@ class TestRowsChangedBeforeTheirParentsSave(EmissionCase):
 		row_change, save = events_after(start, NUMBERED_BASKET)
 		self.assertEqual([table(row_change, "old"), table(row_change, "new")], [[1, 3], [5, 3]])
 		self.assertEqual([table(save, "old"), table(save, "new")], [[5, 3], [5, 9]])
+
+	def test_a_parent_renamed_after_its_rows_changed_still_reports_them_before_the_rename(self):
+		# The held change was keyed by the old name: at commit no parent had that name any more,
+		# and the rows' update vanished from the stream without a word.
+		order = new_order("row then rename")
+		frappe.db.commit()
+		start = last_seq()
+		order.items[0].db_set("qty", 7)
+		new_name = frappe.rename_doc(ORDER, order.name, order.name + "-moved")
+		frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual(types_of(events), ["fabric_test_order.updated", "fabric_test_order.renamed"])
+		row_change = events[0]
+		self.assertEqual(row_change["data"]["entityId"], order.name, "under the name it had then")
+		self.assertEqual([table(row_change, "old"), table(row_change, "new")], [[1, 3], [7, 3]])
+		self.assertEqual(events[1]["data"]["entityId"], new_name)
+
+	def test_a_parent_deleted_after_its_rows_changed_reports_them_before_the_delete(self):
+		order = new_order("row then delete")
+		frappe.db.commit()
+		start = last_seq()
+		order.items[0].db_set("qty", 8)
+		frappe.delete_doc(ORDER, order.name)
+		frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual(types_of(events), ["fabric_test_order.updated", "fabric_test_order.deleted"])
+		self.assertEqual([table(events[0], "old"), table(events[0], "new")], [[1, 3], [8, 3]])
