@@ -16,6 +16,20 @@ from cauldron_fabric.emit.policy import DEFAULT_DENIED, MODULE, clear_policy
 SERVER = re.compile(r"^\[?[A-Za-z0-9._:-]+\]?:(\d{1,5})$")
 
 
+def readable_certificates(pem: str) -> bool:
+	"""Tells whether ``pem`` holds X.509 certificates that can be read.
+
+	The header alone is not enough: librdkafka reads the whole text only when the relay builds
+	its producer, and a broken body (a line lost in copying) then stops the relay.
+	"""
+	from cryptography import x509
+
+	try:
+		return bool(x509.load_pem_x509_certificates(pem.encode()))
+	except ValueError:
+		return False
+
+
 class FabricSettings(Document):
 	def validate(self) -> None:
 		self.validate_bootstrap_servers()
@@ -50,8 +64,13 @@ class FabricSettings(Document):
 				title=_("Kafka settings"),
 			)
 		pem = (self.ssl_ca or "").strip()
-		if pem and "-----BEGIN CERTIFICATE-----" not in pem:
-			frappe.throw(_("The TLS CA certificate must be in PEM form (-----BEGIN CERTIFICATE----- …)."))
+		if pem and not readable_certificates(pem):
+			frappe.throw(
+				_(
+					"The TLS CA certificate must be in PEM form (-----BEGIN CERTIFICATE----- …), "
+					"pasted whole: its text could not be read as a certificate."
+				)
+			)
 
 	def validate_topic_template(self) -> None:
 		try:

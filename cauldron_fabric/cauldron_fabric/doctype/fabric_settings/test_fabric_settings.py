@@ -41,3 +41,15 @@ class TestFabricSettings(FrappeTestCase):
 	def test_sasl_password_is_stored_as_a_password(self):
 		meta = frappe.get_meta("Fabric Settings")
 		self.assertEqual(meta.get_field("sasl_password").fieldtype, "Password")
+
+	def test_ca_must_be_a_certificate_kafka_can_read(self):
+		# Only the header was checked: a pasted certificate with a broken body was saved, and
+		# the relay stopped with a traceback the first time it built its Kafka producer.
+		import certifi
+
+		pem = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----"
+		doc = self.settings(security_protocol="SSL", ssl_ca=pem)
+		self.assertRaisesRegex(frappe.ValidationError, "TLS CA certificate", doc.save)
+		with open(certifi.where()) as bundle:
+			doc = self.settings(security_protocol="SSL", ssl_ca=bundle.read())
+		doc.validate()  # a real bundle, several certificates, passes
