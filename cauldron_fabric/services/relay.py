@@ -20,6 +20,7 @@ import frappe
 import pymysql
 from frappe.utils import cint, get_system_timezone, now_datetime
 
+from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.outbox.sql import SqlOutboxStore
 from cauldron_fabric.core.ports import ConnectionReport
 from cauldron_fabric.core.relay import Relay, RelayOptions, RelayReport
@@ -227,6 +228,26 @@ def safety_net_name() -> str:
 	return f"{socket.gethostname()}:scheduler"
 
 
+def _built_or_reported(settings: RelaySettings, reporter: StatusReporter) -> Relay | None:
+	"""Builds the relay, or reports why these settings cannot work and returns None."""
+	try:
+		return build_relay(settings, reporter)
+	except ConfigurationError as exc:
+		_report_unusable(reporter, exc)
+		return None
+
+
+def _report_unusable(reporter: StatusReporter, exc: ConfigurationError) -> None:
+	"""Puts a setting the broker client refused in the relay's status, where Fabric Settings show it.
+
+	No retry cures it and stopping the relay would not either (a supervisor restarts it into
+	the same error): the relay waits for the settings to change, and its events stay Pending.
+	"""
+	frappe.logger("cauldron_fabric").error("the relay cannot use Fabric Settings: %s", exc)
+	reporter(RelayReport(error=f"Fabric Settings cannot be used: {exc}"))
+	reporter.write()
+
+
 def run_relay_for(
 	should_stop: Callable[[], bool] = lambda: False,
 	max_seconds: float | None = None,
@@ -264,15 +285,26 @@ def run_relay_for(
 			if settings != current:
 				if relay is not None:
 					relay.close()
-				relay, current = (build_relay(settings, reporter) if settings else None), settings
+				relay, current = None, settings
+				if settings:
+					relay = _built_or_reported(settings, reporter)
 			if relay is None:
+				# No broker, or settings it refuses: nothing to do until Fabric Settings change.
 				reporter.write()
-				waker.wait(SETTINGS_RECHECK_SECONDS)
-				continue
+				if stop_when_idle:
+					return
 			budget = SETTINGS_RECHECK_SECONDS
 			if max_seconds is not None:
 				budget = min(budget, max(0.0, max_seconds - (time.monotonic() - started)))
-			relay.run(stop, waker, max_seconds=budget)
+			if relay is None:
+				waker.wait(budget)
+				continue
+			try:
+				relay.run(stop, waker, max_seconds=budget)
+			except ConfigurationError as exc:
+				relay.close()
+				relay = None
+				_report_unusable(reporter, exc)
 	finally:
 		reporter.write() if name else reporter.remove()
 		if relay is not None:

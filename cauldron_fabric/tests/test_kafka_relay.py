@@ -227,6 +227,36 @@ class TestPublishingToKafka(FrappeTestCase):
 		frappe.delete_doc("ToDo", todo.name)
 		frappe.db.commit()
 
+	def test_a_setting_kafka_refuses_is_reported_and_the_relay_waits_for_a_fix(self):
+		# A CA stored without the form's check (set_single_value, or saved before it existed)
+		# made librdkafka refuse the producer (built first when topics are not auto-created):
+		# ConfigurationError out of the relay, which stopped with a traceback, and supervisor
+		# restarted it into the same error, for ever, with nothing in Desk saying why.
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "bad ca"}).insert()
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.delete_doc, "ToDo", todo.name)
+		broken = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----"
+		frappe.db.set_single_value(
+			"Fabric Settings", {"security_protocol": "SSL", "ssl_ca": broken, "auto_create_topics": 0}
+		)
+		frappe.db.commit()
+		try:
+			run_relay_for(max_seconds=3, name="fabric-test-misconfigured")
+			status = json.loads(frappe.cache.hget(STATUS_KEY, "fabric-test-misconfigured"))
+		finally:
+			frappe.cache.hdel(STATUS_KEY, "fabric-test-misconfigured")
+			frappe.db.set_single_value(
+				"Fabric Settings", {"security_protocol": "PLAINTEXT", "ssl_ca": None, "auto_create_topics": 1}
+			)
+			frappe.db.commit()
+		self.assertIn("ssl.ca.pem", status["last_error"])
+		self.assertEqual(event_status(todo.name)[0][1], "Pending")
+		frappe.db.sql("UPDATE `tabEvent Log` SET next_attempt_at = NULL WHERE entity_id = %s", (todo.name,))
+		frappe.db.commit()
+		relay_until_idle()
+		self.assertEqual(event_status(todo.name)[0][1], "Published")
+
 	def test_z_a_lost_site_database_connection_delays_the_relay_without_stopping_it(self):
 		# Named to run last: it kills this test process's own database connection.
 		description = f"after a lost connection {frappe.generate_hash(length=6)}"
