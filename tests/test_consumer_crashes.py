@@ -112,13 +112,14 @@ def test_a_run_that_returned_is_no_crash_for_the_member_that_takes_the_retry(bus
 			raise RuntimeError("the receiving system said try later")
 
 	table = HandlerTable.from_mapping({"item.updated": handler})
-	first = Consumer(
-		bus.source(options, channel),
-		table,
-		MemoryTrackingStore(tracking),
-		options,
-		crashes=RedisCrashCounter(REDIS_URL, prefix),
-	)
+
+	def member() -> Consumer:
+		"""A member of the group: its own source and crash counter, the group's processed marks."""
+		source = bus.source(options, channel)
+		counter = RedisCrashCounter(REDIS_URL, prefix)
+		return Consumer(source, table, MemoryTrackingStore(tracking), options, crashes=counter)
+
+	first = member()
 	bus.publish(channel, [wire(e) for e in (failing, *others)])
 	deadline = time.monotonic() + 30
 	while time.monotonic() < deadline:
@@ -129,13 +130,7 @@ def test_a_run_that_returned_is_no_crash_for_the_member_that_takes_the_retry(bus
 	assert first.stats.totals().retried == 1, first.stats.totals()
 	first.source.close()  # the member is gone: killed after that round, its counter untouched
 
-	second = Consumer(
-		bus.source(options, channel),
-		table,
-		MemoryTrackingStore(tracking),
-		options,
-		crashes=RedisCrashCounter(REDIS_URL, prefix),
-	)
+	second = member()
 	try:
 		second.run(lambda: bool(second.stats.totals().processed or second.stats.totals().dead_lettered), 30)
 	finally:

@@ -25,6 +25,29 @@ def follow(cursor: int, **filters) -> tuple[list[dict], int]:
 		cursor = page["next"]
 
 
+def overtaken(slow, entity_id: str) -> tuple:
+	"""Draws an event's number on ``slow`` without committing, then records and commits a later
+	event of the same document on the site's connection; returns (early, late)."""
+	early = new_envelope("fabric_probe.saved", "Fabric Probe", entity_id, "saved", {"n": 1})
+	sql, params = build_append([OutboxAppend(early)], actor="Administrator", now=now_datetime())
+	with slow.cursor() as cursor:
+		cursor.execute(sql, params)
+	late = new_envelope("fabric_probe.saved", "Fabric Probe", entity_id, "saved", {"n": 2})
+	record([late])
+	frappe.db.commit()
+	return early, late
+
+
+def read_before_and_after(start: int, entity_id: str, commit) -> list[str]:
+	"""Follows the cursor from ``start``, runs ``commit``, follows on from where it stopped (as the
+	reader's next request); returns the ids read."""
+	seen, cursor = follow(start, entity_id=entity_id)
+	commit()
+	frappe.db.rollback()
+	more, _ = follow(cursor, entity_id=entity_id)
+	return [event["envelope"]["id"] for event in seen + more]
+
+
 class TestListEvents(FrappeTestCase):
 	def setUp(self):
 		frappe.set_user("Administrator")
@@ -37,21 +60,10 @@ class TestListEvents(FrappeTestCase):
 		# A slow save draws its event's number first and commits last.
 		slow = site_db_connector()()
 		try:
-			early = new_envelope("fabric_probe.saved", "Fabric Probe", entity_id, "saved", {"n": 1})
-			sql, params = build_append([OutboxAppend(early)], actor="Administrator", now=now_datetime())
-			with slow.cursor() as cursor:
-				cursor.execute(sql, params)
-			late = new_envelope("fabric_probe.saved", "Fabric Probe", entity_id, "saved", {"n": 2})
-			record([late])
-			frappe.db.commit()
-
-			seen, cursor = follow(start, entity_id=entity_id)
-			slow.commit()
+			early, late = overtaken(slow, entity_id)
+			ids = read_before_and_after(start, entity_id, slow.commit)
 		finally:
 			slow.close()
-		frappe.db.rollback()  # the reader's next request
-		more, _ = follow(cursor, entity_id=entity_id)
-		ids = [event["envelope"]["id"] for event in seen + more]
 		self.assertEqual(sorted(ids), sorted([early.id, late.id]), "every committed event is read once")
 
 	def test_an_event_deleted_meanwhile_does_not_hide_a_save_in_flight_from_the_cursor(self):
@@ -68,23 +80,11 @@ class TestListEvents(FrappeTestCase):
 		try:
 			with purge.cursor() as cursor:
 				cursor.execute("DELETE FROM `tabEvent Log` WHERE name = %s", (old_seq,))
-			early = new_envelope("fabric_probe.saved", "Fabric Probe", entity_id, "saved", {"n": 1})
-			sql, params = build_append([OutboxAppend(early)], actor="Administrator", now=now_datetime())
-			with slow.cursor() as cursor:
-				cursor.execute(sql, params)
-			late = new_envelope("fabric_probe.saved", "Fabric Probe", entity_id, "saved", {"n": 2})
-			record([late])
-			frappe.db.commit()
-
-			seen, cursor = follow(start, entity_id=entity_id)
-			slow.commit()
-			purge.rollback()
+			early, late = overtaken(slow, entity_id)
+			ids = read_before_and_after(start, entity_id, lambda: (slow.commit(), purge.rollback()))
 		finally:
 			slow.close()
 			purge.close()
-		frappe.db.rollback()  # the reader's next request
-		more, _ = follow(cursor, entity_id=entity_id)
-		ids = [event["envelope"]["id"] for event in seen + more]
 		self.assertEqual(sorted(ids), sorted([early.id, late.id]), "every committed event is read once")
 
 	def test_an_unusable_reader_connection_is_replaced(self):
