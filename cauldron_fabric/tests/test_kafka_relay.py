@@ -12,7 +12,7 @@ import frappe
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from frappe.tests.utils import FrappeTestCase
-from frappe.utils import add_days, now_datetime
+from frappe.utils import add_days, add_to_date, now_datetime
 
 from cauldron_fabric.api import events as events_api
 from cauldron_fabric.api import settings as settings_api
@@ -209,6 +209,15 @@ class TestPublishingToKafka(FrappeTestCase):
 		frappe.cache.hset(STATUS_KEY, killed, json.dumps({"heartbeat": old, "last_error": None}))
 		self.assertNotIn(killed, [r["name"] for r in relay_statuses()])
 		self.assertIsNone(frappe.cache.hget(STATUS_KEY, killed), "forgotten after an hour of silence")
+
+	def test_the_safety_net_is_not_shown_silent_between_its_minutely_runs(self):
+		a_minute_ago = add_to_date(now_datetime(), seconds=-75).isoformat()
+		names = (safety_net_name(), "busy-host:4242")  # the scheduler's entry, a relay's
+		for name in names:
+			frappe.cache.hset(STATUS_KEY, name, json.dumps({"heartbeat": a_minute_ago, "last_error": None}))
+			self.addCleanup(frappe.cache.hdel, STATUS_KEY, name)
+		stale = {r["name"]: r["stale"] for r in relay_statuses() if r["name"] in names}
+		self.assertEqual(stale, {safety_net_name(): False, "busy-host:4242": True})
 
 	def test_broker_outage_never_fails_a_save_and_events_wait_until_it_is_back(self):
 		dead = f"127.0.0.1:{free_port()}"
