@@ -18,7 +18,8 @@ DocTypes, the fabric's own types such as ``approval.response``, ``system.change`
 consumers must be able to trust that such events come from the site itself. The event is
 recorded like any other (schema check, Event Log, outbox, subscriptions) and ``{"eventId",
 "type", "correlationId"}`` returned; sending the same ``id`` again records nothing and answers
-``"duplicate": true``, so retries are safe.
+for the event recorded first, with ``"duplicate": true``, so retries are safe; another event
+under an ``id`` already used is refused.
 Bad input answers 422 with every problem listed, never 500.
 """
 
@@ -81,8 +82,8 @@ def publish(
 	}
 	body = {key: value for key, value in given.items() if value is not None}
 	envelope = _envelope(body, [key for key in unknown if key not in IGNORED])
-	if frappe.db.exists("Event Log", {"event_id": envelope.id}):
-		return _answer(envelope, duplicate=True)
+	if recorded := _recorded(envelope.id):
+		return _repeat(envelope, recorded)
 	from cauldron_fabric.emit.recorder import record
 
 	try:
@@ -92,10 +93,52 @@ def publish(
 	except Exception as exc:
 		if not frappe.db.is_duplicate_entry(exc):
 			raise
-		# The same id arrived twice at once; the other request recorded it.
+		# The same id arrived twice at once; the other request recorded it (and committed:
+		# only then does this INSERT fail rather than wait).
 		frappe.db.rollback()
-		return _answer(envelope, duplicate=True)
+		return _repeat(envelope, _recorded(envelope.id))
 	return _answer(envelope)
+
+
+def _recorded(event_id: str) -> Envelope | None:
+	"""Returns the event the Event Log holds under ``event_id``, if any."""
+	text = frappe.db.get_value("Event Log", {"event_id": event_id}, "envelope")
+	return Envelope.from_dict(json.loads(text)) if text else None
+
+
+def _repeat(envelope: Envelope, recorded: Envelope | None) -> dict[str, Any]:
+	"""Answers a repeated id for the event recorded under it; refuses another event under that id.
+
+	A retry must learn what its first attempt was answered (the correlation id it was recorded
+	with, even when the retry sent another X-Correlation-ID or none); an event that only shares
+	the id would otherwise be answered "duplicate" and dropped without anyone knowing. Time and
+	metadata other than the caller are filled in anew by every attempt, so they are not compared.
+	"""
+	if recorded is None:  # deleted by retention between the INSERT and this read
+		return _answer(envelope, duplicate=True)
+	if _identity(recorded) != _identity(envelope):
+		_refuse(
+			[
+				_("id {0} was already used for another event ({1}); send a new id").format(
+					envelope.id, recorded.type
+				)
+			]
+		)
+	return _answer(recorded, duplicate=True)
+
+
+def _identity(envelope: Envelope) -> tuple[Any, ...]:
+	data = envelope.data
+	payload = json.dumps(dict(data.payload), sort_keys=True, default=str)
+	return (
+		envelope.type,
+		envelope.source,
+		data.entity,
+		data.entity_id,
+		data.action,
+		payload,
+		envelope.metadata.user_id,
+	)
 
 
 def _envelope(body: dict[str, Any], unknown: list[str]) -> Envelope:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import frappe
+import pymysql
 from frappe.tests.utils import FrappeTestCase
+from frappe.utils import get_test_client, now_datetime
 
 from cauldron_fabric.api import publish as publish_api
 from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.outbox.sql import build_append
+from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.core.schema import catalog_entry
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.tests.test_approval_support import APPROVER, approval_requested, ensure_people
@@ -216,3 +222,74 @@ class TestPublishApi(FrappeTestCase):
 		self.assertEqual(response.status_code, 403, response.text)
 		self.assertEqual(frappe.db.get_value("Approval Request", name, "status"), "Pending")
 		self.assertEqual(frappe.db.get_value("Approval Request", name, "requested_by"), self.publisher)
+
+	def test_a_repeat_is_answered_for_the_recorded_event_and_a_reused_id_is_refused(self):
+		body = {
+			"id": frappe.generate_hash(length=20),
+			"type": "lore.article.published",
+			"data": {"entity": "Article", "entityId": self.tag, "payload": {}},
+		}
+		first = self.publish(body, **{"X-Correlation-ID": "flow-11"})
+		self.assertEqual(first.status_code, 200, first.text)
+		# The answer was lost and the client sends the same event again, without the header this
+		# time: it must learn the conversation its event is in, not a new one nobody uses.
+		retry = self.publish(body)
+		self.assertEqual(retry.status_code, 200, retry.text)
+		self.assertEqual(retry.json["message"], {**first.json["message"], "duplicate": True})
+		# Another event under an id already taken is not a retry: it would be dropped unseen.
+		other = {**body, "type": "lore.article.archived", "data": {**body["data"], "entityId": "other"}}
+		response = self.publish(other)
+		self.assertEqual(response.status_code, 422, response.text)
+		self.assertIn("already", response.json["exception"])
+		(event,) = [e for e in events_after(self.start) if e["id"] == body["id"]]
+		self.assertEqual((event["type"], event["metadata"]["correlationId"]), (body["type"], "flow-11"))
+
+	def test_a_publish_racing_itself_answers_for_the_event_that_won(self):
+		# The first request's row is written but not committed when the second checks for the id;
+		# the second's INSERT waits on the unique key, then finds the id taken.
+		body = {
+			"id": frappe.generate_hash(length=20),
+			"type": "lore.article.published",
+			"data": {"entity": "Article", "entityId": self.tag, "action": "published", "payload": {}},
+		}
+		winner = Envelope.from_dict(
+			{
+				**body,
+				"source": f"{current_policy().source}/api",
+				"time": "2030-01-01T00:00:00Z",
+				"metadata": {
+					"correlationId": "flow-won",
+					"userId": self.publisher,
+					"tenantId": frappe.local.site,
+				},
+			}
+		)
+		sql, params = build_append(
+			[OutboxAppend(winner, pending=False)], actor=self.publisher, now=now_datetime()
+		)
+		other = pymysql.connect(
+			host=frappe.conf.db_host or "127.0.0.1",
+			port=int(frappe.conf.db_port or 3306),
+			user=frappe.conf.db_name,
+			password=frappe.conf.db_password,
+			database=frappe.conf.db_name,
+			autocommit=False,
+		)
+		self.addCleanup(other.close)
+		with other.cursor() as cursor:
+			cursor.execute(sql, params)
+		answers, client, site = [], get_test_client(), frappe.local.site
+		headers = {"X-Frappe-Site-Name": site, "Authorization": self.token, "X-Correlation-ID": "flow-lost"}
+		racer = threading.Thread(target=lambda: answers.append(client.post(URL, json=body, headers=headers)))
+		racer.start()
+		time.sleep(1.5)  # the second request is now waiting on the first one's row
+		other.commit()
+		racer.join()
+		frappe.db.rollback()  # see what the request committed
+		(response,) = answers
+		self.assertEqual(response.status_code, 200, response.text)
+		self.assertEqual(
+			response.json["message"],
+			{"eventId": body["id"], "type": body["type"], "correlationId": "flow-won", "duplicate": True},
+		)
+		self.assertEqual([e["id"] for e in events_after(self.start, "Article", self.tag)], [body["id"]])
