@@ -51,6 +51,8 @@ def get_request(name: str | None = None) -> dict[str, Any]:
 def list_requests(status: str | None = None, mine: bool = False, limit: int = 50) -> dict[str, Any]:
 	"""Returns the requests the caller can see, newest first; ``mine`` keeps only open ones they may decide."""
 	frappe.has_permission("Approval Request", "read", throw=True)
+	# A query string carries text, and "0" is a true string: read it as the flag it is.
+	mine = frappe.utils.sbool(mine)
 	if status and status not in STATUSES:
 		frappe.throw(_("status must be one of {0}.").format(", ".join(STATUSES)), frappe.ValidationError)
 	limit = limit_param(limit, MAX_LIMIT)
@@ -59,6 +61,6 @@ def list_requests(status: str | None = None, mine: bool = False, limit: int = 50
 		"Approval Request", filters=filters, pluck="name", order_by="creation desc", limit=limit
 	)
 	requests = [summary(frappe.get_doc("Approval Request", n)) for n in names]
-	if frappe.utils.sbool(mine):
+	if mine:
 		requests = [r for r in requests if r["canDecide"]]
 	return {"requests": requests}

@@ -27,9 +27,11 @@ from cauldron_fabric.tests.test_approval_support import (
 	ensure_people,
 	responses,
 )
+from cauldron_fabric.tests.test_http import api_token, make_user, request
 from cauldron_fabric.tests.utils import fabric_settings
 
 PAST = -dt.timedelta(minutes=5)
+LIST = "/api/method/cauldron_fabric.api.approvals.list_requests"
 
 
 def receive(envelope: Envelope) -> str:
@@ -218,3 +220,15 @@ class TestApprovalRequests(FrappeTestCase):
 				"Scheduled Job Type", {"method": "cauldron_fabric.approvals.expiry.expire_overdue_requests"}
 			)
 		)
+
+	def test_listing_takes_mine_0_as_no(self):
+		# Query strings carry text: mine=0 must list every request, decided ones too.
+		decided = receive(approval_requested())
+		frappe.set_user(MANAGER)
+		approvals_api.approve(decided)
+		frappe.db.commit()
+		frappe.set_user("Administrator")
+		token = api_token(make_user("approvals-reader@example.com", ["Fabric Manager"]))
+		response = request("get", LIST + "?mine=0&limit=200", headers={"Authorization": token})
+		self.assertEqual(response.status_code, 200, response.text)
+		self.assertIn(decided, [r["name"] for r in response.json["message"]["requests"]])
