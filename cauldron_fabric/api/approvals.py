@@ -15,6 +15,7 @@ from frappe import _
 
 from cauldron_fabric.api.params import limit_param, required
 from cauldron_fabric.approvals.decisions import APPROVED, OPEN, REJECTED, decide, load_for_decision, summary
+from cauldron_fabric.approvals.notify import can_decide
 
 MAX_LIMIT = 200
 STATUSES = ("Pending", "Approved", "Rejected", "Expired", "Escalated")
@@ -43,24 +44,61 @@ def get_request(name: str | None = None) -> dict[str, Any]:
 		# readers of Approval Request are told it is missing, as load_for_decision does.
 		frappe.has_permission("Approval Request", "read", throw=True)
 		frappe.throw(_("There is no approval request {0}.").format(name), frappe.DoesNotExistError)
-	frappe.has_permission("Approval Request", "read", name, throw=True)
-	return summary(frappe.get_doc("Approval Request", name))
+	doc = frappe.get_doc("Approval Request", name)
+	if not can_decide(doc, frappe.session.user):
+		# A holder of a listed role may have no share of the request (the role came later, or
+		# it was past the first MAX_NOTIFIED assignees): deciding it lets it read it.
+		frappe.has_permission("Approval Request", "read", name, throw=True)
+	return summary(doc)
 
 
 @frappe.whitelist(methods=["GET"])
 def list_requests(status: str | None = None, mine: bool = False, limit: int = 50) -> dict[str, Any]:
 	"""Returns the requests the caller can see, newest first; ``mine`` keeps only open ones they may decide."""
-	frappe.has_permission("Approval Request", "read", throw=True)
 	# A query string carries text, and "0" is a true string: read it as the flag it is.
 	mine = frappe.utils.sbool(mine)
 	if status and status not in STATUSES:
 		frappe.throw(_("status must be one of {0}.").format(", ".join(STATUSES)), frappe.ValidationError)
 	limit = limit_param(limit, MAX_LIMIT)
-	filters = {"status": status} if status else ({"status": ("in", OPEN)} if mine else {})
-	names = frappe.get_list(
-		"Approval Request", filters=filters, pluck="name", order_by="creation desc", limit=limit
-	)
-	requests = [summary(frappe.get_doc("Approval Request", n)) for n in names]
 	if mine:
-		requests = [r for r in requests if r["canDecide"]]
-	return {"requests": requests}
+		return {"requests": _decidable(status, limit)}
+	frappe.has_permission("Approval Request", "read", throw=True)
+	names = frappe.get_list(
+		"Approval Request",
+		filters={"status": status} if status else {},
+		pluck="name",
+		order_by="creation desc",
+		limit=limit,
+	)
+	return {"requests": [summary(frappe.get_doc("Approval Request", n)) for n in names]}
+
+
+def _decidable(status: str | None, limit: int) -> list[dict[str, Any]]:
+	"""Returns up to ``limit`` open requests the caller may decide, newest first.
+
+	Deciding is can_decide's call, not read permission's: a holder of a listed role may have no
+	share of a request (see get_request). The open requests are read page by page until
+	``limit`` are found, so requests the caller may not decide (its own, four eyes) never
+	leave a page short.
+	"""
+	statuses = [s for s in OPEN if not status or s == status]
+	user, found, start = frappe.session.user, [], 0
+	while statuses and len(found) < limit:
+		names = frappe.get_all(
+			"Approval Request",
+			filters={"status": ("in", statuses)},
+			pluck="name",
+			order_by="creation desc, name desc",
+			limit_start=start,
+			limit_page_length=MAX_LIMIT,
+		)
+		for name in names:
+			doc = frappe.get_doc("Approval Request", name)
+			if can_decide(doc, user):
+				found.append(summary(doc, user))
+				if len(found) == limit:
+					break
+		if len(names) < MAX_LIMIT:
+			break
+		start += MAX_LIMIT
+	return found

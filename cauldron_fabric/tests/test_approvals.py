@@ -25,6 +25,7 @@ from cauldron_fabric.tests.test_approval_support import (
 	approval_requested,
 	assignments,
 	ensure_people,
+	ensure_user,
 	responses,
 )
 from cauldron_fabric.tests.test_http import api_token, make_user, request
@@ -232,3 +233,29 @@ class TestApprovalRequests(FrappeTestCase):
 		response = request("get", LIST + "?mine=0&limit=200", headers={"Authorization": token})
 		self.assertEqual(response.status_code, 200, response.text)
 		self.assertIn(decided, [r["name"] for r in response.json["message"]["requests"]])
+
+	def test_a_holder_of_an_approver_role_finds_the_requests_it_may_decide(self):
+		# The role was given after the request was assigned (or the holder was past the first
+		# MAX_NOTIFIED): no ToDo, no share, yet the holder may decide and must find the request.
+		name = receive(approval_requested(users=(), roles=(APPROVER_ROLE,)))
+		late = "late.holder." + frappe.generate_hash(length=6) + "@fabric.test"
+		ensure_user(late, [APPROVER_ROLE])
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.delete_doc, "User", late, force=True, ignore_permissions=True)
+		frappe.set_user(late)
+		self.assertEqual([r["name"] for r in approvals_api.list_requests(mine=1)["requests"]][:1], [name])
+		self.assertTrue(approvals_api.get_request(name)["canDecide"])
+		self.assertEqual(approvals_api.approve(name)["status"], "Approved")
+
+	def test_mine_pages_over_the_requests_the_caller_may_decide(self):
+		# The newest open request is the manager's own (four eyes): a page of one must still hold
+		# the newest request the manager may decide, not come back empty.
+		decidable = receive(approval_requested())
+		own = approval_requested()
+		own = replace(own, metadata=replace(own.metadata, user_id=MANAGER))
+		receive(own)
+		frappe.set_user(MANAGER)
+		self.assertEqual(
+			[r["name"] for r in approvals_api.list_requests(mine=1, limit=1)["requests"]], [decidable]
+		)
