@@ -64,6 +64,9 @@ def approver_users(doc) -> list[str]:
 def notify_approvers(doc, users: list[str] | None = None) -> list[str]:
 	"""Assigns the request to its approvers (or to ``users``); returns who was assigned."""
 	users = approver_users(doc) if users is None else users
+	# Four eyes: the requester may be listed (by name or role) but never decides (can_decide),
+	# so a ToDo asking it to would only be a dead end.
+	users = [user for user in users if user != doc.get("requested_by")]
 	if not users:
 		return []
 	assign_to.add(

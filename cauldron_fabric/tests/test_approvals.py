@@ -259,3 +259,17 @@ class TestApprovalRequests(FrappeTestCase):
 		self.assertEqual(
 			[r["name"] for r in approvals_api.list_requests(mine=1, limit=1)["requests"]], [decidable]
 		)
+
+	def test_the_requester_is_not_asked_to_decide_its_own_request(self):
+		# Four eyes: a ToDo "Approve or reject" for a request its owner may not decide is a dead end.
+		event = approval_requested(users=(APPROVER,), roles=(APPROVER_ROLE,))
+		event = replace(event, metadata=replace(event.metadata, user_id=ROLE_HOLDER))
+		name = receive(event)
+		self.assertEqual(assignments(name), {APPROVER: "Open"})
+		mine = approval_requested(users=(ESCALATION_HOLDER,), roles=(), due_in=PAST)
+		mine = replace(mine, metadata=replace(mine.metadata, user_id=ESCALATION_HOLDER))
+		escalated = receive(mine)
+		with fabric_settings(approval_expiry_action="Escalate", approval_escalation_role=ESCALATION_ROLE):
+			expire_overdue_requests()
+		self.assertEqual(frappe.db.get_value("Approval Request", escalated, "status"), "Escalated")
+		self.assertEqual(assignments(escalated), {}, "nobody but its requester holds the role")
