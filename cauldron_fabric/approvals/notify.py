@@ -53,8 +53,13 @@ def users_with_roles(roles: set[str]) -> list[str]:
 
 
 def approver_users(doc) -> list[str]:
-	"""Returns the users to notify: the listed ones, then the holders of listed roles."""
-	users = [u for u in sorted(listed(doc, "User")) if u != "Guest"]
+	"""Returns the users to notify: the listed ones, then the holders of listed roles.
+
+	Disabled users are left out as role holders are: they cannot log in to decide.
+	"""
+	named = sorted(listed(doc, "User") - {"Guest"})
+	enabled = set(frappe.get_all("User", filters={"name": ("in", named or [""]), "enabled": 1}, pluck="name"))
+	users = [u for u in named if u in enabled]
 	for user in users_with_roles(listed(doc, "Role")):
 		if user not in users and user != "Administrator":
 			users.append(user)
@@ -81,6 +86,14 @@ def notify_approvers(doc, users: list[str] | None = None) -> list[str]:
 		ignore_permissions=True,
 	)
 	return users
+
+
+def manager_users() -> list[str]:
+	"""Returns who decides a request none of whose approvers can: Fabric Managers, else System Managers."""
+	for role in ("Fabric Manager", "System Manager"):
+		if users := [u for u in users_with_roles({role}) if u != "Administrator"]:
+			return users[:MAX_NOTIFIED]
+	return []
 
 
 def close_assignments(doc) -> None:

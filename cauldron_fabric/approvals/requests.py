@@ -2,7 +2,8 @@
 
 The event was checked against its schema before this runs, so its payload has every required
 key. Approvers that do not exist on this site are left out and named in the timeline; with none
-left, Fabric and System Managers decide.
+left, Fabric and System Managers decide. When none of its approvers can be assigned (unknown,
+disabled, a role nobody holds), the managers are.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import frappe
 from frappe import _
 from frappe.utils import convert_utc_to_system_timezone
 
-from cauldron_fabric.approvals.notify import DOCTYPE, notify_approvers
+from cauldron_fabric.approvals.notify import DOCTYPE, manager_users, notify_approvers
 from cauldron_fabric.core.envelope import Envelope, parse_time
 
 REQUEST_TYPE = "agent.approval.requested"
@@ -51,7 +52,11 @@ def create_approval_request(envelope: Envelope, context=None) -> None:
 		doc.add_comment("Info", _("Approvers unknown on this site, left out: {0}").format(", ".join(missing)))
 	if not rows:
 		doc.add_comment("Info", _("No named approver exists here: Fabric Managers decide this request."))
-	notify_approvers(doc)
+	if not notify_approvers(doc) and notify_approvers(doc, manager_users()):
+		# Nobody it names can be told (unknown or disabled users, roles nobody holds): the
+		# managers, who may decide any request, are then its deciders and must hear of it, or
+		# the request only waits for its expiry.
+		doc.add_comment("Info", _("None of its approvers can decide it: assigned to the managers."))
 
 
 def note_repeated_request(envelope: Envelope) -> None:

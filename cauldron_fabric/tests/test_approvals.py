@@ -25,6 +25,7 @@ from cauldron_fabric.tests.test_approval_support import (
 	approval_requested,
 	assignments,
 	ensure_people,
+	ensure_role,
 	ensure_user,
 	responses,
 )
@@ -32,6 +33,8 @@ from cauldron_fabric.tests.test_http import api_token, make_user, request
 from cauldron_fabric.tests.utils import fabric_settings
 
 PAST = -dt.timedelta(minutes=5)
+SECOND_ESCALATION_HOLDER = "escalation.second@fabric.test"
+NOBODYS_ROLE = "Fabric Test Nobody Holds"
 LIST = "/api/method/cauldron_fabric.api.approvals.list_requests"
 
 
@@ -266,10 +269,30 @@ class TestApprovalRequests(FrappeTestCase):
 		event = replace(event, metadata=replace(event.metadata, user_id=ROLE_HOLDER))
 		name = receive(event)
 		self.assertEqual(assignments(name), {APPROVER: "Open"})
-		mine = approval_requested(users=(ESCALATION_HOLDER,), roles=(), due_in=PAST)
+		ensure_user(SECOND_ESCALATION_HOLDER, [ESCALATION_ROLE])
+		frappe.db.commit()
+		mine = approval_requested(users=(APPROVER,), roles=(), due_in=PAST)
 		mine = replace(mine, metadata=replace(mine.metadata, user_id=ESCALATION_HOLDER))
 		escalated = receive(mine)
 		with fabric_settings(approval_expiry_action="Escalate", approval_escalation_role=ESCALATION_ROLE):
 			expire_overdue_requests()
 		self.assertEqual(frappe.db.get_value("Approval Request", escalated, "status"), "Escalated")
-		self.assertEqual(assignments(escalated), {}, "nobody but its requester holds the role")
+		self.assertEqual(
+			assignments(escalated),
+			{APPROVER: "Open", SECOND_ESCALATION_HOLDER: "Open"},
+			"the requester holds the escalation role too",
+		)
+
+	def test_a_request_nobody_it_names_can_decide_goes_to_the_managers(self):
+		# Unknown users, a disabled user, a role nobody holds: Fabric Managers decide such a
+		# request, and must be told, or it only waits for its expiry.
+		ensure_role(NOBODYS_ROLE)
+		disabled = "disabled.approver@fabric.test"
+		ensure_user(disabled, ["Blogger"])
+		frappe.db.set_value("User", disabled, "enabled", 0)
+		frappe.db.commit()
+		for users, roles in ((("ghost@nowhere.test",), ()), ((disabled,), ()), ((), (NOBODYS_ROLE,))):
+			name = receive(approval_requested(users=users, roles=roles))
+			assigned = assignments(name)
+			self.assertIn(MANAGER, assigned, f"{users} {roles}: {assigned}")
+			self.assertNotIn(disabled, assigned)
