@@ -3,7 +3,8 @@
 Fabric Settings ``approval_expiry_action``: ``Reject`` answers the agent with a rejection and
 marks the request Expired; ``Escalate`` adds ``approval_escalation_role`` to the approvers and
 assigns its holders (an escalated request waits for them; it does not expire again). Escalating
-without a role set rejects, and the request's timeline says why.
+without a role set, or to a role nobody but the requester holds, rejects, and the request's
+timeline says why.
 """
 
 from __future__ import annotations
@@ -46,13 +47,22 @@ def expire_request(doc) -> None:
 	"""Rejects or escalates one overdue request, per Fabric Settings (caller commits)."""
 	action = frappe.db.get_single_value("Fabric Settings", "approval_expiry_action") or "Reject"
 	role = frappe.db.get_single_value("Fabric Settings", "approval_escalation_role")
-	if action == "Escalate" and role:
-		escalate(doc, role)
+	holders = escalation_holders(doc, role) if action == "Escalate" and role else []
+	if holders:
+		escalate(doc, role, holders)
 		return
 	note = _("No decision by {0}: rejected automatically.").format(format_datetime(doc.due_by))
-	if action == "Escalate":
+	if action == "Escalate" and role:
+		# An escalated request never expires again: escalated to nobody, it would wait for ever.
+		note += " " + _("Fabric Settings say to escalate to {0}, but nobody holds {0}.").format(role)
+	elif action == "Escalate":
 		note += " " + _("Fabric Settings say to escalate, but name no escalation role.")
 	reject_on_expiry(doc, note)
+
+
+def escalation_holders(doc, role: str) -> list[str]:
+	"""Returns who an escalation to ``role`` reaches: its enabled holders but the requester (four eyes)."""
+	return [u for u in users_with_roles({role}) if u not in ("Administrator", doc.get("requested_by"))]
 
 
 def reject_on_expiry(doc, note: str) -> None:
@@ -65,7 +75,7 @@ def reject_on_expiry(doc, note: str) -> None:
 	close_assignments(doc)
 
 
-def escalate(doc, role: str) -> None:
+def escalate(doc, role: str, holders: list[str]) -> None:
 	"""Adds ``role`` to the approvers, assigns its holders and marks the request Escalated."""
 	if not any(row.approver_type == "Role" and row.approver == role for row in doc.approvers):
 		doc.append("approvers", {"approver_type": "Role", "approver": role})
@@ -74,4 +84,4 @@ def escalate(doc, role: str) -> None:
 	doc.save(ignore_permissions=True, ignore_version=False)
 	note = _("No decision by {0}: escalated to {1}.").format(format_datetime(doc.due_by), role)
 	doc.add_comment("Info", note)
-	notify_approvers(doc, [u for u in users_with_roles({role}) if u != "Administrator"])
+	notify_approvers(doc, holders)

@@ -296,3 +296,16 @@ class TestApprovalRequests(FrappeTestCase):
 			assigned = assignments(name)
 			self.assertIn(MANAGER, assigned, f"{users} {roles}: {assigned}")
 			self.assertNotIn(disabled, assigned)
+
+	def test_escalation_to_a_role_nobody_holds_rejects_and_says_why(self):
+		# An escalated request waits for the role's holders and never expires again: with none,
+		# it would wait for ever and the agent never hear back.
+		ensure_role(NOBODYS_ROLE)
+		frappe.db.commit()
+		name = receive(approval_requested(due_in=PAST))
+		with fabric_settings(approval_expiry_action="Escalate", approval_escalation_role=NOBODYS_ROLE):
+			expire_overdue_requests()
+		self.assertEqual(frappe.db.get_value("Approval Request", name, "status"), "Expired")
+		(response,) = responses(name)
+		self.assertEqual(response["data"]["payload"]["decision"], "rejected")
+		self.assertIn(f"nobody holds {NOBODYS_ROLE}", response["data"]["payload"]["comment"])
