@@ -12,11 +12,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import frappe
+import pytz
 from frappe import _
-from frappe.utils import get_datetime, now_datetime
+from frappe.utils import get_datetime, get_system_timezone, now_datetime
 
 from cauldron_fabric.approvals.notify import DOCTYPE, can_decide, close_assignments
-from cauldron_fabric.core.envelope import Envelope, utc_now_iso
+from cauldron_fabric.core.envelope import Envelope, format_time, utc_now_iso
 from cauldron_fabric.emit.context import caused_by
 from cauldron_fabric.emit.recorder import new_envelope, record
 
@@ -114,6 +115,18 @@ def publish_response(doc, decision: str, comment: str | None, decided_by: str) -
 	return envelope
 
 
+def utc_time(value) -> str | None:
+	"""Formats a stored datetime (the site's wall-clock time, as Frappe keeps it) as RFC 3339 UTC.
+
+	The agent sends dueBy and reads decidedAt in UTC ``Z`` time; the site's naive local time
+	would read as UTC to it, hours off in any other zone.
+	"""
+	if not value:
+		return None
+	local = pytz.timezone(get_system_timezone()).localize(get_datetime(value))
+	return format_time(local)
+
+
 def summary(doc, user: str | None = None) -> dict[str, Any]:
 	"""Returns a request as plain data for the API."""
 	return {
@@ -124,10 +137,10 @@ def summary(doc, user: str | None = None) -> dict[str, Any]:
 		"task": doc.task,
 		"actionSummary": doc.action_summary,
 		"risk": doc.risk,
-		"dueBy": str(doc.due_by) if doc.due_by else None,
+		"dueBy": utc_time(doc.due_by),
 		"approvers": [{"type": row.approver_type, "approver": row.approver} for row in doc.approvers or []],
 		"decidedBy": doc.decided_by,
-		"decidedAt": str(doc.decided_at) if doc.decided_at else None,
+		"decidedAt": utc_time(doc.decided_at),
 		"comment": doc.decision_comment,
 		"correlationId": doc.correlation_id,
 		"responseEventId": doc.response_event_id,

@@ -12,7 +12,7 @@ from cauldron_fabric.api import approvals as approvals_api
 from cauldron_fabric.approvals.expiry import expire_overdue_requests
 from cauldron_fabric.approvals.requests import create_approval_request
 from cauldron_fabric.core.consumer.validation import validate_with_catalog
-from cauldron_fabric.core.envelope import Envelope, new_event_id
+from cauldron_fabric.core.envelope import Envelope, new_event_id, parse_time
 from cauldron_fabric.emit.context import caused_by
 from cauldron_fabric.tests.test_approval_support import (
 	APPROVER,
@@ -309,3 +309,16 @@ class TestApprovalRequests(FrappeTestCase):
 		(response,) = responses(name)
 		self.assertEqual(response["data"]["payload"]["decision"], "rejected")
 		self.assertIn(f"nobody holds {NOBODYS_ROLE}", response["data"]["payload"]["comment"])
+
+	def test_the_api_gives_times_in_utc_as_the_events_do(self):
+		# The agent sent dueBy in UTC and gets decidedAt in UTC on approval.response; the API
+		# must not answer the site's wall-clock time without saying which zone it is in.
+		event = approval_requested()
+		name = receive(event)
+		frappe.set_user(APPROVER)
+		result = approvals_api.approve(name)
+		frappe.db.commit()
+		self.assertEqual(parse_time(result["dueBy"]), parse_time(event.data.payload["dueBy"]))
+		(response,) = responses(name)
+		decided = parse_time(response["data"]["payload"]["decidedAt"])
+		self.assertLess(abs(parse_time(result["decidedAt"]) - decided), dt.timedelta(seconds=2))
