@@ -72,6 +72,18 @@ def notify_approvers(doc, users: list[str] | None = None) -> list[str]:
 	# Four eyes: the requester may be listed (by name or role) but never decides (can_decide),
 	# so a ToDo asking it to would only be a dead end.
 	users = [user for user in users if user != doc.get("requested_by")]
+	if frappe.get_system_settings("disable_document_sharing"):
+		# assign_to shares the request with an assignee who cannot read it, and refuses (failing
+		# the whole event) when sharing is off: assign only the readers and name the others.
+		readers = [user for user in users if frappe.has_permission(doc=doc, ptype="read", user=user)]
+		if left_out := [user for user in users if user not in readers]:
+			doc.add_comment(
+				"Info",
+				_(
+					"Document sharing is off, so these approvers cannot open it and were not assigned: {0}"
+				).format(", ".join(left_out)),
+			)
+		users = readers
 	if not users:
 		return []
 	assign_to.add(

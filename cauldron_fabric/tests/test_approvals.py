@@ -322,3 +322,16 @@ class TestApprovalRequests(FrappeTestCase):
 		(response,) = responses(name)
 		decided = parse_time(response["data"]["payload"]["decidedAt"])
 		self.assertLess(abs(parse_time(result["decidedAt"]) - decided), dt.timedelta(seconds=2))
+
+	def test_a_request_is_created_when_document_sharing_is_disabled(self):
+		# assign_to refuses to assign a user who cannot read the document when sharing is off;
+		# the request must still be created (not dead-lettered), for those who can read it.
+		frappe.db.set_single_value("System Settings", "disable_document_sharing", 1)
+		frappe.clear_cache()
+		self.addCleanup(frappe.clear_cache)
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.set_single_value, "System Settings", "disable_document_sharing", 0)
+		name = receive(approval_requested(users=(APPROVER,), roles=()))
+		self.assertEqual(frappe.db.get_value("Approval Request", name, "status"), "Pending")
+		self.assertIn(MANAGER, assignments(name), "nobody it names can read it: the managers are told")
+		self.assertTrue(any(APPROVER in c for c in comments_on(name)), "the timeline names who was not told")
