@@ -21,6 +21,7 @@ from cauldron_fabric.core.consumer.messages import (
 	ORIGIN_PARTITION,
 	ORIGIN_TOPIC,
 )
+from cauldron_fabric.core.consumer.rabbitmq import dead_letter_queue, retry_queue
 from cauldron_fabric.core.consumer.tracking_sql import TrackingUnavailable
 from cauldron_fabric.core.consumer.validation import validate_with_catalog
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
@@ -251,5 +252,41 @@ def test_a_rabbitmq_consumer_whose_queue_was_deleted_declares_it_again_and_flows
 			assert sorted(n for n, _ in tracking.effects) == [0, 1, 2]
 		finally:
 			consumer.close()
+	finally:
+		bus.close()
+
+
+def test_a_rabbitmq_consumer_whose_delay_and_dead_letter_queues_were_deleted_declares_them_again():
+	# Deleting a delay queue or the dead-letter queue (a purge by hand, a clean-up script) made
+	# every retry or dead letter unroutable: the message was deferred, its handler run again and
+	# again, and it never got anywhere until the process restarted.
+	bus = RabbitBus()
+	try:
+		channel, group = bus.channel(), f"undelayed-{uuid.uuid4().hex[:6]}"
+		options = ConsumerOptions(
+			group=group,
+			max_attempts=2,
+			backoff=Backoff(0.2, 1, 0.2, 0),
+			outage_backoff=Backoff(0.2, 1, 0.2, 0),
+			poll_timeout=0.2,
+		)
+		source = bus.source(options, channel)
+		admin = bus.connection.channel()
+		for delay in source.retry_delays:
+			admin.queue_delete(retry_queue(group, delay))
+		admin.queue_delete(dead_letter_queue(group))
+		consumer, tracking, letters = item_consumer(source, options)
+		try:
+			bus.publish(channel, [wire(item("flaky", 1)), wire(item("doomed", 2))])
+			consumer.run(lambda: len(tracking.effects) == 1 and len(letters) == 1, max_seconds=10)
+			assert [n for n, _ in tracking.effects] == [1], (
+				"the flaky item was retried through its delay queue"
+			)
+			assert [letter.destination for letter in letters] == [dead_letter_queue(group)]
+			totals = consumer.stats.totals()
+			assert (totals.retried, totals.deferred) == (2, 0), totals
+		finally:
+			consumer.close()
+		assert len(bus.dead_letters(group, 1, timeout=5)) == 1
 	finally:
 		bus.close()

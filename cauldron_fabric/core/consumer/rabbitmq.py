@@ -249,16 +249,43 @@ class RabbitMQSource(MessageSource):
 			delivery_mode=PERSISTENT,
 			timestamp=int(time.time()),
 		)
-		self._confirmed_publish(exchange, routing_key, message.body, properties, mandatory=True)
+		self._confirmed_publish(
+			exchange, routing_key, message.body, properties, mandatory=True, redeclare=True
+		)
 
 	def _confirmed_publish(
-		self, exchange: str, routing_key: str, body: bytes, properties, mandatory: bool
+		self,
+		exchange: str,
+		routing_key: str,
+		body: bytes,
+		properties,
+		mandatory: bool,
+		redeclare: bool = False,
 	) -> None:
 		if self._channel is None:
 			raise TransportUnavailable("Not connected to RabbitMQ; the message is kept and tried again.")
 		try:
 			self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
-		except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+		except pika.exceptions.UnroutableError as exc:
+			if not redeclare:
+				raise TransportUnavailable(
+					f"RabbitMQ did not take the message for {routing_key!r}: {exc!r}."
+				) from exc
+			# Delay and dead-letter queues are this group's own, declared on connecting: one
+			# deleted since (by hand, by a clean-up) leaves nothing to route to, and as the
+			# connection stays up nothing would declare it again, so every retry or dead letter
+			# would be deferred for ever. Declaring is idempotent; then the copy goes once more.
+			try:
+				declare_group_queues(
+					self._channel, self.queue, self.exchange, self.binding_keys, self.retry_delays
+				)
+			except AMQP_ERRORS as declare_error:
+				self._drop(declare_error)
+				raise TransportUnavailable(
+					f"Cannot declare the queues of group {self.queue!r} again: {declare_error!r}."
+				) from declare_error
+			self._confirmed_publish(exchange, routing_key, body, properties, mandatory)
+		except pika.exceptions.NackError as exc:
 			raise TransportUnavailable(
 				f"RabbitMQ did not take the message for {routing_key!r}: {exc!r}."
 			) from exc
