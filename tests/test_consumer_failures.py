@@ -10,7 +10,7 @@ import uuid
 
 from consumer_buses import KafkaBus, RabbitBus, bus_fixture, raw, wire  # noqa: F401
 
-from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking
+from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking, open_source
 from cauldron_fabric.core.consumer.messages import (
 	ATTEMPTS,
 	CONSUMER_GROUP,
@@ -288,5 +288,42 @@ def test_a_rabbitmq_consumer_whose_delay_and_dead_letter_queues_were_deleted_dec
 		finally:
 			consumer.close()
 		assert len(bus.dead_letters(group, 1, timeout=5)) == 1
+	finally:
+		bus.close()
+
+
+def test_rabbitmq_binds_what_the_handlers_patterns_match_a_lone_star_included():
+	# A handler pattern of a lone '*' matches every event (core.delivery.matching), but as an
+	# AMQP binding key '*' matches only one-word routing keys, which no event type is: the
+	# group's queue was bound for nothing and its handler never saw an event.
+	bus = RabbitBus()
+	try:
+		channel, group = bus.channel(), f"patterns-{uuid.uuid4().hex[:6]}"
+		seen = {"every": [], "agent": []}
+		handlers = HandlerTable.from_mapping(
+			{
+				"*": lambda envelope, context: seen["every"].append(envelope.type),
+				"agent.**": lambda envelope, context: seen["agent"].append(envelope.type),
+			}
+		)
+		options = ConsumerOptions(group=group, poll_timeout=0.2)
+		source = open_source(bus.url, options, handlers.patterns, broker_options={"exchange": channel})
+		bus.remember(group, source.retry_delays)
+		tracking = MemoryTracking()
+		consumer = Consumer(source, handlers, tracking.session(), options)
+		types = ["item.created", "agent.task.created", "sales_invoice.submitted"]
+		try:
+			events = [
+				make_envelope("Item", "I-1", "created"),
+				make_envelope("Agent", "A-1", "task.created"),
+				make_envelope("Sales Invoice", "S-1", "submitted"),
+			]
+			assert [e.type for e in events] == types
+			bus.publish(channel, [wire(e) for e in events])
+			consumer.run(lambda: len(seen["every"]) == 3, max_seconds=5)
+			assert sorted(seen["every"]) == sorted(types)
+			assert seen["agent"] == ["agent.task.created"]
+		finally:
+			consumer.close()
 	finally:
 		bus.close()

@@ -81,8 +81,16 @@ def declare_group_queues(
 
 
 def amqp_binding_key(pattern: str) -> str:
-	"""Returns the AMQP binding key of an event type pattern: ``**`` becomes ``#``."""
-	return ".".join("#" if word == "**" else word for word in pattern.split("."))
+	"""Returns the AMQP binding key of an event type pattern: ``**`` becomes ``#``.
+
+	A lone ``*`` matches every event as a handler pattern (``core.delivery.matching``: no type
+	has a single word), but as a binding key only one-word routing keys: it becomes ``#`` too,
+	or the queue would be bound for nothing its handlers take.
+	"""
+	cleaned = pattern.strip()
+	if cleaned == "*":
+		return "#"
+	return ".".join("#" if word == "**" else word for word in cleaned.split("."))
 
 
 class RabbitMQSource(MessageSource):
