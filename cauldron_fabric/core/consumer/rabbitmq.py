@@ -13,6 +13,7 @@ Dead letters go through ``<exchange>.dlx`` to ``<queue>.dead`` (the convention o
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections import deque
@@ -33,7 +34,7 @@ from cauldron_fabric.core.consumer.messages import (
 	text,
 )
 from cauldron_fabric.core.consumer.ports import MessageSource
-from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.envelope import Envelope, format_time
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
 from cauldron_fabric.core.transports.rabbitmq import DEFAULT_EXCHANGE, connection_parameters
 
@@ -41,6 +42,7 @@ log = logging.getLogger("cauldron_fabric.consumer.rabbitmq")
 
 PERSISTENT = 2
 PARTITION_KEY_HEADERS = ("cloudEvents_partitionkey", "ce-partitionkey", "ce_partitionkey")
+TIME_HEADERS = ("cloudevents_time", "cloudevents:time", "ce-time", "ce_time")
 AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
 
 
@@ -78,6 +80,19 @@ def declare_group_queues(
 				"x-dead-letter-routing-key": queue,
 			},
 		)
+
+
+def amqp_time(value: int | dt.datetime) -> str:
+	"""Returns the CloudEvents ``time`` of an AMQP message as the fabric's ISO-8601 text.
+
+	The AMQP binding carries ``time`` as an AMQP timestamp: a timestamp field (pika reads a
+	datetime) or, as the official SDK's ``to_binary`` writes it, milliseconds since the epoch.
+	As digits it would be no ISO-8601 time, and a datetime is no header text: either way every
+	such event of another producer would be a dead letter.
+	"""
+	if isinstance(value, int):
+		value = dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc)
+	return format_time(value)
 
 
 def amqp_binding_key(pattern: str) -> str:
@@ -165,7 +180,9 @@ class RabbitMQSource(MessageSource):
 	def _on_message(self, channel, method, properties, body: bytes) -> None:
 		headers: list[tuple[str, Any]] = []
 		for name, value in (properties.headers or {}).items():
-			if isinstance(value, str | bytes | int | float):
+			if name.lower() in TIME_HEADERS and isinstance(value, int | dt.datetime):
+				headers.append((name, amqp_time(value)))
+			elif isinstance(value, str | bytes | int | float):
 				headers.append((name, text(value)))
 		if properties.content_type:
 			headers.append(("content-type", properties.content_type))
