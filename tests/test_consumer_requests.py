@@ -1,10 +1,15 @@
 """Request-reply on each real bus: round trips, load balancing, timeouts, and a circuit in Redis."""
 
+import datetime as dt
 import threading
 import time
 import uuid
 
+import pika
 import pytest
+from cloudevents.core.bindings import amqp as ce_amqp
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
 from consumer_buses import RabbitBus, bus_fixture  # noqa: F401
 
 from cauldron_fabric.core.consumer import (
@@ -197,3 +202,57 @@ def test_a_request_to_the_reply_topic_is_refused_before_it_can_answer_itself(kaf
 		assert breaker.state(replies).state == "closed", "a refused target is not a failure of the circuit"
 	finally:
 		requester.close()
+
+
+def test_a_rabbitmq_reply_whose_time_is_an_amqp_timestamp_answers_the_request():
+	# A responder of another module replying with the official SDK's AMQP binding writes 'time'
+	# as milliseconds since the epoch. The requester read it as text, found no ISO-8601 time and
+	# dropped the reply: the call timed out although the answer had come.
+	bus = RabbitBus()
+	channel, queue = bus.channel(), f"sdk-pricing-{uuid.uuid4().hex[:6]}"
+	bus.queues.add(queue)
+	admin = pika.BlockingConnection(pika.URLParameters(bus.url)).channel()
+	admin.queue_declare(queue, auto_delete=True)
+	admin.queue_bind(queue, channel, PRICE)
+
+	def respond(chan, method, properties, body):
+		reply = CloudEvent(
+			attributes={
+				"type": "quote.price.replied",
+				"source": "urn:cauldron:pricing",
+				"id": uuid.uuid4().hex,
+				"time": dt.datetime.now(dt.timezone.utc),
+				"datacontenttype": "application/json",
+			},
+			data={"entity": "Quote", "entityId": "Q-1", "action": "replied", "payload": {"price": 7.5}},
+		)
+		message = ce_amqp.to_binary(reply, JSONFormat())
+		answer = pika.BasicProperties(
+			headers=message.application_properties,
+			content_type="application/json",
+			correlation_id=properties.correlation_id,
+		)
+		chan.basic_publish("", properties.reply_to, message.application_data, answer)
+
+	admin.basic_consume(queue, respond, auto_ack=True)
+	requester = open_requester(bus.url, source="urn:test:requester", broker_options={"exchange": channel})
+	outcome = {}
+
+	def ask():
+		try:
+			outcome["reply"] = requester.request(PRICE, {"sku": "S-1", "qty": 3}, 3).payload
+		except Exception as exc:
+			outcome["reply"] = exc
+
+	try:
+		asker = threading.Thread(target=ask)
+		asker.start()
+		deadline = time.monotonic() + 5
+		while asker.is_alive() and time.monotonic() < deadline:
+			admin.connection.process_data_events(time_limit=0.05)
+		asker.join(1)
+		assert outcome["reply"] == {"price": 7.5}
+	finally:
+		requester.close()
+		admin.connection.close()
+		bus.close()

@@ -10,6 +10,7 @@ for everyone, so a slow target never delays another call past its timeout.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from typing import Any
@@ -19,6 +20,7 @@ import pika.exceptions
 
 from cauldron_fabric.core.cloudevents import from_headers, kafka_headers
 from cauldron_fabric.core.consumer.messages import REPLY_DEADLINE
+from cauldron_fabric.core.consumer.rabbitmq import TIME_HEADERS, amqp_time
 from cauldron_fabric.core.consumer.requests import Requester, timeout_error
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import InvalidEnvelope, TransportUnavailable
@@ -75,6 +77,11 @@ class RabbitMQRequester(Requester):
 		if waiter is None:
 			return  # a reply that came after its request timed out
 		headers = dict(properties.headers or {})
+		for name, value in headers.items():
+			# The AMQP binding's 'time' is an AMQP timestamp (the SDK writes milliseconds): read
+			# as text it is no ISO-8601 time and the reply would be dropped as no event.
+			if name.lower() in TIME_HEADERS and isinstance(value, int | dt.datetime):
+				headers[name] = amqp_time(value)
 		headers["content-type"] = properties.content_type or "application/json"
 		try:
 			reply = from_headers(headers, body)
