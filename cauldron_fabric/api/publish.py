@@ -261,6 +261,9 @@ def _refuse(problems: list[str]) -> None:
 
 
 def _answer(envelope: Envelope, duplicate: bool = False) -> dict[str, Any]:
+	# The response's X-Correlation-ID names the conversation the event is in (the body's
+	# metadata.correlationId, or the recorded event's for a repeat), not a new one.
+	frappe.local.fabric_correlation_id = envelope.metadata.correlation_id
 	answer = {
 		"eventId": envelope.id,
 		"type": envelope.type,

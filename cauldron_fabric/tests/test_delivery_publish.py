@@ -91,6 +91,8 @@ class TestPublishApi(FrappeTestCase):
 		first, second = self.publish(body), self.publish(body)
 		self.assertEqual((first.status_code, second.status_code), (200, 200), first.text)
 		self.assertEqual(second.json["message"], {**first.json["message"], "duplicate": True})
+		# No header was sent: the one returned names the event's own conversation.
+		self.assertEqual([r.headers.get("X-Correlation-ID") for r in (first, second)], ["c-1", "c-1"])
 		(event,) = events_after(self.start, "Article", self.tag)
 		self.assertEqual((event["id"], event["source"]), (body["id"], "lore"))
 		self.assertEqual(event["metadata"]["userId"], self.publisher, "the caller's claim replaced the user")
