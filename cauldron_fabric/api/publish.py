@@ -40,7 +40,7 @@ from cauldron_fabric.core.schema import catalog_entry
 from cauldron_fabric.emit.policy import current_policy
 
 PUBLISHER = "Fabric Publisher"
-MAX_BODY_CHARS = 512 * 1024
+MAX_BODY_BYTES = 512 * 1024
 KNOWN = ("id", "type", "source", "time", "data", "metadata", "specVersion", "dataContentType", "dataSchema")
 IGNORED = ("cmd",)
 # The types the site emits itself besides the catalog's ``core`` types and document lifecycle events.
@@ -171,9 +171,11 @@ def _envelope(body: dict[str, Any], unknown: list[str]) -> Envelope:
 			"tenantId": metadata.get("tenantId") or frappe.local.site,
 		},
 	}
-	if len(json.dumps(complete, default=str)) > MAX_BODY_CHARS:
+	# Bytes as stored and sent (UTF-8), not characters of \u-escaped JSON: an emoji is 4 bytes,
+	# not the 12 characters of its escaped surrogate pair.
+	if len(json.dumps(complete, default=str, ensure_ascii=False).encode()) > MAX_BODY_BYTES:
 		problems.append(
-			_("the event is larger than {0} KiB; send a reference instead").format(MAX_BODY_CHARS // 1024)
+			_("the event is larger than {0} KiB; send a reference instead").format(MAX_BODY_BYTES // 1024)
 		)
 	try:
 		envelope = Envelope.from_dict(complete)

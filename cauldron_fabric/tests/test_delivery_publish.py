@@ -97,6 +97,23 @@ class TestPublishApi(FrappeTestCase):
 		self.assertEqual((event["id"], event["source"]), (body["id"], "lore"))
 		self.assertEqual(event["metadata"]["userId"], self.publisher, "the caller's claim replaced the user")
 
+	def test_the_size_limit_counts_bytes_not_escaped_characters(self):
+		# 100,000 emoji: 400 KB of UTF-8, well under the 512 KiB limit, but 1.2 million
+		# characters once JSON escapes each as a surrogate pair.
+		text = "\U0001f9ea" * 100_000
+		body = {
+			"type": "lore.note.saved",
+			"data": {"entity": "Note", "entityId": self.tag, "payload": {"text": text}},
+		}
+		response = self.publish(body)
+		self.assertEqual(response.status_code, 200, response.text[:300])
+		(event,) = events_after(self.start, "Note", self.tag)
+		self.assertEqual(event["data"]["payload"]["text"], text)
+		too_big = {**body, "data": {**body["data"], "payload": {"text": "x" * (520 * 1024)}}}
+		response = self.publish(too_big)
+		self.assertEqual(response.status_code, 422)
+		self.assertIn("larger than 512 KiB", response.text)
+
 	def test_bad_events_get_422_listing_every_problem(self):
 		response = self.publish({"type": "Not A Type", "data": {"entity": "", "payload": []}, "extra": 1})
 		self.assertEqual(response.status_code, 422, response.text)
