@@ -174,7 +174,7 @@ def get_config(subject: str | None = None, defaultToGlobal: bool = True) -> dict
 		if not subject:
 			return {"compatibilityLevel": subjects.default_mode().value}
 		own = subjects.own_mode(subjects.check_subject_name(subject))
-		if own is None and not frappe.utils.cint(defaultToGlobal):
+		if own is None and not _flag(defaultToGlobal):
 			return {"compatibilityLevel": None}
 		return {"compatibilityLevel": own or subjects.default_mode().value}
 
@@ -193,6 +193,16 @@ def asyncapi() -> Response:
 	require_read()
 	body = json.dumps(site_asyncapi_document(), indent=1, ensure_ascii=False)
 	return Response(body, status=200, mimetype="application/json")
+
+
+def _flag(value: Any) -> bool:
+	"""Reads a boolean parameter as Confluent's clients send it in a query string: "true" or "false".
+
+	Parameters arrive as text (the annotations are not applied to them), and ``cint("true")`` is 0.
+	"""
+	if isinstance(value, str):
+		return value.strip().lower() in ("true", "1", "yes")
+	return bool(value)
 
 
 def _require_schema(schema: Any) -> None:
