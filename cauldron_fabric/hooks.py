@@ -52,8 +52,9 @@ doc_events = {
 			"cauldron_fabric.api.publish.forget_doctype_domains",
 		]
 	},
+	# on_change, not on_update: Desk's "Rename Fieldname" renames a Custom Field with db_set.
 	"Custom Field": {
-		"on_update": "cauldron_fabric.registry.doctypes.schema_source_changed",
+		"on_change": "cauldron_fabric.registry.doctypes.schema_source_changed",
 		"after_delete": "cauldron_fabric.registry.doctypes.schema_source_changed",
 	},
 	"Property Setter": {
