@@ -76,6 +76,22 @@ def test_template_failures_for_one_event_are_permanent_and_explained(envelope):
 	assert plain.render(envelope).body == b"Hello ACME"
 
 
+def test_a_template_for_a_json_lines_receiver_is_not_checked_as_one_json_document(envelope):
+	# Elasticsearch's _bulk, Loki and Splunk HEC take newline-delimited JSON
+	# (application/x-ndjson): one document per line, which is no single JSON document.
+	template = '{"index": {"_id": {{ id | json }}}}\n{"total": {{ payload.grand_total }}}\n'
+	bulk = compile_transform("template", template=template, content_type="application/x-ndjson")
+	body = bulk.render(envelope).body
+	assert [json.loads(line) for line in body.splitlines()] == [
+		{"index": {"_id": envelope.id}},
+		{"total": 1200.5},
+	]
+	# A JSON media type (subtype json or a +json suffix) is still checked as one document.
+	for content_type in ("application/json; charset=utf-8", "application/cloudevents+json"):
+		with pytest.raises(RenderError, match="invalid JSON"):
+			compile_transform("template", template=template, content_type=content_type).render(envelope)
+
+
 @pytest.mark.parametrize(
 	"template",
 	[

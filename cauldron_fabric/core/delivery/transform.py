@@ -206,7 +206,7 @@ def _render_template(transform: Transform, envelope: Envelope) -> RenderedPayloa
 		) from exc
 	if len(text) > MAX_OUTPUT:
 		raise RenderError(f"The payload template produced more than {MAX_OUTPUT} characters.")
-	if transform.content_type.split(";")[0].strip().endswith("json"):
+	if is_json_media_type(transform.content_type):
 		try:
 			json.loads(text)
 		except ValueError as exc:
@@ -215,6 +215,16 @@ def _render_template(transform: Transform, envelope: Envelope) -> RenderedPayloa
 				hint="Use the json filter for values, e.g. {{ payload.customer | json }}.",
 			) from exc
 	return RenderedPayload(text.encode(), transform.content_type, _attributes(envelope))
+
+
+def is_json_media_type(content_type: str) -> bool:
+	"""Tells whether a body of this type must be one JSON document: subtype ``json`` or ``+json``.
+
+	Not any subtype ending in "json": ``application/x-ndjson`` (Elasticsearch's _bulk, Loki)
+	is one JSON document per line, which as a whole never parses as JSON.
+	"""
+	subtype = content_type.split(";")[0].strip().lower().rpartition("/")[2]
+	return subtype == "json" or subtype.endswith("+json")
 
 
 def _render_fields(transform: Transform, envelope: Envelope) -> RenderedPayload:
