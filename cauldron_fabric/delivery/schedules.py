@@ -24,9 +24,19 @@ SCHEDULE_DOCTYPE = "Event Subscription Schedule"
 
 
 def invalid_cron(expression: str) -> bool:
-	"""Tells whether a cron expression cannot be used (five fields, croniter's syntax)."""
+	"""Tells whether a cron expression cannot be used (five fields, croniter's syntax, a run time).
+
+	Well-formed is not enough: ``0 0 30 2 *`` (30 February) never runs, and croniter raises for
+	it instead of returning a next time, which would fail the whole trigger job every minute.
+	"""
 	text = (expression or "").strip()
-	return len(text.split()) != 5 or not croniter.is_valid(text)
+	if len(text.split()) != 5 or not croniter.is_valid(text):
+		return True
+	try:
+		croniter(text, dt.datetime(2000, 1, 1)).get_next(dt.datetime)
+	except Exception:
+		return True
+	return False
 
 
 def last_due(expression: str, since: dt.datetime, now: dt.datetime) -> dt.datetime | None:

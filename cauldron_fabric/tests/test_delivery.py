@@ -57,6 +57,13 @@ class TestSubscriptionValidation(DeliveryTestCase):
 		with self.assertRaisesRegex(frappe.ValidationError, "is not a cron expression"):
 			self.subscription(schedules=[{"cron": "every monday"}])
 
+	def test_a_cron_trigger_that_can_never_run_is_refused(self):
+		# Well-formed, but there is no 30 February: croniter finds no run time at all.
+		hook = "https://a.example.com/hook"
+		with self.assertRaisesRegex(frappe.ValidationError, "is not a cron expression"):
+			self.subscription(webhook_url=hook, schedules=[{"cron": "0 0 30 2 *"}])
+		self.subscription(webhook_url=hook, schedules=[{"cron": "0 0 29 2 *"}])  # leap days do come
+
 	def test_webhooks_always_get_a_secret_kept_as_a_password(self):
 		doc = self.subscription(webhook_url="https://receiver.example.com/hook")
 		secret = subscriptions_api.reveal_secret(doc.name)["secret"]
@@ -229,6 +236,19 @@ class TestScheduledTriggers(DeliveryTestCase):
 		self.assertEqual([r.event_type for r in deliveries(owner.name)], ["schedule.triggered"])
 		(to_listener,) = deliveries(listener.name)
 		self.assertEqual(json.loads(to_listener.envelope)["id"], event["id"])
+
+	def test_a_trigger_that_can_never_run_does_not_stop_the_others(self):
+		# Saved before such expressions were refused (or written by a patch): it must be skipped,
+		# not raise in every run of the job before the triggers after it are looked at.
+		stuck = self.subscription(webhook_url="https://a.example.com/hook", schedules=[{"cron": "0 0 * * *"}])
+		frappe.db.set_value("Event Subscription Schedule", stuck.schedules[0].name, "cron", "0 0 31 4 *")
+		frappe.db.commit()
+		owner = self.subscription(
+			webhook_url="https://b.example.com/hook", schedules=[{"cron": "*/5 * * * *"}]
+		)
+		self.assertGreaterEqual(fire_due_triggers(now_datetime() + dt.timedelta(minutes=6)), 1)
+		self.assertEqual([r.event_type for r in deliveries(owner.name)], ["schedule.triggered"])
+		self.assertEqual(deliveries(stuck.name), [])
 
 
 class TestDeliveryTable(FrappeTestCase):
