@@ -237,6 +237,21 @@ class TestScheduledTriggers(DeliveryTestCase):
 		(to_listener,) = deliveries(listener.name)
 		self.assertEqual(json.loads(to_listener.envelope)["id"], event["id"])
 
+	def test_saving_a_subscription_opened_before_a_trigger_fired_does_not_fire_it_again(self):
+		# The scheduler claims a trigger by writing last_triggered_at behind the form's back;
+		# the form (Desk) still holds the old value and a save must not write it back.
+		owner = self.subscription(
+			webhook_url="https://a.example.com/hook", schedules=[{"cron": "*/5 * * * *"}]
+		)
+		opened = frappe.get_doc("Event Subscription", owner.name)
+		later = now_datetime() + dt.timedelta(minutes=6)
+		self.assertEqual(fire_due_triggers(later), 1)
+		opened.description = "edited while the trigger fired"
+		opened.save()
+		frappe.db.commit()
+		self.assertEqual(fire_due_triggers(later), 0, "fired twice for the same time")
+		self.assertEqual(len(deliveries(owner.name)), 1)
+
 	def test_a_trigger_that_can_never_run_does_not_stop_the_others(self):
 		# Saved before such expressions were refused (or written by a patch): it must be skipped,
 		# not raise in every run of the job before the triggers after it are looked at.

@@ -30,6 +30,7 @@ class EventSubscription(Document):
 		self.validate_webhook_url()
 		self.validate_handler()
 		self.validate_schedules()
+		self.keep_trigger_times()
 		self.compile()
 
 	def validate_webhook_url(self) -> None:
@@ -65,6 +66,24 @@ class EventSubscription(Document):
 					).format(row.idx, frappe.bold(row.cron or "")),
 					title=_("Scheduled triggers"),
 				)
+
+	def keep_trigger_times(self) -> None:
+		# The scheduler claims a trigger by writing last_triggered_at with a conditional UPDATE,
+		# behind the back of any form open on the subscription; saving that form would write
+		# its older value back and fire the same run time again. The stored value wins, read
+		# with a lock so the scheduler cannot claim in between (it claims after this commits).
+		if self.is_new() or not self.schedules:
+			return
+		stored = dict(
+			frappe.db.sql(
+				"""SELECT name, last_triggered_at FROM `tabEvent Subscription Schedule`
+				WHERE parent = %s AND parenttype = 'Event Subscription' FOR UPDATE""",
+				(self.name,),
+			)
+		)
+		for row in self.schedules:
+			if row.name in stored:
+				row.last_triggered_at = stored[row.name]
 
 	def compile(self) -> None:
 		secret = self.webhook_secret
