@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import frappe
@@ -58,6 +59,13 @@ def subscription_stats(subscription: str, hours: int = WINDOW_HOURS) -> dict[str
 
 
 def _percentile(values: list[float], fraction: float) -> float | None:
+	"""Returns the nearest-rank percentile of sorted ``values``: the ceil(fraction * n)-th value.
+
+	Indexing at int(fraction * n) is one rank too high whenever fraction * n is whole: the
+	"p95" of 20 latencies was their maximum, the "median" of two the slower one. The product is
+	rounded first so that binary floating point (0.95 * 20 = 18.999…) cannot move the rank.
+	"""
 	if not values:
 		return None
-	return round(values[min(len(values) - 1, int(fraction * len(values)))], 1)
+	rank = max(1, math.ceil(round(fraction * len(values), 9)))
+	return round(values[min(len(values), rank) - 1], 1)

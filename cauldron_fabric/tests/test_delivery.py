@@ -266,6 +266,48 @@ class TestScheduledTriggers(DeliveryTestCase):
 		self.assertEqual(deliveries(stuck.name), [])
 
 
+class TestDeliveryStats(DeliveryTestCase):
+	def delivered(self, subscription: str, latencies: list[float]) -> None:
+		from cauldron_fabric.core.delivery import DeliveryRequest, build_enqueue
+		from cauldron_fabric.emit.recorder import new_envelope
+
+		envelopes = [
+			new_envelope("subscription.test", "Event Subscription", subscription, "test", {})
+			for _ in latencies
+		]
+		sql, params = build_enqueue(
+			[DeliveryRequest(subscription, e) for e in envelopes], actor="Administrator", now=now_datetime()
+		)
+		frappe.db.sql(sql, params)
+		for envelope, latency in zip(envelopes, latencies, strict=True):
+			frappe.db.sql(
+				"""UPDATE `tabEvent Delivery` SET status = 'Delivered', attempts = 1, last_latency_ms = %s
+				WHERE subscription = %s AND event_id = %s""",
+				(latency, subscription, envelope.id),
+			)
+		frappe.db.commit()
+
+	def test_latency_percentiles_are_nearest_rank(self):
+		from cauldron_fabric.delivery.stats import subscription_stats
+
+		doc = self.subscription(webhook_url="https://a.example.com/hook")
+		empty = subscription_stats(doc.name)
+		self.assertEqual((empty["counts"], empty["latencyMs"]), ({}, {"p50": None, "p95": None, "max": None}))
+		self.delivered(doc.name, [float(ms) for ms in range(1, 21)])
+		# Of 20 latencies 1..20 ms, the median is the 10th and the 95th percentile the 19th:
+		# a p95 that is always the maximum says nothing the maximum does not.
+		stats = subscription_stats(doc.name)
+		self.assertEqual(stats["counts"], {"Delivered": 20})
+		self.assertEqual(stats["latencyMs"], {"p50": 10.0, "p95": 19.0, "max": 20.0})
+
+	def test_the_median_of_two_latencies_is_not_the_slower_one(self):
+		from cauldron_fabric.delivery.stats import subscription_stats
+
+		doc = self.subscription(webhook_url="https://a.example.com/hook")
+		self.delivered(doc.name, [10.0, 900.0])
+		self.assertEqual(subscription_stats(doc.name)["latencyMs"]["p50"], 10.0)
+
+
 class TestDeliveryTable(FrappeTestCase):
 	def test_the_doctype_has_the_columns_of_the_core_store(self):
 		suffix = frappe.generate_hash(length=6)
