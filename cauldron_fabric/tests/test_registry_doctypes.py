@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import frappe
+from frappe.custom.doctype.custom_field.custom_field import rename_fieldname
 from frappe.custom.doctype.property_setter.property_setter import make_property_setter
 from frappe.tests.utils import FrappeTestCase
 
@@ -19,6 +20,7 @@ from cauldron_fabric.tests.test_registry_support import (
 	latest,
 	new_probe,
 )
+from cauldron_fabric.tests.utils import fabric_settings
 
 CREATED = f"{PROBE_TYPE}.created"
 VALID_STATUSES = ("Recorded", "Pending")  # Pending when a broker is configured
@@ -54,6 +56,22 @@ class TestDoctypeRefresh(FrappeTestCase):
 	def remove(self, doctype: str, name: str) -> None:
 		frappe.delete_doc(doctype, name, ignore_permissions=True, force=True)
 		frappe.db.commit()
+
+	def test_a_renamed_custom_field_is_renamed_in_the_derived_schema(self):
+		suffix = frappe.generate_hash(length=6).lower()
+		old, new = f"ref_{suffix}", f"reference_{suffix}"
+		field = self.add_custom_field(PROBE, old, fieldtype="Data")
+		frappe.db.commit()
+		self.assertEqual(latest(CREATED).version, 2)
+		rename_fieldname(field, new)  # Desk's "Rename Fieldname" (db_set, then commits)
+		with fabric_settings(invalid_event_policy="Reject"):
+			# Refused while the schema (closed field list) still names the old field.
+			probe = new_probe("renamed", **{new: "R-1"})
+			frappe.db.rollback()
+		self.assertTrue(probe.name)
+		properties = doc_properties(CREATED)["properties"]
+		self.assertIn(new, properties)
+		self.assertNotIn(old, properties)
 
 	def test_a_custom_field_gives_every_derived_subject_a_compatible_new_version(self):
 		self.add_custom_field(PROBE, "customer_ref", fieldtype="Data")
