@@ -178,17 +178,23 @@ class KafkaSource(MessageSource):
 				continue
 			if (m.topic(), m.partition()) in self._paused:
 				continue
-			messages.append(
-				InboundMessage(
-					m.topic(),
-					m.partition(),
-					m.offset(),
-					m.key(),
-					m.value() or b"",
-					tuple(m.headers() or ()),
-					m.timestamp()[1],
-				)
+			message = InboundMessage(
+				m.topic(),
+				m.partition(),
+				m.offset(),
+				m.key(),
+				m.value() or b"",
+				tuple(m.headers() or ()),
+				m.timestamp()[1],
 			)
+			if m.topic() == self.dead_letter_topic:
+				# A pattern such as '^cauldron\..*' also matches the group's own dead-letter topic
+				# when the group is named 'cauldron.billing': read back, a dead letter fails the
+				# same way and is dead-lettered again, for ever. Passed over, but marked done so
+				# that the group's lag on it stays 0.
+				self.done(message)
+				continue
+			messages.append(message)
 		return messages
 
 	def is_current(self, message: InboundMessage) -> bool:
