@@ -2,11 +2,14 @@
 
 import uuid
 
-from consumer_buses import KafkaBus, raw, wait_for
+from confluent_kafka import Producer
+from consumer_buses import KafkaBus, raw, wait_for, wire
 
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking, open_source
-from cauldron_fabric.core.consumer.kafka import dead_letter_topic
+from cauldron_fabric.core.consumer.kafka import dead_letter_topic, retry_topic
+from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.testing.kafka_broker import create_topic, read_topic
+from conftest import make_envelope
 
 
 def test_a_pattern_matching_the_groups_own_dead_letter_topic_does_not_consume_its_dead_letters(kafka):
@@ -40,3 +43,45 @@ def test_a_pattern_matching_the_groups_own_dead_letter_topic_does_not_consume_it
 	copies = read_topic(kafka.bootstrap, own_letters, 2, timeout=8)
 	assert len(letters) == 1 and len(copies) == 1, f"{len(letters)} dead letters for one bad message"
 	assert KafkaBus(kafka).lag(group, own_letters) == 0, "the dead letters passed over are committed"
+
+
+def test_retry_and_dead_letter_copies_keep_the_key_as_it_came(kafka):
+	# Another producer's key need not be text (a serialised id) and may be missing. The copies
+	# used to carry the key decoded with replacement characters (another key, so another
+	# partition and ordering than its entity's events when the dead letter is retried) and an
+	# empty key for none.
+	bus = KafkaBus(kafka)
+	channel, group = bus.channel(), f"keys-{uuid.uuid4().hex[:6]}"
+	options = ConsumerOptions(
+		group=group, max_attempts=2, backoff=Backoff(0.2, 1, 0.2, 0), commit_interval=0.2
+	)
+	source = bus.source(options, channel)
+	binary_key, failing = b"\xff\x00\xfe-order-7", make_envelope("Item", "I-1", "created", n=1)
+	producer = Producer({"bootstrap.servers": kafka.bootstrap})
+	producer.produce(channel, value=b"{not json", key=binary_key)
+	producer.produce(channel, value=b"{not json either")
+	_, body, headers, _ = wire(failing)
+	producer.produce(channel, value=body, key=binary_key, headers=list(headers))
+	producer.flush(10)
+
+	def fail(envelope, context):
+		raise RuntimeError("the ledger is closed")
+
+	letters = []
+	consumer = Consumer(
+		source,
+		HandlerTable.from_mapping({"item.*": fail}),
+		MemoryTracking().session(),
+		options,
+		on_dead_letter=letters.append,
+	)
+	try:
+		consumer.run(lambda: len(letters) == 3, max_seconds=40)
+	finally:
+		consumer.close()
+	assert len(letters) == 3 and consumer.stats.totals().retried == 1
+	copies = read_topic(kafka.bootstrap, dead_letter_topic(group), 3)
+	assert sorted((m.key() or b"-") for m in copies) == sorted([binary_key, b"-", binary_key])
+	assert None in [m.key() for m in copies], "a message without a key is copied without one"
+	(retried,) = read_topic(kafka.bootstrap, retry_topic(group, 1), 1)
+	assert retried.key() == binary_key

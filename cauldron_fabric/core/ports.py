@@ -20,7 +20,7 @@ class OutboundMessage:
 	"""One message for a transport: where it goes, its ordering key, headers and body."""
 
 	destination: str
-	key: str
+	key: str | bytes | None  # bytes or None only from a Kafka consumer's copies: the key as it came
 	body: bytes
 	headers: tuple[tuple[str, str], ...] = ()
 

@@ -253,9 +253,10 @@ class KafkaSource(MessageSource):
 		return self._publish(self.dead_letter_topic, message, headers)
 
 	def _publish(self, topic: str, message: InboundMessage, headers: tuple[tuple[str, str], ...]) -> str:
-		key = message.key.decode("utf-8", "replace") if message.key else ""
+		# The key as it came, bytes or none: decoded, a binary key became another key (another
+		# partition than its entity's events once the dead letter is retried), and none an empty one.
 		delivery = self.transport.publish(
-			[OutboundMessage(topic, key, message.body, headers)], PUBLISH_TIMEOUT
+			[OutboundMessage(topic, message.key, message.body, headers)], PUBLISH_TIMEOUT
 		)[0]
 		if not delivery.ok:
 			raise delivery.error or TransportUnavailable(f"Kafka did not take the copy for {topic!r}.")

@@ -244,7 +244,7 @@ class KafkaTransport(Transport):
 				producer.produce(
 					message.destination,
 					value=message.body,
-					key=message.key.encode(),
+					key=message.key.encode() if isinstance(message.key, str) else message.key,
 					headers=list(message.headers),
 					on_delivery=callback,
 				)
