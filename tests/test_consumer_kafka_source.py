@@ -85,3 +85,41 @@ def test_retry_and_dead_letter_copies_keep_the_key_as_it_came(kafka):
 	assert None in [m.key() for m in copies], "a message without a key is copied without one"
 	(retried,) = read_topic(kafka.bootstrap, retry_topic(group, 1), 1)
 	assert retried.key() == binary_key
+
+
+def test_retry_copies_waiting_in_a_higher_tier_are_handled_after_max_attempts_is_lowered(kafka):
+	# Lowering Handler attempts before dead letter rebuilds the consumers with fewer retry
+	# topics. Copies already waiting in the higher ones were never read again: lost.
+	bus = KafkaBus(kafka)
+	channel, group = bus.channel(), f"tiers-{uuid.uuid4().hex[:6]}"
+	quick = Backoff(0.2, 1, 0.2, 0)
+	handled = []
+
+	def fails_twice(envelope, context):
+		if context.attempt < 3:
+			raise RuntimeError(f"the ledger refuses attempt {context.attempt}")
+		handled.append((envelope.id, context.attempt))
+
+	def consumer_for(max_attempts):
+		options = ConsumerOptions(group=group, max_attempts=max_attempts, backoff=quick, commit_interval=0.2)
+		return Consumer(
+			bus.source(options, channel),
+			HandlerTable.from_mapping({"item.*": fails_twice}),
+			MemoryTracking().session(),
+			options,
+		)
+
+	before = consumer_for(5)
+	event = make_envelope("Item", "I-1", "created", n=1)
+	bus.publish(channel, [wire(event)])
+	try:
+		before.run(lambda: before.stats.totals().retried == 2, max_seconds=40)
+		assert before.stats.totals().retried == 2 and not handled, "the copy waits in retry topic 2"
+	finally:
+		before.close()
+	after = consumer_for(2)  # one retry topic from now on
+	try:
+		after.run(lambda: bool(handled), max_seconds=30)
+	finally:
+		after.close()
+	assert handled == [(event.id, 3)], "the copy waiting in retry topic 2 is handled"

@@ -117,7 +117,17 @@ class KafkaSource(MessageSource):
 		self.consumer = Consumer(
 			{**consumer_config(bootstrap, group, self.options), "error_cb": self._on_error, "logger": log}
 		)
-		subscription = [*self.topics, *([self.pattern] if self.pattern else []), *self.retry_topics]
+		# Every retry topic of the group, not only those of the current attempts: after Handler
+		# attempts before dead letter is lowered, copies already waiting in the higher ones
+		# would never be read again. (Group names only keep [a-zA-Z0-9._-]: '.' is the one
+		# character to escape.)
+		every_retry = "^" + retry_topic(group, 0).removesuffix("0").replace(".", "\\.") + "[0-9]+$"
+		subscription = [
+			*self.topics,
+			*([self.pattern] if self.pattern else []),
+			*self.retry_topics,
+			every_retry,
+		]
 		self.consumer.subscribe(
 			subscription, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
 		)
