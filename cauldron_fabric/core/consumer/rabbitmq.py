@@ -82,14 +82,17 @@ def declare_group_queues(
 		)
 
 
-def amqp_time(value: int | dt.datetime) -> str:
-	"""Returns the CloudEvents ``time`` of an AMQP message as the fabric's ISO-8601 text.
+def amqp_header(name: str, value: Any) -> Any:
+	"""Returns an AMQP header's value as the fabric reads it: the CloudEvents ``time`` as ISO-8601
+	text, anything else as it came.
 
 	The AMQP binding carries ``time`` as an AMQP timestamp: a timestamp field (pika reads a
 	datetime) or, as the official SDK's ``to_binary`` writes it, milliseconds since the epoch.
 	As digits it would be no ISO-8601 time, and a datetime is no header text: either way every
-	such event of another producer would be a dead letter.
+	such event (or reply) of another producer would be a dead letter (or dropped).
 	"""
+	if name.lower() not in TIME_HEADERS or not isinstance(value, int | dt.datetime):
+		return value
 	if isinstance(value, int):
 		value = dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc)
 	return format_time(value)
@@ -180,9 +183,8 @@ class RabbitMQSource(MessageSource):
 	def _on_message(self, channel, method, properties, body: bytes) -> None:
 		headers: list[tuple[str, Any]] = []
 		for name, value in (properties.headers or {}).items():
-			if name.lower() in TIME_HEADERS and isinstance(value, int | dt.datetime):
-				headers.append((name, amqp_time(value)))
-			elif isinstance(value, str | bytes | int | float):
+			value = amqp_header(name, value)
+			if isinstance(value, str | bytes | int | float):
 				headers.append((name, text(value)))
 		if properties.content_type:
 			headers.append(("content-type", properties.content_type))

@@ -10,7 +10,6 @@ for everyone, so a slow target never delays another call past its timeout.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 from typing import Any
@@ -20,7 +19,7 @@ import pika.exceptions
 
 from cauldron_fabric.core.cloudevents import from_headers, kafka_headers
 from cauldron_fabric.core.consumer.messages import REPLY_DEADLINE
-from cauldron_fabric.core.consumer.rabbitmq import TIME_HEADERS, amqp_time
+from cauldron_fabric.core.consumer.rabbitmq import amqp_header
 from cauldron_fabric.core.consumer.requests import Requester, timeout_error
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import InvalidEnvelope, TransportUnavailable
@@ -76,12 +75,7 @@ class RabbitMQRequester(Requester):
 		waiter = self._waiting.get(properties.correlation_id or "")
 		if waiter is None:
 			return  # a reply that came after its request timed out
-		headers = dict(properties.headers or {})
-		for name, value in headers.items():
-			# The AMQP binding's 'time' is an AMQP timestamp (the SDK writes milliseconds): read
-			# as text it is no ISO-8601 time and the reply would be dropped as no event.
-			if name.lower() in TIME_HEADERS and isinstance(value, int | dt.datetime):
-				headers[name] = amqp_time(value)
+		headers = {name: amqp_header(name, value) for name, value in (properties.headers or {}).items()}
 		headers["content-type"] = properties.content_type or "application/json"
 		try:
 			reply = from_headers(headers, body)
