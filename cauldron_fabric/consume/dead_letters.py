@@ -125,13 +125,11 @@ def retry(dead_letter) -> None:
 			delivery = transport.publish([message], 15.0)[0]
 		finally:
 			transport.close()
-	except FabricError as exc:
+		error = None if delivery.ok else delivery.error
+	except FabricError as exc:  # the broker could not be reached at all
+		error = exc
+	if error is not None:
 		frappe.throw(
-			_("Could not send the event back to consumer group {0}: {1}").format(group, exc),
-			title=_("Retry failed"),
-		)
-	if not delivery.ok:
-		frappe.throw(
-			_("Could not send the event back to consumer group {0}: {1}").format(group, delivery.error),
+			_("Could not send the event back to consumer group {0}: {1}").format(group, error),
 			title=_("Retry failed"),
 		)
