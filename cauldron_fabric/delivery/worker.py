@@ -28,7 +28,6 @@ from cauldron_fabric.core.delivery import (
 	WebhookSender,
 )
 from cauldron_fabric.core.errors import FabricError, RetryableError
-from cauldron_fabric.core.sqlsession import is_connection_error
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.core.wakeup import RedisWaker
 from cauldron_fabric.delivery.connections import webhook_address_policy
@@ -37,7 +36,7 @@ from cauldron_fabric.delivery.handlers import close_handler_connections, handler
 from cauldron_fabric.delivery.recording import delivery_channel
 from cauldron_fabric.delivery.subscriptions import current_version, load_subscriptions
 from cauldron_fabric.services.relay import kafka_connection, rabbitmq_connection, site_db_connector
-from cauldron_fabric.services.sitedb import safe_rollback
+from cauldron_fabric.services.sitedb import recovered_from_lost_connection
 
 SETTINGS_RECHECK_SECONDS = 10
 IDLE_WAIT_SECONDS = 1.0
@@ -188,10 +187,8 @@ def run_delivery_worker(
 			except Exception as exc:
 				# The site's own connection (settings, subscriptions, filing dead letters) went
 				# away: an outage delays the deliveries, it must not stop the worker.
-				if not is_connection_error(exc):
+				if not recovered_from_lost_connection(exc):
 					raise
-				log.warning("lost the site's database, retrying: %s", exc)
-				safe_rollback()  # reconnects, or leaves it for the next round while it is down
 				report = DeliveryReport(error=str(exc))
 			if report.claimed == 0 or report.error:
 				if stop_when_idle and not report.error:

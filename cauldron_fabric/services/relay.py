@@ -25,10 +25,9 @@ from cauldron_fabric.core.outbox.sql import SqlOutboxStore
 from cauldron_fabric.core.ports import ConnectionReport
 from cauldron_fabric.core.relay import Relay, RelayOptions, RelayReport
 from cauldron_fabric.core.retry import Backoff
-from cauldron_fabric.core.sqlsession import is_connection_error
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.core.wakeup import RedisWaker
-from cauldron_fabric.services.sitedb import safe_rollback
+from cauldron_fabric.services.sitedb import recovered_from_lost_connection
 from cauldron_fabric.services.wakeups import wake
 
 STATUS_KEY = "cauldron_fabric:relays"
@@ -274,10 +273,8 @@ def run_relay_for(
 			except Exception as exc:
 				# The site's connection went away (failover, restart, wait_timeout): the relay's
 				# own sessions may be fine, and an outage delays events, it never stops the relay.
-				if not is_connection_error(exc):
+				if not recovered_from_lost_connection(exc):
 					raise
-				frappe.logger("cauldron_fabric").warning("lost the site's database, retrying: %s", exc)
-				safe_rollback()
 				waker.wait(OUTAGE_WAIT_SECONDS)
 				continue
 			if settings and batch_size:

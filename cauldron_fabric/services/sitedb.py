@@ -32,3 +32,17 @@ def safe_rollback() -> None:
 			reconnect()
 		except Exception as again:
 			frappe.logger("cauldron_fabric").warning("the site's database is unreachable: %s", again)
+
+
+def recovered_from_lost_connection(exc: BaseException) -> bool:
+	"""Tells whether ``exc`` is the site's connection lost; if so logs it and replaces the
+	connection (or leaves that for the next use while the database is down).
+
+	For the loops of long-running processes: ``except Exception as exc: if not
+	recovered_from_lost_connection(exc): raise``, then wait and go on.
+	"""
+	if not is_connection_error(exc):
+		return False
+	frappe.logger("cauldron_fabric").warning("lost the site's database, retrying: %s", exc)
+	safe_rollback()
+	return True
