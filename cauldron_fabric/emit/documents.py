@@ -12,7 +12,6 @@ own webhooks skip them).
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import frappe
@@ -20,6 +19,7 @@ from frappe.utils import get_datetime
 
 from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
+from cauldron_fabric.emit.frames import argument_of
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
 
@@ -122,17 +122,9 @@ def _row_written_by_insert(doc) -> bool:
 
 
 def _inserted_ignoring_duplicates(doc) -> bool:
-	"""Tells whether ``doc`` is inside ``insert(ignore_if_duplicate=True)``.
-
-	Frappe keeps that argument nowhere but in the call, so it is read off the
-	``Document.insert`` frame this hook runs inside (a few frames up, a few microseconds).
-	"""
-	frame = sys._getframe(1)
-	while frame is not None:
-		if frame.f_code.co_name == "insert" and frame.f_locals.get("self") is doc:
-			return bool(frame.f_locals.get("ignore_if_duplicate"))
-		frame = frame.f_back
-	return False
+	"""Tells whether ``doc`` is inside ``insert(ignore_if_duplicate=True)`` (Frappe keeps that
+	argument nowhere but in the call)."""
+	return bool(argument_of("insert", doc, "ignore_if_duplicate"))
 
 
 def _is_row(doc) -> bool:

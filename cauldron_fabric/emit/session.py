@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import frappe
 
 from cauldron_fabric.core.naming import USER_LOGIN, USER_LOGOUT
+from cauldron_fabric.emit.frames import argument_of
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
 
@@ -33,12 +32,7 @@ def _user_logged_out(login_manager) -> str | None:
 	Frappe passes the hook only the login manager, whose user is the caller's; when an admin
 	disables or deletes a user, ``logout(user=…)`` ends that user's sessions, not the admin's.
 	"""
-	frame = sys._getframe(1)
-	while frame is not None:
-		if frame.f_code.co_name == "logout" and frame.f_locals.get("self") is login_manager:
-			return frame.f_locals.get("user") or None
-		frame = frame.f_back
-	return None
+	return argument_of("logout", login_manager, "user") or None
 
 
 def _record_session_event(event_type: str, action: str, user: str | None, actor: str | None = None) -> None:
