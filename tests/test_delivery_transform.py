@@ -129,6 +129,21 @@ def test_a_field_selection_keeps_the_tree_or_uses_aliases(envelope):
 		compile_transform("xml")
 
 
+def test_a_field_selection_through_a_list_index_keeps_a_list():
+	envelope = make_envelope(
+		"Sales Invoice", "SINV-8", "submitted", items=[{"item": "A", "qty": 1}, {"item": "B", "qty": 3}]
+	)
+	transform = compile_transform(
+		"fields", fields=["payload.items.0.item", "payload.items.0.qty", "payload.items.2.item"]
+	)
+	# Like jq's setpath: the index keeps its place, the positions before it not selected are null.
+	assert json.loads(transform.render(envelope).body) == {
+		"data": {"payload": {"items": [{"item": "A", "qty": 1}, None, {"item": None}]}}
+	}
+	top = compile_transform("fields", fields=["payload.items.1"]).render(envelope)
+	assert json.loads(top.body) == {"data": {"payload": {"items": [None, {"item": "B", "qty": 3}]}}}
+
+
 def test_build_subscription_lists_every_problem_at_once():
 	with pytest.raises(SubscriptionInvalid) as caught:
 		build_subscription(

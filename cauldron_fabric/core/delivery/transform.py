@@ -8,7 +8,8 @@ form                       body (content type); CloudEvents attributes as protoc
 ``cloudevents-structured`` one ``application/cloudevents+json`` document; no attribute headers
 ``cloudevents-binary``     the envelope's ``data`` object; attributes as headers
 ``template``               a Jinja template rendered in a sandbox (content type configurable)
-``fields``                 an object made of selected dotted paths (``application/json``)
+``fields``                 an object made of selected dotted paths (``application/json``); a
+                           path through a list index keeps a list, as jq's ``setpath`` does
 =========================  =====================================================================
 
 Templates and field lists are checked when the subscription is saved (``compile_transform``),
@@ -19,6 +20,7 @@ so a typo shows up in Desk, not as dead letters later. A template sees the event
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -234,14 +236,31 @@ def _render_fields(transform: Transform, envelope: Envelope) -> RenderedPayload:
 		value = resolve(document, path)
 		if name:
 			selected[name] = value
-			continue
-		node = selected
-		for key in path[:-1]:
-			if not isinstance(node.get(str(key)), dict):
-				node[str(key)] = {}
-			node = node[str(key)]
-		node[str(path[-1])] = value
+		else:
+			_place(selected, path, value)
 	return RenderedPayload(dumps(selected).encode(), JSON_CONTENT_TYPE, _attributes(envelope))
+
+
+def _place(tree: dict[str, Any], path: Sequence[str | int], value: Any) -> None:
+	"""Puts ``value`` at its place in ``tree`` the way jq's ``setpath`` does.
+
+	A list index builds a list, not an object keyed "0": ``payload.items.2.item`` gives
+	``{"items": [null, null, {"item": ...}]}``, so the receiver sees the shape the event has.
+	"""
+	node: Any = tree
+	for key, following in itertools.pairwise(path):
+		node = _child(node, key, [] if type(following) is int else {})
+	_child(node, path[-1], value, replace=True)
+
+
+def _child(node: Any, key: str | int, empty: Any, replace: bool = False) -> Any:
+	"""Returns ``node[key]``, first set to ``empty`` when absent, of another kind, or ``replace``."""
+	if type(key) is int:
+		node.extend([None] * (key + 1 - len(node)))
+	current = node[key] if type(key) is int else node.get(key)
+	if replace or type(current) is not type(empty):
+		node[key] = current = empty
+	return current
 
 
 def _attributes(envelope: Envelope) -> tuple[tuple[str, str], ...]:
