@@ -160,6 +160,28 @@ def test_condition_errors_point_at_the_problem(condition, column, problem):
 	)
 
 
+def test_json_escapes_in_strings_mean_what_they_mean_in_json():
+	document = {"data": {"payload": {"customer": "Café Zoë 😀", "note": "a\rb/c"}}}
+	condition = 'payload.customer == "Caf\\u00e9 Zo\\u00EB \\ud83d\\ude00" and payload.note == "a\\rb\\/c"'
+	assert compile_condition(condition).matches(document)
+	assert compile_condition("payload.customer == 'Caf\\u00e9 Zo\\u00eb \\ud83d\\ude00'").matches(document)
+
+
+@pytest.mark.parametrize(
+	"condition, column, problem",
+	[
+		('payload.a == "Caf\\u00e"', 18, "four hexadecimal digits"),
+		('payload.a == "\\uzzzz"', 15, "four hexadecimal digits"),
+		('payload.a == "x\\ud83d"', 16, "half of a surrogate pair"),
+		('payload.a == "\\ude00"', 15, "half of a surrogate pair"),
+	],
+)
+def test_a_broken_unicode_escape_is_refused_where_it_stands(condition, column, problem):
+	with pytest.raises(ConditionError) as caught:
+		compile_condition(condition)
+	assert caught.value.position + 1 == column and problem in str(caught.value)
+
+
 def test_absurd_conditions_are_refused_before_they_cost_anything():
 	with pytest.raises(ConditionError, match="nests deeper"):
 		compile_condition("(" * (MAX_DEPTH + 5) + "true" + ")" * (MAX_DEPTH + 5))

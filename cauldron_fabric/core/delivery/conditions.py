@@ -5,7 +5,8 @@ no attribute access, no calls but the few functions below, so an admin's filter 
 code. Example: ``data.payload.grand_total > 1000 and data.entity == "Sales Invoice"``.
 
 * Values: dotted paths (``data.payload.customer``, ``payload.items.0.qty``; see ``paths``),
-  strings in single or double quotes, numbers, ``true``/``false``/``null``, lists ``[1, 2]``.
+  strings in single or double quotes (with JSON's escapes: ``\\n``, ``\\"``, ``\\u00e9``),
+  numbers, ``true``/``false``/``null``, lists ``[1, 2]``.
 * Operators: ``==`` ``!=`` ``<`` ``<=`` ``>`` ``>=``, ``in`` and ``not in`` (list membership,
   substring, key of an object), ``and``, ``or``, ``not``, parentheses, unary ``-``.
 * Functions: ``exists(path)`` (present and not null), ``len(x)``, ``lower(x)``, ``upper(x)``,
@@ -40,7 +41,10 @@ TOKEN = re.compile(
 	|(?P<punct>[()\[\],\-])""",
 	re.VERBOSE,
 )
-ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "\\": "\\", '"': '"', "'": "'"}
+ESCAPE = re.compile(
+	r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})|\\(.)", re.IGNORECASE | re.DOTALL
+)
 
 Evaluator = Callable[[Mapping[str, Any]], Any]
 
@@ -225,7 +229,7 @@ class _Parser:
 		if token.kind == "number":
 			return _constant(float(token.text) if any(c in token.text for c in ".eE") else int(token.text))
 		if token.kind == "string":
-			return _constant(_unquote(token.text))
+			return _constant(self.string(token))
 		if token.kind == "name":
 			return self.name(token)
 		if token.text == "(":
@@ -237,6 +241,12 @@ class _Parser:
 		if token.kind == "end":
 			self.fail(token, "the condition ends where a value was expected")
 		self.fail(token, f"expected a value, found {token.text!r}")
+
+	def string(self, token: Token) -> str:
+		try:
+			return _unquote(token.text)
+		except EscapeError as exc:
+			self.fail(Token("string", token.text, token.position + exc.offset), exc.problem)
 
 	def name(self, token: Token) -> Evaluator:
 		if token.text in CONSTANTS:
@@ -389,6 +399,35 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
 }
 
 
+class EscapeError(ValueError):
+	"""An escape that stands for no character; ``offset`` is its column in the string literal."""
+
+	def __init__(self, offset: int, problem: str):
+		super().__init__(problem)
+		self.offset, self.problem = offset, problem
+
+
 def _unquote(literal: str) -> str:
-	body = literal[1:-1]
-	return re.sub(r"\\(.)", lambda m: ESCAPES.get(m.group(1), m.group(1)), body)
+	"""Returns a string literal's text, its escapes read as JSON reads them (plus ``\\'``).
+
+	``\\u00e9`` is é and a surrogate pair (``\\ud83d\\ude00``) one character, so a filter
+	copied from JSON matches. A ``\\u`` that stands for no character is refused: a string no
+	event can contain would make the condition silently never match. Any other escaped
+	character stands for itself.
+	"""
+
+	def replace(match: re.Match) -> str:
+		high, low, code, other = match.groups()
+		if high:
+			return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + int(low, 16) - 0xDC00)
+		if code and not 0xD800 <= int(code, 16) <= 0xDFFF:
+			return chr(int(code, 16))
+		if code:
+			raise EscapeError(match.start() + 1, f"\\u{code} is half of a surrogate pair; write both halves")
+		if other == "u":
+			raise EscapeError(
+				match.start() + 1, "write \\u followed by four hexadecimal digits, e.g. \\u00e9"
+			)
+		return ESCAPES.get(other, other)
+
+	return ESCAPE.sub(replace, literal[1:-1])
