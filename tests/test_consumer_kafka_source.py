@@ -2,14 +2,24 @@
 
 import uuid
 
+import pytest
 from confluent_kafka import Producer
 from consumer_buses import KafkaBus, raw, wait_for, wire
 
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking, open_source
 from cauldron_fabric.core.consumer.kafka import dead_letter_topic, retry_topic
+from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.testing.kafka_broker import create_topic, read_topic
 from conftest import make_envelope
+
+
+@pytest.mark.parametrize("topic", [".", "..", "two words"])
+def test_a_topic_kafka_refuses_is_refused_with_what_to_write(kafka, topic):
+	options = ConsumerOptions(group=f"g{uuid.uuid4().hex[:6]}", poll_timeout=0.2)
+	with pytest.raises(ConfigurationError, match="is not a Kafka topic name") as caught:
+		open_source(kafka.url, options, topics=["fine.events", topic])
+	assert repr(topic) in str(caught.value) and "--topics" in str(caught.value)
 
 
 def test_a_pattern_matching_the_groups_own_dead_letter_topic_does_not_consume_its_dead_letters(kafka):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Iterable
 
 from cauldron_fabric.core.errors import ConfigurationError
 
@@ -37,6 +38,8 @@ SYSTEM_STATUS = "system.status"
 
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 _TOPIC_ILLEGAL = re.compile(r"[^a-zA-Z0-9._-]+")
+TOPIC_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9._-]{1,249}$")
+TOPIC_NAME_RULE = "letters, digits, '.', '_' and '-', at most 249 (Kafka refuses '.' and '..')"
 TOPIC_PLACEHOLDERS = frozenset({"domain", "type", "entity", "tenant"})
 DEFAULT_TOPIC_TEMPLATE = "cauldron.{domain}"
 MAX_TOPIC_LENGTH = 249
@@ -75,6 +78,17 @@ def validate_topic_template(template: str) -> None:
 			f"The topic naming rule uses unknown placeholder(s) {', '.join(sorted(unknown))}.",
 			hint=f"Allowed: {', '.join('{' + p + '}' for p in sorted(TOPIC_PLACEHOLDERS))}.",
 		)
+	if not fields and not _TOPIC_ILLEGAL.sub("_", template).strip("._"):
+		# topic_for would have to replace the whole name with cauldron.events.
+		raise ConfigurationError(
+			f"The topic naming rule {template!r} names no topic Kafka accepts ({TOPIC_NAME_RULE}).",
+			hint="Use for example 'cauldron.{domain}'.",
+		)
+
+
+def invalid_topic_names(names: Iterable[str]) -> list[str]:
+	"""Returns the names Kafka would refuse as topics: see TOPIC_NAME_RULE."""
+	return [name for name in names if not TOPIC_NAME.match(name)]
 
 
 def topic_for(template: str, event_type: str, entity: str, tenant: str | None) -> str:

@@ -53,6 +53,13 @@ class TestSubscriptionValidation(DeliveryTestCase):
 			doc = self.subscription(destination_type="In-app handler", handler="frappe.utils.now")
 		self.assertEqual(routing.destination_address(doc), "handler:frappe.utils.now")
 
+	def test_a_kafka_topic_named_dot_or_dot_dot_is_refused(self):
+		# Kafka refuses both names, so every delivery would end as a dead letter.
+		for topic in (".", ".."):
+			with self.assertRaisesRegex(frappe.ValidationError, "write a topic name.*Kafka refuses"):
+				self.subscription(destination_type="Kafka topic", kafka_topic=topic)
+		self.subscription(destination_type="Kafka topic", kafka_topic="...")
+
 	def test_a_cron_trigger_must_be_a_cron_expression(self):
 		with self.assertRaisesRegex(frappe.ValidationError, "is not a cron expression"):
 			self.subscription(schedules=[{"cron": "every monday"}])

@@ -35,6 +35,7 @@ from cauldron_fabric.core.consumer.messages import (
 from cauldron_fabric.core.consumer.ports import MessageSource
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
+from cauldron_fabric.core.naming import TOPIC_NAME_RULE, invalid_topic_names
 from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports.kafka import KafkaTransport, kafka_config
 
@@ -95,6 +96,12 @@ class KafkaSource(MessageSource):
 			raise ConfigurationError(
 				"A consumer needs topics or a pattern to read.",
 				hint="Pass --topics T1,T2 or --pattern '^cauldron\\..*'.",
+			)
+		refused = invalid_topic_names(topics)
+		if refused:
+			raise ConfigurationError(
+				f"{', '.join(map(repr, refused))} is not a Kafka topic name: use {TOPIC_NAME_RULE}.",
+				hint="Pass --topics with names such as cauldron.sales_invoice, or --pattern.",
 			)
 		self.options = dict(options or {})
 		self.bootstrap, self.group = bootstrap, group

@@ -34,11 +34,12 @@ from cauldron_fabric.core.delivery.transform import RenderedPayload
 from cauldron_fabric.core.delivery.webhook import WebhookSender, WebhookTarget
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError, FabricError, RetryableError
+from cauldron_fabric.core.naming import TOPIC_NAME, TOPIC_NAME_RULE
 from cauldron_fabric.core.ports import OutboundMessage, Transport
 
 KINDS = {"http": "webhook", "https": "webhook", "kafka": "kafka", "amqp": "amqp", "handler": "handler"}
 TARGET_RULES = {
-	"kafka": (re.compile(r"^[A-Za-z0-9._-]{1,249}$"), "a topic name (letters, digits, '.', '_', '-')"),
+	"kafka": (TOPIC_NAME, f"a topic name: {TOPIC_NAME_RULE}"),
 	"amqp": (re.compile(r"^[^\s/]*(/\S*)?$"), "exchange/routing.key"),
 	"handler": (
 		re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"),

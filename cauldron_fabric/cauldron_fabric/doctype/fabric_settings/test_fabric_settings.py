@@ -34,6 +34,11 @@ class TestFabricSettings(FrappeTestCase):
 		doc = self.settings(topic_template="cauldron.{doctype}")
 		self.assertRaisesRegex(frappe.ValidationError, r"unknown placeholder\(s\) doctype", doc.save)
 
+	def test_a_topic_template_that_names_no_kafka_topic_is_refused(self):
+		for template in (".", "..", " .. "):
+			doc = self.settings(topic_template=template)
+			self.assertRaisesRegex(frappe.ValidationError, "names no topic Kafka accepts", doc.save)
+
 	def test_numbers_are_bounded(self):
 		doc = self.settings(topic_partitions=0)
 		self.assertRaisesRegex(frappe.ValidationError, "between 1 and 10000", doc.save)
