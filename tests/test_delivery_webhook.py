@@ -201,7 +201,7 @@ def test_method_and_custom_headers_are_sent_but_cannot_forge_the_signature(recei
 	[
 		(WebhookTarget("ftp://example.com/x"), "http:// or https://"),
 		(WebhookTarget("https://example.com/x", method="GET"), "not allowed"),
-		(WebhookTarget("https://example.com/x", timeout=0), "between 0 and 300"),
+		(WebhookTarget("https://example.com/x", timeout=0), "more than 0 and at most 300"),
 		(WebhookTarget("https://example.com:99999/x"), "invalid port"),
 		(WebhookTarget("https://example.com/x", secret="whsec_???"), "not base64"),
 	],

@@ -70,6 +70,16 @@ def lines(text: str | None) -> list[str]:
 	return [part.strip() for line in (text or "").splitlines() for part in line.split(",") if part.strip()]
 
 
+def number(doc: Any, fieldname: str, default: float) -> Any:
+	"""Returns a number field's value, or ``default`` when it is empty: a typed 0 stays 0.
+
+	The core then refuses a 0 that cannot work (attempts, timeout) with its reason, instead of
+	a 0 silently meaning the default.
+	"""
+	value = doc.get(fieldname)
+	return default if value is None or value == "" else value
+
+
 def destination_address(doc: Any) -> str:
 	"""Returns the core's destination address for the subscription's destination fields."""
 	kind = doc.get("destination_type") or "Webhook"
@@ -102,12 +112,12 @@ def compile_subscription(
 		content_type=(doc.get("template_content_type") or "").strip() or None,
 		method=doc.get("webhook_method") or "POST",
 		headers=list(headers) if webhook else None,
-		timeout=float(doc.get("webhook_timeout") or 10),
+		timeout=float(number(doc, "webhook_timeout", 10)),
 		secret=secret if webhook else None,
-		max_attempts=int(doc.get("max_attempts") or 8),
-		initial_delay=float(doc.get("initial_delay") or 5),
-		max_delay=float(doc.get("max_delay") or 3600),
-		jitter=float(doc.get("jitter") if doc.get("jitter") is not None else 0.2),
+		max_attempts=int(number(doc, "max_attempts", 8)),
+		initial_delay=float(number(doc, "initial_delay", 5)),
+		max_delay=float(number(doc, "max_delay", 3600)),
+		jitter=float(number(doc, "jitter", 0.2)),
 		ordered=bool(doc.get("keep_order")),
 		rate_limit=float(doc.get("rate_limit") or 0),
 		burst=burst or None,

@@ -60,6 +60,48 @@ class TestSubscriptionValidation(DeliveryTestCase):
 				self.subscription(destination_type="Kafka topic", kafka_topic=topic)
 		self.subscription(destination_type="Kafka topic", kafka_topic="...")
 
+	def test_a_typed_zero_is_honoured_or_refused_and_an_empty_number_means_the_default(self):
+		hook = "https://a.example.com/hook"
+		# No wait before a retry can be wanted; a stored 0 read as the 5 s and 3600 s defaults.
+		doc = self.subscription(webhook_url=hook, initial_delay=0, max_delay=0)
+		policy = routing.load_subscriptions()[doc.name].policy
+		self.assertEqual((policy.backoff.base, policy.backoff.maximum), (0, 0))
+		# 0 attempts or a 0 s timeout cannot work: refused, not read as 8 attempts or 10 s.
+		with self.assertRaisesRegex(frappe.ValidationError, "Attempts must be between 1 and 100, not 0"):
+			self.subscription(webhook_url=hook, max_attempts=0)
+		with self.assertRaisesRegex(frappe.ValidationError, "timeout 0.0 s must be more than 0"):
+			self.subscription(webhook_url=hook, webhook_timeout=0)
+		# A field emptied in the form takes its default, which the form then shows.
+		doc.update({"initial_delay": None, "max_delay": None, "max_attempts": None, "webhook_timeout": None})
+		doc.save()
+		frappe.db.commit()
+		self.assertEqual(
+			[doc.initial_delay, doc.max_delay, doc.max_attempts, doc.webhook_timeout], [5, 3600, 8, 10]
+		)
+		loaded = routing.load_subscriptions()[doc.name]
+		self.assertEqual(
+			[loaded.policy.backoff.base, loaded.policy.backoff.maximum, loaded.policy.max_attempts],
+			[5, 3600, 8],
+		)
+		self.assertEqual(loaded.webhook.timeout, 10)
+
+	def test_a_zero_stored_when_it_meant_the_default_keeps_meaning_the_default(self):
+		from cauldron_fabric.patches.stored_zero_retry_settings_mean_the_default import execute
+
+		doc = self.subscription(webhook_url="https://a.example.com/hook")
+		frappe.db.sql(
+			"""UPDATE `tabEvent Subscription` SET max_attempts = 0, initial_delay = 0, max_delay = 0,
+			webhook_timeout = 0 WHERE name = %s""",
+			(doc.name,),
+		)
+		execute()
+		loaded = routing.load_subscriptions()[doc.name]
+		self.assertEqual(
+			[loaded.policy.max_attempts, loaded.policy.backoff.base, loaded.policy.backoff.maximum],
+			[8, 5, 3600],
+		)
+		self.assertEqual(loaded.webhook.timeout, 10)
+
 	def test_a_cron_trigger_must_be_a_cron_expression(self):
 		with self.assertRaisesRegex(frappe.ValidationError, "is not a cron expression"):
 			self.subscription(schedules=[{"cron": "every monday"}])

@@ -25,11 +25,14 @@ class RetryPolicy:
 	def validate(self) -> None:
 		"""Raises ConfigurationError when the numbers cannot work."""
 		if not 1 <= self.max_attempts <= 100:
-			raise ConfigurationError(f"Attempts must be between 1 and 100, not {self.max_attempts}.")
-		if self.backoff.base <= 0 or self.backoff.maximum < self.backoff.base or self.backoff.factor < 1:
 			raise ConfigurationError(
-				"The retry backoff needs a positive initial delay, a factor of at least 1 and a maximum "
-				"delay no smaller than the initial one."
+				f"Attempts must be between 1 and 100, not {self.max_attempts}.",
+				hint="1 makes a single attempt with no retry.",
+			)
+		if self.backoff.base < 0 or self.backoff.maximum < self.backoff.base or self.backoff.factor < 1:
+			raise ConfigurationError(
+				"The retry backoff needs an initial delay of 0 (retry at once) or more, a factor of at "
+				"least 1 and a maximum delay no smaller than the initial one."
 			)
 		if not 0 <= self.backoff.jitter <= 1:
 			raise ConfigurationError(f"Jitter is a fraction between 0 and 1, not {self.backoff.jitter}.")

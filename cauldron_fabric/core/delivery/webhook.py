@@ -154,7 +154,9 @@ class WebhookTarget:
 					f"Webhook header {name!r} is set by the fabric and cannot be overridden."
 				)
 		if not 0 < self.timeout <= 300:
-			raise ConfigurationError(f"Webhook timeout {self.timeout!r} s must be between 0 and 300 seconds.")
+			raise ConfigurationError(
+				f"Webhook timeout {self.timeout!r} s must be more than 0 and at most 300 seconds."
+			)
 		if self.secret:
 			for secret in self.secret.split():
 				secret_key(secret)
