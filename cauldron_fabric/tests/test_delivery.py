@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import re
 import threading
+from zoneinfo import ZoneInfo
 
 import frappe
 from frappe.tests.utils import FrappeTestCase, patch_hooks
@@ -300,6 +301,70 @@ class TestScheduledTriggers(DeliveryTestCase):
 		frappe.db.commit()
 		self.assertEqual(fire_due_triggers(later), 0, "fired twice for the same time")
 		self.assertEqual(len(deliveries(owner.name)), 1)
+
+	def use_time_zone(self, zone: str) -> None:
+		"""Sets the site's time zone (System Settings) for this test; the trigger job commits."""
+
+		def set_zone(name: str) -> None:
+			frappe.db.set_single_value("System Settings", "time_zone", name)
+			frappe.db.commit()
+			frappe.clear_document_cache("System Settings", "System Settings")
+			if hasattr(frappe.local, "system_settings"):
+				del frappe.local.system_settings
+
+		self.addCleanup(set_zone, frappe.db.get_single_value("System Settings", "time_zone"))
+		set_zone(zone)
+
+	def runs_across(self, start: dt.datetime, end: dt.datetime) -> dict[str, list[str]]:
+		"""Runs the trigger job once a minute from ``start`` to ``end`` (UTC); returns the runs per cron.
+
+		The subscription's triggers count as last fired the minute before ``start`` on the site's
+		clock, as a site running through the change would have them.
+		"""
+		crons = ["*/30 * * * *", "0 * * * *", "30 2 * * *"]
+		owner = self.subscription(
+			webhook_url="https://a.example.com/hook", schedules=[{"cron": cron} for cron in crons]
+		)
+		zone = ZoneInfo(frappe.db.get_single_value("System Settings", "time_zone"))
+		before = (start - dt.timedelta(minutes=1)).astimezone(zone).replace(tzinfo=None)
+		frappe.db.sql(
+			"UPDATE `tabEvent Subscription Schedule` SET last_triggered_at = %s WHERE parent = %s",
+			(before, owner.name),
+		)
+		frappe.db.commit()
+		seq, minute = last_seq(), start
+		while minute <= end:
+			fire_due_triggers(minute)
+			minute += dt.timedelta(minutes=1)
+		runs: dict[str, list[str]] = {cron: [] for cron in crons}
+		for event in events_after(seq, "Event Subscription", owner.name):
+			payload = event["data"]["payload"]
+			instant = dt.datetime.fromisoformat(payload["scheduledFor"]).astimezone(dt.timezone.utc)
+			runs[payload["cron"]].append(instant.strftime("%H:%M"))
+		return runs
+
+	def test_no_run_is_skipped_or_repeated_when_the_clocks_go_back(self):
+		# Berlin, 25 October 2026: 03:00 CEST (01:00 UTC) becomes 02:00 CET, 02:00-03:00 shows twice.
+		self.use_time_zone("Europe/Berlin")
+		utc = dt.timezone.utc
+		runs = self.runs_across(
+			dt.datetime(2026, 10, 24, 22, 45, tzinfo=utc), dt.datetime(2026, 10, 25, 2, 40, tzinfo=utc)
+		)
+		every_half_hour = ["23:00", "23:30", "00:00", "00:30", "01:00", "01:30", "02:00", "02:30"]
+		self.assertEqual(runs["*/30 * * * *"], every_half_hour)
+		self.assertEqual(runs["0 * * * *"], ["23:00", "00:00", "01:00", "02:00"])
+		self.assertEqual(runs["30 2 * * *"], ["00:30"], "a daily run fires once, in the first 02:30")
+
+	def test_no_run_is_skipped_or_repeated_when_the_clocks_go_forward(self):
+		# Berlin, 29 March 2026: 02:00 CET (01:00 UTC) becomes 03:00 CEST, 02:00-03:00 never shows.
+		self.use_time_zone("Europe/Berlin")
+		utc = dt.timezone.utc
+		runs = self.runs_across(
+			dt.datetime(2026, 3, 28, 23, 45, tzinfo=utc), dt.datetime(2026, 3, 29, 2, 40, tzinfo=utc)
+		)
+		self.assertEqual(runs["*/30 * * * *"], ["00:00", "00:30", "01:00", "01:30", "02:00", "02:30"])
+		self.assertEqual(runs["0 * * * *"], ["00:00", "01:00", "02:00"])
+		self.assertEqual(runs["30 2 * * *"], ["01:30"], "02:30 never shows: it runs an hour later, at 03:30")
 
 	def test_a_trigger_that_can_never_run_does_not_stop_the_others(self):
 		# Saved before such expressions were refused (or written by a patch): it must be skipped,

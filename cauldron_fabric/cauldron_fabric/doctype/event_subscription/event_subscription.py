@@ -79,22 +79,23 @@ class EventSubscription(Document):
 				)
 
 	def keep_trigger_times(self) -> None:
-		# The scheduler claims a trigger by writing last_triggered_at with a conditional UPDATE,
+		# The scheduler claims a trigger by writing its last run times with a conditional UPDATE,
 		# behind the back of any form open on the subscription; saving that form would write
 		# its older value back and fire the same run time again. The stored value wins, read
 		# with a lock so the scheduler cannot claim in between (it claims after this commits).
 		if self.is_new() or not self.schedules:
 			return
-		stored = dict(
-			frappe.db.sql(
-				"""SELECT name, last_triggered_at FROM `tabEvent Subscription Schedule`
+		stored = {
+			name: (triggered, utc)
+			for name, triggered, utc in frappe.db.sql(
+				"""SELECT name, last_triggered_at, last_run_utc FROM `tabEvent Subscription Schedule`
 				WHERE parent = %s AND parenttype = 'Event Subscription' FOR UPDATE""",
 				(self.name,),
 			)
-		)
+		}
 		for row in self.schedules:
 			if row.name in stored:
-				row.last_triggered_at = stored[row.name]
+				row.last_triggered_at, row.last_run_utc = stored[row.name]
 
 	def compile(self) -> None:
 		secret = self.webhook_secret
