@@ -24,6 +24,9 @@ ROLE_HOLDER = "role.holder@fabric.test"
 ESCALATION_HOLDER = "escalation@fabric.test"
 OUTSIDER = "outsider@fabric.test"
 MANAGER = "manager@fabric.test"
+# Frappe refuses to delete a user while no other System Manager than Administrator exists: the
+# tests that delete the users they make need one, as any real site has.
+SYSTEM_MANAGER = "system.manager@fabric.test"
 
 
 def ensure_role(role: str) -> None:
@@ -59,6 +62,7 @@ def ensure_people() -> None:
 	ensure_user(ESCALATION_HOLDER, [ESCALATION_ROLE])
 	ensure_user(OUTSIDER, ["Blogger"])
 	ensure_user(MANAGER, ["Fabric Manager"])
+	ensure_user(SYSTEM_MANAGER, ["System Manager"])
 	frappe.db.commit()
 
 
