@@ -16,6 +16,7 @@ from frappe import _
 from cauldron_fabric.api.params import limit_param, required
 from cauldron_fabric.approvals.decisions import APPROVED, OPEN, REJECTED, decide, load_for_decision, summary
 from cauldron_fabric.approvals.notify import can_decide
+from cauldron_fabric.approvals.permissions import visible_request
 
 MAX_LIMIT = 200
 STATUSES = ("Pending", "Approved", "Rejected", "Expired", "Escalated")
@@ -38,18 +39,9 @@ def reject(name: str | None = None, comment: str | None = None) -> dict[str, Any
 @frappe.whitelist(methods=["GET"])
 def get_request(name: str | None = None) -> dict[str, Any]:
 	"""Returns one request, with whether the caller may decide it."""
-	if not frappe.db.exists("Approval Request", required(name, "name")):
-		# has_permission on a missing name raises DoesNotExistError (404) while an existing one
-		# the caller cannot read is a 403: anyone could probe which request ids exist. Only
-		# readers of Approval Request are told it is missing, as load_for_decision does.
-		frappe.has_permission("Approval Request", "read", throw=True)
-		frappe.throw(_("There is no approval request {0}.").format(name), frappe.DoesNotExistError)
-	doc = frappe.get_doc("Approval Request", name)
-	if not can_decide(doc, frappe.session.user):
-		# A holder of a listed role may have no share of the request (the role came later, or
-		# it was past the first MAX_NOTIFIED assignees): deciding it lets it read it.
-		frappe.has_permission("Approval Request", "read", name, throw=True)
-	return summary(doc)
+	# A holder of a listed role may have no share of the request (the role came later, or it was
+	# past the first MAX_NOTIFIED assignees): deciding it lets it read it.
+	return summary(visible_request(required(name, "name")))
 
 
 @frappe.whitelist(methods=["GET"])

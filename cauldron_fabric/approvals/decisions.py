@@ -17,6 +17,7 @@ from frappe import _
 from frappe.utils import get_datetime, get_system_timezone, now_datetime
 
 from cauldron_fabric.approvals.notify import DOCTYPE, can_decide, close_assignments
+from cauldron_fabric.approvals.permissions import visible_request
 from cauldron_fabric.core.envelope import Envelope, format_time, utc_now_iso
 from cauldron_fabric.emit.context import caused_by
 from cauldron_fabric.emit.recorder import new_envelope, record
@@ -29,11 +30,7 @@ STATUS_OF = {APPROVED: "Approved", REJECTED: "Rejected"}
 
 def load_for_decision(name: str):
 	"""Returns the request locked for update; raises PermissionError unless the user may decide it."""
-	if not frappe.db.exists(DOCTYPE, name):
-		if not frappe.has_permission(DOCTYPE, "read"):
-			_not_an_approver()  # the same answer as for a request that exists: no guessing names
-		frappe.throw(_("There is no approval request {0}.").format(name), frappe.DoesNotExistError)
-	doc = frappe.get_doc(DOCTYPE, name, for_update=True)
+	doc = visible_request(name, for_update=True)
 	if not can_decide(doc, frappe.session.user):
 		_not_an_approver()
 	return doc
