@@ -31,6 +31,13 @@ override_whitelisted_methods = {
 	for name in ("update", "remove", "reset")
 }
 
+# Permissions
+# -----------
+# Every desk user reads Approval Request (its DocType says so); these narrow that to the
+# requests the user may decide or has been shared (see approvals/permissions.py).
+has_permission = {"Approval Request": "cauldron_fabric.approvals.permissions.has_request_permission"}
+permission_query_conditions = {"Approval Request": "cauldron_fabric.approvals.permissions.query_conditions"}
+
 # Document events
 # ---------------
 # on_change is the one hook every save path ends with; before_change fires only for db_set,

@@ -1,5 +1,11 @@
 """Who may see an approval request: whoever may decide it, whoever reads it (a role, a share).
 
+A role listed as approver lets its holders decide, but role permissions cannot say "the
+requests naming one of your roles". So every desk user (Desk User) reads Approval Request, and
+the ``has_permission`` and ``permission_query_conditions`` hooks narrow that to the requests the
+user may decide, plus those shared with it. The other roles that read (Fabric and System
+Managers, or any a site adds) read every request.
+
 Request ids are the agents' own ("drop-prod-db-42"): anyone who may not see a request gets the
 same answer for it as for a name no request has, or the answers would tell which ids exist.
 Only those who read every request are told that a name is missing.
@@ -9,9 +15,12 @@ from __future__ import annotations
 
 import frappe
 from frappe import _
+from frappe.permissions import SYSTEM_USER_ROLE
 from frappe.utils import cint
 
 from cauldron_fabric.approvals.notify import DOCTYPE, can_decide
+
+APPROVER_TABLE = "Approval Request Approver"
 
 
 def reads_every_request(user: str | None = None) -> bool:
@@ -19,7 +28,7 @@ def reads_every_request(user: str | None = None) -> bool:
 	user = user or frappe.session.user
 	if user == "Administrator":
 		return True
-	roles = set(frappe.get_roles(user))
+	roles = set(frappe.get_roles(user)) - {SYSTEM_USER_ROLE}  # its read is narrowed below
 	return any(
 		perm.role in roles and perm.read and not perm.if_owner and not cint(perm.permlevel)
 		for perm in frappe.get_meta(DOCTYPE).permissions
@@ -44,4 +53,43 @@ def visible_request(name: str, for_update: bool = False):
 		_("There is no approval request {0} that you may see.").format(name),
 		frappe.PermissionError,
 		title=_("Not permitted"),
+	)
+
+
+def has_request_permission(doc, ptype: str | None = None, user: str | None = None, debug: bool = False):
+	"""Narrows a desk user's read to the requests it may decide (the ``has_permission`` hook).
+
+	Returns None (no say) to readers of every request and for other permission types; Frappe
+	still grants a request shared with the user after this refuses it.
+	"""
+	user = user or frappe.session.user
+	if ptype != "read" or reads_every_request(user):
+		return None
+	return can_decide(doc, user)
+
+
+def query_conditions(user: str | None = None, doctype: str | None = None) -> str:
+	"""Lists a desk user the requests it may decide or has been shared (``permission_query_conditions``).
+
+	The shares are part of the condition: Frappe adds shared documents to a list only when role
+	permissions do not already let the user read the DocType.
+	"""
+	user = user or frappe.session.user
+	if reads_every_request(user):
+		return ""
+	request, who = f"`tab{DOCTYPE}`", frappe.db.escape(user)
+	roles = ", ".join(frappe.db.escape(role) for role in frappe.get_roles(user))
+	approver = (
+		f"select 1 from `tab{APPROVER_TABLE}` a where a.parent = {request}.name "
+		f"and a.parenttype = {frappe.db.escape(DOCTYPE)} and ((a.approver_type = 'User' and "
+		f"a.approver = {who}) or (a.approver_type = 'Role' and a.approver in ({roles})))"
+	)
+	shared = (
+		f"select s.share_name from `tabDocShare` s where s.share_doctype = {frappe.db.escape(DOCTYPE)} "
+		f"and s.`read` = 1 and (s.user = {who} or s.everyone = 1)"
+	)
+	# can_decide's four eyes: the requester never decides its own request.
+	return (
+		f"((ifnull({request}.requested_by, '') != {who} and exists ({approver})) "
+		f"or {request}.name in ({shared}))"
 	)

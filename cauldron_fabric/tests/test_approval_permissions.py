@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
-from cauldron_fabric.tests.test_approval_support import MANAGER, approval_requested, ensure_people
+from cauldron_fabric.tests.test_approval_support import (
+	APPROVER,
+	APPROVER_ROLE,
+	MANAGER,
+	approval_requested,
+	ensure_people,
+)
 from cauldron_fabric.tests.test_approvals import receive
 from cauldron_fabric.tests.test_http import api_token, make_user, request
 
 METHOD = "/api/method/cauldron_fabric.api.approvals."
 SHARED_READER = "shared.reader@fabric.test"
 STRANGER = "approval.stranger@fabric.test"
+LATE_HOLDER = "late.role.holder@fabric.test"
+FORM = "/api/method/frappe.desk.form.load.getdoc"
+LIST_VIEW = "/api/method/frappe.desk.reportview.get"
 
 
 def answer(response, name: str) -> tuple:
@@ -32,12 +42,67 @@ class TestApprovalRequestVisibility(FrappeTestCase):
 	def setUpClass(cls):
 		super().setUpClass()
 		ensure_people()
-		cls.tokens = {user: api_token(make_user(user, ["Blogger"])) for user in (SHARED_READER, STRANGER)}
+		cls.tokens = {
+			user: api_token(make_user(user, ["Blogger"])) for user in (SHARED_READER, STRANGER, LATE_HOLDER)
+		}
 		cls.tokens[MANAGER] = api_token(MANAGER)
+
+	def setUp(self):
+		make_user(LATE_HOLDER, ["Blogger"])  # holds the approver role only once a test gives it
 
 	def tearDown(self):
 		frappe.set_user("Administrator")
 		frappe.db.rollback()
+
+	def give_approver_role_late(self) -> None:
+		"""Gives LATE_HOLDER the approver role after the requests were made: no share, no ToDo."""
+		frappe.get_doc("User", LATE_HOLDER).add_roles(APPROVER_ROLE)
+		frappe.db.commit()
+		self.addCleanup(make_user, LATE_HOLDER, ["Blogger"])  # or it is assigned later requests
+
+	def open_form(self, user: str, name: str):
+		query = {"doctype": "Approval Request", "name": name}
+		return request("get", FORM, headers={"Authorization": self.tokens[user]}, query_string=query)
+
+	def list_view(self, user: str, names: list[str]) -> list[str]:
+		"""Returns which of ``names`` the user's list view of Approval Request shows."""
+		query = {
+			"doctype": "Approval Request",
+			"fields": json.dumps(["`tabApproval Request`.`name`"]),
+			"filters": json.dumps([["Approval Request", "name", "in", names]]),
+			"page_length": 100,
+		}
+		response = request("get", LIST_VIEW, headers={"Authorization": self.tokens[user]}, query_string=query)
+		self.assertEqual(response.status_code, 200, response.text)
+		message = response.json.get("message") or {}
+		return sorted(row[0] for row in message.get("values", []))
+
+	def test_a_holder_of_an_approver_role_opens_the_request_in_desk(self):
+		# The role came after the request was assigned: no share, yet the holder may decide it,
+		# so /app/approval-request/<name> must open for it, and for nobody it does not name.
+		name = receive(approval_requested(users=(), roles=(APPROVER_ROLE,)))
+		self.give_approver_role_late()
+		self.assertFalse(frappe.db.exists("DocShare", {"share_name": name, "user": LATE_HOLDER}))
+		form = self.open_form(LATE_HOLDER, name)
+		self.assertEqual(form.status_code, 200, form.text)
+		self.assertEqual(form.json["docs"][0]["name"], name)
+		self.assertEqual(self.open_form(STRANGER, name).status_code, 403)
+
+	def test_the_list_view_shows_approvers_their_requests_and_others_none(self):
+		mine = receive(approval_requested(users=(), roles=(APPROVER_ROLE,)))
+		others = receive(approval_requested(users=(APPROVER,), roles=()))
+		own = approval_requested(users=(), roles=(APPROVER_ROLE,))
+		own = receive(replace(own, metadata=replace(own.metadata, user_id=LATE_HOLDER)))  # four eyes
+		frappe.share.add_docshare(
+			"Approval Request", others, SHARED_READER, flags={"ignore_share_permission": True}
+		)
+		self.give_approver_role_late()
+		names = [mine, others, own]
+		self.assertEqual(self.list_view(LATE_HOLDER, names), [mine])
+		self.assertEqual(self.list_view(SHARED_READER, names), [others], "a share still shows")
+		self.assertEqual(self.list_view(STRANGER, names), [])
+		self.assertEqual(self.list_view(MANAGER, names), sorted(names))
+		self.assertEqual(self.open_form(LATE_HOLDER, own).status_code, 403, "its own request: four eyes")
 
 	def call(self, user: str, method: str, name: str):
 		verb = "get" if method == "get_request" else "post"

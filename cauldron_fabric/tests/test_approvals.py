@@ -35,6 +35,7 @@ from cauldron_fabric.tests.utils import fabric_settings
 PAST = -dt.timedelta(minutes=5)
 SECOND_ESCALATION_HOLDER = "escalation.second@fabric.test"
 NOBODYS_ROLE = "Fabric Test Nobody Holds"
+WEBSITE_APPROVER = "website.approver@fabric.test"
 LIST = "/api/method/cauldron_fabric.api.approvals.list_requests"
 
 
@@ -326,12 +327,29 @@ class TestApprovalRequests(FrappeTestCase):
 	def test_a_request_is_created_when_document_sharing_is_disabled(self):
 		# assign_to refuses to assign a user who cannot read the document when sharing is off;
 		# the request must still be created (not dead-lettered), for those who can read it.
+		# Desk users read the requests they may decide; a website user cannot open Desk at all.
+		if not frappe.db.exists("User", WEBSITE_APPROVER):
+			frappe.get_doc(
+				{
+					"doctype": "User",
+					"email": WEBSITE_APPROVER,
+					"first_name": "website",
+					"user_type": "Website User",
+					"send_welcome_email": 0,
+				}
+			).insert(ignore_permissions=True)
 		frappe.db.set_single_value("System Settings", "disable_document_sharing", 1)
 		frappe.clear_cache()
 		self.addCleanup(frappe.clear_cache)
 		self.addCleanup(frappe.db.commit)
 		self.addCleanup(frappe.db.set_single_value, "System Settings", "disable_document_sharing", 0)
-		name = receive(approval_requested(users=(APPROVER,), roles=()))
+		name = receive(approval_requested(users=(APPROVER, WEBSITE_APPROVER), roles=()))
 		self.assertEqual(frappe.db.get_value("Approval Request", name, "status"), "Pending")
-		self.assertIn(MANAGER, assignments(name), "nobody it names can read it: the managers are told")
-		self.assertTrue(any(APPROVER in c for c in comments_on(name)), "the timeline names who was not told")
+		self.assertEqual(assignments(name), {APPROVER: "Open"}, "an approver reads it without a share")
+		self.assertTrue(
+			any(WEBSITE_APPROVER in c for c in comments_on(name)), "the timeline names who was not told"
+		)
+		only_outside = receive(approval_requested(users=(WEBSITE_APPROVER,), roles=()))
+		self.assertIn(
+			MANAGER, assignments(only_outside), "nobody it names can read it: the managers are told"
+		)
