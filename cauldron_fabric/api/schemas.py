@@ -17,10 +17,10 @@ PUT  /config/{s}                          PUT  set_config {subject, compatibilit
 ========================================  =============================================
 
 Errors carry Confluent's body, ``{"error_code": 40401, "message": "..."}``, with its HTTP
-status: 404 (40401 subject, 40402 version, 40403 schema not found), 409 (incompatible),
-422 (42201 invalid schema, 42202 invalid version, 42203 invalid compatibility level, 42208
-invalid subject), 403 without permission. Reading needs read permission on Event Schema;
-writing needs the System Manager or Fabric Manager role.
+status: 404 (40401 subject, also one whose versions were all deleted; 40402 version; 40403
+schema not found), 409 (incompatible), 422 (42201 invalid schema, 42202 invalid version, 42203
+invalid compatibility level, 42208 invalid subject), 403 without permission. Reading needs
+read permission on Event Schema; writing needs the System Manager or Fabric Manager role.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def list_versions(subject: str | None = None) -> list[int]:
 	require_read()
 	with confluent_errors():
 		subject = subjects.check_subject_name(subject)
-		subjects.require_subject(subject)
+		subjects.require_subject(subject, with_versions=True)
 		return [row["version"] for row in versions.versions_of(subject)]
 
 

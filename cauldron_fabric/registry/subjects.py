@@ -60,9 +60,14 @@ def own_mode(subject: str) -> str | None:
 	return frappe.db.get_value(SUBJECT, subject, "compatibility") or None
 
 
-def require_subject(subject: str) -> None:
-	"""Raises SubjectNotFound (40401) unless the subject exists."""
-	if not frappe.db.exists(SUBJECT, subject):
+def require_subject(subject: str, with_versions: bool = False) -> None:
+	"""Raises SubjectNotFound (40401) unless the subject exists (and, ``with_versions``, has one left).
+
+	Reading versions asks for one left: Confluent answers 40401, not 40402 (version not found),
+	for a subject whose versions were all deleted, as ``list_subjects`` leaves it out.
+	"""
+	latest = frappe.db.get_value(SUBJECT, subject, "latest_version")
+	if latest is None or (with_versions and not latest):
 		raise SubjectNotFound(_("Subject {0} not found.").format(repr(subject)))
 
 

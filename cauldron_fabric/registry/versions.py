@@ -118,7 +118,7 @@ def versions_of(subject: str, lock: bool = False) -> list[dict[str, Any]]:
 
 def version_doc(subject: str, version: Any = None):
 	"""Returns one version's document (the latest when ``version`` is None or "latest")."""
-	subjects.require_subject(subject)
+	subjects.require_subject(subject, with_versions=True)
 	number = parse_version(version)
 	filters: dict[str, Any] = {"subject": subject}
 	if number is not None:

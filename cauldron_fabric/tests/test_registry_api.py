@@ -176,3 +176,21 @@ class TestRegistryApi(FrappeTestCase):
 		frappe.set_user(self.stranger)
 		self.assertRaises(frappe.PermissionError, api.list_subjects)
 		self.assertRaises(frappe.PermissionError, api.asyncapi)
+
+	def test_a_subject_whose_versions_were_all_deleted_is_not_found(self):
+		# Confluent answers 40401 (subject not found), not 40402, once no version of it is left.
+		registered = self.register(ORDER_V1)
+		frappe.delete_doc("Event Schema", registered.json["message"]["id"], ignore_permissions=True)
+		frappe.db.commit()
+		self.assertNotIn(self.subject, self.call("list_subjects", self.readers).json["message"])
+		for response in (
+			self.call("list_versions", self.readers, subject=self.subject),
+			self.call("get_version", self.readers, subject=self.subject),
+			self.call("get_version", self.readers, subject=self.subject, version="1"),
+		):
+			self.assertEqual(
+				(response.status_code, response.json.get("error_code")), (404, 40401), response.text
+			)
+		again = self.register(ORDER_V1)
+		self.assertEqual(again.json["message"]["version"], 2, "a number is never given twice")
+		self.assertEqual(self.call("list_versions", self.readers, subject=self.subject).json["message"], [2])
