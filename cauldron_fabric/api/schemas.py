@@ -18,9 +18,10 @@ PUT  /config/{s}                          PUT  set_config {subject, compatibilit
 
 Errors carry Confluent's body, ``{"error_code": 40401, "message": "..."}``, with its HTTP
 status: 404 (40401 subject, also one whose versions were all deleted; 40402 version; 40403
-schema not found), 409 (incompatible), 422 (42201 invalid schema, 42202 invalid version, 42203
-invalid compatibility level, 42208 invalid subject), 403 without permission. Reading needs
-read permission on Event Schema; writing needs the System Manager or Fabric Manager role.
+schema not found), 409 (incompatible), 422 (42201 invalid schema, or one sent with
+``references``, which are not supported; 42202 invalid version, 42203 invalid compatibility
+level, 42208 invalid subject), 403 without permission. Reading needs read permission on Event
+Schema; writing needs the System Manager or Fabric Manager role.
 """
 
 from __future__ import annotations
@@ -117,16 +118,18 @@ def register(
 	ownerUser: str | None = None,
 	description: str | None = None,
 	examples: str | list | None = None,
+	references: str | list | None = None,
 ) -> dict[str, int]:
 	"""Registers a schema as the subject's next version; an already registered one returns its id.
 
 	``ownerTeam``, ``ownerUser``, ``description`` and ``examples`` (payloads that must match)
-	are the fabric's additions to Confluent's body.
+	are the fabric's additions to Confluent's body; ``references`` are refused (42201).
 	"""
 	require_role()
 	with confluent_errors():
 		_require_json_type(schemaType)
 		_require_schema(schema)
+		_refuse_references(references)
 		if ownerUser and not frappe.db.exists("User", ownerUser):
 			raise InvalidSchemaError(_("ownerUser {0} is not a user of this site.").format(repr(ownerUser)))
 		doc, _created = versions.register_schema(
@@ -147,6 +150,7 @@ def check_compatibility(
 	version: str | int | None = None,
 	schemaType: str = JSON_SCHEMA_TYPE,
 	verbose: bool = True,
+	references: str | list | None = None,
 ) -> dict[str, Any]:
 	"""Dry run: tells whether the schema could be registered and lists every reason it could not.
 
@@ -157,6 +161,7 @@ def check_compatibility(
 	with confluent_errors():
 		_require_json_type(schemaType)
 		_require_schema(schema)
+		_refuse_references(references)
 		subject = subjects.check_subject_name(subject)
 		result = versions.dry_run(subject, schema, version)
 	body: dict[str, Any] = {"is_compatible": result.compatible}
@@ -208,6 +213,26 @@ def _flag(value: Any) -> bool:
 def _require_schema(schema: Any) -> None:
 	if schema is None or schema == "":
 		raise InvalidSchemaError(_("schema is required: send the JSON Schema (as JSON text or an object)."))
+
+
+def _refuse_references(references: Any) -> None:
+	"""Raises InvalidSchemaError (42201) for schema references; none (absent, ``[]``) is fine.
+
+	A schema with references means the referenced schemas too: taking it without them would
+	register, or check, a schema that means something else.
+	"""
+	if isinstance(references, str):
+		try:
+			references = json.loads(references or "null")
+		except ValueError:
+			pass  # text that is not JSON is no empty list: refused below
+	if references:
+		raise InvalidSchemaError(
+			_(
+				"Schema references are not supported here. Put the referenced schemas into the schema "
+				"itself (under $defs, referred to as #/$defs/...) and send it without references."
+			)
+		)
 
 
 def _require_json_type(schema_type: str | None) -> None:

@@ -194,3 +194,26 @@ class TestRegistryApi(FrappeTestCase):
 		again = self.register(ORDER_V1)
 		self.assertEqual(again.json["message"]["version"], 2, "a number is never given twice")
 		self.assertEqual(self.call("list_versions", self.readers, subject=self.subject).json["message"], [2])
+
+	def test_schema_references_are_refused_not_ignored(self):
+		# A schema with references means the referenced schemas too: registering it without
+		# them would register a different schema. Empty references mean none, as Confluent has it.
+		references = [{"name": "customer.json", "subject": "customer.created", "version": 1}]
+		for method in ("register", "check_compatibility"):
+			refused = self.call(
+				method, self.managers, "post", subject=self.subject, schema=ORDER_V1, references=references
+			)
+			self.assertEqual(
+				(refused.status_code, refused.json.get("error_code")), (422, 42201), refused.text
+			)
+			self.assertIn("references are not supported", refused.json["message"])
+		self.assertEqual(self.call("list_versions", self.readers, subject=self.subject).status_code, 404)
+		accepted = self.call(
+			"register",
+			self.managers,
+			"post",
+			subject=self.subject,
+			schema=json.dumps(ORDER_V1),
+			references=[],
+		)
+		self.assertEqual(accepted.status_code, 200, accepted.text)
