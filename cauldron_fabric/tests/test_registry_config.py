@@ -49,3 +49,12 @@ class TestConfluentConfig(FrappeTestCase):
 		for flag in ("false", "0"):
 			level = self.call("get_config", subject=self.subject, defaultToGlobal=flag).json["message"]
 			self.assertEqual(level, {"compatibilityLevel": None}, flag)
+
+	def test_an_unknown_subject_has_no_config(self):
+		# Confluent documents GET /config/{subject} on an unknown subject as 404, error 40401.
+		for flag in ("true", "false"):
+			unknown = self.call("get_config", subject=self.subject, defaultToGlobal=flag)
+			self.assertEqual(
+				(unknown.status_code, unknown.json.get("error_code")), (404, 40401), (flag, unknown.text)
+			)
+			self.assertIn(self.subject, unknown.json["message"])
