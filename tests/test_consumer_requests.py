@@ -1,6 +1,7 @@
 """Request-reply on each real bus: round trips, load balancing, timeouts, and a circuit in Redis."""
 
 import datetime as dt
+import signal
 import threading
 import time
 import uuid
@@ -256,3 +257,47 @@ def test_a_rabbitmq_reply_whose_time_is_an_amqp_timestamp_answers_the_request():
 		requester.close()
 		admin.connection.close()
 		bus.close()
+
+
+class JobTimeout(Exception):
+	"""What a job runner's time limit raises inside the job (RQ's JobTimeoutException is no FabricError)."""
+
+
+def open_circuit(kafka, circuits, policy):
+	"""Returns a requester to a target nobody answers, whose circuit one timeout has just opened."""
+	target = f"silent.{uuid.uuid4().hex[:6]}"
+	breaker = CircuitBreaker(circuits(), policy)
+	requester = open_requester(
+		kafka.url,
+		source="urn:test:requester",
+		breaker=breaker,
+		broker_options={"reply_topic": f"{target}.replies"},
+	)
+	with pytest.raises(RequestTimeout):
+		requester.request(PRICE, {"sku": "S-1"}, 0.3, target=target)
+	assert breaker.state(target).state == "open"
+	return requester, breaker, target
+
+
+def test_a_probe_stopped_by_an_error_of_any_kind_opens_the_circuit_again(kafka, circuits):
+	# A job's time limit strikes while its request is the circuit's probe. Only FabricErrors
+	# counted: the probe ended without a word, and the circuit stayed half-open, refusing every
+	# other call until the probe's window ran out.
+	policy = CircuitPolicy(failure_threshold=1, window_seconds=30, open_seconds=0.5, probe_seconds=30)
+	requester, breaker, target = open_circuit(kafka, circuits, policy)
+
+	def time_limit(signum, frame):
+		raise JobTimeout("the job ran past its time limit")
+
+	previous = signal.signal(signal.SIGALRM, time_limit)
+	try:
+		time.sleep(0.6)
+		signal.setitimer(signal.ITIMER_REAL, 0.5)
+		with pytest.raises(JobTimeout):
+			requester.request(PRICE, {"sku": "S-1"}, 10, target=target)
+		state = breaker.state(target)
+		assert state.state == "open", f"the interrupted probe left the circuit {state.state}"
+	finally:
+		signal.setitimer(signal.ITIMER_REAL, 0)
+		signal.signal(signal.SIGALRM, previous)
+		requester.close()

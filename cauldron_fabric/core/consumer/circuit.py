@@ -2,8 +2,9 @@
 
 ``failure_threshold`` failures (errors or timeouts) within ``window_seconds`` open the circuit:
 calls fail at once with CircuitOpen for ``open_seconds``. Then the circuit is half-open: one call
-at a time goes through as a probe; its success closes the circuit, its failure opens it again.
-A probe that never reports back (its worker died) is replaced after ``probe_seconds``.
+at a time goes through as a probe; its success closes the circuit, its failure (whatever it
+raised) opens it again. A probe that never reports back (its worker died) is replaced after
+``probe_seconds``.
 
 The state lives in a CircuitStore so that every worker of every machine sees the same circuit:
 ``RedisCircuitStore`` in production, ``MemoryCircuitStore`` within one process.
@@ -132,7 +133,7 @@ class CircuitBreaker:
 		self.clock = clock
 
 	def before(self, target: str) -> CircuitState:
-		"""Returns the state when a call may go now; raises CircuitOpen otherwise."""
+		"""Returns the state when a call may go now (half_open: it is the probe); raises CircuitOpen if not."""
 		allowed, state = self.store.acquire(target, self.clock(), self.policy)
 		if not allowed:
 			raise CircuitOpen(state)
@@ -146,13 +147,24 @@ class CircuitBreaker:
 		"""Reports a failed or timed-out call."""
 		return self.store.record_failure(target, self.clock(), self.policy)
 
+	def raised(
+		self, target: str, admitted: CircuitState, error: BaseException, failure: type[BaseException]
+	) -> None:
+		"""Reports a call that raised: a failure when ``error`` is a ``failure``, or when the call was the probe.
+
+		A probe has to end whatever it raised: unreported, it would keep the circuit half-open, refusing
+		every other call, until its slot runs out.
+		"""
+		if isinstance(error, failure) or admitted.state == HALF_OPEN:
+			self.failed(target)
+
 	def call(self, target: str, function: Callable[[], T], failure: type[BaseException] = Exception) -> T:
 		"""Runs ``function`` through the circuit; exceptions of type ``failure`` count against it."""
-		self.before(target)
+		admitted = self.before(target)
 		try:
 			result = function()
-		except failure:
-			self.failed(target)
+		except BaseException as exc:
+			self.raised(target, admitted, exc, failure)
 			raise
 		self.succeeded(target)
 		return result

@@ -118,14 +118,13 @@ class Requester(abc.ABC):
 		target = target or self.target_for(event_type)
 		self.check_target(target)
 		request = self.build_request(event_type, data or {}, **envelope_fields)
-		if self.breaker is not None:
-			self.breaker.before(target)
+		admitted = self.breaker.before(target) if self.breaker is not None else None
 		started = time.monotonic()
 		try:
 			envelope = self.exchange(request, target, timeout)
-		except FabricError:
+		except BaseException as exc:
 			if self.breaker is not None:
-				self.breaker.failed(target)
+				self.breaker.raised(target, admitted, exc, FabricError)
 			raise
 		reply = Reply(request, envelope, time.monotonic() - started)
 		if envelope.data.action == FAILED_ACTION:
