@@ -301,3 +301,30 @@ def test_a_probe_stopped_by_an_error_of_any_kind_opens_the_circuit_again(kafka, 
 		signal.setitimer(signal.ITIMER_REAL, 0)
 		signal.signal(signal.SIGALRM, previous)
 		requester.close()
+
+
+def test_a_probe_waiting_longer_than_the_probe_window_is_still_the_only_probe(kafka, circuits):
+	# The probe window is the site's default timeout; a caller may wait longer. The slot ran out
+	# while that probe was still waiting, and a second call went through as another probe.
+	policy = CircuitPolicy(failure_threshold=1, window_seconds=30, open_seconds=0.5, probe_seconds=1)
+	requester, breaker, target = open_circuit(kafka, circuits, policy)
+	outcome = {}
+
+	def probe():
+		try:
+			requester.request(PRICE, {"sku": "S-1"}, 4, target=target)
+		except Exception as exc:
+			outcome["probe"] = exc
+
+	try:
+		time.sleep(0.6)
+		first = threading.Thread(target=probe)
+		first.start()
+		time.sleep(1.5)
+		with pytest.raises(CircuitOpen, match="is half-open"):
+			requester.request(PRICE, {"sku": "S-1"}, 0.3, target=target)
+		first.join(10)
+		assert isinstance(outcome["probe"], RequestTimeout)
+		assert breaker.state(target).state == "open", "the long probe's timeout opens the circuit again"
+	finally:
+		requester.close()

@@ -4,7 +4,7 @@
 calls fail at once with CircuitOpen for ``open_seconds``. Then the circuit is half-open: one call
 at a time goes through as a probe; its success closes the circuit, its failure (whatever it
 raised) opens it again. A probe that never reports back (its worker died) is replaced after
-``probe_seconds``.
+``probe_seconds``, or after the call's own timeout when that is longer.
 
 The state lives in a CircuitStore so that every worker of every machine sees the same circuit:
 ``RedisCircuitStore`` in production, ``MemoryCircuitStore`` within one process.
@@ -12,6 +12,7 @@ The state lives in a CircuitStore so that every worker of every machine sees the
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -132,9 +133,16 @@ class CircuitBreaker:
 		self.policy = policy or CircuitPolicy()
 		self.clock = clock
 
-	def before(self, target: str) -> CircuitState:
-		"""Returns the state when a call may go now (half_open: it is the probe); raises CircuitOpen if not."""
-		allowed, state = self.store.acquire(target, self.clock(), self.policy)
+	def before(self, target: str, hold: float | None = None) -> CircuitState:
+		"""Returns the state when a call may go now (half_open: it is the probe); raises CircuitOpen if not.
+
+		A call that may wait ``hold`` seconds keeps the probe slot at least that long: were the
+		slot to end first, a second probe would go while the first is still waiting.
+		"""
+		policy = self.policy
+		if hold is not None and hold > policy.probe_seconds:
+			policy = dataclasses.replace(policy, probe_seconds=hold)
+		allowed, state = self.store.acquire(target, self.clock(), policy)
 		if not allowed:
 			raise CircuitOpen(state)
 		return state

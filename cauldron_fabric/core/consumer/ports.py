@@ -123,7 +123,8 @@ class TrackingStore(abc.ABC):
 @dataclass(frozen=True, slots=True)
 class CircuitPolicy:
 	"""When a circuit opens and for how long: ``failure_threshold`` failures within ``window_seconds``
-	open it for ``open_seconds``; then one probe at a time (each may take ``probe_seconds``) decides."""
+	open it for ``open_seconds``; then one probe at a time decides. Each may take ``probe_seconds``, or
+	its call's timeout when that is longer, before another probe may go."""
 
 	failure_threshold: int = 5
 	window_seconds: float = 60.0

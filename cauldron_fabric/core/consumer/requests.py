@@ -25,6 +25,9 @@ from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, ne
 from cauldron_fabric.core.errors import ConfigurationError, FabricError, PermanentError, RetryableError
 from cauldron_fabric.core.naming import DEFAULT_TOPIC_TEMPLATE, topic_for
 
+# A request may outlast its timeout by the time taken to publish it: its probe slot covers that too.
+PROBE_MARGIN = 1.0
+
 
 class RequestTimeout(RetryableError):
 	"""No reply arrived within the timeout."""
@@ -118,7 +121,9 @@ class Requester(abc.ABC):
 		target = target or self.target_for(event_type)
 		self.check_target(target)
 		request = self.build_request(event_type, data or {}, **envelope_fields)
-		admitted = self.breaker.before(target) if self.breaker is not None else None
+		admitted = (
+			self.breaker.before(target, hold=timeout + PROBE_MARGIN) if self.breaker is not None else None
+		)
 		started = time.monotonic()
 		try:
 			envelope = self.exchange(request, target, timeout)
