@@ -1,5 +1,6 @@
 """The Kafka source on a real Kafka-protocol broker: what a pattern matches, keys, commits."""
 
+import time
 import uuid
 
 import pytest
@@ -7,7 +8,7 @@ from confluent_kafka import Producer
 from consumer_buses import KafkaBus, raw, wait_for, wire
 
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking, open_source
-from cauldron_fabric.core.consumer.kafka import dead_letter_topic, retry_topic
+from cauldron_fabric.core.consumer.kafka import PATTERN_REFRESH_SECONDS, dead_letter_topic, retry_topic
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.testing.kafka_broker import create_topic, read_topic
@@ -133,3 +134,37 @@ def test_retry_copies_waiting_in_a_higher_tier_are_handled_after_max_attempts_is
 	finally:
 		after.close()
 	assert handled == [(event.id, 3)], "the copy waiting in retry topic 2 is handled"
+
+
+def test_a_pattern_consumer_reads_a_matching_topic_created_after_it_started(kafka):
+	# librdkafka matches a pattern against the topics it knows, and learns of new ones at its
+	# metadata refresh: every five minutes by default. Events of a new matching topic waited
+	# that long before anyone read them.
+	prefix = f"n{uuid.uuid4().hex[:6]}"
+	first, later = f"{prefix}.orders", f"{prefix}.invoices"
+	create_topic(kafka.bootstrap, first, 1)
+	options = ConsumerOptions(group=f"{prefix}-group", poll_timeout=0.2, commit_interval=0.2)
+	source = open_source(
+		kafka.url, options, pattern=rf"^{prefix}\..*", broker_options={"session_timeout_ms": 6000}
+	)
+	handled = []
+	consumer = Consumer(
+		source,
+		HandlerTable.from_mapping({"item.*": lambda e, c: handled.append(e.id)}),
+		MemoryTracking().session(),
+		options,
+	)
+	try:
+		assert wait_for(
+			lambda: consumer.consume_round() >= 0 and first in {t for t, _ in source.assigned}, 20
+		), "the pattern's first topic is assigned"
+		create_topic(kafka.bootstrap, later, 1)
+		event = make_envelope("Item", "I-1", "created", n=1)
+		KafkaBus(kafka).publish(later, [wire(event)])
+		started = time.monotonic()
+		consumer.run(lambda: bool(handled), max_seconds=PATTERN_REFRESH_SECONDS + 15)
+		took = time.monotonic() - started
+	finally:
+		consumer.close()
+	assert handled == [event.id], "the event of the topic created later is consumed"
+	assert took < PATTERN_REFRESH_SECONDS + 10, f"found after {took:.0f} s"

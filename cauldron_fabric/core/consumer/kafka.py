@@ -42,6 +42,10 @@ from cauldron_fabric.core.transports.kafka import KafkaTransport, kafka_config
 log = logging.getLogger("cauldron_fabric.consumer.kafka")
 
 PUBLISH_TIMEOUT = 15.0
+# A pattern is matched against the topics the client knows, which it learns at each metadata
+# refresh (librdkafka: every 5 minutes). A pattern consumer asks every 10 seconds instead, so a
+# new matching topic is read within that (plus a rebalance); ``metadata_refresh_ms`` changes it.
+PATTERN_REFRESH_SECONDS = 10
 _ILLEGAL = re.compile(r"[^a-zA-Z0-9._-]+")
 
 
@@ -73,6 +77,8 @@ def consumer_config(bootstrap: str, group: str, options: dict[str, Any]) -> dict
 	}
 	if options.get("fetch_wait_ms"):
 		config["fetch.wait.max.ms"] = int(options["fetch_wait_ms"])
+	if options.get("metadata_refresh_ms"):
+		config["topic.metadata.refresh.interval.ms"] = int(options["metadata_refresh_ms"])
 	config.update(options.get("consumer_extra") or {})
 	return config
 
@@ -121,9 +127,8 @@ class KafkaSource(MessageSource):
 		# Its producer sends replies (someone waits) and the rare retry or dead-letter copy: no linger.
 		self.transport = KafkaTransport(bootstrap, {"linger_ms": 0, **self.options})
 		self.transport.ensure_topics({*self.topics, *self.retry_topics, self.dead_letter_topic})
-		self.consumer = Consumer(
-			{**consumer_config(bootstrap, group, self.options), "error_cb": self._on_error, "logger": log}
-		)
+		config = consumer_config(bootstrap, group, self._with_pattern_refresh(self.options))
+		self.consumer = Consumer({**config, "error_cb": self._on_error, "logger": log})
 		# Every retry topic of the group, not only those of the current attempts: after Handler
 		# attempts before dead letter is lowered, copies already waiting in the higher ones
 		# would never be read again. (Group names only keep [a-zA-Z0-9._-]: '.' is the one
@@ -142,6 +147,15 @@ class KafkaSource(MessageSource):
 		self._paused: dict[tuple[str, int], float] = {}
 		self._done: dict[tuple[str, int], int] = {}
 		self._dirty = False
+
+	def _with_pattern_refresh(self, options: dict[str, Any]) -> dict[str, Any]:
+		"""Returns the options with the metadata refresh a pattern needs (unless they set one)."""
+		if not self.pattern:
+			return options
+		return {
+			**options,
+			"metadata_refresh_ms": options.get("metadata_refresh_ms") or PATTERN_REFRESH_SECONDS * 1000,
+		}
 
 	# -- rebalancing ------------------------------------------------------------------------
 
