@@ -22,7 +22,7 @@ from frappe.utils import cint, get_system_timezone, now_datetime
 
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.outbox.sql import SqlOutboxStore
-from cauldron_fabric.core.ports import ConnectionReport
+from cauldron_fabric.core.ports import ConnectionReport, Transport
 from cauldron_fabric.core.relay import Relay, RelayOptions, RelayReport
 from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.core.transports import open_transport
@@ -33,6 +33,9 @@ from cauldron_fabric.services.wakeups import wake
 STATUS_KEY = "cauldron_fabric:relays"
 SETTINGS_RECHECK_SECONDS = 10
 OUTAGE_WAIT_SECONDS = 1.0
+# An idle relay whose status shows an error asks the broker this often whether it is back.
+RECOVERY_CHECK_SECONDS = 10.0
+RECOVERY_CHECK_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,10 @@ class StatusReporter:
 		self.totals = {"published": 0, "retrying": 0, "failed": 0}
 		self.last_error: str | None = None
 		self.last_report: RelayReport | None = None
+		# The running relay's transport, through which an idle relay sees a broker come back.
+		self.transport: Transport | None = None
 		self._last_write = 0.0
+		self._last_recovery_check = 0.0
 
 	@property
 	def idle(self) -> bool:
@@ -195,10 +201,24 @@ class StatusReporter:
 			self.totals[key] += getattr(report, key)
 		if report.error:
 			self.last_error = report.error
-		elif report.published:
+		elif report.published or self._broker_back(report):
 			self.last_error = None
 		if time.monotonic() - self._last_write >= 1:
 			self.write()
+
+	def _broker_back(self, report: RelayReport) -> bool:
+		"""Tells whether an idle relay with an error standing finds its broker reachable again.
+
+		Only a publish cleared the error: a relay that outlived an outage with nothing due (its
+		events waiting out their backoff, or taken by another relay) showed the outage as current
+		for as long as no event came. Asked at most every RECOVERY_CHECK_SECONDS.
+		"""
+		if self.last_error is None or report.claimed or self.transport is None:
+			return False
+		if time.monotonic() - self._last_recovery_check < RECOVERY_CHECK_SECONDS:
+			return False
+		self._last_recovery_check = time.monotonic()
+		return self.transport.check(RECOVERY_CHECK_TIMEOUT).ok
 
 	def write(self) -> None:
 		"""Stores the current status under the relay's name."""
@@ -229,11 +249,14 @@ def safety_net_name() -> str:
 
 def _built_or_reported(settings: RelaySettings, reporter: StatusReporter) -> Relay | None:
 	"""Builds the relay, or reports why these settings cannot work and returns None."""
+	reporter.transport = None
 	try:
-		return build_relay(settings, reporter)
+		relay = build_relay(settings, reporter)
 	except ConfigurationError as exc:
 		_report_unusable(reporter, exc)
 		return None
+	reporter.transport = relay.transport
+	return relay
 
 
 def _report_unusable(reporter: StatusReporter, exc: ConfigurationError) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import pickle
 import signal
 import socket
+import threading
 import time
 from unittest.mock import patch
 
 import frappe
+import redis
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from frappe.tests.utils import FrappeTestCase
@@ -25,9 +28,10 @@ from cauldron_fabric.services.relay import (
 	relay_name,
 	run_relay_for,
 	safety_net_name,
+	site_db_connector,
 )
 from cauldron_fabric.services.status import relay_statuses
-from cauldron_fabric.testing.kafka_broker import free_port, read_topic
+from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
 from cauldron_fabric.tests.utils import (
 	ORDER,
 	assert_usage_error,
@@ -235,6 +239,59 @@ class TestPublishingToKafka(FrappeTestCase):
 		self.assertEqual(event_status(todo.name)[0][1], "Published")
 		frappe.delete_doc("ToDo", todo.name)
 		frappe.db.commit()
+
+	def test_a_relay_that_finds_the_broker_back_while_idle_no_longer_reports_the_outage(self):
+		# The error of a failed publish was cleared only by a later successful one: a relay that
+		# outlived an outage with nothing due (its events waiting out their backoff, or taken by
+		# another relay) showed the outage as its current error for as long as no event came.
+		broker = KafkaBroker().start()  # this test's own, to stop and start again
+		self.addCleanup(broker.stop)
+		name = "fabric-test-recovery"
+		self.addCleanup(frappe.cache.hdel, STATUS_KEY, name)
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "outage, then idle"}).insert()
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.delete_doc, "ToDo", todo.name)
+		connect, seen, later = site_db_connector(), {}, add_to_date(now_datetime(), hours=1)
+		# The status as another process reads it (frappe.cache is not bound in a thread).
+		key, redis_client = frappe.cache.make_key(STATUS_KEY), redis.Redis.from_url(frappe.conf.redis_cache)
+		self.addCleanup(redis_client.close)
+
+		def reported_error():
+			raw = redis_client.hget(key, name)
+			return json.loads(pickle.loads(raw))["last_error"] if raw else None
+
+		def outage_ends():
+			deadline = time.monotonic() + 15
+			while not reported_error() and time.monotonic() < deadline:
+				time.sleep(0.1)  # until the relay has failed to publish the event
+			seen["during"] = reported_error()
+			db = connect()
+			with db.cursor() as cursor:  # the event waits out a long backoff: nothing is due
+				cursor.execute(
+					"UPDATE `tabEvent Log` SET next_attempt_at = %s WHERE entity_id = %s",
+					(later, todo.name),
+				)
+			db.commit()
+			db.close()
+			broker.start()
+			seen["back"] = time.monotonic()
+
+		with fabric_settings(bootstrap_servers=broker.bootstrap, message_timeout_ms=1000):
+			broker.stop()
+			recovery = threading.Thread(target=outage_ends)
+			recovery.start()
+			run_relay_for(max_seconds=30, name=name)
+			recovery.join()
+		status = json.loads(frappe.cache.hget(STATUS_KEY, name))
+		self.assertIn("back", seen, "the broker was started again")
+		self.assertIn(f"Kafka at {broker.bootstrap}", seen["during"] or "", "the outage was reported")
+		self.assertEqual(event_status(todo.name)[0][1], "Pending")
+		self.assertIsNone(status["last_error"], "the broker is back: the outage is not current any more")
+		frappe.db.sql("UPDATE `tabEvent Log` SET next_attempt_at = NULL WHERE entity_id = %s", (todo.name,))
+		frappe.db.commit()
+		relay_until_idle()
+		self.assertEqual(event_status(todo.name)[0][1], "Published")
 
 	def test_a_setting_kafka_refuses_is_reported_and_the_relay_waits_for_a_fix(self):
 		# A CA stored without the form's check (set_single_value, or saved before it existed)
