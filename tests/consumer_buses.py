@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer import open_source
 from cauldron_fabric.core.consumer.kafka import dead_letter_topic, group_lag
-from cauldron_fabric.core.consumer.rabbitmq import dead_letter_queue, retry_queue
+from cauldron_fabric.core.consumer.rabbitmq import dead_letter_queue, expired_queue, retry_queue
 from cauldron_fabric.core.consumer.tracking_sql import create_table_sql
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.testing.kafka_broker import read_topic
@@ -113,7 +113,12 @@ class RabbitBus:
 		return source
 
 	def remember(self, group, delays=(0.2, 0.4, 0.8, 1.0)):
-		self.queues |= {group, dead_letter_queue(group), *(retry_queue(group, d) for d in delays)}
+		self.queues |= {
+			group,
+			dead_letter_queue(group),
+			expired_queue(group),
+			*(retry_queue(group, d) for d in delays),
+		}
 
 	def publish(self, channel, messages) -> list[tuple[int, int]]:
 		chan = self.connection.channel()

@@ -379,3 +379,32 @@ def test_rabbitmq_takes_cloudevents_whose_time_is_an_amqp_timestamp():
 			consumer.close()
 	finally:
 		bus.close()
+
+
+def test_a_message_the_broker_dead_letters_from_a_rabbitmq_group_queue_becomes_a_recorded_dead_letter():
+	# Only expired requests are dropped from <group>.expired; anything else the broker set aside
+	# there (here: rejected by a foreign client of the group's queue) was accepted once and must
+	# stay visible, as a dead letter with its origin, not vanish.
+	bus = RabbitBus()
+	try:
+		channel, group = bus.channel(), f"rejected-{uuid.uuid4().hex[:6]}"
+		options = ConsumerOptions(group=group, poll_timeout=0.1)
+		bus.source(options, channel).close()
+		bus.publish(channel, [wire(item("good", 1))])
+		foreign = bus.connection.channel()
+		method, _properties, _body = foreign.basic_get(group)
+		foreign.basic_reject(method.delivery_tag, requeue=False)
+		consumer, tracking, letters = item_consumer(bus.source(options, channel), options)
+		try:
+			consumer.run(lambda: bool(letters), max_seconds=10)
+		finally:
+			consumer.close()
+		assert tracking.effects == [], "set aside by the broker, not handled behind its back"
+		assert [(letter.failure.reason, letter.envelope.data.payload["n"]) for letter in letters] == [
+			("broker-dead-lettered", 1)
+		]
+		assert "rejected" in letters[0].failure.message
+		[(headers, _body)] = bus.dead_letters(group, 1, timeout=5)
+		assert (headers[DEAD_LETTER_REASON], headers[CONSUMER_GROUP]) == ("broker-dead-lettered", group)
+	finally:
+		bus.close()

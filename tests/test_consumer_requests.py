@@ -1,6 +1,7 @@
 """Request-reply on each real bus: round trips, load balancing, timeouts, and a circuit in Redis."""
 
 import datetime as dt
+import logging
 import signal
 import threading
 import time
@@ -328,3 +329,52 @@ def test_a_probe_waiting_longer_than_the_probe_window_is_still_the_only_probe(ka
 		assert breaker.state(target).state == "open", "the long probe's timeout opens the circuit again"
 	finally:
 		requester.close()
+
+
+def queue_depth(bus, queue):
+	"""Returns the ready messages of a queue (0 when it does not exist)."""
+	try:
+		return bus.connection.channel().queue_declare(queue, passive=True).method.message_count
+	except pika.exceptions.ChannelClosedByBroker:
+		return 0
+
+
+def test_rabbitmq_requests_that_expire_unanswered_are_drained_counted_and_never_served_late(caplog):
+	# A request nobody takes within its timeout expires in the group's queue and the broker
+	# dead-letters it. It used to land in <group>.dead with no fabric header and no record:
+	# nothing ever read it, the queue grew with every timeout and nobody could tell why.
+	bus = RabbitBus()
+	channel, group = bus.channel(), f"pricing-{uuid.uuid4().hex[:6]}"
+	options = ConsumerOptions(group=group, poll_timeout=0.05)
+	admin = bus.connection.channel()
+	admin.exchange_declare(f"{channel}.dlx", "direct", durable=True)
+	admin.queue_declare(f"{group}.dead", durable=True)
+	admin.queue_bind(f"{group}.dead", f"{channel}.dlx", routing_key=group)  # as earlier versions did
+	bus.source(options, channel).close()  # the group's queues exist, but no responder runs
+	requester = open_requester(bus.url, source="urn:test:requester", broker_options={"exchange": channel})
+	served = []
+	try:
+		for qty in (1, 2, 3):
+			with pytest.raises(RequestTimeout):
+				requester.request(PRICE, {"sku": "S-1", "qty": qty}, 0.2)
+		deadline = time.monotonic() + 10
+		while queue_depth(bus, group) and time.monotonic() < deadline:
+			time.sleep(0.1)  # the broker expires them one by one
+		consumer = Consumer(
+			bus.source(options, channel),
+			HandlerTable.from_mapping({PRICE: lambda envelope, context: served.append(envelope)}),
+			MemoryTracking().session(),
+			options,
+		)
+		with caplog.at_level(logging.WARNING, "cauldron_fabric.consumer"):
+			consumer.run(lambda: getattr(consumer.stats.totals(), "expired", 0) == 3, max_seconds=5)
+		consumer.close()
+		assert queue_depth(bus, f"{group}.dead") == 0, "the dead letters keep only what failed"
+		assert queue_depth(bus, f"{group}.expired") == 0, "expired requests are drained"
+		assert served == [], "an expired request is never served late"
+		assert consumer.stats.totals().expired == 3
+		expired = [r.getMessage() for r in caplog.records if "expired" in r.getMessage()]
+		assert len(expired) == 3 and all(PRICE in line for line in expired), expired
+	finally:
+		requester.close()
+		bus.close()

@@ -7,11 +7,14 @@ the hooks as the handler user, dead letters as documents) and, for responses, th
 from __future__ import annotations
 
 import json
+import time
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import approvals as approvals_api
+from cauldron_fabric.consume.requesting import close_requesters, site_breaker, site_requester
+from cauldron_fabric.core.consumer import RequestTimeout
 from cauldron_fabric.core.consumer.kafka import dead_letter_topic
 from cauldron_fabric.core.consumer.messages import ATTEMPTS, DEAD_LETTER_REASON, ORIGIN_TOPIC
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
@@ -234,8 +237,33 @@ class TestConsumingFromRabbitMQ(FrappeTestCase):
 		self.assertEqual(lag["lag"], 3, lag)
 		self.assertIn(f"{group}.retry.1000ms", {p["topic"] for p in lag["partitions"]})
 
+	def test_a_request_that_expires_unanswered_is_counted_and_dropped_not_served_late(self):
+		# A request no responder took in time expired into <group>.dead: never read, never
+		# shown, one more message there for every timeout.
+		group = group_name("rabbit-expired")
+		self.addCleanup(delete_rabbitmq_topology, self.exchange, group)
+		self.addCleanup(close_requesters)
+		consume(group, broker="rabbitmq")  # declares and binds the queue; then no responder runs
+		event = approval_requested()
+		self.addCleanup(site_breaker().store.reset, event.type)
+		with self.assertRaises(RequestTimeout):
+			site_requester("rabbitmq").request(event.type, event.data.payload, 0.3)
+		rabbit = RabbitMQ(RABBITMQ_URL)
+		self.addCleanup(rabbit.close)
+		deadline = time.monotonic() + 10
+		while rabbit.channel.queue_declare(group, passive=True).method.message_count:
+			self.assertLess(time.monotonic(), deadline, "the broker never expired the request")
+			time.sleep(0.1)
+		counts = consume(group, broker="rabbitmq")
+		self.assertEqual((counts.expired, counts.processed, counts.dead_lettered), (1, 0, 0))
+		self.assertFalse(frappe.db.exists("Approval Request", event.data.payload["requestId"]))
+		self.assertEqual(rabbit.drain(f"{group}.dead"), [], "dead letters keep only what failed")
+		self.assertEqual(rabbit.drain(f"{group}.expired"), [])
+
 
 def delete_rabbitmq_topology(exchange: str, group: str) -> None:
 	rabbit = RabbitMQ(RABBITMQ_URL)
-	rabbit.delete((group, f"{group}.dead", f"{group}.retry.1000ms"), (exchange, f"{exchange}.dlx"))
+	rabbit.delete(
+		(group, f"{group}.dead", f"{group}.expired", f"{group}.retry.1000ms"), (exchange, f"{exchange}.dlx")
+	)
 	rabbit.close()

@@ -15,7 +15,7 @@ fabric-not-before           epoch milliseconds before which a retry copy must no
 fabric-exception-class      class of the last error (``module.Class``)
 fabric-exception-message    its message
 fabric-dead-letter-reason   why it is dead: invalid-envelope, schema-violation, handler-refused,
-                            attempts-exhausted, handler-crashed
+                            attempts-exhausted, handler-crashed, broker-dead-lettered
 ==========================  =====================================================================
 
 Request-reply uses ``fabric-reply-to``, ``fabric-reply-partition``, ``fabric-correlation-id`` and
@@ -52,6 +52,9 @@ SCHEMA_VIOLATION = "schema-violation"
 HANDLER_REFUSED = "handler-refused"
 ATTEMPTS_EXHAUSTED = "attempts-exhausted"
 HANDLER_CRASHED = "handler-crashed"
+BROKER_DEAD_LETTERED = "broker-dead-lettered"
+# The reason RabbitMQ gives (``x-death``) for a message whose TTL ran out in a queue.
+EXPIRED_BY_BROKER = "expired"
 
 # Headers a forwarded copy gets afresh; everything else (ce_*, content-type) travels unchanged.
 FORWARDING_HEADERS = frozenset(
@@ -101,6 +104,8 @@ class InboundMessage:
 	headers: tuple[tuple[str, Any], ...] = ()
 	timestamp_ms: int | None = None
 	handle: Any = field(default=None, compare=False, repr=False)
+	# Why the broker itself dead-lettered the message (RabbitMQ ``x-death`` reason), if it did.
+	broker_death: str | None = None
 
 	def header(self, name: str) -> str | None:
 		"""Returns the last value of a header as text, or None."""
@@ -184,6 +189,7 @@ class ConsumerCounts:
 	duplicates: int = 0
 	ignored: int = 0
 	deferred: int = 0  # put back because the database or the broker was unavailable
+	expired: int = 0  # requests the broker expired before a responder took them: dropped, logged
 
 	def __add__(self, other: ConsumerCounts) -> ConsumerCounts:
 		return ConsumerCounts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))

@@ -7,8 +7,14 @@ committed; a crash leaves them unacknowledged and the broker hands them out agai
 
 Delayed redelivery without blocking the queue: a failed message is republished to a delay queue
 ``<queue>.retry.<ms>ms`` whose message TTL dead-letters it back into the group's queue when due.
-Dead letters go through ``<exchange>.dlx`` to ``<queue>.dead`` (the convention of
-``RabbitMQTransport.declare_queue``) with the origin headers.
+Dead letters go to ``<queue>.dead`` with the origin headers.
+
+A request expires in the group's queue when no member took it within its timeout (its message
+TTL); the broker then dead-letters it through ``<exchange>.dlx`` into ``<queue>.expired``, which
+every member drains: it counts and logs each such request and drops it, as its requester has
+already given up and serving it late is what the TTL prevents. Earlier versions bound
+``<queue>.dead`` there instead, where expired requests piled up unread; the queues' arguments
+are unchanged (RabbitMQ refuses to redeclare a queue with others), only that binding moves.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ PERSISTENT = 2
 PARTITION_KEY_HEADERS = ("cloudEvents_partitionkey", "ce-partitionkey", "ce_partitionkey")
 TIME_HEADERS = ("cloudevents_time", "cloudevents:time", "ce-time", "ce_time")
 AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
+# Expired requests kept while no member of the group drains them (the oldest go first); each
+# was a timeout at its requester already. Declared once: a new value needs a new queue name.
+EXPIRED_KEPT = 10_000
 
 
 def retry_queue(queue: str, delay: float) -> str:
@@ -56,6 +65,11 @@ def dead_letter_queue(queue: str) -> str:
 	return f"{queue}.dead"
 
 
+def expired_queue(queue: str) -> str:
+	"""Returns the queue the broker dead-letters a group's expired requests to."""
+	return f"{queue}.expired"
+
+
 def declare_group_queues(
 	channel, queue: str, exchange: str, binding_keys: Sequence[str], delays: Sequence[float]
 ) -> None:
@@ -64,7 +78,11 @@ def declare_group_queues(
 	channel.exchange_declare(exchange, "topic", durable=True)
 	channel.exchange_declare(dlx, "direct", durable=True)
 	channel.queue_declare(dead_letter_queue(queue), durable=True)
-	channel.queue_bind(dead_letter_queue(queue), dlx, routing_key=queue)
+	# What the broker dead-letters from the group's queue goes to <queue>.expired, drained by the
+	# consumers; <queue>.dead (bound there by earlier versions) keeps only the consumers' own.
+	channel.queue_unbind(dead_letter_queue(queue), dlx, routing_key=queue)
+	channel.queue_declare(expired_queue(queue), durable=True, arguments={"x-max-length": EXPIRED_KEPT})
+	channel.queue_bind(expired_queue(queue), dlx, routing_key=queue)
 	channel.queue_declare(
 		queue, durable=True, arguments={"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": queue}
 	)
@@ -156,6 +174,7 @@ class RabbitMQSource(MessageSource):
 			channel.basic_qos(prefetch_count=self.prefetch)
 			channel.add_on_cancel_callback(self._on_cancelled)
 			channel.basic_consume(self.queue, self._on_message, auto_ack=False)
+			channel.basic_consume(expired_queue(self.queue), self._on_expired, auto_ack=False)
 		except AMQP_ERRORS as exc:
 			raise TransportUnavailable(
 				f"Cannot consume queue {self.queue!r} at {self.parameters.host}:{self.parameters.port}: {exc!r}.",
@@ -181,6 +200,19 @@ class RabbitMQSource(MessageSource):
 				pass
 
 	def _on_message(self, channel, method, properties, body: bytes) -> None:
+		topic = method.routing_key if method.exchange else self.queue
+		self._buffer.append(self._inbound(topic, method, properties, body))
+
+	def _on_expired(self, channel, method, properties, body: bytes) -> None:
+		deaths = (properties.headers or {}).get("x-death") or [{}]
+		reason = text(deaths[0].get("reason")) or "unknown"
+		self._buffer.append(
+			self._inbound(expired_queue(self.queue), method, properties, body, broker_death=reason)
+		)
+
+	def _inbound(
+		self, topic: str, method, properties, body: bytes, broker_death: str | None = None
+	) -> InboundMessage:
 		headers: list[tuple[str, Any]] = []
 		for name, value in (properties.headers or {}).items():
 			value = amqp_header(name, value)
@@ -193,17 +225,16 @@ class RabbitMQSource(MessageSource):
 		if properties.correlation_id and not (properties.headers or {}).get(CORRELATION_ID):
 			headers.append((CORRELATION_ID, properties.correlation_id))
 		key = next((text(v) for k, v in headers if k in PARTITION_KEY_HEADERS), None)
-		self._buffer.append(
-			InboundMessage(
-				method.routing_key if method.exchange else self.queue,
-				0,
-				method.delivery_tag,
-				key.encode() if key else None,
-				body or b"",
-				tuple(headers),
-				(properties.timestamp or 0) * 1000 or None,
-				handle=(self._generation, method.delivery_tag),
-			)
+		return InboundMessage(
+			topic,
+			0,
+			method.delivery_tag,
+			key.encode() if key else None,
+			body or b"",
+			tuple(headers),
+			(properties.timestamp or 0) * 1000 or None,
+			handle=(self._generation, method.delivery_tag),
+			broker_death=broker_death,
 		)
 
 	# -- consuming --------------------------------------------------------------------------
@@ -263,9 +294,9 @@ class RabbitMQSource(MessageSource):
 		return target
 
 	def dead_letter(self, message: InboundMessage, failure: Failure, attempts: int) -> str:
-		"""Publishes the message with its origin headers to ``<queue>.dead`` through the DLX."""
+		"""Publishes the message with its origin headers to ``<queue>.dead``."""
 		headers = forwarded_headers(message, self.group, attempts, failure, dead=True)
-		self._publish(f"{self.exchange}.dlx", self.queue, message, headers)
+		self._publish("", dead_letter_queue(self.queue), message, headers)
 		return dead_letter_queue(self.queue)
 
 	def _publish(self, exchange: str, routing_key: str, message: InboundMessage, headers) -> None:
@@ -346,7 +377,8 @@ class RabbitMQSource(MessageSource):
 	def _depths(self) -> dict[str, int]:
 		if self._channel is None:
 			return {}
-		queues = [self.queue, *(retry_queue(self.queue, d) for d in sorted(set(self.retry_delays)))]
+		delays = sorted(set(self.retry_delays))
+		queues = [self.queue, *(retry_queue(self.queue, d) for d in delays), expired_queue(self.queue)]
 		try:
 			return {q: self._channel.queue_declare(q, passive=True).method.message_count for q in queues}
 		except AMQP_ERRORS as exc:
@@ -354,7 +386,7 @@ class RabbitMQSource(MessageSource):
 			return {}
 
 	def lag(self) -> list[PartitionLag]:
-		"""Returns the ready messages of the group's queue and of each delay queue."""
+		"""Returns the ready messages of the group's queue, of each delay queue and of expired requests."""
 		return [PartitionLag(queue, 0, None, None, depth) for queue, depth in self._depths().items()]
 
 	def idle(self) -> bool:

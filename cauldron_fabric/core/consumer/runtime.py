@@ -13,6 +13,10 @@ an event during whose handlers the process died ``crash_limit`` times (counted o
 process by a ``CrashCounter``): otherwise it would kill every restart and block its partition
 for ever. An outage of the tracking store or of the broker only defers the message; nothing is
 dropped.
+
+A message the broker itself dead-lettered from the group's queue (RabbitMQ) comes back here
+too: an expired request is dropped with a count and a log line (its requester stopped waiting;
+serving it late is what its TTL prevents), anything else goes to the dead letters.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from cauldron_fabric.core.cloudevents import from_headers
 from cauldron_fabric.core.consumer.handlers import HandlerContext, HandlerTable
 from cauldron_fabric.core.consumer.messages import (
 	ATTEMPTS_EXHAUSTED,
+	BROKER_DEAD_LETTERED,
+	EXPIRED_BY_BROKER,
 	HANDLER_CRASHED,
 	HANDLER_REFUSED,
 	INVALID_ENVELOPE,
@@ -51,6 +57,7 @@ log = logging.getLogger("cauldron_fabric.consumer")
 
 PROCESSED, DUPLICATE, IGNORED = "processed", "duplicates", "ignored"
 RETRIED, DEAD_LETTERED, DEFERRED = "retried", "dead_lettered", "deferred"
+EXPIRED = "expired"
 Validator = Callable[[Envelope], Envelope]
 
 
@@ -149,6 +156,8 @@ class Consumer:
 
 	def process(self, message: InboundMessage) -> str:
 		"""Processes one message to a safe outcome and returns which (``processed``, ``retried``…)."""
+		if message.broker_death is not None:
+			return self._broker_dead(message)
 		due = message.not_before
 		if due is not None and due > self.clock():
 			self.source.defer(message, due)
@@ -172,6 +181,28 @@ class Consumer:
 		except RetryableError as exc:
 			return self._outage(message, exc)  # the schema registry could not be read
 		return self._run_handlers(message, envelope, handlers)
+
+	def _broker_dead(self, message: InboundMessage) -> str:
+		try:
+			envelope = from_headers(message.headers, message.body)
+		except Exception:
+			envelope = None
+		if message.broker_death != EXPIRED_BY_BROKER:
+			failure = Failure(
+				BROKER_DEAD_LETTERED,
+				"",
+				f"The broker dead-lettered the message from the group's queue ({message.broker_death}).",
+			)
+			return self._dead_letter(message, failure, message.attempt, envelope)
+		log.warning(
+			"dropped request %s (%s, correlation id %s): it expired in the queue of group %s before a"
+			" responder took it, and its requester had stopped waiting",
+			envelope.id if envelope else message.origin,
+			envelope.type if envelope else "not an event",
+			envelope.metadata.correlation_id if envelope else None,
+			self.options.group,
+		)
+		return self._finish(message, EXPIRED)
 
 	def _run_handlers(self, message: InboundMessage, envelope: Envelope, handlers) -> str:
 		try:
