@@ -51,6 +51,8 @@ doc_events = {
 		"after_rename": "cauldron_fabric.emit.documents.after_rename",
 	},
 	"Dead Letter": {"on_change": "cauldron_fabric.delivery.dead_letters.discard_delivery"},
+	# A user's roles are Has Role rows saved with the User: their changes are system changes too.
+	"User": {"on_update": "cauldron_fabric.emit.roles.user_roles_changed"},
 	# Derived event schemas follow their DocType: refreshed before the change commits.
 	"DocType": {
 		"on_update": [

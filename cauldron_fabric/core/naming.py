@@ -8,8 +8,8 @@ by dots, the first word the domain, the last the action.
   ``DOCUMENT_ACTIONS`` (``sales_invoice.submitted``, ``todo.updated_after_submit``).
 * Business transactions: ``business.transaction`` for submitted and cancelled transactions.
 * Users: ``user.login`` and ``user.logout``.
-* System: ``system.change`` for DocTypes, settings and permissions; ``system.status`` for the
-  scheduler's heartbeat.
+* System: ``system.change`` for DocTypes, settings and permissions (a user's roles included);
+  ``system.status`` for the scheduler's heartbeat.
 * Events from other modules keep their names from the source document (``agent.task.created``).
 """
 

@@ -1,0 +1,122 @@
+"""A user's roles are permissions: giving or taking one is a ``system.change``, whatever the path."""
+
+from __future__ import annotations
+
+import frappe
+
+from cauldron_fabric.tests.utils import EmissionCase, events_after, last_seq, types_of
+
+
+def new_user(*roles: str, **values) -> str:
+	"""Inserts a user with ``roles``; returns its name."""
+	email = f"fabric-roles-{frappe.generate_hash(length=8)}@example.com"
+	frappe.get_doc(
+		{
+			"doctype": "User",
+			"email": email,
+			"first_name": "Roles",
+			"send_welcome_email": 0,
+			"roles": [{"role": role} for role in roles],
+			**values,
+		}
+	).insert(ignore_permissions=True)
+	return email
+
+
+def role_changes(seq: int, user: str) -> list[dict]:
+	"""Returns the system.change events about ``user``'s roles recorded after ``seq``."""
+	return [e for e in events_after(seq, "User", user) if e["type"] == "system.change"]
+
+
+def set_roles(user: str, *roles: str) -> None:
+	"""Saves the user with exactly ``roles``, as the User form does."""
+	doc = frappe.get_doc("User", user)
+	doc.set("roles", [{"role": role} for role in roles])
+	doc.save(ignore_permissions=True)
+
+
+def statuses(seq: int) -> set[str]:
+	return {row[0] for row in frappe.db.sql("SELECT status FROM `tabEvent Log` WHERE name > %s", seq)}
+
+
+class TestRoleAssignmentEvents(EmissionCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		# Without a System Manager besides Administrator, Frappe gives every new user that role.
+		manager = "fabric-roles-manager@example.com"
+		if not frappe.db.exists("User", manager):
+			frappe.get_doc(
+				{
+					"doctype": "User",
+					"email": manager,
+					"first_name": "Manager",
+					"send_welcome_email": 0,
+					"roles": [{"role": "System Manager"}],
+				}
+			).insert(ignore_permissions=True)
+			frappe.db.commit()
+
+	def test_roles_given_and_taken_in_a_user_save_are_one_system_change(self):
+		user = new_user("Blogger", "Translator")
+		start = last_seq()
+		set_roles(user, "Blogger", "Report Manager")
+		(change,) = role_changes(start, user)
+		payload = change["data"]["payload"]
+		self.assertEqual((payload["doctype"], payload["name"], payload["action"]), ("User", user, "updated"))
+		self.assertEqual(
+			(payload["rolesAdded"], payload["rolesRemoved"]), (["Report Manager"], ["Translator"])
+		)
+		self.assertEqual(
+			payload["changes"],
+			{"roles": {"old": ["Blogger", "Translator"], "new": ["Blogger", "Report Manager"]}},
+		)
+		self.assertNotIn("Invalid", statuses(start), "the event passes the catalog schema")
+		self.assertIn("user.updated", types_of(events_after(start, "User", user)))
+
+	def test_a_user_created_with_roles_is_a_system_change(self):
+		user = new_user("Blogger")
+		(change,) = role_changes(self.start, user)
+		payload = change["data"]["payload"]
+		self.assertEqual(
+			(payload["action"], payload["rolesAdded"], payload["rolesRemoved"]), ("created", ["Blogger"], [])
+		)
+
+	def test_a_user_save_that_changes_no_roles_emits_no_system_change(self):
+		user = new_user("Blogger", "Translator")
+		start = last_seq()
+		doc = frappe.get_doc("User", user)
+		doc.first_name = "Renamed"
+		doc.save(ignore_permissions=True)
+		set_roles(user, "Translator", "Blogger")  # the same roles in new rows
+		self.assertEqual(role_changes(start, user), [])
+		self.assertIn("user.updated", types_of(events_after(start, "User", user)))
+
+	def test_the_role_change_is_recorded_in_the_transaction_of_the_save(self):
+		user = new_user("Blogger")
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.delete_doc, "User", user, ignore_permissions=True)
+		start = last_seq()
+		set_roles(user)
+		self.assertEqual(len(role_changes(start, user)), 1)
+		frappe.db.rollback()
+		self.assertEqual(role_changes(start, user), [])
+
+	def test_a_role_profile_change_reaches_its_users_as_system_changes(self):
+		profile = frappe.get_doc(
+			{
+				"doctype": "Role Profile",
+				"role_profile": f"Fabric Profile {frappe.generate_hash(length=6)}",
+				"roles": [{"role": "Blogger"}],
+			}
+		).insert(ignore_permissions=True)
+		user = new_user(role_profile_name=profile.name)
+		start = last_seq()
+		profile.append("roles", {"role": "Translator"})
+		profile.save(ignore_permissions=True)
+		(change,) = role_changes(start, user)
+		payload = change["data"]["payload"]
+		self.assertEqual((payload["rolesAdded"], payload["rolesRemoved"]), (["Translator"], []))
+		entities = {e["data"]["entity"] for e in events_after(start) if e["type"] == "system.change"}
+		self.assertIn("Role Profile", entities)
