@@ -22,13 +22,22 @@ after_request = ["cauldron_fabric.emit.context.write_correlation_header"]
 on_login = "cauldron_fabric.emit.session.on_login"
 on_logout = "cauldron_fabric.emit.session.on_logout"
 
-# The Role Permissions Manager changes Custom DocPerm rows without document hooks: these wrap
-# its methods to record those changes as system.change (see emit/permissions.py).
+# The Role Permissions Manager changes Custom DocPerm rows, and the User Permission list's
+# Add / Update and Clear delete User Permissions, without document hooks: these wrap their
+# methods to record those changes as system.change (see emit/permissions.py).
 override_whitelisted_methods = {
-	f"frappe.core.page.permission_manager.permission_manager.{name}": (
-		f"cauldron_fabric.emit.permissions.{name}"
-	)
-	for name in ("update", "remove", "reset")
+	**{
+		f"frappe.core.page.permission_manager.permission_manager.{name}": (
+			f"cauldron_fabric.emit.permissions.{name}"
+		)
+		for name in ("update", "remove", "reset")
+	},
+	**{
+		f"frappe.core.doctype.user_permission.user_permission.{name}": (
+			f"cauldron_fabric.emit.permissions.{name}"
+		)
+		for name in ("add_user_permissions", "clear_user_permissions")
+	},
 }
 
 # Permissions

@@ -9,14 +9,20 @@ of that row would give. Update and Remove first copy the DocType's standard perm
 Custom DocPerm when it has none; the wrappers make that copy themselves before looking, so
 the copied rows are emitted as created by the usual hooks and the change that follows as an
 update of them.
+
+The User Permission list's Add / Update and Clear do the same to User Permission documents
+(``frappe.db.delete``): their wrappers record a ``deleted`` event for each one they removed;
+those they insert are documents saved as usual, with their own events.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import frappe
+from frappe.core.doctype.user_permission import user_permission
 from frappe.core.page.permission_manager import permission_manager
 from frappe.permissions import setup_custom_perms
 
@@ -24,6 +30,7 @@ from cauldron_fabric.emit.documents import emit_document_event
 from cauldron_fabric.emit.policy import current_policy
 
 ROWS = "Custom DocPerm"
+USER_PERMISSION = "User Permission"
 
 
 @frappe.whitelist()
@@ -49,13 +56,45 @@ def reset(doctype):
 	return _recorded(doctype, permission_manager.reset, doctype)
 
 
+@frappe.whitelist()
+def add_user_permissions(data):
+	"""Frappe's user_permission.add_user_permissions, plus the events of the ones it deleted."""
+	frappe.only_for("System Manager")
+	try:
+		given = json.loads(data) if isinstance(data, str) else data
+	except ValueError:
+		given = None  # Frappe's own method says what is wrong with it
+	if not isinstance(given, dict) or not given.get("user") or not given.get("doctype"):
+		return user_permission.add_user_permissions(data)
+	of_user = {"user": given["user"], "allow": given["doctype"]}
+	return _recorded_deletions(USER_PERMISSION, of_user, user_permission.add_user_permissions, data)
+
+
+@frappe.whitelist()
+def clear_user_permissions(user, for_doctype):
+	"""Frappe's user_permission.clear_user_permissions, plus the events of the ones it deleted."""
+	frappe.only_for("System Manager")
+	of_user = {"user": user, "allow": for_doctype}
+	return _recorded_deletions(
+		USER_PERMISSION, of_user, user_permission.clear_user_permissions, user, for_doctype
+	)
+
+
 def _recorded(doctype: str, method: Callable, *args: Any) -> Any:
 	frappe.only_for("System Manager")  # as the wrapped methods do, before anything is read
-	if not isinstance(doctype, str) or current_policy().kind_of(ROWS) is None:
+	if not isinstance(doctype, str):
 		return method(*args)
-	before = _rows(doctype)
+	return _recorded_deletions(ROWS, {"parent": doctype}, method, *args)
+
+
+def _recorded_deletions(doctype: str, filters: dict[str, Any], method: Callable, *args: Any) -> Any:
+	"""Runs ``method``, then records an event for each ``doctype`` document matching ``filters``
+	that it deleted or changed with plain queries (inserts have their hooks)."""
+	if current_policy().kind_of(doctype) is None:
+		return method(*args)
+	before = _documents(doctype, filters)
 	result = method(*args)
-	after = {doc.name: doc for doc in _rows(doctype).values()}
+	after = _documents(doctype, filters)
 	for name, old in before.items():
 		new = after.get(name)
 		if new is None:
@@ -65,10 +104,10 @@ def _recorded(doctype: str, method: Callable, *args: Any) -> Any:
 	return result
 
 
-def _rows(doctype: str) -> dict[str, Any]:
-	"""Returns the DocType's Custom DocPerm rows as documents, by name."""
-	names = frappe.get_all(ROWS, filters={"parent": doctype}, pluck="name", order_by="idx asc, name asc")
-	return {name: frappe.get_doc(ROWS, name) for name in names}
+def _documents(doctype: str, filters: dict[str, Any]) -> dict[str, Any]:
+	"""Returns the documents matching ``filters``, by name."""
+	names = frappe.get_all(doctype, filters=filters, pluck="name", order_by="idx asc, name asc")
+	return {name: frappe.get_doc(doctype, name) for name in names}
 
 
 def _values(doc) -> dict[str, Any]:

@@ -162,6 +162,52 @@ class TestOverHttp(FrappeTestCase):
 		)
 		self.assertFalse(frappe.db.exists("Custom DocPerm", {"parent": PERMS_PROBE}))
 
+	def test_replacing_and_clearing_user_permissions_in_desk_are_system_change_events(self):
+		# The User Permission list's Add / Update and Clear delete rows with plain queries, no hooks.
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "User Permission", {"user": self.clerk})
+		narrow = frappe.get_doc(
+			{
+				"doctype": "User Permission",
+				"user": self.clerk,
+				"allow": "Role",
+				"for_value": "Blogger",
+				"apply_to_all_doctypes": 0,
+				"applicable_for": "Custom Role",
+			}
+		).insert(ignore_permissions=True)
+		frappe.db.commit()
+		admin = get_test_client()
+		login = request("post", "/api/method/login", admin, data={"usr": self.manager, "pwd": PASSWORD})
+		self.assertEqual(login.status_code, 200, login.text)
+		methods = "/api/method/frappe.core.doctype.user_permission.user_permission"
+
+		def changed(method: str, **data) -> list[tuple[str, str]]:
+			start = last_seq()
+			response = request("post", f"{methods}.{method}", admin, data=data)
+			self.assertEqual(response.status_code, 200, response.text)
+			events = [e for e in events_after(start, "User Permission") if e["type"] == "system.change"]
+			return [(e["data"]["action"], e["data"]["entityId"]) for e in events]
+
+		widened = changed(
+			"add_user_permissions",
+			data=frappe.as_json(
+				{
+					"user": self.clerk,
+					"doctype": "Role",
+					"docname": "Blogger",
+					"apply_to_all_doctypes": 1,
+					"applicable_doctypes": [],
+				}
+			),
+		)
+		(broad,) = frappe.get_all("User Permission", {"user": self.clerk}, pluck="name")
+		self.assertEqual(sorted(widened), [("created", broad), ("deleted", narrow.name)])
+		self.assertEqual(
+			changed("clear_user_permissions", user=self.clerk, for_doctype="Role"), [("deleted", broad)]
+		)
+		self.assertFalse(frappe.db.exists("User Permission", {"user": self.clerk}))
+
 	def test_a_login_carries_the_callers_correlation_id(self):
 		# Frappe logs the user in before the before_request hooks run.
 		login = request(
