@@ -120,3 +120,22 @@ class TestRoleAssignmentEvents(EmissionCase):
 		self.assertEqual((payload["rolesAdded"], payload["rolesRemoved"]), (["Translator"], []))
 		entities = {e["data"]["entity"] for e in events_after(start) if e["type"] == "system.change"}
 		self.assertIn("Role Profile", entities)
+
+	def test_disabling_a_role_takes_it_from_its_users_as_system_changes(self):
+		# Frappe deletes every Has Role row of a disabled role with a plain query, no User save.
+		role = frappe.get_doc(
+			{"doctype": "Role", "role_name": f"Fabric Probe {frappe.generate_hash(length=6)}"}
+		).insert(ignore_permissions=True)
+		holder, other = new_user("Blogger", role.name), new_user("Blogger")
+		start = last_seq()
+		role.disabled = 1
+		role.save(ignore_permissions=True)
+		self.assertEqual(frappe.get_all("Has Role", {"role": role.name}), [])
+		(change,) = role_changes(start, holder)
+		payload = change["data"]["payload"]
+		self.assertEqual((payload["rolesAdded"], payload["rolesRemoved"]), ([], [role.name]))
+		self.assertEqual(
+			payload["changes"], {"roles": {"old": sorted(["Blogger", role.name]), "new": ["Blogger"]}}
+		)
+		self.assertEqual(role_changes(start, other), [])
+		self.assertNotIn("Invalid", statuses(start))
