@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import frappe
+from frappe.utils import cint, flt
 
 from cauldron_fabric.core.delivery import Subscription, SubscriptionIndex, build_index, build_subscription
 from cauldron_fabric.core.delivery.transform import BINARY, ENVELOPE, FIELDS, STRUCTURED, TEMPLATE
@@ -78,6 +79,18 @@ def number(doc: Any, fieldname: str, default: float) -> Any:
 	"""
 	value = doc.get(fieldname)
 	return default if value is None or value == "" else value
+
+
+def fill_empty_numbers(doc: Any, fieldnames: Iterable[str]) -> None:
+	"""Sets each of ``fieldnames`` left empty to its DocType default, so that empty means the default.
+
+	An emptied number field arrives as None and Frappe would store it as 0, which means 0 (or is
+	refused where 0 cannot work): its default is stored instead, and shown in the form.
+	"""
+	for fieldname in fieldnames:
+		if doc.get(fieldname) is None or doc.get(fieldname) == "":
+			field = doc.meta.get_field(fieldname)
+			doc.set(fieldname, (cint if field.fieldtype == "Int" else flt)(field.default))
 
 
 def destination_address(doc: Any) -> str:

@@ -125,17 +125,33 @@ class TestEventCatalogPage(FrappeTestCase):
 		self.assertEqual(hint, f"bench --site {frappe.local.site} ")
 
 
+# The numbers of Fabric Settings a stored 0 stood for, and their defaults.
+RESTORED_NUMBERS = {
+	"topic_partitions": 3,
+	"topic_replication": 1,
+	"message_timeout_ms": 10000,
+	"relay_batch_size": 500,
+	"delivery_batch_size": 100,
+	"consumer_max_attempts": 5,
+	"consumer_crash_limit": 3,
+	"request_timeout_seconds": 10,
+	"circuit_failure_threshold": 5,
+	"circuit_window_seconds": 60,
+	"circuit_open_seconds": 30,
+}
+
+
 class TestFabricSettingsNumbers(FrappeTestCase):
 	def tearDown(self):
 		frappe.db.rollback()
 
 	def test_consumer_and_request_numbers_out_of_range_are_refused_not_replaced(self):
 		for fieldname, value, limit in (
-			("consumer_max_attempts", 50, "between 0 and 20"),
-			("consumer_crash_limit", -1, "between 0 and 20"),
-			("circuit_failure_threshold", -3, "between 0 and 10000"),
-			("circuit_open_seconds", -30, "between 0 and 86400"),
-			("request_timeout_seconds", -5, "between 0 and 120"),
+			("consumer_max_attempts", 50, "between 1 and 20"),
+			("consumer_crash_limit", -1, "between 1 and 20"),
+			("circuit_failure_threshold", -3, "between 1 and 10000"),
+			("circuit_open_seconds", -30, "between 1 and 86400"),
+			("request_timeout_seconds", -5, "more than 0 and at most 120"),
 		):
 			with self.subTest(fieldname):
 				settings = frappe.get_single("Fabric Settings")
@@ -143,10 +159,47 @@ class TestFabricSettingsNumbers(FrappeTestCase):
 				with self.assertRaisesRegex(frappe.ValidationError, limit):
 					settings.save()
 
-	def test_zero_still_means_the_default(self):
+	def test_a_typed_zero_is_refused_with_what_to_write_not_read_as_the_default(self):
+		# Each of these was saved and quietly became its default (0 attempts meant 5).
+		for fieldname, message in (
+			("consumer_max_attempts", "between 1 and 20.*1 runs the handler once"),
+			("consumer_crash_limit", "between 1 and 20"),
+			("circuit_failure_threshold", "between 1 and 10000"),
+			("circuit_window_seconds", "between 1 and 86400"),
+			("circuit_open_seconds", "between 1 and 86400"),
+			("request_timeout_seconds", "more than 0 and at most 120"),
+			("delivery_batch_size", "between 1 and 5000"),
+		):
+			with self.subTest(fieldname):
+				settings = frappe.get_single("Fabric Settings")
+				settings.set(fieldname, 0)
+				with self.assertRaisesRegex(frappe.ValidationError, f"{message}.*Leave it empty for"):
+					settings.save()
+
+	def test_an_emptied_number_takes_its_default(self):
+		from cauldron_fabric.consume.settings import load_consumer_settings
+		from cauldron_fabric.delivery.worker import load_delivery_settings
+
 		settings = frappe.get_single("Fabric Settings")
-		settings.update({"consumer_max_attempts": 0, "consumer_crash_limit": 0, "request_timeout_seconds": 0})
+		previous = settings.bootstrap_servers
+		settings.update({fieldname: None for fieldname in RESTORED_NUMBERS})
+		settings.bootstrap_servers = previous or "127.0.0.1:9092"
 		settings.save()
+		self.assertEqual({f: settings.get(f) for f in RESTORED_NUMBERS}, RESTORED_NUMBERS)
+		consumer = load_consumer_settings("kafka")
+		self.assertEqual((consumer.max_attempts, consumer.crash_limit, consumer.request_timeout), (5, 3, 10))
+		self.assertEqual(load_delivery_settings().batch_size, 100)
+
+	def test_a_zero_stored_when_it_meant_the_default_keeps_meaning_the_default(self):
+		from cauldron_fabric.patches.stored_zero_fabric_settings_mean_the_default import execute
+
+		for fieldname in RESTORED_NUMBERS:
+			frappe.db.set_single_value("Fabric Settings", fieldname, 0)
+		execute()
+		frappe.clear_document_cache("Fabric Settings", "Fabric Settings")
+		settings = frappe.get_single("Fabric Settings")
+		self.assertEqual({f: settings.get(f) for f in RESTORED_NUMBERS}, RESTORED_NUMBERS)
+		settings.save()  # the form saves again, nothing refused
 
 
 class TestFabricSettingsDocTypeLists(FrappeTestCase):

@@ -12,12 +12,12 @@ from urllib.parse import urlsplit
 import frappe
 from frappe import _
 from frappe.model.document import Document
-from frappe.utils import flt
 
 from cauldron_fabric.core.delivery import SubscriptionInvalid, generate_secret
 from cauldron_fabric.delivery.schedules import invalid_cron
 from cauldron_fabric.delivery.subscriptions import (
 	compile_subscription,
+	fill_empty_numbers,
 	registered_handlers,
 	subscriptions_changed,
 )
@@ -30,19 +30,12 @@ class EventSubscription(Document):
 		if self.destination_type == "Webhook" and not self.webhook_secret:
 			# Every webhook is signed: receivers must be able to tell our requests from forgeries.
 			self.webhook_secret = generate_secret()
-		self.fill_empty_numbers()
+		fill_empty_numbers(self, DEFAULTED_NUMBERS)
 		self.validate_webhook_url()
 		self.validate_handler()
 		self.validate_schedules()
 		self.keep_trigger_times()
 		self.compile()
-
-	def fill_empty_numbers(self) -> None:
-		# An emptied number field arrives as None and would be stored as 0, which means 0 (no
-		# wait, or refused where 0 cannot work): its default is stored instead, and shown.
-		for fieldname in DEFAULTED_NUMBERS:
-			if self.get(fieldname) is None or self.get(fieldname) == "":
-				self.set(fieldname, flt(self.meta.get_field(fieldname).default))
 
 	def validate_webhook_url(self) -> None:
 		# The URL is a plain Data field, shown in lists and copied into delivery errors: a

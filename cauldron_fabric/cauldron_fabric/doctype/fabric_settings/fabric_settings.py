@@ -11,9 +11,30 @@ from frappe.utils import cint, flt
 
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.naming import template_keeps_entity_order, validate_topic_template
+from cauldron_fabric.delivery.subscriptions import fill_empty_numbers
 from cauldron_fabric.emit.policy import DEFAULT_DENIED, MODULE, clear_policy
 
 SERVER = re.compile(r"^\[?[A-Za-z0-9._:-]+\]?:(\d{1,5})$")
+NUMBER_LIMITS = {
+	"retention_days": (0, 36500),  # 0 keeps everything, and so does an empty field
+	"topic_partitions": (1, 10000),
+	"topic_replication": (1, 100),
+	"message_timeout_ms": (1000, 3_600_000),
+	"relay_batch_size": (1, 10000),
+	"delivery_batch_size": (1, 5000),
+	"consumer_max_attempts": (1, 20),
+	"consumer_crash_limit": (1, 20),
+	"circuit_failure_threshold": (1, 10000),
+	"circuit_window_seconds": (1, 86400),
+	"circuit_open_seconds": (1, 86400),
+	# send_request's own limit (api.requests.MAX_TIMEOUT); a fraction of a second is allowed.
+	"request_timeout_seconds": (0, 120),
+}
+# A typed 0 in any of these once meant its default. 0 cannot work in any of them, so it is now
+# refused, and a field left empty takes its default.
+DEFAULTED_NUMBERS = tuple(fieldname for fieldname in NUMBER_LIMITS if fieldname != "retention_days")
+FRACTIONAL = {"request_timeout_seconds"}  # more than the lower limit, not equal to it
+NUMBER_HINTS = {"consumer_max_attempts": "1 runs the handler once, with no retry."}
 
 
 def readable_certificates(pem: str) -> bool:
@@ -87,33 +108,22 @@ class FabricSettings(Document):
 			)
 
 	def validate_numbers(self) -> None:
-		limits = {
-			"topic_partitions": (1, 10000),
-			"topic_replication": (1, 100),
-			"message_timeout_ms": (1000, 3_600_000),
-			"relay_batch_size": (1, 10000),
-			"retention_days": (0, 36500),
-			"delivery_batch_size": (0, 5000),  # 0: the default (100)
-			# The consumer and request settings below read 0 as their default; anything else out of
-			# range was replaced without a word (50 attempts became 20, a negative threshold 1).
-			"consumer_max_attempts": (0, 20),
-			"consumer_crash_limit": (0, 20),
-			"circuit_failure_threshold": (0, 10000),
-			"circuit_window_seconds": (0, 86400),
-			"circuit_open_seconds": (0, 86400),
-			# A negative default timeout made every request without a timeout of its own fail.
-			"request_timeout_seconds": (0, 120),  # send_request's own limit (api.requests.MAX_TIMEOUT)
-		}
-		for fieldname, (low, high) in limits.items():
-			value = (
-				flt(self.get(fieldname))
-				if fieldname == "request_timeout_seconds"
-				else cint(self.get(fieldname))
-			)
-			if not low <= value <= high:
-				frappe.throw(
-					_("{0} must be between {1} and {2}.").format(_(self.meta.get_label(fieldname)), low, high)
-				)
+		fill_empty_numbers(self, DEFAULTED_NUMBERS)
+		for fieldname, (low, high) in NUMBER_LIMITS.items():
+			value = flt(self.get(fieldname)) if fieldname in FRACTIONAL else cint(self.get(fieldname))
+			if not low <= value <= high or (fieldname in FRACTIONAL and value == low):
+				frappe.throw(self.number_refusal(fieldname, low, high))
+
+	def number_refusal(self, fieldname: str, low: int, high: int) -> str:
+		label, default = _(self.meta.get_label(fieldname)), self.meta.get_field(fieldname).default
+		if fieldname in FRACTIONAL:
+			message = _("{0} must be more than {1} and at most {2}.").format(label, low, high)
+		else:
+			message = _("{0} must be between {1} and {2}.").format(label, low, high)
+		if fieldname in DEFAULTED_NUMBERS:
+			hint = NUMBER_HINTS.get(fieldname, "")
+			message = " ".join(filter(None, (message, hint, _("Leave it empty for {0}.").format(default))))
+		return message
 
 	def validate_rabbitmq(self) -> None:
 		from cauldron_fabric.delivery.connections import validate_rabbitmq_url
