@@ -10,6 +10,11 @@ The token names the committed state itself (each subscription's name and last ch
 reader keeps the token of the state it loaded, read in the same snapshot: a request whose
 transaction began before the change loads the old state under the old token, so the next
 request loads again instead of keeping the old state under the new token for good.
+
+The token carries a number drawn from a Redis counter after the commit and before the state is
+read, and Redis keeps the token with the highest number: when two saves commit at once, the
+later Redis write may carry the earlier state, and processes would then reload at every check
+until the next change. The highest number was drawn last, so its state includes every commit.
 """
 
 from __future__ import annotations
@@ -28,6 +33,16 @@ from cauldron_fabric.core.delivery.transform import BINARY, ENVELOPE, FIELDS, ST
 DOCTYPE = "Event Subscription"
 HEADERS_DOCTYPE = "Event Subscription Header"
 VERSION_KEY = "cauldron_fabric:subscriptions:version"
+SEQUENCE_KEY = "cauldron_fabric:subscriptions:sequence"
+# Sets KEYS[1] to ARGV[2] unless it holds a token numbered ARGV[1] or higher ("number:state").
+PUBLISH_NEWER = """
+local current = tonumber(string.match(redis.call('GET', KEYS[1]) or '', '^(%d+):') or '0')
+if tonumber(ARGV[1]) > current then
+	redis.call('SET', KEYS[1], ARGV[2])
+	return 1
+end
+return 0
+"""
 RECHECK_SECONDS = 5.0
 PAYLOAD_FORMS = {
 	"Envelope": ENVELOPE,
@@ -188,12 +203,12 @@ def routing_index() -> SubscriptionIndex:
 		return cached[2]
 	version = current_version()
 	frappe.local.fabric_subscriptions_checked = now
-	if cached is not None and cached[0] == version:
+	if cached is not None and cached[0] == state_of(version):
 		return cached[2]
 	# Before the first migrate that creates the tables (or while it runs) nothing routes.
 	ready = frappe.db.table_exists(DOCTYPE) and frappe.db.table_exists("Event Delivery")
 	# Read in the snapshot of the load: it may predate the change Redis announces.
-	loaded = stored_version() if ready and version is not None else version
+	loaded = stored_version() if ready and version is not None else state_of(version)
 	subscriptions = load_subscriptions() if ready else {}
 	index = build_index(s for s in subscriptions.values() if s is not None)
 	_compiled[site] = (loaded, subscriptions, index)
@@ -218,6 +233,11 @@ def current_version() -> Any:
 		return object()
 
 
+def state_of(token: Any) -> Any:
+	"""Returns the state part of a version token (``number:state``), or a token of another kind as is."""
+	return token.partition(":")[2] or token if isinstance(token, str) else token
+
+
 def subscriptions_changed() -> None:
 	"""Drops this process's copy now and bumps the version for every process after commit."""
 	_compiled.pop(frappe.local.site, None)
@@ -229,8 +249,11 @@ def subscriptions_changed() -> None:
 def _bump_version() -> None:
 	_forget_local()
 	try:
-		# Read after the commit, so the token names a state that includes this change.
-		frappe.cache.set(frappe.cache.make_key(VERSION_KEY), stored_version())
+		# The number is drawn after the commit and the state read after the number, so the token
+		# with the highest number names a state that includes every change committed before it.
+		number = frappe.cache.incr(frappe.cache.make_key(SEQUENCE_KEY))
+		token = f"{number}:{stored_version()}"
+		frappe.cache.eval(PUBLISH_NEWER, 1, frappe.cache.make_key(VERSION_KEY), number, token)
 	except Exception:
 		frappe.logger("cauldron_fabric").warning("could not publish a subscription change", exc_info=True)
 

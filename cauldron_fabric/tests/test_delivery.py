@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import subprocess
+import sys
 import threading
 from zoneinfo import ZoneInfo
 
@@ -17,7 +19,9 @@ from cauldron_fabric.core.delivery import create_table_sql
 from cauldron_fabric.delivery import subscriptions as routing
 from cauldron_fabric.delivery.schedules import fire_due_triggers
 from cauldron_fabric.tests.test_delivery_support import (
+	COMMIT_THROUGH_PROXY,
 	DeliveryTestCase,
+	HeldRedisWrite,
 	deliveries,
 	make_subscription,
 	save_todo,
@@ -258,6 +262,37 @@ class TestRouting(DeliveryTestCase):
 		name = save_todo(self.tag)
 		routed = [json.loads(r.envelope)["data"]["entityId"] for r in deliveries(made[0])]
 		self.assertIn(name, routed, "a committed subscription is ignored by this process for good")
+
+	def test_processes_settle_on_the_last_committed_subscription_change(self):
+		# Process A commits a change and writes its token to Redis; process B commits another
+		# change and publishes its token while A's write is on its way, so A's write lands last.
+		# Redis must still name the newest state, or every process reloads at every check.
+		first = self.subscription(webhook_url="https://a.example.com/hook")
+		second = self.subscription(webhook_url="https://b.example.com/hook")
+		with HeldRedisWrite() as proxy:
+			process_a = subprocess.Popen(
+				[sys.executable, "-c", COMMIT_THROUGH_PROXY, frappe.local.site, proxy.url, first.name],
+				cwd=frappe.local.sites_path,
+				stdin=subprocess.PIPE,
+				stdout=subprocess.PIPE,
+				text=True,
+			)
+			self.assertEqual(process_a.stdout.readline().strip(), "saved")
+			proxy.hold_next_write()
+			process_a.stdin.write("commit\n")
+			process_a.stdin.flush()
+			self.assertTrue(proxy.held.wait(30), "process A wrote nothing to Redis after its commit")
+			second.reload()
+			second.max_attempts = 4
+			second.save()
+			frappe.db.commit()  # process B, start to end, while A's write waits
+			proxy.release.set()
+			self.assertEqual(process_a.wait(timeout=30), 0)
+		routing._compiled.pop(frappe.local.site, None)
+		frappe.local.fabric_subscriptions_checked = 0.0
+		index = routing.routing_index()
+		frappe.local.fabric_subscriptions_checked = 0.0  # the next request
+		self.assertIs(routing.routing_index(), index, "Redis names an older state than the database")
 
 	def test_ordered_subscriptions_key_deliveries_by_document(self):
 		doc = self.subscription(webhook_url="https://a.example.com/hook", keep_order=1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from typing import Any
 
@@ -118,3 +120,82 @@ class DeliveryTestCase(FrappeTestCase):
 		doc = make_subscription(self.tag, **values)
 		self.created.append(doc.name)
 		return doc
+
+
+# Process A of the race: saves a subscription, waits for the word, then commits with its Redis
+# connection going through the proxy.
+COMMIT_THROUGH_PROXY = """
+import sys
+import frappe
+from frappe.utils.redis_wrapper import RedisWrapper
+
+site, proxy_url, name = sys.argv[1:4]
+frappe.init(site=site, sites_path=".")
+frappe.connect()
+frappe.cache = RedisWrapper.from_url(proxy_url)
+frappe.set_user("Administrator")
+doc = frappe.get_doc("Event Subscription", name)
+doc.max_attempts = 4
+doc.save()
+print("saved", flush=True)
+sys.stdin.readline()
+frappe.db.commit()
+frappe.destroy()
+"""
+
+
+class HeldRedisWrite:
+	"""A TCP proxy to the site's Redis that can hold the next write until ``release`` is set.
+
+	Everything else passes at once, so the process behind it reads the database and Redis as
+	quickly as any other; only that one write reaches Redis after another process's writes.
+	"""
+
+	WRITES = (b"SET", b"INCR", b"INCRBY", b"EVAL", b"EVALSHA")
+
+	def __init__(self):
+		from urllib.parse import urlsplit
+
+		target = urlsplit(frappe.conf.redis_cache or "redis://127.0.0.1:6379")
+		self.target = (target.hostname, target.port or 6379)
+		self.holding, self.held, self.release = False, threading.Event(), threading.Event()
+		self.server = socket.create_server(("127.0.0.1", 0))
+		self.url = f"redis://127.0.0.1:{self.server.getsockname()[1]}{target.path}"
+
+	def __enter__(self):
+		threading.Thread(target=self.accept, daemon=True).start()
+		return self
+
+	def __exit__(self, *exc):
+		self.release.set()
+		self.server.close()
+
+	def hold_next_write(self) -> None:
+		self.holding = True
+
+	def accept(self) -> None:
+		while True:
+			try:
+				client, _ = self.server.accept()
+			except OSError:
+				return
+			upstream = socket.create_connection(self.target)
+			threading.Thread(target=self.pipe, args=(client, upstream, True), daemon=True).start()
+			threading.Thread(target=self.pipe, args=(upstream, client, False), daemon=True).start()
+
+	def pipe(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+		try:
+			while chunk := source.recv(65536):
+				if requests and self.holding and self.is_write(chunk):
+					self.holding = False
+					self.held.set()
+					self.release.wait(30)
+				sink.sendall(chunk)
+		except OSError:
+			pass
+		finally:
+			sink.close()
+
+	def is_write(self, chunk: bytes) -> bool:
+		parts = chunk.split(b"\r\n")
+		return len(parts) > 2 and parts[2].upper() in self.WRITES
