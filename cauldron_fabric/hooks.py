@@ -47,6 +47,9 @@ override_whitelisted_methods = {
 has_permission = {"Approval Request": "cauldron_fabric.approvals.permissions.has_request_permission"}
 permission_query_conditions = {"Approval Request": "cauldron_fabric.approvals.permissions.query_conditions"}
 
+# A deleted subscription's deliveries stay readable as its history (they keep its name).
+ignore_links_on_delete = ["Event Delivery"]
+
 # Document events
 # ---------------
 # on_change is the one hook every save path ends with; before_change fires only for db_set,

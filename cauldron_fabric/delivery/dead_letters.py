@@ -28,6 +28,33 @@ BATCH = 500
 def record_dead_letters(seqs: Sequence[int] | None = None) -> int:
 	"""Files a Dead Letter for each dead delivery without an open one; commits; returns how many."""
 	frappe.db.rollback()  # see what the delivery store committed on its own connection
+	count = _file_dead_letters(seqs)
+	frappe.db.commit()
+	return count
+
+
+def dead_letter_pending_deliveries(subscription: str, reason: str) -> int:
+	"""Ends the subscription's pending deliveries as dead, each with a Dead Letter giving ``reason``.
+
+	Runs in the caller's transaction (the subscription's delete), so the deliveries end with it or
+	not at all. Deliveries a worker is sending right now are skipped: the worker settles them, and
+	finds the subscription gone at their next attempt, if any.
+	"""
+	seqs = frappe.db.sql_list(
+		"""SELECT name FROM `tabEvent Delivery` WHERE subscription = %s AND status = %s
+		FOR UPDATE SKIP LOCKED""",
+		(subscription, PENDING),
+	)
+	for seq in seqs:
+		frappe.db.sql(
+			"""UPDATE `tabEvent Delivery` SET status = %s, last_error = %s, modified = %s,
+			modified_by = %s WHERE name = %s AND status = %s""",
+			(DEAD, reason, now_datetime(), frappe.session.user, seq, PENDING),
+		)
+	return _file_dead_letters(seqs) if seqs else 0
+
+
+def _file_dead_letters(seqs: Sequence[int] | None) -> int:
 	only = f"AND d.name IN ({', '.join(['%s'] * len(seqs))})" if seqs else ""
 	rows = frappe.db.sql(
 		f"""SELECT d.name, d.subscription, d.event_id, d.event_type, d.envelope, d.attempts,
@@ -42,7 +69,6 @@ def record_dead_letters(seqs: Sequence[int] | None = None) -> int:
 	)
 	for row in rows:
 		_dead_letter(row).insert(ignore_permissions=True)
-	frappe.db.commit()
 	return len(rows)
 
 

@@ -11,14 +11,18 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import dead_letters as dead_letters_api
+from cauldron_fabric.core.delivery import DeliveryRequest
+from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.delivery import worker as worker_module
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
 from cauldron_fabric.delivery.jobs import purge_resolved_dead_letters, purge_settled_deliveries
+from cauldron_fabric.delivery.recording import insert_deliveries
 from cauldron_fabric.delivery.worker import run_delivery_worker
 from cauldron_fabric.testing.http_receiver import Reply
 from cauldron_fabric.tests.test_delivery_destinations import DestinationCase
 from cauldron_fabric.tests.test_delivery_support import dead_letters, deliver, deliveries, save_todo
-from cauldron_fabric.tests.test_http import make_user
+from cauldron_fabric.tests.test_http import make_user, request
+from cauldron_fabric.tests.test_registry_api import session
 from cauldron_fabric.tests.utils import (
 	assert_usage_error,
 	fabric_settings,
@@ -143,6 +147,50 @@ class TestDeadLetters(DestinationCase):
 		result = dead_letters_api.retry([letter.name])
 		self.assertEqual(result["done"], 0)
 		self.assertIn("is disabled", result["failed"][0]["error"])
+
+	def test_a_subscription_with_history_can_be_deleted_and_its_pending_deliveries_become_dead_letters(self):
+		# Its Event Delivery rows linked to it, so Frappe refused the delete: it could only be
+		# disabled. History stays readable; what was still on its way is not dropped silently.
+		doc, letter = self.refused(404)
+		waiting = save_todo(self.tag)  # a delivery still pending when the subscription goes
+		manager = session(make_user("fabric-delete-manager@example.com", ["Fabric Manager"]))
+		response = request("delete", f"/api/resource/Event Subscription/{doc.name}", manager)
+		self.assertEqual(response.status_code, 202, response.text)
+		self.assertFalse(frappe.db.exists("Event Subscription", doc.name))
+
+		rows = {json.loads(r.envelope)["data"]["entityId"]: r for r in deliveries(doc.name)}
+		self.assertEqual(rows[waiting].status, "Dead")
+		self.assertIn(f"Subscription {doc.name} was deleted", rows[waiting].last_error)
+		self.assertEqual(len(rows), 2, "the delivery history was lost")
+		new_letter = next(d for d in dead_letters(doc.name) if d.name != letter.name)
+		self.assertIn("was deleted", new_letter.last_error)
+		with self.assertRaisesRegex(frappe.ValidationError, "no longer exists.*Discard the dead letter"):
+			new_letter.retry()
+
+		# A process that routed with its copy from before the delete still queues for it: the
+		# worker ends that delivery as dead instead of failing on it at every cycle.
+		insert_deliveries([DeliveryRequest(doc.name, Envelope.from_json(new_letter.envelope))])
+		frappe.db.commit()
+		run_delivery_worker(stop_when_idle=True, max_seconds=5)
+		self.assertEqual({r.status for r in deliveries(doc.name)}, {"Dead"})
+
+		# Desk reads the history of a deleted subscription without a Server Error.
+		seq = str(rows[waiting].name)
+		form = request(
+			"get", f"/api/method/frappe.desk.form.load.getdoc?doctype=Event Delivery&name={seq}", manager
+		)
+		self.assertEqual(form.status_code, 200, form.text)
+		listing = request(
+			"post",
+			"/api/method/frappe.desk.reportview.get",
+			manager,
+			data={
+				"doctype": "Event Delivery",
+				"fields": json.dumps(["`tabEvent Delivery`.`name`", "`tabEvent Delivery`.`subscription`"]),
+				"filters": json.dumps([["Event Delivery", "subscription", "=", doc.name]]),
+			},
+		)
+		self.assertEqual(listing.status_code, 200, listing.text)
 
 	def test_only_fabric_managers_retry_or_discard(self):
 		_, letter = self.refused(422)

@@ -14,6 +14,7 @@ from frappe import _
 from frappe.model.document import Document
 
 from cauldron_fabric.core.delivery import SubscriptionInvalid, generate_secret
+from cauldron_fabric.delivery.dead_letters import dead_letter_pending_deliveries
 from cauldron_fabric.delivery.schedules import invalid_cron
 from cauldron_fabric.delivery.subscriptions import (
 	compile_subscription,
@@ -107,6 +108,13 @@ class EventSubscription(Document):
 		subscriptions_changed()
 
 	def on_trash(self) -> None:
+		# Its deliveries stay as history (hooks: ignore_links_on_delete); those still on their way
+		# end now as dead letters saying why, as a disabled subscription's do at their next attempt.
+		dead_letter_pending_deliveries(
+			self.name,
+			f"Subscription {self.name} was deleted before this event was delivered; discard the dead "
+			"letter, or create a subscription to send such events again.",
+		)
 		subscriptions_changed()
 
 	def before_rename(self, old: str, new: str, merge: bool = False) -> None:
