@@ -3,7 +3,8 @@
 Usage: python consumer_worker.py URL GROUP CHANNEL TABLE SEQUENCE EFFECTS NAME [HOLD_AFTER]
 
 CHANNEL is the Kafka topic, or the RabbitMQ exchange (bound with ``#``). Each handled event
-inserts a row into EFFECTS in the same transaction as its processed mark in TABLE. With
+inserts a row into EFFECTS in the same transaction as its processed mark in TABLE; a request
+gets the reply ``{"worker": NAME}``, or a failed reply when its payload says ``fail``. With
 HOLD_AFTER = n, the n-th event is committed to the database and then the process stops before
 marking the message done (no offset commit, no ack), waiting to be killed.
 
@@ -50,6 +51,11 @@ def main() -> None:
 				f"INSERT INTO `{effects}` (event_id, worker, part) VALUES (%s, %s, %s)",
 				(envelope.id, name, context.message.partition),
 			)
+		if context.is_request:
+			if envelope.data.payload.get("fail"):
+				context.fail(LookupError(f"{name} has no price list"))
+			else:
+				context.reply({"worker": name})
 		time.sleep(0.01)  # a handler that takes a moment, so both members get work
 
 	def after_commit(message, envelope):

@@ -6,12 +6,20 @@ mark; the effects table has no unique key, so a second effect of an event would 
 
 import json
 import signal
+import threading
 import uuid
 
 import pymysql
+import pytest
 from consumer_buses import Worker, bus_fixture, tables_fixture, wait_for, wire  # noqa: F401
 
-from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable
+from cauldron_fabric.core.consumer import (
+	Consumer,
+	ConsumerOptions,
+	HandlerTable,
+	ResponderFailed,
+	open_requester,
+)
 from cauldron_fabric.core.consumer.tracking_sql import SqlTrackingStore
 from cauldron_fabric.core.retry import Backoff
 from conftest import connect_db, make_envelope
@@ -109,6 +117,56 @@ def test_sigkill_between_the_database_commit_and_the_offset_commit_changes_nothi
 	assert stats["duplicates"] >= 1, "the held event came again and was recognised as processed"
 	assert stats["processed"] + 3 == 6
 	assert bus.lag(group, channel) == 0
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["reply", "failed-reply"])
+def test_a_reply_lost_to_a_sigkill_after_the_commit_is_sent_again_to_the_redelivered_request(
+	bus, tables, refused
+):
+	"""The responder commits the request's effect and dies before replying; its successor
+	finds the request processed and sends the reply the first run kept, not nothing."""
+	(tracking, effects), channel = tables, bus.channel()
+	group = f"replay-{uuid.uuid4().hex[:6]}"
+	options = {"exchange": channel} if bus.name == "amqp" else {"reply_topic": f"{channel}.replies"}
+	requester = open_requester(bus.url, source="urn:test:requester", broker_options=options)
+	target = channel if bus.name == "kafka" else "quote.price.requested"
+	answers = []
+
+	def ask():
+		try:
+			answers.append(requester.request("quote.price.requested", {"fail": refused}, 30, target=target))
+		except Exception as exc:
+			answers.append(exc)
+
+	asking = threading.Thread(target=ask, daemon=True)
+	doomed = Worker(bus, group, channel, tracking, effects, "doomed", hold_after=1)
+	survivor = None
+	try:
+		doomed.wait_for("ready")
+		asking.start()
+		held = doomed.wait_for("committed ").split(" ", 1)[1]
+		doomed.kill()  # SIGKILL after the commit: neither the reply nor the offset/ack went out
+		survivor = Worker(bus, group, channel, tracking, effects, "survivor")
+		asking.join(40)
+		survivor.process.send_signal(signal.SIGTERM)
+		assert survivor.process.wait(20) == 0
+	finally:
+		doomed.kill()
+		if survivor is not None:
+			survivor.kill()
+		requester.close()
+	(answer,) = answers
+	if refused:
+		assert isinstance(answer, ResponderFailed), answer
+		assert "doomed has no price list" in str(answer), "the failure the first run answered"
+		reply = answer.reply
+	else:
+		assert not isinstance(answer, Exception), f"the requester got no reply: {answer}"
+		assert answer.payload == {"worker": "doomed"}, "the reply the first run kept, sent again"
+		reply = answer.envelope
+	assert reply.metadata.causation_id == held
+	assert [r[:2] for r in effect_rows(effects)] == [(held, "doomed")], "the request changed nothing twice"
+	assert stats_of(survivor)["duplicates"] == 1
 
 
 def test_a_database_outage_defers_the_events_and_loses_none(bus, tables):

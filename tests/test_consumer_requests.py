@@ -42,7 +42,7 @@ def pricing_handler(name):
 		if payload.get("fail"):
 			context.fail(LookupError(f"no price list for {payload['sku']}"))
 			return
-		context.reply({"price": payload["qty"] * 2.5, "responder": name})
+		context.reply({"price": payload["qty"] * 2.5, "responder": name, "note": payload.get("note", "")})
 
 	return handle
 
@@ -50,15 +50,16 @@ def pricing_handler(name):
 class Responders:
 	"""Members of one responder group, each consuming in its own thread."""
 
-	def __init__(self, bus, channel, group, names):
+	def __init__(self, bus, channel, group, names, **option_fields):
 		self.stop, self.threads, self.sources = threading.Event(), [], []
-		options = ConsumerOptions(group=group, max_attempts=2, poll_timeout=0.05)
+		self.tracking = MemoryTracking()  # the group's one database
+		options = ConsumerOptions(group=group, max_attempts=2, poll_timeout=0.05, **option_fields)
 		for name in names:
 			source = bus.source(options, channel)
 			consumer = Consumer(
 				source,
 				HandlerTable.from_mapping({PRICE: pricing_handler(name)}),
-				MemoryTracking().session(),
+				self.tracking.session(),
 				options,
 			)
 			thread = threading.Thread(target=self._run, args=(consumer,), daemon=True)
@@ -130,6 +131,28 @@ def test_request_reply_balances_times_out_and_breaks_the_circuit(bus, circuits):
 	finally:
 		requester.close()
 		responders.close()
+
+
+def test_replies_are_kept_with_the_mark_up_to_the_limit_and_larger_ones_are_only_sent(bus):
+	channel, group = bus.channel(), f"pricing-{uuid.uuid4().hex[:6]}"
+	responders = Responders(bus, channel, group, ["east"], max_kept_replies_bytes=2000)
+	options = {"exchange": channel} if bus.name == "amqp" else {"reply_topic": f"{channel}.replies"}
+	requester = open_requester(bus.url, source="urn:test:requester", broker_options=options)
+	target = channel if bus.name == "kafka" else PRICE
+	try:
+		assert responders.ready(), "the responder never got partitions"
+		small = requester.request(PRICE, {"sku": "S-1", "qty": 1, "note": "n" * 100}, 10, target=target)
+		large = requester.request(PRICE, {"sku": "S-1", "qty": 1, "note": "n" * 3000}, 10, target=target)
+	finally:
+		requester.close()
+		responders.close()
+	assert len(large.payload["note"]) == 3000, "a reply over the limit is still sent"
+	kept = responders.tracking.replies
+	assert kept[(group, small.request.id)] == [small.envelope]
+	assert (group, large.request.id) not in kept and (
+		group,
+		large.request.id,
+	) in responders.tracking.processed
 
 
 def test_a_rabbitmq_requester_idle_past_the_heartbeat_timeout_reconnects_instead_of_failing():

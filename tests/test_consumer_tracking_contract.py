@@ -7,6 +7,7 @@ and must commit or vanish together with the processed mark.
 import threading
 import time
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -109,6 +110,29 @@ def test_the_mark_and_the_effect_commit_together_and_only_once(sessions):
 	assert sessions.effects() == ["charged"]
 
 
+def test_replies_kept_with_the_mark_commit_with_it_and_vanish_with_a_rollback(sessions):
+	request, failed = make_envelope(), make_envelope()
+	reply = replace(make_envelope(answer="x" * 70_000), type="todo.updated.reply")  # beyond a TEXT column
+	store, observer = sessions.open(), sessions.open()
+	store.begin()
+	assert store.claim("pricing", request)
+	store.keep_replies("pricing", request.id, [reply])
+	assert observer.kept_replies("pricing", request.id) == [], "nothing shows before the commit"
+	store.commit()
+	assert observer.kept_replies("pricing", request.id) == [reply]
+	assert observer.kept_replies("billing", request.id) == [], "another group's mark keeps its own"
+
+	store.begin()
+	assert store.claim("pricing", failed)
+	store.keep_replies("pricing", failed.id, [reply])
+	store.rollback()
+	assert observer.kept_replies("pricing", failed.id) == []
+	store.begin()
+	assert store.claim("pricing", failed)
+	store.commit()
+	assert observer.kept_replies("pricing", failed.id) == [], "a mark without replies keeps none"
+
+
 def test_a_rollback_leaves_neither_mark_nor_effect(sessions):
 	event = make_envelope()
 	store = sessions.open()
@@ -190,3 +214,25 @@ def test_an_unreachable_database_is_a_retryable_error(database):
 	store.begin()
 	with pytest.raises(TrackingUnavailable, match="Cannot connect to the tracking database"):
 		store.claim("billing", make_envelope())
+
+
+def test_a_table_from_before_replies_were_kept_gets_the_column_and_its_marks_keep_none(database):
+	sessions = SqlSessions()
+	event = make_envelope()
+	try:
+		conn = connect_db()
+		with conn.cursor() as cur:
+			cur.execute(f"ALTER TABLE `{sessions.table}` DROP COLUMN `replies`")
+		conn.commit()
+		store = sessions.open()
+		store.begin()
+		assert store.claim("pricing", event)
+		store.commit()
+		with conn.cursor() as cur:
+			for statement in create_table_sql(sessions.table, sessions.sequence):
+				cur.execute(statement)
+		conn.commit()
+		conn.close()
+		assert sessions.open().kept_replies("pricing", event.id) == []
+	finally:
+		sessions.close()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import frappe
 
+from cauldron_fabric.api.publish import MAX_BODY_BYTES
 from cauldron_fabric.consume.dead_letters import record_dead_letter
 from cauldron_fabric.consume.handlers import load_handler_table
 from cauldron_fabric.consume.settings import ConsumerSettings, load_consumer_settings, redis_prefix, redis_url
@@ -79,6 +80,7 @@ def build_consumer(
 		group=group or settings.group,
 		max_attempts=settings.max_attempts,
 		crash_limit=settings.crash_limit,
+		max_kept_replies_bytes=MAX_BODY_BYTES,  # as large as an event the site takes
 		source=current_policy().source or f"frappe://{frappe.local.site}",
 	)
 	source = open_source(

@@ -1,10 +1,13 @@
 """Tracking on the site's database: the Processed Event DocType, in the transaction of the handler.
 
 Handlers write through ``frappe.db`` as usual; the processed mark is inserted on the same
-connection before they run and committed with their changes by ``frappe.db.commit()``.
+connection before they run and committed with their changes by ``frappe.db.commit()``, with
+the replies to a request written onto it (the Processed Event's *Replies kept*).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import frappe
 from frappe.utils import now_datetime
@@ -16,7 +19,11 @@ from cauldron_fabric.core.consumer.tracking_sql import (
 	TrackingUnavailable,
 	already_marked,
 	insert_mark_sql,
+	keep_replies_sql,
+	kept_replies_sql,
 	mark_values,
+	replies_from_json,
+	replies_json,
 )
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.sqlsession import is_connection_error
@@ -25,6 +32,7 @@ from cauldron_fabric.services.sitedb import reconnect
 
 DOCTYPE = "Processed Event"
 INSERT_MARK = insert_mark_sql()
+KEEP_REPLIES, KEPT_REPLIES = keep_replies_sql(), kept_replies_sql()
 
 
 class FrappeTrackingStore(TrackingStore):
@@ -73,6 +81,25 @@ class FrappeTrackingStore(TrackingStore):
 		except Exception as exc:
 			if already_marked(exc, group, envelope):
 				return False
+			if is_connection_error(exc):
+				self._broken = True
+				raise TrackingUnavailable(f"Lost the site's database: {exc}.") from exc
+			raise
+
+	def keep_replies(self, group: str, event_id: str, replies: Sequence[Envelope]) -> None:
+		"""Writes the replies onto the mark claimed in this transaction."""
+		self._lost_is_unavailable(frappe.db.sql, KEEP_REPLIES, (replies_json(replies), group, event_id))
+
+	def kept_replies(self, group: str, event_id: str) -> list[Envelope]:
+		"""Reads the replies committed with the group's mark of the event."""
+		rows = self._lost_is_unavailable(frappe.db.sql, KEPT_REPLIES, (group, event_id))
+		self.rollback()  # a fresh read next time
+		return replies_from_json(rows[0][0]) if rows else []
+
+	def _lost_is_unavailable(self, call, *args):
+		try:
+			return call(*args)
+		except Exception as exc:
 			if is_connection_error(exc):
 				self._broken = True
 				raise TrackingUnavailable(f"Lost the site's database: {exc}.") from exc

@@ -4,13 +4,16 @@ Usage, from the bench's sites folder:
     python -m cauldron_fabric.tests.crash_consumer SITE GROUP TOPIC EVENT_TYPE POISON_EVENT_ID
 
 Handles EVENT_TYPE by inserting a ToDo ("crash-test <event id>"), except the poison event, whose
-handler ends the process at once (as an out-of-memory kill or a crash in C code would). Exits 0
-when the topic has nothing left.
+handler ends the process at once (as an out-of-memory kill or a crash in C code would). A
+request gets the reply ``{"todo": <its name>}``; one whose payload says ``kill_after_commit``
+SIGKILLs the process right after the event's commit, before the reply goes out. Exits 0 when
+the topic has nothing left.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import frappe
@@ -27,7 +30,11 @@ def main() -> None:
 	def handle(envelope, context):
 		if envelope.id == poison:
 			os._exit(70)
-		frappe.get_doc({"doctype": "ToDo", "description": f"crash-test {envelope.id}"}).insert()
+		todo = frappe.get_doc({"doctype": "ToDo", "description": f"crash-test {envelope.id}"}).insert()
+		if envelope.data.payload.get("kill_after_commit"):
+			frappe.db.after_commit.add(lambda: os.kill(os.getpid(), signal.SIGKILL))
+		if context.is_request:
+			context.reply({"todo": todo.name})
 
 	try:
 		run_consumer_for(

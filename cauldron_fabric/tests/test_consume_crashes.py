@@ -1,4 +1,5 @@
-"""A consumed event whose handler kills the site's consumer process is set aside, not retried for ever.
+"""A consumed event whose handler kills the site's consumer process is set aside, not retried for ever;
+a request whose consumer is killed after its commit still gets its reply.
 
 Each run is a real process (crash_consumer.py) on the site's consumer; the handler of one event
 ends it with os._exit. The runs it did not survive are counted in the site's Redis.
@@ -6,14 +7,18 @@ ends it with os._exit. The runs it did not survive are counted in the site's Red
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
+from cauldron_fabric.core.consumer import open_requester
 from cauldron_fabric.core.consumer.messages import HANDLER_CRASHED
 from cauldron_fabric.core.envelope import EventData
 from cauldron_fabric.tests.test_consume import CHARGE, charge, group_name
@@ -62,3 +67,35 @@ class TestConsumerCrashes(FrappeTestCase):
 		self.assertIn("stopped 2 times", letter["last_error"])
 		counts = frappe.cache.keys(f"cauldron_fabric:{frappe.local.site}:starts:{group}:*")
 		self.assertEqual(counts, [], "set aside, the event is no longer counted")
+
+	def test_a_request_whose_consumer_is_killed_after_its_commit_gets_the_kept_reply(self):
+		topic, group = f"{self.prefix}.{frappe.generate_hash(length=6)}", group_name("replay")
+		requester = open_requester(
+			f"kafka://{self.broker.bootstrap}",
+			source="urn:test:requester",
+			broker_options={"reply_topic": f"{topic}.replies"},
+		)
+		self.addCleanup(requester.close)
+		answers = []
+		asking = threading.Thread(
+			target=lambda: answers.append(
+				requester.request(CHARGE, {"kill_after_commit": True}, 90, target=topic)
+			),
+			daemon=True,
+		)
+		asking.start()
+		# The first run commits the ToDo and the Processed Event, then SIGKILLs itself before replying.
+		self.assertEqual(self.run_consumer(group, topic, "-"), -signal.SIGKILL)
+		self.assertEqual(self.run_consumer(group, topic, "-"), 0)
+		asking.join(30)
+		self.assertEqual(len(answers), 1, "the requester got no reply")
+		(reply,) = answers
+		frappe.db.rollback()
+		(mark,) = frappe.get_all(
+			"Processed Event", filters={"consumer_group": group}, fields=["event_id", "replies"]
+		)
+		(kept,) = json.loads(mark.replies)
+		self.assertEqual(reply.request.id, mark.event_id)
+		self.assertEqual(reply.envelope.to_dict(), kept, "the reply the first run kept, sent again")
+		todos = frappe.get_all("ToDo", filters={"description": f"crash-test {mark.event_id}"}, pluck="name")
+		self.assertEqual(todos, [kept["data"]["payload"]["todo"]], "the request changed nothing twice")

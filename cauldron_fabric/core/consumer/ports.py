@@ -8,6 +8,7 @@ has one contract suite in ``tests/`` that every adapter passes.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,22 @@ class TrackingStore(abc.ABC):
 
 		Returns False (recording nothing) when the group already processed it. Raises a
 		RetryableError when the store cannot be reached or the wait for another session timed out.
+		"""
+
+	@abc.abstractmethod
+	def keep_replies(self, group: str, event_id: str, replies: Sequence[Envelope]) -> None:
+		"""Stores the replies to a claimed request with its mark, in the open transaction.
+
+		They commit or vanish with the mark, so a process that dies after the commit and before
+		sending them leaves them for the member that gets the redelivered request.
+		"""
+
+	@abc.abstractmethod
+	def kept_replies(self, group: str, event_id: str) -> list[Envelope]:
+		"""Returns the replies committed with the group's mark of the event (outside any unit of work).
+
+		Empty when none were kept (not a request, or a mark written before replies were kept).
+		Raises a RetryableError when the store cannot be reached.
 		"""
 
 	@abc.abstractmethod

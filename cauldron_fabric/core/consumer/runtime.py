@@ -2,9 +2,11 @@
 
 For each message: read the envelope from any wire form, find its handlers (an event nobody here
 handles is skipped), validate it, claim the event in the tracking store, run the handlers in the
-same transaction, commit, then mark the message done (offset stored for the next commit, or
-acked). A crash anywhere before the commit redoes the
-work; a crash after it replays a message whose mark makes it change nothing.
+same transaction, commit, send the replies to a request, then mark the message done (offset
+stored for the next commit, or acked). A crash anywhere before the commit redoes the work; a
+crash after it replays a message whose mark makes it change nothing. A request's replies are
+kept on its mark in the same transaction, so a redelivered request gets them again: a crash
+between the commit and the replies does not leave its requester waiting for nothing.
 
 Failures never block the partition: a failing event is copied to a retry topic (or delay queue)
 and the partition moves on; after ``max_attempts`` it goes to the dead letters with its origin.
@@ -74,6 +76,9 @@ class ConsumerOptions:
 	commit_interval: float = 1.0
 	source: str = ""
 	crash_limit: int = 3  # handler runs the process did not survive before the event is dead
+	# Replies to a request larger than this (JSON bytes) are sent but not kept with its mark: a
+	# redelivery after a crash before sending them gets none. The site passes its event limit.
+	max_kept_replies_bytes: int = 512 * 1024
 
 	@property
 	def reply_source(self) -> str:
@@ -219,7 +224,7 @@ class Consumer:
 			return self._dead_letter(message, Failure.of(INVALID_ENVELOPE, exc), message.attempt, envelope)
 		if not claimed:
 			self.tracking.rollback()
-			return self._finish(message, DUPLICATE)
+			return self._duplicate(message, envelope)
 		if self.crashes is None:
 			return self._run_claimed(message, envelope, handlers)
 		# Counted only once claimed: a redelivered event this group already processed is a
@@ -259,6 +264,7 @@ class Consumer:
 				return self._outage(message, exc)
 			return self._failed(message, envelope, exc)
 		try:
+			self._keep_replies(context)
 			self.tracking.commit()
 		except RetryableError as exc:
 			self.tracking.rollback()
@@ -267,6 +273,44 @@ class Consumer:
 			self.after_commit(message, envelope)
 		self._send_replies(message, context)
 		return self._finish(message, PROCESSED)
+
+	def _keep_replies(self, context: HandlerContext) -> None:
+		if not (context.replies and context.is_request):
+			return
+		size = sum(len(reply.to_json().encode()) for reply in context.replies)
+		if size > self.options.max_kept_replies_bytes:
+			log.warning(
+				"not keeping the replies to %s (%d bytes, over %d): a redelivery will not get them",
+				context.envelope.id,
+				size,
+				self.options.max_kept_replies_bytes,
+			)
+			return
+		try:
+			self.tracking.keep_replies(self.options.group, context.envelope.id, context.replies)
+		except RetryableError:
+			raise
+		except Exception:
+			# A store that cannot keep them (a table not migrated yet) still commits the effect:
+			# the replies go out now, only a redelivery would miss them, as before they were kept.
+			log.exception("could not keep the replies to %s with its mark", context.envelope.id)
+
+	def _duplicate(self, message: InboundMessage, envelope: Envelope) -> str:
+		"""Finishes an event the group already processed; a request gets its kept replies again.
+
+		Its first run may have died between the commit and the replies: skipped in silence, the
+		redelivered request would leave its requester waiting until it times out.
+		"""
+		context = HandlerContext(envelope, message, self.options.group, self.options.reply_source)
+		if context.is_request:
+			try:
+				context.replies.extend(self.tracking.kept_replies(self.options.group, envelope.id))
+			except RetryableError as exc:
+				return self._outage(message, exc)
+			except Exception:
+				log.exception("could not read the replies kept for request %s", envelope.id)
+			self._send_replies(message, context)
+		return self._finish(message, DUPLICATE)
 
 	def _send_replies(self, message: InboundMessage, context: HandlerContext) -> None:
 		if not context.replies:

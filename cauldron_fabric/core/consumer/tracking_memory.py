@@ -7,6 +7,7 @@ moves them to ``MemoryTracking.effects`` together with the processed mark.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ class MemoryTracking:
 	"""The shared marks and effects; each consumer opens its own session on them."""
 
 	processed: set[tuple[str, str]] = field(default_factory=set)
+	replies: dict[tuple[str, str], list[Envelope]] = field(default_factory=dict)
 	effects: list[Any] = field(default_factory=list)
 	holders: dict[tuple[str, str], int] = field(default_factory=dict)
 	changed: threading.Condition = field(default_factory=threading.Condition)
@@ -44,6 +46,7 @@ class MemoryTrackingStore(TrackingStore):
 		self.lock_wait = lock_wait
 		self._effects: list[Any] = []
 		self._held: list[tuple[str, str]] = []
+		self._replies: dict[tuple[str, str], list[Envelope]] = {}
 
 	@property
 	def transaction(self) -> list[Any]:
@@ -71,22 +74,33 @@ class MemoryTrackingStore(TrackingStore):
 			self._held.append(key)
 			return True
 
+	def keep_replies(self, group: str, event_id: str, replies: Sequence[Envelope]) -> None:
+		"""Stages the replies with the held mark."""
+		self._replies[(group, event_id)] = list(replies)
+
+	def kept_replies(self, group: str, event_id: str) -> list[Envelope]:
+		"""Returns the committed replies of the event."""
+		with self.tracking.changed:
+			return list(self.tracking.replies.get((group, event_id), ()))
+
 	def commit(self) -> None:
-		"""Publishes the held marks and the staged effects together."""
+		"""Publishes the held marks, their replies and the staged effects together."""
 		with self.tracking.changed:
 			for key in self._held:
 				self.tracking.processed.add(key)
 				self.tracking.holders.pop(key, None)
+				if key in self._replies:
+					self.tracking.replies[key] = self._replies[key]
 			self.tracking.effects.extend(self._effects)
-			self._held, self._effects = [], []
+			self._held, self._effects, self._replies = [], [], {}
 			self.tracking.changed.notify_all()
 
 	def rollback(self) -> None:
-		"""Drops the held marks and the staged effects."""
+		"""Drops the held marks, their replies and the staged effects."""
 		with self.tracking.changed:
 			for key in self._held:
 				self.tracking.holders.pop(key, None)
-			self._held, self._effects = [], []
+			self._held, self._effects, self._replies = [], [], {}
 			self.tracking.changed.notify_all()
 
 	def is_processed(self, group: str, event_id: str) -> bool:

@@ -4,12 +4,15 @@ The mark is an INSERT under a unique key (consumer group, event id), written bef
 handler runs and committed with the handler's writes on the same connection (READ COMMITTED).
 A second session inserting the same key waits on the first one's row lock, then gets a
 duplicate-key error once the first commits: the event is skipped, its effect stays single.
+The replies to a request are written onto its mark (``replies``, a JSON list of envelopes)
+before the commit, so the redelivered request of a process that died before replying gets them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cauldron_fabric.core.consumer.messages import InboundMessage
@@ -32,6 +35,7 @@ TRACKING_COLUMNS = (
 DUPLICATE_KEY = 1062
 # 1205 lock wait timeout, 1213 deadlock: another session held the same event; try again later.
 CONTENTION = {1205, 1213}
+REPLIES_COLUMN = "replies"
 
 
 class TrackingUnavailable(RetryableError):
@@ -43,6 +47,26 @@ def insert_mark_sql(table: str = DEFAULT_TABLE, sequence: str = DEFAULT_SEQUENCE
 	columns = ("name", "creation", "modified", "owner", "modified_by", "docstatus", "idx", *TRACKING_COLUMNS)
 	values = ", ".join(["%s"] * (len(columns) - 1))
 	return f"INSERT INTO `{table}` ({', '.join(f'`{c}`' for c in columns)}) VALUES (nextval(`{sequence}`), {values})"
+
+
+def keep_replies_sql(table: str = DEFAULT_TABLE) -> str:
+	"""Returns the UPDATE that puts replies (JSON) onto a group's mark of an event."""
+	return f"UPDATE `{table}` SET `{REPLIES_COLUMN}` = %s WHERE consumer_group = %s AND event_id = %s"
+
+
+def kept_replies_sql(table: str = DEFAULT_TABLE) -> str:
+	"""Returns the SELECT of the replies kept on a group's mark of an event."""
+	return f"SELECT `{REPLIES_COLUMN}` FROM `{table}` WHERE consumer_group = %s AND event_id = %s"
+
+
+def replies_json(replies: Sequence[Envelope]) -> str:
+	"""Returns replies as the JSON text kept on the mark."""
+	return json.dumps([reply.to_dict() for reply in replies], ensure_ascii=False)
+
+
+def replies_from_json(text: str | bytes | None) -> list[Envelope]:
+	"""Returns the replies kept on a mark; none for a mark written without them."""
+	return [Envelope.from_dict(reply) for reply in json.loads(text)] if text else []
 
 
 def already_marked(exc: BaseException, group: str, envelope: Envelope) -> bool:
@@ -94,8 +118,11 @@ def create_table_sql(table: str = DEFAULT_TABLE, sequence: str = DEFAULT_SEQUENC
 			docstatus int not null default 0, idx int not null default 0,
 			consumer_group varchar(140), event_id varchar(140), event_type varchar(140),
 			origin_topic varchar(140), origin_partition int not null default 0, origin_offset bigint not null default 0,
+			`{REPLIES_COLUMN}` longtext,
 			UNIQUE KEY `{UNIQUE_KEY}` (consumer_group, event_id)
 		) ENGINE=InnoDB CHARACTER SET=utf8mb4 COLLATE=utf8mb4_unicode_ci""",
+		# A table created before replies were kept gets the column; its marks keep none.
+		f"ALTER TABLE `{table}` ADD COLUMN IF NOT EXISTS `{REPLIES_COLUMN}` longtext",
 	]
 
 
@@ -115,6 +142,7 @@ class SqlTrackingStore(TrackingStore):
 		self.table, self.sequence, self.actor = table, sequence, actor
 		self.clock = clock
 		self._insert = insert_mark_sql(table, sequence)
+		self._keep_replies, self._kept_replies = keep_replies_sql(table), kept_replies_sql(table)
 		self.session = SqlSession(
 			connect, "tracking", unavailable=TrackingUnavailable, lock_wait_seconds=lock_wait_seconds
 		)
@@ -141,6 +169,18 @@ class SqlTrackingStore(TrackingStore):
 				return False
 			self.session.raise_if_lost(exc)
 			raise
+
+	def keep_replies(self, group: str, event_id: str, replies: Sequence[Envelope]) -> None:
+		"""Writes the replies onto the mark claimed in this transaction."""
+		self.session.execute(self._keep_replies, (replies_json(replies), group, event_id))
+
+	def kept_replies(self, group: str, event_id: str) -> list[Envelope]:
+		"""Reads the replies committed with the mark, in a fresh read."""
+		try:
+			rows, _ = self.session.execute(self._kept_replies, (group, event_id))
+		finally:
+			self.rollback()
+		return replies_from_json(rows[0][0]) if rows else []
 
 	def commit(self) -> None:
 		"""Commits the handler's writes and the mark."""
