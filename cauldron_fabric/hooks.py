@@ -65,7 +65,7 @@ doc_events = {
 	"Dead Letter": {"on_change": "cauldron_fabric.delivery.dead_letters.discard_delivery"},
 	# A user's roles are Has Role rows saved with the User: their changes are system changes too.
 	"User": {"on_update": "cauldron_fabric.emit.roles.user_roles_changed"},
-	# A disabled Role is taken from every user by a plain delete in its validate.
+	# A disabled Role is taken from every user and Role Profile by a plain delete in its validate.
 	"Role": {
 		"before_validate": "cauldron_fabric.emit.roles.note_role_holders",
 		"on_update": "cauldron_fabric.emit.roles.role_taken_from_holders",

@@ -5,8 +5,9 @@ or takes one is a ``user.updated`` like any other, and Has Role, a child table, 
 of its own. So every User save compares the roles before and after and, when they differ,
 records one more event in the same transaction: a ``system.change`` naming the user and the
 roles added and removed. A Role Profile's change reaches its users through their saves, so it
-is covered too. Disabling a Role takes it from every user with one plain delete, no User
-save: the Role's own hooks note who had it before and record each of those users' change.
+is covered too. Disabling a Role takes it from every user and every Role Profile with one
+plain delete, no save: the Role's own hooks note who had it before and record each of those
+users' and profiles' change the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
 
 USER = "User"
+HOLDERS = (USER, "Role Profile")
 
 
 def user_roles_changed(doc, method=None) -> None:
@@ -32,40 +34,51 @@ def user_roles_changed(doc, method=None) -> None:
 
 
 def note_role_holders(doc, method=None) -> None:
-	"""Notes which users hold a Role being saved disabled, before its validate deletes their rows."""
-	if doc.disabled and not doc.is_new() and _emits_role_changes():
-		doc.flags.fabric_role_holders = frappe.get_all(
-			"Has Role", filters={"role": doc.name, "parenttype": USER}, pluck="parent", distinct=True
-		)
+	"""Notes which users and Role Profiles hold a Role being saved disabled, before its validate
+	deletes their rows."""
+	if doc.disabled and not doc.is_new():
+		doc.flags.fabric_role_holders = {
+			doctype: frappe.get_all(
+				"Has Role", filters={"role": doc.name, "parenttype": doctype}, pluck="parent", distinct=True
+			)
+			for doctype in HOLDERS
+			if _emits_role_changes(doctype)
+		}
 
 
 def role_taken_from_holders(doc, method=None) -> None:
-	"""Records the ``system.change`` of every user the disabled Role was just taken from."""
-	for user in doc.flags.pop("fabric_role_holders", None) or ():
-		new = sorted(
-			set(frappe.get_all("Has Role", filters={"parent": user, "parenttype": USER}, pluck="role"))
-		)
-		_record_roles_change(user, sorted({*new, doc.name}), new, "updated")
+	"""Records the ``system.change`` of every user and Role Profile the disabled Role was just taken from."""
+	for doctype, holders in (doc.flags.pop("fabric_role_holders", None) or {}).items():
+		for holder in holders:
+			new = sorted(
+				set(
+					frappe.get_all(
+						"Has Role", filters={"parent": holder, "parenttype": doctype}, pluck="role"
+					)
+				)
+			)
+			_record_roles_change(holder, sorted({*new, doc.name}), new, "updated", doctype)
 
 
-def _record_roles_change(user: str, old: list[str], new: list[str], action: str) -> None:
+def _record_roles_change(name: str, old: list[str], new: list[str], action: str, doctype: str = USER) -> None:
 	if old == new:
 		return
 	payload: dict[str, Any] = {
-		"doctype": USER,
-		"name": user,
+		"doctype": doctype,
+		"name": name,
 		"action": action,
 		"changes": {"roles": {"old": old, "new": new}},
 		"rolesAdded": sorted(set(new) - set(old)),
 		"rolesRemoved": sorted(set(old) - set(new)),
 	}
-	record([new_envelope(SYSTEM_CHANGE, USER, user, action, payload)])
+	record([new_envelope(SYSTEM_CHANGE, doctype, name, action, payload)])
 
 
-def _emits_role_changes() -> bool:
-	"""Tells whether system changes about users are recorded (as for any system DocType)."""
+def _emits_role_changes(doctype: str = USER) -> bool:
+	"""Tells whether system changes about users (or Role Profiles) are recorded (as for any
+	system DocType)."""
 	policy = current_policy()
-	return policy.enabled and policy.system_events and USER not in policy.denied
+	return policy.enabled and policy.system_events and doctype not in policy.denied
 
 
 def _roles(doc) -> list[str]:

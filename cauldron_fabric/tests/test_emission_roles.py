@@ -139,3 +139,34 @@ class TestRoleAssignmentEvents(EmissionCase):
 		)
 		self.assertEqual(role_changes(start, other), [])
 		self.assertNotIn("Invalid", statuses(start))
+
+	def test_disabling_a_role_takes_it_from_its_role_profiles_as_system_changes(self):
+		# The same plain delete takes the role from every Role Profile, without saving them.
+		role = frappe.get_doc(
+			{"doctype": "Role", "role_name": f"Fabric Probe {frappe.generate_hash(length=6)}"}
+		).insert(ignore_permissions=True)
+		profile, other = (
+			frappe.get_doc(
+				{
+					"doctype": "Role Profile",
+					"role_profile": f"Fabric Profile {frappe.generate_hash(length=6)}",
+					"roles": [{"role": r} for r in roles],
+				}
+			).insert(ignore_permissions=True)
+			for roles in (("Blogger", role.name), ("Blogger",))
+		)
+		start = last_seq()
+		role.disabled = 1
+		role.save(ignore_permissions=True)
+		self.assertEqual(frappe.get_all("Has Role", {"parent": profile.name, "role": role.name}), [])
+		(change,) = [
+			e for e in events_after(start, "Role Profile", profile.name) if e["type"] == "system.change"
+		]
+		payload = change["data"]["payload"]
+		self.assertEqual((payload["doctype"], payload["name"]), ("Role Profile", profile.name))
+		self.assertEqual((payload["rolesAdded"], payload["rolesRemoved"]), ([], [role.name]))
+		self.assertEqual(
+			payload["changes"], {"roles": {"old": sorted(["Blogger", role.name]), "new": ["Blogger"]}}
+		)
+		self.assertEqual(events_after(start, "Role Profile", other.name), [])
+		self.assertNotIn("Invalid", statuses(start))
