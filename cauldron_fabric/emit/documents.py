@@ -43,6 +43,10 @@ BUSINESS_FIELDS = (
 	"status",
 )
 BUSINESS_DAYS = ("posting_date", "transaction_date")
+# Rows changed alone, held per parent until the parent's update is recorded: outside the
+# parent's save (recorded at commit, or before the parent's next event), and inside it.
+ROW_CHANGES = "fabric_row_changes"
+ROW_CHANGES_IN_SAVE = "fabric_row_changes_in_save"
 
 
 def mark_db_set(doc, method=None) -> None:
@@ -102,8 +106,11 @@ def on_change(doc, method=None) -> None:
 		# Rows changed alone before this save: their update comes first, up to the version the
 		# save started from (which this save's event compares with).
 		record_rows_changed_before(doc.doctype, doc.name, doc.get_doc_before_save())
+	reported = None
 	for action in actions:
-		emit_document_event(doc, action, before=recorded)
+		reported = emit_document_event(doc, action, before=recorded) or reported
+	if actions:
+		record_rows_changed_in_save(doc, reported["doc"] if reported else document_payload(doc))
 
 
 def _row_written_by_insert(doc) -> bool:
@@ -229,19 +236,19 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 	when code changed that row directly (ERPNext db_sets billed amounts row by row): the
 	parent's table changed all the same. All such changes of one parent in a transaction are
 	one ``<parent>.updated`` event at commit, its changes running from the table as it was
-	before the first of them to the table as committed. A parent's own save is left to emit
-	its event (its rows in memory include what its hooks changed).
+	before the first of them to the table as committed. A change made while the parent itself
+	is being saved is held apart, for the save to follow up on (record_rows_changed_in_save).
 	"""
 	parent_key = _parent_key(row.parenttype, row.parent)
 	parent_in_memory = getattr(row, "parent_doc", None)  # set on rows loaded with their parent
-	if (
-		not all(parent_key)
-		or row.parenttype.startswith("__")  # Frappe's defaults hang under "__default", no DocType
-		or parent_key in {_parent_key(*saving) for saving in frappe.flags.currently_saving or ()}
-		or (parent_in_memory is not None and _being_saved(parent_in_memory))
-	):
+	# Frappe's defaults hang under "__default", no DocType.
+	if not all(parent_key) or row.parenttype.startswith("__"):
 		return
-	change = (getattr(frappe.local, "fabric_row_changes", None) or {}).get(parent_key)
+	in_save = parent_key in {_parent_key(*saving) for saving in frappe.flags.currently_saving or ()} or (
+		parent_in_memory is not None and _being_saved(parent_in_memory)
+	)
+	attribute = ROW_CHANGES_IN_SAVE if in_save else ROW_CHANGES
+	change = (getattr(frappe.local, attribute, None) or {}).get(parent_key)
 	if change is not None:
 		if change["via"] != via:
 			change["via"] = None  # db_sets and other changes together: a plain update
@@ -267,7 +274,7 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 			else [row_payload(before) if r.get("name") == row.name else r for r in rows]
 		)
 	if change is None:
-		held = _held("fabric_row_changes", record_row_changes)
+		held = _held(attribute, record_rows_changed_in_saves if in_save else record_row_changes)
 		change = held[parent_key] = {"kind": kind, "via": via, "before": {}}
 	change["before"][row.parentfield] = before_rows
 
@@ -280,10 +287,39 @@ def _parent_key(doctype: str | None, name) -> tuple:
 
 def record_row_changes() -> None:
 	"""Records one update per parent whose rows changed alone in this transaction (before_commit)."""
-	for parent_key, change in _released("fabric_row_changes").items():
+	_record_held_row_changes(ROW_CHANGES)
+
+
+def record_rows_changed_in_saves() -> None:
+	"""Records the row changes made during a parent's save that no end of that save recorded
+	(it raised and was caught, or the change came from a hook running after its event)."""
+	_record_held_row_changes(ROW_CHANGES_IN_SAVE)
+
+
+def _record_held_row_changes(attribute: str) -> None:
+	for parent_key, change in _released(attribute).items():
 		parent = _stored(*parent_key)
 		if parent is not None:  # else deleted since
 			_record_row_change(parent, change)
+
+
+def record_rows_changed_in_save(doc, reported: dict[str, Any]) -> None:
+	"""Records, right after a save's event, what its hooks changed in its rows through other objects.
+
+	The save's event carries the rows the saved object holds. A hook that changes a row
+	through another object (the row loaded on its own, or through another copy of the parent)
+	after the save wrote its rows commits a table that event does not show: an update follows,
+	from the table the event reported (``reported``) to the table as stored. A row changed
+	through the saved object itself is in its event already, and one changed before the save
+	wrote its rows was overwritten by them: both leave nothing to add.
+	"""
+	held = getattr(frappe.local, ROW_CHANGES_IN_SAVE, None)
+	change = held.pop(_parent_key(doc.doctype, doc.name), None) if held else None
+	parent = _stored(doc.doctype, doc.name) if change is not None else None
+	if parent is None:
+		return
+	change["before"] = {field: reported.get(field) or [] for field in change["before"]}
+	_record_row_change(parent, change, unchanged=False)
 
 
 def record_rows_changed_before(doctype: str, name: str, parent) -> None:
@@ -294,7 +330,7 @@ def record_rows_changed_before(doctype: str, name: str, parent) -> None:
 	first and ends there. Left for the commit, it would come after the parent's own event
 	(after its ``submitted``, say) and repeat what that event changed in the table.
 	"""
-	held = getattr(frappe.local, "fabric_row_changes", None)
+	held = getattr(frappe.local, ROW_CHANGES, None)
 	if not held or parent is None:
 		return
 	change = held.pop(_parent_key(doctype, name), None)
@@ -302,14 +338,20 @@ def record_rows_changed_before(doctype: str, name: str, parent) -> None:
 		_record_row_change(parent, change)
 
 
-def _record_row_change(parent, change: dict[str, Any]) -> None:
-	"""Records the update of ``parent`` whose rows changed alone, ending at ``parent``'s table."""
+def _record_row_change(parent, change: dict[str, Any], unchanged: bool | None = None) -> None:
+	"""Records the update of ``parent`` whose rows changed alone, ending at ``parent``'s table.
+
+	One that changed nothing is recorded when ``unchanged`` says so (by default, as Fabric
+	Settings say for saves).
+	"""
 	doc = document_payload(parent)
 	before = change["before"]
 	diff = None
 	if all(rows is not None for rows in before.values()):
 		diff = document_changes(before, {field: doc.get(field) or [] for field in before})
-		if diff == {} and not current_policy().unchanged_saves:
+		if unchanged is None:
+			unchanged = current_policy().unchanged_saves
+		if diff == {} and not unchanged:
 			return
 	payload: dict[str, Any] = {"doc": doc, "changes": diff}
 	if change["via"]:

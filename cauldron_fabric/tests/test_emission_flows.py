@@ -12,10 +12,26 @@ from cauldron_fabric.tests.utils import (
 	events_after,
 	last_seq,
 	new_order,
+	order_hooks,
 	types_of,
 )
 
 NUMBERED_BASKET = "Fabric Numbered Basket"
+
+
+def qty_on_a_loaded_row(doc, method=None) -> None:
+	"""A hook that db_sets the first row's qty through the row loaded on its own."""
+	frappe.get_doc(ORDER_ITEM, doc.items[0].name).db_set("qty", 5)
+
+
+def qty_on_a_loaded_copy(doc, method=None) -> None:
+	"""A hook that db_sets the first row's qty through another loaded copy of the parent."""
+	frappe.get_doc(doc.doctype, doc.name).items[0].db_set("qty", 5)
+
+
+def qty_on_its_own_row(doc, method=None) -> None:
+	"""A hook that db_sets the first row's qty through the row of the document being saved."""
+	doc.items[0].db_set("qty", 5)
 
 
 def table(event: dict, side: str, field: str = "qty") -> list:
@@ -126,3 +142,51 @@ class TestRowsChangedBeforeTheirParentsSave(EmissionCase):
 		events = events_after(start, ORDER)
 		self.assertEqual(types_of(events), ["fabric_test_order.updated", "fabric_test_order.deleted"])
 		self.assertEqual([table(events[0], "old"), table(events[0], "new")], [[1, 3], [8, 3]])
+
+
+class TestRowsChangedDuringTheirParentsSave(EmissionCase):
+	"""A parent's hooks (or another app's doc_events) change one of its rows through an object
+	other than the row the save holds: the events still end at the table as committed."""
+
+	def setUp(self):
+		frappe.db.commit()
+		super().setUp()
+
+	def save_with(self, hook: str, handler: str):
+		order = new_order(handler)
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, **{hook: handler}):
+			order.title = f"{handler} v2"
+			order.save()
+		frappe.db.commit()
+		return order, events_after(start, ORDER)
+
+	def test_a_row_changed_through_another_object_in_on_update_follows_the_save(self):
+		for handler in ("qty_on_a_loaded_row", "qty_on_a_loaded_copy"):
+			with self.subTest(handler=handler):
+				order, events = self.save_with("on_update", handler)
+				self.assertEqual(frappe.db.get_value(ORDER_ITEM, order.items[0].name, "qty"), 5)
+				self.assertEqual(types_of(events), ["fabric_test_order.updated"] * 2)
+				save, row_change = events
+				self.assertEqual(
+					save["data"]["payload"]["changes"], {"title": {"old": handler, "new": f"{handler} v2"}}
+				)
+				self.assertEqual([table(row_change, "old"), table(row_change, "new")], [[1, 3], [5, 3]])
+				self.assertEqual(row_change["data"]["payload"]["via"], "db_set")
+				self.assertEqual(row_change["data"]["payload"]["doc"]["title"], f"{handler} v2")
+
+	def test_a_row_changed_through_its_own_object_in_on_update_is_part_of_the_save(self):
+		_, events = self.save_with("on_update", "qty_on_its_own_row")
+		(save,) = events
+		self.assertEqual([table(save, "old"), table(save, "new")], [[1, 3], [5, 3]])
+
+	def test_a_row_changed_through_another_object_in_validate_is_overwritten_and_no_event(self):
+		# The save then writes every row from memory: the loaded row's change never commits.
+		order, events = self.save_with("validate", "qty_on_a_loaded_row")
+		self.assertEqual(frappe.db.get_value(ORDER_ITEM, order.items[0].name, "qty"), 1)
+		(save,) = events
+		self.assertEqual(
+			save["data"]["payload"]["changes"],
+			{"title": {"old": "qty_on_a_loaded_row", "new": "qty_on_a_loaded_row v2"}},
+		)
