@@ -43,7 +43,8 @@ def after_install() -> None:
 
 
 def after_migrate() -> None:
-	"""Keeps the role and the relay's composite indexes in place after every migrate."""
+	"""Keeps the role and the relay's composite indexes in place after every migrate, and shows
+	the subscriptions that no longer compile."""
 	ensure_role()
 	ensure_role(PUBLISHER_ROLE, desk_access=0)
 	ensure_indexes()
@@ -51,6 +52,8 @@ def after_migrate() -> None:
 
 	ensure_delivery_indexes()
 	frappe.get_attr("cauldron_fabric.registry.catalog.sync_registry")()
+	# An upgrade may refuse what an earlier version saved: show those subscriptions at once.
+	frappe.get_attr("cauldron_fabric.delivery.subscriptions.check_subscriptions")()
 
 
 def ensure_role(role: str = ROLE, desk_access: int = 1) -> None:

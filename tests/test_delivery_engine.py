@@ -19,7 +19,12 @@ from cauldron_fabric.core.delivery.destinations import Destinations
 from cauldron_fabric.core.delivery.engine import DeliveryEngine, DeliveryWorker
 from cauldron_fabric.core.delivery.records import DEAD, DEFERRED, DELIVERED, PENDING, RETRYING
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
-from cauldron_fabric.core.delivery.subscription import build_index, build_subscription, plan_deliveries
+from cauldron_fabric.core.delivery.subscription import (
+	build_broken_subscription,
+	build_index,
+	build_subscription,
+	plan_deliveries,
+)
 from cauldron_fabric.core.delivery.webhook import WebhookSender, generate_secret
 from cauldron_fabric.core.errors import PermanentError
 from cauldron_fabric.core.transports import open_transport
@@ -253,6 +258,32 @@ def test_a_removed_or_disabled_subscription_parks_its_deliveries(receiver):
 	fabric.subscriptions["s"] = build_subscription("s", receiver.url(), event_types=["*"], enabled=False)
 	fabric.worker().deliver_due()
 	assert "is disabled" in fabric.rows()[0].last_error and fabric.rows()[0].status == DEAD
+	fabric.close()
+
+
+def test_a_subscription_that_no_longer_compiles_dead_letters_what_it_would_get(receiver):
+	# A stored condition a later version refuses: the events of its types and DocTypes are kept.
+	broken = build_broken_subscription(
+		"b",
+		"Events: bad escape.",
+		event_types=["todo.*", "sales_*"],
+		doctypes=["ToDo"],
+		condition='a == "\\u00e"',
+	)
+	# The condition compiles but the destination no longer does: the condition still filters.
+	filtered = build_broken_subscription(
+		"f", "Destination: bad.", event_types=["*"], condition="payload.n == 1"
+	)
+	fabric = Fabric([broken, filtered])
+	assert fabric.emit(make_envelope(n=1), make_envelope(n=2), make_envelope("Note")) == 3
+	fabric.worker().deliver_due()
+	rows = fabric.rows()
+	assert [(r.subscription, r.status) for r in rows] == [("b", DEAD), ("f", DEAD), ("b", DEAD)]
+	assert rows[0].last_error.startswith(
+		"Subscription 'b' does not compile: Events: bad escape. Fix and save"
+	)
+	assert "content filter could not be applied" in rows[0].last_error
+	assert "content filter" not in rows[1].last_error
 	fabric.close()
 
 

@@ -15,6 +15,12 @@ The token carries a number drawn from a Redis counter after the commit and befor
 read, and Redis keeps the token with the highest number: when two saves commit at once, the
 later Redis write may carry the earlier state, and processes would then reload at every check
 until the next change. The highest number was drawn last, so its state includes every commit.
+
+A stored subscription that no longer compiles (a later version refuses what an earlier one
+saved) is loaded as a BrokenSubscription: it keeps routing, its deliveries become dead
+letters naming the problem, and its ``problem`` field shows the problem in Desk until a save
+that compiles clears it. The delivery workers and every migrate write that field, never a
+save that routes an event: a write there could wait on a lock or fail that save.
 """
 
 from __future__ import annotations
@@ -27,7 +33,15 @@ from typing import Any
 import frappe
 from frappe.utils import cint, flt
 
-from cauldron_fabric.core.delivery import Subscription, SubscriptionIndex, build_index, build_subscription
+from cauldron_fabric.core.delivery import (
+	BrokenSubscription,
+	Subscription,
+	SubscriptionIndex,
+	SubscriptionInvalid,
+	build_broken_subscription,
+	build_index,
+	build_subscription,
+)
 from cauldron_fabric.core.delivery.transform import BINARY, ENVELOPE, FIELDS, STRUCTURED, TEMPLATE
 
 DOCTYPE = "Event Subscription"
@@ -75,10 +89,12 @@ LOADED_FIELDS = (
 	"keep_order",
 	"rate_limit",
 	"burst",
+	"problem",
 )
+Loaded = Subscription | BrokenSubscription
 
 # site -> (version token, compiled subscriptions by name, routing index)
-_compiled: dict[str, tuple[Any, dict[str, Subscription | None], SubscriptionIndex]] = {}
+_compiled: dict[str, tuple[Any, dict[str, Loaded], SubscriptionIndex]] = {}
 
 
 def lines(text: str | None) -> list[str]:
@@ -153,8 +169,8 @@ def compile_subscription(
 	)
 
 
-def load_subscriptions(with_secrets: bool = False) -> dict[str, Subscription | None]:
-	"""Compiles every subscription of the site; None stands for one that no longer compiles.
+def load_subscriptions(with_secrets: bool = False) -> dict[str, Loaded]:
+	"""Compiles every subscription of the site; one that no longer compiles is a BrokenSubscription.
 
 	Without secrets (routing needs none) this is two queries; with them, one more per webhook
 	secret and header, which only delivery workers pay, once per change.
@@ -168,7 +184,7 @@ def load_subscriptions(with_secrets: bool = False) -> dict[str, Subscription | N
 	headers = frappe.get_all(
 		HEADERS_DOCTYPE, filters={"parenttype": DOCTYPE}, fields=["name", "parent", "header"], order_by="idx"
 	)
-	compiled: dict[str, Subscription | None] = {}
+	compiled: dict[str, Loaded] = {}
 	for row in rows:
 		row["document_types"] = [c for c in children if c.parent == row.name]
 		secret, pairs = None, []
@@ -179,12 +195,61 @@ def load_subscriptions(with_secrets: bool = False) -> dict[str, Subscription | N
 				for h in headers
 				if h.parent == row.name
 			]
-		try:
-			compiled[row.name] = compile_subscription(row, secret, pairs)
-		except Exception:
-			frappe.log_error(title=f"Event Subscription {row.name} no longer compiles")
-			compiled[row.name] = None
+		compiled[row.name] = _compile_stored(row, secret, pairs)
 	return compiled
+
+
+def _compile_stored(row: Any, secret: str | None, pairs: list[tuple[str, str]]) -> Loaded:
+	"""Compiles a stored subscription; never raises: what no longer compiles is a BrokenSubscription."""
+	try:
+		return compile_subscription(row, secret, pairs)
+	except Exception as exc:
+		if not isinstance(exc, SubscriptionInvalid) and row.problem is None:
+			frappe.log_error(title=f"Event Subscription {row.name} no longer compiles")
+		problem = (
+			" ".join(exc.problems) if isinstance(exc, SubscriptionInvalid) else f"{type(exc).__name__}: {exc}"
+		)
+		return build_broken_subscription(
+			row.name,
+			problem,
+			event_types=lines(row.event_types),
+			doctypes=[c.document_type for c in row.document_types],
+			condition=row.condition,
+			ordered=bool(row.keep_order),
+			enabled=bool(row.enabled),
+		)
+
+
+def note_problems(subscriptions: dict[str, Loaded]) -> None:
+	"""Writes each subscription's problem (empty once it compiles) where the stored one differs.
+
+	Without touching ``modified``: the routing version stays, and a form open on it can still
+	be saved.
+	"""
+	stored = dict(frappe.get_all(DOCTYPE, fields=["name", "problem"], as_list=True))
+	for name, subscription in subscriptions.items():
+		problem = subscription.problem if isinstance(subscription, BrokenSubscription) else None
+		if (stored.get(name) or None) != problem:
+			frappe.db.set_value(DOCTYPE, name, "problem", problem, update_modified=False)
+
+
+def check_subscriptions() -> None:
+	"""Loads every subscription and shows which no longer compile (after every migrate)."""
+	if frappe.db.table_exists(DOCTYPE):
+		note_problems(load_subscriptions())
+
+
+def show_problems(subscriptions: dict[str, Loaded]) -> None:
+	"""Notes the problems of freshly loaded subscriptions and commits (delivery workers).
+
+	A failure only delays showing them, until the next load: it must not stop deliveries.
+	"""
+	try:
+		note_problems(subscriptions)
+		frappe.db.commit()
+	except Exception:
+		frappe.db.rollback()
+		frappe.logger("cauldron_fabric").warning("could not note subscription problems", exc_info=True)
 
 
 def _password(doctype: str, name: str, fieldname: str) -> str | None:
@@ -210,7 +275,7 @@ def routing_index() -> SubscriptionIndex:
 	# Read in the snapshot of the load: it may predate the change Redis announces.
 	loaded = stored_version() if ready and version is not None else state_of(version)
 	subscriptions = load_subscriptions() if ready else {}
-	index = build_index(s for s in subscriptions.values() if s is not None)
+	index = build_index(subscriptions.values())
 	_compiled[site] = (loaded, subscriptions, index)
 	return index
 

@@ -24,7 +24,6 @@ from cauldron_fabric.core.delivery import (
 	DeliveryWorker,
 	Destinations,
 	SqlDeliveryStore,
-	Subscription,
 	WebhookSender,
 )
 from cauldron_fabric.core.errors import FabricError, RetryableError
@@ -34,7 +33,12 @@ from cauldron_fabric.delivery.connections import webhook_address_policy
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
 from cauldron_fabric.delivery.handlers import close_handler_connections, handler_functions
 from cauldron_fabric.delivery.recording import delivery_channel
-from cauldron_fabric.delivery.subscriptions import current_version, load_subscriptions
+from cauldron_fabric.delivery.subscriptions import (
+	Loaded,
+	current_version,
+	load_subscriptions,
+	show_problems,
+)
 from cauldron_fabric.services.relay import kafka_connection, rabbitmq_connection, site_db_connector
 from cauldron_fabric.services.sitedb import recovered_from_lost_connection
 
@@ -71,7 +75,7 @@ class SubscriptionBook:
 
 	def __init__(self):
 		self.version: Any = object()
-		self.subscriptions: dict[str, Subscription | None] = {}
+		self.subscriptions: dict[str, Loaded] = {}
 		self.loaded_at = 0.0
 
 	def refresh(self) -> None:
@@ -80,7 +84,7 @@ class SubscriptionBook:
 		if version != self.version:
 			self._load(version)
 
-	def get(self, name: str) -> Subscription | None:
+	def get(self, name: str) -> Loaded | None:
 		"""Returns a subscription; one created since the last load is looked up before giving up."""
 		if name not in self.subscriptions and time.monotonic() - self.loaded_at > 1:
 			self._load(current_version())
@@ -90,6 +94,7 @@ class SubscriptionBook:
 		frappe.db.rollback()  # a fresh snapshot: see what other connections committed
 		self.subscriptions = load_subscriptions(with_secrets=True)
 		self.version, self.loaded_at = version, time.monotonic()
+		show_problems(self.subscriptions)
 
 
 class DeliveryRuntime:

@@ -14,6 +14,7 @@ import frappe
 from frappe.tests.utils import FrappeTestCase, patch_hooks
 from frappe.utils import now_datetime
 
+from cauldron_fabric import install
 from cauldron_fabric.api import subscriptions as subscriptions_api
 from cauldron_fabric.core.delivery import create_table_sql
 from cauldron_fabric.delivery import subscriptions as routing
@@ -37,6 +38,17 @@ class TestSubscriptionValidation(DeliveryTestCase):
 		message = str(caught.exception)
 		self.assertIn("Invalid condition at column 31: expected a value", message)
 		self.assertIn("^", message)
+
+	def test_a_migrate_shows_which_stored_subscriptions_no_longer_compile(self):
+		doc = self.subscription(webhook_url="https://example.com/hook")
+		frappe.db.set_value("Event Subscription", doc.name, "condition", 'data.payload.a == "x\\ud83d"')
+		install.after_migrate()
+		self.assertIn(
+			"half of a surrogate pair", frappe.db.get_value("Event Subscription", doc.name, "problem")
+		)
+		frappe.db.set_value("Event Subscription", doc.name, "condition", "")
+		install.after_migrate()
+		self.assertIsNone(frappe.db.get_value("Event Subscription", doc.name, "problem"))
 
 	def test_bad_patterns_templates_and_urls_are_each_listed(self):
 		with self.assertRaises(frappe.ValidationError) as caught:

@@ -17,6 +17,7 @@ from cauldron_fabric.delivery import worker as worker_module
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
 from cauldron_fabric.delivery.jobs import purge_resolved_dead_letters, purge_settled_deliveries
 from cauldron_fabric.delivery.recording import insert_deliveries
+from cauldron_fabric.delivery.subscriptions import subscriptions_changed
 from cauldron_fabric.delivery.worker import run_delivery_worker
 from cauldron_fabric.testing.http_receiver import Reply
 from cauldron_fabric.tests.test_delivery_destinations import DestinationCase
@@ -191,6 +192,38 @@ class TestDeadLetters(DestinationCase):
 			},
 		)
 		self.assertEqual(listing.status_code, 200, listing.text)
+
+	def test_a_subscription_that_no_longer_compiles_shows_it_and_dead_letters_its_events(self):
+		path = f"/{self.tag}"
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		# As an upgrade that tightened validation leaves it: stored, no longer compiling (a \u
+		# escape without four hexadecimal digits), and every process loading it afresh.
+		broken = f'data.payload.doc.description == "{self.tag}" or data.payload.doc.description == "\\u00e"'
+		frappe.db.set_value("Event Subscription", doc.name, "condition", broken)
+		subscriptions_changed()
+		frappe.db.commit()
+		save_todo(self.tag)
+		self.assertEqual(len(deliveries(doc.name)), 1, "the event it would have matched was dropped")
+		(row,) = deliver(doc.name)
+		problem = frappe.db.get_value("Event Subscription", doc.name, "problem")
+		self.assertIn("four hexadecimal digits", problem or "")
+		self.assertEqual(row.status, "Dead")
+		(letter,) = dead_letters(doc.name)
+		self.assertIn(f"Subscription {doc.name!r} does not compile: Events:", letter.last_error)
+		self.assertIn("four hexadecimal digits", letter.last_error)
+		self.assertEqual(self.receiver.on(path), [])
+
+		doc.reload()
+		doc.condition = f'data.payload.doc.description == "{self.tag}"'
+		doc.save()
+		frappe.db.commit()
+		self.assertFalse(frappe.db.get_value("Event Subscription", doc.name, "problem"))
+		letter.reload()
+		letter.retry()
+		frappe.db.commit()
+		(row,) = deliver(doc.name)
+		self.assertEqual(row.status, "Delivered")
+		self.assertEqual(len(self.receiver.on(path)), 1)
 
 	def test_only_fabric_managers_retry_or_discard(self):
 		_, letter = self.refused(422)

@@ -31,8 +31,10 @@ from cauldron_fabric.core.delivery.store import DeliveryStore
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries, MemoryDeliveryStore
 from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore, build_enqueue, create_table_sql
 from cauldron_fabric.core.delivery.subscription import (
+	BrokenSubscription,
 	Subscription,
 	SubscriptionInvalid,
+	build_broken_subscription,
 	build_index,
 	build_subscription,
 	plan_deliveries,
@@ -47,6 +49,7 @@ __all__ = [
 	"PENDING",
 	"AddressPolicy",
 	"AddressRefused",
+	"BrokenSubscription",
 	"Condition",
 	"ConditionError",
 	"DeliveryAttempt",
@@ -72,6 +75,7 @@ __all__ = [
 	"Transform",
 	"WebhookSender",
 	"WebhookTarget",
+	"build_broken_subscription",
 	"build_enqueue",
 	"build_index",
 	"build_subscription",

@@ -31,14 +31,14 @@ from cauldron_fabric.core.delivery.records import (
 	excerpt,
 )
 from cauldron_fabric.core.delivery.store import DeliveryStore
-from cauldron_fabric.core.delivery.subscription import Subscription
+from cauldron_fabric.core.delivery.subscription import BrokenSubscription, Subscription
 from cauldron_fabric.core.delivery.transform import RenderedPayload
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import FabricError, RetryableError
 from cauldron_fabric.core.ports import Waker
 
 log = logging.getLogger("cauldron_fabric.delivery")
-Work = tuple[DeliveryJob, Subscription | None]
+Work = tuple[DeliveryJob, Subscription | BrokenSubscription | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,9 @@ class DeliveryEngine:
 		self._pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="fabric-delivery")
 		self._rng_lock = threading.Lock()
 
-	def attempt(self, job: DeliveryJob, subscription: Subscription | None) -> DeliveryAttempt:
+	def attempt(
+		self, job: DeliveryJob, subscription: Subscription | BrokenSubscription | None
+	) -> DeliveryAttempt:
 		"""Makes one attempt for one delivery."""
 		return self.attempt_all([(job, subscription)])[0]
 
@@ -107,12 +109,14 @@ class DeliveryEngine:
 				results[index] = self._decide(prepared.job, prepared.subscription, prepared.started, outcome)
 		return [r for r in results if r is not None]
 
-	def _prepare(self, job: DeliveryJob, subscription: Subscription | None) -> _Prepared | DeliveryAttempt:
+	def _prepare(
+		self, job: DeliveryJob, subscription: Subscription | BrokenSubscription | None
+	) -> _Prepared | DeliveryAttempt:
 		"""Checks everything that can be decided without sending; returns the attempt when it ends here."""
 		started = self.clock()
 		if subscription is None:
-			# The caller gives None for a subscription that is gone and for one that no longer
-			# compiles (its filter, template or destination): the message names both.
+			# The caller gives None for a subscription that is gone, and may for one that no
+			# longer compiles (its filter, template or destination): the message names both.
 			return self._dead(
 				job,
 				started,
@@ -120,6 +124,8 @@ class DeliveryEngine:
 				" says why). Fix and save it, then retry this dead letter; discard it if the"
 				" subscription is gone.",
 			)
+		if isinstance(subscription, BrokenSubscription):
+			return self._dead(job, started, subscription.dead_letter_reason())
 		if not subscription.enabled:
 			return self._dead(
 				job, started, f"Subscription {job.subscription!r} is disabled; enable it, then retry."
@@ -222,7 +228,7 @@ class DeliveryWorker:
 	def __init__(
 		self,
 		store: DeliveryStore,
-		subscriptions: Callable[[str], Subscription | None],
+		subscriptions: Callable[[str], Subscription | BrokenSubscription | None],
 		engine: DeliveryEngine,
 		*,
 		batch_size: int = 200,

@@ -2,7 +2,10 @@
 
 The Event Subscription DocType's controller calls ``build_subscription`` in ``validate`` (so an
 invalid pattern, condition, template, address or secret is refused on save with every problem
-listed) and again when the delivery workers load subscriptions.
+listed) and again when the delivery workers load subscriptions. A stored subscription that
+no longer compiles there (a later version refuses what an earlier one let through) still
+routes, as a ``BrokenSubscription``: its events become dead letters naming the problem,
+to retry once it is fixed, instead of disappearing.
 """
 
 from __future__ import annotations
@@ -11,7 +14,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cauldron_fabric.core.delivery.destinations import parse_address
-from cauldron_fabric.core.delivery.matching import EventFilter, SubscriptionIndex, compile_filter
+from cauldron_fabric.core.delivery.matching import (
+	ANY,
+	EventFilter,
+	SubscriptionIndex,
+	compile_filter,
+	compile_pattern,
+)
 from cauldron_fabric.core.delivery.policy import RetryPolicy
 from cauldron_fabric.core.delivery.records import DeliveryRequest
 from cauldron_fabric.core.delivery.transform import ENVELOPE, Transform, compile_transform
@@ -45,6 +54,65 @@ class Subscription:
 	rate_limit: float = 0.0
 	burst: int = 1
 	enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenSubscription:
+	"""A stored subscription that no longer compiles: which events it still catches, and why.
+
+	Its filter keeps what still compiles of the type patterns, DocTypes and content filter,
+	so it catches at least every event it meant to: the delivery step turns each into a dead
+	letter saying what to fix, and retrying them after the fix delivers them.
+	"""
+
+	name: str
+	filter: EventFilter
+	problem: str
+	ordered: bool = False
+	enabled: bool = True
+	unfiltered: bool = False  # its content filter does not compile, so none was applied
+
+	def dead_letter_reason(self) -> str:
+		"""Returns the error its deliveries die with: the problem and what to do."""
+		reason = (
+			f"Subscription {self.name!r} does not compile: {self.problem}"
+			" Fix and save it, then retry this dead letter."
+		)
+		if self.unfiltered:
+			reason += (
+				" Its content filter could not be applied: discard the letters of events it should not get."
+			)
+		return reason
+
+
+def build_broken_subscription(
+	name: str,
+	problem: str,
+	*,
+	event_types: Sequence[str],
+	doctypes: Iterable[str] = (),
+	condition: str | None = None,
+	ordered: bool = False,
+	enabled: bool = True,
+) -> BrokenSubscription:
+	"""Returns the stand-in of a subscription that no longer compiles; never raises.
+
+	A type pattern that does not compile is left out (when none does, every type is caught),
+	and so is a content filter that does not.
+	"""
+	# Whatever a later version refuses, and however it refuses it: loading must go on.
+	patterns = []
+	for text in event_types:
+		try:
+			patterns.append(compile_pattern(text).text)
+		except Exception:
+			continue
+	wanted = [d for d in doctypes if isinstance(d, str)]
+	try:
+		event_filter, unfiltered = compile_filter(patterns or [ANY], wanted, condition), False
+	except Exception:
+		event_filter, unfiltered = compile_filter(patterns or [ANY], wanted), True
+	return BrokenSubscription(name, event_filter, problem, bool(ordered), bool(enabled), unfiltered)
 
 
 def build_subscription(
@@ -115,12 +183,16 @@ def build_subscription(
 	)
 
 
-def build_index(subscriptions: Iterable[Subscription]) -> SubscriptionIndex[Subscription]:
-	"""Returns the matching index over the enabled subscriptions."""
+def build_index(
+	subscriptions: Iterable[Subscription | BrokenSubscription],
+) -> SubscriptionIndex[Subscription | BrokenSubscription]:
+	"""Returns the matching index over the enabled subscriptions (broken ones included)."""
 	return SubscriptionIndex((s, s.filter) for s in subscriptions if s.enabled)
 
 
-def plan_deliveries(envelope: Envelope, index: SubscriptionIndex[Subscription]) -> list[DeliveryRequest]:
+def plan_deliveries(
+	envelope: Envelope, index: SubscriptionIndex[Subscription | BrokenSubscription]
+) -> list[DeliveryRequest]:
 	"""Returns one delivery per subscription that wants the event, ordered ones keyed by entity."""
 	return [
 		DeliveryRequest(s.name, envelope, envelope.partition_key if s.ordered else None)

@@ -5,6 +5,13 @@ const MANAGERS = ["System Manager", "Fabric Manager"];
 frappe.ui.form.on("Event Subscription", {
 	refresh(frm) {
 		frm.events.render_stats(frm);
+		if (frm.doc.problem) {
+			// Stored before a stricter version: its events become dead letters until it is fixed.
+			frm.set_intro(
+				__("This subscription no longer compiles: its events become dead letters until you fix and save it, then retry them."),
+				"red"
+			);
+		}
 		if (frm.is_new() || !frappe.user.has_role(MANAGERS)) {
 			return;
 		}

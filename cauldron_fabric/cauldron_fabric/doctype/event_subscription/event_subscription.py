@@ -97,6 +97,7 @@ class EventSubscription(Document):
 			secret = self.get_password("webhook_secret", raise_exception=False)
 		try:
 			compile_subscription(self, secret, [(h.header, "") for h in self.webhook_headers or []])
+			self.problem = None  # it compiles again: no longer shown as broken
 		except SubscriptionInvalid as exc:
 			items = "".join(f"<li><pre>{frappe.utils.escape_html(p)}</pre></li>" for p in exc.problems)
 			frappe.throw(
