@@ -1,0 +1,113 @@
+"""The Event Log's hot queries read through an index on a site with a few thousand events.
+
+MariaDB picks plans by statistics, so each test fills the Event Log with rows shaped like the
+outbox's (spread over 60 days, 40 DocTypes, mostly Published), runs ANALYZE TABLE, and reads
+EXPLAIN's ``key``: a query that would scan or sort a table of millions on a busy site shows
+here as a missing or wrong key. ``tests/benchmarks/bench_event_log_scale.py`` times the same
+queries on a million rows.
+"""
+
+from __future__ import annotations
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+
+from cauldron_fabric.core.outbox.sql import DEFAULT_SEQUENCE, DEFAULT_TABLE, PENDING, PUBLISHED, RECORDED
+
+ROWS = 3000
+OWNER = "plans@fabric.test"
+DOCTYPES = 40
+
+
+def fill(rows: int = ROWS, days: int = 60) -> None:
+	"""Appends ``rows`` events over the last ``days`` days, ids drawn from the outbox's sequence."""
+	frappe.db.sql(
+		f"""INSERT INTO `{DEFAULT_TABLE}` (name, creation, modified, owner, modified_by, event_id,
+			event_type, entity, entity_id, action, partition_key, envelope, status, attempts)
+		SELECT nextval(`{DEFAULT_SEQUENCE}`), x.at, x.at, %(owner)s, %(owner)s, UUID(),
+			CONCAT('doctype_', x.d, '.updated'), CONCAT('DocType ', x.d), x.id, 'updated',
+			CONCAT('DocType ', x.d, '/', x.id), '{{}}', IF(MOD(x.seq, 10) = 3, %(recorded)s, %(published)s), 1
+		FROM (SELECT seq, MOD(seq, {DOCTYPES}) AS d, CONCAT("DOC-", MOD(seq * 7919, %(docs)s)) AS id,
+			NOW(6) - INTERVAL ROUND((%(rows)s - seq) * %(step)s) SECOND AS at FROM seq_1_to_{int(rows)}) x""",
+		{
+			"owner": OWNER,
+			"recorded": RECORDED,
+			"published": PUBLISHED,
+			"docs": rows // 10,
+			"rows": rows,
+			"step": days * 86400 / rows,
+		},
+	)
+	frappe.db.commit()
+	frappe.db.sql(f"ANALYZE TABLE `{DEFAULT_TABLE}`")
+
+
+def remove_filled() -> None:
+	frappe.db.delete("Event Log", {"owner": OWNER})
+	frappe.db.commit()
+
+
+def plan(sql: str, params: tuple = ()) -> dict:
+	"""Returns EXPLAIN's row for the first table of ``sql``."""
+	# Desk queries come with their values written in; binding nothing keeps their ``%`` as is.
+	rows = (
+		frappe.db.sql(f"EXPLAIN {sql}", params, as_dict=True)
+		if params
+		else frappe.db.sql(f"EXPLAIN {sql}", as_dict=True)
+	)
+	return rows[0]
+
+
+def leading_column(key: str | None) -> str | None:
+	"""Returns the first column of the Event Log's index ``key`` (None when no index is used)."""
+	if not key:
+		return None
+	rows = frappe.db.sql(f"SHOW INDEX FROM `{DEFAULT_TABLE}` WHERE Key_name = %s", (key,), as_dict=True)
+	return min(rows, key=lambda r: r.Seq_in_index).Column_name
+
+
+def desk_list(filters: dict) -> str:
+	"""Returns the SQL of the Desk list view's page for ``filters`` (newest first, 20 rows)."""
+	return frappe.get_list(
+		"Event Log", filters=filters, fields=["name"], order_by="name desc", limit_page_length=20, run=0
+	)
+
+
+class TestEventLogPlans(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		fill()
+
+	@classmethod
+	def tearDownClass(cls):
+		remove_filled()
+		super().tearDownClass()
+
+	def assert_reads_by(self, column: str, sql: str, params: tuple = ()) -> dict:
+		row = plan(sql, params)
+		self.assertEqual(leading_column(row.key), column, f"plan {dict(row)} for {sql}")
+		return row
+
+	def test_a_desk_filter_on_the_document_name_alone_reads_its_index(self):
+		self.assert_reads_by("entity_id", desk_list({"entity_id": "DOC-42"}))
+
+	def test_desk_filters_on_type_document_and_status_read_their_indexes(self):
+		self.assert_reads_by("event_type", desk_list({"event_type": "doctype_7.updated"}))
+		self.assert_reads_by("entity", desk_list({"entity": "DocType 7", "entity_id": "DOC-42"}))
+		self.assert_reads_by("status", desk_list({"status": "Failed"}))
+
+	def test_the_relay_and_the_status_find_pending_rows_by_the_status_index(self):
+		t = f"`{DEFAULT_TABLE}`"
+		oldest = self.assert_reads_by(
+			"status", f"SELECT name FROM {t} WHERE status = %s ORDER BY name LIMIT 1", (PENDING,)
+		)
+		self.assertNotIn("filesort", oldest.Extra or "")
+		self.assert_reads_by(
+			"status", f"SELECT COUNT(*), MIN(creation) FROM {t} WHERE status = %s", (PENDING,)
+		)
+		self.assert_reads_by(
+			"partition_key",
+			f"SELECT name, partition_key FROM {t} WHERE partition_key IN (%s, %s) AND name <= %s AND status = %s ORDER BY name",
+			("DocType 7/DOC-42", "DocType 8/DOC-43", 10**12, PENDING),
+		)
