@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
-from typing import Any
 
 import frappe
 from frappe.utils import add_days, cint, now_datetime
@@ -19,25 +19,47 @@ def purge_expired(table: str, statuses: Sequence[str], age_column: str = "modifi
 	days = cint(frappe.db.get_single_value("Fabric Settings", "retention_days"))
 	if days <= 0:
 		return 0
-	cutoff = add_days(now_datetime(), -days)
-	placeholders = ", ".join(["%s"] * len(statuses))
-	return purge(table, f"status IN ({placeholders}) AND `{age_column}` < %s", (*statuses, cutoff))
+	return purge(table, statuses, age_column, add_days(now_datetime(), -days))
 
 
-def purge(table: str, where: str, params: Sequence[Any], chunk: int = CHUNK) -> int:
-	"""Deletes the rows of ``table`` matching ``where`` (SQL, ``%s`` params), committing per chunk.
+def purge(
+	table: str, statuses: Sequence[str], age_column: str, cutoff: dt.datetime, chunk: int = CHUNK
+) -> int:
+	"""Deletes the rows of ``table`` in ``statuses`` whose ``age_column`` is before ``cutoff``.
 
-	Selects, then deletes by primary key: a range delete would gap-lock the indexes and make
-	every save that appends a row wait until it commits.
+	Selects a chunk, then deletes it by primary key and commits: a range delete would gap-lock
+	the indexes and make every save that appends a row wait until it commits.
 	"""
-	deleted = 0
+	deleted, since = 0, None
 	while True:
-		names = frappe.db.sql_list(
-			f"SELECT name FROM `{table}` WHERE {where} ORDER BY name LIMIT %s", (*params, chunk)
-		)
-		if names:
+		rows = frappe.db.sql(*next_chunk(table, statuses, age_column, cutoff, since, chunk))
+		if rows:
+			names = [row[0] for row in rows]
 			frappe.db.sql(f"DELETE FROM `{table}` WHERE name IN ({', '.join(['%s'] * len(names))})", names)
 			frappe.db.commit()
-		deleted += len(names)
-		if len(names) < chunk:
+			since = rows[-1][1]
+		deleted += len(rows)
+		if len(rows) < chunk:
 			return deleted
+
+
+def next_chunk(
+	table: str,
+	statuses: Sequence[str],
+	age_column: str,
+	cutoff: dt.datetime,
+	since: dt.datetime | None,
+	chunk: int,
+) -> tuple[str, tuple]:
+	"""Returns the query for the next ``chunk`` rows to delete (name and age), oldest first.
+
+	It reads the age column's index in order, from where the previous chunk ended (``since``):
+	kept rows (Pending, Failed) and deleted ones are not read again, and the last chunk stops at
+	the cutoff instead of reading every newer row in search of more.
+	"""
+	placeholders = ", ".join(["%s"] * len(statuses))
+	after = f" AND `{age_column}` >= %s" if since is not None else ""
+	sql = f"""SELECT name, `{age_column}` FROM `{table}`
+		WHERE `{age_column}` < %s{after} AND status IN ({placeholders})
+		ORDER BY `{age_column}` LIMIT %s"""
+	return sql, (cutoff, *([since] if since is not None else []), *statuses, chunk)

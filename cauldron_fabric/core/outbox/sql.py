@@ -12,7 +12,7 @@ gap locks: a relay publishing a batch never blocks a user's save that appends ne
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from cauldron_fabric.core.envelope import dumps
@@ -181,11 +181,13 @@ def create_table_sql(table: str = DEFAULT_TABLE, sequence: str = DEFAULT_SEQUENC
 	]
 
 
-def index_statements(table: str, existing: set[str]) -> list[str]:
-	"""Returns the CREATE INDEX statements for the relay's indexes that ``existing`` lacks."""
+def index_statements(
+	table: str, existing: set[str], indexes: Mapping[str, Sequence[str]] = INDEXES
+) -> list[str]:
+	"""Returns the CREATE INDEX statements for the ``indexes`` (the relay's) that ``existing`` lacks."""
 	return [
 		f"CREATE INDEX `{name}` ON `{table}` ({', '.join(f'`{c}`' for c in columns)})"
-		for name, columns in INDEXES.items()
+		for name, columns in indexes.items()
 		if name not in existing
 	]
 
