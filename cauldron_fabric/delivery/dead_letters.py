@@ -26,7 +26,12 @@ BATCH = 500
 
 
 def record_dead_letters(seqs: Sequence[int] | None = None) -> int:
-	"""Files a Dead Letter for each dead delivery without an open one; commits; returns how many."""
+	"""Files a Dead Letter for each dead delivery without an open one; commits; returns how many.
+
+	The delivery's number is compared as text: compared with a number, the reference (text)
+	cannot use its index, and every dead delivery read every dead letter. CONCAT, not CAST:
+	its text takes the column's collation, whatever the connection's.
+	"""
 	frappe.db.rollback()  # see what the delivery store committed on its own connection
 	count = _file_dead_letters(seqs)
 	frappe.db.commit()
@@ -62,7 +67,7 @@ def _file_dead_letters(seqs: Sequence[int] | None) -> int:
 		FROM `tabEvent Delivery` d
 		WHERE d.status = %s {only} AND NOT EXISTS (
 			SELECT 1 FROM `tabDead Letter` l WHERE l.source_type = %s
-			AND l.reference = d.name AND l.status IN %s)
+			AND l.reference = CONCAT(d.name) AND l.status IN %s)
 		ORDER BY d.name LIMIT %s""",
 		(DEAD, *[int(s) for s in seqs or ()], SOURCE, OPEN_STATUSES, BATCH),
 		as_dict=True,

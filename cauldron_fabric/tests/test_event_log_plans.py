@@ -15,7 +15,10 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 from frappe.utils import add_days, now_datetime
 
+from cauldron_fabric.consume.dead_letters import record_dead_letter
+from cauldron_fabric.core.consumer.messages import DeadLetter, Failure, Origin
 from cauldron_fabric.core.outbox.sql import DEFAULT_SEQUENCE, DEFAULT_TABLE, PENDING, PUBLISHED, RECORDED
+from cauldron_fabric.delivery.dead_letters import record_dead_letters
 from cauldron_fabric.services import retention
 from cauldron_fabric.services.status import outbox_status
 
@@ -63,11 +66,11 @@ def plan(sql: str, params: tuple = ()) -> dict:
 	return rows[0]
 
 
-def leading_column(key: str | None) -> str | None:
-	"""Returns the first column of the Event Log's index ``key`` (None when no index is used)."""
+def leading_column(key: str | None, table: str = DEFAULT_TABLE) -> str | None:
+	"""Returns the first column of the ``table``'s index ``key`` (None when no index is used)."""
 	if not key:
 		return None
-	rows = frappe.db.sql(f"SHOW INDEX FROM `{DEFAULT_TABLE}` WHERE Key_name = %s", (key,), as_dict=True)
+	rows = frappe.db.sql(f"SHOW INDEX FROM `{table}` WHERE Key_name = %s", (key,), as_dict=True)
 	return min(rows, key=lambda r: r.Seq_in_index).Column_name
 
 
@@ -181,3 +184,54 @@ class TestStatusWithABacklog(FrappeTestCase):
 			else:  # counts index entries without reading a row
 				self.assertEqual(row.key, "fabric_status_seq", query)
 				self.assertIn("Using index", extra, query)
+
+
+class TestDeadLetterPlans(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		# A receiver down for a day leaves thousands of letters, most of them settled.
+		frappe.db.sql(
+			"""INSERT INTO `tabDead Letter` (name, creation, modified, owner, modified_by, source_type,
+				status, subscription, reference, event_id, event_type, attempts)
+			SELECT CONCAT('plans-', seq), NOW(6) - INTERVAL seq MINUTE, NOW(6), %(owner)s, %(owner)s,
+				IF(MOD(seq, 2), 'Delivery', 'Consumer'), IF(MOD(seq, 10) = 0, 'Dead', 'Retried'),
+				'plans-subscription', CONCAT('plans-ref-', seq), UUID(), 'doctype_1.updated', 5
+			FROM seq_1_to_3000""",
+			{"owner": OWNER},
+		)
+		frappe.db.commit()
+		frappe.db.sql("ANALYZE TABLE `tabDead Letter`")
+
+	@classmethod
+	def tearDownClass(cls):
+		frappe.db.delete("Dead Letter", {"owner": OWNER})
+		frappe.db.commit()
+		super().tearDownClass()
+
+	def test_filing_a_dead_letter_finds_an_open_one_by_its_reference(self):
+		with patch.object(frappe.db, "sql", wraps=frappe.db.sql) as sql:
+			record_dead_letters()
+			record_dead_letter(
+				DeadLetter(
+					group=OWNER,
+					origin=Origin("plans-topic", 0, 1),
+					attempts=1,
+					failure=Failure("handler", "ValueError", "no"),
+					destination=None,
+					body=b"{}",
+				)
+			)
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "Dead Letter", {"consumer_group": OWNER})
+		checks = [
+			call.args
+			for call in sql.call_args_list
+			if "`tabDead Letter`" in str(call.args[0])
+			and str(call.args[0]).lstrip().upper().startswith("SELECT")
+		]
+		self.assertEqual(len(checks), 2)
+		for query, params in checks:
+			explained = frappe.db.sql(f"EXPLAIN {query}", params, as_dict=True)
+			letters = next(row for row in explained if row.table in ("l", "tabDead Letter"))
+			self.assertEqual(leading_column(letters.key, "tabDead Letter"), "reference", query)
