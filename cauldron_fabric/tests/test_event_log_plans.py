@@ -9,6 +9,7 @@ queries on a million rows.
 
 from __future__ import annotations
 
+import json
 from unittest.mock import patch
 
 import frappe
@@ -17,9 +18,20 @@ from frappe.utils import add_days, now_datetime
 
 from cauldron_fabric.consume.dead_letters import record_dead_letter
 from cauldron_fabric.core.consumer.messages import DeadLetter, Failure, Origin
-from cauldron_fabric.core.outbox.sql import DEFAULT_SEQUENCE, DEFAULT_TABLE, PENDING, PUBLISHED, RECORDED
+from cauldron_fabric.core.outbox.sql import (
+	DEFAULT_SEQUENCE,
+	DEFAULT_TABLE,
+	PENDING,
+	PUBLISHED,
+	RECORDED,
+	SqlOutboxStore,
+	build_append,
+)
+from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
+from cauldron_fabric.emit.recorder import new_envelope
 from cauldron_fabric.services import retention
+from cauldron_fabric.services.relay import site_clock, site_db_connector
 from cauldron_fabric.services.status import outbox_status
 
 ROWS = 3000
@@ -159,6 +171,37 @@ class TestRetentionChunks(FrappeTestCase):
 		self.assertGreaterEqual(commit.call_count, expired // 50)
 		self.assertEqual(frappe.db.count("Event Log", old), 0)
 		self.assertEqual(frappe.db.count("Event Log", {"owner": OWNER}), kept)
+
+	def test_a_chunk_being_deleted_holds_up_neither_a_save_nor_a_relay(self):
+		fill(200, days=60)
+		self.addCleanup(remove_filled)
+		sql, params = retention.next_chunk(
+			DEFAULT_TABLE, (PUBLISHED, RECORDED), "creation", add_days(now_datetime(), -30), None, 50
+		)
+		names = [row[0] for row in frappe.db.sql(sql, params)]
+		purge = site_db_connector()()
+		self.addCleanup(purge.close)
+		with purge.cursor() as cursor:  # a chunk deleted, not committed yet
+			cursor.execute(
+				f"DELETE FROM `{DEFAULT_TABLE}` WHERE name IN ({', '.join(['%s'] * len(names))})", names
+			)
+		# A save appends its event and a relay claims it, neither waiting (2 s at most) for the purge.
+		envelope = new_envelope(
+			"fabric_probe.saved", "Fabric Probe", frappe.generate_hash(length=10), "saved", {}
+		)
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "Event Log", {"event_id": envelope.id})
+		frappe.db.sql("SET SESSION innodb_lock_wait_timeout = 2")
+		self.addCleanup(frappe.db.sql, "SET SESSION innodb_lock_wait_timeout = DEFAULT")
+		append, values = build_append([OutboxAppend(envelope)], actor=OWNER, now=now_datetime())
+		frappe.db.sql(append, values)
+		frappe.db.commit()
+		store = SqlOutboxStore(site_db_connector(), clock=site_clock())
+		self.addCleanup(store.close)
+		store.session.execute("SET SESSION innodb_lock_wait_timeout = 2")
+		claimed = store.claim(1000)
+		store.release()
+		self.assertIn(envelope.id, [json.loads(record.envelope_json)["id"] for record in claimed])
 
 
 class TestStatusWithABacklog(FrappeTestCase):
