@@ -169,13 +169,24 @@ def compile_subscription(
 	)
 
 
+def stored_fields() -> list[str]:
+	"""Returns the LOADED_FIELDS that the table has now (a missing one reads as None).
+
+	A migrate syncs DocTypes one at a time, and each is a system.change whose routing loads the
+	subscriptions: until Event Subscription's own turn, its table lacks the fields this version
+	added. Frappe caches the column list and drops it when it alters the table.
+	"""
+	columns = set(frappe.db.get_table_columns(DOCTYPE))
+	return [field for field in LOADED_FIELDS if field in columns]
+
+
 def load_subscriptions(with_secrets: bool = False) -> dict[str, Loaded]:
 	"""Compiles every subscription of the site; one that no longer compiles is a BrokenSubscription.
 
 	Without secrets (routing needs none) this is two queries; with them, one more per webhook
 	secret and header, which only delivery workers pay, once per change.
 	"""
-	rows = frappe.get_all(DOCTYPE, fields=list(LOADED_FIELDS), order_by="creation asc")
+	rows = frappe.get_all(DOCTYPE, fields=stored_fields(), order_by="creation asc")
 	children = frappe.get_all(
 		"Fabric DocType",
 		filters={"parenttype": DOCTYPE, "parentfield": "document_types"},

@@ -50,6 +50,22 @@ class TestSubscriptionValidation(DeliveryTestCase):
 		install.after_migrate()
 		self.assertIsNone(frappe.db.get_value("Event Subscription", doc.name, "problem"))
 
+	def test_subscriptions_load_while_a_migrate_has_not_yet_added_their_new_fields(self):
+		# A migrate syncs DocTypes one by one, and each synced DocType is a system.change whose
+		# routing loads the subscriptions: before Event Subscription's own turn, its table lacks
+		# the fields this version added, and selecting them failed the whole migrate.
+		doc = self.subscription(webhook_url="https://example.com/hook")
+		frappe.db.sql_ddl("ALTER TABLE `tabEvent Subscription` DROP COLUMN `problem`")
+		self.addCleanup(frappe.db.updatedb, "Event Subscription")
+		frappe.cache.hdel("table_columns", "tabEvent Subscription")
+		self.assertNotIn("problem", frappe.db.get_table_columns("Event Subscription"))
+		routing.subscriptions_changed()
+		frappe.db.commit()
+		start = last_seq()
+		frappe.get_doc({"doctype": "ToDo", "description": self.tag}).insert()
+		self.assertTrue(events_after(start, "ToDo"), "the save recorded its event")
+		self.assertIn(doc.name, routing.load_subscriptions())
+
 	def test_bad_patterns_templates_and_urls_are_each_listed(self):
 		with self.assertRaises(frappe.ValidationError) as caught:
 			self.subscription(
