@@ -107,6 +107,7 @@ scheduler_events = {
 		"cauldron_fabric.emit.scheduled.purge_expired_events",
 		"cauldron_fabric.delivery.jobs.purge_settled_deliveries",
 		"cauldron_fabric.delivery.jobs.purge_resolved_dead_letters",
+		"cauldron_fabric.consume.tracking.purge_processed_events",
 	],
 }
 

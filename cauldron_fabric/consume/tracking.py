@@ -28,6 +28,7 @@ from cauldron_fabric.core.consumer.tracking_sql import (
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.sqlsession import is_connection_error
 from cauldron_fabric.emit.context import caused_by
+from cauldron_fabric.services.retention import CHUNK, purge, retention_cutoff
 from cauldron_fabric.services.sitedb import reconnect
 
 DOCTYPE = "Processed Event"
@@ -132,3 +133,16 @@ class FrappeTrackingStore(TrackingStore):
 	def is_processed(self, group: str, event_id: str) -> bool:
 		"""Tells whether the group has a committed mark for the event."""
 		return bool(frappe.db.exists(DOCTYPE, {"consumer_group": group, "event_id": event_id}))
+
+
+def purge_processed_events(chunk: int = CHUNK) -> int:
+	"""Deletes the Processed Events older than *Keep processed marks for (days)*, in committed chunks.
+
+	A message redelivered after its mark is gone is handled again: the setting outlasts any
+	redelivery (the topics' retention plus the retry delays). Its 0 keeps every mark.
+	"""
+	cutoff = retention_cutoff("processed_event_retention_days")
+	if cutoff is None:
+		return 0
+	# modified: the index every Frappe table has; a mark is written once (its replies with it).
+	return purge(f"tab{DOCTYPE}", (), "modified", cutoff, chunk)

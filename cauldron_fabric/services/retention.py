@@ -16,16 +16,25 @@ def purge_expired(table: str, statuses: Sequence[str], age_column: str = "modifi
 
 	Nothing is deleted while the retention is not set (0 days).
 	"""
-	days = cint(frappe.db.get_single_value("Fabric Settings", "retention_days"))
-	if days <= 0:
+	cutoff = retention_cutoff("retention_days")
+	if cutoff is None:
 		return 0
-	return purge(table, statuses, age_column, add_days(now_datetime(), -days))
+	return purge(table, statuses, age_column, cutoff)
+
+
+def retention_cutoff(fieldname: str) -> dt.datetime | None:
+	"""Returns the time before which rows are past a Fabric Settings number of days to keep them.
+
+	None while it keeps everything (0 days).
+	"""
+	days = cint(frappe.db.get_single_value("Fabric Settings", fieldname))
+	return add_days(now_datetime(), -days) if days > 0 else None
 
 
 def purge(
 	table: str, statuses: Sequence[str], age_column: str, cutoff: dt.datetime, chunk: int = CHUNK
 ) -> int:
-	"""Deletes the rows of ``table`` in ``statuses`` whose ``age_column`` is before ``cutoff``.
+	"""Deletes the rows of ``table`` (in ``statuses``, when given) whose ``age_column`` is before ``cutoff``.
 
 	Selects a chunk, then deletes it by primary key and commits: a range delete would gap-lock
 	the indexes and make every save that appends a row wait until it commits.
@@ -57,9 +66,9 @@ def next_chunk(
 	kept rows (Pending, Failed) and deleted ones are not read again, and the last chunk stops at
 	the cutoff instead of reading every newer row in search of more.
 	"""
-	placeholders = ", ".join(["%s"] * len(statuses))
 	after = f" AND `{age_column}` >= %s" if since is not None else ""
+	status = f" AND status IN ({', '.join(['%s'] * len(statuses))})" if statuses else ""
 	sql = f"""SELECT name, `{age_column}` FROM `{table}`
-		WHERE `{age_column}` < %s{after} AND status IN ({placeholders})
+		WHERE `{age_column}` < %s{after}{status}
 		ORDER BY `{age_column}` LIMIT %s"""
 	return sql, (cutoff, *([since] if since is not None else []), *statuses, chunk)

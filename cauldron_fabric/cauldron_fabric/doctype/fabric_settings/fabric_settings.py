@@ -24,17 +24,26 @@ NUMBER_LIMITS = {
 	"delivery_batch_size": (1, 5000),
 	"consumer_max_attempts": (1, 20),
 	"consumer_crash_limit": (1, 20),
+	"processed_event_retention_days": (0, 36500),  # 0 keeps them for ever; empty is the default
 	"circuit_failure_threshold": (1, 10000),
 	"circuit_window_seconds": (1, 86400),
 	"circuit_open_seconds": (1, 86400),
 	# send_request's own limit (api.requests.MAX_TIMEOUT); a fraction of a second is allowed.
 	"request_timeout_seconds": (0, 120),
 }
-# A typed 0 in any of these once meant its default. 0 cannot work in any of them, so it is now
-# refused, and a field left empty takes its default.
-DEFAULTED_NUMBERS = tuple(fieldname for fieldname in NUMBER_LIMITS if fieldname != "retention_days")
+# In these a 0 keeps everything for ever.
+ZERO_KEEPS_EVERYTHING = ("retention_days", "processed_event_retention_days")
+# A typed 0 in any of the others once meant its default. 0 cannot work in any of them, so it is
+# now refused, and a field left empty takes its default.
+DEFAULTED_NUMBERS = tuple(fieldname for fieldname in NUMBER_LIMITS if fieldname not in ZERO_KEEPS_EVERYTHING)
+# Empty takes the default here too, but a typed 0 keeps the marks for ever: an emptied field
+# must not quietly drop every message's protection against being handled twice.
+EMPTY_MEANS_DEFAULT = (*DEFAULTED_NUMBERS, "processed_event_retention_days")
 FRACTIONAL = {"request_timeout_seconds"}  # more than the lower limit, not equal to it
-NUMBER_HINTS = {"consumer_max_attempts": "1 runs the handler once, with no retry."}
+NUMBER_HINTS = {
+	"consumer_max_attempts": "1 runs the handler once, with no retry.",
+	"processed_event_retention_days": "0 keeps them for ever.",
+}
 
 
 def readable_certificates(pem: str) -> bool:
@@ -108,7 +117,7 @@ class FabricSettings(Document):
 			)
 
 	def validate_numbers(self) -> None:
-		fill_empty_numbers(self, DEFAULTED_NUMBERS)
+		fill_empty_numbers(self, EMPTY_MEANS_DEFAULT)
 		for fieldname, (low, high) in NUMBER_LIMITS.items():
 			value = flt(self.get(fieldname)) if fieldname in FRACTIONAL else cint(self.get(fieldname))
 			if not low <= value <= high or (fieldname in FRACTIONAL and value == low):
@@ -120,7 +129,7 @@ class FabricSettings(Document):
 			message = _("{0} must be more than {1} and at most {2}.").format(label, low, high)
 		else:
 			message = _("{0} must be between {1} and {2}.").format(label, low, high)
-		if fieldname in DEFAULTED_NUMBERS:
+		if fieldname in EMPTY_MEANS_DEFAULT:
 			hint = NUMBER_HINTS.get(fieldname, "")
 			message = " ".join(filter(None, (message, hint, _("Leave it empty for {0}.").format(default))))
 		return message
