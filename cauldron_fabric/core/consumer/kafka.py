@@ -305,14 +305,19 @@ class KafkaSource(MessageSource):
 		]
 		outcome: list[KafkaError | None] = []
 		producer = self.transport.producer
-		producer.produce(
-			topic,
-			value=envelope.to_json().encode(),
-			key=(request.header(CORRELATION_ID) or "").encode(),
-			headers=headers,
-			partition=int(partition) if partition not in (None, "") else -1,
-			on_delivery=lambda err, _msg: outcome.append(err),
-		)
+		try:
+			producer.produce(
+				topic,
+				value=envelope.to_json().encode(),
+				key=(request.header(CORRELATION_ID) or "").encode(),
+				headers=headers,
+				partition=int(partition) if partition not in (None, "") else -1,
+				on_delivery=lambda err, _msg: outcome.append(err),
+			)
+		except (KafkaException, BufferError) as exc:
+			# Refused on the spot (a partition the client knows is missing, a full queue): the
+			# same failure as a refused delivery, not a crash of the consumer.
+			raise TransportUnavailable(f"Kafka did not take the reply for {topic!r}: {exc}.") from exc
 		deadline = time.monotonic() + PUBLISH_TIMEOUT
 		while not outcome and time.monotonic() < deadline:
 			producer.poll(0.01)

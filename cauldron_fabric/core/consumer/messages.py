@@ -190,6 +190,7 @@ class ConsumerCounts:
 	ignored: int = 0
 	deferred: int = 0  # put back because the database or the broker was unavailable
 	expired: int = 0  # requests the broker expired before a responder took them: dropped, logged
+	unreplied: int = 0  # requests whose replies no attempt could send: given up, logged
 
 	def __add__(self, other: ConsumerCounts) -> ConsumerCounts:
 		return ConsumerCounts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))

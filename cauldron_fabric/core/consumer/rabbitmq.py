@@ -53,6 +53,7 @@ AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
 # Expired requests kept while no member of the group drains them (the oldest go first); each
 # was a timeout at its requester already. Declared once: a new value needs a new queue name.
 EXPIRED_KEPT = 10_000
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 def retry_queue(queue: str, delay: float) -> str:
@@ -370,7 +371,11 @@ class RabbitMQSource(MessageSource):
 			message_id=envelope.id,
 			type=envelope.type,
 		)
-		self._confirmed_publish("", reply_to, envelope.to_json().encode(), properties, mandatory=False)
+		# A named reply queue that does not exist (yet) returns the reply, which then goes again:
+		# unnoticed, it would be dropped. Direct reply-to is not mandatory: RabbitMQ before 3.12
+		# returns such replies even while their requester waits, and one gone is not coming back.
+		mandatory = not reply_to.startswith(DIRECT_REPLY_TO)
+		self._confirmed_publish("", reply_to, envelope.to_json().encode(), properties, mandatory=mandatory)
 
 	# -- progress ---------------------------------------------------------------------------
 

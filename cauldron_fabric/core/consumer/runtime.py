@@ -6,7 +6,10 @@ same transaction, commit, send the replies to a request, then mark the message d
 stored for the next commit, or acked). A crash anywhere before the commit redoes the work; a
 crash after it replays a message whose mark makes it change nothing. A request's replies are
 kept on its mark in the same transaction, so a redelivered request gets them again: a crash
-between the commit and the replies does not leave its requester waiting for nothing.
+between the commit and the replies does not leave its requester waiting for nothing. Nor does a
+reply the broker refused or lost the connection over: the request is left undone and comes back
+(deferred, or redelivered), and its duplicate sends the kept replies again, at most
+``reply_attempts`` times and only while its requester waits.
 
 Failures never block the partition: a failing event is copied to a retry topic (or delay queue)
 and the partition moves on; after ``max_attempts`` it goes to the dead letters with its origin.
@@ -59,7 +62,8 @@ log = logging.getLogger("cauldron_fabric.consumer")
 
 PROCESSED, DUPLICATE, IGNORED = "processed", "duplicates", "ignored"
 RETRIED, DEAD_LETTERED, DEFERRED = "retried", "dead_lettered", "deferred"
-EXPIRED = "expired"
+EXPIRED, UNREPLIED = "expired", "unreplied"
+MAX_REPLY_FAILURES_KEPT = 1000
 Validator = Callable[[Envelope], Envelope]
 
 
@@ -79,6 +83,9 @@ class ConsumerOptions:
 	# Replies to a request larger than this (JSON bytes) are sent but not kept with its mark: a
 	# redelivery after a crash before sending them gets none. The site passes its event limit.
 	max_kept_replies_bytes: int = 512 * 1024
+	# Sends of a request's replies before giving up on them (logged and counted as unreplied);
+	# between two, the request waits as in an outage (``outage_backoff``).
+	reply_attempts: int = 5
 
 	@property
 	def reply_source(self) -> str:
@@ -113,6 +120,7 @@ class Consumer:
 		self.clock = clock
 		self.stats = ConsumerStats()
 		self.outages = 0
+		self._reply_failures: dict[str, int] = {}  # request id -> sends of its replies that failed
 		self._last_commit = time.monotonic()
 
 	# -- the loop ---------------------------------------------------------------------------
@@ -264,19 +272,19 @@ class Consumer:
 				return self._outage(message, exc)
 			return self._failed(message, envelope, exc)
 		try:
-			self._keep_replies(context)
+			kept = self._keep_replies(context)
 			self.tracking.commit()
 		except RetryableError as exc:
 			self.tracking.rollback()
 			return self._outage(message, exc)
 		if self.after_commit is not None:
 			self.after_commit(message, envelope)
-		self._send_replies(message, context)
-		return self._finish(message, PROCESSED)
+		return self._reply_and_finish(message, context, PROCESSED, kept)
 
-	def _keep_replies(self, context: HandlerContext) -> None:
+	def _keep_replies(self, context: HandlerContext) -> bool:
+		"""Writes the replies to a request onto its mark; tells whether a redelivery will find them."""
 		if not (context.replies and context.is_request):
-			return
+			return False
 		size = sum(len(reply.to_json().encode()) for reply in context.replies)
 		if size > self.options.max_kept_replies_bytes:
 			log.warning(
@@ -285,7 +293,7 @@ class Consumer:
 				size,
 				self.options.max_kept_replies_bytes,
 			)
-			return
+			return False
 		try:
 			self.tracking.keep_replies(self.options.group, context.envelope.id, context.replies)
 		except RetryableError:
@@ -294,6 +302,8 @@ class Consumer:
 			# A store that cannot keep them (a table not migrated yet) still commits the effect:
 			# the replies go out now, only a redelivery would miss them, as before they were kept.
 			log.exception("could not keep the replies to %s with its mark", context.envelope.id)
+			return False
+		return True
 
 	def _duplicate(self, message: InboundMessage, envelope: Envelope) -> str:
 		"""Finishes an event the group already processed; a request gets its kept replies again.
@@ -309,22 +319,68 @@ class Consumer:
 				return self._outage(message, exc)
 			except Exception:
 				log.exception("could not read the replies kept for request %s", envelope.id)
-			self._send_replies(message, context)
-		return self._finish(message, DUPLICATE)
+		return self._reply_and_finish(message, context, DUPLICATE, kept=True)
 
-	def _send_replies(self, message: InboundMessage, context: HandlerContext) -> None:
+	def _reply_and_finish(
+		self, message: InboundMessage, context: HandlerContext, outcome: str, kept: bool
+	) -> str:
+		"""Sends the replies, then marks the message done; one that could not go out comes back.
+
+		Marked done, the request would never be seen again and its requester would wait for
+		nothing. Left undone, it comes back (deferred here, or redelivered to another member
+		when the connection or the partition went) as a duplicate, which sends the replies
+		kept on its mark. Replies that were not kept cannot come back, so they are given up at
+		once; others after ``reply_attempts`` sends, as a reply address that never takes them
+		(a foreign requester's deleted queue) would otherwise hold the request for ever.
+		"""
+		request = context.envelope.id
+		error = self._send_replies(message, context)
+		failures = self._reply_failures.pop(request, 0) + 1
+		if error is None:
+			return self._finish(message, outcome)
+		if kept and failures < self.options.reply_attempts:
+			return self._reply_later(message, request, failures, outcome, error)
+		log.error(
+			"gave up replying to request %s (correlation id %s) after %d attempt(s): %s",
+			request,
+			context.envelope.metadata.correlation_id,
+			failures,
+			error,
+		)
+		self.stats.count(message.topic, message.partition, UNREPLIED)
+		return self._finish(message, outcome)
+
+	def _reply_later(
+		self, message: InboundMessage, request: str, failures: int, outcome: str, error: Exception
+	) -> str:
+		"""Leaves a request undone, to send its kept replies when it comes back after a backoff."""
+		self._reply_failures[request] = failures
+		if len(self._reply_failures) > MAX_REPLY_FAILURES_KEPT:
+			# Requests that came back to another member (their partition or connection moved)
+			# never clear their count here: the oldest go, so the map stays small.
+			del self._reply_failures[next(iter(self._reply_failures))]
+		if outcome == PROCESSED:
+			self.stats.count(message.topic, message.partition, PROCESSED)  # its effect is committed
+		self.stats.count(message.topic, message.partition, DEFERRED)
+		delay = self.options.outage_backoff.delay(failures)
+		log.warning("could not reply to request %s, trying again in %.1f s: %s", request, delay, error)
+		self.source.defer(message, self.clock() + delay)
+		return DEFERRED
+
+	def _send_replies(self, message: InboundMessage, context: HandlerContext) -> Exception | None:
+		"""Sends a request's replies unless its requester stopped waiting; returns what refused one."""
 		if not context.replies:
-			return
+			return None
 		deadline = context.reply_deadline
 		if deadline is not None and deadline < self.clock():
 			log.info("not replying to %s: its requester stopped waiting", context.envelope.id)
-			return
+			return None
 		for reply in context.replies:
 			try:
 				self.source.reply(message, reply)
 			except RetryableError as exc:
-				# The effect is committed; the requester times out and may ask again.
-				log.warning("could not reply to request %s: %s", context.envelope.id, exc)
+				return exc
+		return None
 
 	def _failed(self, message: InboundMessage, envelope: Envelope, error: Exception) -> str:
 		attempt = message.attempt
