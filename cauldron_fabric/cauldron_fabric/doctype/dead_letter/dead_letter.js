@@ -8,7 +8,13 @@ frappe.ui.form.on("Dead Letter", {
 		}
 		if (["Dead", "Retrying"].includes(frm.doc.status)) {
 			frm.add_custom_button(__("Retry"), async () => {
-				await frm.call({ method: "retry", doc: frm.doc, freeze: true });
+				try {
+					await frm.call({ method: "retry", doc: frm.doc, freeze: true });
+				} catch {
+					// Refused (e.g. its subscription was deleted): Frappe has shown why, and an
+					// uncaught rejection would only add an error to the browser console.
+					return;
+				}
 				frappe.show_alert({ message: __("Queued again"), indicator: "green" });
 				frm.reload_doc();
 			}).addClass("btn-primary");
