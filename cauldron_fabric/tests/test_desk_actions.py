@@ -9,6 +9,7 @@ from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import schemas as schemas_api
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.patches import stored_zero_fabric_settings_mean_the_default as stored_zeros_patch
 from cauldron_fabric.registry.errors import InvalidSchemaError, InvalidSubject, OperationNotPermitted
 from cauldron_fabric.tests.test_http import make_user, request
 from cauldron_fabric.tests.test_registry_api import session
@@ -126,19 +127,7 @@ class TestEventCatalogPage(FrappeTestCase):
 
 
 # The numbers of Fabric Settings a stored 0 stood for, and their defaults.
-RESTORED_NUMBERS = {
-	"topic_partitions": 3,
-	"topic_replication": 1,
-	"message_timeout_ms": 10000,
-	"relay_batch_size": 500,
-	"delivery_batch_size": 100,
-	"consumer_max_attempts": 5,
-	"consumer_crash_limit": 3,
-	"request_timeout_seconds": 10,
-	"circuit_failure_threshold": 5,
-	"circuit_window_seconds": 60,
-	"circuit_open_seconds": 30,
-}
+RESTORED_NUMBERS = stored_zeros_patch.BEHAVED_AS
 
 
 class TestFabricSettingsNumbers(FrappeTestCase):
