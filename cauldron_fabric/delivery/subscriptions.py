@@ -12,9 +12,10 @@ transaction began before the change loads the old state under the old token, so 
 request loads again instead of keeping the old state under the new token for good.
 
 The token carries a number drawn from a Redis counter after the commit and before the state is
-read, and Redis keeps the token with the highest number: when two saves commit at once, the
-later Redis write may carry the earlier state, and processes would then reload at every check
-until the next change. The highest number was drawn last, so its state includes every commit.
+read (above the published token's number, should Redis have evicted the counter), and Redis
+keeps the token with the highest number: when two saves commit at once, the later Redis write
+may carry the earlier state, and processes would then reload at every check until the next
+change. The highest number was drawn last, so its state includes every commit.
 
 A stored subscription that no longer compiles (a later version refuses what an earlier one
 saved) is loaded as a BrokenSubscription: it keeps routing, its deliveries become dead
@@ -48,6 +49,18 @@ DOCTYPE = "Event Subscription"
 HEADERS_DOCTYPE = "Event Subscription Header"
 VERSION_KEY = "cauldron_fabric:subscriptions:version"
 SEQUENCE_KEY = "cauldron_fabric:subscriptions:sequence"
+# Draws the next number from KEYS[1], above the number of the token at KEYS[2]: Frappe's cache
+# Redis evicts keys (allkeys-lru), and the counter, used only at a change, can go while the
+# token, read at every check, stays. Counting again from 1 below it, no change would win.
+NEXT_NUMBER = """
+local current = tonumber(string.match(redis.call('GET', KEYS[2]) or '', '^(%d+):') or '0')
+local number = redis.call('INCR', KEYS[1])
+if number <= current then
+	number = current + 1
+	redis.call('SET', KEYS[1], number)
+end
+return number
+"""
 # Sets KEYS[1] to ARGV[2] unless it holds a token numbered ARGV[1] or higher ("number:state").
 PUBLISH_NEWER = """
 local current = tonumber(string.match(redis.call('GET', KEYS[1]) or '', '^(%d+):') or '0')
@@ -327,9 +340,10 @@ def _bump_version() -> None:
 	try:
 		# The number is drawn after the commit and the state read after the number, so the token
 		# with the highest number names a state that includes every change committed before it.
-		number = frappe.cache.incr(frappe.cache.make_key(SEQUENCE_KEY))
+		version_key = frappe.cache.make_key(VERSION_KEY)
+		number = frappe.cache.eval(NEXT_NUMBER, 2, frappe.cache.make_key(SEQUENCE_KEY), version_key)
 		token = f"{number}:{stored_version()}"
-		frappe.cache.eval(PUBLISH_NEWER, 1, frappe.cache.make_key(VERSION_KEY), number, token)
+		frappe.cache.eval(PUBLISH_NEWER, 1, version_key, number, token)
 	except Exception:
 		frappe.logger("cauldron_fabric").warning("could not publish a subscription change", exc_info=True)
 

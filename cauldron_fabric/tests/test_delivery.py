@@ -263,6 +263,21 @@ class TestRouting(DeliveryTestCase):
 		self.assertIsNot(rebuilt, index)
 		self.assertIn(added.name, [s.name for s, _ in rebuilt.entries])
 
+	def test_a_change_is_published_after_redis_dropped_the_counter(self):
+		# Frappe's cache Redis evicts keys under memory pressure (allkeys-lru): the counter, used
+		# only at a change, can go while the token, read at every check, stays. Counting again
+		# from 1 under that token's number, no change would be published for a long while.
+		doc = self.subscription(webhook_url="https://a.example.com/hook")
+		frappe.cache.delete(frappe.cache.make_key(routing.SEQUENCE_KEY))
+		doc.max_attempts = 4
+		doc.save()
+		frappe.db.commit()
+		self.assertEqual(
+			routing.state_of(routing.current_version()),
+			routing.stored_version(),
+			"Redis names a state from before the change",
+		)
+
 	def test_a_subscription_saved_during_a_request_is_routed_by_the_next_requests(self):
 		# Another process commits a subscription while this one is inside a request whose
 		# transaction already read something (REPEATABLE READ: its snapshot predates the
