@@ -38,6 +38,9 @@ override_whitelisted_methods = {
 		)
 		for name in ("add_user_permissions", "clear_user_permissions")
 	},
+	# Desk's link check tells any reader of a DocType which names exist; every desk user reads
+	# Approval Request, whose names must not be told to those who may not see them.
+	"frappe.client.validate_link": "cauldron_fabric.approvals.permissions.validate_link",
 }
 
 # Permissions

@@ -14,7 +14,7 @@ Only those who read every request are told that a name is missing.
 from __future__ import annotations
 
 import frappe
-from frappe import _
+from frappe import _, client
 from frappe.permissions import SYSTEM_USER_ROLE
 from frappe.utils import cint
 
@@ -54,6 +54,26 @@ def visible_request(name: str, for_update: bool = False):
 		frappe.PermissionError,
 		title=_("Not permitted"),
 	)
+
+
+@frappe.whitelist()
+def validate_link(doctype: str, docname: str, fields=None):
+	"""Frappe's frappe.client.validate_link, which answers a request the caller may not see as a missing one.
+
+	Desk's link check needs only read on the DocType, which every desk user has here, and says
+	whether the name exists: it would tell anyone which request ids exist.
+	"""
+	if doctype == DOCTYPE and _hidden(docname):
+		client.validate_link(doctype, docname)  # its own checks and refusals, unchanged
+		return frappe._dict(name=None)
+	return client.validate_link(doctype, docname, fields)
+
+
+def _hidden(name) -> bool:
+	"""Tells whether a request named ``name`` exists and the caller may not see it."""
+	if not isinstance(name, str) or reads_every_request() or not frappe.db.exists(DOCTYPE, name):
+		return False
+	return not may_see(frappe.get_doc(DOCTYPE, name))
 
 
 def has_request_permission(doc, ptype: str | None = None, user: str | None = None, debug: bool = False):

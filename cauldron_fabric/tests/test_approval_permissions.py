@@ -24,6 +24,7 @@ STRANGER = "approval.stranger@fabric.test"
 LATE_HOLDER = "late.role.holder@fabric.test"
 FORM = "/api/method/frappe.desk.form.load.getdoc"
 LIST_VIEW = "/api/method/frappe.desk.reportview.get"
+LINK_CHECK = "/api/method/frappe.client.validate_link"
 
 
 def answer(response, name: str) -> tuple:
@@ -128,3 +129,24 @@ class TestApprovalRequestVisibility(FrappeTestCase):
 			self.call(MANAGER, "get_request", missing).status_code, 404, "a reader of every request is told"
 		)
 		self.assertEqual(frappe.db.get_value("Approval Request", hidden, "status"), "Pending")
+
+	def test_a_link_check_answers_a_hidden_request_as_a_missing_one(self):
+		# Every desk user reads Approval Request, so Desk's link check (frappe.client.validate_link,
+		# which needs only that) answers any of them; it must not tell which request ids exist.
+		hidden = receive(approval_requested())
+		missing = "APR-TEST-MISSING-" + frappe.generate_hash(length=6).upper()
+
+		def link_check(user: str, name: str, fields: list[str] | None = None):
+			query = {"doctype": "Approval Request", "docname": name}
+			if fields:
+				query["fields"] = json.dumps(fields)
+			response = request(
+				"get", LINK_CHECK, headers={"Authorization": self.tokens[user]}, query_string=query
+			)
+			return response.status_code, answer(response, name), response.json.get("message")
+
+		for fields in (None, ["status"]):
+			self.assertEqual(link_check(STRANGER, hidden, fields), link_check(STRANGER, missing, fields))
+		self.assertEqual(
+			link_check(MANAGER, hidden)[2], {"name": hidden}, "a reader of every request is told"
+		)
