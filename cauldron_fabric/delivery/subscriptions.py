@@ -258,9 +258,15 @@ def note_problems(subscriptions: dict[str, Loaded]) -> None:
 
 
 def check_subscriptions() -> None:
-	"""Loads every subscription and shows which no longer compile (after every migrate)."""
+	"""Loads every subscription and shows which no longer compile (after every migrate).
+
+	Then tells every process to load them again: processes of the new version may have loaded
+	them before the migrate ended, and its patches rewrite stored subscriptions without
+	changing their version (a 0 that meant the default, loaded before as broken).
+	"""
 	if frappe.db.table_exists(DOCTYPE):
 		note_problems(load_subscriptions())
+		subscriptions_changed()
 
 
 def show_problems(subscriptions: dict[str, Loaded]) -> None:

@@ -16,9 +16,10 @@ from frappe.utils import now_datetime
 
 from cauldron_fabric import install
 from cauldron_fabric.api import subscriptions as subscriptions_api
-from cauldron_fabric.core.delivery import create_table_sql
+from cauldron_fabric.core.delivery import BrokenSubscription, create_table_sql
 from cauldron_fabric.delivery import subscriptions as routing
 from cauldron_fabric.delivery.schedules import fire_due_triggers
+from cauldron_fabric.delivery.worker import SubscriptionBook
 from cauldron_fabric.tests.test_delivery_support import (
 	COMMIT_THROUGH_PROXY,
 	DeliveryTestCase,
@@ -117,6 +118,27 @@ class TestSubscriptionValidation(DeliveryTestCase):
 			[5, 3600, 8],
 		)
 		self.assertEqual(loaded.webhook.timeout, 10)
+
+	def test_a_delivery_worker_loaded_before_a_migrate_sees_what_its_patches_rewrote(self):
+		# Processes of the new version may start before its migrate (a new image's containers
+		# start beside their migrate job): a worker then loads a 0 stored when it meant the
+		# default as broken. The patch rewrites that 0 without touching the subscription's
+		# version, and the worker went on dead-lettering its deliveries until the next change.
+		from cauldron_fabric.patches.stored_zero_retry_settings_mean_the_default import execute
+
+		doc = self.subscription(webhook_url="https://a.example.com/hook")
+		frappe.db.sql("UPDATE `tabEvent Subscription` SET max_attempts = 0 WHERE name = %s", (doc.name,))
+		frappe.db.commit()
+		book = SubscriptionBook()
+		book.refresh()
+		self.assertIsInstance(book.get(doc.name), BrokenSubscription)
+		execute()
+		install.after_migrate()
+		frappe.db.commit()
+		book.refresh()
+		loaded = book.get(doc.name)
+		self.assertNotIsInstance(loaded, BrokenSubscription, "the worker still has the stored 0")
+		self.assertEqual(loaded.policy.max_attempts, 8)
 
 	def test_a_zero_stored_when_it_meant_the_default_keeps_meaning_the_default(self):
 		from cauldron_fabric.patches.stored_zero_retry_settings_mean_the_default import execute
