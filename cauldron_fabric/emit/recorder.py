@@ -49,12 +49,16 @@ def new_envelope(
 	)
 
 
-def record(envelopes: Sequence[Envelope]) -> None:
-	"""Appends events to the outbox in the current transaction; publishing happens after commit."""
+def record(envelopes: Sequence[Envelope], reject_invalid: bool = True) -> None:
+	"""Appends events to the outbox in the current transaction; publishing happens after commit.
+
+	Without ``reject_invalid`` an event its schema refuses is kept as Invalid whatever Fabric
+	Settings say, for events the fabric adds to a save the user did not ask it to judge.
+	"""
 	if not envelopes:
 		return
 	policy = current_policy()
-	checked = check_events(envelopes)
+	checked = check_events(envelopes, reject_invalid)
 	entries = [
 		OutboxAppend(
 			envelope,

@@ -37,16 +37,19 @@ REJECT = "Reject"
 RECORD_AS_INVALID = "Record as invalid"
 
 
-def check_events(envelopes: Sequence[Envelope]) -> list[tuple[Envelope, list[Violation]]]:
+def check_events(
+	envelopes: Sequence[Envelope], reject_invalid: bool = True
+) -> list[tuple[Envelope, list[Violation]]]:
 	"""Returns each envelope (with the schema it was checked against) and its violations.
 
 	Raises EventSchemaViolation (a ValidationError naming every violation's JSON path and rule)
 	when an event is invalid and Fabric Settings say to reject such events; during an install,
-	migrate or patch the event is kept as Invalid instead, so an upgrade never fails on it.
+	migrate or patch, or without ``reject_invalid``, the event is kept as Invalid instead, so
+	an upgrade never fails on it.
 	"""
 	checked = [_check(envelope, derive=True) for envelope in envelopes]
 	failures = [(envelope, violations) for envelope, violations in checked if violations]
-	if failures and invalid_event_policy() == REJECT and not _upgrading():
+	if failures and reject_invalid and invalid_event_policy() == REJECT and not _upgrading():
 		reject(failures)
 	return checked
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import frappe
 
-from cauldron_fabric.tests.utils import EmissionCase, events_after, last_seq, types_of
+from cauldron_fabric.core.naming import SYSTEM_CHANGE
+from cauldron_fabric.core.schema import load_catalog
+from cauldron_fabric.registry import subjects, versions
+from cauldron_fabric.tests.utils import EmissionCase, events_after, fabric_settings, last_seq, types_of
 
 # Users this module made: deleted after each test, because Frappe refuses new users past 60 an
 # hour ("Throttled"), counting those that still exist, and some of these tests commit.
@@ -181,3 +186,28 @@ class TestRoleAssignmentEvents(EmissionCase):
 		)
 		self.assertEqual(events_after(start, "Role Profile", other.name), [])
 		self.assertNotIn("Invalid", statuses(start))
+
+	def test_a_role_change_saves_while_the_registry_has_a_system_change_schema_without_roles(self):
+		# Until the migrate registers this version's catalog, and for good where the subject's
+		# compatibility mode refuses it, the latest system.change schema allows no rolesAdded: a
+		# user's save must not be refused for an event the fabric adds to it.
+		schema = copy.deepcopy(next(e.schema for e in load_catalog() if e.type == SYSTEM_CHANGE))
+		for field in ("rolesAdded", "rolesRemoved"):
+			del schema["properties"][field]
+		schema["title"] = "System change, as before roles were recorded"
+		user = new_user("Blogger")
+		with fabric_settings(invalid_event_policy="Reject"):
+			try:
+				subjects.set_subject_mode(SYSTEM_CHANGE, "NONE")
+				versions.register_schema(SYSTEM_CHANGE, schema)
+				start = last_seq()
+				set_roles(user, "Blogger", "Translator")
+				(change,) = role_changes(start, user)
+				self.assertEqual(change["data"]["payload"]["rolesAdded"], ["Translator"])
+				stored = frappe.db.get_value(
+					"Event Log", {"event_id": change["id"]}, ["status", "last_error"]
+				)
+				self.assertEqual(stored[0], "Invalid", "kept, and shown as not matching its schema")
+				self.assertIn("rolesAdded", stored[1])
+			finally:
+				frappe.db.rollback()
