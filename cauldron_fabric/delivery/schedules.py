@@ -93,6 +93,10 @@ def fire_due_triggers(now: dt.datetime | None = None) -> int:
 
 	``now`` defaults to the current time; a naive ``now`` is a time on the site's clock.
 	"""
+	if "last_run_utc" not in frappe.db.get_table_columns(SCHEDULE_DOCTYPE):
+		# The new code before the migrate that adds the column (the scheduler runs meanwhile):
+		# nothing fires, and the runs missed until the migrate fire once after it.
+		return 0
 	zone = ZoneInfo(get_system_timezone())
 	now = on_clock(now, zone) if now else dt.datetime.now(UTC)
 	rows = frappe.db.sql(

@@ -369,6 +369,23 @@ class TestRouting(DeliveryTestCase):
 
 
 class TestScheduledTriggers(DeliveryTestCase):
+	def test_the_trigger_job_waits_for_the_migrate_that_adds_the_utc_run_time(self):
+		# Between an upgrade's new code and its migrate the scheduler runs the new job on the old
+		# table: selecting last_run_utc failed the job every minute until the migrate ended.
+		owner = self.subscription(
+			webhook_url="https://a.example.com/hook", schedules=[{"cron": "*/5 * * * *"}]
+		)
+		frappe.db.sql_ddl("ALTER TABLE `tabEvent Subscription Schedule` DROP COLUMN `last_run_utc`")
+		self.addCleanup(frappe.db.updatedb, "Event Subscription Schedule")
+		frappe.cache.hdel("table_columns", "tabEvent Subscription Schedule")
+		later = now_datetime() + dt.timedelta(minutes=6)
+		self.assertEqual(fire_due_triggers(later), 0)
+		frappe.db.updatedb("Event Subscription Schedule")
+		start = last_seq()
+		self.assertGreaterEqual(fire_due_triggers(later), 1)
+		fired = events_after(start, "Event Subscription", owner.name)
+		self.assertEqual(len(fired), 1, "the run missed meanwhile fires once after the migrate")
+
 	def test_a_due_trigger_records_an_event_that_reaches_its_subscription_once(self):
 		owner = self.subscription(
 			webhook_url="https://a.example.com/hook", schedules=[{"cron": "*/5 * * * *", "label": "digest"}]
