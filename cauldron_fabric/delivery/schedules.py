@@ -88,14 +88,19 @@ def instants(wall: dt.datetime, zone: dt.tzinfo, both_passes: bool) -> list[dt.d
 	return [first.astimezone(UTC)]
 
 
+def utc_run_times_stored() -> bool:
+	"""Tells whether the schedules' table has ``last_run_utc``: an upgrade's new code runs (the
+	scheduler, saves) before the migrate that adds it."""
+	return "last_run_utc" in frappe.db.get_table_columns(SCHEDULE_DOCTYPE)
+
+
 def fire_due_triggers(now: dt.datetime | None = None) -> int:
 	"""Fires every due trigger of the enabled subscriptions; returns how many fired.
 
 	``now`` defaults to the current time; a naive ``now`` is a time on the site's clock.
 	"""
-	if "last_run_utc" not in frappe.db.get_table_columns(SCHEDULE_DOCTYPE):
-		# The new code before the migrate that adds the column (the scheduler runs meanwhile):
-		# nothing fires, and the runs missed until the migrate fire once after it.
+	if not utc_run_times_stored():
+		# Nothing fires until then, and the runs missed meanwhile fire once after the migrate.
 		return 0
 	zone = ZoneInfo(get_system_timezone())
 	now = on_clock(now, zone) if now else dt.datetime.now(UTC)

@@ -404,6 +404,29 @@ class TestScheduledTriggers(DeliveryTestCase):
 		(to_listener,) = deliveries(listener.name)
 		self.assertEqual(json.loads(to_listener.envelope)["id"], event["id"])
 
+	def test_a_subscription_with_triggers_saves_before_the_migrate_adds_the_utc_run_time(self):
+		# Between an upgrade's new code and its migrate, the schedules' table and DocType lack
+		# last_run_utc: reading it back on save refused every save of a subscription with triggers.
+		owner = self.subscription(
+			webhook_url="https://a.example.com/hook", schedules=[{"cron": "*/5 * * * *"}]
+		)
+		schedule = "Event Subscription Schedule"
+		frappe.db.sql_ddl(f"ALTER TABLE `tab{schedule}` DROP COLUMN `last_run_utc`")
+		frappe.db.delete("DocField", {"parent": schedule, "fieldname": "last_run_utc"})
+		frappe.db.commit()
+		self.addCleanup(
+			frappe.reload_doc, "cauldron_fabric", "doctype", "event_subscription_schedule", force=True
+		)
+		frappe.clear_cache(doctype=schedule)
+		frappe.cache.hdel("table_columns", f"tab{schedule}")
+		owner = frappe.get_doc("Event Subscription", owner.name)
+		owner.description = "saved before the migrate"
+		owner.save()
+		frappe.db.commit()
+		self.assertEqual(
+			frappe.db.get_value("Event Subscription", owner.name, "description"), "saved before the migrate"
+		)
+
 	def test_saving_a_subscription_opened_before_a_trigger_fired_does_not_fire_it_again(self):
 		# The scheduler claims a trigger by writing last_triggered_at behind the form's back;
 		# the form (Desk) still holds the old value and a save must not write it back.

@@ -15,7 +15,7 @@ from frappe.model.document import Document
 
 from cauldron_fabric.core.delivery import SubscriptionInvalid, generate_secret
 from cauldron_fabric.delivery.dead_letters import dead_letter_pending_deliveries
-from cauldron_fabric.delivery.schedules import invalid_cron
+from cauldron_fabric.delivery.schedules import invalid_cron, utc_run_times_stored
 from cauldron_fabric.delivery.subscriptions import (
 	compile_subscription,
 	fill_empty_numbers,
@@ -79,10 +79,12 @@ class EventSubscription(Document):
 		# with a lock so the scheduler cannot claim in between (it claims after this commits).
 		if self.is_new() or not self.schedules:
 			return
+		# Before the migrate that adds last_run_utc (new code, old table) there is none to keep.
+		utc_column = "last_run_utc" if utc_run_times_stored() else "NULL"
 		stored = {
 			name: (triggered, utc)
 			for name, triggered, utc in frappe.db.sql(
-				"""SELECT name, last_triggered_at, last_run_utc FROM `tabEvent Subscription Schedule`
+				f"""SELECT name, last_triggered_at, {utc_column} FROM `tabEvent Subscription Schedule`
 				WHERE parent = %s AND parenttype = 'Event Subscription' FOR UPDATE""",
 				(self.name,),
 			)
