@@ -401,8 +401,9 @@ class TestScheduledTriggers(DeliveryTestCase):
 		self.assertEqual(event["type"], "schedule.triggered")
 		self.assertEqual(event["data"]["payload"]["schedule"], "digest")
 		self.assertEqual([r.event_type for r in deliveries(owner.name)], ["schedule.triggered"])
-		(to_listener,) = deliveries(listener.name)
-		self.assertEqual(json.loads(to_listener.envelope)["id"], event["id"])
+		# Other subscriptions' triggers due by then reach the listener too: count this one's.
+		to_listener = [json.loads(row.envelope)["id"] for row in deliveries(listener.name)]
+		self.assertEqual(to_listener.count(event["id"]), 1)
 
 	def test_a_subscription_with_triggers_saves_before_the_migrate_adds_the_utc_run_time(self):
 		# Between an upgrade's new code and its migrate, the schedules' table and DocType lack
