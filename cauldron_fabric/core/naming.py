@@ -43,6 +43,7 @@ TOPIC_NAME_RULE = "letters, digits, '.', '_' and '-', at most 249 (Kafka refuses
 TOPIC_PLACEHOLDERS = frozenset({"domain", "type", "entity", "tenant"})
 DEFAULT_TOPIC_TEMPLATE = "cauldron.{domain}"
 MAX_TOPIC_LENGTH = 249
+_SPEC_WIDTH = re.compile(r"^(?:.?[<>=^])?[-+ ]?z?#?0?(\d+)")  # the width of a format spec
 
 
 def snake_case(name: str) -> str:
@@ -69,21 +70,52 @@ def validate_topic_template(template: str) -> None:
 			"The topic naming rule is empty.", hint="Use for example 'cauldron.{domain}'."
 		)
 	try:
-		fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+		parsed = [(name, spec) for _, name, spec, _ in string.Formatter().parse(template) if name is not None]
 	except ValueError as exc:
 		raise ConfigurationError(f"The topic naming rule {template!r} is malformed ({exc}).") from exc
+	fields = {name for name, _ in parsed}
 	unknown = fields - TOPIC_PLACEHOLDERS
 	if unknown:
 		raise ConfigurationError(
 			f"The topic naming rule uses unknown placeholder(s) {', '.join(sorted(unknown))}.",
 			hint=f"Allowed: {', '.join('{' + p + '}' for p in sorted(TOPIC_PLACEHOLDERS))}.",
 		)
+	_check_formatting(template, [(name, spec) for name, spec in parsed if spec])
 	if not fields and not _TOPIC_ILLEGAL.sub("_", template).strip("._"):
 		# topic_for would have to replace the whole name with cauldron.events.
 		raise ConfigurationError(
 			f"The topic naming rule {template!r} names no topic Kafka accepts ({TOPIC_NAME_RULE}).",
 			hint="Use for example 'cauldron.{domain}'.",
 		)
+
+
+def _check_formatting(template: str, specs: list[tuple[str, str]]) -> None:
+	"""Raises ConfigurationError when formatting the placeholders fails, so the relay never does.
+
+	A conversion or format spec (``{domain!x}``, ``{domain:d}``) passes the placeholder check yet
+	makes ``str.format`` raise for every event; a placeholder inside a spec depends on each event;
+	a width pads the name with characters Kafka refuses and, huge, takes gigabytes to build.
+	"""
+	for name, spec in specs:
+		if "{" in spec:
+			raise ConfigurationError(
+				f"The topic naming rule {template!r} puts a placeholder inside {{{name}:...}}.",
+				hint="Write placeholders side by side, e.g. 'cauldron.{tenant}.{domain}'.",
+			)
+		width = _SPEC_WIDTH.match(spec)
+		if width and int(width.group(1)) > MAX_TOPIC_LENGTH:
+			raise ConfigurationError(
+				f"The topic naming rule {template!r} pads {{{name}}} wider than a topic name "
+				f"({MAX_TOPIC_LENGTH} characters).",
+				hint="Write placeholders bare, e.g. 'cauldron.{domain}'.",
+			)
+	try:
+		topic_for(template, "sales_invoice.submitted", "Sales Invoice", None)
+	except ValueError as exc:
+		raise ConfigurationError(
+			f"The topic naming rule {template!r} cannot be filled in ({exc}).",
+			hint="Write placeholders bare, e.g. 'cauldron.{domain}'.",
+		) from exc
 
 
 def invalid_topic_names(names: Iterable[str]) -> list[str]:

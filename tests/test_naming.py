@@ -1,0 +1,30 @@
+"""The topic naming rule: what an admin may write, and the topic every accepted rule names."""
+
+import pytest
+
+from cauldron_fabric.core.errors import ConfigurationError
+from cauldron_fabric.core.naming import invalid_topic_names, topic_for, validate_topic_template
+
+
+@pytest.mark.parametrize(
+	"template", ["cauldron.{domain}", "{tenant}.{entity}.{type}", "{domain!s}", "x.{domain:.3}"]
+)
+def test_an_accepted_rule_names_a_topic_kafka_takes(template):
+	validate_topic_template(template)
+	assert not invalid_topic_names([topic_for(template, "sales_invoice.submitted", "Sales Invoice", "acme")])
+
+
+@pytest.mark.parametrize(
+	"template, problem",
+	[
+		("{domain:{domain}}", "placeholder inside"),
+		("cauldron.{domain:{tenant}}", "placeholder inside"),
+		("{domain!x}", "Unknown conversion"),
+		("{domain:d}", "Unknown format code"),
+		("{domain:>3000000000}", "wider than a topic name"),
+		("{domain:_<0300}", "wider than a topic name"),
+	],
+)
+def test_a_rule_that_cannot_name_a_topic_is_refused_when_saved(template, problem):
+	with pytest.raises(ConfigurationError, match=problem):
+		validate_topic_template(template)
