@@ -14,6 +14,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, AddressRefused, refusal_reason
+from cauldron_fabric.core.delivery.destinations import parse_address
 from cauldron_fabric.core.delivery.webhook import (
 	WebhookSender,
 	WebhookTarget,
@@ -209,6 +210,14 @@ def test_method_and_custom_headers_are_sent_but_cannot_forge_the_signature(recei
 def test_webhook_settings_are_checked(target, problem):
 	with pytest.raises(ConfigurationError, match=problem):
 		target.validate()
+
+
+@pytest.mark.parametrize("url", ["https://[::1/hook", "http://[example.com]/x", "//[user:pw"])
+def test_a_malformed_url_is_refused_as_a_destination_and_as_a_webhook(url):
+	with pytest.raises(ConfigurationError, match="not a well-formed URL"):
+		parse_address(url)
+	with pytest.raises(ConfigurationError, match="not a well-formed URL"):
+		WebhookTarget(url).validate()
 
 
 @pytest.mark.parametrize(

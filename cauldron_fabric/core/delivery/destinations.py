@@ -65,7 +65,13 @@ class DestinationAddress:
 def parse_address(address: str) -> DestinationAddress:
 	"""Parses and checks an address; raises ConfigurationError explaining the accepted forms."""
 	text = (address or "").strip()
-	scheme = urlsplit(text).scheme.lower() if ":" in text else ""
+	try:
+		scheme = urlsplit(text).scheme.lower() if ":" in text else ""
+	except ValueError as exc:  # brackets around no IPv6 address: "https://[::1/hook"
+		raise ConfigurationError(
+			f"Destination {address!r} is not a well-formed URL ({exc}).",
+			hint="Write an IPv6 host in brackets, e.g. https://[2001:db8::1]/hook, or use a host name.",
+		) from exc
 	kind = KINDS.get(scheme)
 	if kind is None:
 		raise ConfigurationError(

@@ -133,7 +133,13 @@ class WebhookTarget:
 
 	def validate(self) -> None:
 		"""Raises ConfigurationError when the URL, method, headers, timeout or secret cannot work."""
-		parts = urlsplit(self.url)
+		try:
+			parts = urlsplit(self.url)
+		except ValueError as exc:  # brackets around no IPv6 address; the URL may hold a password
+			raise ConfigurationError(
+				f"Webhook URL is not a well-formed URL ({exc}).",
+				hint="Write an IPv6 host in brackets, e.g. https://[2001:db8::1]/hook, or use a host name.",
+			) from exc
 		shown = redact_url(self.url)
 		if parts.scheme not in ("http", "https") or not parts.hostname:
 			raise ConfigurationError(
