@@ -65,6 +65,19 @@ def test_a_template_with_a_syntax_error_is_refused_on_save_with_its_line():
 		compile_transform("template", template="  ")
 
 
+@pytest.mark.parametrize(
+	"template",
+	[
+		"{{ " + "(" * 1000 + "1" + ")" * 1000 + " }}",  # RecursionError in Jinja's parser
+		"{{ " + "[" * 1000 + "1" + "]" * 1000 + " }}",
+		"{% if 1 %}" * 150 + "x" + "{% endif %}" * 150,  # Python refuses the generated code
+	],
+)
+def test_a_template_nested_too_deeply_to_compile_is_refused_on_save(template):
+	with pytest.raises(TransformError, match="nests too deeply"):
+		compile_transform("template", template=template)
+
+
 def test_template_failures_for_one_event_are_permanent_and_explained(envelope):
 	missing = compile_transform("template", template="{{ payload.no_such_field | json }}")
 	with pytest.raises(RenderError, match="lacks") as caught:

@@ -150,6 +150,13 @@ def _compile_template(source: str) -> Any:
 			f"The payload template has a syntax error on line {exc.lineno}: {exc.message}.",
 			hint="Fix the template; see the Jinja documentation for the syntax.",
 		) from exc
+	except (RecursionError, SyntaxError) as exc:
+		# Jinja's parser recurses once per nesting level, and Python refuses the code it generates
+		# for over 100 nested blocks; either would otherwise reach Desk as a server error.
+		raise TransformError(
+			"The payload template nests too deeply to compile.",
+			hint="Nest fewer brackets, parentheses or blocks; use {% set %} for intermediate values.",
+		) from exc
 
 
 def _compile_fields(selection: Sequence[str]) -> tuple[tuple[str, tuple[str | int, ...]], ...]:
