@@ -157,6 +157,14 @@ def test_a_field_selection_through_a_list_index_keeps_a_list():
 	assert json.loads(top.body) == {"data": {"payload": {"items": [None, {"item": "B", "qty": 3}]}}}
 
 
+def test_an_index_too_large_to_keep_its_place_is_refused_unless_named():
+	# In place, payload.items.99999999999 would pad a list with that many nulls on every event.
+	with pytest.raises(TransformError, match="index 99999999999 is too large"):
+		compile_transform("fields", fields=["payload.items.99999999999"])
+	named = compile_transform("fields", fields=["last=payload.items.99999999999"])
+	assert json.loads(named.render(make_envelope(items=[1])).body) == {"last": None}
+
+
 def test_build_subscription_lists_every_problem_at_once():
 	with pytest.raises(SubscriptionInvalid) as caught:
 		build_subscription(

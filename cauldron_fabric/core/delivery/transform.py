@@ -45,6 +45,7 @@ FORMS = (ENVELOPE, STRUCTURED, BINARY, TEMPLATE, FIELDS)
 REQUIRED_ATTRIBUTES = frozenset({"specversion", "id", "source", "type"})
 MAX_OUTPUT = 1_000_000
 MAX_REPEAT = 100_000
+MAX_PLACED_INDEX = 100_000  # a list index kept in place pads the list with this many nulls at most
 
 
 class TransformError(ConfigurationError):
@@ -174,9 +175,21 @@ def _compile_fields(selection: Sequence[str]) -> tuple[tuple[str, tuple[str | in
 			raise TransformError(
 				f"Field selection: {exc}.", hint="List dotted paths such as data.payload.grand_total."
 			) from exc
+		_check_placed_indexes(*compiled[-1])
 	if not compiled:
 		raise TransformError("The field selection is empty.", hint="List at least one dotted path.")
 	return tuple(compiled)
+
+
+def _check_placed_indexes(name: str, path: tuple[str | int, ...]) -> None:
+	"""Refuses an unnamed path whose list index would pad the list with too many nulls (see _place)."""
+	too_large = [key for key in path if type(key) is int and key > MAX_PLACED_INDEX]
+	if not name and too_large:
+		raise TransformError(
+			f"Field selection: list index {too_large[0]} is too large to keep its place "
+			f"(at most {MAX_PLACED_INDEX}); the list before it would be sent as nulls.",
+			hint="Give the value a name instead, e.g. last_item=payload.items.250000.",
+		)
 
 
 def _render_envelope(transform: Transform, envelope: Envelope) -> RenderedPayload:
