@@ -17,6 +17,7 @@ ambiguous; ``last_triggered_at`` shows it on the site's clock.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from zoneinfo import ZoneInfo
 
 import frappe
@@ -31,6 +32,8 @@ EVENT_TYPE = "schedule.triggered"
 SCHEDULE_DOCTYPE = "Event Subscription Schedule"
 UTC = dt.timezone.utc
 SHIFT = dt.timedelta(hours=3)  # more than any daylight-saving change
+# croniter's random field: R, R(0-29), R/10, R(0-29)/10 (any case).
+RANDOM_FIELD = re.compile(r"^r(\(\d+-\d+\))?(/\d+)?$", re.IGNORECASE)
 
 
 def invalid_cron(expression: str) -> bool:
@@ -38,9 +41,12 @@ def invalid_cron(expression: str) -> bool:
 
 	Well-formed is not enough: ``0 0 30 2 *`` (30 February) never runs, and croniter raises for
 	it instead of returning a next time, which would fail the whole trigger job every minute.
+	Nor is croniter's ``R``: it draws a new value every time the job looks, so the run time
+	wanders, and ``0 0 R * 1#2`` finds no run at all for most draws.
 	"""
 	text = (expression or "").strip()
-	if len(text.split()) != 5 or not croniter.is_valid(text):
+	fields = text.split()
+	if len(fields) != 5 or any(RANDOM_FIELD.match(f) for f in fields) or not croniter.is_valid(text):
 		return True
 	try:
 		croniter(text, dt.datetime(2000, 1, 1)).get_next(dt.datetime)

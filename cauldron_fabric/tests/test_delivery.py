@@ -168,6 +168,15 @@ class TestSubscriptionValidation(DeliveryTestCase):
 			self.subscription(webhook_url=hook, schedules=[{"cron": "0 0 30 2 *"}])
 		self.subscription(webhook_url=hook, schedules=[{"cron": "0 0 29 2 *"}])  # leap days do come
 
+	def test_a_cron_trigger_with_a_random_field_is_refused(self):
+		# croniter draws R anew each minute the job looks: the run time wanders, and with
+		# "0 0 R * 1#2" a draw outside 8-14 finds no run at all and fails the whole job.
+		hook = "https://a.example.com/hook"
+		for cron in ("R * * * *", "0 0 r(1-5) * *", "0 R/2 * * *"):
+			with self.assertRaisesRegex(frappe.ValidationError, "is not a cron expression"):
+				self.subscription(webhook_url=hook, schedules=[{"cron": cron}])
+		self.subscription(webhook_url=hook, schedules=[{"cron": "0 0 * MAR FRI"}])
+
 	def test_webhooks_always_get_a_secret_kept_as_a_password(self):
 		doc = self.subscription(webhook_url="https://receiver.example.com/hook")
 		secret = subscriptions_api.reveal_secret(doc.name)["secret"]
