@@ -75,14 +75,29 @@ def compile_pattern(text: str) -> TypePattern:
 
 
 def _words_match(pattern: Sequence[str], words: Sequence[str]) -> bool:
-	if not pattern:
-		return not words
-	head = pattern[0]
-	if head == ANY:
-		return any(_words_match(pattern[1:], words[skip:]) for skip in range(len(words) + 1))
-	if not words:
-		return False
-	return (head == ONE or head == words[0]) and _words_match(pattern[1:], words[1:])
+	"""Walks the words keeping every pattern position reached, so each ``**`` costs once, not per skip."""
+	reached = _past_globstars(pattern, {0})
+	for word in words:
+		following = set()
+		for position in reached:
+			head = pattern[position] if position < len(pattern) else None
+			if head == ANY:
+				following.add(position)
+			elif head is not None and (head == ONE or head == word):
+				following.add(position + 1)
+		reached = _past_globstars(pattern, following)
+		if not reached:
+			return False
+	return len(pattern) in reached
+
+
+def _past_globstars(pattern: Sequence[str], reached: set[int]) -> set[int]:
+	"""Adds the positions after each ``**`` reached, as a ``**`` may match no word."""
+	for position in sorted(reached):
+		while position < len(pattern) and pattern[position] == ANY:
+			position += 1
+			reached.add(position)
+	return reached
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,23 +168,29 @@ class SubscriptionIndex(Generic[T]):
 	def positions_for_type(self, event_type: str) -> list[int]:
 		"""Returns, in subscription order, the positions whose type patterns match ``event_type``."""
 		found: set[int] = set()
-		self._walk(self._root, event_type.split("."), 0, found)
+		self._walk(self._root, event_type.split("."), 0, found, set())
 		return sorted(found)
 
-	def _walk(self, node: _Node, words: list[str], index: int, found: set[int]) -> None:
+	def _walk(
+		self, node: _Node, words: list[str], index: int, found: set[int], seen: set[tuple[int, int]]
+	) -> None:
+		# Several '**' reach the same node at the same word many ways; walking it once is enough.
+		if (id(node), index) in seen:
+			return
+		seen.add((id(node), index))
 		globstar = node.children.get(ANY)
 		if globstar is not None:
 			for skip in range(index, len(words) + 1):
-				self._walk(globstar, words, skip, found)
+				self._walk(globstar, words, skip, found, seen)
 		if index == len(words):
 			found.update(node.terminal)
 			return
 		exact = node.children.get(words[index])
 		if exact is not None:
-			self._walk(exact, words, index + 1, found)
+			self._walk(exact, words, index + 1, found, seen)
 		single = node.children.get(ONE)
 		if single is not None:
-			self._walk(single, words, index + 1, found)
+			self._walk(single, words, index + 1, found, seen)
 
 	def _candidates(self, event_type: str, entity: str) -> tuple[tuple[T, ...], tuple[tuple[T, Any], ...]]:
 		"""Returns the subscriptions that pass type and DocType: those without a content filter, and
