@@ -180,6 +180,29 @@ def test_an_invalid_earlier_version_is_named():
 		check_compatibility(field(S), [{"type": 5}], "BACKWARD")
 
 
+LOOPS = [
+	{"$ref": "#/$defs/x", "$defs": {"x": {"allOf": [{"$ref": "#/$defs/x"}]}}},
+	{"$ref": "#/$defs/x", "$defs": {"x": {"$ref": "#/$defs/y"}, "y": {"anyOf": [S, {"$ref": "#/$defs/x"}]}}},
+	{"type": "object", "not": {"if": {"$ref": "#"}}},
+]
+
+
+@pytest.mark.parametrize("schema", LOOPS)
+def test_a_reference_looping_without_descending_into_the_value_is_refused(schema):
+	# No value can be validated against it (jsonschema recurses forever), nor compared.
+	for new, old in ((schema, []), ({}, [schema])):
+		with pytest.raises(InvalidSchema, match="comes back to itself"):
+			check_compatibility(new, old, "BACKWARD")
+
+
+def test_a_reference_looping_through_properties_or_items_is_a_tree_and_kept():
+	tree = {
+		"$ref": "#/$defs/node",
+		"$defs": {"node": {"properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+	}
+	assert check_compatibility(tree, [tree], "FULL").compatible
+
+
 def test_unsupported_drafts_are_refused_clearly():
 	with pytest.raises(InvalidSchema, match=r"draft-04.*not supported"):
 		check_compatibility({"$schema": "http://json-schema.org/draft-04/schema#"}, [], "NONE")

@@ -46,6 +46,11 @@ SCHEMA_SINGLE = frozenset(
 		"propertyNames",
 	}
 )
+# Where subschemas apply to the value itself, not to a property or item of it: a "$ref" that
+# comes back to itself through these alone never reaches a smaller value, so it never ends.
+IN_PLACE_LISTS = frozenset({"allOf", "anyOf", "oneOf"})
+IN_PLACE_SINGLE = frozenset({"not", "if", "then", "else"})
+IN_PLACE_MAPS = frozenset({"dependentSchemas", "dependencies"})
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
@@ -144,8 +149,54 @@ def _check_against_meta_schema(schema: Mapping[str, Any]) -> None:
 			resolve_ref(schema, ref)
 		except InvalidSchema as exc:
 			problems.append(f"{location}: {exc.problems[0]}")
+	if not problems:
+		problems.extend(_looping_refs(schema))
 	if problems:
 		raise InvalidSchema(problems)
+
+
+def _looping_refs(schema: Any) -> list[str]:
+	"""Returns a problem for each ``$ref`` that comes back to itself without descending into the value.
+
+	``{"$defs": {"x": {"allOf": [{"$ref": "#/$defs/x"}]}}}`` checks a value against itself
+	forever: jsonschema and the compatibility checker would die of RecursionError on it.
+	"""
+	following: dict[str, set[str]] = {}
+	for _, ref in iter_refs(schema):
+		following.setdefault(ref, set(_in_place_refs(resolve_ref(schema, ref))))
+	problems = []
+	for location, ref in iter_refs(schema):
+		reached, pending = set(), list(following.get(ref, ()))
+		while pending and ref not in reached:
+			current = pending.pop()
+			if current not in reached:
+				reached.add(current)
+				pending.extend(following.get(current, ()))
+		if ref in reached:
+			problems.append(
+				f"{location}: $ref {ref!r} comes back to itself without descending into a property "
+				"or item, so no value can be checked against it; recurse through properties or items"
+			)
+	return problems
+
+
+def _in_place_refs(node: Any) -> Iterator[str]:
+	"""Yields the ``$ref`` values that apply to the same value as ``node`` (see IN_PLACE_LISTS)."""
+	if not isinstance(node, Mapping):
+		return
+	if isinstance(node.get("$ref"), str):
+		yield node["$ref"]
+	for key, value in node.items():
+		if key in IN_PLACE_LISTS and isinstance(value, list):
+			subschemas = value
+		elif key in IN_PLACE_SINGLE:
+			subschemas = [value]
+		elif key in IN_PLACE_MAPS and isinstance(value, Mapping):
+			subschemas = [sub for sub in value.values() if not isinstance(sub, list)]
+		else:
+			continue
+		for sub in subschemas:
+			yield from _in_place_refs(sub)
 
 
 def _pointer(parts) -> str:
