@@ -4,6 +4,8 @@ import random
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cauldron_fabric.core.delivery.conditions import MAX_DEPTH, ConditionError, compile_condition
 from cauldron_fabric.core.delivery.matching import (
@@ -189,3 +191,30 @@ def test_absurd_conditions_are_refused_before_they_cost_anything():
 		compile_condition("(" * (MAX_DEPTH + 5) + "true" + ")" * (MAX_DEPTH + 5))
 	with pytest.raises(ConditionError, match="longer than"):
 		compile_condition("payload.a == 1 and " * 400 + "true")
+
+
+PIECES = [
+	"payload.a", "payload.items.0.qty", "data.entity", "type", " == ", " != ", " < ", " >= ", " in ",
+	" not in ", " and ", " or ", "not ", "(", ")", "[", "]", ", ", "-", "1", "1.5", "1e999", '"x"',
+	"'y'", '"\\u00e9"', '"\\ud83d\\ude00"', '"\\r\\b\\f"', '"\\u"', "\\", '"', "true", "null",
+	"exists(", "len(", "lower(", "startswith(", " ", "\n", ".", "0",
+]  # fmt: skip
+JSON = st.recursive(
+	st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+	lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "items", "0", "qty"]), inner, max_size=3),
+	max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+	st.lists(st.sampled_from(PIECES), max_size=20).map("".join) | st.text(max_size=30),
+	st.lists(JSON, max_size=3),
+)
+def test_any_text_compiles_or_gets_a_condition_error_and_never_fails_an_event(source, payloads):
+	try:
+		condition = compile_condition(source)
+	except ConditionError:
+		return
+	for payload in payloads:
+		condition.matches({"type": "a.b", "data": {"entity": "ToDo", "payload": payload}})

@@ -1,6 +1,8 @@
 """The topic naming rule: what an admin may write, and the topic every accepted rule names."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.naming import invalid_topic_names, topic_for, validate_topic_template
@@ -28,3 +30,22 @@ def test_an_accepted_rule_names_a_topic_kafka_takes(template):
 def test_a_rule_that_cannot_name_a_topic_is_refused_when_saved(template, problem):
 	with pytest.raises(ConfigurationError, match=problem):
 		validate_topic_template(template)
+
+
+PLACEHOLDERS = st.builds(
+	"{{{}{}{}}}".format,
+	st.sampled_from(["domain", "type", "entity", "tenant"]),
+	st.sampled_from(["", "!s", "!r", "!x"]),
+	st.sampled_from(["", ":d", ":.3", ":>9", ":0300", ":{domain}"]),
+)
+RULES = st.lists(PLACEHOLDERS | st.sampled_from(["cauldron", ".", "-", "é", " ", "{", "}"]), max_size=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(RULES.map("".join), st.text(max_size=8), st.text(max_size=8))
+def test_any_rule_is_refused_on_save_or_names_a_topic_kafka_takes(template, entity, tenant):
+	try:
+		validate_topic_template(template)
+	except ConfigurationError:
+		return
+	assert not invalid_topic_names([topic_for(template, "sales_invoice.submitted", entity, tenant)])
