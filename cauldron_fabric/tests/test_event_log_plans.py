@@ -104,9 +104,11 @@ class TestEventLogPlans(FrappeTestCase):
 		remove_filled()
 		super().tearDownClass()
 
-	def assert_reads_by(self, column: str, sql: str, params: tuple = ()) -> dict:
+	def assert_reads_by(self, column: str | tuple[str, ...], sql: str, params: tuple = ()) -> dict:
+		"""Asserts that ``sql`` reads the index led by ``column`` (or by one of several)."""
 		row = plan(sql, params)
-		self.assertEqual(leading_column(row.key), column, f"plan {dict(row)} for {sql}")
+		columns = (column,) if isinstance(column, str) else column
+		self.assertIn(leading_column(row.key), columns, f"plan {dict(row)} for {sql}")
 		return row
 
 	def test_a_desk_filter_on_the_document_name_alone_reads_its_index(self):
@@ -129,7 +131,10 @@ class TestEventLogPlans(FrappeTestCase):
 
 	def test_desk_filters_on_type_document_and_status_read_their_indexes(self):
 		self.assert_reads_by("event_type", desk_list({"event_type": "doctype_7.updated"}))
-		self.assert_reads_by("entity", desk_list({"entity": "DocType 7", "entity_id": "DOC-42"}))
+		# A document's two columns: its (entity, entity_id) index or the entity_id one both serve.
+		self.assert_reads_by(
+			("entity", "entity_id"), desk_list({"entity": "DocType 7", "entity_id": "DOC-42"})
+		)
 		self.assert_reads_by("status", desk_list({"status": "Failed"}))
 
 	def test_the_relay_and_the_status_find_pending_rows_by_the_status_index(self):
@@ -138,8 +143,9 @@ class TestEventLogPlans(FrappeTestCase):
 			"status", f"SELECT name FROM {t} WHERE status = %s ORDER BY name LIMIT 1", (PENDING,)
 		)
 		self.assertNotIn("filesort", oldest.Extra or "")
+		# Either index serves it: MariaDB takes the status one when few rows are pending.
 		self.assert_reads_by(
-			"partition_key",
+			("partition_key", "status"),
 			f"SELECT name, partition_key FROM {t} WHERE partition_key IN (%s, %s) AND name <= %s AND status = %s ORDER BY name",
 			("DocType 7/DOC-42", "DocType 8/DOC-43", 10**12, PENDING),
 		)
