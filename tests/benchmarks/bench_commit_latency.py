@@ -1,9 +1,10 @@
 """Commit-to-broker latency with `bench fabric relay` running: p50 and p99.
 
 Starts a Kafka-protocol broker and the relay command, then saves documents one by one. For
-each, the time from just before COMMIT returns to the moment a consumer already positioned
-on the topic receives the message is an upper bound of commit-to-broker latency (it includes
-the consumer's fetch). Target: p99 under 100 ms.
+each, the time from just before COMMIT to the moment a consumer already positioned on the
+topic receives the message is an upper bound of commit-to-broker latency (it includes the
+database's own COMMIT and the consumer's fetch). The same is also given from the moment COMMIT
+returned, which leaves out the database's log flush. Target: p99 under 100 ms.
 
 Run (as the bench user, from the bench's sites folder):
     ../env/bin/python /path/to/tests/benchmarks/bench_commit_latency.py --site test.localhost
@@ -43,6 +44,13 @@ def positioned_consumer(bootstrap: str, topic: str) -> Consumer:
 	return consumer
 
 
+def summary(latencies: list[float]) -> tuple[float, float, float]:
+	"""Returns the p50, p99 and max of ``latencies`` (seconds), in milliseconds."""
+	ordered = sorted(latencies)
+	p99 = ordered[int(len(ordered) * 0.99) - 1]
+	return statistics.median(ordered) * 1000, p99 * 1000, ordered[-1] * 1000
+
+
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__)
 	parser.add_argument("--site", default="test.localhost")
@@ -65,12 +73,13 @@ def main() -> None:
 			frappe.db.commit()
 			consumer = positioned_consumer(broker.bootstrap, f"{prefix}.todo")
 			time.sleep(1)
-			latencies = []
+			latencies, after_commit = [], []
 			for n in range(args.events):
 				todo.description = f"latency {n}"
 				todo.save()
-				committed = time.perf_counter()
+				committing = time.perf_counter()
 				frappe.db.commit()
+				committed = time.perf_counter()
 				while True:
 					message = consumer.poll(5)
 					if message is None:
@@ -80,7 +89,9 @@ def main() -> None:
 						and json.loads(message.value())["data"]["payload"]["doc"]["description"]
 						== f"latency {n}"
 					):
-						latencies.append(time.perf_counter() - committed)
+						arrived = time.perf_counter()
+						latencies.append(arrived - committing)
+						after_commit.append(arrived - committed)
 						break
 				time.sleep(args.gap)
 			consumer.close()
@@ -92,13 +103,15 @@ def main() -> None:
 			settings.save(ignore_permissions=True)
 			frappe.delete_doc("ToDo", todo.name)
 			frappe.db.commit()
-	latencies.sort()
-	p50 = statistics.median(latencies) * 1000
-	p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+	p50, p99, worst = summary(latencies)
 	print(
-		f"{len(latencies)} saves, one at a time, relay running: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+		f"{len(latencies)} saves, one at a time, relay running: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms"
 	)
 	print(f"target p99 < 100 ms: {'met' if p99 < 100 else 'NOT met'}")
+	# The first figure includes the database's own COMMIT (its log flush spikes on a busy disk);
+	# this one starts when the commit has returned, which is all the fabric can act on.
+	p50, p99, worst = summary(after_commit)
+	print(f"from the commit's return: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms")
 	frappe.destroy()
 
 
