@@ -115,6 +115,11 @@ def lines(text: str | None) -> list[str]:
 	return [part.strip() for line in (text or "").splitlines() for part in line.split(",") if part.strip()]
 
 
+def is_empty(value: Any) -> bool:
+	"""Tells whether a number field was left empty (None, or "" from a form): a 0 is not."""
+	return value is None or value == ""
+
+
 def number(doc: Any, fieldname: str, default: float) -> Any:
 	"""Returns a number field's value, or ``default`` when it is empty: a typed 0 stays 0.
 
@@ -122,7 +127,7 @@ def number(doc: Any, fieldname: str, default: float) -> Any:
 	a 0 silently meaning the default.
 	"""
 	value = doc.get(fieldname)
-	return default if value is None or value == "" else value
+	return default if is_empty(value) else value
 
 
 def fill_empty_numbers(doc: Any, fieldnames: Iterable[str]) -> None:
@@ -132,7 +137,7 @@ def fill_empty_numbers(doc: Any, fieldnames: Iterable[str]) -> None:
 	refused where 0 cannot work): its default is stored instead, and shown in the form.
 	"""
 	for fieldname in fieldnames:
-		if doc.get(fieldname) is None or doc.get(fieldname) == "":
+		if is_empty(doc.get(fieldname)):
 			field = doc.meta.get_field(fieldname)
 			doc.set(fieldname, (cint if field.fieldtype == "Int" else flt)(field.default))
 
@@ -347,9 +352,9 @@ def _bump_version() -> None:
 		# The number is drawn after the commit and the state read after the number, so the token
 		# with the highest number names a state that includes every change committed before it.
 		version_key = frappe.cache.make_key(VERSION_KEY)
-		number = frappe.cache.eval(NEXT_NUMBER, 2, frappe.cache.make_key(SEQUENCE_KEY), version_key)
-		token = f"{number}:{stored_version()}"
-		frappe.cache.eval(PUBLISH_NEWER, 1, version_key, number, token)
+		sequence = frappe.cache.eval(NEXT_NUMBER, 2, frappe.cache.make_key(SEQUENCE_KEY), version_key)
+		token = f"{sequence}:{stored_version()}"
+		frappe.cache.eval(PUBLISH_NEWER, 1, version_key, sequence, token)
 	except Exception:
 		frappe.logger("cauldron_fabric").warning("could not publish a subscription change", exc_info=True)
 

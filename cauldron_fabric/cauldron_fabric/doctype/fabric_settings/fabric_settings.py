@@ -31,14 +31,11 @@ NUMBER_LIMITS = {
 	# send_request's own limit (api.requests.MAX_TIMEOUT); a fraction of a second is allowed.
 	"request_timeout_seconds": (0, 120),
 }
-# In these a 0 keeps everything for ever.
-ZERO_KEEPS_EVERYTHING = ("retention_days", "processed_event_retention_days")
-# A typed 0 in any of the others once meant its default. 0 cannot work in any of them, so it is
-# now refused, and a field left empty takes its default.
-DEFAULTED_NUMBERS = tuple(fieldname for fieldname in NUMBER_LIMITS if fieldname not in ZERO_KEEPS_EVERYTHING)
-# Empty takes the default here too, but a typed 0 keeps the marks for ever: an emptied field
-# must not quietly drop every message's protection against being handled twice.
-EMPTY_MEANS_DEFAULT = (*DEFAULTED_NUMBERS, "processed_event_retention_days")
+# A field left empty takes its default. A typed 0 once meant the default too; it cannot work in
+# any of these, so their limits now refuse it, except in processed_event_retention_days, where it
+# keeps the marks for ever (an emptied field must not quietly drop every message's protection
+# against being handled twice). retention_days alone keeps "empty" as 0: keep every event.
+EMPTY_MEANS_DEFAULT = tuple(fieldname for fieldname in NUMBER_LIMITS if fieldname != "retention_days")
 FRACTIONAL = {"request_timeout_seconds"}  # more than the lower limit, not equal to it
 NUMBER_HINTS = {
 	"consumer_max_attempts": "1 runs the handler once, with no retry.",
