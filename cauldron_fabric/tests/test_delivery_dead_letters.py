@@ -225,6 +225,38 @@ class TestDeadLetters(DestinationCase):
 		self.assertEqual(row.status, "Delivered")
 		self.assertEqual(len(self.receiver.on(path)), 1)
 
+	def test_a_subscription_that_no_longer_compiles_can_be_disabled_but_not_enabled_unfixed(self):
+		doc = self.subscription(webhook_url=self.receiver.url(f"/{self.tag}"))
+		frappe.db.set_value(
+			"Event Subscription", doc.name, "condition", 'data.payload.doc.description == "\\u00e"'
+		)
+		subscriptions_changed()
+		frappe.db.commit()
+		doc.reload()
+		doc.enabled = 0
+		doc.save()
+		frappe.db.commit()
+		self.assertEqual(frappe.db.get_value("Event Subscription", doc.name, "enabled"), 0)
+		self.assertIn(
+			"four hexadecimal digits", frappe.db.get_value("Event Subscription", doc.name, "problem")
+		)
+		save_todo(self.tag)
+		self.assertEqual(deliveries(doc.name), [], "a disabled subscription queued an event")
+
+		doc.enabled = 1
+		with self.assertRaisesRegex(frappe.ValidationError, "four hexadecimal digits"):
+			doc.save()
+		frappe.db.rollback()
+		self.assertEqual(frappe.db.get_value("Event Subscription", doc.name, "enabled"), 0)
+
+		# A new subscription is checked in full, enabled or not: its problems show when it is made.
+		with self.assertRaisesRegex(frappe.ValidationError, "four hexadecimal digits"):
+			self.subscription(
+				webhook_url=self.receiver.url(f"/{self.tag}"),
+				enabled=0,
+				condition='data.payload.doc.description == "\\u00e"',
+			)
+
 	def test_only_fabric_managers_retry_or_discard(self):
 		_, letter = self.refused(422)
 		frappe.set_user(make_user("fabric-clerk@example.com", ["Blogger"]))

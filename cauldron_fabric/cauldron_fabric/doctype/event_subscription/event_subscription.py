@@ -102,6 +102,17 @@ class EventSubscription(Document):
 			self.problem = None  # it compiles again: no longer shown as broken
 		except SubscriptionInvalid as exc:
 			items = "".join(f"<li><pre>{frappe.utils.escape_html(p)}</pre></li>" for p in exc.problems)
+			if not self.enabled and not self.is_new():
+				# A stored subscription that stopped compiling (an upgrade tightened validation)
+				# must still be switched off while someone works out the fix: it keeps its
+				# problem on show, and enabling it again asks for the fix.
+				self.problem = " ".join(exc.problems)
+				frappe.msgprint(
+					_("Saved disabled. It cannot be enabled until this is fixed:") + f"<ul>{items}</ul>",
+					title=_("Invalid subscription"),
+					indicator="orange",
+				)
+				return
 			frappe.throw(
 				_("This subscription cannot work as set up:") + f"<ul>{items}</ul>",
 				title=_("Invalid subscription"),
