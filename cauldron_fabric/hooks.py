@@ -81,6 +81,8 @@ doc_events = {
 			"cauldron_fabric.api.publish.forget_doctype_domains",
 		]
 	},
+	# Deleting a DocType runs none of its hooks; its feed entry (a "Deleted" Comment) is inserted.
+	"Comment": {"after_insert": "cauldron_fabric.emit.documents.doctype_deleted"},
 	# on_change, not on_update: Desk's "Rename Fieldname" renames a Custom Field with db_set.
 	"Custom Field": {
 		"on_change": "cauldron_fabric.registry.doctypes.schema_source_changed",

@@ -229,6 +229,35 @@ def after_delete(doc, method=None) -> None:
 		emit_document_event(doc, "deleted")
 
 
+def doctype_deleted(comment, method=None) -> None:
+	"""Emits ``system.change`` for a deleted DocType, from the feed Comment its deletion adds.
+
+	Frappe deletes a DocType without running any hook of the DocType's (its delete path skips
+	on_trash and after_delete). The one document hook it does run is the insert of its feed
+	entry, a "Deleted" Comment whose subject is the DocType label followed by the name, in the
+	same transaction; the Deleted Document row written just before it holds the DocType as it
+	was. Deletions inside patches and installs add no feed entry, so they stay silent.
+	"""
+	if comment.comment_type != "Deleted" or comment.reference_doctype != "DocType":
+		return
+	prefix = f"{frappe._('DocType')} "
+	subject = comment.subject or ""
+	if not subject.startswith(prefix):
+		return
+	name = subject[len(prefix) :]
+	if not name or frappe.db.exists("DocType", name) or not current_policy().kind_of("DocType"):
+		return
+	kept = frappe.db.get_value(
+		"Deleted Document",
+		{"deleted_doctype": "DocType", "deleted_name": name},
+		"data",
+		order_by="creation desc",
+	)
+	values = frappe.parse_json(kept) if kept else {"name": name}
+	values["doctype"] = "DocType"
+	emit_document_event(frappe.get_doc(values), "deleted")
+
+
 def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 	"""Notes a row inserted, saved, db_set or deleted alone: its parent's update, at commit.
 

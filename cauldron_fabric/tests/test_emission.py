@@ -474,6 +474,43 @@ class TestWhatIsEmitted(EmissionCase):
 		self.assertEqual(custom["data"]["payload"]["doctype"], "Custom Field")
 		self.assertNotIn("custom_field.created", types_of(events))
 
+	def test_deleting_a_doctype_is_a_system_change(self):
+		name = "Fabric Doomed " + frappe.generate_hash(length=6)
+		ensure_custom_doctype(name, [{"fieldname": "title", "fieldtype": "Data", "label": "Title"}])
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.delete_doc, "DocType", name, ignore_missing=True, force=True)
+		start = last_seq()
+		frappe.delete_doc("DocType", name)
+		frappe.db.commit()
+		changes = [e for e in events_after(start) if e["type"] == "system.change"]
+		deleted = [
+			e for e in changes if e["data"]["entity"] == "DocType" and e["data"]["action"] == "deleted"
+		]
+		self.assertEqual(len(deleted), 1, [(e["data"]["entity"], e["data"]["action"]) for e in changes])
+		payload = deleted[0]["data"]["payload"]
+		self.assertEqual(
+			(payload["doctype"], payload["name"], payload["action"]), ("DocType", name, "deleted")
+		)
+		self.assertEqual(deleted[0]["data"]["entityId"], name)
+		self.assertEqual([f["fieldname"] for f in payload["doc"]["fields"]], ["title"])
+
+		# A rolled-back deletion emits nothing.
+		ensure_custom_doctype(name, [{"fieldname": "title", "fieldtype": "Data", "label": "Title"}])
+		frappe.db.commit()
+		start = last_seq()
+		frappe.delete_doc("DocType", name)
+		frappe.db.rollback()
+		self.assertTrue(frappe.db.exists("DocType", name))
+		self.assertEqual(
+			[
+				e
+				for e in events_after(start)
+				if e["data"]["entity"] == "DocType" and e["data"]["entityId"] == name
+			],
+			[],
+		)
+
 	def test_heartbeat_describes_the_site_and_outbox(self):
 		emit_heartbeat()
 		(event,) = [e for e in events_after(self.start) if e["type"] == "system.status"]
