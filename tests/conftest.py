@@ -29,6 +29,15 @@ def connect_db(database: str | None = DB_NAME):
 	return pymysql.connect(**DB, database=database, charset="utf8mb4", autocommit=False)
 
 
+def connect_db_without_backslash_escapes():
+	"""Opens a connection whose sql_mode has NO_BACKSLASH_ESCAPES: a backslash in a string
+	literal is an ordinary character there, and ``\\'`` ends the literal."""
+	conn = connect_db()
+	with conn.cursor() as cur:
+		cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+	return conn
+
+
 @pytest.fixture(scope="session")
 def kafka():
 	"""One broker for the session; tests use their own topics."""

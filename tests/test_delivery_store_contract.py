@@ -16,7 +16,13 @@ from cauldron_fabric.core.delivery.records import (
 )
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
 from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore, create_table_sql
-from conftest import TRICKY_TEXT, connect_db, make_envelope, scratch_table
+from conftest import (
+	TRICKY_TEXT,
+	connect_db,
+	connect_db_without_backslash_escapes,
+	make_envelope,
+	scratch_table,
+)
 
 
 class SqlSessions:
@@ -115,6 +121,21 @@ def test_queued_envelope_comes_back_byte_for_byte(sessions):
 	assert [job.envelope_json for job in jobs] == [envelope.to_json()] * 2
 	assert jobs[0].envelope() == envelope
 	store.release()
+
+
+def test_an_envelope_queued_without_backslash_escapes_comes_back_byte_for_byte(delivery_table):
+	# The SQL mode decides how a literal is read: written as for the default mode, the quote
+	# in the text would end the literal early.
+	table, sequence = delivery_table
+	envelope = make_envelope("ToDo", "T-'%s", "updated", note=TRICKY_TEXT)
+	writer = SqlDeliveryStore(connect_db_without_backslash_escapes, table=table, sequence=sequence)
+	writer.enqueue([DeliveryRequest("S1", envelope, None)])
+	writer.commit()
+	writer.close()
+	store = SqlDeliveryStore(connect_db, table=table, sequence=sequence)
+	(job,) = store.claim(10)
+	assert job.envelope_json == envelope.to_json()
+	store.close()
 
 
 def test_two_workers_never_hold_the_same_delivery(sessions):

@@ -16,7 +16,7 @@ from cauldron_fabric.core.outbox.sql import (
 	excluding,
 )
 from cauldron_fabric.core.ports import OutboxAppend, Settlement
-from conftest import TRICKY_TEXT, connect_db, make_envelope
+from conftest import TRICKY_TEXT, connect_db, connect_db_without_backslash_escapes, make_envelope
 
 
 class SqlSessions:
@@ -109,6 +109,22 @@ def test_stored_envelope_comes_back_byte_for_byte(sessions):
 	assert record.partition_key == "ToDo/T-'%s\\"
 	assert Envelope.from_json(record.envelope_json) == envelope
 	store.release()
+
+
+def test_an_envelope_appended_without_backslash_escapes_comes_back_byte_for_byte(outbox_table):
+	# The SQL mode decides how a literal is read: written as for the default mode, the quote
+	# in the text would end the literal early.
+	table, sequence = outbox_table
+	envelope = make_envelope("ToDo", "T-'%s\\", "updated", note=TRICKY_TEXT)
+	writer = SqlOutboxStore(connect_db_without_backslash_escapes, table=table, sequence=sequence)
+	writer.append([OutboxAppend(envelope)])
+	writer.commit()
+	writer.close()
+	store = SqlOutboxStore(connect_db, table=table, sequence=sequence)
+	(record,) = store.claim(10)
+	assert record.envelope_json == envelope.to_json()
+	assert record.partition_key == "ToDo/T-'%s\\"
+	store.close()
 
 
 def test_recorded_and_invalid_events_are_never_claimed(sessions):

@@ -16,7 +16,7 @@ from frappe.utils import now_datetime
 from cauldron_fabric.core.delivery import DeliveryRequest, build_enqueue, plan_deliveries
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.delivery.subscriptions import routing_index
-from cauldron_fabric.emit.writes import execute_in_transaction
+from cauldron_fabric.emit.writes import escapes_in_literals, execute_in_transaction
 from cauldron_fabric.services.wakeups import wake_after_commit
 
 
@@ -39,7 +39,7 @@ def insert_deliveries(requests: Sequence[DeliveryRequest]) -> None:
 		return
 	session = getattr(frappe.local, "session", None)
 	actor = (session and session.get("user")) or "Administrator"
-	sql, params = build_enqueue(requests, actor=actor, now=now_datetime())
+	sql, params = build_enqueue(requests, actor=actor, now=now_datetime(), escapes=escapes_in_literals())
 	execute_in_transaction(sql, params)
 	wake_delivery_workers_after_commit()
 

@@ -19,7 +19,7 @@ from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.delivery.recording import enqueue_deliveries
 from cauldron_fabric.emit.context import causation_id, correlation_id
 from cauldron_fabric.emit.policy import current_policy
-from cauldron_fabric.emit.writes import execute_in_transaction
+from cauldron_fabric.emit.writes import escapes_in_literals, execute_in_transaction
 from cauldron_fabric.registry.recording import check_events, describe_violations
 from cauldron_fabric.services.wakeups import wake_after_commit
 
@@ -68,7 +68,9 @@ def record(envelopes: Sequence[Envelope], reject_invalid: bool = True) -> None:
 		)
 		for envelope, violations in checked
 	]
-	sql, params = build_append(entries, actor=acting_user(), now=now_datetime())
+	sql, params = build_append(
+		entries, actor=acting_user(), now=now_datetime(), escapes=escapes_in_literals()
+	)
 	execute_in_transaction(sql, params)
 	enqueue_deliveries([envelope for envelope, violations in checked if not violations])
 	if policy.publishing:

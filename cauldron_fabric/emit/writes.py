@@ -7,6 +7,8 @@ from typing import Any
 
 import frappe
 
+from cauldron_fabric.core.outbox.sql import backslash_escapes
+
 
 def execute_in_transaction(sql: str, params: Sequence[Any]) -> None:
 	"""Runs a write on Frappe's own connection, in the open transaction, exactly as written.
@@ -22,3 +24,13 @@ def execute_in_transaction(sql: str, params: Sequence[Any]) -> None:
 		db.connect()
 	db.check_transaction_status(sql)
 	db._cursor.execute(sql, params)
+
+
+def escapes_in_literals() -> bool:
+	"""Tells whether Frappe's connection reads a backslash in a literal as an escape (it does
+	unless the session's sql_mode has NO_BACKSLASH_ESCAPES): how to write the literals the
+	fabric's INSERTs carry (core.outbox.sql.text_literal)."""
+	db = frappe.db
+	if not db._conn:
+		db.connect()
+	return backslash_escapes(db._conn)

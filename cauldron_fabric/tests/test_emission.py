@@ -121,6 +121,20 @@ class TestDocumentEvents(EmissionCase):
 		self.assertEqual(created["data"]["payload"]["doc"]["title"], stored)
 		self.assertEqual(updated["data"]["payload"]["changes"]["note"]["new"], SQL_LOOKALIKE_TEXT)
 
+	def test_event_text_reaches_the_outbox_unaltered_without_backslash_escapes(self):
+		# Under NO_BACKSLASH_ESCAPES a backslash is an ordinary character in a literal and \' ends
+		# it: the outbox INSERT must write its literals for the mode of the connection.
+		from cauldron_fabric.emit.recorder import new_envelope, record
+
+		mode = frappe.db.sql("SELECT @@SESSION.sql_mode")[0][0]
+		self.addCleanup(frappe.db.sql, "SET SESSION sql_mode = %s", (mode,))
+		frappe.db.sql("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+		envelope = new_envelope("probe.noted", "Probe", "T-'\\", "noted", {"note": SQL_LOOKALIKE_TEXT})
+		record([envelope])
+		stored = frappe.db.get_value("Event Log", {"event_id": envelope.id}, ["entity_id", "envelope"])
+		self.assertEqual(stored[0], "T-'\\")
+		self.assertEqual(json.loads(stored[1])["data"]["payload"]["note"], SQL_LOOKALIKE_TEXT)
+
 	def test_dates_and_times_travel_as_stored_whatever_form_they_were_given_in(self):
 		# A data import puts datetimes in Date fields; REST callers send "10:30" for a Time.
 		# Under the default "Reject" policy such a save failed its schema check.

@@ -28,7 +28,7 @@ from cauldron_fabric.core.delivery.records import (
 )
 from cauldron_fabric.core.delivery.store import DeliveryStore
 from cauldron_fabric.core.envelope import dumps
-from cauldron_fabric.core.outbox.sql import STANDARD_COLUMNS, local_now, sequenced_insert
+from cauldron_fabric.core.outbox.sql import STANDARD_COLUMNS, backslash_escapes, local_now, sequenced_insert
 from cauldron_fabric.core.sqlsession import SqlSession
 
 DEFAULT_TABLE = "tabEvent Delivery"
@@ -83,10 +83,13 @@ def build_enqueue(
 	now: dt.datetime,
 	table: str = DEFAULT_TABLE,
 	sequence: str = DEFAULT_SEQUENCE,
+	escapes: bool = True,
 ) -> tuple[str, list[Any]]:
 	"""Returns one INSERT adding ``requests`` (duplicates skipped) and its ``%s`` parameters.
 
 	The Frappe layer runs it in the transaction that records the event (emit.writes).
+	``escapes`` says whether the connection reads a backslash as an escape (see
+	core.outbox.sql.backslash_escapes).
 	"""
 	bodies: list[str] = []
 	params: list[Any] = []
@@ -107,7 +110,7 @@ def build_enqueue(
 			0,
 			now,
 		]
-	insert = sequenced_insert(table, sequence, (*STANDARD_COLUMNS, *ENQUEUE_COLUMNS), bodies)
+	insert = sequenced_insert(table, sequence, (*STANDARD_COLUMNS, *ENQUEUE_COLUMNS), bodies, escapes)
 	return f"{insert} ON DUPLICATE KEY UPDATE name = name", params
 
 
@@ -152,7 +155,12 @@ class SqlDeliveryStore(DeliveryStore):
 		if not requests:
 			return 0
 		sql, params = build_enqueue(
-			requests, actor=actor, now=self.clock(), table=self.table, sequence=self.sequence
+			requests,
+			actor=actor,
+			now=self.clock(),
+			table=self.table,
+			sequence=self.sequence,
+			escapes=backslash_escapes(self.connection),
 		)
 		return self._execute(sql, params)[1]
 

@@ -84,8 +84,13 @@ def build_append(
 	now: dt.datetime,
 	table: str = DEFAULT_TABLE,
 	sequence: str = DEFAULT_SEQUENCE,
+	escapes: bool = True,
 ) -> tuple[str, list[Any]]:
-	"""Returns one multi-row INSERT for ``entries`` and its parameters (see sequenced_insert)."""
+	"""Returns one multi-row INSERT for ``entries`` and its parameters (see sequenced_insert).
+
+	``escapes`` says whether the connection reads a backslash as an escape (see
+	backslash_escapes).
+	"""
 	envelopes: list[str] = []
 	params: list[Any] = []
 	for entry in entries:
@@ -116,10 +121,16 @@ def build_append(
 			0,
 		]
 		envelopes.append(env.to_json())
-	return sequenced_insert(table, sequence, (*STANDARD_COLUMNS, *EVENT_COLUMNS), envelopes), params
+	return sequenced_insert(table, sequence, (*STANDARD_COLUMNS, *EVENT_COLUMNS), envelopes, escapes), params
 
 
-def sequenced_insert(table: str, sequence: str, columns: Sequence[str], envelopes: Sequence[str]) -> str:
+def sequenced_insert(
+	table: str,
+	sequence: str,
+	columns: Sequence[str],
+	envelopes: Sequence[str],
+	escapes: bool = True,
+) -> str:
 	"""Returns a multi-row INSERT of one row per envelope JSON, in ``%s`` paramstyle.
 
 	``name`` (the first column) is drawn from ``sequence``; the ``envelope`` column is written
@@ -134,21 +145,39 @@ def sequenced_insert(table: str, sequence: str, columns: Sequence[str], envelope
 	for envelope in envelopes:
 		literal = literals.get(id(envelope))
 		if literal is None:
-			literal = literals[id(envelope)] = text_literal(envelope)
+			literal = literals[id(envelope)] = text_literal(envelope, escapes)
 		placeholders[envelope_at] = literal
 		rows.append(f"(nextval(`{sequence}`), {', '.join(placeholders)})")
 	column_list = ", ".join(f"`{c}`" for c in columns)
 	return f"INSERT INTO `{table}` ({column_list}) VALUES " + ", ".join(rows)
 
 
-def text_literal(text: str) -> str:
+# The status bit MariaDB and MySQL set in every reply while the session's sql_mode has
+# NO_BACKSLASH_ESCAPES (PyMySQL keeps the last one as ``Connection.server_status``).
+NO_BACKSLASH_ESCAPES_STATUS = 512
+
+
+def backslash_escapes(connection: Any) -> bool:
+	"""Tells whether ``connection``'s SQL mode reads a backslash in a literal as an escape.
+
+	It does unless the session's sql_mode has NO_BACKSLASH_ESCAPES; the server reports that
+	mode in every reply, so this reads only the driver's last status, no query.
+	"""
+	return not (getattr(connection, "server_status", 0) & NO_BACKSLASH_ESCAPES_STATUS)
+
+
+def text_literal(text: str, escapes: bool = True) -> str:
 	"""Returns ``text`` as a MariaDB string literal inside a ``%s``-paramstyle statement.
 
-	MariaDB needs only the backslash and the quote escaped in a literal; ``%`` is doubled for
-	the driver's parameter formatting. Three ``str.replace`` calls on a 4 KB envelope cost a
-	few microseconds where PyMySQL's per-character escaping costs about 140, on every save.
+	MariaDB needs only the backslash and the quote escaped in a literal (NUL and every other
+	character may stand as they are); under NO_BACKSLASH_ESCAPES a backslash is an ordinary
+	character and a quote is doubled instead. ``%`` is doubled for the driver's parameter
+	formatting. Three ``str.replace`` calls on a 4 KB envelope cost a few microseconds where
+	PyMySQL's per-character escaping costs about 140, on every save.
 	"""
-	return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("%", "%%") + "'"
+	if escapes:
+		return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("%", "%%") + "'"
+	return "'" + text.replace("'", "''").replace("%", "%%") + "'"
 
 
 def entry_status(entry: OutboxAppend) -> str:
@@ -253,7 +282,12 @@ class SqlOutboxStore(OutboxStore):
 		"""Inserts the events on this store's connection; the caller commits."""
 		if entries:
 			sql, params = build_append(
-				entries, actor=actor, now=self.clock(), table=self.table, sequence=self.sequence
+				entries,
+				actor=actor,
+				now=self.clock(),
+				table=self.table,
+				sequence=self.sequence,
+				escapes=backslash_escapes(self.connection),
 			)
 			self._execute(sql, params)
 
