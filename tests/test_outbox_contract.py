@@ -1,10 +1,11 @@
 """One contract for every OutboxStore adapter: the memory store and the MariaDB table."""
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 
-from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.core.envelope import Envelope, EventMetadata
 from cauldron_fabric.core.outbox.memory import MemoryOutbox
 from cauldron_fabric.core.outbox.sql import (
 	FAILED,
@@ -14,6 +15,7 @@ from cauldron_fabric.core.outbox.sql import (
 	RECORDED,
 	SqlOutboxStore,
 	excluding,
+	sql_literal,
 )
 from cauldron_fabric.core.ports import OutboxAppend, Settlement
 from conftest import TRICKY_TEXT, connect_db, connect_db_without_backslash_escapes, make_envelope
@@ -125,6 +127,64 @@ def test_an_envelope_appended_without_backslash_escapes_comes_back_byte_for_byte
 	assert record.envelope_json == envelope.to_json()
 	assert record.partition_key == "ToDo/T-'%s\\"
 	store.close()
+
+
+@pytest.mark.parametrize("connect", [connect_db, connect_db_without_backslash_escapes])
+def test_every_column_of_an_appended_row_is_stored_as_given(outbox_table, connect):
+	# Every value goes into the INSERT as a literal, in either SQL mode.
+	table, sequence = outbox_table
+	envelope = replace(
+		make_envelope("To'Do\\", TRICKY_TEXT, "updated"),
+		metadata=EventMetadata(TRICKY_TEXT, "c'\\%s", "jane'o\\", "site%(x)s"),
+		data_schema="urn:cauldron:schema:x'\\:1",
+	)
+	now = dt.datetime(2026, 1, 2, 3, 4, 5, 60)
+	store = SqlOutboxStore(connect, table=table, sequence=sequence, clock=lambda: now)
+	store.append([OutboxAppend(envelope, invalid=True, problem=TRICKY_TEXT)], actor="o'Brien\\%s")
+	store.commit()
+	store.close()
+	conn = connect_db()
+	with conn.cursor() as cur:
+		cur.execute(f"SELECT * FROM `{table}`")
+		(row,) = cur.fetchall()
+	conn.close()
+	meta, data = envelope.metadata, envelope.data
+	assert row[1:] == (
+		now,
+		now,
+		"o'Brien\\%s",
+		"o'Brien\\%s",
+		0,
+		0,
+		envelope.id,
+		envelope.type,
+		envelope.source,
+		envelope.time,
+		envelope.data_schema,
+		data.entity,
+		data.entity_id,
+		data.action,
+		meta.correlation_id,
+		meta.causation_id,
+		meta.user_id,
+		meta.tenant_id,
+		envelope.partition_key,
+		envelope.to_json(),
+		INVALID,
+		0,
+		TRICKY_TEXT,
+		None,
+		None,
+		None,
+		0,
+		0,
+	)
+
+
+def test_a_value_of_another_type_is_refused_rather_than_written_unescaped():
+	assert sql_literal(None) == "NULL" and sql_literal(True) == "1" and sql_literal(12) == "12"
+	with pytest.raises(TypeError):
+		sql_literal(["x'); DROP TABLE t; --"])
 
 
 def test_recorded_and_invalid_events_are_never_claimed(sessions):

@@ -86,42 +86,49 @@ def build_append(
 	sequence: str = DEFAULT_SEQUENCE,
 	escapes: bool = True,
 ) -> tuple[str, list[Any]]:
-	"""Returns one multi-row INSERT for ``entries`` and its parameters (see sequenced_insert).
+	"""Returns one multi-row INSERT for ``entries`` and its parameters (none: see below).
 
-	``escapes`` says whether the connection reads a backslash as an escape (see
-	backslash_escapes).
+	``name`` is drawn from ``sequence``; every other value is written into the statement as a
+	literal (see sql_literal): the driver's escaping of some 27 parameters per row cost more
+	than building the rest of the statement. ``escapes`` says whether the connection reads a
+	backslash as an escape (see backslash_escapes).
 	"""
-	envelopes: list[str] = []
-	params: list[Any] = []
+	columns = ", ".join(f"`{c}`" for c in (*STANDARD_COLUMNS, *EVENT_COLUMNS))
+	stamp = sql_literal(now)
+	author = text_literal(actor, escapes)
+	rows: list[str] = []
 	for entry in entries:
 		env = entry.envelope
+		data = env.data
 		meta = env.metadata
-		params += [now, now, actor, actor, 0, 0]
-		params += [
-			env.id,
-			env.type,
-			env.source,
-			env.time,
-			env.data_schema,
-			env.data.entity,
-			env.data.entity_id,
-			env.data.action,
-			meta.correlation_id,
-			meta.causation_id,
-			meta.user_id,
-			meta.tenant_id,
-			env.partition_key[:280],
-			entry_status(entry),
-			0,
-			(entry.problem or "")[:ERROR_LENGTH] or None,  # last_error: why an Invalid event is kept
-			None,
-			None,
-			None,
-			0,
-			0,
-		]
-		envelopes.append(env.to_json())
-	return sequenced_insert(table, sequence, (*STANDARD_COLUMNS, *EVENT_COLUMNS), envelopes, escapes), params
+		values = ", ".join(
+			[
+				sql_literal(value, escapes)
+				for value in (
+					env.id,
+					env.type,
+					env.source,
+					env.time,
+					env.data_schema,
+					data.entity,
+					data.entity_id,
+					data.action,
+					meta.correlation_id,
+					meta.causation_id,
+					meta.user_id,
+					meta.tenant_id,
+					env.partition_key[:280],
+				)
+			]
+		)
+		envelope = text_literal(env.to_json(), escapes)
+		# last_error: why an Invalid event is kept
+		problem = sql_literal((entry.problem or "")[:ERROR_LENGTH] or None, escapes)
+		rows.append(
+			f"(nextval(`{sequence}`), {stamp}, {stamp}, {author}, {author}, 0, 0, {values}, "
+			f"{envelope}, '{entry_status(entry)}', 0, {problem}, NULL, NULL, NULL, 0, 0)"
+		)
+	return f"INSERT INTO `{table}` ({columns}) VALUES " + ", ".join(rows), []
 
 
 def sequenced_insert(
@@ -178,6 +185,26 @@ def text_literal(text: str, escapes: bool = True) -> str:
 	if escapes:
 		return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("%", "%%") + "'"
 	return "'" + text.replace("'", "''").replace("%", "%%") + "'"
+
+
+def sql_literal(value: Any, escapes: bool = True) -> str:
+	"""Returns a text, an integer, a datetime or None as a MariaDB literal (see text_literal).
+
+	Any other type raises TypeError: nothing reaches a statement unescaped.
+	"""
+	if isinstance(value, str):
+		return text_literal(value, escapes)
+	if value is None:
+		return "NULL"
+	if isinstance(value, int):  # bool too: True is 1
+		return str(int(value))
+	if isinstance(value, dt.datetime):
+		# Its fields, as the driver writes them: an aware datetime keeps its wall-clock time.
+		return (
+			f"'{value.year:04}-{value.month:02}-{value.day:02} "
+			f"{value.hour:02}:{value.minute:02}:{value.second:02}.{value.microsecond:06}'"
+		)
+	raise TypeError(f"a {type(value).__name__} cannot be written into an outbox statement: pass text")
 
 
 def entry_status(entry: OutboxAppend) -> str:
