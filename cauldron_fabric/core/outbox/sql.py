@@ -55,6 +55,8 @@ EVENT_COLUMNS = (
 	"kafka_offset",
 )
 STANDARD_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "docstatus", "idx")
+# The column list of an append, built once: joining it cost about 5 us per save.
+APPEND_COLUMNS = ", ".join(f"`{c}`" for c in (*STANDARD_COLUMNS, *EVENT_COLUMNS))
 
 # How many more windows a claim reads past rows it had to leave out (see claim).
 MORE_WINDOWS = 4
@@ -93,7 +95,6 @@ def build_append(
 	than building the rest of the statement. ``escapes`` says whether the connection reads a
 	backslash as an escape (see backslash_escapes).
 	"""
-	columns = ", ".join(f"`{c}`" for c in (*STANDARD_COLUMNS, *EVENT_COLUMNS))
 	stamp = sql_literal(now)
 	author = text_literal(actor, escapes)
 	rows: list[str] = []
@@ -128,7 +129,7 @@ def build_append(
 			f"(nextval(`{sequence}`), {stamp}, {stamp}, {author}, {author}, 0, 0, {values}, "
 			f"{envelope}, '{entry_status(entry)}', 0, {problem}, NULL, NULL, NULL, 0, 0)"
 		)
-	return f"INSERT INTO `{table}` ({columns}) VALUES " + ", ".join(rows), []
+	return f"INSERT INTO `{table}` ({APPEND_COLUMNS}) VALUES " + ", ".join(rows), []
 
 
 def sequenced_insert(
