@@ -21,7 +21,7 @@ from cauldron_fabric.emit.context import causation_id, correlation_id
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.writes import escapes_in_literals, execute_in_transaction
 from cauldron_fabric.registry.recording import check_events, describe_violations
-from cauldron_fabric.services.wakeups import wake_after_commit
+from cauldron_fabric.services.wakeups import relay_channel, wake_after_commit
 
 
 def acting_user() -> str:
@@ -79,6 +79,4 @@ def record(envelopes: Sequence[Envelope], reject_invalid: bool = True) -> None:
 
 def wake_relays_after_commit() -> None:
 	"""Schedules one relay wake-up for when the current transaction commits."""
-	from cauldron_fabric.services.relay import relay_channel
-
 	wake_after_commit(relay_channel())

@@ -28,7 +28,7 @@ from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.core.wakeup import RedisWaker
 from cauldron_fabric.services.sitedb import recovered_from_lost_connection
-from cauldron_fabric.services.wakeups import wake
+from cauldron_fabric.services.wakeups import relay_channel, wake
 
 STATUS_KEY = "cauldron_fabric:relays"
 SETTINGS_RECHECK_SECONDS = 10
@@ -165,11 +165,6 @@ def check_connection(timeout: float = 5.0) -> ConnectionReport:
 		return transport.check(timeout)
 	finally:
 		transport.close()
-
-
-def relay_channel() -> str:
-	"""Returns the Redis channel that wakes this site's relays."""
-	return f"cauldron_fabric:outbox:{frappe.local.site}"
 
 
 def wake_relays() -> None:

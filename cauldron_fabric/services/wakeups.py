@@ -19,6 +19,13 @@ def _publish(channel: str) -> None:
 background_wakeups = BackgroundWakeups(_publish)
 
 
+def relay_channel() -> str:
+	"""Returns the Redis channel that wakes this site's relays."""
+	# Here rather than in services.relay: every save that records an event names it, and the
+	# relay module (transports, Kafka client) has no business being imported for that.
+	return f"cauldron_fabric:outbox:{frappe.local.site}"
+
+
 def wake(channel: str) -> None:
 	"""Publishes a wake-up on ``channel`` now."""
 	try:
