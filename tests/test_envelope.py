@@ -3,11 +3,20 @@
 import datetime as dt
 import decimal
 import json
+import re
 import uuid
 
 import pytest
 
-from cauldron_fabric.core.envelope import Envelope, _json_default, dumps, new_event_id, parse_time
+from cauldron_fabric.core.envelope import (
+	Envelope,
+	_json_default,
+	dumps,
+	format_time,
+	new_event_id,
+	parse_time,
+	utc_now_iso,
+)
 from cauldron_fabric.core.errors import InvalidEnvelope, PermanentError
 from conftest import make_envelope
 
@@ -81,7 +90,7 @@ def test_missing_metadata_is_accepted_as_nulls():
 
 def test_event_ids_are_uuid7_and_time_ordered():
 	ids = [new_event_id() for _ in range(200)]
-	assert all(uuid.UUID(i).version == 7 for i in ids)
+	assert all(uuid.UUID(i).version == 7 and str(uuid.UUID(i)) == i for i in ids)  # canonical form
 	assert len(set(ids)) == 200
 	millis = [uuid.UUID(i).int >> 80 for i in ids]
 	assert millis == sorted(millis)
@@ -91,6 +100,9 @@ def test_time_is_utc_with_zone():
 	envelope = make_envelope()
 	assert envelope.time.endswith("Z")
 	assert parse_time(envelope.time).utcoffset() == dt.timedelta(0)
+	now = utc_now_iso()
+	assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", now)
+	assert format_time(parse_time(now)) == now
 
 
 def test_partition_key_is_entity_and_id():

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -51,12 +50,15 @@ def new_event_id() -> str:
 	value |= ((rand >> 68) & 0xFFF) << 64
 	value |= 0b10 << 62
 	value |= rand & ((1 << 62) - 1)
-	return str(uuid.UUID(int=value))
+	# What str(uuid.UUID(int=value)) gives, without building the UUID object (half the cost).
+	digits = f"{value:032x}"
+	return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def utc_now_iso() -> str:
 	"""Returns the current UTC time as ISO-8601 with microseconds and a ``Z`` suffix."""
-	return format_time(dt.datetime.now(dt.timezone.utc))
+	# format_time's result for a UTC time, without converting it to UTC again.
+	return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def format_time(moment: dt.datetime) -> str:
