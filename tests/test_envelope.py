@@ -1,5 +1,6 @@
 """The seed envelope (section 3.2): exact JSON shape, round trips, clear errors."""
 
+import dataclasses
 import datetime as dt
 import decimal
 import json
@@ -44,6 +45,13 @@ def test_round_trip_through_json_is_lossless():
 	assert Envelope.from_json(envelope.to_json()) == envelope
 	with_schema = envelope.with_schema("urn:cauldron:schema:todo.updated:2")
 	assert Envelope.from_json(with_schema.to_json()) == with_schema
+
+
+def test_with_schema_changes_the_schema_only():
+	# Every field set apart from its default, so that a field with_schema forgot would show.
+	values = {f.name: f"value of {f.name}" for f in dataclasses.fields(Envelope)}
+	envelope = Envelope(**values)
+	assert envelope.with_schema("urn:x:1") == dataclasses.replace(envelope, data_schema="urn:x:1")
 
 
 def test_payload_values_that_json_lacks_are_converted():

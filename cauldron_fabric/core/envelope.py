@@ -18,7 +18,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from cauldron_fabric.core.errors import InvalidEnvelope
@@ -125,7 +125,19 @@ class Envelope:
 
 	def with_schema(self, data_schema: str) -> Envelope:
 		"""Returns a copy that records the schema version the event was checked against."""
-		return replace(self, data_schema=data_schema)
+		# Every field by hand: dataclasses.replace walks the fields on each call, and every
+		# checked event is copied here (test_envelope compares the two).
+		return Envelope(
+			self.id,
+			self.type,
+			self.source,
+			self.time,
+			self.data,
+			self.metadata,
+			self.data_content_type,
+			self.spec_version,
+			data_schema,
+		)
 
 	def to_dict(self) -> dict[str, Any]:
 		"""Returns the JSON-ready dict in the seed's exact key order and spelling."""
