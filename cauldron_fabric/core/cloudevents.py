@@ -128,6 +128,40 @@ def event_attributes(
 	return attributes
 
 
+# The metadata extensions in header order, as Kafka headers: (header name, envelope key).
+KAFKA_METADATA_HEADERS = tuple(
+	(f"{KAFKA_PREFIX}{key.replace('_', '')}", field) for key, field in METADATA_KEYS.items()
+)
+
+
+def kafka_headers_of(body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+	"""Returns the ``ce_*`` headers of an envelope in its JSON form, as kafka_headers does.
+
+	The relay's path, once per event: it builds the header list in one pass, where
+	``binary_headers(attributes_of(body))`` builds an attribute dict first and then the
+	headers from it (twice the work on the relay's busiest thread).
+	"""
+	data = body["data"]
+	headers = [
+		("ce_specversion", body.get("specVersion") or SPEC_VERSION),
+		("ce_id", body["id"]),
+		("ce_type", body["type"]),
+		("ce_source", body["source"]),
+		("ce_time", body["time"]),
+		("ce_subject", f"{data['entity']}/{data['entityId']}"),
+	]
+	schema = body.get("dataSchema")
+	if schema:
+		headers.append(("ce_dataschema", schema))
+	metadata = body.get("metadata") or {}
+	for name, key in KAFKA_METADATA_HEADERS:
+		value = metadata.get(key)
+		if value is not None:
+			headers.append((name, value))
+	headers.append(("content-type", JSON_CONTENT_TYPE))
+	return tuple(headers)
+
+
 def binary_headers(attributes: Mapping[str, str], prefix: str = KAFKA_PREFIX) -> tuple[tuple[str, str], ...]:
 	"""Returns attributes as binary-mode headers of one binding, with the JSON content type."""
 	headers = [(prefix + name, value) for name, value in attributes.items()]
@@ -303,6 +337,7 @@ __all__ = [
 	"from_headers",
 	"from_structured",
 	"kafka_headers",
+	"kafka_headers_of",
 	"to_attributes",
 	"to_binary",
 	"to_kafka",

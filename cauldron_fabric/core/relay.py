@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 
-from cauldron_fabric.core.cloudevents import attributes_of, binary_headers
+from cauldron_fabric.core.cloudevents import kafka_headers_of
 from cauldron_fabric.core.envelope import fast_loads
 from cauldron_fabric.core.errors import RetryableError
 from cauldron_fabric.core.naming import DEFAULT_TOPIC_TEMPLATE, topic_for
@@ -205,10 +205,11 @@ class Relay:
 	def _message(self, record: OutboxRecord) -> OutboundMessage:
 		# The JSON is parsed for headers and topic only; the body goes out byte for byte.
 		body = fast_loads(record.envelope_json)
-		attributes = attributes_of(body)
-		topic = self._topic(body["type"], body["data"]["entity"], attributes.get("tenantid"))
+		topic = self._topic(
+			body["type"], body["data"]["entity"], (body.get("metadata") or {}).get("tenantId")
+		)
 		return OutboundMessage(
-			topic, record.partition_key, record.envelope_json.encode(), binary_headers(attributes)
+			topic, record.partition_key, record.envelope_json.encode(), kafka_headers_of(body)
 		)
 
 	def _topic(self, event_type: str, entity: str, tenant: str | None) -> str:
