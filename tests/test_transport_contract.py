@@ -78,13 +78,32 @@ def test_every_message_is_acknowledged_with_its_position(transport_and_reader):
 def test_messages_of_one_key_keep_their_order(transport_and_reader):
 	transport, read = transport_and_reader
 	topic = f"contract.{uuid.uuid4().hex[:8]}"
-	sent = messages(topic, ["k1", "k2", "k3"], 20)
+	keys = ["k1", "k2", "Sales Invoice/SINV-ü3"]  # a str key travels as its UTF-8 bytes
+	sent = messages(topic, keys, 20)
 	assert all(d.ok for d in transport.publish(sent, timeout=20))
 	received = read(topic, len(sent))
 	assert len(received) == len(sent)
-	for key in ("k1", "k2", "k3"):
+	for key in keys:
 		bodies = [body.decode() for k, body in received if k == key]
 		assert bodies == [f"{key}:{n}" for n in range(20)]
+
+
+def test_kafka_batch_larger_than_the_producer_queue_goes_out_in_order(kafka):
+	"""A full producer queue (BufferError) makes the transport wait for room, never drop or reorder."""
+	transport = open_transport(kafka.url, {"extra": {"queue.buffering.max.messages": 50}})
+	topic = f"contract.{uuid.uuid4().hex[:8]}"
+	sent = messages(topic, ["a", "b", "c"], 200)
+	deliveries = transport.publish(sent, timeout=30)
+	transport.close()
+	assert all(d.ok for d in deliveries)
+	offsets: dict[int, list[int]] = {}
+	for delivery in deliveries:
+		offsets.setdefault(delivery.partition, []).append(delivery.offset)
+	assert all(found == sorted(found) for found in offsets.values())
+	received = read_topic(kafka.bootstrap, topic, len(sent))
+	for key in ("a", "b", "c"):
+		bodies = [m.value().decode() for m in received if m.key() == key.encode()]
+		assert bodies == [f"{key}:{n}" for n in range(200)]
 
 
 def test_check_reports_a_live_broker(transport_and_reader):

@@ -39,6 +39,10 @@ log = logging.getLogger("cauldron_fabric.kafka")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 DEFAULT_MESSAGE_TIMEOUT_MS = 10_000
+# Delivery reports are served (poll) once per this many messages produced rather than after
+# each one: fewer calls into librdkafka, the same callbacks. A full queue polls at once, and
+# waiting for the batch polls until every report is in.
+POLL_EVERY = 64
 
 # Errors a retry will not cure: the message or the topic itself is refused.
 PERMANENT_CODES = {
@@ -241,14 +245,16 @@ class KafkaTransport(Transport):
 	def _produce_one(self, producer: Producer, message: OutboundMessage, callback, results, index) -> None:
 		while True:
 			try:
+				# A str key goes in as is: confluent-kafka encodes it as UTF-8 itself.
 				producer.produce(
 					message.destination,
 					value=message.body,
-					key=message.key.encode() if isinstance(message.key, str) else message.key,
+					key=message.key,
 					headers=list(message.headers),
 					on_delivery=callback,
 				)
-				producer.poll(0)
+				if index % POLL_EVERY == 0:
+					producer.poll(0)
 				return
 			except BufferError:
 				producer.poll(0.05)
