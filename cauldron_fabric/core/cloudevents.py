@@ -76,90 +76,38 @@ def to_attributes(envelope: Envelope) -> dict[str, str]:
 
 def attributes_of(body: Mapping[str, Any]) -> dict[str, str]:
 	"""Returns the CloudEvents attributes of an envelope in its JSON form."""
-	data = body["data"]
-	metadata = body.get("metadata") or {}
-	return event_attributes(
-		id=body["id"],
-		type=body["type"],
-		source=body["source"],
-		time=body["time"],
-		entity=data["entity"],
-		entity_id=data["entityId"],
-		spec_version=body.get("specVersion") or SPEC_VERSION,
-		data_schema=body.get("dataSchema"),
-		**{attr: metadata.get(key) for attr, key in METADATA_KEYS.items()},
-	)
+	return dict(attribute_items(body))
 
 
-def event_attributes(
-	*,
-	id: str,
-	type: str,
-	source: str,
-	time: str,
-	entity: str,
-	entity_id: str,
-	spec_version: str = SPEC_VERSION,
-	data_schema: str | None = None,
-	correlation_id: str | None = None,
-	causation_id: str | None = None,
-	user_id: str | None = None,
-	tenant_id: str | None = None,
-) -> dict[str, str]:
-	"""Returns the CloudEvents attributes for envelope fields given one by one (the relay's path)."""
-	attributes = {
-		"specversion": spec_version,
-		"id": id,
-		"type": type,
-		"source": source,
-		"time": time,
-		"subject": f"{entity}/{entity_id}",
-	}
-	if data_schema:
-		attributes["dataschema"] = data_schema
-	for name, value in (
-		("correlationid", correlation_id),
-		("causationid", causation_id),
-		("userid", user_id),
-		("tenantid", tenant_id),
-	):
-		if value is not None:
-			attributes[name] = value
-	return attributes
+# The metadata extensions in attribute order: (attribute name, envelope metadata key).
+METADATA_ATTRIBUTES = tuple((key.replace("_", ""), field) for key, field in METADATA_KEYS.items())
 
 
-# The metadata extensions in header order, as Kafka headers: (header name, envelope key).
-KAFKA_METADATA_HEADERS = tuple(
-	(f"{KAFKA_PREFIX}{key.replace('_', '')}", field) for key, field in METADATA_KEYS.items()
-)
+def attribute_items(body: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+	"""Returns the CloudEvents attributes of an envelope in its JSON form, in order, as pairs.
 
-
-def kafka_headers_of(body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-	"""Returns the ``ce_*`` headers of an envelope in its JSON form, as kafka_headers does.
-
-	The relay's path, once per event: it builds the header list in one pass, where
-	``binary_headers(attributes_of(body))`` builds an attribute dict first and then the
-	headers from it (twice the work on the relay's busiest thread).
+	The one mapping from the envelope to CloudEvents attributes. Each name comes after
+	``prefix``, so that Kafka headers (kafka_headers) are built in one pass: the relay does it
+	once per event on its busiest thread.
 	"""
 	data = body["data"]
-	headers = [
-		("ce_specversion", body.get("specVersion") or SPEC_VERSION),
-		("ce_id", body["id"]),
-		("ce_type", body["type"]),
-		("ce_source", body["source"]),
-		("ce_time", body["time"]),
-		("ce_subject", f"{data['entity']}/{data['entityId']}"),
+	items = [
+		(prefix + "specversion", body.get("specVersion") or SPEC_VERSION),
+		(prefix + "id", body["id"]),
+		(prefix + "type", body["type"]),
+		(prefix + "source", body["source"]),
+		(prefix + "time", body["time"]),
+		(prefix + "subject", f"{data['entity']}/{data['entityId']}"),
 	]
 	schema = body.get("dataSchema")
 	if schema:
-		headers.append(("ce_dataschema", schema))
+		items.append((prefix + "dataschema", schema))
 	metadata = body.get("metadata") or {}
-	for name, key in KAFKA_METADATA_HEADERS:
+	for name, key in METADATA_ATTRIBUTES:
 		value = metadata.get(key)
 		if value is not None:
-			headers.append((name, value))
-	headers.append(("content-type", JSON_CONTENT_TYPE))
-	return tuple(headers)
+			items.append((prefix + name, value))
+	return items
 
 
 def binary_headers(attributes: Mapping[str, str], prefix: str = KAFKA_PREFIX) -> tuple[tuple[str, str], ...]:
@@ -237,7 +185,9 @@ def _text_time(value: Any) -> str:
 def kafka_headers(envelope: Envelope | Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 	"""Returns the ``ce_*`` headers that make a message carrying the envelope a binary CloudEvent."""
 	body = envelope.to_dict() if isinstance(envelope, Envelope) else envelope
-	return binary_headers(attributes_of(body))
+	headers = attribute_items(body, KAFKA_PREFIX)
+	headers.append(("content-type", JSON_CONTENT_TYPE))
+	return tuple(headers)
 
 
 def to_kafka(envelope: Envelope) -> WireMessage:
@@ -330,14 +280,13 @@ __all__ = [
 	"KAFKA_PREFIX",
 	"STRUCTURED_CONTENT_TYPE",
 	"WireMessage",
+	"attribute_items",
 	"attributes_of",
 	"binary_headers",
-	"event_attributes",
 	"from_attributes",
 	"from_headers",
 	"from_structured",
 	"kafka_headers",
-	"kafka_headers_of",
 	"to_attributes",
 	"to_binary",
 	"to_kafka",

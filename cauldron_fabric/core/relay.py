@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 
-from cauldron_fabric.core.cloudevents import kafka_headers_of
+from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.envelope import fast_loads
 from cauldron_fabric.core.errors import RetryableError
 from cauldron_fabric.core.naming import DEFAULT_TOPIC_TEMPLATE, topic_for
@@ -209,7 +209,7 @@ class Relay:
 			body["type"], body["data"]["entity"], (body.get("metadata") or {}).get("tenantId")
 		)
 		return OutboundMessage(
-			topic, record.partition_key, record.envelope_json.encode(), kafka_headers_of(body)
+			topic, record.partition_key, record.envelope_json.encode(), kafka_headers(body)
 		)
 
 	def _topic(self, event_type: str, entity: str, tenant: str | None) -> str:

@@ -29,7 +29,7 @@ from bench_relay_throughput import (  # noqa: E402
 	warm_producer,
 )
 
-from cauldron_fabric.core.cloudevents import attributes_of, binary_headers  # noqa: E402
+from cauldron_fabric.core.cloudevents import kafka_headers  # noqa: E402
 from cauldron_fabric.core.envelope import fast_loads  # noqa: E402
 from cauldron_fabric.testing.kafka_broker import KafkaBroker  # noqa: E402
 from conftest import connect_db  # noqa: E402
@@ -81,7 +81,7 @@ def drain_without_safety(bootstrap: str, count: int, topic: str, table: str, bat
 			counter[0] -= 1
 
 		for _, key, body in rows:
-			headers = list(binary_headers(attributes_of(fast_loads(body))))
+			headers = list(kafka_headers(fast_loads(body)))
 			producer.produce(topic, body.encode(), key.encode(), headers=headers, on_delivery=acknowledged)
 			producer.poll(0)
 		if previous is not None:
