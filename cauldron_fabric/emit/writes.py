@@ -19,9 +19,7 @@ def execute_in_transaction(sql: str, params: Sequence[Any]) -> None:
 	IFNULL( would reach the broker altered. This keeps Frappe's count of the transaction's
 	writes (its too-many-writes guard) and hands the statement to the driver unchanged.
 	"""
-	db = frappe.db
-	if not db._conn:
-		db.connect()
+	db = connected_db()
 	db.check_transaction_status(sql)
 	db._cursor.execute(sql, params)
 
@@ -30,7 +28,12 @@ def escapes_in_literals() -> bool:
 	"""Tells whether Frappe's connection reads a backslash in a literal as an escape (it does
 	unless the session's sql_mode has NO_BACKSLASH_ESCAPES): how to write the literals the
 	fabric's INSERTs carry (core.outbox.sql.text_literal)."""
+	return backslash_escapes(connected_db()._conn)
+
+
+def connected_db():
+	"""Returns Frappe's database object, connected (it connects lazily, at its first query)."""
 	db = frappe.db
 	if not db._conn:
 		db.connect()
-	return backslash_escapes(db._conn)
+	return db
