@@ -8,6 +8,7 @@ the replies to a request written onto it (the Processed Event's *Replies kept*).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import frappe
 from frappe.utils import now_datetime
@@ -72,44 +73,46 @@ class FrappeTrackingStore(TrackingStore):
 
 	def claim(self, group: str, envelope: Envelope, message: InboundMessage | None = None) -> bool:
 		"""Inserts the mark; False when the group already processed the event."""
-		try:
-			frappe.db.sql(
-				INSERT_MARK, mark_values(group, envelope, message, frappe.session.user, now_datetime())
-			)
+		with self._lost_is_unavailable():
+			try:
+				frappe.db.sql(
+					INSERT_MARK, mark_values(group, envelope, message, frappe.session.user, now_datetime())
+				)
+			except Exception as exc:
+				if already_marked(exc, group, envelope):
+					return False
+				raise
 			frappe.db.savepoint(UNIT_SAVEPOINT)
 			self._event = envelope
 			return True
-		except Exception as exc:
-			if already_marked(exc, group, envelope):
-				return False
-			if is_connection_error(exc):
-				self._broken = True
-				raise TrackingUnavailable(f"Lost the site's database: {exc}.") from exc
-			raise
 
 	def keep_replies(self, group: str, event_id: str, replies: Sequence[Envelope]) -> None:
 		"""Writes the replies onto the mark claimed in this transaction."""
-		self._lost_is_unavailable(frappe.db.sql, KEEP_REPLIES, (replies_json(replies), group, event_id))
+		with self._lost_is_unavailable():
+			frappe.db.sql(KEEP_REPLIES, (replies_json(replies), group, event_id))
 
 	def kept_replies(self, group: str, event_id: str) -> list[Envelope]:
 		"""Reads the replies committed with the group's mark of the event."""
-		rows = self._lost_is_unavailable(frappe.db.sql, KEPT_REPLIES, (group, event_id))
+		with self._lost_is_unavailable():
+			rows = frappe.db.sql(KEPT_REPLIES, (group, event_id))
 		self.rollback()  # a fresh read next time
 		return replies_from_json(rows[0][0]) if rows else []
 
-	def _lost_is_unavailable(self, call, *args):
+	@contextmanager
+	def _lost_is_unavailable(self, when: str = ""):
+		"""Turns a lost connection into TrackingUnavailable (reconnecting at the next begin)."""
 		try:
-			return call(*args)
+			yield
 		except Exception as exc:
 			if is_connection_error(exc):
 				self._broken = True
-				raise TrackingUnavailable(f"Lost the site's database: {exc}.") from exc
+				raise TrackingUnavailable(f"Lost the site's database{when}: {exc}.") from exc
 			raise
 
 	def commit(self) -> None:
 		"""Commits the handler's changes and the mark (after-commit hooks wake the relays)."""
 		event, self._event = self._event, None
-		try:
+		with self._lost_is_unavailable(" at commit"):
 			# Events recorded at commit (child rows changed on their own, caught db_sets) are the
 			# handler's too: they carry the consumed event as cause and stay in its conversation.
 			if event is not None:
@@ -117,11 +120,6 @@ class FrappeTrackingStore(TrackingStore):
 					frappe.db.commit()
 			else:
 				frappe.db.commit()
-		except Exception as exc:
-			if is_connection_error(exc):
-				self._broken = True
-				raise TrackingUnavailable(f"Lost the site's database at commit: {exc}.") from exc
-			raise
 
 	def rollback(self) -> None:
 		"""Rolls back; never raises."""
