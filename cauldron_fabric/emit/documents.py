@@ -110,7 +110,7 @@ def on_change(doc, method=None) -> None:
 	for action in actions:
 		reported = emit_document_event(doc, action, before=recorded) or reported
 	if actions:
-		record_rows_changed_in_save(doc, reported["doc"] if reported else document_payload(doc))
+		record_rows_changed_in_save(doc, reported["doc"] if reported else None)
 
 
 def _row_written_by_insert(doc) -> bool:
@@ -332,21 +332,24 @@ def _record_held_row_changes(attribute: str) -> None:
 			_record_row_change(parent, change)
 
 
-def record_rows_changed_in_save(doc, reported: dict[str, Any]) -> None:
+def record_rows_changed_in_save(doc, reported: dict[str, Any] | None) -> None:
 	"""Records, right after a save's event, what its hooks changed in its rows through other objects.
 
 	The save's event carries the rows the saved object holds. A hook that changes a row
 	through another object (the row loaded on its own, or through another copy of the parent)
 	after the save wrote its rows commits a table that event does not show: an update follows,
-	from the table the event reported (``reported``) to the table as stored. A row changed
-	through the saved object itself is in its event already, and one changed before the save
-	wrote its rows was overwritten by them: both leave nothing to add.
+	from the table the event reported (``reported``; None when the save recorded no event, then
+	the saved object's) to the table as stored. A row changed through the saved object itself
+	is in its event already, and one changed before the save wrote its rows was overwritten by
+	them: both leave nothing to add.
 	"""
 	held = getattr(frappe.local, ROW_CHANGES_IN_SAVE, None)
 	change = held.pop(_parent_key(doc.doctype, doc.name), None) if held else None
 	parent = _stored(doc.doctype, doc.name) if change is not None else None
 	if parent is None:
 		return
+	if reported is None:
+		reported = document_payload(doc)
 	change["before"] = {field: reported.get(field) or [] for field in change["before"]}
 	_record_row_change(parent, change, unchanged=False)
 
