@@ -7,7 +7,7 @@ import pytest
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import InvalidEnvelope, PermanentError
 from cauldron_fabric.core.schema.catalog import catalog_entry
-from cauldron_fabric.core.schema.dialect import check_schema
+from cauldron_fabric.core.schema.dialect import check_schema, schema_fingerprint, with_registry_id
 from cauldron_fabric.core.schema.errors import InvalidSchema, SchemaViolation
 from cauldron_fabric.core.schema.validation import (
 	CompiledSchema,
@@ -175,6 +175,18 @@ def test_data_schema_references_are_uris_and_round_trip():
 			data_schema_uri(bad_subject, bad_version)
 	with pytest.raises(ValueError, match="not a schema reference"):
 		parse_data_schema_uri("https://example.com/schema.json")
+
+
+def test_a_registry_id_is_not_content_but_a_users_own_id_is():
+	body = {"type": "object", "properties": {"qty": {"type": "integer"}}}
+	as_v1 = {"$id": data_schema_uri("sales_order.placed", 1), **body}
+	as_v3 = with_registry_id(as_v1, data_schema_uri("sales_order.placed", 3))
+	assert as_v3 == {"$id": "urn:cauldron:schema:sales_order.placed:3", **body}
+	assert as_v1["$id"].endswith(":1")  # a copy: the schema sent is left as it was
+	assert schema_fingerprint(as_v1) == schema_fingerprint(as_v3) == schema_fingerprint(body)
+	own = {"$id": "https://schemas.example.com/order.json", **body}
+	assert with_registry_id(own, data_schema_uri("sales_order.placed", 3)) == own
+	assert schema_fingerprint(own) != schema_fingerprint(body)
 
 
 def test_a_nested_id_is_refused_because_validation_cannot_resolve_its_refs():

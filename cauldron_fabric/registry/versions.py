@@ -24,6 +24,7 @@ from cauldron_fabric.core.schema import (
 	check_schema,
 	data_schema_uri,
 	schema_fingerprint,
+	with_registry_id,
 )
 from cauldron_fabric.registry import subjects
 from cauldron_fabric.registry.cache import schemas_changed
@@ -265,6 +266,7 @@ def prepare_version(doc) -> None:
 	doc.version = max(int(state.last_assigned_version or 0), retired, *(v["version"] for v in earlier)) + 1
 	doc.title = f"{doc.subject} v{doc.version}"
 	doc.data_schema = data_schema_uri(doc.subject, doc.version)
+	doc.json_schema = pretty(with_registry_id(schema, doc.data_schema))
 	doc.fingerprint = fingerprint
 	doc.compatibility_mode = mode.value
 	doc.compatibility_report = pretty(result.to_dict())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.core.schema import load_catalog, schema_fingerprint
+from cauldron_fabric.core.schema.dialect import canonical_json
 from cauldron_fabric.registry import subjects, versions
 from cauldron_fabric.registry.catalog import install_catalog
 from cauldron_fabric.registry.errors import (
@@ -50,6 +52,60 @@ class TestCatalog(FrappeTestCase):
 		self.assertEqual(counts["registered"], 0)
 		self.assertEqual(counts["unchanged"], len(load_catalog()))
 		self.assertEqual(frappe.db.count(SCHEMA), before)
+
+
+class TestRegistryIds(FrappeTestCase):
+	"""A registry ``$id`` names the version a schema is registered as, whatever it was sent with."""
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+		self.subject = unique_subject()
+		self.v1 = {"$id": self.uri(1), **ORDER_V1}
+		versions.register_schema(self.subject, self.v1)
+		self.v2 = with_property(self.v1, "channel", {"type": "string"})  # still says version 1
+
+	def uri(self, version: int) -> str:
+		return f"urn:cauldron:schema:{self.subject}:{version}"
+
+	def stored(self, version: int) -> dict:
+		return frappe.db.get_value(
+			SCHEMA,
+			{"subject": self.subject, "version": version},
+			["name", "json_schema", "fingerprint"],
+			as_dict=True,
+		)
+
+	def test_a_schema_written_as_version_one_and_registered_second_says_version_two(self):
+		doc, created = versions.register_schema(self.subject, self.v2)
+		self.assertTrue(created)
+		self.assertEqual((doc.version, doc.data_schema), (2, self.uri(2)))
+		self.assertEqual(json.loads(self.stored(2).json_schema)["$id"], self.uri(2))
+		self.assertEqual(json.loads(self.stored(1).json_schema)["$id"], self.uri(1))
+
+	def test_the_same_schema_under_another_versions_id_is_the_version_registered(self):
+		versions.register_schema(self.subject, self.v2)
+		again, created = versions.register_schema(self.subject, {**self.v2, "$id": self.uri(7)})
+		self.assertFalse(created)
+		self.assertEqual(again.version, 2)
+		self.assertEqual(len(versions.versions_of(self.subject)), 2)
+
+	def test_the_upgrade_patch_renames_stored_ids_and_refreshes_fingerprints(self):
+		from cauldron_fabric.patches import schema_ids_name_their_own_version
+
+		versions.register_schema(self.subject, self.v2)
+		# As a version 2 was stored before: the $id it was sent with, fingerprinted with it.
+		old_fingerprint = hashlib.sha256(canonical_json(self.v2).encode()).hexdigest()
+		frappe.db.set_value(
+			SCHEMA,
+			self.stored(2).name,
+			{"json_schema": versions.pretty(self.v2), "fingerprint": old_fingerprint},
+		)
+		schema_ids_name_their_own_version.execute()
+		row = self.stored(2)
+		self.assertEqual(json.loads(row.json_schema)["$id"], self.uri(2))
+		self.assertEqual(row.fingerprint, schema_fingerprint(self.v2))
+		_, created = versions.register_schema(self.subject, self.v2)
+		self.assertFalse(created, "the patched version must be found again, not registered a third time")
 
 
 class TestRegistration(FrappeTestCase):

@@ -27,7 +27,7 @@ from cauldron_fabric.core.schema.compatibility import (
 	check_compatibility,
 	parse_mode,
 )
-from cauldron_fabric.core.schema.dialect import check_schema, schema_fingerprint
+from cauldron_fabric.core.schema.dialect import check_schema, schema_fingerprint, with_registry_id
 from cauldron_fabric.core.schema.doctype_schema import (
 	doctype_schema,
 	document_event_schema,
@@ -75,5 +75,6 @@ __all__ = [
 	"typescript_source",
 	"validate_envelope",
 	"validate_payload",
+	"with_registry_id",
 	"write_sources",
 ]

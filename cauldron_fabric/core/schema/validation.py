@@ -23,6 +23,7 @@ from jsonschema.exceptions import ValidationError
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.schema.dialect import (
 	FORMAT_CHECKER,
+	REGISTRY_ID,
 	check_schema,
 	schema_fingerprint,
 	validator_class,
@@ -34,7 +35,6 @@ from cauldron_fabric.core.schema.shapes import show
 DATA_SCHEMA_PREFIX = "urn:cauldron:schema:"
 PAYLOAD_PATH = "$.data.payload"
 _SUBJECT = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
-_DATA_SCHEMA = re.compile(r"^urn:cauldron:schema:([a-z0-9_]+(?:\.[a-z0-9_]+)+):([1-9][0-9]*)$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -49,7 +49,7 @@ def data_schema_uri(subject: str, version: int) -> str:
 
 def parse_data_schema_uri(uri: str) -> tuple[str, int]:
 	"""Returns ``(subject, version)`` from a ``dataSchema`` reference; raises ValueError for another."""
-	match = _DATA_SCHEMA.match(uri or "")
+	match = REGISTRY_ID.match(uri or "")
 	if not match:
 		raise ValueError(f"{uri!r} is not a schema reference such as 'urn:cauldron:schema:user.login:1'")
 	return match.group(1), int(match.group(2))
