@@ -1,6 +1,7 @@
 """One contract for every OutboxStore adapter: the memory store and the MariaDB table."""
 
 import datetime as dt
+import time
 from dataclasses import replace
 
 import pytest
@@ -18,6 +19,7 @@ from cauldron_fabric.core.outbox.sql import (
 	sql_literal,
 )
 from cauldron_fabric.core.ports import OutboxAppend, Settlement
+from cauldron_fabric.core.sqlsession import StoreUnavailable
 from conftest import TRICKY_TEXT, connect_db, connect_db_without_backslash_escapes, make_envelope
 
 
@@ -315,6 +317,28 @@ def test_settled_rows_passed_as_ahead_never_let_a_record_overtake(sessions):
 	relay_two.release()
 	assert [r.partition_key for r in relay_one_again.claim(10, ahead=[x1.seq])] == ["ToDo/K", "ToDo/K"]
 	relay_one_again.release()
+
+
+def test_a_claim_left_idle_too_long_goes_to_the_next_relay_and_its_settle_is_retryable(outbox_table):
+	# A relay that froze holding a claim must not keep its rows from the others for hours.
+	table, sequence = outbox_table
+	writer = SqlSessions(table, sequence)
+	writer.append(events([("A", 2)]))
+	writer.close()
+	frozen = SqlOutboxStore(connect_db, table=table, sequence=sequence, claim_idle_seconds=1)
+	other = SqlOutboxStore(connect_db, table=table, sequence=sequence)
+	try:
+		claimed = frozen.claim(10)
+		assert other.claim(10) == []
+		time.sleep(2.5)
+		assert [r.seq for r in other.claim(10)] == [r.seq for r in claimed]
+		other.settle(published(claimed))
+		with pytest.raises(StoreUnavailable):
+			frozen.settle(published(claimed))
+		assert frozen.claim(10) == [] and frozen.pending_count() == 0  # a fresh connection works on
+	finally:
+		frozen.close()
+		other.close()
 
 
 def test_excluded_ids_become_exact_ranges_or_one_list():

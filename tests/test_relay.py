@@ -284,9 +284,9 @@ def all_ids_seen(ids):
 	return done
 
 
-def start_worker(table, sequence, bootstrap, topic, batch=500):
+def start_worker(table, sequence, bootstrap, topic, batch=500, *extra):
 	process = subprocess.Popen(
-		[sys.executable, str(WORKER), table, sequence, bootstrap, topic, str(batch)],
+		[sys.executable, str(WORKER), table, sequence, bootstrap, topic, str(batch), *map(str, extra)],
 		stdout=subprocess.PIPE,
 		stderr=subprocess.PIPE,
 		text=True,
@@ -327,6 +327,60 @@ def test_relay_killed_mid_batch_loses_nothing(kafka, outbox_table):
 		# A batch in flight when the relay died may appear twice; order by first appearance holds.
 		first_seen = list(dict.fromkeys(sequence_seen))
 		assert first_seen == list(range(500)), key
+
+
+def locked_count(table):
+	"""Counts the Pending rows some transaction holds locked (a fresh one cannot lock them)."""
+	conn = connect_db()
+	with conn.cursor() as cur:
+		cur.execute(f"SELECT COUNT(*) FROM `{table}` WHERE status = %s", (PENDING,))
+		(pending,) = cur.fetchone()
+		cur.execute(
+			f"SELECT COUNT(*) FROM (SELECT name FROM `{table}` WHERE status = %s FOR UPDATE SKIP LOCKED) free",
+			(PENDING,),
+		)
+		(free,) = cur.fetchone()
+	conn.rollback()
+	conn.close()
+	return pending - free
+
+
+def freeze_holding_a_claim(process, table, tries=20):
+	"""Stops ``process`` (SIGSTOP) at a moment it holds claimed rows; True when that happened."""
+	for _ in range(tries):
+		process.send_signal(signal.SIGSTOP)
+		if locked_count(table):
+			return True
+		process.send_signal(signal.SIGCONT)
+		time.sleep(0.05)
+	return False
+
+
+@pytest.mark.slow
+def test_a_frozen_relay_gives_up_its_batch_to_the_other_relays(kafka, outbox_table):
+	# A relay that stops without dying (SIGSTOP, a paused container or VM, a network partition)
+	# keeps its connections open: the server must not keep its claimed rows locked, and every
+	# later event of their documents waiting behind them, for wait_timeout (8 hours by default).
+	table, sequence = outbox_table
+	topic = f"relay.frozen.{uuid.uuid4().hex[:6]}"
+	ids = fill(table, sequence, [f"F{i}" for i in range(20)], 500)
+	frozen = start_worker(table, sequence, kafka.bootstrap, topic, 500, 3)
+	survivor = None
+	try:
+		assert wait_for(lambda: status_counts(table).get(PUBLISHED, 0) >= 1000, 60)
+		assert freeze_holding_a_claim(frozen, table), "the relay never held a claim; the test proved nothing"
+		survivor = start_worker(table, sequence, kafka.bootstrap, topic)
+		assert wait_for(lambda: status_counts(table) == {PUBLISHED: len(ids)}, 60), status_counts(table)
+	finally:
+		frozen.kill()
+		frozen.wait(10)
+		if survivor is not None:
+			survivor.terminate()
+			survivor.wait(20)
+	messages = read_topic(kafka.bootstrap, topic, len(ids), timeout=60, until=all_ids_seen(ids))
+	for key, sequence_seen in per_key_sequences(messages).items():
+		# What the frozen relay had produced may appear twice; order by first appearance holds.
+		assert list(dict.fromkeys(sequence_seen)) == list(range(500)), key
 
 
 @pytest.mark.slow

@@ -33,7 +33,12 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 class SqlSession:
-	"""A lazily opened connection in READ COMMITTED, without autocommit."""
+	"""A lazily opened connection in READ COMMITTED, without autocommit.
+
+	``idle_transaction_seconds`` makes the server roll back a transaction left idle that long
+	and close the connection (MariaDB's idle_transaction_timeout): the locks of a process that
+	froze without dying go then, instead of after wait_timeout.
+	"""
 
 	def __init__(
 		self,
@@ -42,6 +47,7 @@ class SqlSession:
 		*,
 		unavailable: type[RetryableError] = StoreUnavailable,
 		lock_wait_seconds: int = 10,
+		idle_transaction_seconds: int | None = None,
 		on_drop: Callable[[], None] | None = None,
 	):
 		self._connect = connect
@@ -49,6 +55,7 @@ class SqlSession:
 		self.purpose = purpose
 		self.unavailable = unavailable
 		self.lock_wait_seconds = int(lock_wait_seconds)
+		self.idle_transaction_seconds = idle_transaction_seconds
 		self.on_drop = on_drop
 
 	@property
@@ -65,6 +72,10 @@ class SqlSession:
 				with conn.cursor() as cur:
 					cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
 					cur.execute(f"SET SESSION innodb_lock_wait_timeout = {self.lock_wait_seconds}")
+					if self.idle_transaction_seconds:
+						cur.execute(
+							f"SET SESSION idle_transaction_timeout = {int(self.idle_transaction_seconds)}"
+						)
 				conn.autocommit(False)
 			except Exception as exc:
 				raise self.unavailable(f"Cannot connect to the {self.purpose} database: {exc}.") from exc

@@ -21,7 +21,7 @@ import pymysql
 from frappe.utils import cint, get_system_timezone, now_datetime
 
 from cauldron_fabric.core.errors import ConfigurationError
-from cauldron_fabric.core.outbox.sql import SqlOutboxStore
+from cauldron_fabric.core.outbox.sql import CLAIM_IDLE_SECONDS, SqlOutboxStore
 from cauldron_fabric.core.ports import ConnectionReport, Transport
 from cauldron_fabric.core.relay import Relay, RelayOptions, RelayReport
 from cauldron_fabric.core.retry import Backoff
@@ -138,13 +138,27 @@ def site_db_connector() -> Callable[[], Any]:
 	return lambda: pymysql.connect(**connection_settings)
 
 
+def claim_idle_seconds(settings: RelaySettings) -> int:
+	"""Returns how long a claim may sit idle before the database frees its rows (see CLAIM_IDLE_SECONDS).
+
+	A claim waits through about three acknowledgement waits (a batch ahead's, its own, its
+	deferred messages') and a backoff; a long Kafka acknowledgement timeout lengthens each.
+	"""
+	legs = settings.transport_options.get("legs") or [(settings.transport_url, settings.transport_options)]
+	ack_seconds = max(cint(leg_options.get("message_timeout_ms")) for _, leg_options in legs) / 1000
+	defaults = RelayOptions()
+	wait = max(defaults.publish_timeout, ack_seconds + 5)
+	return max(CLAIM_IDLE_SECONDS, int(2 * (3 * wait + defaults.backoff.maximum)))
+
+
 def build_relay(settings: RelaySettings, on_cycle: Callable[[RelayReport], None] | None = None) -> Relay:
 	"""Builds a relay on its own database connection and a transport from the settings."""
 	connect = site_db_connector()
 	clock = site_clock()
+	idle = claim_idle_seconds(settings)
 	# Four sessions: one claims the next batch while two batches wait for the broker and
 	# one settles (see Pipeline).
-	sessions = [SqlOutboxStore(connect, clock=clock) for _ in range(4)]
+	sessions = [SqlOutboxStore(connect, clock=clock, claim_idle_seconds=idle) for _ in range(4)]
 	transport = open_relay_transport(settings.transport_url, settings.transport_options)
 	options = RelayOptions(
 		batch_size=settings.batch_size, topic_template=settings.topic_template, backoff=Backoff()

@@ -58,6 +58,14 @@ STANDARD_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "doc
 # The column list of an append, built once: joining it cost about 5 us per save.
 APPEND_COLUMNS = ", ".join(f"`{c}`" for c in (*STANDARD_COLUMNS, *EVENT_COLUMNS))
 
+# How long a claim may sit idle before the server rolls it back and frees its rows. A relay
+# that froze without dying (SIGSTOP, a paused container or VM, a network partition) keeps its
+# connections open, and its batch and every later event of those documents would wait for
+# wait_timeout (8 hours by default). A live relay's claim is idle while the broker acknowledges
+# (publish timeout, a batch ahead's too) and while it backs off, about two minutes at most
+# with the default settings; a claim rolled back under a live relay is published again, never lost.
+CLAIM_IDLE_SECONDS = 300
+
 # How many more windows a claim reads past rows it had to leave out (see claim).
 MORE_WINDOWS = 4
 
@@ -280,13 +288,16 @@ class SqlOutboxStore(OutboxStore):
 		table: str = DEFAULT_TABLE,
 		sequence: str = DEFAULT_SEQUENCE,
 		clock: Callable[[], dt.datetime] = local_now,
+		claim_idle_seconds: int = CLAIM_IDLE_SECONDS,
 	):
 		self.table = table
 		self.sequence = sequence
 		self.clock = clock
 		self._claimed: list[int] = []
 		self._retried: set[int] = set()  # claimed rows that had been attempted before
-		self.session = SqlSession(connect, "outbox", on_drop=self._forget_claim)
+		self.session = SqlSession(
+			connect, "outbox", idle_transaction_seconds=claim_idle_seconds, on_drop=self._forget_claim
+		)
 
 	@property
 	def connection(self):
