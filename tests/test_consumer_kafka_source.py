@@ -6,12 +6,18 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 from consumer_buses import KafkaBus, raw, wait_for, wire
+from tcp_proxy import OffsetCommitCutter
 
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking, open_source
-from cauldron_fabric.core.consumer.kafka import PATTERN_REFRESH_SECONDS, dead_letter_topic, retry_topic
+from cauldron_fabric.core.consumer.kafka import (
+	PATTERN_REFRESH_SECONDS,
+	dead_letter_topic,
+	group_lag,
+	retry_topic,
+)
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.retry import Backoff
-from cauldron_fabric.testing.kafka_broker import create_topic, read_topic
+from cauldron_fabric.testing.kafka_broker import KafkaBroker, create_topic, free_port, produce, read_topic
 from conftest import make_envelope
 
 
@@ -168,3 +174,41 @@ def test_a_pattern_consumer_reads_a_matching_topic_created_after_it_started(kafk
 		consumer.close()
 	assert handled == [event.id], "the event of the topic created later is consumed"
 	assert took < PATTERN_REFRESH_SECONDS + 10, f"found after {took:.0f} s"
+
+
+def test_a_commit_that_failed_is_sent_again_while_no_message_comes():
+	# A background commit cleared the consumer's mark of offsets to commit when it started. When
+	# the commit then failed (the connection broke under it, a rebalance), nothing sent it again
+	# until the next message: the group's offset stayed behind, and a restart replayed what was
+	# handled. The client reaches this broker through a proxy that drops its offset commits.
+	proxy_port = free_port()
+	with KafkaBroker(advertised_port=proxy_port) as broker:
+		proxy = OffsetCommitCutter(proxy_port, broker.port).start()
+		topic, group = f"commits.{uuid.uuid4().hex[:8]}", f"commits-{uuid.uuid4().hex[:6]}"
+		create_topic(broker.bootstrap, topic, 1)
+		event = make_envelope("Item", "I-1", "created", n=1)
+		produce(broker.bootstrap, topic, [event])
+		options = ConsumerOptions(group=group, poll_timeout=0.2, commit_interval=0.2)
+		handled = []
+
+		def cut_offset_commits(envelope, context):
+			proxy.cutting = True
+			handled.append(envelope.id)
+
+		consumer = Consumer(
+			open_source(f"kafka://127.0.0.1:{proxy_port}", options, [topic]),
+			HandlerTable.from_mapping({"item.*": cut_offset_commits}),
+			MemoryTracking().session(),
+			options,
+		)
+		try:
+			consumer.run(lambda: bool(handled), max_seconds=30)
+			consumer.run(max_seconds=8)  # the client gives the commit up after about 6 s
+			proxy.cutting = False
+			consumer.run(max_seconds=4)  # nothing new comes
+			(entry,) = group_lag(broker.bootstrap, group, [topic])
+		finally:
+			consumer.close()
+			proxy.stop()
+	assert handled == [event.id]
+	assert (entry.position, entry.lag) == (1, 0), "the handled event's offset is committed"

@@ -1,7 +1,5 @@
 """The RabbitMQ transport against the machine's real broker: outages, dead letters, refusals, bindings."""
 
-import socket
-import threading
 import time
 import uuid
 
@@ -10,6 +8,7 @@ import pytest
 from cloudevents.core.bindings import amqp as ce_amqp
 from cloudevents.core.bindings import rabbitmq as ce_rabbitmq
 from cloudevents.core.formats.json import JSONFormat
+from tcp_proxy import Proxy
 
 from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.errors import ConfigurationError, MessageRejected
@@ -25,54 +24,6 @@ from cauldron_fabric.testing.kafka_broker import free_port
 from conftest import make_envelope
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-
-
-class Proxy:
-	"""A TCP proxy in front of RabbitMQ that can cut every connection, to fake a broker outage."""
-
-	def __init__(self, port):
-		self.port, self.sockets, self.listener = port, [], None
-
-	def start(self):
-		self.listener = socket.create_server(("127.0.0.1", self.port))
-		threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-		return self
-
-	def _accept(self, listener):
-		while True:
-			try:
-				client, _ = listener.accept()
-			except OSError:
-				return
-			upstream = socket.create_connection(("127.0.0.1", 5672))
-			self.sockets += [client, upstream]
-			for source, target in ((client, upstream), (upstream, client)):
-				threading.Thread(target=self._pipe, args=(source, target), daemon=True).start()
-
-	@staticmethod
-	def _pipe(source, target):
-		try:
-			while data := source.recv(65536):
-				target.sendall(data)
-		except OSError:
-			pass
-		finally:
-			for end in (source, target):
-				try:
-					end.shutdown(socket.SHUT_RDWR)
-				except OSError:
-					pass
-
-	def stop(self):
-		self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread so the port is freed
-		self.listener.close()
-		for sock in self.sockets:
-			try:
-				sock.shutdown(socket.SHUT_RDWR)
-				sock.close()
-			except OSError:
-				pass
-		self.sockets = []
 
 
 @pytest.fixture
@@ -123,7 +74,7 @@ def test_wrong_credentials_wait_for_a_fix_instead_of_failing_events():
 def test_a_broker_outage_mid_life_is_retryable_and_publishing_resumes(broker):
 	exchange, _, _ = broker
 	port = free_port()
-	proxy = Proxy(port).start()
+	proxy = Proxy(port, 5672).start()
 	transport = open_transport(
 		f"amqp://guest:guest@127.0.0.1:{port}/%2F", {"exchange": exchange, "mandatory": False}
 	)
@@ -131,7 +82,7 @@ def test_a_broker_outage_mid_life_is_retryable_and_publishing_resumes(broker):
 	proxy.stop()
 	failed = transport.publish([message("a.b", n) for n in range(5)], timeout=3)
 	assert not any(d.ok for d in failed) and all(d.retryable for d in failed)
-	proxy = Proxy(port).start()
+	proxy = Proxy(port, 5672).start()
 	assert all(d.ok for d in transport.publish([message("a.b", n) for n in range(5)], timeout=5))
 	transport.close()
 	proxy.stop()

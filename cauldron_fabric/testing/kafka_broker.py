@@ -39,6 +39,8 @@ class KafkaBroker:
 	"""One broker process; use as a context manager or call start() and stop()."""
 
 	port: int = field(default_factory=free_port)
+	# Where clients are told to connect after bootstrapping: a test's proxy in front of the broker.
+	advertised_port: int | None = None
 	process: subprocess.Popen | None = None
 	log_path: str = ""
 
@@ -55,10 +57,11 @@ class KafkaBroker:
 	def start(self, timeout: float = 20.0) -> KafkaBroker:
 		"""Starts the broker and waits until it answers metadata requests."""
 		listener = f"tcp://127.0.0.1:{self.port}"
+		advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
 		log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)
 		self.log_path = log.name
 		self.process = subprocess.Popen(
-			[broker_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", listener],
+			[broker_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", advertised],
 			stdout=log,
 			stderr=subprocess.STDOUT,
 			start_new_session=True,

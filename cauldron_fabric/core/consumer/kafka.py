@@ -128,7 +128,9 @@ class KafkaSource(MessageSource):
 		self.transport = KafkaTransport(bootstrap, {"linger_ms": 0, **self.options})
 		self.transport.ensure_topics({*self.topics, *self.retry_topics, self.dead_letter_topic})
 		config = consumer_config(bootstrap, group, self._with_pattern_refresh(self.options))
-		self.consumer = Consumer({**config, "error_cb": self._on_error, "logger": log})
+		self.consumer = Consumer(
+			{**config, "error_cb": self._on_error, "on_commit": self._on_commit, "logger": log}
+		)
 		# Every retry topic of the group, not only those of the current attempts: after Handler
 		# attempts before dead letter is lowered, copies already waiting in the higher ones
 		# would never be read again. (Group names only keep [a-zA-Z0-9._-]: '.' is the one
@@ -333,8 +335,8 @@ class KafkaSource(MessageSource):
 		self._commit(asynchronous=True)
 
 	def _commit(self, asynchronous: bool) -> None:
-		# A background commit clears the mark when it starts, and may still fail (during a
-		# rebalance): the synchronous ones, at revocation and close, commit regardless.
+		# A background commit clears the mark when it starts; ``_on_commit`` sets it again if the
+		# commit fails. The synchronous ones, at revocation and close, commit regardless.
 		if not (self._dirty if asynchronous else self._done):
 			return
 		try:
@@ -343,6 +345,27 @@ class KafkaSource(MessageSource):
 		except KafkaException as exc:
 			if exc.args[0].code() != KafkaError._NO_OFFSET:
 				log.warning("offset commit failed, retried at the next one: %s", exc)
+
+	def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+		"""Marks the offsets to commit again when a commit failed for partitions still assigned.
+
+		Called from poll() with the outcome of each commit. A failed one (the broker refused it
+		during a rebalance, the connection broke) is not sent again by the client, and the
+		consumer commits only when it has a mark: while no message comes, the group's offset
+		would stay behind and a restart would replay what was handled.
+		"""
+		failed = [
+			p
+			for p in partitions
+			if (error or p.error) is not None and (p.topic, p.partition) in self.assigned
+		]
+		if failed and (error or failed[0].error).code() != KafkaError._NO_OFFSET:
+			self._dirty = True
+			log.warning(
+				"offset commit of %d partition(s) failed, retried at the next one: %s",
+				len(failed),
+				error or failed[0].error,
+			)
 
 	def lag(self) -> list[PartitionLag]:
 		"""Returns per assigned partition the high watermark, the next offset to process and the gap.
