@@ -19,11 +19,11 @@ from consumer_buses import RABBITMQ_URL, KafkaBus, RabbitBus, bus_fixture, table
 
 from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, open_requester, open_source
-from cauldron_fabric.core.consumer.messages import CORRELATION_ID, REPLY_PARTITION, REPLY_TO
+from cauldron_fabric.core.consumer.messages import CORRELATION_ID, REPLY_DEADLINE, REPLY_PARTITION, REPLY_TO
 from cauldron_fabric.core.consumer.tracking_sql import SqlTrackingStore
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
 from cauldron_fabric.core.retry import Backoff
-from cauldron_fabric.testing.kafka_broker import create_topic
+from cauldron_fabric.testing.kafka_broker import create_topic, read_topic
 from conftest import connect_db
 
 PRICE = "quote.price.requested"
@@ -125,12 +125,13 @@ def test_kafka_a_reply_lost_while_the_broker_stopped_answering_is_sent_once_it_a
 	assert effects_of(tables, answer.request.id) == 1, "the request changed nothing twice"
 
 
-def publish_amqp_request(exchange: str, request: Envelope, reply_to: str) -> None:
+def publish_amqp_request(exchange: str, request: Envelope, reply_to: str, extra_headers=None) -> None:
 	connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
 	try:
 		channel = connection.channel()
 		channel.confirm_delivery()
 		headers = {f"cloudEvents_{k[3:]}": v for k, v in kafka_headers(request) if k.startswith("ce_")}
+		headers.update(extra_headers or {})
 		properties = pika.BasicProperties(
 			headers=headers,
 			content_type="application/json",
@@ -197,3 +198,44 @@ def test_a_reply_address_that_never_takes_the_reply_is_given_up_after_the_attemp
 	assert counts.deferred == 2, "two more attempts, then given up"
 	assert bus.lag(consumer.options.group, channel) == 0, "marked done once given up"
 	assert effects_of(tables, request.id) == 1
+
+
+def test_a_request_whose_reply_headers_are_not_whole_numbers_is_answered(bus, tables):
+	# Another requester's headers: a deadline in fractional milliseconds (``time.time() * 1000``)
+	# and, on Kafka, a reply partition that is no number. Both raised ValueError out of the
+	# consumer after the effect was committed; restarted, it met the duplicate's kept replies
+	# and stopped again, for ever.
+	channel, request = bus.channel(), price_request()
+	consumer = responder(bus, channel, tables)
+	deadline = str((time.time() + 60) * 1000)
+	if bus.name == "kafka":
+		reply_topic = f"{channel}.replies"
+		create_topic(bus.broker.bootstrap, reply_topic, 1)
+		headers = [
+			*kafka_headers(request),
+			(REPLY_TO, reply_topic),
+			(REPLY_PARTITION, "any"),
+			(CORRELATION_ID, request.id),
+			(REPLY_DEADLINE, deadline),
+		]
+		producer = Producer({"bootstrap.servers": bus.broker.bootstrap})
+		producer.produce(channel, value=request.to_json().encode(), key=b"Q-1", headers=headers)
+		producer.flush(10)
+	else:
+		reply_topic = f"replies.{uuid.uuid4().hex[:8]}"
+		bus.queues.add(reply_topic)
+		bus.connection.channel().queue_declare(reply_topic)
+		publish_amqp_request(channel, request, reply_topic, {REPLY_DEADLINE: deadline})
+	try:
+		assert consume_until(consumer, lambda: consumer.stats.totals().processed >= 1, 20)
+		consumer.run(max_seconds=1)  # commits the offset
+	finally:
+		consumer.close()
+	assert bus.lag(consumer.options.group, channel) == 0, "the request is done"
+	assert consumer.stats.totals().unreplied == 0
+	if bus.name == "kafka":
+		(reply,) = read_topic(bus.broker.bootstrap, reply_topic, 1, timeout=10)
+		body = reply.value()
+	else:
+		_method, _properties, body = bus.connection.channel().basic_get(reply_topic, auto_ack=True)
+	assert Envelope.from_json(body).data.payload == {"price": 5.0}

@@ -53,8 +53,8 @@ class HandlerContext:
 	@property
 	def reply_deadline(self) -> float | None:
 		"""Returns the epoch seconds after which nobody waits for the reply, if the request says."""
-		value = self.message.header(REPLY_DEADLINE)
-		return int(value) / 1000 if value else None
+		value = self.message.number(REPLY_DEADLINE)
+		return value / 1000 if value is not None else None
 
 	def reply(self, payload: Mapping[str, Any], *, action: str = "replied") -> Envelope:
 		"""Queues a reply to the request; it is sent once the unit of work commits."""

@@ -300,7 +300,7 @@ class KafkaSource(MessageSource):
 		topic = request.header(REPLY_TO)
 		if not topic:
 			return
-		partition = request.header(REPLY_PARTITION)
+		partition = request.number(REPLY_PARTITION)
 		headers = [
 			*kafka_headers(envelope),
 			(CORRELATION_ID, request.header(CORRELATION_ID) or envelope.metadata.causation_id or ""),
@@ -313,7 +313,7 @@ class KafkaSource(MessageSource):
 				value=envelope.to_json().encode(),
 				key=(request.header(CORRELATION_ID) or "").encode(),
 				headers=headers,
-				partition=int(partition) if partition not in (None, "") else -1,
+				partition=int(partition) if partition is not None else -1,  # any, when unreadable
 				on_delivery=lambda err, _msg: outcome.append(err),
 			)
 		except (KafkaException, BufferError) as exc:

@@ -24,6 +24,7 @@ Request-reply uses ``fabric-reply-to``, ``fabric-reply-partition``, ``fabric-cor
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import defaultdict
@@ -114,6 +115,18 @@ class InboundMessage:
 			if key == name:
 				found = value
 		return text(found)
+
+	def number(self, name: str) -> float | None:
+		"""Returns a header as a number (whole or not), or None when it is missing or not one.
+
+		Requesters other than the fabric's set these headers: one that is no number must not
+		stop the consumer (it would meet the same message again after every restart).
+		"""
+		try:
+			value = float(self.header(name) or "nan")
+		except ValueError:
+			return None
+		return value if math.isfinite(value) else None
 
 	@property
 	def origin(self) -> Origin:
