@@ -15,6 +15,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from consumer_buses import KafkaBus, RabbitBus, bus_fixture, raw, wire  # noqa: F401
 
+from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking, open_source
 from cauldron_fabric.core.consumer.messages import (
 	ATTEMPTS,
@@ -377,6 +378,32 @@ def test_rabbitmq_takes_cloudevents_whose_time_is_an_amqp_timestamp():
 			]
 		finally:
 			consumer.close()
+	finally:
+		bus.close()
+
+
+def test_rabbitmq_a_time_header_past_the_calendar_does_not_stop_the_consumer():
+	# An integer 'time' header is read as epoch milliseconds; one in microseconds (or
+	# nanoseconds) is a year past 9999, and datetime raised ValueError out of poll(). The message
+	# stayed unacknowledged, so every member that got it next stopped the same way.
+	bus = RabbitBus()
+	try:
+		channel, group = bus.channel(), f"calendar-{uuid.uuid4().hex[:6]}"
+		options = ConsumerOptions(group=group, poll_timeout=0.2)
+		consumer, tracking, letters = item_consumer(bus.source(options, channel), options)
+		late, good = item("late", 1), item("good", 2)
+		headers = {f"cloudEvents_{k[3:]}": v for k, v in kafka_headers(late) if k.startswith("ce_")}
+		headers["cloudEvents_time"] = int(time.time() * 1_000_000)
+		properties = pika.BasicProperties(headers=headers, content_type="application/json")
+		bus.connection.channel().basic_publish(channel, late.type, late.to_json().encode(), properties)
+		bus.publish(channel, [wire(good)])
+		try:
+			consumer.run(lambda: len(letters) + len(tracking.effects) == 2, max_seconds=10)
+		finally:
+			consumer.close()
+		assert [letter.failure.message for letter in letters] == []  # the body is the whole event
+		assert sorted(n for n, _ in tracking.effects) == [1, 2]
+		assert bus.lag(group, channel) == 0
 	finally:
 		bus.close()
 

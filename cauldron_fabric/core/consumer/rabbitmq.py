@@ -113,7 +113,12 @@ def amqp_header(name: str, value: Any) -> Any:
 	if name.lower() not in TIME_HEADERS or not isinstance(value, int | dt.datetime):
 		return value
 	if isinstance(value, int):
-		value = dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc)
+		try:
+			value = dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc)
+		except (OverflowError, ValueError, OSError):
+			# No calendar date (microseconds, nanoseconds): left as it came for the envelope
+			# reader to judge; raised here, it stopped every consumer the message was handed to.
+			return value
 	return format_time(value)
 
 
