@@ -212,3 +212,49 @@ def test_a_commit_that_failed_is_sent_again_while_no_message_comes():
 			proxy.stop()
 	assert handled == [event.id]
 	assert (entry.position, entry.lag) == (1, 0), "the handled event's offset is committed"
+
+
+def test_a_pattern_matching_another_groups_dead_letters_does_not_bounce_them_back(kafka):
+	# Two groups on the documented pattern '^cauldron\..*', named 'cauldron.billing' and
+	# 'cauldron.shipping', each read the other's dead-letter (and retry) topic. A bad message
+	# dead-lettered by one was read by the other, which dead-lettered it to its own topic, which
+	# the first read again: one bad message, endless copies in both.
+	prefix = f"b{uuid.uuid4().hex[:6]}"
+	topic = f"{prefix}.events"
+	create_topic(kafka.bootstrap, topic, 1)
+	consumers, letters = [], {}
+	for name in ("billing", "shipping"):
+		group = f"{prefix}.{name}"
+		options = ConsumerOptions(group=group, max_attempts=2, poll_timeout=0.1, commit_interval=0.2)
+		source = open_source(
+			kafka.url, options, pattern=rf"^{prefix}\..*", broker_options={"session_timeout_ms": 6000}
+		)
+		letters[group] = []
+		consumers.append(
+			Consumer(
+				source,
+				HandlerTable.from_mapping({"item.*": lambda e, c: None}),
+				MemoryTracking().session(),
+				options,
+				on_dead_letter=letters[group].append,
+			)
+		)
+	try:
+		own = {c: dead_letter_topic(c.options.group) for c in consumers}
+		assert wait_for(
+			lambda: all(
+				c.consume_round() >= 0 and own[c] in {t for t, _ in c.source.assigned} for c in consumers
+			),
+			30,
+		), "each group's pattern matches its own dead-letter topic"
+		KafkaBus(kafka).publish(topic, [raw(b"{not json")])
+		deadline = time.monotonic() + 12
+		while time.monotonic() < deadline:
+			for consumer in consumers:
+				consumer.consume_round()
+	finally:
+		for consumer in consumers:
+			consumer.close()
+	for group, found in letters.items():
+		copies = read_topic(kafka.bootstrap, dead_letter_topic(group), 2, timeout=5)
+		assert (len(found), len(copies)) == (1, 1), f"{group}: {len(found)} dead letters for one bad message"

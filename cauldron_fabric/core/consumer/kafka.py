@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer.messages import (
+	CONSUMER_GROUP,
 	CORRELATION_ID,
 	REPLY_PARTITION,
 	REPLY_TO,
@@ -49,9 +50,14 @@ PATTERN_REFRESH_SECONDS = 10
 _ILLEGAL = re.compile(r"[^a-zA-Z0-9._-]+")
 
 
+def retry_prefix(group: str) -> str:
+	"""Returns how every retry topic of a consumer group starts."""
+	return f"{_ILLEGAL.sub('_', group)}.retry."
+
+
 def retry_topic(group: str, number: int) -> str:
 	"""Returns the topic of retry number ``number`` (1 for the first retry) of a consumer group."""
-	return f"{_ILLEGAL.sub('_', group)}.retry.{number}"
+	return f"{retry_prefix(group)}{number}"
 
 
 def dead_letter_topic(group: str) -> str:
@@ -135,7 +141,7 @@ class KafkaSource(MessageSource):
 		# attempts before dead letter is lowered, copies already waiting in the higher ones
 		# would never be read again. (Group names only keep [a-zA-Z0-9._-]: '.' is the one
 		# character to escape.)
-		every_retry = "^" + retry_topic(group, 0).removesuffix("0").replace(".", "\\.") + "[0-9]+$"
+		every_retry = "^" + retry_prefix(group).replace(".", "\\.") + "[0-9]+$"
 		subscription = [
 			*self.topics,
 			*([self.pattern] if self.pattern else []),
@@ -220,15 +226,26 @@ class KafkaSource(MessageSource):
 				tuple(m.headers() or ()),
 				m.timestamp()[1],
 			)
-			if m.topic() == self.dead_letter_topic:
-				# A pattern such as '^cauldron\..*' also matches the group's own dead-letter topic
-				# when the group is named 'cauldron.billing': read back, a dead letter fails the
-				# same way and is dead-lettered again, for ever. Passed over, but marked done so
-				# that the group's lag on it stays 0.
-				self.done(message)
+			if self._not_ours(message):
+				self.done(message)  # passed over, but done so that the group's lag on it stays 0
 				continue
 			messages.append(message)
 		return messages
+
+	def _not_ours(self, message: InboundMessage) -> bool:
+		r"""Tells whether a message is this group's dead letter or another group's retry or dead letter.
+
+		A pattern such as '^cauldron\..*' also matches these topics when groups are named
+		'cauldron.billing' and 'cauldron.shipping'. Read back, a dead letter fails the same way
+		and is dead-lettered again: by the group itself, or by the other group into a topic the
+		first one reads, for ever. Another group's retry copies are its business, not this one's.
+		"""
+		if message.topic == self.dead_letter_topic:
+			return True
+		group = message.header(CONSUMER_GROUP)
+		if not group or group == self.group:
+			return False
+		return message.topic == dead_letter_topic(group) or message.topic.startswith(retry_prefix(group))
 
 	def is_current(self, message: InboundMessage) -> bool:
 		"""Tells whether the message's partition is still ours and not paused."""
