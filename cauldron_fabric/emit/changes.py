@@ -160,14 +160,7 @@ def document_changes(before, after: dict[str, Any]) -> dict[str, Any] | None:
 		return None
 	# A document is compared value by value, in the form document_payload gives (dates as
 	# str()): rendering the whole previous version would cost as much as the payload itself.
-	if isinstance(before, dict):
-		old_of = before.get
-	else:
-		forms = value_forms(before.meta)
-
-		def old_of(key: str) -> Any:
-			return as_stored(forms.get(key), _plain(before.get(key)))
-
+	old_of = before.get if isinstance(before, dict) else _reader_of(before)
 	changes: dict[str, Any] = {}
 	for key, new in after.items():
 		if key in IGNORED_FIELDS or key.startswith("_"):
@@ -181,6 +174,36 @@ def document_changes(before, after: dict[str, Any]) -> dict[str, Any] | None:
 		if old != new:
 			changes[key] = {"old": old, "new": new}
 	return changes
+
+
+def _reader_of(doc) -> Callable[[str], Any]:
+	"""Returns a reader of ``doc``'s values in the form document_payload gives them."""
+	forms = value_forms(doc.meta)
+	computed = _virtual_values(doc)
+
+	def value_of(key: str) -> Any:
+		if key in computed:
+			return computed[key]
+		return as_stored(forms.get(key), _plain(doc.get(key)))
+
+	return value_of
+
+
+def _virtual_values(doc) -> dict[str, Any]:
+	"""Returns the values of ``doc``'s virtual fields as its payload gives them.
+
+	A virtual field is no column: the document loaded before a save does not hold its value,
+	the payload computes it (as_dict), so read as it is held every save would change it.
+	"""
+	virtual = doc.meta.__dict__.get("_fabric_virtual")
+	if virtual is None:
+		virtual = doc.meta.__dict__["_fabric_virtual"] = frozenset(
+			df.fieldname for df in doc.meta.fields if df.get("is_virtual")
+		)
+	if not virtual:
+		return {}
+	values = BaseDocument.get_valid_dict(doc, convert_dates_to_str=True)
+	return {fieldname: values[fieldname] for fieldname in virtual if fieldname in values}
 
 
 def _plain(value: Any) -> Any:
@@ -201,14 +224,10 @@ def _rows_differ(old_rows: list, new_rows: list[dict[str, Any]]) -> bool:
 	if len(old_rows) != len(new_rows):
 		return True
 	for old, new in zip(old_rows, new_rows, strict=True):
-		get = old.get
-		forms = None if isinstance(old, dict) else value_forms(old.meta)
+		old_of = old.get if isinstance(old, dict) else _reader_of(old)
 		for key, value in new.items():
 			if key in IGNORED_FIELDS or key.startswith("_"):
 				continue
-			previous = get(key)
-			if forms is not None:
-				previous = as_stored(forms.get(key), _plain(previous))
-			if previous != value:
+			if old_of(key) != value:
 				return True
 	return False

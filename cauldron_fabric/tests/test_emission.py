@@ -47,6 +47,19 @@ TEMPORAL_FIELDS = [
 	{"fieldname": "at", "fieldtype": "Datetime", "label": "At"},
 	{"fieldname": "when", "fieldtype": "Time", "label": "When"},
 ]
+VIRTUAL_PROBE = "Fabric Virtual Probe"
+VIRTUAL_PROBE_ROW = "Fabric Virtual Probe Row"
+# A virtual field computed from the title, in the document and in its rows.
+VIRTUAL_FIELDS = [
+	{"fieldname": "title", "fieldtype": "Data", "label": "Title"},
+	{
+		"fieldname": "shout",
+		"fieldtype": "Data",
+		"label": "Shout",
+		"is_virtual": 1,
+		"options": "doc.title + '!'",
+	},
+]
 
 
 class TestDocumentEvents(EmissionCase):
@@ -254,6 +267,23 @@ class TestDocumentEvents(EmissionCase):
 		order = new_order("same")
 		order.save()
 		self.assertEqual(types_of(events_after(self.start, ORDER)), ["fabric_test_order.created"])
+
+	def test_virtual_fields_change_only_when_their_value_does(self):
+		ensure_custom_doctype(VIRTUAL_PROBE_ROW, VIRTUAL_FIELDS, istable=1)
+		rows = {"fieldname": "rows", "fieldtype": "Table", "label": "Rows", "options": VIRTUAL_PROBE_ROW}
+		ensure_custom_doctype(VIRTUAL_PROBE, [*VIRTUAL_FIELDS, rows], autoname="hash")
+		probe = frappe.get_doc({"doctype": VIRTUAL_PROBE, "title": "a", "rows": [{"title": "r"}]}).insert()
+		probe = frappe.get_doc(VIRTUAL_PROBE, probe.name)
+		probe.save()  # nothing changed, the computed values included
+		probe.title = "b"
+		probe.save()
+		created, updated = events_after(self.start, VIRTUAL_PROBE)
+		self.assertEqual((created["data"]["action"], updated["data"]["action"]), ("created", "updated"))
+		self.assertEqual(created["data"]["payload"]["doc"]["shout"], "a!")
+		self.assertEqual(
+			updated["data"]["payload"]["changes"],
+			{"title": {"old": "a", "new": "b"}, "shout": {"old": "a!", "new": "b!"}},
+		)
 
 	def test_changes_made_by_patches_are_emitted(self):
 		frappe.flags.in_patch = True
