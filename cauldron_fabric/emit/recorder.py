@@ -8,6 +8,7 @@ the relays; if it is lost they still find the row on their next poll.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import frappe
@@ -19,9 +20,15 @@ from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.delivery.recording import enqueue_deliveries
 from cauldron_fabric.emit.context import causation_id, correlation_id
 from cauldron_fabric.emit.policy import current_policy
-from cauldron_fabric.emit.writes import escapes_in_literals, execute_in_transaction
+from cauldron_fabric.emit.writes import connected_db, escapes_in_literals, execute_in_transaction
 from cauldron_fabric.registry.recording import check_events, describe_violations
 from cauldron_fabric.services.wakeups import relay_channel, wake_after_commit
+
+# No MariaDB or MySQL server has shipped with a max_allowed_packet under 1 MB, and a character
+# takes at most 4 bytes: a statement this long fits without asking the server.
+SURELY_FITS = 256 * 1024
+# Room in the packet for its header and the command byte.
+PACKET_HEADROOM = 1024
 
 
 def acting_user() -> str:
@@ -68,13 +75,73 @@ def record(envelopes: Sequence[Envelope], reject_invalid: bool = True) -> None:
 		)
 		for envelope, violations in checked
 	]
-	sql, params = build_append(
-		entries, actor=acting_user(), now=now_datetime(), escapes=escapes_in_literals()
-	)
-	execute_in_transaction(sql, params)
-	enqueue_deliveries([envelope for envelope, violations in checked if not violations])
+	written = append_to_outbox(entries)
+	enqueue_deliveries([entry.envelope for entry in written if not entry.invalid])
 	if policy.publishing:
 		wake_relays_after_commit()
+
+
+def append_to_outbox(entries: Sequence[OutboxAppend]) -> list[OutboxAppend]:
+	"""Writes ``entries`` to the outbox in the open transaction; returns them as written.
+
+	One INSERT holds them all unless it is more than the database takes in one statement
+	(``max_allowed_packet``): the server then refuses it and drops Frappe's connection, which
+	fails the user's save. So a large group is written event by event, and an event too large
+	even alone is kept as Invalid without its payload, saying why.
+	"""
+	sql, params = _append_statement(entries)
+	if _fits(sql):
+		execute_in_transaction(sql, params)
+		return list(entries)
+	written = []
+	for entry in entries:
+		sql, params = _append_statement([entry])
+		if not _fits(sql):
+			entry = _without_payload(entry, len(sql.encode()))
+			sql, params = _append_statement([entry])
+		execute_in_transaction(sql, params)
+		written.append(entry)
+	return written
+
+
+def _append_statement(entries: Sequence[OutboxAppend]) -> tuple[str, list[Any]]:
+	return build_append(entries, actor=acting_user(), now=now_datetime(), escapes=escapes_in_literals())
+
+
+def _fits(sql: str) -> bool:
+	"""Tells whether the database takes ``sql`` in one statement (a statement of the usual few
+	kilobytes is not measured)."""
+	if len(sql) <= SURELY_FITS:
+		return True
+	return len(sql.encode()) <= statement_limit()
+
+
+def statement_limit() -> int:
+	"""Returns how many bytes of SQL the database takes in one statement.
+
+	Read once per connection: a session keeps the max_allowed_packet it connected with.
+	"""
+	connection = connected_db()._conn
+	limit = getattr(connection, "fabric_statement_limit", None)
+	if limit is None:
+		packet = int(frappe.db.sql("SELECT @@max_allowed_packet")[0][0])
+		limit = connection.fabric_statement_limit = packet - PACKET_HEADROOM
+	return limit
+
+
+def _without_payload(entry: OutboxAppend, size: int) -> OutboxAppend:
+	"""Returns ``entry`` as an Invalid event with an empty payload, for an event of ``size``
+	bytes that the database cannot take."""
+	envelope = entry.envelope
+	data = envelope.data
+	problem = (
+		f"This event took {size} bytes, more than the database takes in one statement "
+		f"(max_allowed_packet, {statement_limit() + PACKET_HEADROOM} bytes): it is kept without its "
+		"payload and never published. Raise max_allowed_packet on the database server to record "
+		"events this large whole."
+	)
+	kept = replace(envelope, data=EventData(data.entity, data.entity_id, data.action, {}), data_schema=None)
+	return OutboxAppend(kept, pending=entry.pending, invalid=True, problem=problem)
 
 
 def wake_relays_after_commit() -> None:
