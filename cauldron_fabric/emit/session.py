@@ -16,9 +16,20 @@ PAYLOAD_LIMITS = {"fullName": 140, "ip": 45, "userAgent": 4000}
 
 
 def on_login(login_manager=None) -> None:
-	"""Records a successful login (guests excluded); the session is still Guest's, so the user acts."""
+	"""Records a successful login (guests excluded), made by the user or by an admin impersonating it."""
 	user = getattr(login_manager, "user", None)
-	_record_session_event(USER_LOGIN, "login", user, actor=user)
+	_record_session_event(USER_LOGIN, "login", user, actor=_login_actor(login_manager, user))
+
+
+def _login_actor(login_manager, user: str | None) -> str | None:
+	"""Returns who logs ``user`` in: the user, or the admin in ``LoginManager.impersonate``.
+
+	The hook runs before the new session exists. A user signing in is still Guest, so the user
+	acts; an impersonation is the admin's own request, and the admin is its acting user.
+	"""
+	if argument_of("impersonate", login_manager, "user") is not None:
+		return frappe.session.user
+	return user
 
 
 def on_logout(login_manager=None) -> None:

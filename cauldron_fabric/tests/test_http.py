@@ -122,6 +122,21 @@ class TestOverHttp(FrappeTestCase):
 		# The admin did it: they are the acting user, still logged in.
 		self.assertEqual(logouts[0]["metadata"]["userId"], self.manager)
 
+	def test_an_impersonation_is_a_login_the_administrator_made(self):
+		token = api_token("Administrator")
+		self.start = last_seq()
+		response = request(
+			"post",
+			"/api/method/frappe.core.doctype.user.user.impersonate",
+			headers={"Authorization": token},
+			data={"user": self.clerk, "reason": "support ticket 42"},
+		)
+		self.assertEqual(response.status_code, 200, response.text)
+		logins = [e for e in events_after(self.start, "User", self.clerk) if e["type"] == "user.login"]
+		self.assertEqual([e["data"]["payload"]["user"] for e in logins], [self.clerk])
+		# The clerk signed in to nothing: the Administrator did, as the clerk.
+		self.assertEqual(logins[0]["metadata"]["userId"], "Administrator")
+
 	def test_the_role_permissions_manager_changes_are_system_change_events(self):
 		# Its Update, Remove and Reset write Custom DocPerm rows with plain queries, no hooks.
 		ensure_custom_doctype(PERMS_PROBE, [{"fieldname": "title", "fieldtype": "Data", "label": "Title"}])
