@@ -11,6 +11,8 @@ from typing import Any
 from frappe.model.base_document import BaseDocument
 from frappe.utils import flt, get_datetime, get_timedelta, getdate
 
+from cauldron_fabric.core.schema.doctype_schema import TEXT_TYPES, VARCHAR_TYPES
+
 # Bookkeeping that changes on every save and says nothing about the business change.
 IGNORED_FIELDS = frozenset({"modified", "modified_by", "creation", "owner", "lft", "rgt"})
 
@@ -82,10 +84,23 @@ MASK = "*****"
 MASKED = (re.compile(r"\**"), lambda value: MASK)  # empty or already masked stays as it is
 
 
-def value_forms(meta) -> dict[str, tuple[re.Pattern, Callable[[Any], Any]]]:
+def _as_text(value: Any) -> Any:
+	if isinstance(value, bool):
+		return str(int(value))  # the driver writes True as 1
+	return str(value) if isinstance(value, int | float) else value
+
+
+# A Data, Link or Select field holds the number it was given (a Link to a DocType named by
+# autoincrement holds the integer name), and its column stores the number's text. No pattern:
+# any string is as stored.
+TEXT_FORM = (None, _as_text)
+STRING_TYPES = VARCHAR_TYPES | TEXT_TYPES
+
+
+def value_forms(meta) -> dict[str, tuple[re.Pattern | None, Callable[[Any], Any]]]:
 	"""Returns the fields whose values events render specially, with their form (cached on meta).
 
-	Dates, datetimes, times and decimals in their stored form; secrets masked.
+	Dates, datetimes, times, decimals and text in their stored form; secrets masked.
 	"""
 	fields = meta.__dict__.get("_fabric_forms")
 	if fields is None:
@@ -99,12 +114,16 @@ def value_forms(meta) -> dict[str, tuple[re.Pattern, Callable[[Any], Any]]]:
 				fields[df.fieldname] = TEMPORAL_FORMS[df.fieldtype]
 			elif df.fieldtype in DECIMAL_FORMS:
 				fields[df.fieldname] = DECIMAL_FORMS[df.fieldtype]
+			elif df.fieldtype in STRING_TYPES:
+				fields[df.fieldname] = TEXT_FORM
 	return fields
 
 
-def as_stored(form: tuple[re.Pattern, Callable[[Any], Any]] | None, value: Any) -> Any:
-	"""Returns a value as events give it: a date, time or number as stored, a secret masked."""
-	if form is None or value is None or (isinstance(value, str) and form[0].fullmatch(value)):
+def as_stored(form: tuple[re.Pattern | None, Callable[[Any], Any]] | None, value: Any) -> Any:
+	"""Returns a value as events give it: a date, time, number or text as stored, a secret masked."""
+	if form is None or value is None:
+		return value
+	if isinstance(value, str) and (form[0] is None or form[0].fullmatch(value)):
 		return value
 	try:
 		return form[1](value)

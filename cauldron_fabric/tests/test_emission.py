@@ -47,6 +47,11 @@ TEMPORAL_FIELDS = [
 	{"fieldname": "at", "fieldtype": "Datetime", "label": "At"},
 	{"fieldname": "when", "fieldtype": "Time", "label": "When"},
 ]
+LINK_PROBE = "Fabric Link Probe"
+LINK_FIELDS = [
+	{"fieldname": "order", "fieldtype": "Link", "label": "Order", "options": NUMBERED_ORDER},
+	{"fieldname": "title", "fieldtype": "Data", "label": "Title"},
+]
 VIRTUAL_PROBE = "Fabric Virtual Probe"
 VIRTUAL_PROBE_ROW = "Fabric Virtual Probe Row"
 # A virtual field computed from the title, in the document and in its rows.
@@ -60,6 +65,16 @@ VIRTUAL_FIELDS = [
 		"options": "doc.title + '!'",
 	},
 ]
+
+
+def ensure_numbered_orders() -> None:
+	"""Creates a submittable DocType named by autoincrement, with a Datetime transaction date."""
+	ensure_custom_doctype(
+		NUMBERED_ORDER,
+		[{"fieldname": "transaction_date", "fieldtype": "Datetime", "label": "Transaction date"}],
+		is_submittable=1,
+		autoname="autoincrement",
+	)
 
 
 class TestDocumentEvents(EmissionCase):
@@ -182,12 +197,7 @@ class TestDocumentEvents(EmissionCase):
 
 	def test_a_numbered_transaction_dated_to_the_second_is_a_business_transaction(self):
 		# Autoincrement names are integers; ERPNext's Asset Movement has a Datetime transaction_date.
-		ensure_custom_doctype(
-			NUMBERED_ORDER,
-			[{"fieldname": "transaction_date", "fieldtype": "Datetime", "label": "Transaction date"}],
-			is_submittable=1,
-			autoname="autoincrement",
-		)
+		ensure_numbered_orders()
 		order = frappe.get_doc({"doctype": NUMBERED_ORDER, "transaction_date": "2026-03-02 10:15:00"})
 		order.insert().submit()
 		business = [
@@ -196,6 +206,20 @@ class TestDocumentEvents(EmissionCase):
 		self.assertEqual(len(business), 1)
 		self.assertEqual(business[0]["data"]["payload"]["name"], str(order.name))
 		self.assertEqual(business[0]["data"]["payload"]["transaction_date"], "2026-03-02")
+
+	def test_numbers_in_text_fields_travel_as_the_text_stored(self):
+		# A Link to an autoincrement DocType holds the integer name it was given; Frappe stores
+		# it, like a number typed into a Data field, as text.
+		ensure_numbered_orders()
+		ensure_custom_doctype(LINK_PROBE, LINK_FIELDS, autoname="hash")
+		target = frappe.get_doc({"doctype": NUMBERED_ORDER}).insert()
+		probe = frappe.get_doc({"doctype": LINK_PROBE, "order": target.name, "title": 2026}).insert()
+		probe = frappe.get_doc(LINK_PROBE, probe.name)
+		probe.save()  # nothing changed
+		events = events_after(self.start, LINK_PROBE)
+		self.assertEqual([e["data"]["action"] for e in events], ["created"])
+		doc = events[0]["data"]["payload"]["doc"]
+		self.assertEqual((doc["order"], doc["title"]), (str(target.name), "2026"))
 
 	def test_child_table_changes_show_old_and_new_rows(self):
 		order = new_order("rows")
