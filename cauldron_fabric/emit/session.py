@@ -34,7 +34,12 @@ def _login_actor(login_manager, user: str | None) -> str | None:
 
 def on_logout(login_manager=None) -> None:
 	"""Records a logout: of the session's user, or of the user whose sessions an admin ends."""
-	_record_session_event(USER_LOGOUT, "logout", _user_logged_out(login_manager))
+	user = _user_logged_out(login_manager)
+	if user and user != frappe.session.user and not frappe.db.count("Sessions", {"user": user}):
+		# Frappe ends a disabled user's sessions on every save of that user, and a deleted user's,
+		# whether there are any or not: a user with none logs out of nothing.
+		return
+	_record_session_event(USER_LOGOUT, "logout", user)
 
 
 def _user_logged_out(login_manager) -> str | None:

@@ -122,6 +122,20 @@ class TestOverHttp(FrappeTestCase):
 		# The admin did it: they are the acting user, still logged in.
 		self.assertEqual(logouts[0]["metadata"]["userId"], self.manager)
 
+	def test_saving_a_user_without_a_session_is_no_logout(self):
+		# Frappe "logs out" a disabled user on every save of it, session or not.
+		idle = make_user("fabric-idle@example.com", ["Blogger"])
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.set_value, "User", idle, "enabled", 1)
+		admin = get_test_client()
+		login = request("post", "/api/method/login", admin, data={"usr": self.manager, "pwd": PASSWORD})
+		self.assertEqual(login.status_code, 200, login.text)
+		self.start = last_seq()
+		for values in ({"enabled": 0}, {"location": frappe.generate_hash(length=8)}):
+			response = request("put", f"/api/resource/User/{idle}", admin, json=values)
+			self.assertEqual(response.status_code, 200, response.text)
+		self.assertEqual([e["type"] for e in events_after(self.start, "User", idle)], ["user.updated"] * 2)
+
 	def test_an_impersonation_is_a_login_the_administrator_made(self):
 		token = api_token("Administrator")
 		self.start = last_seq()
