@@ -80,6 +80,9 @@ SECRET_FIELDNAMES = frozenset(
 		"token",
 	}
 )
+# A text field whose name ends like these holds one too (Website Settings' indexing_refresh_token,
+# a Google OAuth refresh token kept in a Data field); a Check named awaiting_password does not.
+SECRET_SUFFIXES = ("_authorization_code", "_password", "_private_key", "_secret", "_secret_key", "_token")
 MASK = "*****"
 MASKED = (re.compile(r"\**"), lambda value: MASK)  # empty or already masked stays as it is
 
@@ -97,6 +100,13 @@ TEXT_FORM = (None, _as_text)
 STRING_TYPES = VARCHAR_TYPES | TEXT_TYPES
 
 
+def _holds_secret(df) -> bool:
+	"""Tells whether a field holds a credential, as its name says."""
+	return df.fieldname in SECRET_FIELDNAMES or (
+		df.fieldtype in STRING_TYPES and df.fieldname.endswith(SECRET_SUFFIXES)
+	)
+
+
 def value_forms(meta) -> dict[str, tuple[re.Pattern | None, Callable[[Any], Any]]]:
 	"""Returns the fields whose values events render specially, with their form (cached on meta).
 
@@ -108,7 +118,7 @@ def value_forms(meta) -> dict[str, tuple[re.Pattern | None, Callable[[Any], Any]
 		for df in meta.fields:
 			if df.get("is_virtual"):
 				continue
-			if df.fieldname in SECRET_FIELDNAMES:
+			if _holds_secret(df):
 				fields[df.fieldname] = MASKED
 			elif df.fieldtype in TEMPORAL_FORMS:
 				fields[df.fieldname] = TEMPORAL_FORMS[df.fieldtype]

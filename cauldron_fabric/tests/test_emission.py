@@ -9,6 +9,7 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.consume.runner import SETTINGS_RECHECK_SECONDS, SettingsWatch
+from cauldron_fabric.emit.changes import value_forms
 from cauldron_fabric.emit.context import caused_by
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.scheduled import emit_heartbeat, purge_expired_events
@@ -429,6 +430,24 @@ class TestWhatIsEmitted(EmissionCase):
 		)
 		self.assertTrue(frappe.db.exists("OAuth Bearer Token", token.name))
 		frappe.db.rollback()
+
+	def test_credentials_in_fields_named_for_their_kind_never_travel(self):
+		# Google indexing keeps its OAuth refresh token in a plain Data field of Website Settings,
+		# set without a save: every later save of the settings carried it.
+		self.addCleanup(frappe.db.rollback)
+		frappe.db.set_single_value(
+			"Website Settings",
+			{"indexing_authorization_code": "s3cr3t-code", "indexing_refresh_token": "s3cr3t-refresh"},
+		)
+		settings = frappe.get_single("Website Settings")
+		settings.title_prefix = f"Fabric {frappe.generate_hash(length=6)}"
+		settings.save()
+		events = events_after(self.start, "Website Settings")
+		self.assertEqual(types_of(events), ["system.change"])
+		self.assertNotIn("s3cr3t", json.dumps(events))
+		self.assertEqual(events[0]["data"]["payload"]["doc"]["indexing_refresh_token"], "*****")
+		# A flag named like a credential holds none: it travels as its 0 or 1.
+		self.assertNotIn("awaiting_password", value_forms(frappe.get_meta("Email Account")))
 
 	def test_the_fabrics_own_doctypes_are_not_emitted(self):
 		with fabric_settings(retention_days=31):
