@@ -88,6 +88,11 @@ def on_change(doc, method=None) -> None:
 				_stored(doc.doctype, doc.name) or doc, "updated", via="db_set", before=stored_before
 			)
 		return
+	if not doc.flags.in_insert and doc.get("__islocal") is False:
+		# Saved again by its own after_insert: the insert's created event, still to come, carries
+		# this save; alone it would be an update before the document's creation.
+		_defer_db_set(doc)
+		return
 	deferred = getattr(frappe.local, "fabric_deferred_db_sets", None)
 	if deferred and deferred.get((doc.doctype, doc.name)) is doc:
 		# This save's event carries the values its own hooks db_set.
@@ -184,7 +189,8 @@ def _being_saved(doc) -> bool:
 
 
 def _defer_db_set(doc) -> None:
-	"""Holds back a db_set until its save emits, or until commit if that save never completes.
+	"""Holds back a db_set (or a save inside an insert) until its save emits, or until commit if
+	that save never completes.
 
 	Frappe leaves a save that raised in ``currently_saving``, so "being saved" may never end:
 	the commit records what no save covered, and a rollback forgets it all.

@@ -36,6 +36,12 @@ def note_from_another_copy(doc, method=None) -> None:
 	frappe.get_doc(doc.doctype, doc.name).db_set("note", "set on a copy")
 
 
+def note_and_save(doc, method=None) -> None:
+	"""A controller hook that sets the order's note and saves the order again."""
+	doc.note = f"saved in {method}"
+	doc.save()
+
+
 def refuse(doc, method=None) -> None:
 	"""A validate hook that makes the save fail."""
 	frappe.throw("refused by the test")
@@ -64,6 +70,15 @@ class TestDbSetInsideSaves(EmissionCase):
 				self.assertEqual(types_of(events), [CREATED])
 				self.assertEqual(note_of(events[0]), f"set in {hook}")
 				self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), f"set in {hook}")
+
+	def test_a_save_in_after_insert_is_part_of_created(self):
+		with order_hooks(__name__, after_insert="note_and_save"):
+			order = new_order("saved in its after_insert")
+		frappe.db.commit()
+		events = events_after(self.start, ORDER)
+		self.assertEqual(types_of(events), [CREATED])
+		self.assertEqual(note_of(events[0]), "saved in after_insert")
+		self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), "saved in after_insert")
 
 	def test_db_set_in_on_update_is_part_of_the_one_update(self):
 		order = new_order("on update")
