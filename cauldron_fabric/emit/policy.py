@@ -106,13 +106,19 @@ class EmitPolicy:
 		if not self.enabled or doctype in DEFAULT_DENIED or doctype in self.denied:
 			return None
 		meta = frappe.get_meta(doctype)
-		if meta.istable or meta.get("is_virtual") or meta.module == MODULE:
+		if meta.istable or meta.get("is_virtual") or is_fabric_doctype(meta):
 			return None
 		if meta.issingle or doctype in SYSTEM_DOCTYPES:
 			return "system" if self.system_events else None
 		if self.allowed and doctype not in self.allowed:
 			return None
 		return "document" if self.document_events else None
+
+
+def is_fabric_doctype(meta) -> bool:
+	"""Tells whether a DocType is one of the fabric's own: shipped in its module, not a custom
+	DocType an admin created there."""
+	return meta.module == MODULE and not meta.get("custom")
 
 
 def load_policy() -> EmitPolicy:

@@ -454,6 +454,13 @@ class TestWhatIsEmitted(EmissionCase):
 			pass
 		self.assertEqual(events_after(self.start, "Fabric Settings"), [])
 
+	def test_a_custom_doctype_an_admin_puts_in_the_fabrics_module_is_emitted(self):
+		name = "Fabric Module Custom Probe"
+		fields = [{"fieldname": "title", "fieldtype": "Data", "label": "Title"}]
+		ensure_custom_doctype(name, fields, module="Cauldron Fabric", autoname="hash")
+		probe = frappe.get_doc({"doctype": name, "title": "mine"}).insert()
+		self.assertEqual([e["data"]["entityId"] for e in events_after(self.start, name)], [probe.name])
+
 	def test_deny_list_in_settings_silences_a_doctype(self):
 		with fabric_settings(denied_doctypes=[{"document_type": ORDER}]):
 			new_order("denied")

@@ -12,7 +12,7 @@ from frappe.utils import cint, flt
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.naming import template_keeps_entity_order, validate_topic_template
 from cauldron_fabric.delivery.subscriptions import fill_empty_numbers
-from cauldron_fabric.emit.policy import DEFAULT_DENIED, MODULE, clear_policy
+from cauldron_fabric.emit.policy import DEFAULT_DENIED, clear_policy, is_fabric_doctype
 
 SERVER = re.compile(r"^\[?[A-Za-z0-9._:-]+\]?:(\d{1,5})$")
 NUMBER_LIMITS = {
@@ -181,7 +181,7 @@ class FabricSettings(Document):
 			).format(frappe.bold(doctype))
 		if meta.get("is_virtual"):
 			return _("{0} is virtual: nothing is stored, so it has no events.").format(frappe.bold(doctype))
-		if meta.module == MODULE:
+		if is_fabric_doctype(meta):
 			return _("{0} is one of the fabric's own DocTypes, which never emit events.").format(
 				frappe.bold(doctype)
 			)
