@@ -29,6 +29,7 @@ SAVE_ACTIONS = {
 	"cancel": "cancelled",
 	"update_after_submit": "updated_after_submit",
 }
+BUSINESS_ACTIONS = ("submitted", "cancelled")
 BUSINESS_FIELDS = (
 	"company",
 	"customer",
@@ -77,6 +78,8 @@ def on_change(doc, method=None) -> None:
 		row_changed(doc, via="db_set" if via_db_set else None)
 		return
 	if not current_policy().kind_of(doc.doctype):
+		if not via_db_set:
+			_record_business_transaction_alone(doc)
 		return
 	if via_db_set:
 		if _being_saved(doc):
@@ -116,6 +119,15 @@ def on_change(doc, method=None) -> None:
 		reported = emit_document_event(doc, action, before=recorded) or reported
 	if actions:
 		record_rows_changed_in_save(doc, reported["doc"] if reported else None)
+
+
+def _record_business_transaction_alone(doc) -> None:
+	"""Records ``business.transaction`` for a submit or cancel whose lifecycle events are off
+	(Fabric Settings may keep business events alone)."""
+	action = SAVE_ACTIONS.get(getattr(doc, "_action", None) or "save")
+	if action in BUSINESS_ACTIONS and doc.meta.is_submittable:
+		if current_policy().emits_business_transactions(doc.doctype):
+			record([_business_envelope(doc, action, document_payload(doc))])
 
 
 def _row_written_by_insert(doc) -> bool:
@@ -448,7 +460,7 @@ def emit_document_event(
 	payload.update(extra or {})
 	doc.flags.fabric_snapshot = payload["doc"]
 	envelopes = [_lifecycle_envelope(doc, action, payload, policy.kind_of(doc.doctype))]
-	if action in ("submitted", "cancelled") and policy.business_events and doc.meta.is_submittable:
+	if action in BUSINESS_ACTIONS and policy.business_events and doc.meta.is_submittable:
 		envelopes.append(_business_envelope(doc, action, payload["doc"]))
 	record(envelopes)
 	return payload

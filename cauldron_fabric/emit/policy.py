@@ -77,6 +77,7 @@ SYSTEM_DOCTYPES = frozenset(
 )
 
 Kind = Literal["document", "system"]
+BUSINESS = "business"
 
 
 @dataclass(frozen=True)
@@ -102,17 +103,32 @@ class EmitPolicy:
 			self._kinds[doctype] = self._classify(doctype)
 		return self._kinds[doctype]
 
+	def emits_business_transactions(self, doctype: str) -> bool:
+		"""Tells whether a DocType's submits and cancels are ``business.transaction`` events, with
+		or without its lifecycle events."""
+		key = (doctype, BUSINESS)
+		if key not in self._kinds:
+			self._kinds[key] = self._kind(doctype) == "document"
+		return self.business_events and self._kinds[key]
+
 	def _classify(self, doctype: str) -> Kind | None:
+		kind = self._kind(doctype)
+		if kind == "system":
+			return kind if self.system_events else None
+		return kind if self.document_events else None
+
+	def _kind(self, doctype: str) -> Kind | None:
+		"""Returns what a DocType's changes are, whatever the switches of their kinds say."""
 		if not self.enabled or doctype in DEFAULT_DENIED or doctype in self.denied:
 			return None
 		meta = frappe.get_meta(doctype)
 		if meta.istable or meta.get("is_virtual") or is_fabric_doctype(meta):
 			return None
 		if meta.issingle or doctype in SYSTEM_DOCTYPES:
-			return "system" if self.system_events else None
+			return "system"
 		if self.allowed and doctype not in self.allowed:
 			return None
-		return "document" if self.document_events else None
+		return "document"
 
 
 def is_fabric_doctype(meta) -> bool:

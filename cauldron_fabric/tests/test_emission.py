@@ -534,6 +534,18 @@ class TestWhatIsEmitted(EmissionCase):
 		frappe.db.delete(ORDER, {"title": "while disabled"})
 		frappe.db.commit()
 
+	def test_business_events_are_emitted_without_lifecycle_events(self):
+		with fabric_settings(emit_document_events=0, emit_business_events=1):
+			order = new_order("business only")
+			order.submit()
+			order.cancel()
+			events = events_after(self.start, ORDER)
+		self.assertEqual(types_of(events), ["business.transaction"] * 2)
+		self.assertEqual([e["data"]["action"] for e in events], ["submitted", "cancelled"])
+		self.assertEqual(events[0]["data"]["payload"]["grand_total"], 120.5)
+		frappe.db.delete(ORDER, {"name": order.name})
+		frappe.db.commit()
+
 	def test_configuration_changes_are_system_change_events(self):
 		fieldname = "fabric_probe_" + frappe.generate_hash(length=6)
 		field = frappe.get_doc(
