@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 import frappe
+from frappe.model.base_document import BaseDocument
 from frappe.utils import get_datetime
 
 from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
-from cauldron_fabric.emit.frames import argument_of
+from cauldron_fabric.emit.frames import argument_of, caller_of
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
 
@@ -94,6 +95,11 @@ def on_change(doc, method=None) -> None:
 	if not doc.flags.in_insert and doc.get("__islocal") is False:
 		# Saved again by its own after_insert: the insert's created event, still to come, carries
 		# this save; alone it would be an update before the document's creation.
+		_defer_db_set(doc)
+		return
+	if not doc.flags.in_insert and _inserted_through_another_object(doc):
+		# A copy saved by a hook of the document's insert: its update follows the created event.
+		doc.flags.fabric_deferred_save = True
 		_defer_db_set(doc)
 		return
 	deferred = getattr(frappe.local, "fabric_deferred_db_sets", None)
@@ -190,14 +196,41 @@ def _stored(doctype: str, name: str):
 
 
 def _being_saved(doc) -> bool:
-	"""Tells whether ``doc`` is inside its own insert or save."""
+	"""Tells whether ``doc`` is inside its own insert or save, or is a copy of a document inside
+	its insert."""
 	# insert() sets __islocal, db_insert() makes it False (so is_new() is false in after_insert
 	# and on_update) and insert() deletes it at the end. currently_saving misses inserts: Frappe
 	# adds the document there before it has a name.
 	is_local = doc.get("__islocal")
 	if is_local or is_local is False:
 		return True
-	return (doc.doctype, doc.name) in (frappe.flags.currently_saving or ())
+	if (doc.doctype, doc.name) in (frappe.flags.currently_saving or ()):
+		return True
+	return _inserted_through_another_object(doc)
+
+
+def _inserted_through_another_object(doc) -> bool:
+	"""Tells whether another object of ``doc``'s document is inside its insert, its row written.
+
+	A hook of that insert (after_insert, on_update) that loads the document anew and saves or
+	db_sets the copy changes a document whose created event is still to come. Frappe notes an
+	insert in ``currently_saving`` before it has a name (and leaves that entry there): only a
+	DocType inserted in this request or job pays for the look up the stack.
+	"""
+	if (doc.doctype, None) not in (frappe.flags.currently_saving or ()):
+		return False
+	name = str(doc.name)
+
+	def inserting(other: object) -> bool:
+		return (
+			other is not doc
+			and isinstance(other, BaseDocument)
+			and other.doctype == doc.doctype
+			and str(other.name) == name
+			and other.get("__islocal") is False
+		)
+
+	return caller_of("insert", inserting) is not None
 
 
 def _defer_db_set(doc) -> None:
@@ -229,7 +262,8 @@ def record_deferred_db_sets() -> None:
 			before = doc.flags.get("fabric_snapshot") or doc.get_doc_before_save()
 			# Unchanged at commit: a rollback to a savepoint undid the db_set (Frappe tells no
 			# hook about those), so there is nothing to report.
-			payload = emit_document_event(stored, "updated", via="db_set", before=before, unchanged=False)
+			via = None if doc.flags.get("fabric_deferred_save") else "db_set"
+			payload = emit_document_event(stored, "updated", via=via, before=before, unchanged=False)
 		if payload is not None and _being_saved(doc):
 			# Maybe a commit inside the save's own hooks: if the save goes on to emit, its event
 			# compares with what this one said instead of repeating it.

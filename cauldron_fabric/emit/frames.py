@@ -1,8 +1,9 @@
-"""Reading an argument Frappe passes to a method but to none of the hooks that method runs."""
+"""Reading what a hook is not told from the call that fires it: an argument, or the object called."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -17,5 +18,18 @@ def argument_of(method: str, owner: object, name: str) -> Any:
 	while frame is not None:
 		if frame.f_code.co_name == method and frame.f_locals.get("self") is owner:
 			return frame.f_locals.get(name)
+		frame = frame.f_back
+	return None
+
+
+def caller_of(method: str, matches: Callable[[object], bool]) -> object | None:
+	"""Returns the ``self`` of the innermost ``method`` call this code runs inside for which
+	``matches`` holds, or None."""
+	frame = sys._getframe(1)
+	while frame is not None:
+		if frame.f_code.co_name == method:
+			owner = frame.f_locals.get("self")
+			if owner is not None and matches(owner):
+				return owner
 		frame = frame.f_back
 	return None

@@ -42,6 +42,13 @@ def note_and_save(doc, method=None) -> None:
 	doc.save()
 
 
+def note_and_save_a_copy(doc, method=None) -> None:
+	"""A controller hook that loads the order anew, sets its note and saves that copy."""
+	copy = frappe.get_doc(doc.doctype, doc.name)
+	copy.note = f"saved on a copy in {method}"
+	copy.save()
+
+
 def refuse(doc, method=None) -> None:
 	"""A validate hook that makes the save fail."""
 	frappe.throw("refused by the test")
@@ -79,6 +86,24 @@ class TestDbSetInsideSaves(EmissionCase):
 		self.assertEqual(types_of(events), [CREATED])
 		self.assertEqual(note_of(events[0]), "saved in after_insert")
 		self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), "saved in after_insert")
+
+	def test_a_copy_changed_in_after_insert_follows_created(self):
+		for hook, note, via in (
+			("note_and_save_a_copy", "saved on a copy in after_insert", None),
+			("note_from_another_copy", "set on a copy", "db_set"),
+		):
+			with self.subTest(hook=hook):
+				start = last_seq()
+				with order_hooks(__name__, after_insert=hook):
+					order = new_order(hook)
+				frappe.db.commit()
+				events = events_after(start, ORDER)
+				self.assertEqual(types_of(events), [CREATED, UPDATED])
+				self.assertEqual(
+					events[1]["data"]["payload"]["changes"], {"note": {"old": None, "new": note}}
+				)
+				self.assertEqual(note_of(events[1]), frappe.db.get_value(ORDER, order.name, "note"))
+				self.assertEqual(events[1]["data"]["payload"].get("via"), via)
 
 	def test_db_set_in_on_update_is_part_of_the_one_update(self):
 		order = new_order("on update")
