@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import frappe
 
-from cauldron_fabric.core.envelope import new_event_id
+from cauldron_fabric.core.envelope import KEY_LENGTH, new_event_id
 
 HEADER = "X-Correlation-ID"
 VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -60,12 +60,15 @@ def caused_by(event_id: str, correlation: str | None = None) -> Iterator[None]:
 	"""Marks every event emitted inside the block as caused by ``event_id``.
 
 	Consumers wrap a handler in it, so the document changes the handler makes carry the
-	consumed event as their ``causationId`` and stay in its conversation (``correlationId``).
+	consumed event as their ``causationId`` and stay in its conversation (``correlationId``;
+	one too long to keep starts a new conversation).
 	"""
 	saved = (getattr(frappe.local, "fabric_correlation_id", None), causation_id())
 	frappe.local.fabric_causation_id = event_id
 	if correlation:
-		frappe.local.fabric_correlation_id = correlation
+		# Another module's event may carry a correlationId of any length; the Event Log keeps 140
+		# characters, and a longer one would fail every change the handler makes.
+		frappe.local.fabric_correlation_id = correlation if len(correlation) <= KEY_LENGTH else new_event_id()
 	try:
 		yield
 	finally:

@@ -360,6 +360,14 @@ class TestDocumentEvents(EmissionCase):
 		self.assertEqual(event["source"], f"frappe://{frappe.local.site}")
 		self.assertEqual(event["specVersion"], "1.0")
 
+	def test_a_consumed_conversation_id_too_long_to_keep_is_replaced(self):
+		# Another module's event may carry any correlationId; the Event Log keeps 140 characters.
+		with caused_by("cause-event-id", "c" * 300):
+			order = new_order("long conversation")
+		metadata = events_after(self.start, ORDER, order.name)[0]["metadata"]
+		self.assertEqual(metadata["causationId"], "cause-event-id")
+		self.assertTrue(0 < len(metadata["correlationId"]) <= 140, metadata["correlationId"])
+
 	def test_every_event_of_a_request_shares_one_correlation_id(self):
 		frappe.local.fabric_correlation_id = None
 		new_order("first")
