@@ -48,7 +48,11 @@ override_whitelisted_methods = {
 # Every desk user reads Approval Request (its DocType says so); these narrow that to the
 # requests the user may decide or has been shared (see approvals/permissions.py).
 has_permission = {"Approval Request": "cauldron_fabric.approvals.permissions.has_request_permission"}
-permission_query_conditions = {"Approval Request": "cauldron_fabric.approvals.permissions.query_conditions"}
+permission_query_conditions = {
+	"Approval Request": "cauldron_fabric.approvals.permissions.query_conditions",
+	# Its approver rows name the request: listed only for the requests the user may see.
+	"Approval Request Approver": "cauldron_fabric.approvals.permissions.approver_query_conditions",
+}
 
 # A deleted subscription's deliveries stay readable as its history (they keep its name).
 ignore_links_on_delete = ["Event Delivery"]

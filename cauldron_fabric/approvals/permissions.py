@@ -113,3 +113,17 @@ def query_conditions(user: str | None = None, doctype: str | None = None) -> str
 		f"((ifnull({request}.requested_by, '') != {who} and exists ({approver})) "
 		f"or {request}.name in ({shared}))"
 	)
+
+
+def approver_query_conditions(user: str | None = None, doctype: str | None = None) -> str:
+	"""Lists a desk user the approver rows of the requests it may see (``permission_query_conditions``).
+
+	Frappe lets whoever reads the parent DocType list a child table, and checks no parent's own
+	conditions: every desk user reads Approval Request, so any of them could list every request's
+	id (the rows' parent) and who decides it.
+	"""
+	visible = query_conditions(user)
+	if not visible:
+		return ""
+	request = f"`tab{DOCTYPE}`"
+	return f"`tab{APPROVER_TABLE}`.parent in (select {request}.name from {request} where {visible})"

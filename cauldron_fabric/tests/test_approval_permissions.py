@@ -150,3 +150,34 @@ class TestApprovalRequestVisibility(FrappeTestCase):
 		self.assertEqual(
 			link_check(MANAGER, hidden)[2], {"name": hidden}, "a reader of every request is told"
 		)
+
+	def test_approver_rows_list_only_for_requests_the_caller_may_see(self):
+		# Every desk user reads Approval Request, so Frappe lets any of them list its child table:
+		# the rows name each request (parent) and who decides it.
+		hidden = receive(approval_requested(users=(APPROVER,), roles=()))
+		shared = receive(approval_requested(users=(APPROVER,), roles=()))
+		frappe.share.add_docshare(
+			"Approval Request", shared, SHARED_READER, flags={"ignore_share_permission": True}
+		)
+		frappe.db.commit()
+		names = json.dumps([["parent", "in", [hidden, shared]]])
+
+		def rows(user: str) -> list:
+			query = {
+				"doctype": "Approval Request Approver",
+				"parent": "Approval Request",
+				"fields": json.dumps(["parent", "approver"]),
+				"filters": names,
+			}
+			response = request(
+				"get",
+				"/api/method/frappe.client.get_list",
+				headers={"Authorization": self.tokens[user]},
+				query_string=query,
+			)
+			self.assertEqual(response.status_code, 200, response.text)
+			return response.json["message"]
+
+		self.assertEqual(rows(STRANGER), [])
+		self.assertEqual([row["parent"] for row in rows(SHARED_READER)], [shared])
+		self.assertEqual(sorted(row["parent"] for row in rows(MANAGER)), sorted([hidden, shared]))
