@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import frappe
@@ -287,6 +288,26 @@ class TestOverHttp(FrappeTestCase):
 		self.assertRaises(frappe.PermissionError, settings_api.get_status)
 		frappe.set_user(self.manager)
 		self.assertIsInstance(events_api.list_events(limit=1)["events"], list)
+
+	def test_counting_events_needs_read_permission_on_the_event_log(self):
+		# A count filtered on the envelope's text answers yes or no for any value in the payloads
+		# (a salary, a password hash): counted by someone who may not read Event Log, it would
+		# read them one guess at a time.
+		token = frappe.generate_hash(length=12)
+		frappe.get_doc({"doctype": "ToDo", "description": f"secret {token}"}).insert()
+		frappe.db.commit()
+		query = {"doctype": "Event Log", "filters": json.dumps({"envelope": ("like", f"%{token}%")})}
+
+		def count(user: str):
+			return request(
+				"get",
+				"/api/method/frappe.client.get_count",
+				headers={"Authorization": api_token(user)},
+				query_string=query,
+			)
+
+		self.assertEqual(count(self.clerk).status_code, 403)
+		self.assertEqual(count(self.manager).json["message"], 1)
 
 	def test_bad_limit_is_a_clear_validation_error(self):
 		with self.assertRaisesRegex(frappe.ValidationError, "limit must be between 1 and 500"):
