@@ -164,6 +164,30 @@ class TestGenericEndpoints(FrappeTestCase):
 		self.assertEqual(response.status_code, 200, response.text)
 		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "resolved_by"), self.manager)
 
+	def test_actions_that_change_state_refuse_get(self):
+		# A GET carries no CSRF token: a link opened by a manager's browser (its session cookie
+		# goes along on a top-level navigation) must not retry, discard or reset anything.
+		from cauldron_fabric.consume.requesting import site_breaker
+
+		breaker, target = site_breaker(), f"generic-get-{frappe.generate_hash(length=6)}"
+		self.addCleanup(breaker.store.reset, target)
+		while breaker.state(target).state != "open":
+			breaker.failed(target)
+		letter = dead_letter()
+		for doctype, name, method in (
+			("Dead Letter", letter.name, "discard"),
+			("Dead Letter", letter.name, "retry"),
+			("Fabric Circuit", target, "reset"),
+		):
+			with self.subTest(method=method):
+				query = {"dt": doctype, "dn": name, "method": method}
+				response = request(
+					"get", "/api/method/run_doc_method", query_string=query, **auth(self.fm_token)
+				)
+				self.assertEqual(response.status_code, 403, response.text)
+		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Dead")
+		self.assertEqual(breaker.state(target).state, "open")
+
 	# Schema registry --------------------------------------------------------------------------
 
 	def test_subject_version_counter_cannot_be_reset(self):

@@ -1,6 +1,7 @@
 """Dead Letter: an event a subscription could not deliver or a consumer could not process.
 
-Retry and Discard are whitelisted and permission-checked; each source type names the
+Retry and Discard are whitelisted for POST only (a GET carries no CSRF token, so a link opened
+in a manager's browser could call them) and permission-checked; each source type names the
 function that knows how to put its event back in play.
 """
 
@@ -33,7 +34,7 @@ class DeadLetter(Document):
 				frappe.PermissionError,
 			)
 
-	@frappe.whitelist()
+	@frappe.whitelist(methods=["POST"])
 	def retry(self) -> None:
 		"""Puts the event back in play through its source, then marks this letter Retried."""
 		require_role()
@@ -42,7 +43,7 @@ class DeadLetter(Document):
 		frappe.get_attr(RETRY_HANDLERS[self.source_type])(self)
 		self.resolve("Retried", _("Retried"))
 
-	@frappe.whitelist()
+	@frappe.whitelist(methods=["POST"])
 	def discard(self, note: str | None = None) -> None:
 		"""Gives up on the event for good, keeping the letter as a record."""
 		require_role()

@@ -52,9 +52,9 @@ class FabricCircuit(Document):
 	def delete(self, *args, **kwargs) -> None:
 		frappe.throw(_("Circuits cannot be deleted; use Reset to close one."))
 
-	@frappe.whitelist()
+	@frappe.whitelist(methods=["POST"])
 	def reset(self) -> None:
-		"""Closes this circuit and forgets its failures."""
+		"""Closes this circuit and forgets its failures (POST only: a GET carries no CSRF token)."""
 		from cauldron_fabric.api.permissions import require_role
 
 		require_role()
