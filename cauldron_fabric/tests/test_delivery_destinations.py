@@ -68,6 +68,35 @@ class TestWebhookAndHandlerDestinations(DestinationCase):
 		self.assertEqual(request.headers["webhook-id"], event["id"])
 		self.assertEqual(request.headers["x-api-key"], "n8n-key-1")
 
+	def test_a_copied_subscription_signs_its_webhooks(self):
+		# Desk's Duplicate (frappe.copy_doc) copies the Password fields as shown, "*****": Frappe
+		# stores no such value, so the copy had no secret and sent its webhooks unsigned.
+		path = f"/{self.tag}"
+		original = self.subscription(webhook_url=self.receiver.url("/original"))
+		copy = frappe.copy_doc(frappe.get_doc("Event Subscription", original.name))
+		copy.update({"subscription_name": f"{original.name}-copy", "webhook_url": self.receiver.url(path)})
+		copy.insert()
+		frappe.db.commit()
+		self.created.append(copy.name)
+		self.assertTrue(copy.is_dummy_password(original.webhook_secret))
+		save_todo(self.tag)
+		deliver(copy.name)
+		(request,) = self.receiver.on(path)
+		secret = frappe.get_doc("Event Subscription", copy.name).get_password("webhook_secret")
+		event = Webhook(secret).verify(request.body, request.headers)
+		self.assertEqual(event["type"], "todo.created")
+
+	def test_a_copied_header_value_must_be_typed_again(self):
+		original = self.subscription(
+			webhook_url=self.receiver.url("/original"),
+			webhook_headers=[{"header": "Authorization", "value": "Bearer n8n-key-1"}],
+		)
+		copy = frappe.copy_doc(frappe.get_doc("Event Subscription", original.name))
+		copy.subscription_name = f"{original.name}-copy"
+		with self.assertRaisesRegex(frappe.ValidationError, "Authorization.*type its value again"):
+			copy.insert()
+		frappe.db.rollback()
+
 	def test_cloudevents_binary_form_is_a_valid_http_cloudevent(self):
 		path = f"/{self.tag}"
 		doc = self.subscription(webhook_url=self.receiver.url(path), payload_form="CloudEvents binary")

@@ -28,15 +28,32 @@ DEFAULTED_NUMBERS = ("max_attempts", "initial_delay", "max_delay", "jitter", "we
 
 class EventSubscription(Document):
 	def validate(self) -> None:
-		if self.destination_type == "Webhook" and not self.webhook_secret:
-			# Every webhook is signed: receivers must be able to tell our requests from forgeries.
-			self.webhook_secret = generate_secret()
+		self.keep_a_signing_secret()
 		fill_empty_numbers(self, DEFAULTED_NUMBERS)
 		self.validate_webhook_url()
+		self.validate_header_values()
 		self.validate_handler()
 		self.validate_schedules()
 		self.keep_trigger_times()
 		self.compile()
+
+	def keep_a_signing_secret(self) -> None:
+		# Every webhook is signed: receivers must be able to tell our requests from forgeries. A
+		# copy (Desk's Duplicate) carries the "*****" its form showed, under which Frappe stores
+		# nothing: that is no secret either, and the copy gets one of its own.
+		if self.destination_type == "Webhook" and not self.get_password("webhook_secret", False):
+			self.webhook_secret = generate_secret()
+
+	def validate_header_values(self) -> None:
+		# A copied header row carries "*****" too: sent as it is stored, the header would be empty.
+		for row in self.webhook_headers or []:
+			if row.value and row.is_dummy_password(row.value) and not row.get_password("value", False):
+				frappe.throw(
+					_(
+						"Header {0}: its value is stored encrypted and was not copied with the row; type its value again."
+					).format(frappe.bold(row.header)),
+					title=_("Destination"),
+				)
 
 	def validate_webhook_url(self) -> None:
 		# The URL is a plain Data field, shown in lists and copied into delivery errors: a
