@@ -87,7 +87,9 @@ def publish(
 	from cauldron_fabric.emit.recorder import record
 
 	try:
-		record([envelope])
+		# Refused whatever Fabric Settings say: kept as Invalid, it would never be published
+		# after the caller was told it was accepted.
+		record([envelope], refuse_invalid=True)
 	except FabricError as exc:
 		_refuse([str(exc)])
 	except Exception as exc:

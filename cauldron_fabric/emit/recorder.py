@@ -56,16 +56,19 @@ def new_envelope(
 	)
 
 
-def record(envelopes: Sequence[Envelope], reject_invalid: bool = True) -> None:
+def record(
+	envelopes: Sequence[Envelope], reject_invalid: bool = True, *, refuse_invalid: bool = False
+) -> None:
 	"""Appends events to the outbox in the current transaction; publishing happens after commit.
 
 	Without ``reject_invalid`` an event its schema refuses is kept as Invalid whatever Fabric
-	Settings say, for events the fabric adds to a save the user did not ask it to judge.
+	Settings say, for events the fabric adds to a save the user did not ask it to judge; with
+	``refuse_invalid`` it is refused whatever they say (events published through the API).
 	"""
 	if not envelopes:
 		return
 	policy = current_policy()
-	checked = check_events(envelopes, reject_invalid)
+	checked = check_events(envelopes, reject_invalid, refuse_invalid=refuse_invalid)
 	entries = [
 		OutboxAppend(
 			envelope,

@@ -38,20 +38,26 @@ RECORD_AS_INVALID = "Record as invalid"
 
 
 def check_events(
-	envelopes: Sequence[Envelope], reject_invalid: bool = True
+	envelopes: Sequence[Envelope], reject_invalid: bool = True, *, refuse_invalid: bool = False
 ) -> list[tuple[Envelope, list[Violation]]]:
 	"""Returns each envelope (with the schema it was checked against) and its violations.
 
 	Raises EventSchemaViolation (a ValidationError naming every violation's JSON path and rule)
 	when an event is invalid and Fabric Settings say to reject such events; during an install,
 	migrate or patch, or without ``reject_invalid``, the event is kept as Invalid instead, so
-	an upgrade never fails on it.
+	an upgrade never fails on it. With ``refuse_invalid`` it is raised whatever the settings say:
+	an event published from outside is no save to let through, and kept Invalid (never
+	published) after its sender was told it was accepted, it would be lost.
 	"""
 	checked = [_check(envelope, derive=True) for envelope in envelopes]
 	failures = [(envelope, violations) for envelope, violations in checked if violations]
-	if failures and reject_invalid and invalid_event_policy() == REJECT and not _upgrading():
+	if failures and (refuse_invalid or _rejecting(reject_invalid)):
 		reject(failures)
 	return checked
+
+
+def _rejecting(reject_invalid: bool) -> bool:
+	return reject_invalid and invalid_event_policy() == REJECT and not _upgrading()
 
 
 def check_consumed(envelope: Envelope | Mapping[str, Any]) -> tuple[Envelope, list[Violation]]:

@@ -26,7 +26,7 @@ from cauldron_fabric.tests.test_delivery_support import (
 	remove_subscription,
 )
 from cauldron_fabric.tests.test_http import api_token, make_user, request
-from cauldron_fabric.tests.utils import ensure_custom_doctype, events_after, last_seq
+from cauldron_fabric.tests.utils import ensure_custom_doctype, events_after, fabric_settings, last_seq
 
 URL = "/api/method/cauldron_fabric.api.publish.publish"
 APPROVE = "/api/method/cauldron_fabric.api.approvals.approve"
@@ -113,6 +113,19 @@ class TestPublishApi(FrappeTestCase):
 		response = self.publish(too_big)
 		self.assertEqual(response.status_code, 422)
 		self.assertIn("larger than 512 KiB", response.text)
+
+	def test_an_event_its_schema_refuses_gets_422_even_where_saves_keep_such_events(self):
+		# "Record as invalid" lets a save go through and keeps its event Invalid, never published.
+		# A publisher has no save to protect: answered 200, it would think its event was sent.
+		body = {
+			"type": "agent.task.created",
+			"data": {"entity": "Agent Task", "entityId": self.tag, "payload": {}},
+		}
+		with fabric_settings(invalid_event_policy="Record as invalid"):
+			response = self.publish(body)
+		self.assertEqual(response.status_code, 422, response.text)
+		self.assertIn("does not match its schema", response.json["exception"])
+		self.assertEqual(events_after(self.start, "Agent Task", self.tag), [])
 
 	def test_bad_events_get_422_listing_every_problem(self):
 		response = self.publish({"type": "Not A Type", "data": {"entity": "", "payload": []}, "extra": 1})
