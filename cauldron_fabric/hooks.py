@@ -41,9 +41,10 @@ override_whitelisted_methods = {
 	# Desk's link check tells any reader of a DocType which names exist; every desk user reads
 	# Approval Request, whose names must not be told to those who may not see them.
 	"frappe.client.validate_link": "cauldron_fabric.approvals.permissions.validate_link",
-	# Frappe counts without any permission check: a count filtered on an event's envelope
-	# would read its document one guess at a time.
+	# Frappe counts (and counts assignees) without any permission check: a count filtered on
+	# an event's envelope would read its document one guess at a time.
 	"frappe.client.get_count": "cauldron_fabric.api.counts.get_count",
+	"frappe.desk.listview.get_group_by_count": "cauldron_fabric.api.counts.get_group_by_count",
 }
 
 # Permissions

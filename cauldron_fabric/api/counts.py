@@ -1,18 +1,21 @@
-"""Counting the fabric's DocTypes through Frappe's ``frappe.client.get_count``, with permissions.
+"""Counting the fabric's DocTypes through Frappe's generic count endpoints, with permissions.
 
-Frappe's method counts with ``frappe.db.count``, which checks no permission at all. Event Log,
-Event Delivery and Dead Letter rows carry whole documents in their envelope: a count filtered on
-it (``envelope like '%"net_pay": 9%'``) answers yes or no to a guess at any value, so any
-logged-in user could read payloads one guess at a time, and a count of Approval Requests by name
-would tell which request ids exist. The fabric's DocTypes are counted through
-``frappe.get_list``, which applies role, share and user permissions and the permission query
-conditions; any other DocType is counted as Frappe counts it.
+Frappe's ``frappe.client.get_count`` counts with ``frappe.db.count``, and the list sidebar's
+"Assigned To" counts (``frappe.desk.listview.get_group_by_count``) over every document its
+filters match: neither checks a permission. Event Log, Event Delivery and Dead Letter rows carry
+whole documents in their envelope: a count filtered on it (``envelope like '%"net_pay": 9%'``)
+answers yes or no to a guess at any value, so any logged-in user could read payloads one guess
+at a time; counts of Approval Requests by name would tell which request ids exist and who
+decides them. The fabric's DocTypes are counted through ``frappe.get_list``, which applies role,
+share and user permissions and the permission query conditions; any other DocType is counted
+as Frappe counts it.
 """
 
 from __future__ import annotations
 
 import frappe
 from frappe import client
+from frappe.desk import listview
 
 from cauldron_fabric.emit.policy import MODULE
 
@@ -25,6 +28,25 @@ def get_count(doctype: str, filters=None, debug=False, cache=False) -> int:
 	field = f"count(`tab{doctype}`.name) as total_count"
 	rows = frappe.get_list(doctype, filters=client.get_safe_filters(filters), fields=[field])
 	return rows[0].total_count
+
+
+@frappe.whitelist()
+def get_group_by_count(doctype: str, current_filters: str, field: str) -> list[dict]:
+	"""Frappe's list sidebar counts, the fabric's assignees counted over the documents the caller may list."""
+	if field != "assigned_to" or not _fabric_table(doctype):
+		return listview.get_group_by_count(doctype, current_filters, field)
+	filters = frappe.parse_json(current_filters)
+	listed = frappe.get_list(doctype, filters=filters, fields=["name"], limit_page_length=0, run=0)
+	# Values are written into the query, as in the listing's own SQL (whose "%" must stay as is).
+	return frappe.db.sql(
+		f"""SELECT todo.allocated_to AS name, COUNT(*) AS count FROM `tabToDo` todo
+		JOIN `tabUser` user ON user.name = todo.allocated_to
+		WHERE todo.status != 'Cancelled' AND user.user_type = 'System User'
+		AND todo.reference_type = {frappe.db.escape(doctype, percent=False)}
+		AND todo.reference_name IN ({listed})
+		GROUP BY todo.allocated_to ORDER BY count DESC LIMIT 50""",
+		as_dict=True,
+	)
 
 
 def _fabric_table(doctype: str) -> bool:

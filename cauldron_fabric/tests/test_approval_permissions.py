@@ -181,3 +181,30 @@ class TestApprovalRequestVisibility(FrappeTestCase):
 		self.assertEqual(rows(STRANGER), [])
 		self.assertEqual([row["parent"] for row in rows(SHARED_READER)], [shared])
 		self.assertEqual(sorted(row["parent"] for row in rows(MANAGER)), sorted([hidden, shared]))
+
+	def test_the_sidebar_counts_assignees_only_of_the_requests_the_caller_may_see(self):
+		# The list sidebar's "Assigned To" counts the assignments (ToDos) of the requests the
+		# filters match: for a name no request has, nobody; for a request the caller may not see,
+		# nobody either, or the answer tells the id exists and who decides it.
+		hidden = receive(approval_requested(users=(APPROVER,), roles=()))
+		missing = "APR-TEST-MISSING-" + frappe.generate_hash(length=6).upper()
+
+		def assignees(user: str, name: str, operator: str = "=") -> list:
+			query = {
+				"doctype": "Approval Request",
+				"current_filters": json.dumps([["Approval Request", "name", operator, name]]),
+				"field": "assigned_to",
+			}
+			response = request(
+				"get",
+				"/api/method/frappe.desk.listview.get_group_by_count",
+				headers={"Authorization": self.tokens[user]},
+				query_string=query,
+			)
+			self.assertEqual(response.status_code, 200, response.text)
+			return [row["name"] for row in response.json["message"]]
+
+		self.assertEqual(assignees(STRANGER, missing), [])
+		self.assertEqual(assignees(STRANGER, hidden), [])
+		self.assertEqual(assignees(MANAGER, hidden), [APPROVER])
+		self.assertEqual(assignees(MANAGER, f"%{hidden[4:]}", "like"), [APPROVER])
