@@ -10,10 +10,14 @@ from __future__ import annotations
 import frappe
 from frappe import _
 from frappe.desk.form import assign_to
+from frappe.permissions import ALL_USER_ROLE, GUEST_ROLE
 from frappe.utils import getdate
 
 DOCTYPE = "Approval Request"
 MANAGERS = ("System Manager", "Fabric Manager")
+# Frappe gives these to every logged-in user, website users (customers, suppliers) too: named as
+# approver, one would let anyone decide. They let nobody decide; the managers decide instead.
+EVERY_USER_ROLES = frozenset({ALL_USER_ROLE, GUEST_ROLE})
 # A role held by hundreds of users should not flood them all; the first ones are assigned.
 MAX_NOTIFIED = 50
 URGENT = ("high", "critical")
@@ -24,6 +28,11 @@ def listed(doc, approver_type: str) -> set[str]:
 	return {row.approver for row in doc.approvers or [] if row.approver_type == approver_type}
 
 
+def deciding_roles(doc) -> set[str]:
+	"""Returns the roles listed as approvers whose holders may decide (not those every user holds)."""
+	return listed(doc, "Role") - EVERY_USER_ROLES
+
+
 def can_decide(doc, user: str) -> bool:
 	"""Tells whether ``user`` is a designated approver of ``doc`` or a manager, and not its requester."""
 	if doc.get("requested_by") and doc.requested_by == user:
@@ -31,7 +40,7 @@ def can_decide(doc, user: str) -> bool:
 	roles = set(frappe.get_roles(user))
 	if user == "Administrator" or roles & set(MANAGERS):
 		return True
-	return user in listed(doc, "User") or bool(roles & listed(doc, "Role"))
+	return user in listed(doc, "User") or bool(roles & deciding_roles(doc))
 
 
 def users_with_roles(roles: set[str]) -> list[str]:
@@ -60,7 +69,7 @@ def approver_users(doc) -> list[str]:
 	named = sorted(listed(doc, "User") - {"Guest"})
 	enabled = set(frappe.get_all("User", filters={"name": ("in", named or [""]), "enabled": 1}, pluck="name"))
 	users = [u for u in named if u in enabled]
-	for user in users_with_roles(listed(doc, "Role")):
+	for user in users_with_roles(deciding_roles(doc)):
 		if user not in users and user != "Administrator":
 			users.append(user)
 	return users[:MAX_NOTIFIED]

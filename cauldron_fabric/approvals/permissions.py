@@ -18,7 +18,7 @@ from frappe import _, client
 from frappe.permissions import SYSTEM_USER_ROLE
 from frappe.utils import cint
 
-from cauldron_fabric.approvals.notify import DOCTYPE, can_decide
+from cauldron_fabric.approvals.notify import DOCTYPE, EVERY_USER_ROLES, can_decide
 
 APPROVER_TABLE = "Approval Request Approver"
 
@@ -98,7 +98,11 @@ def query_conditions(user: str | None = None, doctype: str | None = None) -> str
 	if reads_every_request(user):
 		return ""
 	request, who = f"`tab{DOCTYPE}`", frappe.db.escape(user)
-	roles = ", ".join(frappe.db.escape(role) for role in frappe.get_roles(user))
+	# can_decide's roles: not those every user holds (an empty list is no SQL, hence the '').
+	roles = (
+		", ".join(frappe.db.escape(role) for role in frappe.get_roles(user) if role not in EVERY_USER_ROLES)
+		or "''"
+	)
 	approver = (
 		f"select 1 from `tab{APPROVER_TABLE}` a where a.parent = {request}.name "
 		f"and a.parenttype = {frappe.db.escape(DOCTYPE)} and ((a.approver_type = 'User' and "

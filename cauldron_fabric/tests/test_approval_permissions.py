@@ -22,6 +22,7 @@ METHOD = "/api/method/cauldron_fabric.api.approvals."
 SHARED_READER = "shared.reader@fabric.test"
 STRANGER = "approval.stranger@fabric.test"
 LATE_HOLDER = "late.role.holder@fabric.test"
+WEBSITE_USER = "portal.user@fabric.test"
 FORM = "/api/method/frappe.desk.form.load.getdoc"
 LIST_VIEW = "/api/method/frappe.desk.reportview.get"
 LINK_CHECK = "/api/method/frappe.client.validate_link"
@@ -208,3 +209,27 @@ class TestApprovalRequestVisibility(FrappeTestCase):
 		self.assertEqual(assignees(STRANGER, hidden), [])
 		self.assertEqual(assignees(MANAGER, hidden), [APPROVER])
 		self.assertEqual(assignees(MANAGER, f"%{hidden[4:]}", "like"), [APPROVER])
+
+	def test_a_role_every_user_holds_lets_no_website_user_decide(self):
+		# Frappe gives every logged-in user the All and Guest roles, website users (customers,
+		# suppliers) too: an agent naming one must not let a portal user decide its request.
+		if not frappe.db.exists("User", WEBSITE_USER):
+			frappe.get_doc(
+				{
+					"doctype": "User",
+					"email": WEBSITE_USER,
+					"first_name": "Portal",
+					"user_type": "Website User",
+					"send_welcome_email": 0,
+				}
+			).insert(ignore_permissions=True)
+		token = api_token(WEBSITE_USER)
+		for role in ("All", "Guest"):
+			with self.subTest(role=role):
+				name = receive(approval_requested(users=(), roles=(role,)))
+				response = request(
+					"post", METHOD + "approve", headers={"Authorization": token}, json={"name": name}
+				)
+				self.assertEqual(response.status_code, 403, response.text)
+				self.assertEqual(frappe.db.get_value("Approval Request", name, "status"), "Pending")
+				self.assertEqual(self.call(MANAGER, "approve", name).status_code, 200)
