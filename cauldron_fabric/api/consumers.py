@@ -11,6 +11,7 @@ from typing import Any
 import frappe
 from frappe import _
 
+from cauldron_fabric.api.params import text_param
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.core.errors import FabricError
 
@@ -21,6 +22,7 @@ def get_consumers(group: str | None = None) -> dict[str, Any]:
 	require_role()
 	from cauldron_fabric.consume.status import consumer_statuses
 
+	text_param(group, "group")
 	consumers = consumer_statuses(group)
 	return {"consumers": consumers, "totals": _totals(c for c in consumers if not c["stale"])}
 
@@ -31,6 +33,8 @@ def get_lag(group: str | None = None, topics: str | None = None, broker: str | N
 	require_role()
 	from cauldron_fabric.consume.lag import broker_lag
 
+	for name, value in (("group", group), ("topics", topics), ("broker", broker)):
+		text_param(value, name)
 	try:
 		partitions = broker_lag(group, [t.strip() for t in (topics or "").split(",") if t.strip()], broker)
 	except FabricError as exc:

@@ -13,7 +13,7 @@ import frappe
 import pymysql
 from frappe import _
 
-from cauldron_fabric.api.params import limit_param, names_param, number_param, required
+from cauldron_fabric.api.params import limit_param, names_param, number_param, required, text_param
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.core.outbox.sql import FAILED, PENDING
 from cauldron_fabric.services.relay import site_db_connector
@@ -49,6 +49,7 @@ def list_events(
 	frappe.has_permission("Event Log", "read", throw=True)
 	limit = limit_param(limit, MAX_LIMIT)
 	filters: dict[str, Any] = {}
+	event_type = text_param(event_type, "event_type")
 	if event_type:
 		filters["event_type"] = (
 			("like", _like_prefix(event_type[:-1])) if event_type.endswith("*") else event_type
@@ -59,7 +60,7 @@ def list_events(
 		("status", status),
 		("correlation_id", correlation_id),
 	):
-		if value:
+		if text_param(value, field):
 			filters[field] = value
 	cursor = number_param(after, "after") if after else 0
 	if cursor:
@@ -148,7 +149,7 @@ def _run(connection, query: str, params: tuple) -> tuple:
 def get_event(event_id: str | None = None) -> dict[str, Any]:
 	"""Returns one event by its envelope id, with its delivery status."""
 	frappe.has_permission("Event Log", "read", throw=True)
-	required(event_id, "event_id")
+	text_param(required(event_id, "event_id"), "event_id")
 	rows = frappe.get_list(
 		"Event Log", filters={"event_id": event_id}, fields=list(FIELDS), limit_page_length=1
 	)

@@ -17,6 +17,18 @@ def required(value: Any, name: str) -> Any:
 	return value
 
 
+def text_param(value: Any, name: str) -> str | None:
+	"""Returns ``value`` when it is a text or None.
+
+	A JSON body can carry a number, a list or an object anywhere: refused by name here, it would
+	otherwise fail deep down (a str method, a SQL query, Redis) as HTTP 500, or turn into a
+	filter operator (``["like", "%"]``).
+	"""
+	if value is not None and not isinstance(value, str):
+		frappe.throw(_("{0} must be a text, not {1}.").format(name, repr(value)), frappe.ValidationError)
+	return value
+
+
 def number_param(value: Any, name: str, *, whole: bool = True) -> int | float:
 	"""Returns ``value`` as an integer (or a float when ``whole`` is false)."""
 	try:

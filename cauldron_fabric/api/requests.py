@@ -12,7 +12,7 @@ from typing import Any
 import frappe
 from frappe import _
 
-from cauldron_fabric.api.params import json_param, number_param, required
+from cauldron_fabric.api.params import json_param, number_param, required, text_param
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.api.publish import site_type_problems
 from cauldron_fabric.core.consumer import CircuitOpen, RequestTimeout, ResponderFailed
@@ -46,11 +46,9 @@ def send_request(
 	required(type, "type")
 	from cauldron_fabric.consume.requesting import site_requester
 
-	for name, value in (("type", type), ("target", target)):
-		# A JSON body may carry a number or a list here; it would fail deep in the transport.
-		if value is not None and not isinstance(value, str):
-			frappe.throw(_("{0} must be a text, not {1}.").format(name, repr(value)), frappe.ValidationError)
-	if isinstance(type, str) and (problems := site_type_problems(type)):
+	text_param(type, "type")
+	text_param(target, "target")
+	if problems := site_type_problems(type):
 		# A request goes out under the site's own source: a manager could otherwise publish an
 		# approval.response and decide a request they asked for themselves (four eyes).
 		frappe.throw(_("The request was not sent: {0}.").format("; ".join(problems)), frappe.ValidationError)
@@ -96,7 +94,7 @@ def get_circuits() -> dict[str, Any]:
 def reset_circuit(target: str | None = None) -> dict[str, Any]:
 	"""Closes a target's circuit and forgets its failures."""
 	require_role()
-	required(target, "target")
+	text_param(required(target, "target"), "target")
 	from cauldron_fabric.consume.requesting import site_breaker
 
 	breaker = site_breaker()

@@ -34,6 +34,7 @@ import frappe
 from frappe import _
 from werkzeug.wrappers import Response
 
+from cauldron_fabric.api.params import text_param
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.registry import subjects, versions
 from cauldron_fabric.registry.documentation import site_asyncapi_document
@@ -75,7 +76,7 @@ def require_read() -> None:
 def list_subjects(subjectPrefix: str | None = None) -> list[str]:
 	"""Returns the subjects with at least one version, sorted (optionally those with a prefix)."""
 	require_read()
-	return subjects.list_subjects(subjectPrefix)
+	return subjects.list_subjects(text_param(subjectPrefix, "subjectPrefix"))
 
 
 @frappe.whitelist(methods=["GET"])

@@ -17,11 +17,11 @@ REGISTERED = "Registered"
 
 
 def check_subject_name(subject: str | None) -> str:
-	"""Returns the subject trimmed; raises InvalidSubject unless it is an event type."""
-	subject = (subject or "").strip()
+	"""Returns the subject trimmed; raises InvalidSubject unless it is an event type (a text)."""
+	subject = subject.strip() if isinstance(subject, str) else subject
 	if not subject:
 		raise InvalidSubject(_("subject is required: the event type, such as sales_invoice.submitted."))
-	if not TYPE_PATTERN.match(subject) or len(subject) > 140:
+	if not isinstance(subject, str) or not TYPE_PATTERN.match(subject) or len(subject) > 140:
 		raise InvalidSubject(
 			_(
 				"The subject {0} is not an event type. Use lower-case words joined by dots, such as "

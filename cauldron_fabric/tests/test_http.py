@@ -338,6 +338,29 @@ class TestMalformedParameters(FrappeTestCase):
 					method(**params)
 				self.assertIn(name, str(refused.exception))
 
+	def test_a_value_of_the_wrong_kind_is_a_validation_error_naming_it(self):
+		# A JSON body can carry a list or an object where a text is expected: before, each of
+		# these failed deep down (str methods, SQL, Redis) with HTTP 500.
+		from cauldron_fabric.api import consumers, schemas
+		from cauldron_fabric.api import requests as requests_api
+
+		frappe.set_user("Administrator")
+		cases = [
+			(events_api.list_events, {"event_type": ["todo.*"]}, "event_type"),
+			(events_api.list_events, {"entity": {"a": 1}}, "entity"),
+			(events_api.get_event, {"event_id": {"a": 1}}, "event_id"),
+			(events_api.get_event, {"event_id": ["like", "%"]}, "event_id"),
+			(requests_api.reset_circuit, {"target": ["x"]}, "target"),
+			(consumers.get_lag, {"topics": ["a", "b"]}, "topics"),
+			(schemas.list_subjects, {"subjectPrefix": ["x"]}, "subjectPrefix"),
+			(schemas.register, {"subject": ["x"], "schema": {"type": "object"}}, "subject"),
+		]
+		for method, params, name in cases:
+			with self.subTest(method=method.__name__, params=params):
+				with self.assertRaises(frappe.ValidationError) as refused:
+					method(**params)
+				self.assertIn(name, str(refused.exception))
+
 	def test_a_missing_parameter_is_a_validation_error_naming_it(self):
 		# Frappe calls whitelisted methods with the request's parameters: a required one left
 		# out was a TypeError about positional arguments, HTTP 500.
