@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import frappe
+from frappe import _
+from frappe.model import default_fields, optional_fields
 
 from cauldron_fabric.api.params import json_param, names_param, number_param, required
 from cauldron_fabric.api.permissions import require_role
 
+DOCTYPE = "Dead Letter"
 MAX_MATCHING = 5000
 
 
@@ -35,21 +38,65 @@ def discard(names: list[str] | str | None = None, note: str | None = None) -> di
 def retry_matching(filters: dict | list | str | None = None, limit: int = MAX_MATCHING) -> dict[str, Any]:
 	"""Retries every Dead letter matching ``filters`` (a Dead Letter list filter), oldest first."""
 	require_role()
-	conditions = json_param(filters, "filters") if isinstance(filters, str) and filters.strip() else filters
+	conditions = _filter_param(filters)
 	# Only dead letters can be retried, whatever status the list showed.
 	if isinstance(conditions, dict):
 		conditions = {**{k: v for k, v in conditions.items() if k != "status"}, "status": "Dead"}
 	else:
-		conditions = [*(c for c in conditions or [] if _field(c) != "status"), ["status", "=", "Dead"]]
+		conditions = [*(c for c in conditions if _field(c) != "status"), ["status", "=", "Dead"]]
 	limit = min(max(number_param(limit, "limit"), 1), MAX_MATCHING)
 	names = frappe.get_list(
-		"Dead Letter",
+		DOCTYPE,
 		filters=conditions,
 		pluck="name",
 		order_by="creation asc",
 		limit_page_length=limit,
 	)
 	return _each(names, lambda doc: doc.retry())
+
+
+def _filter_param(filters: Any) -> dict | list:
+	"""Returns a Dead Letter list filter: an object of fields, or a list of conditions on its fields.
+
+	Anything else is a validation error naming it, never handed to Frappe: it takes a text among
+	the conditions as SQL of its own, and a condition on another DocType joins that table, so
+	either would let the caller query any table through the count of letters retried.
+	"""
+	conditions = json_param(filters, "filters") if isinstance(filters, str) and filters.strip() else filters
+	conditions = conditions or []
+	if isinstance(conditions, dict):
+		named = list(conditions)
+	elif isinstance(conditions, list) and all(_is_condition(c) for c in conditions):
+		named = [_field(c) for c in conditions]
+	else:
+		frappe.throw(
+			_(
+				'filters must be a Dead Letter list filter such as {{"event_type": "todo.created"}} or '
+				'[["event_type", "=", "todo.created"]], not {0}.'
+			).format(repr(conditions)),
+			frappe.ValidationError,
+		)
+	if unknown := [f for f in named if not _is_field(f)]:
+		frappe.throw(
+			_("filters name no field of Dead Letter: {0}.").format(", ".join(map(repr, unknown))),
+			frappe.ValidationError,
+		)
+	return conditions
+
+
+def _is_field(name: Any) -> bool:
+	"""Tells whether ``name`` is a column of Dead Letter: its fields, Frappe's standard ones and
+	the list view's own (tags, assignments), which its filters use."""
+	if not isinstance(name, str):
+		return False
+	return name in default_fields or name in optional_fields or frappe.get_meta(DOCTYPE).has_field(name)
+
+
+def _is_condition(condition: Any) -> bool:
+	"""Tells whether ``condition`` is (field, value), [field, op, value] or [Dead Letter, field, op, value]."""
+	if not isinstance(condition, list | tuple) or len(condition) not in (2, 3, 4):
+		return False
+	return len(condition) < 4 or condition[0] == DOCTYPE
 
 
 def _field(condition) -> str | None:

@@ -361,6 +361,33 @@ class TestMalformedParameters(FrappeTestCase):
 					method(**params)
 				self.assertIn(name, str(refused.exception))
 
+	def test_dead_letter_filters_naming_no_field_or_of_no_kind_are_a_validation_error(self):
+		# retry_matching takes a Dead Letter list filter: a misspelt field was a SQL error and a
+		# number a TypeError, both HTTP 500; a text in the list went into the query as SQL of its
+		# own, and a condition on another DocType joined its table (an oracle on any table).
+		from cauldron_fabric.api import dead_letters
+
+		frappe.set_user("Administrator")
+		for filters, named in (
+			([["subscripton", "=", "x"]], "subscripton"),
+			({"evnt_type": "todo.created"}, "evnt_type"),
+			(5, "filters"),
+			('"text"', "filters"),
+			(["1=1"], "filters"),
+			([["status", "=", "Dead"], "(select count(*) from `tabSessions`) > 0"], "filters"),
+			([["User", "name", "=", "Administrator"]], "User"),
+			([[["status"], "=", "Dead"]], "status"),
+		):
+			with self.subTest(filters=filters):
+				with self.assertRaises(frappe.ValidationError) as refused:
+					dead_letters.retry_matching(filters=filters)
+				self.assertIn(named, str(refused.exception))
+		desk_filter = [
+			["Dead Letter", "subscription", "=", "none-such"],
+			["Dead Letter", "_assign", "like", "%x%"],
+		]
+		self.assertEqual(dead_letters.retry_matching(filters=desk_filter), {"done": 0, "failed": []})
+
 	def test_a_missing_parameter_is_a_validation_error_naming_it(self):
 		# Frappe calls whitelisted methods with the request's parameters: a required one left
 		# out was a TypeError about positional arguments, HTTP 500.
