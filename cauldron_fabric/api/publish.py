@@ -157,7 +157,11 @@ def _envelope(body: dict[str, Any], unknown: list[str]) -> Envelope:
 			except ValueError:
 				problems.append(_("'{0}' is not a JSON object").format(key))
 	data = body.get("data")
-	metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+	metadata = body.get("metadata") or {}
+	if not isinstance(metadata, dict):
+		# Dropped, the caller's correlation and causation ids would be lost without a word.
+		problems.append(_("'metadata' must be an object"))
+		metadata = {}
 	if isinstance(data, dict) and "action" not in data and isinstance(body.get("type"), str):
 		data = {**data, "action": body["type"].rsplit(".", 1)[-1]}
 	complete = {

@@ -127,6 +127,16 @@ class TestPublishApi(FrappeTestCase):
 		self.assertIn("does not match its schema", response.json["exception"])
 		self.assertEqual(events_after(self.start, "Agent Task", self.tag), [])
 
+	def test_metadata_that_is_no_object_is_refused_not_dropped(self):
+		# Dropped, the caller's correlation and causation ids were lost while it was told 200.
+		data = {"entity": "Note", "entityId": self.tag, "payload": {}}
+		for metadata in ([{"correlationId": "flow-7"}], "[1]", 5):
+			with self.subTest(metadata=metadata):
+				response = self.publish({"type": "lore.note.saved", "data": data, "metadata": metadata})
+				self.assertEqual(response.status_code, 422, response.text)
+				self.assertIn("'metadata' must be an object", response.json["exception"])
+		self.assertEqual(events_after(self.start, "Note", self.tag), [])
+
 	def test_bad_events_get_422_listing_every_problem(self):
 		response = self.publish({"type": "Not A Type", "data": {"entity": "", "payload": []}, "extra": 1})
 		self.assertEqual(response.status_code, 422, response.text)
