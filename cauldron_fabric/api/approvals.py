@@ -13,7 +13,7 @@ from typing import Any
 import frappe
 from frappe import _
 
-from cauldron_fabric.api.params import limit_param, required
+from cauldron_fabric.api.params import limit_param, required, text_param
 from cauldron_fabric.approvals.decisions import APPROVED, OPEN, REJECTED, decide, load_for_decision, summary
 from cauldron_fabric.approvals.notify import can_decide
 from cauldron_fabric.approvals.permissions import visible_request
@@ -25,15 +25,15 @@ STATUSES = ("Pending", "Approved", "Rejected", "Expired", "Escalated")
 @frappe.whitelist(methods=["POST"])
 def approve(name: str | None = None, comment: str | None = None) -> dict[str, Any]:
 	"""Approves an open request and sends ``approval.response`` (decision approved) to the agent."""
-	load_for_decision(required(name, "name"))
-	return summary(decide(name, APPROVED, comment))
+	load_for_decision(text_param(required(name, "name"), "name"))
+	return summary(decide(name, APPROVED, text_param(comment, "comment")))
 
 
 @frappe.whitelist(methods=["POST"])
 def reject(name: str | None = None, comment: str | None = None) -> dict[str, Any]:
 	"""Rejects an open request and sends ``approval.response`` (decision rejected) to the agent."""
-	load_for_decision(required(name, "name"))
-	return summary(decide(name, REJECTED, comment))
+	load_for_decision(text_param(required(name, "name"), "name"))
+	return summary(decide(name, REJECTED, text_param(comment, "comment")))
 
 
 @frappe.whitelist(methods=["GET"])
@@ -41,7 +41,7 @@ def get_request(name: str | None = None) -> dict[str, Any]:
 	"""Returns one request, with whether the caller may decide it."""
 	# A holder of a listed role may have no share of the request (the role came later, or it was
 	# past the first MAX_NOTIFIED assignees): deciding it lets it read it.
-	return summary(visible_request(required(name, "name")))
+	return summary(visible_request(text_param(required(name, "name"), "name")))
 
 
 @frappe.whitelist(methods=["GET"])

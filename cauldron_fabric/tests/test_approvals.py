@@ -226,6 +226,18 @@ class TestApprovalRequests(FrappeTestCase):
 			)
 		)
 
+	def test_a_comment_that_is_not_a_text_is_a_validation_error_and_decides_nothing(self):
+		# A JSON body can carry a list or an object as the comment: it failed in str.strip, HTTP 500.
+		name = receive(approval_requested())
+		frappe.set_user(APPROVER)
+		for decide in (approvals_api.approve, approvals_api.reject):
+			with self.subTest(decide=decide.__name__):
+				with self.assertRaisesRegex(frappe.ValidationError, "comment must be a text"):
+					decide(name, ["fine"])
+		frappe.set_user("Administrator")
+		self.assertEqual(frappe.db.get_value("Approval Request", name, "status"), "Pending")
+		self.assertEqual(responses(name), [])
+
 	def test_listing_takes_mine_0_as_no(self):
 		# Query strings carry text: mine=0 must list every request, decided ones too.
 		decided = receive(approval_requested())
