@@ -19,6 +19,7 @@ from cauldron_fabric.core.delivery.webhook import (
 	WebhookSender,
 	WebhookTarget,
 	generate_secret,
+	header_pairs,
 	parse_retry_after,
 	secret_key,
 	signature_headers,
@@ -195,6 +196,32 @@ def test_method_and_custom_headers_are_sent_but_cannot_forge_the_signature(recei
 	)
 	with pytest.raises(ConfigurationError, match="cannot be overridden"):
 		WebhookTarget(receiver.url(), headers=(("webhook-signature", "v1,forged"),)).validate()
+
+
+@pytest.mark.parametrize(
+	"header, problem",
+	[
+		(("X Api Key", "k1"), "not a valid HTTP header name"),
+		(("X-Api-Key:", "k1"), "not a valid HTTP header name"),
+		(("X-Api-Key", "k1\r\nX-Injected: 1"), "line break"),
+	],
+)
+def test_a_header_that_would_break_the_request_is_refused(receiver, sender, header, problem):
+	# Sent, a name with a space ended the receiver's headers there, so it never saw the signature
+	# (and took the request); a value with a line break failed every attempt as "Could not reach".
+	target = WebhookTarget(receiver.url(), headers=(header,), secret=generate_secret())
+	with pytest.raises(ConfigurationError, match=problem) as refused:
+		target.validate()
+	assert "k1" not in str(refused.value), "a header value may be a secret"
+
+
+def test_blanks_around_a_header_value_are_not_sent(receiver, sender):
+	# As a subscription's header rows are read (header_pairs): requests refused the blank, and
+	# its error, which quoted the value (a credential), became the delivery's last error.
+	target = WebhookTarget(receiver.url(), headers=header_pairs([("X-Api-Key", " k1 ")]))
+	assert sender.send(target, "evt-12", BODY).ok
+	(request,) = receiver.on("/hook")
+	assert request.headers["x-api-key"] == "k1"
 
 
 @pytest.mark.parametrize(

@@ -194,6 +194,16 @@ class TestSubscriptionValidation(DeliveryTestCase):
 			self.subscription(webhook_url="https://hook:S3cret@receiver.example.com/hook")
 		self.subscription(webhook_url="https://hook@receiver.example.com/hook")  # a user alone is no secret
 
+	def test_a_header_the_request_cannot_carry_is_refused_on_save(self):
+		hook = "https://receiver.example.com/hook"
+		for header, problem in (
+			({"header": "X Api Key", "value": "k1"}, "not a valid HTTP header name"),
+			({"header": "X-Api-Key", "value": "k1\nX-Injected: 1"}, "line break"),
+		):
+			with self.subTest(header=header["header"]):
+				with self.assertRaisesRegex(frappe.ValidationError, problem):
+					self.subscription(webhook_url=hook, webhook_headers=[header])
+
 	def test_every_change_is_in_the_version_history(self):
 		doc = self.subscription(webhook_url="https://receiver.example.com/hook")
 		doc.event_types = "todo.created\ntodo.updated"

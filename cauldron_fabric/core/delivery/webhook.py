@@ -24,6 +24,7 @@ import functools
 import hashlib
 import hmac
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ RESERVED_HEADERS = frozenset(
 	{"webhook-id", "webhook-timestamp", "webhook-signature", "host", "content-length"}
 )
 MAX_RESPONSE_READ = 64 * 1024
+# An HTTP field name is a token (RFC 9110 5.1): sent with a space or a colon, it ends the
+# receiver's header section there, and the signature headers after it are never read.
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 USER_AGENT = "cauldron-fabric-webhooks/1"
 
 
@@ -154,11 +158,8 @@ class WebhookTarget:
 			raise ConfigurationError(
 				f"Webhook method {self.method!r} is not allowed.", hint=f"Use one of {', '.join(METHODS)}."
 			)
-		for name, _ in self.headers:
-			if name.lower() in RESERVED_HEADERS:
-				raise ConfigurationError(
-					f"Webhook header {name!r} is set by the fabric and cannot be overridden."
-				)
+		for name, value in self.headers:
+			_check_header(name, value)
 		if not 0 < self.timeout <= 300:
 			raise ConfigurationError(
 				f"Webhook timeout {self.timeout!r} s must be more than 0 and at most 300 seconds."
@@ -296,11 +297,29 @@ def _elapsed(started: float) -> float:
 	return (time.perf_counter() - started) * 1000
 
 
+def _check_header(name: str, value: str) -> None:
+	"""Raises ConfigurationError for a custom header the request cannot carry as written.
+
+	The value is never quoted: it is often a credential (Authorization).
+	"""
+	if not HEADER_NAME.fullmatch(name):
+		raise ConfigurationError(
+			f"Webhook header name {name!r} is not a valid HTTP header name.",
+			hint="Use letters, digits and hyphens only, e.g. X-Api-Key.",
+		)
+	if name.lower() in RESERVED_HEADERS:
+		raise ConfigurationError(f"Webhook header {name!r} is set by the fabric and cannot be overridden.")
+	if any(char in value for char in "\r\n\0"):
+		raise ConfigurationError(
+			f"Webhook header {name!r} has a line break in its value.", hint="Write the value on one line."
+		)
+
+
 def header_pairs(
 	headers: Mapping[str, str] | Sequence[tuple[str, str]] | None,
 ) -> tuple[tuple[str, str], ...]:
-	"""Normalises custom headers given as a mapping or pairs."""
+	"""Normalises custom headers given as a mapping or pairs (blanks around a value are no part of it)."""
 	if not headers:
 		return ()
 	items = headers.items() if isinstance(headers, Mapping) else headers
-	return tuple((str(k).strip(), str(v)) for k, v in items)
+	return tuple((str(k).strip(), str(v).strip()) for k, v in items)

@@ -114,8 +114,13 @@ class EventSubscription(Document):
 		secret = self.webhook_secret
 		if secret and self.is_dummy_password(secret):
 			secret = self.get_password("webhook_secret", raise_exception=False)
+		# A value typed now is checked too; a stored one (shown as "*****") was checked when typed.
+		headers = [
+			(h.header, "" if not h.value or h.is_dummy_password(h.value) else h.value)
+			for h in self.webhook_headers or []
+		]
 		try:
-			compile_subscription(self, secret, [(h.header, "") for h in self.webhook_headers or []])
+			compile_subscription(self, secret, headers)
 			self.problem = None  # it compiles again: no longer shown as broken
 		except SubscriptionInvalid as exc:
 			items = "".join(f"<li><pre>{frappe.utils.escape_html(p)}</pre></li>" for p in exc.problems)
