@@ -18,6 +18,7 @@ from cauldron_fabric.core.transports.rabbitmq import (
 	AmqpAddress,
 	BrokerNack,
 	MessageUnroutable,
+	connection_parameters,
 	parse_destination,
 )
 from cauldron_fabric.testing.kafka_broker import free_port
@@ -252,3 +253,10 @@ def test_a_message_amqp_cannot_carry_fails_for_good_and_the_channel_stays_in_ste
 	assert time.monotonic() - started < 2, "every confirm came back"
 	assert channel.queue_declare(topology.queue, passive=True).method.message_count == 3
 	transport.close()
+
+
+def test_a_malformed_url_is_reported_without_its_password():
+	with pytest.raises(ConfigurationError, match="heartbeat") as refused:
+		connection_parameters("amqp://guest:S3cret%21pw@127.0.0.1:5672/%2F?heartbeat=often", {})
+	assert "S3cret" not in str(refused.value)
+	assert "amqp://guest:***@127.0.0.1:5672/%2F?heartbeat=often" in str(refused.value)

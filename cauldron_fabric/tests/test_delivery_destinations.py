@@ -206,3 +206,14 @@ class TestBrokerDestinations(DestinationCase):
 			report = settings_api.test_rabbitmq_connection()
 		self.assertFalse(report["ok"])
 		self.assertIn("No RabbitMQ broker answered", report["summary"])
+
+	def test_a_malformed_rabbitmq_url_is_reported_without_the_password(self):
+		# The password field is joined into the URL in memory; quoting that URL in the error
+		# showed the password to anyone who runs the test, and to the Error Log.
+		password = "S3cret-" + frappe.generate_hash(length=8)
+		url = f"amqp://guest@127.0.0.1:{free_port()}/%2F?heartbeat=often"
+		with fabric_settings(rabbitmq_url=url, rabbitmq_password=password):
+			report = settings_api.test_rabbitmq_connection()
+		self.assertFalse(report["ok"])
+		self.assertIn("heartbeat", report["summary"])
+		self.assertNotIn(password, report["summary"])

@@ -138,8 +138,10 @@ def fabric_settings(**values):
 	"""Saves Fabric Settings with ``values`` (committed) and restores the previous ones after."""
 	settings = frappe.get_single("Fabric Settings")
 	previous = {field: _plain(settings.get(field)) for field in values}
-	if "sasl_password" in values:
-		previous["sasl_password"] = None
+	for field in values:
+		# The document holds "*****" for a Password field, which a save would keep: the stored one.
+		if settings.meta.get_field(field).fieldtype == "Password":
+			previous[field] = settings.get_password(field, raise_exception=False)
 	settings.update(values)
 	settings.save(ignore_permissions=True)
 	frappe.db.commit()

@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -36,6 +36,7 @@ import urllib3
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, PinnedAddressAdapter, pinned_url
 from cauldron_fabric.core.delivery.records import Outcome, excerpt
 from cauldron_fabric.core.errors import ConfigurationError, FabricError
+from cauldron_fabric.core.urls import redact_text, redact_url
 
 SECRET_PREFIX = "whsec_"
 MIN_SECRET_BYTES = 16
@@ -87,26 +88,6 @@ def signature_headers(
 	stamp = int(time.time()) if timestamp is None else timestamp
 	signatures = " ".join(sign(secret_key(s), message_id, stamp, body) for s in secret.split())
 	return {"webhook-id": message_id, "webhook-timestamp": str(stamp), "webhook-signature": signatures}
-
-
-def redact_url(url: str) -> str:
-	"""Returns ``url`` fit for error texts: a password in its user part becomes ``***``."""
-	parts = urlsplit(url)
-	if parts.password is None:
-		return url
-	userinfo, _, host = parts.netloc.rpartition("@")
-	user = userinfo.partition(":")[0]
-	return parts._replace(netloc=f"{user}:***@{host}").geturl()
-
-
-def redact_text(text: str, url: str) -> str:
-	"""Returns ``text`` with the URL's password (as written and decoded) replaced by ``***``."""
-	password = urlsplit(url).password
-	if not password:
-		return text
-	for secret in {password, unquote(password)}:
-		text = text.replace(secret, "***")
-	return text
 
 
 def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:

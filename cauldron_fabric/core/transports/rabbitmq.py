@@ -45,6 +45,7 @@ from cauldron_fabric.core.errors import (
 	TransportUnavailable,
 )
 from cauldron_fabric.core.ports import ConnectionReport, Delivery, OutboundMessage, Transport
+from cauldron_fabric.core.urls import redact_text, redact_url
 
 DEFAULT_EXCHANGE = "cauldron.events"
 BINDING_PREFIXES = {"amqp": "cloudEvents_", "rabbitmq": "ce-"}
@@ -129,7 +130,7 @@ def connection_parameters(url: str, options: dict[str, Any]) -> pika.URLParamete
 		parameters = pika.URLParameters(url)
 	except Exception as exc:
 		raise ConfigurationError(
-			f"The RabbitMQ URL {url!r} is malformed ({exc}).",
+			f"The RabbitMQ URL {redact_url(url)!r} is malformed ({redact_text(str(exc), url)}).",
 			hint="Use amqp://user:password@host:5672/vhost.",
 		) from exc
 	timeout = float(options.get("connection_timeout") or 5)
