@@ -201,6 +201,9 @@ class TestFabricSettingsDocTypeLists(FrappeTestCase):
 			("denied_doctypes", "Has Role", "child table"),
 			("allowed_doctypes", "Event Log", "the fabric's own DocTypes"),
 			("allowed_doctypes", "Error Log", "built-in deny list"),
+			# Settings and configuration are system changes: the allow list never limited them.
+			("allowed_doctypes", "System Settings", "system.change"),
+			("allowed_doctypes", "Custom Field", "system.change"),
 		):
 			with self.subTest(f"{fieldname} {doctype}"):
 				settings = frappe.get_single("Fabric Settings")

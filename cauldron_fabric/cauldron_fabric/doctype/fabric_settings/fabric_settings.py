@@ -12,7 +12,7 @@ from frappe.utils import cint, flt
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.naming import template_keeps_entity_order, validate_topic_template
 from cauldron_fabric.delivery.subscriptions import fill_empty_numbers
-from cauldron_fabric.emit.policy import DEFAULT_DENIED, clear_policy, is_fabric_doctype
+from cauldron_fabric.emit.policy import DEFAULT_DENIED, SYSTEM_DOCTYPES, clear_policy, is_fabric_doctype
 
 SERVER = re.compile(r"^\[?[A-Za-z0-9._:-]+\]?:(\d{1,5})$")
 NUMBER_LIMITS = {
@@ -158,8 +158,9 @@ class FabricSettings(Document):
 			frappe.throw(str(exc), title=_("Webhook allow-list"))
 
 	def validate_doctype_lists(self) -> None:
-		# The emitter skips these whatever the lists say (EmitPolicy._classify): listed, they look
-		# like a choice that changes nothing, and an allow list of only child tables emits nothing.
+		# The emitter skips these whatever the lists say (EmitPolicy._classify), and the allow list
+		# does not limit system changes: listed, they look like a choice that changes nothing, and
+		# an allow list of only child tables or settings emits no document event at all.
 		for fieldname in ("allowed_doctypes", "denied_doctypes"):
 			for row in self.get(fieldname) or []:
 				reason = self.never_emitted_reason(row.document_type, fieldname == "allowed_doctypes")
@@ -187,6 +188,10 @@ class FabricSettings(Document):
 			)
 		if allowing and doctype in DEFAULT_DENIED:
 			return _("{0} is on the built-in deny list and never emits events.").format(frappe.bold(doctype))
+		if allowing and (meta.issingle or doctype in SYSTEM_DOCTYPES):
+			return _(
+				"{0} emits system.change events, which the allow list does not limit (System change events and the deny list do)."
+			).format(frappe.bold(doctype))
 		return None
 
 	def on_update(self) -> None:
