@@ -130,6 +130,8 @@ def on_change(doc, method=None) -> None:
 def _record_business_transaction_alone(doc) -> None:
 	"""Records ``business.transaction`` for a submit or cancel whose lifecycle events are off
 	(Fabric Settings may keep business events alone)."""
+	if not doc.flags.in_insert and doc.get("__islocal") is False:
+		return  # submitted by its own after_insert: the end of the insert records it
 	action = SAVE_ACTIONS.get(getattr(doc, "_action", None) or "save")
 	if action in BUSINESS_ACTIONS and doc.meta.is_submittable:
 		if current_policy().emits_business_transactions(doc.doctype):

@@ -15,6 +15,7 @@ from cauldron_fabric.tests.utils import (
 	EmissionCase,
 	ensure_custom_doctype,
 	events_after,
+	fabric_settings,
 	last_seq,
 	new_order,
 	order_hooks,
@@ -23,6 +24,8 @@ from cauldron_fabric.tests.utils import (
 
 CREATED = "fabric_test_order.created"
 UPDATED = "fabric_test_order.updated"
+SUBMITTED = "fabric_test_order.submitted"
+BUSINESS = "business.transaction"
 DECIMAL_PROBE = "Fabric Decimal Probe"
 
 
@@ -47,6 +50,11 @@ def note_and_save_a_copy(doc, method=None) -> None:
 	copy = frappe.get_doc(doc.doctype, doc.name)
 	copy.note = f"saved on a copy in {method}"
 	copy.save()
+
+
+def submit_in_hook(doc, method=None) -> None:
+	"""A controller hook that submits the order."""
+	doc.submit()
 
 
 def refuse(doc, method=None) -> None:
@@ -104,6 +112,16 @@ class TestDbSetInsideSaves(EmissionCase):
 				)
 				self.assertEqual(note_of(events[1]), frappe.db.get_value(ORDER, order.name, "note"))
 				self.assertEqual(events[1]["data"]["payload"].get("via"), via)
+
+	def test_a_submit_in_after_insert_is_one_submit_with_or_without_lifecycle_events(self):
+		for lifecycle, expected in ((1, [CREATED, SUBMITTED, BUSINESS]), (0, [BUSINESS])):
+			with self.subTest(lifecycle=lifecycle):
+				start = last_seq()
+				with fabric_settings(emit_document_events=lifecycle):
+					with order_hooks(__name__, after_insert="submit_in_hook"):
+						new_order("submitted in its after_insert")
+					frappe.db.commit()
+				self.assertEqual(types_of(events_after(start, ORDER)), expected)
 
 	def test_db_set_in_on_update_is_part_of_the_one_update(self):
 		order = new_order("on update")
