@@ -141,14 +141,15 @@ def site_db_connector() -> Callable[[], Any]:
 def claim_idle_seconds(settings: RelaySettings) -> int:
 	"""Returns how long a claim may sit idle before the database frees its rows (see CLAIM_IDLE_SECONDS).
 
-	A claim waits through about three acknowledgement waits (a batch ahead's, its own, its
-	deferred messages') and a backoff; a long Kafka acknowledgement timeout lengthens each.
+	A claim waits through a few acknowledgement waits (the batches' ahead, its own, its deferred
+	messages') and backoffs; a long Kafka acknowledgement timeout lengthens each, and the limit
+	keeps a wide margin over them (a claim rolled back under a live relay is published twice).
 	"""
 	legs = settings.transport_options.get("legs") or [(settings.transport_url, settings.transport_options)]
 	ack_seconds = max(cint(leg_options.get("message_timeout_ms")) for _, leg_options in legs) / 1000
 	defaults = RelayOptions()
 	wait = max(defaults.publish_timeout, ack_seconds + 5)
-	return max(CLAIM_IDLE_SECONDS, int(2 * (3 * wait + defaults.backoff.maximum)))
+	return max(CLAIM_IDLE_SECONDS, int(3 * (3 * wait + defaults.backoff.maximum)))
 
 
 def build_relay(settings: RelaySettings, on_cycle: Callable[[RelayReport], None] | None = None) -> Relay:
