@@ -144,3 +144,16 @@ def test_fast_encoder_writes_what_the_standard_library_writes():
 def test_values_the_fast_encoder_refuses_fall_back_to_the_standard_library():
 	huge = {"n": 2**70, "s": "x"}
 	assert dumps(huge) == stdlib_dumps(huge) == '{"n":1180591620717411303424,"s":"x"}'
+
+
+def strict_loads(text):
+	"""Parses JSON as every other parser does: NaN and Infinity are no JSON values."""
+	return json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} is not JSON"))
+
+
+def test_the_fallback_writes_nan_and_infinity_as_null_like_the_fast_encoder():
+	# A payload the fast encoder refuses (an integer beyond 64 bits) must still come out as
+	# JSON: the relay, consumers and the CloudEvents SDK all refuse a NaN token.
+	assert dumps({"x": float("nan")}) == '{"x":null}'
+	odd = {"n": 2**70, "x": float("nan"), "deep": [{"y": float("-inf")}], "tags": {float("inf")}}
+	assert strict_loads(dumps(odd)) == {"n": 2**70, "x": None, "deep": [{"y": None}], "tags": [None]}

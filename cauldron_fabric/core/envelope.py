@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
 import os
 import re
 import time
@@ -272,6 +273,21 @@ def _json_default(value: Any) -> Any:
 	return str(value)
 
 
+def _finite(value: Any) -> Any:
+	"""Returns ``value`` with NaN and infinite floats, at any depth, replaced by None.
+
+	JSON has no such numbers: the standard library writes ``NaN`` tokens that orjson, the
+	relay, consumers and the CloudEvents SDK refuse, where orjson itself writes null.
+	"""
+	if isinstance(value, float):
+		return value if math.isfinite(value) else None
+	if isinstance(value, Mapping):
+		return {key: _finite(item) for key, item in value.items()}
+	if isinstance(value, list | tuple):
+		return [_finite(item) for item in value]
+	return value
+
+
 def dumps(value: Any) -> str:
 	"""Serialises to compact JSON, turning dates, decimals and sets into JSON values."""
 	if orjson is not None:
@@ -279,4 +295,10 @@ def dumps(value: Any) -> str:
 			return orjson.dumps(value, default=_json_default, option=ORJSON_OPTIONS).decode()
 		except TypeError:  # integers beyond 64 bits, lone surrogates: the stdlib copes or says why
 			pass
-	return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+	return json.dumps(
+		_finite(value),
+		default=lambda item: _finite(_json_default(item)),
+		separators=(",", ":"),
+		ensure_ascii=False,
+		allow_nan=False,
+	)
