@@ -260,3 +260,25 @@ def test_a_malformed_url_is_reported_without_its_password():
 		connection_parameters("amqp://guest:S3cret%21pw@127.0.0.1:5672/%2F?heartbeat=often", {})
 	assert "S3cret" not in str(refused.value)
 	assert "amqp://guest:***@127.0.0.1:5672/%2F?heartbeat=often" in str(refused.value)
+
+
+def test_an_unroutable_message_is_told_apart_from_a_routed_one_at_the_same_address(broker):
+	# On a headers exchange the routing key does not decide: of two messages to one address
+	# one may be routed and the next returned, and the return must fail the returned one.
+	exchange, channel, declared = broker
+	transport = open_transport(RABBITMQ_URL, {"exchange": exchange, "exchange_type": "headers"})
+	queue = f"{exchange}.routed"
+	arguments = {"x-match": "all", "cloudEvents_type": "todo.routed"}
+	transport.declare_queue(queue, binding_keys=(), dead_letter=False)
+	channel.queue_bind(queue, exchange, arguments=arguments)
+	declared["queues"].append(queue)
+
+	def typed(n, event_type):
+		return message("any.key", n, [("ce_id", f"id-{n}"), ("ce_type", event_type)])
+
+	batch = [typed(n, "todo.routed" if n % 3 else "todo.unrouted") for n in range(12)]
+	deliveries = transport.publish(batch, 5)
+	assert [d.ok for d in deliveries] == [bool(n % 3) for n in range(12)]
+	assert all(isinstance(d.error, MessageUnroutable) for d in deliveries if not d.ok)
+	assert channel.queue_declare(queue, passive=True).method.message_count == 8
+	transport.close()

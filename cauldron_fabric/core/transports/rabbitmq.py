@@ -176,6 +176,7 @@ class RabbitMQTransport(Transport):
 		self._results: list[Delivery | None] = []
 		self._destinations: list[str] = []
 		self._sizes: list[int] = []
+		self._message_ids: list[str | None] = []
 		self._next_tag = 0
 		self._last_used = 0.0
 
@@ -202,6 +203,7 @@ class RabbitMQTransport(Transport):
 			self._results = [None] * len(messages)
 			self._destinations = [m.destination for m in messages]
 			self._sizes = [len(m.body) for m in messages]
+			self._message_ids = [None] * len(messages)
 			try:
 				for index, (message, address) in enumerate(zip(messages, addresses, strict=True)):
 					if address.exchange in refused:
@@ -219,6 +221,7 @@ class RabbitMQTransport(Transport):
 						continue
 					try:
 						properties = amqp_properties(message, self.prefix, self.app_id)
+						self._message_ids[index] = properties.message_id
 						# pika encodes the whole message before writing any of it: a refusal here
 						# sent nothing and used no sequence number on the channel.
 						self._channel.basic_publish(
@@ -252,7 +255,7 @@ class RabbitMQTransport(Transport):
 			for r, d in zip(self._results, self._destinations, strict=True)
 		]
 		self._pending, self._returned, self._results, self._destinations = {}, {}, [], []
-		self._sizes = []
+		self._sizes, self._message_ids = [], []
 		self._last_used = time.monotonic()
 		return results
 
@@ -287,10 +290,16 @@ class RabbitMQTransport(Transport):
 
 	def _on_return(self, channel, method, properties, body) -> None:
 		# A return precedes the confirm of the same message, and returns come in publishing
-		# order, so it belongs to the oldest unconfirmed, unreturned message with its address.
+		# order, so it belongs to the oldest unconfirmed, unreturned message with its address
+		# and message id: where headers route (a headers exchange), a message to the same
+		# address may have been routed before it and still wait for its confirm.
 		address = AmqpAddress(method.exchange, method.routing_key)
 		for index, pending_address in self._pending.values():
-			if pending_address == address and index not in self._returned:
+			if (
+				pending_address == address
+				and self._message_ids[index] == properties.message_id
+				and index not in self._returned
+			):
 				self._returned[index] = f"{method.reply_code} {method.reply_text}"
 				return
 
