@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from cauldron_fabric.core.envelope import Envelope, EventMetadata
+from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata
+from cauldron_fabric.core.errors import InvalidEnvelope
 from cauldron_fabric.core.outbox.memory import MemoryOutbox
 from cauldron_fabric.core.outbox.sql import (
 	FAILED,
@@ -181,6 +182,28 @@ def test_every_column_of_an_appended_row_is_stored_as_given(outbox_table, connec
 		0,
 		0,
 	)
+
+
+def test_a_text_too_long_for_its_column_is_refused_by_name_not_as_a_database_error(outbox_table):
+	# from_dict checks the id and type only; any other attribute (an API publisher's source,
+	# entity or correlation id) over the Event Log's 140 characters failed the INSERT itself.
+	table, sequence = outbox_table
+	store = SqlOutboxStore(connect_db, table=table, sequence=sequence)
+	cases = {
+		"source": lambda text: replace(make_envelope(), source=text),
+		"data.entityId": lambda text: replace(make_envelope(), data=EventData("ToDo", text, "updated")),
+		"metadata.correlationId": lambda text: replace(make_envelope(), metadata=EventMetadata(text)),
+		"dataSchema": lambda text: make_envelope().with_schema(text),
+	}
+	try:
+		for label, build in cases.items():
+			with pytest.raises(InvalidEnvelope, match=f"'{label}' is 141 characters long; at most 140"):
+				store.append([OutboxAppend(build("ü" * 141))])
+			store.append([OutboxAppend(build("ü" * 140))])
+		store.commit()
+	finally:
+		store.close()
+	assert len(SqlSessions(table, sequence).statuses()) == len(cases)
 
 
 def test_a_value_of_another_type_is_refused_rather_than_written_unescaped():

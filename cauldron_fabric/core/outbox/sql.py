@@ -15,7 +15,8 @@ import datetime as dt
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from cauldron_fabric.core.envelope import dumps
+from cauldron_fabric.core.envelope import KEY_LENGTH, dumps
+from cauldron_fabric.core.errors import InvalidEnvelope
 from cauldron_fabric.core.ports import OutboxAppend, OutboxRecord, OutboxStore, Settlement
 from cauldron_fabric.core.sqlsession import SqlSession
 
@@ -55,6 +56,21 @@ EVENT_COLUMNS = (
 	"kafka_offset",
 )
 STANDARD_COLUMNS = ("name", "creation", "modified", "owner", "modified_by", "docstatus", "idx")
+# The envelope's texts an append writes into varchar(140) columns, in order, by their JSON names.
+TEXT_LABELS = (
+	"id",
+	"type",
+	"source",
+	"time",
+	"dataSchema",
+	"data.entity",
+	"data.entityId",
+	"data.action",
+	"metadata.correlationId",
+	"metadata.causationId",
+	"metadata.userId",
+	"metadata.tenantId",
+)
 # The column list of an append, built once: joining it cost about 5 us per save.
 APPEND_COLUMNS = ", ".join(f"`{c}`" for c in (*STANDARD_COLUMNS, *EVENT_COLUMNS))
 
@@ -110,26 +126,22 @@ def build_append(
 		env = entry.envelope
 		data = env.data
 		meta = env.metadata
-		values = ", ".join(
-			[
-				sql_literal(value, escapes)
-				for value in (
-					env.id,
-					env.type,
-					env.source,
-					env.time,
-					env.data_schema,
-					data.entity,
-					data.entity_id,
-					data.action,
-					meta.correlation_id,
-					meta.causation_id,
-					meta.user_id,
-					meta.tenant_id,
-					env.partition_key[:280],
-				)
-			]
+		texts = (
+			env.id,
+			env.type,
+			env.source,
+			env.time,
+			env.data_schema,
+			data.entity,
+			data.entity_id,
+			data.action,
+			meta.correlation_id,
+			meta.causation_id,
+			meta.user_id,
+			meta.tenant_id,
 		)
+		refuse_too_long(texts)
+		values = ", ".join([sql_literal(value, escapes) for value in (*texts, env.partition_key[:280])])
 		envelope = text_literal(env.to_json(), escapes)
 		# last_error: why an Invalid event is kept
 		problem = sql_literal((entry.problem or "")[:ERROR_LENGTH] or None, escapes)
@@ -138,6 +150,23 @@ def build_append(
 			f"{envelope}, '{entry_status(entry)}', 0, {problem}, NULL, NULL, NULL, 0, 0)"
 		)
 	return f"INSERT INTO `{table}` ({APPEND_COLUMNS}) VALUES " + ", ".join(rows), []
+
+
+def refuse_too_long(texts: Sequence[str | None]) -> None:
+	"""Raises InvalidEnvelope naming each text (see TEXT_LABELS) longer than its column.
+
+	Envelope.from_dict checks the id and type only, which every table keeps; the Event Log
+	keeps the other attributes in columns of the same length, and a longer one (an API
+	publisher's source or correlation id) failed the INSERT with a database error.
+	"""
+	if max(len(text) if text else 0 for text in texts) > KEY_LENGTH:
+		raise InvalidEnvelope(
+			[
+				f"'{label}' is {len(text)} characters long; at most {KEY_LENGTH} are allowed"
+				for label, text in zip(TEXT_LABELS, texts, strict=True)
+				if text and len(text) > KEY_LENGTH
+			]
+		)
 
 
 def sequenced_insert(
