@@ -16,6 +16,7 @@ from __future__ import annotations
 import frappe
 from frappe import client
 from frappe.desk import listview
+from frappe.desk.reportview import validate_args
 
 from cauldron_fabric.emit.policy import MODULE
 
@@ -26,7 +27,7 @@ def get_count(doctype: str, filters=None, debug=False, cache=False) -> int:
 	if not _fabric_table(doctype):
 		return client.get_count(doctype, filters, debug, cache)
 	field = f"count(`tab{doctype}`.name) as total_count"
-	rows = frappe.get_list(doctype, filters=client.get_safe_filters(filters), fields=[field])
+	rows = frappe.get_list(doctype, filters=_checked_filters(doctype, filters), fields=[field])
 	return rows[0].total_count
 
 
@@ -35,7 +36,7 @@ def get_group_by_count(doctype: str, current_filters: str, field: str) -> list[d
 	"""Frappe's list sidebar counts, the fabric's assignees counted over the documents the caller may list."""
 	if field != "assigned_to" or not _fabric_table(doctype):
 		return listview.get_group_by_count(doctype, current_filters, field)
-	filters = frappe.parse_json(current_filters)
+	filters = _checked_filters(doctype, current_filters)
 	listed = frappe.get_list(doctype, filters=filters, fields=["name"], limit_page_length=0, run=0)
 	# Values are written into the query, as in the listing's own SQL (whose "%" must stay as is).
 	return frappe.db.sql(
@@ -47,6 +48,15 @@ def get_group_by_count(doctype: str, current_filters: str, field: str) -> list[d
 		GROUP BY todo.allocated_to ORDER BY count DESC LIMIT 50""",
 		as_dict=True,
 	)
+
+
+def _checked_filters(doctype: str, filters):
+	"""Returns the filters parsed and checked as Frappe's list endpoints check theirs.
+
+	frappe.get_list takes a text among list conditions as SQL of its own: unchecked, a count
+	would run any subquery its caller wrote.
+	"""
+	return validate_args(frappe._dict(doctype=doctype, filters=filters)).filters
 
 
 def _fabric_table(doctype: str) -> bool:

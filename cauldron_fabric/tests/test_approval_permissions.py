@@ -209,6 +209,15 @@ class TestApprovalRequestVisibility(FrappeTestCase):
 		self.assertEqual(assignees(STRANGER, hidden), [])
 		self.assertEqual(assignees(MANAGER, hidden), [APPROVER])
 		self.assertEqual(assignees(MANAGER, f"%{hidden[4:]}", "like"), [APPROVER])
+		# Checked as Frappe's list checks its filters: a text condition is no SQL of its own.
+		query = {"doctype": "Approval Request", "current_filters": '["1=1"]', "field": "assigned_to"}
+		response = request(
+			"get",
+			"/api/method/frappe.desk.listview.get_group_by_count",
+			headers={"Authorization": self.tokens[STRANGER]},
+			query_string=query,
+		)
+		self.assertGreaterEqual(response.status_code, 400, response.text)
 
 	def test_a_role_every_user_holds_lets_no_website_user_decide(self):
 		# Frappe gives every logged-in user the All and Guest roles, website users (customers,
