@@ -294,6 +294,24 @@ def test_a_name_resolving_to_any_private_address_is_refused():
 		policy.resolve("metadata.google.internal", 80)
 
 
+def test_only_an_entry_naming_a_metadata_endpoint_itself_opens_it():
+	# The metadata endpoint hands out the server's credentials (with a custom header such as
+	# Metadata-Flavor: Google): a .internal entry for the admin's receivers, or a link-local
+	# network, must not open it on the side.
+	names = {"metadata.google.internal": ["169.254.169.254"], "n8n.internal": ["10.0.0.5"]}
+	policy = AddressPolicy.from_allow_list([".internal", "169.254.0.0/16"], resolver=lambda h, p: names[h])
+	assert policy.resolve("n8n.internal", 80) == "10.0.0.5"
+	assert policy.resolve("169.254.10.10", 80) == "169.254.10.10"
+	for host in ("metadata.google.internal", "169.254.169.254", "::ffff:169.254.169.254"):
+		with pytest.raises(AddressRefused, match="metadata"):
+			policy.resolve(host, 80)
+	named = AddressPolicy.from_allow_list(
+		["metadata.google.internal", "169.254.169.254/32"], resolver=lambda h, p: names[h]
+	)
+	assert named.resolve("metadata.google.internal", 80) == "169.254.169.254"
+	assert named.resolve("169.254.169.254", 80) == "169.254.169.254"
+
+
 def test_the_allow_list_takes_networks_and_host_names():
 	policy = AddressPolicy.from_allow_list(["127.0.0.0/8", "n8n.internal", ".corp.example", " "])
 	assert policy.resolve("127.0.0.5", 80) == "127.0.0.5"

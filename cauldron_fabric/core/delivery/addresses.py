@@ -115,20 +115,29 @@ class AddressPolicy:
 			hosts.add(name)
 		return cls(tuple(networks), frozenset(hosts), resolver)
 
-	def allows_host(self, host: str) -> bool:
-		"""Tells whether the host name itself is allow-listed (exactly, or by a ``.domain`` entry)."""
+	def allows_host(self, host: str, exactly: bool = False) -> bool:
+		"""Tells whether the host name itself is allow-listed (exactly, or by a ``.domain`` entry
+		unless ``exactly``)."""
 		host = host.lower().rstrip(".")
-		return host in self.hosts or any(e.startswith(".") and host.endswith(e) for e in self.hosts)
+		if host in self.hosts:
+			return True
+		return not exactly and any(e.startswith(".") and host.endswith(e) for e in self.hosts)
 
 	def refusal(self, address: Address) -> str | None:
-		"""Returns why ``address`` is refused, or None when it is public or allow-listed."""
+		"""Returns why ``address`` is refused, or None when it is public or allow-listed.
+
+		A cloud metadata address hands out the server's own credentials: only an entry naming
+		that address alone (``/32``, ``/128``) lifts its refusal, never a network around it
+		(``169.254.0.0/16`` for link-local receivers).
+		"""
 		reason = refusal_reason(address)
 		if reason is None:
 			return None
 		candidates = [address]
 		if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
 			candidates.append(address.ipv4_mapped)
-		allowed = any(c in net for c in candidates for net in self.networks if c.version == net.version)
+		networks = [n for n in self.networks if n.num_addresses == 1 or not _is_metadata(address)]
+		allowed = any(c in net for c in candidates for net in networks if c.version == net.version)
 		return None if allowed else reason
 
 	def resolve(self, host: str, port: int) -> str:
@@ -137,7 +146,7 @@ class AddressPolicy:
 		try:
 			addresses = [ipaddress.ip_address(host)]
 		except ValueError:
-			if host.lower().rstrip(".") in METADATA_HOSTS and not self.allows_host(host):
+			if host.lower().rstrip(".") in METADATA_HOSTS and not self.allows_host(host, exactly=True):
 				raise AddressRefused(f"Webhook host {host!r} is a cloud metadata endpoint.") from None
 			try:
 				addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolver(host, port)]
@@ -148,16 +157,23 @@ class AddressPolicy:
 				) from exc
 		if not addresses:
 			raise HostUnresolvable(f"Webhook host {host!r} resolves to no address.")
-		if self.allows_host(host):
-			return _connectable(addresses[0])
+		exact = self.allows_host(host, exactly=True)
+		named = self.allows_host(host)
 		for address in addresses:
-			reason = self.refusal(address)
+			# An allowed name lifts every refusal but a metadata address's: a .domain entry (.internal)
+			# would otherwise open metadata.google.internal too.
+			reason = None if named and (exact or not _is_metadata(address)) else self.refusal(address)
 			if reason:
 				raise AddressRefused(
 					f"Webhook host {host!r} resolves to {address}, {reason}; webhooks to such addresses are refused.",
 					hint="If the receiver is yours, add its host or network to the webhook allow-list in Fabric Settings.",
 				)
 		return _connectable(addresses[0])
+
+
+def _is_metadata(address: Address) -> bool:
+	"""Tells whether ``address`` is a cloud metadata address, itself or mapped into IPv6."""
+	return address in METADATA_ADDRESSES or getattr(address, "ipv4_mapped", None) in METADATA_ADDRESSES
 
 
 def _connectable(address: Address) -> str:
