@@ -42,7 +42,8 @@ override_whitelisted_methods = {
 	# Approval Request, whose names must not be told to those who may not see them.
 	"frappe.client.validate_link": "cauldron_fabric.approvals.permissions.validate_link",
 	# Frappe counts (and counts assignees) without any permission check: a count filtered on
-	# an event's envelope would read its document one guess at a time.
+	# an event's envelope would read its document one guess at a time. The sidebar's counts
+	# also took SQL in their filters, for every DocType.
 	"frappe.client.get_count": "cauldron_fabric.api.counts.get_count",
 	"frappe.desk.listview.get_group_by_count": "cauldron_fabric.api.counts.get_group_by_count",
 }

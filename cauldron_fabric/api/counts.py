@@ -13,6 +13,8 @@ as Frappe counts it.
 
 from __future__ import annotations
 
+import json
+
 import frappe
 from frappe import client
 from frappe.desk import listview
@@ -33,10 +35,14 @@ def get_count(doctype: str, filters=None, debug=False, cache=False) -> int:
 
 @frappe.whitelist()
 def get_group_by_count(doctype: str, current_filters: str, field: str) -> list[dict]:
-	"""Frappe's list sidebar counts, the fabric's assignees counted over the documents the caller may list."""
-	if field != "assigned_to" or not _fabric_table(doctype):
-		return listview.get_group_by_count(doctype, current_filters, field)
+	"""Frappe's list sidebar counts, the fabric's assignees counted over the documents the caller may list.
+
+	The filters of every DocType are checked first: Frappe's method hands them to frappe.get_list
+	as they come, and any user could put SQL of their own into its query.
+	"""
 	filters = _checked_filters(doctype, current_filters)
+	if field != "assigned_to" or not _fabric_table(doctype):
+		return listview.get_group_by_count(doctype, json.dumps(filters), field)
 	listed = frappe.get_list(doctype, filters=filters, fields=["name"], limit_page_length=0, run=0)
 	# Values are written into the query, as in the listing's own SQL (whose "%" must stay as is).
 	return frappe.db.sql(

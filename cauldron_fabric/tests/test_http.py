@@ -312,6 +312,33 @@ class TestOverHttp(FrappeTestCase):
 		query["filters"] = json.dumps(["(select count(*) from `tabSessions`) < 0"])
 		self.assertGreaterEqual(count(self.manager).status_code, 400)
 
+	def test_the_list_sidebar_counts_run_no_sql_their_caller_wrote(self):
+		# Frappe's get_group_by_count hands its filters to frappe.get_list unchecked, which takes a
+		# text condition as SQL: any user could run a subquery on any table (here one that does
+		# not exist, whose error showed it ran).
+		query = {
+			"doctype": "ToDo",
+			"current_filters": json.dumps(["1=(select count(*) from `tabNoSuchTable`)"]),
+			"field": "status",
+		}
+		response = request(
+			"get",
+			"/api/method/frappe.desk.listview.get_group_by_count",
+			headers={"Authorization": api_token(self.clerk)},
+			query_string=query,
+		)
+		self.assertLess(response.status_code, 500, response.text)
+		self.assertNotIn("NoSuchTable", response.text)
+		query["current_filters"] = json.dumps([["ToDo", "status", "=", "Open"]])
+		response = request(
+			"get",
+			"/api/method/frappe.desk.listview.get_group_by_count",
+			headers={"Authorization": api_token(self.manager)},
+			query_string=query,
+		)
+		self.assertEqual(response.status_code, 200, response.text)
+		self.assertTrue(all(row["name"] == "Open" for row in response.json["message"]))
+
 	def test_bad_limit_is_a_clear_validation_error(self):
 		with self.assertRaisesRegex(frappe.ValidationError, "limit must be between 1 and 500"):
 			events_api.list_events(limit=0)
