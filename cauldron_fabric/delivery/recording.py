@@ -9,6 +9,7 @@ commit one Redis message wakes the delivery workers; if it is lost they find the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import frappe
 from frappe.utils import now_datetime
@@ -16,7 +17,7 @@ from frappe.utils import now_datetime
 from cauldron_fabric.core.delivery import DeliveryRequest, build_enqueue, plan_deliveries
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.delivery.subscriptions import routing_index
-from cauldron_fabric.emit.writes import escapes_in_literals, execute_in_transaction
+from cauldron_fabric.emit.writes import escapes_in_literals, execute_in_transaction, fits_in_one_statement
 from cauldron_fabric.services.wakeups import wake_after_commit
 
 
@@ -34,14 +35,27 @@ def enqueue_deliveries(envelopes: Sequence[Envelope]) -> None:
 
 
 def insert_deliveries(requests: Sequence[DeliveryRequest]) -> None:
-	"""Inserts deliveries (an existing subscription-event pair is skipped) and wakes the workers."""
+	"""Inserts deliveries (an existing subscription-event pair is skipped) and wakes the workers.
+
+	Every row carries its event: an event matched by several subscriptions is repeated in the
+	INSERT, which may then be more than the database takes in one statement although the
+	event itself was (the outbox wrote it). Such a group is written delivery by delivery.
+	"""
 	if not requests:
 		return
+	sql, params = _enqueue_statement(requests)
+	if fits_in_one_statement(sql, params):
+		execute_in_transaction(sql, params)
+	else:
+		for request in requests:
+			execute_in_transaction(*_enqueue_statement([request]))
+	wake_delivery_workers_after_commit()
+
+
+def _enqueue_statement(requests: Sequence[DeliveryRequest]) -> tuple[str, list[Any]]:
 	session = getattr(frappe.local, "session", None)
 	actor = (session and session.get("user")) or "Administrator"
-	sql, params = build_enqueue(requests, actor=actor, now=now_datetime(), escapes=escapes_in_literals())
-	execute_in_transaction(sql, params)
-	wake_delivery_workers_after_commit()
+	return build_enqueue(requests, actor=actor, now=now_datetime(), escapes=escapes_in_literals())
 
 
 def delivery_channel() -> str:

@@ -20,15 +20,15 @@ from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.delivery.recording import enqueue_deliveries
 from cauldron_fabric.emit.context import causation_id, correlation_id
 from cauldron_fabric.emit.policy import current_policy
-from cauldron_fabric.emit.writes import connected_db, escapes_in_literals, execute_in_transaction
+from cauldron_fabric.emit.writes import (
+	PACKET_HEADROOM,
+	escapes_in_literals,
+	execute_in_transaction,
+	fits_in_one_statement,
+	statement_limit,
+)
 from cauldron_fabric.registry.recording import check_events, describe_violations
 from cauldron_fabric.services.wakeups import relay_channel, wake_after_commit
-
-# No MariaDB or MySQL server has shipped with a max_allowed_packet under 1 MB, and a character
-# takes at most 4 bytes: a statement this long fits without asking the server.
-SURELY_FITS = 256 * 1024
-# Room in the packet for its header and the command byte.
-PACKET_HEADROOM = 1024
 
 
 def acting_user() -> str:
@@ -93,13 +93,13 @@ def append_to_outbox(entries: Sequence[OutboxAppend]) -> list[OutboxAppend]:
 	even alone is kept as Invalid without its payload, saying why.
 	"""
 	sql, params = _append_statement(entries)
-	if _fits(sql):
+	if fits_in_one_statement(sql):
 		execute_in_transaction(sql, params)
 		return list(entries)
 	written = []
 	for entry in entries:
 		sql, params = _append_statement([entry])
-		if not _fits(sql):
+		if not fits_in_one_statement(sql):
 			entry = _without_payload(entry, len(sql.encode()))
 			sql, params = _append_statement([entry])
 		execute_in_transaction(sql, params)
@@ -109,27 +109,6 @@ def append_to_outbox(entries: Sequence[OutboxAppend]) -> list[OutboxAppend]:
 
 def _append_statement(entries: Sequence[OutboxAppend]) -> tuple[str, list[Any]]:
 	return build_append(entries, actor=acting_user(), now=now_datetime(), escapes=escapes_in_literals())
-
-
-def _fits(sql: str) -> bool:
-	"""Tells whether the database takes ``sql`` in one statement (a statement of the usual few
-	kilobytes is not measured)."""
-	if len(sql) <= SURELY_FITS:
-		return True
-	return len(sql.encode()) <= statement_limit()
-
-
-def statement_limit() -> int:
-	"""Returns how many bytes of SQL the database takes in one statement.
-
-	Read once per connection: a session keeps the max_allowed_packet it connected with.
-	"""
-	connection = connected_db()._conn
-	limit = getattr(connection, "fabric_statement_limit", None)
-	if limit is None:
-		packet = int(frappe.db.sql("SELECT @@max_allowed_packet")[0][0])
-		limit = connection.fabric_statement_limit = packet - PACKET_HEADROOM
-	return limit
 
 
 def _without_payload(entry: OutboxAppend, size: int) -> OutboxAppend:

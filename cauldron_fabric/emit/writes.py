@@ -9,6 +9,12 @@ import frappe
 
 from cauldron_fabric.core.outbox.sql import backslash_escapes
 
+# No MariaDB or MySQL server has shipped with a max_allowed_packet under 1 MB, and a character
+# takes at most 4 bytes: a statement this long fits without asking the server.
+SURELY_FITS = 256 * 1024
+# Room in the packet for its header and the command byte.
+PACKET_HEADROOM = 1024
+
 
 def execute_in_transaction(sql: str, params: Sequence[Any]) -> None:
 	"""Runs a write on Frappe's own connection, in the open transaction, exactly as written.
@@ -22,6 +28,35 @@ def execute_in_transaction(sql: str, params: Sequence[Any]) -> None:
 	db = connected_db()
 	db.check_transaction_status(sql)
 	db._cursor.execute(sql, params)
+
+
+def fits_in_one_statement(sql: str, params: Sequence[Any] = ()) -> bool:
+	"""Tells whether the database takes ``sql`` with ``params`` in one statement.
+
+	A longer statement than max_allowed_packet is refused by the server, which also drops
+	Frappe's connection and so fails the user's save: the caller writes its rows in several
+	statements instead. A statement of the usual few kilobytes is not measured (a parameter
+	takes at most twice its text once escaped, plus its quotes); a longer one is measured as
+	the driver will send it.
+	"""
+	if len(sql) + sum(2 * len(str(value)) + 2 for value in params) <= SURELY_FITS:
+		return True
+	if params:
+		sql = connected_db()._cursor.mogrify(sql, params)
+	return len(sql.encode()) <= statement_limit()
+
+
+def statement_limit() -> int:
+	"""Returns how many bytes of SQL the database takes in one statement.
+
+	Read once per connection: a session keeps the max_allowed_packet it connected with.
+	"""
+	connection = connected_db()._conn
+	limit = getattr(connection, "fabric_statement_limit", None)
+	if limit is None:
+		packet = int(frappe.db.sql("SELECT @@max_allowed_packet")[0][0])
+		limit = connection.fabric_statement_limit = packet - PACKET_HEADROOM
+	return limit
 
 
 def escapes_in_literals() -> bool:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import frappe
 
+from cauldron_fabric.tests.test_delivery_support import make_subscription, marker, remove_subscription
 from cauldron_fabric.tests.utils import EmissionCase, ensure_custom_doctype, events_after
 
 LARGE_PROBE = "Fabric Large Probe"
@@ -66,3 +69,26 @@ class TestLargeDocuments(EmissionCase):
 		event = events_after(self.start, LARGE_PROBE)[1]
 		self.assertEqual((event["data"]["entityId"], event["data"]["action"]), (str(probe.name), "updated"))
 		self.assertNotIn("doc", event["data"]["payload"])
+
+	def test_an_event_matched_by_several_subscriptions_is_queued_for_each_whatever_its_size(self):
+		# Each delivery row carries the event: three of them exceed what one statement may
+		# hold, each alone fits, and the save must not fail for it.
+		tag = marker()
+		names = [
+			make_subscription(
+				tag, event_types="fabric_large_probe.*", condition="", webhook_url="https://example.com/hook"
+			).name
+			for _ in range(3)
+		]
+		for name in names:
+			self.addCleanup(remove_subscription, name)
+		body = "x" * int(packet_limit() * 0.4)
+		probe = frappe.get_doc({"doctype": LARGE_PROBE, "title": tag, "body": body}).insert()
+		(event,) = events_after(self.start, LARGE_PROBE)
+		queued = frappe.db.sql(
+			"SELECT subscription, envelope FROM `tabEvent Delivery` WHERE event_id = %s ORDER BY subscription",
+			(event["id"],),
+		)
+		self.assertEqual([row[0] for row in queued], sorted(names))
+		self.assertEqual([json.loads(row[1])["data"]["payload"]["doc"]["body"] for row in queued], [body] * 3)
+		self.assertEqual(frappe.db.get_value(LARGE_PROBE, probe.name, "body"), body)
