@@ -7,6 +7,8 @@ delays the work to the workers' next poll, so failures are logged, never raised.
 
 from __future__ import annotations
 
+import weakref
+
 import frappe
 
 from cauldron_fabric.core.wakeup import BackgroundWakeups
@@ -38,21 +40,34 @@ def wake(channel: str) -> None:
 
 def wake_after_commit(channel: str) -> None:
 	"""Wakes ``channel`` in the background once the current transaction commits (none on rollback)."""
-	scheduled = _scheduled()
-	if channel in scheduled:
-		return
-	scheduled.add(channel)
-
-	def send() -> None:
-		scheduled.discard(channel)
-		background_wakeups.send(channel)
-
-	frappe.db.after_commit.add(send)
-	frappe.db.after_rollback.add(scheduled.clear)
+	pending = _pending_wakeups()
+	if pending is None:
+		pending = WakeupsAfterCommit()
+		frappe.db.after_commit.add(pending)
+		frappe.local.fabric_wakeups = weakref.ref(pending)
+	pending.channels[channel] = None
 
 
-def _scheduled() -> set[str]:
-	scheduled = getattr(frappe.local, "fabric_wakeups", None)
-	if scheduled is None:
-		scheduled = frappe.local.fabric_wakeups = set()
-	return scheduled
+class WakeupsAfterCommit:
+	"""The channels one transaction wakes when it commits: a single after-commit callback.
+
+	Only Frappe's callback list holds it; this process keeps a weak reference to add channels
+	to it. Frappe drops the list on a rollback, also of a commit that a before_commit callback
+	refused (after it had already dropped the after-rollback callbacks, so no callback could
+	tell): the callback is then gone, the reference dead, and the next change schedules a new
+	one instead of taking its wake-ups as already scheduled.
+	"""
+
+	__slots__ = ("__weakref__", "channels")
+
+	def __init__(self):
+		self.channels: dict[str, None] = {}  # an insertion-ordered set
+
+	def __call__(self) -> None:
+		for channel in self.channels:
+			background_wakeups.send(channel)
+
+
+def _pending_wakeups() -> WakeupsAfterCommit | None:
+	reference = getattr(frappe.local, "fabric_wakeups", None)
+	return reference and reference()

@@ -160,6 +160,31 @@ class TestPublishingToKafka(FrappeTestCase):
 			frappe.delete_doc("ToDo", todo.name)
 		frappe.db.commit()
 
+	def test_a_commit_refused_by_a_before_commit_callback_leaves_later_commits_waking_the_relays(self):
+		# Frappe drops the after-rollback callbacks before it runs the before-commit ones, so a
+		# commit that one of them refuses is rolled back without the fabric being told.
+		def refuse() -> None:
+			raise frappe.ValidationError("refused by a before_commit callback")
+
+		pubsub = frappe.cache.pubsub(ignore_subscribe_messages=True)
+		pubsub.subscribe(relay_channel())
+		try:
+			self.assertIsNone(pubsub.get_message(timeout=0.2))  # subscribed, nothing waiting
+			frappe.get_doc({"doctype": "ToDo", "description": "refused commit"}).insert()
+			frappe.db.before_commit.add(refuse)
+			with self.assertRaises(frappe.ValidationError):
+				frappe.db.commit()
+			frappe.db.rollback()
+			self.assertIsNone(pubsub.get_message(timeout=1), "a refused commit woke the relays")
+			todo = frappe.get_doc({"doctype": "ToDo", "description": "after a refused commit"}).insert()
+			frappe.db.commit()
+			woken = pubsub.get_message(timeout=5)
+			self.assertEqual(woken and woken["data"], b"1", "the next commit did not wake the relays")
+		finally:
+			pubsub.close()
+		frappe.delete_doc("ToDo", todo.name)
+		frappe.db.commit()
+
 	def test_relay_command_publishes_moments_after_commit_and_stops_on_sigterm(self):
 		relay = start_fabric_command("relay", "--seconds", "60")
 		try:
