@@ -216,10 +216,14 @@ def _inserted_through_another_object(doc) -> bool:
 
 	A hook of that insert (after_insert, on_update) that loads the document anew and saves or
 	db_sets the copy changes a document whose created event is still to come. Frappe notes an
-	insert in ``currently_saving`` before it has a name (and leaves that entry there): only a
-	DocType inserted in this request or job pays for the look up the stack.
+	insert in ``currently_saving`` before naming it: under None, or under the name it was given
+	(a data import with IDs, an API call with ``name``), and removes the entry at its end only
+	if the name is still that. So only a DocType with an entry there besides the copy's own
+	save pays for the look up the stack.
 	"""
-	if (doc.doctype, None) not in (frappe.flags.currently_saving or ()):
+	saving = frappe.flags.currently_saving or ()
+	entries = sum(1 for doctype, _ in saving if doctype == doc.doctype)
+	if entries <= ((doc.doctype, doc.name) in saving):
 		return False
 	name = str(doc.name)
 
