@@ -90,6 +90,9 @@ doc_events = {
 			"cauldron_fabric.api.publish.forget_doctype_domains",
 		]
 	},
+	# Ending all of a user's sessions on a password change runs no logout hook; each session
+	# ended leaves a Logout entry in the Activity Log.
+	"Activity Log": {"after_insert": "cauldron_fabric.emit.session.on_session_ended"},
 	# Deleting a DocType runs none of its hooks; its feed entry (a "Deleted" Comment) is inserted.
 	"Comment": {"after_insert": "cauldron_fabric.emit.documents.doctype_deleted"},
 	# on_change, not on_update: Desk's "Rename Fieldname" renames a Custom Field with db_set.

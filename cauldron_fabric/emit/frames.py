@@ -1,9 +1,11 @@
-"""Reading what a hook is not told from the call that fires it: an argument, or the object called."""
+"""Reading what a hook is not told from the call that fires it: an argument, the object called,
+or the call itself."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 
@@ -31,5 +33,16 @@ def caller_of(method: str, matches: Callable[[object], bool]) -> object | None:
 			owner = frame.f_locals.get("self")
 			if owner is not None and matches(owner):
 				return owner
+		frame = frame.f_back
+	return None
+
+
+def call_of(function: Callable) -> FrameType | None:
+	"""Returns the frame of the innermost call of ``function`` this code runs inside, or None."""
+	code = function.__code__
+	frame = sys._getframe(1)
+	while frame is not None:
+		if frame.f_code is code:
+			return frame
 		frame = frame.f_back
 	return None

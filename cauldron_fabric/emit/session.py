@@ -1,11 +1,13 @@
-"""``user.login`` and ``user.logout`` from Frappe's session hooks."""
+"""``user.login`` and ``user.logout`` from Frappe's session hooks, and from the Activity Log
+for the logouts that run none."""
 
 from __future__ import annotations
 
 import frappe
+from frappe.sessions import clear_sessions
 
 from cauldron_fabric.core.naming import USER_LOGIN, USER_LOGOUT
-from cauldron_fabric.emit.frames import argument_of
+from cauldron_fabric.emit.frames import argument_of, call_of
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
 
@@ -49,6 +51,28 @@ def _user_logged_out(login_manager) -> str | None:
 	disables or deletes a user, ``logout(user=…)`` ends that user's sessions, not the admin's.
 	"""
 	return argument_of("logout", login_manager, "user") or None
+
+
+def on_session_ended(activity, method=None) -> None:
+	"""Records a logout of all of a user's sessions that ran no logout hook (an Activity Log's after_insert).
+
+	A new password with "Logout From All Devices", the update-password page, ``bench
+	set-password --logout-all-sessions`` and an LDAP password reset end the sessions with
+	``clear_sessions(force=True)``, which leaves a Logout entry in the Activity Log for each
+	session it deletes and calls no hook. Like an admin ending another user's sessions, that is
+	one logout of the user: recorded at the first entry of the call.
+	"""
+	if activity.operation != "Logout" or not activity.user:
+		return
+	clearing = call_of(clear_sessions)
+	if clearing is None or not clearing.f_locals.get("force"):
+		return  # the user's own logout or logout(user=…): on_logout recorded it
+	if getattr(frappe.local, "fabric_forced_logout", None) is clearing:
+		return
+	frappe.local.fabric_forced_logout = clearing
+	# A password reset by its emailed key runs as Guest: the user proved who they are.
+	actor = activity.user if frappe.session.user == "Guest" else None
+	_record_session_event(USER_LOGOUT, "logout", activity.user, actor=actor)
 
 
 def _record_session_event(event_type: str, action: str, user: str | None, actor: str | None = None) -> None:

@@ -14,6 +14,7 @@ from cauldron_fabric.api import settings as settings_api
 from cauldron_fabric.tests.utils import ensure_custom_doctype, events_after, last_seq
 
 PASSWORD = "Fabric-Test-Pass-9!"
+NEW_PASSWORD = "Fabric-Test-Pass-10!"
 PERMS_PROBE = "Fabric Perms Probe"
 
 
@@ -122,6 +123,78 @@ class TestOverHttp(FrappeTestCase):
 		self.assertEqual(logouts[0]["data"]["payload"]["user"], self.clerk)
 		# The admin did it: they are the acting user, still logged in.
 		self.assertEqual(logouts[0]["metadata"]["userId"], self.manager)
+
+	def logged_in_twice(self, email: str) -> list:
+		"""Makes ``email`` a user with PASSWORD (again after the test) and two sessions."""
+		make_user(email, ["Blogger"])
+		self.addCleanup(make_user, email, ["Blogger"])
+		browsers = [get_test_client(), get_test_client()]
+		for browser in browsers:
+			login = request("post", "/api/method/login", browser, data={"usr": email, "pwd": PASSWORD})
+			self.assertEqual(login.status_code, 200, login.text)
+		self.assertEqual(frappe.db.count("Sessions", {"user": email}), 2)
+		return browsers
+
+	def logouts_of(self, email: str) -> list[dict]:
+		return [e for e in events_after(self.start, "User", email) if e["type"] == "user.logout"]
+
+	def test_a_new_password_that_logs_out_all_sessions_is_one_logout_by_the_admin(self):
+		# Frappe ends them in clear_sessions(force=True), which runs no logout hook.
+		user = "fabric-rotating@example.com"
+		self.logged_in_twice(user)
+		admin = get_test_client()
+		login = request("post", "/api/method/login", admin, data={"usr": self.manager, "pwd": PASSWORD})
+		self.assertEqual(login.status_code, 200, login.text)
+		self.start = last_seq()
+		response = request(
+			"put",
+			f"/api/resource/User/{user}",
+			admin,
+			json={"new_password": NEW_PASSWORD, "logout_all_sessions": 1},
+		)
+		self.assertEqual(response.status_code, 200, response.text)
+		self.assertEqual(frappe.db.count("Sessions", {"user": user}), 0)
+		logouts = self.logouts_of(user)
+		self.assertEqual([e["data"]["payload"]["user"] for e in logouts], [user])
+		self.assertEqual(logouts[0]["metadata"]["userId"], self.manager)
+
+	def test_changing_ones_password_and_logging_out_elsewhere_is_one_logout(self):
+		user = "fabric-rotating-self@example.com"
+		here, _elsewhere = self.logged_in_twice(user)
+		self.start = last_seq()
+		response = request(
+			"post",
+			"/api/method/frappe.core.doctype.user.user.update_password",
+			here,
+			data={"new_password": NEW_PASSWORD, "old_password": PASSWORD, "logout_all_sessions": 1},
+		)
+		self.assertEqual(response.status_code, 200, response.text)
+		logouts = self.logouts_of(user)
+		self.assertEqual([e["data"]["payload"]["user"] for e in logouts], [user])
+		self.assertEqual(logouts[0]["metadata"]["userId"], user)
+
+	def test_a_password_reset_by_its_emailed_key_logs_the_user_out_by_the_user(self):
+		# The update-password page runs as Guest; System Settings may log out every session.
+		from frappe.utils import now_datetime, sha256_hash
+
+		user = "fabric-rotating-key@example.com"
+		self.logged_in_twice(user)
+		key = frappe.generate_hash()
+		frappe.db.set_value(
+			"User",
+			user,
+			{"reset_password_key": sha256_hash(key), "last_reset_password_key_generated_on": now_datetime()},
+		)
+		frappe.db.commit()
+		self.start = last_seq()
+		response = request(
+			"post",
+			"/api/method/frappe.core.doctype.user.user.update_password",
+			data={"new_password": NEW_PASSWORD, "key": key, "logout_all_sessions": 1},
+		)
+		self.assertEqual(response.status_code, 200, response.text)
+		logouts = self.logouts_of(user)
+		self.assertEqual([e["metadata"]["userId"] for e in logouts], [user])
 
 	def test_saving_a_user_without_a_session_is_no_logout(self):
 		# Frappe "logs out" a disabled user on every save of it, session or not.
