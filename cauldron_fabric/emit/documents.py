@@ -21,6 +21,7 @@ from frappe.utils import get_datetime
 from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
 from cauldron_fabric.emit.frames import argument_of, caller_of
+from cauldron_fabric.emit.held import held_now, hold_until_commit, release
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
 
@@ -49,6 +50,8 @@ BUSINESS_DAYS = ("posting_date", "transaction_date")
 # parent's save (recorded at commit, or before the parent's next event), and inside it.
 ROW_CHANGES = "fabric_row_changes"
 ROW_CHANGES_IN_SAVE = "fabric_row_changes_in_save"
+# db_sets (and saves of copies) inside saves, held until that save emits or until commit.
+DEFERRED_DB_SETS = "fabric_deferred_db_sets"
 
 
 def mark_db_set(doc, method=None) -> None:
@@ -102,8 +105,8 @@ def on_change(doc, method=None) -> None:
 		doc.flags.fabric_deferred_save = True
 		_defer_db_set(doc)
 		return
-	deferred = getattr(frappe.local, "fabric_deferred_db_sets", None)
-	if deferred and deferred.get((doc.doctype, doc.name)) is doc:
+	deferred = held_now(DEFERRED_DB_SETS)
+	if deferred.get((doc.doctype, doc.name)) is doc:
 		# This save's event carries the values its own hooks db_set.
 		del deferred[doc.doctype, doc.name]
 	# A commit in this save's own hooks recorded the save so far (record_deferred_db_sets):
@@ -164,31 +167,6 @@ def _is_row(doc) -> bool:
 	return bool(doc.get("parentfield")) and doc.meta.istable
 
 
-def _held(attribute: str, flush) -> dict:
-	"""Returns a dict held in frappe.local for the open transaction, to add to.
-
-	On first use in a transaction ``flush`` is set to run before the commit; a rollback
-	empties the dict.
-	"""
-	held = getattr(frappe.local, attribute, None)
-	if held is None:
-		held = {}
-		setattr(frappe.local, attribute, held)
-	if not held:
-		frappe.db.before_commit.add(flush)
-		frappe.db.after_rollback.add(held.clear)
-	return held
-
-
-def _released(attribute: str) -> dict:
-	"""Returns what ``_held`` kept, emptying it first (commit has already dropped the rollback
-	callback, so nothing must stay behind if recording raises)."""
-	held = getattr(frappe.local, attribute, None) or {}
-	released = dict(held)
-	held.clear()
-	return released
-
-
 def _stored(doctype: str, name: str):
 	"""Returns the document as stored now (None when its row is gone), in one read."""
 	try:
@@ -246,12 +224,12 @@ def _defer_db_set(doc) -> None:
 	Frappe leaves a save that raised in ``currently_saving``, so "being saved" may never end:
 	the commit records what no save covered, and a rollback forgets it all.
 	"""
-	_held("fabric_deferred_db_sets", record_deferred_db_sets)[doc.doctype, doc.name] = doc
+	hold_until_commit(DEFERRED_DB_SETS, record_deferred_db_sets)[doc.doctype, doc.name] = doc
 
 
 def record_deferred_db_sets() -> None:
 	"""Records the held-back db_sets no save covered (before_commit), on rows that exist."""
-	for doc in _released("fabric_deferred_db_sets").values():
+	for doc in release(DEFERRED_DB_SETS).values():
 		# A db_set from the validate of an insert that then failed wrote no row.
 		if not current_policy().kind_of(doc.doctype):
 			continue
@@ -335,7 +313,7 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 		parent_in_memory is not None and _being_saved(parent_in_memory)
 	)
 	attribute = ROW_CHANGES_IN_SAVE if in_save else ROW_CHANGES
-	change = (getattr(frappe.local, attribute, None) or {}).get(parent_key)
+	change = held_now(attribute).get(parent_key)
 	if change is not None:
 		if change["via"] != via:
 			change["via"] = None  # db_sets and other changes together: a plain update
@@ -361,7 +339,7 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 			else [row_payload(before) if r.get("name") == row.name else r for r in rows]
 		)
 	if change is None:
-		held = _held(attribute, record_rows_changed_in_saves if in_save else record_row_changes)
+		held = hold_until_commit(attribute, record_rows_changed_in_saves if in_save else record_row_changes)
 		change = held[parent_key] = {"kind": kind, "via": via, "before": {}}
 	change["before"][row.parentfield] = before_rows
 
@@ -384,7 +362,7 @@ def record_rows_changed_in_saves() -> None:
 
 
 def _record_held_row_changes(attribute: str) -> None:
-	for parent_key, change in _released(attribute).items():
+	for parent_key, change in release(attribute).items():
 		parent = _stored(*parent_key)
 		if parent is not None:  # else deleted since
 			_record_row_change(parent, change)
@@ -401,8 +379,7 @@ def record_rows_changed_in_save(doc, reported: dict[str, Any] | None) -> None:
 	is in its event already, and one changed before the save wrote its rows was overwritten by
 	them: both leave nothing to add.
 	"""
-	held = getattr(frappe.local, ROW_CHANGES_IN_SAVE, None)
-	change = held.pop(_parent_key(doc.doctype, doc.name), None) if held else None
+	change = held_now(ROW_CHANGES_IN_SAVE).pop(_parent_key(doc.doctype, doc.name), None)
 	parent = _stored(doc.doctype, doc.name) if change is not None else None
 	if parent is None:
 		return
@@ -420,7 +397,7 @@ def record_rows_changed_before(doctype: str, name: str, parent) -> None:
 	first and ends there. Left for the commit, it would come after the parent's own event
 	(after its ``submitted``, say) and repeat what that event changed in the table.
 	"""
-	held = getattr(frappe.local, ROW_CHANGES, None)
+	held = held_now(ROW_CHANGES)
 	if not held or parent is None:
 		return
 	change = held.pop(_parent_key(doctype, name), None)

@@ -280,6 +280,25 @@ class TestDocumentEvents(EmissionCase):
 		frappe.db.commit()
 		self.assertEqual(types_of(events_after(self.start, ORDER))[2:], ["fabric_test_order.created"])
 
+	def test_rows_changed_alone_after_a_refused_commit_are_still_recorded(self):
+		# Frappe drops the after-rollback callbacks before it runs the before-commit ones, so a
+		# commit that one of them refuses is rolled back without the fabric being told.
+		def refuse() -> None:
+			raise frappe.ValidationError("refused by a before_commit callback")
+
+		order = new_order("rows after a refused commit")
+		frappe.db.commit()
+		frappe.db.before_commit.add(refuse)
+		order.items[0].db_set("qty", 5)
+		with self.assertRaises(frappe.ValidationError):
+			frappe.db.commit()
+		frappe.db.rollback()
+		order.items[1].db_set("qty", 9)
+		frappe.db.commit()
+		_created, update = events_after(self.start, ORDER)
+		changed = update["data"]["payload"]["changes"]["items"]
+		self.assertEqual([[r["qty"] for r in changed[side]] for side in ("old", "new")], [[1, 3], [1, 9]])
+
 	def test_db_set_is_emitted_with_its_change(self):
 		order = new_order("db_set")
 		order.db_set("note", "set directly")
