@@ -239,3 +239,30 @@ def test_a_request_whose_reply_headers_are_not_whole_numbers_is_answered(bus, ta
 	else:
 		_method, _properties, body = bus.connection.channel().basic_get(reply_topic, auto_ack=True)
 	assert Envelope.from_json(body).data.payload == {"price": 5.0}
+
+
+def test_kafka_a_reply_partition_past_what_kafka_can_name_is_given_up_not_a_crash(kafka, tables):
+	# The partition is handed to the producer as a C int: one past its range raised
+	# OverflowError out of the consumer, after the request's effect was committed, and again
+	# after every restart, as the duplicate sends its kept replies.
+	bus = KafkaBus(kafka)
+	channel, request = bus.channel(), price_request()
+	consumer = responder(bus, channel, tables, reply_attempts=2)
+	reply_topic = f"{channel}.replies"
+	create_topic(kafka.bootstrap, reply_topic, 1)
+	headers = [
+		*kafka_headers(request),
+		(REPLY_TO, reply_topic),
+		(REPLY_PARTITION, str(2**31)),
+		(CORRELATION_ID, request.id),
+	]
+	producer = Producer({"bootstrap.servers": kafka.bootstrap})
+	producer.produce(channel, value=request.to_json().encode(), key=b"Q-1", headers=headers)
+	producer.flush(10)
+	try:
+		assert consume_until(consumer, lambda: consumer.stats.totals().unreplied >= 1, 30)
+		consumer.run(max_seconds=1)  # commits the offset
+	finally:
+		consumer.close()
+	assert bus.lag(consumer.options.group, channel) == 0, "marked done once given up"
+	assert effects_of(tables, request.id) == 1

@@ -333,9 +333,9 @@ class KafkaSource(MessageSource):
 				partition=int(partition) if partition is not None else -1,  # any, when unreadable
 				on_delivery=lambda err, _msg: outcome.append(err),
 			)
-		except (KafkaException, BufferError) as exc:
-			# Refused on the spot (a partition the client knows is missing, a full queue): the
-			# same failure as a refused delivery, not a crash of the consumer.
+		except (KafkaException, BufferError, OverflowError) as exc:
+			# Refused on the spot (a partition the client knows is missing or past a C int, a
+			# full queue): the same failure as a refused delivery, not a crash of the consumer.
 			raise TransportUnavailable(f"Kafka did not take the reply for {topic!r}: {exc}.") from exc
 		deadline = time.monotonic() + PUBLISH_TIMEOUT
 		while not outcome and time.monotonic() < deadline:
