@@ -408,6 +408,35 @@ def test_rabbitmq_a_time_header_past_the_calendar_does_not_stop_the_consumer():
 		bus.close()
 
 
+def test_an_event_that_expired_in_a_rabbitmq_group_queue_is_a_dead_letter_not_dropped():
+	# Only a request's requester stops waiting. An event that expired in the group's queue (a
+	# producer's per-message TTL, or a TTL policy on the queues while the consumers were down)
+	# was dropped as an "expired request" with a log line: lost, with nothing to retry.
+	bus = RabbitBus()
+	try:
+		channel, group = bus.channel(), f"expiring-{uuid.uuid4().hex[:6]}"
+		options = ConsumerOptions(group=group, poll_timeout=0.1)
+		bus.source(options, channel).close()  # the group's queues exist, but no consumer runs
+		event = item("good", 1)
+		headers = {f"cloudEvents_{k[3:]}": v for k, v in kafka_headers(event) if k.startswith("ce_")}
+		properties = pika.BasicProperties(headers=headers, content_type="application/json", expiration="50")
+		bus.connection.channel().basic_publish(channel, event.type, event.to_json().encode(), properties)
+		time.sleep(0.5)
+		bus.connection.channel().queue_declare(group, passive=True)  # the broker expires it on a look
+		consumer, _tracking, letters = item_consumer(bus.source(options, channel), options)
+		try:
+			consumer.run(lambda: bool(letters), max_seconds=10)
+		finally:
+			consumer.close()
+		assert consumer.stats.totals().expired == 0, "an event is no request"
+		assert [(letter.failure.reason, letter.envelope.id) for letter in letters] == [
+			("broker-dead-lettered", event.id)
+		]
+		assert "expired" in letters[0].failure.message
+	finally:
+		bus.close()
+
+
 def test_a_message_the_broker_dead_letters_from_a_rabbitmq_group_queue_becomes_a_recorded_dead_letter():
 	# Only expired requests are dropped from <group>.expired; anything else the broker set aside
 	# there (here: rejected by a foreign client of the group's queue) was accepted once and must

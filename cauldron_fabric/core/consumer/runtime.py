@@ -40,6 +40,7 @@ from cauldron_fabric.core.consumer.messages import (
 	HANDLER_CRASHED,
 	HANDLER_REFUSED,
 	INVALID_ENVELOPE,
+	REPLY_TO,
 	SCHEMA_VIOLATION,
 	ConsumerStats,
 	DeadLetter,
@@ -200,7 +201,9 @@ class Consumer:
 			envelope = from_headers(message.headers, message.body)
 		except Exception:
 			envelope = None
-		if message.broker_death != EXPIRED_BY_BROKER:
+		if message.broker_death != EXPIRED_BY_BROKER or message.header(REPLY_TO) is None:
+			# Only a request's requester stops waiting: an event that expired (a producer's TTL,
+			# a TTL policy on the queue) can still be handled, from its dead letter.
 			failure = Failure(
 				BROKER_DEAD_LETTERED,
 				"",
