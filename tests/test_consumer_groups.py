@@ -232,3 +232,44 @@ def test_a_connection_lost_inside_a_handler_is_an_outage_not_a_failed_attempt(bu
 	finally:
 		consumer.close()
 	assert sorted(r[0] for r in effect_rows(effects)) == sorted(e.id for e in sent)
+
+
+def test_a_connection_lost_during_the_schema_check_is_an_outage_not_a_stopped_consumer(bus, tables):
+	# The site's schema check reads the registry on the consumer's database connection, before
+	# the event's unit of work begins. When that connection went away during the check, the
+	# driver's error came out of the consumer and stopped it, instead of deferring the event
+	# as in any other database outage.
+	(tracking, effects), channel = tables, bus.channel()
+	options = ConsumerOptions(group=f"check-{uuid.uuid4().hex[:6]}", outage_backoff=Backoff(0.3, 2, 1, 0))
+	store = SqlTrackingStore(connect_db, table=tracking[0], sequence=tracking[1])
+	killed = []
+
+	def check_with_the_registry(envelope):
+		with store.transaction.cursor() as cur:
+			if not killed:
+				kill_session(cur)
+				killed.append(envelope.id)
+			cur.execute("SELECT 1")
+		return envelope
+
+	def record_effect(envelope, context):
+		with context.transaction.cursor() as cur:
+			insert_effect(cur, effects, envelope)
+
+	consumer = Consumer(
+		bus.source(options, channel),
+		HandlerTable.from_mapping({"**": record_effect}),
+		store,
+		options,
+		validate=check_with_the_registry,
+	)
+	sent = events(3)
+	bus.publish(channel, [wire(e) for e in sent])
+	try:
+		consumer.run(lambda: len(effect_rows(effects)) >= 3, max_seconds=30)
+		totals = consumer.stats.totals()
+		assert killed, "the connection was never killed"
+		assert totals.deferred >= 1 and totals.dead_lettered == 0 and totals.failed == 0, totals
+	finally:
+		consumer.close()
+	assert sorted(r[0] for r in effect_rows(effects)) == sorted(e.id for e in sent)

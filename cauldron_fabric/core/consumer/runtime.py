@@ -188,13 +188,24 @@ class Consumer:
 		if not handlers:
 			return self._finish(message, IGNORED)  # another group's business, valid or not
 		try:
+			# The unit of work begins before the schema check: a site's check reads its registry
+			# on the same connection, which begin() opens again after it was lost.
+			self.tracking.begin()
 			if self.validate is not None:
 				envelope = self.validate(envelope)
-		except PermanentError as exc:
-			return self._dead_letter(message, Failure.of(SCHEMA_VIOLATION, exc), message.attempt, envelope)
-		except RetryableError as exc:
-			return self._outage(message, exc)  # the schema registry could not be read
+		except Exception as exc:
+			self.tracking.rollback()
+			return self._not_checked(message, envelope, exc)
 		return self._run_handlers(message, envelope, handlers)
+
+	def _not_checked(self, message: InboundMessage, envelope: Envelope, error: Exception) -> str:
+		"""Sets aside an event that breaks its schema; defers one whose check could not be made."""
+		if isinstance(error, PermanentError):
+			return self._dead_letter(message, Failure.of(SCHEMA_VIOLATION, error), message.attempt, envelope)
+		if isinstance(error, RetryableError) or is_connection_error(error):
+			# The schema registry, or the database it lives in, could not be read.
+			return self._outage(message, error)
+		raise error
 
 	def _broker_dead(self, message: InboundMessage) -> str:
 		try:
@@ -222,7 +233,6 @@ class Consumer:
 
 	def _run_handlers(self, message: InboundMessage, envelope: Envelope, handlers) -> str:
 		try:
-			self.tracking.begin()
 			claimed = self.tracking.claim(self.options.group, envelope, message)
 		except RetryableError as exc:
 			self.tracking.rollback()
