@@ -1,13 +1,21 @@
-"""TCP proxies in front of real brokers that cause real outages: every connection cut, or one request."""
+"""TCP proxies in front of real brokers that cause real outages: every connection cut, or one request,
+or a broker that stops answering."""
 
 import socket
 import threading
+import time
 
 OFFSET_COMMIT = 8  # the Kafka protocol's API key of OffsetCommit requests
 
 
 class Proxy:
-	"""Forwards 127.0.0.1:``port`` to 127.0.0.1:``upstream``; ``stop`` cuts and refuses connections."""
+	"""Forwards 127.0.0.1:``port`` to 127.0.0.1:``upstream``; ``stop`` cuts and refuses connections.
+
+	While ``frozen``, nothing is forwarded either way and connections stay open: a broker that
+	stopped answering (a long GC pause, a hung node).
+	"""
+
+	frozen = False
 
 	def __init__(self, port, upstream):
 		self.port, self.upstream, self.sockets, self.listener = port, upstream, [], None
@@ -32,10 +40,11 @@ class Proxy:
 		"""Forwards what the client sends; a subclass may look at it on the way."""
 		self._pipe(client, upstream)
 
-	@staticmethod
-	def _pipe(source, target):
+	def _pipe(self, source, target):
 		try:
 			while data := source.recv(65536):
+				while self.frozen:
+					time.sleep(0.05)
 				target.sendall(data)
 		except OSError:
 			pass

@@ -13,6 +13,7 @@ from cloudevents.core.bindings import amqp as ce_amqp
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from consumer_buses import RabbitBus, bus_fixture  # noqa: F401
+from tcp_proxy import Proxy
 
 from cauldron_fabric.core.consumer import (
 	CircuitBreaker,
@@ -26,7 +27,8 @@ from cauldron_fabric.core.consumer import (
 	ResponderFailed,
 	open_requester,
 )
-from cauldron_fabric.core.errors import ConfigurationError
+from cauldron_fabric.core.errors import ConfigurationError, FabricError, TransportUnavailable
+from cauldron_fabric.testing.kafka_broker import free_port
 from conftest import redis_circuits
 
 PRICE = "quote.price.requested"
@@ -400,4 +402,31 @@ def test_rabbitmq_requests_that_expire_unanswered_are_drained_counted_and_never_
 		assert len(expired) == 3 and all(PRICE in line for line in expired), expired
 	finally:
 		requester.close()
+		bus.close()
+
+
+def test_a_rabbitmq_request_to_a_broker_that_stopped_answering_ends_at_its_timeout():
+	# The requester waited for the broker's confirm of each request, with no bound: a broker
+	# that stopped answering held a call with a 2 s timeout until the heartbeat gave up, over
+	# two minutes, and every other call of the process behind it.
+	bus = RabbitBus()
+	port = free_port()
+	proxy = Proxy(port, 5672).start()
+	requester = open_requester(
+		f"amqp://guest:guest@127.0.0.1:{port}/%2F",
+		source="urn:test:requester",
+		broker_options={"exchange": bus.channel()},
+	)
+	try:
+		with pytest.raises(TransportUnavailable, match="No responder queue is bound"):
+			requester.request(PRICE, {"sku": "S-1", "qty": 1}, 5)  # connected; nobody answers PRICE
+		proxy.frozen = True
+		started = time.monotonic()
+		with pytest.raises(FabricError):
+			requester.request(PRICE, {"sku": "S-1", "qty": 1}, 2)
+		assert time.monotonic() - started < 4, "the call ended at its timeout"
+	finally:
+		proxy.frozen = False
+		requester.close()
+		proxy.stop()
 		bus.close()

@@ -5,7 +5,10 @@ the request id as ``correlation_id`` and the timeout as message TTL (a request n
 time expires instead of being served late). Responders are the competing consumers of a
 group's queue bound to that routing key. Calls from several threads share the one channel:
 each waits for the reply with its own correlation id while whichever holds the connection reads
-for everyone, so a slow target never delays another call past its timeout.
+for everyone, so a slow target never delays another call past its timeout. Requests are
+published without confirms, mandatory: a request no queue is bound to comes back (a return)
+while its call waits, and that wait is bounded by the timeout, whereas the wait for a confirm
+was not: a broker that stopped answering held the call until the heartbeat gave up, minutes.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ class RabbitMQRequester(Requester):
 		self.where = f"RabbitMQ at {self.parameters.host}:{self.parameters.port}"
 		self._connection = None
 		self._channel = None
-		# Correlation id -> (arrived, [reply]) of every call waiting for its reply.
-		self._waiting: dict[str, tuple[threading.Event, list[Envelope]]] = {}
+		# Correlation id -> (arrived, [reply, or the error of a returned request]) of every waiting call.
+		self._waiting: dict[str, tuple[threading.Event, list[Envelope | TransportUnavailable]]] = {}
 		self._lock = threading.Lock()  # whoever holds it uses the connection
 
 	def target_for(self, event_type: str) -> str:
@@ -64,7 +67,7 @@ class RabbitMQRequester(Requester):
 			channel = self._connection.channel()
 			channel.exchange_declare(self.exchange_name, "topic", durable=True)
 			channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, auto_ack=True)
-			channel.confirm_delivery()
+			channel.add_on_return_callback(self._on_return)
 		except AMQP_ERRORS as exc:
 			self._drop()
 			raise TransportUnavailable(f"Cannot open a request channel on {self.where}: {exc!r}.") from exc
@@ -82,6 +85,19 @@ class RabbitMQRequester(Requester):
 			return
 		arrived, box = waiter
 		box.append(reply)
+		arrived.set()
+
+	def _on_return(self, channel, method, properties, body: bytes) -> None:
+		waiter = self._waiting.get(properties.correlation_id or "")
+		if waiter is None:
+			return
+		arrived, box = waiter
+		box.append(
+			TransportUnavailable(
+				f"No responder queue is bound to {method.routing_key!r} on exchange {method.exchange!r}.",
+				hint="Start a consumer group whose handlers answer this request type.",
+			)
+		)
 		arrived.set()
 
 	def exchange(self, request: Envelope, target: str, timeout: float) -> Envelope:
@@ -132,6 +148,8 @@ class RabbitMQRequester(Requester):
 			self._waiting.pop(request.id, None)
 		if not box:
 			raise timeout_error(request, target, timeout, self.where)
+		if isinstance(box[0], TransportUnavailable):
+			raise box[0]
 		return box[0]
 
 	def _publish(self, request: Envelope, target: str, properties: pika.BasicProperties) -> None:
@@ -139,11 +157,6 @@ class RabbitMQRequester(Requester):
 			self._channel.basic_publish(
 				self.exchange_name, target, request.to_json().encode(), properties, mandatory=True
 			)
-		except pika.exceptions.UnroutableError as exc:
-			raise TransportUnavailable(
-				f"No responder queue is bound to {target!r} on exchange {self.exchange_name!r}.",
-				hint="Start a consumer group whose handlers answer this request type.",
-			) from exc
 		except AMQP_ERRORS as exc:
 			self._drop()
 			raise TransportUnavailable(f"Lost {self.where} during a request: {exc!r}.") from exc
