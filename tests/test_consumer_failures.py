@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pika
+import pytest
 from cloudevents.core.bindings import amqp as ce_amqp
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -31,7 +32,7 @@ from cauldron_fabric.core.consumer.rabbitmq import dead_letter_queue, retry_queu
 from cauldron_fabric.core.consumer.tracking_sql import TrackingUnavailable
 from cauldron_fabric.core.consumer.validation import validate_with_catalog
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
-from cauldron_fabric.core.errors import PermanentError
+from cauldron_fabric.core.errors import ConfigurationError, PermanentError
 from cauldron_fabric.core.retry import Backoff
 from conftest import make_envelope
 
@@ -462,5 +463,22 @@ def test_a_message_the_broker_dead_letters_from_a_rabbitmq_group_queue_becomes_a
 		assert "rejected" in letters[0].failure.message
 		[(headers, _body)] = bus.dead_letters(group, 1, timeout=5)
 		assert (headers[DEAD_LETTER_REASON], headers[CONSUMER_GROUP]) == ("broker-dead-lettered", group)
+	finally:
+		bus.close()
+
+
+def test_rabbitmq_a_group_whose_queue_exists_with_other_arguments_is_refused_with_what_to_do():
+	# The group's queue dead-letters into '<exchange>.dlx': after the exchange is changed in
+	# Fabric Settings (or with a queue declared by hand), RabbitMQ refuses to declare it again
+	# (PRECONDITION_FAILED). That came out as TransportUnavailable, "the consumer keeps
+	# trying", and the consumer tried for ever, consuming nothing.
+	bus = RabbitBus()
+	try:
+		before, after = bus.channel(), bus.channel()
+		options = ConsumerOptions(group=f"moved-{uuid.uuid4().hex[:6]}", poll_timeout=0.1)
+		bus.source(options, before).close()
+		with pytest.raises(ConfigurationError, match="inequivalent arg") as refused:
+			bus.source(options, after)
+		assert "consume as another group" in str(refused.value)
 	finally:
 		bus.close()

@@ -47,6 +47,7 @@ from cauldron_fabric.core.transports.rabbitmq import DEFAULT_EXCHANGE, connectio
 log = logging.getLogger("cauldron_fabric.consumer.rabbitmq")
 
 PERSISTENT = 2
+PRECONDITION_FAILED = 406  # AMQP: a queue or exchange declared again with other arguments or type
 PARTITION_KEY_HEADERS = ("cloudEvents_partitionkey", "ce-partitionkey", "ce_partitionkey")
 TIME_HEADERS = ("cloudevents_time", "cloudevents:time", "ce-time", "ce_time")
 AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
@@ -99,6 +100,15 @@ def declare_group_queues(
 				"x-dead-letter-routing-key": queue,
 			},
 		)
+
+
+def close_quietly(connection) -> None:
+	"""Closes a connection if it is open; one that fails to close is gone anyway."""
+	if connection is not None and connection.is_open:
+		try:
+			connection.close()
+		except AMQP_ERRORS:
+			pass
 
 
 def amqp_header(name: str, value: Any) -> Any:
@@ -172,6 +182,7 @@ class RabbitMQSource(MessageSource):
 	# -- connection -------------------------------------------------------------------------
 
 	def _connect(self) -> None:
+		connection = None
 		try:
 			connection = pika.BlockingConnection(self.parameters)
 			channel = connection.channel()
@@ -182,6 +193,19 @@ class RabbitMQSource(MessageSource):
 			channel.basic_consume(self.queue, self._on_message, auto_ack=False)
 			channel.basic_consume(expired_queue(self.queue), self._on_expired, auto_ack=False)
 		except AMQP_ERRORS as exc:
+			close_quietly(connection)
+			if (
+				isinstance(exc, pika.exceptions.ChannelClosedByBroker)
+				and exc.reply_code == PRECONDITION_FAILED
+			):
+				# Declared before with other arguments (the dead-letter exchange follows the
+				# exchange setting): refused the same way at every try, so it is no outage.
+				raise ConfigurationError(
+					f"RabbitMQ refused the queues of group {self.queue!r} as the consumer declares them:"
+					f" {exc.reply_text}.",
+					hint="They exist with other arguments (declared for another exchange, or by hand): set"
+					" the exchange back, delete the group's queues once drained, or consume as another group.",
+				) from exc
 			raise TransportUnavailable(
 				f"Cannot consume queue {self.queue!r} at {self.parameters.host}:{self.parameters.port}: {exc!r}.",
 				hint="Check that RabbitMQ runs and the user may declare queues; the consumer keeps trying.",
@@ -199,11 +223,7 @@ class RabbitMQSource(MessageSource):
 		connection, self._connection, self._channel = self._connection, None, None
 		self._buffer.clear()
 		self._deferred.clear()  # unacknowledged: the broker hands them out again
-		if connection is not None and connection.is_open:
-			try:
-				connection.close()
-			except AMQP_ERRORS:
-				pass
+		close_quietly(connection)
 
 	def _on_message(self, channel, method, properties, body: bytes) -> None:
 		topic = method.routing_key if method.exchange else self.queue
@@ -409,8 +429,4 @@ class RabbitMQSource(MessageSource):
 	def close(self) -> None:
 		"""Stops consuming and disconnects; unacknowledged messages go back to the queue."""
 		connection, self._connection, self._channel = self._connection, None, None
-		if connection is not None and connection.is_open:
-			try:
-				connection.close()
-			except AMQP_ERRORS:
-				pass
+		close_quietly(connection)
