@@ -13,7 +13,7 @@ from cauldron_fabric.consume.handlers import load_handler_table
 from cauldron_fabric.consume.runner import default_topics
 from cauldron_fabric.consume.settings import load_consumer_settings
 from cauldron_fabric.core.consumer.factory import kafka_bootstrap, retry_delays
-from cauldron_fabric.core.consumer.kafka import group_lag, retry_topic
+from cauldron_fabric.core.consumer.kafka import group_lag, retry_prefix
 from cauldron_fabric.core.consumer.rabbitmq import retry_queue
 from cauldron_fabric.core.consumer.runtime import ConsumerOptions
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
@@ -33,8 +33,15 @@ def broker_lag(
 		waiting = [retry_queue(group, delay) for delay in sorted(set(delays))]
 		return queue_depths(settings.broker_url, settings.broker_options, group, waiting)
 	chosen = list(topics) or default_topics(settings, load_handler_table(settings.handler_user))
-	chosen += [retry_topic(group, n) for n in range(1, max(2, settings.max_attempts))]
-	lags = group_lag(kafka_bootstrap(settings.broker_url), group, chosen, settings.broker_options)
+	# Every retry topic of the group: after its attempts are lowered, copies still wait in
+	# the higher ones (its consumers read them all).
+	lags = group_lag(
+		kafka_bootstrap(settings.broker_url),
+		group,
+		chosen,
+		settings.broker_options,
+		prefixes=[retry_prefix(group)],
+	)
 	# The broker lists only topics that exist: a misspelt one would add nothing and the
 	# group would look caught up. Retry topics appear with the first retry, so they may be absent.
 	missing = sorted(set(topics) - {lag.topic for lag in lags})

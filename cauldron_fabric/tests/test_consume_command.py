@@ -157,6 +157,19 @@ class TestConsumeCommand(FrappeTestCase):
 			consumers_api.get_lag("lag-probe", f"{known},{missing}")
 		self.assertIn(missing, str(refused.exception))
 
+	def test_the_lag_counts_copies_waiting_in_retry_topics_past_the_current_attempts(self):
+		# Attempts are 2 here (one retry topic); copies from when they were higher still wait
+		# in .retry.3, and the group's consumers will read them.
+		known, group = f"{self.prefix}.lagged", f"lag-{frappe.generate_hash(length=6)}"
+		create_topic(self.broker.bootstrap, known, 1)
+		older = f"{group}.retry.3"
+		create_topic(self.broker.bootstrap, older, 1)
+		publish(self.broker.bootstrap, older, [b'{"waiting": 1}', b'{"waiting": 2}'])
+		lag = consumers_api.get_lag(group, known)
+		waiting = [p for p in lag["partitions"] if p["topic"] == older]
+		self.assertEqual([p["lag"] for p in waiting], [2], lag)
+		self.assertEqual(lag["lag"], 2)
+
 	def test_with_no_broker_configured_the_message_names_both(self):
 		from cauldron_fabric.tests.utils import fabric_settings
 

@@ -456,8 +456,13 @@ def group_lag(
 	topics: Sequence[str],
 	options: dict[str, Any] | None = None,
 	timeout: float = 5.0,
+	prefixes: Sequence[str] = (),
 ) -> list[PartitionLag]:
-	"""Returns the lag of a consumer group on ``topics`` as the broker sees it (committed offsets)."""
+	"""Returns the lag of a consumer group on ``topics`` as the broker sees it (committed offsets).
+
+	Every existing topic whose name starts with one of ``prefixes`` counts too (a group's retry
+	topics: copies may wait in more of them than the current attempts setting names).
+	"""
 	options = dict(options or {})
 	admin = AdminClient({**kafka_config(bootstrap, {**options, "extra": {}}), "error_cb": lambda _e: None})
 	consumer = Consumer(
@@ -465,9 +470,10 @@ def group_lag(
 	)
 	try:
 		metadata = admin.list_topics(timeout=timeout)
+		prefixed = sorted(t for t in metadata.topics if t.startswith(tuple(prefixes)) and t not in topics)
 		keys = [
 			(topic, number)
-			for topic in topics
+			for topic in [*topics, *prefixed]
 			if topic in metadata.topics
 			for number in sorted(metadata.topics[topic].partitions)
 		]
