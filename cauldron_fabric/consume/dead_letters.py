@@ -9,6 +9,7 @@ consumed the event are not bothered again.
 
 from __future__ import annotations
 
+import base64
 import json
 
 import frappe
@@ -69,7 +70,7 @@ def record_dead_letter(letter: DeadLetter) -> None:
 					"reason": letter.failure.reason,
 					"broker": letter.broker,
 					"deadLetterDestination": letter.destination,
-					"key": letter.key.decode("utf-8", "replace") if letter.key else None,
+					**stored_key(letter.key),
 				},
 				indent=1,
 			),
@@ -82,6 +83,24 @@ def record_dead_letter(letter: DeadLetter) -> None:
 		}
 	).insert(ignore_permissions=True)
 	frappe.db.commit()
+
+
+def stored_key(key: bytes | None) -> dict[str, str]:
+	"""Returns how the attempt log keeps a message's key: as text, or in base64 when it is not
+	UTF-8 (decoded with replacements it would be another key, on another partition)."""
+	if not key:
+		return {"key": None}
+	try:
+		return {"key": key.decode("utf-8")}
+	except UnicodeDecodeError:
+		return {"keyBase64": base64.b64encode(key).decode("ascii")}
+
+
+def key_of(details: dict, envelope: Envelope) -> str | bytes:
+	"""Returns the key a dead letter's event goes back under: its own, else the entity's."""
+	if details.get("keyBase64"):
+		return base64.b64decode(details["keyBase64"])
+	return details.get("key") or envelope.partition_key
 
 
 def retry(dead_letter) -> None:
@@ -116,9 +135,7 @@ def retry(dead_letter) -> None:
 		(ATTEMPTS, "1"),
 	)
 	destination = retry_topic(group, 1) if broker == "kafka" else f"/{group}"
-	message = OutboundMessage(
-		destination, details.get("key") or envelope.partition_key, envelope.to_json().encode(), headers
-	)
+	message = OutboundMessage(destination, key_of(details, envelope), envelope.to_json().encode(), headers)
 	try:
 		transport = open_transport(settings.broker_url, settings.broker_options)
 		try:

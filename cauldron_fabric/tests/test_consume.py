@@ -173,6 +173,36 @@ class TestConsumingIntoTheSite(FrappeTestCase):
 			frappe.db.exists("Processed Event", {"consumer_group": group, "event_id": failing.id})
 		)
 
+	def test_a_retried_letter_keeps_its_binary_key(self):
+		# A producer's key need not be text: a retry under another key would land on another
+		# partition than the entity's other events.
+		from confluent_kafka import Producer
+
+		from cauldron_fabric.core.cloudevents import kafka_headers
+		from cauldron_fabric.core.consumer.kafka import retry_topic
+
+		topic, group, key = self.fresh_topic(), group_name("binary-key"), b"\xff\x00charge\xfe"
+		failing = charge(71)
+		LEDGER["fixed"] = False
+		producer = Producer({"bootstrap.servers": self.broker.bootstrap})
+		producer.produce(topic, failing.to_json().encode(), key, headers=list(kafka_headers(failing)))
+		producer.flush(10)
+		consume(group, [topic], extra_handlers={CHARGE: book_charge})
+		(letter,) = [row for row in dead_letters(group) if row.event_id == failing.id]
+		frappe.get_doc("Dead Letter", letter.name).retry()
+		frappe.db.commit()
+
+		def desk_copies(messages):  # the consumer's own retry copies say attempt 2
+			return [
+				m
+				for m in messages
+				if json.loads(m.value())["id"] == failing.id and dict(m.headers()).get(ATTEMPTS) == b"1"
+			]
+
+		messages = read_topic(self.broker.bootstrap, retry_topic(group, 1), 1, until=desk_copies)
+		(copy,) = desk_copies(messages)
+		self.assertEqual(copy.key(), key)
+
 	def test_handlers_run_as_the_handler_user_with_its_permissions(self):
 		event, topic = approval_requested(), self.fresh_topic()
 		publish(self.broker.bootstrap, topic, [event])
