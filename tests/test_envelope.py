@@ -14,6 +14,7 @@ from cauldron_fabric.core.envelope import (
 	_json_default,
 	dumps,
 	format_time,
+	is_rfc3339,
 	new_event_id,
 	parse_time,
 	utc_now_iso,
@@ -157,3 +158,17 @@ def test_the_fallback_writes_nan_and_infinity_as_null_like_the_fast_encoder():
 	assert dumps({"x": float("nan")}) == '{"x":null}'
 	odd = {"n": 2**70, "x": float("nan"), "deep": [{"y": float("-inf")}], "tags": {float("inf")}}
 	assert strict_loads(dumps(odd)) == {"n": 2**70, "x": None, "deep": [{"y": None}], "tags": [None]}
+
+
+def test_rfc_3339_is_told_apart_from_the_rest_of_iso_8601():
+	for good in ("2026-11-27T14:00:00Z", "2026-11-27t14:00:00.123456z", "2026-11-27T14:00:00-05:30"):
+		assert is_rfc3339(good), good
+	for bad in (
+		"20261127T140000Z",  # basic format
+		"2026-W48-5T14:00:00Z",  # week date
+		"2026-11-27T14:00:00+0100",  # offset without its colon
+		"2026-11-27T14:00:00",  # no offset
+		"2026-02-30T00:00:00Z",  # no such day
+		"2026-11-27 14:00:00Z",
+	):
+		assert not is_rfc3339(bad), bad

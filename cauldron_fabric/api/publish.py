@@ -33,7 +33,7 @@ import frappe
 from frappe import _
 
 from cauldron_fabric.api.permissions import MANAGERS, require_role
-from cauldron_fabric.core.envelope import Envelope, new_event_id, utc_now_iso
+from cauldron_fabric.core.envelope import Envelope, is_rfc3339, new_event_id, utc_now_iso
 from cauldron_fabric.core.errors import FabricError, InvalidEnvelope
 from cauldron_fabric.core.naming import DOCUMENT_ACTIONS, snake_case
 from cauldron_fabric.core.schema import catalog_entry
@@ -187,6 +187,14 @@ def _envelope(body: dict[str, Any], unknown: list[str]) -> Envelope:
 		envelope = Envelope.from_dict(complete)
 	except InvalidEnvelope as exc:
 		problems += exc.problems
+	else:
+		# Consumed events are read leniently; what the site sends on must be CloudEvents' time.
+		if not is_rfc3339(envelope.time):
+			problems.append(
+				_("'time' must be an RFC 3339 timestamp such as 2026-11-27T14:00:00Z, not {0}").format(
+					repr(envelope.time)
+				)
+			)
 	problems += _impersonation_problems(complete)
 	if problems:
 		_refuse(problems)

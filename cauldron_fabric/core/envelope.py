@@ -69,6 +69,22 @@ def format_time(moment: dt.datetime) -> str:
 	return moment.isoformat(timespec="microseconds") + "Z"
 
 
+# RFC 3339's date-time (CloudEvents' time): a strict profile of ISO 8601, which fromisoformat
+# goes well beyond (basic format, week dates, offsets without a colon).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def is_rfc3339(value: str) -> bool:
+	"""Tells whether ``value`` is an RFC 3339 timestamp such as ``2026-11-27T14:00:00Z``."""
+	if not _RFC3339.fullmatch(value):
+		return False
+	try:
+		parse_time(value)
+	except ValueError:  # 2026-02-30 and the like
+		return False
+	return True
+
+
 def parse_time(value: str) -> dt.datetime:
 	"""Parses an RFC 3339 timestamp into an aware datetime; raises ValueError when it is not one."""
 	text = value.strip()

@@ -137,6 +137,21 @@ class TestPublishApi(FrappeTestCase):
 				self.assertIn("'metadata' must be an object", response.json["exception"])
 		self.assertEqual(events_after(self.start, "Note", self.tag), [])
 
+	def test_a_time_that_is_not_rfc_3339_is_refused(self):
+		# CloudEvents' time is RFC 3339: other ISO 8601 forms would reach consumers in ce_time
+		# and fail their SDKs.
+		data = {"entity": "Note", "entityId": self.tag, "payload": {}}
+		for moment in ("20261127T140000Z", "2026-W48-5T14:00:00Z", "2026-11-27T14:00:00+0100"):
+			with self.subTest(time=moment):
+				response = self.publish({"type": "lore.note.saved", "time": moment, "data": data})
+				self.assertEqual(response.status_code, 422, response.text)
+				self.assertIn("RFC 3339", response.json["exception"])
+		self.assertEqual(events_after(self.start, "Note", self.tag), [])
+		accepted = self.publish(
+			{"type": "lore.note.saved", "time": "2026-11-27T14:00:00.5+01:00", "data": data}
+		)
+		self.assertEqual(accepted.status_code, 200, accepted.text)
+
 	def test_bad_events_get_422_listing_every_problem(self):
 		response = self.publish({"type": "Not A Type", "data": {"entity": "", "payload": []}, "extra": 1})
 		self.assertEqual(response.status_code, 422, response.text)
