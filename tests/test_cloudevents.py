@@ -54,13 +54,14 @@ def test_structured_round_trip_and_sdk_acceptance(envelope):
 @pytest.mark.parametrize("prefix", [ce.KAFKA_PREFIX, ce.HTTP_PREFIX, ce.AMQP_PREFIX])
 def test_binary_round_trip_for_every_binding(envelope, prefix):
 	wire = ce.to_binary(envelope, prefix)
+	read = ce.from_http if prefix == ce.HTTP_PREFIX else ce.from_headers
 	assert json.loads(wire.body) == {
 		"entity": "Sales Invoice",
 		"entityId": "SINV-7",
 		"action": "submitted",
 		"payload": envelope.data.payload,
 	}
-	assert ce.from_headers(wire.headers, wire.body) == envelope
+	assert read(wire.headers, wire.body) == envelope
 
 
 def test_http_binary_is_accepted_by_the_sdk(envelope):
@@ -68,6 +69,16 @@ def test_http_binary_is_accepted_by_the_sdk(envelope):
 	event = ce_http.from_binary(ce_http.HTTPMessage(headers=wire.header_dict(), body=wire.body), JSONFormat())
 	assert event.get_type() == envelope.type
 	assert event.get_extension("userid") == "Administrator"
+
+
+def test_http_binary_percent_encodes_what_http_headers_cannot_carry():
+	# HTTP header values are Latin-1 at most: the binding percent-encodes UTF-8 (spec 3.1.3.2).
+	envelope = make_envelope("ToDo", "漢字 100%", "updated")
+	wire = ce.to_binary(envelope, ce.HTTP_PREFIX)
+	assert all(value.isascii() and " " not in value for _, value in wire.headers)
+	event = ce_http.from_binary(ce_http.HTTPMessage(headers=wire.header_dict(), body=wire.body), JSONFormat())
+	assert event.get_subject() == "ToDo/漢字 100%"
+	assert ce.from_http(wire.headers, wire.body) == envelope
 
 
 def test_round_trip_keeps_schema_reference_and_null_metadata(envelope):

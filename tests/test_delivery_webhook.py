@@ -11,10 +11,14 @@ import subprocess
 import time
 
 import pytest
+from cloudevents.core.bindings import http as ce_http
+from cloudevents.core.formats.json import JSONFormat
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from cauldron_fabric.core import cloudevents as ce
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, AddressRefused, refusal_reason
-from cauldron_fabric.core.delivery.destinations import parse_address
+from cauldron_fabric.core.delivery.destinations import WebhookDestination, parse_address
+from cauldron_fabric.core.delivery.transform import BINARY, compile_transform
 from cauldron_fabric.core.delivery.webhook import (
 	WebhookSender,
 	WebhookTarget,
@@ -27,6 +31,7 @@ from cauldron_fabric.core.delivery.webhook import (
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.testing.http_receiver import Receiver, Reply
 from cauldron_fabric.testing.kafka_broker import free_port
+from conftest import make_envelope
 
 LOOPBACK = AddressPolicy.from_allow_list(["127.0.0.0/8", "::1/128"])
 
@@ -222,6 +227,29 @@ def test_blanks_around_a_header_value_are_not_sent(receiver, sender):
 	assert sender.send(target, "evt-12", BODY).ok
 	(request,) = receiver.on("/hook")
 	assert request.headers["x-api-key"] == "k1"
+
+
+def test_cloudevent_attributes_outside_latin_1_reach_the_receiver_percent_encoded(receiver, sender):
+	# requests refused a ce-subject such as "ToDo/漢字" (UnicodeEncodeError), which escaped send()
+	# and crashed the delivery; the HTTP binding percent-encodes such values (spec 3.1.3.2).
+	envelope = make_envelope("ToDo", 'T-漢字 "100%"', "updated")
+	payload = compile_transform(BINARY).render(envelope)
+	destination = WebhookDestination(sender, WebhookTarget(receiver.url(), secret=generate_secret()))
+	assert destination.deliver(envelope, payload).ok
+	(request,) = receiver.on("/hook")
+	event = ce_http.from_binary(ce_http.HTTPMessage(request.headers, request.body), JSONFormat())
+	assert event.get_subject() == 'ToDo/T-漢字 "100%"'
+	assert event.get_extension("correlationid") == envelope.metadata.correlation_id
+	assert ce.from_http(request.headers, request.body) == envelope
+
+
+def test_a_header_requests_cannot_encode_is_a_failed_attempt_not_a_crash(receiver, sender):
+	# A header saved before values were checked, or set by code: http.client raises
+	# UnicodeEncodeError, which is no RequestException.
+	target = WebhookTarget(receiver.url(), headers=(("X-Team", "Café ☕"),))
+	outcome = sender.send(target, "evt-13", BODY)
+	assert not outcome.ok and not outcome.retryable and "X-Team" not in (outcome.error or "")
+	assert "could not be sent" in outcome.error and receiver.on("/hook") == []
 
 
 @pytest.mark.parametrize(

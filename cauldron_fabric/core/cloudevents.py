@@ -26,6 +26,7 @@ Three wire forms:
   ``data`` is the envelope's ``data`` object.
 * **Binary** (``to_binary``): attributes as protocol headers, the envelope's ``data`` object as
   the body; ``prefix`` picks the binding (``ce_`` Kafka, ``ce-`` HTTP, ``cloudEvents_`` AMQP).
+  HTTP header values are percent-encoded UTF-8 (``binding_value``); ``from_http`` reads them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote
 
 from cauldron_fabric.core.envelope import (
 	JSON_CONTENT_TYPE,
@@ -55,6 +57,8 @@ METADATA_KEYS = {
 	"user_id": "userId",
 	"tenant_id": "tenantId",
 }
+# What the HTTP binding leaves as is: printable ASCII except space, '"' and '%' (spec 3.1.3.2).
+HTTP_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in '"%')
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +114,18 @@ def attribute_items(body: Mapping[str, Any], prefix: str = "") -> list[tuple[str
 	return items
 
 
+def binding_value(prefix: str, value: str) -> str:
+	"""Returns an attribute value as the binding of ``prefix`` carries it in a header.
+
+	HTTP headers carry Latin-1 at most (requests refuses a subject such as "ToDo/漢字"), so the
+	HTTP binding percent-encodes the UTF-8 bytes; Kafka and AMQP headers carry UTF-8 as is.
+	"""
+	return quote(value, safe=HTTP_SAFE) if prefix == HTTP_PREFIX else value
+
+
 def binary_headers(attributes: Mapping[str, str], prefix: str = KAFKA_PREFIX) -> tuple[tuple[str, str], ...]:
 	"""Returns attributes as binary-mode headers of one binding, with the JSON content type."""
-	headers = [(prefix + name, value) for name, value in attributes.items()]
+	headers = [(prefix + name, binding_value(prefix, value)) for name, value in attributes.items()]
 	headers.append(("content-type", JSON_CONTENT_TYPE))
 	return tuple(headers)
 
@@ -270,6 +283,21 @@ def from_headers(
 	return from_attributes(attributes, value, content_type or None)
 
 
+def from_http(
+	headers: Iterable[tuple[str, Any]] | Mapping[str, Any] | None, body: bytes | str | None
+) -> Envelope:
+	"""Reads an HTTP message in any wire form, percent-decoding its ``ce-`` header values first.
+
+	Only HTTP encodes them: the same prefix on RabbitMQ (the SDK's binding) carries UTF-8 as is,
+	so ``from_headers`` cannot decode on its own.
+	"""
+	pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+	decoded = [
+		(name, unquote(value) if name.lower().startswith(HTTP_PREFIX) else value) for name, value in pairs
+	]
+	return from_headers(decoded, body)
+
+
 def _data_dict(data: EventData) -> dict[str, Any]:
 	return {"entity": data.entity, "entityId": data.entity_id, "action": data.action, "payload": data.payload}
 
@@ -283,8 +311,10 @@ __all__ = [
 	"attribute_items",
 	"attributes_of",
 	"binary_headers",
+	"binding_value",
 	"from_attributes",
 	"from_headers",
+	"from_http",
 	"from_structured",
 	"kafka_headers",
 	"to_attributes",

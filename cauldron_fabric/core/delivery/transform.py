@@ -72,13 +72,18 @@ class RenderedPayload:
 	def headers(self, prefix: str, compact: bool = False) -> tuple[tuple[str, str], ...]:
 		"""Returns the attributes as headers of one binding (``ce-`` HTTP, ``ce_`` Kafka) plus content type.
 
+		Values are as the binding carries them: percent-encoded in HTTP headers.
+
 		``compact`` keeps only ``specversion``, ``id``, ``source`` and ``type`` when the body
 		carries the rest: still a valid binary CloudEvent, with five fewer headers per request.
 		"""
 		attributes = self.attributes
 		if compact and self.attributes_in_body:
 			attributes = tuple(a for a in attributes if a[0] in REQUIRED_ATTRIBUTES)
-		return (*((prefix + name, value) for name, value in attributes), ("content-type", self.content_type))
+		return (
+			*((prefix + name, ce.binding_value(prefix, value)) for name, value in attributes),
+			("content-type", self.content_type),
+		)
 
 
 class _Sandbox(SandboxedEnvironment):

@@ -23,6 +23,7 @@ import email.utils
 import functools
 import hashlib
 import hmac
+import http.client
 import os
 import re
 import time
@@ -221,6 +222,16 @@ class WebhookSender:
 				False,
 				True,
 				f"Could not reach {redact_url(target.url)}: {reason}.",
+				latency_ms=_elapsed(started),
+			)
+		except (ValueError, http.client.HTTPException) as exc:
+			# http.client refuses a request it cannot write (a header value outside Latin-1 raises
+			# UnicodeEncodeError); the same request fails the same way, so it is not retried.
+			return Outcome(
+				False,
+				False,
+				f"The request to {redact_url(target.url)} could not be sent ({type(exc).__name__}); "
+				"check the subscription's headers, then retry the dead letter.",
 				latency_ms=_elapsed(started),
 			)
 		try:
