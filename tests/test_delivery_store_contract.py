@@ -1,6 +1,7 @@
 """One contract for every DeliveryStore adapter: the memory store and the MariaDB table."""
 
 import datetime as dt
+import time
 
 import pytest
 
@@ -16,6 +17,7 @@ from cauldron_fabric.core.delivery.records import (
 )
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
 from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore, create_table_sql
+from cauldron_fabric.core.sqlsession import StoreUnavailable
 from conftest import (
 	TRICKY_TEXT,
 	connect_db,
@@ -136,6 +138,27 @@ def test_an_envelope_queued_without_backslash_escapes_comes_back_byte_for_byte(d
 	(job,) = store.claim(10)
 	assert job.envelope_json == envelope.to_json()
 	store.close()
+
+
+def test_a_claim_left_idle_too_long_goes_to_the_next_worker_and_its_settle_is_retryable(delivery_table):
+	# A worker that froze holding a claim (SIGSTOP, a paused VM) kept its rows, and every later
+	# delivery of their entities, from the other workers until wait_timeout: 8 hours by default.
+	table, sequence = delivery_table
+	SqlSessions(table, sequence).enqueue(requests_for("S1", ["A", "B"], ordered=True))
+	frozen = SqlDeliveryStore(connect_db, table=table, sequence=sequence, claim_idle_seconds=1)
+	other = SqlDeliveryStore(connect_db, table=table, sequence=sequence)
+	try:
+		claimed = frozen.claim(10)
+		assert other.claim(10) == []
+		time.sleep(2.5)
+		assert [job.seq for job in other.claim(10)] == [job.seq for job in claimed]
+		other.settle([attempt(job, DELIVERED) for job in claimed])
+		with pytest.raises(StoreUnavailable):
+			frozen.settle([attempt(job, DELIVERED) for job in claimed])
+		assert frozen.claim(10) == []  # a fresh connection works on
+	finally:
+		frozen.close()
+		other.close()
 
 
 def test_two_workers_never_hold_the_same_delivery(sessions):

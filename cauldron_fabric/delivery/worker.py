@@ -25,6 +25,7 @@ from cauldron_fabric.core.delivery import (
 	Destinations,
 	SqlDeliveryStore,
 	WebhookSender,
+	idle_claim_limit,
 )
 from cauldron_fabric.core.errors import FabricError, RetryableError
 from cauldron_fabric.core.transports import open_transport
@@ -109,7 +110,9 @@ class DeliveryRuntime:
 			sender=WebhookSender(_address_policy(settings.allow_list)),
 		)
 		self.book = SubscriptionBook()
-		self.store = SqlDeliveryStore(site_db_connector(), clock=now_datetime)
+		self.store = SqlDeliveryStore(
+			site_db_connector(), clock=now_datetime, claim_idle_seconds=idle_claim_limit(settings.batch_size)
+		)
 		self.engine = DeliveryEngine(self.destinations, clock=now_datetime)
 		self.worker = DeliveryWorker(
 			self.store, self.book.get, self.engine, batch_size=settings.batch_size, on_settled=_file_dead

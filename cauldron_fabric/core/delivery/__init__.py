@@ -29,7 +29,12 @@ from cauldron_fabric.core.delivery.records import (
 )
 from cauldron_fabric.core.delivery.store import DeliveryStore
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries, MemoryDeliveryStore
-from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore, build_enqueue, create_table_sql
+from cauldron_fabric.core.delivery.store_sql import (
+	SqlDeliveryStore,
+	build_enqueue,
+	create_table_sql,
+	idle_claim_limit,
+)
 from cauldron_fabric.core.delivery.subscription import (
 	BrokenSubscription,
 	Subscription,
@@ -85,6 +90,7 @@ __all__ = [
 	"compile_transform",
 	"create_table_sql",
 	"generate_secret",
+	"idle_claim_limit",
 	"parse_address",
 	"plan_deliveries",
 ]

@@ -34,6 +34,8 @@ from cauldron_fabric.core.sqlsession import SqlSession
 DEFAULT_TABLE = "tabEvent Delivery"
 DEFAULT_SEQUENCE = "event_delivery_id_seq"
 ERROR_LENGTH = 2000
+# A webhook's longest timeout (WebhookTarget.validate): the longest one attempt waits.
+LONGEST_ATTEMPT_SECONDS = 300
 ENQUEUE_COLUMNS = (
 	"subscription",
 	"event_id",
@@ -114,6 +116,19 @@ def build_enqueue(
 	return f"{insert} ON DUPLICATE KEY UPDATE name = name", params
 
 
+def idle_claim_limit(batch_size: int = 200, concurrency: int = 16) -> int:
+	"""Returns how long a claim may sit idle before the database frees its rows.
+
+	A worker that froze without dying (SIGSTOP, a paused container or VM) keeps its connection,
+	so its rows, and every later delivery of their entities, would wait for wait_timeout (8
+	hours by default). A live worker's claim is idle while the engine attempts the batch,
+	``concurrency`` at a time, each at most a webhook's longest timeout; twice that is the limit,
+	because a claim freed under a live worker is attempted again.
+	"""
+	rounds = -(-max(1, batch_size) // max(1, concurrency))
+	return 2 * rounds * LONGEST_ATTEMPT_SECONDS
+
+
 class SqlDeliveryStore(DeliveryStore):
 	"""The delivery queue on its own DB-API connection (PyMySQL), one open claim at a time."""
 
@@ -124,10 +139,16 @@ class SqlDeliveryStore(DeliveryStore):
 		table: str = DEFAULT_TABLE,
 		sequence: str = DEFAULT_SEQUENCE,
 		clock: Callable[[], dt.datetime] = local_now,
+		claim_idle_seconds: int | None = None,
 	):
 		self.table, self.sequence, self.clock = table, sequence, clock
 		self._claimed: dict[int, tuple] = {}
-		self.session = SqlSession(connect, "delivery", on_drop=self._forget_claim)
+		self.session = SqlSession(
+			connect,
+			"delivery",
+			idle_transaction_seconds=claim_idle_seconds or idle_claim_limit(),
+			on_drop=self._forget_claim,
+		)
 
 	@property
 	def connection(self):
