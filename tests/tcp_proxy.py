@@ -6,6 +6,7 @@ import threading
 import time
 
 OFFSET_COMMIT = 8  # the Kafka protocol's API key of OffsetCommit requests
+CREATE_TOPICS = 19  # and of CreateTopics requests
 
 
 class Proxy:
@@ -77,6 +78,27 @@ class OffsetCommitCutter(Proxy):
 				if self.cutting and int.from_bytes(request[:2], "big") == OFFSET_COMMIT:
 					break
 				upstream.sendall(size + request)
+		except OSError:
+			pass
+		finally:
+			shut(client, upstream)
+
+
+class RequestSwallower(Proxy):
+	"""A proxy in front of a Kafka broker that never passes on requests of one API key, nor
+	answers them: a broker that takes the request and hangs; everything else flows."""
+
+	def __init__(self, port, upstream, api_key):
+		super().__init__(port, upstream)
+		self.api_key = api_key
+
+	def _requests(self, client, upstream):
+		stream = client.makefile("rb")
+		try:
+			while len(size := stream.read(4)) == 4:
+				request = stream.read(int.from_bytes(size, "big"))
+				if int.from_bytes(request[:2], "big") != self.api_key:
+					upstream.sendall(size + request)
 		except OSError:
 			pass
 		finally:

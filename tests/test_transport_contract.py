@@ -4,11 +4,12 @@ import uuid
 
 import pika
 import pytest
+from tcp_proxy import CREATE_TOPICS, RequestSwallower
 
 from cauldron_fabric.core.errors import ConfigurationError, UnknownTransport
 from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports import open_transport
-from cauldron_fabric.testing.kafka_broker import free_port, read_topic
+from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -127,6 +128,26 @@ def test_kafka_outage_gives_retryable_failures_not_exceptions():
 	assert [d.ok for d in deliveries] == [False] * 3
 	assert all(d.retryable for d in deliveries)
 	assert "did not take the message" in str(deliveries[0].error)
+
+
+def test_a_topic_creation_that_fails_is_a_retryable_failure_that_says_so():
+	# The creation's future.result() raised TimeoutError out of publish() and stopped the relay;
+	# a refused creation was only logged, so events told to "allow topic auto-creation", on.
+	port = free_port()
+	with KafkaBroker(advertised_port=port) as broker:
+		proxy = RequestSwallower(port, broker.port, CREATE_TOPICS).start()
+		no_broker_creation = {"allow.auto.create.topics": False, "topic.metadata.propagation.max.ms": 500}
+		transport = open_transport(
+			f"kafka://127.0.0.1:{port}", {"message_timeout_ms": 3000, "extra": no_broker_creation}
+		)
+		try:
+			deliveries = transport.publish(messages("never-created", ["a"], 2), timeout=5)
+		finally:
+			transport.close()
+			proxy.stop()
+	assert [d.ok or not d.retryable for d in deliveries] == [False, False]
+	error = str(deliveries[0].error)
+	assert "could not create it" in error and "allow topic auto-creation" not in error
 
 
 def test_unknown_scheme_and_bad_settings_are_explained():

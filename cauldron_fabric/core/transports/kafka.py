@@ -100,6 +100,22 @@ def kafka_config(bootstrap: str, options: dict[str, Any]) -> dict[str, Any]:
 	return config
 
 
+def _creation_refusal(future, timeout: float) -> str | None:
+	"""Returns why a topic creation failed, or None when the topic exists now.
+
+	A broker that takes the request and never answers leaves the future pending: its
+	TimeoutError is a failed creation too, not an error that stops the relay.
+	"""
+	try:
+		future.result(timeout)
+	except KafkaException as exc:
+		if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+			return exc.args[0].str()
+	except TimeoutError:
+		return f"no answer to the creation within {timeout:g} s"
+	return None
+
+
 class KafkaTransport(Transport):
 	"""Publishes through one idempotent producer; creates missing topics when allowed."""
 
@@ -116,6 +132,8 @@ class KafkaTransport(Transport):
 		self._producer: Producer | None = None
 		self._admin: AdminClient | None = None
 		self._known_topics: set[str] = set()
+		# Why the last creation of a topic failed, for the messages that then find it missing.
+		self._refused_topics: dict[str, str] = {}
 		self._last_client_error: str | None = None
 		self._producer_fatal = False
 		self._lock = threading.Lock()
@@ -182,12 +200,12 @@ class KafkaTransport(Transport):
 			request_timeout=timeout,
 		)
 		for topic, future in futures.items():
-			try:
-				future.result(timeout)
-			except KafkaException as exc:
-				if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-					log.warning("could not create topic %s: %s", topic, exc)
-					continue
+			refusal = _creation_refusal(future, timeout)
+			if refusal:
+				log.warning("could not create topic %s: %s", topic, refusal)
+				self._refused_topics[topic] = refusal
+				continue
+			self._refused_topics.pop(topic, None)
 			self._known_topics.add(topic)
 
 	def publish(self, messages: Sequence[OutboundMessage], timeout: float) -> list[Delivery]:
@@ -272,12 +290,21 @@ class KafkaTransport(Transport):
 			)
 		detail = f" Last client error: {self._last_client_error}." if self._last_client_error else ""
 		if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-			return TransportUnavailable(
-				f"Topic {destination!r} does not exist on {self.bootstrap}.",
-				hint="Create it, or allow topic auto-creation in Fabric Settings; events wait meanwhile.",
-			)
+			return self._missing_topic(destination)
 		return TransportUnavailable(
 			f"Kafka at {self.bootstrap} did not take the message: {err.str()}.{detail}"
+		)
+
+	def _missing_topic(self, destination: str) -> TransportUnavailable:
+		refusal = self._refused_topics.get(destination)
+		if refusal:
+			return TransportUnavailable(
+				f"Topic {destination!r} does not exist on {self.bootstrap} and the fabric could not create it: {refusal}.",
+				hint="Create the topic, or fix what the broker refused (ACLs, partitions, replication); events wait meanwhile.",
+			)
+		return TransportUnavailable(
+			f"Topic {destination!r} does not exist on {self.bootstrap}.",
+			hint="Create it, or allow topic auto-creation in Fabric Settings; events wait meanwhile.",
 		)
 
 	def check(self, timeout: float) -> ConnectionReport:
