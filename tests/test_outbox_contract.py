@@ -299,6 +299,19 @@ def test_due_retry_is_claimed_and_counts_attempts(sessions):
 	store.release()
 
 
+def test_a_record_held_back_unsent_counts_no_attempt(sessions):
+	sessions.append(events([("A", 1)]))
+	store = sessions.open()
+	(record,) = store.claim(10)
+	earlier = dt.datetime.now() - dt.timedelta(seconds=1)
+	held = Settlement(record.seq, False, "t", error="Held back", retry_at=earlier, attempted=False)
+	store.settle([held])
+	(again,) = store.claim(10)
+	assert again.seq == record.seq and again.attempts == 0
+	store.settle(published([again]))
+	assert sessions.statuses() == {record.seq: PUBLISHED}
+
+
 def test_permanent_failure_marks_failed_and_frees_the_key(sessions):
 	sessions.append(events([("A", 2)]))
 	store = sessions.open()

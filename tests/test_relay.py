@@ -207,6 +207,35 @@ def test_one_long_run_publishes_a_failed_key_once_the_broker_is_back(outbox_tabl
 		}
 
 
+def attempts_and_errors(table):
+	conn = connect_db()
+	with conn.cursor() as cur:
+		cur.execute(f"SELECT attempts, last_error, next_attempt_at FROM `{table}` ORDER BY name")
+		rows = cur.fetchall()
+	conn.close()
+	return rows
+
+
+def test_events_held_back_unsent_are_not_counted_as_attempts(outbox_table):
+	# The second batch, claimed while the first was with the broker, held later events of the
+	# same documents; the first failed, so they were never produced, yet each got attempts + 1
+	# (the Event Log's count, and their own backoff once they fail themselves).
+	table, _ = outbox_table
+	with relay_through_outage(outbox_table, 2, "held-back") as run:
+		run.relay.run(lambda: any(r.retrying for r in run.reports), max_seconds=30)
+		rows = attempts_and_errors(table)
+		assert [attempts for attempts, _, _ in rows[:20]] == [1] * 20  # sent, and failed
+		held = rows[20:40]
+		assert all(error.startswith("Held back") for _, error, _ in held)
+		assert [attempts for attempts, _, _ in held] == [0] * 20
+		run.broker.start()
+		run.relay.run(lambda: published_count(run.reports) >= len(run.ids), max_seconds=60)
+		assert status_counts(table) == {PUBLISHED: len(run.ids)}
+		rows = attempts_and_errors(table)
+		assert [(error, retry_at) for _, error, retry_at in rows] == [(None, None)] * len(run.ids)
+		assert [attempts for attempts, _, _ in rows[20:]] == [1] * (len(run.ids) - 20)
+
+
 class KilledBeforeCommit(SqlOutboxStore):
 	"""The MariaDB store whose connection is killed (as a failover would) before its first settle commits."""
 

@@ -76,6 +76,9 @@ class Settlement:
 	error: str | None = None
 	permanent: bool = False
 	retry_at: dt.datetime | None = None
+	# False for a record held back behind an earlier failure of its key without being sent:
+	# no attempt to count.
+	attempted: bool = True
 
 
 class Transport(abc.ABC):

@@ -250,6 +250,7 @@ class Relay:
 						message.destination if message else first.destination,
 						error=error,
 						retry_at=first.retry_at,
+						attempted=message is not None,
 					)
 				)
 			elif delivery.ok:

@@ -84,7 +84,7 @@ class MemoryOutboxStore(OutboxStore):
 		with self.outbox.lock:
 			for s in settlements:
 				row = self.outbox.rows[s.seq]
-				row.attempts += 1
+				row.attempts += s.attempted
 				row.destination = s.destination
 				if s.published:
 					row.status, row.last_error, row.next_attempt_at = PUBLISHED, None, None

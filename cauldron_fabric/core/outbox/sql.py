@@ -87,6 +87,9 @@ MORE_WINDOWS = 4
 
 # What a claim reads, in OutboxRecord's field order.
 CLAIM_COLUMNS = ("name", "partition_key", "envelope", "attempts")
+# Read beside them: a row with an error to clear once published, though maybe never attempted
+# (held back unsent behind an earlier failure of its document).
+CARRIES_ERROR = "last_error IS NOT NULL"
 
 # Composite indexes the relay's queries need; Frappe's DocType JSON only declares single ones.
 # Settling changes ``status`` only, so only fabric_status_seq moves; the key index holds
@@ -323,7 +326,7 @@ class SqlOutboxStore(OutboxStore):
 		self.sequence = sequence
 		self.clock = clock
 		self._claimed: list[int] = []
-		self._retried: set[int] = set()  # claimed rows that had been attempted before
+		self._retried: set[int] = set()  # claimed rows attempted or held back before
 		self.session = SqlSession(
 			connect, "outbox", idle_transaction_seconds=claim_idle_seconds, on_drop=self._forget_claim
 		)
@@ -399,7 +402,6 @@ class SqlOutboxStore(OutboxStore):
 			self.release()
 			return []
 		self._claimed = [r.seq for r in records]
-		self._retried = {r.seq for r in records if r.attempts}
 		return records
 
 	def _lock_due(self, start: int, limit: int, leave_out: Sequence[str]) -> list[OutboxRecord]:
@@ -411,14 +413,15 @@ class SqlOutboxStore(OutboxStore):
 		"""
 		keys = f" AND partition_key NOT IN ({', '.join(['%s'] * len(leave_out))})" if leave_out else ""
 		rows = self._execute(
-			f"""SELECT {", ".join(CLAIM_COLUMNS)}
+			f"""SELECT {", ".join(CLAIM_COLUMNS)}, {CARRIES_ERROR}
 			FROM `{self.table}` FORCE INDEX (PRIMARY)
 			WHERE name >= %s AND status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= %s){keys}
 			ORDER BY name LIMIT %s
 			FOR UPDATE SKIP LOCKED""",
 			(start, PENDING, self.clock(), *leave_out, limit),
 		)
-		return [OutboxRecord(*row) for row in rows]
+		self._retried.update(int(row[0]) for row in rows if row[3] or row[4])
+		return [OutboxRecord(*row[:4]) for row in rows]
 
 	def _in_key_order(self, records: list[OutboxRecord], ahead: set[int]) -> list[OutboxRecord]:
 		"""Drops records that would overtake an earlier unpublished record of the same key.
@@ -489,7 +492,7 @@ class SqlOutboxStore(OutboxStore):
 		if failed:
 			self._update_from_rows(
 				failed,
-				"t.status = IF(v.permanent, %s, t.status), t.attempts = t.attempts + 1, "
+				"t.status = IF(v.permanent, %s, t.status), t.attempts = t.attempts + v.attempted, "
 				"t.last_error = v.error, t.next_attempt_at = v.retry_at, t.topic = v.topic",
 				[FAILED],
 				with_failure=True,
@@ -510,8 +513,12 @@ class SqlOutboxStore(OutboxStore):
 					(s.error or "")[:ERROR_LENGTH] or None,
 					1 if s.permanent else 0,
 					s.retry_at.isoformat(sep=" ") if s.retry_at else None,
+					1 if s.attempted else 0,
 				]
-			columns += ", error TEXT PATH '$[4]', permanent INT PATH '$[5]', retry_at DATETIME(6) PATH '$[6]'"
+			columns += (
+				", error TEXT PATH '$[4]', permanent INT PATH '$[5]', retry_at DATETIME(6) PATH '$[6]',"
+				" attempted INT PATH '$[7]'"
+			)
 		self._execute(
 			f"""UPDATE JSON_TABLE(%s, '$[*]' COLUMNS({columns})) v
 			STRAIGHT_JOIN `{self.table}` t ON t.name = v.seq SET {assignments}""",
