@@ -19,11 +19,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from cauldron_fabric.core.errors import TransportUnavailable
 from cauldron_fabric.core.outbox.sql import PENDING, PUBLISHED, SqlOutboxStore
 from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.core.relay import Relay, RelayOptions
 from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.core.transports import open_transport
+from cauldron_fabric.core.transports.kafka import KafkaTransport
 from cauldron_fabric.testing.kafka_broker import KafkaBroker, read_topic
 from conftest import connect_db, make_envelope
 
@@ -139,6 +141,43 @@ def test_pipelined_relay_keeps_each_document_in_order(kafka, outbox_table, sessi
 	assert per_key_sequences(messages) == {f"ToDo/{k}": list(range(60)) for k in "ABCD"}
 	assert status_counts(table) == {PUBLISHED: len(ids)}
 	relay.close()
+
+
+class FirstWaitRaises(KafkaTransport):
+	"""The Kafka transport whose first batch fails while the relay waits on it, nothing produced."""
+
+	armed = True
+
+	def publish_async(self, messages):
+		if not self.armed:
+			return super().publish_async(messages)
+		self.armed = False
+
+		def wait(timeout):
+			raise TransportUnavailable("the connection broke while waiting for acknowledgements")
+
+		return wait
+
+
+def test_a_batch_whose_conclusion_fails_keeps_later_events_of_its_documents_behind(kafka, outbox_table):
+	# The failed batch was released but never marked concluded: the batch claimed behind it
+	# produced the later events of its documents, which landed before the failed ones came back.
+	table, sequence = outbox_table
+	topic = f"relay.conclude.{uuid.uuid4().hex[:6]}"
+	ids = fill(table, sequence, ["A", "B", "C"], 30)
+	reports = []
+	transport = FirstWaitRaises(kafka.bootstrap, {"topic_partitions": 3})
+	options = RelayOptions(
+		batch_size=20, topic_template=topic, idle_wait=0.05, backoff=Backoff(0.05, 2, 0.2, 0)
+	)
+	relay = pipelined_relay(outbox_table, transport, 2, options, on_cycle=reports.append)
+	relay.run(lambda: published_count(reports) >= len(ids), max_seconds=60)
+	relay.close()
+	assert not transport.armed and status_counts(table) == {PUBLISHED: len(ids)}
+	sent = per_key_sequences(read_topic(kafka.bootstrap, topic, len(ids)))
+	assert {key: first_occurrences(numbers) for key, numbers in sent.items()} == {
+		f"ToDo/{k}": list(range(30)) for k in "ABC"
+	}
 
 
 @contextmanager

@@ -182,11 +182,26 @@ class Relay:
 			if batch.deferred:
 				deliveries = deliveries + self._publish_deferred(batch, blocked)
 			settlements = self._settlements(batch, deliveries, blocked)
-		except BaseException:
-			batch.store.release()
+		except BaseException as exc:
+			self._give_up(batch, exc)
 			raise
 		batch.ahead, batch.deferred, batch.concluded = [], [], True  # let the batches ahead go
 		return settlements
+
+	@staticmethod
+	def _give_up(batch: Batch, exc: BaseException) -> None:
+		"""Releases a batch whose outcome is unknown and concludes it with every row unpublished.
+
+		Its rows are Pending again and go out anew, so the batches claimed behind it must hold
+		back the later events of its documents: produced now, they would land first.
+		"""
+		batch.store.release()
+		error = f"its batch could not be concluded: {exc}"
+		batch.unpublished = {
+			record.seq: (record.partition_key, Settlement(record.seq, False, error=error))
+			for record in batch.records
+		}
+		batch.ahead, batch.deferred, batch.concluded = [], [], True
 
 	def _publish_deferred(self, batch: Batch, blocked: dict[str, tuple[int, Settlement]]) -> list[Delivery]:
 		"""Produces the deferred messages whose key went out ahead; waits for their deliveries."""
