@@ -302,6 +302,38 @@ def test_a_connection_lost_at_commit_delays_the_batch_and_loses_nothing(outbox_t
 	relay.close()
 
 
+class KilledAtEverySettle(SqlOutboxStore):
+	"""The MariaDB store whose connection is killed before each settle commits, counting claims."""
+
+	claims = 0
+
+	def claim(self, limit, ahead=()):
+		type(self).claims += 1
+		return super().claim(limit, ahead)
+
+	def _update_from_rows(self, *args, **kwargs):
+		super()._update_from_rows(*args, **kwargs)
+		killer = connect_db()
+		with killer.cursor() as cur:
+			cur.execute(f"KILL {self.connection.thread_id()}")
+		killer.close()
+
+
+def test_a_batch_that_cannot_be_settled_backs_off_instead_of_republishing_in_a_loop(outbox_table):
+	# Settling failed, so nothing was settled: the relay claimed and published the same batch
+	# again at once, flooding the broker with duplicates for as long as the failure lasted.
+	table, sequence = outbox_table
+	fill(table, sequence, ["A"], 5)
+	store = KilledAtEverySettle(connect_db, table=table, sequence=sequence)
+	options = RelayOptions(idle_wait=0.05, topic_template="relay.unsettled", backoff=Backoff(0.5, 2, 2, 0))
+	relay = Relay(store, open_transport(f"memory://relay-unsettled-{uuid.uuid4().hex}", {}), options)
+	relay.run(lambda: False, max_seconds=2.5)
+	relay.close()
+	# Backing off 0.5, 1 and 2 s leaves room for four batches at most.
+	assert 1 <= KilledAtEverySettle.claims <= 4, KilledAtEverySettle.claims
+	assert status_counts(table) == {PENDING: 5}
+
+
 class CountingStore(SqlOutboxStore):
 	"""The MariaDB store, counting its claims."""
 

@@ -54,8 +54,13 @@ class RelayReport:
 
 	@property
 	def stalled(self) -> bool:
-		"""Tells whether the cycle published nothing because of a retryable failure."""
-		return self.claimed > 0 and self.published == 0 and self.retrying > 0
+		"""Tells whether the cycle published nothing because of a retryable failure.
+
+		That includes a batch claimed and then neither concluded nor settled: its rows are
+		Pending again and, without a backoff, would be claimed and published again at once.
+		"""
+		unsettled = self.error is not None and self.retrying == self.failed == 0
+		return self.claimed > 0 and self.published == 0 and (self.retrying > 0 or unsettled)
 
 
 @dataclass
