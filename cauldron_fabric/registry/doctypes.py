@@ -27,6 +27,7 @@ from frappe import _
 from cauldron_fabric.core.naming import document_event_type
 from cauldron_fabric.core.schema import document_event_schemas, schema_fingerprint
 from cauldron_fabric.core.schema.doctype_schema import TABLE_TYPES
+from cauldron_fabric.emit.held import hold_until_commit, release
 from cauldron_fabric.registry import subjects, versions
 from cauldron_fabric.registry.cache import forget_local
 
@@ -34,6 +35,9 @@ FIELD_KEYS = ("fieldname", "fieldtype", "label", "reqd", "options", "length", "n
 
 
 SUBMIT_ACTIONS = ("submitted", "cancelled", "updated_after_submit")
+
+# The DocTypes changed in the open transaction, their derived schemas refreshed before it commits.
+CHANGED_DOCTYPES = "fabric_changed_doctypes"
 
 
 def derived_schemas(doctype: str, cached: bool = True) -> dict[str, dict[str, Any]]:
@@ -146,22 +150,14 @@ def schema_source_changed(doc, method: str | None = None) -> None:
 	target = doctype and doc.get(doctype)
 	if not target or frappe.flags.in_install == "cauldron_fabric":
 		return
-	pending = getattr(frappe.local, "fabric_changed_doctypes", None)
-	if pending is None:
-		pending = frappe.local.fabric_changed_doctypes = set()
-		frappe.db.before_commit.add(refresh_changed_doctypes)
-		frappe.db.after_rollback.add(_forget_changed_doctypes)
-	pending.add(target)
-
-
-def _forget_changed_doctypes() -> None:
-	frappe.local.fabric_changed_doctypes = None
+	# Held with its before_commit callback, not beside it: a rollback of a commit that another
+	# callback refused must not leave the next changes waiting for a refresh already gone.
+	hold_until_commit(CHANGED_DOCTYPES, refresh_changed_doctypes)[target] = None
 
 
 def refresh_changed_doctypes() -> None:
 	"""Refreshes the derived schemas of the DocTypes changed in this transaction, before it commits."""
-	changed = getattr(frappe.local, "fabric_changed_doctypes", None) or set()
-	frappe.local.fabric_changed_doctypes = None
+	changed = set(release(CHANGED_DOCTYPES))
 	if not changed or not frappe.db.table_exists(subjects.SUBJECT):
 		return
 	for doctype in sorted(_with_parents(changed)):

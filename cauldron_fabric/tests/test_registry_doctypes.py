@@ -122,6 +122,25 @@ class TestDoctypeRefresh(FrappeTestCase):
 		self.assertEqual(properties["title"]["title"], "Heading")
 		self.assertEqual(properties["stage"]["x-frappe-options"], ["Open", "Done", "Lost"])
 
+	def test_changes_after_a_refused_commit_still_refresh_the_derived_schemas(self):
+		# Frappe drops the after-rollback callbacks before it runs the before-commit ones, so a
+		# commit that one of them refuses is rolled back without the fabric being told.
+		def refuse() -> None:
+			raise frappe.ValidationError("refused by a before_commit callback")
+
+		frappe.db.before_commit.add(refuse)
+		make_property_setter(PROBE, "title", "label", "Refused", "Data", validate_fields_for_doctype=False)
+		with self.assertRaises(frappe.ValidationError):
+			frappe.db.commit()
+		frappe.db.rollback()
+		setter = make_property_setter(
+			PROBE, "title", "label", "Heading", "Data", validate_fields_for_doctype=False
+		)
+		self.addCleanup(self.remove, "Property Setter", setter.name)
+		frappe.db.commit()
+		self.assertEqual(latest(CREATED).version, 2)
+		self.assertEqual(doc_properties(CREATED)["properties"]["title"]["title"], "Heading")
+
 	def test_an_unrelated_change_registers_nothing(self):
 		setter = make_property_setter(PROBE, None, "sort_order", "ASC", "Data", for_doctype=True)
 		self.addCleanup(self.remove, "Property Setter", setter.name)
