@@ -1,7 +1,8 @@
-"""What a transaction holds back for its commit: deferred db_sets, rows changed alone.
+"""What a transaction holds back for its commit: deferred db_sets, rows changed alone, the
+DocTypes whose schemas to refresh, the registry changes to announce.
 
-Held per transaction in frappe.local and recorded by a before_commit callback; gone with a
-rollback whichever way it comes.
+Held per transaction in frappe.local and handled by a before_commit (or after_commit)
+callback; gone with a rollback whichever way it comes.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import frappe
 
 
 class HeldUntilCommit:
-	"""What one transaction holds back, and the before_commit callback that records it.
+	"""What one transaction holds back, and the commit callback that records it.
 
 	Only Frappe's callback list holds this object; frappe.local keeps a weak reference. A
-	rollback drops the list, and so does the rollback of a commit that another before_commit
+	rollback drops the list, and so does the rollback of a commit that a before_commit
 	callback refused, after Frappe had already dropped the after-rollback callbacks (no
 	callback could have emptied what was held then): either way the object goes with its
 	transaction, and the next one starts empty with a callback of its own.
@@ -33,16 +34,16 @@ class HeldUntilCommit:
 		self.flush()
 
 
-def hold_until_commit(attribute: str, flush) -> dict:
+def hold_until_commit(attribute: str, flush, after_commit: bool = False) -> dict:
 	"""Returns a dict held in frappe.local for the open transaction, to add to.
 
-	On first use in a transaction ``flush`` is set to run before the commit; a rollback
-	forgets the dict.
+	On first use in a transaction ``flush`` is set to run before the commit (after it, with
+	``after_commit``); a rollback forgets the dict.
 	"""
 	holder = _holder(attribute)
 	if holder is None or holder.started:
 		holder = HeldUntilCommit(flush)
-		frappe.db.before_commit.add(holder)
+		(frappe.db.after_commit if after_commit else frappe.db.before_commit).add(holder)
 		setattr(frappe.local, attribute, weakref.ref(holder))
 	return holder.items
 

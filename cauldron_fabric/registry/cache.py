@@ -25,8 +25,12 @@ from typing import Any
 import frappe
 
 from cauldron_fabric.core.schema import CompiledSchema, data_schema_uri
+from cauldron_fabric.emit.held import held_now, hold_until_commit
 
 STAMP_KEY = "fabric_schema_registry_stamp"
+# The open transaction's registry changes, announced after it commits, and its own view of them.
+SCHEMA_CHANGES = "fabric_schema_changes"
+OWN_VIEW = "view"
 RECHECK_SECONDS = 5.0
 SCHEMA = "Event Schema"
 
@@ -57,6 +61,9 @@ _SHARED: dict[str, SiteSchemas] = {}
 
 def site_schemas() -> SiteSchemas:
 	"""Returns this request's view of the registry, reading the stamp at most once per request."""
+	own = held_now(SCHEMA_CHANGES)
+	if own:
+		return own[OWN_VIEW]
 	local = getattr(frappe.local, "fabric_schemas", None)
 	now = time.monotonic()
 	if local is not None and now - frappe.local.fabric_schemas_checked < RECHECK_SECONDS:
@@ -69,7 +76,7 @@ def site_schemas() -> SiteSchemas:
 		_SHARED.pop(site, None)
 		return _use(SiteSchemas(stamp=None), now)
 	shared = _SHARED.get(site)
-	if shared is not None and shared.stamp == stamp and not _changed_here():
+	if shared is not None and shared.stamp == stamp:
 		return _use(shared, now)
 	_SHARED[site] = SiteSchemas(stamp=stamp)
 	return _use(SiteSchemas(stamp=stamp), now)
@@ -84,10 +91,6 @@ def _use(schemas: SiteSchemas, now: float) -> SiteSchemas:
 def _read_stamp() -> str | None:
 	value = frappe.cache.get(frappe.cache.make_key(STAMP_KEY))
 	return value.decode() if isinstance(value, bytes) else value
-
-
-def _changed_here() -> bool:
-	return bool(getattr(frappe.local, "fabric_schemas_changed", False))
 
 
 def latest_schema(subject: str) -> Registered | None:
@@ -137,14 +140,13 @@ def schemas_changed() -> None:
 	"""Drops what this process knows now and tells every process once the transaction commits.
 
 	Until then this transaction reads its own uncommitted registrations into a cache of its
-	own; if it rolls back, that cache is dropped as well.
+	own. Both are held with the after-commit callback (emit/held.py): a rollback drops them,
+	also one of a commit that a before_commit callback refused, when Frappe has already
+	dropped the after-rollback callbacks.
 	"""
 	forget_local()
-	frappe.local.fabric_schemas_changed = True
-	if not getattr(frappe.local, "fabric_schemas_bump_scheduled", False):
-		frappe.local.fabric_schemas_bump_scheduled = True
-		frappe.db.after_commit.add(_publish_new_stamp)
-		frappe.db.after_rollback.add(_forget_rolled_back)
+	held = hold_until_commit(SCHEMA_CHANGES, _publish_new_stamp, after_commit=True)
+	held[OWN_VIEW] = SiteSchemas(stamp=None)  # read afresh after each change
 
 
 def forget_local() -> None:
@@ -154,14 +156,4 @@ def forget_local() -> None:
 
 def _publish_new_stamp() -> None:
 	frappe.cache.set(frappe.cache.make_key(STAMP_KEY), uuid.uuid4().hex)
-	_settled()
-
-
-def _forget_rolled_back() -> None:
-	_settled()
-
-
-def _settled() -> None:
-	frappe.local.fabric_schemas_bump_scheduled = False
-	frappe.local.fabric_schemas_changed = False
 	forget_local()

@@ -10,7 +10,7 @@ from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.core.schema import load_catalog, schema_fingerprint
 from cauldron_fabric.core.schema.dialect import canonical_json
-from cauldron_fabric.registry import subjects, versions
+from cauldron_fabric.registry import cache, subjects, versions
 from cauldron_fabric.registry.catalog import install_catalog
 from cauldron_fabric.registry.errors import (
 	IncompatibleSchemaError,
@@ -22,7 +22,9 @@ from cauldron_fabric.tests.test_registry_support import (
 	ORDER_V1,
 	SCHEMA,
 	SUBJECT,
+	drop_subjects,
 	latest,
+	refuse_the_next_commit,
 	unique_subject,
 	with_property,
 	without_property,
@@ -153,6 +155,20 @@ class TestRegistration(FrappeTestCase):
 		self.assertTrue(report["compatible"])
 		self.assertEqual(report["checkedVersions"], [1])
 		self.assertEqual(frappe.db.get_value(SUBJECT, self.subject, "latest_version"), 2)
+
+	def test_a_registration_after_a_refused_commit_is_announced_to_every_process(self):
+		frappe.db.commit()
+		self.addCleanup(drop_subjects, self.subject)
+		stamp = cache._read_stamp()
+		refuse_the_next_commit()
+		versions.register_schema(self.subject, with_property(ORDER_V1, "refused", {"type": "string"}))
+		with self.assertRaises(frappe.ValidationError):
+			frappe.db.commit()
+		frappe.db.rollback()
+		self.assertEqual(cache._read_stamp(), stamp)
+		versions.register_schema(self.subject, with_property(ORDER_V1, "channel", {"type": "string"}))
+		frappe.db.commit()
+		self.assertNotEqual(cache._read_stamp(), stamp, "other processes keep the old schemas")
 
 	def test_registering_a_known_schema_again_returns_its_version(self):
 		again, created = versions.register_schema(self.subject, json.dumps(ORDER_V1))

@@ -19,6 +19,7 @@ from cauldron_fabric.tests.test_registry_support import (
 	ensure_probe_doctype,
 	latest,
 	new_probe,
+	refuse_the_next_commit,
 )
 from cauldron_fabric.tests.utils import fabric_settings
 
@@ -123,12 +124,7 @@ class TestDoctypeRefresh(FrappeTestCase):
 		self.assertEqual(properties["stage"]["x-frappe-options"], ["Open", "Done", "Lost"])
 
 	def test_changes_after_a_refused_commit_still_refresh_the_derived_schemas(self):
-		# Frappe drops the after-rollback callbacks before it runs the before-commit ones, so a
-		# commit that one of them refuses is rolled back without the fabric being told.
-		def refuse() -> None:
-			raise frappe.ValidationError("refused by a before_commit callback")
-
-		frappe.db.before_commit.add(refuse)
+		refuse_the_next_commit()
 		make_property_setter(PROBE, "title", "label", "Refused", "Data", validate_fields_for_doctype=False)
 		with self.assertRaises(frappe.ValidationError):
 			frappe.db.commit()

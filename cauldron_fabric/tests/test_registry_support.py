@@ -82,6 +82,19 @@ def drop_subjects(*subjects: str, like: str | None = None) -> None:
 	forget_local()
 
 
+def refuse_the_next_commit() -> None:
+	"""Makes the next commit fail in a before_commit callback, run before those added after it.
+
+	Frappe drops the after-rollback callbacks before it runs the before-commit ones, so the
+	rollback that follows a refused commit is not told to anyone.
+	"""
+
+	def refuse() -> None:
+		raise frappe.ValidationError("refused by a before_commit callback")
+
+	frappe.db.before_commit.add(refuse)
+
+
 def ensure_probe_doctype() -> None:
 	"""Creates the probe DocType (with a child table) that only the registry tests save."""
 	ensure_custom_doctype(PROBE_LINE, ITEM_FIELDS, istable=1)
