@@ -68,3 +68,31 @@ def release(attribute: str) -> dict:
 	released = dict(holder.items)
 	holder.items.clear()
 	return released
+
+
+def when_transaction_ends(end) -> None:
+	"""Runs ``end`` once the open transaction commits or rolls back, however it rolls back.
+
+	On a rollback ``end`` runs while Frappe empties its after-commit list, before the SQL
+	rollback: it must not add callbacks of its own, nor depend on the rollback having happened.
+	"""
+	frappe.db.after_commit.add(TransactionEnd(end))
+
+
+class TransactionEnd:
+	"""An after-commit callback that runs ``end`` once: when called, or when Frappe drops it.
+
+	Frappe runs no callback at all for the rollback of a commit that a before_commit callback
+	refused: it dropped the after-rollback ones before running those, and the rollback drops
+	the after-commit ones. Only that list holds this object, so it is finalised as it is
+	dropped, by any rollback.
+	"""
+
+	__slots__ = ("__weakref__", "end")
+
+	def __init__(self, end):
+		self.end = weakref.finalize(self, end)
+		self.end.atexit = False
+
+	def __call__(self) -> None:
+		self.end()

@@ -8,6 +8,7 @@ from frappe import _
 from cauldron_fabric.core.envelope import TYPE_PATTERN
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.schema import CompatibilityMode, parse_mode
+from cauldron_fabric.emit.held import when_transaction_ends
 from cauldron_fabric.registry.errors import InvalidCompatibilityLevel, InvalidSubject, SubjectNotFound
 
 SUBJECT = "Event Subject"
@@ -84,8 +85,9 @@ def lock_subject(subject: str, timeout: int = 30) -> None:
 	def release() -> None:
 		frappe.db.sql("SELECT RELEASE_LOCK(%s)", (key,))
 
-	frappe.db.after_commit.add(release)
-	frappe.db.after_rollback.add(release)
+	# Not an after-rollback callback: none runs when a before_commit callback refuses the commit,
+	# and the lock would stay until the connection closes.
+	when_transaction_ends(release)
 
 
 def ensure_subject(subject: str, origin: str = REGISTERED, reference_doctype: str | None = None) -> None:

@@ -170,6 +170,18 @@ class TestRegistration(FrappeTestCase):
 		frappe.db.commit()
 		self.assertNotEqual(cache._read_stamp(), stamp, "other processes keep the old schemas")
 
+	def test_a_refused_commit_lets_other_processes_register_the_subject(self):
+		frappe.db.commit()
+		self.addCleanup(drop_subjects, self.subject)
+		refuse_the_next_commit()
+		versions.register_schema(self.subject, with_property(ORDER_V1, "refused", {"type": "string"}))
+		with self.assertRaises(frappe.ValidationError):
+			frappe.db.commit()
+		frappe.db.rollback()
+		lock = f"fabric_subject:{frappe.local.site}:{self.subject}"[:64]
+		holder = frappe.db.sql("SELECT IS_USED_LOCK(%s)", (lock,))[0][0]
+		self.assertIsNone(holder, "the subject stays locked until this connection closes")
+
 	def test_registering_a_known_schema_again_returns_its_version(self):
 		again, created = versions.register_schema(self.subject, json.dumps(ORDER_V1))
 		self.assertFalse(created)
