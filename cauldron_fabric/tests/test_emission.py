@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
@@ -13,6 +14,7 @@ from cauldron_fabric.emit.changes import value_forms
 from cauldron_fabric.emit.context import caused_by
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.scheduled import emit_heartbeat, purge_expired_events
+from cauldron_fabric.tests.test_registry_support import refuse_the_next_commit
 from cauldron_fabric.tests.utils import (
 	ORDER,
 	ORDER_ITEM,
@@ -39,6 +41,24 @@ def set_single_raw(field: str, value) -> None:
 		"INSERT INTO `tabSingles` (doctype, field, value) VALUES ('Fabric Settings', %s, %s)", (field, value)
 	)
 	frappe.db.commit()
+
+
+def policy_in_a_new_request():
+	"""Returns the emit policy a new request (another web worker) builds, in a thread of its own."""
+	site, found = frappe.local.site, {}
+
+	def request() -> None:
+		frappe.init(site=site)
+		frappe.connect()
+		try:
+			found["policy"] = current_policy()
+		finally:
+			frappe.destroy()
+
+	thread = threading.Thread(target=request)
+	thread.start()
+	thread.join()
+	return found["policy"]
 
 
 NUMBERED_ORDER = "Fabric Numbered Order"
@@ -511,6 +531,19 @@ class TestWhatIsEmitted(EmissionCase):
 		settings.save()
 		frappe.db.rollback()
 		todo = frappe.get_doc({"doctype": "ToDo", "description": "after a rolled-back change"}).insert()
+		self.assertEqual(types_of(events_after(self.start, "ToDo", todo.name)), ["todo.created"])
+
+	def test_a_settings_change_whose_commit_is_refused_leaves_no_trace_in_other_processes(self):
+		frappe.db.commit()
+		refuse_the_next_commit()
+		settings = frappe.get_single("Fabric Settings")
+		settings.enabled = 0
+		settings.save()
+		with self.assertRaises(frappe.ValidationError):
+			frappe.db.commit()
+		frappe.db.rollback()
+		self.assertTrue(policy_in_a_new_request().enabled, "emission stays off in every other process")
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "after a refused change"}).insert()
 		self.assertEqual(types_of(events_after(self.start, "ToDo", todo.name)), ["todo.created"])
 
 	def test_a_long_running_consumer_follows_settings_changed_elsewhere(self):

@@ -12,6 +12,7 @@ from frappe.utils import cint, flt
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.naming import template_keeps_entity_order, validate_topic_template
 from cauldron_fabric.delivery.subscriptions import fill_empty_numbers
+from cauldron_fabric.emit.held import when_transaction_ends
 from cauldron_fabric.emit.policy import DEFAULT_DENIED, SYSTEM_DOCTYPES, clear_policy, is_fabric_doctype
 
 SERVER = re.compile(r"^\[?[A-Za-z0-9._:-]+\]?:(\d{1,5})$")
@@ -55,6 +56,13 @@ def readable_certificates(pem: str) -> bool:
 		return bool(x509.load_pem_x509_certificates(pem.encode()))
 	except ValueError:
 		return False
+
+
+def forget_settings() -> None:
+	"""Drops this process's policy and Frappe's Redis copy of the settings, which every process
+	reads: the fabric's own events cache it, uncommitted, while the save is still open."""
+	clear_policy()
+	frappe.cache.delete_value(frappe.get_document_cache_key("Fabric Settings", "Fabric Settings"))
 
 
 class FabricSettings(Document):
@@ -196,8 +204,9 @@ class FabricSettings(Document):
 
 	def on_update(self) -> None:
 		clear_policy()
-		# A policy built from this unsaved version must not outlive a rollback of it.
-		frappe.db.after_rollback.add(clear_policy)
+		# What is built from this unsaved version must not outlive a rollback of it, also one of a
+		# commit that a before_commit callback refused: no after-rollback callback runs then.
+		when_transaction_ends(forget_settings)
 		from cauldron_fabric.services.relay import wake_relays
 
 		wake_relays()
