@@ -3,8 +3,10 @@ for the logouts that run none."""
 
 from __future__ import annotations
 
+from types import FrameType
+
 import frappe
-from frappe.sessions import clear_sessions
+from frappe.sessions import clear_all_sessions, clear_sessions
 
 from cauldron_fabric.core.naming import USER_LOGIN, USER_LOGOUT
 from cauldron_fabric.emit.frames import argument_of, call_of
@@ -58,21 +60,38 @@ def on_session_ended(activity, method=None) -> None:
 
 	A new password with "Logout From All Devices", the update-password page, ``bench
 	set-password --logout-all-sessions`` and an LDAP password reset end the sessions with
-	``clear_sessions(force=True)``, which leaves a Logout entry in the Activity Log for each
-	session it deletes and calls no hook. Like an admin ending another user's sessions, that is
-	one logout of the user: recorded at the first entry of the call.
+	``clear_sessions(force=True)``, and ``bench destroy-all-sessions`` ends everyone's with
+	``clear_all_sessions``: both leave a Logout entry in the Activity Log for each session they
+	delete and call no hook. Like an admin ending another user's sessions, that is one logout
+	of each user: recorded at the user's first entry of the call.
 	"""
 	if activity.operation != "Logout" or not activity.user:
 		return
-	clearing = call_of(clear_sessions)
-	if clearing is None or not clearing.f_locals.get("force"):
-		return  # the user's own logout or logout(user=…): on_logout recorded it
-	if getattr(frappe.local, "fabric_forced_logout", None) is clearing:
+	ending = _call_ending_sessions()
+	if ending is None:
 		return
-	frappe.local.fabric_forced_logout = clearing
+	logged_out = getattr(frappe.local, "fabric_logged_out", None)
+	if logged_out is None or logged_out[0] is not ending:
+		logged_out = frappe.local.fabric_logged_out = (ending, set())
+	if activity.user in logged_out[1]:
+		return
+	logged_out[1].add(activity.user)
 	# A password reset by its emailed key runs as Guest: the user proved who they are.
 	actor = activity.user if frappe.session.user == "Guest" else None
 	_record_session_event(USER_LOGOUT, "logout", activity.user, actor=actor)
+
+
+def _call_ending_sessions() -> FrameType | None:
+	"""Returns the call ending sessions without a logout hook, or None.
+
+	Not clear_sessions without force: that is the user's own logout or logout(user=…), which
+	on_logout recorded, or a login that ends the older sessions Frappe allows no more of, which
+	leaves the user logged in. Expired sessions are no logout anyone made.
+	"""
+	clearing = call_of(clear_sessions)
+	if clearing is not None:
+		return clearing if clearing.f_locals.get("force") else None
+	return call_of(clear_all_sessions)
 
 
 def _record_session_event(event_type: str, action: str, user: str | None, actor: str | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 
 import frappe
@@ -11,7 +12,7 @@ from frappe.utils import get_test_client
 
 from cauldron_fabric.api import events as events_api
 from cauldron_fabric.api import settings as settings_api
-from cauldron_fabric.tests.utils import ensure_custom_doctype, events_after, last_seq
+from cauldron_fabric.tests.utils import bench_command, ensure_custom_doctype, events_after, last_seq
 
 PASSWORD = "Fabric-Test-Pass-9!"
 NEW_PASSWORD = "Fabric-Test-Pass-10!"
@@ -195,6 +196,19 @@ class TestOverHttp(FrappeTestCase):
 		self.assertEqual(response.status_code, 200, response.text)
 		logouts = self.logouts_of(user)
 		self.assertEqual([e["metadata"]["userId"] for e in logouts], [user])
+
+	def test_destroying_all_sessions_is_one_logout_of_each_user_by_the_admin(self):
+		# bench destroy-all-sessions ends them in clear_all_sessions, which runs no logout hook.
+		user = "fabric-everyone@example.com"
+		self.logged_in_twice(user)
+		self.start = last_seq()
+		subprocess.run(
+			bench_command("destroy-all-sessions"), cwd=frappe.get_site_path(".."), check=True, timeout=120
+		)
+		frappe.db.rollback()  # see what the command committed
+		self.assertEqual(frappe.db.count("Sessions", {"user": user}), 0)
+		logouts = self.logouts_of(user)
+		self.assertEqual([e["metadata"]["userId"] for e in logouts], ["Administrator"])
 
 	def test_saving_a_user_without_a_session_is_no_logout(self):
 		# Frappe "logs out" a disabled user on every save of it, session or not.
