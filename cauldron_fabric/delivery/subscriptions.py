@@ -44,6 +44,7 @@ from cauldron_fabric.core.delivery import (
 	build_subscription,
 )
 from cauldron_fabric.core.delivery.transform import BINARY, ENVELOPE, FIELDS, STRUCTURED, TEMPLATE
+from cauldron_fabric.emit.held import when_transaction_ends
 
 DOCTYPE = "Event Subscription"
 HEADERS_DOCTYPE = "Event Subscription Header"
@@ -343,7 +344,9 @@ def subscriptions_changed() -> None:
 	_compiled.pop(frappe.local.site, None)
 	frappe.local.fabric_subscriptions_checked = 0.0
 	frappe.db.after_commit.add(_bump_version)
-	frappe.db.after_rollback.add(_forget_local)
+	# A routing index built in this transaction holds its uncommitted subscriptions: not an
+	# after-rollback callback, which none runs when a before_commit callback refuses the commit.
+	when_transaction_ends(_forget_local)
 
 
 def _bump_version() -> None:

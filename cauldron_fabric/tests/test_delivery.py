@@ -26,9 +26,11 @@ from cauldron_fabric.tests.test_delivery_support import (
 	HeldRedisWrite,
 	deliveries,
 	make_subscription,
+	new_subscription,
 	save_todo,
 )
 from cauldron_fabric.tests.test_http import make_user
+from cauldron_fabric.tests.test_registry_support import refuse_the_next_commit
 from cauldron_fabric.tests.utils import SQL_LOOKALIKE_TEXT, events_after, fabric_settings, last_seq
 
 
@@ -265,6 +267,17 @@ class TestRouting(DeliveryTestCase):
 		doc.save()
 		with self.assertRaisesRegex(frappe.ValidationError, "is disabled: enable it"):
 			subscriptions_api.send_test_event(doc.name)
+
+	def test_a_subscription_whose_commit_was_refused_routes_nothing(self):
+		refuse_the_next_commit()
+		doc = new_subscription(self.tag, webhook_url="https://refused.example.com/hook")
+		self.created.append(doc.name)
+		frappe.get_doc({"doctype": "ToDo", "description": self.tag}).insert()  # routed in its snapshot
+		with self.assertRaises(frappe.ValidationError):
+			frappe.db.commit()
+		frappe.db.rollback()
+		save_todo(self.tag)
+		self.assertEqual(deliveries(doc.name), [], "a rolled-back subscription still gets deliveries")
 
 	def test_a_save_queues_one_delivery_per_matching_subscription_in_its_transaction(self):
 		first = self.subscription(webhook_url="https://a.example.com/hook")

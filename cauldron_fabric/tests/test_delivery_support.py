@@ -24,7 +24,14 @@ def marker() -> str:
 
 def make_subscription(tag: str, **values: Any):
 	"""Inserts a subscription for ToDo events whose description is ``tag`` (committed)."""
-	doc = frappe.get_doc(
+	doc = new_subscription(tag, **values)
+	frappe.db.commit()
+	return doc
+
+
+def new_subscription(tag: str, **values: Any):
+	"""Inserts a subscription for ToDo events whose description is ``tag``, uncommitted."""
+	return frappe.get_doc(
 		{
 			"doctype": "Event Subscription",
 			"subscription_name": f"{tag}-{frappe.generate_hash(length=4)}",
@@ -37,8 +44,6 @@ def make_subscription(tag: str, **values: Any):
 			**values,
 		}
 	).insert()
-	frappe.db.commit()
-	return doc
 
 
 def save_todo(tag: str) -> str:
