@@ -15,6 +15,7 @@ from cauldron_fabric.core.consumer.kafka import (
 	group_lag,
 	retry_topic,
 )
+from cauldron_fabric.core.consumer.messages import ATTEMPTS, CONSUMER_GROUP, NOT_BEFORE
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.testing.kafka_broker import KafkaBroker, create_topic, free_port, produce, read_topic
@@ -258,3 +259,38 @@ def test_a_pattern_matching_another_groups_dead_letters_does_not_bounce_them_bac
 	for group, found in letters.items():
 		copies = read_topic(kafka.bootstrap, dead_letter_topic(group), 2, timeout=5)
 		assert (len(found), len(copies)) == (1, 1), f"{group}: {len(found)} dead letters for one bad message"
+
+
+def test_a_retry_copy_due_in_the_far_future_waits_no_longer_than_its_tier(kafka):
+	# A member whose clock ran an hour ahead wrote its retry copy's not-before time an hour
+	# ahead: the member reading the retry partition paused it for that hour, and every retry
+	# copied there behind it (of any entity) waited as long.
+	bus = KafkaBus(kafka)
+	channel, group = bus.channel(), f"skew-{uuid.uuid4().hex[:6]}"
+	options = ConsumerOptions(
+		group=group, backoff=Backoff(0.5, 2, 1.0, 0), poll_timeout=0.2, commit_interval=0.2
+	)
+	source = bus.source(options, channel)
+	event = make_envelope("Item", "I-1", "created", n=1)
+	_, body, headers, _ = wire(event)
+	skewed = [
+		*headers,
+		(CONSUMER_GROUP, group),
+		(ATTEMPTS, "2"),
+		(NOT_BEFORE, str(int((time.time() + 3600) * 1000))),
+	]
+	producer = Producer({"bootstrap.servers": kafka.bootstrap})
+	producer.produce(retry_topic(group, 1), value=body, key=b"I-1", headers=skewed)
+	producer.flush(10)
+	handled = []
+	consumer = Consumer(
+		source,
+		HandlerTable.from_mapping({"item.*": lambda envelope, context: handled.append(envelope.id)}),
+		MemoryTracking().session(),
+		options,
+	)
+	try:
+		consumer.run(lambda: bool(handled), max_seconds=20)
+	finally:
+		consumer.close()
+	assert handled == [event.id], "the copy is handled after its tier's delay, not an hour later"

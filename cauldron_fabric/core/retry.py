@@ -34,6 +34,10 @@ class Backoff:
 			delay = 2 * self.maximum - delay
 		return max(0.0, delay)
 
+	def longest(self, attempt: int) -> float:
+		"""Returns the longest delay ``delay(attempt)`` can return, whatever its jitter."""
+		return min(self.maximum, self._undisturbed(max(0, attempt - 1)) * (1 + self.jitter))
+
 	def _undisturbed(self, exponent: int) -> float:
 		# Attempts grow without bound through a long outage: past the ceiling the power is
 		# never computed (2.0 ** 1025 overflows; an integer power of a huge count never ends).

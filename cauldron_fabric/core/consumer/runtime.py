@@ -172,7 +172,7 @@ class Consumer:
 		"""Processes one message to a safe outcome and returns which (``processed``, ``retried``…)."""
 		if message.broker_death is not None:
 			return self._broker_dead(message)
-		due = message.not_before
+		due = self._due(message)
 		if due is not None and due > self.clock():
 			self.source.defer(message, due)
 			return DEFERRED
@@ -197,6 +197,25 @@ class Consumer:
 			self.tracking.rollback()
 			return self._not_checked(message, envelope, exc)
 		return self._run_handlers(message, envelope, handlers)
+
+	def _due(self, message: InboundMessage) -> float | None:
+		"""Returns when a retry copy falls due; one due later than its retry's delay from now, at once.
+
+		The not-before time was written by the member that copied it, by its clock: one running
+		an hour ahead would pause the retry partition, and every copy behind it, for that hour.
+		No copy waits longer than its delay, so such a time is a clock's error, not a wait; and
+		capped at now plus the delay, it would be capped again, later, each time it came back.
+		"""
+		due = message.not_before
+		if due is None:
+			return None
+		now = self.clock()
+		if due > now + self.options.backoff.longest(message.attempt - 1):
+			log.warning(
+				"%s is due at %s by its copier's clock, ahead of this one: handled now", message.origin, due
+			)
+			return now
+		return due
 
 	def _not_checked(self, message: InboundMessage, envelope: Envelope, error: Exception) -> str:
 		"""Sets aside an event that breaks its schema; defers one whose check could not be made."""
