@@ -15,6 +15,7 @@ from consumer_buses import Worker, bus_fixture, tables_fixture, wait_for, wire  
 
 from cauldron_fabric.core.consumer import (
 	Consumer,
+	ConsumerCounts,
 	ConsumerOptions,
 	HandlerTable,
 	ResponderFailed,
@@ -169,6 +170,18 @@ def test_a_reply_lost_to_a_sigkill_after_the_commit_is_sent_again_to_the_redeliv
 	assert stats_of(survivor)["duplicates"] == 1
 
 
+def run_until_every_effect(consumer, effects, sent) -> ConsumerCounts:
+	"""Runs the consumer until every sent event has its effect (30 s at most), closes it, checks
+	each effect is there once and returns the consumer's totals."""
+	try:
+		consumer.run(lambda: len(effect_rows(effects)) >= len(sent), max_seconds=30)
+		totals = consumer.stats.totals()
+	finally:
+		consumer.close()
+	assert sorted(r[0] for r in effect_rows(effects)) == sorted(e.id for e in sent)
+	return totals
+
+
 def test_a_database_outage_defers_the_events_and_loses_none(bus, tables):
 	"""The consumer's session is killed, then the database refuses connections twice."""
 	(tracking, effects), channel = tables, bus.channel()
@@ -194,14 +207,9 @@ def test_a_database_outage_defers_the_events_and_loses_none(bus, tables):
 	consumer = Consumer(source, HandlerTable.from_mapping({"**": record_effect}), store, options)
 	sent = events(5)
 	bus.publish(channel, [wire(e) for e in sent])
-	try:
-		consumer.run(lambda: len(effect_rows(effects)) >= 5, max_seconds=30)
-		totals = consumer.stats.totals()
-		assert totals.deferred == 2 and totals.processed == 5, totals
-		assert totals.dead_lettered == 0 and totals.retried == 0
-	finally:
-		consumer.close()
-	assert sorted(r[0] for r in effect_rows(effects)) == sorted(e.id for e in sent)
+	totals = run_until_every_effect(consumer, effects, sent)
+	assert totals.deferred == 2 and totals.processed == 5, totals
+	assert totals.dead_lettered == 0 and totals.retried == 0
 
 
 def test_a_connection_lost_inside_a_handler_is_an_outage_not_a_failed_attempt(bus, tables):
@@ -224,14 +232,9 @@ def test_a_connection_lost_inside_a_handler_is_an_outage_not_a_failed_attempt(bu
 	consumer = Consumer(source, HandlerTable.from_mapping({"**": record_effect}), store, options)
 	sent = events(3)
 	bus.publish(channel, [wire(e) for e in sent])
-	try:
-		consumer.run(lambda: len(effect_rows(effects)) >= 3, max_seconds=30)
-		totals = consumer.stats.totals()
-		assert killed, "the connection was never killed"
-		assert totals.deferred >= 1 and totals.retried == 0 and totals.failed == 0, totals
-	finally:
-		consumer.close()
-	assert sorted(r[0] for r in effect_rows(effects)) == sorted(e.id for e in sent)
+	totals = run_until_every_effect(consumer, effects, sent)
+	assert killed, "the connection was never killed"
+	assert totals.deferred >= 1 and totals.retried == 0 and totals.failed == 0, totals
 
 
 def test_a_connection_lost_during_the_schema_check_is_an_outage_not_a_stopped_consumer(bus, tables):
@@ -265,11 +268,6 @@ def test_a_connection_lost_during_the_schema_check_is_an_outage_not_a_stopped_co
 	)
 	sent = events(3)
 	bus.publish(channel, [wire(e) for e in sent])
-	try:
-		consumer.run(lambda: len(effect_rows(effects)) >= 3, max_seconds=30)
-		totals = consumer.stats.totals()
-		assert killed, "the connection was never killed"
-		assert totals.deferred >= 1 and totals.dead_lettered == 0 and totals.failed == 0, totals
-	finally:
-		consumer.close()
-	assert sorted(r[0] for r in effect_rows(effects)) == sorted(e.id for e in sent)
+	totals = run_until_every_effect(consumer, effects, sent)
+	assert killed, "the connection was never killed"
+	assert totals.deferred >= 1 and totals.dead_lettered == 0 and totals.failed == 0, totals
