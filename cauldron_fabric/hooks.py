@@ -41,6 +41,9 @@ override_whitelisted_methods = {
 	# Desk's link check tells any reader of a DocType which names exist; every desk user reads
 	# Approval Request, whose names must not be told to those who may not see them.
 	"frappe.client.validate_link": "cauldron_fabric.approvals.permissions.validate_link",
+	# Opening a request answered 403 when hidden and 404 (or nothing) when missing: the same tell.
+	"frappe.client.get": "cauldron_fabric.approvals.permissions.get",
+	"frappe.desk.form.load.getdoc": "cauldron_fabric.approvals.permissions.getdoc",
 	# Frappe counts (and counts assignees) without any permission check: a count filtered on
 	# an event's envelope would read its document one guess at a time. The sidebar's counts
 	# also took SQL in their filters, for every DocType.

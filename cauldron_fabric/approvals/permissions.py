@@ -8,13 +8,15 @@ Managers, or any a site adds) read every request.
 
 Request ids are the agents' own ("drop-prod-db-42"): anyone who may not see a request gets the
 same answer for it as for a name no request has, or the answers would tell which ids exist.
-Only those who read every request are told that a name is missing.
+Only those who read every request are told that a name is missing. Frappe's own
+/api/resource/Approval Request/<name> cannot be overridden by an app and still tells them apart.
 """
 
 from __future__ import annotations
 
 import frappe
 from frappe import _, client
+from frappe.desk.form import load
 from frappe.permissions import SYSTEM_USER_ROLE
 from frappe.utils import cint
 
@@ -67,6 +69,36 @@ def validate_link(doctype: str, docname: str, fields=None):
 		client.validate_link(doctype, docname)  # its own checks and refusals, unchanged
 		return frappe._dict(name=None)
 	return client.validate_link(doctype, docname, fields)
+
+
+@frappe.whitelist()
+def getdoc(doctype: str, name: str, user=None):
+	"""Frappe's getdoc (Desk's form), which opens a request the caller may not see as a missing one.
+
+	Frappe answers a missing name with nothing and a hidden one with 403: the difference told
+	any desk user which request ids exist.
+	"""
+	if doctype == DOCTYPE and _hidden(name):
+		return []  # what load.getdoc answers for a missing name
+	return load.getdoc(doctype, name, user)
+
+
+@frappe.whitelist()
+def get(doctype: str, name: str | None = None, filters=None, parent=None):
+	"""Frappe's frappe.client.get, which answers a request the caller may not see as a missing one (404)."""
+	if doctype == DOCTYPE and not name and filters:
+		# By filters, Frappe loads whichever request matches: the same question, asked another way.
+		wanted = frappe.parse_json(filters)
+		if _hidden(frappe.db.get_value(DOCTYPE, wanted, "name")):
+			_not_found(wanted)
+	elif doctype == DOCTYPE and _hidden(name):
+		_not_found(name)
+	return client.get(doctype, name, filters, parent)
+
+
+def _not_found(name) -> None:
+	"""Raises what Frappe raises for a request that does not exist (Document.load_from_db)."""
+	frappe.throw(_("{0} {1} not found").format(_(DOCTYPE), name), frappe.DoesNotExistError)
 
 
 def _hidden(name) -> bool:

@@ -26,6 +26,7 @@ WEBSITE_USER = "portal.user@fabric.test"
 FORM = "/api/method/frappe.desk.form.load.getdoc"
 LIST_VIEW = "/api/method/frappe.desk.reportview.get"
 LINK_CHECK = "/api/method/frappe.client.validate_link"
+GET = "/api/method/frappe.client.get"
 
 
 def answer(response, name: str) -> tuple:
@@ -88,7 +89,7 @@ class TestApprovalRequestVisibility(FrappeTestCase):
 		form = self.open_form(LATE_HOLDER, name)
 		self.assertEqual(form.status_code, 200, form.text)
 		self.assertEqual(form.json["docs"][0]["name"], name)
-		self.assertEqual(self.open_form(STRANGER, name).status_code, 403)
+		self.assertFalse(self.open_form(STRANGER, name).json.get("docs"), "opens as a missing one")
 
 	def test_the_list_view_shows_approvers_their_requests_and_others_none(self):
 		mine = receive(approval_requested(users=(), roles=(APPROVER_ROLE,)))
@@ -104,7 +105,7 @@ class TestApprovalRequestVisibility(FrappeTestCase):
 		self.assertEqual(self.list_view(SHARED_READER, names), [others], "a share still shows")
 		self.assertEqual(self.list_view(STRANGER, names), [])
 		self.assertEqual(self.list_view(MANAGER, names), sorted(names))
-		self.assertEqual(self.open_form(LATE_HOLDER, own).status_code, 403, "its own request: four eyes")
+		self.assertFalse(self.open_form(LATE_HOLDER, own).json.get("docs"), "its own request: four eyes")
 
 	def call(self, user: str, method: str, name: str):
 		verb = "get" if method == "get_request" else "post"
@@ -151,6 +152,32 @@ class TestApprovalRequestVisibility(FrappeTestCase):
 		self.assertEqual(
 			link_check(MANAGER, hidden)[2], {"name": hidden}, "a reader of every request is told"
 		)
+
+	def test_opening_a_hidden_request_answers_as_opening_a_missing_one(self):
+		# Desk's form (getdoc) and frappe.client.get answered 403 for a request the caller may not
+		# see and 404 (or nothing) for a missing name: the difference told which request ids exist.
+		hidden = receive(approval_requested())
+		missing = "APR-TEST-MISSING-" + frappe.generate_hash(length=6).upper()
+
+		def opened(path: str, name: str) -> tuple:
+			query = {"doctype": "Approval Request", "name": name}
+			response = request(
+				"get", path, headers={"Authorization": self.tokens[STRANGER]}, query_string=query
+			)
+			return (*answer(response, name), response.json.get("message"), response.json.get("docs"))
+
+		def by_filters(name: str) -> tuple:
+			query = {"doctype": "Approval Request", "filters": json.dumps({"name": name})}
+			response = request(
+				"get", GET, headers={"Authorization": self.tokens[STRANGER]}, query_string=query
+			)
+			return answer(response, name)
+
+		for path in (FORM, GET):
+			self.assertEqual(opened(path, hidden), opened(path, missing), path)
+		self.assertEqual(by_filters(hidden), by_filters(missing))
+		self.assertEqual(by_filters(missing)[0], 404)
+		self.assertEqual(self.open_form(MANAGER, hidden).json["docs"][0]["name"], hidden)
 
 	def test_approver_rows_list_only_for_requests_the_caller_may_see(self):
 		# Every desk user reads Approval Request, so Frappe lets any of them list its child table:
