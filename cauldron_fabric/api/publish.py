@@ -46,6 +46,12 @@ IGNORED = ("cmd",)
 # The types the site emits itself besides the catalog's ``core`` types and document lifecycle events.
 SITE_ONLY_TYPES = ("subscription.test", "schedule.triggered")
 DOMAINS_KEY = "cauldron_fabric:doctype_domains"
+# The attributes (by section) the Event Log keeps in columns Desk shows; the type has its pattern.
+MARKUP_FREE = {
+	"": ("id", "source"),
+	"data.": ("entity", "entityId", "action"),
+	"metadata.": ("correlationId", "causationId", "tenantId"),
+}
 
 
 class InvalidEvent(frappe.ValidationError):
@@ -196,9 +202,27 @@ def _envelope(body: dict[str, Any], unknown: list[str]) -> Envelope:
 				)
 			)
 	problems += _impersonation_problems(complete)
+	problems += _markup_problems(complete)
 	if problems:
 		_refuse(problems)
 	return envelope
+
+
+def _markup_problems(body: dict[str, Any]) -> list[str]:
+	"""Returns the attributes Desk shows (Event Log columns) that hold ``<`` or ``>``.
+
+	Desk renders these columns as HTML, trusting Frappe to have sanitized them on save; the
+	outbox writes them with one INSERT, so a publisher's markup would run in the browser of
+	whoever opens the Event Log. Frappe refuses the same characters in document names.
+	"""
+	sections = {"": body, "data.": body.get("data"), "metadata.": body.get("metadata")}
+	return [
+		_("'{0}' may not contain < or >").format(prefix + key)
+		for prefix, keys in MARKUP_FREE.items()
+		if isinstance(sections[prefix], dict)
+		for key in keys
+		if isinstance(text := sections[prefix].get(key), str) and ("<" in text or ">" in text)
+	]
 
 
 def _impersonation_problems(body: dict[str, Any]) -> list[str]:

@@ -152,6 +152,45 @@ class TestPublishApi(FrappeTestCase):
 		)
 		self.assertEqual(accepted.status_code, 200, accepted.text)
 
+	def test_markup_in_an_attribute_desk_shows_is_refused_not_recorded(self):
+		# The Event Log keeps these attributes in Data columns, which Desk's list and form render as
+		# HTML (Frappe sanitizes on save; the outbox INSERT does not): a publisher's markup would
+		# run in the browser of every admin who opens the Event Log.
+		script = '<img src=x onerror="alert(document.cookie)">'
+		data = {"entity": "Note", "entityId": self.tag, "action": "saved", "payload": {"note": script}}
+		metadata = {"correlationId": "flow-7", "causationId": "cause-7", "tenantId": "acme"}
+		for attribute in (
+			"id",
+			"source",
+			"data.entity",
+			"data.entityId",
+			"data.action",
+			"metadata.correlationId",
+			"metadata.causationId",
+			"metadata.tenantId",
+		):
+			with self.subTest(attribute=attribute):
+				body = {
+					"type": "lore.note.saved",
+					"source": "lore",
+					"data": dict(data),
+					"metadata": dict(metadata),
+				}
+				key, _, field = attribute.partition(".")
+				if field:
+					body[key][field] = script
+				else:
+					body[key] = script
+				response = self.publish(body)
+				self.assertEqual(response.status_code, 422, response.text)
+				self.assertIn(f"'{attribute}' may not contain < or >", response.json["exception"])
+		self.assertEqual(events_after(self.start), [])
+		# Markup inside the payload is data, kept as sent (Desk shows the envelope as code).
+		response = self.publish({"type": "lore.note.saved", "data": data})
+		self.assertEqual(response.status_code, 200, response.text)
+		(event,) = events_after(self.start, "Note", self.tag)
+		self.assertEqual(event["data"]["payload"]["note"], script)
+
 	def test_bad_events_get_422_listing_every_problem(self):
 		response = self.publish({"type": "Not A Type", "data": {"entity": "", "payload": []}, "extra": 1})
 		self.assertEqual(response.status_code, 422, response.text)
