@@ -6,8 +6,10 @@ import datetime as dt
 import email.utils
 import ipaddress
 import json
+import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -104,6 +106,43 @@ def test_410_and_other_4xx_are_permanent(receiver, sender):
 		outcome = sender.send(WebhookTarget(receiver.url()), "evt-4", BODY)
 		assert (outcome.ok, outcome.retryable, outcome.status_code) == (False, False, code)
 		assert "not retried" in outcome.error
+
+
+MARKUP = '<img src=x onerror="alert(document.cookie)">'
+
+
+@pytest.mark.parametrize(
+	"reply",
+	[
+		Reply(503, reason=MARKUP),
+		Reply(404, reason=MARKUP),
+		Reply(302, headers=(("Location", MARKUP),)),
+	],
+)
+def test_a_receivers_markup_never_reaches_the_error_desk_shows(receiver, sender, reply):
+	# The error is kept as the delivery's last_error, which Desk's form renders as HTML: the
+	# receiver's reason phrase or Location would run in the browser of the admin opening it.
+	receiver.reply("/hook", reply)
+	outcome = sender.send(WebhookTarget(receiver.url()), "evt-markup", BODY)
+	assert not outcome.ok and outcome.status_code == reply.status
+	assert "<" not in outcome.error and ">" not in outcome.error, outcome.error
+	assert "img src=x" in outcome.error, "the receiver's answer is still told"
+
+
+def test_markup_in_a_broken_status_line_never_reaches_the_error(sender):
+	# A status line that is not HTTP makes the client's error quote it.
+	server = socket.create_server(("127.0.0.1", 0))
+	threading.Thread(target=_answer_once, args=(server, f"HTTP/1.1 {MARKUP}\r\n\r\n"), daemon=True).start()
+	outcome = sender.send(WebhookTarget(f"http://127.0.0.1:{server.getsockname()[1]}/hook"), "evt-x", BODY)
+	server.close()
+	assert not outcome.ok and "<" not in outcome.error and ">" not in outcome.error, outcome.error
+
+
+def _answer_once(server, answer: str) -> None:
+	connection, _ = server.accept()
+	connection.recv(65536)
+	connection.sendall(answer.encode())
+	connection.close()
 
 
 @pytest.mark.parametrize("code", [408, 429, 502, 503])

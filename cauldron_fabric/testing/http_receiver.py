@@ -24,6 +24,7 @@ class Reply:
 	headers: tuple = ()
 	delay: float = 0.0
 	body_delay: float = 0.0  # between the status line and headers, and the body
+	reason: str | None = None  # the status line's reason phrase; None: the standard one
 
 
 @dataclass
@@ -67,7 +68,7 @@ class Receiver:
 					reply = queue.popleft() if queue else receiver.default
 				time.sleep(reply.delay)
 				try:
-					self.send_response(reply.status)
+					self.send_response(reply.status, reply.reason)
 					for name, value in reply.headers:
 						self.send_header(name, value)
 					self.send_header("Content-Length", str(len(reply.body)))

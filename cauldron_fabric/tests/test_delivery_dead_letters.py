@@ -80,6 +80,18 @@ class TestDeadLetters(DestinationCase):
 		self.assertEqual(len(json.loads(row.attempt_log)), 2, "the history of the dead attempt was lost")
 		self.assertEqual(len(self.receiver.on(path)), 2)
 
+	def test_a_receivers_markup_is_kept_as_text_desk_cannot_run(self):
+		# Desk's Event Delivery form renders last_error as HTML, and the worker writes it with SQL
+		# (no sanitizing save): a receiver's reason phrase ran in the browser of the admin.
+		path = f"/{self.tag}"
+		self.receiver.reply(path, Reply(410, reason='<img src=x onerror="alert(1)">'))
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		save_todo(self.tag)
+		(row,) = deliver(doc.name)
+		self.assertEqual(row.status, "Dead")
+		self.assertNotIn("<", row.last_error)
+		self.assertIn("img src=x", row.last_error, "the receiver's answer is still told")
+
 	def test_discarding_a_letter_already_retried_leaves_its_redelivery_alone(self):
 		doc, letter = self.refused(410)
 		letter.retry()

@@ -217,7 +217,7 @@ class WebhookSender:
 				latency_ms=_elapsed(started),
 			)
 		except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-			reason = redact_text(str(exc), target.url)
+			reason = plain(redact_text(str(exc), target.url))  # it may quote the receiver's status line
 			return Outcome(
 				False,
 				True,
@@ -251,16 +251,16 @@ class WebhookSender:
 		if code in (408, 429) or code >= 500:
 			wait = parse_retry_after(response.headers.get("Retry-After"))
 			wait = None if wait is None else min(wait, self.max_retry_after)
-			error = f"{shown} answered {code} {response.reason or ''}".rstrip() + "; retrying."
+			error = f"{shown} answered {code} {plain(response.reason)}".rstrip() + "; retrying."
 			return Outcome(False, True, error, code, latency, text, wait)
 		if 300 <= code < 400:
 			error = (
-				f"{shown} redirected ({code}) to {response.headers.get('Location')!r}; redirects are not "
+				f"{shown} redirected ({code}) to {plain(response.headers.get('Location'))!r}; redirects are not "
 				"followed. Put the final URL in the subscription."
 			)
 		else:
 			error = (
-				f"{shown} refused the event with {code} {response.reason or ''}".rstrip()
+				f"{shown} refused the event with {code} {plain(response.reason)}".rstrip()
 				+ "; this is not retried. Fix the receiver or the subscription, then retry the dead letter."
 			)
 		return Outcome(False, False, error, code, latency, text)
@@ -268,6 +268,15 @@ class WebhookSender:
 	def close(self) -> None:
 		"""Closes the pooled connections."""
 		self.session.close()
+
+
+def plain(text: str | None) -> str:
+	"""Returns a receiver's text (reason phrase, Location, quoted status line) with no ``<`` or ``>``.
+
+	The error is kept as the delivery's last_error, which Desk's form renders as HTML: the
+	receiver's markup would run in the browser of the admin who opens the delivery.
+	"""
+	return (text or "").replace("<", "\u2039").replace(">", "\u203a")
 
 
 def _read_capped(response: requests.Response) -> bytes:
