@@ -13,6 +13,9 @@ update of them.
 The User Permission list's Add / Update and Clear do the same to User Permission documents
 (``frappe.db.delete``): their wrappers record a ``deleted`` event for each one they removed;
 those they insert are documents saved as usual, with their own events.
+
+The wrappers take POST only (Desk's frappe.call posts): Frappe's methods also take a GET, which
+carries no CSRF token, so a link an admin followed from another site could change permissions.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ ROWS = "Custom DocPerm"
 USER_PERMISSION = "User Permission"
 
 
-@frappe.whitelist()
+@frappe.whitelist(methods=["POST"])
 def update(doctype, role, permlevel, ptype, value=None, if_owner=0):
 	"""Frappe's permission_manager.update, plus the events of the rows it changed."""
 	frappe.only_for("System Manager")
@@ -42,7 +45,7 @@ def update(doctype, role, permlevel, ptype, value=None, if_owner=0):
 	return "refresh" if copied else out  # what the page expects after a first copy
 
 
-@frappe.whitelist()
+@frappe.whitelist(methods=["POST"])
 def remove(doctype, role, permlevel, if_owner=0):
 	"""Frappe's permission_manager.remove, plus the events of the rows it changed or removed."""
 	frappe.only_for("System Manager")
@@ -50,13 +53,13 @@ def remove(doctype, role, permlevel, if_owner=0):
 	return _recorded(doctype, permission_manager.remove, doctype, role, permlevel, if_owner)
 
 
-@frappe.whitelist()
+@frappe.whitelist(methods=["POST"])
 def reset(doctype):
 	"""Frappe's permission_manager.reset, plus the events of the rows it removed."""
 	return _recorded(doctype, permission_manager.reset, doctype)
 
 
-@frappe.whitelist()
+@frappe.whitelist(methods=["POST"])
 def add_user_permissions(data):
 	"""Frappe's user_permission.add_user_permissions, plus the events of the ones it deleted."""
 	frappe.only_for("System Manager")
@@ -70,7 +73,7 @@ def add_user_permissions(data):
 	return _recorded_deletions(USER_PERMISSION, of_user, user_permission.add_user_permissions, data)
 
 
-@frappe.whitelist()
+@frappe.whitelist(methods=["POST"])
 def clear_user_permissions(user, for_doctype):
 	"""Frappe's user_permission.clear_user_permissions, plus the events of the ones it deleted."""
 	frappe.only_for("System Manager")

@@ -279,6 +279,38 @@ class TestOverHttp(FrappeTestCase):
 		)
 		self.assertFalse(frappe.db.exists("Custom DocPerm", {"parent": PERMS_PROBE}))
 
+	def test_permission_changes_take_no_get_a_link_could_send(self):
+		# A GET carries no CSRF token, and the session cookie (SameSite=Lax) goes with a link an
+		# admin follows from another site: a link could have given Guest read on any DocType.
+		ensure_custom_doctype(PERMS_PROBE, [{"fieldname": "title", "fieldtype": "Data", "label": "Title"}])
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "Custom DocPerm", {"parent": PERMS_PROBE})
+		self.addCleanup(frappe.db.delete, "User Permission", {"user": self.clerk})
+		admin = get_test_client()
+		login = request("post", "/api/method/login", admin, data={"usr": self.manager, "pwd": PASSWORD})
+		self.assertEqual(login.status_code, 200, login.text)
+		page = "/api/method/frappe.core.page.permission_manager.permission_manager"
+		methods = "/api/method/frappe.core.doctype.user_permission.user_permission"
+		grant = {"doctype": PERMS_PROBE, "role": "Guest", "permlevel": 0, "ptype": "read", "value": 1}
+		user_permission = {
+			"user": self.clerk,
+			"doctype": "Role",
+			"docname": "Blogger",
+			"apply_to_all_doctypes": 1,
+		}
+		for path, query in (
+			(f"{page}.update", grant),
+			(f"{page}.remove", {"doctype": PERMS_PROBE, "role": "System Manager", "permlevel": 0}),
+			(f"{page}.reset", {"doctype": PERMS_PROBE}),
+			(f"{methods}.add_user_permissions", {"data": json.dumps(user_permission)}),
+			(f"{methods}.clear_user_permissions", {"user": self.clerk, "for_doctype": "Role"}),
+		):
+			with self.subTest(path=path):
+				response = request("get", path, admin, query_string=query)
+				self.assertGreaterEqual(response.status_code, 400, response.text)
+		self.assertFalse(frappe.db.exists("Custom DocPerm", {"parent": PERMS_PROBE, "role": "Guest"}))
+		self.assertFalse(frappe.db.exists("User Permission", {"user": self.clerk}))
+
 	def test_replacing_and_clearing_user_permissions_in_desk_are_system_change_events(self):
 		# The User Permission list's Add / Update and Clear delete rows with plain queries, no hooks.
 		self.addCleanup(frappe.db.commit)
