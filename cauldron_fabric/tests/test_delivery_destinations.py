@@ -28,9 +28,11 @@ from cauldron_fabric.tests.test_delivery_support import (
 	loopback_allowed,
 	save_todo,
 )
+from cauldron_fabric.tests.test_http import api_token, make_user, request
 from cauldron_fabric.tests.utils import fabric_settings
 
 RABBITMQ = "amqp://guest@127.0.0.1:5672/%2F"
+PUBLISH = "/api/method/cauldron_fabric.api.publish.publish"
 HANDLED: list[tuple[str, str]] = []
 
 
@@ -38,6 +40,11 @@ def record_handled(envelope, payload) -> None:
 	"""An in-app handler: remembers the event and writes a ToDo, proving it runs in the site."""
 	HANDLED.append((envelope.id, payload.content_type))
 	frappe.get_doc({"doctype": "ToDo", "description": f"handled {envelope.id}"}).insert()
+
+
+def look_up_user(envelope, payload) -> None:
+	"""An in-app handler that loads the user an event names (its error quotes the name)."""
+	frappe.get_doc("User", envelope.data.payload["user"])
 
 
 class DestinationCase(DeliveryTestCase):
@@ -128,6 +135,31 @@ class TestWebhookAndHandlerDestinations(DestinationCase):
 		event_id = json.loads(row.envelope)["id"]
 		self.assertIn((event_id, "application/json"), HANDLED)
 		self.assertTrue(frappe.db.exists("ToDo", {"description": f"handled {event_id}"}))
+
+	def test_a_handlers_error_quoting_the_event_is_kept_as_text_desk_cannot_run(self):
+		# Desk's Event Delivery form renders last_error as HTML and the worker writes it with SQL:
+		# a handler's error quoting a published event ("User <img …> not found") ran as HTML.
+		handler = f"{__name__}.look_up_user"
+		with patch_hooks({"fabric_handlers": {"lore.note.*": [handler]}}):
+			doc = self.subscription(
+				destination_type="In-app handler",
+				handler=handler,
+				event_types="lore.note.*",
+				condition=f'data.entityId == "{self.tag}"',
+				max_attempts=1,
+			)
+			token = api_token(make_user("fabric-publisher@example.com", ["Fabric Publisher"]))
+			payload = {"user": '<img src=x onerror="alert(1)">'}
+			body = {
+				"type": "lore.note.saved",
+				"data": {"entity": "Note", "entityId": self.tag, "payload": payload},
+			}
+			published = request("post", PUBLISH, json=body, headers={"Authorization": token})
+			self.assertEqual(published.status_code, 200, published.text)
+			(row,) = deliver(doc.name)
+		self.assertEqual(row.status, "Dead")
+		self.assertIn("not found", row.last_error)
+		self.assertNotIn("<", row.last_error)
 
 
 class TestBrokerDestinations(DestinationCase):

@@ -29,6 +29,7 @@ from cauldron_fabric.core.delivery.records import (
 	DeliveryJob,
 	Outcome,
 	excerpt,
+	plain,
 )
 from cauldron_fabric.core.delivery.store import DeliveryStore
 from cauldron_fabric.core.delivery.subscription import BrokenSubscription, Subscription
@@ -168,7 +169,7 @@ class DeliveryEngine:
 			return DeliveryAttempt(
 				job.seq, job.subscription, job.event_id, number, DELIVERED, started, **common
 			)
-		error = excerpt(outcome.error)
+		error = plain(excerpt(outcome.error)) or None  # quotes outside text: see plain
 		delay = None
 		if outcome.retryable:
 			with self._rng_lock:

@@ -35,7 +35,7 @@ import requests
 import urllib3
 
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, PinnedAddressAdapter, pinned_url
-from cauldron_fabric.core.delivery.records import Outcome, excerpt
+from cauldron_fabric.core.delivery.records import Outcome, excerpt, plain
 from cauldron_fabric.core.errors import ConfigurationError, FabricError
 from cauldron_fabric.core.urls import redact_text, redact_url
 
@@ -268,15 +268,6 @@ class WebhookSender:
 	def close(self) -> None:
 		"""Closes the pooled connections."""
 		self.session.close()
-
-
-def plain(text: str | None) -> str:
-	"""Returns a receiver's text (reason phrase, Location, quoted status line) with no ``<`` or ``>``.
-
-	The error is kept as the delivery's last_error, which Desk's form renders as HTML: the
-	receiver's markup would run in the browser of the admin who opens the delivery.
-	"""
-	return (text or "").replace("<", "\u2039").replace(">", "\u203a")
 
 
 def _read_capped(response: requests.Response) -> bytes:
