@@ -46,9 +46,10 @@ IGNORED = ("cmd",)
 # The types the site emits itself besides the catalog's ``core`` types and document lifecycle events.
 SITE_ONLY_TYPES = ("subscription.test", "schedule.triggered")
 DOMAINS_KEY = "cauldron_fabric:doctype_domains"
-# The attributes (by section) the Event Log keeps in columns Desk shows; the type has its pattern.
+# The attributes (by section) the Event Log keeps in columns Desk shows; the id and type are
+# checked by Envelope.from_dict for every event.
 MARKUP_FREE = {
-	"": ("id", "source"),
+	"": ("source",),
 	"data.": ("entity", "entityId", "action"),
 	"metadata.": ("correlationId", "causationId", "tenantId"),
 }

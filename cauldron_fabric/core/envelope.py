@@ -199,6 +199,10 @@ class Envelope:
 				problems.append(
 					f"'{key}' is {len(body[key])} characters long; at most {KEY_LENGTH} are allowed"
 				)
+		if isinstance(body.get("id"), str) and ("<" in body["id"] or ">" in body["id"]):
+			# Kept in columns Desk lists and renders as HTML (Event Log, Processed Event), written
+			# with SQL that Frappe's sanitizing save never sees: markup there would run in Desk.
+			problems.append("'id' may not contain < or >")
 		if isinstance(body.get("type"), str) and not TYPE_PATTERN.match(body["type"]):
 			problems.append(
 				f"'type' {body['type']!r} must be dot-separated lower-case words such as 'sales_invoice.submitted'"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
@@ -103,6 +104,20 @@ class TestConsumingIntoTheSite(FrappeTestCase):
 		caused = [e for e in events_caused_by(event.id) if e["type"] == "todo.created"]
 		self.assertTrue(caused, "the handler's document changes carry the consumed event as their cause")
 		self.assertEqual({e["metadata"]["correlationId"] for e in caused}, {event.metadata.correlation_id})
+
+	def test_an_event_id_with_markup_is_a_dead_letter_not_a_processed_mark_desk_lists(self):
+		# Processed Event lists the event id, written with SQL (no sanitizing save) and rendered by
+		# Desk's list as HTML: any producer on a consumed topic could run script in an admin's browser.
+		event, topic = approval_requested(), self.fresh_topic()
+		event = replace(event, id='<img src=x onerror="alert(1)">')
+		publish(self.broker.bootstrap, topic, [event])
+		group = group_name("markup")
+		counts = consume(group, [topic])
+		self.assertEqual((counts.processed, counts.dead_lettered), (0, 1))
+		self.assertFalse(frappe.get_all("Processed Event", filters={"consumer_group": group}))
+		(letter,) = dead_letters(group)
+		self.assertIn("'id' may not contain < or >", letter["last_error"])
+		self.assertFalse(frappe.db.exists("Approval Request", event.data.payload["requestId"]))
 
 	def test_approving_a_consumed_request_publishes_approval_response_with_its_correlation_id(self):
 		event, topic = approval_requested(), self.fresh_topic()
