@@ -44,6 +44,7 @@ override_whitelisted_methods = {
 	# Opening a request answered 403 when hidden and 404 (or nothing) when missing: the same tell.
 	"frappe.client.get": "cauldron_fabric.approvals.permissions.get",
 	"frappe.desk.form.load.getdoc": "cauldron_fabric.approvals.permissions.getdoc",
+	"frappe.desk.form.load.get_docinfo": "cauldron_fabric.approvals.permissions.get_docinfo",
 	# Frappe counts (and counts assignees) without any permission check: a count filtered on
 	# an event's envelope would read its document one guess at a time. The sidebar's counts
 	# also took SQL in their filters, for every DocType.

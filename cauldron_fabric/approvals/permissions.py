@@ -96,6 +96,14 @@ def get(doctype: str, name: str | None = None, filters=None, parent=None):
 	return client.get(doctype, name, filters, parent)
 
 
+@frappe.whitelist()
+def get_docinfo(doc=None, doctype: str | None = None, name: str | None = None):
+	"""Frappe's get_docinfo (a form's timeline), which answers a request the caller may not see as a missing one."""
+	if doctype == DOCTYPE and _hidden(name):
+		_not_found(name)
+	return load.get_docinfo(doc, doctype, name)
+
+
 def _not_found(name) -> None:
 	"""Raises what Frappe raises for a request that does not exist (Document.load_from_db)."""
 	frappe.throw(_("{0} {1} not found").format(_(DOCTYPE), name), frappe.DoesNotExistError)

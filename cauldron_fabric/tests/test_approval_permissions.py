@@ -27,6 +27,7 @@ FORM = "/api/method/frappe.desk.form.load.getdoc"
 LIST_VIEW = "/api/method/frappe.desk.reportview.get"
 LINK_CHECK = "/api/method/frappe.client.validate_link"
 GET = "/api/method/frappe.client.get"
+DOCINFO = "/api/method/frappe.desk.form.load.get_docinfo"
 
 
 def answer(response, name: str) -> tuple:
@@ -173,7 +174,7 @@ class TestApprovalRequestVisibility(FrappeTestCase):
 			)
 			return answer(response, name)
 
-		for path in (FORM, GET):
+		for path in (FORM, GET, DOCINFO):
 			self.assertEqual(opened(path, hidden), opened(path, missing), path)
 		self.assertEqual(by_filters(hidden), by_filters(missing))
 		self.assertEqual(by_filters(missing)[0], 404)
