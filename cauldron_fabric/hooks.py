@@ -45,6 +45,15 @@ override_whitelisted_methods = {
 	"frappe.client.get": "cauldron_fabric.approvals.permissions.get",
 	"frappe.desk.form.load.getdoc": "cauldron_fabric.approvals.permissions.getdoc",
 	"frappe.desk.form.load.get_docinfo": "cauldron_fabric.approvals.permissions.get_docinfo",
+	**{
+		name: "cauldron_fabric.approvals.permissions.run_doc_method"
+		for name in (
+			"run_doc_method",
+			"runserverobj",
+			"frappe.handler.run_doc_method",
+			"frappe.handler.runserverobj",
+		)
+	},
 	# Frappe counts (and counts assignees) without any permission check: a count filtered on
 	# an event's envelope would read its document one guess at a time. The sidebar's counts
 	# also took SQL in their filters, for every DocType.

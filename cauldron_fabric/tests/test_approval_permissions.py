@@ -28,6 +28,7 @@ LIST_VIEW = "/api/method/frappe.desk.reportview.get"
 LINK_CHECK = "/api/method/frappe.client.validate_link"
 GET = "/api/method/frappe.client.get"
 DOCINFO = "/api/method/frappe.desk.form.load.get_docinfo"
+RUN = "/api/method/run_doc_method"
 
 
 def answer(response, name: str) -> tuple:
@@ -177,6 +178,23 @@ class TestApprovalRequestVisibility(FrappeTestCase):
 		for path in (FORM, GET, DOCINFO):
 			self.assertEqual(opened(path, hidden), opened(path, missing), path)
 		self.assertEqual(by_filters(hidden), by_filters(missing))
+
+		def ran(name: str, by_docs: bool) -> tuple:
+			target = {
+				"docs": json.dumps({"doctype": "Approval Request", "name": name, "modified": "2020-01-01"})
+			}
+			if not by_docs:
+				target = {"dt": "Approval Request", "dn": name}
+			response = request(
+				"post",
+				RUN,
+				headers={"Authorization": self.tokens[STRANGER]},
+				json={"method": "run_method", **target},
+			)
+			return answer(response, name)
+
+		for by_docs in (False, True):
+			self.assertEqual(ran(hidden, by_docs), ran(missing, by_docs), f"run_doc_method, docs: {by_docs}")
 		self.assertEqual(by_filters(missing)[0], 404)
 		self.assertEqual(self.open_form(MANAGER, hidden).json["docs"][0]["name"], hidden)
 
