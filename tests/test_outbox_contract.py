@@ -49,6 +49,14 @@ class SqlSessions:
 		conn.close()
 		return {int(k): v for k, v in rows.items()}
 
+	def topics(self):
+		conn = connect_db()
+		with conn.cursor() as cur:
+			cur.execute(f"SELECT name, topic FROM `{self.table}`")
+			rows = dict(cur.fetchall())
+		conn.close()
+		return {int(k): v for k, v in rows.items()}
+
 	def close(self):
 		for store in self.opened:
 			store.close()
@@ -66,6 +74,9 @@ class MemorySessions:
 
 	def statuses(self):
 		return self.open().statuses()
+
+	def topics(self):
+		return {seq: row.destination or None for seq, row in self.outbox.rows.items()}
 
 	def close(self):
 		pass
@@ -310,6 +321,18 @@ def test_a_record_held_back_unsent_counts_no_attempt(sessions):
 	assert again.seq == record.seq and again.attempts == 0
 	store.settle(published([again]))
 	assert sessions.statuses() == {record.seq: PUBLISHED}
+
+
+def test_a_record_held_back_unsent_keeps_the_topic_it_last_went_to(sessions):
+	sessions.append(events([("A", 1)]))
+	store = sessions.open()
+	(record,) = store.claim(10)
+	earlier = dt.datetime.now() - dt.timedelta(seconds=1)
+	store.settle([Settlement(record.seq, False, "cauldron.sales", error="timeout", retry_at=earlier)])
+	(again,) = store.claim(10)
+	held = Settlement(again.seq, False, "", error="Held back", retry_at=earlier, attempted=False)
+	store.settle([held])
+	assert sessions.topics() == {record.seq: "cauldron.sales"}
 
 
 def test_permanent_failure_marks_failed_and_frees_the_key(sessions):

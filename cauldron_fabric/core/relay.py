@@ -267,7 +267,7 @@ class Relay:
 					Settlement(
 						record.seq,
 						False,
-						message.destination if message else first.destination,
+						message.destination if message else "",  # unsent: the row keeps its topic
 						error=error,
 						retry_at=first.retry_at,
 						attempted=message is not None,

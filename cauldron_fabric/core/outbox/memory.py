@@ -85,7 +85,7 @@ class MemoryOutboxStore(OutboxStore):
 			for s in settlements:
 				row = self.outbox.rows[s.seq]
 				row.attempts += s.attempted
-				row.destination = s.destination
+				row.destination = s.destination or row.destination  # held back unsent: no new one
 				if s.published:
 					row.status, row.last_error, row.next_attempt_at = PUBLISHED, None, None
 				else:

@@ -490,10 +490,12 @@ class SqlOutboxStore(OutboxStore):
 				with_failure=False,
 			)
 		if failed:
+			# A row held back unsent has no destination of its own: it keeps the topic it last
+			# went to (or none yet).
 			self._update_from_rows(
 				failed,
 				"t.status = IF(v.permanent, %s, t.status), t.attempts = t.attempts + v.attempted, "
-				"t.last_error = v.error, t.next_attempt_at = v.retry_at, t.topic = v.topic",
+				"t.last_error = v.error, t.next_attempt_at = v.retry_at, t.topic = COALESCE(v.topic, t.topic)",
 				[FAILED],
 				with_failure=True,
 			)
