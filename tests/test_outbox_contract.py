@@ -400,6 +400,41 @@ def test_a_claim_left_idle_too_long_goes_to_the_next_relay_and_its_settle_is_ret
 		other.close()
 
 
+def test_a_claim_that_fails_partway_leaves_no_retry_marks_for_the_next_one(outbox_table):
+	# The rows a claim found retried decide how settle writes them; a claim that failed
+	# after reading some must not hand its marks to the next claim's rows.
+	table, sequence = outbox_table
+	writer = SqlSessions(table, sequence)
+	writer.append(events([("A", 3), ("B", 1)]))
+	writer.close()
+	earlier = dt.datetime.now() - dt.timedelta(seconds=1)
+	calls = []
+
+	def clock():
+		calls.append(1)
+		if len(calls) == 4:  # the look past the rows left out for A1, in the failing claim
+			raise RuntimeError("clock broke")
+		return dt.datetime.now()
+
+	store = SqlOutboxStore(connect_db, table=table, sequence=sequence, clock=clock)
+	other = SqlOutboxStore(connect_db, table=table, sequence=sequence)
+	try:
+		a1, a2, a3, b1 = store.claim(10)
+		store.settle([Settlement(r.seq, False, "t", error="down", retry_at=earlier) for r in (a1, a2, a3)])
+		assert [r.seq for r in other.claim(1)] == [a1.seq]
+		with pytest.raises(RuntimeError, match="clock broke"):
+			store.claim(2)
+		store.session.rollback()
+		other.release()
+		other.settle([Settlement(r.seq, True, "t") for r in other.claim(3)])
+		assert [r.seq for r in store.claim(10)] == [b1.seq]
+		assert store._retried == set()
+		store.release()
+	finally:
+		store.close()
+		other.close()
+
+
 def test_excluded_ids_become_exact_ranges_or_one_list():
 	# The order check leaves out the batch and the rows ahead of it; a range must never
 	# cover an id that is not in the list, or it would hide another relay's row.

@@ -370,6 +370,7 @@ class SqlOutboxStore(OutboxStore):
 		"""Locks due Pending rows (skipping rows other relays hold) and keeps per-key order."""
 		if self._claimed:
 			raise RuntimeError("claim() called twice without settle() or release()")
+		self._retried = set()  # a claim that failed partway may have left its marks
 		oldest = self._execute(
 			f"SELECT name FROM `{self.table}` WHERE status = %s ORDER BY name LIMIT 1", (PENDING,)
 		)
