@@ -194,6 +194,16 @@ def test_a_2xx_whose_body_is_slow_is_delivered_not_retried_into_a_duplicate(rece
 	assert (outcome.ok, outcome.retryable, outcome.status_code) == (False, True, 503)
 
 
+def test_a_body_trickled_byte_by_byte_holds_the_attempt_no_longer_than_its_timeout(receiver, sender):
+	# Each byte comes within the read timeout, so only a deadline on the whole read ends it;
+	# without one a receiver could hold a worker until its claim is freed and the event sent twice.
+	receiver.reply("/hook", Reply(200, body=b"x" * 100, trickle=0.05))
+	started = time.monotonic()
+	outcome = sender.send(WebhookTarget(receiver.url(), timeout=0.5), "evt-trickle", BODY)
+	assert (outcome.ok, outcome.status_code) == (True, 200)
+	assert time.monotonic() - started < 2.0
+
+
 def test_connection_refused_is_retryable(sender):
 	outcome = sender.send(WebhookTarget(f"http://127.0.0.1:{free_port()}/hook"), "evt-8", BODY)
 	assert (outcome.ok, outcome.retryable) == (False, True) and "Could not reach" in outcome.error

@@ -25,6 +25,7 @@ class Reply:
 	delay: float = 0.0
 	body_delay: float = 0.0  # between the status line and headers, and the body
 	reason: str | None = None  # the status line's reason phrase; None: the standard one
+	trickle: float = 0.0  # between one byte of the body and the next
 
 
 @dataclass
@@ -76,12 +77,21 @@ class Receiver:
 					if reply.body_delay:
 						self.wfile.flush()
 						time.sleep(reply.body_delay)
-					self.wfile.write(reply.body)
+					self._write_body(reply)
 				except OSError:
 					pass  # the sender gave up (timeout) and closed the connection
 				record.finished = time.monotonic()
 
 			do_PUT = do_PATCH = do_POST
+
+			def _write_body(self, reply: Reply) -> None:
+				if not reply.trickle:
+					self.wfile.write(reply.body)
+					return
+				for index in range(len(reply.body)):
+					self.wfile.write(reply.body[index : index + 1])
+					self.wfile.flush()
+					time.sleep(reply.trickle)
 
 			def log_message(self, *args):
 				pass

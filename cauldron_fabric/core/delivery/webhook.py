@@ -235,7 +235,7 @@ class WebhookSender:
 				latency_ms=_elapsed(started),
 			)
 		try:
-			content = _read_capped(response)
+			content = _read_capped(response, time.monotonic() + target.timeout)
 		except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
 			# The status line is the answer: a 2xx took the event, and retrying it because the
 			# body was slow or cut short would deliver it twice. The body is only for the record.
@@ -270,19 +270,28 @@ class WebhookSender:
 		self.session.close()
 
 
-def _read_capped(response: requests.Response) -> bytes:
-	"""Reads at most MAX_RESPONSE_READ bytes; a longer body's connection is dropped, not drained."""
+def _read_capped(response: requests.Response, deadline: float) -> bytes:
+	"""Reads at most MAX_RESPONSE_READ bytes until ``deadline`` (``time.monotonic``).
+
+	A longer or slower body's connection is dropped, not drained. The read timeout bounds each
+	read only: a receiver trickling a byte at a time would otherwise hold the attempt for days.
+	"""
 	raw = response.raw
+	chunks: list[bytes] = []
+	size = 0
 	try:
-		content = raw.read(MAX_RESPONSE_READ + 1, decode_content=True)
+		while size <= MAX_RESPONSE_READ and time.monotonic() < deadline:
+			chunk = raw.read1(MAX_RESPONSE_READ + 1 - size, decode_content=True)
+			if not chunk:
+				raw.release_conn()  # read to the end: the connection goes back to the pool
+				return b"".join(chunks)
+			chunks.append(chunk)
+			size += len(chunk)
 	except Exception:
 		raw.close()
 		raise
-	if len(content) > MAX_RESPONSE_READ:
-		raw.close()
-		return content[:MAX_RESPONSE_READ]
-	raw.release_conn()  # read to the end: the connection goes back to the pool
-	return content
+	raw.close()
+	return b"".join(chunks)[:MAX_RESPONSE_READ]
 
 
 def _elapsed(started: float) -> float:
