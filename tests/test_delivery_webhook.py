@@ -410,6 +410,21 @@ def test_loopback_receivers_are_refused_without_the_allow_list(receiver):
 	sender.close()
 
 
+def test_a_backslash_cannot_send_the_request_to_another_host_than_the_checked_one(receiver):
+	# Python's urlsplit reads public.example as the host of this URL; urllib3, which makes
+	# the connection, ends the authority at the backslash and would dial 127.0.0.1.
+	url = f"http://127.0.0.1:{receiver.port}\\@public.example/hook"
+	sender = WebhookSender(AddressPolicy(resolver=lambda host, port: ["93.184.216.34"]))
+	try:
+		outcome = sender.send(WebhookTarget(url, timeout=2), "evt-backslash", BODY)
+	finally:
+		sender.close()
+	assert receiver.requests == []
+	assert (outcome.ok, outcome.retryable) == (False, False) and "backslash" in outcome.error
+	with pytest.raises(ConfigurationError, match="backslash"):
+		WebhookTarget(url).validate()
+
+
 def test_the_request_goes_to_the_checked_address_with_the_original_host_header(receiver):
 	# receiver.test exists in no DNS: the request can only arrive through the pinned address.
 	policy = AddressPolicy.from_allow_list(["127.0.0.0/8"], resolver=lambda host, port: ["127.0.0.1"])

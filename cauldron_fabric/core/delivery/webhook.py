@@ -127,6 +127,8 @@ class WebhookTarget:
 				hint="Write an IPv6 host in brackets, e.g. https://[2001:db8::1]/hook, or use a host name.",
 			) from exc
 		shown = redact_url(self.url)
+		if problem := authority_problem(self.url):
+			raise ConfigurationError(problem, hint="In a path, write a backslash as %5C.")
 		if parts.scheme not in ("http", "https") or not parts.hostname:
 			raise ConfigurationError(
 				f"Webhook URL {shown!r} must be an absolute http:// or https:// URL.",
@@ -185,6 +187,8 @@ class WebhookSender:
 		"""Makes one attempt; never raises for a receiver's failure, the Outcome says what happened."""
 		parts = urlsplit(target.url)
 		started = time.perf_counter()
+		if problem := authority_problem(target.url):
+			return Outcome(False, False, problem, latency_ms=_elapsed(started))
 		try:
 			address = self.policy.resolve(
 				parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
@@ -292,6 +296,21 @@ def _read_capped(response: requests.Response, deadline: float) -> bytes:
 		raise
 	raw.close()
 	return b"".join(chunks)[:MAX_RESPONSE_READ]
+
+
+def authority_problem(url: str) -> str | None:
+	"""Returns why the URL's host is ambiguous, or None.
+
+	urlsplit, which the address check reads, ends the host part at ``/``, ``?`` or ``#``;
+	urllib3, which connects, also at a backslash: ``http://127.0.0.1\\@public.example/`` is
+	checked as public.example and dialled as 127.0.0.1.
+	"""
+	if "\\" in urlsplit(url).netloc:
+		return (
+			f"Webhook URL {redact_url(url)!r} has a backslash before its path, so it names two different "
+			"hosts; it is refused. Remove the backslash in the subscription, then retry the dead letter."
+		)
+	return None
 
 
 def _elapsed(started: float) -> float:
