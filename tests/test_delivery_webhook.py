@@ -168,6 +168,18 @@ def test_retry_after_in_seconds_and_as_http_date_is_respected_and_capped(receive
 	sender.close()
 
 
+def test_a_retry_after_that_is_no_delay_or_date_is_ignored_not_a_failed_sender(receiver, sender):
+	# "²" passes str.isdigit() but not float(); a date in year 10^20 overflows: either used to
+	# escape send() and the attempt was recorded as a crashed destination, not as the 503.
+	huge_year = "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"
+	receiver.reply("/hook", Reply(503, headers=(("Retry-After", "²"),)))
+	receiver.reply("/hook", Reply(503, headers=(("Retry-After", huge_year),)))
+	for _ in range(2):
+		outcome = sender.send(WebhookTarget(receiver.url()), "evt-odd-retry-after", BODY)
+		assert (outcome.ok, outcome.retryable, outcome.status_code) == (False, True, 503)
+		assert outcome.retry_after is None and "answered 503" in outcome.error
+
+
 def test_parse_retry_after_forms():
 	now = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
 	assert parse_retry_after("120", now) == 120

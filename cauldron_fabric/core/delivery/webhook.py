@@ -96,11 +96,11 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> floa
 	if not value or not value.strip():
 		return None
 	text = value.strip()
-	if text.isdigit():
+	if text.isascii() and text.isdigit():  # "²" and "٣" are digits to str.isdigit
 		return float(text)
 	try:
 		moment = email.utils.parsedate_to_datetime(text)
-	except (TypeError, ValueError):
+	except (TypeError, ValueError, OverflowError):  # a year or offset beyond any clock
 		return None
 	if moment.tzinfo is None:
 		moment = moment.replace(tzinfo=dt.timezone.utc)
