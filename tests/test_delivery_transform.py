@@ -1,6 +1,7 @@
 """Payload forms, checked with the official CloudEvents SDK, and save-time validation of subscriptions."""
 
 import json
+import tracemalloc
 
 import pytest
 from cloudevents.core.bindings import http as ce_http
@@ -117,6 +118,21 @@ def test_a_template_for_a_json_lines_receiver_is_not_checked_as_one_json_documen
 def test_the_template_sandbox_refuses_escapes_and_huge_output(envelope, template):
 	with pytest.raises(RenderError):
 		compile_transform("template", template=template, content_type="text/plain").render(envelope)
+
+
+def test_a_template_looping_to_huge_output_stops_at_the_limit_not_after_building_it(envelope):
+	# No single '*' is too large, but the loops would build 40 MB (a larger range, gigabytes)
+	# before the output limit was checked: the worker's memory, not the limit, bounded it.
+	template = "{% for i in range(40000) %}{{ 'x' * 1000 }}{% endfor %}"
+	transform = compile_transform("template", template=template, content_type="text/plain")
+	tracemalloc.start()
+	try:
+		with pytest.raises(RenderError, match=r"^The payload template produced more than 1000000 characters"):
+			transform.render(envelope)
+		_, peak = tracemalloc.get_traced_memory()
+	finally:
+		tracemalloc.stop()
+	assert peak < 10_000_000
 
 
 def test_a_field_selection_keeps_the_tree_or_uses_aliases(envelope):

@@ -216,7 +216,9 @@ def _render_binary(transform: Transform, envelope: Envelope) -> RenderedPayload:
 def _render_template(transform: Transform, envelope: Envelope) -> RenderedPayload:
 	document = envelope.to_dict()
 	try:
-		text = transform.template.render(**document, payload=document["data"]["payload"], event=document)
+		text = _render_capped(transform.template, document)
+	except RenderError:
+		raise
 	except jinja2.UndefinedError as exc:
 		raise RenderError(
 			f"The payload template refers to a value this event lacks: {exc.message}.",
@@ -231,8 +233,6 @@ def _render_template(transform: Transform, envelope: Envelope) -> RenderedPayloa
 		raise RenderError(
 			f"The payload template failed for this event: {type(exc).__name__}: {exc}."
 		) from exc
-	if len(text) > MAX_OUTPUT:
-		raise RenderError(f"The payload template produced more than {MAX_OUTPUT} characters.")
 	if is_json_media_type(transform.content_type):
 		try:
 			json.loads(text)
@@ -242,6 +242,21 @@ def _render_template(transform: Transform, envelope: Envelope) -> RenderedPayloa
 				hint="Use the json filter for values, e.g. {{ payload.customer | json }}.",
 			) from exc
 	return RenderedPayload(text.encode(), transform.content_type, _attributes(envelope))
+
+
+def _render_capped(template: Any, document: dict[str, Any]) -> str:
+	"""Renders piece by piece, stopping past MAX_OUTPUT characters.
+
+	Rendering whole and measuring afterwards let loops build gigabytes first: no single
+	repetition is refused, their product is.
+	"""
+	pieces, size = [], 0
+	for piece in template.generate(**document, payload=document["data"]["payload"], event=document):
+		size += len(piece)
+		if size > MAX_OUTPUT:
+			raise RenderError(f"The payload template produced more than {MAX_OUTPUT} characters.")
+		pieces.append(piece)
+	return "".join(pieces)
 
 
 def is_json_media_type(content_type: str) -> bool:
