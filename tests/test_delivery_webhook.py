@@ -353,6 +353,7 @@ def test_a_malformed_url_is_refused_as_a_destination_and_as_a_webhook(url):
 		("::1", "loopback"),
 		("fe80::1", "link-local"),
 		("fc00::1", "private"),
+		("fec0::1", "site-local"),
 		("fd00:ec2::254", "metadata"),
 		("ff02::1", "multicast"),
 		("::ffff:127.0.0.1", "loopback address (embedded"),

@@ -3,8 +3,9 @@
 A webhook URL is resolved once per attempt and every address it resolves to is checked; one
 refused address refuses the host (a name resolving to both a public and a private address is
 the classic trick). Refused: loopback, private, link-local, multicast, reserved, unspecified,
-shared (carrier-grade NAT) and other non-global addresses, and cloud metadata endpoints, for
-IPv4 and IPv6, including IPv4 addresses embedded in IPv6 (mapped, 6to4, Teredo, NAT64).
+shared (carrier-grade NAT), IPv6 site-local and other non-global addresses, and cloud metadata
+endpoints, for IPv4 and IPv6, including IPv4 addresses embedded in IPv6 (mapped, 6to4, Teredo,
+NAT64).
 An admin allow-list of networks (CIDRs) and host names (``n8n.internal``, or ``.internal`` for
 a whole domain) lifts the refusal for the receivers they run themselves.
 
@@ -72,6 +73,8 @@ def refusal_reason(address: Address) -> str | None:
 	for reason, test in (
 		("a loopback address", address.is_loopback),
 		("a link-local address", address.is_link_local),
+		# fec0::/10, deprecated but still routed inside some networks; Python counts it global.
+		("a site-local address", getattr(address, "is_site_local", False)),
 		("a multicast address", address.is_multicast),
 		("an unspecified address", address.is_unspecified),
 		("a reserved address", address.is_reserved),
