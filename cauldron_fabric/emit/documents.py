@@ -200,7 +200,9 @@ def _inserted_through_another_object(doc) -> bool:
 	save pays for the look up the stack.
 	"""
 	saving = frappe.flags.currently_saving or ()
-	entries = sum(1 for doctype, _ in saving if doctype == doc.doctype)
+	# Frappe never removes an insert's entry under None: in a long job the list grows with every
+	# insert, so it is counted in C rather than in a generator.
+	entries = [doctype for doctype, _ in saving].count(doc.doctype)
 	if entries <= ((doc.doctype, doc.name) in saving):
 		return False
 	name = str(doc.name)
