@@ -208,14 +208,30 @@ def document_changes(before, after: dict[str, Any]) -> dict[str, Any] | None:
 def _reader_of(doc) -> Callable[[str], Any]:
 	"""Returns a reader of ``doc``'s values in the form document_payload gives them."""
 	forms = value_forms(doc.meta)
+	checked = _checked_strings(doc.meta)
 	computed = _virtual_values(doc)
 
 	def value_of(key: str) -> Any:
 		if key in computed:
 			return computed[key]
-		return as_stored(forms.get(key), _plain(doc.get(key)))
+		value = doc.get(key)
+		if isinstance(value, str) and key not in checked:
+			return value  # text is held as it is stored: most values of most saves
+		return as_stored(forms.get(key), _plain(value))
 
 	return value_of
+
+
+def _checked_strings(meta) -> frozenset[str]:
+	"""Returns the fields whose string values events may render otherwise (dates, times,
+	secrets), cached on meta."""
+	checked = meta.__dict__.get("_fabric_checked_strings")
+	if checked is None:
+		forms = value_forms(meta)
+		checked = meta.__dict__["_fabric_checked_strings"] = frozenset(
+			fieldname for fieldname, form in forms.items() if form[0] is not None
+		)
+	return checked
 
 
 def _virtual_values(doc) -> dict[str, Any]:
