@@ -195,6 +195,26 @@ def test_every_column_of_an_appended_row_is_stored_as_given(outbox_table, connec
 	)
 
 
+def test_an_error_quoting_markup_is_kept_as_text_desk_cannot_run_as_html(outbox_table):
+	# Desk renders an Event Log's last_error as HTML; a schema violation quotes the payload's
+	# values and a broker's error its own text, so their markup would run in an admin's browser.
+	table, sequence = outbox_table
+	store = SqlOutboxStore(connect_db, table=table, sequence=sequence)
+	markup = "<img src=x onerror=alert(1)>"
+	store.append([OutboxAppend(make_envelope("ToDo", "A"), invalid=True, problem=markup)])
+	store.append([OutboxAppend(make_envelope("ToDo", "B"))])
+	store.commit()
+	(record,) = store.claim(10)
+	store.settle([Settlement(record.seq, False, "t", error=markup, permanent=True)])
+	store.close()
+	conn = connect_db()
+	with conn.cursor() as cur:
+		cur.execute(f"SELECT last_error FROM `{table}` ORDER BY name")
+		errors = [error for (error,) in cur.fetchall()]
+	conn.close()
+	assert errors == ["\u2039img src=x onerror=alert(1)\u203a"] * 2
+
+
 def test_a_text_too_long_for_its_column_is_refused_by_name_not_as_a_database_error(outbox_table):
 	# from_dict checks the id and type only; any other attribute (an API publisher's source,
 	# entity or correlation id) over the Event Log's 140 characters failed the INSERT itself.

@@ -29,13 +29,13 @@ from cauldron_fabric.core.delivery.records import (
 	DeliveryJob,
 	Outcome,
 	excerpt,
-	plain,
 )
 from cauldron_fabric.core.delivery.store import DeliveryStore
 from cauldron_fabric.core.delivery.subscription import BrokenSubscription, Subscription
 from cauldron_fabric.core.delivery.transform import RenderedPayload
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import FabricError, RetryableError
+from cauldron_fabric.core.markup import plain
 from cauldron_fabric.core.ports import Waker
 
 log = logging.getLogger("cauldron_fabric.delivery")

@@ -139,13 +139,3 @@ def excerpt(text: str | bytes | None, limit: int = EXCERPT_LIMIT) -> str | None:
 	if isinstance(text, bytes):
 		text = text.decode("utf-8", "replace")
 	return text if len(text) <= limit else text[:limit] + "…"
-
-
-def plain(text: str | None) -> str:
-	"""Returns ``text`` (an error, a receiver's reason phrase) with no ``<`` or ``>``.
-
-	Errors are kept as the delivery's last_error, which Desk's form renders as HTML, and they
-	quote what came from outside (a receiver's answer, an event's values in a handler's error):
-	such markup would run in the browser of the admin who opens the delivery.
-	"""
-	return (text or "").replace("<", "\u2039").replace(">", "\u203a")

@@ -35,8 +35,9 @@ import requests
 import urllib3
 
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, PinnedAddressAdapter, pinned_url
-from cauldron_fabric.core.delivery.records import Outcome, excerpt, plain
+from cauldron_fabric.core.delivery.records import Outcome, excerpt
 from cauldron_fabric.core.errors import ConfigurationError, FabricError
+from cauldron_fabric.core.markup import plain
 from cauldron_fabric.core.urls import redact_text, redact_url
 
 SECRET_PREFIX = "whsec_"

@@ -17,6 +17,7 @@ from typing import Any
 
 from cauldron_fabric.core.envelope import KEY_LENGTH, dumps
 from cauldron_fabric.core.errors import InvalidEnvelope
+from cauldron_fabric.core.markup import plain
 from cauldron_fabric.core.ports import OutboxAppend, OutboxRecord, OutboxStore, Settlement
 from cauldron_fabric.core.sqlsession import SqlSession
 
@@ -146,8 +147,8 @@ def build_append(
 		refuse_too_long(texts)
 		values = ", ".join([sql_literal(value, escapes) for value in (*texts, env.partition_key[:280])])
 		envelope = text_literal(env.to_json(), escapes)
-		# last_error: why an Invalid event is kept
-		problem = sql_literal((entry.problem or "")[:ERROR_LENGTH] or None, escapes)
+		# last_error: why an Invalid event is kept; it quotes payload values (see plain)
+		problem = sql_literal(plain(entry.problem)[:ERROR_LENGTH] or None, escapes)
 		rows.append(
 			f"(nextval(`{sequence}`), {stamp}, {stamp}, {author}, {author}, 0, 0, {values}, "
 			f"{envelope}, '{entry_status(entry)}', 0, {problem}, NULL, NULL, NULL, 0, 0)"
@@ -513,7 +514,7 @@ class SqlOutboxStore(OutboxStore):
 		if with_failure:
 			for row, s in zip(rows, settlements, strict=True):
 				row += [
-					(s.error or "")[:ERROR_LENGTH] or None,
+					plain(s.error)[:ERROR_LENGTH] or None,  # a broker's error: see plain
 					1 if s.permanent else 0,
 					s.retry_at.isoformat(sep=" ") if s.retry_at else None,
 					1 if s.attempted else 0,
