@@ -29,6 +29,18 @@ def text_param(value: Any, name: str) -> str | None:
 	return value
 
 
+def shown_text_param(value: Any, name: str) -> str | None:
+	"""Returns ``value`` (a text or None) when it holds no ``<`` or ``>``.
+
+	For a text the fabric keeps where Desk renders it as HTML without Frappe's sanitizing on
+	save (a request target listed as a Fabric Circuit): its markup would run in the browser of
+	the admin who opens the list. Frappe refuses the same characters in document names.
+	"""
+	if (text := text_param(value, name)) and ("<" in text or ">" in text):
+		frappe.throw(_("{0} may not contain < or >.").format(name), frappe.ValidationError)
+	return text
+
+
 def number_param(value: Any, name: str, *, whole: bool = True) -> int | float:
 	"""Returns ``value`` as an integer (or a float when ``whole`` is false)."""
 	try:

@@ -12,7 +12,7 @@ from typing import Any
 import frappe
 from frappe import _
 
-from cauldron_fabric.api.params import json_param, number_param, required, text_param
+from cauldron_fabric.api.params import json_param, number_param, required, shown_text_param, text_param
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.api.publish import site_type_problems
 from cauldron_fabric.core.consumer import CircuitOpen, RequestTimeout, ResponderFailed
@@ -47,7 +47,7 @@ def send_request(
 	from cauldron_fabric.consume.requesting import site_requester
 
 	text_param(type, "type")
-	text_param(target, "target")
+	shown_text_param(target, "target")  # it names a Fabric Circuit
 	if problems := site_type_problems(type):
 		# A request goes out under the site's own source: a manager could otherwise publish an
 		# approval.response and decide a request they asked for themselves (four eyes).

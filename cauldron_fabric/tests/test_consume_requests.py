@@ -103,6 +103,15 @@ class TestRequestReplyApi(FrappeTestCase):
 					requests_api.send_request(**{"data": "{}", "timeout": 0.5, **params})
 				self.assertIn(name, str(refused.exception))
 
+	def test_a_target_with_markup_is_refused_before_it_becomes_a_circuit_desk_lists(self):
+		# The Fabric Circuit list shows each target as Desk renders Data: as HTML. A target
+		# quoted by a failed request would otherwise run its markup in an admin's browser.
+		target = "<img src=x onerror=alert(1)>"
+		self.addCleanup(site_breaker().store.reset, target)
+		with self.assertRaisesRegex(frappe.ValidationError, "target may not contain < or >"):
+			requests_api.send_request(PRICE, "{}", timeout=0.5, target=target)
+		self.assertNotIn(target, [c["target"] for c in requests_api.get_circuits()["circuits"]])
+
 	def test_types_only_the_site_emits_cannot_be_sent_as_requests(self):
 		# Requests go out under the site's source: an approval.response sent this way would
 		# decide a request its own requester may not decide.
