@@ -61,15 +61,23 @@ def caused_by(event_id: str, correlation: str | None = None) -> Iterator[None]:
 
 	Consumers wrap a handler in it, so the document changes the handler makes carry the
 	consumed event as their ``causationId`` and stay in its conversation (``correlationId``;
-	one too long to keep starts a new conversation).
+	one the Event Log cannot keep starts a new conversation, see keepable).
 	"""
 	saved = (getattr(frappe.local, "fabric_correlation_id", None), causation_id())
 	frappe.local.fabric_causation_id = event_id
 	if correlation:
-		# Another module's event may carry a correlationId of any length; the Event Log keeps 140
-		# characters, and a longer one would fail every change the handler makes.
-		frappe.local.fabric_correlation_id = correlation if len(correlation) <= KEY_LENGTH else new_event_id()
+		frappe.local.fabric_correlation_id = correlation if keepable(correlation) else new_event_id()
 	try:
 		yield
 	finally:
 		frappe.local.fabric_correlation_id, frappe.local.fabric_causation_id = saved
+
+
+def keepable(correlation: str) -> bool:
+	"""Tells whether a consumed event's correlationId can be kept in the Event Log as it is.
+
+	Another module's event may carry any correlationId: the Event Log keeps 140 characters (a
+	longer one would fail every change the handler makes), and writes it by SQL into a column
+	Desk renders as HTML, where a ``<`` or ``>`` would run as markup in an admin's browser.
+	"""
+	return len(correlation) <= KEY_LENGTH and "<" not in correlation and ">" not in correlation

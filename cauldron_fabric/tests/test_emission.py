@@ -407,6 +407,17 @@ class TestDocumentEvents(EmissionCase):
 		self.assertEqual(metadata["causationId"], "cause-event-id")
 		self.assertTrue(0 < len(metadata["correlationId"]) <= 140, metadata["correlationId"])
 
+	def test_a_consumed_conversation_id_with_markup_is_replaced(self):
+		# A consumed event comes from any producer on the bus, not only through the publish API;
+		# the Event Log's correlation_id column, written by SQL, is rendered by Desk as HTML.
+		with caused_by("cause-event-id", "<img src=x onerror=alert(1)>"):
+			order = new_order("marked-up conversation")
+		metadata = events_after(self.start, ORDER, order.name)[0]["metadata"]
+		self.assertEqual(metadata["causationId"], "cause-event-id")
+		self.assertNotRegex(metadata["correlationId"], "[<>]")
+		stored = frappe.db.get_all("Event Log", {"entity_id": order.name}, pluck="correlation_id")
+		self.assertEqual(stored, [metadata["correlationId"]])
+
 	def test_every_event_of_a_request_shares_one_correlation_id(self):
 		frappe.local.fabric_correlation_id = None
 		new_order("first")
