@@ -44,6 +44,7 @@ from cauldron_fabric.core.delivery import (
 	build_subscription,
 )
 from cauldron_fabric.core.delivery.transform import BINARY, ENVELOPE, FIELDS, STRUCTURED, TEMPLATE
+from cauldron_fabric.core.markup import plain
 from cauldron_fabric.emit.held import when_transaction_ends
 
 DOCTYPE = "Event Subscription"
@@ -254,11 +255,12 @@ def note_problems(subscriptions: dict[str, Loaded]) -> None:
 	"""Writes each subscription's problem (empty once it compiles) where the stored one differs.
 
 	Without touching ``modified``: the routing version stays, and a form open on it can still
-	be saved.
+	be saved. Nor through a save that sanitizes: the problem quotes the condition or template,
+	and Desk renders it as HTML (see plain).
 	"""
 	stored = dict(frappe.get_all(DOCTYPE, fields=["name", "problem"], as_list=True))
 	for name, subscription in subscriptions.items():
-		problem = subscription.problem if isinstance(subscription, BrokenSubscription) else None
+		problem = plain(subscription.problem) if isinstance(subscription, BrokenSubscription) else None
 		if (stored.get(name) or None) != problem:
 			frappe.db.set_value(DOCTYPE, name, "problem", problem, update_modified=False)
 

@@ -53,6 +53,17 @@ class TestSubscriptionValidation(DeliveryTestCase):
 		install.after_migrate()
 		self.assertIsNone(frappe.db.get_value("Event Subscription", doc.name, "problem"))
 
+	def test_a_problem_quoting_markup_is_kept_as_text_desk_cannot_run_as_html(self):
+		# The problem is written without a sanitizing save into a field Desk's form renders as
+		# HTML, and it quotes the condition: its markup would run in every admin's browser.
+		doc = self.subscription(webhook_url="https://example.com/hook")
+		condition = 'data.payload.a == "<img src=x onerror=alert(1)>" and data.payload.b == "\\u00e"'
+		frappe.db.set_value("Event Subscription", doc.name, "condition", condition)
+		install.after_migrate()
+		problem = frappe.db.get_value("Event Subscription", doc.name, "problem")
+		self.assertIn("four hexadecimal digits", problem)
+		self.assertNotRegex(problem, "[<>]")
+
 	def test_subscriptions_load_while_a_migrate_has_not_yet_added_their_new_fields(self):
 		# A migrate syncs DocTypes one by one, and each synced DocType is a system.change whose
 		# routing loads the subscriptions: before Event Subscription's own turn, its table lacks
