@@ -15,7 +15,10 @@ after_migrate = "cauldron_fabric.install.after_migrate"
 # Requests: correlation ids in and out
 # ------------------------------------
 before_request = ["cauldron_fabric.emit.context.read_correlation_header"]
-after_request = ["cauldron_fabric.emit.context.write_correlation_header"]
+after_request = [
+	"cauldron_fabric.emit.context.write_correlation_header",
+	"cauldron_fabric.api.ratelimit.write_retry_after",
+]
 
 # Sessions
 # --------

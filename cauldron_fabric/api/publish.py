@@ -20,7 +20,8 @@ recorded like any other (schema check, Event Log, outbox, subscriptions) and ``{
 "type", "correlationId"}`` returned; sending the same ``id`` again records nothing and answers
 for the event recorded first, with ``"duplicate": true``, so retries are safe; another event
 under an ``id`` already used is refused.
-Bad input answers 422 with every problem listed, never 500.
+Bad input answers 422 with every problem listed, never 500. A user over *Publish API calls per
+user and minute* (Fabric Settings) gets 429 with ``Retry-After`` until the minute ends.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import frappe
 from frappe import _
 
 from cauldron_fabric.api.permissions import MANAGERS, require_role
+from cauldron_fabric.api.ratelimit import limit_publish_calls
 from cauldron_fabric.core.envelope import Envelope, is_rfc3339, new_event_id, utc_now_iso
 from cauldron_fabric.core.errors import FabricError, InvalidEnvelope
 from cauldron_fabric.core.naming import DOCUMENT_ACTIONS, snake_case
@@ -76,6 +78,7 @@ def publish(
 ) -> dict[str, Any]:
 	"""Validates an event, records it (outbox, Event Log, subscriptions) and returns its id."""
 	require_role(PUBLISHER, *MANAGERS)
+	limit_publish_calls()
 	given = {
 		"id": id,
 		"type": type,

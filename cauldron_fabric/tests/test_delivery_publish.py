@@ -191,6 +191,26 @@ class TestPublishApi(FrappeTestCase):
 		(event,) = events_after(self.start, "Note", self.tag)
 		self.assertEqual(event["data"]["payload"]["note"], script)
 
+	def test_a_publisher_over_its_calls_per_minute_gets_429_with_retry_after(self):
+		# One publisher in a loop must not fill the outbox for everyone; the limit counts per user
+		# and minute (in Redis, shared by every web worker), so wait out the end of a minute.
+		if (second := time.time() % 60) > 50:
+			time.sleep(61 - second)
+		other = api_token(make_user("fabric-publisher-2@example.com", ["Fabric Publisher"]))
+		data = {"entity": "Note", "entityId": self.tag, "action": "saved", "payload": {}}
+		body = {"type": "lore.note.saved", "data": data}
+		with fabric_settings(publish_rate_limit=2):
+			answers = [self.publish(body).status_code for _ in range(2)]
+			refused = self.publish(body)
+			self.assertEqual(self.publish(body, token=other).status_code, 200, "limited per user")
+		self.assertEqual(answers, [200, 200])
+		self.assertEqual(refused.status_code, 429, refused.text)
+		self.assertIn("more than 2 calls this minute", refused.json["exception"])
+		self.assertTrue(1 <= int(refused.headers["Retry-After"]) <= 60, refused.headers)
+		self.assertEqual(len(events_after(self.start, "Note", self.tag)), 3)
+		with fabric_settings(publish_rate_limit=0):
+			self.assertEqual(self.publish(body).status_code, 200, "0 turns the limit off")
+
 	def test_bad_events_get_422_listing_every_problem(self):
 		response = self.publish({"type": "Not A Type", "data": {"entity": "", "payload": []}, "extra": 1})
 		self.assertEqual(response.status_code, 422, response.text)

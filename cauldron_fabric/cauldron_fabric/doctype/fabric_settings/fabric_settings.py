@@ -31,16 +31,19 @@ NUMBER_LIMITS = {
 	"circuit_open_seconds": (1, 86400),
 	# send_request's own limit (api.requests.MAX_TIMEOUT); a fraction of a second is allowed.
 	"request_timeout_seconds": (0, 120),
+	"publish_rate_limit": (0, 1_000_000),  # 0 turns the limit off; empty is the default
 }
 # A field left empty takes its default. A typed 0 once meant the default too; it cannot work in
 # any of these, so their limits now refuse it, except in processed_event_retention_days, where it
 # keeps the marks for ever (an emptied field must not quietly drop every message's protection
-# against being handled twice). retention_days alone keeps "empty" as 0: keep every event.
+# against being handled twice), and publish_rate_limit, where it turns the limit off.
+# retention_days alone keeps "empty" as 0: keep every event.
 EMPTY_MEANS_DEFAULT = tuple(fieldname for fieldname in NUMBER_LIMITS if fieldname != "retention_days")
 FRACTIONAL = {"request_timeout_seconds"}  # more than the lower limit, not equal to it
 NUMBER_HINTS = {
 	"consumer_max_attempts": "1 runs the handler once, with no retry.",
 	"processed_event_retention_days": "0 keeps them for ever.",
+	"publish_rate_limit": "0 turns the limit off.",
 }
 
 
