@@ -207,19 +207,33 @@ def document_changes(before, after: dict[str, Any]) -> dict[str, Any] | None:
 
 def _reader_of(doc) -> Callable[[str], Any]:
 	"""Returns a reader of ``doc``'s values in the form document_payload gives them."""
-	forms = value_forms(doc.meta)
-	checked = _checked_strings(doc.meta)
-	computed = _virtual_values(doc)
+	return _readers_of(doc.meta)(doc)
 
-	def value_of(key: str) -> Any:
-		if key in computed:
-			return computed[key]
-		value = doc.get(key)
-		if isinstance(value, str) and key not in checked:
-			return value  # text is held as it is stored: most values of most saves
-		return as_stored(forms.get(key), _plain(value))
 
-	return value_of
+def _readers_of(meta) -> Callable[[Any], Callable[[str], Any]]:
+	"""Returns a maker of value readers for documents of ``meta``.
+
+	What the DocType decides (forms, checked strings, virtual fields) is looked up once, so a
+	child table is compared with one lookup rather than one per row.
+	"""
+	forms = value_forms(meta)
+	checked = _checked_strings(meta)
+	virtual = _virtual_fields(meta)
+
+	def reader_of(doc) -> Callable[[str], Any]:
+		computed = _virtual_values(doc, virtual) if virtual else {}
+
+		def value_of(key: str) -> Any:
+			if key in computed:
+				return computed[key]
+			value = doc.get(key)
+			if isinstance(value, str) and key not in checked:
+				return value  # text is held as it is stored: most values of most saves
+			return as_stored(forms.get(key), _plain(value))
+
+		return value_of
+
+	return reader_of
 
 
 def _checked_strings(meta) -> frozenset[str]:
@@ -234,19 +248,22 @@ def _checked_strings(meta) -> frozenset[str]:
 	return checked
 
 
-def _virtual_values(doc) -> dict[str, Any]:
+def _virtual_fields(meta) -> frozenset[str]:
+	"""Returns the fieldnames of ``meta``'s virtual fields, cached on meta."""
+	virtual = meta.__dict__.get("_fabric_virtual")
+	if virtual is None:
+		virtual = meta.__dict__["_fabric_virtual"] = frozenset(
+			df.fieldname for df in meta.fields if df.get("is_virtual")
+		)
+	return virtual
+
+
+def _virtual_values(doc, virtual: frozenset[str]) -> dict[str, Any]:
 	"""Returns the values of ``doc``'s virtual fields as its payload gives them.
 
 	A virtual field is no column: the document loaded before a save does not hold its value,
 	the payload computes it (as_dict), so read as it is held every save would change it.
 	"""
-	virtual = doc.meta.__dict__.get("_fabric_virtual")
-	if virtual is None:
-		virtual = doc.meta.__dict__["_fabric_virtual"] = frozenset(
-			df.fieldname for df in doc.meta.fields if df.get("is_virtual")
-		)
-	if not virtual:
-		return {}
 	values = BaseDocument.get_valid_dict(doc, convert_dates_to_str=True)
 	return {fieldname: values[fieldname] for fieldname in virtual if fieldname in values}
 
@@ -268,8 +285,13 @@ def row_payload(row) -> dict[str, Any]:
 def _rows_differ(old_rows: list, new_rows: list[dict[str, Any]]) -> bool:
 	if len(old_rows) != len(new_rows):
 		return True
+	readers_of = None  # built on the first row that is a document: all rows share one DocType
 	for old, new in zip(old_rows, new_rows, strict=True):
-		old_of = old.get if isinstance(old, dict) else _reader_of(old)
+		if isinstance(old, dict):
+			old_of = old.get
+		else:
+			readers_of = readers_of or _readers_of(old.meta)
+			old_of = readers_of(old)
 		for key, value in new.items():
 			if key in IGNORED_FIELDS or key.startswith("_"):
 				continue
