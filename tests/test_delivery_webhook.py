@@ -281,6 +281,31 @@ def test_a_header_that_would_break_the_request_is_refused(receiver, sender, head
 	assert "k1" not in str(refused.value), "a header value may be a secret"
 
 
+@pytest.mark.parametrize(
+	"name, value",
+	[
+		("Transfer-Encoding", "chunked"),
+		("Connection", "close"),
+		("Keep-Alive", "timeout=5"),
+		("Upgrade", "h2c"),
+		("TE", "trailers"),
+		("Trailer", "X-Sum"),
+		("Expect", "100-continue"),
+		("Proxy-Connection", "keep-alive"),
+	],
+)
+def test_a_hop_by_hop_header_that_changes_how_the_request_is_framed_is_refused(receiver, sender, name, value):
+	# Sent, Transfer-Encoding: chunked went out beside the Content-Length of a body that is not
+	# chunked (RFC 9112 6.3 forbids both): a receiver honouring it reads the JSON as a chunk size.
+	# The others belong to one connection, not to the event, and proxies drop or act on them.
+	if name == "Transfer-Encoding":
+		sender.send(WebhookTarget(receiver.url(), headers=((name, value),)), "evt-framing", BODY)
+		(request,) = receiver.on("/hook")
+		assert "content-length" in request.headers and request.headers["transfer-encoding"] == value
+	with pytest.raises(ConfigurationError, match="controls the HTTP connection"):
+		WebhookTarget(receiver.url(), headers=((name, value),)).validate()
+
+
 def test_blanks_around_a_header_value_are_not_sent(receiver, sender):
 	# As a subscription's header rows are read (header_pairs): requests refused the blank, and
 	# its error, which quoted the value (a credential), became the delivery's last error.

@@ -46,6 +46,20 @@ METHODS = ("POST", "PUT", "PATCH")
 RESERVED_HEADERS = frozenset(
 	{"webhook-id", "webhook-timestamp", "webhook-signature", "host", "content-length"}
 )
+# Hop-by-hop headers (RFC 9110 7.6.1) frame or steer one connection, not the event: a
+# Transfer-Encoding beside the Content-Length of an unchunked body makes receivers misread it.
+HOP_BY_HOP_HEADERS = frozenset(
+	{
+		"connection",
+		"keep-alive",
+		"proxy-connection",
+		"te",
+		"trailer",
+		"transfer-encoding",
+		"upgrade",
+		"expect",
+	}
+)
 MAX_RESPONSE_READ = 64 * 1024
 # An HTTP field name is a token (RFC 9110 5.1): sent with a space or a colon, it ends the
 # receiver's header section there, and the signature headers after it are never read.
@@ -330,6 +344,11 @@ def _check_header(name: str, value: str) -> None:
 		)
 	if name.lower() in RESERVED_HEADERS:
 		raise ConfigurationError(f"Webhook header {name!r} is set by the fabric and cannot be overridden.")
+	if name.lower() in HOP_BY_HOP_HEADERS:
+		raise ConfigurationError(
+			f"Webhook header {name!r} controls the HTTP connection, not the event, and cannot be set.",
+			hint="Remove it from the subscription's headers.",
+		)
 	if any(char in value for char in "\r\n\0"):
 		raise ConfigurationError(
 			f"Webhook header {name!r} has a line break in its value.", hint="Write the value on one line."
