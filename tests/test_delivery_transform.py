@@ -1,6 +1,8 @@
 """Payload forms, checked with the official CloudEvents SDK, and save-time validation of subscriptions."""
 
 import json
+import subprocess
+import sys
 import tracemalloc
 
 import pytest
@@ -118,6 +120,47 @@ def test_a_template_for_a_json_lines_receiver_is_not_checked_as_one_json_documen
 def test_the_template_sandbox_refuses_escapes_and_huge_output(envelope, template):
 	with pytest.raises(RenderError):
 		compile_transform("template", template=template, content_type="text/plain").render(envelope)
+
+
+RENDER_IN_A_CHILD = """
+import sys
+from cauldron_fabric.core.delivery.transform import RenderError, compile_transform
+from cauldron_fabric.core.envelope import Envelope
+transform = compile_transform("template", template=sys.argv[1], content_type="text/plain")
+try:
+	transform.render(Envelope.from_json(sys.stdin.read()))
+except RenderError as exc:
+	print(exc)
+"""
+
+
+@pytest.mark.parametrize(
+	"template",
+	[
+		"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+		"{% set r = range(100000) | list %}{% for i in r %}{% for j in r %}{% for k in r %}"
+		"{% endfor %}{% endfor %}{% endfor %}",
+		"{% macro f(n) %}{% if n %}{% set a = f(n - 1) %}{% set b = f(n - 1) %}{% endif %}{% endmacro %}"
+		"{% set x = f(60) %}",
+		"{% set r = range(100000) | list %}{% for i in [1] recursive %}{% if loop.depth < 4 %}"
+		"{% set x = loop(r) %}{% endif %}{% endfor %}",
+	],
+)
+def test_a_template_looping_without_output_is_stopped_not_left_running_for_hours(envelope, template):
+	# The output limit never trips on loops that write nothing: 10**10 empty iterations held a
+	# delivery worker for hours, its claim expired and the event went out twice. Rendered in a
+	# child process so that, unstopped, the render is killed instead of hanging the suite.
+	try:
+		child = subprocess.run(
+			[sys.executable, "-c", RENDER_IN_A_CHILD, template],
+			input=envelope.to_json(),
+			capture_output=True,
+			text=True,
+			timeout=30,
+		)
+	except subprocess.TimeoutExpired:
+		pytest.fail("the template was still rendering after 30 s")
+	assert child.stdout.startswith("The payload template took more than"), child.stdout + child.stderr
 
 
 def test_a_template_looping_to_huge_output_stops_at_the_limit_not_after_building_it(envelope):

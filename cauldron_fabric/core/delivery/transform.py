@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import SandboxedEnvironment
 
 from cauldron_fabric.core import cloudevents as ce
@@ -45,6 +48,7 @@ FORMS = (ENVELOPE, STRUCTURED, BINARY, TEMPLATE, FIELDS)
 REQUIRED_ATTRIBUTES = frozenset({"specversion", "id", "source", "type"})
 MAX_OUTPUT = 1_000_000
 MAX_REPEAT = 100_000
+MAX_STEPS = 1_000_000  # loop items and calls in one render; a receipt's few hundred lines use thousands
 MAX_PLACED_INDEX = 100_000  # a list index kept in place pads the list with this many nulls at most
 
 
@@ -86,10 +90,30 @@ class RenderedPayload:
 		)
 
 
+# The steps the render under way may still take (see _Sandbox.counted); one per render.
+_STEPS_LEFT: ContextVar[Iterator[int]] = ContextVar("template_steps_left")
+
+
 class _Sandbox(SandboxedEnvironment):
-	"""The Jinja sandbox, also refusing to build huge strings or lists with ``*`` and ``**``."""
+	"""The Jinja sandbox, also refusing to build huge strings or lists with ``*`` and ``**``.
+
+	It also stops a render past MAX_STEPS loop items and calls: loops that write nothing never
+	reach the output limit, and nested ones could hold a delivery worker for hours.
+	"""
 
 	intercepted_binops = frozenset({"*", "**"})
+
+	def call(__self, __context, __obj, *args, **kwargs) -> Any:  # a template may pass self= as a keyword
+		_take_step()
+		if isinstance(__obj, LoopContext) and args:  # loop(children) in a recursive for
+			args = (__self.counted(args[0]), *args[1:])
+		return super().call(__context, __obj, *args, **kwargs)
+
+	def counted(self, iterable: Iterable[Any]) -> Iterator[Any]:
+		"""Yields a for loop's items, each one step (every loop's iterable passes here, see _budgeted)."""
+		for item in iterable:
+			_take_step()
+			yield item
 
 	def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
 		sizes = [len(v) for v in (left, right) if isinstance(v, str | list | tuple)]
@@ -108,6 +132,14 @@ def _environment() -> SandboxedEnvironment:
 
 
 ENVIRONMENT = _environment()
+
+
+def _take_step() -> None:
+	if next(_STEPS_LEFT.get(), None) is None:
+		raise RenderError(
+			f"The payload template took more than {MAX_STEPS} steps (loop items and calls) and was stopped.",
+			hint="Loop over fewer items or nest fewer loops, then retry the dead letter.",
+		)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +182,7 @@ def _compile_template(source: str) -> Any:
 			"The payload template is empty.", hint="Write a Jinja template, e.g. {{ payload | json }}."
 		)
 	try:
-		return ENVIRONMENT.from_string(source)
+		return ENVIRONMENT.from_string(_budgeted(ENVIRONMENT.parse(source)))
 	except jinja2.TemplateSyntaxError as exc:
 		raise TransformError(
 			f"The payload template has a syntax error on line {exc.lineno}: {exc.message}.",
@@ -163,6 +195,14 @@ def _compile_template(source: str) -> Any:
 			"The payload template nests too deeply to compile.",
 			hint="Nest fewer brackets, parentheses or blocks; use {% set %} for intermediate values.",
 		) from exc
+
+
+def _budgeted(tree: nodes.Template) -> nodes.Template:
+	"""Routes every for loop's iterable through ``counted``, so each item takes a step."""
+	for loop in tree.find_all(nodes.For):
+		counted = nodes.Call(nodes.EnvironmentAttribute("counted"), [loop.iter], [], None, None)
+		loop.iter = counted.set_lineno(loop.iter.lineno)
+	return tree
 
 
 def _compile_fields(selection: Sequence[str]) -> tuple[tuple[str, tuple[str | int, ...]], ...]:
@@ -251,11 +291,15 @@ def _render_capped(template: Any, document: dict[str, Any]) -> str:
 	repetition is refused, their product is.
 	"""
 	pieces, size = [], 0
-	for piece in template.generate(**document, payload=document["data"]["payload"], event=document):
-		size += len(piece)
-		if size > MAX_OUTPUT:
-			raise RenderError(f"The payload template produced more than {MAX_OUTPUT} characters.")
-		pieces.append(piece)
+	steps = _STEPS_LEFT.set(iter(range(MAX_STEPS)))
+	try:
+		for piece in template.generate(**document, payload=document["data"]["payload"], event=document):
+			size += len(piece)
+			if size > MAX_OUTPUT:
+				raise RenderError(f"The payload template produced more than {MAX_OUTPUT} characters.")
+			pieces.append(piece)
+	finally:
+		_STEPS_LEFT.reset(steps)
 	return "".join(pieces)
 
 
