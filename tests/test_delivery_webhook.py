@@ -216,6 +216,35 @@ def test_a_body_trickled_byte_by_byte_holds_the_attempt_no_longer_than_its_timeo
 	assert time.monotonic() - started < 2.0
 
 
+def test_a_status_line_and_headers_trickled_byte_by_byte_hold_the_attempt_no_longer_than_its_timeout(
+	sender,
+):
+	# Each byte comes within the read timeout, which bounds one read only: a receiver trickling
+	# an endless header held the worker past its claim, and the event was sent twice.
+	server = socket.create_server(("127.0.0.1", 0))
+	threading.Thread(target=_trickle_head, args=(server,), daemon=True).start()
+	started = time.monotonic()
+	outcome = sender.send(
+		WebhookTarget(f"http://127.0.0.1:{server.getsockname()[1]}/hook", timeout=0.5), "e", BODY
+	)
+	server.close()
+	assert time.monotonic() - started < 2.0
+	assert (outcome.ok, outcome.retryable) == (False, True) and "did not answer within 0.5 s" in outcome.error
+
+
+def _trickle_head(server) -> None:
+	connection, _ = server.accept()
+	connection.recv(65536)
+	head = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 60_000
+	try:
+		for byte in head:
+			connection.sendall(bytes([byte]))
+			time.sleep(0.05)
+	except OSError:
+		pass  # the sender gave up and closed the connection
+	connection.close()
+
+
 def test_connection_refused_is_retryable(sender):
 	outcome = sender.send(WebhookTarget(f"http://127.0.0.1:{free_port()}/hook"), "evt-8", BODY)
 	assert (outcome.ok, outcome.retryable) == (False, True) and "Could not reach" in outcome.error

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from requests.adapters import HTTPAdapter
 
+from cauldron_fabric.core.delivery.deadlines import POOL_CLASSES
 from cauldron_fabric.core.errors import ConfigurationError, PermanentError, RetryableError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -200,8 +201,13 @@ class PinnedAddressAdapter(HTTPAdapter):
 	"""Keeps TLS on the host name while the URL carries the checked IP address.
 
 	The connection pool is keyed by address and name, so connections are reused per receiver.
+	Its connections keep the deadline of ``deadlines.answer_deadline``.
 	Needs requests 2.32.2 or later (``build_connection_pool_key_attributes``).
 	"""
+
+	def init_poolmanager(self, *args, **kwargs):
+		super().init_poolmanager(*args, **kwargs)
+		self.poolmanager.pool_classes_by_scheme = POOL_CLASSES
 
 	def build_connection_pool_key_attributes(self, request, verify, cert=None):
 		host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)

@@ -35,6 +35,7 @@ import requests
 import urllib3
 
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, PinnedAddressAdapter, pinned_url
+from cauldron_fabric.core.delivery.deadlines import answer_deadline
 from cauldron_fabric.core.delivery.records import Outcome, excerpt
 from cauldron_fabric.core.errors import ConfigurationError, FabricError
 from cauldron_fabric.core.markup import plain
@@ -218,24 +219,22 @@ class WebhookSender:
 		else:
 			headers["webhook-id"] = message_id
 		try:
-			response = self.session.request(
-				target.method.upper(),
-				url,
-				data=body,
-				headers=headers,
-				timeout=(min(target.timeout, 5.0), target.timeout),
-				allow_redirects=False,
-				stream=True,
-				verify=self.verify,
-			)
+			with answer_deadline(target.timeout):
+				response = self.session.request(
+					target.method.upper(),
+					url,
+					data=body,
+					headers=headers,
+					timeout=(min(target.timeout, 5.0), target.timeout),
+					allow_redirects=False,
+					stream=True,
+					verify=self.verify,
+				)
 		except (requests.Timeout, urllib3.exceptions.TimeoutError):
-			return Outcome(
-				False,
-				True,
-				f"{redact_url(target.url)} did not answer within {target.timeout:g} s.",
-				latency_ms=_elapsed(started),
-			)
+			return _timed_out(target, started)
 		except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+			if _elapsed(started) >= target.timeout * 1000:  # cut at the deadline (deadlines.py)
+				return _timed_out(target, started)
 			reason = plain(redact_text(str(exc), target.url))  # it may quote the receiver's status line
 			return Outcome(
 				False,
@@ -330,6 +329,15 @@ def authority_problem(url: str) -> str | None:
 
 def _elapsed(started: float) -> float:
 	return (time.perf_counter() - started) * 1000
+
+
+def _timed_out(target: WebhookTarget, started: float) -> Outcome:
+	return Outcome(
+		False,
+		True,
+		f"{redact_url(target.url)} did not answer within {target.timeout:g} s.",
+		latency_ms=_elapsed(started),
+	)
 
 
 def _check_header(name: str, value: str) -> None:
