@@ -211,6 +211,18 @@ class TestPublishApi(FrappeTestCase):
 		with fabric_settings(publish_rate_limit=0):
 			self.assertEqual(self.publish(body).status_code, 200, "0 turns the limit off")
 
+	def test_settings_saved_before_the_limit_existed_get_the_default(self):
+		from cauldron_fabric.patches.publish_calls_are_limited_by_default import execute
+
+		field = "publish_rate_limit"
+		self.addCleanup(frappe.db.rollback)
+		frappe.db.delete("Singles", {"doctype": "Fabric Settings", "field": field})
+		frappe.db.value_cache.pop("Fabric Settings", None)
+		self.assertEqual(frappe.db.get_single_value("Fabric Settings", field), 0, "read as no limit")
+		execute()
+		frappe.db.value_cache.pop("Fabric Settings", None)
+		self.assertEqual(frappe.db.get_single_value("Fabric Settings", field), 600)
+
 	def test_bad_events_get_422_listing_every_problem(self):
 		response = self.publish({"type": "Not A Type", "data": {"entity": "", "payload": []}, "extra": 1})
 		self.assertEqual(response.status_code, 422, response.text)
