@@ -160,8 +160,11 @@ def read_topic(
 	return messages
 
 
-def produce(bootstrap: str, topic: str, messages: list) -> None:
-	"""Produces test messages: envelopes in the fabric's Kafka form, raw bytes as they are."""
+def produce(bootstrap: str, topic: str, messages: list, key: bytes | None = None) -> None:
+	"""Produces test messages: envelopes in the fabric's Kafka form, raw bytes as they are.
+
+	``key`` replaces the envelopes' own key (a producer's binary key, say).
+	"""
 	from confluent_kafka import Producer
 
 	from cauldron_fabric.core.cloudevents import kafka_headers
@@ -172,12 +175,12 @@ def produce(bootstrap: str, topic: str, messages: list) -> None:
 		if isinstance(message, Envelope):
 			value, key, headers = (
 				message.to_json().encode(),
-				message.partition_key.encode(),
+				key or message.partition_key.encode(),
 				list(kafka_headers(message)),
 			)
 			producer.produce(topic, value=value, key=key, headers=headers)
 		else:
-			producer.produce(topic, value=message, key=b"raw")
+			producer.produce(topic, value=message, key=key or b"raw")
 		producer.flush(10)
 
 

@@ -19,7 +19,7 @@ from cauldron_fabric.core.consumer import RequestTimeout
 from cauldron_fabric.core.consumer.kafka import dead_letter_topic
 from cauldron_fabric.core.consumer.messages import ATTEMPTS, DEAD_LETTER_REASON, ORIGIN_TOPIC
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
-from cauldron_fabric.testing.kafka_broker import read_topic
+from cauldron_fabric.testing.kafka_broker import produce, read_topic
 from cauldron_fabric.testing.rabbitmq import RabbitMQ
 from cauldron_fabric.tests.test_approval_support import (
 	APPROVER,
@@ -191,17 +191,12 @@ class TestConsumingIntoTheSite(FrappeTestCase):
 	def test_a_retried_letter_keeps_its_binary_key(self):
 		# A producer's key need not be text: a retry under another key would land on another
 		# partition than the entity's other events.
-		from confluent_kafka import Producer
-
-		from cauldron_fabric.core.cloudevents import kafka_headers
 		from cauldron_fabric.core.consumer.kafka import retry_topic
 
 		topic, group, key = self.fresh_topic(), group_name("binary-key"), b"\xff\x00charge\xfe"
 		failing = charge(71)
 		LEDGER["fixed"] = False
-		producer = Producer({"bootstrap.servers": self.broker.bootstrap})
-		producer.produce(topic, failing.to_json().encode(), key, headers=list(kafka_headers(failing)))
-		producer.flush(10)
+		produce(self.broker.bootstrap, topic, [failing], key=key)
 		consume(group, [topic], extra_handlers={CHARGE: book_charge})
 		(letter,) = [row for row in dead_letters(group) if row.event_id == failing.id]
 		frappe.get_doc("Dead Letter", letter.name).retry()
