@@ -17,7 +17,7 @@ from frappe.utils import now_datetime
 from cauldron_fabric.core.delivery import DeliveryRequest, build_enqueue, plan_deliveries
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.delivery.subscriptions import routing_index
-from cauldron_fabric.emit.writes import escapes_in_literals, execute_in_transaction, fits_in_one_statement
+from cauldron_fabric.emit.writes import escapes_in_literals, write_in_fitting_statements
 from cauldron_fabric.services.wakeups import wake_after_commit
 
 
@@ -43,12 +43,7 @@ def insert_deliveries(requests: Sequence[DeliveryRequest]) -> None:
 	"""
 	if not requests:
 		return
-	sql, params = _enqueue_statement(requests)
-	if fits_in_one_statement(sql, params):
-		execute_in_transaction(sql, params)
-	else:
-		for request in requests:
-			execute_in_transaction(*_enqueue_statement([request]))
+	write_in_fitting_statements(requests, _enqueue_statement)
 	wake_delivery_workers_after_commit()
 
 

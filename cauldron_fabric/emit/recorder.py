@@ -23,9 +23,8 @@ from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.writes import (
 	PACKET_HEADROOM,
 	escapes_in_literals,
-	execute_in_transaction,
-	fits_in_one_statement,
 	statement_limit,
+	write_in_fitting_statements,
 )
 from cauldron_fabric.registry.recording import check_events, describe_violations
 from cauldron_fabric.services.wakeups import relay_channel, wake_after_commit
@@ -92,19 +91,7 @@ def append_to_outbox(entries: Sequence[OutboxAppend]) -> list[OutboxAppend]:
 	fails the user's save. So a large group is written event by event, and an event too large
 	even alone is kept as Invalid without its payload, saying why.
 	"""
-	sql, params = _append_statement(entries)
-	if fits_in_one_statement(sql):
-		execute_in_transaction(sql, params)
-		return list(entries)
-	written = []
-	for entry in entries:
-		sql, params = _append_statement([entry])
-		if not fits_in_one_statement(sql):
-			entry = _without_payload(entry, len(sql.encode()))
-			sql, params = _append_statement([entry])
-		execute_in_transaction(sql, params)
-		written.append(entry)
-	return written
+	return write_in_fitting_statements(entries, _append_statement, _without_payload)
 
 
 def _append_statement(entries: Sequence[OutboxAppend]) -> tuple[str, list[Any]]:

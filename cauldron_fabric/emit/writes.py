@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import frappe
@@ -28,6 +28,32 @@ def execute_in_transaction(sql: str, params: Sequence[Any]) -> None:
 	db = connected_db()
 	db.check_transaction_status(sql)
 	db._cursor.execute(sql, params)
+
+
+def write_in_fitting_statements(
+	rows: Sequence[Any],
+	statement: Callable[[Sequence[Any]], tuple[str, Sequence[Any]]],
+	too_large: Callable[[Any, int], Any] | None = None,
+) -> list[Any]:
+	"""Writes ``rows`` with one statement when it fits (see fits_in_one_statement), else one
+	statement a row; returns the rows as written.
+
+	``too_large(row, size)``, when given, replaces a row too large even alone with one the
+	database takes.
+	"""
+	sql, params = statement(rows)
+	if fits_in_one_statement(sql, params):
+		execute_in_transaction(sql, params)
+		return list(rows)
+	written = []
+	for row in rows:
+		sql, params = statement([row])
+		if too_large is not None and not fits_in_one_statement(sql, params):
+			row = too_large(row, len(sql.encode()))
+			sql, params = statement([row])
+		execute_in_transaction(sql, params)
+		written.append(row)
+	return written
 
 
 def fits_in_one_statement(sql: str, params: Sequence[Any] = ()) -> bool:
