@@ -7,11 +7,13 @@ delays the work to the workers' next poll, so failures are logged, never raised.
 
 from __future__ import annotations
 
-import weakref
-
 import frappe
 
 from cauldron_fabric.core.wakeup import BackgroundWakeups
+from cauldron_fabric.emit.held import hold_until_commit, release
+
+# frappe.local's name for the channels the open transaction wakes when it commits.
+WAKEUPS = "fabric_wakeups"
 
 
 def _publish(channel: str) -> None:
@@ -39,35 +41,14 @@ def wake(channel: str) -> None:
 
 
 def wake_after_commit(channel: str) -> None:
-	"""Wakes ``channel`` in the background once the current transaction commits (none on rollback)."""
-	pending = _pending_wakeups()
-	if pending is None:
-		pending = WakeupsAfterCommit()
-		frappe.db.after_commit.add(pending)
-		frappe.local.fabric_wakeups = weakref.ref(pending)
-	pending.channels[channel] = None
+	"""Wakes ``channel`` in the background once the current transaction commits (none on rollback).
 
-
-class WakeupsAfterCommit:
-	"""The channels one transaction wakes when it commits: a single after-commit callback.
-
-	Only Frappe's callback list holds it; this process keeps a weak reference to add channels
-	to it. Frappe drops the list on a rollback, also of a commit that a before_commit callback
-	refused (after it had already dropped the after-rollback callbacks, so no callback could
-	tell): the callback is then gone, the reference dead, and the next change schedules a new
-	one instead of taking its wake-ups as already scheduled.
+	One after-commit callback per transaction sends them all (emit.held): a rollback, also of a
+	commit that a before_commit callback refused, drops it with the channels it held.
 	"""
-
-	__slots__ = ("__weakref__", "channels")
-
-	def __init__(self):
-		self.channels: dict[str, None] = {}  # an insertion-ordered set
-
-	def __call__(self) -> None:
-		for channel in self.channels:
-			background_wakeups.send(channel)
+	hold_until_commit(WAKEUPS, _send_wakeups, after_commit=True)[channel] = None
 
 
-def _pending_wakeups() -> WakeupsAfterCommit | None:
-	reference = getattr(frappe.local, "fabric_wakeups", None)
-	return reference and reference()
+def _send_wakeups() -> None:
+	for channel in release(WAKEUPS):
+		background_wakeups.send(channel)
