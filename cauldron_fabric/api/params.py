@@ -8,6 +8,8 @@ from typing import Any
 import frappe
 from frappe import _
 
+from cauldron_fabric.core.markup import has_markup
+
 
 def required(value: Any, name: str) -> Any:
 	"""Returns ``value``; a missing or blank one is a validation error naming it (not a 500 for
@@ -36,7 +38,7 @@ def shown_text_param(value: Any, name: str) -> str | None:
 	save (a request target listed as a Fabric Circuit): its markup would run in the browser of
 	the admin who opens the list. Frappe refuses the same characters in document names.
 	"""
-	if (text := text_param(value, name)) and ("<" in text or ">" in text):
+	if (text := text_param(value, name)) and has_markup(text):
 		frappe.throw(_("{0} may not contain < or >.").format(name), frappe.ValidationError)
 	return text
 

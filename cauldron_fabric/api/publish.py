@@ -37,6 +37,7 @@ from cauldron_fabric.api.permissions import MANAGERS, require_role
 from cauldron_fabric.api.ratelimit import limit_publish_calls
 from cauldron_fabric.core.envelope import Envelope, is_rfc3339, new_event_id, utc_now_iso
 from cauldron_fabric.core.errors import FabricError, InvalidEnvelope
+from cauldron_fabric.core.markup import has_markup
 from cauldron_fabric.core.naming import DOCUMENT_ACTIONS, snake_case
 from cauldron_fabric.core.schema import catalog_entry
 from cauldron_fabric.emit.policy import current_policy
@@ -225,7 +226,7 @@ def _markup_problems(body: dict[str, Any]) -> list[str]:
 		for prefix, keys in MARKUP_FREE.items()
 		if isinstance(sections[prefix], dict)
 		for key in keys
-		if isinstance(text := sections[prefix].get(key), str) and ("<" in text or ">" in text)
+		if isinstance(text := sections[prefix].get(key), str) and has_markup(text)
 	]
 
 

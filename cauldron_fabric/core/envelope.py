@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cauldron_fabric.core.errors import InvalidEnvelope
+from cauldron_fabric.core.markup import has_markup
 
 try:  # orjson is several times faster than json: every save serialises, every relay parses.
 	import orjson
@@ -199,7 +200,7 @@ class Envelope:
 				problems.append(
 					f"'{key}' is {len(body[key])} characters long; at most {KEY_LENGTH} are allowed"
 				)
-		if isinstance(body.get("id"), str) and ("<" in body["id"] or ">" in body["id"]):
+		if isinstance(body.get("id"), str) and has_markup(body["id"]):
 			# Kept in columns Desk lists and renders as HTML (Event Log, Processed Event), written
 			# with SQL that Frappe's sanitizing save never sees: markup there would run in Desk.
 			problems.append("'id' may not contain < or >")

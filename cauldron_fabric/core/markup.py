@@ -1,4 +1,11 @@
-"""Text the fabric keeps in columns that Desk renders as HTML."""
+"""Text the fabric keeps in columns that Desk renders as HTML.
+
+Desk renders these columns trusting Frappe to have sanitized them on save, and the fabric
+writes them by SQL, which that save never sees: a ``<`` or ``>`` there would run as markup in
+the browser of whoever opens the row. Text from outside is either refused where it enters
+(has_markup: names, ids and attributes, which must stay exact) or kept with look-alike
+brackets (plain: errors and reason phrases, which are only read).
+"""
 
 from __future__ import annotations
 
@@ -13,3 +20,8 @@ def plain(text: str | None) -> str:
 	the text keeps its length and a limit cut before or after gives the same text.
 	"""
 	return (text or "").replace("<", "\u2039").replace(">", "\u203a")
+
+
+def has_markup(text: str) -> bool:
+	"""Tells whether ``text`` holds a ``<`` or ``>``, which Frappe refuses in document names too."""
+	return "<" in text or ">" in text

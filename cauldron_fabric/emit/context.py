@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import frappe
 
 from cauldron_fabric.core.envelope import KEY_LENGTH, new_event_id
+from cauldron_fabric.core.markup import has_markup
 
 HEADER = "X-Correlation-ID"
 VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -80,4 +81,4 @@ def keepable(correlation: str) -> bool:
 	longer one would fail every change the handler makes), and writes it by SQL into a column
 	Desk renders as HTML, where a ``<`` or ``>`` would run as markup in an admin's browser.
 	"""
-	return len(correlation) <= KEY_LENGTH and "<" not in correlation and ">" not in correlation
+	return len(correlation) <= KEY_LENGTH and not has_markup(correlation)
