@@ -11,9 +11,11 @@ from dataclasses import replace
 
 import pytest
 
+from cauldron_fabric.core.consumer.messages import InboundMessage
 from cauldron_fabric.core.consumer.tracking_memory import MemoryTracking, MemoryTrackingStore
 from cauldron_fabric.core.consumer.tracking_sql import SqlTrackingStore, TrackingUnavailable, create_table_sql
 from cauldron_fabric.core.errors import RetryableError
+from cauldron_fabric.core.markup import plain
 from conftest import connect_db, make_envelope
 
 
@@ -234,5 +236,26 @@ def test_a_table_from_before_replies_were_kept_gets_the_column_and_its_marks_kee
 		conn.commit()
 		conn.close()
 		assert sessions.open().kept_replies("pricing", event.id) == []
+	finally:
+		sessions.close()
+
+
+def test_an_origin_with_markup_is_marked_with_look_alike_brackets(database):
+	# A RabbitMQ routing key, or a fabric-origin-topic header any producer may set, is kept in
+	# a column Desk renders as HTML, written by SQL that Frappe's sanitizing save never sees.
+	sessions = SqlSessions()
+	event = make_envelope()
+	topic = "orders.<img src=x onerror=alert(1)>"
+	try:
+		store = sessions.open()
+		store.begin()
+		assert store.claim("billing", event, InboundMessage(topic, 0, 7, None, b"{}"))
+		store.commit()
+		conn = connect_db()
+		with conn.cursor() as cur:
+			cur.execute(f"SELECT origin_topic, origin_offset FROM `{sessions.table}`")
+			marked = cur.fetchall()
+		conn.close()
+		assert marked == ((plain(topic), 7),)
 	finally:
 		sessions.close()

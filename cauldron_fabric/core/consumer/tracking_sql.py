@@ -19,6 +19,7 @@ from cauldron_fabric.core.consumer.messages import InboundMessage
 from cauldron_fabric.core.consumer.ports import TrackingStore
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import RetryableError
+from cauldron_fabric.core.markup import plain
 from cauldron_fabric.core.sqlsession import SqlSession, error_code
 
 DEFAULT_TABLE = "tabProcessed Event"
@@ -98,7 +99,8 @@ def mark_values(
 		group,
 		envelope.id,
 		envelope.type,
-		origin.topic[:140] if origin else None,
+		# A routing key, or an origin header any producer may set, shown in Desk: see plain
+		plain(origin.topic)[:140] if origin else None,
 		origin.partition if origin else 0,
 		origin.offset if origin else 0,
 	]
