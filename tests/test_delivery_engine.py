@@ -17,7 +17,14 @@ from standardwebhooks.webhooks import Webhook
 from cauldron_fabric.core.delivery.addresses import AddressPolicy
 from cauldron_fabric.core.delivery.destinations import Destinations
 from cauldron_fabric.core.delivery.engine import DeliveryEngine, DeliveryWorker
-from cauldron_fabric.core.delivery.records import DEAD, DEFERRED, DELIVERED, PENDING, RETRYING
+from cauldron_fabric.core.delivery.records import (
+	DEAD,
+	DEFERRED,
+	DELIVERED,
+	PENDING,
+	RETRYING,
+	delivery_id,
+)
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
 from cauldron_fabric.core.delivery.subscription import (
 	build_broken_subscription,
@@ -103,10 +110,29 @@ def test_500_then_200_is_retried_after_the_backoff_and_delivered(receiver):
 	assert [(h["status"], h.get("status_code")) for h in row.history] == [(RETRYING, 500), (DELIVERED, 200)]
 	assert row.history[0]["response"] == "database down" and row.history[0]["latency_ms"] > 0
 	requests = receiver.on("/hook")
-	assert [r.headers["webhook-id"] for r in requests] == [envelope.id, envelope.id]
+	assert [r.headers["webhook-id"] for r in requests] == [delivery_id(envelope.id, "n8n")] * 2
 	assert Webhook(secret).verify(requests[1].body, requests[1].headers) == envelope.to_dict()
 	event = ce_http.from_binary(ce_http.HTTPMessage(requests[1].headers, requests[1].body), JSONFormat())
 	assert event.get_id() == envelope.id and event.get_data() == envelope.to_dict()
+	fabric.close()
+
+
+def test_one_event_through_two_subscriptions_to_one_receiver_carries_a_webhook_id_per_delivery(receiver):
+	# Standard Webhooks receivers drop a message whose webhook-id they have seen: with the event
+	# id as webhook-id, the second subscription's request was dropped as the first one's duplicate.
+	receiver.reply("/hook", Reply(503))
+	secret = generate_secret()
+	fabric = Fabric([webhook("full", receiver, secret=secret), webhook("summary", receiver, secret=secret)])
+	envelope = make_envelope("Sales Invoice", "SINV-2", "submitted")
+	assert fabric.emit(envelope) == 2
+	assert until_settled(fabric.worker()) == {DELIVERED: 2}
+	requests = receiver.on("/hook")
+	ids = [r.headers["webhook-id"] for r in requests]
+	assert len(requests) == 3 and ids[0] == ids[2] != ids[1], "a retry keeps its delivery's id"
+	assert set(ids) == {delivery_id(envelope.id, "full"), delivery_id(envelope.id, "summary")}
+	for request in requests:
+		assert request.headers["ce-id"] == envelope.id, "the event id stays in the ce-id header"
+		assert Webhook(secret).verify(request.body, request.headers) == envelope.to_dict()
 	fabric.close()
 
 

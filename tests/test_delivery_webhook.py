@@ -20,6 +20,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from cauldron_fabric.core import cloudevents as ce
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, AddressRefused, refusal_reason
 from cauldron_fabric.core.delivery.destinations import WebhookDestination, parse_address
+from cauldron_fabric.core.delivery.records import delivery_id
 from cauldron_fabric.core.delivery.transform import BINARY, compile_transform
 from cauldron_fabric.core.delivery.webhook import (
 	WebhookSender,
@@ -350,7 +351,7 @@ def test_cloudevent_attributes_outside_latin_1_reach_the_receiver_percent_encode
 	envelope = make_envelope("ToDo", 'T-漢字 "100%"', "updated")
 	payload = compile_transform(BINARY).render(envelope)
 	destination = WebhookDestination(sender, WebhookTarget(receiver.url(), secret=generate_secret()))
-	assert destination.deliver(envelope, payload).ok
+	assert destination.deliver(envelope, payload, delivery_id(envelope.id, "binary")).ok
 	(request,) = receiver.on("/hook")
 	event = ce_http.from_binary(ce_http.HTTPMessage(request.headers, request.body), JSONFormat())
 	assert event.get_subject() == 'ToDo/T-漢字 "100%"'

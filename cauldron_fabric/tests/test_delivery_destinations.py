@@ -18,6 +18,7 @@ from frappe.tests.utils import patch_hooks
 from standardwebhooks.webhooks import Webhook
 
 from cauldron_fabric.api import settings as settings_api
+from cauldron_fabric.core.delivery.records import delivery_id
 from cauldron_fabric.services.relay import run_relay_for
 from cauldron_fabric.testing.http_receiver import Receiver
 from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
@@ -25,6 +26,7 @@ from cauldron_fabric.testing.rabbitmq import RabbitMQ
 from cauldron_fabric.tests.test_delivery_support import (
 	DeliveryTestCase,
 	deliver,
+	envelope_of,
 	loopback_allowed,
 	save_todo,
 )
@@ -72,8 +74,26 @@ class TestWebhookAndHandlerDestinations(DestinationCase):
 		secret = frappe.get_doc("Event Subscription", doc.name).get_password("webhook_secret")
 		event = Webhook(secret).verify(request.body, request.headers)
 		self.assertEqual((event["type"], event["data"]["entityId"]), ("todo.created", name))
-		self.assertEqual(request.headers["webhook-id"], event["id"])
+		self.assertEqual(request.headers["webhook-id"], delivery_id(event["id"], doc.name))
+		self.assertEqual(request.headers["ce-id"], event["id"])
 		self.assertEqual(request.headers["x-api-key"], "n8n-key-1")
+
+	def test_two_subscriptions_to_one_receiver_send_the_event_under_two_webhook_ids(self):
+		# Receivers drop a webhook-id they have seen: with the event id as webhook-id, the second
+		# subscription's request was taken for a duplicate of the first and dropped.
+		path = f"/{self.tag}"
+		subscriptions = [self.subscription(webhook_url=self.receiver.url(path)) for _ in range(2)]
+		save_todo(self.tag)
+		rows = deliver(*(doc.name for doc in subscriptions))
+		self.assertEqual([row.status for row in rows], ["Delivered", "Delivered"])
+		requests = {r.headers["webhook-id"]: r for r in self.receiver.on(path)}
+		event_id = envelope_of(rows[0])["id"]
+		for doc in subscriptions:
+			request = requests.pop(delivery_id(event_id, doc.name))
+			secret = frappe.get_doc("Event Subscription", doc.name).get_password("webhook_secret")
+			self.assertEqual(Webhook(secret).verify(request.body, request.headers)["id"], event_id)
+			self.assertEqual(request.headers["ce-id"], event_id)
+		self.assertEqual(requests, {})
 
 	def test_a_copied_subscription_signs_its_webhooks(self):
 		# Desk's Duplicate (frappe.copy_doc) copies the Password fields as shown, "*****": Frappe

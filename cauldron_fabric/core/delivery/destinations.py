@@ -90,30 +90,38 @@ def parse_address(address: str) -> DestinationAddress:
 	return DestinationAddress(kind, target)
 
 
+# An event, its payload rendered for one subscription, and that delivery's id (records.delivery_id).
+Item = tuple[Envelope, RenderedPayload, str]
+
+
 class Destination(abc.ABC):
-	"""Sends rendered events to one place and reports an Outcome per event."""
+	"""Sends rendered events to one place and reports an Outcome per event.
+
+	One destination may serve several subscriptions with the same address and settings, so each
+	call names the delivery it makes.
+	"""
 
 	batches: bool = False
 
 	@abc.abstractmethod
-	def deliver(self, envelope: Envelope, payload: RenderedPayload) -> Outcome:
+	def deliver(self, envelope: Envelope, payload: RenderedPayload, delivery_id: str) -> Outcome:
 		"""Makes one attempt for one event; never raises for the destination's own failure."""
 
-	def deliver_many(self, items: Sequence[tuple[Envelope, RenderedPayload]]) -> list[Outcome]:
+	def deliver_many(self, items: Sequence[Item]) -> list[Outcome]:
 		"""Makes one attempt for each event, in order; brokers override this to publish in one batch."""
-		return [self.deliver(envelope, payload) for envelope, payload in items]
+		return [self.deliver(*item) for item in items]
 
 
 class WebhookDestination(Destination):
-	"""A signed HTTP call per event; the event id is the webhook id."""
+	"""A signed HTTP call per event; the delivery id is the webhook id, the event id is ``ce-id``."""
 
 	def __init__(self, sender: WebhookSender, target: WebhookTarget):
 		self.sender, self.target = sender, target
 
-	def deliver(self, envelope: Envelope, payload: RenderedPayload) -> Outcome:
+	def deliver(self, envelope: Envelope, payload: RenderedPayload, delivery_id: str) -> Outcome:
 		"""Calls the receiver once with the payload, its ``ce-`` headers and the signature."""
 		headers = [h for h in payload.headers(HTTP_PREFIX, compact=True) if h[0] != "content-type"]
-		return self.sender.send(self.target, envelope.id, payload.body, payload.content_type, headers)
+		return self.sender.send(self.target, delivery_id, payload.body, payload.content_type, headers)
 
 
 class TransportDestination(Destination):
@@ -124,11 +132,11 @@ class TransportDestination(Destination):
 	def __init__(self, transport: Transport, destination: str, timeout: float = 15.0):
 		self.transport, self.destination, self.timeout = transport, destination, timeout
 
-	def deliver(self, envelope: Envelope, payload: RenderedPayload) -> Outcome:
+	def deliver(self, envelope: Envelope, payload: RenderedPayload, delivery_id: str) -> Outcome:
 		"""Publishes one event."""
-		return self.deliver_many([(envelope, payload)])[0]
+		return self.deliver_many([(envelope, payload, delivery_id)])[0]
 
-	def deliver_many(self, items: Sequence[tuple[Envelope, RenderedPayload]]) -> list[Outcome]:
+	def deliver_many(self, items: Sequence[Item]) -> list[Outcome]:
 		"""Publishes every event keyed by its entity (so one entity stays in order) and waits for acks."""
 		templated = TYPE_PLACEHOLDER in self.destination
 		messages = [
@@ -138,7 +146,7 @@ class TransportDestination(Destination):
 				payload.body,
 				payload.headers(KAFKA_PREFIX),
 			)
-			for envelope, payload in items
+			for envelope, payload, _ in items
 		]
 		started = time.perf_counter()
 		deliveries = self.transport.publish(messages, self.timeout)
@@ -157,7 +165,7 @@ class HandlerDestination(Destination):
 	def __init__(self, path: str, handler: Handler):
 		self.path, self.handler = path, handler
 
-	def deliver(self, envelope: Envelope, payload: RenderedPayload) -> Outcome:
+	def deliver(self, envelope: Envelope, payload: RenderedPayload, delivery_id: str) -> Outcome:
 		"""Calls the handler once."""
 		try:
 			self.handler(envelope, payload)

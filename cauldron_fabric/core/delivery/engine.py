@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from cauldron_fabric.core.delivery.destinations import Destination, Destinations
+from cauldron_fabric.core.delivery.destinations import Destination, Destinations, Item
 from cauldron_fabric.core.delivery.policy import RateLimits
 from cauldron_fabric.core.delivery.records import (
 	DEAD,
@@ -147,12 +147,12 @@ class DeliveryEngine:
 
 	@staticmethod
 	def _send_one(prepared: _Prepared) -> list[Outcome]:
-		return _timed([prepared], lambda: [prepared.destination.deliver(prepared.envelope, prepared.payload)])
+		return _timed([prepared], lambda: [prepared.destination.deliver(*_item(prepared))])
 
 	@staticmethod
 	def _send_group(group: list[_Prepared]) -> list[Outcome]:
 		destination = group[0].destination
-		return _timed(group, lambda: destination.deliver_many([(p.envelope, p.payload) for p in group]))
+		return _timed(group, lambda: destination.deliver_many([_item(p) for p in group]))
 
 	def _decide(
 		self, job: DeliveryJob, subscription: Subscription, started: dt.datetime, outcome: Outcome
@@ -201,6 +201,10 @@ class DeliveryEngine:
 	def close(self) -> None:
 		"""Stops the sending threads (after the attempts under way)."""
 		self._pool.shutdown(wait=True)
+
+
+def _item(prepared: _Prepared) -> Item:
+	return prepared.envelope, prepared.payload, prepared.job.delivery_id
 
 
 def _timed(group: list[_Prepared], send: Callable[[], list[Outcome]]) -> list[Outcome]:

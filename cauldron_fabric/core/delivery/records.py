@@ -8,6 +8,7 @@ a ``Dead`` row is a dead letter, kept with the event and every attempt's error.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,19 @@ DEFERRED = "Deferred"
 ROW_STATUS = {DELIVERED: DELIVERED, RETRYING: PENDING, DEFERRED: PENDING, DEAD: DEAD}
 HISTORY_LIMIT = 25
 EXCERPT_LIMIT = 1000
+# Fixed for ever: a delivery's id is derived from it (delivery_id), and receivers remember ids.
+DELIVERY_ID_NAMESPACE = uuid.UUID("5d0c2f7e-8f3a-4c1b-9a57-2b6e4d8c1f90")
+
+
+def delivery_id(event_id: str, subscription: str) -> str:
+	"""Returns the id of one event's delivery to one subscription (a webhook's ``webhook-id``).
+
+	Standard Webhooks receivers drop a message whose id they have seen, so the id is the same on
+	every attempt of a delivery (a retry is a duplicate to drop) and differs between the
+	subscriptions of one event (two subscriptions to one receiver are two messages). The event
+	id travels beside it (the CloudEvents ``id``).
+	"""
+	return "msg_" + uuid.uuid5(DELIVERY_ID_NAMESPACE, f"{subscription}\0{event_id}").hex
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +79,11 @@ class DeliveryJob:
 	attempts: int = 0
 	ordering_key: str | None = None
 	history: tuple[Mapping[str, Any], ...] = ()
+
+	@property
+	def delivery_id(self) -> str:
+		"""Returns the id of this delivery, the same on every attempt (see ``delivery_id``)."""
+		return delivery_id(self.event_id, self.subscription)
 
 	def envelope(self) -> Envelope:
 		"""Parses the stored event (raises InvalidEnvelope when it is unreadable)."""
