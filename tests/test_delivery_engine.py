@@ -35,7 +35,7 @@ from cauldron_fabric.core.delivery.subscription import (
 from cauldron_fabric.core.delivery.webhook import WebhookSender, generate_secret
 from cauldron_fabric.core.errors import PermanentError
 from cauldron_fabric.core.transports import open_transport
-from cauldron_fabric.testing.http_receiver import Receiver, Reply
+from cauldron_fabric.testing.http_receiver import Receiver, Reply, SlowReader
 from cauldron_fabric.testing.kafka_broker import read_topic
 from conftest import make_envelope
 
@@ -178,6 +178,23 @@ def test_408_and_timeouts_retry_until_attempts_run_out(receiver):
 		row.last_error.startswith("Gave up after 3 attempt(s)")
 		and "did not answer within 0.2 s" in row.last_error
 	)
+	fabric.close()
+
+
+def test_a_receiver_reading_the_body_slowly_ends_the_attempt_at_its_timeout_and_is_retried():
+	server = SlowReader(slow=1)
+	subscription = build_subscription("slow-reader", server.url(), event_types=["*"], timeout=0.5, **FAST)
+	fabric = Fabric([subscription])
+	fabric.emit(make_envelope(blob="x" * 8_000_000))  # more than the socket buffers hold
+	worker = fabric.worker()
+	started = time.monotonic()
+	assert worker.deliver_due().retrying == 1
+	assert time.monotonic() - started < 1.5
+	assert until_settled(worker) == {DELIVERED: 1} and server.answered == 1
+	(row,) = fabric.rows()
+	assert [h["status"] for h in row.history] == [RETRYING, DELIVERED]
+	assert "did not take the whole request within 0.5 s" in row.history[0]["error"]
+	server.stop()
 	fabric.close()
 
 

@@ -32,7 +32,7 @@ from cauldron_fabric.core.delivery.webhook import (
 	signature_headers,
 )
 from cauldron_fabric.core.errors import ConfigurationError
-from cauldron_fabric.testing.http_receiver import Receiver, Reply
+from cauldron_fabric.testing.http_receiver import Receiver, Reply, SlowReader
 from cauldron_fabric.testing.kafka_broker import free_port
 from conftest import make_envelope
 
@@ -244,6 +244,19 @@ def _trickle_head(server) -> None:
 	except OSError:
 		pass  # the sender gave up and closed the connection
 	connection.close()
+
+
+def test_a_receiver_reading_the_body_slowly_has_the_whole_timeout_to_take_it_and_no_more(sender):
+	# The upload was bounded by the connect timeout (5 s at most), not by the attempt's: a large
+	# body to a receiver needing more than 5 s of its 6 s was cut at 5 s, as "Could not reach".
+	server = SlowReader()
+	started = time.monotonic()
+	outcome = sender.send(WebhookTarget(server.url(), timeout=6), "evt-slow-upload", b"x" * 8_000_000)
+	elapsed = time.monotonic() - started
+	server.stop()
+	assert 5.9 <= elapsed < 7.0, elapsed
+	assert (outcome.ok, outcome.retryable) == (False, True)
+	assert "did not take the whole request within 6 s" in outcome.error, outcome.error
 
 
 def test_connection_refused_is_retryable(sender):

@@ -6,7 +6,9 @@ loopback on the allow-list) and can fail on purpose: any status, body, headers a
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import socket
 import subprocess
 import sys
 import threading
@@ -135,10 +137,60 @@ class Receiver:
 		self.server.server_close()
 
 
+class SlowReader:
+	"""A receiver on 127.0.0.1 that reads its first ``slow`` requests a few bytes at a time, never
+	answering them, then reads the next ones whole and answers 200 (``answered`` counts them)."""
+
+	def __init__(self, slow: int = 1, pause: float = 0.01):
+		self.slow, self.pause, self.answered = slow, pause, 0
+		self.server = socket.socket()
+		# A small receive window, so the sender's upload blocks after a few kilobytes.
+		self.server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+		self.server.bind(("127.0.0.1", 0))
+		self.server.listen()
+		threading.Thread(target=self._serve, daemon=True).start()
+
+	def url(self, path: str = "/hook") -> str:
+		"""Returns the receiver's URL for ``path``."""
+		return f"http://127.0.0.1:{self.server.getsockname()[1]}{path}"
+
+	def _serve(self) -> None:
+		while True:
+			try:
+				connection, _ = self.server.accept()
+			except OSError:
+				return  # stopped
+			serve, self.slow = (self._read_slowly, self.slow - 1) if self.slow > 0 else (self._answer, 0)
+			threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+	def _read_slowly(self, connection: socket.socket) -> None:
+		with connection, contextlib.suppress(OSError):  # the sender gave up and closed it
+			while connection.recv(16):
+				time.sleep(self.pause)
+
+	def _answer(self, connection: socket.socket) -> None:
+		with connection, contextlib.suppress(OSError):
+			stream = connection.makefile("rb")
+			length = 0
+			while (line := stream.readline()) not in (b"\r\n", b""):
+				name, _, value = line.decode("latin-1").partition(":")
+				if name.strip().lower() == "content-length":
+					length = int(value)
+			stream.read(length)
+			self.answered += 1  # before the answer, which the sender may act on at once
+			connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+	def stop(self) -> None:
+		"""Stops accepting connections."""
+		self.server.close()
+
+
 # A threaded HTTP/1.1 server answering 200 to every POST, for benchmarks: run as its own
 # process so that it never competes with the sender for the GIL.
 OK_RECEIVER_SCRIPT = """
+import contextlib
 import http.server
+import socket
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else keep-alive replies stall 40 ms on delayed ACKs

@@ -201,7 +201,7 @@ class PinnedAddressAdapter(HTTPAdapter):
 	"""Keeps TLS on the host name while the URL carries the checked IP address.
 
 	The connection pool is keyed by address and name, so connections are reused per receiver.
-	Its connections keep the deadline of ``deadlines.answer_deadline``.
+	Its connections keep the deadline of ``deadlines.request_deadline``.
 	Needs requests 2.32.2 or later (``build_connection_pool_key_attributes``).
 	"""
 

@@ -1,11 +1,12 @@
-"""One deadline for the whole answer to an HTTP request, not only for each read.
+"""One deadline for a whole HTTP request, its upload and its answer, not only for each read.
 
 urllib3's read timeout bounds each read from the socket: a receiver sending its status line and
 headers a byte at a time, each within it, would hold a delivery worker without limit, long
-enough for its claim to lapse and the event to be sent twice. The connections of these pools
-shut their socket down when the deadline set by ``answer_deadline`` passes, which ends the
-blocked read with a connection error. One watchdog thread serves every request: a timer thread
-per request doubled the cost of a delivery.
+enough for its claim to lapse and the event to be sent twice. Sending the request is bounded by
+the time left too, not by the socket's connect timeout (at most 5 s), which cut a large body
+read slowly after 5 s whatever the subscription allowed. The connections of these pools send under the deadline set by ``request_deadline`` and shut their
+socket down when it passes, which ends the blocked write or read with a connection error. One
+watchdog thread serves every request: a timer thread per request doubled the cost of a delivery.
 """
 
 from __future__ import annotations
@@ -24,18 +25,34 @@ from dataclasses import dataclass
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-# time.monotonic() by which the request under way must have its status line and headers.
-_DEADLINE: ContextVar[float | None] = ContextVar("http_answer_deadline", default=None)
+
+@dataclass(eq=False, slots=True)
+class RequestProgress:
+	"""The deadline (``time.monotonic``) of the request under way, and whether it was all sent.
+
+	Sent means written to the connection: the kernel's buffers may still hold the end of it.
+	"""
+
+	deadline: float
+	sent: bool = False
+
+
+_PROGRESS: ContextVar[RequestProgress | None] = ContextVar("http_request_progress", default=None)
 
 
 @contextlib.contextmanager
-def answer_deadline(seconds: float) -> Iterator[None]:
-	"""Gives the requests made inside it (in this thread) ``seconds`` from now to be answered."""
-	token = _DEADLINE.set(time.monotonic() + seconds)
+def request_deadline(seconds: float) -> Iterator[RequestProgress]:
+	"""Gives the request made inside it (in this thread) ``seconds`` from now to be sent and answered.
+
+	The progress it yields tells, when the deadline cut the request, whether the receiver had
+	taken all of it.
+	"""
+	progress = RequestProgress(time.monotonic() + seconds)
+	token = _PROGRESS.set(progress)
 	try:
-		yield
+		yield progress
 	finally:
-		_DEADLINE.reset(token)
+		_PROGRESS.reset(token)
 
 
 @dataclass(eq=False, slots=True)
@@ -80,20 +97,41 @@ class _Watchdog:
 
 
 WATCHDOG = _Watchdog()
+# A socket timeout of 0 would make the socket non-blocking; past the deadline the watchdog cuts.
+MIN_SOCKET_TIMEOUT = 0.001
 # A forked worker (RQ's work horse) has none of the parent's threads, and maybe a held lock.
 os.register_at_fork(after_in_child=WATCHDOG.__init__)
 
 
 class _DeadlineMixin:
-	"""Reads the response head under the deadline; a watchdog cuts the socket when it passes."""
+	"""Sends the request and reads the response head under the deadline; a watchdog cuts the
+	socket when it passes."""
 
 	sock: socket.socket | None
 
+	def request(self, *args, **kwargs):
+		progress = _PROGRESS.get()
+		if progress is None:
+			return super().request(*args, **kwargs)
+		alarm = WATCHDOG.arm(progress.deadline, self._cut)
+		try:
+			super().request(*args, **kwargs)
+		finally:
+			alarm.active = False
+		progress.sent = True
+
+	def send(self, data) -> None:
+		"""Sends under the time left: the socket's timeout is the connect timeout until here."""
+		progress = _PROGRESS.get()
+		if progress is not None and self.sock is not None:
+			self.sock.settimeout(max(progress.deadline - time.monotonic(), MIN_SOCKET_TIMEOUT))
+		super().send(data)
+
 	def getresponse(self, *args, **kwargs):
-		deadline = _DEADLINE.get()
-		if deadline is None:
+		progress = _PROGRESS.get()
+		if progress is None:
 			return super().getresponse(*args, **kwargs)
-		alarm = WATCHDOG.arm(deadline, self._cut)
+		alarm = WATCHDOG.arm(progress.deadline, self._cut)
 		try:
 			return super().getresponse(*args, **kwargs)
 		finally:

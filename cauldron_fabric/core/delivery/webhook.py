@@ -35,7 +35,7 @@ import requests
 import urllib3
 
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, PinnedAddressAdapter, pinned_url
-from cauldron_fabric.core.delivery.deadlines import answer_deadline
+from cauldron_fabric.core.delivery.deadlines import RequestProgress, request_deadline
 from cauldron_fabric.core.delivery.records import Outcome, excerpt
 from cauldron_fabric.core.errors import ConfigurationError, FabricError
 from cauldron_fabric.core.markup import plain
@@ -218,8 +218,9 @@ class WebhookSender:
 			headers.update(signature_headers(target.secret, message_id, body))
 		else:
 			headers["webhook-id"] = message_id
+		progress = None
 		try:
-			with answer_deadline(target.timeout):
+			with request_deadline(target.timeout) as progress:
 				response = self.session.request(
 					target.method.upper(),
 					url,
@@ -231,10 +232,10 @@ class WebhookSender:
 					verify=self.verify,
 				)
 		except (requests.Timeout, urllib3.exceptions.TimeoutError):
-			return _timed_out(target, started)
+			return _timed_out(target, started, progress)
 		except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
 			if _elapsed(started) >= target.timeout * 1000:  # cut at the deadline (deadlines.py)
-				return _timed_out(target, started)
+				return _timed_out(target, started, progress)
 			reason = plain(redact_text(str(exc), target.url))  # it may quote the receiver's status line
 			return Outcome(
 				False,
@@ -331,13 +332,16 @@ def _elapsed(started: float) -> float:
 	return (time.perf_counter() - started) * 1000
 
 
-def _timed_out(target: WebhookTarget, started: float) -> Outcome:
-	return Outcome(
-		False,
-		True,
-		f"{redact_url(target.url)} did not answer within {target.timeout:g} s.",
-		latency_ms=_elapsed(started),
-	)
+def _timed_out(target: WebhookTarget, started: float, progress: RequestProgress | None) -> Outcome:
+	if progress is not None and not progress.sent:
+		error = (
+			f"{redact_url(target.url)} did not take the whole request within {target.timeout:g} s "
+			"(it read the body too slowly); retrying. If it needs longer for large events, raise the "
+			"subscription's timeout."
+		)
+	else:
+		error = f"{redact_url(target.url)} did not answer within {target.timeout:g} s."
+	return Outcome(False, True, error, latency_ms=_elapsed(started))
 
 
 def _check_header(name: str, value: str) -> None:
