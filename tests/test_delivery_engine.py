@@ -3,6 +3,8 @@
 import datetime as dt
 import itertools
 import json
+import logging
+import re
 import threading
 import time
 import uuid
@@ -46,13 +48,13 @@ FAST = {"initial_delay": 0.2, "max_delay": 1.0, "jitter": 0.0}
 class Fabric:
 	"""Subscriptions, a memory delivery queue and workers wired the way the Frappe layer wires them."""
 
-	def __init__(self, subscriptions, transports=None, handlers=None):
+	def __init__(self, subscriptions, transports=None, handlers=None, **engine_options):
 		self.subscriptions = {s.name: s for s in subscriptions}
 		self.index = build_index(subscriptions)
 		self.deliveries = MemoryDeliveries()
 		sender = WebhookSender(AddressPolicy.from_allow_list(["127.0.0.0/8"]))
 		self.destinations = Destinations(transports=transports, handlers=handlers, sender=sender)
-		self.engine = DeliveryEngine(self.destinations)
+		self.engine = DeliveryEngine(self.destinations, **engine_options)
 
 	def emit(self, *envelopes):
 		store = self.deliveries.session()
@@ -272,6 +274,32 @@ def test_handlers_filters_and_broken_templates(receiver):
 	assert "No handler 'other_app.missing' is registered" in unregistered.last_error
 	template = next(row for (name, _), row in by_name.items() if name == "template")
 	assert "lacks" in template.last_error and receiver.requests == []
+	fabric.close()
+
+
+def test_a_handler_running_past_its_time_is_logged_and_left_to_finish(caplog):
+	# A thread cannot be stopped safely (its transaction and whatever it started would be left
+	# half done), so a handler has no timeout; an operator must still see which one holds the batch.
+	release = threading.Event()
+	handlers = {
+		"accounts.handlers.slow": lambda envelope, payload: release.wait(5),
+		"accounts.handlers.fast": print,
+	}
+	subscriptions = [
+		build_subscription("slow-handler", "handler:accounts.handlers.slow", event_types=["*"], **FAST),
+		build_subscription("fast-handler", "handler:accounts.handlers.fast", event_types=["*"], **FAST),
+	]
+	fabric = Fabric(subscriptions, handlers=handlers, overdue_after=0.2)
+	envelope = make_envelope()
+	fabric.emit(envelope)
+	threading.Timer(0.7, release.set).start()
+	with caplog.at_level(logging.WARNING, logger="cauldron_fabric.delivery"):
+		assert fabric.worker().deliver_due().delivered == 2, "the slow handler is not stopped"
+	messages = [r.getMessage() for r in caplog.records]
+	running, finished = messages[:-1], messages[-1]
+	assert running and all("has been running for" in m and "not stopped" in m for m in running)
+	assert all(envelope.id in m and "'slow-handler' (handler:accounts.handlers.slow)" in m for m in messages)
+	assert re.search(r"finished after 0\.[7-9] s\.$", finished), finished  # released after 0.7 s
 	fabric.close()
 
 

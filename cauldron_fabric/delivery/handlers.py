@@ -10,6 +10,8 @@ registered paths can be chosen, so a subscription can never call arbitrary code.
 runs handlers on its sending threads: each thread gets its own site connection, runs the
 handler as the Fabric Settings handler user (or Administrator) and commits after it, or rolls
 back when it raises (a FabricError says whether to retry; any other error is retried).
+A handler has no timeout, since a thread cannot be stopped without leaving its transaction half
+done; the engine logs one that runs past the longest attempt (core/delivery/overdue.py).
 """
 
 from __future__ import annotations

@@ -160,7 +160,10 @@ class TransportDestination(Destination):
 
 
 class HandlerDestination(Destination):
-	"""An in-process function; its FabricErrors say whether to retry, any other error is retried."""
+	"""An in-process function; its FabricErrors say whether to retry, any other error is retried.
+
+	It has no timeout: the engine logs a call running past the longest attempt (overdue.py).
+	"""
 
 	def __init__(self, path: str, handler: Handler):
 		self.path, self.handler = path, handler

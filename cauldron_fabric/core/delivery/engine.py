@@ -15,10 +15,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from cauldron_fabric.core.delivery.destinations import Destination, Destinations, Item
+from cauldron_fabric.core.delivery.overdue import LONGEST_ATTEMPT_SECONDS, RunningAttempts
 from cauldron_fabric.core.delivery.policy import RateLimits
 from cauldron_fabric.core.delivery.records import (
 	DEAD,
@@ -65,7 +66,11 @@ class _Prepared:
 
 
 class DeliveryEngine:
-	"""Turns claimed deliveries into attempts; thread-safe, one per worker process."""
+	"""Turns claimed deliveries into attempts; thread-safe, one per worker process.
+
+	An attempt still running ``overdue_after`` seconds after it started (a handler, which has no
+	timeout) is logged as a warning while the engine waits for it (see overdue.py).
+	"""
 
 	def __init__(
 		self,
@@ -75,8 +80,10 @@ class DeliveryEngine:
 		rng: random.Random | None = None,
 		limits: RateLimits | None = None,
 		concurrency: int = 16,
+		overdue_after: float = LONGEST_ATTEMPT_SECONDS,
 	):
 		self.destinations = destinations
+		self.running = RunningAttempts(overdue_after, log)
 		self.clock = clock
 		self.rng = rng or random.Random()
 		self.limits = limits or RateLimits()
@@ -105,6 +112,10 @@ class DeliveryEngine:
 				futures.append(([(index, prepared)], self._pool.submit(self._send_one, prepared)))
 		for group in groups.values():
 			futures.append((group, self._pool.submit(self._send_group, [p for _, p in group])))
+		pending = {future for _, future in futures}
+		while pending:
+			pending = wait(pending, timeout=self.running.check_seconds).not_done
+			self.running.warn_overdue()
 		for group, future in futures:
 			for (index, prepared), outcome in zip(group, future.result(), strict=True):
 				results[index] = self._decide(prepared.job, prepared.subscription, prepared.started, outcome)
@@ -145,14 +156,14 @@ class DeliveryEngine:
 			return self._decide(job, subscription, started, Outcome(False, exc.retryable, str(exc)))
 		return _Prepared(job, subscription, envelope, payload, destination, started)
 
-	@staticmethod
-	def _send_one(prepared: _Prepared) -> list[Outcome]:
-		return _timed([prepared], lambda: [prepared.destination.deliver(*_item(prepared))])
+	def _send_one(self, prepared: _Prepared) -> list[Outcome]:
+		with self.running.tracking(_attempts([prepared])):
+			return _timed([prepared], lambda: [prepared.destination.deliver(*_item(prepared))])
 
-	@staticmethod
-	def _send_group(group: list[_Prepared]) -> list[Outcome]:
+	def _send_group(self, group: list[_Prepared]) -> list[Outcome]:
 		destination = group[0].destination
-		return _timed(group, lambda: destination.deliver_many([_item(p) for p in group]))
+		with self.running.tracking(_attempts(group)):
+			return _timed(group, lambda: destination.deliver_many([_item(p) for p in group]))
 
 	def _decide(
 		self, job: DeliveryJob, subscription: Subscription, started: dt.datetime, outcome: Outcome
@@ -205,6 +216,10 @@ class DeliveryEngine:
 
 def _item(prepared: _Prepared) -> Item:
 	return prepared.envelope, prepared.payload, prepared.job.delivery_id
+
+
+def _attempts(group: list[_Prepared]) -> list[tuple[str, str, str]]:
+	return [(p.job.subscription, p.subscription.destination, p.job.event_id) for p in group]
 
 
 def _timed(group: list[_Prepared], send: Callable[[], list[Outcome]]) -> list[Outcome]:

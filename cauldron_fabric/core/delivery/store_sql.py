@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cauldron_fabric.core.delivery.overdue import LONGEST_ATTEMPT_SECONDS
 from cauldron_fabric.core.delivery.records import (
 	DEAD,
 	DELIVERED,
@@ -34,8 +35,6 @@ from cauldron_fabric.core.sqlsession import SqlSession
 DEFAULT_TABLE = "tabEvent Delivery"
 DEFAULT_SEQUENCE = "event_delivery_id_seq"
 ERROR_LENGTH = 2000
-# A webhook's longest timeout (WebhookTarget.validate): the longest one attempt waits.
-LONGEST_ATTEMPT_SECONDS = 300
 ENQUEUE_COLUMNS = (
 	"subscription",
 	"event_id",
