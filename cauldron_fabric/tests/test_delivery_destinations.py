@@ -95,6 +95,16 @@ class TestWebhookAndHandlerDestinations(DestinationCase):
 			self.assertEqual(request.headers["ce-id"], event_id)
 		self.assertEqual(requests, {})
 
+	def test_a_delivery_shows_the_webhook_id_its_receiver_got(self):
+		# An admin looking up a receiver's log line finds the delivery by its webhook-id.
+		path = f"/{self.tag}"
+		subscription = self.subscription(webhook_url=self.receiver.url(path))
+		save_todo(self.tag)
+		(row,) = deliver(subscription.name)
+		(request,) = self.receiver.on(path)
+		shown = frappe.get_doc("Event Delivery", row.name).as_dict()
+		self.assertEqual(shown["webhook_id"], request.headers["webhook-id"])
+
 	def test_a_copied_subscription_signs_its_webhooks(self):
 		# Desk's Duplicate (frappe.copy_doc) copies the Password fields as shown, "*****": Frappe
 		# stores no such value, so the copy had no secret and sent its webhooks unsigned.

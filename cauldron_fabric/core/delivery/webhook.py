@@ -1,8 +1,9 @@
 """Webhook delivery over HTTP(S), signed by the Standard Webhooks scheme.
 
 Every request carries ``webhook-id`` (the delivery id, one per event and subscription and the
-same on every retry, so receivers drop duplicates; see records.delivery_id), ``webhook-timestamp`` (Unix seconds of this attempt) and ``webhook-signature``:
-``v1,`` followed by the base64 HMAC-SHA256 of ``id.timestamp.body`` under the secret, which is
+same on every retry, so receivers drop duplicates; see records.delivery_id),
+``webhook-timestamp`` (Unix seconds of this attempt) and ``webhook-signature``: ``v1,``
+followed by the base64 HMAC-SHA256 of ``id.timestamp.body`` under the secret, which is
 written ``whsec_`` + base64 (``generate_secret``). Several secrets separated by spaces sign with
 each of them, so a receiver can rotate its secret without a gap. The official ``standardwebhooks``
 library verifies these signatures.

@@ -10,8 +10,15 @@ import frappe
 from frappe import _
 from frappe.model.document import Document
 
+from cauldron_fabric.core.delivery.records import delivery_id
+
 
 class EventDelivery(Document):
+	@property
+	def webhook_id(self) -> str | None:
+		"""Returns the webhook-id every attempt of this delivery carries (see records.delivery_id)."""
+		return delivery_id(self.event_id, self.subscription) if self.event_id and self.subscription else None
+
 	def validate(self) -> None:
 		frappe.throw(
 			_(
