@@ -59,7 +59,13 @@ class KafkaBus:
 		return topic
 
 	def source(self, options, channel, **extra):
-		broker_options = {"session_timeout_ms": 6000, "topic_partitions": PARTITIONS, **extra}
+		"""Opens a member of ``options.group`` on ``channel``, whose requesters reply on ``<channel>.replies``."""
+		broker_options = {
+			"session_timeout_ms": 6000,
+			"topic_partitions": PARTITIONS,
+			"reply_topic": f"{channel}.replies",
+			**extra,
+		}
 		return open_source(self.url, options, [channel], broker_options=broker_options)
 
 	def publish(self, channel, messages, max_bytes: int | None = None) -> list[tuple[int, int]]:

@@ -2,7 +2,8 @@
 
 Usage: python consumer_worker.py URL GROUP CHANNEL TABLE SEQUENCE EFFECTS NAME [HOLD_AFTER]
 
-CHANNEL is the Kafka topic, or the RabbitMQ exchange (bound with ``#``). Each handled event
+CHANNEL is the Kafka topic (its requesters reply on ``CHANNEL.replies``), or the RabbitMQ
+exchange (bound with ``#``; requesters use direct reply-to). Each handled event
 inserts a row into EFFECTS in the same transaction as its processed mark in TABLE; a request
 gets the reply ``{"worker": NAME}``, or a failed reply when its payload says ``fail``. With
 HOLD_AFTER = n, the n-th event is committed to the database and then the process stops before
@@ -38,7 +39,11 @@ def main() -> None:
 	signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
 	options = ConsumerOptions(group=group, max_attempts=3, backoff=Backoff(0.2, 2, 1, 0), commit_interval=0.5)
 	kafka = url.startswith("kafka")
-	broker_options = {"session_timeout_ms": 6000} if kafka else {"exchange": channel, "prefetch": 5}
+	broker_options = (
+		{"session_timeout_ms": 6000, "reply_topic": f"{channel}.replies"}
+		if kafka
+		else {"exchange": channel, "prefetch": 5}
+	)
 	source = open_source(url, options, [channel] if kafka else ["#"], broker_options=broker_options)
 	tracking = SqlTrackingStore(connect_db, table=table, sequence=sequence)
 	handled = []

@@ -40,8 +40,11 @@ def price_request() -> Envelope:
 	)
 
 
-def responder(bus, channel, tables, on_handled=lambda: None, **option_fields):
-	"""Returns a consumer whose handler records an effect and replies ``{"price": 5.0}``."""
+def responder(bus, channel, tables, on_handled=lambda: None, broker_options=None, **option_fields):
+	"""Returns a consumer whose handler records an effect and replies ``{"price": 5.0}``.
+
+	Its requesters reply on ``<channel>.replies`` (Kafka) or on queues ``replies.*`` (RabbitMQ).
+	"""
 	(table, sequence), effects = tables
 	group = f"replies-{uuid.uuid4().hex[:6]}"
 	if isinstance(bus, RabbitBus):
@@ -55,10 +58,16 @@ def responder(bus, channel, tables, on_handled=lambda: None, **option_fields):
 	)
 	if bus.name == "kafka":
 		# The reply fails within 2 s when the broker does not answer (its default is 10 s).
-		extra = {"session_timeout_ms": 10000, "message_timeout_ms": 2000}
+		extra = {
+			"session_timeout_ms": 10000,
+			"message_timeout_ms": 2000,
+			"reply_topic": f"{channel}.replies",
+			**(broker_options or {}),
+		}
 		source = open_source(bus.url, options, [channel], broker_options=extra)
 	else:
-		source = open_source(bus.url, options, ["#"], broker_options={"exchange": channel})
+		extra = {"exchange": channel, "allowed_reply_addresses": ["replies.*"], **(broker_options or {})}
+		source = open_source(bus.url, options, ["#"], broker_options=extra)
 
 	def handle(envelope, context):
 		with context.transaction.cursor() as cur:

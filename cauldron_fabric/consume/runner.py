@@ -88,7 +88,11 @@ def build_consumer(
 		options,
 		chosen,
 		pattern=pattern,
-		broker_options={**settings.broker_options, **(broker_options or {})},
+		broker_options={
+			**settings.broker_options,
+			"allowed_reply_addresses": settings.reply_addresses,
+			**(broker_options or {}),
+		},
 	)
 	consumer = Consumer(
 		source,

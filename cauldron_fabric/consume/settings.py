@@ -9,6 +9,7 @@ import frappe
 from frappe.utils import cint, flt
 
 from cauldron_fabric.core.consumer.ports import CircuitPolicy
+from cauldron_fabric.core.consumer.reply_addresses import reply_address_patterns
 from cauldron_fabric.core.errors import ConfigurationError
 
 BROKERS = ("kafka", "rabbitmq")
@@ -27,6 +28,8 @@ class ConsumerSettings:
 	request_timeout: float
 	circuit: CircuitPolicy
 	broker_options: dict[str, Any] = field(default_factory=dict)
+	# Other reply addresses: patterns of topics or queues responders may reply to, besides their own.
+	reply_addresses: tuple[str, ...] = ()
 
 	@property
 	def broker(self) -> str:
@@ -70,6 +73,7 @@ def load_consumer_settings(broker: str | None = None) -> ConsumerSettings:
 			probe_seconds=max(timeout, 1.0),
 		),
 		broker_options=dict(options),
+		reply_addresses=reply_address_patterns(settings.allowed_reply_addresses),
 	)
 
 

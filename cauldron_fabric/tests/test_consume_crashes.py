@@ -23,7 +23,7 @@ from cauldron_fabric.core.consumer.messages import HANDLER_CRASHED
 from cauldron_fabric.core.envelope import EventData
 from cauldron_fabric.tests.test_consume import CHARGE, charge, group_name
 from cauldron_fabric.tests.test_consume_support import dead_letters, publish
-from cauldron_fabric.tests.utils import start_broker
+from cauldron_fabric.tests.utils import fabric_settings, start_broker
 
 
 class TestConsumerCrashes(FrappeTestCase):
@@ -31,6 +31,10 @@ class TestConsumerCrashes(FrappeTestCase):
 	def setUpClass(cls):
 		super().setUpClass()
 		start_broker(cls, consumer_crash_limit=2, handler_user="Administrator")
+		# Requests here ask for replies on "<topic>.replies", which responders refuse unless listed.
+		settings = fabric_settings(allowed_reply_addresses=f"{cls.prefix}.*.replies")
+		settings.__enter__()
+		cls.addClassCleanup(settings.__exit__, None, None, None)
 
 	def run_consumer(self, group: str, topic: str, poison: str) -> int:
 		frappe.db.commit()

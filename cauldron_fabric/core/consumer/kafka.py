@@ -9,6 +9,11 @@ Retries never block a partition: a failed message is copied to ``<group>.retry.<
 n + 1) with a ``fabric-not-before`` header, and the partition moves on. Each retry topic has one
 delay, so its messages fall due in order: when the head is not due yet, that retry partition is
 paused and rewound until it is. Dead letters go to ``<group>.dlt`` with the origin headers.
+
+Replies go only to the requesters' reply topic (option ``reply_topic``, as the requester takes
+it; default ``cauldron.replies``) and to topics the option ``allowed_reply_addresses`` lists
+(patterns, ``*`` any characters): a request naming another topic is refused before its handlers
+run (see ``reply_addresses.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from cauldron_fabric.core.consumer.messages import (
 	forwarded_headers,
 )
 from cauldron_fabric.core.consumer.ports import MessageSource
+from cauldron_fabric.core.consumer.reply_addresses import ReplyAddressPolicy, reply_address_patterns
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
 from cauldron_fabric.core.naming import TOPIC_NAME_RULE, invalid_topic_names
@@ -41,6 +47,8 @@ from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports.kafka import KafkaTransport, kafka_config
 
 log = logging.getLogger("cauldron_fabric.consumer.kafka")
+
+DEFAULT_REPLY_TOPIC = "cauldron.replies"  # the requesters' (requests_kafka.KafkaRequester)
 
 PUBLISH_TIMEOUT = 15.0
 # A pattern is matched against the topics the client knows, which it learns at each metadata
@@ -130,6 +138,11 @@ class KafkaSource(MessageSource):
 				) from None
 		self.retry_topics = [retry_topic(group, n) for n in range(1, max(0, retry_tiers) + 1)]
 		self.dead_letter_topic = dead_letter_topic(group)
+		self.reply_addresses = ReplyAddressPolicy(
+			"Kafka topic",
+			own=(self.options.get("reply_topic") or DEFAULT_REPLY_TOPIC,),
+			patterns=reply_address_patterns(self.options.get("allowed_reply_addresses")),
+		)
 		# Its producer sends replies (someone waits) and the rare retry or dead-letter copy: no linger.
 		self.transport = KafkaTransport(bootstrap, {"linger_ms": 0, **self.options})
 		self.transport.ensure_topics({*self.topics, *self.retry_topics, self.dead_letter_topic})
@@ -312,11 +325,16 @@ class KafkaSource(MessageSource):
 			raise delivery.error or TransportUnavailable(f"Kafka did not take the copy for {topic!r}.")
 		return topic
 
+	def check_reply_address(self, request: InboundMessage) -> None:
+		"""Refuses a reply topic that is neither the requesters' nor allowed by the options."""
+		self.reply_addresses.check(request.header(REPLY_TO))
+
 	def reply(self, request: InboundMessage, envelope: Envelope) -> None:
 		"""Produces the reply to the requester's reply topic and partition, and waits for the ack."""
 		topic = request.header(REPLY_TO)
 		if not topic:
 			return
+		self.check_reply_address(request)
 		partition = request.number(REPLY_PARTITION)
 		headers = [
 			*kafka_headers(envelope),

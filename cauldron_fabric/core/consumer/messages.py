@@ -15,7 +15,8 @@ fabric-not-before           epoch milliseconds before which a retry copy must no
 fabric-exception-class      class of the last error (``module.Class``)
 fabric-exception-message    its message
 fabric-dead-letter-reason   why it is dead: invalid-envelope, schema-violation, handler-refused,
-                            attempts-exhausted, handler-crashed, broker-dead-lettered
+                            attempts-exhausted, handler-crashed, broker-dead-lettered,
+                            reply-address-refused
 ==========================  =====================================================================
 
 Request-reply uses ``fabric-reply-to``, ``fabric-reply-partition``, ``fabric-correlation-id`` and
@@ -54,6 +55,8 @@ HANDLER_REFUSED = "handler-refused"
 ATTEMPTS_EXHAUSTED = "attempts-exhausted"
 HANDLER_CRASHED = "handler-crashed"
 BROKER_DEAD_LETTERED = "broker-dead-lettered"
+# A request asking for its replies where this consumer may not write them (see reply_addresses.py).
+REPLY_ADDRESS_REFUSED = "reply-address-refused"
 # The reason RabbitMQ gives (``x-death``) for a message whose TTL ran out in a queue.
 EXPIRED_BY_BROKER = "expired"
 

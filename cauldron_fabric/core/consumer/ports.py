@@ -61,8 +61,20 @@ class MessageSource(abc.ABC):
 		"""
 
 	@abc.abstractmethod
+	def check_reply_address(self, request: InboundMessage) -> None:
+		"""Raises ReplyAddressRefused when the request names a reply address this source may not write to.
+
+		Called before the handlers run, so a refused request has no effect; one without a reply
+		address passes.
+		"""
+
+	@abc.abstractmethod
 	def reply(self, request: InboundMessage, envelope: Envelope) -> None:
-		"""Sends ``envelope`` to the requester the request's headers name; raises TransportUnavailable."""
+		"""Sends ``envelope`` to the requester the request's headers name.
+
+		Raises TransportUnavailable when the broker does not take it, ReplyAddressRefused when
+		the address is not allowed.
+		"""
 
 	def commit(self) -> None:
 		"""Commits what is done so far (Kafka offsets); sources that acknowledge one by one do nothing."""

@@ -15,6 +15,11 @@ every member drains: it counts and logs each such request and drops it, as its r
 already given up and serving it late is what the TTL prevents. Earlier versions bound
 ``<queue>.dead`` there instead, where expired requests piled up unread; the queues' arguments
 are unchanged (RabbitMQ refuses to redeclare a queue with others), only that binding moves.
+
+Replies go through the default exchange, which reaches any queue by name: they go only to
+direct reply-to (``amq.rabbitmq.reply-to…``) and to queues the option
+``allowed_reply_addresses`` lists (patterns, ``*`` any characters); a request naming another
+queue is refused before its handlers run (see ``reply_addresses.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from cauldron_fabric.core.consumer.messages import (
 	text,
 )
 from cauldron_fabric.core.consumer.ports import MessageSource
+from cauldron_fabric.core.consumer.reply_addresses import ReplyAddressPolicy, reply_address_patterns
 from cauldron_fabric.core.envelope import Envelope, format_time
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
 from cauldron_fabric.core.transports.rabbitmq import DEFAULT_EXCHANGE, connection_parameters
@@ -170,6 +176,12 @@ class RabbitMQSource(MessageSource):
 		self.binding_keys = [amqp_binding_key(k) for k in binding_keys]
 		self.retry_delays = list(retry_delays) or [1.0]
 		self.prefetch = int(self.options.get("prefetch") or 50)
+		self.reply_addresses = ReplyAddressPolicy(
+			"RabbitMQ queue",
+			own=(DIRECT_REPLY_TO,),
+			own_prefixes=(DIRECT_REPLY_TO + ".",),
+			patterns=reply_address_patterns(self.options.get("allowed_reply_addresses")),
+		)
 		self.parameters = connection_parameters(url, self.options)
 		self._connection = None
 		self._channel = None
@@ -379,11 +391,16 @@ class RabbitMQSource(MessageSource):
 				f"Lost RabbitMQ while publishing to {routing_key!r}: {exc!r}."
 			) from exc
 
+	def check_reply_address(self, request: InboundMessage) -> None:
+		"""Refuses a reply queue other than direct reply-to unless the options allow it."""
+		self.reply_addresses.check(request.header(REPLY_TO))
+
 	def reply(self, request: InboundMessage, envelope: Envelope) -> None:
 		"""Publishes the reply to the requester's reply-to address with its correlation id."""
 		reply_to = request.header(REPLY_TO)
 		if not reply_to:
 			return
+		self.check_reply_address(request)
 		headers = {
 			f"cloudEvents_{name[3:]}": value
 			for name, value in kafka_headers(envelope)

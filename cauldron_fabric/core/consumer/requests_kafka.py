@@ -19,6 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from cauldron_fabric.core.cloudevents import from_headers, kafka_headers
+from cauldron_fabric.core.consumer.kafka import DEFAULT_REPLY_TOPIC
 from cauldron_fabric.core.consumer.messages import (
 	CORRELATION_ID,
 	REPLY_DEADLINE,
@@ -33,8 +34,6 @@ from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports.kafka import KafkaTransport, kafka_config
 
 log = logging.getLogger("cauldron_fabric.requests.kafka")
-
-DEFAULT_REPLY_TOPIC = "cauldron.replies"
 
 
 class KafkaRequester(Requester):

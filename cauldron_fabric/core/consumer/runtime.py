@@ -13,7 +13,8 @@ reply the broker refused or lost the connection over: the request is left undone
 
 Failures never block the partition: a failing event is copied to a retry topic (or delay queue)
 and the partition moves on; after ``max_attempts`` it goes to the dead letters with its origin.
-An event that is not even an envelope, or that breaks its schema, goes there at once. So does
+An event that is not even an envelope, or that breaks its schema, goes there at once, as does a
+request naming a reply address the source may not write to (before any handler runs). So does
 an event during whose handlers the process died ``crash_limit`` times (counted outside the
 process by a ``CrashCounter``): otherwise it would kill every restart and block its partition
 for ever. An outage of the tracking store or of the broker only defers the message; nothing is
@@ -40,6 +41,7 @@ from cauldron_fabric.core.consumer.messages import (
 	HANDLER_CRASHED,
 	HANDLER_REFUSED,
 	INVALID_ENVELOPE,
+	REPLY_ADDRESS_REFUSED,
 	REPLY_TO,
 	SCHEMA_VIOLATION,
 	ConsumerStats,
@@ -48,6 +50,7 @@ from cauldron_fabric.core.consumer.messages import (
 	InboundMessage,
 )
 from cauldron_fabric.core.consumer.ports import CrashCounter, MessageSource, TrackingStore
+from cauldron_fabric.core.consumer.reply_addresses import ReplyAddressRefused
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import (
 	FabricError,
@@ -187,6 +190,15 @@ class Consumer:
 		handlers = self.handlers.handlers_for(envelope.type)
 		if not handlers:
 			return self._finish(message, IGNORED)  # another group's business, valid or not
+		try:
+			# Before the handlers: a request whose reply this consumer would refuse to write
+			# (say, into an event topic others consume) must not have its effect either.
+			self.source.check_reply_address(message)
+		except ReplyAddressRefused as exc:
+			log.warning("refused request %s: %s", envelope.id, exc)
+			return self._dead_letter(
+				message, Failure.of(REPLY_ADDRESS_REFUSED, exc), message.attempt, envelope
+			)
 		try:
 			# The unit of work begins before the schema check: a site's check reads its registry
 			# on the same connection, which begin() opens again after it was lost.
@@ -370,7 +382,7 @@ class Consumer:
 		failures = self._reply_failures.pop(request, 0) + 1
 		if error is None:
 			return self._finish(message, outcome)
-		if kept and failures < self.options.reply_attempts:
+		if kept and failures < self.options.reply_attempts and not isinstance(error, ReplyAddressRefused):
 			return self._reply_later(message, request, failures, outcome, error)
 		log.error(
 			"gave up replying to request %s (correlation id %s) after %d attempt(s): %s",
@@ -410,7 +422,7 @@ class Consumer:
 		for reply in context.replies:
 			try:
 				self.source.reply(message, reply)
-			except RetryableError as exc:
+			except (RetryableError, ReplyAddressRefused) as exc:
 				return exc
 		return None
 

@@ -76,6 +76,7 @@ class FabricSettings(Document):
 		self.validate_numbers()
 		self.validate_rabbitmq()
 		self.validate_webhook_allow_list()
+		self.validate_reply_addresses()
 		self.validate_doctype_lists()
 
 	def validate_bootstrap_servers(self) -> None:
@@ -167,6 +168,20 @@ class FabricSettings(Document):
 			webhook_address_policy(self.webhook_allowed_networks)
 		except ConfigurationError as exc:
 			frappe.throw(str(exc), title=_("Webhook allow-list"))
+
+	def validate_reply_addresses(self) -> None:
+		from cauldron_fabric.core.consumer.reply_addresses import reply_address_patterns
+
+		patterns = reply_address_patterns(self.allowed_reply_addresses)
+		for pattern in patterns:
+			if len(pattern) > 255 or any(character.isspace() for character in pattern):
+				frappe.throw(
+					_(
+						"{0} is no reply address: write one Kafka topic or RabbitMQ queue per line, without spaces and at most 255 characters, * standing for any characters."
+					).format(frappe.bold(pattern[:80])),
+					title=_("Other reply addresses"),
+				)
+		self.allowed_reply_addresses = "\n".join(patterns)
 
 	def validate_doctype_lists(self) -> None:
 		# The emitter skips these whatever the lists say (EmitPolicy._classify), and the allow list
