@@ -2,9 +2,10 @@
 
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer, TopicPartition
 from consumer_buses import KafkaBus, raw, wait_for, wire
 from tcp_proxy import OffsetCommitCutter
 
@@ -213,6 +214,64 @@ def test_a_commit_that_failed_is_sent_again_while_no_message_comes():
 			proxy.stop()
 	assert handled == [event.id]
 	assert (entry.position, entry.lag) == (1, 0), "the handled event's offset is committed"
+
+
+class PartlyRefusedCommits:
+	"""The real client, except that a synchronous commit leaves one partition out and returns it
+	with an error: what librdkafka returns when the broker refused some partitions of a commit
+	and not others (it raises only when every partition failed). The test broker never refuses
+	one partition alone, so this is where the test steps in; the broker and the commits are real."""
+
+	def __init__(self, source, refused: int):
+		self.client, self.source, self.refused = source.consumer, source, refused
+
+	def __getattr__(self, name):
+		return getattr(self.client, name)
+
+	def commit(self, *args, asynchronous=True, **kwargs):
+		if asynchronous or args or kwargs:
+			return self.client.commit(*args, asynchronous=asynchronous, **kwargs)
+		stored = [TopicPartition(*key, offset) for key, offset in self.source._done.items()]
+		kept = [p for p in stored if p.partition != self.refused]
+		error = KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
+		refused = [
+			SimpleNamespace(topic=p.topic, partition=p.partition, error=error)
+			for p in stored
+			if p.partition == self.refused
+		]
+		return [*self.client.commit(offsets=kept, asynchronous=False), *refused]
+
+
+def test_a_partition_whose_synchronous_commit_was_refused_is_committed_again(kafka):
+	# The synchronous commits (at a revocation, on close) return the partitions the broker
+	# refused instead of raising, and the source took them as committed: while no message came,
+	# nothing sent those offsets again, and the group re-read them after the next rebalance.
+	topic, group = f"sync.{uuid.uuid4().hex[:8]}", f"sync-{uuid.uuid4().hex[:6]}"
+	create_topic(kafka.bootstrap, topic, 2)
+	producer = Producer({"bootstrap.servers": kafka.bootstrap})
+	for partition in (0, 1):
+		producer.produce(topic, value=make_envelope(n=partition).to_json().encode(), partition=partition)
+	producer.flush(10)
+
+	def positions():
+		return {entry.partition: entry.position for entry in group_lag(kafka.bootstrap, group, [topic])}
+
+	options = ConsumerOptions(group=group)
+	source = open_source(kafka.url, options, [topic], broker_options={"session_timeout_ms": 6000})
+	try:
+		received = []
+		wait_for(lambda: received.extend(source.poll(10, 0.5)) or len(received) == 2, 30)
+		assert len(received) == 2, "a message from each partition"
+		for message in received:
+			source.done(message)
+		source.consumer = PartlyRefusedCommits(source, refused=1)
+		source._commit(asynchronous=False)  # as at a revocation
+		assert positions() == {0: 1, 1: 0}, "the broker took partition 0's offset only"
+		source.commit()  # the next background commit, no new message having come
+		wait_for(lambda: source.poll(1, 0.2) == [] and positions() == {0: 1, 1: 1}, 15)
+		assert positions() == {0: 1, 1: 1}, "partition 1's offset was committed again"
+	finally:
+		source.close()
 
 
 def test_a_pattern_matching_another_groups_dead_letters_does_not_bounce_them_back(kafka):

@@ -375,16 +375,23 @@ class KafkaSource(MessageSource):
 		if not (self._dirty if asynchronous else self._done):
 			return
 		try:
-			self.consumer.commit(asynchronous=asynchronous)
+			committed = self.consumer.commit(asynchronous=asynchronous)
 			self._dirty = False
 		except KafkaException as exc:
 			if exc.args[0].code() != KafkaError._NO_OFFSET:
 				log.warning("offset commit failed, retried at the next one: %s", exc)
+			return
+		if not asynchronous:
+			# A synchronous commit reports partitions the broker refused in what it returns (it
+			# raises only when every partition failed), never through on_commit: marked done,
+			# their offsets would not be sent again while no message comes.
+			self._on_commit(None, committed or [])
 
 	def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
 		"""Marks the offsets to commit again when a commit failed for partitions still assigned.
 
-		Called from poll() with the outcome of each commit. A failed one (the broker refused it
+		Called from poll() with the outcome of each background commit, and with what a
+		synchronous one returned. A failed one (the broker refused it
 		during a rebalance, the connection broke) is not sent again by the client, and the
 		consumer commits only when it has a mark: while no message comes, the group's offset
 		would stay behind and a restart would replay what was handled.
