@@ -16,6 +16,12 @@ already given up and serving it late is what the TTL prevents. Earlier versions 
 ``<queue>.dead`` there instead, where expired requests piled up unread; the queues' arguments
 are unchanged (RabbitMQ refuses to redeclare a queue with others), only that binding moves.
 
+Retry copies, dead letters and replies are published with publisher confirms. A broker that stops
+answering (a hung node, a network partition that keeps the socket open) never confirms: after
+``confirm_timeout`` seconds (option, default 15, as long as the Kafka source waits for its
+copies) the connection is dropped as lost, so the original stays unacknowledged and is
+delivered again, instead of the consumer waiting until the heartbeat gives up, minutes later.
+
 Replies go through the default exchange, which reaches any queue by name: they go only to
 direct reply-to (``amq.rabbitmq.reply-to…``) and to queues the option
 ``allowed_reply_addresses`` lists (patterns, ``*`` any characters); a request naming another
@@ -61,6 +67,11 @@ AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
 # was a timeout at its requester already. Declared once: a new value needs a new queue name.
 EXPIRED_KEPT = 10_000
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+CONFIRM_TIMEOUT = 15.0  # seconds; the Kafka source's wait for its copies (kafka.PUBLISH_TIMEOUT)
+
+
+class ConfirmTimeout(pika.exceptions.AMQPConnectionError):
+	"""The broker did not confirm a publish in time; the connection is dropped as lost."""
 
 
 def retry_queue(queue: str, delay: float) -> str:
@@ -176,6 +187,7 @@ class RabbitMQSource(MessageSource):
 		self.binding_keys = [amqp_binding_key(k) for k in binding_keys]
 		self.retry_delays = list(retry_delays) or [1.0]
 		self.prefetch = int(self.options.get("prefetch") or 50)
+		self.confirm_timeout = float(self.options.get("confirm_timeout") or CONFIRM_TIMEOUT)
 		self.reply_addresses = ReplyAddressPolicy(
 			"RabbitMQ queue",
 			own=(DIRECT_REPLY_TO,),
@@ -361,7 +373,7 @@ class RabbitMQSource(MessageSource):
 		if self._channel is None:
 			raise TransportUnavailable("Not connected to RabbitMQ; the message is kept and tried again.")
 		try:
-			self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
+			self._publish_within_timeout(exchange, routing_key, body, properties, mandatory)
 		except pika.exceptions.UnroutableError as exc:
 			if not redeclare:
 				raise TransportUnavailable(
@@ -394,6 +406,29 @@ class RabbitMQSource(MessageSource):
 	def check_reply_address(self, request: InboundMessage) -> None:
 		"""Refuses a reply queue other than direct reply-to unless the options allow it."""
 		self.reply_addresses.check(request.header(REPLY_TO))
+
+	def _publish_within_timeout(
+		self, exchange: str, routing_key: str, body: bytes, properties, mandatory: bool
+	) -> None:
+		"""Publishes and waits for the confirm; raises ConfirmTimeout once ``confirm_timeout`` passes.
+
+		pika's blocking publish waits for the confirm with no bound but the heartbeat's. A timer
+		on the I/O loop it runs aborts the connection the way pika's own heartbeat check does
+		(``_terminate_stream``; a graceful close would wait for the same silent broker), and
+		the publish then raises the timer's error.
+		"""
+		connection = self._connection._impl  # the SelectConnection whose loop basic_publish runs
+		error = ConfirmTimeout(
+			f"RabbitMQ did not confirm the message for {routing_key!r} within {self.confirm_timeout:g} s;"
+			" the connection is dropped as lost"
+		)
+		timer = connection.ioloop.call_later(
+			self.confirm_timeout, lambda: connection._terminate_stream(error)
+		)
+		try:
+			self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
+		finally:
+			connection.ioloop.remove_timeout(timer)
 
 	def reply(self, request: InboundMessage, envelope: Envelope) -> None:
 		"""Publishes the reply to the requester's reply-to address with its correlation id."""
