@@ -16,6 +16,7 @@ from frappe.utils import cint, flt
 from cauldron_fabric.consume.settings import ConsumerSettings, load_consumer_settings, redis_prefix, redis_url
 from cauldron_fabric.core.consumer import CircuitBreaker, CircuitPolicy, Requester, open_requester
 from cauldron_fabric.core.consumer.circuit_redis import RedisCircuitStore
+from cauldron_fabric.core.consumer.messages import DEFAULT_REPLY_TOPIC
 from cauldron_fabric.emit.policy import current_policy
 
 _requesters: dict[tuple, Requester] = {}
@@ -59,7 +60,7 @@ def site_requester(broker: str | None = None) -> Requester:
 				breaker=breaker,
 				default_timeout=settings.request_timeout,
 				topic_template=settings.topic_template,
-				broker_options={**settings.broker_options, "reply_topic": "cauldron.replies"},
+				broker_options={**settings.broker_options, "reply_topic": DEFAULT_REPLY_TOPIC},
 			)
 	return requester
 

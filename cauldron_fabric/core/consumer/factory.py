@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cauldron_fabric.core.consumer.circuit import CircuitBreaker
+from cauldron_fabric.core.consumer.messages import DEFAULT_REPLY_TOPIC
 from cauldron_fabric.core.consumer.ports import MessageSource
 from cauldron_fabric.core.consumer.requests import Requester
 from cauldron_fabric.core.consumer.runtime import ConsumerOptions
@@ -76,6 +77,6 @@ def open_requester(
 	if topic_template:
 		common["topic_template"] = topic_template
 	if scheme == "kafka":
-		reply_topic = (broker_options or {}).get("reply_topic") or "cauldron.replies"
+		reply_topic = (broker_options or {}).get("reply_topic") or DEFAULT_REPLY_TOPIC
 		return adapter(kafka_bootstrap(url), reply_topic=reply_topic, options=broker_options, **common)
 	return adapter(url, options=broker_options, **common)

@@ -31,6 +31,7 @@ from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer.messages import (
 	CONSUMER_GROUP,
 	CORRELATION_ID,
+	DEFAULT_REPLY_TOPIC,
 	REPLY_PARTITION,
 	REPLY_TO,
 	Failure,
@@ -48,7 +49,6 @@ from cauldron_fabric.core.transports.kafka import KafkaTransport, kafka_config
 
 log = logging.getLogger("cauldron_fabric.consumer.kafka")
 
-DEFAULT_REPLY_TOPIC = "cauldron.replies"  # the requesters' (requests_kafka.KafkaRequester)
 
 PUBLISH_TIMEOUT = 15.0
 # A pattern is matched against the topics the client knows, which it learns at each metadata

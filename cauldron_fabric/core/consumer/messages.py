@@ -45,6 +45,8 @@ EXCEPTION_CLASS = "fabric-exception-class"
 EXCEPTION_MESSAGE = "fabric-exception-message"
 DEAD_LETTER_REASON = "fabric-dead-letter-reason"
 REPLY_TO = "fabric-reply-to"
+# The topic Kafka requesters read replies from unless told otherwise, and responders write to.
+DEFAULT_REPLY_TOPIC = "cauldron.replies"
 REPLY_PARTITION = "fabric-reply-partition"
 CORRELATION_ID = "fabric-correlation-id"
 REPLY_DEADLINE = "fabric-reply-deadline"

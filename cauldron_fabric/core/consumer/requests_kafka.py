@@ -19,9 +19,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from cauldron_fabric.core.cloudevents import from_headers, kafka_headers
-from cauldron_fabric.core.consumer.kafka import DEFAULT_REPLY_TOPIC
 from cauldron_fabric.core.consumer.messages import (
 	CORRELATION_ID,
+	DEFAULT_REPLY_TOPIC,
 	REPLY_DEADLINE,
 	REPLY_PARTITION,
 	REPLY_TO,
