@@ -84,6 +84,8 @@ ignore_links_on_delete = ["Event Delivery"]
 # which lets on_change tell a db_set from a save.
 doc_events = {
 	"*": {
+		# Inserts under way, for a copy saved by one of their hooks (see emit/inserts.py).
+		"before_insert": "cauldron_fabric.emit.inserts.note_insert",
 		"before_change": "cauldron_fabric.emit.documents.mark_db_set",
 		"on_change": "cauldron_fabric.emit.documents.on_change",
 		"after_delete": "cauldron_fabric.emit.documents.after_delete",

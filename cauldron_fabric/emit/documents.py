@@ -15,13 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 import frappe
-from frappe.model.base_document import BaseDocument
 from frappe.utils import get_datetime
 
 from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
-from cauldron_fabric.emit.frames import argument_of, caller_of
+from cauldron_fabric.emit.frames import argument_of
 from cauldron_fabric.emit.held import held_now, hold_until_commit, release
+from cauldron_fabric.emit.inserts import inserted_through_another_object
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
 
@@ -100,7 +100,7 @@ def on_change(doc, method=None) -> None:
 		# this save; alone it would be an update before the document's creation.
 		_defer_db_set(doc)
 		return
-	if not doc.flags.in_insert and _inserted_through_another_object(doc):
+	if not doc.flags.in_insert and inserted_through_another_object(doc):
 		# A copy saved by a hook of the document's insert: its update follows the created event.
 		doc.flags.fabric_deferred_save = True
 		_defer_db_set(doc)
@@ -186,37 +186,7 @@ def _being_saved(doc) -> bool:
 		return True
 	if (doc.doctype, doc.name) in (frappe.flags.currently_saving or ()):
 		return True
-	return _inserted_through_another_object(doc)
-
-
-def _inserted_through_another_object(doc) -> bool:
-	"""Tells whether another object of ``doc``'s document is inside its insert, its row written.
-
-	A hook of that insert (after_insert, on_update) that loads the document anew and saves or
-	db_sets the copy changes a document whose created event is still to come. Frappe notes an
-	insert in ``currently_saving`` before naming it: under None, or under the name it was given
-	(a data import with IDs, an API call with ``name``), and removes the entry at its end only
-	if the name is still that. So only a DocType with an entry there besides the copy's own
-	save pays for the look up the stack.
-	"""
-	saving = frappe.flags.currently_saving or ()
-	# Frappe never removes an insert's entry under None: in a long job the list grows with every
-	# insert, so it is counted in C rather than in a generator.
-	entries = [doctype for doctype, _ in saving].count(doc.doctype)
-	if entries <= ((doc.doctype, doc.name) in saving):
-		return False
-	name = str(doc.name)
-
-	def inserting(other: object) -> bool:
-		return (
-			other is not doc
-			and isinstance(other, BaseDocument)
-			and other.doctype == doc.doctype
-			and str(other.name) == name
-			and other.get("__islocal") is False
-		)
-
-	return caller_of("insert", inserting) is not None
+	return inserted_through_another_object(doc)
 
 
 def _defer_db_set(doc) -> None:

@@ -37,6 +37,17 @@ def caller_of(method: str, matches: Callable[[object], bool]) -> object | None:
 	return None
 
 
+def callers_of(method: str) -> list[object]:
+	"""Returns the ``self`` of every ``method`` call this code runs inside, innermost first."""
+	owners = []
+	frame = sys._getframe(1)
+	while frame is not None:
+		if frame.f_code.co_name == method:
+			owners.append(frame.f_locals.get("self"))
+		frame = frame.f_back
+	return owners
+
+
 def call_of(function: Callable) -> FrameType | None:
 	"""Returns the frame of the innermost call of ``function`` this code runs inside, or None."""
 	code = function.__code__

@@ -1,0 +1,57 @@
+"""The inserts under way in this request or job, noted by the fabric itself.
+
+A hook of an insert (after_insert, on_update) may load the document anew and save or db_set
+the copy: that changes a document whose created event is still to come. Frappe's own list,
+``currently_saving``, cannot tell: it notes an insert before naming it and never removes the
+entry under None, so in a long job (a data import, a patch, a worker) it grows with every
+insert. The fabric notes each insert as it begins (before_insert) and forgets it at the next
+one once it has ended: the list holds the inserts running now, plus those that raised since.
+"""
+
+from __future__ import annotations
+
+import frappe
+
+from cauldron_fabric.emit.frames import caller_of, callers_of
+
+INSERTS = "fabric_inserts_under_way"
+
+
+def note_insert(doc, method=None) -> None:
+	"""Notes that ``doc``'s insert has begun (before_insert)."""
+	inserts = getattr(frappe.local, INSERTS, None)
+	if inserts is None:
+		inserts = []
+		setattr(frappe.local, INSERTS, inserts)
+	elif inserts:
+		_forget_ended(inserts)
+	if not any(other is doc for other in inserts):
+		inserts.append(doc)
+
+
+def _forget_ended(inserts: list) -> None:
+	"""Drops from ``inserts`` those that ended: Frappe deletes ``__islocal`` at the end of an
+	insert, and one that raised is no longer on the stack."""
+	inserts[:] = [other for other in inserts if other.get("__islocal") is not None]
+	if inserts:
+		running = callers_of("insert")
+		inserts[:] = [other for other in inserts if any(other is owner for owner in running)]
+
+
+def inserted_through_another_object(doc) -> bool:
+	"""Tells whether another object of ``doc``'s document is inside its insert, its row written.
+
+	An insert that raised after writing its row keeps its note until the next insert: only one
+	still on the stack counts, so the stack is read when a note matches, not on every save.
+	"""
+	name = str(doc.name)
+	for other in getattr(frappe.local, INSERTS, None) or ():
+		if (
+			other is not doc
+			and other.doctype == doc.doctype
+			and other.get("__islocal") is False
+			and str(other.name) == name
+			and caller_of("insert", lambda owner, other=other: owner is other) is not None
+		):
+			return True
+	return False
