@@ -281,7 +281,7 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 	# Frappe's defaults hang under "__default", no DocType.
 	if not all(parent_key) or row.parenttype.startswith("__"):
 		return
-	in_save = parent_key in {_parent_key(*saving) for saving in frappe.flags.currently_saving or ()} or (
+	in_save = _in_currently_saving(*parent_key) or (
 		parent_in_memory is not None and _being_saved(parent_in_memory)
 	)
 	attribute = ROW_CHANGES_IN_SAVE if in_save else ROW_CHANGES
@@ -314,6 +314,19 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 		held = hold_until_commit(attribute, record_rows_changed_in_saves if in_save else record_row_changes)
 		change = held[parent_key] = {"kind": kind, "via": via, "before": {}}
 	change["before"][row.parentfield] = before_rows
+
+
+def _in_currently_saving(doctype: str, name: str) -> bool:
+	"""Tells whether Frappe notes a save of ``doctype`` ``name`` (a row's parent, named in a string).
+
+	Autoincrement names are integers in ``currently_saving``. The list is searched in C, not
+	copied: Frappe never removes an insert's entry under None, so in a long job it grows with
+	every insert.
+	"""
+	saving = frappe.flags.currently_saving or ()
+	if (doctype, name) in saving:
+		return True
+	return name.isdecimal() and str(int(name)) == name and (doctype, int(name)) in saving
 
 
 def _parent_key(doctype: str | None, name) -> tuple:

@@ -8,6 +8,7 @@ from cauldron_fabric.tests.utils import (
 	ORDER,
 	ORDER_ITEM,
 	EmissionCase,
+	doctype_hooks,
 	ensure_custom_doctype,
 	events_after,
 	last_seq,
@@ -32,6 +33,18 @@ def qty_on_a_loaded_copy(doc, method=None) -> None:
 def qty_on_its_own_row(doc, method=None) -> None:
 	"""A hook that db_sets the first row's qty through the row of the document being saved."""
 	doc.items[0].db_set("qty", 5)
+
+
+def new_numbered_basket():
+	"""Inserts a basket with two item rows, of a DocType named by autoincrement."""
+	ensure_custom_doctype(
+		NUMBERED_BASKET,
+		[{"fieldname": "items", "fieldtype": "Table", "label": "Items", "options": ORDER_ITEM}],
+		autoname="autoincrement",
+	)
+	return frappe.get_doc(
+		{"doctype": NUMBERED_BASKET, "items": [{"item": "cauldron", "qty": 1}, {"item": "ladle", "qty": 3}]}
+	).insert()
 
 
 def table(event: dict, side: str, field: str = "qty") -> list:
@@ -94,17 +107,7 @@ class TestRowsChangedBeforeTheirParentsSave(EmissionCase):
 
 	def test_the_same_holds_for_a_parent_named_by_autoincrement(self):
 		# Autoincrement names are integers on the parent, strings in its rows' parent column.
-		ensure_custom_doctype(
-			NUMBERED_BASKET,
-			[{"fieldname": "items", "fieldtype": "Table", "label": "Items", "options": ORDER_ITEM}],
-			autoname="autoincrement",
-		)
-		basket = frappe.get_doc(
-			{
-				"doctype": NUMBERED_BASKET,
-				"items": [{"item": "cauldron", "qty": 1}, {"item": "ladle", "qty": 3}],
-			}
-		).insert()
+		basket = new_numbered_basket()
 		frappe.db.commit()
 		start = last_seq()
 		frappe.get_doc(ORDER_ITEM, basket.items[0].name).db_set("qty", 5)
@@ -175,6 +178,20 @@ class TestRowsChangedDuringTheirParentsSave(EmissionCase):
 				self.assertEqual([table(row_change, "old"), table(row_change, "new")], [[1, 3], [5, 3]])
 				self.assertEqual(row_change["data"]["payload"]["via"], "db_set")
 				self.assertEqual(row_change["data"]["payload"]["doc"]["title"], f"{handler} v2")
+
+	def test_a_row_of_a_parent_named_by_autoincrement_changed_in_on_update_follows_the_save(self):
+		# Frappe notes the saving parent under its integer name; the row says it in a string.
+		basket = new_numbered_basket()
+		frappe.db.commit()
+		start = last_seq()
+		with doctype_hooks(NUMBERED_BASKET, __name__, on_update="qty_on_a_loaded_row"):
+			basket.items[1].qty = 9
+			basket.save()
+		frappe.db.commit()
+		save, row_change = events_after(start, NUMBERED_BASKET)
+		self.assertEqual([table(save, "old"), table(save, "new")], [[1, 3], [1, 9]])
+		self.assertEqual([table(row_change, "old"), table(row_change, "new")], [[1, 9], [5, 9]])
+		self.assertEqual(row_change["data"]["payload"]["via"], "db_set")
 
 	def test_a_row_changed_through_its_own_object_in_on_update_is_part_of_the_save(self):
 		_, events = self.save_with("on_update", "qty_on_its_own_row")

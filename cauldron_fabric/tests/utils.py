@@ -24,11 +24,16 @@ ORDER_ITEM = "Fabric Test Order Item"
 SQL_LOOKALIKE_TEXT = "IFNULL(a, 0) or ifnull(b,1); 100% %s %(x)s it's \\' \"q\" 漢字"
 
 
-@contextmanager
 def order_hooks(module: str, **handlers: str):
 	"""Adds ``doc_events`` of the test DocType (event → function of ``module``) to the app's."""
+	return doctype_hooks(ORDER, module, **handlers)
+
+
+@contextmanager
+def doctype_hooks(doctype: str, module: str, **handlers: str):
+	"""Adds ``doc_events`` of ``doctype`` (event → function of ``module``) to the app's."""
 	doc_events = dict(frappe.get_hooks("doc_events"))
-	doc_events[ORDER] = {event: [f"{module}.{handler}"] for event, handler in handlers.items()}
+	doc_events[doctype] = {event: [f"{module}.{handler}"] for event, handler in handlers.items()}
 	with patch_hooks({"doc_events": doc_events}):
 		_forget_doc_events()
 		try:
