@@ -259,6 +259,20 @@ def test_a_receiver_reading_the_body_slowly_has_the_whole_timeout_to_take_it_and
 	assert "did not take the whole request within 6 s" in outcome.error, outcome.error
 
 
+@pytest.mark.parametrize("timeout", [1, 6])
+def test_a_receiver_that_never_completes_the_connection_is_not_blamed_for_reading_slowly(sender, timeout):
+	# It accepts TCP but never answers the TLS handshake: nothing of the request was sent, and a
+	# longer timeout would not help (the connection has 5 s at most), yet the error said the
+	# receiver "read the body too slowly" and to raise the subscription's timeout.
+	server = socket.create_server(("127.0.0.1", 0))
+	url = f"https://127.0.0.1:{server.getsockname()[1]}/hook"
+	outcome = sender.send(WebhookTarget(url, timeout=timeout), "evt-no-tls", BODY)
+	server.close()
+	assert (outcome.ok, outcome.retryable) == (False, True)
+	assert f"did not accept the connection within {min(timeout, 5)} s" in outcome.error, outcome.error
+	assert "whole request" not in outcome.error
+
+
 def test_connection_refused_is_retryable(sender):
 	outcome = sender.send(WebhookTarget(f"http://127.0.0.1:{free_port()}/hook"), "evt-8", BODY)
 	assert (outcome.ok, outcome.retryable) == (False, True) and "Could not reach" in outcome.error

@@ -28,12 +28,14 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 @dataclass(eq=False, slots=True)
 class RequestProgress:
-	"""The deadline (``time.monotonic``) of the request under way, and whether it was all sent.
+	"""The deadline (``time.monotonic``) of the request under way, whether it had a connection
+	(TCP, and TLS for HTTPS) and whether it was all sent.
 
 	Sent means written to the connection: the kernel's buffers may still hold the end of it.
 	"""
 
 	deadline: float
+	connected: bool = False
 	sent: bool = False
 
 
@@ -45,7 +47,7 @@ def request_deadline(seconds: float) -> Iterator[RequestProgress]:
 	"""Gives the request made inside it (in this thread) ``seconds`` from now to be sent and answered.
 
 	The progress it yields tells, when the deadline cut the request, whether the receiver had
-	taken all of it.
+	accepted the connection and taken all of the request.
 	"""
 	progress = RequestProgress(time.monotonic() + seconds)
 	token = _PROGRESS.set(progress)
@@ -109,10 +111,18 @@ class _DeadlineMixin:
 
 	sock: socket.socket | None
 
+	def connect(self) -> None:
+		"""Connects (TCP, and TLS for HTTPS) and notes in the request's progress that it did."""
+		super().connect()
+		if (progress := _PROGRESS.get()) is not None:
+			progress.connected = True
+
 	def request(self, *args, **kwargs):
 		progress = _PROGRESS.get()
 		if progress is None:
 			return super().request(*args, **kwargs)
+		if self.sock is not None:  # kept alive from an earlier request, or connected for TLS
+			progress.connected = True
 		alarm = WATCHDOG.arm(progress.deadline, self._cut)
 		try:
 			super().request(*args, **kwargs)

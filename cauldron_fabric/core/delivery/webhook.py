@@ -63,6 +63,8 @@ HOP_BY_HOP_HEADERS = frozenset(
 	}
 )
 MAX_RESPONSE_READ = 64 * 1024
+# Seconds a receiver has to accept the connection (TCP, and TLS for HTTPS), whatever its timeout.
+CONNECT_TIMEOUT = 5.0
 # An HTTP field name is a token (RFC 9110 5.1): sent with a space or a colon, it ends the
 # receiver's header section there, and the signature headers after it are never read.
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -227,7 +229,7 @@ class WebhookSender:
 					url,
 					data=body,
 					headers=headers,
-					timeout=(min(target.timeout, 5.0), target.timeout),
+					timeout=(min(target.timeout, CONNECT_TIMEOUT), target.timeout),
 					allow_redirects=False,
 					stream=True,
 					verify=self.verify,
@@ -334,7 +336,14 @@ def _elapsed(started: float) -> float:
 
 
 def _timed_out(target: WebhookTarget, started: float, progress: RequestProgress | None) -> Outcome:
-	if progress is not None and not progress.sent:
+	if progress is not None and not progress.connected:
+		# Nothing was sent: a longer timeout would not help, the connection has CONNECT_TIMEOUT.
+		error = (
+			f"{redact_url(target.url)} did not accept the connection within "
+			f"{min(target.timeout, CONNECT_TIMEOUT):g} s (its host is down, or a firewall drops the"
+			" connection); retrying."
+		)
+	elif progress is not None and not progress.sent:
 		error = (
 			f"{redact_url(target.url)} did not take the whole request within {target.timeout:g} s "
 			"(it read the body too slowly); retrying. If it needs longer for large events, raise the "
