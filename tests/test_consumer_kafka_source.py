@@ -10,12 +10,8 @@ from consumer_buses import KafkaBus, raw, wait_for, wire
 from tcp_proxy import OffsetCommitCutter
 
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking, open_source
-from cauldron_fabric.core.consumer.kafka import (
-	PATTERN_REFRESH_SECONDS,
-	dead_letter_topic,
-	group_lag,
-	retry_topic,
-)
+from cauldron_fabric.core.consumer.kafka import PATTERN_REFRESH_SECONDS
+from cauldron_fabric.core.consumer.kafka_group import dead_letter_topic, group_lag, retry_topic
 from cauldron_fabric.core.consumer.messages import ATTEMPTS, CONSUMER_GROUP, NOT_BEFORE
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.retry import Backoff

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 from consumer_buses import PARTITIONS, KafkaBus, wait_for, wire
 
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking
-from cauldron_fabric.core.consumer.kafka import group_lag, retry_topic
+from cauldron_fabric.core.consumer.kafka_group import group_lag, retry_topic
 from cauldron_fabric.core.consumer.tracking_sql import TrackingUnavailable
 from cauldron_fabric.core.retry import Backoff
 from conftest import make_envelope

@@ -16,7 +16,7 @@ import frappe
 from frappe import _
 
 from cauldron_fabric.core.cloudevents import kafka_headers
-from cauldron_fabric.core.consumer.kafka import retry_topic
+from cauldron_fabric.core.consumer.kafka_group import retry_topic
 from cauldron_fabric.core.consumer.messages import (
 	ATTEMPTS,
 	CONSUMER_GROUP,

@@ -13,7 +13,7 @@ from cauldron_fabric.consume.handlers import load_handler_table
 from cauldron_fabric.consume.runner import default_topics
 from cauldron_fabric.consume.settings import load_consumer_settings
 from cauldron_fabric.core.consumer.factory import kafka_bootstrap, retry_delays
-from cauldron_fabric.core.consumer.kafka import group_lag, retry_prefix
+from cauldron_fabric.core.consumer.kafka_group import group_lag, retry_prefix
 from cauldron_fabric.core.consumer.rabbitmq import retry_queue
 from cauldron_fabric.core.consumer.runtime import ConsumerOptions
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable

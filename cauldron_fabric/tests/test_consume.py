@@ -16,7 +16,7 @@ from frappe.tests.utils import FrappeTestCase
 from cauldron_fabric.api import approvals as approvals_api
 from cauldron_fabric.consume.requesting import close_requesters, site_breaker, site_requester
 from cauldron_fabric.core.consumer import RequestTimeout
-from cauldron_fabric.core.consumer.kafka import dead_letter_topic
+from cauldron_fabric.core.consumer.kafka_group import dead_letter_topic
 from cauldron_fabric.core.consumer.messages import ATTEMPTS, DEAD_LETTER_REASON, ORIGIN_TOPIC
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
 from cauldron_fabric.testing.kafka_broker import produce, read_topic
@@ -191,7 +191,7 @@ class TestConsumingIntoTheSite(FrappeTestCase):
 	def test_a_retried_letter_keeps_its_binary_key(self):
 		# A producer's key need not be text: a retry under another key would land on another
 		# partition than the entity's other events.
-		from cauldron_fabric.core.consumer.kafka import retry_topic
+		from cauldron_fabric.core.consumer.kafka_group import retry_topic
 
 		topic, group, key = self.fresh_topic(), group_name("binary-key"), b"\xff\x00charge\xfe"
 		failing = charge(71)

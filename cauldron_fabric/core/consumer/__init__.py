@@ -11,7 +11,7 @@ The public API:
 * ``Requester.request(type, data, timeout)`` with ``KafkaRequester`` and ``RabbitMQRequester``;
 * ``CircuitBreaker`` with ``MemoryCircuitStore`` and ``RedisCircuitStore``;
 * ``CrashCounter`` with ``RedisCrashCounter``: handler runs the process did not survive;
-* ``group_lag`` (``kafka``): a group's lag per partition as the broker sees it.
+* ``group_lag`` (``kafka_group``): a group's lag per partition as the broker sees it.
 """
 
 from cauldron_fabric.core.consumer.circuit import CircuitBreaker, CircuitOpen, MemoryCircuitStore

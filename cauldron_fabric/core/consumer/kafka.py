@@ -9,6 +9,7 @@ Retries never block a partition: a failed message is copied to ``<group>.retry.<
 n + 1) with a ``fabric-not-before`` header, and the partition moves on. Each retry topic has one
 delay, so its messages fall due in order: when the head is not due yet, that retry partition is
 paused and rewound until it is. Dead letters go to ``<group>.dlt`` with the origin headers.
+The group's topic names, settings and lag are in ``kafka_group.py``.
 
 Replies go only to the requesters' reply topic (option ``reply_topic``, as the requester takes
 it; default ``cauldron.replies``) and to topics the option ``allowed_reply_addresses`` lists
@@ -24,10 +25,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from cauldron_fabric.core.cloudevents import kafka_headers
+from cauldron_fabric.core.consumer.kafka_group import (
+	consumer_config,
+	dead_letter_topic,
+	member_lag,
+	retry_prefix,
+	retry_topic,
+)
 from cauldron_fabric.core.consumer.messages import (
 	CONSUMER_GROUP,
 	CORRELATION_ID,
@@ -45,7 +52,7 @@ from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
 from cauldron_fabric.core.naming import TOPIC_NAME_RULE, invalid_topic_names
 from cauldron_fabric.core.ports import OutboundMessage
-from cauldron_fabric.core.transports.kafka import KafkaTransport, kafka_config
+from cauldron_fabric.core.transports.kafka import KafkaTransport
 
 log = logging.getLogger("cauldron_fabric.consumer.kafka")
 
@@ -55,46 +62,6 @@ PUBLISH_TIMEOUT = 15.0
 # refresh (librdkafka: every 5 minutes). A pattern consumer asks every 10 seconds instead, so a
 # new matching topic is read within that (plus a rebalance); ``metadata_refresh_ms`` changes it.
 PATTERN_REFRESH_SECONDS = 10
-_ILLEGAL = re.compile(r"[^a-zA-Z0-9._-]+")
-
-
-def retry_prefix(group: str) -> str:
-	"""Returns how every retry topic of a consumer group starts."""
-	return f"{_ILLEGAL.sub('_', group)}.retry."
-
-
-def retry_topic(group: str, number: int) -> str:
-	"""Returns the topic of retry number ``number`` (1 for the first retry) of a consumer group."""
-	return f"{retry_prefix(group)}{number}"
-
-
-def dead_letter_topic(group: str) -> str:
-	"""Returns the dead-letter topic of a consumer group."""
-	return f"{_ILLEGAL.sub('_', group)}.dlt"
-
-
-def consumer_config(bootstrap: str, group: str, options: dict[str, Any]) -> dict[str, Any]:
-	"""Returns the librdkafka settings of a fabric consumer: manual offsets, fast failover."""
-	if not group or not group.strip():
-		raise ConfigurationError(
-			"A consumer needs a consumer group.", hint="Pass --group or set it in Fabric Settings."
-		)
-	config = {
-		**kafka_config(bootstrap, {**options, "extra": {}}),
-		"group.id": group,
-		"enable.auto.commit": False,
-		"enable.auto.offset.store": False,
-		"auto.offset.reset": options.get("auto_offset_reset") or "earliest",
-		"partition.assignment.strategy": options.get("assignment_strategy") or "cooperative-sticky",
-		"session.timeout.ms": int(options.get("session_timeout_ms") or 10_000),
-		"max.poll.interval.ms": int(options.get("max_poll_interval_ms") or 300_000),
-	}
-	if options.get("fetch_wait_ms"):
-		config["fetch.wait.max.ms"] = int(options["fetch_wait_ms"])
-	if options.get("metadata_refresh_ms"):
-		config["topic.metadata.refresh.interval.ms"] = int(options["metadata_refresh_ms"])
-	config.update(options.get("consumer_extra") or {})
-	return config
 
 
 class KafkaSource(MessageSource):
@@ -410,41 +377,8 @@ class KafkaSource(MessageSource):
 			)
 
 	def lag(self) -> list[PartitionLag]:
-		"""Returns per assigned partition the high watermark, the next offset to process and the gap.
-
-		Costs at most three broker round trips, whatever the number of partitions.
-		"""
-		keys = sorted(self.assigned)
-		positions = dict(self._done)
-		unknown = [TopicPartition(*key) for key in keys if key not in positions]
-		if unknown:
-			try:
-				for p in self.consumer.committed(unknown, timeout=5):
-					if p.offset >= 0:
-						positions[(p.topic, p.partition)] = p.offset
-			except KafkaException as exc:
-				log.info("could not read committed offsets: %s", exc)
-		# The watermark of the last fetch response comes first: it costs nothing, and some
-		# Kafka-protocol brokers answer offset queries with the start of the last batch.
-		highs = {
-			key: self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)[1] for key in keys
-		}
-		highs.update(
-			list_offsets(
-				self.transport.admin, [k for k in keys if highs[k] == OFFSET_INVALID], OffsetSpec.latest()
-			)
-		)
-		positions.update(
-			list_offsets(self.transport.admin, [k for k in keys if k not in positions], OffsetSpec.earliest())
-		)
-		result = []
-		for key in keys:
-			position, high = positions.get(key), highs.get(key)
-			if high == OFFSET_INVALID:
-				high = None
-			lag = max(0, high - position) if position is not None and high is not None else None
-			result.append(PartitionLag(key[0], key[1], position, high, lag))
-		return result
+		"""Returns per assigned partition the high watermark, the next offset to process and the gap."""
+		return member_lag(self.consumer, self.transport.admin, sorted(self.assigned), self._done)
 
 	def idle(self) -> bool:
 		"""Tells whether partitions are assigned, none is paused and none has messages left."""
@@ -459,64 +393,3 @@ class KafkaSource(MessageSource):
 			self.consumer.close()
 		finally:
 			self.transport.close()
-
-
-def list_offsets(
-	admin: AdminClient, keys: list[tuple[str, int]], spec: OffsetSpec
-) -> dict[tuple[str, int], int]:
-	"""Returns the earliest or latest offset of partitions in one request (empty when Kafka did not answer)."""
-	if not keys:
-		return {}
-	try:
-		futures = admin.list_offsets({TopicPartition(*key): spec for key in keys}, request_timeout=5)
-		return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
-	except KafkaException as exc:
-		log.info("could not list offsets: %s", exc)
-		return {}
-
-
-def group_lag(
-	bootstrap: str,
-	group: str,
-	topics: Sequence[str],
-	options: dict[str, Any] | None = None,
-	timeout: float = 5.0,
-	prefixes: Sequence[str] = (),
-) -> list[PartitionLag]:
-	"""Returns the lag of a consumer group on ``topics`` as the broker sees it (committed offsets).
-
-	Every existing topic whose name starts with one of ``prefixes`` counts too (a group's retry
-	topics: copies may wait in more of them than the current attempts setting names).
-	"""
-	options = dict(options or {})
-	admin = AdminClient({**kafka_config(bootstrap, {**options, "extra": {}}), "error_cb": lambda _e: None})
-	consumer = Consumer(
-		{**consumer_config(bootstrap, group, options), "logger": log, "error_cb": lambda _e: None}
-	)
-	try:
-		metadata = admin.list_topics(timeout=timeout)
-		prefixed = sorted(t for t in metadata.topics if t.startswith(tuple(prefixes)) and t not in topics)
-		keys = [
-			(topic, number)
-			for topic in [*topics, *prefixed]
-			if topic in metadata.topics
-			for number in sorted(metadata.topics[topic].partitions)
-		]
-		committed = (
-			consumer.committed([TopicPartition(*key) for key in keys], timeout=timeout) if keys else []
-		)
-	except KafkaException as exc:
-		raise TransportUnavailable(
-			f"Kafka at {bootstrap} did not report the offsets of group {group!r}: {exc}."
-		) from exc
-	finally:
-		consumer.close()
-	positions = {(p.topic, p.partition): p.offset for p in committed if p.offset >= 0}
-	highs = list_offsets(admin, keys, OffsetSpec.latest())
-	positions.update(list_offsets(admin, [k for k in keys if k not in positions], OffsetSpec.earliest()))
-	result = []
-	for key in keys:
-		position, high = positions.get(key), highs.get(key)
-		lag = max(0, high - position) if position is not None and high is not None else None
-		result.append(PartitionLag(key[0], key[1], position, high, lag))
-	return result
