@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer import open_source
 from cauldron_fabric.core.consumer.kafka_group import dead_letter_topic, group_lag
-from cauldron_fabric.core.consumer.rabbitmq import dead_letter_queue, expired_queue, retry_queue
+from cauldron_fabric.core.consumer.rabbitmq_queues import dead_letter_queue, expired_queue, retry_queue
 from cauldron_fabric.core.consumer.tracking_sql import create_table_sql
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.testing.kafka_broker import read_topic

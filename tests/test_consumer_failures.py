@@ -28,7 +28,7 @@ from cauldron_fabric.core.consumer.messages import (
 	ORIGIN_PARTITION,
 	ORIGIN_TOPIC,
 )
-from cauldron_fabric.core.consumer.rabbitmq import dead_letter_queue, retry_queue
+from cauldron_fabric.core.consumer.rabbitmq_queues import dead_letter_queue, retry_queue
 from cauldron_fabric.core.consumer.tracking_sql import TrackingUnavailable
 from cauldron_fabric.core.consumer.validation import validate_with_catalog
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso

@@ -70,7 +70,7 @@ def start_responder(
 
 def delete_group_queues(source) -> None:
 	"""Removes a RabbitMQ responder group's queues (the benchmark leaves nothing behind)."""
-	from cauldron_fabric.core.consumer.rabbitmq import dead_letter_queue, retry_queue
+	from cauldron_fabric.core.consumer.rabbitmq_queues import dead_letter_queue, retry_queue
 
 	channel = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)).channel()
 	queues = [

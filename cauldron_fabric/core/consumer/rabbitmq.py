@@ -7,14 +7,13 @@ committed; a crash leaves them unacknowledged and the broker hands them out agai
 
 Delayed redelivery without blocking the queue: a failed message is republished to a delay queue
 ``<queue>.retry.<ms>ms`` whose message TTL dead-letters it back into the group's queue when due.
-Dead letters go to ``<queue>.dead`` with the origin headers.
+Dead letters go to ``<queue>.dead`` with the origin headers. (The queues are named and declared
+in ``rabbitmq_queues.py``.)
 
 A request expires in the group's queue when no member took it within its timeout (its message
-TTL); the broker then dead-letters it through ``<exchange>.dlx`` into ``<queue>.expired``, which
-every member drains: it counts and logs each such request and drops it, as its requester has
-already given up and serving it late is what the TTL prevents. Earlier versions bound
-``<queue>.dead`` there instead, where expired requests piled up unread; the queues' arguments
-are unchanged (RabbitMQ refuses to redeclare a queue with others), only that binding moves.
+TTL); the broker then dead-letters it into ``<queue>.expired``, which every member drains: it
+counts and logs each such request and drops it, as its requester has already given up and
+serving it late is what the TTL prevents.
 
 Retry copies, dead letters and replies are published with publisher confirms. A broker that stops
 answering (a hung node, a network partition that keeps the socket open) never confirms: after
@@ -30,7 +29,6 @@ queue is refused before its handlers run (see ``reply_addresses.py``).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections import deque
@@ -51,8 +49,16 @@ from cauldron_fabric.core.consumer.messages import (
 	text,
 )
 from cauldron_fabric.core.consumer.ports import MessageSource
+from cauldron_fabric.core.consumer.rabbitmq_messages import inbound_message
+from cauldron_fabric.core.consumer.rabbitmq_queues import (
+	amqp_binding_key,
+	dead_letter_queue,
+	declare_group_queues,
+	expired_queue,
+	retry_queue,
+)
 from cauldron_fabric.core.consumer.reply_addresses import ReplyAddressPolicy, reply_address_patterns
-from cauldron_fabric.core.envelope import Envelope, format_time
+from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
 from cauldron_fabric.core.transports.rabbitmq import DEFAULT_EXCHANGE, connection_parameters
 
@@ -60,63 +66,13 @@ log = logging.getLogger("cauldron_fabric.consumer.rabbitmq")
 
 PERSISTENT = 2
 PRECONDITION_FAILED = 406  # AMQP: a queue or exchange declared again with other arguments or type
-PARTITION_KEY_HEADERS = ("cloudEvents_partitionkey", "ce-partitionkey", "ce_partitionkey")
-TIME_HEADERS = ("cloudevents_time", "cloudevents:time", "ce-time", "ce_time")
 AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
-# Expired requests kept while no member of the group drains them (the oldest go first); each
-# was a timeout at its requester already. Declared once: a new value needs a new queue name.
-EXPIRED_KEPT = 10_000
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 CONFIRM_TIMEOUT = 15.0  # seconds; the Kafka source's wait for its copies (kafka.PUBLISH_TIMEOUT)
 
 
 class ConfirmTimeout(pika.exceptions.AMQPConnectionError):
 	"""The broker did not confirm a publish in time; the connection is dropped as lost."""
-
-
-def retry_queue(queue: str, delay: float) -> str:
-	"""Returns the delay queue that holds a group's retries of one delay."""
-	return f"{queue}.retry.{int(delay * 1000)}ms"
-
-
-def dead_letter_queue(queue: str) -> str:
-	"""Returns the queue a group's dead letters end up in."""
-	return f"{queue}.dead"
-
-
-def expired_queue(queue: str) -> str:
-	"""Returns the queue the broker dead-letters a group's expired requests to."""
-	return f"{queue}.expired"
-
-
-def declare_group_queues(
-	channel, queue: str, exchange: str, binding_keys: Sequence[str], delays: Sequence[float]
-) -> None:
-	"""Declares the group's queue with its bindings, its delay queues and its dead-letter queue."""
-	dlx = f"{exchange}.dlx"
-	channel.exchange_declare(exchange, "topic", durable=True)
-	channel.exchange_declare(dlx, "direct", durable=True)
-	channel.queue_declare(dead_letter_queue(queue), durable=True)
-	# What the broker dead-letters from the group's queue goes to <queue>.expired, drained by the
-	# consumers; <queue>.dead (bound there by earlier versions) keeps only the consumers' own.
-	channel.queue_unbind(dead_letter_queue(queue), dlx, routing_key=queue)
-	channel.queue_declare(expired_queue(queue), durable=True, arguments={"x-max-length": EXPIRED_KEPT})
-	channel.queue_bind(expired_queue(queue), dlx, routing_key=queue)
-	channel.queue_declare(
-		queue, durable=True, arguments={"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": queue}
-	)
-	for key in binding_keys:
-		channel.queue_bind(queue, exchange, routing_key=key)
-	for delay in sorted(set(delays)):
-		channel.queue_declare(
-			retry_queue(queue, delay),
-			durable=True,
-			arguments={
-				"x-message-ttl": int(delay * 1000),
-				"x-dead-letter-exchange": "",
-				"x-dead-letter-routing-key": queue,
-			},
-		)
 
 
 def close_quietly(connection) -> None:
@@ -126,40 +82,6 @@ def close_quietly(connection) -> None:
 			connection.close()
 		except AMQP_ERRORS:
 			pass
-
-
-def amqp_header(name: str, value: Any) -> Any:
-	"""Returns an AMQP header's value as the fabric reads it: the CloudEvents ``time`` as ISO-8601
-	text, anything else as it came.
-
-	The AMQP binding carries ``time`` as an AMQP timestamp: a timestamp field (pika reads a
-	datetime) or, as the official SDK's ``to_binary`` writes it, milliseconds since the epoch.
-	As digits it would be no ISO-8601 time, and a datetime is no header text: either way every
-	such event (or reply) of another producer would be a dead letter (or dropped).
-	"""
-	if name.lower() not in TIME_HEADERS or not isinstance(value, int | dt.datetime):
-		return value
-	if isinstance(value, int):
-		try:
-			value = dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc)
-		except (OverflowError, ValueError, OSError):
-			# No calendar date (microseconds, nanoseconds): left as it came for the envelope
-			# reader to judge; raised here, it stopped every consumer the message was handed to.
-			return value
-	return format_time(value)
-
-
-def amqp_binding_key(pattern: str) -> str:
-	"""Returns the AMQP binding key of an event type pattern: ``**`` becomes ``#``.
-
-	A lone ``*`` matches every event as a handler pattern (``core.delivery.matching``: no type
-	has a single word), but as a binding key only one-word routing keys: it becomes ``#`` too,
-	or the queue would be bound for nothing its handlers take.
-	"""
-	cleaned = pattern.strip()
-	if cleaned == "*":
-		return "#"
-	return ".".join("#" if word == "**" else word for word in cleaned.split("."))
 
 
 class RabbitMQSource(MessageSource):
@@ -251,41 +173,15 @@ class RabbitMQSource(MessageSource):
 
 	def _on_message(self, channel, method, properties, body: bytes) -> None:
 		topic = method.routing_key if method.exchange else self.queue
-		self._buffer.append(self._inbound(topic, method, properties, body))
+		self._buffer.append(inbound_message(topic, method, properties, body, self._generation))
 
 	def _on_expired(self, channel, method, properties, body: bytes) -> None:
 		deaths = (properties.headers or {}).get("x-death") or [{}]
 		reason = text(deaths[0].get("reason")) or "unknown"
-		self._buffer.append(
-			self._inbound(expired_queue(self.queue), method, properties, body, broker_death=reason)
+		message = inbound_message(
+			expired_queue(self.queue), method, properties, body, self._generation, broker_death=reason
 		)
-
-	def _inbound(
-		self, topic: str, method, properties, body: bytes, broker_death: str | None = None
-	) -> InboundMessage:
-		headers: list[tuple[str, Any]] = []
-		for name, value in (properties.headers or {}).items():
-			value = amqp_header(name, value)
-			if isinstance(value, str | bytes | int | float):
-				headers.append((name, text(value)))
-		if properties.content_type:
-			headers.append(("content-type", properties.content_type))
-		if properties.reply_to and not (properties.headers or {}).get(REPLY_TO):
-			headers.append((REPLY_TO, properties.reply_to))
-		if properties.correlation_id and not (properties.headers or {}).get(CORRELATION_ID):
-			headers.append((CORRELATION_ID, properties.correlation_id))
-		key = next((text(v) for k, v in headers if k in PARTITION_KEY_HEADERS), None)
-		return InboundMessage(
-			topic,
-			0,
-			method.delivery_tag,
-			key.encode() if key else None,
-			body or b"",
-			tuple(headers),
-			(properties.timestamp or 0) * 1000 or None,
-			handle=(self._generation, method.delivery_tag),
-			broker_death=broker_death,
-		)
+		self._buffer.append(message)
 
 	# -- consuming --------------------------------------------------------------------------
 
