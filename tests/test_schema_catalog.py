@@ -160,7 +160,7 @@ def test_approval_response_carries_the_decision(catalog):
 
 
 def test_fabric_events_accept_what_the_fabric_emits(catalog):
-	"""Shapes as the Frappe layer builds them (emit/documents.py, session.py, services/status.py)."""
+	"""Shapes as the Frappe layer builds them (emit/document_events.py, session.py, services/status.py)."""
 	emitted = {
 		BUSINESS_TRANSACTION: {
 			"doctype": "Sales Invoice",

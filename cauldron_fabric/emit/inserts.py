@@ -6,6 +6,7 @@ the copy: that changes a document whose created event is still to come. Frappe's
 entry under None, so in a long job (a data import, a patch, a worker) it grows with every
 insert. The fabric notes each insert as it begins (before_insert) and forgets it at the next
 one once it has ended: the list holds the inserts running now, plus those that raised since.
+``being_saved`` adds Frappe's own marks to tell whether a document is being saved at all.
 """
 
 from __future__ import annotations
@@ -55,3 +56,17 @@ def inserted_through_another_object(doc) -> bool:
 		):
 			return True
 	return False
+
+
+def being_saved(doc) -> bool:
+	"""Tells whether ``doc`` is inside its own insert or save, or is a copy of a document inside
+	its insert."""
+	# insert() sets __islocal, db_insert() makes it False (so is_new() is false in after_insert
+	# and on_update) and insert() deletes it at the end. currently_saving misses inserts: Frappe
+	# adds the document there before it has a name.
+	is_local = doc.get("__islocal")
+	if is_local or is_local is False:
+		return True
+	if (doc.doctype, doc.name) in (frappe.flags.currently_saving or ()):
+		return True
+	return inserted_through_another_object(doc)

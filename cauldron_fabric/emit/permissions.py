@@ -29,7 +29,7 @@ from frappe.core.doctype.user_permission import user_permission
 from frappe.core.page.permission_manager import permission_manager
 from frappe.permissions import setup_custom_perms
 
-from cauldron_fabric.emit.documents import emit_document_event
+from cauldron_fabric.emit.document_events import emit_document_event
 from cauldron_fabric.emit.policy import current_policy
 
 ROWS = "Custom DocPerm"

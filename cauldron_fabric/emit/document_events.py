@@ -1,0 +1,106 @@
+"""One document's event as recorded: its payload, its type, and ``business.transaction`` when due.
+
+The payload carries the document (as saved, child tables included) and, for an update, what
+changed. The type is ``<doctype>.<action>``, or ``system.change`` for the DocTypes Fabric
+Settings class as system ones. A submit or cancel of a submittable document also records a
+``business.transaction`` with the document's business summary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import frappe
+
+from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
+from cauldron_fabric.emit.changes import document_changes, document_payload
+from cauldron_fabric.emit.policy import current_policy
+from cauldron_fabric.emit.recorder import new_envelope, record
+
+BUSINESS_ACTIONS = ("submitted", "cancelled")
+BUSINESS_FIELDS = (
+	"company",
+	"customer",
+	"supplier",
+	"party_type",
+	"party",
+	"posting_date",
+	"transaction_date",
+	"grand_total",
+	"base_grand_total",
+	"currency",
+	"status",
+)
+BUSINESS_DAYS = ("posting_date", "transaction_date")
+
+
+def emit_document_event(
+	doc,
+	action: str,
+	via: str | None = None,
+	extra: dict[str, Any] | None = None,
+	before: Any = None,
+	unchanged: bool | None = None,
+) -> dict[str, Any] | None:
+	"""Records the event for one action on ``doc`` (plus ``business.transaction`` when due).
+
+	``before`` is what an update compares with when the version Frappe loaded before saving
+	is not the right one. An update that changed nothing is recorded when ``unchanged`` says
+	so (by default: a db_set always, a save as Fabric Settings say). Returns the payload
+	recorded, None when nothing was.
+	"""
+	policy = current_policy()
+	payload: dict[str, Any] = {"doc": document_payload(doc)}
+	if action in ("updated", "updated_after_submit"):
+		if before is None and via:
+			before = doc.flags.get("fabric_snapshot")
+		changes = document_changes(before or doc.get_doc_before_save(), payload["doc"])
+		if unchanged is None:
+			unchanged = policy.unchanged_saves or via is not None
+		if changes == {} and not unchanged:
+			return None
+		payload["changes"] = changes
+	if via:
+		payload["via"] = via
+	payload.update(extra or {})
+	doc.flags.fabric_snapshot = payload["doc"]
+	envelopes = [lifecycle_envelope(doc, action, payload, policy.kind_of(doc.doctype))]
+	if action in BUSINESS_ACTIONS and policy.business_events and doc.meta.is_submittable:
+		envelopes.append(business_envelope(doc, action, payload["doc"]))
+	record(envelopes)
+	return payload
+
+
+def stored_document(doctype: str, name: str):
+	"""Returns the document as stored now (None when its row is gone), in one read."""
+	try:
+		return frappe.get_doc(doctype, name)
+	except frappe.DoesNotExistError:
+		return None
+
+
+def lifecycle_envelope(doc, action: str, payload: dict[str, Any], kind: str | None):
+	"""Returns the envelope of ``<doctype>.<action>``, or of ``system.change`` for a system DocType."""
+	if kind == "system":
+		system_payload = {"doctype": doc.doctype, "name": doc.name, "action": action, **payload}
+		return new_envelope(SYSTEM_CHANGE, doc.doctype, doc.name, action, system_payload)
+	return new_envelope(document_event_type(doc.doctype, action), doc.doctype, doc.name, action, payload)
+
+
+def business_envelope(doc, action: str, doc_payload: dict[str, Any]):
+	"""Returns the ``business.transaction`` envelope of a submit or cancel of ``doc``."""
+	summary = {
+		field: doc_payload.get(field) for field in BUSINESS_FIELDS if doc_payload.get(field) is not None
+	}
+	for field in BUSINESS_DAYS:
+		# Some DocTypes (ERPNext's Asset Movement) keep these as Datetime: the summary gives the day.
+		if isinstance(summary.get(field), str):
+			summary[field] = summary[field][:10]
+	payload = {
+		"doctype": doc.doctype,
+		"name": str(doc.name),  # autoincrement names are integers
+		"docstatus": doc.docstatus,
+		**summary,
+		"doc": doc_payload,
+	}
+	return new_envelope(BUSINESS_TRANSACTION, doc.doctype, doc.name, action, payload)

@@ -1,0 +1,171 @@
+"""Rows changed alone (a child table row inserted, saved, db_set or deleted by itself) as their
+parent's update.
+
+Such changes are held per parent and recorded as one update of the parent: at commit, just
+before the parent's own next event (a save, db_set, delete or rename of it, which compares with
+the version stored before that write), or right after the event of a save they were made during
+(what its hooks changed through other objects).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import frappe
+
+from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
+from cauldron_fabric.emit.document_events import lifecycle_envelope, stored_document
+from cauldron_fabric.emit.held import held_now, hold_until_commit, release
+from cauldron_fabric.emit.inserts import being_saved
+from cauldron_fabric.emit.policy import current_policy
+from cauldron_fabric.emit.recorder import record
+
+# Rows changed alone, held per parent until the parent's update is recorded: outside the
+# parent's save (recorded at commit, or before the parent's next event), and inside it.
+ROW_CHANGES = "fabric_row_changes"
+ROW_CHANGES_IN_SAVE = "fabric_row_changes_in_save"
+
+
+def row_changed(row, via: str | None = None, removed: bool = False) -> None:
+	"""Notes a row inserted, saved, db_set or deleted alone: its parent's update, at commit.
+
+	Frappe writes a parent's rows without running their hooks, so a row's own hooks fire only
+	when code changed that row directly (ERPNext db_sets billed amounts row by row): the
+	parent's table changed all the same. All such changes of one parent in a transaction are
+	one ``<parent>.updated`` event at commit, its changes running from the table as it was
+	before the first of them to the table as committed. A change made while the parent itself
+	is being saved is held apart, for the save to follow up on (record_rows_changed_in_save).
+	"""
+	parent_key = _parent_key(row.parenttype, row.parent)
+	parent_in_memory = getattr(row, "parent_doc", None)  # set on rows loaded with their parent
+	# Frappe's defaults hang under "__default", no DocType.
+	if not all(parent_key) or row.parenttype.startswith("__"):
+		return
+	in_save = _in_currently_saving(*parent_key) or (
+		parent_in_memory is not None and being_saved(parent_in_memory)
+	)
+	attribute = ROW_CHANGES_IN_SAVE if in_save else ROW_CHANGES
+	change = held_now(attribute).get(parent_key)
+	if change is not None:
+		if change["via"] != via:
+			change["via"] = None  # db_sets and other changes together: a plain update
+		if row.parentfield in change["before"]:
+			return  # the table as it was is known already
+	try:
+		kind = current_policy().kind_of(row.parenttype)
+	except frappe.DoesNotExistError:
+		return
+	parent = stored_document(*parent_key) if kind is not None else None
+	if parent is None:
+		return
+	rows = document_payload(parent).get(row.parentfield) or []
+	if removed:
+		before_rows = sorted([*rows, row_payload(row)], key=lambda r: r.get("idx") or 0)
+	elif row.flags.in_insert:
+		before_rows = [r for r in rows if r.get("name") != row.name]
+	else:
+		before = row.get_doc_before_save()
+		before_rows = (
+			None
+			if before is None
+			else [row_payload(before) if r.get("name") == row.name else r for r in rows]
+		)
+	if change is None:
+		held = hold_until_commit(attribute, record_rows_changed_in_saves if in_save else record_row_changes)
+		change = held[parent_key] = {"kind": kind, "via": via, "before": {}}
+	change["before"][row.parentfield] = before_rows
+
+
+def _in_currently_saving(doctype: str, name: str) -> bool:
+	"""Tells whether Frappe notes a save of ``doctype`` ``name`` (a row's parent, named in a string).
+
+	Autoincrement names are integers in ``currently_saving``. The list is searched in C, not
+	copied: Frappe never removes an insert's entry under None, so in a long job it grows with
+	every insert.
+	"""
+	saving = frappe.flags.currently_saving or ()
+	if (doctype, name) in saving:
+		return True
+	return name.isdecimal() and str(int(name)) == name and (doctype, int(name)) in saving
+
+
+def _parent_key(doctype: str | None, name) -> tuple:
+	"""Returns the key of a parent's held row changes: autoincrement names are integers on the
+	parent and in ``currently_saving``, strings in the rows' ``parent`` column."""
+	return (doctype, None if name is None else str(name))
+
+
+def record_row_changes() -> None:
+	"""Records one update per parent whose rows changed alone in this transaction (before_commit)."""
+	_record_held_row_changes(ROW_CHANGES)
+
+
+def record_rows_changed_in_saves() -> None:
+	"""Records the row changes made during a parent's save that no end of that save recorded
+	(it raised and was caught, or the change came from a hook running after its event)."""
+	_record_held_row_changes(ROW_CHANGES_IN_SAVE)
+
+
+def _record_held_row_changes(attribute: str) -> None:
+	for parent_key, change in release(attribute).items():
+		parent = stored_document(*parent_key)
+		if parent is not None:  # else deleted since
+			_record_row_change(parent, change)
+
+
+def record_rows_changed_in_save(doc, reported: dict[str, Any] | None) -> None:
+	"""Records, right after a save's event, what its hooks changed in its rows through other objects.
+
+	The save's event carries the rows the saved object holds. A hook that changes a row
+	through another object (the row loaded on its own, or through another copy of the parent)
+	after the save wrote its rows commits a table that event does not show: an update follows,
+	from the table the event reported (``reported``; None when the save recorded no event, then
+	the saved object's) to the table as stored. A row changed through the saved object itself
+	is in its event already, and one changed before the save wrote its rows was overwritten by
+	them: both leave nothing to add.
+	"""
+	change = held_now(ROW_CHANGES_IN_SAVE).pop(_parent_key(doc.doctype, doc.name), None)
+	parent = stored_document(doc.doctype, doc.name) if change is not None else None
+	if parent is None:
+		return
+	if reported is None:
+		reported = document_payload(doc)
+	change["before"] = {field: reported.get(field) or [] for field in change["before"]}
+	_record_row_change(parent, change, unchanged=False)
+
+
+def record_rows_changed_before(doctype: str, name: str, parent) -> None:
+	"""Records now the update of a parent whose rows changed alone, up to the version ``parent``.
+
+	The parent itself is being saved or db_set in the same transaction, and its own event
+	compares with ``parent`` (the version stored before that write): the rows' update goes
+	first and ends there. Left for the commit, it would come after the parent's own event
+	(after its ``submitted``, say) and repeat what that event changed in the table.
+	"""
+	held = held_now(ROW_CHANGES)
+	if not held or parent is None:
+		return
+	change = held.pop(_parent_key(doctype, name), None)
+	if change is not None:
+		_record_row_change(parent, change)
+
+
+def _record_row_change(parent, change: dict[str, Any], unchanged: bool | None = None) -> None:
+	"""Records the update of ``parent`` whose rows changed alone, ending at ``parent``'s table.
+
+	One that changed nothing is recorded when ``unchanged`` says so (by default, as Fabric
+	Settings say for saves).
+	"""
+	doc = document_payload(parent)
+	before = change["before"]
+	diff = None
+	if all(rows is not None for rows in before.values()):
+		diff = document_changes(before, {field: doc.get(field) or [] for field in before})
+		if unchanged is None:
+			unchanged = current_policy().unchanged_saves
+		if diff == {} and not unchanged:
+			return
+	payload: dict[str, Any] = {"doc": doc, "changes": diff}
+	if change["via"]:
+		payload["via"] = change["via"]
+	record([lifecycle_envelope(parent, "updated", payload, change["kind"])])
