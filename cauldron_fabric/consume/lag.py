@@ -14,8 +14,8 @@ from cauldron_fabric.consume.runner import default_topics
 from cauldron_fabric.consume.settings import load_consumer_settings
 from cauldron_fabric.core.consumer.factory import kafka_bootstrap, retry_delays
 from cauldron_fabric.core.consumer.kafka_group import group_lag, retry_prefix
+from cauldron_fabric.core.consumer.options import ConsumerOptions
 from cauldron_fabric.core.consumer.rabbitmq_queues import retry_queue
-from cauldron_fabric.core.consumer.runtime import ConsumerOptions
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
 from cauldron_fabric.core.transports.rabbitmq import connection_parameters
 

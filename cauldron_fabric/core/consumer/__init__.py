@@ -2,7 +2,9 @@
 
 The public API:
 
-* ``Consumer`` and ``ConsumerOptions`` (``runtime``): the loop over any ``MessageSource``;
+* ``Consumer`` (``runtime``) and ``ConsumerOptions`` (``options``): the loop over any
+  ``MessageSource``, which settles what it cannot process (``outcomes``) and replies to
+  requests (``replies``);
 * ``HandlerTable``, ``HandlerContext``, ``responder`` (``handlers``): handlers by type pattern;
 * ``open_source`` / ``open_requester`` (``factory``): adapters by URL scheme, ``KafkaSource``
   (consumer groups) and ``RabbitMQSource`` (a group's queue on the topic exchange);
@@ -25,6 +27,7 @@ from cauldron_fabric.core.consumer.messages import (
 	Origin,
 	PartitionLag,
 )
+from cauldron_fabric.core.consumer.options import ConsumerOptions
 from cauldron_fabric.core.consumer.ports import (
 	CircuitPolicy,
 	CircuitState,
@@ -34,7 +37,7 @@ from cauldron_fabric.core.consumer.ports import (
 	TrackingStore,
 )
 from cauldron_fabric.core.consumer.requests import Reply, Requester, RequestTimeout, ResponderFailed
-from cauldron_fabric.core.consumer.runtime import Consumer, ConsumerOptions
+from cauldron_fabric.core.consumer.runtime import Consumer
 from cauldron_fabric.core.consumer.tracking_memory import MemoryTracking, MemoryTrackingStore
 
 __all__ = [

@@ -11,9 +11,9 @@ from urllib.parse import unquote, urlsplit
 
 from cauldron_fabric.core.consumer.circuit import CircuitBreaker
 from cauldron_fabric.core.consumer.messages import DEFAULT_REPLY_TOPIC
+from cauldron_fabric.core.consumer.options import ConsumerOptions
 from cauldron_fabric.core.consumer.ports import MessageSource
 from cauldron_fabric.core.consumer.requests import Requester
-from cauldron_fabric.core.consumer.runtime import ConsumerOptions
 from cauldron_fabric.core.transports import adapter_for
 
 SOURCES = {
