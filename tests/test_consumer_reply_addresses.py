@@ -31,7 +31,7 @@ from cauldron_fabric.core.consumer.messages import (
 )
 from cauldron_fabric.core.consumer.reply_addresses import ReplyAddressRefused
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.testing.kafka_broker import create_topic, read_topic
+from cauldron_fabric.testing.kafka_broker import create_topic, read_topic, written_before_sentinel
 from conftest import connect_db
 
 SENTINEL = b"sentinel"
@@ -64,19 +64,12 @@ def send_request(bus, channel: str, request: Envelope, reply_to: str) -> None:
 def written_to(bus, address: str) -> list[bytes]:
 	"""Returns every body in a topic or queue, read up to a sentinel written now (so the read worked)."""
 	if bus.name == "kafka":
-		producer = Producer({"bootstrap.servers": bus.broker.bootstrap})
-		producer.produce(address, value=SENTINEL)
-		producer.flush(10)
-		found = read_topic(
-			bus.broker.bootstrap, address, 0, 20, until=lambda got: any(m.value() == SENTINEL for m in got)
-		)
-		bodies = [m.value() for m in found]
-	else:
-		channel = bus.connection.channel()
-		channel.basic_publish("", address, SENTINEL)
-		bodies = []
-		while (got := channel.basic_get(address, auto_ack=True))[0] is not None:
-			bodies.append(got[2])
+		return written_before_sentinel(bus.broker.bootstrap, address)
+	channel = bus.connection.channel()
+	channel.basic_publish("", address, SENTINEL)
+	bodies = []
+	while (got := channel.basic_get(address, auto_ack=True))[0] is not None:
+		bodies.append(got[2])
 	assert SENTINEL in bodies, f"the sentinel never came back from {address}"
 	return [body for body in bodies if body != SENTINEL]
 

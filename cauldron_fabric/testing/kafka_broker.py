@@ -160,6 +160,23 @@ def read_topic(
 	return messages
 
 
+def written_before_sentinel(bootstrap: str, topic: str, timeout: float = 20.0) -> list[bytes]:
+	"""Returns the bodies in ``topic``, read up to a sentinel message produced now.
+
+	Finding the sentinel shows the read reached the end, so an empty answer means nothing was
+	written, not that the reader gave up early. Raises AssertionError when it never comes back.
+	"""
+	sentinel = f"sentinel-{time.monotonic_ns()}".encode()
+	produce(bootstrap, topic, [sentinel])
+	found = read_topic(
+		bootstrap, topic, 0, timeout, until=lambda got: any(m.value() == sentinel for m in got)
+	)
+	bodies = [m.value() for m in found]
+	if sentinel not in bodies:
+		raise AssertionError(f"the sentinel never came back from topic {topic!r}")
+	return bodies[: bodies.index(sentinel)]
+
+
 def produce(bootstrap: str, topic: str, messages: list, key: bytes | None = None) -> None:
 	"""Produces test messages: envelopes in the fabric's Kafka form, raw bytes as they are.
 

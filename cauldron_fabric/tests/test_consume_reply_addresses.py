@@ -13,12 +13,10 @@ from frappe.tests.utils import FrappeTestCase
 from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer.messages import CORRELATION_ID, REPLY_ADDRESS_REFUSED, REPLY_TO
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.testing.kafka_broker import create_topic, read_topic
+from cauldron_fabric.testing.kafka_broker import create_topic, written_before_sentinel
 from cauldron_fabric.tests.test_consume import CHARGE, charge, group_name
 from cauldron_fabric.tests.test_consume_support import consume, dead_letters
 from cauldron_fabric.tests.utils import fabric_settings, start_broker
-
-SENTINEL = b"sentinel"
 
 
 def book_and_reply(envelope, context):
@@ -45,16 +43,8 @@ class TestSiteReplyAddresses(FrappeTestCase):
 		producer.flush(10)
 
 	def written_to(self, topic: str) -> list[bytes]:
-		"""Returns the bodies in ``topic`` before a sentinel written now (which shows the read worked)."""
-		producer = Producer({"bootstrap.servers": self.broker.bootstrap})
-		producer.produce(topic, value=SENTINEL)
-		producer.flush(10)
-		found = read_topic(
-			self.broker.bootstrap, topic, 0, 20, until=lambda got: any(m.value() == SENTINEL for m in got)
-		)
-		bodies = [m.value() for m in found]
-		self.assertIn(SENTINEL, bodies)
-		return [body for body in bodies if body != SENTINEL]
+		"""Returns the bodies written to ``topic`` so far."""
+		return written_before_sentinel(self.broker.bootstrap, topic)
 
 	def booked(self, request: Envelope) -> list[str]:
 		return frappe.get_all("ToDo", filters={"description": f"reply-test {request.id}"}, pluck="name")
