@@ -7,8 +7,6 @@ API reads them all, and asks the broker for a group's committed lag on demand.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from dataclasses import asdict
 from typing import Any
@@ -17,6 +15,7 @@ import frappe
 from frappe.utils import get_datetime, now_datetime
 
 from cauldron_fabric.core.consumer.runtime import Consumer
+from cauldron_fabric.services.heartbeats import process_name
 
 STATUS_KEY = "cauldron_fabric:consumers"
 REPORT_SECONDS = 3.0
@@ -25,16 +24,11 @@ STALE_SECONDS = 60
 FORGET_SECONDS = 3600
 
 
-def consumer_name() -> str:
-	"""Returns ``host:pid``, how a consumer process is named in the status."""
-	return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class ConsumerReporter:
 	"""Writes one consumer's status to Redis at most every ``REPORT_SECONDS`` (and when asked)."""
 
 	def __init__(self, group: str, broker: str, topics: list[str]):
-		self.name, self.group, self.broker, self.topics = consumer_name(), group, broker, topics
+		self.name, self.group, self.broker, self.topics = process_name(), group, broker, topics
 		self.started = now_datetime().isoformat()
 		self._last = 0.0
 

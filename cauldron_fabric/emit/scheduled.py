@@ -15,7 +15,8 @@ SAFETY_NET_SECONDS = 45
 
 def relay_pending_events() -> None:
 	"""Publishes what the long-running relay left behind (or everything, when none runs)."""
-	from cauldron_fabric.services.relay import run_relay_for, safety_net_name
+	from cauldron_fabric.services.heartbeats import safety_net_name
+	from cauldron_fabric.services.relay import run_relay_for
 
 	if current_policy().publishing:
 		run_relay_for(max_seconds=SAFETY_NET_SECONDS, stop_when_idle=True, name=safety_net_name())

@@ -7,9 +7,6 @@ locks), never on ``frappe.db``, so a long publish never holds a user transaction
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import frappe
 import pymysql
-from frappe.utils import cint, get_system_timezone, now_datetime
+from frappe.utils import cint, get_system_timezone
 
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.outbox.sql import CLAIM_IDLE_SECONDS, SqlOutboxStore
@@ -27,6 +24,7 @@ from cauldron_fabric.core.relay import Relay, RelayOptions, RelayReport
 from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.core.wakeup import RedisWaker
+from cauldron_fabric.services.heartbeats import process_name, remove_heartbeat, write_heartbeat
 from cauldron_fabric.services.sitedb import recovered_from_lost_connection
 from cauldron_fabric.services.wakeups import relay_channel, wake
 
@@ -233,28 +231,11 @@ class StatusReporter:
 	def write(self) -> None:
 		"""Stores the current status under the relay's name."""
 		self._last_write = time.monotonic()
-		status = {"heartbeat": now_datetime().isoformat(), "last_error": self.last_error, **self.totals}
-		try:
-			frappe.cache.hset(STATUS_KEY, self.name, json.dumps(status))
-		except Exception:
-			pass
+		write_heartbeat(STATUS_KEY, self.name, {"last_error": self.last_error, **self.totals})
 
 	def remove(self) -> None:
 		"""Drops the relay's entry: a relay that stopped is not running any more."""
-		try:
-			frappe.cache.hdel(STATUS_KEY, self.name)
-		except Exception:
-			pass
-
-
-def relay_name() -> str:
-	"""Returns ``host:pid``, how a relay is named in the status."""
-	return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def safety_net_name() -> str:
-	"""Returns ``host:scheduler``, the one status entry the scheduler's runs share on a host."""
-	return f"{socket.gethostname()}:scheduler"
+		remove_heartbeat(STATUS_KEY, self.name)
 
 
 def _built_or_reported(settings: RelaySettings, reporter: StatusReporter) -> Relay | None:
@@ -293,7 +274,7 @@ def run_relay_for(
 	process drops its entry when it stops; a named one (the scheduler's runs, each a new
 	process) leaves its last outcome there for the next run to overwrite.
 	"""
-	reporter = StatusReporter(name or relay_name())
+	reporter = StatusReporter(name or process_name())
 	stop = (lambda: should_stop() or reporter.idle) if stop_when_idle else should_stop
 	waker = RedisWaker(frappe.conf.redis_cache or "redis://127.0.0.1:6379", relay_channel())
 	started = time.monotonic()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import frappe
@@ -11,14 +10,8 @@ from frappe.utils import get_datetime, now_datetime
 from cauldron_fabric import __version__
 from cauldron_fabric.core.outbox.sql import FAILED, PENDING
 from cauldron_fabric.emit.policy import current_policy
+from cauldron_fabric.services.heartbeats import read_heartbeats
 from cauldron_fabric.services.relay import STATUS_KEY
-
-RELAY_STALE_SECONDS = 60
-# The scheduler's safety net reports once a minute (its runs share one host:scheduler entry):
-# judged by a long-running relay's threshold it looked silent for part of every minute.
-SAFETY_NET_STALE_SECONDS = 150
-# A relay silent this long was killed without cleaning up after itself: forget it.
-RELAY_FORGET_SECONDS = 3600
 
 
 def outbox_status() -> dict[str, Any]:
@@ -43,24 +36,7 @@ def outbox_status() -> dict[str, Any]:
 
 def relay_statuses() -> list[dict[str, Any]]:
 	"""Returns each relay's last heartbeat, totals and error, marking silent ones as stale."""
-	raw = frappe.cache.hgetall(STATUS_KEY) or {}
-	relays = []
-	for key, value in raw.items():
-		name = key.decode() if isinstance(key, bytes) else key
-		status = json.loads(value) if isinstance(value, str | bytes) else dict(value)
-		age = (now_datetime() - get_datetime(status["heartbeat"])).total_seconds()
-		if age > RELAY_FORGET_SECONDS:
-			frappe.cache.hdel(STATUS_KEY, name)
-			continue
-		relays.append(
-			{
-				"name": name,
-				**status,
-				"stale": age
-				> (SAFETY_NET_STALE_SECONDS if name.endswith(":scheduler") else RELAY_STALE_SECONDS),
-			}
-		)
-	return sorted(relays, key=lambda r: r["heartbeat"], reverse=True)
+	return read_heartbeats(STATUS_KEY)
 
 
 def site_status() -> dict[str, Any]:

@@ -22,12 +22,11 @@ from cauldron_fabric.api import settings as settings_api
 from cauldron_fabric.core.outbox.sql import EVENT_COLUMNS
 from cauldron_fabric.emit.scheduled import relay_pending_events
 from cauldron_fabric.services import relay as relay_module
+from cauldron_fabric.services.heartbeats import process_name, safety_net_name
 from cauldron_fabric.services.relay import (
 	STATUS_KEY,
 	relay_channel,
-	relay_name,
 	run_relay_for,
-	safety_net_name,
 	site_db_connector,
 )
 from cauldron_fabric.services.status import relay_statuses
@@ -225,7 +224,7 @@ class TestPublishingToKafka(FrappeTestCase):
 		# Every scheduler run is a new process: an entry per process grew the status hash by one
 		# a minute, for ever, and every status read parsed them all.
 		relay_until_idle()
-		self.assertIsNone(frappe.cache.hget(STATUS_KEY, relay_name()), "a stopped relay is not running")
+		self.assertIsNone(frappe.cache.hget(STATUS_KEY, process_name()), "a stopped relay is not running")
 		todo = frappe.get_doc({"doctype": "ToDo", "description": "safety net"}).insert()
 		frappe.db.commit()
 		for _ in range(2):
