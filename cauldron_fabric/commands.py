@@ -47,7 +47,7 @@ def relay(context, batch_size: int | None = None, seconds: float | None = None) 
 @fabric.command("status")
 @pass_context
 def status(context) -> None:
-	"""Prints the outbox depth, failures and the relays' heartbeats as JSON."""
+	"""Prints the outbox and delivery queue depths and the relays' and delivery workers' heartbeats as JSON."""
 	import frappe
 
 	from cauldron_fabric.services.status import site_status

@@ -1,4 +1,4 @@
-"""Fabric Settings actions: test the Kafka and RabbitMQ connections, read the relay status."""
+"""Fabric Settings actions: test the Kafka and RabbitMQ connections, read the relay and delivery status."""
 
 from __future__ import annotations
 
@@ -45,8 +45,15 @@ def test_rabbitmq_connection() -> dict[str, Any]:
 
 @frappe.whitelist(methods=["GET"])
 def get_status() -> dict[str, Any]:
-	"""Returns the outbox depth, failed events, the relays' heartbeats and the deny list."""
+	"""Returns the outbox and delivery queue depths, the relays' and delivery workers' heartbeats, the deny list."""
 	require_role()
+	from cauldron_fabric.delivery.status import delivery_queue_status, delivery_worker_statuses
 	from cauldron_fabric.services.status import outbox_status, relay_statuses
 
-	return {"outbox": outbox_status(), "relays": relay_statuses(), "defaultDenied": sorted(DEFAULT_DENIED)}
+	return {
+		"outbox": outbox_status(),
+		"relays": relay_statuses(),
+		"deliveries": delivery_queue_status(),
+		"deliveryWorkers": delivery_worker_statuses(),
+		"defaultDenied": sorted(DEFAULT_DENIED),
+	}

@@ -20,6 +20,7 @@ from frappe.utils import cint, now_datetime
 from cauldron_fabric.core.delivery import (
 	DEAD,
 	DeliveryEngine,
+	DeliveryHeartbeat,
 	DeliveryReport,
 	DeliveryWorker,
 	Destinations,
@@ -27,6 +28,7 @@ from cauldron_fabric.core.delivery import (
 	WebhookSender,
 	idle_claim_limit,
 )
+from cauldron_fabric.core.delivery.overdue import LONGEST_ATTEMPT_SECONDS
 from cauldron_fabric.core.errors import FabricError, RetryableError
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.core.wakeup import RedisWaker
@@ -34,18 +36,22 @@ from cauldron_fabric.delivery.connections import webhook_address_policy
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
 from cauldron_fabric.delivery.handlers import close_handler_connections, handler_functions
 from cauldron_fabric.delivery.recording import delivery_channel
+from cauldron_fabric.delivery.status import forget_worker, worker_heartbeat
 from cauldron_fabric.delivery.subscriptions import (
 	Loaded,
 	current_version,
 	load_subscriptions,
 	show_problems,
 )
+from cauldron_fabric.services.heartbeats import process_name
 from cauldron_fabric.services.relay import kafka_connection, rabbitmq_connection, site_db_connector
 from cauldron_fabric.services.sitedb import recovered_from_lost_connection
 
 SETTINGS_RECHECK_SECONDS = 10
 IDLE_WAIT_SECONDS = 1.0
 DEFAULT_BATCH_SIZE = 100
+# An attempt running longer is logged and listed as overdue in the worker's heartbeat.
+OVERDUE_AFTER_SECONDS = LONGEST_ATTEMPT_SECONDS
 log = logging.getLogger("cauldron_fabric.delivery")
 
 
@@ -101,7 +107,7 @@ class SubscriptionBook:
 class DeliveryRuntime:
 	"""A worker with its store, engine and destinations, built from one set of settings."""
 
-	def __init__(self, settings: DeliverySettings):
+	def __init__(self, settings: DeliverySettings, heartbeat: DeliveryHeartbeat):
 		self.settings = settings
 		self.transports = _open_transports(settings)
 		self.destinations = Destinations(
@@ -113,7 +119,14 @@ class DeliveryRuntime:
 		self.store = SqlDeliveryStore(
 			site_db_connector(), clock=now_datetime, claim_idle_seconds=idle_claim_limit(settings.batch_size)
 		)
-		self.engine = DeliveryEngine(self.destinations, clock=now_datetime)
+		# The heartbeat beats while the engine waits, so a handler that holds the worker shows.
+		self.engine = DeliveryEngine(
+			self.destinations,
+			clock=now_datetime,
+			overdue_after=OVERDUE_AFTER_SECONDS,
+			on_waiting=heartbeat.beat,
+		)
+		heartbeat.running = self.engine.running
 		self.worker = DeliveryWorker(
 			self.store, self.book.get, self.engine, batch_size=settings.batch_size, on_settled=_file_dead
 		)
@@ -171,8 +184,15 @@ def run_delivery_worker(
 	max_seconds: float | None = None,
 	stop_when_idle: bool = False,
 	batch_size: int | None = None,
+	name: str | None = None,
 ) -> None:
-	"""Delivers for this site until stopped (a batch in hand is always finished), following settings."""
+	"""Delivers for this site until stopped (a batch in hand is always finished), following settings.
+
+	The worker reports its heartbeat under ``name`` (default ``host:pid``). A worker named after
+	its process drops its entry when it stops; a named one (the scheduler's runs, each a new
+	process) leaves its last outcome there for the next run to overwrite.
+	"""
+	heartbeat = worker_heartbeat(name or process_name())
 	waker = RedisWaker(frappe.conf.redis_cache or "redis://127.0.0.1:6379", delivery_channel())
 	started = time.monotonic()
 	runtime: DeliveryRuntime | None = None
@@ -189,7 +209,7 @@ def run_delivery_worker(
 					if runtime is None or settings != runtime.settings:
 						if runtime is not None:
 							runtime.close()
-						runtime = DeliveryRuntime(settings)
+						runtime = DeliveryRuntime(settings, heartbeat)
 					next_check = time.monotonic() + SETTINGS_RECHECK_SECONDS
 				report = runtime.cycle()
 			except Exception as exc:
@@ -198,6 +218,7 @@ def run_delivery_worker(
 				if not recovered_from_lost_connection(exc):
 					raise
 				report = DeliveryReport(error=str(exc))
+			heartbeat.count(report)
 			if report.claimed == 0 or report.error:
 				if stop_when_idle and not report.error:
 					break
@@ -206,6 +227,7 @@ def run_delivery_worker(
 	finally:
 		if runtime is not None:
 			runtime.close()
+		heartbeat.beat(force=True) if name else forget_worker(process_name())
 		waker.close()
 
 

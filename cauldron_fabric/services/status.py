@@ -1,4 +1,4 @@
-"""The state of the fabric on this site: outbox depth, failures, relays, versions."""
+"""The state of the fabric on this site: outbox depth, failures, relays, deliveries, versions."""
 
 from __future__ import annotations
 
@@ -40,12 +40,16 @@ def relay_statuses() -> list[dict[str, Any]]:
 
 
 def site_status() -> dict[str, Any]:
-	"""Returns the payload of the ``system.status`` heartbeat."""
+	"""Returns the payload of the ``system.status`` heartbeat (and of ``bench fabric status``)."""
+	from cauldron_fabric.delivery.status import delivery_queue_status, delivery_worker_statuses
+
 	return {
 		"site": frappe.local.site,
 		"frappeVersion": frappe.__version__,
 		"fabricVersion": __version__,
 		"outbox": outbox_status(),
 		"relays": [r for r in relay_statuses() if not r["stale"]],
+		"deliveries": delivery_queue_status(),
+		"deliveryWorkers": [w for w in delivery_worker_statuses() if not w["stale"]],
 		"publishing": current_policy().publishing,
 	}

@@ -1,4 +1,4 @@
-"""The Event Log's hot queries read through an index on a site with a few thousand events.
+"""The Event Log's (and the delivery queue's) hot queries read through an index on a site with a few thousand events.
 
 MariaDB picks plans by statistics, so each test fills the Event Log with rows shaped like the
 outbox's (spread over 60 days, 40 DocTypes, mostly Published), runs ANALYZE TABLE, and reads
@@ -29,6 +29,7 @@ from cauldron_fabric.core.outbox.sql import (
 )
 from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
+from cauldron_fabric.delivery.status import delivery_queue_status
 from cauldron_fabric.emit.recorder import new_envelope
 from cauldron_fabric.services import retention
 from cauldron_fabric.services.relay import site_clock, site_db_connector
@@ -234,6 +235,38 @@ class TestStatusWithABacklog(FrappeTestCase):
 			else:  # counts index entries without reading a row
 				self.assertEqual(row.key, "fabric_status_seq", query)
 				self.assertIn("Using index", extra, query)
+
+
+class TestDeliveryQueueWithABacklog(FrappeTestCase):
+	def test_the_delivery_queue_status_reads_only_the_workers_due_index(self):
+		# Mostly delivered, as on a busy site; a receiver down for a while leaves some waiting out
+		# a backoff, some due and some dead.
+		frappe.db.sql(
+			"""INSERT INTO `tabEvent Delivery` (name, creation, modified, owner, modified_by,
+				subscription, event_id, event_type, envelope, status, attempts, next_attempt_at)
+			SELECT nextval(`event_delivery_id_seq`), NOW(6) - INTERVAL seq MINUTE, NOW(6), %(owner)s,
+				%(owner)s, CONCAT('plans-', MOD(seq, 20)), UUID(), 'todo.updated', '{}',
+				CASE MOD(seq, 20) WHEN 1 THEN 'Pending' WHEN 2 THEN 'Pending' WHEN 3 THEN 'Dead'
+					ELSE 'Delivered' END, 1,
+				IF(MOD(seq, 20) = 1, NOW(6) + INTERVAL 1 HOUR, NOW(6) - INTERVAL seq SECOND)
+			FROM seq_1_to_20000""",
+			{"owner": OWNER},
+		)
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "Event Delivery", {"owner": OWNER})
+		frappe.db.sql("ANALYZE TABLE `tabEvent Delivery`")
+		with patch.object(frappe.db, "sql", wraps=frappe.db.sql) as sql:
+			status = delivery_queue_status()
+		self.assertGreaterEqual((status["pending"], status["due"], status["dead"]), (2000, 1000, 1000))
+		queries = [call.args for call in sql.call_args_list if "`tabEvent Delivery`" in str(call.args[0])]
+		self.assertEqual(len(queries), 4, sql.call_args_list)
+		for query, params in queries:
+			row = plan(query, params)
+			extra = (row.Extra or "").split("; ")
+			self.assertEqual(row.key, "fabric_delivery_due", query)
+			self.assertIn("Using index", extra, query)  # no row read, only index entries
+			self.assertNotIn("Using filesort", extra, query)
 
 
 class TestDeadLetterPlans(FrappeTestCase):

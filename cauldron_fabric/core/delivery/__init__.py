@@ -6,7 +6,8 @@ The Frappe layer's entry points:
   ``plan_deliveries`` (which subscriptions want an event: enqueue those deliveries with the event);
 * ``DeliveryStore`` with ``SqlDeliveryStore``/``MemoryDeliveryStore`` (queue, dead letters,
   requeue and discard), ``build_enqueue`` for enqueuing inside Frappe's own transaction;
-* ``Destinations``, ``DeliveryEngine`` and ``DeliveryWorker`` (the long-running worker);
+* ``Destinations``, ``DeliveryEngine`` and ``DeliveryWorker`` (the long-running worker), and
+  ``DeliveryHeartbeat`` (what a worker reports);
 * ``generate_secret`` and ``AddressPolicy.from_allow_list`` for Fabric Settings.
 """
 
@@ -14,6 +15,7 @@ from cauldron_fabric.core.delivery.addresses import AddressPolicy, AddressRefuse
 from cauldron_fabric.core.delivery.conditions import Condition, ConditionError, compile_condition
 from cauldron_fabric.core.delivery.destinations import Destinations, parse_address
 from cauldron_fabric.core.delivery.engine import DeliveryEngine, DeliveryReport, DeliveryWorker
+from cauldron_fabric.core.delivery.heartbeat import DeliveryHeartbeat
 from cauldron_fabric.core.delivery.matching import SubscriptionIndex, compile_filter, compile_pattern
 from cauldron_fabric.core.delivery.policy import RateLimits, RetryPolicy, TokenBucket
 from cauldron_fabric.core.delivery.records import (
@@ -59,6 +61,7 @@ __all__ = [
 	"ConditionError",
 	"DeliveryAttempt",
 	"DeliveryEngine",
+	"DeliveryHeartbeat",
 	"DeliveryJob",
 	"DeliveryReport",
 	"DeliveryRequest",

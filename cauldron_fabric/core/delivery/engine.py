@@ -69,7 +69,9 @@ class DeliveryEngine:
 	"""Turns claimed deliveries into attempts; thread-safe, one per worker process.
 
 	An attempt still running ``overdue_after`` seconds after it started (a handler, which has no
-	timeout) is logged as a warning while the engine waits for it (see overdue.py).
+	timeout) is logged as a warning while the engine waits for it (see overdue.py). While it
+	waits the engine calls ``on_waiting`` (a heartbeat) every second, so a worker held by such an
+	attempt is still seen running.
 	"""
 
 	def __init__(
@@ -81,8 +83,10 @@ class DeliveryEngine:
 		limits: RateLimits | None = None,
 		concurrency: int = 16,
 		overdue_after: float = LONGEST_ATTEMPT_SECONDS,
+		on_waiting: Callable[[], None] | None = None,
 	):
 		self.destinations = destinations
+		self.on_waiting = on_waiting
 		self.running = RunningAttempts(overdue_after, log)
 		self.clock = clock
 		self.rng = rng or random.Random()
@@ -113,9 +117,12 @@ class DeliveryEngine:
 		for group in groups.values():
 			futures.append((group, self._pool.submit(self._send_group, [p for _, p in group])))
 		pending = {future for _, future in futures}
+		tick = self.running.check_seconds if self.on_waiting is None else min(self.running.check_seconds, 1.0)
 		while pending:
-			pending = wait(pending, timeout=self.running.check_seconds).not_done
+			pending = wait(pending, timeout=tick).not_done
 			self.running.warn_overdue()
+			if self.on_waiting is not None:
+				self.on_waiting()
 		for group, future in futures:
 			for (index, prepared), outcome in zip(group, future.result(), strict=True):
 				results[index] = self._decide(prepared.job, prepared.subscription, prepared.started, outcome)

@@ -61,6 +61,14 @@ class RunningAttempts:
 					entry.event_id, entry.subscription, entry.destination, time.monotonic() - entry.started,
 				)  # fmt: skip
 
+	def under_way(self) -> tuple[int, list[tuple[Running, float]]]:
+		"""Returns how many attempts are running and each overdue one with its seconds so far."""
+		now = time.monotonic()
+		with self._lock:
+			entries = list(self._warn_at)
+		overdue = [(e, now - e.started) for e in entries if now - e.started >= self.overdue_after]
+		return len(entries), sorted(overdue, key=lambda item: -item[1])
+
 	def warn_overdue(self) -> None:
 		"""Logs a warning for each overdue attempt not warned about in the last ``overdue_after``."""
 		now = time.monotonic()

@@ -62,6 +62,27 @@ frappe.ui.form.on("Fabric Settings", {
 				<th>${__("Failed")}</th><th>${__("Last error")}</th></tr></thead>
 				<tbody>${relays}</tbody>
 			</table>`);
+		const workers = message.deliveryWorkers.length
+			? message.deliveryWorkers
+					.map((w) => {
+						const overdue = (w.overdue || [])
+							.map((o) => __("{0} for {1}: running {2} s", [esc(o.destination), esc(o.subscription), o.running_seconds]))
+							.join("<br>");
+						return `<tr><td>${esc(w.name)}</td><td>${esc(w.heartbeat)}${w.stale ? " " + __("(silent)") : ""}</td>
+						<td>${w.delivered}</td><td>${w.retried}</td><td>${w.dead}</td><td>${w.in_flight}</td>
+						<td>${overdue}</td><td>${esc(w.last_error || "")}</td></tr>`;
+					})
+					.join("")
+			: `<tr><td colspan="8">${__("No delivery worker has reported. Start one with: bench --site SITE fabric deliver")}</td></tr>`;
+		const queue = message.deliveries;
+		frm.get_field("relay_status").$wrapper.append(`
+			<p>${__("Deliveries pending: {0}, due: {1}, dead: {2}, oldest due for: {3} s", [queue.pending, queue.due, queue.dead, queue.oldestDueSeconds])}</p>
+			<table class="table table-bordered table-sm">
+				<thead><tr><th>${__("Delivery worker")}</th><th>${__("Heartbeat")}</th><th>${__("Delivered")}</th>
+				<th>${__("Retried")}</th><th>${__("Dead")}</th><th>${__("In flight")}</th><th>${__("Overdue")}</th>
+				<th>${__("Last error")}</th></tr></thead>
+				<tbody>${workers}</tbody>
+			</table>`);
 		frm.get_field("default_deny_list").$wrapper.html(
 			`<p class="text-muted">${__("Never emitted")}: ${message.defaultDenied.map(esc).join(", ")}</p>`
 		);
