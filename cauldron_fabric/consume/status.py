@@ -12,16 +12,13 @@ from dataclasses import asdict
 from typing import Any
 
 import frappe
-from frappe.utils import get_datetime, now_datetime
+from frappe.utils import now_datetime
 
 from cauldron_fabric.core.consumer.runtime import Consumer
-from cauldron_fabric.services.heartbeats import process_name
+from cauldron_fabric.services.heartbeats import process_name, read_heartbeats
 
 STATUS_KEY = "cauldron_fabric:consumers"
 REPORT_SECONDS = 3.0
-STALE_SECONDS = 60
-# A consumer silent this long was killed without cleaning up after itself: forget it.
-FORGET_SECONDS = 3600
 
 
 class ConsumerReporter:
@@ -71,17 +68,8 @@ class ConsumerReporter:
 def consumer_statuses(group: str | None = None) -> list[dict[str, Any]]:
 	"""Returns every running consumer's last status (optionally of one group), marking silent ones.
 
-	The entry of a consumer silent for ``FORGET_SECONDS`` is dropped: a killed process never
-	removes its own, and the list would otherwise grow with every crash for ever.
+	Silent for a minute a consumer is stale; silent for an hour it is forgotten, since a killed
+	process never removes its own entry (services/heartbeats.py, as for relays).
 	"""
-	statuses = []
-	for key, value in (frappe.cache.hgetall(STATUS_KEY) or {}).items():
-		status = json.loads(value) if isinstance(value, str | bytes) else dict(value)
-		age = (now_datetime() - get_datetime(status["heartbeat"])).total_seconds()
-		if age > FORGET_SECONDS:
-			frappe.cache.hdel(STATUS_KEY, key.decode() if isinstance(key, bytes) else key)
-			continue
-		if group and status.get("group") != group:
-			continue
-		statuses.append({**status, "stale": age > STALE_SECONDS})
+	statuses = [s for s in read_heartbeats(STATUS_KEY) if not group or s.get("group") == group]
 	return sorted(statuses, key=lambda s: (s["group"], s["name"]))
