@@ -3,9 +3,10 @@
 The receiver is a separate process (a threaded HTTP/1.1 server answering 200), so it does not
 share the sender's interpreter lock. The fabric side is the whole delivery path: matching
 subscription, queued delivery (memory store, or MariaDB with ``--store mariadb``), claim,
-rendering, Standard Webhooks signing, the SSRF check, the pinned pooled HTTP call, and
-settlement. The baseline is a bare ``requests.Session`` posting the same bodies with the same
-number of threads and no signing, checking or tracking.
+rendering, Standard Webhooks signing, the SSRF check, the pinned pooled HTTP call,
+settlement, and the worker's heartbeat to Redis (at most once a second). The baseline is a
+bare ``requests.Session`` posting the same bodies with the same number of threads and no
+signing, checking or tracking.
 ``--processes 2`` runs two worker processes on one MariaDB queue, the way workers scale out.
 Target: at least 500 deliveries/s on this 2-core machine.
 """
@@ -13,7 +14,9 @@ Target: at least 500 deliveries/s on this 2-core machine.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,11 +25,13 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
 
+import redis  # noqa: E402
 import requests  # noqa: E402
 
 from cauldron_fabric.core.delivery import (  # noqa: E402
 	AddressPolicy,
 	DeliveryEngine,
+	DeliveryHeartbeat,
 	DeliveryWorker,
 	Destinations,
 	MemoryDeliveries,
@@ -63,10 +68,16 @@ def run_worker(url: str, secret: str, threads: int, batch: int, store) -> None:
 	"""Delivers until nothing is left to claim (one worker process's whole life in the benchmark)."""
 	subscription = build_subscription("bench", url, event_types=["*"], secret=secret, timeout=10)
 	sender = WebhookSender(AddressPolicy.from_allow_list(["127.0.0.0/8"]), pool_size=threads)
-	engine = DeliveryEngine(Destinations(sender=sender), concurrency=threads)
+	# The heartbeat a worker on a site publishes: to Redis, at most once a second.
+	redis_client, key = redis.Redis.from_url("redis://127.0.0.1:6379"), "cauldron_fabric_bench:workers"
+	name = f"bench:{os.getpid()}"
+	heartbeat = DeliveryHeartbeat(lambda status: redis_client.hset(key, name, json.dumps(status)))
+	engine = DeliveryEngine(Destinations(sender=sender), concurrency=threads, on_waiting=heartbeat.beat)
+	heartbeat.running = engine.running
 	worker = DeliveryWorker(store, {"bench": subscription}.get, engine, batch_size=batch)
-	while worker.deliver_due().claimed:
-		pass
+	while (report := worker.deliver_due()).claimed:
+		heartbeat.count(report)
+	redis_client.hdel(key, name)
 	engine.close()
 	sender.close()
 
