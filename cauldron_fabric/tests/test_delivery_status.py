@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import socket
@@ -14,14 +15,17 @@ from typing import Any
 from unittest.mock import patch
 
 import frappe
-from frappe.tests.utils import patch_hooks
+from frappe.tests.utils import FrappeTestCase, patch_hooks
 from frappe.utils import add_days, now_datetime
 
 from cauldron_fabric.api import settings as settings_api
+from cauldron_fabric.core.naming import SYSTEM_STATUS
+from cauldron_fabric.core.schema import catalog_entry
 from cauldron_fabric.delivery import worker as worker_module
 from cauldron_fabric.delivery.jobs import deliver_due_deliveries
 from cauldron_fabric.delivery.status import WORKERS_KEY, delivery_queue_status
 from cauldron_fabric.emit.scheduled import emit_heartbeat
+from cauldron_fabric.registry import subjects, versions
 from cauldron_fabric.services import heartbeats
 from cauldron_fabric.services.heartbeats import safety_net_name
 from cauldron_fabric.services.status import site_status
@@ -32,7 +36,7 @@ from cauldron_fabric.tests.test_delivery_support import (
 	loopback_allowed,
 	save_todo,
 )
-from cauldron_fabric.tests.utils import bench_command, last_seq, start_fabric_command
+from cauldron_fabric.tests.utils import bench_command, fabric_settings, last_seq, start_fabric_command
 
 RELEASE = threading.Event()
 
@@ -220,3 +224,29 @@ class TestDeliveryQueueDepth(WorkerCase):
 		)
 		self.assertAlmostEqual(after["oldestDueSeconds"], waited, delta=60)
 		self.assertEqual(settings_api.get_status()["deliveries"]["dead"], after["dead"])
+
+
+class TestHeartbeatEventSchema(FrappeTestCase):
+	def test_the_heartbeat_is_kept_invalid_not_failing_while_its_schema_lacks_the_deliveries(self):
+		# Until the migrate registers this version's catalog, and for good where the subject's
+		# compatibility mode refuses it, the latest system.status schema allows no deliveries: the
+		# scheduler job failed every 5 minutes under "Reject" instead of showing why.
+		schema = copy.deepcopy(catalog_entry(SYSTEM_STATUS).schema)
+		for part in ("deliveries", "deliveryWorkers"):
+			del schema["properties"][part]
+		schema["title"] = "System status, as before deliveries were reported"
+		with fabric_settings(invalid_event_policy="Reject", emit_heartbeat=1):
+			try:
+				subjects.set_subject_mode(SYSTEM_STATUS, "NONE")
+				versions.register_schema(SYSTEM_STATUS, schema)
+				start = last_seq()
+				emit_heartbeat()
+				(row,) = frappe.db.sql(
+					"SELECT status, last_error FROM `tabEvent Log` WHERE name > %s AND event_type = %s",
+					(start, SYSTEM_STATUS),
+					as_dict=True,
+				)
+				self.assertEqual(row.status, "Invalid", "kept, and shown as not matching its schema")
+				self.assertIn("deliveries", row.last_error)
+			finally:
+				frappe.db.rollback()
