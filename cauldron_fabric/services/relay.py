@@ -20,7 +20,8 @@ from frappe.utils import cint, get_system_timezone
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.outbox.sql import CLAIM_IDLE_SECONDS, SqlOutboxStore
 from cauldron_fabric.core.ports import ConnectionReport, Transport
-from cauldron_fabric.core.relay import Relay, RelayOptions, RelayReport
+from cauldron_fabric.core.relay import Relay, RelayOptions
+from cauldron_fabric.core.relay_batches import RelayReport
 from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.core.wakeup import RedisWaker
