@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import frappe
 
-from cauldron_fabric.core.outbox.sql import DEFAULT_TABLE, INDEXES, index_statements
+from cauldron_fabric.core.outbox.statements import DEFAULT_TABLE, INDEXES, index_statements
 
 ROLE = "Fabric Manager"
 PUBLISHER_ROLE = "Fabric Publisher"  # may publish events through the API, nothing else

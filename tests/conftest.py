@@ -12,7 +12,8 @@ import redis
 
 from cauldron_fabric.core.consumer.circuit_redis import RedisCircuitStore
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
-from cauldron_fabric.core.outbox.sql import SqlOutboxStore, create_table_sql
+from cauldron_fabric.core.outbox.sql import SqlOutboxStore
+from cauldron_fabric.core.outbox.statements import create_table_sql
 from cauldron_fabric.testing.kafka_broker import KafkaBroker
 
 DB = {

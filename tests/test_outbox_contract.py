@@ -9,16 +9,8 @@ import pytest
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata
 from cauldron_fabric.core.errors import InvalidEnvelope
 from cauldron_fabric.core.outbox.memory import MemoryOutbox
-from cauldron_fabric.core.outbox.sql import (
-	FAILED,
-	INVALID,
-	PENDING,
-	PUBLISHED,
-	RECORDED,
-	SqlOutboxStore,
-	excluding,
-	sql_literal,
-)
+from cauldron_fabric.core.outbox.sql import SqlOutboxStore, excluding
+from cauldron_fabric.core.outbox.statements import FAILED, INVALID, PENDING, PUBLISHED, RECORDED, sql_literal
 from cauldron_fabric.core.ports import OutboxAppend, Settlement
 from cauldron_fabric.core.sqlsession import StoreUnavailable
 from conftest import TRICKY_TEXT, connect_db, connect_db_without_backslash_escapes, make_envelope

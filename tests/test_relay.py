@@ -20,7 +20,8 @@ from types import SimpleNamespace
 import pytest
 
 from cauldron_fabric.core.errors import TransportUnavailable
-from cauldron_fabric.core.outbox.sql import PENDING, PUBLISHED, SqlOutboxStore
+from cauldron_fabric.core.outbox.sql import SqlOutboxStore
+from cauldron_fabric.core.outbox.statements import PENDING, PUBLISHED
 from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.core.relay import Relay, RelayOptions
 from cauldron_fabric.core.retry import Backoff

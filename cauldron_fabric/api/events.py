@@ -15,7 +15,7 @@ from frappe import _
 
 from cauldron_fabric.api.params import limit_param, names_param, number_param, required, text_param
 from cauldron_fabric.api.permissions import require_role
-from cauldron_fabric.core.outbox.sql import FAILED, PENDING
+from cauldron_fabric.core.outbox.statements import FAILED, PENDING
 from cauldron_fabric.services.relay import site_db_connector
 
 MAX_LIMIT = 500

@@ -15,7 +15,7 @@ import frappe
 from frappe.utils import now_datetime
 
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
-from cauldron_fabric.core.outbox.sql import build_append
+from cauldron_fabric.core.outbox.statements import build_append
 from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.delivery.recording import enqueue_deliveries
 from cauldron_fabric.emit.context import causation_id, correlation_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import frappe
 
 from cauldron_fabric.core.naming import SYSTEM_STATUS
-from cauldron_fabric.core.outbox.sql import PUBLISHED, RECORDED
+from cauldron_fabric.core.outbox.statements import PUBLISHED, RECORDED
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
 from cauldron_fabric.services.retention import purge_expired

@@ -7,7 +7,7 @@ from typing import Any
 
 import frappe
 
-from cauldron_fabric.core.outbox.sql import backslash_escapes
+from cauldron_fabric.core.outbox.statements import backslash_escapes
 
 # No MariaDB or MySQL server has shipped with a max_allowed_packet under 1 MB, and a character
 # takes at most 4 bytes: a statement this long fits without asking the server.
@@ -21,7 +21,7 @@ def execute_in_transaction(sql: str, params: Sequence[Any]) -> None:
 
 	``frappe.db.sql`` rewrites every query before running it (``ifnull(`` becomes
 	``coalesce(`` anywhere in the text), and the outbox and delivery INSERTs carry each
-	envelope as a string literal (see core.outbox.sql.text_literal): a document mentioning
+	envelope as a string literal (see core.outbox.statements.text_literal): a document mentioning
 	IFNULL( would reach the broker altered. This keeps Frappe's count of the transaction's
 	writes (its too-many-writes guard) and hands the statement to the driver unchanged.
 	"""
@@ -88,7 +88,7 @@ def statement_limit() -> int:
 def escapes_in_literals() -> bool:
 	"""Tells whether Frappe's connection reads a backslash in a literal as an escape (it does
 	unless the session's sql_mode has NO_BACKSLASH_ESCAPES): how to write the literals the
-	fabric's INSERTs carry (core.outbox.sql.text_literal)."""
+	fabric's INSERTs carry (core.outbox.statements.text_literal)."""
 	return backslash_escapes(connected_db()._conn)
 
 

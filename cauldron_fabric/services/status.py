@@ -8,7 +8,7 @@ import frappe
 from frappe.utils import get_datetime, now_datetime
 
 from cauldron_fabric import __version__
-from cauldron_fabric.core.outbox.sql import FAILED, PENDING
+from cauldron_fabric.core.outbox.statements import FAILED, PENDING
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.services.heartbeats import read_heartbeats
 from cauldron_fabric.services.relay import STATUS_KEY

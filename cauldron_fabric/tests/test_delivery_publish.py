@@ -13,7 +13,7 @@ from frappe.utils import get_test_client, now_datetime
 
 from cauldron_fabric.api import publish as publish_api
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.core.outbox.sql import build_append
+from cauldron_fabric.core.outbox.statements import build_append
 from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.core.schema import catalog_entry
 from cauldron_fabric.emit.policy import current_policy

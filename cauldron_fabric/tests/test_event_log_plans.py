@@ -18,13 +18,13 @@ from frappe.utils import add_days, now_datetime
 
 from cauldron_fabric.consume.dead_letters import record_dead_letter
 from cauldron_fabric.core.consumer.messages import DeadLetter, Failure, Origin
-from cauldron_fabric.core.outbox.sql import (
+from cauldron_fabric.core.outbox.sql import SqlOutboxStore
+from cauldron_fabric.core.outbox.statements import (
 	DEFAULT_SEQUENCE,
 	DEFAULT_TABLE,
 	PENDING,
 	PUBLISHED,
 	RECORDED,
-	SqlOutboxStore,
 	build_append,
 )
 from cauldron_fabric.core.ports import OutboxAppend

@@ -7,7 +7,7 @@ from frappe.tests.utils import FrappeTestCase
 from frappe.utils import now_datetime
 
 from cauldron_fabric.api import events as events_api
-from cauldron_fabric.core.outbox.sql import build_append
+from cauldron_fabric.core.outbox.statements import build_append
 from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.emit.recorder import new_envelope, record
 from cauldron_fabric.services.relay import site_db_connector

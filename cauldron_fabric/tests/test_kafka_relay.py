@@ -19,7 +19,7 @@ from frappe.utils import add_days, add_to_date, now_datetime
 
 from cauldron_fabric.api import events as events_api
 from cauldron_fabric.api import settings as settings_api
-from cauldron_fabric.core.outbox.sql import EVENT_COLUMNS
+from cauldron_fabric.core.outbox.statements import EVENT_COLUMNS
 from cauldron_fabric.emit.scheduled import relay_pending_events
 from cauldron_fabric.services import relay as relay_module
 from cauldron_fabric.services.heartbeats import process_name, safety_net_name

@@ -25,7 +25,7 @@ import time
 import frappe
 from frappe.utils import add_days, now_datetime
 
-from cauldron_fabric.core.outbox.sql import DEFAULT_SEQUENCE, DEFAULT_TABLE, FAILED, PENDING, PUBLISHED
+from cauldron_fabric.core.outbox.statements import DEFAULT_SEQUENCE, DEFAULT_TABLE, FAILED, PENDING, PUBLISHED
 from cauldron_fabric.services.retention import next_chunk
 
 TABLE = DEFAULT_TABLE

@@ -23,7 +23,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from confluent_kafka import Producer  # noqa: E402
 
 from cauldron_fabric.core.cloudevents import kafka_headers  # noqa: E402
-from cauldron_fabric.core.outbox.sql import SqlOutboxStore, create_table_sql  # noqa: E402
+from cauldron_fabric.core.outbox.sql import SqlOutboxStore  # noqa: E402
+from cauldron_fabric.core.outbox.statements import create_table_sql  # noqa: E402
 from cauldron_fabric.core.ports import OutboundMessage, OutboxAppend  # noqa: E402
 from cauldron_fabric.core.relay import Relay, RelayOptions  # noqa: E402
 from cauldron_fabric.core.transports import open_transport  # noqa: E402

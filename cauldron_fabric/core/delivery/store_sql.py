@@ -29,7 +29,8 @@ from cauldron_fabric.core.delivery.records import (
 )
 from cauldron_fabric.core.delivery.store import DeliveryStore
 from cauldron_fabric.core.envelope import dumps
-from cauldron_fabric.core.outbox.sql import STANDARD_COLUMNS, backslash_escapes, local_now, sequenced_insert
+from cauldron_fabric.core.outbox.sql import local_now
+from cauldron_fabric.core.outbox.statements import STANDARD_COLUMNS, backslash_escapes, sequenced_insert
 from cauldron_fabric.core.sqlsession import SqlSession
 
 DEFAULT_TABLE = "tabEvent Delivery"
@@ -90,7 +91,7 @@ def build_enqueue(
 
 	The Frappe layer runs it in the transaction that records the event (emit.writes).
 	``escapes`` says whether the connection reads a backslash as an escape (see
-	core.outbox.sql.backslash_escapes).
+	core.outbox.statements.backslash_escapes).
 	"""
 	bodies: list[str] = []
 	params: list[Any] = []

@@ -7,7 +7,8 @@ import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
-from cauldron_fabric.core.outbox.sql import FAILED, PENDING, PUBLISHED, entry_status, local_now
+from cauldron_fabric.core.outbox.sql import local_now
+from cauldron_fabric.core.outbox.statements import FAILED, PENDING, PUBLISHED, entry_status
 from cauldron_fabric.core.ports import OutboxAppend, OutboxRecord, OutboxStore, Settlement
 
 
