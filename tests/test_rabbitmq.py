@@ -14,7 +14,7 @@ from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.errors import ConfigurationError, MessageRejected
 from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports import open_transport
-from cauldron_fabric.core.transports.rabbitmq import (
+from cauldron_fabric.core.transports.amqp import (
 	AmqpAddress,
 	BrokerNack,
 	MessageUnroutable,

@@ -17,7 +17,7 @@ from cauldron_fabric.core.consumer.kafka_group import group_lag, retry_prefix
 from cauldron_fabric.core.consumer.options import ConsumerOptions
 from cauldron_fabric.core.consumer.rabbitmq_queues import retry_queue
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
-from cauldron_fabric.core.transports.rabbitmq import connection_parameters
+from cauldron_fabric.core.transports.amqp import connection_parameters
 
 
 def broker_lag(

@@ -23,7 +23,7 @@ import pika  # noqa: E402
 from cauldron_fabric.core.cloudevents import kafka_headers  # noqa: E402
 from cauldron_fabric.core.ports import OutboundMessage  # noqa: E402
 from cauldron_fabric.core.transports import open_transport  # noqa: E402
-from cauldron_fabric.core.transports.rabbitmq import amqp_properties  # noqa: E402
+from cauldron_fabric.core.transports.amqp import amqp_properties  # noqa: E402
 from conftest import make_envelope  # noqa: E402
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"

@@ -60,7 +60,7 @@ from cauldron_fabric.core.consumer.rabbitmq_queues import (
 from cauldron_fabric.core.consumer.reply_addresses import ReplyAddressPolicy, reply_address_patterns
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
-from cauldron_fabric.core.transports.rabbitmq import DEFAULT_EXCHANGE, connection_parameters
+from cauldron_fabric.core.transports.amqp import DEFAULT_EXCHANGE, connection_parameters
 
 log = logging.getLogger("cauldron_fabric.consumer.rabbitmq")
 

@@ -27,7 +27,7 @@ from cauldron_fabric.core.consumer.rabbitmq_messages import amqp_header
 from cauldron_fabric.core.consumer.requests import Requester, timeout_error
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import InvalidEnvelope, TransportUnavailable
-from cauldron_fabric.core.transports.rabbitmq import DEFAULT_EXCHANGE, connection_parameters
+from cauldron_fabric.core.transports.amqp import DEFAULT_EXCHANGE, connection_parameters
 
 
 class RabbitMQRequester(Requester):

@@ -9,13 +9,9 @@ default ``topic``), ``declare_exchanges`` (default on; off: exchanges must exist
 default 5), ``max_message_size`` (bytes, the broker's ``max_message_size``, default 128 MiB:
 larger bodies are refused for good without being sent) and ``app_id``.
 
-Destinations are ``exchange/routing.key``; without ``/`` the destination is a routing key on
-the ``exchange`` option's exchange, and ``/queue`` goes through the default exchange straight
-to a queue. ``ce_*``, ``ce-*`` and ``cloudEvents_*`` headers become the binding's application
-headers, ``content-type`` the ``content_type`` property, and the message key the CloudEvents
-partitioning extension ``partitionkey`` (a consistent-hash exchange with ``hash-header`` keeps
-each entity in order). RabbitMQ has no partitions: a Delivery reports partition 0 and, as
-offset, the message's publisher-confirm sequence number on its channel.
+How destinations, headers and the message key map onto AMQP is in amqp. RabbitMQ has no
+partitions: a Delivery reports partition 0 and, as offset, the message's publisher-confirm
+sequence number on its channel.
 
 Publishing drives pika's SelectConnection synchronously: a batch is written in one go and the
 broker's cumulative confirms are collected after it, instead of one round trip (and, for a
@@ -30,114 +26,37 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pika
 import pika.exceptions
 from pika.adapters.select_connection import SelectConnection
 
-from cauldron_fabric.core.errors import (
-	ConfigurationError,
-	FabricError,
-	MessageRejected,
-	RetryableError,
-	TransportUnavailable,
-)
+from cauldron_fabric.core.errors import ConfigurationError, FabricError, MessageRejected, TransportUnavailable
 from cauldron_fabric.core.ports import ConnectionReport, Delivery, OutboundMessage, Transport
-from cauldron_fabric.core.urls import redact_text, redact_url
+from cauldron_fabric.core.transports.amqp import (
+	BINDING_PREFIXES,
+	DEFAULT_EXCHANGE,
+	UNENCODABLE,
+	AmqpAddress,
+	BrokerNack,
+	MessageUnroutable,
+	QueueTopology,
+	amqp_properties,
+	connection_error,
+	connection_parameters,
+	declare_queue,
+	parse_destination,
+	too_large,
+	unencodable,
+)
 
-DEFAULT_EXCHANGE = "cauldron.events"
-BINDING_PREFIXES = {"amqp": "cloudEvents_", "rabbitmq": "ce-"}
-CLOUDEVENTS_PREFIXES = ("ce_", "ce-", "cloudevents_", "cloudevents:")
-PERSISTENT = 2
 # Seconds of idleness after which the connection is rebuilt before use: between publishes no
 # loop answers the broker's heartbeats, so it may have dropped us meanwhile.
 IDLE_RECONNECT = 20.0
 # RabbitMQ's default max_message_size; a larger body makes the broker close the channel.
 MAX_MESSAGE_SIZE = 128 * 1024 * 1024
-# What pika raises for a message AMQP cannot carry (a routing key, message id or type over 255
-# bytes, a header value of no AMQP type), before anything is written.
-UNENCODABLE = (
-	pika.exceptions.ShortStringTooLong,
-	pika.exceptions.UnsupportedAMQPFieldException,
-	TypeError,
-	ValueError,
-)
 TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
-
-
-class BrokerNack(RetryableError):
-	"""RabbitMQ refused to take a message (queue full with reject-publish, internal error)."""
-
-
-class MessageUnroutable(MessageRejected):
-	"""No queue is bound for a message published as mandatory."""
-
-
-@dataclass(frozen=True, slots=True)
-class AmqpAddress:
-	"""Where one message goes: an exchange and a routing key."""
-
-	exchange: str
-	routing_key: str
-
-
-@dataclass(frozen=True, slots=True)
-class QueueTopology:
-	"""The names ``declare_queue`` set up: the queue, its exchange, and its dead-letter pair."""
-
-	queue: str
-	exchange: str
-	binding_keys: tuple[str, ...]
-	dead_letter_exchange: str | None = None
-	dead_letter_queue: str | None = None
-
-
-def parse_destination(destination: str, default_exchange: str = DEFAULT_EXCHANGE) -> AmqpAddress:
-	"""Splits ``exchange/routing.key``; without ``/`` the whole text is a key on the default exchange."""
-	exchange, slash, routing_key = destination.partition("/")
-	return AmqpAddress(exchange, routing_key) if slash else AmqpAddress(default_exchange, destination)
-
-
-def amqp_properties(message: OutboundMessage, prefix: str, app_id: str) -> pika.BasicProperties:
-	"""Returns persistent message properties carrying the message's headers in the binding's form."""
-	headers: dict[str, Any] = {}
-	content_type = None
-	for name, value in message.headers:
-		lowered = name.lower()
-		if lowered in ("content-type", "content_type"):
-			content_type = value
-			continue
-		known = next((p for p in CLOUDEVENTS_PREFIXES if lowered.startswith(p)), None)
-		headers[prefix + lowered[len(known) :] if known else name] = value
-	if message.key:
-		headers.setdefault(prefix + "partitionkey", message.key)
-	return pika.BasicProperties(
-		content_type=content_type,
-		delivery_mode=PERSISTENT,
-		headers=headers,
-		message_id=headers.get(prefix + "id"),
-		type=headers.get(prefix + "type"),
-		app_id=app_id,
-		timestamp=int(time.time()),
-	)
-
-
-def connection_parameters(url: str, options: dict[str, Any]) -> pika.URLParameters:
-	"""Returns pika's parameters for the URL with the fabric's timeouts applied."""
-	try:
-		parameters = pika.URLParameters(url)
-	except Exception as exc:
-		raise ConfigurationError(
-			f"The RabbitMQ URL {redact_url(url)!r} is malformed ({redact_text(str(exc), url)}).",
-			hint="Use amqp://user:password@host:5672/vhost.",
-		) from exc
-	timeout = float(options.get("connection_timeout") or 5)
-	parameters.socket_timeout = timeout
-	parameters.stack_timeout = timeout
-	parameters.blocked_connection_timeout = timeout
-	return parameters
 
 
 class RabbitMQTransport(Transport):
@@ -216,7 +135,7 @@ class RabbitMQTransport(Transport):
 						self._results[index] = Delivery(
 							False,
 							message.destination,
-							error=_too_large(len(message.body), self.max_message_size),
+							error=too_large(len(message.body), self.max_message_size),
 						)
 						continue
 					try:
@@ -229,7 +148,7 @@ class RabbitMQTransport(Transport):
 						)
 					except UNENCODABLE as exc:
 						self._results[index] = Delivery(
-							False, message.destination, error=_unencodable(address, exc)
+							False, message.destination, error=unencodable(address, exc)
 						)
 						continue
 					self._next_tag += 1
@@ -346,7 +265,7 @@ class RabbitMQTransport(Transport):
 		self._poke()
 
 	def _on_open_error(self, _connection, error) -> None:
-		self._failure = _connection_error(error, self.where, self.parameters)
+		self._failure = connection_error(error, self.where, self.parameters)
 		self._poke()
 
 	def _on_connection_closed(self, _connection, reason) -> None:
@@ -361,13 +280,13 @@ class RabbitMQTransport(Transport):
 			self._channel = None
 			self._channel_error = reason
 			if self._pending:
-				self._refuse_too_large(str(reason))
+				self._refusetoo_large(str(reason))
 				self._failure = TransportUnavailable(
 					f"RabbitMQ closed the publishing channel: {reason}.", hint="The events are retried."
 				)
 		self._poke()
 
-	def _refuse_too_large(self, reason: str) -> None:
+	def _refusetoo_large(self, reason: str) -> None:
 		"""Fails for good the unconfirmed message whose size made the broker close the channel."""
 		found = TOO_LARGE.search(reason)
 		if found is None:
@@ -378,7 +297,7 @@ class RabbitMQTransport(Transport):
 			if self._sizes[index] == size:
 				del self._pending[tag]
 				self._results[index] = Delivery(
-					False, self._destinations[index], error=_too_large(size, limit)
+					False, self._destinations[index], error=too_large(size, limit)
 				)
 				return
 
@@ -489,75 +408,21 @@ class RabbitMQTransport(Transport):
 		dead_letter: bool = True,
 		arguments: dict[str, Any] | None = None,
 	) -> QueueTopology:
-		"""Declares a durable queue bound to an exchange, with the fabric's dead-letter convention.
-
-		Messages a consumer rejects (or that expire) go to the direct exchange
-		``<exchange>.dlx`` with the queue's name as routing key, which routes them to the queue
-		``<queue>.dead``; the ``x-death`` header keeps the original routing key and reason.
-		"""
-		exchange = exchange or self.exchange
-		connection = pika.BlockingConnection(connection_parameters(self.url, self.options))
-		try:
-			channel = connection.channel()
-			channel.exchange_declare(exchange, self.exchange_type, durable=True)
-			queue_arguments = dict(arguments or {})
-			dlx = dlq = None
-			if dead_letter:
-				dlx, dlq = f"{exchange}.dlx", f"{queue}.dead"
-				channel.exchange_declare(dlx, "direct", durable=True)
-				channel.queue_declare(dlq, durable=True)
-				channel.queue_bind(dlq, dlx, routing_key=queue)
-				queue_arguments.update({"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": queue})
-			channel.queue_declare(queue, durable=True, arguments=queue_arguments)
-			for key in binding_keys:
-				channel.queue_bind(queue, exchange, routing_key=key)
-		except pika.exceptions.AMQPError as exc:
-			raise ConfigurationError(
-				f"RabbitMQ refused the queue set-up for {queue!r} on exchange {exchange!r}: {exc!r}.",
-				hint="An existing queue or exchange with other settings must be deleted or renamed first.",
-			) from exc
-		finally:
-			if connection.is_open:
-				connection.close()
-		return QueueTopology(queue, exchange, tuple(binding_keys), dlx, dlq)
+		"""Declares a durable queue bound to ``exchange`` (the transport's by default); see amqp.declare_queue."""
+		return declare_queue(
+			connection_parameters(self.url, self.options),
+			queue,
+			binding_keys,
+			exchange or self.exchange,
+			self.exchange_type,
+			dead_letter=dead_letter,
+			arguments=arguments,
+		)
 
 	def close(self) -> None:
 		"""Closes the publishing connection."""
 		with self._lock:
 			self._disconnect()
-
-
-def _connection_error(error: BaseException, where: str, parameters: pika.URLParameters) -> FabricError:
-	"""Explains a failed connection; retryable, because events must wait until it is fixed."""
-	text = str(error) or repr(error)
-	problem, fix = (
-		f"No RabbitMQ broker answered at {where}",
-		"Check the host, the port and that the broker runs",
-	)
-	if isinstance(error, pika.exceptions.ProbableAuthenticationError | pika.exceptions.AuthenticationError):
-		problem = f"RabbitMQ at {where} refused user {parameters.credentials.username!r}"
-		fix = "Check the user name and password in Fabric Settings"
-	elif isinstance(error, pika.exceptions.ProbableAccessDeniedError) or "NOT_ALLOWED" in text:
-		problem = f"RabbitMQ at {where} refused access to the vhost"
-		fix = "Check that the vhost exists and the user has permissions on it"
-	return TransportUnavailable(f"{problem} ({text}).", hint=f"{fix}; events wait and are retried.")
-
-
-def _unencodable(address: AmqpAddress, error: Exception) -> MessageRejected:
-	return MessageRejected(
-		f"The message for exchange {address.exchange!r} and routing key {address.routing_key[:80]!r} "
-		f"cannot be sent over AMQP ({type(error).__name__}: {str(error)[:200]}).",
-		hint="Routing keys, message ids and types are at most 255 bytes; shorten the destination "
-		"or the event id, then retry.",
-	)
-
-
-def _too_large(size: int, limit: int) -> MessageRejected:
-	return MessageRejected(
-		f"The message of {size} bytes is larger than RabbitMQ's max message size of {limit} bytes.",
-		hint="Make the event smaller (or raise max_message_size on the broker and in the transport "
-		"options), then retry.",
-	)
 
 
 def _text(value: Any) -> str:
