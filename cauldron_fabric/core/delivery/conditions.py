@@ -3,6 +3,8 @@
 Parsed once when a subscription is saved and compiled into plain Python closures: no ``eval``,
 no attribute access, no calls but the few functions below, so an admin's filter can never run
 code. Example: ``data.payload.grand_total > 1000 and data.entity == "Sales Invoice"``.
+This module reads a filter (tokens, grammar, the errors pointing at a column); what its
+operators and functions do with an event's values is in condition_values.
 
 * Values: dotted paths (``data.payload.customer``, ``payload.items.0.qty``; see ``paths``),
   strings in single or double quotes (with JSON's escapes: ``\\n``, ``\\"``, ``\\u00e9``),
@@ -18,13 +20,20 @@ code. Example: ``data.payload.grand_total > 1000 and data.entity == "Sales Invoi
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
+from cauldron_fabric.core.delivery.condition_values import (
+	COMPARISONS,
+	FUNCTIONS,
+	Evaluator,
+	compiled_comparison,
+	compiled_membership,
+	constant,
+	is_number,
+)
 from cauldron_fabric.core.delivery.paths import MISSING, getter, parse_path
 from cauldron_fabric.core.errors import ConfigurationError
 
@@ -45,8 +54,6 @@ ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "\\": "\\", '"
 ESCAPE = re.compile(
 	r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})|\\(.)", re.IGNORECASE | re.DOTALL
 )
-
-Evaluator = Callable[[Mapping[str, Any]], Any]
 
 
 class ConditionError(ConfigurationError):
@@ -198,12 +205,12 @@ class _Parser:
 			if token.text == "=":
 				self.fail(token, "use '==' to compare (a single '=' assigns nothing here)")
 			self.take()
-			return _compare(COMPARISONS[token.text], left, self.operand(token))
+			return compiled_comparison(COMPARISONS[token.text], left, self.operand(token))
 		if self.at("in") or self.at("not"):
 			negate = self.take().text == "not"
 			if negate:
 				self.expect("in", "expected 'in' after 'not' (write: x not in [...])")
-			contains = _membership(left, self.operand(token))
+			contains = compiled_membership(left, self.operand(token))
 			return (lambda doc: not contains(doc)) if negate else contains
 		return left
 
@@ -220,16 +227,16 @@ class _Parser:
 
 		def negative(doc: Mapping[str, Any]) -> Any:
 			value = inner(doc)
-			return -value if _is_number(value) else None
+			return -value if is_number(value) else None
 
 		return negative
 
 	def primary(self) -> Evaluator:
 		token = self.take()
 		if token.kind == "number":
-			return _constant(float(token.text) if any(c in token.text for c in ".eE") else int(token.text))
+			return constant(float(token.text) if any(c in token.text for c in ".eE") else int(token.text))
 		if token.kind == "string":
-			return _constant(self.string(token))
+			return constant(self.string(token))
 		if token.kind == "name":
 			return self.name(token)
 		if token.text == "(":
@@ -250,7 +257,7 @@ class _Parser:
 
 	def name(self, token: Token) -> Evaluator:
 		if token.text in CONSTANTS:
-			return _constant(CONSTANTS[token.text])
+			return constant(CONSTANTS[token.text])
 		if token.text in KEYWORDS:
 			self.fail(token, f"expected a value, found the keyword {token.text!r}")
 		if self.at("("):
@@ -270,7 +277,7 @@ class _Parser:
 		self.take()
 		literals = [getattr(item, "value", MISSING) for item in items]
 		if MISSING not in literals:
-			return _constant(literals)
+			return constant(literals)
 		return lambda doc: [item(doc) for item in items]
 
 	def call(self, name: Token) -> Evaluator:
@@ -302,101 +309,6 @@ class _Parser:
 			return lambda doc: function(only(doc))
 		first, second = arguments
 		return lambda doc: function(first(doc), second(doc))
-
-
-NUMBER_TYPES = frozenset({int, float, Decimal})
-
-
-def _is_number(value: Any) -> bool:
-	return type(value) in NUMBER_TYPES or (
-		isinstance(value, int | float | Decimal) and not isinstance(value, bool)
-	)
-
-
-def _constant(value: Any) -> Evaluator:
-	def constant(doc: Mapping[str, Any]) -> Any:
-		return value
-
-	constant.value = value  # lets comparisons against literals skip a call per evaluation
-	return constant
-
-
-def equal(left: Any, right: Any) -> bool:
-	"""Compares like JSON: numbers by value, ``true`` never equal to ``1``, other types strictly."""
-	if type(left) is type(right):
-		return left == right
-	return _is_number(left) and _is_number(right) and left == right
-
-
-def _ordered(compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
-	def ordered(left: Any, right: Any) -> bool:
-		kinds = (type(left), type(right))
-		if (kinds[0] in NUMBER_TYPES and kinds[1] in NUMBER_TYPES) or kinds == (str, str):
-			return compare(left, right)
-		if (_is_number(left) and _is_number(right)) or (isinstance(left, str) and isinstance(right, str)):
-			return compare(left, right)
-		return False
-
-	return ordered
-
-
-def contains(container: Any, item: Any) -> bool:
-	"""Implements ``in``: list membership, substring of a string, key of an object."""
-	if isinstance(container, str):
-		return isinstance(item, str) and item in container
-	if isinstance(container, Mapping):
-		return isinstance(item, str) and item in container
-	if isinstance(container, list | tuple):
-		return any(equal(item, element) for element in container)
-	return False
-
-
-COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
-	"==": equal,
-	"!=": lambda left, right: not equal(left, right),
-	"<": _ordered(operator.lt),
-	"<=": _ordered(operator.le),
-	">": _ordered(operator.gt),
-	">=": _ordered(operator.ge),
-}
-
-
-def _compare(compare: Callable[[Any, Any], bool], left: Evaluator, right: Evaluator) -> Evaluator:
-	literal = getattr(right, "value", MISSING)
-	if literal is MISSING:
-		return lambda doc: compare(left(doc), right(doc))
-	return lambda doc: compare(left(doc), literal)
-
-
-def _membership(item: Evaluator, container: Evaluator) -> Evaluator:
-	literal = getattr(container, "value", None)
-	if type(literal) is list and literal and all(type(v) is str for v in literal):
-		names = frozenset(literal)
-
-		def among(doc: Mapping[str, Any]) -> bool:
-			value = item(doc)
-			return type(value) is str and value in names
-
-		return among
-	return lambda doc: contains(container(doc), item(doc))
-
-
-def _text_function(convert: Callable[[str], Any]) -> Callable[[Any], Any]:
-	return lambda value: convert(value) if isinstance(value, str) else None
-
-
-def _affix(check: Callable[[str, str], bool]) -> Callable[[Any, Any], bool]:
-	return lambda value, affix: isinstance(value, str) and isinstance(affix, str) and check(value, affix)
-
-
-FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
-	"exists": (lambda value: value is not None, 1),
-	"len": (lambda value: len(value) if isinstance(value, str | list | tuple | Mapping) else None, 1),
-	"lower": (_text_function(str.lower), 1),
-	"upper": (_text_function(str.upper), 1),
-	"startswith": (_affix(str.startswith), 2),
-	"endswith": (_affix(str.endswith), 2),
-}
 
 
 class EscapeError(ValueError):
