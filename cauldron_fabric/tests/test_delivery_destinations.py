@@ -20,14 +20,12 @@ from standardwebhooks.webhooks import Webhook
 from cauldron_fabric.api import settings as settings_api
 from cauldron_fabric.core.delivery.records import delivery_id
 from cauldron_fabric.services.relay import run_relay_for
-from cauldron_fabric.testing.http_receiver import Receiver
 from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
 from cauldron_fabric.testing.rabbitmq import RabbitMQ
 from cauldron_fabric.tests.test_delivery_support import (
-	DeliveryTestCase,
+	ReceiverCase,
 	deliver,
 	envelope_of,
-	loopback_allowed,
 	save_todo,
 )
 from cauldron_fabric.tests.test_http import api_token, make_user, request
@@ -49,18 +47,7 @@ def look_up_user(envelope, payload) -> None:
 	frappe.get_doc("User", envelope.data.payload["user"])
 
 
-class DestinationCase(DeliveryTestCase):
-	@classmethod
-	def setUpClass(cls):
-		super().setUpClass()
-		allow = loopback_allowed()
-		allow.__enter__()
-		cls.addClassCleanup(allow.__exit__, None, None, None)
-		cls.receiver = Receiver().start()
-		cls.addClassCleanup(cls.receiver.stop)
-
-
-class TestWebhookAndHandlerDestinations(DestinationCase):
+class TestWebhookAndHandlerDestinations(ReceiverCase):
 	def test_a_saved_document_reaches_the_webhook_signed_for_standardwebhooks(self):
 		path = f"/{self.tag}"
 		doc = self.subscription(
@@ -192,7 +179,7 @@ class TestWebhookAndHandlerDestinations(DestinationCase):
 		self.assertNotIn("<", row.last_error)
 
 
-class TestBrokerDestinations(DestinationCase):
+class TestBrokerDestinations(ReceiverCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()

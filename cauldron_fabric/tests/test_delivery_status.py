@@ -29,11 +29,9 @@ from cauldron_fabric.registry import subjects, versions
 from cauldron_fabric.services import heartbeats
 from cauldron_fabric.services.heartbeats import safety_net_name
 from cauldron_fabric.services.status import site_status
-from cauldron_fabric.testing.http_receiver import Receiver
 from cauldron_fabric.tests.test_delivery_support import (
-	DeliveryTestCase,
+	ReceiverCase,
 	deliveries,
-	loopback_allowed,
 	save_todo,
 )
 from cauldron_fabric.tests.utils import bench_command, fabric_settings, last_seq, start_fabric_command
@@ -73,16 +71,7 @@ def run_worker_in_thread(site: str, sites_path: str, stop: threading.Event, name
 		frappe.destroy()
 
 
-class WorkerCase(DeliveryTestCase):
-	@classmethod
-	def setUpClass(cls):
-		super().setUpClass()
-		allow = loopback_allowed()
-		allow.__enter__()
-		cls.addClassCleanup(allow.__exit__, None, None, None)
-		cls.receiver = Receiver().start()
-		cls.addClassCleanup(cls.receiver.stop)
-
+class WorkerCase(ReceiverCase):
 	def start_worker(self) -> subprocess.Popen:
 		worker = start_fabric_command("deliver", "--seconds", "90")
 		self.addCleanup(frappe.cache.hdel, WORKERS_KEY, f"{socket.gethostname()}:{worker.pid}")

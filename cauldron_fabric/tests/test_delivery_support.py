@@ -12,6 +12,7 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.delivery.worker import run_delivery_worker
+from cauldron_fabric.testing.http_receiver import Receiver
 from cauldron_fabric.tests.utils import fabric_settings
 
 LOOPBACK = "127.0.0.0/8\n::1/128"
@@ -125,6 +126,19 @@ class DeliveryTestCase(FrappeTestCase):
 		doc = make_subscription(self.tag, **values)
 		self.created.append(doc.name)
 		return doc
+
+
+class ReceiverCase(DeliveryTestCase):
+	"""A DeliveryTestCase with loopback webhooks allowed and one HTTP receiver for the class."""
+
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		allow = loopback_allowed()
+		allow.__enter__()
+		cls.addClassCleanup(allow.__exit__, None, None, None)
+		cls.receiver = Receiver().start()
+		cls.addClassCleanup(cls.receiver.stop)
 
 
 # Process A of the race: saves a subscription, waits for the word, then commits with its Redis
