@@ -20,8 +20,13 @@ from cauldron_fabric.delivery.recording import insert_deliveries
 from cauldron_fabric.delivery.subscriptions import subscriptions_changed
 from cauldron_fabric.delivery.worker import run_delivery_worker
 from cauldron_fabric.testing.http_receiver import Reply
-from cauldron_fabric.tests.test_delivery_destinations import DestinationCase
-from cauldron_fabric.tests.test_delivery_support import dead_letters, deliver, deliveries, save_todo
+from cauldron_fabric.tests.test_delivery_support import (
+	ReceiverCase,
+	dead_letters,
+	deliver,
+	deliveries,
+	save_todo,
+)
 from cauldron_fabric.tests.test_http import make_user, request
 from cauldron_fabric.tests.test_registry_api import session
 from cauldron_fabric.tests.utils import (
@@ -32,7 +37,7 @@ from cauldron_fabric.tests.utils import (
 )
 
 
-class TestDeadLetters(DestinationCase):
+class TestDeadLetters(ReceiverCase):
 	def refused(self, status: int):
 		"""Delivers one event to a receiver answering ``status`` for good; returns (subscription, letter)."""
 		path = f"/{self.tag}"
@@ -294,7 +299,7 @@ class TestDeadLetters(DestinationCase):
 		self.assertEqual(len(dead_letters(doc.name)), 1, "a second letter for the same death")
 
 
-class TestDeliverCommand(DestinationCase):
+class TestDeliverCommand(ReceiverCase):
 	def test_the_deliver_command_delivers_moments_after_commit_and_stops_on_sigterm(self):
 		path = f"/{self.tag}"
 		doc = self.subscription(webhook_url=self.receiver.url(path))
