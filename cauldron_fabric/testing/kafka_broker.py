@@ -177,17 +177,10 @@ def written_before_sentinel(bootstrap: str, topic: str, timeout: float = 20.0) -
 	return bodies[: bodies.index(sentinel)]
 
 
-def produce(
-	bootstrap: str,
-	topic: str,
-	messages: list,
-	key: bytes | None = None,
-	headers: list[tuple[str, str]] | None = None,
-) -> None:
+def produce(bootstrap: str, topic: str, messages: list, key: bytes | None = None) -> None:
 	"""Produces test messages: envelopes in the fabric's Kafka form, raw bytes as they are.
 
-	``key`` replaces the envelopes' own key (a producer's binary key, say); ``headers`` follow
-	an envelope's CloudEvents headers (a request's reply headers, say).
+	``key`` replaces the envelopes' own key (a producer's binary key, say).
 	"""
 	from confluent_kafka import Producer
 
@@ -200,7 +193,7 @@ def produce(
 			value, key, headers = (
 				message.to_json().encode(),
 				key or message.partition_key.encode(),
-				[*kafka_headers(message), *(headers or ())],
+				list(kafka_headers(message)),
 			)
 			producer.produce(topic, value=value, key=key, headers=headers)
 		else:
