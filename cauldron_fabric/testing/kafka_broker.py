@@ -177,10 +177,17 @@ def written_before_sentinel(bootstrap: str, topic: str, timeout: float = 20.0) -
 	return bodies[: bodies.index(sentinel)]
 
 
-def produce(bootstrap: str, topic: str, messages: list, key: bytes | None = None) -> None:
+def produce(
+	bootstrap: str,
+	topic: str,
+	messages: list,
+	key: bytes | None = None,
+	headers: list[tuple[str, str | bytes]] = (),
+) -> None:
 	"""Produces test messages: envelopes in the fabric's Kafka form, raw bytes as they are.
 
-	``key`` replaces the envelopes' own key (a producer's binary key, say).
+	``key`` replaces the envelopes' own key (a producer's binary key, say); ``headers`` are
+	added to each envelope's CloudEvents headers (a request's reply-to, say).
 	"""
 	from confluent_kafka import Producer
 
@@ -190,12 +197,12 @@ def produce(bootstrap: str, topic: str, messages: list, key: bytes | None = None
 	producer = Producer({"bootstrap.servers": bootstrap})
 	for message in messages:
 		if isinstance(message, Envelope):
-			value, key, headers = (
-				message.to_json().encode(),
-				key or message.partition_key.encode(),
-				list(kafka_headers(message)),
+			producer.produce(
+				topic,
+				value=message.to_json().encode(),
+				key=key or message.partition_key.encode(),
+				headers=[*kafka_headers(message), *headers],
 			)
-			producer.produce(topic, value=value, key=key, headers=headers)
 		else:
 			producer.produce(topic, value=message, key=key or b"raw")
 		producer.flush(10)

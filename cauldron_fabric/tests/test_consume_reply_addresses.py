@@ -7,13 +7,11 @@ write a site-signed envelope there. Real Kafka-protocol broker, the site's real 
 from __future__ import annotations
 
 import frappe
-from confluent_kafka import Producer
 from frappe.tests.utils import FrappeTestCase
 
-from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer.messages import CORRELATION_ID, REPLY_ADDRESS_REFUSED, REPLY_TO
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.testing.kafka_broker import create_topic, written_before_sentinel
+from cauldron_fabric.testing.kafka_broker import create_topic, produce, written_before_sentinel
 from cauldron_fabric.tests.test_consume import CHARGE, charge, group_name
 from cauldron_fabric.tests.test_consume_support import consume, dead_letters
 from cauldron_fabric.tests.utils import fabric_settings, start_broker
@@ -37,10 +35,8 @@ class TestSiteReplyAddresses(FrappeTestCase):
 
 	def send_request(self, request: Envelope, reply_to: str) -> None:
 		create_topic(self.broker.bootstrap, reply_to, 1)
-		headers = [*kafka_headers(request), (REPLY_TO, reply_to), (CORRELATION_ID, request.id)]
-		producer = Producer({"bootstrap.servers": self.broker.bootstrap})
-		producer.produce(self.topic, value=request.to_json().encode(), key=b"k", headers=headers)
-		producer.flush(10)
+		headers = [(REPLY_TO, reply_to), (CORRELATION_ID, request.id)]
+		produce(self.broker.bootstrap, self.topic, [request], key=b"k", headers=headers)
 
 	def written_to(self, topic: str) -> list[bytes]:
 		"""Returns the bodies written to ``topic`` so far."""
