@@ -14,6 +14,8 @@ here say what the broker refused, or why it could not be reached, and what to do
 
 from __future__ import annotations
 
+import itertools
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,13 +31,16 @@ from cauldron_fabric.core.errors import (
 	RetryableError,
 	TransportUnavailable,
 )
-from cauldron_fabric.core.ports import OutboundMessage
+from cauldron_fabric.core.ports import ConnectionReport, Delivery, OutboundMessage
 from cauldron_fabric.core.urls import redact_text, redact_url
 
 DEFAULT_EXCHANGE = "cauldron.events"
 BINDING_PREFIXES = {"amqp": "cloudEvents_", "rabbitmq": "ce-"}
 CLOUDEVENTS_PREFIXES = ("ce_", "ce-", "cloudevents_", "cloudevents:")
 PERSISTENT = 2
+# RabbitMQ's default max_message_size; a larger body makes the broker close the channel.
+MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 # What pika raises for a message AMQP cannot carry (a routing key, message id or type over 255
 # bytes, a header value of no AMQP type), before anything is written.
 UNENCODABLE = (
@@ -194,3 +199,114 @@ def too_large(size: int, limit: int) -> MessageRejected:
 		hint="Make the event smaller (or raise max_message_size on the broker and in the transport "
 		"options), then retry.",
 	)
+
+
+class ConfirmBatch:
+	"""One publish call's messages between basic_publish and the broker's confirms.
+
+	``pending`` maps each sent message's tag (its publisher-confirm sequence number on the
+	channel, in publishing order) to its index and address; a message refused before sending
+	gets its Delivery at once.
+	"""
+
+	def __init__(self, messages: Sequence[OutboundMessage]):
+		self.destinations = [m.destination for m in messages]
+		self.sizes = [len(m.body) for m in messages]
+		self.results: list[Delivery | None] = [None] * len(messages)
+		self.message_ids: list[str | None] = [None] * len(messages)
+		self.pending: dict[int, tuple[int, AmqpAddress]] = {}
+		self.returns: dict[int, str] = {}
+
+	def fail(self, index: int, error: FabricError) -> None:
+		"""Gives message ``index`` its failed Delivery."""
+		self.results[index] = Delivery(False, self.destinations[index], error=error)
+
+	def sent(self, index: int, tag: int, address: AmqpAddress, message_id: str | None) -> None:
+		"""Notes that message ``index`` went out under confirm sequence number ``tag``."""
+		self.message_ids[index] = message_id
+		self.pending[tag] = (index, address)
+
+	def confirm(self, tag: int, multiple: bool, acked: bool) -> None:
+		"""Settles what an ack or nack covers: ``tag``, and with ``multiple`` every tag before it."""
+		settled = [tag]
+		if multiple:
+			# Pending tags are in publishing order, so the confirmed ones are a prefix.
+			settled = list(itertools.takewhile(lambda pending: pending <= tag, self.pending))
+		for confirmed in settled:
+			index, address = self.pending.pop(confirmed, (None, None))
+			if index is not None:
+				self.results[index] = self._confirmed(index, address, confirmed, acked)
+
+	def _confirmed(self, index: int, address: AmqpAddress, tag: int, acked: bool) -> Delivery:
+		destination = self.destinations[index]
+		if not acked:
+			error = BrokerNack(
+				f"RabbitMQ refused the message for exchange {address.exchange!r} (negative confirm).",
+				hint="A queue may be full with overflow=reject-publish; the event is retried.",
+			)
+			return Delivery(False, destination, error=error)
+		if index in self.returns:
+			error = MessageUnroutable(
+				f"No queue is bound to exchange {address.exchange!r} for routing key "
+				f"{address.routing_key!r} ({self.returns[index]}).",
+				hint="Bind a queue for it (or turn 'mandatory' off to let such messages drop), then retry.",
+			)
+			return Delivery(False, destination, error=error)
+		return Delivery(True, destination, partition=0, offset=tag)
+
+	def returned(self, address: AmqpAddress, message_id: str | None, reason: str) -> None:
+		"""Notes a message the broker returned as unroutable; its confirm follows."""
+		# A return precedes the confirm of the same message, and returns come in publishing
+		# order, so it belongs to the oldest unconfirmed, unreturned message with its address
+		# and message id: where headers route (a headers exchange), a message to the same
+		# address may have been routed before it and still wait for its confirm.
+		for index, pending_address in self.pending.values():
+			if (
+				pending_address == address
+				and self.message_ids[index] == message_id
+				and index not in self.returns
+			):
+				self.returns[index] = reason
+				return
+
+	def refuse_too_large(self, reason: str) -> None:
+		"""Fails for good the unconfirmed message whose size made the broker close the channel."""
+		found = TOO_LARGE.search(reason)
+		if found is None:
+			return
+		size, limit = int(found.group(1)), int(found.group(2))
+		# The broker refuses the first message over its limit, so the oldest unconfirmed one of that size.
+		for tag, (index, _address) in self.pending.items():
+			if self.sizes[index] == size:
+				del self.pending[tag]
+				self.fail(index, too_large(size, limit))
+				return
+
+	def deliveries(self, unconfirmed: FabricError) -> list[Delivery]:
+		"""Returns every message's Delivery, ``unconfirmed`` for those still without a confirm."""
+		return [
+			r or Delivery(False, d, error=unconfirmed)
+			for r, d in zip(self.results, self.destinations, strict=True)
+		]
+
+
+def connection_report(
+	server: dict, parameters: pika.URLParameters, exchange: str, missing: Exception | None, declares: bool
+) -> ConnectionReport:
+	"""Reports a checked connection: the server's product and version, the vhost and whether
+	``exchange`` exists (``missing`` says why not; ``declares``: it is declared on first use)."""
+	server_name = f"{_text(server.get('product')) or 'RabbitMQ'} {_text(server.get('version')) or '?'}"
+	state = "exists"
+	if missing is not None:
+		state = "is declared on first publish" if declares else f"is MISSING ({missing})"
+	vhost = parameters.virtual_host
+	return ConnectionReport(
+		missing is None or declares,
+		f"Connected to {server_name} at {parameters.host}:{parameters.port}, vhost {vhost!r}; "
+		f"exchange {exchange!r} {state}.",
+		(("server", server_name), ("vhost", vhost), ("exchange", f"{exchange} {state}")),
+	)
+
+
+def _text(value: Any) -> str:
+	return value.decode() if isinstance(value, bytes) else str(value or "")

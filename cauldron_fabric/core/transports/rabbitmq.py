@@ -21,8 +21,6 @@ durable queue, one disk sync) per message as with BlockingConnection's ``confirm
 
 from __future__ import annotations
 
-import itertools
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,14 +35,15 @@ from cauldron_fabric.core.ports import ConnectionReport, Delivery, OutboundMessa
 from cauldron_fabric.core.transports.amqp import (
 	BINDING_PREFIXES,
 	DEFAULT_EXCHANGE,
+	MAX_MESSAGE_SIZE,
 	UNENCODABLE,
 	AmqpAddress,
-	BrokerNack,
-	MessageUnroutable,
+	ConfirmBatch,
 	QueueTopology,
 	amqp_properties,
 	connection_error,
 	connection_parameters,
+	connection_report,
 	declare_queue,
 	parse_destination,
 	too_large,
@@ -54,9 +53,6 @@ from cauldron_fabric.core.transports.amqp import (
 # Seconds of idleness after which the connection is rebuilt before use: between publishes no
 # loop answers the broker's heartbeats, so it may have dropped us meanwhile.
 IDLE_RECONNECT = 20.0
-# RabbitMQ's default max_message_size; a larger body makes the broker close the channel.
-MAX_MESSAGE_SIZE = 128 * 1024 * 1024
-TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
 
 class RabbitMQTransport(Transport):
@@ -90,12 +86,7 @@ class RabbitMQTransport(Transport):
 		self._selected = False
 		self._until: Callable[[], bool] | None = None
 		self._declared: set[str] = set()
-		self._pending: dict[int, tuple[int, AmqpAddress]] = {}
-		self._returned: dict[int, str] = {}
-		self._results: list[Delivery | None] = []
-		self._destinations: list[str] = []
-		self._sizes: list[int] = []
-		self._message_ids: list[str | None] = []
+		self._batch: ConfirmBatch | None = None
 		self._next_tag = 0
 		self._last_used = 0.0
 
@@ -119,108 +110,57 @@ class RabbitMQTransport(Transport):
 			except FabricError as exc:
 				self._disconnect()
 				return [Delivery(False, m.destination, error=exc) for m in messages]
-			self._results = [None] * len(messages)
-			self._destinations = [m.destination for m in messages]
-			self._sizes = [len(m.body) for m in messages]
-			self._message_ids = [None] * len(messages)
+			batch = self._batch = ConfirmBatch(messages)
 			try:
 				for index, (message, address) in enumerate(zip(messages, addresses, strict=True)):
 					if address.exchange in refused:
-						self._results[index] = Delivery(
-							False, message.destination, error=refused[address.exchange]
-						)
+						batch.fail(index, refused[address.exchange])
 						continue
 					if len(message.body) > self.max_message_size:
 						# The broker would close the channel and lose the rest of the batch with it.
-						self._results[index] = Delivery(
-							False,
-							message.destination,
-							error=too_large(len(message.body), self.max_message_size),
-						)
+						batch.fail(index, too_large(len(message.body), self.max_message_size))
 						continue
 					try:
 						properties = amqp_properties(message, self.prefix, self.app_id)
-						self._message_ids[index] = properties.message_id
 						# pika encodes the whole message before writing any of it: a refusal here
 						# sent nothing and used no sequence number on the channel.
 						self._channel.basic_publish(
 							address.exchange, address.routing_key, message.body, properties, self.mandatory
 						)
 					except UNENCODABLE as exc:
-						self._results[index] = Delivery(
-							False, message.destination, error=unencodable(address, exc)
-						)
+						batch.fail(index, unencodable(address, exc))
 						continue
 					self._next_tag += 1
-					self._pending[self._next_tag] = (index, address)
-				self._wait(lambda: not self._pending or self._failure is not None, deadline)
+					batch.sent(index, self._next_tag, address, properties.message_id)
+				self._wait(lambda: not batch.pending or self._failure is not None, deadline)
 			except BaseException:
 				# Confirms of what went out are unaccounted for: start the next batch on a fresh channel.
 				self._disconnect()
-				self._pending, self._returned, self._results, self._destinations = {}, {}, [], []
 				raise
-			return self._collect()
-
-	def _collect(self) -> list[Delivery]:
-		unconfirmed = self._failure or TransportUnavailable(
-			f"RabbitMQ at {self.where} did not confirm the message in time.",
-			hint="The event is retried; check the broker's load and alarms (memory, disk).",
-		)
-		if self._pending:
-			# The channel's sequence numbers are unknown after a timeout: start over on a fresh one.
-			self._disconnect()
-		results = [
-			r or Delivery(False, d, error=unconfirmed)
-			for r, d in zip(self._results, self._destinations, strict=True)
-		]
-		self._pending, self._returned, self._results, self._destinations = {}, {}, [], []
-		self._sizes, self._message_ids = [], []
-		self._last_used = time.monotonic()
-		return results
+			finally:
+				self._batch = None
+			unconfirmed = self._failure or TransportUnavailable(
+				f"RabbitMQ at {self.where} did not confirm the message in time.",
+				hint="The event is retried; check the broker's load and alarms (memory, disk).",
+			)
+			if batch.pending:
+				# The channel's sequence numbers are unknown after a timeout: start over on a fresh one.
+				self._disconnect()
+			self._last_used = time.monotonic()
+			return batch.deliveries(unconfirmed)
 
 	def _on_confirm(self, frame) -> None:
-		tag, acked = frame.method.delivery_tag, isinstance(frame.method, pika.spec.Basic.Ack)
-		settled = [tag]
-		if frame.method.multiple:
-			# Pending tags are in publishing order, so the confirmed ones are a prefix.
-			settled = list(itertools.takewhile(lambda pending: pending <= tag, self._pending))
-		for confirmed in settled:
-			index, address = self._pending.pop(confirmed, (None, None))
-			if index is not None:
-				self._results[index] = self._delivery(index, address, confirmed, acked)
+		if self._batch is not None:
+			acked = isinstance(frame.method, pika.spec.Basic.Ack)
+			self._batch.confirm(frame.method.delivery_tag, frame.method.multiple, acked)
 		self._poke()
 
-	def _delivery(self, index: int, address: AmqpAddress, tag: int, acked: bool) -> Delivery:
-		destination = self._destinations[index]
-		if not acked:
-			error = BrokerNack(
-				f"RabbitMQ refused the message for exchange {address.exchange!r} (negative confirm).",
-				hint="A queue may be full with overflow=reject-publish; the event is retried.",
-			)
-			return Delivery(False, destination, error=error)
-		if index in self._returned:
-			error = MessageUnroutable(
-				f"No queue is bound to exchange {address.exchange!r} for routing key "
-				f"{address.routing_key!r} ({self._returned[index]}).",
-				hint="Bind a queue for it (or turn 'mandatory' off to let such messages drop), then retry.",
-			)
-			return Delivery(False, destination, error=error)
-		return Delivery(True, destination, partition=0, offset=tag)
-
 	def _on_return(self, channel, method, properties, body) -> None:
-		# A return precedes the confirm of the same message, and returns come in publishing
-		# order, so it belongs to the oldest unconfirmed, unreturned message with its address
-		# and message id: where headers route (a headers exchange), a message to the same
-		# address may have been routed before it and still wait for its confirm.
-		address = AmqpAddress(method.exchange, method.routing_key)
-		for index, pending_address in self._pending.values():
-			if (
-				pending_address == address
-				and self._message_ids[index] == properties.message_id
-				and index not in self._returned
-			):
-				self._returned[index] = f"{method.reply_code} {method.reply_text}"
-				return
+		if self._batch is not None:
+			reason = f"{method.reply_code} {method.reply_text}"
+			self._batch.returned(
+				AmqpAddress(method.exchange, method.routing_key), properties.message_id, reason
+			)
 
 	# -- connection and channel ------------------------------------------------------------
 
@@ -279,27 +219,12 @@ class RabbitMQTransport(Transport):
 		if channel is self._channel:
 			self._channel = None
 			self._channel_error = reason
-			if self._pending:
-				self._refusetoo_large(str(reason))
+			if self._batch is not None and self._batch.pending:
+				self._batch.refuse_too_large(str(reason))
 				self._failure = TransportUnavailable(
 					f"RabbitMQ closed the publishing channel: {reason}.", hint="The events are retried."
 				)
 		self._poke()
-
-	def _refusetoo_large(self, reason: str) -> None:
-		"""Fails for good the unconfirmed message whose size made the broker close the channel."""
-		found = TOO_LARGE.search(reason)
-		if found is None:
-			return
-		size, limit = int(found.group(1)), int(found.group(2))
-		# The broker refuses the first message over its limit, so the oldest unconfirmed one of that size.
-		for tag, (index, _address) in self._pending.items():
-			if self._sizes[index] == size:
-				del self._pending[tag]
-				self._results[index] = Delivery(
-					False, self._destinations[index], error=too_large(size, limit)
-				)
-				return
 
 	def _ensure_exchanges(self, exchanges: Iterable[str], deadline: float) -> dict[str, FabricError]:
 		"""Declares (or, with declaring off, checks) each exchange once; returns those refused."""
@@ -387,17 +312,7 @@ class RabbitMQTransport(Transport):
 				return ConnectionReport(False, str(exc))
 			server = self._connection.server_properties or {}
 			self._last_used = time.monotonic()
-		server_name = f"{_text(server.get('product')) or 'RabbitMQ'} {_text(server.get('version')) or '?'}"
-		state = "exists"
-		if missing is not None:
-			state = "is declared on first publish" if self.declare_exchanges else f"is MISSING ({missing})"
-		vhost = self.parameters.virtual_host
-		return ConnectionReport(
-			missing is None or self.declare_exchanges,
-			f"Connected to {server_name} at {self.parameters.host}:{self.parameters.port}, vhost {vhost!r}; "
-			f"exchange {self.exchange!r} {state}.",
-			(("server", server_name), ("vhost", vhost), ("exchange", f"{self.exchange} {state}")),
-		)
+		return connection_report(server, self.parameters, self.exchange, missing, self.declare_exchanges)
 
 	def declare_queue(
 		self,
@@ -423,7 +338,3 @@ class RabbitMQTransport(Transport):
 		"""Closes the publishing connection."""
 		with self._lock:
 			self._disconnect()
-
-
-def _text(value: Any) -> str:
-	return value.decode() if isinstance(value, bytes) else str(value or "")
