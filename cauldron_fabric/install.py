@@ -12,9 +12,10 @@ PUBLISHER_ROLE = "Fabric Publisher"  # may publish events through the API, nothi
 
 SUPPORTED_DATABASES = ("mariadb",)
 
-# The retention purge and the Desk's "Created On" filters read the Event Log by creation;
-# Frappe indexes creation only for DocTypes sorted by it (the Event Log sorts by name).
-# Named as Frappe names its own creation index, so the two never coexist.
+# The retention purge, Desk's Event Log list (sorted by creation) and its "Created On" filters
+# read the Event Log by creation. Frappe adds this index for a DocType sorted by creation only
+# when it alters an existing table, not when it creates one; named as Frappe names it, so the
+# two never coexist.
 SITE_INDEXES = {"creation": ("creation",)}
 
 

@@ -149,26 +149,26 @@ def hot_queries(rows: int) -> dict[str, tuple[str, tuple]]:
 			f"SELECT COUNT(*), COALESCE(SUM(name), 0) FROM {t} WHERE name > %s AND name <= %s",
 			(mid, mid + 100),
 		),
-		"desk: newest": (f"SELECT name FROM {t} ORDER BY name DESC LIMIT 20", ()),
+		"desk: newest": (f"SELECT name FROM {t} ORDER BY creation DESC LIMIT 20", ()),
 		"desk: by type": (
-			f"SELECT name FROM {t} WHERE event_type = %s ORDER BY name DESC LIMIT 20",
+			f"SELECT name FROM {t} WHERE event_type = %s ORDER BY creation DESC LIMIT 20",
 			("sales_invoice.updated",),
 		),
 		"desk: by entity": (
-			f"SELECT name FROM {t} WHERE entity = %s ORDER BY name DESC LIMIT 20",
+			f"SELECT name FROM {t} WHERE entity = %s ORDER BY creation DESC LIMIT 20",
 			(entity,),
 		),
 		"desk: by entity id": (
-			f"SELECT name FROM {t} WHERE entity_id = %s ORDER BY name DESC LIMIT 20",
+			f"SELECT name FROM {t} WHERE entity_id = %s ORDER BY creation DESC LIMIT 20",
 			(entity_id,),
 		),
 		"desk: by status": (
-			f"SELECT name FROM {t} WHERE status = %s ORDER BY name DESC LIMIT 20",
+			f"SELECT name FROM {t} WHERE status = %s ORDER BY creation DESC LIMIT 20",
 			(FAILED,),
 		),
 		"desk: count by status": (f"SELECT COUNT(*) FROM {t} WHERE status = %s", (FAILED,)),
 		"desk: created in a day": (
-			f"SELECT name FROM {t} WHERE creation BETWEEN %s AND %s ORDER BY name DESC LIMIT 20",
+			f"SELECT name FROM {t} WHERE creation BETWEEN %s AND %s ORDER BY creation DESC LIMIT 20",
 			(add_days(now, -40), add_days(now, -39)),
 		),
 		"desk: count created in a day": (
