@@ -36,17 +36,19 @@ def delivery_worker_statuses() -> list[dict[str, Any]]:
 
 
 def delivery_queue_status() -> dict[str, Any]:
-	"""Returns pending, due and dead deliveries and how long the oldest due one has waited.
+	"""Returns pending, due and dead deliveries (capped, see capped_count) and how long the
+	oldest due one has waited.
 
 	Every read stays in the workers' ``(status, next_attempt_at, name)`` index: the counts read
 	only its entries for one status (and, for the due ones, a range of times), and the oldest
 	due delivery is its first entry in that range, one row read.
 	"""
+	from cauldron_fabric.services.status import capped_count
+
 	now = now_datetime()
-	count = f"SELECT COUNT(*) FROM `{DEFAULT_TABLE}` WHERE status = %s"
-	pending = frappe.db.sql(count, (PENDING,))[0][0]
-	dead = frappe.db.sql(count, (DEAD,))[0][0]
-	due = frappe.db.sql(count + " AND next_attempt_at <= %s", (PENDING, now))[0][0]
+	pending, pending_capped = capped_count(DEFAULT_TABLE, "status = %s", (PENDING,))
+	dead, dead_capped = capped_count(DEFAULT_TABLE, "status = %s", (DEAD,))
+	due, due_capped = capped_count(DEFAULT_TABLE, "status = %s AND next_attempt_at <= %s", (PENDING, now))
 	oldest = frappe.db.sql(
 		f"""SELECT next_attempt_at FROM `{DEFAULT_TABLE}` WHERE status = %s AND next_attempt_at <= %s
 		ORDER BY next_attempt_at LIMIT 1""",
@@ -54,8 +56,11 @@ def delivery_queue_status() -> dict[str, Any]:
 	)
 	age = (now - get_datetime(oldest[0][0])).total_seconds() if oldest else 0
 	return {
-		"pending": int(pending),
-		"due": int(due),
-		"dead": int(dead),
+		"pending": pending,
+		"pendingCapped": pending_capped,
+		"due": due,
+		"dueCapped": due_capped,
+		"dead": dead,
+		"deadCapped": dead_capped,
 		"oldestDueSeconds": round(max(age, 0), 3),
 	}

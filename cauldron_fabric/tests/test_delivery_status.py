@@ -102,7 +102,10 @@ class TestDeliveryWorkerHeartbeats(WorkerCase):
 		status = json.loads(shown.stdout)
 		(listed,) = [w for w in status["deliveryWorkers"] if w["name"].endswith(pid)]
 		self.assertGreaterEqual(listed["delivered"], 2)
-		self.assertEqual(set(status["deliveries"]), {"pending", "due", "dead", "oldestDueSeconds"})
+		self.assertEqual(
+			set(status["deliveries"]),
+			{"pending", "pendingCapped", "due", "dueCapped", "dead", "deadCapped", "oldestDueSeconds"},
+		)
 		worker.send_signal(signal.SIGTERM)
 		_, stderr = worker.communicate(timeout=30)
 		self.assertEqual(worker.returncode, 0, stderr)

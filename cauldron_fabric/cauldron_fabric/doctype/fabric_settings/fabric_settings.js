@@ -55,8 +55,14 @@ frappe.ui.form.on("Fabric Settings", {
 					.join("")
 			: `<tr><td colspan="5">${__("No relay has reported. Start one with: bench --site SITE fabric relay")}</td></tr>`;
 		const outbox = message.outbox;
+		// A count that stopped at its cap says so: "more than 10,000", never a wrong number.
+		const count = (n, capped) => (capped ? __("more than {0}", [format_number(n, null, 0)]) : format_number(n, null, 0));
 		frm.get_field("relay_status").$wrapper.html(`
-			<p>${__("Pending: {0}, failed: {1}, oldest pending: {2} s", [outbox.pending, outbox.failed, outbox.oldestPendingSeconds])}</p>
+			<p>${__("Pending: {0}, failed: {1}, oldest pending: {2} s", [
+				count(outbox.pending, outbox.pendingCapped),
+				count(outbox.failed, outbox.failedCapped),
+				outbox.oldestPendingSeconds,
+			])}</p>
 			<table class="table table-bordered table-sm">
 				<thead><tr><th>${__("Relay")}</th><th>${__("Heartbeat")}</th><th>${__("Published")}</th>
 				<th>${__("Failed")}</th><th>${__("Last error")}</th></tr></thead>
@@ -76,7 +82,12 @@ frappe.ui.form.on("Fabric Settings", {
 			: `<tr><td colspan="8">${__("No delivery worker has reported. Start one with: bench --site SITE fabric deliver")}</td></tr>`;
 		const queue = message.deliveries;
 		frm.get_field("relay_status").$wrapper.append(`
-			<p>${__("Deliveries pending: {0}, due: {1}, dead: {2}, oldest due for: {3} s", [queue.pending, queue.due, queue.dead, queue.oldestDueSeconds])}</p>
+			<p>${__("Deliveries pending: {0}, due: {1}, dead: {2}, oldest due for: {3} s", [
+				count(queue.pending, queue.pendingCapped),
+				count(queue.due, queue.dueCapped),
+				count(queue.dead, queue.deadCapped),
+				queue.oldestDueSeconds,
+			])}</p>
 			<table class="table table-bordered table-sm">
 				<thead><tr><th>${__("Delivery worker")}</th><th>${__("Heartbeat")}</th><th>${__("Delivered")}</th>
 				<th>${__("Retried")}</th><th>${__("Dead")}</th><th>${__("In flight")}</th><th>${__("Overdue")}</th>
