@@ -24,11 +24,13 @@ def capped_count(table: str, where: str, params: tuple, cap: int = STATUS_COUNT_
 	The count reads at most ``cap + 1`` index entries. Past the cap it gives ``cap`` and True:
 	"more than ``cap``", a bound that is never wrong, where an estimate could be.
 	"""
-	found = frappe.db.sql(
-		f"SELECT COUNT(*) FROM (SELECT 1 FROM `{table}` WHERE {where} LIMIT {int(cap) + 1}) AS counted",
-		params,
-	)[0][0]
+	found = frappe.db.sql(capped_count_sql(table, where, cap), params)[0][0]
 	return min(int(found), cap), int(found) > cap
+
+
+def capped_count_sql(table: str, where: str, cap: int = STATUS_COUNT_CAP) -> str:
+	"""Returns the statement capped_count runs: a COUNT over at most ``cap + 1`` matching rows."""
+	return f"SELECT COUNT(*) FROM (SELECT 1 FROM `{table}` WHERE {where} LIMIT {int(cap) + 1}) AS counted"
 
 
 def outbox_status() -> dict[str, Any]:
