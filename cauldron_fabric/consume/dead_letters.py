@@ -25,21 +25,31 @@ from cauldron_fabric.core.consumer.messages import (
 	ORIGIN_PARTITION,
 	ORIGIN_TOPIC,
 	DeadLetter,
+	Origin,
 )
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError, FabricError, InvalidEnvelope
+from cauldron_fabric.core.markup import plain
 from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports import open_transport
 
 SOURCE = "Consumer"
 OPEN_STATUSES = ("Dead", "Retrying")
 BODY_LIMIT = 1_000_000
+TEXT_LENGTH = 140  # Data columns
 
 
 def record_dead_letter(letter: DeadLetter) -> None:
-	"""Files a Dead Letter for a consumer's dead message (once per origin), in its own transaction."""
+	"""Files a Dead Letter for a consumer's dead message (once per origin), in its own transaction.
+
+	The origin's topic is a routing key or a header any producer sets, the entity and its id
+	what the producer wrote: they are kept as plain text cut to the columns (Frappe's save
+	would rewrite markup, so the lookup by the text as it came never found the letter again,
+	and refuse a longer text, so the letter was never filed and the message failed for ever),
+	and the exact topic in the attempt log, for Retry.
+	"""
 	frappe.db.rollback()
-	reference = str(letter.origin)
+	reference = origin_reference(letter.origin)
 	if frappe.db.exists(
 		"Dead Letter",
 		{
@@ -60,21 +70,22 @@ def record_dead_letter(letter: DeadLetter) -> None:
 			"reference": reference,
 			"event_id": envelope.id if envelope else None,
 			"event_type": envelope.type if envelope else None,
-			"entity": envelope.data.entity if envelope else None,
-			"entity_id": envelope.data.entity_id if envelope else None,
+			"entity": shown(envelope.data.entity) if envelope else None,
+			"entity_id": shown(envelope.data.entity_id) if envelope else None,
 			"attempts": letter.attempts,
-			"last_error": letter.failure.message,
+			"last_error": plain(letter.failure.message),
 			"error_class": letter.failure.error_class,
 			"attempt_log": json.dumps(
 				{
 					"reason": letter.failure.reason,
 					"broker": letter.broker,
 					"deadLetterDestination": letter.destination,
+					"originTopic": letter.origin.topic,
 					**stored_key(letter.key),
 				},
 				indent=1,
 			),
-			"origin_topic": letter.origin.topic,
+			"origin_topic": shown(letter.origin.topic),
 			"origin_partition": letter.origin.partition,
 			"origin_offset": letter.origin.offset,
 			"envelope": envelope.to_json()
@@ -83,6 +94,18 @@ def record_dead_letter(letter: DeadLetter) -> None:
 		}
 	).insert(ignore_permissions=True)
 	frappe.db.commit()
+
+
+def shown(text: str) -> str:
+	"""Returns a text from outside as a Data column keeps it: plain (see plain), cut to fit."""
+	return plain(text)[:TEXT_LENGTH]
+
+
+def origin_reference(origin: Origin) -> str:
+	"""Returns the reference a letter is found by: ``topic/partition/offset`` as plain text, the
+	topic cut so that it fits the column with its partition and offset."""
+	place = f"/{origin.partition}/{origin.offset}"
+	return plain(origin.topic)[: TEXT_LENGTH - len(place)] + place
 
 
 def stored_key(key: bytes | None) -> dict[str, str]:
@@ -128,7 +151,7 @@ def retry(dead_letter) -> None:
 	group = dead_letter.consumer_group
 	headers = (
 		*kafka_headers(envelope),
-		(ORIGIN_TOPIC, dead_letter.origin_topic or ""),
+		(ORIGIN_TOPIC, details.get("originTopic") or dead_letter.origin_topic or ""),
 		(ORIGIN_PARTITION, str(dead_letter.origin_partition or 0)),
 		(ORIGIN_OFFSET, str(dead_letter.origin_offset or 0)),
 		(CONSUMER_GROUP, group),

@@ -23,6 +23,7 @@ from cauldron_fabric.core.consumer import Consumer, ConsumerCounts, ConsumerOpti
 from cauldron_fabric.core.consumer.crashes_redis import RedisCrashCounter
 from cauldron_fabric.core.consumer.handlers import Handler
 from cauldron_fabric.core.errors import ConfigurationError, RetryableError
+from cauldron_fabric.core.markup import has_markup
 from cauldron_fabric.core.naming import topic_for
 from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.core.sqlsession import is_connection_error
@@ -69,6 +70,14 @@ def build_consumer(
 ) -> tuple[Consumer, ConsumerSettings, list[str]]:
 	"""Builds a consumer of this site from Fabric Settings and the hooked handlers."""
 	settings = load_consumer_settings(broker)
+	group = group or settings.group
+	if has_markup(group):
+		# A name must stay exact: Frappe's save rewrites markup, so the group's Dead Letters
+		# would name another group, be filed again at every redelivery and retried to nobody.
+		raise ConfigurationError(
+			f"Consumer group {group!r} holds < or >, which a consumer group's name may not contain.",
+			hint="Choose a group name without < or > (--group, or Consumer group in Fabric Settings).",
+		)
 	table = load_handler_table(settings.handler_user, extra_handlers)
 	if not len(table):
 		raise ConfigurationError(
@@ -77,7 +86,7 @@ def build_consumer(
 		)
 	chosen = list(topics) or ([] if pattern else default_topics(settings, table))
 	options = ConsumerOptions(
-		group=group or settings.group,
+		group=group,
 		max_attempts=settings.max_attempts,
 		crash_limit=settings.crash_limit,
 		max_kept_replies_bytes=MAX_BODY_BYTES,  # as large as an event the site takes

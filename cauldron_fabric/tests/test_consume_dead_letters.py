@@ -1,0 +1,97 @@
+"""A consumer's dead letter is filed once per origin and sent back to its group as it came.
+
+record_dead_letter is called as the consumer runner calls it; a message redelivered after the
+consumer died between filing its letter and acknowledging it is filed again with the same origin.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+
+from cauldron_fabric.consume.dead_letters import record_dead_letter
+from cauldron_fabric.consume.runner import build_consumer
+from cauldron_fabric.core.consumer.kafka_group import retry_topic
+from cauldron_fabric.core.consumer.messages import ATTEMPTS, ORIGIN_TOPIC, DeadLetter, Failure, Origin
+from cauldron_fabric.core.errors import ConfigurationError
+from cauldron_fabric.testing.kafka_broker import read_topic
+from cauldron_fabric.tests.test_consume import charge, group_name
+from cauldron_fabric.tests.test_consume_support import dead_letters
+from cauldron_fabric.tests.utils import start_broker
+
+MARKUP_KEY = "orders.<b>x</b>.<img src=x onerror=alert(1)>"
+
+
+def dead_letter(group: str, topic: str, broker: str = "amqp", entity_id: str = "CH-5") -> DeadLetter:
+	"""Returns a letter for a failed charge consumed from ``topic`` (a routing key on RabbitMQ)."""
+	envelope = charge(5)
+	envelope = replace(envelope, data=replace(envelope.data, entity_id=entity_id))
+	return DeadLetter(
+		group=group,
+		origin=Origin(topic, 0, 7),
+		attempts=3,
+		failure=Failure("attempts-exhausted", "builtins.RuntimeError", f"no route for {topic}"),
+		destination=f"{group}.dead",
+		body=envelope.to_json().encode(),
+		envelope=envelope,
+		broker=broker,
+	)
+
+
+class TestRecordingDeadLetters(FrappeTestCase):
+	def test_a_letter_filed_again_after_a_crash_is_one_letter_even_with_markup_in_its_routing_key(self):
+		group = group_name("markup")
+		letter = dead_letter(group, MARKUP_KEY, entity_id="CH-<i>5</i>")
+		record_dead_letter(letter)
+		record_dead_letter(letter)  # redelivered: the consumer died before acknowledging it
+		(row,) = dead_letters(group)
+		shown = MARKUP_KEY.replace("<", "\u2039").replace(">", "\u203a")
+		self.assertEqual((row.origin_topic, row.reference), (shown, f"{shown}/0/7"))
+		self.assertEqual(row.last_error, f"no route for {shown}")
+		self.assertEqual(
+			frappe.db.get_value("Dead Letter", row.name, "entity_id"), "CH-\u2039i\u203a5\u2039/i\u203a"
+		)
+		self.assertEqual(row.log["originTopic"], MARKUP_KEY, "the exact origin, for Retry")
+
+	def test_a_letter_with_texts_longer_than_the_columns_is_filed_once(self):
+		# Routing keys go up to 255 bytes, entity ids have no limit: a text over 140 characters
+		# failed the insert, so the message was kept and failed again for ever.
+		group, topic = group_name("long"), "orders." + "x" * 240
+		letter = dead_letter(group, topic, entity_id="CH-" + "9" * 300)
+		record_dead_letter(letter)
+		record_dead_letter(letter)
+		(row,) = dead_letters(group)
+		self.assertTrue(row.reference.endswith("/0/7"))
+		self.assertEqual(len(row.reference), 140)
+		self.assertEqual(frappe.db.get_value("Dead Letter", row.name, "entity_id"), "CH-" + "9" * 137)
+		self.assertEqual(row.log["originTopic"], topic)
+
+
+class TestRetryingDeadLetters(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		start_broker(cls)
+
+	def test_retry_sends_the_exact_origin_back_with_the_event(self):
+		group = group_name("retry-origin")
+		letter = dead_letter(group, MARKUP_KEY, broker="kafka")
+		record_dead_letter(letter)
+		(row,) = dead_letters(group)
+		frappe.get_doc("Dead Letter", row.name).retry()
+		frappe.db.commit()
+		(copy,) = read_topic(self.broker.bootstrap, retry_topic(group, 1), 1)
+		headers = dict(copy.headers())
+		self.assertEqual(json.loads(copy.value())["id"], letter.envelope.id)
+		self.assertEqual((headers[ORIGIN_TOPIC], headers[ATTEMPTS]), (MARKUP_KEY.encode(), b"1"))
+
+	def test_a_consumer_group_with_markup_is_refused_before_consuming(self):
+		# Its Dead Letters would be filed under another name (Frappe rewrites markup on save), so
+		# each redelivery after a crash would file another, and Retry would send to no group.
+		with self.assertRaises(ConfigurationError) as caught:
+			build_consumer(group="billing.<b>x</b>", topics=["t"])
+		self.assertIn("'billing.<b>x</b>'", str(caught.exception))
+		self.assertIn("< or >", str(caught.exception))
