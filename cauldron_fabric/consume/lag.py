@@ -12,10 +12,10 @@ import pika.exceptions
 from cauldron_fabric.consume.handlers import load_handler_table
 from cauldron_fabric.consume.runner import default_topics
 from cauldron_fabric.consume.settings import load_consumer_settings
-from cauldron_fabric.core.consumer.factory import kafka_bootstrap, retry_delays
+from cauldron_fabric.core.consumer.factory import every_retry_delay, kafka_bootstrap
 from cauldron_fabric.core.consumer.kafka_group import group_lag, retry_prefix
 from cauldron_fabric.core.consumer.options import ConsumerOptions
-from cauldron_fabric.core.consumer.rabbitmq_queues import retry_queue
+from cauldron_fabric.core.consumer.rabbitmq_queues import queue_depth, retry_queue
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
 from cauldron_fabric.core.transports.amqp import connection_parameters
 
@@ -28,8 +28,8 @@ def broker_lag(
 	group = group or settings.group
 	if settings.broker == "rabbitmq":
 		# Retries wait in delay queues before coming back: they are lag too, as Kafka's retry
-		# topics are.
-		delays = retry_delays(ConsumerOptions(group=group, max_attempts=settings.max_attempts))
+		# topics are, those of a higher attempts setting included.
+		delays = every_retry_delay(ConsumerOptions(group=group, max_attempts=settings.max_attempts))
 		waiting = [retry_queue(group, delay) for delay in sorted(set(delays))]
 		return queue_depths(settings.broker_url, settings.broker_options, group, waiting)
 	chosen = list(topics) or default_topics(settings, load_handler_table(settings.handler_user))
@@ -58,7 +58,9 @@ def queue_depths(
 ) -> list[dict[str, Any]]:
 	"""Returns the ready messages of a group's queue and of its delay queues, each as one partition.
 
-	A delay queue not declared yet (no retry so far) holds nothing and is left out.
+	A delay queue not declared yet (no retry so far) holds nothing and is left out. Messages
+	delivered to a running consumer and not acknowledged yet are no queue's ready messages: AMQP
+	tells them to that consumer alone, which reports them (``in_flight``, see get_consumers).
 	"""
 	try:
 		connection = pika.BlockingConnection(connection_parameters(url, options))
@@ -67,14 +69,14 @@ def queue_depths(
 	depths = []
 	try:
 		for name in (queue, *delay_queues):
-			try:
-				count = connection.channel().queue_declare(name, passive=True).method.message_count
-			except pika.exceptions.ChannelClosedByBroker as exc:
-				if name != queue:
-					continue
+			count = queue_depth(connection, name)
+			if count is None and name != queue:
+				continue
+			if count is None:
 				raise TransportUnavailable(
-					f"Consumer group {queue!r} has no queue yet: {exc.reply_text}."
-				) from exc
+					f"Consumer group {queue!r} has no queue on RabbitMQ yet.",
+					hint="Its queue is declared when a consumer of the group first starts; check the group's name.",
+				)
 			depths.append(
 				{"topic": name, "partition": 0, "position": None, "high_watermark": None, "lag": count}
 			)

@@ -278,6 +278,22 @@ class TestConsumingFromRabbitMQ(FrappeTestCase):
 		self.assertEqual(lag["lag"], 3, lag)
 		self.assertIn(f"{group}.retry.1000ms", {p["topic"] for p in lag["partitions"]})
 
+	def test_the_lag_counts_retries_left_in_the_delay_queue_of_a_higher_attempts_setting(self):
+		# With 6 attempts the fifth retry waits 256 s; lowered to 2 (this class), the lag looked
+		# only at the 1 s queue, though the retries still come back from the 256 s one.
+		from cauldron_fabric.api import consumers as consumers_api
+		from cauldron_fabric.core.consumer.rabbitmq_queues import declare_group_queues
+
+		group, earlier = group_name("rabbit-old-lag"), [1.0, 4.0, 16.0, 64.0, 256.0]
+		self.addCleanup(delete_rabbitmq_topology, self.exchange, group, earlier)
+		rabbit = RabbitMQ(RABBITMQ_URL)
+		declare_group_queues(rabbit.channel, group, self.exchange, ["agent.#"], earlier)
+		rabbit.publish("", f"{group}.retry.256000ms", approval_requested().to_json().encode())
+		rabbit.close()
+		lag = consumers_api.get_lag(group, broker="rabbitmq")
+		self.assertEqual(lag["lag"], 1, lag)
+		self.assertIn(f"{group}.retry.256000ms", {p["topic"] for p in lag["partitions"]})
+
 	def test_a_request_that_expires_unanswered_is_counted_and_dropped_not_served_late(self):
 		# A request no responder took in time expired into <group>.dead: never read, never
 		# shown, one more message there for every timeout.
@@ -302,9 +318,8 @@ class TestConsumingFromRabbitMQ(FrappeTestCase):
 		self.assertEqual(rabbit.drain(f"{group}.expired"), [])
 
 
-def delete_rabbitmq_topology(exchange: str, group: str) -> None:
+def delete_rabbitmq_topology(exchange: str, group: str, delays: list[float] = [1.0]) -> None:  # noqa: B006
 	rabbit = RabbitMQ(RABBITMQ_URL)
-	rabbit.delete(
-		(group, f"{group}.dead", f"{group}.expired", f"{group}.retry.1000ms"), (exchange, f"{exchange}.dlx")
-	)
+	retries = tuple(f"{group}.retry.{int(d * 1000)}ms" for d in delays)
+	rabbit.delete((group, f"{group}.dead", f"{group}.expired", *retries), (exchange, f"{exchange}.dlx"))
 	rabbit.close()

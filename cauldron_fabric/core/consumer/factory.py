@@ -39,6 +39,21 @@ def retry_delays(options: ConsumerOptions) -> list[float]:
 	return [options.backoff.delay(n) for n in range(1, max(2, options.max_attempts))]
 
 
+def every_retry_delay(options: ConsumerOptions, limit: int = 64) -> list[float]:
+	"""Returns every delay the options' backoff gives a retry, whatever the attempts setting.
+
+	RabbitMQ's delay queues are named after their delay: after the attempts are lowered,
+	retries still wait in those of the higher setting, and come back to the group when due.
+	"""
+	delays: list[float] = []
+	for attempt in range(1, limit + 1):
+		delay = options.backoff.delay(attempt)
+		if delay in delays:  # at the ceiling: every later retry waits as long
+			break
+		delays.append(delay)
+	return delays
+
+
 def open_source(
 	url: str,
 	options: ConsumerOptions,
@@ -59,7 +74,14 @@ def open_source(
 			options=broker_options,
 		)
 	keys = list(topics) or ([pattern] if pattern else [])
-	return adapter(url, options.group, keys, retry_delays=retry_delays(options), options=broker_options)
+	return adapter(
+		url,
+		options.group,
+		keys,
+		retry_delays=retry_delays(options),
+		lag_delays=every_retry_delay(options),
+		options=broker_options,
+	)
 
 
 def open_requester(

@@ -187,13 +187,19 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class PartitionLag:
-	"""How far a consumer is behind on one partition (RabbitMQ: a queue as partition 0)."""
+	"""How far a consumer is behind on one partition (RabbitMQ: a queue as partition 0).
+
+	On RabbitMQ ``lag`` is the queue's ready messages plus ``in_flight``: those the broker
+	delivered to this consumer and it has not acknowledged yet (in hand, deferred, prefetched).
+	Other consumers' are theirs to report: AMQP tells nobody else.
+	"""
 
 	topic: str
 	partition: int
 	position: int | None
 	high_watermark: int | None
 	lag: int | None
+	in_flight: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

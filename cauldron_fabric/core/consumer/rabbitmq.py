@@ -55,6 +55,7 @@ from cauldron_fabric.core.consumer.rabbitmq_queues import (
 	dead_letter_queue,
 	declare_group_queues,
 	expired_queue,
+	group_depths,
 	retry_queue,
 )
 from cauldron_fabric.core.consumer.reply_addresses import ReplyAddressPolicy, reply_address_patterns
@@ -96,6 +97,7 @@ class RabbitMQSource(MessageSource):
 		binding_keys: Sequence[str],
 		*,
 		retry_delays: Sequence[float] = (1.0, 4.0, 16.0, 64.0),
+		lag_delays: Sequence[float] = (),
 		options: dict[str, Any] | None = None,
 	):
 		if not group or not binding_keys:
@@ -108,6 +110,8 @@ class RabbitMQSource(MessageSource):
 		self.exchange = self.options.get("exchange") or DEFAULT_EXCHANGE
 		self.binding_keys = [amqp_binding_key(k) for k in binding_keys]
 		self.retry_delays = list(retry_delays) or [1.0]
+		# Delays of other attempts settings: their queues, if declared, may still hold retries.
+		self.lag_delays = sorted(set(lag_delays) - set(self.retry_delays))
 		self.prefetch = int(self.options.get("prefetch") or 50)
 		self.confirm_timeout = float(self.options.get("confirm_timeout") or CONFIRM_TIMEOUT)
 		self.reply_addresses = ReplyAddressPolicy(
@@ -123,6 +127,9 @@ class RabbitMQSource(MessageSource):
 		self._cancelled = False
 		self._buffer: deque[InboundMessage] = deque()
 		self._deferred: list[tuple[float, InboundMessage]] = []
+		# Delivery tags not acknowledged yet, per queue: the broker counts them as no queue's
+		# ready messages, and without the management plugin tells nobody else of them.
+		self._unacked: dict[str, set[int]] = {}
 		self._connect()
 
 	# -- connection -------------------------------------------------------------------------
@@ -158,6 +165,7 @@ class RabbitMQSource(MessageSource):
 			) from exc
 		self._connection, self._channel, self._cancelled = connection, channel, False
 		self._generation += 1
+		self._unacked = {}
 
 	def _on_cancelled(self, _frame) -> None:
 		# The broker ends the consumer when its queue is deleted (or its node fails): without
@@ -169,15 +177,18 @@ class RabbitMQSource(MessageSource):
 		connection, self._connection, self._channel = self._connection, None, None
 		self._buffer.clear()
 		self._deferred.clear()  # unacknowledged: the broker hands them out again
+		self._unacked = {}  # ready in the queue again
 		close_quietly(connection)
 
 	def _on_message(self, channel, method, properties, body: bytes) -> None:
 		topic = method.routing_key if method.exchange else self.queue
+		self._unacked.setdefault(self.queue, set()).add(method.delivery_tag)
 		self._buffer.append(inbound_message(topic, method, properties, body, self._generation))
 
 	def _on_expired(self, channel, method, properties, body: bytes) -> None:
 		deaths = (properties.headers or {}).get("x-death") or [{}]
 		reason = text(deaths[0].get("reason")) or "unknown"
+		self._unacked.setdefault(expired_queue(self.queue), set()).add(method.delivery_tag)
 		message = inbound_message(
 			expired_queue(self.queue), method, properties, body, self._generation, broker_death=reason
 		)
@@ -225,6 +236,9 @@ class RabbitMQSource(MessageSource):
 			self._channel.basic_ack(message.handle[1])
 		except AMQP_ERRORS as exc:
 			self._drop(exc)
+			return
+		for tags in self._unacked.values():
+			tags.discard(message.handle[1])
 
 	def defer(self, message: InboundMessage, until: float) -> None:
 		"""Keeps the message unacknowledged and hands it out again at ``until``."""
@@ -355,17 +369,30 @@ class RabbitMQSource(MessageSource):
 	def _depths(self) -> dict[str, int]:
 		if self._channel is None:
 			return {}
-		delays = sorted(set(self.retry_delays))
-		queues = [self.queue, *(retry_queue(self.queue, d) for d in delays), expired_queue(self.queue)]
 		try:
-			return {q: self._channel.queue_declare(q, passive=True).method.message_count for q in queues}
+			return group_depths(
+				self._connection, self._channel, self.queue, self.retry_delays, self.lag_delays
+			)
 		except AMQP_ERRORS as exc:
 			self._drop(exc)
 			return {}
 
 	def lag(self) -> list[PartitionLag]:
-		"""Returns the ready messages of the group's queue, of each delay queue and of expired requests."""
-		return [PartitionLag(queue, 0, None, None, depth) for queue, depth in self._depths().items()]
+		"""Returns per queue of the group (its queue, every delay queue that exists, expired
+		requests) the ready messages, plus those this consumer holds unacknowledged (in_flight)."""
+		held = {queue: len(tags) for queue, tags in self._unacked.items()}
+		consumed = (self.queue, expired_queue(self.queue))
+		return [
+			PartitionLag(
+				queue,
+				0,
+				None,
+				None,
+				depth + held.get(queue, 0),
+				held.get(queue, 0) if queue in consumed else None,
+			)
+			for queue, depth in self._depths().items()
+		]
 
 	def idle(self) -> bool:
 		"""Tells whether nothing is buffered, deferred, queued or waiting in a delay queue."""

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pika.exceptions
+
+NOT_FOUND = 404  # AMQP: no such queue
+
 # Expired requests kept while no member of the group drains them (the oldest go first); each
 # was a timeout at its requester already. Declared once: a new value needs a new queue name.
 EXPIRED_KEPT = 10_000
@@ -64,6 +68,35 @@ def declare_group_queues(
 				"x-dead-letter-routing-key": queue,
 			},
 		)
+
+
+def queue_depth(connection, queue: str) -> int | None:
+	"""Returns a queue's ready messages, or None when it does not exist.
+
+	Asked on a channel of its own: the broker closes the channel that names a missing queue.
+	"""
+	channel = connection.channel()
+	try:
+		count = channel.queue_declare(queue, passive=True).method.message_count
+	except pika.exceptions.ChannelClosedByBroker as exc:
+		if exc.reply_code == NOT_FOUND:
+			return None
+		raise
+	channel.close()
+	return count
+
+
+def group_depths(
+	connection, channel, queue: str, delays: Sequence[float], other_delays: Sequence[float] = ()
+) -> dict[str, int]:
+	"""Returns the ready messages of the group's queue, of its delay queues and of its expired
+	requests, declared on ``channel``; and of the delay queues of ``other_delays`` that exist."""
+	queues = [queue, *(retry_queue(queue, d) for d in sorted(set(delays))), expired_queue(queue)]
+	depths = {q: channel.queue_declare(q, passive=True).method.message_count for q in queues}
+	for name in (retry_queue(queue, d) for d in other_delays):
+		if (depth := queue_depth(connection, name)) is not None:
+			depths[name] = depth
+	return depths
 
 
 def amqp_binding_key(pattern: str) -> str:
