@@ -10,6 +10,7 @@ consumed the event are not bothered again.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 
 import frappe
@@ -25,7 +26,6 @@ from cauldron_fabric.core.consumer.messages import (
 	ORIGIN_PARTITION,
 	ORIGIN_TOPIC,
 	DeadLetter,
-	Origin,
 )
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError, FabricError, InvalidEnvelope
@@ -37,6 +37,8 @@ SOURCE = "Consumer"
 OPEN_STATUSES = ("Dead", "Retrying")
 BODY_LIMIT = 1_000_000
 TEXT_LENGTH = 140  # Data columns
+ID_SHOWN = 64  # longer event ids are referred to by their digest, leaving room for the topic
+AMQP = "amqp"
 
 
 def record_dead_letter(letter: DeadLetter) -> None:
@@ -49,7 +51,7 @@ def record_dead_letter(letter: DeadLetter) -> None:
 	and the exact topic in the attempt log, for Retry.
 	"""
 	frappe.db.rollback()
-	reference = origin_reference(letter.origin)
+	reference = origin_reference(letter)
 	if frappe.db.exists(
 		"Dead Letter",
 		{
@@ -101,10 +103,23 @@ def shown(text: str) -> str:
 	return plain(text)[:TEXT_LENGTH]
 
 
-def origin_reference(origin: Origin) -> str:
-	"""Returns the reference a letter is found by: ``topic/partition/offset`` as plain text, the
-	topic cut so that it fits the column with its partition and offset."""
-	place = f"/{origin.partition}/{origin.offset}"
+def origin_reference(letter: DeadLetter) -> str:
+	"""Returns the reference a letter is found by, as plain text: ``topic/partition/offset`` on
+	Kafka, ``routing key/event id`` on RabbitMQ; the topic cut so that the rest fits the column.
+
+	A RabbitMQ delivery tag (the origin's offset) counts deliveries on one channel and starts
+	again at 1 on the next: it names neither a redelivered message again nor one message alone.
+	A message that is no event is named by a digest of its body.
+	"""
+	origin = letter.origin
+	if letter.broker != AMQP:
+		place = f"/{origin.partition}/{origin.offset}"
+	elif letter.envelope is not None and len(letter.envelope.id) <= ID_SHOWN:
+		place = f"/{letter.envelope.id}"
+	else:
+		place = (
+			"/" + hashlib.sha256(letter.envelope.id.encode() if letter.envelope else letter.body).hexdigest()
+		)
 	return plain(origin.topic)[: TEXT_LENGTH - len(place)] + place
 
 
@@ -142,7 +157,7 @@ def retry(dead_letter) -> None:
 		envelope = Envelope.from_json(dead_letter.envelope or "")
 	except InvalidEnvelope as exc:
 		frappe.throw(_("The stored event cannot be read back: {0}").format(exc), title=_("Cannot retry"))
-	broker = "rabbitmq" if details.get("broker") == "amqp" else "kafka"
+	broker = "rabbitmq" if details.get("broker") == AMQP else "kafka"
 	try:
 		settings = load_consumer_settings(broker)
 	except ConfigurationError as exc:

@@ -49,7 +49,7 @@ class TestRecordingDeadLetters(FrappeTestCase):
 		record_dead_letter(letter)  # redelivered: the consumer died before acknowledging it
 		(row,) = dead_letters(group)
 		shown = MARKUP_KEY.replace("<", "\u2039").replace(">", "\u203a")
-		self.assertEqual((row.origin_topic, row.reference), (shown, f"{shown}/0/7"))
+		self.assertEqual((row.origin_topic, row.reference), (shown, f"{shown}/{letter.envelope.id}"))
 		self.assertEqual(row.last_error, f"no route for {shown}")
 		self.assertEqual(
 			frappe.db.get_value("Dead Letter", row.name, "entity_id"), "CH-\u2039i\u203a5\u2039/i\u203a"
@@ -64,10 +64,27 @@ class TestRecordingDeadLetters(FrappeTestCase):
 		record_dead_letter(letter)
 		record_dead_letter(letter)
 		(row,) = dead_letters(group)
-		self.assertTrue(row.reference.endswith("/0/7"))
+		self.assertTrue(row.reference.endswith(f"/{letter.envelope.id}"))
 		self.assertEqual(len(row.reference), 140)
 		self.assertEqual(frappe.db.get_value("Dead Letter", row.name, "entity_id"), "CH-" + "9" * 137)
 		self.assertEqual(row.log["originTopic"], topic)
+
+	def test_rabbitmq_letters_are_told_apart_by_their_message_not_their_delivery_tag(self):
+		# A delivery tag counts deliveries on one channel and starts again at 1 on the next: the
+		# first message dying after each reconnect had the same origin, and only one of them got a
+		# Dead Letter; a message redelivered after a crash had another, and got a second.
+		group = group_name("tags")
+		first, second = dead_letter(group, "orders.created"), dead_letter(group, "orders.created")
+		record_dead_letter(first)
+		record_dead_letter(second)
+		record_dead_letter(replace(first, origin=Origin("orders.created", 0, 12)))  # redelivered
+		garbage = replace(first, envelope=None, body=b"not an event")
+		record_dead_letter(garbage)
+		record_dead_letter(replace(garbage, origin=Origin("orders.created", 0, 3)))
+		letters = dead_letters(group)
+		self.assertEqual(
+			sorted(row.event_id or "" for row in letters), sorted(["", first.envelope.id, second.envelope.id])
+		)
 
 
 class TestRetryingDeadLetters(FrappeTestCase):
@@ -81,6 +98,7 @@ class TestRetryingDeadLetters(FrappeTestCase):
 		letter = dead_letter(group, MARKUP_KEY, broker="kafka")
 		record_dead_letter(letter)
 		(row,) = dead_letters(group)
+		self.assertTrue(row.reference.endswith("/0/7"), "on Kafka the partition and offset name it")
 		frappe.get_doc("Dead Letter", row.name).retry()
 		frappe.db.commit()
 		(copy,) = read_topic(self.broker.bootstrap, retry_topic(group, 1), 1)
