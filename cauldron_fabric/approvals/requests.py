@@ -16,6 +16,7 @@ from frappe.utils import convert_utc_to_system_timezone
 
 from cauldron_fabric.approvals.notify import DOCTYPE, manager_users, notify_approvers
 from cauldron_fabric.core.envelope import Envelope, parse_time
+from cauldron_fabric.core.markup import plain
 
 REQUEST_TYPE = "agent.approval.requested"
 
@@ -42,7 +43,7 @@ def create_approval_request(envelope: Envelope, context=None) -> None:
 			"request_event_id": envelope.id,
 			# The user the event names (the caller, for events published through the API):
 			# never one of the deciders of its own request.
-			"requested_by": envelope.metadata.user_id,
+			"requested_by": sender_of(envelope),
 			"approvers": rows,
 		}
 	)
@@ -67,7 +68,7 @@ def note_repeated_request(envelope: Envelope) -> None:
 	"""
 	rid = envelope.data.payload["requestId"]
 	first = frappe.db.get_value(DOCTYPE, rid, ["requested_by", "request_event_id"], as_dict=True)
-	sender = envelope.metadata.user_id
+	sender = sender_of(envelope)
 	if first.request_event_id == envelope.id or (first.requested_by or None) == (sender or None):
 		frappe.logger("cauldron_fabric").info("approval request %s exists already", rid)
 		return
@@ -80,6 +81,13 @@ def note_repeated_request(envelope: Envelope) -> None:
 			"A second request with this id came from {0} (event {1}) and was ignored: this one, from {2}, stands. Make sure it is the request you expect before deciding."
 		).format(sender or _("an unnamed sender"), envelope.id, first.requested_by or _("an unnamed sender")),
 	)
+
+
+def sender_of(envelope: Envelope) -> str | None:
+	"""Returns the event's user as the request keeps it: plain (see plain), as Frappe's save would
+	rewrite markup and the sender's next request would no longer be recognised as its own.
+	A site's users have no < or > in their names, so the four-eyes rule is unchanged."""
+	return plain(envelope.metadata.user_id) or None
 
 
 def approver_rows(approvers: dict) -> tuple[list[dict], list[str]]:

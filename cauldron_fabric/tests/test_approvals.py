@@ -91,6 +91,18 @@ class TestApprovalRequests(FrappeTestCase):
 		(warning,) = [c for c in comments_on(name) if c not in comments]
 		self.assertIn(f"came from other-agent (event {taken.id}) and was ignored", warning)
 
+	def test_an_agent_with_markup_in_its_name_sending_its_request_again_is_no_second_sender(self):
+		# Frappe's save rewrote the name (sanitize_html), so the stored sender never matched the
+		# one the event names, and its own retry warned the approvers of a second sender.
+		event = approval_requested()
+		event = replace(event, metadata=replace(event.metadata, user_id="agent <x> one"))
+		name = receive(event)
+		comments = comments_on(name)
+		self.assertEqual(receive(replace(event, id=new_event_id())), name)
+		self.assertEqual(comments_on(name), comments, "its own retry is no second sender")
+		requested_by = frappe.db.get_value("Approval Request", name, "requested_by")
+		self.assertEqual(requested_by, "agent \u2039x\u203a one")
+
 	def test_approving_sends_approval_response_in_the_request_conversation(self):
 		event = approval_requested()
 		name = receive(event)
