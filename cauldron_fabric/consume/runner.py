@@ -31,6 +31,7 @@ from cauldron_fabric.emit.policy import clear_policy, current_policy
 from cauldron_fabric.services.sitedb import safe_rollback
 
 SETTINGS_RECHECK_SECONDS = 10
+GROUP_LENGTH = 140  # Processed Event's and Dead Letter's consumer_group columns
 OUTAGE_BACKOFF = Backoff(base=1.0, factor=2.0, maximum=30.0)
 
 
@@ -60,6 +61,25 @@ def default_topics(settings: ConsumerSettings, table: HandlerTable) -> list[str]
 	)
 
 
+def checked_group(group: str) -> str:
+	"""Returns the group's name; raises ConfigurationError for one its records cannot keep exactly."""
+	where = "--group, or Consumer group in Fabric Settings"
+	if has_markup(group):
+		# A name must stay exact: Frappe's save rewrites markup, so the group's Dead Letters
+		# would name another group, be filed again at every redelivery and retried to nobody.
+		raise ConfigurationError(
+			f"Consumer group {group!r} holds < or >, which a consumer group's name may not contain.",
+			hint=f"Choose a group name without < or > ({where}).",
+		)
+	if len(group) > GROUP_LENGTH:
+		# Every Processed Event and Dead Letter would fail, and every message wait for ever.
+		raise ConfigurationError(
+			f"Consumer group {group[:40]!r}… is {len(group)} characters long; at most {GROUP_LENGTH} are allowed.",
+			hint=f"Choose a shorter group name ({where}).",
+		)
+	return group
+
+
 def build_consumer(
 	group: str | None = None,
 	topics: Sequence[str] = (),
@@ -70,14 +90,7 @@ def build_consumer(
 ) -> tuple[Consumer, ConsumerSettings, list[str]]:
 	"""Builds a consumer of this site from Fabric Settings and the hooked handlers."""
 	settings = load_consumer_settings(broker)
-	group = group or settings.group
-	if has_markup(group):
-		# A name must stay exact: Frappe's save rewrites markup, so the group's Dead Letters
-		# would name another group, be filed again at every redelivery and retried to nobody.
-		raise ConfigurationError(
-			f"Consumer group {group!r} holds < or >, which a consumer group's name may not contain.",
-			hint="Choose a group name without < or > (--group, or Consumer group in Fabric Settings).",
-		)
+	group = checked_group(group or settings.group)
 	table = load_handler_table(settings.handler_user, extra_handlers)
 	if not len(table):
 		raise ConfigurationError(

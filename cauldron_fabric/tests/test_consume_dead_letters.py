@@ -113,3 +113,13 @@ class TestRetryingDeadLetters(FrappeTestCase):
 			build_consumer(group="billing.<b>x</b>", topics=["t"])
 		self.assertIn("'billing.<b>x</b>'", str(caught.exception))
 		self.assertIn("< or >", str(caught.exception))
+
+	def test_a_consumer_group_longer_than_its_columns_is_refused_before_consuming(self):
+		# Processed Event and Dead Letter keep the group in 140 characters: a longer one failed
+		# every mark and every letter, and each message was kept as an outage for ever.
+		group = "billing-" + "g" * 133
+		with self.assertRaises(ConfigurationError) as caught:
+			build_consumer(group=group, topics=["t"])
+		self.assertIn("141 characters", str(caught.exception))
+		with self.assertRaises(frappe.CharacterLengthExceededError):
+			record_dead_letter(dead_letter(group, "orders.created"))
