@@ -17,6 +17,7 @@ from frappe.utils import convert_utc_to_system_timezone
 from cauldron_fabric.approvals.notify import DOCTYPE, manager_users, notify_approvers
 from cauldron_fabric.core.envelope import Envelope, parse_time
 from cauldron_fabric.core.markup import plain
+from cauldron_fabric.emit.context import keepable
 
 REQUEST_TYPE = "agent.approval.requested"
 
@@ -39,7 +40,7 @@ def create_approval_request(envelope: Envelope, context=None) -> None:
 			"payload": json.dumps(payload.get("payload") or {}, indent=1, sort_keys=True),
 			"risk": payload["risk"],
 			"due_by": system_time(payload["dueBy"]),
-			"correlation_id": envelope.metadata.correlation_id or envelope.id,
+			"correlation_id": conversation(envelope),
 			"request_event_id": envelope.id,
 			# The user the event names (the caller, for events published through the API):
 			# never one of the deciders of its own request.
@@ -81,6 +82,13 @@ def note_repeated_request(envelope: Envelope) -> None:
 			"A second request with this id came from {0} (event {1}) and was ignored: this one, from {2}, stands. Make sure it is the request you expect before deciding."
 		).format(sender or _("an unnamed sender"), envelope.id, first.requested_by or _("an unnamed sender")),
 	)
+
+
+def conversation(envelope: Envelope) -> str:
+	"""Returns the request's conversation: its correlationId, or its own id when it has none or
+	one the site cannot keep (see keepable), which the request's insert would refuse."""
+	correlation = envelope.metadata.correlation_id
+	return correlation if correlation and keepable(correlation) else envelope.id
 
 
 def sender_of(envelope: Envelope) -> str | None:

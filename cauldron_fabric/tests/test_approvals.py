@@ -103,6 +103,18 @@ class TestApprovalRequests(FrappeTestCase):
 		requested_by = frappe.db.get_value("Approval Request", name, "requested_by")
 		self.assertEqual(requested_by, "agent \u2039x\u203a one")
 
+	def test_a_request_whose_correlation_id_the_site_cannot_keep_starts_its_own_conversation(self):
+		# A correlationId over 140 characters failed the request's insert: the handler refused
+		# it, and the request went to the dead letters instead of its approvers.
+		event = approval_requested(correlation_id="conversation-" + "x" * 200)
+		name = receive(event)
+		self.assertEqual(frappe.db.get_value("Approval Request", name, "correlation_id"), event.id)
+		frappe.set_user(APPROVER)
+		approvals_api.approve(name, "Fine.")
+		frappe.db.commit()
+		(response,) = responses(name)
+		self.assertEqual(response["metadata"]["correlationId"], event.id)
+
 	def test_approving_sends_approval_response_in_the_request_conversation(self):
 		event = approval_requested()
 		name = receive(event)
