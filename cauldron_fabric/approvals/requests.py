@@ -15,7 +15,7 @@ from frappe import _
 from frappe.utils import convert_utc_to_system_timezone
 
 from cauldron_fabric.approvals.notify import DOCTYPE, manager_users, notify_approvers
-from cauldron_fabric.core.envelope import Envelope, parse_time
+from cauldron_fabric.core.envelope import KEY_LENGTH, Envelope, parse_time
 from cauldron_fabric.core.markup import plain
 from cauldron_fabric.emit.context import keepable
 
@@ -93,9 +93,10 @@ def conversation(envelope: Envelope) -> str:
 
 def sender_of(envelope: Envelope) -> str | None:
 	"""Returns the event's user as the request keeps it: plain (see plain), as Frappe's save would
-	rewrite markup and the sender's next request would no longer be recognised as its own.
-	A site's users have no < or > in their names, so the four-eyes rule is unchanged."""
-	return plain(envelope.metadata.user_id) or None
+	rewrite markup and the sender's next request would no longer be recognised as its own, and cut
+	to the column, whose insert refuses a longer one. A site's users have neither < nor > nor
+	more than 140 characters in their names, so the four-eyes rule is unchanged."""
+	return plain(envelope.metadata.user_id)[:KEY_LENGTH] or None
 
 
 def approver_rows(approvers: dict) -> tuple[list[dict], list[str]]:

@@ -103,6 +103,16 @@ class TestApprovalRequests(FrappeTestCase):
 		requested_by = frappe.db.get_value("Approval Request", name, "requested_by")
 		self.assertEqual(requested_by, "agent \u2039x\u203a one")
 
+	def test_a_request_from_a_sender_named_longer_than_the_column_reaches_its_approvers(self):
+		# A userId over 140 characters failed the insert: refused, the request was a dead letter.
+		event = approval_requested()
+		event = replace(event, metadata=replace(event.metadata, user_id="agent-" + "y" * 200))
+		name = receive(event)
+		self.assertEqual(frappe.db.get_value("Approval Request", name, "requested_by"), "agent-" + "y" * 134)
+		comments = comments_on(name)
+		self.assertEqual(receive(replace(event, id=new_event_id())), name)
+		self.assertEqual(comments_on(name), comments, "its own retry is no second sender")
+
 	def test_a_request_whose_correlation_id_the_site_cannot_keep_starts_its_own_conversation(self):
 		# A correlationId over 140 characters failed the request's insert: the handler refused
 		# it, and the request went to the dead letters instead of its approvers.
