@@ -185,6 +185,35 @@ class SlowReader:
 		self.server.close()
 
 
+class SlowAcceptor:
+	"""A listener on 127.0.0.1 whose backlog is full, so the kernel drops the SYNs of new
+	connections; ``accept_after`` seconds later (never when None) it makes room, and the next
+	SYN the sender retries (Linux: 1 s after the first) connects. It never says a word: an HTTPS
+	sender then waits on a TLS handshake that never ends."""
+
+	def __init__(self, accept_after: float | None = None):
+		self.server = socket.socket()
+		self.server.bind(("127.0.0.1", 0))
+		self.server.listen(0)  # room for one connection waiting to be accepted
+		self.filler = socket.create_connection(self.server.getsockname(), timeout=5)
+		self.accepted: list[socket.socket] = []
+		if accept_after is not None:
+			threading.Timer(accept_after, self._make_room).start()
+
+	def url(self, path: str = "/hook", scheme: str = "https") -> str:
+		"""Returns the listener's URL for ``path``."""
+		return f"{scheme}://127.0.0.1:{self.server.getsockname()[1]}{path}"
+
+	def _make_room(self) -> None:
+		with contextlib.suppress(OSError):  # stopped
+			self.accepted.append(self.server.accept()[0])
+
+	def stop(self) -> None:
+		"""Closes the listener and every connection."""
+		for sock in (self.server, self.filler, *self.accepted):
+			sock.close()
+
+
 # A threaded HTTP/1.1 server answering 200 to every POST, for benchmarks: run as its own
 # process so that it never competes with the sender for the GIL.
 OK_RECEIVER_SCRIPT = """

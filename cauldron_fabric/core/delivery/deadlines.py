@@ -4,9 +4,13 @@ urllib3's read timeout bounds each read from the socket: a receiver sending its 
 headers a byte at a time, each within it, would hold a delivery worker without limit, long
 enough for its claim to lapse and the event to be sent twice. Sending the request is bounded by
 the time left too, not by the socket's connect timeout (at most 5 s), which cut a large body
-read slowly after 5 s whatever the subscription allowed. The connections of these pools send under the deadline set by ``request_deadline`` and shut their
-socket down when it passes, which ends the blocked write or read with a connection error. One
-watchdog thread serves every request: a timer thread per request doubled the cost of a delivery.
+read slowly after 5 s whatever the subscription allowed. Connecting (TCP, then TLS for HTTPS)
+has what is left of the deadline too, at most CONNECT_TIMEOUT for both steps together: each had
+its own timeout on top of the deadline, and an attempt lasted up to its timeout and 5 s more.
+The connections of these pools send under the deadline set by ``request_deadline`` and shut
+their socket down when it passes, which ends the blocked write or read with a connection error.
+One watchdog thread serves every request: a timer thread per request doubled the cost of a
+delivery.
 """
 
 from __future__ import annotations
@@ -38,7 +42,15 @@ class RequestProgress:
 	connected: bool = False
 	sent: bool = False
 
+	def seconds_left(self, until: float | None = None) -> float:
+		"""Returns the seconds left until ``until`` (the deadline by default), never 0 or less."""
+		return max((self.deadline if until is None else until) - time.monotonic(), MIN_SOCKET_TIMEOUT)
 
+
+# Seconds a receiver has to accept the connection (TCP, and TLS for HTTPS), whatever its timeout.
+CONNECT_TIMEOUT = 5.0
+# A socket timeout of 0 would make the socket non-blocking; past the deadline the watchdog cuts.
+MIN_SOCKET_TIMEOUT = 0.001
 _PROGRESS: ContextVar[RequestProgress | None] = ContextVar("http_request_progress", default=None)
 
 
@@ -99,10 +111,23 @@ class _Watchdog:
 
 
 WATCHDOG = _Watchdog()
-# A socket timeout of 0 would make the socket non-blocking; past the deadline the watchdog cuts.
-MIN_SOCKET_TIMEOUT = 0.001
 # A forked worker (RQ's work horse) has none of the parent's threads, and maybe a held lock.
 os.register_at_fork(after_in_child=WATCHDOG.__init__)
+
+
+@contextlib.contextmanager
+def cut_at(deadline: float, connection) -> Iterator[None]:
+	"""Shuts the socket of ``connection`` (one of these pools') down at ``deadline`` unless the
+	block ended first: a read waiting on it then ends with a connection error. None (a response
+	read to its end already gave its connection back) needs no cutting."""
+	if connection is None:
+		yield
+		return
+	alarm = WATCHDOG.arm(deadline, connection._cut)
+	try:
+		yield
+	finally:
+		alarm.active = False
 
 
 class _DeadlineMixin:
@@ -110,12 +135,29 @@ class _DeadlineMixin:
 	socket when it passes."""
 
 	sock: socket.socket | None
+	timeout: float | None
+	_connect_deadline: float | None = None
 
 	def connect(self) -> None:
-		"""Connects (TCP, and TLS for HTTPS) and notes in the request's progress that it did."""
-		super().connect()
-		if (progress := _PROGRESS.get()) is not None:
-			progress.connected = True
+		"""Connects (TCP, and TLS for HTTPS) within the time left, and notes in the request's
+		progress that it did."""
+		progress = _PROGRESS.get()
+		if progress is None:
+			return super().connect()
+		self._connect_deadline = min(progress.deadline, time.monotonic() + CONNECT_TIMEOUT)
+		self.timeout = progress.seconds_left(self._connect_deadline)
+		try:
+			super().connect()
+		finally:
+			self._connect_deadline = None
+		progress.connected = True
+
+	def _new_conn(self) -> socket.socket:
+		"""Opens the TCP connection; the TLS handshake on it has what the TCP connect left."""
+		sock = super()._new_conn()
+		if (progress := _PROGRESS.get()) is not None and self._connect_deadline is not None:
+			sock.settimeout(progress.seconds_left(self._connect_deadline))
+		return sock
 
 	def request(self, *args, **kwargs):
 		progress = _PROGRESS.get()
@@ -123,29 +165,23 @@ class _DeadlineMixin:
 			return super().request(*args, **kwargs)
 		if self.sock is not None:  # kept alive from an earlier request, or connected for TLS
 			progress.connected = True
-		alarm = WATCHDOG.arm(progress.deadline, self._cut)
-		try:
+		with cut_at(progress.deadline, self):
 			super().request(*args, **kwargs)
-		finally:
-			alarm.active = False
 		progress.sent = True
 
 	def send(self, data) -> None:
 		"""Sends under the time left: the socket's timeout is the connect timeout until here."""
 		progress = _PROGRESS.get()
 		if progress is not None and self.sock is not None:
-			self.sock.settimeout(max(progress.deadline - time.monotonic(), MIN_SOCKET_TIMEOUT))
+			self.sock.settimeout(progress.seconds_left())
 		super().send(data)
 
 	def getresponse(self, *args, **kwargs):
 		progress = _PROGRESS.get()
 		if progress is None:
 			return super().getresponse(*args, **kwargs)
-		alarm = WATCHDOG.arm(progress.deadline, self._cut)
-		try:
+		with cut_at(progress.deadline, self):
 			return super().getresponse(*args, **kwargs)
-		finally:
-			alarm.active = False
 
 	def _cut(self) -> None:
 		sock = self.sock

@@ -36,7 +36,12 @@ import requests
 import urllib3
 
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, PinnedAddressAdapter, pinned_url
-from cauldron_fabric.core.delivery.deadlines import RequestProgress, request_deadline
+from cauldron_fabric.core.delivery.deadlines import (
+	CONNECT_TIMEOUT,
+	RequestProgress,
+	cut_at,
+	request_deadline,
+)
 from cauldron_fabric.core.delivery.records import Outcome, excerpt
 from cauldron_fabric.core.errors import ConfigurationError, FabricError
 from cauldron_fabric.core.markup import plain
@@ -63,8 +68,6 @@ HOP_BY_HOP_HEADERS = frozenset(
 	}
 )
 MAX_RESPONSE_READ = 64 * 1024
-# Seconds a receiver has to accept the connection (TCP, and TLS for HTTPS), whatever its timeout.
-CONNECT_TIMEOUT = 5.0
 # An HTTP field name is a token (RFC 9110 5.1): sent with a space or a colon, it ends the
 # receiver's header section there, and the signature headers after it are never read.
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -203,11 +206,28 @@ class WebhookSender:
 		content_type: str = "application/json",
 		extra_headers: Sequence[tuple[str, str]] = (),
 	) -> Outcome:
-		"""Makes one attempt; never raises for a receiver's failure, the Outcome says what happened."""
-		parts = urlsplit(target.url)
+		"""Makes one attempt; never raises for a receiver's failure, the Outcome says what happened.
+
+		The target's timeout bounds the whole attempt: resolving the host, connecting, the upload
+		and reading the answer.
+		"""
 		started = time.perf_counter()
 		if problem := authority_problem(target.url):
 			return Outcome(False, False, problem, latency_ms=_elapsed(started))
+		with request_deadline(target.timeout) as progress:
+			return self._attempt(target, message_id, body, content_type, extra_headers, progress, started)
+
+	def _attempt(
+		self,
+		target: WebhookTarget,
+		message_id: str,
+		body: bytes,
+		content_type: str,
+		extra_headers: Sequence[tuple[str, str]],
+		progress: RequestProgress,
+		started: float,
+	) -> Outcome:
+		parts = urlsplit(target.url)
 		try:
 			address = self.policy.resolve(
 				parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
@@ -221,19 +241,17 @@ class WebhookSender:
 			headers.update(signature_headers(target.secret, message_id, body))
 		else:
 			headers["webhook-id"] = message_id
-		progress = None
 		try:
-			with request_deadline(target.timeout) as progress:
-				response = self.session.request(
-					target.method.upper(),
-					url,
-					data=body,
-					headers=headers,
-					timeout=(min(target.timeout, CONNECT_TIMEOUT), target.timeout),
-					allow_redirects=False,
-					stream=True,
-					verify=self.verify,
-				)
+			response = self.session.request(
+				target.method.upper(),
+				url,
+				data=body,
+				headers=headers,
+				timeout=(min(target.timeout, CONNECT_TIMEOUT), target.timeout),
+				allow_redirects=False,
+				stream=True,
+				verify=self.verify,
+			)
 		except (requests.Timeout, urllib3.exceptions.TimeoutError):
 			return _timed_out(target, started, progress)
 		except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
@@ -257,7 +275,7 @@ class WebhookSender:
 				latency_ms=_elapsed(started),
 			)
 		try:
-			content = _read_capped(response, time.monotonic() + target.timeout)
+			content = _read_capped(response, progress.deadline)
 		except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
 			# The status line is the answer: a 2xx took the event, and retrying it because the
 			# body was slow or cut short would deliver it twice. The body is only for the record.
@@ -296,22 +314,24 @@ def _read_capped(response: requests.Response, deadline: float) -> bytes:
 	"""Reads at most MAX_RESPONSE_READ bytes until ``deadline`` (``time.monotonic``).
 
 	A longer or slower body's connection is dropped, not drained. The read timeout bounds each
-	read only: a receiver trickling a byte at a time would otherwise hold the attempt for days.
+	read only: a receiver trickling a byte at a time would otherwise hold the attempt for days,
+	and one read waiting for a silent receiver would outlast the deadline.
 	"""
 	raw = response.raw
 	chunks: list[bytes] = []
-	size = 0
+	size, ended = 0, False
 	try:
-		while size <= MAX_RESPONSE_READ and time.monotonic() < deadline:
-			chunk = raw.read1(MAX_RESPONSE_READ + 1 - size, decode_content=True)
-			if not chunk:
-				raw.release_conn()  # read to the end: the connection goes back to the pool
-				return b"".join(chunks)
-			chunks.append(chunk)
-			size += len(chunk)
+		with cut_at(deadline, raw.connection):
+			while size <= MAX_RESPONSE_READ and time.monotonic() < deadline and not ended:
+				chunk = raw.read1(MAX_RESPONSE_READ + 1 - size, decode_content=True)
+				chunks.append(chunk)
+				size, ended = size + len(chunk), not chunk
 	except Exception:
 		raw.close()
 		raise
+	if ended:  # read to the end; back to the pool only once the watchdog can no longer cut it
+		raw.release_conn()
+		return b"".join(chunks)
 	raw.close()
 	return b"".join(chunks)[:MAX_RESPONSE_READ]
 
