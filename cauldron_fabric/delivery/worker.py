@@ -50,8 +50,6 @@ from cauldron_fabric.services.sitedb import recovered_from_lost_connection
 SETTINGS_RECHECK_SECONDS = 10
 IDLE_WAIT_SECONDS = 1.0
 DEFAULT_BATCH_SIZE = 100
-# An attempt running longer is logged and listed as overdue in the worker's heartbeat.
-OVERDUE_AFTER_SECONDS = LONGEST_ATTEMPT_SECONDS
 log = logging.getLogger("cauldron_fabric.delivery")
 
 
@@ -63,6 +61,8 @@ class DeliverySettings:
 	rabbitmq: tuple[str, dict[str, Any]] | None
 	allow_list: str
 	batch_size: int
+	# An attempt running longer is logged and listed as overdue in the worker's heartbeat.
+	overdue_after: int = LONGEST_ATTEMPT_SECONDS
 
 
 def load_delivery_settings(batch_size: int | None = None) -> DeliverySettings:
@@ -74,6 +74,8 @@ def load_delivery_settings(batch_size: int | None = None) -> DeliverySettings:
 		rabbitmq=rabbitmq_connection(settings),
 		allow_list=settings.webhook_allowed_networks or "",
 		batch_size=min(max(batch_size or cint(settings.delivery_batch_size) or DEFAULT_BATCH_SIZE, 1), 5000),
+		# Unset on a site not migrated since the field came: its default.
+		overdue_after=max(cint(settings.handler_overdue_seconds) or LONGEST_ATTEMPT_SECONDS, 1),
 	)
 
 
@@ -123,7 +125,7 @@ class DeliveryRuntime:
 		self.engine = DeliveryEngine(
 			self.destinations,
 			clock=now_datetime,
-			overdue_after=OVERDUE_AFTER_SECONDS,
+			overdue_after=settings.overdue_after,
 			on_waiting=heartbeat.beat,
 		)
 		heartbeat.running = self.engine.running

@@ -137,6 +137,7 @@ class TestDeliveryWorkerHeartbeats(WorkerCase):
 
 class TestOverdueHandlers(WorkerCase):
 	def test_an_overdue_handler_is_listed_while_it_runs_and_gone_after_it_returns(self):
+		# The threshold is the site's setting, read by the worker: it was a fixed 300 s.
 		handler = f"{__name__}.held_handler"
 		name = f"held-worker-{self.tag}"
 		self.addCleanup(frappe.cache.hdel, WORKERS_KEY, name)
@@ -145,7 +146,7 @@ class TestOverdueHandlers(WorkerCase):
 		stop = threading.Event()
 		with (
 			patch_hooks({"fabric_handlers": {"todo.*": [handler]}}),
-			patch.object(worker_module, "OVERDUE_AFTER_SECONDS", 1),
+			fabric_settings(handler_overdue_seconds=1),
 		):
 			subscription = self.subscription(destination_type="In-app handler", handler=handler)
 			save_todo(self.tag)
@@ -171,6 +172,21 @@ class TestOverdueHandlers(WorkerCase):
 				stop.set()
 				thread.join(60)
 		self.assertEqual([row.status for row in deliveries(subscription.name)], ["Delivered"])
+
+	def test_settings_saved_before_the_threshold_existed_get_the_default(self):
+		from cauldron_fabric.patches.handlers_are_overdue_after_the_default import execute
+
+		field = "handler_overdue_seconds"
+		self.addCleanup(frappe.db.rollback)
+		frappe.db.delete("Singles", {"doctype": "Fabric Settings", "field": field})
+		frappe.db.value_cache.pop("Fabric Settings", None)
+		self.assertEqual(frappe.db.get_single_value("Fabric Settings", field), 0, "read as 0")
+		self.assertEqual(
+			worker_module.load_delivery_settings().overdue_after, 300, "the worker reads it as 300"
+		)
+		execute()
+		frappe.db.value_cache.pop("Fabric Settings", None)
+		self.assertEqual(frappe.db.get_single_value("Fabric Settings", field), 300)
 
 	def assert_heartbeat_event_lists(self, worker: str, event_id: str) -> None:
 		"""Checks the ``system.status`` event names the overdue attempt and passed its schema."""

@@ -141,6 +141,7 @@ class TestFabricSettingsNumbers(FrappeTestCase):
 			("circuit_failure_threshold", -3, "between 1 and 10000"),
 			("circuit_open_seconds", -30, "between 1 and 86400"),
 			("request_timeout_seconds", -5, "more than 0 and at most 120"),
+			("handler_overdue_seconds", -5, "between 1 and 86400"),
 		):
 			with self.subTest(fieldname):
 				settings = frappe.get_single("Fabric Settings")
@@ -158,6 +159,7 @@ class TestFabricSettingsNumbers(FrappeTestCase):
 			("circuit_open_seconds", "between 1 and 86400"),
 			("request_timeout_seconds", "more than 0 and at most 120"),
 			("delivery_batch_size", "between 1 and 5000"),
+			("handler_overdue_seconds", r"Handlers overdue after \(seconds\) must be between 1 and 86400"),
 		):
 			with self.subTest(fieldname):
 				settings = frappe.get_single("Fabric Settings")
@@ -178,6 +180,11 @@ class TestFabricSettingsNumbers(FrappeTestCase):
 		consumer = load_consumer_settings("kafka")
 		self.assertEqual((consumer.max_attempts, consumer.crash_limit, consumer.request_timeout), (5, 3, 10))
 		self.assertEqual(load_delivery_settings().batch_size, 100)
+		settings.handler_overdue_seconds = None
+		settings.save()
+		self.assertEqual(
+			(settings.handler_overdue_seconds, load_delivery_settings().overdue_after), (300, 300)
+		)
 
 	def test_a_zero_stored_when_it_meant_the_default_keeps_meaning_the_default(self):
 		from cauldron_fabric.patches.stored_zero_fabric_settings_mean_the_default import execute

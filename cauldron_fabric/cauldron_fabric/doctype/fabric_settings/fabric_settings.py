@@ -23,6 +23,7 @@ NUMBER_LIMITS = {
 	"message_timeout_ms": (1000, 3_600_000),
 	"relay_batch_size": (1, 10000),
 	"delivery_batch_size": (1, 5000),
+	"handler_overdue_seconds": (1, 86400),
 	"consumer_max_attempts": (1, 20),
 	"consumer_crash_limit": (1, 20),
 	"processed_event_retention_days": (0, 36500),  # 0 keeps them for ever; empty is the default
