@@ -45,10 +45,9 @@ from cauldron_fabric.core.delivery import (
 )
 from cauldron_fabric.core.delivery.transform import BINARY, ENVELOPE, FIELDS, STRUCTURED, TEMPLATE
 from cauldron_fabric.core.markup import plain
+from cauldron_fabric.delivery.credentials import DOCTYPE, HEADERS_DOCTYPE, webhook_credentials
 from cauldron_fabric.emit.held import when_transaction_ends
 
-DOCTYPE = "Event Subscription"
-HEADERS_DOCTYPE = "Event Subscription Header"
 VERSION_KEY = "cauldron_fabric:subscriptions:version"
 SEQUENCE_KEY = "cauldron_fabric:subscriptions:sequence"
 # Draws the next number from KEYS[1], above the number of the token at KEYS[2]: Frappe's cache
@@ -218,21 +217,17 @@ def load_subscriptions(with_secrets: bool = False) -> dict[str, Loaded]:
 	compiled: dict[str, Loaded] = {}
 	for row in rows:
 		row["document_types"] = [c for c in children if c.parent == row.name]
-		secret, pairs = None, []
-		if with_secrets and row.destination_type == "Webhook":
-			secret = _password(DOCTYPE, row.name, "webhook_secret")
-			pairs = [
-				(h.header, _password(HEADERS_DOCTYPE, h.name, "value") or "")
-				for h in headers
-				if h.parent == row.name
-			]
-		compiled[row.name] = _compile_stored(row, secret, pairs)
+		credentials = with_secrets and row.destination_type == "Webhook"
+		rows_headers = [h for h in headers if h.parent == row.name] if credentials else None
+		compiled[row.name] = _compile_stored(row, rows_headers)
 	return compiled
 
 
-def _compile_stored(row: Any, secret: str | None, pairs: list[tuple[str, str]]) -> Loaded:
-	"""Compiles a stored subscription; never raises: what no longer compiles is a BrokenSubscription."""
+def _compile_stored(row: Any, headers: list[Any] | None) -> Loaded:
+	"""Compiles a stored subscription, with its secret and ``headers`` unless None; never raises:
+	what no longer compiles is a BrokenSubscription."""
 	try:
+		secret, pairs = webhook_credentials(row.name, headers) if headers is not None else (None, [])
 		return compile_subscription(row, secret, pairs)
 	except Exception as exc:
 		if not isinstance(exc, SubscriptionInvalid) and row.problem is None:
@@ -288,12 +283,6 @@ def show_problems(subscriptions: dict[str, Loaded]) -> None:
 	except Exception:
 		frappe.db.rollback()
 		frappe.logger("cauldron_fabric").warning("could not note subscription problems", exc_info=True)
-
-
-def _password(doctype: str, name: str, fieldname: str) -> str | None:
-	from frappe.utils.password import get_decrypted_password
-
-	return get_decrypted_password(doctype, name, fieldname, raise_exception=False)
 
 
 def routing_index() -> SubscriptionIndex:

@@ -14,6 +14,7 @@ import frappe
 from cloudevents.core.bindings import amqp as ce_amqp
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
+from cryptography.fernet import Fernet
 from frappe.tests.utils import patch_hooks
 from standardwebhooks.webhooks import Webhook
 
@@ -24,6 +25,7 @@ from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_to
 from cauldron_fabric.testing.rabbitmq import RabbitMQ
 from cauldron_fabric.tests.test_delivery_support import (
 	ReceiverCase,
+	dead_letters,
 	deliver,
 	envelope_of,
 	save_todo,
@@ -109,6 +111,51 @@ class TestWebhookAndHandlerDestinations(ReceiverCase):
 		secret = frappe.get_doc("Event Subscription", copy.name).get_password("webhook_secret")
 		event = Webhook(secret).verify(request.body, request.headers)
 		self.assertEqual(event["type"], "todo.created")
+
+	def test_a_webhook_whose_secret_is_gone_is_never_sent_unsigned(self):
+		# Its encrypted secret lost (a restore without the __Auth table, a row deleted), the worker
+		# loaded no secret and sent the event without a signature, which receivers cannot tell
+		# from a forgery. It is a dead letter now, retried once the subscription has a secret.
+		path = f"/{self.tag}"
+		doc = self.subscription(webhook_url=self.receiver.url(path))
+		frappe.db.delete("__Auth", {"doctype": "Event Subscription", "name": doc.name})
+		frappe.db.commit()
+		save_todo(self.tag)
+		(row,) = deliver(doc.name)
+		self.assertEqual((row.status, self.receiver.on(path)), ("Dead", []))
+		(letter,) = dead_letters(doc.name)
+		self.assertIn("has no signing secret", letter.last_error)
+		frappe.get_doc("Event Subscription", doc.name).save()  # generates one
+		frappe.db.commit()
+		letter.retry()
+		frappe.db.commit()
+		deliver(doc.name)
+		(request,) = self.receiver.on(path)
+		secret = frappe.get_doc("Event Subscription", doc.name).get_password("webhook_secret")
+		self.assertEqual(Webhook(secret).verify(request.body, request.headers)["type"], "todo.created")
+
+	def test_a_secret_the_site_cannot_decrypt_holds_back_only_its_own_subscription(self):
+		# Restored next to another site's encryption key, one secret raised in the loading of
+		# every subscription, and the delivery worker stopped for all of them.
+		path = f"/{self.tag}"
+		unreadable, readable = (self.subscription(webhook_url=self.receiver.url(path)) for _ in range(2))
+		foreign = Fernet(Fernet.generate_key()).encrypt(b"whsec_" + b"A" * 44).decode()
+		frappe.db.sql(
+			"UPDATE `__Auth` SET `password` = %s WHERE `doctype` = 'Event Subscription' AND `name` = %s",
+			(foreign, unreadable.name),
+		)
+		frappe.db.commit()
+		save_todo(self.tag)
+		rows = {row.name: row for name in (unreadable.name, readable.name) for row in deliver(name)}
+		self.assertEqual(
+			sorted(
+				(frappe.db.get_value("Event Delivery", n, "subscription"), r.status) for n, r in rows.items()
+			),
+			sorted([(unreadable.name, "Dead"), (readable.name, "Delivered")]),
+		)
+		(letter,) = dead_letters(unreadable.name)
+		self.assertIn("cannot be decrypted with this site's encryption key", letter.last_error)
+		self.assertEqual(len(self.receiver.on(path)), 1)
 
 	def test_a_copied_header_value_must_be_typed_again(self):
 		original = self.subscription(
