@@ -5,6 +5,7 @@ import itertools
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import uuid
@@ -274,6 +275,25 @@ def test_handlers_filters_and_broken_templates(receiver):
 	assert "No handler 'other_app.missing' is registered" in unregistered.last_error
 	template = next(row for (name, _), row in by_name.items() if name == "template")
 	assert "lacks" in template.last_error and receiver.requests == []
+	fabric.close()
+
+
+def test_a_handler_calling_sys_exit_is_a_failed_attempt_and_spares_the_batch(receiver):
+	# SystemExit is no Exception: it escaped the engine with the batch's webhook already sent, the
+	# batch was released unsettled and the worker process exited; the next worker sent it again.
+	def exits(envelope, payload):
+		sys.exit(2)  # a command-line tool's entry point called from a handler
+
+	subscriptions = [
+		build_subscription("exits", "handler:accounts.handlers.exits", event_types=["*"], **FAST),
+		webhook("hook", receiver),
+	]
+	fabric = Fabric(subscriptions, handlers={"accounts.handlers.exits": exits})
+	fabric.emit(make_envelope())
+	fabric.worker().deliver_due()
+	rows = {row.subscription: row for row in fabric.rows()}
+	assert (rows["hook"].status, len(receiver.requests)) == (DELIVERED, 1)
+	assert rows["exits"].status == PENDING and "raised SystemExit: 2" in rows["exits"].last_error
 	fabric.close()
 
 

@@ -174,7 +174,9 @@ class HandlerDestination(Destination):
 			self.handler(envelope, payload)
 		except FabricError as exc:
 			return Outcome(False, exc.retryable, f"Handler {self.path} failed: {exc}")
-		except Exception as exc:
+		except (Exception, SystemExit) as exc:
+			# sys.exit() on a sending thread escaped the engine with the rest of the batch sent but
+			# released unsettled, and stopped the worker: the next one sent the batch again.
 			return Outcome(False, True, f"Handler {self.path} raised {type(exc).__name__}: {exc}")
 		return Outcome(True)
 
