@@ -160,3 +160,21 @@ def test_a_body_that_never_comes_after_a_late_answer_holds_the_attempt_no_longer
 	elapsed = time.monotonic() - started
 	assert (outcome.ok, outcome.status_code) == (True, 202)
 	assert elapsed < 1 + 0.3, elapsed
+
+
+def test_a_host_name_that_resolves_slowly_holds_the_attempt_no_longer_than_its_timeout(receiver):
+	# The resolver stands for a DNS server that answers late (glibc waits 5 s per server and try);
+	# the name was resolved before the deadline started, and for as long as it took.
+	def slow_resolver(host, port):
+		time.sleep(3)
+		return ["127.0.0.1"]
+
+	sender = WebhookSender(AddressPolicy.from_allow_list(["127.0.0.0/8"], resolver=slow_resolver))
+	started = time.monotonic()
+	outcome = sender.send(WebhookTarget(receiver.url(host="receiver.test"), timeout=1), "evt-dns", BODY)
+	elapsed = time.monotonic() - started
+	sender.close()
+	assert elapsed < 1 + 0.3, elapsed
+	assert (outcome.ok, outcome.retryable) == (False, True)
+	assert "'receiver.test' did not resolve within 1 s" in outcome.error, outcome.error
+	assert receiver.requests == []

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
+import queue
 import socket
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -53,6 +56,52 @@ def system_resolver(host: str, port: int) -> list[str]:
 	"""Returns the addresses ``host`` resolves to, in the system resolver's order."""
 	infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
 	return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class _ResolverThreads:
+	"""A few daemon threads that resolve host names, so that a caller can stop waiting.
+
+	getaddrinfo cannot be interrupted, and glibc waits 5 s per DNS server and try; the thread
+	finishes the lookup on its own while the attempt goes on without it. Daemon threads, unlike
+	a ThreadPoolExecutor's, do not hold up the process's exit.
+	"""
+
+	SIZE = 8
+
+	def __init__(self) -> None:
+		self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+		self._started = False
+		self._lock = threading.Lock()
+
+	def resolve(self, resolver: Resolver, host: str, port: int, seconds: float) -> list[str]:
+		"""Returns ``resolver(host, port)``; raises TimeoutError when it takes over ``seconds``."""
+		with self._lock:
+			if not self._started:
+				for number in range(self.SIZE):
+					threading.Thread(target=self._run, name=f"fabric-dns-{number}", daemon=True).start()
+				self._started = True
+		answer: queue.SimpleQueue = queue.SimpleQueue()
+		self._jobs.put((resolver, host, port, answer))
+		try:
+			ok, value = answer.get(timeout=seconds)
+		except queue.Empty:
+			raise TimeoutError from None
+		if not ok:
+			raise value
+		return value
+
+	def _run(self) -> None:
+		while True:
+			resolver, host, port, answer = self._jobs.get()
+			try:
+				answer.put((True, resolver(host, port)))
+			except BaseException as exc:
+				answer.put((False, exc))
+
+
+RESOLVER_THREADS = _ResolverThreads()
+# A forked worker (RQ's work horse) has none of the parent's threads.
+os.register_at_fork(after_in_child=RESOLVER_THREADS.__init__)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -144,8 +193,9 @@ class AddressPolicy:
 		allowed = any(c in net for c in candidates for net in networks if c.version == net.version)
 		return None if allowed else reason
 
-	def resolve(self, host: str, port: int) -> str:
-		"""Returns the address to connect to; raises AddressRefused or HostUnresolvable."""
+	def resolve(self, host: str, port: int, within: float | None = None) -> str:
+		"""Returns the address to connect to; raises AddressRefused or HostUnresolvable (also when
+		the name takes longer than ``within`` seconds to resolve)."""
 		host = host.strip("[]")
 		try:
 			addresses = [ipaddress.ip_address(host)]
@@ -153,7 +203,17 @@ class AddressPolicy:
 			if host.lower().rstrip(".") in METADATA_HOSTS and not self.allows_host(host, exactly=True):
 				raise AddressRefused(f"Webhook host {host!r} is a cloud metadata endpoint.") from None
 			try:
-				addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolver(host, port)]
+				if within is None:
+					found = self.resolver(host, port)
+				else:
+					found = RESOLVER_THREADS.resolve(self.resolver, host, port, within)
+				addresses = [ipaddress.ip_address(a.split("%")[0]) for a in found]
+			except TimeoutError:
+				raise HostUnresolvable(
+					f"Webhook host {host!r} did not resolve within {round(within, 1):g} s (its DNS servers are slow "
+					"or unreachable).",
+					hint="Check the URL and the server's DNS; the delivery is retried.",
+				) from None
 			except (OSError, UnicodeError) as exc:
 				raise HostUnresolvable(
 					f"Cannot resolve webhook host {host!r} ({exc}).",

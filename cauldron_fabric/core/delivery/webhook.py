@@ -230,7 +230,9 @@ class WebhookSender:
 		parts = urlsplit(target.url)
 		try:
 			address = self.policy.resolve(
-				parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+				parts.hostname or "",
+				parts.port or (443 if parts.scheme == "https" else 80),
+				within=progress.seconds_left(),
 			)
 		except FabricError as exc:
 			return Outcome(False, exc.retryable, str(exc), latency_ms=_elapsed(started))
