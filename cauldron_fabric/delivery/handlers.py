@@ -28,9 +28,8 @@ from cauldron_fabric.emit.context import caused_by
 from cauldron_fabric.emit.policy import clear_policy
 
 
-def handler_functions(site: str) -> dict[str, Callable[[Envelope, RenderedPayload], None]]:
-	"""Returns a callable per registered handler path, each running inside a site context."""
-	user = frappe.db.get_single_value("Fabric Settings", "handler_user") or "Administrator"
+def handler_functions(site: str, user: str) -> dict[str, Callable[[Envelope, RenderedPayload], None]]:
+	"""Returns a callable per registered handler path, each running inside a site context as ``user``."""
 	sites_path = frappe.local.sites_path
 	return {path: SiteHandler(site, sites_path, path, user) for path in registered_handlers()}
 

@@ -63,6 +63,7 @@ class DeliverySettings:
 	batch_size: int
 	# An attempt running longer is logged and listed as overdue in the worker's heartbeat.
 	overdue_after: int = LONGEST_ATTEMPT_SECONDS
+	handler_user: str = "Administrator"  # who in-app handlers run as
 
 
 def load_delivery_settings(batch_size: int | None = None) -> DeliverySettings:
@@ -76,6 +77,7 @@ def load_delivery_settings(batch_size: int | None = None) -> DeliverySettings:
 		batch_size=min(max(batch_size or cint(settings.delivery_batch_size) or DEFAULT_BATCH_SIZE, 1), 5000),
 		# Unset on a site not migrated since the field came: its default.
 		overdue_after=max(cint(settings.handler_overdue_seconds) or LONGEST_ATTEMPT_SECONDS, 1),
+		handler_user=settings.handler_user or "Administrator",
 	)
 
 
@@ -114,7 +116,7 @@ class DeliveryRuntime:
 		self.transports = _open_transports(settings)
 		self.destinations = Destinations(
 			transports=self.transports,
-			handlers=handler_functions(frappe.local.site),
+			handlers=handler_functions(frappe.local.site, settings.handler_user),
 			sender=WebhookSender(_address_policy(settings.allow_list)),
 		)
 		self.book = SubscriptionBook()

@@ -8,7 +8,10 @@ machine's broker on 127.0.0.1:5672; in-app handlers are registered through ``fab
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
+from unittest.mock import patch
 
 import frappe
 from cloudevents.core.bindings import amqp as ce_amqp
@@ -20,9 +23,12 @@ from standardwebhooks.webhooks import Webhook
 
 from cauldron_fabric.api import settings as settings_api
 from cauldron_fabric.core.delivery.records import delivery_id
+from cauldron_fabric.delivery import worker as worker_module
+from cauldron_fabric.delivery.status import WORKERS_KEY
 from cauldron_fabric.services.relay import run_relay_for
 from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
 from cauldron_fabric.testing.rabbitmq import RabbitMQ
+from cauldron_fabric.tests.test_delivery_status import run_worker_in_thread, wait_for
 from cauldron_fabric.tests.test_delivery_support import (
 	ReceiverCase,
 	dead_letters,
@@ -42,6 +48,14 @@ def record_handled(envelope, payload) -> None:
 	"""An in-app handler: remembers the event and writes a ToDo, proving it runs in the site."""
 	HANDLED.append((envelope.id, payload.content_type))
 	frappe.get_doc({"doctype": "ToDo", "description": f"handled {envelope.id}"}).insert()
+
+
+RAN_AS: list[str] = []
+
+
+def record_user(envelope, payload) -> None:
+	"""An in-app handler that remembers the user it runs as."""
+	RAN_AS.append(frappe.session.user)
 
 
 def look_up_user(envelope, payload) -> None:
@@ -224,6 +238,37 @@ class TestWebhookAndHandlerDestinations(ReceiverCase):
 		self.assertEqual(row.status, "Dead")
 		self.assertIn("not found", row.last_error)
 		self.assertNotIn("<", row.last_error)
+
+
+class TestHandlerUser(ReceiverCase):
+	def test_a_running_worker_runs_handlers_as_the_user_the_settings_name_now(self):
+		# Run handlers as was read when a worker started: a running worker went on running them
+		# as the user the admin had just replaced, with that user's permissions, until restarted.
+		handler = f"{__name__}.record_user"
+		clerk = make_user("fabric-handler-clerk@example.com", ["Fabric Publisher"])
+		name, stop = f"handler-user-{self.tag}", threading.Event()
+		self.addCleanup(frappe.cache.hdel, WORKERS_KEY, name)
+		RAN_AS.clear()
+		with (
+			patch_hooks({"fabric_handlers": {"todo.*": [handler]}}),
+			patch.object(worker_module, "SETTINGS_RECHECK_SECONDS", 0.5),
+			fabric_settings(handler_user="Administrator"),
+		):
+			self.subscription(destination_type="In-app handler", handler=handler)
+			args = (frappe.local.site, frappe.local.sites_path, stop, name)
+			thread = threading.Thread(target=run_worker_in_thread, args=args)
+			thread.start()
+			try:
+				save_todo(self.tag)
+				wait_for(lambda: len(RAN_AS) == 1)
+				with fabric_settings(handler_user=clerk):
+					time.sleep(1)  # past the worker's settings recheck
+					save_todo(self.tag)
+					wait_for(lambda: len(RAN_AS) == 2)
+			finally:
+				stop.set()
+				thread.join(60)
+		self.assertEqual(RAN_AS, ["Administrator", clerk])
 
 
 class TestBrokerDestinations(ReceiverCase):
