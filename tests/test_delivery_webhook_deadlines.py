@@ -2,6 +2,7 @@
 connecting (TCP, and TLS for HTTPS) through the upload to the response, against real receivers
 that are slow at each step on purpose."""
 
+import re
 import socket
 import threading
 import time
@@ -178,3 +179,20 @@ def test_a_host_name_that_resolves_slowly_holds_the_attempt_no_longer_than_its_t
 	assert (outcome.ok, outcome.retryable) == (False, True)
 	assert "'receiver.test' did not resolve within 1 s" in outcome.error, outcome.error
 	assert receiver.requests == []
+
+
+def test_a_connection_not_accepted_is_reported_with_the_time_it_had_after_resolving():
+	# The error gave the whole timeout as the time the receiver had to accept the connection,
+	# though resolving the name had taken most of it.
+	def slow_resolver(host, port):
+		time.sleep(0.6)
+		return ["127.0.0.1"]
+
+	server = SlowAcceptor()
+	port = server.server.getsockname()[1]
+	sender = WebhookSender(AddressPolicy.from_allow_list(["127.0.0.0/8"], resolver=slow_resolver))
+	outcome = sender.send(WebhookTarget(f"https://receiver.test:{port}/hook", timeout=1.5), "e", BODY)
+	sender.close()
+	server.stop()
+	assert (outcome.ok, outcome.retryable) == (False, True)
+	assert re.search(r"did not accept the connection within 0\.[89] s", outcome.error), outcome.error

@@ -41,6 +41,7 @@ class RequestProgress:
 	deadline: float
 	connected: bool = False
 	sent: bool = False
+	connect_seconds: float | None = None  # what the last connection had to be accepted in
 
 	def seconds_left(self, until: float | None = None) -> float:
 		"""Returns the seconds left until ``until`` (the deadline by default), never 0 or less."""
@@ -145,7 +146,7 @@ class _DeadlineMixin:
 		if progress is None:
 			return super().connect()
 		self._connect_deadline = min(progress.deadline, time.monotonic() + CONNECT_TIMEOUT)
-		self.timeout = progress.seconds_left(self._connect_deadline)
+		self.timeout = progress.connect_seconds = progress.seconds_left(self._connect_deadline)
 		try:
 			super().connect()
 		finally:

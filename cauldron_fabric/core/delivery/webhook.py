@@ -359,11 +359,12 @@ def _elapsed(started: float) -> float:
 
 def _timed_out(target: WebhookTarget, started: float, progress: RequestProgress | None) -> Outcome:
 	if progress is not None and not progress.connected:
-		# Nothing was sent: a longer timeout would not help, the connection has CONNECT_TIMEOUT.
+		# Nothing was sent: a longer timeout would not help, the connection has CONNECT_TIMEOUT
+		# at most, less what resolving the name took.
+		allowed = progress.connect_seconds or min(target.timeout, CONNECT_TIMEOUT)
 		error = (
-			f"{redact_url(target.url)} did not accept the connection within "
-			f"{min(target.timeout, CONNECT_TIMEOUT):g} s (its host is down, or a firewall drops the"
-			" connection); retrying."
+			f"{redact_url(target.url)} did not accept the connection within {round(allowed, 1):g} s "
+			"(its host is down, or a firewall drops the connection); retrying."
 		)
 	elif progress is not None and not progress.sent:
 		error = (
