@@ -16,6 +16,7 @@ done; the engine logs one that runs past the longest attempt (core/delivery/over
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 
@@ -69,13 +70,19 @@ def _connect(site: str, sites_path: str) -> None:
 
 
 def _start_afresh() -> None:
-	"""Forgets what this thread cached for earlier events, as each new request or job does.
+	"""Forgets what this thread kept from earlier events, as each new request or job does.
 
 	The sending threads outlive any request: without this, Fabric Settings saved since a
 	thread's first event (a deny list, emission turned off) never reach the events its
-	handlers' changes emit, until the worker restarts.
+	handlers' changes emit, until the worker restarts; flags a handler set (``mute_emails``,
+	``in_import``) hold for the next one; and every message printed or thrown is kept for good.
 	"""
+	if (initial := getattr(frappe.local, "fabric_initial_flags", None)) is None:  # as connected
+		initial = frappe.local.fabric_initial_flags = copy.deepcopy(dict(frappe.local.flags))
 	frappe.local.cache = {}
+	frappe.local.flags = frappe._dict(copy.deepcopy(initial))
+	frappe.local.message_log, frappe.local.error_log, frappe.local.debug_log = [], [], []
+	frappe.local.locked_documents = []
 	clear_policy()
 
 

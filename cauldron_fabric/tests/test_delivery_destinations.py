@@ -51,11 +51,19 @@ def record_handled(envelope, payload) -> None:
 
 
 RAN_AS: list[str] = []
+LEFT_OVER: list[tuple] = []
 
 
 def record_user(envelope, payload) -> None:
 	"""An in-app handler that remembers the user it runs as."""
 	RAN_AS.append(frappe.session.user)
+
+
+def note_what_is_left_over(envelope, payload) -> None:
+	"""An in-app handler that notes the flag and messages an earlier call left, then leaves them."""
+	LEFT_OVER.append((frappe.flags.get("fabric_handled"), len(frappe.local.message_log)))
+	frappe.flags.fabric_handled = envelope.id
+	frappe.msgprint(f"handled {envelope.id}")
 
 
 def look_up_user(envelope, payload) -> None:
@@ -240,7 +248,7 @@ class TestWebhookAndHandlerDestinations(ReceiverCase):
 		self.assertNotIn("<", row.last_error)
 
 
-class TestHandlerUser(ReceiverCase):
+class TestHandlersInARunningWorker(ReceiverCase):
 	def test_a_running_worker_runs_handlers_as_the_user_the_settings_name_now(self):
 		# Run handlers as was read when a worker started: a running worker went on running them
 		# as the user the admin had just replaced, with that user's permissions, until restarted.
@@ -269,6 +277,28 @@ class TestHandlerUser(ReceiverCase):
 				stop.set()
 				thread.join(60)
 		self.assertEqual(RAN_AS, ["Administrator", clerk])
+
+	def test_each_event_finds_no_flag_or_message_an_earlier_handler_left_on_its_thread(self):
+		# A sending thread outlives its events: flags a handler set (mute_emails, in_import…) were
+		# still set for the next handler on it, and every message printed or thrown was kept for
+		# good, a worker growing with each failed attempt.
+		handler = f"{__name__}.note_what_is_left_over"
+		name, stop = f"left-over-{self.tag}", threading.Event()
+		self.addCleanup(frappe.cache.hdel, WORKERS_KEY, name)
+		LEFT_OVER.clear()
+		with patch_hooks({"fabric_handlers": {"todo.*": [handler]}}):
+			self.subscription(destination_type="In-app handler", handler=handler)
+			args = (frappe.local.site, frappe.local.sites_path, stop, name)
+			thread = threading.Thread(target=run_worker_in_thread, args=args)
+			thread.start()
+			try:
+				for count in (1, 2, 3):
+					save_todo(self.tag)
+					wait_for(lambda count=count: len(LEFT_OVER) == count)
+			finally:
+				stop.set()
+				thread.join(60)
+		self.assertEqual(LEFT_OVER, [(None, 0)] * 3)
 
 
 class TestBrokerDestinations(ReceiverCase):
