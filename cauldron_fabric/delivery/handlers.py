@@ -11,7 +11,7 @@ runs handlers on its sending threads: each thread gets its own site connection, 
 handler as the Fabric Settings handler user (or Administrator) and commits after it, or rolls
 back when it raises (a FabricError says whether to retry; any other error is retried).
 A handler has no timeout, since a thread cannot be stopped without leaving its transaction half
-done; the engine logs one that runs past the longest attempt (core/delivery/overdue.py).
+done; the engine logs one that runs past Fabric Settings' Handlers overdue after (overdue.py).
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ class TransportDestination(Destination):
 class HandlerDestination(Destination):
 	"""An in-process function; its FabricErrors say whether to retry, any other error is retried.
 
-	It has no timeout: the engine logs a call running past the longest attempt (overdue.py).
+	It has no timeout: the engine logs a call running past its overdue_after (overdue.py).
 	"""
 
 	def __init__(self, path: str, handler: Handler):
