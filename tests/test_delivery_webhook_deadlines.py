@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cauldron_fabric.core.delivery.addresses import AddressPolicy
+from cauldron_fabric.core.delivery.addresses import AddressPolicy, HostUnresolvable
 from cauldron_fabric.core.delivery.webhook import WebhookSender, WebhookTarget
 from cauldron_fabric.testing.http_receiver import Receiver, Reply, SlowAcceptor, SlowReader
 
@@ -196,3 +196,29 @@ def test_a_connection_not_accepted_is_reported_with_the_time_it_had_after_resolv
 	server.stop()
 	assert (outcome.ok, outcome.retryable) == (False, True)
 	assert re.search(r"did not accept the connection within 0\.[89] s", outcome.error), outcome.error
+
+
+def test_a_host_name_whose_dns_never_answers_holds_up_no_other_host_name():
+	# Every attempt for such a name gave up at its timeout but left its lookup queued: eight of
+	# them held every resolver thread, and the lookups of all other webhooks waited behind the
+	# rest and failed as "did not resolve" too, each abandoned lookup still run in its turn.
+	answer = threading.Event()
+	looked_up = []
+
+	def resolver(host, port):
+		looked_up.append(host)
+		if host == "silent-dns.test":
+			answer.wait(10)
+		return ["127.0.0.1"]
+
+	policy = AddressPolicy.from_allow_list(["127.0.0.0/8"], resolver=resolver)
+	try:
+		for _ in range(20):
+			with pytest.raises(HostUnresolvable, match="did not resolve within"):
+				policy.resolve("silent-dns.test", 443, within=0.05)
+		started = time.monotonic()
+		assert policy.resolve("receiver.test", 443, within=1) == "127.0.0.1"
+		assert time.monotonic() - started < 0.5
+		assert looked_up.count("silent-dns.test") == 1  # the attempts shared the lookup under way
+	finally:
+		answer.set()

@@ -58,45 +58,77 @@ def system_resolver(host: str, port: int) -> list[str]:
 	return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-class _ResolverThreads:
-	"""A few daemon threads that resolve host names, so that a caller can stop waiting.
+class _Lookup:
+	"""One resolver call under way, which every attempt for the same name waits on."""
 
-	getaddrinfo cannot be interrupted, and glibc waits 5 s per DNS server and try; the thread
-	finishes the lookup on its own while the attempt goes on without it. Daemon threads, unlike
-	a ThreadPoolExecutor's, do not hold up the process's exit.
-	"""
-
-	SIZE = 8
+	__slots__ = ("done", "ok", "value")
 
 	def __init__(self) -> None:
-		self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-		self._started = False
+		self.done = threading.Event()
+		self.ok = False
+		self.value: list[str] | BaseException | None = None
+
+
+class _ResolverThreads:
+	"""Resolves host names on daemon threads, so that a caller can stop waiting.
+
+	getaddrinfo cannot be interrupted, and glibc waits 5 s per DNS server and try; the thread
+	finishes the lookup on its own while the attempt goes on without it. An attempt for a name
+	already being looked up waits on that lookup, and any other name gets an idle thread or a new
+	one: a fixed pool was held by a name whose DNS never answered, one thread per attempt given
+	up on, while the lookups of every other webhook queued behind them and failed too. A thread
+	idle for IDLE_SECONDS ends. Daemon threads, unlike a ThreadPoolExecutor's, do not hold up the
+	process's exit.
+	"""
+
+	IDLE_SECONDS = 60.0
+
+	def __init__(self) -> None:
 		self._lock = threading.Lock()
+		self._under_way: dict[tuple[Resolver, str, int], _Lookup] = {}
+		self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+		self._idle = 0  # threads waiting for a job, less the jobs queued for them
 
 	def resolve(self, resolver: Resolver, host: str, port: int, seconds: float) -> list[str]:
 		"""Returns ``resolver(host, port)``; raises TimeoutError when it takes over ``seconds``."""
+		key = (resolver, host, port)
 		with self._lock:
-			if not self._started:
-				for number in range(self.SIZE):
-					threading.Thread(target=self._run, name=f"fabric-dns-{number}", daemon=True).start()
-				self._started = True
-		answer: queue.SimpleQueue = queue.SimpleQueue()
-		self._jobs.put((resolver, host, port, answer))
-		try:
-			ok, value = answer.get(timeout=seconds)
-		except queue.Empty:
-			raise TimeoutError from None
-		if not ok:
-			raise value
-		return value
+			lookup = self._under_way.get(key)
+			if lookup is None:
+				lookup = self._under_way[key] = _Lookup()
+				self._jobs.put((key, lookup))
+				if self._idle:
+					self._idle -= 1
+				else:
+					threading.Thread(target=self._serve, name="fabric-dns", daemon=True).start()
+		if not lookup.done.wait(seconds):
+			raise TimeoutError
+		if not lookup.ok:
+			raise lookup.value
+		return list(lookup.value)
 
-	def _run(self) -> None:
-		while True:
-			resolver, host, port, answer = self._jobs.get()
+	def _serve(self) -> None:
+		while (job := self._next_job()) is not None:
+			(resolver, host, port), lookup = job
 			try:
-				answer.put((True, resolver(host, port)))
+				lookup.value, lookup.ok = resolver(host, port), True
 			except BaseException as exc:
-				answer.put((False, exc))
+				lookup.value = exc
+			with self._lock:
+				del self._under_way[job[0]]
+				self._idle += 1
+			lookup.done.set()
+
+	def _next_job(self) -> tuple[tuple[Resolver, str, int], _Lookup] | None:
+		"""Returns the next lookup to make, or None when this thread is to end (idle too long)."""
+		while True:
+			try:
+				return self._jobs.get(timeout=self.IDLE_SECONDS)
+			except queue.Empty:
+				with self._lock:
+					if self._idle:  # else a job was queued for this thread just now
+						self._idle -= 1
+						return None
 
 
 RESOLVER_THREADS = _ResolverThreads()
