@@ -1,12 +1,16 @@
 """A delivery worker's heartbeat: totals, last error, attempts in flight and overdue ones."""
 
+import logging
 import threading
 
+from cauldron_fabric.core.delivery.addresses import AddressPolicy
 from cauldron_fabric.core.delivery.destinations import Destinations
 from cauldron_fabric.core.delivery.engine import DeliveryEngine, DeliveryReport, DeliveryWorker
 from cauldron_fabric.core.delivery.heartbeat import DeliveryHeartbeat
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
 from cauldron_fabric.core.delivery.subscription import build_index, build_subscription, plan_deliveries
+from cauldron_fabric.core.delivery.webhook import WebhookSender
+from cauldron_fabric.testing.http_receiver import Receiver, Reply
 from conftest import make_envelope
 
 FAST = {"initial_delay": 0.2, "max_delay": 1.0, "jitter": 0.0}
@@ -56,3 +60,30 @@ def test_a_heartbeat_publishes_at_most_once_a_second_and_keeps_a_failed_cycles_e
 	}  # fmt: skip
 	heartbeat.count(DeliveryReport())
 	assert heartbeat.status()["last_error"] is None, "a cycle that ran clears the error"
+
+
+def test_a_webhook_within_its_timeout_is_never_overdue_however_soon_handlers_are(caplog):
+	# Fabric Settings' "Handlers overdue after" reached every attempt: a webhook answering within
+	# its timeout was listed as overdue and logged as a handler to make "bound its own waits".
+	receiver = Receiver().start()
+	receiver.reply("/hook", Reply(200, delay=1.0))
+	hook = build_subscription("slow-hook", receiver.url(), event_types=["*"], timeout=5, **FAST)
+	beats = []
+	heartbeat = DeliveryHeartbeat(beats.append, every=0.1)
+	sender = WebhookSender(AddressPolicy.from_allow_list(["127.0.0.0/8"]))
+	engine = DeliveryEngine(Destinations(sender=sender), overdue_after=0.3, on_waiting=heartbeat.beat)
+	heartbeat.running = engine.running
+	deliveries = MemoryDeliveries()
+	deliveries.session().enqueue(plan_deliveries(make_envelope(), build_index([hook])))
+	worker = DeliveryWorker(deliveries.session(), {hook.name: hook}.get, engine)
+	try:
+		with caplog.at_level(logging.WARNING):
+			heartbeat.count(worker.deliver_due())
+	finally:
+		engine.close()
+		sender.close()
+		receiver.stop()
+	assert heartbeat.status()["delivered"] == 1
+	assert any(beat["in_flight"] == 1 for beat in beats), beats
+	assert [beat["overdue"] for beat in beats if beat["overdue"]] == []
+	assert [r.getMessage() for r in caplog.records if "slow-hook" in r.getMessage()] == []

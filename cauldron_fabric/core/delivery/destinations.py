@@ -102,6 +102,7 @@ class Destination(abc.ABC):
 	"""
 
 	batches: bool = False
+	timed: bool = True  # its attempts end by a timeout of their own (see overdue.py)
 
 	@abc.abstractmethod
 	def deliver(self, envelope: Envelope, payload: RenderedPayload, delivery_id: str) -> Outcome:
@@ -164,6 +165,8 @@ class HandlerDestination(Destination):
 
 	It has no timeout: the engine logs a call running past its overdue_after (overdue.py).
 	"""
+
+	timed = False
 
 	def __init__(self, path: str, handler: Handler):
 		self.path, self.handler = path, handler

@@ -68,10 +68,10 @@ class _Prepared:
 class DeliveryEngine:
 	"""Turns claimed deliveries into attempts; thread-safe, one per worker process.
 
-	An attempt still running ``overdue_after`` seconds after it started (a handler, which has no
-	timeout) is logged as a warning while the engine waits for it (see overdue.py). While it
-	waits the engine calls ``on_waiting`` (a heartbeat) every second, so a worker held by such an
-	attempt is still seen running.
+	A handler (no timeout) still running ``overdue_after`` seconds after it started, or any other
+	attempt past LONGEST_ATTEMPT_SECONDS, is logged as a warning while the engine waits for it
+	(see overdue.py). While it waits the engine calls ``on_waiting`` (a heartbeat) every second,
+	so a worker held by such an attempt is still seen running.
 	"""
 
 	def __init__(
@@ -164,12 +164,12 @@ class DeliveryEngine:
 		return _Prepared(job, subscription, envelope, payload, destination, started)
 
 	def _send_one(self, prepared: _Prepared) -> list[Outcome]:
-		with self.running.tracking(_attempts([prepared])):
+		with self.running.tracking(_attempts([prepared]), prepared.destination.timed):
 			return _timed([prepared], lambda: [prepared.destination.deliver(*_item(prepared))])
 
 	def _send_group(self, group: list[_Prepared]) -> list[Outcome]:
 		destination = group[0].destination
-		with self.running.tracking(_attempts(group)):
+		with self.running.tracking(_attempts(group), destination.timed):
 			return _timed(group, lambda: destination.deliver_many([_item(p) for p in group]))
 
 	def _decide(
