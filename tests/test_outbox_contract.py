@@ -187,6 +187,31 @@ def test_every_column_of_an_appended_row_is_stored_as_given(outbox_table, connec
 	)
 
 
+def test_rows_appended_together_are_stamped_apart_in_their_id_order(outbox_table):
+	# Desk lists the Event Log by creation: rows sharing one stamp have no order between them,
+	# and a page boundary among them showed some rows twice and others never.
+	table, sequence = outbox_table
+	now = dt.datetime(2026, 1, 2, 3, 4, 5, 999_998)
+	store = SqlOutboxStore(connect_db, table=table, sequence=sequence, clock=lambda: now)
+	store.append([OutboxAppend(make_envelope("ToDo", f"T-{i}", "created")) for i in range(5)])
+	store.commit()
+	store.close()
+	conn = connect_db()
+	with conn.cursor() as cur:
+		cur.execute(f"SELECT creation, modified FROM `{table}` ORDER BY name")
+		stamps = cur.fetchall()
+		pages = []
+		for start in range(0, 5, 2):
+			cur.execute(f"SELECT name FROM `{table}` ORDER BY creation DESC LIMIT {start}, 2")
+			pages += [int(name) for (name,) in cur.fetchall()]
+		cur.execute(f"SELECT name FROM `{table}` ORDER BY name DESC")
+		newest_first = [int(name) for (name,) in cur.fetchall()]
+	conn.close()
+	assert [creation for creation, _ in stamps] == [now + dt.timedelta(microseconds=i) for i in range(5)]
+	assert all(creation == modified for creation, modified in stamps)
+	assert pages == newest_first
+
+
 def test_an_error_quoting_markup_is_kept_as_text_desk_cannot_run_as_html(outbox_table):
 	# Desk renders an Event Log's last_error as HTML; a schema violation quotes the payload's
 	# values and a broker's error its own text, so their markup would run in an admin's browser.
