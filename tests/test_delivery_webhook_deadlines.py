@@ -111,8 +111,9 @@ def test_a_receiver_that_never_completes_the_connection_is_not_blamed_for_readin
 	outcome = sender.send(WebhookTarget(url, timeout=timeout), "evt-no-tls", BODY)
 	server.close()
 	assert (outcome.ok, outcome.retryable) == (False, True)
-	assert f"did not accept the connection within {min(timeout, 5)} s" in outcome.error, outcome.error
-	assert "whole request" not in outcome.error
+	# It did accept the connection: the admin reading the error is told the TLS handshake stalled.
+	assert f"did not finish the TLS handshake within {min(timeout, 5)} s" in outcome.error, outcome.error
+	assert "did not accept" not in outcome.error and "whole request" not in outcome.error
 
 
 def test_a_receiver_that_never_accepts_the_connection_is_given_up_on_within_the_timeout(sender):
@@ -137,7 +138,10 @@ def test_a_connection_accepted_late_leaves_the_tls_handshake_only_the_rest_of_th
 	server.stop()
 	assert elapsed < 2 + 0.3, elapsed
 	assert (outcome.ok, outcome.retryable) == (False, True)
-	assert "did not accept the connection within 2 s" in outcome.error, outcome.error
+	# The handshake had what the TCP connect left of the 2 s, about 1 s.
+	assert re.search(r"did not finish the TLS handshake within (0\.[5-9]|1(\.[0-4])?) s", outcome.error), (
+		outcome.error
+	)
 
 
 def test_a_body_trickled_after_a_late_answer_gets_only_what_is_left_of_the_timeout(receiver, sender):

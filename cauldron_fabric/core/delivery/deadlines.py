@@ -42,6 +42,8 @@ class RequestProgress:
 	connected: bool = False
 	sent: bool = False
 	connect_seconds: float | None = None  # what the last connection had to be accepted in
+	# What the TLS handshake had once the receiver accepted TCP (HTTPS only); None before.
+	handshake_seconds: float | None = None
 
 	def seconds_left(self, until: float | None = None) -> float:
 		"""Returns the seconds left until ``until`` (the deadline by default), never 0 or less."""
@@ -157,7 +159,10 @@ class _DeadlineMixin:
 		"""Opens the TCP connection; the TLS handshake on it has what the TCP connect left."""
 		sock = super()._new_conn()
 		if (progress := _PROGRESS.get()) is not None and self._connect_deadline is not None:
-			sock.settimeout(progress.seconds_left(self._connect_deadline))
+			left = progress.seconds_left(self._connect_deadline)
+			sock.settimeout(left)
+			if isinstance(self, HTTPSConnection):
+				progress.handshake_seconds = left
 		return sock
 
 	def request(self, *args, **kwargs):

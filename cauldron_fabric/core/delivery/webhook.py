@@ -358,7 +358,15 @@ def _elapsed(started: float) -> float:
 
 
 def _timed_out(target: WebhookTarget, started: float, progress: RequestProgress | None) -> Outcome:
-	if progress is not None and not progress.connected:
+	if progress is not None and not progress.connected and progress.handshake_seconds is not None:
+		# TCP was accepted, TLS never finished: something listens on the port, but does not
+		# speak TLS there, or is too busy to; the host is up, so "did not accept" misled.
+		error = (
+			f"{redact_url(target.url)} accepted the connection but did not finish the TLS handshake "
+			f"within {round(progress.handshake_seconds, 1):g} s (it is overloaded, or that port does "
+			"not serve HTTPS: check the URL's port); retrying."
+		)
+	elif progress is not None and not progress.connected:
 		# Nothing was sent: a longer timeout would not help, the connection has CONNECT_TIMEOUT
 		# at most, less what resolving the name took.
 		allowed = progress.connect_seconds or min(target.timeout, CONNECT_TIMEOUT)
