@@ -8,69 +8,28 @@ import re
 import sys
 import threading
 import time
-import uuid
 
-import pika
 import pytest
-from cloudevents.core.bindings import amqp as ce_amqp
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
+from delivery_fabric import FAST, Fabric
 from standardwebhooks.webhooks import Webhook
 
-from cauldron_fabric.core.delivery.addresses import AddressPolicy
-from cauldron_fabric.core.delivery.destinations import Destinations
-from cauldron_fabric.core.delivery.engine import DeliveryEngine, DeliveryWorker
 from cauldron_fabric.core.delivery.records import (
 	DEAD,
-	DEFERRED,
 	DELIVERED,
 	PENDING,
 	RETRYING,
 	delivery_id,
 )
-from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
+from cauldron_fabric.core.delivery.signing import generate_secret
 from cauldron_fabric.core.delivery.subscription import (
 	build_broken_subscription,
-	build_index,
 	build_subscription,
-	plan_deliveries,
 )
-from cauldron_fabric.core.delivery.webhook import WebhookSender, generate_secret
 from cauldron_fabric.core.errors import PermanentError
-from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.testing.http_receiver import Receiver, Reply, SlowReader
-from cauldron_fabric.testing.kafka_broker import read_topic
 from conftest import make_envelope
-
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-FAST = {"initial_delay": 0.2, "max_delay": 1.0, "jitter": 0.0}
-
-
-class Fabric:
-	"""Subscriptions, a memory delivery queue and workers wired the way the Frappe layer wires them."""
-
-	def __init__(self, subscriptions, transports=None, handlers=None, **engine_options):
-		self.subscriptions = {s.name: s for s in subscriptions}
-		self.index = build_index(subscriptions)
-		self.deliveries = MemoryDeliveries()
-		sender = WebhookSender(AddressPolicy.from_allow_list(["127.0.0.0/8"]))
-		self.destinations = Destinations(transports=transports, handlers=handlers, sender=sender)
-		self.engine = DeliveryEngine(self.destinations, **engine_options)
-
-	def emit(self, *envelopes):
-		store = self.deliveries.session()
-		return sum(store.enqueue(plan_deliveries(envelope, self.index)) for envelope in envelopes)
-
-	def worker(self, **options):
-		return DeliveryWorker(self.deliveries.session(), self.subscriptions.get, self.engine, **options)
-
-	def rows(self):
-		store = self.deliveries.session()
-		return [store.get(seq) for seq in sorted(self.deliveries.rows)]
-
-	def close(self):
-		self.engine.close()
-		self.destinations.close()
 
 
 @pytest.fixture
@@ -375,65 +334,4 @@ def test_a_subscription_that_no_longer_compiles_dead_letters_what_it_would_get(r
 	)
 	assert "content filter could not be applied" in rows[0].last_error
 	assert "content filter" not in rows[1].last_error
-	fabric.close()
-
-
-@pytest.fixture
-def rabbit_exchange():
-	"""Yields a fresh exchange name and a reading channel; deletes the exchange and its queues after."""
-	exchange = f"delivery.{uuid.uuid4().hex[:6]}"
-	connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
-	yield exchange, connection.channel()
-	channel = connection.channel()
-	for name in (f"{exchange}.invoices", f"{exchange}.invoices.dead"):
-		channel.queue_delete(name)
-	for name in (exchange, f"{exchange}.dlx"):
-		channel.exchange_delete(name)
-	connection.close()
-
-
-def test_kafka_and_rabbitmq_destinations_through_real_brokers(kafka, rabbit_exchange):
-	exchange, channel = rabbit_exchange
-	topic = f"delivery.{uuid.uuid4().hex[:6]}"
-	rabbit = open_transport(RABBITMQ_URL, {"exchange": exchange})
-	queue = rabbit.declare_queue(f"{exchange}.invoices", ("sales_invoice.#",)).queue
-	transports = {"kafka": open_transport(kafka.url, {"topic_partitions": 3}), "amqp": rabbit}
-	fabric = Fabric(
-		[
-			build_subscription("to-kafka", f"kafka:{topic}", event_types=["sales_invoice.*"], **FAST),
-			build_subscription("to-rabbit", f"amqp:{exchange}/sales_invoice.submitted", event_types=["*.submitted"],
-				payload_form="cloudevents-binary", **FAST),
-			build_subscription("unroutable", f"amqp:{exchange}/nobody.listens", event_types=["*.submitted"], **FAST),
-		],
-		transports,
-	)  # fmt: skip
-	events = [make_envelope("Sales Invoice", f"SINV-{n}", "submitted", n=n) for n in range(5)]
-	fabric.emit(*events)
-	report = fabric.worker().deliver_due()
-	fabric.close()
-	for transport in transports.values():
-		transport.close()
-	assert (report.delivered, report.dead) == (10, 5)
-	messages = read_topic(kafka.bootstrap, topic, 5)
-	assert sorted(json.loads(m.value())["id"] for m in messages) == sorted(e.id for e in events)
-	assert dict(messages[0].headers())["ce_specversion"] == b"1.0"
-	received = []
-	while (message := channel.basic_get(queue, auto_ack=True))[0] is not None:
-		_, properties, body = message
-		amqp_message = ce_amqp.AMQPMessage(
-			{"content-type": properties.content_type}, properties.headers, body
-		)
-		received.append(ce_amqp.from_binary(amqp_message, JSONFormat()))
-	assert [e.get_id() for e in received] == [e.id for e in events]
-	assert received[0].get_data()["entityId"] == "SINV-0" and properties.delivery_mode == 2
-	unroutable = [row for row in fabric.rows() if row.subscription == "unroutable"]
-	assert all("No queue is bound" in row.last_error for row in unroutable)
-
-
-def test_a_missing_broker_connection_waits_instead_of_failing():
-	fabric = Fabric([build_subscription("r", "amqp:ex/key", event_types=["*"], **FAST)])
-	fabric.emit(make_envelope())
-	report = fabric.worker().deliver_due()
-	assert report.retrying == 1 and "No RabbitMQ connection is configured" in fabric.rows()[0].last_error
-	assert DEFERRED not in fabric.worker().store.status_counts()
 	fabric.close()

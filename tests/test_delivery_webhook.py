@@ -20,15 +20,13 @@ from cauldron_fabric.core import cloudevents as ce
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, AddressRefused, refusal_reason
 from cauldron_fabric.core.delivery.destinations import WebhookDestination, parse_address
 from cauldron_fabric.core.delivery.records import delivery_id
+from cauldron_fabric.core.delivery.signing import generate_secret, secret_key, signature_headers
 from cauldron_fabric.core.delivery.transform import BINARY, compile_transform
 from cauldron_fabric.core.delivery.webhook import (
 	WebhookSender,
 	WebhookTarget,
-	generate_secret,
 	header_pairs,
 	parse_retry_after,
-	secret_key,
-	signature_headers,
 )
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.testing.http_receiver import Receiver, Reply

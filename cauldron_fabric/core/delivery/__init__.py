@@ -29,6 +29,7 @@ from cauldron_fabric.core.delivery.records import (
 	DeliveryRow,
 	Outcome,
 )
+from cauldron_fabric.core.delivery.signing import generate_secret
 from cauldron_fabric.core.delivery.store import DeliveryStore
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries, MemoryDeliveryStore
 from cauldron_fabric.core.delivery.store_sql import (
@@ -47,7 +48,7 @@ from cauldron_fabric.core.delivery.subscription import (
 	plan_deliveries,
 )
 from cauldron_fabric.core.delivery.transform import RenderedPayload, Transform, compile_transform
-from cauldron_fabric.core.delivery.webhook import WebhookSender, WebhookTarget, generate_secret
+from cauldron_fabric.core.delivery.webhook import WebhookSender, WebhookTarget
 
 __all__ = [
 	"DEAD",
