@@ -85,6 +85,11 @@ def attributes_of(body: Mapping[str, Any]) -> dict[str, str]:
 
 # The metadata extensions in attribute order: (attribute name, envelope metadata key).
 METADATA_ATTRIBUTES = tuple((key.replace("_", ""), field) for key, field in METADATA_KEYS.items())
+# Every attribute attribute_items may give, whether an event has it or not.
+ATTRIBUTE_NAMES = frozenset(
+	{"specversion", "id", "type", "source", "time", "subject", "dataschema"}
+	| {name for name, _ in METADATA_ATTRIBUTES}
+)
 
 
 def attribute_items(body: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:

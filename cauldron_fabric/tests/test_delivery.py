@@ -217,6 +217,37 @@ class TestSubscriptionValidation(DeliveryTestCase):
 				with self.assertRaisesRegex(frappe.ValidationError, problem):
 					self.subscription(webhook_url=hook, webhook_headers=[header])
 
+	def test_a_header_row_the_sender_would_override_is_refused_on_save_saying_what_sets_it(self):
+		# The sender writes these itself after the subscription's rows: a row's value never
+		# reached the receiver, and nothing said so.
+		hook = "https://receiver.example.com/hook"
+		for form, header, problem in (
+			("Envelope", "Content-Type", "content type follows the payload form.*Jinja template"),
+			("Jinja template", "content-TYPE", "content type follows the payload form.*Content type"),
+			("Envelope", "CE-ID", "ce-id carries the event's CloudEvents attribute id"),
+			("CloudEvents binary", "ce-time", "ce-time carries the event's CloudEvents attribute time"),
+			("Field selection", "ce-subject", "ce-subject carries"),
+			("Envelope", "webhook-signature", "set by the fabric"),
+			("Envelope", "Host", "set by the fabric"),
+			("Envelope", "Content-Length", "set by the fabric"),
+		):
+			values = {"payload_form": form, "template": "{{ id }}", "selected_fields": "id"}
+			row = {"header": header, "value": "mine"}
+			with self.subTest(form=form, header=header):
+				with self.assertRaisesRegex(frappe.ValidationError, problem):
+					self.subscription(webhook_url=hook, webhook_headers=[row], **values)
+		# Sent as written: the form writes no such header (the envelope's body has the time, and
+		# a structured CloudEvent's body every attribute), or it is an extension of the row's own.
+		for form, header in (
+			("Envelope", "ce-time"),
+			("CloudEvents structured", "ce-id"),
+			("Envelope", "ce-myext"),
+		):
+			with self.subTest(form=form, header=header):
+				self.subscription(
+					webhook_url=hook, payload_form=form, webhook_headers=[{"header": header, "value": "v"}]
+				)
+
 	def test_every_change_is_in_the_version_history(self):
 		doc = self.subscription(webhook_url="https://receiver.example.com/hook")
 		doc.event_types = "todo.created\ntodo.updated"

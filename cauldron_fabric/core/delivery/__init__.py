@@ -13,7 +13,7 @@ The Frappe layer's entry points:
 
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, AddressRefused
 from cauldron_fabric.core.delivery.conditions import Condition, ConditionError, compile_condition
-from cauldron_fabric.core.delivery.destinations import Destinations, parse_address
+from cauldron_fabric.core.delivery.destinations import Destinations, header_set_by_the_sender, parse_address
 from cauldron_fabric.core.delivery.engine import DeliveryEngine, DeliveryReport, DeliveryWorker
 from cauldron_fabric.core.delivery.heartbeat import DeliveryHeartbeat
 from cauldron_fabric.core.delivery.matching import SubscriptionIndex, compile_filter, compile_pattern
@@ -94,6 +94,7 @@ __all__ = [
 	"compile_transform",
 	"create_table_sql",
 	"generate_secret",
+	"header_set_by_the_sender",
 	"idle_claim_limit",
 	"parse_address",
 	"plan_deliveries",

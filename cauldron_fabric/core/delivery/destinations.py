@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from cauldron_fabric.core.cloudevents import HTTP_PREFIX, KAFKA_PREFIX
+from cauldron_fabric.core.cloudevents import ATTRIBUTE_NAMES, HTTP_PREFIX, KAFKA_PREFIX
 from cauldron_fabric.core.delivery.records import Outcome
-from cauldron_fabric.core.delivery.transform import RenderedPayload
+from cauldron_fabric.core.delivery.transform import ENVELOPE, REQUIRED_ATTRIBUTES, STRUCTURED, RenderedPayload
 from cauldron_fabric.core.delivery.webhook import WebhookSender, WebhookTarget
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError, FabricError, RetryableError
@@ -123,6 +123,24 @@ class WebhookDestination(Destination):
 		"""Calls the receiver once with the payload, its ``ce-`` headers and the signature."""
 		headers = [h for h in payload.headers(HTTP_PREFIX, compact=True) if h[0] != "content-type"]
 		return self.sender.send(self.target, delivery_id, payload.body, payload.content_type, headers)
+
+
+def header_set_by_the_sender(name: str, form: str) -> str | None:
+	"""Returns what the webhook sender writes as header ``name`` for payload ``form``, or None.
+
+	``content-type`` (the payload's), or the CloudEvents attribute it writes as that ``ce-``
+	header: a header row of that name would be overridden. WebhookTarget refuses the
+	Standard Webhooks headers, Host and Content-Length whatever the form.
+	"""
+	lowered = name.strip().lower()
+	if lowered == "content-type":
+		return lowered
+	if not lowered.startswith(HTTP_PREFIX):
+		return None
+	# The envelope's body carries every attribute, so its request has the required ones only.
+	written = () if form == STRUCTURED else REQUIRED_ATTRIBUTES if form == ENVELOPE else ATTRIBUTE_NAMES
+	attribute = lowered.removeprefix(HTTP_PREFIX)
+	return attribute if attribute in written else None
 
 
 class TransportDestination(Destination):

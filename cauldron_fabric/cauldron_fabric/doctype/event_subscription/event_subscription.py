@@ -13,10 +13,11 @@ import frappe
 from frappe import _
 from frappe.model.document import Document
 
-from cauldron_fabric.core.delivery import SubscriptionInvalid, generate_secret
+from cauldron_fabric.core.delivery import SubscriptionInvalid, generate_secret, header_set_by_the_sender
 from cauldron_fabric.delivery.dead_letters import dead_letter_pending_deliveries
 from cauldron_fabric.delivery.schedules import invalid_cron, utc_run_times_stored
 from cauldron_fabric.delivery.subscriptions import (
+	PAYLOAD_FORMS,
 	compile_subscription,
 	fill_empty_numbers,
 	registered_handlers,
@@ -32,6 +33,7 @@ class EventSubscription(Document):
 		fill_empty_numbers(self, DEFAULTED_NUMBERS)
 		self.validate_webhook_url()
 		self.validate_header_values()
+		self.validate_header_names()
 		self.validate_handler()
 		self.validate_schedules()
 		self.keep_trigger_times()
@@ -52,6 +54,33 @@ class EventSubscription(Document):
 					_(
 						"Header {0}: its value is stored encrypted and was not copied with the row; type its value again."
 					).format(frappe.bold(row.header)),
+					title=_("Destination"),
+				)
+
+	def validate_header_names(self) -> None:
+		# The sender writes these after the rows: a row's value would never reach the receiver.
+		if self.destination_type != "Webhook":
+			return
+		form = PAYLOAD_FORMS.get(self.payload_form or "Envelope", "")
+		for row in self.webhook_headers or []:
+			written = header_set_by_the_sender(row.header or "", form)
+			if written == "content-type":
+				frappe.throw(
+					_(
+						"Header {0}: the content type follows the payload form (application/json for Envelope and Field selection, the event data's for CloudEvents binary, application/cloudevents+json for CloudEvents structured) and would replace this row. Remove the row; to send another content type, choose the Jinja template payload and set its Content type."
+					).format(frappe.bold(row.header)),
+					title=_("Destination"),
+				)
+			if written:
+				frappe.throw(
+					_(
+						"Header {0}: with the {1} payload, {2} carries the event's CloudEvents attribute {3}, which would replace this row. Remove the row, or give your value a header name without the ce- prefix."
+					).format(
+						frappe.bold(row.header),
+						_(self.payload_form or "Envelope"),
+						row.header.strip().lower(),
+						written,
+					),
 					title=_("Destination"),
 				)
 
