@@ -167,6 +167,48 @@ class TestConsumerIntegrity(FrappeTestCase):
 		(letter,) = dead_letters(self.group)
 		self.assertEqual(letter.log["reason"], "handler-refused")
 
+	def test_a_running_consumer_runs_handlers_as_the_run_handlers_as_user_the_settings_name_now(self):
+		# As the delivery worker does within its settings recheck: an admin replacing the user
+		# (Administrator by one with fewer permissions) must not wait for a restart.
+		if not frappe.db.exists("User", HANDLER_USER):
+			frappe.get_doc(
+				{"doctype": "User", "email": HANDLER_USER, "first_name": "Review", "send_welcome_email": 0}
+			).insert(ignore_permissions=True)
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.set_single_value, "Fabric Settings", "handler_user", "Administrator")
+		first, second = step(), step()
+		users: list[str] = []
+
+		def handler(envelope, context):
+			users.append(frappe.session.user)
+
+		def change_the_user_then_publish():
+			deadline = time.monotonic() + 20
+			while not users and time.monotonic() < deadline:
+				time.sleep(0.1)
+			on_own_connection(  # an admin saving Fabric Settings, in another process
+				connect,
+				f"UPDATE `tabSingles` SET value = '{HANDLER_USER}' WHERE doctype = 'Fabric Settings' AND field = 'handler_user'",
+			)
+			time.sleep(3)  # past the consumer's settings recheck (1 s here)
+			publish(self.broker.bootstrap, self.topic, [second])
+
+		connect = site_db_connector()  # frappe.db is this thread's
+		publish(self.broker.bootstrap, self.topic, [first])
+		threading.Thread(target=change_the_user_then_publish, daemon=True).start()
+		frappe.db.commit()
+		with patch.object(runner, "SETTINGS_RECHECK_SECONDS", 1):
+			run_consumer_for(
+				group=self.group,
+				topics=[self.topic],
+				max_seconds=40,
+				should_stop=lambda: len(users) >= 2,
+				broker_options=FAST_JOIN,
+				extra_handlers={STEP: handler},
+			)
+		frappe.db.rollback()
+		self.assertEqual(users, ["Administrator", HANDLER_USER])
+
 	def test_z_a_connection_lost_while_idle_does_not_stop_the_consumer(self):
 		# Named to run last: it kills this test process's own database connection.
 		event = step()
