@@ -224,8 +224,8 @@ class TestSubscriptionValidation(DeliveryTestCase):
 		for form, header, problem in (
 			("Envelope", "Content-Type", "content type follows the payload form.*Jinja template"),
 			("Jinja template", "content-TYPE", "content type follows the payload form.*Content type"),
-			("Envelope", "CE-ID", "ce-id carries the event's CloudEvents attribute id"),
-			("CloudEvents binary", "ce-time", "ce-time carries the event's CloudEvents attribute time"),
+			("Envelope", "CE-ID", "ce-id carries the CloudEvents attribute id of the event"),
+			("CloudEvents binary", "ce-time", "ce-time carries the CloudEvents attribute time of the event"),
 			("Field selection", "ce-subject", "ce-subject carries"),
 			("Envelope", "webhook-signature", "set by the fabric"),
 			("Envelope", "Host", "set by the fabric"),
@@ -247,6 +247,19 @@ class TestSubscriptionValidation(DeliveryTestCase):
 				self.subscription(
 					webhook_url=hook, payload_form=form, webhook_headers=[{"header": header, "value": "v"}]
 				)
+
+	def test_a_stored_header_row_the_sender_overrides_can_still_be_switched_off(self):
+		# Saved before the refusal came: it is delivered as before, disabling it needs no fix.
+		doc = self.subscription(webhook_url="https://receiver.example.com/hook")
+		doc.append("webhook_headers", {"header": "Content-Type", "value": "text/plain"}).db_insert()
+		frappe.db.commit()
+		doc.reload()
+		doc.enabled = 0
+		doc.save()
+		self.assertIn("content type follows the payload form", doc.problem)
+		doc.enabled = 1
+		with self.assertRaisesRegex(frappe.ValidationError, "content type follows the payload form"):
+			doc.save()
 
 	def test_every_change_is_in_the_version_history(self):
 		doc = self.subscription(webhook_url="https://receiver.example.com/hook")

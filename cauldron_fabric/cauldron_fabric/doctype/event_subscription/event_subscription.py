@@ -33,7 +33,6 @@ class EventSubscription(Document):
 		fill_empty_numbers(self, DEFAULTED_NUMBERS)
 		self.validate_webhook_url()
 		self.validate_header_values()
-		self.validate_header_names()
 		self.validate_handler()
 		self.validate_schedules()
 		self.keep_trigger_times()
@@ -57,32 +56,29 @@ class EventSubscription(Document):
 					title=_("Destination"),
 				)
 
-	def validate_header_names(self) -> None:
+	def overridden_header_problems(self) -> list[str]:
 		# The sender writes these after the rows: a row's value would never reach the receiver.
 		if self.destination_type != "Webhook":
-			return
+			return []
 		form = PAYLOAD_FORMS.get(self.payload_form or "Envelope", "")
+		problems = []
 		for row in self.webhook_headers or []:
 			written = header_set_by_the_sender(row.header or "", form)
 			if written == "content-type":
-				frappe.throw(
+				problems.append(
 					_(
-						"Header {0}: the content type follows the payload form (application/json for Envelope and Field selection, the event data's for CloudEvents binary, application/cloudevents+json for CloudEvents structured) and would replace this row. Remove the row; to send another content type, choose the Jinja template payload and set its Content type."
-					).format(frappe.bold(row.header)),
-					title=_("Destination"),
+						"Header {0}: the content type follows the payload form (application/json for Envelope and Field selection, that of the event data for CloudEvents binary, application/cloudevents+json for CloudEvents structured) and would replace this row. Remove the row; to send another content type, choose the Jinja template payload and set its Content type."
+					).format(row.header)
 				)
-			if written:
-				frappe.throw(
+			elif written:
+				problems.append(
 					_(
-						"Header {0}: with the {1} payload, {2} carries the event's CloudEvents attribute {3}, which would replace this row. Remove the row, or give your value a header name without the ce- prefix."
+						"Header {0}: with the {1} payload, {2} carries the CloudEvents attribute {3} of the event, which would replace this row. Remove the row, or give your value a header name without the ce- prefix."
 					).format(
-						frappe.bold(row.header),
-						_(self.payload_form or "Envelope"),
-						row.header.strip().lower(),
-						written,
-					),
-					title=_("Destination"),
+						row.header, _(self.payload_form or "Envelope"), row.header.strip().lower(), written
+					)
 				)
+		return problems
 
 	def validate_webhook_url(self) -> None:
 		# The URL is a plain Data field, shown in lists and copied into delivery errors: a
@@ -148,26 +144,32 @@ class EventSubscription(Document):
 			(h.header, "" if not h.value or h.is_dummy_password(h.value) else h.value)
 			for h in self.webhook_headers or []
 		]
+		problems = []
 		try:
 			compile_subscription(self, secret, headers)
-			self.problem = None  # it compiles again: no longer shown as broken
 		except SubscriptionInvalid as exc:
-			items = "".join(f"<li><pre>{frappe.utils.escape_html(p)}</pre></li>" for p in exc.problems)
-			if not self.enabled and not self.is_new():
-				# A stored subscription that stopped compiling (an upgrade tightened validation)
-				# must still be switched off while someone works out the fix: it keeps its
-				# problem on show, and enabling it again asks for the fix.
-				self.problem = " ".join(exc.problems)
-				frappe.msgprint(
-					_("Saved disabled. It cannot be enabled until this is fixed:") + f"<ul>{items}</ul>",
-					title=_("Invalid subscription"),
-					indicator="orange",
-				)
-				return
-			frappe.throw(
-				_("This subscription cannot work as set up:") + f"<ul>{items}</ul>",
+			problems = list(exc.problems)
+		# Refused on save only: a stored subscription with such a row is delivered as before.
+		problems += self.overridden_header_problems()
+		if not problems:
+			self.problem = None  # it compiles again: no longer shown as broken
+			return
+		items = "".join(f"<li><pre>{frappe.utils.escape_html(p)}</pre></li>" for p in problems)
+		if not self.enabled and not self.is_new():
+			# A stored subscription that stopped compiling (an upgrade tightened validation)
+			# must still be switched off while someone works out the fix: it keeps its
+			# problem on show, and enabling it again asks for the fix.
+			self.problem = " ".join(problems)
+			frappe.msgprint(
+				_("Saved disabled. It cannot be enabled until this is fixed:") + f"<ul>{items}</ul>",
 				title=_("Invalid subscription"),
+				indicator="orange",
 			)
+			return
+		frappe.throw(
+			_("This subscription cannot work as set up:") + f"<ul>{items}</ul>",
+			title=_("Invalid subscription"),
+		)
 
 	def on_update(self) -> None:
 		subscriptions_changed()
