@@ -15,16 +15,9 @@ TTL); the broker then dead-letters it into ``<queue>.expired``, which every memb
 counts and logs each such request and drops it, as its requester has already given up and
 serving it late is what the TTL prevents.
 
-Retry copies, dead letters and replies are published with publisher confirms. A broker that stops
-answering (a hung node, a network partition that keeps the socket open) never confirms: after
-``confirm_timeout`` seconds (option, default 15, as long as the Kafka source waits for its
-copies) the connection is dropped as lost, so the original stays unacknowledged and is
-delivered again, instead of the consumer waiting until the heartbeat gives up, minutes later.
-
-Replies go through the default exchange, which reaches any queue by name: they go only to
-direct reply-to (``amq.rabbitmq.reply-to…``) and to queues the option
-``allowed_reply_addresses`` lists (patterns, ``*`` any characters); a request naming another
-queue is refused before its handlers run (see ``reply_addresses.py``).
+Retry copies, dead letters and replies are published with publisher confirms, each within
+``confirm_timeout`` seconds, and replies only to addresses the options allow (see
+``rabbitmq_publishing.py``).
 """
 
 from __future__ import annotations
@@ -38,9 +31,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer.messages import (
-	CORRELATION_ID,
 	REPLY_TO,
 	Failure,
 	InboundMessage,
@@ -50,6 +41,14 @@ from cauldron_fabric.core.consumer.messages import (
 )
 from cauldron_fabric.core.consumer.ports import MessageSource
 from cauldron_fabric.core.consumer.rabbitmq_messages import inbound_message
+from cauldron_fabric.core.consumer.rabbitmq_publishing import (
+	CONFIRM_TIMEOUT,
+	DIRECT_REPLY_TO,
+	copy_properties,
+	publish_within_timeout,
+	reply_is_mandatory,
+	reply_properties,
+)
 from cauldron_fabric.core.consumer.rabbitmq_queues import (
 	amqp_binding_key,
 	dead_letter_queue,
@@ -65,15 +64,8 @@ from cauldron_fabric.core.transports.amqp import DEFAULT_EXCHANGE, connection_pa
 
 log = logging.getLogger("cauldron_fabric.consumer.rabbitmq")
 
-PERSISTENT = 2
 PRECONDITION_FAILED = 406  # AMQP: a queue or exchange declared again with other arguments or type
 AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-CONFIRM_TIMEOUT = 15.0  # seconds; the Kafka source's wait for its copies (kafka.PUBLISH_TIMEOUT)
-
-
-class ConfirmTimeout(pika.exceptions.AMQPConnectionError):
-	"""The broker did not confirm a publish in time; the connection is dropped as lost."""
 
 
 def close_quietly(connection) -> None:
@@ -260,13 +252,7 @@ class RabbitMQSource(MessageSource):
 		return dead_letter_queue(self.queue)
 
 	def _publish(self, exchange: str, routing_key: str, message: InboundMessage, headers) -> None:
-		content_type = next((v for k, v in headers if k == "content-type"), None)
-		properties = pika.BasicProperties(
-			headers={k: v for k, v in headers if k != "content-type"},
-			content_type=content_type,
-			delivery_mode=PERSISTENT,
-			timestamp=int(time.time()),
-		)
+		properties = copy_properties(headers)
 		self._confirmed_publish(
 			exchange, routing_key, message.body, properties, mandatory=True, redeclare=True
 		)
@@ -283,7 +269,15 @@ class RabbitMQSource(MessageSource):
 		if self._channel is None:
 			raise TransportUnavailable("Not connected to RabbitMQ; the message is kept and tried again.")
 		try:
-			self._publish_within_timeout(exchange, routing_key, body, properties, mandatory)
+			publish_within_timeout(
+				self._connection,
+				self._channel,
+				(exchange, routing_key),
+				body,
+				properties,
+				mandatory,
+				self.confirm_timeout,
+			)
 		except pika.exceptions.UnroutableError as exc:
 			if not redeclare:
 				raise TransportUnavailable(
@@ -317,52 +311,15 @@ class RabbitMQSource(MessageSource):
 		"""Refuses a reply queue other than direct reply-to unless the options allow it."""
 		self.reply_addresses.check(request.header(REPLY_TO))
 
-	def _publish_within_timeout(
-		self, exchange: str, routing_key: str, body: bytes, properties, mandatory: bool
-	) -> None:
-		"""Publishes and waits for the confirm; raises ConfirmTimeout once ``confirm_timeout`` passes.
-
-		pika's blocking publish waits for the confirm with no bound but the heartbeat's. A timer
-		on the I/O loop it runs aborts the connection the way pika's own heartbeat check does
-		(``_terminate_stream``; a graceful close would wait for the same silent broker), and
-		the publish then raises the timer's error.
-		"""
-		connection = self._connection._impl  # the SelectConnection whose loop basic_publish runs
-		error = ConfirmTimeout(
-			f"RabbitMQ did not confirm the message for {routing_key!r} within {self.confirm_timeout:g} s;"
-			" the connection is dropped as lost"
-		)
-		timer = connection.ioloop.call_later(
-			self.confirm_timeout, lambda: connection._terminate_stream(error)
-		)
-		try:
-			self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
-		finally:
-			connection.ioloop.remove_timeout(timer)
-
 	def reply(self, request: InboundMessage, envelope: Envelope) -> None:
 		"""Publishes the reply to the requester's reply-to address with its correlation id."""
 		reply_to = request.header(REPLY_TO)
 		if not reply_to:
 			return
 		self.check_reply_address(request)
-		headers = {
-			f"cloudEvents_{name[3:]}": value
-			for name, value in kafka_headers(envelope)
-			if name.startswith("ce_")
-		}
-		properties = pika.BasicProperties(
-			headers=headers,
-			content_type="application/json",
-			correlation_id=request.header(CORRELATION_ID) or envelope.metadata.causation_id,
-			message_id=envelope.id,
-			type=envelope.type,
-		)
-		# A named reply queue that does not exist (yet) returns the reply, which then goes again:
-		# unnoticed, it would be dropped. Direct reply-to is not mandatory: RabbitMQ before 3.12
-		# returns such replies even while their requester waits, and one gone is not coming back.
-		mandatory = not reply_to.startswith(DIRECT_REPLY_TO)
-		self._confirmed_publish("", reply_to, envelope.to_json().encode(), properties, mandatory=mandatory)
+		properties = reply_properties(request, envelope)
+		body = envelope.to_json().encode()
+		self._confirmed_publish("", reply_to, body, properties, mandatory=reply_is_mandatory(reply_to))
 
 	# -- progress ---------------------------------------------------------------------------
 

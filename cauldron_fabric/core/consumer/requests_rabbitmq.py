@@ -22,8 +22,9 @@ import pika.exceptions
 
 from cauldron_fabric.core.cloudevents import from_headers, kafka_headers
 from cauldron_fabric.core.consumer.messages import REPLY_DEADLINE
-from cauldron_fabric.core.consumer.rabbitmq import AMQP_ERRORS, DIRECT_REPLY_TO
+from cauldron_fabric.core.consumer.rabbitmq import AMQP_ERRORS
 from cauldron_fabric.core.consumer.rabbitmq_messages import amqp_header
+from cauldron_fabric.core.consumer.rabbitmq_publishing import DIRECT_REPLY_TO
 from cauldron_fabric.core.consumer.requests import Requester, timeout_error
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import InvalidEnvelope, TransportUnavailable
