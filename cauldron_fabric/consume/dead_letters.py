@@ -4,7 +4,9 @@ The consumer copies a message it gives up on to the group's dead-letter topic (o
 its origin headers, then files a Dead Letter here; the message is marked done only after both.
 Retry sends the event back to the same consumer group only (Kafka: its first retry topic,
 RabbitMQ: its queue), due at once and with a fresh round of attempts; other groups that
-consumed the event are not bothered again.
+consumed the event are not bothered again. On RabbitMQ it goes as mandatory whatever the site's
+options say: without it a group's queue that was deleted (or never declared) would drop the
+event in silence while the letter said Retried.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from cauldron_fabric.core.errors import ConfigurationError, FabricError, Invalid
 from cauldron_fabric.core.markup import plain
 from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports import open_transport
+from cauldron_fabric.core.transports.amqp import MessageUnroutable
 
 SOURCE = "Consumer"
 OPEN_STATUSES = ("Dead", "Retrying")
@@ -173,9 +176,10 @@ def retry(dead_letter) -> None:
 		(ATTEMPTS, "1"),
 	)
 	destination = retry_topic(group, 1) if broker == "kafka" else f"/{group}"
+	options = settings.broker_options if broker == "kafka" else {**settings.broker_options, "mandatory": True}
 	message = OutboundMessage(destination, key_of(details, envelope), envelope.to_json().encode(), headers)
 	try:
-		transport = open_transport(settings.broker_url, settings.broker_options)
+		transport = open_transport(settings.broker_url, options)
 		try:
 			delivery = transport.publish([message], 15.0)[0]
 		finally:
@@ -183,6 +187,13 @@ def retry(dead_letter) -> None:
 		error = None if delivery.ok else delivery.error
 	except FabricError as exc:  # the broker could not be reached at all
 		error = exc
+	if isinstance(error, MessageUnroutable):
+		frappe.throw(
+			_(
+				"RabbitMQ has no queue {0}, so nothing would take the event back: the consumer group's queue was deleted or never declared. Start a consumer of the group (bench --site {1} fabric consume --group {0}), which declares its queue, then retry."
+			).format(group, frappe.local.site),
+			title=_("Retry failed"),
+		)
 	if error is not None:
 		frappe.throw(
 			_("Could not send the event back to consumer group {0}: {1}").format(group, error),

@@ -1,0 +1,111 @@
+"""A RabbitMQ consumer's dead letter, retried from Desk: back in its group's queue, processed once,
+or refused with what to do when no queue would take it.
+
+The site's RabbitMQ is the machine's; every test has a group (and so queues) of its own.
+"""
+
+from __future__ import annotations
+
+from unittest.mock import patch
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+
+from cauldron_fabric.consume.dead_letters import record_dead_letter
+from cauldron_fabric.core.consumer import ConsumerCounts
+from cauldron_fabric.services import relay
+from cauldron_fabric.testing.rabbitmq import RabbitMQ
+from cauldron_fabric.tests.test_consume import (
+	CHARGE,
+	LEDGER,
+	RABBITMQ_URL,
+	book_charge,
+	charge,
+	delete_rabbitmq_topology,
+	group_name,
+)
+from cauldron_fabric.tests.test_consume_dead_letters import dead_letter
+from cauldron_fabric.tests.test_consume_support import consume, dead_letters
+from cauldron_fabric.tests.utils import fabric_settings
+
+SITE_CONNECTION = relay.rabbitmq_connection
+
+
+def without_mandatory(settings):
+	"""Returns the site's RabbitMQ connection with transport option ``mandatory`` turned off."""
+	url, options = SITE_CONNECTION(settings)
+	return url, {**options, "mandatory": False}
+
+
+def consume_charges(group: str, until=lambda: True) -> ConsumerCounts:
+	"""Consumes the group's charges until idle, again (three runs at most) until ``until()`` holds.
+
+	A retry coming back from its delay queue is pushed to the consumer before it reads it: in
+	between no queue counts it, and a run may stop as idle with the retry unread.
+	"""
+	counts = ConsumerCounts()
+	for _ in range(3):
+		counts += consume(group, [CHARGE], broker="rabbitmq", extra_handlers={CHARGE: book_charge})
+		if until():
+			break
+	return counts
+
+
+class TestRetryingRabbitMQDeadLetters(FrappeTestCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		cls.exchange = f"fabricretry.{frappe.generate_hash(length=6)}"
+		context = fabric_settings(
+			rabbitmq_url="amqp://guest@127.0.0.1:5672/%2F",
+			rabbitmq_password="guest",
+			rabbitmq_exchange=cls.exchange,
+			handler_user="Administrator",
+			consumer_max_attempts=2,
+		)
+		context.__enter__()
+		cls.addClassCleanup(context.__exit__, None, None, None)
+
+	def setUp(self):
+		frappe.set_user("Administrator")
+
+	def test_a_dead_charge_retried_from_desk_is_processed_once(self):
+		group, failing = group_name("rabbit-retry"), charge(80)
+		self.addCleanup(delete_rabbitmq_topology, self.exchange, group)
+		LEDGER["fixed"] = False
+		consume(group, [CHARGE], broker="rabbitmq")  # declares and binds the group's queue
+		rabbit = RabbitMQ(RABBITMQ_URL)
+		rabbit.publish(self.exchange, CHARGE, failing.to_json().encode())
+		rabbit.close()
+		counts = consume_charges(group, until=lambda: dead_letters(group))
+		self.assertEqual((counts.retried, counts.dead_lettered, counts.processed), (1, 1, 0))
+		(letter,) = dead_letters(group)
+		self.assertEqual(
+			(letter.event_id, letter.origin_topic, letter.log["broker"]), (failing.id, CHARGE, "amqp")
+		)
+
+		LEDGER["fixed"] = True
+		frappe.get_doc("Dead Letter", letter.name).retry()
+		frappe.db.commit()
+		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Retried")
+		counts = consume_charges(group)
+		self.assertEqual((counts.processed, counts.dead_lettered), (1, 0))
+		self.assertEqual(frappe.db.count("ToDo", {"description": f"charge {failing.id}"}), 1)
+		self.assertEqual(
+			frappe.db.count("Processed Event", {"consumer_group": group, "event_id": failing.id}), 1
+		)
+
+	def test_a_retry_no_queue_takes_is_refused_with_what_to_do_and_the_letter_stays_dead(self):
+		# The group's queue was deleted (or its consumer never ran): without mandatory the broker
+		# dropped the event in silence and the letter said Retried.
+		group = group_name("rabbit-no-queue")
+		record_dead_letter(dead_letter(group, "orders.created"))
+		(letter,) = dead_letters(group)
+		for label, connection in (("site options", SITE_CONNECTION), ("mandatory off", without_mandatory)):
+			with self.subTest(label), patch.object(relay, "rabbitmq_connection", connection):
+				with self.assertRaises(frappe.ValidationError) as raised:
+					frappe.get_doc("Dead Letter", letter.name).retry()
+				self.assertIn(f"RabbitMQ has no queue {group}", str(raised.exception))
+				self.assertIn(f"fabric consume --group {group}", str(raised.exception))
+				self.assertNotIn("mandatory", str(raised.exception))
+				self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Dead")
