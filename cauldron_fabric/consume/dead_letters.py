@@ -55,15 +55,18 @@ def record_dead_letter(letter: DeadLetter) -> None:
 	"""
 	frappe.db.rollback()
 	reference = origin_reference(letter)
-	if frappe.db.exists(
+	candidates = frappe.get_all(
 		"Dead Letter",
-		{
+		filters={
 			"source_type": SOURCE,
 			"consumer_group": letter.group,
 			"reference": reference,
 			"status": ("in", OPEN_STATUSES),
 		},
-	):
+		pluck="name",
+	)
+	if any(still_open(name) for name in candidates):
+		frappe.db.rollback()  # releases the lock
 		return  # the consumer died after filing it; the redelivered message is the same letter
 	envelope = letter.envelope
 	frappe.get_doc(
@@ -99,6 +102,16 @@ def record_dead_letter(letter: DeadLetter) -> None:
 		}
 	).insert(ignore_permissions=True)
 	frappe.db.commit()
+
+
+def still_open(name: str) -> bool:
+	"""Tells whether a letter is open as last committed, once a Retry or Discard of it in progress
+	(which locks it, see DeadLetter.lock_status) has ended.
+
+	Read without the lock, a letter whose Retry was not committed yet still read Dead: its event,
+	sent back and dead again, was taken for the same letter and filed under none.
+	"""
+	return frappe.db.get_value("Dead Letter", name, "status", for_update=True) in OPEN_STATUSES
 
 
 def shown(text: str) -> str:

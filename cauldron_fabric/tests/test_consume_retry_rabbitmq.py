@@ -6,6 +6,9 @@ The site's RabbitMQ is the machine's; every test has a group (and so queues) of 
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from unittest.mock import patch
 
 import frappe
@@ -13,6 +16,7 @@ from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.consume.dead_letters import record_dead_letter
 from cauldron_fabric.core.consumer import ConsumerCounts
+from cauldron_fabric.core.consumer.rabbitmq_queues import declare_group_queues
 from cauldron_fabric.services import relay
 from cauldron_fabric.testing.rabbitmq import RabbitMQ
 from cauldron_fabric.tests.test_consume import (
@@ -35,6 +39,26 @@ def without_mandatory(settings):
 	"""Returns the site's RabbitMQ connection with transport option ``mandatory`` turned off."""
 	url, options = SITE_CONNECTION(settings)
 	return url, {**options, "mandatory": False}
+
+
+def in_another_session(function: Callable, *args) -> tuple[threading.Thread, list[Exception]]:
+	"""Starts ``function(*args)`` on a connection of its own, as another process would run it;
+	returns the thread and the errors it raised."""
+	site, sites_path, errors = frappe.local.site, frappe.local.sites_path, []
+
+	def run() -> None:
+		frappe.init(site=site, sites_path=sites_path)
+		frappe.connect()
+		try:
+			function(*args)
+		except Exception as exc:
+			errors.append(exc)
+		finally:
+			frappe.destroy()
+
+	thread = threading.Thread(target=run, daemon=True)
+	thread.start()
+	return thread, errors
 
 
 def consume_charges(group: str, until=lambda: True) -> ConsumerCounts:
@@ -109,3 +133,23 @@ class TestRetryingRabbitMQDeadLetters(FrappeTestCase):
 				self.assertIn(f"fabric consume --group {group}", str(raised.exception))
 				self.assertNotIn("mandatory", str(raised.exception))
 				self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Dead")
+
+	def test_an_event_dying_again_before_its_retry_commits_gets_a_letter_of_its_own(self):
+		# Desk's bulk Retry commits once, after every letter it sent back. A consumer quicker than
+		# that gave up on a retried event again while its letter still read Dead, took it for the
+		# same letter and filed none; then the commit marked it Retried: dead, and nowhere in Desk.
+		group = group_name("rabbit-race")
+		self.addCleanup(delete_rabbitmq_topology, self.exchange, group)
+		rabbit = RabbitMQ(RABBITMQ_URL)
+		declare_group_queues(rabbit.channel, group, self.exchange, [CHARGE], [1.0])
+		rabbit.close()
+		letter = dead_letter(group, "orders.created")
+		record_dead_letter(letter)
+		(first,) = dead_letters(group)
+		frappe.get_doc("Dead Letter", first.name).retry()  # the event is back; the request goes on
+		consumer, errors = in_another_session(record_dead_letter, letter)  # and it dies again
+		time.sleep(1)
+		frappe.db.commit()
+		consumer.join(30)
+		self.assertEqual(errors, [])
+		self.assertEqual(sorted(row.status for row in dead_letters(group)), ["Dead", "Retried"])

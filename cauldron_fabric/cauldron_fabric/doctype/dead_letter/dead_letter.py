@@ -38,6 +38,7 @@ class DeadLetter(Document):
 	def retry(self) -> None:
 		"""Puts the event back in play through its source, then marks this letter Retried."""
 		require_role()
+		self.lock_status()
 		if self.status not in ("Dead", "Retrying"):
 			frappe.throw(_("Only a dead letter can be retried; this one is {0}.").format(self.status))
 		frappe.get_attr(RETRY_HANDLERS[self.source_type])(self)
@@ -47,6 +48,7 @@ class DeadLetter(Document):
 	def discard(self, note: str | None = None) -> None:
 		"""Gives up on the event for good, keeping the letter as a record."""
 		require_role()
+		self.lock_status()
 		if self.status == "Discarded":
 			return
 		if self.status not in ("Dead", "Retrying"):
@@ -58,6 +60,17 @@ class DeadLetter(Document):
 				).format(self.status)
 			)
 		self.resolve("Discarded", note or _("Discarded"))
+
+	def lock_status(self) -> None:
+		"""Locks this letter until the request ends and reads its status as last committed.
+
+		A consumer's event is sent back before the request commits (a bulk Retry commits once,
+		after all its letters): one that dies again meanwhile must find this letter no longer
+		open, or it files no letter of its own. Its consumer waits on this lock instead (see
+		consume.dead_letters.record_dead_letter); so does a second Retry of the same letter,
+		which then finds it Retried instead of sending the event twice.
+		"""
+		self.status = frappe.db.get_value(self.doctype, self.name, "status", for_update=True)
 
 	def resolve(self, status: str, note: str) -> None:
 		"""Records who resolved the letter, when and how."""
