@@ -106,7 +106,7 @@ def record_dead_letter(letter: DeadLetter) -> None:
 
 def still_open(name: str) -> bool:
 	"""Tells whether a letter is open as last committed, once a Retry or Discard of it in progress
-	(which locks it, see DeadLetter.lock_status) has ended.
+	(which locks it, see DeadLetter.load_locked) has ended.
 
 	Read without the lock, a letter whose Retry was not committed yet still read Dead: its event,
 	sent back and dead again, was taken for the same letter and filed under none.

@@ -6,6 +6,7 @@ The site's RabbitMQ is the machine's; every test has a group (and so queues) of 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from cauldron_fabric.tests.test_consume import (
 )
 from cauldron_fabric.tests.test_consume_dead_letters import dead_letter
 from cauldron_fabric.tests.test_consume_support import consume, dead_letters
+from cauldron_fabric.tests.test_http import api_token, make_user, request
 from cauldron_fabric.tests.utils import fabric_settings
 
 SITE_CONNECTION = relay.rabbitmq_connection
@@ -153,3 +155,30 @@ class TestRetryingRabbitMQDeadLetters(FrappeTestCase):
 		consumer.join(30)
 		self.assertEqual(errors, [])
 		self.assertEqual(sorted(row.status for row in dead_letters(group)), ["Dead", "Retried"])
+
+	def test_a_retry_sent_with_a_forged_form_sends_the_stored_event_to_its_own_group(self):
+		# Desk's Retry button sends the document with the call (run_doc_method's docs): the
+		# client's copy, whose group and event were what Retry sent, to any queue on the broker.
+		group, other = group_name("rabbit-own"), group_name("rabbit-other")
+		for name in (group, other):
+			self.addCleanup(delete_rabbitmq_topology, self.exchange, name)
+		rabbit = RabbitMQ(RABBITMQ_URL)
+		self.addCleanup(rabbit.close)
+		for name in (group, other):
+			declare_group_queues(rabbit.channel, name, self.exchange, [CHARGE], [1.0])
+		letter = dead_letter(group, "orders.created")
+		record_dead_letter(letter)
+		(row,) = dead_letters(group)
+		stored = frappe.get_doc("Dead Letter", row.name)
+		forged = {**stored.as_dict(), "consumer_group": other, "envelope": charge(81).to_json()}
+		token = api_token(make_user("fabric-retry-manager@example.com", ["Fabric Manager"]))
+		response = request(
+			"post",
+			"/api/method/run_doc_method",
+			json={"docs": frappe.as_json(forged), "method": "retry"},
+			headers={"Authorization": token},
+		)
+		self.assertEqual(response.status_code, 200, response.text)
+		self.assertEqual(rabbit.drain(other), [])
+		(sent,) = rabbit.drain(group)
+		self.assertEqual(json.loads(sent[1])["id"], letter.envelope.id)

@@ -153,6 +153,32 @@ class TestGenericEndpoints(FrappeTestCase):
 		self.assertEqual(frappe.db.get_value("Event Delivery", delivery.name, "status"), "Pending")
 		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Dead")
 
+	def test_dead_letter_discard_sent_with_a_forged_form_discards_only_its_own_delivery(self):
+		# The form's buttons send the document with the call (run_doc_method's docs): the
+		# client's copy, whose reference would point the discard at another delivery.
+		delivery = frappe.new_doc("Event Delivery")
+		delivery.update(
+			{
+				"subscription": "none",
+				"event_id": frappe.generate_hash(length=10),
+				"event_type": "todo.updated",
+				"status": "Pending",
+			}
+		)
+		delivery.db_insert()
+		letter = dead_letter()
+		forged = {**letter.as_dict(), "reference": str(delivery.name)}
+		response = request(
+			"post",
+			"/api/method/run_doc_method",
+			json={"docs": frappe.as_json(forged), "method": "discard"},
+			**auth(self.fm_token),
+		)
+		self.assertEqual(response.status_code, 200, response.text)
+		self.assertEqual(frappe.db.get_value("Event Delivery", delivery.name, "status"), "Pending")
+		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "reference"), None)
+		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Discarded")
+
 	def test_dead_letter_discard_still_works(self):
 		letter = dead_letter()
 		response = request(

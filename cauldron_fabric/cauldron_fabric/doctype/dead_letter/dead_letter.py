@@ -38,7 +38,7 @@ class DeadLetter(Document):
 	def retry(self) -> None:
 		"""Puts the event back in play through its source, then marks this letter Retried."""
 		require_role()
-		self.lock_status()
+		self.load_locked()
 		if self.status not in ("Dead", "Retrying"):
 			frappe.throw(_("Only a dead letter can be retried; this one is {0}.").format(self.status))
 		frappe.get_attr(RETRY_HANDLERS[self.source_type])(self)
@@ -48,7 +48,7 @@ class DeadLetter(Document):
 	def discard(self, note: str | None = None) -> None:
 		"""Gives up on the event for good, keeping the letter as a record."""
 		require_role()
-		self.lock_status()
+		self.load_locked()
 		if self.status == "Discarded":
 			return
 		if self.status not in ("Dead", "Retrying"):
@@ -61,8 +61,12 @@ class DeadLetter(Document):
 			)
 		self.resolve("Discarded", note or _("Discarded"))
 
-	def lock_status(self) -> None:
-		"""Locks this letter until the request ends and reads its status as last committed.
+	def load_locked(self) -> None:
+		"""Reloads this letter as stored, locked until the request ends, its status as last committed.
+
+		The form sends the document with its call (run_doc_method's ``docs``): the client's
+		copy, whose group, envelope or reference would be what Retry sends and to whom, or which
+		delivery Discard discards; only the stored letter is acted on.
 
 		A consumer's event is sent back before the request commits (a bulk Retry commits once,
 		after all its letters): one that dies again meanwhile must find this letter no longer
@@ -70,6 +74,7 @@ class DeadLetter(Document):
 		consume.dead_letters.record_dead_letter); so does a second Retry of the same letter,
 		which then finds it Retried instead of sending the event twice.
 		"""
+		self.reload()
 		self.status = frappe.db.get_value(self.doctype, self.name, "status", for_update=True)
 
 	def resolve(self, status: str, note: str) -> None:
