@@ -30,7 +30,7 @@ from cauldron_fabric.core.consumer.messages import (
 	DeadLetter,
 )
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.core.errors import ConfigurationError, FabricError, InvalidEnvelope
+from cauldron_fabric.core.errors import ConfigurationError, FabricError, InvalidEnvelope, RetryableError
 from cauldron_fabric.core.markup import plain
 from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports import open_transport
@@ -42,6 +42,7 @@ BODY_LIMIT = 1_000_000
 TEXT_LENGTH = 140  # Data columns
 ID_SHOWN = 64  # longer event ids are referred to by their digest, leaving room for the topic
 AMQP = "amqp"
+LOCK_WAIT = 5  # seconds a consumer waits for a Retry or Discard of the same letter to end
 
 
 def record_dead_letter(letter: DeadLetter) -> None:
@@ -109,9 +110,22 @@ def still_open(name: str) -> bool:
 	(which locks it, see DeadLetter.load_locked) has ended.
 
 	Read without the lock, a letter whose Retry was not committed yet still read Dead: its event,
-	sent back and dead again, was taken for the same letter and filed under none.
+	sent back and dead again, was taken for the same letter and filed under none. The wait is
+	``LOCK_WAIT`` seconds, not InnoDB's 50: a bulk Retry holds its letters for minutes, and the
+	consumer would stand still meanwhile. Past it the message is deferred (an outage) and filed
+	when it comes back.
 	"""
-	return frappe.db.get_value("Dead Letter", name, "status", for_update=True) in OPEN_STATUSES
+	try:
+		found = frappe.db.sql(
+			f"SELECT status FROM `tabDead Letter` WHERE name = %s FOR UPDATE WAIT {LOCK_WAIT}", (name,)
+		)
+	except frappe.QueryTimeoutError as exc:
+		raise RetryableError(
+			f"Dead Letter {name} is being retried or discarded by a request that has not ended within"
+			f" {LOCK_WAIT} s.",
+			hint="The message is kept and filed once that request ends.",
+		) from exc
+	return bool(found) and found[0][0] in OPEN_STATUSES
 
 
 def shown(text: str) -> str:

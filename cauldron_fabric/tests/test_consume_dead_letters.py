@@ -7,6 +7,7 @@ consumer died between filing its letter and acknowledging it is filed again with
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import frappe
@@ -16,10 +17,10 @@ from cauldron_fabric.consume.dead_letters import record_dead_letter
 from cauldron_fabric.consume.runner import build_consumer
 from cauldron_fabric.core.consumer.kafka_group import retry_topic
 from cauldron_fabric.core.consumer.messages import ATTEMPTS, ORIGIN_TOPIC, DeadLetter, Failure, Origin
-from cauldron_fabric.core.errors import ConfigurationError
+from cauldron_fabric.core.errors import ConfigurationError, RetryableError
 from cauldron_fabric.testing.kafka_broker import read_topic
 from cauldron_fabric.tests.test_consume import charge, group_name
-from cauldron_fabric.tests.test_consume_support import dead_letters
+from cauldron_fabric.tests.test_consume_support import dead_letters, in_another_session
 from cauldron_fabric.tests.utils import start_broker
 
 MARKUP_KEY = "orders.<b>x</b>.<img src=x onerror=alert(1)>"
@@ -68,6 +69,24 @@ class TestRecordingDeadLetters(FrappeTestCase):
 		self.assertEqual(len(row.reference), 140)
 		self.assertEqual(frappe.db.get_value("Dead Letter", row.name, "entity_id"), "CH-" + "9" * 137)
 		self.assertEqual(row.log["originTopic"], topic)
+
+	def test_a_letter_whose_retry_has_not_ended_holds_its_consumer_seconds_not_a_minute(self):
+		# The consumer waits on a letter a Retry or Discard has locked: a bulk Retry of thousands
+		# holds it for minutes, and InnoDB's wait (50 s) stalled the consumer, its heartbeats
+		# unanswered, before it gave up with a bare lock timeout.
+		group = group_name("held")
+		letter = dead_letter(group, "orders.created")
+		record_dead_letter(letter)
+		(row,) = dead_letters(group)
+		frappe.get_doc("Dead Letter", row.name).load_locked()  # a Retry in progress
+		self.addCleanup(frappe.db.rollback)
+		started = time.monotonic()
+		consumer, errors = in_another_session(record_dead_letter, letter)
+		consumer.join(60)
+		self.assertLess(time.monotonic() - started, 15)
+		(error,) = errors
+		self.assertIsInstance(error, RetryableError)
+		self.assertIn(f"Dead Letter {row.name} is being retried or discarded", str(error))
 
 	def test_rabbitmq_letters_are_told_apart_by_their_message_not_their_delivery_tag(self):
 		# A delivery tag counts deliveries on one channel and starts again at 1 on the next: the

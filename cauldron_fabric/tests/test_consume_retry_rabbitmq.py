@@ -7,9 +7,7 @@ The site's RabbitMQ is the machine's; every test has a group (and so queues) of 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable
 from unittest.mock import patch
 
 import frappe
@@ -30,7 +28,7 @@ from cauldron_fabric.tests.test_consume import (
 	group_name,
 )
 from cauldron_fabric.tests.test_consume_dead_letters import dead_letter
-from cauldron_fabric.tests.test_consume_support import consume, dead_letters
+from cauldron_fabric.tests.test_consume_support import consume, dead_letters, in_another_session
 from cauldron_fabric.tests.test_http import api_token, make_user, request
 from cauldron_fabric.tests.utils import fabric_settings
 
@@ -41,26 +39,6 @@ def without_mandatory(settings):
 	"""Returns the site's RabbitMQ connection with transport option ``mandatory`` turned off."""
 	url, options = SITE_CONNECTION(settings)
 	return url, {**options, "mandatory": False}
-
-
-def in_another_session(function: Callable, *args) -> tuple[threading.Thread, list[Exception]]:
-	"""Starts ``function(*args)`` on a connection of its own, as another process would run it;
-	returns the thread and the errors it raised."""
-	site, sites_path, errors = frappe.local.site, frappe.local.sites_path, []
-
-	def run() -> None:
-		frappe.init(site=site, sites_path=sites_path)
-		frappe.connect()
-		try:
-			function(*args)
-		except Exception as exc:
-			errors.append(exc)
-		finally:
-			frappe.destroy()
-
-	thread = threading.Thread(target=run, daemon=True)
-	thread.start()
-	return thread, errors
 
 
 def consume_charges(group: str, until=lambda: True) -> ConsumerCounts:

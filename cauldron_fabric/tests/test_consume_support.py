@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import frappe
@@ -81,3 +83,23 @@ def dead_letters(group: str) -> list[dict[str, Any]]:
 	for row in rows:
 		row["log"] = json.loads(row.pop("attempt_log") or "{}")
 	return rows
+
+
+def in_another_session(function: Callable, *args) -> tuple[threading.Thread, list[Exception]]:
+	"""Starts ``function(*args)`` on a connection of its own, as another process would run it;
+	returns the thread and the errors it raised."""
+	site, sites_path, errors = frappe.local.site, frappe.local.sites_path, []
+
+	def run() -> None:
+		frappe.init(site=site, sites_path=sites_path)
+		frappe.connect()
+		try:
+			function(*args)
+		except Exception as exc:
+			errors.append(exc)
+		finally:
+			frappe.destroy()
+
+	thread = threading.Thread(target=run, daemon=True)
+	thread.start()
+	return thread, errors
