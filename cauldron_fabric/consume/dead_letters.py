@@ -223,6 +223,15 @@ def retry(dead_letter) -> None:
 		)
 	if error is not None:
 		frappe.throw(
-			_("Could not send the event back to consumer group {0}: {1}").format(group, error),
+			_(
+				"Could not send the event back to consumer group {0}: {1} Nothing was sent and this letter stays Dead: fix what the broker answered (Fabric Settings, Test connection), then retry."
+			).format(group, problem(error)),
 			title=_("Retry failed"),
 		)
+
+
+def problem(error: Exception) -> str:
+	"""Returns what went wrong, without a transport's hint: written for the relay ("events wait
+	and are retried"), it is untrue of a Retry, which nothing repeats."""
+	hint = getattr(error, "hint", None)
+	return str(error).removesuffix(f" {hint}") if hint else str(error)

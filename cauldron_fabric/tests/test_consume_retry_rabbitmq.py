@@ -114,6 +114,20 @@ class TestRetryingRabbitMQDeadLetters(FrappeTestCase):
 				self.assertNotIn("mandatory", str(raised.exception))
 				self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Dead")
 
+	def test_a_retry_the_broker_does_not_take_says_the_letter_stays_dead_not_that_it_is_retried(self):
+		# The transport's hint is the relay's ("events wait and are retried"): shown on a Retry,
+		# the admin read that the event would go by itself, and nothing ever sent it.
+		group = group_name("rabbit-down")
+		record_dead_letter(dead_letter(group, "orders.created"))
+		(letter,) = dead_letters(group)
+		with fabric_settings(rabbitmq_url="amqp://guest@127.0.0.1:1/%2F"):
+			with self.assertRaises(frappe.ValidationError) as raised:
+				frappe.get_doc("Dead Letter", letter.name).retry()
+		self.assertIn("No RabbitMQ broker answered at 127.0.0.1:1", str(raised.exception))
+		self.assertIn("this letter stays Dead", str(raised.exception))
+		self.assertNotIn("retried.", str(raised.exception))
+		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Dead")
+
 	def test_an_event_dying_again_before_its_retry_commits_gets_a_letter_of_its_own(self):
 		# Desk's bulk Retry commits once, after every letter it sent back. A consumer quicker than
 		# that gave up on a retried event again while its letter still read Dead, took it for the
