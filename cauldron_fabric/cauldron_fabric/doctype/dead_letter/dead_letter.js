@@ -15,7 +15,12 @@ frappe.ui.form.on("Dead Letter", {
 					// uncaught rejection would only add an error to the browser console.
 					return;
 				}
-				frappe.show_alert({ message: __("Queued again"), indicator: "green" });
+				// A delivery's letter is queued for its subscription again; a consumer's goes back to its group.
+				const message =
+					frm.doc.source_type === "Consumer"
+						? __("Sent back to consumer group {0}", [frm.doc.consumer_group])
+						: __("Queued again for its subscription");
+				frappe.show_alert({ message, indicator: "green" });
 				frm.reload_doc();
 			}).addClass("btn-primary");
 		}
