@@ -2,7 +2,7 @@
 
 Each letter goes through its own Retry or Discard (which check the role again), so deliveries
 and consumers' letters alike are put back in play by their source; one letter that cannot be
-retried is reported and does not stop the others.
+retried is reported and does not stop the others. Each is committed once done.
 """
 
 from __future__ import annotations
@@ -107,17 +107,25 @@ def _field(condition) -> str | None:
 
 
 def _each(names: list[str], action) -> dict[str, Any]:
+	"""Runs ``action`` on each letter in a transaction of its own; returns how many went and why
+	others did not.
+
+	Retry and Discard lock their letter until the transaction ends (see DeadLetter.load_locked),
+	and a consumer's Retry has sent its event before that: committed once at the end, every letter
+	stayed locked while the rest were sent, and a consumer whose event died again meanwhile gave
+	up waiting on it; a request that failed or timed out midway left letters Dead whose events had
+	gone back. Each letter is committed as soon as it is done, as Frappe's own bulk actions do.
+	"""
 	done, failed = 0, []
 	for name in names:
-		savepoint = "fabric_dead_letter"
-		frappe.db.savepoint(savepoint)
 		try:
 			action(frappe.get_doc("Dead Letter", name))
+			frappe.db.commit()
 			done += 1
 		except frappe.PermissionError:
 			raise
 		except Exception as exc:
-			frappe.db.rollback(save_point=savepoint)
+			frappe.db.rollback()
 			frappe.clear_messages()
 			failed.append({"name": name, "error": str(exc)})
 	return {"done": done, "failed": failed}

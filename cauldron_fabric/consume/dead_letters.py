@@ -111,8 +111,8 @@ def still_open(name: str) -> bool:
 
 	Read without the lock, a letter whose Retry was not committed yet still read Dead: its event,
 	sent back and dead again, was taken for the same letter and filed under none. The wait is
-	``LOCK_WAIT`` seconds, not InnoDB's 50: a bulk Retry holds its letters for minutes, and the
-	consumer would stand still meanwhile. Past it the message is deferred (an outage) and filed
+	``LOCK_WAIT`` seconds, not InnoDB's 50: a Retry holds its letter while it sends the event, up
+	to the publish's 15 s with a slow broker, and the consumer would stand still meanwhile. Past it the message is deferred (an outage) and filed
 	when it comes back.
 	"""
 	try:

@@ -7,12 +7,14 @@ The site's RabbitMQ is the machine's; every test has a group (and so queues) of 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from unittest.mock import patch
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
+from cauldron_fabric.api import dead_letters as dead_letters_api
 from cauldron_fabric.consume.dead_letters import record_dead_letter
 from cauldron_fabric.core.consumer import ConsumerCounts
 from cauldron_fabric.core.consumer.rabbitmq_queues import declare_group_queues
@@ -147,6 +149,43 @@ class TestRetryingRabbitMQDeadLetters(FrappeTestCase):
 		consumer.join(30)
 		self.assertEqual(errors, [])
 		self.assertEqual(sorted(row.status for row in dead_letters(group)), ["Dead", "Retried"])
+
+	def test_a_letter_a_bulk_retry_sent_back_is_released_before_the_next_one_is_retried(self):
+		# The bulk Retry committed once, after every letter: each letter stayed locked until the
+		# last was sent, and a consumer whose event died again meanwhile gave up waiting on it.
+		group = group_name("rabbit-bulk")
+		self.addCleanup(delete_rabbitmq_topology, self.exchange, group)
+		rabbit = RabbitMQ(RABBITMQ_URL)
+		declare_group_queues(rabbit.channel, group, self.exchange, [CHARGE], [1.0])
+		rabbit.close()
+		first, second = dead_letter(group, "orders.created"), dead_letter(group, "orders.created")
+		record_dead_letter(first)
+		record_dead_letter(second)
+		names = [row.name for row in dead_letters(group)]
+		locked, release = threading.Event(), threading.Event()
+
+		def hold_second_letter() -> None:  # another admin's Retry of it in progress
+			frappe.db.sql("SELECT name FROM `tabDead Letter` WHERE name = %s FOR UPDATE", names[1])
+			locked.set()
+			release.wait(30)
+			frappe.db.rollback()
+
+		def die_again() -> None:  # the first letter's event, sent back, dies again
+			try:
+				time.sleep(1)  # by then the bulk Retry has sent the first and waits on the second
+				record_dead_letter(first)
+			finally:
+				release.set()
+
+		holder, _ = in_another_session(hold_second_letter)
+		locked.wait(10)
+		consumer, errors = in_another_session(die_again)
+		result = dead_letters_api.retry(names)
+		consumer.join(30)
+		holder.join(30)
+		self.assertEqual(errors, [])
+		self.assertEqual(result, {"done": 2, "failed": []})
+		self.assertEqual(sorted(row.status for row in dead_letters(group)), ["Dead", "Retried", "Retried"])
 
 	def test_a_retry_sent_with_a_forged_form_sends_the_stored_event_to_its_own_group(self):
 		# Desk's Retry button sends the document with the call (run_doc_method's docs): the

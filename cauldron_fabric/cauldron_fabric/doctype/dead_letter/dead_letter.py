@@ -68,8 +68,8 @@ class DeadLetter(Document):
 		copy, whose group, envelope or reference would be what Retry sends and to whom, or which
 		delivery Discard discards; only the stored letter is acted on.
 
-		A consumer's event is sent back before the request commits (a bulk Retry commits once,
-		after all its letters): one that dies again meanwhile must find this letter no longer
+		A consumer's event is sent back before the request commits (with a slow broker, seconds
+		before): one that dies again meanwhile must find this letter no longer
 		open, or it files no letter of its own. Its consumer waits on this lock instead (see
 		consume.dead_letters.record_dead_letter); so does a second Retry of the same letter,
 		which then finds it Retried instead of sending the event twice.
