@@ -24,14 +24,14 @@ MAX_MATCHING = 5000
 def retry(names: list[str] | str | None = None) -> dict[str, Any]:
 	"""Retries the named dead letters; returns how many were retried and why others were not."""
 	require_role()
-	return _each(names_param(required(names, "names"), "names"), lambda doc: doc.retry())
+	return _each(_names(names), lambda doc: doc.retry())
 
 
 @frappe.whitelist(methods=["POST"])
 def discard(names: list[str] | str | None = None, note: str | None = None) -> dict[str, Any]:
 	"""Discards the named dead letters, keeping them as a record."""
 	require_role()
-	return _each(names_param(required(names, "names"), "names"), lambda doc: doc.discard(note))
+	return _each(_names(names), lambda doc: doc.discard(note))
 
 
 @frappe.whitelist(methods=["POST"])
@@ -53,6 +53,20 @@ def retry_matching(filters: dict | list | str | None = None, limit: int = MAX_MA
 		limit_page_length=limit,
 	)
 	return _each(names, lambda doc: doc.retry())
+
+
+def _names(names: Any) -> list[str]:
+	"""Returns the names of the letters a bulk call acts on: at most ``MAX_MATCHING``, as Retry all
+	matching takes, or the call would run letter after letter long past any request's timeout."""
+	letters = names_param(required(names, "names"), "names")
+	if len(letters) > MAX_MATCHING:
+		frappe.throw(
+			_(
+				"names lists {0} dead letters; at most {1} are taken in one call. Send them in parts of {1} or fewer."
+			).format(len(letters), MAX_MATCHING),
+			frappe.ValidationError,
+		)
+	return letters
 
 
 def _filter_param(filters: Any) -> dict | list:

@@ -157,6 +157,18 @@ class TestDeadLetters(ReceiverCase):
 		again = dead_letters_api.retry_matching({"subscription": doc.name})
 		self.assertEqual(again["done"], 0, "retried letters were retried again")
 
+	def test_a_bulk_call_naming_more_letters_than_retry_all_matching_takes_is_refused(self):
+		# Retry all matching stops at 5,000 letters; a list of names had no bound, and a call
+		# naming 100,000 ran letter after letter long past any request's timeout.
+		names = [f"no-such-letter-{n}" for n in range(dead_letters_api.MAX_MATCHING + 1)]
+		for action in (dead_letters_api.retry, dead_letters_api.discard):
+			with self.subTest(action.__name__):
+				with self.assertRaisesRegex(
+					frappe.ValidationError, "names lists 5001 dead letters; at most 5000"
+				):
+					action(names)
+		self.assertEqual(dead_letters_api.retry(names[:2])["failed"][1]["name"], names[1])
+
 	def test_retry_explains_a_disabled_subscription(self):
 		doc, letter = self.refused(404)
 		frappe.db.set_value("Event Subscription", doc.name, "enabled", 0)
