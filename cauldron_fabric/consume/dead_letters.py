@@ -224,7 +224,7 @@ def retry(dead_letter) -> None:
 	if error is not None:
 		frappe.throw(
 			_(
-				"Could not send the event back to consumer group {0}: {1} Nothing was sent and this letter stays Dead: fix what the broker answered (Fabric Settings, Test connection), then retry."
+				"Could not send the event back to consumer group {0}: {1} The broker did not confirm that it took the event, so this letter stays Dead: fix what the broker answered (Fabric Settings, Test connection), then retry. Should the event have gone out all the same (a confirm lost to a timeout), the group skips it as already processed when it comes again."
 			).format(group, problem(error)),
 			title=_("Retry failed"),
 		)

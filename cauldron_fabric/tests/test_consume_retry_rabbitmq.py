@@ -126,7 +126,9 @@ class TestRetryingRabbitMQDeadLetters(FrappeTestCase):
 			with self.assertRaises(frappe.ValidationError) as raised:
 				frappe.get_doc("Dead Letter", letter.name).retry()
 		self.assertIn("No RabbitMQ broker answered at 127.0.0.1:1", str(raised.exception))
-		self.assertIn("this letter stays Dead", str(raised.exception))
+		self.assertIn(
+			"did not confirm that it took the event, so this letter stays Dead", str(raised.exception)
+		)
 		self.assertNotIn("retried.", str(raised.exception))
 		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Dead")
 
