@@ -127,10 +127,15 @@ def cut_at(deadline: float, connection) -> Iterator[None]:
 		yield
 		return
 	alarm = WATCHDOG.arm(deadline, connection._cut)
+	connection._armed = True
 	try:
 		yield
 	finally:
 		alarm.active = False
+		connection._armed = False
+		if (pool := connection._given_back_to) is not None:  # the body ended inside the block
+			connection._given_back_to = None
+			pool._put_conn(connection)
 
 
 class _DeadlineMixin:
@@ -140,6 +145,8 @@ class _DeadlineMixin:
 	sock: socket.socket | None
 	timeout: float | None
 	_connect_deadline: float | None = None
+	_armed = False  # a watchdog alarm may cut this connection (inside cut_at)
+	_given_back_to: HTTPConnectionPool | None = None  # the pool it goes back to once disarmed
 
 	def connect(self) -> None:
 		"""Connects (TCP, and TLS for HTTPS) within the time left, and notes in the request's
@@ -204,13 +211,29 @@ class DeadlineHTTPSConnection(_DeadlineMixin, HTTPSConnection):
 	"""An HTTPS connection whose response head must arrive by the deadline."""
 
 
-class DeadlineHTTPConnectionPool(HTTPConnectionPool):
+class _DeadlinePoolMixin:
+	"""Takes a connection back only once no alarm can cut it.
+
+	urllib3 gives a connection back inside the read that ends the response body, while the
+	alarm armed for that read still runs; the pool is shared by the sending threads, so a cut
+	then would end another thread's request on it, after it was sent, and its retry would
+	deliver the event twice. Such a connection goes back when cut_at disarms its alarm.
+	"""
+
+	def _put_conn(self, conn) -> None:
+		if conn is not None and conn._armed:
+			conn._given_back_to = self
+			return
+		super()._put_conn(conn)
+
+
+class DeadlineHTTPConnectionPool(_DeadlinePoolMixin, HTTPConnectionPool):
 	"""A pool of DeadlineHTTPConnection."""
 
 	ConnectionCls = DeadlineHTTPConnection
 
 
-class DeadlineHTTPSConnectionPool(HTTPSConnectionPool):
+class DeadlineHTTPSConnectionPool(_DeadlinePoolMixin, HTTPSConnectionPool):
 	"""A pool of DeadlineHTTPSConnection."""
 
 	ConnectionCls = DeadlineHTTPSConnection

@@ -281,7 +281,7 @@ def _read_capped(response: requests.Response, deadline: float) -> bytes:
 	except Exception:
 		raw.close()
 		raise
-	if ended:  # read to the end; back to the pool only once the watchdog can no longer cut it
+	if ended:  # read to the end: back to the pool (the pool took it when cut_at disarmed)
 		raw.release_conn()
 		return b"".join(chunks)
 	raw.close()

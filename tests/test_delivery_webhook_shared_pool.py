@@ -1,0 +1,76 @@
+"""Deadlines on a pool shared by sending threads: the cut armed for one request never reaches
+another on the same kept-alive connection, against a real receiver and real sockets.
+
+The delivery worker's threads share one WebhookSender, so a connection one request gives back
+is the next request's. The moments these tests need (a reader held just as it gives the
+connection back, the watchdog held just before it cuts) are made precise by pausing the real
+code there, as a busy CPU or a thread switch would, never by replacing it.
+"""
+
+import queue
+import threading
+import time
+
+import pytest
+
+from cauldron_fabric.core.delivery.addresses import AddressPolicy
+from cauldron_fabric.core.delivery.webhook import WebhookSender, WebhookTarget
+from cauldron_fabric.testing.http_receiver import Receiver, Reply
+
+LOOPBACK = AddressPolicy.from_allow_list(["127.0.0.0/8", "::1/128"])
+BODY = b'{"id":"evt-1","type":"sales_invoice.submitted","data":{"grand_total":1200}}'
+
+
+@pytest.fixture
+def receiver():
+	server = Receiver().start()
+	yield server
+	server.stop()
+
+
+@pytest.fixture
+def sender():
+	client = WebhookSender(LOOPBACK)
+	yield client
+	client.close()
+
+
+def _send_in_thread(sender, target, message_id) -> tuple[threading.Thread, list]:
+	outcomes: list = []
+	thread = threading.Thread(
+		target=lambda: outcomes.append(sender.send(target, message_id, BODY)), name=message_id
+	)
+	thread.start()
+	return thread, outcomes
+
+
+def test_a_connection_given_back_before_its_deadline_passes_is_never_cut_under_the_next_request(
+	receiver, sender, monkeypatch
+):
+	# urllib3 gives a kept-alive connection back to the pool inside the read that ends the body,
+	# while the deadline armed for that read still ran: passing then, it cut the next thread's
+	# request on that connection after it was sent, and the retry reached the receiver twice.
+	receiver.reply("/second", Reply(200, delay=0.6))  # still answering at the first's deadline
+	first = WebhookTarget(receiver.url("/first"), timeout=0.4)
+	put = queue.LifoQueue.put
+	given_back = threading.Event()
+
+	def give_back_then_stall(pool_queue, connection, *args, **kwargs):
+		put(pool_queue, connection, *args, **kwargs)
+		if connection is not None and threading.current_thread().name == "evt-first":
+			given_back.set()  # the second thread takes it now, while this one is held
+			receiver.wait_for("/second", timeout=2.0)
+			time.sleep(max(0.0, started + first.timeout + 0.2 - time.monotonic()))
+
+	monkeypatch.setattr(queue.LifoQueue, "put", give_back_then_stall)
+	started = time.monotonic()
+	first_thread, first_outcomes = _send_in_thread(sender, first, "evt-first")
+	assert given_back.wait(2.0)
+	second_thread, second_outcomes = _send_in_thread(
+		sender, WebhookTarget(receiver.url("/second"), timeout=3.0), "evt-second"
+	)
+	first_thread.join(5.0)
+	second_thread.join(5.0)
+	assert first_outcomes[0].ok
+	assert second_outcomes[0].ok, second_outcomes[0].error
+	assert len(receiver.on("/second")) == 1
