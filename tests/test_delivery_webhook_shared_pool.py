@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from cauldron_fabric.core.delivery import deadlines
 from cauldron_fabric.core.delivery.addresses import AddressPolicy
 from cauldron_fabric.core.delivery.webhook import WebhookSender, WebhookTarget
 from cauldron_fabric.testing.http_receiver import Receiver, Reply
@@ -66,6 +67,38 @@ def test_a_connection_given_back_before_its_deadline_passes_is_never_cut_under_t
 	started = time.monotonic()
 	first_thread, first_outcomes = _send_in_thread(sender, first, "evt-first")
 	assert given_back.wait(2.0)
+	second_thread, second_outcomes = _send_in_thread(
+		sender, WebhookTarget(receiver.url("/second"), timeout=3.0), "evt-second"
+	)
+	first_thread.join(5.0)
+	second_thread.join(5.0)
+	assert first_outcomes[0].ok
+	assert second_outcomes[0].ok, second_outcomes[0].error
+	assert len(receiver.on("/second")) == 1
+
+
+def test_an_alarm_the_watchdog_is_already_acting_on_never_cuts_the_next_request(
+	receiver, sender, monkeypatch
+):
+	# The reader turned its alarm off without the watchdog's lock: the watchdog, past its check
+	# that the alarm was on, cut the socket after the reader had given the connection back, under
+	# the request another thread had just taken it for.
+	# The body's end comes after the deadline, while the reader waits for it.
+	receiver.reply("/first", Reply(200, body=b"ab", trickle=0.3, chunked=True))
+	cut = deadlines.DeadlineHTTPConnection._cut
+	cutting = threading.Event()
+
+	def cut_after_a_pause(connection):
+		cutting.set()
+		time.sleep(0.5)
+		cut(connection)
+
+	monkeypatch.setattr(deadlines.DeadlineHTTPConnection, "_cut", cut_after_a_pause)
+	first_thread, first_outcomes = _send_in_thread(
+		sender, WebhookTarget(receiver.url("/first"), timeout=0.4), "evt-first"
+	)
+	assert cutting.wait(2.0)
+	time.sleep(0.3)  # the first reader has the body's end and gave the connection back
 	second_thread, second_outcomes = _send_in_thread(
 		sender, WebhookTarget(receiver.url("/second"), timeout=3.0), "evt-second"
 	)

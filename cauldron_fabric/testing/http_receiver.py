@@ -28,6 +28,7 @@ class Reply:
 	body_delay: float = 0.0  # between the status line and headers, and the body
 	reason: str | None = None  # the status line's reason phrase; None: the standard one
 	trickle: float = 0.0  # between one byte of the body and the next
+	chunked: bool = False  # the body in chunks (one a byte when trickled), the last after a trickle
 
 
 @dataclass
@@ -74,7 +75,10 @@ class Receiver:
 					self.send_response(reply.status, reply.reason)
 					for name, value in reply.headers:
 						self.send_header(name, value)
-					self.send_header("Content-Length", str(len(reply.body)))
+					if reply.chunked:
+						self.send_header("Transfer-Encoding", "chunked")
+					else:
+						self.send_header("Content-Length", str(len(reply.body)))
 					self.end_headers()
 					if reply.body_delay:
 						self.wfile.flush()
@@ -87,13 +91,15 @@ class Receiver:
 			do_PUT = do_PATCH = do_POST
 
 			def _write_body(self, reply: Reply) -> None:
+				frame = _chunk if reply.chunked else bytes
 				if not reply.trickle:
-					self.wfile.write(reply.body)
-					return
-				for index in range(len(reply.body)):
-					self.wfile.write(reply.body[index : index + 1])
+					self.wfile.write(frame(reply.body))
+				for index in range(len(reply.body) if reply.trickle else 0):
+					self.wfile.write(frame(reply.body[index : index + 1]))
 					self.wfile.flush()
 					time.sleep(reply.trickle)
+				if reply.chunked:
+					self.wfile.write(_chunk(b""))  # the last chunk ends the body
 
 			def log_message(self, *args):
 				pass
@@ -135,6 +141,10 @@ class Receiver:
 		"""Stops serving and closes the socket."""
 		self.server.shutdown()
 		self.server.server_close()
+
+
+def _chunk(data: bytes) -> bytes:
+	return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 class SlowReader:

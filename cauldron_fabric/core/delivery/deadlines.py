@@ -74,7 +74,7 @@ def request_deadline(seconds: float) -> Iterator[RequestProgress]:
 
 @dataclass(eq=False, slots=True)
 class _Alarm:
-	"""A socket to cut at ``deadline`` unless the answer came first (``active`` turned off)."""
+	"""A socket to cut at ``deadline`` unless the answer came first (``_Watchdog.disarm``)."""
 
 	deadline: float
 	cut: Callable[[], None]
@@ -101,6 +101,15 @@ class _Watchdog:
 			if self._alarms[0][2] is alarm:  # earlier than the one the thread waits for
 				self._wake.notify()
 		return alarm
+
+	def disarm(self, alarm: _Alarm) -> None:
+		"""Turns ``alarm`` off; once this returns, its cut cannot come.
+
+		The watchdog checks and cuts under its lock: turned off without it, an alarm the watchdog
+		had just found on was cut after the block ended, under the next request on the connection.
+		"""
+		with self._wake:
+			alarm.active = False
 
 	def _run(self) -> None:
 		with self._wake:
@@ -131,7 +140,7 @@ def cut_at(deadline: float, connection) -> Iterator[None]:
 	try:
 		yield
 	finally:
-		alarm.active = False
+		WATCHDOG.disarm(alarm)
 		connection._armed = False
 		if (pool := connection._given_back_to) is not None:  # the body ended inside the block
 			connection._given_back_to = None
