@@ -2,19 +2,18 @@
 
 The comparison walks both schemas together and records every difference, named by
 ``rules.RULES``; the incompatible ones are the reasons a change breaks readers. Objects and
-arrays are compared in ``diff_containers``. ``$ref`` within each document is followed (with a
-guard for recursive schemas), ``allOf`` is merged into one schema, and ``anyOf``/``oneOf`` are
-matched branch by branch.
+arrays are compared in ``diff_containers``, strings and numbers in ``diff_scalars``. ``$ref``
+within each document is followed (with a guard for recursive schemas), ``allOf`` is merged into
+one schema, and ``anyOf``/``oneOf`` are matched branch by branch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
-from cauldron_fabric.core.schema import diff_containers
+from cauldron_fabric.core.schema import diff_containers, diff_scalars
 from cauldron_fabric.core.schema.dialect import (
 	DRAFT_07,
 	FORMAT_CHECKER,
@@ -36,7 +35,6 @@ from cauldron_fabric.core.schema.shapes import (
 	merge,
 	show,
 	types_of,
-	writer_bound,
 )
 
 # Keywords the comparison does not reason about: a reader that adds or changes one is reported.
@@ -167,9 +165,9 @@ class Comparison:
 			return
 		common = self._types(w, r, path)
 		if "string" in common:
-			self._strings(w, r, path)
+			diff_scalars.compare_strings(self, w, r, path)
 		if common & {"number", "integer"}:
-			self._numbers(w, r, path, integral="number" not in common)
+			diff_scalars.compare_numbers(self, w, r, path, integral="number" not in common)
 		if "object" in common:
 			diff_containers.compare_objects(self, w, r, path)
 		if "array" in common:
@@ -335,78 +333,6 @@ class Comparison:
 		if "type" in w and any(not covers(w_types, t) for t in r_types):
 			self.add(f"{path}/type", "TYPE_EXTENDED", f"{self.reader.name} accepts more types")
 		return frozenset(common)
-
-	def _strings(self, w: Mapping, r: Mapping, path: str) -> None:
-		diff_containers.compare_limits(
-			self, w, r, path, ("minLength", "maxLength"), "LENGTH", "string length"
-		)
-		for keyword, upper in (("pattern", "PATTERN"), ("format", "FORMAT")):
-			if keyword in r and w.get(keyword) != r[keyword]:
-				self.add(
-					f"{path}/{keyword}",
-					f"{upper}_ADDED" if keyword not in w else f"{upper}_CHANGED",
-					f"{self.reader.name} requires the {keyword} {show(r[keyword])}, which "
-					f"{self.writer.name} does not ({show(w.get(keyword))})",
-				)
-			elif keyword in w and keyword not in r:
-				self.add(f"{path}/{keyword}", f"{upper}_REMOVED", f"the {keyword} was dropped")
-
-	def _numbers(self, w: Mapping, r: Mapping, path: str, integral: bool) -> None:
-		for keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-			self._bound(w, r, path, keyword, "lower" if "inimum" in keyword else "upper")
-		w_step = w.get("multipleOf", 1 if integral else None)
-		r_step = r.get("multipleOf")
-		if (
-			r_step is not None
-			and w_step is not None
-			and (Fraction(str(w_step)) / Fraction(str(r_step))).denominator == 1
-		):
-			if w_step != r_step and "multipleOf" in w:
-				self.add(f"{path}/multipleOf", "MULTIPLE_OF_REDUCED", f"multipleOf {w_step} became {r_step}")
-		elif r_step is not None:
-			coarser = w_step is not None and (Fraction(str(r_step)) / Fraction(str(w_step))).denominator == 1
-			self.add(
-				f"{path}/multipleOf",
-				"MULTIPLE_OF_ADDED"
-				if w_step is None
-				else ("MULTIPLE_OF_EXPANDED" if coarser else "MULTIPLE_OF_CHANGED"),
-				f"{self.reader.name} requires multiples of {r_step}, but {self.writer.name} allows "
-				f"{'any number' if w_step is None else f'any multiple of {w_step}'}",
-			)
-		elif "multipleOf" in w:
-			self.add(f"{path}/multipleOf", "MULTIPLE_OF_REMOVED", "multipleOf was dropped")
-
-	def _bound(self, w: Mapping, r: Mapping, path: str, keyword: str, bound: str) -> None:
-		name = {"minimum": "MINIMUM", "exclusiveMinimum": "EXCLUSIVE_MINIMUM"}.get(keyword)
-		name = name or {"maximum": "MAXIMUM", "exclusiveMaximum": "EXCLUSIVE_MAXIMUM"}[keyword]
-		tighter, looser = ("INCREASED", "DECREASED") if bound == "lower" else ("DECREASED", "INCREASED")
-		if keyword not in r:
-			if keyword in w:
-				self.add(f"{path}/{keyword}", f"{name}_REMOVED", f"{keyword} was dropped")
-			return
-		limit = r[keyword]
-		held = writer_bound(w, bound)
-		exclusive = keyword.startswith("exclusive")
-		if held is None:
-			ok = False
-		elif bound == "lower":
-			ok = held[0] > limit or (held[0] == limit and (held[1] or not exclusive))
-		else:
-			ok = held[0] < limit or (held[0] == limit and (held[1] or not exclusive))
-		if not ok:
-			operator = (
-				(">" if held and held[1] else ">=")
-				if bound == "lower"
-				else ("<" if held and held[1] else "<=")
-			)
-			self.add(
-				f"{path}/{keyword}",
-				f"{name}_ADDED" if held is None else f"{name}_{tighter}",
-				f"{self.reader.name} requires {keyword} {limit}, but {self.writer.name} allows "
-				+ ("any number" if held is None else f"numbers {operator} {held[0]}"),
-			)
-		elif keyword in w and w[keyword] != limit:
-			self.add(f"{path}/{keyword}", f"{name}_{looser}", f"{keyword} {w[keyword]} became {limit}")
 
 
 def _may_overlap(w: Any, r: Any) -> bool:
