@@ -44,6 +44,7 @@ from cauldron_fabric.registry.errors import (
 	SchemaNotFound,
 	shown_in_desk,
 )
+from cauldron_fabric.registry.parsing import parse_examples
 
 SCHEMA = "Event Schema"
 JSON_SCHEMA_TYPE = "JSON"
@@ -139,7 +140,7 @@ def register(
 			owner_team=ownerTeam,
 			owner_user=ownerUser,
 			description=description,
-			examples=versions.parse_examples(examples),
+			examples=parse_examples(examples),
 		)
 		return {"id": int(doc.name), "version": doc.version}
 

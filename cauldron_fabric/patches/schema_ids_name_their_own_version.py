@@ -13,7 +13,8 @@ import frappe
 
 from cauldron_fabric.core.schema import schema_fingerprint, with_registry_id
 from cauldron_fabric.registry.cache import schemas_changed
-from cauldron_fabric.registry.versions import SCHEMA, pretty
+from cauldron_fabric.registry.parsing import pretty
+from cauldron_fabric.registry.versions import SCHEMA
 
 
 def execute() -> None:

@@ -19,9 +19,7 @@ from frappe import _
 from cauldron_fabric.core.schema import (
 	CompatibilityResult,
 	CompiledSchema,
-	InvalidSchema,
 	check_compatibility,
-	check_schema,
 	data_schema_uri,
 	schema_fingerprint,
 	with_registry_id,
@@ -31,79 +29,18 @@ from cauldron_fabric.registry.cache import schemas_changed
 from cauldron_fabric.registry.errors import (
 	IncompatibleSchemaError,
 	InvalidSchemaError,
-	InvalidVersion,
 	OperationNotPermitted,
 	VersionNotFound,
 )
+from cauldron_fabric.registry.parsing import parse_examples, parse_schema, parse_version, pretty
 from cauldron_fabric.services.guards import changed_fields
 
 SCHEMA = "Event Schema"
 IMMUTABLE_FIELDS = ("subject", "version", "fingerprint", "data_schema")
 # What registration recorded about the version: read-only, never edited after it.
 REGISTRATION_FIELDS = ("title", "compatibility_mode", "compatibility_report")
-MAX_VERSION = 2**31 - 1
 # Site default holding {subject: last version} of deleted subjects (see deleted_subject_versions).
 RETIRED_KEY = "fabric_deleted_subject_versions"
-
-
-def parse_schema(value: Any, trusted: bool = False) -> Any:
-	"""Returns the schema as JSON data; raises InvalidSchemaError (42201) naming every defect.
-
-	``trusted`` skips the meta-schema check, for schemas the fabric derived itself.
-	"""
-	if isinstance(value, str):
-		try:
-			value = json.loads(value)
-		except ValueError as exc:
-			raise InvalidSchemaError(_("The schema is not valid JSON: {0}.").format(exc)) from None
-	if trusted:
-		return value
-	try:
-		check_schema(value)
-	except InvalidSchema as exc:
-		raise InvalidSchemaError(
-			_("Invalid JSON Schema: {0}. Write a draft 2020-12 (or draft-07) schema.").format(
-				"; ".join(exc.problems)
-			)
-		) from None
-	return value
-
-
-def parse_examples(value: Any) -> list[Any]:
-	"""Returns the example payloads as a list; raises InvalidSchemaError when they are not one."""
-	if value in (None, ""):
-		return []
-	if isinstance(value, str):
-		try:
-			value = json.loads(value)
-		except ValueError as exc:
-			raise InvalidSchemaError(_("The examples are not valid JSON: {0}.").format(exc)) from None
-	if not isinstance(value, list):
-		raise InvalidSchemaError(_("The examples must be a JSON list of payloads, such as [{...}]."))
-	return value
-
-
-def parse_version(value: Any) -> int | None:
-	"""Returns a version number, or None for "latest" (and -1); raises InvalidVersion (42202)."""
-	if value in (None, "", "latest", -1, "-1"):
-		return None
-	try:
-		number = int(str(value).strip())
-	except ValueError:
-		number = 0
-	if not 1 <= number <= MAX_VERSION:
-		raise InvalidVersion(
-			_(
-				"The specified version {0} is not a valid version id. Allowed values are between "
-				"1 and 2^31-1 and the string latest."
-			).format(repr(value))
-		)
-	return number
-
-
-def pretty(value: Any) -> str:
-	"""Returns JSON indented for reading in Desk."""
-	return json.dumps(value, indent=1, ensure_ascii=False)
 
 
 def versions_of(subject: str, lock: bool = False) -> list[dict[str, Any]]:

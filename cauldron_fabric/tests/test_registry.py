@@ -18,6 +18,7 @@ from cauldron_fabric.registry.errors import (
 	OperationNotPermitted,
 	VersionNotFound,
 )
+from cauldron_fabric.registry.parsing import pretty
 from cauldron_fabric.tests.test_registry_support import (
 	ORDER_V1,
 	SCHEMA,
@@ -100,7 +101,7 @@ class TestRegistryIds(FrappeTestCase):
 		frappe.db.set_value(
 			SCHEMA,
 			self.stored(2).name,
-			{"json_schema": versions.pretty(self.v2), "fingerprint": old_fingerprint},
+			{"json_schema": pretty(self.v2), "fingerprint": old_fingerprint},
 		)
 		schema_ids_name_their_own_version.execute()
 		row = self.stored(2)
