@@ -11,22 +11,22 @@ The compiler knows the common keywords of draft 2020-12 and draft-07. A schema u
 does not know (``unevaluatedProperties``, ``contains``, ``$dynamicRef``, a nested ``$id``, a
 remote ``$ref``...) gets ``None`` and the caller uses jsonschema alone. Keywords that are not
 part of the draft are ignored, as jsonschema ignores them. ``tests/test_schema_fastpath.py``
-checks the verdicts against jsonschema's on generated instances.
+checks the verdicts against jsonschema's on generated instances. What the generated
+functions call at run time is in ``fastpath_runtime``.
 """
 
 from __future__ import annotations
 
-import numbers
 import re
-from collections.abc import Callable, Mapping
-from fractions import Fraction
+from collections.abc import Mapping
 from typing import Any
 
 from jsonschema import FormatChecker
 
+from cauldron_fabric.core.schema import fastpath_runtime
 from cauldron_fabric.core.schema.dialect import DRAFT_07, dialect_of, json_equal, resolve_ref, validator_class
+from cauldron_fabric.core.schema.fastpath_runtime import Check
 
-Check = Callable[[Any], bool]
 SUPPORTED = frozenset(
 	"$ref type enum const format pattern minLength maxLength minimum maximum exclusiveMinimum "
 	"exclusiveMaximum multipleOf properties required additionalProperties patternProperties "
@@ -37,53 +37,6 @@ SUPPORTED = frozenset(
 
 class _Unsupported(Exception):
 	"""The schema uses something the compiler does not reproduce exactly."""
-
-
-def _is_integer(value: Any) -> bool:
-	if isinstance(value, bool):
-		return False
-	return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-
-
-def _is_number(value: Any) -> bool:
-	return isinstance(value, numbers.Number) and not isinstance(value, bool)
-
-
-def _multiple_of(value: Any, step: Any) -> bool:
-	# Mirrors jsonschema's multipleOf, floats and overflow included.
-	if isinstance(step, float):
-		quotient = value / step
-		try:
-			return int(quotient) == quotient
-		except OverflowError:
-			return (Fraction(value) / Fraction(step)).denominator == 1
-	return not value % step
-
-
-def _unique(items: list[Any]) -> bool:
-	seen: list[Any] = []
-	for item in items:
-		if any(json_equal(item, earlier) for earlier in seen):
-			return False
-		seen.append(item)
-	return True
-
-
-def _format_test(checker: FormatChecker, name: str) -> Check:
-	# FormatChecker.conforms without its lookups and exception round trip, same verdicts.
-	func, raises = checker.checkers[name]
-
-	def conforms(value: Any) -> bool:
-		try:
-			return bool(func(value))
-		except raises:
-			return False
-
-	return conforms
-
-
-def _exactly_one(checks: tuple[Check, ...], value: Any) -> bool:
-	return sum(1 for check in checks if check(value)) == 1
 
 
 _SCALAR_KEYWORDS = frozenset(
@@ -131,11 +84,11 @@ class _Compiler:
 		self.vocabulary = frozenset(validator_class(root).VALIDATORS)
 		self.format_checker = format_checker
 		self.namespace: dict[str, Any] = {
-			"_is_integer": _is_integer,
-			"_is_number": _is_number,
-			"_multiple_of": _multiple_of,
-			"_unique": _unique,
-			"_exactly_one": _exactly_one,
+			"_is_integer": fastpath_runtime.is_integer,
+			"_is_number": fastpath_runtime.is_number,
+			"_multiple_of": fastpath_runtime.multiple_of,
+			"_unique": fastpath_runtime.unique,
+			"_exactly_one": fastpath_runtime.exactly_one,
 			"_json_equal": json_equal,
 		}
 		self.sources: list[str] = []
@@ -227,7 +180,9 @@ class _Compiler:
 			and self.format_checker is not None
 			and node["format"] in self.format_checker.checkers
 		):
-			conds.append(f"{self.constant(_format_test(self.format_checker, node['format']))}({v})")
+			conds.append(
+				f"{self.constant(fastpath_runtime.format_test(self.format_checker, node['format']))}({v})"
+			)
 		return conds
 
 	def number_conditions(self, node: Mapping, v: str) -> list[str]:
