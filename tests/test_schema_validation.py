@@ -7,8 +7,9 @@ import pytest
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import InvalidEnvelope, PermanentError
 from cauldron_fabric.core.schema.catalog import catalog_entry
-from cauldron_fabric.core.schema.dialect import check_schema, schema_fingerprint, with_registry_id
+from cauldron_fabric.core.schema.dialect import check_schema
 from cauldron_fabric.core.schema.errors import InvalidSchema, SchemaViolation
+from cauldron_fabric.core.schema.identity import schema_fingerprint, with_registry_id
 from cauldron_fabric.core.schema.validation import (
 	CompiledSchema,
 	ValidatorCache,

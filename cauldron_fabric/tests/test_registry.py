@@ -9,7 +9,7 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.core.schema import load_catalog, schema_fingerprint
-from cauldron_fabric.core.schema.dialect import canonical_json
+from cauldron_fabric.core.schema.identity import canonical_json
 from cauldron_fabric.registry import cache, subjects, versions
 from cauldron_fabric.registry.catalog import install_catalog
 from cauldron_fabric.registry.errors import (

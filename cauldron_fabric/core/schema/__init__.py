@@ -27,13 +27,14 @@ from cauldron_fabric.core.schema.compatibility import (
 	check_compatibility,
 	parse_mode,
 )
-from cauldron_fabric.core.schema.dialect import check_schema, schema_fingerprint, with_registry_id
+from cauldron_fabric.core.schema.dialect import check_schema
 from cauldron_fabric.core.schema.doctype_schema import (
 	doctype_schema,
 	document_event_schema,
 	document_event_schemas,
 )
 from cauldron_fabric.core.schema.errors import IncompatibleSchema, InvalidSchema, SchemaViolation, Violation
+from cauldron_fabric.core.schema.identity import schema_fingerprint, with_registry_id
 from cauldron_fabric.core.schema.validation import (
 	DEFAULT_CACHE,
 	CompiledSchema,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import hashlib
-import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +19,7 @@ from jsonschema import FormatChecker, validators
 from jsonschema.protocols import Validator
 
 from cauldron_fabric.core.schema.errors import InvalidSchema
+from cauldron_fabric.core.schema.identity import schema_fingerprint
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
@@ -302,48 +301,6 @@ def _find_anchor(root: Any, anchor: str) -> Any:
 	return None
 
 
-# The ``$id`` the registry gives a version: urn:cauldron:schema:<subject>:<version>, the
-# ``dataSchema`` reference of events checked against it.
-REGISTRY_ID = re.compile(r"^urn:cauldron:schema:([a-z0-9_]+(?:\.[a-z0-9_]+)+):([1-9][0-9]*)$")
-
-
-def canonical_json(value: Any) -> str:
-	"""Serialises with sorted keys and no spaces, so equal schemas give equal text."""
-	return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def schema_fingerprint(schema: Any) -> str:
-	"""Returns the SHA-256 of the schema's canonical JSON: the same content, the same fingerprint.
-
-	A registry ``$id`` at the top is not content (see with_registry_id): the same schema sent
-	again under another version's ``$id`` is the version already registered.
-	"""
-	return hashlib.sha256(canonical_json(without_registry_id(schema)).encode()).hexdigest()
-
-
-def without_registry_id(schema: Any) -> Any:
-	"""Returns the schema without a top-level ``$id`` of the registry's own (REGISTRY_ID)."""
-	if not _has_registry_id(schema):
-		return schema
-	return {key: value for key, value in schema.items() if key != "$id"}
-
-
-def with_registry_id(schema: Any, uri: str) -> Any:
-	"""Returns the schema with its registry ``$id``, if it has one, naming ``uri`` instead.
-
-	The registry numbers versions: a schema written as version 1 and registered as the
-	subject's third (an edited catalog schema after an upgrade, a copy of another subject's)
-	would otherwise tell code generators and caches keyed by ``$id`` that it is version 1.
-	"""
-	if not _has_registry_id(schema):
-		return schema
-	return {key: (uri if key == "$id" else value) for key, value in schema.items()}
-
-
-def _has_registry_id(schema: Any) -> bool:
-	return isinstance(schema, Mapping) and bool(REGISTRY_ID.match(str(schema.get("$id", ""))))
-
-
 def inline_refs(schema: Any) -> Any:
 	"""Returns a copy with every local ``$ref`` replaced by its target and ``$defs`` dropped.
 
@@ -393,16 +350,3 @@ def _downgrade(node: Any) -> Any:
 		if key in result:
 			result.setdefault("dependencies", {}).update(result.pop(key))
 	return result
-
-
-def json_equal(left: Any, right: Any) -> bool:
-	"""Compares JSON values the way JSON Schema does: ``1 == 1.0`` but ``true != 1``."""
-	if isinstance(left, bool) or isinstance(right, bool):
-		return isinstance(left, bool) and isinstance(right, bool) and left == right
-	if isinstance(left, str) or isinstance(right, str):
-		return left == right
-	if isinstance(left, list) and isinstance(right, list):
-		return len(left) == len(right) and all(json_equal(a, b) for a, b in zip(left, right, strict=True))
-	if isinstance(left, Mapping) and isinstance(right, Mapping):
-		return left.keys() == right.keys() and all(json_equal(left[k], right[k]) for k in left)
-	return left == right

@@ -17,12 +17,11 @@ from cauldron_fabric.core.schema import diff_containers, diff_scalars
 from cauldron_fabric.core.schema.dialect import (
 	DRAFT_07,
 	FORMAT_CHECKER,
-	canonical_json,
 	dialect_of,
-	json_equal,
 	resolve_ref,
 	validator_class,
 )
+from cauldron_fabric.core.schema.identity import canonical_json, json_equal
 from cauldron_fabric.core.schema.rules import rule
 from cauldron_fabric.core.schema.shapes import (
 	ANNOTATIONS,

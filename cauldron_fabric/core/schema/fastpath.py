@@ -24,8 +24,9 @@ from typing import Any
 from jsonschema import FormatChecker
 
 from cauldron_fabric.core.schema import fastpath_runtime
-from cauldron_fabric.core.schema.dialect import DRAFT_07, dialect_of, json_equal, resolve_ref, validator_class
+from cauldron_fabric.core.schema.dialect import DRAFT_07, dialect_of, resolve_ref, validator_class
 from cauldron_fabric.core.schema.fastpath_runtime import Check
+from cauldron_fabric.core.schema.identity import json_equal
 
 SUPPORTED = frozenset(
 	"$ref type enum const format pattern minLength maxLength minimum maximum exclusiveMinimum "

@@ -13,7 +13,7 @@ from typing import Any
 
 from jsonschema import FormatChecker
 
-from cauldron_fabric.core.schema.dialect import json_equal
+from cauldron_fabric.core.schema.identity import json_equal
 
 Check = Callable[[Any], bool]
 

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from cauldron_fabric.core.schema.dialect import canonical_json, json_equal
+from cauldron_fabric.core.schema.identity import canonical_json, json_equal
 
 ALL_TYPES = frozenset({"null", "boolean", "object", "array", "number", "string", "integer"})
 ANNOTATIONS = frozenset(

@@ -21,15 +21,10 @@ from typing import Any
 from jsonschema.exceptions import ValidationError
 
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.core.schema.dialect import (
-	FORMAT_CHECKER,
-	REGISTRY_ID,
-	check_schema,
-	schema_fingerprint,
-	validator_class,
-)
+from cauldron_fabric.core.schema.dialect import FORMAT_CHECKER, check_schema, validator_class
 from cauldron_fabric.core.schema.errors import SchemaViolation, Violation
 from cauldron_fabric.core.schema.fastpath import compile_check
+from cauldron_fabric.core.schema.identity import REGISTRY_ID, schema_fingerprint
 from cauldron_fabric.core.schema.shapes import show
 
 DATA_SCHEMA_PREFIX = "urn:cauldron:schema:"
