@@ -16,7 +16,7 @@ from cauldron_fabric.tests.test_approval_support import (
 	ensure_people,
 )
 from cauldron_fabric.tests.test_approvals import receive
-from cauldron_fabric.tests.test_http import api_token, make_user, request
+from cauldron_fabric.tests.test_http_support import api_token, make_user, request
 
 METHOD = "/api/method/cauldron_fabric.api.approvals."
 SHARED_READER = "shared.reader@fabric.test"

@@ -29,7 +29,7 @@ from cauldron_fabric.tests.test_approval_support import (
 	ensure_user,
 	responses,
 )
-from cauldron_fabric.tests.test_http import api_token, make_user, request
+from cauldron_fabric.tests.test_http_support import api_token, make_user, request
 from cauldron_fabric.tests.utils import fabric_settings
 
 PAST = -dt.timedelta(minutes=5)

@@ -31,7 +31,7 @@ from cauldron_fabric.tests.test_consume import (
 )
 from cauldron_fabric.tests.test_consume_dead_letters import dead_letter
 from cauldron_fabric.tests.test_consume_support import consume, dead_letters, in_another_session
-from cauldron_fabric.tests.test_http import api_token, make_user, request
+from cauldron_fabric.tests.test_http_support import api_token, make_user, request
 from cauldron_fabric.tests.utils import fabric_settings
 
 SITE_CONNECTION = relay.rabbitmq_connection

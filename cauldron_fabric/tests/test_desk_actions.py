@@ -11,7 +11,7 @@ from cauldron_fabric.api import schemas as schemas_api
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
 from cauldron_fabric.patches import stored_zero_fabric_settings_mean_the_default as stored_zeros_patch
 from cauldron_fabric.registry.errors import InvalidSchemaError, InvalidSubject, OperationNotPermitted
-from cauldron_fabric.tests.test_http import make_user, request
+from cauldron_fabric.tests.test_http_support import make_user, request
 from cauldron_fabric.tests.test_registry_api import session
 from cauldron_fabric.tests.utils import fabric_settings
 

@@ -12,7 +12,7 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 from frappe.utils import add_days, now_datetime
 
-from cauldron_fabric.tests.test_http import api_token, make_user, request
+from cauldron_fabric.tests.test_http_support import api_token, make_user, request
 
 
 def auth(token: str) -> dict:

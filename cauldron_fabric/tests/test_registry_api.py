@@ -10,7 +10,7 @@ from frappe.tests.utils import FrappeTestCase
 from frappe.utils import get_test_client
 
 from cauldron_fabric.api import schemas as api
-from cauldron_fabric.tests.test_http import PASSWORD, make_user, request
+from cauldron_fabric.tests.test_http_support import PASSWORD, make_user, request
 from cauldron_fabric.tests.test_registry_support import (
 	ORDER_V1,
 	drop_subjects,

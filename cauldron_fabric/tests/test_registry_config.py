@@ -7,7 +7,7 @@ import json
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
-from cauldron_fabric.tests.test_http import PASSWORD, make_user, request
+from cauldron_fabric.tests.test_http_support import PASSWORD, make_user, request
 from cauldron_fabric.tests.test_registry_support import (
 	ORDER_V1,
 	drop_subjects,

@@ -16,7 +16,7 @@ from jsonschema import Draft7Validator
 from cauldron_fabric.core.schema import load_catalog
 from cauldron_fabric.registry import versions
 from cauldron_fabric.registry.documentation import site_asyncapi_document
-from cauldron_fabric.tests.test_http import make_user, request
+from cauldron_fabric.tests.test_http_support import make_user, request
 from cauldron_fabric.tests.test_registry_api import session
 from cauldron_fabric.tests.test_registry_support import (
 	ORDER_V1,

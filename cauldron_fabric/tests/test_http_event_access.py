@@ -1,0 +1,80 @@
+"""Over real HTTP: who may read and count events, and what the list's filters may not run."""
+
+from __future__ import annotations
+
+import json
+
+import frappe
+
+from cauldron_fabric.api import events as events_api
+from cauldron_fabric.api import settings as settings_api
+from cauldron_fabric.tests.test_http_support import HttpCase, api_token, request
+
+
+class TestEventAccessOverHttp(HttpCase):
+	"""The events API and Frappe's counts check permission before they read the Event Log."""
+
+	def test_event_api_needs_a_role_that_may_read_events(self):
+		anonymous = request("get", "/api/method/cauldron_fabric.api.events.list_events")
+		self.assertEqual(anonymous.status_code, 403)
+		frappe.set_user(self.clerk)
+		self.assertRaises(frappe.PermissionError, events_api.list_events)
+		self.assertRaises(frappe.PermissionError, events_api.requeue, ["x"])
+		self.assertRaises(frappe.PermissionError, settings_api.test_connection)
+		self.assertRaises(frappe.PermissionError, settings_api.get_status)
+		frappe.set_user(self.manager)
+		self.assertIsInstance(events_api.list_events(limit=1)["events"], list)
+
+	def test_counting_events_needs_read_permission_on_the_event_log(self):
+		# A count filtered on the envelope's text answers yes or no for any value in the payloads
+		# (a salary, a password hash): counted by someone who may not read Event Log, it would
+		# read them one guess at a time.
+		token = frappe.generate_hash(length=12)
+		frappe.get_doc({"doctype": "ToDo", "description": f"secret {token}"}).insert()
+		frappe.db.commit()
+		query = {"doctype": "Event Log", "filters": json.dumps({"envelope": ("like", f"%{token}%")})}
+
+		def count(user: str):
+			return request(
+				"get",
+				"/api/method/frappe.client.get_count",
+				headers={"Authorization": api_token(user)},
+				query_string=query,
+			)
+
+		self.assertEqual(count(self.clerk).status_code, 403)
+		self.assertEqual(count(self.manager).json["message"], 1)
+		# Checked as Frappe's list checks its filters: a text condition is no SQL of its own.
+		query["filters"] = json.dumps(["(select count(*) from `tabSessions`) < 0"])
+		self.assertGreaterEqual(count(self.manager).status_code, 400)
+
+	def test_the_list_sidebar_counts_run_no_sql_their_caller_wrote(self):
+		# Frappe's get_group_by_count hands its filters to frappe.get_list unchecked, which takes a
+		# text condition as SQL: any user could run a subquery on any table (here one that does
+		# not exist, whose error showed it ran).
+		query = {
+			"doctype": "ToDo",
+			"current_filters": json.dumps(["1=(select count(*) from `tabNoSuchTable`)"]),
+			"field": "status",
+		}
+		response = request(
+			"get",
+			"/api/method/frappe.desk.listview.get_group_by_count",
+			headers={"Authorization": api_token(self.clerk)},
+			query_string=query,
+		)
+		self.assertLess(response.status_code, 500, response.text)
+		self.assertNotIn("NoSuchTable", response.text)
+		query["current_filters"] = json.dumps([["ToDo", "status", "=", "Open"]])
+		response = request(
+			"get",
+			"/api/method/frappe.desk.listview.get_group_by_count",
+			headers={"Authorization": api_token(self.manager)},
+			query_string=query,
+		)
+		self.assertEqual(response.status_code, 200, response.text)
+		self.assertTrue(all(row["name"] == "Open" for row in response.json["message"]))
+
+	def test_bad_limit_is_a_clear_validation_error(self):
+		with self.assertRaisesRegex(frappe.ValidationError, "limit must be between 1 and 500"):
+			events_api.list_events(limit=0)

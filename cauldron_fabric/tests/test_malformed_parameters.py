@@ -1,0 +1,111 @@
+"""Whitelisted methods refuse a malformed, mistyped or missing parameter with a validation error naming it."""
+
+from __future__ import annotations
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+
+from cauldron_fabric.api import events as events_api
+
+
+class TestMalformedParameters(FrappeTestCase):
+	"""Each bad parameter is a ValidationError that names it, never an HTTP 500."""
+
+	def test_each_is_a_validation_error_naming_it(self):
+		# Before, each of these was an unhandled ValueError or JSONDecodeError: HTTP 500.
+		from cauldron_fabric.api import approvals, dead_letters
+		from cauldron_fabric.api import requests as requests_api
+
+		frappe.set_user("Administrator")
+		cases = [
+			(events_api.list_events, {"limit": "abc"}, "limit"),
+			(events_api.list_events, {"after": "1 or 1=1"}, "after"),
+			(events_api.requeue, {"event_ids": "[bad"}, "event_ids"),
+			(approvals.list_requests, {"limit": "x"}, "limit"),
+			(dead_letters.retry_matching, {"limit": "x"}, "limit"),
+			(dead_letters.retry_matching, {"filters": "{bad"}, "filters"),
+			(dead_letters.retry, {"names": '["a"'}, "names"),
+			(requests_api.send_request, {"type": "probe.request", "data": "{bad"}, "data"),
+			(requests_api.send_request, {"type": "probe.request", "timeout": "abc"}, "timeout"),
+		]
+		for method, params, name in cases:
+			with self.subTest(method=method.__name__, params=params):
+				with self.assertRaises(frappe.ValidationError) as refused:
+					method(**params)
+				self.assertIn(name, str(refused.exception))
+
+	def test_a_value_of_the_wrong_kind_is_a_validation_error_naming_it(self):
+		# A JSON body can carry a list or an object where a text is expected: before, each of
+		# these failed deep down (str methods, SQL, Redis) with HTTP 500.
+		from cauldron_fabric.api import consumers, schemas
+		from cauldron_fabric.api import requests as requests_api
+
+		frappe.set_user("Administrator")
+		cases = [
+			(events_api.list_events, {"event_type": ["todo.*"]}, "event_type"),
+			(events_api.list_events, {"entity": {"a": 1}}, "entity"),
+			(events_api.get_event, {"event_id": {"a": 1}}, "event_id"),
+			(events_api.get_event, {"event_id": ["like", "%"]}, "event_id"),
+			(requests_api.reset_circuit, {"target": ["x"]}, "target"),
+			(consumers.get_lag, {"topics": ["a", "b"]}, "topics"),
+			(schemas.list_subjects, {"subjectPrefix": ["x"]}, "subjectPrefix"),
+			(schemas.register, {"subject": ["x"], "schema": {"type": "object"}}, "subject"),
+		]
+		for method, params, name in cases:
+			with self.subTest(method=method.__name__, params=params):
+				with self.assertRaises(frappe.ValidationError) as refused:
+					method(**params)
+				self.assertIn(name, str(refused.exception))
+
+	def test_dead_letter_filters_naming_no_field_or_of_no_kind_are_a_validation_error(self):
+		# retry_matching takes a Dead Letter list filter: a misspelt field was a SQL error and a
+		# number a TypeError, both HTTP 500; a text in the list went into the query as SQL of its
+		# own, and a condition on another DocType joined its table (an oracle on any table).
+		from cauldron_fabric.api import dead_letters
+
+		frappe.set_user("Administrator")
+		for filters, named in (
+			([["subscripton", "=", "x"]], "subscripton"),
+			({"evnt_type": "todo.created"}, "evnt_type"),
+			(5, "filters"),
+			('"text"', "filters"),
+			(["1=1"], "filters"),
+			([["status", "=", "Dead"], "(select count(*) from `tabSessions`) > 0"], "filters"),
+			([["User", "name", "=", "Administrator"]], "User"),
+			([[["status"], "=", "Dead"]], "status"),
+		):
+			with self.subTest(filters=filters):
+				with self.assertRaises(frappe.ValidationError) as refused:
+					dead_letters.retry_matching(filters=filters)
+				self.assertIn(named, str(refused.exception))
+		desk_filter = [
+			["Dead Letter", "subscription", "=", "none-such"],
+			["Dead Letter", "_assign", "like", "%x%"],
+		]
+		self.assertEqual(dead_letters.retry_matching(filters=desk_filter), {"done": 0, "failed": []})
+
+	def test_a_missing_parameter_is_a_validation_error_naming_it(self):
+		# Frappe calls whitelisted methods with the request's parameters: a required one left
+		# out was a TypeError about positional arguments, HTTP 500.
+		from cauldron_fabric.api import approvals, dead_letters, subscriptions
+		from cauldron_fabric.api import requests as requests_api
+
+		frappe.set_user("Administrator")
+		cases = [
+			(events_api.requeue, "event_ids"),
+			(events_api.get_event, "event_id"),
+			(approvals.approve, "name"),
+			(approvals.reject, "name"),
+			(approvals.get_request, "name"),
+			(dead_letters.retry, "names"),
+			(dead_letters.discard, "names"),
+			(requests_api.send_request, "type"),
+			(requests_api.reset_circuit, "target"),
+			(subscriptions.get_delivery_stats, "subscription"),
+			(subscriptions.reveal_secret, "subscription"),
+			(subscriptions.send_test_event, "subscription"),
+		]
+		for method, name in cases:
+			with self.subTest(method=f"{method.__module__}.{method.__name__}"):
+				with self.assertRaisesRegex(frappe.ValidationError, f"{name} is required"):
+					method()
