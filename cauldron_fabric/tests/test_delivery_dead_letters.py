@@ -27,7 +27,7 @@ from cauldron_fabric.tests.test_delivery_support import (
 	deliveries,
 	save_todo,
 )
-from cauldron_fabric.tests.test_http import make_user, request
+from cauldron_fabric.tests.test_http_support import make_user, request
 from cauldron_fabric.tests.test_registry_api import session
 from cauldron_fabric.tests.utils import (
 	assert_usage_error,

@@ -36,7 +36,7 @@ from cauldron_fabric.tests.test_delivery_support import (
 	envelope_of,
 	save_todo,
 )
-from cauldron_fabric.tests.test_http import api_token, make_user, request
+from cauldron_fabric.tests.test_http_support import api_token, make_user, request
 from cauldron_fabric.tests.utils import fabric_settings
 
 RABBITMQ = "amqp://guest@127.0.0.1:5672/%2F"

@@ -25,7 +25,7 @@ from cauldron_fabric.tests.test_delivery_support import (
 	marker,
 	remove_subscription,
 )
-from cauldron_fabric.tests.test_http import api_token, make_user, request
+from cauldron_fabric.tests.test_http_support import api_token, make_user, request
 from cauldron_fabric.tests.utils import ensure_custom_doctype, events_after, fabric_settings, last_seq
 
 URL = "/api/method/cauldron_fabric.api.publish.publish"

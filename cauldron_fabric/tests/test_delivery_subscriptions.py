@@ -11,7 +11,7 @@ from cauldron_fabric.core.delivery import BrokenSubscription
 from cauldron_fabric.delivery import subscriptions as routing
 from cauldron_fabric.delivery.worker import SubscriptionBook
 from cauldron_fabric.tests.test_delivery_support import DeliveryTestCase
-from cauldron_fabric.tests.test_http import make_user
+from cauldron_fabric.tests.test_http_support import make_user
 from cauldron_fabric.tests.utils import events_after, last_seq
 
 
