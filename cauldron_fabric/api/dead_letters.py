@@ -15,6 +15,7 @@ from frappe.model import default_fields, optional_fields
 
 from cauldron_fabric.api.params import json_param, names_param, number_param, required
 from cauldron_fabric.api.permissions import require_role
+from cauldron_fabric.consume.dead_letters import shared_connections
 
 DOCTYPE = "Dead Letter"
 MAX_MATCHING = 5000
@@ -129,17 +130,25 @@ def _each(names: list[str], action) -> dict[str, Any]:
 	stayed locked while the rest were sent, and a consumer whose event died again meanwhile gave
 	up waiting on it; a request that failed or timed out midway left letters Dead whose events had
 	gone back. Each letter is committed as soon as it is done, as Frappe's own bulk actions do.
+	Consumers' letters share one connection per broker (see shared_connections).
 	"""
 	done, failed = 0, []
-	for name in names:
-		try:
-			action(frappe.get_doc("Dead Letter", name))
-			frappe.db.commit()
-			done += 1
-		except frappe.PermissionError:
-			raise
-		except Exception as exc:
-			frappe.db.rollback()
-			frappe.clear_messages()
-			failed.append({"name": name, "error": str(exc)})
+	with shared_connections():
+		for name in names:
+			done += _one(name, action, failed)
 	return {"done": done, "failed": failed}
+
+
+def _one(name: str, action, failed: list[dict]) -> int:
+	"""Runs ``action`` on one letter and commits it; returns 1 if it went, else notes why in ``failed``."""
+	try:
+		action(frappe.get_doc("Dead Letter", name))
+		frappe.db.commit()
+		return 1
+	except frappe.PermissionError:
+		raise
+	except Exception as exc:
+		frappe.db.rollback()
+		frappe.clear_messages()
+		failed.append({"name": name, "error": str(exc)})
+		return 0

@@ -9,14 +9,24 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from unittest.mock import patch
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
+from cauldron_fabric.api import dead_letters as dead_letters_api
+from cauldron_fabric.consume import dead_letters as consumer_letters
 from cauldron_fabric.consume.dead_letters import record_dead_letter
 from cauldron_fabric.consume.runner import build_consumer
 from cauldron_fabric.core.consumer.kafka_group import retry_topic
-from cauldron_fabric.core.consumer.messages import ATTEMPTS, ORIGIN_TOPIC, DeadLetter, Failure, Origin
+from cauldron_fabric.core.consumer.messages import (
+	ATTEMPTS,
+	INVALID_ENVELOPE,
+	ORIGIN_TOPIC,
+	DeadLetter,
+	Failure,
+	Origin,
+)
 from cauldron_fabric.core.errors import ConfigurationError, RetryableError
 from cauldron_fabric.testing.kafka_broker import read_topic
 from cauldron_fabric.tests.test_consume import charge, group_name
@@ -124,6 +134,32 @@ class TestRetryingDeadLetters(FrappeTestCase):
 		headers = dict(copy.headers())
 		self.assertEqual(json.loads(copy.value())["id"], letter.envelope.id)
 		self.assertEqual((headers[ORIGIN_TOPIC], headers[ATTEMPTS]), (MARKUP_KEY.encode(), b"1"))
+
+	def test_a_bulk_retry_sends_each_event_once_to_its_own_group_over_one_connection(self):
+		# Each letter opened, and closed, a producer of its own: a bulk Retry of thousands ran
+		# past any request's timeout.
+		groups = [group_name("bulk-a"), group_name("bulk-b")]
+		letters = {group: dead_letter(group, "orders.created", broker="kafka") for group in groups}
+		garbage = dead_letter(groups[0], "orders.created", broker="kafka")
+		garbage = replace(
+			garbage,
+			origin=Origin("orders.created", 0, 8),
+			envelope=None,
+			body=b"not an event",
+			failure=Failure(INVALID_ENVELOPE, "InvalidEnvelope", "not JSON"),
+		)
+		for letter in [*letters.values(), garbage]:
+			record_dead_letter(letter)
+		names = [row.name for group in groups for row in dead_letters(group)]
+		opened = patch.object(consumer_letters, "open_transport", wraps=consumer_letters.open_transport)
+		with opened as open_transport:
+			result = dead_letters_api.retry(names)
+		self.assertEqual((result["done"], open_transport.call_count), (2, 1))
+		((failed),) = result["failed"]
+		self.assertIn("This message is not an event (not JSON)", failed["error"])
+		for group in groups:
+			copies = read_topic(self.broker.bootstrap, retry_topic(group, 1), 1)
+			self.assertEqual([json.loads(c.value())["id"] for c in copies], [letters[group].envelope.id])
 
 	def test_a_consumer_group_with_markup_is_refused_before_consuming(self):
 		# Its Dead Letters would be filed under another name (Frappe rewrites markup on save), so

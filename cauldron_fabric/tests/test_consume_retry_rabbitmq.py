@@ -15,6 +15,7 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import dead_letters as dead_letters_api
+from cauldron_fabric.consume import dead_letters as consumer_letters
 from cauldron_fabric.consume.dead_letters import record_dead_letter
 from cauldron_fabric.core.consumer import ConsumerCounts
 from cauldron_fabric.core.consumer.rabbitmq_queues import declare_group_queues
@@ -188,6 +189,33 @@ class TestRetryingRabbitMQDeadLetters(FrappeTestCase):
 		self.assertEqual(errors, [])
 		self.assertEqual(result, {"done": 2, "failed": []})
 		self.assertEqual(sorted(row.status for row in dead_letters(group)), ["Dead", "Retried", "Retried"])
+
+	def test_a_bulk_retry_sends_each_event_once_to_its_own_group_over_one_connection(self):
+		# Each letter opened, and closed, a connection of its own: about 0.1 s a letter, so a bulk
+		# Retry of thousands ran past any request's timeout.
+		groups = [group_name("rabbit-bulk-a"), group_name("rabbit-bulk-b")]
+		no_queue = group_name("rabbit-bulk-gone")
+		rabbit = RabbitMQ(RABBITMQ_URL)
+		self.addCleanup(rabbit.close)
+		for group in groups:
+			self.addCleanup(delete_rabbitmq_topology, self.exchange, group)
+			declare_group_queues(rabbit.channel, group, self.exchange, [CHARGE], [1.0])
+		letters = {group: dead_letter(group, "orders.created") for group in [*groups, no_queue]}
+		for letter in letters.values():
+			record_dead_letter(letter)
+		names = {group: dead_letters(group)[0].name for group in letters}
+		opened = patch.object(consumer_letters, "open_transport", wraps=consumer_letters.open_transport)
+		with opened as open_transport:
+			result = dead_letters_api.retry([names[groups[0]], names[no_queue], names[groups[1]]])
+		self.assertEqual(result["done"], 2)
+		((failed),) = result["failed"]
+		self.assertEqual(failed["name"], names[no_queue])
+		self.assertIn(f"RabbitMQ has no queue {no_queue}", failed["error"])
+		for group in groups:
+			(sent,) = rabbit.drain(group)
+			self.assertEqual(json.loads(sent[1])["id"], letters[group].envelope.id)
+		self.assertEqual(frappe.db.get_value("Dead Letter", names[no_queue], "status"), "Dead")
+		self.assertEqual(open_transport.call_count, 2)  # again once after the refused letter
 
 	def test_a_retry_sent_with_a_forged_form_sends_the_stored_event_to_its_own_group(self):
 		# Desk's Retry button sends the document with the call (run_doc_method's docs): the
