@@ -1,8 +1,8 @@
 """Dead letters in bulk: retry or discard the selected ones, or retry all that match filters.
 
-Each letter goes through its own Retry or Discard (which check the role again), so deliveries
-and consumers' letters alike are put back in play by their source; one letter that cannot be
-retried is reported and does not stop the others. Each is committed once done.
+Each call answers with how many letters went and why others did not, or, over
+``BACKGROUND_OVER`` letters, with the id of the background job that acts on them (see
+services.dead_letter_bulk).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from frappe.model import default_fields, optional_fields
 
 from cauldron_fabric.api.params import json_param, names_param, number_param, required
 from cauldron_fabric.api.permissions import require_role
-from cauldron_fabric.consume.dead_letters import shared_connections
+from cauldron_fabric.services.dead_letter_bulk import act_on_letters
 
 DOCTYPE = "Dead Letter"
 MAX_MATCHING = 5000
@@ -25,14 +25,14 @@ MAX_MATCHING = 5000
 def retry(names: list[str] | str | None = None) -> dict[str, Any]:
 	"""Retries the named dead letters; returns how many were retried and why others were not."""
 	require_role()
-	return _each(_names(names), lambda doc: doc.retry())
+	return act_on_letters("retry", _names(names))
 
 
 @frappe.whitelist(methods=["POST"])
 def discard(names: list[str] | str | None = None, note: str | None = None) -> dict[str, Any]:
 	"""Discards the named dead letters, keeping them as a record."""
 	require_role()
-	return _each(_names(names), lambda doc: doc.discard(note))
+	return act_on_letters("discard", _names(names), note)
 
 
 @frappe.whitelist(methods=["POST"])
@@ -53,7 +53,7 @@ def retry_matching(filters: dict | list | str | None = None, limit: int = MAX_MA
 		order_by="creation asc",
 		limit_page_length=limit,
 	)
-	return _each(names, lambda doc: doc.retry())
+	return act_on_letters("retry", names)
 
 
 def _names(names: Any) -> list[str]:
@@ -119,36 +119,3 @@ def _field(condition) -> str | None:
 	if not isinstance(condition, list | tuple):
 		return None
 	return condition[1] if len(condition) == 4 else condition[0]
-
-
-def _each(names: list[str], action) -> dict[str, Any]:
-	"""Runs ``action`` on each letter in a transaction of its own; returns how many went and why
-	others did not.
-
-	Retry and Discard lock their letter until the transaction ends (see DeadLetter.load_locked),
-	and a consumer's Retry has sent its event before that: committed once at the end, every letter
-	stayed locked while the rest were sent, and a consumer whose event died again meanwhile gave
-	up waiting on it; a request that failed or timed out midway left letters Dead whose events had
-	gone back. Each letter is committed as soon as it is done, as Frappe's own bulk actions do.
-	Consumers' letters share one connection per broker (see shared_connections).
-	"""
-	done, failed = 0, []
-	with shared_connections():
-		for name in names:
-			done += _one(name, action, failed)
-	return {"done": done, "failed": failed}
-
-
-def _one(name: str, action, failed: list[dict]) -> int:
-	"""Runs ``action`` on one letter and commits it; returns 1 if it went, else notes why in ``failed``."""
-	try:
-		action(frappe.get_doc("Dead Letter", name))
-		frappe.db.commit()
-		return 1
-	except frappe.PermissionError:
-		raise
-	except Exception as exc:
-		frappe.db.rollback()
-		frappe.clear_messages()
-		failed.append({"name": name, "error": str(exc)})
-		return 0

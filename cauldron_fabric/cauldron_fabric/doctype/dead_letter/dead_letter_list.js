@@ -11,7 +11,18 @@ frappe.listview_settings["Dead Letter"] = {
 		if (!frappe.user.has_role(["System Manager", "Fabric Manager"])) {
 			return;
 		}
+		// A bulk call over the request's share runs as a job: it answers with the job, and the
+		// job's end (a notification with the summary) is announced here.
+		frappe.realtime.off("fabric_dead_letters_done");
+		frappe.realtime.on("fabric_dead_letters_done", ({ subject }) => {
+			frappe.show_alert({ message: subject, indicator: "blue" }, 10);
+			listview.refresh();
+		});
 		const report = (title, message) => {
+			if (message.job_id) {
+				frappe.msgprint({ title, indicator: "blue", message: frappe.utils.escape_html(message.message) });
+				return;
+			}
 			const failed = message.failed.map((f) => `<li>${frappe.utils.escape_html(f.name)}: ${frappe.utils.escape_html(f.error)}</li>`);
 			frappe.msgprint({
 				title,
