@@ -14,8 +14,8 @@ from cauldron_fabric.tests.test_approval_support import (
 	MANAGER,
 	approval_requested,
 	ensure_people,
+	receive,
 )
-from cauldron_fabric.tests.test_approvals import receive
 from cauldron_fabric.tests.test_http_support import api_token, make_user, request
 
 METHOD = "/api/method/cauldron_fabric.api.approvals."

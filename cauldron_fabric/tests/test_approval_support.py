@@ -1,4 +1,5 @@
-"""Helpers of the approval and consumer tests: approvers, agent requests, responses, assignments."""
+"""Helpers of the approval and consumer tests: approvers, agent requests, responses, assignments,
+and the approval test modules' case."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import json
 from typing import Any
 
 import frappe
+from frappe.tests.utils import FrappeTestCase
 
+from cauldron_fabric.approvals.requests import create_approval_request
 from cauldron_fabric.core.envelope import (
 	Envelope,
 	EventData,
@@ -16,6 +19,7 @@ from cauldron_fabric.core.envelope import (
 	new_event_id,
 	utc_now_iso,
 )
+from cauldron_fabric.emit.context import caused_by
 
 APPROVER_ROLE = "Fabric Test Approver"
 ESCALATION_ROLE = "Fabric Test Escalation"
@@ -27,6 +31,8 @@ MANAGER = "manager@fabric.test"
 # Frappe refuses to delete a user while no other System Manager than Administrator exists: the
 # tests that delete the users they make need one, as any real site has.
 SYSTEM_MANAGER = "system.manager@fabric.test"
+NOBODYS_ROLE = "Fabric Test Nobody Holds"
+PAST = -dt.timedelta(minutes=5)
 
 
 def ensure_role(role: str) -> None:
@@ -130,3 +136,25 @@ def events_caused_by(event_id: str) -> list[dict[str, Any]]:
 		"SELECT envelope FROM `tabEvent Log` WHERE causation_id = %s ORDER BY name", (event_id,)
 	)
 	return [json.loads(row[0]) for row in rows]
+
+
+def receive(envelope: Envelope) -> str:
+	"""Runs the hooked handler as a consumer would (inside the event's causation); commits."""
+	frappe.set_user("Administrator")
+	with caused_by(envelope.id, envelope.metadata.correlation_id):
+		create_approval_request(envelope)
+	frappe.db.commit()
+	return envelope.data.payload["requestId"]
+
+
+class ApprovalCase(FrappeTestCase):
+	"""The approval tests' roles and users in place; each test rolled back as Administrator."""
+
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		ensure_people()
+
+	def tearDown(self):
+		frappe.set_user("Administrator")
+		frappe.db.rollback()

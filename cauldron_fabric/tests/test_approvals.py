@@ -1,67 +1,44 @@
-"""Approval requests on a real site: approvers, decisions, approval.response, expiry, permissions."""
+"""Approval requests on a real site: approvers, assignments, decisions and approval.response."""
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import replace
 
 import frappe
-from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import approvals as approvals_api
 from cauldron_fabric.approvals.expiry import expire_overdue_requests
-from cauldron_fabric.approvals.requests import create_approval_request
 from cauldron_fabric.core.consumer.validation import validate_with_catalog
-from cauldron_fabric.core.envelope import Envelope, new_event_id, parse_time
-from cauldron_fabric.emit.context import caused_by
+from cauldron_fabric.core.envelope import Envelope, new_event_id
 from cauldron_fabric.tests.test_approval_support import (
 	APPROVER,
 	APPROVER_ROLE,
 	ESCALATION_HOLDER,
 	ESCALATION_ROLE,
 	MANAGER,
+	NOBODYS_ROLE,
 	OUTSIDER,
+	PAST,
 	ROLE_HOLDER,
+	ApprovalCase,
 	approval_requested,
 	assignments,
-	ensure_people,
 	ensure_role,
 	ensure_user,
+	receive,
 	responses,
 )
-from cauldron_fabric.tests.test_http_support import api_token, make_user, request
 from cauldron_fabric.tests.utils import fabric_settings
 
-PAST = -dt.timedelta(minutes=5)
 SECOND_ESCALATION_HOLDER = "escalation.second@fabric.test"
-NOBODYS_ROLE = "Fabric Test Nobody Holds"
 WEBSITE_APPROVER = "website.approver@fabric.test"
-LIST = "/api/method/cauldron_fabric.api.approvals.list_requests"
-
-
-def receive(envelope: Envelope) -> str:
-	"""Runs the hooked handler as a consumer would (inside the event's causation); commits."""
-	frappe.set_user("Administrator")
-	with caused_by(envelope.id, envelope.metadata.correlation_id):
-		create_approval_request(envelope)
-	frappe.db.commit()
-	return envelope.data.payload["requestId"]
 
 
 def comments_on(name: str) -> list[str]:
 	return frappe.get_all("Comment", filters={"reference_name": name}, pluck="content")
 
 
-class TestApprovalRequests(FrappeTestCase):
-	@classmethod
-	def setUpClass(cls):
-		super().setUpClass()
-		ensure_people()
-
-	def tearDown(self):
-		frappe.set_user("Administrator")
-		frappe.db.rollback()
-
+class TestApprovalRequests(ApprovalCase):
 	def test_a_request_lists_its_approvers_and_assigns_them(self):
 		event = approval_requested(users=(APPROVER, "ghost@nowhere.test"), roles=(APPROVER_ROLE,))
 		name = receive(event)
@@ -205,61 +182,6 @@ class TestApprovalRequests(FrappeTestCase):
 			doc.run_method("onload")
 			self.assertEqual(bool(doc.get_onload().get("can_decide")), expected, user)
 
-	def test_api_lists_the_requests_an_approver_may_decide(self):
-		mine, others = receive(approval_requested()), receive(approval_requested(users=(MANAGER,), roles=()))
-		frappe.set_user(APPROVER)
-		names = [r["name"] for r in approvals_api.list_requests(mine=True, limit=200)["requests"]]
-		self.assertIn(mine, names)
-		self.assertNotIn(others, names)
-		with self.assertRaises(frappe.ValidationError):
-			approvals_api.list_requests(status="Maybe")
-
-	def test_expiry_rejects_overdue_requests_and_tells_the_agent(self):
-		event = approval_requested(due_in=PAST)
-		name = receive(event)
-		with fabric_settings(approval_expiry_action="Reject"):
-			self.assertGreaterEqual(expire_overdue_requests(), 1)
-		doc = frappe.get_doc("Approval Request", name)
-		self.assertEqual(doc.status, "Expired")
-		(response,) = responses(name)
-		self.assertEqual(response["data"]["payload"]["decision"], "rejected")
-		self.assertIn("rejected automatically", response["data"]["payload"]["comment"])
-		self.assertEqual(response["metadata"]["correlationId"], event.metadata.correlation_id)
-		self.assertEqual(set(assignments(name).values()), {"Closed"})
-		frappe.set_user(APPROVER)
-		with self.assertRaisesRegex(frappe.ValidationError, "already Expired"):
-			approvals_api.approve(name)
-
-	def test_expiry_escalates_to_the_escalation_role_when_the_admin_chose_so(self):
-		name = receive(approval_requested(due_in=PAST))
-		with fabric_settings(approval_expiry_action="Escalate", approval_escalation_role=ESCALATION_ROLE):
-			expire_overdue_requests()
-		doc = frappe.get_doc("Approval Request", name)
-		self.assertEqual((doc.status, doc.escalated_to), ("Escalated", ESCALATION_ROLE))
-		self.assertIn(("Role", ESCALATION_ROLE), [(r.approver_type, r.approver) for r in doc.approvers])
-		self.assertEqual(assignments(name).get(ESCALATION_HOLDER), "Open")
-		self.assertEqual(responses(name), [], "an escalation is no answer yet")
-		frappe.set_user(ESCALATION_HOLDER)
-		self.assertEqual(approvals_api.approve(name, "Escalated and approved.")["status"], "Approved")
-		frappe.db.commit()
-		self.assertEqual([r["data"]["payload"]["decidedBy"] for r in responses(name)], [ESCALATION_HOLDER])
-
-	def test_escalation_without_a_role_rejects_and_says_why(self):
-		name = receive(approval_requested(due_in=PAST))
-		with fabric_settings(approval_expiry_action="Escalate", approval_escalation_role=None):
-			expire_overdue_requests()
-		self.assertEqual(frappe.db.get_value("Approval Request", name, "status"), "Expired")
-		self.assertIn("name no escalation role", responses(name)[0]["data"]["payload"]["comment"])
-
-	def test_the_expiry_job_is_scheduled(self):
-		jobs = frappe.get_hooks("scheduler_events")["cron"]["*/2 * * * *"]
-		self.assertIn("cauldron_fabric.approvals.expiry.expire_overdue_requests", jobs)
-		self.assertTrue(
-			frappe.db.exists(
-				"Scheduled Job Type", {"method": "cauldron_fabric.approvals.expiry.expire_overdue_requests"}
-			)
-		)
-
 	def test_a_comment_that_is_not_a_text_is_a_validation_error_and_decides_nothing(self):
 		# A JSON body can carry a list or an object as the comment: it failed in str.strip, HTTP 500.
 		name = receive(approval_requested())
@@ -271,44 +193,6 @@ class TestApprovalRequests(FrappeTestCase):
 		frappe.set_user("Administrator")
 		self.assertEqual(frappe.db.get_value("Approval Request", name, "status"), "Pending")
 		self.assertEqual(responses(name), [])
-
-	def test_listing_takes_mine_0_as_no(self):
-		# Query strings carry text: mine=0 must list every request, decided ones too.
-		decided = receive(approval_requested())
-		frappe.set_user(MANAGER)
-		approvals_api.approve(decided)
-		frappe.db.commit()
-		frappe.set_user("Administrator")
-		token = api_token(make_user("approvals-reader@example.com", ["Fabric Manager"]))
-		response = request("get", LIST + "?mine=0&limit=200", headers={"Authorization": token})
-		self.assertEqual(response.status_code, 200, response.text)
-		self.assertIn(decided, [r["name"] for r in response.json["message"]["requests"]])
-
-	def test_a_holder_of_an_approver_role_finds_the_requests_it_may_decide(self):
-		# The role was given after the request was assigned (or the holder was past the first
-		# MAX_NOTIFIED): no ToDo, no share, yet the holder may decide and must find the request.
-		name = receive(approval_requested(users=(), roles=(APPROVER_ROLE,)))
-		late = "late.holder." + frappe.generate_hash(length=6) + "@fabric.test"
-		ensure_user(late, [APPROVER_ROLE])
-		frappe.db.commit()
-		self.addCleanup(frappe.db.commit)
-		self.addCleanup(frappe.delete_doc, "User", late, force=True, ignore_permissions=True)
-		frappe.set_user(late)
-		self.assertEqual([r["name"] for r in approvals_api.list_requests(mine=1)["requests"]][:1], [name])
-		self.assertTrue(approvals_api.get_request(name)["canDecide"])
-		self.assertEqual(approvals_api.approve(name)["status"], "Approved")
-
-	def test_mine_pages_over_the_requests_the_caller_may_decide(self):
-		# The newest open request is the manager's own (four eyes): a page of one must still hold
-		# the newest request the manager may decide, not come back empty.
-		decidable = receive(approval_requested())
-		own = approval_requested()
-		own = replace(own, metadata=replace(own.metadata, user_id=MANAGER))
-		receive(own)
-		frappe.set_user(MANAGER)
-		self.assertEqual(
-			[r["name"] for r in approvals_api.list_requests(mine=1, limit=1)["requests"]], [decidable]
-		)
 
 	def test_the_requester_is_not_asked_to_decide_its_own_request(self):
 		# Four eyes: a ToDo "Approve or reject" for a request its owner may not decide is a dead end.
@@ -343,32 +227,6 @@ class TestApprovalRequests(FrappeTestCase):
 			assigned = assignments(name)
 			self.assertIn(MANAGER, assigned, f"{users} {roles}: {assigned}")
 			self.assertNotIn(disabled, assigned)
-
-	def test_escalation_to_a_role_nobody_holds_rejects_and_says_why(self):
-		# An escalated request waits for the role's holders and never expires again: with none,
-		# it would wait for ever and the agent never hear back.
-		ensure_role(NOBODYS_ROLE)
-		frappe.db.commit()
-		name = receive(approval_requested(due_in=PAST))
-		with fabric_settings(approval_expiry_action="Escalate", approval_escalation_role=NOBODYS_ROLE):
-			expire_overdue_requests()
-		self.assertEqual(frappe.db.get_value("Approval Request", name, "status"), "Expired")
-		(response,) = responses(name)
-		self.assertEqual(response["data"]["payload"]["decision"], "rejected")
-		self.assertIn(f"nobody holds {NOBODYS_ROLE}", response["data"]["payload"]["comment"])
-
-	def test_the_api_gives_times_in_utc_as_the_events_do(self):
-		# The agent sent dueBy in UTC and gets decidedAt in UTC on approval.response; the API
-		# must not answer the site's wall-clock time without saying which zone it is in.
-		event = approval_requested()
-		name = receive(event)
-		frappe.set_user(APPROVER)
-		result = approvals_api.approve(name)
-		frappe.db.commit()
-		self.assertEqual(parse_time(result["dueBy"]), parse_time(event.data.payload["dueBy"]))
-		(response,) = responses(name)
-		decided = parse_time(response["data"]["payload"]["decidedAt"])
-		self.assertLess(abs(parse_time(result["decidedAt"]) - decided), dt.timedelta(seconds=2))
 
 	def test_a_request_is_created_when_document_sharing_is_disabled(self):
 		# assign_to refuses to assign a user who cannot read the document when sharing is off;

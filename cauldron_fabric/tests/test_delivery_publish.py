@@ -17,8 +17,7 @@ from cauldron_fabric.core.outbox.statements import build_append
 from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.core.schema import catalog_entry
 from cauldron_fabric.emit.policy import current_policy
-from cauldron_fabric.tests.test_approval_support import APPROVER, approval_requested, ensure_people
-from cauldron_fabric.tests.test_approvals import receive
+from cauldron_fabric.tests.test_approval_support import APPROVER, approval_requested, ensure_people, receive
 from cauldron_fabric.tests.test_delivery_support import (
 	deliveries,
 	make_subscription,
