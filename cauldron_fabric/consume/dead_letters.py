@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import frappe
 from frappe import _
 
+from cauldron_fabric.cauldron_fabric.doctype.dead_letter.dead_letter import LOCK_WAIT, locked_status
 from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer.kafka_group import retry_topic
 from cauldron_fabric.core.consumer.messages import (
@@ -43,7 +44,6 @@ BODY_LIMIT = 1_000_000
 TEXT_LENGTH = 140  # Data columns
 ID_SHOWN = 64  # longer event ids are referred to by their digest, leaving room for the topic
 AMQP = "amqp"
-LOCK_WAIT = 5  # seconds a consumer waits for a Retry or Discard of the same letter to end
 
 
 def record_dead_letter(letter: DeadLetter) -> None:
@@ -117,16 +117,14 @@ def still_open(name: str) -> bool:
 	when it comes back.
 	"""
 	try:
-		found = frappe.db.sql(
-			f"SELECT status FROM `tabDead Letter` WHERE name = %s FOR UPDATE WAIT {LOCK_WAIT}", (name,)
-		)
+		status = locked_status(name)
 	except frappe.QueryTimeoutError as exc:
 		raise RetryableError(
 			f"Dead Letter {name} is being retried or discarded by a request that has not ended within"
 			f" {LOCK_WAIT} s.",
 			hint="The message is kept and filed once that request ends.",
 		) from exc
-	return bool(found) and found[0][0] in OPEN_STATUSES
+	return status in OPEN_STATUSES
 
 
 def shown(text: str) -> str:

@@ -116,6 +116,24 @@ class TestRecordingDeadLetters(FrappeTestCase):
 		)
 
 
+class TestConcurrentRetries(FrappeTestCase):
+	def test_a_retry_of_a_letter_another_request_is_retrying_is_refused_in_seconds_saying_so(self):
+		# A second Retry (another manager, or a double click) waited InnoDB's 50 s on the first's
+		# lock and then failed with a bare "Lock wait timeout exceeded".
+		group = group_name("retry-held")
+		record_dead_letter(dead_letter(group, "orders.created"))
+		(row,) = dead_letters(group)
+		frappe.get_doc("Dead Letter", row.name).load_locked()  # the first Retry, in progress
+		self.addCleanup(frappe.db.rollback)
+		started = time.monotonic()
+		second, errors = in_another_session(lambda: frappe.get_doc("Dead Letter", row.name).retry())
+		second.join(60)
+		self.assertLess(time.monotonic() - started, 15)
+		(error,) = errors
+		self.assertIsInstance(error, frappe.ValidationError)
+		self.assertIn(f"Another request is retrying or discarding Dead Letter {row.name}", str(error))
+
+
 class TestRetryingDeadLetters(FrappeTestCase):
 	@classmethod
 	def setUpClass(cls):

@@ -20,6 +20,7 @@ RETRY_HANDLERS = {
 	"Delivery": "cauldron_fabric.delivery.dead_letters.retry",
 	"Consumer": "cauldron_fabric.consume.dead_letters.retry",
 }
+LOCK_WAIT = 5  # seconds a Retry, Discard or consumer waits for another's on the same letter to end
 
 
 class DeadLetter(Document):
@@ -72,10 +73,18 @@ class DeadLetter(Document):
 		before): one that dies again meanwhile must find this letter no longer
 		open, or it files no letter of its own. Its consumer waits on this lock instead (see
 		consume.dead_letters.record_dead_letter); so does a second Retry of the same letter,
-		which then finds it Retried instead of sending the event twice.
+		which then finds it Retried instead of sending the event twice, or is refused after
+		``LOCK_WAIT`` seconds, saying why, when that one holds it longer.
 		"""
 		self.reload()
-		self.status = frappe.db.get_value(self.doctype, self.name, "status", for_update=True)
+		try:
+			self.status = locked_status(self.name)
+		except frappe.QueryTimeoutError:
+			frappe.throw(
+				_(
+					"Another request is retrying or discarding Dead Letter {0} right now. Reload it in a few seconds to see how that ended, then act on it if it is still open."
+				).format(self.name)
+			)
 
 	def resolve(self, status: str, note: str) -> None:
 		"""Records who resolved the letter, when and how."""
@@ -87,3 +96,17 @@ class DeadLetter(Document):
 				"resolution_note": note,
 			}
 		)
+
+
+def locked_status(name: str) -> str | None:
+	"""Returns a letter's status as last committed (None: no such letter), locked until the
+	transaction ends.
+
+	A Retry holds its letter while it sends the event, up to the publish's 15 s with a slow
+	broker, and a bulk Retry for minutes: the wait is ``LOCK_WAIT`` seconds, not InnoDB's 50,
+	past which this raises frappe.QueryTimeoutError for the caller to say what is going on.
+	"""
+	found = frappe.db.sql(
+		f"SELECT status FROM `tabDead Letter` WHERE name = %s FOR UPDATE WAIT {LOCK_WAIT}", (name,)
+	)
+	return found[0][0] if found else None
