@@ -36,6 +36,7 @@ log = logging.getLogger("cauldron_fabric.consumer")
 PROCESSED, DUPLICATE, IGNORED = "processed", "duplicates", "ignored"
 RETRIED, DEAD_LETTERED, DEFERRED = "retried", "dead_lettered", "deferred"
 EXPIRED, UNREPLIED = "expired", "unreplied"
+COPIES_NOTED = 1000  # dead-letter copies whose letters wait to be filed, remembered at most
 
 
 class Outcomes:
@@ -55,10 +56,14 @@ class Outcomes:
 		self.clock = clock
 		self.on_dead_letter = on_dead_letter
 		self.outages = 0  # in a row: the next outage waits longer, the next success starts over
+		# Messages copied to the dead letters whose letter could not be filed yet -> where the copy went.
+		self.copied: dict[tuple, str | None] = {}
 
 	def finish(self, message: InboundMessage, outcome: str) -> str:
 		"""Marks the message done and counts ``outcome``."""
 		self.source.done(message)
+		if self.copied:
+			self.copied.pop(_copy_key(message), None)
 		self.stats.count(message.topic, message.partition, outcome)
 		if outcome in (PROCESSED, DUPLICATE):
 			self.outages = 0
@@ -88,7 +93,14 @@ class Outcomes:
 	def dead_letter(
 		self, message: InboundMessage, failure: Failure, attempts: int, envelope: Envelope | None
 	) -> str:
-		"""Copies the message to the dead letters and records it; an outage defers it instead."""
+		"""Copies the message to the dead letters and records it; an outage defers it instead.
+
+		A message whose letter could not be filed (the database down, the letter locked by a Retry)
+		comes back, and is not copied again: one message, one copy in the dead letters.
+		"""
+		key = _copy_key(message)
+		if key in self.copied:
+			return self.record_dead_letter(message, key, self.copied[key], failure, attempts, envelope)
 		try:
 			destination = self.source.dead_letter(message, failure, attempts)
 		except PermanentError as exc:
@@ -103,6 +115,18 @@ class Outcomes:
 		except FabricError as exc:
 			# An outage keeps the message: dropping it is the one thing never done.
 			return self.outage(message, exc)
+		return self.record_dead_letter(message, key, destination, failure, attempts, envelope)
+
+	def record_dead_letter(
+		self,
+		message: InboundMessage,
+		key: tuple,
+		destination: str | None,
+		failure: Failure,
+		attempts: int,
+		envelope: Envelope | None,
+	) -> str:
+		"""Files the letter of a message copied to ``destination``; an error defers it, noting the copy."""
 		letter = DeadLetter(
 			self.options.group,
 			message.origin,
@@ -120,6 +144,9 @@ class Outcomes:
 			except Exception as exc:
 				# Without its record the dead letter would be invisible: keep the message and retry.
 				log.warning("could not record the dead letter of %s: %s", letter.origin, exc)
+				if len(self.copied) >= COPIES_NOTED:  # messages never seen again (revoked, reconnected)
+					self.copied.pop(next(iter(self.copied)))
+				self.copied[key] = destination
 				return self.outage(message, exc)
 		log.warning("dead-lettered %s to %s: %s", letter.origin, destination, failure.message)
 		return self.finish(message, DEAD_LETTERED)
@@ -158,3 +185,9 @@ class Outcomes:
 		log.warning("deferring %s by %.1f s: %s", message.origin, delay, error)
 		self.source.defer(message, self.clock() + delay)
 		return DEFERRED
+
+
+def _copy_key(message: InboundMessage) -> tuple:
+	"""Returns what tells a message apart when it comes back: its place, and its body, since a
+	RabbitMQ delivery tag starts again at 1 on a new channel."""
+	return (message.topic, message.partition, message.offset, message.body)
