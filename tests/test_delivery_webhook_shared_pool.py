@@ -10,12 +10,13 @@ code there, as a busy CPU or a thread switch would, never by replacing it.
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from cauldron_fabric.core.delivery import deadlines
 from cauldron_fabric.core.delivery.addresses import AddressPolicy
-from cauldron_fabric.core.delivery.webhook import WebhookSender, WebhookTarget
+from cauldron_fabric.core.delivery.webhook import MAX_RESPONSE_READ, WebhookSender, WebhookTarget
 from cauldron_fabric.testing.http_receiver import Receiver, Reply
 
 LOOPBACK = AddressPolicy.from_allow_list(["127.0.0.0/8", "::1/128"])
@@ -107,3 +108,37 @@ def test_an_alarm_the_watchdog_is_already_acting_on_never_cuts_the_next_request(
 	assert first_outcomes[0].ok
 	assert second_outcomes[0].ok, second_outcomes[0].error
 	assert len(receiver.on("/second")) == 1
+
+
+def test_threads_sharing_a_sender_keep_their_connections_alive_whatever_the_answer(receiver, sender):
+	# A connection goes back to the pool only once its deadline is off (cut_at): it must still go
+	# back, for answers read to the end (2xx or 5xx, with or without a body); a body over the read
+	# cap is dropped with its connection, and the pool opens another, never more than it holds.
+	threads, each = 8, 100
+	receiver.reply("/oversized", *[Reply(200, b"x" * (MAX_RESPONSE_READ + 4096))] * 20)
+	for path, reply in (
+		("/ok", Reply(200, b"ok")),
+		("/empty", Reply(204, b"")),
+		("/failing", Reply(503, b"busy")),
+	):
+		receiver.reply(path, *[reply] * each)
+	paths = ["/ok", "/empty", "/failing"] * each
+	with ThreadPoolExecutor(threads) as pool:
+		list(
+			pool.map(
+				lambda i: sender.send(WebhookTarget(receiver.url("/oversized")), f"evt-big-{i}", BODY),
+				range(20),
+			)
+		)
+		dropped = receiver.connections
+		outcomes = list(
+			pool.map(
+				lambda i: sender.send(WebhookTarget(receiver.url(paths[i])), f"evt-{i}", BODY),
+				range(len(paths)),
+			)
+		)
+	assert dropped == 20, "a body over the cap is not drained: its connection is closed"
+	assert [outcome.status_code for outcome in outcomes] == [200, 204, 503] * each
+	assert receiver.connections - dropped <= threads, (
+		f"{receiver.connections - dropped} connections for {len(paths)} requests"
+	)

@@ -51,6 +51,7 @@ class Receiver:
 	requests: list = field(default_factory=list)
 	script: dict = field(default_factory=lambda: defaultdict(deque))
 	lock: threading.Lock = field(default_factory=threading.Lock)
+	connections: int = 0  # TCP connections accepted
 
 	def start(self, tls_context=None) -> Receiver:
 		"""Starts serving in a daemon thread; ``tls_context`` makes it HTTPS."""
@@ -59,6 +60,11 @@ class Receiver:
 		class Handler(http.server.BaseHTTPRequestHandler):
 			protocol_version = "HTTP/1.1"
 			disable_nagle_algorithm = True  # else keep-alive replies stall 40 ms on delayed ACKs
+
+			def setup(self):
+				with receiver.lock:
+					receiver.connections += 1
+				super().setup()
 
 			def do_POST(self):
 				length = int(self.headers.get("Content-Length") or 0)
