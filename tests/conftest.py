@@ -11,9 +11,12 @@ import pytest
 import redis
 
 from cauldron_fabric.core.consumer.circuit_redis import RedisCircuitStore
+from cauldron_fabric.core.delivery.addresses import AddressPolicy
+from cauldron_fabric.core.delivery.webhook import WebhookSender
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
 from cauldron_fabric.core.outbox.sql import SqlOutboxStore
 from cauldron_fabric.core.outbox.statements import create_table_sql
+from cauldron_fabric.testing.http_receiver import Receiver
 from cauldron_fabric.testing.kafka_broker import KafkaBroker
 
 DB = {
@@ -121,3 +124,24 @@ def make_envelope(
 		data=EventData(entity, entity_id, action, payload),
 		metadata=EventMetadata(new_event_id(), None, "Administrator", "test.localhost"),
 	)
+
+
+# Webhook tests send to receivers on loopback, which the sender refuses unless allowed.
+LOOPBACK = AddressPolicy.from_allow_list(["127.0.0.0/8", "::1/128"])
+BODY = b'{"id":"evt-1","type":"sales_invoice.submitted","data":{"grand_total":1200}}'
+
+
+@pytest.fixture
+def receiver():
+	"""A local HTTP receiver (see testing.http_receiver), stopped after the test."""
+	server = Receiver().start()
+	yield server
+	server.stop()
+
+
+@pytest.fixture
+def sender():
+	"""A WebhookSender allowed to reach loopback, closed after the test."""
+	client = WebhookSender(LOOPBACK)
+	yield client
+	client.close()

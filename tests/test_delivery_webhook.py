@@ -31,26 +31,7 @@ from cauldron_fabric.core.delivery.webhook import (
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.testing.http_receiver import Receiver, Reply
 from cauldron_fabric.testing.kafka_broker import free_port
-from conftest import make_envelope
-
-LOOPBACK = AddressPolicy.from_allow_list(["127.0.0.0/8", "::1/128"])
-
-
-@pytest.fixture
-def receiver():
-	server = Receiver().start()
-	yield server
-	server.stop()
-
-
-@pytest.fixture
-def sender():
-	client = WebhookSender(LOOPBACK)
-	yield client
-	client.close()
-
-
-BODY = b'{"id":"evt-1","type":"sales_invoice.submitted","data":{"grand_total":1200}}'
+from conftest import BODY, LOOPBACK, make_envelope
 
 
 def test_signature_verifies_with_the_standardwebhooks_library(receiver, sender):

@@ -11,24 +11,8 @@ import pytest
 
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, HostUnresolvable
 from cauldron_fabric.core.delivery.webhook import WebhookSender, WebhookTarget
-from cauldron_fabric.testing.http_receiver import Receiver, Reply, SlowAcceptor, SlowReader
-
-LOOPBACK = AddressPolicy.from_allow_list(["127.0.0.0/8", "::1/128"])
-BODY = b'{"id":"evt-1","type":"sales_invoice.submitted","data":{"grand_total":1200}}'
-
-
-@pytest.fixture
-def receiver():
-	server = Receiver().start()
-	yield server
-	server.stop()
-
-
-@pytest.fixture
-def sender():
-	client = WebhookSender(LOOPBACK)
-	yield client
-	client.close()
+from cauldron_fabric.testing.http_receiver import Reply, SlowAcceptor, SlowReader
+from conftest import BODY
 
 
 def test_a_receiver_slower_than_the_timeout_is_a_retryable_timeout(receiver, sender):

@@ -12,29 +12,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 from cauldron_fabric.core.delivery import deadlines
-from cauldron_fabric.core.delivery.addresses import AddressPolicy
-from cauldron_fabric.core.delivery.webhook import MAX_RESPONSE_READ, WebhookSender, WebhookTarget
-from cauldron_fabric.testing.http_receiver import Receiver, Reply
-
-LOOPBACK = AddressPolicy.from_allow_list(["127.0.0.0/8", "::1/128"])
-BODY = b'{"id":"evt-1","type":"sales_invoice.submitted","data":{"grand_total":1200}}'
-
-
-@pytest.fixture
-def receiver():
-	server = Receiver().start()
-	yield server
-	server.stop()
-
-
-@pytest.fixture
-def sender():
-	client = WebhookSender(LOOPBACK)
-	yield client
-	client.close()
+from cauldron_fabric.core.delivery.webhook import MAX_RESPONSE_READ, WebhookTarget
+from cauldron_fabric.testing.http_receiver import Reply
+from conftest import BODY
 
 
 def _send_in_thread(sender, target, message_id) -> tuple[threading.Thread, list]:
