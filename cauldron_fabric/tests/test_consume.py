@@ -34,6 +34,7 @@ from cauldron_fabric.tests.test_consume_support import (
 	dead_letters,
 	publish,
 	relay_outbox,
+	use_rabbitmq_for_class,
 )
 from cauldron_fabric.tests.utils import fabric_settings, start_broker
 
@@ -235,16 +236,7 @@ class TestConsumingFromRabbitMQ(FrappeTestCase):
 	def setUpClass(cls):
 		super().setUpClass()
 		ensure_people()
-		cls.exchange = f"fabricconsume.{frappe.generate_hash(length=6)}"
-		context = fabric_settings(
-			rabbitmq_url="amqp://guest@127.0.0.1:5672/%2F",
-			rabbitmq_password="guest",
-			rabbitmq_exchange=cls.exchange,
-			handler_user="Administrator",
-			consumer_max_attempts=2,
-		)
-		context.__enter__()
-		cls.addClassCleanup(context.__exit__, None, None, None)
+		use_rabbitmq_for_class(cls, "fabricconsume", handler_user="Administrator", consumer_max_attempts=2)
 
 	def test_a_request_published_to_the_exchange_becomes_an_approval_request(self):
 		group = group_name("rabbit")

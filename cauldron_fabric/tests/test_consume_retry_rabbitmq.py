@@ -31,7 +31,12 @@ from cauldron_fabric.tests.test_consume import (
 	group_name,
 )
 from cauldron_fabric.tests.test_consume_dead_letters import dead_letter
-from cauldron_fabric.tests.test_consume_support import consume, dead_letters, in_another_session
+from cauldron_fabric.tests.test_consume_support import (
+	consume,
+	dead_letters,
+	in_another_session,
+	use_rabbitmq_for_class,
+)
 from cauldron_fabric.tests.test_http_support import api_token, make_user, request
 from cauldron_fabric.tests.utils import fabric_settings
 
@@ -62,16 +67,7 @@ class TestRetryingRabbitMQDeadLetters(FrappeTestCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
-		cls.exchange = f"fabricretry.{frappe.generate_hash(length=6)}"
-		context = fabric_settings(
-			rabbitmq_url="amqp://guest@127.0.0.1:5672/%2F",
-			rabbitmq_password="guest",
-			rabbitmq_exchange=cls.exchange,
-			handler_user="Administrator",
-			consumer_max_attempts=2,
-		)
-		context.__enter__()
-		cls.addClassCleanup(context.__exit__, None, None, None)
+		use_rabbitmq_for_class(cls, "fabricretry", handler_user="Administrator", consumer_max_attempts=2)
 
 	def setUp(self):
 		frappe.set_user("Administrator")

@@ -18,6 +18,7 @@ from cauldron_fabric.core.relay import Relay, RelayOptions
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.services.relay import site_db_connector
 from cauldron_fabric.testing.kafka_broker import produce
+from cauldron_fabric.tests.utils import fabric_settings
 
 # Tansu joins a group in about half the session timeout; tests keep it short.
 FAST_JOIN = {"session_timeout_ms": 6000}
@@ -103,3 +104,17 @@ def in_another_session(function: Callable, *args) -> tuple[threading.Thread, lis
 	thread = threading.Thread(target=run, daemon=True)
 	thread.start()
 	return thread, errors
+
+
+def use_rabbitmq_for_class(case: type, prefix: str, **settings: Any) -> None:
+	"""Points Fabric Settings at the local RabbitMQ for the whole TestCase class ``case`` (from its
+	setUpClass) with an exchange of its own, ``case.exchange``; ``settings`` are set too."""
+	case.exchange = f"{prefix}.{frappe.generate_hash(length=6)}"
+	context = fabric_settings(
+		rabbitmq_url="amqp://guest@127.0.0.1:5672/%2F",
+		rabbitmq_password="guest",
+		rabbitmq_exchange=case.exchange,
+		**settings,
+	)
+	context.__enter__()
+	case.addClassCleanup(context.__exit__, None, None, None)

@@ -20,9 +20,8 @@ from cauldron_fabric.services import dead_letter_bulk
 from cauldron_fabric.testing.rabbitmq import RabbitMQ
 from cauldron_fabric.tests.test_consume import CHARGE, RABBITMQ_URL, delete_rabbitmq_topology, group_name
 from cauldron_fabric.tests.test_consume_dead_letters import dead_letter
-from cauldron_fabric.tests.test_consume_support import dead_letters
+from cauldron_fabric.tests.test_consume_support import dead_letters, use_rabbitmq_for_class
 from cauldron_fabric.tests.test_http_support import make_user
-from cauldron_fabric.tests.utils import fabric_settings
 
 CLERK = "fabric-bulk-clerk@example.com"
 
@@ -41,14 +40,7 @@ class TestBulkDeadLetterJobs(FrappeTestCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
-		cls.exchange = f"fabricbulk.{frappe.generate_hash(length=6)}"
-		context = fabric_settings(
-			rabbitmq_url="amqp://guest@127.0.0.1:5672/%2F",
-			rabbitmq_password="guest",
-			rabbitmq_exchange=cls.exchange,
-		)
-		context.__enter__()
-		cls.addClassCleanup(context.__exit__, None, None, None)
+		use_rabbitmq_for_class(cls, "fabricbulk")
 
 	def setUp(self):
 		frappe.set_user("Administrator")
