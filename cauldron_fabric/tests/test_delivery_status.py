@@ -34,7 +34,13 @@ from cauldron_fabric.tests.test_delivery_support import (
 	deliveries,
 	save_todo,
 )
-from cauldron_fabric.tests.utils import bench_command, fabric_settings, last_seq, start_fabric_command
+from cauldron_fabric.tests.utils import (
+	bench_command,
+	emitted_heartbeat,
+	fabric_settings,
+	last_seq,
+	start_fabric_command,
+)
 
 RELEASE = threading.Event()
 
@@ -190,14 +196,7 @@ class TestOverdueHandlers(WorkerCase):
 
 	def assert_heartbeat_event_lists(self, worker: str, event_id: str) -> None:
 		"""Checks the ``system.status`` event names the overdue attempt and passed its schema."""
-		start = last_seq()
-		emit_heartbeat()
-		(row,) = frappe.db.sql(
-			"SELECT status, last_error, envelope FROM `tabEvent Log` WHERE name > %s AND event_type = %s",
-			(start, "system.status"),
-			as_dict=True,
-		)
-		frappe.db.rollback()
+		row = emitted_heartbeat()
 		self.assertNotEqual(row.status, "Invalid", row.last_error)
 		payload = json.loads(row.envelope)["data"]["payload"]
 		(listed,) = [w for w in payload["deliveryWorkers"] if w["name"] == worker]

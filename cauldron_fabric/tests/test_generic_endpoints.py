@@ -19,6 +19,21 @@ def auth(token: str) -> dict:
 	return {"headers": {"Authorization": token}}
 
 
+def pending_delivery():
+	"""Inserts a Pending Event Delivery (uncommitted) that a forged dead letter could point at."""
+	delivery = frappe.new_doc("Event Delivery")
+	delivery.update(
+		{
+			"subscription": "none",
+			"event_id": frappe.generate_hash(length=10),
+			"event_type": "todo.updated",
+			"status": "Pending",
+		}
+	)
+	delivery.db_insert()
+	return delivery
+
+
 def dead_letter():
 	"""Files an open dead letter (committed), as a failed delivery would."""
 	letter = frappe.get_doc(
@@ -128,16 +143,7 @@ class TestGenericEndpoints(FrappeTestCase):
 	# Dead Letter ------------------------------------------------------------------------------
 
 	def test_dead_letter_cannot_be_edited_to_discard_another_delivery(self):
-		delivery = frappe.new_doc("Event Delivery")
-		delivery.update(
-			{
-				"subscription": "none",
-				"event_id": frappe.generate_hash(length=10),
-				"event_type": "todo.updated",
-				"status": "Pending",
-			}
-		)
-		delivery.db_insert()
+		delivery = pending_delivery()
 		letter = dead_letter()
 		response = request(
 			"put",
@@ -156,16 +162,7 @@ class TestGenericEndpoints(FrappeTestCase):
 	def test_dead_letter_discard_sent_with_a_forged_form_discards_only_its_own_delivery(self):
 		# The form's buttons send the document with the call (run_doc_method's docs): the
 		# client's copy, whose reference would point the discard at another delivery.
-		delivery = frappe.new_doc("Event Delivery")
-		delivery.update(
-			{
-				"subscription": "none",
-				"event_id": frappe.generate_hash(length=10),
-				"event_type": "todo.updated",
-				"status": "Pending",
-			}
-		)
-		delivery.db_insert()
+		delivery = pending_delivery()
 		letter = dead_letter()
 		forged = {**letter.as_dict(), "reference": str(delivery.name)}
 		response = request(

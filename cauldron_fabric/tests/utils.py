@@ -112,6 +112,22 @@ def last_seq() -> int:
 	return int(frappe.db.sql("SELECT COALESCE(MAX(name), 0) FROM `tabEvent Log`")[0][0])
 
 
+def emitted_heartbeat() -> dict[str, Any]:
+	"""Emits a ``system.status`` heartbeat and returns its Event Log row (status, last_error,
+	envelope), rolled back so that the test's own rows stay as they were."""
+	from cauldron_fabric.emit.scheduled import emit_heartbeat
+
+	start = last_seq()
+	emit_heartbeat()
+	(row,) = frappe.db.sql(
+		"SELECT status, last_error, envelope FROM `tabEvent Log` WHERE name > %s AND event_type = %s",
+		(start, "system.status"),
+		as_dict=True,
+	)
+	frappe.db.rollback()
+	return row
+
+
 def events_after(seq: int, entity: str | None = None, entity_id: str | None = None) -> list[dict[str, Any]]:
 	"""Returns the envelopes recorded after ``seq``, oldest first, optionally for one entity."""
 	conditions, values = ["name > %s"], [seq]
