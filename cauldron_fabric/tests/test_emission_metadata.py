@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import frappe
+from frappe.utils import now_datetime
 
 from cauldron_fabric.emit.context import caused_by
 from cauldron_fabric.tests.utils import ORDER, EmissionCase, events_after, new_order
@@ -53,3 +54,20 @@ class TestMetadata(EmissionCase):
 		ids = {e["metadata"]["correlationId"] for e in events_after(self.start, ORDER)}
 		self.assertEqual(len(ids), 1)
 		self.assertNotIn(None, ids)
+
+	def test_event_rows_are_stamped_on_the_sites_clock_as_its_time_zone_changes(self):
+		# The stamp's zone is kept by name: a changed time zone must apply to the next event.
+		def set_zone(name: str) -> None:
+			frappe.db.set_single_value("System Settings", "time_zone", name)
+			frappe.clear_document_cache("System Settings", "System Settings")
+			if hasattr(frappe.local, "system_settings"):
+				del frappe.local.system_settings
+
+		self.addCleanup(set_zone, frappe.db.get_single_value("System Settings", "time_zone"))
+		for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago", "UTC"):  # UTC+14, UTC-11, UTC
+			set_zone(zone)
+			before = now_datetime()
+			order = new_order(f"stamped in {zone}")
+			after = now_datetime()
+			stamp = frappe.db.get_value("Event Log", {"entity_id": order.name}, "creation")
+			self.assertTrue(before <= stamp <= after, f"{zone}: {stamp} not within {before}..{after}")
