@@ -137,9 +137,29 @@ def is_fabric_doctype(meta) -> bool:
 	return meta.module == MODULE and not meta.get("custom")
 
 
+# Sites whose Event Log table this process has seen. Once created the table stays: only
+# uninstalling the app drops it, and that takes the app's hooks, which read the policy, with it.
+_SITES_WITH_OUTBOX: set[str] = set()
+
+
+def has_outbox() -> bool:
+	"""Tells whether the site's Event Log table exists (not yet while the app is being installed).
+
+	Asked once per request: Frappe's answer reads the list of all the site's tables from Redis,
+	so a table seen once is remembered for the process.
+	"""
+	site = frappe.local.site
+	if site in _SITES_WITH_OUTBOX:
+		return True
+	if frappe.db.table_exists("Event Log"):
+		_SITES_WITH_OUTBOX.add(site)
+		return True
+	return False
+
+
 def load_policy() -> EmitPolicy:
 	"""Builds the policy from Fabric Settings; a site without the app's tables emits nothing."""
-	if not frappe.db.table_exists("Event Log"):
+	if not has_outbox():
 		return EmitPolicy(enabled=False)
 	settings = frappe.get_cached_doc("Fabric Settings")
 	return EmitPolicy(

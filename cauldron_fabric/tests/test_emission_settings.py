@@ -7,7 +7,8 @@ import threading
 import frappe
 
 from cauldron_fabric.consume.runner import SETTINGS_RECHECK_SECONDS, SettingsWatch
-from cauldron_fabric.emit.policy import current_policy
+from cauldron_fabric.emit import policy
+from cauldron_fabric.emit.policy import current_policy, load_policy
 from cauldron_fabric.tests.test_registry_support import refuse_the_next_commit
 from cauldron_fabric.tests.utils import (
 	ORDER,
@@ -159,3 +160,17 @@ class TestEmissionSettings(EmissionCase):
 		self.assertEqual(status, "Recorded")
 		frappe.db.delete(ORDER, {"name": order.name})
 		frappe.db.commit()
+
+	def test_a_site_without_the_event_log_emits_nothing_until_its_table_is_there(self):
+		# Frappe answers table_exists from its cached list of the site's tables: a list from
+		# before the app's tables were created is what a site being installed reads.
+		tables = frappe.db.get_tables()
+		self.addCleanup(frappe.cache.delete_value, "db_tables")
+		policy._SITES_WITH_OUTBOX.discard(frappe.local.site)
+		frappe.cache.set_value("db_tables", [table for table in tables if table != "tabEvent Log"])
+		self.assertFalse(load_policy().enabled)
+		frappe.cache.delete_value("db_tables")
+		self.assertTrue(load_policy().enabled)
+		# Seen once, the table is remembered: the list of tables is not read on every request.
+		frappe.cache.set_value("db_tables", [table for table in tables if table != "tabEvent Log"])
+		self.assertTrue(load_policy().enabled)
