@@ -222,13 +222,18 @@ def _readers_of(meta) -> Callable[[Any], Callable[[str], Any]]:
 
 	def reader_of(doc) -> Callable[[str], Any]:
 		computed = _virtual_values(doc, virtual) if virtual else {}
+		# BaseDocument.get(key) is __dict__.get(key): read that directly (a child table's rows
+		# are compared value by value), unless the controller has a get of its own.
+		held = doc.__dict__.get if type(doc).get is BaseDocument.get else doc.get
 
 		def value_of(key: str) -> Any:
 			if key in computed:
 				return computed[key]
-			value = doc.get(key)
+			value = held(key)
 			if isinstance(value, str) and key not in checked:
 				return value  # text is held as it is stored: most values of most saves
+			if value is None:
+				return None  # an empty field, as stored and as rendered
 			return as_stored(forms.get(key), _plain(value))
 
 		return value_of
