@@ -100,11 +100,46 @@ TEXT_FORM = (None, _as_text)
 STRING_TYPES = VARCHAR_TYPES | TEXT_TYPES
 
 
-def _holds_secret(df) -> bool:
-	"""Tells whether a field holds a credential, as its name says."""
-	return df.fieldname in SECRET_FIELDNAMES or (
-		df.fieldtype in STRING_TYPES and df.fieldname.endswith(SECRET_SUFFIXES)
-	)
+def _form_of(fieldname: str, fieldtype: str) -> tuple[re.Pattern | None, Callable[[Any], Any]] | None:
+	"""Returns how events render a field's values, from its name and type (None: as they are)."""
+	# A credential, as the field's name says.
+	if fieldname in SECRET_FIELDNAMES or (fieldtype in STRING_TYPES and fieldname.endswith(SECRET_SUFFIXES)):
+		return MASKED
+	if fieldtype in TEMPORAL_FORMS:
+		return TEMPORAL_FORMS[fieldtype]
+	if fieldtype in DECIMAL_FORMS:
+		return DECIMAL_FORMS[fieldtype]
+	return TEXT_FORM if fieldtype in STRING_TYPES else None
+
+
+# Forms by (fieldname, fieldtype), which alone decide them, for every DocType of the process.
+# Frappe hands each request a new Meta (read from Redis), so what is cached on it is worked out
+# again by the first event of every request: this keeps that to one lookup per field.
+_FORMS_BY_FIELD: dict[tuple[str, str], Any] = {}
+_UNKNOWN = object()
+
+
+def _fields_of(meta) -> tuple[dict[str, Any], frozenset[str], frozenset[str]]:
+	"""Returns what events need of ``meta``'s fields (cached on meta), in one pass over them: the
+	forms of value_forms, the fields whose strings those forms check, the virtual fields."""
+	found = meta.__dict__.get("_fabric_fields")
+	if found is None:
+		forms: dict[str, Any] = {}
+		virtual = set()
+		for df in meta.fields:
+			values = df.__dict__  # what DocField.get and its attributes read, without the calls
+			if values.get("is_virtual"):
+				virtual.add(values.get("fieldname"))
+				continue
+			key = (values.get("fieldname"), values.get("fieldtype"))
+			form = _FORMS_BY_FIELD.get(key, _UNKNOWN)
+			if form is _UNKNOWN:
+				form = _FORMS_BY_FIELD[key] = _form_of(*key)
+			if form is not None:
+				forms[key[0]] = form
+		checked = frozenset(fieldname for fieldname, form in forms.items() if form[0] is not None)
+		found = meta.__dict__["_fabric_fields"] = (forms, checked, frozenset(virtual))
+	return found
 
 
 def value_forms(meta) -> dict[str, tuple[re.Pattern | None, Callable[[Any], Any]]]:
@@ -112,21 +147,7 @@ def value_forms(meta) -> dict[str, tuple[re.Pattern | None, Callable[[Any], Any]
 
 	Dates, datetimes, times, decimals and text in their stored form; secrets masked.
 	"""
-	fields = meta.__dict__.get("_fabric_forms")
-	if fields is None:
-		fields = meta.__dict__["_fabric_forms"] = {}
-		for df in meta.fields:
-			if df.get("is_virtual"):
-				continue
-			if _holds_secret(df):
-				fields[df.fieldname] = MASKED
-			elif df.fieldtype in TEMPORAL_FORMS:
-				fields[df.fieldname] = TEMPORAL_FORMS[df.fieldtype]
-			elif df.fieldtype in DECIMAL_FORMS:
-				fields[df.fieldname] = DECIMAL_FORMS[df.fieldtype]
-			elif df.fieldtype in STRING_TYPES:
-				fields[df.fieldname] = TEXT_FORM
-	return fields
+	return _fields_of(meta)[0]
 
 
 def as_stored(form: tuple[re.Pattern | None, Callable[[Any], Any]] | None, value: Any) -> Any:
@@ -244,23 +265,12 @@ def _readers_of(meta) -> Callable[[Any], Callable[[str], Any]]:
 def _checked_strings(meta) -> frozenset[str]:
 	"""Returns the fields whose string values events may render otherwise (dates, times,
 	secrets), cached on meta."""
-	checked = meta.__dict__.get("_fabric_checked_strings")
-	if checked is None:
-		forms = value_forms(meta)
-		checked = meta.__dict__["_fabric_checked_strings"] = frozenset(
-			fieldname for fieldname, form in forms.items() if form[0] is not None
-		)
-	return checked
+	return _fields_of(meta)[1]
 
 
 def _virtual_fields(meta) -> frozenset[str]:
 	"""Returns the fieldnames of ``meta``'s virtual fields, cached on meta."""
-	virtual = meta.__dict__.get("_fabric_virtual")
-	if virtual is None:
-		virtual = meta.__dict__["_fabric_virtual"] = frozenset(
-			df.fieldname for df in meta.fields if df.get("is_virtual")
-		)
-	return virtual
+	return _fields_of(meta)[2]
 
 
 def _virtual_values(doc, virtual: frozenset[str]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import datetime as dt
 
 import frappe
 
+from cauldron_fabric.emit.changes import TEMPORAL_FORMS, value_forms
 from cauldron_fabric.tests.utils import EmissionCase, ensure_custom_doctype, events_after
 
 NUMBERED_ORDER = "Fabric Numbered Order"
@@ -122,3 +123,11 @@ class TestValuesAsStored(EmissionCase):
 			updated["data"]["payload"]["changes"],
 			{"title": {"old": "a", "new": "b"}, "shout": {"old": "a!", "new": "b!"}},
 		)
+
+	def test_fields_of_one_name_render_by_their_own_doctypes_type(self):
+		# Forms are kept per field name and type for every DocType: User's birth_date is a Date,
+		# RQ Worker's a Datetime, whichever the process met first.
+		for doctype, fieldtype in (("User", "Date"), ("RQ Worker", "Datetime"), ("User", "Date")):
+			meta = frappe.get_meta(doctype)
+			meta.__dict__.pop("_fabric_fields", None)  # as the new Meta of another request
+			self.assertIs(value_forms(meta)["birth_date"], TEMPORAL_FORMS[fieldtype], doctype)
