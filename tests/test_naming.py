@@ -5,7 +5,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cauldron_fabric.core.errors import ConfigurationError
-from cauldron_fabric.core.naming import invalid_topic_names, topic_for, validate_topic_template
+from cauldron_fabric.core.naming import (
+	document_event_type,
+	invalid_topic_names,
+	topic_for,
+	validate_topic_template,
+)
 
 
 @pytest.mark.parametrize(
@@ -49,3 +54,12 @@ def test_any_rule_is_refused_on_save_or_names_a_topic_kafka_takes(template, enti
 	except ConfigurationError:
 		return
 	assert not invalid_topic_names([topic_for(template, "sales_invoice.submitted", entity, tenant)])
+
+
+def test_a_document_event_type_is_the_same_however_often_it_is_asked_and_a_bad_action_always_refused():
+	# The types are kept once worked out: a refusal must not be kept as an answer.
+	for _ in range(2):
+		assert document_event_type("Sales Invoice", "submitted") == "sales_invoice.submitted"
+		assert document_event_type("ToDo", "updated_after_submit") == "todo.updated_after_submit"
+		with pytest.raises(ValueError, match="unknown document action 'approved'"):
+			document_event_type("Sales Invoice", "approved")

@@ -15,6 +15,7 @@ by dots, the first word the domain, the last the action.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Iterable
@@ -51,6 +52,8 @@ def snake_case(name: str) -> str:
 	return _NON_WORD.sub("_", name.lower()).strip("_") or "unnamed"
 
 
+# Every document event asks this of its DocType: kept rather than run through the regex each time.
+@functools.lru_cache(maxsize=4096)
 def document_event_type(doctype: str, action: str) -> str:
 	"""Returns the event type of a document lifecycle action, e.g. ``sales_invoice.submitted``."""
 	if action not in DOCUMENT_ACTIONS:
