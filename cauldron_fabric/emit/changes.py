@@ -303,13 +303,29 @@ def _rows_differ(old_rows: list, new_rows: list[dict[str, Any]]) -> bool:
 	readers_of = None  # built on the first row that is a document: all rows share one DocType
 	for old, new in zip(old_rows, new_rows, strict=True):
 		if isinstance(old, dict):
-			old_of = old.get
+			old_of = held = old.get
 		else:
 			readers_of = readers_of or _readers_of(old.meta)
 			old_of = readers_of(old)
+			held = _held_reader(old) or old_of
 		for key, value in new.items():
 			if key in IGNORED_FIELDS or key.startswith("_"):
 				continue
-			if old_of(key) != value:
+			if held(key) != value and old_of(key) != value:
 				return True
 	return False
+
+
+def _held_reader(row) -> Callable[[str], Any] | None:
+	"""Returns a reader of the values a loaded row holds, unrendered, when one equal to the
+	payload's value renders as that value too (None otherwise); comparing those first spares
+	the rendering of every value of every row of an unchanged table.
+
+	Rendering changes dates, times and timedeltas (never equal to the payload's text), numbers in
+	text fields (never equal to text), decimals (a number equal to a rounded one renders as it)
+	and secrets (a masked value renders as itself), and gives what it gave again. A virtual
+	field's value is computed rather than held, and a controller's own get may read otherwise.
+	"""
+	if type(row).get is not BaseDocument.get or _virtual_fields(row.meta):
+		return None
+	return row.__dict__.get

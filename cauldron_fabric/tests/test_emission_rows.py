@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import frappe
 
-from cauldron_fabric.tests.utils import ORDER, ORDER_ITEM, EmissionCase, events_after, new_order, types_of
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	ORDER_ITEM,
+	EmissionCase,
+	ensure_custom_doctype,
+	events_after,
+	new_order,
+	types_of,
+)
+
+FORMS_PROBE = "Fabric Row Forms Probe"
+FORMS_PROBE_ROW = "Fabric Row Forms Probe Row"
+FORMS_ROW_FIELDS = [
+	{"fieldname": "f", "fieldtype": "Float", "label": "F"},
+	{"fieldname": "d", "fieldtype": "Date", "label": "D"},
+	{"fieldname": "t", "fieldtype": "Data", "label": "T"},
+]
 
 
 class TestChildRows(EmissionCase):
@@ -86,3 +102,29 @@ class TestChildRows(EmissionCase):
 		_created, update = events_after(self.start, ORDER)
 		changed = update["data"]["payload"]["changes"]["items"]
 		self.assertEqual([[r["qty"] for r in changed[side]] for side in ("old", "new")], [[1, 3], [1, 9]])
+
+	def test_rows_holding_values_in_other_forms_than_stored_change_only_when_the_stored_value_does(self):
+		# Loaded rows hold dates as dates and decimals as read back; the object saved holds what
+		# was assigned (0.1 + 0.2, a number in a text field). Compared as stored, nothing changed.
+		ensure_custom_doctype(FORMS_PROBE_ROW, FORMS_ROW_FIELDS, istable=1)
+		rows = {"fieldname": "rows", "fieldtype": "Table", "label": "Rows", "options": FORMS_PROBE_ROW}
+		ensure_custom_doctype(FORMS_PROBE, [rows], autoname="hash")
+		row = {"f": 0.1 + 0.2, "d": "2024-01-05", "t": 2026}
+		probe = frappe.get_doc({"doctype": FORMS_PROBE, "rows": [row, {**row, "t": "x"}]}).insert()
+		probe = frappe.get_doc(FORMS_PROBE, probe.name)
+		probe.rows[0].f = 0.1 + 0.2
+		probe.rows[0].t = 2026
+		probe.save()  # the same values as stored
+		probe.rows[1].d = "2024-01-06 10:30:00"
+		probe.save()
+		created, updated = events_after(self.start, FORMS_PROBE)
+		self.assertEqual(
+			types_of([created, updated]), ["fabric_row_forms_probe.created", "fabric_row_forms_probe.updated"]
+		)
+		old, new = (updated["data"]["payload"]["changes"]["rows"][side] for side in ("old", "new"))
+		self.assertEqual(
+			[(r["f"], r["d"], r["t"]) for r in old], [(0.3, "2024-01-05", "2026"), (0.3, "2024-01-05", "x")]
+		)
+		self.assertEqual(
+			[(r["f"], r["d"], r["t"]) for r in new], [(0.3, "2024-01-05", "2026"), (0.3, "2024-01-06", "x")]
+		)
