@@ -1,0 +1,8 @@
+"""Every browser test, for ``bench run-tests --module cauldron_fabric.tests.browser.suite``.
+
+run-tests takes one module; this one gathers the test cases of the others.
+"""
+
+from cauldron_fabric.tests.browser.desk_fabric_settings import TestFabricSettingsTestConnection
+
+__all__ = ["TestFabricSettingsTestConnection"]
