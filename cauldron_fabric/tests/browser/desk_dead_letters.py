@@ -1,0 +1,85 @@
+"""Dead Letters in a browser: Retry and Discard from the form."""
+
+from __future__ import annotations
+
+import json
+
+import frappe
+
+from cauldron_fabric.core.consumer.kafka_group import retry_topic
+from cauldron_fabric.testing.kafka_broker import read_topic
+from cauldron_fabric.tests.browser.desk import USER, DeskCase
+from cauldron_fabric.tests.test_desk_actions import consumer_dead_letter
+from cauldron_fabric.tests.utils import fabric_settings, start_broker
+
+
+def stored(name: str) -> dict:
+	"""Returns a letter's resolution as committed."""
+	return frappe.db.get_value(
+		"Dead Letter", name, ["status", "resolved_by", "resolution_note"], as_dict=True
+	)
+
+
+class TestDeadLetterForm(DeskCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		start_broker(cls, prefix="fabricbrowser")
+
+	def new_letter(self) -> str:
+		"""Files a consumer's Dead Letter (committed, so the web server sees it); deleted after."""
+		letter = consumer_dead_letter()
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "Dead Letter", {"name": letter.name})
+		self.addCleanup(self.committed)
+		return letter.name
+
+	def test_retry_sends_the_event_back_to_its_group_and_shows_the_letter_retried(self):
+		name = self.new_letter()
+		letter = frappe.get_doc("Dead Letter", name)
+		self.desk.open_form("Dead Letter", name)
+		self.desk.click_button("Retry")
+		self.desk.alert(f"Sent back to consumer group {letter.consumer_group}")
+		self.desk.wait_field_text("status", "Retried")
+		self.desk.wait_without_button("Retry")
+		self.desk.wait_without_button("Discard")
+		self.committed()
+		self.assertEqual(
+			stored(name), {"status": "Retried", "resolved_by": USER, "resolution_note": "Retried"}
+		)
+		(copy,) = read_topic(self.broker.bootstrap, retry_topic(letter.consumer_group, 1), 1)
+		self.assertEqual(json.loads(copy.value())["id"], letter.event_id)
+
+	def test_retry_without_a_broker_says_what_to_set_and_the_letter_stays_dead(self):
+		name = self.new_letter()
+		with fabric_settings(bootstrap_servers="", rabbitmq_url=""):
+			self.desk.open_form("Dead Letter", name)
+			self.desk.click_button("Retry")
+			title, text = self.desk.message()
+		self.assertEqual(title, "Cannot retry")
+		self.assertIn("Fabric Settings", text)
+		self.desk.close_message()
+		self.assertEqual(self.desk.field_text("status"), "Dead")
+		self.committed()
+		self.assertEqual(stored(name)["status"], "Dead")
+
+	def test_discard_asks_why_and_keeps_the_answer_with_the_letter(self):
+		name = self.new_letter()
+		self.desk.open_form("Dead Letter", name)
+		self.desk.click_button("Discard")
+		self.desk.fill_dialog("note", "ledger retired; nothing to post")
+		self.desk.confirm_dialog()
+		self.desk.wait_field_text("status", "Discarded")
+		self.desk.wait_without_button("Retry")
+		self.desk.open_section("resolution_section")
+		self.assertEqual(self.desk.field_text("resolution_note"), "ledger retired; nothing to post")
+		self.committed()
+		self.assertEqual(
+			stored(name),
+			{
+				"status": "Discarded",
+				"resolved_by": USER,
+				"resolution_note": "ledger retired; nothing to post",
+			},
+		)
