@@ -3,7 +3,8 @@
 run-tests takes one module; this one gathers the test cases of the others.
 """
 
+from cauldron_fabric.tests.browser.desk_approvals import TestApprovalRequestForm
 from cauldron_fabric.tests.browser.desk_dead_letters import TestDeadLetterForm
 from cauldron_fabric.tests.browser.desk_fabric_settings import TestFabricSettingsTestConnection
 
-__all__ = ["TestDeadLetterForm", "TestFabricSettingsTestConnection"]
+__all__ = ["TestApprovalRequestForm", "TestDeadLetterForm", "TestFabricSettingsTestConnection"]
