@@ -1,10 +1,11 @@
-"""Dead Letters in a browser: Retry and Discard from the form."""
+"""Dead Letters in a browser: Retry and Discard from the form, a bulk Discard from the list."""
 
 from __future__ import annotations
 
 import json
 
 import frappe
+from selenium.webdriver.common.by import By
 
 from cauldron_fabric.core.consumer.kafka_group import retry_topic
 from cauldron_fabric.testing.kafka_broker import read_topic
@@ -83,3 +84,44 @@ class TestDeadLetterForm(DeskCase):
 				"resolution_note": "ledger retired; nothing to post",
 			},
 		)
+
+
+class TestDeadLetterList(DeskCase):
+	def new_letters(self, count: int) -> tuple[str, list[str]]:
+		"""Files ``count`` letters of a consumer group of their own (committed); deleted after."""
+		group = "browser-" + frappe.generate_hash(length=8)
+		names = []
+		for _ in range(count):
+			name = consumer_dead_letter().name
+			# The letter refuses saves (Retry and Discard only); the group only narrows the list.
+			frappe.db.set_value("Dead Letter", name, "consumer_group", group)
+			names.append(name)
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "Dead Letter", {"name": ("in", names)})
+		self.addCleanup(self.committed)
+		return group, names
+
+	def test_discarding_the_selected_letters_reports_them_done_and_shows_them_discarded(self):
+		group, names = self.new_letters(2)
+		self.desk.open_list("Dead Letter", consumer_group=group)
+		for name in names:
+			self.assertEqual(
+				self.desk.list_row(name).find_element(By.CSS_SELECTOR, ".indicator-pill").text, "Dead"
+			)
+			self.desk.check_row(name)
+		self.desk.list_action("Discard")
+		title, text = self.desk.message()
+		self.assertEqual((title, text.strip()), ("Discard", "2 done."))
+		self.desk.close_message()
+		for name in names:
+			self.desk.wait(
+				lambda _, name=name: (
+					self.desk.list_row(name).find_element(By.CSS_SELECTOR, ".indicator-pill").text
+					== "Discarded"
+				),
+				f"the list to show {name} Discarded",
+			)
+		self.committed()
+		self.assertEqual({stored(name)["status"] for name in names}, {"Discarded"})
+		self.assertEqual({stored(name)["resolved_by"] for name in names}, {USER})

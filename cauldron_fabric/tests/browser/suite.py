@@ -4,7 +4,12 @@ run-tests takes one module; this one gathers the test cases of the others.
 """
 
 from cauldron_fabric.tests.browser.desk_approvals import TestApprovalRequestForm
-from cauldron_fabric.tests.browser.desk_dead_letters import TestDeadLetterForm
+from cauldron_fabric.tests.browser.desk_dead_letters import TestDeadLetterForm, TestDeadLetterList
 from cauldron_fabric.tests.browser.desk_fabric_settings import TestFabricSettingsTestConnection
 
-__all__ = ["TestApprovalRequestForm", "TestDeadLetterForm", "TestFabricSettingsTestConnection"]
+__all__ = [
+	"TestApprovalRequestForm",
+	"TestDeadLetterForm",
+	"TestDeadLetterList",
+	"TestFabricSettingsTestConnection",
+]

@@ -11,12 +11,19 @@ frappe.listview_settings["Dead Letter"] = {
 		if (!frappe.user.has_role(["System Manager", "Fabric Manager"])) {
 			return;
 		}
+		// Frappe's list skips a refresh asked with the same arguments as one less than 3 s before
+		// (BaseList.no_change): after a Retry or Discard the rows changed though the arguments did
+		// not, and a user quick to act right after the list loaded kept seeing them Dead.
+		const reload = () => {
+			listview.last_args = null;
+			listview.refresh();
+		};
 		// A bulk call over the request's share runs as a job: it answers with the job, and the
 		// job's end (a notification with the summary) is announced here.
 		frappe.realtime.off("fabric_dead_letters_done");
 		frappe.realtime.on("fabric_dead_letters_done", ({ subject }) => {
 			frappe.show_alert({ message: subject, indicator: "blue" }, 10);
-			listview.refresh();
+			reload();
 		});
 		const report = (title, message) => {
 			if (message.job_id) {
@@ -29,7 +36,7 @@ frappe.listview_settings["Dead Letter"] = {
 				indicator: failed.length ? "orange" : "green",
 				message: __("{0} done.", [message.done]) + (failed.length ? `<ul>${failed.join("")}</ul>` : ""),
 			});
-			listview.refresh();
+			reload();
 		};
 		const selected = () => listview.get_checked_items().map((d) => d.name);
 
