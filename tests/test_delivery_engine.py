@@ -24,9 +24,11 @@ from cauldron_fabric.core.delivery.records import (
 )
 from cauldron_fabric.core.delivery.signing import generate_secret
 from cauldron_fabric.core.delivery.subscription import (
+	SubscriptionInvalid,
 	build_broken_subscription,
 	build_subscription,
 )
+from cauldron_fabric.core.delivery.transform import BINARY, ENVELOPE, STRUCTURED
 from cauldron_fabric.core.errors import PermanentError
 from cauldron_fabric.testing.http_receiver import Receiver, Reply, SlowReader
 from conftest import make_envelope
@@ -335,3 +337,25 @@ def test_a_subscription_that_no_longer_compiles_dead_letters_what_it_would_get(r
 	assert "content filter could not be applied" in rows[0].last_error
 	assert "content filter" not in rows[1].last_error
 	fabric.close()
+
+
+@pytest.mark.parametrize(
+	"form, header, problem",
+	[
+		(BINARY, "ce-causationid", "ce-causationid carries the CloudEvents attribute causationid"),
+		(ENVELOPE, "CE-ID", "ce-id carries the CloudEvents attribute id"),
+		(ENVELOPE, "Content-Type", "content type follows the payload form"),
+	],
+)
+def test_a_header_row_the_sender_writes_for_the_payload_form_does_not_compile(form, header, problem):
+	# An event without a causation id has no ce-causationid of its own: the row's value went out
+	# as that event's CloudEvents attribute. A subscription stored with such a row loads broken.
+	with pytest.raises(SubscriptionInvalid, match=f"Webhook: Header {header!r}: .*{problem}"):
+		build_subscription(
+			"s", "https://example.com/hook", event_types=["*"], payload_form=form, headers=[(header, "x")]
+		)
+	# Sent as written: the form writes no such header, or the attribute is the row's own.
+	for form, header in ((STRUCTURED, "ce-id"), (ENVELOPE, "ce-time"), (BINARY, "ce-myext")):
+		build_subscription(
+			"s", "https://example.com/hook", event_types=["*"], payload_form=form, headers=[(header, "x")]
+		)

@@ -202,7 +202,7 @@ def stored_fields() -> list[str]:
 def load_subscriptions(with_secrets: bool = False) -> dict[str, Loaded]:
 	"""Compiles every subscription of the site; one that no longer compiles is a BrokenSubscription.
 
-	Without secrets (routing needs none) this is two queries; with them, one more per webhook
+	Without secrets (routing needs none) this is three queries; with them, one more per webhook
 	secret and header, which only delivery workers pay, once per change.
 	"""
 	rows = frappe.get_all(DOCTYPE, fields=stored_fields(), order_by="creation asc")
@@ -217,17 +217,24 @@ def load_subscriptions(with_secrets: bool = False) -> dict[str, Loaded]:
 	compiled: dict[str, Loaded] = {}
 	for row in rows:
 		row["document_types"] = [c for c in children if c.parent == row.name]
-		credentials = with_secrets and row.destination_type == "Webhook"
-		rows_headers = [h for h in headers if h.parent == row.name] if credentials else None
-		compiled[row.name] = _compile_stored(row, rows_headers)
+		webhook = row.destination_type == "Webhook"
+		rows_headers = [h for h in headers if h.parent == row.name] if webhook else None
+		compiled[row.name] = _compile_stored(row, rows_headers, with_secrets)
 	return compiled
 
 
-def _compile_stored(row: Any, headers: list[Any] | None) -> Loaded:
-	"""Compiles a stored subscription, with its secret and ``headers`` unless None; never raises:
-	what no longer compiles is a BrokenSubscription."""
+def _compile_stored(row: Any, headers: list[Any] | None, with_secrets: bool) -> Loaded:
+	"""Compiles a stored subscription with its header rows unless None, their values and secret
+	only ``with_secrets``; never raises: what no longer compiles is a BrokenSubscription.
+
+	The rows' names are checked either way, so a migrate shows a row the sender would write
+	itself as the delivery workers refuse it.
+	"""
 	try:
-		secret, pairs = webhook_credentials(row.name, headers) if headers is not None else (None, [])
+		if headers is not None and with_secrets:
+			secret, pairs = webhook_credentials(row.name, headers)
+		else:
+			secret, pairs = None, [(h.header, "") for h in headers or []]
 		return compile_subscription(row, secret, pairs)
 	except Exception as exc:
 		if not isinstance(exc, SubscriptionInvalid) and row.problem is None:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import frappe
 from frappe.tests.utils import patch_hooks
+from frappe.utils.password import set_encrypted_password
 
 from cauldron_fabric import install
 from cauldron_fabric.api import subscriptions as subscriptions_api
 from cauldron_fabric.core.delivery import BrokenSubscription
 from cauldron_fabric.delivery import subscriptions as routing
 from cauldron_fabric.delivery.worker import SubscriptionBook
-from cauldron_fabric.tests.test_delivery_support import DeliveryTestCase
+from cauldron_fabric.tests.test_delivery_support import (
+	DeliveryTestCase,
+	ReceiverCase,
+	dead_letters,
+	deliver,
+	save_todo,
+)
 from cauldron_fabric.tests.test_http_support import make_user
 from cauldron_fabric.tests.utils import events_after, last_seq
 
@@ -256,6 +263,31 @@ class TestSubscriptionValidation(DeliveryTestCase):
 		self.assertRaises(
 			frappe.ValidationError, frappe.rename_doc, "Event Subscription", doc.name, doc.name + "-x"
 		)
+
+
+class TestStoredHeaderRows(ReceiverCase):
+	def test_a_stored_header_row_the_sender_writes_is_never_sent_and_its_events_become_dead_letters(self):
+		# Saved before the refusal on save: a binary CloudEvent of an event without a causation id
+		# has no ce-causationid header of its own, so the row's value reached the receiver as the
+		# event's attribute. Delivery refuses the row as saving does, and says so on both.
+		path = f"/{self.tag}"
+		doc = self.subscription(webhook_url=self.receiver.url(path), payload_form="CloudEvents binary")
+		row = doc.append("webhook_headers", {"header": "ce-causationid", "value": "*****"})
+		row.db_insert()
+		set_encrypted_password(row.doctype, row.name, "forged", "value")
+		routing.subscriptions_changed()
+		frappe.db.commit()
+		save_todo(self.tag)
+		(delivery,) = deliver(doc.name)
+		self.assertEqual(self.receiver.on(path), [], "the row's value was sent as the event's attribute")
+		self.assertEqual(delivery.status, "Dead")
+		(letter,) = dead_letters(doc.name)
+		self.assertIn(
+			f"Subscription {doc.name!r} does not compile: Webhook: Header 'ce-causationid'", letter.last_error
+		)
+		self.assertIn("Remove the row", letter.last_error)
+		problem = frappe.db.get_value("Event Subscription", doc.name, "problem")
+		self.assertIn("ce-causationid carries the CloudEvents attribute causationid", problem or "")
 
 
 class TestSubscriptionPermissions(DeliveryTestCase):

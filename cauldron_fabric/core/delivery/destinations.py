@@ -143,6 +143,33 @@ def header_set_by_the_sender(name: str, form: str) -> str | None:
 	return attribute if attribute in written else None
 
 
+def overridden_header_problems(headers: Sequence[tuple[str, str]], form: str) -> list[str]:
+	"""Returns why each header row names a header the sender writes itself for payload ``form``.
+
+	Refused when saving and when loading for delivery alike: the sender's value replaces the
+	row's, and where an event lacks an optional attribute (no causation id, no checked schema)
+	the sender writes no such header and the row's value reached the receiver as that event's
+	CloudEvents attribute.
+	"""
+	problems = []
+	for name, _value in headers:
+		written = header_set_by_the_sender(name, form)
+		if written == "content-type":
+			problems.append(
+				f"Header {name!r}: the content type follows the payload form (application/json for the "
+				"envelope and a field selection, that of the event data for a binary CloudEvent, "
+				"application/cloudevents+json for a structured one) and would replace this row. Remove the "
+				"row; to send another content type, choose the Jinja template payload and set its Content type."
+			)
+		elif written:
+			problems.append(
+				f"Header {name!r}: with the {form} payload, {name.strip().lower()} carries the CloudEvents "
+				f"attribute {written} of the event, which would replace this row (or stand in for it in an "
+				"event without one). Remove the row, or give your value a header name without the ce- prefix."
+			)
+	return problems
+
+
 class TransportDestination(Destination):
 	"""A topic or exchange of a Transport; a batch is one publish call with one wait for acks."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from cauldron_fabric.core.delivery.destinations import parse_address
+from cauldron_fabric.core.delivery.destinations import overridden_header_problems, parse_address
 from cauldron_fabric.core.delivery.matching import (
 	ANY,
 	EventFilter,
@@ -161,6 +161,8 @@ def build_subscription(
 			address.target, (method or "POST").upper(), header_pairs(headers), float(timeout), secret or None
 		)
 		webhook = check("Webhook", lambda: (target.validate(), target)[1])
+		if webhook is not None and transform is not None:
+			problems += [f"Webhook: {p}" for p in overridden_header_problems(webhook.headers, payload_form)]
 	policy = RetryPolicy(
 		max_attempts, Backoff(base=initial_delay, factor=2.0, maximum=max_delay, jitter=jitter)
 	)

@@ -13,11 +13,10 @@ import frappe
 from frappe import _
 from frappe.model.document import Document
 
-from cauldron_fabric.core.delivery import SubscriptionInvalid, generate_secret, header_set_by_the_sender
+from cauldron_fabric.core.delivery import SubscriptionInvalid, generate_secret
 from cauldron_fabric.delivery.dead_letters import dead_letter_pending_deliveries
 from cauldron_fabric.delivery.schedules import invalid_cron, utc_run_times_stored
 from cauldron_fabric.delivery.subscriptions import (
-	PAYLOAD_FORMS,
 	compile_subscription,
 	fill_empty_numbers,
 	registered_handlers,
@@ -55,30 +54,6 @@ class EventSubscription(Document):
 					).format(frappe.bold(row.header)),
 					title=_("Destination"),
 				)
-
-	def overridden_header_problems(self) -> list[str]:
-		# The sender writes these after the rows: a row's value would never reach the receiver.
-		if self.destination_type != "Webhook":
-			return []
-		form = PAYLOAD_FORMS.get(self.payload_form or "Envelope", "")
-		problems = []
-		for row in self.webhook_headers or []:
-			written = header_set_by_the_sender(row.header or "", form)
-			if written == "content-type":
-				problems.append(
-					_(
-						"Header {0}: the content type follows the payload form (application/json for Envelope and Field selection, that of the event data for CloudEvents binary, application/cloudevents+json for CloudEvents structured) and would replace this row. Remove the row; to send another content type, choose the Jinja template payload and set its Content type."
-					).format(row.header)
-				)
-			elif written:
-				problems.append(
-					_(
-						"Header {0}: with the {1} payload, {2} carries the CloudEvents attribute {3} of the event, which would replace this row. Remove the row, or give your value a header name without the ce- prefix."
-					).format(
-						row.header, _(self.payload_form or "Envelope"), row.header.strip().lower(), written
-					)
-				)
-		return problems
 
 	def validate_webhook_url(self) -> None:
 		# The URL is a plain Data field, shown in lists and copied into delivery errors: a
@@ -149,8 +124,6 @@ class EventSubscription(Document):
 			compile_subscription(self, secret, headers)
 		except SubscriptionInvalid as exc:
 			problems = list(exc.problems)
-		# Refused on save only: a stored subscription with such a row is delivered as before.
-		problems += self.overridden_header_problems()
 		if not problems:
 			self.problem = None  # it compiles again: no longer shown as broken
 			return
