@@ -16,7 +16,7 @@ import pytz
 from frappe import _
 from frappe.utils import get_datetime, get_system_timezone, now_datetime
 
-from cauldron_fabric.approvals.notify import DOCTYPE, can_decide, close_assignments
+from cauldron_fabric.approvals.notify import DOCTYPE, add_note, can_decide, close_assignments
 from cauldron_fabric.approvals.permissions import visible_request
 from cauldron_fabric.core.envelope import Envelope, format_time, utc_now_iso
 from cauldron_fabric.emit.context import caused_by
@@ -76,8 +76,8 @@ def decide(name: str, decision: str, comment: str | None = None):
 	# Approvers need no write permission (can_decide was checked); a decision is always versioned.
 	doc.flags.fabric_approval_path = True
 	doc.save(ignore_permissions=True, ignore_version=False)
-	doc.add_comment(
-		"Info",
+	add_note(
+		doc,
 		_("{0} by {1}{2}").format(_(doc.status), frappe.session.user, f": {comment}" if comment else ""),
 	)
 	close_assignments(doc)

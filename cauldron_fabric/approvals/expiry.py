@@ -14,7 +14,13 @@ from frappe import _
 from frappe.utils import format_datetime, now_datetime
 
 from cauldron_fabric.approvals.decisions import REJECTED, is_overdue, publish_response
-from cauldron_fabric.approvals.notify import DOCTYPE, close_assignments, notify_approvers, users_with_roles
+from cauldron_fabric.approvals.notify import (
+	DOCTYPE,
+	add_note,
+	close_assignments,
+	notify_approvers,
+	users_with_roles,
+)
 
 BATCH = 200
 SYSTEM_USER = "Administrator"  # who the agent is told decided an expired request
@@ -71,7 +77,7 @@ def reject_on_expiry(doc, note: str) -> None:
 	doc.response_event_id = publish_response(doc, REJECTED, note, SYSTEM_USER).id
 	doc.flags.fabric_approval_path = True
 	doc.save(ignore_permissions=True, ignore_version=False)
-	doc.add_comment("Info", note)
+	add_note(doc, note)
 	close_assignments(doc)
 
 
@@ -83,5 +89,5 @@ def escalate(doc, role: str, holders: list[str]) -> None:
 	doc.flags.fabric_approval_path = True
 	doc.save(ignore_permissions=True, ignore_version=False)
 	note = _("No decision by {0}: escalated to {1}.").format(format_datetime(doc.due_by), role)
-	doc.add_comment("Info", note)
+	add_note(doc, note)
 	notify_approvers(doc, holders)

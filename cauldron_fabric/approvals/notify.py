@@ -13,6 +13,8 @@ from frappe.desk.form import assign_to
 from frappe.permissions import ALL_USER_ROLE, GUEST_ROLE
 from frappe.utils import getdate
 
+from cauldron_fabric.core.markup import plain
+
 DOCTYPE = "Approval Request"
 MANAGERS = ("System Manager", "Fabric Manager")
 # Frappe gives these to every logged-in user, website users (customers, suppliers) too: named as
@@ -21,6 +23,16 @@ EVERY_USER_ROLES = frozenset({ALL_USER_ROLE, GUEST_ROLE})
 # A role held by hundreds of users should not flood them all; the first ones are assigned.
 MAX_NOTIFIED = 50
 URGENT = ("high", "critical")
+
+
+def add_note(doc, text: str) -> None:
+	"""Adds an Info comment to the request's timeline, its text kept with look-alike brackets.
+
+	Desk's timeline renders Info comments as HTML, and the notes quote what came from outside
+	(an approver's decision comment, the names an agent's event gave as approvers): Frappe's
+	sanitizing leaves links and images in, which would show as the site's own note.
+	"""
+	doc.add_comment("Info", plain(text))
 
 
 def listed(doc, approver_type: str) -> set[str]:
@@ -86,8 +98,8 @@ def notify_approvers(doc, users: list[str] | None = None) -> list[str]:
 		# the whole event) when sharing is off: assign only the readers and name the others.
 		readers = [user for user in users if frappe.has_permission(doc=doc, ptype="read", user=user)]
 		if left_out := [user for user in users if user not in readers]:
-			doc.add_comment(
-				"Info",
+			add_note(
+				doc,
 				_(
 					"Document sharing is off, so these approvers cannot open it and were not assigned: {0}"
 				).format(", ".join(left_out)),

@@ -14,7 +14,7 @@ import frappe
 from frappe import _
 from frappe.utils import convert_utc_to_system_timezone
 
-from cauldron_fabric.approvals.notify import DOCTYPE, manager_users, notify_approvers
+from cauldron_fabric.approvals.notify import DOCTYPE, add_note, manager_users, notify_approvers
 from cauldron_fabric.core.envelope import KEY_LENGTH, Envelope, parse_time
 from cauldron_fabric.core.markup import plain
 from cauldron_fabric.emit.context import keepable
@@ -51,14 +51,14 @@ def create_approval_request(envelope: Envelope, context=None) -> None:
 	doc.flags.fabric_approval_path = True
 	doc.insert()
 	if missing:
-		doc.add_comment("Info", _("Approvers unknown on this site, left out: {0}").format(", ".join(missing)))
+		add_note(doc, _("Approvers unknown on this site, left out: {0}").format(", ".join(missing)))
 	if not rows:
-		doc.add_comment("Info", _("No named approver exists here: Fabric Managers decide this request."))
+		add_note(doc, _("No named approver exists here: Fabric Managers decide this request."))
 	if not notify_approvers(doc) and notify_approvers(doc, manager_users()):
 		# Nobody it names can be told (unknown or disabled users, roles nobody holds): the
 		# managers, who may decide any request, are then its deciders and must hear of it, or
 		# the request only waits for its expiry.
-		doc.add_comment("Info", _("None of its approvers can decide it: assigned to the managers."))
+		add_note(doc, _("None of its approvers can decide it: assigned to the managers."))
 
 
 def note_repeated_request(envelope: Envelope) -> None:
@@ -76,8 +76,8 @@ def note_repeated_request(envelope: Envelope) -> None:
 	frappe.logger("cauldron_fabric").warning(
 		"approval request %s: a second request from %s (event %s) was ignored", rid, sender, envelope.id
 	)
-	frappe.get_doc(DOCTYPE, rid).add_comment(
-		"Info",
+	add_note(
+		frappe.get_doc(DOCTYPE, rid),
 		_(
 			"A second request with this id came from {0} (event {1}) and was ignored: this one, from {2}, stands. Make sure it is the request you expect before deciding."
 		).format(sender or _("an unnamed sender"), envelope.id, first.requested_by or _("an unnamed sender")),

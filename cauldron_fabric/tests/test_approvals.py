@@ -194,6 +194,21 @@ class TestApprovalRequests(ApprovalCase):
 		self.assertEqual(frappe.db.get_value("Approval Request", name, "status"), "Pending")
 		self.assertEqual(responses(name), [])
 
+	def test_markup_from_an_agent_or_an_approver_never_reaches_the_timeline_as_html(self):
+		# Desk's timeline renders Info comments as HTML, and Frappe keeps a Comment's content
+		# unsanitized: an unknown approver named in the agent's event, or a decision's comment,
+		# would run as markup in the browser of whoever opens the request.
+		markup = '<img src=x onerror="alert(1)">'
+		name = receive(approval_requested(users=(APPROVER, f"ghost{markup}@nowhere.test")))
+		frappe.set_user(APPROVER)
+		approvals_api.approve(name, f"Fine {markup}")
+		frappe.set_user("Administrator")
+		notes = frappe.get_all(
+			"Comment", filters={"reference_name": name, "comment_type": "Info"}, pluck="content"
+		)
+		self.assertTrue(any("User ghost" in n for n in notes) and any("Fine" in n for n in notes), notes)
+		self.assertEqual([n for n in notes if "<" in n or ">" in n], [])
+
 	def test_the_requester_is_not_asked_to_decide_its_own_request(self):
 		# Four eyes: a ToDo "Approve or reject" for a request its owner may not decide is a dead end.
 		event = approval_requested(users=(APPROVER,), roles=(APPROVER_ROLE,))
