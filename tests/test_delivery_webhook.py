@@ -215,6 +215,15 @@ def test_method_and_custom_headers_are_sent_but_cannot_forge_the_signature(recei
 		WebhookTarget(receiver.url(), headers=(("webhook-signature", "v1,forged"),)).validate()
 
 
+@pytest.mark.parametrize("name", ["webhook-signature", "Webhook-Timestamp", "WEBHOOK-ID"])
+def test_the_sender_itself_never_lets_a_header_row_pass_for_a_signature_header(receiver, sender, name):
+	# validate() refuses such rows on save and on load; a target built without it (core callers)
+	# and without a secret sent a row's "webhook-signature" as if the fabric had signed the event.
+	outcome = sender.send(WebhookTarget(receiver.url(), headers=((name, "v1,forged"),)), "evt-14", BODY)
+	assert not outcome.ok and not outcome.retryable and "set by the fabric" in outcome.error
+	assert receiver.on("/hook") == []
+
+
 @pytest.mark.parametrize(
 	"header, problem",
 	[

@@ -164,6 +164,9 @@ class WebhookSender:
 		started = time.perf_counter()
 		if problem := authority_problem(target.url):
 			return Outcome(False, False, problem, latency_ms=_elapsed(started))
+		if problem := reserved_header_problem(target.headers):
+			problem += " Remove it from the subscription's headers, then retry the dead letter."
+			return Outcome(False, False, problem, latency_ms=_elapsed(started))
 		with request_deadline(target.timeout) as progress:
 			return self._attempt(target, message_id, body, content_type, extra_headers, progress, started)
 
@@ -303,6 +306,19 @@ def authority_problem(url: str) -> str | None:
 	return None
 
 
+def reserved_header_problem(headers: Sequence[tuple[str, str]]) -> str | None:
+	"""Returns why a header row names a header the fabric sets (the Standard Webhooks ones, Host,
+	Content-Length), or None.
+
+	Checked on every attempt, not only by validate(): a target built without it and without a
+	secret would otherwise send a row's ``webhook-signature`` as if the fabric had signed the event.
+	"""
+	for name, _value in headers:
+		if name.lower() in RESERVED_HEADERS:
+			return f"Webhook header {name!r} is set by the fabric and cannot be overridden."
+	return None
+
+
 def _elapsed(started: float) -> float:
 	return (time.perf_counter() - started) * 1000
 
@@ -345,8 +361,8 @@ def _check_header(name: str, value: str) -> None:
 			f"Webhook header name {name!r} is not a valid HTTP header name.",
 			hint="Use letters, digits and hyphens only, e.g. X-Api-Key.",
 		)
-	if name.lower() in RESERVED_HEADERS:
-		raise ConfigurationError(f"Webhook header {name!r} is set by the fabric and cannot be overridden.")
+	if problem := reserved_header_problem([(name, value)]):
+		raise ConfigurationError(problem, hint="Remove it from the subscription's headers.")
 	if name.lower() in HOP_BY_HOP_HEADERS:
 		raise ConfigurationError(
 			f"Webhook header {name!r} controls the HTTP connection, not the event, and cannot be set.",
