@@ -13,7 +13,7 @@ import frappe
 from frappe import _
 from frappe.model import default_fields, optional_fields
 
-from cauldron_fabric.api.params import json_param, names_param, number_param, required
+from cauldron_fabric.api.params import json_param, names_param, number_param, required, text_param
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.services.dead_letter_bulk import act_on_letters
 
@@ -32,7 +32,7 @@ def retry(names: list[str] | str | None = None) -> dict[str, Any]:
 def discard(names: list[str] | str | None = None, note: str | None = None) -> dict[str, Any]:
 	"""Discards the named dead letters, keeping them as a record."""
 	require_role()
-	return act_on_letters("discard", _names(names), note)
+	return act_on_letters("discard", _names(names), text_param(note, "note"))
 
 
 @frappe.whitelist(methods=["POST"])

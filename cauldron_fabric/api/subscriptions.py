@@ -7,7 +7,7 @@ from typing import Any
 import frappe
 from frappe import _
 
-from cauldron_fabric.api.params import number_param, required
+from cauldron_fabric.api.params import number_param, required, text_param
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.core.delivery import DeliveryRequest, generate_secret
 
@@ -69,7 +69,12 @@ def send_test_event(subscription: str | None = None) -> dict[str, str]:
 
 
 def _existing(subscription: str | None):
-	required(subscription, "subscription")
+	"""Returns the named subscription; a missing name, or anything but a text, is a validation error.
+
+	Frappe reads an object or a list where a name belongs as filters: ``{"name": ["like", "%"]}``
+	picked whichever subscription matched first.
+	"""
+	text_param(required(subscription, "subscription"), "subscription")
 	if not frappe.db.exists("Event Subscription", subscription):
 		frappe.throw(_("No Event Subscription {0}.").format(subscription), frappe.DoesNotExistError)
 	return frappe.get_doc("Event Subscription", subscription)

@@ -37,7 +37,7 @@ class TestMalformedParameters(FrappeTestCase):
 	def test_a_value_of_the_wrong_kind_is_a_validation_error_naming_it(self):
 		# A JSON body can carry a list or an object where a text is expected: before, each of
 		# these failed deep down (str methods, SQL, Redis) with HTTP 500.
-		from cauldron_fabric.api import consumers, schemas
+		from cauldron_fabric.api import consumers, dead_letters, schemas, subscriptions
 		from cauldron_fabric.api import requests as requests_api
 
 		frappe.set_user("Administrator")
@@ -50,6 +50,11 @@ class TestMalformedParameters(FrappeTestCase):
 			(consumers.get_lag, {"topics": ["a", "b"]}, "topics"),
 			(schemas.list_subjects, {"subjectPrefix": ["x"]}, "subjectPrefix"),
 			(schemas.register, {"subject": ["x"], "schema": {"type": "object"}}, "subject"),
+			# A filter where a name belongs picked whichever subscription matched it first.
+			(subscriptions.reveal_secret, {"subscription": {"name": ["like", "%"]}}, "subscription"),
+			(subscriptions.get_delivery_stats, {"subscription": ["like", "%"]}, "subscription"),
+			(subscriptions.send_test_event, {"subscription": {"name": ["like", "%"]}}, "subscription"),
+			(dead_letters.discard, {"names": ["none-such"], "note": {"a": 1}}, "note"),
 		]
 		for method, params, name in cases:
 			with self.subTest(method=method.__name__, params=params):
