@@ -37,6 +37,7 @@ from cauldron_fabric.core.markup import plain
 from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.core.transports.amqp import MessageUnroutable
+from cauldron_fabric.services.errors import log_error_without_values
 
 SOURCE = "Consumer"
 OPEN_STATUSES = ("Dead", "Retrying")
@@ -273,7 +274,7 @@ def close_quietly(transport) -> None:
 	try:
 		transport.close()
 	except Exception:
-		frappe.log_error(title="Fabric: closing a Dead Letter Retry's connection")
+		log_error_without_values("Fabric: closing a Dead Letter Retry's connection")
 
 
 def problem(error: Exception) -> str:

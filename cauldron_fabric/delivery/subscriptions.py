@@ -47,6 +47,7 @@ from cauldron_fabric.core.delivery.transform import BINARY, ENVELOPE, FIELDS, ST
 from cauldron_fabric.core.markup import plain
 from cauldron_fabric.delivery.credentials import DOCTYPE, HEADERS_DOCTYPE, webhook_credentials
 from cauldron_fabric.emit.held import when_transaction_ends
+from cauldron_fabric.services.errors import log_error_without_values
 
 VERSION_KEY = "cauldron_fabric:subscriptions:version"
 SEQUENCE_KEY = "cauldron_fabric:subscriptions:sequence"
@@ -238,7 +239,7 @@ def _compile_stored(row: Any, headers: list[Any] | None, with_secrets: bool) -> 
 		return compile_subscription(row, secret, pairs)
 	except Exception as exc:
 		if not isinstance(exc, SubscriptionInvalid) and row.problem is None:
-			frappe.log_error(title=f"Event Subscription {row.name} no longer compiles")
+			log_error_without_values(f"Event Subscription {row.name} no longer compiles")
 		problem = (
 			" ".join(exc.problems) if isinstance(exc, SubscriptionInvalid) else f"{type(exc).__name__}: {exc}"
 		)

@@ -43,6 +43,7 @@ from cauldron_fabric.delivery.subscriptions import (
 	load_subscriptions,
 	show_problems,
 )
+from cauldron_fabric.services.errors import log_error_without_values
 from cauldron_fabric.services.heartbeats import process_name
 from cauldron_fabric.services.relay import kafka_connection, rabbitmq_connection, site_db_connector
 from cauldron_fabric.services.sitedb import recovered_from_lost_connection
@@ -163,7 +164,7 @@ def _open_transports(settings: DeliverySettings) -> dict[str, Any]:
 			transports[kind] = open_transport(*connection)
 		except FabricError:
 			# Deliveries to it wait (and retry) until the setting is fixed.
-			frappe.log_error(title=f"Cauldron Fabric: cannot open the {kind} transport for deliveries")
+			log_error_without_values(f"Cauldron Fabric: cannot open the {kind} transport for deliveries")
 	return transports
 
 
@@ -171,8 +172,8 @@ def _address_policy(allow_list: str):
 	try:
 		return webhook_address_policy(allow_list)
 	except FabricError:
-		frappe.log_error(
-			title="Cauldron Fabric: the webhook allow-list is invalid; allowing no private address"
+		log_error_without_values(
+			"Cauldron Fabric: the webhook allow-list is invalid; allowing no private address"
 		)
 		return webhook_address_policy("")
 

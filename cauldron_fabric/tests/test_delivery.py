@@ -127,3 +127,23 @@ class TestFabricSettingsForDelivery(FrappeTestCase):
 			self.assertFalse(current_policy().publishing)
 			with fabric_settings(rabbitmq_url="amqp://guest@127.0.0.1:5672/%2F"):
 				self.assertTrue(current_policy().publishing)
+
+	def test_a_transport_that_cannot_open_leaves_no_password_in_the_error_log(self):
+		# The Error Log keeps each frame's variables; Frappe hides those named like a password,
+		# not a connection tuple whose URL carries the RabbitMQ password.
+		from cauldron_fabric.delivery.worker import run_delivery_worker
+
+		password = "Rabbit-" + frappe.generate_hash(length=12)
+		since = now_datetime()
+		broken = "amqp://guest@127.0.0.1:5672/%2F?heartbeat=abc"  # pika refuses it when opened
+		with fabric_settings(rabbitmq_url=broken, rabbitmq_password=password):
+			run_delivery_worker(stop_when_idle=True, max_seconds=1)
+		frappe.db.rollback()
+		logs = frappe.get_all(
+			"Error Log",
+			filters={"method": ("like", "%cannot open the amqp transport%"), "creation": (">=", since)},
+			pluck="error",
+		)
+		self.assertTrue(logs, "the worker said nothing of the transport it could not open")
+		self.assertIn("heartbeat", logs[0])
+		self.assertEqual([log for log in logs if password in log], [])
