@@ -187,6 +187,30 @@ class TestGenericEndpoints(FrappeTestCase):
 		self.assertEqual(response.status_code, 200, response.text)
 		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "resolved_by"), self.manager)
 
+	def test_a_discard_note_with_markup_is_kept_as_text_desk_cannot_run(self):
+		# The note is written with db_set, past Frappe's sanitizing, into a field the letter's form
+		# renders as HTML: a Fabric Manager's markup would run in a System Manager's browser.
+		letters = [dead_letter(), dead_letter()]
+		note = 'stale <img src=x onerror="alert(1)">'
+		response = request(
+			"post",
+			"/api/method/run_doc_method",
+			json={"dt": "Dead Letter", "dn": letters[0].name, "method": "discard", "args": {"note": note}},
+			**auth(self.fm_token),
+		)
+		self.assertEqual(response.status_code, 200, response.text)
+		response = request(
+			"post",
+			"/api/method/cauldron_fabric.api.dead_letters.discard",
+			json={"names": [letters[1].name], "note": note},
+			**auth(self.fm_token),
+		)
+		self.assertEqual(response.status_code, 200, response.text)
+		for letter in letters:
+			kept = frappe.db.get_value("Dead Letter", letter.name, "resolution_note")
+			self.assertIn("stale", kept)
+			self.assertNotRegex(kept, "[<>]")
+
 	def test_actions_that_change_state_refuse_get(self):
 		# A GET carries no CSRF token: a link opened by a manager's browser (its session cookie
 		# goes along on a top-level navigation) must not retry, discard or reset anything.

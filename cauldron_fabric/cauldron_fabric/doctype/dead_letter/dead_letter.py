@@ -12,7 +12,9 @@ from frappe import _
 from frappe.model.document import Document
 from frappe.utils import now_datetime
 
+from cauldron_fabric.api.params import text_param
 from cauldron_fabric.api.permissions import require_role
+from cauldron_fabric.core.markup import plain
 
 # Source type -> dotted path of ``retry(dead_letter) -> None``, filled by the delivery and
 # consumer packages; the function re-queues the event and raises with a clear message if it can't.
@@ -60,7 +62,8 @@ class DeadLetter(Document):
 					"Only a dead letter can be discarded; this one was already {0} and its event is back in play. Discard the newer dead letter if it fails again."
 				).format(self.status)
 			)
-		self.resolve("Discarded", note or _("Discarded"))
+		# Kept by db_set, past Frappe's sanitizing, in a field the form renders as HTML.
+		self.resolve("Discarded", plain(text_param(note, "note")) or _("Discarded"))
 
 	def load_locked(self) -> None:
 		"""Reloads this letter as stored, locked until the request ends, its status as last committed.
