@@ -61,6 +61,30 @@ class TestDeadLetterButtons(FrappeTestCase):
 		self.assertIn("Fabric Settings", str(raised.exception))
 		self.assertEqual(frappe.db.get_value("Dead Letter", letter.name, "status"), "Dead")
 
+	def test_a_note_discarded_with_markup_before_the_upgrade_is_kept_as_text_desk_cannot_run(self):
+		# Discard wrote its note with db_set, past Frappe's sanitizing, into a field the letter's
+		# form renders as HTML; the fix keeps new notes plain, and the migrate rewrites stored ones.
+		from cauldron_fabric.patches import discard_notes_keep_markup_as_brackets as patch
+
+		marked, plain_note = consumer_dead_letter(), consumer_dead_letter()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "Dead Letter", {"name": ("in", [marked.name, plain_note.name])})
+		markup = 'stale <img src=x onerror="alert(1)"> a > b'
+		for letter, note in ((marked, markup), (plain_note, "ledger retired")):
+			letter.db_set({"status": "Discarded", "resolution_note": note}, update_modified=False)
+		modified = frappe.db.get_value("Dead Letter", plain_note.name, "modified")
+		patch.execute()
+		self.assertEqual(
+			frappe.db.get_value("Dead Letter", marked.name, "resolution_note"),
+			'stale \u2039img src=x onerror="alert(1)"\u203a a \u203a b',
+		)
+		self.assertEqual(
+			frappe.db.get_value("Dead Letter", plain_note.name, "resolution_note"), "ledger retired"
+		)
+		self.assertEqual(frappe.db.get_value("Dead Letter", plain_note.name, "modified"), modified)
+		with open(frappe.get_app_path("cauldron_fabric", "patches.txt")) as listed:
+			self.assertIn(patch.__name__, listed.read().split())
+
 
 def shown_messages() -> str:
 	"""Returns what Desk would show of the request's message log."""
