@@ -53,6 +53,14 @@ if ! as_owner "$bench_dir/env/bin/python" -c "import selenium" 2>/dev/null; then
 fi
 
 cd "$bench_dir"
+# What the tests change on the site (the setup wizard flag, Fabric Settings' broker), saved now and
+# put back when this script ends: the time limit below stops a hung run before its cleanups.
+state=$(mktemp)
+[ "$(id -u)" -ne 0 ] || chown "$owner" "$state"  # bench runs as its owner
+site_state() {
+	"$bench_cmd" --site "$site" execute "cauldron_fabric.tests.browser.site_state.$1" --kwargs "{\"path\": \"$state\"}"
+}
+site_state save
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url=http://127.0.0.1:$port
 server_log=$(mktemp)
@@ -63,6 +71,7 @@ server=$!
 stop_server() {
 	kill -TERM -- "-$server" 2>/dev/null || true
 	wait "$server" 2>/dev/null || true
+	site_state restore || echo "browser suite: could not put back the site's settings saved in $state"
 	rm -f "$server_log" "$tests_log"
 }
 trap stop_server EXIT

@@ -1,0 +1,52 @@
+"""The browser suite's record of what it changes on its site, put back after a run that was killed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import frappe
+from frappe.tests.utils import FrappeTestCase
+
+from cauldron_fabric.tests.browser import site_state
+
+
+def current() -> dict:
+	"""Returns the values the browser tests change, as committed."""
+	return {
+		"setup_complete": frappe.db.get_single_value("System Settings", "setup_complete", cache=False),
+		**{
+			field: frappe.db.get_single_value("Fabric Settings", field, cache=False)
+			for field in site_state.FABRIC_SETTINGS
+		},
+	}
+
+
+class TestBrowserSiteState(FrappeTestCase):
+	def test_what_a_killed_browser_run_left_changed_is_put_back(self):
+		# browser_suite.sh stops a hung run with SIGTERM, which ends Python before any cleanup:
+		# the setup wizard flag and Fabric Settings pointing at the run's broker stayed on the
+		# site the next Frappe suite runs on. The script saves them first and restores them after.
+		before = current()
+		path = os.path.join(tempfile.mkdtemp(), "browser-state.json")
+		site_state.save(path)
+		self.addCleanup(site_state.restore, path)
+		# As the browser tests leave the site when killed halfway (all committed).
+		frappe.db.set_single_value("System Settings", "setup_complete", 1 - (before["setup_complete"] or 0))
+		for field, value in (
+			("bootstrap_servers", "127.0.0.1:1"),
+			("rabbitmq_url", "amqp://guest@127.0.0.1:1/%2F"),
+			("topic_template", "fabricbrowserdead.{domain}"),
+			("message_timeout_ms", 3000),
+		):
+			frappe.db.set_single_value("Fabric Settings", field, value)
+		frappe.db.commit()
+		self.assertNotEqual(current(), before)
+		site_state.restore(path)
+		self.assertEqual(current(), before)
+		self.assertFalse(os.path.exists(path), "the saved state is used once")
+		self.assertEqual(
+			frappe.get_cached_doc("Fabric Settings").bootstrap_servers, before["bootstrap_servers"]
+		)
+		site_state.restore(path)  # nothing saved: nothing to do
+		self.assertEqual(current(), before)
