@@ -37,14 +37,8 @@ if [ ! -x "$FABRIC_CHROMIUM" ] || [ ! -x "$FABRIC_CHROMEDRIVER" ]; then
 	fi
 fi
 
-owner=$(stat -c %U "$bench_dir")
-bench_cmd=$(command -v bench || true)
-[ -n "$bench_cmd" ] || bench_cmd=$(eval echo ~"$owner")/benchenv/bin/bench
-[ -x "$bench_cmd" ] || { echo "bench command not found (looked on PATH and in ~$owner/benchenv)"; exit 1; }
-
-as_owner() {
-	if [ "$(id -un)" = "$owner" ]; then "$@"; else runuser -u "$owner" -- env HOME="$(eval echo ~"$owner")" "$@"; fi
-}
+# shellcheck source=tests/bench_env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench_env.sh"
 
 # Selenium comes with the app's test extra, which frappe_suite.sh installs into the bench.
 if ! as_owner "$bench_dir/env/bin/python" -c "import selenium" 2>/dev/null; then

@@ -3,14 +3,8 @@
 # Usage: frappe_suite.sh REPO BENCH_DIR SITE
 set -euo pipefail
 repo=$1 bench_dir=$2 site=$3
-owner=$(stat -c %U "$bench_dir")
-bench_cmd=$(command -v bench || true)
-[ -n "$bench_cmd" ] || bench_cmd=$(eval echo ~"$owner")/benchenv/bin/bench
-[ -x "$bench_cmd" ] || { echo "bench command not found (looked on PATH and in ~$owner/benchenv)"; exit 1; }
-
-as_owner() {
-	if [ "$(id -un)" = "$owner" ]; then "$@"; else runuser -u "$owner" -- env HOME="$(eval echo ~"$owner")" "$@"; fi
-}
+# shellcheck source=tests/bench_env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench_env.sh"
 
 # The bench's user must read the app: link this checkout when it can, else copy it.
 app_dir=$repo
