@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import frappe
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port
+from cauldron_fabric.testing.kafka_broker import KafkaBroker, create_topic, free_port
 from cauldron_fabric.tests.browser.desk import DeskCase
 from cauldron_fabric.tests.utils import fabric_settings
 
@@ -44,8 +43,7 @@ class TestFabricSettingsTestConnection(DeskCase):
 	def test_a_running_broker_is_reported_with_its_brokers_and_topics(self):
 		with KafkaBroker() as broker:
 			topic = "fabric-browser-" + frappe.generate_hash(length=6)
-			admin = AdminClient({"bootstrap.servers": broker.bootstrap})  # kept: its futures need it
-			admin.create_topics([NewTopic(topic, 1)])[topic].result(timeout=10)
+			create_topic(broker.bootstrap, topic, 1)
 			title, text = self.press_test_connection(broker.bootstrap)
 		self.assertEqual(title, "Connected")
 		self.assertIn("1 broker(s), 1 topic(s)", text)
