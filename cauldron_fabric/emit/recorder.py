@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import frappe
+from frappe.utils import now_datetime
 
 from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
 from cauldron_fabric.core.outbox.statements import build_append
@@ -22,7 +23,6 @@ from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.writes import (
 	PACKET_HEADROOM,
 	escapes_in_literals,
-	now_in_system_zone,
 	statement_limit,
 	write_in_fitting_statements,
 )
@@ -95,7 +95,7 @@ def append_to_outbox(entries: Sequence[OutboxAppend]) -> list[OutboxAppend]:
 
 
 def _append_statement(entries: Sequence[OutboxAppend]) -> tuple[str, list[Any]]:
-	return build_append(entries, actor=acting_user(), now=now_in_system_zone(), escapes=escapes_in_literals())
+	return build_append(entries, actor=acting_user(), now=now_datetime(), escapes=escapes_in_literals())
 
 
 def _without_payload(entry: OutboxAppend, size: int) -> OutboxAppend:

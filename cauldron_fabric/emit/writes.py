@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import frappe
-import pytz
-from frappe.utils import get_system_timezone
 
 from cauldron_fabric.core.outbox.statements import backslash_escapes
 
@@ -17,29 +14,6 @@ from cauldron_fabric.core.outbox.statements import backslash_escapes
 SURELY_FITS = 256 * 1024
 # Room in the packet for its header and the command byte.
 PACKET_HEADROOM = 1024
-
-
-# pytz zones by name: the zone of the site's time zone, for the stamp of every row written.
-_ZONES: dict[str, Any] = {}
-
-
-def now_in_system_zone() -> dt.datetime:
-	"""Returns the time now in the site's time zone, naive: what ``frappe.utils.now_datetime`` gives.
-
-	Every event's row is stamped with it on the path of every save. Frappe's looks the zone up
-	by name on each call; here the zone is kept by its name, which is read each time (from
-	System Settings, cached per request), so a changed time zone applies at once. An unknown
-	name gives UTC, as Frappe's does.
-	"""
-	name = get_system_timezone()
-	zone = _ZONES.get(name)
-	if zone is None:
-		try:
-			zone = pytz.timezone(name)
-		except pytz.UnknownTimeZoneError:
-			zone = pytz.UTC
-		_ZONES[name] = zone
-	return dt.datetime.now(zone).replace(tzinfo=None)
 
 
 def execute_in_transaction(sql: str, params: Sequence[Any]) -> None:

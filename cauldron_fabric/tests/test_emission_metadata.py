@@ -56,7 +56,7 @@ class TestMetadata(EmissionCase):
 		self.assertNotIn(None, ids)
 
 	def test_event_rows_are_stamped_on_the_sites_clock_as_its_time_zone_changes(self):
-		# The stamp's zone is kept by name: a changed time zone must apply to the next event.
+		# A changed time zone must apply to the next event's stamp.
 		def set_zone(name: str) -> None:
 			frappe.db.set_single_value("System Settings", "time_zone", name)
 			frappe.clear_document_cache("System Settings", "System Settings")
