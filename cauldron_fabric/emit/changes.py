@@ -243,9 +243,7 @@ def _readers_of(meta) -> Callable[[Any], Callable[[str], Any]]:
 
 	def reader_of(doc) -> Callable[[str], Any]:
 		computed = _virtual_values(doc, virtual) if virtual else {}
-		# BaseDocument.get(key) is __dict__.get(key): read that directly (a child table's rows
-		# are compared value by value), unless the controller has a get of its own.
-		held = doc.__dict__.get if type(doc).get is BaseDocument.get else doc.get
+		held = _dict_reader(doc) or doc.get  # a child table's rows are compared value by value
 
 		def value_of(key: str) -> Any:
 			if key in computed:
@@ -326,6 +324,10 @@ def _held_reader(row) -> Callable[[str], Any] | None:
 	and secrets (a masked value renders as itself), and gives what it gave again. A virtual
 	field's value is computed rather than held, and a controller's own get may read otherwise.
 	"""
-	if type(row).get is not BaseDocument.get or _virtual_fields(row.meta):
-		return None
-	return row.__dict__.get
+	return None if _virtual_fields(row.meta) else _dict_reader(row)
+
+
+def _dict_reader(doc) -> Callable[[str], Any] | None:
+	"""Returns ``doc.__dict__.get``, which is what BaseDocument.get(key) does for a plain key
+	without its filter handling, unless the controller has a get of its own (then None)."""
+	return doc.__dict__.get if type(doc).get is BaseDocument.get else None
