@@ -50,6 +50,11 @@ def server_url() -> str:
 	return url.rstrip("/")
 
 
+def desk_route(doctype: str) -> str:
+	"""Returns the route Desk gives a DocType (``Dead Letter`` -> ``dead-letter``), as frappe.router.slug does."""
+	return frappe.scrub(doctype).replace("_", "-")
+
+
 def ensure_desk_user() -> str:
 	"""Makes the tests' desk user (once) and gives it a new random password, which it returns."""
 	if not frappe.db.exists("User", USER):
@@ -157,7 +162,7 @@ class Desk:
 
 	def open_form(self, doctype: str, name: str | None = None) -> None:
 		"""Opens a document's form (a Single's when ``name`` is None) and waits until it is shown."""
-		route = frappe.scrub(doctype).replace("_", "-") + (f"/{quote(name, safe='')}" if name else "")
+		route = desk_route(doctype) + (f"/{quote(name, safe='')}" if name else "")
 		self.driver.get(f"{self.base_url}/app/{route}")
 		shown = (
 			"return !!(window.cur_frm && cur_frm.doctype === arguments[0] && cur_frm.docname === arguments[1]"
@@ -170,7 +175,7 @@ class Desk:
 	def open_list(self, doctype: str, **filters: str) -> None:
 		"""Opens a DocType's list filtered by ``filters`` (field=value, as a link to it would)."""
 		query = "&".join(f"{field}={quote(value, safe='')}" for field, value in filters.items())
-		self.driver.get(f"{self.base_url}/app/{frappe.scrub(doctype).replace('_', '-')}?{query}")
+		self.driver.get(f"{self.base_url}/app/{desk_route(doctype)}?{query}")
 		self.find(".frappe-list .result", f"the list of {doctype}")
 
 	def list_row(self, name: str) -> WebElement:

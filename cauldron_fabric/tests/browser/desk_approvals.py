@@ -35,6 +35,16 @@ class TestApprovalRequestForm(DeskCase):
 		self.desk.confirm_dialog()
 		self.desk.alert(f"{button}: the agent is told")
 
+	def assert_decided(self, name: str, status: str, comment: str) -> None:
+		"""Checks the form shows ``status`` without its buttons, and the decision and the agent's
+		answer as committed."""
+		self.desk.wait_field_text("status", status)
+		self.desk.wait_without_button("Approve")
+		self.desk.wait_without_button("Reject")
+		self.committed()
+		self.assertEqual(stored(name), {"status": status, "decided_by": USER, "decision_comment": comment})
+		self.assert_response(name, status.lower(), comment)
+
 	def assert_response(self, name: str, decision: str, comment: str) -> None:
 		"""Checks the one approval.response the decision recorded for the agent."""
 		(response,) = responses(name)
@@ -49,15 +59,7 @@ class TestApprovalRequestForm(DeskCase):
 	def test_approve_records_the_decision_and_answers_the_agent(self):
 		name = self.new_request()
 		self.decide(name, "Approve", "Within this quarter's budget")
-		self.desk.wait_field_text("status", "Approved")
-		self.desk.wait_without_button("Approve")
-		self.desk.wait_without_button("Reject")
-		self.committed()
-		self.assertEqual(
-			stored(name),
-			{"status": "Approved", "decided_by": USER, "decision_comment": "Within this quarter's budget"},
-		)
-		self.assert_response(name, "approved", "Within this quarter's budget")
+		self.assert_decided(name, "Approved", "Within this quarter's budget")
 
 	def test_reject_needs_a_comment_then_records_it_and_answers_the_agent(self):
 		name = self.new_request()
@@ -75,11 +77,4 @@ class TestApprovalRequestForm(DeskCase):
 		self.desk.fill_dialog("comment", "Supplier is not approved")
 		self.desk.confirm_dialog()
 		self.desk.alert("Reject: the agent is told")
-		self.desk.wait_field_text("status", "Rejected")
-		self.desk.wait_without_button("Reject")
-		self.committed()
-		self.assertEqual(
-			stored(name),
-			{"status": "Rejected", "decided_by": USER, "decision_comment": "Supplier is not approved"},
-		)
-		self.assert_response(name, "rejected", "Supplier is not approved")
+		self.assert_decided(name, "Rejected", "Supplier is not approved")
