@@ -57,9 +57,9 @@ override_whitelisted_methods = {
 			"frappe.handler.runserverobj",
 		)
 	},
-	# Frappe counts (and counts assignees) without any permission check: a count filtered on
-	# an event's envelope would read its document one guess at a time. The sidebar's counts
-	# also took SQL in their filters, for every DocType.
+	# Frappe counts (and counts assignees) without any permission check, for every DocType: a
+	# count filtered on an event's envelope, or on an approver's note, would read it one guess
+	# at a time. The sidebar's counts also took SQL in their filters.
 	"frappe.client.get_count": "cauldron_fabric.api.counts.get_count",
 	"frappe.desk.listview.get_group_by_count": "cauldron_fabric.api.counts.get_group_by_count",
 }

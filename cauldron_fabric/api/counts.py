@@ -1,14 +1,16 @@
-"""Counting the fabric's DocTypes through Frappe's generic count endpoints, with permissions.
+"""Frappe's generic count endpoints, counting only what the caller may list.
 
-Frappe's ``frappe.client.get_count`` counts with ``frappe.db.count``, and the list sidebar's
+Frappe v15's ``frappe.client.get_count`` counts with ``frappe.db.count``, and the list sidebar's
 "Assigned To" counts (``frappe.desk.listview.get_group_by_count``) over every document its
-filters match: neither checks a permission. Event Log, Event Delivery and Dead Letter rows carry
-whole documents in their envelope: a count filtered on it (``envelope like '%"net_pay": 9%'``)
-answers yes or no to a guess at any value, so any logged-in user could read payloads one guess
-at a time; counts of Approval Requests by name would tell which request ids exist and who
-decides them. The fabric's DocTypes are counted through ``frappe.get_list``, which applies role,
-share and user permissions and the permission query conditions; any other DocType is counted
-as Frappe counts it.
+filters match: neither checks a permission. A count filtered on a column answers yes or no to a
+guess at its value, so any logged-in user could read what they may not see one guess at a time:
+Event Log, Event Delivery and Dead Letter rows carry whole documents in their envelope
+(``envelope like '%"net_pay": 9%'``); Comments on Approval Requests hold the approvers' notes;
+Error Logs hold tracebacks; counts of Approval Requests by name tell which request ids exist.
+Every DocType kept in a table is counted through ``frappe.get_list``, which applies role, share
+and user permissions and the permission query conditions, as later Frappe releases count
+(frappe/frappe#35657); a user who may not read a DocType gets a PermissionError. Virtual and
+Single DocTypes are counted as Frappe counts them.
 """
 
 from __future__ import annotations
@@ -20,13 +22,11 @@ from frappe import client
 from frappe.desk import listview
 from frappe.desk.reportview import validate_args
 
-from cauldron_fabric.emit.policy import MODULE
-
 
 @frappe.whitelist()
 def get_count(doctype: str, filters=None, debug=False, cache=False) -> int:
-	"""Frappe's frappe.client.get_count, counting only the fabric documents the caller may list."""
-	if not _fabric_table(doctype):
+	"""Frappe's frappe.client.get_count, counting only the documents the caller may list."""
+	if not _table(doctype):
 		return client.get_count(doctype, filters, debug, cache)
 	field = f"count(`tab{doctype}`.name) as total_count"
 	rows = frappe.get_list(doctype, filters=_checked_filters(doctype, filters), fields=[field])
@@ -35,13 +35,13 @@ def get_count(doctype: str, filters=None, debug=False, cache=False) -> int:
 
 @frappe.whitelist()
 def get_group_by_count(doctype: str, current_filters: str, field: str) -> list[dict]:
-	"""Frappe's list sidebar counts, the fabric's assignees counted over the documents the caller may list.
+	"""Frappe's list sidebar counts, assignees counted over the documents the caller may list.
 
 	The filters of every DocType are checked first: Frappe's method hands them to frappe.get_list
 	as they come, and any user could put SQL of their own into its query.
 	"""
 	filters = _checked_filters(doctype, current_filters)
-	if field != "assigned_to" or not _fabric_table(doctype):
+	if field != "assigned_to" or not _table(doctype):
 		return listview.get_group_by_count(doctype, json.dumps(filters), field)
 	listed = frappe.get_list(doctype, filters=filters, fields=["name"], limit_page_length=0, run=0)
 	# Values are written into the query, as in the listing's own SQL (whose "%" must stay as is).
@@ -65,9 +65,9 @@ def _checked_filters(doctype: str, filters):
 	return validate_args(frappe._dict(doctype=doctype, filters=filters)).filters
 
 
-def _fabric_table(doctype: str) -> bool:
-	"""Tells whether ``doctype`` is one of the fabric's DocTypes kept in a table (not virtual)."""
+def _table(doctype: str) -> bool:
+	"""Tells whether ``doctype`` keeps its documents in a table of their own (not virtual or Single)."""
 	if not frappe.db.exists("DocType", doctype):
 		return False
 	meta = frappe.get_meta(doctype)
-	return meta.module == MODULE and not meta.get("is_virtual")
+	return not (meta.get("is_virtual") or meta.issingle)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import frappe
+from frappe.desk.form import assign_to
 
 from cauldron_fabric.api import events as events_api
 from cauldron_fabric.api import settings as settings_api
@@ -47,6 +48,50 @@ class TestEventAccessOverHttp(HttpCase):
 		# Checked as Frappe's list checks its filters: a text condition is no SQL of its own.
 		query["filters"] = json.dumps(["(select count(*) from `tabSessions`) < 0"])
 		self.assertGreaterEqual(count(self.manager).status_code, 400)
+
+	def test_counts_of_other_doctypes_cover_only_what_the_caller_may_read(self):
+		# Frappe v15 counts any DocType for any user: an approver's note on an approval request
+		# (a Comment) or a ToDo's text could be read one guess at a time by counting.
+		token = frappe.generate_hash(length=12)
+		todo = frappe.get_doc({"doctype": "ToDo", "description": f"note {token}"}).insert()
+		todo.add_comment("Comment", f"approver note {token}")
+		frappe.db.commit()
+
+		def count(user: str, doctype: str, field: str):
+			query = {"doctype": doctype, "filters": json.dumps({field: ("like", f"%{token}%")})}
+			return request(
+				"get",
+				"/api/method/frappe.client.get_count",
+				headers={"Authorization": api_token(user)},
+				query_string=query,
+			)
+
+		self.assertEqual(count(self.clerk, "Comment", "content").status_code, 403)
+		self.assertEqual(count(self.manager, "Comment", "content").json["message"], 1)
+		# The clerk reads ToDos but only their own and those assigned to them.
+		self.assertEqual(count(self.clerk, "ToDo", "description").json["message"], 0)
+		self.assertEqual(count(self.manager, "ToDo", "description").json["message"], 1)
+
+		# The sidebar's "Assigned To" counts tell who works on the documents a filter matches.
+		assign_to.add({"doctype": "ToDo", "name": todo.name, "assign_to": [self.manager]})
+		frappe.db.commit()
+
+		def assignees(user: str):
+			query = {
+				"doctype": "ToDo",
+				"current_filters": json.dumps([["ToDo", "description", "like", f"%{token}%"]]),
+				"field": "assigned_to",
+			}
+			response = request(
+				"get",
+				"/api/method/frappe.desk.listview.get_group_by_count",
+				headers={"Authorization": api_token(user)},
+				query_string=query,
+			)
+			return [row["name"] for row in response.json["message"]]
+
+		self.assertEqual(assignees(self.clerk), [])
+		self.assertEqual(assignees(self.manager), [self.manager])
 
 	def test_the_list_sidebar_counts_run_no_sql_their_caller_wrote(self):
 		# Frappe's get_group_by_count hands its filters to frappe.get_list unchecked, which takes a
