@@ -44,7 +44,7 @@ def check_events(
 
 	Raises EventSchemaViolation (a ValidationError naming every violation's JSON path and rule)
 	when an event is invalid and Fabric Settings say to reject such events; during an install,
-	migrate or patch, or without ``reject_invalid``, the event is kept as Invalid instead, so
+	uninstall, migrate or patch, or without ``reject_invalid``, the event is kept as Invalid instead, so
 	an upgrade never fails on it. With ``refuse_invalid`` it is raised whatever the settings say:
 	an event published from outside is no save to let through, and kept Invalid (never
 	published) after its sender was told it was accepted, it would be lost.
@@ -79,9 +79,10 @@ def invalid_event_policy() -> str:
 
 
 def _upgrading() -> bool:
-	# An install, migrate or patch is never failed by an event: its invalid events are kept as Invalid.
+	# An install, uninstall, migrate or patch is never failed by an event: its invalid events are
+	# kept as Invalid (an uninstall's DocTypes are deleted and committed before they are recorded).
 	flags = frappe.flags
-	return bool(flags.in_install or flags.in_migrate or flags.in_patch)
+	return bool(flags.in_install or flags.in_uninstall or flags.in_migrate or flags.in_patch)
 
 
 def _check(envelope: Envelope, derive: bool) -> tuple[Envelope, list[Violation]]:

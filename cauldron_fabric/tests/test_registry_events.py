@@ -136,21 +136,22 @@ class TestDocumentEvents(FrappeTestCase):
 		self.assertEqual(json.loads(rows[0].envelope)["data"]["entityId"], probe.name)
 		self.assertEqual(json.loads(rows[1].envelope)["data"]["entityId"], fine.name)
 
-	def test_a_patch_is_never_failed_by_an_invalid_event(self):
+	def test_a_patch_or_uninstall_is_never_failed_by_an_invalid_event(self):
 		new_probe("derive first")
 		subjects.set_subject_mode(CREATED, "NONE")
 		versions.register_schema(CREATED, stricter_created_schema())
 		self.addCleanup(drop_subjects, CREATED)
-		with fabric_settings(invalid_event_policy="Reject"):
-			self.start = last_seq()
-			frappe.flags.in_patch = True
-			try:
-				new_probe("patched", amount=500)
-			finally:
-				frappe.flags.in_patch = False
-			rows = self.log_rows()
-			frappe.db.rollback()
-		self.assertEqual([row.status for row in rows], ["Invalid"])
+		for flag in ("in_patch", "in_uninstall"):
+			with self.subTest(flag), fabric_settings(invalid_event_policy="Reject"):
+				self.start = last_seq()
+				frappe.flags[flag] = True
+				try:
+					new_probe("patched", amount=500)
+				finally:
+					frappe.flags[flag] = False
+				rows = self.log_rows()
+				frappe.db.rollback()
+			self.assertEqual([row.status for row in rows], ["Invalid"])
 
 
 class TestCheckedPaths(FrappeTestCase):
