@@ -10,7 +10,18 @@ export_python_type_annotations = True
 # ------------
 before_install = "cauldron_fabric.install.before_install"
 after_install = "cauldron_fabric.install.after_install"
-after_migrate = "cauldron_fabric.install.after_migrate"
+# DocTypes deleted inside a migrate, an install or an uninstall (which add no feed entry): a
+# snapshot before, a comparison after. After the app's own after_migrate, which registers the
+# catalog's schemas these events are checked against.
+before_migrate = "cauldron_fabric.emit.deleted_doctypes.before_migrate"
+after_migrate = [
+	"cauldron_fabric.install.after_migrate",
+	"cauldron_fabric.emit.deleted_doctypes.after_migrate",
+]
+before_app_install = "cauldron_fabric.emit.deleted_doctypes.before_app_install"
+after_app_install = "cauldron_fabric.emit.deleted_doctypes.after_app_install"
+before_app_uninstall = "cauldron_fabric.emit.deleted_doctypes.before_app_uninstall"
+after_app_uninstall = "cauldron_fabric.emit.deleted_doctypes.after_app_uninstall"
 
 # Requests: correlation ids in and out
 # ------------------------------------

@@ -13,6 +13,8 @@ own webhooks skip them). A row's hooks hand it to ``rows.py``; the event itself 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import frappe
 from frappe.utils import get_datetime
 
@@ -208,7 +210,8 @@ def doctype_deleted(comment, method=None) -> None:
 	on_trash and after_delete). The one document hook it does run is the insert of its feed
 	entry, a "Deleted" Comment whose subject is the DocType label followed by the name, in the
 	same transaction; the Deleted Document row written just before it holds the DocType as it
-	was. Deletions inside patches and installs add no feed entry, so they stay silent.
+	was. Deletions inside patches, installs and uninstalls add no feed entry: the snapshots of
+	``deleted_doctypes.py`` record those.
 	"""
 	if comment.comment_type != "Deleted" or comment.reference_doctype != "DocType":
 		return
@@ -219,15 +222,19 @@ def doctype_deleted(comment, method=None) -> None:
 	name = subject[len(prefix) :]
 	if not name or frappe.db.exists("DocType", name) or not current_policy().kind_of("DocType"):
 		return
-	kept = frappe.db.get_value(
-		"Deleted Document",
-		{"deleted_doctype": "DocType", "deleted_name": name},
-		"data",
-		order_by="creation desc",
-	)
-	values = frappe.parse_json(kept) if kept else {"name": name}
+	emit_document_event(deleted_doctype(name), "deleted")
+
+
+def deleted_doctype(name: str, since: datetime | None = None, row: dict | None = None):
+	"""Returns the deleted DocType ``name`` as its deletion kept it in Deleted Document (the
+	newest one, written at ``since`` or later), else as ``row`` (or its name alone) says."""
+	filters = {"deleted_doctype": "DocType", "deleted_name": name}
+	if since is not None:
+		filters["creation"] = (">=", since)
+	kept = frappe.db.get_value("Deleted Document", filters, "data", order_by="creation desc")
+	values = frappe.parse_json(kept) if kept else dict(row or {"name": name})
 	values["doctype"] = "DocType"
-	emit_document_event(frappe.get_doc(values), "deleted")
+	return frappe.get_doc(values)
 
 
 def before_rename(

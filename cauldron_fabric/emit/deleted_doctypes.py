@@ -1,0 +1,139 @@
+"""DocTypes deleted by a migrate, an app install or an uninstall, which add no feed entry.
+
+Desk's deletion of a DocType is seen through its feed entry (``documents.doctype_deleted``),
+but Frappe adds none inside patches, installs and uninstalls. So the DocTypes are read once
+before each of those runs (one query on ``tabDocType``) and again after it: each one gone is
+recorded as ``system.change`` ``deleted`` with ``payload.via`` naming the run ("migrate",
+"install", "uninstall"), unless an event of that run already told of it (the ``deleted`` of
+its feed entry, or a ``renamed`` from its name).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import frappe
+from frappe.utils import now_datetime
+
+from cauldron_fabric.core.naming import SYSTEM_CHANGE
+from cauldron_fabric.emit.document_events import emit_document_event
+from cauldron_fabric.emit.documents import deleted_doctype
+from cauldron_fabric.emit.policy import current_policy, has_outbox
+
+APP = "cauldron_fabric"
+# What the snapshot keeps of each DocType: enough to tell which one it was and what it was.
+COLUMNS = (
+	"name",
+	"module",
+	"custom",
+	"istable",
+	"issingle",
+	"is_submittable",
+	"is_tree",
+	"is_virtual",
+	"owner",
+	"creation",
+	"modified",
+	"modified_by",
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+	"""The DocTypes of a site before a run, when it was taken, and the newest event then."""
+
+	doctypes: dict[str, dict[str, Any]]
+	taken_at: dt.datetime
+	last_event: int
+
+
+# One snapshot per site, run and app, between the two hooks of one process (an app installed
+# as another's requirement runs its own pair inside the other's).
+_SNAPSHOTS: dict[tuple[str, str, str | None], Snapshot] = {}
+
+
+# Frappe's hooks around each run (see hooks.py).
+def before_migrate() -> None:
+	take_snapshot("migrate")
+
+
+def after_migrate() -> None:
+	record_deleted_doctypes("migrate")
+
+
+def before_app_install(app_name: str) -> None:
+	take_snapshot("install", app_name)
+
+
+def after_app_install(app_name: str) -> None:
+	record_deleted_doctypes("install", app_name)
+
+
+def before_app_uninstall(app_name: str) -> None:
+	if app_name != APP:  # its Event Log goes with it
+		take_snapshot("uninstall", app_name)
+
+
+def after_app_uninstall(app_name: str) -> None:
+	# Frappe committed the uninstall and commits nothing after this hook: the events commit here.
+	if record_deleted_doctypes("uninstall", app_name):
+		frappe.db.commit()
+
+
+def take_snapshot(run: str, app: str | None = None) -> None:
+	"""Reads the site's DocTypes before ``run`` (one query), for ``record_deleted_doctypes``."""
+	if not has_outbox():
+		return
+	rows = frappe.db.sql(f"SELECT {', '.join(COLUMNS)} FROM `tabDocType`", as_dict=True)
+	last_event = frappe.db.sql("SELECT COALESCE(MAX(name), 0) FROM `tabEvent Log`")[0][0]
+	_SNAPSHOTS[_key(run, app)] = Snapshot({row.name: row for row in rows}, now_datetime(), int(last_event))
+
+
+def record_deleted_doctypes(run: str, app: str | None = None) -> list[str]:
+	"""Records ``system.change`` ``deleted`` for each DocType gone since ``run``'s snapshot that no
+	event of the run told of; returns their names.
+
+	``payload.doc`` is the DocType as the deletion kept it in Deleted Document (as for a Desk
+	deletion), or, when it kept none, the row the snapshot read.
+	"""
+	snapshot = _SNAPSHOTS.pop(_key(run, app), None)
+	if snapshot is None or not current_policy().kind_of("DocType"):
+		return []
+	present = set(frappe.db.sql("SELECT name FROM `tabDocType`", pluck=True))
+	gone = set(snapshot.doctypes) - present
+	if not gone:
+		return []
+	gone -= _told(gone | (present - set(snapshot.doctypes)), snapshot.last_event)
+	for name in sorted(gone):
+		doc = deleted_doctype(name, since=snapshot.taken_at, row=snapshot.doctypes[name])
+		emit_document_event(doc, "deleted", via=run)
+	return sorted(gone)
+
+
+def _told(names: set[str], after: int) -> set[str]:
+	"""Returns the DocTypes whose deletion or renaming an event after ``after`` already told of.
+
+	``names`` holds the DocTypes gone and those new since the snapshot (a rename's event is
+	recorded under the new name, with the old one in its payload).
+	"""
+	rows = frappe.db.sql(
+		"""SELECT action, entity_id, envelope FROM `tabEvent Log`
+		WHERE entity = 'DocType' AND entity_id IN %(names)s AND name > %(after)s
+			AND event_type = %(type)s AND action IN ('deleted', 'renamed')""",
+		{"names": tuple(names), "after": after, "type": SYSTEM_CHANGE},
+		as_dict=True,
+	)
+	told = set()
+	for row in rows:
+		if row.action == "deleted":
+			told.add(row.entity_id)
+		else:
+			told.add(json.loads(row.envelope)["data"]["payload"].get("oldName"))
+	return told
+
+
+def _key(run: str, app: str | None) -> tuple[str, str, str | None]:
+	return (frappe.local.site, run, app)
