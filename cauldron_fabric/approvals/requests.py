@@ -35,8 +35,10 @@ def create_approval_request(envelope: Envelope, context=None) -> None:
 			"request_id": payload["requestId"],
 			"agent": payload["agent"],
 			"task": payload["task"],
-			"action_summary": payload["actionSummary"],
-			"reason": payload.get("reason"),
+			# Texts from outside, which Desk renders as HTML (the form, the request's title in
+			# the approvers' notifications and emails): kept with look-alike brackets.
+			"action_summary": plain(payload["actionSummary"]),
+			"reason": plain(payload.get("reason")) or None,
 			"payload": json.dumps(payload.get("payload") or {}, indent=1, sort_keys=True),
 			"risk": payload["risk"],
 			"due_by": system_time(payload["dueBy"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import replace
 
 import frappe
@@ -208,6 +209,29 @@ class TestApprovalRequests(ApprovalCase):
 		)
 		self.assertTrue(any("User ghost" in n for n in notes) and any("Fine" in n for n in notes), notes)
 		self.assertEqual([n for n in notes if "<" in n or ">" in n], [])
+
+	def test_markup_in_the_action_summary_never_reaches_the_approvers_desk_or_email_as_html(self):
+		# The summary is the request's title: the assignment's bell notification and email put it
+		# in their HTML as it is, and Frappe's sanitizing keeps links and images, so an outside
+		# caller could show the approver a phishing link or a tracking image as the site's own.
+		summary = 'Pay <a href="https://pay.evil.test">here</a> <img src="https://track.evil.test/p.gif">'
+		name = receive(
+			approval_requested(users=(APPROVER,), roles=(), actionSummary=summary, reason=f"Why: {summary}")
+		)
+		request = frappe.db.get_value("Approval Request", name, ["action_summary", "reason"], as_dict=True)
+		(subject,) = frappe.get_all(
+			"Notification Log", filters={"document_name": name, "for_user": APPROVER}, pluck="subject"
+		)
+		(description,) = frappe.get_all(
+			"ToDo",
+			filters={"reference_type": "Approval Request", "reference_name": name},
+			pluck="description",
+		)
+		# Frappe 15.40 and later escape the ToDo's description, earlier 15.x keep it as given.
+		for shown in (request.action_summary, request.reason, subject, html.unescape(description)):
+			self.assertIn("https://pay.evil.test", shown, "the text is kept, only not as markup")
+			self.assertNotIn("<a", shown)
+			self.assertNotIn("<img", shown)
 
 	def test_the_requester_is_not_asked_to_decide_its_own_request(self):
 		# Four eyes: a ToDo "Approve or reject" for a request its owner may not decide is a dead end.
