@@ -2,20 +2,11 @@
 
 Discard writes its note with db_set, past Frappe's sanitizing, into a field the letter's form
 renders as HTML; new notes are kept plain (see DeadLetter.discard), and a note stored before
-would still run as markup in the browser of whoever opens the letter. Each bracket becomes the
-character plain() writes, so the text reads the same; ``modified`` is left as it was.
+would still run as markup in the browser of whoever opens the letter.
 """
 
-import frappe
-
-from cauldron_fabric.core.markup import plain
+from cauldron_fabric.patches import keep_markup_as_brackets
 
 
 def execute() -> None:
-	opening, closing = plain("<"), plain(">")
-	frappe.db.sql(
-		"""UPDATE `tabDead Letter`
-		SET resolution_note = REPLACE(REPLACE(resolution_note, '<', %s), '>', %s)
-		WHERE resolution_note LIKE '%%<%%' OR resolution_note LIKE '%%>%%'""",
-		(opening, closing),
-	)
+	keep_markup_as_brackets("tabDead Letter", "resolution_note")

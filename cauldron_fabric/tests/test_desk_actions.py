@@ -13,7 +13,7 @@ from cauldron_fabric.patches import stored_zero_fabric_settings_mean_the_default
 from cauldron_fabric.registry.errors import InvalidSchemaError, InvalidSubject, OperationNotPermitted
 from cauldron_fabric.tests.test_http_support import make_user, request
 from cauldron_fabric.tests.test_registry_api import session
-from cauldron_fabric.tests.utils import fabric_settings
+from cauldron_fabric.tests.utils import fabric_settings, listed_patches
 
 
 def consumer_dead_letter() -> frappe.model.document.Document:
@@ -82,8 +82,7 @@ class TestDeadLetterButtons(FrappeTestCase):
 			frappe.db.get_value("Dead Letter", plain_note.name, "resolution_note"), "ledger retired"
 		)
 		self.assertEqual(frappe.db.get_value("Dead Letter", plain_note.name, "modified"), modified)
-		with open(frappe.get_app_path("cauldron_fabric", "patches.txt")) as listed:
-			self.assertIn(patch.__name__, listed.read().split())
+		self.assertIn(patch.__name__, listed_patches())
 
 
 def shown_messages() -> str:

@@ -149,6 +149,12 @@ def _plain(value):
 	return value
 
 
+def listed_patches() -> list[str]:
+	"""Returns the patches ``bench migrate`` runs: the dotted paths in the app's patches.txt."""
+	with open(frappe.get_app_path("cauldron_fabric", "patches.txt")) as listed:
+		return listed.read().split()
+
+
 def types_of(envelopes: list[dict[str, Any]]) -> list[str]:
 	"""Returns the event types in order."""
 	return [envelope["type"] for envelope in envelopes]

@@ -1,0 +1,19 @@
+"""Approval texts from outside stored before they were kept plain: their markup becomes look-alike brackets.
+
+A request's action summary and reason, the description of its approvers' ToDos and its
+timeline notes (Info comments) quote what an agent or an approver sent, and Desk renders them
+as HTML; Frappe's sanitizing keeps links and images. New ones are kept plain (see
+create_approval_request and add_note); these are those stored before. The timeline's other
+comments are people's own, written in Desk's editor, and are left alone.
+"""
+
+from cauldron_fabric.patches import keep_markup_as_brackets
+
+
+def execute() -> None:
+	for column in ("action_summary", "reason"):
+		keep_markup_as_brackets("tabApproval Request", column)
+	keep_markup_as_brackets("tabToDo", "description", "reference_type = 'Approval Request'")
+	keep_markup_as_brackets(
+		"tabComment", "content", "reference_doctype = 'Approval Request' AND comment_type = 'Info'"
+	)
