@@ -9,6 +9,9 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.tests.browser import site_state
+from cauldron_fabric.tests.browser.desk import ensure_desk_user
+from cauldron_fabric.tests.test_approval_support import approval_requested, ensure_people, receive
+from cauldron_fabric.tests.test_desk_actions import consumer_dead_letter
 
 
 def current() -> dict:
@@ -50,3 +53,24 @@ class TestBrowserSiteState(FrappeTestCase):
 		)
 		site_state.restore(path)  # nothing saved: nothing to do
 		self.assertEqual(current(), before)
+
+	def test_the_tests_desk_user_is_removed_with_what_a_killed_run_left_naming_it(self):
+		# The user the tests log in as stayed on the site after every run. A run killed halfway
+		# also keeps the request or letter it was on, naming the user, which Frappe would not
+		# delete it past; nor past no other System Manager (any real site has one; ensure_people).
+		ensure_people()
+		path = os.path.join(tempfile.mkdtemp(), "browser-state.json")
+		site_state.save(path)
+		self.addCleanup(site_state.restore, path)
+		ensure_desk_user()
+		request = receive(approval_requested(users=(site_state.USER,), roles=()))
+		letter = consumer_dead_letter()
+		letter.db_set({"status": "Retried", "resolved_by": site_state.USER})
+		frappe.db.commit()
+		site_state.restore(path)
+		self.assertFalse(frappe.db.exists("User", site_state.USER))
+		self.assertFalse(frappe.db.exists("Approval Request", request))
+		self.assertFalse(frappe.db.exists("Approval Request Approver", {"approver": site_state.USER}))
+		self.assertFalse(frappe.db.exists("ToDo", {"reference_name": request}))
+		self.assertFalse(frappe.db.exists("Dead Letter", letter.name))
+		self.assertFalse(frappe.db.exists("Contact", {"email_id": site_state.USER}))

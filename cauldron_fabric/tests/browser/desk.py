@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-from contextlib import contextmanager
 from urllib.parse import quote
 
 import frappe
@@ -27,12 +26,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from cauldron_fabric.tests.browser.site_state import USER
+
 URL_VARIABLE = "FABRIC_BROWSER_URL"
 CHROMIUM = os.environ.get("FABRIC_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("FABRIC_CHROMEDRIVER", "/usr/bin/chromedriver")
-# The desk user the tests log in as: a manager of the fabric, made (and given a new password) by
-# the tests, so that they depend on no password of the site's Administrator.
-USER = "fabric.browser@example.com"
 ROLES = ("System Manager", "Fabric Manager")
 WAIT = 30  # seconds: a werkzeug server on two busy cores can take a while to boot Desk
 # Clicking can race an overlay on its way out (a dialog's fade, Frappe's freeze screen).
@@ -74,24 +72,14 @@ def ensure_desk_user() -> str:
 	return password
 
 
-@contextmanager
-def setup_marked_complete():
-	"""Marks the site's setup wizard complete while inside, as it was before after.
+def mark_setup_complete() -> None:
+	"""Marks the site's setup wizard complete (browser_suite.sh puts the flag back: see site_state).
 
 	Until it is, Desk sends every route to the setup wizard. Running the wizard would also set
 	the site's country, time zone and currency, which the Frappe suite on the same site would then
 	run under; only the flag is changed, and only for the browser tests.
 	"""
-	previous = frappe.db.get_single_value("System Settings", "setup_complete")
-	_set_setup_complete(1)
-	try:
-		yield
-	finally:
-		_set_setup_complete(previous or 0)
-
-
-def _set_setup_complete(value: int) -> None:
-	frappe.db.set_single_value("System Settings", "setup_complete", value)
+	frappe.db.set_single_value("System Settings", "setup_complete", 1)
 	frappe.db.commit()
 	# Desk reads the flag from the cached System Settings and the user's cached boot.
 	frappe.clear_document_cache("System Settings", "System Settings")
@@ -296,9 +284,7 @@ class DeskCase(FrappeTestCase):
 		super().setUpClass()
 		base_url = server_url()
 		password = ensure_desk_user()
-		marked = setup_marked_complete()
-		marked.__enter__()
-		cls.addClassCleanup(marked.__exit__, None, None, None)
+		mark_setup_complete()
 		cls.desk = Desk(base_url)
 		cls.addClassCleanup(cls.desk.quit)
 		cls.desk.login(USER, password)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import frappe
 
 from cauldron_fabric.tests.browser.desk import USER, DeskCase
+from cauldron_fabric.tests.browser.site_state import delete_approval_requests
 from cauldron_fabric.tests.test_approval_support import approval_requested, receive, responses
 
 
@@ -20,10 +21,7 @@ class TestApprovalRequestForm(DeskCase):
 		"""Receives an agent's request naming the tests' desk user as its approver (committed)."""
 		name = receive(approval_requested(users=(USER,), roles=()))
 		self.addCleanup(frappe.db.commit)
-		self.addCleanup(
-			frappe.db.delete, "ToDo", {"reference_type": "Approval Request", "reference_name": name}
-		)
-		self.addCleanup(frappe.db.delete, "Approval Request", {"name": name})
+		self.addCleanup(delete_approval_requests, [name])
 		self.addCleanup(self.committed)
 		return name
 

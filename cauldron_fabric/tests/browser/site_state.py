@@ -3,8 +3,9 @@
 The tests restore what they change in their cleanups, but browser_suite.sh stops a hung run with
 SIGTERM, which ends Python before any cleanup runs: the site, which the Frappe suite runs on
 next, kept the setup wizard marked complete and Fabric Settings pointing at the run's broker.
-The script saves these values first and restores them once the run has ended, however it ended.
-Run through ``bench --site SITE execute``; nothing here needs a browser.
+The script saves these values first and restores them once the run has ended, however it ended,
+and removes the tests' desk user. This is the one place that puts them back: the tests change
+them and leave them changed. Run through ``bench --site SITE execute``; nothing here needs a browser.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import os
 
 import frappe
 
+# The desk user the tests log in as: a manager of the fabric, made (and given a new password) by
+# the tests, so that they depend on no password of the site's Administrator; removed after.
+USER = "fabric.browser@example.com"
 # The Fabric Settings fields the browser tests set (fabric_settings, start_broker, the form).
 FABRIC_SETTINGS = ("bootstrap_servers", "rabbitmq_url", "topic_template", "message_timeout_ms")
 
@@ -34,7 +38,8 @@ def save(path: str) -> None:
 
 
 def restore(path: str) -> None:
-	"""Puts back the values ``save`` wrote to ``path`` and removes it (nothing to do without it).
+	"""Puts back the values ``save`` wrote to ``path``, removes the tests' desk user, and removes
+	``path`` (nothing to do without it).
 
 	Written as they were, without a save: the settings' hooks have nothing to tell a process of
 	a run that is over, and the caches that would keep the run's values are cleared.
@@ -49,4 +54,32 @@ def restore(path: str) -> None:
 		frappe.clear_document_cache(doctype, doctype)
 	frappe.db.commit()
 	frappe.clear_cache()
+	remove_desk_user()
 	os.remove(path)
+
+
+def remove_desk_user() -> None:
+	"""Deletes the tests' desk user, and what a killed run left naming it, which would block that.
+
+	A run stopped halfway keeps the approval request or Dead Letter it was on, which names the
+	user (as an approver, a decider or a resolver): Frappe deletes no user still named so. (Nor
+	while no other System Manager than Administrator exists: its error then says so.)
+	"""
+	if not frappe.db.exists("User", USER):
+		return
+	named = frappe.get_all("Approval Request Approver", filters={"approver": USER}, pluck="parent")
+	delete_approval_requests(named + frappe.get_all("Approval Request", {"decided_by": USER}, pluck="name"))
+	frappe.db.delete("Dead Letter", {"resolved_by": USER})
+	for contact in frappe.get_all("Contact", filters={"user": USER}, pluck="name"):
+		frappe.delete_doc("Contact", contact, ignore_permissions=True)  # made with the user
+	frappe.delete_doc("User", USER, ignore_permissions=True)
+	frappe.db.commit()
+
+
+def delete_approval_requests(names: list[str]) -> None:
+	"""Deletes the approval requests ``names`` with their approver rows and ToDos, as a test made them."""
+	if not names:
+		return
+	frappe.db.delete("ToDo", {"reference_type": "Approval Request", "reference_name": ("in", names)})
+	frappe.db.delete("Approval Request Approver", {"parent": ("in", names)})
+	frappe.db.delete("Approval Request", {"name": ("in", names)})
