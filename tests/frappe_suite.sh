@@ -32,16 +32,4 @@ else
 	"$bench_cmd" --site "$site" clear-cache
 	"$bench_cmd" --site "$site" install-app cauldron_fabric
 fi
-# Frappe's run-tests exits non-zero on failures only when CI is set; the summary line is
-# checked as well, in case bench drops the variable when it switches to its user.
-log=$(mktemp)
-set +e
-CI=1 "$bench_cmd" --site "$site" run-tests --app cauldron_fabric 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
-set -e
-if [ "$status" -eq 0 ] && ! grep -Eq '^OK( |$)' "$log"; then
-	echo "frappe suite: no OK summary from run-tests, counting it as failed"
-	status=1
-fi
-rm -f "$log"
-exit "$status"
+run_tests_checked "frappe suite" "$bench_cmd" --site "$site" run-tests --app cauldron_fabric
