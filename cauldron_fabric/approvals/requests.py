@@ -33,10 +33,10 @@ def create_approval_request(envelope: Envelope, context=None) -> None:
 		{
 			"doctype": DOCTYPE,
 			"request_id": payload["requestId"],
-			"agent": payload["agent"],
-			"task": payload["task"],
 			# Texts from outside, which Desk renders as HTML (the form, the request's title in
 			# the approvers' notifications and emails): kept with look-alike brackets.
+			"agent": plain(payload["agent"]),
+			"task": plain(payload["task"]),
 			"action_summary": plain(payload["actionSummary"]),
 			"reason": plain(payload.get("reason")) or None,
 			"payload": json.dumps(payload.get("payload") or {}, indent=1, sort_keys=True),

@@ -1,6 +1,6 @@
 """Approval texts from outside stored before they were kept plain: their markup becomes look-alike brackets.
 
-A request's action summary and reason, the description of its approvers' ToDos and its
+A request's agent, task, action summary and reason, the description of its approvers' ToDos and its
 timeline notes (Info comments) quote what an agent or an approver sent, and Desk renders them
 as HTML; Frappe's sanitizing keeps links and images. New ones are kept plain (see
 create_approval_request and add_note); these are those stored before. The timeline's other
@@ -11,7 +11,7 @@ from cauldron_fabric.patches import keep_markup_as_brackets
 
 
 def execute() -> None:
-	for column in ("action_summary", "reason"):
+	for column in ("agent", "task", "action_summary", "reason"):
 		keep_markup_as_brackets("tabApproval Request", column)
 	keep_markup_as_brackets("tabToDo", "description", "reference_type = 'Approval Request'")
 	keep_markup_as_brackets(

@@ -10,6 +10,8 @@ from cauldron_fabric.tests.utils import listed_patches
 
 MARKUP = 'Pay <a href="https://pay.evil.test">here</a> if a > b'
 KEPT = 'Pay \u2039a href="https://pay.evil.test"\u203ahere\u2039/a\u203a if a \u203a b'
+# The request's fields that quote its sender.
+TEXTS = ["agent", "task", "action_summary", "reason"]
 PERSONS_COMMENT = '<div class="ql-editor read-mode"><p>Looks <strong>fine</strong></p></div>'
 
 
@@ -24,9 +26,7 @@ class TestApprovalTextsStoredBefore(ApprovalCase):
 		# and the timeline's notes were stored with markup Desk renders (links, images).
 		name = receive(approval_requested(users=(APPROVER,), roles=()))
 		request = frappe.get_doc("Approval Request", name)
-		frappe.db.set_value(
-			"Approval Request", name, {"action_summary": MARKUP, "reason": MARKUP}, update_modified=False
-		)
+		frappe.db.set_value("Approval Request", name, dict.fromkeys(TEXTS, MARKUP), update_modified=False)
 		(todo,) = frappe.get_all("ToDo", filters={"reference_name": name}, pluck="name")
 		frappe.db.set_value(
 			"ToDo", todo, "description", f"Approve or reject: {MARKUP}", update_modified=False
@@ -45,9 +45,7 @@ class TestApprovalTextsStoredBefore(ApprovalCase):
 		modified = [frappe.db.get_value(doctype, row, "modified") for doctype, row in rewritten]
 		patch.execute()
 		patch.execute()  # a second migrate finds nothing to change
-		self.assertEqual(
-			frappe.db.get_value("Approval Request", name, ["action_summary", "reason"]), (KEPT, KEPT)
-		)
+		self.assertEqual(frappe.db.get_value("Approval Request", name, TEXTS), tuple(KEPT for _ in TEXTS))
 		self.assertEqual(frappe.db.get_value("ToDo", todo, "description"), f"Approve or reject: {KEPT}")
 		self.assertEqual(frappe.db.get_value("Comment", note.name, "content"), f"Approved by x: {KEPT}")
 		self.assertEqual(

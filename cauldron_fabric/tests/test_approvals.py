@@ -216,9 +216,18 @@ class TestApprovalRequests(ApprovalCase):
 		# caller could show the approver a phishing link or a tracking image as the site's own.
 		summary = 'Pay <a href="https://pay.evil.test">here</a> <img src="https://track.evil.test/p.gif">'
 		name = receive(
-			approval_requested(users=(APPROVER,), roles=(), actionSummary=summary, reason=f"Why: {summary}")
+			approval_requested(
+				users=(APPROVER,),
+				roles=(),
+				actionSummary=summary,
+				reason=f"Why: {summary}",
+				agent=f"agent {summary}",
+				task=f"task {summary}",
+			)
 		)
-		request = frappe.db.get_value("Approval Request", name, ["action_summary", "reason"], as_dict=True)
+		request = frappe.db.get_value(
+			"Approval Request", name, ["action_summary", "reason", "agent", "task"], as_dict=True
+		)
 		(subject,) = frappe.get_all(
 			"Notification Log", filters={"document_name": name, "for_user": APPROVER}, pluck="subject"
 		)
@@ -228,7 +237,7 @@ class TestApprovalRequests(ApprovalCase):
 			pluck="description",
 		)
 		# Frappe 15.40 and later escape the ToDo's description, earlier 15.x keep it as given.
-		for shown in (request.action_summary, request.reason, subject, html.unescape(description)):
+		for shown in (*request.values(), subject, html.unescape(description)):
 			self.assertIn("https://pay.evil.test", shown, "the text is kept, only not as markup")
 			self.assertNotIn("<a", shown)
 			self.assertNotIn("<img", shown)
