@@ -260,11 +260,15 @@ class Desk:
 		box = self.wait(lambda _: self.message_box(), "a message")
 
 		def closed(_):
+			# Bootstrap ignores a close while the dialog still fades in: click until it goes.
+			if not box.is_displayed():
+				return True
 			button = self.visible(".btn-modal-close", within=box)
-			return button is not None and button.click() is None
+			if button is not None:
+				button.click()
+			return False
 
-		self.wait(closed, "the message's close button to take the click")
-		self.wait(lambda _: not box.is_displayed(), "the message to close")
+		self.wait(closed, "the message to close")
 
 	def alert(self, text: str) -> None:
 		"""Waits for a passing alert (frappe.show_alert) that holds ``text``."""
