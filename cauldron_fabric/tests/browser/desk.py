@@ -171,6 +171,20 @@ class Desk:
 		checkbox = f'.list-row-checkbox[data-name="{quote(name, safe="")}"]'
 		return self.find(f".list-row-container:has({checkbox})", f"the list row of {name}")
 
+	def row_indicator(self, name: str) -> WebElement:
+		"""Waits for the status indicator of document ``name``'s row (the DocType's states or list JS)."""
+		return self.wait(
+			lambda _: self.visible(".indicator-pill", within=self.list_row(name)),
+			f"the indicator of {name}",
+		)
+
+	def list_names(self) -> list[str]:
+		"""Returns the names of the rows the list shows now, top to bottom."""
+		boxes = self.driver.find_elements(
+			By.CSS_SELECTOR, ".frappe-list .result .list-row-checkbox[data-name]"
+		)
+		return [box.get_attribute("data-name") for box in boxes if box.is_displayed()]
+
 	def check_row(self, name: str) -> None:
 		"""Ticks the list row of document ``name``."""
 		self.click(f'.list-row-checkbox[data-name="{quote(name, safe="")}"]', f"the checkbox of {name}")

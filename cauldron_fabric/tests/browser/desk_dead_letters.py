@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import frappe
-from selenium.webdriver.common.by import By
 
 from cauldron_fabric.core.consumer.kafka_group import retry_topic
 from cauldron_fabric.testing.kafka_broker import read_topic
@@ -106,9 +105,7 @@ class TestDeadLetterList(DeskCase):
 		group, names = self.new_letters(2)
 		self.desk.open_list("Dead Letter", consumer_group=group)
 		for name in names:
-			self.assertEqual(
-				self.desk.list_row(name).find_element(By.CSS_SELECTOR, ".indicator-pill").text, "Dead"
-			)
+			self.assertEqual(self.desk.row_indicator(name).text, "Dead")
 			self.desk.check_row(name)
 		self.desk.list_action("Discard")
 		title, text = self.desk.message()
@@ -116,10 +113,7 @@ class TestDeadLetterList(DeskCase):
 		self.desk.close_message()
 		for name in names:
 			self.desk.wait(
-				lambda _, name=name: (
-					self.desk.list_row(name).find_element(By.CSS_SELECTOR, ".indicator-pill").text
-					== "Discarded"
-				),
+				lambda _, name=name: self.desk.row_indicator(name).text == "Discarded",
 				f"the list to show {name} Discarded",
 			)
 		self.committed()

@@ -5,11 +5,13 @@ run-tests takes one module; this one gathers the test cases of the others.
 
 from cauldron_fabric.tests.browser.desk_approvals import TestApprovalRequestForm
 from cauldron_fabric.tests.browser.desk_dead_letters import TestDeadLetterForm, TestDeadLetterList
+from cauldron_fabric.tests.browser.desk_event_log import TestEventLogList
 from cauldron_fabric.tests.browser.desk_fabric_settings import TestFabricSettingsTestConnection
 
 __all__ = [
 	"TestApprovalRequestForm",
 	"TestDeadLetterForm",
 	"TestDeadLetterList",
+	"TestEventLogList",
 	"TestFabricSettingsTestConnection",
 ]
