@@ -35,11 +35,11 @@ COUNT_LIMIT = 1001  # frappe/list/list_view.js count_upper_bound
 
 
 def list_fields() -> list[str]:
-	"""Returns the fields Desk's list view asks for: standard ones, title, list columns, add_fields."""
+	"""Returns the fields Desk's list view asks for: standard ones, title, list columns and status."""
 	meta = frappe.get_meta(DOCTYPE)
 	names = ["name", "owner", "creation", "modified", "modified_by", "_user_tags", "_comments"]
 	names += ["_assign", "_liked_by", "docstatus", "idx", meta.title_field]
-	names += [df.fieldname for df in meta.fields if df.in_list_view] + ["status", "last_error"]
+	names += [df.fieldname for df in meta.fields if df.in_list_view] + ["status"]
 	return [f"`tab{DOCTYPE}`.`{name}`" for name in dict.fromkeys(names)]
 
 

@@ -8,7 +8,7 @@ from cauldron_fabric.emit.recorder import new_envelope, record
 from cauldron_fabric.tests.browser.desk import DeskCase
 
 EVENT_TYPE = "fabric_browser.checked"
-# What event_log_list.js shows for each status the Event Log has.
+# The indicator colour of each status the Event Log has (the states in event_log.json).
 INDICATORS = {
 	"Pending": "orange",
 	"Published": "green",
