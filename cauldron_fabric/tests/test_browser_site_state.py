@@ -7,6 +7,7 @@ import tempfile
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
+from frappe.utils.password import get_decrypted_password, set_encrypted_password
 
 from cauldron_fabric.tests.browser import site_state
 from cauldron_fabric.tests.browser.desk import ensure_desk_user
@@ -21,6 +22,10 @@ def current() -> dict:
 		**{
 			field: frappe.db.get_single_value("Fabric Settings", field, cache=False)
 			for field in site_state.FABRIC_SETTINGS
+		},
+		**{
+			field: get_decrypted_password("Fabric Settings", "Fabric Settings", field, raise_exception=False)
+			for field in site_state.PASSWORDS
 		},
 	}
 
@@ -39,10 +44,14 @@ class TestBrowserSiteState(FrappeTestCase):
 		for field, value in (
 			("bootstrap_servers", "127.0.0.1:1"),
 			("rabbitmq_url", "amqp://guest@127.0.0.1:1/%2F"),
+			("rabbitmq_exchange", "fabric.browser.dead"),
 			("topic_template", "fabricbrowserdead.{domain}"),
 			("message_timeout_ms", 3000),
 		):
 			frappe.db.set_single_value("Fabric Settings", field, value)
+		# As a save of the form stores the password typed into it.
+		set_encrypted_password("Fabric Settings", "Fabric Settings", "left-behind", "rabbitmq_password")
+		frappe.db.set_single_value("Fabric Settings", "rabbitmq_password", "*" * len("left-behind"))
 		frappe.db.commit()
 		self.assertNotEqual(current(), before)
 		site_state.restore(path)

@@ -14,12 +14,25 @@ import json
 import os
 
 import frappe
+from frappe.utils.password import (
+	get_decrypted_password,
+	remove_encrypted_password,
+	set_encrypted_password,
+)
 
 # The desk user the tests log in as: a manager of the fabric, made (and given a new password) by
 # the tests, so that they depend on no password of the site's Administrator; removed after.
 USER = "fabric.browser@example.com"
 # The Fabric Settings fields the browser tests set (fabric_settings, start_broker, the form).
-FABRIC_SETTINGS = ("bootstrap_servers", "rabbitmq_url", "topic_template", "message_timeout_ms")
+FABRIC_SETTINGS = (
+	"bootstrap_servers",
+	"rabbitmq_url",
+	"rabbitmq_exchange",
+	"topic_template",
+	"message_timeout_ms",
+)
+# Those of them that are passwords: kept encrypted apart, the field itself holds asterisks.
+PASSWORDS = ("rabbitmq_password",)
 
 
 def save(path: str) -> None:
@@ -32,6 +45,7 @@ def save(path: str) -> None:
 			field: frappe.db.get_single_value("Fabric Settings", field, cache=False)
 			for field in FABRIC_SETTINGS
 		},
+		"passwords": {field: _password(field) for field in PASSWORDS},
 	}
 	with open(path, "w") as file:
 		json.dump(state, file)
@@ -48,6 +62,8 @@ def restore(path: str) -> None:
 		return
 	with open(path) as file:
 		state = json.load(file)
+	for field, password in state.pop("passwords", {}).items():
+		_restore_password(field, password)
 	for doctype, values in state.items():
 		for field, value in values.items():
 			frappe.db.set_single_value(doctype, field, value)
@@ -83,3 +99,16 @@ def delete_approval_requests(names: list[str]) -> None:
 	frappe.db.delete("ToDo", {"reference_type": "Approval Request", "reference_name": ("in", names)})
 	frappe.db.delete("Approval Request Approver", {"parent": ("in", names)})
 	frappe.db.delete("Approval Request", {"name": ("in", names)})
+
+
+def _password(field: str) -> str | None:
+	return get_decrypted_password("Fabric Settings", "Fabric Settings", field, raise_exception=False)
+
+
+def _restore_password(field: str, password: str | None) -> None:
+	"""Stores ``password`` as a save of the settings would (none: no password at all)."""
+	if password:
+		set_encrypted_password("Fabric Settings", "Fabric Settings", password, field)
+	else:
+		remove_encrypted_password("Fabric Settings", "Fabric Settings", field)
+	frappe.db.set_single_value("Fabric Settings", field, "*" * len(password) if password else None)
