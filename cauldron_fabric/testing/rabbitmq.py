@@ -5,6 +5,9 @@ from __future__ import annotations
 import pika
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+# The same broker as Fabric Settings take it: the password goes in a field of its own.
+SETTINGS_URL = "amqp://guest@127.0.0.1:5672/%2F"
+PASSWORD = "guest"
 
 
 class RabbitMQ:

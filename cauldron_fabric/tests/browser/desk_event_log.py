@@ -1,11 +1,17 @@
-"""The Event Log in a browser: the list's status indicators."""
+"""The Event Log in a browser: the list's status indicators, and Requeue on a failed event's form."""
 
 from __future__ import annotations
+
+import json
+import uuid
 
 import frappe
 
 from cauldron_fabric.emit.recorder import new_envelope, record
+from cauldron_fabric.services.relay import run_relay_for
+from cauldron_fabric.testing.rabbitmq import PASSWORD, SETTINGS_URL, RabbitMQ
 from cauldron_fabric.tests.browser.desk import DeskCase
+from cauldron_fabric.tests.utils import fabric_settings
 
 EVENT_TYPE = "fabric_browser.checked"
 # The indicator colour of each status the Event Log has (the states in event_log.json).
@@ -70,3 +76,38 @@ class TestEventLogList(EventLogCase):
 		)
 		applied = self.desk.driver.execute_script("return cur_list.get_filters_for_args()")
 		self.assertIn(["Event Log", "status", "=", "Failed"], [f[:4] for f in applied])
+
+
+class TestEventLogRequeue(EventLogCase):
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		exchange = "fabric.browser." + uuid.uuid4().hex[:6]
+		settings = fabric_settings(
+			bootstrap_servers="",
+			rabbitmq_url=SETTINGS_URL,
+			rabbitmq_password=PASSWORD,
+			rabbitmq_exchange=exchange,
+		)
+		settings.__enter__()
+		cls.addClassCleanup(settings.__exit__, None, None, None)
+		cls.rabbit = RabbitMQ()
+		cls.addClassCleanup(cls.rabbit.close)
+		cls.addClassCleanup(cls.rabbit.delete, (), (exchange,))
+		cls.queue = cls.rabbit.bound_queue(exchange, "fabric_browser.#")
+
+	def test_requeue_puts_a_failed_event_back_and_the_relay_publishes_it(self):
+		_, (name,) = self.new_events("Failed")
+		self.desk.open_form("Event Log", name)
+		self.desk.click_button("Requeue")
+		self.desk.wait_field_text("status", "Pending")
+		self.desk.wait_without_button("Requeue")
+		self.committed()
+		self.assertEqual(stored(name), {"status": "Pending", "last_error": None})
+
+		run_relay_for(max_seconds=30, stop_when_idle=True)
+		self.committed()
+		self.assertEqual(stored(name)["status"], "Published")
+		event_id = frappe.db.get_value("Event Log", name, "event_id")
+		published = [json.loads(body)["id"] for _, body in self.rabbit.drain(self.queue)]
+		self.assertEqual(published, [event_id])

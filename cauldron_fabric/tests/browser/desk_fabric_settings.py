@@ -8,11 +8,9 @@ import frappe
 from frappe.utils.password import get_decrypted_password
 
 from cauldron_fabric.testing.kafka_broker import KafkaBroker, create_topic, free_port
-from cauldron_fabric.testing.rabbitmq import RabbitMQ
+from cauldron_fabric.testing.rabbitmq import PASSWORD, SETTINGS_URL, RabbitMQ
 from cauldron_fabric.tests.browser.desk import DeskCase
 from cauldron_fabric.tests.utils import fabric_settings
-
-RABBITMQ_URL = "amqp://guest@127.0.0.1:5672/%2F"  # the password goes in its own field
 
 
 def stored_bootstrap_servers() -> str | None:
@@ -84,13 +82,13 @@ class TestFabricSettingsTestConnection(DeskCase):
 		self.addCleanup(rabbit.close)
 		self.addCleanup(rabbit.delete, (), (self.exchange,))
 		rabbit.channel.exchange_declare(self.exchange, "topic", durable=True)
-		title, text = self.press_test_rabbitmq_connection(RABBITMQ_URL, "guest")
+		title, text = self.press_test_rabbitmq_connection(SETTINGS_URL, PASSWORD)
 		self.assertEqual(title, "Connected")
 		self.assertRegex(text, r"Connected to RabbitMQ [0-9.]+ at 127\.0\.0\.1:5672, vhost '/'")
 		# The exchange the test declared on the broker is found there.
 		self.assertIn(f"exchange '{self.exchange}' exists", text)
 		self.committed()
-		self.assertEqual(stored_rabbitmq(), (RABBITMQ_URL, "guest"))
+		self.assertEqual(stored_rabbitmq(), (SETTINGS_URL, PASSWORD))
 
 	def test_a_wrong_port_or_password_is_reported_with_what_to_check(self):
 		port = free_port()  # nothing listens there
@@ -101,11 +99,11 @@ class TestFabricSettingsTestConnection(DeskCase):
 		self.assertNotIn("Traceback", text)
 		self.desk.close_message()
 
-		title, text = self.press_test_rabbitmq_connection(RABBITMQ_URL, "not-the-password")
+		title, text = self.press_test_rabbitmq_connection(SETTINGS_URL, "not-the-password")
 		self.assertEqual(title, "Connection failed")
 		self.assertIn("RabbitMQ at 127.0.0.1:5672 (vhost '/') refused user 'guest'", text)
 		self.assertIn("Check the user name and password in Fabric Settings", text)
 		self.assertNotIn("Traceback", text)
 		self.assertNotIn("not-the-password", text)
 		self.committed()
-		self.assertEqual(stored_rabbitmq(), (RABBITMQ_URL, "not-the-password"))
+		self.assertEqual(stored_rabbitmq(), (SETTINGS_URL, "not-the-password"))

@@ -5,7 +5,7 @@ run-tests takes one module; this one gathers the test cases of the others.
 
 from cauldron_fabric.tests.browser.desk_approvals import TestApprovalRequestForm
 from cauldron_fabric.tests.browser.desk_dead_letters import TestDeadLetterForm, TestDeadLetterList
-from cauldron_fabric.tests.browser.desk_event_log import TestEventLogList
+from cauldron_fabric.tests.browser.desk_event_log import TestEventLogList, TestEventLogRequeue
 from cauldron_fabric.tests.browser.desk_fabric_settings import TestFabricSettingsTestConnection
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
 	"TestDeadLetterForm",
 	"TestDeadLetterList",
 	"TestEventLogList",
+	"TestEventLogRequeue",
 	"TestFabricSettingsTestConnection",
 ]
