@@ -100,6 +100,7 @@ class TestEventLogRequeue(EventLogCase):
 		_, (name,) = self.new_events("Failed")
 		self.desk.open_form("Event Log", name)
 		self.desk.click_button("Requeue")
+		self.desk.alert("Requeued: the relay publishes it again")
 		self.desk.wait_field_text("status", "Pending")
 		self.desk.wait_without_button("Requeue")
 		self.committed()
@@ -111,3 +112,29 @@ class TestEventLogRequeue(EventLogCase):
 		event_id = frappe.db.get_value("Event Log", name, "event_id")
 		published = [json.loads(body)["id"] for _, body in self.rabbit.drain(self.queue)]
 		self.assertEqual(published, [event_id])
+
+	def test_an_event_settled_since_the_form_opened_is_not_requeued_and_the_form_says_why(self):
+		_, (name,) = self.new_events("Failed")
+		self.desk.open_form("Event Log", name)
+		# A relay retried it meanwhile (or another manager requeued it): Published now.
+		frappe.db.set_value("Event Log", name, {"status": "Published", "last_error": None})
+		frappe.db.commit()
+		self.desk.click_button("Requeue")
+		title, text = self.desk.message()
+		self.assertEqual(title, "Not requeued")
+		self.assertIn("This event is Published now; only Failed events can be requeued.", text)
+		self.desk.close_message()
+		self.desk.wait_field_text("status", "Published")
+		self.desk.wait_without_button("Requeue")
+		self.committed()
+		self.assertEqual(stored(name), {"status": "Published", "last_error": None})
+
+	def test_an_invalid_event_has_no_requeue_and_the_form_says_why(self):
+		_, (name,) = self.new_events("Invalid")
+		self.desk.open_form("Event Log", name)
+		intro = self.desk.find(".form-message", "the form's explanation")
+		self.assertIn("why it is Invalid", intro.text)
+		self.assertIn("cannot be requeued", intro.text)
+		self.assertIsNone(self.desk.visible(self.desk.button("Requeue")))
+		self.committed()
+		self.assertEqual(stored(name)["status"], "Invalid")
