@@ -1,12 +1,7 @@
 // Dead Letters: retry or discard the selected ones, or retry every dead one matching the filters.
 
 frappe.listview_settings["Dead Letter"] = {
-	add_fields: ["status", "source_type", "last_error"],
-	get_indicator(doc) {
-		const colors = { Dead: "red", Retrying: "orange", Retried: "green", Discarded: "gray" };
-		return [__(doc.status), colors[doc.status] || "gray", "status,=," + doc.status];
-	},
-
+	// Each status's indicator comes from the DocType's states.
 	onload(listview) {
 		if (!frappe.user.has_role(["System Manager", "Fabric Manager"])) {
 			return;
