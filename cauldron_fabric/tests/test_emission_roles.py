@@ -33,6 +33,32 @@ def new_user(*roles: str, **values) -> str:
 	return email
 
 
+def ensure_another_system_manager() -> None:
+	"""Makes a System Manager besides Administrator: without one, Frappe gives every new user that role."""
+	manager = "fabric-roles-manager@example.com"
+	if not frappe.db.exists("User", manager):
+		frappe.get_doc(
+			{
+				"doctype": "User",
+				"email": manager,
+				"first_name": "Manager",
+				"send_welcome_email": 0,
+				"roles": [{"role": "System Manager"}],
+			}
+		).insert(ignore_permissions=True)
+		frappe.db.commit()
+
+
+def delete_made_users() -> None:
+	"""Deletes the users ``new_user`` made (committed)."""
+	frappe.db.rollback()
+	while made_users:
+		user = made_users.pop()
+		if frappe.db.exists("User", user):
+			frappe.delete_doc("User", user, ignore_permissions=True)
+	frappe.db.commit()
+
+
 def role_changes(seq: int, user: str) -> list[dict]:
 	"""Returns the system.change events about ``user``'s roles recorded after ``seq``."""
 	return [e for e in events_after(seq, "User", user) if e["type"] == "system.change"]
@@ -53,27 +79,10 @@ class TestRoleAssignmentEvents(EmissionCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
-		# Without a System Manager besides Administrator, Frappe gives every new user that role.
-		manager = "fabric-roles-manager@example.com"
-		if not frappe.db.exists("User", manager):
-			frappe.get_doc(
-				{
-					"doctype": "User",
-					"email": manager,
-					"first_name": "Manager",
-					"send_welcome_email": 0,
-					"roles": [{"role": "System Manager"}],
-				}
-			).insert(ignore_permissions=True)
-			frappe.db.commit()
+		ensure_another_system_manager()
 
 	def tearDown(self):
-		frappe.db.rollback()
-		while made_users:
-			user = made_users.pop()
-			if frappe.db.exists("User", user):
-				frappe.delete_doc("User", user, ignore_permissions=True)
-		frappe.db.commit()
+		delete_made_users()
 
 	def test_roles_given_and_taken_in_a_user_save_are_one_system_change(self):
 		user = new_user("Blogger", "Translator")

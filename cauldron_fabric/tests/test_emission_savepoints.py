@@ -1,0 +1,178 @@
+"""Savepoints: one event for each committed change, none for a change rolled back to a savepoint
+inside a transaction that then commits (Frappe tells no callback about such a rollback)."""
+
+from __future__ import annotations
+
+import frappe
+from frappe.database.database import savepoint
+
+from cauldron_fabric.tests.test_delivery_support import DeliveryTestCase, deliveries, envelope_of, save_todo
+from cauldron_fabric.tests.test_emission_roles import (
+	delete_made_users,
+	ensure_another_system_manager,
+	new_user,
+	role_changes,
+	set_roles,
+)
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	ORDER_ITEM,
+	EmissionCase,
+	events_after,
+	last_seq,
+	new_order,
+	order_hooks,
+	types_of,
+)
+
+CREATED = "fabric_test_order.created"
+
+
+class TestDocumentsInSavepoints(EmissionCase):
+	"""Documents saved, db_set or deferred inside a savepoint that is rolled back."""
+
+	def test_a_document_saved_in_a_rolled_back_savepoint_has_no_event(self):
+		frappe.db.savepoint("fabric_test")
+		dropped = new_order("rolled back to a savepoint")
+		frappe.db.rollback(save_point="fabric_test")
+		kept = new_order("committed after the savepoint")
+		frappe.db.commit()
+		events = events_after(self.start, ORDER)
+		self.assertEqual([(e["type"], e["data"]["entityId"]) for e in events], [(CREATED, kept.name)])
+		self.assertFalse(frappe.db.exists(ORDER, dropped.name))
+
+	def test_frappes_savepoint_block_that_catches_keeps_only_the_committed_document(self):
+		with savepoint(catch=frappe.ValidationError):
+			new_order("inside a failed savepoint block")
+			frappe.throw("refused")
+		kept = new_order("after the block")
+		frappe.db.commit()
+		self.assertEqual([e["data"]["entityId"] for e in events_after(self.start, ORDER)], [kept.name])
+
+	def test_a_db_set_rolled_back_to_a_savepoint_is_no_event(self):
+		order = new_order("db_set in a savepoint")
+		frappe.db.commit()
+		frappe.db.savepoint("fabric_test")
+		order.db_set("note", "rolled back")
+		frappe.db.rollback(save_point="fabric_test")
+		frappe.db.commit()
+		self.assertEqual(types_of(events_after(self.start, ORDER)), [CREATED])
+
+
+class TestRowsInSavepoints(EmissionCase):
+	"""Child rows changed on their own inside a savepoint that is rolled back."""
+
+	def test_rows_changed_alone_in_a_rolled_back_savepoint_are_no_update(self):
+		order = new_order("rows in a savepoint")
+		frappe.db.commit()
+		first, second = order.items
+		frappe.db.savepoint("fabric_test")
+		first.db_set("qty", 9)
+		row = frappe.get_doc(ORDER_ITEM, second.name)
+		row.item = "ladle, rolled back"
+		row.save()
+		frappe.delete_doc(ORDER_ITEM, first.name)
+		frappe.db.rollback(save_point="fabric_test")
+		frappe.db.commit()
+		self.assertEqual(types_of(events_after(self.start, ORDER)), [CREATED])
+
+
+class TestRolesInSavepoints(EmissionCase):
+	"""A user's role change (system.change) rolled back to a savepoint."""
+
+	@classmethod
+	def setUpClass(cls):
+		super().setUpClass()
+		ensure_another_system_manager()
+
+	def tearDown(self):
+		delete_made_users()
+
+	def test_a_role_change_rolled_back_to_a_savepoint_is_no_system_change(self):
+		user = new_user("Blogger")
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.savepoint("fabric_test")
+		set_roles(user, "Blogger", "Translator")
+		frappe.db.rollback(save_point="fabric_test")
+		set_roles(user, "Blogger", "Website Manager")
+		frappe.db.commit()
+		(change,) = role_changes(start, user)
+		payload = change["data"]["payload"]
+		self.assertEqual((payload["rolesAdded"], payload["rolesRemoved"]), (["Website Manager"], []))
+
+	def test_a_disabled_role_rolled_back_to_a_savepoint_takes_nothing(self):
+		role = frappe.get_doc({"doctype": "Role", "role_name": f"fabric-sp-{frappe.generate_hash(length=6)}"})
+		role.insert(ignore_permissions=True)
+		self.addCleanup(frappe.delete_doc, "Role", role.name, ignore_permissions=True, force=True)
+		user = new_user(role.name)
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.savepoint("fabric_test")
+		role.disabled = 1
+		role.save(ignore_permissions=True)
+		frappe.db.rollback(save_point="fabric_test")
+		frappe.db.commit()
+		self.assertEqual(role_changes(start, user), [])
+		self.assertEqual(frappe.get_roles(user).count(role.name), 1)
+
+
+# The order whose row a refused import row changes before it raises (set by the test).
+held_row_order: list[str] = []
+
+
+def refuse_titled_refused(doc, method=None) -> None:
+	"""A validate hook that changes another order's row alone, then refuses the import row."""
+	if doc.title == "refused":
+		frappe.get_doc(ORDER, held_row_order[0]).items[0].db_set("qty", 42)
+		frappe.throw("this row is refused")
+
+
+class TestDataImportWithARefusedRow(EmissionCase):
+	def test_events_exactly_for_the_imported_rows(self):
+		from frappe.core.doctype.data_import.data_import import start_import
+
+		other = new_order("changed by the refused row")
+		held_row_order[:] = [other.name]
+		self.addCleanup(held_row_order.clear)
+		csv = frappe.get_doc(
+			{
+				"doctype": "File",
+				"file_name": "fabric_import_refused.csv",
+				"is_private": 1,
+				"content": "Title,Grand Total\nimported one,10\nrefused,20\nimported three,30\n",
+			}
+		).insert()
+		data_import = frappe.get_doc(
+			{
+				"doctype": "Data Import",
+				"reference_doctype": ORDER,
+				"import_type": "Insert New Records",
+				"import_file": csv.file_url,
+			}
+		).insert()
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, validate="refuse_titled_refused"):
+			start_import(data_import.name)
+		frappe.db.rollback()
+		self.assertEqual(frappe.db.get_value("Data Import", data_import.name, "status"), "Partial Success")
+		events = events_after(start, ORDER)
+		self.assertEqual(types_of(events), [CREATED, CREATED])
+		self.assertEqual(
+			[e["data"]["payload"]["doc"]["title"] for e in events], ["imported one", "imported three"]
+		)
+		self.assertEqual(frappe.db.get_value(ORDER_ITEM, other.items[0].name, "qty"), 1)
+
+
+class TestDeliveriesInSavepoints(DeliveryTestCase):
+	def test_no_delivery_remains_for_an_event_rolled_back_to_a_savepoint(self):
+		subscription = self.subscription(webhook_url="https://a.example.com/hook")
+		frappe.db.savepoint("fabric_test")
+		frappe.get_doc({"doctype": "ToDo", "description": self.tag}).insert()
+		frappe.db.rollback(save_point="fabric_test")
+		kept = save_todo(self.tag)
+		rows = deliveries(subscription.name)
+		self.assertEqual([envelope_of(row)["data"]["entityId"] for row in rows], [kept])
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "ToDo", {"description": self.tag})
