@@ -19,6 +19,7 @@ from cauldron_fabric.tests.utils import (
 	ORDER_ITEM,
 	EmissionCase,
 	events_after,
+	fabric_settings,
 	last_seq,
 	new_order,
 	order_hooks,
@@ -26,6 +27,19 @@ from cauldron_fabric.tests.utils import (
 )
 
 CREATED = "fabric_test_order.created"
+UPDATED = "fabric_test_order.updated"
+
+
+def db_set_note_then_fail(doc, method=None) -> None:
+	"""An on_update hook that db_sets the document, then refuses the save when asked to."""
+	doc.db_set("note", "set by on_update")
+	if doc.flags.fabric_test_fail:
+		frappe.throw("refused after a db_set")
+
+
+def qty(event: dict, side: str) -> list:
+	"""Returns the item quantities on one side of an event's table change."""
+	return [row["qty"] for row in event["data"]["payload"]["changes"]["items"][side]]
 
 
 class TestDocumentsInSavepoints(EmissionCase):
@@ -58,6 +72,30 @@ class TestDocumentsInSavepoints(EmissionCase):
 		frappe.db.commit()
 		self.assertEqual(types_of(events_after(self.start, ORDER)), [CREATED])
 
+	def test_a_db_set_of_a_failed_save_rolled_back_to_a_savepoint_is_not_recorded_at_commit(self):
+		# The on_update hook's db_set is held for the save, which raises: held until commit.
+		order = new_order("deferred db_set in a savepoint")
+		frappe.db.commit()
+		with order_hooks(__name__, on_update="db_set_note_then_fail"):
+			frappe.db.savepoint("fabric_test")
+			failing = frappe.get_doc(ORDER, order.name)
+			failing.flags.fabric_test_fail = True
+			failing.grand_total = 99
+			with self.assertRaises(frappe.ValidationError):
+				failing.save()
+			frappe.db.rollback(save_point="fabric_test")
+		# Another change of the same document, outside the savepoint, commits.
+		again = frappe.get_doc(ORDER, order.name)
+		again.title = "renamed after the savepoint"
+		again.save()
+		frappe.db.commit()
+		_created, update = events_after(self.start, ORDER)
+		self.assertEqual(
+			update["data"]["payload"]["changes"],
+			{"title": {"old": order.title, "new": "renamed after the savepoint"}},
+		)
+		self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), None)
+
 
 class TestRowsInSavepoints(EmissionCase):
 	"""Child rows changed on their own inside a savepoint that is rolled back."""
@@ -75,6 +113,48 @@ class TestRowsInSavepoints(EmissionCase):
 		frappe.db.rollback(save_point="fabric_test")
 		frappe.db.commit()
 		self.assertEqual(types_of(events_after(self.start, ORDER)), [CREATED])
+
+	def test_rows_changed_alone_in_a_rolled_back_savepoint_are_no_update_when_unchanged_saves_emit(self):
+		# Emitting saves that change nothing must not turn a rolled-back change into an event.
+		with fabric_settings(emit_unchanged_saves=1):
+			order = new_order("rows in a savepoint, unchanged saves on")
+			frappe.db.commit()
+			frappe.db.savepoint("fabric_test")
+			order.items[0].db_set("qty", 9)
+			frappe.db.rollback(save_point="fabric_test")
+			frappe.db.commit()
+			self.assertEqual(types_of(events_after(self.start, ORDER)), [CREATED])
+
+	def test_rows_changed_after_a_rolled_back_savepoint_report_only_the_committed_rows(self):
+		order = new_order("rows after a savepoint")
+		frappe.db.commit()
+		second = order.items[1]
+		frappe.db.savepoint("fabric_test")
+		order.items[0].qty = 5
+		order.save()
+		frappe.get_doc(ORDER_ITEM, second.name).db_set("qty", 8)
+		frappe.db.rollback(save_point="fabric_test")
+		frappe.get_doc(ORDER_ITEM, second.name).db_set("qty", 9)
+		frappe.db.commit()
+		_created, update = events_after(self.start, ORDER)
+		self.assertEqual(update["type"], UPDATED)
+		self.assertEqual([qty(update, "old"), qty(update, "new")], [[1, 3], [1, 9]])
+		self.assertEqual(update["data"]["payload"]["via"], "db_set")
+
+	def test_rows_changed_before_a_savepoint_rolled_back_later_are_still_recorded(self):
+		order = new_order("rows before a savepoint")
+		frappe.db.commit()
+		order.items[0].db_set("qty", 4)
+		frappe.db.savepoint("fabric_test")
+		order.items[1].db_set("qty", 8)
+		# The parent's save records the rows' update before its own: both are rolled back.
+		again = frappe.get_doc(ORDER, order.name)
+		again.title = "saved in the savepoint"
+		again.save()
+		frappe.db.rollback(save_point="fabric_test")
+		frappe.db.commit()
+		_created, update = events_after(self.start, ORDER)
+		self.assertEqual([qty(update, "old"), qty(update, "new")], [[1, 3], [4, 3]])
 
 
 class TestRolesInSavepoints(EmissionCase):
