@@ -2,7 +2,9 @@
 DocTypes whose schemas to refresh, the registry changes to announce.
 
 Held per transaction in frappe.local and handled by a before_commit (or after_commit)
-callback; gone with a rollback whichever way it comes.
+callback; gone with a rollback whichever way it comes. A rollback to a savepoint undoes only
+the writes since that savepoint, and Frappe runs no callback for it: ``frappe.db``'s savepoint
+methods are watched (``watch_savepoints``) so that what was held since goes with them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,12 @@ from __future__ import annotations
 import weakref
 
 import frappe
+from frappe.database.database import Database
+
+# The savepoints of the open transaction, oldest first, each with what was held when it was set.
+SAVEPOINTS = "fabric_savepoints"
+# Every attribute hold_until_commit has served in this process: what a savepoint notes.
+_held_attributes: set[str] = set()
 
 
 class HeldUntilCommit:
@@ -42,6 +50,7 @@ def hold_until_commit(attribute: str, flush, after_commit: bool = False) -> dict
 	"""
 	holder = _holder(attribute)
 	if holder is None or holder.started:
+		_held_attributes.add(attribute)
 		holder = HeldUntilCommit(flush)
 		(frappe.db.after_commit if after_commit else frappe.db.before_commit).add(holder)
 		setattr(frappe.local, attribute, weakref.ref(holder))
@@ -96,3 +105,103 @@ class TransactionEnd:
 
 	def __call__(self) -> None:
 		self.end()
+
+
+def note_savepoint(name: str) -> None:
+	"""Notes what is held as the savepoint ``name`` is set (a savepoint of the same name is replaced)."""
+	savepoints = getattr(frappe.local, SAVEPOINTS, None)
+	if savepoints is None:
+		savepoints = []
+		setattr(frappe.local, SAVEPOINTS, savepoints)
+		when_transaction_ends(lambda: _forget_savepoints(savepoints))
+	savepoints[:] = [entry for entry in savepoints if entry[0] != name]
+	held = {}
+	for attribute in _held_attributes:
+		holder = _holder(attribute)
+		if holder is not None and not holder.started:
+			held[attribute] = (weakref.ref(holder), _copy_items(holder.items))
+	savepoints.append((name, held))
+
+
+def roll_back_held(name: str) -> None:
+	"""Brings what is held back to what it was when the savepoint ``name`` was set.
+
+	What was held since then (rows changed alone, db_sets deferred to the commit, wake-ups)
+	belongs to writes the database just undid. A savepoint set before this process watched
+	savepoints, or by raw SQL, is unknown: the commit's own checks against the database are
+	then all there is.
+	"""
+	savepoints = getattr(frappe.local, SAVEPOINTS, None) or []
+	index = next((i for i in range(len(savepoints) - 1, -1, -1) if savepoints[i][0] == name), None)
+	if index is None:
+		return
+	held = savepoints[index][1]
+	del savepoints[index + 1 :]  # the database forgets the savepoints set after this one
+	for attribute in _held_attributes:
+		holder = _holder(attribute)
+		if holder is None or holder.started:
+			continue
+		reference, items = held.get(attribute, (None, {}))
+		holder.items.clear()
+		if reference is not None and reference() is holder:
+			holder.items.update(_copy_items(items))  # it may be rolled back to again
+
+
+def forget_savepoint(name: str) -> None:
+	"""Forgets the savepoint ``name`` and those set after it, as releasing it does."""
+	savepoints = getattr(frappe.local, SAVEPOINTS, None) or []
+	for index in range(len(savepoints) - 1, -1, -1):
+		if savepoints[index][0] == name:
+			del savepoints[index:]
+			return
+
+
+def _forget_savepoints(savepoints: list) -> None:
+	savepoints.clear()
+	if getattr(frappe.local, SAVEPOINTS, None) is savepoints:
+		delattr(frappe.local, SAVEPOINTS)
+
+
+def _copy_items(items: dict) -> dict:
+	"""Copies what is held deep enough that later changes leave the copy alone: a held change is
+	a dict whose values (the rows before it) are changed in place; documents are kept as such."""
+	return {
+		key: {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+		if isinstance(value, dict)
+		else value
+		for key, value in items.items()
+	}
+
+
+def watch_savepoints() -> None:
+	"""Makes ``frappe.db.savepoint``, ``rollback(save_point=...)`` and ``release_savepoint``
+	keep what is held in step with the database (once per process)."""
+	if getattr(Database.savepoint, "fabric_watched", False):
+		return
+	set_savepoint, rollback, release = Database.savepoint, Database.rollback, Database.release_savepoint
+
+	def savepoint(self, save_point):
+		set_savepoint(self, save_point)
+		note_savepoint(save_point)
+
+	def rollback_watched(self, *, save_point=None):
+		rollback(self, save_point=save_point)
+		if save_point:
+			roll_back_held(save_point)
+
+	def release_savepoint(self, save_point):
+		release(self, save_point)
+		forget_savepoint(save_point)
+
+	for method, original in (
+		(savepoint, set_savepoint),
+		(rollback_watched, rollback),
+		(release_savepoint, release),
+	):
+		method.__doc__, method.__name__ = original.__doc__, original.__name__
+		method.fabric_watched = True
+	Database.savepoint, Database.rollback = savepoint, rollback_watched
+	Database.release_savepoint = release_savepoint
+
+
+watch_savepoints()
