@@ -256,3 +256,33 @@ class TestDeliveriesInSavepoints(DeliveryTestCase):
 		self.assertEqual([envelope_of(row)["data"]["entityId"] for row in rows], [kept])
 		self.addCleanup(frappe.db.commit)
 		self.addCleanup(frappe.db.delete, "ToDo", {"description": self.tag})
+
+
+def db_set_a_row_then_roll_back_to_a_savepoint(envelope, context) -> None:
+	"""A handler that changes a row alone, then rolls back its own later work to a savepoint."""
+	frappe.get_doc(ORDER, envelope.data.entity_id).items[0].db_set("qty", 6)
+	frappe.db.savepoint("handler_own")
+	frappe.get_doc({"doctype": "ToDo", "description": f"rolled back {envelope.id}"}).insert()
+	frappe.db.rollback(save_point="handler_own")
+
+
+class TestHandlersRollingBackToTheirOwnSavepoint(EmissionCase):
+	def test_what_the_handler_did_before_its_savepoint_is_recorded(self):
+		from cauldron_fabric.consume.handlers import SiteHandler
+		from cauldron_fabric.consume.tracking import FrappeTrackingStore
+		from cauldron_fabric.emit.recorder import new_envelope
+
+		order = new_order("changed by a handler")
+		frappe.db.commit()
+		store = FrappeTrackingStore()
+		store.begin()
+		envelope = new_envelope("probe.handled", ORDER, order.name, "created", {})
+		self.assertTrue(store.claim(f"fabric-savepoints-{frappe.generate_hash(length=6)}", envelope))
+		function = db_set_a_row_then_roll_back_to_a_savepoint
+		SiteHandler(f"{__name__}.{function.__name__}", function, "Administrator")(envelope, None)
+		store.commit()
+		frappe.set_user("Administrator")
+		_created, update = events_after(self.start, ORDER)
+		self.assertEqual([qty(update, "old"), qty(update, "new")], [[1, 3], [6, 3]])
+		self.assertEqual(update["metadata"]["causationId"], envelope.id)
+		self.assertEqual(events_after(self.start, "ToDo"), [])
