@@ -92,6 +92,8 @@ def unit_of_work() -> Iterator[None]:
 	Some Frappe code commits by itself; committed there, the Processed Event mark and half of the
 	handler's writes would outlive a later failure, and the retry would skip the event as done.
 	A commit waits for the consumer's; a rollback undoes the handler's writes but keeps the mark.
+	A rollback to the handler's own savepoint stays one: what it did before that savepoint, and
+	what is held for the commit since, is kept.
 	"""
 	db = frappe.db
 
@@ -99,9 +101,13 @@ def unit_of_work() -> Iterator[None]:
 		frappe.logger("cauldron_fabric").info("a handler committed; the commit waits for the event's")
 
 	def partial_rollback(*args, save_point=None, **kwargs):
+		if save_point:
+			connection = frappe.local.db  # frappe.db is a proxy: the class's own rollback is needed
+			type(connection).rollback(connection, save_point=save_point)
+			return
 		db.before_commit.reset()
 		db.after_commit.reset()
-		db.sql(f"rollback to savepoint {save_point or UNIT_SAVEPOINT}")
+		db.sql(f"rollback to savepoint {UNIT_SAVEPOINT}")
 		db.after_rollback.run()
 
 	db.commit, db.rollback = deferred_commit, partial_rollback
