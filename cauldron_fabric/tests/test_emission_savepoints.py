@@ -6,7 +6,13 @@ from __future__ import annotations
 import frappe
 from frappe.database.database import savepoint
 
-from cauldron_fabric.tests.test_delivery_support import DeliveryTestCase, deliveries, envelope_of, save_todo
+from cauldron_fabric.tests.test_delivery_support import (
+	DeliveryTestCase,
+	deliveries,
+	envelope_of,
+	new_subscription,
+	save_todo,
+)
 from cauldron_fabric.tests.test_emission_roles import (
 	delete_made_users,
 	ensure_another_system_manager,
@@ -245,6 +251,21 @@ class TestDataImportWithARefusedRow(EmissionCase):
 		self.assertEqual(frappe.db.get_value(ORDER_ITEM, other.items[0].name, "qty"), 1)
 
 
+class TestSettingsInSavepoints(EmissionCase):
+	def test_a_deny_list_rolled_back_to_a_savepoint_denies_nothing(self):
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.rollback)
+		frappe.db.savepoint("fabric_test")
+		settings = frappe.get_single("Fabric Settings")
+		settings.append("denied_doctypes", {"document_type": ORDER})
+		settings.save(ignore_permissions=True)
+		new_order("denied in the savepoint")
+		frappe.db.rollback(save_point="fabric_test")
+		kept = new_order("after the savepoint")
+		frappe.db.commit()
+		self.assertEqual([e["data"]["entityId"] for e in events_after(self.start, ORDER)], [kept.name])
+
+
 class TestDeliveriesInSavepoints(DeliveryTestCase):
 	def test_no_delivery_remains_for_an_event_rolled_back_to_a_savepoint(self):
 		subscription = self.subscription(webhook_url="https://a.example.com/hook")
@@ -256,6 +277,17 @@ class TestDeliveriesInSavepoints(DeliveryTestCase):
 		self.assertEqual([envelope_of(row)["data"]["entityId"] for row in rows], [kept])
 		self.addCleanup(frappe.db.commit)
 		self.addCleanup(frappe.db.delete, "ToDo", {"description": self.tag})
+
+	def test_no_delivery_is_planned_for_a_subscription_rolled_back_to_a_savepoint(self):
+		frappe.db.savepoint("fabric_test")
+		dropped = new_subscription(self.tag, webhook_url="https://a.example.com/hook")
+		frappe.get_doc({"doctype": "ToDo", "description": self.tag}).insert()
+		frappe.db.rollback(save_point="fabric_test")
+		save_todo(self.tag)
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "ToDo", {"description": self.tag})
+		self.addCleanup(frappe.db.delete, "Event Delivery", {"subscription": dropped.name})
+		self.assertEqual(deliveries(dropped.name), [])
 
 
 def db_set_a_row_then_roll_back_to_a_savepoint(envelope, context) -> None:
