@@ -4,7 +4,8 @@ DocTypes whose schemas to refresh, the registry changes to announce.
 Held per transaction in frappe.local and handled by a before_commit (or after_commit)
 callback; gone with a rollback whichever way it comes. A rollback to a savepoint undoes only
 the writes since that savepoint, and Frappe runs no callback for it: ``frappe.db``'s savepoint
-methods are watched (``watch_savepoints``) so that what was held since goes with them.
+methods are watched (``watch_savepoints``) so that what was held since goes with them, and what
+was to be forgotten at the end of the transaction (``when_transaction_ends``) is forgotten then.
 """
 
 from __future__ import annotations
@@ -84,8 +85,14 @@ def when_transaction_ends(end) -> None:
 
 	On a rollback ``end`` runs while Frappe empties its after-commit list, before the SQL
 	rollback: it must not add callbacks of its own, nor depend on the rollback having happened.
+	It also runs (once, then) at a rollback to a savepoint set before it was added: what it
+	forgets was built from writes that rollback undid.
 	"""
-	frappe.db.after_commit.add(TransactionEnd(end))
+	transaction_end = TransactionEnd(end)
+	frappe.db.after_commit.add(transaction_end)
+	savepoints = getattr(frappe.local, SAVEPOINTS, None)
+	if savepoints:
+		savepoints[-1][2].append(transaction_end.end)
 
 
 class TransactionEnd:
@@ -114,20 +121,24 @@ def note_savepoint(name: str) -> None:
 		savepoints = []
 		setattr(frappe.local, SAVEPOINTS, savepoints)
 		when_transaction_ends(lambda: _forget_savepoints(savepoints))
-	savepoints[:] = [entry for entry in savepoints if entry[0] != name]
+	for index in range(len(savepoints) - 1, -1, -1):
+		if savepoints[index][0] == name:
+			_drop_savepoints(savepoints, index, index + 1)
 	held = {}
 	for attribute in _held_attributes:
 		holder = _holder(attribute)
 		if holder is not None and not holder.started:
 			held[attribute] = (weakref.ref(holder), _copy_items(holder.items))
-	savepoints.append((name, held))
+	savepoints.append([name, held, []])  # name, what was held, transaction ends added since
 
 
 def roll_back_held(name: str) -> None:
 	"""Brings what is held back to what it was when the savepoint ``name`` was set.
 
 	What was held since then (rows changed alone, db_sets deferred to the commit, wake-ups)
-	belongs to writes the database just undid. A savepoint set before this process watched
+	belongs to writes the database just undid, and the transaction ends added since (dropping
+	the policy or routing index built from uncommitted settings or subscriptions) run now. A
+	savepoint set before this process watched
 	savepoints, or by raw SQL, is unknown: the commit's own checks against the database are
 	then all there is.
 	"""
@@ -136,6 +147,10 @@ def roll_back_held(name: str) -> None:
 	if index is None:
 		return
 	held = savepoints[index][1]
+	for entry in savepoints[index:]:
+		for end in entry[2]:
+			end()  # a weakref.finalize: runs once, so not again when the transaction ends
+	savepoints[index][2].clear()
 	del savepoints[index + 1 :]  # the database forgets the savepoints set after this one
 	for attribute in _held_attributes:
 		holder = _holder(attribute)
@@ -152,8 +167,17 @@ def forget_savepoint(name: str) -> None:
 	savepoints = getattr(frappe.local, SAVEPOINTS, None) or []
 	for index in range(len(savepoints) - 1, -1, -1):
 		if savepoints[index][0] == name:
-			del savepoints[index:]
+			_drop_savepoints(savepoints, index, len(savepoints))
 			return
+
+
+def _drop_savepoints(savepoints: list, start: int, stop: int) -> None:
+	"""Drops the savepoints ``start`` to ``stop``: the transaction ends added since them now
+	belong to the savepoint before (a rollback to that one still undoes their writes)."""
+	for entry in savepoints[start:stop]:
+		if start:
+			savepoints[start - 1][2].extend(entry[2])
+	del savepoints[start:stop]
 
 
 def _forget_savepoints(savepoints: list) -> None:
