@@ -37,7 +37,7 @@ UPDATED = "fabric_test_order.updated"
 
 
 def db_set_note_then_fail(doc, method=None) -> None:
-	"""An on_update hook that db_sets the document, then refuses the save when asked to."""
+	"""A hook (on_update, after_insert) that db_sets the document, then refuses the save when asked to."""
 	doc.db_set("note", "set by on_update")
 	if doc.flags.fabric_test_fail:
 		frappe.throw("refused after a db_set")
@@ -101,6 +101,23 @@ class TestDocumentsInSavepoints(EmissionCase):
 			{"title": {"old": order.title, "new": "renamed after the savepoint"}},
 		)
 		self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), None)
+
+	def test_an_insert_rolled_back_to_a_savepoint_and_made_again_is_created_once(self):
+		# The failed insert's own db_set is held for the commit, where it would record the row
+		# that the second insert of the same name wrote as a second creation.
+		name = f"fabric-sp-{frappe.generate_hash(length=8)}"
+		with order_hooks(__name__, after_insert="db_set_note_then_fail"):
+			frappe.db.savepoint("fabric_test")
+			failing = frappe.get_doc({"doctype": ORDER, "title": "first try"})
+			failing.flags.fabric_test_fail = True
+			with self.assertRaises(frappe.ValidationError):
+				failing.insert(set_name=name)
+			frappe.db.rollback(save_point="fabric_test")
+		frappe.get_doc({"doctype": ORDER, "title": "second try"}).insert(set_name=name)
+		frappe.db.commit()
+		events = events_after(self.start, ORDER)
+		self.assertEqual(types_of(events), [CREATED])
+		self.assertEqual(events[0]["data"]["payload"]["doc"]["title"], "second try")
 
 
 class TestRowsInSavepoints(EmissionCase):
