@@ -164,6 +164,21 @@ class TestRowsInSavepoints(EmissionCase):
 		self.assertEqual([qty(update, "old"), qty(update, "new")], [[1, 3], [1, 9]])
 		self.assertEqual(update["data"]["payload"]["via"], "db_set")
 
+	def test_a_savepoint_released_inside_one_rolled_back_is_rolled_back_with_it(self):
+		order = new_order("rows in a released savepoint")
+		frappe.db.commit()
+		second = order.items[1]
+		frappe.db.savepoint("fabric_outer")
+		with savepoint():  # released when the block ends without an error
+			order.items[0].qty = 5
+			order.save()
+			frappe.get_doc(ORDER_ITEM, second.name).db_set("qty", 8)
+		frappe.db.rollback(save_point="fabric_outer")
+		frappe.get_doc(ORDER_ITEM, second.name).db_set("qty", 9)
+		frappe.db.commit()
+		_created, update = events_after(self.start, ORDER)
+		self.assertEqual([qty(update, "old"), qty(update, "new")], [[1, 3], [1, 9]])
+
 	def test_rows_changed_before_a_savepoint_rolled_back_later_are_still_recorded(self):
 		order = new_order("rows before a savepoint")
 		frappe.db.commit()
@@ -300,6 +315,18 @@ class TestDeliveriesInSavepoints(DeliveryTestCase):
 		dropped = new_subscription(self.tag, webhook_url="https://a.example.com/hook")
 		frappe.get_doc({"doctype": "ToDo", "description": self.tag}).insert()
 		frappe.db.rollback(save_point="fabric_test")
+		save_todo(self.tag)
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, "ToDo", {"description": self.tag})
+		self.addCleanup(frappe.db.delete, "Event Delivery", {"subscription": dropped.name})
+		self.assertEqual(deliveries(dropped.name), [])
+
+	def test_nor_for_one_saved_in_a_savepoint_released_inside_the_rolled_back_one(self):
+		frappe.db.savepoint("fabric_outer")
+		with savepoint():
+			dropped = new_subscription(self.tag, webhook_url="https://a.example.com/hook")
+		frappe.get_doc({"doctype": "ToDo", "description": self.tag}).insert()
+		frappe.db.rollback(save_point="fabric_outer")
 		save_todo(self.tag)
 		self.addCleanup(frappe.db.commit)
 		self.addCleanup(frappe.db.delete, "ToDo", {"description": self.tag})
