@@ -138,20 +138,14 @@ def roll_back_held(name: str) -> None:
 	What was held since then (rows changed alone, db_sets deferred to the commit, wake-ups)
 	belongs to writes the database just undid, and the transaction ends added since (dropping
 	the policy or routing index built from uncommitted settings or subscriptions) run now. A
-	savepoint set before this process watched
-	savepoints, or by raw SQL, is unknown: the commit's own checks against the database are
-	then all there is.
+	savepoint set before this process watched savepoints, or by raw SQL, is unknown: the
+	commit's own checks against the database are then all there is.
 	"""
 	savepoints = getattr(frappe.local, SAVEPOINTS, None) or []
 	index = next((i for i in range(len(savepoints) - 1, -1, -1) if savepoints[i][0] == name), None)
 	if index is None:
 		return
 	held = savepoints[index][1]
-	for entry in savepoints[index:]:
-		for end in entry[2]:
-			end()  # a weakref.finalize: runs once, so not again when the transaction ends
-	savepoints[index][2].clear()
-	del savepoints[index + 1 :]  # the database forgets the savepoints set after this one
 	for attribute in _held_attributes:
 		holder = _holder(attribute)
 		if holder is None or holder.started:
@@ -160,6 +154,11 @@ def roll_back_held(name: str) -> None:
 		holder.items.clear()
 		if reference is not None and reference() is holder:
 			holder.items.update(_copy_items(items))  # it may be rolled back to again
+	ends = [end for entry in savepoints[index:] for end in entry[2]]
+	savepoints[index][2].clear()
+	del savepoints[index + 1 :]  # the database forgets the savepoints set after this one
+	for end in ends:
+		end()  # a weakref.finalize: runs once, so not again when the transaction ends
 
 
 def forget_savepoint(name: str) -> None:
@@ -174,8 +173,8 @@ def forget_savepoint(name: str) -> None:
 def _drop_savepoints(savepoints: list, start: int, stop: int) -> None:
 	"""Drops the savepoints ``start`` to ``stop``: the transaction ends added since them now
 	belong to the savepoint before (a rollback to that one still undoes their writes)."""
-	for entry in savepoints[start:stop]:
-		if start:
+	if start:
+		for entry in savepoints[start:stop]:
 			savepoints[start - 1][2].extend(entry[2])
 	del savepoints[start:stop]
 
