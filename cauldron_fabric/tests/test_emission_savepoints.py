@@ -3,6 +3,10 @@ inside a transaction that then commits (Frappe tells no callback about such a ro
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import frappe
 from frappe.database.database import savepoint
 
@@ -33,6 +37,28 @@ from cauldron_fabric.tests.utils import (
 )
 
 CREATED = "fabric_test_order.created"
+
+# A worker's job or a web request in a fresh process, each running a Frappe method that loads
+# nothing of the fabric: are savepoints followed before it runs (its first savepoint may come
+# before any document hook of the fabric has run)?
+FRESH_PROCESS = """
+import sys
+import frappe
+import frappe.app
+from frappe.database.database import Database
+from frappe.utils.background_jobs import execute_job
+from werkzeug.test import Client
+
+site, kind = sys.argv[1:3]
+if kind == "job":
+	frappe.init(site=site, sites_path=".")
+	frappe.connect()
+	execute_job(site, "frappe.ping", None, "fabric-savepoint-probe", {}, is_async=False)
+else:
+	frappe.app._site = site
+	Client(frappe.app.application).get("/api/method/ping")
+print(getattr(Database.savepoint, "fabric_watched", False))
+"""
 UPDATED = "fabric_test_order.updated"
 
 
@@ -362,3 +388,22 @@ class TestHandlersRollingBackToTheirOwnSavepoint(EmissionCase):
 		self.assertEqual([qty(update, "old"), qty(update, "new")], [[1, 3], [6, 3]])
 		self.assertEqual(update["metadata"]["causationId"], envelope.id)
 		self.assertEqual(events_after(self.start, "ToDo"), [])
+
+
+class TestSavepointsFollowedFromTheStart(EmissionCase):
+	def followed_in_a_fresh(self, kind: str) -> list[str]:
+		done = subprocess.run(
+			[sys.executable, "-c", FRESH_PROCESS, frappe.local.site, kind],
+			cwd=os.path.abspath(frappe.get_site_path("..")),
+			capture_output=True,
+			text=True,
+			timeout=120,
+		)
+		self.assertEqual(done.returncode, 0, done.stderr)
+		return done.stdout.strip().splitlines()[-1:]
+
+	def test_a_job_follows_savepoints_before_it_runs(self):
+		self.assertEqual(self.followed_in_a_fresh("job"), ["True"])
+
+	def test_a_request_follows_savepoints_before_it_runs(self):
+		self.assertEqual(self.followed_in_a_fresh("request"), ["True"])
