@@ -23,9 +23,14 @@ after_app_install = "cauldron_fabric.emit.deleted_doctypes.after_app_install"
 before_app_uninstall = "cauldron_fabric.emit.deleted_doctypes.before_app_uninstall"
 after_app_uninstall = "cauldron_fabric.emit.deleted_doctypes.after_app_uninstall"
 
-# Requests: correlation ids in and out
+# Requests and jobs: correlation ids in and out; savepoints followed from the start (a rollback
+# to one also drops what the fabric holds for the commit since, see emit/held.py)
 # ------------------------------------
-before_request = ["cauldron_fabric.emit.context.read_correlation_header"]
+before_request = [
+	"cauldron_fabric.emit.held.watch_savepoints",
+	"cauldron_fabric.emit.context.read_correlation_header",
+]
+before_job = ["cauldron_fabric.emit.held.watch_savepoints"]
 after_request = [
 	"cauldron_fabric.emit.context.write_correlation_header",
 	"cauldron_fabric.api.ratelimit.write_retry_after",
