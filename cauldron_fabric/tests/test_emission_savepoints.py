@@ -39,8 +39,8 @@ from cauldron_fabric.tests.utils import (
 CREATED = "fabric_test_order.created"
 
 # A worker's job or a web request in a fresh process, each running a Frappe method that loads
-# nothing of the fabric: are savepoints followed before it runs (its first savepoint may come
-# before any document hook of the fabric has run)?
+# nothing of the fabric, or a consumer's tracking store: are savepoints followed before it runs
+# (its first savepoint may come before any document hook of the fabric has run)?
 FRESH_PROCESS = """
 import sys
 import frappe
@@ -50,7 +50,13 @@ from frappe.utils.background_jobs import execute_job
 from werkzeug.test import Client
 
 site, kind = sys.argv[1:3]
-if kind == "job":
+if kind == "consumer":
+	from cauldron_fabric.consume.tracking import FrappeTrackingStore
+
+	frappe.init(site=site, sites_path=".")
+	frappe.connect()
+	FrappeTrackingStore()
+elif kind == "job":
 	frappe.init(site=site, sites_path=".")
 	frappe.connect()
 	execute_job(site, "frappe.ping", None, "fabric-savepoint-probe", {}, is_async=False)
@@ -407,3 +413,7 @@ class TestSavepointsFollowedFromTheStart(EmissionCase):
 
 	def test_a_request_follows_savepoints_before_it_runs(self):
 		self.assertEqual(self.followed_in_a_fresh("request"), ["True"])
+
+	def test_a_consumer_follows_savepoints_before_its_first_event(self):
+		# Each event's unit of work is a savepoint, set before its handler runs.
+		self.assertEqual(self.followed_in_a_fresh("consumer"), ["True"])
