@@ -29,6 +29,7 @@ from cauldron_fabric.core.consumer.tracking_sql import (
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.sqlsession import is_connection_error
 from cauldron_fabric.emit.context import caused_by
+from cauldron_fabric.emit.held import watch_savepoints
 from cauldron_fabric.services.retention import CHUNK, purge, retention_cutoff
 from cauldron_fabric.services.sitedb import reconnect
 
@@ -43,6 +44,8 @@ class FrappeTrackingStore(TrackingStore):
 	def __init__(self):
 		self._broken = False
 		self._event: Envelope | None = None
+		# Each event's unit of work is a savepoint, set before the handler's first document hook.
+		watch_savepoints()
 
 	@property
 	def transaction(self):
