@@ -203,17 +203,18 @@ def watch_savepoints() -> None:
 		return
 	set_savepoint, rollback, release = Database.savepoint, Database.rollback, Database.release_savepoint
 
-	def savepoint(self, save_point):
-		set_savepoint(self, save_point)
+	# Arguments pass through as given, so that a Frappe release adding one keeps working.
+	def savepoint(self, save_point, *args, **kwargs):
+		set_savepoint(self, save_point, *args, **kwargs)
 		note_savepoint(save_point)
 
-	def rollback_watched(self, *, save_point=None):
-		rollback(self, save_point=save_point)
-		if save_point:
-			roll_back_held(save_point)
+	def rollback_watched(self, *args, **kwargs):
+		rollback(self, *args, **kwargs)
+		if kwargs.get("save_point"):
+			roll_back_held(kwargs["save_point"])
 
-	def release_savepoint(self, save_point):
-		release(self, save_point)
+	def release_savepoint(self, save_point, *args, **kwargs):
+		release(self, save_point, *args, **kwargs)
 		forget_savepoint(save_point)
 
 	for method, original in (
