@@ -17,8 +17,62 @@ from frappe.database.database import Database
 
 # The savepoints of the open transaction, oldest first, each with what was held when it was set.
 SAVEPOINTS = "fabric_savepoints"
-# Every attribute hold_until_commit has served in this process: what a savepoint notes.
-_held_attributes: set[str] = set()
+_MISSING = object()
+
+
+class HeldItems(dict):
+	"""What one transaction holds under one attribute: a dict that, while savepoints are set,
+	keeps the value a key had when the newest one was set, before the key is first touched.
+
+	A savepoint copies nothing: a long job holding thousands of items and setting a savepoint
+	for each of thousands of rows pays for the keys it touches, not for all it holds each time.
+	Reads journal too: a held change is a dict changed in place after ``get``.
+	"""
+
+	__slots__ = ("holder",)
+
+	def _touch(self, key) -> None:
+		savepoints = getattr(frappe.local, SAVEPOINTS, None)
+		if savepoints:
+			kept = savepoints[-1][1].setdefault(id(self), (self, {}))[1]
+			if key not in kept:
+				kept[key] = _copy_value(dict.get(self, key, _MISSING))
+
+	def __getitem__(self, key):
+		self._touch(key)
+		return dict.__getitem__(self, key)
+
+	def get(self, key, default=None):
+		self._touch(key)
+		return dict.get(self, key, default)
+
+	def __setitem__(self, key, value) -> None:
+		self._touch(key)
+		dict.__setitem__(self, key, value)
+
+	def __delitem__(self, key) -> None:
+		self._touch(key)
+		dict.__delitem__(self, key)
+
+	def pop(self, key, *default):
+		self._touch(key)
+		return dict.pop(self, key, *default)
+
+	def setdefault(self, key, default=None):
+		self._touch(key)
+		return dict.setdefault(self, key, default)
+
+	def clear(self) -> None:
+		for key in list(self):
+			self._touch(key)
+		dict.clear(self)
+
+	def update(self, *args, **kwargs) -> None:
+		for key, value in dict(*args, **kwargs).items():
+			self[key] = value
+
+	def popitem(self):
+		raise TypeError("held items are taken by key")
 
 
 class HeldUntilCommit:
@@ -34,7 +88,8 @@ class HeldUntilCommit:
 	__slots__ = ("__weakref__", "flush", "items", "started")
 
 	def __init__(self, flush):
-		self.items: dict = {}
+		self.items = HeldItems()
+		self.items.holder = weakref.ref(self)
 		self.flush = flush
 		self.started = False
 
@@ -51,7 +106,6 @@ def hold_until_commit(attribute: str, flush, after_commit: bool = False) -> dict
 	"""
 	holder = _holder(attribute)
 	if holder is None or holder.started:
-		_held_attributes.add(attribute)
 		holder = HeldUntilCommit(flush)
 		(frappe.db.after_commit if after_commit else frappe.db.before_commit).add(holder)
 		setattr(frappe.local, attribute, weakref.ref(holder))
@@ -115,7 +169,8 @@ class TransactionEnd:
 
 
 def note_savepoint(name: str) -> None:
-	"""Notes what is held as the savepoint ``name`` is set (a savepoint of the same name is replaced)."""
+	"""Notes the savepoint ``name`` (a savepoint of the same name is replaced); what is held
+	is kept key by key as it is first touched after it (``HeldItems``)."""
 	savepoints = getattr(frappe.local, SAVEPOINTS, None)
 	if savepoints is None:
 		savepoints = []
@@ -124,12 +179,8 @@ def note_savepoint(name: str) -> None:
 	for index in range(len(savepoints) - 1, -1, -1):
 		if savepoints[index][0] == name:
 			_drop_savepoints(savepoints, index, index + 1)
-	held = {}
-	for attribute in _held_attributes:
-		holder = _holder(attribute)
-		if holder is not None and not holder.started:
-			held[attribute] = (weakref.ref(holder), _copy_items(holder.items))
-	savepoints.append([name, held, []])  # name, what was held, transaction ends added since
+	# name, the held values touched since (by HeldItems), the transaction ends added since
+	savepoints.append([name, {}, []])
 
 
 def roll_back_held(name: str) -> None:
@@ -145,16 +196,18 @@ def roll_back_held(name: str) -> None:
 	index = next((i for i in range(len(savepoints) - 1, -1, -1) if savepoints[i][0] == name), None)
 	if index is None:
 		return
-	held = savepoints[index][1]
-	for attribute in _held_attributes:
-		holder = _holder(attribute)
-		if holder is None or holder.started:
-			continue
-		reference, items = held.get(attribute, (None, {}))
-		holder.items.clear()
-		if reference is not None and reference() is holder:
-			holder.items.update(_copy_items(items))  # it may be rolled back to again
+	for entry in reversed(savepoints[index:]):  # the oldest value of each key is put back last
+		for items, kept in entry[1].values():
+			holder = items.holder()
+			if holder is None or holder.started:
+				continue  # its flush is running: what is held from now on has a callback of its own
+			for key, value in kept.items():
+				if value is _MISSING:
+					dict.pop(items, key, None)
+				else:
+					dict.__setitem__(items, key, value)
 	ends = [end for entry in savepoints[index:] for end in entry[2]]
+	savepoints[index][1].clear()  # what is held is as it was then: nothing touched since
 	savepoints[index][2].clear()
 	del savepoints[index + 1 :]  # the database forgets the savepoints set after this one
 	for end in ends:
@@ -171,11 +224,17 @@ def forget_savepoint(name: str) -> None:
 
 
 def _drop_savepoints(savepoints: list, start: int, stop: int) -> None:
-	"""Drops the savepoints ``start`` to ``stop``: the transaction ends added since them now
-	belong to the savepoint before (a rollback to that one still undoes their writes)."""
+	"""Drops the savepoints ``start`` to ``stop``: what was held when they were set, and the
+	transaction ends added since, now belong to the savepoint before (a rollback to that one
+	still undoes their writes), unless it kept older values itself."""
 	if start:
+		before = savepoints[start - 1]
 		for entry in savepoints[start:stop]:
-			savepoints[start - 1][2].extend(entry[2])
+			for key, (items, kept) in entry[1].items():
+				older = before[1].setdefault(key, (items, {}))[1]
+				for item, value in kept.items():
+					older.setdefault(item, value)
+			before[2].extend(entry[2])
 	del savepoints[start:stop]
 
 
@@ -185,15 +244,12 @@ def _forget_savepoints(savepoints: list) -> None:
 		delattr(frappe.local, SAVEPOINTS)
 
 
-def _copy_items(items: dict) -> dict:
-	"""Copies what is held deep enough that later changes leave the copy alone: a held change is
+def _copy_value(value):
+	"""Copies a held value deep enough that later changes leave the copy alone: a held change is
 	a dict whose values (the rows before it) are changed in place; documents are kept as such."""
-	return {
-		key: {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()}
-		if isinstance(value, dict)
-		else value
-		for key, value in items.items()
-	}
+	if isinstance(value, dict):
+		return {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+	return value
 
 
 def watch_savepoints() -> None:
