@@ -10,7 +10,8 @@ Error Logs hold tracebacks; counts of Approval Requests by name tell which reque
 Every DocType kept in a table is counted through ``frappe.get_list``, which applies role, share
 and user permissions and the permission query conditions, as later Frappe releases count
 (frappe/frappe#35657); a user who may not read a DocType gets a PermissionError. Virtual and
-Single DocTypes are counted as Frappe counts them.
+Single DocTypes are counted as Frappe counts them. A child table's rows are counted for a
+user who may read the ``parent_doctype`` named with them, as Frappe's list endpoints do.
 """
 
 from __future__ import annotations
@@ -18,18 +19,28 @@ from __future__ import annotations
 import json
 
 import frappe
-from frappe import client
+from frappe import _, client
 from frappe.desk import listview
 from frappe.desk.reportview import validate_args
 
 
 @frappe.whitelist()
-def get_count(doctype: str, filters=None, debug=False, cache=False) -> int:
+def get_count(doctype: str, filters=None, debug=False, cache=False, parent_doctype: str | None = None) -> int:
 	"""Frappe's frappe.client.get_count, counting only the documents the caller may list."""
 	if not _table(doctype):
 		return client.get_count(doctype, filters, debug, cache)
+	if frappe.get_meta(doctype).istable and not parent_doctype:
+		frappe.throw(
+			_(
+				"{0} is a child table: its rows are counted for the DocType they belong to. Pass that"
+				" DocType as parent_doctype (one you may read, such as {1})."
+			).format(doctype, _a_parent_of(doctype)),
+			title=_("Parent DocType needed"),
+		)
 	field = f"count(`tab{doctype}`.name) as total_count"
-	rows = frappe.get_list(doctype, filters=_checked_filters(doctype, filters), fields=[field])
+	rows = frappe.get_list(
+		doctype, filters=_checked_filters(doctype, filters), fields=[field], parent_doctype=parent_doctype
+	)
 	return rows[0].total_count
 
 
@@ -62,7 +73,25 @@ def _checked_filters(doctype: str, filters):
 	frappe.get_list takes a text among list conditions as SQL of its own: unchecked, a count
 	would run any subquery its caller wrote.
 	"""
-	return validate_args(frappe._dict(doctype=doctype, filters=filters)).filters
+	try:
+		return validate_args(frappe._dict(doctype=doctype, filters=filters)).filters
+	except json.JSONDecodeError:
+		frappe.throw(
+			_(
+				'Filters must be JSON: a dict such as {{"status": "Open"}} or a list of conditions, not {0}.'
+			).format(repr(filters)),
+			title=_("Invalid filters"),
+		)
+
+
+def _a_parent_of(doctype: str) -> str:
+	"""Names a DocType with a table field of ``doctype``, for the error that asks for one."""
+	parents = frappe.get_all(
+		"DocField",
+		filters={"options": doctype, "fieldtype": ["in", frappe.model.table_fields]},
+		pluck="parent",
+	)
+	return parents[0] if parents else "the DocType whose table field holds them"
 
 
 def _table(doctype: str) -> bool:

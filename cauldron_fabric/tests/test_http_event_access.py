@@ -93,6 +93,35 @@ class TestEventAccessOverHttp(HttpCase):
 		self.assertEqual(assignees(self.clerk), [])
 		self.assertEqual(assignees(self.manager), [self.manager])
 
+	def test_a_child_table_is_counted_for_the_parent_named_with_it(self):
+		# Frappe's get_list needs a child table's parent: without one a System Manager, who
+		# could count Has Role before, got a 403 saying Has Role is no parent of Has Role.
+		def count(user: str, **extra):
+			query = {"doctype": "Has Role", "filters": json.dumps({"role": "System Manager"}), **extra}
+			return request(
+				"get",
+				"/api/method/frappe.client.get_count",
+				headers={"Authorization": api_token(user)},
+				query_string=query,
+			)
+
+		refused = count(self.manager)
+		self.assertEqual(refused.status_code, 417)
+		self.assertIn("parent_doctype", refused.json["exception"])
+		expected = frappe.db.count("Has Role", {"role": "System Manager"})
+		self.assertEqual(count(self.manager, parent_doctype="User").json["message"], expected)
+		self.assertEqual(count(self.clerk, parent_doctype="Page").status_code, 403)  # no read on Page
+
+	def test_filters_that_are_not_json_are_refused_with_what_they_must_be(self):
+		response = request(
+			"get",
+			"/api/method/frappe.client.get_count",
+			headers={"Authorization": api_token(self.manager)},
+			query_string={"doctype": "ToDo", "filters": "status='Open'"},
+		)
+		self.assertEqual(response.status_code, 417)
+		self.assertIn("Filters must be JSON", response.json["exception"])
+
 	def test_the_list_sidebar_counts_run_no_sql_their_caller_wrote(self):
 		# Frappe's get_group_by_count hands its filters to frappe.get_list unchecked, which takes a
 		# text condition as SQL: any user could run a subquery on any table (here one that does
