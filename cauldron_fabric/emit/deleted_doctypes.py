@@ -94,7 +94,8 @@ def take_snapshot(run: str, app: str | None = None) -> None:
 
 def record_deleted_doctypes(run: str, app: str | None = None) -> list[str]:
 	"""Records ``system.change`` ``deleted`` for each DocType gone since ``run``'s snapshot that no
-	event of the run told of; returns their names.
+	event of the run told of; returns their names. One renamed in the run, then deleted, is
+	recorded under the name its ``renamed`` event gave it.
 
 	``payload.doc`` is the DocType as the deletion kept it in Deleted Document (as for a Desk
 	deletion), or, when it kept none, the row the snapshot read.
@@ -106,33 +107,40 @@ def record_deleted_doctypes(run: str, app: str | None = None) -> list[str]:
 	gone = set(snapshot.doctypes) - present
 	if not gone:
 		return []
-	gone -= _told(gone | (present - set(snapshot.doctypes)), snapshot.last_event)
+	deleted, renamed_to = _told(snapshot.last_event)
+	recorded = []
 	for name in sorted(gone):
-		doc = deleted_doctype(name, since=snapshot.taken_at, row=snapshot.doctypes[name])
+		last_name, seen = name, {name}
+		while renamed_to.get(last_name) not in (None, *seen):  # renamed in the run, maybe again
+			last_name = renamed_to[last_name]
+			seen.add(last_name)
+		if last_name in present or last_name in deleted:
+			continue  # it lives on under its new name, or an event of the run told of its deletion
+		row = {**snapshot.doctypes[name], "name": last_name}
+		doc = deleted_doctype(last_name, since=snapshot.taken_at, row=row)
 		emit_document_event(doc, "deleted", via=run)
-	return sorted(gone)
+		recorded.append(last_name)
+	return recorded
 
 
-def _told(names: set[str], after: int) -> set[str]:
-	"""Returns the DocTypes whose deletion or renaming an event after ``after`` already told of.
-
-	``names`` holds the DocTypes gone and those new since the snapshot (a rename's event is
-	recorded under the new name, with the old one in its payload).
-	"""
+def _told(after: int) -> tuple[set[str], dict[str, str]]:
+	"""Returns what the events after ``after`` told of DocTypes: those deleted, and each old name
+	renamed with the name it took (a rename's event is recorded under the new name)."""
 	rows = frappe.db.sql(
 		"""SELECT action, entity_id, envelope FROM `tabEvent Log`
-		WHERE entity = 'DocType' AND entity_id IN %(names)s AND name > %(after)s
-			AND event_type = %(type)s AND action IN ('deleted', 'renamed')""",
-		{"names": tuple(names), "after": after, "type": SYSTEM_CHANGE},
+		WHERE name > %(after)s AND entity = 'DocType' AND event_type = %(type)s
+			AND action IN ('deleted', 'renamed')
+		ORDER BY name""",
+		{"after": after, "type": SYSTEM_CHANGE},
 		as_dict=True,
 	)
-	told = set()
+	deleted, renamed_to = set(), {}
 	for row in rows:
 		if row.action == "deleted":
-			told.add(row.entity_id)
+			deleted.add(row.entity_id)
 		else:
-			told.add(json.loads(row.envelope)["data"]["payload"].get("oldName"))
-	return told
+			renamed_to[json.loads(row.envelope)["data"]["payload"].get("oldName")] = row.entity_id
+	return deleted, renamed_to
 
 
 def _key(run: str, app: str | None) -> tuple[str, str, str | None]:

@@ -118,6 +118,21 @@ class TestDeletedDocTypes(FrappeTestCase):
 		)[0][0]
 		self.assertEqual(renamed, 1)
 
+	def test_a_doctype_renamed_then_deleted_inside_a_migrate_is_deleted_under_its_new_name(self):
+		# The renamed event moved it to its new name: the deletion must be told of that name.
+		new_name = self.name + " Moved"
+		self.forget_doctype(new_name)
+		run_hooks("before_migrate")
+		with patching():
+			frappe.rename_doc("DocType", self.name, new_name, force=True)
+			frappe.delete_doc("DocType", new_name)
+		run_hooks("after_migrate")
+		self.assertEqual(self.deleted_events(), [])
+		((_status, event),) = self.deleted_events(new_name)
+		payload = event["data"]["payload"]
+		self.assertEqual((payload["name"], payload["via"]), (new_name, "migrate"))
+		self.assertEqual(payload["doc"]["name"], new_name)
+
 	def test_nothing_is_recorded_when_nothing_was_deleted(self):
 		for before, after in (
 			("before_migrate", "after_migrate"),
