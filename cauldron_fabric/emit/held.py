@@ -130,7 +130,10 @@ def release(attribute: str) -> dict:
 	if holder is None:
 		return {}
 	released = dict(holder.items)
-	holder.items.clear()
+	if holder.started:  # its flush runs: no rollback to a savepoint brings back what it records
+		dict.clear(holder.items)
+	else:
+		holder.items.clear()
 	return released
 
 
