@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import frappe
-from frappe.utils import now_datetime
+from frappe.utils import get_datetime, now_datetime
 
 from cauldron_fabric.core.naming import SYSTEM_CHANGE
 from cauldron_fabric.emit.document_events import emit_document_event
@@ -55,13 +56,26 @@ class Snapshot:
 _SNAPSHOTS: dict[tuple[str, str, str | None], Snapshot] = {}
 
 
+# A migrate's snapshot is also kept in the site's folder until its after_migrate has recorded:
+# Frappe commits each patch, so a migrate that fails after a patch deleted a DocType keeps that
+# deletion, and the next migrate compares against the snapshot taken before it.
+MIGRATE_SNAPSHOT_FILE = "fabric_migrate_snapshot.json"
+
+
 # Frappe's hooks around each run (see hooks.py).
 def before_migrate() -> None:
-	take_snapshot("migrate")
+	kept = _kept_migrate_snapshot()
+	if kept is not None:  # the last migrate failed before its after_migrate
+		_SNAPSHOTS[_key("migrate", None)] = kept
+	elif (snapshot := take_snapshot("migrate")) is not None:
+		_keep_migrate_snapshot(snapshot)
 
 
 def after_migrate() -> None:
 	record_deleted_doctypes("migrate")
+	path = frappe.get_site_path(MIGRATE_SNAPSHOT_FILE)
+	if os.path.exists(path):
+		os.remove(path)
 
 
 def before_app_install(app_name: str) -> None:
@@ -83,13 +97,37 @@ def after_app_uninstall(app_name: str) -> None:
 		frappe.db.commit()
 
 
-def take_snapshot(run: str, app: str | None = None) -> None:
-	"""Reads the site's DocTypes before ``run`` (one query), for ``record_deleted_doctypes``."""
+def take_snapshot(run: str, app: str | None = None) -> Snapshot | None:
+	"""Reads the site's DocTypes before ``run`` (one query), for ``record_deleted_doctypes``;
+	returns the snapshot (None before the app's Event Log exists)."""
 	if not has_outbox():
-		return
+		return None
 	rows = frappe.db.sql(f"SELECT {', '.join(COLUMNS)} FROM `tabDocType`", as_dict=True)
 	last_event = frappe.db.sql("SELECT COALESCE(MAX(name), 0) FROM `tabEvent Log`")[0][0]
-	_SNAPSHOTS[_key(run, app)] = Snapshot({row.name: row for row in rows}, now_datetime(), int(last_event))
+	snapshot = Snapshot({row.name: row for row in rows}, now_datetime(), int(last_event))
+	_SNAPSHOTS[_key(run, app)] = snapshot
+	return snapshot
+
+
+def _keep_migrate_snapshot(snapshot: Snapshot) -> None:
+	kept = {"doctypes": snapshot.doctypes, "taken_at": snapshot.taken_at, "last_event": snapshot.last_event}
+	with open(frappe.get_site_path(MIGRATE_SNAPSHOT_FILE), "w") as file:
+		file.write(frappe.as_json(kept, indent=None))
+
+
+def _kept_migrate_snapshot() -> Snapshot | None:
+	"""Returns the snapshot a failed migrate kept (None when there is none, or it cannot be read)."""
+	path = frappe.get_site_path(MIGRATE_SNAPSHOT_FILE)
+	try:
+		with open(path) as file:
+			kept = json.load(file)
+		doctypes = {name: frappe._dict(row) for name, row in kept["doctypes"].items()}
+		return Snapshot(doctypes, get_datetime(kept["taken_at"]), int(kept["last_event"]))
+	except FileNotFoundError:
+		return None
+	except (ValueError, KeyError, TypeError):
+		frappe.logger("cauldron_fabric").warning("unreadable %s ignored: a new snapshot is taken", path)
+		return None
 
 
 def record_deleted_doctypes(run: str, app: str | None = None) -> list[str]:

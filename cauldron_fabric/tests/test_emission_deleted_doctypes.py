@@ -8,7 +8,7 @@ import frappe
 from frappe.migrate import SiteMigration
 from frappe.tests.utils import FrappeTestCase
 
-from cauldron_fabric.emit.deleted_doctypes import APP
+from cauldron_fabric.emit.deleted_doctypes import _SNAPSHOTS, APP
 from cauldron_fabric.tests.utils import ensure_custom_doctype, last_seq
 
 FIELDS = [{"fieldname": "title", "fieldtype": "Data", "label": "Title"}]
@@ -132,6 +132,21 @@ class TestDeletedDocTypes(FrappeTestCase):
 		payload = event["data"]["payload"]
 		self.assertEqual((payload["name"], payload["via"]), (new_name, "migrate"))
 		self.assertEqual(payload["doc"]["name"], new_name)
+
+	def test_a_deletion_committed_by_a_migrate_that_failed_is_recorded_by_the_next_migrate(self):
+		run_hooks("before_migrate")
+		with patching():
+			frappe.delete_doc("DocType", self.name)
+		frappe.db.commit()  # Frappe commits each patch; a later one fails: no after_migrate
+		_SNAPSHOTS.clear()  # that process ended with it
+		run_hooks("before_migrate")  # the next migrate, once the failing patch is fixed
+		run_hooks("after_migrate")
+		((_status, event),) = self.deleted_events()
+		self.assertEqual(event["data"]["payload"]["via"], "migrate")
+		self.assertEqual([f["fieldname"] for f in event["data"]["payload"]["doc"]["fields"]], ["title"])
+		run_hooks("before_migrate")  # and the one after that starts afresh
+		run_hooks("after_migrate")
+		self.assertEqual(len(self.deleted_events()), 1)
 
 	def test_nothing_is_recorded_when_nothing_was_deleted(self):
 		for before, after in (
