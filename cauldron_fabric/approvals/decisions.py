@@ -103,8 +103,13 @@ def publish_response(doc, decision: str, comment: str | None, decided_by: str) -
 		"decidedBy": decided_by,
 		"decidedAt": utc_now_iso(),
 	}
+	# The agent's own names, as it sent them (kept plain on the form where they hold < or >).
 	payload.update(
-		{key: doc.get(field) for key, field in (("agent", "agent"), ("task", "task")) if doc.get(field)}
+		{
+			key: doc.get(f"{field}_as_sent") or doc.get(field)
+			for key, field in (("agent", "agent"), ("task", "task"))
+			if doc.get(field)
+		}
 	)
 	with conversation_of(doc):
 		envelope = new_envelope(RESPONSE_TYPE, DOCTYPE, doc.name, decision, payload)

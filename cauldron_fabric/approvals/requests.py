@@ -16,7 +16,7 @@ from frappe.utils import convert_utc_to_system_timezone
 
 from cauldron_fabric.approvals.notify import DOCTYPE, add_note, manager_users, notify_approvers
 from cauldron_fabric.core.envelope import KEY_LENGTH, Envelope, parse_time
-from cauldron_fabric.core.markup import plain
+from cauldron_fabric.core.markup import has_markup, plain
 from cauldron_fabric.emit.context import keepable
 
 REQUEST_TYPE = "agent.approval.requested"
@@ -37,6 +37,10 @@ def create_approval_request(envelope: Envelope, context=None) -> None:
 			# the approvers' notifications and emails): kept with look-alike brackets.
 			"agent": plain(payload["agent"]),
 			"task": plain(payload["task"]),
+			# As sent, where plain() changed them (hidden, never rendered): approval.response
+			# gives the agent back the names it matches on.
+			"agent_as_sent": as_sent(payload["agent"]),
+			"task_as_sent": as_sent(payload["task"]),
 			"action_summary": plain(payload["actionSummary"]),
 			"reason": plain(payload.get("reason")) or None,
 			"payload": json.dumps(payload.get("payload") or {}, indent=1, sort_keys=True),
@@ -61,6 +65,11 @@ def create_approval_request(envelope: Envelope, context=None) -> None:
 		# managers, who may decide any request, are then its deciders and must hear of it, or
 		# the request only waits for its expiry.
 		add_note(doc, _("None of its approvers can decide it: assigned to the managers."))
+
+
+def as_sent(text: str) -> str | None:
+	"""Returns ``text`` when plain() changes it (it holds ``<`` or ``>``), else None."""
+	return text if has_markup(text) else None
 
 
 def note_repeated_request(envelope: Envelope) -> None:

@@ -137,6 +137,20 @@ class TestApprovalRequests(ApprovalCase):
 		)
 		self.assertTrue(any('"Approved"' in v for v in versions), "the decision is in the document's history")
 
+	def test_the_response_gives_the_agent_back_its_names_as_it_sent_them(self):
+		# The form shows them with look-alike brackets; the agent matches on its own names.
+		agent, task = "planner <v2>", "retry > 3 & budget < 5k"
+		name = receive(approval_requested(agent=agent, task=task))
+		stored = frappe.db.get_value("Approval Request", name, ["agent", "task"])
+		self.assertEqual(stored, ("planner \u2039v2\u203a", "retry \u203a 3 & budget \u2039 5k"))
+		frappe.set_user(APPROVER)
+		approvals_api.reject(name, "Not now.")
+		frappe.db.commit()
+		(response,) = responses(name)
+		payload = response["data"]["payload"]
+		self.assertEqual((payload["agent"], payload["task"]), (agent, task))
+		validate_with_catalog(Envelope.from_dict(response))
+
 	def test_only_designated_approvers_or_managers_may_decide(self):
 		name = receive(approval_requested())
 		frappe.set_user(OUTSIDER)
