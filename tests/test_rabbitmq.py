@@ -11,7 +11,7 @@ from cloudevents.core.formats.json import JSONFormat
 from tcp_proxy import Proxy
 
 from cauldron_fabric.core.cloudevents import kafka_headers
-from cauldron_fabric.core.errors import ConfigurationError, MessageRejected
+from cauldron_fabric.core.errors import BrokerUnreachable, ConfigurationError, MessageRejected
 from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.core.transports.amqp import (
@@ -61,6 +61,7 @@ def test_an_unreachable_broker_gives_retryable_failures_and_an_explained_check()
 	deliveries = transport.publish([message("a.b", n) for n in range(3)], timeout=3)
 	assert [d.ok for d in deliveries] == [False] * 3 and all(d.retryable for d in deliveries)
 	assert "No RabbitMQ broker answered" in str(deliveries[0].error)
+	assert all(isinstance(d.error, BrokerUnreachable) for d in deliveries)
 	report = transport.check(timeout=2)
 	assert not report.ok and "Check the host, the port" in report.summary
 
@@ -69,6 +70,7 @@ def test_wrong_credentials_wait_for_a_fix_instead_of_failing_events():
 	transport = open_transport("amqp://guest:wrong@127.0.0.1:5672/%2F")
 	(delivery,) = transport.publish([message("a.b")], timeout=5)
 	assert delivery.retryable and "refused user 'guest'" in str(delivery.error)
+	assert isinstance(delivery.error, BrokerUnreachable)
 	assert "vhost" in open_transport("amqp://guest:guest@127.0.0.1:5672/no-such-vhost").check(5).summary
 
 

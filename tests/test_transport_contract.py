@@ -6,7 +6,7 @@ import pika
 import pytest
 from tcp_proxy import CREATE_TOPICS, RequestSwallower
 
-from cauldron_fabric.core.errors import ConfigurationError, UnknownTransport
+from cauldron_fabric.core.errors import BrokerUnreachable, ConfigurationError, UnknownTransport
 from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
@@ -128,6 +128,8 @@ def test_kafka_outage_gives_retryable_failures_not_exceptions():
 	assert [d.ok for d in deliveries] == [False] * 3
 	assert all(d.retryable for d in deliveries)
 	assert "did not take the message" in str(deliveries[0].error)
+	# Every message to it fails alike: a bulk Retry stops trying this broker (BrokerUnreachable).
+	assert all(isinstance(d.error, BrokerUnreachable) for d in deliveries)
 
 
 def test_a_topic_creation_that_fails_is_a_retryable_failure_that_says_so():
@@ -148,6 +150,7 @@ def test_a_topic_creation_that_fails_is_a_retryable_failure_that_says_so():
 	assert [d.ok or not d.retryable for d in deliveries] == [False, False]
 	error = str(deliveries[0].error)
 	assert "could not create it" in error and "allow topic auto-creation" not in error
+	assert not isinstance(deliveries[0].error, BrokerUnreachable), "one topic refused, not the broker"
 
 
 def test_unknown_scheme_and_bad_settings_are_explained():

@@ -32,7 +32,13 @@ from cauldron_fabric.core.consumer.messages import (
 	DeadLetter,
 )
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.core.errors import ConfigurationError, FabricError, InvalidEnvelope, RetryableError
+from cauldron_fabric.core.errors import (
+	BrokerUnreachable,
+	ConfigurationError,
+	FabricError,
+	InvalidEnvelope,
+	RetryableError,
+)
 from cauldron_fabric.core.markup import plain
 from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports import open_transport
@@ -221,25 +227,33 @@ def shared_connections():
 
 	Opening, and closing, a connection and loading the settings for each letter took about
 	0.1 s a letter on RabbitMQ: a bulk Retry of thousands ran past any request's timeout.
+	A broker found unreachable stays so for the rest of the call (see send_back).
 	"""
 	connections = frappe.local.fabric_retry_connections = {}
 	try:
 		yield
 	finally:
 		del frappe.local.fabric_retry_connections
-		for _settings, transport in connections.values():
-			close_quietly(transport)
+		for kept in connections.values():
+			if not isinstance(kept, BrokerUnreachable):
+				close_quietly(kept[1])
 
 
 def send_back(broker: str, message: OutboundMessage) -> Exception | None:
 	"""Publishes ``message`` to ``broker``; returns why the broker did not take it, or None.
 
 	Inside shared_connections the broker's connection is kept for the next letter, unless this
-	one failed: a connection the broker dropped or refused is not handed on, the next letter opens
-	its own.
+	one failed: a connection the broker dropped is not handed on, the next letter opens its own.
+	A broker that could not be reached at all (BrokerUnreachable: refused, unanswered, or no
+	message taken in time) is not tried again in the same call: the letters after fail at once
+	with the same reason. Each new attempt waited for the connection to fail again, up to the
+	publish's 15 s: a bulk Retry of 500 letters during an outage took minutes to say so.
 	"""
 	shared = getattr(frappe.local, "fabric_retry_connections", None)
 	kept = shared.pop(broker, None) if shared is not None else None
+	if isinstance(kept, BrokerUnreachable):
+		shared[broker] = kept
+		return kept
 	settings, transport = kept or (retry_settings(broker), None)
 	try:
 		if transport is None:
@@ -255,6 +269,8 @@ def send_back(broker: str, message: OutboundMessage) -> Exception | None:
 		close_quietly(transport)
 	elif transport is not None:
 		shared[broker] = (settings, transport)
+	if shared is not None and isinstance(error, BrokerUnreachable):
+		shared[broker] = error
 	return error
 
 

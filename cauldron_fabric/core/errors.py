@@ -50,6 +50,11 @@ class TransportUnavailable(RetryableError):
 	"""The broker could not be reached or did not acknowledge in time."""
 
 
+class BrokerUnreachable(TransportUnavailable):
+	"""No connection to the broker could be made (refused, unanswered, credentials or vhost
+	refused), or it took no message in time: every message to it fails alike until that is fixed."""
+
+
 class MessageRejected(PermanentError):
 	"""The broker refused one message for a reason that a retry will not change."""
 

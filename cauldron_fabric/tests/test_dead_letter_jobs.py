@@ -8,6 +8,8 @@ RabbitMQ is the machine's, every test has a group (and so queues) of its own.
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from unittest.mock import patch
 
 import frappe
@@ -22,6 +24,7 @@ from cauldron_fabric.tests.test_consume import CHARGE, RABBITMQ_URL, delete_rabb
 from cauldron_fabric.tests.test_consume_dead_letters import dead_letter
 from cauldron_fabric.tests.test_consume_support import dead_letters, use_rabbitmq_for_class
 from cauldron_fabric.tests.test_http_support import make_user
+from cauldron_fabric.tests.utils import fabric_settings
 
 CLERK = "fabric-bulk-clerk@example.com"
 
@@ -34,6 +37,30 @@ def summaries(user: str) -> list[dict]:
 		fields=["subject", "email_content"],
 		order_by="creation desc",
 	)
+
+
+class RefusingPort:
+	"""A port on 127.0.0.1 that accepts every connection and closes it at once, as a broker that
+	refuses the fabric (a proxy before a stopped broker, a wrong port) does; counts them."""
+
+	def __init__(self):
+		self.listener = socket.create_server(("127.0.0.1", 0))
+		self.port = self.listener.getsockname()[1]
+		self.connections = 0
+		threading.Thread(target=self._accept, daemon=True).start()
+
+	def _accept(self) -> None:
+		while True:
+			try:
+				client, _ = self.listener.accept()
+			except OSError:
+				return
+			self.connections += 1
+			client.close()
+
+	def close(self) -> None:
+		self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+		self.listener.close()
 
 
 class TestBulkDeadLetterJobs(FrappeTestCase):
@@ -105,3 +132,23 @@ class TestBulkDeadLetterJobs(FrappeTestCase):
 		frappe.set_user("Administrator")
 		self.assertEqual(frappe.db.get_value("Dead Letter", names[0], "status"), "Dead")
 		self.assertEqual(summaries(CLERK), [], "a queued job would have left its summary")
+
+	def test_a_bulk_retry_tries_an_unreachable_broker_once_and_refuses_its_other_letters_at_once(self):
+		# Each letter opened a connection of its own after the last one failed: with a broker
+		# that does not answer, every letter waited for the connection timeout (5 s), and a
+		# bulk Retry of 500 letters ran for 40 minutes to say the broker was down.
+		group = group_name("bulk-down")
+		for _ in range(4):
+			record_dead_letter(dead_letter(group, "orders.created"))
+		names = [row.name for row in dead_letters(group)]
+		broker = RefusingPort()
+		self.addCleanup(broker.close)
+		with fabric_settings(rabbitmq_url=f"amqp://guest@127.0.0.1:{broker.port}/%2F"):
+			result = dead_letters_api.retry(names)
+		self.assertEqual(broker.connections, 1, "one attempt to connect for the whole call")
+		self.assertEqual(result["done"], 0)
+		self.assertEqual([letter["name"] for letter in result["failed"]], names)
+		(reason,) = {letter["error"] for letter in result["failed"]}
+		self.assertIn(f"No RabbitMQ broker answered at 127.0.0.1:{broker.port}", reason)
+		statuses = {frappe.db.get_value("Dead Letter", name, "status") for name in names}
+		self.assertEqual(statuses, {"Dead"}, "every letter stays Dead, to be retried once the broker is back")

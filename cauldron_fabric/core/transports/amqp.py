@@ -25,11 +25,11 @@ import pika
 import pika.exceptions
 
 from cauldron_fabric.core.errors import (
+	BrokerUnreachable,
 	ConfigurationError,
 	FabricError,
 	MessageRejected,
 	RetryableError,
-	TransportUnavailable,
 )
 from cauldron_fabric.core.ports import ConnectionReport, Delivery, OutboundMessage
 from cauldron_fabric.core.urls import redact_text, redact_url
@@ -166,7 +166,7 @@ def declare_queue(
 	return QueueTopology(queue, exchange, tuple(binding_keys), dlx, dlq)
 
 
-def connection_error(error: BaseException, where: str, parameters: pika.URLParameters) -> FabricError:
+def connection_error(error: BaseException, where: str, parameters: pika.URLParameters) -> BrokerUnreachable:
 	"""Explains a failed connection; retryable, because events must wait until it is fixed."""
 	text = str(error) or repr(error)
 	problem, fix = (
@@ -179,7 +179,7 @@ def connection_error(error: BaseException, where: str, parameters: pika.URLParam
 	elif isinstance(error, pika.exceptions.ProbableAccessDeniedError) or "NOT_ALLOWED" in text:
 		problem = f"RabbitMQ at {where} refused access to the vhost"
 		fix = "Check that the vhost exists and the user has permissions on it"
-	return TransportUnavailable(f"{problem} ({text}).", hint=f"{fix}; events wait and are retried.")
+	return BrokerUnreachable(f"{problem} ({text}).", hint=f"{fix}; events wait and are retried.")
 
 
 def unencodable(address: AmqpAddress, error: Exception) -> MessageRejected:

@@ -31,7 +31,12 @@ from urllib.parse import unquote, urlsplit
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cauldron_fabric.core.errors import ConfigurationError, MessageRejected, TransportUnavailable
+from cauldron_fabric.core.errors import (
+	BrokerUnreachable,
+	ConfigurationError,
+	MessageRejected,
+	TransportUnavailable,
+)
 from cauldron_fabric.core.ports import ConnectionReport, Delivery, OutboundMessage, Transport
 
 log = logging.getLogger("cauldron_fabric.kafka")
@@ -54,6 +59,8 @@ PERMANENT_CODES = {
 	KafkaError.INVALID_RECORD,
 	KafkaError.POLICY_VIOLATION,
 }
+# No broker took the message: every message to this cluster fails alike until it is back.
+UNREACHABLE_CODES = {KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
 
 
 def kafka_config(bootstrap: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +195,7 @@ class KafkaTransport(Transport):
 		try:
 			existing = set(self.admin.list_topics(timeout=timeout).topics)
 		except KafkaException as exc:
-			raise TransportUnavailable(
+			raise BrokerUnreachable(
 				f"Kafka at {self.bootstrap} did not answer a metadata request: {exc}."
 			) from exc
 		self._known_topics |= existing & missing
@@ -245,7 +252,7 @@ class KafkaTransport(Transport):
 		# A message stays in librdkafka's queue until acknowledged or message.timeout.ms passes,
 		# so wait for that long: giving up earlier would republish it while it may still land.
 		deadline = time.monotonic() + max(timeout, self.message_timeout_ms / 1000 + 5)
-		missing = f"No acknowledgement from {self.bootstrap}."
+		missing, unavailable = f"No acknowledgement from {self.bootstrap}.", BrokerUnreachable
 		try:
 			while None in results and time.monotonic() < deadline:
 				producer.poll(0.05)
@@ -255,8 +262,9 @@ class KafkaTransport(Transport):
 			log.warning("Kafka producer failed fatally, replacing it: %s", exc)
 			self._producer_fatal = True
 			missing = "The Kafka producer hit a fatal error (broker lost its producer state) and is replaced; the events are retried."
+			unavailable = TransportUnavailable
 		return [
-			r or Delivery(False, m.destination, error=TransportUnavailable(missing))
+			r or Delivery(False, m.destination, error=unavailable(missing))
 			for r, m in zip(results, messages, strict=True)
 		]
 
@@ -291,9 +299,8 @@ class KafkaTransport(Transport):
 		detail = f" Last client error: {self._last_client_error}." if self._last_client_error else ""
 		if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
 			return self._missing_topic(destination)
-		return TransportUnavailable(
-			f"Kafka at {self.bootstrap} did not take the message: {err.str()}.{detail}"
-		)
+		unavailable = BrokerUnreachable if err.code() in UNREACHABLE_CODES else TransportUnavailable
+		return unavailable(f"Kafka at {self.bootstrap} did not take the message: {err.str()}.{detail}")
 
 	def _missing_topic(self, destination: str) -> TransportUnavailable:
 		refusal = self._refused_topics.get(destination)

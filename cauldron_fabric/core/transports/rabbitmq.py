@@ -30,7 +30,13 @@ import pika
 import pika.exceptions
 from pika.adapters.select_connection import SelectConnection
 
-from cauldron_fabric.core.errors import ConfigurationError, FabricError, MessageRejected, TransportUnavailable
+from cauldron_fabric.core.errors import (
+	BrokerUnreachable,
+	ConfigurationError,
+	FabricError,
+	MessageRejected,
+	TransportUnavailable,
+)
 from cauldron_fabric.core.ports import ConnectionReport, Delivery, OutboundMessage, Transport
 from cauldron_fabric.core.transports.amqp import (
 	BINDING_PREFIXES,
@@ -181,7 +187,7 @@ class RabbitMQTransport(Transport):
 		else:
 			self._open_channel()
 		if not self._wait(lambda: self._failure is not None or self._ready(), deadline):
-			self._failure = self._failure or TransportUnavailable(
+			self._failure = self._failure or BrokerUnreachable(
 				f"RabbitMQ at {self.where} did not open a channel in time."
 			)
 		if self._failure is not None:
