@@ -100,9 +100,14 @@ def act_on_each(action: str, names: list[str], note: str | None = None, progress
 
 
 def _act_on_one(name: str, action, failed: list[dict]) -> int:
-	"""Runs ``action`` on one letter and commits it; returns 1 if it went, else notes why in ``failed``."""
+	"""Runs ``action`` on one letter and commits it; returns 1 if it went, else notes why in ``failed``.
+
+	Retry and Discard read the letter themselves, locked (DeadLetter.load_locked; a missing one
+	is "not found" there as in get_doc): the letter is handed to them unread, as loading it here
+	read it, envelope and all, a second time.
+	"""
 	try:
-		action(frappe.get_doc(DOCTYPE, name))
+		action(frappe.get_doc({"doctype": DOCTYPE, "name": name}))
 		frappe.db.commit()
 		return 1
 	except frappe.PermissionError:

@@ -152,3 +152,15 @@ class TestBulkDeadLetterJobs(FrappeTestCase):
 		self.assertIn(f"No RabbitMQ broker answered at 127.0.0.1:{broker.port}", reason)
 		statuses = {frappe.db.get_value("Dead Letter", name, "status") for name in names}
 		self.assertEqual(statuses, {"Dead"}, "every letter stays Dead, to be retried once the broker is back")
+
+	def test_a_bulk_call_naming_a_letter_that_does_not_exist_reports_it_and_acts_on_the_others(self):
+		group = group_name("bulk-missing")
+		record_dead_letter(dead_letter(group, "orders.created"))
+		(name,) = [row.name for row in dead_letters(group)]
+		result = dead_letters_api.discard(["no-such-letter", name], "spam")
+		self.assertEqual(result["done"], 1)
+		self.assertEqual(
+			result["failed"], [{"name": "no-such-letter", "error": "Dead Letter no-such-letter not found"}]
+		)
+		self.assertEqual(frappe.db.get_value("Dead Letter", name, "status"), "Discarded")
+		self.assertFalse(frappe.db.exists("Dead Letter", "no-such-letter"), "nothing filed under the name")
