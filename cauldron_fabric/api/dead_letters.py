@@ -1,8 +1,8 @@
 """Dead letters in bulk: retry or discard the selected ones, or retry all that match filters.
 
-Each call answers with how many letters went and why others did not, or, over
-``BACKGROUND_OVER`` letters, with the id of the background job that acts on them (see
-services.dead_letter_bulk).
+Each call answers with how many letters went and why others did not, or, over Fabric Settings'
+*Dead letters a bulk action takes in the request* (500 by default), with the id of the
+background job that acts on them (see services.dead_letter_bulk).
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
 """Dead letters retried or discarded in bulk: letter by letter in the request, or in a background
-job once there are more than ``BACKGROUND_OVER`` of them.
+job once there are more than Fabric Settings' *Dead letters a bulk action takes in the request*
+(500 by default).
 
 Each letter goes through its own Retry or Discard (which check the role again), so deliveries
 and consumers' letters alike are put back in play by their source; one letter that cannot be
 retried is reported and does not stop the others. Each is committed once done.
 
-A request retries about 100 consumer letters a second; 5,000 took 70 s on a quiet machine, too
-close to a web request's timeout (gunicorn's 120 s) to answer with a count. A larger call is run
-by a job on the ``long`` queue as the user who asked, who sees its progress and then, in the
-notification bell, how many went and why the others did not.
+A request retries about 200-350 consumer letters a second (tests/benchmarks/bench_dead_letter_bulk.py:
+2,000 in 5.7 s on a shared two-core machine, the time per letter flat from the first to the last);
+it once took 70 s for 5,000, too close to a web request's timeout (gunicorn's 120 s) to answer
+with a count. A larger call is run by a job on the ``long`` queue as the user who asked, who sees
+its progress and then, in the notification bell, how many went and why the others did not.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from typing import Any
 
 import frappe
 from frappe import _
-from frappe.utils import escape_html
+from frappe.utils import cint, escape_html
 
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.consume.dead_letters import shared_connections
 
 DOCTYPE = "Dead Letter"
-BACKGROUND_OVER = 500  # letters; about 5 s in the request
+BACKGROUND_OVER = 500  # letters, when Fabric Settings have none stored
 PROGRESS_EVERY = 50  # letters between progress messages
 NAMES_SHOWN = 5  # letters named under each reason in the summary
 ACTIONS = {
@@ -36,7 +38,8 @@ ACTIONS = {
 def act_on_letters(action: str, names: list[str], note: str | None = None) -> dict[str, Any]:
 	"""Runs ``action`` (retry or discard) on the letters: at once when they are few, returning how
 	many went and why others did not, else in a background job, returning its id."""
-	if len(names) <= BACKGROUND_OVER:
+	in_request = in_request_up_to()
+	if len(names) <= in_request:
 		return act_on_each(action, names, note)
 	job_id = f"fabric-dead-letters-{frappe.generate_hash(length=10)}"
 	frappe.enqueue(
@@ -54,8 +57,14 @@ def act_on_letters(action: str, names: list[str], note: str | None = None) -> di
 		"queued": len(names),
 		"message": _(
 			"{0} of {1} dead letters runs in the background (more than {2} take too long for one request). Its progress shows here; when it ends, your notifications say how many went and why any did not."
-		).format(title, len(names), BACKGROUND_OVER),
+		).format(title, len(names), in_request),
 	}
+
+
+def in_request_up_to() -> int:
+	"""Returns how many letters a bulk call acts on in the request, as Fabric Settings say."""
+	stored = frappe.db.get_single_value("Fabric Settings", "dead_letters_in_request")
+	return cint(stored) or BACKGROUND_OVER
 
 
 def run_bulk_job(action: str, names: list[str], note: str | None = None) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from unittest.mock import patch
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
@@ -87,11 +86,11 @@ class TestBulkDeadLetterJobs(FrappeTestCase):
 		for letter in [*letters, dead_letter(gone, "orders.created")]:
 			record_dead_letter(letter)
 		names = [row.name for row in dead_letters(group) + dead_letters(gone)]
-		with patch.object(dead_letter_bulk, "BACKGROUND_OVER", 2):
+		with fabric_settings(dead_letters_in_request=2):
 			answer = dead_letters_api.retry_matching({"consumer_group": ["in", [group, gone]]})
 		self.assertEqual(answer["queued"], 3)
 		self.assertTrue(answer["job_id"].startswith("fabric-dead-letters-"))
-		self.assertIn("runs in the background", answer["message"])
+		self.assertIn("runs in the background (more than 2 take too long", answer["message"])
 		sent = sorted(json.loads(body)["id"] for _, body in rabbit.drain(group))
 		self.assertEqual(sent, sorted(letter.envelope.id for letter in letters))
 		statuses = [frappe.db.get_value("Dead Letter", name, "status") for name in names]
@@ -100,6 +99,28 @@ class TestBulkDeadLetterJobs(FrappeTestCase):
 		self.assertEqual(summary.subject, "Retry of 3 dead letters: 2 done, 1 refused.")
 		self.assertIn(f"RabbitMQ has no queue {gone}", summary.email_content)
 		self.assertIn(names[2], summary.email_content)
+
+	def test_a_bulk_call_of_as_many_letters_as_the_settings_take_in_the_request_answers_with_its_count(self):
+		group = group_name("bulk-setting")
+		for _ in range(2):
+			record_dead_letter(dead_letter(group, "orders.created"))
+		names = [row.name for row in dead_letters(group)]
+		with fabric_settings(dead_letters_in_request=2):
+			self.assertEqual(dead_letters_api.discard(names, "spam"), {"done": 2, "failed": []})
+		self.assertEqual(summaries("Administrator"), [])
+
+	def test_the_number_taken_in_the_request_is_500_unless_the_settings_say_otherwise(self):
+		with fabric_settings(dead_letters_in_request=None) as settings:
+			self.assertEqual(settings.dead_letters_in_request, 500, "an emptied field takes its default")
+			self.assertEqual(dead_letter_bulk.in_request_up_to(), 500)
+		with fabric_settings(dead_letters_in_request=5000):
+			self.assertEqual(dead_letter_bulk.in_request_up_to(), 5000)
+		for refused in (0, 5001):
+			with self.subTest(refused), self.assertRaisesRegex(frappe.ValidationError, "between 1 and 5000"):
+				settings = frappe.get_single("Fabric Settings")
+				settings.dead_letters_in_request = refused
+				settings.save()
+		frappe.db.rollback()
 
 	def test_a_bulk_call_under_the_threshold_answers_with_its_count(self):
 		group = group_name("bulk-few")
@@ -123,14 +144,15 @@ class TestBulkDeadLetterJobs(FrappeTestCase):
 
 	def test_a_user_without_the_role_is_refused_before_a_job_is_queued(self):
 		group = group_name("bulk-clerk")
-		record_dead_letter(dead_letter(group, "orders.created"))
+		for _ in range(2):
+			record_dead_letter(dead_letter(group, "orders.created"))
 		names = [row.name for row in dead_letters(group)]
-		frappe.set_user(make_user(CLERK, []))
-		with patch.object(dead_letter_bulk, "BACKGROUND_OVER", 0):
+		with fabric_settings(dead_letters_in_request=1):
+			frappe.set_user(make_user(CLERK, []))
 			with self.assertRaises(frappe.PermissionError):
 				dead_letters_api.retry(names)
-		frappe.set_user("Administrator")
-		self.assertEqual(frappe.db.get_value("Dead Letter", names[0], "status"), "Dead")
+			frappe.set_user("Administrator")
+		self.assertEqual({frappe.db.get_value("Dead Letter", name, "status") for name in names}, {"Dead"})
 		self.assertEqual(summaries(CLERK), [], "a queued job would have left its summary")
 
 	def test_a_bulk_retry_tries_an_unreachable_broker_once_and_refuses_its_other_letters_at_once(self):

@@ -33,6 +33,8 @@ NUMBER_LIMITS = {
 	# send_request's own limit (api.requests.MAX_TIMEOUT); a fraction of a second is allowed.
 	"request_timeout_seconds": (0, 120),
 	"publish_rate_limit": (0, 1_000_000),  # 0 turns the limit off; empty is the default
+	# More letters than a bulk call takes (api.dead_letters.MAX_MATCHING) would never be a job.
+	"dead_letters_in_request": (1, 5000),
 }
 # A field left empty takes its default. A typed 0 once meant the default too; it cannot work in
 # any of these, so their limits now refuse it, except in processed_event_retention_days, where it
