@@ -260,6 +260,10 @@ def send_back(broker: str, message: OutboundMessage) -> Exception | None:
 			options = {**settings.broker_options}
 			if broker == "rabbitmq":
 				options["mandatory"] = True
+			else:
+				# Each letter's event is sent alone and waited for: the producer's wait of 5 ms for
+				# more messages to batch with it (linger.ms) only delayed every letter.
+				options["linger_ms"] = 0
 			transport = open_transport(settings.broker_url, options)
 		delivery = transport.publish([message], 15.0)[0]
 		error = None if delivery.ok else delivery.error

@@ -1,7 +1,8 @@
 """Bulk Retry and Discard of dead letters: time per letter at the start and the end of a batch.
 
 For each batch size N, files N consumer dead letters (RabbitMQ, the machine's broker on
-127.0.0.1, their group's queue declared so that Retry succeeds) and N delivery dead letters (a
+127.0.0.1, their group's queue declared so that Retry succeeds; or, with ``--broker kafka``, a
+test Kafka broker started for the run, which creates the group's retry topic) and N delivery dead letters (a
 webhook subscription's dead deliveries), then times ``act_on_each`` as the bulk API calls it:
 Retry of each kind, then Discard of each kind on a fresh set. Per letter, it prints the mean
 time of the whole batch and of its first and last 10%, and their ratio: a ratio near 1 means
@@ -33,6 +34,7 @@ from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, ne
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
 from cauldron_fabric.delivery.recording import insert_deliveries
 from cauldron_fabric.services import dead_letter_bulk
+from cauldron_fabric.testing.kafka_broker import KafkaBroker
 from cauldron_fabric.testing.rabbitmq import PASSWORD, SETTINGS_URL, RabbitMQ
 from cauldron_fabric.tests.utils import fabric_settings
 
@@ -51,7 +53,7 @@ def event(n: int) -> Envelope:
 	)
 
 
-def consumer_letters(group: str, count: int) -> list[str]:
+def consumer_letters(group: str, count: int, broker: str = "amqp") -> list[str]:
 	"""Files ``count`` consumer letters of ``group`` as the consumer does; returns their names."""
 	for n in range(count):
 		envelope = event(n)
@@ -64,7 +66,7 @@ def consumer_letters(group: str, count: int) -> list[str]:
 				destination=f"{group}.dead",
 				body=envelope.to_json().encode(),
 				envelope=envelope,
-				broker="amqp",
+				broker=broker,
 			)
 		)
 	return _names({"source_type": "Consumer", "consumer_group": group, "status": "Dead"})
@@ -121,16 +123,17 @@ def report(label: str, times: list[float]) -> None:
 	)
 
 
-def run_size(count: int, exchange: str, subscription: str, profile_path: str | None) -> None:
+def run_size(count: int, exchange: str, subscription: str, profile_path: str | None, kafka: bool) -> None:
 	rabbit = RabbitMQ()
 	group = f"bench-dl-{frappe.generate_hash(length=6)}"
 	declare_group_queues(rabbit.channel, group, exchange, [TYPE], [1.0])
+	broker, label = ("kafka", "Kafka") if kafka else ("amqp", "RabbitMQ")
 	try:
 		for action in ("retry", "discard"):
-			consumers = consumer_letters(group, count)
+			consumers = consumer_letters(group, count, broker)
 			deliveries = delivery_letters(subscription, count)
 			profile = cProfile.Profile() if profile_path and action == "retry" else None
-			report(f"{action} consumer (RabbitMQ)", timed(action, consumers, profile))
+			report(f"{action} consumer ({label})", timed(action, consumers, profile))
 			report(f"{action} delivery (webhook)", timed(action, deliveries))
 			if profile:
 				profile.dump_stats(profile_path)
@@ -149,13 +152,24 @@ def main() -> None:
 	parser.add_argument("--site", default="test.localhost")
 	parser.add_argument("--sizes", default="100,500,2000", help="batch sizes, comma-separated")
 	parser.add_argument("--profile", help="write a cProfile of the largest consumer Retry here")
+	parser.add_argument("--broker", choices=("rabbitmq", "kafka"), default="rabbitmq")
 	args = parser.parse_args()
+	if args.broker == "kafka":
+		with KafkaBroker() as kafka:
+			run(args, kafka.bootstrap)
+	else:
+		run(args, None)
+
+
+def run(args: argparse.Namespace, bootstrap: str | None) -> None:
 	sizes = [int(size) for size in args.sizes.split(",")]
 	frappe.init(site=args.site, sites_path=".")
 	frappe.connect()
 	frappe.set_user("Administrator")
 	exchange = f"{MARK}.{frappe.generate_hash(length=6)}"
+	kafka = {"bootstrap_servers": bootstrap} if bootstrap else {}
 	settings = fabric_settings(
+		**kafka,
 		rabbitmq_url=SETTINGS_URL,
 		rabbitmq_password=PASSWORD,
 		rabbitmq_exchange=exchange,
@@ -176,7 +190,7 @@ def main() -> None:
 		print(f"sizes {sizes}; per letter: mean, first and last 10% of the batch")
 		for count in sizes:
 			profile = args.profile if count == max(sizes) else None
-			run_size(count, exchange, subscription.name, profile)
+			run_size(count, exchange, subscription.name, profile, bootstrap is not None)
 	finally:
 		frappe.delete_doc("Event Subscription", subscription.name, force=True)
 		frappe.db.commit()
