@@ -6,8 +6,8 @@ Each letter goes through its own Retry or Discard (which check the role again), 
 and consumers' letters alike are put back in play by their source; one letter that cannot be
 retried is reported and does not stop the others. Each is committed once done.
 
-A request retries about 200-350 consumer letters a second (tests/benchmarks/bench_dead_letter_bulk.py:
-2,000 in 5.7 s on a shared two-core machine, the time per letter flat from the first to the last);
+A request retries about 350-450 consumer letters a second (tests/benchmarks/bench_dead_letter_bulk.py:
+2,000 in 4.6-5.4 s on a shared two-core machine, the time per letter flat from the first to the last);
 it once took 70 s for 5,000, too close to a web request's timeout (gunicorn's 120 s) to answer
 with a count. A larger call is run by a job on the ``long`` queue as the user who asked, who sees
 its progress and then, in the notification bell, how many went and why the others did not.
