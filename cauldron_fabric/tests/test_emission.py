@@ -12,6 +12,7 @@ from cauldron_fabric.tests.utils import (
 	EmissionCase,
 	events_after,
 	new_order,
+	order_import,
 	types_of,
 )
 
@@ -128,22 +129,7 @@ class TestDocumentEvents(EmissionCase):
 	def test_data_import_emits_one_event_per_imported_row(self):
 		from frappe.core.doctype.data_import.data_import import start_import
 
-		csv = frappe.get_doc(
-			{
-				"doctype": "File",
-				"file_name": "fabric_import.csv",
-				"is_private": 1,
-				"content": "Title,Grand Total\nimported one,10\nimported two,20\n",
-			}
-		).insert()
-		data_import = frappe.get_doc(
-			{
-				"doctype": "Data Import",
-				"reference_doctype": ORDER,
-				"import_type": "Insert New Records",
-				"import_file": csv.file_url,
-			}
-		).insert()
+		data_import = order_import("Title,Grand Total\nimported one,10\nimported two,20\n")
 		start_import(data_import.name)
 		events = events_after(self.start, ORDER)
 		self.assertEqual(types_of(events), ["fabric_test_order.created"] * 2)

@@ -75,7 +75,9 @@ def statuses(seq: int) -> set[str]:
 	return {row[0] for row in frappe.db.sql("SELECT status FROM `tabEvent Log` WHERE name > %s", seq)}
 
 
-class TestRoleAssignmentEvents(EmissionCase):
+class UserRolesCase(EmissionCase):
+	"""Tests that make users (new_user) and change their roles; the users go after each test."""
+
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
@@ -84,6 +86,8 @@ class TestRoleAssignmentEvents(EmissionCase):
 	def tearDown(self):
 		delete_made_users()
 
+
+class TestRoleAssignmentEvents(UserRolesCase):
 	def test_roles_given_and_taken_in_a_user_save_are_one_system_change(self):
 		user = new_user("Blogger", "Translator")
 		start = last_seq()

@@ -14,8 +14,7 @@ from cauldron_fabric.tests.test_delivery_support import (
 	save_todo,
 )
 from cauldron_fabric.tests.test_emission_roles import (
-	delete_made_users,
-	ensure_another_system_manager,
+	UserRolesCase,
 	new_user,
 	role_changes,
 	set_roles,
@@ -29,6 +28,7 @@ from cauldron_fabric.tests.utils import (
 	last_seq,
 	new_order,
 	order_hooks,
+	order_import,
 	types_of,
 )
 
@@ -196,16 +196,8 @@ class TestRowsInSavepoints(EmissionCase):
 		self.assertEqual([qty(update, "old"), qty(update, "new")], [[1, 3], [4, 3]])
 
 
-class TestRolesInSavepoints(EmissionCase):
+class TestRolesInSavepoints(UserRolesCase):
 	"""A user's role change (system.change) rolled back to a savepoint."""
-
-	@classmethod
-	def setUpClass(cls):
-		super().setUpClass()
-		ensure_another_system_manager()
-
-	def tearDown(self):
-		delete_made_users()
 
 	def test_a_role_change_rolled_back_to_a_savepoint_is_no_system_change(self):
 		user = new_user("Blogger")
@@ -254,22 +246,7 @@ class TestDataImportWithARefusedRow(EmissionCase):
 		other = new_order("changed by the refused row")
 		held_row_order[:] = [other.name]
 		self.addCleanup(held_row_order.clear)
-		csv = frappe.get_doc(
-			{
-				"doctype": "File",
-				"file_name": "fabric_import_refused.csv",
-				"is_private": 1,
-				"content": "Title,Grand Total\nimported one,10\nrefused,20\nimported three,30\n",
-			}
-		).insert()
-		data_import = frappe.get_doc(
-			{
-				"doctype": "Data Import",
-				"reference_doctype": ORDER,
-				"import_type": "Insert New Records",
-				"import_file": csv.file_url,
-			}
-		).insert()
+		data_import = order_import("Title,Grand Total\nimported one,10\nrefused,20\nimported three,30\n")
 		frappe.db.commit()
 		start = last_seq()
 		with order_hooks(__name__, validate="refuse_titled_refused"):

@@ -107,6 +107,26 @@ def new_order(title: str = "order", **values) -> Any:
 	).insert()
 
 
+def order_import(rows_csv: str) -> Any:
+	"""Returns a new Data Import that inserts Fabric Test Orders from ``rows_csv`` (not started)."""
+	csv = frappe.get_doc(
+		{
+			"doctype": "File",
+			"file_name": f"fabric_import_{frappe.generate_hash(length=6)}.csv",
+			"is_private": 1,
+			"content": rows_csv,
+		}
+	).insert()
+	return frappe.get_doc(
+		{
+			"doctype": "Data Import",
+			"reference_doctype": ORDER,
+			"import_type": "Insert New Records",
+			"import_file": csv.file_url,
+		}
+	).insert()
+
+
 def last_seq() -> int:
 	"""Returns the newest Event Log sequence number (0 when empty)."""
 	return int(frappe.db.sql("SELECT COALESCE(MAX(name), 0) FROM `tabEvent Log`")[0][0])
