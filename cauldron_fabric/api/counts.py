@@ -23,10 +23,13 @@ from frappe import _, client
 from frappe.desk import listview
 from frappe.desk.reportview import validate_args
 
+from cauldron_fabric.api.params import required, text_param
+
 
 @frappe.whitelist()
 def get_count(doctype: str, filters=None, debug=False, cache=False, parent_doctype: str | None = None) -> int:
 	"""Frappe's frappe.client.get_count, counting only the documents the caller may list."""
+	doctype = _existing_doctype(doctype)
 	if not _table(doctype):
 		return client.get_count(doctype, filters, debug, cache)
 	if frappe.get_meta(doctype).istable and not parent_doctype:
@@ -92,6 +95,15 @@ def _a_parent_of(doctype: str) -> str:
 		pluck="parent",
 	)
 	return parents[0] if parents else "the DocType whose table field holds them"
+
+
+def _existing_doctype(doctype) -> str:
+	"""Returns ``doctype`` when it names a DocType; else says so (Frappe's count answered a 500
+	with the database's error for a missing table)."""
+	text_param(required(doctype, "doctype"), "doctype")
+	if not frappe.db.exists("DocType", doctype):
+		frappe.throw(_("There is no DocType {0}.").format(doctype), frappe.DoesNotExistError)
+	return doctype
 
 
 def _table(doctype: str) -> bool:

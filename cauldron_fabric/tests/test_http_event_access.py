@@ -122,6 +122,18 @@ class TestEventAccessOverHttp(HttpCase):
 		self.assertEqual(response.status_code, 417)
 		self.assertIn("Filters must be JSON", response.json["exception"])
 
+	def test_counting_a_doctype_that_does_not_exist_says_so(self):
+		# Frappe's count ran its query on a table that does not exist: a 500 with the database's error.
+		response = request(
+			"get",
+			"/api/method/frappe.client.get_count",
+			headers={"Authorization": api_token(self.manager)},
+			query_string={"doctype": "No Such DocType"},
+		)
+		self.assertEqual(response.status_code, 404, response.text)
+		self.assertIn("There is no DocType No Such DocType", response.text)
+		self.assertNotIn("ProgrammingError", response.text)
+
 	def test_the_list_sidebar_counts_run_no_sql_their_caller_wrote(self):
 		# Frappe's get_group_by_count hands its filters to frappe.get_list unchecked, which takes a
 		# text condition as SQL: any user could run a subquery on any table (here one that does
