@@ -61,9 +61,19 @@ server_log=$(mktemp)
 # The server leads a process group of its own (setsid), so that stopping it stops all it started.
 setsid "$bench_cmd" --site "$site" serve --port "$port" --noreload >"$server_log" 2>&1 &
 server=$!
+# The tests start their Kafka broker in a session of its own; when the time limit kills a test
+# process hard, its broker is left to init. Those orphans are stopped at the end, but none that
+# were already running before this run (another run's).
+orphan_brokers() {
+	ps -eo pid=,ppid=,args= | awk '$2 == 1 && / broker --listener-url tcp:\/\/127\.0\.0\.1:/ {print $1}'
+}
+brokers_before=" $(orphan_brokers | tr '\n' ' ') "
 stop_server() {
 	kill -TERM -- "-$server" 2>/dev/null || true
 	wait "$server" 2>/dev/null || true
+	for pid in $(orphan_brokers); do
+		case "$brokers_before" in *" $pid "*) ;; *) kill -TERM "$pid" 2>/dev/null || true ;; esac
+	done
 	site_state restore || echo "browser suite: could not put back the site's settings saved in $state"
 	rm -f "$server_log"
 }
