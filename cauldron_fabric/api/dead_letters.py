@@ -58,7 +58,7 @@ def retry_matching(filters: dict | list | str | None = None, limit: int = MAX_MA
 
 def _names(names: Any) -> list[str]:
 	"""Returns the names of the letters a bulk call acts on: at most ``MAX_MATCHING``, as Retry all
-	matching takes, or the call would run letter after letter long past any request's timeout."""
+	matching takes (more than Fabric Settings' in-request share run as a background job)."""
 	letters = names_param(required(names, "names"), "names")
 	if len(letters) > MAX_MATCHING:
 		frappe.throw(

@@ -117,8 +117,9 @@ def locked_status(name: str) -> str | None:
 	transaction ends.
 
 	A Retry holds its letter while it sends the event, up to the publish's 15 s with a slow
-	broker, and a bulk Retry for minutes: the wait is ``LOCK_WAIT`` seconds, not InnoDB's 50,
-	past which this raises frappe.QueryTimeoutError for the caller to say what is going on.
+	broker (a bulk Retry commits each letter once it is sent): the wait is ``LOCK_WAIT``
+	seconds, not InnoDB's 50, past which this raises frappe.QueryTimeoutError for the caller to
+	say what is going on.
 	"""
 	found = frappe.db.sql(
 		f"SELECT status FROM `tabDead Letter` WHERE name = %s FOR UPDATE WAIT {LOCK_WAIT}", (name,)
