@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
+from dataclasses import replace
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import dead_letters as dead_letters_api
 from cauldron_fabric.consume.dead_letters import record_dead_letter
+from cauldron_fabric.core.consumer.messages import Origin
 from cauldron_fabric.core.consumer.rabbitmq_queues import declare_group_queues
 from cauldron_fabric.services import dead_letter_bulk
+from cauldron_fabric.testing.kafka_broker import free_port
 from cauldron_fabric.testing.rabbitmq import RabbitMQ
 from cauldron_fabric.tests.test_consume import CHARGE, RABBITMQ_URL, delete_rabbitmq_topology, group_name
 from cauldron_fabric.tests.test_consume_dead_letters import dead_letter
@@ -174,6 +178,27 @@ class TestBulkDeadLetterJobs(FrappeTestCase):
 		self.assertIn(f"No RabbitMQ broker answered at 127.0.0.1:{broker.port}", reason)
 		statuses = {frappe.db.get_value("Dead Letter", name, "status") for name in names}
 		self.assertEqual(statuses, {"Dead"}, "every letter stays Dead, to be retried once the broker is back")
+
+	def test_a_bulk_retry_of_kafka_letters_waits_for_an_unreachable_cluster_once(self):
+		# As on RabbitMQ: each letter's producer waited out message.timeout.ms (10 s by default)
+		# for a cluster nothing answered at. A real client, 1 s of it, no topic creation first.
+		group, dead = group_name("bulk-kafka-down"), f"127.0.0.1:{free_port()}"
+		letter = dead_letter(group, "orders.created", broker="kafka")
+		for offset in range(4):  # a Kafka letter is its topic, partition and offset
+			record_dead_letter(replace(letter, origin=Origin("orders.created", 0, offset)))
+		names = [row.name for row in dead_letters(group)]
+		self.assertEqual(len(names), 4)
+		with fabric_settings(bootstrap_servers=dead, message_timeout_ms=1000, auto_create_topics=0):
+			started = time.monotonic()
+			result = dead_letters_api.retry(names)
+			took = time.monotonic() - started
+		self.assertLess(took, 3, "one wait of 1 s for the whole call, not one for each of 4 letters")
+		self.assertEqual(result["done"], 0)
+		self.assertEqual([letter["name"] for letter in result["failed"]], names)
+		(reason,) = {letter["error"] for letter in result["failed"]}
+		self.assertIn(f"Kafka at {dead} did not take the message", reason)
+		statuses = {frappe.db.get_value("Dead Letter", name, "status") for name in names}
+		self.assertEqual(statuses, {"Dead"})
 
 	def test_a_bulk_call_naming_a_letter_that_does_not_exist_reports_it_and_acts_on_the_others(self):
 		group = group_name("bulk-missing")
