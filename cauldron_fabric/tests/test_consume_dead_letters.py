@@ -31,6 +31,7 @@ from cauldron_fabric.core.errors import ConfigurationError, RetryableError
 from cauldron_fabric.testing.kafka_broker import read_topic
 from cauldron_fabric.tests.test_consume import charge, group_name
 from cauldron_fabric.tests.test_consume_support import dead_letters, in_another_session
+from cauldron_fabric.tests.test_http_support import api_token, make_user, request
 from cauldron_fabric.tests.utils import start_broker
 
 MARKUP_KEY = "orders.<b>x</b>.<img src=x onerror=alert(1)>"
@@ -132,6 +133,29 @@ class TestConcurrentRetries(FrappeTestCase):
 		(error,) = errors
 		self.assertIsInstance(error, frappe.ValidationError)
 		self.assertIn(f"Another request is retrying or discarding Dead Letter {row.name}", str(error))
+
+	def test_the_forms_retry_of_a_letter_another_request_is_retrying_is_refused_in_seconds_too(self):
+		# The form sends its copy with the call (run_doc_method), which Frappe compares with the
+		# stored letter read FOR UPDATE (check_if_latest) before Retry's own locked read: a second
+		# Retry from Desk waited InnoDB's 50 s on the first one's lock, then failed with a
+		# Server Error instead of saying what is going on.
+		group = group_name("retry-held-form")
+		record_dead_letter(dead_letter(group, "orders.created"))
+		(row,) = dead_letters(group)
+		copy = frappe.get_doc("Dead Letter", row.name)
+		token = api_token(make_user("fabric-retry-manager@example.com", ["Fabric Manager"]))
+		frappe.get_doc("Dead Letter", row.name).load_locked()  # the first Retry, in progress
+		self.addCleanup(frappe.db.rollback)
+		started = time.monotonic()
+		response = request(
+			"post",
+			"/api/method/run_doc_method",
+			json={"docs": frappe.as_json(copy.as_dict()), "method": "retry"},
+			headers={"Authorization": token},
+		)
+		self.assertLess(time.monotonic() - started, 15)
+		self.assertEqual(response.status_code, 417, response.text)
+		self.assertIn(f"Another request is retrying or discarding Dead Letter {row.name}", response.text)
 
 
 class TestRetryingDeadLetters(FrappeTestCase):

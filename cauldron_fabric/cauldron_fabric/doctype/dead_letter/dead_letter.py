@@ -83,6 +83,31 @@ class DeadLetter(Document):
 		db_set compares against (Frappe would read the letter once more for it). A bulk Retry
 		read each letter three times, plus its status.
 		"""
+		stored = self._read_locked()
+		if stored is None:
+			self._not_found()
+		self.update(stored)
+		self._doc_before_save = frappe.get_doc({**stored, "doctype": self.doctype})
+
+	def load_doc_before_save(self, *, raise_exception: bool = False) -> None:
+		"""Reads the letter as stored for Frappe, locked as load_locked locks it.
+
+		Desk's Retry and Discard send the form's copy (run_doc_method), which Frappe first
+		compares with the stored letter (check_if_latest), read FOR UPDATE: behind another
+		request's Retry that waited InnoDB's 50 s, then failed with a Server Error.
+		"""
+		self._doc_before_save = None
+		if self.is_new():
+			return
+		stored = self._read_locked()
+		if stored is not None:
+			self._doc_before_save = frappe.get_doc({**stored, "doctype": self.doctype})
+		elif raise_exception:
+			self._not_found()
+
+	def _read_locked(self) -> dict | None:
+		"""Returns the letter's row as last committed (None: no such letter), locked until the
+		transaction ends; refuses, saying why, when another request holds it ``LOCK_WAIT`` s."""
 		try:
 			found = frappe.db.sql(
 				f"SELECT * FROM `tabDead Letter` WHERE name = %s FOR UPDATE WAIT {LOCK_WAIT}",
@@ -95,10 +120,11 @@ class DeadLetter(Document):
 					"Another request is retrying or discarding Dead Letter {0} right now. Reload it in a few seconds to see how that ended, then act on it if it is still open."
 				).format(self.name)
 			)
-		if not found:
-			frappe.throw(_("{0} {1} not found").format(_(self.doctype), self.name), frappe.DoesNotExistError)
-		self.update(found[0])
-		self._doc_before_save = frappe.get_doc({**found[0], "doctype": self.doctype})
+		return found[0] if found else None
+
+	def _not_found(self) -> None:
+		"""Raises Frappe's own error for a letter that is not stored (HTTP 404)."""
+		frappe.throw(_("{0} {1} not found").format(_(self.doctype), self.name), frappe.DoesNotExistError)
 
 	def resolve(self, status: str, note: str) -> None:
 		"""Records who resolved the letter, when and how."""
