@@ -27,7 +27,7 @@ from cauldron_fabric.tests.test_consume import CHARGE, RABBITMQ_URL, delete_rabb
 from cauldron_fabric.tests.test_consume_dead_letters import dead_letter
 from cauldron_fabric.tests.test_consume_support import dead_letters, use_rabbitmq_for_class
 from cauldron_fabric.tests.test_http_support import make_user
-from cauldron_fabric.tests.utils import fabric_settings
+from cauldron_fabric.tests.utils import fabric_settings, listed_patches
 
 CLERK = "fabric-bulk-clerk@example.com"
 
@@ -125,6 +125,24 @@ class TestBulkDeadLetterJobs(FrappeTestCase):
 				settings.dead_letters_in_request = refused
 				settings.save()
 		frappe.db.rollback()
+
+	def test_settings_saved_before_the_field_existed_get_its_default_and_unsaved_ones_stay_unsaved(self):
+		from cauldron_fabric.patches import bulk_dead_letter_actions_take_the_default_in_the_request as patch
+
+		field = "dead_letters_in_request"
+		self.addCleanup(frappe.db.rollback)
+		frappe.db.delete("Singles", {"doctype": "Fabric Settings", "field": field})
+		frappe.db.value_cache.pop("Fabric Settings", None)
+		self.assertEqual(dead_letter_bulk.in_request_up_to(), 500, "bulk calls read no value as 500")
+		patch.execute()
+		frappe.db.value_cache.pop("Fabric Settings", None)
+		self.assertEqual(frappe.db.get_single_value("Fabric Settings", field), 500, "the form shows it")
+		frappe.db.delete("Singles", {"doctype": "Fabric Settings"})
+		patch.execute()
+		self.assertEqual(
+			frappe.db.count("Singles", {"doctype": "Fabric Settings"}), 0, "never saved: left alone"
+		)
+		self.assertIn(patch.__name__, listed_patches())
 
 	def test_a_bulk_call_under_the_threshold_answers_with_its_count(self):
 		group = group_name("bulk-few")
