@@ -186,6 +186,32 @@ class TestRetryingRabbitMQDeadLetters(FrappeTestCase):
 		self.assertEqual(result, {"done": 2, "failed": []})
 		self.assertEqual(sorted(row.status for row in dead_letters(group)), ["Dead", "Retried", "Retried"])
 
+	def test_two_retries_of_one_letter_at_once_send_its_event_once(self):
+		# The second waits on the first's lock, then must read the letter as the first committed
+		# it (Retried), not as it was when its own transaction began (Dead), or it sends it again.
+		group = group_name("rabbit-twice")
+		self.addCleanup(delete_rabbitmq_topology, self.exchange, group)
+		rabbit = RabbitMQ(RABBITMQ_URL)
+		self.addCleanup(rabbit.close)
+		declare_group_queues(rabbit.channel, group, self.exchange, [CHARGE], [1.0])
+		letter = dead_letter(group, "orders.created")
+		record_dead_letter(letter)
+		(row,) = dead_letters(group)
+
+		def retry_after_a_read() -> None:
+			frappe.db.get_value("Dead Letter", row.name, "status")  # its snapshot: Dead
+			frappe.get_doc("Dead Letter", row.name).retry()
+
+		frappe.get_doc("Dead Letter", row.name).retry()  # the first: sent, not yet committed
+		second, errors = in_another_session(retry_after_a_read)
+		time.sleep(1)  # the second waits on the lock by now
+		frappe.db.commit()
+		second.join(30)
+		sent = rabbit.drain(group)
+		self.assertEqual([json.loads(body)["id"] for _, body in sent], [letter.envelope.id], "sent once")
+		(error,) = errors
+		self.assertIn("Only a dead letter can be retried; this one is Retried", str(error))
+
 	def test_a_bulk_retry_sends_each_event_once_to_its_own_group_over_one_connection(self):
 		# Each letter opened, and closed, a connection of its own: about 0.1 s a letter, so a bulk
 		# Retry of thousands ran past any request's timeout.
