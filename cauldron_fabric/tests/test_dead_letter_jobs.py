@@ -202,15 +202,16 @@ class TestBulkDeadLetterJobs(FrappeTestCase):
 		# for a cluster nothing answered at. A real client, 1 s of it, no topic creation first.
 		group, dead = group_name("bulk-kafka-down"), f"127.0.0.1:{free_port()}"
 		letter = dead_letter(group, "orders.created", broker="kafka")
-		for offset in range(4):  # a Kafka letter is its topic, partition and offset
+		for offset in range(8):  # a Kafka letter is its topic, partition and offset
 			record_dead_letter(replace(letter, origin=Origin("orders.created", 0, offset)))
 		names = [row.name for row in dead_letters(group)]
-		self.assertEqual(len(names), 4)
+		self.assertEqual(len(names), 8)
 		with fabric_settings(bootstrap_servers=dead, message_timeout_ms=1000, auto_create_topics=0):
 			started = time.monotonic()
 			result = dead_letters_api.retry(names)
 			took = time.monotonic() - started
-		self.assertLess(took, 3, "one wait of 1 s for the whole call, not one for each of 4 letters")
+		# About 1.5 s; a wait for each letter would take 8 s or more, so a busy machine has room.
+		self.assertLess(took, 5, "one wait of 1 s for the whole call, not one for each of 8 letters")
 		self.assertEqual(result["done"], 0)
 		self.assertEqual([letter["name"] for letter in result["failed"]], names)
 		(reason,) = {letter["error"] for letter in result["failed"]}
