@@ -5,7 +5,8 @@ import socket
 import threading
 import time
 
-OFFSET_COMMIT = 8  # the Kafka protocol's API key of OffsetCommit requests
+PRODUCE = 0  # the Kafka protocol's API key of Produce requests
+OFFSET_COMMIT = 8  # and of OffsetCommit requests
 CREATE_TOPICS = 19  # and of CreateTopics requests
 
 

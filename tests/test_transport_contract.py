@@ -4,7 +4,7 @@ import uuid
 
 import pika
 import pytest
-from tcp_proxy import CREATE_TOPICS, RequestSwallower
+from tcp_proxy import CREATE_TOPICS, PRODUCE, RequestSwallower
 
 from cauldron_fabric.core.errors import BrokerUnreachable, ConfigurationError, UnknownTransport
 from cauldron_fabric.core.ports import OutboundMessage
@@ -130,6 +130,24 @@ def test_kafka_outage_gives_retryable_failures_not_exceptions():
 	assert "did not take the message" in str(deliveries[0].error)
 	# Every message to it fails alike: a bulk Retry stops trying this broker (BrokerUnreachable).
 	assert all(isinstance(d.error, BrokerUnreachable) for d in deliveries)
+
+
+def test_a_message_the_answering_cluster_takes_too_long_for_is_no_unreachable_cluster():
+	# A cluster that answers but takes no message in time (a partition without a leader, too
+	# few in-sync replicas) may still take other topics' messages: only a cluster the client
+	# lost is unreachable, for which a bulk Retry stops trying the broker.
+	port = free_port()
+	with KafkaBroker(advertised_port=port) as broker:
+		proxy = RequestSwallower(port, broker.port, PRODUCE).start()
+		transport = open_transport(f"kafka://127.0.0.1:{port}", {"message_timeout_ms": 1500})
+		try:
+			deliveries = transport.publish(messages("stuck", ["a"], 2), timeout=5)
+		finally:
+			transport.close()
+			proxy.stop()
+	assert [d.ok for d in deliveries] == [False, False]
+	assert all(d.retryable for d in deliveries)
+	assert not any(isinstance(d.error, BrokerUnreachable) for d in deliveries), deliveries[0].error
 
 
 def test_a_topic_creation_that_fails_is_a_retryable_failure_that_says_so():

@@ -59,8 +59,10 @@ PERMANENT_CODES = {
 	KafkaError.INVALID_RECORD,
 	KafkaError.POLICY_VIOLATION,
 }
-# No broker took the message: every message to this cluster fails alike until it is back.
-UNREACHABLE_CODES = {KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
+# The client lost the cluster: every message to it fails alike until it is back. A message
+# that timed out counts so only when the client's last error was one of these (a cluster that
+# answers but takes one topic's messages too slowly may still take others').
+CLUSTER_LOST_CODES = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE}
 
 
 def kafka_config(bootstrap: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +144,7 @@ class KafkaTransport(Transport):
 		# Why the last creation of a topic failed, for the messages that then find it missing.
 		self._refused_topics: dict[str, str] = {}
 		self._last_client_error: str | None = None
+		self._last_client_code: int | None = None
 		self._producer_fatal = False
 		self._lock = threading.Lock()
 
@@ -154,6 +157,7 @@ class KafkaTransport(Transport):
 
 	def _on_client_error(self, error: KafkaError) -> None:
 		self._last_client_error = f"{error.name()}: {error.str()}"
+		self._last_client_code = error.code()
 		if error.fatal():
 			# An idempotent producer that lost its producer id (broker state lost or expired)
 			# can never send again; a fresh one is built before the next batch.
@@ -299,7 +303,10 @@ class KafkaTransport(Transport):
 		detail = f" Last client error: {self._last_client_error}." if self._last_client_error else ""
 		if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
 			return self._missing_topic(destination)
-		unavailable = BrokerUnreachable if err.code() in UNREACHABLE_CODES else TransportUnavailable
+		lost = err.code() in CLUSTER_LOST_CODES or (
+			err.code() == KafkaError._MSG_TIMED_OUT and self._last_client_code in CLUSTER_LOST_CODES
+		)
+		unavailable = BrokerUnreachable if lost else TransportUnavailable
 		return unavailable(f"Kafka at {self.bootstrap} did not take the message: {err.str()}.{detail}")
 
 	def _missing_topic(self, destination: str) -> TransportUnavailable:
@@ -316,7 +323,7 @@ class KafkaTransport(Transport):
 
 	def check(self, timeout: float) -> ConnectionReport:
 		"""Reads cluster metadata and reports brokers, cluster id and topic count."""
-		self._last_client_error = None
+		self._last_client_error = self._last_client_code = None
 		try:
 			metadata = self.admin.list_topics(timeout=timeout)
 		except KafkaException as exc:
