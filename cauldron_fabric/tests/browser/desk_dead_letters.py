@@ -119,3 +119,23 @@ class TestDeadLetterList(DeskCase):
 		self.committed()
 		self.assertEqual({stored(name)["status"] for name in names}, {"Discarded"})
 		self.assertEqual({stored(name)["resolved_by"] for name in names}, {USER})
+
+	def test_a_retry_the_broker_refuses_lists_each_reason_once_with_its_letters(self):
+		# With no broker set every letter is refused alike: one line for the reason, naming them,
+		# not one line per letter (a bulk Retry during an outage refuses hundreds).
+		group, names = self.new_letters(3)
+		with fabric_settings(bootstrap_servers="", rabbitmq_url=""):
+			self.desk.open_list("Dead Letter", consumer_group=group)
+			for name in names:
+				self.desk.check_row(name)
+			self.desk.list_action("Retry")
+			title, text = self.desk.message()
+		self.desk.close_message()
+		lines = text.strip().splitlines()
+		self.assertEqual((title, lines[0]), ("Retry", "0 done."))
+		self.assertEqual(len(lines), 2, text)
+		self.assertTrue(lines[1].startswith("3: "), text)
+		self.assertIn("Fabric Settings", lines[1])
+		self.assertTrue(all(name in lines[1] for name in names), text)
+		self.committed()
+		self.assertEqual({stored(name)["status"] for name in names}, {"Dead"})

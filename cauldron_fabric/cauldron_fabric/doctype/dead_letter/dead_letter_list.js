@@ -25,7 +25,18 @@ frappe.listview_settings["Dead Letter"] = {
 				frappe.msgprint({ title, indicator: "blue", message: frappe.utils.escape_html(message.message) });
 				return;
 			}
-			const failed = message.failed.map((f) => `<li>${frappe.utils.escape_html(f.name)}: ${frappe.utils.escape_html(f.error)}</li>`);
+			// One line per reason (a broker that is down refuses every letter alike), as the
+			// background job's summary gives them.
+			const reasons = {};
+			for (const f of message.failed) {
+				(reasons[f.error] = reasons[f.error] || []).push(f.name);
+			}
+			const shown = 5;
+			const failed = Object.entries(reasons).map(([error, names]) => {
+				const listed = names.slice(0, shown).map(frappe.utils.escape_html).join(", ");
+				const more = names.length > shown ? __(" and {0} more", [names.length - shown]) : "";
+				return `<li><b>${names.length}</b>: ${frappe.utils.escape_html(error)} (${listed}${more})</li>`;
+			});
 			frappe.msgprint({
 				title,
 				indicator: failed.length ? "orange" : "green",
