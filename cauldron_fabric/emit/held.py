@@ -179,9 +179,9 @@ def note_savepoint(name: str) -> None:
 		savepoints = []
 		setattr(frappe.local, SAVEPOINTS, savepoints)
 		when_transaction_ends(lambda: _forget_savepoints(savepoints))
-	for index in range(len(savepoints) - 1, -1, -1):
-		if savepoints[index][0] == name:
-			_drop_savepoints(savepoints, index, index + 1)
+	index = _newest(savepoints, name)
+	if index is not None:
+		_drop_savepoints(savepoints, index, index + 1)
 	# name, the held values touched since (by HeldItems), the transaction ends added since
 	savepoints.append([name, {}, []])
 
@@ -196,7 +196,7 @@ def roll_back_held(name: str) -> None:
 	commit's own checks against the database are then all there is.
 	"""
 	savepoints = getattr(frappe.local, SAVEPOINTS, None) or []
-	index = next((i for i in range(len(savepoints) - 1, -1, -1) if savepoints[i][0] == name), None)
+	index = _newest(savepoints, name)
 	if index is None:
 		return
 	for entry in reversed(savepoints[index:]):  # the oldest value of each key is put back last
@@ -220,10 +220,16 @@ def roll_back_held(name: str) -> None:
 def forget_savepoint(name: str) -> None:
 	"""Forgets the savepoint ``name`` and those set after it, as releasing it does."""
 	savepoints = getattr(frappe.local, SAVEPOINTS, None) or []
-	for index in range(len(savepoints) - 1, -1, -1):
-		if savepoints[index][0] == name:
-			_drop_savepoints(savepoints, index, len(savepoints))
-			return
+	index = _newest(savepoints, name)
+	if index is not None:
+		_drop_savepoints(savepoints, index, len(savepoints))
+
+
+def _newest(savepoints: list, name: str) -> int | None:
+	"""Returns the place of the savepoint ``name`` among ``savepoints`` (None: not noted).
+
+	Noting a savepoint replaces one of the same name, so there is at most one."""
+	return next((i for i in range(len(savepoints) - 1, -1, -1) if savepoints[i][0] == name), None)
 
 
 def _drop_savepoints(savepoints: list, start: int, stop: int) -> None:
