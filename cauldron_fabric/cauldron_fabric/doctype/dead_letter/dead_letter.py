@@ -109,18 +109,13 @@ class DeadLetter(Document):
 		"""Returns the letter's row as last committed (None: no such letter), locked until the
 		transaction ends; refuses, saying why, when another request holds it ``LOCK_WAIT`` s."""
 		try:
-			found = frappe.db.sql(
-				f"SELECT * FROM `tabDead Letter` WHERE name = %s FOR UPDATE WAIT {LOCK_WAIT}",
-				(self.name,),
-				as_dict=True,
-			)
+			return locked_row(self.name)
 		except frappe.QueryTimeoutError:
 			frappe.throw(
 				_(
 					"Another request is retrying or discarding Dead Letter {0} right now. Reload it in a few seconds to see how that ended, then act on it if it is still open."
 				).format(self.name)
 			)
-		return found[0] if found else None
 
 	def _not_found(self) -> None:
 		"""Raises Frappe's own error for a letter that is not stored (HTTP 404)."""
@@ -147,7 +142,16 @@ def locked_status(name: str) -> str | None:
 	seconds, not InnoDB's 50, past which this raises frappe.QueryTimeoutError for the caller to
 	say what is going on.
 	"""
+	found = locked_row(name, "status")
+	return found["status"] if found else None
+
+
+def locked_row(name: str, columns: str = "*") -> dict | None:
+	"""Returns ``columns`` of the letter ``name`` as last committed (None: no such letter),
+	locked until the transaction ends; raises frappe.QueryTimeoutError after ``LOCK_WAIT`` s."""
 	found = frappe.db.sql(
-		f"SELECT status FROM `tabDead Letter` WHERE name = %s FOR UPDATE WAIT {LOCK_WAIT}", (name,)
+		f"SELECT {columns} FROM `tabDead Letter` WHERE name = %s FOR UPDATE WAIT {LOCK_WAIT}",
+		(name,),
+		as_dict=True,
 	)
-	return found[0][0] if found else None
+	return found[0] if found else None
