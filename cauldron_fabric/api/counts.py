@@ -29,10 +29,10 @@ from cauldron_fabric.api.params import required, text_param
 @frappe.whitelist()
 def get_count(doctype: str, filters=None, debug=False, cache=False, parent_doctype: str | None = None) -> int:
 	"""Frappe's frappe.client.get_count, counting only the documents the caller may list."""
-	doctype = _existing_doctype(doctype)
-	if not _table(doctype):
+	meta = frappe.get_meta(_existing_doctype(doctype))
+	if not _keeps_table(meta):
 		return client.get_count(doctype, filters, debug, cache)
-	if frappe.get_meta(doctype).istable and not parent_doctype:
+	if meta.istable and not parent_doctype:
 		frappe.throw(
 			_(
 				"{0} is a child table: its rows are counted for the DocType they belong to. Pass that"
@@ -108,7 +108,8 @@ def _existing_doctype(doctype) -> str:
 
 def _table(doctype: str) -> bool:
 	"""Tells whether ``doctype`` keeps its documents in a table of their own (not virtual or Single)."""
-	if not frappe.db.exists("DocType", doctype):
-		return False
-	meta = frappe.get_meta(doctype)
+	return bool(frappe.db.exists("DocType", doctype)) and _keeps_table(frappe.get_meta(doctype))
+
+
+def _keeps_table(meta) -> bool:
 	return not (meta.get("is_virtual") or meta.issingle)
