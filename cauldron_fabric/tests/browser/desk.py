@@ -313,3 +313,11 @@ class DeskCase(FrappeTestCase):
 	def committed(self) -> None:
 		"""Ends this test's transaction, so that what the web server committed since is read."""
 		frappe.db.rollback()
+
+	def commit_until_the_end(self, doctype: str, filters: dict) -> None:
+		"""Commits what the test made, for the web server to see; the ``doctype`` rows that
+		``filters`` pick are deleted when the test ends, whatever the server did to them."""
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, doctype, filters)
+		self.addCleanup(self.committed)

@@ -29,10 +29,7 @@ class TestDeadLetterForm(DeskCase):
 	def new_letter(self) -> str:
 		"""Files a consumer's Dead Letter (committed, so the web server sees it); deleted after."""
 		letter = consumer_dead_letter()
-		frappe.db.commit()
-		self.addCleanup(frappe.db.commit)
-		self.addCleanup(frappe.db.delete, "Dead Letter", {"name": letter.name})
-		self.addCleanup(self.committed)
+		self.commit_until_the_end("Dead Letter", {"name": letter.name})
 		return letter.name
 
 	def test_retry_sends_the_event_back_to_its_group_and_shows_the_letter_retried(self):
@@ -95,10 +92,7 @@ class TestDeadLetterList(DeskCase):
 			# The letter refuses saves (Retry and Discard only); the group only narrows the list.
 			frappe.db.set_value("Dead Letter", name, "consumer_group", group)
 			names.append(name)
-		frappe.db.commit()
-		self.addCleanup(frappe.db.commit)
-		self.addCleanup(frappe.db.delete, "Dead Letter", {"name": ("in", names)})
-		self.addCleanup(self.committed)
+		self.commit_until_the_end("Dead Letter", {"name": ("in", names)})
 		return group, names
 
 	def test_discarding_the_selected_letters_reports_them_done_and_shows_them_discarded(self):

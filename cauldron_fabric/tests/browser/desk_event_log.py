@@ -48,10 +48,7 @@ class EventLogCase(DeskCase):
 				"UPDATE `tabEvent Log` SET status = %s, last_error = %s WHERE name = %s",
 				(status, error, name),
 			)
-		frappe.db.commit()
-		self.addCleanup(frappe.db.commit)
-		self.addCleanup(frappe.db.delete, "Event Log", {"entity_id": entity_id})
-		self.addCleanup(self.committed)
+		self.commit_until_the_end("Event Log", {"entity_id": entity_id})
 		return entity_id, [str(name) for name in names]
 
 
