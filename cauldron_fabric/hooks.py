@@ -13,7 +13,10 @@ after_install = "cauldron_fabric.install.after_install"
 # DocTypes deleted inside a migrate, an install or an uninstall (which add no feed entry): a
 # snapshot before, a comparison after. After the app's own after_migrate, which registers the
 # catalog's schemas these events are checked against.
-before_migrate = "cauldron_fabric.emit.deleted_doctypes.before_migrate"
+before_migrate = [
+	"cauldron_fabric.emit.set_values.watch_set_values",
+	"cauldron_fabric.emit.deleted_doctypes.before_migrate",
+]
 after_migrate = [
 	"cauldron_fabric.install.after_migrate",
 	"cauldron_fabric.emit.deleted_doctypes.after_migrate",
@@ -28,9 +31,13 @@ after_app_uninstall = "cauldron_fabric.emit.deleted_doctypes.after_app_uninstall
 # ------------------------------------
 before_request = [
 	"cauldron_fabric.emit.held.watch_savepoints",
+	"cauldron_fabric.emit.set_values.watch_set_values",
 	"cauldron_fabric.emit.context.read_correlation_header",
 ]
-before_job = ["cauldron_fabric.emit.held.watch_savepoints"]
+before_job = [
+	"cauldron_fabric.emit.held.watch_savepoints",
+	"cauldron_fabric.emit.set_values.watch_set_values",
+]
 after_request = [
 	"cauldron_fabric.emit.context.write_correlation_header",
 	"cauldron_fabric.api.ratelimit.write_retry_after",

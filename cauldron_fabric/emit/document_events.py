@@ -41,13 +41,15 @@ def emit_document_event(
 	extra: dict[str, Any] | None = None,
 	before: Any = None,
 	unchanged: bool | None = None,
+	reject_invalid: bool = True,
 ) -> dict[str, Any] | None:
 	"""Records the event for one action on ``doc`` (plus ``business.transaction`` when due).
 
 	``before`` is what an update compares with when the version Frappe loaded before saving
 	is not the right one. An update that changed nothing is recorded when ``unchanged`` says
-	so (by default: a db_set always, a save as Fabric Settings say). Returns the payload
-	recorded, None when nothing was.
+	so (by default: a db_set always, a save as Fabric Settings say). Without ``reject_invalid``
+	an event its schema refuses is kept as Invalid whatever Fabric Settings say (see record).
+	Returns the payload recorded, None when nothing was.
 	"""
 	policy = current_policy()
 	payload: dict[str, Any] = {"doc": document_payload(doc)}
@@ -67,7 +69,7 @@ def emit_document_event(
 	envelopes = [lifecycle_envelope(doc, action, payload, policy.kind_of(doc.doctype))]
 	if action in BUSINESS_ACTIONS and policy.business_events and doc.meta.is_submittable:
 		envelopes.append(business_envelope(doc, action, payload["doc"]))
-	record(envelopes)
+	record(envelopes, reject_invalid)
 	return payload
 
 

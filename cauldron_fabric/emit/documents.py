@@ -31,6 +31,7 @@ from cauldron_fabric.emit.inserts import being_saved, inserted_through_another_o
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import record
 from cauldron_fabric.emit.rows import record_rows_changed_before, record_rows_changed_in_save, row_changed
+from cauldron_fabric.emit.set_values import record_set_values_in_save
 
 SAVE_ACTIONS = {
 	"save": "updated",
@@ -116,6 +117,8 @@ def on_change(doc, method=None) -> None:
 		reported = emit_document_event(doc, action, before=recorded) or reported
 	if actions:
 		record_rows_changed_in_save(doc, reported["doc"] if reported else None)
+		# What its hooks wrote with frappe.db.set_value: the object does not hold it.
+		record_set_values_in_save(doc, reported["doc"] if reported else None)
 
 
 def _record_business_transaction_alone(doc) -> None:

@@ -79,6 +79,11 @@ SYSTEM_DOCTYPES = frozenset(
 Kind = Literal["document", "system"]
 BUSINESS = "business"
 
+# Which frappe.db.set_value writes are events (Fabric Settings, see emit/set_values.py).
+SET_VALUES_THAT_UPDATE_MODIFIED = "Writes that update modified"
+SET_VALUES_ALL = "Every write"
+SET_VALUES_NONE = "None"
+
 
 @dataclass(frozen=True)
 class EmitPolicy:
@@ -93,6 +98,7 @@ class EmitPolicy:
 	system_events: bool = True
 	heartbeat: bool = True
 	unchanged_saves: bool = False
+	set_values: str = SET_VALUES_THAT_UPDATE_MODIFIED
 	allowed: frozenset[str] = frozenset()
 	denied: frozenset[str] = frozenset()
 	_kinds: dict = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -172,6 +178,7 @@ def load_policy() -> EmitPolicy:
 		system_events=bool(cint(settings.emit_system_events)),
 		heartbeat=bool(cint(settings.emit_heartbeat)),
 		unchanged_saves=bool(cint(settings.emit_unchanged_saves)),
+		set_values=settings.get("capture_set_value") or SET_VALUES_THAT_UPDATE_MODIFIED,
 		allowed=frozenset(row.document_type for row in settings.allowed_doctypes or []),
 		denied=frozenset(row.document_type for row in settings.denied_doctypes or []),
 	)

@@ -1,0 +1,194 @@
+"""``frappe.db.set_value`` and ``frappe.db.set_single_value`` as ``updated`` events (``via: set_value``).
+
+Both write with one UPDATE and run no document hook, so nothing else in the fabric sees them:
+ERPNext and custom apps move statuses, quantities and flags that way. The app wraps the two
+Database methods once per process (as it wraps the savepoint methods, see ``held.py``): each
+wrapper reads the documents it is about to change, calls Frappe's own method with the
+arguments as given, and reads them again.
+
+* A write outside the document's own save is its ``updated`` event at once, from the document
+  as stored before to the document as stored after (``via: set_value``); a write that changed
+  nothing records nothing (unless Fabric Settings emit unchanged saves).
+* A write made while the document is being saved (from its own hooks) is held: right after the
+  save's event an update follows, from what that event reported to the document as stored
+  (the save's event is built from the object, which such a write leaves alone). A save that
+  never reaches its event (it raised and was caught) leaves the update to the commit.
+* A write to a child table row is its parent's update, like a row db_set alone (``rows.py``).
+* A write by filters is one event per document it matched (their names are read first, with the
+  same filters).
+* ``Document.db_set`` writes through ``set_value`` too: it has events of its own, so a call
+  from it is left alone.
+* An event its schema refuses is kept as Invalid, never failing the write: Frappe checks
+  nothing on such a write, and a schema registered before the upgrade that started recording
+  these allows no ``via: set_value``.
+
+Fabric Settings choose which writes count: by default those that update ``modified`` (Frappe's
+own sign that the document changed; ``update_modified=False`` is how Frappe marks bookkeeping
+such as a user's ``last_active`` or the ``_assign`` and ``_seen`` columns), or every write, or
+none.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import frappe
+from frappe.database.database import Database
+
+from cauldron_fabric.emit.document_events import emit_document_event, stored_document
+from cauldron_fabric.emit.held import held_now, hold_until_commit, release
+from cauldron_fabric.emit.inserts import being_saved
+from cauldron_fabric.emit.policy import (
+	SET_VALUES_NONE,
+	SET_VALUES_THAT_UPDATE_MODIFIED,
+	current_policy,
+)
+from cauldron_fabric.emit.rows import record_rows_changed_before, row_changed
+
+VIA = "set_value"
+# Documents written by set_value while being saved, each as stored before the first such write.
+HELD = "fabric_set_values_in_save"
+
+
+class PlannedWrite:
+	"""The documents one set_value call is about to change, read before it runs."""
+
+	def __init__(self, doctype: str) -> None:
+		self.doctype = doctype
+		self.now: list[Any] = []  # (document as stored before) recorded once the write is done
+
+	def record(self) -> None:
+		"""Records the update of every document written outside its own save."""
+		for before in self.now:
+			after = stored_document(self.doctype, before.name)
+			if after is not None:
+				emit_document_event(
+					after,
+					"updated",
+					via=VIA,
+					before=before,
+					unchanged=current_policy().unchanged_saves,
+					reject_invalid=False,
+				)
+
+
+def plan(db, doctype: str, names, update_modified: bool, caller) -> PlannedWrite | None:
+	"""Reads what a set_value of ``names`` (a name, or filters) in ``doctype`` is about to change.
+
+	Returns None when the fabric leaves the write alone: another connection's, one from
+	``db_set``, one Fabric Settings do not count, or one to a DocType that emits nothing.
+	"""
+	if db is not getattr(frappe.local, "db", None) or caller.f_code.co_name == "db_set":
+		return None
+	policy = current_policy()
+	if not policy.enabled or policy.set_values == SET_VALUES_NONE:
+		return None
+	if policy.set_values == SET_VALUES_THAT_UPDATE_MODIFIED and not update_modified:
+		return None
+	try:
+		meta = frappe.get_meta(doctype)
+	except frappe.DoesNotExistError:
+		return None  # Frappe's own write fails as it always did
+	if meta.istable:
+		for name in _names(doctype, names):
+			_note_row(doctype, name)
+		return None
+	if policy.kind_of(doctype) is None:
+		return None
+	write = PlannedWrite(doctype)
+	for name in _names(doctype, names):
+		before = stored_document(doctype, name)
+		if before is None:
+			continue
+		if being_saved(before):
+			hold_until_commit(HELD, record_held_set_values).setdefault((doctype, str(name)), before)
+		else:
+			# Rows of this document changed alone before: their update comes first (as for db_set).
+			record_rows_changed_before(doctype, before.name, before)
+			write.now.append(before)
+	return write if write.now else None
+
+
+def _names(doctype: str, names) -> list:
+	"""Returns the names a set_value's ``dn`` picks: itself, or those its filters match now."""
+	if isinstance(names, str | int):
+		return [names]
+	return frappe.db.get_values(doctype, names, "name", pluck=True, order_by=None)
+
+
+def _note_row(doctype: str, name) -> None:
+	"""Notes a child table row about to be written alone: its parent's update, at commit."""
+	try:
+		row = frappe.get_doc(doctype, name)
+	except frappe.DoesNotExistError:
+		return
+	# The row as stored now is the "before" side of the parent's table (rows.py reads the
+	# table as stored when first noted, and compares it with the table as committed).
+	row._doc_before_save = row
+	row_changed(row, via=VIA)
+
+
+def record_set_values_in_save(doc, reported: dict[str, Any] | None) -> None:
+	"""Records, right after a save's event, what set_value wrote to the document during that save.
+
+	``reported`` is the document as that event carried it (None when the save recorded no
+	event: then the saved object as it stands).
+	"""
+	if held_now(HELD).pop((doc.doctype, str(doc.name)), None) is None:
+		return
+	after = stored_document(doc.doctype, doc.name)
+	if after is not None:
+		before = reported if reported is not None else doc
+		emit_document_event(after, "updated", via=VIA, before=before, unchanged=False, reject_invalid=False)
+
+
+def record_held_set_values() -> None:
+	"""Records the set_value writes of saves that never reached their event (before_commit)."""
+	for (doctype, name), before in release(HELD).items():
+		if not current_policy().kind_of(doctype):
+			continue
+		after = stored_document(doctype, name)
+		if after is not None:
+			emit_document_event(
+				after, "updated", via=VIA, before=before, unchanged=False, reject_invalid=False
+			)
+
+
+def watch_set_values() -> None:
+	"""Makes ``frappe.db.set_value`` and ``set_single_value`` record their events (once per process)."""
+	if getattr(Database.set_value, "fabric_watched", False):
+		return
+	set_value, set_single_value = Database.set_value, Database.set_single_value
+
+	# Arguments pass through as given, so that a Frappe release adding one keeps working.
+	def set_value_watched(self, dt, dn, *args, **kwargs):
+		write = None
+		if dn is not None and dt != dn:  # else Frappe writes a Single: set_single_value below
+			write = plan(self, dt, dn, _update_modified(args, 4, kwargs), sys._getframe(1))
+		result = set_value(self, dt, dn, *args, **kwargs)
+		if write is not None:
+			write.record()
+		return result
+
+	def set_single_value_watched(self, doctype, *args, **kwargs):
+		write = plan(self, doctype, doctype, kwargs.get("update_modified", True), sys._getframe(1))
+		result = set_single_value(self, doctype, *args, **kwargs)
+		if write is not None:
+			write.record()
+		return result
+
+	for method, original in ((set_value_watched, set_value), (set_single_value_watched, set_single_value)):
+		method.__doc__, method.__name__ = original.__doc__, original.__name__
+		method.fabric_watched = True
+	Database.set_value, Database.set_single_value = set_value_watched, set_single_value_watched
+
+
+def _update_modified(args: tuple, position: int, kwargs: dict) -> bool:
+	"""Returns set_value's ``update_modified``, given by keyword or in its place after ``dn``."""
+	if "update_modified" in kwargs:
+		return bool(kwargs["update_modified"])
+	return bool(args[position]) if len(args) > position else True
+
+
+watch_set_values()

@@ -1,0 +1,10 @@
+"""Settings saved before *frappe.db.set_value writes* existed show its default (writes that update modified).
+
+The policy takes an empty value as that default already, so only what the form shows changes.
+"""
+
+from cauldron_fabric.patches import default_for_a_new_settings_field
+
+
+def execute() -> None:
+	default_for_a_new_settings_field("capture_set_value")

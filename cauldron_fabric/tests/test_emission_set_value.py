@@ -1,0 +1,299 @@
+"""frappe.db.set_value and set_single_value writes are ``updated`` events with ``via: set_value``.
+
+Frappe runs no document hook for them; the app wraps both Database methods (emit/set_values.py).
+Outside a save such a write is its own event at once; one made by a document's own hooks
+follows that save's event; one to a child row is its parent's update at commit. db_set, which
+writes through set_value, stays one event of its own. Fabric Settings choose which writes count.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import frappe
+
+from cauldron_fabric.emit.policy import SET_VALUES_ALL, SET_VALUES_NONE, SET_VALUES_THAT_UPDATE_MODIFIED
+from cauldron_fabric.emit.rows import record_row_changes
+from cauldron_fabric.patches import set_value_writes_are_recorded_by_default
+from cauldron_fabric.registry import subjects, versions
+from cauldron_fabric.registry.doctypes import derived_schemas
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	ORDER_ITEM,
+	EmissionCase,
+	ensure_custom_doctype,
+	events_after,
+	fabric_settings,
+	last_seq,
+	listed_patches,
+	new_order,
+	order_hooks,
+	types_of,
+)
+
+CREATED = "fabric_test_order.created"
+UPDATED = "fabric_test_order.updated"
+SINGLE = "Fabric Set Value Single"
+
+
+def note_by_set_value(doc, method=None) -> None:
+	"""A controller hook that writes the order's note with frappe.db.set_value, naming the hook."""
+	frappe.db.set_value(doc.doctype, doc.name, "note", f"set_value in {method}")
+
+
+def note_by_set_value_then_refuse(doc, method=None) -> None:
+	"""A hook that writes the note with frappe.db.set_value and then makes the save fail."""
+	note_by_set_value(doc, method)
+	frappe.throw("refused after set_value")
+
+
+def payload(envelope: dict) -> dict:
+	return envelope["data"]["payload"]
+
+
+class TestSetValueOutsideSaves(EmissionCase):
+	def test_a_write_is_an_update_of_the_stored_document(self):
+		order = new_order("set_value alone")
+		start = last_seq()
+		frappe.db.set_value(ORDER, order.name, {"note": "written directly", "grand_total": 99})
+		(event,) = events_after(start, ORDER)
+		self.assertEqual(event["type"], UPDATED)
+		self.assertEqual(event["data"]["entityId"], order.name)
+		self.assertEqual(payload(event)["via"], "set_value")
+		self.assertEqual(
+			payload(event)["changes"],
+			{"note": {"old": None, "new": "written directly"}, "grand_total": {"old": 120.5, "new": 99.0}},
+		)
+		self.assertEqual(payload(event)["doc"]["note"], "written directly")
+		# The whole document as stored goes with it, rows included.
+		self.assertEqual([row["item"] for row in payload(event)["doc"]["items"]], ["cauldron", "ladle"])
+
+	def test_a_write_of_the_same_value_records_nothing(self):
+		order = new_order("same value", note="kept")
+		start = last_seq()
+		frappe.db.set_value(ORDER, order.name, "note", "kept")
+		self.assertEqual(events_after(start, ORDER), [])
+
+	def test_a_write_by_filters_is_one_event_per_document_it_matched(self):
+		tag = frappe.generate_hash(length=8)
+		first, second = new_order(tag), new_order(tag)
+		new_order(f"{tag}-other")
+		start = last_seq()
+		frappe.db.set_value(ORDER, {"title": tag}, "note", "bulk note")
+		events = events_after(start, ORDER)
+		self.assertEqual(types_of(events), [UPDATED, UPDATED])
+		self.assertEqual({e["data"]["entityId"] for e in events}, {first.name, second.name})
+		self.assertEqual({payload(e)["changes"]["note"]["new"] for e in events}, {"bulk note"})
+
+	def test_db_set_stays_one_event_of_its_own(self):
+		order = new_order("db_set")
+		start = last_seq()
+		order.db_set("note", "by db_set")
+		(event,) = events_after(start, ORDER)
+		self.assertEqual(payload(event)["via"], "db_set")
+		self.assertEqual(payload(event)["changes"], {"note": {"old": None, "new": "by db_set"}})
+
+	def test_a_rollback_takes_the_event_with_the_write(self):
+		order = new_order("rolled back")
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.savepoint("fabric_set_value")
+		frappe.db.set_value(ORDER, order.name, "note", "undone by a savepoint")
+		frappe.db.rollback(save_point="fabric_set_value")
+		frappe.db.set_value(ORDER, order.name, "title", "kept")
+		frappe.db.commit()
+		(event,) = events_after(start, ORDER)
+		self.assertEqual(payload(event)["changes"], {"title": {"old": "rolled back", "new": "kept"}})
+		frappe.db.set_value(ORDER, order.name, "note", "undone by a rollback")
+		frappe.db.rollback()
+		self.assertEqual(len(events_after(start, ORDER)), 1)
+
+	def test_a_write_to_a_denied_doctype_records_nothing(self):
+		order = new_order("denied")
+		with fabric_settings(denied_doctypes=[{"document_type": ORDER}]):
+			start = last_seq()
+			frappe.db.set_value(ORDER, order.name, "note", "not told")
+			self.assertEqual(events_after(start, ORDER), [])
+
+
+class TestWhichWritesCount(EmissionCase):
+	def test_by_default_writes_that_keep_modified_are_bookkeeping(self):
+		order = new_order("bookkeeping")
+		start = last_seq()
+		frappe.db.set_value(ORDER, order.name, "note", "kept modified", update_modified=False)
+		# Positionally too: dt, dn, field, val, modified, modified_by, update_modified.
+		frappe.db.set_value(ORDER, order.name, "title", "kept again", None, None, False)
+		self.assertEqual(events_after(start, ORDER), [])
+		self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), "kept modified")
+
+	def test_every_write_and_none(self):
+		order = new_order("modes")
+		for mode, expected in (
+			(SET_VALUES_ALL, 2),
+			(SET_VALUES_NONE, 0),
+			(SET_VALUES_THAT_UPDATE_MODIFIED, 1),
+		):
+			with self.subTest(mode=mode), fabric_settings(capture_set_value=mode):
+				start = last_seq()
+				frappe.db.set_value(ORDER, order.name, "note", f"{mode} 1", update_modified=False)
+				frappe.db.set_value(ORDER, order.name, "note", f"{mode} 2")
+				self.assertEqual(len(events_after(start, ORDER)), expected)
+
+	def test_the_patch_stores_the_default_on_settings_saved_before_the_field(self):
+		self.assertIn("cauldron_fabric.patches.set_value_writes_are_recorded_by_default", listed_patches())
+		frappe.db.sql(
+			"DELETE FROM `tabSingles` WHERE doctype = 'Fabric Settings' AND field = 'capture_set_value'"
+		)
+		frappe.clear_document_cache("Fabric Settings", "Fabric Settings")
+		self.assertIsNone(frappe.get_single("Fabric Settings").capture_set_value)
+		set_value_writes_are_recorded_by_default.execute()
+		self.assertEqual(
+			frappe.get_single("Fabric Settings").capture_set_value, SET_VALUES_THAT_UPDATE_MODIFIED
+		)
+		frappe.db.rollback()
+
+
+class TestSetValueInsideSaves(EmissionCase):
+	"""Each test commits, so a write held back by mistake would show up as an extra event."""
+
+	def setUp(self):
+		frappe.db.commit()
+		super().setUp()
+
+	def test_a_write_in_on_update_follows_the_saves_event(self):
+		order = new_order("on_update")
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, on_update="note_by_set_value"):
+			order.title = "saved"
+			order.save()
+		frappe.db.commit()
+		saved, written = events_after(start, ORDER)
+		self.assertEqual(types_of([saved, written]), [UPDATED, UPDATED])
+		self.assertEqual(payload(saved)["changes"], {"title": {"old": "on_update", "new": "saved"}})
+		self.assertNotIn("via", payload(saved))
+		self.assertEqual(payload(written)["via"], "set_value")
+		self.assertEqual(
+			payload(written)["changes"], {"note": {"old": None, "new": "set_value in on_update"}}
+		)
+
+	def test_a_write_in_after_insert_follows_created(self):
+		start = last_seq()
+		with order_hooks(__name__, after_insert="note_by_set_value"):
+			order = new_order("after_insert")
+		frappe.db.commit()
+		created, written = events_after(start, ORDER, order.name)
+		self.assertEqual(types_of([created, written]), [CREATED, UPDATED])
+		self.assertEqual(
+			payload(written)["changes"], {"note": {"old": None, "new": "set_value in after_insert"}}
+		)
+		self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), "set_value in after_insert")
+
+	def test_a_write_before_the_save_wrote_its_row_is_overwritten_and_told_by_nobody(self):
+		order = new_order("validate")
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, validate="note_by_set_value"):
+			order.title = "validated"
+			order.save()
+		frappe.db.commit()
+		(saved,) = events_after(start, ORDER)
+		self.assertEqual(payload(saved)["changes"], {"title": {"old": "validate", "new": "validated"}})
+		self.assertIsNone(frappe.db.get_value(ORDER, order.name, "note"))
+
+	def test_a_write_of_a_save_that_raised_is_recorded_at_commit(self):
+		order = new_order("refused")
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, on_update="note_by_set_value_then_refuse"):
+			order.title = "never saved"
+			with self.assertRaises(frappe.ValidationError):
+				order.save()
+		# The caller catches the error and commits what was written.
+		frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual(types_of(events), [UPDATED])
+		self.assertEqual(payload(events[0])["via"], "set_value")
+		stored = frappe.get_doc(ORDER, order.name)
+		self.assertEqual(payload(events[0])["doc"]["note"], stored.note)
+		self.assertEqual(payload(events[0])["doc"]["title"], stored.title)
+
+
+class TestSetValueOnRowsAndSingles(EmissionCase):
+	def setUp(self):
+		frappe.db.commit()
+		super().setUp()
+
+	def test_a_write_to_a_row_is_its_parents_update_at_commit(self):
+		order = new_order("rows")
+		frappe.db.commit()
+		start = last_seq()
+		first, second = order.items
+		frappe.db.set_value(ORDER_ITEM, second.name, "qty", 8)
+		frappe.db.set_value(ORDER_ITEM, {"parent": order.name, "item": "cauldron"}, "qty", 2)
+		self.assertEqual(events_after(start, ORDER), [])  # held for the commit
+		frappe.db.commit()
+		(event,) = events_after(start, ORDER)
+		self.assertEqual(event["type"], UPDATED)
+		self.assertEqual(payload(event)["via"], "set_value")
+		change = payload(event)["changes"]["items"]
+		self.assertEqual([row["qty"] for row in change["old"]], [1, 3])
+		self.assertEqual([row["qty"] for row in change["new"]], [2, 8])
+		self.assertEqual({row["name"] for row in change["new"]}, {first.name, second.name})
+
+	def test_a_single_written_with_set_single_value_is_a_system_change(self):
+		ensure_custom_doctype(
+			SINGLE, [{"fieldname": "limit", "fieldtype": "Int", "label": "Limit"}], issingle=1
+		)
+		frappe.db.set_single_value(SINGLE, "limit", 1)
+		frappe.db.commit()
+		for write in (
+			lambda: frappe.db.set_single_value(SINGLE, "limit", 5),
+			lambda: frappe.db.set_value(SINGLE, SINGLE, "limit", 6),  # Frappe's older spelling
+			lambda: frappe.get_single(SINGLE).db_set("limit", 7),
+		):
+			start = last_seq()
+			write()
+			(event,) = events_after(start, SINGLE)
+			self.assertEqual(event["type"], "system.change")
+		start = last_seq()
+		frappe.db.set_single_value(SINGLE, "limit", 9)
+		(event,) = events_after(start, SINGLE)
+		self.assertEqual(payload(event)["via"], "set_value")
+		self.assertEqual(payload(event)["changes"], {"limit": {"old": 7, "new": 9}})
+		frappe.db.commit()
+
+
+class TestSetValueAgainstOlderSchemas(EmissionCase):
+	def test_a_write_is_never_refused_for_its_event(self):
+		# Until the migrate registers the derived schemas that allow ``via: set_value`` (and for
+		# good where a subject's mode refuses them), the latest schema allows db_set only: a
+		# write that Frappe itself checks nothing on must not fail for the event the fabric adds.
+		order = new_order("older schema")
+		frappe.db.commit()
+		schema = copy.deepcopy(derived_schemas(ORDER)[UPDATED])
+		schema["properties"]["via"]["enum"] = ["db_set"]
+		row = order.items[0]
+		with fabric_settings(invalid_event_policy="Reject"):
+			try:
+				subjects.set_subject_mode(UPDATED, "NONE")
+				versions.register_schema(UPDATED, schema)
+				start = last_seq()
+				frappe.db.set_value(ORDER, order.name, "note", "written anyway")
+				frappe.db.set_value(ORDER_ITEM, row.name, "qty", 4)
+				record_row_changes()  # what the commit runs first, without committing the schema
+				self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), "written anyway")
+				events = events_after(start, ORDER)
+				self.assertEqual([payload(e)["via"] for e in events], ["set_value", "set_value"])
+				stored = frappe.get_all(
+					"Event Log",
+					filters={"event_id": ("in", [e["id"] for e in events])},
+					fields=["status", "last_error"],
+				)
+				self.assertEqual([entry.status for entry in stored], ["Invalid", "Invalid"])
+				self.assertTrue(all("via" in entry.last_error for entry in stored))
+				# A db_set's own event is judged as before: this schema refuses it nothing.
+				order.db_set("note", "by db_set")
+				self.assertNotEqual(frappe.db.get_value("Event Log", last_seq(), "status"), "Invalid")
+			finally:
+				frappe.db.rollback()
