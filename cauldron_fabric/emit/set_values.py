@@ -1,31 +1,33 @@
-"""``frappe.db.set_value`` and ``frappe.db.set_single_value`` as ``updated`` events (``via: set_value``).
+"""Writes that run no document hook as ``updated`` events: ``frappe.db.set_value``,
+``frappe.db.set_single_value`` (``via: set_value``) and a document's ``db_update()``
+(``via: db_update``).
 
-Both write with one UPDATE and run no document hook, so nothing else in the fabric sees them:
-ERPNext and custom apps move statuses, quantities and flags that way. The app wraps the two
-Database methods once per process (as it wraps the savepoint methods, see ``held.py``): each
-wrapper reads the documents it is about to change, calls Frappe's own method with the
-arguments as given, and reads them again.
+ERPNext and custom apps move statuses, quantities and flags that way, and nothing else in
+the fabric sees them. The app wraps the three methods once per process (as it wraps the
+savepoint methods, see ``held.py``): each wrapper reads the documents it is about to change,
+calls Frappe's own method with the arguments as given, and reads them again.
 
 * A write outside the document's own save is its ``updated`` event at once, from the document
-  as stored before to the document as stored after (``via: set_value``); a write that changed
-  nothing records nothing (unless Fabric Settings emit unchanged saves).
+  as stored before to the document as stored after; a write that changed nothing records
+  nothing (unless Fabric Settings emit unchanged saves).
 * A write made while the document is being saved (from its own hooks) is held: right after the
   save's event an update follows, from what that event reported to the document as stored
-  (the save's event is built from the object, which such a write leaves alone). A save that
-  never reaches its event (it raised and was caught) leaves the update to the commit.
+  (the save's event is built from the saved object, which a set_value or a copy's db_update
+  leaves alone). A save that never reaches its event (it raised and was caught) leaves the
+  update to the commit.
 * A write to a child table row is its parent's update, like a row db_set alone (``rows.py``).
-* A write by filters is one event per document it matched (their names are read first, with the
-  same filters).
-* ``Document.db_set`` writes through ``set_value`` too: it has events of its own, so a call
-  from it is left alone.
+* A set_value by filters is one event per document it matched (their names are read first,
+  with the same filters).
+* ``Document.db_set`` writes through ``set_value`` and Frappe's save through ``db_update``:
+  both have events of their own, so calls from them are left alone.
 * An event its schema refuses is kept as Invalid, never failing the write: Frappe checks
   nothing on such a write, and a schema registered before the upgrade that started recording
-  these allows no ``via: set_value``.
+  these allows no such ``via``.
 
-Fabric Settings choose which writes count: by default those that update ``modified`` (Frappe's
-own sign that the document changed; ``update_modified=False`` is how Frappe marks bookkeeping
-such as a user's ``last_active`` or the ``_assign`` and ``_seen`` columns), or every write, or
-none.
+Fabric Settings choose which writes count: by default every db_update and the set_values that
+update ``modified`` (Frappe's own sign that the document changed; ``update_modified=False`` is
+how Frappe marks bookkeeping such as a user's ``last_active`` or the ``_assign`` and ``_seen``
+columns), or every write, or none.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 
 import frappe
 from frappe.database.database import Database
+from frappe.model.base_document import BaseDocument
 
 from cauldron_fabric.emit.document_events import emit_document_event, stored_document
 from cauldron_fabric.emit.held import held_now, hold_until_commit, release
@@ -46,31 +49,37 @@ from cauldron_fabric.emit.policy import (
 )
 from cauldron_fabric.emit.rows import record_rows_changed_before, row_changed
 
-VIA = "set_value"
-# Documents written by set_value while being saved, each as stored before the first such write.
+SET_VALUE = "set_value"
+DB_UPDATE = "db_update"
+# Documents written without hooks while being saved: (doctype, name) -> {"before": the
+# document as stored before the first such write, "via": how it was written}.
 HELD = "fabric_set_values_in_save"
+# Frappe's own save writes through db_update: the document and its rows, under these functions.
+SAVE_PATHS = frozenset({"_save", "update_child_table"})
 
 
 class PlannedWrite:
-	"""The documents one set_value call is about to change, read before it runs."""
+	"""The documents one write is about to change, read before it runs."""
 
-	def __init__(self, doctype: str) -> None:
+	def __init__(self, doctype: str, via: str) -> None:
 		self.doctype = doctype
-		self.now: list[Any] = []  # (document as stored before) recorded once the write is done
+		self.via = via
+		self.now: list[Any] = []  # documents as stored before, recorded once the write is done
 
 	def record(self) -> None:
 		"""Records the update of every document written outside its own save."""
 		for before in self.now:
 			after = stored_document(self.doctype, before.name)
-			if after is not None:
-				emit_document_event(
-					after,
-					"updated",
-					via=VIA,
-					before=before,
-					unchanged=current_policy().unchanged_saves,
-					reject_invalid=False,
-				)
+			if after is None:
+				continue
+			emit_document_event(
+				after,
+				"updated",
+				via=self.via,
+				before=before,
+				unchanged=current_policy().unchanged_saves,
+				reject_invalid=False,
+			)
 
 
 def plan(db, doctype: str, names, update_modified: bool, caller) -> PlannedWrite | None:
@@ -86,23 +95,45 @@ def plan(db, doctype: str, names, update_modified: bool, caller) -> PlannedWrite
 		return None
 	if policy.set_values == SET_VALUES_THAT_UPDATE_MODIFIED and not update_modified:
 		return None
+	return _plan_documents(doctype, _names, names, PlannedWrite(doctype, SET_VALUE))
+
+
+def plan_db_update(doc, caller) -> PlannedWrite | None:
+	"""Reads what ``doc.db_update()`` called outside Frappe's save is about to change.
+
+	Frappe's own save writes the document and its rows this way: its events tell it all. A
+	db_update from a hook of that save follows the save's event like a set_value (nothing, when
+	it wrote the saved object itself, whose values that event carries already). Any other db_update counts unless Fabric Settings turn these
+	writes off: code calls it to write a document it changed, never for bookkeeping (which
+	Frappe writes with set_value and ``update_modified=False``).
+	"""
+	if caller.f_code.co_name in SAVE_PATHS or doc.get("__islocal") or not doc.name:
+		return None
+	policy = current_policy()
+	if not policy.enabled or policy.set_values == SET_VALUES_NONE:
+		return None
+	write = PlannedWrite(doc.doctype, DB_UPDATE)
+	return _plan_documents(doc.doctype, lambda _doctype, name: [name], doc.name, write)
+
+
+def _plan_documents(doctype: str, names_of, names, write: PlannedWrite) -> PlannedWrite | None:
 	try:
 		meta = frappe.get_meta(doctype)
 	except frappe.DoesNotExistError:
 		return None  # Frappe's own write fails as it always did
 	if meta.istable:
-		for name in _names(doctype, names):
-			_note_row(doctype, name)
+		for name in names_of(doctype, names):
+			_note_row(doctype, name, write.via)
 		return None
-	if policy.kind_of(doctype) is None:
+	if current_policy().kind_of(doctype) is None:
 		return None
-	write = PlannedWrite(doctype)
-	for name in _names(doctype, names):
+	for name in names_of(doctype, names):
 		before = stored_document(doctype, name)
 		if before is None:
 			continue
 		if being_saved(before):
-			hold_until_commit(HELD, record_held_set_values).setdefault((doctype, str(name)), before)
+			held = hold_until_commit(HELD, record_held_set_values)
+			held.setdefault((doctype, str(name)), {"before": before, "via": write.via})
 		else:
 			# Rows of this document changed alone before: their update comes first (as for db_set).
 			record_rows_changed_before(doctype, before.name, before)
@@ -117,7 +148,7 @@ def _names(doctype: str, names) -> list:
 	return frappe.db.get_values(doctype, names, "name", pluck=True, order_by=None)
 
 
-def _note_row(doctype: str, name) -> None:
+def _note_row(doctype: str, name, via: str) -> None:
 	"""Notes a child table row about to be written alone: its parent's update, at commit."""
 	try:
 		row = frappe.get_doc(doctype, name)
@@ -126,40 +157,51 @@ def _note_row(doctype: str, name) -> None:
 	# The row as stored now is the "before" side of the parent's table (rows.py reads the
 	# table as stored when first noted, and compares it with the table as committed).
 	row._doc_before_save = row
-	row_changed(row, via=VIA)
+	row_changed(row, via=via)
 
 
 def record_set_values_in_save(doc, reported: dict[str, Any] | None) -> None:
-	"""Records, right after a save's event, what set_value wrote to the document during that save.
+	"""Records, right after a save's event, what set_value (or a db_update of another copy)
+	wrote to the document during that save.
 
 	``reported`` is the document as that event carried it (None when the save recorded no
 	event: then the saved object as it stands).
 	"""
-	if held_now(HELD).pop((doc.doctype, str(doc.name)), None) is None:
+	held = held_now(HELD).pop((doc.doctype, str(doc.name)), None)
+	if held is None:
 		return
 	after = stored_document(doc.doctype, doc.name)
 	if after is not None:
 		before = reported if reported is not None else doc
-		emit_document_event(after, "updated", via=VIA, before=before, unchanged=False, reject_invalid=False)
+		emit_document_event(
+			after, "updated", via=held["via"], before=before, unchanged=False, reject_invalid=False
+		)
 
 
 def record_held_set_values() -> None:
-	"""Records the set_value writes of saves that never reached their event (before_commit)."""
-	for (doctype, name), before in release(HELD).items():
+	"""Records the writes of saves that never reached their event (before_commit)."""
+	for (doctype, name), held in release(HELD).items():
 		if not current_policy().kind_of(doctype):
 			continue
 		after = stored_document(doctype, name)
 		if after is not None:
 			emit_document_event(
-				after, "updated", via=VIA, before=before, unchanged=False, reject_invalid=False
+				after,
+				"updated",
+				via=held["via"],
+				before=held["before"],
+				unchanged=False,
+				reject_invalid=False,
 			)
 
 
 def watch_set_values() -> None:
-	"""Makes ``frappe.db.set_value`` and ``set_single_value`` record their events (once per process)."""
+	"""Makes ``frappe.db.set_value``, ``set_single_value`` and a document's ``db_update`` record
+	their events (once per process)."""
 	if getattr(Database.set_value, "fabric_watched", False):
 		return
 	set_value, set_single_value = Database.set_value, Database.set_single_value
+	db_update = BaseDocument.db_update
 
 	# Arguments pass through as given, so that a Frappe release adding one keeps working.
 	def set_value_watched(self, dt, dn, *args, **kwargs):
@@ -178,10 +220,22 @@ def watch_set_values() -> None:
 			write.record()
 		return result
 
-	for method, original in ((set_value_watched, set_value), (set_single_value_watched, set_single_value)):
+	def db_update_watched(self, *args, **kwargs):
+		write = plan_db_update(self, sys._getframe(1))
+		result = db_update(self, *args, **kwargs)
+		if write is not None:
+			write.record()
+		return result
+
+	for method, original in (
+		(set_value_watched, set_value),
+		(set_single_value_watched, set_single_value),
+		(db_update_watched, db_update),
+	):
 		method.__doc__, method.__name__ = original.__doc__, original.__name__
 		method.fabric_watched = True
 	Database.set_value, Database.set_single_value = set_value_watched, set_single_value_watched
+	BaseDocument.db_update = db_update_watched
 
 
 def _update_modified(args: tuple, position: int, kwargs: dict) -> bool:
