@@ -26,8 +26,10 @@ after_app_install = "cauldron_fabric.emit.deleted_doctypes.after_app_install"
 before_app_uninstall = "cauldron_fabric.emit.deleted_doctypes.before_app_uninstall"
 after_app_uninstall = "cauldron_fabric.emit.deleted_doctypes.after_app_uninstall"
 
-# Requests and jobs: correlation ids in and out; savepoints followed from the start (a rollback
-# to one also drops what the fabric holds for the commit since, see emit/held.py)
+# Requests and jobs: correlation ids in and out (a job continues its enqueuer's, see
+# emit/context.py); savepoints followed from the start (a rollback to one also drops what the
+# fabric holds for the commit since, see emit/held.py); writes without document hooks
+# recorded (emit/set_values.py)
 # ------------------------------------
 before_request = [
 	"cauldron_fabric.emit.held.watch_savepoints",
@@ -37,6 +39,7 @@ before_request = [
 before_job = [
 	"cauldron_fabric.emit.held.watch_savepoints",
 	"cauldron_fabric.emit.set_values.watch_set_values",
+	"cauldron_fabric.emit.context.continue_enqueuing_context",
 ]
 after_request = [
 	"cauldron_fabric.emit.context.write_correlation_header",

@@ -1,7 +1,9 @@
 """Correlation and causation ids for the events of one request, job or consumed event.
 
 An incoming ``X-Correlation-ID`` header is taken when it is well formed; otherwise the first
-event of the request creates one. The id goes back to the caller in the response header.
+event of the request creates one. The id goes back to the caller in the response header. A
+background job continues the conversation of the request, job or consumed event that enqueued
+it: Frappe 15 has no enqueue hook, so ``carry_context_into_jobs`` wraps what every enqueue calls.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import frappe
+from frappe.utils import background_jobs
+from rq import get_current_job
 
 from cauldron_fabric.core.envelope import KEY_LENGTH, new_event_id
 from cauldron_fabric.core.markup import has_markup
 
 HEADER = "X-Correlation-ID"
 VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# The enqueuing context a background job continues, kept in its RQ job's meta under this key.
+CARRIED = "fabric_context"
 
 
 def correlation_id() -> str:
@@ -82,3 +88,82 @@ def keepable(correlation: str) -> bool:
 	Desk renders as HTML, where a ``<`` or ``>`` would run as markup in an admin's browser.
 	"""
 	return len(correlation) <= KEY_LENGTH and not has_markup(correlation)
+
+
+def carried_context() -> dict[str, str] | None:
+	"""Returns the conversation a job enqueued now continues, or None outside any.
+
+	A request always has one (made now when no event has made it yet, so that the request and
+	its jobs share it, and the caller is told it); a job, a consumed event's handler or a
+	command has one once an event or its own enqueuer gave it one. A job the scheduler enqueues
+	starts its own, as a job did before jobs continued their enqueuer's.
+	"""
+	in_request = getattr(frappe.local, "request", None) is not None
+	if not (in_request or causation_id() or getattr(frappe.local, "fabric_correlation_id", None)):
+		return None
+	carried = {"correlationId": correlation_id()}
+	if causation_id():
+		carried["causationId"] = causation_id()
+	return carried
+
+
+def continue_enqueuing_context() -> None:
+	"""Continues the conversation of what enqueued the running job (before_job hook).
+
+	The job's meta came through Redis: a correlation or causation id that is not well formed is
+	ignored, as is a job enqueued outside any conversation or by a version of the app that did
+	not carry one; its first event then starts a conversation of its own.
+	"""
+	job = get_current_job()
+	carried = job.meta.get(CARRIED) if job is not None else None
+	if not isinstance(carried, dict):
+		return
+	correlation, causation = carried.get("correlationId"), carried.get("causationId")
+	if _well_formed(correlation):
+		frappe.local.fabric_correlation_id = correlation
+	if _well_formed(causation):
+		frappe.local.fabric_causation_id = causation
+
+
+def _well_formed(value) -> bool:
+	return isinstance(value, str) and VALID_ID.match(value) is not None
+
+
+def carry_context_into_jobs() -> None:
+	"""Makes every job Frappe enqueues carry the enqueuing context in its meta (once per process).
+
+	Data Import, Prepared Report, server scripts and ERPNext bind Frappe's ``enqueue`` when they
+	are imported, before any app code runs, so wrapping it would miss them; every enqueue calls
+	``get_queue`` as it runs, before a job is queued at once or after the commit (``now=True``
+	and synchronous calls need none: they run in the caller's context). RQ's meta travels beside
+	the job's arguments and never reaches its method; a worker of an older version ignores it.
+	"""
+	if getattr(background_jobs.get_queue, "fabric_watched", False):
+		return
+	get_queue = background_jobs.get_queue
+
+	# Arguments pass through as given, so that a Frappe release adding one keeps working.
+	def get_queue_carrying(*args, **kwargs):
+		queue = get_queue(*args, **kwargs)
+		carried = carried_context()  # now: enqueue_after_commit queues the job later
+		if carried is not None:
+			queue.enqueue_call = _enqueue_call_carrying(queue.enqueue_call, carried)
+		return queue
+
+	get_queue_carrying.__doc__, get_queue_carrying.__name__ = get_queue.__doc__, get_queue.__name__
+	get_queue_carrying.fabric_watched = True
+	background_jobs.get_queue = get_queue_carrying
+
+
+def _enqueue_call_carrying(enqueue_call, carried: dict[str, str]):
+	"""Wraps a queue's ``enqueue_call`` to add ``carried`` to the meta of Frappe's jobs."""
+
+	def enqueue_call_carrying(func, *args, **kwargs):
+		if func is background_jobs.execute_job:
+			kwargs["meta"] = {**(kwargs.get("meta") or {}), CARRIED: carried}
+		return enqueue_call(func, *args, **kwargs)
+
+	return enqueue_call_carrying
+
+
+carry_context_into_jobs()
