@@ -71,6 +71,11 @@ def note_kwargs(**kwargs) -> None:
 NOTE_KWARGS = f"{__name__}.note_kwargs"
 
 
+def queue_a_note(**kwargs) -> None:
+	"""The job's method: queues another job, which notes ``kwargs``."""
+	frappe.enqueue(NOTE_KWARGS, **kwargs)
+
+
 def note_kwargs_on_the_second_try(marker: str, **kwargs) -> None:
 	"""The job's method: asks Frappe to run the job again (a new frappe.local), then notes."""
 	if not frappe.cache.get_value(marker):
@@ -224,6 +229,19 @@ class TestJobsContinueTheirEnqueuersConversation(JobCase):
 			[e["type"] for e in events][-2:], ["fabric_test_order.submitted", "business.transaction"]
 		)
 		self.assertEqual({e["metadata"]["correlationId"] for e in events[-2:]}, {"order-flow-job-10"})
+
+	def test_a_job_queued_by_a_job_carries_it_on(self):
+		step = f"inner-{frappe.generate_hash(length=8)}"
+		with caused_by("consumed-event-12", "conversation-12"):
+			outer = frappe.enqueue(f"{__name__}.queue_a_note", step=step)
+		self.jobs.append(outer.id)
+		self.run_as_worker(outer.id)
+		inner = queued_job(step=step)
+		self.jobs.append(inner.id)
+		self.run_as_worker(inner.id)
+		(event,) = self.noted()
+		self.assertEqual(event["metadata"]["correlationId"], "conversation-12")
+		self.assertEqual(event["metadata"]["causationId"], "consumed-event-12")
 
 	def test_a_job_run_again_by_frappe_still_carries_it(self):
 		# Frappe runs a job again after a deadlock or RetryBackgroundJobError, anew from its site.
