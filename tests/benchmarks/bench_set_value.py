@@ -1,0 +1,100 @@
+"""What recording a write without document hooks costs: frappe.db.set_value and db_update(),
+with the fabric on against off, on a real site, in the same run.
+
+Such a write is one UPDATE when the fabric is off; recorded, it also reads the document before
+and after (with its child tables) and appends its event. Modes alternate write by write as in
+bench_save_overhead, and each write is followed by its commit. No target: the figures tell what
+an integration pays per such write (Fabric Settings → Writes without document hooks → None
+turns it off), next to a Frappe save of the same document.
+
+Run (as the bench user, from the bench's sites folder):
+    ../env/bin/python /path/to/tests/benchmarks/bench_set_value.py --site test.localhost
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import frappe
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_save_overhead import order, policies, timed
+
+from cauldron_fabric.tests.utils import ORDER, ensure_test_doctypes
+
+MODES = ("off", "recording")
+
+
+def run(rounds: int, per_round: int) -> dict[tuple[str, str, str], list[float]]:
+	todo = frappe.get_doc({"doctype": "ToDo", "description": "bench"}).insert()
+	saved_order = frappe.get_doc(order("bench")).insert()
+	frappe.db.commit()
+	by_mode = policies()
+	writes = {
+		("todo", "set_value"): lambda n: frappe.db.set_value("ToDo", todo.name, "description", f"bench {n}"),
+		("order+10 rows", "set_value"): lambda n: frappe.db.set_value(
+			ORDER, saved_order.name, "title", f"bench {n}"
+		),
+		("order+10 rows", "db_update"): lambda n: _db_update(saved_order, n),
+		("order+10 rows", "save"): lambda n: _save(saved_order, n),
+	}
+	results: dict[tuple[str, str, str], list[float]] = {}
+	counter = 0
+	for _ in range(rounds * per_round):
+		counter += 1
+		for mode in MODES[counter % 2 :] + MODES[: counter % 2]:  # rotate who goes first
+			frappe.local.fabric_policy = by_mode[mode]
+			for (label, write), operation in writes.items():
+				results.setdefault((label, write, mode), []).append(
+					timed(lambda operation=operation, n=f"{counter} {mode}": operation(n))
+				)
+	frappe.local.fabric_policy = None
+	return results
+
+
+def _db_update(doc, n: str) -> None:
+	doc.title = f"bench {n}"
+	doc.db_update()
+
+
+def _save(doc, n: str) -> None:
+	doc.reload()
+	doc.title = f"bench {n}"
+	doc.save()
+
+
+def main() -> None:
+	parser = argparse.ArgumentParser(description=__doc__)
+	parser.add_argument("--site", default="test.localhost")
+	parser.add_argument("--rounds", type=int, default=4)
+	parser.add_argument("--per-round", type=int, default=50)
+	args = parser.parse_args()
+	frappe.init(site=args.site, sites_path=".")
+	frappe.connect()
+	frappe.set_user("Administrator")
+	ensure_test_doctypes()
+	start = frappe.db.sql("SELECT COALESCE(MAX(name), 0) FROM `tabEvent Log`")[0][0]
+	try:
+		results = run(args.rounds, args.per_round)
+	finally:
+		frappe.db.sql("DELETE FROM `tabEvent Log` WHERE name > %s", (start,))
+		frappe.db.sql("DELETE FROM `tabToDo` WHERE description = 'bench' OR description LIKE 'bench %%'")
+		frappe.db.sql(f"DELETE FROM `tab{ORDER}` WHERE title = 'bench' OR title LIKE 'bench %%'")
+		frappe.db.commit()
+		frappe.destroy()
+	print(f"{args.rounds * args.per_round} writes per mode and kind, modes alternating, one commit each")
+	for label, write in dict.fromkeys((label, write) for label, write, _ in results):
+		base = statistics.median(results[(label, write, "off")])
+		recorded = statistics.median(results[(label, write, "recording")])
+		print(
+			f"{label:14} {write:9} off {base * 1000:6.2f} ms  recording {recorded * 1000:6.2f} ms"
+			f"  ratio {recorded / base:5.2f}"
+		)
+
+
+if __name__ == "__main__":
+	main()
