@@ -13,9 +13,10 @@ import redis
 from cauldron_fabric.core.consumer.circuit_redis import RedisCircuitStore
 from cauldron_fabric.core.delivery.addresses import AddressPolicy
 from cauldron_fabric.core.delivery.webhook import WebhookSender
-from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.outbox.sql import SqlOutboxStore
 from cauldron_fabric.core.outbox.statements import create_table_sql
+from cauldron_fabric.testing.events import document_event
 from cauldron_fabric.testing.http_receiver import Receiver
 from cauldron_fabric.testing.kafka_broker import KafkaBroker
 
@@ -115,15 +116,8 @@ TRICKY_TEXT = "it's \\ \"quoted\" 100% %s %(x)s \n\t\x00\x1a ü 漢字 🚀 \\' 
 def make_envelope(
 	entity: str = "ToDo", entity_id: str = "T-1", action: str = "updated", **payload
 ) -> Envelope:
-	"""Builds a document event the way the Frappe layer does."""
-	return Envelope(
-		id=new_event_id(),
-		type=f"{entity.lower().replace(' ', '_')}.{action}",
-		source="frappe://test.localhost",
-		time=utc_now_iso(),
-		data=EventData(entity, entity_id, action, payload),
-		metadata=EventMetadata(new_event_id(), None, "Administrator", "test.localhost"),
-	)
+	"""Builds a document event the way the Frappe layer does, its payload given as keywords."""
+	return document_event(entity, entity_id, action, payload)
 
 
 # Webhook tests send to receivers on loopback, which the sender refuses unless allowed.
