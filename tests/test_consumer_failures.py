@@ -24,20 +24,20 @@ from cauldron_fabric.core.consumer.messages import (
 )
 from cauldron_fabric.core.consumer.tracking_sql import TrackingUnavailable
 from cauldron_fabric.core.consumer.validation import validate_with_catalog
-from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
 from cauldron_fabric.core.retry import Backoff
+from cauldron_fabric.testing.events import document_event
 
 
 def approval_request_without_approvers():
-	return Envelope(
-		id=new_event_id(),
+	return document_event(
+		"Approval Request",
+		"APR-1",
+		"requested",
+		{"requestId": "APR-1", "agent": "procurement"},
 		type="agent.approval.requested",
 		source="urn:agents:procurement",
-		time=utc_now_iso(),
-		data=EventData(
-			"Approval Request", "APR-1", "requested", {"requestId": "APR-1", "agent": "procurement"}
-		),
-		metadata=EventMetadata(new_event_id()),
+		user=None,
+		tenant=None,
 	)
 
 

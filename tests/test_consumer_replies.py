@@ -21,8 +21,9 @@ from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, open_requester, open_source
 from cauldron_fabric.core.consumer.messages import CORRELATION_ID, REPLY_DEADLINE, REPLY_PARTITION, REPLY_TO
 from cauldron_fabric.core.consumer.tracking_sql import SqlTrackingStore
-from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.retry import Backoff
+from cauldron_fabric.testing.events import document_event
 from cauldron_fabric.testing.kafka_broker import create_topic, read_topic
 from conftest import connect_db
 
@@ -30,13 +31,15 @@ PRICE = "quote.price.requested"
 
 
 def price_request() -> Envelope:
-	return Envelope(
-		id=new_event_id(),
+	return document_event(
+		"Quote",
+		"Q-1",
+		"requested",
+		{"qty": 2},
 		type=PRICE,
 		source="urn:test:requester",
-		time=utc_now_iso(),
-		data=EventData("Quote", "Q-1", "requested", {"qty": 2}),
-		metadata=EventMetadata(new_event_id()),
+		user=None,
+		tenant=None,
 	)
 
 
