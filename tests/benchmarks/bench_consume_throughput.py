@@ -26,7 +26,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from cauldron_fabric.consume.runner import run_consumer_for
 from cauldron_fabric.core.cloudevents import kafka_headers
-from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.testing.events import document_event
 from cauldron_fabric.testing.kafka_broker import KafkaBroker
 
 TYPE = "bench_consume.item.created"
@@ -34,13 +35,9 @@ MARK = "bench-consume"
 
 
 def event(n: int) -> Envelope:
-	return Envelope(
-		id=new_event_id(),
-		type=TYPE,
-		source="urn:bench",
-		time=utc_now_iso(),
-		data=EventData("Item", f"I-{n % 64}", "created", {"n": n, "title": f"item {n}"}),
-		metadata=EventMetadata(new_event_id()),
+	payload = {"n": n, "title": f"item {n}"}
+	return document_event(
+		"Item", f"I-{n % 64}", "created", payload, type=TYPE, source="urn:bench", user=None, tenant=None
 	)
 
 

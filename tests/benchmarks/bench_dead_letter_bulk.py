@@ -30,10 +30,11 @@ from cauldron_fabric.consume.dead_letters import record_dead_letter
 from cauldron_fabric.core.consumer.messages import DeadLetter, Failure, Origin
 from cauldron_fabric.core.consumer.rabbitmq_queues import declare_group_queues
 from cauldron_fabric.core.delivery import DEAD, DeliveryRequest
-from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
 from cauldron_fabric.delivery.recording import insert_deliveries
 from cauldron_fabric.services import dead_letter_bulk
+from cauldron_fabric.testing.events import document_event
 from cauldron_fabric.testing.kafka_broker import KafkaBroker
 from cauldron_fabric.testing.rabbitmq import PASSWORD, SETTINGS_URL, RabbitMQ
 from cauldron_fabric.tests.utils import fabric_settings
@@ -43,13 +44,8 @@ MARK = "bench-dead-letters"
 
 
 def event(n: int) -> Envelope:
-	return Envelope(
-		id=new_event_id(),
-		type=TYPE,
-		source="urn:bench",
-		time=utc_now_iso(),
-		data=EventData("Charge", f"CH-{n}", "created", {"n": n}),
-		metadata=EventMetadata(new_event_id()),
+	return document_event(
+		"Charge", f"CH-{n}", "created", {"n": n}, type=TYPE, source="urn:bench", user=None, tenant=None
 	)
 
 
