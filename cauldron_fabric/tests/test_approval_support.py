@@ -11,15 +11,9 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.approvals.requests import create_approval_request
-from cauldron_fabric.core.envelope import (
-	Envelope,
-	EventData,
-	EventMetadata,
-	format_time,
-	new_event_id,
-	utc_now_iso,
-)
+from cauldron_fabric.core.envelope import Envelope, format_time
 from cauldron_fabric.emit.context import caused_by
+from cauldron_fabric.testing.events import document_event
 
 APPROVER_ROLE = "Fabric Test Approver"
 ESCALATION_ROLE = "Fabric Test Escalation"
@@ -100,13 +94,16 @@ def approval_requested(
 		"reason": "Above the autonomous spending limit.",
 		**payload,
 	}
-	return Envelope(
-		id=new_event_id(),
+	return document_event(
+		"Approval Request",
+		rid,
+		"requested",
+		body,
 		type="agent.approval.requested",
 		source="urn:cauldron:agents:procurement",
-		time=utc_now_iso(),
-		data=EventData("Approval Request", rid, "requested", body),
-		metadata=EventMetadata(correlation_id or new_event_id(), None, "procurement-agent", None),
+		user="procurement-agent",
+		tenant=None,
+		correlation_id=correlation_id,  # a fresh one when None
 	)
 
 

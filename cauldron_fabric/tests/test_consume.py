@@ -18,7 +18,8 @@ from cauldron_fabric.consume.requesting import close_requesters, site_breaker, s
 from cauldron_fabric.core.consumer import RequestTimeout
 from cauldron_fabric.core.consumer.kafka_group import dead_letter_topic
 from cauldron_fabric.core.consumer.messages import ATTEMPTS, DEAD_LETTER_REASON, ORIGIN_TOPIC
-from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.core.envelope import Envelope
+from cauldron_fabric.testing.events import document_event
 from cauldron_fabric.testing.kafka_broker import produce, read_topic
 from cauldron_fabric.testing.rabbitmq import RabbitMQ
 from cauldron_fabric.tests.test_approval_support import (
@@ -44,13 +45,15 @@ RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
 def charge(amount: int) -> Envelope:
-	return Envelope(
-		id=new_event_id(),
+	return document_event(
+		"Charge",
+		f"CH-{amount}",
+		"created",
+		{"amount": amount},
 		type=CHARGE,
 		source="urn:cauldron:billing",
-		time=utc_now_iso(),
-		data=EventData("Charge", f"CH-{amount}", "created", {"amount": amount}),
-		metadata=EventMetadata(new_event_id()),
+		user=None,
+		tenant=None,
 	)
 
 

@@ -16,8 +16,9 @@ from redis import Redis
 
 from cauldron_fabric.consume import runner
 from cauldron_fabric.consume.runner import run_consumer_for
-from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
+from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.services.relay import site_db_connector
+from cauldron_fabric.testing.events import document_event
 from cauldron_fabric.tests.test_consume_support import FAST_JOIN, consume, dead_letters, publish
 from cauldron_fabric.tests.utils import start_broker
 
@@ -26,13 +27,8 @@ HANDLER_USER = "fabric-review-handler@example.com"
 
 
 def step(**payload) -> Envelope:
-	return Envelope(
-		id=new_event_id(),
-		type=STEP,
-		source="urn:cauldron:review",
-		time=utc_now_iso(),
-		data=EventData("Step", "S-1", "created", payload),
-		metadata=EventMetadata(new_event_id()),
+	return document_event(
+		"Step", "S-1", "created", payload, type=STEP, source="urn:cauldron:review", user=None, tenant=None
 	)
 
 

@@ -8,9 +8,9 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import schemas as schemas_api
-from cauldron_fabric.core.envelope import Envelope, EventData, EventMetadata, new_event_id, utc_now_iso
 from cauldron_fabric.patches import stored_zero_fabric_settings_mean_the_default as stored_zeros_patch
 from cauldron_fabric.registry.errors import InvalidSchemaError, InvalidSubject, OperationNotPermitted
+from cauldron_fabric.testing.events import document_event
 from cauldron_fabric.tests.test_http_support import make_user, request
 from cauldron_fabric.tests.test_registry_api import session
 from cauldron_fabric.tests.utils import fabric_settings, listed_patches
@@ -18,13 +18,15 @@ from cauldron_fabric.tests.utils import fabric_settings, listed_patches
 
 def consumer_dead_letter() -> frappe.model.document.Document:
 	"""Files the Dead Letter a Kafka consumer leaves for an event whose handler kept failing."""
-	envelope = Envelope(
-		id=new_event_id(),
+	envelope = document_event(
+		"Charge",
+		"CH-1",
+		"created",
+		{"amount": 1},
 		type="fabric_desk_test.charge.created",
 		source="urn:cauldron:billing",
-		time=utc_now_iso(),
-		data=EventData("Charge", "CH-1", "created", {"amount": 1}),
-		metadata=EventMetadata(new_event_id()),
+		user=None,
+		tenant=None,
 	)
 	return frappe.get_doc(
 		{
