@@ -24,6 +24,10 @@ from cauldron_fabric.emit.recorder import record
 # parent's save (recorded at commit, or before the parent's next event), and inside it.
 ROW_CHANGES = "fabric_row_changes"
 ROW_CHANGES_IN_SAVE = "fabric_row_changes_in_save"
+# Rows written by frappe.db.set_value or db_update (emit/set_values.py): Frappe checks nothing on
+# such a write, and a schema registered before the upgrade that records them allows no such
+# ``via``, so their parent's update is never refused for its event (kept Invalid instead).
+WRITES_WITHOUT_HOOKS = frozenset({"set_value", "db_update"})
 
 
 def row_changed(row, via: str | None = None, removed: bool = False) -> None:
@@ -49,6 +53,8 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 	if change is not None:
 		if change["via"] != via:
 			change["via"] = None  # db_sets and other changes together: a plain update
+		if via in WRITES_WITHOUT_HOOKS:
+			change["unjudged"] = True  # mixed with other changes too
 		if row.parentfield in change["before"]:
 			return  # the table as it was is known already
 	try:
@@ -72,7 +78,12 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 		)
 	if change is None:
 		held = hold_until_commit(attribute, record_rows_changed_in_saves if in_save else record_row_changes)
-		change = held[parent_key] = {"kind": kind, "via": via, "before": {}}
+		change = held[parent_key] = {
+			"kind": kind,
+			"via": via,
+			"before": {},
+			"unjudged": via in WRITES_WITHOUT_HOOKS,
+		}
 	change["before"][row.parentfield] = before_rows
 
 
@@ -168,6 +179,4 @@ def _record_row_change(parent, change: dict[str, Any], unchanged: bool | None = 
 	payload: dict[str, Any] = {"doc": doc, "changes": diff}
 	if change["via"]:
 		payload["via"] = change["via"]
-	# A set_value write is never refused for its event: Frappe checks nothing on such a write,
-	# and a schema registered before the upgrade that records them allows no such ``via``.
-	record([lifecycle_envelope(parent, "updated", payload, change["kind"])], change["via"] != "set_value")
+	record([lifecycle_envelope(parent, "updated", payload, change["kind"])], not change.get("unjudged"))

@@ -311,6 +311,30 @@ class TestSetValueAgainstOlderSchemas(EmissionCase):
 			finally:
 				frappe.db.rollback()
 
+	def test_a_rows_db_update_is_never_refused_for_its_event(self):
+		# A row written with db_update is its parent's update at commit, like a row's set_value:
+		# under the same older schema, the commit must not fail for the event the fabric adds.
+		order = new_order("older schema, row")
+		frappe.db.commit()
+		schema = copy.deepcopy(derived_schemas(ORDER)[UPDATED])
+		schema["properties"]["via"]["enum"] = ["db_set"]
+		with fabric_settings(invalid_event_policy="Reject"):
+			try:
+				subjects.set_subject_mode(UPDATED, "NONE")
+				versions.register_schema(UPDATED, schema)
+				start = last_seq()
+				row = frappe.get_doc(ORDER_ITEM, order.items[0].name)
+				row.qty = 9
+				row.db_update()
+				record_row_changes()  # what the commit runs first, without committing the schema
+				(event,) = events_after(start, ORDER)
+				self.assertEqual(payload(event)["via"], "db_update")
+				self.assertEqual(
+					frappe.db.get_value("Event Log", {"event_id": event["id"]}, "status"), "Invalid"
+				)
+			finally:
+				frappe.db.rollback()
+
 
 class TestDbUpdate(EmissionCase):
 	"""A document's or row's db_update() outside Frappe's save is an update via db_update."""
