@@ -8,6 +8,7 @@ Settings class as system ones. A submit or cancel of a submittable document also
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 import frappe
@@ -76,9 +77,27 @@ def emit_document_event(
 def stored_document(doctype: str, name: str):
 	"""Returns the document as stored now (None when its row is gone), in one read."""
 	try:
-		return frappe.get_doc(doctype, name)
+		with no_messages():
+			return frappe.get_doc(doctype, name)
 	except frappe.DoesNotExistError:
 		return None
+
+
+@contextmanager
+def no_messages():
+	"""Keeps Frappe's messages of what runs inside from the response.
+
+	A read the fabric makes for its event that finds nothing raises through ``frappe.throw``,
+	which also adds "… not found" to the messages Desk shows as an error dialog: for a write
+	or a save that succeeded (a set_value of a name that does not exist changes nothing and
+	says nothing), and that a consumer takes as a handler's reason for failing.
+	"""
+	muted = frappe.flags.mute_messages
+	frappe.flags.mute_messages = True
+	try:
+		yield
+	finally:
+		frappe.flags.mute_messages = muted
 
 
 def lifecycle_envelope(doc, action: str, payload: dict[str, Any], kind: str | None):

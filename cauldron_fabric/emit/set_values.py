@@ -39,7 +39,7 @@ import frappe
 from frappe.database.database import Database
 from frappe.model.base_document import BaseDocument
 
-from cauldron_fabric.emit.document_events import emit_document_event, stored_document
+from cauldron_fabric.emit.document_events import emit_document_event, no_messages, stored_document
 from cauldron_fabric.emit.held import held_now, hold_until_commit, release
 from cauldron_fabric.emit.inserts import being_saved
 from cauldron_fabric.emit.policy import (
@@ -118,9 +118,10 @@ def plan_db_update(doc, caller) -> PlannedWrite | None:
 
 def _plan_documents(doctype: str, names_of, names, write: PlannedWrite) -> PlannedWrite | None:
 	try:
-		meta = frappe.get_meta(doctype)
+		with no_messages():
+			meta = frappe.get_meta(doctype)
 	except frappe.DoesNotExistError:
-		return None  # Frappe's own write fails as it always did
+		return None  # Frappe's own write fails as it always did, with no message of ours
 	if meta.istable:
 		for name in names_of(doctype, names):
 			_note_row(doctype, name, write.via)
@@ -150,9 +151,8 @@ def _names(doctype: str, names) -> list:
 
 def _note_row(doctype: str, name, via: str) -> None:
 	"""Notes a child table row about to be written alone: its parent's update, at commit."""
-	try:
-		row = frappe.get_doc(doctype, name)
-	except frappe.DoesNotExistError:
+	row = stored_document(doctype, name)
+	if row is None:
 		return
 	# The row as stored now is the "before" side of the parent's table (rows.py reads the
 	# table as stored when first noted, and compares it with the table as committed).

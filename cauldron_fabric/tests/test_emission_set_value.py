@@ -14,6 +14,7 @@ import frappe
 
 from cauldron_fabric.emit.policy import SET_VALUES_ALL, SET_VALUES_NONE, SET_VALUES_THAT_UPDATE_MODIFIED
 from cauldron_fabric.emit.rows import record_row_changes
+from cauldron_fabric.emit.set_values import watch_set_values
 from cauldron_fabric.patches import set_value_writes_are_recorded_by_default
 from cauldron_fabric.registry import subjects, versions
 from cauldron_fabric.registry.doctypes import derived_schemas
@@ -34,6 +35,9 @@ from cauldron_fabric.tests.utils import (
 CREATED = "fabric_test_order.created"
 UPDATED = "fabric_test_order.updated"
 SINGLE = "Fabric Set Value Single"
+
+# What before_request and before_job do: a test run alone has no document hook to import it.
+watch_set_values()
 
 
 def note_by_set_value(doc, method=None) -> None:
@@ -85,6 +89,21 @@ class TestSetValueOutsideSaves(EmissionCase):
 		order = new_order("same value", note="kept")
 		start = last_seq()
 		frappe.db.set_value(ORDER, order.name, "note", "kept")
+		self.assertEqual(events_after(start, ORDER), [])
+
+	def test_a_write_to_a_name_or_doctype_that_does_not_exist_leaves_no_message(self):
+		# Frappe's write to a missing name changes nothing and says nothing, and one to a missing
+		# DocType raises the database's error: the reads before it must not leave a "not found"
+		# message that the response shows the user as an error dialog.
+		frappe.clear_messages()
+		start = last_seq()
+		frappe.db.set_value(ORDER, "fabric-no-such-order", "note", "nowhere")
+		frappe.db.set_value(ORDER_ITEM, "fabric-no-such-row", "qty", 3)
+		frappe.get_doc({"doctype": ORDER, "name": "fabric-no-such-order", "title": "t"}).db_update()
+		with self.assertRaises(Exception) as raised:
+			frappe.db.set_value("Fabric No Such DocType", "a", "note", "nowhere")
+		self.assertTrue(frappe.db.is_table_missing(raised.exception))
+		self.assertEqual(frappe.get_message_log(), [])
 		self.assertEqual(events_after(start, ORDER), [])
 
 	def test_a_write_by_filters_is_one_event_per_document_it_matched(self):
