@@ -27,7 +27,8 @@ calls Frappe's own method with the arguments as given, and reads them again.
 Fabric Settings choose which writes count: by default every db_update and the set_values that
 update ``modified`` (Frappe's own sign that the document changed; ``update_modified=False`` is
 how Frappe marks bookkeeping such as a user's ``last_active`` or the ``_assign`` and ``_seen``
-columns), or every write, or none.
+columns, and the few counters it keeps without it are listed in ``FRAPPE_BOOKKEEPING``), or
+every write, or none.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ DB_UPDATE = "db_update"
 HELD = "fabric_set_values_in_save"
 # Frappe's own save writes through db_update: the document and its rows, under these functions.
 SAVE_PATHS = frozenset({"_save", "update_child_table"})
+# Counters and marks Frappe keeps with set_values that update modified all the same: by default
+# bookkeeping like those written with update_modified=False (only 'Every write' counts them).
+FRAPPE_BOOKKEEPING = {
+	# Counted up by every insert the rule names: a system.change per document otherwise.
+	"Document Naming Rule": frozenset({"counter"}),
+	# Where the next pull of the mailbox starts, stored by every pull.
+	"Email Account": frozenset({"uidnext"}),
+}
 
 
 class PlannedWrite:
@@ -82,8 +91,9 @@ class PlannedWrite:
 			)
 
 
-def plan(db, doctype: str, names, update_modified: bool, caller) -> PlannedWrite | None:
-	"""Reads what a set_value of ``names`` (a name, or filters) in ``doctype`` is about to change.
+def plan(db, doctype: str, names, fields, update_modified: bool, caller) -> PlannedWrite | None:
+	"""Reads what a set_value of ``fields`` (a fieldname, or a dict) to ``names`` (a name, or
+	filters) in ``doctype`` is about to change.
 
 	Returns None when the fabric leaves the write alone: another connection's, one from
 	``db_set``, one Fabric Settings do not count, or one to a DocType that emits nothing.
@@ -93,9 +103,23 @@ def plan(db, doctype: str, names, update_modified: bool, caller) -> PlannedWrite
 	policy = current_policy()
 	if not policy.enabled or policy.set_values == SET_VALUES_NONE:
 		return None
-	if policy.set_values == SET_VALUES_THAT_UPDATE_MODIFIED and not update_modified:
+	if policy.set_values == SET_VALUES_THAT_UPDATE_MODIFIED and is_bookkeeping(
+		doctype, fields, update_modified
+	):
 		return None
 	return _plan_documents(doctype, _names, names, PlannedWrite(doctype, SET_VALUE))
+
+
+def is_bookkeeping(doctype: str, fields, update_modified: bool) -> bool:
+	"""Tells whether a set_value is Frappe's bookkeeping: it keeps ``modified``, or writes only
+	a counter or mark that Frappe keeps without doing so (``FRAPPE_BOOKKEEPING``)."""
+	if not update_modified:
+		return True
+	kept = FRAPPE_BOOKKEEPING.get(doctype)
+	if kept is None:
+		return False
+	written = set(fields) if isinstance(fields, dict) else {fields}
+	return bool(written) and written <= kept
 
 
 def plan_db_update(doc, caller) -> PlannedWrite | None:
@@ -207,14 +231,17 @@ def watch_set_values() -> None:
 	def set_value_watched(self, dt, dn, *args, **kwargs):
 		write = None
 		if dn is not None and dt != dn:  # else Frappe writes a Single: set_single_value below
-			write = plan(self, dt, dn, _update_modified(args, 4, kwargs), sys._getframe(1))
+			fields = args[0] if args else kwargs.get("field")
+			write = plan(self, dt, dn, fields, _update_modified(args, 4, kwargs), sys._getframe(1))
 		result = set_value(self, dt, dn, *args, **kwargs)
 		if write is not None:
 			write.record()
 		return result
 
 	def set_single_value_watched(self, doctype, *args, **kwargs):
-		write = plan(self, doctype, doctype, kwargs.get("update_modified", True), sys._getframe(1))
+		fields = args[0] if args else kwargs.get("fieldname")
+		update_modified = kwargs.get("update_modified", True)
+		write = plan(self, doctype, doctype, fields, update_modified, sys._getframe(1))
 		result = set_single_value(self, doctype, *args, **kwargs)
 		if write is not None:
 			write.record()

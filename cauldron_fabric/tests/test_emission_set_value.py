@@ -171,6 +171,33 @@ class TestWhichWritesCount(EmissionCase):
 				frappe.db.set_value(ORDER, order.name, "note", f"{mode} 2")
 				self.assertEqual(len(events_after(start, ORDER)), expected)
 
+	def test_by_default_frappes_own_counters_are_bookkeeping_too(self):
+		# Frappe counts the names a Document Naming Rule gives with a set_value that updates
+		# modified: by default that is no system.change for every document the rule names.
+		rule = frappe.get_doc(
+			{
+				"doctype": "Document Naming Rule",
+				"document_type": ORDER,
+				"prefix": "FSV-.#####",
+				"prefix_digits": 5,
+				"priority": 99,
+			}
+		).insert()
+		frappe.db.commit()
+		try:
+			for mode, expected in ((SET_VALUES_THAT_UPDATE_MODIFIED, 0), (SET_VALUES_ALL, 1)):
+				with self.subTest(mode=mode), fabric_settings(capture_set_value=mode):
+					start = last_seq()
+					order = new_order("named by a rule")
+					self.assertTrue(order.name.startswith("FSV-"))
+					counted = events_after(start, "Document Naming Rule")
+					self.assertEqual(len(counted), expected)
+					self.assertEqual(types_of(events_after(start, ORDER)), [CREATED])
+		finally:
+			frappe.db.rollback()
+			frappe.delete_doc("Document Naming Rule", rule.name, force=True)
+			frappe.db.commit()
+
 	def test_the_patch_stores_the_default_on_settings_saved_before_the_field(self):
 		self.assertIn("cauldron_fabric.patches.set_value_writes_are_recorded_by_default", listed_patches())
 		frappe.db.sql(
