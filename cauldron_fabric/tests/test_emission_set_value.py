@@ -51,6 +51,11 @@ def note_by_set_value_then_refuse(doc, method=None) -> None:
 	frappe.throw("refused after set_value")
 
 
+def refuse(doc, method=None) -> None:
+	"""A hook that makes the save fail before it writes anything."""
+	frappe.throw("refused")
+
+
 def note_by_db_update(doc, method=None) -> None:
 	"""A controller hook that sets the note on the saved object and writes it with db_update."""
 	doc.note = f"db_update in {method}"
@@ -276,6 +281,26 @@ class TestSetValueInsideSaves(EmissionCase):
 		stored = frappe.get_doc(ORDER, order.name)
 		self.assertEqual(payload(events[0])["doc"]["note"], stored.note)
 		self.assertEqual(payload(events[0])["doc"]["title"], stored.title)
+
+	def test_a_write_after_a_save_that_raised_is_its_own_event(self):
+		# Frappe leaves a save that raised in currently_saving: a write after it, outside any
+		# save, must not wait for a save of that document, whose event would not tell it.
+		order = new_order("failed")
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, validate="refuse"):
+			order.title = "never saved"
+			with self.assertRaises(frappe.ValidationError):
+				order.save()
+		frappe.db.set_value(ORDER, order.name, "note", "marked as failed")
+		order.reload()
+		order.title = "saved again"
+		order.save()
+		frappe.db.commit()
+		written, saved = events_after(start, ORDER)
+		self.assertEqual(payload(written)["via"], "set_value")
+		self.assertEqual(payload(written)["changes"], {"note": {"old": None, "new": "marked as failed"}})
+		self.assertEqual(payload(saved)["changes"], {"title": {"old": "failed", "new": "saved again"}})
 
 
 class TestSetValueOnRowsAndSingles(EmissionCase):
