@@ -16,6 +16,8 @@ import frappe
 from cauldron_fabric.emit.frames import caller_of, callers_of
 
 INSERTS = "fabric_inserts_under_way"
+# A document's own save and insert, as they appear on the stack.
+SAVE_CALLS = ("_save", "insert")
 
 
 def note_insert(doc, method=None) -> None:
@@ -70,3 +72,19 @@ def being_saved(doc) -> bool:
 	if (doc.doctype, doc.name) in (frappe.flags.currently_saving or ()):
 		return True
 	return inserted_through_another_object(doc)
+
+
+def save_running(doctype: str, name) -> bool:
+	"""Tells whether a save or insert of the document ``doctype`` ``name`` is running now.
+
+	Frappe leaves a save that raised in ``currently_saving``, where ``being_saved`` finds it: a
+	write after such a save, which a caller caught, comes from no save's hooks. Held for that
+	save's event, it would wait for the document's next save, whose event starts from the row
+	as written and would not tell it. Read only when ``currently_saving`` names the document.
+	"""
+	name = str(name)
+
+	def is_this_document(owner) -> bool:
+		return getattr(owner, "doctype", None) == doctype and str(getattr(owner, "name", None)) == name
+
+	return any(caller_of(method, is_this_document) is not None for method in SAVE_CALLS)

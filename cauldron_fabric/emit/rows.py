@@ -16,7 +16,7 @@ import frappe
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
 from cauldron_fabric.emit.document_events import lifecycle_envelope, stored_document
 from cauldron_fabric.emit.held import held_now, hold_until_commit, release
-from cauldron_fabric.emit.inserts import being_saved
+from cauldron_fabric.emit.inserts import being_saved, save_running
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import record
 
@@ -45,9 +45,9 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 	# Frappe's defaults hang under "__default", no DocType.
 	if not all(parent_key) or row.parenttype.startswith("__"):
 		return
-	in_save = _in_currently_saving(*parent_key) or (
-		parent_in_memory is not None and being_saved(parent_in_memory)
-	)
+	in_save = (
+		_in_currently_saving(*parent_key) or (parent_in_memory is not None and being_saved(parent_in_memory))
+	) and save_running(*parent_key)
 	attribute = ROW_CHANGES_IN_SAVE if in_save else ROW_CHANGES
 	change = held_now(attribute).get(parent_key)
 	if change is not None:

@@ -41,9 +41,8 @@ from frappe.database.database import Database
 from frappe.model.base_document import BaseDocument
 
 from cauldron_fabric.emit.document_events import emit_document_event, no_messages, stored_document
-from cauldron_fabric.emit.frames import caller_of
 from cauldron_fabric.emit.held import held_now, hold_until_commit, release
-from cauldron_fabric.emit.inserts import being_saved
+from cauldron_fabric.emit.inserts import being_saved, save_running
 from cauldron_fabric.emit.policy import (
 	SET_VALUES_NONE,
 	SET_VALUES_THAT_UPDATE_MODIFIED,
@@ -58,8 +57,6 @@ DB_UPDATE = "db_update"
 HELD = "fabric_set_values_in_save"
 # Frappe's own save writes through db_update: the document and its rows, under these functions.
 SAVE_PATHS = frozenset({"_save", "update_child_table"})
-# A document's own save and insert: writes from their hooks follow their event.
-SAVE_CALLS = ("_save", "insert")
 # Counters and marks Frappe keeps with set_values that update modified all the same: by default
 # bookkeeping like those written with update_modified=False (only 'Every write' counts them).
 FRAPPE_BOOKKEEPING = {
@@ -159,7 +156,7 @@ def _plan_documents(doctype: str, names_of, names, write: PlannedWrite) -> Plann
 		before = stored_document(doctype, name)
 		if before is None:
 			continue
-		if in_its_save(before):
+		if being_saved(before) and save_running(doctype, before.name):
 			held = hold_until_commit(HELD, record_held_set_values)
 			held.setdefault((doctype, str(name)), {"before": before, "via": write.via})
 		else:
@@ -167,24 +164,6 @@ def _plan_documents(doctype: str, names_of, names, write: PlannedWrite) -> Plann
 			record_rows_changed_before(doctype, before.name, before)
 			write.now.append(before)
 	return write if write.now else None
-
-
-def in_its_save(doc) -> bool:
-	"""Tells whether a save or insert of ``doc``'s document is running now.
-
-	Frappe leaves a save that raised in ``currently_saving`` (``being_saved`` tells from it): a
-	write after such a save, which a caller caught, is no write from that save's hooks, and held
-	for its event it would wait for the document's next save, whose event starts from the row
-	as written and would not tell it. The stack is read only when ``being_saved`` says yes.
-	"""
-	if not being_saved(doc):
-		return False
-	name = str(doc.name)
-
-	def is_this_document(owner) -> bool:
-		return getattr(owner, "doctype", None) == doc.doctype and str(getattr(owner, "name", None)) == name
-
-	return any(caller_of(method, is_this_document) is not None for method in SAVE_CALLS)
 
 
 def _names(doctype: str, names) -> list:

@@ -325,6 +325,27 @@ class TestSetValueOnRowsAndSingles(EmissionCase):
 		self.assertEqual([row["qty"] for row in change["new"]], [2, 8])
 		self.assertEqual({row["name"] for row in change["new"]}, {first.name, second.name})
 
+	def test_a_row_written_after_its_parents_save_raised_is_its_parents_update(self):
+		# As for the document itself: the row's write comes from no save, and the parent's next
+		# save starts from the row as written.
+		order = new_order("failed, rows")
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, validate="refuse"):
+			order.title = "never saved"
+			with self.assertRaises(frappe.ValidationError):
+				order.save()
+		frappe.db.set_value(ORDER_ITEM, order.items[1].name, "qty", 42)
+		order.reload()
+		order.title = "saved again"
+		order.save()
+		frappe.db.commit()
+		written, saved = events_after(start, ORDER)
+		self.assertEqual(payload(written)["via"], "set_value")
+		change = payload(written)["changes"]["items"]
+		self.assertEqual([[row["qty"] for row in change[side]] for side in ("old", "new")], [[1, 3], [1, 42]])
+		self.assertEqual(list(payload(saved)["changes"]), ["title"])
+
 	def test_a_single_written_with_set_single_value_is_a_system_change(self):
 		ensure_custom_doctype(
 			SINGLE, [{"fieldname": "limit", "fieldtype": "Int", "label": "Limit"}], issingle=1
