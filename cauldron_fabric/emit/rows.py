@@ -145,6 +145,12 @@ def record_rows_changed_in_save(doc, reported: dict[str, Any] | None) -> None:
 	_record_row_change(parent, change, unchanged=False)
 
 
+def rows_changed_alone(doctype: str, name) -> bool:
+	"""Tells whether rows of the document ``doctype`` ``name`` changed alone in this transaction
+	and wait for the commit (record_rows_changed_before records them)."""
+	return _parent_key(doctype, name) in held_now(ROW_CHANGES)
+
+
 def record_rows_changed_before(doctype: str, name: str, parent) -> None:
 	"""Records now the update of a parent whose rows changed alone, up to the version ``parent``.
 

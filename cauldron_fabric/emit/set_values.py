@@ -4,8 +4,9 @@
 
 ERPNext and custom apps move statuses, quantities and flags that way, and nothing else in
 the fabric sees them. The app wraps the three methods once per process (as it wraps the
-savepoint methods, see ``held.py``): each wrapper reads the documents it is about to change,
-calls Frappe's own method with the arguments as given, and reads them again.
+savepoint methods, see ``held.py``): each wrapper reads what it is about to change (for a
+set_value, only the values it replaces, in one query), calls Frappe's own method with the
+arguments as given, and reads the documents written.
 
 * A write outside the document's own save is its ``updated`` event at once, from the document
   as stored before to the document as stored after; a write that changed nothing records
@@ -33,6 +34,7 @@ every write, or none.
 
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Any
 
@@ -48,7 +50,7 @@ from cauldron_fabric.emit.policy import (
 	SET_VALUES_THAT_UPDATE_MODIFIED,
 	current_policy,
 )
-from cauldron_fabric.emit.rows import record_rows_changed_before, row_changed
+from cauldron_fabric.emit.rows import record_rows_changed_before, row_changed, rows_changed_alone
 
 SET_VALUE = "set_value"
 DB_UPDATE = "db_update"
@@ -73,7 +75,9 @@ class PlannedWrite:
 	def __init__(self, doctype: str, via: str) -> None:
 		self.doctype = doctype
 		self.via = via
-		self.now: list[Any] = []  # documents as stored before, recorded once the write is done
+		# Each document as stored before (or, for a set_value, the values it replaces), recorded
+		# once the write is done.
+		self.now: list[Any] = []
 
 	def record(self) -> None:
 		"""Records the update of every document written outside its own save."""
@@ -81,6 +85,8 @@ class PlannedWrite:
 			after = stored_document(self.doctype, before.name)
 			if after is None:
 				continue
+			if isinstance(before, ValuesBefore):
+				before = before.applied_to(after)
 			emit_document_event(
 				after,
 				"updated",
@@ -107,7 +113,8 @@ def plan(db, doctype: str, names, fields, update_modified: bool, caller) -> Plan
 		doctype, fields, update_modified
 	):
 		return None
-	return _plan_documents(doctype, _names, names, PlannedWrite(doctype, SET_VALUE))
+	written = set(fields) if isinstance(fields, dict) else {fields}
+	return _plan_documents(doctype, _names, names, PlannedWrite(doctype, SET_VALUE), written)
 
 
 def is_bookkeeping(doctype: str, fields, update_modified: bool) -> bool:
@@ -140,7 +147,10 @@ def plan_db_update(doc, caller) -> PlannedWrite | None:
 	return _plan_documents(doc.doctype, lambda _doctype, name: [name], doc.name, write)
 
 
-def _plan_documents(doctype: str, names_of, names, write: PlannedWrite) -> PlannedWrite | None:
+def _plan_documents(
+	doctype: str, names_of, names, write: PlannedWrite, columns: set | None = None
+) -> PlannedWrite | None:
+	"""Plans a write of ``columns`` (None: the whole row) to the documents ``names`` picks."""
 	try:
 		with no_messages():
 			meta = frappe.get_meta(doctype)
@@ -152,18 +162,49 @@ def _plan_documents(doctype: str, names_of, names, write: PlannedWrite) -> Plann
 		return None
 	if current_policy().kind_of(doctype) is None:
 		return None
-	for name in names_of(doctype, names):
-		before = stored_document(doctype, name)
-		if before is None:
-			continue
+	for before in _stored_before(meta, names_of, names, columns):
 		if being_saved(before) and save_running(doctype, before.name):
 			held = hold_until_commit(HELD, record_held_set_values)
-			held.setdefault((doctype, str(name)), {"before": before, "via": write.via})
+			whole = _whole(doctype, before)
+			held.setdefault((doctype, str(before.name)), {"before": whole, "via": write.via})
 		else:
-			# Rows of this document changed alone before: their update comes first (as for db_set).
-			record_rows_changed_before(doctype, before.name, before)
+			if rows_changed_alone(doctype, before.name):
+				# Rows of this document changed alone before: their update comes first (as for db_set).
+				record_rows_changed_before(doctype, before.name, _whole(doctype, before))
 			write.now.append(before)
 	return write if write.now else None
+
+
+class ValuesBefore(frappe._dict):
+	"""A document's name and the values a set_value replaces in it, as stored before."""
+
+	def applied_to(self, after):
+		"""Returns the document as stored before: ``after`` (the document as stored after the
+		write, which changed these values and nothing else) with these values back."""
+		before = copy.copy(after)
+		for column, value in self.items():
+			if column not in ("doctype", "name"):
+				before.set(column, value)
+		before._fix_numeric_types()  # as a document read whole is
+		return before
+
+
+def _stored_before(meta, names_of, names, columns: set | None) -> list:
+	"""Returns the documents ``names`` picks, each as stored now: whole (a Single, a db_update,
+	or a column the table does not have, for Frappe to refuse), else only ``columns``, in one
+	read for all of them."""
+	doctype = meta.name
+	if columns is None or meta.issingle or not columns <= set(frappe.db.get_table_columns(doctype)):
+		stored = (stored_document(doctype, name) for name in names_of(doctype, names))
+		return [doc for doc in stored if doc is not None]
+	filters = {"name": names} if isinstance(names, str | int) else names
+	rows = frappe.db.get_values(doctype, filters, ["name", *sorted(columns - {"name"})], as_dict=True)
+	return [ValuesBefore(row, doctype=doctype) for row in rows or ()]
+
+
+def _whole(doctype: str, before):
+	"""Returns ``before`` as a whole document, read now when it holds some values only."""
+	return stored_document(doctype, before.name) if isinstance(before, ValuesBefore) else before
 
 
 def _names(doctype: str, names) -> list:

@@ -9,6 +9,7 @@ writes through set_value, stays one event of its own. Fabric Settings choose whi
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 
 import frappe
 
@@ -73,6 +74,24 @@ def payload(envelope: dict) -> dict:
 	return envelope["data"]["payload"]
 
 
+@contextmanager
+def reads_of(table: str):
+	"""Lists the SELECTs run on ``table`` inside (the real queries, as run)."""
+	reads: list[str] = []
+	sql = frappe.db.__class__.sql
+
+	def counted(db, query, *args, **kwargs):
+		if str(query).lstrip().upper().startswith("SELECT") and f"`tab{table}`" in str(query):
+			reads.append(str(query))
+		return sql(db, query, *args, **kwargs)
+
+	frappe.db.__class__.sql = counted
+	try:
+		yield reads
+	finally:
+		frappe.db.__class__.sql = sql
+
+
 class TestSetValueOutsideSaves(EmissionCase):
 	def test_a_write_is_an_update_of_the_stored_document(self):
 		order = new_order("set_value alone")
@@ -121,6 +140,25 @@ class TestSetValueOutsideSaves(EmissionCase):
 		self.assertEqual(types_of(events), [UPDATED, UPDATED])
 		self.assertEqual({e["data"]["entityId"] for e in events}, {first.name, second.name})
 		self.assertEqual({payload(e)["changes"]["note"]["new"] for e in events}, {"bulk note"})
+
+	def test_a_write_reads_each_document_once_after_it(self):
+		# Before the write only the values it replaces are read, for all documents at once: a
+		# patch writing thousands of documents by filters holds no thousands of documents in
+		# memory, nor reads each twice.
+		tag = frappe.generate_hash(length=8)
+		orders = [new_order(tag) for _ in range(3)]
+		start = last_seq()
+		with reads_of(ORDER_ITEM) as rows_read, reads_of(ORDER) as orders_read:
+			frappe.db.set_value(ORDER, {"title": tag}, {"note": "bulk note", "grand_total": 7})
+		self.assertEqual(len(rows_read), len(orders))
+		self.assertEqual(len(orders_read), len(orders) + 1)
+		events = events_after(start, ORDER)
+		self.assertEqual({e["data"]["entityId"] for e in events}, {order.name for order in orders})
+		for event in events:
+			self.assertEqual(
+				payload(event)["changes"],
+				{"note": {"old": None, "new": "bulk note"}, "grand_total": {"old": 120.5, "new": 7.0}},
+			)
 
 	def test_db_set_stays_one_event_of_its_own(self):
 		order = new_order("db_set")
