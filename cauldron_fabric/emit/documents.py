@@ -255,6 +255,9 @@ def before_rename(
 def after_rename(
 	doc, method=None, old: str | None = None, new: str | None = None, merge: bool = False
 ) -> None:
-	"""Emits ``<doctype>.renamed`` under the new name, with the old one in the payload."""
+	"""Emits ``<doctype>.renamed`` under the new name, with the old one in the payload, then what
+	after_rename hooks before this one wrote under the new name with set_value or db_update."""
 	if current_policy().kind_of(doc.doctype):
-		emit_document_event(doc, "renamed", extra={"oldName": old, "newName": new, "merge": bool(merge)})
+		extra = {"oldName": old, "newName": new, "merge": bool(merge)}
+		reported = emit_document_event(doc, "renamed", extra=extra)
+		record_set_values_in_save(doc, reported["doc"] if reported else None)

@@ -11,8 +11,9 @@ arguments as given, and reads the documents written.
 * A write outside the document's own save is its ``updated`` event at once, from the document
   as stored before to the document as stored after; a write that changed nothing records
   nothing (unless Fabric Settings emit unchanged saves).
-* A write made while the document is being saved (from its own hooks) is held: right after the
-  save's event an update follows, from what that event reported to the document as stored
+* A write made while the document is being saved (from its own hooks), or renamed to the name
+  it writes (from after_rename), is held: right after the save's (or renamed) event an update
+  follows, from what that event reported to the document as stored
   (the save's event is built from the saved object, which a set_value or a copy's db_update
   leaves alone). A save that never reaches its event (it raised and was caught) leaves the
   update to the commit.
@@ -41,8 +42,10 @@ from typing import Any
 import frappe
 from frappe.database.database import Database
 from frappe.model.base_document import BaseDocument
+from frappe.model.rename_doc import rename_doc
 
 from cauldron_fabric.emit.document_events import emit_document_event, no_messages, stored_document
+from cauldron_fabric.emit.frames import call_of
 from cauldron_fabric.emit.held import held_now, hold_until_commit, release
 from cauldron_fabric.emit.inserts import being_saved, save_running
 from cauldron_fabric.emit.policy import (
@@ -163,7 +166,9 @@ def _plan_documents(
 	if current_policy().kind_of(doctype) is None:
 		return None
 	for before in _stored_before(meta, names_of, names, columns):
-		if being_saved(before) and save_running(doctype, before.name):
+		if (being_saved(before) and save_running(doctype, before.name)) or being_renamed_to(
+			doctype, before.name
+		):
 			held = hold_until_commit(HELD, record_held_set_values)
 			whole = _whole(doctype, before)
 			held.setdefault((doctype, str(before.name)), {"before": whole, "via": write.via})
@@ -200,6 +205,21 @@ def _stored_before(meta, names_of, names, columns: set | None) -> list:
 	filters = {"name": names} if isinstance(names, str | int) else names
 	rows = frappe.db.get_values(doctype, filters, ["name", *sorted(columns - {"name"})], as_dict=True)
 	return [ValuesBefore(row, doctype=doctype) for row in rows or ()]
+
+
+def being_renamed_to(doctype: str, name) -> bool:
+	"""Tells whether ``frappe.rename_doc`` is renaming a document of ``doctype`` to ``name`` now.
+
+	Its after_rename hooks (the controller's and other apps' first) run before the fabric's,
+	which records the renamed event that tells consumers the new name: a write under that name
+	from them (ERPNext's Item writes its item_code so) follows it, like one from a save's hooks.
+	"""
+	frame = call_of(rename_doc)
+	return (
+		frame is not None
+		and frame.f_locals.get("doctype") == doctype
+		and str(frame.f_locals.get("new")) == str(name)
+	)
 
 
 def _whole(doctype: str, before):

@@ -52,6 +52,12 @@ def note_by_set_value_then_refuse(doc, method=None) -> None:
 	frappe.throw("refused after set_value")
 
 
+def note_by_set_value_under_the_new_name(doc, method=None, old=None, new=None, merge=False) -> None:
+	"""An after_rename hook that writes the note under the new name, as ERPNext's Item writes
+	its item_code."""
+	frappe.db.set_value(doc.doctype, new, "note", f"renamed from {old}")
+
+
 def refuse(doc, method=None) -> None:
 	"""A hook that makes the save fail before it writes anything."""
 	frappe.throw("refused")
@@ -290,6 +296,22 @@ class TestSetValueInsideSaves(EmissionCase):
 			payload(written)["changes"], {"note": {"old": None, "new": "set_value in after_insert"}}
 		)
 		self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), "set_value in after_insert")
+
+	def test_a_write_in_after_rename_follows_the_renamed_event(self):
+		# The renamed event tells consumers the new name: an update under it must not come first.
+		order = new_order("rename")
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, after_rename="note_by_set_value_under_the_new_name"):
+			new_name = frappe.rename_doc(ORDER, order.name, f"{order.name}-renamed")
+		frappe.db.commit()
+		renamed, written = events_after(start, ORDER)
+		self.assertEqual(types_of([renamed, written]), ["fabric_test_order.renamed", UPDATED])
+		self.assertEqual(written["data"]["entityId"], new_name)
+		self.assertEqual(payload(written)["via"], "set_value")
+		self.assertEqual(
+			payload(written)["changes"], {"note": {"old": None, "new": f"renamed from {order.name}"}}
+		)
 
 	def test_a_write_before_the_save_wrote_its_row_is_overwritten_and_told_by_nobody(self):
 		order = new_order("validate")
