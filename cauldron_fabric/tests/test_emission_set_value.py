@@ -36,6 +36,7 @@ from cauldron_fabric.tests.utils import (
 CREATED = "fabric_test_order.created"
 UPDATED = "fabric_test_order.updated"
 SINGLE = "Fabric Set Value Single"
+NUMBERED = "Fabric Set Value Numbered"
 
 # What before_request and before_job do: a test run alone has no document hook to import it.
 watch_set_values()
@@ -165,6 +166,36 @@ class TestSetValueOutsideSaves(EmissionCase):
 				payload(event)["changes"],
 				{"note": {"old": None, "new": "bulk note"}, "grand_total": {"old": 120.5, "new": 7.0}},
 			)
+
+	def test_a_write_by_a_list_of_names_or_by_the_value_it_changes(self):
+		tag = frappe.generate_hash(length=8)
+		first, second = new_order(tag), new_order(tag)
+		start = last_seq()
+		frappe.db.set_value(ORDER, [first.name, second.name], "note", "listed")
+		# The filters name the field written: the documents they matched before the write count.
+		frappe.db.set_value(ORDER, {"note": "listed", "title": tag}, "note", "moved on")
+		events = events_after(start, ORDER)
+		self.assertEqual(
+			sorted((payload(e)["changes"]["note"]["new"], e["data"]["entityId"]) for e in events),
+			sorted((note, name) for note in ("listed", "moved on") for name in (first.name, second.name)),
+		)
+
+	def test_an_autoincrement_name_given_as_a_number_or_a_string(self):
+		ensure_custom_doctype(
+			NUMBERED,
+			[{"fieldname": "title", "fieldtype": "Data", "label": "Title"}],
+			autoname="autoincrement",
+		)
+		doc = frappe.get_doc({"doctype": NUMBERED, "title": "first"}).insert()
+		start = last_seq()
+		frappe.db.set_value(NUMBERED, doc.name, "title", "by number")
+		frappe.db.set_value(NUMBERED, str(doc.name), "title", "by string")
+		events = events_after(start, NUMBERED)
+		self.assertEqual([e["data"]["entityId"] for e in events], [str(doc.name)] * 2)
+		self.assertEqual(
+			[payload(e)["changes"]["title"] for e in events],
+			[{"old": "first", "new": "by number"}, {"old": "by number", "new": "by string"}],
+		)
 
 	def test_db_set_stays_one_event_of_its_own(self):
 		order = new_order("db_set")
@@ -414,7 +445,9 @@ class TestSetValueOnRowsAndSingles(EmissionCase):
 		frappe.db.commit()
 		for write in (
 			lambda: frappe.db.set_single_value(SINGLE, "limit", 5),
-			lambda: frappe.db.set_value(SINGLE, SINGLE, "limit", 6),  # Frappe's older spelling
+			lambda: frappe.db.set_value(SINGLE, SINGLE, "limit", 6),  # Frappe's older spellings
+			lambda: frappe.db.set_value(SINGLE, None, "limit", 8),
+			lambda: frappe.db.set_value(SINGLE, None, {"limit": 6}),
 			lambda: frappe.get_single(SINGLE).db_set("limit", 7),
 		):
 			start = last_seq()
