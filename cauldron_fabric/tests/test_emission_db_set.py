@@ -224,6 +224,25 @@ class TestDbSetInsideSaves(EmissionCase):
 		frappe.db.commit()
 		self.assertEqual(len(events_after(start, ORDER)), 1)
 
+	def test_db_set_after_a_failed_save_is_not_lost_in_the_next_save(self):
+		# The db_set comes from no save: held for one, the next save's event (which starts from
+		# the row as written) would never tell it.
+		order = new_order("fails, then saved")
+		frappe.db.commit()
+		start = last_seq()
+		self.assertRaises(frappe.ValidationError, self.failed_save, order)
+		order.reload()
+		order.db_set("note", "Failed")
+		order.title = "saved at last"
+		order.save()
+		frappe.db.commit()
+		db_set, saved = events_after(start, ORDER)
+		self.assertEqual(db_set["data"]["payload"]["changes"], {"note": {"old": None, "new": "Failed"}})
+		self.assertEqual(
+			saved["data"]["payload"]["changes"],
+			{"title": {"old": "fails, then saved", "new": "saved at last"}},
+		)
+
 	def test_a_rolled_back_db_set_is_forgotten(self):
 		order = new_order("rolled back")
 		frappe.db.commit()
