@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from functools import partial
 from typing import Any
 
 import frappe
@@ -264,20 +265,29 @@ def record_set_values_in_save(doc, reported: dict[str, Any] | None) -> None:
 
 
 def record_held_set_values() -> None:
-	"""Records the writes of saves that never reached their event (before_commit)."""
+	"""Records the writes of saves that never reached their event (before_commit).
+
+	A save still running committed from its own hooks: its event, still to come, carries the
+	saved object, which does not hold what was written, so the write is held again for an
+	update right after that event (from the next transaction: a callback added now would run
+	in this commit).
+	"""
 	for (doctype, name), held in release(HELD).items():
 		if not current_policy().kind_of(doctype):
 			continue
 		after = stored_document(doctype, name)
-		if after is not None:
-			emit_document_event(
-				after,
-				"updated",
-				via=held["via"],
-				before=held["before"],
-				unchanged=False,
-				reject_invalid=False,
-			)
+		if after is None:
+			continue
+		emit_document_event(
+			after, "updated", via=held["via"], before=held["before"], unchanged=False, reject_invalid=False
+		)
+		if save_running(doctype, name):
+			again = {"before": after, "via": held["via"]}
+			frappe.db.after_commit.add(partial(_hold_again, (doctype, name), again))
+
+
+def _hold_again(key: tuple, held: dict) -> None:
+	hold_until_commit(HELD, record_held_set_values).setdefault(key, held)
 
 
 def watch_set_values() -> None:

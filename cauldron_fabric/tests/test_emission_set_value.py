@@ -59,6 +59,12 @@ def note_by_set_value_under_the_new_name(doc, method=None, old=None, new=None, m
 	frappe.db.set_value(doc.doctype, new, "note", f"renamed from {old}")
 
 
+def note_by_set_value_then_commit(doc, method=None) -> None:
+	"""A hook that writes the note with frappe.db.set_value and commits, as some jobs' hooks do."""
+	note_by_set_value(doc, method)
+	frappe.db.commit()
+
+
 def refuse(doc, method=None) -> None:
 	"""A hook that makes the save fail before it writes anything."""
 	frappe.throw("refused")
@@ -372,6 +378,29 @@ class TestSetValueInsideSaves(EmissionCase):
 		stored = frappe.get_doc(ORDER, order.name)
 		self.assertEqual(payload(events[0])["doc"]["note"], stored.note)
 		self.assertEqual(payload(events[0])["doc"]["title"], stored.title)
+
+	def test_a_write_committed_by_the_saves_own_hooks_is_told_again_after_its_event(self):
+		# The commit records the write (its save has no event yet); the save's event then carries
+		# the saved object, which does not hold the value: an update after it tells the value as
+		# stored again, so the document's last event is not older than its row.
+		order = new_order("committed in a hook")
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, on_update="note_by_set_value_then_commit"):
+			order.title = "saved"
+			order.save()
+		frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual([payload(e).get("via") for e in events], ["set_value", None, "set_value"])
+		self.assertEqual(
+			payload(events[1])["changes"], {"title": {"old": "committed in a hook", "new": "saved"}}
+		)
+		self.assertEqual(
+			payload(events[2])["changes"], {"note": {"old": None, "new": "set_value in on_update"}}
+		)
+		stored = frappe.get_doc(ORDER, order.name)
+		self.assertEqual(payload(events[-1])["doc"]["note"], stored.note)
+		self.assertEqual(payload(events[-1])["doc"]["title"], stored.title)
 
 	def test_a_write_after_a_save_that_raised_is_its_own_event(self):
 		# Frappe leaves a save that raised in currently_saving: a write after it, outside any
