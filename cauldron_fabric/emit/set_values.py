@@ -113,24 +113,21 @@ def plan(db, doctype: str, names, fields, update_modified: bool, caller) -> Plan
 	policy = current_policy()
 	if not policy.enabled or policy.set_values == SET_VALUES_NONE:
 		return None
+	written = set(fields) if isinstance(fields, dict) else {fields}
 	if policy.set_values == SET_VALUES_THAT_UPDATE_MODIFIED and is_bookkeeping(
-		doctype, fields, update_modified
+		doctype, written, update_modified
 	):
 		return None
-	written = set(fields) if isinstance(fields, dict) else {fields}
 	return _plan_documents(doctype, _names, names, PlannedWrite(doctype, SET_VALUE), written)
 
 
-def is_bookkeeping(doctype: str, fields, update_modified: bool) -> bool:
-	"""Tells whether a set_value is Frappe's bookkeeping: it keeps ``modified``, or writes only
-	a counter or mark that Frappe keeps without doing so (``FRAPPE_BOOKKEEPING``)."""
+def is_bookkeeping(doctype: str, written: set, update_modified: bool) -> bool:
+	"""Tells whether a set_value of the columns ``written`` is Frappe's bookkeeping: it keeps
+	``modified``, or writes only a counter or mark Frappe keeps without doing so
+	(``FRAPPE_BOOKKEEPING``)."""
 	if not update_modified:
 		return True
-	kept = FRAPPE_BOOKKEEPING.get(doctype)
-	if kept is None:
-		return False
-	written = set(fields) if isinstance(fields, dict) else {fields}
-	return bool(written) and written <= kept
+	return bool(written) and written <= FRAPPE_BOOKKEEPING.get(doctype, frozenset())
 
 
 def plan_db_update(doc, caller) -> PlannedWrite | None:
