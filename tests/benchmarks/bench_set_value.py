@@ -1,8 +1,9 @@
 """What recording a write without document hooks costs: frappe.db.set_value and db_update(),
 with the fabric on against off, on a real site, in the same run.
 
-Such a write is one UPDATE when the fabric is off; recorded, it also reads the document before
-and after (with its child tables) and appends its event. Modes alternate write by write as in
+Such a write is one UPDATE when the fabric is off; recorded, it also reads what it replaces
+before, the document (with its child tables) after, and appends its event. Each kind of write
+sets a value of its own, so that every write changes the document and is an event. Modes alternate write by write as in
 bench_save_overhead, and each write is followed by its commit. No target: the figures tell what
 an integration pays per such write (Fabric Settings → Writes without document hooks → None
 turns it off), next to a Frappe save of the same document.
@@ -50,7 +51,7 @@ def run(rounds: int, per_round: int) -> dict[tuple[str, str, str], list[float]]:
 			frappe.local.fabric_policy = by_mode[mode]
 			for (label, write), operation in writes.items():
 				results.setdefault((label, write, mode), []).append(
-					timed(lambda operation=operation, n=f"{counter} {mode}": operation(n))
+					timed(lambda operation=operation, n=f"{write} {counter} {mode}": operation(n))
 				)
 	frappe.local.fabric_policy = None
 	return results
