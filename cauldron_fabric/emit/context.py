@@ -110,23 +110,29 @@ def carried_context() -> dict[str, str] | None:
 def continue_enqueuing_context() -> None:
 	"""Continues the conversation of what enqueued the running job (before_job hook).
 
-	The job's meta came through Redis: a correlation or causation id that is not well formed is
-	ignored, as is a job enqueued outside any conversation or by a version of the app that did
-	not carry one; its first event then starts a conversation of its own.
+	The job's meta came through Redis: an id the Event Log could not keep is ignored, as is a
+	job enqueued outside any conversation or by a version of the app that did not carry one;
+	its first event then starts a conversation of its own.
 	"""
 	job = get_current_job()
 	carried = job.meta.get(CARRIED) if job is not None else None
 	if not isinstance(carried, dict):
 		return
 	correlation, causation = carried.get("correlationId"), carried.get("causationId")
-	if _well_formed(correlation):
+	if _carriable(correlation):
 		frappe.local.fabric_correlation_id = correlation
-	if _well_formed(causation):
+	if _carriable(causation):
 		frappe.local.fabric_causation_id = causation
 
 
-def _well_formed(value) -> bool:
-	return isinstance(value, str) and VALID_ID.match(value) is not None
+def _carriable(value) -> bool:
+	"""Tells whether a carried id is one the enqueuer's own events could carry.
+
+	A handler's ids are a consumed event's (any text of up to 140 characters without markup,
+	see keepable), not only the header's well-formed ones: held to the header's rule, a job
+	queued in an order's conversation named ``PO/2024 0042`` would start another.
+	"""
+	return isinstance(value, str) and bool(value) and keepable(value)
 
 
 def carry_context_into_jobs() -> None:

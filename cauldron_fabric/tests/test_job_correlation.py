@@ -184,6 +184,21 @@ class TestJobsContinueTheirEnqueuersConversation(JobCase):
 		self.assertEqual(event["metadata"]["causationId"], "consumed-event-7")
 		self.assertEqual(kwargs_of(event), {"step": "after the event"})
 
+	def test_a_handlers_ids_that_its_own_events_keep_carry_into_its_job(self):
+		# Another module's event id and correlationId are any text of up to 140 characters
+		# without markup (a topic/partition/offset, a purchase order's number): the handler's
+		# own events keep them, and so must the events of the job it queues.
+		event_id, conversation = "erp/orders/0/1042", "PO/2024 0042 " + "x" * 127
+		with caused_by(event_id, conversation):
+			frappe.get_doc({"doctype": "ToDo", "description": json.dumps({"by": "handler"})}).insert()
+			job = self.enqueue(by="job")
+		self.run_as_worker(job.id)
+		by_handler, by_job = sorted(self.noted(), key=lambda event: kwargs_of(event)["by"])
+		self.assertEqual(kwargs_of(by_job), {"by": "job"})
+		for event in (by_handler, by_job):
+			self.assertEqual(event["metadata"]["correlationId"], conversation)
+			self.assertEqual(event["metadata"]["causationId"], event_id)
+
 	def test_enqueue_after_commit_carries_the_id_the_enqueuer_had(self):
 		# The job is queued at the commit, after the handler's block has ended.
 		job_id = f"fabric-after-commit-{frappe.generate_hash(length=8)}"
