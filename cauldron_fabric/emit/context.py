@@ -9,7 +9,7 @@ it: Frappe 15 has no enqueue hook, so ``carry_context_into_jobs`` wraps what eve
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import frappe
@@ -90,21 +90,27 @@ def keepable(correlation: str) -> bool:
 	return len(correlation) <= KEY_LENGTH and not has_markup(correlation)
 
 
-def carried_context() -> dict[str, str] | None:
-	"""Returns the conversation a job enqueued now continues, or None outside any.
+def carried_context() -> Callable[[], dict[str, str]] | None:
+	"""Returns a function giving the ids a job queued now carries, or None outside any conversation.
 
-	A request always has one (made now when no event has made it yet, so that the request and
-	its jobs share it, and the caller is told it); a job, a consumed event's handler or a
-	command has one once an event or its own enqueuer gave it one. A job the scheduler enqueues
-	starts its own, as a job did before jobs continued their enqueuer's.
+	A request always has one; its id is made only when a job is queued (Frappe's pages count
+	and list jobs through the same get_queue, and a request that queues nothing gets no id),
+	and is the request's id whenever it is made, so the request, its jobs and the caller share
+	it. A job, a consumed event's handler or a command has one once an event or its own
+	enqueuer gave it one, taken now: a handler's block may end before the commit queues the job.
+	A job the scheduler enqueues starts its own, as a job did before jobs continued their
+	enqueuer's.
 	"""
-	in_request = getattr(frappe.local, "request", None) is not None
-	if not (in_request or causation_id() or getattr(frappe.local, "fabric_correlation_id", None)):
+	correlation, causation = getattr(frappe.local, "fabric_correlation_id", None), causation_id()
+	if causation:
+		carried = {"correlationId": correlation_id(), "causationId": causation}
+	elif correlation:
+		carried = {"correlationId": correlation}
+	elif getattr(frappe.local, "request", None) is not None:
+		return lambda: {"correlationId": correlation_id()}
+	else:
 		return None
-	carried = {"correlationId": correlation_id()}
-	if causation_id():
-		carried["causationId"] = causation_id()
-	return carried
+	return lambda: dict(carried)
 
 
 def continue_enqueuing_context() -> None:
@@ -161,12 +167,12 @@ def carry_context_into_jobs() -> None:
 	background_jobs.get_queue = get_queue_carrying
 
 
-def _enqueue_call_carrying(enqueue_call, carried: dict[str, str]):
-	"""Wraps a queue's ``enqueue_call`` to add ``carried`` to the meta of Frappe's jobs."""
+def _enqueue_call_carrying(enqueue_call, carried: Callable[[], dict[str, str]]):
+	"""Wraps a queue's ``enqueue_call`` to add the ``carried`` ids to the meta of Frappe's jobs."""
 
 	def enqueue_call_carrying(func, *args, **kwargs):
 		if func is background_jobs.execute_job:
-			kwargs["meta"] = {**(kwargs.get("meta") or {}), CARRIED: carried}
+			kwargs["meta"] = {**(kwargs.get("meta") or {}), CARRIED: carried()}
 		return enqueue_call(func, *args, **kwargs)
 
 	return enqueue_call_carrying

@@ -294,6 +294,27 @@ class TestJobsWithoutAConversationToContinue(JobCase):
 		self.assertFalse(before & set(ids))
 		self.assertIsNone(getattr(frappe.local, "fabric_correlation_id", None))
 
+	def test_a_request_that_only_looks_at_queues_gets_no_id(self):
+		# Frappe's own pages count and list jobs through get_queue, and queue nothing.
+		frappe.local.request = frappe._dict(headers={})
+		self.assertIsInstance(frappe.utils.background_jobs.get_queue("default").count, int)
+		self.assertIsInstance(frappe.utils.background_jobs.get_jobs(site=frappe.local.site), dict)
+		self.assertIsNone(getattr(frappe.local, "fabric_correlation_id", None))
+
+	def test_a_job_queued_at_the_commit_shares_the_id_of_the_requests_later_event(self):
+		# The job's queue is taken before the request has an id; the request's event makes one.
+		frappe.local.request = frappe._dict(headers={})
+		job_id = f"fabric-after-commit-{frappe.generate_hash(length=8)}"
+		frappe.enqueue(NOTE_KWARGS, enqueue_after_commit=True, job_id=job_id, by="job")
+		frappe.get_doc({"doctype": "ToDo", "description": json.dumps({"by": "request"})}).insert()
+		frappe.db.commit()
+		queued = f"{frappe.local.site}::{job_id}"
+		self.jobs.append(queued)
+		self.run_as_worker(queued)
+		by_job, by_request = sorted(self.noted(), key=lambda event: kwargs_of(event)["by"])
+		self.assertEqual(by_job["metadata"]["correlationId"], by_request["metadata"]["correlationId"])
+		self.assertEqual(by_job["metadata"]["correlationId"], frappe.local.fabric_correlation_id)
+
 	def test_a_job_queued_before_the_upgrade_runs_and_starts_its_own(self):
 		frappe.local.fabric_correlation_id = "order-flow-job-4"
 		job = self.enqueue(old=True)
@@ -332,6 +353,25 @@ class TestJobsRunInTheCallersProcess(JobCase):
 
 
 class TestJobsOfARequestOverHttp(HttpCase):
+	def test_a_request_that_only_looks_at_the_queued_jobs_returns_no_id(self):
+		# Desk's Backups page asks for a files backup; one is waiting already, so Frappe only
+		# lists the long queue's jobs (get_jobs, through get_queue) and queues nothing.
+		waiting = frappe.enqueue(
+			"frappe.desk.page.backups.backups.backup_files_and_notify_user",
+			queue="long",
+			user_email=self.manager,
+		)
+		self.addCleanup(waiting.delete)
+		response = request(
+			"post",
+			"/api/method/frappe.desk.page.backups.backups.schedule_files_backup",
+			data={"user_email": self.manager},
+			headers={"Authorization": api_token(self.manager)},
+		)
+		self.assertEqual(response.status_code, 200, response.text)
+		self.assertIn("already queued", response.text)
+		self.assertNotIn("X-Correlation-ID", response.headers)
+
 	def test_a_bulk_delete_queued_by_a_request_carries_its_header(self):
 		# More than ten: Frappe deletes them in a job, as the manager they are allocated to.
 		todos = [
