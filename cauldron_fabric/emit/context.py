@@ -125,10 +125,28 @@ def continue_enqueuing_context() -> None:
 	if not isinstance(carried, dict):
 		return
 	correlation, causation = carried.get("correlationId"), carried.get("causationId")
+	_put_back_after_the_job((getattr(frappe.local, "fabric_correlation_id", None), causation_id()))
 	if _carriable(correlation):
 		frappe.local.fabric_correlation_id = correlation
 	if _carriable(causation):
 		frappe.local.fabric_causation_id = causation
+
+
+def _put_back_after_the_job(ids: tuple[str | None, str | None]) -> None:
+	"""Gives the caller its own correlation and causation ids back when the job ends.
+
+	A worker's job ends with its frappe.local; one run at once (``is_async=False``, which
+	Frappe's tests send through RQ in the caller's process, at the commit when queued after it)
+	shares the caller's, which would otherwise go on in the conversation of a handler's block
+	that has already ended.
+	"""
+	job = getattr(frappe.local, "job", None)
+	if job and job.get("after_job") is not None:
+		job.after_job.add(lambda: _restore(ids))
+
+
+def _restore(ids: tuple[str | None, str | None]) -> None:
+	frappe.local.fabric_correlation_id, frappe.local.fabric_causation_id = ids
 
 
 def _carriable(value) -> bool:

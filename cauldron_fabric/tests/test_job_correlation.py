@@ -18,7 +18,7 @@ from frappe.utils.background_jobs import enqueue as enqueue_bound_at_import
 from frappe.utils.background_jobs import get_redis_conn
 from rq.job import Job
 
-from cauldron_fabric.emit.context import CARRIED, caused_by
+from cauldron_fabric.emit.context import CARRIED, causation_id, caused_by
 from cauldron_fabric.tests.test_http_support import HttpCase, api_token, request
 from cauldron_fabric.tests.utils import ORDER, EmissionCase, events_after, last_seq, new_order
 
@@ -350,6 +350,16 @@ class TestJobsRunInTheCallersProcess(JobCase):
 		self.assertEqual([kwargs_of(e) for e in events], [{"run": "now"}, {"run": "sync"}])
 		self.assertEqual({e["metadata"]["correlationId"] for e in events}, {"order-flow-job-6"})
 		self.assertEqual(frappe.local.fabric_correlation_id, "order-flow-job-6")
+
+	def test_a_job_run_at_once_at_the_commit_leaves_the_caller_as_it_was(self):
+		# In tests Frappe runs an is_async=False job through RQ, in the caller's process, and
+		# queued after the commit it runs once the handler's block has ended.
+		with caused_by("consumed-event-13", "conversation-13"):
+			frappe.enqueue(NOTE_KWARGS, is_async=False, enqueue_after_commit=True, run="at commit")
+		frappe.db.commit()
+		self.assertEqual(len(self.noted()), 1)
+		self.assertIsNone(causation_id())
+		self.assertIsNone(getattr(frappe.local, "fabric_correlation_id", None))
 
 
 class TestJobsOfARequestOverHttp(HttpCase):
