@@ -75,8 +75,11 @@ def _start_afresh() -> None:
 	The sending threads outlive any request: without this, Fabric Settings saved since a
 	thread's first event (a deny list, emission turned off) never reach the events its
 	handlers' changes emit, until the worker restarts; flags a handler set (``mute_emails``,
-	``in_import``) hold for the next one; and every message printed or thrown is kept for good.
+	``in_import``) hold for the next one; every message printed or thrown is kept for good; and
+	a correlation id made outside a handler's block (by an event recorded at its commit) would
+	put every later handler's changes, and the jobs they queue, in that one conversation.
 	"""
+	frappe.local.fabric_correlation_id = frappe.local.fabric_causation_id = None
 	if (initial := getattr(frappe.local, "fabric_initial_flags", None)) is None:  # as connected
 		initial = frappe.local.fabric_initial_flags = copy.deepcopy(dict(frappe.local.flags))
 	frappe.local.cache = {}

@@ -12,13 +12,17 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import frappe
 from frappe.utils.background_jobs import enqueue as enqueue_bound_at_import
 from frappe.utils.background_jobs import get_redis_conn
 from rq.job import Job
 
+from cauldron_fabric.delivery.handlers import SiteHandler, close_handler_connections
 from cauldron_fabric.emit.context import CARRIED, causation_id, caused_by
+from cauldron_fabric.testing.events import document_event
 from cauldron_fabric.tests.test_http_support import HttpCase, api_token, request
 from cauldron_fabric.tests.utils import ORDER, EmissionCase, events_after, last_seq, new_order
 
@@ -82,6 +86,21 @@ def note_kwargs_on_the_second_try(marker: str, **kwargs) -> None:
 		frappe.cache.set_value(marker, 1, expires_in_sec=600)
 		raise frappe.RetryBackgroundJobError
 	note_kwargs(**kwargs)
+
+
+# The jobs the delivery handlers below queued, by id (they run in a sending thread).
+QUEUED_BY_HANDLERS: list[str] = []
+
+
+def db_set_a_row(envelope, payload) -> None:
+	"""A delivery handler that changes an order's row alone: its parent's update, at the commit."""
+	frappe.get_doc(ORDER, envelope.data.entity_id).items[0].db_set("qty", 7)
+
+
+def note_and_queue_a_note(envelope, payload) -> None:
+	"""A delivery handler that records a ToDo and queues a job."""
+	frappe.get_doc({"doctype": "ToDo", "description": json.dumps({"by": "handler"})}).insert()
+	QUEUED_BY_HANDLERS.append(frappe.enqueue(NOTE_KWARGS, by="job").id)
 
 
 class JobCase(EmissionCase):
@@ -360,6 +379,41 @@ class TestJobsRunInTheCallersProcess(JobCase):
 		self.assertEqual(len(self.noted()), 1)
 		self.assertIsNone(causation_id())
 		self.assertIsNone(getattr(frappe.local, "fabric_correlation_id", None))
+
+
+class TestDeliveryHandlersOfOneSendingThread(JobCase):
+	"""A running `fabric deliver` calls handler after handler in the same threads."""
+
+	def setUp(self):
+		super().setUp()
+		self.pool = ThreadPoolExecutor(1)
+		self.addCleanup(close_handler_connections)
+		self.addCleanup(self.pool.shutdown)
+
+	def handle(self, function, envelope) -> None:
+		path = f"{__name__}.{function.__name__}"
+		handler = SiteHandler(frappe.local.site, frappe.local.sites_path, path, "Administrator")
+		self.pool.submit(handler, envelope, None).result()
+		frappe.db.rollback()  # see what the handler committed
+
+	def test_a_handlers_conversation_stays_out_of_the_next_handlers_and_its_jobs(self):
+		order = new_order("a row changed by a delivery handler")
+		frappe.db.commit()
+		self.addCleanup(_cancel_and_delete, order.name)
+		self.handle(db_set_a_row, document_event(ORDER, order.name, correlation_id="conversation-14"))
+		# Another module's event with no correlationId: its handler's changes start their own.
+		unrelated = document_event("Probe", "1", "created")
+		unrelated = replace(unrelated, metadata=replace(unrelated.metadata, correlation_id=None))
+		self.handle(note_and_queue_a_note, unrelated)
+		job = Job.fetch(QUEUED_BY_HANDLERS.pop(), connection=get_redis_conn())
+		self.jobs.append(job.id)
+		_created, row_update = events_after(self.start, ORDER, order.name)
+		self.assertEqual(row_update["data"]["payload"]["changes"]["items"]["new"][0]["qty"], 7)
+		(noted,) = self.noted()
+		conversation = noted["metadata"]["correlationId"]
+		self.assertNotEqual(conversation, row_update["metadata"]["correlationId"])
+		self.assertEqual(noted["metadata"]["causationId"], unrelated.id)
+		self.assertEqual(job.meta[CARRIED], {"correlationId": conversation, "causationId": unrelated.id})
 
 
 class TestJobsOfARequestOverHttp(HttpCase):
