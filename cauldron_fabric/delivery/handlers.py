@@ -49,7 +49,8 @@ class SiteHandler:
 		try:
 			with caused_by(envelope.id, envelope.metadata.correlation_id):
 				function(envelope, payload)
-			frappe.db.commit()
+				# What the commit records (rows changed alone, caught db_sets) is the handler's too.
+				frappe.db.commit()
 		except BaseException:
 			frappe.db.rollback()
 			raise

@@ -396,6 +396,17 @@ class TestDeliveryHandlersOfOneSendingThread(JobCase):
 		self.pool.submit(handler, envelope, None).result()
 		frappe.db.rollback()  # see what the handler committed
 
+	def test_what_a_handlers_commit_records_is_in_its_events_conversation(self):
+		order = new_order("a row changed by a delivery handler")
+		frappe.db.commit()
+		self.addCleanup(_cancel_and_delete, order.name)
+		handled = document_event(ORDER, order.name, correlation_id="conversation-15")
+		self.handle(db_set_a_row, handled)
+		_created, row_update = events_after(self.start, ORDER, order.name)
+		self.assertEqual(row_update["data"]["payload"]["changes"]["items"]["new"][0]["qty"], 7)
+		self.assertEqual(row_update["metadata"]["correlationId"], "conversation-15")
+		self.assertEqual(row_update["metadata"]["causationId"], handled.id)
+
 	def test_a_handlers_conversation_stays_out_of_the_next_handlers_and_its_jobs(self):
 		order = new_order("a row changed by a delivery handler")
 		frappe.db.commit()
