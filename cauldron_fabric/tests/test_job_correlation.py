@@ -313,6 +313,17 @@ class TestJobsWithoutAConversationToContinue(JobCase):
 		self.assertFalse(before & set(ids))
 		self.assertIsNone(getattr(frappe.local, "fabric_correlation_id", None))
 
+	def test_a_job_after_one_that_carried_an_id_in_the_same_worker_starts_its_own(self):
+		# RQ's worker forks a work horse per job, and Frappe destroys frappe.local after each.
+		frappe.local.fabric_correlation_id = "order-flow-job-16"
+		carrying = self.enqueue(n=1)
+		frappe.local.fabric_correlation_id = None
+		plain = self.enqueue(n=2)
+		self.run_as_worker(carrying.id, plain.id)
+		first, second = sorted(self.noted(), key=lambda event: kwargs_of(event)["n"])
+		self.assertEqual(first["metadata"]["correlationId"], "order-flow-job-16")
+		self.assertNotEqual(second["metadata"]["correlationId"], "order-flow-job-16")
+
 	def test_a_request_that_only_looks_at_queues_gets_no_id(self):
 		# Frappe's own pages count and list jobs through get_queue, and queue nothing.
 		frappe.local.request = frappe._dict(headers={})
