@@ -21,6 +21,7 @@ from cauldron_fabric.core.markup import has_markup
 
 HEADER = "X-Correlation-ID"
 VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 # The enqueuing context a background job continues, kept in its RQ job's meta under this key.
 CARRIED = "fabric_context"
 
@@ -58,7 +59,11 @@ def read_correlation_header() -> None:
 def write_correlation_header(response=None, request=None) -> None:
 	"""Returns the correlation id to the caller when the request used one (after_request hook)."""
 	current = getattr(frappe.local, "fabric_correlation_id", None)
-	if current and response is not None:
+	# An event published through the API may name a conversation in any text; one with a line
+	# break or another control character cannot be a header (writing it would raise, and the
+	# after_request hooks listed after this one would not run), nor can text beyond ASCII
+	# travel in one everywhere: the answer's body carries it.
+	if current and response is not None and current.isascii() and not CONTROL_CHARACTERS.search(current):
 		response.headers[HEADER] = current
 
 

@@ -10,6 +10,7 @@ import time
 
 import frappe
 import pymysql
+from frappe.tests.utils import patch_hooks
 from frappe.utils import get_test_client, now_datetime
 
 from cauldron_fabric.core.envelope import Envelope
@@ -24,6 +25,11 @@ from cauldron_fabric.tests.test_http_support import request
 from cauldron_fabric.tests.utils import events_after
 
 APPROVE = "/api/method/cauldron_fabric.api.approvals.approve"
+
+
+def mark_response(response=None, request=None) -> None:
+	"""An after_request hook of another app, listed after the fabric's."""
+	response.headers["X-Later-Hook"] = "ran"
 
 
 class TestPublishApi(PublishCase):
@@ -54,6 +60,37 @@ class TestPublishApi(PublishCase):
 		self.assertEqual(event["metadata"]["correlationId"], "flow-7")
 		(row,) = deliveries(subscription.name)
 		self.assertEqual(json.loads(row.envelope)["id"], answer["eventId"])
+
+	def test_a_correlation_id_that_cannot_be_a_header_is_answered_in_the_body_only(self):
+		# An event's correlationId may be any text without markup; a line break in it cannot go
+		# into the X-Correlation-ID response header (the server would fail writing it), nor
+		# can text beyond ASCII travel in a header everywhere.
+		for number, correlation in enumerate(("flow\r\nX-Injected: 1", "заказ-42")):
+			with self.subTest(correlation=correlation):
+				entity_id = f"{self.tag}-{number}"
+				body = {
+					"type": "lore.article.published",
+					"source": "lore",
+					"data": {
+						"entity": "Article",
+						"entityId": entity_id,
+						"action": "published",
+						"payload": {},
+					},
+					"metadata": {"correlationId": correlation},
+				}
+				# The app's after_request hook must not fail: the hooks after it (other apps') would
+				# not run.
+				later = [*frappe.get_hooks("after_request"), f"{__name__}.mark_response"]
+				with patch_hooks({"after_request": later}):
+					response = self.publish(body)
+				self.assertEqual(response.status_code, 200, response.text)
+				self.assertEqual(response.json["message"]["correlationId"], correlation)
+				self.assertNotIn("X-Correlation-ID", response.headers)
+				self.assertNotIn("X-Injected", response.headers)
+				self.assertEqual(response.headers.get("X-Later-Hook"), "ran")
+				(event,) = events_after(self.start, "Article", entity_id)
+				self.assertEqual(event["metadata"]["correlationId"], correlation)
 
 	def test_a_full_envelope_keeps_its_id_and_a_repeat_is_recorded_once(self):
 		body = {
