@@ -31,7 +31,11 @@ from cauldron_fabric.emit.inserts import being_saved, inserted_through_another_o
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import record
 from cauldron_fabric.emit.rows import record_rows_changed_before, record_rows_changed_in_save, row_changed
-from cauldron_fabric.emit.set_values import record_set_values_in_save
+from cauldron_fabric.emit.set_values import (
+	being_renamed_to,
+	hold_db_set_under_new_name,
+	record_set_values_in_save,
+)
 
 SAVE_ACTIONS = {
 	"save": "updated",
@@ -77,6 +81,9 @@ def on_change(doc, method=None) -> None:
 	if via_db_set:
 		if _saving(doc):
 			_defer_db_set(doc)
+		elif being_renamed_to(doc.doctype, doc.name):
+			# From an after_rename hook: the renamed event, still to come, tells the name first.
+			hold_db_set_under_new_name(doc.doctype, doc.name, stored_before)
 		else:
 			# db_set wrote some columns; the rest of the object may be stale: the event carries
 			# the row as stored.

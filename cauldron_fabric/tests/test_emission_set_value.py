@@ -59,6 +59,12 @@ def note_by_set_value_under_the_new_name(doc, method=None, old=None, new=None, m
 	frappe.db.set_value(doc.doctype, new, "note", f"renamed from {old}")
 
 
+def note_by_db_set_under_the_new_name(doc, method=None, old=None, new=None, merge=False) -> None:
+	"""An after_rename hook that db_sets the note on the renamed document, as ERPNext's Customer
+	db_sets its customer_name."""
+	doc.db_set("note", f"db_set after renaming {old}")
+
+
 def note_by_set_value_then_commit(doc, method=None) -> None:
 	"""A hook that writes the note with frappe.db.set_value and commits, as some jobs' hooks do."""
 	note_by_set_value(doc, method)
@@ -349,6 +355,24 @@ class TestSetValueInsideSaves(EmissionCase):
 		self.assertEqual(
 			payload(written)["changes"], {"note": {"old": None, "new": f"renamed from {order.name}"}}
 		)
+
+	def test_a_db_set_in_after_rename_follows_the_renamed_event(self):
+		# db_set changes the object the renamed event is built from, and is an event of its own:
+		# that update comes after the renamed event too, and still tells what it changed.
+		order = new_order("rename by db_set")
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, after_rename="note_by_db_set_under_the_new_name"):
+			new_name = frappe.rename_doc(ORDER, order.name, f"{order.name}-renamed")
+		frappe.db.commit()
+		renamed, written = events_after(start, ORDER)
+		self.assertEqual(types_of([renamed, written]), ["fabric_test_order.renamed", UPDATED])
+		self.assertEqual(written["data"]["entityId"], new_name)
+		self.assertEqual(payload(written)["via"], "db_set")
+		self.assertEqual(
+			payload(written)["changes"], {"note": {"old": None, "new": f"db_set after renaming {order.name}"}}
+		)
+		self.assertEqual(payload(written)["doc"]["note"], frappe.db.get_value(ORDER, new_name, "note"))
 
 	def test_a_write_before_the_save_wrote_its_row_is_overwritten_and_told_by_nobody(self):
 		order = new_order("validate")
