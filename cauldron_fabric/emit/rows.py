@@ -4,11 +4,13 @@ parent's update.
 Such changes are held per parent and recorded as one update of the parent: at commit, just
 before the parent's own next event (a save, db_set, delete or rename of it, which compares with
 the version stored before that write), or right after the event of a save they were made during
-(what its hooks changed through other objects).
+(what its hooks changed through other objects; also when those hooks committed, which recorded
+them before that event).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import frappe
@@ -113,15 +115,34 @@ def record_row_changes() -> None:
 
 def record_rows_changed_in_saves() -> None:
 	"""Records the row changes made during a parent's save that no end of that save recorded
-	(it raised and was caught, or the change came from a hook running after its event)."""
-	_record_held_row_changes(ROW_CHANGES_IN_SAVE)
+	(it raised and was caught, or the change came from a hook running after its event).
+
+	A save still running committed from its own hooks: its event, still to come, carries the
+	saved object's rows, which do not hold these changes, so they are held again for an update
+	right after that event (from the next transaction: a callback added now would run in this
+	commit), starting from the tables as this commit left them.
+	"""
+	for parent_key, change, parent in _record_held_row_changes(ROW_CHANGES_IN_SAVE):
+		if save_running(*parent_key):
+			doc = document_payload(parent)
+			again = {**change, "before": {field: doc.get(field) or [] for field in change["before"]}}
+			frappe.db.after_commit.add(partial(_hold_again_in_save, parent_key, again))
 
 
-def _record_held_row_changes(attribute: str) -> None:
+def _hold_again_in_save(parent_key: tuple, change: dict[str, Any]) -> None:
+	hold_until_commit(ROW_CHANGES_IN_SAVE, record_rows_changed_in_saves).setdefault(parent_key, change)
+
+
+def _record_held_row_changes(attribute: str) -> list[tuple]:
+	"""Records the row changes held under ``attribute``; returns each recorded as (parent's key,
+	change, parent as stored)."""
+	recorded = []
 	for parent_key, change in release(attribute).items():
 		parent = stored_document(*parent_key)
 		if parent is not None:  # else deleted since
 			_record_row_change(parent, change)
+			recorded.append((parent_key, change, parent))
+	return recorded
 
 
 def record_rows_changed_in_save(doc, reported: dict[str, Any] | None) -> None:

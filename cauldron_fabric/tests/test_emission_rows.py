@@ -10,7 +10,9 @@ from cauldron_fabric.tests.utils import (
 	EmissionCase,
 	ensure_custom_doctype,
 	events_after,
+	last_seq,
 	new_order,
+	order_hooks,
 	types_of,
 )
 
@@ -21,6 +23,13 @@ FORMS_ROW_FIELDS = [
 	{"fieldname": "d", "fieldtype": "Date", "label": "D"},
 	{"fieldname": "t", "fieldtype": "Data", "label": "T"},
 ]
+
+
+def first_row_by_db_set_then_commit(doc, method=None) -> None:
+	"""A hook that db_sets the first row's qty through the row loaded on its own, then commits,
+	as some jobs' hooks do."""
+	frappe.get_doc(ORDER_ITEM, doc.items[0].name).db_set("qty", 42)
+	frappe.db.commit()
 
 
 class TestChildRows(EmissionCase):
@@ -128,3 +137,25 @@ class TestChildRows(EmissionCase):
 		self.assertEqual(
 			[(r["f"], r["d"], r["t"]) for r in new], [(0.3, "2024-01-05", "2026"), (0.3, "2024-01-06", "x")]
 		)
+
+	def test_a_row_changed_alone_and_committed_by_its_parents_save_hooks_is_told_again_after_its_event(self):
+		# The commit records the row's change (the save has no event yet); the save's event then
+		# carries the saved object's rows, which do not hold it: an update after that event tells
+		# the table as stored again, so the parent's last event is not older than its rows.
+		order = new_order("row committed in a hook")
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, on_update="first_row_by_db_set_then_commit"):
+			order.title = "saved"
+			order.save()
+		frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual([e["data"]["payload"].get("via") for e in events], ["db_set", None, "db_set"])
+		self.assertEqual(
+			events[1]["data"]["payload"]["changes"],
+			{"title": {"old": "row committed in a hook", "new": "saved"}},
+		)
+		told = events[2]["data"]["payload"]["changes"]["items"]
+		self.assertEqual([[r["qty"] for r in told[side]] for side in ("old", "new")], [[1, 3], [42, 3]])
+		stored = [row.qty for row in frappe.get_doc(ORDER, order.name).items]
+		self.assertEqual([r["qty"] for r in events[-1]["data"]["payload"]["doc"]["items"]], stored)
