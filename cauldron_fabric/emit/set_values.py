@@ -70,6 +70,13 @@ FRAPPE_BOOKKEEPING = {
 	"Document Naming Rule": frozenset({"counter"}),
 	# Where the next pull of the mailbox starts, stored by every pull.
 	"Email Account": frozenset({"uidnext"}),
+	# The day the daily job repeats the document next, moved by every repeat (the new document
+	# is an event of its own).
+	"Auto Repeat": frozenset({"next_schedule_date"}),
+	# Where the daily sync of the account's contacts starts next, and when it last ran.
+	"Google Contacts": frozenset({"next_sync_token", "last_sync_on"}),
+	# When the daily or weekly backup to Google Drive last finished.
+	"Google Drive": frozenset({"last_backup_on"}),
 }
 
 

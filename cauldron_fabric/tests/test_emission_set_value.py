@@ -42,6 +42,39 @@ NUMBERED = "Fabric Set Value Numbered"
 watch_set_values()
 
 
+# set_values Frappe 15's scheduled jobs make on every run, sync or backup (besides a Document
+# Naming Rule's counter and an Email Account's uidnext, tested with Frappe's own code above).
+FRAPPES_SCHEDULED_WRITES = (
+	("Auto Repeat", "next_schedule_date"),  # make_auto_repeat_entry, daily
+	("Google Contacts", "next_sync_token"),  # sync, daily
+	("Google Contacts", "last_sync_on"),
+	("Google Drive", "last_backup_on"),  # daily_backup and weekly_backup
+	("Email Account", "uidnext"),  # pull, every ten minutes
+)
+
+
+def stored_without_hooks(doctype: str) -> str:
+	"""Writes a bare document of ``doctype`` (its row only, no hook or validation) and returns
+	its name; a Single's name is its DocType."""
+	if frappe.get_meta(doctype).issingle:
+		return doctype
+	doc = frappe.get_doc({"doctype": doctype, "name": f"fabric-bookkeeping-{frappe.generate_hash(length=8)}"})
+	doc.db_insert()
+	return doc.name
+
+
+def value_for(doctype: str, field: str, number: int):
+	"""Returns a value of ``field``'s type, different for each ``number``."""
+	fieldtype = frappe.get_meta(doctype).get_field(field).fieldtype
+	if fieldtype == "Int":
+		return 1000 + number
+	if fieldtype == "Date":
+		return f"2031-01-{number:02d}"
+	if fieldtype == "Datetime":
+		return f"2031-01-01 10:00:{number:02d}"
+	return f"token {number}"
+
+
 def note_by_set_value(doc, method=None) -> None:
 	"""A controller hook that writes the order's note with frappe.db.set_value, naming the hook."""
 	frappe.db.set_value(doc.doctype, doc.name, "note", f"set_value in {method}")
@@ -289,6 +322,19 @@ class TestWhichWritesCount(EmissionCase):
 			frappe.db.rollback()
 			frappe.delete_doc("Document Naming Rule", rule.name, force=True)
 			frappe.db.commit()
+
+	def test_by_default_frappes_sync_marks_and_schedules_are_bookkeeping(self):
+		# Frappe's scheduled jobs store these with set_values that update modified: by default
+		# that is no event for every sync, backup or run; with Every write, one per write.
+		for mode, expected in ((SET_VALUES_THAT_UPDATE_MODIFIED, 0), (SET_VALUES_ALL, 1)):
+			with fabric_settings(capture_set_value=mode):
+				for number, (doctype, field) in enumerate(FRAPPES_SCHEDULED_WRITES, start=1):
+					with self.subTest(mode=mode, doctype=doctype, field=field):
+						name = stored_without_hooks(doctype)
+						start = last_seq()
+						frappe.db.set_value(doctype, name, field, value_for(doctype, field, number))
+						self.assertEqual(len(events_after(start, doctype)), expected)
+				frappe.db.rollback()
 
 	def test_the_patch_stores_the_default_on_settings_saved_before_the_field(self):
 		self.assertIn("cauldron_fabric.patches.set_value_writes_are_recorded_by_default", listed_patches())
