@@ -35,6 +35,7 @@ from cauldron_fabric.emit.set_values import (
 	being_renamed_to,
 	hold_db_set_under_new_name,
 	record_set_values_in_save,
+	tell_again_after_the_save,
 )
 
 SAVE_ACTIONS = {
@@ -207,6 +208,10 @@ def record_deferred_db_sets() -> None:
 			# Maybe a commit inside the save's own hooks: if the save goes on to emit, its event
 			# compares with what this one said instead of repeating it.
 			doc.flags.fabric_snapshot = doc.flags.fabric_recorded_mid_save = payload["doc"]
+			if save_running(doc.doctype, doc.name):
+				# ``doc`` may be a copy the hooks wrote through: the saved object, whose event
+				# comes next, does not hold what it wrote (nothing is told when it does).
+				tell_again_after_the_save(doc.doctype, doc.name, stored, payload.get("via"))
 
 
 def after_delete(doc, method=None) -> None:

@@ -299,8 +299,7 @@ def record_held_set_values() -> None:
 
 	A save still running committed from its own hooks: its event, still to come, carries the
 	saved object, which does not hold what was written, so the write is held again for an
-	update right after that event (from the next transaction: a callback added now would run
-	in this commit).
+	update right after that event (tell_again_after_the_save).
 	"""
 	for (doctype, name), held in release(HELD).items():
 		if not current_policy().kind_of(doctype):
@@ -312,8 +311,21 @@ def record_held_set_values() -> None:
 			after, "updated", via=held["via"], before=held["before"], unchanged=False, reject_invalid=False
 		)
 		if save_running(doctype, name):
-			again = {"before": after, "via": held["via"]}
-			frappe.db.after_commit.add(partial(_hold_again, (doctype, name), again))
+			tell_again_after_the_save(doctype, name, after, held["via"])
+
+
+def tell_again_after_the_save(doctype: str, name, before, via: str | None) -> None:
+	"""Holds, from the end of this commit, an update of the document for right after the event
+	of its save still running (record_set_values_in_save), ``before`` being the document as this
+	commit recorded it.
+
+	A commit from a save's own hooks records what they wrote before that event, which then
+	carries the saved object, without what was written around it: told again after it, the
+	document's last event is not older than its row. A callback added while before_commit
+	callbacks run would run in this commit, so the hold waits for after_commit.
+	"""
+	held = {"before": before, "via": via}
+	frappe.db.after_commit.add(partial(_hold_again, (doctype, str(name)), held))
 
 
 def _hold_again(key: tuple, held: dict) -> None:

@@ -302,6 +302,12 @@ def note_then_commit(doc, method=None) -> None:
 	frappe.db.commit()
 
 
+def note_on_another_copy_then_commit(doc, method=None) -> None:
+	"""A hook that db_sets the note through a freshly loaded copy of the order, then commits."""
+	note_from_another_copy(doc, method)
+	frappe.db.commit()
+
+
 def doc_of(envelope: dict) -> dict:
 	"""Returns the document an event carries."""
 	return envelope["data"]["payload"]["doc"]
@@ -411,3 +417,24 @@ class TestCommitInsideASave(EmissionCase):
 		self.assertEqual(types_of(events), [CREATED])
 		self.assertEqual(doc_of(events[0])["note"], "set in after_insert")
 		self.assertEqual(events[0]["data"]["entityId"], order.name)
+
+	def test_a_db_set_on_another_copy_committed_in_on_update_is_told_again_after_the_save(self):
+		# The commit records the copy's db_set (the save has no event yet); the save's event then
+		# carries the saved object, which does not hold the note: an update after it tells the
+		# row as stored again, so the document's last event is not older than its row.
+		order = new_order("copy committed in on_update")
+		frappe.db.commit()
+		start = last_seq()
+		with order_hooks(__name__, on_update="note_on_another_copy_then_commit"):
+			order.title = "copy committed v2"
+			order.save()
+		frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual([e["data"]["payload"].get("via") for e in events], ["db_set", None, "db_set"])
+		self.assertEqual(
+			events[1]["data"]["payload"]["changes"],
+			{"title": {"old": "copy committed in on_update", "new": "copy committed v2"}},
+		)
+		stored = frappe.get_doc(ORDER, order.name)
+		self.assertEqual(doc_of(events[-1])["note"], stored.note)
+		self.assertEqual(doc_of(events[-1])["title"], stored.title)
