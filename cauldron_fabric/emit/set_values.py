@@ -164,6 +164,10 @@ def _plan_documents(
 			meta = frappe.get_meta(doctype)
 	except frappe.DoesNotExistError:
 		return None  # Frappe's own write fails as it always did, with no message of ours
+	if not meta.issingle and not frappe.db.get_db_table_columns(f"tab{doctype}"):
+		# No table yet (a patch writing before the sync that creates it): Frappe's own write raises
+		# the database's error, which its caller may catch with frappe.db.is_table_missing.
+		return None
 	if meta.istable:
 		for name in names_of(doctype, names):
 			_note_row(doctype, name, write.via)

@@ -37,6 +37,7 @@ CREATED = "fabric_test_order.created"
 UPDATED = "fabric_test_order.updated"
 SINGLE = "Fabric Set Value Single"
 NUMBERED = "Fabric Set Value Numbered"
+TABLELESS = "Fabric Set Value Tableless"
 
 # What before_request and before_job do: a test run alone has no document hook to import it.
 watch_set_values()
@@ -181,6 +182,28 @@ class TestSetValueOutsideSaves(EmissionCase):
 		self.assertTrue(frappe.db.is_table_missing(raised.exception))
 		self.assertEqual(frappe.get_message_log(), [])
 		self.assertEqual(events_after(start, ORDER), [])
+
+	def test_a_write_to_a_doctype_whose_table_is_missing_raises_the_databases_error(self):
+		# A patch may write to a DocType whose table a later sync creates, and catch the error
+		# that says so (frappe.db.is_table_missing): the fabric's read before the write must
+		# raise nothing else, and leave the write to raise its own error.
+		ensure_custom_doctype(TABLELESS, [{"fieldname": "note", "fieldtype": "Data", "label": "Note"}])
+		frappe.db.commit()
+		frappe.db.sql_ddl(f"DROP TABLE IF EXISTS `tab{TABLELESS}`")
+		frappe.cache.hdel("table_columns", f"tab{TABLELESS}")
+		try:
+			writes = {
+				"set_value by name": lambda: frappe.db.set_value(TABLELESS, "a", "note", "x"),
+				"set_value by filters": lambda: frappe.db.set_value(TABLELESS, {"note": "y"}, "note", "x"),
+				"db_update": lambda: frappe.get_doc({"doctype": TABLELESS, "name": "a"}).db_update(),
+			}
+			for label, write in writes.items():
+				with self.subTest(label):
+					with self.assertRaises(Exception) as raised:
+						write()
+					self.assertTrue(frappe.db.is_table_missing(raised.exception), raised.exception)
+		finally:
+			frappe.db.updatedb(TABLELESS)
 
 	def test_a_write_by_filters_is_one_event_per_document_it_matched(self):
 		tag = frappe.generate_hash(length=8)
