@@ -22,9 +22,8 @@ from frappe.utils import get_datetime, now_datetime
 from cauldron_fabric.core.naming import SYSTEM_CHANGE
 from cauldron_fabric.emit.document_events import emit_document_event
 from cauldron_fabric.emit.documents import deleted_doctype
-from cauldron_fabric.emit.policy import current_policy, has_outbox
+from cauldron_fabric.emit.policy import APP, current_policy, has_outbox
 
-APP = "cauldron_fabric"
 # What the snapshot keeps of each DocType: enough to tell which one it was and what it was.
 COLUMNS = (
 	"name",

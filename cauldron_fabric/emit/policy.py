@@ -13,6 +13,7 @@ import frappe
 from frappe.utils import cint
 
 MODULE = "Cauldron Fabric"
+APP = "cauldron_fabric"
 
 # Noise no integration wants: logs, versions, queues, caches, scheduler bookkeeping.
 DEFAULT_DENIED = frozenset(
@@ -164,8 +165,13 @@ def has_outbox() -> bool:
 
 
 def load_policy() -> EmitPolicy:
-	"""Builds the policy from Fabric Settings; a site without the app's tables emits nothing."""
-	if not has_outbox():
+	"""Builds the policy from Fabric Settings; a site without the app's tables emits nothing.
+
+	Nor does a site the app is not installed on: the wraps of Frappe's writes (``held.py``,
+	``set_values.py``) stay in a process after ``bench uninstall-app`` took the app, its tables
+	and Fabric Settings from a site, which ``has_outbox`` remembers as having them.
+	"""
+	if not has_outbox() or APP not in frappe.get_installed_apps():
 		return EmitPolicy(enabled=False)
 	settings = frappe.get_cached_doc("Fabric Settings")
 	return EmitPolicy(

@@ -9,6 +9,7 @@ writes through set_value, stays one event of its own. Fabric Settings choose whi
 from __future__ import annotations
 
 import copy
+import json
 from contextlib import contextmanager
 
 import frappe
@@ -143,6 +144,19 @@ def reads_of(table: str):
 		yield reads
 	finally:
 		frappe.db.__class__.sql = sql
+
+
+def store_installed_apps(apps: list[str]) -> None:
+	"""Stores the site's list of installed apps in this transaction, as bench uninstall-app does,
+	without the document hooks of the apps it leaves out (set_global would run them)."""
+	frappe.db.sql(
+		"UPDATE `tabDefaultValue` SET `defvalue` = %s"
+		" WHERE `parent` = '__global' AND `defkey` = 'installed_apps'",
+		(json.dumps(apps),),
+	)
+	frappe.cache.hdel("defaults", "__global")
+	frappe.local.request_cache.clear()  # frappe.get_installed_apps answers once per request
+	frappe.local.fabric_policy = None
 
 
 class TestSetValueOutsideSaves(EmissionCase):
@@ -305,6 +319,24 @@ class TestWhichWritesCount(EmissionCase):
 		frappe.db.set_value(ORDER, order.name, "title", "kept again", None, None, False)
 		self.assertEqual(events_after(start, ORDER), [])
 		self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), "kept modified")
+
+	def test_a_site_the_app_left_records_nothing(self):
+		# The wraps stay in a process after `bench uninstall-app` took the app and its tables from
+		# a site (web workers and workers keep running): there the policy must not read Fabric
+		# Settings, whose DocType is gone, or every set_value on the site would fail.
+		order = new_order("after uninstall")
+		apps = frappe.get_installed_apps()
+		store_installed_apps([app for app in apps if app != "cauldron_fabric"])
+		try:
+			start = last_seq()
+			frappe.db.set_value(ORDER, order.name, "note", "after uninstall")
+			order.reload()
+			order.title = "written by db_update"
+			order.db_update()
+			self.assertEqual(events_after(start, ORDER), [])
+		finally:
+			store_installed_apps(apps)
+		self.assertIn("cauldron_fabric", frappe.get_installed_apps())
 
 	def test_every_write_and_none(self):
 		order = new_order("modes")
