@@ -27,7 +27,7 @@ from cauldron_fabric.emit.document_events import (
 )
 from cauldron_fabric.emit.frames import argument_of
 from cauldron_fabric.emit.held import held_now, hold_until_commit, release
-from cauldron_fabric.emit.inserts import being_saved, inserted_through_another_object, save_running
+from cauldron_fabric.emit.inserts import being_saved, inserted_through_another_object, saved_now
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import record
 from cauldron_fabric.emit.rows import record_rows_changed_before, record_rows_changed_in_save, row_changed
@@ -55,7 +55,7 @@ def mark_db_set(doc, method=None) -> None:
 	if doc.name is not None:
 		doc.flags.fabric_db_set = True
 		if (
-			not _saving(doc)
+			not saved_now(doc)
 			and not doc.flags.in_delete
 			and not _is_row(doc)
 			and current_policy().kind_of(doc.doctype)
@@ -80,7 +80,7 @@ def on_change(doc, method=None) -> None:
 			_record_business_transaction_alone(doc)
 		return
 	if via_db_set:
-		if _saving(doc):
+		if saved_now(doc):
 			_defer_db_set(doc)
 		elif being_renamed_to(doc.doctype, doc.name):
 			# From an after_rename hook: the renamed event, still to come, tells the name first.
@@ -127,13 +127,6 @@ def on_change(doc, method=None) -> None:
 		record_rows_changed_in_save(doc, reported["doc"] if reported else None)
 		# What its hooks wrote with frappe.db.set_value: the object does not hold it.
 		record_set_values_in_save(doc, reported["doc"] if reported else None)
-
-
-def _saving(doc) -> bool:
-	"""Tells whether ``doc`` is being saved by a save or insert running now, whose event a
-	db_set from its hooks waits for (a save that raised stays in currently_saving: a db_set
-	after it, which its caller caught, is an update of its own)."""
-	return being_saved(doc) and save_running(doc.doctype, doc.name)
 
 
 def _record_business_transaction_alone(doc) -> None:

@@ -80,7 +80,8 @@ def save_running(doctype: str, name) -> bool:
 	Frappe leaves a save that raised in ``currently_saving``, where ``being_saved`` finds it: a
 	write after such a save, which a caller caught, comes from no save's hooks. Held for that
 	save's event, it would wait for the document's next save, whose event starts from the row
-	as written and would not tell it. Read only when ``currently_saving`` names the document.
+	as written and would not tell it. It walks the stack: asked after ``being_saved`` found the
+	document (see ``saved_now``), or once per held write at commit.
 	"""
 	name = str(name)
 
@@ -88,3 +89,10 @@ def save_running(doctype: str, name) -> bool:
 		return getattr(owner, "doctype", None) == doctype and str(getattr(owner, "name", None)) == name
 
 	return any(caller_of(method, is_this_document) is not None for method in SAVE_CALLS)
+
+
+def saved_now(doc) -> bool:
+	"""Tells whether ``doc`` is being saved by a save or insert running now, whose event a
+	db_set or set_value from its hooks waits for (a save that raised stays in currently_saving:
+	a write after it, which its caller caught, is an update of its own)."""
+	return being_saved(doc) and save_running(doc.doctype, doc.name)

@@ -48,7 +48,7 @@ from frappe.model.rename_doc import rename_doc
 from cauldron_fabric.emit.document_events import emit_document_event, no_messages, stored_document
 from cauldron_fabric.emit.frames import call_of
 from cauldron_fabric.emit.held import held_now, hold_until_commit, release
-from cauldron_fabric.emit.inserts import being_saved, save_running
+from cauldron_fabric.emit.inserts import save_running, saved_now
 from cauldron_fabric.emit.policy import (
 	SET_VALUES_NONE,
 	SET_VALUES_THAT_UPDATE_MODIFIED,
@@ -175,9 +175,7 @@ def _plan_documents(
 	if current_policy().kind_of(doctype) is None:
 		return None
 	for before in _stored_before(meta, names_of, names, columns):
-		if (being_saved(before) and save_running(doctype, before.name)) or being_renamed_to(
-			doctype, before.name
-		):
+		if saved_now(before) or being_renamed_to(doctype, before.name):
 			held = hold_until_commit(HELD, record_held_set_values)
 			whole = _whole(doctype, before)
 			held.setdefault((doctype, str(before.name)), {"before": whole, "via": write.via})
