@@ -18,6 +18,7 @@ from rq import get_current_job
 
 from cauldron_fabric.core.envelope import KEY_LENGTH, new_event_id
 from cauldron_fabric.core.markup import has_markup
+from cauldron_fabric.emit.held import in_place_of
 
 HEADER = "X-Correlation-ID"
 VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -185,9 +186,7 @@ def carry_context_into_jobs() -> None:
 			queue.enqueue_call = _enqueue_call_carrying(queue.enqueue_call, carried)
 		return queue
 
-	get_queue_carrying.__doc__, get_queue_carrying.__name__ = get_queue.__doc__, get_queue.__name__
-	get_queue_carrying.fabric_watched = True
-	background_jobs.get_queue = get_queue_carrying
+	background_jobs.get_queue = in_place_of(get_queue, get_queue_carrying)
 
 
 def _enqueue_call_carrying(enqueue_call, carried: Callable[[], dict[str, str]]):

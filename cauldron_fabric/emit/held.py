@@ -282,15 +282,17 @@ def watch_savepoints() -> None:
 		release(self, save_point, *args, **kwargs)
 		forget_savepoint(save_point)
 
-	for method, original in (
-		(savepoint, set_savepoint),
-		(rollback_watched, rollback),
-		(release_savepoint, release),
-	):
-		method.__doc__, method.__name__ = original.__doc__, original.__name__
-		method.fabric_watched = True
-	Database.savepoint, Database.rollback = savepoint, rollback_watched
-	Database.release_savepoint = release_savepoint
+	Database.savepoint = in_place_of(set_savepoint, savepoint)
+	Database.rollback = in_place_of(rollback, rollback_watched)
+	Database.release_savepoint = in_place_of(release, release_savepoint)
+
+
+def in_place_of(original, wrapper):
+	"""Returns ``wrapper``, made to stand in for the Frappe function ``original``: its name and
+	docstring, and the mark that tells a second watch_* call that the wrap is in place."""
+	wrapper.__doc__, wrapper.__name__ = original.__doc__, original.__name__
+	wrapper.fabric_watched = True
+	return wrapper
 
 
 watch_savepoints()

@@ -47,7 +47,7 @@ from frappe.model.rename_doc import rename_doc
 
 from cauldron_fabric.emit.document_events import emit_document_event, no_messages, stored_document
 from cauldron_fabric.emit.frames import call_of
-from cauldron_fabric.emit.held import held_now, hold_until_commit, release
+from cauldron_fabric.emit.held import held_now, hold_until_commit, in_place_of, release
 from cauldron_fabric.emit.inserts import save_running, saved_now
 from cauldron_fabric.emit.policy import (
 	SET_VALUES_NONE,
@@ -369,15 +369,9 @@ def watch_set_values() -> None:
 			write.record()
 		return result
 
-	for method, original in (
-		(set_value_watched, set_value),
-		(set_single_value_watched, set_single_value),
-		(db_update_watched, db_update),
-	):
-		method.__doc__, method.__name__ = original.__doc__, original.__name__
-		method.fabric_watched = True
-	Database.set_value, Database.set_single_value = set_value_watched, set_single_value_watched
-	BaseDocument.db_update = db_update_watched
+	Database.set_value = in_place_of(set_value, set_value_watched)
+	Database.set_single_value = in_place_of(set_single_value, set_single_value_watched)
+	BaseDocument.db_update = in_place_of(db_update, db_update_watched)
 
 
 def _update_modified(args: tuple, position: int, kwargs: dict) -> bool:
