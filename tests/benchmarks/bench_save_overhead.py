@@ -77,25 +77,31 @@ def run(rounds: int, per_round: int) -> dict[tuple[str, str, str], list[float]]:
 	return results
 
 
-def main() -> None:
-	parser = argparse.ArgumentParser(description=__doc__)
-	parser.add_argument("--site", default="test.localhost")
-	parser.add_argument("--rounds", type=int, default=6)
-	parser.add_argument("--per-round", type=int, default=100)
-	args = parser.parse_args()
-	frappe.init(site=args.site, sites_path=".")
+def on_site(site: str, run, *args):
+	"""Returns what ``run(*args)`` returns, run on ``site`` as Administrator with the test DocTypes,
+	then deletes the events, ToDos and orders it made (titled or described "bench …")."""
+	frappe.init(site=site, sites_path=".")
 	frappe.connect()
 	frappe.set_user("Administrator")
 	ensure_test_doctypes()
 	start = frappe.db.sql("SELECT COALESCE(MAX(name), 0) FROM `tabEvent Log`")[0][0]
 	try:
-		results = run(args.rounds, args.per_round)
+		return run(*args)
 	finally:
 		frappe.db.sql("DELETE FROM `tabEvent Log` WHERE name > %s", (start,))
 		frappe.db.sql("DELETE FROM `tabToDo` WHERE description = 'bench' OR description LIKE 'bench %%'")
 		frappe.db.sql(f"DELETE FROM `tab{ORDER}` WHERE title = 'bench' OR title LIKE 'bench %%'")
 		frappe.db.commit()
 		frappe.destroy()
+
+
+def main() -> None:
+	parser = argparse.ArgumentParser(description=__doc__)
+	parser.add_argument("--site", default="test.localhost")
+	parser.add_argument("--rounds", type=int, default=6)
+	parser.add_argument("--per-round", type=int, default=100)
+	args = parser.parse_args()
+	results = on_site(args.site, run, args.rounds, args.per_round)
 	print(
 		f"{args.rounds * args.per_round} operations per mode and document, modes alternating, one commit each"
 	)

@@ -3,8 +3,8 @@ with the fabric on against off, on a real site, in the same run.
 
 Such a write is one UPDATE when the fabric is off; recorded, it also reads what it replaces
 before, the document (with its child tables) after, and appends its event. Each kind of write
-sets a value of its own, so that every write changes the document and is an event. Modes alternate write by write as in
-bench_save_overhead, and each write is followed by its commit. No target: the figures tell what
+sets a value of its own, so that every write changes the document and is an event. Modes
+alternate write by write as in bench_save_overhead, and each write is followed by its commit. No target: the figures tell what
 an integration pays per such write (Fabric Settings → Writes without document hooks → None
 turns it off), next to a Frappe save of the same document.
 
@@ -23,9 +23,9 @@ import frappe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_save_overhead import order, policies, timed
+from bench_save_overhead import on_site, order, policies, timed
 
-from cauldron_fabric.tests.utils import ORDER, ensure_test_doctypes
+from cauldron_fabric.tests.utils import ORDER
 
 MODES = ("off", "recording")
 
@@ -74,19 +74,7 @@ def main() -> None:
 	parser.add_argument("--rounds", type=int, default=4)
 	parser.add_argument("--per-round", type=int, default=50)
 	args = parser.parse_args()
-	frappe.init(site=args.site, sites_path=".")
-	frappe.connect()
-	frappe.set_user("Administrator")
-	ensure_test_doctypes()
-	start = frappe.db.sql("SELECT COALESCE(MAX(name), 0) FROM `tabEvent Log`")[0][0]
-	try:
-		results = run(args.rounds, args.per_round)
-	finally:
-		frappe.db.sql("DELETE FROM `tabEvent Log` WHERE name > %s", (start,))
-		frappe.db.sql("DELETE FROM `tabToDo` WHERE description = 'bench' OR description LIKE 'bench %%'")
-		frappe.db.sql(f"DELETE FROM `tab{ORDER}` WHERE title = 'bench' OR title LIKE 'bench %%'")
-		frappe.db.commit()
-		frappe.destroy()
+	results = on_site(args.site, run, args.rounds, args.per_round)
 	print(f"{args.rounds * args.per_round} writes per mode and kind, modes alternating, one commit each")
 	for label, write in dict.fromkeys((label, write) for label, write, _ in results):
 		base = statistics.median(results[(label, write, "off")])
