@@ -142,9 +142,10 @@ def plan_db_update(doc, caller) -> PlannedWrite | None:
 
 	Frappe's own save writes the document and its rows this way: its events tell it all. A
 	db_update from a hook of that save follows the save's event like a set_value (nothing, when
-	it wrote the saved object itself, whose values that event carries already). Any other db_update counts unless Fabric Settings turn these
-	writes off: code calls it to write a document it changed, never for bookkeeping (which
-	Frappe writes with set_value and ``update_modified=False``).
+	it wrote the saved object itself, whose values that event carries already). Any other
+	db_update counts unless Fabric Settings turn these writes off: code calls it to write a
+	document it changed, never for bookkeeping (which Frappe writes with set_value and
+	``update_modified=False``).
 	"""
 	if caller.f_code.co_name in SAVE_PATHS or doc.get("__islocal") or not doc.name:
 		return None

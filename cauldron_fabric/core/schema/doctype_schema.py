@@ -225,7 +225,8 @@ def document_event_schema(
 	"""Returns the payload schema of the event ``<doctype>.<action>`` (``sales_invoice.submitted``).
 
 	The payload is ``{"doc": <document>}``; updates add ``changes`` (``{field: {old, new}}``,
-	or null when unknown) and ``via`` (``db_set``, ``set_value``, ``db_update``); renames add ``oldName``, ``newName``, ``merge``.
+	or null when unknown) and ``via`` (``db_set``, ``set_value``, ``db_update``); renames add
+	``oldName``, ``newName``, ``merge``.
 	"""
 	event_type = document_event_type(doctype, action)
 	properties: dict[str, Any] = {"doc": _document(doctype, fields, child_tables or {}, closed=closed)}
