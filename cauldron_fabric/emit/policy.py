@@ -80,7 +80,8 @@ SYSTEM_DOCTYPES = frozenset(
 Kind = Literal["document", "system"]
 BUSINESS = "business"
 
-# Which frappe.db.set_value writes are events (Fabric Settings, see emit/set_values.py).
+# Which writes without document hooks are events: set_value by these, db_update unless None
+# (Fabric Settings → Writes without document hooks, see emit/set_values.py).
 SET_VALUES_THAT_UPDATE_MODIFIED = "Writes that update modified"
 SET_VALUES_ALL = "Every write"
 SET_VALUES_NONE = "None"

@@ -1,4 +1,5 @@
-"""Settings saved before *frappe.db.set_value writes* existed show its default (writes that update modified).
+"""Settings saved before *Writes without document hooks* existed show its default (Writes that
+update modified).
 
 The policy takes an empty value as that default already, so only what the form shows changes.
 """
