@@ -204,8 +204,8 @@ class ValuesBefore(frappe._dict):
 
 def _stored_before(meta, names_of, names, columns: set | None) -> list:
 	"""Returns the documents ``names`` picks, each as stored now: for a db_update (``columns``
-	None) of one document its row, whole for a Single, a db_update by filters or a column the
-	table does not have (for Frappe to refuse), else only ``columns``, in one read for all."""
+	None) the document's own row; whole for a Single, or for a set_value of a column the table
+	does not have (for Frappe to refuse); else only ``columns``, in one read for all."""
 	doctype = meta.name
 	if columns is None and not meta.issingle and isinstance(names, str | int):
 		# A db_update writes the document's own row only: that row is all the "before" it needs.
