@@ -24,6 +24,8 @@ after_migrate = [
 before_app_install = "cauldron_fabric.emit.deleted_doctypes.before_app_install"
 after_app_install = "cauldron_fabric.emit.deleted_doctypes.after_app_install"
 before_app_uninstall = "cauldron_fabric.emit.deleted_doctypes.before_app_uninstall"
+# Uninstalling the app itself: nothing is recorded while Frappe deletes its DocTypes.
+before_uninstall = "cauldron_fabric.emit.policy.leave_site"
 after_app_uninstall = "cauldron_fabric.emit.deleted_doctypes.after_app_uninstall"
 
 # Requests and jobs: correlation ids in and out (a job continues its enqueuer's, see

@@ -150,6 +150,10 @@ def is_fabric_doctype(meta) -> bool:
 _SITES_WITH_OUTBOX: set[str] = set()
 
 
+# Set (in frappe.flags, for this request or command) while the app is being uninstalled.
+LEAVING = "fabric_leaving_site"
+
+
 def has_outbox() -> bool:
 	"""Tells whether the site's Event Log table exists (not yet while the app is being installed).
 
@@ -170,9 +174,12 @@ def load_policy() -> EmitPolicy:
 
 	Nor does a site the app is not installed on: the wraps of Frappe's writes (``held.py``,
 	``set_values.py``) stay in a process after ``bench uninstall-app`` took the app, its tables
-	and Fabric Settings from a site, which ``has_outbox`` remembers as having them.
+	and Fabric Settings from a site, which ``has_outbox`` remembers as having them. Nor does a
+	site the app is being uninstalled from (``leave_site``): Frappe deletes the app's DocTypes
+	one by one, each deletion a change the fabric would record into tables already gone, or
+	read its settings from a DocType already gone.
 	"""
-	if not has_outbox() or APP not in frappe.get_installed_apps():
+	if frappe.flags.get(LEAVING) or not has_outbox() or APP not in frappe.get_installed_apps():
 		return EmitPolicy(enabled=False)
 	settings = frappe.get_cached_doc("Fabric Settings")
 	return EmitPolicy(
@@ -189,6 +196,16 @@ def load_policy() -> EmitPolicy:
 		allowed=frozenset(row.document_type for row in settings.allowed_doctypes or []),
 		denied=frozenset(row.document_type for row in settings.denied_doctypes or []),
 	)
+
+
+def leave_site() -> None:
+	"""Turns the fabric off for the rest of this uninstall of the app (its before_uninstall hook).
+
+	Frappe's ``uninstall-app`` runs the app's document hooks until the app is out of the site's
+	installed apps, after deleting its DocTypes: the Event Log and Fabric Settings among them.
+	"""
+	frappe.flags[LEAVING] = True
+	clear_policy()
 
 
 def current_policy() -> EmitPolicy:
