@@ -27,7 +27,7 @@ from cauldron_fabric.emit.document_events import (
 )
 from cauldron_fabric.emit.frames import argument_of
 from cauldron_fabric.emit.held import held_now, hold_until_commit, release
-from cauldron_fabric.emit.inserts import being_saved, inserted_through_another_object, saved_now
+from cauldron_fabric.emit.inserts import being_saved, inserted_through_another_object, save_running, saved_now
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import record
 from cauldron_fabric.emit.rows import record_rows_changed_before, record_rows_changed_in_save, row_changed
