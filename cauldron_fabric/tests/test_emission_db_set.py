@@ -19,6 +19,7 @@ from cauldron_fabric.tests.utils import (
 	last_seq,
 	new_order,
 	order_hooks,
+	save_with_hooks,
 	types_of,
 )
 
@@ -422,14 +423,12 @@ class TestCommitInsideASave(EmissionCase):
 		# The commit records the copy's db_set (the save has no event yet); the save's event then
 		# carries the saved object, which does not hold the note: an update after it tells the
 		# row as stored again, so the document's last event is not older than its row.
-		order = new_order("copy committed in on_update")
-		frappe.db.commit()
-		start = last_seq()
-		with order_hooks(__name__, on_update="note_on_another_copy_then_commit"):
-			order.title = "copy committed v2"
-			order.save()
-		frappe.db.commit()
-		events = events_after(start, ORDER)
+		order, events = save_with_hooks(
+			__name__,
+			"copy committed in on_update",
+			new_title="copy committed v2",
+			on_update="note_on_another_copy_then_commit",
+		)
 		self.assertEqual([e["data"]["payload"].get("via") for e in events], ["db_set", None, "db_set"])
 		self.assertEqual(
 			events[1]["data"]["payload"]["changes"],

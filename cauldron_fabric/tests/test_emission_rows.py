@@ -10,9 +10,8 @@ from cauldron_fabric.tests.utils import (
 	EmissionCase,
 	ensure_custom_doctype,
 	events_after,
-	last_seq,
 	new_order,
-	order_hooks,
+	save_with_hooks,
 	types_of,
 )
 
@@ -142,14 +141,9 @@ class TestChildRows(EmissionCase):
 		# The commit records the row's change (the save has no event yet); the save's event then
 		# carries the saved object's rows, which do not hold it: an update after that event tells
 		# the table as stored again, so the parent's last event is not older than its rows.
-		order = new_order("row committed in a hook")
-		frappe.db.commit()
-		start = last_seq()
-		with order_hooks(__name__, on_update="first_row_by_db_set_then_commit"):
-			order.title = "saved"
-			order.save()
-		frappe.db.commit()
-		events = events_after(start, ORDER)
+		order, events = save_with_hooks(
+			__name__, "row committed in a hook", on_update="first_row_by_db_set_then_commit"
+		)
 		self.assertEqual([e["data"]["payload"].get("via") for e in events], ["db_set", None, "db_set"])
 		self.assertEqual(
 			events[1]["data"]["payload"]["changes"],

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 from contextlib import contextmanager
-from typing import Any
 
 import frappe
 
@@ -33,6 +32,7 @@ from cauldron_fabric.tests.utils import (
 	listed_patches,
 	new_order,
 	order_hooks,
+	save_with_hooks,
 	types_of,
 )
 
@@ -159,20 +159,6 @@ def store_installed_apps(apps: list[str]) -> None:
 	frappe.cache.hdel("defaults", "__global")
 	frappe.local.request_cache.clear()  # frappe.get_installed_apps answers once per request
 	frappe.local.fabric_policy = None
-
-
-def save_with_hooks(title: str, new_title: str = "saved", **hooks) -> tuple[Any, list]:
-	"""Inserts an order titled ``title`` and commits, then saves it as ``new_title`` with the
-	controller ``hooks`` (names of functions in this module) and commits: returns the order and
-	the events from that save on."""
-	order = new_order(title)
-	frappe.db.commit()
-	start = last_seq()
-	with order_hooks(__name__, **hooks):
-		order.title = new_title
-		order.save()
-	frappe.db.commit()
-	return order, events_after(start, ORDER)
 
 
 class TestSetValueOutsideSaves(EmissionCase):
@@ -429,7 +415,7 @@ class TestSetValueInsideSaves(EmissionCase):
 		super().setUp()
 
 	def test_a_write_in_on_update_follows_the_saves_event(self):
-		_, (saved, written) = save_with_hooks("on_update", on_update="note_by_set_value")
+		_, (saved, written) = save_with_hooks(__name__, "on_update", on_update="note_by_set_value")
 		self.assertEqual(types_of([saved, written]), [UPDATED, UPDATED])
 		self.assertEqual(payload(saved)["changes"], {"title": {"old": "on_update", "new": "saved"}})
 		self.assertNotIn("via", payload(saved))
@@ -485,7 +471,9 @@ class TestSetValueInsideSaves(EmissionCase):
 		self.assertEqual(payload(written)["doc"]["note"], frappe.db.get_value(ORDER, new_name, "note"))
 
 	def test_a_write_before_the_save_wrote_its_row_is_overwritten_and_told_by_nobody(self):
-		order, (saved,) = save_with_hooks("validate", new_title="validated", validate="note_by_set_value")
+		order, (saved,) = save_with_hooks(
+			__name__, "validate", new_title="validated", validate="note_by_set_value"
+		)
 		self.assertEqual(payload(saved)["changes"], {"title": {"old": "validate", "new": "validated"}})
 		self.assertIsNone(frappe.db.get_value(ORDER, order.name, "note"))
 
@@ -510,7 +498,9 @@ class TestSetValueInsideSaves(EmissionCase):
 		# The commit records the write (its save has no event yet); the save's event then carries
 		# the saved object, which does not hold the value: an update after it tells the value as
 		# stored again, so the document's last event is not older than its row.
-		order, events = save_with_hooks("committed in a hook", on_update="note_by_set_value_then_commit")
+		order, events = save_with_hooks(
+			__name__, "committed in a hook", on_update="note_by_set_value_then_commit"
+		)
 		self.assertEqual([payload(e).get("via") for e in events], ["set_value", None, "set_value"])
 		self.assertEqual(
 			payload(events[1])["changes"], {"title": {"old": "committed in a hook", "new": "saved"}}
@@ -722,7 +712,7 @@ class TestDbUpdate(EmissionCase):
 		self.assertEqual(payload(second)["doc"]["note"], "db_update in on_update")
 
 	def test_a_copy_written_with_db_update_in_a_hook_follows_the_saves_event(self):
-		_, (saved, written) = save_with_hooks("copy", on_update="note_by_db_update_of_a_copy")
+		_, (saved, written) = save_with_hooks(__name__, "copy", on_update="note_by_db_update_of_a_copy")
 		self.assertEqual(payload(saved)["changes"], {"title": {"old": "copy", "new": "saved"}})
 		self.assertEqual(payload(written)["via"], "db_update")
 		self.assertEqual(

@@ -107,6 +107,20 @@ def new_order(title: str = "order", **values) -> Any:
 	).insert()
 
 
+def save_with_hooks(module: str, title: str, new_title: str = "saved", **hooks) -> tuple[Any, list]:
+	"""Inserts an order titled ``title`` and commits, then saves it as ``new_title`` with the
+	controller ``hooks`` (names of functions in ``module``) and commits: returns the order and
+	the events from that save on."""
+	order = new_order(title)
+	frappe.db.commit()
+	start = last_seq()
+	with order_hooks(module, **hooks):
+		order.title = new_title
+		order.save()
+	frappe.db.commit()
+	return order, events_after(start, ORDER)
+
+
 def order_import(rows_csv: str) -> Any:
 	"""Returns a new Data Import that inserts Fabric Test Orders from ``rows_csv`` (not started)."""
 	csv = frappe.get_doc(
