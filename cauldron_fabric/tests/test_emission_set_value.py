@@ -438,37 +438,28 @@ class TestSetValueInsideSaves(EmissionCase):
 
 	def test_a_write_in_after_rename_follows_the_renamed_event(self):
 		# The renamed event tells consumers the new name: an update under it must not come first.
-		order = new_order("rename")
-		frappe.db.commit()
-		start = last_seq()
-		with order_hooks(__name__, after_rename="note_by_set_value_under_the_new_name"):
-			new_name = frappe.rename_doc(ORDER, order.name, f"{order.name}-renamed")
-		frappe.db.commit()
-		renamed, written = events_after(start, ORDER)
-		self.assertEqual(types_of([renamed, written]), ["fabric_test_order.renamed", UPDATED])
-		self.assertEqual(written["data"]["entityId"], new_name)
-		self.assertEqual(payload(written)["via"], "set_value")
-		self.assertEqual(
-			payload(written)["changes"], {"note": {"old": None, "new": f"renamed from {order.name}"}}
-		)
-
-	def test_a_db_set_in_after_rename_follows_the_renamed_event(self):
-		# db_set changes the object the renamed event is built from, and is an event of its own:
-		# that update comes after the renamed event too, and still tells what it changed.
-		order = new_order("rename by db_set")
-		frappe.db.commit()
-		start = last_seq()
-		with order_hooks(__name__, after_rename="note_by_db_set_under_the_new_name"):
-			new_name = frappe.rename_doc(ORDER, order.name, f"{order.name}-renamed")
-		frappe.db.commit()
-		renamed, written = events_after(start, ORDER)
-		self.assertEqual(types_of([renamed, written]), ["fabric_test_order.renamed", UPDATED])
-		self.assertEqual(written["data"]["entityId"], new_name)
-		self.assertEqual(payload(written)["via"], "db_set")
-		self.assertEqual(
-			payload(written)["changes"], {"note": {"old": None, "new": f"db_set after renaming {order.name}"}}
-		)
-		self.assertEqual(payload(written)["doc"]["note"], frappe.db.get_value(ORDER, new_name, "note"))
+		# A db_set changes the object the renamed event is built from, and is an event of its
+		# own: its update comes after the renamed event too, and still tells what it changed.
+		for hook, via, note in (
+			("note_by_set_value_under_the_new_name", "set_value", "renamed from {}"),
+			("note_by_db_set_under_the_new_name", "db_set", "db_set after renaming {}"),
+		):
+			with self.subTest(via=via):
+				order = new_order(f"rename by {via}")
+				frappe.db.commit()
+				start = last_seq()
+				with order_hooks(__name__, after_rename=hook):
+					new_name = frappe.rename_doc(ORDER, order.name, f"{order.name}-renamed")
+				frappe.db.commit()
+				renamed, written = events_after(start, ORDER)
+				self.assertEqual(types_of([renamed, written]), ["fabric_test_order.renamed", UPDATED])
+				self.assertEqual(written["data"]["entityId"], new_name)
+				self.assertEqual(payload(written)["via"], via)
+				new_note = note.format(order.name)
+				self.assertEqual(payload(written)["changes"], {"note": {"old": None, "new": new_note}})
+				self.assertEqual(
+					payload(written)["doc"]["note"], frappe.db.get_value(ORDER, new_name, "note")
+				)
 
 	def test_a_write_before_the_save_wrote_its_row_is_overwritten_and_told_by_nobody(self):
 		order, (saved,) = save_with_hooks(
