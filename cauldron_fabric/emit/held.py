@@ -11,6 +11,7 @@ was to be forgotten at the end of the transaction (``when_transaction_ends``) is
 from __future__ import annotations
 
 import weakref
+from functools import partial
 
 import frappe
 from frappe.database.database import Database
@@ -110,6 +111,20 @@ def hold_until_commit(attribute: str, flush, after_commit: bool = False) -> dict
 		(frappe.db.after_commit if after_commit else frappe.db.before_commit).add(holder)
 		setattr(frappe.local, attribute, weakref.ref(holder))
 	return holder.items
+
+
+def hold_from_the_next_transaction(attribute: str, flush, key, value) -> None:
+	"""Holds ``value`` under ``key`` (unless something is held there already) for the transaction
+	that starts when this commit ends, as hold_until_commit would hold it then.
+
+	For what a before_commit callback finds must wait for an event still to come: a hold made
+	while those callbacks run would be flushed by this very commit.
+	"""
+	frappe.db.after_commit.add(partial(_hold, attribute, flush, key, value))
+
+
+def _hold(attribute: str, flush, key, value) -> None:
+	hold_until_commit(attribute, flush).setdefault(key, value)
 
 
 def held_now(attribute: str) -> dict:

@@ -10,14 +10,13 @@ them before that event).
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import frappe
 
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
 from cauldron_fabric.emit.document_events import lifecycle_envelope, stored_document
-from cauldron_fabric.emit.held import held_now, hold_until_commit, release
+from cauldron_fabric.emit.held import held_now, hold_from_the_next_transaction, hold_until_commit, release
 from cauldron_fabric.emit.inserts import being_saved, save_running
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import record
@@ -119,18 +118,15 @@ def record_rows_changed_in_saves() -> None:
 
 	A save still running committed from its own hooks: its event, still to come, carries the
 	saved object's rows, which do not hold these changes, so they are held again for an update
-	right after that event (from the next transaction: a callback added now would run in this
-	commit), starting from the tables as this commit left them.
+	right after that event, starting from the tables as this commit left them.
 	"""
 	for parent_key, change, parent in _record_held_row_changes(ROW_CHANGES_IN_SAVE):
 		if save_running(*parent_key):
 			doc = document_payload(parent)
 			again = {**change, "before": {field: doc.get(field) or [] for field in change["before"]}}
-			frappe.db.after_commit.add(partial(_hold_again_in_save, parent_key, again))
-
-
-def _hold_again_in_save(parent_key: tuple, change: dict[str, Any]) -> None:
-	hold_until_commit(ROW_CHANGES_IN_SAVE, record_rows_changed_in_saves).setdefault(parent_key, change)
+			hold_from_the_next_transaction(
+				ROW_CHANGES_IN_SAVE, record_rows_changed_in_saves, parent_key, again
+			)
 
 
 def _record_held_row_changes(attribute: str) -> list[tuple]:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import sys
-from functools import partial
 from typing import Any
 
 import frappe
@@ -47,7 +46,13 @@ from frappe.model.rename_doc import rename_doc
 
 from cauldron_fabric.emit.document_events import emit_document_event, no_messages, stored_document
 from cauldron_fabric.emit.frames import call_of
-from cauldron_fabric.emit.held import held_now, hold_until_commit, in_place_of, release
+from cauldron_fabric.emit.held import (
+	held_now,
+	hold_from_the_next_transaction,
+	hold_until_commit,
+	in_place_of,
+	release,
+)
 from cauldron_fabric.emit.inserts import save_running, saved_now
 from cauldron_fabric.emit.policy import (
 	SET_VALUES_NONE,
@@ -324,15 +329,10 @@ def tell_again_after_the_save(doctype: str, name, before, via: str | None) -> No
 
 	A commit from a save's own hooks records what they wrote before that event, which then
 	carries the saved object, without what was written around it: told again after it, the
-	document's last event is not older than its row. A callback added while before_commit
-	callbacks run would run in this commit, so the hold waits for after_commit.
+	document's last event is not older than its row.
 	"""
 	held = {"before": before, "via": via}
-	frappe.db.after_commit.add(partial(_hold_again, (doctype, str(name)), held))
-
-
-def _hold_again(key: tuple, held: dict) -> None:
-	hold_until_commit(HELD, record_held_set_values).setdefault(key, held)
+	hold_from_the_next_transaction(HELD, record_held_set_values, (doctype, str(name)), held)
 
 
 def watch_set_values() -> None:
