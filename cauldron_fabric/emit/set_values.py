@@ -98,19 +98,21 @@ class PlannedWrite:
 	def record(self) -> None:
 		"""Records the update of every document written outside its own save."""
 		for before in self.now:
-			after = stored_document(self.doctype, before.name)
-			if after is None:
-				continue
-			if isinstance(before, ValuesBefore):
-				before = before.applied_to(after)
-			emit_document_event(
-				after,
-				"updated",
-				via=self.via,
-				before=before,
-				unchanged=current_policy().unchanged_saves,
-				reject_invalid=False,
-			)
+			_record_update(self.doctype, before.name, before, self.via, current_policy().unchanged_saves)
+
+
+def _record_update(doctype: str, name, before, via: str | None, unchanged: bool = False):
+	"""Records the update of a document written without hooks, from ``before`` (a document, an
+	event's payload or the values a write replaced) to the document as stored now, which it
+	returns (None: gone since). Never refused for its schema (see the module's docstring)."""
+	after = stored_document(doctype, name)
+	if after is not None:
+		if isinstance(before, ValuesBefore):
+			before = before.applied_to(after)
+		emit_document_event(
+			after, "updated", via=via, before=before, unchanged=unchanged, reject_invalid=False
+		)
+	return after
 
 
 def plan(db, doctype: str, names, fields, update_modified: bool, caller) -> PlannedWrite | None:
@@ -212,18 +214,16 @@ def _stored_before(meta, names_of, names, columns: set | None) -> list:
 	None) the document's own row; whole for a Single, or for a set_value of a column the table
 	does not have (for Frappe to refuse); else only ``columns``, in one read for all."""
 	doctype = meta.name
-	if columns is None and not meta.issingle and isinstance(names, str | int):
-		# A db_update writes the document's own row only: that row is all the "before" it needs.
-		rows = frappe.db.sql(f"SELECT * FROM `tab{doctype}` WHERE `name` = %s", (names,), as_dict=True)
-		return [ValuesBefore(row, doctype=doctype) for row in rows]
-	if columns is None or meta.issingle or not columns <= set(frappe.db.get_table_columns(doctype)):
+	if meta.issingle or (columns is not None and not columns <= set(frappe.db.get_table_columns(doctype))):
 		stored = (stored_document(doctype, name) for name in names_of(doctype, names))
 		return [doc for doc in stored if doc is not None]
-	fields = ["name", *sorted(columns - {"name"})]
+	fields = ["*"] if columns is None else ["name", *sorted(columns - {"name"})]
 	if isinstance(names, str | int):
-		# One document, the common case: a plain query (the columns are the table's own, checked
-		# above), which costs a third of Frappe's query builder with its field checks.
-		selected = ", ".join(f"`{field}`" for field in fields)
+		# One document, the common case (a db_update always): a plain query of the table's own
+		# columns (checked above; a db_update writes the document's own row only, so that row is
+		# all the "before" it needs), which costs a third of Frappe's query builder with its
+		# field checks.
+		selected = ", ".join(field if field == "*" else f"`{field}`" for field in fields)
 		rows = frappe.db.sql(
 			f"SELECT {selected} FROM `tab{doctype}` WHERE `name` = %s", (names,), as_dict=True
 		)
@@ -278,16 +278,11 @@ def record_set_values_in_save(doc, reported: dict[str, Any] | None) -> None:
 	event: then the saved object as it stands).
 	"""
 	held = held_now(HELD).pop((doc.doctype, str(doc.name)), None)
-	if held is None:
-		return
-	after = stored_document(doc.doctype, doc.name)
-	if after is not None:
+	if held is not None:
 		before = reported if reported is not None else doc
 		if held.get("since_before"):
 			before = held["before"]
-		emit_document_event(
-			after, "updated", via=held["via"], before=before, unchanged=False, reject_invalid=False
-		)
+		_record_update(doc.doctype, doc.name, before, held["via"])
 
 
 def hold_db_set_under_new_name(doctype: str, name, before) -> None:
@@ -312,13 +307,8 @@ def record_held_set_values() -> None:
 	for (doctype, name), held in release(HELD).items():
 		if not current_policy().kind_of(doctype):
 			continue
-		after = stored_document(doctype, name)
-		if after is None:
-			continue
-		emit_document_event(
-			after, "updated", via=held["via"], before=held["before"], unchanged=False, reject_invalid=False
-		)
-		if save_running(doctype, name):
+		after = _record_update(doctype, name, held["before"], held["via"])
+		if after is not None and save_running(doctype, name):
 			tell_again_after_the_save(doctype, name, after, held["via"])
 
 
