@@ -85,6 +85,9 @@ BUSINESS = "business"
 SET_VALUES_THAT_UPDATE_MODIFIED = "Writes that update modified"
 SET_VALUES_ALL = "Every write"
 SET_VALUES_NONE = "None"
+# The ``via`` of their events.
+SET_VALUE = "set_value"
+DB_UPDATE = "db_update"
 
 
 @dataclass(frozen=True)

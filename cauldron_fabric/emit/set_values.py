@@ -55,14 +55,14 @@ from cauldron_fabric.emit.held import (
 )
 from cauldron_fabric.emit.inserts import save_running, saved_now
 from cauldron_fabric.emit.policy import (
+	DB_UPDATE,
+	SET_VALUE,
 	SET_VALUES_NONE,
 	SET_VALUES_THAT_UPDATE_MODIFIED,
 	current_policy,
 )
 from cauldron_fabric.emit.rows import record_rows_changed_before, row_changed, rows_changed_alone
 
-SET_VALUE = "set_value"
-DB_UPDATE = "db_update"
 # Documents written without hooks while being saved: (doctype, name) -> {"before": the
 # document as stored before the first such write, "via": how it was written}.
 HELD = "fabric_set_values_in_save"
