@@ -126,6 +126,29 @@ def note_by_db_update_of_a_copy(doc, method=None) -> None:
 	copy.db_update()
 
 
+def write_after_a_refused_save(title: str, write) -> list[dict]:
+	"""Inserts an order titled ``title`` and commits; saves it with a validate that refuses,
+	then, as a caller that caught the error, calls ``write(order)``, saves the order again as
+	"saved again" and commits: returns the events from the refused save on."""
+	order = new_order(title)
+	frappe.db.commit()
+	start = last_seq()
+	with order_hooks(__name__, validate="refuse"):
+		order.title = "never saved"
+		try:
+			order.save()
+		except frappe.ValidationError:
+			pass
+		else:
+			raise AssertionError("the validate hook let the save through")
+	write(order)
+	order.reload()
+	order.title = "saved again"
+	order.save()
+	frappe.db.commit()
+	return events_after(start, ORDER)
+
+
 def payload(envelope: dict) -> dict:
 	return envelope["data"]["payload"]
 
@@ -506,19 +529,9 @@ class TestSetValueInsideSaves(EmissionCase):
 	def test_a_write_after_a_save_that_raised_is_its_own_event(self):
 		# Frappe leaves a save that raised in currently_saving: a write after it, outside any
 		# save, must not wait for a save of that document, whose event would not tell it.
-		order = new_order("failed")
-		frappe.db.commit()
-		start = last_seq()
-		with order_hooks(__name__, validate="refuse"):
-			order.title = "never saved"
-			with self.assertRaises(frappe.ValidationError):
-				order.save()
-		frappe.db.set_value(ORDER, order.name, "note", "marked as failed")
-		order.reload()
-		order.title = "saved again"
-		order.save()
-		frappe.db.commit()
-		written, saved = events_after(start, ORDER)
+		written, saved = write_after_a_refused_save(
+			"failed", lambda order: frappe.db.set_value(ORDER, order.name, "note", "marked as failed")
+		)
 		self.assertEqual(payload(written)["via"], "set_value")
 		self.assertEqual(payload(written)["changes"], {"note": {"old": None, "new": "marked as failed"}})
 		self.assertEqual(payload(saved)["changes"], {"title": {"old": "failed", "new": "saved again"}})
@@ -549,19 +562,9 @@ class TestSetValueOnRowsAndSingles(EmissionCase):
 	def test_a_row_written_after_its_parents_save_raised_is_its_parents_update(self):
 		# As for the document itself: the row's write comes from no save, and the parent's next
 		# save starts from the row as written.
-		order = new_order("failed, rows")
-		frappe.db.commit()
-		start = last_seq()
-		with order_hooks(__name__, validate="refuse"):
-			order.title = "never saved"
-			with self.assertRaises(frappe.ValidationError):
-				order.save()
-		frappe.db.set_value(ORDER_ITEM, order.items[1].name, "qty", 42)
-		order.reload()
-		order.title = "saved again"
-		order.save()
-		frappe.db.commit()
-		written, saved = events_after(start, ORDER)
+		written, saved = write_after_a_refused_save(
+			"failed, rows", lambda order: frappe.db.set_value(ORDER_ITEM, order.items[1].name, "qty", 42)
+		)
 		self.assertEqual(payload(written)["via"], "set_value")
 		change = payload(written)["changes"]["items"]
 		self.assertEqual([[row["qty"] for row in change[side]] for side in ("old", "new")], [[1, 3], [1, 42]])
