@@ -77,6 +77,16 @@ def run(rounds: int, per_round: int) -> dict[tuple[str, str, str], list[float]]:
 	return results
 
 
+def site_arguments(description: str, rounds: int, per_round: int) -> argparse.Namespace:
+	"""Parses the site benchmarks' options: the site, and rounds and operations per round
+	(defaulting to ``rounds`` and ``per_round``)."""
+	parser = argparse.ArgumentParser(description=description)
+	parser.add_argument("--site", default="test.localhost")
+	parser.add_argument("--rounds", type=int, default=rounds)
+	parser.add_argument("--per-round", type=int, default=per_round)
+	return parser.parse_args()
+
+
 def on_site(site: str, run, *args):
 	"""Returns what ``run(*args)`` returns, run on ``site`` as Administrator with the test DocTypes,
 	then deletes the events, ToDos and orders it made (titled or described "bench …")."""
@@ -96,11 +106,7 @@ def on_site(site: str, run, *args):
 
 
 def main() -> None:
-	parser = argparse.ArgumentParser(description=__doc__)
-	parser.add_argument("--site", default="test.localhost")
-	parser.add_argument("--rounds", type=int, default=6)
-	parser.add_argument("--per-round", type=int, default=100)
-	args = parser.parse_args()
+	args = site_arguments(__doc__, rounds=6, per_round=100)
 	results = on_site(args.site, run, args.rounds, args.per_round)
 	print(
 		f"{args.rounds * args.per_round} operations per mode and document, modes alternating, one commit each"

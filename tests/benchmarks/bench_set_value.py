@@ -14,7 +14,6 @@ Run (as the bench user, from the bench's sites folder):
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ import frappe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_save_overhead import on_site, order, policies, timed
+from bench_save_overhead import on_site, order, policies, site_arguments, timed
 
 from cauldron_fabric.tests.utils import ORDER
 
@@ -69,11 +68,7 @@ def _save(doc, n: str) -> None:
 
 
 def main() -> None:
-	parser = argparse.ArgumentParser(description=__doc__)
-	parser.add_argument("--site", default="test.localhost")
-	parser.add_argument("--rounds", type=int, default=4)
-	parser.add_argument("--per-round", type=int, default=50)
-	args = parser.parse_args()
+	args = site_arguments(__doc__, rounds=4, per_round=50)
 	results = on_site(args.site, run, args.rounds, args.per_round)
 	print(f"{args.rounds * args.per_round} writes per mode and kind, modes alternating, one commit each")
 	for label, write in dict.fromkeys((label, write) for label, write, _ in results):
