@@ -31,6 +31,7 @@ from frappe.permissions import setup_custom_perms
 
 from cauldron_fabric.emit.document_events import emit_document_event
 from cauldron_fabric.emit.policy import current_policy
+from cauldron_fabric.emit.set_values import written_by_frappe
 
 ROWS = "Custom DocPerm"
 USER_PERMISSION = "User Permission"
@@ -96,7 +97,7 @@ def _recorded_deletions(doctype: str, filters: dict[str, Any], method: Callable,
 	if current_policy().kind_of(doctype) is None:
 		return method(*args)
 	before = _documents(doctype, filters)
-	result = method(*args)
+	result = written_by_frappe(method, *args)  # its plain queries are told here, not as sql
 	after = _documents(doctype, filters)
 	for name, old in before.items():
 		new = after.get(name)

@@ -88,6 +88,7 @@ SET_VALUES_NONE = "None"
 # The ``via`` of their events.
 SET_VALUE = "set_value"
 DB_UPDATE = "db_update"
+SQL = "sql"
 
 
 @dataclass(frozen=True)

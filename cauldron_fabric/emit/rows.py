@@ -18,17 +18,17 @@ from cauldron_fabric.emit.changes import document_changes, document_payload, row
 from cauldron_fabric.emit.document_events import lifecycle_envelope, stored_document
 from cauldron_fabric.emit.held import held_now, hold_from_the_next_transaction, hold_until_commit, release
 from cauldron_fabric.emit.inserts import being_saved, save_running
-from cauldron_fabric.emit.policy import DB_UPDATE, SET_VALUE, current_policy
+from cauldron_fabric.emit.policy import DB_UPDATE, SET_VALUE, SQL, current_policy
 from cauldron_fabric.emit.recorder import record
 
 # Rows changed alone, held per parent until the parent's update is recorded: outside the
 # parent's save (recorded at commit, or before the parent's next event), and inside it.
 ROW_CHANGES = "fabric_row_changes"
 ROW_CHANGES_IN_SAVE = "fabric_row_changes_in_save"
-# Rows written by frappe.db.set_value or db_update (emit/set_values.py): Frappe checks nothing on
+# Rows written by frappe.db.set_value, db_update (emit/set_values.py) or raw SQL: Frappe checks nothing on
 # such a write, and a schema registered before the upgrade that records them allows no such
 # ``via``, so their parent's update is never refused for its event (kept Invalid instead).
-WRITES_WITHOUT_HOOKS = frozenset({SET_VALUE, DB_UPDATE})
+WRITES_WITHOUT_HOOKS = frozenset({SET_VALUE, DB_UPDATE, SQL})
 
 
 def row_changed(row, via: str | None = None, removed: bool = False) -> None:

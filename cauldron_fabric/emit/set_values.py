@@ -82,6 +82,8 @@ FRAPPE_BOOKKEEPING = {
 	"Google Contacts": frozenset({"next_sync_token", "last_sync_on"}),
 	# When the daily or weekly backup to Google Drive last finished.
 	"Google Drive": frozenset({"last_backup_on"}),
+	# The hash of the DocType's JSON file, stored by every migrate that imports it (in SQL).
+	"DocType": frozenset({"migration_hash"}),
 }
 
 
@@ -132,7 +134,7 @@ def plan(db, doctype: str, names, fields, update_modified: bool, caller) -> Plan
 		doctype, written, update_modified
 	):
 		return None
-	return _plan_documents(doctype, _names, names, PlannedWrite(doctype, SET_VALUE), written)
+	return plan_documents(doctype, _names, names, PlannedWrite(doctype, SET_VALUE), written)
 
 
 def is_bookkeeping(doctype: str, written: set, update_modified: bool) -> bool:
@@ -160,13 +162,14 @@ def plan_db_update(doc, caller) -> PlannedWrite | None:
 	if not policy.enabled or policy.set_values == SET_VALUES_NONE:
 		return None
 	write = PlannedWrite(doc.doctype, DB_UPDATE)
-	return _plan_documents(doc.doctype, lambda _doctype, name: [name], doc.name, write)
+	return plan_documents(doc.doctype, lambda _doctype, name: [name], doc.name, write)
 
 
-def _plan_documents(
-	doctype: str, names_of, names, write: PlannedWrite, columns: set | None = None
+def plan_documents(
+	doctype: str, names_of, names, write: PlannedWrite, columns: set | None = None, befores=None
 ) -> PlannedWrite | None:
-	"""Plans a write of ``columns`` (None: the whole row) to the documents ``names`` picks."""
+	"""Plans a write of ``columns`` (None: the whole row) to the documents ``names`` picks;
+	``befores``, when given, are those documents (ValuesBefore) as read already."""
 	try:
 		with no_messages():
 			meta = frappe.get_meta(doctype)
@@ -182,7 +185,9 @@ def _plan_documents(
 		return None
 	if current_policy().kind_of(doctype) is None:
 		return None
-	for before in _stored_before(meta, names_of, names, columns):
+	if befores is None:
+		befores = _stored_before(meta, names_of, names, columns)
+	for before in befores:
 		if saved_now(before) or being_renamed_to(doctype, before.name):
 			held = hold_until_commit(HELD, record_held_set_values)
 			whole = _whole(doctype, before)
@@ -325,6 +330,29 @@ def tell_again_after_the_save(doctype: str, name, before, via: str | None) -> No
 	hold_from_the_next_transaction(HELD, record_held_set_values, (doctype, str(name)), held)
 
 
+# Set (in frappe.local) while one of Frappe's writes whose events the fabric makes itself runs:
+# set_value, set_single_value, db_update, the permission pages' methods (permissions.py). Their
+# SQL is theirs to tell, not sql_writes.py's.
+WRITING = "fabric_frappe_writing"
+
+
+def frappe_writing() -> bool:
+	"""Tells whether one of Frappe's writes whose events the fabric makes itself is running."""
+	return bool(getattr(frappe.local, WRITING, 0))
+
+
+def written_by_frappe(method, *args, **kwargs):
+	"""Calls Frappe's write ``method``, whose events the fabric makes itself, marked as running
+	for the SQL it issues."""
+	local = frappe.local
+	depth = getattr(local, WRITING, 0)
+	setattr(local, WRITING, depth + 1)
+	try:
+		return method(*args, **kwargs)
+	finally:
+		setattr(local, WRITING, depth)
+
+
 def watch_set_values() -> None:
 	"""Makes ``frappe.db.set_value``, ``set_single_value`` and a document's ``db_update`` record
 	their events (once per process)."""
@@ -339,7 +367,7 @@ def watch_set_values() -> None:
 		if dn is not None and dt != dn:  # else Frappe writes a Single: set_single_value below
 			fields = args[0] if args else kwargs.get("field")
 			write = plan(self, dt, dn, fields, _update_modified(args, 4, kwargs), sys._getframe(1))
-		result = set_value(self, dt, dn, *args, **kwargs)
+		result = written_by_frappe(set_value, self, dt, dn, *args, **kwargs)
 		if write is not None:
 			write.record()
 		return result
@@ -348,14 +376,14 @@ def watch_set_values() -> None:
 		fields = args[0] if args else kwargs.get("fieldname")
 		update_modified = kwargs.get("update_modified", True)
 		write = plan(self, doctype, doctype, fields, update_modified, sys._getframe(1))
-		result = set_single_value(self, doctype, *args, **kwargs)
+		result = written_by_frappe(set_single_value, self, doctype, *args, **kwargs)
 		if write is not None:
 			write.record()
 		return result
 
 	def db_update_watched(self, *args, **kwargs):
 		write = plan_db_update(self, sys._getframe(1))
-		result = db_update(self, *args, **kwargs)
+		result = written_by_frappe(db_update, self, *args, **kwargs)
 		if write is not None:
 			write.record()
 		return result

@@ -1,5 +1,5 @@
-"""What recording a write without document hooks costs: frappe.db.set_value and db_update(),
-with the fabric on against off, on a real site, in the same run.
+"""What recording a write without document hooks costs: frappe.db.set_value, db_update() and
+a raw SQL UPDATE, with the fabric on against off, on a real site, in the same run.
 
 Such a write is one UPDATE when the fabric is off; recorded, it also reads what it replaces
 before, the document (with its child tables) after, and appends its event. Each kind of write
@@ -36,10 +36,16 @@ def run(rounds: int, per_round: int) -> dict[tuple[str, str, str], list[float]]:
 	by_mode = policies()
 	writes = {
 		("todo", "set_value"): lambda n: frappe.db.set_value("ToDo", todo.name, "description", f"bench {n}"),
+		("todo", "sql"): lambda n: frappe.db.sql(
+			"UPDATE `tabToDo` SET description = %s WHERE name = %s", (f"bench {n}", todo.name)
+		),
 		("order+10 rows", "set_value"): lambda n: frappe.db.set_value(
 			ORDER, saved_order.name, "title", f"bench {n}"
 		),
 		("order+10 rows", "db_update"): lambda n: _db_update(saved_order, n),
+		("order+10 rows", "sql"): lambda n: frappe.db.sql(
+			f"UPDATE `tab{ORDER}` SET title = %s WHERE name = %s", (f"bench {n}", saved_order.name)
+		),
 		("order+10 rows", "save"): lambda n: _save(saved_order, n),
 	}
 	results: dict[tuple[str, str, str], list[float]] = {}

@@ -225,7 +225,7 @@ def document_event_schema(
 	"""Returns the payload schema of the event ``<doctype>.<action>`` (``sales_invoice.submitted``).
 
 	The payload is ``{"doc": <document>}``; updates add ``changes`` (``{field: {old, new}}``,
-	or null when unknown) and ``via`` (``db_set``, ``set_value``, ``db_update``); renames add
+	or null when unknown) and ``via`` (``db_set``, ``set_value``, ``db_update``, ``sql``); renames add
 	``oldName``, ``newName``, ``merge``.
 	"""
 	event_type = document_event_type(doctype, action)
@@ -233,7 +233,7 @@ def document_event_schema(
 	if action in ("updated", "updated_after_submit"):
 		change = {"type": "object", "required": ["old", "new"], "properties": {"old": {}, "new": {}}}
 		properties["changes"] = {"type": ["object", "null"], "additionalProperties": change}
-		properties["via"] = {"type": "string", "enum": ["db_set", "set_value", "db_update"]}
+		properties["via"] = {"type": "string", "enum": ["db_set", "set_value", "db_update", "sql"]}
 	if action == "renamed":
 		properties["oldName"] = {"type": ["string", "null"]}
 		properties["newName"] = {"type": ["string", "null"]}

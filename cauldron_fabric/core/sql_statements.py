@@ -1,0 +1,270 @@
+"""Reading MariaDB write statements (``UPDATE`` so far) for what they write: which tables,
+which columns, and which rows (as a ``SELECT`` of the same rows).
+
+The fabric turns raw SQL updates (``frappe.db.sql("UPDATE …")``, ``frappe.qb.update(…).run()``)
+into document events: it reads the rows a statement is about to change, lets it run, and
+compares. This module is the reading, on the statement's text with its values already in place
+(the database client's own escaping): no database, no framework.
+
+Covered: ``UPDATE [LOW_PRIORITY] [IGNORE] refs SET col = expr, … [WHERE …] [ORDER BY …]
+[LIMIT …]``, where ``refs`` is one table or several (comma or JOIN, with ON or USING), each
+with or without an alias, and derived tables that are not written. A statement this cannot read
+(a column whose table is ambiguous, a syntax it does not know) reads as None, never as a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# One token of MariaDB's SQL: a quoted string or identifier (backslash escapes, as the client
+# writes them), a comment, a parenthesis, a word, or any other character.
+_TOKEN = re.compile(
+	r"""
+	(?P<string>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")
+	|(?P<quoted>`(?:[^`]|``)*`)
+	|(?P<comment>/\*.*?\*/|--[^\n]*|\#[^\n]*)
+	|(?P<open>\()
+	|(?P<close>\))
+	|(?P<word>[A-Za-z0-9_$]+)
+	|(?P<space>\s+)
+	|(?P<other>.)
+	""",
+	re.VERBOSE | re.DOTALL,
+)
+_JOIN = frozenset({"JOIN", "STRAIGHT_JOIN"})
+_JOIN_WORDS = frozenset({"INNER", "CROSS", "LEFT", "RIGHT", "OUTER", "NATURAL"})
+_MODIFIERS = frozenset({"LOW_PRIORITY", "IGNORE"})
+
+
+@dataclass(frozen=True)
+class Token:
+	kind: str
+	text: str
+	start: int
+	end: int
+
+	@property
+	def upper(self) -> str:
+		return self.text.upper() if self.kind == "word" else ""
+
+	@property
+	def name(self) -> str:
+		"""The identifier this token spells, unquoted."""
+		return self.text[1:-1].replace("``", "`") if self.kind == "quoted" else self.text
+
+
+@dataclass(frozen=True)
+class UpdateTarget:
+	"""A table one UPDATE writes: how the statement names it, and the columns it sets there."""
+
+	table: str
+	reference: str  # the alias, or the table's own name, as SQL (quoted)
+	columns: frozenset[str]
+
+
+@dataclass(frozen=True)
+class UpdateStatement:
+	"""What an UPDATE statement writes, and the text to read those rows before it runs."""
+
+	refs: str
+	where: str
+	tail: str
+	targets: tuple[UpdateTarget, ...]
+	joined: bool
+
+	def select_before(self, target: UpdateTarget) -> str:
+		"""Returns a SELECT of the ``name`` and the columns ``target`` sets, as stored now, of the
+		rows the statement is about to write in that table."""
+		columns = ", ".join(
+			f"{target.reference}.{quote(column)} AS {quote(column)}"
+			for column in ("name", *sorted(target.columns - {"name"}))
+		)
+		distinct = "DISTINCT " if self.joined else ""
+		where = f" WHERE {self.where}" if self.where else ""
+		tail = f" {self.tail}" if self.tail else ""
+		return f"SELECT {distinct}{columns} FROM {self.refs}{where}{tail}"
+
+
+def quote(identifier: str) -> str:
+	"""Returns ``identifier`` quoted for MariaDB."""
+	return "`" + identifier.replace("`", "``") + "`"
+
+
+def is_update(sql: str) -> bool:
+	"""Tells whether ``sql`` is an UPDATE statement (cheap: a look at its first word)."""
+	return _STARTS_UPDATE.match(sql) is not None
+
+
+_STARTS_UPDATE = re.compile(r"\s*(?:/\*.*?\*/\s*)*update\b", re.IGNORECASE | re.DOTALL)
+# Names of the form `tabSomething` (or tabSomething) a statement mentions: the DocTypes it may write.
+_TABLE_NAMES = re.compile(r"`tab((?:[^`]|``)+)`|\btab(\w+)")
+
+
+def doctypes_named(sql: str) -> set[str]:
+	"""Returns the DocTypes whose tables (``tab`` + name) ``sql`` names anywhere: a superset of
+	those it writes, found at the speed of a regular expression."""
+	return {(quoted or "").replace("``", "`") or plain for quoted, plain in _TABLE_NAMES.findall(sql)}
+
+
+def parse_update(sql: str) -> UpdateStatement | None:
+	"""Reads an UPDATE statement, or returns None when it is not one this module can read."""
+	tokens = _top_level(sql)
+	if tokens is None or not tokens or tokens[0].upper != "UPDATE":
+		return None
+	position = 1
+	while position < len(tokens) and tokens[position].upper in _MODIFIERS:
+		position += 1
+	set_at = _find(tokens, position, "SET")
+	if set_at is None or set_at == position:
+		return None
+	where_at = _find(tokens, set_at + 1, "WHERE")
+	tail_at = _find_tail(tokens, (where_at or set_at) + 1)
+	end = len(sql.rstrip().rstrip(";"))
+	refs_text = sql[tokens[position].start : tokens[set_at].start].strip()
+	aliases = _aliases(tokens[position:set_at])
+	if aliases is None:
+		return None
+	set_end = tokens[where_at].start if where_at else tokens[tail_at].start if tail_at else end
+	assignments = _assignments(sql, tokens[set_at + 1 :], set_end)
+	if not assignments:
+		return None
+	targets = _targets(assignments, aliases)
+	if targets is None:
+		return None
+	where = ""
+	if where_at is not None:
+		where_end = tokens[tail_at].start if tail_at else end
+		where = sql[tokens[where_at].end : where_end].strip()
+	tail = sql[tokens[tail_at].start : end].strip() if tail_at else ""
+	joined = len(aliases) > 1
+	return UpdateStatement(refs_text, where, tail, targets, joined)
+
+
+def _top_level(sql: str) -> list[Token] | None:
+	"""Returns the statement's tokens outside parentheses (each parenthesised group is one
+	``group`` token), without spaces and comments; None when its parentheses do not match."""
+	tokens: list[Token] = []
+	depth = 0
+	group_start = 0
+	for match in _TOKEN.finditer(sql):
+		kind = match.lastgroup
+		if kind in ("space", "comment"):
+			continue
+		if kind == "open":
+			if depth == 0:
+				group_start = match.start()
+			depth += 1
+		elif kind == "close":
+			depth -= 1
+			if depth < 0:
+				return None
+			if depth == 0:
+				tokens.append(Token("group", sql[group_start : match.end()], group_start, match.end()))
+		elif depth == 0:
+			tokens.append(Token(kind, match.group(), match.start(), match.end()))
+	return tokens if depth == 0 else None
+
+
+def _find(tokens: list[Token], start: int, word: str) -> int | None:
+	for index in range(start, len(tokens)):
+		if tokens[index].upper == word:
+			return index
+	return None
+
+
+def _find_tail(tokens: list[Token], start: int) -> int | None:
+	"""Returns where ORDER BY or LIMIT starts, if anywhere from ``start``."""
+	for index in range(start, len(tokens)):
+		word = tokens[index].upper
+		if word == "LIMIT" or (
+			word == "ORDER" and index + 1 < len(tokens) and tokens[index + 1].upper == "BY"
+		):
+			return index
+	return None
+
+
+def _identifier(tokens: list[Token], index: int) -> tuple[list[str], int]:
+	"""Reads a dotted identifier (``a``, ``a.b``, `` `a`.`b` ``) from ``index``: its parts and
+	the index after it."""
+	parts = [tokens[index].name]
+	index += 1
+	while (
+		index + 1 < len(tokens) and tokens[index].text == "." and tokens[index + 1].kind in ("word", "quoted")
+	):
+		parts.append(tokens[index + 1].name)
+		index += 2
+	return parts, index
+
+
+def _aliases(tokens: list[Token]) -> dict[str, str] | None:
+	"""Reads the table references of an UPDATE: {alias, or the table's name: table ("" for a
+	derived table)}; None when they do not read as table references."""
+	aliases: dict[str, str] = {}
+	index, expect_table, in_condition, last = 0, True, False, None
+	while index < len(tokens):
+		token = tokens[index]
+		word = token.upper
+		if token.text == "," or word in _JOIN:
+			expect_table, in_condition, last = True, False, None
+		elif word in _JOIN_WORDS or word == "AS" or in_condition:
+			pass
+		elif word in ("ON", "USING"):
+			in_condition = True
+		elif expect_table and token.kind == "group":
+			last, expect_table = f"({index})", False
+			aliases[last] = ""  # a derived table: read, never written
+		elif expect_table and token.kind in ("word", "quoted"):
+			parts, index = _identifier(tokens, index)
+			last, expect_table = parts[-1], False
+			aliases[last] = last
+			continue
+		elif last is not None and token.kind in ("word", "quoted"):
+			# An alias: the statement knows the table by it alone from here on.
+			aliases[token.name] = aliases.pop(last)
+			last = None
+		else:
+			return None
+		index += 1
+	return aliases or None
+
+
+def _assignments(sql: str, tokens: list[Token], end: int) -> list[tuple[str | None, str]] | None:
+	"""Reads the SET list: (qualifier or None, column) per assignment, in order."""
+	assignments = []
+	expect_column = True
+	index = 0
+	while index < len(tokens) and tokens[index].start < end:
+		token = tokens[index]
+		if expect_column:
+			if token.kind not in ("word", "quoted"):
+				return None
+			parts, index = _identifier(tokens, index)
+			if len(parts) > 2 or index >= len(tokens) or tokens[index].text != "=":
+				return None
+			assignments.append((parts[0], parts[1]) if len(parts) == 2 else (None, parts[0]))
+			expect_column = False
+			continue
+		if token.text == ",":
+			expect_column = True
+		index += 1
+	return assignments if not expect_column else None
+
+
+def _targets(
+	assignments: list[tuple[str | None, str]], aliases: dict[str, str]
+) -> tuple[UpdateTarget, ...] | None:
+	"""Groups the assigned columns by the table each writes; None when one is ambiguous."""
+	real = {alias: table for alias, table in aliases.items() if table}
+	columns: dict[str, set[str]] = {}
+	for qualifier, column in assignments:
+		if qualifier is None:
+			if len(aliases) != 1 or not real:
+				return None  # an unqualified column of a join: its table is the database's guess
+			qualifier = next(iter(real))
+		if qualifier not in real:
+			return None
+		columns.setdefault(qualifier, set()).add(column)
+	return tuple(
+		UpdateTarget(real[alias], quote(alias), frozenset(written)) for alias, written in columns.items()
+	)

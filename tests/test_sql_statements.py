@@ -1,0 +1,117 @@
+"""Reading UPDATE statements for the tables, columns and rows they write (core/sql_statements.py):
+the fabric records a raw SQL update's events from this reading, so a wrong guess would be a
+wrong event. What it cannot read must read as None."""
+
+from __future__ import annotations
+
+import pytest
+
+from cauldron_fabric.core.sql_statements import doctypes_named, is_update, parse_update
+
+
+def targets(sql: str) -> dict[str, set[str]]:
+	statement = parse_update(sql)
+	assert statement is not None, sql
+	return {target.table: set(target.columns) for target in statement.targets}
+
+
+def selects(sql: str) -> list[str]:
+	statement = parse_update(sql)
+	assert statement is not None, sql
+	return [statement.select_before(target) for target in statement.targets]
+
+
+def test_a_query_builder_update_reads_as_its_table_columns_and_rows():
+	sql = (
+		"UPDATE `tabToDo` SET `status`='Closed',`priority`=`priority` "
+		"WHERE `name`='x' AND `status` IN ('Open','a\\'b')"
+	)
+	assert targets(sql) == {"tabToDo": {"status", "priority"}}
+	assert selects(sql) == [
+		"SELECT `tabToDo`.`name` AS `name`, `tabToDo`.`priority` AS `priority`, "
+		"`tabToDo`.`status` AS `status` FROM `tabToDo` WHERE `name`='x' AND `status` IN ('Open','a\\'b')"
+	]
+
+
+def test_keywords_inside_strings_comments_and_parentheses_are_not_the_statements():
+	sql = (
+		"\n\t\tupdate tabToDo /* SET x = 1 WHERE */ set description = 'a; WHERE b LIMIT 1', "
+		"priority = (select max(p) from tabOther where q = 1) where name like 'a%' "
+		"order by modified desc limit 5;"
+	)
+	assert targets(sql) == {"tabToDo": {"description", "priority"}}
+	(select,) = selects(sql)
+	assert " FROM tabToDo " in select
+	assert select.endswith(" WHERE name like 'a%' order by modified desc limit 5")
+
+
+def test_a_statement_without_where_reads_every_row():
+	assert selects("UPDATE tabA SET x = CASE WHEN y = 1 THEN 2 ELSE 3 END") == [
+		"SELECT `tabA`.`name` AS `name`, `tabA`.`x` AS `x` FROM tabA"
+	]
+
+
+def test_modifiers_and_an_alias_with_as():
+	sql = "UPDATE LOW_PRIORITY IGNORE tabA AS a SET a.x = 1 WHERE a.n IN (SELECT n FROM tabD)"
+	assert targets(sql) == {"tabA": {"x"}}
+	assert selects(sql) == [
+		"SELECT `a`.`name` AS `name`, `a`.`x` AS `x` FROM tabA AS a WHERE a.n IN (SELECT n FROM tabD)"
+	]
+
+
+def test_a_join_writes_each_table_its_qualified_columns_name():
+	sql = (
+		"update `tabSales Order Item` soi inner join `tabSales Order` so on so.name = soi.parent "
+		"set soi.delivered_qty = 0, so.per_delivered = 0 where so.name = 'SO-1'"
+	)
+	assert targets(sql) == {"tabSales Order Item": {"delivered_qty"}, "tabSales Order": {"per_delivered"}}
+	assert [select.split(" FROM ")[0] for select in selects(sql)] == [
+		"SELECT DISTINCT `soi`.`name` AS `name`, `soi`.`delivered_qty` AS `delivered_qty`",
+		"SELECT DISTINCT `so`.`name` AS `name`, `so`.`per_delivered` AS `per_delivered`",
+	]
+
+
+def test_a_derived_table_is_read_never_written():
+	sql = (
+		"UPDATE `tabEvent Delivery` t JOIN (SELECT 1 AS seq UNION ALL SELECT 2) v "
+		"ON t.name = v.seq SET t.status = v.seq"
+	)
+	assert targets(sql) == {"tabEvent Delivery": {"status"}}
+	assert parse_update("UPDATE tabA a JOIN (SELECT 1 AS n) v ON a.n = v.n SET v.n = 2") is None
+
+
+def test_comma_joins_and_quoted_aliases():
+	assert targets("UPDATE tabA a, `tabB` `b` SET a.x = b.y, `b`.`z` = 1 WHERE a.n = b.n") == {
+		"tabA": {"x"},
+		"tabB": {"z"},
+	}
+
+
+@pytest.mark.parametrize(
+	"sql",
+	[
+		"UPDATE tabA a, tabB b SET x = 1",  # which table x is in is the database's to know
+		"UPDATE tabA SET x = 1 WHERE (a = 1",  # unbalanced
+		"UPDATE tabA SET WHERE x = 1",
+		"UPDATE SET x = 1",
+		"UPDATE tabA a SET b.x = 1",  # no such alias
+		"SELECT 1",
+	],
+)
+def test_what_it_cannot_read_reads_as_none(sql):
+	assert parse_update(sql) is None
+
+
+def test_is_update_looks_at_the_first_word_only():
+	assert is_update("  /* note */ UPDATE tabA SET x = 1")
+	assert is_update("\n\tupdate `tabA` set x = 1")
+	assert not is_update("SELECT 'update' FROM tabA")
+	assert not is_update("updated_at")
+
+
+def test_doctypes_named_finds_every_table_quoted_or_not():
+	assert doctypes_named("UPDATE `tabSales Order` so, tabToDo SET so.x = (SELECT 1 FROM `tabA``b`)") == {
+		"Sales Order",
+		"ToDo",
+		"A`b",
+	}
