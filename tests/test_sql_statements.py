@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cauldron_fabric.core.sql_statements import doctypes_named, is_update, parse_update
+from cauldron_fabric.core.sql_statements import doctypes_named, parse_delete, parse_update, write_kind
 
 
 def targets(sql: str) -> dict[str, set[str]]:
@@ -102,11 +102,54 @@ def test_what_it_cannot_read_reads_as_none(sql):
 	assert parse_update(sql) is None
 
 
-def test_is_update_looks_at_the_first_word_only():
-	assert is_update("  /* note */ UPDATE tabA SET x = 1")
-	assert is_update("\n\tupdate `tabA` set x = 1")
-	assert not is_update("SELECT 'update' FROM tabA")
-	assert not is_update("updated_at")
+def test_write_kind_looks_at_the_first_word_only():
+	assert write_kind("  /* note */ UPDATE tabA SET x = 1") == "update"
+	assert write_kind("\n\tupdate `tabA` set x = 1") == "update"
+	assert write_kind("Delete FROM tabA") == "delete"
+	assert write_kind("SELECT 'update' FROM tabA") is None
+	assert write_kind("updated_at") is None
+	assert write_kind("deleted") is None
+
+
+def deleted(sql: str) -> list[str]:
+	statement = parse_delete(sql)
+	assert statement is not None, sql
+	return [statement.select_before(target) for target in statement.targets]
+
+
+def test_a_delete_from_one_table_reads_the_names_it_deletes():
+	assert deleted("DELETE FROM `tabToDo` WHERE `name`='zz'") == [
+		"SELECT `tabToDo`.`name` AS `name` FROM `tabToDo` WHERE `name`='zz'"
+	]
+	assert deleted("delete quick from tabToDo AS t where t.status = 'x' order by modified limit 3;") == [
+		"SELECT `t`.`name` AS `name` FROM tabToDo AS t WHERE t.status = 'x' order by modified limit 3"
+	]
+	assert deleted("DELETE FROM tabA") == ["SELECT `tabA`.`name` AS `name` FROM tabA"]
+
+
+def test_a_multi_table_delete_deletes_from_the_tables_before_from():
+	assert deleted("DELETE a FROM tabA a JOIN tabB b ON a.n = b.n WHERE b.z = 1") == [
+		"SELECT DISTINCT `a`.`name` AS `name` FROM tabA a JOIN tabB b ON a.n = b.n WHERE b.z = 1"
+	]
+	assert [
+		select.split(" FROM ")[0] for select in deleted("DELETE a.*, b FROM tabA a, tabB b WHERE a.n = b.n")
+	] == [
+		"SELECT DISTINCT `a`.`name` AS `name`",
+		"SELECT DISTINCT `b`.`name` AS `name`",
+	]
+
+
+@pytest.mark.parametrize(
+	"sql",
+	[
+		"DELETE FROM tabA USING tabA JOIN tabB",  # the USING form: not read
+		"DELETE FROM tabA a, tabB b",  # several tables need the names before FROM
+		"DELETE c FROM tabA a",  # no such alias
+		"DELETE tabA",
+	],
+)
+def test_deletes_it_cannot_read_read_as_none(sql):
+	assert parse_delete(sql) is None
 
 
 def test_doctypes_named_finds_every_table_quoted_or_not():

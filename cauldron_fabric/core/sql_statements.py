@@ -1,14 +1,15 @@
-"""Reading MariaDB write statements (``UPDATE`` so far) for what they write: which tables,
+"""Reading MariaDB ``UPDATE`` and ``DELETE`` statements for what they write: which tables,
 which columns, and which rows (as a ``SELECT`` of the same rows).
 
-The fabric turns raw SQL updates (``frappe.db.sql("UPDATE …")``, ``frappe.qb.update(…).run()``)
-into document events: it reads the rows a statement is about to change, lets it run, and
-compares. This module is the reading, on the statement's text with its values already in place
+The fabric turns raw SQL writes (``frappe.db.sql("UPDATE …")``, ``frappe.qb.update(…).run()``,
+``frappe.db.delete(…)``) into document events: it reads the rows a statement is about to change
+or delete, lets it run, and compares. This module is the reading, on the statement's text with its values already in place
 (the database client's own escaping): no database, no framework.
 
 Covered: ``UPDATE [LOW_PRIORITY] [IGNORE] refs SET col = expr, … [WHERE …] [ORDER BY …]
 [LIMIT …]``, where ``refs`` is one table or several (comma or JOIN, with ON or USING), each
-with or without an alias, and derived tables that are not written. A statement this cannot read
+with or without an alias, and derived tables that are not written; ``DELETE [modifiers] FROM
+table [[AS] alias] [WHERE …] [ORDER BY …] [LIMIT …]`` and ``DELETE alias, … FROM refs [WHERE …]``. A statement this cannot read
 (a column whose table is ambiguous, a syntax it does not know) reads as None, never as a guess.
 """
 
@@ -34,7 +35,7 @@ _TOKEN = re.compile(
 )
 _JOIN = frozenset({"JOIN", "STRAIGHT_JOIN"})
 _JOIN_WORDS = frozenset({"INNER", "CROSS", "LEFT", "RIGHT", "OUTER", "NATURAL"})
-_MODIFIERS = frozenset({"LOW_PRIORITY", "IGNORE"})
+_MODIFIERS = frozenset({"LOW_PRIORITY", "IGNORE", "QUICK"})
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ class Token:
 
 
 @dataclass(frozen=True)
-class UpdateTarget:
-	"""A table one UPDATE writes: how the statement names it, and the columns it sets there."""
+class Target:
+	"""A table one statement writes: how it names the table, and the columns it sets there
+	(none for a DELETE)."""
 
 	table: str
 	reference: str  # the alias, or the table's own name, as SQL (quoted)
@@ -64,18 +66,18 @@ class UpdateTarget:
 
 
 @dataclass(frozen=True)
-class UpdateStatement:
-	"""What an UPDATE statement writes, and the text to read those rows before it runs."""
+class Statement:
+	"""What an UPDATE or DELETE statement writes, and the text to read those rows before it runs."""
 
 	refs: str
 	where: str
 	tail: str
-	targets: tuple[UpdateTarget, ...]
+	targets: tuple[Target, ...]
 	joined: bool
 
-	def select_before(self, target: UpdateTarget) -> str:
+	def select_before(self, target: Target) -> str:
 		"""Returns a SELECT of the ``name`` and the columns ``target`` sets, as stored now, of the
-		rows the statement is about to write in that table."""
+		rows the statement is about to write (or delete) in that table."""
 		columns = ", ".join(
 			f"{target.reference}.{quote(column)} AS {quote(column)}"
 			for column in ("name", *sorted(target.columns - {"name"}))
@@ -91,12 +93,18 @@ def quote(identifier: str) -> str:
 	return "`" + identifier.replace("`", "``") + "`"
 
 
-def is_update(sql: str) -> bool:
-	"""Tells whether ``sql`` is an UPDATE statement (cheap: a look at its first word)."""
-	return _STARTS_UPDATE.match(sql) is not None
+UPDATE = "update"
+DELETE = "delete"
 
 
-_STARTS_UPDATE = re.compile(r"\s*(?:/\*.*?\*/\s*)*update\b", re.IGNORECASE | re.DOTALL)
+def write_kind(sql: str) -> str | None:
+	"""Returns ``UPDATE`` or ``DELETE`` for such a statement, else None (cheap: a look at its first
+	word)."""
+	match = _STARTS_WRITE.match(sql)
+	return match.group(1).lower() if match else None
+
+
+_STARTS_WRITE = re.compile(r"\s*(?:/\*.*?\*/\s*)*(update|delete)\b", re.IGNORECASE | re.DOTALL)
 # Names of the form `tabSomething` (or tabSomething) a statement mentions: the DocTypes it may write.
 _TABLE_NAMES = re.compile(r"`tab((?:[^`]|``)+)`|\btab(\w+)")
 
@@ -107,7 +115,7 @@ def doctypes_named(sql: str) -> set[str]:
 	return {(quoted or "").replace("``", "`") or plain for quoted, plain in _TABLE_NAMES.findall(sql)}
 
 
-def parse_update(sql: str) -> UpdateStatement | None:
+def parse_update(sql: str) -> Statement | None:
 	"""Reads an UPDATE statement, or returns None when it is not one this module can read."""
 	tokens = _top_level(sql)
 	if tokens is None or not tokens or tokens[0].upper != "UPDATE":
@@ -138,7 +146,50 @@ def parse_update(sql: str) -> UpdateStatement | None:
 		where = sql[tokens[where_at].end : where_end].strip()
 	tail = sql[tokens[tail_at].start : end].strip() if tail_at else ""
 	joined = len(aliases) > 1
-	return UpdateStatement(refs_text, where, tail, targets, joined)
+	return Statement(refs_text, where, tail, targets, joined)
+
+
+def parse_delete(sql: str) -> Statement | None:
+	"""Reads a DELETE statement, or returns None when it is not one this module can read."""
+	tokens = _top_level(sql)
+	if tokens is None or not tokens or tokens[0].upper != "DELETE":
+		return None
+	position = 1
+	while position < len(tokens) and tokens[position].upper in _MODIFIERS:
+		position += 1
+	from_at = _find(tokens, position, "FROM")
+	if from_at is None or _find(tokens, from_at + 1, "USING") is not None:
+		return None  # DELETE FROM t USING refs: not read
+	where_at = _find(tokens, from_at + 1, "WHERE")
+	tail_at = _find_tail(tokens, (where_at or from_at) + 1)
+	end = len(sql.rstrip().rstrip(";"))
+	refs_end = tokens[where_at].start if where_at else tokens[tail_at].start if tail_at else end
+	refs_tokens = [token for token in tokens[from_at + 1 :] if token.start < refs_end]
+	if not refs_tokens:
+		return None
+	aliases = _aliases(refs_tokens)
+	if aliases is None:
+		return None
+	real = {alias: table for alias, table in aliases.items() if table}
+	if from_at == position:
+		# DELETE FROM one table: the rows of that table.
+		if len(aliases) != 1 or not real:
+			return None
+		named = list(real)
+	else:
+		# DELETE a, b FROM refs: the rows of the tables (or aliases) listed before FROM.
+		named = []
+		for token in tokens[position:from_at]:
+			if token.text in (",", ".", "*"):
+				continue
+			if token.kind not in ("word", "quoted") or token.name not in real:
+				return None
+			named.append(token.name)
+	targets = tuple(Target(real[alias], quote(alias), frozenset()) for alias in dict.fromkeys(named))
+	where = sql[tokens[where_at].end : tokens[tail_at].start if tail_at else end].strip() if where_at else ""
+	tail = sql[tokens[tail_at].start : end].strip() if tail_at else ""
+	refs_text = sql[tokens[from_at + 1].start : refs_end].strip()
+	return Statement(refs_text, where, tail, targets, len(aliases) > 1)
 
 
 def _top_level(sql: str) -> list[Token] | None:
@@ -251,9 +302,7 @@ def _assignments(sql: str, tokens: list[Token], end: int) -> list[tuple[str | No
 	return assignments if not expect_column else None
 
 
-def _targets(
-	assignments: list[tuple[str | None, str]], aliases: dict[str, str]
-) -> tuple[UpdateTarget, ...] | None:
+def _targets(assignments: list[tuple[str | None, str]], aliases: dict[str, str]) -> tuple[Target, ...] | None:
 	"""Groups the assigned columns by the table each writes; None when one is ambiguous."""
 	real = {alias: table for alias, table in aliases.items() if table}
 	columns: dict[str, set[str]] = {}
@@ -265,6 +314,4 @@ def _targets(
 		if qualifier not in real:
 			return None
 		columns.setdefault(qualifier, set()).add(column)
-	return tuple(
-		UpdateTarget(real[alias], quote(alias), frozenset(written)) for alias, written in columns.items()
-	)
+	return tuple(Target(real[alias], quote(alias), frozenset(written)) for alias, written in columns.items())

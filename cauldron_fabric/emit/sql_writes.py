@@ -1,6 +1,7 @@
-"""Raw SQL updates as ``updated`` events (``via: sql``): ``frappe.db.sql("UPDATE …")`` and
-``frappe.qb.update(…).run()``, which patches, ERPNext's status updaters and custom apps use to
-move statuses, quantities and flags with no document hook and no set_value.
+"""Raw SQL writes as events (``via: sql``): an UPDATE (``frappe.db.sql("UPDATE …")``,
+``frappe.qb.update(…).run()``) as ``updated``, a DELETE (``frappe.db.delete(…)``, raw or built
+with the query builder) as ``deleted``. Patches, ERPNext's status updaters and custom apps
+write so with no document hook and no set_value.
 
 The app wraps ``Database.sql`` once per process, as it wraps set_value (``set_values.py``).
 For an UPDATE of a DocType that emits events, the wrapper reads the rows the statement is about
@@ -10,13 +11,20 @@ would be: from the document as stored before to the document as stored after, no
 nothing changed, a child row's as its parent's update at commit, and a write from a document's
 own save hooks right after that save's event.
 
+A DELETE reads each document it is about to delete, whole, and records ``deleted`` for each
+one gone after it, with the document as it was; a deleted child table row is its parent's
+update at commit.
+
 Left alone:
 
-* every statement that is not an UPDATE, and UPDATEs run by Frappe's own writes, which have
-  events of their own or are bookkeeping: a save (through ``db_update``), ``set_value`` (and so
-  ``db_set``), a rename (which also rewrites every link to the renamed document: its
-  ``renamed`` event tells those);
-* by default (Fabric Settings → *Writes without document hooks*), an UPDATE that writes only
+* every other statement, and the writes of Frappe's own that have events of their own or are
+  bookkeeping: a save (through ``db_update``, and its DELETE of rows taken out of a table),
+  ``set_value`` (and so ``db_set``), ``delete_doc``'s DELETE of the document and its rows, a
+  rename (which also rewrites every link to the renamed document: its ``renamed`` event tells
+  those). What a deletion does to other documents (Frappe deletes their ToDos, Comments and
+  shares, and clears Communications' references) is theirs, recorded;
+* by default (Fabric Settings → *Writes without document hooks*; *None* leaves every raw write
+  alone), an UPDATE that writes only
   Frappe's bookkeeping columns: the tree bounds (``lft``, ``rgt``), ``modified``, and what Desk
   keeps per document (``_assign``, ``_comments``, ``_liked_by``, ``_seen``, ``_user_tags``),
   with the counters ``FRAPPE_BOOKKEEPING`` names; *Every write* counts those too;
@@ -26,13 +34,25 @@ Left alone:
 
 from __future__ import annotations
 
+import sys
+
 import frappe
 from frappe.database.database import Database
 from frappe.database.utils import EmptyQueryValues
+from frappe.model.delete_doc import delete_from_table
+from frappe.model.document import Document
 from frappe.model.rename_doc import rename_doc
 
-from cauldron_fabric.core.sql_statements import UpdateStatement, doctypes_named, is_update, parse_update
-from cauldron_fabric.emit.frames import call_of
+from cauldron_fabric.core.sql_statements import (
+	DELETE,
+	Statement,
+	Target,
+	doctypes_named,
+	parse_delete,
+	parse_update,
+	write_kind,
+)
+from cauldron_fabric.emit.document_events import emit_document_event, stored_document
 from cauldron_fabric.emit.held import in_place_of
 from cauldron_fabric.emit.policy import (
 	DEFAULT_DENIED,
@@ -42,6 +62,7 @@ from cauldron_fabric.emit.policy import (
 	current_policy,
 	is_fabric_doctype,
 )
+from cauldron_fabric.emit.rows import record_rows_changed_before
 from cauldron_fabric.emit.set_values import (
 	FRAPPE_BOOKKEEPING,
 	PlannedWrite,
@@ -65,33 +86,54 @@ _not_doctypes: dict[str, set[str]] = {}
 _unreadable_logged: set[str] = set()
 
 
-def plan_sql_update(db, query: str, values) -> list[PlannedWrite] | None:
-	"""Reads what an UPDATE statement is about to change, or returns None when the fabric leaves
-	it alone (see the module's docstring)."""
+# Frappe's own functions whose raw writes have events of their own (see the module's docstring).
+FRAPPES_OWN = frozenset(
+	function.__code__ for function in (rename_doc, delete_from_table, Document.update_child_table)
+)
+
+
+def plan_sql_write(db, kind: str, query: str, values) -> list | None:
+	"""Reads what an UPDATE or DELETE statement is about to change, or returns None when the
+	fabric leaves it alone (see the module's docstring)."""
 	if db is not getattr(frappe.local, "db", None) or frappe_writing():
 		return None
 	policy = current_policy()
 	if not policy.enabled or policy.set_values == SET_VALUES_NONE:
 		return None
 	watched = {doctype for doctype in doctypes_named(query) if _watched(doctype)}
-	if not watched or call_of(rename_doc) is not None:
+	if not watched or _inside_frappes_own():
 		return None
 	try:
 		text = db.mogrify(query, values) if values else query
 	except Exception:
 		return None  # values that do not fit the statement: Frappe's own run of it raises
-	statement = parse_update(text) if isinstance(text, str) else None
+	parse = parse_delete if kind == DELETE else parse_update
+	statement = parse(text) if isinstance(text, str) else None
 	if statement is None:
-		_log_unreadable(query)
+		_log_unreadable(kind, query)
 		return None
 	writes = []
 	for target in statement.targets:
 		doctype = target.table[3:] if target.table.startswith("tab") else None
-		if doctype in watched:
+		if doctype not in watched:
+			continue
+		if kind == DELETE:
+			write = _plan_deletion(statement, target, doctype)
+		else:
 			write = _plan_target(statement, target, doctype, policy.set_values == SET_VALUES_ALL)
-			if write is not None:
-				writes.append(write)
+		if write is not None:
+			writes.append(write)
 	return writes or None
+
+
+def _inside_frappes_own() -> bool:
+	"""Tells whether this runs inside one of FRAPPES_OWN (one walk up the stack)."""
+	frame = sys._getframe(1)
+	while frame is not None:
+		if frame.f_code in FRAPPES_OWN:
+			return True
+		frame = frame.f_back
+	return False
 
 
 def _watched(doctype: str) -> bool:
@@ -112,27 +154,69 @@ def _watched(doctype: str) -> bool:
 	return bool(meta.istable) or current_policy().kind_of(doctype) is not None
 
 
-def _plan_target(statement: UpdateStatement, target, doctype: str, every_write: bool) -> PlannedWrite | None:
+def _plan_target(
+	statement: Statement, target: Target, doctype: str, every_write: bool
+) -> PlannedWrite | None:
 	"""Reads the rows of one table the statement is about to write."""
 	columns = _table_columns(doctype, target.columns)
 	if columns is None:
 		return None  # a column the table lacks: Frappe's own statement fails as it always did
 	if not every_write and columns <= BOOKKEEPING_COLUMNS | FRAPPE_BOOKKEEPING.get(doctype, frozenset()):
 		return None
-	# The statement's text with its own column names, mapped to the table's spelling (MariaDB
-	# compares column names without case) for reading the document as stored.
-	select = statement.select_before(target)
-	try:
-		rows = frappe.db.sql(select, as_dict=True)
-	except Exception:
-		# The statement names something the database refuses: Frappe's own run of it raises the
-		# database's error, which its caller may expect (frappe.db.is_missing_column).
+	rows = _rows_before(statement, target)
+	if rows is None:
 		return None
+	# Read under the statement's own column names: mapped to the table's spelling (MariaDB
+	# compares column names without case) for comparing with the document as stored.
 	befores = [ValuesBefore(_spelled(row, columns), doctype=doctype) for row in rows]
 	names = [row.name for row in befores]
 	return plan_documents(
 		doctype, lambda _doctype, names: names, names, PlannedWrite(doctype, SQL), befores=befores
 	)
+
+
+def _rows_before(statement: Statement, target: Target) -> list | None:
+	"""Reads the names (and the columns set) of the rows the statement is about to write in
+	``target``; None when the database refuses the read."""
+	try:
+		return frappe.db.sql(statement.select_before(target), as_dict=True)
+	except Exception:
+		# The statement names something the database refuses: Frappe's own run of it raises the
+		# database's error, which its caller may expect (frappe.db.is_missing_column).
+		return None
+
+
+class PlannedDeletion:
+	"""The documents one DELETE is about to delete, each read whole before it runs."""
+
+	def __init__(self, doctype: str, documents: list) -> None:
+		self.doctype = doctype
+		self.documents = documents
+
+	def record(self) -> None:
+		"""Records ``deleted`` for each document the statement did delete."""
+		names = [doc.name for doc in self.documents]
+		left = set(
+			frappe.db.get_all(self.doctype, filters={"name": ("in", names)}, pluck="name", order_by=None)
+		)
+		for doc in self.documents:
+			if doc.name not in left:
+				# Rows changed alone before: no parent of that name is left at commit (as after_delete).
+				record_rows_changed_before(self.doctype, doc.name, doc)
+				emit_document_event(doc, "deleted", via=SQL, reject_invalid=False)
+
+
+def _plan_deletion(statement: Statement, target: Target, doctype: str):
+	"""Reads the documents (or, of a child table, notes the rows) a DELETE is about to delete."""
+	rows = _rows_before(statement, target)
+	if not rows:
+		return None
+	names = [row.name for row in rows]
+	if frappe.get_meta(doctype).istable:
+		# Each row noted with its table as it stands: its parent's update at commit.
+		return plan_documents(doctype, lambda _doctype, names: names, names, PlannedWrite(doctype, SQL))
+	documents = [doc for doc in (stored_document(doctype, name) for name in names) if doc is not None]
+	return PlannedDeletion(doctype, documents) if documents else None
 
 
 def _table_columns(doctype: str, written: frozenset[str]) -> frozenset[str] | None:
@@ -148,14 +232,16 @@ def _spelled(row: dict, columns: frozenset[str]) -> dict:
 	return {by_lower.get(key.lower(), key): value for key, value in row.items()}
 
 
-def _log_unreadable(query: str) -> None:
-	"""Logs, once per process and statement start, an UPDATE the fabric records nothing for."""
+def _log_unreadable(kind: str, query: str) -> None:
+	"""Logs, once per process and statement start, a write the fabric records nothing for."""
 	start = " ".join(query.split())[:120]
 	if start not in _unreadable_logged:
 		_unreadable_logged.add(start)
 		frappe.logger("cauldron_fabric").warning(
-			"Cauldron Fabric records no event for this UPDATE, whose tables or columns it cannot "
-			"tell apart (qualify each SET column with its table or alias): %s",
+			"Cauldron Fabric records no event for this %s, whose tables or columns it cannot tell "
+			"apart (qualify each SET column with its table or alias; write DELETE … FROM with "
+			"the table before FROM, not USING): %s",
+			kind.upper(),
 			start,
 		)
 
@@ -169,14 +255,16 @@ def _values(args: tuple, kwargs: dict):
 
 
 def watch_sql() -> None:
-	"""Makes ``frappe.db.sql`` record the events of the UPDATE statements it runs (once per process)."""
+	"""Makes ``frappe.db.sql`` record the events of the UPDATE and DELETE statements it runs
+	(once per process)."""
 	if getattr(Database.sql, "fabric_watched", False):
 		return
 	sql = Database.sql
 
-	# Arguments pass through as given; only an UPDATE (a look at its first word) costs more.
+	# Arguments pass through as given; only an UPDATE or DELETE (a look at its first word) costs more.
 	def sql_watched(self, query, *args, **kwargs):
-		if type(query) is not str or not is_update(query) or not kwargs.get("run", True):
+		kind = write_kind(query) if type(query) is str else None
+		if kind is None or not kwargs.get("run", True):
 			return sql(self, query, *args, **kwargs)
 		if kwargs.get("auto_commit"):
 			# Frappe commits before the statement and after it: after its events, here.
@@ -184,7 +272,7 @@ def watch_sql() -> None:
 			result = sql_watched(self, query, *args, **{**kwargs, "auto_commit": 0})
 			self.commit()
 			return result
-		writes = plan_sql_update(self, query, _values(args, kwargs))
+		writes = plan_sql_write(self, kind, query, _values(args, kwargs))
 		result = sql(self, query, *args, **kwargs)
 		for write in writes or ():
 			write.record()

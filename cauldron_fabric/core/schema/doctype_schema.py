@@ -225,8 +225,9 @@ def document_event_schema(
 	"""Returns the payload schema of the event ``<doctype>.<action>`` (``sales_invoice.submitted``).
 
 	The payload is ``{"doc": <document>}``; updates add ``changes`` (``{field: {old, new}}``,
-	or null when unknown) and ``via`` (``db_set``, ``set_value``, ``db_update``, ``sql``); renames add
-	``oldName``, ``newName``, ``merge``.
+	or null when unknown) and ``via`` (``db_set``, ``set_value``, ``db_update``, ``sql``); a
+	deletion by a raw SQL DELETE adds ``via`` (``sql``); renames add ``oldName``, ``newName``,
+	``merge``.
 	"""
 	event_type = document_event_type(doctype, action)
 	properties: dict[str, Any] = {"doc": _document(doctype, fields, child_tables or {}, closed=closed)}
@@ -234,6 +235,8 @@ def document_event_schema(
 		change = {"type": "object", "required": ["old", "new"], "properties": {"old": {}, "new": {}}}
 		properties["changes"] = {"type": ["object", "null"], "additionalProperties": change}
 		properties["via"] = {"type": "string", "enum": ["db_set", "set_value", "db_update", "sql"]}
+	if action == "deleted":
+		properties["via"] = {"type": "string", "enum": ["sql"]}
 	if action == "renamed":
 		properties["oldName"] = {"type": ["string", "null"]}
 		properties["newName"] = {"type": ["string", "null"]}
