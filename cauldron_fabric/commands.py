@@ -9,6 +9,14 @@ import json
 import click
 from frappe.commands import get_site, pass_context
 
+from cauldron_fabric.emit.watch import watch_writes
+
+# bench imports this module in the process of every command, before the command runs (to list
+# the app's commands): `bench execute`, `bench console` and `bench run-patch` run none of the
+# hooks that wrap Frappe's writes elsewhere, and their first write may come before any document
+# hook of the fabric. Wrapped here, before the subcommands' imports, which may fail alone.
+watch_writes()
+
 
 @click.group("fabric")
 def fabric() -> None:

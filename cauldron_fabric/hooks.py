@@ -14,8 +14,7 @@ after_install = "cauldron_fabric.install.after_install"
 # snapshot before, a comparison after. After the app's own after_migrate, which registers the
 # catalog's schemas these events are checked against.
 before_migrate = [
-	"cauldron_fabric.emit.set_values.watch_set_values",
-	"cauldron_fabric.emit.sql_writes.watch_sql",
+	"cauldron_fabric.emit.watch.watch_writes",
 	"cauldron_fabric.emit.deleted_doctypes.before_migrate",
 ]
 after_migrate = [
@@ -32,18 +31,14 @@ after_app_uninstall = "cauldron_fabric.emit.deleted_doctypes.after_app_uninstall
 # Requests and jobs: correlation ids in and out (a job continues its enqueuer's, see
 # emit/context.py); savepoints followed from the start (a rollback to one also drops what the
 # fabric holds for the commit since, see emit/held.py); writes without document hooks
-# recorded (emit/set_values.py, and raw SQL updates: emit/sql_writes.py)
+# recorded (emit/set_values.py). Bench commands wrap them on their own (emit/watch.py).
 # ------------------------------------
 before_request = [
-	"cauldron_fabric.emit.held.watch_savepoints",
-	"cauldron_fabric.emit.set_values.watch_set_values",
-	"cauldron_fabric.emit.sql_writes.watch_sql",
+	"cauldron_fabric.emit.watch.watch_writes",
 	"cauldron_fabric.emit.context.read_correlation_header",
 ]
 before_job = [
-	"cauldron_fabric.emit.held.watch_savepoints",
-	"cauldron_fabric.emit.set_values.watch_set_values",
-	"cauldron_fabric.emit.sql_writes.watch_sql",
+	"cauldron_fabric.emit.watch.watch_writes",
 	"cauldron_fabric.emit.context.continue_enqueuing_context",
 ]
 after_request = [

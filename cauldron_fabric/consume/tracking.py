@@ -29,9 +29,7 @@ from cauldron_fabric.core.consumer.tracking_sql import (
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.sqlsession import is_connection_error
 from cauldron_fabric.emit.context import caused_by
-from cauldron_fabric.emit.held import watch_savepoints
-from cauldron_fabric.emit.set_values import watch_set_values
-from cauldron_fabric.emit.sql_writes import watch_sql
+from cauldron_fabric.emit.watch import watch_writes
 from cauldron_fabric.services.retention import CHUNK, purge, retention_cutoff
 from cauldron_fabric.services.sitedb import reconnect
 
@@ -47,9 +45,7 @@ class FrappeTrackingStore(TrackingStore):
 		self._broken = False
 		self._event: Envelope | None = None
 		# Each event's unit of work is a savepoint, set before the handler's first document hook.
-		watch_savepoints()
-		watch_set_values()
-		watch_sql()
+		watch_writes()
 
 	@property
 	def transaction(self):

@@ -37,11 +37,6 @@ from cauldron_fabric.emit.set_values import (
 	record_set_values_in_save,
 	tell_again_after_the_save,
 )
-from cauldron_fabric.emit.sql_writes import watch_sql
-
-# Raw SQL updates are events from the first document event of a process on (as set_values.py's
-# writes are, imported above), for processes that run no hook that watches them (bench execute).
-watch_sql()
 
 SAVE_ACTIONS = {
 	"save": "updated",

@@ -31,7 +31,7 @@ from frappe.permissions import setup_custom_perms
 
 from cauldron_fabric.emit.document_events import emit_document_event
 from cauldron_fabric.emit.policy import current_policy
-from cauldron_fabric.emit.set_values import written_by_frappe
+from cauldron_fabric.emit.watch import written_by_frappe
 
 ROWS = "Custom DocPerm"
 USER_PERMISSION = "User Permission"

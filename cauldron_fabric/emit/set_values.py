@@ -3,10 +3,10 @@
 (``via: db_update``).
 
 ERPNext and custom apps move statuses, quantities and flags that way, and nothing else in
-the fabric sees them. The app wraps the three methods once per process (as it wraps the
-savepoint methods, see ``held.py``): each wrapper reads what it is about to change (for a
-set_value, only the values it replaces, in one query), calls Frappe's own method with the
-arguments as given, and reads the documents written.
+the fabric sees them. The app wraps the three methods once per process (``watch.py`` says
+from where): each wrapper reads what it is about to change (for a set_value, only the values
+it replaces, in one query), calls Frappe's own method with the arguments as given, and reads
+the documents written.
 
 * A write outside the document's own save is its ``updated`` event at once, from the document
   as stored before to the document as stored after; a write that changed nothing records
@@ -36,12 +36,9 @@ every write, or none.
 from __future__ import annotations
 
 import copy
-import sys
 from typing import Any
 
 import frappe
-from frappe.database.database import Database
-from frappe.model.base_document import BaseDocument
 from frappe.model.rename_doc import rename_doc
 
 from cauldron_fabric.emit.document_events import emit_document_event, no_messages, stored_document
@@ -50,7 +47,6 @@ from cauldron_fabric.emit.held import (
 	held_now,
 	hold_from_the_next_transaction,
 	hold_until_commit,
-	in_place_of,
 	release,
 )
 from cauldron_fabric.emit.inserts import save_running, saved_now
@@ -62,6 +58,7 @@ from cauldron_fabric.emit.policy import (
 	current_policy,
 )
 from cauldron_fabric.emit.rows import record_rows_changed_before, row_changed, rows_changed_alone
+from cauldron_fabric.emit.watch import watch_set_values, watch_writes  # noqa: F401 (see the end)
 
 # Documents written without hooks while being saved: (doctype, name) -> {"before": the
 # document as stored before the first such write, "via": how it was written}.
@@ -330,74 +327,7 @@ def tell_again_after_the_save(doctype: str, name, before, via: str | None) -> No
 	hold_from_the_next_transaction(HELD, record_held_set_values, (doctype, str(name)), held)
 
 
-# Set (in frappe.local) while one of Frappe's writes whose events the fabric makes itself runs:
-# set_value, set_single_value, db_update, the permission pages' methods (permissions.py). Their
-# SQL is theirs to tell, not sql_writes.py's.
-WRITING = "fabric_frappe_writing"
-
-
-def frappe_writing() -> bool:
-	"""Tells whether one of Frappe's writes whose events the fabric makes itself is running."""
-	return bool(getattr(frappe.local, WRITING, 0))
-
-
-def written_by_frappe(method, *args, **kwargs):
-	"""Calls Frappe's write ``method``, whose events the fabric makes itself, marked as running
-	for the SQL it issues."""
-	local = frappe.local
-	depth = getattr(local, WRITING, 0)
-	setattr(local, WRITING, depth + 1)
-	try:
-		return method(*args, **kwargs)
-	finally:
-		setattr(local, WRITING, depth)
-
-
-def watch_set_values() -> None:
-	"""Makes ``frappe.db.set_value``, ``set_single_value`` and a document's ``db_update`` record
-	their events (once per process)."""
-	if getattr(Database.set_value, "fabric_watched", False):
-		return
-	set_value, set_single_value = Database.set_value, Database.set_single_value
-	db_update = BaseDocument.db_update
-
-	# Arguments pass through as given, so that a Frappe release adding one keeps working.
-	def set_value_watched(self, dt, dn, *args, **kwargs):
-		write = None
-		if dn is not None and dt != dn:  # else Frappe writes a Single: set_single_value below
-			fields = args[0] if args else kwargs.get("field")
-			write = plan(self, dt, dn, fields, _update_modified(args, 4, kwargs), sys._getframe(1))
-		result = written_by_frappe(set_value, self, dt, dn, *args, **kwargs)
-		if write is not None:
-			write.record()
-		return result
-
-	def set_single_value_watched(self, doctype, *args, **kwargs):
-		fields = args[0] if args else kwargs.get("fieldname")
-		update_modified = kwargs.get("update_modified", True)
-		write = plan(self, doctype, doctype, fields, update_modified, sys._getframe(1))
-		result = written_by_frappe(set_single_value, self, doctype, *args, **kwargs)
-		if write is not None:
-			write.record()
-		return result
-
-	def db_update_watched(self, *args, **kwargs):
-		write = plan_db_update(self, sys._getframe(1))
-		result = written_by_frappe(db_update, self, *args, **kwargs)
-		if write is not None:
-			write.record()
-		return result
-
-	Database.set_value = in_place_of(set_value, set_value_watched)
-	Database.set_single_value = in_place_of(set_single_value, set_single_value_watched)
-	BaseDocument.db_update = in_place_of(db_update, db_update_watched)
-
-
-def _update_modified(args: tuple, position: int, kwargs: dict) -> bool:
-	"""Returns set_value's ``update_modified``, given by keyword or in its place after ``dn``."""
-	if "update_modified" in kwargs:
-		return bool(kwargs["update_modified"])
-	return bool(args[position]) if len(args) > position else True
-
-
-watch_set_values()
+# Hooks cached in Redis before an upgrade moved the wraps to watch.py name this module's
+# watch_set_values (imported above). Imported at a process's first document event: every wrap
+# from there on.
+watch_writes()

@@ -3,7 +3,7 @@
 with the query builder) as ``deleted``. Patches, ERPNext's status updaters and custom apps
 write so with no document hook and no set_value.
 
-The app wraps ``Database.sql`` once per process, as it wraps set_value (``set_values.py``).
+The app wraps ``Database.sql`` once per process, as it wraps set_value (``watch.py``).
 For an UPDATE of a DocType that emits events, the wrapper reads the rows the statement is about
 to write (a SELECT of their names and the columns it sets, with the statement's own tables and
 WHERE), lets Frappe run it, and records each document's update as a set_value of those columns
@@ -37,8 +37,6 @@ from __future__ import annotations
 import sys
 
 import frappe
-from frappe.database.database import Database
-from frappe.database.utils import EmptyQueryValues
 from frappe.model.delete_doc import delete_from_table
 from frappe.model.document import Document
 from frappe.model.rename_doc import rename_doc
@@ -50,10 +48,8 @@ from cauldron_fabric.core.sql_statements import (
 	doctypes_named,
 	parse_delete,
 	parse_update,
-	write_kind,
 )
 from cauldron_fabric.emit.document_events import emit_document_event, stored_document
-from cauldron_fabric.emit.held import in_place_of
 from cauldron_fabric.emit.policy import (
 	DEFAULT_DENIED,
 	SET_VALUES_ALL,
@@ -63,13 +59,8 @@ from cauldron_fabric.emit.policy import (
 	is_fabric_doctype,
 )
 from cauldron_fabric.emit.rows import record_rows_changed_before
-from cauldron_fabric.emit.set_values import (
-	FRAPPE_BOOKKEEPING,
-	PlannedWrite,
-	ValuesBefore,
-	frappe_writing,
-	plan_documents,
-)
+from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
+from cauldron_fabric.emit.watch import frappe_writing
 
 # Columns Frappe keeps up to date itself: nested-set bounds, the time of the last change, and
 # Desk's per-document lists. An UPDATE of these alone is bookkeeping.
@@ -244,41 +235,3 @@ def _log_unreadable(kind: str, query: str) -> None:
 			kind.upper(),
 			start,
 		)
-
-
-def _values(args: tuple, kwargs: dict):
-	"""Returns the values of an sql() call as Frappe passes them to the database client."""
-	values = args[0] if args else kwargs.get("values", EmptyQueryValues)
-	if values is EmptyQueryValues:
-		return None
-	return values if isinstance(values, tuple | dict | list) else (values,)
-
-
-def watch_sql() -> None:
-	"""Makes ``frappe.db.sql`` record the events of the UPDATE and DELETE statements it runs
-	(once per process)."""
-	if getattr(Database.sql, "fabric_watched", False):
-		return
-	sql = Database.sql
-
-	# Arguments pass through as given; only an UPDATE or DELETE (a look at its first word) costs more.
-	def sql_watched(self, query, *args, **kwargs):
-		kind = write_kind(query) if type(query) is str else None
-		if kind is None or not kwargs.get("run", True):
-			return sql(self, query, *args, **kwargs)
-		if kwargs.get("auto_commit"):
-			# Frappe commits before the statement and after it: after its events, here.
-			self.commit()
-			result = sql_watched(self, query, *args, **{**kwargs, "auto_commit": 0})
-			self.commit()
-			return result
-		writes = plan_sql_write(self, kind, query, _values(args, kwargs))
-		result = sql(self, query, *args, **kwargs)
-		for write in writes or ():
-			write.record()
-		return result
-
-	Database.sql = in_place_of(sql, sql_watched)
-
-
-watch_sql()

@@ -1,0 +1,103 @@
+"""Writes without document hooks made in ``bench execute`` and ``bench console`` are events from
+the process's first write.
+
+Admins and support staff fix data that way. Frappe runs none of the app's before_request,
+before_job or before_migrate hooks in those processes, and their first write may come before
+any document hook of the fabric has run. Each test runs the real command as ``bench`` runs it
+(``python -m frappe.utils.bench_helper frappe --site SITE ...``, from the sites folder) in a
+process of its own, then reads what it committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import frappe
+
+from cauldron_fabric.tests.utils import ORDER, EmissionCase, bench_command, events_after, last_seq, new_order
+
+UPDATED = "fabric_test_order.updated"
+
+# What a process has wrapped of Frappe's methods, asked in `bench execute` of an expression (which
+# Frappe evaluates when the argument names no function): the command's own code, nothing else.
+WATCHED = (
+	"(lambda database=__import__('frappe.database.database', fromlist=['Database']).Database,"
+	" document=__import__('frappe.model.base_document', fromlist=['BaseDocument']).BaseDocument:"
+	" {name: getattr(method, 'fabric_watched', False) for name, method in ("
+	"('savepoint', database.savepoint), ('rollback', database.rollback),"
+	" ('set_value', database.set_value), ('set_single_value', database.set_single_value),"
+	" ('db_update', document.db_update))})"
+)
+
+
+def run_bench(case: EmissionCase, *args: str, stdin: str | None = None) -> str:
+	"""Runs ``bench --site SITE *args`` (``stdin`` as its input), checks it succeeded and returns
+	its output; what it committed is visible afterwards."""
+	frappe.db.commit()
+	done = subprocess.run(
+		bench_command(*args),
+		cwd=os.path.abspath(frappe.get_site_path("..")),
+		input=stdin,
+		capture_output=True,
+		text=True,
+		timeout=180,
+	)
+	case.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+	case.assertNotIn("Traceback", done.stderr)
+	frappe.db.rollback()  # see what the process committed
+	return done.stdout
+
+
+def payload(event: dict) -> dict:
+	return event["data"]["payload"]
+
+
+class TestWritesInBenchCommands(EmissionCase):
+	def committed_order(self, title: str):
+		order = new_order(title)
+		frappe.db.commit()
+		self.addCleanup(_delete_order, order.name)
+		return order
+
+	def test_a_set_value_in_bench_execute_is_an_event(self):
+		order = self.committed_order("before bench execute")
+		start = last_seq()
+		# The command an admin types; Frappe commits after the call.
+		arguments = json.dumps([ORDER, order.name, "title", "fixed in bench execute"])
+		run_bench(self, "execute", "frappe.db.set_value", "--args", arguments)
+		(event,) = events_after(start, ORDER, order.name)
+		self.assertEqual(event["type"], UPDATED)
+		self.assertEqual(payload(event)["via"], "set_value")
+		self.assertEqual(
+			payload(event)["changes"],
+			{"title": {"old": "before bench execute", "new": "fixed in bench execute"}},
+		)
+
+	def test_a_set_value_in_bench_console_is_an_event(self):
+		order = self.committed_order("before bench console")
+		start = last_seq()
+		typed = (
+			f"frappe.db.set_value({ORDER!r}, {order.name!r}, 'title', 'fixed in bench console')\n"
+			"frappe.db.commit()\n"
+		)
+		run_bench(self, "console", stdin=typed)
+		(event,) = events_after(start, ORDER, order.name)
+		self.assertEqual(event["type"], UPDATED)
+		self.assertEqual(payload(event)["via"], "set_value")
+		self.assertEqual(
+			payload(event)["changes"],
+			{"title": {"old": "before bench console", "new": "fixed in bench console"}},
+		)
+
+	def test_bench_execute_follows_savepoints_and_writes_before_its_first_call(self):
+		watched = json.loads(run_bench(self, "execute", WATCHED).strip().splitlines()[-1])
+		self.assertEqual(watched, dict.fromkeys(watched, True))
+		self.assertEqual(len(watched), 5)
+
+
+def _delete_order(name: str) -> None:
+	frappe.db.rollback()
+	frappe.delete_doc(ORDER, name, force=True)
+	frappe.db.commit()
