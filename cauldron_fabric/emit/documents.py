@@ -34,6 +34,7 @@ from cauldron_fabric.emit.rows import record_rows_changed_before, record_rows_ch
 from cauldron_fabric.emit.set_values import (
 	being_renamed_to,
 	hold_db_set_under_new_name,
+	is_bookkeeping_db_set,
 	record_set_values_in_save,
 	tell_again_after_the_save,
 )
@@ -46,6 +47,8 @@ SAVE_ACTIONS = {
 }
 # db_sets (and saves of copies) inside saves, held until that save emits or until commit.
 DEFERRED_DB_SETS = "fabric_deferred_db_sets"
+# The mark of a db_set of Frappe's bookkeeping alone, which records nothing (set_values.py).
+BOOKKEEPING = "bookkeeping"
 
 
 def mark_db_set(doc, method=None) -> None:
@@ -54,7 +57,9 @@ def mark_db_set(doc, method=None) -> None:
 	# later insert into a db_set update.
 	if doc.name is not None:
 		doc.flags.fabric_db_set = True
-		if (
+		if is_bookkeeping_db_set(doc):
+			doc.flags.fabric_db_set = BOOKKEEPING
+		elif (
 			not saved_now(doc)
 			and not doc.flags.in_delete
 			and not _is_row(doc)
@@ -70,7 +75,7 @@ def on_change(doc, method=None) -> None:
 	"""Emits the event(s) of the save or db_set that just wrote ``doc``."""
 	via_db_set = doc.flags.pop("fabric_db_set", False)
 	stored_before = doc.flags.pop("fabric_db_set_before", None)
-	if doc.flags.in_delete:
+	if doc.flags.in_delete or via_db_set == BOOKKEEPING:
 		return
 	if _is_row(doc):
 		row_changed(doc, via="db_set" if via_db_set else None)

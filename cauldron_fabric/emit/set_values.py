@@ -42,7 +42,7 @@ import frappe
 from frappe.model.rename_doc import rename_doc
 
 from cauldron_fabric.emit.document_events import emit_document_event, no_messages, stored_document
-from cauldron_fabric.emit.frames import call_of
+from cauldron_fabric.emit.frames import argument_of, call_of
 from cauldron_fabric.emit.held import (
 	held_now,
 	hold_from_the_next_transaction,
@@ -53,6 +53,7 @@ from cauldron_fabric.emit.inserts import save_running, saved_now
 from cauldron_fabric.emit.policy import (
 	DB_UPDATE,
 	SET_VALUE,
+	SET_VALUES_ALL,
 	SET_VALUES_NONE,
 	SET_VALUES_THAT_UPDATE_MODIFIED,
 	current_policy,
@@ -65,13 +66,25 @@ from cauldron_fabric.emit.watch import watch_set_values, watch_writes  # noqa: F
 HELD = "fabric_set_values_in_save"
 # Frappe's own save writes through db_update: the document and its rows, under these functions.
 SAVE_PATHS = frozenset({"_save", "update_child_table"})
-# Counters and marks Frappe keeps with set_values that update modified all the same: by default
-# bookkeeping like those written with update_modified=False (only 'Every write' counts them).
+# Counters and marks Frappe keeps with set_values (or db_sets) that update modified all the
+# same: by default bookkeeping like set_values with update_modified=False, no event for a write
+# of these alone (only 'Every write' counts them). A db_set is an event otherwise, whatever it
+# writes: only Frappe's own db_sets on every run of a scheduled job are listed.
 FRAPPE_BOOKKEEPING = {
 	# Counted up by every insert the rule names: a system.change per document otherwise.
 	"Document Naming Rule": frozenset({"counter"}),
-	# Where the next pull of the mailbox starts, stored by every pull.
-	"Email Account": frozenset({"uidnext"}),
+	"Email Account": frozenset(
+		{
+			# Where the next pull of the mailbox starts: set_value by
+			# EmailServer.check_imap_uidvalidity on every pull (email_account.pull, every ten
+			# minutes).
+			"uidnext",
+			# Pulls in a row that could not reach the mailbox: db_set by
+			# EmailAccount.check_email_server_connection on every such pull (turning incoming
+			# mail off after too many is a db_set of enable_incoming, an event).
+			"no_failed",
+		}
+	),
 	# The day the daily job repeats the document next, moved by every repeat (the new document
 	# is an event of its own).
 	"Auto Repeat": frozenset({"next_schedule_date"}),
@@ -141,6 +154,16 @@ def is_bookkeeping(doctype: str, written: set, update_modified: bool) -> bool:
 	if not update_modified:
 		return True
 	return bool(written) and written <= FRAPPE_BOOKKEEPING.get(doctype, frozenset())
+
+
+def is_bookkeeping_db_set(doc) -> bool:
+	"""Tells whether the ``doc.db_set(...)`` running now writes only Frappe's bookkeeping
+	(``FRAPPE_BOOKKEEPING``) and Fabric Settings count no such write (all but 'Every write')."""
+	kept = FRAPPE_BOOKKEEPING.get(doc.doctype)
+	if kept is None or current_policy().set_values == SET_VALUES_ALL:
+		return False
+	fields = argument_of("db_set", doc, "fieldname")
+	return (set(fields) if isinstance(fields, dict) else {fields}) <= kept
 
 
 def plan_db_update(doc, caller) -> PlannedWrite | None:
