@@ -1,5 +1,5 @@
-"""Writes without document hooks made in ``bench execute`` and ``bench console`` are events from
-the process's first write.
+"""Writes without document hooks made in ``bench execute``, ``bench console`` and ``bench
+run-patch`` are events from the process's first write.
 
 Admins and support staff fix data that way. Frappe runs none of the app's before_request,
 before_job or before_migrate hooks in those processes, and their first write may come before
@@ -91,6 +91,19 @@ class TestWritesInBenchCommands(EmissionCase):
 			{"title": {"old": "before bench console", "new": "fixed in bench console"}},
 		)
 
+	def test_a_set_value_in_a_patch_under_bench_run_patch_is_an_event(self):
+		order = self.committed_order("before bench run-patch")
+		start = last_seq()
+		patch = f"execute:frappe.db.set_value({ORDER!r}, {order.name!r}, 'title', 'fixed by a patch')"
+		self.addCleanup(_delete_patch_log, patch)
+		run_bench(self, "run-patch", patch)
+		(event,) = events_after(start, ORDER, order.name)
+		self.assertEqual(event["type"], UPDATED)
+		self.assertEqual(payload(event)["via"], "set_value")
+		self.assertEqual(
+			payload(event)["changes"], {"title": {"old": "before bench run-patch", "new": "fixed by a patch"}}
+		)
+
 	def test_bench_execute_follows_savepoints_and_writes_before_its_first_call(self):
 		watched = json.loads(run_bench(self, "execute", WATCHED).strip().splitlines()[-1])
 		self.assertEqual(watched, dict.fromkeys(watched, True))
@@ -100,4 +113,10 @@ class TestWritesInBenchCommands(EmissionCase):
 def _delete_order(name: str) -> None:
 	frappe.db.rollback()
 	frappe.delete_doc(ORDER, name, force=True)
+	frappe.db.commit()
+
+
+def _delete_patch_log(patch: str) -> None:
+	frappe.db.rollback()
+	frappe.db.delete("Patch Log", {"patch": patch})
 	frappe.db.commit()
