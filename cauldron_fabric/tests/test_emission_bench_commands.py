@@ -28,7 +28,7 @@ WATCHED = (
 	" {name: getattr(method, 'fabric_watched', False) for name, method in ("
 	"('savepoint', database.savepoint), ('rollback', database.rollback),"
 	" ('set_value', database.set_value), ('set_single_value', database.set_single_value),"
-	" ('db_update', document.db_update))})"
+	" ('db_update', document.db_update), ('sql', database.sql))})"
 )
 
 
@@ -91,6 +91,20 @@ class TestWritesInBenchCommands(EmissionCase):
 			{"title": {"old": "before bench console", "new": "fixed in bench console"}},
 		)
 
+	def test_a_raw_update_in_bench_console_is_an_event(self):
+		order = self.committed_order("before a raw update")
+		start = last_seq()
+		typed = (
+			f"frappe.db.sql('UPDATE `tab{ORDER}` SET title = %s WHERE name = %s', ('fixed raw', {order.name!r}))\n"
+			"frappe.db.commit()\n"
+		)
+		run_bench(self, "console", stdin=typed)
+		(event,) = events_after(start, ORDER, order.name)
+		self.assertEqual((event["type"], payload(event)["via"]), (UPDATED, "sql"))
+		self.assertEqual(
+			payload(event)["changes"], {"title": {"old": "before a raw update", "new": "fixed raw"}}
+		)
+
 	def test_a_set_value_in_a_patch_under_bench_run_patch_is_an_event(self):
 		order = self.committed_order("before bench run-patch")
 		start = last_seq()
@@ -107,7 +121,7 @@ class TestWritesInBenchCommands(EmissionCase):
 	def test_bench_execute_follows_savepoints_and_writes_before_its_first_call(self):
 		watched = json.loads(run_bench(self, "execute", WATCHED).strip().splitlines()[-1])
 		self.assertEqual(watched, dict.fromkeys(watched, True))
-		self.assertEqual(len(watched), 5)
+		self.assertEqual(len(watched), 6)
 
 
 def _delete_order(name: str) -> None:
