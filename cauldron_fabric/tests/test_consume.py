@@ -268,8 +268,13 @@ class TestConsumingFromRabbitMQ(FrappeTestCase):
 			rabbit.publish(self.exchange, "agent.approval.requested", approval_requested().to_json().encode())
 		rabbit.publish("", f"{group}.retry.1000ms", approval_requested().to_json().encode())  # a retry
 		rabbit.close()
+		# The retry comes back to the group's queue after its 1 s delay: 3 either way, once the
+		# broker has routed the three (publishes without confirms reach the queues a moment later).
+		deadline = time.monotonic() + 10
 		lag = consumers_api.get_lag(group, broker="rabbitmq")
-		# The retry comes back to the group's queue after its 1 s delay: 3 either way.
+		while lag["lag"] < 3 and time.monotonic() < deadline:
+			time.sleep(0.1)
+			lag = consumers_api.get_lag(group, broker="rabbitmq")
 		self.assertEqual(lag["lag"], 3, lag)
 		self.assertIn(f"{group}.retry.1000ms", {p["topic"] for p in lag["partitions"]})
 
