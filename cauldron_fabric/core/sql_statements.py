@@ -95,16 +95,17 @@ def quote(identifier: str) -> str:
 
 UPDATE = "update"
 DELETE = "delete"
+INSERT = "insert"
 
 
 def write_kind(sql: str) -> str | None:
-	"""Returns ``UPDATE`` or ``DELETE`` for such a statement, else None (cheap: a look at its first
-	word)."""
+	"""Returns ``update``, ``delete`` or ``insert`` for such a statement, else None (cheap: a look
+	at its first word)."""
 	match = _STARTS_WRITE.match(sql)
 	return match.group(1).lower() if match else None
 
 
-_STARTS_WRITE = re.compile(r"\s*(?:/\*.*?\*/\s*)*(update|delete)\b", re.IGNORECASE | re.DOTALL)
+_STARTS_WRITE = re.compile(r"\s*(?:/\*.*?\*/\s*)*(update|delete|insert)\b", re.IGNORECASE | re.DOTALL)
 # Names of the form `tabSomething` (or tabSomething) a statement mentions: the DocTypes it may write.
 _TABLE_NAMES = re.compile(r"`tab((?:[^`]|``)+)`|\btab(\w+)")
 

@@ -69,7 +69,9 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 	if removed:
 		before_rows = sorted([*rows, row_payload(row)], key=lambda r: r.get("idx") or 0)
 	elif row.flags.in_insert:
-		before_rows = [r for r in rows if r.get("name") != row.name]
+		# A raw INSERT of several rows (sql_inserts.py): none of them was in the table before.
+		inserted_with = row.flags.get("fabric_inserted_with") or ()
+		before_rows = [r for r in rows if r.get("name") != row.name and r.get("name") not in inserted_with]
 	else:
 		before = row.get_doc_before_save()
 		before_rows = (

@@ -1,6 +1,7 @@
 """Raw SQL writes as events (``via: sql``): an UPDATE (``frappe.db.sql("UPDATE …")``,
 ``frappe.qb.update(…).run()``) as ``updated``, a DELETE (``frappe.db.delete(…)``, raw or built
-with the query builder) as ``deleted``. Patches, ERPNext's status updaters and custom apps
+with the query builder) as ``deleted``, an INSERT (``frappe.db.bulk_insert``, see
+``sql_inserts.py``) as ``created``. Patches, ERPNext's status updaters and custom apps
 write so with no document hook and no set_value.
 
 The app wraps ``Database.sql`` once per process, as it wraps set_value (``watch.py``).
@@ -18,7 +19,8 @@ update at commit.
 Left alone:
 
 * every other statement, and the writes of Frappe's own that have events of their own or are
-  bookkeeping: a save (through ``db_update``, and its DELETE of rows taken out of a table),
+  bookkeeping: an insert (``db_insert``), a save (through ``db_update``, and its DELETE of rows
+  taken out of a table),
   ``set_value`` (and so ``db_set``), ``delete_doc``'s DELETE of the document and its rows, a
   rename (which also rewrites every link to the renamed document: its ``renamed`` event tells
   those). What a deletion does to other documents (Frappe deletes their ToDos, Comments and
@@ -41,8 +43,10 @@ from frappe.model.delete_doc import delete_from_table
 from frappe.model.document import Document
 from frappe.model.rename_doc import rename_doc
 
+from cauldron_fabric.core.sql_inserts import parse_insert
 from cauldron_fabric.core.sql_statements import (
 	DELETE,
+	INSERT,
 	Statement,
 	Target,
 	doctypes_named,
@@ -60,6 +64,7 @@ from cauldron_fabric.emit.policy import (
 )
 from cauldron_fabric.emit.rows import record_rows_changed_before
 from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
+from cauldron_fabric.emit.sql_inserts import WANTED, plan_insert
 from cauldron_fabric.emit.watch import frappe_writing
 
 # Columns Frappe keeps up to date itself: nested-set bounds, the time of the last change, and
@@ -84,8 +89,8 @@ FRAPPES_OWN = frozenset(
 
 
 def plan_sql_write(db, kind: str, query: str, values) -> list | None:
-	"""Reads what an UPDATE or DELETE statement is about to change, or returns None when the
-	fabric leaves it alone (see the module's docstring)."""
+	"""Reads what an UPDATE, DELETE or INSERT statement is about to change, or returns None
+	when the fabric leaves it alone (see the module's docstring)."""
 	if db is not getattr(frappe.local, "db", None) or frappe_writing():
 		return None
 	policy = current_policy()
@@ -98,6 +103,8 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 		text = db.mogrify(query, values) if values else query
 	except Exception:
 		return None  # values that do not fit the statement: Frappe's own run of it raises
+	if kind == INSERT:
+		return _plan_insert(text, query, watched)
 	parse = parse_delete if kind == DELETE else parse_update
 	statement = parse(text) if isinstance(text, str) else None
 	if statement is None:
@@ -117,6 +124,21 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 	return writes or None
 
 
+def _plan_insert(text, query: str, watched: set[str]) -> list | None:
+	"""Reads which documents (or rows) an INSERT is about to insert (sql_inserts.py)."""
+	statement = parse_insert(text, WANTED) if isinstance(text, str) else None
+	if statement is None:
+		_log_unreadable(INSERT, query)
+		return None
+	doctype = statement.table[3:] if statement.table.startswith("tab") else None
+	if doctype not in watched:
+		return None
+	write = plan_insert(doctype, statement)
+	if write is None and any(row.get("name") is None for row in statement.rows):
+		_log_unreadable(INSERT, query)
+	return [write] if write is not None else None
+
+
 def _inside_frappes_own() -> bool:
 	"""Tells whether this runs inside one of FRAPPES_OWN (one walk up the stack)."""
 	frame = sys._getframe(1)
@@ -129,7 +151,17 @@ def _inside_frappes_own() -> bool:
 
 def _watched(doctype: str) -> bool:
 	"""Tells whether writes to ``doctype``'s table may be events: it is a DocType, the fabric's
-	policy emits its changes (or its parent's, for a child table), and it is not the fabric's."""
+	policy emits its changes (or its parent's, for a child table), and it is not the fabric's.
+	Known for the policy's life (a request or job): the fabric records into its own tables with
+	SQL too, once per event."""
+	known = current_policy()._kinds
+	key = ("sql", doctype)
+	if key not in known:
+		known[key] = _watched_now(doctype)
+	return known[key]
+
+
+def _watched_now(doctype: str) -> bool:
 	if doctype in NOT_DOCTYPES or doctype in DEFAULT_DENIED:
 		return False
 	missing = _not_doctypes.setdefault(frappe.local.site, set())
@@ -231,7 +263,8 @@ def _log_unreadable(kind: str, query: str) -> None:
 		frappe.logger("cauldron_fabric").warning(
 			"Cauldron Fabric records no event for this %s, whose tables or columns it cannot tell "
 			"apart (qualify each SET column with its table or alias; write DELETE … FROM with "
-			"the table before FROM, not USING): %s",
+			"the table before FROM, not USING; INSERT with a column list, `name` in it, and "
+			"VALUES of plain literals): %s",
 			kind.upper(),
 			start,
 		)

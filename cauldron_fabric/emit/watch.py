@@ -28,14 +28,15 @@ from cauldron_fabric.core.sql_statements import write_kind
 from cauldron_fabric.emit.held import in_place_of, watch_savepoints
 
 # Set (in frappe.local) while one of Frappe's writes whose events the fabric makes itself runs:
-# set_value, set_single_value, db_update, the permission pages' methods (permissions.py). Their
-# SQL is theirs to tell, not sql_writes.py's.
+# set_value, set_single_value, db_update, db_insert, the permission pages' methods
+# (permissions.py). Their SQL is theirs to tell, not sql_writes.py's.
 WRITING = "fabric_frappe_writing"
 
 
 def watch_writes() -> None:
 	"""Makes every Frappe method the fabric follows tell it what it does (once per process):
-	savepoints, ``frappe.db.set_value``, ``set_single_value``, ``db_update`` and ``frappe.db.sql``.
+	savepoints, ``frappe.db.set_value``, ``set_single_value``, ``db_update``, ``db_insert`` (marked
+	as Frappe's own) and ``frappe.db.sql``.
 
 	Harmless on a site without the app: the wrappers record nothing there (``load_policy``).
 	"""
@@ -100,6 +101,14 @@ def watch_set_values() -> None:
 	Database.set_value = in_place_of(set_value, set_value_watched)
 	Database.set_single_value = in_place_of(set_single_value, set_single_value_watched)
 	BaseDocument.db_update = in_place_of(db_update, db_update_watched)
+	# Frappe's insert of a document or row (its event comes from the document's hooks): its
+	# INSERT is Frappe's own, and marked so costs the SQL wrap no more than a flag's look.
+	db_insert = BaseDocument.db_insert
+
+	def db_insert_marked(self, *args, **kwargs):
+		return written_by_frappe(db_insert, self, *args, **kwargs)
+
+	BaseDocument.db_insert = in_place_of(db_insert, db_insert_marked)
 
 
 def watch_sql() -> None:
@@ -112,7 +121,7 @@ def watch_sql() -> None:
 	# Arguments pass through as given; only a write (a look at its first word) costs more.
 	def sql_watched(self, query, *args, **kwargs):
 		kind = write_kind(query) if type(query) is str else None
-		if kind is None or not kwargs.get("run", True):
+		if kind is None or not kwargs.get("run", True) or frappe_writing():
 			return sql(self, query, *args, **kwargs)
 		if kwargs.get("auto_commit"):
 			# Frappe commits before the statement and after it: after its events, here.

@@ -1,6 +1,6 @@
 """Raw SQL updates (frappe.db.sql("UPDATE …"), frappe.qb.update(…).run()) are ``updated``
-events with ``via: sql``, as a set_value of the same columns would be, and raw deletes
-(frappe.db.delete, DELETE statements) ``deleted`` events (emit/sql_writes.py).
+events with ``via: sql``, as a set_value of the same columns would be (emit/sql_writes.py). Raw deletes and inserts:
+test_emission_sql_deletes_inserts.py.
 
 Patches, ERPNext's status updaters and custom apps write this way, with no document hook.
 """
@@ -26,7 +26,6 @@ from cauldron_fabric.tests.utils import (
 )
 
 UPDATED = "fabric_test_order.updated"
-DELETED = "fabric_test_order.deleted"
 TABLE = f"`tab{ORDER}`"
 
 # What before_request and before_job do: a test run alone may have no document hook to import it.
@@ -242,93 +241,3 @@ class TestWhichUpdatesCount(EmissionCase):
 			frappe.db.sql(f"UPDATE {TABLE} SET no_such_column = 1 WHERE name = %s", order.name)
 		self.assertTrue(frappe.db.is_missing_column(raised.exception))
 		self.assertEqual(events_after(start, ORDER), [])
-
-
-class TestRawDeletes(EmissionCase):
-	def test_a_delete_is_the_documents_deleted_event_with_the_document_as_it_was(self):
-		order = new_order("deleted raw")
-		start = last_seq()
-		frappe.db.delete(ORDER, {"name": order.name})
-		(event,) = events_after(start, ORDER)
-		self.assertEqual(event["type"], DELETED)
-		self.assertEqual(event["data"]["entityId"], order.name)
-		self.assertEqual(payload(event)["via"], "sql")
-		self.assertEqual(payload(event)["doc"]["title"], "deleted raw")
-		self.assertEqual([row["item"] for row in payload(event)["doc"]["items"]], ["cauldron", "ladle"])
-
-	def test_a_delete_by_filters_is_one_event_per_document_it_deleted(self):
-		first, second, other = new_order("purge"), new_order("purge"), new_order("keep")
-		start = last_seq()
-		frappe.db.sql(f"DELETE FROM {TABLE} WHERE title = %s", "purge")
-		events = events_after(start, ORDER)
-		self.assertEqual(types_of(events), [DELETED, DELETED])
-		self.assertEqual({e["data"]["entityId"] for e in events}, {first.name, second.name})
-		self.assertTrue(frappe.db.exists(ORDER, other.name))
-		frappe.db.sql(f"DELETE FROM {TABLE} WHERE title = 'no such order'")
-		self.assertEqual(len(events_after(start, ORDER)), 2)
-
-	def test_rows_deleted_raw_are_their_parents_update_at_commit(self):
-		order = new_order("rows deleted raw")
-		frappe.db.commit()
-		start = last_seq()
-		frappe.db.delete(ORDER_ITEM, {"parent": order.name})
-		self.assertEqual(events_after(start, ORDER), [])  # held for the commit
-		frappe.db.commit()
-		(event,) = events_after(start, ORDER)
-		self.assertEqual(event["type"], UPDATED)
-		self.assertEqual(payload(event)["via"], "sql")
-		change = payload(event)["changes"]["items"]
-		self.assertEqual([row["item"] for row in change["old"]], ["cauldron", "ladle"])
-		self.assertEqual(change["new"], [])
-
-	def test_frappes_delete_and_a_save_that_drops_a_row_stay_their_own_events(self):
-		order = new_order("frappe deletes")
-		start = last_seq()
-		order.items = order.items[:1]
-		order.save()
-		frappe.delete_doc(ORDER, order.name)
-		events = events_after(start, ORDER)
-		self.assertEqual(types_of(events), [UPDATED, DELETED])
-		self.assertEqual([payload(e).get("via") for e in events], [None, None])
-
-	def test_what_a_deletion_does_to_other_documents_is_theirs(self):
-		# Frappe's delete_doc deletes the ToDos that point at the deleted document, raw.
-		order = new_order("with a todo")
-		todo = frappe.get_doc(
-			{
-				"doctype": "ToDo",
-				"description": "follow up",
-				"reference_type": ORDER,
-				"reference_name": order.name,
-			}
-		).insert()
-		start = last_seq()
-		frappe.delete_doc(ORDER, order.name)
-		(deleted,) = events_after(start, "ToDo")
-		self.assertEqual((deleted["type"], deleted["data"]["entityId"]), ("todo.deleted", todo.name))
-		self.assertEqual(payload(deleted)["via"], "sql")
-
-	def test_a_rollback_takes_the_events_with_the_delete(self):
-		order = new_order("delete rolled back")
-		frappe.db.commit()
-		start = last_seq()
-		frappe.db.delete(ORDER, {"name": order.name})
-		frappe.db.rollback()
-		self.assertEqual(events_after(start, ORDER), [])
-		self.assertTrue(frappe.db.exists(ORDER, order.name))
-
-	def test_none_turns_raw_deletes_off_too(self):
-		order = new_order("delete off")
-		with fabric_settings(capture_set_value=SET_VALUES_NONE):
-			start = last_seq()
-			frappe.db.delete(ORDER, {"name": order.name})
-			self.assertEqual(events_after(start, ORDER), [])
-
-	def test_an_unreadable_delete_runs_and_is_logged(self):
-		order = new_order("delete using")
-		start = last_seq()
-		with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
-			frappe.db.sql(f"DELETE FROM {TABLE} USING {TABLE} WHERE {TABLE}.name = %s", order.name)
-		self.assertFalse(frappe.db.exists(ORDER, order.name))
-		self.assertEqual(events_after(start, ORDER), [])
-		self.assertIn("not USING", logged.output[0])

@@ -226,7 +226,7 @@ def document_event_schema(
 
 	The payload is ``{"doc": <document>}``; updates add ``changes`` (``{field: {old, new}}``,
 	or null when unknown) and ``via`` (``db_set``, ``set_value``, ``db_update``, ``sql``); a
-	deletion by a raw SQL DELETE adds ``via`` (``sql``); renames add ``oldName``, ``newName``,
+	creation or deletion by raw SQL adds ``via`` (``sql``); renames add ``oldName``, ``newName``,
 	``merge``.
 	"""
 	event_type = document_event_type(doctype, action)
@@ -235,7 +235,7 @@ def document_event_schema(
 		change = {"type": "object", "required": ["old", "new"], "properties": {"old": {}, "new": {}}}
 		properties["changes"] = {"type": ["object", "null"], "additionalProperties": change}
 		properties["via"] = {"type": "string", "enum": ["db_set", "set_value", "db_update", "sql"]}
-	if action == "deleted":
+	if action in ("created", "deleted"):
 		properties["via"] = {"type": "string", "enum": ["sql"]}
 	if action == "renamed":
 		properties["oldName"] = {"type": ["string", "null"]}

@@ -1,0 +1,126 @@
+"""Reading a MariaDB ``INSERT … VALUES`` statement for the rows it inserts: the table, and the
+values of a few columns (``name``, and a child row's ``parent``, ``parenttype``, ``parentfield``)
+of each row, decoded from the statement's text with its values in place.
+
+Covered: ``INSERT [LOW_PRIORITY | DELAYED | HIGH_PRIORITY] [IGNORE] [INTO] table (columns)
+VALUES (…), (…)`` (``VALUE`` too), as ``frappe.db.bulk_insert`` and raw patches write it. Not
+read (None): the ``SET`` and ``SELECT`` forms, ``ON DUPLICATE KEY UPDATE`` (an insert that may
+update), a statement without its column list, and values that are not plain literals in a
+column this reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cauldron_fabric.core.sql_statements import _TOKEN, _top_level
+
+_INSERT_MODIFIERS = frozenset({"LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE"})
+# What a backslash before these characters stands for in a MariaDB string literal.
+_ESCAPES = {"0": "\0", "b": "\b", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a"}
+_NULL = object()
+
+
+@dataclass(frozen=True)
+class InsertStatement:
+	"""The table an INSERT writes and, per row, the values of the columns asked for."""
+
+	table: str
+	rows: tuple[dict[str, object], ...]
+
+
+def parse_insert(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
+	"""Reads an INSERT … VALUES statement: its table and, per row, the ``wanted`` columns it
+	gives (a plain literal each: a string, a number or NULL, decoded). None when it is not one
+	this module can read."""
+	tokens = _top_level(sql)
+	if not tokens or tokens[0].upper != "INSERT":
+		return None
+	position = 1
+	while position < len(tokens) and tokens[position].upper in _INSERT_MODIFIERS:
+		position += 1
+	if position < len(tokens) and tokens[position].upper == "INTO":
+		position += 1
+	if position + 2 >= len(tokens) or tokens[position].kind not in ("word", "quoted"):
+		return None
+	table = tokens[position].name
+	columns_group, values_word = tokens[position + 1], tokens[position + 2]
+	if columns_group.kind != "group" or values_word.upper not in ("VALUES", "VALUE"):
+		return None
+	columns = [item.strip().strip("`").replace("``", "`") for item in _items(columns_group.text)]
+	positions = {column: index for index, column in enumerate(columns) if column in wanted}
+	rows = []
+	expect_row = True
+	for token in tokens[position + 3 :]:
+		if expect_row and token.kind == "group":
+			values = _items(token.text)
+			if len(values) != len(columns):
+				return None
+			row = {}
+			for column, index in positions.items():
+				value = _literal(values[index])
+				if value is None:
+					return None
+				row[column] = None if value is _NULL else value
+			rows.append(row)
+			expect_row = False
+		elif not expect_row and token.text == ",":
+			expect_row = True
+		elif token.text == ";":
+			break
+		else:
+			return None  # ON DUPLICATE KEY UPDATE, RETURNING, or not a VALUES list
+	return InsertStatement(table, tuple(rows)) if rows and not expect_row else None
+
+
+def _items(group: str) -> list[str]:
+	"""Splits a parenthesised list's text at its top-level commas."""
+	items, depth, start = [], 0, 1
+	inner_end = len(group) - 1
+	for match in _TOKEN.finditer(group, 1, inner_end):
+		kind = match.lastgroup
+		if kind == "open":
+			depth += 1
+		elif kind == "close":
+			depth -= 1
+		elif kind == "other" and match.group() == "," and depth == 0:
+			items.append(group[start : match.start()])
+			start = match.end()
+	items.append(group[start:inner_end])
+	return items
+
+
+def _literal(text: str):
+	"""Decodes a plain SQL literal: a string, a number, or NULL (as ``_NULL``); None otherwise."""
+	text = text.strip()
+	if text.upper() == "NULL":
+		return _NULL
+	if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+		match = _TOKEN.match(text)
+		if match is None or match.lastgroup != "string" or match.end() != len(text):
+			return None
+		return _unescape(text[1:-1], text[0])
+	try:
+		number = float(text)
+	except ValueError:
+		return None
+	return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else text
+
+
+def _unescape(body: str, quote: str) -> str:
+	"""Returns a string literal's value: backslash escapes and doubled quotes decoded."""
+	out, index = [], 0
+	while index < len(body):
+		char = body[index]
+		if char == "\\" and index + 1 < len(body):
+			following = body[index + 1]
+			# \% and \_ keep their backslash (they mean the same outside LIKE).
+			out.append(_ESCAPES.get(following, "\\" + following if following in "%_" else following))
+			index += 2
+		elif char == quote and body[index + 1 : index + 2] == quote:
+			out.append(quote)
+			index += 2
+		else:
+			out.append(char)
+			index += 1
+	return "".join(out)

@@ -1,0 +1,66 @@
+"""Raw SQL inserts as events (``via: sql``): ``frappe.db.bulk_insert``, Frappe's
+``frappe.model.document.bulk_insert`` (documents inserted without hooks) and ``INSERT … VALUES``
+statements in patches.
+
+The statement's rows are read from its text (``core/sql_inserts.py``): the table and each row's
+``name`` (a child row's parent too). Names already stored before it runs (``INSERT IGNORE``
+skips them) are left out. After it runs, each document inserted is its ``created`` event, as
+stored, and each child table row inserted is its parent's update at commit. Documents inserted
+with their rows in separate statements (``bulk_insert``) are ``created`` without the rows, then
+updated with them at commit: the rows are not there yet when the document's own statement ends.
+"""
+
+from __future__ import annotations
+
+import frappe
+
+from cauldron_fabric.core.sql_inserts import InsertStatement
+from cauldron_fabric.emit.document_events import emit_document_event, stored_document
+from cauldron_fabric.emit.policy import SQL
+from cauldron_fabric.emit.rows import row_changed
+
+# The columns read from each inserted row.
+WANTED = frozenset({"name", "parent", "parenttype", "parentfield"})
+
+
+class PlannedInsert:
+	"""The rows one INSERT is about to insert into a DocType's table, new by name."""
+
+	def __init__(self, doctype: str, names: list) -> None:
+		self.doctype = doctype
+		self.names = names
+
+	def record(self) -> None:
+		"""Records each document inserted as ``created``, each row as its parent's update."""
+		istable = frappe.get_meta(self.doctype).istable
+		inserted = {str(name) for name in self.names}
+		for name in self.names:
+			doc = stored_document(self.doctype, name)
+			if doc is None:
+				continue
+			if istable:
+				doc.flags.in_insert = True
+				# The parent's table before this statement: without any row it inserted.
+				doc.flags.fabric_inserted_with = inserted
+				row_changed(doc, via=SQL)
+			else:
+				emit_document_event(doc, "created", via=SQL, reject_invalid=False)
+
+
+def plan_insert(doctype: str, statement: InsertStatement) -> PlannedInsert | None:
+	"""Reads which of the rows an INSERT names are new (not stored already), or returns None when
+	it names none or a row without its ``name``."""
+	names = [row.get("name") for row in statement.rows]
+	if not names or any(name is None for name in names):
+		return None
+	stored = set()
+	for start in range(0, len(names), 1000):
+		chunk = names[start : start + 1000]
+		stored.update(
+			str(name)
+			for name in frappe.db.get_values(
+				doctype, {"name": ("in", chunk)}, "name", pluck=True, order_by=None
+			)
+		)
+	new = [name for name in dict.fromkeys(names) if str(name) not in stored]
+	return PlannedInsert(doctype, new) if new else None

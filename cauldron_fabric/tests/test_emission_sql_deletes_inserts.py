@@ -1,0 +1,216 @@
+"""Raw SQL deletes (frappe.db.delete, DELETE statements) are ``deleted`` events and raw inserts
+(frappe.db.bulk_insert, Frappe's document bulk_insert, INSERT … VALUES) ``created`` events, with
+``via: sql``; a child row's is its parent's update at commit (emit/sql_writes.py,
+emit/sql_inserts.py).
+"""
+
+from __future__ import annotations
+
+import frappe
+
+from cauldron_fabric.emit.policy import SET_VALUES_NONE
+from cauldron_fabric.emit.watch import watch_sql
+from cauldron_fabric.tests.test_emission_sql import TABLE, UPDATED, payload
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	ORDER_ITEM,
+	EmissionCase,
+	events_after,
+	fabric_settings,
+	last_seq,
+	new_order,
+	types_of,
+)
+
+DELETED = "fabric_test_order.deleted"
+CREATED = "fabric_test_order.created"
+
+# What before_request and before_job do: a test run alone may have no document hook to import it.
+watch_sql()
+
+
+class TestRawDeletes(EmissionCase):
+	def test_a_delete_is_the_documents_deleted_event_with_the_document_as_it_was(self):
+		order = new_order("deleted raw")
+		start = last_seq()
+		frappe.db.delete(ORDER, {"name": order.name})
+		(event,) = events_after(start, ORDER)
+		self.assertEqual(event["type"], DELETED)
+		self.assertEqual(event["data"]["entityId"], order.name)
+		self.assertEqual(payload(event)["via"], "sql")
+		self.assertEqual(payload(event)["doc"]["title"], "deleted raw")
+		self.assertEqual([row["item"] for row in payload(event)["doc"]["items"]], ["cauldron", "ladle"])
+
+	def test_a_delete_by_filters_is_one_event_per_document_it_deleted(self):
+		first, second, other = new_order("purge"), new_order("purge"), new_order("keep")
+		start = last_seq()
+		frappe.db.sql(f"DELETE FROM {TABLE} WHERE title = %s", "purge")
+		events = events_after(start, ORDER)
+		self.assertEqual(types_of(events), [DELETED, DELETED])
+		self.assertEqual({e["data"]["entityId"] for e in events}, {first.name, second.name})
+		self.assertTrue(frappe.db.exists(ORDER, other.name))
+		frappe.db.sql(f"DELETE FROM {TABLE} WHERE title = 'no such order'")
+		self.assertEqual(len(events_after(start, ORDER)), 2)
+
+	def test_rows_deleted_raw_are_their_parents_update_at_commit(self):
+		order = new_order("rows deleted raw")
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.delete(ORDER_ITEM, {"parent": order.name})
+		self.assertEqual(events_after(start, ORDER), [])  # held for the commit
+		frappe.db.commit()
+		(event,) = events_after(start, ORDER)
+		self.assertEqual(event["type"], UPDATED)
+		self.assertEqual(payload(event)["via"], "sql")
+		change = payload(event)["changes"]["items"]
+		self.assertEqual([row["item"] for row in change["old"]], ["cauldron", "ladle"])
+		self.assertEqual(change["new"], [])
+
+	def test_frappes_delete_and_a_save_that_drops_a_row_stay_their_own_events(self):
+		order = new_order("frappe deletes")
+		start = last_seq()
+		order.items = order.items[:1]
+		order.save()
+		frappe.delete_doc(ORDER, order.name)
+		events = events_after(start, ORDER)
+		self.assertEqual(types_of(events), [UPDATED, DELETED])
+		self.assertEqual([payload(e).get("via") for e in events], [None, None])
+
+	def test_what_a_deletion_does_to_other_documents_is_theirs(self):
+		# Frappe's delete_doc deletes the ToDos that point at the deleted document, raw.
+		order = new_order("with a todo")
+		todo = frappe.get_doc(
+			{
+				"doctype": "ToDo",
+				"description": "follow up",
+				"reference_type": ORDER,
+				"reference_name": order.name,
+			}
+		).insert()
+		start = last_seq()
+		frappe.delete_doc(ORDER, order.name)
+		(deleted,) = events_after(start, "ToDo")
+		self.assertEqual((deleted["type"], deleted["data"]["entityId"]), ("todo.deleted", todo.name))
+		self.assertEqual(payload(deleted)["via"], "sql")
+
+	def test_a_rollback_takes_the_events_with_the_delete(self):
+		order = new_order("delete rolled back")
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.delete(ORDER, {"name": order.name})
+		frappe.db.rollback()
+		self.assertEqual(events_after(start, ORDER), [])
+		self.assertTrue(frappe.db.exists(ORDER, order.name))
+
+	def test_none_turns_raw_deletes_off_too(self):
+		order = new_order("delete off")
+		with fabric_settings(capture_set_value=SET_VALUES_NONE):
+			start = last_seq()
+			frappe.db.delete(ORDER, {"name": order.name})
+			self.assertEqual(events_after(start, ORDER), [])
+
+	def test_an_unreadable_delete_runs_and_is_logged(self):
+		order = new_order("delete using")
+		start = last_seq()
+		with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
+			frappe.db.sql(f"DELETE FROM {TABLE} USING {TABLE} WHERE {TABLE}.name = %s", order.name)
+		self.assertFalse(frappe.db.exists(ORDER, order.name))
+		self.assertEqual(events_after(start, ORDER), [])
+		self.assertIn("not USING", logged.output[0])
+
+
+class TestRawInserts(EmissionCase):
+	def test_a_bulk_insert_is_one_created_event_per_new_document(self):
+		existing = new_order("already there")
+		names = [f"fabric-bulk-{frappe.generate_hash(length=8)}" for _ in range(2)]
+		start = last_seq()
+		frappe.db.bulk_insert(
+			ORDER,
+			["name", "title", "company", "grand_total"],
+			[
+				(names[0], "bulk one", "Cauldron Ltd", 1),
+				(existing.name, "dup", "x", 0),
+				(names[1], "bulk two", "Cauldron Ltd", 2),
+			],
+			ignore_duplicates=True,
+		)
+		events = events_after(start, ORDER)
+		self.assertEqual(types_of(events), [CREATED, CREATED])
+		self.assertEqual([e["data"]["entityId"] for e in events], names)
+		self.assertEqual([payload(e)["via"] for e in events], ["sql", "sql"])
+		self.assertEqual([payload(e)["doc"]["title"] for e in events], ["bulk one", "bulk two"])
+
+	def test_documents_bulk_inserted_with_rows_are_created_then_updated_with_their_rows(self):
+		from frappe.model.document import bulk_insert
+
+		order = frappe.get_doc(
+			{
+				"doctype": ORDER,
+				"title": "bulk with rows",
+				"company": "Cauldron Ltd",
+				"items": [{"item": "pot", "qty": 2}],
+			}
+		)
+		order.name = f"fabric-bulk-{frappe.generate_hash(length=8)}"
+		order.items[0].name = frappe.generate_hash(length=10)
+		order.items[0].update({"parent": order.name, "parenttype": ORDER, "parentfield": "items", "idx": 1})
+		frappe.db.commit()
+		start = last_seq()
+		bulk_insert(ORDER, [order])
+		frappe.db.commit()
+		created, updated = events_after(start, ORDER)
+		self.assertEqual((created["type"], payload(created)["via"]), (CREATED, "sql"))
+		self.assertEqual((updated["type"], payload(updated)["via"]), (UPDATED, "sql"))
+		self.assertEqual([row["item"] for row in payload(updated)["changes"]["items"]["new"]], ["pot"])
+
+	def test_rows_inserted_raw_are_their_parents_update_at_commit(self):
+		order = new_order("rows inserted raw")
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.sql(
+			f"INSERT INTO `tab{ORDER_ITEM}` (name, parent, parenttype, parentfield, idx, item, qty)"
+			" VALUES (%s, %s, %s, 'items', 3, 'spoon', 1), (%s, %s, %s, 'items', 4, 'fork', 2)",
+			(
+				frappe.generate_hash(length=10),
+				order.name,
+				ORDER,
+				frappe.generate_hash(length=10),
+				order.name,
+				ORDER,
+			),
+		)
+		frappe.db.commit()
+		(event,) = events_after(start, ORDER)
+		self.assertEqual((event["type"], payload(event)["via"]), (UPDATED, "sql"))
+		change = payload(event)["changes"]["items"]
+		self.assertEqual([row["item"] for row in change["old"]], ["cauldron", "ladle"])
+		self.assertEqual([row["item"] for row in change["new"]], ["cauldron", "ladle", "spoon", "fork"])
+
+	def test_frappes_insert_stays_its_own_event(self):
+		start = last_seq()
+		new_order("inserted by frappe")
+		(event,) = events_after(start, ORDER)
+		self.assertEqual(event["type"], CREATED)
+		self.assertNotIn("via", payload(event))
+
+	def test_a_rollback_takes_the_events_with_the_insert(self):
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.bulk_insert(
+			ORDER, ["name", "title"], [(f"fabric-bulk-{frappe.generate_hash(length=8)}", "gone")]
+		)
+		frappe.db.rollback()
+		self.assertEqual(events_after(start, ORDER), [])
+
+	def test_an_unreadable_insert_runs_and_is_logged(self):
+		source = new_order("copied")
+		start = last_seq()
+		copy = f"fabric-copy-{frappe.generate_hash(length=8)}"
+		with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
+			frappe.db.sql(
+				f"INSERT INTO {TABLE} (name, title) SELECT %s, title FROM {TABLE} WHERE name = %s",
+				(copy, source.name),
+			)
+		self.assertTrue(frappe.db.exists(ORDER, copy))
+		self.assertEqual(events_after(start, ORDER), [])
+		self.assertIn("INSERT with a column list", logged.output[0])
