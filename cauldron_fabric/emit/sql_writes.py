@@ -184,7 +184,7 @@ def _plan_target(
 	columns = _table_columns(doctype, target.columns)
 	if columns is None:
 		return None  # a column the table lacks: Frappe's own statement fails as it always did
-	if not every_write and columns <= BOOKKEEPING_COLUMNS | FRAPPE_BOOKKEEPING.get(doctype, frozenset()):
+	if not every_write and columns <= _bookkeeping(doctype):
 		return None
 	rows = _rows_before(statement, target)
 	if rows is None:
@@ -196,6 +196,14 @@ def _plan_target(
 	return plan_documents(
 		doctype, lambda _doctype, names: names, names, PlannedWrite(doctype, SQL), befores=befores
 	)
+
+
+def _bookkeeping(doctype: str) -> frozenset[str]:
+	"""Returns the columns of ``doctype`` that Frappe keeps up to date itself: a document's
+	``idx`` too, which counts how often it is picked in link fields (update_link_count, hourly),
+	where a child row's is its place in its table."""
+	columns = BOOKKEEPING_COLUMNS | FRAPPE_BOOKKEEPING.get(doctype, frozenset())
+	return columns if frappe.get_meta(doctype).istable else columns | {"idx"}
 
 
 def _rows_before(statement: Statement, target: Target) -> list | None:
