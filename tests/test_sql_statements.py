@@ -87,6 +87,24 @@ def test_comma_joins_and_quoted_aliases():
 	}
 
 
+def test_a_double_dash_without_a_space_is_no_comment():
+	# A negative value after a minus, as a client writes "qty-%s" with -5: MariaDB reads
+	# "qty--5" as qty - (-5), and "-- " (with a space) alone as a comment.
+	assert selects("UPDATE tabBin SET qty = qty--5 WHERE name = 'x'") == [
+		"SELECT `tabBin`.`name` AS `name`, `tabBin`.`qty` AS `qty` FROM tabBin WHERE name = 'x'"
+	]
+	assert deleted("DELETE FROM tabBin WHERE qty < 0--1 AND name = 'x'") == [
+		"SELECT `tabBin`.`name` AS `name` FROM tabBin WHERE qty < 0--1 AND name = 'x'"
+	]
+	assert targets("UPDATE tabA SET x = 1 -- WHERE a comment\n WHERE n = 1") == {"tabA": {"x"}}
+
+
+def test_an_executable_comment_is_read_as_unreadable():
+	# MariaDB runs what /*! … */ and /*M! … */ hold: no comment to skip.
+	assert parse_update("UPDATE tabA SET x = 1 /*! WHERE n = 1 */") is None
+	assert parse_delete("DELETE FROM tabA /*M!100000 WHERE n = 1 */") is None
+
+
 @pytest.mark.parametrize(
 	"sql",
 	[

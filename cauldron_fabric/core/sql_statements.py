@@ -19,12 +19,15 @@ import re
 from dataclasses import dataclass
 
 # One token of MariaDB's SQL: a quoted string or identifier (backslash escapes, as the client
-# writes them), a comment, a parenthesis, a word, or any other character.
+# writes them), a comment, a parenthesis, a word, or any other character. "--" opens a comment
+# only before a space or control character: "qty--5" (a client's "qty-%s" with -5) is a
+# subtraction. "/*!" and "/*M!" hold SQL that MariaDB runs (``executable``).
 _TOKEN = re.compile(
 	r"""
 	(?P<string>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")
 	|(?P<quoted>`(?:[^`]|``)*`)
-	|(?P<comment>/\*.*?\*/|--[^\n]*|\#[^\n]*)
+	|(?P<executable>/\*M?!)
+	|(?P<comment>/\*.*?\*/|--(?=[\x00-\x20]|$)[^\n]*|\#[^\n]*)
 	|(?P<open>\()
 	|(?P<close>\))
 	|(?P<word>[A-Za-z0-9_$]+)
@@ -195,12 +198,15 @@ def parse_delete(sql: str) -> Statement | None:
 
 def _top_level(sql: str) -> list[Token] | None:
 	"""Returns the statement's tokens outside parentheses (each parenthesised group is one
-	``group`` token), without spaces and comments; None when its parentheses do not match."""
+	``group`` token), without spaces and comments; None when its parentheses do not match or
+	it holds an executable comment."""
 	tokens: list[Token] = []
 	depth = 0
 	group_start = 0
 	for match in _TOKEN.finditer(sql):
 		kind = match.lastgroup
+		if kind == "executable":
+			return None
 		if kind in ("space", "comment"):
 			continue
 		if kind == "open":

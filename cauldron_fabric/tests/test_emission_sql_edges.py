@@ -1,0 +1,42 @@
+"""Raw SQL writes whose statements read, run or race in ways Frappe and ERPNext really meet:
+each still records exactly the documents the statement wrote (emit/sql_writes.py)."""
+
+from __future__ import annotations
+
+import frappe
+
+from cauldron_fabric.emit.watch import watch_sql
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	EmissionCase,
+	events_after,
+	fabric_settings,
+	last_seq,
+	new_order,
+)
+
+TABLE = f"`tab{ORDER}`"
+
+# What before_request and before_job do: a test run alone may have no document hook to import it.
+watch_sql()
+
+
+def written_ids(start: int) -> list[str]:
+	return [event["data"]["entityId"] for event in events_after(start, ORDER)]
+
+
+class TestStatementsAsMariaDBReadsThem(EmissionCase):
+	def test_a_negative_value_after_a_minus_writes_one_document_not_all(self):
+		# "grand_total-%s" with -5 reaches MariaDB as "grand_total--5": a subtraction, no comment
+		# hiding the WHERE (read as one, every order was read, and each was an event).
+		order, _other = new_order("minus"), new_order("minus other")
+		with fabric_settings(emit_unchanged_saves=1):
+			start = last_seq()
+			frappe.db.sql(
+				f"UPDATE {TABLE} SET grand_total = grand_total-%s WHERE name = %s", (-5, order.name)
+			)
+			self.assertEqual(written_ids(start), [order.name])
+			(event,) = events_after(start, ORDER)
+			self.assertEqual(
+				event["data"]["payload"]["changes"], {"grand_total": {"old": 120.5, "new": 125.5}}
+			)
