@@ -100,7 +100,7 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 	if not watched or _inside_frappes_own():
 		return None
 	try:
-		text = db.mogrify(query, values) if values else query
+		text = _as_run(db, query, values)
 	except Exception:
 		return None  # values that do not fit the statement: Frappe's own run of it raises
 	if kind == INSERT:
@@ -137,6 +137,16 @@ def _plan_insert(text, query: str, watched: set[str]) -> list | None:
 	if write is None and any(row.get("name") is None for row in statement.rows):
 		_log_unreadable(INSERT, query)
 	return [write] if write is not None else None
+
+
+def _as_run(db, query: str, values) -> str:
+	"""Returns the statement as the database client sends it: with its values in place, and
+	formatted even with none given (``()``, ``{}``), which turns each ``%%`` into ``%``."""
+	if values is None:
+		return query
+	if not values:
+		return query % ({} if isinstance(values, dict) else ())
+	return db.mogrify(query, values)
 
 
 def _inside_frappes_own() -> bool:

@@ -40,3 +40,16 @@ class TestStatementsAsMariaDBReadsThem(EmissionCase):
 			self.assertEqual(
 				event["data"]["payload"]["changes"], {"grand_total": {"old": 120.5, "new": 125.5}}
 			)
+
+	def test_empty_values_format_the_statement_as_the_client_does(self):
+		# With values, even none (sql_list passes ()), the client formats the statement: "%%"
+		# reaches MariaDB as "%". Read unformatted, the WHERE matched no row and the write was lost.
+		order = new_order("100%")
+		start = last_seq()
+		for values, note in (((), "tuple"), ({}, "dict")):
+			frappe.db.sql(
+				f"UPDATE {TABLE} SET note = '{note}' WHERE title = '100%%' AND name = '{order.name}'", values
+			)
+		self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), "dict")
+		changes = [event["data"]["payload"]["changes"]["note"]["new"] for event in events_after(start, ORDER)]
+		self.assertEqual(changes, ["tuple", "dict"])
