@@ -176,3 +176,11 @@ def test_doctypes_named_finds_every_table_quoted_or_not():
 		"ToDo",
 		"A`b",
 	}
+
+
+def test_a_locking_read_is_on_a_line_of_its_own():
+	statement = parse_update("UPDATE tabA SET x = 1 WHERE n = 1 LIMIT 2 -- the last two")
+	assert statement.select_before(statement.targets[0], lock=True) == (
+		"SELECT `tabA`.`name` AS `name`, `tabA`.`x` AS `x` FROM tabA WHERE n = 1 LIMIT 2 -- the last two"
+		"\nFOR UPDATE"
+	)

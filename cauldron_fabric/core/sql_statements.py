@@ -78,9 +78,10 @@ class Statement:
 	targets: tuple[Target, ...]
 	joined: bool
 
-	def select_before(self, target: Target) -> str:
+	def select_before(self, target: Target, lock: bool = False) -> str:
 		"""Returns a SELECT of the ``name`` and the columns ``target`` sets, as stored now, of the
-		rows the statement is about to write (or delete) in that table."""
+		rows the statement is about to write (or delete) in that table; with ``lock``, a locking
+		read (``FOR UPDATE``: the rows as last committed, locked as the statement locks them)."""
 		columns = ", ".join(
 			f"{target.reference}.{quote(column)} AS {quote(column)}"
 			for column in ("name", *sorted(target.columns - {"name"}))
@@ -88,7 +89,9 @@ class Statement:
 		distinct = "DISTINCT " if self.joined else ""
 		where = f" WHERE {self.where}" if self.where else ""
 		tail = f" {self.tail}" if self.tail else ""
-		return f"SELECT {distinct}{columns} FROM {self.refs}{where}{tail}"
+		# On a line of its own: a "--" comment closing the statement would hide it.
+		locking = "\nFOR UPDATE" if lock else ""
+		return f"SELECT {distinct}{columns} FROM {self.refs}{where}{tail}{locking}"
 
 
 def quote(identifier: str) -> str:

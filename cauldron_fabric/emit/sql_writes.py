@@ -218,9 +218,21 @@ def _bookkeeping(doctype: str) -> frozenset[str]:
 
 def _rows_before(statement: Statement, target: Target) -> list | None:
 	"""Reads the names (and the columns set) of the rows the statement is about to write in
-	``target``; None when the database refuses the read."""
+	``target``; None when the database refuses the read.
+
+	The statement writes the rows as last committed, which a plain read in a transaction that
+	has read before does not see (REPEATABLE READ: a snapshot, as of its first read): another
+	user's commit since would be a row written with no event, or an event with stale values.
+	A statement of one table is read with a locking read, which sees them and takes the locks
+	the statement takes next; a join is read from the snapshot, for a locking read would lock
+	the rows of the tables it only reads too.
+	"""
 	try:
-		return frappe.db.sql(statement.select_before(target), as_dict=True)
+		return frappe.db.sql(statement.select_before(target, lock=not statement.joined), as_dict=True)
+	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
+		# The statement waits on the same locks: its own error, and a deadlock has rolled the
+		# transaction back, which running the statement after it would hide.
+		raise
 	except Exception:
 		# The statement names something the database refuses: Frappe's own run of it raises the
 		# database's error, which its caller may expect (frappe.db.is_missing_column).

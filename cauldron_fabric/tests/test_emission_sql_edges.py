@@ -4,6 +4,7 @@ each still records exactly the documents the statement wrote (emit/sql_writes.py
 from __future__ import annotations
 
 import frappe
+from frappe.database import get_db
 
 from cauldron_fabric.emit.watch import watch_sql
 from cauldron_fabric.tests.utils import (
@@ -19,6 +20,24 @@ TABLE = f"`tab{ORDER}`"
 
 # What before_request and before_job do: a test run alone may have no document hook to import it.
 watch_sql()
+
+
+def committed_elsewhere(query: str, *values) -> None:
+	"""Runs ``query`` on a connection of its own and commits it: another user's write."""
+	conf = frappe.conf
+	other = get_db(
+		host=conf.db_host,
+		port=conf.db_port,
+		user=conf.db_name,
+		password=conf.db_password,
+		cur_db_name=conf.db_name,
+	)
+	other.connect()
+	try:
+		other.sql(query, values)
+		other.commit()
+	finally:
+		other.close()
 
 
 def written_ids(start: int) -> list[str]:
@@ -53,3 +72,26 @@ class TestStatementsAsMariaDBReadsThem(EmissionCase):
 		self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), "dict")
 		changes = [event["data"]["payload"]["changes"]["note"]["new"] for event in events_after(start, ORDER)]
 		self.assertEqual(changes, ["tuple", "dict"])
+
+
+class TestConcurrentWrites(EmissionCase):
+	def test_rows_another_transaction_committed_since_the_snapshot_are_read_as_written(self):
+		# A transaction reads a snapshot at its first read (REPEATABLE READ); an UPDATE writes the
+		# rows as last committed. Another user's commit in between: the statement writes a row
+		# the snapshot does not match, with values the snapshot does not hold.
+		race = f"race {frappe.generate_hash(length=8)}"
+		mine, theirs = new_order(race), new_order("not yet")
+		frappe.db.commit()
+		start = last_seq()  # this transaction's snapshot
+		committed_elsewhere(
+			f"UPDATE {TABLE} SET title = %s, note = 'theirs' WHERE name = %s", race, theirs.name
+		)
+		frappe.db.sql(f"UPDATE {TABLE} SET note = 'mine' WHERE title = %s", race)
+		changes = {e["data"]["entityId"]: e["data"]["payload"]["changes"] for e in events_after(start, ORDER)}
+		self.assertEqual(
+			changes,
+			{
+				mine.name: {"note": {"old": None, "new": "mine"}},
+				theirs.name: {"note": {"old": "theirs", "new": "mine"}},
+			},
+		)
