@@ -178,9 +178,20 @@ def test_doctypes_named_finds_every_table_quoted_or_not():
 	}
 
 
-def test_a_locking_read_is_on_a_line_of_its_own():
+def test_a_locking_read_reads_for_update_on_a_line_of_its_own():
 	statement = parse_update("UPDATE tabA SET x = 1 WHERE n = 1 LIMIT 2 -- the last two")
 	assert statement.select_before(statement.targets[0], lock=True) == (
-		"SELECT `tabA`.`name` AS `name`, `tabA`.`x` AS `x` FROM tabA WHERE n = 1 LIMIT 2 -- the last two"
-		"\nFOR UPDATE"
+		"SELECT `tabA`.`name` AS `name`, `tabA`.`x` AS `x` FROM tabA WHERE n = 1 LIMIT 2\nFOR UPDATE"
 	)
+
+
+def test_a_comment_ending_a_part_hides_nothing_after_it_in_the_read():
+	# Each part of the read ends at its last token: a "--" comment closing the table
+	# references or the WHERE would otherwise hide the WHERE, or the ORDER BY and LIMIT.
+	sql = "UPDATE tabA -- the orders\nSET x = 1 WHERE n = 1 # the first\nORDER BY n LIMIT 1 -- done\n;"
+	assert selects(sql) == [
+		"SELECT `tabA`.`name` AS `name`, `tabA`.`x` AS `x` FROM tabA WHERE n = 1 ORDER BY n LIMIT 1"
+	]
+	assert deleted("DELETE FROM tabA -- all\nWHERE n = 1 -- the first\nLIMIT 1") == [
+		"SELECT `tabA`.`name` AS `name` FROM tabA WHERE n = 1 LIMIT 1"
+	]

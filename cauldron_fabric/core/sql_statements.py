@@ -135,23 +135,20 @@ def parse_update(sql: str) -> Statement | None:
 		return None
 	where_at = _find(tokens, set_at + 1, "WHERE")
 	tail_at = _find_tail(tokens, (where_at or set_at) + 1)
-	end = len(sql.rstrip().rstrip(";"))
-	refs_text = sql[tokens[position].start : tokens[set_at].start].strip()
+	count = _without_semicolon(tokens)
+	refs_text = _text(sql, tokens, position, set_at)
 	aliases = _aliases(tokens[position:set_at])
 	if aliases is None:
 		return None
-	set_end = tokens[where_at].start if where_at else tokens[tail_at].start if tail_at else end
+	set_end = tokens[where_at].start if where_at else tokens[tail_at].start if tail_at else len(sql)
 	assignments = _assignments(sql, tokens[set_at + 1 :], set_end)
 	if not assignments:
 		return None
 	targets = _targets(assignments, aliases)
 	if targets is None:
 		return None
-	where = ""
-	if where_at is not None:
-		where_end = tokens[tail_at].start if tail_at else end
-		where = sql[tokens[where_at].end : where_end].strip()
-	tail = sql[tokens[tail_at].start : end].strip() if tail_at else ""
+	where = _text(sql, tokens, where_at + 1, tail_at or count) if where_at is not None else ""
+	tail = _text(sql, tokens, tail_at, count) if tail_at else ""
 	joined = len(aliases) > 1
 	return Statement(refs_text, where, tail, targets, joined)
 
@@ -169,9 +166,9 @@ def parse_delete(sql: str) -> Statement | None:
 		return None  # DELETE FROM t USING refs: not read
 	where_at = _find(tokens, from_at + 1, "WHERE")
 	tail_at = _find_tail(tokens, (where_at or from_at) + 1)
-	end = len(sql.rstrip().rstrip(";"))
-	refs_end = tokens[where_at].start if where_at else tokens[tail_at].start if tail_at else end
-	refs_tokens = [token for token in tokens[from_at + 1 :] if token.start < refs_end]
+	count = _without_semicolon(tokens)
+	refs_stop = where_at or tail_at or count
+	refs_tokens = tokens[from_at + 1 : refs_stop]
 	if not refs_tokens:
 		return None
 	aliases = _aliases(refs_tokens)
@@ -193,10 +190,9 @@ def parse_delete(sql: str) -> Statement | None:
 				return None
 			named.append(token.name)
 	targets = tuple(Target(real[alias], quote(alias), frozenset()) for alias in dict.fromkeys(named))
-	where = sql[tokens[where_at].end : tokens[tail_at].start if tail_at else end].strip() if where_at else ""
-	tail = sql[tokens[tail_at].start : end].strip() if tail_at else ""
-	refs_text = sql[tokens[from_at + 1].start : refs_end].strip()
-	return Statement(refs_text, where, tail, targets, len(aliases) > 1)
+	where = _text(sql, tokens, where_at + 1, tail_at or count) if where_at else ""
+	tail = _text(sql, tokens, tail_at, count) if tail_at else ""
+	return Statement(_text(sql, tokens, from_at + 1, refs_stop), where, tail, targets, len(aliases) > 1)
 
 
 def _top_level(sql: str) -> list[Token] | None:
@@ -225,6 +221,17 @@ def _top_level(sql: str) -> list[Token] | None:
 		elif depth == 0:
 			tokens.append(Token(kind, match.group(), match.start(), match.end()))
 	return tokens if depth == 0 else None
+
+
+def _text(sql: str, tokens: list[Token], first: int, stop: int) -> str:
+	"""Returns the statement's text from token ``first`` to the end of the token before ``stop``:
+	never a comment after it, which would hide what the read puts next ("" when none)."""
+	return sql[tokens[first].start : tokens[stop - 1].end] if stop > first else ""
+
+
+def _without_semicolon(tokens: list[Token]) -> int:
+	"""Returns how many tokens the statement has, a closing semicolon left out."""
+	return len(tokens) - 1 if tokens[-1].text == ";" else len(tokens)
 
 
 def _find(tokens: list[Token], start: int, word: str) -> int | None:

@@ -73,6 +73,19 @@ class TestStatementsAsMariaDBReadsThem(EmissionCase):
 		changes = [event["data"]["payload"]["changes"]["note"]["new"] for event in events_after(start, ORDER)]
 		self.assertEqual(changes, ["tuple", "dict"])
 
+	def test_a_comment_before_order_by_and_limit_hides_neither_from_the_read(self):
+		# Read with the comment running into the LIMIT, every order titled so was read, and
+		# those the statement never wrote were events too (unchanged saves are emitted here).
+		title = f"limit {frappe.generate_hash(length=8)}"
+		orders = sorted(new_order(title).name for _ in range(3))
+		with fabric_settings(emit_unchanged_saves=1):
+			start = last_seq()
+			frappe.db.sql(
+				f"UPDATE {TABLE} SET note = 'first' WHERE title = %s -- the first\nORDER BY name LIMIT 1",
+				title,
+			)
+			self.assertEqual(written_ids(start), orders[:1])
+
 
 class TestConcurrentWrites(EmissionCase):
 	def test_rows_another_transaction_committed_since_the_snapshot_are_read_as_written(self):
