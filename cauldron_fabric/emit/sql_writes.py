@@ -78,7 +78,7 @@ NOT_DOCTYPES = frozenset({"Series", "Singles", "DefaultValue", "__Auth", "__glob
 
 # Per site, the names after ``tab`` that turned out to be no DocType (a query each, once).
 _not_doctypes: dict[str, set[str]] = {}
-# Statement starts already logged as unreadable, per process.
+# Statement starts (or other keys) already logged as recording nothing, per process.
 _unreadable_logged: set[str] = set()
 
 
@@ -196,6 +196,17 @@ def _plan_target(
 		return None  # a column the table lacks: Frappe's own statement fails as it always did
 	if not every_write and columns <= _bookkeeping(doctype):
 		return None
+	if "name" in columns and not frappe.get_meta(doctype).istable:
+		# A rename: gone under the old name, unknown under the new one (a row's is its parent's
+		# update, which compares the table's rows by content).
+		_log_once(
+			f"rename {doctype}",
+			"Cauldron Fabric records no event for a raw SQL UPDATE of %s that sets name (a rename, "
+			"which also leaves its rows and links under the old name): rename with frappe.rename_doc, "
+			"whose renamed event tells it",
+			doctype,
+		)
+		return None
 	rows = _rows_before(statement, target)
 	if rows is None:
 		return None
@@ -286,15 +297,21 @@ def _spelled(row: dict, columns: frozenset[str]) -> dict:
 
 
 def _log_unreadable(kind: str, query: str) -> None:
-	"""Logs, once per process and statement start, a write the fabric records nothing for."""
+	"""Logs, once per process and statement start, a write the fabric cannot read."""
 	start = " ".join(query.split())[:120]
-	if start not in _unreadable_logged:
-		_unreadable_logged.add(start)
-		frappe.logger("cauldron_fabric").warning(
-			"Cauldron Fabric records no event for this %s, whose tables or columns it cannot tell "
-			"apart (qualify each SET column with its table or alias; write DELETE … FROM with "
-			"the table before FROM, not USING; INSERT with a column list, `name` in it, and "
-			"VALUES of plain literals; keep SQL out of /*! */ comments): %s",
-			kind.upper(),
-			start,
-		)
+	_log_once(
+		start,
+		"Cauldron Fabric records no event for this %s, whose tables or columns it cannot tell "
+		"apart (qualify each SET column with its table or alias; write DELETE … FROM with "
+		"the table before FROM, not USING; INSERT with a column list, `name` in it, and VALUES "
+		"of plain literals; keep SQL out of /*! */ comments): %s",
+		kind.upper(),
+		start,
+	)
+
+
+def _log_once(key: str, message: str, *args) -> None:
+	"""Logs ``message``, once per process and ``key``, for a write the fabric records nothing for."""
+	if key not in _unreadable_logged:
+		_unreadable_logged.add(key)
+		frappe.logger("cauldron_fabric").warning(message, *args)

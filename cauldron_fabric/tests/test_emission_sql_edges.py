@@ -86,6 +86,20 @@ class TestStatementsAsMariaDBReadsThem(EmissionCase):
 			)
 			self.assertEqual(written_ids(start), orders[:1])
 
+	def test_a_rename_in_sql_is_logged_with_what_to_do_instead(self):
+		# Written so, the document is gone under its old name and unknown under the new one:
+		# no event can tell it, so the write is said in the log, never lost unsaid.
+		order = new_order("renamed raw")
+		start = last_seq()
+		with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
+			frappe.db.sql(
+				f"UPDATE {TABLE} SET name = %s, note = 'moved' WHERE name = %s",
+				(f"{order.name}-x", order.name),
+			)
+		self.assertTrue(frappe.db.exists(ORDER, f"{order.name}-x"))
+		self.assertEqual(events_after(start, ORDER), [])
+		self.assertIn("frappe.rename_doc", logged.output[0])
+
 
 class TestConcurrentWrites(EmissionCase):
 	def test_rows_another_transaction_committed_since_the_snapshot_are_read_as_written(self):
