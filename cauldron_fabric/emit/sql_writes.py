@@ -284,8 +284,10 @@ def _plan_deletion(statement: Statement, target: Target, doctype: str):
 
 
 def _table_columns(doctype: str, written: frozenset[str]) -> frozenset[str] | None:
-	"""Returns the columns ``written`` as the table spells them, or None when it lacks one."""
-	spelled = {column.lower(): column for column in frappe.db.get_table_columns(doctype)}
+	"""Returns the columns ``written`` as the table spells them, or None when it lacks one (or
+	there is no table: Frappe's get_table_columns would raise an error of its own, not the
+	database's, which a patch catches with frappe.db.is_table_missing)."""
+	spelled = {column.lower(): column for column in frappe.db.get_db_table_columns(f"tab{doctype}")}
 	columns = {spelled.get(column.lower()) for column in written}
 	return None if None in columns else frozenset(columns)
 

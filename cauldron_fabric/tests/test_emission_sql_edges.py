@@ -122,3 +122,31 @@ class TestConcurrentWrites(EmissionCase):
 				theirs.name: {"note": {"old": "theirs", "new": "mine"}},
 			},
 		)
+
+
+class TestTheStatementsOwnOutcome(EmissionCase):
+	def test_an_update_of_a_doctype_without_a_table_raises_the_databases_error(self):
+		# A patch running before the sync that creates a table catches the database's own
+		# error (frappe.db.is_table_missing): the fabric's read must not raise one of its own.
+		name = f"Fabric Tableless {frappe.generate_hash(length=6)}"
+		frappe.get_doc(
+			{
+				"doctype": "DocType",
+				"name": name,
+				"module": "Custom",
+				"custom": 1,
+				"fields": [{"fieldname": "a", "label": "A", "fieldtype": "Data"}],
+				"permissions": [{"role": "System Manager", "read": 1}],
+			}
+		).insert()
+		frappe.db.sql_ddl(f"DROP TABLE `tab{name}`")
+		try:
+			with self.assertRaises(Exception) as raised:
+				frappe.db.sql(f"UPDATE `tab{name}` SET a = 'x' WHERE name = 'y'")
+			self.assertTrue(frappe.db.is_table_missing(raised.exception), raised.exception)
+		finally:
+			frappe.db.sql("DELETE FROM `tabDocField` WHERE parent = %s", name)
+			frappe.db.sql("DELETE FROM `tabDocPerm` WHERE parent = %s", name)
+			frappe.db.sql("DELETE FROM `tabDocType` WHERE name = %s", name)
+			frappe.db.commit()
+			frappe.clear_cache(doctype=name)
