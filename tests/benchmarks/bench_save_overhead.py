@@ -98,9 +98,10 @@ def on_site(site: str, run, *args):
 	try:
 		return run(*args)
 	finally:
-		frappe.db.sql("DELETE FROM `tabEvent Log` WHERE name > %s", (start,))
 		frappe.db.sql("DELETE FROM `tabToDo` WHERE description = 'bench' OR description LIKE 'bench %%'")
 		frappe.db.sql(f"DELETE FROM `tab{ORDER}` WHERE title = 'bench' OR title LIKE 'bench %%'")
+		# Last: the raw deletes above are deleted events of their own.
+		frappe.db.sql("DELETE FROM `tabEvent Log` WHERE name > %s", (start,))
 		frappe.db.commit()
 		frappe.destroy()
 
