@@ -53,7 +53,7 @@ from cauldron_fabric.core.sql_statements import (
 	parse_delete,
 	parse_update,
 )
-from cauldron_fabric.emit.document_events import emit_document_event, stored_document
+from cauldron_fabric.emit.document_events import emit_document_event, no_messages
 from cauldron_fabric.emit.policy import (
 	DEFAULT_DENIED,
 	SET_VALUES_ALL,
@@ -279,8 +279,20 @@ def _plan_deletion(statement: Statement, target: Target, doctype: str):
 	if frappe.get_meta(doctype).istable:
 		# Each row noted with its table as it stands: its parent's update at commit.
 		return plan_documents(doctype, lambda _doctype, names: names, names, PlannedWrite(doctype, SQL))
-	documents = [doc for doc in (stored_document(doctype, name) for name in names) if doc is not None]
+	lock = not statement.joined  # as _rows_before reads the names
+	documents = [doc for doc in (_to_delete(doctype, name, lock) for name in names) if doc is not None]
 	return PlannedDeletion(doctype, documents) if documents else None
+
+
+def _to_delete(doctype: str, name: str, lock: bool):
+	"""Returns the document about to be deleted, as last committed when ``lock`` (a locking
+	read, as the names were read: a plain one sees the transaction's snapshot, without what
+	other users committed since), or None when it is gone."""
+	try:
+		with no_messages():
+			return frappe.get_doc(doctype, name, for_update=lock)
+	except frappe.DoesNotExistError:
+		return None
 
 
 def _table_columns(doctype: str, written: frozenset[str]) -> frozenset[str] | None:

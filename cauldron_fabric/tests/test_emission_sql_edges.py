@@ -123,6 +123,23 @@ class TestConcurrentWrites(EmissionCase):
 			},
 		)
 
+	def test_documents_another_transaction_committed_since_the_snapshot_are_deleted_events(self):
+		race = f"race {frappe.generate_hash(length=8)}"
+		mine, theirs = new_order(race).name, f"theirs-{frappe.generate_hash(length=8)}"
+		frappe.db.commit()
+		start = last_seq()  # this transaction's snapshot
+		committed_elsewhere(
+			f"INSERT INTO {TABLE} (name, title, company, grand_total, note, docstatus, idx, creation,"
+			" modified, owner, modified_by) VALUES (%s, %s, 'Cauldron Ltd', 7, 'theirs', 0, 0, NOW(), NOW(),"
+			" 'Administrator', 'Administrator')",
+			theirs,
+			race,
+		)
+		frappe.db.delete(ORDER, {"title": race})
+		deleted = {e["data"]["entityId"]: e["data"]["payload"]["doc"] for e in events_after(start, ORDER)}
+		self.assertEqual(set(deleted), {mine, theirs})
+		self.assertEqual(deleted[theirs]["note"], "theirs")
+
 
 class TestTheStatementsOwnOutcome(EmissionCase):
 	def test_an_update_of_a_doctype_without_a_table_raises_the_databases_error(self):
