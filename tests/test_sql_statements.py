@@ -195,3 +195,11 @@ def test_a_comment_ending_a_part_hides_nothing_after_it_in_the_read():
 	assert deleted("DELETE FROM tabA -- all\nWHERE n = 1 -- the first\nLIMIT 1") == [
 		"SELECT `tabA`.`name` AS `name` FROM tabA WHERE n = 1 LIMIT 1"
 	]
+
+
+def test_a_delete_returning_reads_the_rows_it_deletes():
+	# MariaDB's DELETE … RETURNING: the list returned picks no rows, and is no part of the read.
+	assert deleted("DELETE FROM tabA WHERE n = 1 ORDER BY n LIMIT 2 RETURNING name, n") == [
+		"SELECT `tabA`.`name` AS `name` FROM tabA WHERE n = 1 ORDER BY n LIMIT 2"
+	]
+	assert deleted("DELETE FROM tabA RETURNING *") == ["SELECT `tabA`.`name` AS `name` FROM tabA"]

@@ -9,7 +9,8 @@ or delete, lets it run, and compares. This module is the reading, on the stateme
 Covered: ``UPDATE [LOW_PRIORITY] [IGNORE] refs SET col = expr, … [WHERE …] [ORDER BY …]
 [LIMIT …]``, where ``refs`` is one table or several (comma or JOIN, with ON or USING), each
 with or without an alias, and derived tables that are not written; ``DELETE [modifiers] FROM
-table [[AS] alias] [WHERE …] [ORDER BY …] [LIMIT …]`` and ``DELETE alias, … FROM refs [WHERE …]``. A statement this cannot read
+table [[AS] alias] [WHERE …] [ORDER BY …] [LIMIT …] [RETURNING …]`` and ``DELETE alias, … FROM refs
+[WHERE …]``. A statement this cannot read
 (a column whose table is ambiguous, a syntax it does not know) reads as None, never as a guess.
 """
 
@@ -164,6 +165,9 @@ def parse_delete(sql: str) -> Statement | None:
 	from_at = _find(tokens, position, "FROM")
 	if from_at is None or _find(tokens, from_at + 1, "USING") is not None:
 		return None  # DELETE FROM t USING refs: not read
+	returning_at = _find(tokens, from_at + 1, "RETURNING")
+	if returning_at is not None:
+		tokens = tokens[:returning_at]  # what it returns picks no rows
 	where_at = _find(tokens, from_at + 1, "WHERE")
 	tail_at = _find_tail(tokens, (where_at or from_at) + 1)
 	count = _without_semicolon(tokens)

@@ -17,6 +17,7 @@ from cauldron_fabric.tests.utils import (
 )
 
 TABLE = f"`tab{ORDER}`"
+DELETED = "fabric_test_order.deleted"
 
 # What before_request and before_job do: a test run alone may have no document hook to import it.
 watch_sql()
@@ -99,6 +100,15 @@ class TestStatementsAsMariaDBReadsThem(EmissionCase):
 		self.assertTrue(frappe.db.exists(ORDER, f"{order.name}-x"))
 		self.assertEqual(events_after(start, ORDER), [])
 		self.assertIn("frappe.rename_doc", logged.output[0])
+
+	def test_a_delete_returning_is_the_deleted_event_of_each_document(self):
+		order = new_order("returning")
+		start = last_seq()
+		returned = frappe.db.sql(f"DELETE FROM {TABLE} WHERE name = %s RETURNING name, title", order.name)
+		self.assertEqual([tuple(row) for row in returned], [(order.name, "returning")])
+		self.assertEqual(
+			[(e["type"], e["data"]["entityId"]) for e in events_after(start, ORDER)], [(DELETED, order.name)]
+		)
 
 
 class TestConcurrentWrites(EmissionCase):
