@@ -23,6 +23,7 @@ import frappe
 from frappe.database.database import Database
 from frappe.database.utils import EmptyQueryValues
 from frappe.model.base_document import BaseDocument
+from pypika.queries import QueryBuilder
 
 from cauldron_fabric.core.sql_statements import write_kind
 from cauldron_fabric.emit.held import in_place_of, watch_savepoints
@@ -120,7 +121,9 @@ def watch_sql() -> None:
 
 	# Arguments pass through as given; only a write (a look at its first word) costs more.
 	def sql_watched(self, query, *args, **kwargs):
-		kind = write_kind(query) if type(query) is str else None
+		# Frappe runs str(query) of a query builder object passed to sql() rather than run().
+		text = query if type(query) is str else str(query) if isinstance(query, QueryBuilder) else None
+		kind = write_kind(text) if text is not None else None
 		if kind is None or not kwargs.get("run", True) or frappe_writing():
 			return sql(self, query, *args, **kwargs)
 		if kwargs.get("auto_commit"):
@@ -131,7 +134,7 @@ def watch_sql() -> None:
 			return result
 		from cauldron_fabric.emit.sql_writes import plan_sql_write
 
-		writes = plan_sql_write(self, kind, query, _values(args, kwargs))
+		writes = plan_sql_write(self, kind, text, _values(args, kwargs))
 		result = sql(self, query, *args, **kwargs)
 		for write in writes or ():
 			write.record()

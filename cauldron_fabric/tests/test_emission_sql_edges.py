@@ -18,6 +18,7 @@ from cauldron_fabric.tests.utils import (
 
 TABLE = f"`tab{ORDER}`"
 DELETED = "fabric_test_order.deleted"
+UPDATED = "fabric_test_order.updated"
 
 # What before_request and before_job do: a test run alone may have no document hook to import it.
 watch_sql()
@@ -109,6 +110,16 @@ class TestStatementsAsMariaDBReadsThem(EmissionCase):
 		self.assertEqual(
 			[(e["type"], e["data"]["entityId"]) for e in events_after(start, ORDER)], [(DELETED, order.name)]
 		)
+
+	def test_a_query_builder_statement_passed_to_sql_is_read_as_frappe_runs_it(self):
+		# frappe.db.sql(query) with a query builder object (not .run()): Frappe runs str(query).
+		order = new_order("qb object")
+		table = frappe.qb.DocType(ORDER)
+		start = last_seq()
+		frappe.db.sql(frappe.qb.update(table).set(table.note, "as object").where(table.name == order.name))
+		frappe.db.sql(frappe.qb.from_(table).delete().where(table.name == order.name))
+		events = [(e["type"], e["data"]["entityId"]) for e in events_after(start, ORDER)]
+		self.assertEqual(events, [(UPDATED, order.name), (DELETED, order.name)])
 
 
 class TestConcurrentWrites(EmissionCase):
