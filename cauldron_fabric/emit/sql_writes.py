@@ -72,6 +72,12 @@ from cauldron_fabric.emit.watch import frappe_writing
 BOOKKEEPING_COLUMNS = frozenset(
 	{"lft", "rgt", "modified", "modified_by", "_assign", "_comments", "_liked_by", "_seen", "_user_tags"}
 )
+# Frappe's raw UPDATEs that keep track of use, not change a document: a login's time and
+# address (Session.start; user.login tells it), and a document's idx, which for a document (not
+# a child row, whose idx is its place in the table) counts how often it is picked in Link
+# fields (link_count.update_link_count, every hour, one UPDATE per document picked).
+RAW_BOOKKEEPING = {"User": frozenset({"last_login", "last_ip", "last_active"})}
+DOCUMENT_BOOKKEEPING = frozenset({"idx"})
 # Tables named tab… that hold no document events: no DocType's (naming series counters, Singles'
 # values, login secrets, search index) or Frappe's defaults (a DocType, written as settings).
 NOT_DOCTYPES = frozenset({"Series", "Singles", "DefaultValue", "__Auth", "__global_search"})
@@ -220,11 +226,13 @@ def _plan_target(
 
 
 def _bookkeeping(doctype: str) -> frozenset[str]:
-	"""Returns the columns of ``doctype`` that Frappe keeps up to date itself: a document's
-	``idx`` too, which counts how often it is picked in link fields (update_link_count, hourly),
-	where a child row's is its place in its table."""
-	columns = BOOKKEEPING_COLUMNS | FRAPPE_BOOKKEEPING.get(doctype, frozenset())
-	return columns if frappe.get_meta(doctype).istable else columns | {"idx"}
+	"""Returns the columns of ``doctype`` an UPDATE of which alone is Frappe's bookkeeping."""
+	kept = (
+		BOOKKEEPING_COLUMNS
+		| FRAPPE_BOOKKEEPING.get(doctype, frozenset())
+		| RAW_BOOKKEEPING.get(doctype, frozenset())
+	)
+	return kept if frappe.get_meta(doctype).istable else kept | DOCUMENT_BOOKKEEPING
 
 
 def _rows_before(statement: Statement, target: Target) -> list | None:
