@@ -206,27 +206,6 @@ class TestWhichUpdatesCount(EmissionCase):
 				self.assertEqual(len(events_after(start, "DocType")), expected)
 				frappe.db.rollback()
 
-	def test_by_default_frappes_hourly_link_counts_are_bookkeeping(self):
-		# Frappe counts how often a document is picked in link fields in its idx, hourly.
-		from frappe.model.utils.link_count import update_link_count
-
-		order = new_order("often linked")
-		frappe.db.commit()
-		for mode, expected in ((SET_VALUES_THAT_UPDATE_MODIFIED, 0), (SET_VALUES_ALL, 1)):
-			with self.subTest(mode=mode), fabric_settings(capture_set_value=mode):
-				start = last_seq()
-				frappe.cache.set_value("_link_count", {(ORDER, order.name): 3})
-				update_link_count()  # commits
-				self.assertEqual(len(events_after(start, ORDER)), expected)
-		# A child row's idx is its place in its table: a change of order, told.
-		start = last_seq()
-		frappe.db.sql(f"UPDATE `tab{ORDER_ITEM}` SET idx = 3 - idx WHERE parent = %s", order.name)
-		frappe.db.commit()
-		(event,) = events_after(start, ORDER)
-		self.assertEqual(
-			[row["item"] for row in payload(event)["changes"]["items"]["new"]], ["ladle", "cauldron"]
-		)
-
 	def test_none_turns_raw_updates_off_too(self):
 		order = new_order("off")
 		with fabric_settings(capture_set_value=SET_VALUES_NONE):
