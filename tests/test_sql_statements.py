@@ -203,3 +203,22 @@ def test_a_delete_returning_reads_the_rows_it_deletes():
 		"SELECT `tabA`.`name` AS `name` FROM tabA WHERE n = 1 ORDER BY n LIMIT 2"
 	]
 	assert deleted("DELETE FROM tabA RETURNING *") == ["SELECT `tabA`.`name` AS `name` FROM tabA"]
+
+
+@pytest.mark.parametrize(
+	"sql",
+	[
+		"DELETE FROM tabA WHERE n = 1 ORDER BY RAND() LIMIT 2",
+		"DELETE FROM tabA WHERE rand ( ) < 0.1",
+		"UPDATE tabA SET x = 1 WHERE name IN (SELECT name FROM tabA ORDER BY uuid() LIMIT 3)",
+	],
+)
+def test_rows_picked_at_random_read_as_unreadable(sql):
+	# A second run of the same WHERE or ORDER BY picks other rows: a read of them is a guess.
+	assert (parse_delete(sql) if sql.startswith("DELETE") else parse_update(sql)) is None
+
+
+def test_a_random_value_written_is_read_as_any_other():
+	assert targets("UPDATE tabA SET token = UUID(), x = RAND() WHERE n = 'rand()'") == {
+		"tabA": {"token", "x"}
+	}

@@ -11,13 +11,15 @@ Covered: ``UPDATE [LOW_PRIORITY] [IGNORE] refs SET col = expr, … [WHERE …] [
 with or without an alias, and derived tables that are not written; ``DELETE [modifiers] FROM
 table [[AS] alias] [WHERE …] [ORDER BY …] [LIMIT …] [RETURNING …]`` and ``DELETE alias, … FROM refs
 [WHERE …]``. A statement this cannot read
-(a column whose table is ambiguous, a syntax it does not know) reads as None, never as a guess.
+(a column whose table is ambiguous, a syntax it does not know, rows picked at random) reads as
+None, never as a guess.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 
 # One token of MariaDB's SQL: a quoted string or identifier (backslash escapes, as the client
 # writes them), a comment, a parenthesis, a word, or any other character. "--" opens a comment
@@ -150,6 +152,8 @@ def parse_update(sql: str) -> Statement | None:
 		return None
 	where = _text(sql, tokens, where_at + 1, tail_at or count) if where_at is not None else ""
 	tail = _text(sql, tokens, tail_at, count) if tail_at else ""
+	if _picks_at_random(refs_text, where, tail):
+		return None
 	joined = len(aliases) > 1
 	return Statement(refs_text, where, tail, targets, joined)
 
@@ -196,7 +200,10 @@ def parse_delete(sql: str) -> Statement | None:
 	targets = tuple(Target(real[alias], quote(alias), frozenset()) for alias in dict.fromkeys(named))
 	where = _text(sql, tokens, where_at + 1, tail_at or count) if where_at else ""
 	tail = _text(sql, tokens, tail_at, count) if tail_at else ""
-	return Statement(_text(sql, tokens, from_at + 1, refs_stop), where, tail, targets, len(aliases) > 1)
+	refs_text = _text(sql, tokens, from_at + 1, refs_stop)
+	if _picks_at_random(refs_text, where, tail):
+		return None
+	return Statement(refs_text, where, tail, targets, len(aliases) > 1)
 
 
 def _top_level(sql: str) -> list[Token] | None:
@@ -225,6 +232,21 @@ def _top_level(sql: str) -> list[Token] | None:
 		elif depth == 0:
 			tokens.append(Token(kind, match.group(), match.start(), match.end()))
 	return tokens if depth == 0 else None
+
+
+# Functions whose every call differs: rows picked with them (WHERE RAND() < 0.1, ORDER BY RAND()
+# LIMIT 5) are others at each run, so a read before the statement would be a guess.
+_RANDOM = frozenset({"RAND", "UUID", "UUID_SHORT", "SYS_GUID"})
+
+
+def _picks_at_random(*texts: str) -> bool:
+	"""Tells whether any of ``texts`` (the parts that pick the rows) calls a random function."""
+	for text in texts:
+		words = [m for m in _TOKEN.finditer(text) if m.lastgroup not in ("space", "comment")]
+		for word, following in pairwise(words):
+			if word.lastgroup == "word" and word.group().upper() in _RANDOM and following.group() == "(":
+				return True
+	return False
 
 
 def _text(sql: str, tokens: list[Token], first: int, stop: int) -> str:

@@ -326,7 +326,8 @@ def _log_unreadable(kind: str, query: str) -> None:
 		"Cauldron Fabric records no event for this %s, whose tables or columns it cannot tell "
 		"apart (qualify each SET column with its table or alias; write DELETE … FROM with "
 		"the table before FROM, not USING; INSERT with a column list, `name` in it, and VALUES "
-		"of plain literals; keep SQL out of /*! */ comments): %s",
+		"of plain literals; keep SQL out of /*! */ comments; select rows picked at random "
+		"first, then write them by name): %s",
 		kind.upper(),
 		start,
 	)
