@@ -193,6 +193,13 @@ def _watched_now(doctype: str) -> bool:
 	return bool(meta.istable) or current_policy().kind_of(doctype) is not None
 
 
+def forget_missing_doctypes(doc, method=None) -> None:
+	"""Forgets, in this process, which names after ``tab`` were no DocType, once a DocType is
+	inserted (DocType after_insert): a migrate's patch may name a table before the sync
+	creates its DocType, and later patches in the same process write it."""
+	_not_doctypes.pop(frappe.local.site, None)
+
+
 def _plan_target(
 	statement: Statement, target: Target, doctype: str, every_write: bool
 ) -> PlannedWrite | None:
