@@ -127,12 +127,10 @@ def doctypes_named(sql: str) -> set[str]:
 
 def parse_update(sql: str) -> Statement | None:
 	"""Reads an UPDATE statement, or returns None when it is not one this module can read."""
-	tokens = _top_level(sql)
-	if tokens is None or not tokens or tokens[0].upper != "UPDATE":
+	started = _started(sql, "UPDATE")
+	if started is None:
 		return None
-	position = 1
-	while position < len(tokens) and tokens[position].upper in _MODIFIERS:
-		position += 1
+	tokens, position = started
 	set_at = _find(tokens, position, "SET")
 	if set_at is None or set_at == position:
 		return None
@@ -160,12 +158,10 @@ def parse_update(sql: str) -> Statement | None:
 
 def parse_delete(sql: str) -> Statement | None:
 	"""Reads a DELETE statement, or returns None when it is not one this module can read."""
-	tokens = _top_level(sql)
-	if tokens is None or not tokens or tokens[0].upper != "DELETE":
+	started = _started(sql, "DELETE")
+	if started is None:
 		return None
-	position = 1
-	while position < len(tokens) and tokens[position].upper in _MODIFIERS:
-		position += 1
+	tokens, position = started
 	from_at = _find(tokens, position, "FROM")
 	if from_at is None or _find(tokens, from_at + 1, "USING") is not None:
 		return None  # DELETE FROM t USING refs: not read
@@ -204,6 +200,18 @@ def parse_delete(sql: str) -> Statement | None:
 	if _picks_at_random(refs_text, where, tail):
 		return None
 	return Statement(refs_text, where, tail, targets, len(aliases) > 1)
+
+
+def _started(sql: str, word: str) -> tuple[list[Token], int] | None:
+	"""Returns the top-level tokens of a statement that starts with ``word``, and where what
+	follows its modifiers (LOW_PRIORITY, IGNORE, QUICK) starts; None for another statement."""
+	tokens = _top_level(sql)
+	if not tokens or tokens[0].upper != word:
+		return None
+	position = 1
+	while position < len(tokens) and tokens[position].upper in _MODIFIERS:
+		position += 1
+	return tokens, position
 
 
 def _top_level(sql: str) -> list[Token] | None:

@@ -57,3 +57,13 @@ def call_of(function: Callable) -> FrameType | None:
 			return frame
 		frame = frame.f_back
 	return None
+
+
+def inside_any(codes: frozenset) -> bool:
+	"""Tells whether this code runs inside a call of any function whose code is in ``codes``."""
+	frame = sys._getframe(1)
+	while frame is not None:
+		if frame.f_code in codes:
+			return True
+		frame = frame.f_back
+	return False

@@ -36,8 +36,6 @@ Left alone:
 
 from __future__ import annotations
 
-import sys
-
 import frappe
 from frappe.model.delete_doc import delete_from_table
 from frappe.model.document import Document
@@ -54,6 +52,7 @@ from cauldron_fabric.core.sql_statements import (
 	parse_update,
 )
 from cauldron_fabric.emit.document_events import emit_document_event, no_messages
+from cauldron_fabric.emit.frames import inside_any
 from cauldron_fabric.emit.policy import (
 	DEFAULT_DENIED,
 	SET_VALUES_ALL,
@@ -103,7 +102,7 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 	if not policy.enabled or policy.set_values == SET_VALUES_NONE:
 		return None
 	watched = {doctype for doctype in doctypes_named(query) if _watched(doctype)}
-	if not watched or _inside_frappes_own():
+	if not watched or inside_any(FRAPPES_OWN):
 		return None
 	try:
 		text = _as_run(db, query, values)
@@ -155,16 +154,6 @@ def _as_run(db, query: str, values) -> str:
 	return db.mogrify(query, values)
 
 
-def _inside_frappes_own() -> bool:
-	"""Tells whether this runs inside one of FRAPPES_OWN (one walk up the stack)."""
-	frame = sys._getframe(1)
-	while frame is not None:
-		if frame.f_code in FRAPPES_OWN:
-			return True
-		frame = frame.f_back
-	return False
-
-
 def _watched(doctype: str) -> bool:
 	"""Tells whether writes to ``doctype``'s table may be events: it is a DocType, the fabric's
 	policy emits its changes (or its parent's, for a child table), and it is not the fabric's.
@@ -196,8 +185,12 @@ def _watched_now(doctype: str) -> bool:
 def forget_missing_doctypes(doc, method=None) -> None:
 	"""Forgets, in this process, which names after ``tab`` were no DocType, once a DocType is
 	inserted (DocType after_insert): a migrate's patch may name a table before the sync
-	creates its DocType, and later patches in the same process write it."""
+	creates its DocType, and later patches in the same process write it. The answers _watched
+	keeps for the policy's life go too."""
 	_not_doctypes.pop(frappe.local.site, None)
+	known = current_policy()._kinds
+	for key in [key for key in known if key[0] == "sql"]:
+		del known[key]
 
 
 def _plan_target(

@@ -174,21 +174,26 @@ class TestConcurrentWrites(EmissionCase):
 		self.assertEqual(deleted[theirs]["note"], "theirs")
 
 
+def insert_custom_doctype(name: str) -> None:
+	"""Inserts a custom DocType ``name`` with one Data field, ``a``."""
+	frappe.get_doc(
+		{
+			"doctype": "DocType",
+			"name": name,
+			"module": "Custom",
+			"custom": 1,
+			"fields": [{"fieldname": "a", "label": "A", "fieldtype": "Data"}],
+			"permissions": [{"role": "System Manager", "read": 1}],
+		}
+	).insert()
+
+
 class TestTheStatementsOwnOutcome(EmissionCase):
 	def test_an_update_of_a_doctype_without_a_table_raises_the_databases_error(self):
 		# A patch running before the sync that creates a table catches the database's own
 		# error (frappe.db.is_table_missing): the fabric's read must not raise one of its own.
 		name = f"Fabric Tableless {frappe.generate_hash(length=6)}"
-		frappe.get_doc(
-			{
-				"doctype": "DocType",
-				"name": name,
-				"module": "Custom",
-				"custom": 1,
-				"fields": [{"fieldname": "a", "label": "A", "fieldtype": "Data"}],
-				"permissions": [{"role": "System Manager", "read": 1}],
-			}
-		).insert()
+		insert_custom_doctype(name)
 		frappe.db.sql_ddl(f"DROP TABLE `tab{name}`")
 		try:
 			with self.assertRaises(Exception) as raised:
@@ -207,16 +212,7 @@ class TestTheStatementsOwnOutcome(EmissionCase):
 		name = f"Fabric Later {frappe.generate_hash(length=6)}"
 		with self.assertRaises(Exception):
 			frappe.db.sql(f"UPDATE `tab{name}` SET a = 'early' WHERE name = 'x'")
-		frappe.get_doc(
-			{
-				"doctype": "DocType",
-				"name": name,
-				"module": "Custom",
-				"custom": 1,
-				"fields": [{"fieldname": "a", "label": "A", "fieldtype": "Data"}],
-				"permissions": [{"role": "System Manager", "read": 1}],
-			}
-		).insert()
+		insert_custom_doctype(name)
 		try:
 			doc = frappe.get_doc({"doctype": name, "a": "before"}).insert()
 			start = last_seq()
