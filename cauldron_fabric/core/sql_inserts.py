@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cauldron_fabric.core.sql_statements import _TOKEN, _top_level
+from cauldron_fabric.core.sql_statements import _TOKEN, _started
 
 _INSERT_MODIFIERS = frozenset({"LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE"})
 # What a backslash before these characters stands for in a MariaDB string literal.
@@ -33,12 +33,10 @@ def parse_insert(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
 	"""Reads an INSERT … VALUES statement: its table and, per row, the ``wanted`` columns it
 	gives (a plain literal each: a string, a number or NULL, decoded). None when it is not one
 	this module can read."""
-	tokens = _top_level(sql)
-	if not tokens or tokens[0].upper != "INSERT":
+	started = _started(sql, "INSERT", _INSERT_MODIFIERS)
+	if started is None:
 		return None
-	position = 1
-	while position < len(tokens) and tokens[position].upper in _INSERT_MODIFIERS:
-		position += 1
+	tokens, position = started
 	if position < len(tokens) and tokens[position].upper == "INTO":
 		position += 1
 	if position + 2 >= len(tokens) or tokens[position].kind not in ("word", "quoted"):

@@ -3,16 +3,15 @@ which columns, and which rows (as a ``SELECT`` of the same rows).
 
 The fabric turns raw SQL writes (``frappe.db.sql("UPDATE …")``, ``frappe.qb.update(…).run()``,
 ``frappe.db.delete(…)``) into document events: it reads the rows a statement is about to change
-or delete, lets it run, and compares. This module is the reading, on the statement's text with its values already in place
-(the database client's own escaping): no database, no framework.
+or delete, lets it run, and compares. This module is the reading, on the statement's text with
+its values already in place (the database client's own escaping): no database, no framework.
 
 Covered: ``UPDATE [LOW_PRIORITY] [IGNORE] refs SET col = expr, … [WHERE …] [ORDER BY …]
 [LIMIT …]``, where ``refs`` is one table or several (comma or JOIN, with ON or USING), each
 with or without an alias, and derived tables that are not written; ``DELETE [modifiers] FROM
-table [[AS] alias] [WHERE …] [ORDER BY …] [LIMIT …] [RETURNING …]`` and ``DELETE alias, … FROM refs
-[WHERE …]``. A statement this cannot read
-(a column whose table is ambiguous, a syntax it does not know, rows picked at random) reads as
-None, never as a guess.
+table [[AS] alias] [WHERE …] [ORDER BY …] [LIMIT …] [RETURNING …]`` and ``DELETE alias, …
+FROM refs [WHERE …]``. A statement this cannot read (a column whose table is ambiguous, a syntax
+it does not know, rows picked at random) reads as None, never as a guess.
 """
 
 from __future__ import annotations
@@ -202,14 +201,14 @@ def parse_delete(sql: str) -> Statement | None:
 	return Statement(refs_text, where, tail, targets, len(aliases) > 1)
 
 
-def _started(sql: str, word: str) -> tuple[list[Token], int] | None:
+def _started(sql: str, word: str, modifiers: frozenset[str] = _MODIFIERS) -> tuple[list[Token], int] | None:
 	"""Returns the top-level tokens of a statement that starts with ``word``, and where what
-	follows its modifiers (LOW_PRIORITY, IGNORE, QUICK) starts; None for another statement."""
+	follows its ``modifiers`` (LOW_PRIORITY, IGNORE, QUICK) starts; None for another statement."""
 	tokens = _top_level(sql)
 	if not tokens or tokens[0].upper != word:
 		return None
 	position = 1
-	while position < len(tokens) and tokens[position].upper in _MODIFIERS:
+	while position < len(tokens) and tokens[position].upper in modifiers:
 		position += 1
 	return tokens, position
 

@@ -83,6 +83,16 @@ def stored_document(doctype: str, name: str):
 		return None
 
 
+def stored_names(doctype: str, names: list) -> set[str]:
+	"""Returns which of ``names`` are stored now, as strings (a read per thousand names)."""
+	stored: set[str] = set()
+	for start in range(0, len(names), 1000):
+		chunk = names[start : start + 1000]
+		found = frappe.db.get_values(doctype, {"name": ("in", chunk)}, "name", pluck=True, order_by=None)
+		stored.update(str(name) for name in found)
+	return stored
+
+
 @contextmanager
 def no_messages():
 	"""Keeps Frappe's messages of what runs inside from the response.

@@ -6,8 +6,9 @@ cached settings document and dropped when Fabric Settings change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import frappe
 from frappe.utils import cint
@@ -114,6 +115,13 @@ class EmitPolicy:
 		if doctype not in self._kinds:
 			self._kinds[doctype] = self._classify(doctype)
 		return self._kinds[doctype]
+
+	def remembered(self, key: tuple, compute: Callable[[], Any]) -> Any:
+		"""Returns ``compute()``, computed once for this policy's life (a request or job) per
+		``key``, as kind_of's answers are."""
+		if key not in self._kinds:
+			self._kinds[key] = compute()
+		return self._kinds[key]
 
 	def emits_business_transactions(self, doctype: str) -> bool:
 		"""Tells whether a DocType's submits and cancels are ``business.transaction`` events, with

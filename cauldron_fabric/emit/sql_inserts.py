@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import frappe
 
-from cauldron_fabric.core.sql_inserts import InsertStatement
-from cauldron_fabric.emit.document_events import emit_document_event, stored_document
+from cauldron_fabric.emit.document_events import emit_document_event, stored_document, stored_names
 from cauldron_fabric.emit.policy import SQL
 from cauldron_fabric.emit.rows import row_changed
 
@@ -47,20 +46,9 @@ class PlannedInsert:
 				emit_document_event(doc, "created", via=SQL, reject_invalid=False)
 
 
-def plan_insert(doctype: str, statement: InsertStatement) -> PlannedInsert | None:
-	"""Reads which of the rows an INSERT names are new (not stored already), or returns None when
-	it names none or a row without its ``name``."""
-	names = [row.get("name") for row in statement.rows]
-	if not names or any(name is None for name in names):
-		return None
-	stored = set()
-	for start in range(0, len(names), 1000):
-		chunk = names[start : start + 1000]
-		stored.update(
-			str(name)
-			for name in frappe.db.get_values(
-				doctype, {"name": ("in", chunk)}, "name", pluck=True, order_by=None
-			)
-		)
+def plan_insert(doctype: str, names: list) -> PlannedInsert | None:
+	"""Reads which of the ``names`` an INSERT is about to insert are new (not stored already),
+	or returns None when none is."""
+	stored = stored_names(doctype, names)
 	new = [name for name in dict.fromkeys(names) if str(name) not in stored]
 	return PlannedInsert(doctype, new) if new else None

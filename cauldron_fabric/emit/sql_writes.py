@@ -18,18 +18,17 @@ update at commit.
 
 Left alone:
 
-* every other statement, and the writes of Frappe's own that have events of their own or are
+* every other statement, and Frappe's own writes that have events of their own or are
   bookkeeping: an insert (``db_insert``), a save (through ``db_update``, and its DELETE of rows
-  taken out of a table),
-  ``set_value`` (and so ``db_set``), ``delete_doc``'s DELETE of the document and its rows, a
-  rename (which also rewrites every link to the renamed document: its ``renamed`` event tells
-  those). What a deletion does to other documents (Frappe deletes their ToDos, Comments and
-  shares, and clears Communications' references) is theirs, recorded;
+  taken out of a table), ``set_value`` (and so ``db_set``), ``delete_doc``'s DELETE of the
+  document and its rows, a rename (which also rewrites every link to the renamed document: its
+  ``renamed`` event tells those). What a deletion does to other documents (Frappe deletes
+  their ToDos, Comments and shares, and clears Communications' references) is theirs, recorded;
 * by default (Fabric Settings → *Writes without document hooks*; *None* leaves every raw write
-  alone), an UPDATE that writes only
-  Frappe's bookkeeping columns: the tree bounds (``lft``, ``rgt``), ``modified``, and what Desk
-  keeps per document (``_assign``, ``_comments``, ``_liked_by``, ``_seen``, ``_user_tags``),
-  with the counters ``FRAPPE_BOOKKEEPING`` names; *Every write* counts those too;
+  alone), an UPDATE that writes only Frappe's bookkeeping columns: the tree bounds (``lft``,
+  ``rgt``), ``modified``, what Desk keeps per document (``_assign``, ``_comments``,
+  ``_liked_by``, ``_seen``, ``_user_tags``), a document's ``idx`` and the counters
+  ``FRAPPE_BOOKKEEPING`` and ``RAW_BOOKKEEPING`` name; *Every write* counts those too;
 * a statement the fabric cannot read (``core/sql_statements.py``): logged once per process, with
   its start, and run as it is.
 """
@@ -51,20 +50,20 @@ from cauldron_fabric.core.sql_statements import (
 	parse_delete,
 	parse_update,
 )
-from cauldron_fabric.emit.document_events import emit_document_event, no_messages
+from cauldron_fabric.emit.document_events import emit_document_event, no_messages, stored_names
 from cauldron_fabric.emit.frames import inside_any
 from cauldron_fabric.emit.policy import (
 	DEFAULT_DENIED,
 	SET_VALUES_ALL,
 	SET_VALUES_NONE,
 	SQL,
+	clear_policy,
 	current_policy,
 	is_fabric_doctype,
 )
 from cauldron_fabric.emit.rows import record_rows_changed_before
 from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
 from cauldron_fabric.emit.sql_inserts import WANTED, plan_insert
-from cauldron_fabric.emit.watch import frappe_writing
 
 # Columns Frappe keeps up to date itself: nested-set bounds, the time of the last change, and
 # Desk's per-document lists. An UPDATE of these alone is bookkeeping.
@@ -96,7 +95,7 @@ FRAPPES_OWN = frozenset(
 def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 	"""Reads what an UPDATE, DELETE or INSERT statement is about to change, or returns None
 	when the fabric leaves it alone (see the module's docstring)."""
-	if db is not getattr(frappe.local, "db", None) or frappe_writing():
+	if db is not getattr(frappe.local, "db", None):  # (Frappe's own writes: left by watch.py)
 		return None
 	policy = current_policy()
 	if not policy.enabled or policy.set_values == SET_VALUES_NONE:
@@ -117,7 +116,7 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 		return None
 	writes = []
 	for target in statement.targets:
-		doctype = target.table[3:] if target.table.startswith("tab") else None
+		doctype = _doctype_of(target.table)
 		if doctype not in watched:
 			continue
 		if kind == DELETE:
@@ -135,13 +134,20 @@ def _plan_insert(text, query: str, watched: set[str]) -> list | None:
 	if statement is None:
 		_log_unreadable(INSERT, query)
 		return None
-	doctype = statement.table[3:] if statement.table.startswith("tab") else None
+	doctype = _doctype_of(statement.table)
 	if doctype not in watched:
 		return None
-	write = plan_insert(doctype, statement)
-	if write is None and any(row.get("name") is None for row in statement.rows):
+	names = [row.get("name") for row in statement.rows]
+	if None in names:  # an autoincrement DocType's rows, named by the database
 		_log_unreadable(INSERT, query)
+		return None
+	write = plan_insert(doctype, names)
 	return [write] if write is not None else None
+
+
+def _doctype_of(table: str) -> str | None:
+	"""Returns the DocType whose table is ``table`` (``tab`` + its name), or None."""
+	return table[3:] if table.startswith("tab") else None
 
 
 def _as_run(db, query: str, values) -> str:
@@ -159,11 +165,7 @@ def _watched(doctype: str) -> bool:
 	policy emits its changes (or its parent's, for a child table), and it is not the fabric's.
 	Known for the policy's life (a request or job): the fabric records into its own tables with
 	SQL too, once per event."""
-	known = current_policy()._kinds
-	key = ("sql", doctype)
-	if key not in known:
-		known[key] = _watched_now(doctype)
-	return known[key]
+	return current_policy().remembered(("sql", doctype), lambda: _watched_now(doctype))
 
 
 def _watched_now(doctype: str) -> bool:
@@ -185,12 +187,10 @@ def _watched_now(doctype: str) -> bool:
 def forget_missing_doctypes(doc, method=None) -> None:
 	"""Forgets, in this process, which names after ``tab`` were no DocType, once a DocType is
 	inserted (DocType after_insert): a migrate's patch may name a table before the sync
-	creates its DocType, and later patches in the same process write it. The answers _watched
-	keeps for the policy's life go too."""
+	creates its DocType, and later patches in the same process write it. The policy, which
+	keeps _watched's answers for its life, is built afresh too."""
 	_not_doctypes.pop(frappe.local.site, None)
-	known = current_policy()._kinds
-	for key in [key for key in known if key[0] == "sql"]:
-		del known[key]
+	clear_policy()
 
 
 def _plan_target(
@@ -219,7 +219,11 @@ def _plan_target(
 	# Read under the statement's own column names: mapped to the table's spelling (MariaDB
 	# compares column names without case) for comparing with the document as stored.
 	befores = [ValuesBefore(_spelled(row, columns), doctype=doctype) for row in rows]
-	names = [row.name for row in befores]
+	return _plan_rows(doctype, [row.name for row in befores], befores)
+
+
+def _plan_rows(doctype: str, names: list, befores: list | None = None) -> PlannedWrite | None:
+	"""Plans the write of the documents (or child rows) ``names`` as set_values.py plans its own."""
 	return plan_documents(
 		doctype, lambda _doctype, names: names, names, PlannedWrite(doctype, SQL), befores=befores
 	)
@@ -267,12 +271,9 @@ class PlannedDeletion:
 
 	def record(self) -> None:
 		"""Records ``deleted`` for each document the statement did delete."""
-		names = [doc.name for doc in self.documents]
-		left = set(
-			frappe.db.get_all(self.doctype, filters={"name": ("in", names)}, pluck="name", order_by=None)
-		)
+		left = stored_names(self.doctype, [doc.name for doc in self.documents])
 		for doc in self.documents:
-			if doc.name not in left:
+			if str(doc.name) not in left:
 				# Rows changed alone before: no parent of that name is left at commit (as after_delete).
 				record_rows_changed_before(self.doctype, doc.name, doc)
 				emit_document_event(doc, "deleted", via=SQL, reject_invalid=False)
@@ -286,7 +287,7 @@ def _plan_deletion(statement: Statement, target: Target, doctype: str):
 	names = [row.name for row in rows]
 	if frappe.get_meta(doctype).istable:
 		# Each row noted with its table as it stands: its parent's update at commit.
-		return plan_documents(doctype, lambda _doctype, names: names, names, PlannedWrite(doctype, SQL))
+		return _plan_rows(doctype, names)
 	lock = not statement.joined  # as _rows_before reads the names
 	documents = [doc for doc in (_to_delete(doctype, name, lock) for name in names) if doc is not None]
 	return PlannedDeletion(doctype, documents) if documents else None
