@@ -25,9 +25,10 @@ from cauldron_fabric.emit.recorder import record
 # parent's save (recorded at commit, or before the parent's next event), and inside it.
 ROW_CHANGES = "fabric_row_changes"
 ROW_CHANGES_IN_SAVE = "fabric_row_changes_in_save"
-# Rows written by frappe.db.set_value, db_update (emit/set_values.py) or raw SQL: Frappe checks nothing on
-# such a write, and a schema registered before the upgrade that records them allows no such
-# ``via``, so their parent's update is never refused for its event (kept Invalid instead).
+# Rows written by frappe.db.set_value, db_update (emit/set_values.py) or raw SQL
+# (emit/sql_writes.py): Frappe checks nothing on such a write, and a schema registered before
+# the upgrade that records them allows no such ``via``, so their parent's update is never
+# refused for its event (kept Invalid instead).
 WRITES_WITHOUT_HOOKS = frozenset({SET_VALUE, DB_UPDATE, SQL})
 
 
