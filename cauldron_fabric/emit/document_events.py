@@ -12,6 +12,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import frappe
+from frappe.model.base_document import BaseDocument, get_controller
+from frappe.model.document import Document
+from frappe.model.utils import is_virtual_doctype
 
 from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
 from cauldron_fabric.emit.changes import document_changes, document_payload
@@ -33,6 +36,8 @@ BUSINESS_FIELDS = (
 	"status",
 )
 BUSINESS_DAYS = ("posting_date", "transaction_date")
+# Documents read at once by stored_documents: two queries (one per table) per this many.
+READ_TOGETHER = 500
 
 
 def emit_document_event(
@@ -74,13 +79,86 @@ def emit_document_event(
 	return payload
 
 
-def stored_document(doctype: str, name: str):
-	"""Returns the document as stored now (None when its row is gone), in one read."""
+def stored_document(doctype: str, name: str, lock: bool = False):
+	"""Returns the document as stored now (None when its row is gone), in one read; with
+	``lock``, a locking read (``get_doc(…, for_update=True)``)."""
 	try:
 		with no_messages():
-			return frappe.get_doc(doctype, name)
+			return frappe.get_doc(doctype, name, for_update=lock or None)
 	except frappe.DoesNotExistError:
 		return None
+
+
+def stored_documents(doctype: str, names: list, lock: bool = False) -> dict[str, Document]:
+	"""Returns the documents ``names`` as stored now, by name as a string (those gone are left
+	out), each as ``stored_document`` reads it; with ``lock``, read as ``get_doc(…,
+	for_update=True)`` reads.
+
+	``get_doc`` reads a document with a query per table, each built by Frappe's query builder:
+	about 4 ms for an order with one table, which a raw statement over thousands of documents
+	pays per document. Here each table is one query per ``READ_TOGETHER`` documents, and each
+	document is built from its rows as ``Document.load_from_db`` builds it. A DocType that loads
+	its own way (a Single, a virtual DocType or table, a controller with its own ``__init__`` or
+	``load_from_db``) is read one document at a time.
+	"""
+	if not _loads_as_stored(doctype):
+		read = (stored_document(doctype, name, lock) for name in dict.fromkeys(names))
+		return {str(doc.name): doc for doc in read if doc is not None}
+	tables = frappe.get_meta(doctype).get_table_fields()
+	found: dict[str, Document] = {}
+	for start in range(0, len(names), READ_TOGETHER):
+		chunk = list(dict.fromkeys(names[start : start + READ_TOGETHER]))
+		rows = _select(f"SELECT * FROM `tab{doctype}` WHERE `name` IN %(names)s", chunk, lock)
+		children: dict[tuple[str, str], list] = {}
+		for df in tables:
+			query = (
+				f"SELECT * FROM `tab{df.options}` WHERE `parenttype` = %(doctype)s "
+				"AND `parentfield` = %(field)s AND `parent` IN %(names)s ORDER BY `parent`, `idx`"
+			)
+			for row in _select(query, chunk, lock, doctype=doctype, field=df.fieldname):
+				children.setdefault((df.fieldname, row.parent), []).append(row)
+		by_name = {str(row.name): row for row in rows}
+		for name in chunk:  # in the order given (a statement's ORDER BY)
+			if (row := by_name.get(str(name))) is not None:
+				found[str(row.name)] = _built(doctype, row, tables, children, lock)
+	return found
+
+
+def _loads_as_stored(doctype: str) -> bool:
+	"""Tells whether Frappe builds a ``doctype`` document from its rows and nothing else (known
+	for the policy's life: whether a table is virtual is a query each)."""
+	return current_policy().remembered(("loads as stored", doctype), lambda: _loads_as_stored_now(doctype))
+
+
+def _loads_as_stored_now(doctype: str) -> bool:
+	meta = frappe.get_meta(doctype)
+	if meta.issingle or meta.get("is_virtual"):
+		return False
+	controller = get_controller(doctype)
+	if controller.__init__ is not Document.__init__ or controller.load_from_db is not Document.load_from_db:
+		return False
+	return not any(is_virtual_doctype(df.options) for df in meta.get_table_fields())
+
+
+def _select(query: str, names: list, lock: bool, **values) -> list:
+	return frappe.db.sql(query + (" FOR UPDATE" if lock else ""), {"names": names, **values}, as_dict=True)
+
+
+def _built(doctype: str, row: dict, tables: list, children: dict, lock: bool) -> Document:
+	"""Returns the document of ``row`` with its tables' rows, as ``Document.load_from_db``
+	builds it after its own queries."""
+	controller = get_controller(doctype)
+	doc = controller.__new__(controller)
+	doc.doctype, doc.name = doctype, None
+	doc.flags = frappe._dict(for_update=lock or None, ignore_children=True)
+	BaseDocument.__init__(doc, row)
+	doc.flags.pop("ignore_children", None)
+	for df in tables:
+		# A row's parent is text; an autoincrement document's name a number.
+		doc.set(df.fieldname, children.get((df.fieldname, str(row.name)), []))
+	if hasattr(doc, "__setup__"):
+		doc.__setup__()
+	return doc
 
 
 def stored_names(doctype: str, names: list) -> set[str]:

@@ -8,6 +8,7 @@ the relays; if it is lost they still find the row on their next poll.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +29,11 @@ from cauldron_fabric.emit.writes import (
 )
 from cauldron_fabric.registry.recording import check_events, describe_violations
 from cauldron_fabric.services.wakeups import relay_channel, wake_after_commit
+
+# Where record() keeps the events recorded inside recorded_together(), and how many it keeps
+# at most before writing them.
+TOGETHER = "fabric_recorded_together"
+WRITTEN_TOGETHER = 500
 
 
 def acting_user() -> str:
@@ -77,9 +83,48 @@ def record(
 		)
 		for envelope, violations in checked
 	]
+	together = getattr(frappe.local, TOGETHER, None)
+	if together is None:
+		_write(entries)
+		return
+	together.extend(entries)
+	if len(together) >= WRITTEN_TOGETHER:
+		_write(together)
+		together.clear()
+
+
+@contextmanager
+def recorded_together():
+	"""Writes the events recorded inside (each checked against its schema as it is recorded)
+	at the end, or every ``WRITTEN_TOGETHER`` of them: one outbox INSERT (or as many as
+	``max_allowed_packet`` needs) and one routing to subscriptions for them all, not one each.
+	For writes of many documents at once: a raw SQL statement over a table paid a database
+	round trip per event. Inside another, it is that one."""
+	if getattr(frappe.local, TOGETHER, None) is not None:
+		yield
+		return
+	together: list[OutboxAppend] = []
+	setattr(frappe.local, TOGETHER, together)
+	try:
+		yield
+	except frappe.QueryDeadlockError:
+		# The database rolled the transaction back, and with it the changes these events tell.
+		together.clear()
+		raise
+	finally:
+		setattr(frappe.local, TOGETHER, None)
+		# Also when anything else raised inside: what was recorded before is written, as it
+		# would have been at once (the caller may catch the error and commit).
+		if together:
+			_write(together)
+
+
+def _write(entries: Sequence[OutboxAppend]) -> None:
+	"""Writes checked events to the outbox, routes them to subscriptions and, when they are to
+	be published, wakes the relays after the commit."""
 	written = append_to_outbox(entries)
 	enqueue_deliveries([entry.envelope for entry in written if not entry.invalid])
-	if policy.publishing:
+	if current_policy().publishing:
 		wake_relays_after_commit()
 
 

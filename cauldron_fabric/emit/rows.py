@@ -15,11 +15,11 @@ from typing import Any
 import frappe
 
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
-from cauldron_fabric.emit.document_events import lifecycle_envelope, stored_document
+from cauldron_fabric.emit.document_events import lifecycle_envelope, stored_document, stored_documents
 from cauldron_fabric.emit.held import held_now, hold_from_the_next_transaction, hold_until_commit, release
 from cauldron_fabric.emit.inserts import being_saved, save_running
 from cauldron_fabric.emit.policy import DB_UPDATE, SET_VALUE, SQL, current_policy
-from cauldron_fabric.emit.recorder import record
+from cauldron_fabric.emit.recorder import record, recorded_together
 
 # Rows changed alone, held per parent until the parent's update is recorded: outside the
 # parent's save (recorded at commit, or before the parent's next event), and inside it.
@@ -32,7 +32,7 @@ ROW_CHANGES_IN_SAVE = "fabric_row_changes_in_save"
 WRITES_WITHOUT_HOOKS = frozenset({SET_VALUE, DB_UPDATE, SQL})
 
 
-def row_changed(row, via: str | None = None, removed: bool = False) -> None:
+def row_changed(row, via: str | None = None, removed: bool = False, parents: dict | None = None) -> None:
 	"""Notes a row inserted, saved, db_set or deleted alone: its parent's update, at commit.
 
 	Frappe writes a parent's rows without running their hooks, so a row's own hooks fire only
@@ -41,6 +41,7 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 	one ``<parent>.updated`` event at commit, its changes running from the table as it was
 	before the first of them to the table as committed. A change made while the parent itself
 	is being saved is held apart, for the save to follow up on (record_rows_changed_in_save).
+	``parents``, when given, are the rows' parents as read already (``parents_of``).
 	"""
 	parent_key = _parent_key(row.parenttype, row.parent)
 	parent_in_memory = getattr(row, "parent_doc", None)  # set on rows loaded with their parent
@@ -63,7 +64,11 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 		kind = current_policy().kind_of(row.parenttype)
 	except frappe.DoesNotExistError:
 		return
-	parent = stored_document(*parent_key) if kind is not None else None
+	if kind is None:
+		return
+	parent = (
+		parents[parent_key] if parents is not None and parent_key in parents else stored_document(*parent_key)
+	)
 	if parent is None:
 		return
 	rows = document_payload(parent).get(row.parentfield) or []
@@ -89,6 +94,33 @@ def row_changed(row, via: str | None = None, removed: bool = False) -> None:
 			"unjudged": via in WRITES_WITHOUT_HOOKS,
 		}
 	change["before"][row.parentfield] = before_rows
+
+
+def parents_of(rows) -> dict[tuple, Any]:
+	"""Returns the parents of ``rows`` (by their key in the held changes; None when gone), read
+	together (``stored_documents``): for many rows written at once, not one read each."""
+	keys = (_parent_key(row.parenttype, row.parent) for row in rows)
+	return _read_together(key for key in keys if all(key) and _emits(key[0]))
+
+
+def _emits(doctype: str) -> bool:
+	try:
+		return current_policy().kind_of(doctype) is not None
+	except frappe.DoesNotExistError:
+		return False
+
+
+def _read_together(keys) -> dict[tuple, Any]:
+	"""Returns the documents of ``keys`` (DocType and name) by key, None for those gone, reading
+	each DocType's together."""
+	wanted: dict[str, set[str]] = {}
+	for doctype, name in keys:
+		wanted.setdefault(doctype, set()).add(name)
+	found: dict[tuple, Any] = {}
+	for doctype, names in wanted.items():
+		stored = stored_documents(doctype, sorted(names))
+		found.update({(doctype, name): stored.get(name) for name in names})
+	return found
 
 
 def _in_currently_saving(doctype: str, name: str) -> bool:
@@ -136,11 +168,16 @@ def _record_held_row_changes(attribute: str) -> list[tuple]:
 	"""Records the row changes held under ``attribute``; returns each recorded as (parent's key,
 	change, parent as stored)."""
 	recorded = []
-	for parent_key, change in release(attribute).items():
-		parent = stored_document(*parent_key)
-		if parent is not None:  # else deleted since
-			_record_row_change(parent, change)
-			recorded.append((parent_key, change, parent))
+	held = release(attribute)
+	parents = None
+	if len(held) > 1:  # many parents (a raw statement over a child table): read together
+		parents = _read_together(held)
+	with recorded_together():
+		for parent_key, change in held.items():
+			parent = parents.get(parent_key) if parents is not None else stored_document(*parent_key)
+			if parent is not None:  # else deleted since
+				_record_row_change(parent, change)
+				recorded.append((parent_key, change, parent))
 	return recorded
 
 

@@ -41,7 +41,13 @@ from typing import Any
 import frappe
 from frappe.model.rename_doc import rename_doc
 
-from cauldron_fabric.emit.document_events import emit_document_event, no_messages, stored_document
+from cauldron_fabric.emit.document_events import (
+	READ_TOGETHER,
+	emit_document_event,
+	no_messages,
+	stored_document,
+	stored_documents,
+)
 from cauldron_fabric.emit.frames import argument_of, call_of
 from cauldron_fabric.emit.held import (
 	held_now,
@@ -58,7 +64,8 @@ from cauldron_fabric.emit.policy import (
 	SET_VALUES_THAT_UPDATE_MODIFIED,
 	current_policy,
 )
-from cauldron_fabric.emit.rows import record_rows_changed_before, row_changed, rows_changed_alone
+from cauldron_fabric.emit.recorder import recorded_together
+from cauldron_fabric.emit.rows import parents_of, record_rows_changed_before, row_changed, rows_changed_alone
 from cauldron_fabric.emit.watch import watch_set_values, watch_writes  # noqa: F401 (see the end)
 
 # Documents written without hooks while being saved: (doctype, name) -> {"before": the
@@ -108,16 +115,34 @@ class PlannedWrite:
 		self.now: list[Any] = []
 
 	def record(self) -> None:
-		"""Records the update of every document written outside its own save."""
-		for before in self.now:
-			_record_update(self.doctype, before.name, before, self.via, current_policy().unchanged_saves)
+		"""Records the update of every document written outside its own save: one write's
+		documents are read, and their events written, many at a time (a statement may have
+		written thousands)."""
+		unchanged = current_policy().unchanged_saves
+		for start in range(0, len(self.now), READ_TOGETHER):
+			befores = self.now[start : start + READ_TOGETHER]
+			afters = (
+				stored_documents(self.doctype, [before.name for before in befores])
+				if len(befores) > 1
+				else None
+			)
+			with recorded_together():
+				for before in befores:
+					after = afters.get(str(before.name)) if afters is not None else NOT_READ
+					_record_update(self.doctype, before.name, before, self.via, unchanged, after)
 
 
-def _record_update(doctype: str, name, before, via: str | None, unchanged: bool = False):
+# _record_update's ``after`` when the caller has not read the document.
+NOT_READ = object()
+
+
+def _record_update(doctype: str, name, before, via: str | None, unchanged: bool = False, after=NOT_READ):
 	"""Records the update of a document written without hooks, from ``before`` (a document, an
-	event's payload or the values a write replaced) to the document as stored now, which it
-	returns (None: gone since). Never refused for its schema (see the module's docstring)."""
-	after = stored_document(doctype, name)
+	event's payload or the values a write replaced) to the document as stored now (``after``,
+	when the caller has read it), which it returns (None: gone since). Never refused for its
+	schema (see the module's docstring)."""
+	if after is NOT_READ:
+		after = stored_document(doctype, name)
 	if after is not None:
 		if isinstance(before, ValuesBefore):
 			before = before.applied_to(after)
@@ -200,8 +225,15 @@ def plan_documents(
 		# the database's error, which its caller may catch with frappe.db.is_table_missing.
 		return None
 	if meta.istable:
-		for name in names_of(doctype, names):
-			_note_row(doctype, name, write.via)
+		rows = list(names_of(doctype, names))
+		if len(rows) > 1:  # many rows (a raw statement over a table): read with their parents together
+			stored = stored_documents(doctype, rows)
+			parents = parents_of(stored.values())
+			for row in stored.values():
+				_note_row(row, write.via, parents)
+		else:
+			for name in rows:
+				_note_row(stored_document(doctype, name), write.via)
 		return None
 	if current_policy().kind_of(doctype) is None:
 		return None
@@ -284,15 +316,15 @@ def _names(doctype: str, names) -> list:
 	return frappe.db.get_values(doctype, names, "name", pluck=True, order_by=None)
 
 
-def _note_row(doctype: str, name, via: str) -> None:
-	"""Notes a child table row about to be written alone: its parent's update, at commit."""
-	row = stored_document(doctype, name)
+def _note_row(row, via: str, parents: dict | None = None) -> None:
+	"""Notes a child table row about to be written alone (as stored now; None: gone): its
+	parent's update, at commit."""
 	if row is None:
 		return
 	# The row as stored now is the "before" side of the parent's table (rows.py reads the
 	# table as stored when first noted, and compares it with the table as committed).
 	row._doc_before_save = row
-	row_changed(row, via=via)
+	row_changed(row, via=via, parents=parents)
 
 
 def record_set_values_in_save(doc, reported: dict[str, Any] | None) -> None:

@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import frappe
 
-from cauldron_fabric.emit.document_events import emit_document_event, stored_document, stored_names
+from cauldron_fabric.emit.document_events import (
+	READ_TOGETHER,
+	emit_document_event,
+	stored_documents,
+	stored_names,
+)
 from cauldron_fabric.emit.policy import SQL
-from cauldron_fabric.emit.rows import row_changed
+from cauldron_fabric.emit.recorder import recorded_together
+from cauldron_fabric.emit.rows import parents_of, row_changed
 
 # The columns read from each inserted row.
 WANTED = frozenset({"name", "parent", "parenttype", "parentfield"})
@@ -33,17 +39,22 @@ class PlannedInsert:
 		"""Records each document inserted as ``created``, each row as its parent's update."""
 		istable = frappe.get_meta(self.doctype).istable
 		inserted = {str(name) for name in self.names}
-		for name in self.names:
-			doc = stored_document(self.doctype, name)
-			if doc is None:
-				continue
-			if istable:
-				doc.flags.in_insert = True
-				# The parent's table before this statement: without any row it inserted.
-				doc.flags.fabric_inserted_with = inserted
-				row_changed(doc, via=SQL)
-			else:
-				emit_document_event(doc, "created", via=SQL, reject_invalid=False)
+		for start in range(0, len(self.names), READ_TOGETHER):
+			names = self.names[start : start + READ_TOGETHER]
+			stored = stored_documents(self.doctype, names)
+			parents = parents_of(stored.values()) if istable else None
+			with recorded_together():
+				for name in names:
+					doc = stored.get(str(name))
+					if doc is None:
+						continue
+					if istable:
+						doc.flags.in_insert = True
+						# The parent's table before this statement: without any row it inserted.
+						doc.flags.fabric_inserted_with = inserted
+						row_changed(doc, via=SQL, parents=parents)
+					else:
+						emit_document_event(doc, "created", via=SQL, reject_invalid=False)
 
 
 def plan_insert(doctype: str, names: list) -> PlannedInsert | None:

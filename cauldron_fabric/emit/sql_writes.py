@@ -50,7 +50,7 @@ from cauldron_fabric.core.sql_statements import (
 	parse_delete,
 	parse_update,
 )
-from cauldron_fabric.emit.document_events import emit_document_event, no_messages, stored_names
+from cauldron_fabric.emit.document_events import emit_document_event, stored_documents, stored_names
 from cauldron_fabric.emit.frames import inside_any
 from cauldron_fabric.emit.policy import (
 	DEFAULT_DENIED,
@@ -61,6 +61,7 @@ from cauldron_fabric.emit.policy import (
 	current_policy,
 	is_fabric_doctype,
 )
+from cauldron_fabric.emit.recorder import recorded_together
 from cauldron_fabric.emit.rows import record_rows_changed_before
 from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
 from cauldron_fabric.emit.sql_inserts import WANTED, plan_insert
@@ -272,11 +273,12 @@ class PlannedDeletion:
 	def record(self) -> None:
 		"""Records ``deleted`` for each document the statement did delete."""
 		left = stored_names(self.doctype, [doc.name for doc in self.documents])
-		for doc in self.documents:
-			if str(doc.name) not in left:
-				# Rows changed alone before: no parent of that name is left at commit (as after_delete).
-				record_rows_changed_before(self.doctype, doc.name, doc)
-				emit_document_event(doc, "deleted", via=SQL, reject_invalid=False)
+		with recorded_together():
+			for doc in self.documents:
+				if str(doc.name) not in left:
+					# Rows changed alone before: no parent of that name is left at commit (as after_delete).
+					record_rows_changed_before(self.doctype, doc.name, doc)
+					emit_document_event(doc, "deleted", via=SQL, reject_invalid=False)
 
 
 def _plan_deletion(statement: Statement, target: Target, doctype: str):
@@ -288,20 +290,10 @@ def _plan_deletion(statement: Statement, target: Target, doctype: str):
 	if frappe.get_meta(doctype).istable:
 		# Each row noted with its table as it stands: its parent's update at commit.
 		return _plan_rows(doctype, names)
-	lock = not statement.joined  # as _rows_before reads the names
-	documents = [doc for doc in (_to_delete(doctype, name, lock) for name in names) if doc is not None]
+	# As last committed when the names were read so (a locking read: a plain one sees the
+	# transaction's snapshot, without what other users committed since).
+	documents = list(stored_documents(doctype, names, lock=not statement.joined).values())
 	return PlannedDeletion(doctype, documents) if documents else None
-
-
-def _to_delete(doctype: str, name: str, lock: bool):
-	"""Returns the document about to be deleted, as last committed when ``lock`` (a locking
-	read, as the names were read: a plain one sees the transaction's snapshot, without what
-	other users committed since), or None when it is gone."""
-	try:
-		with no_messages():
-			return frappe.get_doc(doctype, name, for_update=lock)
-	except frappe.DoesNotExistError:
-		return None
 
 
 def _table_columns(doctype: str, written: frozenset[str]) -> frozenset[str] | None:
