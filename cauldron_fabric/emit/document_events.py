@@ -89,10 +89,13 @@ def stored_document(doctype: str, name: str, lock: bool = False):
 		return None
 
 
-def stored_documents(doctype: str, names: list, lock: bool = False) -> dict[str, Document]:
+def stored_documents(
+	doctype: str, names: list, lock: bool = False, copies: dict[str, str] | None = None
+) -> dict[str, Document]:
 	"""Returns the documents ``names`` as stored now, by name as a string (those gone are left
 	out), each as ``stored_document`` reads it; with ``lock``, read as ``get_doc(…,
-	for_update=True)`` reads.
+	for_update=True)`` reads. ``copies`` names the tables to read instead of the DocTypes' own
+	(DocType → table: copies of their rows, see sql_deletes.py).
 
 	``get_doc`` reads a document with a query per table, each built by Frappe's query builder:
 	about 4 ms for an order with one table, which a raw statement over thousands of documents
@@ -101,18 +104,19 @@ def stored_documents(doctype: str, names: list, lock: bool = False) -> dict[str,
 	its own way (a Single, a virtual DocType or table, a controller with its own ``__init__`` or
 	``load_from_db``) is read one document at a time.
 	"""
-	if not _loads_as_stored(doctype):
+	if not loads_as_stored(doctype):
 		read = (stored_document(doctype, name, lock) for name in dict.fromkeys(names))
 		return {str(doc.name): doc for doc in read if doc is not None}
 	tables = frappe.get_meta(doctype).get_table_fields()
+	tables_read = {name: f"tab{name}" for name in (doctype, *(df.options for df in tables))} | (copies or {})
 	found: dict[str, Document] = {}
 	for start in range(0, len(names), READ_TOGETHER):
 		chunk = list(dict.fromkeys(names[start : start + READ_TOGETHER]))
-		rows = _select(f"SELECT * FROM `tab{doctype}` WHERE `name` IN %(names)s", chunk, lock)
+		rows = _select(f"SELECT * FROM `{tables_read[doctype]}` WHERE `name` IN %(names)s", chunk, lock)
 		children: dict[tuple[str, str], list] = {}
 		for df in tables:
 			query = (
-				f"SELECT * FROM `tab{df.options}` WHERE `parenttype` = %(doctype)s "
+				f"SELECT * FROM `{tables_read[df.options]}` WHERE `parenttype` = %(doctype)s "
 				"AND `parentfield` = %(field)s AND `parent` IN %(names)s ORDER BY `parent`, `idx`"
 			)
 			for row in _select(query, chunk, lock, doctype=doctype, field=df.fieldname):
@@ -124,7 +128,7 @@ def stored_documents(doctype: str, names: list, lock: bool = False) -> dict[str,
 	return found
 
 
-def _loads_as_stored(doctype: str) -> bool:
+def loads_as_stored(doctype: str) -> bool:
 	"""Tells whether Frappe builds a ``doctype`` document from its rows and nothing else (known
 	for the policy's life: whether a table is virtual is a query each)."""
 	return current_policy().remembered(("loads as stored", doctype), lambda: _loads_as_stored_now(doctype))

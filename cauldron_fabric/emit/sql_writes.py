@@ -12,9 +12,9 @@ would be: from the document as stored before to the document as stored after, no
 nothing changed, a child row's as its parent's update at commit, and a write from a document's
 own save hooks right after that save's event.
 
-A DELETE reads each document it is about to delete, whole, and records ``deleted`` for each
-one gone after it, with the document as it was; a deleted child table row is its parent's
-update at commit.
+A DELETE puts aside each document it is about to delete, whole (``sql_deletes.py``), and
+records ``deleted`` for each one gone after it, with the document as it was; a deleted child
+table row is its parent's update at commit.
 
 Left alone:
 
@@ -50,7 +50,6 @@ from cauldron_fabric.core.sql_statements import (
 	parse_delete,
 	parse_update,
 )
-from cauldron_fabric.emit.document_events import emit_document_event, stored_documents, stored_names
 from cauldron_fabric.emit.frames import inside_any
 from cauldron_fabric.emit.policy import (
 	DEFAULT_DENIED,
@@ -61,9 +60,8 @@ from cauldron_fabric.emit.policy import (
 	current_policy,
 	is_fabric_doctype,
 )
-from cauldron_fabric.emit.recorder import recorded_together
-from cauldron_fabric.emit.rows import record_rows_changed_before
 from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
+from cauldron_fabric.emit.sql_deletes import plan_deletion
 from cauldron_fabric.emit.sql_inserts import WANTED, plan_insert
 
 # Columns Frappe keeps up to date itself: nested-set bounds, the time of the last change, and
@@ -263,26 +261,8 @@ def _rows_before(statement: Statement, target: Target) -> list | None:
 		return None
 
 
-class PlannedDeletion:
-	"""The documents one DELETE is about to delete, each read whole before it runs."""
-
-	def __init__(self, doctype: str, documents: list) -> None:
-		self.doctype = doctype
-		self.documents = documents
-
-	def record(self) -> None:
-		"""Records ``deleted`` for each document the statement did delete."""
-		left = stored_names(self.doctype, [doc.name for doc in self.documents])
-		with recorded_together():
-			for doc in self.documents:
-				if str(doc.name) not in left:
-					# Rows changed alone before: no parent of that name is left at commit (as after_delete).
-					record_rows_changed_before(self.doctype, doc.name, doc)
-					emit_document_event(doc, "deleted", via=SQL, reject_invalid=False)
-
-
 def _plan_deletion(statement: Statement, target: Target, doctype: str):
-	"""Reads the documents (or, of a child table, notes the rows) a DELETE is about to delete."""
+	"""Copies the documents (or, of a child table, notes the rows) a DELETE is about to delete."""
 	rows = _rows_before(statement, target)
 	if not rows:
 		return None
@@ -292,8 +272,7 @@ def _plan_deletion(statement: Statement, target: Target, doctype: str):
 		return _plan_rows(doctype, names)
 	# As last committed when the names were read so (a locking read: a plain one sees the
 	# transaction's snapshot, without what other users committed since).
-	documents = list(stored_documents(doctype, names, lock=not statement.joined).values())
-	return PlannedDeletion(doctype, documents) if documents else None
+	return plan_deletion(doctype, names, lock=not statement.joined)
 
 
 def _table_columns(doctype: str, written: frozenset[str]) -> frozenset[str] | None:

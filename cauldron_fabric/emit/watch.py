@@ -134,9 +134,15 @@ def watch_sql() -> None:
 			return result
 		from cauldron_fabric.emit.sql_writes import plan_sql_write
 
-		writes = plan_sql_write(self, kind, text, _values(args, kwargs))
-		result = sql(self, query, *args, **kwargs)
-		for write in writes or ():
+		writes = plan_sql_write(self, kind, text, _values(args, kwargs)) or ()
+		try:
+			result = sql(self, query, *args, **kwargs)
+		except BaseException:
+			for write in writes:
+				if hasattr(write, "discard"):
+					write.discard()  # what it put aside for the events (sql_deletes.py)
+			raise
+		for write in writes:
 			write.record()
 		return result
 
