@@ -10,8 +10,8 @@ them; nothing comes into Python), and read back from there after it, 500 documen
 A temporary table commits nothing, lives as long as the connection, and is dropped as soon as
 the events are recorded, or the statement failed.
 
-A DocType Frappe does not build from its rows alone (``stored_documents`` says which) is read
-whole before, and held, as before.
+A DocType Frappe does not build from its rows alone (``stored_documents`` says which), or
+whose rows the database will not copy, is read whole before, and held, as before.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from cauldron_fabric.emit.rows import record_rows_changed_before
 # Names copied per statement into the temporary tables.
 COPIED_TOGETHER = 1000
 _copy_numbers = count(1)
+# DocTypes whose rows the database would not copy, logged once per process.
+_not_copied_logged: set[str] = set()
 
 
 class PlannedDeletion:
@@ -100,10 +102,30 @@ def plan_deletion(doctype: str, names: list, lock: bool) -> PlannedDeletion:
 					f"WHERE `parenttype` = %s AND `parent` IN %s{suffix}",
 					(doctype, [str(name) for name in chunk]),
 				)
+	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
+		deletion.discard()
+		raise  # the statement waits on the same locks (see sql_writes._rows_before)
+	except Exception as error:
+		# The database would not copy them (no CREATE TEMPORARY TABLES right, a generated
+		# column a custom app added): read whole and held, as before, never failing the DELETE.
+		deletion.discard()
+		_log_once(doctype, error)
+		return PlannedDeletion(doctype, names, None, stored_documents(doctype, names, lock))
 	except BaseException:
 		deletion.discard()
 		raise
 	return deletion
+
+
+def _log_once(doctype: str, error: Exception) -> None:
+	if doctype not in _not_copied_logged:
+		_not_copied_logged.add(doctype)
+		frappe.logger("cauldron_fabric").warning(
+			"Cauldron Fabric could not put aside the %s documents a DELETE deletes in temporary "
+			"tables (%s): it holds them in memory until the statement has run",
+			doctype,
+			error,
+		)
 
 
 def _run(query: str, values=None) -> None:

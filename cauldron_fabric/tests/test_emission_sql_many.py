@@ -284,7 +284,8 @@ class TestDeletedDocumentsPutAside(EmissionCase):
 			self.assertEqual(payload(event)["doc"]["items"], [document_payload(row) for row in order.items])
 
 	def test_a_delete_that_fails_drops_its_copies_and_records_nothing(self):
-		new_order("fails to delete")
+		title = f"fails to delete {frappe.generate_hash(length=8)}"
+		new_order(title)
 		frappe.db.commit()
 		# The database refuses the DELETE itself, after the fabric has read and copied its rows.
 		frappe.db.sql(
@@ -302,7 +303,7 @@ class TestDeletedDocumentsPutAside(EmissionCase):
 		sql_deletes.PlannedDeletion.discard = discard
 		try:
 			with self.assertRaises(Exception) as raised:
-				frappe.db.sql(f"DELETE FROM {TABLE} WHERE title = 'fails to delete'")
+				frappe.db.sql(f"DELETE FROM {TABLE} WHERE title = %s", title)
 		finally:
 			sql_deletes.PlannedDeletion.discard = original
 			frappe.db.commit()
@@ -313,7 +314,9 @@ class TestDeletedDocumentsPutAside(EmissionCase):
 			with self.assertRaises(Exception):
 				frappe.db.sql(f"SELECT 1 FROM `{table}`")
 		self.assertEqual(events_after(start, ORDER), [])
-		self.assertTrue(frappe.db.exists(ORDER, {"title": "fails to delete"}))
+		self.assertTrue(frappe.db.exists(ORDER, {"title": title}))
+		frappe.db.delete(ORDER, {"title": title})
+		frappe.db.commit()
 
 	def test_what_another_session_committed_since_the_snapshot_is_what_it_tells(self):
 		order = new_order("changed elsewhere")
@@ -345,3 +348,21 @@ class TestDeletedDocumentsPutAside(EmissionCase):
 			self.assertIn("Has Role", deletion.copies)
 		finally:
 			deletion.discard()
+
+	def test_rows_the_database_will_not_copy_are_held_whole_and_the_delete_runs(self):
+		title = f"not copied {frappe.generate_hash(length=8)}"
+		orders = [new_order(title) for _ in range(3)]
+		# The database refuses the copy: a temporary table of the name it takes next is there.
+		taken = f"fabric_deleting_{next(sql_deletes._copy_numbers) + 1}"
+		sql_deletes._run(f"CREATE TEMPORARY TABLE `{taken}` (x INT)")
+		start = last_seq()
+		try:
+			with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
+				frappe.db.sql(f"DELETE FROM {TABLE} WHERE title = %s", title)
+		finally:
+			sql_deletes._run(f"DROP TEMPORARY TABLE `{taken}`")
+		self.assertIn("holds them in memory", logged.output[0])
+		events = events_after(start, ORDER)
+		self.assertEqual(sorted(e["data"]["entityId"] for e in events), sorted(o.name for o in orders))
+		self.assertTrue(all(len(payload(e)["doc"]["items"]) == 2 for e in events))
+		self.assertFalse(frappe.db.exists(ORDER, {"title": title}))
