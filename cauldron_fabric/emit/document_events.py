@@ -80,8 +80,11 @@ def emit_document_event(
 
 
 def stored_document(doctype: str, name: str, lock: bool = False):
-	"""Returns the document as stored now (None when its row is gone), in one read; with
-	``lock``, a locking read (``get_doc(…, for_update=True)``)."""
+	"""Returns the document as stored now (None when its row is gone), as ``frappe.get_doc``
+	reads it; with ``lock``, a locking read (``get_doc(…, for_update=True)``). Read with plain
+	queries where Frappe builds the document from its rows alone (see stored_documents)."""
+	if loads_as_stored(doctype):
+		return _read_together(doctype, [name], lock).get(str(name))
 	try:
 		with no_messages():
 			return frappe.get_doc(doctype, name, for_update=lock or None)
@@ -92,39 +95,53 @@ def stored_document(doctype: str, name: str, lock: bool = False):
 def stored_documents(
 	doctype: str, names: list, lock: bool = False, copies: dict[str, str] | None = None
 ) -> dict[str, Document]:
-	"""Returns the documents ``names`` as stored now, by name as a string (those gone are left
-	out), each as ``stored_document`` reads it; with ``lock``, read as ``get_doc(…,
+	"""Returns the documents ``names`` as stored now, by name as given, as a string (those gone
+	are left out), each as ``stored_document`` reads it; with ``lock``, read as ``get_doc(…,
 	for_update=True)`` reads. ``copies`` names the tables to read instead of the DocTypes' own
 	(DocType → table: copies of their rows, see sql_deletes.py).
 
-	``get_doc`` reads a document with a query per table, each built by Frappe's query builder:
-	about 4 ms for an order with one table, which a raw statement over thousands of documents
-	pays per document. Here each table is one query per ``READ_TOGETHER`` documents, and each
-	document is built from its rows as ``Document.load_from_db`` builds it. A DocType that loads
-	its own way (a Single, a virtual DocType or table, a controller with its own ``__init__`` or
-	``load_from_db``) is read one document at a time.
+	``get_doc`` reads a document with a query per table, each built by Frappe's query builder
+	(and formatted by sqlparse): about 4 ms for an order with one table on a small VM, which a
+	raw statement over thousands of documents pays per document. Here each table is one plain
+	query per ``READ_TOGETHER`` documents, and each document is built from its rows as
+	``Document.load_from_db`` builds it. A DocType that loads its own way (a Single, a virtual
+	DocType or table, a controller with its own ``__init__`` or ``load_from_db``) is read with
+	``get_doc``, one document at a time.
 	"""
 	if not loads_as_stored(doctype):
-		read = (stored_document(doctype, name, lock) for name in dict.fromkeys(names))
-		return {str(doc.name): doc for doc in read if doc is not None}
-	tables = frappe.get_meta(doctype).get_table_fields()
-	tables_read = {name: f"tab{name}" for name in (doctype, *(df.options for df in tables))} | (copies or {})
+		read = {str(name): stored_document(doctype, name, lock) for name in dict.fromkeys(names)}
+		return {name: doc for name, doc in read.items() if doc is not None}
 	found: dict[str, Document] = {}
 	for start in range(0, len(names), READ_TOGETHER):
-		chunk = list(dict.fromkeys(names[start : start + READ_TOGETHER]))
-		rows = _select(f"SELECT * FROM `{tables_read[doctype]}` WHERE `name` IN %(names)s", chunk, lock)
-		children: dict[tuple[str, str], list] = {}
-		for df in tables:
-			query = (
-				f"SELECT * FROM `{tables_read[df.options]}` WHERE `parenttype` = %(doctype)s "
-				"AND `parentfield` = %(field)s AND `parent` IN %(names)s ORDER BY `parent`, `idx`"
-			)
-			for row in _select(query, chunk, lock, doctype=doctype, field=df.fieldname):
-				children.setdefault((df.fieldname, row.parent), []).append(row)
-		by_name = {str(row.name): row for row in rows}
-		for name in chunk:  # in the order given (a statement's ORDER BY)
-			if (row := by_name.get(str(name))) is not None:
-				found[str(row.name)] = _built(doctype, row, tables, children, lock)
+		found.update(_read_together(doctype, names[start : start + READ_TOGETHER], lock, copies))
+	return found
+
+
+def _read_together(doctype: str, names: list, lock: bool, copies: dict[str, str] | None = None) -> dict:
+	"""Reads the documents ``names`` with one query per table; returns them by name as given."""
+	tables = frappe.get_meta(doctype).get_table_fields()
+	tables_read = {name: f"tab{name}" for name in (doctype, *(df.options for df in tables))} | (copies or {})
+	chunk = list(dict.fromkeys(names))
+	rows = _select(f"SELECT * FROM `{tables_read[doctype]}` WHERE `name` IN %(names)s", chunk, lock)
+	if not rows:
+		return {}
+	children: dict[tuple[str, str], list] = {}
+	for df in tables:
+		query = (
+			f"SELECT * FROM `{tables_read[df.options]}` WHERE `parenttype` = %(doctype)s "
+			"AND `parentfield` = %(field)s AND `parent` IN %(names)s ORDER BY `parent`, `idx`"
+		)
+		for row in _select(query, chunk, lock, doctype=doctype, field=df.fieldname):
+			children.setdefault((df.fieldname, row.parent), []).append(row)
+	by_name = {str(row.name): row for row in rows}
+	# The database compares names without case (its collation), as get_doc finds them.
+	by_folded = {key.casefold(): row for key, row in by_name.items()}
+	found = {}
+	for name in chunk:  # in the order given (a statement's ORDER BY)
+		key = str(name)
+		row = by_name.get(key) or by_folded.get(key.casefold())
+		if row is not None:
+			found[key] = _built(doctype, row, tables, children, lock)
 	return found
 
 

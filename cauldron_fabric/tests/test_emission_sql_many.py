@@ -89,6 +89,16 @@ class TestDocumentsReadTogether(EmissionCase):
 		self.assert_read_as_get_doc_reads(NUMBERED_BASKET, [basket.name])
 		self.assertEqual(list(stored_documents(NUMBERED_BASKET, [int(basket.name)])), [str(basket.name)])
 
+	def test_a_name_in_another_case_finds_the_document_as_get_doc_does(self):
+		order = new_order("another case")
+		for read in (
+			stored_document(ORDER, order.name.upper()),
+			stored_documents(ORDER, [order.name.upper()])[order.name.upper()],
+		):
+			self.assertEqual(read.name, order.name)  # as stored
+			self.assertEqual(read.as_dict(), frappe.get_doc(ORDER, order.name.upper()).as_dict())
+		self.assertIsNone(stored_document(ORDER, "no-such-order"))
+
 	def test_a_single_is_read_as_get_doc_reads_it(self):
 		settings = stored_documents("System Settings", ["System Settings"])
 		self.assertEqual(
