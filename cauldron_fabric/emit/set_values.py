@@ -101,6 +101,9 @@ FRAPPE_BOOKKEEPING = {
 	"Google Drive": frozenset({"last_backup_on"}),
 	# The hash of the DocType's JSON file, stored by every migrate that imports it (in SQL).
 	"DocType": frozenset({"migration_hash"}),
+	# Whom a round-robin rule picked last: db_set by AssignmentRule.do_assignment on every
+	# assignment it makes (the assignment, a ToDo, is an event of its own).
+	"Assignment Rule": frozenset({"last_user"}),
 }
 
 

@@ -1,5 +1,5 @@
-"""Frappe's scheduled jobs db_set bookkeeping of their own on every run: by default that is no
-event, as for the set_values they keep (emit/set_values.py, ``FRAPPE_BOOKKEEPING``); with
+"""Frappe db_sets bookkeeping of its own on every scheduled run or assignment: by default that
+is no event, as for the set_values it keeps (emit/set_values.py, ``FRAPPE_BOOKKEEPING``); with
 *Every write* it is one.
 
 The Email Account pull (``pull_from_email_account``, every ten minutes) counts each pull whose
@@ -15,7 +15,14 @@ import frappe
 from frappe.email.doctype.email_account.email_account import pull_from_email_account
 
 from cauldron_fabric.emit.policy import SET_VALUES_ALL, SET_VALUES_NONE, SET_VALUES_THAT_UPDATE_MODIFIED
-from cauldron_fabric.tests.utils import EmissionCase, events_after, fabric_settings, last_seq
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	EmissionCase,
+	events_after,
+	fabric_settings,
+	last_seq,
+	new_order,
+)
 
 ACCOUNT = "Email Account"
 UPDATED = "email_account.updated"
@@ -93,4 +100,66 @@ class TestFrappesScheduledDbSets(EmissionCase):
 		self.assertEqual(
 			[sorted(event["data"]["payload"]["changes"]) for event in events],
 			[["enable_incoming"], ["enable_incoming", "no_failed"]],
+		)
+
+
+class TestRoundRobinAssignment(EmissionCase):
+	"""An Assignment Rule assigning round robin notes the user it picked with a db_set of
+	``last_user`` on every assignment (AssignmentRule.do_assignment): bookkeeping, no event."""
+
+	def setUp(self):
+		super().setUp()
+		self.delete_rules()
+		self.rule = frappe.get_doc(
+			{
+				"doctype": "Assignment Rule",
+				"name": f"Fabric round robin {frappe.generate_hash(length=6)}",
+				"document_type": ORDER,
+				"priority": 1,
+				"rule": "Round Robin",
+				"description": "Take care of {{ title }}",
+				"assign_condition": "title.startswith('round robin')",
+				"users": [{"user": "Administrator"}],
+				"assignment_days": [
+					{"day": day}
+					for day in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+				],
+			}
+		).insert(ignore_permissions=True)
+		frappe.db.commit()  # Fabric Settings commit in a test: the rule is committed, and deleted after
+		self.addCleanup(self.delete_rules)
+
+	def delete_rules(self) -> None:
+		"""Deletes this test's Assignment Rules (the first that applies assigns the order)."""
+		frappe.db.rollback()
+		for name in frappe.get_all(
+			"Assignment Rule", {"name": ("like", "Fabric round robin %")}, pluck="name"
+		):
+			frappe.delete_doc("Assignment Rule", name, force=True, ignore_permissions=True)
+		frappe.db.commit()
+
+	def assign(self) -> tuple[list, list]:
+		"""Inserts an order the rule assigns; returns the rule's events and the ToDos' since."""
+		start = last_seq()
+		order = new_order(f"round robin {frappe.generate_hash(length=6)}")
+		self.assertEqual(frappe.db.get_value("Assignment Rule", self.rule.name, "last_user"), "Administrator")
+		todos = [
+			e
+			for e in events_after(start, "ToDo")
+			if e["data"]["payload"]["doc"]["reference_name"] == order.name
+		]
+		return events_after(start, "Assignment Rule", self.rule.name), todos
+
+	def test_the_rules_note_of_whom_it_picked_is_bookkeeping_by_default(self):
+		rule_events, todos = self.assign()
+		self.assertEqual(rule_events, [])
+		self.assertEqual([e["type"] for e in todos], ["todo.created"])  # the assignment itself is
+
+	def test_with_every_write_it_is_an_update(self):
+		with fabric_settings(capture_set_value=SET_VALUES_ALL):
+			rule_events, _ = self.assign()
+		(event,) = rule_events
+		self.assertEqual(event["data"]["payload"]["via"], "db_set")
+		self.assertEqual(
+			event["data"]["payload"]["changes"]["last_user"], {"old": None, "new": "Administrator"}
 		)
