@@ -62,7 +62,7 @@ from cauldron_fabric.emit.policy import (
 )
 from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
 from cauldron_fabric.emit.sql_deletes import plan_deletion
-from cauldron_fabric.emit.sql_inserts import WANTED, plan_insert
+from cauldron_fabric.emit.sql_inserts import WANTED, PlannedInsert, plan_insert
 
 # Columns Frappe keeps up to date itself: nested-set bounds, the time of the last change, and
 # Desk's per-document lists. An UPDATE of these alone is bookkeeping.
@@ -75,6 +75,8 @@ BOOKKEEPING_COLUMNS = frozenset(
 # fields (link_count.update_link_count, every hour, one UPDATE per document picked).
 RAW_BOOKKEEPING = {"User": frozenset({"last_login", "last_ip", "last_active"})}
 DOCUMENT_BOOKKEEPING = frozenset({"idx"})
+# A child row's columns that say whose table it is in.
+MOVING_COLUMNS = frozenset({"parent", "parenttype", "parentfield"})
 # Tables named tab… that hold no document events: no DocType's (naming series counters, Singles'
 # values, login secrets, search index) or Frappe's defaults (a DocType, written as settings).
 NOT_DOCTYPES = frozenset({"Series", "Singles", "DefaultValue", "__Auth", "__global_search"})
@@ -194,7 +196,7 @@ def forget_missing_doctypes(doc, method=None) -> None:
 
 def _plan_target(
 	statement: Statement, target: Target, doctype: str, every_write: bool
-) -> PlannedWrite | None:
+) -> PlannedWrite | PlannedInsert | None:
 	"""Reads the rows of one table the statement is about to write."""
 	columns = _table_columns(doctype, target.columns)
 	if columns is None:
@@ -218,7 +220,13 @@ def _plan_target(
 	# Read under the statement's own column names: mapped to the table's spelling (MariaDB
 	# compares column names without case) for comparing with the document as stored.
 	befores = [ValuesBefore(_spelled(row, columns), doctype=doctype) for row in rows]
-	return _plan_rows(doctype, [row.name for row in befores], befores)
+	names = [row.name for row in befores]
+	write = _plan_rows(doctype, names, befores)
+	if names and columns & MOVING_COLUMNS and frappe.get_meta(doctype).istable:
+		# Rows moved to another parent (or table): each is also in its new parent's table, as if
+		# inserted there, once the statement has run (their old parents' updates are noted).
+		return PlannedInsert(doctype, names)
+	return write
 
 
 def _plan_rows(doctype: str, names: list, befores: list | None = None) -> PlannedWrite | None:

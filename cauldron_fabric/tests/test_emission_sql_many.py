@@ -376,3 +376,36 @@ class TestDeletedDocumentsPutAside(EmissionCase):
 		self.assertEqual(sorted(e["data"]["entityId"] for e in events), sorted(o.name for o in orders))
 		self.assertTrue(all(len(payload(e)["doc"]["items"]) == 2 for e in events))
 		self.assertFalse(frappe.db.exists(ORDER, {"title": title}))
+
+
+class TestRowsMovedToAnotherParent(EmissionCase):
+	def test_a_row_moved_raw_is_its_old_and_its_new_parents_update(self):
+		first, second = new_order("moved from"), new_order("moved to")
+		frappe.db.commit()
+		start = last_seq()
+		moved = first.items[0].name
+		frappe.db.sql(
+			f"UPDATE `tab{ORDER_ITEM}` SET parent = %s, idx = 3 WHERE name = %s", (second.name, moved)
+		)
+		frappe.db.commit()
+		events = {e["data"]["entityId"]: payload(e) for e in events_after(start, ORDER)}
+		self.assertEqual(set(events), {first.name, second.name})
+		left = events[first.name]["changes"]["items"]
+		self.assertEqual([row["item"] for row in left["old"]], ["cauldron", "ladle"])
+		self.assertEqual([row["item"] for row in left["new"]], ["ladle"])
+		arrived = events[second.name]["changes"]["items"]
+		self.assertEqual([row["item"] for row in arrived["old"]], ["cauldron", "ladle"])
+		self.assertEqual([row["item"] for row in arrived["new"]], ["cauldron", "ladle", "cauldron"])
+		self.assertEqual(arrived["new"][2]["name"], moved)
+		self.assertEqual({p["via"] for p in events.values()}, {"sql"})
+
+	def test_rows_whose_parent_stays_are_one_update_of_it(self):
+		order = new_order("moved nowhere")
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.sql(
+			f"UPDATE `tab{ORDER_ITEM}` SET parent = parent, qty = qty + 1 WHERE parent = %s", order.name
+		)
+		frappe.db.commit()
+		(event,) = events_after(start, ORDER)
+		self.assertEqual([row["qty"] for row in payload(event)["changes"]["items"]["new"]], [2, 4])
