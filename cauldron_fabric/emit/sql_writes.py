@@ -81,8 +81,11 @@ MOVING_COLUMNS = frozenset({"parent", "parenttype", "parentfield"})
 # values, login secrets, search index) or Frappe's defaults (a DocType, written as settings).
 NOT_DOCTYPES = frozenset({"Series", "Singles", "DefaultValue", "__Auth", "__global_search"})
 
-# Per site, the names after ``tab`` that turned out to be no DocType (a query each, once).
-_not_doctypes: dict[str, set[str]] = {}
+# Per site, the names after ``tab`` that turned out to be no DocType (a query each, once), and
+# the site's mark of DocTypes inserted (in Redis) when this process started noting them.
+_not_doctypes: dict[str, tuple[bytes | None, set[str]]] = {}
+# Changed in Redis whenever a DocType is inserted on the site, by any process.
+DOCTYPES_INSERTED = "cauldron_fabric:doctypes_inserted"
 # Statement starts (or other keys) already logged as recording nothing, per process.
 _unreadable_logged: set[str] = set()
 
@@ -172,7 +175,7 @@ def _watched(doctype: str) -> bool:
 def _watched_now(doctype: str) -> bool:
 	if doctype in NOT_DOCTYPES or doctype in DEFAULT_DENIED:
 		return False
-	missing = _not_doctypes.setdefault(frappe.local.site, set())
+	missing = _missing_doctypes(doctype)
 	if doctype in missing:
 		return False
 	try:
@@ -185,12 +188,32 @@ def _watched_now(doctype: str) -> bool:
 	return bool(meta.istable) or current_policy().kind_of(doctype) is not None
 
 
+def _missing_doctypes(doctype: str) -> set[str]:
+	"""Returns the names this process found to be no DocType on the site, forgotten first when
+	``doctype`` is one of them and another process has inserted a DocType since (a Redis read,
+	at most once per request or job and name: _watched keeps the answer)."""
+	site = frappe.local.site
+	mark, missing = _not_doctypes.get(site) or (None, None)
+	if missing is None:
+		mark, missing = _not_doctypes[site] = (_doctypes_inserted(), set())
+	elif doctype in missing and _doctypes_inserted() != mark:
+		mark, missing = _not_doctypes[site] = (_doctypes_inserted(), set())
+	return missing
+
+
+def _doctypes_inserted() -> bytes | None:
+	# Straight from Redis: get_value keeps what it read for the rest of the request.
+	return frappe.cache.get(frappe.cache.make_key(DOCTYPES_INSERTED))
+
+
 def forget_missing_doctypes(doc, method=None) -> None:
-	"""Forgets, in this process, which names after ``tab`` were no DocType, once a DocType is
-	inserted (DocType after_insert): a migrate's patch may name a table before the sync
-	creates its DocType, and later patches in the same process write it. The policy, which
-	keeps _watched's answers for its life, is built afresh too."""
+	"""Forgets which names after ``tab`` were no DocType, once a DocType is inserted (DocType
+	after_insert): a migrate's patch may name a table before the sync creates its DocType, and
+	later patches, or workers running through the migrate, write it. This process forgets at
+	once (its policy, which keeps _watched's answers for its life, is built afresh too); the
+	others at their next statement naming such a table, by the mark changed in Redis."""
 	_not_doctypes.pop(frappe.local.site, None)
+	frappe.cache.set(frappe.cache.make_key(DOCTYPES_INSERTED), frappe.generate_hash(length=12))
 	clear_policy()
 
 

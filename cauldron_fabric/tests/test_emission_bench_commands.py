@@ -16,6 +16,8 @@ import subprocess
 
 import frappe
 
+from cauldron_fabric.emit import sql_writes
+from cauldron_fabric.emit.policy import clear_policy
 from cauldron_fabric.tests.utils import ORDER, EmissionCase, bench_command, events_after, last_seq, new_order
 
 UPDATED = "fabric_test_order.updated"
@@ -134,3 +136,32 @@ def _delete_patch_log(patch: str) -> None:
 	frappe.db.rollback()
 	frappe.db.delete("Patch Log", {"patch": patch})
 	frappe.db.commit()
+
+
+class TestDocTypesOtherProcessesCreate(EmissionCase):
+	def test_a_table_this_process_found_no_doctype_is_watched_once_another_created_it(self):
+		# A worker runs on while a migrate in another process creates a DocType whose table the
+		# worker had already met as no DocType's: its raw writes there are events from then on.
+		name = f"Fabric Elsewhere {frappe.generate_hash(length=6)}"
+		with self.assertRaises(Exception):
+			frappe.db.sql(f"UPDATE `tab{name}` SET a = 'early' WHERE name = 'x'")
+		self.assertIn(name, sql_writes._not_doctypes[frappe.local.site][1])
+		run_bench(
+			self,
+			"execute",
+			"cauldron_fabric.tests.test_emission_sql_edges.insert_custom_doctype",
+			"--args",
+			json.dumps([name]),
+		)
+		try:
+			clear_policy()  # the worker's next job
+			doc = frappe.get_doc({"doctype": name, "a": "before"}).insert()
+			start = last_seq()
+			frappe.db.sql(f"UPDATE `tab{name}` SET a = 'after' WHERE name = %s", doc.name)
+			(event,) = events_after(start, name)
+			self.assertEqual(payload(event)["changes"], {"a": {"old": "before", "new": "after"}})
+			self.assertEqual(payload(event)["via"], "sql")
+		finally:
+			frappe.db.rollback()
+			frappe.delete_doc("DocType", name, force=True)
+			frappe.db.commit()
