@@ -15,7 +15,12 @@ from typing import Any
 import frappe
 
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
-from cauldron_fabric.emit.document_events import lifecycle_envelope, stored_document, stored_documents
+from cauldron_fabric.emit.document_events import (
+	READ_TOGETHER,
+	lifecycle_envelope,
+	stored_document,
+	stored_documents,
+)
 from cauldron_fabric.emit.held import held_now, hold_from_the_next_transaction, hold_until_commit, release
 from cauldron_fabric.emit.inserts import being_saved, save_running
 from cauldron_fabric.emit.policy import DB_UPDATE, SET_VALUE, SQL, current_policy
@@ -155,29 +160,31 @@ def record_rows_changed_in_saves() -> None:
 	saved object's rows, which do not hold these changes, so they are held again for an update
 	right after that event, starting from the tables as this commit left them.
 	"""
-	for parent_key, change, parent in _record_held_row_changes(ROW_CHANGES_IN_SAVE):
-		if save_running(*parent_key):
-			doc = document_payload(parent)
-			again = {**change, "before": {field: doc.get(field) or [] for field in change["before"]}}
-			hold_from_the_next_transaction(
-				ROW_CHANGES_IN_SAVE, record_rows_changed_in_saves, parent_key, again
-			)
+	for parent_key, change, parent in _record_held_row_changes(ROW_CHANGES_IN_SAVE, save_running):
+		doc = document_payload(parent)
+		again = {**change, "before": {field: doc.get(field) or [] for field in change["before"]}}
+		hold_from_the_next_transaction(ROW_CHANGES_IN_SAVE, record_rows_changed_in_saves, parent_key, again)
 
 
-def _record_held_row_changes(attribute: str) -> list[tuple]:
-	"""Records the row changes held under ``attribute``; returns each recorded as (parent's key,
-	change, parent as stored)."""
+def _record_held_row_changes(attribute: str, kept=None) -> list[tuple]:
+	"""Records the row changes held under ``attribute``; returns those recorded whose parent's
+	key ``kept(doctype, name)`` says to keep, as (parent's key, change, parent as stored).
+
+	Many parents (a raw statement over a child table) are read and recorded together, so many
+	at a time, and only those kept stay in memory.
+	"""
 	recorded = []
-	held = release(attribute)
-	parents = None
-	if len(held) > 1:  # many parents (a raw statement over a child table): read together
-		parents = _read_together(held)
-	with recorded_together():
-		for parent_key, change in held.items():
-			parent = parents.get(parent_key) if parents is not None else stored_document(*parent_key)
-			if parent is not None:  # else deleted since
-				_record_row_change(parent, change)
-				recorded.append((parent_key, change, parent))
+	held = list(release(attribute).items())
+	for start in range(0, len(held), READ_TOGETHER):
+		chunk = held[start : start + READ_TOGETHER]
+		parents = _read_together(key for key, _ in chunk) if len(chunk) > 1 else None
+		with recorded_together():
+			for parent_key, change in chunk:
+				parent = parents.get(parent_key) if parents is not None else stored_document(*parent_key)
+				if parent is not None:  # else deleted since
+					_record_row_change(parent, change)
+					if kept is not None and kept(*parent_key):
+						recorded.append((parent_key, change, parent))
 	return recorded
 
 

@@ -230,10 +230,11 @@ def plan_documents(
 	if meta.istable:
 		rows = list(names_of(doctype, names))
 		if len(rows) > 1:  # many rows (a raw statement over a table): read with their parents together
-			stored = stored_documents(doctype, rows)
-			parents = parents_of(stored.values())
-			for row in stored.values():
-				_note_row(row, write.via, parents)
+			for start in range(0, len(rows), READ_TOGETHER):
+				stored = stored_documents(doctype, rows[start : start + READ_TOGETHER])
+				parents = parents_of(stored.values())
+				for row in stored.values():
+					_note_row(row, write.via, parents)
 		else:
 			for name in rows:
 				_note_row(stored_document(doctype, name), write.via)

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import frappe
 
-from cauldron_fabric.emit import document_events, recorder, set_values, sql_deletes, sql_inserts, sql_writes
+from cauldron_fabric.emit import (
+	document_events,
+	recorder,
+	rows,
+	set_values,
+	sql_deletes,
+	sql_inserts,
+	sql_writes,
+)
 from cauldron_fabric.emit.changes import document_payload
 from cauldron_fabric.emit.document_events import stored_document, stored_documents
 from cauldron_fabric.emit.recorder import new_envelope, record, recorded_together
@@ -43,12 +51,12 @@ class chunks_of:
 
 	def __enter__(self):
 		self.saved = document_events.READ_TOGETHER, recorder.WRITTEN_TOGETHER
-		for module in (document_events, set_values, sql_inserts):
+		for module in (document_events, rows, set_values, sql_inserts):
 			module.READ_TOGETHER = self.size
 		recorder.WRITTEN_TOGETHER = self.size
 
 	def __exit__(self, *exc):
-		for module in (document_events, set_values, sql_inserts):
+		for module in (document_events, rows, set_values, sql_inserts):
 			module.READ_TOGETHER = self.saved[0]
 		recorder.WRITTEN_TOGETHER = self.saved[1]
 
@@ -241,6 +249,20 @@ class TestManyRowsInAFewQueries(EmissionCase):
 			self.assertEqual([row["qty"] for row in change["old"]], [1, 3])
 			self.assertEqual([row["qty"] for row in change["new"]], [11, 13])
 			self.assertEqual(payload(event)["via"], "sql")
+
+	def test_rows_of_many_parents_in_chunks_are_each_parents_update(self):
+		orders = [new_order("rows in chunks") for _ in range(5)]
+		frappe.db.commit()
+		start = last_seq()
+		with chunks_of(2):
+			frappe.db.sql(
+				f"UPDATE `tab{ORDER_ITEM}` SET qty = qty * 2 WHERE parent IN %s", ([o.name for o in orders],)
+			)
+			frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual(sorted(e["data"]["entityId"] for e in events), sorted(o.name for o in orders))
+		for event in events:
+			self.assertEqual([row["qty"] for row in payload(event)["changes"]["items"]["new"]], [2, 6])
 
 	def test_rows_inserted_raw_into_many_parents_read_the_parents_together(self):
 		orders = [new_order("many rows inserted") for _ in range(4)]
