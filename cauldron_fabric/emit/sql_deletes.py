@@ -106,8 +106,8 @@ def plan_deletion(doctype: str, names: list, lock: bool) -> PlannedDeletion:
 		deletion.discard()
 		raise  # the statement waits on the same locks (see sql_writes._rows_before)
 	except Exception as error:
-		# The database would not copy them (no CREATE TEMPORARY TABLES right, a generated
-		# column a custom app added): read whole and held, as before, never failing the DELETE.
+		# The database would not copy them (no CREATE TEMPORARY TABLES right, a table of that
+		# name already there): read whole and held, as before, never failing the DELETE.
 		deletion.discard()
 		_log_once(doctype, error)
 		return PlannedDeletion(doctype, names, None, stored_documents(doctype, names, lock))
