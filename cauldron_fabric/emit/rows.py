@@ -177,10 +177,10 @@ def _record_held_row_changes(attribute: str, kept=None) -> list[tuple]:
 	held = list(release(attribute).items())
 	for start in range(0, len(held), READ_TOGETHER):
 		chunk = held[start : start + READ_TOGETHER]
-		parents = _read_together(key for key, _ in chunk) if len(chunk) > 1 else None
+		parents = _read_together(key for key, _ in chunk)
 		with recorded_together():
 			for parent_key, change in chunk:
-				parent = parents.get(parent_key) if parents is not None else stored_document(*parent_key)
+				parent = parents.get(parent_key)
 				if parent is not None:  # else deleted since
 					_record_row_change(parent, change)
 					if kept is not None and kept(*parent_key):

@@ -124,14 +124,10 @@ class PlannedWrite:
 		unchanged = current_policy().unchanged_saves
 		for start in range(0, len(self.now), READ_TOGETHER):
 			befores = self.now[start : start + READ_TOGETHER]
-			afters = (
-				stored_documents(self.doctype, [before.name for before in befores])
-				if len(befores) > 1
-				else None
-			)
+			afters = stored_documents(self.doctype, [before.name for before in befores])
 			with recorded_together():
 				for before in befores:
-					after = afters.get(str(before.name)) if afters is not None else NOT_READ
+					after = afters.get(str(before.name))
 					_record_update(self.doctype, before.name, before, self.via, unchanged, after)
 
 

@@ -34,8 +34,6 @@ from cauldron_fabric.emit.rows import record_rows_changed_before
 # Names copied per statement into the temporary tables.
 COPIED_TOGETHER = 1000
 _copy_numbers = count(1)
-# DocTypes whose rows the database would not copy, logged once per process.
-_not_copied_logged: set[str] = set()
 
 
 class PlannedDeletion:
@@ -109,23 +107,20 @@ def plan_deletion(doctype: str, names: list, lock: bool) -> PlannedDeletion:
 		# The database would not copy them (no CREATE TEMPORARY TABLES right, a table of that
 		# name already there): read whole and held, as before, never failing the DELETE.
 		deletion.discard()
-		_log_once(doctype, error)
-		return PlannedDeletion(doctype, names, None, stored_documents(doctype, names, lock))
-	except BaseException:
-		deletion.discard()
-		raise
-	return deletion
+		from cauldron_fabric.emit.sql_writes import _log_once  # (sql_writes imports this module)
 
-
-def _log_once(doctype: str, error: Exception) -> None:
-	if doctype not in _not_copied_logged:
-		_not_copied_logged.add(doctype)
-		frappe.logger("cauldron_fabric").warning(
+		_log_once(
+			f"copy {doctype}",
 			"Cauldron Fabric could not put aside the %s documents a DELETE deletes in temporary "
 			"tables (%s): it holds them in memory until the statement has run",
 			doctype,
 			error,
 		)
+		return PlannedDeletion(doctype, names, None, stored_documents(doctype, names, lock))
+	except BaseException:
+		deletion.discard()
+		raise
+	return deletion
 
 
 def _run(query: str, values=None) -> None:

@@ -193,12 +193,12 @@ def _missing_doctypes(doctype: str) -> set[str]:
 	``doctype`` is one of them and another process has inserted a DocType since (a Redis read,
 	at most once per request or job and name: _watched keeps the answer)."""
 	site = frappe.local.site
-	mark, missing = _not_doctypes.get(site) or (None, None)
-	if missing is None:
-		mark, missing = _not_doctypes[site] = (_doctypes_inserted(), set())
-	elif doctype in missing and _doctypes_inserted() != mark:
-		mark, missing = _not_doctypes[site] = (_doctypes_inserted(), set())
-	return missing
+	noted = _not_doctypes.get(site)
+	if noted is None or doctype in noted[1]:
+		mark = _doctypes_inserted()
+		if noted is None or mark != noted[0]:
+			noted = _not_doctypes[site] = (mark, set())
+	return noted[1]
 
 
 def _doctypes_inserted() -> bytes | None:
