@@ -13,18 +13,27 @@ from __future__ import annotations
 from typing import Any
 
 import frappe
+from frappe.model.base_document import get_controller
 
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
 from cauldron_fabric.emit.document_events import (
 	READ_TOGETHER,
 	lifecycle_envelope,
+	loads_as_stored,
 	stored_document,
 	stored_documents,
 )
-from cauldron_fabric.emit.held import held_now, hold_from_the_next_transaction, hold_until_commit, release
+from cauldron_fabric.emit.held import (
+	held_now,
+	hold_from_the_next_transaction,
+	hold_until_commit,
+	release,
+	when_transaction_ends,
+)
 from cauldron_fabric.emit.inserts import being_saved, save_running
 from cauldron_fabric.emit.policy import DB_UPDATE, SET_VALUE, SQL, current_policy
 from cauldron_fabric.emit.recorder import record, recorded_together
+from cauldron_fabric.emit.session_tables import copy_of, drop, run
 
 # Rows changed alone, held per parent until the parent's update is recorded: outside the
 # parent's save (recorded at commit, or before the parent's next event), and inside it.
@@ -57,18 +66,10 @@ def row_changed(row, via: str | None = None, removed: bool = False, parents: dic
 		_in_currently_saving(*parent_key) or (parent_in_memory is not None and being_saved(parent_in_memory))
 	) and save_running(*parent_key)
 	attribute = ROW_CHANGES_IN_SAVE if in_save else ROW_CHANGES
-	change = held_now(attribute).get(parent_key)
-	if change is not None:
-		if change["via"] != via:
-			change["via"] = None  # db_sets and other changes together: a plain update
-		if via in WRITES_WITHOUT_HOOKS:
-			change["unjudged"] = True  # mixed with other changes too
-		if row.parentfield in change["before"]:
-			return  # the table as it was is known already
-	try:
-		kind = current_policy().kind_of(row.parenttype)
-	except frappe.DoesNotExistError:
-		return
+	change = _held_change(attribute, parent_key, via)
+	if change is not None and row.parentfield in change["before"]:
+		return  # the table as it was is known already
+	kind = _kind_of(row.parenttype)
 	if kind is None:
 		return
 	parent = (
@@ -91,14 +92,173 @@ def row_changed(row, via: str | None = None, removed: bool = False, parents: dic
 			else [row_payload(before) if r.get("name") == row.name else r for r in rows]
 		)
 	if change is None:
-		held = hold_until_commit(attribute, record_rows_changed_in_saves if in_save else record_row_changes)
-		change = held[parent_key] = {
-			"kind": kind,
-			"via": via,
-			"before": {},
-			"unjudged": via in WRITES_WITHOUT_HOOKS,
-		}
+		change = _hold_change(attribute, parent_key, kind, via)
 	change["before"][row.parentfield] = before_rows
+
+
+def row_about_to_change(row, via: str, parents: dict | None = None) -> None:
+	"""Notes a child table row about to be written alone (as stored now; None: gone): its
+	parent's update, at commit."""
+	if row is None:
+		return
+	# The row as stored now is the "before" side of the parent's table (the table as stored
+	# when first noted, compared with the table as committed).
+	row._doc_before_save = row
+	row_changed(row, via=via, parents=parents)
+
+
+def rows_about_to_change(doctype: str, names: list, via: str) -> None:
+	"""Notes the rows ``names`` of the child table ``doctype``, about to be written by one
+	statement (a raw UPDATE or DELETE, a set_value by filters), as row_changed notes one row:
+	each parent's update at commit.
+
+	A statement over a child table may touch the rows of every document of a DocType: each
+	parent's table as it is now (about 24 KB of payload for ten rows) is copied into a
+	temporary table of the database session (``session_tables.py``), not held in memory, and
+	read back from there when the update is recorded. Where the database will not copy them,
+	or the parent loads its own way (``loads_as_stored``), they are held as row_changed holds them.
+	"""
+	for start in range(0, len(names), READ_TOGETHER):
+		chunk = names[start : start + READ_TOGETHER]
+		placed = frappe.db.sql(
+			f"SELECT DISTINCT `parenttype`, `parentfield`, `parent` FROM `tab{doctype}` WHERE `name` IN %s",
+			(chunk,),
+		)
+		if not _put_aside(doctype, placed, via):
+			# Read whole and held in memory: the rows, and their parents together.
+			stored = stored_documents(doctype, chunk)
+			parents = parents_of(stored.values())
+			for row in stored.values():
+				row_about_to_change(row, via, parents)
+
+
+def _put_aside(doctype: str, placed, via: str) -> bool:
+	"""Copies the tables of rows of ``doctype`` (``placed``: their parent DocTypes, fields and
+	parents) that no held change knows yet, and notes each parent's change; False (nothing
+	noted) when they must be held in memory instead."""
+	wanted: dict[tuple[str, str], list] = {}
+	noted = []
+	for parenttype, parentfield, parent in placed:
+		parent_key = _parent_key(parenttype, parent)
+		if not all(parent_key) or not parentfield or parenttype.startswith("__"):
+			continue
+		kind = _kind_of(parenttype)
+		if kind is None:
+			continue
+		if not loads_as_stored(parenttype):
+			return False
+		in_save = _in_currently_saving(*parent_key) and save_running(*parent_key)
+		attribute = ROW_CHANGES_IN_SAVE if in_save else ROW_CHANGES
+		change = _held_change(attribute, parent_key, via)
+		if change is not None and parentfield in change["before"]:
+			continue  # the table as it was is known already
+		wanted.setdefault((parenttype, parentfield), []).append(parent)
+		noted.append((attribute, parent_key, kind, parentfield, change))
+	if not noted:
+		return True
+	try:
+		aside = _aside_table(doctype)
+		for (parenttype, parentfield), parents in wanted.items():
+			where = "WHERE `parenttype` = %s AND `parentfield` = %s AND `parent` IN %s"
+			# What an earlier change of these parents put aside (since recorded, or dropped by a
+			# failed copy) goes first: the copy holds each parent's table once.
+			run(f"DELETE FROM `{aside.table}` {where}", (parenttype, parentfield, parents))
+			run(
+				f"INSERT INTO `{aside.table}` SELECT * FROM `tab{doctype}` {where}",
+				(parenttype, parentfield, parents),
+			)
+	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
+		raise  # the statement waits on the same locks (see sql_writes._rows_before)
+	except Exception as error:
+		from cauldron_fabric.emit.sql_writes import _log_once  # (sql_writes imports this module)
+
+		_log_once(
+			f"rows aside {doctype}",
+			"Cauldron Fabric could not put aside the %s rows a statement changes in a temporary "
+			"table (%s): it holds their parents' tables in memory until the commit",
+			doctype,
+			error,
+		)
+		return False
+	for attribute, parent_key, kind, parentfield, change in noted:
+		if change is None:
+			change = _held_change(attribute, parent_key, via) or _hold_change(
+				attribute, parent_key, kind, via
+			)
+		change["before"][parentfield] = aside
+	return True
+
+
+class RowsAside:
+	"""A table's rows as they were, in a temporary table (a held change's ``before`` value)."""
+
+	__slots__ = ("doctype", "table")
+
+	def __init__(self, doctype: str, table: str) -> None:
+		self.doctype = doctype
+		self.table = table
+
+
+# The open transaction's temporary tables of rows put aside, by child DocType, and the
+# connection they are on.
+ASIDE = "fabric_rows_aside"
+
+
+def _aside_table(doctype: str) -> RowsAside:
+	"""Returns the temporary table of ``doctype``'s rows put aside in the open transaction,
+	created on first use and dropped when the transaction ends."""
+	connection = frappe.db._conn
+	tables = getattr(frappe.local, ASIDE, None)
+	if tables is None or tables[0] is not connection:
+		tables = (connection, {})
+		setattr(frappe.local, ASIDE, tables)
+		when_transaction_ends(lambda: _drop_aside(tables))
+	aside = tables[1].get(doctype)
+	if aside is None:
+		aside = tables[1][doctype] = RowsAside(doctype, copy_of(doctype, "rows_before"))
+	return aside
+
+
+def _drop_aside(tables: tuple) -> None:
+	if getattr(frappe.local, ASIDE, None) is tables:
+		setattr(frappe.local, ASIDE, None)
+	if getattr(frappe.local, "db", None) is not None and frappe.db._conn is tables[0]:
+		for aside in tables[1].values():
+			drop(aside.table)
+
+
+def _held_change(attribute: str, parent_key: tuple, via: str | None) -> dict | None:
+	"""Returns the change held for the parent ``parent_key`` under ``attribute`` (None when
+	none), a change by ``via`` noted in it."""
+	change = held_now(attribute).get(parent_key)
+	if change is not None:
+		if change["via"] != via:
+			change["via"] = None  # db_sets and other changes together: a plain update
+		if via in WRITES_WITHOUT_HOOKS:
+			change["unjudged"] = True  # mixed with other changes too
+	return change
+
+
+def _hold_change(attribute: str, parent_key: tuple, kind: str, via: str | None) -> dict:
+	"""Holds a new change of the parent ``parent_key`` under ``attribute``, for its tables as
+	they were (``before``, by table field) to be noted in."""
+	flush = record_rows_changed_in_saves if attribute == ROW_CHANGES_IN_SAVE else record_row_changes
+	held = hold_until_commit(attribute, flush)
+	change = held[parent_key] = {
+		"kind": kind,
+		"via": via,
+		"before": {},
+		"unjudged": via in WRITES_WITHOUT_HOOKS,
+	}
+	return change
+
+
+def _kind_of(doctype: str) -> str | None:
+	"""Returns what the policy emits for ``doctype`` (None: nothing, or no such DocType)."""
+	try:
+		return current_policy().kind_of(doctype)
+	except frappe.DoesNotExistError:
+		return None
 
 
 def parents_of(rows) -> dict[tuple, Any]:
@@ -109,10 +269,7 @@ def parents_of(rows) -> dict[tuple, Any]:
 
 
 def _emits(doctype: str) -> bool:
-	try:
-		return current_policy().kind_of(doctype) is not None
-	except frappe.DoesNotExistError:
-		return False
+	return _kind_of(doctype) is not None
 
 
 def _read_together(keys) -> dict[tuple, Any]:
@@ -178,6 +335,7 @@ def _record_held_row_changes(attribute: str, kept=None) -> list[tuple]:
 	for start in range(0, len(held), READ_TOGETHER):
 		chunk = held[start : start + READ_TOGETHER]
 		parents = _read_together(key for key, _ in chunk)
+		_take_back(chunk)
 		with recorded_together():
 			for parent_key, change in chunk:
 				parent = parents.get(parent_key)
@@ -226,9 +384,36 @@ def record_rows_changed_before(doctype: str, name: str, parent) -> None:
 	held = held_now(ROW_CHANGES)
 	if not held or parent is None:
 		return
-	change = held.pop(_parent_key(doctype, name), None)
+	parent_key = _parent_key(doctype, name)
+	change = held.pop(parent_key, None)
 	if change is not None:
+		_take_back([(parent_key, change)])
 		_record_row_change(parent, change)
+
+
+def _take_back(changes: list[tuple]) -> None:
+	"""Reads back the tables put aside for ``changes`` (parent's key, change) into their
+	``before``, a query per temporary table for all."""
+	wanted: dict[tuple, dict] = {}  # (parent DocType, copy) -> parent's name -> the change
+	for (parenttype, name), change in changes:
+		for aside in change["before"].values():
+			if isinstance(aside, RowsAside):
+				wanted.setdefault((parenttype, aside), {})[name] = change
+	for (parenttype, aside), by_name in wanted.items():
+		names = list(by_name)
+		put_aside: dict[tuple[str, str], list] = {}
+		controller = get_controller(aside.doctype)
+		for row in frappe.db.sql(
+			f"SELECT * FROM `{aside.table}` WHERE `parenttype` = %s AND `parent` IN %s ORDER BY `parent`, `idx`",
+			(parenttype, names),
+			as_dict=True,
+		):
+			row.doctype = aside.doctype
+			put_aside.setdefault((row.parent, row.parentfield), []).append(controller(row))
+		for name, change in by_name.items():
+			for field, rows in change["before"].items():
+				if rows is aside:
+					change["before"][field] = put_aside.get((name, field), [])
 
 
 def _record_row_change(parent, change: dict[str, Any], unchanged: bool | None = None) -> None:

@@ -65,7 +65,12 @@ from cauldron_fabric.emit.policy import (
 	current_policy,
 )
 from cauldron_fabric.emit.recorder import recorded_together
-from cauldron_fabric.emit.rows import parents_of, record_rows_changed_before, row_changed, rows_changed_alone
+from cauldron_fabric.emit.rows import (
+	record_rows_changed_before,
+	row_about_to_change,
+	rows_about_to_change,
+	rows_changed_alone,
+)
 from cauldron_fabric.emit.watch import watch_set_values, watch_writes  # noqa: F401 (see the end)
 
 # Documents written without hooks while being saved: (doctype, name) -> {"before": the
@@ -225,15 +230,11 @@ def plan_documents(
 		return None
 	if meta.istable:
 		rows = list(names_of(doctype, names))
-		if len(rows) > 1:  # many rows (a raw statement over a table): read with their parents together
-			for start in range(0, len(rows), READ_TOGETHER):
-				stored = stored_documents(doctype, rows[start : start + READ_TOGETHER])
-				parents = parents_of(stored.values())
-				for row in stored.values():
-					_note_row(row, write.via, parents)
+		if len(rows) > 1:  # many rows (a raw statement over a table): their tables put aside together
+			rows_about_to_change(doctype, rows, write.via)
 		else:
 			for name in rows:
-				_note_row(stored_document(doctype, name), write.via)
+				row_about_to_change(stored_document(doctype, name), write.via)
 		return None
 	if current_policy().kind_of(doctype) is None:
 		return None
@@ -314,17 +315,6 @@ def _names(doctype: str, names) -> list:
 	if isinstance(names, str | int):
 		return [names]
 	return frappe.db.get_values(doctype, names, "name", pluck=True, order_by=None)
-
-
-def _note_row(row, via: str, parents: dict | None = None) -> None:
-	"""Notes a child table row about to be written alone (as stored now; None: gone): its
-	parent's update, at commit."""
-	if row is None:
-		return
-	# The row as stored now is the "before" side of the parent's table (rows.py reads the
-	# table as stored when first noted, and compares it with the table as committed).
-	row._doc_before_save = row
-	row_changed(row, via=via, parents=parents)
 
 
 def record_set_values_in_save(doc, reported: dict[str, Any] | None) -> None:

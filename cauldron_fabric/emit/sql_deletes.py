@@ -16,8 +16,6 @@ whose rows the database will not copy, is read whole before, and held, as before
 
 from __future__ import annotations
 
-from itertools import count
-
 import frappe
 
 from cauldron_fabric.emit.document_events import (
@@ -30,10 +28,10 @@ from cauldron_fabric.emit.document_events import (
 from cauldron_fabric.emit.policy import SQL
 from cauldron_fabric.emit.recorder import recorded_together
 from cauldron_fabric.emit.rows import record_rows_changed_before
+from cauldron_fabric.emit.session_tables import copy_of, drop, run
 
 # Names copied per statement into the temporary tables.
 COPIED_TOGETHER = 1000
-_copy_numbers = count(1)
 
 
 class PlannedDeletion:
@@ -68,10 +66,7 @@ class PlannedDeletion:
 	def discard(self) -> None:
 		"""Drops the copies (the statement ran, or failed)."""
 		for table in (self.copies or {}).values():
-			try:
-				_run(f"DROP TEMPORARY TABLE IF EXISTS `{table}`")
-			except Exception:
-				pass  # a connection gone takes its temporary tables with it
+			drop(table)
 		self.copies = None
 
 
@@ -84,18 +79,16 @@ def plan_deletion(doctype: str, names: list, lock: bool) -> PlannedDeletion:
 	try:
 		tables = list(dict.fromkeys(df.options for df in frappe.get_meta(doctype).get_table_fields()))
 		for table_doctype in (doctype, *tables):
-			copy = f"fabric_deleting_{next(_copy_numbers)}"
-			_run(f"CREATE TEMPORARY TABLE `{copy}` LIKE `tab{table_doctype}`")
-			deletion.copies[table_doctype] = copy
+			deletion.copies[table_doctype] = copy_of(table_doctype, "deleting")
 		suffix = " FOR UPDATE" if lock else ""
 		for start in range(0, len(names), COPIED_TOGETHER):
 			chunk = names[start : start + COPIED_TOGETHER]
-			_run(
+			run(
 				f"INSERT INTO `{deletion.copies[doctype]}` SELECT * FROM `tab{doctype}` WHERE `name` IN %s{suffix}",
 				(chunk,),
 			)
 			for table_doctype in tables:
-				_run(
+				run(
 					f"INSERT INTO `{deletion.copies[table_doctype]}` SELECT * FROM `tab{table_doctype}` "
 					f"WHERE `parenttype` = %s AND `parent` IN %s{suffix}",
 					(doctype, [str(name) for name in chunk]),
@@ -121,18 +114,3 @@ def plan_deletion(doctype: str, names: list, lock: bool) -> PlannedDeletion:
 		deletion.discard()
 		raise
 	return deletion
-
-
-def _run(query: str, values=None) -> None:
-	"""Runs a statement on the site's connection past Frappe's own checks (which take any CREATE
-	or DROP in a transaction for one that commits it; a temporary table's does not) and past
-	the fabric's raw SQL capture, raising a deadlock or lock wait timeout as Frappe does."""
-	db = frappe.db
-	try:
-		db._cursor.execute(query, values)
-	except Exception as error:
-		if db.is_deadlocked(error):
-			raise frappe.QueryDeadlockError(error) from error
-		if db.is_timedout(error):
-			raise frappe.QueryTimeoutError(error) from error
-		raise

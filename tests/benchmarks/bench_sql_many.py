@@ -8,7 +8,10 @@ The baseline is what the same documents cost saved one at a time with the fabric
 other way their owner could have written them. Each round times, for ToDos and for orders with
 ten rows: an UPDATE of all of them and a DELETE of all of them, recorded and off (each with
 its commit), and saves of a sample of them; the documents are inserted again (off) between.
-No target: the figures tell what a statement over a table costs with the fabric on.
+For the orders, an UPDATE of all their rows too (each order's update at commit, its table as
+it was put aside until then), timed, and once more recorded under tracemalloc for the peak of
+memory it takes. No target: the figures tell what a statement over a table costs with the
+fabric on.
 
 Run (as the bench user, from the bench's sites folder):
     ../env/bin/python /path/to/tests/benchmarks/bench_sql_many.py --site test.localhost --documents 2000
@@ -21,6 +24,7 @@ import resource
 import statistics
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import frappe
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_save_overhead import on_site, order, policies
 
-from cauldron_fabric.tests.utils import ORDER
+from cauldron_fabric.tests.utils import ORDER, ORDER_ITEM
 
 # (label, table, document to insert, the column an UPDATE changes)
 KINDS = (
@@ -52,6 +56,12 @@ def per_document(statement: str, count: int) -> float:
 	return (time.perf_counter() - started) / count
 
 
+def rows_update(docs: list) -> str:
+	"""Returns an UPDATE of every row of the orders ``docs``."""
+	names = ", ".join(frappe.db.escape(doc.name) for doc in docs)
+	return f"UPDATE `tab{ORDER_ITEM}` SET `qty` = `qty` + 1 WHERE `parent` IN ({names})"
+
+
 def run(rounds: int, documents: int) -> dict[tuple[str, str], list[float]]:
 	by_mode = policies()
 	results: dict[tuple[str, str], list[float]] = {}
@@ -64,6 +74,17 @@ def run(rounds: int, documents: int) -> dict[tuple[str, str], list[float]]:
 				frappe.local.fabric_policy = by_mode[mode]
 				update = f"UPDATE `{table}` SET `{column}` = 'bench {round_} {mode}' WHERE {where}"
 				results.setdefault((label, f"update {mode}"), []).append(per_document(update, documents))
+				if label.startswith("order"):
+					rows = rows_update(docs)
+					results.setdefault((label, f"rows update {mode}"), []).append(
+						per_document(rows, documents)
+					)
+					if mode == "recording" and round_ == rounds - 1:
+						tracemalloc.start()
+						frappe.db.sql(rows)
+						frappe.db.commit()
+						results[(label, "rows update peak")] = [tracemalloc.get_traced_memory()[1]]
+						tracemalloc.stop()
 				delete = f"DELETE FROM `{table}` WHERE {where}"
 				results.setdefault((label, f"delete {mode}"), []).append(per_document(delete, documents))
 			frappe.local.fabric_policy = by_mode["off"]
@@ -90,14 +111,18 @@ def main() -> None:
 	print(f"{args.documents} documents per statement, {args.rounds} rounds, medians per document")
 	for label, *_ in KINDS:
 		save = statistics.median(results[(label, "save off")])
-		print(f"{label:14} save, fabric off     {save * 1000:7.3f} ms")
-		for operation in ("update", "delete"):
+		print(f"{label:14} {'save,':12} off {save * 1000:7.3f} ms")
+		for operation in ("update", "rows update", "delete"):
+			if (label, f"{operation} off") not in results:
+				continue
 			off = statistics.median(results[(label, f"{operation} off")])
 			recorded = statistics.median(results[(label, f"{operation} recording")])
 			print(
-				f"{label:14} {operation}, off       {off * 1000:7.3f} ms   recorded {recorded * 1000:7.3f} ms"
+				f"{label:14} {operation + ',':12} off {off * 1000:7.3f} ms   recorded {recorded * 1000:7.3f} ms"
 				f"   recorded / a save off {recorded / save:5.2f}"
 			)
+	for (label, operation), (peak,) in ((k, v) for k, v in results.items() if k[1].endswith("peak")):
+		print(f"{label:14} {operation}, recorded: {peak / 2**20:.1f} MiB traced")
 	print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
