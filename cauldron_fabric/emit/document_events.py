@@ -8,6 +8,7 @@ Settings class as system ones. A submit or cancel of a submittable document also
 
 from __future__ import annotations
 
+import unicodedata
 from contextlib import contextmanager
 from typing import Any
 
@@ -134,15 +135,27 @@ def _read_together(doctype: str, names: list, lock: bool, copies: dict[str, str]
 		for row in _select(query, chunk, lock, doctype=doctype, field=df.fieldname):
 			children.setdefault((df.fieldname, row.parent), []).append(row)
 	by_name = {str(row.name): row for row in rows}
-	# The database compares names without case (its collation), as get_doc finds them.
-	by_folded = {key.casefold(): row for key, row in by_name.items()}
+	by_collation = None  # built when a name given is not one stored
 	found = {}
 	for name in chunk:  # in the order given (a statement's ORDER BY)
 		key = str(name)
-		row = by_name.get(key) or by_folded.get(key.casefold())
+		row = by_name.get(key)
+		if row is None:
+			# The database compares names as its collation does (no case, no accents, no
+			# trailing spaces): a name given in another form found the row, as get_doc finds it.
+			if by_collation is None:
+				by_collation = {_collated(stored): row for stored, row in by_name.items()}
+			row = by_collation.get(_collated(key))
 		if row is not None:
 			found[key] = _built(doctype, row, tables, children, lock)
 	return found
+
+
+def _collated(name: str) -> str:
+	"""Returns ``name`` as MariaDB's ``utf8mb4_unicode_ci`` (Frappe's collation) compares it,
+	near enough: without case, accents or trailing spaces."""
+	decomposed = unicodedata.normalize("NFKD", name.rstrip(" "))
+	return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
 def loads_as_stored(doctype: str) -> bool:

@@ -108,6 +108,14 @@ class TestDocumentsReadTogether(EmissionCase):
 			self.assertEqual(read.as_dict(), frappe.get_doc(ORDER, order.name.upper()).as_dict())
 		self.assertIsNone(stored_document(ORDER, "no-such-order"))
 
+	def test_a_name_without_its_accents_or_with_trailing_spaces_finds_it_too(self):
+		name = f"Café Crème {frappe.generate_hash(length=6)}"
+		frappe.get_doc({"doctype": "ToDo", "name": name, "description": "accented"}).db_insert()
+		for given in (name.replace("é", "e").replace("è", "e"), name.upper() + "  "):
+			self.assertEqual(frappe.get_doc("ToDo", given).name, name)  # as the database finds it
+			self.assertEqual(stored_documents("ToDo", [given])[given].name, name)
+			self.assertEqual(stored_document("ToDo", given).name, name)
+
 	def test_a_single_is_read_as_get_doc_reads_it(self):
 		settings = stored_documents("System Settings", ["System Settings"])
 		self.assertEqual(
