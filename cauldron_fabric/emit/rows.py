@@ -334,6 +334,9 @@ def _record_held_row_changes(attribute: str, kept=None) -> list[tuple]:
 	held = list(release(attribute).items())
 	for start in range(0, len(held), READ_TOGETHER):
 		chunk = held[start : start + READ_TOGETHER]
+		# Let go of each chunk's changes once recorded: their tables as they were, read back
+		# here, would otherwise all stay in memory until the last chunk.
+		held[start : start + READ_TOGETHER] = [None] * len(chunk)
 		parents = _read_together(key for key, _ in chunk)
 		_take_back(chunk)
 		with recorded_together():
