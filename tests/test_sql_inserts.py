@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cauldron_fabric.core.sql_inserts import parse_insert
+from cauldron_fabric.core.sql_inserts import parse_insert, parse_insert_select
 
 WANTED = frozenset({"name", "parent", "parenttype", "parentfield"})
 
@@ -55,3 +55,36 @@ def test_literals_decode_as_the_database_reads_them():
 )
 def test_what_it_cannot_read_reads_as_none(sql):
 	assert parse_insert(sql, WANTED) is None
+
+
+def test_an_insert_select_reads_as_its_table_columns_and_select():
+	statement = parse_insert_select(
+		"INSERT IGNORE INTO `tabToDo` (`name`, description, `odd``one`)\n"
+		"SELECT CONCAT('copy-', name), (SELECT 1 FROM tabB LIMIT 1), x FROM `tabToDo` WHERE d = 'a;b' ;"
+	)
+	assert statement.table == "tabToDo"
+	assert statement.columns == ("name", "description", "odd`one")
+	assert statement.select == (
+		"SELECT CONCAT('copy-', name), (SELECT 1 FROM tabB LIMIT 1), x FROM `tabToDo` WHERE d = 'a;b'"
+	)
+	union = parse_insert_select("insert into tabA (name) select name from tabB union select name from tabC")
+	assert union.select == "select name from tabB union select name from tabC"
+
+
+@pytest.mark.parametrize(
+	"sql",
+	[
+		"INSERT INTO tabA (name) VALUES ('x')",  # parse_insert's
+		"INSERT INTO tabA SELECT name FROM tabB",  # no column list
+		"INSERT INTO tabA (name) (SELECT name FROM tabB)",
+		"INSERT INTO tabA (name) WITH b AS (SELECT 1) SELECT * FROM b",
+		"INSERT INTO tabA (name) SELECT name FROM tabB ON DUPLICATE KEY UPDATE name = VALUES(name)",
+		"INSERT INTO tabA (name) SELECT name FROM tabB RETURNING name",
+		"INSERT INTO tabA (name) SELECT UUID() FROM tabB",
+		"INSERT INTO tabA (name) SELECT name FROM tabB ORDER BY RAND() LIMIT 3",
+		"INSERT INTO tabA (name) SELECT name FROM tabB; DELETE FROM tabA",
+		"INSERT INTO tabA (name) /*!SELECT*/ name FROM tabB",
+	],
+)
+def test_an_insert_select_it_cannot_read_reads_as_none(sql):
+	assert parse_insert_select(sql) is None

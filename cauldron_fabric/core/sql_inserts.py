@@ -4,16 +4,20 @@ of each row, decoded from the statement's text with its values in place.
 
 Covered: ``INSERT [LOW_PRIORITY | DELAYED | HIGH_PRIORITY] [IGNORE] [INTO] table (columns)
 VALUES (…), (…)`` (``VALUE`` too), as ``frappe.db.bulk_insert`` and raw patches write it. Not
-read (None): the ``SET`` and ``SELECT`` forms, ``ON DUPLICATE KEY UPDATE`` (an insert that may
-update), a statement without its column list, and values that are not plain literals in a
-column this reads.
+read (None): the ``SET`` form, ``ON DUPLICATE KEY UPDATE`` (an insert that may update), a
+statement without its column list, and values that are not plain literals in a column this
+reads.
+
+``INSERT … (columns) SELECT …``, which patches write to copy documents from one table into
+another, is read by ``parse_insert_select``: its table, column list and SELECT, which the
+fabric runs itself before the statement for the names it is about to insert.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cauldron_fabric.core.sql_statements import _TOKEN, _started
+from cauldron_fabric.core.sql_statements import _TOKEN, _picks_at_random, _started, _text, _without_semicolon
 
 _INSERT_MODIFIERS = frozenset({"LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE"})
 # What a backslash before these characters stands for in a MariaDB string literal.
@@ -69,6 +73,45 @@ def parse_insert(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
 		else:
 			return None  # ON DUPLICATE KEY UPDATE, RETURNING, or not a VALUES list
 	return InsertStatement(table, tuple(rows)) if rows and not expect_row else None
+
+
+@dataclass(frozen=True)
+class InsertSelect:
+	"""An INSERT … SELECT: the table, its column list (as written, unquoted), and the SELECT."""
+
+	table: str
+	columns: tuple[str, ...]
+	select: str
+
+
+def parse_insert_select(sql: str) -> InsertSelect | None:
+	"""Reads an ``INSERT … [INTO] table (columns) SELECT …`` statement; None when it is not one
+	this module can read: without a column list, with ``ON DUPLICATE KEY UPDATE`` or
+	``RETURNING``, a SELECT in parentheses or after WITH, or a SELECT that calls a random
+	function (RAND(), UUID(): a read of it before the statement would give other rows)."""
+	started = _started(sql, "INSERT", _INSERT_MODIFIERS)
+	if started is None:
+		return None
+	tokens, position = started
+	if position < len(tokens) and tokens[position].upper == "INTO":
+		position += 1
+	if position + 2 >= len(tokens) or tokens[position].kind not in ("word", "quoted"):
+		return None
+	table = tokens[position].name
+	columns_group, select_word = tokens[position + 1], tokens[position + 2]
+	if columns_group.kind != "group" or select_word.upper != "SELECT":
+		return None
+	stop = _without_semicolon(tokens)
+	if any(
+		token.upper in ("DUPLICATE", "RETURNING") or token.text == ";"
+		for token in tokens[position + 2 : stop]
+	):
+		return None
+	select = _text(sql, tokens, position + 2, stop)
+	if _picks_at_random(select):
+		return None
+	columns = tuple(item.strip().strip("`").replace("``", "`") for item in _items(columns_group.text))
+	return InsertSelect(table, columns, select)
 
 
 def _items(group: str) -> list[str]:

@@ -40,7 +40,7 @@ from frappe.model.delete_doc import delete_from_table
 from frappe.model.document import Document
 from frappe.model.rename_doc import rename_doc
 
-from cauldron_fabric.core.sql_inserts import parse_insert
+from cauldron_fabric.core.sql_inserts import InsertSelect, parse_insert, parse_insert_select
 from cauldron_fabric.core.sql_statements import (
 	DELETE,
 	INSERT,
@@ -134,19 +134,51 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 
 def _plan_insert(text, query: str, watched: set[str]) -> list | None:
 	"""Reads which documents (or rows) an INSERT is about to insert (sql_inserts.py)."""
-	statement = parse_insert(text, WANTED) if isinstance(text, str) else None
-	if statement is None:
-		_log_unreadable(INSERT, query)
+	if not isinstance(text, str):
 		return None
-	doctype = _doctype_of(statement.table)
+	statement = parse_insert(text, WANTED)
+	if statement is not None:
+		doctype = _doctype_of(statement.table)
+		names = [row.get("name") for row in statement.rows]
+	else:
+		selecting = parse_insert_select(text)
+		if selecting is None:
+			_log_unreadable(INSERT, query)
+			return None
+		doctype = _doctype_of(selecting.table)
+		names = _names_selected(selecting) if doctype in watched else []
+		if names is None:
+			return None  # the database refuses its SELECT: Frappe's own run of the statement raises
 	if doctype not in watched:
 		return None
-	names = [row.get("name") for row in statement.rows]
 	if None in names:  # an autoincrement DocType's rows, named by the database
 		_log_unreadable(INSERT, query)
 		return None
 	write = plan_insert(doctype, names)
 	return [write] if write is not None else None
+
+
+def _names_selected(statement: InsertSelect) -> list | None:
+	"""Runs the SELECT of an INSERT … SELECT for the names it is about to insert ([None] when
+	its column list has no ``name``: the database names the rows); None when the database
+	refuses the read.
+
+	The read sees the transaction's snapshot, as a join's does (see _rows_before): the
+	statement itself reads its rows as last committed.
+	"""
+	columns = [column.lower() for column in statement.columns]
+	if "name" not in columns:
+		return [None]
+	position = columns.index("name")
+	try:
+		rows = frappe.db.sql(statement.select)
+	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
+		raise
+	except Exception:
+		return None
+	if any(len(row) != len(columns) for row in rows):
+		return None  # the statement's column count does not match: the database refuses it
+	return [row[position] for row in rows]
 
 
 def _doctype_of(table: str) -> str | None:
@@ -337,7 +369,7 @@ def _log_unreadable(kind: str, query: str) -> None:
 		"Cauldron Fabric records no event for this %s, whose tables or columns it cannot tell "
 		"apart (qualify each SET column with its table or alias; write DELETE … FROM with "
 		"the table before FROM, not USING; INSERT with a column list, `name` in it, and VALUES "
-		"of plain literals; keep SQL out of /*! */ comments; select rows picked at random "
+		"of plain literals or a SELECT; keep SQL out of /*! */ comments; select rows picked at random "
 		"first, then write them by name): %s",
 		kind.upper(),
 		start,

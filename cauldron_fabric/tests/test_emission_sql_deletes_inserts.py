@@ -203,14 +203,75 @@ class TestRawInserts(EmissionCase):
 		self.assertEqual(events_after(start, ORDER), [])
 
 	def test_an_unreadable_insert_runs_and_is_logged(self):
-		source = new_order("copied")
 		start = last_seq()
-		copy = f"fabric-copy-{frappe.generate_hash(length=8)}"
+		copy = f"fabric-set-{frappe.generate_hash(length=8)}"
 		with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
-			frappe.db.sql(
-				f"INSERT INTO {TABLE} (name, title) SELECT %s, title FROM {TABLE} WHERE name = %s",
-				(copy, source.name),
-			)
+			frappe.db.sql(f"INSERT INTO {TABLE} SET name = %s, title = 'set form'", (copy,))
 		self.assertTrue(frappe.db.exists(ORDER, copy))
 		self.assertEqual(events_after(start, ORDER), [])
 		self.assertIn("INSERT with a column list", logged.output[0])
+
+
+class TestInsertSelect(EmissionCase):
+	"""``INSERT … (columns) SELECT …``, as patches copy documents: the fabric runs the SELECT
+	first for the names about to be inserted."""
+
+	def test_each_document_copied_is_a_created_event(self):
+		mark = frappe.generate_hash(length=8)
+		sources = [new_order(f"to copy {mark} {n}") for n in range(3)]
+		# One copy is there already: INSERT IGNORE leaves it, and it is no event.
+		frappe.db.sql(
+			f"INSERT INTO {TABLE} (name, title) VALUES (%s, 'copied before')", (f"copy-{sources[0].name}",)
+		)
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.sql(
+			f"INSERT IGNORE INTO {TABLE} (`name`, title, company, grand_total)\n"
+			f"SELECT CONCAT('copy-', name), CONCAT('copy of ', title), company, grand_total * 2 FROM {TABLE} "
+			"WHERE title LIKE %s ORDER BY title",
+			(f"to copy {mark} %",),
+		)
+		events = events_after(start, ORDER)
+		self.assertEqual(types_of(events), [CREATED, CREATED])
+		self.assertEqual([e["data"]["entityId"] for e in events], [f"copy-{s.name}" for s in sources[1:]])
+		self.assertEqual([payload(e)["via"] for e in events], ["sql", "sql"])
+		self.assertEqual(
+			[payload(e)["doc"]["title"] for e in events], [f"copy of {s.title}" for s in sources[1:]]
+		)
+		self.assertEqual(frappe.db.get_value(ORDER, f"copy-{sources[0].name}", "title"), "copied before")
+
+	def test_rows_a_select_inserts_are_their_parents_update_at_commit(self):
+		source, target = new_order("rows copied from"), new_order("rows copied to")
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.sql(
+			f"INSERT INTO `tab{ORDER_ITEM}` (name, parent, parenttype, parentfield, idx, item, qty) "
+			f"SELECT CONCAT(name, '-copy'), %s, parenttype, parentfield, idx + 2, item, qty FROM `tab{ORDER_ITEM}` "
+			"WHERE parent = %s",
+			(target.name, source.name),
+		)
+		frappe.db.commit()
+		(event,) = events_after(start, ORDER)
+		self.assertEqual((event["data"]["entityId"], payload(event)["via"]), (target.name, "sql"))
+		change = payload(event)["changes"]["items"]
+		self.assertEqual([row["item"] for row in change["old"]], ["cauldron", "ladle"])
+		self.assertEqual([row["item"] for row in change["new"]], ["cauldron", "ladle", "cauldron", "ladle"])
+
+	def test_a_select_that_names_at_random_runs_and_is_logged(self):
+		source = new_order("copied at random")
+		start = last_seq()
+		with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
+			frappe.db.sql(
+				f"INSERT INTO {TABLE} (name, title) SELECT LEFT(UUID(), 10), title FROM {TABLE} WHERE name = %s",
+				(source.name,),
+			)
+		self.assertEqual(frappe.db.count(ORDER, {"title": "copied at random"}), 2)
+		self.assertEqual(events_after(start, ORDER), [])
+		self.assertIn("rows picked at random", logged.output[0])
+
+	def test_a_select_the_database_refuses_leaves_the_statement_its_own_error(self):
+		start = last_seq()
+		with self.assertRaises(Exception) as raised:
+			frappe.db.sql(f"INSERT INTO {TABLE} (name, title) SELECT name, no_such_column FROM {TABLE}")
+		self.assertTrue(frappe.db.is_missing_column(raised.exception))
+		self.assertEqual(events_after(start, ORDER), [])
