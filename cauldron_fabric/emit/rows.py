@@ -132,6 +132,19 @@ def rows_about_to_change(doctype: str, names: list, via: str) -> None:
 				row_about_to_change(row, via, parents)
 
 
+def tables_about_to_change(doctype: str, placed, via: str) -> bool:
+	"""Puts aside the tables (``placed``: parent DocType, table field, parent) that rows of
+	``doctype`` about to be written belong to, and notes each parent's update at commit, as
+	rows_about_to_change does for rows already stored (here: rows about to be inserted, whose
+	parents the statement names); False, noting nothing, when they must be held in memory
+	(after the statement) instead."""
+	placed = list(placed)
+	return all(
+		_put_aside(doctype, placed[start : start + READ_TOGETHER], via)
+		for start in range(0, len(placed), READ_TOGETHER)
+	)
+
+
 def _put_aside(doctype: str, placed, via: str) -> bool:
 	"""Copies the tables of rows of ``doctype`` (``placed``: their parent DocTypes, fields and
 	parents) that no held change knows yet, and notes each parent's change; False (nothing

@@ -23,21 +23,26 @@ from cauldron_fabric.emit.document_events import (
 )
 from cauldron_fabric.emit.policy import SQL
 from cauldron_fabric.emit.recorder import recorded_together
-from cauldron_fabric.emit.rows import parents_of, row_changed
+from cauldron_fabric.emit.rows import parents_of, row_changed, tables_about_to_change
 
 # The columns read from each inserted row.
 WANTED = frozenset({"name", "parent", "parenttype", "parentfield"})
 
 
 class PlannedInsert:
-	"""The rows one INSERT is about to insert into a DocType's table, new by name."""
+	"""The rows one INSERT is about to insert into a DocType's table, new by name; ``noted``
+	when they are child rows whose parents' updates are noted already (their tables put aside
+	before the statement: ``rows.rows_about_to_change``)."""
 
-	def __init__(self, doctype: str, names: list) -> None:
+	def __init__(self, doctype: str, names: list, noted: bool = False) -> None:
 		self.doctype = doctype
 		self.names = names
+		self.noted = noted
 
 	def record(self) -> None:
 		"""Records each document inserted as ``created``, each row as its parent's update."""
+		if self.noted:
+			return
 		istable = frappe.get_meta(self.doctype).istable
 		inserted = {str(name) for name in self.names}
 		for start in range(0, len(self.names), READ_TOGETHER):
@@ -58,9 +63,25 @@ class PlannedInsert:
 						emit_document_event(doc, "created", via=SQL, reject_invalid=False)
 
 
-def plan_insert(doctype: str, names: list) -> PlannedInsert | None:
+def plan_insert(doctype: str, names: list, rows: list[dict] | None = None) -> PlannedInsert | None:
 	"""Reads which of the ``names`` an INSERT is about to insert are new (not stored already),
-	or returns None when none is."""
+	or returns None when none is.
+
+	``rows``, when given, are the statement's rows (``WANTED`` columns): the new rows of a child
+	table have their parents' tables put aside now, before the statement, as an UPDATE's rows
+	do, rather than held in memory after it.
+	"""
 	stored = stored_names(doctype, names)
 	new = [name for name in dict.fromkeys(names) if str(name) not in stored]
-	return PlannedInsert(doctype, new) if new else None
+	if not new:
+		return None
+	if rows is not None and frappe.get_meta(doctype).istable:
+		fresh = {str(name) for name in new}
+		placed = {
+			(row.get("parenttype"), row.get("parentfield"), row.get("parent"))
+			for row in rows
+			if str(row.get("name")) in fresh
+		}
+		if all(all(place) for place in placed) and tables_about_to_change(doctype, placed, SQL):
+			return PlannedInsert(doctype, new, noted=True)
+	return PlannedInsert(doctype, new)

@@ -139,46 +139,45 @@ def _plan_insert(text, query: str, watched: set[str]) -> list | None:
 	statement = parse_insert(text, WANTED)
 	if statement is not None:
 		doctype = _doctype_of(statement.table)
-		names = [row.get("name") for row in statement.rows]
+		rows = list(statement.rows)
 	else:
 		selecting = parse_insert_select(text)
 		if selecting is None:
 			_log_unreadable(INSERT, query)
 			return None
 		doctype = _doctype_of(selecting.table)
-		names = _names_selected(selecting) if doctype in watched else []
-		if names is None:
+		rows = _rows_selected(selecting) if doctype in watched else []
+		if rows is None:
 			return None  # the database refuses its SELECT: Frappe's own run of the statement raises
 	if doctype not in watched:
 		return None
+	names = [row.get("name") for row in rows]
 	if None in names:  # an autoincrement DocType's rows, named by the database
 		_log_unreadable(INSERT, query)
 		return None
-	write = plan_insert(doctype, names)
+	write = plan_insert(doctype, names, rows)
 	return [write] if write is not None else None
 
 
-def _names_selected(statement: InsertSelect) -> list | None:
-	"""Runs the SELECT of an INSERT … SELECT for the names it is about to insert ([None] when
-	its column list has no ``name``: the database names the rows); None when the database
-	refuses the read.
+def _rows_selected(statement: InsertSelect) -> list[dict] | None:
+	"""Runs the SELECT of an INSERT … SELECT for the rows it is about to insert: the values of
+	the ``WANTED`` columns in its column list (no ``name``: the database names the rows); None
+	when the database refuses the read.
 
 	The read sees the transaction's snapshot, as a join's does (see _rows_before): the
 	statement itself reads its rows as last committed.
 	"""
 	columns = [column.lower() for column in statement.columns]
-	if "name" not in columns:
-		return [None]
-	position = columns.index("name")
+	positions = {column: index for index, column in enumerate(columns) if column in WANTED}
 	try:
-		rows = frappe.db.sql(statement.select)
+		selected = frappe.db.sql(statement.select)
 	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
 		raise
 	except Exception:
 		return None
-	if any(len(row) != len(columns) for row in rows):
+	if any(len(row) != len(columns) for row in selected):
 		return None  # the statement's column count does not match: the database refuses it
-	return [row[position] for row in rows]
+	return [{column: row[index] for column, index in positions.items()} for row in selected]
 
 
 def _doctype_of(table: str) -> str | None:

@@ -258,14 +258,15 @@ class TestInsertSelect(EmissionCase):
 		self.assertEqual([row["item"] for row in change["new"]], ["cauldron", "ladle", "cauldron", "ladle"])
 
 	def test_a_select_that_names_at_random_runs_and_is_logged(self):
-		source = new_order("copied at random")
+		title = f"copied at random {frappe.generate_hash(length=8)}"
+		source = new_order(title)
 		start = last_seq()
 		with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
 			frappe.db.sql(
 				f"INSERT INTO {TABLE} (name, title) SELECT LEFT(UUID(), 10), title FROM {TABLE} WHERE name = %s",
 				(source.name,),
 			)
-		self.assertEqual(frappe.db.count(ORDER, {"title": "copied at random"}), 2)
+		self.assertEqual(frappe.db.count(ORDER, {"title": title}), 2)
 		self.assertEqual(events_after(start, ORDER), [])
 		self.assertIn("rows picked at random", logged.output[0])
 

@@ -583,3 +583,43 @@ class TestRowsPutAside(EmissionCase):
 		events = events_after(start, ORDER)
 		self.assertEqual(len(events), 3)
 		self.assertTrue(all(qtys(e, "old") == [1, 3] and qtys(e, "new") == [11, 13] for e in events))
+
+	def test_rows_inserted_into_many_parents_put_their_tables_aside_before_the_statement(self):
+		orders = [new_order("aside, rows inserted") for _ in range(3)]
+		frappe.db.commit()
+		start = last_seq()
+		fields = ["name", "parent", "parenttype", "parentfield", "idx", "item", "qty"]
+		frappe.db.bulk_insert(
+			ORDER_ITEM,
+			fields,
+			[(frappe.generate_hash(length=10), o.name, ORDER, "items", 3, "spoon", 5) for o in orders],
+		)
+		held = held_row_changes()
+		self.assertEqual(set(held), {(ORDER, o.name) for o in orders})
+		self.assertTrue(all(isinstance(c["before"]["items"], rows.RowsAside) for c in held.values()))
+		frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual(sorted(e["data"]["entityId"] for e in events), sorted(o.name for o in orders))
+		for event in events:
+			self.assertEqual(qtys(event, "old"), [1, 3])
+			self.assertEqual(qtys(event, "new"), [1, 3, 5])
+
+	def test_rows_an_insert_select_copies_into_their_own_parents_are_each_parents_update(self):
+		orders = [new_order("aside, rows copied") for _ in range(3)]
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.sql(
+			f"INSERT INTO `tab{ORDER_ITEM}` (name, parent, parenttype, parentfield, idx, item, qty) "
+			f"SELECT CONCAT(name, '-again'), parent, parenttype, parentfield, idx + 2, item, qty * 10 "
+			f"FROM `tab{ORDER_ITEM}` WHERE parent IN %s",
+			([o.name for o in orders],),
+		)
+		self.assertTrue(
+			all(isinstance(c["before"]["items"], rows.RowsAside) for c in held_row_changes().values())
+		)
+		frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual(len(events), 3)
+		for event in events:
+			self.assertEqual(qtys(event, "old"), [1, 3])
+			self.assertEqual(qtys(event, "new"), [1, 3, 10, 30])
