@@ -37,23 +37,14 @@ def parse_insert(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
 	"""Reads an INSERT … VALUES statement: its table and, per row, the ``wanted`` columns it
 	gives (a plain literal each: a string, a number or NULL, decoded). None when it is not one
 	this module can read."""
-	started = _started(sql, "INSERT", _INSERT_MODIFIERS)
-	if started is None:
+	head = _insert_head(sql, ("VALUES", "VALUE"))
+	if head is None:
 		return None
-	tokens, position = started
-	if position < len(tokens) and tokens[position].upper == "INTO":
-		position += 1
-	if position + 2 >= len(tokens) or tokens[position].kind not in ("word", "quoted"):
-		return None
-	table = tokens[position].name
-	columns_group, values_word = tokens[position + 1], tokens[position + 2]
-	if columns_group.kind != "group" or values_word.upper not in ("VALUES", "VALUE"):
-		return None
-	columns = [item.strip().strip("`").replace("``", "`") for item in _items(columns_group.text)]
+	tokens, position, table, columns = head
 	positions = {column: index for index, column in enumerate(columns) if column in wanted}
 	rows = []
 	expect_row = True
-	for token in tokens[position + 3 :]:
+	for token in tokens[position + 1 :]:
 		if expect_row and token.kind == "group":
 			values = _items(token.text)
 			if len(values) != len(columns):
@@ -89,6 +80,23 @@ def parse_insert_select(sql: str) -> InsertSelect | None:
 	this module can read: without a column list, with ``ON DUPLICATE KEY UPDATE`` or
 	``RETURNING``, a SELECT in parentheses or after WITH, or a SELECT that calls a random
 	function (RAND(), UUID(): a read of it before the statement would give other rows)."""
+	head = _insert_head(sql, ("SELECT",))
+	if head is None:
+		return None
+	tokens, position, table, columns = head
+	stop = _without_semicolon(tokens)
+	if any(token.upper in ("DUPLICATE", "RETURNING") or token.text == ";" for token in tokens[position:stop]):
+		return None
+	select = _text(sql, tokens, position, stop)
+	if _picks_at_random(select):
+		return None
+	return InsertSelect(table, tuple(columns), select)
+
+
+def _insert_head(sql: str, words: tuple[str, ...]) -> tuple[list, int, str, list[str]] | None:
+	"""Reads the start of ``INSERT … [INTO] table (columns) <word>``, the word one of ``words``:
+	returns the statement's top-level tokens, where that word stands, the table and the columns
+	(unquoted); None for another statement."""
 	started = _started(sql, "INSERT", _INSERT_MODIFIERS)
 	if started is None:
 		return None
@@ -97,21 +105,11 @@ def parse_insert_select(sql: str) -> InsertSelect | None:
 		position += 1
 	if position + 2 >= len(tokens) or tokens[position].kind not in ("word", "quoted"):
 		return None
-	table = tokens[position].name
-	columns_group, select_word = tokens[position + 1], tokens[position + 2]
-	if columns_group.kind != "group" or select_word.upper != "SELECT":
+	columns_group, word = tokens[position + 1], tokens[position + 2]
+	if columns_group.kind != "group" or word.upper not in words:
 		return None
-	stop = _without_semicolon(tokens)
-	if any(
-		token.upper in ("DUPLICATE", "RETURNING") or token.text == ";"
-		for token in tokens[position + 2 : stop]
-	):
-		return None
-	select = _text(sql, tokens, position + 2, stop)
-	if _picks_at_random(select):
-		return None
-	columns = tuple(item.strip().strip("`").replace("``", "`") for item in _items(columns_group.text))
-	return InsertSelect(table, columns, select)
+	columns = [item.strip().strip("`").replace("``", "`") for item in _items(columns_group.text)]
+	return tokens, position + 2, tokens[position].name, columns
 
 
 def _items(group: str) -> list[str]:

@@ -456,6 +456,19 @@ class TestRowsPutAside(EmissionCase):
 	"""A statement over a child table puts its parents' tables aside in the database until the
 	commit (rows.rows_about_to_change), not in memory."""
 
+	def assert_put_aside_and_told_at_commit(self, start: int, orders: list, new_qtys: list) -> None:
+		"""Asserts that each order's table waits aside, then that the commit tells each order's
+		update once, from its two rows (qty 1 and 3) to ``new_qtys``."""
+		held = held_row_changes()
+		self.assertEqual(set(held), {(ORDER, o.name) for o in orders})
+		self.assertTrue(all(isinstance(c["before"]["items"], rows.RowsAside) for c in held.values()))
+		frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual(sorted(e["data"]["entityId"] for e in events), sorted(o.name for o in orders))
+		for event in events:
+			self.assertEqual(qtys(event, "old"), [1, 3])
+			self.assertEqual(qtys(event, "new"), new_qtys)
+
 	def update_items(self, orders, expression: str = "qty + 10") -> None:
 		frappe.db.sql(
 			f"UPDATE `tab{ORDER_ITEM}` SET qty = {expression} WHERE parent IN %s", ([o.name for o in orders],)
@@ -555,15 +568,7 @@ class TestRowsPutAside(EmissionCase):
 		frappe.db.sql(
 			f"DELETE FROM `tab{ORDER_ITEM}` WHERE parent IN %s AND idx = 1", ([o.name for o in orders],)
 		)
-		self.assertTrue(
-			all(isinstance(c["before"]["items"], rows.RowsAside) for c in held_row_changes().values())
-		)
-		frappe.db.commit()
-		events = events_after(start, ORDER)
-		self.assertEqual(len(events), 3)
-		for event in events:
-			self.assertEqual(qtys(event, "old"), [1, 3])
-			self.assertEqual(qtys(event, "new"), [3])
+		self.assert_put_aside_and_told_at_commit(start, orders, [3])
 
 	def test_rows_the_database_will_not_copy_are_held_in_memory_and_still_told(self):
 		orders = [new_order("aside refused") for _ in range(3)]
@@ -594,15 +599,7 @@ class TestRowsPutAside(EmissionCase):
 			fields,
 			[(frappe.generate_hash(length=10), o.name, ORDER, "items", 3, "spoon", 5) for o in orders],
 		)
-		held = held_row_changes()
-		self.assertEqual(set(held), {(ORDER, o.name) for o in orders})
-		self.assertTrue(all(isinstance(c["before"]["items"], rows.RowsAside) for c in held.values()))
-		frappe.db.commit()
-		events = events_after(start, ORDER)
-		self.assertEqual(sorted(e["data"]["entityId"] for e in events), sorted(o.name for o in orders))
-		for event in events:
-			self.assertEqual(qtys(event, "old"), [1, 3])
-			self.assertEqual(qtys(event, "new"), [1, 3, 5])
+		self.assert_put_aside_and_told_at_commit(start, orders, [1, 3, 5])
 
 	def test_rows_an_insert_select_copies_into_their_own_parents_are_each_parents_update(self):
 		orders = [new_order("aside, rows copied") for _ in range(3)]
@@ -614,12 +611,4 @@ class TestRowsPutAside(EmissionCase):
 			f"FROM `tab{ORDER_ITEM}` WHERE parent IN %s",
 			([o.name for o in orders],),
 		)
-		self.assertTrue(
-			all(isinstance(c["before"]["items"], rows.RowsAside) for c in held_row_changes().values())
-		)
-		frappe.db.commit()
-		events = events_after(start, ORDER)
-		self.assertEqual(len(events), 3)
-		for event in events:
-			self.assertEqual(qtys(event, "old"), [1, 3])
-			self.assertEqual(qtys(event, "new"), [1, 3, 10, 30])
+		self.assert_put_aside_and_told_at_commit(start, orders, [1, 3, 10, 30])
