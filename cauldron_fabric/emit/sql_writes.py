@@ -60,6 +60,7 @@ from cauldron_fabric.emit.policy import (
 	current_policy,
 	is_fabric_doctype,
 )
+from cauldron_fabric.emit.session_tables import streamed
 from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
 from cauldron_fabric.emit.sql_deletes import plan_deletion
 from cauldron_fabric.emit.sql_inserts import WANTED, PlannedInsert, plan_insert
@@ -165,19 +166,21 @@ def _rows_selected(statement: InsertSelect) -> list[dict] | None:
 	when the database refuses the read.
 
 	The read sees the transaction's snapshot, as a join's does (see _rows_before): the
-	statement itself reads its rows as last committed.
+	statement itself reads its rows as last committed. Its rows are streamed, only the
+	columns wanted kept: a patch may copy a whole table.
 	"""
 	columns = [column.lower() for column in statement.columns]
 	positions = {column: index for index, column in enumerate(columns) if column in WANTED}
 	try:
-		selected = frappe.db.sql(statement.select)
+		return [
+			{column: row[index] for column, index in positions.items()} for row in streamed(statement.select)
+		]
 	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
 		raise
+	except IndexError:
+		return None  # fewer columns than the statement lists: the database refuses it
 	except Exception:
 		return None
-	if any(len(row) != len(columns) for row in selected):
-		return None  # the statement's column count does not match: the database refuses it
-	return [{column: row[index] for column, index in positions.items()} for row in selected]
 
 
 def _doctype_of(table: str) -> str | None:

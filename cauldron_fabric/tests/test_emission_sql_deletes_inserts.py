@@ -270,6 +270,16 @@ class TestInsertSelect(EmissionCase):
 		self.assertEqual(events_after(start, ORDER), [])
 		self.assertIn("rows picked at random", logged.output[0])
 
+	def test_a_select_with_fewer_columns_than_listed_leaves_the_statement_its_own_error(self):
+		new_order("fewer columns")
+		start = last_seq()
+		with self.assertRaises(Exception) as raised:
+			frappe.db.sql(f"INSERT INTO {TABLE} (title, company, name) SELECT title, company FROM {TABLE}")
+		self.assertIn("Column count doesn't match", str(raised.exception))
+		self.assertEqual(events_after(start, ORDER), [])
+		# The fabric's streamed read left the connection free for the next statement.
+		self.assertEqual(frappe.db.sql("SELECT 1")[0][0], 1)
+
 	def test_a_select_the_database_refuses_leaves_the_statement_its_own_error(self):
 		start = last_seq()
 		with self.assertRaises(Exception) as raised:
