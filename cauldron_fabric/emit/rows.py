@@ -165,7 +165,7 @@ def _put_aside(doctype: str, placed, via: str) -> bool:
 		change = _held_change(attribute, parent_key, via)
 		if change is not None and parentfield in change["before"]:
 			continue  # the table as it was is known already
-		wanted.setdefault((parenttype, parentfield), []).append(parent)
+		wanted.setdefault((parenttype, parentfield), []).append(parent_key[1])  # as text, as stored
 		noted.append((attribute, parent_key, kind, parentfield, change))
 	if not noted:
 		return True

@@ -4,8 +4,8 @@ and ``INSERT … SELECT`` statements in patches.
 
 The statement's rows are read from its text (``core/sql_inserts.py``): the table and each row's
 ``name`` (a child row's parent too), or for ``INSERT … SELECT`` from its SELECT, which the
-fabric runs first (``sql_writes._names_selected``). Names already stored before it runs (``INSERT IGNORE``
-skips them) are left out. After it runs, each document inserted is its ``created`` event, as
+fabric runs first (``sql_writes._rows_selected``). Names already stored before it runs
+(``INSERT IGNORE`` skips them) are left out. After it runs, each document inserted is its ``created`` event, as
 stored, and each child table row inserted is its parent's update at commit. Documents inserted
 with their rows in separate statements (``bulk_insert``) are ``created`` without the rows, then
 updated with them at commit: the rows are not there yet when the document's own statement ends.

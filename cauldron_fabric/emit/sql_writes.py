@@ -143,8 +143,8 @@ def _plan_insert(text, query: str, watched: set[str]) -> list | None:
 		rows = list(statement.rows)
 	else:
 		selecting = parse_insert_select(text)
-		if selecting is None:
-			_log_unreadable(INSERT, query)
+		if selecting is None or "name" not in (column.lower() for column in selecting.columns):
+			_log_unreadable(INSERT, query)  # (without name: an autoincrement DocType's rows)
 			return None
 		doctype = _doctype_of(selecting.table)
 		rows = _rows_selected(selecting) if doctype in watched else []
@@ -162,8 +162,7 @@ def _plan_insert(text, query: str, watched: set[str]) -> list | None:
 
 def _rows_selected(statement: InsertSelect) -> list[dict] | None:
 	"""Runs the SELECT of an INSERT … SELECT for the rows it is about to insert: the values of
-	the ``WANTED`` columns in its column list (no ``name``: the database names the rows); None
-	when the database refuses the read.
+	the ``WANTED`` columns in its column list; None when the database refuses the read.
 
 	The read sees the transaction's snapshot, as a join's does (see _rows_before): the
 	statement itself reads its rows as last committed. Its rows are streamed, only the
