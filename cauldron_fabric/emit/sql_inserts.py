@@ -32,7 +32,7 @@ WANTED = frozenset({"name", "parent", "parenttype", "parentfield"})
 class PlannedInsert:
 	"""The rows one INSERT is about to insert into a DocType's table, new by name; ``noted``
 	when they are child rows whose parents' updates are noted already (their tables put aside
-	before the statement: ``rows.rows_about_to_change``)."""
+	before the statement: ``rows.tables_about_to_change``)."""
 
 	def __init__(self, doctype: str, names: list, noted: bool = False) -> None:
 		self.doctype = doctype
