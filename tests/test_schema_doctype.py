@@ -207,6 +207,12 @@ def test_every_lifecycle_action_gets_a_payload_schema():
 	assert renamed.is_valid({"doc": invoice(), "oldName": "A", "newName": "B", "merge": False})
 	submitted = CompiledSchema(schemas["sales_invoice.submitted"])
 	assert [v.path for v in submitted.violations({"doc": invoice(), "oldName": "A"})] == ["$.oldName"]
+	# A submit or cancel by a write without hooks (a set_value or SQL of docstatus) says so.
+	moved = {"doc": invoice(), "changes": {"docstatus": {"old": 0, "new": 1}}, "via": "sql"}
+	assert submitted.is_valid(moved)
+	assert CompiledSchema(schemas["sales_invoice.cancelled"]).is_valid(moved)
+	assert [v.path for v in submitted.violations({**moved, "via": "save"})] == ["$.via"]
+	assert "via" not in schemas["sales_invoice.renamed"]["properties"]
 	assert [v.rule for v in submitted.violations({})] == ["required"]
 
 

@@ -3,7 +3,10 @@
 The payload carries the document (as saved, child tables included) and, for an update, what
 changed. The type is ``<doctype>.<action>``, or ``system.change`` for the DocTypes Fabric
 Settings class as system ones. A submit or cancel of a submittable document also records a
-``business.transaction`` with the document's business summary.
+``business.transaction`` with the document's business summary. A write without document hooks
+(db_set, set_value, db_update, raw SQL) that moves a submittable document's ``docstatus`` from
+draft to submitted, or from submitted to cancelled, is that document's submit or cancel
+(``STATUS_ACTIONS``): a patch that submits or cancels in SQL tells consumers so.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ BUSINESS_FIELDS = (
 	"status",
 )
 BUSINESS_DAYS = ("posting_date", "transaction_date")
+# A write without hooks that moves docstatus so: (before, after) → the action it is.
+STATUS_ACTIONS = {(0, 1): "submitted", (1, 2): "cancelled"}
 # Documents read at once by stored_documents: two queries (one per table) per this many.
 READ_TOGETHER = 500
 
@@ -69,6 +74,9 @@ def emit_document_event(
 		if changes == {} and not unchanged:
 			return None
 		payload["changes"] = changes
+		if via and changes and "docstatus" in changes and doc.meta.is_submittable:
+			status = changes["docstatus"]
+			action = STATUS_ACTIONS.get((status["old"], status["new"]), action)
 	if via:
 		payload["via"] = via
 	payload.update(extra or {})

@@ -6,7 +6,8 @@ The statement's rows are read from its text (``core/sql_inserts.py``): the table
 ``name`` (a child row's parent too), or for ``INSERT … SELECT`` from its SELECT, which the
 fabric runs first (``sql_writes._rows_selected``). Names already stored before it runs
 (``INSERT IGNORE`` skips them) are left out. After it runs, each document inserted is its ``created`` event, as
-stored, and each child table row inserted is its parent's update at commit. Documents inserted
+stored (then ``submitted`` when it is stored submitted, as an insert with ``docstatus`` 1 is),
+and each child table row inserted is its parent's update at commit. Documents inserted
 with their rows in separate statements (``bulk_insert``) are ``created`` without the rows, then
 updated with them at commit: the rows are not there yet when the document's own statement ends.
 """
@@ -61,6 +62,9 @@ class PlannedInsert:
 						row_changed(doc, via=SQL, parents=parents)
 					else:
 						emit_document_event(doc, "created", via=SQL, reject_invalid=False)
+						if doc.docstatus == 1 and doc.meta.is_submittable:
+							# Inserted submitted, as a save's insert of a submitted document is.
+							emit_document_event(doc, "submitted", via=SQL, reject_invalid=False)
 
 
 def plan_insert(doctype: str, names: list, rows: list[dict] | None = None) -> PlannedInsert | None:

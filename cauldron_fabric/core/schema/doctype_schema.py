@@ -224,14 +224,16 @@ def document_event_schema(
 ) -> dict[str, Any]:
 	"""Returns the payload schema of the event ``<doctype>.<action>`` (``sales_invoice.submitted``).
 
-	The payload is ``{"doc": <document>}``; updates add ``changes`` (``{field: {old, new}}``,
-	or null when unknown) and ``via`` (``db_set``, ``set_value``, ``db_update``, ``sql``); a
-	creation or deletion by raw SQL adds ``via`` (``sql``); renames add ``oldName``, ``newName``,
+	The payload is ``{"doc": <document>}``; updates, and submits or cancels by a write without
+	hooks, add ``changes`` (``{field: {old, new}}``, or null when unknown) and ``via``
+	(``db_set``, ``set_value``, ``db_update``, ``sql``); a creation or deletion by raw SQL adds
+	``via`` (``sql``); renames add ``oldName``, ``newName``,
 	``merge``.
 	"""
 	event_type = document_event_type(doctype, action)
 	properties: dict[str, Any] = {"doc": _document(doctype, fields, child_tables or {}, closed=closed)}
-	if action in ("updated", "updated_after_submit"):
+	if action in ("updated", "updated_after_submit", "submitted", "cancelled"):
+		# A write without hooks that moves docstatus is a submit or cancel with what it changed.
 		change = {"type": "object", "required": ["old", "new"], "properties": {"old": {}, "new": {}}}
 		properties["changes"] = {"type": ["object", "null"], "additionalProperties": change}
 		properties["via"] = {"type": "string", "enum": ["db_set", "set_value", "db_update", "sql"]}
