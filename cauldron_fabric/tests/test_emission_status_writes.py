@@ -134,9 +134,12 @@ class TestInsertedSubmitted(EmissionCase):
 		name = f"fabric-sql-submitted-{frappe.generate_hash(length=8)}"
 		draft = f"fabric-sql-draft-{frappe.generate_hash(length=8)}"
 		start = last_seq()
+		# As a patch writes documents: with Frappe's standard columns (their schemas require them).
 		frappe.db.sql(
-			f"INSERT INTO {TABLE} (name, title, company, grand_total, docstatus) VALUES"
-			" (%s, 'inserted submitted', 'Cauldron Ltd', 99, 1), (%s, 'inserted draft', 'Cauldron Ltd', 5, 0)",
+			f"INSERT INTO {TABLE} (name, title, company, grand_total, docstatus, owner, modified_by,"
+			" creation, modified) VALUES"
+			" (%s, 'inserted submitted', 'Cauldron Ltd', 99, 1, 'Administrator', 'Administrator', NOW(6), NOW(6)),"
+			" (%s, 'inserted draft', 'Cauldron Ltd', 5, 0, 'Administrator', 'Administrator', NOW(6), NOW(6))",
 			(name, draft),
 		)
 		frappe.db.commit()
