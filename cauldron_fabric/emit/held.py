@@ -6,6 +6,10 @@ callback; gone with a rollback whichever way it comes. A rollback to a savepoint
 the writes since that savepoint, and Frappe runs no callback for it: ``frappe.db``'s savepoint
 methods are watched (``watch_savepoints``) so that what was held since goes with them, and what
 was to be forgotten at the end of the transaction (``when_transaction_ends``) is forgotten then.
+
+What a call of several statements holds for its own end (Frappe's bulk_insert of documents,
+then of their rows) is recorded at the first write or event after that call, or at the commit
+(``wait_for_the_end_of``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from functools import partial
 import frappe
 from frappe.database.database import Database
 
+from cauldron_fabric.emit.frames import runs_inside
+
 # The savepoints of the open transaction, oldest first, each with what was held when it was set.
 SAVEPOINTS = "fabric_savepoints"
+# A call whose events wait for its end, and what records them (wait_for_the_end_of).
+WAITING = "fabric_waiting_for_a_call"
 _MISSING = object()
 
 
@@ -150,6 +158,29 @@ def release(attribute: str) -> dict:
 	else:
 		holder.items.clear()
 	return released
+
+
+def wait_for_the_end_of(frame, flush) -> None:
+	"""Runs ``flush`` once the call running in ``frame`` is over: at the first write statement
+	or event recorded after it (``end_waiting_calls``). ``flush`` records what the call held
+	until the commit (hold_until_commit): the commit records it if no write comes first, and a
+	rollback forgets it."""
+	setattr(frappe.local, WAITING, (frame, flush))
+
+
+def end_waiting_calls() -> None:
+	"""Runs what waits for the end of a call (wait_for_the_end_of) when that call is over: so it
+	is recorded before, and as stored before, anything written or recorded after the call."""
+	waiting = getattr(frappe.local, WAITING, None)
+	if waiting is None or runs_inside(waiting[0]):
+		return
+	setattr(frappe.local, WAITING, None)
+	waiting[1]()
+
+
+def stop_waiting() -> None:
+	"""Forgets the call waited for (its flush runs now: at the commit)."""
+	setattr(frappe.local, WAITING, None)
 
 
 def when_transaction_ends(end) -> None:

@@ -140,29 +140,6 @@ class TestRawInserts(EmissionCase):
 		self.assertEqual([payload(e)["via"] for e in events], ["sql", "sql"])
 		self.assertEqual([payload(e)["doc"]["title"] for e in events], ["bulk one", "bulk two"])
 
-	def test_documents_bulk_inserted_with_rows_are_created_then_updated_with_their_rows(self):
-		from frappe.model.document import bulk_insert
-
-		order = frappe.get_doc(
-			{
-				"doctype": ORDER,
-				"title": "bulk with rows",
-				"company": "Cauldron Ltd",
-				"items": [{"item": "pot", "qty": 2}],
-			}
-		)
-		order.name = f"fabric-bulk-{frappe.generate_hash(length=8)}"
-		order.items[0].name = frappe.generate_hash(length=10)
-		order.items[0].update({"parent": order.name, "parenttype": ORDER, "parentfield": "items", "idx": 1})
-		frappe.db.commit()
-		start = last_seq()
-		bulk_insert(ORDER, [order])
-		frappe.db.commit()
-		created, updated = events_after(start, ORDER)
-		self.assertEqual((created["type"], payload(created)["via"]), (CREATED, "sql"))
-		self.assertEqual((updated["type"], payload(updated)["via"]), (UPDATED, "sql"))
-		self.assertEqual([row["item"] for row in payload(updated)["changes"]["items"]["new"]], ["pot"])
-
 	def test_rows_inserted_raw_are_their_parents_update_at_commit(self):
 		order = new_order("rows inserted raw")
 		frappe.db.commit()
