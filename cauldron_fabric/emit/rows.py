@@ -34,6 +34,7 @@ from cauldron_fabric.emit.inserts import being_saved, save_running
 from cauldron_fabric.emit.policy import DB_UPDATE, SET_VALUE, SQL, current_policy
 from cauldron_fabric.emit.recorder import record, recorded_together
 from cauldron_fabric.emit.session_tables import copy_of, drop, run
+from cauldron_fabric.emit.unrecorded import log_once
 
 # Rows changed alone, held per parent until the parent's update is recorded: outside the
 # parent's save (recorded at commit, or before the parent's next event), and inside it.
@@ -183,9 +184,7 @@ def _put_aside(doctype: str, placed, via: str) -> bool:
 	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
 		raise  # the statement waits on the same locks (see sql_writes._rows_before)
 	except Exception as error:
-		from cauldron_fabric.emit.sql_writes import _log_once  # (sql_writes imports this module)
-
-		_log_once(
+		log_once(
 			f"rows aside {doctype}",
 			"Cauldron Fabric could not put aside the %s rows a statement changes in a temporary "
 			"table (%s): it holds their parents' tables in memory until the commit",

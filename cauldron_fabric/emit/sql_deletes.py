@@ -29,6 +29,7 @@ from cauldron_fabric.emit.policy import SQL
 from cauldron_fabric.emit.recorder import recorded_together
 from cauldron_fabric.emit.rows import record_rows_changed_before
 from cauldron_fabric.emit.session_tables import copy_of, drop, run
+from cauldron_fabric.emit.unrecorded import log_once
 
 # Names copied per statement into the temporary tables.
 COPIED_TOGETHER = 1000
@@ -100,9 +101,7 @@ def plan_deletion(doctype: str, names: list, lock: bool) -> PlannedDeletion:
 		# The database would not copy them (no CREATE TEMPORARY TABLES right, a table of that
 		# name already there): read whole and held, as before, never failing the DELETE.
 		deletion.discard()
-		from cauldron_fabric.emit.sql_writes import _log_once  # (sql_writes imports this module)
-
-		_log_once(
+		log_once(
 			f"copy {doctype}",
 			"Cauldron Fabric could not put aside the %s documents a DELETE deletes in temporary "
 			"tables (%s): it holds them in memory until the statement has run",

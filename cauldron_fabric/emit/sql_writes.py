@@ -64,6 +64,7 @@ from cauldron_fabric.emit.session_tables import streamed
 from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
 from cauldron_fabric.emit.sql_deletes import plan_deletion
 from cauldron_fabric.emit.sql_inserts import WANTED, PlannedInsert, plan_insert
+from cauldron_fabric.emit.unrecorded import log_once
 
 # Columns Frappe keeps up to date itself: nested-set bounds, the time of the last change, and
 # Desk's per-document lists. An UPDATE of these alone is bookkeeping.
@@ -87,8 +88,6 @@ NOT_DOCTYPES = frozenset({"Series", "Singles", "DefaultValue", "__Auth", "__glob
 _not_doctypes: dict[str, tuple[bytes | None, set[str]]] = {}
 # Changed in Redis whenever a DocType is inserted on the site, by any process.
 DOCTYPES_INSERTED = "cauldron_fabric:doctypes_inserted"
-# Statement starts (or other keys) already logged as recording nothing, per process.
-_unreadable_logged: set[str] = set()
 
 
 # Frappe's own functions whose raw writes have events of their own (see the module's docstring).
@@ -262,7 +261,7 @@ def _plan_target(
 	if "name" in columns and not frappe.get_meta(doctype).istable:
 		# A rename: gone under the old name, unknown under the new one (a row's is its parent's
 		# update, which compares the table's rows by content).
-		_log_once(
+		log_once(
 			f"rename {doctype}",
 			"Cauldron Fabric records no event for a raw SQL UPDATE of %s that sets name (a rename, "
 			"which also leaves its rows and links under the old name): rename with frappe.rename_doc, "
@@ -365,7 +364,7 @@ def _spelled(row: dict, columns: frozenset[str]) -> dict:
 def _log_unreadable(kind: str, query: str) -> None:
 	"""Logs, once per process and statement start, a write the fabric cannot read."""
 	start = " ".join(query.split())[:120]
-	_log_once(
+	log_once(
 		start,
 		"Cauldron Fabric records no event for this %s, whose tables or columns it cannot tell "
 		"apart (qualify each SET column with its table or alias; write DELETE … FROM with "
@@ -375,10 +374,3 @@ def _log_unreadable(kind: str, query: str) -> None:
 		kind.upper(),
 		start,
 	)
-
-
-def _log_once(key: str, message: str, *args) -> None:
-	"""Logs ``message``, once per process and ``key``, for a write the fabric records nothing for."""
-	if key not in _unreadable_logged:
-		_unreadable_logged.add(key)
-		frappe.logger("cauldron_fabric").warning(message, *args)

@@ -17,6 +17,7 @@ from cauldron_fabric.emit import (
 	sql_deletes,
 	sql_inserts,
 	sql_writes,
+	unrecorded,
 )
 from cauldron_fabric.emit.changes import document_payload
 from cauldron_fabric.emit.document_events import stored_document, stored_documents
@@ -574,7 +575,7 @@ class TestRowsPutAside(EmissionCase):
 		orders = [new_order("aside refused") for _ in range(3)]
 		frappe.db.commit()
 		start = last_seq()
-		sql_writes._unreadable_logged.discard(f"rows aside {ORDER_ITEM}")  # logged once per process
+		unrecorded.LOGGED.discard(f"rows aside {ORDER_ITEM}")  # logged once per process
 		taken = f"fabric_rows_before_{next(session_tables._copy_numbers) + 1}"
 		session_tables.run(f"CREATE TEMPORARY TABLE `{taken}` (x INT)")
 		try:
