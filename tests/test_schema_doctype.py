@@ -212,7 +212,9 @@ def test_every_lifecycle_action_gets_a_payload_schema():
 	assert submitted.is_valid(moved)
 	assert CompiledSchema(schemas["sales_invoice.cancelled"]).is_valid(moved)
 	assert [v.path for v in submitted.violations({**moved, "via": "save"})] == ["$.via"]
-	assert "via" not in schemas["sales_invoice.renamed"]["properties"]
+	renamed_in_sql = {"doc": invoice(), "oldName": "A", "newName": "B", "merge": False, "via": "sql"}
+	assert renamed.is_valid(renamed_in_sql)
+	assert [v.path for v in renamed.violations({**renamed_in_sql, "via": "db_set"})] == ["$.via"]
 	assert [v.rule for v in submitted.violations({})] == ["required"]
 
 

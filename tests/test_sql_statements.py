@@ -222,3 +222,49 @@ def test_a_random_value_written_is_read_as_any_other():
 	assert targets("UPDATE tabA SET token = UUID(), x = RAND() WHERE n = 'rand()'") == {
 		"tabA": {"token", "x"}
 	}
+
+
+def new_names(sql: str) -> dict[str, str | None]:
+	statement = parse_update(sql)
+	assert statement is not None, sql
+	return {target.table: target.new_name for target in statement.targets}
+
+
+def test_a_rename_reads_each_rows_new_name_before_it_runs():
+	sql = "UPDATE `tabItem` SET name = CONCAT('NEW-', name), item_code = CONCAT('NEW-', name) WHERE name LIKE 'OLD-%'"
+	assert new_names(sql) == {"tabItem": "CONCAT('NEW-', name)"}
+	(select,) = selects(sql)
+	assert select == (
+		"SELECT `tabItem`.`name` AS `name`, `tabItem`.`item_code` AS `item_code`, "
+		"(CONCAT('NEW-', name)) AS `__fabric_new_name` FROM `tabItem` WHERE name LIKE 'OLD-%'"
+	)
+	assert new_names("UPDATE tabA SET `NAME` = 'b', x = 1 WHERE name = 'a'") == {"tabA": "'b'"}
+	# A statement that sets no name reads no new one.
+	assert new_names("UPDATE tabA SET x = 1") == {"tabA": None}
+	assert "__fabric_new_name" not in selects("UPDATE tabA SET x = 1")[0]
+
+
+@pytest.mark.parametrize(
+	"sql",
+	[
+		# Set from left to right: the new name reads the title this statement sets first.
+		"UPDATE tabA SET title = 'x', name = CONCAT(title, '-1') WHERE name = 'a'",
+		"UPDATE tabA SET `title` = 'x', name = CONCAT(`TITLE`, '-1')",
+		# A new name drawn at random is another one at each read.
+		"UPDATE tabA SET name = UUID() WHERE name = 'a'",
+		# A join sets its tables in an order of its own.
+		"UPDATE tabA a JOIN tabB b ON b.a = a.name SET a.name = b.code, b.code = 'x'",
+	],
+)
+def test_a_new_name_the_read_could_get_wrong_is_not_read(sql):
+	assert set(new_names(sql).values()) == {None}
+
+
+def test_a_new_name_may_read_what_is_set_after_it_and_another_table():
+	assert new_names("UPDATE tabA SET name = CONCAT(title, '-1'), title = 'x'") == {
+		"tabA": "CONCAT(title, '-1')"
+	}
+	assert new_names("UPDATE tabA a JOIN tabB b ON b.a = a.name SET a.name = b.code, b.x = 1") == {
+		"tabA": "b.code",
+		"tabB": None,
+	}

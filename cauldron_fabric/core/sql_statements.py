@@ -17,7 +17,7 @@ it does not know, rows picked at random) reads as None, never as a guess.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 # One token of MariaDB's SQL: a quoted string or identifier (backslash escapes, as the client
@@ -68,6 +68,10 @@ class Target:
 	table: str
 	reference: str  # the alias, or the table's own name, as SQL (quoted)
 	columns: frozenset[str]
+	# The SQL of the value an UPDATE sets ``name`` to (a rename), when a read before the
+	# statement gives each row's new name: it reads no column the statement sets, and calls no
+	# random function. None otherwise, and when the statement sets no ``name``.
+	new_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class Statement:
 			f"{target.reference}.{quote(column)} AS {quote(column)}"
 			for column in ("name", *sorted(target.columns - {"name"}))
 		)
+		if target.new_name is not None:
+			columns += f", ({target.new_name}) AS {quote(NEW_NAME)}"
 		distinct = "DISTINCT " if self.joined else ""
 		where = f" WHERE {self.where}" if self.where else ""
 		tail = f" {self.tail}" if self.tail else ""
@@ -104,6 +110,8 @@ def quote(identifier: str) -> str:
 UPDATE = "update"
 DELETE = "delete"
 INSERT = "insert"
+# The column of select_before's read that holds a renamed row's new name.
+NEW_NAME = "__fabric_new_name"
 
 
 def write_kind(sql: str) -> str | None:
@@ -144,7 +152,7 @@ def parse_update(sql: str) -> Statement | None:
 	assignments = _assignments(sql, tokens[set_at + 1 :], set_end)
 	if not assignments:
 		return None
-	targets = _targets(assignments, aliases)
+	targets = _targets([(qualifier, column) for qualifier, column, _ in assignments], aliases)
 	if targets is None:
 		return None
 	where = _text(sql, tokens, where_at + 1, tail_at or count) if where_at is not None else ""
@@ -152,7 +160,7 @@ def parse_update(sql: str) -> Statement | None:
 	if _picks_at_random(refs_text, where, tail):
 		return None
 	joined = len(aliases) > 1
-	return Statement(refs_text, where, tail, targets, joined)
+	return Statement(refs_text, where, tail, _with_new_names(targets, assignments, aliases), joined)
 
 
 def parse_delete(sql: str) -> Statement | None:
@@ -330,26 +338,72 @@ def _aliases(tokens: list[Token]) -> dict[str, str] | None:
 	return aliases or None
 
 
-def _assignments(sql: str, tokens: list[Token], end: int) -> list[tuple[str | None, str]] | None:
-	"""Reads the SET list: (qualifier or None, column) per assignment, in order."""
+def _assignments(sql: str, tokens: list[Token], end: int) -> list[tuple[str | None, str, str]] | None:
+	"""Reads the SET list: (qualifier or None, column, the SQL of its value) per assignment, in
+	order."""
 	assignments = []
-	expect_column = True
+	value_start = None
 	index = 0
 	while index < len(tokens) and tokens[index].start < end:
 		token = tokens[index]
-		if expect_column:
+		if value_start is None:
 			if token.kind not in ("word", "quoted"):
 				return None
 			parts, index = _identifier(tokens, index)
 			if len(parts) > 2 or index >= len(tokens) or tokens[index].text != "=":
 				return None
 			assignments.append((parts[0], parts[1]) if len(parts) == 2 else (None, parts[0]))
-			expect_column = False
+			index += 1
+			value_start = index
 			continue
 		if token.text == ",":
-			expect_column = True
+			if index == value_start:
+				return None
+			assignments[-1] += (sql[tokens[value_start].start : tokens[index - 1].end],)
+			value_start = None
 		index += 1
-	return assignments if not expect_column else None
+	if value_start is None or index == value_start:
+		return None
+	assignments[-1] += (sql[tokens[value_start].start : tokens[index - 1].end],)
+	return assignments
+
+
+def _with_new_names(
+	targets: tuple[Target, ...], assignments: list[tuple[str | None, str, str]], aliases: dict[str, str]
+) -> tuple[Target, ...]:
+	"""Returns ``targets`` with the value one of them sets ``name`` to, where a read before the
+	statement gives it (see Target.new_name)."""
+	setting_name = [index for index, (_, column, _) in enumerate(assignments) if column.lower() == "name"]
+	if len(setting_name) != 1:
+		return targets  # no rename, or a join renaming in two tables: not read
+	index = setting_name[0]
+	qualifier, _, value = assignments[index]
+	if sum(1 for table in aliases.values() if table) > 1:
+		# A join: MariaDB sets its tables' columns in an order of its own.
+		set_first = {column.lower() for _, column, _ in assignments} - {"name"}
+	else:
+		# One table: set from left to right, so the value reads those set before it as set.
+		set_first = {column.lower() for _, column, _ in assignments[:index]}
+	if _reads_any(value, set_first) or _picks_at_random(value):
+		return targets
+	return tuple(
+		replace(target, new_name=value)
+		if "name" in {column.lower() for column in target.columns}
+		and (qualifier is None or quote(qualifier) == target.reference)
+		else target
+		for target in targets
+	)
+
+
+def _reads_any(sql: str, columns: set[str]) -> bool:
+	"""Tells whether ``sql`` names any of ``columns`` (a word, quoted or not, in any case)."""
+	for match in _TOKEN.finditer(sql):
+		kind = match.lastgroup
+		if kind == "word" and match.group().lower() in columns:
+			return True
+		if kind == "quoted" and match.group()[1:-1].replace("``", "`").lower() in columns:
+			return True
+	return False
 
 
 def _targets(assignments: list[tuple[str | None, str]], aliases: dict[str, str]) -> tuple[Target, ...] | None:

@@ -12,6 +12,14 @@ would be: from the document as stored before to the document as stored after, no
 nothing changed, a child row's as its parent's update at commit, and a write from a document's
 own save hooks right after that save's event.
 
+An UPDATE that sets a document's ``name`` (a rename in SQL) is that document's ``renamed``
+event (``oldName``, ``newName``), then its ``updated`` when it also changed other columns. The
+new names are read with the rows before it runs (the value it sets ``name`` to, in the same
+SELECT); a value that reads a column the statement sets before it, or calls a random function,
+cannot be read so, and such a statement is logged, with no event. The document's rows and the
+links to it stay under the old name, as the statement leaves them (``frappe.rename_doc`` moves
+them): a later UPDATE of the rows' ``parent`` is the new name's update, as any rows moved.
+
 A DELETE puts aside each document it is about to delete, whole (``sql_deletes.py``), and
 records ``deleted`` for each one gone after it, with the document as it was; a deleted child
 table row is its parent's update at commit.
@@ -44,12 +52,14 @@ from cauldron_fabric.core.sql_inserts import InsertSelect, parse_insert, parse_i
 from cauldron_fabric.core.sql_statements import (
 	DELETE,
 	INSERT,
+	NEW_NAME,
 	Statement,
 	Target,
 	doctypes_named,
 	parse_delete,
 	parse_update,
 )
+from cauldron_fabric.emit.document_events import READ_TOGETHER, emit_document_event, stored_documents
 from cauldron_fabric.emit.frames import inside_any
 from cauldron_fabric.emit.policy import (
 	DEFAULT_DENIED,
@@ -60,6 +70,7 @@ from cauldron_fabric.emit.policy import (
 	current_policy,
 	is_fabric_doctype,
 )
+from cauldron_fabric.emit.recorder import recorded_together
 from cauldron_fabric.emit.session_tables import streamed
 from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
 from cauldron_fabric.emit.sql_deletes import plan_deletion
@@ -259,13 +270,15 @@ def _plan_target(
 	if not every_write and columns <= _bookkeeping(doctype):
 		return None
 	if "name" in columns and not frappe.get_meta(doctype).istable:
-		# A rename: gone under the old name, unknown under the new one (a row's is its parent's
-		# update, which compares the table's rows by content).
+		# A rename (a row's is its parent's update, which compares the table's rows by content).
+		if target.new_name is not None:
+			return _plan_rename(statement, target, doctype, columns)
 		log_once(
 			f"rename {doctype}",
-			"Cauldron Fabric records no event for a raw SQL UPDATE of %s that sets name (a rename, "
-			"which also leaves its rows and links under the old name): rename with frappe.rename_doc, "
-			"whose renamed event tells it",
+			"Cauldron Fabric records no event for a raw SQL UPDATE of %s that sets name to a value "
+			"it cannot read before the statement runs (one reading a column the statement sets "
+			"before name, or a random one): set name first, from the columns as stored, or rename "
+			"with frappe.rename_doc, whose renamed event tells it",
 			doctype,
 		)
 		return None
@@ -289,6 +302,52 @@ def _plan_target(
 		# inserted there, once the statement has run (their old parents' updates are noted).
 		return PlannedInsert(doctype, names)
 	return write
+
+
+class PlannedRename:
+	"""The documents an UPDATE is about to rename: each as stored before (the values it sets)
+	and its new name, read before it runs."""
+
+	def __init__(self, doctype: str, renames: list[tuple[ValuesBefore, object]]) -> None:
+		self.doctype = doctype
+		self.renames = renames
+
+	def record(self) -> None:
+		"""Records each document's ``renamed`` event, then its update when it changed more."""
+		for start in range(0, len(self.renames), READ_TOGETHER):
+			renames = self.renames[start : start + READ_TOGETHER]
+			afters = stored_documents(self.doctype, [new for _, new in renames])
+			with recorded_together():
+				for before, new in renames:
+					after = afters.get(str(new))
+					if after is None:
+						continue  # renamed again, or deleted, since (by a trigger)
+					extra = {"oldName": str(before.name), "newName": str(after.name), "merge": False}
+					emit_document_event(after, "renamed", via=SQL, extra=extra, reject_invalid=False)
+					emit_document_event(
+						after,
+						"updated",
+						via=SQL,
+						before=before.applied_to(after),
+						unchanged=False,
+						reject_invalid=False,
+					)
+
+
+def _plan_rename(
+	statement: Statement, target: Target, doctype: str, columns: set[str]
+) -> PlannedRename | None:
+	"""Reads the documents an UPDATE that sets ``name`` is about to rename, with their new
+	names (see the module's docstring)."""
+	rows = _rows_before(statement, target)
+	if rows is None:
+		return None
+	renames = []
+	for row in rows:
+		new = row.pop(NEW_NAME)
+		if new is not None:
+			renames.append((ValuesBefore(_spelled(row, columns), doctype=doctype), new))
+	return PlannedRename(doctype, renames) if renames else None
 
 
 def _plan_rows(doctype: str, names: list, befores: list | None = None) -> PlannedWrite | None:

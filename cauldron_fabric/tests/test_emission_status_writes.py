@@ -9,6 +9,7 @@ from __future__ import annotations
 import frappe
 
 from cauldron_fabric.emit.watch import watch_sql
+from cauldron_fabric.registry.doctypes import refresh_doctype_schemas
 from cauldron_fabric.tests.utils import ORDER, EmissionCase, events_after, last_seq, new_order, types_of
 
 TABLE = f"`tab{ORDER}`"
@@ -42,6 +43,11 @@ def submitted_order(title: str):
 
 
 class TestStatusMovedWithoutHooks(EmissionCase):
+	def setUp(self):
+		super().setUp()
+		refresh_doctype_schemas(ORDER)  # as a migrate does: the derived schemas take via
+		frappe.db.commit()
+
 	def test_a_set_value_of_docstatus_1_is_a_submit(self):
 		order = new_order("submitted by set_value")
 		frappe.db.commit()
@@ -130,6 +136,11 @@ class TestStatusMovedWithoutHooks(EmissionCase):
 
 
 class TestInsertedSubmitted(EmissionCase):
+	def setUp(self):
+		super().setUp()
+		refresh_doctype_schemas(ORDER)  # as a migrate does: the derived schemas take via
+		frappe.db.commit()
+
 	def test_a_document_inserted_submitted_in_sql_is_created_then_submitted(self):
 		name = f"fabric-sql-submitted-{frappe.generate_hash(length=8)}"
 		draft = f"fabric-sql-draft-{frappe.generate_hash(length=8)}"

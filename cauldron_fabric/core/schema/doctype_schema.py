@@ -226,9 +226,8 @@ def document_event_schema(
 
 	The payload is ``{"doc": <document>}``; updates, and submits or cancels by a write without
 	hooks, add ``changes`` (``{field: {old, new}}``, or null when unknown) and ``via``
-	(``db_set``, ``set_value``, ``db_update``, ``sql``); a creation or deletion by raw SQL adds
-	``via`` (``sql``); renames add ``oldName``, ``newName``,
-	``merge``.
+	(``db_set``, ``set_value``, ``db_update``, ``sql``); a creation, deletion or rename by raw SQL
+	adds ``via`` (``sql``); renames add ``oldName``, ``newName``, ``merge``.
 	"""
 	event_type = document_event_type(doctype, action)
 	properties: dict[str, Any] = {"doc": _document(doctype, fields, child_tables or {}, closed=closed)}
@@ -237,7 +236,7 @@ def document_event_schema(
 		change = {"type": "object", "required": ["old", "new"], "properties": {"old": {}, "new": {}}}
 		properties["changes"] = {"type": ["object", "null"], "additionalProperties": change}
 		properties["via"] = {"type": "string", "enum": ["db_set", "set_value", "db_update", "sql"]}
-	if action in ("created", "deleted"):
+	if action in ("created", "deleted", "renamed"):
 		properties["via"] = {"type": "string", "enum": ["sql"]}
 	if action == "renamed":
 		properties["oldName"] = {"type": ["string", "null"]}
