@@ -33,7 +33,7 @@ from cauldron_fabric.emit.recorder import record
 from cauldron_fabric.emit.rows import record_rows_changed_before, record_rows_changed_in_save, row_changed
 from cauldron_fabric.emit.set_values import (
 	being_renamed_to,
-	hold_db_set_under_new_name,
+	hold_under_new_name,
 	is_bookkeeping_db_set,
 	record_set_values_in_save,
 	tell_again_after_the_save,
@@ -89,7 +89,7 @@ def on_change(doc, method=None) -> None:
 			_defer_db_set(doc)
 		elif being_renamed_to(doc.doctype, doc.name):
 			# From an after_rename hook: the renamed event, still to come, tells the name first.
-			hold_db_set_under_new_name(doc.doctype, doc.name, stored_before)
+			hold_under_new_name(doc.doctype, doc.name, stored_before, "db_set")
 		else:
 			# db_set wrote some columns; the rest of the object may be stale: the event carries
 			# the row as stored.
@@ -122,6 +122,11 @@ def on_change(doc, method=None) -> None:
 			actions.append("submitted")
 	else:
 		actions = [SAVE_ACTIONS.get(getattr(doc, "_action", None) or "save", "updated")]
+		if actions == ["updated"] and being_renamed_to(doc.doctype, doc.name):
+			# Saved under the new name from an after_rename hook: the renamed event, still to
+			# come, tells the name first, and this save's update follows it (as a db_set's).
+			hold_under_new_name(doc.doctype, doc.name, doc.get_doc_before_save(), None)
+			return
 		# Rows changed alone before this save: their update comes first, up to the version the
 		# save started from (which this save's event compares with).
 		record_rows_changed_before(doc.doctype, doc.name, doc.get_doc_before_save())

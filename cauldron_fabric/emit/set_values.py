@@ -332,16 +332,17 @@ def record_set_values_in_save(doc, reported: dict[str, Any] | None) -> None:
 		_record_update(doc.doctype, doc.name, before, held["via"])
 
 
-def hold_db_set_under_new_name(doctype: str, name, before) -> None:
-	"""Holds a db_set under the new name from an after_rename hook (ERPNext's Customer db_sets
-	its customer_name so) for an update right after the renamed event, like a set_value.
+def hold_under_new_name(doctype: str, name, before, via: str | None) -> None:
+	"""Holds a db_set (``via``) or a save (``via`` None) under the new name from an after_rename
+	hook (ERPNext's Customer db_sets its customer_name so) for an update right after the
+	renamed event, like a set_value.
 
-	db_set changed the object the renamed event is built from, so that event carries the value
-	already: the update runs from ``before`` (the document as stored before the db_set, or
-	before a set_value held earlier) to the document as stored, telling what was written.
+	Both changed the object the renamed event is built from, so that event carries the values
+	already: the update runs from ``before`` (the document as stored before the write, or before
+	a set_value held earlier) to the document as stored, telling what was written.
 	"""
 	held = hold_until_commit(HELD, record_held_set_values)
-	held.setdefault((doctype, str(name)), {"before": before, "via": "db_set"})["since_before"] = True
+	held.setdefault((doctype, str(name)), {"before": before, "via": via})["since_before"] = True
 
 
 def record_held_set_values() -> None:

@@ -102,6 +102,12 @@ def note_by_db_set_under_the_new_name(doc, method=None, old=None, new=None, merg
 	doc.db_set("note", f"db_set after renaming {old}")
 
 
+def note_by_save_under_the_new_name(doc, method=None, old=None, new=None, merge=False) -> None:
+	"""An after_rename hook that saves the renamed document with a new note."""
+	doc.note = f"saved after renaming {old}"
+	doc.save()
+
+
 def note_by_set_value_then_commit(doc, method=None) -> None:
 	"""A hook that writes the note with frappe.db.set_value and commits, as some jobs' hooks do."""
 	note_by_set_value(doc, method)
@@ -467,6 +473,7 @@ class TestSetValueInsideSaves(EmissionCase):
 		for hook, via, note in (
 			("note_by_set_value_under_the_new_name", "set_value", "renamed from {}"),
 			("note_by_db_set_under_the_new_name", "db_set", "db_set after renaming {}"),
+			("note_by_save_under_the_new_name", None, "saved after renaming {}"),
 		):
 			with self.subTest(via=via):
 				order = new_order(f"rename by {via}")
@@ -478,7 +485,7 @@ class TestSetValueInsideSaves(EmissionCase):
 				renamed, written = events_after(start, ORDER)
 				self.assertEqual(types_of([renamed, written]), ["fabric_test_order.renamed", UPDATED])
 				self.assertEqual(written["data"]["entityId"], new_name)
-				self.assertEqual(payload(written)["via"], via)
+				self.assertEqual(payload(written).get("via"), via)
 				new_note = note.format(order.name)
 				self.assertEqual(payload(written)["changes"], {"note": {"old": None, "new": new_note}})
 				self.assertEqual(
