@@ -45,7 +45,13 @@ def test_literals_decode_as_the_database_reads_them():
 	"sql",
 	[
 		"INSERT INTO tabA (name) SELECT name FROM tabB",
+		# An update on duplicate that renames, or that is no SET list, or with more after it.
 		"INSERT INTO tabA (name) VALUES ('x') ON DUPLICATE KEY UPDATE name = name",
+		"INSERT INTO tabA (name) VALUES ('x') ON DUPLICATE KEY UPDATE d = 1, `NAME` = 'y'",
+		"INSERT INTO tabA (name) VALUES ('x') ON DUPLICATE KEY UPDATE",
+		"INSERT INTO tabA (name) VALUES ('x') ON DUPLICATE KEY UPDATE d = 1 RETURNING name",
+		"INSERT INTO tabA (name) VALUES ('x') ON DUPLICATE d = 1",
+		"INSERT INTO tabA (name) VALUES ('x') RETURNING name",
 		"INSERT INTO tabA VALUES ('x')",  # no column list
 		"INSERT INTO tabA SET name = 'x'",
 		"INSERT INTO tabA (name, d) VALUES (CONCAT('a', 'b'), 1)",  # a name that is no literal
@@ -55,6 +61,20 @@ def test_literals_decode_as_the_database_reads_them():
 )
 def test_what_it_cannot_read_reads_as_none(sql):
 	assert parse_insert(sql, WANTED) is None
+
+
+def test_an_insert_that_updates_on_duplicate_reads_as_an_upsert():
+	statement = parse_insert(
+		"INSERT INTO `tabToDo` (`name`, `status`) VALUES ('a1', 'Open'), ('a2', 'Closed')\n"
+		"ON DUPLICATE KEY UPDATE `status` = VALUES(`status`), modified = NOW();",
+		WANTED,
+	)
+	assert (statement.table, statement.rows, statement.upsert) == (
+		"tabToDo",
+		({"name": "a1"}, {"name": "a2"}),
+		True,
+	)
+	assert parse_insert("INSERT INTO tabA (name) VALUES ('x')", WANTED).upsert is False
 
 
 def test_an_insert_select_reads_as_its_table_columns_and_select():

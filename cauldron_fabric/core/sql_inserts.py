@@ -3,10 +3,11 @@ values of a few columns (``name``, and a child row's ``parent``, ``parenttype``,
 of each row, decoded from the statement's text with its values in place.
 
 Covered: ``INSERT [LOW_PRIORITY | DELAYED | HIGH_PRIORITY] [IGNORE] [INTO] table (columns)
-VALUES (…), (…)`` (``VALUE`` too), as ``frappe.db.bulk_insert`` and raw patches write it. Not
-read (None): the ``SET`` form, ``ON DUPLICATE KEY UPDATE`` (an insert that may update), a
-statement without its column list, and values that are not plain literals in a column this
-reads.
+VALUES (…), (…)`` (``VALUE`` too), as ``frappe.db.bulk_insert`` and raw patches write it,
+and with ``ON DUPLICATE KEY UPDATE …`` after it (an insert that updates the rows already stored:
+``upsert``; one whose update sets ``name`` is not read). Not read (None): the ``SET`` form,
+``RETURNING``, a statement without its column list, and values that are not plain literals in
+a column this reads.
 
 ``INSERT … (columns) SELECT …``, which patches write to copy documents from one table into
 another, is read by ``parse_insert_select``: its table, column list and SELECT, which the
@@ -17,7 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cauldron_fabric.core.sql_statements import _TOKEN, _picks_at_random, _started, _text, _without_semicolon
+from cauldron_fabric.core.sql_statements import (
+	_TOKEN,
+	_assignments,
+	_picks_at_random,
+	_started,
+	_text,
+	_without_semicolon,
+)
 
 _INSERT_MODIFIERS = frozenset({"LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE"})
 # What a backslash before these characters stands for in a MariaDB string literal.
@@ -31,6 +39,8 @@ class InsertStatement:
 
 	table: str
 	rows: tuple[dict[str, object], ...]
+	# ON DUPLICATE KEY UPDATE: a row whose key is stored already updates that row instead.
+	upsert: bool = False
 
 
 def parse_insert(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
@@ -44,7 +54,14 @@ def parse_insert(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
 	positions = {column: index for index, column in enumerate(columns) if column in wanted}
 	rows = []
 	expect_row = True
-	for token in tokens[position + 1 :]:
+	upsert = False
+	for index in range(position + 1, len(tokens)):
+		token = tokens[index]
+		if not expect_row and token.upper == "ON":
+			upsert = _updates_on_duplicate(sql, tokens, index)
+			if not upsert:
+				return None
+			break
 		if expect_row and token.kind == "group":
 			values = _items(token.text)
 			if len(values) != len(columns):
@@ -62,8 +79,19 @@ def parse_insert(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
 		elif token.text == ";":
 			break
 		else:
-			return None  # ON DUPLICATE KEY UPDATE, RETURNING, or not a VALUES list
-	return InsertStatement(table, tuple(rows)) if rows and not expect_row else None
+			return None  # RETURNING, or not a VALUES list
+	return InsertStatement(table, tuple(rows), upsert) if rows and not expect_row else None
+
+
+def _updates_on_duplicate(sql: str, tokens: list, index: int) -> bool:
+	"""Tells whether ``ON DUPLICATE KEY UPDATE`` followed by a SET list that leaves ``name``
+	alone (and nothing after it) starts at token ``index``."""
+	words = [token.upper for token in tokens[index : index + 4]]
+	rest = tokens[index + 4 : _without_semicolon(tokens)]
+	if words != ["ON", "DUPLICATE", "KEY", "UPDATE"] or any(token.upper == "RETURNING" for token in rest):
+		return False
+	assignments = _assignments(sql, rest, len(sql))
+	return bool(assignments) and all(column.lower() != "name" for _, column, _ in assignments)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Raw SQL writes as events (``via: sql``): an UPDATE (``frappe.db.sql("UPDATE …")``,
 ``frappe.qb.update(…).run()``) as ``updated``, a DELETE (``frappe.db.delete(…)``, raw or built
 with the query builder) as ``deleted``, an INSERT (``frappe.db.bulk_insert``, see
-``sql_inserts.py``) as ``created``. Patches, ERPNext's status updaters and custom apps
+``sql_inserts.py``) as ``created``, and one with ON DUPLICATE KEY UPDATE as ``updated`` for the
+documents stored under its names (``_plan_upsert``). Patches, ERPNext's status updaters and custom apps
 write so with no document hook and no set_value.
 
 The app wraps ``Database.sql`` once per process, as it wraps set_value (``watch.py``).
@@ -59,7 +60,12 @@ from cauldron_fabric.core.sql_statements import (
 	parse_delete,
 	parse_update,
 )
-from cauldron_fabric.emit.document_events import READ_TOGETHER, emit_document_event, stored_documents
+from cauldron_fabric.emit.document_events import (
+	READ_TOGETHER,
+	emit_document_event,
+	stored_documents,
+	stored_names,
+)
 from cauldron_fabric.emit.frames import inside_any
 from cauldron_fabric.emit.policy import (
 	DEFAULT_DENIED,
@@ -151,6 +157,8 @@ def _plan_insert(text, query: str, watched: set[str]) -> list | None:
 	if statement is not None:
 		doctype = _doctype_of(statement.table)
 		rows = list(statement.rows)
+		if statement.upsert and doctype in watched:
+			return _plan_upsert(doctype, rows, query)
 	else:
 		selecting = parse_insert_select(text)
 		if selecting is None or "name" not in (column.lower() for column in selecting.columns):
@@ -168,6 +176,44 @@ def _plan_insert(text, query: str, watched: set[str]) -> list | None:
 		return None
 	write = plan_insert(doctype, names, rows)
 	return [write] if write is not None else None
+
+
+def _plan_upsert(doctype: str, rows: list[dict], query: str) -> list | None:
+	"""Reads what an ``INSERT … ON DUPLICATE KEY UPDATE`` is about to do: update the documents
+	(or rows) stored under the names it gives, as an UPDATE of them would, and insert the others.
+
+	Only where ``name`` is the table's one unique key: with another, a row could update a
+	document under another name, which the statement does not give; such a statement is
+	logged, with no event."""
+	names = [row.get("name") for row in rows]
+	if None in names:  # an autoincrement DocType's rows, named by the database
+		_log_unreadable(INSERT, query)
+		return None
+	other_keys = _other_unique_keys(doctype)
+	if other_keys:
+		log_once(
+			f"upsert {doctype}",
+			"Cauldron Fabric records no event for an INSERT … ON DUPLICATE KEY UPDATE of %s, whose "
+			"table has unique keys besides name (%s): a row may update a document under another "
+			"name. Read those documents' names first, then UPDATE them by name and INSERT the rest",
+			doctype,
+			", ".join(other_keys),
+		)
+		return None
+	stored = stored_names(doctype, names)
+	writes = [
+		_plan_rows(doctype, [name for name in dict.fromkeys(names) if str(name) in stored])
+		if stored
+		else None,
+		plan_insert(doctype, names, rows),
+	]
+	return [write for write in writes if write is not None] or None
+
+
+def _other_unique_keys(doctype: str) -> list[str]:
+	"""Returns the names of the unique keys of ``doctype``'s table other than its primary key."""
+	keys = frappe.db.sql(f"SHOW INDEX FROM `tab{doctype}` WHERE Non_unique = 0 AND Key_name != 'PRIMARY'")
+	return sorted({row[2] for row in keys})
 
 
 def _rows_selected(statement: InsertSelect) -> list[dict] | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import frappe
 
+from cauldron_fabric.emit import unrecorded
 from cauldron_fabric.emit.policy import SET_VALUES_NONE
 from cauldron_fabric.emit.watch import watch_sql
 from cauldron_fabric.tests.test_emission_sql import TABLE, UPDATED, payload
@@ -263,3 +264,66 @@ class TestInsertSelect(EmissionCase):
 			frappe.db.sql(f"INSERT INTO {TABLE} (name, title) SELECT name, no_such_column FROM {TABLE}")
 		self.assertTrue(frappe.db.is_missing_column(raised.exception))
 		self.assertEqual(events_after(start, ORDER), [])
+
+
+class TestUpserts(EmissionCase):
+	"""``INSERT … ON DUPLICATE KEY UPDATE``: the documents stored under the names it gives are
+	updated, the others created."""
+
+	def test_a_stored_document_is_updated_and_a_new_one_created(self):
+		stored = new_order("upserted before")
+		new = f"fabric-upsert-{frappe.generate_hash(length=8)}"
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.sql(
+			f"INSERT INTO {TABLE} (name, title, company, owner, modified_by, creation, modified) VALUES"
+			" (%s, 'upserted', 'Cauldron Ltd', 'Administrator', 'Administrator', NOW(6), NOW(6)),"
+			" (%s, 'upserted new', 'Cauldron Ltd', 'Administrator', 'Administrator', NOW(6), NOW(6))"
+			" ON DUPLICATE KEY UPDATE title = VALUES(title), modified = VALUES(modified)",
+			(stored.name, new),
+		)
+		frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual(
+			[(e["type"], e["data"]["entityId"], payload(e)["via"]) for e in events],
+			[(UPDATED, stored.name, "sql"), (CREATED, new, "sql")],
+		)
+		self.assertEqual(
+			payload(events[0])["changes"], {"title": {"old": "upserted before", "new": "upserted"}}
+		)
+		self.assertEqual(payload(events[1])["doc"]["title"], "upserted new")
+
+	def test_rows_upserted_are_their_parents_update(self):
+		order = new_order("rows upserted")
+		frappe.db.commit()
+		start = last_seq()
+		first = order.items[0].name
+		frappe.db.sql(
+			f"INSERT INTO `tab{ORDER_ITEM}` (name, parent, parenttype, parentfield, idx, item, qty) VALUES"
+			" (%s, %s, %s, 'items', 1, 'cauldron', 7), (%s, %s, %s, 'items', 3, 'spoon', 1)"
+			" ON DUPLICATE KEY UPDATE qty = VALUES(qty)",
+			(first, order.name, ORDER, frappe.generate_hash(length=10), order.name, ORDER),
+		)
+		frappe.db.commit()
+		(event,) = events_after(start, ORDER)
+		self.assertEqual((event["type"], payload(event)["via"]), (UPDATED, "sql"))
+		new_rows = payload(event)["changes"]["items"]["new"]
+		self.assertEqual(
+			[(row["item"], row["qty"]) for row in new_rows], [("cauldron", 7), ("ladle", 3), ("spoon", 1)]
+		)
+
+	def test_a_table_with_another_unique_key_is_logged(self):
+		# Salutation's own column is unique: a row may update a document under another name.
+		name = f"Fabric Upsert {frappe.generate_hash(length=6)}"
+		start = last_seq()
+		unrecorded.LOGGED.discard("upsert Salutation")  # logged once per process
+		with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
+			frappe.db.sql(
+				"INSERT INTO `tabSalutation` (name, salutation) VALUES (%s, %s)"
+				" ON DUPLICATE KEY UPDATE modified = NOW(6)",
+				(name, name),
+			)
+		self.assertTrue(frappe.db.exists("Salutation", name))
+		self.assertEqual(events_after(start, "Salutation"), [])
+		self.assertIn("unique keys besides name (salutation)", logged.output[0])
+		frappe.db.rollback()
