@@ -53,7 +53,11 @@ def test_literals_decode_as_the_database_reads_them():
 		"INSERT INTO tabA (name) VALUES ('x') ON DUPLICATE d = 1",
 		"INSERT INTO tabA (name) VALUES ('x') RETURNING name",
 		"INSERT INTO tabA VALUES ('x')",  # no column list
-		"INSERT INTO tabA SET name = 'x'",
+		"INSERT INTO tabA SET name = CONCAT('x', 'y')",  # a name that is no literal
+		"INSERT INTO tabA SET a.name = 'x'",
+		"INSERT INTO tabA SET name = 'x', d = 1 RETURNING name",
+		"INSERT INTO tabA SET name = 'x' ON DUPLICATE KEY UPDATE name = 'y'",
+		"INSERT INTO tabA SET",
 		"INSERT INTO tabA (name, d) VALUES (CONCAT('a', 'b'), 1)",  # a name that is no literal
 		"INSERT INTO tabA (name, d) VALUES ('x')",  # fewer values than columns
 		"UPDATE tabA SET name = 'x'",
@@ -75,6 +79,22 @@ def test_an_insert_that_updates_on_duplicate_reads_as_an_upsert():
 		True,
 	)
 	assert parse_insert("INSERT INTO tabA (name) VALUES ('x')", WANTED).upsert is False
+
+
+def test_the_set_form_reads_as_one_row():
+	statement = parse_insert(
+		"INSERT IGNORE INTO `tabToDo` SET `NAME` = 'a1', description = CONCAT('a', ','), `parent` = NULL;",
+		WANTED,
+	)
+	assert (statement.table, statement.rows, statement.upsert) == (
+		"tabToDo",
+		({"name": "a1", "parent": None},),
+		False,
+	)
+	upsert = parse_insert("INSERT INTO tabA SET name = 'x', d = 1 ON DUPLICATE KEY UPDATE d = d + 1", WANTED)
+	assert (upsert.rows, upsert.upsert) == (({"name": "x"},), True)
+	# Without name, the database names the row (an autoincrement DocType's).
+	assert rows("INSERT INTO tabA SET d = 1") == [{}]
 
 
 def test_an_insert_select_reads_as_its_table_columns_and_select():

@@ -4,10 +4,10 @@ of each row, decoded from the statement's text with its values in place.
 
 Covered: ``INSERT [LOW_PRIORITY | DELAYED | HIGH_PRIORITY] [IGNORE] [INTO] table (columns)
 VALUES (…), (…)`` (``VALUE`` too), as ``frappe.db.bulk_insert`` and raw patches write it,
-and with ``ON DUPLICATE KEY UPDATE …`` after it (an insert that updates the rows already stored:
-``upsert``; one whose update sets ``name`` is not read). Not read (None): the ``SET`` form,
-``RETURNING``, a statement without its column list, and values that are not plain literals in
-a column this reads.
+the ``INSERT … SET column = value, …`` form (one row), and either with ``ON DUPLICATE KEY
+UPDATE …`` after it (an insert that updates the rows already stored: ``upsert``; one whose
+update sets ``name`` is not read). Not read (None): ``RETURNING``, a statement without its
+column list, and values that are not plain literals in a column this reads.
 
 ``INSERT … (columns) SELECT …``, which patches write to copy documents from one table into
 another, is read by ``parse_insert_select``: its table, column list and SELECT, which the
@@ -44,12 +44,12 @@ class InsertStatement:
 
 
 def parse_insert(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
-	"""Reads an INSERT … VALUES statement: its table and, per row, the ``wanted`` columns it
-	gives (a plain literal each: a string, a number or NULL, decoded). None when it is not one
-	this module can read."""
+	"""Reads an INSERT … VALUES statement (or the ``INSERT … SET`` form, one row): its table
+	and, per row, the ``wanted`` columns it gives (a plain literal each: a string, a number or
+	NULL, decoded). None when it is not one this module can read."""
 	head = _insert_head(sql, ("VALUES", "VALUE"))
 	if head is None:
-		return None
+		return _parse_insert_set(sql, wanted)
 	tokens, position, table, columns = head
 	positions = {column: index for index, column in enumerate(columns) if column in wanted}
 	rows = []
@@ -81,6 +81,40 @@ def parse_insert(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
 		else:
 			return None  # RETURNING, or not a VALUES list
 	return InsertStatement(table, tuple(rows), upsert) if rows and not expect_row else None
+
+
+def _parse_insert_set(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
+	"""Reads ``INSERT … [INTO] table SET column = value, …`` as parse_insert reads one row."""
+	started = _started(sql, "INSERT", _INSERT_MODIFIERS)
+	if started is None:
+		return None
+	tokens, position = started
+	if position < len(tokens) and tokens[position].upper == "INTO":
+		position += 1
+	if position + 1 >= len(tokens) or tokens[position].kind not in ("word", "quoted"):
+		return None
+	if tokens[position + 1].upper != "SET":
+		return None
+	stop = _without_semicolon(tokens)
+	if any(token.upper == "RETURNING" for token in tokens[position + 2 : stop]):
+		return None
+	on = next((index for index in range(position + 2, stop) if tokens[index].upper == "ON"), None)
+	upsert = on is not None
+	if upsert and not _updates_on_duplicate(sql, tokens, on):
+		return None
+	end = tokens[on].start if upsert else len(sql)
+	assignments = _assignments(sql, tokens[position + 2 : on if upsert else stop], end)
+	if not assignments or any(qualifier is not None for qualifier, _, _ in assignments):
+		return None
+	row = {}
+	for _, column, value in assignments:
+		column = column.lower()
+		if column in wanted:
+			decoded = _literal(value)
+			if decoded is None:
+				return None
+			row[column] = None if decoded is _NULL else decoded
+	return InsertStatement(tokens[position].name, (row,), upsert)
 
 
 def _updates_on_duplicate(sql: str, tokens: list, index: int) -> bool:

@@ -182,12 +182,29 @@ class TestRawInserts(EmissionCase):
 
 	def test_an_unreadable_insert_runs_and_is_logged(self):
 		start = last_seq()
-		copy = f"fabric-set-{frappe.generate_hash(length=8)}"
+		mark = frappe.generate_hash(length=8)
 		with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
-			frappe.db.sql(f"INSERT INTO {TABLE} SET name = %s, title = 'set form'", (copy,))
-		self.assertTrue(frappe.db.exists(ORDER, copy))
+			# A name computed by the database: a read of the statement cannot tell it.
+			frappe.db.sql(
+				f"INSERT INTO {TABLE} SET name = CONCAT('fabric-set-', %s), title = 'set form'", (mark,)
+			)
+		self.assertTrue(frappe.db.exists(ORDER, f"fabric-set-{mark}"))
 		self.assertEqual(events_after(start, ORDER), [])
 		self.assertIn("INSERT with a column list", logged.output[0])
+
+	def test_the_set_form_is_a_created_event(self):
+		start = last_seq()
+		name = f"fabric-set-{frappe.generate_hash(length=8)}"
+		frappe.db.sql(
+			f"INSERT INTO {TABLE} SET name = %s, title = 'set form', owner = 'Administrator',"
+			" modified_by = 'Administrator', creation = NOW(6), modified = NOW(6)",
+			(name,),
+		)
+		(event,) = events_after(start, ORDER)
+		self.assertEqual(
+			(event["type"], event["data"]["entityId"], payload(event)["via"]), (CREATED, name, "sql")
+		)
+		self.assertEqual(payload(event)["doc"]["title"], "set form")
 
 
 class TestInsertSelect(EmissionCase):
