@@ -268,3 +268,36 @@ def test_a_new_name_may_read_what_is_set_after_it_and_another_table():
 		"tabA": "b.code",
 		"tabB": None,
 	}
+
+
+COLUMNS = {
+	"tabSales Order": {"name", "status", "per_billed"},
+	"tabSales Order Item": {"name", "parent", "billed_amt"},
+	"tabItem": {"name", "status"},
+}
+
+
+def test_an_unqualified_column_of_a_join_is_the_one_table_that_has_it():
+	sql = (
+		"UPDATE `tabSales Order` so JOIN `tabSales Order Item` soi ON soi.parent = so.name "
+		"SET per_billed = 100, billed_amt = 0, so.status = 'Completed' WHERE soi.name = 'r1'"
+	)
+	assert parse_update(sql) is None  # without the tables' columns it cannot tell
+	statement = parse_update(sql, COLUMNS.get)
+	assert {target.table: set(target.columns) for target in statement.targets} == {
+		"tabSales Order": {"per_billed", "status"},
+		"tabSales Order Item": {"billed_amt"},
+	}
+
+
+@pytest.mark.parametrize(
+	"sql",
+	[
+		"UPDATE `tabSales Order` so JOIN tabItem i ON i.name = so.name SET status = 'x'",  # both have it
+		"UPDATE `tabSales Order` so JOIN tabItem i ON i.name = so.name SET nowhere = 1",
+		"UPDATE `tabSales Order` so JOIN tabUnknown u ON u.a = so.name SET per_billed = 1",
+		"UPDATE `tabSales Order` so JOIN (SELECT 1 AS per_billed) d SET per_billed = 1",  # derived
+	],
+)
+def test_a_join_column_no_one_table_has_reads_as_unreadable(sql):
+	assert parse_update(sql, COLUMNS.get) is None

@@ -17,6 +17,7 @@ it does not know, rows picked at random) reads as None, never as a guess.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
@@ -132,8 +133,13 @@ def doctypes_named(sql: str) -> set[str]:
 	return {(quoted or "").replace("``", "`") or plain for quoted, plain in _TABLE_NAMES.findall(sql)}
 
 
-def parse_update(sql: str) -> Statement | None:
-	"""Reads an UPDATE statement, or returns None when it is not one this module can read."""
+def parse_update(sql: str, columns_of: Callable[[str], set[str] | None] | None = None) -> Statement | None:
+	"""Reads an UPDATE statement, or returns None when it is not one this module can read.
+
+	``columns_of``, when given, returns a table's columns (lowercase; None when unknown): an
+	unqualified SET column of a join is then the one table's that has it, as MariaDB reads it
+	(it refuses a column two of them have). Without it, or with a derived table in the join,
+	such a statement is not read."""
 	started = _started(sql, "UPDATE")
 	if started is None:
 		return None
@@ -152,6 +158,8 @@ def parse_update(sql: str) -> Statement | None:
 	assignments = _assignments(sql, tokens[set_at + 1 :], set_end)
 	if not assignments:
 		return None
+	if len(aliases) > 1 and columns_of is not None:
+		assignments = _qualified(assignments, aliases, columns_of)
 	targets = _targets([(qualifier, column) for qualifier, column, _ in assignments], aliases)
 	if targets is None:
 		return None
@@ -366,6 +374,27 @@ def _assignments(sql: str, tokens: list[Token], end: int) -> list[tuple[str | No
 		return None
 	assignments[-1] += (sql[tokens[value_start].start : tokens[index - 1].end],)
 	return assignments
+
+
+def _qualified(
+	assignments: list[tuple[str | None, str, str]], aliases: dict[str, str], columns_of
+) -> list[tuple[str | None, str, str]]:
+	"""Returns the assignments of a join with each unqualified column qualified by the alias of
+	the one table that has it; left unqualified (unreadable) where none or several have it, or
+	where a derived table, whose columns are unknown, is joined."""
+	if any(not table for table in aliases.values()):
+		return assignments
+	columns = {alias: columns_of(table) for alias, table in aliases.items()}
+	if any(known is None for known in columns.values()):
+		return assignments
+	qualified = []
+	for qualifier, column, value in assignments:
+		if qualifier is None:
+			having = [alias for alias, known in columns.items() if column.lower() in known]
+			if len(having) == 1:
+				qualifier = having[0]
+		qualified.append((qualifier, column, value))
+	return qualified
 
 
 def _with_new_names(

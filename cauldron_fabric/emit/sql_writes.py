@@ -130,8 +130,10 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 		return None  # values that do not fit the statement: Frappe's own run of it raises
 	if kind == INSERT:
 		return _plan_insert(text, query, watched)
-	parse = parse_delete if kind == DELETE else parse_update
-	statement = parse(text) if isinstance(text, str) else None
+	if not isinstance(text, str):
+		statement = None
+	else:
+		statement = parse_delete(text) if kind == DELETE else parse_update(text, _columns_of)
 	if statement is None:
 		_log_unreadable(kind, query)
 		return None
@@ -241,6 +243,14 @@ def _rows_selected(statement: InsertSelect) -> list[dict] | None:
 def _doctype_of(table: str) -> str | None:
 	"""Returns the DocType whose table is ``table`` (``tab`` + its name), or None."""
 	return table[3:] if table.startswith("tab") else None
+
+
+def _columns_of(table: str) -> set[str] | None:
+	"""Returns the columns of the DocType table ``table`` (lowercase), None for another table:
+	how an unqualified SET column of a join finds its table (core/sql_statements.py)."""
+	if _doctype_of(table) is None:
+		return None
+	return {column.lower() for column in frappe.db.get_db_table_columns(table)} or None
 
 
 def _as_run(db, query: str, values) -> str:

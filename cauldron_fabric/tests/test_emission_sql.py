@@ -220,14 +220,33 @@ class TestWhichUpdatesCount(EmissionCase):
 			frappe.db.sql(f"UPDATE {TABLE} SET note = 'denied' WHERE name = %s", order.name)
 			self.assertEqual(events_after(start, ORDER), [])
 
+	def test_an_unqualified_column_of_a_join_writes_the_one_table_that_has_it(self):
+		order, other = new_order("joined unqualified"), new_order("joined unqualified, no ladle")
+		frappe.db.delete(ORDER_ITEM, {"parent": other.name, "item": "ladle"})
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.sql(
+			f"UPDATE {TABLE} o JOIN `tab{ORDER_ITEM}` i ON i.parent = o.name SET note = 'joined', qty = 9"
+			" WHERE i.item = 'ladle' AND o.name IN %s",
+			((order.name, other.name),),
+		)
+		frappe.db.commit()
+		# The order's own column at once, its rows as its update at commit (as qualified).
+		noted, rows = events_after(start, ORDER)
+		self.assertEqual(
+			[(e["type"], e["data"]["entityId"]) for e in (noted, rows)], [(UPDATED, order.name)] * 2
+		)
+		self.assertEqual(payload(noted)["changes"], {"note": {"old": None, "new": "joined"}})
+		self.assertEqual([row["qty"] for row in payload(rows)["changes"]["items"]["new"]], [1, 9])
+
 	def test_an_unreadable_update_runs_and_is_logged(self):
 		order = new_order("ambiguous")
 		start = last_seq()
-		# An unqualified column of a join: which table it writes is the database's to know.
+		# An unqualified column of a join with a derived table, whose columns the fabric cannot
+		# know: which table it writes is the database's to know.
 		with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
 			frappe.db.sql(
-				f"UPDATE {TABLE} o JOIN `tab{ORDER_ITEM}` i ON i.parent = o.name SET note = 'joined'"
-				" WHERE o.name = %s",
+				f"UPDATE {TABLE} o JOIN (SELECT %s AS picked) d ON d.picked = o.name SET note = 'joined'",
 				order.name,
 			)
 		self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), "joined")
