@@ -160,7 +160,9 @@ def test_a_multi_table_delete_deletes_from_the_tables_before_from():
 @pytest.mark.parametrize(
 	"sql",
 	[
-		"DELETE FROM tabA USING tabA JOIN tabB",  # the USING form: not read
+		"DELETE FROM USING tabA JOIN tabB",  # no table to delete from
+		"DELETE a FROM tabA USING tabA",  # both forms at once
+		"DELETE FROM tabC USING tabA JOIN tabB",  # deletes from a table it does not join
 		"DELETE FROM tabA a, tabB b",  # several tables need the names before FROM
 		"DELETE c FROM tabA a",  # no such alias
 		"DELETE tabA",
@@ -301,3 +303,17 @@ def test_an_unqualified_column_of_a_join_is_the_one_table_that_has_it():
 )
 def test_a_join_column_no_one_table_has_reads_as_unreadable(sql):
 	assert parse_update(sql, COLUMNS.get) is None
+
+
+def test_the_using_form_deletes_from_the_tables_before_using():
+	statement = parse_delete(
+		"DELETE FROM o, `i` USING `tabOrder` o JOIN `tabOrder Item` i ON i.parent = o.name WHERE o.x = 1"
+	)
+	assert [(target.table, target.reference) for target in statement.targets] == [
+		("tabOrder", "`o`"),
+		("tabOrder Item", "`i`"),
+	]
+	assert statement.select_before(statement.targets[0]) == (
+		"SELECT DISTINCT `o`.`name` AS `name` FROM `tabOrder` o JOIN `tabOrder Item` i ON i.parent = o.name "
+		"WHERE o.x = 1"
+	)

@@ -178,8 +178,14 @@ def parse_delete(sql: str) -> Statement | None:
 		return None
 	tokens, position = started
 	from_at = _find(tokens, position, "FROM")
-	if from_at is None or _find(tokens, from_at + 1, "USING") is not None:
-		return None  # DELETE FROM t USING refs: not read
+	if from_at is None:
+		return None
+	using_at = _find(tokens, from_at + 1, "USING")
+	if using_at is not None:
+		if from_at != position:
+			return None
+		# DELETE FROM a, b USING refs: DELETE a, b FROM refs, read so.
+		position, from_at = from_at + 1, using_at
 	returning_at = _find(tokens, from_at + 1, "RETURNING")
 	if returning_at is not None:
 		tokens = tokens[:returning_at]  # what it returns picks no rows
@@ -208,6 +214,8 @@ def parse_delete(sql: str) -> Statement | None:
 			if token.kind not in ("word", "quoted") or token.name not in real:
 				return None
 			named.append(token.name)
+	if not named:
+		return None
 	targets = tuple(Target(real[alias], quote(alias), frozenset()) for alias in dict.fromkeys(named))
 	where = _text(sql, tokens, where_at + 1, tail_at or count) if where_at else ""
 	tail = _text(sql, tokens, tail_at, count) if tail_at else ""

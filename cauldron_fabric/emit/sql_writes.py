@@ -482,10 +482,9 @@ def _log_unreadable(kind: str, query: str) -> None:
 	log_once(
 		start,
 		"Cauldron Fabric records no event for this %s, whose tables or columns it cannot tell "
-		"apart (qualify each SET column with its table or alias; write DELETE … FROM with "
-		"the table before FROM, not USING; INSERT with a column list (or SET), `name` in it, "
-		"and VALUES of plain literals or a SELECT; keep SQL out of /*! */ comments; select rows picked at random "
-		"first, then write them by name): %s",
+		"apart (qualify each SET column with its table or alias; INSERT with a column list (or "
+		"SET), `name` in it, and VALUES of plain literals or a SELECT; keep SQL out of /*! */ "
+		"comments; select rows picked at random first, then write them by name): %s",
 		kind.upper(),
 		start,
 	)

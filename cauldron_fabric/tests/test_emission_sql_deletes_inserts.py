@@ -111,13 +111,29 @@ class TestRawDeletes(EmissionCase):
 			self.assertEqual(events_after(start, ORDER), [])
 
 	def test_an_unreadable_delete_runs_and_is_logged(self):
-		order = new_order("delete using")
+		order = new_order("delete at random")
 		start = last_seq()
 		with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
-			frappe.db.sql(f"DELETE FROM {TABLE} USING {TABLE} WHERE {TABLE}.name = %s", order.name)
+			frappe.db.sql(f"DELETE FROM {TABLE} WHERE name = %s AND RAND() < 2", order.name)
 		self.assertFalse(frappe.db.exists(ORDER, order.name))
 		self.assertEqual(events_after(start, ORDER), [])
-		self.assertIn("not USING", logged.output[0])
+		self.assertIn("at random", logged.output[0])
+
+	def test_the_using_form_deletes_the_documents_before_using(self):
+		order, kept = new_order("delete using"), new_order("delete using, no ladle")
+		frappe.db.delete(ORDER_ITEM, {"parent": kept.name, "item": "ladle"})
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.sql(
+			f"DELETE FROM o USING {TABLE} o JOIN `tab{ORDER_ITEM}` i ON i.parent = o.name"
+			" WHERE i.item = 'ladle' AND o.name IN %s",
+			((order.name, kept.name),),
+		)
+		self.assertEqual(
+			[(e["type"], e["data"]["entityId"], payload(e)["via"]) for e in events_after(start, ORDER)],
+			[(DELETED, order.name, "sql")],
+		)
+		self.assertTrue(frappe.db.exists(ORDER, kept.name))
 
 
 class TestRawInserts(EmissionCase):
