@@ -11,7 +11,6 @@ draft to submitted, or from submitted to cancelled, is that document's submit or
 
 from __future__ import annotations
 
-import unicodedata
 from contextlib import contextmanager
 from typing import Any
 
@@ -143,27 +142,32 @@ def _read_together(doctype: str, names: list, lock: bool, copies: dict[str, str]
 		for row in _select(query, chunk, lock, doctype=doctype, field=df.fieldname):
 			children.setdefault((df.fieldname, row.parent), []).append(row)
 	by_name = {str(row.name): row for row in rows}
-	by_collation = None  # built when a name given is not one stored
+	unmatched = [str(name) for name in chunk if str(name) not in by_name]
+	if unmatched:
+		# The database compares names as its collation does (without case, accents or trailing
+		# spaces, and whatever else the site's collation makes equal): a name given in another
+		# form found its row, as get_doc finds it. The database tells which.
+		by_name |= {
+			given: by_name[stored] for given, stored in _stored_as(tables_read[doctype], unmatched, by_name)
+		}
 	found = {}
 	for name in chunk:  # in the order given (a statement's ORDER BY)
-		key = str(name)
-		row = by_name.get(key)
-		if row is None:
-			# The database compares names as its collation does (no case, no accents, no
-			# trailing spaces): a name given in another form found the row, as get_doc finds it.
-			if by_collation is None:
-				by_collation = {_collated(stored): row for stored, row in by_name.items()}
-			row = by_collation.get(_collated(key))
+		row = by_name.get(str(name))
 		if row is not None:
-			found[key] = _built(doctype, row, tables, children, lock)
+			found[str(name)] = _built(doctype, row, tables, children, lock)
 	return found
 
 
-def _collated(name: str) -> str:
-	"""Returns ``name`` as MariaDB's ``utf8mb4_unicode_ci`` (Frappe's collation) compares it,
-	near enough: without case, accents or trailing spaces."""
-	decomposed = unicodedata.normalize("NFKD", name.rstrip(" "))
-	return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+def _stored_as(table: str, given: list[str], stored: dict) -> list[tuple[str, str]]:
+	"""Returns (name given, name stored) for each of the names ``given`` that ``table``'s own
+	collation finds among the names ``stored`` (each compared by the database)."""
+	names = " UNION ALL ".join(["SELECT %s AS given"] * len(given))
+	pairs = frappe.db.sql(
+		f"SELECT g.given, t.`name` FROM ({names}) g JOIN `{table}` t ON t.`name` = g.given "
+		"WHERE t.`name` IN %s",
+		(*given, tuple(stored)),
+	)
+	return [(str(given_name), str(name)) for given_name, name in pairs if str(name) in stored]
 
 
 def loads_as_stored(doctype: str) -> bool:

@@ -109,10 +109,13 @@ class TestDocumentsReadTogether(EmissionCase):
 			self.assertEqual(read.as_dict(), frappe.get_doc(ORDER, order.name.upper()).as_dict())
 		self.assertIsNone(stored_document(ORDER, "no-such-order"))
 
-	def test_a_name_without_its_accents_or_with_trailing_spaces_finds_it_too(self):
-		name = f"Café Crème {frappe.generate_hash(length=6)}"
+	def test_a_name_the_database_finds_in_another_form_finds_it_too(self):
+		name = f"Œuvre Café Crème {frappe.generate_hash(length=6)}"
 		frappe.get_doc({"doctype": "ToDo", "name": name, "description": "accented"}).db_insert()
-		for given in (name.replace("é", "e").replace("è", "e"), name.upper() + "  "):
+		# Without accents, in capitals with trailing spaces, and the ligature spelt out, which
+		# utf8mb4_unicode_ci takes as equal (Unicode's decompositions do not).
+		plain = name.replace("é", "e").replace("è", "e")
+		for given in (plain, name.upper() + "  ", plain.replace("Œ", "OE").lower()):
 			self.assertEqual(frappe.get_doc("ToDo", given).name, name)  # as the database finds it
 			self.assertEqual(stored_documents("ToDo", [given])[given].name, name)
 			self.assertEqual(stored_document("ToDo", given).name, name)
