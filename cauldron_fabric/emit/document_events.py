@@ -158,7 +158,7 @@ def _read_together(doctype: str, names: list, lock: bool, copies: dict[str, str]
 	return found
 
 
-def _stored_as(table: str, given: list[str], stored: dict) -> list[tuple[str, str]]:
+def _stored_as(table: str, given: list[str], stored) -> list[tuple[str, str]]:
 	"""Returns (name given, name stored) for each of the names ``given`` that ``table``'s own
 	collation finds among the names ``stored`` (each compared by the database)."""
 	names = " UNION ALL ".join(["SELECT %s AS given"] * len(given))
@@ -208,12 +208,19 @@ def _built(doctype: str, row: dict, tables: list, children: dict, lock: bool) ->
 
 
 def stored_names(doctype: str, names: list) -> set[str]:
-	"""Returns which of ``names`` are stored now, as strings (a read per thousand names)."""
+	"""Returns which of ``names`` are stored now, as strings: as given, or in another form the
+	database's collation takes as equal (an INSERT of it would hit that row) (a read per
+	thousand names)."""
 	stored: set[str] = set()
 	for start in range(0, len(names), 1000):
 		chunk = names[start : start + 1000]
 		found = frappe.db.get_values(doctype, {"name": ("in", chunk)}, "name", pluck=True, order_by=None)
-		stored.update(str(name) for name in found)
+		found = {str(name) for name in found}
+		given = {str(name) for name in chunk}
+		stored |= given & found
+		if len(found) > len(given & found):  # rows found by a name given in another form
+			others = [name for name in given if name not in found]
+			stored.update(name for name, _ in _stored_as(f"tab{doctype}", others, found))
 	return stored
 
 

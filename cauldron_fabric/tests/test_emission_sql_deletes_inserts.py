@@ -208,6 +208,17 @@ class TestRawInserts(EmissionCase):
 		self.assertEqual(events_after(start, ORDER), [])
 		self.assertIn("INSERT with a column list", logged.output[0])
 
+	def test_a_name_stored_in_another_form_is_no_new_document(self):
+		# The collation takes the capitals as the same name: INSERT IGNORE skips the row.
+		stored = new_order("stored in small letters")
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.sql(
+			f"INSERT IGNORE INTO {TABLE} (name, title) VALUES (%s, 'in capitals')", (stored.name.upper(),)
+		)
+		self.assertEqual(frappe.db.get_value(ORDER, stored.name, "title"), "stored in small letters")
+		self.assertEqual(events_after(start, ORDER), [])
+
 	def test_the_set_form_is_a_created_event(self):
 		start = last_seq()
 		name = f"fabric-set-{frappe.generate_hash(length=8)}"
