@@ -59,16 +59,6 @@ def call_of(function: Callable) -> FrameType | None:
 	return None
 
 
-def runs_inside(frame: FrameType) -> bool:
-	"""Tells whether this code runs inside the call running in ``frame`` (not over yet)."""
-	current = sys._getframe(1)
-	while current is not None:
-		if current is frame:
-			return True
-		current = current.f_back
-	return False
-
-
 def inside_any(codes: frozenset) -> bool:
 	"""Tells whether this code runs inside a call of any function whose code is in ``codes``."""
 	frame = sys._getframe(1)

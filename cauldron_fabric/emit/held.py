@@ -7,9 +7,9 @@ the writes since that savepoint, and Frappe runs no callback for it: ``frappe.db
 methods are watched (``watch_savepoints``) so that what was held since goes with them, and what
 was to be forgotten at the end of the transaction (``when_transaction_ends``) is forgotten then.
 
-What a call of several statements holds for its own end (Frappe's bulk_insert of documents,
-then of their rows) is recorded at the first write or event after that call, or at the commit
-(``wait_for_the_end_of``).
+Documents inserted in SQL before their rows (Frappe's bulk_insert of documents, then of their
+rows) wait for those rows: they are recorded at the first other write or event, or at the
+commit (``wait_for_rows``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from functools import partial
 import frappe
 from frappe.database.database import Database
 
-from cauldron_fabric.emit.frames import runs_inside
-
 # The savepoints of the open transaction, oldest first, each with what was held when it was set.
 SAVEPOINTS = "fabric_savepoints"
-# A call whose events wait for its end, and what records them (wait_for_the_end_of).
-WAITING = "fabric_waiting_for_a_call"
+# Events that wait for the rows of their documents, and what records them (wait_for_rows).
+WAITING = "fabric_waiting_for_rows"
 _MISSING = object()
 
 
@@ -160,26 +158,27 @@ def release(attribute: str) -> dict:
 	return released
 
 
-def wait_for_the_end_of(frame, flush) -> None:
-	"""Runs ``flush`` once the call running in ``frame`` is over: at the first write statement
-	or event recorded after it (``end_waiting_calls``). ``flush`` records what the call held
-	until the commit (hold_until_commit): the commit records it if no write comes first, and a
-	rollback forgets it."""
-	setattr(frappe.local, WAITING, (frame, flush))
+def wait_for_rows(related, flush) -> None:
+	"""Runs ``flush`` at the first write statement that is not ``related`` (a function of the
+	statement's kind and text), or event recorded, after now (``end_waiting``). ``flush``
+	records what was held until the commit (hold_until_commit): the commit records it if none
+	comes first, and a rollback forgets it."""
+	setattr(frappe.local, WAITING, (related, flush))
 
 
-def end_waiting_calls() -> None:
-	"""Runs what waits for the end of a call (wait_for_the_end_of) when that call is over: so it
-	is recorded before, and as stored before, anything written or recorded after the call."""
+def end_waiting(kind: str | None = None, query: str | None = None) -> None:
+	"""Runs what waits (wait_for_rows) unless this is a write statement (``kind``, ``query``)
+	related to it: so it is recorded before, and as stored before, anything else written or
+	recorded."""
 	waiting = getattr(frappe.local, WAITING, None)
-	if waiting is None or runs_inside(waiting[0]):
+	if waiting is None or (kind is not None and waiting[0](kind, query)):
 		return
 	setattr(frappe.local, WAITING, None)
 	waiting[1]()
 
 
 def stop_waiting() -> None:
-	"""Forgets the call waited for (its flush runs now: at the commit)."""
+	"""Forgets what waits (its flush runs now: at the commit)."""
 	setattr(frappe.local, WAITING, None)
 
 

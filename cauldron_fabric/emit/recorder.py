@@ -20,7 +20,7 @@ from cauldron_fabric.core.outbox.statements import build_append
 from cauldron_fabric.core.ports import OutboxAppend
 from cauldron_fabric.delivery.recording import enqueue_deliveries
 from cauldron_fabric.emit.context import causation_id, correlation_id
-from cauldron_fabric.emit.held import end_waiting_calls
+from cauldron_fabric.emit.held import end_waiting
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.writes import (
 	PACKET_HEADROOM,
@@ -71,7 +71,7 @@ def record(
 	Settings say, for events the fabric adds to a save the user did not ask it to judge; with
 	``refuse_invalid`` it is refused whatever they say (events published through the API).
 	"""
-	end_waiting_calls()  # what waits for the end of a call (bulk_insert) comes first
+	end_waiting()  # documents inserted in SQL, waiting for their rows, come first
 	if not envelopes:
 		return
 	policy = current_policy()

@@ -9,36 +9,36 @@ fabric runs first (``sql_writes._rows_selected``). Names already stored before i
 stored (then ``submitted`` when it is stored submitted, as an insert with ``docstatus`` 1 is),
 and each child table row inserted is its parent's update at commit.
 
-Frappe's ``bulk_insert`` of documents (``frappe.model.document``) inserts them in one
-statement, then their rows in one per child table: the documents it inserts are recorded when
-the call is over (at the first write or event after it, or at the commit), each ``created``
-with its rows, and their rows are no update of their own. Documents inserted with their rows in
-separate statements of another kind (``frappe.db.bulk_insert`` of each table, raw INSERTs) are
-``created`` without the rows, then updated with them at commit: the rows are not there yet when
-the document's own statement ends.
+A document whose DocType has child tables comes before its rows: Frappe's ``bulk_insert`` of
+documents (``frappe.model.document``) inserts them in one statement, then their rows in one per
+child table, as patches do with ``frappe.db.bulk_insert`` of each table. Such documents wait
+for their rows: they are recorded at the first write statement that is not an INSERT into
+their tables or their child tables, or event recorded, after them, or at the commit (as
+stored then, before anything else changes them), each ``created`` with its rows; the rows
+inserted meanwhile are no update of their own. Rows inserted later are their parent's update
+at commit.
 """
 
 from __future__ import annotations
 
 import frappe
-from frappe.model.document import bulk_insert
 
+from cauldron_fabric.core.sql_statements import INSERT, doctypes_named
 from cauldron_fabric.emit.document_events import (
 	READ_TOGETHER,
 	emit_document_event,
 	stored_documents,
 	stored_names,
 )
-from cauldron_fabric.emit.frames import call_of
-from cauldron_fabric.emit.held import held_now, hold_until_commit, release, stop_waiting, wait_for_the_end_of
+from cauldron_fabric.emit.held import held_now, hold_until_commit, release, stop_waiting, wait_for_rows
 from cauldron_fabric.emit.policy import SQL
 from cauldron_fabric.emit.recorder import recorded_together
 from cauldron_fabric.emit.rows import parents_of, row_changed, tables_about_to_change
 
 # The columns read from each inserted row.
 WANTED = frozenset({"name", "parent", "parenttype", "parentfield"})
-# The documents of bulk_insert calls, held until each call is over (see the module's docstring).
-BULK_INSERTED = "fabric_bulk_inserted"
+# Documents inserted before their rows, held while they wait for them (see the module's docstring).
+WAITING_FOR_ROWS = "fabric_documents_waiting_for_rows"
 
 
 class PlannedInsert:
@@ -46,22 +46,27 @@ class PlannedInsert:
 	when they are child rows whose parents' updates are noted already (their tables put aside
 	before the statement: ``rows.tables_about_to_change``)."""
 
-	def __init__(self, doctype: str, names: list, noted: bool = False, call=None) -> None:
+	def __init__(self, doctype: str, names: list, noted: bool = False) -> None:
 		self.doctype = doctype
 		self.names = names
 		self.noted = noted
-		# The frame of the bulk_insert call that inserts these documents and then their rows.
-		self.call = call
 
 	def record(self) -> None:
-		"""Records each document inserted as ``created``, each row as its parent's update; the
-		documents of a bulk_insert once the call is over."""
+		"""Records each document inserted as ``created``, each row as its parent's update;
+		documents of a DocType with child tables once their rows are in (see the module's
+		docstring)."""
 		if self.noted:
 			return
-		if self.call is not None:
-			hold_until_commit(BULK_INSERTED, record_bulk_inserted)[id(self)] = self
-			wait_for_the_end_of(self.call, record_bulk_inserted)
+		meta = frappe.get_meta(self.doctype)
+		if not meta.istable and meta.get_table_fields():
+			hold_until_commit(WAITING_FOR_ROWS, record_waiting_documents)[id(self)] = self
+			wait_for_rows(_inserts_rows_of_waiting_documents, record_waiting_documents)
 			return
+		self.record_now()
+
+	def record_now(self) -> None:
+		"""Records each document inserted as ``created`` (as stored now), each row as its
+		parent's update."""
 		istable = frappe.get_meta(self.doctype).istable
 		inserted = {str(name) for name in self.names}
 		for start in range(0, len(self.names), READ_TOGETHER):
@@ -98,14 +103,10 @@ def plan_insert(doctype: str, names: list, rows: list[dict] | None = None) -> Pl
 	if not new:
 		return None
 	istable = frappe.get_meta(doctype).istable
-	call = call_of(bulk_insert)
-	if call is not None:
-		if not istable:
-			return PlannedInsert(doctype, new, call=call)
-		if rows is not None:
-			new = _without_rows_of_documents_of(call, new, rows)
-			if not new:
-				return None
+	if istable and rows is not None:
+		new = _without_rows_of_waiting_documents(new, rows)
+		if not new:
+			return None
 	if rows is not None and istable:
 		fresh = {str(name) for name in new}
 		placed = {
@@ -118,27 +119,34 @@ def plan_insert(doctype: str, names: list, rows: list[dict] | None = None) -> Pl
 	return PlannedInsert(doctype, new)
 
 
-def _without_rows_of_documents_of(call, names: list, rows: list[dict]) -> list:
-	"""Returns the ``names`` of child rows but those of documents the bulk_insert ``call``
-	inserts: their ``created`` events, recorded when the call is over, carry them."""
-	documents = {
-		(planned.doctype, str(name))
-		for planned in held_now(BULK_INSERTED).values()
-		if planned.call is call
-		for name in planned.names
-	}
-	if not documents:
+def _without_rows_of_waiting_documents(names: list, rows: list[dict]) -> list:
+	"""Returns the ``names`` of child rows but those of documents waiting for their rows: their
+	``created`` events carry them."""
+	waiting = held_now(WAITING_FOR_ROWS)
+	if not waiting:
 		return names
+	documents = {(planned.doctype, str(name)) for planned in waiting.values() for name in planned.names}
 	theirs = {
 		str(row.get("name")) for row in rows if (row.get("parenttype"), str(row.get("parent"))) in documents
 	}
 	return [name for name in names if str(name) not in theirs]
 
 
-def record_bulk_inserted() -> None:
-	"""Records the documents of bulk_insert calls that are over, each with the rows the call
-	inserted after it (see the module's docstring)."""
+def _inserts_rows_of_waiting_documents(kind: str, query: str) -> bool:
+	"""Tells whether a write statement is an INSERT into the tables of the documents waiting for
+	their rows, or of their child tables, alone: the documents wait on through it."""
+	if kind != INSERT:
+		return False
+	tables = set()
+	for planned in held_now(WAITING_FOR_ROWS).values():
+		tables.add(planned.doctype)
+		tables.update(df.options for df in frappe.get_meta(planned.doctype).get_table_fields())
+	return doctypes_named(query) <= tables
+
+
+def record_waiting_documents() -> None:
+	"""Records the documents waiting for their rows, each with the rows inserted since (see the
+	module's docstring)."""
 	stop_waiting()
-	for planned in release(BULK_INSERTED).values():
-		planned.call = None
-		planned.record()
+	for planned in release(WAITING_FOR_ROWS).values():
+		planned.record_now()

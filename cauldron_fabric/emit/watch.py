@@ -26,7 +26,7 @@ from frappe.model.base_document import BaseDocument
 from pypika.queries import QueryBuilder
 
 from cauldron_fabric.core.sql_statements import write_kind
-from cauldron_fabric.emit.held import end_waiting_calls, in_place_of, watch_savepoints
+from cauldron_fabric.emit.held import end_waiting, in_place_of, watch_savepoints
 
 # Set (in frappe.local) while one of Frappe's writes whose events the fabric makes itself runs:
 # set_value, set_single_value, db_update, db_insert, the permission pages' methods
@@ -125,7 +125,7 @@ def watch_sql() -> None:
 		text = query if type(query) is str else str(query) if isinstance(query, QueryBuilder) else None
 		kind = write_kind(text) if text is not None else None
 		if kind is not None:
-			end_waiting_calls()  # a call's events wait for its end: they come before this write's
+			end_waiting(kind, text)  # documents waiting for their rows come before another write
 		if kind is None or not kwargs.get("run", True) or frappe_writing():
 			return sql(self, query, *args, **kwargs)
 		if kwargs.get("auto_commit"):

@@ -1,7 +1,8 @@
-"""Frappe's ``bulk_insert`` of documents (``frappe.model.document``) writes them in one
-statement and their rows in the next ones: each document is one ``created`` event with its rows
-(``submitted`` too when inserted submitted), recorded when the call is over, before anything
-written or recorded after it (emit/sql_inserts.py).
+"""Frappe's ``bulk_insert`` of documents (``frappe.model.document``), and patches'
+``frappe.db.bulk_insert`` of each table, write documents in one statement and their rows in the
+next ones: each document is one ``created`` event with its rows (``submitted`` too when inserted
+submitted), recorded at the first other write or event, or at the commit, before anything
+written or recorded after its rows (emit/sql_inserts.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from frappe.model.document import bulk_insert
 
 from cauldron_fabric.emit.watch import watch_sql
 from cauldron_fabric.tests.test_emission_sql import TABLE, UPDATED, payload
-from cauldron_fabric.tests.utils import ORDER, EmissionCase, events_after, last_seq, new_order, types_of
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	ORDER_ITEM,
+	EmissionCase,
+	events_after,
+	last_seq,
+	new_order,
+	types_of,
+)
 
 CREATED = "fabric_test_order.created"
 SUBMITTED = "fabric_test_order.submitted"
@@ -149,3 +158,59 @@ class TestBulkInsertOfDocuments(EmissionCase):
 		)
 		self.assertEqual(items_of(events[0]), ["fork"])
 		self.assertEqual(items_of(events[1]), ["cauldron", "ladle", "spoon"])
+
+
+ORDER_FIELDS = ["name", "title", "company", "grand_total", "owner", "modified_by", "creation", "modified"]
+ROW_FIELDS = ["name", "parent", "parenttype", "parentfield", "idx", "item", "qty"]
+
+
+def order_values(order) -> tuple:
+	now = frappe.utils.now()
+	return (
+		order.name,
+		order.title,
+		order.company,
+		order.grand_total,
+		"Administrator",
+		"Administrator",
+		now,
+		now,
+	)
+
+
+def row_values(order) -> list[tuple]:
+	return [(row.name, order.name, ORDER, "items", row.idx, row.item, row.qty) for row in order.items]
+
+
+class TestTablesInsertedOneAfterTheOther(EmissionCase):
+	"""As a patch writes documents: frappe.db.bulk_insert of the documents, then of their rows."""
+
+	def test_each_document_is_created_with_the_rows_inserted_after_it(self):
+		first, second = (
+			unsaved_order("table by table a", ["pot"]),
+			unsaved_order("table by table b", ["lid", "jar"]),
+		)
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.bulk_insert(ORDER, ORDER_FIELDS, [order_values(first), order_values(second)])
+		frappe.db.bulk_insert(ORDER_ITEM, ROW_FIELDS, row_values(first) + row_values(second))
+		frappe.db.commit()
+		events = events_after(start, ORDER)
+		self.assertEqual(
+			[(e["type"], e["data"]["entityId"]) for e in events],
+			[(CREATED, first.name), (CREATED, second.name)],
+		)
+		self.assertEqual([items_of(e) for e in events], [["pot"], ["lid", "jar"]])
+
+	def test_rows_inserted_after_another_write_are_the_documents_update(self):
+		order = unsaved_order("rows after another write", ["pot"])
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.bulk_insert(ORDER, ORDER_FIELDS, [order_values(order)])
+		# Another table's write between: the order is recorded before it, as stored then.
+		frappe.db.sql("UPDATE `tabToDo` SET description = description WHERE name = 'no such ToDo'")
+		frappe.db.bulk_insert(ORDER_ITEM, ROW_FIELDS, row_values(order))
+		frappe.db.commit()
+		created, updated = events_after(start, ORDER)
+		self.assertEqual((created["type"], items_of(created)), (CREATED, []))
+		self.assertEqual((updated["type"], items_of(updated)), (UPDATED, ["pot"]))

@@ -151,6 +151,7 @@ class TestRawInserts(EmissionCase):
 			],
 			ignore_duplicates=True,
 		)
+		frappe.db.commit()  # an order waits for its rows until then
 		events = events_after(start, ORDER)
 		self.assertEqual(types_of(events), [CREATED, CREATED])
 		self.assertEqual([e["data"]["entityId"] for e in events], names)
@@ -227,6 +228,7 @@ class TestRawInserts(EmissionCase):
 			" modified_by = 'Administrator', creation = NOW(6), modified = NOW(6)",
 			(name,),
 		)
+		frappe.db.commit()  # an order waits for its rows until then
 		(event,) = events_after(start, ORDER)
 		self.assertEqual(
 			(event["type"], event["data"]["entityId"], payload(event)["via"]), (CREATED, name, "sql")
@@ -253,6 +255,7 @@ class TestInsertSelect(EmissionCase):
 			"WHERE title LIKE %s ORDER BY title",
 			(f"to copy {mark} %",),
 		)
+		frappe.db.commit()  # an order waits for its rows until then
 		events = events_after(start, ORDER)
 		self.assertEqual(types_of(events), [CREATED, CREATED])
 		self.assertEqual([e["data"]["entityId"] for e in events], [f"copy-{s.name}" for s in sources[1:]])

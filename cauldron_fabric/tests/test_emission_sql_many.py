@@ -182,6 +182,8 @@ class TestManyDocumentsInAFewQueries(EmissionCase):
 				fields,
 				[(n, "bulk many", "Cauldron Ltd", 9.5, 0, "Administrator", now, now) for n in names],
 			)
+			# An order has child tables: its created event waits for its rows (the commit here).
+			frappe.db.commit()
 		events = events_after(start, ORDER)
 		self.assertEqual([e["type"] for e in events], [CREATED] * 7)
 		self.assertEqual([e["data"]["entityId"] for e in events], names)
