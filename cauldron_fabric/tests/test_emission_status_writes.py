@@ -77,10 +77,10 @@ class TestStatusMovedWithoutHooks(EmissionCase):
 		frappe.db.commit()
 		events = events_after(start, ORDER)
 		self.assertEqual(types_of(events), [CANCELLED, BUSINESS, CANCELLED, BUSINESS])
-		self.assertEqual(
-			[(e["data"]["entityId"], e["data"]["action"]) for e in events],
-			[(first.name, "cancelled")] * 2 + [(second.name, "cancelled")] * 2,
-		)
+		# Each order's cancel, then its business transaction (in the order the statement read them).
+		pairs = [(e["data"]["entityId"], e["data"]["action"]) for e in events]
+		self.assertEqual(pairs[0::2], pairs[1::2])
+		self.assertEqual(sorted(pairs[0::2]), sorted([(first.name, "cancelled"), (second.name, "cancelled")]))
 		cancelled = events[0]
 		self.assertEqual(payload(cancelled)["via"], "sql")
 		self.assertEqual(
