@@ -85,16 +85,10 @@ def parse_insert(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
 
 def _parse_insert_set(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
 	"""Reads ``INSERT … [INTO] table SET column = value, …`` as parse_insert reads one row."""
-	started = _started(sql, "INSERT", _INSERT_MODIFIERS)
-	if started is None:
+	started = _into(sql, 1)
+	if started is None or started[0][started[1] + 1].upper != "SET":
 		return None
 	tokens, position = started
-	if position < len(tokens) and tokens[position].upper == "INTO":
-		position += 1
-	if position + 1 >= len(tokens) or tokens[position].kind not in ("word", "quoted"):
-		return None
-	if tokens[position + 1].upper != "SET":
-		return None
 	stop = _without_semicolon(tokens)
 	if any(token.upper == "RETURNING" for token in tokens[position + 2 : stop]):
 		return None
@@ -159,19 +153,29 @@ def _insert_head(sql: str, words: tuple[str, ...]) -> tuple[list, int, str, list
 	"""Reads the start of ``INSERT … [INTO] table (columns) <word>``, the word one of ``words``:
 	returns the statement's top-level tokens, where that word stands, the table and the columns
 	(unquoted); None for another statement."""
+	started = _into(sql, 2)
+	if started is None:
+		return None
+	tokens, position = started
+	columns_group, word = tokens[position + 1], tokens[position + 2]
+	if columns_group.kind != "group" or word.upper not in words:
+		return None
+	columns = [item.strip().strip("`").replace("``", "`") for item in _items(columns_group.text)]
+	return tokens, position + 2, tokens[position].name, columns
+
+
+def _into(sql: str, following: int) -> tuple[list, int] | None:
+	"""Reads ``INSERT [modifiers] [INTO] table`` followed by at least ``following`` tokens: the
+	statement's top-level tokens and where the table stands; None for another statement."""
 	started = _started(sql, "INSERT", _INSERT_MODIFIERS)
 	if started is None:
 		return None
 	tokens, position = started
 	if position < len(tokens) and tokens[position].upper == "INTO":
 		position += 1
-	if position + 2 >= len(tokens) or tokens[position].kind not in ("word", "quoted"):
+	if position + following >= len(tokens) or tokens[position].kind not in ("word", "quoted"):
 		return None
-	columns_group, word = tokens[position + 1], tokens[position + 2]
-	if columns_group.kind != "group" or word.upper not in words:
-		return None
-	columns = [item.strip().strip("`").replace("``", "`") for item in _items(columns_group.text)]
-	return tokens, position + 2, tokens[position].name, columns
+	return tokens, position
 
 
 def _items(group: str) -> list[str]:

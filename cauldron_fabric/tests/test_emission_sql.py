@@ -36,6 +36,14 @@ def payload(envelope: dict) -> dict:
 	return envelope["data"]["payload"]
 
 
+def orders_one_with_a_ladle(title: str) -> tuple:
+	"""Returns two new orders, committed: the first with a ladle row, the second without."""
+	order, other = new_order(title), new_order(f"{title}, no ladle")
+	frappe.db.delete(ORDER_ITEM, {"parent": other.name, "item": "ladle"})
+	frappe.db.commit()
+	return order, other
+
+
 def note_by_sql(doc, method=None) -> None:
 	"""A controller hook that writes the order's note with a raw UPDATE, naming the hook."""
 	frappe.db.sql(f"UPDATE {TABLE} SET note = %s WHERE name = %s", (f"sql in {method}", doc.name))
@@ -221,9 +229,7 @@ class TestWhichUpdatesCount(EmissionCase):
 			self.assertEqual(events_after(start, ORDER), [])
 
 	def test_an_unqualified_column_of_a_join_writes_the_one_table_that_has_it(self):
-		order, other = new_order("joined unqualified"), new_order("joined unqualified, no ladle")
-		frappe.db.delete(ORDER_ITEM, {"parent": other.name, "item": "ladle"})
-		frappe.db.commit()
+		order, other = orders_one_with_a_ladle("joined unqualified")
 		start = last_seq()
 		frappe.db.sql(
 			f"UPDATE {TABLE} o JOIN `tab{ORDER_ITEM}` i ON i.parent = o.name SET note = 'joined', qty = 9"

@@ -11,7 +11,7 @@ import frappe
 from cauldron_fabric.emit import unrecorded
 from cauldron_fabric.emit.policy import SET_VALUES_NONE
 from cauldron_fabric.emit.watch import watch_sql
-from cauldron_fabric.tests.test_emission_sql import TABLE, UPDATED, payload
+from cauldron_fabric.tests.test_emission_sql import TABLE, UPDATED, orders_one_with_a_ladle, payload
 from cauldron_fabric.tests.utils import (
 	ORDER,
 	ORDER_ITEM,
@@ -120,9 +120,7 @@ class TestRawDeletes(EmissionCase):
 		self.assertIn("at random", logged.output[0])
 
 	def test_the_using_form_deletes_the_documents_before_using(self):
-		order, kept = new_order("delete using"), new_order("delete using, no ladle")
-		frappe.db.delete(ORDER_ITEM, {"parent": kept.name, "item": "ladle"})
-		frappe.db.commit()
+		order, kept = orders_one_with_a_ladle("delete using")
 		start = last_seq()
 		frappe.db.sql(
 			f"DELETE FROM o USING {TABLE} o JOIN `tab{ORDER_ITEM}` i ON i.parent = o.name"
