@@ -90,24 +90,26 @@ class PlannedInsert:
 							emit_document_event(doc, "submitted", via=SQL, reject_invalid=False)
 
 
-def plan_insert(doctype: str, names: list, rows: list[dict] | None = None) -> PlannedInsert | None:
-	"""Reads which of the ``names`` an INSERT is about to insert are new (not stored already),
-	or returns None when none is.
+def plan_insert(
+	doctype: str, names: list, rows: list[dict] | None = None, stored: set[str] | None = None
+) -> PlannedInsert | None:
+	"""Reads which of the ``names`` an INSERT is about to insert are new (not stored already,
+	or not in ``stored`` when the caller has read that: ``stored_names``), or returns None when
+	none is.
 
 	``rows``, when given, are the statement's rows (``WANTED`` columns): the new rows of a child
 	table have their parents' tables put aside now, before the statement, as an UPDATE's rows
 	do, rather than held in memory after it.
 	"""
-	stored = stored_names(doctype, names)
+	if stored is None:
+		stored = stored_names(doctype, names)
 	new = [name for name in dict.fromkeys(names) if str(name) not in stored]
 	if not new:
 		return None
-	istable = frappe.get_meta(doctype).istable
-	if istable and rows is not None:
+	if rows is not None and frappe.get_meta(doctype).istable:
 		new = _without_rows_of_waiting_documents(new, rows)
 		if not new:
 			return None
-	if rows is not None and istable:
 		fresh = {str(name) for name in new}
 		placed = {
 			(row.get("parenttype"), row.get("parentfield"), row.get("parent"))

@@ -159,8 +159,6 @@ def _plan_insert(text, query: str, watched: set[str]) -> list | None:
 	if statement is not None:
 		doctype = _doctype_of(statement.table)
 		rows = list(statement.rows)
-		if statement.upsert and doctype in watched:
-			return _plan_upsert(doctype, rows, query)
 	else:
 		selecting = parse_insert_select(text)
 		if selecting is None or "name" not in (column.lower() for column in selecting.columns):
@@ -176,21 +174,19 @@ def _plan_insert(text, query: str, watched: set[str]) -> list | None:
 	if None in names:  # an autoincrement DocType's rows, named by the database
 		_log_unreadable(INSERT, query)
 		return None
+	if statement is not None and statement.upsert:
+		return _plan_upsert(doctype, names, rows)
 	write = plan_insert(doctype, names, rows)
 	return [write] if write is not None else None
 
 
-def _plan_upsert(doctype: str, rows: list[dict], query: str) -> list | None:
+def _plan_upsert(doctype: str, names: list, rows: list[dict]) -> list | None:
 	"""Reads what an ``INSERT … ON DUPLICATE KEY UPDATE`` is about to do: update the documents
 	(or rows) stored under the names it gives, as an UPDATE of them would, and insert the others.
 
 	Only where ``name`` is the table's one unique key: with another, a row could update a
 	document under another name, which the statement does not give; such a statement is
 	logged, with no event."""
-	names = [row.get("name") for row in rows]
-	if None in names:  # an autoincrement DocType's rows, named by the database
-		_log_unreadable(INSERT, query)
-		return None
 	other_keys = _other_unique_keys(doctype)
 	if other_keys:
 		log_once(
@@ -207,7 +203,7 @@ def _plan_upsert(doctype: str, rows: list[dict], query: str) -> list | None:
 		_plan_rows(doctype, [name for name in dict.fromkeys(names) if str(name) in stored])
 		if stored
 		else None,
-		plan_insert(doctype, names, rows),
+		plan_insert(doctype, names, rows, stored),
 	]
 	return [write for write in writes if write is not None] or None
 
@@ -325,7 +321,8 @@ def _plan_target(
 		return None  # a column the table lacks: Frappe's own statement fails as it always did
 	if not every_write and columns <= _bookkeeping(doctype):
 		return None
-	if "name" in columns and not frappe.get_meta(doctype).istable:
+	istable = frappe.get_meta(doctype).istable
+	if "name" in columns and not istable:
 		# A rename (a row's is its parent's update, which compares the table's rows by content).
 		if target.new_name is not None:
 			return _plan_rename(statement, target, doctype, columns)
@@ -338,7 +335,6 @@ def _plan_target(
 			doctype,
 		)
 		return None
-	istable = frappe.get_meta(doctype).istable
 	# A child row's "before" is its parent's table (rows.py): its name is all that is wanted,
 	# read as a tuple (a third of the memory of a dict, over a statement of many rows).
 	rows = _rows_before(statement, target, as_dict=not istable)
