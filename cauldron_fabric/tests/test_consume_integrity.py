@@ -36,12 +36,13 @@ def todos(text: str) -> int:
 	return frappe.db.count("ToDo", {"description": text})
 
 
-def run_for(group: str, topic: str, seconds: float, handler) -> object:
+def run_for(group: str, topic: str, seconds: float, handler, should_stop=lambda: False) -> object:
 	frappe.db.commit()
 	counts = run_consumer_for(
 		group=group,
 		topics=[topic],
 		max_seconds=seconds,
+		should_stop=should_stop,
 		broker_options=FAST_JOIN,
 		extra_handlers={STEP: handler},
 	)
@@ -59,6 +60,30 @@ def on_own_connection(connect, *statements: str) -> None:
 		connection.commit()
 	finally:
 		connection.close()
+
+
+def found_on_own_connection(connect, query: str, params=()) -> bool:
+	"""Tells whether ``query`` finds a row that another process committed."""
+	connection = connect()
+	try:
+		with connection.cursor() as cursor:
+			cursor.execute(query, params)
+			return cursor.fetchone() is not None
+	finally:
+		connection.close()
+
+
+def until(condition, every: float = 0.5):
+	"""Returns a should_stop that asks ``condition()`` at most every ``every`` seconds."""
+	asked = [0.0]
+
+	def should_stop() -> bool:
+		if time.monotonic() - asked[0] < every:
+			return False
+		asked[0] = time.monotonic()
+		return condition()
+
+	return should_stop
 
 
 class TestConsumerIntegrity(FrappeTestCase):
@@ -143,8 +168,15 @@ class TestConsumerIntegrity(FrappeTestCase):
 		def handler(envelope, context):
 			frappe.get_doc({"doctype": "Blog Category", "title": f"review {envelope.id[-8:]}"}).insert()
 
+		def first_done() -> bool:
+			return found_on_own_connection(
+				connect, "SELECT 1 FROM `tabBlog Category` WHERE title = %s", (f"review {first.id[-8:]}",)
+			)
+
 		def revoke_then_publish():
-			time.sleep(10)  # the first event is processed by then
+			deadline = time.monotonic() + 20
+			while not first_done() and time.monotonic() < deadline:
+				time.sleep(0.2)  # until the first event's effect is committed
 			on_own_connection(
 				connect,
 				f"DELETE FROM `tabHas Role` WHERE parent = '{HANDLER_USER}' AND role = 'Website Manager'",
@@ -156,7 +188,12 @@ class TestConsumerIntegrity(FrappeTestCase):
 		redis, roles_key = Redis.from_url(frappe.conf.redis_cache), frappe.cache.make_key("roles")
 		publish(self.broker.bootstrap, self.topic, [first])
 		threading.Thread(target=revoke_then_publish, daemon=True).start()
-		counts = run_for(self.group, self.topic, 22, handler)
+		second_refused = until(  # then until the second is a dead letter (at most 30 s)
+			lambda: found_on_own_connection(
+				connect, "SELECT 1 FROM `tabDead Letter` WHERE event_id = %s", (second.id,)
+			)
+		)
+		counts = run_for(self.group, self.topic, 30, handler, second_refused)
 		self.assertEqual((counts.processed, counts.dead_lettered), (1, 1))
 		self.assertTrue(frappe.db.exists("Blog Category", {"title": f"review {first.id[-8:]}"}))
 		self.assertFalse(frappe.db.exists("Blog Category", {"title": f"review {second.id[-8:]}"}))
@@ -211,8 +248,11 @@ class TestConsumerIntegrity(FrappeTestCase):
 		mine = frappe.db.sql("SELECT CONNECTION_ID()")[0][0]
 		connect = site_db_connector()  # frappe.db is this thread's
 
+		handled = []
+
 		def handler(envelope, context):
 			frappe.get_doc({"doctype": "ToDo", "description": f"after kill {envelope.id}"}).insert()
+			handled.append(envelope.id)
 
 		def kill_then_publish():
 			time.sleep(6)
@@ -224,6 +264,6 @@ class TestConsumerIntegrity(FrappeTestCase):
 
 		threading.Thread(target=kill_then_publish, daemon=True).start()
 		with patch.object(runner, "SETTINGS_RECHECK_SECONDS", 1):
-			counts = run_for(self.group, self.topic, 25, handler)
+			counts = run_for(self.group, self.topic, 25, handler, lambda: bool(handled))
 		self.assertEqual(counts.processed, 1)
 		self.assertEqual(todos(f"after kill {event.id}"), 1)

@@ -74,11 +74,15 @@ class TestRelayOutages(KafkaRelayCase):
 			broker.start()
 			seen["back"] = time.monotonic()
 
-		with fabric_settings(bootstrap_servers=broker.bootstrap, message_timeout_ms=1000):
+		with (
+			fabric_settings(bootstrap_servers=broker.bootstrap, message_timeout_ms=1000),
+			patch.object(relay_module, "RECOVERY_CHECK_SECONDS", 1.0),  # asked every 10 s by default
+		):
 			broker.stop()
 			recovery = threading.Thread(target=outage_ends)
 			recovery.start()
-			run_relay_for(max_seconds=30, name=name)
+			# Until the status no longer reports the outage (at most 30 s: the assertion below).
+			run_relay_for(lambda: "back" in seen and reported_error() is None, max_seconds=30, name=name)
 			recovery.join()
 		status = json.loads(frappe.cache.hget(STATUS_KEY, name))
 		self.assertIn("back", seen, "the broker was started again")
