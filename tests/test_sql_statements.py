@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from cauldron_fabric.core.sql_statements import doctypes_named, parse_delete, parse_update, write_kind
+from cauldron_fabric.core.sql_statements import (
+	doctypes_named,
+	parse_delete,
+	parse_truncate,
+	parse_update,
+	write_kind,
+)
 
 
 def targets(sql: str) -> dict[str, set[str]]:
@@ -127,6 +133,8 @@ def test_write_kind_looks_at_the_first_word_only():
 	assert write_kind("SELECT 'update' FROM tabA") is None
 	assert write_kind("updated_at") is None
 	assert write_kind("deleted") is None
+	assert write_kind("truncate `tabA`") == "truncate"
+	assert write_kind("truncated") is None
 
 
 def deleted(sql: str) -> list[str]:
@@ -170,6 +178,26 @@ def test_a_multi_table_delete_deletes_from_the_tables_before_from():
 )
 def test_deletes_it_cannot_read_read_as_none(sql):
 	assert parse_delete(sql) is None
+
+
+def test_a_truncate_reads_as_the_delete_of_every_row():
+	for sql, refs in [
+		("truncate `tabToDo`", "`tabToDo`"),  # frappe.db.truncate's
+		("TRUNCATE TABLE tabToDo;", "tabToDo"),
+		("/* purge */ truncate table `site`.`tabToDo` NOWAIT", "`site`.`tabToDo`"),
+		("TRUNCATE tabToDo WAIT 5 -- then the rest", "tabToDo"),
+	]:
+		statement = parse_truncate(sql)
+		assert (
+			statement.select_before(statement.targets[0]) == f"SELECT `tabToDo`.`name` AS `name` FROM {refs}"
+		)
+
+
+@pytest.mark.parametrize(
+	"sql", ["TRUNCATE", "TRUNCATE TABLE", "TRUNCATE tabA, tabB", "TRUNCATE tabA WAIT", "TRUNCATE tabA x"]
+)
+def test_truncates_it_cannot_read_read_as_none(sql):
+	assert parse_truncate(sql) is None
 
 
 def test_doctypes_named_finds_every_table_quoted_or_not():

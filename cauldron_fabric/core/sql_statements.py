@@ -111,18 +111,21 @@ def quote(identifier: str) -> str:
 UPDATE = "update"
 DELETE = "delete"
 INSERT = "insert"
+TRUNCATE = "truncate"
 # The column of select_before's read that holds a renamed row's new name.
 NEW_NAME = "__fabric_new_name"
 
 
 def write_kind(sql: str) -> str | None:
-	"""Returns ``update``, ``delete`` or ``insert`` for such a statement, else None (cheap: a look
-	at its first word)."""
+	"""Returns ``update``, ``delete``, ``insert`` or ``truncate`` for such a statement, else None
+	(cheap: a look at its first word)."""
 	match = _STARTS_WRITE.match(sql)
 	return match.group(1).lower() if match else None
 
 
-_STARTS_WRITE = re.compile(r"\s*(?:/\*.*?\*/\s*)*(update|delete|insert)\b", re.IGNORECASE | re.DOTALL)
+_STARTS_WRITE = re.compile(
+	r"\s*(?:/\*.*?\*/\s*)*(update|delete|insert|truncate)\b", re.IGNORECASE | re.DOTALL
+)
 # Names of the form `tabSomething` (or tabSomething) a statement mentions: the DocTypes it may write.
 _TABLE_NAMES = re.compile(r"`tab((?:[^`]|``)+)`|\btab(\w+)")
 
@@ -223,6 +226,26 @@ def parse_delete(sql: str) -> Statement | None:
 	if _picks_at_random(refs_text, where, tail):
 		return None
 	return Statement(refs_text, where, tail, targets, len(aliases) > 1)
+
+
+def parse_truncate(sql: str) -> Statement | None:
+	"""Reads ``TRUNCATE [TABLE] t [WAIT n | NOWAIT]`` as the ``DELETE FROM t`` of every row it is,
+	or returns None when it is not one this module can read."""
+	started = _started(sql, "TRUNCATE", frozenset({"TABLE"}))
+	if started is None:
+		return None
+	tokens, position = started
+	count = _without_semicolon(tokens)
+	if count > position and tokens[count - 1].upper == "NOWAIT":
+		count -= 1
+	elif count > position + 1 and tokens[count - 2].upper == "WAIT" and tokens[count - 1].text.isdigit():
+		count -= 2
+	if count <= position or tokens[position].kind not in ("word", "quoted"):
+		return None
+	_, after = _identifier(tokens, position)
+	if after != count:
+		return None
+	return parse_delete(f"DELETE FROM {_text(sql, tokens, position, count)}")
 
 
 def _started(sql: str, word: str, modifiers: frozenset[str] = _MODIFIERS) -> tuple[list[Token], int] | None:

@@ -23,7 +23,9 @@ them): a later UPDATE of the rows' ``parent`` is the new name's update, as any r
 
 A DELETE puts aside each document it is about to delete, whole (``sql_deletes.py``), and
 records ``deleted`` for each one gone after it, with the document as it was; a deleted child
-table row is its parent's update at commit.
+table row is its parent's update at commit. A TRUNCATE (``frappe.db.truncate``) is the DELETE of
+every row it is; MariaDB commits before it and it cannot be rolled back, so its events are
+committed right after it (``TruncateCommitted``).
 
 Left alone:
 
@@ -54,10 +56,13 @@ from cauldron_fabric.core.sql_statements import (
 	DELETE,
 	INSERT,
 	NEW_NAME,
+	TRUNCATE,
+	UPDATE,
 	Statement,
 	Target,
 	doctypes_named,
 	parse_delete,
+	parse_truncate,
 	parse_update,
 )
 from cauldron_fabric.emit.document_events import (
@@ -114,7 +119,7 @@ FRAPPES_OWN = frozenset(
 
 
 def plan_sql_write(db, kind: str, query: str, values) -> list | None:
-	"""Reads what an UPDATE, DELETE or INSERT statement is about to change, or returns None
+	"""Reads what an UPDATE, DELETE, INSERT or TRUNCATE statement is about to change, or returns None
 	when the fabric leaves it alone (see the module's docstring)."""
 	if db is not getattr(frappe.local, "db", None):  # (Frappe's own writes: left by watch.py)
 		return None
@@ -132,8 +137,10 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 		return _plan_insert(text, query, watched)
 	if not isinstance(text, str):
 		statement = None
+	elif kind == UPDATE:
+		statement = parse_update(text, _columns_of)
 	else:
-		statement = parse_delete(text) if kind == DELETE else parse_update(text, _columns_of)
+		statement = parse_delete(text) if kind == DELETE else parse_truncate(text)
 	if statement is None:
 		_log_unreadable(kind, query)
 		return None
@@ -142,13 +149,24 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 		doctype = _doctype_of(target.table)
 		if doctype not in watched:
 			continue
-		if kind == DELETE:
+		if kind in (DELETE, TRUNCATE):
 			write = _plan_deletion(statement, target, doctype)
 		else:
 			write = _plan_target(statement, target, doctype, policy.set_values == SET_VALUES_ALL)
 		if write is not None:
 			writes.append(write)
+		if kind == TRUNCATE:
+			writes.append(TruncateCommitted())  # after the deleted events (or the rows' notes)
 	return writes or None
+
+
+class TruncateCommitted:
+	"""Commits a TRUNCATE's events right after it. MariaDB commits before a TRUNCATE, and no
+	rollback undoes it: its events (a child table's rows are their parents' updates at commit)
+	must not wait for a commit of the caller's that may never come."""
+
+	def record(self) -> None:
+		frappe.db.commit()
 
 
 def _plan_insert(text, query: str, watched: set[str]) -> list | None:

@@ -113,8 +113,8 @@ def watch_set_values() -> None:
 
 
 def watch_sql() -> None:
-	"""Makes ``frappe.db.sql`` record the events of the UPDATE, DELETE and INSERT statements it
-	runs (once per process; see sql_writes.py)."""
+	"""Makes ``frappe.db.sql`` record the events of the UPDATE, DELETE, INSERT and TRUNCATE
+	statements it runs (once per process; see sql_writes.py)."""
 	if getattr(Database.sql, "fabric_watched", False):
 		return
 	sql = Database.sql
