@@ -134,7 +134,10 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 	except Exception:
 		return None  # values that do not fit the statement: Frappe's own run of it raises
 	if kind == INSERT:
-		return _plan_insert(text, query, watched)
+		try:
+			return _plan_insert(text, query, watched)
+		except ReadRefused as refused:
+			return [refused.unrecorded(kind, query)]
 	if not isinstance(text, str):
 		statement = None
 	elif kind == UPDATE:
@@ -149,15 +152,46 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 		doctype = _doctype_of(target.table)
 		if doctype not in watched:
 			continue
-		if kind in (DELETE, TRUNCATE):
-			write = _plan_deletion(statement, target, doctype)
-		else:
-			write = _plan_target(statement, target, doctype, policy.set_values == SET_VALUES_ALL)
+		try:
+			if kind in (DELETE, TRUNCATE):
+				write = _plan_deletion(statement, target, doctype)
+			else:
+				write = _plan_target(statement, target, doctype, policy.set_values == SET_VALUES_ALL)
+		except ReadRefused as refused:
+			write = refused.unrecorded(kind, query)
 		if write is not None:
 			writes.append(write)
 		if kind == TRUNCATE:
 			writes.append(TruncateCommitted())  # after the deleted events (or the rows' notes)
 	return writes or None
+
+
+class ReadRefused(Exception):
+	"""The database refused the fabric's read of what a statement is about to write (the
+	statement names something it refuses, or the site's user may write a table it may not read
+	with a locking read): the statement runs as it is."""
+
+	def unrecorded(self, kind: str, query: str) -> Unrecorded:
+		return Unrecorded(kind, query, self.__cause__ or self)
+
+
+class Unrecorded:
+	"""A statement whose rows the fabric could not read. When it fails too, its own error says
+	why; when it runs, it wrote with no event, which is logged (once per process and start)."""
+
+	def __init__(self, kind: str, query: str, error: BaseException) -> None:
+		self.kind, self.query, self.error = kind, query, error
+
+	def record(self) -> None:
+		start = " ".join(self.query.split())[:120]
+		log_once(
+			f"unread {start}",
+			"Cauldron Fabric records no event for this %s: the database refused its read of the "
+			"rows before it ran (%s), and the statement then ran: %s",
+			self.kind.upper(),
+			self.error,
+			start,
+		)
 
 
 class TruncateCommitted:
@@ -184,8 +218,6 @@ def _plan_insert(text, query: str, watched: set[str]) -> list | None:
 			return None
 		doctype = _doctype_of(selecting.table)
 		rows = _rows_selected(selecting) if doctype in watched else []
-		if rows is None:
-			return None  # the database refuses its SELECT: Frappe's own run of the statement raises
 	if doctype not in watched:
 		return None
 	names = [row.get("name") for row in rows]
@@ -232,9 +264,9 @@ def _other_unique_keys(doctype: str) -> list[str]:
 	return sorted({row[2] for row in keys})
 
 
-def _rows_selected(statement: InsertSelect) -> list[dict] | None:
+def _rows_selected(statement: InsertSelect) -> list[dict]:
 	"""Runs the SELECT of an INSERT … SELECT for the rows it is about to insert: the values of
-	the ``WANTED`` columns in its column list; None when the database refuses the read.
+	the ``WANTED`` columns in its column list; raises ReadRefused when the database refuses the read.
 
 	The read sees the transaction's snapshot, as a join's does (see _rows_before): the
 	statement itself reads its rows as last committed. Its rows are streamed, only the
@@ -248,10 +280,10 @@ def _rows_selected(statement: InsertSelect) -> list[dict] | None:
 		]
 	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
 		raise
-	except IndexError:
-		return None  # fewer columns than the statement lists: the database refuses it
-	except Exception:
-		return None
+	except IndexError as error:
+		raise ReadRefused() from error  # fewer columns than the statement lists: it refuses it too
+	except Exception as error:
+		raise ReadRefused() from error
 
 
 def _doctype_of(table: str) -> str | None:
@@ -356,8 +388,6 @@ def _plan_target(
 	# A child row's "before" is its parent's table (rows.py): its name is all that is wanted,
 	# read as a tuple (a third of the memory of a dict, over a statement of many rows).
 	rows = _rows_before(statement, target, as_dict=not istable)
-	if rows is None:
-		return None
 	if istable:
 		names = [row[0] for row in rows]
 		write = _plan_rows(doctype, names)
@@ -410,8 +440,6 @@ def _plan_rename(
 	"""Reads the documents an UPDATE that sets ``name`` is about to rename, with their new
 	names (see the module's docstring)."""
 	rows = _rows_before(statement, target)
-	if rows is None:
-		return None
 	renames = []
 	for row in rows:
 		new = row.pop(NEW_NAME)
@@ -437,10 +465,10 @@ def _bookkeeping(doctype: str) -> frozenset[str]:
 	return kept if frappe.get_meta(doctype).istable else kept | DOCUMENT_BOOKKEEPING
 
 
-def _rows_before(statement: Statement, target: Target, as_dict: bool = True) -> list | None:
+def _rows_before(statement: Statement, target: Target, as_dict: bool = True) -> list:
 	"""Reads the names (and the columns set) of the rows the statement is about to write in
-	``target``, as dicts or (``as_dict`` false) tuples, the name first; None when the database
-	refuses the read.
+	``target``, as dicts or (``as_dict`` false) tuples, the name first; raises ReadRefused when
+	the database refuses the read.
 
 	The statement writes the rows as last committed, which a plain read in a transaction that
 	has read before does not see (REPEATABLE READ: a snapshot, as of its first read): another
@@ -455,10 +483,10 @@ def _rows_before(statement: Statement, target: Target, as_dict: bool = True) -> 
 		# The statement waits on the same locks: its own error, and a deadlock has rolled the
 		# transaction back, which running the statement after it would hide.
 		raise
-	except Exception:
+	except Exception as error:
 		# The statement names something the database refuses: Frappe's own run of it raises the
 		# database's error, which its caller may expect (frappe.db.is_missing_column).
-		return None
+		raise ReadRefused() from error
 
 
 def _plan_deletion(statement: Statement, target: Target, doctype: str):

@@ -259,6 +259,25 @@ class TestWhichUpdatesCount(EmissionCase):
 		self.assertEqual(events_after(start, ORDER), [])
 		self.assertIn("qualify each SET column", logged.output[0])
 
+	def test_a_statement_that_runs_after_its_read_was_refused_is_logged(self):
+		# max_join_size (sql_big_selects off) refuses a SELECT expected to examine more rows,
+		# not an UPDATE or DELETE: the fabric's read fails and the statement still runs.
+		orders = [new_order("read refused"), new_order("read refused")]
+		start = last_seq()
+		frappe.db.sql("SET SESSION max_join_size = 1")
+		try:
+			with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
+				frappe.db.sql(f"UPDATE {TABLE} SET note = 'unread' WHERE title = 'read refused'")
+				frappe.db.sql(f"DELETE FROM {TABLE} WHERE title = 'read refused'")
+		finally:
+			frappe.db.sql("SET SESSION max_join_size = DEFAULT")
+		self.assertFalse(frappe.db.exists(ORDER, {"name": ("in", [o.name for o in orders])}))
+		self.assertEqual(events_after(start, ORDER), [])
+		self.assertEqual(len(logged.output), 2, logged.output)
+		for kind, output in zip(("UPDATE", "DELETE"), logged.output, strict=True):
+			self.assertIn(f"no event for this {kind}: the database refused its read", output)
+			self.assertIn("MAX_JOIN_SIZE", output)
+
 	def test_a_statement_the_database_refuses_raises_its_own_error(self):
 		order = new_order("refused")
 		start = last_seq()
