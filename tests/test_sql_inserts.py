@@ -111,13 +111,24 @@ def test_an_insert_select_reads_as_its_table_columns_and_select():
 	assert union.select == "select name from tabB union select name from tabC"
 
 
+def test_a_query_after_with_or_in_parentheses_is_read_as_it_stands():
+	# The query runs as it is written: a SELECT after WITH, or in parentheses, is a query too.
+	with_cte = parse_insert_select("INSERT INTO tabA (name) WITH b AS (SELECT 1 AS n) SELECT n FROM b;")
+	assert with_cte.select == "WITH b AS (SELECT 1 AS n) SELECT n FROM b"
+	parenthesised = parse_insert_select("INSERT INTO tabA (name) ( (select name from tabB) ) -- copied")
+	assert parenthesised.select == "( (select name from tabB) )"
+	union = parse_insert_select("INSERT INTO tabA (name) (SELECT name FROM tabB) UNION (SELECT 'x')")
+	assert union.select == "(SELECT name FROM tabB) UNION (SELECT 'x')"
+
+
 @pytest.mark.parametrize(
 	"sql",
 	[
 		"INSERT INTO tabA (name) VALUES ('x')",  # parse_insert's
 		"INSERT INTO tabA SELECT name FROM tabB",  # no column list
-		"INSERT INTO tabA (name) (SELECT name FROM tabB)",
-		"INSERT INTO tabA (name) WITH b AS (SELECT 1) SELECT * FROM b",
+		"INSERT INTO tabA (name) ('x')",  # a group that is no query
+		"INSERT INTO tabA (name) (SELECT RAND())",
+		"INSERT INTO tabA (name) WITH b AS (SELECT UUID() AS n) SELECT n FROM b",
 		"INSERT INTO tabA (name) SELECT name FROM tabB ON DUPLICATE KEY UPDATE name = VALUES(name)",
 		"INSERT INTO tabA (name) SELECT name FROM tabB RETURNING name",
 		"INSERT INTO tabA (name) SELECT UUID() FROM tabB",

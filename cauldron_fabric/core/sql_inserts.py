@@ -16,6 +16,7 @@ fabric runs itself before the statement for the names it is about to insert.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from cauldron_fabric.core.sql_statements import (
@@ -28,6 +29,8 @@ from cauldron_fabric.core.sql_statements import (
 )
 
 _INSERT_MODIFIERS = frozenset({"LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE"})
+# A query in parentheses, where an INSERT's SELECT may stand: ``(SELECT …)``, ``((WITH …))``.
+_IS_QUERY = re.compile(r"\((?:\s*\()*\s*(?:SELECT|WITH)\b", re.IGNORECASE)
 # What a backslash before these characters stands for in a MariaDB string literal.
 _ESCAPES = {"0": "\0", "b": "\b", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a"}
 _NULL = object()
@@ -132,11 +135,11 @@ class InsertSelect:
 
 
 def parse_insert_select(sql: str) -> InsertSelect | None:
-	"""Reads an ``INSERT … [INTO] table (columns) SELECT …`` statement; None when it is not one
-	this module can read: without a column list, with ``ON DUPLICATE KEY UPDATE`` or
-	``RETURNING``, a SELECT in parentheses or after WITH, or a SELECT that calls a random
-	function (RAND(), UUID(): a read of it before the statement would give other rows)."""
-	head = _insert_head(sql, ("SELECT",))
+	"""Reads an ``INSERT … [INTO] table (columns) SELECT …`` statement, the query also after WITH
+	or in parentheses; None when it is not one this module can read: without a column list,
+	with ``ON DUPLICATE KEY UPDATE`` or ``RETURNING``, or a query that calls a random function
+	(RAND(), UUID(): a read of it before the statement would give other rows)."""
+	head = _insert_head(sql, ("SELECT", "WITH"), _IS_QUERY)
 	if head is None:
 		return None
 	tokens, position, table, columns = head
@@ -149,16 +152,21 @@ def parse_insert_select(sql: str) -> InsertSelect | None:
 	return InsertSelect(table, tuple(columns), select)
 
 
-def _insert_head(sql: str, words: tuple[str, ...]) -> tuple[list, int, str, list[str]] | None:
-	"""Reads the start of ``INSERT … [INTO] table (columns) <word>``, the word one of ``words``:
-	returns the statement's top-level tokens, where that word stands, the table and the columns
-	(unquoted); None for another statement."""
+def _insert_head(
+	sql: str, words: tuple[str, ...], group: re.Pattern | None = None
+) -> tuple[list, int, str, list[str]] | None:
+	"""Reads the start of ``INSERT … [INTO] table (columns) <word>``, the word one of ``words``
+	(or, given ``group``, a parenthesised group whose text it matches): returns the statement's
+	top-level tokens, where that word stands, the table and the columns (unquoted); None for
+	another statement."""
 	started = _into(sql, 2)
 	if started is None:
 		return None
 	tokens, position = started
 	columns_group, word = tokens[position + 1], tokens[position + 2]
-	if columns_group.kind != "group" or word.upper not in words:
+	if columns_group.kind != "group":
+		return None
+	if word.upper not in words and not (group and word.kind == "group" and group.match(word.text)):
 		return None
 	columns = [item.strip().strip("`").replace("``", "`") for item in _items(columns_group.text)]
 	return tokens, position + 2, tokens[position].name, columns

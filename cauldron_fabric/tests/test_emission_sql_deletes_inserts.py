@@ -280,6 +280,25 @@ class TestInsertSelect(EmissionCase):
 		self.assertEqual([row["item"] for row in change["old"]], ["cauldron", "ladle"])
 		self.assertEqual([row["item"] for row in change["new"]], ["cauldron", "ladle", "cauldron", "ladle"])
 
+	def test_a_query_after_with_or_in_parentheses_is_read_too(self):
+		source = new_order(f"with or parentheses {frappe.generate_hash(length=8)}")
+		frappe.db.commit()
+		start = last_seq()
+		frappe.db.sql(
+			f"INSERT INTO {TABLE} (name, title) WITH s AS (SELECT name, title FROM {TABLE} WHERE name = %s) "
+			"SELECT CONCAT('with-', name), title FROM s",
+			(source.name,),
+		)
+		frappe.db.sql(
+			f"INSERT INTO {TABLE} (name, title) (SELECT CONCAT('paren-', name), title FROM {TABLE} WHERE name = %s)",
+			(source.name,),
+		)
+		frappe.db.commit()
+		self.assertEqual(
+			[(e["type"], e["data"]["entityId"]) for e in events_after(start, ORDER)],
+			[(CREATED, f"with-{source.name}"), (CREATED, f"paren-{source.name}")],
+		)
+
 	def test_a_select_that_names_at_random_runs_and_is_logged(self):
 		title = f"copied at random {frappe.generate_hash(length=8)}"
 		source = new_order(title)
