@@ -2,9 +2,10 @@
 job once there are more than Fabric Settings' *Dead letters a bulk action takes in the request*
 (500 by default).
 
-Each letter goes through its own Retry or Discard (which check the role again), so deliveries
-and consumers' letters alike are put back in play by their source; one letter that cannot be
-retried is reported and does not stop the others. Each is committed once done.
+Each letter goes through its own Retry or Discard (which check the role again, and the user's
+permissions on that letter), so deliveries and consumers' letters alike are put back in play by
+their source; one letter that cannot be retried, or that the user's permissions leave out, is
+reported and does not stop the others. Each is committed once done.
 
 A request retries about 350-450 consumer letters a second (tests/benchmarks/bench_dead_letter_bulk.py:
 2,000 in 4.6-5.4 s on a shared two-core machine, the time per letter flat from the first to the last);
@@ -23,6 +24,7 @@ from frappe import _
 from frappe.utils import cint, escape_html
 
 from cauldron_fabric.api.permissions import require_role
+from cauldron_fabric.cauldron_fabric.doctype.dead_letter.dead_letter import LetterNotPermitted
 from cauldron_fabric.consume.dead_letters import shared_connections
 
 DOCTYPE = "Dead Letter"
@@ -119,7 +121,12 @@ def _act_on_one(name: str, action, failed: list[dict]) -> int:
 		action(frappe.get_doc({"doctype": DOCTYPE, "name": name}))
 		frappe.db.commit()
 		return 1
-	except frappe.PermissionError:
+	except LetterNotPermitted as exc:  # this letter only: the others may be the user's
+		frappe.db.rollback()
+		frappe.clear_messages()
+		failed.append({"name": name, "error": str(exc)})
+		return 0
+	except frappe.PermissionError:  # the role (lost since a job was queued): no letter goes
 		raise
 	except Exception as exc:
 		frappe.db.rollback()

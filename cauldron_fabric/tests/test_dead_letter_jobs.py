@@ -219,6 +219,35 @@ class TestBulkDeadLetterJobs(FrappeTestCase):
 		statuses = {frappe.db.get_value("Dead Letter", name, "status") for name in names}
 		self.assertEqual(statuses, {"Dead"})
 
+	def test_a_letter_the_users_permissions_leave_out_is_refused_and_the_others_go(self):
+		# A bulk call names letters it never opens: Frappe's check of a form's document did not
+		# run, and a manager restricted to some letters (a User Permission) acted on any.
+		group = group_name("bulk-restricted")
+		for _ in range(2):
+			record_dead_letter(dead_letter(group, "orders.created"))
+		mine, other = [row.name for row in dead_letters(group)]
+		manager = make_user(CLERK, ["Fabric Manager"])
+		permission = frappe.get_doc(
+			{"doctype": "User Permission", "user": manager, "allow": "Dead Letter", "for_value": mine}
+		).insert(ignore_permissions=True)
+		self.addCleanup(frappe.delete_doc, "User Permission", permission.name, ignore_permissions=True)
+		self.addCleanup(frappe.db.commit)
+		frappe.db.commit()
+		frappe.set_user(manager)
+		result = dead_letters_api.discard([other, mine], "spam")
+		with self.assertRaises(frappe.PermissionError) as refused:
+			frappe.get_doc("Dead Letter", {"name": other}).discard("spam")  # (read as Administrator's)
+		frappe.set_user("Administrator")
+		self.assertEqual(result["done"], 1)
+		((failure),) = result["failed"]
+		self.assertEqual(failure["name"], other)
+		self.assertIn(
+			f"You may not act on Dead Letter {other}: your permissions leave it out", failure["error"]
+		)
+		self.assertIn("permissions leave it out", str(refused.exception))
+		statuses = {name: frappe.db.get_value("Dead Letter", name, "status") for name in (mine, other)}
+		self.assertEqual(statuses, {mine: "Discarded", other: "Dead"})
+
 	def test_a_bulk_call_naming_a_letter_that_does_not_exist_reports_it_and_acts_on_the_others(self):
 		group = group_name("bulk-missing")
 		record_dead_letter(dead_letter(group, "orders.created"))

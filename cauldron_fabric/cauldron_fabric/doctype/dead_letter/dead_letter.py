@@ -25,6 +25,10 @@ RETRY_HANDLERS = {
 LOCK_WAIT = 5  # seconds a Retry, Discard or consumer waits for another's on the same letter to end
 
 
+class LetterNotPermitted(frappe.PermissionError):
+	"""The user's role may act on dead letters, but their permissions leave this one out."""
+
+
 class DeadLetter(Document):
 	def validate(self) -> None:
 		# Letters are filed by insert and resolved by retry/discard (db_set). A save of an existing
@@ -42,6 +46,7 @@ class DeadLetter(Document):
 		"""Puts the event back in play through its source, then marks this letter Retried."""
 		require_role()
 		self.load_locked()
+		self.check_letter_permitted()
 		if self.status not in ("Dead", "Retrying"):
 			frappe.throw(_("Only a dead letter can be retried; this one is {0}.").format(self.status))
 		frappe.get_attr(RETRY_HANDLERS[self.source_type])(self)
@@ -52,6 +57,7 @@ class DeadLetter(Document):
 		"""Gives up on the event for good, keeping the letter as a record."""
 		require_role()
 		self.load_locked()
+		self.check_letter_permitted()
 		if self.status == "Discarded":
 			return
 		if self.status not in ("Dead", "Retrying"):
@@ -64,6 +70,20 @@ class DeadLetter(Document):
 			)
 		# Kept by db_set, past Frappe's sanitizing, in a field the form renders as HTML.
 		self.resolve("Discarded", plain(text_param(note, "note")) or _("Discarded"))
+
+	def check_letter_permitted(self) -> None:
+		"""Refuses a letter the user's permissions leave out (a User Permission naming the letters
+		they may act on, an app's permission hook): the role is checked already. A bulk Retry or
+		Discard names letters it never opens, so Frappe's own check of a form's document has not
+		run for them."""
+		if not self.has_permission("write"):
+			frappe.throw(
+				_(
+					"You may not act on Dead Letter {0}: your permissions leave it out. Ask a System Manager to act on it, or to give you access to it."
+				).format(self.name),
+				LetterNotPermitted,
+				title=_("Not permitted"),
+			)
 
 	def load_locked(self) -> None:
 		"""Reloads this letter as stored, locked until the request ends, its status as last committed.
