@@ -141,7 +141,10 @@ def shown(text: str) -> str:
 
 def origin_reference(letter: DeadLetter) -> str:
 	"""Returns the reference a letter is found by, as plain text: ``topic/partition/offset`` on
-	Kafka, ``routing key/event id`` on RabbitMQ; the topic cut so that the rest fits the column.
+	Kafka, ``routing key/event id`` on RabbitMQ; a topic too long for the rest to fit the column
+	is cut, and ends in a digest of the whole topic (``~`` and 16 hex digits): cut alone, two
+	topics differing only past the cut gave one reference, and a message of the second dying at
+	the first's partition and offset was taken for the first's letter, and filed under none.
 
 	A RabbitMQ delivery tag (the origin's offset) counts deliveries on one channel and starts
 	again at 1 on the next: it names neither a redelivered message again nor one message alone.
@@ -156,7 +159,11 @@ def origin_reference(letter: DeadLetter) -> str:
 		place = (
 			"/" + hashlib.sha256(letter.envelope.id.encode() if letter.envelope else letter.body).hexdigest()
 		)
-	return plain(origin.topic)[: TEXT_LENGTH - len(place)] + place
+	topic, room = plain(origin.topic), TEXT_LENGTH - len(place)
+	if len(topic) > room:
+		digest = "~" + hashlib.sha256(origin.topic.encode()).hexdigest()[:16]
+		topic = topic[: room - len(digest)] + digest
+	return topic + place
 
 
 def stored_key(key: bytes | None) -> dict[str, str]:

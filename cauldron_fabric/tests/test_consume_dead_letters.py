@@ -81,6 +81,23 @@ class TestRecordingDeadLetters(FrappeTestCase):
 		self.assertEqual(frappe.db.get_value("Dead Letter", row.name, "entity_id"), "CH-" + "9" * 137)
 		self.assertEqual(row.log["originTopic"], topic)
 
+	def test_long_topics_that_differ_only_past_the_cut_are_two_letters(self):
+		# Cut to fit the column, two such topics gave one reference: the second topic's message
+		# dying at the same partition and offset was taken for the first's letter, and filed
+		# under none.
+		group, stem = group_name("long-twins"), "orders." + "x" * 200
+		first, second = (dead_letter(group, stem + end, broker="kafka") for end in (".eu", ".us"))
+		record_dead_letter(first)
+		record_dead_letter(second)
+		record_dead_letter(second)  # redelivered: still one letter for it
+		rows = dead_letters(group)
+		self.assertEqual(sorted(row.log["originTopic"] for row in rows), [stem + ".eu", stem + ".us"])
+		self.assertEqual(len({row.reference for row in rows}), 2)
+		for row in rows:
+			self.assertEqual(len(row.reference), 140)
+			self.assertTrue(row.reference.startswith("orders.xxx"))
+			self.assertTrue(row.reference.endswith("/0/7"))
+
 	def test_a_letter_whose_retry_has_not_ended_holds_its_consumer_seconds_not_a_minute(self):
 		# The consumer waits on a letter a Retry or Discard has locked: a bulk Retry of thousands
 		# holds it for minutes, and InnoDB's wait (50 s) stalled the consumer, its heartbeats
