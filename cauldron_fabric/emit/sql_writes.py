@@ -25,7 +25,8 @@ A DELETE puts aside each document it is about to delete, whole (``sql_deletes.py
 records ``deleted`` for each one gone after it, with the document as it was; a deleted child
 table row is its parent's update at commit. A TRUNCATE (``frappe.db.truncate``) is the DELETE of
 every row it is; MariaDB commits before it and it cannot be rolled back, so its events are
-committed right after it (``TruncateCommitted``).
+committed right after it (``TruncateCommitted``). A write to Singles' values (``tabSingles``) is
+each Single's update (``sql_singles.py``).
 
 Left alone:
 
@@ -86,6 +87,7 @@ from cauldron_fabric.emit.session_tables import streamed
 from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
 from cauldron_fabric.emit.sql_deletes import plan_deletion
 from cauldron_fabric.emit.sql_inserts import WANTED, PlannedInsert, plan_insert
+from cauldron_fabric.emit.sql_singles import plan_singles_write, writes_singles
 from cauldron_fabric.emit.unrecorded import log_once
 
 # Columns Frappe keeps up to date itself: nested-set bounds, the time of the last change, and
@@ -126,21 +128,42 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 	policy = current_policy()
 	if not policy.enabled or policy.set_values == SET_VALUES_NONE:
 		return None
-	watched = {doctype for doctype in doctypes_named(query) if _watched(doctype)}
-	if not watched or inside_any(FRAPPES_OWN):
+	named = doctypes_named(query)
+	watched = {doctype for doctype in named if _watched(doctype)}
+	singles = writes_singles(kind, named)
+	if not (watched or singles) or inside_any(FRAPPES_OWN):
 		return None
 	try:
 		text = _as_run(db, query, values)
 	except Exception:
 		return None  # values that do not fit the statement: Frappe's own run of it raises
+	if not isinstance(text, str):
+		_log_unreadable(kind, query)
+		return None
+	writes = _plan_singles(kind, text, query) if singles else []
+	if watched:
+		writes += _plan_tables(kind, text, query, watched, policy) or []
+	return writes or None
+
+
+def _plan_singles(kind: str, text: str, query: str) -> list:
+	"""Plans the updates of the Singles whose values a statement writes in tabSingles (sql_singles.py)."""
+	try:
+		return plan_singles_write(kind, text, _watched, _columns_of, lambda: _log_unreadable(kind, query))
+	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
+		raise
+	except Exception as error:
+		return [Unrecorded(kind, query, error)]
+
+
+def _plan_tables(kind: str, text: str, query: str, watched: set[str], policy) -> list | None:
+	"""Plans the events of what a statement writes in the ``watched`` DocTypes' tables."""
 	if kind == INSERT:
 		try:
 			return _plan_insert(text, query, watched)
 		except ReadRefused as refused:
 			return [refused.unrecorded(kind, query)]
-	if not isinstance(text, str):
-		statement = None
-	elif kind == UPDATE:
+	if kind == UPDATE:
 		statement = parse_update(text, _columns_of)
 	else:
 		statement = parse_delete(text) if kind == DELETE else parse_truncate(text)
@@ -203,10 +226,8 @@ class TruncateCommitted:
 		frappe.db.commit()
 
 
-def _plan_insert(text, query: str, watched: set[str]) -> list | None:
+def _plan_insert(text: str, query: str, watched: set[str]) -> list | None:
 	"""Reads which documents (or rows) an INSERT is about to insert (sql_inserts.py)."""
-	if not isinstance(text, str):
-		return None
 	statement = parse_insert(text, WANTED)
 	if statement is not None:
 		doctype = _doctype_of(statement.table)
