@@ -4,6 +4,7 @@ Each worker process writes one effect row per event in the same transaction as i
 mark; the effects table has no unique key, so a second effect of an event would show.
 """
 
+import datetime as dt
 import json
 import signal
 import threading
@@ -21,7 +22,8 @@ from cauldron_fabric.core.consumer import (
 	ResponderFailed,
 	open_requester,
 )
-from cauldron_fabric.core.consumer.tracking_sql import SqlTrackingStore
+from cauldron_fabric.core.consumer.messages import TRACKING_REFUSED
+from cauldron_fabric.core.consumer.tracking_sql import SqlTrackingStore, insert_mark_sql, mark_values
 from cauldron_fabric.core.retry import Backoff
 from conftest import connect_db, make_envelope
 
@@ -271,3 +273,71 @@ def test_a_connection_lost_during_the_schema_check_is_an_outage_not_a_stopped_co
 	totals = run_until_every_effect(consumer, effects, sent)
 	assert killed, "the connection was never killed"
 	assert totals.deferred >= 1 and totals.dead_lettered == 0 and totals.failed == 0, totals
+
+
+def test_a_mark_another_member_still_holds_past_the_lock_wait_is_an_outage_not_a_dead_letter(bus, tables):
+	# A redelivered event (a rebalance while its first run goes on) waits on the first run's
+	# uncommitted mark. Past the lock wait it is an outage: deferred, never a dead letter, and
+	# processed once the first run gives it up.
+	(tracking, effects), channel = tables, bus.channel()
+	group = f"held-{uuid.uuid4().hex[:6]}"
+	options = ConsumerOptions(group=group, outage_backoff=Backoff(0.3, 2, 1, 0))
+	source = bus.source(options, channel)
+	store = SqlTrackingStore(connect_db, table=tracking[0], sequence=tracking[1], lock_wait_seconds=1)
+	(event,) = events(1)
+	first_run = connect_db()  # the other member, its handler still running
+	with first_run.cursor() as cur:
+		cur.execute(
+			insert_mark_sql(*tracking), mark_values(group, event, None, "Administrator", dt.datetime.now())
+		)
+	letters = []
+
+	def record_effect(envelope, context):
+		with context.transaction.cursor() as cur:
+			insert_effect(cur, effects, envelope)
+
+	consumer = Consumer(
+		source,
+		HandlerTable.from_mapping({"**": record_effect}),
+		store,
+		options,
+		on_dead_letter=letters.append,
+	)
+	bus.publish(channel, [wire(event)])
+	try:
+		consumer.run(lambda: consumer.stats.totals().deferred >= 2, max_seconds=30)
+		first_run.rollback()  # its handler failed: the event is this member's to process
+		totals = run_until_every_effect(consumer, effects, [event])
+	finally:
+		first_run.close()
+	assert letters == []
+	assert totals.deferred >= 2 and totals.processed == 1 and totals.dead_lettered == 0, totals
+
+
+def test_a_mark_the_database_refuses_for_good_is_a_dead_letter_retry_can_send(bus, tables):
+	# It was filed as invalid-envelope, which Retry refuses ("not an event; retrying cannot fix
+	# it"): the event is sound, and once the cause is fixed a Retry must be able to send it.
+	(tracking, _effects), channel = tables, bus.channel()
+	options = ConsumerOptions(group=f"refused-{uuid.uuid4().hex[:6]}", outage_backoff=Backoff(0.3, 2, 1, 0))
+	source = bus.source(options, channel)
+	admin = connect_db()
+	with admin.cursor() as cur:  # a column too short for the event's type, in strict mode
+		cur.execute(f"ALTER TABLE `{tracking[0]}` MODIFY event_type varchar(3)")
+	admin.close()
+	store = SqlTrackingStore(connect_db, table=tracking[0], sequence=tracking[1])
+	letters = []
+	consumer = Consumer(
+		source,
+		HandlerTable.from_mapping({"**": lambda envelope, context: None}),
+		store,
+		options,
+		on_dead_letter=letters.append,
+	)
+	bus.publish(channel, [wire(e) for e in events(1)])
+	try:
+		consumer.run(lambda: bool(letters), max_seconds=30)
+	finally:
+		consumer.close()
+	(letter,) = letters
+	assert letter.failure.reason == TRACKING_REFUSED
+	assert "Data too long for column 'event_type'" in letter.failure.message

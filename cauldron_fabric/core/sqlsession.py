@@ -21,10 +21,27 @@ class StoreUnavailable(RetryableError):
 	"""The database could not be reached; the work is retried with backoff."""
 
 
+# The database refused a statement for now, not for what it says: 1205 lock wait timeout, 1213
+# deadlock, 1114 table full, 1021 disk full, 1037 and 1041 out of memory, 1290 and 1792 read-only
+# (a replica, or a primary being failed over).
+TRANSIENT = frozenset({1205, 1213, 1114, 1021, 1037, 1041, 1290, 1792})
+
+
 def error_code(exc: BaseException) -> int | None:
-	"""Returns the MySQL error number of a driver exception, if it carries one."""
-	code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-	return code
+	"""Returns the MySQL error number of a driver exception, if it carries one (also through an
+	exception that wraps it, as Frappe's QueryDeadlockError wraps PyMySQL's)."""
+	seen = 0
+	while exc is not None and seen < 5:
+		if exc.args and isinstance(exc.args[0], int):
+			return exc.args[0]
+		inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+		exc, seen = inner or exc.__cause__, seen + 1
+	return None
+
+
+def is_transient_error(exc: BaseException) -> bool:
+	"""Tells whether the database refused a statement for now (see TRANSIENT): it may succeed later."""
+	return error_code(exc) in TRANSIENT
 
 
 def is_connection_error(exc: BaseException) -> bool:

@@ -16,7 +16,7 @@ fabric-exception-class      class of the last error (``module.Class``)
 fabric-exception-message    its message
 fabric-dead-letter-reason   why it is dead: invalid-envelope, schema-violation, handler-refused,
                             attempts-exhausted, handler-crashed, broker-dead-lettered,
-                            reply-address-refused
+                            reply-address-refused, tracking-refused
 ==========================  =====================================================================
 
 Request-reply uses ``fabric-reply-to``, ``fabric-reply-partition``, ``fabric-correlation-id`` and
@@ -59,6 +59,9 @@ HANDLER_CRASHED = "handler-crashed"
 BROKER_DEAD_LETTERED = "broker-dead-lettered"
 # A request asking for its replies where this consumer may not write them (see reply_addresses.py).
 REPLY_ADDRESS_REFUSED = "reply-address-refused"
+# The database refused the event's processed mark for good (not an outage): the event itself is
+# sound, and a Retry may go through once the cause is fixed.
+TRACKING_REFUSED = "tracking-refused"
 # The reason RabbitMQ gives (``x-death``) for a message whose TTL ran out in a queue.
 EXPIRED_BY_BROKER = "expired"
 

@@ -29,6 +29,7 @@ from cauldron_fabric.core.consumer.messages import (
 	INVALID_ENVELOPE,
 	REPLY_ADDRESS_REFUSED,
 	SCHEMA_VIOLATION,
+	TRACKING_REFUSED,
 	ConsumerStats,
 	DeadLetter,
 	Failure,
@@ -41,7 +42,7 @@ from cauldron_fabric.core.consumer.replies import Replies
 from cauldron_fabric.core.consumer.reply_addresses import ReplyAddressRefused
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import HandlerCrashed, InvalidEnvelope, PermanentError, RetryableError
-from cauldron_fabric.core.sqlsession import is_connection_error
+from cauldron_fabric.core.sqlsession import is_connection_error, is_transient_error
 
 log = logging.getLogger("cauldron_fabric.consumer")
 
@@ -187,8 +188,8 @@ class Consumer:
 			return self.outcomes.dead_letter(
 				message, Failure.of(SCHEMA_VIOLATION, error), message.attempt, envelope
 			)
-		if isinstance(error, RetryableError) or is_connection_error(error):
-			# The schema registry, or the database it lives in, could not be read.
+		if isinstance(error, RetryableError) or is_connection_error(error) or is_transient_error(error):
+			# The schema registry, or the database it lives in, could not be read (for now).
 			return self.outcomes.outage(message, error)
 		raise error
 
@@ -199,12 +200,17 @@ class Consumer:
 			self.tracking.rollback()
 			return self.outcomes.outage(message, exc)
 		except Exception as exc:
-			# The database refused this event's processed mark (not an outage): retried, it
-			# would fail the same way for ever.
 			self.tracking.rollback()
+			if is_transient_error(exc):
+				# A lock wait (another member still holds this event's mark: a redelivery while
+				# its first run goes on), a deadlock, a full disk, a read-only failover: it goes
+				# by, and the event waits like any outage.
+				return self.outcomes.outage(message, exc)
+			# The database refused this event's processed mark for good: retried at once, it
+			# would fail the same way for ever. A dead letter that Retry can send once it is fixed.
 			log.exception("could not record %s as being processed", envelope.id)
 			return self.outcomes.dead_letter(
-				message, Failure.of(INVALID_ENVELOPE, exc), message.attempt, envelope
+				message, Failure.of(TRACKING_REFUSED, exc), message.attempt, envelope
 			)
 		if not claimed:
 			self.tracking.rollback()
