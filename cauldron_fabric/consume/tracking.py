@@ -103,9 +103,13 @@ class FrappeTrackingStore(TrackingStore):
 
 	@contextmanager
 	def _lost_is_unavailable(self, when: str = ""):
-		"""Turns a lost connection into TrackingUnavailable (reconnecting at the next begin)."""
+		"""Turns a lost connection into TrackingUnavailable (reconnecting at the next begin), and
+		so the site's read-only mode (a maintenance, an update): the events wait, they are not
+		refused."""
 		try:
 			yield
+		except frappe.InReadOnlyMode as exc:
+			raise TrackingUnavailable(f"The site's database is read-only{when} (maintenance): {exc}") from exc
 		except Exception as exc:
 			if is_connection_error(exc):
 				self._broken = True

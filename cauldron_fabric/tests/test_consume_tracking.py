@@ -37,3 +37,17 @@ class TestProcessedMarks(FrappeTestCase):
 		holder.rollback()  # that run gave the event up: this member claims it
 		store.begin()
 		self.assertTrue(store.claim(group, event))
+
+	def test_a_read_only_database_is_an_outage(self):
+		# During a maintenance the site's database takes no writes: Frappe raises InReadOnlyMode,
+		# which the consumer filed as a dead letter; the events must wait for the end of it.
+		group, event = f"read-only-{frappe.generate_hash(length=6)}", step()
+		store = FrappeTrackingStore()
+		store.begin()
+		self.addCleanup(store.rollback)
+		frappe.db.sql("SET SESSION TRANSACTION READ ONLY")
+		self.addCleanup(frappe.db.sql, "SET SESSION TRANSACTION READ WRITE")
+		frappe.db.rollback()  # the next transaction is read-only
+		with self.assertRaises(TrackingUnavailable) as raised:
+			store.claim(group, event)
+		self.assertIn("read-only", str(raised.exception))
