@@ -341,3 +341,48 @@ def test_a_mark_the_database_refuses_for_good_is_a_dead_letter_retry_can_send(bu
 	(letter,) = letters
 	assert letter.failure.reason == TRACKING_REFUSED
 	assert "Data too long for column 'event_type'" in letter.failure.message
+
+
+def test_a_lock_wait_inside_a_handler_is_an_outage_not_a_failed_attempt(bus, tables):
+	# A row the handler writes is locked by another transaction past the lock wait: the
+	# database refused the handler for now, and the event waits like any outage instead of
+	# using up its attempts (three such waits in a row dead-lettered a healthy event).
+	(tracking, effects), channel = tables, bus.channel()
+	options = ConsumerOptions(
+		group=f"locked-{uuid.uuid4().hex[:6]}", max_attempts=2, outage_backoff=Backoff(0.3, 2, 1, 0)
+	)
+	source = bus.source(options, channel)
+	store = SqlTrackingStore(connect_db, table=tracking[0], sequence=tracking[1], lock_wait_seconds=1)
+	holder = connect_db()  # another process, holding the row
+	with holder.cursor() as cur:
+		cur.execute(f"INSERT INTO `{effects}` (event_id, worker, part) VALUES ('lock', 'holder', 0)")
+	holder.commit()
+	with holder.cursor() as cur:
+		cur.execute(f"SELECT * FROM `{effects}` WHERE event_id = 'lock' FOR UPDATE")
+	letters = []
+
+	def record_effect(envelope, context):
+		with context.transaction.cursor() as cur:
+			cur.execute(f"UPDATE `{effects}` SET part = part + 1 WHERE event_id = 'lock'")
+			insert_effect(cur, effects, envelope)
+
+	consumer = Consumer(
+		source,
+		HandlerTable.from_mapping({"**": record_effect}),
+		store,
+		options,
+		on_dead_letter=letters.append,
+	)
+	sent = events(1)
+	bus.publish(channel, [wire(e) for e in sent])
+	try:
+		consumer.run(lambda: consumer.stats.totals().deferred >= 3, max_seconds=30)
+		holder.rollback()  # releases the row
+		consumer.run(lambda: len(effect_rows(effects)) >= 2, max_seconds=30)
+		totals = consumer.stats.totals()
+	finally:
+		consumer.close()
+		holder.close()
+	assert letters == []
+	assert totals.deferred >= 3 and totals.retried == 0 and totals.processed == 1, totals
+	assert sorted(r[0] for r in effect_rows(effects)) == sorted(["lock", sent[0].id])

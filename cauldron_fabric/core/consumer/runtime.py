@@ -248,9 +248,10 @@ class Consumer:
 				handler(envelope, context)
 		except Exception as exc:
 			self.tracking.rollback()
-			if is_connection_error(exc):
-				# The database went away under the handler: an outage, which delays the event
-				# without using up its attempts (a long one would dead-letter healthy events).
+			if is_connection_error(exc) or is_transient_error(exc):
+				# The database went away under the handler, or refused it for now (a lock wait, a
+				# deadlock, a full disk, read-only during a failover): an outage, which delays the
+				# event without using up its attempts (a long one would dead-letter healthy events).
 				return self.outcomes.outage(message, exc)
 			return self.outcomes.failed(message, envelope, exc)
 		try:
