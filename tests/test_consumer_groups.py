@@ -62,6 +62,13 @@ def stats_of(worker):
 	return json.loads(worker.wait_for("stats ", 20).split(" ", 1)[1])
 
 
+def lettered_consumer(source, store, options, handler):
+	"""Returns a consumer running ``handler`` for every event, and the list its dead letters go to."""
+	letters = []
+	handlers = HandlerTable.from_mapping({"**": handler})
+	return Consumer(source, handlers, store, options, on_dead_letter=letters.append), letters
+
+
 def test_two_processes_split_the_group_and_leave_it_cleanly_on_sigterm(bus, tables):
 	(tracking, effects), channel = tables, bus.channel()
 	group = f"split-{uuid.uuid4().hex[:6]}"
@@ -290,19 +297,12 @@ def test_a_mark_another_member_still_holds_past_the_lock_wait_is_an_outage_not_a
 		cur.execute(
 			insert_mark_sql(*tracking), mark_values(group, event, None, "Administrator", dt.datetime.now())
 		)
-	letters = []
 
 	def record_effect(envelope, context):
 		with context.transaction.cursor() as cur:
 			insert_effect(cur, effects, envelope)
 
-	consumer = Consumer(
-		source,
-		HandlerTable.from_mapping({"**": record_effect}),
-		store,
-		options,
-		on_dead_letter=letters.append,
-	)
+	consumer, letters = lettered_consumer(source, store, options, record_effect)
 	bus.publish(channel, [wire(event)])
 	try:
 		consumer.run(lambda: consumer.stats.totals().deferred >= 2, max_seconds=30)
@@ -325,14 +325,7 @@ def test_a_mark_the_database_refuses_for_good_is_a_dead_letter_retry_can_send(bu
 		cur.execute(f"ALTER TABLE `{tracking[0]}` MODIFY event_type varchar(3)")
 	admin.close()
 	store = SqlTrackingStore(connect_db, table=tracking[0], sequence=tracking[1])
-	letters = []
-	consumer = Consumer(
-		source,
-		HandlerTable.from_mapping({"**": lambda envelope, context: None}),
-		store,
-		options,
-		on_dead_letter=letters.append,
-	)
+	consumer, letters = lettered_consumer(source, store, options, lambda envelope, context: None)
 	bus.publish(channel, [wire(e) for e in events(1)])
 	try:
 		consumer.run(lambda: bool(letters), max_seconds=30)
@@ -359,20 +352,13 @@ def test_a_lock_wait_inside_a_handler_is_an_outage_not_a_failed_attempt(bus, tab
 	holder.commit()
 	with holder.cursor() as cur:
 		cur.execute(f"SELECT * FROM `{effects}` WHERE event_id = 'lock' FOR UPDATE")
-	letters = []
 
 	def record_effect(envelope, context):
 		with context.transaction.cursor() as cur:
 			cur.execute(f"UPDATE `{effects}` SET part = part + 1 WHERE event_id = 'lock'")
 			insert_effect(cur, effects, envelope)
 
-	consumer = Consumer(
-		source,
-		HandlerTable.from_mapping({"**": record_effect}),
-		store,
-		options,
-		on_dead_letter=letters.append,
-	)
+	consumer, letters = lettered_consumer(source, store, options, record_effect)
 	sent = events(1)
 	bus.publish(channel, [wire(e) for e in sent])
 	try:
