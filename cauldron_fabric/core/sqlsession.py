@@ -28,14 +28,17 @@ TRANSIENT = frozenset({1205, 1213, 1114, 1021, 1037, 1041, 1290, 1792})
 
 
 def error_code(exc: BaseException) -> int | None:
-	"""Returns the MySQL error number of a driver exception, if it carries one (also through an
-	exception that wraps it, as Frappe's QueryDeadlockError wraps PyMySQL's)."""
+	"""Returns the MySQL error number of a driver exception, if it carries one, also through an
+	exception raised for it: one that wraps it (Frappe's QueryDeadlockError wraps PyMySQL's), is
+	raised from it, or while handling it (Frappe's InReadOnlyMode), unless ``from None`` said
+	it is not about it."""
 	seen = 0
 	while exc is not None and seen < 5:
 		if exc.args and isinstance(exc.args[0], int):
 			return exc.args[0]
 		inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
-		exc, seen = inner or exc.__cause__, seen + 1
+		during = None if exc.__suppress_context__ else exc.__context__
+		exc, seen = inner or exc.__cause__ or during, seen + 1
 	return None
 
 
