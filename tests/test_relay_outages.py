@@ -144,6 +144,44 @@ def test_a_connection_lost_at_commit_delays_the_batch_and_loses_nothing(outbox_t
 	relay.close()
 
 
+class ReadOnlyAtFirstClaim(SqlOutboxStore):
+	"""The MariaDB store whose session turns read-only (a primary demoted in a failover) before
+	its first claim: the claim's reads go through, its settle's UPDATE is refused."""
+
+	armed = True
+
+	def claim(self, limit, ahead=()):
+		if self.armed:
+			self.armed = False
+			self.session.rollback()
+			with self.connection.cursor() as cur:
+				cur.execute("SET SESSION TRANSACTION READ ONLY")
+		return super().claim(limit, ahead)
+
+
+def test_a_read_only_database_delays_the_batch_and_loses_nothing(outbox_table):
+	# The settle's UPDATE got error 1792 (read-only transaction): not a lost connection, so it
+	# was no retryable error, and the relay stopped with it.
+	table, sequence = outbox_table
+	fill(table, sequence, ["A", "B"], 3)
+	store = ReadOnlyAtFirstClaim(connect_db, table=table, sequence=sequence)
+	options = RelayOptions(idle_wait=0.05, topic_template="relay.readonly", backoff=Backoff(0.05, 2, 0.2, 0))
+	errors = []
+	relay = Relay(
+		store,
+		open_transport(f"memory://relay-readonly-{uuid.uuid4().hex}", {}),
+		options,
+		on_cycle=lambda report: errors.append(report.error) if report.error else None,
+	)
+	try:
+		relay.run(lambda: status_counts(table) == {PUBLISHED: 6}, max_seconds=15)
+	finally:
+		relay.close()  # (a relay that stopped on the error leaves its read-only transaction open)
+	assert not store.armed, "the session never turned read-only"
+	assert any("refused a statement for now" in error and "READ ONLY" in error for error in errors), errors
+	assert status_counts(table) == {PUBLISHED: 6}
+
+
 class KilledAtEverySettle(SqlOutboxStore):
 	"""The MariaDB store whose connection is killed before each settle commits, counting claims."""
 

@@ -120,10 +120,18 @@ class SqlSession:
 			raise
 
 	def raise_if_lost(self, exc: BaseException) -> None:
-		"""Drops the connection and raises the retryable error when ``exc`` means it is gone."""
+		"""Drops the connection and raises the retryable error when ``exc`` means it is gone, or
+		that the database refused the statement for now (see TRANSIENT: a read-only database
+		during a failover, a deadlock, a full disk), which a relay or worker waits out with its
+		backoff instead of stopping; the new connection starts afresh."""
 		if is_connection_error(exc):
 			self.drop()
 			raise self.unavailable(f"Lost the {self.purpose} database connection: {exc}.") from exc
+		if is_transient_error(exc):
+			self.drop()
+			raise self.unavailable(
+				f"The {self.purpose} database refused a statement for now: {exc}."
+			) from exc
 
 	def commit(self) -> None:
 		"""Commits the open transaction; a lost connection becomes the retryable error."""
