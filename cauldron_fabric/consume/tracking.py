@@ -27,7 +27,7 @@ from cauldron_fabric.core.consumer.tracking_sql import (
 	replies_json,
 )
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.core.sqlsession import is_connection_error
+from cauldron_fabric.core.sqlsession import is_connection_error, is_transient_error
 from cauldron_fabric.emit.context import caused_by
 from cauldron_fabric.emit.watch import watch_writes
 from cauldron_fabric.services.retention import CHUNK, purge, retention_cutoff
@@ -104,16 +104,22 @@ class FrappeTrackingStore(TrackingStore):
 	@contextmanager
 	def _lost_is_unavailable(self, when: str = ""):
 		"""Turns a lost connection into TrackingUnavailable (reconnecting at the next begin), and
-		so the site's read-only mode (a maintenance, an update): the events wait, they are not
-		refused."""
+		so a statement the database refused for now (the site's read-only mode during a
+		maintenance or an update, a deadlock, a full disk: see core.sqlsession.TRANSIENT), as the
+		SQL stores' sessions do: the events wait, they are not refused."""
 		try:
 			yield
-		except frappe.InReadOnlyMode as exc:
-			raise TrackingUnavailable(f"The site's database is read-only{when} (maintenance): {exc}") from exc
+		except TrackingUnavailable:
+			raise  # (another member holds the event: already_marked says so)
 		except Exception as exc:
 			if is_connection_error(exc):
 				self._broken = True
 				raise TrackingUnavailable(f"Lost the site's database{when}: {exc}.") from exc
+			if is_transient_error(exc):
+				raise TrackingUnavailable(
+					f"The site's database refused a statement for now{when} (read-only, a deadlock, a "
+					f"full disk): {exc}"
+				) from exc
 			raise
 
 	def commit(self) -> None:

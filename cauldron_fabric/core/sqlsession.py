@@ -52,6 +52,12 @@ def is_connection_error(exc: BaseException) -> bool:
 	return error_code(exc) in CONNECTION_LOST or type(exc).__name__ == "InterfaceError"
 
 
+def is_outage_error(exc: BaseException) -> bool:
+	"""Tells whether an exception is a database outage, which work waits out: the connection is
+	gone, or the database refused a statement for now."""
+	return is_connection_error(exc) or is_transient_error(exc)
+
+
 class SqlSession:
 	"""A lazily opened connection in READ COMMITTED, without autocommit.
 
@@ -125,13 +131,13 @@ class SqlSession:
 		during a failover, a deadlock, a full disk), which a relay or worker waits out with its
 		backoff instead of stopping; the new connection starts afresh."""
 		if is_connection_error(exc):
-			self.drop()
-			raise self.unavailable(f"Lost the {self.purpose} database connection: {exc}.") from exc
-		if is_transient_error(exc):
-			self.drop()
-			raise self.unavailable(
-				f"The {self.purpose} database refused a statement for now: {exc}."
-			) from exc
+			problem = f"Lost the {self.purpose} database connection"
+		elif is_transient_error(exc):
+			problem = f"The {self.purpose} database refused a statement for now"
+		else:
+			return
+		self.drop()
+		raise self.unavailable(f"{problem}: {exc}.") from exc
 
 	def commit(self) -> None:
 		"""Commits the open transaction; a lost connection becomes the retryable error."""

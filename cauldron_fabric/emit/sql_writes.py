@@ -47,6 +47,8 @@ Left alone:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import frappe
 from frappe.model.delete_doc import delete_from_table
 from frappe.model.document import Document
@@ -87,7 +89,7 @@ from cauldron_fabric.emit.session_tables import streamed
 from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
 from cauldron_fabric.emit.sql_deletes import plan_deletion
 from cauldron_fabric.emit.sql_inserts import WANTED, PlannedInsert, plan_insert
-from cauldron_fabric.emit.sql_singles import plan_singles_write, writes_singles
+from cauldron_fabric.emit.sql_singles import singles_written, writes_singles
 from cauldron_fabric.emit.unrecorded import log_once
 
 # Columns Frappe keeps up to date itself: nested-set bounds, the time of the last change, and
@@ -147,13 +149,18 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 
 
 def _plan_singles(kind: str, text: str, query: str) -> list:
-	"""Plans the updates of the Singles whose values a statement writes in tabSingles (sql_singles.py)."""
+	"""Plans the update of each Single whose values a statement writes in tabSingles (read by
+	sql_singles.py), as a set_value of it."""
 	try:
-		return plan_singles_write(kind, text, _watched, _columns_of, lambda: _log_unreadable(kind, query))
-	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
-		raise
-	except Exception as error:
-		return [Unrecorded(kind, query, error)]
+		with _read_or_refused():
+			doctypes = singles_written(kind, text, _columns_of)
+	except ReadRefused as refused:
+		return [refused.unrecorded(kind, query)]
+	if doctypes is None:
+		_log_unreadable(kind, query)
+		return []
+	singles = [d for d in sorted(doctypes) if _watched(d) and frappe.get_meta(d).issingle]
+	return [write for write in (_plan_rows(doctype, [doctype]) for doctype in singles) if write is not None]
 
 
 def _plan_tables(kind: str, text: str, query: str, watched: set[str], policy) -> list | None:
@@ -198,6 +205,21 @@ class ReadRefused(Exception):
 		return Unrecorded(kind, query, self.__cause__ or self)
 
 
+@contextmanager
+def _read_or_refused():
+	"""Runs the fabric's read of what a statement is about to write: a deadlock or a lock wait
+	timeout is raised as it is (the statement waits on the same locks, and a deadlock has rolled
+	the transaction back, which running the statement after it would hide); any other error of
+	the database is ReadRefused (Frappe's own run of the statement then raises it, which its
+	caller may expect, as frappe.db.is_missing_column, or runs)."""
+	try:
+		yield
+	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
+		raise
+	except Exception as error:
+		raise ReadRefused() from error
+
+
 class Unrecorded:
 	"""A statement whose rows the fabric could not read. When it fails too, its own error says
 	why; when it runs, it wrote with no event, which is logged (once per process and start)."""
@@ -206,7 +228,7 @@ class Unrecorded:
 		self.kind, self.query, self.error = kind, query, error
 
 	def record(self) -> None:
-		start = " ".join(self.query.split())[:120]
+		start = _statement_start(self.query)
 		log_once(
 			f"unread {start}",
 			"Cauldron Fabric records no event for this %s: the database refused its read of the "
@@ -295,16 +317,10 @@ def _rows_selected(statement: InsertSelect) -> list[dict]:
 	"""
 	columns = [column.lower() for column in statement.columns]
 	positions = {column: index for index, column in enumerate(columns) if column in WANTED}
-	try:
+	with _read_or_refused():  # (fewer columns than the statement lists: an IndexError, refused too)
 		return [
 			{column: row[index] for column, index in positions.items()} for row in streamed(statement.select)
 		]
-	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
-		raise
-	except IndexError as error:
-		raise ReadRefused() from error  # fewer columns than the statement lists: it refuses it too
-	except Exception as error:
-		raise ReadRefused() from error
 
 
 def _doctype_of(table: str) -> str | None:
@@ -498,16 +514,8 @@ def _rows_before(statement: Statement, target: Target, as_dict: bool = True) -> 
 	the statement takes next; a join is read from the snapshot, for a locking read would lock
 	the rows of the tables it only reads too.
 	"""
-	try:
+	with _read_or_refused():
 		return frappe.db.sql(statement.select_before(target, lock=not statement.joined), as_dict=as_dict)
-	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
-		# The statement waits on the same locks: its own error, and a deadlock has rolled the
-		# transaction back, which running the statement after it would hide.
-		raise
-	except Exception as error:
-		# The statement names something the database refuses: Frappe's own run of it raises the
-		# database's error, which its caller may expect (frappe.db.is_missing_column).
-		raise ReadRefused() from error
 
 
 def _plan_deletion(statement: Statement, target: Target, doctype: str):
@@ -541,7 +549,7 @@ def _spelled(row: dict, columns: frozenset[str]) -> dict:
 
 def _log_unreadable(kind: str, query: str) -> None:
 	"""Logs, once per process and statement start, a write the fabric cannot read."""
-	start = " ".join(query.split())[:120]
+	start = _statement_start(query)
 	log_once(
 		start,
 		"Cauldron Fabric records no event for this %s, whose tables or columns it cannot tell "
@@ -551,3 +559,8 @@ def _log_unreadable(kind: str, query: str) -> None:
 		kind.upper(),
 		start,
 	)
+
+
+def _statement_start(query: str) -> str:
+	"""Returns how a log names a statement: its start, on one line."""
+	return " ".join(query.split())[:120]

@@ -42,7 +42,7 @@ from cauldron_fabric.core.consumer.replies import Replies
 from cauldron_fabric.core.consumer.reply_addresses import ReplyAddressRefused
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import HandlerCrashed, InvalidEnvelope, PermanentError, RetryableError
-from cauldron_fabric.core.sqlsession import is_connection_error, is_transient_error
+from cauldron_fabric.core.sqlsession import is_outage_error, is_transient_error
 
 log = logging.getLogger("cauldron_fabric.consumer")
 
@@ -188,7 +188,7 @@ class Consumer:
 			return self.outcomes.dead_letter(
 				message, Failure.of(SCHEMA_VIOLATION, error), message.attempt, envelope
 			)
-		if isinstance(error, RetryableError) or is_connection_error(error) or is_transient_error(error):
+		if isinstance(error, RetryableError) or is_outage_error(error):
 			# The schema registry, or the database it lives in, could not be read (for now).
 			return self.outcomes.outage(message, error)
 		raise error
@@ -248,7 +248,7 @@ class Consumer:
 				handler(envelope, context)
 		except Exception as exc:
 			self.tracking.rollback()
-			if is_connection_error(exc) or is_transient_error(exc):
+			if is_outage_error(exc):
 				# The database went away under the handler, or refused it for now (a lock wait, a
 				# deadlock, a full disk, read-only during a failover): an outage, which delays the
 				# event without using up its attempts (a long one would dead-letter healthy events).
