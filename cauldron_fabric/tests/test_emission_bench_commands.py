@@ -18,7 +18,15 @@ import frappe
 
 from cauldron_fabric.emit import sql_writes
 from cauldron_fabric.emit.policy import clear_policy
-from cauldron_fabric.tests.utils import ORDER, EmissionCase, bench_command, events_after, last_seq, new_order
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	EmissionCase,
+	bench_command,
+	events_after,
+	last_seq,
+	new_order,
+	payload,
+)
 
 UPDATED = "fabric_test_order.updated"
 
@@ -50,10 +58,6 @@ def run_bench(case: EmissionCase, *args: str, stdin: str | None = None) -> str:
 	case.assertNotIn("Traceback", done.stderr)
 	frappe.db.rollback()  # see what the process committed
 	return done.stdout
-
-
-def payload(event: dict) -> dict:
-	return event["data"]["payload"]
 
 
 class TestWritesInBenchCommands(EmissionCase):

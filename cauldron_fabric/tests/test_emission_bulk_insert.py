@@ -11,7 +11,7 @@ import frappe
 from frappe.model.document import bulk_insert
 
 from cauldron_fabric.emit.watch import watch_sql
-from cauldron_fabric.tests.test_emission_sql import TABLE, UPDATED, payload
+from cauldron_fabric.tests.test_emission_sql import TABLE, UPDATED
 from cauldron_fabric.tests.utils import (
 	ORDER,
 	ORDER_ITEM,
@@ -19,6 +19,7 @@ from cauldron_fabric.tests.utils import (
 	events_after,
 	last_seq,
 	new_order,
+	payload,
 	types_of,
 )
 

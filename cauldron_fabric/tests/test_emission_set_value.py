@@ -32,6 +32,7 @@ from cauldron_fabric.tests.utils import (
 	listed_patches,
 	new_order,
 	order_hooks,
+	payload,
 	save_with_hooks,
 	types_of,
 )
@@ -153,10 +154,6 @@ def write_after_a_refused_save(title: str, write) -> list[dict]:
 	order.save()
 	frappe.db.commit()
 	return events_after(start, ORDER)
-
-
-def payload(envelope: dict) -> dict:
-	return envelope["data"]["payload"]
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from cauldron_fabric.tests.utils import (
 	fabric_settings,
 	last_seq,
 	new_order,
+	payload,
 	save_with_hooks,
 	types_of,
 )
@@ -30,10 +31,6 @@ TABLE = f"`tab{ORDER}`"
 
 # What before_request and before_job do: a test run alone may have no document hook to import it.
 watch_sql()
-
-
-def payload(envelope: dict) -> dict:
-	return envelope["data"]["payload"]
 
 
 def orders_one_with_a_ladle(title: str) -> tuple:

@@ -11,7 +11,7 @@ import frappe
 from cauldron_fabric.emit import unrecorded
 from cauldron_fabric.emit.policy import SET_VALUES_NONE
 from cauldron_fabric.emit.watch import watch_sql
-from cauldron_fabric.tests.test_emission_sql import TABLE, UPDATED, orders_one_with_a_ladle, payload
+from cauldron_fabric.tests.test_emission_sql import TABLE, UPDATED, orders_one_with_a_ladle
 from cauldron_fabric.tests.utils import (
 	ORDER,
 	ORDER_ITEM,
@@ -20,6 +20,7 @@ from cauldron_fabric.tests.utils import (
 	fabric_settings,
 	last_seq,
 	new_order,
+	payload,
 	types_of,
 )
 

@@ -24,9 +24,17 @@ from cauldron_fabric.emit.document_events import stored_document, stored_documen
 from cauldron_fabric.emit.recorder import new_envelope, record, recorded_together
 from cauldron_fabric.emit.watch import watch_sql
 from cauldron_fabric.tests.test_emission_flows import NUMBERED_BASKET, new_numbered_basket
-from cauldron_fabric.tests.test_emission_sql import TABLE, UPDATED, payload
+from cauldron_fabric.tests.test_emission_sql import TABLE, UPDATED
 from cauldron_fabric.tests.test_emission_sql_edges import committed_elsewhere
-from cauldron_fabric.tests.utils import ORDER, ORDER_ITEM, EmissionCase, events_after, last_seq, new_order
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	ORDER_ITEM,
+	EmissionCase,
+	events_after,
+	last_seq,
+	new_order,
+	payload,
+)
 
 DELETED = "fabric_test_order.deleted"
 CREATED = "fabric_test_order.created"

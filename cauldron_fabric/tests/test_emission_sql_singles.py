@@ -8,17 +8,13 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.emit.watch import watch_sql
-from cauldron_fabric.tests.utils import ensure_custom_doctype, events_after, last_seq
+from cauldron_fabric.tests.utils import ensure_custom_doctype, events_after, last_seq, payload
 
 PANEL = "Fabric Test Panel"
 OTHER = "Fabric Test Dial"
 
 # What before_request and before_job do: a test run alone may have no document hook to import it.
 watch_sql()
-
-
-def payload(event: dict) -> dict:
-	return event["data"]["payload"]
 
 
 def changes_of(events: list[dict]) -> list[tuple[str, dict]]:

@@ -20,6 +20,7 @@ from cauldron_fabric.tests.utils import (
 	events_after,
 	fabric_settings,
 	last_seq,
+	payload,
 	types_of,
 )
 
@@ -35,10 +36,6 @@ watch_sql()
 def new_jar(title: str, *items: str):
 	rows = [{"item": item, "qty": 1} for item in items]
 	return frappe.get_doc({"doctype": JAR, "title": title, "items": rows}).insert()
-
-
-def payload(event: dict) -> dict:
-	return event["data"]["payload"]
 
 
 class TestTruncate(FrappeTestCase):

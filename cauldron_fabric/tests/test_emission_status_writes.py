@@ -10,7 +10,15 @@ import frappe
 
 from cauldron_fabric.emit.watch import watch_sql
 from cauldron_fabric.registry.doctypes import refresh_doctype_schemas
-from cauldron_fabric.tests.utils import ORDER, EmissionCase, events_after, last_seq, new_order, types_of
+from cauldron_fabric.tests.utils import (
+	ORDER,
+	EmissionCase,
+	events_after,
+	last_seq,
+	new_order,
+	payload,
+	types_of,
+)
 
 TABLE = f"`tab{ORDER}`"
 SUBMITTED = "fabric_test_order.submitted"
@@ -21,10 +29,6 @@ BUSINESS = "business.transaction"
 
 # What before_request and before_job do: a test run alone may have no document hook to import it.
 watch_sql()
-
-
-def payload(envelope: dict) -> dict:
-	return envelope["data"]["payload"]
 
 
 def statuses_after(start: int) -> list[str]:

@@ -189,6 +189,11 @@ def listed_patches() -> list[str]:
 		return listed.read().split()
 
 
+def payload(envelope: dict[str, Any]) -> dict[str, Any]:
+	"""Returns an event's ``data.payload``."""
+	return envelope["data"]["payload"]
+
+
 def types_of(envelopes: list[dict[str, Any]]) -> list[str]:
 	"""Returns the event types in order."""
 	return [envelope["type"] for envelope in envelopes]
