@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cauldron_fabric.core.sql_inserts import parse_insert, parse_insert_select
+from cauldron_fabric.core.sql_inserts import parse_insert, parse_insert_select, replace_as_insert
 
 WANTED = frozenset({"name", "parent", "parenttype", "parentfield"})
 
@@ -139,3 +139,16 @@ def test_a_query_after_with_or_in_parentheses_is_read_as_it_stands():
 )
 def test_an_insert_select_it_cannot_read_reads_as_none(sql):
 	assert parse_insert_select(sql) is None
+
+
+def test_a_replace_reads_as_the_insert_of_its_rows():
+	sql = "REPLACE LOW_PRIORITY INTO `tabToDo` (`name`, `x`) VALUES ('a1', 'REPLACE'), ('a2', 2)"
+	as_insert = replace_as_insert(sql)
+	assert as_insert == "INSERT LOW_PRIORITY INTO `tabToDo` (`name`, `x`) VALUES ('a1', 'REPLACE'), ('a2', 2)"
+	assert parse_insert(as_insert, WANTED).rows == ({"name": "a1"}, {"name": "a2"})
+	selecting = parse_insert_select(replace_as_insert("replace tabToDo (name) SELECT name FROM tabNote"))
+	assert (selecting.table, selecting.columns) == ("tabToDo", ("name",))
+	assert parse_insert(replace_as_insert("REPLACE tabToDo SET name = 'b1', x = 1"), WANTED).rows == (
+		{"name": "b1"},
+	)
+	assert replace_as_insert("INSERT INTO tabToDo (name) VALUES ('a')") is None

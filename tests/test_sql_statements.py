@@ -11,6 +11,8 @@ from cauldron_fabric.core.sql_statements import (
 	parse_delete,
 	parse_truncate,
 	parse_update,
+	statement_body,
+	unlimited,
 	write_kind,
 )
 
@@ -135,6 +137,41 @@ def test_write_kind_looks_at_the_first_word_only():
 	assert write_kind("deleted") is None
 	assert write_kind("truncate `tabA`") == "truncate"
 	assert write_kind("truncated") is None
+	assert write_kind("REPLACE INTO tabA (name) VALUES ('a')") == "replace"
+	assert write_kind("replaced") is None
+
+
+@pytest.mark.parametrize(
+	"sql",
+	[
+		"-- why the patch does this\nUPDATE tabA SET x = 1",
+		"# a note\n\n  update tabA set x = 1",
+		"/* a */ -- b\n# c\nUPDATE tabA SET x = 1",
+		"--\tno space but a tab\nUPDATE tabA SET x = 1",
+	],
+)
+def test_write_kind_looks_past_line_comments(sql):
+	assert write_kind(sql) == "update"
+
+
+def test_a_double_dash_without_space_is_no_comment():
+	# MariaDB reads "--1" as minus minus one, not as a comment: no statement starts so.
+	assert write_kind("--1\nUPDATE tabA SET x = 1") is None
+
+
+def test_set_statement_reads_as_the_statement_after_for():
+	sql = "SET STATEMENT max_statement_time = 60, sql_mode = 'FOR UPDATE x' FOR DELETE FROM tabA WHERE x = 1"
+	assert write_kind(sql) == "delete"
+	assert statement_body(sql) == "DELETE FROM tabA WHERE x = 1"
+	assert write_kind("SET STATEMENT max_statement_time = 1 FOR SELECT * FROM tabA") is None
+	assert write_kind("SET @x = 1") is None
+	assert statement_body("UPDATE tabA SET x = 1") == "UPDATE tabA SET x = 1"
+	assert statement_body("-- n\nset statement a = (1) for\nupdate tabA set x = 1") == "update tabA set x = 1"
+	assert statement_body("SET @x = 1") == "SET @x = 1"
+
+
+def test_the_fabrics_read_is_exempt_from_the_join_size_limit():
+	assert unlimited("SELECT name FROM tabA") == "SET STATEMENT sql_big_selects = 1 FOR SELECT name FROM tabA"
 
 
 def deleted(sql: str) -> list[str]:

@@ -12,6 +12,10 @@ column list, and values that are not plain literals in a column this reads.
 ``INSERT … (columns) SELECT …``, which patches write to copy documents from one table into
 another, is read by ``parse_insert_select``: its table, column list and SELECT, which the
 fabric runs itself before the statement for the names it is about to insert.
+
+``REPLACE`` takes the same forms; ``replace_as_insert`` writes it as the INSERT whose rows it
+inserts, for the readers above (what it does to a row stored under the same key is the
+caller's to tell).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from cauldron_fabric.core.sql_statements import (
 	_picks_at_random,
 	_started,
 	_text,
+	_top_level,
 	_without_semicolon,
 )
 
@@ -84,6 +89,16 @@ def parse_insert(sql: str, wanted: frozenset[str]) -> InsertStatement | None:
 		else:
 			return None  # RETURNING, or not a VALUES list
 	return InsertStatement(table, tuple(rows), upsert) if rows and not expect_row else None
+
+
+def replace_as_insert(sql: str) -> str | None:
+	"""Returns a ``REPLACE [LOW_PRIORITY | DELAYED] [INTO] …`` statement with INSERT in place of
+	its first word, which parse_insert and parse_insert_select read alike; None for another
+	statement."""
+	tokens = _top_level(sql)
+	if not tokens or tokens[0].upper != "REPLACE":
+		return None
+	return f"{sql[: tokens[0].start]}INSERT{sql[tokens[0].end :]}"
 
 
 def _parse_insert_set(sql: str, wanted: frozenset[str]) -> InsertStatement | None:

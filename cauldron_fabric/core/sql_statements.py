@@ -112,20 +112,48 @@ UPDATE = "update"
 DELETE = "delete"
 INSERT = "insert"
 TRUNCATE = "truncate"
+REPLACE = "replace"
 # The column of select_before's read that holds a renamed row's new name.
 NEW_NAME = "__fabric_new_name"
 
 
 def write_kind(sql: str) -> str | None:
-	"""Returns ``update``, ``delete``, ``insert`` or ``truncate`` for such a statement, else None
-	(cheap: a look at its first word)."""
+	"""Returns ``update``, ``delete``, ``insert``, ``replace`` or ``truncate`` for such a
+	statement, else None (cheap: a look at its first word, past comments and MariaDB's
+	``SET STATEMENT … FOR``)."""
 	match = _STARTS_WRITE.match(sql)
+	if match is None and _STARTS_SET.match(sql):
+		body = statement_body(sql)
+		match = _STARTS_WRITE.match(body) if body is not sql else None
 	return match.group(1).lower() if match else None
 
 
-_STARTS_WRITE = re.compile(
-	r"\s*(?:/\*.*?\*/\s*)*(update|delete|insert|truncate)\b", re.IGNORECASE | re.DOTALL
-)
+def statement_body(sql: str) -> str:
+	"""Returns the statement ``sql`` runs: ``sql`` itself, or what follows ``FOR`` in MariaDB's
+	``SET STATEMENT variable = value, … FOR statement`` (the settings hold for that one)."""
+	if not _STARTS_SET.match(sql):
+		return sql
+	tokens = _top_level(sql)
+	if not tokens or len(tokens) < 3 or tokens[1].upper != "STATEMENT":
+		return sql
+	for index in range(2, len(tokens) - 1):
+		if tokens[index].upper == "FOR":
+			return sql[tokens[index + 1].start :]
+	return sql
+
+
+def unlimited(select: str) -> str:
+	"""Returns the fabric's read ``select`` of the rows a statement is about to write, exempt from
+	the session's ``max_join_size`` (``sql_big_selects``): that limit refuses a SELECT expected
+	to examine many rows, not the UPDATE or DELETE examining the same ones, which then ran with
+	no event."""
+	return f"SET STATEMENT sql_big_selects = 1 FOR {select}"
+
+
+# Comments before a statement: /* … */, and "-- " or "#" to the end of the line.
+_LEADING = r"\s*(?:(?:/\*.*?\*/|--(?=[\x00-\x20])[^\n]*|\#[^\n]*)\s*)*"
+_STARTS_WRITE = re.compile(_LEADING + r"(update|delete|insert|replace|truncate)\b", re.IGNORECASE | re.DOTALL)
+_STARTS_SET = re.compile(_LEADING + r"SET\b", re.IGNORECASE | re.DOTALL)
 # Names of the form `tabSomething` (or tabSomething) a statement mentions: the DocTypes it may write.
 _TABLE_NAMES = re.compile(r"`tab((?:[^`]|``)+)`|\btab(\w+)")
 

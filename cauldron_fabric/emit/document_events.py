@@ -20,6 +20,7 @@ from frappe.model.document import Document
 from frappe.model.utils import is_virtual_doctype
 
 from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
+from cauldron_fabric.core.sql_statements import unlimited
 from cauldron_fabric.emit.changes import document_changes, document_payload
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record
@@ -163,8 +164,10 @@ def _stored_as(table: str, given: list[str], stored) -> list[tuple[str, str]]:
 	collation finds among the names ``stored`` (each compared by the database)."""
 	names = " UNION ALL ".join(["SELECT %s AS given"] * len(given))
 	pairs = frappe.db.sql(
-		f"SELECT g.given, t.`name` FROM ({names}) g JOIN `{table}` t ON t.`name` = g.given "
-		"WHERE t.`name` IN %s",
+		unlimited(
+			f"SELECT g.given, t.`name` FROM ({names}) g JOIN `{table}` t ON t.`name` = g.given "
+			"WHERE t.`name` IN %s"
+		),
 		(*given, tuple(stored)),
 	)
 	return [(str(given_name), str(name)) for given_name, name in pairs if str(name) in stored]
@@ -187,7 +190,10 @@ def _loads_as_stored_now(doctype: str) -> bool:
 
 
 def _select(query: str, names: list, lock: bool, **values) -> list:
-	return frappe.db.sql(query + (" FOR UPDATE" if lock else ""), {"names": names, **values}, as_dict=True)
+	# Exempt from the session's max_join_size, as the fabric's read of a raw statement's rows
+	# is (core.sql_statements.unlimited): a server's guard must not cost a document its event.
+	query = unlimited(query + (" FOR UPDATE" if lock else ""))
+	return frappe.db.sql(query, {"names": names, **values}, as_dict=True)
 
 
 def _built(doctype: str, row: dict, tables: list, children: dict, lock: bool) -> Document:
@@ -214,7 +220,9 @@ def stored_names(doctype: str, names: list) -> set[str]:
 	stored: set[str] = set()
 	for start in range(0, len(names), 1000):
 		chunk = names[start : start + 1000]
-		found = frappe.db.get_values(doctype, {"name": ("in", chunk)}, "name", pluck=True, order_by=None)
+		found = frappe.db.sql(
+			unlimited(f"SELECT `name` FROM `tab{doctype}` WHERE `name` IN %s"), (chunk,), pluck=True
+		)
 		found = {str(name) for name in found}
 		given = {str(name) for name in chunk}
 		stored |= given & found

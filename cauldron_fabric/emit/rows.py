@@ -15,6 +15,7 @@ from typing import Any
 import frappe
 from frappe.model.base_document import get_controller
 
+from cauldron_fabric.core.sql_statements import unlimited
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
 from cauldron_fabric.emit.document_events import (
 	READ_TOGETHER,
@@ -122,7 +123,9 @@ def rows_about_to_change(doctype: str, names: list, via: str) -> None:
 	for start in range(0, len(names), READ_TOGETHER):
 		chunk = names[start : start + READ_TOGETHER]
 		placed = frappe.db.sql(
-			f"SELECT DISTINCT `parenttype`, `parentfield`, `parent` FROM `tab{doctype}` WHERE `name` IN %s",
+			unlimited(
+				f"SELECT DISTINCT `parenttype`, `parentfield`, `parent` FROM `tab{doctype}` WHERE `name` IN %s"
+			),
 			(chunk,),
 		)
 		if not _put_aside(doctype, placed, via):
@@ -419,7 +422,9 @@ def _take_back(changes: list[tuple]) -> None:
 		put_aside: dict[tuple[str, str], list] = {}
 		controller = get_controller(aside.doctype)
 		for row in frappe.db.sql(
-			f"SELECT * FROM `{aside.table}` WHERE `parenttype` = %s AND `parent` IN %s ORDER BY `parent`, `idx`",
+			unlimited(
+				f"SELECT * FROM `{aside.table}` WHERE `parenttype` = %s AND `parent` IN %s ORDER BY `parent`, `idx`"
+			),
 			(parenttype, names),
 			as_dict=True,
 		):

@@ -28,7 +28,15 @@ from frappe.model.utils.rename_field import rename_field
 from frappe.modules.import_file import update_modified
 
 from cauldron_fabric.core.sql_inserts import parse_insert
-from cauldron_fabric.core.sql_statements import DELETE, INSERT, UPDATE, parse_delete, parse_update
+from cauldron_fabric.core.sql_statements import (
+	DELETE,
+	INSERT,
+	REPLACE,
+	UPDATE,
+	parse_delete,
+	parse_update,
+	unlimited,
+)
 from cauldron_fabric.emit.frames import inside_any
 
 SINGLES = "Singles"
@@ -51,14 +59,19 @@ FRAPPES_OWN = frozenset(
 def writes_singles(kind: str, doctypes_named: set[str]) -> bool:
 	"""Tells whether a statement of ``kind`` naming the tables ``doctypes_named`` may be a write to
 	Singles' values that this module records (not one of Frappe's own, see the docstring)."""
-	return SINGLES in doctypes_named and kind in (UPDATE, DELETE, INSERT) and not inside_any(FRAPPES_OWN)
+	return (
+		SINGLES in doctypes_named
+		and kind in (UPDATE, DELETE, INSERT, REPLACE)
+		and not inside_any(FRAPPES_OWN)
+	)
 
 
 def singles_written(kind: str, text: str, columns_of) -> set[str] | None:
 	"""Returns the DocTypes whose rows in ``tabSingles`` the statement ``text`` is about to write,
 	or None when it cannot tell; ``columns_of`` gives the tables' columns (for a join's
-	unqualified SET column, see parse_update)."""
-	if kind == INSERT:
+	unqualified SET column, see parse_update). A REPLACE comes written as its INSERT (the table
+	has no unique key: it inserts alike)."""
+	if kind in (INSERT, REPLACE):
 		statement = parse_insert(text, DOCTYPE_ONLY)
 		if statement is None or statement.table != TABLE:
 			return None
@@ -70,6 +83,8 @@ def singles_written(kind: str, text: str, columns_of) -> set[str] | None:
 	written: set[str] = set()
 	for target in statement.targets:
 		if target.table == TABLE:
-			rows = frappe.db.sql(f"SELECT DISTINCT {target.reference}.`doctype` FROM {statement.refs}{where}")
+			rows = frappe.db.sql(
+				unlimited(f"SELECT DISTINCT {target.reference}.`doctype` FROM {statement.refs}{where}")
+			)
 			written.update(row[0] for row in rows if row[0])
 	return written

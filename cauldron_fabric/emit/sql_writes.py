@@ -1,9 +1,14 @@
 """Raw SQL writes as events (``via: sql``): an UPDATE (``frappe.db.sql("UPDATE …")``,
 ``frappe.qb.update(…).run()``) as ``updated``, a DELETE (``frappe.db.delete(…)``, raw or built
 with the query builder) as ``deleted``, an INSERT (``frappe.db.bulk_insert``, see
-``sql_inserts.py``) as ``created``, and one with ON DUPLICATE KEY UPDATE as ``updated`` for the
-documents stored under its names (``_plan_upsert``). Patches, ERPNext's status updaters and custom apps
-write so with no document hook and no set_value.
+``sql_inserts.py``) as ``created``, and one with ON DUPLICATE KEY UPDATE, or a REPLACE, as
+``updated`` for the documents stored under its names (``_plan_upsert``). Patches, ERPNext's
+status updaters and custom apps write so with no document hook and no set_value. A statement is
+read past the comments before it and MariaDB's ``SET STATEMENT … FOR`` (core/sql_statements.py).
+
+The fabric's reads of the rows a statement is about to write are exempt from the session's
+``max_join_size`` (``unlimited``): a server's guard against runaway SELECTs refused them, not
+the UPDATE or DELETE examining the same rows, which ran with no event.
 
 The app wraps ``Database.sql`` once per process, as it wraps set_value (``watch.py``).
 For an UPDATE of a DocType that emits events, the wrapper reads the rows the statement is about
@@ -53,12 +58,19 @@ import frappe
 from frappe.model.delete_doc import delete_from_table
 from frappe.model.document import Document
 from frappe.model.rename_doc import rename_doc
+from pymysql.err import MySQLError
 
-from cauldron_fabric.core.sql_inserts import InsertSelect, parse_insert, parse_insert_select
+from cauldron_fabric.core.sql_inserts import (
+	InsertSelect,
+	parse_insert,
+	parse_insert_select,
+	replace_as_insert,
+)
 from cauldron_fabric.core.sql_statements import (
 	DELETE,
 	INSERT,
 	NEW_NAME,
+	REPLACE,
 	TRUNCATE,
 	UPDATE,
 	Statement,
@@ -67,6 +79,8 @@ from cauldron_fabric.core.sql_statements import (
 	parse_delete,
 	parse_truncate,
 	parse_update,
+	statement_body,
+	unlimited,
 )
 from cauldron_fabric.emit.document_events import (
 	READ_TOGETHER,
@@ -142,6 +156,13 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 	if not isinstance(text, str):
 		_log_unreadable(kind, query)
 		return None
+	# (after the values are in place: a SET STATEMENT's own values may come first)
+	text = statement_body(text)
+	if kind == REPLACE:
+		text = replace_as_insert(text)
+		if text is None:
+			_log_unreadable(kind, query)
+			return None
 	writes = _plan_singles(kind, text, query) if singles else []
 	if watched:
 		writes += _plan_tables(kind, text, query, watched, policy) or []
@@ -165,9 +186,10 @@ def _plan_singles(kind: str, text: str, query: str) -> list:
 
 def _plan_tables(kind: str, text: str, query: str, watched: set[str], policy) -> list | None:
 	"""Plans the events of what a statement writes in the ``watched`` DocTypes' tables."""
-	if kind == INSERT:
+	if kind in (INSERT, REPLACE):
 		try:
-			return _plan_insert(text, query, watched)
+			with _read_or_refused(MySQLError):
+				return _plan_insert(text, query, watched, replacing=kind == REPLACE)
 		except ReadRefused as refused:
 			return [refused.unrecorded(kind, query)]
 	if kind == UPDATE:
@@ -183,10 +205,11 @@ def _plan_tables(kind: str, text: str, query: str, watched: set[str], policy) ->
 		if doctype not in watched:
 			continue
 		try:
-			if kind in (DELETE, TRUNCATE):
-				write = _plan_deletion(statement, target, doctype)
-			else:
-				write = _plan_target(statement, target, doctype, policy.set_values == SET_VALUES_ALL)
+			with _read_or_refused(MySQLError):  # every read of the planning
+				if kind in (DELETE, TRUNCATE):
+					write = _plan_deletion(statement, target, doctype)
+				else:
+					write = _plan_target(statement, target, doctype, policy.set_values == SET_VALUES_ALL)
 		except ReadRefused as refused:
 			write = refused.unrecorded(kind, query)
 		if write is not None:
@@ -206,17 +229,18 @@ class ReadRefused(Exception):
 
 
 @contextmanager
-def _read_or_refused():
+def _read_or_refused(refusals: type[BaseException] | tuple = Exception):
 	"""Runs the fabric's read of what a statement is about to write: a deadlock or a lock wait
 	timeout is raised as it is (the statement waits on the same locks, and a deadlock has rolled
-	the transaction back, which running the statement after it would hide); any other error of
-	the database is ReadRefused (Frappe's own run of the statement then raises it, which its
-	caller may expect, as frappe.db.is_missing_column, or runs)."""
+	the transaction back, which running the statement after it would hide); any other of the
+	``refusals`` (by default any error: the read's own) is ReadRefused (Frappe's own run of the
+	statement then raises it, which its caller may expect, as frappe.db.is_missing_column, or
+	runs). Around the whole planning of a statement, only the database's errors are refusals."""
 	try:
 		yield
-	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
+	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError, ReadRefused):
 		raise
-	except Exception as error:
+	except refusals as error:
 		raise ReadRefused() from error
 
 
@@ -248,8 +272,10 @@ class TruncateCommitted:
 		frappe.db.commit()
 
 
-def _plan_insert(text: str, query: str, watched: set[str]) -> list | None:
-	"""Reads which documents (or rows) an INSERT is about to insert (sql_inserts.py)."""
+def _plan_insert(text: str, query: str, watched: set[str], replacing: bool = False) -> list | None:
+	"""Reads which documents (or rows) an INSERT is about to insert (sql_inserts.py); with
+	``replacing`` (a REPLACE, written as its INSERT), the documents stored under its names are
+	about to be replaced: updated, as an upsert's."""
 	statement = parse_insert(text, WANTED)
 	if statement is not None:
 		doctype = _doctype_of(statement.table)
@@ -267,26 +293,29 @@ def _plan_insert(text: str, query: str, watched: set[str]) -> list | None:
 	if None in names:  # an autoincrement DocType's rows, named by the database
 		_log_unreadable(INSERT, query)
 		return None
-	if statement is not None and statement.upsert:
-		return _plan_upsert(doctype, names, rows)
+	if replacing or (statement is not None and statement.upsert):
+		return _plan_upsert(doctype, names, rows, replacing)
 	write = plan_insert(doctype, names, rows)
 	return [write] if write is not None else None
 
 
-def _plan_upsert(doctype: str, names: list, rows: list[dict]) -> list | None:
-	"""Reads what an ``INSERT … ON DUPLICATE KEY UPDATE`` is about to do: update the documents
-	(or rows) stored under the names it gives, as an UPDATE of them would, and insert the others.
+def _plan_upsert(doctype: str, names: list, rows: list[dict], replacing: bool = False) -> list | None:
+	"""Reads what an ``INSERT … ON DUPLICATE KEY UPDATE`` (or, ``replacing``, a ``REPLACE``) is
+	about to do: update the documents (or rows) stored under the names it gives, as an UPDATE of
+	them would (a REPLACE sets the columns it does not list back to their defaults), and insert
+	the others.
 
-	Only where ``name`` is the table's one unique key: with another, a row could update a
-	document under another name, which the statement does not give; such a statement is
-	logged, with no event."""
+	Only where ``name`` is the table's one unique key: with another, a row could update (or a
+	REPLACE delete) a document under another name, which the statement does not give; such a
+	statement is logged, with no event."""
 	other_keys = _other_unique_keys(doctype)
 	if other_keys:
 		log_once(
-			f"upsert {doctype}",
-			"Cauldron Fabric records no event for an INSERT … ON DUPLICATE KEY UPDATE of %s, whose "
-			"table has unique keys besides name (%s): a row may update a document under another "
-			"name. Read those documents' names first, then UPDATE them by name and INSERT the rest",
+			f"{'replace' if replacing else 'upsert'} {doctype}",
+			"Cauldron Fabric records no event for %s of %s, whose table has unique keys besides "
+			"name (%s): a row may replace a document under another name. Read those documents' "
+			"names first, then UPDATE them by name and INSERT the rest",
+			"a REPLACE" if replacing else "an INSERT … ON DUPLICATE KEY UPDATE",
 			doctype,
 			", ".join(other_keys),
 		)
@@ -319,7 +348,8 @@ def _rows_selected(statement: InsertSelect) -> list[dict]:
 	positions = {column: index for index, column in enumerate(columns) if column in WANTED}
 	with _read_or_refused():  # (fewer columns than the statement lists: an IndexError, refused too)
 		return [
-			{column: row[index] for column, index in positions.items()} for row in streamed(statement.select)
+			{column: row[index] for column, index in positions.items()}
+			for row in streamed(unlimited(statement.select))
 		]
 
 
@@ -515,7 +545,9 @@ def _rows_before(statement: Statement, target: Target, as_dict: bool = True) -> 
 	the rows of the tables it only reads too.
 	"""
 	with _read_or_refused():
-		return frappe.db.sql(statement.select_before(target, lock=not statement.joined), as_dict=as_dict)
+		return frappe.db.sql(
+			unlimited(statement.select_before(target, lock=not statement.joined)), as_dict=as_dict
+		)
 
 
 def _plan_deletion(statement: Statement, target: Target, doctype: str):

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import frappe
 
+from cauldron_fabric.core.sql_statements import statement_body
 from cauldron_fabric.emit.policy import SET_VALUES_ALL, SET_VALUES_NONE, SET_VALUES_THAT_UPDATE_MODIFIED
 from cauldron_fabric.emit.rows import record_row_changes
 from cauldron_fabric.emit.set_values import watch_set_values
@@ -158,12 +159,13 @@ def write_after_a_refused_save(title: str, write) -> list[dict]:
 
 @contextmanager
 def reads_of(table: str):
-	"""Lists the SELECTs run on ``table`` inside (the real queries, as run)."""
+	"""Lists the SELECTs run on ``table`` inside (the real queries, as run; the fabric's after a
+	``SET STATEMENT … FOR``)."""
 	reads: list[str] = []
 	sql = frappe.db.__class__.sql
 
 	def counted(db, query, *args, **kwargs):
-		if str(query).lstrip().upper().startswith("SELECT") and f"`tab{table}`" in str(query):
+		if statement_body(str(query)).lstrip().upper().startswith("SELECT") and f"`tab{table}`" in str(query):
 			reads.append(str(query))
 		return sql(db, query, *args, **kwargs)
 
