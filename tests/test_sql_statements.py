@@ -139,6 +139,9 @@ def test_write_kind_looks_at_the_first_word_only():
 	assert write_kind("truncated") is None
 	assert write_kind("REPLACE INTO tabA (name) VALUES ('a')") == "replace"
 	assert write_kind("replaced") is None
+	assert write_kind("LOAD DATA LOCAL INFILE 'x.csv' INTO TABLE `tabA`") == "load"
+	assert write_kind("load xml infile 'x.xml' into table tabA") == "load"
+	assert write_kind("LOAD INDEX INTO CACHE tabA") is None
 
 
 @pytest.mark.parametrize(

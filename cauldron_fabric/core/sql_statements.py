@@ -113,13 +113,14 @@ DELETE = "delete"
 INSERT = "insert"
 TRUNCATE = "truncate"
 REPLACE = "replace"
+LOAD = "load"  # LOAD DATA … INFILE … INTO TABLE
 # The column of select_before's read that holds a renamed row's new name.
 NEW_NAME = "__fabric_new_name"
 
 
 def write_kind(sql: str) -> str | None:
-	"""Returns ``update``, ``delete``, ``insert``, ``replace`` or ``truncate`` for such a
-	statement, else None (cheap: a look at its first word, past comments and MariaDB's
+	"""Returns ``update``, ``delete``, ``insert``, ``replace``, ``truncate`` or ``load`` (LOAD
+	DATA, XML too) for such a statement, else None (cheap: a look at its first word, past comments and MariaDB's
 	``SET STATEMENT … FOR``)."""
 	match = _STARTS_WRITE.match(sql)
 	if match is None and _STARTS_SET.match(sql):
@@ -152,7 +153,10 @@ def unlimited(select: str) -> str:
 
 # Comments before a statement: /* … */, and "-- " or "#" to the end of the line.
 _LEADING = r"\s*(?:(?:/\*.*?\*/|--(?=[\x00-\x20])[^\n]*|\#[^\n]*)\s*)*"
-_STARTS_WRITE = re.compile(_LEADING + r"(update|delete|insert|replace|truncate)\b", re.IGNORECASE | re.DOTALL)
+_STARTS_WRITE = re.compile(
+	_LEADING + r"(update|delete|insert|replace|truncate|load(?=\s+(?:data|xml)\b))\b",
+	re.IGNORECASE | re.DOTALL,
+)
 _STARTS_SET = re.compile(_LEADING + r"SET\b", re.IGNORECASE | re.DOTALL)
 # Names of the form `tabSomething` (or tabSomething) a statement mentions: the DocTypes it may write.
 _TABLE_NAMES = re.compile(r"`tab((?:[^`]|``)+)`|\btab(\w+)")

@@ -31,6 +31,7 @@ from cauldron_fabric.core.sql_inserts import parse_insert
 from cauldron_fabric.core.sql_statements import (
 	DELETE,
 	INSERT,
+	LOAD,
 	REPLACE,
 	UPDATE,
 	parse_delete,
@@ -61,7 +62,7 @@ def writes_singles(kind: str, doctypes_named: set[str]) -> bool:
 	Singles' values that this module records (not one of Frappe's own, see the docstring)."""
 	return (
 		SINGLES in doctypes_named
-		and kind in (UPDATE, DELETE, INSERT, REPLACE)
+		and kind in (UPDATE, DELETE, INSERT, REPLACE, LOAD)
 		and not inside_any(FRAPPES_OWN)
 	)
 

@@ -5,6 +5,7 @@ with the query builder) as ``deleted``, an INSERT (``frappe.db.bulk_insert``, se
 ``updated`` for the documents stored under its names (``_plan_upsert``). Patches, ERPNext's
 status updaters and custom apps write so with no document hook and no set_value. A statement is
 read past the comments before it and MariaDB's ``SET STATEMENT … FOR`` (core/sql_statements.py).
+A LOAD DATA into a watched table is logged, with no event: its rows are in a file.
 
 The fabric's reads of the rows a statement is about to write are exempt from the session's
 ``max_join_size`` (``unlimited``): a server's guard against runaway SELECTs refused them, not
@@ -69,6 +70,7 @@ from cauldron_fabric.core.sql_inserts import (
 from cauldron_fabric.core.sql_statements import (
 	DELETE,
 	INSERT,
+	LOAD,
 	NEW_NAME,
 	REPLACE,
 	TRUNCATE,
@@ -156,6 +158,8 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 	if not isinstance(text, str):
 		_log_unreadable(kind, query)
 		return None
+	if kind == LOAD:
+		return [Loaded(query, sorted(watched | ({"Singles"} if singles else set())))]
 	# (after the values are in place: a SET STATEMENT's own values may come first)
 	text = statement_body(text)
 	if kind == REPLACE:
@@ -591,6 +595,25 @@ def _log_unreadable(kind: str, query: str) -> None:
 		kind.upper(),
 		start,
 	)
+
+
+class Loaded:
+	"""A LOAD DATA into watched tables: its rows come from a file the fabric does not read.
+	When it ran, that is logged (once per process and statement start)."""
+
+	def __init__(self, query: str, doctypes: list[str]) -> None:
+		self.query, self.doctypes = query, doctypes
+
+	def record(self) -> None:
+		start = _statement_start(self.query)
+		log_once(
+			start,
+			"Cauldron Fabric records no event for this LOAD DATA into %s: its rows come from a "
+			"file the fabric does not read. Load the file into a table of your own, then "
+			"INSERT … SELECT from it (an event per document): %s",
+			", ".join(self.doctypes),
+			start,
+		)
 
 
 def _statement_start(query: str) -> str:

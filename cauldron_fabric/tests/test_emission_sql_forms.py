@@ -8,6 +8,10 @@ fabric either did not see it was a write or read fewer rows than it wrote.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import frappe
 
 from cauldron_fabric.emit import unrecorded
@@ -167,6 +171,36 @@ class TestStatementForms(EmissionCase):
 		(event,) = [e for e in events_after(start) if e["data"]["entity"] == "System Settings"]
 		self.assertEqual(event["type"], "system.change")
 		self.assertEqual(payload(event)["changes"]["app_name"], {"old": None, "new": "Fabric"})
+
+
+class TestLoadData(EmissionCase):
+	def test_a_load_data_into_a_watched_table_runs_and_is_logged(self):
+		# Its rows come from a file: nothing tells the fabric which documents it writes.
+		title = f"loaded {frappe.generate_hash(length=6)}"
+		names = [frappe.generate_hash(length=10) for _ in range(2)]
+		rows = "".join(f"{name}\t{title}\tCauldron Ltd\t5\n" for name in names)
+		path = Path(tempfile.mkdtemp()) / "orders.tsv"
+		path.write_text(rows)
+		self.addCleanup(shutil.rmtree, path.parent)
+		frappe.db.commit()
+		# The client must allow LOAD DATA LOCAL: Frappe's connection does with local_infile set.
+		frappe.conf.local_infile = 1
+		frappe.db.connect()
+		self.addCleanup(frappe.db.connect)
+		self.addCleanup(frappe.conf.pop, "local_infile")
+		start = last_seq()
+		with self.assertLogs(frappe.logger("cauldron_fabric"), "WARNING") as logged:
+			frappe.db.sql(
+				f"LOAD DATA LOCAL INFILE %s INTO TABLE {TABLE} (name, title, company, grand_total)", str(path)
+			)
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.db.delete, ORDER, {"title": title})
+		self.assertEqual(sorted(frappe.get_all(ORDER, {"title": title}, pluck="name")), sorted(names))
+		self.assertEqual(events_after(start, ORDER), [])
+		(line,) = logged.output
+		self.assertIn(f"no event for this LOAD DATA into {ORDER}: its rows come from a file", line)
+		self.assertIn("INSERT … SELECT", line)
 
 
 class TestSessionLimits(EmissionCase):
