@@ -16,6 +16,7 @@ import frappe
 
 from cauldron_fabric.emit import unrecorded
 from cauldron_fabric.emit.watch import watch_sql
+from cauldron_fabric.tests.test_emission_sql import TABLE, UPDATED
 from cauldron_fabric.tests.utils import (
 	ORDER,
 	ORDER_ITEM,
@@ -26,10 +27,8 @@ from cauldron_fabric.tests.utils import (
 	payload,
 )
 
-UPDATED = "fabric_test_order.updated"
 CREATED = "fabric_test_order.created"
 DELETED = "fabric_test_order.deleted"
-TABLE = f"`tab{ORDER}`"
 
 watch_sql()
 
