@@ -11,6 +11,7 @@ from cauldron_fabric.core.sql_statements import (
 	parse_delete,
 	parse_truncate,
 	parse_update,
+	savepoint_step,
 	statement_body,
 	unlimited,
 	write_kind,
@@ -171,6 +172,25 @@ def test_set_statement_reads_as_the_statement_after_for():
 	assert statement_body("UPDATE tabA SET x = 1") == "UPDATE tabA SET x = 1"
 	assert statement_body("-- n\nset statement a = (1) for\nupdate tabA set x = 1") == "update tabA set x = 1"
 	assert statement_body("SET @x = 1") == "SET @x = 1"
+
+
+@pytest.mark.parametrize(
+	("sql", "step"),
+	[
+		("savepoint fabric_x", ("savepoint", "fabric_x")),
+		("SAVEPOINT `A b`", ("savepoint", "a b")),
+		("ROLLBACK TO SAVEPOINT Sp", ("rollback", "sp")),
+		("rollback work to sp;", ("rollback", "sp")),
+		("ROLLBACK WORK TO `SP`", ("rollback", "sp")),
+		("-- why\nRELEASE SAVEPOINT x1 ", ("release", "x1")),
+		("rollback", None),
+		("RELEASE x", None),
+		("savepoint a b", None),
+		("SELECT 'savepoint x'", None),
+	],
+)
+def test_savepoint_steps_read_with_their_names_without_case(sql, step):
+	assert savepoint_step(sql) == step
 
 
 def test_the_fabrics_read_is_exempt_from_the_join_size_limit():

@@ -151,6 +151,21 @@ def unlimited(select: str) -> str:
 	return f"SET STATEMENT sql_big_selects = 1 FOR {select}"
 
 
+def savepoint_step(sql: str) -> tuple[str, str] | None:
+	"""Returns ``("savepoint", name)``, ``("rollback", name)`` or ``("release", name)`` for
+	``SAVEPOINT name``, ``ROLLBACK [WORK] TO [SAVEPOINT] name`` and ``RELEASE SAVEPOINT name``,
+	else None. The name is unquoted and lowercased: MariaDB compares savepoint names without case.
+	"""
+	match = _SAVEPOINT_STEP.match(sql)
+	if match is None:
+		return None
+	step = (match.group(1) or match.group(2) or match.group(3)).lower()
+	name = match.group(4)
+	if name.startswith("`"):
+		name = name[1:-1].replace("``", "`")
+	return step, name.lower()
+
+
 # Comments before a statement: /* … */, and "-- " or "#" to the end of the line.
 _LEADING = r"\s*(?:(?:/\*.*?\*/|--(?=[\x00-\x20])[^\n]*|\#[^\n]*)\s*)*"
 _STARTS_WRITE = re.compile(
@@ -158,6 +173,12 @@ _STARTS_WRITE = re.compile(
 	re.IGNORECASE | re.DOTALL,
 )
 _STARTS_SET = re.compile(_LEADING + r"SET\b", re.IGNORECASE | re.DOTALL)
+_SAVEPOINT_STEP = re.compile(
+	_LEADING
+	+ r"(?:(savepoint)|(rollback)(?:\s+work)?\s+to(?:\s+savepoint)?|(release)\s+savepoint)"
+	+ r"\s+(`(?:[^`]|``)+`|[A-Za-z0-9_$]+)\s*;?\s*$",
+	re.IGNORECASE | re.DOTALL,
+)
 # Names of the form `tabSomething` (or tabSomething) a statement mentions: the DocTypes it may write.
 _TABLE_NAMES = re.compile(r"`tab((?:[^`]|``)+)`|\btab(\w+)")
 

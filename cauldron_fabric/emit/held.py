@@ -228,7 +228,7 @@ def note_savepoint(name: str) -> None:
 	if index is not None:
 		_drop_savepoints(savepoints, index, index + 1)
 	# name, the held values touched since (by HeldItems), the transaction ends added since
-	savepoints.append([name, {}, []])
+	savepoints.append([str(name).lower(), {}, []])
 
 
 def roll_back_held(name: str) -> None:
@@ -237,8 +237,10 @@ def roll_back_held(name: str) -> None:
 	What was held since then (rows changed alone, db_sets deferred to the commit, wake-ups)
 	belongs to writes the database just undid, and the transaction ends added since (dropping
 	the policy or routing index built from uncommitted settings or subscriptions) run now. A
-	savepoint set before this process watched savepoints, or by raw SQL, is unknown: the
-	commit's own checks against the database are then all there is.
+	savepoint set before this process watched savepoints is unknown: the commit's own checks
+	against the database are then all there is. Raw SQL savepoints (``SAVEPOINT``, ``ROLLBACK TO``,
+	``RELEASE SAVEPOINT`` through ``frappe.db.sql``) are followed as Frappe's methods are
+	(watch.py).
 	"""
 	savepoints = getattr(frappe.local, SAVEPOINTS, None) or []
 	index = _newest(savepoints, name)
@@ -262,6 +264,12 @@ def roll_back_held(name: str) -> None:
 		end()  # a weakref.finalize: runs once, so not again when the transaction ends
 
 
+def follow_savepoint(step: str, name: str) -> None:
+	"""Follows a savepoint statement that ran (core.sql_statements.savepoint_step): sets,
+	rolls back to or releases the savepoint ``name``."""
+	{"savepoint": note_savepoint, "rollback": roll_back_held, "release": forget_savepoint}[step](name)
+
+
 def forget_savepoint(name: str) -> None:
 	"""Forgets the savepoint ``name`` and those set after it, as releasing it does."""
 	savepoints = getattr(frappe.local, SAVEPOINTS, None) or []
@@ -273,7 +281,9 @@ def forget_savepoint(name: str) -> None:
 def _newest(savepoints: list, name: str) -> int | None:
 	"""Returns the place of the savepoint ``name`` among ``savepoints`` (None: not noted).
 
-	Noting a savepoint replaces one of the same name, so there is at most one."""
+	Noting a savepoint replaces one of the same name, so there is at most one. Names compare
+	without case, as MariaDB compares them."""
+	name = str(name).lower()
 	return next((i for i in range(len(savepoints) - 1, -1, -1) if savepoints[i][0] == name), None)
 
 

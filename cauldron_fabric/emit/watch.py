@@ -25,8 +25,8 @@ from frappe.database.utils import EmptyQueryValues
 from frappe.model.base_document import BaseDocument
 from pypika.queries import QueryBuilder
 
-from cauldron_fabric.core.sql_statements import write_kind
-from cauldron_fabric.emit.held import end_waiting, in_place_of, watch_savepoints
+from cauldron_fabric.core.sql_statements import savepoint_step, write_kind
+from cauldron_fabric.emit.held import end_waiting, follow_savepoint, in_place_of, watch_savepoints
 
 # Set (in frappe.local) while one of Frappe's writes whose events the fabric makes itself runs:
 # set_value, set_single_value, db_update, db_insert, the permission pages' methods
@@ -113,8 +113,9 @@ def watch_set_values() -> None:
 
 
 def watch_sql() -> None:
-	"""Makes ``frappe.db.sql`` record the events of the UPDATE, DELETE, INSERT and TRUNCATE
-	statements it runs (once per process; see sql_writes.py)."""
+	"""Makes ``frappe.db.sql`` record the events of the write statements it runs (once per
+	process; see sql_writes.py), and follow the savepoints it sets, rolls back to and releases
+	(held.py)."""
 	if getattr(Database.sql, "fabric_watched", False):
 		return
 	sql = Database.sql
@@ -124,7 +125,15 @@ def watch_sql() -> None:
 		# Frappe runs str(query) of a query builder object passed to sql() rather than run().
 		text = query if type(query) is str else str(query) if isinstance(query, QueryBuilder) else None
 		kind = write_kind(text) if text is not None else None
-		if kind is not None:
+		if kind is None:
+			step = savepoint_step(text) if text is not None else None
+			if step is not None and kwargs.get("run", True) and self is getattr(frappe.local, "db", None):
+				# A savepoint set, rolled back to or released in raw SQL: what is held follows
+				# it, as it follows frappe.db's savepoint methods (which come this way too).
+				result = sql(self, query, *args, **kwargs)
+				follow_savepoint(*step)
+				return result
+		else:
 			end_waiting(kind, text)  # documents waiting for their rows come before another write
 		if kind is None or not kwargs.get("run", True) or frappe_writing():
 			return sql(self, query, *args, **kwargs)

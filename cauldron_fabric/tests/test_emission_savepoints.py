@@ -49,13 +49,41 @@ def qty(event: dict, side: str) -> list:
 	return [row["qty"] for row in event["data"]["payload"]["changes"]["items"][side]]
 
 
-class TestDocumentsInSavepoints(EmissionCase):
+class FrappeSavepoints:
+	"""Sets and rolls back savepoints with ``frappe.db``'s methods."""
+
+	@staticmethod
+	def savepoint(name: str) -> None:
+		frappe.db.savepoint(name)
+
+	@staticmethod
+	def roll_back_to(name: str) -> None:
+		frappe.db.rollback(save_point=name)
+
+
+class RawSavepoints:
+	"""Sets and rolls back savepoints in raw SQL through ``frappe.db.sql``, the name rolled back to
+	written quoted and in capitals (MariaDB compares savepoint names without case). What the
+	fabric holds for the commit did not follow them: a rollback to one left the events of the
+	writes it undid (a document created twice, an update of rows rolled back, a deny list or a
+	subscription rolled back still applied)."""
+
+	@staticmethod
+	def savepoint(name: str) -> None:
+		frappe.db.sql(f"SAVEPOINT {name}")
+
+	@staticmethod
+	def roll_back_to(name: str) -> None:
+		frappe.db.sql(f"ROLLBACK WORK TO `{name.upper()}`")
+
+
+class TestDocumentsInSavepoints(FrappeSavepoints, EmissionCase):
 	"""Documents saved, db_set or deferred inside a savepoint that is rolled back."""
 
 	def test_a_document_saved_in_a_rolled_back_savepoint_has_no_event(self):
-		frappe.db.savepoint("fabric_test")
+		self.savepoint("fabric_test")
 		dropped = new_order("rolled back to a savepoint")
-		frappe.db.rollback(save_point="fabric_test")
+		self.roll_back_to("fabric_test")
 		kept = new_order("committed after the savepoint")
 		frappe.db.commit()
 		events = events_after(self.start, ORDER)
@@ -73,9 +101,9 @@ class TestDocumentsInSavepoints(EmissionCase):
 	def test_a_db_set_rolled_back_to_a_savepoint_is_no_event(self):
 		order = new_order("db_set in a savepoint")
 		frappe.db.commit()
-		frappe.db.savepoint("fabric_test")
+		self.savepoint("fabric_test")
 		order.db_set("note", "rolled back")
-		frappe.db.rollback(save_point="fabric_test")
+		self.roll_back_to("fabric_test")
 		frappe.db.commit()
 		self.assertEqual(types_of(events_after(self.start, ORDER)), [CREATED])
 
@@ -84,13 +112,13 @@ class TestDocumentsInSavepoints(EmissionCase):
 		order = new_order("deferred db_set in a savepoint")
 		frappe.db.commit()
 		with order_hooks(__name__, on_update="db_set_note_then_fail"):
-			frappe.db.savepoint("fabric_test")
+			self.savepoint("fabric_test")
 			failing = frappe.get_doc(ORDER, order.name)
 			failing.flags.fabric_test_fail = True
 			failing.grand_total = 99
 			with self.assertRaises(frappe.ValidationError):
 				failing.save()
-			frappe.db.rollback(save_point="fabric_test")
+			self.roll_back_to("fabric_test")
 		# Another change of the same document, outside the savepoint, commits.
 		again = frappe.get_doc(ORDER, order.name)
 		again.title = "renamed after the savepoint"
@@ -108,12 +136,12 @@ class TestDocumentsInSavepoints(EmissionCase):
 		# that the second insert of the same name wrote as a second creation.
 		name = f"fabric-sp-{frappe.generate_hash(length=8)}"
 		with order_hooks(__name__, after_insert="db_set_note_then_fail"):
-			frappe.db.savepoint("fabric_test")
+			self.savepoint("fabric_test")
 			failing = frappe.get_doc({"doctype": ORDER, "title": "first try"})
 			failing.flags.fabric_test_fail = True
 			with self.assertRaises(frappe.ValidationError):
 				failing.insert(set_name=name)
-			frappe.db.rollback(save_point="fabric_test")
+			self.roll_back_to("fabric_test")
 		frappe.get_doc({"doctype": ORDER, "title": "second try"}).insert(set_name=name)
 		frappe.db.commit()
 		events = events_after(self.start, ORDER)
@@ -121,20 +149,20 @@ class TestDocumentsInSavepoints(EmissionCase):
 		self.assertEqual(events[0]["data"]["payload"]["doc"]["title"], "second try")
 
 
-class TestRowsInSavepoints(EmissionCase):
+class TestRowsInSavepoints(FrappeSavepoints, EmissionCase):
 	"""Child rows changed on their own inside a savepoint that is rolled back."""
 
 	def test_rows_changed_alone_in_a_rolled_back_savepoint_are_no_update(self):
 		order = new_order("rows in a savepoint")
 		frappe.db.commit()
 		first, second = order.items
-		frappe.db.savepoint("fabric_test")
+		self.savepoint("fabric_test")
 		first.db_set("qty", 9)
 		row = frappe.get_doc(ORDER_ITEM, second.name)
 		row.item = "ladle, rolled back"
 		row.save()
 		frappe.delete_doc(ORDER_ITEM, first.name)
-		frappe.db.rollback(save_point="fabric_test")
+		self.roll_back_to("fabric_test")
 		frappe.db.commit()
 		self.assertEqual(types_of(events_after(self.start, ORDER)), [CREATED])
 
@@ -143,9 +171,9 @@ class TestRowsInSavepoints(EmissionCase):
 		with fabric_settings(emit_unchanged_saves=1):
 			order = new_order("rows in a savepoint, unchanged saves on")
 			frappe.db.commit()
-			frappe.db.savepoint("fabric_test")
+			self.savepoint("fabric_test")
 			order.items[0].db_set("qty", 9)
-			frappe.db.rollback(save_point="fabric_test")
+			self.roll_back_to("fabric_test")
 			frappe.db.commit()
 			self.assertEqual(types_of(events_after(self.start, ORDER)), [CREATED])
 
@@ -153,11 +181,11 @@ class TestRowsInSavepoints(EmissionCase):
 		order = new_order("rows after a savepoint")
 		frappe.db.commit()
 		second = order.items[1]
-		frappe.db.savepoint("fabric_test")
+		self.savepoint("fabric_test")
 		order.items[0].qty = 5
 		order.save()
 		frappe.get_doc(ORDER_ITEM, second.name).db_set("qty", 8)
-		frappe.db.rollback(save_point="fabric_test")
+		self.roll_back_to("fabric_test")
 		frappe.get_doc(ORDER_ITEM, second.name).db_set("qty", 9)
 		frappe.db.commit()
 		_created, update = events_after(self.start, ORDER)
@@ -169,12 +197,12 @@ class TestRowsInSavepoints(EmissionCase):
 		order = new_order("rows in a released savepoint")
 		frappe.db.commit()
 		second = order.items[1]
-		frappe.db.savepoint("fabric_outer")
+		self.savepoint("fabric_outer")
 		with savepoint():  # released when the block ends without an error
 			order.items[0].qty = 5
 			order.save()
 			frappe.get_doc(ORDER_ITEM, second.name).db_set("qty", 8)
-		frappe.db.rollback(save_point="fabric_outer")
+		self.roll_back_to("fabric_outer")
 		frappe.get_doc(ORDER_ITEM, second.name).db_set("qty", 9)
 		frappe.db.commit()
 		_created, update = events_after(self.start, ORDER)
@@ -184,28 +212,28 @@ class TestRowsInSavepoints(EmissionCase):
 		order = new_order("rows before a savepoint")
 		frappe.db.commit()
 		order.items[0].db_set("qty", 4)
-		frappe.db.savepoint("fabric_test")
+		self.savepoint("fabric_test")
 		order.items[1].db_set("qty", 8)
 		# The parent's save records the rows' update before its own: both are rolled back.
 		again = frappe.get_doc(ORDER, order.name)
 		again.title = "saved in the savepoint"
 		again.save()
-		frappe.db.rollback(save_point="fabric_test")
+		self.roll_back_to("fabric_test")
 		frappe.db.commit()
 		_created, update = events_after(self.start, ORDER)
 		self.assertEqual([qty(update, "old"), qty(update, "new")], [[1, 3], [4, 3]])
 
 
-class TestRolesInSavepoints(UserRolesCase):
+class TestRolesInSavepoints(FrappeSavepoints, UserRolesCase):
 	"""A user's role change (system.change) rolled back to a savepoint."""
 
 	def test_a_role_change_rolled_back_to_a_savepoint_is_no_system_change(self):
 		user = new_user("Blogger")
 		frappe.db.commit()
 		start = last_seq()
-		frappe.db.savepoint("fabric_test")
+		self.savepoint("fabric_test")
 		set_roles(user, "Blogger", "Translator")
-		frappe.db.rollback(save_point="fabric_test")
+		self.roll_back_to("fabric_test")
 		set_roles(user, "Blogger", "Website Manager")
 		frappe.db.commit()
 		(change,) = role_changes(start, user)
@@ -219,10 +247,10 @@ class TestRolesInSavepoints(UserRolesCase):
 		user = new_user(role.name)
 		frappe.db.commit()
 		start = last_seq()
-		frappe.db.savepoint("fabric_test")
+		self.savepoint("fabric_test")
 		role.disabled = 1
 		role.save(ignore_permissions=True)
-		frappe.db.rollback(save_point="fabric_test")
+		self.roll_back_to("fabric_test")
 		frappe.db.commit()
 		self.assertEqual(role_changes(start, user), [])
 		self.assertEqual(frappe.get_roles(user).count(role.name), 1)
@@ -261,27 +289,27 @@ class TestDataImportWithARefusedRow(EmissionCase):
 		self.assertEqual(frappe.db.get_value(ORDER_ITEM, other.items[0].name, "qty"), 1)
 
 
-class TestSettingsInSavepoints(EmissionCase):
+class TestSettingsInSavepoints(FrappeSavepoints, EmissionCase):
 	def test_a_deny_list_rolled_back_to_a_savepoint_denies_nothing(self):
 		self.addCleanup(frappe.db.commit)
 		self.addCleanup(frappe.db.rollback)
-		frappe.db.savepoint("fabric_test")
+		self.savepoint("fabric_test")
 		settings = frappe.get_single("Fabric Settings")
 		settings.append("denied_doctypes", {"document_type": ORDER})
 		settings.save(ignore_permissions=True)
 		new_order("denied in the savepoint")
-		frappe.db.rollback(save_point="fabric_test")
+		self.roll_back_to("fabric_test")
 		kept = new_order("after the savepoint")
 		frappe.db.commit()
 		self.assertEqual([e["data"]["entityId"] for e in events_after(self.start, ORDER)], [kept.name])
 
 
-class TestDeliveriesInSavepoints(DeliveryTestCase):
+class TestDeliveriesInSavepoints(FrappeSavepoints, DeliveryTestCase):
 	def test_no_delivery_remains_for_an_event_rolled_back_to_a_savepoint(self):
 		subscription = self.subscription(webhook_url="https://a.example.com/hook")
-		frappe.db.savepoint("fabric_test")
+		self.savepoint("fabric_test")
 		frappe.get_doc({"doctype": "ToDo", "description": self.tag}).insert()
-		frappe.db.rollback(save_point="fabric_test")
+		self.roll_back_to("fabric_test")
 		kept = save_todo(self.tag)
 		rows = deliveries(subscription.name)
 		self.assertEqual([envelope_of(row)["data"]["entityId"] for row in rows], [kept])
@@ -289,10 +317,10 @@ class TestDeliveriesInSavepoints(DeliveryTestCase):
 		self.addCleanup(frappe.db.delete, "ToDo", {"description": self.tag})
 
 	def test_no_delivery_is_planned_for_a_subscription_rolled_back_to_a_savepoint(self):
-		frappe.db.savepoint("fabric_test")
+		self.savepoint("fabric_test")
 		dropped = new_subscription(self.tag, webhook_url="https://a.example.com/hook")
 		frappe.get_doc({"doctype": "ToDo", "description": self.tag}).insert()
-		frappe.db.rollback(save_point="fabric_test")
+		self.roll_back_to("fabric_test")
 		save_todo(self.tag)
 		self.addCleanup(frappe.db.commit)
 		self.addCleanup(frappe.db.delete, "ToDo", {"description": self.tag})
@@ -300,13 +328,33 @@ class TestDeliveriesInSavepoints(DeliveryTestCase):
 		self.assertEqual(deliveries(dropped.name), [])
 
 	def test_nor_for_one_saved_in_a_savepoint_released_inside_the_rolled_back_one(self):
-		frappe.db.savepoint("fabric_outer")
+		self.savepoint("fabric_outer")
 		with savepoint():
 			dropped = new_subscription(self.tag, webhook_url="https://a.example.com/hook")
 		frappe.get_doc({"doctype": "ToDo", "description": self.tag}).insert()
-		frappe.db.rollback(save_point="fabric_outer")
+		self.roll_back_to("fabric_outer")
 		save_todo(self.tag)
 		self.addCleanup(frappe.db.commit)
 		self.addCleanup(frappe.db.delete, "ToDo", {"description": self.tag})
 		self.addCleanup(frappe.db.delete, "Event Delivery", {"subscription": dropped.name})
 		self.assertEqual(deliveries(dropped.name), [])
+
+
+class TestDocumentsInRawSavepoints(RawSavepoints, TestDocumentsInSavepoints):
+	"""Documents, with savepoints in raw SQL."""
+
+
+class TestRowsInRawSavepoints(RawSavepoints, TestRowsInSavepoints):
+	"""Rows, with savepoints in raw SQL."""
+
+
+class TestRolesInRawSavepoints(RawSavepoints, TestRolesInSavepoints):
+	"""Roles, with savepoints in raw SQL."""
+
+
+class TestSettingsInRawSavepoints(RawSavepoints, TestSettingsInSavepoints):
+	"""Settings, with savepoints in raw SQL."""
+
+
+class TestDeliveriesInRawSavepoints(RawSavepoints, TestDeliveriesInSavepoints):
+	"""Deliveries, with savepoints in raw SQL."""
