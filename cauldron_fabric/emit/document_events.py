@@ -18,6 +18,7 @@ import frappe
 from frappe.model.base_document import BaseDocument, get_controller
 from frappe.model.document import Document
 from frappe.model.utils import is_virtual_doctype
+from frappe.utils.nestedset import NestedSet
 
 from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
 from cauldron_fabric.core.sql_statements import unlimited
@@ -183,10 +184,23 @@ def _loads_as_stored_now(doctype: str) -> bool:
 	meta = frappe.get_meta(doctype)
 	if meta.issingle or meta.get("is_virtual"):
 		return False
-	controller = get_controller(doctype)
+	controller = controller_of(doctype)
 	if controller.__init__ is not Document.__init__ or controller.load_from_db is not Document.load_from_db:
 		return False
 	return not any(is_virtual_doctype(df.options) for df in meta.get_table_fields())
+
+
+def controller_of(doctype: str) -> type:
+	"""Returns ``doctype``'s controller class, or, when its app's code is no longer on the bench
+	(removed without being uninstalled: the DocType and its table remain, and Frappe's writes
+	without hooks still work on it), Frappe's own class, as for a custom DocType: the event is
+	built from the stored rows alone, rather than failing the write it tells of."""
+	try:
+		return get_controller(doctype)
+	except (ImportError, frappe.DoesNotExistError):
+		if not frappe.db.exists("DocType", doctype):
+			raise
+		return NestedSet if frappe.get_meta(doctype).is_tree else Document
 
 
 def _select(query: str, names: list, lock: bool, **values) -> list:
@@ -199,7 +213,7 @@ def _select(query: str, names: list, lock: bool, **values) -> list:
 def _built(doctype: str, row: dict, tables: list, children: dict, lock: bool) -> Document:
 	"""Returns the document of ``row`` with its tables' rows, as ``Document.load_from_db``
 	builds it after its own queries."""
-	controller = get_controller(doctype)
+	controller = controller_of(doctype)
 	doc = controller.__new__(controller)
 	doc.doctype, doc.name = doctype, None
 	doc.flags = frappe._dict(for_update=lock or None, ignore_children=True)

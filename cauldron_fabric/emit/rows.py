@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import frappe
-from frappe.model.base_document import get_controller
 
 from cauldron_fabric.core.sql_statements import unlimited
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
 from cauldron_fabric.emit.document_events import (
 	READ_TOGETHER,
+	controller_of,
 	lifecycle_envelope,
 	loads_as_stored,
 	stored_document,
@@ -420,7 +420,7 @@ def _take_back(changes: list[tuple]) -> None:
 	for (parenttype, aside), by_name in wanted.items():
 		names = list(by_name)
 		put_aside: dict[tuple[str, str], list] = {}
-		controller = get_controller(aside.doctype)
+		controller = controller_of(aside.doctype)
 		for row in frappe.db.sql(
 			unlimited(
 				f"SELECT * FROM `{aside.table}` WHERE `parenttype` = %s AND `parent` IN %s ORDER BY `parent`, `idx`"
