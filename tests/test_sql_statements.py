@@ -13,6 +13,7 @@ from cauldron_fabric.core.sql_statements import (
 	parse_update,
 	savepoint_step,
 	statement_body,
+	transaction_end,
 	unlimited,
 	write_kind,
 )
@@ -191,6 +192,22 @@ def test_set_statement_reads_as_the_statement_after_for():
 )
 def test_savepoint_steps_read_with_their_names_without_case(sql, step):
 	assert savepoint_step(sql) == step
+
+
+@pytest.mark.parametrize(
+	("sql", "end"),
+	[
+		("commit", "commit"),
+		("COMMIT WORK;", "commit"),
+		("  -- done\nRollback ", "rollback"),
+		("rollback to savepoint x", None),
+		("COMMIT AND CHAIN", None),
+		("committed", None),
+		("SELECT 'commit'", None),
+	],
+)
+def test_a_plain_commit_or_rollback_reads_as_the_transactions_end(sql, end):
+	assert transaction_end(sql) == end
 
 
 def test_the_fabrics_read_is_exempt_from_the_join_size_limit():

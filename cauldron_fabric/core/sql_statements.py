@@ -166,6 +166,13 @@ def savepoint_step(sql: str) -> tuple[str, str] | None:
 	return step, name.lower()
 
 
+def transaction_end(sql: str) -> str | None:
+	"""Returns ``commit`` or ``rollback`` for a plain ``COMMIT [WORK]`` or ``ROLLBACK [WORK]``,
+	else None."""
+	match = _TRANSACTION_END.match(sql)
+	return match.group(1).lower() if match else None
+
+
 # Comments before a statement: /* … */, and "-- " or "#" to the end of the line.
 _LEADING = r"\s*(?:(?:/\*.*?\*/|--(?=[\x00-\x20])[^\n]*|\#[^\n]*)\s*)*"
 _STARTS_WRITE = re.compile(
@@ -173,6 +180,7 @@ _STARTS_WRITE = re.compile(
 	re.IGNORECASE | re.DOTALL,
 )
 _STARTS_SET = re.compile(_LEADING + r"SET\b", re.IGNORECASE | re.DOTALL)
+_TRANSACTION_END = re.compile(_LEADING + r"(commit|rollback)(?:\s+work)?\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _SAVEPOINT_STEP = re.compile(
 	_LEADING
 	+ r"(?:(savepoint)|(rollback)(?:\s+work)?\s+to(?:\s+savepoint)?|(release)\s+savepoint)"

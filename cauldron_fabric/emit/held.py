@@ -316,12 +316,18 @@ def _copy_value(value):
 	return value
 
 
+# The code of Frappe's own commit() and rollback(), whose COMMIT and ROLLBACK statements are
+# theirs (watch.py routes one run in raw SQL through them).
+FRAPPES_TRANSACTION_ENDS: set = set()
+
+
 def watch_savepoints() -> None:
 	"""Makes ``frappe.db.savepoint``, ``rollback(save_point=...)`` and ``release_savepoint``
 	keep what is held in step with the database (once per process)."""
 	if getattr(Database.savepoint, "fabric_watched", False):
 		return
 	set_savepoint, rollback, release = Database.savepoint, Database.rollback, Database.release_savepoint
+	FRAPPES_TRANSACTION_ENDS.update({Database.commit.__code__, rollback.__code__})
 
 	# Arguments pass through as given, so that a Frappe release adding one keeps working.
 	def savepoint(self, save_point, *args, **kwargs):

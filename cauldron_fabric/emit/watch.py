@@ -25,8 +25,15 @@ from frappe.database.utils import EmptyQueryValues
 from frappe.model.base_document import BaseDocument
 from pypika.queries import QueryBuilder
 
-from cauldron_fabric.core.sql_statements import savepoint_step, write_kind
-from cauldron_fabric.emit.held import end_waiting, follow_savepoint, in_place_of, watch_savepoints
+from cauldron_fabric.core.sql_statements import savepoint_step, transaction_end, write_kind
+from cauldron_fabric.emit.frames import inside_any
+from cauldron_fabric.emit.held import (
+	FRAPPES_TRANSACTION_ENDS,
+	end_waiting,
+	follow_savepoint,
+	in_place_of,
+	watch_savepoints,
+)
 
 # Set (in frappe.local) while one of Frappe's writes whose events the fabric makes itself runs:
 # set_value, set_single_value, db_update, db_insert, the permission pages' methods
@@ -126,13 +133,24 @@ def watch_sql() -> None:
 		text = query if type(query) is str else str(query) if isinstance(query, QueryBuilder) else None
 		kind = write_kind(text) if text is not None else None
 		if kind is None:
-			step = savepoint_step(text) if text is not None else None
-			if step is not None and kwargs.get("run", True) and self is getattr(frappe.local, "db", None):
+			if text is None or not kwargs.get("run", True) or self is not getattr(frappe.local, "db", None):
+				return sql(self, query, *args, **kwargs)
+			step = savepoint_step(text)
+			if step is not None:
 				# A savepoint set, rolled back to or released in raw SQL: what is held follows
 				# it, as it follows frappe.db's savepoint methods (which come this way too).
 				result = sql(self, query, *args, **kwargs)
 				follow_savepoint(*step)
 				return result
+			end = transaction_end(text)
+			if end is not None and not inside_any(FRAPPES_TRANSACTION_ENDS):
+				# A raw COMMIT or ROLLBACK ends the transaction as Frappe's own do, callbacks
+				# and all: what the fabric holds for the commit is in its before_commit ones.
+				if end == "commit":
+					self.commit()
+				else:
+					self.rollback()
+				return ()
 		else:
 			end_waiting(kind, text)  # documents waiting for their rows come before another write
 		if kind is None or not kwargs.get("run", True) or frappe_writing():
