@@ -129,7 +129,7 @@ doc_events = {
 	# Derived event schemas follow their DocType: refreshed before the change commits.
 	"DocType": {
 		# A name raw SQL met before it was a DocType is one now (emit/sql_writes.py).
-		"after_insert": "cauldron_fabric.emit.sql_writes.forget_missing_doctypes",
+		"after_insert": "cauldron_fabric.emit.sql_doctypes.forget_missing_doctypes",
 		"on_update": [
 			"cauldron_fabric.registry.doctypes.schema_source_changed",
 			# Publishing a new DocType's lifecycle events from outside is refused from now on.

@@ -185,7 +185,7 @@ def _put_aside(doctype: str, placed, via: str) -> bool:
 				(parenttype, parentfield, parents),
 			)
 	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
-		raise  # the statement waits on the same locks (see sql_writes._read_or_refused)
+		raise  # the statement waits on the same locks (see unrecorded.read_or_refused)
 	except Exception as error:
 		log_once(
 			f"rows aside {doctype}",

@@ -96,7 +96,7 @@ def plan_deletion(doctype: str, names: list, lock: bool) -> PlannedDeletion:
 				)
 	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError):
 		deletion.discard()
-		raise  # the statement waits on the same locks (see sql_writes._read_or_refused)
+		raise  # the statement waits on the same locks (see unrecorded.read_or_refused)
 	except Exception as error:
 		# The database would not copy them (no CREATE TEMPORARY TABLES right, a table of that
 		# name already there): read whole and held, as before, never failing the DELETE.

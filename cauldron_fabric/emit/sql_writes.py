@@ -53,8 +53,6 @@ Left alone:
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import frappe
 from frappe.model.delete_doc import delete_from_table
 from frappe.model.document import Document
@@ -92,21 +90,30 @@ from cauldron_fabric.emit.document_events import (
 )
 from cauldron_fabric.emit.frames import inside_any
 from cauldron_fabric.emit.policy import (
-	DEFAULT_DENIED,
 	SET_VALUES_ALL,
 	SET_VALUES_NONE,
 	SQL,
-	clear_policy,
 	current_policy,
-	is_fabric_doctype,
 )
 from cauldron_fabric.emit.recorder import recorded_together
 from cauldron_fabric.emit.session_tables import streamed
 from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
 from cauldron_fabric.emit.sql_deletes import plan_deletion
+from cauldron_fabric.emit.sql_doctypes import (
+	doctype_of,
+	# Named here by the hooks Frappe cached before it moved (until a migrate or clear-cache).
+	forget_missing_doctypes,  # noqa: F401
+	is_watched,
+)
 from cauldron_fabric.emit.sql_inserts import WANTED, PlannedInsert, plan_insert
 from cauldron_fabric.emit.sql_singles import singles_written, writes_singles
-from cauldron_fabric.emit.unrecorded import log_once
+from cauldron_fabric.emit.unrecorded import (
+	Loaded,
+	ReadRefused,
+	log_once,
+	log_unreadable,
+	read_or_refused,
+)
 
 # Columns Frappe keeps up to date itself: nested-set bounds, the time of the last change, and
 # Desk's per-document lists. An UPDATE of these alone is bookkeeping.
@@ -121,17 +128,6 @@ RAW_BOOKKEEPING = {"User": frozenset({"last_login", "last_ip", "last_active"})}
 DOCUMENT_BOOKKEEPING = frozenset({"idx"})
 # A child row's columns that say whose table it is in.
 MOVING_COLUMNS = frozenset({"parent", "parenttype", "parentfield"})
-# Tables named tab… that hold no document events: no DocType's (naming series counters, Singles'
-# values, login secrets, search index) or Frappe's defaults (a DocType, written as settings).
-NOT_DOCTYPES = frozenset({"Series", "Singles", "DefaultValue", "__Auth", "__global_search"})
-
-# Per site, the names after ``tab`` that turned out to be no DocType (a query each, once), and
-# the site's mark of DocTypes inserted (in Redis) when this process started noting them.
-_not_doctypes: dict[str, tuple[bytes | None, set[str]]] = {}
-# Changed in Redis whenever a DocType is inserted on the site, by any process.
-DOCTYPES_INSERTED = "cauldron_fabric:doctypes_inserted"
-
-
 # Frappe's own functions whose raw writes have events of their own (see the module's docstring).
 FRAPPES_OWN = frozenset(
 	function.__code__ for function in (rename_doc, delete_from_table, Document.update_child_table)
@@ -147,7 +143,7 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 	if not policy.enabled or policy.set_values == SET_VALUES_NONE:
 		return None
 	named = doctypes_named(query)
-	watched = {doctype for doctype in named if _watched(doctype)}
+	watched = {doctype for doctype in named if is_watched(doctype)}
 	singles = writes_singles(kind, named)
 	if not (watched or singles) or inside_any(FRAPPES_OWN):
 		return None
@@ -156,7 +152,7 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 	except Exception:
 		return None  # values that do not fit the statement: Frappe's own run of it raises
 	if not isinstance(text, str):
-		_log_unreadable(kind, query)
+		log_unreadable(kind, query)
 		return None
 	if kind == LOAD:
 		return [Loaded(query, sorted(watched | ({"Singles"} if singles else set())))]
@@ -165,7 +161,7 @@ def plan_sql_write(db, kind: str, query: str, values) -> list | None:
 	if kind == REPLACE:
 		text = replace_as_insert(text)
 		if text is None:
-			_log_unreadable(kind, query)
+			log_unreadable(kind, query)
 			return None
 	writes = _plan_singles(kind, text, query) if singles else []
 	if watched:
@@ -177,14 +173,14 @@ def _plan_singles(kind: str, text: str, query: str) -> list:
 	"""Plans the update of each Single whose values a statement writes in tabSingles (read by
 	sql_singles.py), as a set_value of it."""
 	try:
-		with _read_or_refused():
+		with read_or_refused():
 			doctypes = singles_written(kind, text, _columns_of)
 	except ReadRefused as refused:
 		return [refused.unrecorded(kind, query)]
 	if doctypes is None:
-		_log_unreadable(kind, query)
+		log_unreadable(kind, query)
 		return []
-	singles = [d for d in sorted(doctypes) if _watched(d) and frappe.get_meta(d).issingle]
+	singles = [d for d in sorted(doctypes) if is_watched(d) and frappe.get_meta(d).issingle]
 	return [write for write in (_plan_rows(doctype, [doctype]) for doctype in singles) if write is not None]
 
 
@@ -192,7 +188,7 @@ def _plan_tables(kind: str, text: str, query: str, watched: set[str], policy) ->
 	"""Plans the events of what a statement writes in the ``watched`` DocTypes' tables."""
 	if kind in (INSERT, REPLACE):
 		try:
-			with _read_or_refused(MySQLError):
+			with read_or_refused(MySQLError):
 				return _plan_insert(text, query, watched, replacing=kind == REPLACE)
 		except ReadRefused as refused:
 			return [refused.unrecorded(kind, query)]
@@ -201,15 +197,15 @@ def _plan_tables(kind: str, text: str, query: str, watched: set[str], policy) ->
 	else:
 		statement = parse_delete(text) if kind == DELETE else parse_truncate(text)
 	if statement is None:
-		_log_unreadable(kind, query)
+		log_unreadable(kind, query)
 		return None
 	writes = []
 	for target in statement.targets:
-		doctype = _doctype_of(target.table)
+		doctype = doctype_of(target.table)
 		if doctype not in watched:
 			continue
 		try:
-			with _read_or_refused(MySQLError):  # every read of the planning
+			with read_or_refused(MySQLError):  # every read of the planning
 				if kind in (DELETE, TRUNCATE):
 					write = _plan_deletion(statement, target, doctype)
 				else:
@@ -221,50 +217,6 @@ def _plan_tables(kind: str, text: str, query: str, watched: set[str], policy) ->
 		if kind == TRUNCATE:
 			writes.append(TruncateCommitted())  # after the deleted events (or the rows' notes)
 	return writes or None
-
-
-class ReadRefused(Exception):
-	"""The database refused the fabric's read of what a statement is about to write (the
-	statement names something it refuses, or the site's user may write a table it may not read
-	with a locking read): the statement runs as it is."""
-
-	def unrecorded(self, kind: str, query: str) -> Unrecorded:
-		return Unrecorded(kind, query, self.__cause__ or self)
-
-
-@contextmanager
-def _read_or_refused(refusals: type[BaseException] | tuple = Exception):
-	"""Runs the fabric's read of what a statement is about to write: a deadlock or a lock wait
-	timeout is raised as it is (the statement waits on the same locks, and a deadlock has rolled
-	the transaction back, which running the statement after it would hide); any other of the
-	``refusals`` (by default any error: the read's own) is ReadRefused (Frappe's own run of the
-	statement then raises it, which its caller may expect, as frappe.db.is_missing_column, or
-	runs). Around the whole planning of a statement, only the database's errors are refusals."""
-	try:
-		yield
-	except (frappe.QueryDeadlockError, frappe.QueryTimeoutError, ReadRefused):
-		raise
-	except refusals as error:
-		raise ReadRefused() from error
-
-
-class Unrecorded:
-	"""A statement whose rows the fabric could not read. When it fails too, its own error says
-	why; when it runs, it wrote with no event, which is logged (once per process and start)."""
-
-	def __init__(self, kind: str, query: str, error: BaseException) -> None:
-		self.kind, self.query, self.error = kind, query, error
-
-	def record(self) -> None:
-		start = _statement_start(self.query)
-		log_once(
-			f"unread {start}",
-			"Cauldron Fabric records no event for this %s: the database refused its read of the "
-			"rows before it ran (%s), and the statement then ran: %s",
-			self.kind.upper(),
-			self.error,
-			start,
-		)
 
 
 class TruncateCommitted:
@@ -282,20 +234,20 @@ def _plan_insert(text: str, query: str, watched: set[str], replacing: bool = Fal
 	about to be replaced: updated, as an upsert's."""
 	statement = parse_insert(text, WANTED)
 	if statement is not None:
-		doctype = _doctype_of(statement.table)
+		doctype = doctype_of(statement.table)
 		rows = list(statement.rows)
 	else:
 		selecting = parse_insert_select(text)
 		if selecting is None or "name" not in (column.lower() for column in selecting.columns):
-			_log_unreadable(INSERT, query)  # (without name: an autoincrement DocType's rows)
+			log_unreadable(INSERT, query)  # (without name: an autoincrement DocType's rows)
 			return None
-		doctype = _doctype_of(selecting.table)
+		doctype = doctype_of(selecting.table)
 		rows = _rows_selected(selecting) if doctype in watched else []
 	if doctype not in watched:
 		return None
 	names = [row.get("name") for row in rows]
 	if None in names:  # an autoincrement DocType's rows, named by the database
-		_log_unreadable(INSERT, query)
+		log_unreadable(INSERT, query)
 		return None
 	if replacing or (statement is not None and statement.upsert):
 		return _plan_upsert(doctype, names, rows, replacing)
@@ -350,22 +302,17 @@ def _rows_selected(statement: InsertSelect) -> list[dict]:
 	"""
 	columns = [column.lower() for column in statement.columns]
 	positions = {column: index for index, column in enumerate(columns) if column in WANTED}
-	with _read_or_refused():  # (fewer columns than the statement lists: an IndexError, refused too)
+	with read_or_refused():  # (fewer columns than the statement lists: an IndexError, refused too)
 		return [
 			{column: row[index] for column, index in positions.items()}
 			for row in streamed(unlimited(statement.select))
 		]
 
 
-def _doctype_of(table: str) -> str | None:
-	"""Returns the DocType whose table is ``table`` (``tab`` + its name), or None."""
-	return table[3:] if table.startswith("tab") else None
-
-
 def _columns_of(table: str) -> set[str] | None:
 	"""Returns the columns of the DocType table ``table`` (lowercase), None for another table:
 	how an unqualified SET column of a join finds its table (core/sql_statements.py)."""
-	if _doctype_of(table) is None:
+	if doctype_of(table) is None:
 		return None
 	return {column.lower() for column in frappe.db.get_db_table_columns(table)} or None
 
@@ -378,59 +325,6 @@ def _as_run(db, query: str, values) -> str:
 	if not values:
 		return query % ({} if isinstance(values, dict) else ())
 	return db.mogrify(query, values)
-
-
-def _watched(doctype: str) -> bool:
-	"""Tells whether writes to ``doctype``'s table may be events: it is a DocType, the fabric's
-	policy emits its changes (or its parent's, for a child table), and it is not the fabric's.
-	Known for the policy's life (a request or job): the fabric records into its own tables with
-	SQL too, once per event."""
-	return current_policy().remembered(("sql", doctype), lambda: _watched_now(doctype))
-
-
-def _watched_now(doctype: str) -> bool:
-	if doctype in NOT_DOCTYPES or doctype in DEFAULT_DENIED:
-		return False
-	missing = _missing_doctypes(doctype)
-	if doctype in missing:
-		return False
-	try:
-		meta = frappe.get_meta(doctype)
-	except frappe.DoesNotExistError:
-		missing.add(doctype)
-		return False
-	if is_fabric_doctype(meta):
-		return False
-	return bool(meta.istable) or current_policy().kind_of(doctype) is not None
-
-
-def _missing_doctypes(doctype: str) -> set[str]:
-	"""Returns the names this process found to be no DocType on the site, forgotten first when
-	``doctype`` is one of them and another process has inserted a DocType since (a Redis read,
-	at most once per request or job and name: _watched keeps the answer)."""
-	site = frappe.local.site
-	noted = _not_doctypes.get(site)
-	if noted is None or doctype in noted[1]:
-		mark = _doctypes_inserted()
-		if noted is None or mark != noted[0]:
-			noted = _not_doctypes[site] = (mark, set())
-	return noted[1]
-
-
-def _doctypes_inserted() -> bytes | None:
-	# Straight from Redis: get_value keeps what it read for the rest of the request.
-	return frappe.cache.get(frappe.cache.make_key(DOCTYPES_INSERTED))
-
-
-def forget_missing_doctypes(doc, method=None) -> None:
-	"""Forgets which names after ``tab`` were no DocType, once a DocType is inserted (DocType
-	after_insert): a migrate's patch may name a table before the sync creates its DocType, and
-	later patches, or workers running through the migrate, write it. This process forgets at
-	once (its policy, which keeps _watched's answers for its life, is built afresh too); the
-	others at their next statement naming such a table, by the mark changed in Redis."""
-	_not_doctypes.pop(frappe.local.site, None)
-	frappe.cache.set(frappe.cache.make_key(DOCTYPES_INSERTED), frappe.generate_hash(length=12))
-	clear_policy()
 
 
 def _plan_target(
@@ -548,7 +442,7 @@ def _rows_before(statement: Statement, target: Target, as_dict: bool = True) -> 
 	the statement takes next; a join is read from the snapshot, for a locking read would lock
 	the rows of the tables it only reads too.
 	"""
-	with _read_or_refused():
+	with read_or_refused():
 		return frappe.db.sql(
 			unlimited(statement.select_before(target, lock=not statement.joined)), as_dict=as_dict
 		)
@@ -581,41 +475,3 @@ def _spelled(row: dict, columns: frozenset[str]) -> dict:
 	"""Returns ``row`` (read under the statement's column names) under the table's spelling."""
 	by_lower = {column.lower(): column for column in columns}
 	return {by_lower.get(key.lower(), key): value for key, value in row.items()}
-
-
-def _log_unreadable(kind: str, query: str) -> None:
-	"""Logs, once per process and statement start, a write the fabric cannot read."""
-	start = _statement_start(query)
-	log_once(
-		start,
-		"Cauldron Fabric records no event for this %s, whose tables or columns it cannot tell "
-		"apart (qualify each SET column with its table or alias; INSERT with a column list (or "
-		"SET), `name` in it, and VALUES of plain literals or a SELECT; keep SQL out of /*! */ "
-		"comments; select rows picked at random first, then write them by name): %s",
-		kind.upper(),
-		start,
-	)
-
-
-class Loaded:
-	"""A LOAD DATA into watched tables: its rows come from a file the fabric does not read.
-	When it ran, that is logged (once per process and statement start)."""
-
-	def __init__(self, query: str, doctypes: list[str]) -> None:
-		self.query, self.doctypes = query, doctypes
-
-	def record(self) -> None:
-		start = _statement_start(self.query)
-		log_once(
-			start,
-			"Cauldron Fabric records no event for this LOAD DATA into %s: its rows come from a "
-			"file the fabric does not read. Load the file into a table of your own, then "
-			"INSERT … SELECT from it (an event per document): %s",
-			", ".join(self.doctypes),
-			start,
-		)
-
-
-def _statement_start(query: str) -> str:
-	"""Returns how a log names a statement: its start, on one line."""
-	return " ".join(query.split())[:120]

@@ -16,7 +16,7 @@ import subprocess
 
 import frappe
 
-from cauldron_fabric.emit import sql_writes
+from cauldron_fabric.emit import sql_doctypes
 from cauldron_fabric.emit.policy import clear_policy
 from cauldron_fabric.tests.utils import (
 	ORDER,
@@ -149,7 +149,7 @@ class TestDocTypesOtherProcessesCreate(EmissionCase):
 		name = f"Fabric Elsewhere {frappe.generate_hash(length=6)}"
 		with self.assertRaises(Exception):
 			frappe.db.sql(f"UPDATE `tab{name}` SET a = 'early' WHERE name = 'x'")
-		self.assertIn(name, sql_writes._not_doctypes[frappe.local.site][1])
+		self.assertIn(name, sql_doctypes._not_doctypes[frappe.local.site][1])
 		run_bench(
 			self,
 			"execute",
