@@ -21,7 +21,7 @@ from frappe.model.utils import is_virtual_doctype
 from frappe.utils.nestedset import NestedSet
 
 from cauldron_fabric.core.naming import BUSINESS_TRANSACTION, SYSTEM_CHANGE, document_event_type
-from cauldron_fabric.core.sql_statements import unlimited
+from cauldron_fabric.core.sql_kinds import unlimited
 from cauldron_fabric.emit.changes import document_changes, document_payload
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.recorder import new_envelope, record

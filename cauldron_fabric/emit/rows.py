@@ -14,7 +14,7 @@ from typing import Any
 
 import frappe
 
-from cauldron_fabric.core.sql_statements import unlimited
+from cauldron_fabric.core.sql_kinds import unlimited
 from cauldron_fabric.emit.changes import document_changes, document_payload, row_payload
 from cauldron_fabric.emit.document_events import (
 	READ_TOGETHER,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import frappe
 
-from cauldron_fabric.core.sql_statements import INSERT, doctypes_named
+from cauldron_fabric.core.sql_kinds import INSERT, doctypes_named
 from cauldron_fabric.emit.document_events import (
 	READ_TOGETHER,
 	emit_document_event,

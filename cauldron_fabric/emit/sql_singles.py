@@ -28,16 +28,8 @@ from frappe.model.utils.rename_field import rename_field
 from frappe.modules.import_file import update_modified
 
 from cauldron_fabric.core.sql_inserts import parse_insert
-from cauldron_fabric.core.sql_statements import (
-	DELETE,
-	INSERT,
-	LOAD,
-	REPLACE,
-	UPDATE,
-	parse_delete,
-	parse_update,
-	unlimited,
-)
+from cauldron_fabric.core.sql_kinds import DELETE, INSERT, LOAD, REPLACE, UPDATE, unlimited
+from cauldron_fabric.core.sql_statements import parse_delete, parse_update
 from cauldron_fabric.emit.frames import inside_any
 
 SINGLES = "Singles"

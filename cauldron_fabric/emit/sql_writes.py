@@ -65,22 +65,24 @@ from cauldron_fabric.core.sql_inserts import (
 	parse_insert_select,
 	replace_as_insert,
 )
-from cauldron_fabric.core.sql_statements import (
+from cauldron_fabric.core.sql_kinds import (
 	DELETE,
 	INSERT,
 	LOAD,
-	NEW_NAME,
 	REPLACE,
 	TRUNCATE,
 	UPDATE,
+	doctypes_named,
+	statement_body,
+	unlimited,
+)
+from cauldron_fabric.core.sql_statements import (
+	NEW_NAME,
 	Statement,
 	Target,
-	doctypes_named,
 	parse_delete,
 	parse_truncate,
 	parse_update,
-	statement_body,
-	unlimited,
 )
 from cauldron_fabric.emit.document_events import (
 	READ_TOGETHER,

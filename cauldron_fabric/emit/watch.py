@@ -25,7 +25,7 @@ from frappe.database.utils import EmptyQueryValues
 from frappe.model.base_document import BaseDocument
 from pypika.queries import QueryBuilder
 
-from cauldron_fabric.core.sql_statements import savepoint_step, transaction_end, write_kind
+from cauldron_fabric.core.sql_kinds import savepoint_step, transaction_end, write_kind
 from cauldron_fabric.emit.frames import inside_any
 from cauldron_fabric.emit.held import (
 	FRAPPES_TRANSACTION_ENDS,

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import frappe
 
-from cauldron_fabric.core.sql_statements import statement_body
+from cauldron_fabric.core.sql_kinds import statement_body
 from cauldron_fabric.emit.policy import SET_VALUES_ALL, SET_VALUES_NONE, SET_VALUES_THAT_UPDATE_MODIFIED
 from cauldron_fabric.emit.rows import record_row_changes
 from cauldron_fabric.emit.set_values import watch_set_values

@@ -1,0 +1,98 @@
+"""What kind of statement a raw SQL text is, at the cost of a regular expression: a write the
+fabric reads (and which), a savepoint step, a transaction's end; and the DocTypes it names.
+
+``frappe.db.sql`` runs these checks on every statement (emit/watch.py): a SELECT pays one
+failed match each. A statement is read past the comments before it (``/* … */``, ``-- ``, ``#``)
+and MariaDB's ``SET STATEMENT … FOR``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cauldron_fabric.core.sql_statements import _top_level
+
+UPDATE = "update"
+DELETE = "delete"
+INSERT = "insert"
+TRUNCATE = "truncate"
+REPLACE = "replace"
+LOAD = "load"  # LOAD DATA … INFILE … INTO TABLE
+
+
+def write_kind(sql: str) -> str | None:
+	"""Returns ``update``, ``delete``, ``insert``, ``replace``, ``truncate`` or ``load`` (LOAD
+	DATA, XML too) for such a statement, else None: a look at its first word."""
+	match = _STARTS_WRITE.match(sql)
+	if match is None and _STARTS_SET.match(sql):
+		body = statement_body(sql)
+		match = _STARTS_WRITE.match(body) if body is not sql else None
+	return match.group(1).lower() if match else None
+
+
+def statement_body(sql: str) -> str:
+	"""Returns the statement ``sql`` runs: ``sql`` itself, or what follows ``FOR`` in MariaDB's
+	``SET STATEMENT variable = value, … FOR statement`` (the settings hold for that one)."""
+	if not _STARTS_SET.match(sql):
+		return sql
+	tokens = _top_level(sql)
+	if not tokens or len(tokens) < 3 or tokens[1].upper != "STATEMENT":
+		return sql
+	for index in range(2, len(tokens) - 1):
+		if tokens[index].upper == "FOR":
+			return sql[tokens[index + 1].start :]
+	return sql
+
+
+def unlimited(select: str) -> str:
+	"""Returns the fabric's read ``select`` of the rows a statement is about to write, exempt from
+	the session's ``max_join_size`` (``sql_big_selects``): that limit refuses a SELECT expected
+	to examine many rows, not the UPDATE or DELETE examining the same ones, which then ran with
+	no event."""
+	return f"SET STATEMENT sql_big_selects = 1 FOR {select}"
+
+
+def savepoint_step(sql: str) -> tuple[str, str] | None:
+	"""Returns ``("savepoint", name)``, ``("rollback", name)`` or ``("release", name)`` for
+	``SAVEPOINT name``, ``ROLLBACK [WORK] TO [SAVEPOINT] name`` and ``RELEASE SAVEPOINT name``,
+	else None. The name is unquoted and lowercased: MariaDB compares savepoint names without case.
+	"""
+	match = _SAVEPOINT_STEP.match(sql)
+	if match is None:
+		return None
+	step = (match.group(1) or match.group(2) or match.group(3)).lower()
+	name = match.group(4)
+	if name.startswith("`"):
+		name = name[1:-1].replace("``", "`")
+	return step, name.lower()
+
+
+def transaction_end(sql: str) -> str | None:
+	"""Returns ``commit`` or ``rollback`` for a plain ``COMMIT [WORK]`` or ``ROLLBACK [WORK]``,
+	else None."""
+	match = _TRANSACTION_END.match(sql)
+	return match.group(1).lower() if match else None
+
+
+# Comments before a statement: /* … */, and "-- " or "#" to the end of the line.
+_LEADING = r"\s*(?:(?:/\*.*?\*/|--(?=[\x00-\x20])[^\n]*|\#[^\n]*)\s*)*"
+_STARTS_WRITE = re.compile(
+	_LEADING + r"(update|delete|insert|replace|truncate|load(?=\s+(?:data|xml)\b))\b",
+	re.IGNORECASE | re.DOTALL,
+)
+_STARTS_SET = re.compile(_LEADING + r"SET\b", re.IGNORECASE | re.DOTALL)
+_TRANSACTION_END = re.compile(_LEADING + r"(commit|rollback)(?:\s+work)?\s*;?\s*$", re.IGNORECASE | re.DOTALL)
+_SAVEPOINT_STEP = re.compile(
+	_LEADING
+	+ r"(?:(savepoint)|(rollback)(?:\s+work)?\s+to(?:\s+savepoint)?|(release)\s+savepoint)"
+	+ r"\s+(`(?:[^`]|``)+`|[A-Za-z0-9_$]+)\s*;?\s*$",
+	re.IGNORECASE | re.DOTALL,
+)
+# Names of the form `tabSomething` (or tabSomething) a statement mentions: the DocTypes it may write.
+_TABLE_NAMES = re.compile(r"`tab((?:[^`]|``)+)`|\btab(\w+)")
+
+
+def doctypes_named(sql: str) -> set[str]:
+	"""Returns the DocTypes whose tables (``tab`` + name) ``sql`` names anywhere: a superset of
+	those it writes, found at the speed of a regular expression."""
+	return {(quoted or "").replace("``", "`") or plain for quoted, plain in _TABLE_NAMES.findall(sql)}

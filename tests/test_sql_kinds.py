@@ -1,0 +1,107 @@
+"""What kind of statement a raw SQL text is (core/sql_kinds.py): every frappe.db.sql call is
+checked so, and a write taken for something else is a write with no event."""
+
+from __future__ import annotations
+
+import pytest
+
+from cauldron_fabric.core.sql_kinds import (
+	doctypes_named,
+	savepoint_step,
+	statement_body,
+	transaction_end,
+	unlimited,
+	write_kind,
+)
+
+
+def test_write_kind_looks_at_the_first_word_only():
+	assert write_kind("  /* note */ UPDATE tabA SET x = 1") == "update"
+	assert write_kind("\n\tupdate `tabA` set x = 1") == "update"
+	assert write_kind("Delete FROM tabA") == "delete"
+	assert write_kind("SELECT 'update' FROM tabA") is None
+	assert write_kind("updated_at") is None
+	assert write_kind("deleted") is None
+	assert write_kind("truncate `tabA`") == "truncate"
+	assert write_kind("truncated") is None
+	assert write_kind("REPLACE INTO tabA (name) VALUES ('a')") == "replace"
+	assert write_kind("replaced") is None
+	assert write_kind("LOAD DATA LOCAL INFILE 'x.csv' INTO TABLE `tabA`") == "load"
+	assert write_kind("load xml infile 'x.xml' into table tabA") == "load"
+	assert write_kind("LOAD INDEX INTO CACHE tabA") is None
+
+
+@pytest.mark.parametrize(
+	"sql",
+	[
+		"-- why the patch does this\nUPDATE tabA SET x = 1",
+		"# a note\n\n  update tabA set x = 1",
+		"/* a */ -- b\n# c\nUPDATE tabA SET x = 1",
+		"--\tno space but a tab\nUPDATE tabA SET x = 1",
+	],
+)
+def test_write_kind_looks_past_line_comments(sql):
+	assert write_kind(sql) == "update"
+
+
+def test_a_double_dash_without_space_is_no_comment():
+	# MariaDB reads "--1" as minus minus one, not as a comment: no statement starts so.
+	assert write_kind("--1\nUPDATE tabA SET x = 1") is None
+
+
+def test_set_statement_reads_as_the_statement_after_for():
+	sql = "SET STATEMENT max_statement_time = 60, sql_mode = 'FOR UPDATE x' FOR DELETE FROM tabA WHERE x = 1"
+	assert write_kind(sql) == "delete"
+	assert statement_body(sql) == "DELETE FROM tabA WHERE x = 1"
+	assert write_kind("SET STATEMENT max_statement_time = 1 FOR SELECT * FROM tabA") is None
+	assert write_kind("SET @x = 1") is None
+	assert statement_body("UPDATE tabA SET x = 1") == "UPDATE tabA SET x = 1"
+	assert statement_body("-- n\nset statement a = (1) for\nupdate tabA set x = 1") == "update tabA set x = 1"
+	assert statement_body("SET @x = 1") == "SET @x = 1"
+
+
+@pytest.mark.parametrize(
+	("sql", "step"),
+	[
+		("savepoint fabric_x", ("savepoint", "fabric_x")),
+		("SAVEPOINT `A b`", ("savepoint", "a b")),
+		("ROLLBACK TO SAVEPOINT Sp", ("rollback", "sp")),
+		("rollback work to sp;", ("rollback", "sp")),
+		("ROLLBACK WORK TO `SP`", ("rollback", "sp")),
+		("-- why\nRELEASE SAVEPOINT x1 ", ("release", "x1")),
+		("rollback", None),
+		("RELEASE x", None),
+		("savepoint a b", None),
+		("SELECT 'savepoint x'", None),
+	],
+)
+def test_savepoint_steps_read_with_their_names_without_case(sql, step):
+	assert savepoint_step(sql) == step
+
+
+@pytest.mark.parametrize(
+	("sql", "end"),
+	[
+		("commit", "commit"),
+		("COMMIT WORK;", "commit"),
+		("  -- done\nRollback ", "rollback"),
+		("rollback to savepoint x", None),
+		("COMMIT AND CHAIN", None),
+		("committed", None),
+		("SELECT 'commit'", None),
+	],
+)
+def test_a_plain_commit_or_rollback_reads_as_the_transactions_end(sql, end):
+	assert transaction_end(sql) == end
+
+
+def test_the_fabrics_read_is_exempt_from_the_join_size_limit():
+	assert unlimited("SELECT name FROM tabA") == "SET STATEMENT sql_big_selects = 1 FOR SELECT name FROM tabA"
+
+
+def test_doctypes_named_finds_every_table_quoted_or_not():
+	assert doctypes_named("UPDATE `tabSales Order` so, tabToDo SET so.x = (SELECT 1 FROM `tabA``b`)") == {
+		"Sales Order",
+		"ToDo",
+		"A`b",
+	}
