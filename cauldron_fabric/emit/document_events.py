@@ -205,7 +205,7 @@ def controller_of(doctype: str) -> type:
 
 def _select(query: str, names: list, lock: bool, **values) -> list:
 	# Exempt from the session's max_join_size, as the fabric's read of a raw statement's rows
-	# is (core.sql_statements.unlimited): a server's guard must not cost a document its event.
+	# is (core.sql_kinds.unlimited): a server's guard must not cost a document its event.
 	query = unlimited(query + (" FOR UPDATE" if lock else ""))
 	return frappe.db.sql(query, {"names": names, **values}, as_dict=True)
 

@@ -4,7 +4,7 @@ with the query builder) as ``deleted``, an INSERT (``frappe.db.bulk_insert``, se
 ``sql_inserts.py``) as ``created``, and one with ON DUPLICATE KEY UPDATE, or a REPLACE, as
 ``updated`` for the documents stored under its names (``_plan_upsert``). Patches, ERPNext's
 status updaters and custom apps write so with no document hook and no set_value. A statement is
-read past the comments before it and MariaDB's ``SET STATEMENT … FOR`` (core/sql_statements.py).
+read past the comments before it and MariaDB's ``SET STATEMENT … FOR`` (core/sql_kinds.py).
 A LOAD DATA into a watched table is logged, with no event: its rows are in a file.
 
 The fabric's reads of the rows a statement is about to write are exempt from the session's
