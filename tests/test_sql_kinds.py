@@ -7,9 +7,8 @@ import pytest
 
 from cauldron_fabric.core.sql_kinds import (
 	doctypes_named,
-	savepoint_step,
 	statement_body,
-	transaction_end,
+	transaction_step,
 	unlimited,
 	write_kind,
 )
@@ -29,6 +28,7 @@ def test_write_kind_looks_at_the_first_word_only():
 	assert write_kind("LOAD DATA LOCAL INFILE 'x.csv' INTO TABLE `tabA`") == "load"
 	assert write_kind("load xml infile 'x.xml' into table tabA") == "load"
 	assert write_kind("LOAD INDEX INTO CACHE tabA") is None
+	assert write_kind("update_log_entries()") is None  # a first word that only begins like one
 
 
 @pytest.mark.parametrize(
@@ -69,30 +69,30 @@ def test_set_statement_reads_as_the_statement_after_for():
 		("rollback work to sp;", ("rollback", "sp")),
 		("ROLLBACK WORK TO `SP`", ("rollback", "sp")),
 		("-- why\nRELEASE SAVEPOINT x1 ", ("release", "x1")),
-		("rollback", None),
 		("RELEASE x", None),
 		("savepoint a b", None),
 		("SELECT 'savepoint x'", None),
 	],
 )
 def test_savepoint_steps_read_with_their_names_without_case(sql, step):
-	assert savepoint_step(sql) == step
+	assert transaction_step(sql) == step
 
 
 @pytest.mark.parametrize(
 	("sql", "end"),
 	[
-		("commit", "commit"),
-		("COMMIT WORK;", "commit"),
-		("  -- done\nRollback ", "rollback"),
-		("rollback to savepoint x", None),
+		("commit", ("commit", None)),
+		("COMMIT WORK;", ("commit", None)),
+		("  -- done\nRollback ", ("rollback", None)),
+		("rollback", ("rollback", None)),
+		("rollback to savepoint x", ("rollback", "x")),
 		("COMMIT AND CHAIN", None),
 		("committed", None),
 		("SELECT 'commit'", None),
 	],
 )
 def test_a_plain_commit_or_rollback_reads_as_the_transactions_end(sql, end):
-	assert transaction_end(sql) == end
+	assert transaction_step(sql) == end
 
 
 def test_the_fabrics_read_is_exempt_from_the_join_size_limit():

@@ -1,9 +1,9 @@
 """What kind of statement a raw SQL text is, at the cost of a regular expression: a write the
-fabric reads (and which), a savepoint step, a transaction's end; and the DocTypes it names.
+fabric reads (and which), a savepoint step or a transaction's end; and the DocTypes it names.
 
-``frappe.db.sql`` runs these checks on every statement (emit/watch.py): a SELECT pays one
-failed match each. A statement is read past the comments before it (``/* … */``, ``-- ``, ``#``)
-and MariaDB's ``SET STATEMENT … FOR``.
+``frappe.db.sql`` runs these checks on every statement (emit/watch.py): a SELECT pays a match of
+its first word and one failed match. A statement is read past the comments before it
+(``/* … */``, ``-- ``, ``#``) and MariaDB's ``SET STATEMENT … FOR``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,17 @@ LOAD = "load"  # LOAD DATA … INFILE … INTO TABLE
 def write_kind(sql: str) -> str | None:
 	"""Returns ``update``, ``delete``, ``insert``, ``replace``, ``truncate`` or ``load`` (LOAD
 	DATA, XML too) for such a statement, else None: a look at its first word."""
-	match = _STARTS_WRITE.match(sql)
-	if match is None and _STARTS_SET.match(sql):
+	match = _FIRST_WORD.match(sql)
+	if match is not None and match.group(1).lower() == "set":
 		body = statement_body(sql)
-		match = _STARTS_WRITE.match(body) if body is not sql else None
-	return match.group(1).lower() if match else None
+		match = _FIRST_WORD.match(body) if body is not sql else None
+		sql = body
+	if match is None:
+		return None
+	word = match.group(1).lower()
+	if word == LOAD:
+		return LOAD if _LOADS.match(sql, match.end()) else None
+	return word if word in _WRITES else None
 
 
 def statement_body(sql: str) -> str:
@@ -52,40 +58,33 @@ def unlimited(select: str) -> str:
 	return f"SET STATEMENT sql_big_selects = 1 FOR {select}"
 
 
-def savepoint_step(sql: str) -> tuple[str, str] | None:
+def transaction_step(sql: str) -> tuple[str, str | None] | None:
 	"""Returns ``("savepoint", name)``, ``("rollback", name)`` or ``("release", name)`` for
-	``SAVEPOINT name``, ``ROLLBACK [WORK] TO [SAVEPOINT] name`` and ``RELEASE SAVEPOINT name``,
-	else None. The name is unquoted and lowercased: MariaDB compares savepoint names without case.
-	"""
-	match = _SAVEPOINT_STEP.match(sql)
+	``SAVEPOINT name``, ``ROLLBACK [WORK] TO [SAVEPOINT] name`` and ``RELEASE SAVEPOINT name``;
+	``("commit", None)`` or ``("rollback", None)`` for a plain ``COMMIT [WORK]`` or ``ROLLBACK
+	[WORK]``; else None. A name is unquoted and lowercased: MariaDB compares savepoint names
+	without case."""
+	match = _TRANSACTION_STEP.match(sql)
 	if match is None:
 		return None
-	step = (match.group(1) or match.group(2) or match.group(3)).lower()
-	name = match.group(4)
+	savepoint, rollback_to, release, name, end = match.groups()
+	if end is not None:
+		return end.lower(), None
 	if name.startswith("`"):
 		name = name[1:-1].replace("``", "`")
-	return step, name.lower()
-
-
-def transaction_end(sql: str) -> str | None:
-	"""Returns ``commit`` or ``rollback`` for a plain ``COMMIT [WORK]`` or ``ROLLBACK [WORK]``,
-	else None."""
-	match = _TRANSACTION_END.match(sql)
-	return match.group(1).lower() if match else None
+	return (savepoint or rollback_to or release).lower(), name.lower()
 
 
 # Comments before a statement: /* … */, and "-- " or "#" to the end of the line.
 _LEADING = r"\s*(?:(?:/\*.*?\*/|--(?=[\x00-\x20])[^\n]*|\#[^\n]*)\s*)*"
-_STARTS_WRITE = re.compile(
-	_LEADING + r"(update|delete|insert|replace|truncate|load(?=\s+(?:data|xml)\b))\b",
-	re.IGNORECASE | re.DOTALL,
-)
+_FIRST_WORD = re.compile(_LEADING + r"(\w+)", re.DOTALL)
+_WRITES = frozenset({UPDATE, DELETE, INSERT, REPLACE, TRUNCATE})
+_LOADS = re.compile(r"\s+(?:data|xml)\b", re.IGNORECASE)
 _STARTS_SET = re.compile(_LEADING + r"SET\b", re.IGNORECASE | re.DOTALL)
-_TRANSACTION_END = re.compile(_LEADING + r"(commit|rollback)(?:\s+work)?\s*;?\s*$", re.IGNORECASE | re.DOTALL)
-_SAVEPOINT_STEP = re.compile(
+_TRANSACTION_STEP = re.compile(
 	_LEADING
-	+ r"(?:(savepoint)|(rollback)(?:\s+work)?\s+to(?:\s+savepoint)?|(release)\s+savepoint)"
-	+ r"\s+(`(?:[^`]|``)+`|[A-Za-z0-9_$]+)\s*;?\s*$",
+	+ r"(?:(?:(savepoint)|(rollback)(?:\s+work)?\s+to(?:\s+savepoint)?|(release)\s+savepoint)"
+	+ r"\s+(`(?:[^`]|``)+`|[A-Za-z0-9_$]+)|(commit|rollback)(?:\s+work)?)\s*;?\s*$",
 	re.IGNORECASE | re.DOTALL,
 )
 # Names of the form `tabSomething` (or tabSomething) a statement mentions: the DocTypes it may write.

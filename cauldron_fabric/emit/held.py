@@ -265,7 +265,7 @@ def roll_back_held(name: str) -> None:
 
 
 def follow_savepoint(step: str, name: str) -> None:
-	"""Follows a savepoint statement that ran (core.sql_kinds.savepoint_step): sets,
+	"""Follows a savepoint statement that ran (core.sql_kinds.transaction_step): sets,
 	rolls back to or releases the savepoint ``name``."""
 	{"savepoint": note_savepoint, "rollback": roll_back_held, "release": forget_savepoint}[step](name)
 

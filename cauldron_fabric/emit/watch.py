@@ -25,7 +25,7 @@ from frappe.database.utils import EmptyQueryValues
 from frappe.model.base_document import BaseDocument
 from pypika.queries import QueryBuilder
 
-from cauldron_fabric.core.sql_kinds import savepoint_step, transaction_end, write_kind
+from cauldron_fabric.core.sql_kinds import transaction_step, write_kind
 from cauldron_fabric.emit.frames import inside_any
 from cauldron_fabric.emit.held import (
 	FRAPPES_TRANSACTION_ENDS,
@@ -135,18 +135,17 @@ def watch_sql() -> None:
 		if kind is None:
 			if text is None or not kwargs.get("run", True) or self is not getattr(frappe.local, "db", None):
 				return sql(self, query, *args, **kwargs)
-			step = savepoint_step(text)
-			if step is not None:
+			step, savepoint = transaction_step(text) or (None, None)
+			if savepoint is not None:
 				# A savepoint set, rolled back to or released in raw SQL: what is held follows
 				# it, as it follows frappe.db's savepoint methods (which come this way too).
 				result = sql(self, query, *args, **kwargs)
-				follow_savepoint(*step)
+				follow_savepoint(step, savepoint)
 				return result
-			end = transaction_end(text)
-			if end is not None and not inside_any(FRAPPES_TRANSACTION_ENDS):
+			if step is not None and not inside_any(FRAPPES_TRANSACTION_ENDS):
 				# A raw COMMIT or ROLLBACK ends the transaction as Frappe's own do, callbacks
 				# and all: what the fabric holds for the commit is in its before_commit ones.
-				if end == "commit":
+				if step == "commit":
 					self.commit()
 				else:
 					self.rollback()
