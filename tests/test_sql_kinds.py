@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from cauldron_fabric.core.sql_kinds import (
+	TRANSACTION,
 	doctypes_named,
 	statement_body,
+	statement_kind,
 	transaction_step,
 	unlimited,
 	write_kind,
@@ -58,6 +60,39 @@ def test_set_statement_reads_as_the_statement_after_for():
 	assert statement_body("UPDATE tabA SET x = 1") == "UPDATE tabA SET x = 1"
 	assert statement_body("-- n\nset statement a = (1) for\nupdate tabA set x = 1") == "update tabA set x = 1"
 	assert statement_body("SET @x = 1") == "SET @x = 1"
+
+
+# Statements transaction_step reads, each of which the SQL wrap reaches only when statement_kind
+# calls it a TRANSACTION: a step taken for anything else is a savepoint or a commit not followed.
+TRANSACTION_STEPS = (
+	"savepoint fabric_x",
+	"SAVEPOINT `A b`",
+	"ROLLBACK TO SAVEPOINT Sp",
+	"rollback work to sp;",
+	"-- why\nRELEASE SAVEPOINT x1 ",
+	"/* n */ COMMIT WORK;",
+	"  -- done\nRollback ",
+)
+
+
+@pytest.mark.parametrize("sql", TRANSACTION_STEPS)
+def test_every_transaction_step_is_a_transaction_statement(sql):
+	assert transaction_step(sql) is not None
+	assert statement_kind(sql) is TRANSACTION
+	assert write_kind(sql) is None
+
+
+def test_statement_kind_tells_writes_transactions_and_the_rest():
+	assert statement_kind("select `name` from `tabToDo` where name = %s") is None
+	assert statement_kind("SELECT 'commit'") is None
+	assert statement_kind("show tables") is None
+	assert statement_kind("committed") is None
+	assert statement_kind("-- x\nUPDATE tabA SET x = 1") == "update"
+	assert statement_kind("set statement a = 1 for delete from tabA") == "delete"
+	assert statement_kind("LOAD DATA INFILE 'x' INTO TABLE tabA") == "load"
+	# Only its first word is read: transaction_step then tells a step from the rest.
+	assert statement_kind("COMMIT AND CHAIN") is TRANSACTION
+	assert transaction_step("COMMIT AND CHAIN") is None
 
 
 @pytest.mark.parametrize(

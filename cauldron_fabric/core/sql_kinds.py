@@ -1,8 +1,8 @@
 """What kind of statement a raw SQL text is, at the cost of a regular expression: a write the
 fabric reads (and which), a savepoint step or a transaction's end; and the DocTypes it names.
 
-``frappe.db.sql`` runs these checks on every statement (emit/watch.py): a SELECT pays a match of
-its first word and one failed match. A statement is read past the comments before it
+``frappe.db.sql`` runs these checks on every statement (emit/watch.py): a SELECT pays one match
+of its first word and a set lookup. A statement is read past the comments before it
 (``/* … */``, ``-- ``, ``#``) and MariaDB's ``SET STATEMENT … FOR``.
 """
 
@@ -18,11 +18,21 @@ INSERT = "insert"
 TRUNCATE = "truncate"
 REPLACE = "replace"
 LOAD = "load"  # LOAD DATA … INFILE … INTO TABLE
+# A statement opening with SAVEPOINT, ROLLBACK, RELEASE or COMMIT: transaction_step reads it.
+TRANSACTION = "transaction"
 
 
 def write_kind(sql: str) -> str | None:
 	"""Returns ``update``, ``delete``, ``insert``, ``replace``, ``truncate`` or ``load`` (LOAD
 	DATA, XML too) for such a statement, else None: a look at its first word."""
+	kind = statement_kind(sql)
+	return None if kind is TRANSACTION else kind
+
+
+def statement_kind(sql: str) -> str | None:
+	"""Returns what write_kind returns for a write, ``TRANSACTION`` for a statement that may be a
+	savepoint step or a transaction's end (see transaction_step), else None: one look at its
+	first word, so that a SELECT pays no second match."""
 	match = _FIRST_WORD.match(sql)
 	if match is not None and match.group(1).lower() == "set":
 		body = statement_body(sql)
@@ -33,6 +43,8 @@ def write_kind(sql: str) -> str | None:
 	word = match.group(1).lower()
 	if word == LOAD:
 		return LOAD if _LOADS.match(sql, match.end()) else None
+	if word in _TRANSACTION_WORDS:
+		return TRANSACTION
 	return word if word in _WRITES else None
 
 
@@ -79,6 +91,7 @@ def transaction_step(sql: str) -> tuple[str, str | None] | None:
 _LEADING = r"\s*(?:(?:/\*.*?\*/|--(?=[\x00-\x20])[^\n]*|\#[^\n]*)\s*)*"
 _FIRST_WORD = re.compile(_LEADING + r"(\w+)", re.DOTALL)
 _WRITES = frozenset({UPDATE, DELETE, INSERT, REPLACE, TRUNCATE})
+_TRANSACTION_WORDS = frozenset({"savepoint", "rollback", "release", "commit"})
 _LOADS = re.compile(r"\s+(?:data|xml)\b", re.IGNORECASE)
 _STARTS_SET = re.compile(_LEADING + r"SET\b", re.IGNORECASE | re.DOTALL)
 _TRANSACTION_STEP = re.compile(

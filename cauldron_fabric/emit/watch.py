@@ -25,7 +25,7 @@ from frappe.database.utils import EmptyQueryValues
 from frappe.model.base_document import BaseDocument
 from pypika.queries import QueryBuilder
 
-from cauldron_fabric.core.sql_kinds import transaction_step, write_kind
+from cauldron_fabric.core.sql_kinds import TRANSACTION, statement_kind, transaction_step
 from cauldron_fabric.emit.frames import inside_any
 from cauldron_fabric.emit.held import (
 	FRAPPES_TRANSACTION_ENDS,
@@ -131,9 +131,11 @@ def watch_sql() -> None:
 	def sql_watched(self, query, *args, **kwargs):
 		# Frappe runs str(query) of a query builder object passed to sql() rather than run().
 		text = query if type(query) is str else str(query) if isinstance(query, QueryBuilder) else None
-		kind = write_kind(text) if text is not None else None
+		kind = statement_kind(text) if text is not None else None
 		if kind is None:
-			if text is None or not kwargs.get("run", True) or self is not getattr(frappe.local, "db", None):
+			return sql(self, query, *args, **kwargs)
+		if kind is TRANSACTION:
+			if not kwargs.get("run", True) or self is not getattr(frappe.local, "db", None):
 				return sql(self, query, *args, **kwargs)
 			step, savepoint = transaction_step(text) or (None, None)
 			if savepoint is not None:
@@ -150,9 +152,9 @@ def watch_sql() -> None:
 				else:
 					self.rollback()
 				return ()
-		else:
-			end_waiting(kind, text)  # documents waiting for their rows come before another write
-		if kind is None or not kwargs.get("run", True) or frappe_writing():
+			return sql(self, query, *args, **kwargs)
+		end_waiting(kind, text)  # documents waiting for their rows come before another write
+		if not kwargs.get("run", True) or frappe_writing():
 			return sql(self, query, *args, **kwargs)
 		if kwargs.get("auto_commit"):
 			# Frappe commits before the statement and after it: after its events, here.
