@@ -10,11 +10,13 @@ import uuid
 import pytest
 
 from cauldron_fabric.core.envelope import (
+	MAX_PAYLOAD_DEPTH,
 	Envelope,
 	_json_default,
 	dumps,
 	format_time,
 	is_rfc3339,
+	nested_deeper_than,
 	new_event_id,
 	parse_time,
 	utc_now_iso,
@@ -95,6 +97,69 @@ def test_missing_metadata_is_accepted_as_nulls():
 	del body["metadata"]
 	envelope = Envelope.from_dict(body)
 	assert envelope.metadata.correlation_id is None and envelope.metadata.tenant_id is None
+
+
+@pytest.mark.parametrize("event_type", ["approval.response\n", "todo.updated\n", "a.b\n\n"])
+def test_a_type_with_a_trailing_line_break_is_refused(event_type):
+	# re.match with "$" let these pass, and with them the checks of which types the site
+	# alone emits: "approval.response\n" is no catalog type, yet a subscription to
+	# approval.* matched it.
+	body = {**make_envelope().to_dict(), "type": event_type}
+	with pytest.raises(InvalidEnvelope, match="'type'"):
+		Envelope.from_dict(body)
+
+
+def _nested(levels: int) -> dict:
+	payload: dict = {"leaf": 1}
+	for _ in range(levels - 1):
+		payload = {"a": payload}
+	return payload
+
+
+def test_nesting_depth_is_measured_without_recursion():
+	assert not nested_deeper_than({"a": 1}, 1)
+	assert nested_deeper_than({"a": {"b": 1}}, 1)
+	assert not nested_deeper_than({"a": [{"b": 1}]}, 3)
+	assert nested_deeper_than({"a": [{"b": []}]}, 3)
+	assert not nested_deeper_than({"a": [1, "x", None]}, 2)
+	deep: list = []
+	for _ in range(100_000):  # far past the interpreter's recursion limit
+		deep = [deep]
+	assert nested_deeper_than(deep, 10)
+
+
+def test_a_payload_nested_too_deep_is_refused_before_anything_recursive_reads_it():
+	body = make_envelope().to_dict()
+	body["data"]["payload"] = {"x": _nested(MAX_PAYLOAD_DEPTH)}
+	with pytest.raises(InvalidEnvelope, match=f"more than {MAX_PAYLOAD_DEPTH} levels deep"):
+		Envelope.from_dict(body)
+	body["data"]["payload"] = _nested(MAX_PAYLOAD_DEPTH)
+	envelope = Envelope.from_dict(body)
+	assert Envelope.from_json(envelope.to_json()) == envelope
+	# Thousands of levels: refused with the same message, not a RecursionError.
+	deep: dict = {}
+	for _ in range(5000):
+		deep = {"a": deep}
+	body["data"]["payload"] = deep
+	with pytest.raises(InvalidEnvelope, match="levels deep"):
+		Envelope.from_dict(body)
+
+
+@pytest.mark.parametrize(
+	("key", "value"),
+	[("dataSchema", 5), ("dataSchema", {"a": 1}), ("dataContentType", 5), ("dataContentType", [])],
+)
+def test_data_schema_and_content_type_must_be_text(key, value):
+	body = {**make_envelope().to_dict(), key: value}
+	with pytest.raises(InvalidEnvelope, match=f"'{key}' must be a string when given"):
+		Envelope.from_dict(body)
+
+
+@pytest.mark.parametrize("metadata", [[], "", 0, [1], "x"])
+def test_metadata_that_is_no_object_is_refused_even_when_empty(metadata):
+	body = {**make_envelope().to_dict(), "metadata": metadata}
+	with pytest.raises(InvalidEnvelope, match="'metadata' must be an object"):
+		Envelope.from_dict(body)
 
 
 def test_event_ids_are_uuid7_and_time_ordered():

@@ -27,6 +27,7 @@ user and minute* (Fabric Settings) gets 429 with ``Retry-After`` until the minut
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,6 +44,8 @@ from cauldron_fabric.core.schema import catalog_entry
 from cauldron_fabric.emit.policy import current_policy
 
 PUBLISHER = "Fabric Publisher"
+# application/json, or a structured syntax suffix such as application/vnd.x+json; parameters allowed.
+JSON_MEDIA_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json(?:\s*;[^\r\n]*)?\Z", re.IGNORECASE)
 MAX_BODY_BYTES = 512 * 1024
 KNOWN = ("id", "type", "source", "time", "data", "metadata", "specVersion", "dataContentType", "dataSchema")
 IGNORED = ("cmd",)
@@ -168,8 +171,10 @@ def _envelope(body: dict[str, Any], unknown: list[str]) -> Envelope:
 			except ValueError:
 				problems.append(_("'{0}' is not a JSON object").format(key))
 	data = body.get("data")
-	metadata = body.get("metadata") or {}
-	if not isinstance(metadata, dict):
+	metadata = body.get("metadata")
+	if metadata is None:
+		metadata = {}
+	elif not isinstance(metadata, dict):
 		# Dropped, the caller's correlation and causation ids would be lost without a word.
 		problems.append(_("'metadata' must be an object"))
 		metadata = {}
@@ -206,6 +211,15 @@ def _envelope(body: dict[str, Any], unknown: list[str]) -> Envelope:
 					repr(envelope.time)
 				)
 			)
+	content_type = body.get("dataContentType")
+	if isinstance(content_type, str) and not JSON_MEDIA_TYPE.match(content_type):
+		# The payload is a JSON object whatever this says: a consumer trusting another media
+		# type could not read it.
+		problems.append(
+			_("'dataContentType' must be a JSON media type such as application/json, not {0}").format(
+				repr(content_type)
+			)
+		)
 	problems += _impersonation_problems(complete)
 	problems += _markup_problems(complete)
 	if problems:

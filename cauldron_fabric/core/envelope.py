@@ -40,7 +40,11 @@ fast_loads = orjson.loads if orjson else json.loads
 
 SPEC_VERSION = "1.0"
 JSON_CONTENT_TYPE = "application/json"
-TYPE_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+TYPE_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+\Z")
+# How deep objects and arrays may nest in a payload. Serialising, schema checks and consumers
+# walk it recursively: orjson refuses more than 255 levels, Python's stack gives out at a few
+# hundred, and a JSON Schema check takes several frames a level. Documents nest a few levels.
+MAX_PAYLOAD_DEPTH = 64
 
 
 def new_event_id() -> str:
@@ -227,14 +231,25 @@ class Envelope:
 			payload = {}
 		if not isinstance(payload, Mapping):
 			problems.append("'data.payload' must be an object")
-		metadata = body.get("metadata") or {}
-		if not isinstance(metadata, Mapping):
+		elif nested_deeper_than(payload, MAX_PAYLOAD_DEPTH):
+			problems.append(
+				f"'data.payload' nests objects and arrays more than {MAX_PAYLOAD_DEPTH} levels deep; "
+				"flatten it or send nested parts as JSON text"
+			)
+		metadata = body.get("metadata")
+		if metadata is None:
+			metadata = {}
+		elif not isinstance(metadata, Mapping):
 			problems.append("'metadata' must be an object")
 			metadata = {}
 		for key in ("correlationId", "causationId", "userId", "tenantId"):
 			value = metadata.get(key)
 			if value is not None and not isinstance(value, str):
 				problems.append(f"'metadata.{key}' must be a string or null")
+		for key in ("dataContentType", "dataSchema"):
+			value = body.get(key)
+			if value is not None and not isinstance(value, str):
+				problems.append(f"'{key}' must be a string when given, not {type(value).__name__}")
 		if problems:
 			raise InvalidEnvelope(problems)
 		return cls(
@@ -268,6 +283,24 @@ def load_json(text: str | bytes) -> Any:
 		return json.loads(text)
 	except (ValueError, RecursionError) as exc:  # not UTF-8 is a ValueError; nested thousands deep
 		raise InvalidEnvelope([f"body is not valid JSON ({exc})"]) from exc
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+	"""Tells whether objects and arrays nest in ``value`` more than ``limit`` levels deep (the
+	value itself being the first), without recursion: the check must hold where recursion fails."""
+	pending = [(value, 1)]
+	while pending:
+		item, depth = pending.pop()
+		if isinstance(item, Mapping):
+			children = item.values()
+		elif isinstance(item, list | tuple):
+			children = item
+		else:
+			continue
+		if depth > limit:
+			return True
+		pending.extend((child, depth + 1) for child in children if isinstance(child, Mapping | list | tuple))
+	return False
 
 
 def _require_text(body: Mapping, key: str, label: str, problems: list[str]) -> None:

@@ -39,7 +39,7 @@ SYSTEM_STATUS = "system.status"
 
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 _TOPIC_ILLEGAL = re.compile(r"[^a-zA-Z0-9._-]+")
-TOPIC_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9._-]{1,249}$")
+TOPIC_NAME = re.compile(r"^(?!\.\.?\Z)[A-Za-z0-9._-]{1,249}\Z")
 TOPIC_NAME_RULE = "letters, digits, '.', '_' and '-', at most 249 (Kafka refuses '.' and '..')"
 TOPIC_PLACEHOLDERS = frozenset({"domain", "type", "entity", "tenant"})
 DEFAULT_TOPIC_TEMPLATE = "cauldron.{domain}"

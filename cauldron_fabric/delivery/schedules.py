@@ -33,7 +33,7 @@ SCHEDULE_DOCTYPE = "Event Subscription Schedule"
 UTC = dt.timezone.utc
 SHIFT = dt.timedelta(hours=3)  # more than any daylight-saving change
 # croniter's random field: R, R(0-29), R/10, R(0-29)/10 (any case).
-RANDOM_FIELD = re.compile(r"^r(\(\d+-\d+\))?(/\d+)?$", re.IGNORECASE)
+RANDOM_FIELD = re.compile(r"^r(\(\d+-\d+\))?(/\d+)?\Z", re.IGNORECASE)
 
 
 def invalid_cron(expression: str) -> bool:

@@ -21,7 +21,7 @@ from cauldron_fabric.core.markup import has_markup
 from cauldron_fabric.emit.held import in_place_of
 
 HEADER = "X-Correlation-ID"
-VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}\Z")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 # The enqueuing context a background job continues, kept in its RQ job's meta under this key.
 CARRIED = "fabric_context"

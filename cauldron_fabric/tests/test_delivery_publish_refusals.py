@@ -7,6 +7,7 @@ import json
 import frappe
 
 from cauldron_fabric.api import publish as publish_api
+from cauldron_fabric.core.envelope import MAX_PAYLOAD_DEPTH
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.tests.test_approval_support import APPROVER, approval_requested, receive
 from cauldron_fabric.tests.test_delivery_publish_support import PublishCase
@@ -30,7 +31,7 @@ class TestPublishRefusals(PublishCase):
 	def test_metadata_that_is_no_object_is_refused_not_dropped(self):
 		# Dropped, the caller's correlation and causation ids were lost while it was told 200.
 		data = {"entity": "Note", "entityId": self.tag, "payload": {}}
-		for metadata in ([{"correlationId": "flow-7"}], "[1]", 5):
+		for metadata in ([{"correlationId": "flow-7"}], "[1]", 5, []):
 			with self.subTest(metadata=metadata):
 				response = self.publish({"type": "lore.note.saved", "data": data, "metadata": metadata})
 				self.assertEqual(response.status_code, 422, response.text)
@@ -146,6 +147,56 @@ class TestPublishRefusals(PublishCase):
 		):
 			response = self.publish(body)
 			self.assertEqual(response.status_code, 200, response.text)
+
+	def test_the_sites_own_types_with_a_trailing_line_break_are_refused(self):
+		# "approval.response\n" passed the type's pattern ("$" matches before a final line
+		# break) and then no check of the site's own types: recorded, it reached every
+		# subscription to approval.* as a decision nobody made.
+		pending = receive(approval_requested())
+		self.start = last_seq()
+		forged = {
+			"approval.response\n": {"entity": "Approval Request", "entityId": pending, "payload": {}},
+			"todo.updated\n": {"entity": "ToDo", "entityId": "T-1", "payload": {}},
+			"system.change\n": {"entity": "DocType", "entityId": "ToDo", "payload": {}},
+		}
+		for event_type, data in forged.items():
+			with self.subTest(type=event_type):
+				response = self.publish({"type": event_type, "data": data})
+				self.assertEqual(response.status_code, 422, response.text)
+				self.assertIn("must be dot-separated lower-case words", response.json["exception"])
+		self.assertEqual(events_after(self.start), [])
+
+	def test_attributes_of_the_wrong_kind_get_422_not_500(self):
+		data = {"entity": "Note", "entityId": self.tag, "payload": {}}
+		for extra, problem in (
+			({"dataSchema": 5}, "'dataSchema' must be a string when given"),
+			({"dataSchema": {"id": 1}}, "'dataSchema' must be a string when given"),
+			({"dataContentType": 5}, "'dataContentType' must be a string when given"),
+			({"dataContentType": "text/plain"}, "'dataContentType' must be a JSON media type"),
+		):
+			with self.subTest(extra=extra):
+				response = self.publish({"type": "lore.note.saved", "data": data, **extra})
+				self.assertEqual(response.status_code, 422, response.text)
+				self.assertIn(problem, response.json["exception"])
+		self.assertEqual(events_after(self.start, "Note", self.tag), [])
+		typed = self.publish(
+			{"type": "lore.note.saved", "data": data, "dataContentType": "application/json; charset=utf-8"}
+		)
+		self.assertEqual(typed.status_code, 200, typed.text)
+
+	def test_a_payload_nested_hundreds_deep_gets_422_not_500(self):
+		# Serialising it recursed past Python's stack (RecursionError), and Frappe's error log
+		# with it: the caller got the debugger's HTML page.
+		for levels in (MAX_PAYLOAD_DEPTH + 1, 450):
+			payload: dict = {"leaf": 1}
+			for _ in range(levels - 1):
+				payload = {"a": payload}
+			data = {"entity": "Note", "entityId": self.tag, "payload": payload}
+			with self.subTest(levels=levels):
+				response = self.publish({"type": "lore.note.saved", "data": data})
+				self.assertEqual(response.status_code, 422, response.text)
+				self.assertIn(f"more than {MAX_PAYLOAD_DEPTH} levels deep", response.json["exception"])
+		self.assertEqual(events_after(self.start, "Note", self.tag), [])
 
 	def test_the_sites_source_is_refused_in_every_spelling_of_its_uri(self):
 		# Scheme and host of a URI are case-insensitive, and a query, fragment, port, user or

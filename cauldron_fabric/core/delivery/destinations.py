@@ -40,9 +40,9 @@ from cauldron_fabric.core.ports import OutboundMessage, Transport
 KINDS = {"http": "webhook", "https": "webhook", "kafka": "kafka", "amqp": "amqp", "handler": "handler"}
 TARGET_RULES = {
 	"kafka": (TOPIC_NAME, f"a topic name: {TOPIC_NAME_RULE}"),
-	"amqp": (re.compile(r"^[^\s/]*(/\S*)?$"), "exchange/routing.key"),
+	"amqp": (re.compile(r"^[^\s/]*(/\S*)?\Z"), "exchange/routing.key"),
 	"handler": (
-		re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"),
+		re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z"),
 		"a dotted path app.module.function",
 	),
 }

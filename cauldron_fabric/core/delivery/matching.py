@@ -31,7 +31,7 @@ from cauldron_fabric.core.delivery.paths import event_document
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError
 
-WORD = re.compile(r"^[a-z0-9_]+$")
+WORD = re.compile(r"^[a-z0-9_]+\Z")
 ONE, ANY = "*", "**"
 CACHE_LIMIT = 20_000
 T = TypeVar("T", bound=Hashable)

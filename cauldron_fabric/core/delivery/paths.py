@@ -15,7 +15,7 @@ from cauldron_fabric.core.envelope import Envelope
 
 ROOTS = ("id", "type", "source", "time", "dataContentType", "specVersion", "dataSchema", "data", "metadata")
 ALIASES = {"payload": ("data", "payload")}
-SEGMENT = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+)$")
+SEGMENT = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+)\Z")
 MISSING = object()
 
 

@@ -15,7 +15,7 @@ from cauldron_fabric.delivery.subscriptions import fill_empty_numbers
 from cauldron_fabric.emit.held import when_transaction_ends
 from cauldron_fabric.emit.policy import DEFAULT_DENIED, SYSTEM_DOCTYPES, clear_policy, is_fabric_doctype
 
-SERVER = re.compile(r"^\[?[A-Za-z0-9._:-]+\]?:(\d{1,5})$")
+SERVER = re.compile(r"^\[?[A-Za-z0-9._:-]+\]?:(\d{1,5})\Z")
 NUMBER_LIMITS = {
 	"retention_days": (0, 36500),  # 0 keeps everything, and so does an empty field
 	"topic_partitions": (1, 10000),
@@ -155,7 +155,7 @@ class FabricSettings(Document):
 			except ConfigurationError as exc:
 				frappe.throw(str(exc), title=_("RabbitMQ settings"))
 		exchange = (self.rabbitmq_exchange or "").strip()
-		if exchange and not re.match(r"^[A-Za-z0-9._:-]{1,255}$", exchange):
+		if exchange and not re.match(r"^[A-Za-z0-9._:-]{1,255}\Z", exchange):
 			frappe.throw(
 				_("Exchange {0} may only use letters, digits, '.', '_', ':' and '-'.").format(
 					frappe.bold(exchange)
