@@ -13,8 +13,9 @@ import frappe
 from frappe import _
 from frappe.model import default_fields, optional_fields
 
-from cauldron_fabric.api.params import json_param, names_param, number_param, required, text_param
+from cauldron_fabric.api.params import json_param, names_param, number_param, required
 from cauldron_fabric.api.permissions import require_role
+from cauldron_fabric.cauldron_fabric.doctype.dead_letter.dead_letter import discard_note
 from cauldron_fabric.services.dead_letter_bulk import act_on_letters
 
 DOCTYPE = "Dead Letter"
@@ -32,7 +33,8 @@ def retry(names: list[str] | str | None = None) -> dict[str, Any]:
 def discard(names: list[str] | str | None = None, note: str | None = None) -> dict[str, Any]:
 	"""Discards the named dead letters, keeping them as a record."""
 	require_role()
-	return act_on_letters("discard", _names(names), text_param(note, "note"))
+	discard_note(note)  # refused once for all, not once a letter
+	return act_on_letters("discard", _names(names), note)
 
 
 @frappe.whitelist(methods=["POST"])
@@ -96,7 +98,49 @@ def _filter_param(filters: Any) -> dict | list:
 			_("filters name no field of Dead Letter: {0}.").format(", ".join(map(repr, unknown))),
 			frappe.ValidationError,
 		)
+	tests = conditions.values() if isinstance(conditions, dict) else map(_test, conditions)
+	if bad := [test for test in tests if not _is_test(test)]:
+		frappe.throw(
+			_(
+				'filters compare a field with a value, or with [operator, value] such as ["like", "todo.%"]'
+				' or ["in", ["a", "b"]]; these are neither: {0}.'
+			).format(", ".join(map(repr, bad))),
+			frappe.ValidationError,
+		)
 	return conditions
+
+
+# The operators of Desk's list filters that compare a field with values.
+OPERATORS = frozenset(
+	{"=", "!=", "<", ">", "<=", ">=", "like", "not like", "in", "not in", "is", "between", "timespan"}
+)
+LIST_OPERATORS = frozenset({"in", "not in", "between"})
+
+
+def _test(condition) -> Any:
+	"""Returns a listed condition's test as a field's value in the object form: a value, or
+	[operator, value]."""
+	return condition[1] if len(condition) == 2 else list(condition[-2:])
+
+
+def _is_test(test: Any) -> bool:
+	"""Tells whether ``test`` is a plain value, or [operator, value] with one of OPERATORS.
+
+	Frappe writes a value of another kind (an object, a list where none belongs) into its query
+	as Python's text of it, and fails on the query (HTTP 500), or on a list too short.
+	"""
+	if _is_value(test):
+		return True
+	if not isinstance(test, list | tuple) or len(test) != 2 or not isinstance(test[0], str):
+		return False
+	operator, value = test[0].strip().lower(), test[1]
+	if operator in LIST_OPERATORS and isinstance(value, list | tuple):
+		return all(_is_value(item) for item in value)
+	return operator in OPERATORS and _is_value(value) and (value is not None or operator == "is")
+
+
+def _is_value(value: Any) -> bool:
+	return value is None or isinstance(value, str | int | float)
 
 
 def _is_field(name: Any) -> bool:

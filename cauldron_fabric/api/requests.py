@@ -2,7 +2,8 @@
 
 ``POST /api/method/cauldron_fabric.api.requests.send_request`` with ``type``, ``data`` (JSON
 object), optional ``timeout`` (seconds) and ``target``. Answers 504 when no reply comes in time,
-503 while the target's circuit is open and 502 when the responder reports a failure.
+503 while the target's circuit is open or no broker is configured, and 502 when the responder
+reports a failure.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.api.publish import site_type_problems
 from cauldron_fabric.core.consumer import CircuitOpen, RequestTimeout, ResponderFailed
 from cauldron_fabric.core.consumer.circuit import describe
-from cauldron_fabric.core.errors import FabricError, PermanentError
+from cauldron_fabric.core.errors import ConfigurationError, FabricError, PermanentError
 
 MAX_TIMEOUT = 120.0
 
@@ -69,6 +70,10 @@ def send_request(
 		frappe.throw(str(exc), TargetUnavailable, title=_("Circuit open"))
 	except ResponderFailed as exc:
 		frappe.throw(str(exc), ResponderError, title=_("Responder failed"))
+	except ConfigurationError as exc:
+		# The site's settings, not the caller's request: 503 until an admin sets them, as the
+		# module promises, not a "bad request" the caller cannot fix.
+		frappe.throw(str(exc), TargetUnavailable, title=_("Bus not configured"))
 	except PermanentError as exc:
 		frappe.throw(str(exc), frappe.ValidationError, title=_("Bad request"))
 	except FabricError as exc:

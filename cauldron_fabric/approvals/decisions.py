@@ -26,6 +26,8 @@ RESPONSE_TYPE = "approval.response"
 APPROVED, REJECTED = "approved", "rejected"
 OPEN = ("Pending", "Escalated")
 STATUS_OF = {APPROVED: "Approved", REJECTED: "Rejected"}
+# The longest comment a decision keeps: approval.response's schema allows no more.
+COMMENT_LENGTH = 5000
 
 
 def load_for_decision(name: str):
@@ -53,6 +55,16 @@ def decide(name: str, decision: str, comment: str | None = None):
 	"""Records an approver's decision and queues ``approval.response``; returns the request."""
 	if decision not in STATUS_OF:
 		frappe.throw(_("A decision is 'approved' or 'rejected', not {0}.").format(decision))
+	comment = (comment or "").strip() or None
+	if comment and len(comment) > COMMENT_LENGTH:
+		# Checked first: the response event's schema would refuse it later, telling the approver
+		# to ask an admin to register a schema version.
+		frappe.throw(
+			_("The comment is {0} characters long; a decision keeps at most {1}. Shorten it.").format(
+				len(comment), COMMENT_LENGTH
+			),
+			title=_("Comment too long"),
+		)
 	doc = load_for_decision(name)
 	if is_overdue(doc):
 		from cauldron_fabric.approvals.expiry import expire_request
@@ -67,7 +79,6 @@ def decide(name: str, decision: str, comment: str | None = None):
 			),
 			title=_("Already decided"),
 		)
-	comment = (comment or "").strip() or None
 	doc.update(
 		{"status": STATUS_OF[decision], "decided_by": frappe.session.user, "decided_at": now_datetime()}
 	)

@@ -53,7 +53,7 @@ def load_consumer_settings(broker: str | None = None) -> ConsumerSettings:
 	if connections[chosen] is None:
 		missing = chosen if broker else "Kafka or RabbitMQ"  # Kafka is the default when neither is set
 		raise ConfigurationError(
-			f"No {missing} connection is configured, so there is nothing to consume from.",
+			f"No {missing} connection is configured: there is no bus to consume from or send requests over.",
 			hint="Set the Kafka bootstrap servers or the RabbitMQ URL in Fabric Settings.",
 		)
 	url, options = connections[chosen]

@@ -15,7 +15,7 @@ from cauldron_fabric.consume.requesting import close_requesters, site_breaker
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking, open_source
 from cauldron_fabric.tests.test_approval_support import OUTSIDER, ensure_people
 from cauldron_fabric.tests.test_consume_support import FAST_JOIN
-from cauldron_fabric.tests.utils import start_broker
+from cauldron_fabric.tests.utils import fabric_settings, start_broker
 
 PRICE = "quote.price.requested"
 
@@ -145,6 +145,19 @@ class TestRequestReplyApi(FrappeTestCase):
 		for call in calls:
 			with self.assertRaises(frappe.PermissionError):
 				call()
+
+
+class TestRequestWithoutBroker(FrappeTestCase):
+	def test_a_request_with_no_broker_configured_is_503_saying_what_to_set(self):
+		# It was a 417 "Bad request" about consuming: the caller could do nothing about it.
+		frappe.set_user("Administrator")
+		with fabric_settings(bootstrap_servers="", rabbitmq_url=""):
+			with self.assertRaises(requests_api.TargetUnavailable) as refused:
+				requests_api.send_request(PRICE, json.dumps({"sku": "S-1", "qty": 1}))
+		message = str(refused.exception)
+		self.assertIn("No Kafka or RabbitMQ connection is configured", message)
+		self.assertIn("send requests over", message)
+		self.assertEqual(requests_api.TargetUnavailable.http_status_code, 503)
 
 
 class TestCircuitList(FrappeTestCase):

@@ -78,6 +78,15 @@ class TestMalformedParameters(FrappeTestCase):
 			([["status", "=", "Dead"], "(select count(*) from `tabSessions`) > 0"], "filters"),
 			([["User", "name", "=", "Administrator"]], "User"),
 			([[["status"], "=", "Dead"]], "status"),
+			# Values of no kind a filter compares with went into Frappe's query as Python's
+			# text of them (SQL error 1064), and a test with no value failed on its length.
+			([["event_type", "=", {"a": 1}]], "[operator, value]"),
+			({"event_type": {"a": 1}}, "[operator, value]"),
+			({"event_type": ["like"]}, "[operator, value]"),
+			({"event_type": [None]}, "[operator, value]"),
+			({"event_type": ["drop", "x"]}, "[operator, value]"),
+			([["event_type", "in", [{"a": 1}]]], "[operator, value]"),
+			([["event_type", "like", None]], "[operator, value]"),
 		):
 			with self.subTest(filters=filters):
 				with self.assertRaises(frappe.ValidationError) as refused:
@@ -88,6 +97,43 @@ class TestMalformedParameters(FrappeTestCase):
 			["Dead Letter", "_assign", "like", "%x%"],
 		]
 		self.assertEqual(dead_letters.retry_matching(filters=desk_filter), {"done": 0, "failed": []})
+		for tests in (
+			{"event_type": "todo.created", "attempts": 3, "subscription": None},
+			{"event_type": ["like", "todo.%"], "attempts": [">=", 1]},
+			{"event_type": ["in", ["todo.created", "todo.updated"]], "error_class": ["is", "set"]},
+			[["event_type", "not in", ["a.b"]], ["creation", "between", ["2026-01-01", "2026-12-31"]]],
+		):
+			with self.subTest(filters=tests):
+				self.assertEqual(dead_letters.retry_matching(filters=tests)["failed"], [])
+
+	def test_a_text_longer_than_what_is_kept_is_refused_naming_the_limit(self):
+		# A discard note longer than its column failed the form's Discard with a database error
+		# (HTTP 500) and answered a bulk Discard with that error for every letter; an approval
+		# comment longer than its event's schema allows told the approver to have a schema
+		# version registered.
+		from cauldron_fabric.api import approvals, dead_letters
+		from cauldron_fabric.approvals.decisions import COMMENT_LENGTH
+		from cauldron_fabric.cauldron_fabric.doctype.dead_letter.dead_letter import NOTE_LENGTH
+		from cauldron_fabric.tests.test_approval_support import APPROVER, approval_requested, receive
+
+		frappe.set_user("Administrator")
+		long_note = "n" * (NOTE_LENGTH + 1)
+		with self.assertRaisesRegex(
+			frappe.ValidationError, f"{NOTE_LENGTH + 1} characters long.*at most {NOTE_LENGTH}"
+		):
+			dead_letters.discard(names=["none-such"], note=long_note)
+		with self.assertRaisesRegex(frappe.ValidationError, f"at most {NOTE_LENGTH}"):
+			frappe.new_doc("Dead Letter").discard(note=long_note)
+		pending = receive(approval_requested())
+		frappe.set_user(APPROVER)
+		try:
+			with self.assertRaisesRegex(frappe.ValidationError, f"at most {COMMENT_LENGTH}. Shorten it"):
+				approvals.approve(name=pending, comment="c" * (COMMENT_LENGTH + 1))
+			self.assertEqual(frappe.db.get_value("Approval Request", pending, "status"), "Pending")
+			decided = approvals.approve(name=pending, comment="c" * COMMENT_LENGTH)
+			self.assertEqual(frappe.db.get_value("Approval Request", pending, "status"), "Approved", decided)
+		finally:
+			frappe.set_user("Administrator")
 
 	def test_a_missing_parameter_is_a_validation_error_naming_it(self):
 		# Frappe calls whitelisted methods with the request's parameters: a required one left

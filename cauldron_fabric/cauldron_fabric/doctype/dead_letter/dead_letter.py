@@ -23,6 +23,8 @@ RETRY_HANDLERS = {
 	"Consumer": "cauldron_fabric.consume.dead_letters.retry",
 }
 LOCK_WAIT = 5  # seconds a Retry, Discard or consumer waits for another's on the same letter to end
+# The longest note a Discard keeps (its Small Text column takes 64 KB: four bytes a character).
+NOTE_LENGTH = 5000
 
 
 class LetterNotPermitted(frappe.PermissionError):
@@ -56,6 +58,7 @@ class DeadLetter(Document):
 	def discard(self, note: str | None = None) -> None:
 		"""Gives up on the event for good, keeping the letter as a record."""
 		require_role()
+		discard_note(note)  # a note it cannot keep is refused before the letter is locked
 		self.load_locked()
 		self.check_letter_permitted()
 		if self.status == "Discarded":
@@ -68,8 +71,7 @@ class DeadLetter(Document):
 					"Only a dead letter can be discarded; this one was already {0} and its event is back in play. Discard the newer dead letter if it fails again."
 				).format(self.status)
 			)
-		# Kept by db_set, past Frappe's sanitizing, in a field the form renders as HTML.
-		self.resolve("Discarded", plain(text_param(note, "note")) or _("Discarded"))
+		self.resolve("Discarded", discard_note(note))
 
 	def check_letter_permitted(self) -> None:
 		"""Refuses a letter the user's permissions leave out (a User Permission naming the letters
@@ -151,6 +153,21 @@ class DeadLetter(Document):
 				"resolution_note": note,
 			}
 		)
+
+
+def discard_note(note: str | None) -> str:
+	"""Returns the note a Discard keeps: the text given, as plain text, or "Discarded"; one that
+	is no text or longer than ``NOTE_LENGTH`` is a validation error saying so."""
+	# Kept by db_set, past Frappe's sanitizing, in a field the form renders as HTML.
+	text = plain(text_param(note, "note")) or ""
+	if len(text) > NOTE_LENGTH:
+		frappe.throw(
+			_("The note is {0} characters long; a discarded letter keeps at most {1}. Shorten it.").format(
+				len(text), NOTE_LENGTH
+			),
+			title=_("Note too long"),
+		)
+	return text or _("Discarded")
 
 
 def locked_status(name: str) -> str | None:
