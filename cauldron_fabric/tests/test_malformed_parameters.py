@@ -114,7 +114,12 @@ class TestMalformedParameters(FrappeTestCase):
 		from cauldron_fabric.api import approvals, dead_letters
 		from cauldron_fabric.approvals.decisions import COMMENT_LENGTH
 		from cauldron_fabric.cauldron_fabric.doctype.dead_letter.dead_letter import NOTE_LENGTH
-		from cauldron_fabric.tests.test_approval_support import APPROVER, approval_requested, receive
+		from cauldron_fabric.tests.test_approval_support import (
+			APPROVER,
+			approval_requested,
+			ensure_people,
+			receive,
+		)
 
 		frappe.set_user("Administrator")
 		long_note = "n" * (NOTE_LENGTH + 1)
@@ -124,6 +129,7 @@ class TestMalformedParameters(FrappeTestCase):
 			dead_letters.discard(names=["none-such"], note=long_note)
 		with self.assertRaisesRegex(frappe.ValidationError, f"at most {NOTE_LENGTH}"):
 			frappe.new_doc("Dead Letter").discard(note=long_note)
+		ensure_people()
 		pending = receive(approval_requested())
 		frappe.set_user(APPROVER)
 		try:
