@@ -18,15 +18,18 @@ PUT  /config/{s}                          PUT  set_config {subject, compatibilit
 
 Errors carry Confluent's body, ``{"error_code": 40401, "message": "..."}``, with its HTTP
 status: 404 (40401 subject, also one whose versions were all deleted; 40402 version; 40403
-schema not found), 409 (incompatible), 422 (42201 invalid schema, or one sent with
-``references``, which are not supported; 42202 invalid version, 42203 invalid compatibility
-level, 42208 invalid subject), 403 without permission. Reading needs read permission on Event
-Schema; writing needs the System Manager or Fabric Manager role.
+schema not found), 409 (incompatible), 422 (42201 invalid schema: also one sent with
+``references``, which are not supported, one nested deeper than
+``core.schema.depth.MAX_SCHEMA_DEPTH`` (64) levels, and owner or description fields that are no
+texts or too long for their columns; 42202 invalid version, 42203 invalid compatibility level,
+42208 invalid subject), 403 without permission. Reading needs read permission on Event Schema;
+writing needs the System Manager or Fabric Manager role.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,10 +47,12 @@ from cauldron_fabric.registry.errors import (
 	SchemaNotFound,
 	shown_in_desk,
 )
-from cauldron_fabric.registry.parsing import parse_examples
+from cauldron_fabric.registry.parsing import parse_examples, shown, text_field
 
 SCHEMA = "Event Schema"
 JSON_SCHEMA_TYPE = "JSON"
+# A schema id: ASCII digits, no more than a BIGINT holds (int() refuses thousands of digits).
+SCHEMA_ID = re.compile("[0-9]{1,18}")
 
 
 @contextmanager
@@ -104,9 +109,13 @@ def get_schema(id: str | int | None = None) -> dict[str, Any]:
 	"""Returns the schema registered under a global id (the id ``register`` returned)."""
 	require_read()
 	with confluent_errors():
-		name = str(id or "").strip()
-		if not name.isdigit() or not frappe.db.exists(SCHEMA, int(name)):
-			raise SchemaNotFound(_("Schema {0} not found.").format(repr(id)))
+		if not isinstance(id, str | int) or isinstance(id, bool):
+			raise SchemaNotFound(_("Schema not found: the id must be a number, not {0}.").format(shown(id)))
+		name = str(id).strip()
+		# ASCII digits only: str.isdigit takes superscripts, which int() refuses, and int() takes
+		# full-width digits, so "\uff11" would have read schema 1.
+		if not SCHEMA_ID.fullmatch(name) or not frappe.db.exists(SCHEMA, int(name)):
+			raise SchemaNotFound(_("Schema {0} not found.").format(shown(id)))
 		doc = frappe.get_doc(SCHEMA, int(name))
 		return {"schema": versions.version_dict(doc)["schema"], "schemaType": JSON_SCHEMA_TYPE}
 
@@ -132,13 +141,16 @@ def register(
 		_require_json_type(schemaType)
 		_require_schema(schema)
 		_refuse_references(references)
-		if ownerUser and not frappe.db.exists("User", ownerUser):
-			raise InvalidSchemaError(_("ownerUser {0} is not a user of this site.").format(repr(ownerUser)))
+		owner_team = text_field(ownerTeam, "ownerTeam", SCHEMA, "owner_team")
+		owner_user = text_field(ownerUser, "ownerUser", SCHEMA, "owner_user")
+		description = text_field(description, "description", SCHEMA, "description")
+		if owner_user and not frappe.db.exists("User", owner_user):
+			raise InvalidSchemaError(_("ownerUser {0} is not a user of this site.").format(shown(owner_user)))
 		doc, _created = versions.register_schema(
 			subject,
 			schema,
-			owner_team=ownerTeam,
-			owner_user=ownerUser,
+			owner_team=owner_team,
+			owner_user=owner_user,
 			description=description,
 			examples=parse_examples(examples),
 		)
@@ -167,7 +179,7 @@ def check_compatibility(
 		subject = subjects.check_subject_name(subject)
 		result = versions.dry_run(subject, schema, version)
 	body: dict[str, Any] = {"is_compatible": result.compatible}
-	if verbose:
+	if _flag(verbose):
 		body["messages"] = [f"{r.path}: {r.message} [{r.rule}]" for r in result.reasons]
 		body.update(result.to_dict())
 	return body
@@ -226,8 +238,8 @@ def _refuse_references(references: Any) -> None:
 	if isinstance(references, str):
 		try:
 			references = json.loads(references or "null")
-		except ValueError:
-			pass  # text that is not JSON is no empty list: refused below
+		except (ValueError, RecursionError):
+			pass  # text that is not JSON (or too deep to read) is no empty list: refused below
 	if references:
 		raise InvalidSchemaError(
 			_(
@@ -237,10 +249,14 @@ def _refuse_references(references: Any) -> None:
 		)
 
 
-def _require_json_type(schema_type: str | None) -> None:
-	if (schema_type or JSON_SCHEMA_TYPE).upper() != JSON_SCHEMA_TYPE:
-		raise InvalidSchemaError(
-			_("Only JSON schemas are registered here; schemaType {0} is not supported.").format(
-				repr(schema_type)
-			)
+def _require_json_type(schema_type: Any) -> None:
+	"""Raises InvalidSchemaError (42201) unless ``schemaType`` is JSON (or absent, which means JSON)."""
+	if schema_type in (None, "") or (
+		isinstance(schema_type, str) and schema_type.upper() == JSON_SCHEMA_TYPE
+	):
+		return
+	raise InvalidSchemaError(
+		_('schemaType must be "{0}", the only type registered here (also when left out), not {1}.').format(
+			JSON_SCHEMA_TYPE, shown(schema_type)
 		)
+	)

@@ -10,6 +10,7 @@ from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.schema import CompatibilityMode, parse_mode
 from cauldron_fabric.emit.held import when_transaction_ends
 from cauldron_fabric.registry.errors import InvalidCompatibilityLevel, InvalidSubject, SubjectNotFound
+from cauldron_fabric.registry.parsing import shown
 
 SUBJECT = "Event Subject"
 CATALOG = "Catalog"
@@ -22,12 +23,18 @@ def check_subject_name(subject: str | None) -> str:
 	subject = subject.strip() if isinstance(subject, str) else subject
 	if not subject:
 		raise InvalidSubject(_("subject is required: the event type, such as sales_invoice.submitted."))
-	if not isinstance(subject, str) or not TYPE_PATTERN.match(subject) or len(subject) > 140:
+	if not isinstance(subject, str):
+		raise InvalidSubject(
+			_("subject must be a text, an event type such as sales_invoice.submitted, not {0}.").format(
+				shown(subject)
+			)
+		)
+	if not TYPE_PATTERN.match(subject) or len(subject) > 140:
 		raise InvalidSubject(
 			_(
 				"The subject {0} is not an event type. Use lower-case words joined by dots, such as "
 				"sales_invoice.submitted (at most 140 characters)."
-			).format(repr(subject))
+			).format(shown(subject))
 		)
 	return subject
 
@@ -35,11 +42,14 @@ def check_subject_name(subject: str | None) -> str:
 def check_mode(value: str | None) -> CompatibilityMode:
 	"""Returns the compatibility mode named by ``value``; raises InvalidCompatibilityLevel otherwise."""
 	try:
+		if value is not None and not isinstance(value, str):
+			# parse_mode reads str(value): an object's text is no mode, and a deep one recurses.
+			raise ConfigurationError(f"{type(value).__name__} is no compatibility mode")
 		return parse_mode(value)
 	except ConfigurationError:
 		raise InvalidCompatibilityLevel(
 			_("Invalid compatibility level {0}. Valid values are {1}.").format(
-				repr(value), ", ".join(mode.value for mode in CompatibilityMode)
+				shown(value), ", ".join(mode.value for mode in CompatibilityMode)
 			)
 		) from None
 

@@ -17,6 +17,7 @@ import frappe
 from frappe import _
 
 from cauldron_fabric.core.schema import (
+	CompatibilityMode,
 	CompatibilityResult,
 	CompiledSchema,
 	check_compatibility,
@@ -32,7 +33,13 @@ from cauldron_fabric.registry.errors import (
 	OperationNotPermitted,
 	VersionNotFound,
 )
-from cauldron_fabric.registry.parsing import parse_examples, parse_schema, parse_version, pretty
+from cauldron_fabric.registry.parsing import (
+	invalid_schemas,
+	parse_examples,
+	parse_schema,
+	parse_version,
+	pretty,
+)
 from cauldron_fabric.services.guards import changed_fields
 
 SCHEMA = "Event Schema"
@@ -79,11 +86,21 @@ def dry_run(subject: str, schema: Any, version: Any = None) -> CompatibilityResu
 	mode = subjects.subject_mode(subject) if exists else subjects.default_mode()
 	if version is not None:
 		doc = version_doc(subject, version)
-		return check_compatibility(schema, [json.loads(doc.json_schema)], mode, versions=[doc.version])
-	earlier = versions_of(subject) if exists else []
-	return check_compatibility(
-		schema, [v["schema"] for v in earlier], mode, versions=[v["version"] for v in earlier]
-	)
+		earlier = [{"schema": json.loads(doc.json_schema), "version": doc.version}]
+	else:
+		earlier = versions_of(subject) if exists else []
+	return compatibility_with(schema, earlier, mode)
+
+
+def compatibility_with(
+	schema: Any, earlier: Sequence[dict[str, Any]], mode: CompatibilityMode
+) -> CompatibilityResult:
+	"""Checks a schema against earlier versions; one that cannot be used (such as a version
+	registered before the depth limit, nested deeper) is InvalidSchemaError (42201), not a 500."""
+	with invalid_schemas():
+		return check_compatibility(
+			schema, [v["schema"] for v in earlier], mode, versions=[v["version"] for v in earlier]
+		)
 
 
 def register_schema(
@@ -192,9 +209,7 @@ def prepare_version(doc) -> None:
 		)
 	mode = subjects.check_mode(state.compatibility) if state.compatibility else subjects.default_mode()
 	if earlier:
-		result = check_compatibility(
-			schema, [v["schema"] for v in earlier], mode, versions=[v["version"] for v in earlier]
-		)
+		result = compatibility_with(schema, earlier, mode)
 	else:
 		result = CompatibilityResult(compatible=True, mode=mode)
 	if not result.compatible and not doc.flags.follows_doctype:

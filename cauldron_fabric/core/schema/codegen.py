@@ -23,7 +23,8 @@ from cauldron_fabric.core.schema.shapes import is_empty, merge
 PYTHON_FILE = "cauldron_events.py"
 TYPESCRIPT_FILE = "cauldron_events.ts"
 _WORD = re.compile(r"[A-Za-z0-9]+")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# "\Z", not "$": a property named "qty\n" is no identifier, though "$" matches before the newline.
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _HEADER = (
 	"Typed payloads of Cauldron events, generated from the schema registry by cauldron_fabric; do not edit."
 )

@@ -18,6 +18,7 @@ from urllib.parse import unquote
 from jsonschema import FormatChecker, validators
 from jsonschema.protocols import Validator
 
+from cauldron_fabric.core.schema.depth import MAX_WALK_DEPTH, POINTER_INDEX, check_depth, too_deep
 from cauldron_fabric.core.schema.errors import InvalidSchema
 from cauldron_fabric.core.schema.identity import schema_fingerprint
 
@@ -50,7 +51,10 @@ SCHEMA_SINGLE = frozenset(
 IN_PLACE_LISTS = frozenset({"allOf", "anyOf", "oneOf"})
 IN_PLACE_SINGLE = frozenset({"not", "if", "then", "else"})
 IN_PLACE_MAPS = frozenset({"dependentSchemas", "dependencies"})
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+# ASCII digits and \Z: "\d" takes other scripts' digits and "$" a trailing newline.
+_RFC3339 = re.compile(
+	r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})\Z"
+)
 
 
 def _is_rfc3339(value: object) -> bool:
@@ -62,7 +66,7 @@ def _is_rfc3339(value: object) -> bool:
 	head, dot, rest = text.partition(".")
 	if dot:
 		# fromisoformat before Python 3.11 takes 3 or 6 fraction digits only.
-		digits = re.match(r"\d+", rest).group(0)
+		digits = re.match(r"[0-9]+", rest).group(0)
 		text = head + "." + (digits + "000000")[:6] + rest[len(digits) :]
 	try:
 		dt.datetime.fromisoformat(text)
@@ -110,13 +114,16 @@ def validator_class(schema: Any) -> type[Validator]:
 def check_schema(schema: Any) -> None:
 	"""Raises InvalidSchema listing every defect when ``schema`` is not a usable, self-contained schema.
 
-	A schema found usable once is remembered by its fingerprint: checking it against the
+	A schema nested deeper than ``depth.MAX_SCHEMA_DEPTH`` is refused before it is walked. A
+	schema found usable once is remembered by its fingerprint: checking it against the
 	meta-schema takes tens of milliseconds for a large DocType's schema, hashing it well under one.
 	"""
 	if isinstance(schema, bool):
 		return
 	if not isinstance(schema, Mapping):
 		raise InvalidSchema([f"a schema must be a JSON object (or true/false), got {type(schema).__name__}"])
+	# Before anything recursive (hashing included): too deep a schema would exhaust the stack.
+	check_depth(schema)
 	fingerprint = schema_fingerprint(schema)
 	if fingerprint in _USABLE:
 		return
@@ -287,7 +294,7 @@ def resolve_ref(root: Any, ref: str) -> Any:
 		part = raw.replace("~1", "/").replace("~0", "~")
 		if isinstance(node, Mapping) and part in node:
 			node = node[part]
-		elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+		elif isinstance(node, list) and POINTER_INDEX.fullmatch(part) and int(part) < len(node):
 			node = node[int(part)]
 		else:
 			raise InvalidSchema([f"$ref {ref!r} points to nothing in the document"])
@@ -308,25 +315,28 @@ def inline_refs(schema: Any) -> Any:
 	because a ``#/$defs/...`` reference means something else once the schema is embedded.
 	Raises InvalidSchema for a recursive reference, which cannot be inlined.
 	"""
-	return _inline(schema, schema, ())
+	return _inline(schema, schema, (), 1)
 
 
-def _inline(node: Any, root: Any, active: tuple[str, ...]) -> Any:
+def _inline(node: Any, root: Any, active: tuple[str, ...], depth: int) -> Any:
 	if not isinstance(node, Mapping):
 		return node
+	if depth > MAX_WALK_DEPTH:
+		# check_schema measured the schema, but a schema registered before it did may be deeper.
+		raise InvalidSchema([too_deep(None, "The schema", "following $ref")])
 	result: dict[str, Any] = {}
 	ref = node.get("$ref")
 	if isinstance(ref, str):
 		if ref in active:
 			raise InvalidSchema([f"$ref {ref!r} is recursive and cannot be inlined"])
-		target = _inline(resolve_ref(root, ref), root, (*active, ref))
+		target = _inline(resolve_ref(root, ref), root, (*active, ref), depth + 1)
 		if isinstance(target, bool):
 			target = {} if target else {"not": {}}
 		result.update(target)
 	rest = {k: v for k, v in node.items() if k not in ("$ref", "$defs", "definitions")}
 	if node is not root:
 		rest.pop("$schema", None)
-	result.update(map_subschemas(rest, lambda sub: _inline(sub, root, active)))
+	result.update(map_subschemas(rest, lambda sub: _inline(sub, root, active, depth + 1)))
 	return result
 
 

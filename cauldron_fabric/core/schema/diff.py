@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cauldron_fabric.core.schema import diff_containers, diff_scalars
+from cauldron_fabric.core.schema.depth import MAX_WALK_DEPTH
 from cauldron_fabric.core.schema.dialect import (
 	DRAFT_07,
 	FORMAT_CHECKER,
@@ -80,6 +81,7 @@ class Comparison:
 		self.reader = reader
 		self.differences: list[Difference] = []
 		self._active: set[tuple[Any, Any]] = set()
+		self._depth = 0  # how many comparisons are nested in the one running
 		self._draft07 = {id(writer): _is_draft07(writer.root), id(reader): _is_draft07(reader.root)}
 		cls = validator_class(reader.root)
 		self._reader_validator = cls(reader.root, format_checker=FORMAT_CHECKER)
@@ -108,6 +110,23 @@ class Comparison:
 
 	def compare(self, writer_schema: Any, reader_schema: Any, path: str) -> None:
 		"""Records why ``reader_schema`` may refuse values that ``writer_schema`` accepts."""
+		if self._depth >= MAX_WALK_DEPTH:
+			# Two recursive schemas can lead the walk ever deeper (their cycles meet in new pairs):
+			# stop before Python's stack does, and say the change could not be proven safe.
+			self.add(
+				path,
+				"NESTING_TOO_DEEP",
+				f"comparing {self.writer.name} with {self.reader.name} leads more than {MAX_WALK_DEPTH} "
+				"levels deep here (following $ref), deeper than the checker compares",
+			)
+			return
+		self._depth += 1
+		try:
+			self._compare(writer_schema, reader_schema, path)
+		finally:
+			self._depth -= 1
+
+	def _compare(self, writer_schema: Any, reader_schema: Any, path: str) -> None:
 		w, w_ref = self.resolve(writer_schema, self.writer)
 		r, r_ref = self.resolve(reader_schema, self.reader)
 		if not (w_ref or r_ref):

@@ -24,6 +24,7 @@ from typing import Any
 from jsonschema import FormatChecker
 
 from cauldron_fabric.core.schema import fastpath_runtime
+from cauldron_fabric.core.schema.depth import MAX_WALK_DEPTH
 from cauldron_fabric.core.schema.dialect import DRAFT_07, dialect_of, resolve_ref, validator_class
 from cauldron_fabric.core.schema.fastpath_runtime import Check
 from cauldron_fabric.core.schema.identity import json_equal
@@ -95,6 +96,7 @@ class _Compiler:
 		self.sources: list[str] = []
 		self.functions: dict[int, str] = {}
 		self.count = 0
+		self.depth = 0  # how many expressions are nested in the one being written
 
 	def new_name(self) -> str:
 		self.count += 1
@@ -115,6 +117,16 @@ class _Compiler:
 
 	def expression(self, node: Any, v: str) -> str:
 		"""Returns a Python expression that is true when the value named ``v`` matches ``node``."""
+		if self.depth >= MAX_WALK_DEPTH:
+			# Following $refs can lead deeper than the schema's own nesting: leave it to jsonschema.
+			raise _Unsupported(f"nesting deeper than {MAX_WALK_DEPTH} levels")
+		self.depth += 1
+		try:
+			return self._expression(node, v)
+		finally:
+			self.depth -= 1
+
+	def _expression(self, node: Any, v: str) -> str:
 		if node is True:
 			return "True"
 		if node is False:
@@ -366,5 +378,9 @@ def compile_check(schema: Any, format_checker: FormatChecker | None = None) -> C
 	except _Unsupported:
 		return None
 	source = "\n".join(_bind_globals(f, compiler.namespace) for f in compiler.sources)
-	exec(compile(source, "<schema check>", "exec"), compiler.namespace)
+	try:
+		code = compile(source, "<schema check>", "exec")
+	except (SyntaxError, RecursionError, MemoryError):
+		return None  # nested beyond what Python's parser takes ("too many nested parentheses")
+	exec(code, compiler.namespace)
 	return compiler.namespace[entry]

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 # The ``$id`` the registry gives a version: urn:cauldron:schema:<subject>:<version>, the
-# ``dataSchema`` reference of events checked against it.
-REGISTRY_ID = re.compile(r"^urn:cauldron:schema:([a-z0-9_]+(?:\.[a-z0-9_]+)+):([1-9][0-9]*)$")
+# ``dataSchema`` reference of events checked against it. "\Z", not "$", which takes a trailing newline.
+REGISTRY_ID = re.compile(r"^urn:cauldron:schema:([a-z0-9_]+(?:\.[a-z0-9_]+)+):([1-9][0-9]*)\Z")
 
 
 def canonical_json(value: Any) -> str:

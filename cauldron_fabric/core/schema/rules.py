@@ -8,9 +8,9 @@ describe the change seen from the new schema back to the old one (as Confluent d
 
 One deliberate deviation: a property made required with a ``default`` is still incompatible
 (Confluent allows it), because the fabric validates events as they are and never fills defaults.
-``ENUM_VALUE_REJECTED``, ``FORMAT_ADDED``/``FORMAT_CHANGED`` and ``KEYWORD_NOT_ANALYSED`` are
-the fabric's own: the fabric checks formats, and a keyword the checker cannot reason about must
-not pass silently.
+``ENUM_VALUE_REJECTED``, ``FORMAT_ADDED``/``FORMAT_CHANGED``, ``KEYWORD_NOT_ANALYSED`` and
+``NESTING_TOO_DEEP`` are the fabric's own: the fabric checks formats, and a keyword or a depth the
+checker cannot reason about must not pass silently.
 """
 
 from __future__ import annotations
@@ -137,6 +137,7 @@ _INCOMPATIBLE = {
 	"SUM_TYPE_NARROWED": "an alternative of the writer matches no alternative of the reader",
 	"NOT_TYPE_EXTENDED": "the reader excludes values the writer may send",
 	"KEYWORD_NOT_ANALYSED": "the reader changes a keyword the checker cannot prove safe",
+	"NESTING_TOO_DEEP": "the schemas lead deeper than the checker compares, so nothing there is proven safe",
 }
 
 RULES: dict[str, Rule] = {

@@ -29,8 +29,9 @@ from cauldron_fabric.core.schema.shapes import show
 
 DATA_SCHEMA_PREFIX = "urn:cauldron:schema:"
 PAYLOAD_PATH = "$.data.payload"
-_SUBJECT = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# "\Z", not "$": "$" also matches before a trailing newline.
+_SUBJECT = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+\Z")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def data_schema_uri(subject: str, version: int) -> str:
