@@ -31,6 +31,8 @@ MAX_WALK_DEPTH = 2 * MAX_SCHEMA_DEPTH
 # An array index in a JSON pointer: ASCII digits only. str.isdigit also takes superscripts such
 # as "\u00b2", which int() then refuses (a ValueError where "points to nothing" is meant).
 POINTER_INDEX = re.compile("[0-9]+")
+# What pointed_at returns for a pointer that names nothing (None is a node: JSON's null).
+NOWHERE = object()
 _SCALARS = (str, int, float, type(None))
 # JSON strings (brackets inside them are text) and the brackets outside them.
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -93,16 +95,8 @@ class _Targets:
 		fragment = unquote(ref[1:])
 		if fragment and not fragment.startswith("/"):
 			return self.anchors().get(fragment)
-		node = self.root
-		for raw in fragment.split("/")[1:]:
-			part = raw.replace("~1", "/").replace("~0", "~")
-			if isinstance(node, Mapping) and part in node:
-				node = node[part]
-			elif isinstance(node, list) and POINTER_INDEX.fullmatch(part) and int(part) < len(node):
-				node = node[int(part)]
-			else:
-				return None
-		return node
+		node = pointed_at(self.root, fragment)
+		return None if node is NOWHERE else node
 
 	def anchors(self) -> dict[str, Any]:
 		"""Returns every ``$anchor`` of the document and the object carrying it."""
@@ -116,6 +110,20 @@ class _Targets:
 				if isinstance(node, Mapping) and isinstance(node.get("$anchor"), str):
 					self._anchors.setdefault(node["$anchor"], node)
 		return self._anchors
+
+
+def pointed_at(root: Any, pointer: str) -> Any:
+	"""Returns the node a JSON pointer (``/$defs/a/0``) names in ``root``, or ``NOWHERE``."""
+	node = root
+	for raw in pointer.split("/")[1:]:
+		part = raw.replace("~1", "/").replace("~0", "~")
+		if isinstance(node, Mapping) and part in node:
+			node = node[part]
+		elif isinstance(node, list) and POINTER_INDEX.fullmatch(part) and int(part) < len(node):
+			node = node[int(part)]
+		else:
+			return NOWHERE
+	return node
 
 
 def _is_container(value: Any) -> bool:

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 from jsonschema import FormatChecker, validators
 from jsonschema.protocols import Validator
 
-from cauldron_fabric.core.schema.depth import MAX_WALK_DEPTH, POINTER_INDEX, check_depth, too_deep
+from cauldron_fabric.core.schema.depth import MAX_WALK_DEPTH, NOWHERE, check_depth, pointed_at, too_deep
 from cauldron_fabric.core.schema.errors import InvalidSchema
 from cauldron_fabric.core.schema.identity import schema_fingerprint
 
@@ -289,15 +289,9 @@ def resolve_ref(root: Any, ref: str) -> Any:
 		if found is None:
 			raise InvalidSchema([f"$ref {ref!r} names no $anchor of the document"])
 		return found
-	node = root
-	for raw in fragment.split("/")[1:]:
-		part = raw.replace("~1", "/").replace("~0", "~")
-		if isinstance(node, Mapping) and part in node:
-			node = node[part]
-		elif isinstance(node, list) and POINTER_INDEX.fullmatch(part) and int(part) < len(node):
-			node = node[int(part)]
-		else:
-			raise InvalidSchema([f"$ref {ref!r} points to nothing in the document"])
+	node = pointed_at(root, fragment)
+	if node is NOWHERE:
+		raise InvalidSchema([f"$ref {ref!r} points to nothing in the document"])
 	return node
 
 
