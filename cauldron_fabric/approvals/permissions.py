@@ -20,6 +20,7 @@ from frappe.desk.form import load
 from frappe.permissions import SYSTEM_USER_ROLE
 from frappe.utils import cint
 
+from cauldron_fabric.api.params import json_param, required
 from cauldron_fabric.approvals.notify import DOCTYPE, EVERY_USER_ROLES, can_decide
 
 APPROVER_TABLE = "Approval Request Approver"
@@ -59,7 +60,7 @@ def visible_request(name: str, for_update: bool = False):
 
 
 @frappe.whitelist()
-def validate_link(doctype: str, docname: str, fields=None):
+def validate_link(doctype: str | None = None, docname: str | None = None, fields=None):
 	"""Frappe's frappe.client.validate_link, which answers a request the caller may not see as a missing one.
 
 	Desk's link check needs only read on the DocType, which every desk user has here, and says
@@ -72,23 +73,28 @@ def validate_link(doctype: str, docname: str, fields=None):
 
 
 @frappe.whitelist()
-def getdoc(doctype: str, name: str, user=None):
+def getdoc(doctype: str | None = None, name: str | None = None, user=None):
 	"""Frappe's getdoc (Desk's form), which opens a request the caller may not see as a missing one.
 
 	Frappe answers a missing name with nothing and a hidden one with 403: the difference told
 	any desk user which request ids exist.
 	"""
+	# Frappe raised a bare Exception for a missing one: HTTP 500.
+	required(doctype, "doctype")
+	required(name, "name")
 	if doctype == DOCTYPE and _hidden(name):
 		return []  # what load.getdoc answers for a missing name
 	return load.getdoc(doctype, name, user)
 
 
 @frappe.whitelist()
-def get(doctype: str, name: str | None = None, filters=None, parent=None):
+def get(doctype: str | None = None, name: str | None = None, filters=None, parent=None):
 	"""Frappe's frappe.client.get, which answers a request the caller may not see as a missing one (404)."""
+	required(doctype, "doctype")
+	filters = json_param(filters, "filters")  # malformed JSON failed in Frappe's parse: HTTP 500
 	if doctype == DOCTYPE and not name and filters:
 		# By filters, Frappe loads whichever request matches: the same question, asked another way.
-		wanted = frappe.parse_json(filters)
+		wanted = filters
 		if _hidden(frappe.db.get_value(DOCTYPE, wanted, "name")):
 			_not_found(wanted)
 	elif doctype == DOCTYPE and _hidden(name):
@@ -99,19 +105,23 @@ def get(doctype: str, name: str | None = None, filters=None, parent=None):
 @frappe.whitelist()
 def get_docinfo(doc=None, doctype: str | None = None, name: str | None = None):
 	"""Frappe's get_docinfo (a form's timeline), which answers a request the caller may not see as a missing one."""
+	if not doc:
+		required(doctype, "doctype")
+		required(name, "name")
 	if doctype == DOCTYPE and _hidden(name):
 		_not_found(name)
 	return load.get_docinfo(doc, doctype, name)
 
 
 @frappe.whitelist()
-def run_doc_method(method, docs=None, dt=None, dn=None, arg=None, args=None):
+def run_doc_method(method=None, docs=None, dt=None, dn=None, arg=None, args=None):
 	"""Frappe's run_doc_method (a form's buttons), which answers a request the caller may not see as a missing one.
 
 	Frappe loads the document before it checks read permission: 404 for a missing name, 403
 	(or a timestamp mismatch) for a hidden one.
 	"""
-	given = frappe.parse_json(docs) if docs and not dt else {"doctype": dt, "name": dn}
+	required(method, "method")
+	given = json_param(docs, "docs") if docs and not dt else {"doctype": dt, "name": dn}
 	if isinstance(given, dict) and given.get("doctype") == DOCTYPE and _hidden(given.get("name")):
 		_not_found(given.get("name"))
 	return handler.run_doc_method(method, docs, dt, dn, arg, args)

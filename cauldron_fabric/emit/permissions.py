@@ -20,68 +20,100 @@ carries no CSRF token, so a link an admin followed from another site could chang
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import frappe
+from frappe import _
 from frappe.core.doctype.user_permission import user_permission
 from frappe.core.page.permission_manager import permission_manager
-from frappe.permissions import setup_custom_perms
+from frappe.permissions import rights, setup_custom_perms
 
+from cauldron_fabric.api.params import json_param, number_param, required, text_param
 from cauldron_fabric.emit.document_events import emit_document_event
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.emit.watch import written_by_frappe
 
 ROWS = "Custom DocPerm"
+# The Custom DocPerm checks the Role Permissions Manager sets (Frappe's rights, and "only if creator").
+PERMISSION_TYPES = (*rights, "if_owner")
 USER_PERMISSION = "User Permission"
 
 
 @frappe.whitelist(methods=["POST"])
-def update(doctype, role, permlevel, ptype, value=None, if_owner=0):
+def update(doctype=None, role=None, permlevel=None, ptype=None, value=None, if_owner=0):
 	"""Frappe's permission_manager.update, plus the events of the rows it changed."""
 	frappe.only_for("System Manager")
+	_checked(doctype=doctype, role=role, permlevel=permlevel)
+	if text_param(required(ptype, "ptype"), "ptype") not in PERMISSION_TYPES:
+		# Frappe writes it as a column name: an unknown one was a database error (HTTP 500).
+		frappe.throw(
+			_("ptype must be one of {0}, not {1}.").format(", ".join(PERMISSION_TYPES), repr(ptype)),
+			frappe.ValidationError,
+		)
 	copied = setup_custom_perms(doctype)
 	out = _recorded(doctype, permission_manager.update, doctype, role, permlevel, ptype, value, if_owner)
 	return "refresh" if copied else out  # what the page expects after a first copy
 
 
 @frappe.whitelist(methods=["POST"])
-def remove(doctype, role, permlevel, if_owner=0):
+def remove(doctype=None, role=None, permlevel=None, if_owner=0):
 	"""Frappe's permission_manager.remove, plus the events of the rows it changed or removed."""
 	frappe.only_for("System Manager")
+	_checked(doctype=doctype, role=role, permlevel=permlevel)
 	setup_custom_perms(doctype)
 	return _recorded(doctype, permission_manager.remove, doctype, role, permlevel, if_owner)
 
 
 @frappe.whitelist(methods=["POST"])
-def reset(doctype):
+def reset(doctype=None):
 	"""Frappe's permission_manager.reset, plus the events of the rows it removed."""
+	frappe.only_for("System Manager")
+	_checked(doctype=doctype)
 	return _recorded(doctype, permission_manager.reset, doctype)
 
 
 @frappe.whitelist(methods=["POST"])
-def add_user_permissions(data):
+def add_user_permissions(data=None):
 	"""Frappe's user_permission.add_user_permissions, plus the events of the ones it deleted."""
 	frappe.only_for("System Manager")
-	try:
-		given = json.loads(data) if isinstance(data, str) else data
-	except ValueError:
-		given = None  # Frappe's own method says what is wrong with it
-	if not isinstance(given, dict) or not given.get("user") or not given.get("doctype"):
+	given = json_param(required(data, "data"), "data")
+	if not isinstance(given, dict):
+		frappe.throw(
+			_("data must be a JSON object of the user permission (user, doctype, docs…), not {0}.").format(
+				type(given).__name__
+			),
+			frappe.ValidationError,
+		)
+	if not given.get("user") or not given.get("doctype"):
 		return user_permission.add_user_permissions(data)
 	of_user = {"user": given["user"], "allow": given["doctype"]}
 	return _recorded_deletions(USER_PERMISSION, of_user, user_permission.add_user_permissions, data)
 
 
 @frappe.whitelist(methods=["POST"])
-def clear_user_permissions(user, for_doctype):
+def clear_user_permissions(user=None, for_doctype=None):
 	"""Frappe's user_permission.clear_user_permissions, plus the events of the ones it deleted."""
 	frappe.only_for("System Manager")
+	_checked(user=user, for_doctype=for_doctype)
 	of_user = {"user": user, "allow": for_doctype}
 	return _recorded_deletions(
 		USER_PERMISSION, of_user, user_permission.clear_user_permissions, user, for_doctype
 	)
+
+
+def _checked(**given: Any) -> None:
+	"""Refuses a missing argument, or one that is no text (``permlevel``: no whole number), by name.
+
+	Frappe's methods failed on them with a TypeError, or wrote an object into a query (a
+	database error): HTTP 500 either way.
+	"""
+	for name, value in given.items():
+		required(value, name)
+		if name == "permlevel":
+			number_param(value, name)
+		else:
+			text_param(value, name)
 
 
 def _recorded(doctype: str, method: Callable, *args: Any) -> Any:

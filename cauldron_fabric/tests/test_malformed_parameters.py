@@ -148,6 +148,54 @@ class TestMalformedParameters(FrappeTestCase):
 		finally:
 			frappe.set_user("Administrator")
 
+	def test_the_overrides_of_frappes_endpoints_refuse_bad_arguments_by_name(self):
+		# The app's overrides of Frappe endpoints (permission manager, user permissions, the
+		# approval request's form and link checks) failed on these with TypeError,
+		# JSONDecodeError, a bare Exception or a database error: HTTP 500.
+		from cauldron_fabric.approvals import permissions as approval_permissions
+		from cauldron_fabric.emit import permissions
+
+		frappe.set_user("Administrator")
+		cases = [
+			(permissions.update, {}, "doctype is required"),
+			(permissions.update, {"doctype": "ToDo", "role": "Blogger", "permlevel": 0}, "ptype is required"),
+			(
+				permissions.update,
+				{"doctype": "ToDo", "role": "Blogger", "permlevel": 0, "ptype": "nosuch"},
+				"ptype must be one of",
+			),
+			(
+				permissions.remove,
+				{"doctype": {"a": 1}, "role": "Blogger", "permlevel": 0},
+				"doctype must be a text",
+			),
+			(
+				permissions.remove,
+				{"doctype": "ToDo", "role": "Blogger", "permlevel": "x"},
+				"permlevel must be",
+			),
+			(permissions.reset, {"doctype": 5}, "doctype must be a text"),
+			(permissions.add_user_permissions, {}, "data is required"),
+			(permissions.add_user_permissions, {"data": "{bad"}, "data is not valid JSON"),
+			(permissions.add_user_permissions, {"data": "[1]"}, "data must be a JSON object"),
+			(permissions.clear_user_permissions, {"user": "Administrator"}, "for_doctype is required"),
+			(approval_permissions.getdoc, {"doctype": "ToDo"}, "name is required"),
+			(approval_permissions.get, {}, "doctype is required"),
+			(approval_permissions.get, {"doctype": "ToDo", "filters": "{bad"}, "filters is not valid JSON"),
+			(approval_permissions.get_docinfo, {"doctype": "ToDo"}, "name is required"),
+			(approval_permissions.run_doc_method, {}, "method is required"),
+			(approval_permissions.run_doc_method, {"method": "x", "docs": "{bad"}, "docs is not valid JSON"),
+		]
+		for method, params, message in cases:
+			with self.subTest(method=f"{method.__module__}.{method.__name__}", params=params):
+				with self.assertRaisesRegex(frappe.ValidationError, message):
+					method(**params)
+		# Valid calls go on to Frappe's methods as before.
+		self.assertEqual(approval_permissions.get("User", "Administrator")["name"], "Administrator")
+		self.assertEqual(
+			approval_permissions.get("User", filters='{"name": "Administrator"}')["name"], "Administrator"
+		)
+
 	def test_a_missing_parameter_is_a_validation_error_naming_it(self):
 		# Frappe calls whitelisted methods with the request's parameters: a required one left
 		# out was a TypeError about positional arguments, HTTP 500.
