@@ -164,3 +164,33 @@ def test_an_owner_outside_the_cauldron_modules_is_named_as_given(spec_validator)
 	operation = document["operations"]["Stock_Team.send.warehouse.audit.completed"]
 	assert operation["summary"] == "Stock Team publishes warehouse.audit.completed."
 	assert entry.owner_title == "Stock Team"
+
+
+def test_a_recursive_schema_is_pointed_to_and_the_document_still_builds(spec_validator):
+	# Inlining a recursive $ref cannot end: one such schema failed the whole document.
+	tree = {
+		"type": "object",
+		"properties": {"children": {"type": "array", "items": {"$ref": "#"}}},
+	}
+	entries = [
+		CatalogEntry(
+			type="org_chart.changed",
+			version=3,
+			owner="HR Team",
+			direction="published",
+			description="The org chart changed.",
+			schema=tree,
+			examples=({"children": []},),
+			entity="Org Chart",
+		),
+		*load_catalog(),
+	]
+	document = asyncapi_document(entries)
+	assert spec_validator.is_valid(document)
+	value = document["components"]["messages"]["org_chart.changed"]["payload"]
+	payload = value["properties"]["data"]["properties"]["payload"]
+	assert payload["type"] == "object"
+	assert "urn:cauldron:schema:org_chart.changed:3" in payload["description"]
+	assert "recursive" in payload["description"]
+	# The other events keep their schemas written out.
+	assert len(document["components"]["messages"]) == len(entries)

@@ -21,6 +21,7 @@ from cauldron_fabric.core.envelope import JSON_CONTENT_TYPE, SPEC_VERSION
 from cauldron_fabric.core.naming import DEFAULT_TOPIC_TEMPLATE, topic_for
 from cauldron_fabric.core.schema.catalog import MODULES, CatalogEntry
 from cauldron_fabric.core.schema.dialect import to_draft07
+from cauldron_fabric.core.schema.errors import InvalidSchema
 from cauldron_fabric.core.schema.validation import data_schema_uri
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -63,9 +64,27 @@ def cloudevents_headers_schema() -> dict[str, Any]:
 	}
 
 
+def payload_schema(entry: CatalogEntry) -> dict[str, Any]:
+	"""Returns the draft-07 schema of an event's payload, or, for a schema that cannot be inlined
+	(a recursive ``$ref``), an object pointing to the version in the schema registry.
+
+	One such schema, registered by an admin, made the whole document fail for every reader.
+	"""
+	try:
+		return to_draft07(entry.schema)
+	except InvalidSchema as exc:
+		return {
+			"type": "object",
+			"description": (
+				f"The schema of {entry.type} cannot be written out here ({'; '.join(exc.problems)}): "
+				f"read it from the schema registry as {data_schema_uri(entry.type, entry.version)}."
+			),
+		}
+
+
 def envelope_schema(entry: CatalogEntry) -> dict[str, Any]:
 	"""Returns the draft-07 schema of a whole message value (the envelope) carrying this event."""
-	payload = to_draft07(entry.schema)
+	payload = payload_schema(entry)
 	action: dict[str, Any] = {"type": "string", "minLength": 1}
 	if entry.actions:
 		action["examples"] = list(entry.actions)
