@@ -16,7 +16,7 @@ from cauldron_fabric.core.envelope import (
 	dumps,
 	format_time,
 	is_rfc3339,
-	nested_deeper_than,
+	json_depth,
 	new_event_id,
 	parse_time,
 	utc_now_iso,
@@ -117,15 +117,15 @@ def _nested(levels: int) -> dict:
 
 
 def test_nesting_depth_is_measured_without_recursion():
-	assert not nested_deeper_than({"a": 1}, 1)
-	assert nested_deeper_than({"a": {"b": 1}}, 1)
-	assert not nested_deeper_than({"a": [{"b": 1}]}, 3)
-	assert nested_deeper_than({"a": [{"b": []}]}, 3)
-	assert not nested_deeper_than({"a": [1, "x", None]}, 2)
+	assert not json_depth({"a": 1}) > 1
+	assert json_depth({"a": {"b": 1}}) > 1
+	assert not json_depth({"a": [{"b": 1}]}) > 3
+	assert json_depth({"a": [{"b": []}]}) > 3
+	assert not json_depth({"a": [1, "x", None]}) > 2
 	deep: list = []
 	for _ in range(100_000):  # far past the interpreter's recursion limit
 		deep = [deep]
-	assert nested_deeper_than(deep, 10)
+	assert json_depth(deep) > 10
 
 
 def test_a_payload_nested_too_deep_is_refused_before_anything_recursive_reads_it():

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
+from cauldron_fabric.core.envelope import json_depth
 from cauldron_fabric.core.schema import check_compatibility, check_schema, python_source, typescript_source
 from cauldron_fabric.core.schema.depth import (
 	MAX_SCHEMA_DEPTH,
 	MAX_WALK_DEPTH,
-	json_depth,
 	json_text_depth,
 	schema_depth,
 )

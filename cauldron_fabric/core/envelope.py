@@ -231,7 +231,7 @@ class Envelope:
 			payload = {}
 		if not isinstance(payload, Mapping):
 			problems.append("'data.payload' must be an object")
-		elif nested_deeper_than(payload, MAX_PAYLOAD_DEPTH):
+		elif json_depth(payload) > MAX_PAYLOAD_DEPTH:
 			problems.append(
 				f"'data.payload' nests objects and arrays more than {MAX_PAYLOAD_DEPTH} levels deep; "
 				"flatten it or send nested parts as JSON text"
@@ -285,9 +285,10 @@ def load_json(text: str | bytes) -> Any:
 		raise InvalidEnvelope([f"body is not valid JSON ({exc})"]) from exc
 
 
-def nested_deeper_than(value: Any, limit: int) -> bool:
-	"""Tells whether objects and arrays nest in ``value`` more than ``limit`` levels deep (the
-	value itself being the first), without recursion: the check must hold where recursion fails."""
+def json_depth(value: Any) -> int:
+	"""Returns how deep objects and arrays nest in a JSON value (the value itself being level 1;
+	a scalar, 0), by a loop: it must measure what recursion cannot walk."""
+	deepest = 0
 	pending = [(value, 1)]
 	while pending:
 		item, depth = pending.pop()
@@ -301,12 +302,11 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
 			children = item.values()
 		else:
 			continue
-		if depth > limit:
-			return True
+		deepest = max(deepest, depth)
 		for child in children:
 			if not isinstance(child, _JSON_SCALARS):
 				pending.append((child, depth + 1))
-	return False
+	return deepest
 
 
 _JSON_SCALARS = (str, int, float, type(None))

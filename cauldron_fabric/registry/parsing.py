@@ -12,9 +12,10 @@ import frappe
 from frappe import _
 from frappe.utils.html_utils import sanitize_html
 
+from cauldron_fabric.core.envelope import json_depth
 from cauldron_fabric.core.markup import has_markup
 from cauldron_fabric.core.schema import InvalidSchema, check_schema
-from cauldron_fabric.core.schema.depth import MAX_SCHEMA_DEPTH, json_depth, json_text_depth, too_deep
+from cauldron_fabric.core.schema.depth import MAX_SCHEMA_DEPTH, json_text_depth, too_deep
 from cauldron_fabric.registry.errors import InvalidSchemaError, InvalidVersion
 
 MAX_VERSION = 2**31 - 1

@@ -20,11 +20,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
+from cauldron_fabric.core.envelope import MAX_PAYLOAD_DEPTH
 from cauldron_fabric.core.schema.errors import InvalidSchema
 
-# As deep as an event payload may nest (envelope.MAX_PAYLOAD_DEPTH): deeper, and the checks of
-# a schema would need more of Python's stack than a request has left.
-MAX_SCHEMA_DEPTH = 64
+# As deep as an event payload may nest: deeper, and the checks of a schema would need more of
+# Python's stack than a request has left.
+MAX_SCHEMA_DEPTH = MAX_PAYLOAD_DEPTH
 # How deep a walk following $ref may go. A schema within MAX_SCHEMA_DEPTH never reaches it;
 # two recursive schemas compared with each other can (their cycles meet in ever new pairs).
 MAX_WALK_DEPTH = 2 * MAX_SCHEMA_DEPTH
@@ -129,19 +130,6 @@ def pointed_at(root: Any, pointer: str) -> Any:
 def _is_container(value: Any) -> bool:
 	# Scalars first: the Mapping check is an ABC lookup, slow for the many strings of a large schema.
 	return not isinstance(value, _SCALARS) and isinstance(value, Mapping | list)
-
-
-def json_depth(value: Any) -> int:
-	"""Returns how deep objects and arrays nest in a JSON value (an example payload), by a loop."""
-	deepest = 0
-	pending = [(value, 1)]
-	while pending:
-		node, depth = pending.pop()
-		if _is_container(node):
-			deepest = max(deepest, depth)
-			values = node.values() if isinstance(node, Mapping) else node
-			pending.extend((child, depth + 1) for child in values if _is_container(child))
-	return deepest
 
 
 def json_text_depth(text: str) -> int:
