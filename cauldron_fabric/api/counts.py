@@ -27,7 +27,7 @@ from frappe.desk.reportview import validate_args
 from frappe.model import is_default_field
 from frappe.model.base_document import get_controller
 
-from cauldron_fabric.api.params import required, text_param
+from cauldron_fabric.api.params import is_filter_value, required, text_param
 
 
 @frappe.whitelist()
@@ -220,8 +220,8 @@ def _condition_parts(doctype: str, condition, keyed: bool) -> tuple | None:
 def _is_value(value) -> bool:
 	"""Tells whether ``value`` is one Frappe writes into a condition: a scalar, or a list of them."""
 	if isinstance(value, list | tuple):
-		return all(_is_value(item) and not isinstance(item, list | tuple) for item in value)
-	return value is None or isinstance(value, str | int | float)
+		return all(is_filter_value(item) for item in value)
+	return is_filter_value(value)
 
 
 def _a_parent_of(doctype: str) -> str:

@@ -13,7 +13,7 @@ import frappe
 from frappe import _
 from frappe.model import default_fields, optional_fields
 
-from cauldron_fabric.api.params import json_param, names_param, number_param, required
+from cauldron_fabric.api.params import is_filter_value, json_param, names_param, number_param, required
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.cauldron_fabric.doctype.dead_letter.dead_letter import discard_note
 from cauldron_fabric.services.dead_letter_bulk import act_on_letters
@@ -129,18 +129,14 @@ def _is_test(test: Any) -> bool:
 	Frappe writes a value of another kind (an object, a list where none belongs) into its query
 	as Python's text of it, and fails on the query (HTTP 500), or on a list too short.
 	"""
-	if _is_value(test):
+	if is_filter_value(test):
 		return True
 	if not isinstance(test, list | tuple) or len(test) != 2 or not isinstance(test[0], str):
 		return False
 	operator, value = test[0].strip().lower(), test[1]
 	if operator in LIST_OPERATORS and isinstance(value, list | tuple):
-		return all(_is_value(item) for item in value)
-	return operator in OPERATORS and _is_value(value) and (value is not None or operator == "is")
-
-
-def _is_value(value: Any) -> bool:
-	return value is None or isinstance(value, str | int | float)
+		return all(is_filter_value(item) for item in value)
+	return operator in OPERATORS and is_filter_value(value) and (value is not None or operator == "is")
 
 
 def _is_field(name: Any) -> bool:

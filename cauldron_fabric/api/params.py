@@ -87,3 +87,10 @@ def json_param(value: Any, name: str) -> Any:
 			_("{0} is not valid JSON ({1}); send a JSON list or object.").format(name, exc),
 			frappe.ValidationError,
 		)
+
+
+def is_filter_value(value: Any) -> bool:
+	"""Tells whether ``value`` is one Frappe writes into a list filter's condition: a text, a
+	number or null. Frappe writes any other (an object, a nested list) as Python's text of it,
+	and the query fails (HTTP 500)."""
+	return value is None or isinstance(value, str | int | float)

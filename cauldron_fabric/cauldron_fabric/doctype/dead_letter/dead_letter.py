@@ -58,7 +58,7 @@ class DeadLetter(Document):
 	def discard(self, note: str | None = None) -> None:
 		"""Gives up on the event for good, keeping the letter as a record."""
 		require_role()
-		discard_note(note)  # a note it cannot keep is refused before the letter is locked
+		kept = discard_note(note)  # a note it cannot keep is refused before the letter is locked
 		self.load_locked()
 		self.check_letter_permitted()
 		if self.status == "Discarded":
@@ -71,7 +71,7 @@ class DeadLetter(Document):
 					"Only a dead letter can be discarded; this one was already {0} and its event is back in play. Discard the newer dead letter if it fails again."
 				).format(self.status)
 			)
-		self.resolve("Discarded", discard_note(note))
+		self.resolve("Discarded", kept)
 
 	def check_letter_permitted(self) -> None:
 		"""Refuses a letter the user's permissions leave out (a User Permission naming the letters
