@@ -28,6 +28,34 @@ ODD = {
 	}
 }
 
+# A tree of org units, each with a manager whose reports are people again: recursion through
+# the root ("#") and through $defs, a key that is no identifier, and one recursion (a list of
+# lists of itself) that leads to no object and so has no type to name.
+TREE = {
+	"org.unit.changed": {
+		"type": "object",
+		"required": ["name"],
+		"properties": {
+			"name": {"type": "string"},
+			"children": {"type": "array", "items": {"$ref": "#"}},
+			"manager": {"$ref": "#/$defs/person"},
+			"grid": {"$ref": "#/$defs/grid"},
+			"parent": {"anyOf": [{"type": "null"}, {"$ref": "#"}]},
+		},
+		"$defs": {
+			"person": {
+				"type": "object",
+				"properties": {
+					"full-name": {"type": "string"},
+					"reports": {"type": "array", "items": {"$ref": "#/$defs/person"}},
+					"unit": {"$ref": "#"},
+				},
+			},
+			"grid": {"type": "array", "items": {"$ref": "#/$defs/grid"}},
+		},
+	}
+}
+
 
 def catalog_schemas():
 	return {entry.type: entry.schema for entry in load_catalog()}
@@ -96,6 +124,26 @@ def test_keys_that_are_not_identifiers_use_the_call_syntax(tmp_path):
 	assert typing.get_type_hints(cls)["odd-key"] is int
 
 
+def test_a_recursive_schema_gives_types_that_name_themselves(tmp_path):
+	path = tmp_path / "tree_events.py"
+	path.write_text(python_source({**TREE, **ODD}))
+	module = import_file(path, "tree_events_under_test")
+	unit = module.EVENT_PAYLOADS["org.unit.changed"]
+	hints = typing.get_type_hints(unit)
+	assert hints["children"] == list[unit]
+	person = hints["manager"]
+	person_hints = typing.get_type_hints(person)  # the call syntax: "full-name" is no identifier
+	assert person_hints["reports"] == list[person] and person_hints["unit"] is unit
+	assert hints["grid"] == list[typing.Any]
+	assert hints["parent"] == unit | None
+	assert typing.get_type_hints(module.EVENT_PAYLOADS["odd.thing"])["odd-key"] is int
+	source = typescript_source(TREE)
+	assert "\tchildren?: OrgUnitChangedPayload[];" in source
+	assert "\treports?: OrgUnitChangedPayloadManager[];" in source
+	assert "\tunit?: OrgUnitChangedPayload;" in source
+	assert "\tgrid?: unknown[];" in source
+
+
 def test_typescript_has_every_event_and_field(generated):
 	_, source = generated
 	for event_type in catalog_schemas():
@@ -129,6 +177,29 @@ def test_typescript_compiles_with_tsc(generated, tmp_path):
 	assert run.returncode == 0, run.stdout + run.stderr
 	bad = tmp_path / "bad.ts"
 	bad.write_text(source + "\nconst p: UserLoginPayload = {user: 5};\nexport { p };\n")
+	run = subprocess.run(
+		[_tsc(), "--strict", "--noEmit", str(bad)], capture_output=True, text=True, timeout=300
+	)
+	assert run.returncode != 0 and "number" in run.stdout
+
+
+@pytest.mark.skipif(not _tsc(), reason="no TypeScript compiler: set FABRIC_TSC or put tsc on the PATH")
+def test_recursive_types_compile_with_tsc(tmp_path):
+	good = tmp_path / "tree.ts"
+	good.write_text(
+		typescript_source(TREE)
+		+ '\nconst u: OrgUnitChangedPayload = {name: "a", children: [{name: "b", parent: null}], '
+		'manager: {reports: [{"full-name": "c", unit: {name: "d"}}]}};\nexport { u };\n'
+	)
+	run = subprocess.run(
+		[_tsc(), "--strict", "--noEmit", str(good)], capture_output=True, text=True, timeout=300
+	)
+	assert run.returncode == 0, run.stdout + run.stderr
+	bad = tmp_path / "tree_bad.ts"
+	bad.write_text(
+		typescript_source(TREE) + '\nconst u: OrgUnitChangedPayload = {name: "a", children: [{name: 5}]};\n'
+		"export { u };\n"
+	)
 	run = subprocess.run(
 		[_tsc(), "--strict", "--noEmit", str(bad)], capture_output=True, text=True, timeout=300
 	)

@@ -6,6 +6,8 @@ writes both files, for ``bench fabric codegen``. Every object with properties be
 type (``AgentApprovalRequestedPayload``, ``AgentApprovalRequestedPayloadApprovers``...);
 string enums become literal unions; optional properties are ``NotRequired``-style (a
 ``total=False`` subclass in Python, ``?`` in TypeScript); nullable ones add ``None``/``null``.
+A recursive ``$ref`` (a tree of org units) makes the object it leads to a type that names
+itself; one that leads to no object (an array of arrays of itself) is spelt as unknown.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cauldron_fabric.core.schema.dialect import inline_refs
+from cauldron_fabric.core.schema.dialect import RECURSION_MARK, RECURSION_TARGET, inline_refs
 from cauldron_fabric.core.schema.shapes import is_empty, merge
 
 PYTHON_FILE = "cauldron_events.py"
@@ -46,6 +48,8 @@ class _Generator:
 	def __init__(self):
 		self.used: set[str] = set()
 		self.blocks: list[str] = []
+		# A recursive $ref to the name of the object type it leads to, while that type is spelt.
+		self.named: dict[str, str] = {}
 
 	def unique(self, name: str) -> str:
 		candidate, number = name, 2
@@ -56,6 +60,8 @@ class _Generator:
 
 	def spell(self, schema: Any, hint: str) -> str:
 		"""Returns the type expression of ``schema``, defining named types for its objects."""
+		if isinstance(schema, Mapping) and RECURSION_MARK in schema:
+			return self.named.get(schema[RECURSION_MARK], self.unknown)
 		if not isinstance(schema, Mapping) or is_empty(schema):
 			return self.unknown
 		if isinstance(schema.get("allOf"), list):
@@ -65,7 +71,8 @@ class _Generator:
 			return self.spell(merged, hint)
 		for kind in ("anyOf", "oneOf"):
 			if isinstance(schema.get(kind), list):
-				base = {k: v for k, v in schema.items() if k != kind}
+				# Each branch is a type of its own, none of them the one a recursive $ref names.
+				base = {k: v for k, v in schema.items() if k not in (kind, RECURSION_TARGET)}
 				return self.union(
 					[
 						self.spell(merge(base, branch), f"{hint}{i + 1}")
@@ -107,11 +114,20 @@ class _Generator:
 
 	def define(self, schema: Mapping, hint: str) -> str:
 		name = self.unique(hint)
+		target = schema.get(RECURSION_TARGET)
+		outer = self.named.get(target) if isinstance(target, str) else None
+		if isinstance(target, str):
+			self.named[target] = name
 		required = set(schema.get("required") or ())
 		fields = [
 			(key, self.spell(sub, name + type_name(key)), key in required, _description(sub))
 			for key, sub in schema["properties"].items()
 		]
+		if isinstance(target, str):
+			if outer is None:
+				del self.named[target]
+			else:
+				self.named[target] = outer
 		open_model = schema.get("additionalProperties", True) is not False
 		self.blocks.append(self.block(name, fields, open_model, _description(schema)))
 		return name
@@ -185,8 +201,10 @@ def _class(name: str, bases: str, fields: list[tuple[str, str]], doc: str | None
 
 def _functional(name: str, required: list[tuple[str, str]], optional: list[tuple[str, str]]) -> str:
 	# Keys that are not identifiers need TypedDict's call syntax; the class joins both halves.
+	# The call's types are quoted: unlike a class body's, they are read when the module runs,
+	# before a type that refers to itself (or to this one) is defined.
 	def spelt(fields: list[tuple[str, str]]) -> str:
-		return "{" + ", ".join(f"{k!r}: {t}" for k, t in fields) + "}"
+		return "{" + ", ".join(f"{k!r}: {t!r}" for k, t in fields) + "}"
 
 	return (
 		f"_{name}Required = TypedDict({'_' + name + 'Required'!r}, {spelt(required)})\n"
@@ -230,7 +248,8 @@ def _ts_comment(text: str) -> str:
 def _generate(generator: _Generator, schemas: Mapping[str, Any]) -> dict[str, str]:
 	roots = {}
 	for event_type, schema in sorted(schemas.items()):
-		roots[event_type] = generator.spell(inline_refs(schema), type_name(event_type, "Payload"))
+		inlined = inline_refs(schema, mark_recursion=True)
+		roots[event_type] = generator.spell(inlined, type_name(event_type, "Payload"))
 	return roots
 
 

@@ -302,17 +302,28 @@ def _find_anchor(root: Any, anchor: str) -> Any:
 	return None
 
 
-def inline_refs(schema: Any) -> Any:
+# Left by ``inline_refs(schema, mark_recursion=True)``: the schema a followed ``$ref`` led to
+# carries RECURSION_TARGET (the reference), and a reference back into it, which cannot be
+# inlined, becomes ``{RECURSION_MARK: reference}``. Code generators turn the pair into a
+# named type that refers to itself. Annotation-style keys, so ``shapes.merge`` keeps them.
+RECURSION_TARGET = "x-cauldron-recursion-target"
+RECURSION_MARK = "x-cauldron-recursion"
+
+
+def inline_refs(schema: Any, *, mark_recursion: bool = False) -> Any:
 	"""Returns a copy with every local ``$ref`` replaced by its target and ``$defs`` dropped.
 
 	Tools that read one schema at a time (AsyncAPI payloads, code generators) need this,
 	because a ``#/$defs/...`` reference means something else once the schema is embedded.
-	Raises InvalidSchema for a recursive reference, which cannot be inlined.
+	Raises InvalidSchema for a recursive reference, which cannot be inlined, unless
+	``mark_recursion`` asks for the markers above instead.
 	"""
-	return _inline(schema, schema, (), 1)
+	if mark_recursion and isinstance(schema, Mapping):
+		return {**_inline(schema, schema, ("#",), 1, True), RECURSION_TARGET: "#"}
+	return _inline(schema, schema, (), 1, mark_recursion)
 
 
-def _inline(node: Any, root: Any, active: tuple[str, ...], depth: int) -> Any:
+def _inline(node: Any, root: Any, active: tuple[str, ...], depth: int, mark: bool) -> Any:
 	if not isinstance(node, Mapping):
 		return node
 	if depth > MAX_WALK_DEPTH:
@@ -322,15 +333,19 @@ def _inline(node: Any, root: Any, active: tuple[str, ...], depth: int) -> Any:
 	ref = node.get("$ref")
 	if isinstance(ref, str):
 		if ref in active:
-			raise InvalidSchema([f"$ref {ref!r} is recursive and cannot be inlined"])
-		target = _inline(resolve_ref(root, ref), root, (*active, ref), depth + 1)
+			if not mark:
+				raise InvalidSchema([f"$ref {ref!r} is recursive and cannot be inlined"])
+			return {RECURSION_MARK: ref}
+		target = _inline(resolve_ref(root, ref), root, (*active, ref), depth + 1, mark)
 		if isinstance(target, bool):
 			target = {} if target else {"not": {}}
 		result.update(target)
+		if mark:
+			result[RECURSION_TARGET] = ref
 	rest = {k: v for k, v in node.items() if k not in ("$ref", "$defs", "definitions")}
 	if node is not root:
 		rest.pop("$schema", None)
-	result.update(map_subschemas(rest, lambda sub: _inline(sub, root, active, depth + 1)))
+	result.update(map_subschemas(rest, lambda sub: _inline(sub, root, active, depth + 1, mark)))
 	return result
 
 
