@@ -284,8 +284,30 @@ def from_headers(
 				)
 		return envelope
 	if not attributes:
-		raise InvalidEnvelope(["message is neither a fabric envelope nor a CloudEvent (no ce_ headers)"])
+		raise InvalidEnvelope(_not_an_event(body, value))
 	return from_attributes(attributes, value, content_type or None)
+
+
+def _not_an_event(body: bytes | str | None, value: Any) -> list[str]:
+	"""Returns why a message without ce_ headers is no event, in terms its producer can act on."""
+	neither = "message is neither a fabric envelope nor a CloudEvent (no ce_ headers)"
+	if not body:
+		return [f"{neither}: it has no body (a Kafka tombstone?)"]
+	if not isinstance(value, Mapping):
+		return [f"{neither}: its body is a JSON {_json_kind(value)}, not an object"]
+	try:  # an envelope with a defect: say which
+		Envelope.from_dict(value)
+	except InvalidEnvelope as exc:
+		return [neither, *exc.problems]
+	return [f"{neither}: its body lacks 'specVersion'"]
+
+
+def _json_kind(value: Any) -> str:
+	if isinstance(value, bool):
+		return "boolean"
+	if isinstance(value, int | float):
+		return "number"
+	return {str: "string", list: "array", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def from_http(

@@ -197,14 +197,16 @@ class KafkaSource(MessageSource):
 				continue
 			if (m.topic(), m.partition()) in self._paused:
 				continue
+			headers, unreadable = _headers_of(m)
 			message = InboundMessage(
 				m.topic(),
 				m.partition(),
 				m.offset(),
 				m.key(),
 				m.value() or b"",
-				tuple(m.headers() or ()),
+				headers,
 				m.timestamp()[1],
+				unreadable=unreadable,
 			)
 			if self._not_ours(message):
 				self.done(message)  # passed over, but done so that the group's lag on it stays 0
@@ -393,3 +395,18 @@ class KafkaSource(MessageSource):
 			self.consumer.close()
 		finally:
 			self.transport.close()
+
+
+def _headers_of(message) -> tuple[tuple[tuple[str, Any], ...], str | None]:
+	"""Returns a record's headers, or none and why when the Kafka client cannot read them.
+
+	confluent-kafka reads header names as UTF-8 and raises (a SystemError) on other bytes, which
+	a client taking names as bytes (Go's) writes. Raised out of poll(), it stopped the consumer
+	on the same record at every restart, and its partition never moved again. Asked once: after
+	that failure the record's headers are left half-built.
+	"""
+	try:
+		return tuple(message.headers() or ()), None
+	except Exception as exc:
+		cause = exc.__cause__ or exc.__context__ or exc
+		return (), f"its Kafka headers cannot be read: header names must be UTF-8 text ({cause})"

@@ -115,6 +115,9 @@ class InboundMessage:
 	handle: Any = field(default=None, compare=False, repr=False)
 	# Why the broker itself dead-lettered the message (RabbitMQ ``x-death`` reason), if it did.
 	broker_death: str | None = None
+	# Why the source could not read the message as it came (its headers), if it could not: such
+	# a message is a dead letter, whatever its body says.
+	unreadable: str | None = None
 
 	def header(self, name: str) -> str | None:
 		"""Returns the last value of a header as text, or None."""

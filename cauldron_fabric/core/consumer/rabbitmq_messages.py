@@ -4,12 +4,18 @@ The CloudEvents attributes travel as AMQP headers (``cloudEvents_…``, or anoth
 spelling), ``time`` as an AMQP timestamp; the requester's reply address and correlation id as
 the message properties ``reply_to`` and ``correlation_id`` unless headers give them; the
 entity's key as the ``partitionkey`` extension.
+
+Any service may write the headers: a name that is no UTF-8 is read with replacement characters,
+and a timestamp past what a datetime holds as its number of seconds (``read_timestamps_leniently``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from typing import Any
+
+import pika.data
 
 from cauldron_fabric.core.consumer.messages import CORRELATION_ID, REPLY_TO, InboundMessage, text
 from cauldron_fabric.core.envelope import format_time
@@ -28,6 +34,8 @@ def inbound_message(
 	"""
 	headers: list[tuple[str, Any]] = []
 	for name, value in (properties.headers or {}).items():
+		# pika leaves a name that is no UTF-8 as bytes, which no header reader expects.
+		name = text(name)
 		value = amqp_header(name, value)
 		if isinstance(value, str | bytes | int | float):
 			headers.append((name, text(value)))
@@ -70,3 +78,36 @@ def amqp_header(name: str, value: Any) -> Any:
 			# reader to judge; raised here, it stopped every consumer the message was handed to.
 			return value
 	return format_time(value)
+
+
+AMQP_TIMESTAMP = b"T"
+
+
+def read_timestamps_leniently() -> None:
+	"""Makes pika read an AMQP timestamp past what a datetime holds (the year 9999) as its seconds, in text.
+
+	pika turns every timestamp in a message's headers into a datetime while it reads the frame,
+	before any fabric code sees the message. One too large for that (any producer may write it,
+	in a header the fabric does not even read) raised there: the connection dropped, and the
+	message, unacknowledged, came back to drop it again, so nothing in the queue was handled
+	any more. As text it is one header among others; as the CloudEvents ``time``, no time.
+	"""
+	strict = pika.data.decode_value
+	if getattr(strict, "lenient", False):
+		return
+
+	def decode_value(encoded: bytes, offset: int) -> tuple[Any, int]:
+		try:
+			return strict(encoded, offset)
+		except (OverflowError, ValueError, OSError):
+			if encoded[offset : offset + 1] != AMQP_TIMESTAMP:
+				raise
+			(seconds,) = struct.unpack_from(">Q", encoded, offset + 1)
+			return str(seconds), offset + 9
+
+	decode_value.lenient = True
+	# decode_table and arrays look it up in the module at each value, nested ones included.
+	pika.data.decode_value = decode_value
+
+
+read_timestamps_leniently()

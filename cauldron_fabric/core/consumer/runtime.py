@@ -126,6 +126,9 @@ class Consumer:
 		"""Processes one message to a safe outcome and returns which (``processed``, ``retried``…)."""
 		if message.broker_death is not None:
 			return self.outcomes.broker_dead(message)
+		if message.unreadable is not None:
+			failure = Failure.of(INVALID_ENVELOPE, InvalidEnvelope([message.unreadable]))
+			return self.outcomes.dead_letter(message, failure, message.attempt, None)
 		due = self._due(message)
 		if due is not None and due > self.clock():
 			self.source.defer(message, due)
