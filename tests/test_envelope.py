@@ -225,6 +225,20 @@ def test_the_fallback_writes_nan_and_infinity_as_null_like_the_fast_encoder():
 	assert strict_loads(dumps(odd)) == {"n": 2**70, "x": None, "deep": [{"y": None}], "tags": [None]}
 
 
+def test_a_body_with_nan_infinity_or_an_overflowing_number_is_no_json():
+	body = make_envelope("Sales Order", "SO-1", qty=1).to_json()
+	assert Envelope.from_json(body).data.payload == {"qty": 1}
+	for token, says in (
+		("NaN", "NaN is no JSON value"),
+		("-Infinity", "-Infinity is no JSON value"),
+		("1e999", "1e999 is too large for a number"),
+	):
+		with pytest.raises(InvalidEnvelope) as caught:
+			Envelope.from_json(body.replace('"qty":1', f'"qty":{token}'))
+		assert "body is not valid JSON" in str(caught.value) and says in str(caught.value)
+	assert Envelope.from_json(body.replace('"qty":1', '"qty":1.5e300')).data.payload == {"qty": 1.5e300}
+
+
 def test_rfc_3339_is_told_apart_from_the_rest_of_iso_8601():
 	for good in ("2026-11-27T14:00:00Z", "2026-11-27t14:00:00.123456z", "2026-11-27T14:00:00-05:30"):
 		assert is_rfc3339(good), good

@@ -195,7 +195,19 @@ def _envelope(body: dict[str, Any], unknown: list[str]) -> Envelope:
 	}
 	# Bytes as stored and sent (UTF-8), not characters of \u-escaped JSON: an emoji is 4 bytes,
 	# not the 12 characters of its escaped surrogate pair.
-	if len(json.dumps(complete, default=str, ensure_ascii=False).encode()) > MAX_BODY_BYTES:
+	try:
+		size = len(json.dumps(complete, default=str, ensure_ascii=False, allow_nan=False).encode())
+	except ValueError:
+		# Frappe's request parser reads NaN, Infinity and 1e999 (too large: infinite); JSON has
+		# no such values, and the event would have gone out with null in their place.
+		size = 0
+		problems.append(
+			_(
+				"the event holds NaN or an infinite number (such as 1e999), which JSON has no value for; "
+				"send a number, null or a string"
+			)
+		)
+	if size > MAX_BODY_BYTES:
 		problems.append(
 			_("the event is larger than {0} KiB; send a reference instead").format(MAX_BODY_BYTES // 1024)
 		)

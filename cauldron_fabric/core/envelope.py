@@ -278,11 +278,27 @@ class Envelope:
 
 
 def load_json(text: str | bytes) -> Any:
-	"""Parses a message body; raises InvalidEnvelope when it is not JSON."""
+	"""Parses a message body; raises InvalidEnvelope when it is not JSON.
+
+	``NaN``, ``Infinity`` and a number too large for a float (``1e999``) are refused: JSON has
+	no such values (RFC 8259), the standard library alone reads them, and a handler given one
+	would store or compare a float that is no number.
+	"""
 	try:
-		return json.loads(text)
+		return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
 	except (ValueError, RecursionError) as exc:  # not UTF-8 is a ValueError; nested thousands deep
 		raise InvalidEnvelope([f"body is not valid JSON ({exc})"]) from exc
+
+
+def _no_constant(token: str) -> Any:
+	raise ValueError(f"{token} is no JSON value: send a number, or null")
+
+
+def _finite_float(token: str) -> float:
+	value = float(token)
+	if not math.isfinite(value):
+		raise ValueError(f"{token[:40]} is too large for a number: send it as a string")
+	return value
 
 
 def json_depth(value: Any) -> int:

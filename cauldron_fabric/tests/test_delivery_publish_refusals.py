@@ -10,7 +10,8 @@ from cauldron_fabric.api import publish as publish_api
 from cauldron_fabric.core.envelope import MAX_PAYLOAD_DEPTH
 from cauldron_fabric.emit.policy import current_policy
 from cauldron_fabric.tests.test_approval_support import APPROVER, approval_requested, receive
-from cauldron_fabric.tests.test_delivery_publish_support import PublishCase
+from cauldron_fabric.tests.test_delivery_publish_support import URL, PublishCase
+from cauldron_fabric.tests.test_http_support import request
 from cauldron_fabric.tests.utils import ensure_custom_doctype, events_after, fabric_settings, last_seq
 
 
@@ -183,6 +184,40 @@ class TestPublishRefusals(PublishCase):
 			{"type": "lore.note.saved", "data": data, "dataContentType": "application/json; charset=utf-8"}
 		)
 		self.assertEqual(typed.status_code, 200, typed.text)
+
+	def test_nan_and_infinite_numbers_are_refused_not_sent_as_null(self):
+		# Frappe's request parser reads these tokens; the event went out with null instead.
+		data = {"entity": "Note", "entityId": self.tag}
+		for label, body in (
+			(
+				"NaN",
+				json.dumps({"type": "lore.note.saved", "data": {**data, "payload": {"x": float("nan")}}}),
+			),
+			(
+				"-Infinity",
+				json.dumps({"type": "lore.note.saved", "data": {**data, "payload": {"x": [float("-inf")]}}}),
+			),
+			(
+				"1e999",
+				json.dumps({"type": "lore.note.saved", "data": {**data, "payload": {"x": 0}}}).replace(
+					'"x": 0', '"x": 1e999'
+				),
+			),
+		):
+			with self.subTest(label=label):
+				self.assertIn(label, body)
+				response = request(
+					"post",
+					URL,
+					data=body,
+					content_type="application/json",
+					headers={"Authorization": self.token},
+				)
+				self.assertEqual(response.status_code, 422, response.text)
+				self.assertIn("NaN or an infinite number (such as 1e999)", response.json["exception"])
+		self.assertEqual(events_after(self.start, "Note", self.tag), [])
+		fine = self.publish({"type": "lore.note.saved", "data": {**data, "payload": {"x": 1.5e300}}})
+		self.assertEqual(fine.status_code, 200, fine.text)
 
 	def test_a_payload_nested_hundreds_deep_gets_422_not_500(self):
 		# Serialising it recursed past Python's stack (RecursionError), and Frappe's error log
