@@ -154,3 +154,44 @@ def test_envelope_survives_every_form_in_sequence(envelope):
 
 def _pair(wire):
 	return wire.headers, wire.body
+
+
+FOREIGN = {
+	"specversion": "1.0",
+	"id": "e-7",
+	"type": "agent.task.created",
+	"source": "agents",
+	"time": "2026-11-26T10:00:00Z",
+	"data": {"title": "x"},
+}
+
+
+def test_structured_attributes_of_the_wrong_json_type_are_refused_not_turned_into_text():
+	for key, value, says in (
+		("id", {"a": 1}, "'id' must be a string, not a JSON object"),
+		("type", ["agent.task.created"], "'type' must be a string, not a JSON array"),
+		("source", 5, "'source' must be a string, not a JSON number"),
+		("dataschema", True, "'dataschema' must be a string, not a JSON boolean"),
+		("correlationid", {"a": 1}, "'correlationid' must be a string or an integer, not a JSON object"),
+		("tenantid", 1.5, "'tenantid' must be a string or an integer, not a JSON number"),
+	):
+		with pytest.raises(InvalidEnvelope) as caught:
+			ce.from_structured({**FOREIGN, key: value})
+		assert says in str(caught.value), (key, str(caught.value))
+	# An integer extension is one of CloudEvents' types: it is kept, as text.
+	assert ce.from_structured({**FOREIGN, "correlationid": 42}).metadata.correlation_id == "42"
+
+
+def test_a_binary_cloudevent_without_a_body_has_an_empty_payload():
+	headers = [
+		("ce_specversion", "1.0"),
+		("ce_id", "e-8"),
+		("ce_type", "agent.task.deleted"),
+		("ce_source", "agents"),
+		("ce_time", "2026-11-26T10:00:00Z"),
+		("ce_subject", "Agent Task/T-1"),
+	]
+	for body in (b"", None):
+		envelope = ce.from_headers(headers, body)
+		assert envelope.data.payload == {} and envelope.data.entity_id == "T-1"
+	assert ce.from_headers(headers, b"7").data.payload == {"value": 7}

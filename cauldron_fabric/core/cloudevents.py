@@ -142,6 +142,7 @@ def from_attributes(attributes: Mapping[str, Any], data: Any, content_type: str 
 		for key in ("id", "type", "source")
 		if not attributes.get(key)
 	]
+	problems += _attribute_type_problems(attributes)
 	spec = str(attributes.get("specversion") or SPEC_VERSION)
 	if spec != SPEC_VERSION:
 		problems.append(f"CloudEvent specversion must be {SPEC_VERSION!r}, got {spec!r}")
@@ -168,6 +169,26 @@ def from_attributes(attributes: Mapping[str, Any], data: Any, content_type: str 
 	return Envelope.from_dict(body)
 
 
+# CloudEvents' own attributes are strings (``time`` a timestamp); the fabric's extensions may
+# also be integers, as CloudEvents' type system allows. In structured mode a producer can send
+# any JSON: an object there used to become its Python text ("{'a': 1}") without a word.
+_STRING_ATTRIBUTES = ("id", "type", "source", "specversion", "datacontenttype", "dataschema", "subject")
+_EXTENSIONS = ("correlationid", "causationid", "userid", "tenantid")
+
+
+def _attribute_type_problems(attributes: Mapping[str, Any]) -> list[str]:
+	problems = []
+	for key in (*_STRING_ATTRIBUTES, *_EXTENSIONS):
+		value = attributes.get(key)
+		if value is None or isinstance(value, str):
+			continue
+		if key in _EXTENSIONS and isinstance(value, int) and not isinstance(value, bool):
+			continue
+		kind = "a string or an integer" if key in _EXTENSIONS else "a string"
+		problems.append(f"CloudEvent attribute '{key}' must be {kind}, not a JSON {_json_kind(value)}")
+	return problems
+
+
 def _event_data(attributes: Mapping[str, Any], data: Any) -> dict[str, Any]:
 	if isinstance(data, Mapping) and {"entity", "entityId", "action"} <= data.keys():
 		return {
@@ -179,7 +200,8 @@ def _event_data(attributes: Mapping[str, Any], data: Any) -> dict[str, Any]:
 	# A CloudEvent from another producer: derive the seed fields from subject and type.
 	entity, _, entity_id = str(attributes.get("subject") or "").partition("/")
 	action = str(attributes.get("type") or "").rsplit(".", 1)[-1]
-	payload = data if isinstance(data, Mapping) else {"value": data}
+	# No body (or null) is no payload, not a payload holding null.
+	payload = data if isinstance(data, Mapping) else {} if data is None else {"value": data}
 	return {
 		"entity": entity or "unknown",
 		"entityId": entity_id or str(attributes.get("id")),
@@ -307,6 +329,8 @@ def _json_kind(value: Any) -> str:
 		return "boolean"
 	if isinstance(value, int | float):
 		return "number"
+	if isinstance(value, Mapping):
+		return "object"
 	return {str: "string", list: "array", type(None): "null"}.get(type(value), type(value).__name__)
 
 
