@@ -182,6 +182,30 @@ def test_rabbitmq_a_reply_to_a_queue_declared_late_is_sent_once_it_exists(tables
 		bus.close()
 
 
+def test_rabbitmq_a_correlation_id_too_long_for_amqp_goes_back_in_its_header(tables):
+	"""AMQP's correlation_id property holds 255 bytes; a requester's header may hold more."""
+	bus = RabbitBus()
+	try:
+		channel, request = bus.channel(), price_request()
+		consumer = responder(bus, channel, tables)
+		reply_queue = f"replies.{uuid.uuid4().hex[:8]}"
+		bus.queues.add(reply_queue)
+		bus.connection.channel().queue_declare(reply_queue)
+		long_id = "c" * 300
+		publish_amqp_request(channel, request, reply_queue, {CORRELATION_ID: long_id})
+		try:
+			assert consume_until(consumer, lambda: consumer.stats.totals().processed >= 1, 20)
+		finally:
+			consumer.close()
+		method, properties, body = bus.connection.channel().basic_get(reply_queue, auto_ack=True)
+		assert method is not None, "the reply never reached the queue"
+		assert properties.correlation_id is None and properties.headers[CORRELATION_ID] == long_id
+		assert Envelope.from_json(body).data.payload == {"price": 5.0}
+		assert consumer.stats.totals().unreplied == 0
+	finally:
+		bus.close()
+
+
 def test_a_reply_address_that_never_takes_the_reply_is_given_up_after_the_attempts(bus, tables):
 	"""Kafka: a reply partition the reply topic does not have; RabbitMQ: a queue never declared."""
 	channel, request = bus.channel(), price_request()

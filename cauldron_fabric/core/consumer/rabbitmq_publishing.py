@@ -43,15 +43,25 @@ def copy_properties(headers: Sequence[tuple[str, str]]) -> pika.BasicProperties:
 	)
 
 
+SHORT_STRING_BYTES = 255
+
+
 def reply_properties(request: InboundMessage, envelope: Envelope) -> pika.BasicProperties:
 	"""Returns the properties of a reply: its CloudEvents headers and the request's correlation id."""
 	headers = {
 		f"cloudEvents_{name[3:]}": value for name, value in kafka_headers(envelope) if name.startswith("ce_")
 	}
+	correlation = request.header(CORRELATION_ID) or envelope.metadata.causation_id
+	if correlation and len(correlation.encode()) > SHORT_STRING_BYTES:
+		# AMQP's correlation_id holds 255 bytes. pika refused a longer one at publish, which the
+		# reply took for a lost connection: it dropped the connection at every attempt and the
+		# reply was given up. The requester's id travels in the header it came in instead.
+		headers[CORRELATION_ID] = correlation
+		correlation = None
 	return pika.BasicProperties(
 		headers=headers,
 		content_type="application/json",
-		correlation_id=request.header(CORRELATION_ID) or envelope.metadata.causation_id,
+		correlation_id=correlation,
 		message_id=envelope.id,
 		type=envelope.type,
 	)
