@@ -7,6 +7,7 @@ event with something odd beside it). Failures of the parser itself (non-JSON, ne
 ids, unreadable ce_ headers) are covered in test_consumer_failures.py.
 """
 
+import gzip
 import json
 import uuid
 
@@ -93,13 +94,13 @@ def test_rabbitmq_odd_headers_and_huge_bodies_leave_the_connection_and_the_queue
 		huge = json.dumps({"blob": "x" * 5_000_000}).encode()
 		publisher = bus.connection.channel()
 
-		def publish(envelope, odd=None):
+		def publish(envelope, odd=None, encoding=None, pack=lambda body: body):
 			_, body, ce_headers, routing_key = wire(envelope)
 			amqp = {f"cloudEvents_{name[3:]}": value for name, value in ce_headers if name.startswith("ce_")}
 			properties = pika.BasicProperties(
-				headers={**amqp, **(odd or {})}, content_type="application/json"
+				headers={**amqp, **(odd or {})}, content_type="application/json", content_encoding=encoding
 			)
-			publisher.basic_publish(channel, routing_key, body, properties)
+			publisher.basic_publish(channel, routing_key, pack(body), properties)
 
 		publish(item("good", 1))
 		with amqp_fields():
@@ -111,16 +112,21 @@ def test_rabbitmq_odd_headers_and_huge_bodies_leave_the_connection_and_the_queue
 		# dead-lettered as a TypeError of the parser.
 		publish(item("good", 3), {b"\xff\xfe-trace": "1"})
 		publisher.basic_publish(channel, "garbage.created", huge, pika.BasicProperties())
-		publish(item("good", 4))
+		# A compressed body: read as it came it was "not valid JSON (byte 0x8b)"; the charset
+		# some clients write as the encoding is no compression.
+		publish(item("zipped", 5), encoding="gzip", pack=gzip.compress)
+		publish(item("good", 4), encoding="utf-8")
 		try:
-			consumer.run(lambda: len(tracking.effects) == 4 and len(letters) == 1, max_seconds=30)
+			consumer.run(lambda: len(tracking.effects) == 4 and len(letters) == 2, max_seconds=30)
 		finally:
 			consumer.close()
 		assert sorted(n for n, _ in tracking.effects) == [1, 2, 3, 4]
-		(letter,) = letters
+		letter, zipped = letters
 		assert letter.failure.reason == INVALID and letter.body == huge
 		assert "'id' is required" in letter.failure.message
-		((headers, body),) = bus.dead_letters(options.group, 1)
+		assert zipped.failure.reason == INVALID and gzip.decompress(zipped.body)
+		assert "its body is 'gzip'-encoded (AMQP content_encoding)" in zipped.failure.message
+		(headers, body), _ = bus.dead_letters(options.group, 2)
 		assert body == huge and headers[DEAD_LETTER_REASON] == INVALID
 		assert bus.lag(options.group, channel) == 0
 	finally:

@@ -20,6 +20,9 @@ import pika.data
 from cauldron_fabric.core.consumer.messages import CORRELATION_ID, REPLY_TO, InboundMessage, text
 from cauldron_fabric.core.envelope import format_time
 
+# content_encoding values under which the body is the bytes themselves (kombu, for one, writes
+# the charset there); anything else (gzip, deflate, zstd…) is a compression the fabric does not undo.
+PLAIN_ENCODINGS = frozenset({"", "identity", "utf-8", "utf8", "binary", "7bit", "8bit"})
 PARTITION_KEY_HEADERS = ("cloudEvents_partitionkey", "ce-partitionkey", "ce_partitionkey")
 TIME_HEADERS = ("cloudevents_time", "cloudevents:time", "ce-time", "ce_time")
 
@@ -46,6 +49,15 @@ def inbound_message(
 	if properties.correlation_id and not (properties.headers or {}).get(CORRELATION_ID):
 		headers.append((CORRELATION_ID, properties.correlation_id))
 	key = next((text(v) for k, v in headers if k in PARTITION_KEY_HEADERS), None)
+	encoding = text(properties.content_encoding or "").strip()
+	unreadable = None
+	if encoding.lower() not in PLAIN_ENCODINGS:
+		# Read as it came, a gzip body was "not valid JSON (can't decode byte 0x8b)", and a
+		# plain body labelled gzip was handled: neither says what the producer did.
+		unreadable = (
+			f"its body is {encoding[:40]!r}-encoded (AMQP content_encoding), which the fabric does not "
+			"decode: publish the event uncompressed"
+		)
 	return InboundMessage(
 		topic,
 		0,
@@ -56,6 +68,7 @@ def inbound_message(
 		(properties.timestamp or 0) * 1000 or None,
 		handle=(generation, method.delivery_tag),
 		broker_death=broker_death,
+		unreadable=unreadable,
 	)
 
 
