@@ -10,6 +10,7 @@ import click
 from frappe.commands import get_site, pass_context
 
 from cauldron_fabric.emit.watch import watch_writes
+from cauldron_fabric.services.cli import SECONDS, connect_site
 
 # bench imports this module in the process of every command, before the command runs (to list
 # the app's commands): `bench execute`, `bench console` and `bench run-patch` run none of the
@@ -20,7 +21,7 @@ watch_writes()
 
 @click.group("fabric")
 def fabric() -> None:
-	"""Cauldron Fabric: relay and inspect events."""
+	"""Cauldron Fabric: relay, deliver and consume events; status and typed-event codegen."""
 
 
 @fabric.command("relay")
@@ -29,7 +30,9 @@ def fabric() -> None:
 	type=click.IntRange(1, 10000),
 	help="Events per batch, 1-10000 (default: Fabric Settings).",
 )
-@click.option("--seconds", type=float, help="Stop after this many seconds (default: run until SIGTERM).")
+@click.option(
+	"--seconds", type=SECONDS, help="Stop after this many seconds, more than 0 (default: run until SIGTERM)."
+)
 @pass_context
 def relay(context, batch_size: int | None = None, seconds: float | None = None) -> None:
 	"""Publishes committed events within milliseconds; SIGTERM finishes the batch in hand, then stops."""
@@ -39,8 +42,7 @@ def relay(context, batch_size: int | None = None, seconds: float | None = None) 
 	from cauldron_fabric.services.signals import stop_requested
 
 	stopping = stop_requested()
-	frappe.init(site=get_site(context))
-	frappe.connect()
+	connect_site(get_site(context))
 	# Frappe's start-up objects live as long as the process; frozen, the garbage collector
 	# stops walking them on every collection the relay's batches trigger.
 	gc.freeze()
@@ -60,8 +62,7 @@ def status(context) -> None:
 
 	from cauldron_fabric.services.status import site_status
 
-	frappe.init(site=get_site(context))
-	frappe.connect()
+	connect_site(get_site(context))
 	try:
 		click.echo(json.dumps(site_status(), indent=2, default=str))
 	finally:

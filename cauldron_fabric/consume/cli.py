@@ -10,6 +10,7 @@ event in hand, commits and leaves the group, then the command exits 0.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -18,6 +19,8 @@ from collections.abc import Callable
 
 import click
 from frappe.commands import get_site, pass_context
+
+from cauldron_fabric.services.cli import SECONDS, connect_site, not_blank
 
 RESTART_DELAY = 2.0
 MAX_RESTART_DELAY = 60.0
@@ -36,8 +39,11 @@ def _consume_in_this_process(site: str, options: dict, stopping: list[int]) -> i
 	from cauldron_fabric.consume.runner import run_consumer_for
 	from cauldron_fabric.core.errors import ConfigurationError
 
-	frappe.init(site=site)
-	frappe.connect()
+	try:
+		connect_site(site)
+	except click.ClickException as exc:
+		click.echo(f"fabric consumer: {exc.format_message()}", err=True)
+		return 2  # refused: a supervisor's restart would meet the same refusal
 	try:
 		click.echo(f"fabric consumer {os.getpid()} for {site} started", err=True)
 		totals = run_consumer_for(should_stop=lambda: bool(stopping), **options)
@@ -132,24 +138,61 @@ def _supervise(
 	return 1 if failed else 0
 
 
+def _topics(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str]:
+	"""Splits ``--topics``; refuses a value that names none (``''``, ``','``) instead of ignoring it."""
+	topics = _split(value)
+	if value is not None and not topics:
+		raise click.BadParameter(
+			f"{value!r} names no topic. Pass names separated by commas, such as "
+			"cauldron.agent,cauldron.synapse, or leave --topics out for the handlers' topics."
+		)
+	return topics
+
+
+def _pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+	"""Refuses an empty ``--pattern``, and one Python cannot compile at all (too large, too deep).
+
+	A pattern that is merely not a regex is left to the consumer: on RabbitMQ it is a binding key.
+	"""
+	not_blank(ctx, param, value)
+	if value is not None:
+		try:
+			re.compile(value)
+		except re.error:
+			pass
+		except (OverflowError, RecursionError) as exc:
+			raise click.BadParameter(
+				f"cannot be compiled ({exc}). Pass a shorter regex such as '^cauldron\\..*', or --topics."
+			) from None
+	return value
+
+
 @click.command("consume")
-@click.option("--group", help="Consumer group (default: Fabric Settings).")
+@click.option("--group", callback=not_blank, help="Consumer group (default: Fabric Settings).")
 @click.option(
-	"--topics", help="Comma-separated Kafka topics, or RabbitMQ binding keys (default: from the handlers)."
+	"--topics",
+	callback=_topics,
+	help="Comma-separated Kafka topics, or RabbitMQ binding keys (default: from the handlers).",
 )
-@click.option("--pattern", help="A Kafka topic regex such as '^cauldron\\..*' (RabbitMQ: one binding key).")
+@click.option(
+	"--pattern",
+	callback=_pattern,
+	help="A Kafka topic regex such as '^cauldron\\..*' (RabbitMQ: one binding key).",
+)
 @click.option(
 	"--concurrency", type=click.IntRange(1, 64), default=1, show_default=True, help="Consumer processes."
 )
 @click.option(
 	"--broker", type=click.Choice(["kafka", "rabbitmq"]), help="When both are configured (default: kafka)."
 )
-@click.option("--seconds", type=float, help="Stop after this many seconds (default: run until SIGTERM).")
+@click.option(
+	"--seconds", type=SECONDS, help="Stop after this many seconds, more than 0 (default: run until SIGTERM)."
+)
 @pass_context
 def consume(
 	context,
 	group: str | None = None,
-	topics: str | None = None,
+	topics: list[str] | None = None,
 	pattern: str | None = None,
 	concurrency: int = 1,
 	broker: str | None = None,
@@ -161,7 +204,7 @@ def consume(
 	site = get_site(context)
 	options = {
 		"group": group,
-		"topics": _split(topics),
+		"topics": topics or [],
 		"pattern": pattern,
 		"broker": broker,
 		"max_seconds": seconds,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 from frappe.commands import get_site, pass_context
 
+from cauldron_fabric.services.cli import SECONDS, connect_site
+
 
 @click.command("deliver")
 @click.option(
@@ -12,7 +14,9 @@ from frappe.commands import get_site, pass_context
 	type=click.IntRange(1, 5000),
 	help="Deliveries per batch, 1-5000 (default: Fabric Settings).",
 )
-@click.option("--seconds", type=float, help="Stop after this many seconds (default: run until SIGTERM).")
+@click.option(
+	"--seconds", type=SECONDS, help="Stop after this many seconds, more than 0 (default: run until SIGTERM)."
+)
 @pass_context
 def deliver(context, batch_size: int | None = None, seconds: float | None = None) -> None:
 	"""Delivers events to subscriptions moments after commit; SIGTERM finishes the batch in hand, then stops."""
@@ -22,8 +26,7 @@ def deliver(context, batch_size: int | None = None, seconds: float | None = None
 	from cauldron_fabric.services.signals import stop_requested
 
 	stopping = stop_requested()
-	frappe.init(site=get_site(context))
-	frappe.connect()
+	connect_site(get_site(context))
 	try:
 		click.echo(f"fabric delivery worker for {frappe.local.site} started", err=True)
 		run_delivery_worker(stopping, max_seconds=seconds, batch_size=batch_size)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 from frappe.commands import get_site, pass_context
+
+from cauldron_fabric.services.cli import connect_site, not_blank
 
 
 @click.command("codegen")
@@ -11,14 +15,18 @@ from frappe.commands import get_site, pass_context
 	"--out",
 	"out",
 	required=True,
+	callback=not_blank,
 	type=click.Path(file_okay=False, writable=True),
-	help="Directory to write cauldron_events.py and cauldron_events.ts into (created if missing).",
+	help="Directory to write cauldron_events.py and cauldron_events.ts into (created if missing; "
+	"a relative path is taken from the bench's sites folder).",
 )
 @click.option(
 	"--subject",
 	"patterns",
 	multiple=True,
-	help="Only event types matching this pattern, e.g. 'agent.*' (repeat for more; default: all).",
+	callback=not_blank,
+	help="Only event types matching this glob, e.g. 'agent.*' (* matches dots too; "
+	"repeat for more; default: all).",
 )
 @pass_context
 def codegen(context, out: str, patterns: tuple[str, ...] = ()) -> None:
@@ -28,8 +36,7 @@ def codegen(context, out: str, patterns: tuple[str, ...] = ()) -> None:
 	from cauldron_fabric.core.schema import write_sources
 	from cauldron_fabric.registry.documentation import codegen_schemas
 
-	frappe.init(site=get_site(context))
-	frappe.connect()
+	connect_site(get_site(context))
 	try:
 		schemas = codegen_schemas(patterns)
 		if not schemas:
@@ -38,7 +45,16 @@ def codegen(context, out: str, patterns: tuple[str, ...] = ()) -> None:
 				+ (", ".join(patterns) if patterns else "(the registry is empty: run bench migrate)")
 				+ "."
 			)
-		for path in write_sources(schemas, out):
+		folder = os.path.abspath(out)
+		try:
+			written = write_sources(schemas, folder)
+		except OSError as exc:
+			raise click.ClickException(
+				f"Cannot write the types into {folder}: {exc.strerror or exc}"
+				+ (f" ({exc.filename})" if exc.filename else "")
+				+ ". Pass --out a directory you can write to (it is created if missing)."
+			) from None
+		for path in written:
 			click.echo(f"wrote {path} ({len(schemas)} event types)")
 	finally:
 		frappe.destroy()
