@@ -2,6 +2,7 @@
 patterns match, and what the broker sets aside in them kept as dead letters.
 """
 
+import re
 import time
 import uuid
 
@@ -190,5 +191,27 @@ def test_rabbitmq_a_group_whose_queue_exists_with_other_arguments_is_refused_wit
 		with pytest.raises(ConfigurationError, match="inequivalent arg") as refused:
 			bus.source(options, after)
 		assert "consume as another group" in str(refused.value)
+	finally:
+		bus.close()
+
+
+def test_rabbitmq_binding_keys_that_no_event_type_can_match_are_refused_before_connecting():
+	# A Kafka regex or a key with spaces (--topics 'bad key') bound the queue to nothing any
+	# event is routed by: the consumer ran, consuming nothing, without a word.
+	options = ConsumerOptions(group=f"keys-{uuid.uuid4().hex[:6]}", poll_timeout=0.1)
+	for key, says in (
+		("^cauldron\\..*", "is not a lower-case word"),
+		("bad key", "'bad key' is not a lower-case word"),
+		("agent.task*", "wildcards stand for whole words"),
+	):
+		with pytest.raises(ConfigurationError, match=re.escape(says)):
+			open_source("amqp://guest:guest@127.0.0.1:1/%2F", options, [key])
+	bus = RabbitBus()
+	try:
+		keys = ["agent.#", "agent.*.created", "#", "sales_invoice.**"]
+		source = open_source(bus.url, options, keys, broker_options={"exchange": bus.channel()})
+		bus.remember(options.group, source.retry_delays)
+		assert source.binding_keys == ["agent.#", "agent.*.created", "#", "sales_invoice.#"]
+		source.close()
 	finally:
 		bus.close()

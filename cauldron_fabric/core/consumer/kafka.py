@@ -98,7 +98,7 @@ class KafkaSource(MessageSource):
 			# librdkafka refuses a broken regex with a bare "invalid argument" at subscribe time.
 			try:
 				re.compile(self.pattern)
-			except re.error as exc:
+			except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999}; ((((…deep
 				raise ConfigurationError(
 					f"The topic pattern {pattern!r} is not a regular expression ({exc}).",
 					hint="Pass a regex such as --pattern '^cauldron\\..*', or --topics T1,T2.",

@@ -58,6 +58,7 @@ from cauldron_fabric.core.consumer.rabbitmq_queues import (
 	retry_queue,
 )
 from cauldron_fabric.core.consumer.reply_addresses import ReplyAddressPolicy, reply_address_patterns
+from cauldron_fabric.core.delivery.matching import compile_pattern
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
 from cauldron_fabric.core.transports.amqp import DEFAULT_EXCHANGE, connection_parameters
@@ -100,6 +101,10 @@ class RabbitMQSource(MessageSource):
 		self.options = dict(options or {})
 		self.url, self.group, self.queue = url, group, group
 		self.exchange = self.options.get("exchange") or DEFAULT_EXCHANGE
+		for key in binding_keys:
+			# A Kafka regex or a word with spaces bound the queue to keys no event type has: the
+			# consumer ran, consuming nothing. AMQP's '#' is taken as the patterns' '**'.
+			compile_pattern(".".join("**" if word == "#" else word for word in key.strip().split(".")))
 		self.binding_keys = [amqp_binding_key(k) for k in binding_keys]
 		self.retry_delays = list(retry_delays) or [1.0]
 		# Delays of other attempts settings: their queues, if declared, may still hold retries.
