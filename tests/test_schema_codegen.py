@@ -204,3 +204,13 @@ def test_recursive_types_compile_with_tsc(tmp_path):
 		[_tsc(), "--strict", "--noEmit", str(bad)], capture_output=True, text=True, timeout=300
 	)
 	assert run.returncode != 0 and "number" in run.stdout
+
+
+def test_a_failed_write_leaves_the_last_pair_of_files_as_it_was(tmp_path):
+	python_path, typescript_path = write_sources(ODD, tmp_path)
+	before = (python_path.read_text(), typescript_path.read_text())
+	(tmp_path / ".cauldron_events.ts.tmp").mkdir()  # the TypeScript file cannot be written aside
+	with pytest.raises(OSError):
+		write_sources({**ODD, **TREE}, tmp_path)
+	assert (python_path.read_text(), typescript_path.read_text()) == before
+	assert not (tmp_path / ".cauldron_events.py.tmp").exists()

@@ -12,8 +12,10 @@ itself; one that leads to no object (an array of arrays of itself) is spelt as u
 
 from __future__ import annotations
 
+import contextlib
 import json
 import keyword
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -299,8 +301,19 @@ def write_sources(schemas: Mapping[str, Any], directory: str | Path) -> list[Pat
 		(PYTHON_FILE, python_source),
 		(TYPESCRIPT_FILE, typescript_source),
 	)
-	for filename, make in render:
-		path = folder / filename
-		path.write_text(make(schemas), encoding="utf-8")
-		written.append(path)
+	# Both are written aside first, then moved into place: a write failing halfway (a full disk)
+	# leaves the last pair as it was, not a new Python file beside an old TypeScript one.
+	staged = []
+	try:
+		for filename, make in render:
+			aside = folder / f".{filename}.tmp"
+			staged.append(aside)
+			aside.write_text(make(schemas), encoding="utf-8")
+		for aside, (filename, _) in zip(staged, render, strict=True):
+			os.replace(aside, folder / filename)
+			written.append(folder / filename)
+	finally:
+		for aside in staged:
+			with contextlib.suppress(OSError):
+				aside.unlink(missing_ok=True)
 	return written
