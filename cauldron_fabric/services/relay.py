@@ -262,6 +262,18 @@ def _report_unusable(reporter: StatusReporter, exc: ConfigurationError) -> None:
 	reporter.write()
 
 
+def _wait_unless_stopped(waker: RedisWaker, seconds: float, stop: Callable[[], bool]) -> None:
+	"""Waits for a wake-up or ``seconds``, a second at a time, so SIGTERM is heeded promptly.
+
+	A signal does not cut a wait for Redis short: a relay idle for want of a broker took up to
+	SETTINGS_RECHECK_SECONDS to stop.
+	"""
+	deadline = time.monotonic() + seconds
+	while not stop() and (left := deadline - time.monotonic()) > 0:
+		if waker.wait(min(1.0, left)):
+			return
+
+
 def run_relay_for(
 	should_stop: Callable[[], bool] = lambda: False,
 	max_seconds: float | None = None,
@@ -309,7 +321,7 @@ def run_relay_for(
 			if max_seconds is not None:
 				budget = min(budget, max(0.0, max_seconds - (time.monotonic() - started)))
 			if relay is None:
-				waker.wait(budget)
+				_wait_unless_stopped(waker, budget, stop)
 				continue
 			try:
 				relay.run(stop, waker, max_seconds=budget)

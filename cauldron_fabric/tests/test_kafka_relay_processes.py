@@ -15,7 +15,7 @@ from cauldron_fabric.services.heartbeats import process_name, safety_net_name
 from cauldron_fabric.services.relay import STATUS_KEY
 from cauldron_fabric.services.status import relay_statuses
 from cauldron_fabric.tests.test_kafka_relay_support import KafkaRelayCase, event_status, relay_until_idle
-from cauldron_fabric.tests.utils import assert_usage_error, start_fabric_command
+from cauldron_fabric.tests.utils import assert_usage_error, fabric_settings, start_fabric_command
 
 
 class TestRelayProcesses(KafkaRelayCase):
@@ -44,6 +44,27 @@ class TestRelayProcesses(KafkaRelayCase):
 		self.assertIn("fabric relay stopped", stderr)
 		frappe.delete_doc("ToDo", todo.name)
 		frappe.db.commit()
+
+	def test_a_relay_idle_for_want_of_a_broker_stops_promptly_on_sigterm(self):
+		# Its wait for a wake-up (or new settings) was not cut short by the signal: up to 10 s.
+		with fabric_settings(bootstrap_servers="", rabbitmq_url=""):
+			relay = start_fabric_command("relay", "--seconds", "60")
+			try:
+				deadline = time.monotonic() + 30
+				while time.monotonic() < deadline and not any(
+					r["name"].endswith(f":{relay.pid}") for r in relay_statuses()
+				):
+					time.sleep(0.1)  # until it has read the settings and found no broker
+				time.sleep(0.5)
+				asked = time.monotonic()
+				relay.send_signal(signal.SIGTERM)
+				_, stderr = relay.communicate(timeout=20)
+				took = time.monotonic() - asked
+			finally:
+				relay.kill()
+		self.assertEqual(relay.returncode, 0, stderr)
+		self.assertIn("fabric relay stopped", stderr)
+		self.assertLess(took, 4, "the idle relay waited out its settings check before stopping")
 
 	def test_relay_command_refuses_a_batch_size_out_of_range_with_a_clear_message(self):
 		todo = frappe.get_doc({"doctype": "ToDo", "description": "batch size"}).insert()
