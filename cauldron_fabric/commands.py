@@ -10,6 +10,12 @@ import click
 from frappe.commands import get_site, pass_context
 
 from cauldron_fabric.emit.watch import watch_writes
+from cauldron_fabric.services.all_sites import (
+	all_sites_requested,
+	each_site_with_app,
+	forwarded,
+	supervise_all_sites,
+)
 from cauldron_fabric.services.cli import SECONDS, connect_site
 
 # bench imports this module in the process of every command, before the command runs (to list
@@ -35,13 +41,19 @@ def fabric() -> None:
 )
 @pass_context
 def relay(context, batch_size: int | None = None, seconds: float | None = None) -> None:
-	"""Publishes committed events within milliseconds; SIGTERM finishes the batch in hand, then stops."""
+	"""Publishes committed events within milliseconds; SIGTERM finishes the batch in hand, then stops.
+
+	With --site all: one relay process for every site with the app, following sites as they come and go.
+	"""
 	import frappe
 
 	from cauldron_fabric.services.relay import run_relay_for
 	from cauldron_fabric.services.signals import stop_requested
 
 	stopping = stop_requested()
+	if all_sites_requested():
+		supervise_all_sites(["relay", *forwarded(batch_size=batch_size)], stopping, seconds)
+		return
 	connect_site(get_site(context))
 	# Frappe's start-up objects live as long as the process; frozen, the garbage collector
 	# stops walking them on every collection the relay's batches trigger.
@@ -49,7 +61,7 @@ def relay(context, batch_size: int | None = None, seconds: float | None = None) 
 	try:
 		click.echo(f"fabric relay for {frappe.local.site} started", err=True)
 		run_relay_for(stopping, max_seconds=seconds, batch_size=batch_size)
-		click.echo("fabric relay stopped", err=True)
+		click.echo(f"fabric relay for {frappe.local.site} stopped", err=True)
 	finally:
 		frappe.destroy()
 
@@ -57,11 +69,17 @@ def relay(context, batch_size: int | None = None, seconds: float | None = None) 
 @fabric.command("status")
 @pass_context
 def status(context) -> None:
-	"""Prints the outbox and delivery queue depths and the relays' and delivery workers' heartbeats as JSON."""
+	"""Prints the outbox and delivery queue depths and the relays' and delivery workers' heartbeats as JSON.
+
+	With --site all: one such report for every site with the app, by site name.
+	"""
 	import frappe
 
 	from cauldron_fabric.services.status import site_status
 
+	if all_sites_requested():
+		click.echo(json.dumps(each_site_with_app(site_status), indent=2, default=str))
+		return
 	connect_site(get_site(context))
 	try:
 		click.echo(json.dumps(site_status(), indent=2, default=str))

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import click
 from frappe.commands import get_site, pass_context
 
+from cauldron_fabric.services.all_sites import all_sites_requested, forwarded, supervise_all_sites
 from cauldron_fabric.services.cli import SECONDS, connect_site, not_blank
 
 RESTART_DELAY = 2.0
@@ -198,9 +199,20 @@ def consume(
 	broker: str | None = None,
 	seconds: float | None = None,
 ) -> None:
-	"""Runs the registered handlers on consumed events; SIGTERM finishes the event in hand, then stops."""
+	"""Runs the registered handlers on consumed events; SIGTERM finishes the event in hand, then stops.
+
+	With --site all: one such command for every site with the app, its options passed on.
+	"""
 	if topics and pattern:
 		raise click.UsageError("Pass --topics or --pattern, not both.")
+	if all_sites_requested():
+		from cauldron_fabric.services.signals import stop_requested
+
+		options = forwarded(group=group, topics=topics, pattern=pattern, broker=broker)
+		supervise_all_sites(
+			["consume", "--concurrency", str(concurrency), *options], stop_requested(), seconds
+		)
+		return
 	site = get_site(context)
 	options = {
 		"group": group,

@@ -7,6 +7,7 @@ import os
 import click
 from frappe.commands import get_site, pass_context
 
+from cauldron_fabric.services.all_sites import all_sites_requested
 from cauldron_fabric.services.cli import connect_site, not_blank
 
 
@@ -36,6 +37,10 @@ def codegen(context, out: str, patterns: tuple[str, ...] = ()) -> None:
 	from cauldron_fabric.core.schema import write_sources
 	from cauldron_fabric.registry.documentation import codegen_schemas
 
+	if all_sites_requested():
+		raise click.UsageError(
+			"codegen writes the types of one site's schema registry: pass that site with --site, not all."
+		)
 	connect_site(get_site(context))
 	try:
 		schemas = codegen_schemas(patterns)

@@ -326,7 +326,7 @@ class TestDeliverCommand(ReceiverCase):
 			worker.send_signal(signal.SIGTERM)
 			_, stderr = worker.communicate(timeout=30)
 		self.assertEqual(worker.returncode, 0, stderr)
-		self.assertIn("fabric delivery worker stopped", stderr)
+		self.assertIn(f"fabric delivery worker for {frappe.local.site} stopped", stderr)
 		self.assertEqual([r.status for r in deliveries(doc.name)], ["Delivered"])
 
 	def test_the_deliver_command_refuses_a_batch_size_out_of_range(self):

@@ -41,7 +41,7 @@ class TestRelayProcesses(KafkaRelayCase):
 			relay.send_signal(signal.SIGTERM)
 			_, stderr = relay.communicate(timeout=20)
 		self.assertEqual(relay.returncode, 0, stderr)
-		self.assertIn("fabric relay stopped", stderr)
+		self.assertIn(f"fabric relay for {frappe.local.site} stopped", stderr)
 		frappe.delete_doc("ToDo", todo.name)
 		frappe.db.commit()
 
@@ -63,7 +63,7 @@ class TestRelayProcesses(KafkaRelayCase):
 			finally:
 				relay.kill()
 		self.assertEqual(relay.returncode, 0, stderr)
-		self.assertIn("fabric relay stopped", stderr)
+		self.assertIn(f"fabric relay for {frappe.local.site} stopped", stderr)
 		self.assertLess(took, 4, "the idle relay waited out its settings check before stopping")
 
 	def test_relay_command_refuses_a_batch_size_out_of_range_with_a_clear_message(self):

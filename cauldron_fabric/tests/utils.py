@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ from typing import Any
 import frappe
 from frappe.tests.utils import FrappeTestCase, patch_hooks
 
+from cauldron_fabric.services import all_sites
 from cauldron_fabric.testing.kafka_broker import KafkaBroker
 
 ORDER = "Fabric Test Order"
@@ -222,7 +222,7 @@ def fabric_settings(**values):
 
 def bench_command(*args: str) -> list[str]:
 	"""Returns the command line of ``bench --site SITE *args`` for this site, as bench runs it."""
-	return [sys.executable, "-m", "frappe.utils.bench_helper", "frappe", "--site", frappe.local.site, *args]
+	return all_sites.bench_command(frappe.local.site, *args)
 
 
 def start_fabric_command(*args: str, **popen: Any) -> subprocess.Popen:
