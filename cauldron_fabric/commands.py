@@ -60,7 +60,9 @@ def relay(context, batch_size: int | None = None, seconds: float | None = None) 
 	gc.freeze()
 	try:
 		click.echo(f"fabric relay for {frappe.local.site} started", err=True)
-		run_relay_for(stopping, max_seconds=seconds, batch_size=batch_size)
+		run_relay_for(
+			stopping, max_seconds=seconds, batch_size=batch_size, say=lambda text: click.echo(text, err=True)
+		)
 		click.echo(f"fabric relay for {frappe.local.site} stopped", err=True)
 	finally:
 		frappe.destroy()

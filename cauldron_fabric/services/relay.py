@@ -186,11 +186,18 @@ def wake_relays() -> None:
 	wake(relay_channel())
 
 
+def _gist(error: str) -> str:
+	"""The kind of a relay error: its text up to the first detail (a colon or a parenthesis)."""
+	return error.split(":", 1)[0].split("(", 1)[0].strip()
+
+
 class StatusReporter:
 	"""Publishes a relay's heartbeat and last outcome to Redis, at most once a second."""
 
-	def __init__(self, name: str):
+	def __init__(self, name: str, say: Callable[[str], None] | None = None):
 		self.name = name
+		# Told when the relay's error begins, changes kind, or ends (the command's terminal).
+		self.say = say
 		self.totals = {"published": 0, "retrying": 0, "failed": 0}
 		self.last_error: str | None = None
 		self.last_report: RelayReport | None = None
@@ -208,12 +215,22 @@ class StatusReporter:
 		self.last_report = report
 		for key in self.totals:
 			self.totals[key] += getattr(report, key)
+		before = self.last_error
 		if report.error:
 			self.last_error = report.error
 		elif report.published or self._broker_back(report):
 			self.last_error = None
+		if self.say is not None and before != self.last_error:
+			self._tell(before)
 		if time.monotonic() - self._last_write >= 1:
 			self.write()
+
+	def _tell(self, before: str | None) -> None:
+		"""Says that publishing stopped working, or works again; an error only reworded is not news."""
+		if self.last_error is None:
+			self.say(f"fabric relay for {frappe.local.site}: publishing again")
+		elif before is None or _gist(before) != _gist(self.last_error):
+			self.say(f"fabric relay for {frappe.local.site}: {self.last_error} (events wait and are retried)")
 
 	def _broker_back(self, report: RelayReport) -> bool:
 		"""Tells whether an idle relay with an error standing finds its broker reachable again.
@@ -280,14 +297,17 @@ def run_relay_for(
 	stop_when_idle: bool = False,
 	batch_size: int | None = None,
 	name: str | None = None,
+	say: Callable[[str], None] | None = None,
 ) -> None:
 	"""Relays for this site until stopped, following changes to Fabric Settings.
+
+	``say`` (the command's terminal) is told when publishing stops working and when it works again.
 
 	The relay reports its status under ``name`` (default ``host:pid``). A relay named after its
 	process drops its entry when it stops; a named one (the scheduler's runs, each a new
 	process) leaves its last outcome there for the next run to overwrite.
 	"""
-	reporter = StatusReporter(name or process_name())
+	reporter = StatusReporter(name or process_name(), say)
 	stop = (lambda: should_stop() or reporter.idle) if stop_when_idle else should_stop
 	waker = RedisWaker(frappe.conf.redis_cache or "redis://127.0.0.1:6379", relay_channel())
 	started = time.monotonic()

@@ -82,8 +82,22 @@ class TestRelayOutages(KafkaRelayCase):
 			recovery = threading.Thread(target=outage_ends)
 			recovery.start()
 			# Until the status no longer reports the outage (at most 30 s: the assertion below).
-			run_relay_for(lambda: "back" in seen and reported_error() is None, max_seconds=30, name=name)
+			said: list[str] = []
+			run_relay_for(
+				lambda: "back" in seen and reported_error() is None,
+				max_seconds=30,
+				name=name,
+				say=said.append,
+			)
 			recovery.join()
+		# The command's terminal hears of the outage once, however often the relay retries, and
+		# of its end.
+		site = frappe.local.site
+		self.assertLessEqual(len(said), 3, said)  # not a line per retry (it retried every second)
+		self.assertTrue(said[0].startswith(f"fabric relay for {site}: "), said)
+		self.assertIn(f"Kafka at {broker.bootstrap}", said[0])
+		self.assertTrue(said[0].endswith("(events wait and are retried)"), said)
+		self.assertEqual(said[-1], f"fabric relay for {site}: publishing again")
 		status = json.loads(frappe.cache.hget(STATUS_KEY, name))
 		self.assertIn("back", seen, "the broker was started again")
 		self.assertIn(f"Kafka at {broker.bootstrap}", seen["during"] or "", "the outage was reported")
