@@ -155,14 +155,27 @@ def publish_amqp_request(exchange: str, request: Envelope, reply_to: str, extra_
 		connection.close()
 
 
+def named_reply_queue(bus) -> str:
+	"""A classic RPC reply queue's name, dropped with the bus (declared by the test when it wants)."""
+	queue = f"replies.{uuid.uuid4().hex[:8]}"
+	bus.queues.add(queue)
+	return queue
+
+
+def the_reply(bus, queue: str):
+	"""Takes the reply from a reply queue: its properties and its envelope."""
+	method, properties, body = bus.connection.channel().basic_get(queue, auto_ack=True)
+	assert method is not None, "the reply never reached the queue"
+	return properties, Envelope.from_json(body)
+
+
 def test_rabbitmq_a_reply_to_a_queue_declared_late_is_sent_once_it_exists(tables):
 	"""A requester with its own named reply queue (classic RPC) that declares it only later."""
 	bus = RabbitBus()
 	try:
 		channel, request = bus.channel(), price_request()
 		consumer = responder(bus, channel, tables)
-		reply_queue = f"replies.{uuid.uuid4().hex[:8]}"
-		bus.queues.add(reply_queue)
+		reply_queue = named_reply_queue(bus)
 		publish_amqp_request(channel, request, reply_queue)
 		try:
 			assert consume_until(consumer, lambda: consumer.stats.totals().deferred >= 1, 20), (
@@ -172,10 +185,9 @@ def test_rabbitmq_a_reply_to_a_queue_declared_late_is_sent_once_it_exists(tables
 			assert consume_until(consumer, lambda: consumer.stats.totals().duplicates >= 1, 20)
 		finally:
 			consumer.close()
-		method, properties, body = bus.connection.channel().basic_get(reply_queue, auto_ack=True)
-		assert method is not None, "the reply never reached the queue"
+		properties, reply = the_reply(bus, reply_queue)
 		assert properties.correlation_id == request.id
-		assert Envelope.from_json(body).data.payload == {"price": 5.0}
+		assert reply.data.payload == {"price": 5.0}
 		assert bus.lag(consumer.options.group, channel) == 0, "acknowledged once the reply went"
 		assert effects_of(tables, request.id) == 1
 	finally:
@@ -188,8 +200,7 @@ def test_rabbitmq_a_correlation_id_too_long_for_amqp_goes_back_in_its_header(tab
 	try:
 		channel, request = bus.channel(), price_request()
 		consumer = responder(bus, channel, tables)
-		reply_queue = f"replies.{uuid.uuid4().hex[:8]}"
-		bus.queues.add(reply_queue)
+		reply_queue = named_reply_queue(bus)
 		bus.connection.channel().queue_declare(reply_queue)
 		long_id = "c" * 300
 		publish_amqp_request(channel, request, reply_queue, {CORRELATION_ID: long_id})
@@ -197,10 +208,9 @@ def test_rabbitmq_a_correlation_id_too_long_for_amqp_goes_back_in_its_header(tab
 			assert consume_until(consumer, lambda: consumer.stats.totals().processed >= 1, 20)
 		finally:
 			consumer.close()
-		method, properties, body = bus.connection.channel().basic_get(reply_queue, auto_ack=True)
-		assert method is not None, "the reply never reached the queue"
+		properties, reply = the_reply(bus, reply_queue)
 		assert properties.correlation_id is None and properties.headers[CORRELATION_ID] == long_id
-		assert Envelope.from_json(body).data.payload == {"price": 5.0}
+		assert reply.data.payload == {"price": 5.0}
 		assert consumer.stats.totals().unreplied == 0
 	finally:
 		bus.close()

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from cauldron_fabric.core.retry import Backoff
-from cauldron_fabric.core.supervision import SiteSupervisor
+from cauldron_fabric.core.supervision import SiteSupervisor, Timing
 
 CHILD = textwrap.dedent(
 	"""
@@ -77,6 +77,7 @@ def supervisor(tmp_path, child_program, sites, behaviour=None, **options):
 	said = []
 	options.setdefault("check_seconds", 0.0)
 	options.setdefault("backoff", Backoff(base=0.3, factor=2.0, maximum=5.0, jitter=0.0))
+	timing = Timing(**options)
 	return (
 		SiteSupervisor(
 			lambda site: [
@@ -88,7 +89,7 @@ def supervisor(tmp_path, child_program, sites, behaviour=None, **options):
 			],
 			lambda: sites() if callable(sites) else sites,
 			say=said.append,
-			**options,
+			timing=timing,
 		),
 		folder,
 		said,
@@ -217,7 +218,7 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path, child_program):
 	program = textwrap.dedent(
 		f"""
 		import sys
-		from cauldron_fabric.core.supervision import SiteSupervisor
+		from cauldron_fabric.core.supervision import SiteSupervisor, Timing
 		sup = SiteSupervisor(
 			lambda site: [sys.executable, {str(child_program)!r}, {str(folder)!r}, site, "run"],
 			lambda: {{"a.site": True}},

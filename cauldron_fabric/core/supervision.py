@@ -39,6 +39,16 @@ RESTART_BACKOFF = Backoff(base=1.0, factor=2.0, maximum=60.0, jitter=0.2)
 TICK_SECONDS = 0.2
 
 
+@dataclass(frozen=True)
+class Timing:
+	"""How often the sites are checked, how long a stop may take, and how restarts back off."""
+
+	check_seconds: float = CHECK_SITES_SECONDS
+	grace_seconds: float = GRACE_SECONDS
+	steady_seconds: float = STEADY_SECONDS
+	backoff: Backoff = RESTART_BACKOFF
+
+
 @dataclass
 class Child:
 	"""One site's child process and its restart record."""
@@ -75,19 +85,10 @@ class SiteSupervisor:
 		list_sites: Callable[[], Mapping[str, bool | None]],
 		*,
 		cwd: str | None = None,
-		check_seconds: float = CHECK_SITES_SECONDS,
-		grace_seconds: float = GRACE_SECONDS,
-		steady_seconds: float = STEADY_SECONDS,
-		backoff: Backoff = RESTART_BACKOFF,
+		timing: Timing = Timing(),
 		say: Callable[[str], None] | None = None,
 	):
-		self.command_for = command_for
-		self.list_sites = list_sites
-		self.cwd = cwd
-		self.check_seconds = check_seconds
-		self.grace_seconds = grace_seconds
-		self.steady_seconds = steady_seconds
-		self.backoff = backoff
+		self.command_for, self.list_sites, self.cwd, self.timing = command_for, list_sites, cwd, timing
 		self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
 		self.children: dict[str, Child] = {}
 		self.wanted: set[str] = set()
@@ -107,7 +108,7 @@ class SiteSupervisor:
 		"""Reads the site list when due, reaps exited children and starts the missing ones."""
 		now = time.monotonic()
 		if now >= self._next_check:
-			self._next_check = now + self.check_seconds
+			self._next_check = now + self.timing.check_seconds
 			self._follow_sites()
 		for child in list(self.children.values()):
 			self._reap(child, now)
@@ -147,7 +148,7 @@ class SiteSupervisor:
 			child.process = subprocess.Popen(command, cwd=self.cwd, preexec_fn=_die_with_parent)
 		except OSError as exc:
 			child.failures += 1
-			child.restart_at = time.monotonic() + self.backoff.delay(child.failures)
+			child.restart_at = time.monotonic() + self.timing.backoff.delay(child.failures)
 			self.say(f"fabric: could not start the process for {child.site}: {exc}")
 			return
 		child.started, child.stopping = time.monotonic(), False
@@ -159,8 +160,8 @@ class SiteSupervisor:
 		if child.site not in self.wanted:
 			del self.children[child.site]
 			return
-		child.failures = 1 if now - child.started >= self.steady_seconds else child.failures + 1
-		delay = self.backoff.delay(child.failures)
+		child.failures = 1 if now - child.started >= self.timing.steady_seconds else child.failures + 1
+		delay = self.timing.backoff.delay(child.failures)
 		child.restart_at = now + delay
 		self.say(f"fabric: the process for {child.site} exited with code {code}; restarting in {delay:.2g} s")
 
@@ -177,14 +178,14 @@ class SiteSupervisor:
 		for child in live:
 			if child.process.poll() is None:
 				self._terminate(child)
-		deadline = time.monotonic() + self.grace_seconds
+		deadline = time.monotonic() + self.timing.grace_seconds
 		for child in live:
 			try:
 				child.process.wait(max(0.0, deadline - time.monotonic()))
 			except subprocess.TimeoutExpired:
 				self.say(
 					f"fabric: process {child.process.pid} of {child.site} did not stop in "
-					f"{self.grace_seconds:g} s: killing it"
+					f"{self.timing.grace_seconds:g} s: killing it"
 				)
 				child.process.kill()
 				child.process.wait()

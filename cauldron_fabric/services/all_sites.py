@@ -85,7 +85,7 @@ def supervise_all_sites(
 	)
 	click.echo(
 		f"fabric {arguments[0]} for every site with {APP} (checked every "
-		f"{supervisor.check_seconds:g} s) started",
+		f"{supervisor.timing.check_seconds:g} s) started",
 		err=True,
 	)
 	supervisor.run(should_stop, max_seconds=max_seconds)
