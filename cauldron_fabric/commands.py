@@ -52,7 +52,11 @@ def relay(context, batch_size: int | None = None, seconds: float | None = None) 
 
 	stopping = stop_requested()
 	if all_sites_requested():
-		supervise_all_sites(["relay", *forwarded(batch_size=batch_size)], stopping, seconds)
+		from cauldron_fabric.services.relay import load_relay_settings
+
+		# A site that publishes to no broker records only: it gets a relay once one is set.
+		has_broker = lambda: load_relay_settings() is not None  # noqa: E731
+		supervise_all_sites(["relay", *forwarded(batch_size=batch_size)], stopping, seconds, has_broker)
 		return
 	connect_site(get_site(context))
 	# Frappe's start-up objects live as long as the process; frozen, the garbage collector

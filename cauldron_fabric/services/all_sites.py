@@ -31,8 +31,13 @@ def all_sites_requested() -> bool:
 	return False
 
 
-def sites_with_app(sites_path: str = ".", errors: dict[str, str] | None = None) -> dict[str, bool | None]:
-	"""Maps every site of the bench to whether it has this app installed.
+def sites_with_app(
+	sites_path: str = ".",
+	errors: dict[str, str] | None = None,
+	needed: Callable[[], bool] | None = None,
+) -> dict[str, bool | None]:
+	"""Maps every site of the bench to whether it has this app installed (and, with ``needed``,
+	whether ``needed()``, asked on the connected site, says it has work for the process).
 
 	A site that cannot be read now (its database down, its config broken) maps to None, and
 	``errors`` (when given) gets why.
@@ -42,7 +47,7 @@ def sites_with_app(sites_path: str = ".", errors: dict[str, str] | None = None) 
 		try:
 			frappe.init(site=site, sites_path=sites_path)
 			frappe.connect()
-			answers[site] = APP in frappe.get_installed_apps()
+			answers[site] = APP in frappe.get_installed_apps() and (needed is None or needed())
 		except Exception as exc:
 			answers[site] = None
 			if errors is not None:
@@ -73,13 +78,17 @@ def forwarded(**options: object) -> list[str]:
 
 
 def supervise_all_sites(
-	arguments: Sequence[str], should_stop: Callable[[], bool], max_seconds: float | None = None
+	arguments: Sequence[str],
+	should_stop: Callable[[], bool],
+	max_seconds: float | None = None,
+	needed: Callable[[], bool] | None = None,
 ) -> None:
-	"""Runs ``bench --site SITE fabric ARGUMENTS`` for every site with the app until stopped."""
+	"""Runs ``bench --site SITE fabric ARGUMENTS`` for every site with the app until stopped
+	(with ``needed``: every such site where ``needed()`` says there is work for it)."""
 	sites_path = os.getcwd()  # bench runs its commands from the sites folder
 	supervisor = SiteSupervisor(
 		lambda site: bench_command(site, "fabric", *arguments),
-		lambda: sites_with_app(sites_path),
+		lambda: sites_with_app(sites_path, needed=needed),
 		cwd=sites_path,
 		say=lambda text: click.echo(text, err=True),
 	)

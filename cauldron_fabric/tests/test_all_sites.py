@@ -19,6 +19,7 @@ import frappe
 from cauldron_fabric.services import all_sites
 from cauldron_fabric.services.status import relay_statuses
 from cauldron_fabric.tests.test_kafka_relay_support import KafkaRelayCase, event_status
+from cauldron_fabric.tests.utils import fabric_settings
 
 UNREADABLE = "fabric-unreadable.localhost"
 
@@ -118,3 +119,11 @@ class TestAllSites(KafkaRelayCase):
 		self.assertIn(f"fabric delivery worker for {frappe.local.site} started", stderr)
 		self.assertIn(f"fabric delivery worker for {frappe.local.site} stopped", stderr)
 		self.assertNotIn("Traceback", stderr)
+
+	def test_a_site_that_publishes_to_no_broker_gets_no_relay_process(self):
+		with fabric_settings(bootstrap_servers="", rabbitmq_url=""):
+			process = start_for_all_sites("relay", "--seconds", "8")
+			_, stderr = process.communicate(timeout=120)
+		self.assertEqual(process.returncode, 0, stderr)
+		self.assertIn("fabric relay for every site with cauldron_fabric", stderr)
+		self.assertNotIn(f"fabric relay for {frappe.local.site} started", stderr)
