@@ -138,6 +138,15 @@ def test_contradicting_headers_are_refused(envelope):
 		ce.from_headers(forged, wire.body)
 
 
+def test_an_attribute_header_given_twice_with_different_values_is_refused(envelope):
+	wire = ce.to_kafka(envelope)
+	forged = [("ce_id", "other-id"), *wire.headers]  # read last-wins, the forged one slipped by
+	with pytest.raises(InvalidEnvelope, match="header ce_id is given twice with different values"):
+		ce.from_headers(forged, wire.body)
+	repeated = [*wire.headers, ("ce_id", envelope.id)]  # the same value twice is one value
+	assert ce.from_headers(repeated, wire.body) == envelope
+
+
 def test_a_message_that_is_neither_is_refused():
 	with pytest.raises(InvalidEnvelope, match="neither a fabric envelope nor a CloudEvent"):
 		ce.from_headers([], b'{"hello": 1}')

@@ -291,7 +291,14 @@ def from_headers(
 		if is_content_type:
 			content_type = str(text or "")
 		else:
-			attributes[lowered[len(prefix) :]] = text
+			attribute = lowered[len(prefix) :]
+			if attributes.get(attribute, text) != text:
+				# One value each: read last-wins, a first ce_id unlike the body's got past the check
+				# below that a header never contradicts the body.
+				raise InvalidEnvelope(
+					[f"header {name} is given twice with different values; a CloudEvent attribute has one"]
+				)
+			attributes[attribute] = text
 	if content_type.startswith(STRUCTURED_CONTENT_TYPE):
 		return from_structured(body or b"")
 	value = load_json(body) if body else None
