@@ -19,6 +19,7 @@ endpoints do. Malformed parameters are validation errors that name them, never a
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import frappe
 from frappe import _
@@ -78,7 +79,7 @@ def get_group_by_count(
 		# DocType's controller lists its documents, but its assignees are found only by a query.
 		if meta.issingle or field == "assigned_to":
 			_refuse_without_table(meta, _("grouped and counted by {0}").format(field))
-		return listview.get_group_by_count(doctype, json.dumps(filters), field)
+		return _group_count_without_table(meta, filters, field)
 	if field != "assigned_to":
 		return listview.get_group_by_count(doctype, json.dumps(filters), field)
 	listed = frappe.get_list(doctype, filters=filters, fields=["name"], limit_page_length=0, run=0)
@@ -104,6 +105,23 @@ def _count_without_table(meta, filters) -> int:
 	if not callable(getattr(controller, "get_count", None)):
 		_refuse_without_table(meta, _("counted"))
 	return controller.get_count(frappe._dict(doctype=meta.name, filters=filters))
+
+
+def _group_count_without_table(meta, filters, field: str) -> list[dict]:
+	"""Counts a virtual DocType's documents by ``field`` through its controller, as the sidebar shows them.
+
+	Frappe hands a grouped count to the controller's get_list, which lists documents, not groups:
+	the sidebar showed each document's name with an undefined count. Documents without a value
+	are left out (a circuit has no creator), as the sidebar then says there is nothing to count.
+	"""
+	controller = get_controller(meta.name)
+	if not callable(getattr(controller, "get_list", None)):
+		_refuse_without_table(meta, _("grouped and counted by {0}").format(field))
+	rows = controller.get_list(
+		frappe._dict(doctype=meta.name, filters=filters, start=0, page_length=1_000_000)
+	)
+	counted = Counter(row.get(field) for row in rows if row.get(field) not in (None, ""))
+	return [frappe._dict(name=value, count=count) for value, count in counted.most_common(50)]
 
 
 def _require_listing(doctype: str) -> None:

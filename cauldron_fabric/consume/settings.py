@@ -13,6 +13,8 @@ from cauldron_fabric.core.consumer.reply_addresses import reply_address_patterns
 from cauldron_fabric.core.errors import ConfigurationError
 
 BROKERS = ("kafka", "rabbitmq")
+# What to fill in Fabric Settings for a broker that was asked for by name.
+SETTING_OF = {"kafka": "the Kafka bootstrap servers", "rabbitmq": "the RabbitMQ URL"}
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,7 @@ def load_consumer_settings(broker: str | None = None) -> ConsumerSettings:
 	connections = {"kafka": kafka_connection(settings), "rabbitmq": rabbitmq_connection(settings)}
 	chosen = broker or ("kafka" if connections["kafka"] else "rabbitmq")
 	if connections[chosen] is None:
-		missing = chosen if broker else "Kafka or RabbitMQ"  # Kafka is the default when neither is set
-		raise ConfigurationError(
-			f"No {missing} connection is configured: there is no bus to consume from or send requests over.",
-			hint="Set the Kafka bootstrap servers or the RabbitMQ URL in Fabric Settings.",
-		)
+		raise _not_configured(broker)
 	url, options = connections[chosen]
 	timeout = flt(settings.request_timeout_seconds) or 10.0
 	return ConsumerSettings(
@@ -85,3 +83,20 @@ def redis_url() -> str:
 def redis_prefix() -> str:
 	"""Returns the key prefix of this site's fabric state in Redis."""
 	return f"cauldron_fabric:{frappe.local.site}:"
+
+
+def _not_configured(broker: str | None) -> ConfigurationError:
+	"""Returns the error for a missing connection, naming only the setting that would give it.
+
+	A broker asked for by name (a dead letter goes back to the one it came from) is not served by
+	the other one's setting; with none named, either serves (Kafka is the default).
+	"""
+	if broker:
+		return ConfigurationError(
+			f"No {broker} connection is configured: there is no bus to consume from or send requests over.",
+			hint=f"Set {SETTING_OF[broker]} in Fabric Settings.",
+		)
+	return ConfigurationError(
+		"No Kafka or RabbitMQ connection is configured: there is no bus to consume from or send requests over.",
+		hint="Set the Kafka bootstrap servers or the RabbitMQ URL in Fabric Settings.",
+	)
