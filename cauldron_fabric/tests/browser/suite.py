@@ -7,11 +7,13 @@ from cauldron_fabric.tests.browser.desk_approvals import TestApprovalRequestForm
 from cauldron_fabric.tests.browser.desk_dead_letters import TestDeadLetterForm, TestDeadLetterList
 from cauldron_fabric.tests.browser.desk_event_log import TestEventLogList, TestEventLogRequeue
 from cauldron_fabric.tests.browser.desk_fabric_settings import TestFabricSettingsTestConnection
+from cauldron_fabric.tests.browser.desk_smoke import TestDeskSmoke
 
 __all__ = [
 	"TestApprovalRequestForm",
 	"TestDeadLetterForm",
 	"TestDeadLetterList",
+	"TestDeskSmoke",
 	"TestEventLogList",
 	"TestEventLogRequeue",
 	"TestFabricSettingsTestConnection",

@@ -1,0 +1,105 @@
+"""Desk smoke checks: lists a manager opens show what they hold, with no blank or undefined values.
+
+Found by opening every list, report and form of the app as an admin, a Fabric Manager and a desk
+user without a fabric role: the Fabric Circuit list's sidebar answered "Assigned To" with an error
+meant for API callers and "Created By" with each circuit named with an undefined count; the Event
+Subject list showed an empty pill for a subject that follows the default compatibility mode.
+"""
+
+from __future__ import annotations
+
+import frappe
+from selenium.webdriver.common.by import By
+
+from cauldron_fabric.consume.requesting import site_breaker
+from cauldron_fabric.tests.browser.desk import DeskCase, desk_route
+
+# Every list of the app a Fabric Manager may read (Fabric Settings is a Single: its form is
+# checked by desk_fabric_settings).
+LISTS = (
+	"Approval Request",
+	"Dead Letter",
+	"Event Delivery",
+	"Event Log",
+	"Event Schema",
+	"Event Subject",
+	"Event Subscription",
+	"Fabric Circuit",
+	"Processed Event",
+)
+GROUP_BY_FIELDS = ".list-sidebar .group-by-field a[data-fieldname]"
+
+
+class TestDeskSmoke(DeskCase):
+	def open_whole_list(self, doctype: str) -> None:
+		"""Opens a DocType's list without the filters Desk keeps from the last visit, and waits
+		for its rows or for its saying it has none."""
+		self.desk.driver.get(f"{self.desk.base_url}/app/{desk_route(doctype)}")
+		cleared = "if (!(window.cur_list && cur_list.doctype === arguments[0] && cur_list.filter_area))"
+		cleared += " return false; cur_list.filter_area.clear(); return true;"
+		self.desk.wait(lambda d: d.execute_script(cleared, doctype), f"the list of {doctype}")
+		unfiltered = "return cur_list.filter_area.get().length === 0"
+		self.desk.wait(lambda d: d.execute_script(unfiltered), f"the filters of {doctype} to clear")
+		self.desk.find(
+			".frappe-list .result .list-row-container, .frappe-list .no-result", f"{doctype}'s rows"
+		)
+
+	def test_each_list_opens_without_undefined_values(self):
+		for doctype in LISTS:
+			with self.subTest(doctype=doctype):
+				self.open_whole_list(doctype)
+				shown = self.desk.visible(".frappe-list").text
+				for word in ("undefined", "NaN", "[object Object]"):
+					self.assertNotIn(word, shown)
+
+	def open_circuit(self) -> str:
+		"""Opens a circuit for a new target (in Redis, as the web server reads it); reset after."""
+		target = f"fabric-browser-{frappe.generate_hash(length=8)}.request"
+		breaker = site_breaker()
+		for _ in range(breaker.policy.failure_threshold):
+			breaker.failed(target)
+		self.addCleanup(breaker.store.reset, target)
+		return target
+
+	def sidebar_fields(self) -> list[str]:
+		"""Returns the fields the list's sidebar offers counts by."""
+		links = self.desk.driver.find_elements(By.CSS_SELECTOR, GROUP_BY_FIELDS)
+		return [link.get_attribute("data-fieldname") for link in links if link.is_displayed()]
+
+	def test_circuits_are_counted_by_state_with_no_assignee_or_creator_offered(self):
+		target = self.open_circuit()
+		self.desk.open_list("Fabric Circuit", target=target)
+		self.desk.list_row(target)
+		self.assertNotIn("assigned_to", self.sidebar_fields())
+		self.assertNotIn("owner", self.sidebar_fields())
+		if "state" not in self.sidebar_fields():  # a user setting, kept from an earlier run
+			# Clicked from script: the link sits right under the page's sticky head, and the
+			# driver scrolls what it clicks to the top of the window, under that head.
+			link = self.desk.find(".list-sidebar .add-group-by", "Edit Filters")
+			self.desk.driver.execute_script("arguments[0].click()", link)
+			self.desk.click('.modal.show input[type="checkbox"][data-unit="state"]', "the State box")
+			self.desk.confirm_dialog()
+			self.desk.wait(lambda _: "state" in self.sidebar_fields(), "the sidebar to count by State")
+		# Frappe adds Assigned To and Created By back whenever the sidebar's fields are saved.
+		self.assertNotIn("assigned_to", self.sidebar_fields())
+		self.desk.click(f'{GROUP_BY_FIELDS}[data-fieldname="state"]', "the State counts")
+		item = self.desk.find('.group-by-dropdown .group-by-item[data-value="open"]', "the count of open")
+		self.assertEqual(item.find_element(By.CSS_SELECTOR, ".group-by-count").text.strip(), "1")
+
+	def compatibility_shown(self, subject: str) -> str:
+		"""Returns what the list's Compatibility mode column shows for ``subject``."""
+		columns = self.desk.driver.find_elements(By.CSS_SELECTOR, ".list-row-head .list-row-col")
+		labels = [column.text.strip() for column in columns if column.is_displayed()]
+		index = next(i for i, label in enumerate(labels) if label.startswith("Compatibility"))
+		cells = self.desk.list_row(subject).find_elements(By.CSS_SELECTOR, ".list-row-col")
+		return [cell for cell in cells if cell.is_displayed()][index].text.strip()
+
+	def test_a_subject_without_a_mode_shows_it_follows_the_default(self):
+		prefix = f"fabric_browser.smoke_{frappe.generate_hash(length=6)}"
+		default, full = f"{prefix}.default", f"{prefix}.full"
+		for subject, mode in ((default, None), (full, "FULL")):
+			frappe.get_doc({"doctype": "Event Subject", "subject": subject, "compatibility": mode}).insert()
+		self.commit_until_the_end("Event Subject", {"name": ("in", [default, full])})
+		self.desk.open_list("Event Subject", subject=f"{prefix}.")
+		self.assertEqual(self.compatibility_shown(default), "Default")
+		self.assertEqual(self.compatibility_shown(full), "FULL")
