@@ -1,17 +1,21 @@
 """``bench --site all fabric …`` on a real bench: one process per site with the app, not the first site only.
 
 Frappe hands a command run with ``--site all`` every site of the bench, and the fabric's
-commands used to serve the first of them alone. A site folder whose database cannot be read
-stands in for a broken site of the bench: it gets no process and the status says why.
+commands used to serve the first of them alone. The commands run from a sites folder of their
+own, holding this site (linked) and a site folder whose database cannot be read, standing in
+for a broken site: the bench's other sites, a developer's say, are never relayed or delivered
+for by a test.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import frappe
@@ -28,10 +32,35 @@ def sites_folder() -> str:
 	return os.path.abspath(frappe.get_site_path(".."))
 
 
-def start_for_all_sites(*args: str) -> subprocess.Popen:
+def own_sites_folder() -> str:
+	"""Returns a new sites folder with this site and the bench's configuration linked in.
+
+	Frappe takes no symbolic link for a site (its assets folder is one): the site is a folder of
+	its own there, with the site's configuration linked in.
+	"""
+	bench = tempfile.mkdtemp(prefix="fabric-bench-")
+	folder = os.path.join(bench, "sites")
+	os.makedirs(os.path.join(bench, "logs"))  # Frappe logs into the sites folder's ../logs
+	os.makedirs(folder)
+	for name in ("apps.txt", "apps.json", "common_site_config.json"):
+		if os.path.exists(os.path.join(sites_folder(), name)):
+			os.symlink(os.path.join(sites_folder(), name), os.path.join(folder, name))
+	os.makedirs(os.path.join(folder, frappe.local.site, "logs"))
+	os.symlink(
+		os.path.abspath(frappe.get_site_path("site_config.json")),
+		os.path.join(folder, frappe.local.site, "site_config.json"),
+	)
+	unreadable = os.path.join(folder, UNREADABLE)
+	os.makedirs(os.path.join(unreadable, "logs"))
+	with open(os.path.join(unreadable, "site_config.json"), "w") as config:
+		json.dump({"db_name": "fabric_no_such_db", "db_password": "not-the-password"}, config)
+	return folder
+
+
+def start_for_all_sites(folder: str, *args: str) -> subprocess.Popen:
 	return subprocess.Popen(
 		all_sites.bench_command("all", "fabric", *args),
-		cwd=sites_folder(),
+		cwd=folder,
 		stdout=subprocess.PIPE,
 		stderr=subprocess.PIPE,
 		text=True,
@@ -50,14 +79,11 @@ class TestAllSites(KafkaRelayCase):
 	@classmethod
 	def setUpClass(cls):
 		super().setUpClass()
-		folder = os.path.join(sites_folder(), UNREADABLE)
-		os.makedirs(folder, exist_ok=True)
-		cls.addClassCleanup(shutil.rmtree, folder, True)
-		with open(os.path.join(folder, "site_config.json"), "w") as config:
-			json.dump({"db_name": "fabric_no_such_db", "db_password": "not-the-password"}, config)
+		cls.sites = own_sites_folder()
+		cls.addClassCleanup(shutil.rmtree, os.path.dirname(cls.sites), True)
 
 	def test_relay_for_all_sites_runs_one_relay_process_per_site_and_stops_them_all(self):
-		parent = start_for_all_sites("relay", "--seconds", "90")
+		parent = start_for_all_sites(self.sites, "relay", "--seconds", "90")
 		site = frappe.local.site
 		try:
 			deadline, child = time.monotonic() + 60, None
@@ -82,7 +108,7 @@ class TestAllSites(KafkaRelayCase):
 			_, stderr = parent.communicate(timeout=60)
 		self.assertEqual(parent.returncode, 0, stderr)
 		self.assertIn("fabric relay for every site with cauldron_fabric", stderr)
-		self.assertIn(f"fabric relay for {site} started", stderr)
+		self.assertEqual(re.findall(r"^fabric relay for (\S+) started$", stderr, re.M), [site])
 		self.assertIn(f"fabric relay for {site} stopped", stderr)
 		self.assertNotIn(UNREADABLE, stderr)  # no process for a site that cannot be read
 		self.assertTrue(stderr.rstrip().endswith("fabric relay for every site stopped"), stderr[-500:])
@@ -93,7 +119,7 @@ class TestAllSites(KafkaRelayCase):
 		self.assertNotIn("Traceback", stderr)
 
 	def test_status_for_all_sites_reports_each_site_and_why_one_cannot_be_read(self):
-		process = start_for_all_sites("status")
+		process = start_for_all_sites(self.sites, "status")
 		stdout, stderr = process.communicate(timeout=120)
 		self.assertEqual(process.returncode, 0, stderr)
 		report = json.loads(stdout)
@@ -102,7 +128,7 @@ class TestAllSites(KafkaRelayCase):
 		self.assertIn("the site could not be read", report[UNREADABLE]["error"])
 
 	def test_codegen_for_all_sites_is_refused_with_what_to_pass(self):
-		process = start_for_all_sites("codegen", "--out", "/tmp/fabric-codegen-all")
+		process = start_for_all_sites(self.sites, "codegen", "--out", "/tmp/fabric-codegen-all")
 		_, stderr = process.communicate(timeout=120)
 		self.assertEqual(process.returncode, 2, stderr)
 		self.assertIn("pass that site with --site, not all", stderr)
@@ -113,7 +139,7 @@ class TestAllSites(KafkaRelayCase):
 			all_sites.forwarded(batch_size=5, group=None, topics=["a.b", "c.d"], pattern=""),
 			["--batch-size", "5", "--topics", "a.b,c.d"],
 		)
-		process = start_for_all_sites("deliver", "--batch-size", "7", "--seconds", "12")
+		process = start_for_all_sites(self.sites, "deliver", "--batch-size", "7", "--seconds", "12")
 		_, stderr = process.communicate(timeout=120)
 		self.assertEqual(process.returncode, 0, stderr)
 		self.assertIn(f"fabric delivery worker for {frappe.local.site} started", stderr)
@@ -122,7 +148,7 @@ class TestAllSites(KafkaRelayCase):
 
 	def test_a_site_that_publishes_to_no_broker_gets_no_relay_process(self):
 		with fabric_settings(bootstrap_servers="", rabbitmq_url=""):
-			process = start_for_all_sites("relay", "--seconds", "8")
+			process = start_for_all_sites(self.sites, "relay", "--seconds", "8")
 			_, stderr = process.communicate(timeout=120)
 		self.assertEqual(process.returncode, 0, stderr)
 		self.assertIn("fabric relay for every site with cauldron_fabric", stderr)
