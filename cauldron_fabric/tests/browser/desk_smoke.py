@@ -8,6 +8,8 @@ Subject list showed an empty pill for a subject that follows the default compati
 
 from __future__ import annotations
 
+import re
+
 import frappe
 from selenium.webdriver.common.by import By
 
@@ -103,3 +105,26 @@ class TestDeskSmoke(DeskCase):
 		self.desk.open_list("Event Subject", subject=f"{prefix}.")
 		self.assertEqual(self.compatibility_shown(default), "Default")
 		self.assertEqual(self.compatibility_shown(full), "FULL")
+
+	def test_fabric_settings_show_ages_as_a_duration_not_fractional_seconds(self):
+		# "oldest pending: 708.772 s": the status gave seconds to the millisecond.
+		todo = frappe.get_doc({"doctype": "ToDo", "description": "browser smoke age"}).insert()
+		(row,) = frappe.get_all("Event Log", filters={"entity_id": todo.name}, fields=["name", "status"])
+		frappe.db.sql(
+			"UPDATE `tabEvent Log` SET status = 'Pending', creation = NOW(6) - INTERVAL 3725.5 SECOND"
+			" WHERE name = %s",
+			(row.name,),
+		)
+		self.commit_until_the_end("ToDo", {"name": todo.name})
+		self.addCleanup(
+			frappe.db.sql, "UPDATE `tabEvent Log` SET status = %s WHERE name = %s", (row.status, row.name)
+		)
+		self.desk.open_form("Fabric Settings")
+
+		def relay_status(_):
+			shown = self.desk.visible(self.desk.field("relay_status"))
+			return shown.text if shown is not None and "oldest pending" in shown.text else None
+
+		age = re.search(r"oldest pending: (.*)", self.desk.wait(relay_status, "the relay status")).group(1)
+		self.assertRegex(age.strip(), r"^(\d+ (d|h|min|s) ?)+$")
+		self.assertNotIn(".", age)

@@ -57,11 +57,26 @@ frappe.ui.form.on("Fabric Settings", {
 		const outbox = message.outbox;
 		// A count that stopped at its cap says so: "more than 10,000", never a wrong number.
 		const count = (n, capped) => (capped ? __("more than {0}", [format_number(n, null, 0)]) : format_number(n, null, 0));
+		// Ages as people read them: 708.772 seconds showed as such; now "11 min 49 s".
+		const age = (seconds) => {
+			let left = Math.round(seconds || 0);
+			const parts = [];
+			for (const [unit, size] of [[__("d"), 86400], [__("h"), 3600], [__("min"), 60]]) {
+				if (left >= size) {
+					parts.push(`${Math.floor(left / size)} ${unit}`);
+					left %= size;
+				}
+			}
+			if (left || !parts.length) {
+				parts.push(`${left} ${__("s")}`);
+			}
+			return parts.join(" ");
+		};
 		frm.get_field("relay_status").$wrapper.html(`
-			<p>${__("Pending: {0}, failed: {1}, oldest pending: {2} s", [
+			<p>${__("Pending: {0}, failed: {1}, oldest pending: {2}", [
 				count(outbox.pending, outbox.pendingCapped),
 				count(outbox.failed, outbox.failedCapped),
-				outbox.oldestPendingSeconds,
+				age(outbox.oldestPendingSeconds),
 			])}</p>
 			<table class="table table-bordered table-sm">
 				<thead><tr><th>${__("Relay")}</th><th>${__("Heartbeat")}</th><th>${__("Published")}</th>
@@ -72,7 +87,7 @@ frappe.ui.form.on("Fabric Settings", {
 			? message.deliveryWorkers
 					.map((w) => {
 						const overdue = (w.overdue || [])
-							.map((o) => __("{0} for {1}: running {2} s", [esc(o.destination), esc(o.subscription), o.running_seconds]))
+							.map((o) => __("{0} for {1}: running {2}", [esc(o.destination), esc(o.subscription), age(o.running_seconds)]))
 							.join("<br>");
 						return `<tr><td>${esc(w.name)}</td><td>${esc(w.heartbeat)}${w.stale ? " " + __("(silent)") : ""}</td>
 						<td>${w.delivered}</td><td>${w.retried}</td><td>${w.dead}</td><td>${w.in_flight}</td>
@@ -82,11 +97,11 @@ frappe.ui.form.on("Fabric Settings", {
 			: `<tr><td colspan="8">${__("No delivery worker has reported. Start one with: bench --site SITE fabric deliver")}</td></tr>`;
 		const queue = message.deliveries;
 		frm.get_field("relay_status").$wrapper.append(`
-			<p>${__("Deliveries pending: {0}, due: {1}, dead: {2}, oldest due for: {3} s", [
+			<p>${__("Deliveries pending: {0}, due: {1}, dead: {2}, oldest due for: {3}", [
 				count(queue.pending, queue.pendingCapped),
 				count(queue.due, queue.dueCapped),
 				count(queue.dead, queue.deadCapped),
-				queue.oldestDueSeconds,
+				age(queue.oldestDueSeconds),
 			])}</p>
 			<table class="table table-bordered table-sm">
 				<thead><tr><th>${__("Delivery worker")}</th><th>${__("Heartbeat")}</th><th>${__("Delivered")}</th>
