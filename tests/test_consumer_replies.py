@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 
 import pika
 from confluent_kafka import Producer
@@ -169,13 +170,21 @@ def the_reply(bus, queue: str):
 	return properties, Envelope.from_json(body)
 
 
-def test_rabbitmq_a_reply_to_a_queue_declared_late_is_sent_once_it_exists(tables):
-	"""A requester with its own named reply queue (classic RPC) that declares it only later."""
+@contextmanager
+def classic_rpc(tables):
+	"""A responder on RabbitMQ, a price request and a requester's named reply queue (declared by
+	the test when it wants); the queues go with the bus."""
 	bus = RabbitBus()
 	try:
 		channel, request = bus.channel(), price_request()
-		consumer = responder(bus, channel, tables)
-		reply_queue = named_reply_queue(bus)
+		yield bus, channel, request, responder(bus, channel, tables), named_reply_queue(bus)
+	finally:
+		bus.close()
+
+
+def test_rabbitmq_a_reply_to_a_queue_declared_late_is_sent_once_it_exists(tables):
+	"""A requester with its own named reply queue (classic RPC) that declares it only later."""
+	with classic_rpc(tables) as (bus, channel, request, consumer, reply_queue):
 		publish_amqp_request(channel, request, reply_queue)
 		try:
 			assert consume_until(consumer, lambda: consumer.stats.totals().deferred >= 1, 20), (
@@ -190,17 +199,11 @@ def test_rabbitmq_a_reply_to_a_queue_declared_late_is_sent_once_it_exists(tables
 		assert reply.data.payload == {"price": 5.0}
 		assert bus.lag(consumer.options.group, channel) == 0, "acknowledged once the reply went"
 		assert effects_of(tables, request.id) == 1
-	finally:
-		bus.close()
 
 
 def test_rabbitmq_a_correlation_id_too_long_for_amqp_goes_back_in_its_header(tables):
 	"""AMQP's correlation_id property holds 255 bytes; a requester's header may hold more."""
-	bus = RabbitBus()
-	try:
-		channel, request = bus.channel(), price_request()
-		consumer = responder(bus, channel, tables)
-		reply_queue = named_reply_queue(bus)
+	with classic_rpc(tables) as (bus, channel, request, consumer, reply_queue):
 		bus.connection.channel().queue_declare(reply_queue)
 		long_id = "c" * 300
 		publish_amqp_request(channel, request, reply_queue, {CORRELATION_ID: long_id})
@@ -212,8 +215,6 @@ def test_rabbitmq_a_correlation_id_too_long_for_amqp_goes_back_in_its_header(tab
 		assert properties.correlation_id is None and properties.headers[CORRELATION_ID] == long_id
 		assert reply.data.payload == {"price": 5.0}
 		assert consumer.stats.totals().unreplied == 0
-	finally:
-		bus.close()
 
 
 def test_a_reply_address_that_never_takes_the_reply_is_given_up_after_the_attempts(bus, tables):
