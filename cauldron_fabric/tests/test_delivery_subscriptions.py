@@ -19,7 +19,7 @@ from cauldron_fabric.tests.test_delivery_support import (
 	save_todo,
 )
 from cauldron_fabric.tests.test_http_support import make_user
-from cauldron_fabric.tests.utils import events_after, last_seq
+from cauldron_fabric.tests.utils import events_after, fabric_settings, last_seq
 
 
 class TestSubscriptionValidation(DeliveryTestCase):
@@ -67,6 +67,22 @@ class TestSubscriptionValidation(DeliveryTestCase):
 		frappe.get_doc({"doctype": "ToDo", "description": self.tag}).insert()
 		self.assertTrue(events_after(start, "ToDo"), "the save recorded its event")
 		self.assertIn(doc.name, routing.load_subscriptions())
+
+	def test_a_webhook_to_a_private_address_warns_on_save_unless_the_allow_list_names_it(self):
+		# Only the delivery refused it, as a dead letter later: nothing said so when it was set up.
+		for url in ("http://10.1.2.3:5678/webhook", "http://[::1]/hook", "http://localhost:8080/hook"):
+			with self.subTest(url=url):
+				frappe.clear_messages()
+				self.subscription(webhook_url=url)
+				warned = " ".join(str(m) for m in frappe.get_message_log())
+				self.assertIn("Deliveries to this URL will be refused", warned)
+				self.assertIn("allow-list in Fabric Settings", warned)
+		frappe.clear_messages()
+		self.subscription(webhook_url="https://93.184.215.14/hook")  # a public address
+		self.subscription(webhook_url="https://hooks.example.com/hook")  # a name: judged at delivery
+		with fabric_settings(webhook_allowed_networks="10.0.0.0/8"):
+			self.subscription(webhook_url="http://10.1.2.3:5678/webhook")
+		self.assertEqual(frappe.get_message_log(), [])
 
 	def test_bad_patterns_templates_and_urls_are_each_listed(self):
 		with self.assertRaises(frappe.ValidationError) as caught:

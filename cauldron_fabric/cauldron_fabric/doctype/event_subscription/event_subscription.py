@@ -7,13 +7,16 @@ later. Any change makes every process reload its routing index after the commit.
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 import frappe
 from frappe import _
 from frappe.model.document import Document
 
-from cauldron_fabric.core.delivery import SubscriptionInvalid, generate_secret
+from cauldron_fabric.core.delivery import AddressRefused, SubscriptionInvalid, generate_secret
+from cauldron_fabric.core.errors import FabricError
+from cauldron_fabric.delivery.connections import webhook_address_policy
 from cauldron_fabric.delivery.dead_letters import dead_letter_pending_deliveries
 from cauldron_fabric.delivery.schedules import invalid_cron, utc_run_times_stored
 from cauldron_fabric.delivery.subscriptions import (
@@ -31,6 +34,7 @@ class EventSubscription(Document):
 		self.keep_a_signing_secret()
 		fill_empty_numbers(self, DEFAULTED_NUMBERS)
 		self.validate_webhook_url()
+		self.warn_of_a_refused_address()
 		self.validate_header_values()
 		self.validate_handler()
 		self.validate_schedules()
@@ -65,6 +69,33 @@ class EventSubscription(Document):
 				),
 				title=_("Destination"),
 			)
+
+	def warn_of_a_refused_address(self) -> None:
+		"""Warns on save when deliveries to the URL's address will be refused (a private, loopback
+		or link-local address the allow-list does not name); the delivery check stays the rule.
+
+		Only an address written out, or localhost, is looked at: resolving a name here would make
+		saving wait on DNS, and what it resolves to may change by delivery time.
+		"""
+		host = urlsplit(self.webhook_url or "").hostname
+		if self.destination_type != "Webhook" or not host:
+			return
+		try:
+			ipaddress.ip_address(host)
+		except ValueError:
+			if host.lower().rstrip(".") != "localhost":
+				return
+		allowed = frappe.db.get_single_value("Fabric Settings", "webhook_allowed_networks")
+		try:
+			webhook_address_policy(allowed).resolve(host, 443, within=2.0)
+		except AddressRefused as exc:
+			frappe.msgprint(
+				_("Deliveries to this URL will be refused: {0}").format(frappe.utils.escape_html(str(exc))),
+				title=_("Destination"),
+				indicator="orange",
+			)
+		except FabricError:
+			pass  # the allow-list is refused by Fabric Settings' own check; delivery reports the rest
 
 	def validate_handler(self) -> None:
 		if self.destination_type != "In-app handler":
