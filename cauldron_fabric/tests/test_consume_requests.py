@@ -127,7 +127,13 @@ class TestRequestReplyApi(FrappeTestCase):
 		circuit = frappe.get_doc("Fabric Circuit", self.target)
 		self.assertEqual(circuit.state, "open")
 		circuit.reset()
-		self.assertEqual(frappe.get_doc("Fabric Circuit", self.target).state, "closed")
+		# Closed and forgotten: no longer listed, and its form is not found, like a target that
+		# never failed (a mistyped link used to open a made-up closed circuit).
+		self.assertEqual(site_breaker().state(self.target).state, "closed")
+		self.assertNotIn(self.target, [row.name for row in FabricCircuit.get_list(frappe._dict())])
+		for target in (self.target, "never-failed.request"):
+			with self.assertRaisesRegex(frappe.DoesNotExistError, "no request to that target has failed"):
+				frappe.get_doc("Fabric Circuit", target)
 
 	def test_requests_need_a_manager_and_well_formed_input(self):
 		with self.assertRaisesRegex(frappe.ValidationError, "dot-separated lower-case words"):

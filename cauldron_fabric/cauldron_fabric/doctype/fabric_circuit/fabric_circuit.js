@@ -11,7 +11,9 @@ frappe.ui.form.on("Fabric Circuit", {
 					method: "cauldron_fabric.api.requests.reset_circuit",
 					args: { target: frm.doc.name },
 				});
-				frm.reload_doc();
+				// A reset circuit is forgotten (it is closed, with no failures to show): back to the list.
+				frappe.show_alert({ message: __("Circuit of {0} closed", [frm.doc.name]), indicator: "green" });
+				frappe.set_route("List", "Fabric Circuit");
 			});
 		}
 	},

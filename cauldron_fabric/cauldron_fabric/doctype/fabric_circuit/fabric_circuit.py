@@ -44,7 +44,16 @@ class FabricCircuit(Document):
 		frappe.throw(_("Circuits appear when a request target fails; they cannot be created."))
 
 	def load_from_db(self) -> None:
-		super(Document, self).__init__(as_row(site_breaker().state(self.name)))
+		# The store answers every target, one never seen as a closed circuit: a mistyped or old
+		# link opened a made-up circuit. Only the targets the list shows are documents.
+		breaker = site_breaker()
+		if self.name not in {state.target for state in breaker.states()}:
+			raise frappe.DoesNotExistError(
+				_(
+					"Fabric Circuit {0} not found: no request to that target has failed since its last reset."
+				).format(frappe.bold(frappe.utils.escape_html(self.name)))
+			)
+		super(Document, self).__init__(as_row(breaker.state(self.name)))
 
 	def db_update(self, *args, **kwargs) -> None:
 		frappe.throw(_("Circuits change by themselves; use Reset to close one."))
