@@ -88,7 +88,7 @@ def _supervise(
 	children: dict[int, float] = {}  # pid -> when it started
 	restarts: list[float] = []  # when to start a replacement
 	failures_in_a_row = 0
-	failed = False
+	failed = refused = False
 
 	def remaining() -> float | None:
 		return None if deadline is None else deadline - time.monotonic()
@@ -123,7 +123,7 @@ def _supervise(
 		elif code == 2:
 			click.echo("fabric consume: a consumer refused its settings; stopping", err=True)
 			stopping.append(signal.SIGTERM)
-			failed = True
+			failed = refused = True
 		else:
 			failures_in_a_row = 1 if ran >= STABLE_SECONDS else failures_in_a_row + 1
 			delay = min(RESTART_DELAY * 2 ** (failures_in_a_row - 1), MAX_RESTART_DELAY)
@@ -136,7 +136,8 @@ def _supervise(
 				f"fabric consume: consumer {pid} exited ({code}); starting another in {delay:g} s", err=True
 			)
 			restarts.append(time.monotonic() + delay)
-	return 1 if failed else 0
+	# Refused settings exit 2 as one consumer does: a supervisor told not to restart on 2 holds.
+	return 2 if refused else 1 if failed else 0
 
 
 def _topics(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str]:
