@@ -57,6 +57,18 @@ def _consume_in_this_process(site: str, options: dict, stopping: list[int]) -> i
 		frappe.destroy()
 
 
+def _has_bus(broker: str | None) -> bool:
+	"""Tells whether this site has a bus to consume from (--site all starts no consumer otherwise)."""
+	from cauldron_fabric.consume.settings import load_consumer_settings
+	from cauldron_fabric.core.errors import ConfigurationError
+
+	try:
+		load_consumer_settings(broker)
+	except ConfigurationError:
+		return False
+	return True
+
+
 def _fork(child: Child) -> int:
 	"""Runs ``child(stopping)`` in a new process; returns its pid. The child exits with its code."""
 	pid = os.fork()
@@ -210,9 +222,8 @@ def consume(
 		from cauldron_fabric.services.signals import stop_requested
 
 		options = forwarded(group=group, topics=topics, pattern=pattern, broker=broker)
-		supervise_all_sites(
-			["consume", "--concurrency", str(concurrency), *options], stop_requested(), seconds
-		)
+		arguments = ["consume", "--concurrency", str(concurrency), *options]
+		supervise_all_sites(arguments, stop_requested(), seconds, lambda: _has_bus(broker))
 		return
 	site = get_site(context)
 	options = {

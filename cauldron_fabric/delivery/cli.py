@@ -31,7 +31,11 @@ def deliver(context, batch_size: int | None = None, seconds: float | None = None
 
 	stopping = stop_requested()
 	if all_sites_requested():
-		supervise_all_sites(["deliver", *forwarded(batch_size=batch_size)], stopping, seconds)
+		# A site with no enabled subscription has nothing to deliver: it gets a worker once it has one.
+		has_subscriptions = lambda: bool(frappe.db.exists("Event Subscription", {"enabled": 1}))  # noqa: E731
+		supervise_all_sites(
+			["deliver", *forwarded(batch_size=batch_size)], stopping, seconds, has_subscriptions
+		)
 		return
 	connect_site(get_site(context))
 	try:

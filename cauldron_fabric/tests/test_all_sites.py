@@ -22,6 +22,7 @@ import frappe
 
 from cauldron_fabric.services import all_sites
 from cauldron_fabric.services.status import relay_statuses
+from cauldron_fabric.tests.test_delivery_support import make_subscription
 from cauldron_fabric.tests.test_kafka_relay_support import KafkaRelayCase, event_status
 from cauldron_fabric.tests.utils import fabric_settings
 
@@ -139,6 +140,12 @@ class TestAllSites(KafkaRelayCase):
 			all_sites.forwarded(batch_size=5, group=None, topics=["a.b", "c.d"], pattern=""),
 			["--batch-size", "5", "--topics", "a.b,c.d"],
 		)
+		# A worker runs for a site with an enabled subscription (one that matches no event here).
+		subscription = make_subscription(
+			f"all-sites-{frappe.generate_hash(length=6)}", webhook_url="https://hooks.example.com/x"
+		)
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.delete_doc, "Event Subscription", subscription.name)
 		process = start_for_all_sites(self.sites, "deliver", "--batch-size", "7", "--seconds", "12")
 		_, stderr = process.communicate(timeout=120)
 		self.assertEqual(process.returncode, 0, stderr)
