@@ -138,7 +138,8 @@ class SiteSupervisor:
 			if child.process is None:
 				del self.children[site]
 			elif not child.stopping:
-				self.say(f"fabric: {site} is gone or no longer has the app: stopping its process")
+				# Dropped, the app uninstalled, or no more work for it (list_sites says which it asks).
+				self.say(f"fabric: {site} is gone or no longer wants its process: stopping it")
 				self._terminate(child)
 		self.wanted = wanted
 
