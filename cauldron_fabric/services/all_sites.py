@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import click
 import frappe
@@ -31,29 +31,35 @@ def all_sites_requested() -> bool:
 	return False
 
 
-def sites_with_app(
-	sites_path: str = ".",
-	errors: dict[str, str] | None = None,
-	needed: Callable[[], bool] | None = None,
-) -> dict[str, bool | None]:
-	"""Maps every site of the bench to whether it has this app installed (and, with ``needed``,
-	whether ``needed()``, asked on the connected site, says it has work for the process).
+def _connected_sites(sites_path: str = ".") -> Iterator[tuple[str, bool | None, str | None]]:
+	"""Connects to every site of the bench in turn and yields it with whether it has this app
+	installed, while it is connected (until the next site is asked for).
 
-	A site that cannot be read now (its database down, its config broken) maps to None, and
-	``errors`` (when given) gets why.
+	A site that cannot be read now (its database down, its config broken) comes with None and why.
 	"""
-	answers: dict[str, bool | None] = {}
 	for site in frappe.utils.get_sites(sites_path):
 		try:
 			frappe.init(site=site, sites_path=sites_path)
 			frappe.connect()
-			answers[site] = APP in frappe.get_installed_apps() and (needed is None or needed())
+			installed, error = APP in frappe.get_installed_apps(), None
 		except Exception as exc:
-			answers[site] = None
-			if errors is not None:
-				errors[site] = f"{type(exc).__name__}: {exc}"
+			installed, error = None, f"{type(exc).__name__}: {exc}"
+		try:
+			yield site, installed, error
 		finally:
 			frappe.destroy()
+
+
+def sites_with_app(sites_path: str = ".", needed: Callable[[], bool] | None = None) -> dict[str, bool | None]:
+	"""Maps every site of the bench to whether it has this app installed (and, with ``needed``,
+	whether ``needed()``, asked on the connected site, says it has work for the process); None
+	for a site that cannot be read now, or whose ``needed()`` failed."""
+	answers: dict[str, bool | None] = {}
+	for site, installed, _ in _connected_sites(sites_path):
+		try:
+			answers[site] = installed and (needed is None or needed())
+		except Exception:
+			answers[site] = None
 	return answers
 
 
@@ -106,17 +112,10 @@ def each_site_with_app(run: Callable[[], object]) -> dict[str, object]:
 
 	A site that could not be read is there too, as ``{"error": why}``.
 	"""
-	sites_path = os.getcwd()
-	errors: dict[str, str] = {}
 	results: dict[str, object] = {}
-	for site, installed in sites_with_app(sites_path, errors).items():
+	for site, installed, error in _connected_sites(os.getcwd()):
 		if installed is None:
-			results[site] = {"error": f"the site could not be read: {errors[site]}"}
+			results[site] = {"error": f"the site could not be read: {error}"}
 		elif installed:
-			frappe.init(site=site, sites_path=sites_path)
-			frappe.connect()
-			try:
-				results[site] = run()
-			finally:
-				frappe.destroy()
+			results[site] = run()
 	return results

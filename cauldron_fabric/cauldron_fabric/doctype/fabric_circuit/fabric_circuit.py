@@ -46,14 +46,14 @@ class FabricCircuit(Document):
 	def load_from_db(self) -> None:
 		# The store answers every target, one never seen as a closed circuit: a mistyped or old
 		# link opened a made-up circuit. Only the targets the list shows are documents.
-		breaker = site_breaker()
-		if self.name not in {state.target for state in breaker.states()}:
+		found = next((state for state in site_breaker().states() if state.target == self.name), None)
+		if found is None:
 			raise frappe.DoesNotExistError(
 				_(
 					"Fabric Circuit {0} not found: no request to that target has failed since its last reset."
 				).format(frappe.bold(frappe.utils.escape_html(self.name)))
 			)
-		super(Document, self).__init__(as_row(breaker.state(self.name)))
+		super(Document, self).__init__(as_row(found))
 
 	def db_update(self, *args, **kwargs) -> None:
 		frappe.throw(_("Circuits change by themselves; use Reset to close one."))
