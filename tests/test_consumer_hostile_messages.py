@@ -88,6 +88,8 @@ def test_kafka_hostile_records_are_dead_letters_that_say_why_and_the_partition_f
 	copies = bus.dead_letters(options.group, 4)
 	assert [headers[DEAD_LETTER_REASON] for headers, _ in copies] == [INVALID] * 4
 	assert copies[0][1] == sound_body and "UTF-8" in copies[0][0][EXCEPTION_MESSAGE]
+	# The tombstone's copy is a tombstone (no value), not an empty record; the others keep theirs.
+	assert copies[1][1] is None and copies[2][1] == b"[1, 2]"
 
 
 def test_rabbitmq_odd_headers_and_huge_bodies_leave_the_connection_and_the_queue_flowing():

@@ -21,7 +21,7 @@ class OutboundMessage:
 
 	destination: str
 	key: str | bytes | None  # bytes or None only from a Kafka consumer's copies: the key as it came
-	body: bytes
+	body: bytes | None  # None only from a Kafka consumer's copy of a tombstone
 	headers: tuple[tuple[str, str], ...] = ()
 
 

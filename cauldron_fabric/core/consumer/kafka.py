@@ -200,15 +200,17 @@ class KafkaSource(MessageSource):
 			if (m.topic(), m.partition()) in self._paused:
 				continue
 			headers, unreadable = _headers_of(m)
+			value = m.value()
 			message = InboundMessage(
 				m.topic(),
 				m.partition(),
 				m.offset(),
 				m.key(),
-				m.value() or b"",
+				value or b"",
 				headers,
 				m.timestamp()[1],
 				unreadable=unreadable,
+				tombstone=value is None,
 			)
 			if self._not_ours(message):
 				self.done(message)  # passed over, but done so that the group's lag on it stays 0
@@ -289,8 +291,10 @@ class KafkaSource(MessageSource):
 	def _publish(self, topic: str, message: InboundMessage, headers: tuple[tuple[str, str], ...]) -> str:
 		# The key as it came, bytes or none: decoded, a binary key became another key (another
 		# partition than its entity's events once the dead letter is retried), and none an empty one.
+		# So with the value: a tombstone's copy is a tombstone, which a compacted topic tells apart.
+		body = None if message.tombstone else message.body
 		delivery = self.transport.publish(
-			[OutboundMessage(topic, message.key, message.body, headers)], PUBLISH_TIMEOUT
+			[OutboundMessage(topic, message.key, body, headers)], PUBLISH_TIMEOUT
 		)[0]
 		if not delivery.ok:
 			raise delivery.error or TransportUnavailable(f"Kafka did not take the copy for {topic!r}.")

@@ -118,6 +118,9 @@ class InboundMessage:
 	# Why the source could not read the message as it came (its headers), if it could not: such
 	# a message is a dead letter, whatever its body says.
 	unreadable: str | None = None
+	# A Kafka record with no value at all (a tombstone), as opposed to an empty one: its body is
+	# b"", and its retry or dead-letter copy goes out with no value again, a tombstone still.
+	tombstone: bool = False
 
 	def header(self, name: str) -> str | None:
 		"""Returns the last value of a header as text, or None."""
