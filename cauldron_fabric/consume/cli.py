@@ -46,8 +46,14 @@ def _consume_in_this_process(site: str, options: dict, stopping: list[int]) -> i
 		click.echo(f"fabric consumer: {exc.format_message()}", err=True)
 		return 2  # refused: a supervisor's restart would meet the same refusal
 	try:
-		click.echo(f"fabric consumer {os.getpid()} for {site} started", err=True)
-		totals = run_consumer_for(should_stop=lambda: bool(stopping), **options)
+		totals = run_consumer_for(
+			should_stop=lambda: bool(stopping),
+			on_start=lambda: click.echo(f"fabric consumer {os.getpid()} for {site} started", err=True),
+			on_outage=lambda exc: click.echo(
+				f"fabric consumer {os.getpid()} for {site} waits for its broker: {exc}", err=True
+			),
+			**options,
+		)
 		click.echo(f"fabric consumer {os.getpid()} stopped: {totals}", err=True)
 		return 0
 	except ConfigurationError as exc:

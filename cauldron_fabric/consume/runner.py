@@ -165,11 +165,16 @@ def run_consumer_for(
 	stop_when_idle: bool = False,
 	extra_handlers: Mapping[str, Handler | Sequence[Handler]] | None = None,
 	broker_options: Mapping | None = None,
+	on_start: Callable[[], None] | None = None,
+	on_outage: Callable[[Exception], None] | None = None,
 ) -> ConsumerCounts:
 	"""Consumes for this site until stopped; returns what it did. Commits as it goes.
 
 	Handlers run as the Fabric Settings handler user; the session's user is restored after. When
 	Fabric Settings change (broker, handler user, attempts…) the consumer is rebuilt with them.
+	``on_start()`` is called once, when the first consumer was built: settings it refuses never
+	get that far. ``on_outage(exc)`` is called when the broker cannot be reached at a (re)build,
+	once per outage: the consumer waits for it.
 	"""
 	started, totals = time.monotonic(), ConsumerCounts()
 	previous_user = frappe.session.user if getattr(frappe.local, "session", None) else "Administrator"
@@ -183,11 +188,16 @@ def run_consumer_for(
 			# The broker is down at start: wait for it instead of exiting (an outage delays, never drops).
 			outages += 1
 			frappe.logger("cauldron_fabric").warning("consumer cannot start yet: %s", exc)
+			if outages == 1 and on_outage is not None:
+				on_outage(exc)
 			frappe.db.rollback()
 			if _wait(OUTAGE_BACKOFF.delay(outages), should_stop, started, max_seconds):
 				return totals
 			continue
 		outages = 0
+		if on_start is not None:
+			on_start()
+			on_start = None
 		watch = SettingsWatch(settings, broker)
 		reporter = ConsumerReporter(consumer.options.group, settings.broker, chosen)
 		remaining = None if max_seconds is None else max(0.0, max_seconds - (time.monotonic() - started))

@@ -15,10 +15,10 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import consumers as consumers_api
-from cauldron_fabric.testing.kafka_broker import create_topic
+from cauldron_fabric.testing.kafka_broker import create_topic, free_port
 from cauldron_fabric.tests.test_approval_support import OUTSIDER, approval_requested, ensure_people
 from cauldron_fabric.tests.test_consume_support import publish
-from cauldron_fabric.tests.utils import start_broker, start_fabric_command
+from cauldron_fabric.tests.utils import fabric_settings, start_broker, start_fabric_command
 
 
 def wait_for(condition, timeout: float, interval: float = 0.2):
@@ -137,6 +137,23 @@ class TestConsumeCommand(FrappeTestCase):
 				self.assertEqual(command.returncode, 2, stderr)
 				self.assertIn("is not a regular expression", stderr)
 				self.assertNotIn("Traceback", stderr)
+				# Before: "fabric consumer … started" came just before the refusal.
+				self.assertNotIn("started", stderr)
+
+	def test_a_consumer_whose_broker_is_down_says_it_waits_and_stops_in_time(self):
+		# Before: it said "started" and then nothing, while it waited for a broker that was down.
+		with fabric_settings(bootstrap_servers=f"127.0.0.1:{free_port()}"):
+			command = start_fabric_command("consume", "--topics", f"{self.prefix}.down", "--seconds", "8")
+			try:
+				_, stderr = command.communicate(timeout=60)
+			except subprocess.TimeoutExpired:
+				command.kill()
+				_, stderr = command.communicate()
+				self.fail(f"still running after 60 s: {stderr[-2000:]}")
+		self.assertEqual(command.returncode, 0, stderr)  # an outage delays work, it is no failure
+		self.assertEqual(stderr.count("waits for its broker"), 1, stderr)
+		self.assertNotIn("started", stderr)
+		self.assertNotIn("Traceback", stderr)
 
 	def test_the_consumer_apis_are_for_managers(self):
 		frappe.set_user(OUTSIDER)
