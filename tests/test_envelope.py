@@ -239,6 +239,19 @@ def test_a_body_with_nan_infinity_or_an_overflowing_number_is_no_json():
 	assert Envelope.from_json(body.replace('"qty":1', '"qty":1.5e300')).data.payload == {"qty": 1.5e300}
 
 
+def test_a_body_naming_a_key_twice_is_no_event_at_any_depth():
+	body = make_envelope("Sales Order", "SO-1", qty=1).to_json()
+	for twice, key in (
+		(body.replace('"qty":1', '"qty":1,"qty":2'), "qty"),
+		(body.replace('"type":', '"type":"x.y.z","type":', 1), "type"),
+	):
+		with pytest.raises(InvalidEnvelope) as caught:
+			Envelope.from_json(twice)
+		assert f"the key '{key}' appears twice in one object" in str(caught.value)
+	# The same key in two objects is no repeat.
+	assert Envelope.from_json(body.replace('"qty":1', '"qty":{"qty":1}')).data.payload == {"qty": {"qty": 1}}
+
+
 def test_rfc_3339_is_told_apart_from_the_rest_of_iso_8601():
 	for good in ("2026-11-27T14:00:00Z", "2026-11-27t14:00:00.123456z", "2026-11-27T14:00:00-05:30"):
 		assert is_rfc3339(good), good

@@ -283,11 +283,35 @@ def load_json(text: str | bytes) -> Any:
 	``NaN``, ``Infinity`` and a number too large for a float (``1e999``) are refused: JSON has
 	no such values (RFC 8259), the standard library alone reads them, and a handler given one
 	would store or compare a float that is no number.
+
+	So is an object that names a key twice: parsers disagree on which value counts (the first,
+	the last, an error), so the event a handler acts on could differ from the one another
+	service, or a schema check elsewhere, reads from the same bytes.
 	"""
 	try:
-		return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+		return strict_loads(text)
 	except (ValueError, RecursionError) as exc:  # not UTF-8 is a ValueError; nested thousands deep
 		raise InvalidEnvelope([f"body is not valid JSON ({exc})"]) from exc
+
+
+class DuplicateKey(ValueError):
+	"""A JSON object that names a key twice."""
+
+
+def strict_loads(text: str | bytes) -> Any:
+	"""``json.loads`` refusing what load_json refuses (ValueError; DuplicateKey for a key named twice)."""
+	return json.loads(
+		text, parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+	)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+	found = dict(pairs)
+	if len(found) != len(pairs):
+		seen: set[str] = set()
+		twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+		raise DuplicateKey(f"the key {twice[:80]!r} appears twice in one object: send each key once")
+	return found
 
 
 def _no_constant(token: str) -> Any:

@@ -185,6 +185,29 @@ class TestPublishRefusals(PublishCase):
 		)
 		self.assertEqual(typed.status_code, 200, typed.text)
 
+	def test_a_key_named_twice_is_refused_not_read_last_wins(self):
+		# Frappe's parser kept the last value without a word: "entityId" twice sent the second,
+		# while a gateway or audit log reading the same bytes may have kept the first.
+		twice = (
+			'{"type": "lore.note.saved", "data": {"entity": "Note", "entityId": "A-1", '
+			f'"entityId": "{self.tag}", "payload": {{}}}}}}'
+		)
+		response = request(
+			"post", URL, data=twice, content_type="application/json", headers={"Authorization": self.token}
+		)
+		self.assertEqual(response.status_code, 422, response.text)
+		self.assertIn("the key 'entityId' appears twice in one object", response.json["exception"])
+		# Form-encoded, the objects come as JSON text: the same rule.
+		response = request(
+			"post",
+			URL,
+			data={"type": "lore.note.saved", "data": twice.split('"data": ', 1)[1][:-1]},
+			headers={"Authorization": self.token},
+		)
+		self.assertEqual(response.status_code, 422, response.text)
+		self.assertIn("'data': the key 'entityId' appears twice", response.json["exception"])
+		self.assertEqual(events_after(self.start, "Note", self.tag), [])
+
 	def test_nan_and_infinite_numbers_are_refused_not_sent_as_null(self):
 		# Frappe's request parser reads these tokens; the event went out with null instead.
 		data = {"entity": "Note", "entityId": self.tag}
