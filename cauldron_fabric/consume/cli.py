@@ -20,12 +20,13 @@ from collections.abc import Callable
 import click
 from frappe.commands import get_site, pass_context
 
+from cauldron_fabric.core.supervision import RESTART_BACKOFF, STEADY_SECONDS
 from cauldron_fabric.services.all_sites import all_sites_requested, forwarded, supervise_all_sites
 from cauldron_fabric.services.cli import SECONDS, connect_site, not_blank
 
-RESTART_DELAY = 2.0
-MAX_RESTART_DELAY = 60.0
-STABLE_SECONDS = 60.0  # a consumer that ran this long before dying starts the delays afresh
+# As --site all restarts a site's process (core.supervision): 1 s doubling to a minute, afresh
+# once a consumer ran STEADY_SECONDS before dying.
+RESTART = RESTART_BACKOFF
 
 Child = Callable[[list[int]], int]
 
@@ -143,15 +144,15 @@ def _supervise(
 			stopping.append(signal.SIGTERM)
 			failed = refused = True
 		else:
-			failures_in_a_row = 1 if ran >= STABLE_SECONDS else failures_in_a_row + 1
-			delay = min(RESTART_DELAY * 2 ** (failures_in_a_row - 1), MAX_RESTART_DELAY)
+			failures_in_a_row = 1 if ran >= STEADY_SECONDS else failures_in_a_row + 1
+			delay = RESTART.delay(failures_in_a_row)
 			left = remaining()
 			if left is not None and left <= delay:
 				click.echo(f"fabric consume: consumer {pid} exited ({code}); out of time", err=True)
 				failed = True
 				continue
 			click.echo(
-				f"fabric consume: consumer {pid} exited ({code}); starting another in {delay:g} s", err=True
+				f"fabric consume: consumer {pid} exited ({code}); starting another in {delay:.2g} s", err=True
 			)
 			restarts.append(time.monotonic() + delay)
 	# Refused settings exit 2 as one consumer does: a supervisor told not to restart on 2 holds.

@@ -15,6 +15,7 @@ import frappe
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.api import consumers as consumers_api
+from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.testing.kafka_broker import create_topic, free_port
 from cauldron_fabric.tests.test_approval_support import OUTSIDER, approval_requested, ensure_people
 from cauldron_fabric.tests.test_consume_support import publish
@@ -236,8 +237,8 @@ class TestConsumeSupervisor(FrappeTestCase):
 		work = tempfile.mkdtemp()
 		self.addCleanup(shutil.rmtree, work)
 		started, errors = os.path.join(work, "started"), os.path.join(work, "stderr")
-		saved_stderr, delay = os.dup(2), cli.RESTART_DELAY
-		cli.RESTART_DELAY = 0.1
+		saved_stderr, restart = os.dup(2), cli.RESTART
+		cli.RESTART = Backoff(base=0.1, factor=2.0, maximum=60.0, jitter=0)
 		begun = time.monotonic()
 		try:
 			with open(errors, "w") as stderr:
@@ -246,7 +247,7 @@ class TestConsumeSupervisor(FrappeTestCase):
 		finally:
 			os.dup2(saved_stderr, 2)
 			os.close(saved_stderr)
-			cli.RESTART_DELAY = delay
+			cli.RESTART = restart
 		elapsed = time.monotonic() - begun
 		with open(started) as notes, open(errors) as stderr:
 			starts, text = len(notes.readlines()), stderr.read()
