@@ -69,8 +69,9 @@ class TestDeadLetterForm(DeskCase):
 		self.desk.confirm_dialog()
 		self.desk.wait_field_text("status", "Discarded")
 		self.desk.wait_without_button("Retry")
-		self.desk.open_section("resolution_section")
-		self.assertEqual(self.desk.field_text("resolution_note"), "ledger retired; nothing to post")
+		# Shown at once: before, the Resolution section stayed collapsed, the answer hidden.
+		self.desk.wait_field_text("resolution_note", "ledger retired; nothing to post")
+		self.assertIsNotNone(self.desk.visible(self.desk.field("resolved_by")))
 		self.committed()
 		self.assertEqual(
 			stored(name),

@@ -88,6 +88,50 @@ class TestDeskSmoke(DeskCase):
 		item = self.desk.find('.group-by-dropdown .group-by-item[data-value="open"]', "the count of open")
 		self.assertEqual(item.find_element(By.CSS_SELECTOR, ".group-by-count").text.strip(), "1")
 
+	def test_a_circuit_shows_its_state_in_colour_and_no_made_up_creator(self):
+		target = self.open_circuit()
+		self.desk.open_list("Fabric Circuit", target=target)
+		# Before: no indicator at all (Frappe colours only a field named status).
+		pill = self.desk.row_indicator(target)
+		self.assertEqual(pill.text.strip(), "Open")
+		self.assertIn("red", pill.get_attribute("class"))
+		self.desk.open_form("Fabric Circuit", target)
+		head = self.desk.find(".page-head .indicator-pill", "the form's indicator")
+		self.desk.wait(lambda _: head.text.strip() == "Open", "the form to say Open")
+		self.assertIn("red", head.get_attribute("class"))
+		# Before: "You created this" in the sidebar and the timeline, for whoever looked.
+		self.desk.wait(
+			lambda _: (
+				self.desk.visible(".form-sidebar .created-by") is None
+				and self.desk.visible(".form-footer") is None
+			),
+			"the creator and the timeline to be hidden",
+		)
+		self.assertNotIn("created this", self.desk.visible(".page-container .layout-main").text)
+
+	def test_a_delivery_that_never_got_an_answer_shows_no_http_status(self):
+		# Before: "HTTP status 0" on a delivery whose receiver never answered (or a broker's).
+		event_id = f"fabric-browser-{frappe.generate_hash(length=10)}"
+		for code, error in ((503, "Service Unavailable"), (0, "connection refused")):
+			# As the delivery workers write them: the form refuses saves through the ORM.
+			frappe.db.sql(
+				"""INSERT INTO `tabEvent Delivery` (name, event_id, event_type, status, attempts,
+				last_status_code, last_error, creation, modified, owner, modified_by)
+				VALUES (NEXTVAL(event_delivery_id_seq), %s, 'fabric.browser.checked', 'Pending', 1,
+				%s, %s, NOW(6), NOW(6), 'Administrator', 'Administrator')""",
+				(event_id, code, error),
+			)
+		answered, silent = (
+			frappe.db.get_value("Event Delivery", {"event_id": event_id, "last_error": error})
+			for error in ("Service Unavailable", "connection refused")
+		)
+		self.commit_until_the_end("Event Delivery", {"event_id": event_id})
+		self.desk.open_form("Event Delivery", str(silent))
+		self.desk.wait_field_text("last_error", "connection refused")
+		self.assertIsNone(self.desk.visible(self.desk.field("last_status_code")))
+		self.desk.open_form("Event Delivery", str(answered))
+		self.desk.wait_field_text("last_status_code", "503")
+
 	def compatibility_shown(self, subject: str) -> str:
 		"""Returns what the list's Compatibility mode column shows for ``subject``."""
 		columns = self.desk.driver.find_elements(By.CSS_SELECTOR, ".list-row-head .list-row-col")

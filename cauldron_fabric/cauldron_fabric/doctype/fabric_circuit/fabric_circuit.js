@@ -1,8 +1,21 @@
 // Fabric Circuit: read-only; a manager can close a circuit with Reset.
 
+const CIRCUIT_STATES = {
+	open: [__("Open"), "red"],
+	half_open: [__("Half-open"), "orange"],
+	closed: [__("Closed"), "green"],
+};
+
 frappe.ui.form.on("Fabric Circuit", {
 	refresh(frm) {
 		frm.disable_save();
+		// Frappe colours only a field named "status".
+		const [label, colour] = CIRCUIT_STATES[frm.doc.state] || [frm.doc.state, "gray"];
+		frm.page.set_indicator(label, colour);
+		// A circuit lives in Redis, made by failed requests: nobody created or edited it, and it
+		// has no timeline or comments (Frappe showed the viewer as its creator).
+		frm.sidebar && frm.sidebar.sidebar.find(".created-by, .modified-by").addClass("hide");
+		frm.footer && frm.footer.wrapper.addClass("hide");
 		if (frm.doc.state !== "closed" && frappe.user.has_role(["System Manager", "Fabric Manager"])) {
 			frm.add_custom_button(__("Reset"), async () => {
 				// Not frm.call: run_doc_method compares the form's "modified" with the stored one,
