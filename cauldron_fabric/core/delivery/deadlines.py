@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import http.client
 import itertools
 import os
 import socket
@@ -147,10 +148,32 @@ def cut_at(deadline: float, connection) -> Iterator[None]:
 			pool._put_conn(connection)
 
 
+class FinalResponse(http.client.HTTPResponse):
+	"""A response that reads past interim (1xx) responses to the final one (RFC 9110 15.2).
+
+	http.client skips ``100 Continue`` only: a receiver that sent ``102 Processing`` or ``103
+	Early Hints`` first was taken to have answered 1xx, not the 2xx or 5xx that followed, and the
+	event went to the dead letters although it was delivered, or should have been retried. The
+	deadline bounds a receiver sending interim responses for ever.
+	"""
+
+	def _read_status(self):
+		version, status, reason = super()._read_status()
+		if 100 < status < 200 and status != 101:  # begin() skips a 100's headers and reads on
+			return version, http.client.CONTINUE, reason
+		return version, status, reason
+
+	def begin(self) -> None:
+		super().begin()
+		if self.status == 101:  # the connection speaks another protocol now: never reuse it
+			self.will_close = True
+
+
 class _DeadlineMixin:
 	"""Sends the request and reads the response head under the deadline; a watchdog cuts the
 	socket when it passes."""
 
+	response_class = FinalResponse
 	sock: socket.socket | None
 	timeout: float | None
 	_connect_deadline: float | None = None

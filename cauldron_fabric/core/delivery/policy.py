@@ -42,14 +42,17 @@ class RetryPolicy:
 	) -> float | None:
 		"""Returns the seconds to wait after failed attempt number ``attempt``, or None when it was the last.
 
-		A receiver's ``Retry-After`` replaces the backoff (it knows when it will be back), capped at
-		``max_retry_after`` so a hostile or broken receiver cannot park a delivery for a year.
+		A receiver's ``Retry-After`` lengthens the backoff (it knows when it will be back), capped at
+		``max_retry_after`` so a hostile or broken receiver cannot park a delivery for a year. It
+		never shortens it: ``Retry-After: 0``, or a date its clock, behind ours, already sees as
+		past, spent every attempt of a failing receiver within a second and dead-lettered the event.
 		"""
 		if attempt >= self.max_attempts:
 			return None
+		delay = self.backoff.delay(attempt, rng)
 		if retry_after is not None:
-			return max(0.0, min(retry_after, self.max_retry_after))
-		return self.backoff.delay(attempt, rng)
+			return max(delay, min(retry_after, self.max_retry_after))
+		return delay
 
 
 class TokenBucket:

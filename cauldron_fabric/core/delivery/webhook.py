@@ -26,6 +26,7 @@ import requests
 import urllib3
 
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, PinnedAddressAdapter, pinned_url
+from cauldron_fabric.core.delivery.connection_errors import connection_problem
 from cauldron_fabric.core.delivery.deadlines import (
 	CONNECT_TIMEOUT,
 	RequestProgress,
@@ -212,11 +213,11 @@ class WebhookSender:
 		except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
 			if _elapsed(started) >= target.timeout * 1000:  # cut at the deadline (deadlines.py)
 				return _timed_out(target, started, progress)
-			reason = plain(redact_text(str(exc), target.url))  # it may quote the receiver's status line
+			reason = plain(redact_text(connection_problem(exc), target.url))  # may quote its status line
 			return Outcome(
 				False,
 				True,
-				f"Could not reach {redact_url(target.url)}: {reason}.",
+				f"Could not reach {redact_url(target.url)}: {reason}",
 				latency_ms=_elapsed(started),
 			)
 		except (ValueError, http.client.HTTPException) as exc:
@@ -248,7 +249,13 @@ class WebhookSender:
 			wait = None if wait is None else min(wait, self.max_retry_after)
 			error = f"{shown} answered {code} {plain(response.reason)}".rstrip() + "; retrying."
 			return Outcome(False, True, error, code, latency, text, wait)
-		if 300 <= code < 400:
+		if 300 <= code < 400 and not response.headers.get("Location"):
+			# 300 and 304 name no next hop: "redirected to ''" sent admins looking for one.
+			error = (
+				f"{shown} answered {code} {plain(response.reason)}".rstrip() + ", which is no success and "
+				"names no other URL; this is not retried. Fix the receiver, then retry the dead letter."
+			)
+		elif 300 <= code < 400:
 			error = (
 				f"{shown} redirected ({code}) to {plain(response.headers.get('Location'))!r}; redirects are not "
 				"followed. Put the final URL in the subscription."
@@ -266,7 +273,8 @@ class WebhookSender:
 
 
 def _read_capped(response: requests.Response, deadline: float) -> bytes:
-	"""Reads at most MAX_RESPONSE_READ bytes until ``deadline`` (``time.monotonic``).
+	"""Reads at most MAX_RESPONSE_READ bytes until ``deadline`` (``time.monotonic``), or until
+	the connection fails.
 
 	A longer or slower body's connection is dropped, not drained. The read timeout bounds each
 	read only: a receiver trickling a byte at a time would otherwise hold the attempt for days,
@@ -281,6 +289,10 @@ def _read_capped(response: requests.Response, deadline: float) -> bytes:
 				chunk = raw.read1(MAX_RESPONSE_READ + 1 - size, decode_content=True)
 				chunks.append(chunk)
 				size, ended = size + len(chunk), not chunk
+	except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+		# Reset mid-body, or cut at the deadline: the part that came is the receiver's explanation.
+		raw.close()
+		return b"".join(chunks)[:MAX_RESPONSE_READ]
 	except Exception:
 		raw.close()
 		raise
