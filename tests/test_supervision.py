@@ -27,6 +27,10 @@ CHILD = textwrap.dedent(
 	else:
 		signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 	note("started")  # from here on, SIGTERM is handled
+	if behaviour == "chatty":
+		print(f"relaying for {site}")
+		print("broker \u00e9 down", file=sys.stderr)
+		sys.stdout.buffer.write(b"not utf-8: \\xff\\n")
 	if behaviour == "exit":
 		sys.exit(3)
 	while not stop:
@@ -109,6 +113,24 @@ def test_one_child_per_wanted_site_each_stopped_with_sigterm(tmp_path, child_pro
 		assert not alive(pid)
 	assert not notes(folder, "c.site") and not notes(folder, "d.site")
 	assert sup.running() == {}
+
+
+def test_what_each_child_prints_is_passed_on_led_by_its_site(tmp_path, child_program):
+	# Before: children wrote straight to the terminal, and with many sites no line said whose it was.
+	sites = {"a.site": True, "b.site": True}
+	sup, _, said = supervisor(
+		tmp_path, child_program, sites, behaviour={"a.site": "chatty", "b.site": "chatty"}
+	)
+	try:
+		sup.step()
+		expected = {
+			f"{site} | {line}"
+			for site in sites
+			for line in (f"relaying for {site}", "broker \u00e9 down", "not utf-8: \ufffd")
+		}
+		assert wait_until(lambda: expected <= set(said)), said
+	finally:
+		sup.stop_all()
 
 
 def test_sites_that_come_and_go_are_followed(tmp_path, child_program):

@@ -15,14 +15,20 @@ child per site it is given, and follows the site list as it changes:
 
 On Linux each child also gets SIGTERM when the supervisor dies (even by SIGKILL), so a
 restarted supervisor does not find the last one's children still running beside its own.
+
+What a child prints (stdout and stderr) is passed on line by line, each line led by its site
+(``site.one | fabric relay … started``), so that the sites' output on one terminal or log
+can be told apart.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -90,6 +96,7 @@ class SiteSupervisor:
 	):
 		self.command_for, self.list_sites, self.cwd, self.timing = command_for, list_sites, cwd, timing
 		self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+		self._saying = threading.Lock()  # children's lines come from a thread each
 		self.children: dict[str, Child] = {}
 		self.wanted: set[str] = set()
 		self._next_check = 0.0
@@ -146,13 +153,35 @@ class SiteSupervisor:
 	def _start(self, child: Child) -> None:
 		command = list(self.command_for(child.site))
 		try:
-			child.process = subprocess.Popen(command, cwd=self.cwd, preexec_fn=_die_with_parent)
+			child.process = subprocess.Popen(
+				command,
+				cwd=self.cwd,
+				preexec_fn=_die_with_parent,
+				stdout=subprocess.PIPE,
+				stderr=subprocess.STDOUT,
+				# Line by line as printed: a pipe would make Python hold them in a block buffer.
+				env={**os.environ, "PYTHONUNBUFFERED": "1"},
+			)
 		except OSError as exc:
 			child.failures += 1
 			child.restart_at = time.monotonic() + self.timing.backoff.delay(child.failures)
 			self.say(f"fabric: could not start the process for {child.site}: {exc}")
 			return
 		child.started, child.stopping = time.monotonic(), False
+		threading.Thread(
+			target=self._pass_on,
+			args=(child.site, child.process.stdout),
+			name=f"output of {child.site}",
+			daemon=True,
+		).start()
+
+	def _pass_on(self, site: str, stream) -> None:
+		"""Says each line ``stream`` gives, led by its site, until the child closes it."""
+		with stream:
+			for line in iter(stream.readline, b""):
+				text = line.decode("utf-8", "replace").rstrip("\r\n")
+				with self._saying:
+					self.say(f"{site} | {text}")
 
 	def _reap(self, child: Child, now: float) -> None:
 		if child.process is None or child.process.poll() is None:

@@ -109,7 +109,10 @@ class TestAllSites(KafkaRelayCase):
 			_, stderr = parent.communicate(timeout=60)
 		self.assertEqual(parent.returncode, 0, stderr)
 		self.assertIn("fabric relay for every site with cauldron_fabric", stderr)
-		self.assertEqual(re.findall(r"^fabric relay for (\S+) started$", stderr, re.M), [site])
+		# Each child's lines led by its site (before, several sites' output could not be told apart).
+		self.assertEqual(
+			re.findall(r"^(\S+) \| fabric relay for (\S+) started$", stderr, re.M), [(site, site)]
+		)
 		self.assertIn(f"fabric relay for {site} stopped", stderr)
 		self.assertNotIn(UNREADABLE, stderr)  # no process for a site that cannot be read
 		self.assertTrue(stderr.rstrip().endswith("fabric relay for every site stopped"), stderr[-500:])
