@@ -90,17 +90,36 @@ class Relay:
 			# two), they would land first. A key that already failed ahead is not produced.
 			unconcluded = {r.partition_key for b in ahead if not b.concluded for r in b.records}
 			blocked = blocked_keys(ahead, records)
-			now, deferred = [], []
+			now, deferred, unreadable = [], [], {}
 			for record in records:
 				if waits_behind(blocked, record):
 					continue  # held back when settled
-				pair = (record, self._message(record))
+				try:
+					pair = (record, self._message(record))
+				except Exception as exc:
+					unreadable[record.seq] = self._unreadable(record, exc)
+					continue
 				(deferred if record.partition_key in unconcluded else now).append(pair)
 			wait = self.transport.publish_async([message for _, message in now])
 		except BaseException:
 			store.release()
 			raise
-		return Batch(store, records, now, wait, ahead, deferred)
+		return Batch(store, records, now, wait, ahead, deferred, unreadable=unreadable)
+
+	@staticmethod
+	def _unreadable(record: OutboxRecord, exc: Exception) -> Settlement:
+		"""Fails for good a row whose envelope JSON yields no message (written around the Envelope).
+
+		A row written by raw SQL or a broken migration (no JSON, no object, a field missing or
+		of another type) fails again on every retry; raised, it stopped the relay on every
+		start, and every event behind it waited.
+		"""
+		error = (
+			f"The envelope of event #{record.seq} in the Event Log cannot be read, so it cannot be "
+			f"published ({type(exc).__name__}: {str(exc)[:200]}). Correct its JSON to the envelope "
+			"structure (id, type, source, time, data, metadata), then retry the event."
+		)
+		return Settlement(record.seq, False, error=error, permanent=True)
 
 	def _conclude(self, batch: Batch) -> list[Settlement]:
 		"""Waits for the batch's deliveries and decides each record's outcome."""
@@ -182,7 +201,9 @@ class Relay:
 			key = record.partition_key
 			message, delivery = produced.get(record.seq, (None, None))
 			first = failed.get(key) or waits_behind(blocked, record)
-			if first is not None:
+			if record.seq in batch.unreadable:
+				settlements.append(batch.unreadable[record.seq])
+			elif first is not None:
 				unpublished[record.seq] = (key, first)
 				error = (
 					f"Held back behind event #{first.seq} of the same document, which failed: {first.error}"

@@ -52,6 +52,8 @@ class Batch:
 	# This batch's rows that did not go out (failed, or held back): seq -> (key, the failure).
 	unpublished: dict[int, tuple[str, Settlement]] = field(default_factory=dict)
 	concluded: bool = False
+	# Rows whose envelope yields no message (see Relay._unreadable): failed for good, never sent.
+	unreadable: dict[int, Settlement] = field(default_factory=dict)
 
 	@property
 	def seqs(self) -> list[int]:

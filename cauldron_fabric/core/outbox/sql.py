@@ -183,7 +183,9 @@ class SqlOutboxStore(OutboxStore):
 			(start, PENDING, self.clock(), *leave_out, limit),
 		)
 		self._retried.update(int(row[0]) for row in rows if row[3] or row[4])
-		return [OutboxRecord(*row[:4]) for row in rows]
+		# A row written without a key (raw SQL) has no document order to keep; as None its key
+		# made the ordering query's sort raise, and the relay stopped on every claim.
+		return [OutboxRecord(row[0], row[1] or "", row[2], row[3]) for row in rows]
 
 	def _in_key_order(self, records: list[OutboxRecord], ahead: set[int]) -> list[OutboxRecord]:
 		"""Drops records that would overtake an earlier unpublished record of the same key.

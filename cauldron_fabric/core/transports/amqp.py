@@ -40,6 +40,8 @@ CLOUDEVENTS_PREFIXES = ("ce_", "ce-", "cloudevents_", "cloudevents:")
 PERSISTENT = 2
 # RabbitMQ's default max_message_size; a larger body makes the broker close the channel.
 MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+# AMQP's short strings (exchange names, routing keys, message ids) hold at most this many bytes.
+MAX_NAME_BYTES = 255
 TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 # What pika raises for a message AMQP cannot carry (a routing key, message id or type over 255
 # bytes, a header value of no AMQP type), before anything is written.
@@ -190,6 +192,14 @@ def unencodable(address: AmqpAddress, error: Exception) -> MessageRejected:
 		hint="Routing keys, message ids and types are at most 255 bytes; shorten the destination "
 		"or the event id, then retry.",
 	)
+
+
+def unencodable_name(name: str, error: Exception) -> str:
+	"""Says why pika could not write an exchange name (see UNENCODABLE), without quoting all of it."""
+	size = len(name.encode("utf-8", "replace"))
+	if size > MAX_NAME_BYTES:
+		return f"its name is {size} bytes long and AMQP allows at most {MAX_NAME_BYTES}"
+	return f"its name cannot be sent over AMQP ({type(error).__name__}: {str(error)[:200]})"
 
 
 def too_large(size: int, limit: int) -> MessageRejected:

@@ -125,6 +125,20 @@ def _creation_refusal(future, timeout: float) -> str | None:
 	return None
 
 
+def uncarriable(message: OutboundMessage, error: Exception) -> MessageRejected:
+	"""Explains a message the Kafka client refused to encode; permanent, nothing was sent.
+
+	Header values must be text (UTF-8: no lone surrogates) or bytes; an envelope written
+	around the Envelope class (raw SQL) may hold a number or an object there.
+	"""
+	return MessageRejected(
+		f"The message for topic {message.destination!r} cannot be carried by Kafka "
+		f"({type(error).__name__}: {str(error)[:200]}).",
+		hint="Its key and header values (the envelope's id, type, source, time and metadata) must be "
+		"text; correct the event's envelope, then retry.",
+	)
+
+
 class KafkaTransport(Transport):
 	"""Publishes through one idempotent producer; creates missing topics when allowed."""
 
@@ -191,6 +205,15 @@ class KafkaTransport(Transport):
 			self._admin = AdminClient({**self.base_config, "error_cb": self._on_client_error})
 		return self._admin
 
+	def _admin_cause(self, exc: KafkaException) -> str:
+		"""Returns why the admin client got no answer: the client's own error when it has one.
+
+		list_topics says only "Broker transport failure"; the reason (a SASL authentication
+		refused, a TLS handshake failed) reaches error_cb, which runs only when the client is polled.
+		"""
+		self.admin.poll(0)
+		return self._last_client_error or str(exc)
+
 	def ensure_topics(self, topics: set[str], timeout: float = 10.0) -> None:
 		"""Creates topics that do not exist yet with the configured partitions and replication."""
 		missing = topics - self._known_topics
@@ -200,7 +223,9 @@ class KafkaTransport(Transport):
 			existing = set(self.admin.list_topics(timeout=timeout).topics)
 		except KafkaException as exc:
 			raise BrokerUnreachable(
-				f"Kafka at {self.bootstrap} did not answer a metadata request: {exc}."
+				f"Kafka at {self.bootstrap} did not answer a metadata request: {self._admin_cause(exc)}.",
+				hint="Check the bootstrap servers, the security protocol and the credentials; events wait "
+				"and are retried.",
 			) from exc
 		self._known_topics |= existing & missing
 		to_create = missing - existing
@@ -293,6 +318,11 @@ class KafkaTransport(Transport):
 					False, message.destination, error=self._classify(exc.args[0], message.destination)
 				)
 				return
+			except (TypeError, ValueError) as exc:
+				# Raised out of produce(), it stopped the relay with the batch's earlier messages
+				# already queued, and they went out again with the retry.
+				results[index] = Delivery(False, message.destination, error=uncarriable(message, exc))
+				return
 
 	def _classify(self, err: KafkaError, destination: str):
 		text = f"Kafka refused the message for topic {destination!r}: {err.name()} ({err.str()})."
@@ -327,7 +357,7 @@ class KafkaTransport(Transport):
 		try:
 			metadata = self.admin.list_topics(timeout=timeout)
 		except KafkaException as exc:
-			detail = self._last_client_error or str(exc)
+			detail = self._admin_cause(exc)
 			return ConnectionReport(
 				False,
 				f"No Kafka broker answered at {self.bootstrap} within {timeout:g} s ({detail}). "

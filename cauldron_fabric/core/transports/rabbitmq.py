@@ -42,6 +42,7 @@ from cauldron_fabric.core.transports.amqp import (
 	BINDING_PREFIXES,
 	DEFAULT_EXCHANGE,
 	MAX_MESSAGE_SIZE,
+	MAX_NAME_BYTES,
 	UNENCODABLE,
 	AmqpAddress,
 	ConfirmBatch,
@@ -54,6 +55,7 @@ from cauldron_fabric.core.transports.amqp import (
 	parse_destination,
 	too_large,
 	unencodable,
+	unencodable_name,
 )
 
 # Seconds of idleness after which the connection is rebuilt before use: between publishes no
@@ -72,6 +74,13 @@ class RabbitMQTransport(Transport):
 		self.parameters = connection_parameters(url, self.options)
 		self.where = f"{self.parameters.host}:{self.parameters.port} (vhost {self.parameters.virtual_host!r})"
 		self.exchange = self.options.get("exchange") or DEFAULT_EXCHANGE
+		if len(self.exchange.encode("utf-8", "replace")) > MAX_NAME_BYTES:
+			# pika raised ShortStringTooLong out of every publish and check: the relay stopped.
+			raise ConfigurationError(
+				f"The RabbitMQ exchange {self.exchange[:60]!r}… cannot be used: "
+				f"{unencodable_name(self.exchange, ValueError())}.",
+				hint="Shorten the exchange name in Fabric Settings.",
+			)
 		self.exchange_type = self.options.get("exchange_type") or "topic"
 		self.declare_exchanges = bool(self.options.get("declare_exchanges", True))
 		self.mandatory = bool(self.options.get("mandatory", True))
@@ -257,9 +266,13 @@ class RabbitMQTransport(Transport):
 			done.append(frame)
 			self._poke()
 
-		self._channel.exchange_declare(
-			exchange, self.exchange_type, passive=passive, durable=True, callback=declared
-		)
+		try:
+			self._channel.exchange_declare(
+				exchange, self.exchange_type, passive=passive, durable=True, callback=declared
+			)
+		except UNENCODABLE as exc:
+			# Refused before anything was written (a name over 255 bytes): the channel is fine.
+			return ValueError(unencodable_name(exchange, exc))
 		if not self._wait(lambda: done or self._channel is None or self._failure is not None, deadline):
 			raise TransportUnavailable(f"RabbitMQ at {self.where} did not answer an exchange declaration.")
 		if self._failure is not None:
