@@ -72,25 +72,28 @@ def test_kafka_hostile_records_are_dead_letters_that_say_why_and_the_partition_f
 	# A key named twice: read last-wins, the handler acted on another entity than a reader that
 	# keeps the first one (or refuses) saw in the same bytes.
 	produce(sound_body.replace(b'"entityId":', b'"entityId":"other","entityId":', 1), sound_headers)
+	# Half a surrogate pair: JSON reads it, no UTF-8 column or message can hold the text it makes.
+	produce(sound_body.replace(b'"mode":"good"', b'"mode":"\\ud800"', 1), sound_headers)
 	produce_event(4)
 
 	consumer, tracking, letters = item_consumer(source, options)
 	try:
-		consumer.run(lambda: len(tracking.effects) == 33 and len(letters) == 5, max_seconds=30)
+		consumer.run(lambda: len(tracking.effects) == 33 and len(letters) == 6, max_seconds=30)
 		assert sorted(n for n, _ in tracking.effects) == [1, 3, 4, *warm]
-		assert [letter.failure.reason for letter in letters] == [INVALID] * 5
-		unread, tombstone, array, incomplete, twice = (letter.failure.message for letter in letters)
+		assert [letter.failure.reason for letter in letters] == [INVALID] * 6
+		unread, tombstone, array, incomplete, twice, lone = (letter.failure.message for letter in letters)
 		assert "header" in unread and "UTF-8" in unread
 		assert "no body" in tombstone
 		assert "JSON array" in array
 		assert "'data' must be an object" in incomplete
 		assert "the key 'entityId' appears twice in one object" in twice
+		assert "lone surrogate escape" in lone
 		assert letters[0].body == sound_body and letters[0].key == b"I-1"
-		assert consumer.stats.totals().dead_lettered == 5
+		assert consumer.stats.totals().dead_lettered == 6
 	finally:
 		consumer.close()
-	copies = bus.dead_letters(options.group, 5)
-	assert [headers[DEAD_LETTER_REASON] for headers, _ in copies] == [INVALID] * 5
+	copies = bus.dead_letters(options.group, 6)
+	assert [headers[DEAD_LETTER_REASON] for headers, _ in copies] == [INVALID] * 6
 	assert copies[0][1] == sound_body and "UTF-8" in copies[0][0][EXCEPTION_MESSAGE]
 	# The tombstone's copy is a tombstone (no value), not an empty record; the others keep theirs.
 	assert copies[1][1] is None and copies[2][1] == b"[1, 2]"

@@ -252,6 +252,16 @@ def test_a_body_naming_a_key_twice_is_no_event_at_any_depth():
 	assert Envelope.from_json(body.replace('"qty":1', '"qty":{"qty":1}')).data.payload == {"qty": {"qty": 1}}
 
 
+def test_a_lone_surrogate_escape_is_no_event_and_a_pair_is_one_character():
+	body = make_envelope("Sales Order", "SO-1", note="x").to_json()
+	for lone in ("\\ud800", "a\\uDC00b"):
+		with pytest.raises(InvalidEnvelope) as caught:
+			Envelope.from_json(body.replace('"note":"x"', f'"note":"{lone}"').encode())
+		assert "lone surrogate escape" in str(caught.value)
+	paired = Envelope.from_json(body.replace('"note":"x"', '"note":"\\ud83d\\ude00"'))
+	assert paired.data.payload == {"note": "\U0001f600"}
+
+
 def test_rfc_3339_is_told_apart_from_the_rest_of_iso_8601():
 	for good in ("2026-11-27T14:00:00Z", "2026-11-27t14:00:00.123456z", "2026-11-27T14:00:00-05:30"):
 		assert is_rfc3339(good), good

@@ -226,6 +226,16 @@ def _envelope(body: dict[str, Any], unknown: list[str]) -> Envelope:
 	# not the 12 characters of its escaped surrogate pair.
 	try:
 		size = len(json.dumps(complete, default=str, ensure_ascii=False, allow_nan=False).encode())
+	except UnicodeEncodeError:
+		# A \ud800 escape alone (half of a surrogate pair) is JSON text no UTF-8 can store:
+		# told it held NaN, the caller looked for a number.
+		size = 0
+		problems.append(
+			_(
+				"the event holds text that is not valid Unicode (a lone surrogate escape such as \\ud800); "
+				"send each character whole, or both halves of its surrogate pair"
+			)
+		)
 	except ValueError:
 		# Frappe's request parser reads NaN, Infinity and 1e999 (too large: infinite); JSON has
 		# no such values, and the event would have gone out with null in their place.

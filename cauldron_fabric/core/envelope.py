@@ -287,11 +287,30 @@ def load_json(text: str | bytes) -> Any:
 	So is an object that names a key twice: parsers disagree on which value counts (the first,
 	the last, an error), so the event a handler acts on could differ from the one another
 	service, or a schema check elsewhere, reads from the same bytes.
+
+	So is half a surrogate pair escaped alone (``\\ud800``): JSON reads it, but it is no
+	character, and no UTF-8 column, message or log can hold the text it makes.
 	"""
 	try:
-		return strict_loads(text)
+		value = strict_loads(text)
 	except (ValueError, RecursionError) as exc:  # not UTF-8 is a ValueError; nested thousands deep
 		raise InvalidEnvelope([f"body is not valid JSON ({exc})"]) from exc
+	if (_SURROGATE_ESCAPE if isinstance(text, str) else _SURROGATE_ESCAPE_BYTES).search(text):
+		try:
+			json.dumps(value, ensure_ascii=False).encode("utf-8")
+		except UnicodeEncodeError as exc:
+			raise InvalidEnvelope(
+				[
+					"body holds a lone surrogate escape (such as \\ud800), which is no character: "
+					"send each character whole, or both halves of its surrogate pair"
+				]
+			) from exc
+	return value
+
+
+# An escaped UTF-16 surrogate: paired ones make one character, a lone one none (checked then).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class DuplicateKey(ValueError):

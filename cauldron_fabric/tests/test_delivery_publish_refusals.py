@@ -208,6 +208,30 @@ class TestPublishRefusals(PublishCase):
 		self.assertIn("'data': the key 'entityId' appears twice", response.json["exception"])
 		self.assertEqual(events_after(self.start, "Note", self.tag), [])
 
+	def test_a_lone_surrogate_is_refused_as_such_not_as_a_number(self):
+		# Before: refused as "NaN or an infinite number", which sent the caller looking for a number.
+		good = json.dumps(
+			{
+				"type": "lore.note.saved",
+				"data": {"entity": "Note", "entityId": self.tag, "payload": {"x": "y"}},
+			}
+		)
+		for where, lone in (("payload", '"x": "\\ud800"'), ("entity", '"entity": "Note\\udc00"')):
+			with self.subTest(where=where):
+				text = good.replace('"x": "y"' if where == "payload" else '"entity": "Note"', lone)
+				self.assertIn("\\ud", text)
+				response = request(
+					"post",
+					URL,
+					data=text,
+					content_type="application/json",
+					headers={"Authorization": self.token},
+				)
+				self.assertEqual(response.status_code, 422, response.text)
+				self.assertIn("not valid Unicode (a lone surrogate", response.json["exception"])
+				self.assertNotIn("NaN", response.json["exception"])
+		self.assertEqual(events_after(self.start, "Note", self.tag), [])
+
 	def test_nan_and_infinite_numbers_are_refused_not_sent_as_null(self):
 		# Frappe's request parser reads these tokens; the event went out with null instead.
 		data = {"entity": "Note", "entityId": self.tag}
