@@ -57,6 +57,15 @@ def kafka_relay(kafka, outbox_table, topic, **options):
 	return Relay(store, open_transport(kafka.url), RelayOptions(topic_template=topic, **options))
 
 
+def drain_with_a_kafka_relay(kafka, outbox_table, topic) -> None:
+	"""Relays until no row is Pending (30 s at most), then closes the relay."""
+	relay = kafka_relay(kafka, outbox_table, topic)
+	try:
+		assert drain(relay, limit_seconds=30) == 0
+	finally:
+		relay.close()
+
+
 def test_rows_whose_envelope_cannot_be_read_fail_alone_and_say_why(kafka, outbox_table):
 	# _message() raised out of the claim (JSONDecodeError, TypeError, KeyError): the relay
 	# stopped with a traceback on every start, and every event behind the row waited.
@@ -71,11 +80,7 @@ def test_rows_whose_envelope_cannot_be_read_fail_alone_and_say_why(kafka, outbox
 		insert_raw(table, sequence, "ToDo/E", '{"id": "\\ud800"}'),  # a lone surrogate
 	]
 	ids += fill(table, sequence, ["A", "B"], 2)
-	relay = kafka_relay(kafka, outbox_table, topic)
-	try:
-		assert drain(relay, limit_seconds=30) == 0
-	finally:
-		relay.close()
+	drain_with_a_kafka_relay(kafka, outbox_table, topic)
 	found = rows(table)
 	for seq in corrupt:
 		status, _, error = found[seq]
@@ -124,11 +129,7 @@ def test_header_values_kafka_cannot_carry_fail_that_event_alone_and_publish_the_
 	odd["metadata"]["correlationId"] = 42  # valid JSON, but a Kafka header value must be text
 	bad = insert_raw(table, sequence, "ToDo/N", json.dumps(odd))
 	ids += fill(table, sequence, ["A", "B"], 2)
-	relay = kafka_relay(kafka, outbox_table, topic)
-	try:
-		assert drain(relay, limit_seconds=30) == 0
-	finally:
-		relay.close()
+	drain_with_a_kafka_relay(kafka, outbox_table, topic)
 	status, _, error = rows(table)[bad]
 	assert status == FAILED and "cannot be carried by Kafka" in error and "header" in error, error
 	assert status_counts(table) == {PUBLISHED: len(ids), FAILED: 1}

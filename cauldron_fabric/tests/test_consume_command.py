@@ -40,6 +40,17 @@ class TestConsumeCommand(FrappeTestCase):
 		ensure_people()
 		start_broker(cls, consumer_max_attempts=2, handler_user="Administrator")
 
+	def finished(self, *args: str) -> tuple[subprocess.Popen, str]:
+		"""Runs ``bench fabric *args`` to its end (a minute at most); returns it and its stderr."""
+		command = start_fabric_command(*args)
+		try:
+			_, stderr = command.communicate(timeout=60)
+		except subprocess.TimeoutExpired:
+			command.kill()
+			_, stderr = command.communicate()
+			self.fail(f"still running after 60 s: {stderr[-2000:]}")
+		return command, stderr
+
 	def start_command(self, group: str, topic: str, concurrency: int) -> subprocess.Popen:
 		return start_fabric_command(
 			"consume",
@@ -125,15 +136,9 @@ class TestConsumeCommand(FrappeTestCase):
 	def test_a_pattern_that_is_no_regex_is_refused_with_a_clear_message(self):
 		for concurrency in ("1", "2"):
 			with self.subTest(concurrency=concurrency):
-				command = start_fabric_command(
+				command, stderr = self.finished(
 					"consume", "--pattern", "[", "--concurrency", concurrency, "--seconds", "30"
 				)
-				try:
-					_, stderr = command.communicate(timeout=60)
-				except subprocess.TimeoutExpired:
-					command.kill()
-					_, stderr = command.communicate()
-					self.fail(f"still running after 60 s: {stderr[-2000:]}")
 				# The same code however many consumers: refused settings exit 2, not 2 or 1.
 				self.assertEqual(command.returncode, 2, stderr)
 				self.assertIn("is not a regular expression", stderr)
@@ -144,13 +149,7 @@ class TestConsumeCommand(FrappeTestCase):
 	def test_a_consumer_whose_broker_is_down_says_it_waits_and_stops_in_time(self):
 		# Before: it said "started" and then nothing, while it waited for a broker that was down.
 		with fabric_settings(bootstrap_servers=f"127.0.0.1:{free_port()}"):
-			command = start_fabric_command("consume", "--topics", f"{self.prefix}.down", "--seconds", "8")
-			try:
-				_, stderr = command.communicate(timeout=60)
-			except subprocess.TimeoutExpired:
-				command.kill()
-				_, stderr = command.communicate()
-				self.fail(f"still running after 60 s: {stderr[-2000:]}")
+			command, stderr = self.finished("consume", "--topics", f"{self.prefix}.down", "--seconds", "8")
 		self.assertEqual(command.returncode, 0, stderr)  # an outage delays work, it is no failure
 		self.assertEqual(stderr.count("waits for its broker"), 1, stderr)
 		self.assertNotIn("started", stderr)

@@ -16,6 +16,14 @@ from cauldron_fabric.tests.utils import ensure_custom_doctype, events_after, fab
 
 
 class TestPublishRefusals(PublishCase):
+	def post_json_text(self, text: str):
+		"""Posts ``text`` as it is (JSON the test client would not write); checks it was refused."""
+		response = request(
+			"post", URL, data=text, content_type="application/json", headers={"Authorization": self.token}
+		)
+		self.assertEqual(response.status_code, 422, response.text)
+		return response
+
 	def test_an_event_its_schema_refuses_gets_422_even_where_saves_keep_such_events(self):
 		# "Record as invalid" lets a save go through and keeps its event Invalid, never published.
 		# A publisher has no save to protect: answered 200, it would think its event was sent.
@@ -192,10 +200,7 @@ class TestPublishRefusals(PublishCase):
 			'{"type": "lore.note.saved", "data": {"entity": "Note", "entityId": "A-1", '
 			f'"entityId": "{self.tag}", "payload": {{}}}}}}'
 		)
-		response = request(
-			"post", URL, data=twice, content_type="application/json", headers={"Authorization": self.token}
-		)
-		self.assertEqual(response.status_code, 422, response.text)
+		response = self.post_json_text(twice)
 		self.assertIn("the key 'entityId' appears twice in one object", response.json["exception"])
 		# Form-encoded, the objects come as JSON text: the same rule.
 		response = request(
@@ -220,14 +225,7 @@ class TestPublishRefusals(PublishCase):
 			with self.subTest(where=where):
 				text = good.replace('"x": "y"' if where == "payload" else '"entity": "Note"', lone)
 				self.assertIn("\\ud", text)
-				response = request(
-					"post",
-					URL,
-					data=text,
-					content_type="application/json",
-					headers={"Authorization": self.token},
-				)
-				self.assertEqual(response.status_code, 422, response.text)
+				response = self.post_json_text(text)
 				self.assertIn("not valid Unicode (a lone surrogate", response.json["exception"])
 				self.assertNotIn("NaN", response.json["exception"])
 		self.assertEqual(events_after(self.start, "Note", self.tag), [])
@@ -253,14 +251,7 @@ class TestPublishRefusals(PublishCase):
 		):
 			with self.subTest(label=label):
 				self.assertIn(label, body)
-				response = request(
-					"post",
-					URL,
-					data=body,
-					content_type="application/json",
-					headers={"Authorization": self.token},
-				)
-				self.assertEqual(response.status_code, 422, response.text)
+				response = self.post_json_text(body)
 				self.assertIn("NaN or an infinite number (such as 1e999)", response.json["exception"])
 		self.assertEqual(events_after(self.start, "Note", self.tag), [])
 		fine = self.publish({"type": "lore.note.saved", "data": {**data, "payload": {"x": 1.5e300}}})
