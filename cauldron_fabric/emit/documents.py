@@ -117,7 +117,7 @@ def on_change(doc, method=None) -> None:
 	if doc.flags.in_insert:
 		if not _row_written_by_insert(doc):
 			return
-		actions = ["updated" if recorded else "created"]
+		actions = ["updated" if recorded or reloaded_by_import(doc) else "created"]
 		if doc.docstatus == 1:
 			actions.append("submitted")
 	else:
@@ -174,6 +174,16 @@ def _inserted_ignoring_duplicates(doc) -> bool:
 def _is_row(doc) -> bool:
 	"""Tells whether ``doc`` is a child table row (changed on its own when its hooks fire)."""
 	return bool(doc.get("parentfield")) and doc.meta.istable
+
+
+def reloaded_by_import(doc) -> bool:
+	"""Tells whether this insert stores anew a document Frappe's import found stored already.
+
+	``import_doc`` (bench migrate, an app's changed JSON) deletes the stored document for reload,
+	with no hooks, then inserts the new one: an update of what was there, not a creation. Its
+	``delete_old_doc`` is the one place that sets the ``ignore_children_type`` flag.
+	"""
+	return bool(frappe.flags.in_import) and doc.flags.get("ignore_children_type") is not None
 
 
 def _defer_db_set(doc) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import frappe
+from frappe.modules.import_file import import_doc
 from frappe.tests.utils import FrappeTestCase
 
 from cauldron_fabric.emit.scheduled import emit_heartbeat, purge_expired_events
@@ -81,6 +82,38 @@ class TestSystemEvents(EmissionCase):
 				if e["data"]["entity"] == "DocType" and e["data"]["entityId"] == name
 			],
 			[],
+		)
+
+	def test_a_migrate_reimporting_a_doctype_is_its_update_and_a_new_one_its_creation(self):
+		# Frappe's import (bench migrate, an app's JSON changed) deletes the stored DocType without
+		# its hooks and inserts the new one: every upgrade told consumers each DocType it touched
+		# was created.
+		name = "Fabric Reimported " + frappe.generate_hash(length=6)
+		ensure_custom_doctype(name, [{"fieldname": "title", "fieldtype": "Data", "label": "Title"}])
+		frappe.db.commit()
+		self.addCleanup(frappe.db.commit)
+		self.addCleanup(frappe.delete_doc, "DocType", name, ignore_missing=True, force=True)
+		docdict = frappe.get_doc("DocType", name).as_dict()
+		docdict["fields"] = [
+			{key: row[key] for key in ("fieldname", "fieldtype", "label")} for row in docdict["fields"]
+		]
+		docdict["permissions"] = []
+		docdict["fields"].append({"fieldname": "note", "fieldtype": "Data", "label": "Note"})
+		fresh = {**docdict, "name": f"{name} New", "fields": docdict["fields"][:1]}
+		self.addCleanup(frappe.delete_doc, "DocType", fresh["name"], ignore_missing=True, force=True)
+		start = last_seq()
+		import_doc(docdict)
+		import_doc(fresh)
+		frappe.db.commit()
+		actions = [
+			(e["data"]["entityId"], e["data"]["action"])
+			for e in events_after(start)
+			if e["type"] == "system.change" and e["data"]["entity"] == "DocType"
+		]
+		self.assertEqual(actions, [(name, "updated"), (fresh["name"], "created")])
+		(updated,) = [e for e in events_after(start) if e["data"]["entityId"] == name]
+		self.assertEqual(
+			[f["fieldname"] for f in updated["data"]["payload"]["doc"]["fields"]], ["title", "note"]
 		)
 
 	def test_heartbeat_describes_the_site_and_outbox(self):
