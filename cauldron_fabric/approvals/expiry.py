@@ -9,6 +9,8 @@ timeline says why.
 
 from __future__ import annotations
 
+import time
+
 import frappe
 from frappe import _
 from frappe.utils import format_datetime, now_datetime
@@ -22,31 +24,56 @@ from cauldron_fabric.approvals.notify import (
 	users_with_roles,
 )
 
-BATCH = 200
+BATCH = 200  # requests read at a time
+RUN_SECONDS = 90  # under the job's two-minute period
 SYSTEM_USER = "Administrator"  # who the agent is told decided an expired request
 
 
 def expire_overdue_requests() -> int:
-	"""Expires every pending request past its due time, one commit each (scheduler job); returns how many."""
-	names = frappe.get_all(
-		DOCTYPE,
-		filters={"status": "Pending", "due_by": ("<=", now_datetime())},
-		pluck="name",
-		order_by="due_by asc",
-		limit=BATCH,
+	"""Expires every pending request past its due time, one commit each (scheduler job); returns how many.
+
+	Reads them a page at a time, the earliest due first, each page from where the last one
+	ended: a request that cannot expire (its error logged) stays Pending at the head, and when
+	each run read only the first page, ``BATCH`` such requests kept every later one from expiring
+	for good. A run stops after ``RUN_SECONDS``; the next one, two minutes later, goes on.
+	"""
+	now, after, expired = now_datetime(), None, 0
+	deadline = time.monotonic() + RUN_SECONDS
+	while True:
+		page = overdue_page(now, after)
+		for name, _due_by in page:
+			if time.monotonic() > deadline:
+				return expired
+			expired += expire_one(name)
+		if len(page) < BATCH:
+			return expired
+		after = page[-1]
+
+
+def overdue_page(now, after: tuple | None) -> list[tuple]:
+	"""Returns the next ``BATCH`` pending requests due by ``now`` (name, due time), after ``after``."""
+	past = "AND (due_by > %s OR (due_by = %s AND name > %s))" if after else ""
+	return frappe.db.sql(
+		f"""SELECT name, due_by FROM `tab{DOCTYPE}` WHERE status = 'Pending' AND due_by <= %s {past}
+		ORDER BY due_by, name LIMIT %s""",
+		(now, *((after[1], after[1], after[0]) if after else ()), BATCH),
 	)
-	expired = 0
-	for name in names:
-		try:
-			doc = frappe.get_doc(DOCTYPE, name, for_update=True)
-			if is_overdue(doc):
-				expire_request(doc)
-				expired += 1
+
+
+def expire_one(name: str) -> int:
+	"""Expires one request if it is still overdue, and commits; 1 if it did, 0 if not or if it failed."""
+	try:
+		doc = frappe.get_doc(DOCTYPE, name, for_update=True)
+		if not is_overdue(doc):
 			frappe.db.commit()
-		except Exception:
-			frappe.db.rollback()
-			frappe.log_error(title=f"Approval request {name} could not expire")
-	return expired
+			return 0
+		expire_request(doc)
+		frappe.db.commit()
+		return 1
+	except Exception:
+		frappe.db.rollback()
+		frappe.log_error(title=f"Approval request {name} could not expire")
+		return 0
 
 
 def expire_request(doc) -> None:
