@@ -132,3 +132,15 @@ class TestExpiryPastRequestsThatFail(ApprovalCase):
 		self.assertEqual(frappe.db.get_value("Approval Request", later, "status"), "Expired")
 		statuses = frappe.get_all("Approval Request", {"name": ("in", poisoned)}, pluck="status")
 		self.assertEqual(statuses, ["Pending", "Pending"])
+
+
+class TestExpiryReadsThroughAnIndex(FrappeTestCase):
+	def test_pending_requests_due_first_are_read_through_the_status_and_due_index(self):
+		# Before: no such index, and every run (each two minutes) scanned and sorted the table.
+		indexes = frappe.db.sql(
+			"SHOW INDEX FROM `tabApproval Request` WHERE Key_name = 'fabric_pending_due'", as_dict=True
+		)
+		self.assertEqual(
+			[row.Column_name for row in sorted(indexes, key=lambda row: row.Seq_in_index)],
+			["status", "due_by"],
+		)
