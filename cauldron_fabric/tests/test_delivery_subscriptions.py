@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+
 import frappe
 from frappe.tests.utils import patch_hooks
 from frappe.utils.password import set_encrypted_password
@@ -79,9 +82,28 @@ class TestSubscriptionValidation(DeliveryTestCase):
 				self.assertIn("allow-list in Fabric Settings", warned)
 		frappe.clear_messages()
 		self.subscription(webhook_url="https://93.184.215.14/hook")  # a public address
-		self.subscription(webhook_url="https://hooks.example.com/hook")  # a name: judged at delivery
 		with fabric_settings(webhook_allowed_networks="10.0.0.0/8"):
 			self.subscription(webhook_url="http://10.1.2.3:5678/webhook")
+		self.assertEqual(frappe.get_message_log(), [])
+
+	def test_a_webhook_host_name_is_resolved_on_save_to_warn_of_a_refused_or_unknown_address(self):
+		# Before: only an address written out (or localhost) was looked at; a name that resolves
+		# to a private address, or to nothing (a typo), was found out at the first delivery.
+		host = socket.gethostname()  # in /etc/hosts: a loopback or private address
+		addresses = {info[4][0] for info in socket.getaddrinfo(host, 443)}
+		if any(ipaddress.ip_address(a).is_global for a in addresses):
+			self.skipTest(f"{host} resolves to a public address here ({addresses})")
+		for url, warning in (
+			(f"http://{host}:8080/hook", "Deliveries to this URL will be refused"),
+			("https://no-such-host.invalid/hook", "does not resolve now"),  # RFC 2606: never resolves
+		):
+			with self.subTest(url=url):
+				frappe.clear_messages()
+				self.subscription(webhook_url=url)
+				self.assertIn(warning, " ".join(str(m) for m in frappe.get_message_log()))
+		frappe.clear_messages()
+		with fabric_settings(webhook_allowed_networks=host):
+			self.subscription(webhook_url=f"http://{host}:8080/hook")
 		self.assertEqual(frappe.get_message_log(), [])
 
 	def test_bad_patterns_templates_and_urls_are_each_listed(self):

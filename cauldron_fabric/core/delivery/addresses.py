@@ -52,6 +52,10 @@ class HostUnresolvable(RetryableError):
 	"""A webhook host name that DNS could not resolve (maybe only for now)."""
 
 
+class HostResolutionSlow(HostUnresolvable):
+	"""A webhook host name whose lookup took longer than the caller would wait."""
+
+
 def system_resolver(host: str, port: int) -> list[str]:
 	"""Returns the addresses ``host`` resolves to, in the system resolver's order."""
 	infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -241,7 +245,7 @@ class AddressPolicy:
 					found = RESOLVER_THREADS.resolve(self.resolver, host, port, within)
 				addresses = [ipaddress.ip_address(a.split("%")[0]) for a in found]
 			except TimeoutError:
-				raise HostUnresolvable(
+				raise HostResolutionSlow(
 					f"Webhook host {host!r} did not resolve within {round(within, 1):g} s (its DNS servers are slow "
 					"or unreachable).",
 					hint="Check the URL and the server's DNS; the delivery is retried.",

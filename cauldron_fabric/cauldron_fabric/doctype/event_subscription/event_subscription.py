@@ -7,7 +7,6 @@ later. Any change makes every process reload its routing index after the commit.
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 import frappe
@@ -15,6 +14,7 @@ from frappe import _
 from frappe.model.document import Document
 
 from cauldron_fabric.core.delivery import AddressRefused, SubscriptionInvalid, generate_secret
+from cauldron_fabric.core.delivery.addresses import HostResolutionSlow, HostUnresolvable
 from cauldron_fabric.core.errors import FabricError
 from cauldron_fabric.delivery.connections import webhook_address_policy
 from cauldron_fabric.delivery.dead_letters import dead_letter_pending_deliveries
@@ -26,6 +26,7 @@ from cauldron_fabric.delivery.subscriptions import (
 	subscriptions_changed,
 )
 
+SAVE_RESOLVE_SECONDS = 1.0  # how long a save waits on DNS to warn of a refused webhook address
 DEFAULTED_NUMBERS = ("max_attempts", "initial_delay", "max_delay", "jitter", "webhook_timeout")
 
 
@@ -72,25 +73,31 @@ class EventSubscription(Document):
 
 	def warn_of_a_refused_address(self) -> None:
 		"""Warns on save when deliveries to the URL's address will be refused (a private, loopback
-		or link-local address the allow-list does not name); the delivery check stays the rule.
+		or link-local address the allow-list does not name), or when its host name does not
+		resolve now; the check at each delivery stays the rule (what a name resolves to may change).
 
-		Only an address written out, or localhost, is looked at: resolving a name here would make
-		saving wait on DNS, and what it resolves to may change by delivery time.
+		A name is resolved for at most ``SAVE_RESOLVE_SECONDS``: a slow DNS delays the save that
+		long and gives no warning.
 		"""
 		host = urlsplit(self.webhook_url or "").hostname
 		if self.destination_type != "Webhook" or not host:
 			return
-		try:
-			ipaddress.ip_address(host)
-		except ValueError:
-			if host.lower().rstrip(".") != "localhost":
-				return
 		allowed = frappe.db.get_single_value("Fabric Settings", "webhook_allowed_networks")
 		try:
-			webhook_address_policy(allowed).resolve(host, 443, within=2.0)
+			webhook_address_policy(allowed).resolve(host, 443, within=SAVE_RESOLVE_SECONDS)
 		except AddressRefused as exc:
 			frappe.msgprint(
 				_("Deliveries to this URL will be refused: {0}").format(frappe.utils.escape_html(str(exc))),
+				title=_("Destination"),
+				indicator="orange",
+			)
+		except HostResolutionSlow:
+			pass  # slow DNS: judged at delivery
+		except HostUnresolvable:
+			frappe.msgprint(
+				_(
+					"The host name {0} does not resolve now, so deliveries will wait and be retried until it does. Check its spelling."
+				).format(frappe.bold(frappe.utils.escape_html(host))),
 				title=_("Destination"),
 				indicator="orange",
 			)
