@@ -30,6 +30,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from cauldron_fabric.core.consumer.messages import (
 	REPLY_TO,
@@ -66,7 +67,10 @@ from cauldron_fabric.core.transports.amqp import DEFAULT_EXCHANGE, connection_pa
 log = logging.getLogger("cauldron_fabric.consumer.rabbitmq")
 
 PRECONDITION_FAILED = 406  # AMQP: a queue or exchange declared again with other arguments or type
-AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
+# A broker that takes the TCP connection and never answers the AMQP handshake makes pika's
+# BlockingConnection raise its connection workflow's own error (a stack timeout), no AMQPError:
+# it went through the reconnect in poll() and stopped the consumer with a traceback.
+AMQP_ERRORS = (pika.exceptions.AMQPError, AMQPConnectorException, OSError)
 
 
 def close_quietly(connection) -> None:

@@ -63,6 +63,16 @@ PERMANENT_CODES = {
 # that timed out counts so only when the client's last error was one of these (a cluster that
 # answers but takes one topic's messages too slowly may still take others').
 CLUSTER_LOST_CODES = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE}
+# The broker refuses the producer's id or epoch: after messages timed out in flight (a link
+# that stalled, then healed) librdkafka bumps the epoch itself, which a broker may not accept,
+# and then it refuses every later message of this producer. A fresh producer gets a new id.
+PRODUCER_REFUSED_CODES = {
+	KafkaError.INVALID_PRODUCER_EPOCH,
+	KafkaError.PRODUCER_FENCED,
+	KafkaError._FENCED,
+	KafkaError.UNKNOWN_PRODUCER_ID,
+	KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+}
 
 
 def kafka_config(bootstrap: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -271,6 +281,9 @@ class KafkaTransport(Transport):
 			if err is None:
 				results[index] = Delivery(True, destination, partition=msg.partition(), offset=msg.offset())
 			else:
+				if err.code() in PRODUCER_REFUSED_CODES and not self._producer_fatal:
+					self._last_client_error = f"{err.name()}: {err.str()}"
+					self._producer_fatal = True  # replaced before the next batch
 				results[index] = Delivery(False, destination, error=self._classify(err, destination))
 
 		return on_delivery
