@@ -82,12 +82,17 @@ class _Alarm:
 	active: bool = True
 
 
+# Turned-off alarms the watchdog lets wait in its heap before it drops them.
+FORGET_TURNED_OFF_AT = 256
+
+
 class _Watchdog:
 	"""One daemon thread that cuts the sockets of requests still unanswered at their deadline."""
 
 	def __init__(self) -> None:
 		self._wake = threading.Condition()
 		self._alarms: list[tuple[float, int, _Alarm]] = []
+		self._turned_off = 0  # alarms in the heap that were turned off before their deadline
 		self._order = itertools.count()
 		self._thread: threading.Thread | None = None
 
@@ -110,7 +115,16 @@ class _Watchdog:
 		had just found on was cut after the block ended, under the next request on the connection.
 		"""
 		with self._wake:
+			if not alarm.active:  # it went off: the watchdog has taken it out of the heap
+				return
 			alarm.active = False
+			self._turned_off += 1
+			# An answered request's alarm would wait in the heap for its deadline, holding its
+			# connection: with a long timeout, many thousands of them. Dropped once they are most of it.
+			if self._turned_off > FORGET_TURNED_OFF_AT and 2 * self._turned_off > len(self._alarms):
+				self._alarms = [entry for entry in self._alarms if entry[2].active]
+				heapq.heapify(self._alarms)
+				self._turned_off = 0
 
 	def _run(self) -> None:
 		with self._wake:
@@ -119,7 +133,10 @@ class _Watchdog:
 				while self._alarms and self._alarms[0][0] <= now:
 					alarm = heapq.heappop(self._alarms)[2]
 					if alarm.active:
+						alarm.active = False
 						alarm.cut()
+					else:
+						self._turned_off -= 1
 				self._wake.wait(self._alarms[0][0] - now if self._alarms else None)
 
 
