@@ -10,11 +10,17 @@ import frappe
 
 # The keys (statement starts, "<what> <DocType>") already logged by this process.
 LOGGED: set[str] = set()
+# A statement's start may hold its values, so a long-running process meeting many such
+# statements would keep a key for each: past this many, the keys are forgotten and logged anew.
+LOGGED_LIMIT = 1000
 
 
 def log_once(key: str, message: str, *args) -> None:
-	"""Logs the warning ``message`` (%-formatted with ``args``), once per process and ``key``."""
+	"""Logs the warning ``message`` (%-formatted with ``args``), once per process and ``key``
+	(once more after LOGGED_LIMIT other keys)."""
 	if key not in LOGGED:
+		if len(LOGGED) >= LOGGED_LIMIT:
+			LOGGED.clear()
 		LOGGED.add(key)
 		frappe.logger("cauldron_fabric").warning(message, *args)
 
