@@ -26,6 +26,8 @@ from cauldron_fabric.approvals.notify import (
 
 BATCH = 200  # requests read at a time
 RUN_SECONDS = 90  # under the job's two-minute period
+FAILED_KEY = "fabric:approval-expiry-failed:"  # Redis: a request whose failure was logged lately
+FAILED_LOG_SECONDS = 24 * 3600
 SYSTEM_USER = "Administrator"  # who the agent is told decided an expired request
 
 
@@ -72,7 +74,9 @@ def expire_one(name: str) -> int:
 		return 1
 	except Exception:
 		frappe.db.rollback()
-		frappe.log_error(title=f"Approval request {name} could not expire")
+		# Once a day per request: every run meets it again (720 errors a day otherwise).
+		if frappe.cache.set(frappe.cache.make_key(f"{FAILED_KEY}{name}"), 1, nx=True, ex=FAILED_LOG_SECONDS):
+			frappe.log_error(title=f"Approval request {name} could not expire")
 		return 0
 
 

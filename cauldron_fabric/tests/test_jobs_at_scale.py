@@ -121,10 +121,12 @@ class TestExpiryPastRequestsThatFail(ApprovalCase):
 				raise frappe.ValidationError("cannot expire")
 			return expire(doc)
 
+		for name in poisoned:
+			self.addCleanup(frappe.cache.delete, frappe.cache.make_key(f"{expiry.FAILED_KEY}{name}"))
 		with (
 			patch.object(expiry, "BATCH", len(poisoned)),
 			patch.object(expiry, "expire_request", fails_for_poisoned),
-			patch.object(frappe, "log_error"),
+			patch.object(frappe, "log_error") as logged,
 			fabric_settings(approval_expiry_action="Reject"),
 		):
 			expiry.expire_overdue_requests()
@@ -132,6 +134,15 @@ class TestExpiryPastRequestsThatFail(ApprovalCase):
 		self.assertEqual(frappe.db.get_value("Approval Request", later, "status"), "Expired")
 		statuses = frappe.get_all("Approval Request", {"name": ("in", poisoned)}, pluck="status")
 		self.assertEqual(statuses, ["Pending", "Pending"])
+		# Each failure logged once a day, not at every run (before: 720 errors a day a request).
+		self.assertEqual(
+			sorted(
+				title
+				for title in (call.kwargs.get("title", "") for call in logged.call_args_list)
+				if title.startswith("Approval request")
+			),
+			sorted(f"Approval request {name} could not expire" for name in poisoned),
+		)
 
 
 class TestExpiryReadsThroughAnIndex(FrappeTestCase):
