@@ -118,10 +118,17 @@ class FaultProxy:
 	def _from_client(self, link: Link) -> None:
 		try:
 			for chunk in (kafka_requests if self.kafka else chunks)(link.client):
-				self._forward(link, link.upstream, chunk)
 				if self._armed and self.kafka and struct.unpack(">h", chunk[4:6])[0] == self._armed[0]:
+					# The fault first, then this request straight through: applied after it, the
+					# broker's answer could pass before the fault did (a race that let the first
+					# batch be acknowledged in one CI run).
 					(_, fault), self._armed = self._armed, None
 					fault()
+					if link.upstream is not None:
+						link.upstream.sendall(chunk)
+						self.forwarded += len(chunk)
+					continue
+				self._forward(link, link.upstream, chunk)
 		except OSError:
 			pass
 		finally:
