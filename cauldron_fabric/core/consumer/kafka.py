@@ -23,6 +23,7 @@ import contextlib
 import logging
 import operator
 import re
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -60,6 +61,9 @@ log = logging.getLogger("cauldron_fabric.consumer.kafka")
 
 
 PUBLISH_TIMEOUT = 15.0
+# librdkafka's commit and close wait for the group coordinator without a limit: through a
+# network partition, a stop (SIGTERM, a rebuild after a settings change) waited until it healed.
+CLOSE_TIMEOUT = 10.0
 # A pattern is matched against the topics the client knows, which it learns at each metadata
 # refresh (librdkafka: every 5 minutes). A pattern consumer asks every 10 seconds instead, so a
 # new matching topic is read within that (plus a rebalance); ``metadata_refresh_ms`` changes it.
@@ -395,12 +399,35 @@ class KafkaSource(MessageSource):
 		return all(entry.lag == 0 for entry in self.lag())
 
 	def close(self) -> None:
-		"""Commits what is done, leaves the group (its partitions move at once) and disconnects."""
+		"""Commits what is done, leaves the group (its partitions move at once) and disconnects.
+
+		Gives up after ``CLOSE_TIMEOUT`` when Kafka does not answer, leaving the client to finish
+		in the background: the group moves the partitions after the session timeout, and what
+		was done and not committed comes again as duplicates.
+		"""
+		failed: list[BaseException] = []
+		closing = threading.Thread(
+			target=self._commit_and_leave, args=(failed,), name="kafka-consumer-close", daemon=True
+		)
+		try:
+			closing.start()
+			closing.join(CLOSE_TIMEOUT)
+			if closing.is_alive():
+				log.warning(
+					"Kafka did not answer the consumer's closing commit within %g s; stopped without it",
+					CLOSE_TIMEOUT,
+				)
+			elif failed:
+				raise failed[0]
+		finally:
+			self.transport.close()
+
+	def _commit_and_leave(self, failed: list[BaseException]) -> None:
 		try:
 			self._commit(asynchronous=False)
 			self.consumer.close()
-		finally:
-			self.transport.close()
+		except BaseException as exc:
+			failed.append(exc)
 
 
 # Message.headers() returns the header list with the UnicodeDecodeError still set, and Python
