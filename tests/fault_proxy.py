@@ -28,6 +28,11 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
+
+import pytest
+
+from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port
 
 
 class Link:
@@ -211,3 +216,22 @@ def shut(*ends: socket.socket | None) -> None:
 			end.shutdown(socket.SHUT_RDWR)
 		except OSError:
 			pass
+
+
+@pytest.fixture(scope="module", name="kafka_behind_proxy")
+def kafka_behind_proxy_fixture():
+	"""A Kafka broker that tells its clients to connect through a fault proxy in front of it."""
+	port = free_port()
+	with KafkaBroker(advertised_port=port) as broker:
+		proxy = FaultProxy(port, broker.port, kafka=True).start()
+		yield SimpleNamespace(broker=broker, proxy=proxy, url=f"kafka://127.0.0.1:{port}")
+		proxy.stop()
+
+
+@pytest.fixture(name="kafka_link")
+def kafka_link_fixture(kafka_behind_proxy):
+	"""The proxied broker, with the link healed again after the test."""
+	yield kafka_behind_proxy
+	proxy = kafka_behind_proxy.proxy
+	proxy.answering, proxy.rate, proxy._armed, proxy._armed_bytes = True, None, None, None
+	proxy.heal()

@@ -27,7 +27,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from consumer_buses import Worker, tables_fixture, wait_for, wire  # noqa: F401 (a fixture)
-from fault_proxy import FaultProxy
+from fault_proxy import FaultProxy, kafka_behind_proxy_fixture, kafka_link_fixture  # noqa: F401 (fixtures)
 from tcp_proxy import OFFSET_COMMIT
 
 from cauldron_fabric.core.consumer import Consumer, ConsumerOptions, HandlerTable, MemoryTracking, open_source
@@ -35,7 +35,6 @@ from cauldron_fabric.core.consumer import kafka as kafka_source
 from cauldron_fabric.core.consumer.kafka_group import group_lag
 from cauldron_fabric.core.errors import BrokerUnreachable, PermanentError
 from cauldron_fabric.core.retry import Backoff
-from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port
 from conftest import connect_db, make_envelope
 
 PARTITIONS = 2
@@ -51,23 +50,10 @@ FAST_CLIENT = {
 }
 
 
-@pytest.fixture(scope="module")
-def kafka_behind_proxy():
-	"""A Kafka broker that tells its clients to connect through a fault proxy in front of it."""
-	port = free_port()
-	with KafkaBroker(advertised_port=port) as broker:
-		proxy = FaultProxy(port, broker.port, kafka=True).start()
-		yield SimpleNamespace(broker=broker, proxy=proxy, url=f"kafka://127.0.0.1:{port}")
-		proxy.stop()
-
-
 @pytest.fixture
-def link(kafka_behind_proxy):
-	"""The proxied broker, with the link healed again after the test."""
-	yield kafka_behind_proxy
-	proxy = kafka_behind_proxy.proxy
-	proxy.answering, proxy.rate, proxy._armed, proxy._armed_bytes = True, None, None, None
-	proxy.heal()
+def link(kafka_link):
+	"""The proxied broker (fault_proxy.kafka_link), healed again after the test."""
+	return kafka_link
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pika
 import pytest
 from consumer_buses import RABBITMQ_URL, RabbitBus, wire
-from fault_proxy import FaultProxy
+from fault_proxy import FaultProxy, kafka_behind_proxy_fixture, kafka_link_fixture  # noqa: F401 (fixtures)
 from relay_support import fill, first_occurrences, per_key_sequences, status_counts, wait_for
 from tcp_proxy import PRODUCE
 
@@ -34,32 +34,13 @@ from cauldron_fabric.core.outbox.statements import PENDING, PUBLISHED
 from cauldron_fabric.core.relay import Relay, RelayOptions
 from cauldron_fabric.core.retry import Backoff
 from cauldron_fabric.core.transports import open_transport
-from cauldron_fabric.testing.kafka_broker import KafkaBroker, free_port, read_topic
+from cauldron_fabric.testing.kafka_broker import free_port, read_topic
 from conftest import connect_db, make_envelope
 
 KEYS, PER_KEY, BATCH = ["A", "B", "C"], 10, 10
 EVENTS = len(KEYS) * PER_KEY
 MESSAGE_TIMEOUT = 2.0  # Kafka's message.timeout.ms, in seconds
 PUBLISH_TIMEOUT = 3.0  # the relay's wait for a batch (RabbitMQ's confirms)
-
-
-@pytest.fixture(scope="module")
-def kafka_behind_proxy():
-	"""A Kafka broker that tells its clients to connect through a fault proxy in front of it."""
-	port = free_port()
-	with KafkaBroker(advertised_port=port) as broker:
-		proxy = FaultProxy(port, broker.port, kafka=True).start()
-		yield SimpleNamespace(broker=broker, proxy=proxy, url=f"kafka://127.0.0.1:{port}")
-		proxy.stop()
-
-
-@pytest.fixture
-def kafka_link(kafka_behind_proxy):
-	"""The proxied broker, with the link healed again after the test."""
-	yield kafka_behind_proxy
-	proxy = kafka_behind_proxy.proxy
-	proxy.answering, proxy.rate, proxy._armed, proxy._armed_bytes = True, None, None, None
-	proxy.heal()
 
 
 @pytest.fixture
