@@ -17,6 +17,7 @@ from cauldron_fabric.api.params import limit_param, names_param, number_param, r
 from cauldron_fabric.api.permissions import require_role
 from cauldron_fabric.core.outbox.statements import FAILED, PENDING
 from cauldron_fabric.services.relay import site_db_connector
+from cauldron_fabric.services.sitedb import affected_rows
 
 MAX_LIMIT = 500
 FIELDS = (
@@ -173,7 +174,7 @@ def requeue(event_ids: list[str] | str | None = None) -> dict[str, int]:
 		WHERE name IN ({", ".join(["%s"] * len(names))}) AND status = %s""",
 		(PENDING, *names, FAILED),
 	)
-	count = int(frappe.db.sql("SELECT ROW_COUNT()")[0][0])
+	count = affected_rows()
 	from cauldron_fabric.emit.recorder import wake_relays_after_commit
 
 	wake_relays_after_commit()

@@ -27,6 +27,7 @@ from frappe.utils import get_datetime, get_system_timezone
 from cauldron_fabric.core.delivery import DeliveryRequest
 from cauldron_fabric.delivery.recording import insert_deliveries
 from cauldron_fabric.emit.recorder import new_envelope, record
+from cauldron_fabric.services.sitedb import affected_rows
 
 EVENT_TYPE = "schedule.triggered"
 SCHEDULE_DOCTYPE = "Event Subscription Schedule"
@@ -154,7 +155,7 @@ def _claim(row, due: dt.datetime, zone: dt.tzinfo) -> bool:
 			*([previous] if previous else []),
 		),
 	)
-	return bool(frappe.db.sql("SELECT ROW_COUNT()")[0][0])
+	return bool(affected_rows())
 
 
 def fire_trigger(subscription: str, cron: str, label: str | None, due: dt.datetime) -> str:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import frappe
 from frappe.utils import add_days, cint, now_datetime
 
+from cauldron_fabric.services.sitedb import affected_rows
+
 CHUNK = 5000
 
 
@@ -68,11 +70,6 @@ def delete_chunk(
 	sql = f"""DELETE t FROM `{table}` t FORCE INDEX (PRIMARY)
 		WHERE t.name IN ({", ".join(["%s"] * len(names))}) AND t.`{age_column}` < %s{status}"""
 	return sql, (*names, cutoff, *statuses)
-
-
-def affected_rows() -> int:
-	"""Returns how many rows the last statement on the site's connection changed."""
-	return int(frappe.db.sql("SELECT ROW_COUNT()")[0][0])
 
 
 def next_chunk(

@@ -12,6 +12,11 @@ import frappe
 from cauldron_fabric.core.sqlsession import is_connection_error
 
 
+def affected_rows() -> int:
+	"""Returns how many rows the last statement on the site's connection changed (ROW_COUNT())."""
+	return int(frappe.db.sql("SELECT ROW_COUNT()")[0][0])
+
+
 def reconnect() -> None:
 	"""Replaces the site's database connection; raises when the database cannot be reached."""
 	try:
