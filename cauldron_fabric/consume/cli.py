@@ -24,10 +24,6 @@ from cauldron_fabric.core.supervision import RESTART_BACKOFF, STEADY_SECONDS
 from cauldron_fabric.services.all_sites import all_sites_requested, forwarded, supervise_all_sites
 from cauldron_fabric.services.cli import SECONDS, connect_site, not_blank
 
-# As --site all restarts a site's process (core.supervision): 1 s doubling to a minute, afresh
-# once a consumer ran STEADY_SECONDS before dying.
-RESTART = RESTART_BACKOFF
-
 Child = Callable[[list[int]], int]
 
 
@@ -145,7 +141,8 @@ def _supervise(
 			failed = refused = True
 		else:
 			failures_in_a_row = 1 if ran >= STEADY_SECONDS else failures_in_a_row + 1
-			delay = RESTART.delay(failures_in_a_row)
+			# As --site all restarts a site's process: afresh once a consumer ran STEADY_SECONDS.
+			delay = RESTART_BACKOFF.delay(failures_in_a_row)
 			left = remaining()
 			if left is not None and left <= delay:
 				click.echo(f"fabric consume: consumer {pid} exited ({code}); out of time", err=True)

@@ -236,8 +236,8 @@ class TestConsumeSupervisor(FrappeTestCase):
 		work = tempfile.mkdtemp()
 		self.addCleanup(shutil.rmtree, work)
 		started, errors = os.path.join(work, "started"), os.path.join(work, "stderr")
-		saved_stderr, restart = os.dup(2), cli.RESTART
-		cli.RESTART = Backoff(base=0.1, factor=2.0, maximum=60.0, jitter=0)
+		saved_stderr, restart = os.dup(2), cli.RESTART_BACKOFF
+		cli.RESTART_BACKOFF = Backoff(base=0.1, factor=2.0, maximum=60.0, jitter=0)
 		begun = time.monotonic()
 		try:
 			with open(errors, "w") as stderr:
@@ -246,7 +246,7 @@ class TestConsumeSupervisor(FrappeTestCase):
 		finally:
 			os.dup2(saved_stderr, 2)
 			os.close(saved_stderr)
-			cli.RESTART = restart
+			cli.RESTART_BACKOFF = restart
 		elapsed = time.monotonic() - begun
 		with open(started) as notes, open(errors) as stderr:
 			starts, text = len(notes.readlines()), stderr.read()
