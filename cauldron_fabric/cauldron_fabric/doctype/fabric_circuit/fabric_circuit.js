@@ -1,17 +1,9 @@
-// Fabric Circuit: read-only; a manager can close a circuit with Reset.
-
-const CIRCUIT_STATES = {
-	open: [__("Open"), "red"],
-	half_open: [__("Half-open"), "orange"],
-	closed: [__("Closed"), "green"],
-};
+// Fabric Circuit: read-only; a manager can close a circuit with Reset. Its state's indicator in
+// the form's head comes from the list settings' get_indicator (fabric_circuit_list.js).
 
 frappe.ui.form.on("Fabric Circuit", {
 	refresh(frm) {
 		frm.disable_save();
-		// Frappe colours only a field named "status".
-		const [label, colour] = CIRCUIT_STATES[frm.doc.state] || [frm.doc.state, "gray"];
-		frm.page.set_indicator(label, colour);
 		// A circuit lives in Redis, made by failed requests: nobody created or edited it, and it
 		// has no timeline or comments (Frappe showed the viewer as its creator).
 		frm.sidebar && frm.sidebar.sidebar.find(".created-by, .modified-by").addClass("hide");

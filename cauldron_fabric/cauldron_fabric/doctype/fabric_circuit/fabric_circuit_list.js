@@ -1,12 +1,17 @@
 // Fabric Circuits: kept in Redis, so the sidebar offers no Assigned To or Created By counts.
 
-// Frappe colours only a field named "status"; a circuit's is "state".
-const CIRCUIT_COLOURS = { open: "red", half_open: "orange", closed: "green" };
-const CIRCUIT_LABELS = { open: __("Open"), half_open: __("Half-open"), closed: __("Closed") };
+// Frappe colours only a field named "status"; a circuit's is "state". Frappe asks get_indicator
+// for the form's head too.
+const CIRCUIT_STATES = {
+	open: [__("Open"), "red"],
+	half_open: [__("Half-open"), "orange"],
+	closed: [__("Closed"), "green"],
+};
 
 frappe.listview_settings["Fabric Circuit"] = {
 	get_indicator(doc) {
-		return [CIRCUIT_LABELS[doc.state] || doc.state, CIRCUIT_COLOURS[doc.state] || "gray", `state,=,${doc.state}`];
+		const [label, colour] = CIRCUIT_STATES[doc.state] || [doc.state, "gray"];
+		return [label, colour, `state,=,${doc.state}`];
 	},
 	onload(listview) {
 		const group_by = listview.list_sidebar && listview.list_sidebar.list_group_by;
