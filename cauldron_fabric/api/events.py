@@ -20,6 +20,9 @@ from cauldron_fabric.services.relay import site_db_connector
 from cauldron_fabric.services.sitedb import affected_rows
 
 MAX_LIMIT = 500
+# Event ids one requeue takes: each goes into one query and one UPDATE (as many as a bulk dead
+# letter call takes).
+MAX_REQUEUE = 5000
 FIELDS = (
 	"name",
 	"event_id",
@@ -164,6 +167,13 @@ def requeue(event_ids: list[str] | str | None = None) -> dict[str, int]:
 	"""Puts Failed events back in the outbox so the relay publishes them again."""
 	require_role()
 	ids = names_param(required(event_ids, "event_ids"), "event_ids")
+	if len(ids) > MAX_REQUEUE:
+		frappe.throw(
+			_(
+				"event_ids lists {0} events; at most {1} are requeued in one call. Send them in parts of {1} or fewer."
+			).format(len(ids), MAX_REQUEUE),
+			frappe.ValidationError,
+		)
 	names = frappe.get_all("Event Log", filters={"event_id": ("in", ids), "status": FAILED}, pluck="name")
 	if not names:
 		return {"requeued": 0}
