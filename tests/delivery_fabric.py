@@ -2,10 +2,11 @@
 
 from cauldron_fabric.core.delivery.addresses import AddressPolicy
 from cauldron_fabric.core.delivery.destinations import Destinations
-from cauldron_fabric.core.delivery.engine import DeliveryEngine, DeliveryWorker
+from cauldron_fabric.core.delivery.engine import DeliveryEngine
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
 from cauldron_fabric.core.delivery.subscription import build_index, plan_deliveries
 from cauldron_fabric.core.delivery.webhook import WebhookSender
+from cauldron_fabric.core.delivery.worker import DeliveryWorker
 
 # Retries a test can wait for: 0.2 s, then doubling up to 1 s, without jitter.
 FAST = {"initial_delay": 0.2, "max_delay": 1.0, "jitter": 0.0}

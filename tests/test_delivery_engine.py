@@ -100,7 +100,7 @@ def test_one_event_through_two_subscriptions_to_one_receiver_carries_a_webhook_i
 	fabric.close()
 
 
-def test_410_goes_straight_to_the_dead_letters_and_a_requeue_delivers_it(receiver):
+def test_410_goes_straight_to_the_dead_letters_saying_the_subscription_was_disabled(receiver):
 	receiver.reply("/hook", Reply(410, b"no such workflow"))
 	fabric = Fabric([webhook("gone", receiver)])
 	fabric.emit(make_envelope())
@@ -111,7 +111,9 @@ def test_410_goes_straight_to_the_dead_letters_and_a_requeue_delivers_it(receive
 		DEAD,
 		1,
 		410,
-	) and "not retried" in row.last_error
+	) and "answered 410 Gone, so the receiver says this URL is gone for good" in row.last_error
+	assert "Subscription 'gone' was disabled at" in row.last_error
+	assert "enable the subscription, then retry its dead letters" in row.last_error
 	assert worker.store.requeue([row.seq]) == 1
 	assert worker.deliver_due().delivered == 1
 	assert [h["status"] for h in fabric.rows()[0].history] == [DEAD, DELIVERED]

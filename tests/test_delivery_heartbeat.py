@@ -5,11 +5,12 @@ import threading
 
 from cauldron_fabric.core.delivery.addresses import AddressPolicy
 from cauldron_fabric.core.delivery.destinations import Destinations
-from cauldron_fabric.core.delivery.engine import DeliveryEngine, DeliveryReport, DeliveryWorker
+from cauldron_fabric.core.delivery.engine import DeliveryEngine
 from cauldron_fabric.core.delivery.heartbeat import DeliveryHeartbeat
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
 from cauldron_fabric.core.delivery.subscription import build_index, build_subscription, plan_deliveries
 from cauldron_fabric.core.delivery.webhook import WebhookSender
+from cauldron_fabric.core.delivery.worker import DeliveryReport, DeliveryWorker
 from cauldron_fabric.testing.http_receiver import Receiver, Reply
 from conftest import make_envelope
 
@@ -75,7 +76,7 @@ def test_a_webhook_within_its_timeout_is_never_overdue_however_soon_handlers_are
 	heartbeat.running = engine.running
 	deliveries = MemoryDeliveries()
 	deliveries.session().enqueue(plan_deliveries(make_envelope(), build_index([hook])))
-	worker = DeliveryWorker(deliveries.session(), {hook.name: hook}.get, engine)
+	worker = DeliveryWorker(deliveries.session(), {hook.name: hook}.get, engine, patience=5)
 	try:
 		with caplog.at_level(logging.WARNING):
 			heartbeat.count(worker.deliver_due())

@@ -207,6 +207,26 @@ def test_a_deferral_is_not_an_attempt(sessions):
 	assert (row.status, row.attempts, row.history) == (PENDING, 0, ())
 
 
+def test_a_leased_delivery_is_claimed_again_only_at_its_own_lease(sessions):
+	sessions.enqueue(requests_for("S1", ["A", "B"]))
+	store, other = sessions.open(), sessions.open()
+	jobs = store.claim(10)
+	leases = [attempt(job, DEFERRED, next_in=3600) for job in jobs]
+	store.settle([leases[0], attempt(jobs[1], RETRYING, next_in=0)])
+	assert [job.seq for job in other.claim(10)] == [jobs[1].seq], "a lease is no due delivery"
+	other.release()
+	wrong = {jobs[0].seq: leases[0].next_attempt_at + dt.timedelta(microseconds=1)}
+	assert store.reclaim(wrong) == []
+	(again,) = store.reclaim(
+		{job.seq: lease.next_attempt_at for job, lease in zip(jobs, leases, strict=True)}
+	)
+	assert (again.seq, again.attempts) == (jobs[0].seq, 0), "the retried one is no longer at its lease"
+	assert other.reclaim({again.seq: leases[0].next_attempt_at}) == [], "held by the first"
+	store.settle([attempt(again, DELIVERED)])
+	row = store.get(again.seq)
+	assert (row.status, row.attempts) == (DELIVERED, 1)
+
+
 def test_ordered_deliveries_go_one_at_a_time_per_subscription_and_entity(sessions):
 	sessions.enqueue(
 		requests_for("S1", ["A", "A", "B"], ordered=True) + requests_for("S2", ["A"], ordered=True)

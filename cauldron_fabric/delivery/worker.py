@@ -32,8 +32,10 @@ from cauldron_fabric.core.delivery.overdue import LONGEST_ATTEMPT_SECONDS
 from cauldron_fabric.core.errors import FabricError, RetryableError
 from cauldron_fabric.core.transports import open_transport
 from cauldron_fabric.core.wakeup import RedisWaker
+from cauldron_fabric.delivery.circuits import site_webhook_circuits
 from cauldron_fabric.delivery.connections import webhook_address_policy
 from cauldron_fabric.delivery.dead_letters import record_dead_letters
+from cauldron_fabric.delivery.gone import disable_gone_subscriptions
 from cauldron_fabric.delivery.handlers import close_handler_connections, handler_functions
 from cauldron_fabric.delivery.recording import delivery_channel
 from cauldron_fabric.delivery.status import forget_worker, worker_heartbeat
@@ -130,6 +132,7 @@ class DeliveryRuntime:
 			clock=now_datetime,
 			overdue_after=settings.overdue_after,
 			on_waiting=heartbeat.beat,
+			circuits=site_webhook_circuits(),
 		)
 		heartbeat.running = self.engine.running
 		self.worker = DeliveryWorker(
@@ -146,7 +149,12 @@ class DeliveryRuntime:
 			return DeliveryReport(error=str(exc))
 
 	def close(self) -> None:
-		"""Finishes the attempts under way and closes every connection."""
+		"""Finishes the attempts under way, settles them and closes every connection."""
+		try:
+			_file_dead(self.worker.drain())
+		except Exception:
+			# Their deliveries are due again when their leases end: nothing is lost.
+			log.warning("could not settle the webhook requests in flight", exc_info=True)
 		self.engine.close()
 		close_handler_connections()
 		self.store.close()
@@ -179,6 +187,8 @@ def _address_policy(allow_list: str):
 
 
 def _file_dead(attempts) -> None:
+	if any(a.gone for a in attempts):
+		disable_gone_subscriptions(attempts)
 	dead = [a.seq for a in attempts if a.status == DEAD]
 	if dead:
 		record_dead_letters(dead)

@@ -62,20 +62,20 @@ class TestDeadLetters(ReceiverCase):
 
 	def test_a_refusing_receiver_ends_in_a_dead_letter_that_retry_delivers(self):
 		path = f"/{self.tag}"
-		self.receiver.reply(path, Reply(410, b"gone"))
+		self.receiver.reply(path, Reply(422, b"unprocessable"))
 		doc = self.subscription(webhook_url=self.receiver.url(path))
 		name = save_todo(self.tag)
 		(row,) = deliver(doc.name)
-		self.assertEqual((row.status, row.attempts, row.last_status_code), ("Dead", 1, 410))
+		self.assertEqual((row.status, row.attempts, row.last_status_code), ("Dead", 1, 422))
 		(letter,) = dead_letters(doc.name)
 		self.assertEqual(
 			(letter.status, letter.source_type, letter.reference), ("Dead", "Delivery", str(row.name))
 		)
 		self.assertEqual(
-			(letter.event_type, letter.entity_id, letter.error_class), ("todo.created", name, "HTTP 410")
+			(letter.event_type, letter.entity_id, letter.error_class), ("todo.created", name, "HTTP 422")
 		)
-		self.assertIn("refused the event with 410", letter.last_error)
-		self.assertEqual(json.loads(letter.attempt_log)[0]["status_code"], 410)
+		self.assertIn("refused the event with 422", letter.last_error)
+		self.assertEqual(json.loads(letter.attempt_log)[0]["status_code"], 422)
 
 		letter.retry()
 		frappe.db.commit()
@@ -98,7 +98,7 @@ class TestDeadLetters(ReceiverCase):
 		self.assertIn("img src=x", row.last_error, "the receiver's answer is still told")
 
 	def test_discarding_a_letter_already_retried_leaves_its_redelivery_alone(self):
-		doc, letter = self.refused(410)
+		doc, letter = self.refused(422)  # 410 Gone would disable the subscription
 		letter.retry()
 		frappe.db.commit()
 		letter.reload()

@@ -14,7 +14,7 @@ The Frappe layer's entry points:
 from cauldron_fabric.core.delivery.addresses import AddressPolicy, AddressRefused
 from cauldron_fabric.core.delivery.conditions import Condition, ConditionError, compile_condition
 from cauldron_fabric.core.delivery.destinations import Destinations, header_set_by_the_sender, parse_address
-from cauldron_fabric.core.delivery.engine import DeliveryEngine, DeliveryReport, DeliveryWorker
+from cauldron_fabric.core.delivery.engine import DeliveryEngine
 from cauldron_fabric.core.delivery.heartbeat import DeliveryHeartbeat
 from cauldron_fabric.core.delivery.matching import SubscriptionIndex, compile_filter, compile_pattern
 from cauldron_fabric.core.delivery.policy import RateLimits, RetryPolicy, TokenBucket
@@ -49,6 +49,7 @@ from cauldron_fabric.core.delivery.subscription import (
 )
 from cauldron_fabric.core.delivery.transform import RenderedPayload, Transform, compile_transform
 from cauldron_fabric.core.delivery.webhook import WebhookSender, WebhookTarget
+from cauldron_fabric.core.delivery.worker import DeliveryReport, DeliveryWorker
 
 __all__ = [
 	"DEAD",

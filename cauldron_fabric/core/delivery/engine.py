@@ -1,10 +1,13 @@
-"""The delivery step and the worker loop around it.
+"""The delivery step: claimed deliveries in, one decided attempt each out.
 
-``DeliveryEngine.attempt_all`` takes claimed deliveries with their subscriptions and returns one
-DeliveryAttempt each: rendered, sent, and decided (delivered; retry at a time from the policy
-or the receiver's Retry-After; dead letter). ``DeliveryWorker`` claims due deliveries from a
-DeliveryStore, runs them concurrently (webhooks one request each, broker destinations one
-publish per destination), settles them and repeats; any number of workers share one store.
+``DeliveryEngine.start`` renders each claimed delivery and sends it on the sending threads
+(webhooks one request each, broker destinations one publish per destination) and returns what is
+in flight; ``settled`` turns a finished send into a DeliveryAttempt: delivered; retry at a time
+from the policy or the receiver's Retry-After; dead letter. ``attempt_all`` does both and waits.
+Webhook endpoints are kept apart: a circuit breaker per endpoint (circuit.py) defers the
+deliveries of one that is down, and one endpoint holds at most ``slow_per_endpoint`` attempts
+that outlast the worker's patience (worker.py), the others waiting a second, deferred, so a black
+hole cannot fill the sending threads.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 
+from cauldron_fabric.core.consumer.ports import CircuitState
+from cauldron_fabric.core.delivery.circuit import EndpointBreaker, endpoint_of
 from cauldron_fabric.core.delivery.destinations import Destination, Destinations, Item
 from cauldron_fabric.core.delivery.overdue import LONGEST_ATTEMPT_SECONDS, RunningAttempts
 from cauldron_fabric.core.delivery.policy import RateLimits
@@ -25,34 +31,22 @@ from cauldron_fabric.core.delivery.records import (
 	DEAD,
 	DEFERRED,
 	DELIVERED,
+	GONE,
 	RETRYING,
 	DeliveryAttempt,
 	DeliveryJob,
 	Outcome,
 	excerpt,
 )
-from cauldron_fabric.core.delivery.store import DeliveryStore
 from cauldron_fabric.core.delivery.subscription import BrokenSubscription, Subscription
 from cauldron_fabric.core.delivery.transform import RenderedPayload
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.core.errors import FabricError, RetryableError
+from cauldron_fabric.core.errors import FabricError
 from cauldron_fabric.core.markup import plain
-from cauldron_fabric.core.ports import Waker
 
 log = logging.getLogger("cauldron_fabric.delivery")
 Work = tuple[DeliveryJob, Subscription | BrokenSubscription | None]
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryReport:
-	"""What one worker cycle did."""
-
-	claimed: int = 0
-	delivered: int = 0
-	retrying: int = 0
-	dead: int = 0
-	deferred: int = 0
-	error: str | None = None
+BUSY_WAIT_SECONDS = 1.0  # how long a delivery to an endpoint holding its share of slow attempts waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +57,20 @@ class _Prepared:
 	payload: RenderedPayload
 	destination: Destination
 	started: dt.datetime
+	endpoint: str | None = None  # a webhook's (circuit.endpoint_of)
+	admitted: CircuitState | None = None  # the endpoint's circuit when the attempt went
+
+
+@dataclass(eq=False)
+class InFlight:
+	"""Sends under way on the sending threads: the deliveries (with their places in the batch) and
+	the future of their outcomes."""
+
+	entries: list[tuple[int, _Prepared]]
+	future: Future
+	endpoint: str | None = None  # a single webhook: it ends by its own deadline
+	timeout: float = 0.0
+	slow: bool = field(default=False)
 
 
 class DeliveryEngine:
@@ -84,14 +92,22 @@ class DeliveryEngine:
 		concurrency: int = 16,
 		overdue_after: float = LONGEST_ATTEMPT_SECONDS,
 		on_waiting: Callable[[], None] | None = None,
+		circuits: EndpointBreaker | None = None,
+		slow_per_endpoint: int | None = None,
 	):
 		self.destinations = destinations
+		self.circuits = circuits or EndpointBreaker()
+		self.slow_per_endpoint = slow_per_endpoint or max(2, concurrency // 4)
+		self._slow: Counter[str] = Counter()
+		self._slow_lock = threading.Lock()
 		self.on_waiting = on_waiting
 		self.running = RunningAttempts(overdue_after, log)
 		self.clock = clock
 		self.rng = rng or random.Random()
 		self.limits = limits or RateLimits()
-		self._pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="fabric-delivery")
+		# Twice the concurrency: attempts left running past the worker's patience (at most one
+		# thread each) must not take the threads the next batches send on.
+		self._pool = ThreadPoolExecutor(2 * max(1, concurrency), thread_name_prefix="fabric-delivery")
 		self._rng_lock = threading.Lock()
 
 	def attempt(
@@ -102,9 +118,19 @@ class DeliveryEngine:
 
 	def attempt_all(self, work: Sequence[Work]) -> list[DeliveryAttempt]:
 		"""Makes one attempt per delivery, concurrently; returns the attempts in the same order."""
+		results, flights = self.start(work)
+		self.wait(flights)
+		for flight in flights:
+			for index, attempt in self.settled(flight):
+				results[index] = attempt
+		return [r for r in results if r is not None]
+
+	def start(self, work: Sequence[Work]) -> tuple[list[DeliveryAttempt | None], list[InFlight]]:
+		"""Decides what needs no sending and sends the rest; returns the decided attempts (None where
+		a send is under way) and the sends in flight."""
 		results: list[DeliveryAttempt | None] = [None] * len(work)
 		groups: dict[int, list[tuple[int, _Prepared]]] = {}
-		futures = []
+		flights = []
 		for index, (job, subscription) in enumerate(work):
 			prepared = self._prepare(job, subscription)
 			if isinstance(prepared, DeliveryAttempt):
@@ -113,20 +139,71 @@ class DeliveryEngine:
 				groups.setdefault(id(prepared.destination), []).append((index, prepared))
 			else:
 				# Sent at once, so the requests overlap with preparing the rest of the batch.
-				futures.append(([(index, prepared)], self._pool.submit(self._send_one, prepared)))
+				future = self._pool.submit(self._send_one, prepared)
+				timeout = prepared.subscription.webhook.timeout if prepared.endpoint else 0.0
+				flights.append(InFlight([(index, prepared)], future, prepared.endpoint, timeout))
 		for group in groups.values():
-			futures.append((group, self._pool.submit(self._send_group, [p for _, p in group])))
-		pending = {future for _, future in futures}
+			flights.append(InFlight(group, self._pool.submit(self._send_group, [p for _, p in group])))
+		return results, flights
+
+	def wait(self, flights: Sequence[InFlight], patience: float | None = None) -> None:
+		"""Waits for the sends; after ``patience`` seconds (None: no end) only for those that are no
+		single webhook. Warns of overdue attempts and calls ``on_waiting`` meanwhile."""
+		pending = {flight.future for flight in flights}
+		webhooks = {flight.future for flight in flights if flight.endpoint}
 		tick = self.running.check_seconds if self.on_waiting is None else min(self.running.check_seconds, 1.0)
+		ends = None if patience is None else time.monotonic() + patience
 		while pending:
-			pending = wait(pending, timeout=tick).not_done
+			left = tick if ends is None else max(0.0, min(tick, ends - time.monotonic()))
+			pending = wait(pending, timeout=left).not_done
 			self.running.warn_overdue()
 			if self.on_waiting is not None:
 				self.on_waiting()
-		for group, future in futures:
-			for (index, prepared), outcome in zip(group, future.result(), strict=True):
-				results[index] = self._decide(prepared.job, prepared.subscription, prepared.started, outcome)
-		return [r for r in results if r is not None]
+			if ends is not None and time.monotonic() >= ends and pending <= webhooks:
+				return
+
+	def settled(self, flight: InFlight) -> list[tuple[int, DeliveryAttempt]]:
+		"""Returns the decided attempts of a finished send, with their places in the batch."""
+		return [
+			(index, self._decide(p.job, p.subscription, p.started, outcome))
+			for (index, p), outcome in zip(flight.entries, flight.future.result(), strict=True)
+		]
+
+	def decide_again(self, job: DeliveryJob, flight: InFlight) -> DeliveryAttempt:
+		"""Decides a finished send for its delivery as claimed again (a later attempt count is the stored one)."""
+		((_, prepared),) = flight.entries
+		(outcome,) = flight.future.result()
+		return self._decide(job, prepared.subscription, prepared.started, outcome)
+
+	def deferred(self, flight: InFlight, seconds: float) -> list[tuple[int, DeliveryAttempt]]:
+		"""Returns deferrals (no attempt) for a send that never started, due again in ``seconds``."""
+		now = self.clock()
+		return [
+			(index, self._defer(p.job, p.subscription.destination, now, seconds))
+			for index, p in flight.entries
+		]
+
+	def hold_slow(self, flight: InFlight) -> None:
+		"""Counts a single webhook left running past the worker's patience against its endpoint's share
+		until it ends."""
+		with self._slow_lock:
+			self._slow[flight.endpoint] += 1
+		flight.slow = True
+		flight.future.add_done_callback(lambda _: self._release_slow(flight.endpoint))
+
+	def _release_slow(self, endpoint: str) -> None:
+		with self._slow_lock:
+			self._slow[endpoint] -= 1
+			if self._slow[endpoint] <= 0:
+				del self._slow[endpoint]
+
+	def _defer(
+		self, job: DeliveryJob, destination: str, started: dt.datetime, seconds: float
+	) -> DeliveryAttempt:
+		return DeliveryAttempt(
+			job.seq, job.subscription, job.event_id, job.attempts, DEFERRED, started, destination,
+			next_attempt_at=started + dt.timedelta(seconds=seconds),
+		)  # fmt: skip
 
 	def _prepare(
 		self, job: DeliveryJob, subscription: Subscription | BrokenSubscription | None
@@ -151,21 +228,49 @@ class DeliveryEngine:
 			)
 		wait = self.limits.wait_for(subscription.name, subscription.rate_limit, subscription.burst)
 		if wait > 0:
-			return DeliveryAttempt(
-				job.seq, job.subscription, job.event_id, job.attempts, DEFERRED, started,
-				subscription.destination, next_attempt_at=started + dt.timedelta(seconds=wait),
-			)  # fmt: skip
+			return self._defer(job, subscription.destination, started, wait)
 		try:
 			envelope = job.envelope()
 			payload = subscription.transform.render(envelope)
 			destination = self.destinations.open(subscription.destination, subscription.webhook)
 		except FabricError as exc:
 			return self._decide(job, subscription, started, Outcome(False, exc.retryable, str(exc)))
-		return _Prepared(job, subscription, envelope, payload, destination, started)
+		if subscription.webhook is None:
+			return _Prepared(job, subscription, envelope, payload, destination, started)
+		# Last, once nothing else can stop the send: the circuit's answer may be its one probe.
+		endpoint = endpoint_of(subscription.webhook.url)
+		with self._slow_lock:
+			busy = self._slow[endpoint] >= self.slow_per_endpoint
+		if busy:
+			return self._defer(job, subscription.destination, started, BUSY_WAIT_SECONDS)
+		allowed, state = self.circuits.admit(endpoint, subscription.webhook.timeout)
+		if not allowed:
+			# Half-open, the probe's answer may close it any moment: look again soon.
+			reopens = BUSY_WAIT_SECONDS
+			if state.state == "open":
+				reopens = max((state.retry_at or 0) - time.time(), BUSY_WAIT_SECONDS)
+			with self._rng_lock:  # spread the deliveries that waited, not all at the probe's time
+				reopens += self.rng.uniform(0, BUSY_WAIT_SECONDS)
+			return self._defer(job, subscription.destination, started, reopens)
+		return _Prepared(job, subscription, envelope, payload, destination, started, endpoint, state)
 
 	def _send_one(self, prepared: _Prepared) -> list[Outcome]:
 		with self.running.tracking(_attempts([prepared]), prepared.destination.timed):
-			return _timed([prepared], lambda: [prepared.destination.deliver(*_item(prepared))])
+			outcomes = _timed([prepared], lambda: [prepared.destination.deliver(*_item(prepared))])
+		if prepared.endpoint is not None:
+			changed = self.circuits.report(prepared.endpoint, prepared.admitted, outcomes[0])
+			if (
+				changed is not None
+				and changed.state == "open"
+				and changed.opened_at == changed.last_failure_at
+			):
+				log.warning(
+					"Webhook endpoint %s is down (%d failure(s) in a row): its deliveries wait, no attempt"
+					" spent, until %s, then one goes as a probe.",
+					prepared.endpoint, changed.failures,
+					dt.datetime.fromtimestamp(changed.retry_at or time.time()).isoformat(timespec="seconds"),
+				)  # fmt: skip
+		return outcomes
 
 	def _send_group(self, group: list[_Prepared]) -> list[Outcome]:
 		destination = group[0].destination
@@ -188,6 +293,13 @@ class DeliveryEngine:
 				job.seq, job.subscription, job.event_id, number, DELIVERED, started, **common
 			)
 		error = plain(excerpt(outcome.error)) or None  # quotes outside text: see plain
+		if outcome.status_code == GONE and subscription.webhook is not None:
+			# The receiver says the URL will never work again: every later event would end the same
+			# way, so the subscription is disabled (by whoever settles: see DeliveryAttempt.gone).
+			error = (
+				f"{error} Subscription {job.subscription!r} was disabled at {started:%Y-%m-%d %H:%M:%S}. When "
+				"the receiver is back (or the URL is fixed), enable the subscription, then retry its dead letters."
+			)
 		delay = None
 		if outcome.retryable:
 			with self._rng_lock:
@@ -247,66 +359,3 @@ def _timed(group: list[_Prepared], send: Callable[[], list[Outcome]]) -> list[Ou
 
 def _fields(outcome: Outcome) -> dict:
 	return {name: getattr(outcome, name) for name in outcome.__slots__}
-
-
-class DeliveryWorker:
-	"""Claims due deliveries, attempts them and settles them, cycle after cycle."""
-
-	def __init__(
-		self,
-		store: DeliveryStore,
-		subscriptions: Callable[[str], Subscription | BrokenSubscription | None],
-		engine: DeliveryEngine,
-		*,
-		batch_size: int = 200,
-		on_settled: Callable[[list[DeliveryAttempt]], None] | None = None,
-	):
-		self.store, self.subscriptions, self.engine = store, subscriptions, engine
-		self.batch_size = batch_size
-		self.on_settled = on_settled
-
-	def deliver_due(self) -> DeliveryReport:
-		"""Runs one cycle: claim a batch, attempt every delivery, settle them all."""
-		jobs = self.store.claim(self.batch_size)
-		if not jobs:
-			return DeliveryReport()
-		try:
-			attempts = self.engine.attempt_all([(job, self.subscriptions(job.subscription)) for job in jobs])
-		except BaseException:
-			self.store.release()
-			raise
-		self.store.settle(attempts)
-		if self.on_settled is not None:
-			self.on_settled(attempts)
-		statuses = [a.status for a in attempts]
-		return DeliveryReport(
-			len(jobs),
-			statuses.count(DELIVERED),
-			statuses.count(RETRYING),
-			statuses.count(DEAD),
-			statuses.count(DEFERRED),
-		)
-
-	def run(
-		self,
-		should_stop: Callable[[], bool],
-		waker: Waker | None = None,
-		idle_wait: float = 1.0,
-		max_seconds: float | None = None,
-	) -> None:
-		"""Delivers until ``should_stop()`` says so or ``max_seconds`` pass; idles on the waker."""
-		started = time.monotonic()
-		while not should_stop():
-			if max_seconds is not None and time.monotonic() - started >= max_seconds:
-				return
-			try:
-				report = self.deliver_due()
-			except RetryableError as exc:
-				log.warning("delivery cycle failed, will retry: %s", exc)
-				report = DeliveryReport(error=str(exc))
-			if report.claimed >= self.batch_size:
-				continue
-			if waker is not None:
-				waker.wait(idle_wait)
-			else:
-				time.sleep(idle_wait if report.claimed == 0 else min(idle_wait, 0.1))

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cauldron_fabric.core.delivery.engine import DeliveryReport
 from cauldron_fabric.core.delivery.overdue import RunningAttempts
+from cauldron_fabric.core.delivery.worker import DeliveryReport
 
 HEARTBEAT_SECONDS = 1.0
 

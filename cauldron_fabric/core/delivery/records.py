@@ -25,6 +25,7 @@ DISCARDED = "Discarded"
 RETRYING = "Retrying"
 DEFERRED = "Deferred"
 ROW_STATUS = {DELIVERED: DELIVERED, RETRYING: PENDING, DEFERRED: PENDING, DEAD: DEAD}
+GONE = 410  # a webhook receiver's answer that disables its subscription
 HISTORY_LIMIT = 25
 EXCERPT_LIMIT = 1000
 # Fixed for ever: a delivery's id is derived from it (delivery_id), and receivers remember ids.
@@ -111,6 +112,11 @@ class DeliveryAttempt:
 	def row_status(self) -> str:
 		"""Returns the delivery row's status after this attempt."""
 		return ROW_STATUS[self.status]
+
+	@property
+	def gone(self) -> bool:
+		"""Tells whether the receiver answered 410 Gone: the subscription is to be disabled."""
+		return self.status == DEAD and self.status_code == GONE
 
 	@property
 	def counts(self) -> bool:

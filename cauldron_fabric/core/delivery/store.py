@@ -14,7 +14,8 @@ letter no longer holds its key back, so one poison event cannot stall an entity 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Mapping, Sequence
 
 from cauldron_fabric.core.delivery.records import DeliveryAttempt, DeliveryJob, DeliveryRequest, DeliveryRow
 
@@ -37,6 +38,15 @@ class DeliveryStore(abc.ABC):
 	@abc.abstractmethod
 	def settle(self, attempts: Sequence[DeliveryAttempt]) -> None:
 		"""Records the attempts of claimed deliveries and releases every claimed row (commits)."""
+
+	@abc.abstractmethod
+	def reclaim(self, leases: Mapping[int, dt.datetime]) -> list[DeliveryJob]:
+		"""Locks again the deliveries a worker settled with a lease (a deferral while its request was
+		still under way), each only while it is pending at exactly that lease; returns them as a claim.
+
+		A delivery changed since (discarded; requeued; its lease over and taken by another worker) is
+		left alone. ``settle`` or ``release`` ends the claim, as for ``claim``.
+		"""
 
 	@abc.abstractmethod
 	def release(self) -> None:

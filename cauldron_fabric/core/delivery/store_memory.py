@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cauldron_fabric.core.delivery.records import (
@@ -104,6 +104,36 @@ class MemoryDeliveryStore(DeliveryStore):
 					continue
 				if len(claimed) >= limit:
 					break
+				row.holder = id(self)
+				claimed.append(
+					DeliveryJob(
+						seq,
+						row.subscription,
+						row.event_id,
+						row.envelope_json,
+						row.attempts,
+						row.ordering_key,
+						tuple(row.history),
+					)
+				)
+		self._claimed = [job.seq for job in claimed]
+		return claimed
+
+	def reclaim(self, leases: Mapping[int, dt.datetime]) -> list[DeliveryJob]:
+		"""Claims the leased rows still pending at their lease and held by no session."""
+		if self._claimed:
+			raise RuntimeError("reclaim() called while a claim is open")
+		claimed = []
+		with self.deliveries.lock:
+			for seq, lease in leases.items():
+				row = self.deliveries.rows.get(seq)
+				if (
+					row is None
+					or row.status != PENDING
+					or row.holder is not None
+					or row.next_attempt_at != lease
+				):
+					continue
 				row.holder = id(self)
 				claimed.append(
 					DeliveryJob(

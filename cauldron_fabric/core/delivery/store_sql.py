@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cauldron_fabric.core.delivery.overdue import LONGEST_ATTEMPT_SECONDS
@@ -213,6 +213,29 @@ class SqlDeliveryStore(DeliveryStore):
 			DeliveryJob(int(r[0]), r[1], r[2], r[3], int(r[4] or 0), r[5], tuple(json.loads(r[6] or "[]")))
 			for r in rows
 		]
+		self._claimed = {job.seq: job.history for job in jobs}
+		return jobs
+
+	def reclaim(self, leases: Mapping[int, dt.datetime]) -> list[DeliveryJob]:
+		"""Locks the leased rows still pending at their lease (skipping rows another worker holds)."""
+		if self._claimed:
+			raise RuntimeError("reclaim() called while a claim is open")
+		if not leases:
+			return []
+		rows, _ = self._execute(
+			f"""SELECT name, subscription, event_id, envelope, attempts, ordering_key, attempt_log, next_attempt_at
+			FROM `{self.table}` WHERE name IN ({", ".join(["%s"] * len(leases))}) AND status = %s
+			FOR UPDATE SKIP LOCKED""",
+			[*(int(seq) for seq in leases), PENDING],
+		)
+		jobs = [
+			DeliveryJob(int(r[0]), r[1], r[2], r[3], int(r[4] or 0), r[5], tuple(json.loads(r[6] or "[]")))
+			for r in rows
+			if r[7] == leases.get(int(r[0]))
+		]
+		if not jobs:
+			self.release()
+			return []
 		self._claimed = {job.seq: job.history for job in jobs}
 		return jobs
 

@@ -260,6 +260,12 @@ class WebhookSender:
 				f"{shown} redirected ({code}) to {plain(response.headers.get('Location'))!r}; redirects are not "
 				"followed. Put the final URL in the subscription."
 			)
+		elif code == 410:
+			# Its own message: the engine adds what becomes of the subscription (DeliveryAttempt.gone).
+			error = (
+				f"{shown} answered 410 {plain(response.reason)}".rstrip()
+				+ ", so the receiver says this URL is gone for good; this is not retried."
+			)
 		else:
 			error = (
 				f"{shown} refused the event with {code} {plain(response.reason)}".rstrip()

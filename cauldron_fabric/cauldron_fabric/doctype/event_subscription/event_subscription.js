@@ -11,6 +11,9 @@ frappe.ui.form.on("Event Subscription", {
 				__("This subscription no longer compiles: its events become dead letters until you fix and save it, then retry them."),
 				"red"
 			);
+		} else if (frm.doc.disabled_reason && !frm.doc.enabled) {
+			// A worker disabled it (its receiver answered 410 Gone): say why, and what to do.
+			frm.set_intro(frappe.utils.escape_html(frm.doc.disabled_reason), "orange");
 		}
 		if (frm.is_new() || !frappe.user.has_role(MANAGERS)) {
 			return;

@@ -32,6 +32,8 @@ DEFAULTED_NUMBERS = ("max_attempts", "initial_delay", "max_delay", "jitter", "we
 
 class EventSubscription(Document):
 	def validate(self) -> None:
+		if self.enabled:
+			self.disabled_reason = None  # enabled again: whatever disabled it is dealt with
 		self.keep_a_signing_secret()
 		fill_empty_numbers(self, DEFAULTED_NUMBERS)
 		self.validate_webhook_url()

@@ -12,10 +12,14 @@ frappe.ui.form.on("Fabric Circuit", {
 			frm.add_custom_button(__("Reset"), async () => {
 				// Not frm.call: run_doc_method compares the form's "modified" with the stored one,
 				// and a circuit (virtual, kept in Redis) has none, so it failed with a Server Error.
-				await frappe.call({
-					method: "cauldron_fabric.api.requests.reset_circuit",
-					args: { target: frm.doc.name },
-				});
+				await frappe.call(
+					frm.doc.kind === "Webhook endpoint"
+						? {
+								method: "cauldron_fabric.cauldron_fabric.doctype.fabric_circuit.fabric_circuit.reset_webhook_circuit",
+								args: { endpoint: frm.doc.name },
+						  }
+						: { method: "cauldron_fabric.api.requests.reset_circuit", args: { target: frm.doc.name } }
+				);
 				// A reset circuit is forgotten (it is closed, with no failures to show): back to the list.
 				frappe.show_alert({ message: __("Circuit of {0} closed", [frm.doc.name]), indicator: "green" });
 				frappe.set_route("List", "Fabric Circuit");
