@@ -36,18 +36,12 @@ from frappe import _
 
 from cauldron_fabric.api.permissions import MANAGERS, require_role
 from cauldron_fabric.api.ratelimit import limit_publish_calls
-from cauldron_fabric.core.envelope import (
-	DuplicateKey,
-	Envelope,
-	is_rfc3339,
-	new_event_id,
-	strict_loads,
-	utc_now_iso,
-)
+from cauldron_fabric.core.envelope import Envelope, is_rfc3339, new_event_id, utc_now_iso
 from cauldron_fabric.core.errors import FabricError, InvalidEnvelope
 from cauldron_fabric.core.markup import has_markup
 from cauldron_fabric.core.naming import DOCUMENT_ACTIONS, snake_case
 from cauldron_fabric.core.schema import catalog_entry
+from cauldron_fabric.core.strict_json import DuplicateKey, strict_loads
 from cauldron_fabric.emit.policy import current_policy
 
 PUBLISHER = "Fabric Publisher"

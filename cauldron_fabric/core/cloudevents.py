@@ -43,9 +43,9 @@ from cauldron_fabric.core.envelope import (
 	EventData,
 	dumps,
 	format_time,
-	load_json,
 )
 from cauldron_fabric.core.errors import InvalidEnvelope
+from cauldron_fabric.core.strict_json import load_json
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 KAFKA_PREFIX = "ce_"

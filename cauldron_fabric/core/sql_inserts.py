@@ -23,15 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cauldron_fabric.core.sql_statements import (
-	_TOKEN,
-	_assignments,
-	_picks_at_random,
-	_started,
-	_text,
-	_top_level,
-	_without_semicolon,
-)
+from cauldron_fabric.core.sql_statements import _assignments, _started
+from cauldron_fabric.core.sql_tokens import _TOKEN, _picks_at_random, _text, _top_level, _without_semicolon
 
 _INSERT_MODIFIERS = frozenset({"LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE"})
 # A query in parentheses, where an INSERT's SELECT may stand: ``(SELECT …)``, ``((WITH …))``.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from cauldron_fabric.core.sql_statements import _top_level
+from cauldron_fabric.core.sql_tokens import _top_level
 
 UPDATE = "update"
 DELETE = "delete"

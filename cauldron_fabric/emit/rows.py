@@ -29,12 +29,19 @@ from cauldron_fabric.emit.held import (
 	hold_from_the_next_transaction,
 	hold_until_commit,
 	release,
-	when_transaction_ends,
 )
 from cauldron_fabric.emit.inserts import being_saved, save_running
 from cauldron_fabric.emit.policy import DB_UPDATE, SET_VALUE, SQL, current_policy
 from cauldron_fabric.emit.recorder import record, recorded_together
-from cauldron_fabric.emit.session_tables import copy_of, drop, run
+from cauldron_fabric.emit.row_parents import (
+	_in_currently_saving,
+	_kind_of,
+	_parent_key,
+	_read_together,
+	parents_of,
+)
+from cauldron_fabric.emit.rows_aside import RowsAside, _aside_table
+from cauldron_fabric.emit.session_tables import run
 from cauldron_fabric.emit.unrecorded import log_once
 
 # Rows changed alone, held per parent until the parent's update is recorded: outside the
@@ -204,44 +211,6 @@ def _put_aside(doctype: str, placed, via: str) -> bool:
 	return True
 
 
-class RowsAside:
-	"""A table's rows as they were, in a temporary table (a held change's ``before`` value)."""
-
-	__slots__ = ("doctype", "table")
-
-	def __init__(self, doctype: str, table: str) -> None:
-		self.doctype = doctype
-		self.table = table
-
-
-# The open transaction's temporary tables of rows put aside, by child DocType, and the
-# connection they are on.
-ASIDE = "fabric_rows_aside"
-
-
-def _aside_table(doctype: str) -> RowsAside:
-	"""Returns the temporary table of ``doctype``'s rows put aside in the open transaction,
-	created on first use and dropped when the transaction ends."""
-	connection = frappe.db._conn
-	tables = getattr(frappe.local, ASIDE, None)
-	if tables is None or tables[0] is not connection:
-		tables = (connection, {})
-		setattr(frappe.local, ASIDE, tables)
-		when_transaction_ends(lambda: _drop_aside(tables))
-	aside = tables[1].get(doctype)
-	if aside is None:
-		aside = tables[1][doctype] = RowsAside(doctype, copy_of(doctype, "rows_before"))
-	return aside
-
-
-def _drop_aside(tables: tuple) -> None:
-	if getattr(frappe.local, ASIDE, None) is tables:
-		setattr(frappe.local, ASIDE, None)
-	if getattr(frappe.local, "db", None) is not None and frappe.db._conn is tables[0]:
-		for aside in tables[1].values():
-			drop(aside.table)
-
-
 def _held_change(attribute: str, parent_key: tuple, via: str | None) -> dict | None:
 	"""Returns the change held for the parent ``parent_key`` under ``attribute`` (None when
 	none), a change by ``via`` noted in it."""
@@ -266,57 +235,6 @@ def _hold_change(attribute: str, parent_key: tuple, kind: str, via: str | None) 
 		"unjudged": via in WRITES_WITHOUT_HOOKS,
 	}
 	return change
-
-
-def _kind_of(doctype: str) -> str | None:
-	"""Returns what the policy emits for ``doctype`` (None: nothing, or no such DocType)."""
-	try:
-		return current_policy().kind_of(doctype)
-	except frappe.DoesNotExistError:
-		return None
-
-
-def parents_of(rows) -> dict[tuple, Any]:
-	"""Returns the parents of ``rows`` (by their key in the held changes; None when gone), read
-	together (``stored_documents``): for many rows written at once, not one read each."""
-	keys = (_parent_key(row.parenttype, row.parent) for row in rows)
-	return _read_together(key for key in keys if all(key) and _emits(key[0]))
-
-
-def _emits(doctype: str) -> bool:
-	return _kind_of(doctype) is not None
-
-
-def _read_together(keys) -> dict[tuple, Any]:
-	"""Returns the documents of ``keys`` (DocType and name) by key, None for those gone, reading
-	each DocType's together."""
-	wanted: dict[str, set[str]] = {}
-	for doctype, name in keys:
-		wanted.setdefault(doctype, set()).add(name)
-	found: dict[tuple, Any] = {}
-	for doctype, names in wanted.items():
-		stored = stored_documents(doctype, sorted(names))
-		found.update({(doctype, name): stored.get(name) for name in names})
-	return found
-
-
-def _in_currently_saving(doctype: str, name: str) -> bool:
-	"""Tells whether Frappe notes a save of ``doctype`` ``name`` (a row's parent, named in a string).
-
-	Autoincrement names are integers in ``currently_saving``. The list is searched in C, not
-	copied: Frappe never removes an insert's entry under None, so in a long job it grows with
-	every insert.
-	"""
-	saving = frappe.flags.currently_saving or ()
-	if (doctype, name) in saving:
-		return True
-	return name.isdecimal() and str(int(name)) == name and (doctype, int(name)) in saving
-
-
-def _parent_key(doctype: str | None, name) -> tuple:
-	"""Returns the key of a parent's held row changes: autoincrement names are integers on the
-	parent and in ``currently_saving``, strings in the rows' ``parent`` column."""
-	return (doctype, None if name is None else str(name))
 
 
 def record_row_changes() -> None:

@@ -4,7 +4,7 @@ and ``INSERT … SELECT`` statements in patches.
 
 The statement's rows are read from its text (``core/sql_inserts.py``): the table and each row's
 ``name`` (a child row's parent too), or for ``INSERT … SELECT`` from its SELECT, which the
-fabric runs first (``sql_writes._rows_selected``). Names already stored before it runs
+fabric runs first (``sql_reads._rows_selected``). Names already stored before it runs
 (``INSERT IGNORE`` skips them) are left out. After it runs, each document inserted is its ``created`` event, as
 stored (then ``submitted`` when it is stored submitted, as an insert with ``docstatus`` 1 is),
 and each child table row inserted is its parent's update at commit.
@@ -33,7 +33,8 @@ from cauldron_fabric.emit.document_events import (
 from cauldron_fabric.emit.held import held_now, hold_until_commit, release, stop_waiting, wait_for_rows
 from cauldron_fabric.emit.policy import SQL
 from cauldron_fabric.emit.recorder import recorded_together
-from cauldron_fabric.emit.rows import parents_of, row_changed, tables_about_to_change
+from cauldron_fabric.emit.row_parents import parents_of
+from cauldron_fabric.emit.rows import row_changed, tables_about_to_change
 
 # The columns read from each inserted row.
 WANTED = frozenset({"name", "parent", "parenttype", "parentfield"})

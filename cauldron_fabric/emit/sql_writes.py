@@ -7,25 +7,16 @@ status updaters and custom apps write so with no document hook and no set_value.
 read past the comments before it and MariaDB's ``SET STATEMENT … FOR`` (core/sql_kinds.py).
 A LOAD DATA into a watched table is logged, with no event: its rows are in a file.
 
-The fabric's reads of the rows a statement is about to write are exempt from the session's
-``max_join_size`` (``unlimited``): a server's guard against runaway SELECTs refused them, not
-the UPDATE or DELETE examining the same rows, which ran with no event.
-
 The app wraps ``Database.sql`` once per process, as it wraps set_value (``watch.py``).
 For an UPDATE of a DocType that emits events, the wrapper reads the rows the statement is about
 to write (a SELECT of their names and the columns it sets, with the statement's own tables and
-WHERE), lets Frappe run it, and records each document's update as a set_value of those columns
-would be: from the document as stored before to the document as stored after, nothing when
-nothing changed, a child row's as its parent's update at commit, and a write from a document's
-own save hooks right after that save's event.
+WHERE: ``sql_reads.py``), lets Frappe run it, and records each document's update as a set_value
+of those columns would be: from the document as stored before to the document as stored after,
+nothing when nothing changed, a child row's as its parent's update at commit, and a write from a
+document's own save hooks right after that save's event.
 
 An UPDATE that sets a document's ``name`` (a rename in SQL) is that document's ``renamed``
-event (``oldName``, ``newName``), then its ``updated`` when it also changed other columns. The
-new names are read with the rows before it runs (the value it sets ``name`` to, in the same
-SELECT); a value that reads a column the statement sets before it, or calls a random function,
-cannot be read so, and such a statement is logged, with no event. The document's rows and the
-links to it stay under the old name, as the statement leaves them (``frappe.rename_doc`` moves
-them): a later UPDATE of the rows' ``parent`` is the new name's update, as any rows moved.
+event, then its ``updated`` when it also changed other columns (``sql_renames.py``).
 
 A DELETE puts aside each document it is about to delete, whole (``sql_deletes.py``), and
 records ``deleted`` for each one gone after it, with the document as it was; a deleted child
@@ -59,12 +50,7 @@ from frappe.model.document import Document
 from frappe.model.rename_doc import rename_doc
 from pymysql.err import MySQLError
 
-from cauldron_fabric.core.sql_inserts import (
-	InsertSelect,
-	parse_insert,
-	parse_insert_select,
-	replace_as_insert,
-)
+from cauldron_fabric.core.sql_inserts import parse_insert, parse_insert_select, replace_as_insert
 from cauldron_fabric.core.sql_kinds import (
 	DELETE,
 	INSERT,
@@ -74,22 +60,15 @@ from cauldron_fabric.core.sql_kinds import (
 	UPDATE,
 	doctypes_named,
 	statement_body,
-	unlimited,
 )
 from cauldron_fabric.core.sql_statements import (
-	NEW_NAME,
 	Statement,
 	Target,
 	parse_delete,
 	parse_truncate,
 	parse_update,
 )
-from cauldron_fabric.emit.document_events import (
-	READ_TOGETHER,
-	emit_document_event,
-	stored_documents,
-	stored_names,
-)
+from cauldron_fabric.emit.document_events import stored_names
 from cauldron_fabric.emit.frames import inside_any
 from cauldron_fabric.emit.policy import (
 	SET_VALUES_ALL,
@@ -97,8 +76,6 @@ from cauldron_fabric.emit.policy import (
 	SQL,
 	current_policy,
 )
-from cauldron_fabric.emit.recorder import recorded_together
-from cauldron_fabric.emit.session_tables import streamed
 from cauldron_fabric.emit.set_values import FRAPPE_BOOKKEEPING, PlannedWrite, ValuesBefore, plan_documents
 from cauldron_fabric.emit.sql_deletes import plan_deletion
 from cauldron_fabric.emit.sql_doctypes import (
@@ -108,6 +85,15 @@ from cauldron_fabric.emit.sql_doctypes import (
 	is_watched,
 )
 from cauldron_fabric.emit.sql_inserts import WANTED, PlannedInsert, plan_insert
+from cauldron_fabric.emit.sql_reads import (
+	_columns_of,
+	_other_unique_keys,
+	_rows_before,
+	_rows_selected,
+	_spelled,
+	_table_columns,
+)
+from cauldron_fabric.emit.sql_renames import _plan_rename
 from cauldron_fabric.emit.sql_singles import singles_written, writes_singles
 from cauldron_fabric.emit.unrecorded import (
 	Loaded,
@@ -288,37 +274,6 @@ def _plan_upsert(doctype: str, names: list, rows: list[dict], replacing: bool = 
 	return [write for write in writes if write is not None] or None
 
 
-def _other_unique_keys(doctype: str) -> list[str]:
-	"""Returns the names of the unique keys of ``doctype``'s table other than its primary key."""
-	keys = frappe.db.sql(f"SHOW INDEX FROM `tab{doctype}` WHERE Non_unique = 0 AND Key_name != 'PRIMARY'")
-	return sorted({row[2] for row in keys})
-
-
-def _rows_selected(statement: InsertSelect) -> list[dict]:
-	"""Runs the SELECT of an INSERT … SELECT for the rows it is about to insert: the values of
-	the ``WANTED`` columns in its column list; raises ReadRefused when the database refuses the read.
-
-	The read sees the transaction's snapshot, as a join's does (see _rows_before): the
-	statement itself reads its rows as last committed. Its rows are streamed, only the
-	columns wanted kept: a patch may copy a whole table.
-	"""
-	columns = [column.lower() for column in statement.columns]
-	positions = {column: index for index, column in enumerate(columns) if column in WANTED}
-	with read_or_refused():  # (fewer columns than the statement lists: an IndexError, refused too)
-		return [
-			{column: row[index] for column, index in positions.items()}
-			for row in streamed(unlimited(statement.select))
-		]
-
-
-def _columns_of(table: str) -> set[str] | None:
-	"""Returns the columns of the DocType table ``table`` (lowercase), None for another table:
-	how an unqualified SET column of a join finds its table (core/sql_statements.py)."""
-	if doctype_of(table) is None:
-		return None
-	return {column.lower() for column in frappe.db.get_db_table_columns(table)} or None
-
-
 def _as_run(db, query: str, values) -> str:
 	"""Returns the statement as the database client sends it: with its values in place, and
 	formatted even with none given (``()``, ``{}``), which turns each ``%%`` into ``%``."""
@@ -371,50 +326,6 @@ def _plan_target(
 	return write
 
 
-class PlannedRename:
-	"""The documents an UPDATE is about to rename: each as stored before (the values it sets)
-	and its new name, read before it runs."""
-
-	def __init__(self, doctype: str, renames: list[tuple[ValuesBefore, object]]) -> None:
-		self.doctype = doctype
-		self.renames = renames
-
-	def record(self) -> None:
-		"""Records each document's ``renamed`` event, then its update when it changed more."""
-		for start in range(0, len(self.renames), READ_TOGETHER):
-			renames = self.renames[start : start + READ_TOGETHER]
-			afters = stored_documents(self.doctype, [new for _, new in renames])
-			with recorded_together():
-				for before, new in renames:
-					after = afters.get(str(new))
-					if after is None:
-						continue  # renamed again, or deleted, since (by a trigger)
-					extra = {"oldName": str(before.name), "newName": str(after.name), "merge": False}
-					emit_document_event(after, "renamed", via=SQL, extra=extra, reject_invalid=False)
-					emit_document_event(
-						after,
-						"updated",
-						via=SQL,
-						before=before.applied_to(after),
-						unchanged=False,
-						reject_invalid=False,
-					)
-
-
-def _plan_rename(
-	statement: Statement, target: Target, doctype: str, columns: set[str]
-) -> PlannedRename | None:
-	"""Reads the documents an UPDATE that sets ``name`` is about to rename, with their new
-	names (see the module's docstring)."""
-	rows = _rows_before(statement, target)
-	renames = []
-	for row in rows:
-		new = row.pop(NEW_NAME)
-		if new is not None:
-			renames.append((ValuesBefore(_spelled(row, columns), doctype=doctype), new))
-	return PlannedRename(doctype, renames) if renames else None
-
-
 def _plan_rows(doctype: str, names: list, befores: list | None = None) -> PlannedWrite | None:
 	"""Plans the write of the documents (or child rows) ``names`` as set_values.py plans its own."""
 	return plan_documents(
@@ -432,24 +343,6 @@ def _bookkeeping(doctype: str) -> frozenset[str]:
 	return kept if frappe.get_meta(doctype).istable else kept | DOCUMENT_BOOKKEEPING
 
 
-def _rows_before(statement: Statement, target: Target, as_dict: bool = True) -> list:
-	"""Reads the names (and the columns set) of the rows the statement is about to write in
-	``target``, as dicts or (``as_dict`` false) tuples, the name first; raises ReadRefused when
-	the database refuses the read.
-
-	The statement writes the rows as last committed, which a plain read in a transaction that
-	has read before does not see (REPEATABLE READ: a snapshot, as of its first read): another
-	user's commit since would be a row written with no event, or an event with stale values.
-	A statement of one table is read with a locking read, which sees them and takes the locks
-	the statement takes next; a join is read from the snapshot, for a locking read would lock
-	the rows of the tables it only reads too.
-	"""
-	with read_or_refused():
-		return frappe.db.sql(
-			unlimited(statement.select_before(target, lock=not statement.joined)), as_dict=as_dict
-		)
-
-
 def _plan_deletion(statement: Statement, target: Target, doctype: str):
 	"""Copies the documents (or, of a child table, notes the rows) a DELETE is about to delete."""
 	rows = _rows_before(statement, target, as_dict=False)
@@ -462,18 +355,3 @@ def _plan_deletion(statement: Statement, target: Target, doctype: str):
 	# As last committed when the names were read so (a locking read: a plain one sees the
 	# transaction's snapshot, without what other users committed since).
 	return plan_deletion(doctype, names, lock=not statement.joined)
-
-
-def _table_columns(doctype: str, written: frozenset[str]) -> frozenset[str] | None:
-	"""Returns the columns ``written`` as the table spells them, or None when it lacks one (or
-	there is no table: Frappe's get_table_columns would raise an error of its own, not the
-	database's, which a patch catches with frappe.db.is_table_missing)."""
-	spelled = {column.lower(): column for column in frappe.db.get_db_table_columns(f"tab{doctype}")}
-	columns = {spelled.get(column.lower()) for column in written}
-	return None if None in columns else frozenset(columns)
-
-
-def _spelled(row: dict, columns: frozenset[str]) -> dict:
-	"""Returns ``row`` (read under the statement's column names) under the table's spelling."""
-	by_lower = {column.lower(): column for column in columns}
-	return {by_lower.get(key.lower(), key): value for key, value in row.items()}

@@ -9,7 +9,8 @@ Retries never block a partition: a failed message is copied to ``<group>.retry.<
 n + 1) with a ``fabric-not-before`` header, and the partition moves on. Each retry topic has one
 delay, so its messages fall due in order: when the head is not due yet, that retry partition is
 paused and rewound until it is. Dead letters go to ``<group>.dlt`` with the origin headers.
-The group's topic names, settings and lag are in ``kafka_group.py``.
+The group's topic names, settings and lag are in ``kafka_group.py``; records are read as
+messages in ``kafka_messages.py``, and copies and replies produced in ``kafka_publishing.py``.
 
 Replies go only to the requesters' reply topic (option ``reply_topic``, as the requester takes
 it; default ``cauldron.replies``) and to topics the option ``allowed_reply_addresses`` lists
@@ -19,9 +20,7 @@ run (see ``reply_addresses.py``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import operator
 import re
 import threading
 import time
@@ -30,7 +29,6 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from cauldron_fabric.core.cloudevents import kafka_headers
 from cauldron_fabric.core.consumer.kafka_group import (
 	consumer_config,
 	dead_letter_topic,
@@ -38,11 +36,11 @@ from cauldron_fabric.core.consumer.kafka_group import (
 	retry_prefix,
 	retry_topic,
 )
+from cauldron_fabric.core.consumer.kafka_messages import inbound_message
+from cauldron_fabric.core.consumer.kafka_publishing import produce_reply, publish_copy
 from cauldron_fabric.core.consumer.messages import (
 	CONSUMER_GROUP,
-	CORRELATION_ID,
 	DEFAULT_REPLY_TOPIC,
-	REPLY_PARTITION,
 	REPLY_TO,
 	Failure,
 	InboundMessage,
@@ -52,9 +50,8 @@ from cauldron_fabric.core.consumer.messages import (
 from cauldron_fabric.core.consumer.ports import MessageSource
 from cauldron_fabric.core.consumer.reply_addresses import ReplyAddressPolicy, reply_address_patterns
 from cauldron_fabric.core.envelope import Envelope
-from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
+from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.naming import TOPIC_NAME_RULE, invalid_topic_names
-from cauldron_fabric.core.ports import OutboundMessage
 from cauldron_fabric.core.transports.kafka import KafkaTransport
 
 log = logging.getLogger("cauldron_fabric.consumer.kafka")
@@ -203,19 +200,7 @@ class KafkaSource(MessageSource):
 				continue
 			if (m.topic(), m.partition()) in self._paused:
 				continue
-			headers, unreadable = _headers_of(m)
-			value = m.value()
-			message = InboundMessage(
-				m.topic(),
-				m.partition(),
-				m.offset(),
-				m.key(),
-				value or b"",
-				headers,
-				m.timestamp()[1],
-				unreadable=unreadable,
-				tombstone=value is None,
-			)
+			message = inbound_message(m)
 			if self._not_ours(message):
 				self.done(message)  # passed over, but done so that the group's lag on it stays 0
 				continue
@@ -285,24 +270,14 @@ class KafkaSource(MessageSource):
 		if not number:
 			raise ConfigurationError(f"Consumer group {self.group!r} has no retry topics (max attempts 1).")
 		headers = forwarded_headers(message, self.group, attempt, failure, not_before=time.time() + delay)
-		return self._publish(retry_topic(self.group, number), message, headers)
+		return publish_copy(
+			self.transport, retry_topic(self.group, number), message, headers, PUBLISH_TIMEOUT
+		)
 
 	def dead_letter(self, message: InboundMessage, failure: Failure, attempts: int) -> str:
 		"""Copies the message to ``<group>.dlt`` with the origin headers."""
 		headers = forwarded_headers(message, self.group, attempts, failure, dead=True)
-		return self._publish(self.dead_letter_topic, message, headers)
-
-	def _publish(self, topic: str, message: InboundMessage, headers: tuple[tuple[str, str], ...]) -> str:
-		# The key as it came, bytes or none: decoded, a binary key became another key (another
-		# partition than its entity's events once the dead letter is retried), and none an empty one.
-		# So with the value: a tombstone's copy is a tombstone, which a compacted topic tells apart.
-		body = None if message.tombstone else message.body
-		delivery = self.transport.publish(
-			[OutboundMessage(topic, message.key, body, headers)], PUBLISH_TIMEOUT
-		)[0]
-		if not delivery.ok:
-			raise delivery.error or TransportUnavailable(f"Kafka did not take the copy for {topic!r}.")
-		return topic
+		return publish_copy(self.transport, self.dead_letter_topic, message, headers, PUBLISH_TIMEOUT)
 
 	def check_reply_address(self, request: InboundMessage) -> None:
 		"""Refuses a reply topic that is neither the requesters' nor allowed by the options."""
@@ -314,33 +289,7 @@ class KafkaSource(MessageSource):
 		if not topic:
 			return
 		self.check_reply_address(request)
-		partition = request.number(REPLY_PARTITION)
-		headers = [
-			*kafka_headers(envelope),
-			(CORRELATION_ID, request.header(CORRELATION_ID) or envelope.metadata.causation_id or ""),
-		]
-		outcome: list[KafkaError | None] = []
-		producer = self.transport.producer
-		try:
-			producer.produce(
-				topic,
-				value=envelope.to_json().encode(),
-				key=(request.header(CORRELATION_ID) or "").encode(),
-				headers=headers,
-				partition=int(partition) if partition is not None else -1,  # any, when unreadable
-				on_delivery=lambda err, _msg: outcome.append(err),
-			)
-		except (KafkaException, BufferError, OverflowError) as exc:
-			# Refused on the spot (a partition the client knows is missing or past a C int, a
-			# full queue): the same failure as a refused delivery, not a crash of the consumer.
-			raise TransportUnavailable(f"Kafka did not take the reply for {topic!r}: {exc}.") from exc
-		deadline = time.monotonic() + PUBLISH_TIMEOUT
-		while not outcome and time.monotonic() < deadline:
-			producer.poll(0.01)
-		if not outcome or outcome[0] is not None:
-			raise TransportUnavailable(
-				f"Kafka did not take the reply for {topic!r}: {outcome[0] if outcome else 'timeout'}."
-			)
+		produce_reply(self.transport, topic, request, envelope, PUBLISH_TIMEOUT)
 
 	# -- progress ---------------------------------------------------------------------------
 
@@ -428,30 +377,3 @@ class KafkaSource(MessageSource):
 			self.consumer.close()
 		except BaseException as exc:
 			failed.append(exc)
-
-
-# Message.headers() returns the header list with the UnicodeDecodeError still set, and Python
-# 3.11+ checks for that only on a generic call: once the interpreter has specialised a plain
-# ``message.headers()`` call site (after a few runs), the error went unnoticed there and broke
-# a later call (a SystemError out of poll, or worse). Called through methodcaller, the call
-# always takes the checked path, so the error is raised here, where it is expected.
-_READ_HEADERS = operator.methodcaller("headers")
-
-
-def _headers_of(message) -> tuple[tuple[tuple[str, Any], ...], str | None]:
-	"""Returns a record's headers, or none and why when the Kafka client cannot read them.
-
-	confluent-kafka reads header names as UTF-8 and raises (a SystemError) on other bytes, which
-	a client taking names as bytes (Go's) writes. Raised out of poll(), it stopped the consumer
-	on the same record at every restart, and its partition never moved again. Asked once, and
-	through _READ_HEADERS (see there).
-	"""
-	try:
-		return tuple(_READ_HEADERS(message) or ()), None
-	except Exception as exc:
-		# The half-built list (a name slot left empty) stays on the message: dropped now, nothing
-		# can come across it later.
-		with contextlib.suppress(Exception):
-			message.set_headers([])
-		cause = exc.__cause__ or exc.__context__ or exc
-		return (), f"its Kafka headers cannot be read: header names must be UTF-8 text ({cause})"
