@@ -18,12 +18,8 @@ from cauldron_fabric.core.delivery.destinations import WebhookDestination, parse
 from cauldron_fabric.core.delivery.records import delivery_id
 from cauldron_fabric.core.delivery.signing import generate_secret, secret_key, signature_headers
 from cauldron_fabric.core.delivery.transform import BINARY, compile_transform
-from cauldron_fabric.core.delivery.webhook import (
-	WebhookSender,
-	WebhookTarget,
-	header_pairs,
-	parse_retry_after,
-)
+from cauldron_fabric.core.delivery.webhook import WebhookSender, WebhookTarget, parse_retry_after
+from cauldron_fabric.core.delivery.webhook_headers import header_pairs
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.testing.http_receiver import Reply
 from cauldron_fabric.testing.kafka_broker import free_port

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ ROW_STATUS = {DELIVERED: DELIVERED, RETRYING: PENDING, DEFERRED: PENDING, DEAD: 
 GONE = 410  # a webhook receiver's answer that disables its subscription
 HISTORY_LIMIT = 25
 EXCERPT_LIMIT = 1000
+HIDDEN = "[hidden]"  # a subscription's secret value that a receiver's answer repeated
 # Fixed for ever: a delivery's id is derived from it (delivery_id), and receivers remember ids.
 DELIVERY_ID_NAMESPACE = uuid.UUID("5d0c2f7e-8f3a-4c1b-9a57-2b6e4d8c1f90")
 
@@ -157,10 +158,19 @@ class DeliveryRow:
 	history: tuple[Mapping[str, Any], ...] = ()
 
 
-def excerpt(text: str | bytes | None, limit: int = EXCERPT_LIMIT) -> str | None:
-	"""Returns at most ``limit`` characters of a response or error, marking the cut."""
+def excerpt(text: str | bytes | None, limit: int = EXCERPT_LIMIT, hiding: Sequence[str] = ()) -> str | None:
+	"""Returns at most ``limit`` characters of a response or error, marking the cut, with each of
+	``hiding`` replaced by [hidden] first (so no cut leaves part of one)."""
 	if text is None:
 		return None
 	if isinstance(text, bytes):
 		text = text.decode("utf-8", "replace")
+	text = without(text, hiding)
 	return text if len(text) <= limit else text[:limit] + "…"
+
+
+def without(text: str, hiding: Sequence[str]) -> str:
+	"""Returns ``text`` with each of ``hiding`` replaced by [hidden], the longest first."""
+	for value in sorted({v for v in hiding if v}, key=len, reverse=True):
+		text = text.replace(value, HIDDEN)
+	return text

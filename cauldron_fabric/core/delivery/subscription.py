@@ -24,7 +24,8 @@ from cauldron_fabric.core.delivery.matching import (
 from cauldron_fabric.core.delivery.policy import RetryPolicy
 from cauldron_fabric.core.delivery.records import DeliveryRequest
 from cauldron_fabric.core.delivery.transform import ENVELOPE, Transform, compile_transform
-from cauldron_fabric.core.delivery.webhook import WebhookTarget, header_pairs
+from cauldron_fabric.core.delivery.webhook import WebhookTarget
+from cauldron_fabric.core.delivery.webhook_headers import header_pairs
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.retry import Backoff

@@ -16,10 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import http.client
-import re
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import requests
@@ -33,34 +32,15 @@ from cauldron_fabric.core.delivery.deadlines import (
 	cut_at,
 	request_deadline,
 )
-from cauldron_fabric.core.delivery.records import Outcome, excerpt
+from cauldron_fabric.core.delivery.records import Outcome, excerpt, without
 from cauldron_fabric.core.delivery.signing import secret_key, signature_headers
+from cauldron_fabric.core.delivery.webhook_headers import check_header, reserved_header_problem
 from cauldron_fabric.core.errors import ConfigurationError, FabricError
 from cauldron_fabric.core.markup import plain
 from cauldron_fabric.core.urls import redact_text, redact_url
 
 METHODS = ("POST", "PUT", "PATCH")
-RESERVED_HEADERS = frozenset(
-	{"webhook-id", "webhook-timestamp", "webhook-signature", "host", "content-length"}
-)
-# Hop-by-hop headers (RFC 9110 7.6.1) frame or steer one connection, not the event: a
-# Transfer-Encoding beside the Content-Length of an unchunked body makes receivers misread it.
-HOP_BY_HOP_HEADERS = frozenset(
-	{
-		"connection",
-		"keep-alive",
-		"proxy-connection",
-		"te",
-		"trailer",
-		"transfer-encoding",
-		"upgrade",
-		"expect",
-	}
-)
 MAX_RESPONSE_READ = 64 * 1024
-# An HTTP field name is a token (RFC 9110 5.1): sent with a space or a colon, it ends the
-# receiver's header section there, and the signature headers after it are never read.
-HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 USER_AGENT = "cauldron-fabric-webhooks/1"
 
 
@@ -116,7 +96,7 @@ class WebhookTarget:
 				f"Webhook method {self.method!r} is not allowed.", hint=f"Use one of {', '.join(METHODS)}."
 			)
 		for name, value in self.headers:
-			_check_header(name, value)
+			check_header(name, value)
 		if not 0 < self.timeout <= 300:
 			raise ConfigurationError(
 				f"Webhook timeout {self.timeout!r} s must be more than 0 and at most 300 seconds."
@@ -124,6 +104,12 @@ class WebhookTarget:
 		if self.secret:
 			for secret in self.secret.split():
 				secret_key(secret)
+
+	def secret_values(self) -> list[str]:
+		"""Returns the header values (all stored encrypted), and the long parts of one such as
+		``Bearer <token>``, that a record of the receiver's answer must not repeat."""
+		values = [value for _name, value in self.headers if len(value) >= 4]
+		return values + [part for value in values for part in value.split() if len(part) >= 8]
 
 
 class WebhookSender:
@@ -239,9 +225,17 @@ class WebhookSender:
 		return self._classify(target, response, content, _elapsed(started))
 
 	def _classify(self, target: WebhookTarget, response, content: bytes, latency: float) -> Outcome:
+		"""Turns the receiver's answer into an outcome; the subscription's header values it repeats
+		(an echo endpoint, a framework's error page) are hidden, since more users read deliveries
+		and dead letters than may read those values, stored encrypted."""
+		outcome = self._answered(target, response, excerpt(content, hiding=target.secret_values()), latency)
+		if outcome.error:
+			outcome = replace(outcome, error=without(outcome.error, target.secret_values()))
+		return outcome
+
+	def _answered(self, target: WebhookTarget, response, text: str | None, latency: float) -> Outcome:
 		code = response.status_code
 		shown = redact_url(target.url)
-		text = excerpt(content)
 		if 200 <= code < 300:
 			return Outcome(True, status_code=code, latency_ms=latency, response_excerpt=text)
 		if code in (408, 429) or code >= 500:
@@ -324,19 +318,6 @@ def authority_problem(url: str) -> str | None:
 	return None
 
 
-def reserved_header_problem(headers: Sequence[tuple[str, str]]) -> str | None:
-	"""Returns why a header row names a header the fabric sets (the Standard Webhooks ones, Host,
-	Content-Length), or None.
-
-	Checked on every attempt, not only by validate(): a target built without it and without a
-	secret would otherwise send a row's ``webhook-signature`` as if the fabric had signed the event.
-	"""
-	for name, _value in headers:
-		if name.lower() in RESERVED_HEADERS:
-			return f"Webhook header {name!r} is set by the fabric and cannot be overridden."
-	return None
-
-
 def _elapsed(started: float) -> float:
 	return (time.perf_counter() - started) * 1000
 
@@ -367,36 +348,3 @@ def _timed_out(target: WebhookTarget, started: float, progress: RequestProgress 
 	else:
 		error = f"{redact_url(target.url)} did not answer within {target.timeout:g} s."
 	return Outcome(False, True, error, latency_ms=_elapsed(started))
-
-
-def _check_header(name: str, value: str) -> None:
-	"""Raises ConfigurationError for a custom header the request cannot carry as written.
-
-	The value is never quoted: it is often a credential (Authorization).
-	"""
-	if not HEADER_NAME.fullmatch(name):
-		raise ConfigurationError(
-			f"Webhook header name {name!r} is not a valid HTTP header name.",
-			hint="Use letters, digits and hyphens only, e.g. X-Api-Key.",
-		)
-	if problem := reserved_header_problem([(name, value)]):
-		raise ConfigurationError(problem, hint="Remove it from the subscription's headers.")
-	if name.lower() in HOP_BY_HOP_HEADERS:
-		raise ConfigurationError(
-			f"Webhook header {name!r} controls the HTTP connection, not the event, and cannot be set.",
-			hint="Remove it from the subscription's headers.",
-		)
-	if any(char in value for char in "\r\n\0"):
-		raise ConfigurationError(
-			f"Webhook header {name!r} has a line break in its value.", hint="Write the value on one line."
-		)
-
-
-def header_pairs(
-	headers: Mapping[str, str] | Sequence[tuple[str, str]] | None,
-) -> tuple[tuple[str, str], ...]:
-	"""Normalises custom headers given as a mapping or pairs (blanks around a value are no part of it)."""
-	if not headers:
-		return ()
-	items = headers.items() if isinstance(headers, Mapping) else headers
-	return tuple((str(k).strip(), str(v).strip()) for k, v in items)
