@@ -1,5 +1,5 @@
 """The fabric's own note of inserts under way: a copy saved by an insert's hook follows its
-created event (test_emission_db_set), and nothing else is taken for such a copy.
+created event (test_emission_db_set_inside_saves), and nothing else is taken for such a copy.
 
 Frappe's ``currently_saving`` grows with every insert of a long job; the fabric's note holds
 the inserts running now and those that raised since the last insert began.

@@ -12,7 +12,7 @@ from frappe.modules.patch_handler import execute_patch
 
 from cauldron_fabric.emit.policy import SET_VALUES_ALL, SET_VALUES_NONE, SET_VALUES_THAT_UPDATE_MODIFIED
 from cauldron_fabric.emit.watch import watch_sql
-from cauldron_fabric.tests.test_emission_set_value import reads_of, stored_without_hooks
+from cauldron_fabric.tests.test_emission_set_value_support import reads_of, stored_without_hooks
 from cauldron_fabric.tests.utils import (
 	ORDER,
 	ORDER_ITEM,

@@ -1,72 +1,29 @@
-"""A db_set from a document's own save hooks is part of that save's one event, in order.
+"""A db_set from a document's own save hooks is part of that save's one event, in order; one on
+another copy of the document follows it.
 
 Outside a save a db_set stays an ``updated`` event of its own; one whose save raised is
-recorded at commit, and forgotten on rollback. Events carry what is stored: a db_set on an
-object older than its row, decimals as the database rounds them, and a commit inside a save's
-own hooks recording that save once.
+recorded at commit, and forgotten on rollback.
 """
 
 from __future__ import annotations
 
 import frappe
 
+from cauldron_fabric.tests.test_emission_db_set_support import CREATED, HOOKS, UPDATED, note_of
 from cauldron_fabric.tests.test_http_support import make_user
 from cauldron_fabric.tests.utils import (
 	ORDER,
 	EmissionCase,
-	ensure_custom_doctype,
 	events_after,
 	fabric_settings,
 	last_seq,
 	new_order,
 	order_hooks,
-	save_with_hooks,
 	types_of,
 )
 
-CREATED = "fabric_test_order.created"
-UPDATED = "fabric_test_order.updated"
 SUBMITTED = "fabric_test_order.submitted"
 BUSINESS = "business.transaction"
-DECIMAL_PROBE = "Fabric Decimal Probe"
-
-
-def note_from_hook(doc, method=None) -> None:
-	"""A controller hook that db_sets the order's note, naming the hook that did it."""
-	doc.db_set("note", f"set in {method}")
-
-
-def note_from_another_copy(doc, method=None) -> None:
-	"""A controller hook that db_sets the note through a freshly loaded copy of the order."""
-	frappe.get_doc(doc.doctype, doc.name).db_set("note", "set on a copy")
-
-
-def note_and_save(doc, method=None) -> None:
-	"""A controller hook that sets the order's note and saves the order again."""
-	doc.note = f"saved in {method}"
-	doc.save()
-
-
-def note_and_save_a_copy(doc, method=None) -> None:
-	"""A controller hook that loads the order anew, sets its note and saves that copy."""
-	copy = frappe.get_doc(doc.doctype, doc.name)
-	copy.note = f"saved on a copy in {method}"
-	copy.save()
-
-
-def submit_in_hook(doc, method=None) -> None:
-	"""A controller hook that submits the order."""
-	doc.submit()
-
-
-def refuse(doc, method=None) -> None:
-	"""A validate hook that makes the save fail."""
-	frappe.throw("refused by the test")
-
-
-def note_of(envelope: dict) -> str | None:
-	"""Returns the note of the order an event carries."""
-	return envelope["data"]["payload"]["doc"]["note"]
 
 
 class TestDbSetInsideSaves(EmissionCase):
@@ -80,7 +37,7 @@ class TestDbSetInsideSaves(EmissionCase):
 		for hook in ("validate", "after_insert"):
 			with self.subTest(hook=hook):
 				start = last_seq()
-				with order_hooks(__name__, **{hook: "note_from_hook"}):
+				with order_hooks(HOOKS, **{hook: "note_from_hook"}):
 					order = new_order(hook)
 				frappe.db.commit()
 				events = events_after(start, ORDER)
@@ -89,7 +46,7 @@ class TestDbSetInsideSaves(EmissionCase):
 				self.assertEqual(frappe.db.get_value(ORDER, order.name, "note"), f"set in {hook}")
 
 	def test_a_save_in_after_insert_is_part_of_created(self):
-		with order_hooks(__name__, after_insert="note_and_save"):
+		with order_hooks(HOOKS, after_insert="note_and_save"):
 			order = new_order("saved in its after_insert")
 		frappe.db.commit()
 		events = events_after(self.start, ORDER)
@@ -104,7 +61,7 @@ class TestDbSetInsideSaves(EmissionCase):
 		):
 			with self.subTest(hook=hook):
 				start = last_seq()
-				with order_hooks(__name__, after_insert=hook):
+				with order_hooks(HOOKS, after_insert=hook):
 					order = new_order(hook)
 				frappe.db.commit()
 				events = events_after(start, ORDER)
@@ -124,7 +81,7 @@ class TestDbSetInsideSaves(EmissionCase):
 				given = f"fabric-named-{frappe.generate_hash(length=8)}"
 				frappe.flags.in_import = in_import
 				try:
-					with order_hooks(__name__, after_insert="note_and_save_a_copy"):
+					with order_hooks(HOOKS, after_insert="note_and_save_a_copy"):
 						order = new_order("named up front", name=given)
 				finally:
 					frappe.flags.in_import = False
@@ -140,14 +97,14 @@ class TestDbSetInsideSaves(EmissionCase):
 			with self.subTest(lifecycle=lifecycle):
 				start = last_seq()
 				with fabric_settings(emit_document_events=lifecycle):
-					with order_hooks(__name__, after_insert="submit_in_hook"):
+					with order_hooks(HOOKS, after_insert="submit_in_hook"):
 						new_order("submitted in its after_insert")
 					frappe.db.commit()
 				self.assertEqual(types_of(events_after(start, ORDER)), expected)
 
 	def test_db_set_in_on_update_is_part_of_the_one_update(self):
 		order = new_order("on update")
-		with order_hooks(__name__, on_update="note_from_hook"):
+		with order_hooks(HOOKS, on_update="note_from_hook"):
 			order.title = "on update v2"
 			order.save()
 		frappe.db.commit()
@@ -165,7 +122,7 @@ class TestDbSetInsideSaves(EmissionCase):
 	def test_db_set_on_another_copy_during_a_save_follows_the_save(self):
 		# The save's event does not carry what another object wrote, so the db_set comes after it.
 		order = new_order("copy")
-		with order_hooks(__name__, on_update="note_from_another_copy"):
+		with order_hooks(HOOKS, on_update="note_from_another_copy"):
 			order.title = "copy v2"
 			order.save()
 		frappe.db.commit()
@@ -179,7 +136,7 @@ class TestDbSetInsideSaves(EmissionCase):
 
 	def test_db_set_in_on_submit_is_part_of_submitted(self):
 		order = new_order("on submit")
-		with order_hooks(__name__, on_submit="note_from_hook"):
+		with order_hooks(HOOKS, on_submit="note_from_hook"):
 			order.submit()
 		frappe.db.commit()
 		events = events_after(self.start, ORDER)
@@ -290,7 +247,7 @@ class TestDbSetInsideSaves(EmissionCase):
 	def failed_save(self, order) -> None:
 		"""Saves ``order`` with a validate hook that raises; Frappe then keeps it in currently_saving."""
 		self.addCleanup(self.forget_saving, order)
-		with order_hooks(__name__, validate="refuse"):
+		with order_hooks(HOOKS, validate="refuse"):
 			order.title = "never saved"
 			order.save()
 
@@ -299,145 +256,3 @@ class TestDbSetInsideSaves(EmissionCase):
 		key = (order.doctype, order.name)
 		if key in frappe.flags.currently_saving:
 			frappe.flags.currently_saving.remove(key)
-
-
-def note_then_commit(doc, method=None) -> None:
-	"""A hook that db_sets the note and commits, as some Frappe and ERPNext code does mid-save."""
-	doc.db_set("note", f"set in {method}")
-	frappe.db.commit()
-
-
-def note_on_another_copy_then_commit(doc, method=None) -> None:
-	"""A hook that db_sets the note through a freshly loaded copy of the order, then commits."""
-	note_from_another_copy(doc, method)
-	frappe.db.commit()
-
-
-def doc_of(envelope: dict) -> dict:
-	"""Returns the document an event carries."""
-	return envelope["data"]["payload"]["doc"]
-
-
-class TestDbSetCarriesTheRowAsStored(EmissionCase):
-	def setUp(self):
-		frappe.db.commit()
-		super().setUp()
-
-	def test_db_set_on_an_object_older_than_the_row(self):
-		order = new_order("stale")
-		stale = frappe.get_doc(ORDER, order.name)
-		fresh = frappe.get_doc(ORDER, order.name)
-		fresh.title = "renamed elsewhere"
-		fresh.save()
-		stale.db_set("note", "on a stale object")
-		_created, _saved, db_set = events_after(self.start, ORDER)
-		self.assertEqual(doc_of(db_set)["title"], "renamed elsewhere")
-		self.assertEqual(doc_of(db_set)["note"], "on a stale object")
-		self.assertEqual(
-			db_set["data"]["payload"]["changes"], {"note": {"old": None, "new": "on a stale object"}}
-		)
-
-	def test_db_set_after_reload_changes_only_what_it_wrote(self):
-		order = new_order("reloaded")
-		order.title = "reloaded v2"
-		order.save()
-		other = frappe.get_doc(ORDER, order.name)
-		other.title = "reloaded v3"
-		other.save()
-		order.reload()
-		order.db_set("note", "after reload")
-		db_set = events_after(self.start, ORDER)[-1]
-		self.assertEqual(db_set["data"]["payload"]["via"], "db_set")
-		self.assertEqual(db_set["data"]["payload"]["changes"], {"note": {"old": None, "new": "after reload"}})
-
-	def test_db_set_after_a_failed_save_carries_only_what_was_written(self):
-		order = new_order("failed save")
-		frappe.db.commit()
-		start = last_seq()
-		self.addCleanup(self._forget_saving, order)
-		with order_hooks(__name__, validate="refuse"), self.assertRaises(frappe.ValidationError):
-			order.title = "never saved"
-			order.save()
-		order.db_set("note", "after the failure")
-		frappe.db.commit()
-		(event,) = events_after(start, ORDER)
-		self.assertEqual(doc_of(event)["title"], "failed save")
-		self.assertEqual(
-			event["data"]["payload"]["changes"], {"note": {"old": None, "new": "after the failure"}}
-		)
-
-	@staticmethod
-	def _forget_saving(order) -> None:
-		key = (order.doctype, order.name)
-		if key in frappe.flags.currently_saving:
-			frappe.flags.currently_saving.remove(key)
-
-
-class TestDecimalsAsStored(EmissionCase):
-	def test_decimals_travel_as_stored_and_an_unchanged_save_is_no_event(self):
-		ensure_custom_doctype(
-			DECIMAL_PROBE,
-			[
-				{"fieldname": "f", "fieldtype": "Float", "label": "F"},
-				{"fieldname": "c", "fieldtype": "Currency", "label": "C"},
-				{"fieldname": "p", "fieldtype": "Percent", "label": "P"},
-			],
-			autoname="hash",
-		)
-		probe = frappe.get_doc({"doctype": DECIMAL_PROBE, "f": 0.1 + 0.2, "c": 10 / 3, "p": 100 / 3}).insert()
-		probe.save()  # nothing changed
-		stored = frappe.db.get_value(DECIMAL_PROBE, probe.name, ["f", "c", "p"], as_dict=True)
-		events = events_after(self.start, DECIMAL_PROBE)
-		self.assertEqual(types_of(events), ["fabric_decimal_probe.created"])
-		self.assertEqual({k: doc_of(events[0])[k] for k in stored}, {k: float(v) for k, v in stored.items()})
-
-
-class TestCommitInsideASave(EmissionCase):
-	def setUp(self):
-		frappe.db.commit()
-		super().setUp()
-
-	def test_a_commit_in_on_update_records_the_save_once(self):
-		order = new_order("commit in on_update")
-		frappe.db.commit()
-		start = last_seq()
-		with order_hooks(__name__, on_update="note_then_commit"):
-			order.title = "commit in on_update v2"
-			order.save()
-		frappe.db.commit()
-		(event,) = events_after(start, ORDER)
-		self.assertEqual(
-			event["data"]["payload"]["changes"],
-			{
-				"title": {"old": "commit in on_update", "new": "commit in on_update v2"},
-				"note": {"old": None, "new": "set in on_update"},
-			},
-		)
-
-	def test_a_commit_in_after_insert_records_created_first_and_once(self):
-		with order_hooks(__name__, after_insert="note_then_commit"):
-			order = new_order("commit in after_insert")
-		frappe.db.commit()
-		events = events_after(self.start, ORDER)
-		self.assertEqual(types_of(events), [CREATED])
-		self.assertEqual(doc_of(events[0])["note"], "set in after_insert")
-		self.assertEqual(events[0]["data"]["entityId"], order.name)
-
-	def test_a_db_set_on_another_copy_committed_in_on_update_is_told_again_after_the_save(self):
-		# The commit records the copy's db_set (the save has no event yet); the save's event then
-		# carries the saved object, which does not hold the note: an update after it tells the
-		# row as stored again, so the document's last event is not older than its row.
-		order, events = save_with_hooks(
-			__name__,
-			"copy committed in on_update",
-			new_title="copy committed v2",
-			on_update="note_on_another_copy_then_commit",
-		)
-		self.assertEqual([e["data"]["payload"].get("via") for e in events], ["db_set", None, "db_set"])
-		self.assertEqual(
-			events[1]["data"]["payload"]["changes"],
-			{"title": {"old": "copy committed in on_update", "new": "copy committed v2"}},
-		)
-		stored = frappe.get_doc(ORDER, order.name)
-		self.assertEqual(doc_of(events[-1])["note"], stored.note)
-		self.assertEqual(doc_of(events[-1])["title"], stored.title)
