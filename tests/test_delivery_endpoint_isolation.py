@@ -14,7 +14,7 @@ from delivery_fabric import FAST, Fabric
 
 from cauldron_fabric.core.delivery.circuit import EndpointBreaker, EndpointPolicy, endpoint_of
 from cauldron_fabric.core.delivery.circuit_redis import RedisEndpointCircuits
-from cauldron_fabric.core.delivery.records import DEAD, DELIVERED, PENDING
+from cauldron_fabric.core.delivery.records import DEAD, DELIVERED, PENDING, Outcome
 from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore, create_table_sql
 from cauldron_fabric.core.delivery.subscription import build_subscription, plan_deliveries
 from cauldron_fabric.core.delivery.worker import DeliveryWorker
@@ -189,3 +189,30 @@ def test_the_circuit_defers_an_outage_without_spending_attempts_then_probes_and_
 	assert sum(row.attempts for row in rows) == len(receiver.requests) == 11, "deferrals are no attempts"
 	assert breaker.states() == [], "the probe's success closed the circuit and forgot it"
 	fabric.close()
+
+
+def test_a_clean_endpoint_is_not_asked_of_redis_at_every_attempt_and_another_workers_opening_is_seen(
+	circuits,
+):
+	asked = []
+	acquire = circuits.acquire
+
+	def counted(*args):
+		asked.append(args[0])
+		return acquire(*args)
+
+	circuits.acquire = counted
+	endpoint = "http://hooks.example:80"
+	here = EndpointBreaker(circuits, EndpointPolicy(failure_threshold=2), recheck_seconds=0.3)
+	there = EndpointBreaker(circuits, EndpointPolicy(failure_threshold=2))
+	assert all(here.admit(endpoint, 5)[0] for _ in range(100))
+	assert len(asked) == 1, "one round trip, not one per attempt"
+	for _ in range(2):  # another worker finds the endpoint down
+		there.report(endpoint, there.admit(endpoint, 5)[1], Outcome(False, True, "refused"))
+	assert circuits.all(time.time())[0].state == "open"
+	assert here.admit(endpoint, 5)[0], "trusted a moment longer"
+	time.sleep(0.35)
+	allowed, state = here.admit(endpoint, 5)
+	assert (allowed, state.state) == (False, "open"), "then the store is asked and its answer kept"
+	asked.clear()
+	assert not here.admit(endpoint, 5)[0] and len(asked) == 1, "an open circuit is asked every time"

@@ -28,6 +28,7 @@ from cauldron_fabric.core.delivery.records import Outcome
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 PROBE_MARGIN_SECONDS = 5.0  # past the probe's own timeout, before another probe may go
+RECHECK_SECONDS = 1.0  # how long a clean endpoint is let through before the store is asked again
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,18 +169,31 @@ class EndpointBreaker:
 		store: EndpointCircuits | None = None,
 		policy: EndpointPolicy | None = None,
 		clock: Callable[[], float] = time.time,
+		recheck_seconds: float = RECHECK_SECONDS,
 	):
 		self.store = store or MemoryEndpointCircuits()
 		self.policy = policy or EndpointPolicy()
 		self.clock = clock
+		self.recheck_seconds = recheck_seconds
+		self._healthy: dict[str, float] = {}  # endpoint: until when its clean state is trusted
 
 	def admit(self, endpoint: str, timeout: float) -> tuple[bool, CircuitState]:
 		"""Tells whether an attempt may go now, and the circuit's state (half_open and allowed: the probe).
 
 		A probe keeps its slot for the attempt's ``timeout`` and a margin, so no second probe
-		goes while the first may still be waiting for its answer.
+		goes while the first may still be waiting for its answer. An endpoint the store last
+		showed closed with no failures is let through without asking again for
+		``recheck_seconds``: a round trip to Redis per attempt cost a quarter of the worker's
+		rate. Another worker's opening is seen that much later; this worker's own failures
+		are written at once and end the trust.
 		"""
-		return self.store.acquire(endpoint, self.clock(), timeout + PROBE_MARGIN_SECONDS)
+		now = self.clock()
+		if self._healthy.get(endpoint, 0.0) > now:
+			return True, CircuitState(endpoint)
+		allowed, state = self.store.acquire(endpoint, now, timeout + PROBE_MARGIN_SECONDS)
+		if allowed and state.state == CLOSED and not state.failures:
+			self._healthy[endpoint] = now + self.recheck_seconds
+		return allowed, state
 
 	def report(self, endpoint: str, admitted: CircuitState, outcome: Outcome) -> CircuitState | None:
 		"""Records what an admitted attempt says of its endpoint; returns the new state when it changed.
@@ -189,6 +203,7 @@ class EndpointBreaker:
 		"""
 		down = says_down(outcome)
 		if down:
+			self._healthy.pop(endpoint, None)
 			return self.store.record_failure(endpoint, self.clock(), self.policy)
 		if down is False and (admitted.state != CLOSED or admitted.failures):
 			return self.store.record_success(endpoint, self.clock())
