@@ -130,6 +130,8 @@ doc_events = {
 	"DocType": {
 		# A name raw SQL met before it was a DocType is one now (emit/sql_writes.py).
 		"after_insert": "cauldron_fabric.emit.sql_doctypes.forget_missing_doctypes",
+		# Deleted by an import to be stored anew: what its update compares with.
+		"before_reload": "cauldron_fabric.emit.documents.note_reloaded",
 		"on_update": [
 			"cauldron_fabric.registry.doctypes.schema_source_changed",
 			# Publishing a new DocType's lifecycle events from outside is refused from now on.

@@ -47,6 +47,7 @@ SAVE_ACTIONS = {
 }
 # db_sets (and saves of copies) inside saves, held until that save emits or until commit.
 DEFERRED_DB_SETS = "fabric_deferred_db_sets"
+RELOADED = "fabric_reloaded_documents"  # as stored before an import deleted them to store anew
 # The mark of a db_set of Frappe's bookkeeping alone, which records nothing (set_values.py).
 BOOKKEEPING = "bookkeeping"
 
@@ -117,7 +118,10 @@ def on_change(doc, method=None) -> None:
 	if doc.flags.in_insert:
 		if not _row_written_by_insert(doc):
 			return
-		actions = ["updated" if recorded or reloaded_by_import(doc) else "created"]
+		reloaded = reloaded_by_import(doc)
+		if reloaded and not recorded:
+			recorded = (getattr(frappe.local, RELOADED, None) or {}).pop((doc.doctype, doc.name), None)
+		actions = ["updated" if recorded or reloaded else "created"]
 		if doc.docstatus == 1:
 			actions.append("submitted")
 	else:
@@ -184,6 +188,20 @@ def reloaded_by_import(doc) -> bool:
 	``delete_old_doc`` is the one place that sets the ``ignore_children_type`` flag.
 	"""
 	return bool(frappe.flags.in_import) and doc.flags.get("ignore_children_type") is not None
+
+
+def note_reloaded(doc, method=None) -> None:
+	"""Keeps a DocType as stored when Frappe's import deletes it to store it anew (its
+	``before_reload``): the insert that follows is its update, and compares with this.
+
+	Kept in frappe.local, not for the transaction: the insert's own DDL commits before its
+	on_change runs. Frappe runs that method for DocTypes only: another document an import
+	stores anew (a Report, a Workspace) is deleted with no hook, so its update tells no changes.
+	"""
+	if current_policy().kind_of(doc.doctype):
+		if getattr(frappe.local, RELOADED, None) is None:
+			setattr(frappe.local, RELOADED, {})
+		getattr(frappe.local, RELOADED)[doc.doctype, doc.name] = document_payload(doc)
 
 
 def _defer_db_set(doc) -> None:

@@ -115,6 +115,10 @@ class TestSystemEvents(EmissionCase):
 		self.assertEqual(
 			[f["fieldname"] for f in updated["data"]["payload"]["doc"]["fields"]], ["title", "note"]
 		)
+		# Compared with the DocType as stored before the import deleted it.
+		changes = updated["data"]["payload"]["changes"]
+		self.assertIn("fields", changes, changes)
+		self.assertNotIn("name", changes)
 
 	def test_heartbeat_describes_the_site_and_outbox(self):
 		emit_heartbeat()
