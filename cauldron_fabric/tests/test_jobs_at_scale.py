@@ -155,3 +155,20 @@ class TestExpiryReadsThroughAnIndex(FrappeTestCase):
 			[row.Column_name for row in sorted(indexes, key=lambda row: row.Seq_in_index)],
 			["status", "due_by"],
 		)
+
+	def test_dead_letters_are_read_by_status_oldest_first_through_an_index(self):
+		# Retry all matching reads the dead letters oldest first, the list newest first: before,
+		# no index served either, and each call scanned and sorted the whole table.
+		indexes = frappe.db.sql(
+			"SHOW INDEX FROM `tabDead Letter` WHERE Key_name = 'fabric_dead_letter_status'", as_dict=True
+		)
+		self.assertEqual(
+			[row.Column_name for row in sorted(indexes, key=lambda row: row.Seq_in_index)],
+			["status", "creation"],
+		)
+		(plan,) = frappe.db.sql(
+			"EXPLAIN SELECT name FROM `tabDead Letter` FORCE INDEX (fabric_dead_letter_status)"
+			" WHERE status = 'Dead' ORDER BY creation LIMIT 5000",
+			as_dict=True,
+		)
+		self.assertNotIn("filesort", plan.Extra or "", plan)

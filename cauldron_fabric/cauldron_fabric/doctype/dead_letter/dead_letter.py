@@ -192,3 +192,9 @@ def locked_row(name: str, columns: str = "*") -> dict | None:
 		as_dict=True,
 	)
 	return found[0] if found else None
+
+
+def on_doctype_update() -> None:
+	"""Adds the index Retry all matching and the list read letters through (dead ones, oldest or
+	newest first): without it each such call scanned and sorted the whole table."""
+	frappe.db.add_index("Dead Letter", ["status", "creation"], index_name="fabric_dead_letter_status")
