@@ -104,18 +104,7 @@ class MemoryDeliveryStore(DeliveryStore):
 					continue
 				if len(claimed) >= limit:
 					break
-				row.holder = id(self)
-				claimed.append(
-					DeliveryJob(
-						seq,
-						row.subscription,
-						row.event_id,
-						row.envelope_json,
-						row.attempts,
-						row.ordering_key,
-						tuple(row.history),
-					)
-				)
+				claimed.append(self._hold(seq, row))
 		self._claimed = [job.seq for job in claimed]
 		return claimed
 
@@ -134,20 +123,16 @@ class MemoryDeliveryStore(DeliveryStore):
 					or row.next_attempt_at != lease
 				):
 					continue
-				row.holder = id(self)
-				claimed.append(
-					DeliveryJob(
-						seq,
-						row.subscription,
-						row.event_id,
-						row.envelope_json,
-						row.attempts,
-						row.ordering_key,
-						tuple(row.history),
-					)
-				)
+				claimed.append(self._hold(seq, row))
 		self._claimed = [job.seq for job in claimed]
 		return claimed
+
+	def _hold(self, seq: int, row) -> DeliveryJob:
+		row.holder = id(self)
+		return DeliveryJob(
+			seq, row.subscription, row.event_id, row.envelope_json, row.attempts, row.ordering_key,
+			tuple(row.history),
+		)  # fmt: skip
 
 	def settle(self, attempts: Sequence[DeliveryAttempt]) -> None:
 		"""Applies the attempts and releases the claimed rows."""
