@@ -29,6 +29,7 @@ from cauldron_fabric.core.delivery.records import Outcome
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 PROBE_MARGIN_SECONDS = 5.0  # past the probe's own timeout, before another probe may go
 RECHECK_SECONDS = 1.0  # how long a clean endpoint is let through before the store is asked again
+SWEEP_SIZE = 1024  # trusted endpoints kept before the expired ones are forgotten
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,10 @@ class EndpointCircuits(abc.ABC):
 	@abc.abstractmethod
 	def record_success(self, endpoint: str, now: float) -> CircuitState:
 		"""Closes the circuit and forgets its failures: the endpoint answered."""
+
+	@abc.abstractmethod
+	def release_probe(self, endpoint: str, now: float) -> None:
+		"""Lets the next attempt be the probe at once: the one granted was never sent."""
 
 	@abc.abstractmethod
 	def all(self, now: float) -> list[CircuitState]:
@@ -150,6 +155,13 @@ class MemoryEndpointCircuits(EndpointCircuits):
 			self._circuits.pop(endpoint, None)
 		return CircuitState(endpoint)
 
+	def release_probe(self, endpoint: str, now: float) -> None:
+		"""Ends the probe's slot now, when the circuit is half-open."""
+		with self._lock:
+			circuit = self._circuits.get(endpoint)
+			if circuit is not None and circuit.state == HALF_OPEN:
+				circuit.probe_until = now
+
 	def all(self, now: float) -> list[CircuitState]:
 		"""Returns every endpoint with failures on record."""
 		with self._lock:
@@ -176,6 +188,8 @@ class EndpointBreaker:
 		self.clock = clock
 		self.recheck_seconds = recheck_seconds
 		self._healthy: dict[str, float] = {}  # endpoint: until when its clean state is trusted
+		self._healthy_lock = threading.Lock()
+		self._sweep_at = SWEEP_SIZE  # how many trusted endpoints make admit forget the expired ones
 
 	def admit(self, endpoint: str, timeout: float) -> tuple[bool, CircuitState]:
 		"""Tells whether an attempt may go now, and the circuit's state (half_open and allowed: the probe).
@@ -193,7 +207,17 @@ class EndpointBreaker:
 		allowed, state = self.store.acquire(endpoint, now, timeout + PROBE_MARGIN_SECONDS)
 		if allowed and state.state == CLOSED and not state.failures:
 			self._healthy[endpoint] = now + self.recheck_seconds
+			if len(self._healthy) >= self._sweep_at:
+				self._forget_expired(now)
 		return allowed, state
+
+	def _forget_expired(self, now: float) -> None:
+		"""Drops the endpoints whose trust is over: a long run calls many (one per tenant, say) once."""
+		with self._healthy_lock:
+			for endpoint, until in list(self._healthy.items()):
+				if until <= now:
+					self._healthy.pop(endpoint, None)
+			self._sweep_at = max(SWEEP_SIZE, 2 * len(self._healthy))
 
 	def report(self, endpoint: str, admitted: CircuitState, outcome: Outcome) -> CircuitState | None:
 		"""Records what an admitted attempt says of its endpoint; returns the new state when it changed.
@@ -208,6 +232,11 @@ class EndpointBreaker:
 		if down is False and (admitted.state != CLOSED or admitted.failures):
 			return self.store.record_success(endpoint, self.clock())
 		return None
+
+	def withdraw(self, endpoint: str, admitted: CircuitState) -> None:
+		"""Gives back an admission whose attempt was never sent: a probe's slot is freed at once."""
+		if admitted.state == HALF_OPEN:
+			self.store.release_probe(endpoint, self.clock())
 
 	def states(self) -> list[CircuitState]:
 		"""Returns the state of every endpoint with failures on record."""

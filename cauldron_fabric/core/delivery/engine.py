@@ -178,6 +178,10 @@ class DeliveryEngine:
 	def deferred(self, flight: InFlight, seconds: float) -> list[tuple[int, DeliveryAttempt]]:
 		"""Returns deferrals (no attempt) for a send that never started, due again in ``seconds``."""
 		now = self.clock()
+		for _, p in flight.entries:
+			if p.endpoint is not None and p.admitted is not None:
+				# A probe left unsent would hold its slot, and the endpoint's deliveries, for its timeout.
+				self.circuits.withdraw(p.endpoint, p.admitted)
 		return [
 			(index, self._defer(p.job, p.subscription.destination, now, seconds))
 			for index, p in flight.entries

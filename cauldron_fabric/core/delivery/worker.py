@@ -138,18 +138,19 @@ class DeliveryWorker:
 		landed = {seq: leased for seq, leased in self._leased.items() if leased.flight.future.done()}
 		if not landed:
 			return []
+		# They stay leased until their outcomes are written: an outcome dropped because the
+		# database was lost for a moment would send the event again when the lease ended.
+		jobs = self.store.reclaim({seq: leased.lease for seq, leased in landed.items()})
+		attempts = []
+		if jobs:
+			try:
+				attempts = [self.engine.decide_again(job, landed[job.seq].flight) for job in jobs]
+				self.store.settle(attempts)
+			except BaseException:
+				self.store.release()
+				raise
 		for seq in landed:
 			del self._leased[seq]
-		jobs = self.store.reclaim({seq: leased.lease for seq, leased in landed.items()})
-		if not jobs:
-			self._forget(landed, set())
-			return []
-		try:
-			attempts = [self.engine.decide_again(job, landed[job.seq].flight) for job in jobs]
-		except BaseException:
-			self.store.release()
-			raise
-		self.store.settle(attempts)
 		self._forget(landed, {job.seq for job in jobs})
 		self._report(attempts)
 		return attempts
