@@ -132,7 +132,7 @@ class TestRequestReplyApi(FrappeTestCase):
 		self.assertEqual(site_breaker().state(self.target).state, "closed")
 		self.assertNotIn(self.target, [row.name for row in FabricCircuit.get_list(frappe._dict())])
 		for target in (self.target, "never-failed.request"):
-			with self.assertRaisesRegex(frappe.DoesNotExistError, "no request to that target has failed"):
+			with self.assertRaisesRegex(frappe.DoesNotExistError, "no request or webhook to that target has failed"):
 				frappe.get_doc("Fabric Circuit", target)
 
 	def test_requests_need_a_manager_and_well_formed_input(self):
