@@ -35,6 +35,8 @@ OUTAGE_WAIT_SECONDS = 1.0
 # An idle relay whose status shows an error asks the broker this often whether it is back.
 RECOVERY_CHECK_SECONDS = 10.0
 RECOVERY_CHECK_TIMEOUT = 2.0
+# What the command's terminal adds to a relay's error: nothing is lost meanwhile.
+WAIT_NOTE = "events wait and are retried"
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,9 @@ class StatusReporter:
 		if self.last_error is None:
 			self.say(f"fabric relay for {frappe.local.site}: publishing again")
 		elif before is None or _gist(before) != _gist(self.last_error):
-			self.say(f"fabric relay for {frappe.local.site}: {self.last_error} (events wait and are retried)")
+			# An unreachable broker's error already ends with this in its hint: said once.
+			note = "" if WAIT_NOTE in self.last_error else f" ({WAIT_NOTE})"
+			self.say(f"fabric relay for {frappe.local.site}: {self.last_error}{note}")
 
 	def _broker_back(self, report: RelayReport) -> bool:
 		"""Tells whether an idle relay with an error standing finds its broker reachable again.

@@ -75,6 +75,18 @@ PRODUCER_REFUSED_CODES = {
 }
 
 
+class _ClientLog(logging.LoggerAdapter):
+	"""Passes librdkafka's log lines to ``log``, its broker connection failures (FAIL) at DEBUG.
+
+	librdkafka logs one at every reconnect to a broker that is down, many a second, at ERROR: on
+	the terminal of ``bench fabric relay`` under the one line the relay says of an outage. The same
+	failure reaches ``error_cb``, and through it the transport's own errors.
+	"""
+
+	def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+		super().log(logging.DEBUG if args[:1] == ("FAIL",) else level, msg, *args, **kwargs)
+
+
 def kafka_config(bootstrap: str, options: dict[str, Any]) -> dict[str, Any]:
 	"""Returns the librdkafka settings shared by producer and admin client for these options."""
 	if not bootstrap:
@@ -91,7 +103,7 @@ def kafka_config(bootstrap: str, options: dict[str, Any]) -> dict[str, Any]:
 		"bootstrap.servers": bootstrap,
 		"security.protocol": protocol,
 		"client.id": options.get("client_id") or "cauldron-fabric",
-		"logger": log,
+		"logger": _ClientLog(log),
 	}
 	if protocol.startswith("SASL"):
 		mechanism = (options.get("sasl_mechanism") or "PLAIN").upper()
