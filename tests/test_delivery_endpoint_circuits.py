@@ -2,6 +2,7 @@
 reached (said once in the log), and the breaker's memory stays bounded however many endpoints it
 sees. Real HTTP receivers and real Redis."""
 
+import datetime as dt
 import logging
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from test_delivery_endpoint_isolation import BlackHole
 from cauldron_fabric.core.delivery import circuit_redis
 from cauldron_fabric.core.delivery.circuit import EndpointBreaker, EndpointPolicy, endpoint_of
 from cauldron_fabric.core.delivery.circuit_redis import RedisEndpointCircuits
-from cauldron_fabric.core.delivery.records import DELIVERED, PENDING
+from cauldron_fabric.core.delivery.records import DELIVERED, PENDING, Outcome
 from cauldron_fabric.core.delivery.subscription import build_subscription
 from cauldron_fabric.testing.http_receiver import Receiver, Reply
 from conftest import REDIS_URL, make_envelope
@@ -149,4 +150,22 @@ def test_a_probe_that_never_went_frees_its_slot_at_once(receivers, circuits):
 	assert len(down.on("/hook")) == 1, (
 		"the next delivery went as the probe, not after the unsent one's timeout"
 	)
+	fabric.close()
+
+
+def test_deliveries_the_circuit_defers_spend_none_of_the_rate_limit(receivers):
+	receiver, _ = receivers
+	breaker = EndpointBreaker(policy=EndpointPolicy(failure_threshold=1, open_seconds=60))
+	endpoint = endpoint_of(receiver.url())
+	breaker.report(endpoint, breaker.admit(endpoint, 5)[1], Outcome(False, True, "refused"))
+	limited = build_subscription("limited", receiver.url(), event_types=["*"], rate_limit=0.2, **FAST)
+	fabric = Fabric([limited], circuits=breaker)
+	fabric.emit(*[make_envelope("ToDo", f"T-{n}") for n in range(3)])
+	worker = fabric.worker()
+	assert worker.deliver_due().deferred == 3 and receiver.requests == []
+	breaker.store.reset(endpoint)  # the endpoint is back
+	for row in fabric.deliveries.rows.values():
+		row.next_attempt_at -= dt.timedelta(seconds=120)  # due again now
+	# The bucket's one token (burst 1) is still there: the deferrals took none of it.
+	assert worker.deliver_due().delivered == 1 and len(receiver.requests) == 1
 	fabric.close()

@@ -246,9 +246,11 @@ class DeliveryEngine:
 		with self._slow_lock:
 			busy = self._slow[endpoint] >= self.slow_per_endpoint
 		if busy:
+			self.limits.give_back(subscription.name)  # deferred, it sent nothing: no share of the rate
 			return self._defer(job, subscription.destination, started, BUSY_WAIT_SECONDS)
 		allowed, state = self.circuits.admit(endpoint, subscription.webhook.timeout)
 		if not allowed:
+			self.limits.give_back(subscription.name)
 			# Half-open, the probe's answer may close it any moment: look again soon.
 			reopens = BUSY_WAIT_SECONDS
 			if state.state == "open":

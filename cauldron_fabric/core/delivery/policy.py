@@ -77,6 +77,11 @@ class TokenBucket:
 				return 0.0
 			return (1 - self.tokens) / self.rate
 
+	def give_back(self) -> None:
+		"""Returns a token taken for an attempt that did not go (never beyond the burst)."""
+		with self._lock:
+			self.tokens = min(self.capacity, self.tokens + 1)
+
 
 @dataclass
 class RateLimits:
@@ -96,3 +101,10 @@ class RateLimits:
 				entry = ((rate, burst), TokenBucket(rate, burst, self.clock))
 				self.buckets[subscription] = entry
 		return entry[1].take()
+
+	def give_back(self, subscription: str) -> None:
+		"""Returns the token ``wait_for`` took for an attempt deferred after all."""
+		with self.lock:
+			entry = self.buckets.get(subscription)
+		if entry is not None:
+			entry[1].give_back()
