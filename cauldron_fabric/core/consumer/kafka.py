@@ -52,7 +52,7 @@ from cauldron_fabric.core.consumer.reply_addresses import ReplyAddressPolicy, re
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError
 from cauldron_fabric.core.naming import TOPIC_NAME_RULE, invalid_topic_names
-from cauldron_fabric.core.transports.kafka import KafkaTransport
+from cauldron_fabric.core.transports.kafka import ClientLog, KafkaTransport
 
 log = logging.getLogger("cauldron_fabric.consumer.kafka")
 
@@ -95,6 +95,7 @@ class KafkaSource(MessageSource):
 			)
 		self.options = dict(options or {})
 		self.bootstrap, self.group = bootstrap, group
+		self._errors_said: set[int] = set()  # error codes logged since the consumer last received
 		self.topics = list(topics)
 		self.pattern = ("^" + pattern.lstrip("^")) if pattern else None
 		if self.pattern:
@@ -118,7 +119,12 @@ class KafkaSource(MessageSource):
 		self.transport.ensure_topics({*self.topics, *self.retry_topics, self.dead_letter_topic})
 		config = consumer_config(bootstrap, group, self._with_pattern_refresh(self.options))
 		self.consumer = Consumer(
-			{**config, "error_cb": self._on_error, "on_commit": self._on_commit, "logger": log}
+			{
+				**config,
+				"error_cb": self._on_error,
+				"on_commit": self._on_commit,
+				"logger": ClientLog(log),
+			}
 		)
 		# Every retry topic of the group, not only those of the current attempts: after Handler
 		# attempts before dead letter is lowered, copies already waiting in the higher ones
@@ -151,7 +157,11 @@ class KafkaSource(MessageSource):
 	# -- rebalancing ------------------------------------------------------------------------
 
 	def _on_error(self, error: KafkaError) -> None:
-		log.warning("Kafka consumer error: %s", error)
+		# A broker that is down is reported at every reconnect, many a second: said once until
+		# the consumer receives again (bench fabric consume says itself that it waits for it).
+		said = error.code() in self._errors_said
+		self._errors_said.add(error.code())
+		log.log(logging.DEBUG if said else logging.WARNING, "Kafka consumer error: %s", error)
 
 	def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
 		# librdkafka keeps a partition paused through a revocation and a new assignment: one
@@ -191,6 +201,7 @@ class KafkaSource(MessageSource):
 		if first is None:
 			return []
 		raw = [first, *self.consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+		self._errors_said.clear()
 		messages = []
 		for m in raw:
 			error = m.error()

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from cauldron_fabric.core.consumer.messages import PartitionLag
 from cauldron_fabric.core.errors import ConfigurationError, TransportUnavailable
-from cauldron_fabric.core.transports.kafka import kafka_config
+from cauldron_fabric.core.transports.kafka import ClientLog, kafka_config
 
 log = logging.getLogger("cauldron_fabric.consumer.kafka")
 
@@ -108,7 +108,11 @@ def group_lag(
 	options = dict(options or {})
 	admin = AdminClient({**kafka_config(bootstrap, {**options, "extra": {}}), "error_cb": lambda _e: None})
 	consumer = Consumer(
-		{**consumer_config(bootstrap, group, options), "logger": log, "error_cb": lambda _e: None}
+		{
+			**consumer_config(bootstrap, group, options),
+			"logger": ClientLog(log),
+			"error_cb": lambda _e: None,
+		}
 	)
 	try:
 		metadata = admin.list_topics(timeout=timeout)

@@ -31,7 +31,7 @@ from cauldron_fabric.core.consumer.requests import Requester, timeout_error
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.errors import ConfigurationError, InvalidEnvelope, TransportUnavailable
 from cauldron_fabric.core.ports import OutboundMessage
-from cauldron_fabric.core.transports.kafka import KafkaTransport, kafka_config
+from cauldron_fabric.core.transports.kafka import ClientLog, KafkaTransport, kafka_config
 
 log = logging.getLogger("cauldron_fabric.requests.kafka")
 
@@ -66,7 +66,7 @@ class KafkaRequester(Requester):
 				"enable.auto.commit": False,
 				# A waiting caller should not wait for the broker's fetch timer (librdkafka: 500 ms).
 				"fetch.wait.max.ms": int(self.options.get("reply_fetch_wait_ms") or 100),
-				"logger": log,
+				"logger": ClientLog(log),
 			}
 		)
 		self.reply_partition = self._assign_reply_partition()

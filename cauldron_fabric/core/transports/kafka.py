@@ -75,12 +75,13 @@ PRODUCER_REFUSED_CODES = {
 }
 
 
-class _ClientLog(logging.LoggerAdapter):
+class ClientLog(logging.LoggerAdapter):
 	"""Passes librdkafka's log lines to ``log``, its broker connection failures (FAIL) at DEBUG.
 
 	librdkafka logs one at every reconnect to a broker that is down, many a second, at ERROR: on
-	the terminal of ``bench fabric relay`` under the one line the relay says of an outage. The same
-	failure reaches ``error_cb``, and through it the transport's own errors.
+	the terminal of ``bench fabric relay`` or ``consume`` under the one line each says of an
+	outage. The same failure reaches ``error_cb``, and through it their own errors. Every client
+	of the fabric (producer, admin, consumers, the request-reply reader) logs through one.
 	"""
 
 	def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
@@ -103,7 +104,7 @@ def kafka_config(bootstrap: str, options: dict[str, Any]) -> dict[str, Any]:
 		"bootstrap.servers": bootstrap,
 		"security.protocol": protocol,
 		"client.id": options.get("client_id") or "cauldron-fabric",
-		"logger": _ClientLog(log),
+		"logger": ClientLog(log),
 	}
 	if protocol.startswith("SASL"):
 		mechanism = (options.get("sasl_mechanism") or "PLAIN").upper()
