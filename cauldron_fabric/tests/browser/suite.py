@@ -4,6 +4,7 @@ run-tests takes one module; this one gathers the test cases of the others.
 """
 
 from cauldron_fabric.tests.browser.desk_approvals import TestApprovalRequestForm
+from cauldron_fabric.tests.browser.desk_circuits import TestFabricCircuits, TestGoneSubscription
 from cauldron_fabric.tests.browser.desk_dead_letters import TestDeadLetterForm, TestDeadLetterList
 from cauldron_fabric.tests.browser.desk_event_log import TestEventLogList, TestEventLogRequeue
 from cauldron_fabric.tests.browser.desk_fabric_settings import TestFabricSettingsTestConnection
@@ -16,5 +17,7 @@ __all__ = [
 	"TestDeskSmoke",
 	"TestEventLogList",
 	"TestEventLogRequeue",
+	"TestFabricCircuits",
 	"TestFabricSettingsTestConnection",
+	"TestGoneSubscription",
 ]
