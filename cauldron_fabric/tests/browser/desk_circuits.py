@@ -241,6 +241,11 @@ class TestGoneSubscription(DeskCase):
 		self.desk.wait_field_text("disabled_reason", reason)
 		timeline = self.desk.find(".form-footer .new-timeline", "the timeline")
 		self.assertIn("410 Gone", timeline.text)
+		self.desk.open_list("Event Subscription")
+		pill = self.desk.row_indicator(subscription)
+		self.assertEqual(pill.text.strip(), "Receiver gone")
+		self.assertIn("orange", pill.get_attribute("class"))
+		self.desk.open_form("Event Subscription", subscription)
 		self.desk.click(f'{self.desk.field("enabled")} input[type="checkbox"]', "the Enabled box")
 		self.desk.click(".page-actions .primary-action", "the Save button")
 		self.desk.wait(
