@@ -266,7 +266,7 @@ class AddressPolicy:
 			if reason:
 				raise AddressRefused(
 					f"Webhook host {host!r} resolves to {address}, {reason}; webhooks to such addresses are refused.",
-					hint="If the receiver is yours, add its host or network to Fabric Settings → Private addresses webhooks may reach.",
+					hint="If the receiver is yours, add its host or network to the webhook allow-list in Fabric Settings (Private addresses webhooks may reach).",
 				)
 		return _connectable(addresses[0])
 
