@@ -12,6 +12,8 @@ import redis
 
 from cauldron_fabric.core.consumer.circuit_redis import RedisCircuitStore
 from cauldron_fabric.core.delivery.addresses import AddressPolicy
+from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore
+from cauldron_fabric.core.delivery.store_sql import create_table_sql as delivery_table_sql
 from cauldron_fabric.core.delivery.webhook import WebhookSender
 from cauldron_fabric.core.envelope import Envelope
 from cauldron_fabric.core.outbox.sql import SqlOutboxStore
@@ -131,6 +133,13 @@ def receiver():
 	server = Receiver().start()
 	yield server
 	server.stop()
+
+
+@pytest.fixture
+def delivery_table(database):
+	"""The names of a scratch Event Delivery table and its sequence, dropped after the test."""
+	with scratch_table("Event Delivery", delivery_table_sql, SqlDeliveryStore) as names:
+		yield names
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ from delivery_fabric import FAST, Fabric
 from cauldron_fabric.core.delivery.circuit import EndpointBreaker, EndpointPolicy, endpoint_of
 from cauldron_fabric.core.delivery.circuit_redis import RedisEndpointCircuits
 from cauldron_fabric.core.delivery.records import DEAD, DELIVERED, PENDING, Outcome
-from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore, create_table_sql
+from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore
 from cauldron_fabric.core.delivery.subscription import build_subscription, plan_deliveries
 from cauldron_fabric.core.delivery.worker import DeliveryWorker
-from cauldron_fabric.testing.http_receiver import Receiver, Reply
-from conftest import REDIS_URL, connect_db, make_envelope, scratch_table
+from cauldron_fabric.testing.http_receiver import Reply
+from conftest import REDIS_URL, connect_db, make_envelope
 
 
 class BlackHole:
@@ -45,19 +45,6 @@ class BlackHole:
 		for connection in self.held:
 			connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
 			connection.close()
-
-
-@pytest.fixture
-def receiver():
-	server = Receiver().start()
-	yield server
-	server.stop()
-
-
-@pytest.fixture
-def delivery_table(database):
-	with scratch_table("Event Delivery", create_table_sql, SqlDeliveryStore) as names:
-		yield names
 
 
 @pytest.fixture

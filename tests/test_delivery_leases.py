@@ -7,25 +7,12 @@ import pytest
 from delivery_fabric import FAST, Fabric
 
 from cauldron_fabric.core.delivery.records import DELIVERED
-from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore, create_table_sql
+from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore
 from cauldron_fabric.core.delivery.subscription import build_subscription, plan_deliveries
 from cauldron_fabric.core.delivery.worker import DeliveryWorker
 from cauldron_fabric.core.errors import RetryableError
-from cauldron_fabric.testing.http_receiver import Receiver, Reply
-from conftest import connect_db, make_envelope, scratch_table
-
-
-@pytest.fixture
-def receiver():
-	server = Receiver().start()
-	yield server
-	server.stop()
-
-
-@pytest.fixture
-def delivery_table(database):
-	with scratch_table("Event Delivery", create_table_sql, SqlDeliveryStore) as names:
-		yield names
+from cauldron_fabric.testing.http_receiver import Reply
+from conftest import connect_db, make_envelope
 
 
 def kill_connection(store: SqlDeliveryStore) -> None:

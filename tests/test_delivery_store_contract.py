@@ -16,14 +16,13 @@ from cauldron_fabric.core.delivery.records import (
 	DeliveryRequest,
 )
 from cauldron_fabric.core.delivery.store_memory import MemoryDeliveries
-from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore, create_table_sql
+from cauldron_fabric.core.delivery.store_sql import SqlDeliveryStore
 from cauldron_fabric.core.sqlsession import StoreUnavailable
 from conftest import (
 	TRICKY_TEXT,
 	connect_db,
 	connect_db_without_backslash_escapes,
 	make_envelope,
-	scratch_table,
 )
 
 
@@ -61,12 +60,6 @@ class MemorySessions:
 
 	def close(self):
 		pass
-
-
-@pytest.fixture
-def delivery_table(database):
-	with scratch_table("Event Delivery", create_table_sql, SqlDeliveryStore) as names:
-		yield names
 
 
 @pytest.fixture(params=["memory", "mariadb"])
